@@ -1,0 +1,50 @@
+# Kiln top-level entry points: `make demo` and `make test` work from a fresh clone.
+BUILD_DIR ?= build
+JOBS ?= $(shell nproc)
+PYTHON ?= /usr/bin/python3
+APT_PACKAGES = build-essential cmake ninja-build pkg-config libprotobuf-dev protobuf-compiler libonnx-dev \
+  libonnx-testdata libopenblas-dev nlohmann-json3-dev libcli11-dev libgtest-dev python3-numpy python3-onnx \
+  python3-torch python3-torchvision
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: all deps build test test-unit test-node test-models demo bench docs clean
+
+all: build
+
+# Installs only what is missing, so repeated runs cost nothing.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing: $$missing"; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
+
+$(BUILD_DIR)/build.ninja: CMakeLists.txt
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release
+
+build: deps $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	$(MAKE) --no-print-directory test-unit test-node test-models docs
+
+test-unit:
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+test-node:
+	$(PYTHON) tests/onnx/run_node_tests.py --kiln-build $(BUILD_DIR) --results $(BUILD_DIR)/node_results.json
+
+test-models:
+	$(PYTHON) tests/models/test_models.py --kiln-build $(BUILD_DIR) --ci
+
+docs:
+	$(PYTHON) tools/gen_operator_docs.py --results $(BUILD_DIR)/node_results.json --out docs/operators.md
+
+demo: build
+	$(PYTHON) scripts/demo.py --kiln-build $(BUILD_DIR)
+
+bench: build
+	$(PYTHON) bench/cpu_resnet50.py --kiln-build $(BUILD_DIR)
+
+clean:
+	rm -rf $(BUILD_DIR)

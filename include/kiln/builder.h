@@ -1,0 +1,67 @@
+// Builder, BuilderConfig and OptimizationProfile: turn a NetworkDefinition into a serialized engine.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/logger.h"
+#include "kiln/network.h"
+#include "kiln/status.h"
+#include "kiln/types.h"
+
+namespace kiln {
+
+// min/opt/max shape of each dynamic network input.
+class OptimizationProfile {
+ public:
+  struct Bounds {
+    Dims min, opt, max;
+  };
+  // Fails when ranks differ or min <= opt <= max does not hold element-wise.
+  Status set_shape(const std::string& input, const Dims& min, const Dims& opt, const Dims& max);
+  const std::map<std::string, Bounds>& shapes() const { return shapes_; }
+  bool has(const std::string& input) const { return shapes_.count(input) != 0; }
+
+ private:
+  std::map<std::string, Bounds> shapes_;
+};
+
+enum class BuilderFlag : uint32_t { kTF32 = 0, kFP16 = 1, kBF16 = 2, kINT8 = 3, kFP8 = 4 };
+
+class BuilderConfig {
+ public:
+  BuilderConfig() { set_flag(BuilderFlag::kTF32); }
+  void set_flag(BuilderFlag f) { flags_ |= 1u << static_cast<uint32_t>(f); }
+  void clear_flag(BuilderFlag f) { flags_ &= ~(1u << static_cast<uint32_t>(f)); }
+  bool get_flag(BuilderFlag f) const { return flags_ & (1u << static_cast<uint32_t>(f)); }
+  void add_optimization_profile(const OptimizationProfile& p) { profiles_.push_back(p); }
+  const std::vector<OptimizationProfile>& profiles() const { return profiles_; }
+  void set_backend(Backend b) { backend_ = b; }
+  Backend backend() const { return backend_; }
+  // Prints the graph after each named pass ("all" for every pass) through the logger at INFO.
+  void set_dump_after(const std::string& pass) { dump_after_ = pass; }
+  const std::string& dump_after() const { return dump_after_; }
+
+ private:
+  uint32_t flags_ = 0;
+  std::vector<OptimizationProfile> profiles_;
+  Backend backend_ = Backend::kCPU;
+  std::string dump_after_;
+};
+
+class Builder {
+ public:
+  explicit Builder(ILogger& logger = default_logger());
+  std::unique_ptr<NetworkDefinition> create_network();
+  std::unique_ptr<BuilderConfig> create_builder_config();
+  // Runs the pass pipeline and writes the engine. Dynamic inputs without a profile are an error naming them.
+  Result<std::vector<uint8_t>> build_serialized_network(NetworkDefinition& network, const BuilderConfig& config);
+
+ private:
+  ILogger& logger_;
+};
+
+}  // namespace kiln

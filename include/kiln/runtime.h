@@ -1,0 +1,92 @@
+// Runtime, Engine and ExecutionContext: load a serialized engine and run it. Links no builder code.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/logger.h"
+#include "kiln/status.h"
+#include "kiln/types.h"
+
+namespace kiln {
+
+namespace runtime {
+struct EnginePlan;
+}
+
+class ExecutionContext;
+
+// Host-side tensor for the convenience execution path.
+struct HostTensor {
+  DataType dtype = DataType::kFLOAT;
+  Dims dims;
+  std::vector<uint8_t> data;  // C-order, little-endian
+};
+
+class Engine {
+ public:
+  ~Engine();
+  int num_io_tensors() const;
+  const std::string& get_tensor_name(int i) const;
+  TensorIOMode get_tensor_mode(const std::string& name) const;
+  DataType get_tensor_dtype(const std::string& name) const;
+  Dims get_tensor_shape(const std::string& name) const;  // -1 for dynamic dims
+  int num_optimization_profiles() const;
+  // min/opt/max of a dynamic input in a profile; error when the input has no bounds.
+  Status get_profile_shape(const std::string& input, int profile, Dims* min, Dims* opt, Dims* max) const;
+  Backend backend() const;
+  int num_layers() const;
+  std::string kiln_version() const;
+  std::unique_ptr<ExecutionContext> create_execution_context() const;
+  std::vector<uint8_t> serialize() const;  // the engine file bytes it was loaded from
+  const runtime::EnginePlan& plan() const { return *plan_; }
+
+ private:
+  friend class Runtime;
+  Engine() = default;
+  std::shared_ptr<const runtime::EnginePlan> plan_;
+  std::vector<uint8_t> blob_;
+};
+
+class Runtime {
+ public:
+  explicit Runtime(ILogger& logger = default_logger());
+  // Validates header, version, checksums and every section; never crashes on bad bytes.
+  Result<std::unique_ptr<Engine>> deserialize_engine(const void* data, size_t size);
+  Result<std::unique_ptr<Engine>> load_engine_file(const std::string& path);
+
+ private:
+  ILogger& logger_;
+};
+
+// One in-flight execution of an engine. Contexts of one engine share its weights and may run on
+// different threads at once; one context is not itself thread-safe.
+class ExecutionContext {
+ public:
+  ~ExecutionContext();
+  // Fails when the shape is outside every profile bound or the rank/static dims differ.
+  Status set_input_shape(const std::string& name, const Dims& dims);
+  Status set_optimization_profile(int index);
+  // Output shapes follow from the input shapes (after set_input_shape for all inputs).
+  Result<Dims> get_tensor_shape(const std::string& name) const;
+  // Binds caller-owned memory for an I/O tensor (host memory on the CPU backend).
+  Status set_tensor_address(const std::string& name, void* ptr);
+  // Runs synchronously with the bound buffers; errors on missing bindings or unset shapes.
+  Status execute();
+  // Convenience: copies inputs in, sets shapes, runs, returns every output with its shape.
+  Result<std::vector<std::pair<std::string, HostTensor>>> infer(
+      const std::vector<std::pair<std::string, HostTensor>>& inputs);
+
+ private:
+  friend class Engine;
+  struct Impl;
+  explicit ExecutionContext(std::shared_ptr<const runtime::EnginePlan> plan);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Library version string ("0.1.0").
+const char* kiln_version_string();
+
+}  // namespace kiln

@@ -1,0 +1,191 @@
+// Graph editing: value/node creation, use lists, topological order.
+#include "ir/graph.h"
+
+#include <algorithm>
+#include <unordered_set>
+
+namespace kiln::ir {
+
+TensorInfo Value::info() const {
+  TensorInfo t;
+  t.dtype = dtype;
+  t.shape = shape;
+  t.rank_known = rank_known;
+  t.value = known;
+  t.constant = constant.get();
+  return t;
+}
+
+void Value::set_info(const TensorInfo& t) {
+  dtype = t.dtype;
+  shape = t.shape;
+  rank_known = t.rank_known;
+  known = t.value;
+}
+
+Value* Graph::add_value(const std::string& name) {
+  std::string n = name.empty() ? "tensor" : name;
+  if (by_name_.count(n)) {
+    int k = 1;
+    while (by_name_.count(n + "_" + std::to_string(k))) ++k;
+    n += "_" + std::to_string(k);
+  }
+  auto v = std::make_unique<Value>();
+  v->name = n;
+  Value* p = v.get();
+  values_.push_back(std::move(v));
+  by_name_[n] = p;
+  return p;
+}
+
+Value* Graph::add_constant(const std::string& name, Tensor t) {
+  Value* v = add_value(name);
+  v->dtype = t.dtype();
+  v->shape = ops::shape_from_dims(t.shape());
+  v->rank_known = true;
+  v->constant = std::make_shared<const Tensor>(std::move(t));
+  if (dtype_is_integer(v->dtype) && v->constant->rank() <= 1) {
+    std::vector<Dim> k;
+    for (auto x : v->constant->to_i64_vector()) k.push_back(Dim(x));
+    v->known = std::move(k);
+  }
+  return v;
+}
+
+Value* Graph::find_value(const std::string& name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : it->second;
+}
+
+std::string Graph::unique_node_name(const std::string& base) {
+  std::string b = base.empty() ? "node" : base;
+  int& count = node_names_[b];
+  std::string n = count == 0 ? b : b + "_" + std::to_string(count);
+  ++count;
+  return n;
+}
+
+Node* Graph::add_node(const std::string& op_type, const std::string& name, const std::vector<Value*>& inputs,
+                      const std::vector<std::string>& output_names, Attributes attrs, int opset,
+                      const std::string& domain) {
+  auto n = std::make_unique<Node>();
+  n->op_type = op_type;
+  n->name = unique_node_name(name.empty() ? op_type : name);
+  n->domain = domain;
+  n->opset = opset ? opset : opset_;
+  n->attrs = std::move(attrs);
+  n->inputs = inputs;
+  Node* p = n.get();
+  for (Value* v : inputs)
+    if (v) v->users.push_back(p);
+  for (auto& on : output_names) {
+    Value* v = add_value(on.empty() ? n->name + "_out" : on);
+    v->producer = p;
+    n->outputs.push_back(v);
+  }
+  nodes_.push_back(std::move(n));
+  return p;
+}
+
+void Graph::remove_node(Node* n) {
+  for (Value* v : n->inputs)
+    if (v) {
+      auto it = std::find(v->users.begin(), v->users.end(), n);
+      if (it != v->users.end()) v->users.erase(it);
+    }
+  for (Value* v : n->outputs)
+    if (v->producer == n) v->producer = nullptr;
+  nodes_.erase(std::remove_if(nodes_.begin(), nodes_.end(), [n](auto& p) { return p.get() == n; }), nodes_.end());
+}
+
+void Graph::set_node_input(Node* n, size_t i, Value* v) {
+  Value* old = n->inputs[i];
+  if (old) {
+    auto it = std::find(old->users.begin(), old->users.end(), n);
+    if (it != old->users.end()) old->users.erase(it);
+  }
+  n->inputs[i] = v;
+  if (v) v->users.push_back(n);
+}
+
+void Graph::replace_all_uses(Value* from, Value* to) {
+  std::vector<Node*> users = from->users;
+  for (Node* u : users)
+    for (size_t i = 0; i < u->inputs.size(); ++i)
+      if (u->inputs[i] == from) set_node_input(u, i, to);
+  for (auto& o : outputs_)
+    if (o == from) o = to;
+}
+
+void Graph::prune_values() {
+  std::unordered_set<const Value*> keep(inputs_.begin(), inputs_.end());
+  keep.insert(outputs_.begin(), outputs_.end());
+  for (auto& n : nodes_) {
+    keep.insert(n->inputs.begin(), n->inputs.end());
+    keep.insert(n->outputs.begin(), n->outputs.end());
+  }
+  std::vector<std::unique_ptr<Value>> kept;
+  for (auto& v : values_) {
+    if (keep.count(v.get())) kept.push_back(std::move(v));
+    else by_name_.erase(v->name);
+  }
+  values_ = std::move(kept);
+}
+
+void Graph::rebuild_links() {
+  for (auto& v : values_) {
+    v->users.clear();
+    v->producer = nullptr;
+  }
+  for (auto& n : nodes_) {
+    for (Value* v : n->inputs)
+      if (v) v->users.push_back(n.get());
+    for (Value* v : n->outputs) v->producer = n.get();
+  }
+}
+
+Status Graph::topo_sort() {
+  rebuild_links();
+  std::unordered_map<const Node*, int> pending;
+  std::vector<Node*> ready;
+  for (auto& n : nodes_) {
+    int deps = 0;
+    for (Value* v : n->inputs)
+      if (v && v->producer) ++deps;
+    pending[n.get()] = deps;
+    if (deps == 0) ready.push_back(n.get());
+  }
+  std::vector<Node*> order;
+  // Stable: among ready nodes keep the original order so dumps stay readable.
+  std::unordered_map<const Node*, size_t> pos;
+  for (size_t i = 0; i < nodes_.size(); ++i) pos[nodes_[i].get()] = i;
+  auto cmp = [&](Node* a, Node* b) { return pos[a] > pos[b]; };
+  std::make_heap(ready.begin(), ready.end(), cmp);
+  while (!ready.empty()) {
+    std::pop_heap(ready.begin(), ready.end(), cmp);
+    Node* n = ready.back();
+    ready.pop_back();
+    order.push_back(n);
+    for (Value* o : n->outputs)
+      for (Node* u : o->users)
+        if (--pending[u] == 0) {
+          ready.push_back(u);
+          std::push_heap(ready.begin(), ready.end(), cmp);
+        }
+  }
+  if (order.size() != nodes_.size()) {
+    std::string names;
+    int listed = 0;
+    for (auto& n : nodes_)
+      if (pending[n.get()] > 0 && listed++ < 10) names += (names.empty() ? "'" : ", '") + n->name + "' (" + n->op_type + ")";
+    return invalid_model("graph has a cycle (or a node consumes its own output); nodes involved: " + names);
+  }
+  std::vector<std::unique_ptr<Node>> sorted;
+  std::unordered_map<Node*, std::unique_ptr<Node>*> owner;
+  for (auto& n : nodes_) owner[n.get()] = &n;
+  for (Node* n : order) sorted.push_back(std::move(*owner[n]));
+  nodes_ = std::move(sorted);
+  return Status::Ok();
+}
+
+}  // namespace kiln::ir

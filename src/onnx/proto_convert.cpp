@@ -1,0 +1,163 @@
+// ONNX protobuf -> Kiln conversions for tensors (inline, typed fields, external data) and attributes.
+#include "onnx/proto_convert.h"
+
+#include <cstring>
+#include <fstream>
+
+namespace kiln::onnx_import {
+
+bool dtype_from_onnx(int t, DataType* out) {
+  using TP = onnx::TensorProto;
+  switch (t) {
+    case TP::FLOAT: *out = DataType::kFLOAT; return true;
+    case TP::FLOAT16: *out = DataType::kHALF; return true;
+    case TP::BFLOAT16: *out = DataType::kBF16; return true;
+    case TP::DOUBLE: *out = DataType::kDOUBLE; return true;
+    case TP::INT8: *out = DataType::kINT8; return true;
+    case TP::UINT8: *out = DataType::kUINT8; return true;
+    case TP::INT16: *out = DataType::kINT16; return true;
+    case TP::UINT16: *out = DataType::kUINT16; return true;
+    case TP::INT32: *out = DataType::kINT32; return true;
+    case TP::UINT32: *out = DataType::kUINT32; return true;
+    case TP::INT64: *out = DataType::kINT64; return true;
+    case TP::UINT64: *out = DataType::kUINT64; return true;
+    case TP::BOOL: *out = DataType::kBOOL; return true;
+    default: return false;
+  }
+}
+
+const char* onnx_dtype_name(int t) {
+  using TP = onnx::TensorProto;
+  if (t == TP::STRING) return "string";
+  if (t == TP::COMPLEX64) return "complex64";
+  if (t == TP::COMPLEX128) return "complex128";
+  if (t == TP::UNDEFINED) return "undefined";
+  DataType d;
+  if (dtype_from_onnx(t, &d)) return dtype_name(d);
+  return "unknown (newer than this ONNX library)";
+}
+
+static Status read_external(const onnx::TensorProto& tp, const std::string& base_dir, Tensor* t) {
+  std::string location;
+  int64_t offset = 0, length = -1;
+  for (auto& kv : tp.external_data()) {
+    if (kv.key() == "location") location = kv.value();
+    else if (kv.key() == "offset") offset = std::stoll(kv.value());
+    else if (kv.key() == "length") length = std::stoll(kv.value());
+  }
+  if (location.empty()) return invalid_model("tensor '" + tp.name() + "' has external data without a location");
+  if (location.find("..") != std::string::npos || (!location.empty() && location[0] == '/'))
+    return invalid_model("tensor '" + tp.name() + "': external data location '" + location +
+                         "' must be a relative path inside the model's directory");
+  std::string path = base_dir + "/" + location;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return io_error("tensor '" + tp.name() + "': cannot open external data file '" + path + "'");
+  f.seekg(0, std::ios::end);
+  int64_t file_size = f.tellg();
+  int64_t want = static_cast<int64_t>(t->nbytes());
+  if (length >= 0 && length != want)
+    return invalid_model("tensor '" + tp.name() + "': external data length " + std::to_string(length) +
+                         " does not match its shape (" + std::to_string(want) + " bytes)");
+  if (offset < 0 || offset + want > file_size)
+    return invalid_model("tensor '" + tp.name() + "': external data [" + std::to_string(offset) + ", " +
+                         std::to_string(offset + want) + ") lies outside '" + path + "' (" +
+                         std::to_string(file_size) + " bytes)");
+  f.seekg(offset);
+  f.read(static_cast<char*>(t->raw()), want);
+  if (!f) return io_error("tensor '" + tp.name() + "': reading external data from '" + path + "' failed");
+  return Status::Ok();
+}
+
+Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string& base_dir) {
+  DataType dt;
+  if (!dtype_from_onnx(tp.data_type(), &dt))
+    return unsupported("tensor '" + tp.name() + "' has unsupported type " + onnx_dtype_name(tp.data_type()));
+  std::vector<int64_t> shape(tp.dims().begin(), tp.dims().end());
+  for (auto d : shape)
+    if (d < 0) return invalid_model("tensor '" + tp.name() + "' has a negative dimension");
+  Tensor t(dt, shape);
+  const int64_t n = t.numel();
+  auto count_error = [&](int64_t have) {
+    return invalid_model("tensor '" + tp.name() + "' holds " + std::to_string(have) + " values but its shape " +
+                         dims_to_string(shape) + " needs " + std::to_string(n));
+  };
+  if (tp.data_location() == onnx::TensorProto::EXTERNAL) {
+    KILN_RETURN_IF_ERROR(read_external(tp, base_dir, &t));
+    return t;
+  }
+  if (tp.has_raw_data()) {
+    if (tp.raw_data().size() != t.nbytes()) return count_error(static_cast<int64_t>(tp.raw_data().size() / std::max<size_t>(1, dtype_size(dt))));
+    if (n) std::memcpy(t.raw(), tp.raw_data().data(), t.nbytes());
+    return t;
+  }
+  switch (dt) {
+    case DataType::kFLOAT:
+      if (tp.float_data_size() != n) return count_error(tp.float_data_size());
+      std::copy(tp.float_data().begin(), tp.float_data().end(), t.data<float>());
+      break;
+    case DataType::kDOUBLE:
+      if (tp.double_data_size() != n) return count_error(tp.double_data_size());
+      std::copy(tp.double_data().begin(), tp.double_data().end(), t.data<double>());
+      break;
+    case DataType::kINT64:
+      if (tp.int64_data_size() != n) return count_error(tp.int64_data_size());
+      std::copy(tp.int64_data().begin(), tp.int64_data().end(), t.data<int64_t>());
+      break;
+    case DataType::kUINT32: case DataType::kUINT64:
+      if (tp.uint64_data_size() != n) return count_error(tp.uint64_data_size());
+      for (int64_t i = 0; i < n; ++i) {
+        if (dt == DataType::kUINT32) t.data<uint32_t>()[i] = static_cast<uint32_t>(tp.uint64_data(i));
+        else t.data<uint64_t>()[i] = tp.uint64_data(i);
+      }
+      break;
+    default:  // int32_data holds int32, int16, int8, uint16, uint8, bool, and the bits of float16/bfloat16
+      if (tp.int32_data_size() != n) return count_error(tp.int32_data_size());
+      for (int64_t i = 0; i < n; ++i) {
+        int32_t v = tp.int32_data(i);
+        switch (dt) {
+          case DataType::kINT32: t.data<int32_t>()[i] = v; break;
+          case DataType::kINT16: t.data<int16_t>()[i] = static_cast<int16_t>(v); break;
+          case DataType::kUINT16: case DataType::kHALF: case DataType::kBF16:
+            t.data<uint16_t>()[i] = static_cast<uint16_t>(v); break;
+          case DataType::kINT8: t.data<int8_t>()[i] = static_cast<int8_t>(v); break;
+          case DataType::kUINT8: t.data<uint8_t>()[i] = static_cast<uint8_t>(v); break;
+          case DataType::kBOOL: t.data<bool>()[i] = v != 0; break;
+          default: return internal_error("unhandled dtype in tensor_from_proto");
+        }
+      }
+  }
+  return t;
+}
+
+Result<Attribute> attribute_from_proto(const onnx::AttributeProto& ap, const std::string& base_dir) {
+  using AP = onnx::AttributeProto;
+  switch (ap.type()) {
+    case AP::INT: return Attribute(static_cast<int64_t>(ap.i()));
+    case AP::FLOAT: return Attribute(ap.f());
+    case AP::STRING: return Attribute(ap.s());
+    case AP::INTS: return Attribute(std::vector<int64_t>(ap.ints().begin(), ap.ints().end()));
+    case AP::FLOATS: return Attribute(std::vector<float>(ap.floats().begin(), ap.floats().end()));
+    case AP::STRINGS: return Attribute(std::vector<std::string>(ap.strings().begin(), ap.strings().end()));
+    case AP::TENSOR: {
+      KILN_ASSIGN_OR_RETURN(Tensor t, tensor_from_proto(ap.t(), base_dir));
+      return Attribute(std::move(t));
+    }
+    case AP::UNDEFINED:
+      // Old exporters leave `type` unset; infer it from the populated field.
+      if (ap.has_i()) return Attribute(static_cast<int64_t>(ap.i()));
+      if (ap.has_f()) return Attribute(ap.f());
+      if (ap.has_s()) return Attribute(ap.s());
+      if (ap.ints_size()) return Attribute(std::vector<int64_t>(ap.ints().begin(), ap.ints().end()));
+      if (ap.floats_size()) return Attribute(std::vector<float>(ap.floats().begin(), ap.floats().end()));
+      if (ap.has_t()) {
+        KILN_ASSIGN_OR_RETURN(Tensor t, tensor_from_proto(ap.t(), base_dir));
+        return Attribute(std::move(t));
+      }
+      return invalid_model("attribute '" + ap.name() + "' has no type and no value");
+    default:
+      return unsupported("attribute '" + ap.name() + "' has kind " + AP::AttributeType_Name(ap.type()) +
+                         " (graphs, sparse tensors and type protos are not supported)");
+  }
+}
+
+}  // namespace kiln::onnx_import

@@ -1,0 +1,90 @@
+// Operator registry, inference context and attribute validation.
+#include "ops/op.h"
+
+#include <set>
+
+namespace kiln::ops {
+
+std::string shape_to_string(const Shape& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? "," : "") + s[i].to_string();
+  return r + "]";
+}
+bool shape_is_static(const Shape& s) {
+  for (auto& d : s)
+    if (!d.is_static()) return false;
+  return true;
+}
+std::vector<int64_t> static_dims(const Shape& s) {
+  std::vector<int64_t> r;
+  for (auto& d : s) r.push_back(d.is_static() ? d.value : -1);
+  return r;
+}
+Shape shape_from_dims(const std::vector<int64_t>& d) {
+  Shape s;
+  for (auto v : d) s.push_back(v >= 0 ? Dim(v) : Dim());
+  return s;
+}
+
+InferContext::InferContext(const Attributes& attrs, int opset, std::vector<const TensorInfo*> inputs,
+                           int num_outputs, std::function<std::string()> fresh_symbol)
+    : attrs_(attrs), opset_(opset), inputs_(std::move(inputs)), outputs_(num_outputs),
+      fresh_symbol_(std::move(fresh_symbol)) {}
+
+Dim InferContext::fresh_dim() {
+  if (fresh_symbol_) return Dim::symbol(fresh_symbol_());
+  return Dim::symbol("unk__" + std::to_string(local_counter_++));
+}
+
+OpRegistry& OpRegistry::instance() {
+  static OpRegistry r;
+  return r;
+}
+
+static std::string key(const std::string& name, const std::string& domain) {
+  return (domain == "ai.onnx" ? std::string() : domain) + "::" + name;
+}
+
+void OpRegistry::add(OpSchema schema) {
+  auto k = key(schema.name, schema.domain);
+  ops_[k] = std::move(schema);
+}
+
+const OpSchema* OpRegistry::find(const std::string& name, const std::string& domain) const {
+  auto it = ops_.find(key(name, domain));
+  return it == ops_.end() ? nullptr : &it->second;
+}
+
+std::vector<const OpSchema*> OpRegistry::all() const {
+  std::vector<const OpSchema*> r;
+  for (auto& [k, v] : ops_) r.push_back(&v);
+  return r;
+}
+
+Status validate_attributes(const OpSchema& schema, const Attributes& attrs) {
+  std::set<std::string> known;
+  for (auto& spec : schema.attrs) {
+    known.insert(spec.name);
+    const Attribute* a = attrs.find(spec.name);
+    if (!a) {
+      if (spec.req == AttrRequirement::kRequired)
+        return invalid_model(schema.name + ": required attribute '" + spec.name + "' is missing");
+      continue;
+    }
+    bool ok = a->type() == spec.type || (spec.type == AttrType::kFLOAT && a->type() == AttrType::kINT);
+    if (!ok)
+      return invalid_model(schema.name + ": attribute '" + spec.name + "' must be of type " +
+                           attr_type_name(spec.type) + " but is " + attr_type_name(a->type()));
+  }
+  for (auto& [name, a] : attrs.map()) {
+    if (!known.count(name)) {
+      std::string list;
+      for (auto& k : known) list += (list.empty() ? "" : ", ") + k;
+      return invalid_model(schema.name + ": unknown attribute '" + name + "' (accepted: " +
+                           (list.empty() ? "none" : list) + ")");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace kiln::ops

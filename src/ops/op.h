@@ -1,0 +1,150 @@
+// Operator definitions: each operator registers, in one file, its attribute schema, its shape and type
+// inference (over symbolic shapes) and its reference CPU computation. The builder and the runtime both
+// use this library; it knows nothing of ONNX protobufs, graphs or engines.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/attribute.h"
+#include "common/tensor.h"
+#include "kiln/status.h"
+#include "kiln/types.h"
+
+namespace kiln::ops {
+
+// One dimension: a static size (value >= 0) or a symbolic one (value < 0, named by sym; empty sym = unknown).
+struct Dim {
+  int64_t value = -1;
+  std::string sym;
+  Dim() = default;
+  Dim(int64_t v) : value(v) {}  // NOLINT(google-explicit-constructor)
+  static Dim symbol(std::string s) { Dim d; d.sym = std::move(s); return d; }
+  bool is_static() const { return value >= 0; }
+  bool operator==(const Dim& o) const {
+    return is_static() ? value == o.value : (!o.is_static() && !sym.empty() && sym == o.sym);
+  }
+  bool operator!=(const Dim& o) const { return !(*this == o); }
+  std::string to_string() const { return is_static() ? std::to_string(value) : (sym.empty() ? "?" : sym); }
+};
+using Shape = std::vector<Dim>;
+std::string shape_to_string(const Shape& s);  // "[N,3,224,224]"
+bool shape_is_static(const Shape& s);
+std::vector<int64_t> static_dims(const Shape& s);  // -1 for symbolic dims
+Shape shape_from_dims(const std::vector<int64_t>& d);
+
+// What inference knows about one tensor. `value` holds the known elements of a small integer tensor
+// (rank 0 or 1) such as a shape computed by Shape/Gather/Concat, possibly with symbolic entries; this is
+// how Reshape/Expand/ConstantOfShape/Slice learn their targets. `constant` is set when the whole tensor
+// is a known constant (initializers, folded subgraphs).
+struct TensorInfo {
+  DataType dtype = DataType::kFLOAT;
+  Shape shape;
+  bool rank_known = true;
+  std::optional<std::vector<Dim>> value;
+  const Tensor* constant = nullptr;
+};
+
+class InferContext {
+ public:
+  InferContext(const Attributes& attrs, int opset, std::vector<const TensorInfo*> inputs, int num_outputs,
+               std::function<std::string()> fresh_symbol = {});
+
+  int opset() const { return opset_; }
+  const Attributes& attrs() const { return attrs_; }
+  int num_inputs() const { return static_cast<int>(inputs_.size()); }
+  // Optional inputs that the model leaves out are absent (has_input false, input() must not be called).
+  bool has_input(int i) const { return i < num_inputs() && inputs_[i] != nullptr; }
+  const TensorInfo& input(int i) const { return *inputs_[i]; }
+  int num_outputs() const { return static_cast<int>(outputs_.size()); }
+  TensorInfo& output(int i) { return outputs_[i]; }
+  std::vector<TensorInfo>& outputs() { return outputs_; }
+  // A new, unique symbolic dimension (for sizes inference cannot know, e.g. NonZero's count).
+  Dim fresh_dim();
+
+ private:
+  const Attributes& attrs_;
+  int opset_;
+  std::vector<const TensorInfo*> inputs_;
+  std::vector<TensorInfo> outputs_;
+  std::function<std::string()> fresh_symbol_;
+  int local_counter_ = 0;
+};
+
+class ComputeContext {
+ public:
+  ComputeContext(const Attributes& attrs, int opset, std::vector<const Tensor*> inputs,
+                 std::vector<Tensor>* outputs)
+      : attrs_(attrs), opset_(opset), inputs_(std::move(inputs)), outputs_(outputs) {}
+
+  int opset() const { return opset_; }
+  const Attributes& attrs() const { return attrs_; }
+  int num_inputs() const { return static_cast<int>(inputs_.size()); }
+  bool has_input(int i) const { return i < num_inputs() && inputs_[i] != nullptr; }
+  const Tensor& input(int i) const { return *inputs_[i]; }
+  int num_outputs() const { return static_cast<int>(outputs_->size()); }
+  // Allocates output i with the given type and shape and returns it for writing.
+  Tensor& allocate_output(int i, DataType dtype, std::vector<int64_t> shape) {
+    (*outputs_)[i] = Tensor(dtype, std::move(shape));
+    return (*outputs_)[i];
+  }
+  // Sets output i to an existing tensor (e.g. a reshaped view of an input: no copy).
+  void set_output(int i, Tensor t) { (*outputs_)[i] = std::move(t); }
+  Tensor& output(int i) { return (*outputs_)[i]; }
+
+ private:
+  const Attributes& attrs_;
+  int opset_;
+  std::vector<const Tensor*> inputs_;
+  std::vector<Tensor>* outputs_;
+};
+
+enum class AttrRequirement { kOptional, kRequired };
+struct AttrSpec {
+  std::string name;
+  AttrType type;
+  AttrRequirement req = AttrRequirement::kOptional;
+};
+
+using InferFn = std::function<Status(InferContext&)>;
+using ComputeFn = std::function<Status(ComputeContext&)>;
+
+struct OpSchema {
+  std::string name;            // ONNX op type, e.g. "Conv"
+  std::string domain;          // "" for ai.onnx
+  int since_opset = 1;         // oldest opset this definition handles
+  int min_inputs = 0, max_inputs = 0;    // max_inputs < 0: variadic
+  int min_outputs = 1, max_outputs = 1;
+  std::vector<AttrSpec> attrs; // every attribute the op accepts
+  std::vector<DataType> dtypes;  // data types the reference compute handles (documentation + checks)
+  InferFn infer;
+  ComputeFn compute;
+};
+
+class OpRegistry {
+ public:
+  static OpRegistry& instance();
+  void add(OpSchema schema);
+  // nullptr when unknown. domain "" and "ai.onnx" are the same.
+  const OpSchema* find(const std::string& name, const std::string& domain = "") const;
+  std::vector<const OpSchema*> all() const;
+
+ private:
+  std::map<std::string, OpSchema> ops_;  // key: domain + "::" + name
+};
+
+// Registers ops at static-initialization time:  KILN_REGISTER_OP(Relu) { return OpSchema{...}; }
+// The op library is linked whole (CMake links it as an OBJECT library) so these always run.
+#define KILN_REGISTER_OP(NAME)                                                         \
+  static ::kiln::ops::OpSchema kiln_make_op_##NAME();                                  \
+  static const bool kiln_op_registered_##NAME =                                        \
+      (::kiln::ops::OpRegistry::instance().add(kiln_make_op_##NAME()), true);          \
+  static ::kiln::ops::OpSchema kiln_make_op_##NAME()
+
+// Validates attribute presence and types against the schema; unknown attributes are errors too.
+Status validate_attributes(const OpSchema& schema, const Attributes& attrs);
+
+}  // namespace kiln::ops

@@ -1,0 +1,130 @@
+// Shared operator helpers: axis normalization, broadcasting, strides, known-value queries.
+#include "ops/op_util.h"
+
+#include <algorithm>
+
+namespace kiln::ops {
+
+Result<int64_t> normalize_axis(int64_t axis, int64_t rank, const std::string& what) {
+  int64_t lo = -rank, hi = rank - 1;
+  if (rank == 0) lo = hi = 0;
+  if (axis < lo || axis > hi)
+    return invalid_model(what + " " + std::to_string(axis) + " is out of range [" + std::to_string(lo) + ", " +
+                         std::to_string(hi) + "] for rank " + std::to_string(rank));
+  return axis < 0 ? axis + rank : axis;
+}
+
+Result<Shape> broadcast_shapes(const std::vector<Shape>& shapes) {
+  size_t rank = 0;
+  for (auto& s : shapes) rank = std::max(rank, s.size());
+  Shape out(rank, Dim(1));
+  for (size_t k = 0; k < rank; ++k) {
+    std::optional<Dim> res;
+    bool any_unknown = false;
+    for (auto& s : shapes) {
+      if (k + s.size() < rank) continue;
+      const Dim& d = s[k - (rank - s.size())];
+      if (d.is_static() && d.value == 1) continue;
+      if (!d.is_static()) { any_unknown = true; if (!res || !res->is_static()) res = d; continue; }
+      if (res && res->is_static() && res->value != d.value)
+        return invalid_model("shapes " + [&] {
+          std::string r;
+          for (auto& x : shapes) r += (r.empty() ? "" : " and ") + shape_to_string(x);
+          return r;
+        }() + " cannot be broadcast");
+      res = d;
+    }
+    if (!res) out[k] = Dim(1);
+    else out[k] = *res;
+    (void)any_unknown;
+  }
+  return out;
+}
+
+Result<std::vector<int64_t>> broadcast_dims(const std::vector<std::vector<int64_t>>& shapes) {
+  std::vector<Shape> s;
+  for (auto& d : shapes) s.push_back(shape_from_dims(d));
+  KILN_ASSIGN_OR_RETURN(Shape r, broadcast_shapes(s));
+  return static_dims(r);
+}
+
+std::vector<int64_t> strides_of(const std::vector<int64_t>& shape) {
+  std::vector<int64_t> st(shape.size());
+  int64_t acc = 1;
+  for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) {
+    st[i] = acc;
+    acc *= shape[i];
+  }
+  return st;
+}
+
+std::vector<int64_t> broadcast_strides(const std::vector<int64_t>& in, const std::vector<int64_t>& out) {
+  std::vector<int64_t> st(out.size(), 0);
+  auto in_st = strides_of(in);
+  size_t off = out.size() - in.size();
+  for (size_t i = 0; i < in.size(); ++i) st[off + i] = in[i] == 1 ? 0 : in_st[i];
+  return st;
+}
+
+int64_t product(const std::vector<int64_t>& v, size_t begin, size_t end) {
+  int64_t p = 1;
+  for (size_t i = begin; i < std::min(end, v.size()); ++i) p *= v[i];
+  return p;
+}
+
+Result<std::vector<int64_t>> tensor_to_ints(const Tensor& t) {
+  if (!dtype_is_integer(t.dtype())) return invalid_model(std::string("expected an integer tensor, got ") + dtype_name(t.dtype()));
+  return t.to_i64_vector();
+}
+
+std::optional<std::vector<Dim>> known_values(const TensorInfo& t) {
+  if (t.value) return t.value;
+  if (t.constant && dtype_is_integer(t.constant->dtype()) && t.constant->rank() <= 1) {
+    std::vector<Dim> v;
+    for (auto x : t.constant->to_i64_vector()) v.push_back(Dim(x));
+    return v;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::vector<int64_t>> known_static_values(const TensorInfo& t) {
+  if (t.constant && dtype_is_integer(t.constant->dtype())) return t.constant->to_i64_vector();
+  auto v = known_values(t);
+  if (!v) return std::nullopt;
+  std::vector<int64_t> r;
+  for (auto& d : *v) {
+    if (!d.is_static()) return std::nullopt;
+    r.push_back(d.value);
+  }
+  return r;
+}
+
+Status infer_same_as_input0(InferContext& ctx) {
+  for (int i = 0; i < ctx.num_outputs(); ++i) {
+    ctx.output(i).dtype = ctx.input(0).dtype;
+    ctx.output(i).shape = ctx.input(0).shape;
+    ctx.output(i).rank_known = ctx.input(0).rank_known;
+  }
+  return Status::Ok();
+}
+
+const std::vector<DataType>& float_types() {
+  static const std::vector<DataType> v = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16, DataType::kDOUBLE};
+  return v;
+}
+const std::vector<DataType>& numeric_types() {
+  static const std::vector<DataType> v = {DataType::kFLOAT, DataType::kHALF,  DataType::kBF16,  DataType::kDOUBLE,
+                                          DataType::kINT8,  DataType::kUINT8, DataType::kINT16, DataType::kUINT16,
+                                          DataType::kINT32, DataType::kUINT32, DataType::kINT64, DataType::kUINT64};
+  return v;
+}
+const std::vector<DataType>& all_types() {
+  static const std::vector<DataType> v = [] {
+    auto r = numeric_types();
+    r.push_back(DataType::kBOOL);
+    return r;
+  }();
+  return v;
+}
+
+}  // namespace kiln::ops
