@@ -3,11 +3,11 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 PYTHON ?= /usr/bin/python3
 APT_PACKAGES = build-essential cmake ninja-build pkg-config libprotobuf-dev protobuf-compiler libonnx-dev \
-  libonnx-testdata libopenblas-dev nlohmann-json3-dev libcli11-dev libgtest-dev python3-numpy python3-onnx \
+  libonnx-testdata libopenblas-dev nlohmann-json3-dev libcli11-dev libgtest-dev python3-numpy python3-pytest python3-onnx \
   python3-torch python3-torchvision
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-unit test-node test-models demo bench docs clean
+.PHONY: all deps build test test-unit test-cli test-node test-models demo bench docs clean
 
 all: build
 
@@ -26,10 +26,13 @@ build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 test: build
-	$(MAKE) --no-print-directory test-unit test-node test-models docs
+	$(MAKE) --no-print-directory test-unit test-cli test-node test-models docs
 
 test-unit:
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+test-cli:
+	KILN_BUILD=$(BUILD_DIR) $(PYTHON) -m pytest -q tests/cli
 
 test-node:
 	$(PYTHON) tests/onnx/run_node_tests.py --kiln-build $(BUILD_DIR) --results $(BUILD_DIR)/node_results.json
