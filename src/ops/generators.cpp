@@ -1,4 +1,5 @@
-// Tensor generators and structured fills: Constant, ConstantOfShape, Range, EyeLike, Trilu, Tile, CumSum, OneHot.
+// Tensor generators and structured fills: Constant, ConstantOfShape, Range, EyeLike, Trilu, Tile, CumSum, OneHot;
+// also Einsum (reference loop over all labels).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -96,6 +97,90 @@ Result<int64_t> onehot_depth_from(double d) {
   return static_cast<int64_t>(d);
 }
 
+
+// Einsum equation with ellipses expanded: each operand and the output as lists of label ids. Letters are ids
+// 0..51; ellipsis dims get ids 52.. right-aligned so operands with shorter ellipses broadcast.
+struct EinsumPlan {
+  std::vector<std::vector<int>> inputs;
+  std::vector<int> output;
+  int num_labels = 0;
+};
+
+Result<EinsumPlan> parse_einsum(std::string eq, const std::vector<size_t>& ranks) {
+  eq.erase(std::remove(eq.begin(), eq.end(), ' '), eq.end());
+  auto bad = [&](const std::string& why) { return invalid_model("Einsum: equation '" + eq + "': " + why); };
+  std::string lhs = eq, rhs;
+  bool explicit_out = false;
+  if (auto arrow = eq.find("->"); arrow != std::string::npos) {
+    lhs = eq.substr(0, arrow);
+    rhs = eq.substr(arrow + 2);
+    explicit_out = true;
+  }
+  std::vector<std::string> terms;
+  for (size_t b = 0;;) {
+    size_t c = lhs.find(',', b);
+    terms.push_back(lhs.substr(b, c == std::string::npos ? std::string::npos : c - b));
+    if (c == std::string::npos) break;
+    b = c + 1;
+  }
+  if (terms.size() != ranks.size())
+    return bad("has " + std::to_string(terms.size()) + " operands but the node has " + std::to_string(ranks.size()) +
+               " inputs");
+  auto letter_id = [](char ch) { return ch >= 'a' && ch <= 'z' ? ch - 'a' : (ch >= 'A' && ch <= 'Z' ? 26 + ch - 'A' : -1); };
+  EinsumPlan plan;
+  int ell = 0;
+  std::vector<int> counts(52, 0);
+  for (size_t t = 0; t < terms.size(); ++t) {
+    const std::string& term = terms[t];
+    size_t dots = term.find("...");
+    int letters = 0;
+    for (char ch : term)
+      if (ch != '.') ++letters;
+    int e = dots == std::string::npos ? 0 : static_cast<int>(ranks[t]) - letters;
+    if (e < 0 || (dots == std::string::npos && letters != static_cast<int>(ranks[t])))
+      return bad("operand " + std::to_string(t) + " '" + term + "' does not match its rank " + std::to_string(ranks[t]));
+    ell = std::max(ell, e);
+  }
+  for (size_t t = 0; t < terms.size(); ++t) {
+    const std::string& term = terms[t];
+    std::vector<int> ids;
+    int e = static_cast<int>(ranks[t]);
+    for (char ch : term)
+      if (ch != '.') --e;
+    for (size_t i = 0; i < term.size(); ++i) {
+      if (term[i] == '.') {
+        if (term.compare(i, 3, "...") != 0) return bad("stray '.'");
+        for (int k = 0; k < e; ++k) ids.push_back(52 + ell - e + k);
+        i += 2;
+        continue;
+      }
+      int id = letter_id(term[i]);
+      if (id < 0) return bad(std::string("invalid label '") + term[i] + "'");
+      ids.push_back(id);
+      ++counts[id];
+    }
+    plan.inputs.push_back(ids);
+  }
+  if (explicit_out) {
+    for (size_t i = 0; i < rhs.size(); ++i) {
+      if (rhs[i] == '.') {
+        if (rhs.compare(i, 3, "...") != 0) return bad("stray '.'");
+        for (int k = 0; k < ell; ++k) plan.output.push_back(52 + k);
+        i += 2;
+        continue;
+      }
+      int id = letter_id(rhs[i]);
+      if (id < 0 || counts[id] == 0) return bad(std::string("output label '") + rhs[i] + "' is not in any operand");
+      plan.output.push_back(id);
+    }
+  } else {
+    for (int k = 0; k < ell; ++k) plan.output.push_back(52 + k);
+    for (int id = 0; id < 52; ++id)
+      if (counts[id] == 1) plan.output.push_back(id);
+  }
+  plan.num_labels = 52 + ell;
+  return plan;
+}
 }  // namespace
 
 KILN_REGISTER_OP(Constant) {
@@ -501,6 +586,107 @@ KILN_REGISTER_OP(OneHot) {
         std::memcpy(dst + ((o * depth + v) * inner + i) * es, on_v, es);
       }
     }
+    return Status::Ok();
+  };
+  return s;
+}
+
+KILN_REGISTER_OP(Einsum) {
+  OpSchema s;
+  s.name = "Einsum";
+  s.since_opset = 12;
+  s.min_inputs = 1;
+  s.max_inputs = -1;
+  s.attrs = {{"equation", AttrType::kSTRING, AttrRequirement::kRequired}};
+  s.dtypes = numeric_types();
+  s.infer = [](InferContext& ctx) {
+    TensorInfo& o = ctx.output(0);
+    o.dtype = ctx.input(0).dtype;
+    std::vector<size_t> ranks;
+    for (int i = 0; i < ctx.num_inputs(); ++i) {
+      if (!ctx.input(i).rank_known) {
+        o.rank_known = false;
+        return Status::Ok();
+      }
+      ranks.push_back(ctx.input(i).shape.size());
+    }
+    KILN_ASSIGN_OR_RETURN(std::string eq, ctx.attrs().get_string("equation"));
+    KILN_ASSIGN_OR_RETURN(EinsumPlan plan, parse_einsum(eq, ranks));
+    std::vector<std::optional<Dim>> dims(plan.num_labels);
+    for (size_t t = 0; t < plan.inputs.size(); ++t)
+      for (size_t k = 0; k < plan.inputs[t].size(); ++k) {
+        const Dim& d = ctx.input(static_cast<int>(t)).shape[k];
+        auto& cur = dims[plan.inputs[t][k]];
+        if (!cur || (cur->is_static() && cur->value == 1) || (!cur->is_static() && d.is_static() && d.value != 1)) cur = d;
+      }
+    o.shape.clear();
+    for (int id : plan.output) o.shape.push_back(dims[id] ? *dims[id] : Dim(1));
+    return Status::Ok();
+  };
+  s.compute = [](ComputeContext& ctx) {
+    std::vector<size_t> ranks;
+    for (int i = 0; i < ctx.num_inputs(); ++i) ranks.push_back(ctx.input(i).rank());
+    KILN_ASSIGN_OR_RETURN(std::string eq, ctx.attrs().get_string("equation"));
+    KILN_ASSIGN_OR_RETURN(EinsumPlan plan, parse_einsum(eq, ranks));
+    const DataType dt = ctx.input(0).dtype();
+    std::vector<int64_t> size(plan.num_labels, -1);
+    for (size_t t = 0; t < plan.inputs.size(); ++t) {
+      if (ctx.input(static_cast<int>(t)).dtype() != dt) return invalid_argument("Einsum: inputs must share one data type");
+      for (size_t k = 0; k < plan.inputs[t].size(); ++k) {
+        int64_t d = ctx.input(static_cast<int>(t)).shape()[k];
+        int64_t& cur = size[plan.inputs[t][k]];
+        if (cur < 0 || cur == 1) cur = d;
+        else if (d != 1 && d != cur)
+          return invalid_argument("Einsum: label sizes disagree (" + std::to_string(cur) + " vs " + std::to_string(d) +
+                                  ") in '" + eq + "'");
+      }
+    }
+    // Loop order: output labels, then the summed ones; strides per label per operand (0 where absent or broadcast).
+    std::vector<int> order = plan.output;
+    for (int id = 0; id < plan.num_labels; ++id)
+      if (size[id] >= 0 && std::find(order.begin(), order.end(), id) == order.end()) order.push_back(id);
+    const size_t nl = order.size(), no = plan.output.size(), nin = plan.inputs.size();
+    std::vector<int64_t> extent(nl);
+    std::vector<std::vector<int64_t>> st(nin, std::vector<int64_t>(nl, 0));
+    for (size_t l = 0; l < nl; ++l) extent[l] = std::max<int64_t>(size[order[l]], 1);
+    for (size_t t = 0; t < nin; ++t) {
+      const Tensor& x = ctx.input(static_cast<int>(t));
+      auto xs = strides_of(x.shape());
+      for (size_t k = 0; k < plan.inputs[t].size(); ++k) {
+        if (x.shape()[k] == 1) continue;
+        size_t l = std::find(order.begin(), order.end(), plan.inputs[t][k]) - order.begin();
+        st[t][l] += xs[k];  // a repeated label walks the diagonal
+      }
+    }
+    std::vector<int64_t> out_dims;
+    for (size_t l = 0; l < no; ++l) out_dims.push_back(size[order[l]] < 0 ? 1 : size[order[l]]);
+    Tensor& out = ctx.allocate_output(0, dt, out_dims);
+    int64_t inner = 1;
+    for (size_t l = no; l < nl; ++l) inner *= extent[l];
+    for (auto d : out_dims)
+      if (d == 0) return Status::Ok();
+    KILN_DISPATCH_NUMERIC_TYPES(dt, "Einsum", {
+      std::vector<const scalar_t*> src(nin);
+      for (size_t t = 0; t < nin; ++t) src[t] = ctx.input(static_cast<int>(t)).data<scalar_t>();
+      scalar_t* y = out.data<scalar_t>();
+      std::vector<int64_t> idx(nl, 0), off(nin, 0);
+      for (int64_t o = 0; o < out.numel(); ++o) {
+        double acc = 0;
+        for (int64_t j = 0; j < inner; ++j) {
+          double p = 1;
+          for (size_t t = 0; t < nin; ++t) p *= static_cast<double>(src[t][off[t]]);
+          acc += p;
+          // Advance the odometer over all labels (the summed ones fastest).
+          for (size_t l = nl; l-- > 0;) {
+            for (size_t t = 0; t < nin; ++t) off[t] += st[t][l];
+            if (++idx[l] < extent[l]) break;
+            for (size_t t = 0; t < nin; ++t) off[t] -= st[t][l] * extent[l];
+            idx[l] = 0;
+          }
+        }
+        y[o] = static_cast<scalar_t>(acc);
+      }
+    });
     return Status::Ok();
   };
   return s;
