@@ -95,6 +95,7 @@ KILN_REGISTER_OP(Cast) {
 KILN_REGISTER_OP(CastLike) {
   OpSchema s;
   s.name = "CastLike";
+  s.since_opset = 15;
   s.min_inputs = s.max_inputs = 2;
   s.attrs = {{"saturate", AttrType::kINT}};
   s.dtypes = all_types();
@@ -109,6 +110,7 @@ KILN_REGISTER_OP(CastLike) {
 KILN_REGISTER_OP(Where) {
   OpSchema s;
   s.name = "Where";
+  s.since_opset = 9;
   s.min_inputs = s.max_inputs = 3;
   s.dtypes = all_types();
   s.infer = [](InferContext& ctx) {

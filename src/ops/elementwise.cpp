@@ -424,8 +424,16 @@ KILN_REGISTER_OP(Max) { return make_variadic("Max", Variadic::kMax); }
 KILN_REGISTER_OP(Equal) { return make_compare<Compare::kEqual>("Equal"); }
 KILN_REGISTER_OP(Less) { return make_compare<Compare::kLess>("Less"); }
 KILN_REGISTER_OP(Greater) { return make_compare<Compare::kGreater>("Greater"); }
-KILN_REGISTER_OP(LessOrEqual) { return make_compare<Compare::kLessOrEqual>("LessOrEqual"); }
-KILN_REGISTER_OP(GreaterOrEqual) { return make_compare<Compare::kGreaterOrEqual>("GreaterOrEqual"); }
+KILN_REGISTER_OP(LessOrEqual) {
+  OpSchema s = make_compare<Compare::kLessOrEqual>("LessOrEqual");
+  s.since_opset = 12;
+  return s;
+}
+KILN_REGISTER_OP(GreaterOrEqual) {
+  OpSchema s = make_compare<Compare::kGreaterOrEqual>("GreaterOrEqual");
+  s.since_opset = 12;
+  return s;
+}
 
 KILN_REGISTER_OP(And) { return make_logic("And", [](bool x, bool y) { return x && y; }); }
 KILN_REGISTER_OP(Or) { return make_logic("Or", [](bool x, bool y) { return x || y; }); }
@@ -463,6 +471,7 @@ KILN_REGISTER_OP(Not) {
 KILN_REGISTER_OP(Mod) {
   OpSchema s;
   s.name = "Mod";
+  s.since_opset = 10;
   s.min_inputs = s.max_inputs = 2;
   s.attrs = {{"fmod", AttrType::kINT}};
   s.dtypes = numeric_types();
@@ -518,6 +527,7 @@ KILN_REGISTER_OP(Pow) {
 KILN_REGISTER_OP(BitShift) {
   OpSchema s;
   s.name = "BitShift";
+  s.since_opset = 11;
   s.min_inputs = s.max_inputs = 2;
   s.attrs = {{"direction", AttrType::kSTRING, AttrRequirement::kRequired}};
   s.dtypes = {DataType::kUINT8, DataType::kUINT16, DataType::kUINT32, DataType::kUINT64};

@@ -104,6 +104,11 @@ OpSchema with_value_propagation(OpSchema s, F f) {
   return s;
 }
 
+OpSchema since(int opset, OpSchema s) {
+  s.since_opset = opset;
+  return s;
+}
+
 template <typename C>
 C sigmoid(C x) {
   // Split by sign so exp never overflows.
@@ -212,13 +217,13 @@ KILN_REGISTER_OP(Neg) {
       [](int64_t x) { return static_cast<int64_t>(0ull - static_cast<uint64_t>(x)); });
 }
 KILN_REGISTER_OP(Sign) {
-  return make_unary<Types::kNumeric>("Sign", {}, nullptr, [](auto x, const Params&) {
+  return since(9, make_unary<Types::kNumeric>("Sign", {}, nullptr, [](auto x, const Params&) {
     using C = decltype(x);
     if constexpr (std::is_floating_point_v<C>) {
       if (std::isnan(x)) return x;
     }
     return static_cast<C>(x > C(0) ? 1 : (x < C(0) ? -1 : 0));
-  });
+  }));
 }
 KILN_REGISTER_OP(Exp) { return make_math("Exp", [](auto x) { return std::exp(x); }); }
 KILN_REGISTER_OP(Log) { return make_math("Log", [](auto x) { return std::log(x); }); }
@@ -227,40 +232,40 @@ KILN_REGISTER_OP(Reciprocal) { return make_math("Reciprocal", [](auto x) { retur
 KILN_REGISTER_OP(Floor) { return make_math("Floor", [](auto x) { return std::floor(x); }); }
 KILN_REGISTER_OP(Ceil) { return make_math("Ceil", [](auto x) { return std::ceil(x); }); }
 // Halves round to even: nearbyint uses the default (to-nearest-even) rounding mode.
-KILN_REGISTER_OP(Round) { return make_math("Round", [](auto x) { return std::nearbyint(x); }); }
-KILN_REGISTER_OP(Erf) { return make_math("Erf", [](auto x) { return std::erf(x); }); }
+KILN_REGISTER_OP(Round) { return since(11, make_math("Round", [](auto x) { return std::nearbyint(x); })); }
+KILN_REGISTER_OP(Erf) { return since(9, make_math("Erf", [](auto x) { return std::erf(x); })); }
 KILN_REGISTER_OP(Sin) { return make_math("Sin", [](auto x) { return std::sin(x); }); }
 KILN_REGISTER_OP(Cos) { return make_math("Cos", [](auto x) { return std::cos(x); }); }
 KILN_REGISTER_OP(Tan) { return make_math("Tan", [](auto x) { return std::tan(x); }); }
 KILN_REGISTER_OP(Asin) { return make_math("Asin", [](auto x) { return std::asin(x); }); }
 KILN_REGISTER_OP(Acos) { return make_math("Acos", [](auto x) { return std::acos(x); }); }
 KILN_REGISTER_OP(Atan) { return make_math("Atan", [](auto x) { return std::atan(x); }); }
-KILN_REGISTER_OP(Sinh) { return make_math("Sinh", [](auto x) { return std::sinh(x); }); }
-KILN_REGISTER_OP(Cosh) { return make_math("Cosh", [](auto x) { return std::cosh(x); }); }
-KILN_REGISTER_OP(Asinh) { return make_math("Asinh", [](auto x) { return std::asinh(x); }); }
-KILN_REGISTER_OP(Acosh) { return make_math("Acosh", [](auto x) { return std::acosh(x); }); }
-KILN_REGISTER_OP(Atanh) { return make_math("Atanh", [](auto x) { return std::atanh(x); }); }
+KILN_REGISTER_OP(Sinh) { return since(9, make_math("Sinh", [](auto x) { return std::sinh(x); })); }
+KILN_REGISTER_OP(Cosh) { return since(9, make_math("Cosh", [](auto x) { return std::cosh(x); })); }
+KILN_REGISTER_OP(Asinh) { return since(9, make_math("Asinh", [](auto x) { return std::asinh(x); })); }
+KILN_REGISTER_OP(Acosh) { return since(9, make_math("Acosh", [](auto x) { return std::acosh(x); })); }
+KILN_REGISTER_OP(Atanh) { return since(9, make_math("Atanh", [](auto x) { return std::atanh(x); })); }
 KILN_REGISTER_OP(Tanh) { return make_math("Tanh", [](auto x) { return std::tanh(x); }); }
 KILN_REGISTER_OP(Sigmoid) { return make_math("Sigmoid", [](auto x) { return sigmoid(x); }); }
 KILN_REGISTER_OP(Softplus) { return make_math("Softplus", [](auto x) { return softplus(x); }); }
 KILN_REGISTER_OP(Softsign) {
   return make_math("Softsign", [](auto x) { return x / (decltype(x)(1) + std::fabs(x)); });
 }
-KILN_REGISTER_OP(Mish) { return make_math("Mish", [](auto x) { return x * std::tanh(softplus(x)); }); }
+KILN_REGISTER_OP(Mish) { return since(18, make_math("Mish", [](auto x) { return x * std::tanh(softplus(x)); })); }
 KILN_REGISTER_OP(HardSwish) {
-  return make_math("HardSwish", [](auto x) {
+  return since(14, make_math("HardSwish", [](auto x) {
     using C = decltype(x);
     C t = x / C(6) + C(0.5);
     return x * std::max(C(0), std::min(C(1), t));
-  });
+  }));
 }
 
 KILN_REGISTER_OP(IsNaN) {
-  return make_predicate("IsNaN", {}, [](double x, bool, bool) { return std::isnan(x); });
+  return since(9, make_predicate("IsNaN", {}, [](double x, bool, bool) { return std::isnan(x); }));
 }
 KILN_REGISTER_OP(IsInf) {
-  return make_predicate("IsInf", {{"detect_negative", AttrType::kINT}, {"detect_positive", AttrType::kINT}},
-                        [](double x, bool neg, bool pos) { return std::isinf(x) && (x < 0 ? neg : pos); });
+  return since(10, make_predicate("IsInf", {{"detect_negative", AttrType::kINT}, {"detect_positive", AttrType::kINT}},
+                        [](double x, bool neg, bool pos) { return std::isinf(x) && (x < 0 ? neg : pos); }));
 }
 
 // ---- activations ----
@@ -294,12 +299,12 @@ KILN_REGISTER_OP(Selu) {
                                    });
 }
 KILN_REGISTER_OP(Celu) {
-  return make_unary<Types::kFloat>("Celu", {{"alpha", AttrType::kFLOAT}}, float_params(1.0),
+  return since(12, make_unary<Types::kFloat>("Celu", {{"alpha", AttrType::kFLOAT}}, float_params(1.0),
                                    [](auto x, const Params& p) {
                                      using C = decltype(x);
                                      C a = static_cast<C>(p.alpha);
                                      return std::max(C(0), x) + std::min(C(0), a * std::expm1(x / a));
-                                   });
+                                   }));
 }
 KILN_REGISTER_OP(HardSigmoid) {
   return make_unary<Types::kFloat>("HardSigmoid", {{"alpha", AttrType::kFLOAT}, {"beta", AttrType::kFLOAT}},
@@ -310,11 +315,11 @@ KILN_REGISTER_OP(HardSigmoid) {
                                    });
 }
 KILN_REGISTER_OP(ThresholdedRelu) {
-  return make_unary<Types::kFloat>("ThresholdedRelu", {{"alpha", AttrType::kFLOAT}}, float_params(1.0),
+  return since(10, make_unary<Types::kFloat>("ThresholdedRelu", {{"alpha", AttrType::kFLOAT}}, float_params(1.0),
                                    [](auto x, const Params& p) {
                                      using C = decltype(x);
                                      return x > static_cast<C>(p.alpha) ? x : C(0);
-                                   });
+                                   }));
 }
 KILN_REGISTER_OP(Gelu) {
   PrepareFn prepare = [](const Attributes& attrs, Params& p) {
@@ -324,13 +329,13 @@ KILN_REGISTER_OP(Gelu) {
     else return invalid_model("attribute 'approximate' must be one of none, tanh but is '" + mode + "'");
     return Status::Ok();
   };
-  return make_unary<Types::kFloat>("Gelu", {{"approximate", AttrType::kSTRING}}, prepare,
+  return since(20, make_unary<Types::kFloat>("Gelu", {{"approximate", AttrType::kSTRING}}, prepare,
                                    [](auto x, const Params& p) {
                                      using C = decltype(x);
                                      if (p.mode == 0) return C(0.5) * x * (C(1) + std::erf(x / std::sqrt(C(2))));
                                      const C k = std::sqrt(C(2) / C(3.14159265358979323846));
                                      return C(0.5) * x * (C(1) + std::tanh(k * (x + C(0.044715) * x * x * x)));
-                                   });
+                                   }));
 }
 
 KILN_REGISTER_OP(Clip) {
