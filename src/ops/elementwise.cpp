@@ -127,7 +127,10 @@ std::optional<Dim> arith_dim(InferContext& ctx, Arith op, const Dim& x, const Di
   auto is = [](const Dim& d, int64_t v) { return d.is_static() && d.value == v; };
   switch (op) {
     case Arith::kAdd: if (is(y, 0)) return x; if (is(x, 0)) return y; break;
-    case Arith::kSub: if (is(y, 0)) return x; break;
+    case Arith::kSub:
+      if (is(y, 0)) return x;
+      if (x == y) return Dim(0);  // same symbol on both sides
+      break;
     case Arith::kMul:
       if (is(y, 1)) return x;
       if (is(x, 1)) return y;
