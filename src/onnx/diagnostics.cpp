@@ -60,9 +60,8 @@ Status Diagnostics::summary() const {
     const ParserError& p = e.error;
     if (e.unsupported_op) {
       ++num_unsupported;
-      unsupported_lines += "\n  node '" + p.node_name + "' (index " + std::to_string(p.node_index) +
-                           "): op_type '" + p.op_type + "', domain '" + display_domain(p.domain) + "', opset " +
-                           std::to_string(p.opset);
+      unsupported_lines += "\n  node '" + p.node_name + "' (index " + std::to_string(p.node_index) + "): op_type '" +
+                           p.op_type + "', domain '" + display_domain(p.domain) + "', opset " + std::to_string(p.opset);
       auto reason = p.description.find(" is not supported (");
       if (reason != std::string::npos) unsupported_lines += p.description.substr(reason + 17);
     } else {
@@ -72,12 +71,13 @@ Status Diagnostics::summary() const {
     }
   }
   if (num_other == 1 && num_unsupported == 0) return Status(code, entries_.front().error.to_string());
-  std::string msg = "ONNX import failed with " + std::to_string(entries_.size()) +
-                    (entries_.size() == 1 ? " error" : " errors");
+  std::string msg =
+      "ONNX import failed with " + std::to_string(entries_.size()) + (entries_.size() == 1 ? " error" : " errors");
   if (num_unsupported)
     msg += "\n" + std::to_string(num_unsupported) + " unsupported node" + (num_unsupported == 1 ? "" : "s") +
            " (Kiln has no definition for these operators):" + unsupported_lines;
-  if (num_other) msg += "\n" + std::to_string(num_other) + " other error" + (num_other == 1 ? "" : "s") + ":" + other_lines;
+  if (num_other)
+    msg += "\n" + std::to_string(num_other) + " other error" + (num_other == 1 ? "" : "s") + ":" + other_lines;
   return Status(code, msg);
 }
 

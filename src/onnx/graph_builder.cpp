@@ -66,9 +66,12 @@ class GraphBuilder {
   ops::Shape shape_from_proto(const onnx::TensorShapeProto& sp, bool fresh_for_unknown) {
     ops::Shape s;
     for (auto& d : sp.dim()) {
-      if (d.has_dim_value() && d.dim_value() >= 0) s.push_back(ops::Dim(d.dim_value()));
-      else if (d.has_dim_param() && !d.dim_param().empty()) s.push_back(ops::Dim::symbol(d.dim_param()));
-      else s.push_back(fresh_for_unknown ? ops::Dim::symbol(fresh_symbol()) : ops::Dim());
+      if (d.has_dim_value() && d.dim_value() >= 0)
+        s.push_back(ops::Dim(d.dim_value()));
+      else if (d.has_dim_param() && !d.dim_param().empty())
+        s.push_back(ops::Dim::symbol(d.dim_param()));
+      else
+        s.push_back(fresh_for_unknown ? ops::Dim::symbol(fresh_symbol()) : ops::Dim());
     }
     return s;
   }
@@ -99,31 +102,42 @@ class GraphBuilder {
   }
 
   void add_inputs() {
+    std::unordered_set<std::string> initializers, seen;
+    for (auto& tp : g_.initializer()) initializers.insert(tp.name());
     for (auto& vi : g_.input()) {
       // Models before IR version 4 (opset < 9) list every initializer as an input too. Later IR versions
       // allow this for inputs with defaults; Kiln builds for fixed weights, so the initializer wins.
-      if (values_.count(vi.name())) {
+      if (initializers.count(vi.name())) {
         diag_.verbose("graph input '" + vi.name() + "' has an initializer; it is imported as a constant");
         continue;
       }
+      if (!seen.insert(vi.name()).second) {
+        diag_.model_error(ErrorCode::kInvalidModel, "graph input '" + vi.name() + "' is listed more than once");
+        continue;
+      }
+      values_.emplace(vi.name(), nullptr);  // known from here on, even if rejected below: no dangling reports
       if (!vi.type().has_tensor_type()) {
-        diag_.model_error(ErrorCode::kUnsupported, "graph input '" + vi.name() +
-                                                       "' is not a tensor (sequence, map and optional inputs are not supported)");
+        diag_.model_error(
+            ErrorCode::kUnsupported,
+            "graph input '" + vi.name() + "' is not a tensor (sequence, map and optional inputs are not supported)");
         continue;
       }
       const auto& tt = vi.type().tensor_type();
       DataType dt;
       if (!dtype_from_onnx(tt.elem_type(), &dt)) {
         diag_.model_error(ErrorCode::kUnsupported, "graph input '" + vi.name() + "' has element type " +
-                                                       onnx_dtype_name(tt.elem_type()) + ", which Kiln does not support");
+                                                       onnx_dtype_name(tt.elem_type()) +
+                                                       ", which Kiln does not support");
         continue;
       }
       ir::Value* v = graph_.add_value(vi.name());
       v->dtype = dt;
       v->rank_known = tt.has_shape();
-      if (tt.has_shape()) v->shape = shape_from_proto(tt.shape(), /*fresh_for_unknown=*/true);
-      else diag_.warning("graph input '" + vi.name() + "' declares no shape; set one before building");
-      define(vi.name(), v);
+      if (tt.has_shape())
+        v->shape = shape_from_proto(tt.shape(), /*fresh_for_unknown=*/true);
+      else
+        diag_.warning("graph input '" + vi.name() + "' declares no shape; set one before building");
+      values_[vi.name()] = v;
       graph_.inputs().push_back(v);
     }
   }
@@ -139,8 +153,8 @@ class GraphBuilder {
                            "output '" + out + "' is already a graph input or initializer (ONNX graphs are SSA)");
         } else if (auto [it, fresh] = producer.emplace(out, i); !fresh) {
           diag_.node_error(ErrorCode::kInvalidModel, ref(i),
-                           "output '" + out + "' is also produced by node '" + ref(it->second).name +
-                               "' (index " + std::to_string(it->second) + "); ONNX graphs are SSA");
+                           "output '" + out + "' is also produced by node '" + ref(it->second).name + "' (index " +
+                               std::to_string(it->second) + "); ONNX graphs are SSA");
         }
       }
   }
@@ -157,8 +171,7 @@ class GraphBuilder {
     if (k == "value_floats")
       return Tensor::from_vector<float>({a.floats_size()}, std::vector<float>(a.floats().begin(), a.floats().end()));
     if (k == "value_ints")
-      return Tensor::from_vector<int64_t>({a.ints_size()},
-                                          std::vector<int64_t>(a.ints().begin(), a.ints().end()));
+      return Tensor::from_vector<int64_t>({a.ints_size()}, std::vector<int64_t>(a.ints().begin(), a.ints().end()));
     if (k == "sparse_value" || k == "value_string" || k == "value_strings")
       return unsupported("Constant attribute '" + k + "' is not supported (Kiln holds dense numeric tensors only)");
     return invalid_model("Constant has unknown attribute '" + k + "'");
@@ -211,10 +224,12 @@ class GraphBuilder {
       diag_.unsupported_node(r, "control-flow subgraph attribute " + list + " is not supported");
     } else if (!schema) {
       std::string reason;
-      if (!r.domain.empty() && !kiln_domains().count(r.domain)) reason = "Kiln supports no operator of domain '" + r.domain + "'";
+      if (!r.domain.empty() && !kiln_domains().count(r.domain))
+        reason = "Kiln supports no operator of domain '" + r.domain + "'";
       diag_.unsupported_node(r, reason);
     } else if (!opsets_.count(r.domain)) {
-      diag_.node_error(ErrorCode::kInvalidModel, r, "domain '" + r.domain + "' is not listed in the model's opset_import");
+      diag_.node_error(ErrorCode::kInvalidModel, r,
+                       "domain '" + r.domain + "' is not listed in the model's opset_import");
     } else {
       check_against_schema(*schema, n, attrs, r);
     }
@@ -253,13 +268,15 @@ class GraphBuilder {
     }
     int num_in = n.input_size();
     if (num_in < schema.min_inputs || (schema.max_inputs >= 0 && num_in > schema.max_inputs))
-      diag_.node_error(ErrorCode::kInvalidModel, r, "has " + std::to_string(num_in) + " inputs, expected " +
-                                                        arity(schema.min_inputs, schema.max_inputs));
+      diag_.node_error(
+          ErrorCode::kInvalidModel, r,
+          "has " + std::to_string(num_in) + " inputs, expected " + arity(schema.min_inputs, schema.max_inputs));
     int num_out = n.output_size();
     while (num_out > 0 && n.output(num_out - 1).empty()) --num_out;
     if (num_out < schema.min_outputs || (schema.max_outputs >= 0 && num_out > schema.max_outputs))
-      diag_.node_error(ErrorCode::kInvalidModel, r, "has " + std::to_string(num_out) + " outputs, expected " +
-                                                        arity(schema.min_outputs, schema.max_outputs));
+      diag_.node_error(
+          ErrorCode::kInvalidModel, r,
+          "has " + std::to_string(num_out) + " outputs, expected " + arity(schema.min_outputs, schema.max_outputs));
   }
 
   static std::string arity(int lo, int hi) {

@@ -24,32 +24,43 @@ bool check_opsets(const onnx::ModelProto& model, std::unordered_map<std::string,
   for (auto& imp : model.opset_import()) {
     std::string d = normalize_domain(imp.domain());
     if (opsets->count(d)) {
-      diag.model_error(ErrorCode::kInvalidModel, "opset_import lists domain '" + (d.empty() ? "ai.onnx" : d) +
-                                                     "' more than once");
+      diag.model_error(ErrorCode::kInvalidModel,
+                       "opset_import lists domain '" + (d.empty() ? "ai.onnx" : d) + "' more than once");
       return false;
     }
     (*opsets)[d] = static_cast<int>(imp.version());
   }
   auto it = opsets->find("");
   if (it == opsets->end()) {
+    // A graph of other domains only (e.g. ai.onnx.preview.training) needs no ai.onnx opset; its nodes are
+    // judged one by one against Kiln's registry.
+    bool uses_default_domain = false;
+    for (auto& n : model.graph().node()) uses_default_domain |= normalize_domain(n.domain()).empty();
+    if (!uses_default_domain) {
+      (*opsets)[""] = newest_known_onnx_opset();
+      return true;
+    }
     // IR version 1/2 models had no opset_import; they are also far older than opset 7.
     diag.model_error(ErrorCode::kInvalidModel,
                      "model does not import the ai.onnx opset (opset_import has no entry for domain '' or "
-                     "'ai.onnx'); Kiln needs opset " + std::to_string(kMinOnnxOpset) + " or newer");
+                     "'ai.onnx'); Kiln needs opset " +
+                         std::to_string(kMinOnnxOpset) + " or newer");
     return false;
   }
   const int newest = newest_known_onnx_opset();
   if (it->second < kMinOnnxOpset) {
-    diag.model_error(ErrorCode::kUnsupported,
-                     "model uses ai.onnx opset " + std::to_string(it->second) + ", older than the oldest Kiln supports (" +
-                         std::to_string(kMinOnnxOpset) + "); re-export it or upgrade it with onnx.version_converter");
+    diag.model_error(ErrorCode::kUnsupported, "model uses ai.onnx opset " + std::to_string(it->second) +
+                                                  ", older than the oldest Kiln supports (" +
+                                                  std::to_string(kMinOnnxOpset) +
+                                                  "); re-export it or upgrade it with onnx.version_converter");
     return false;
   }
   if (it->second > newest) {
-    diag.model_error(ErrorCode::kUnsupported,
-                     "model uses ai.onnx opset " + std::to_string(it->second) + ", newer than the newest this build's "
-                     "ONNX library knows (" + std::to_string(newest) + "); re-export it with opset <= " +
-                         std::to_string(newest));
+    diag.model_error(ErrorCode::kUnsupported, "model uses ai.onnx opset " + std::to_string(it->second) +
+                                                  ", newer than the newest this build's "
+                                                  "ONNX library knows (" +
+                                                  std::to_string(newest) +
+                                                  "); re-export it with opset <= " + std::to_string(newest));
     return false;
   }
   return true;

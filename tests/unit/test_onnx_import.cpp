@@ -39,8 +39,10 @@ void set_type(onnx::ValueInfoProto* vi, int elem_type, const std::vector<std::st
   for (auto& d : dims) {
     auto* dim = shape->add_dim();
     if (d.empty()) continue;
-    if (std::isdigit(static_cast<unsigned char>(d[0]))) dim->set_dim_value(std::stoll(d));
-    else dim->set_dim_param(d);
+    if (std::isdigit(static_cast<unsigned char>(d[0])))
+      dim->set_dim_value(std::stoll(d));
+    else
+      dim->set_dim_param(d);
   }
 }
 
@@ -331,10 +333,13 @@ TEST(OnnxImport, EveryUnsupportedNodeIsListed) {
   EXPECT_EQ(r.errors[2].opset, 2);
   const std::string& msg = r.status.message();
   EXPECT_NE(msg.find("3 unsupported nodes"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("node 'first' (index 0): op_type 'KilnNoSuchOpA', domain 'ai.onnx', opset 13"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("node 'first' (index 0): op_type 'KilnNoSuchOpA', domain 'ai.onnx', opset 13"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("node 'KilnNoSuchOpB_2' (index 2): op_type 'KilnNoSuchOpB', domain 'ai.onnx', opset 13"),
-            std::string::npos) << msg;
-  EXPECT_NE(msg.find("node 'third' (index 3): op_type 'Custom', domain 'com.example', opset 2"), std::string::npos) << msg;
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("node 'third' (index 3): op_type 'Custom', domain 'com.example', opset 2"), std::string::npos)
+      << msg;
   EXPECT_EQ(msg.find("'fine'"), std::string::npos) << msg;
 }
 
@@ -369,7 +374,8 @@ TEST(OnnxImport, OpsetOutsideTheSupportedRangeIsRejected) {
     ASSERT_FALSE(r.status.ok()) << opset;
     EXPECT_EQ(r.errors.size(), 1u);
     EXPECT_NE(r.status.message().find("opset " + std::to_string(opset)), std::string::npos) << r.status.message();
-    std::string bound = std::to_string(opset == 6 ? onnx_import::kMinOnnxOpset : onnx_import::newest_known_onnx_opset());
+    std::string bound =
+        std::to_string(opset == 6 ? onnx_import::kMinOnnxOpset : onnx_import::newest_known_onnx_opset());
     EXPECT_NE(r.status.message().find("(" + bound + ")"), std::string::npos) << r.status.message();
   }
   EXPECT_GE(onnx_import::newest_known_onnx_opset(), 17);
@@ -495,6 +501,7 @@ TEST(OnnxImport, GraphLevelProblemsAreAllReported) {
   auto r = import(m, g);
   ASSERT_FALSE(r.status.ok());
   const std::string& msg = r.status.message();
-  EXPECT_NE(msg.find("node 'two' (index 1, Identity): output 'a' is also produced by node 'one'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("node 'two' (index 1, Identity): output 'a' is also produced by node 'one'"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("graph output 'missing' is not produced"), std::string::npos) << msg;
 }
