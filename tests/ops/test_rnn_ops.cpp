@@ -193,3 +193,40 @@ TEST(SignalOps, DftOfImpulseIsFlatAndOnesidedHalves) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Col2ImOps, OverlappingBlocksAreSummed) {
+  // 1-D image of 4 with blocks of 2 at stride 1: the middle pixels are covered twice.
+  Tensor x = f32({1, 2, 3}, {1, 1, 1, 1, 1, 1});
+  Tensor image = Tensor::from_vector<int64_t>({1}, {4});
+  Tensor block = Tensor::from_vector<int64_t>({1}, {2});
+  auto o = run_compute("Col2Im", Attributes{}, {&x, &image, &block}, 1, 18);
+  ASSERT_TRUE(o.status.ok()) << o.status.to_string();
+  EXPECT_EQ(o.outs[0].shape(), (std::vector<int64_t>{1, 1, 4}));
+  EXPECT_EQ(o.outs[0].to_f64_vector(), (std::vector<double>{1, 2, 2, 1}));
+}
+
+TEST(Col2ImOps, RowBlocksTransposeBackIntoImage) {
+  // Blocks of one row of 5 over a 5x5 image: column l of block element k is pixel (l, k).
+  std::vector<float> v(25);
+  for (int k = 0; k < 5; ++k)
+    for (int l = 0; l < 5; ++l) v[k * 5 + l] = static_cast<float>(1 + 5 * l + k);
+  Tensor x = f32({1, 5, 5}, v);
+  Tensor image = Tensor::from_vector<int64_t>({2}, {5, 5});
+  Tensor block = Tensor::from_vector<int64_t>({2}, {1, 5});
+  TensorInfo xi = make_info(DataType::kFLOAT, {Dim(1), Dim(5), Dim(5)});
+  TensorInfo ii = make_info(DataType::kINT64, {Dim(2)});
+  ii.constant = &image;
+  TensorInfo bi = make_info(DataType::kINT64, {Dim(2)});
+  bi.constant = &block;
+  auto inf = run_infer("Col2Im", Attributes{}, {&xi, &ii, &bi}, 1, 18);
+  ASSERT_TRUE(inf.status.ok()) << inf.status.to_string();
+  EXPECT_EQ(shape_to_string(inf.outs[0].shape), "[1,1,5,5]");
+  auto o = run_compute("Col2Im", Attributes{}, {&x, &image, &block}, 1, 18);
+  ASSERT_TRUE(o.status.ok()) << o.status.to_string();
+  auto got = o.outs[0].to_f64_vector();
+  for (int i = 0; i < 25; ++i) EXPECT_EQ(got[i], i + 1);
+}
+
+}  // namespace
