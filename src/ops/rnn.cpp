@@ -1,11 +1,11 @@
 // Recurrent layers RNN, GRU and LSTM: attribute checks, symbolic shape inference and reference CPU kernels.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 
 #include "ops/broadcast_loop.h"
+#include "ops/gemm_util.h"
 
 namespace kiln::ops {
 namespace {
@@ -253,21 +253,13 @@ Status infer_rnn(InferContext& ctx, Cell cell) {
 // ---- compute ----
 
 // out[M,N] = a[M,K] * b[N,K]^T + beta * out
-void gemm_nt(int64_t m, int64_t n, int64_t k, const float* a, const float* b, float* out, float beta) {
+template <typename T>
+void gemm_nt(int64_t m, int64_t n, int64_t k, const T* a, const T* b, T* out, T beta) {
   if (m == 0 || n == 0 || k == 0) {
     for (int64_t i = 0; i < m * n; ++i) out[i] *= beta;
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-              1.f, a, static_cast<int>(k), b, static_cast<int>(k), beta, out, static_cast<int>(n));
-}
-void gemm_nt(int64_t m, int64_t n, int64_t k, const double* a, const double* b, double* out, double beta) {
-  if (m == 0 || n == 0 || k == 0) {
-    for (int64_t i = 0; i < m * n; ++i) out[i] *= beta;
-    return;
-  }
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-              1.0, a, static_cast<int>(k), b, static_cast<int>(k), beta, out, static_cast<int>(n));
+  gemm(false, true, m, n, k, T(1), a, k, b, k, beta, out, n);
 }
 
 // All inputs converted to the compute type C and validated against X's sizes.
