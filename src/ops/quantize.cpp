@@ -1,5 +1,5 @@
 // Linear quantization: QuantizeLinear, DequantizeLinear (per-tensor, per-axis, blocked), DynamicQuantizeLinear,
-// QLinearMatMul.
+// QLinearMatMul, QLinearConv.
 #include <algorithm>
 #include <cmath>
 
@@ -322,6 +322,142 @@ KILN_REGISTER_OP(QLinearMatMul) {
         }
       }
     }
+    Tensor& out = ctx.allocate_output(0, y_zp.dtype(), out_shape);
+    return store_quantized(out, y);
+  };
+  return s;
+}
+
+}  // namespace kiln::ops
+
+namespace kiln::ops {
+namespace {
+
+// Spatial geometry of a convolution: per spatial axis the output size and the leading pad.
+struct ConvGeometry {
+  std::vector<int64_t> kernel, strides, dilations, pad_begin, out;
+};
+
+Result<ConvGeometry> conv_geometry(const Attributes& attrs, const std::vector<int64_t>& in_spatial,
+                                   const std::vector<int64_t>& w_spatial, const std::string& op) {
+  const size_t r = in_spatial.size();
+  ConvGeometry g;
+  KILN_ASSIGN_OR_RETURN(g.kernel, attrs.get_ints("kernel_shape", w_spatial));
+  KILN_ASSIGN_OR_RETURN(g.strides, attrs.get_ints("strides", std::vector<int64_t>(r, 1)));
+  KILN_ASSIGN_OR_RETURN(g.dilations, attrs.get_ints("dilations", std::vector<int64_t>(r, 1)));
+  KILN_ASSIGN_OR_RETURN(auto pads, attrs.get_ints("pads", std::vector<int64_t>(2 * r, 0)));
+  KILN_ASSIGN_OR_RETURN(std::string auto_pad, attrs.get_string("auto_pad", "NOTSET"));
+  if (auto_pad != "NOTSET" && auto_pad != "VALID" && auto_pad != "SAME_UPPER" && auto_pad != "SAME_LOWER")
+    return invalid_model(op + ": auto_pad '" + auto_pad + "' is not supported; allowed values are NOTSET, VALID, "
+                         "SAME_UPPER, SAME_LOWER");
+  if (g.kernel.size() != r || g.strides.size() != r || g.dilations.size() != r || pads.size() != 2 * r)
+    return invalid_model(op + ": kernel_shape/strides/dilations/pads do not match " + std::to_string(r) + " spatial dims");
+  for (size_t i = 0; i < r; ++i) {
+    const int64_t ext = (g.kernel[i] - 1) * g.dilations[i] + 1;
+    if (g.strides[i] <= 0 || g.dilations[i] <= 0) return invalid_model(op + ": strides and dilations must be positive");
+    int64_t pb = pads[i], pe = pads[i + r];
+    if (auto_pad == "VALID") pb = pe = 0;
+    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      int64_t out = (in_spatial[i] + g.strides[i] - 1) / g.strides[i];
+      int64_t total = std::max<int64_t>(0, (out - 1) * g.strides[i] + ext - in_spatial[i]);
+      pb = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      pe = total - pb;
+    }
+    int64_t span = in_spatial[i] + pb + pe - ext;
+    if (span < 0) return invalid_model(op + ": kernel extent " + std::to_string(ext) + " exceeds padded input size");
+    g.pad_begin.push_back(pb);
+    g.out.push_back(span / g.strides[i] + 1);
+  }
+  return g;
+}
+
+}  // namespace
+
+KILN_REGISTER_OP(QLinearConv) {
+  OpSchema s;
+  s.name = "QLinearConv";
+  s.since_opset = 10;
+  s.min_inputs = 8;
+  s.max_inputs = 9;  // x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B (int32)
+  s.attrs = {{"auto_pad", AttrType::kSTRING}, {"dilations", AttrType::kINTS}, {"group", AttrType::kINT},
+             {"kernel_shape", AttrType::kINTS}, {"pads", AttrType::kINTS}, {"strides", AttrType::kINTS}};
+  s.dtypes = {DataType::kUINT8, DataType::kINT8};
+  s.infer = [](InferContext& ctx) {
+    const TensorInfo &x = ctx.input(0), &w = ctx.input(3);
+    for (int i : {0, 3, 7}) KILN_RETURN_IF_ERROR(check_quant_type(ctx.input(i).dtype, "QLinearConv", "input", false));
+    TensorInfo& o = ctx.output(0);
+    o.dtype = ctx.input(7).dtype;
+    if (!x.rank_known || !w.rank_known) { o.rank_known = false; return Status::Ok(); }
+    if (x.shape.size() < 3 || w.shape.size() != x.shape.size())
+      return invalid_model("QLinearConv: x " + shape_to_string(x.shape) + " and w " + shape_to_string(w.shape) +
+                           " must have the same rank >= 3");
+    o.shape = {x.shape[0], w.shape[0]};
+    std::vector<int64_t> in_sp = static_dims(Shape(x.shape.begin() + 2, x.shape.end()));
+    std::vector<int64_t> w_sp = static_dims(Shape(w.shape.begin() + 2, w.shape.end()));
+    bool known = std::none_of(in_sp.begin(), in_sp.end(), [](int64_t d) { return d < 0; }) &&
+                 (ctx.attrs().has("kernel_shape") || std::none_of(w_sp.begin(), w_sp.end(), [](int64_t d) { return d < 0; }));
+    if (known) {
+      KILN_ASSIGN_OR_RETURN(ConvGeometry g, conv_geometry(ctx.attrs(), in_sp, w_sp, "QLinearConv"));
+      for (auto d : g.out) o.shape.push_back(Dim(d));
+    } else {
+      for (size_t i = 2; i < x.shape.size(); ++i) o.shape.push_back(ctx.fresh_dim());
+    }
+    return Status::Ok();
+  };
+  s.compute = [](ComputeContext& ctx) {
+    const Tensor &x = ctx.input(0), &w = ctx.input(3);
+    const Tensor &x_scale = ctx.input(1), &x_zp = ctx.input(2), &w_scale = ctx.input(4), &w_zp = ctx.input(5);
+    const Tensor &y_scale = ctx.input(6), &y_zp = ctx.input(7);
+    if (x.rank() < 3 || w.rank() != x.rank())
+      return invalid_argument("QLinearConv: x " + dims_to_string(x.shape()) + " and w " + dims_to_string(w.shape()) +
+                              " must have the same rank >= 3");
+    const int64_t group = ctx.attrs().get_int("group", 1).value();
+    const int64_t n = x.dim(0), c = x.dim(1), m = w.dim(0), cg = w.dim(1);
+    if (group <= 0 || c != cg * group || m % group != 0)
+      return invalid_argument("QLinearConv: channels " + std::to_string(c) + " and weights " + dims_to_string(w.shape()) +
+                              " do not fit group " + std::to_string(group));
+    std::vector<int64_t> in_sp(x.shape().begin() + 2, x.shape().end()), w_sp(w.shape().begin() + 2, w.shape().end());
+    KILN_ASSIGN_OR_RETURN(ConvGeometry g, conv_geometry(ctx.attrs(), in_sp, w_sp, "QLinearConv"));
+    if (g.kernel != w_sp) return invalid_argument("QLinearConv: kernel_shape does not match the weights");
+    if ((w_scale.numel() != 1 && w_scale.numel() != m) || w_zp.numel() != w_scale.numel() || x_scale.numel() != 1 ||
+        x_zp.numel() != 1 || y_scale.numel() != 1 || y_zp.numel() != 1)
+      return invalid_argument("QLinearConv: scales/zero points must be scalars (w's may be per output channel)");
+    const Tensor* bias = ctx.has_input(8) ? &ctx.input(8) : nullptr;
+    const size_t r = in_sp.size();
+    const int64_t out_sp = product(g.out), k_sp = product(w_sp), in_vol = product(in_sp), mg = m / group;
+    const int64_t xz = x_zp.get_i64(0);
+    std::vector<double> y(static_cast<size_t>(n * m * out_sp));
+    std::vector<int64_t> opos(r), kpos(r);
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t oc = 0; oc < m; ++oc) {
+        const int64_t grp = oc / mg, pc = w_scale.numel() == 1 ? 0 : oc;
+        const int64_t wz = w_zp.get_i64(pc);
+        const float mult = static_cast<float>(x_scale.get_f64(0)) * static_cast<float>(w_scale.get_f64(pc)) /
+                           static_cast<float>(y_scale.get_f64(0));
+        for (int64_t o = 0; o < out_sp; ++o) {
+          for (int64_t d = static_cast<int64_t>(r) - 1, rem = o; d >= 0; --d) { opos[d] = rem % g.out[d]; rem /= g.out[d]; }
+          int64_t acc = bias ? bias->get_i64(oc) : 0;
+          for (int64_t kc = 0; kc < cg; ++kc) {
+            const int64_t ic = grp * cg + kc;
+            for (int64_t kk = 0; kk < k_sp; ++kk) {
+              for (int64_t d = static_cast<int64_t>(r) - 1, rem = kk; d >= 0; --d) { kpos[d] = rem % w_sp[d]; rem /= w_sp[d]; }
+              int64_t off = 0;
+              bool inside = true;
+              for (size_t d = 0; d < r && inside; ++d) {
+                int64_t p = opos[d] * g.strides[d] - g.pad_begin[d] + kpos[d] * g.dilations[d];
+                inside = p >= 0 && p < in_sp[d];
+                off = off * in_sp[d] + p;
+              }
+              // Padding holds the zero point, i.e. real zero, so it contributes nothing.
+              if (!inside) continue;
+              acc += (x.get_i64((b * c + ic) * in_vol + off) - xz) * (w.get_i64((oc * cg + kc) * k_sp + kk) - wz);
+            }
+          }
+          y[(b * m + oc) * out_sp + o] = std::nearbyint(static_cast<double>(acc) * mult) + static_cast<double>(y_zp.get_i64(0));
+        }
+      }
+    std::vector<int64_t> out_shape = {n, m};
+    out_shape.insert(out_shape.end(), g.out.begin(), g.out.end());
     Tensor& out = ctx.allocate_output(0, y_zp.dtype(), out_shape);
     return store_quantized(out, y);
   };

@@ -158,3 +158,19 @@ TEST(NonMaxSuppression, SuppressesOverlap) {
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r.value()[0].to_i64_vector(), (std::vector<int64_t>{0, 0, 1, 0, 0, 2}));
 }
+
+TEST(ReverseSequence, ReversesEachBatchPrefix) {
+  // [time=4, batch=2]; batch 0 reverses all 4 steps, batch 1 only its first 2.
+  Tensor x = Tensor::from_vector<float>({4, 2}, {0, 1, 2, 3, 4, 5, 6, 7});
+  Tensor lens = Tensor::from_vector<int64_t>({2}, {4, 2});
+  auto r = run_compute("ReverseSequence", {}, {&x, &lens}, 10, 1);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r.value()[0].to_f64_vector(), (std::vector<double>{6, 3, 4, 1, 2, 5, 0, 7}));
+
+  Attributes bad;
+  bad.set("batch_axis", int64_t{0});
+  TensorInfo xi = const_info(x), li = const_info(lens);
+  auto e = run_infer("ReverseSequence", bad, {&xi, &li}, 10, 1);
+  ASSERT_FALSE(e.ok());
+  EXPECT_NE(e.status().message().find("allowed values are 0, 1"), std::string::npos);
+}
