@@ -8,22 +8,8 @@ namespace {
 
 // ONNX TensorProto.DataType numbers for the types Kiln has; the rest are named in the error.
 Result<DataType> dtype_from_onnx(int64_t code) {
-  switch (code) {
-    case 1: return DataType::kFLOAT;
-    case 2: return DataType::kUINT8;
-    case 3: return DataType::kINT8;
-    case 4: return DataType::kUINT16;
-    case 5: return DataType::kINT16;
-    case 6: return DataType::kINT32;
-    case 7: return DataType::kINT64;
-    case 9: return DataType::kBOOL;
-    case 10: return DataType::kHALF;
-    case 11: return DataType::kDOUBLE;
-    case 12: return DataType::kUINT32;
-    case 13: return DataType::kUINT64;
-    case 16: return DataType::kBF16;
-    default: break;
-  }
+  DataType t;
+  if (dtype_from_onnx_code(code, &t)) return t;
   const char* name = code == 8 ? "STRING" : code == 14 ? "COMPLEX64" : code == 15 ? "COMPLEX128"
                    : (code >= 17 && code <= 20) ? "FLOAT8" : (code == 21 || code == 22) ? "INT4/UINT4" : nullptr;
   if (name) return unsupported(std::string("Cast: target type ") + name + " (" + std::to_string(code) + ") is not supported");

@@ -12,27 +12,6 @@ namespace {
 
 constexpr size_t kMaxValueElems = 16;  // integer tensors up to this size carry `value` for shape arithmetic
 
-// ONNX TensorProto.DataType codes appear raw in attributes (EyeLike's dtype): the op library cannot use the
-// importer's converter, so it keeps this small table.
-bool dtype_from_onnx_code(int64_t code, DataType* out) {
-  switch (code) {
-    case 1: *out = DataType::kFLOAT; return true;
-    case 2: *out = DataType::kUINT8; return true;
-    case 3: *out = DataType::kINT8; return true;
-    case 4: *out = DataType::kUINT16; return true;
-    case 5: *out = DataType::kINT16; return true;
-    case 6: *out = DataType::kINT32; return true;
-    case 7: *out = DataType::kINT64; return true;
-    case 9: *out = DataType::kBOOL; return true;
-    case 10: *out = DataType::kHALF; return true;
-    case 11: *out = DataType::kDOUBLE; return true;
-    case 12: *out = DataType::kUINT32; return true;
-    case 13: *out = DataType::kUINT64; return true;
-    case 16: *out = DataType::kBF16; return true;
-    default: return false;
-  }
-}
-
 // Value entries for an integer tensor small enough to matter for shape arithmetic.
 std::optional<std::vector<Dim>> small_int_value(const Tensor& t) {
   if (!dtype_is_integer(t.dtype()) || t.rank() > 1 || t.numel() > static_cast<int64_t>(kMaxValueElems))

@@ -11,25 +11,13 @@
 namespace kiln::ops {
 namespace {
 
-// ONNX TensorProto element-type codes as they appear raw in the random ops' dtype attribute.
-bool dtype_from_code(int64_t code, DataType* out) {
-  static const std::pair<int64_t, DataType> table[] = {
-      {1, DataType::kFLOAT},   {2, DataType::kUINT8},   {3, DataType::kINT8},   {4, DataType::kUINT16},
-      {5, DataType::kINT16},   {6, DataType::kINT32},   {7, DataType::kINT64},  {9, DataType::kBOOL},
-      {10, DataType::kHALF},   {11, DataType::kDOUBLE}, {12, DataType::kUINT32}, {13, DataType::kUINT64},
-      {16, DataType::kBF16}};
-  for (auto& [c, t] : table)
-    if (c == code) { *out = t; return true; }
-  return false;
-}
-
 // The dtype attribute of a random op; `def` when absent. Random values only come in float types except for
 // Bernoulli, whose 0/1 output may be any numeric type or bool.
 Result<DataType> random_dtype(const Attributes& attrs, DataType def, const std::string& op, bool any_type) {
   if (!attrs.has("dtype")) return def;
   KILN_ASSIGN_OR_RETURN(int64_t code, attrs.get_int("dtype"));
   DataType t;
-  if (!dtype_from_code(code, &t) || (!any_type && !dtype_is_float(t)))
+  if (!dtype_from_onnx_code(code, &t) || (!any_type && !dtype_is_float(t)))
     return invalid_model(op + ": dtype " + std::to_string(code) + " is not allowed; allowed values are " +
                          (any_type ? "ONNX numeric or bool type codes" : "1 (float), 10 (float16), 11 (double), 16 (bfloat16)"));
   return t;

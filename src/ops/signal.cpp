@@ -13,21 +13,8 @@ using Complex = std::complex<double>;
 // output_datatype holds a raw ONNX TensorProto code; these operators only produce numeric types.
 Result<DataType> output_dtype(const std::string& op, const Attributes& attrs) {
   KILN_ASSIGN_OR_RETURN(int64_t code, attrs.get_int("output_datatype", 1));
-  switch (code) {
-    case 1: return DataType::kFLOAT;
-    case 2: return DataType::kUINT8;
-    case 3: return DataType::kINT8;
-    case 4: return DataType::kUINT16;
-    case 5: return DataType::kINT16;
-    case 6: return DataType::kINT32;
-    case 7: return DataType::kINT64;
-    case 10: return DataType::kHALF;
-    case 11: return DataType::kDOUBLE;
-    case 12: return DataType::kUINT32;
-    case 13: return DataType::kUINT64;
-    case 16: return DataType::kBF16;
-    default: break;
-  }
+  DataType t;
+  if (dtype_from_onnx_code(code, &t) && t != DataType::kBOOL) return t;
   return invalid_model(op + ": attribute 'output_datatype' is " + std::to_string(code) +
                        "; allowed values (ONNX TensorProto codes): 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 16");
 }
