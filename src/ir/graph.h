@@ -51,6 +51,9 @@ class Graph {
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
 
+  // Deep copy: new nodes and values with the same names and links; constant tensors are shared (immutable).
+  std::unique_ptr<Graph> clone() const;
+
   // Creates a value; a taken name gets a numeric suffix. Never returns null.
   Value* add_value(const std::string& name);
   Value* add_constant(const std::string& name, Tensor t);
@@ -64,6 +67,8 @@ class Graph {
   // Every use of `from` (node inputs and graph outputs) becomes a use of `to`.
   void replace_all_uses(Value* from, Value* to);
   void set_node_input(Node* n, size_t i, Value* v);
+  // Deletes one value that nothing uses or produces any more (e.g. the outputs of a node just removed).
+  void remove_value(Value* v);
   // Drops values that no node uses or produces and that are not graph inputs/outputs.
   void prune_values();
 
