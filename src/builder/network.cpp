@@ -148,11 +148,8 @@ std::vector<ITensor*> NetworkDefinition::add_op(const std::string& op_type, cons
     return {};
   }
   ir::Graph& g = impl_->graph;
-  std::string node_name = g.unique_node_name(name.empty() ? op_type : name);
-  std::vector<std::string> out_names;
-  for (int k = 0; k < num_outputs; ++k)
-    out_names.push_back(node_name + (num_outputs == 1 ? "_output" : "_output_" + std::to_string(k)));
-  ir::Node* n = g.add_node(op_type, node_name, in, out_names, std::move(a));
+  // Empty output names let the graph derive them from the (uniquified) node name: "<node>_out", "<node>_out_1".
+  ir::Node* n = g.add_node(op_type, name, in, std::vector<std::string>(num_outputs), std::move(a));
   st = passes::infer_node(g, *n);
   if (!st.ok()) {
     // Leave the network as it was: a failed layer must not linger as a half-typed node.

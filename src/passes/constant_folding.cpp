@@ -78,8 +78,9 @@ class ConstantFolding final : public Pass {
     for (ir::Node* n : order) {
       auto folded = fold(*n, ctx);
       if (!folded) continue;
+      std::vector<ir::Value*> outs = n->outputs;  // remove_node frees the node
       g.remove_node(n);
-      for (size_t k = 0; k < folded->size(); ++k) make_constant(*n->outputs[k], std::move((*folded)[k]));
+      for (size_t k = 0; k < folded->size(); ++k) make_constant(*outs[k], std::move((*folded)[k]));
       ++ctx.changes;
     }
     g.prune_values();
