@@ -478,6 +478,38 @@ TEST(Network, ConvenienceLayersReportMissingOps) {
   EXPECT_NE(net.last_error().message().find("expected 54 weights"), std::string::npos);
 }
 
+TEST(Network, ReshapeAndConcatConveniences) {
+  auto& reg = ops::OpRegistry::instance();
+  if (!reg.find("Reshape") || !reg.find("Concat")) GTEST_SKIP() << "Reshape/Concat are not registered in this build yet";
+  NetworkDefinition net;
+  ITensor* x = net.add_input("x", DataType::kFLOAT, {-1, 2, 3});
+  ITensor* r = net.add_reshape(x, {0, 6});
+  ASSERT_NE(r, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(r->dims(), (Dims{-1, 6}));
+  ITensor* c = net.add_concatenation({r, r}, 1);
+  ASSERT_NE(c, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(c->dims(), (Dims{-1, 12}));
+  EXPECT_EQ(net.add_concatenation({r, x}, 1), nullptr);  // rank 2 with rank 3
+  EXPECT_TRUE(ir::verify(net.graph()).ok());
+}
+
+TEST(Pipeline, FoldsShapeArithmeticOfStaticInputs) {
+  auto& reg = ops::OpRegistry::instance();
+  if (!reg.find("Shape") || !reg.find("Reshape")) GTEST_SKIP() << "Shape/Reshape are not registered in this build yet";
+  // Reshape(x, Shape(w)) with static shapes: the target becomes a constant and the Shape node disappears.
+  Graph g;
+  Value* x = input(g, "x", {2, 6});
+  Value* w = input(g, "w", {3, 4});
+  ir::Node* s = g.add_node("Shape", "shape", {w}, {"w_shape"});
+  ir::Node* r = g.add_node("Reshape", "reshape", {x, s->outputs[0]}, {"y"});
+  g.outputs().push_back(r->outputs[0]);
+  ASSERT_TRUE(run_passes(g, passes::cpu_pipeline()).ok());
+  EXPECT_EQ(op_types(g), (std::vector<std::string>{"Reshape"}));
+  ASSERT_TRUE(r->inputs[1]->is_constant());
+  EXPECT_EQ(r->inputs[1]->constant->to_i64_vector(), (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(ops::shape_to_string(g.outputs()[0]->shape), "[3,4]");
+}
+
 // ---------------------------------------------------------------- builder
 
 TEST(OptimizationProfile, ValidatesRanksAndOrder) {
