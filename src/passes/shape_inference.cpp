@@ -61,6 +61,10 @@ class ShapeInference final : public Pass {
 }  // namespace
 
 Status infer_node(ir::Graph& g, ir::Node& n, int* changed) {
+  return infer_node(n, [&g] { return g.fresh_symbol(); }, changed);
+}
+
+Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* changed) {
   const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type, n.domain);
   if (!schema) return unsupported(where(n) + ": operator '" + n.op_type + "' is not registered");
   if (!schema->infer) return unsupported(where(n) + ": operator has no shape inference");
@@ -71,8 +75,7 @@ Status infer_node(ir::Graph& g, ir::Node& n, int* changed) {
       infos[i] = n.inputs[i]->info();
       ptrs[i] = &infos[i];
     }
-  ops::InferContext ictx(n.attrs, n.opset, std::move(ptrs), static_cast<int>(n.outputs.size()),
-                         [&g] { return g.fresh_symbol(); });
+  ops::InferContext ictx(n.attrs, n.opset, std::move(ptrs), static_cast<int>(n.outputs.size()), fresh);
   Status st = schema->infer(ictx);
   if (!st.ok()) {
     std::string shapes;

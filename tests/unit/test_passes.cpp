@@ -433,6 +433,26 @@ TEST(Network, InputsGetSymbolicDimsAndOpsInferImmediately) {
   EXPECT_TRUE(ir::verify(net.graph()).ok());
 }
 
+TEST(Network, SetDimsReinfersDownstreamLayers) {
+  NetworkDefinition net;
+  ITensor* x = net.add_input("x", DataType::kFLOAT, {4, 8});
+  auto y = net.add_op("PassTestAdd", {x, x});
+  auto z = net.add_op("PassTestUnknown", y);
+  ASSERT_EQ(z.size(), 1u);
+  EXPECT_EQ(y[0]->dims(), (Dims{4, 8}));
+  x->set_dims({-1, 8});
+  EXPECT_EQ(y[0]->dims(), (Dims{-1, 8}));
+  EXPECT_EQ(ops::shape_to_string(net.graph().find_value(y[0]->name())->shape), "[x_d0,8]");
+  x->set_dims({2, 8});
+  EXPECT_EQ(y[0]->dims(), (Dims{2, 8}));
+  EXPECT_EQ(z[0]->dims(), (Dims{-1, 8}));
+  y[0]->set_dims({1, 1});  // not an input: ignored
+  EXPECT_EQ(y[0]->dims(), (Dims{2, 8}));
+  ASSERT_TRUE(net.mark_output(z[0]).ok());
+  Graph& g = net.graph();
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference())).ok());
+}
+
 TEST(Network, ErrorsLeaveNetworkUnchanged) {
   NetworkDefinition net;
   ITensor* x = net.add_input("x", DataType::kFLOAT, {3});
