@@ -88,8 +88,10 @@ class Graph {
   void set_opset(int v) { opset_ = v; }
   std::string name;
 
-  // A fresh symbolic dimension name ("unk__N"), unique in this graph.
-  std::string fresh_symbol() { return "unk__" + std::to_string(symbol_counter_++); }
+  // A fresh symbolic dimension name ("sym__N"), unique in this graph. Not "unk__N": ONNX's own shape inference
+  // mints those, and an imported "unk__0" must never be taken for the same dim as one of ours.
+  static constexpr const char* kFreshSymbolPrefix = "sym__";
+  std::string fresh_symbol() { return kFreshSymbolPrefix + std::to_string(symbol_counter_++); }
   std::string unique_node_name(const std::string& base);
 
  private:

@@ -21,7 +21,7 @@ bool same_info(const ir::Value& v, const ops::TensorInfo& t) {
 
 // Symbols minted by fresh_dim() name nothing the user wrote: a declared name (or an earlier fresh one, when
 // inference runs again after other passes) is at least as good and keeps re-runs from churning the graph.
-bool is_anonymous(const ops::Dim& d) { return d.sym.empty() || d.sym.rfind("unk__", 0) == 0; }
+bool is_anonymous(const ops::Dim& d) { return d.sym.empty() || d.sym.rfind(ir::Graph::kFreshSymbolPrefix, 0) == 0; }
 
 Status merge_output(const ir::Node& n, size_t k, const ir::Value& declared, ops::TensorInfo& inferred) {
   if (!declared.rank_known || !inferred.rank_known) {

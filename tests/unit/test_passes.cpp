@@ -530,6 +530,60 @@ TEST(Pipeline, FoldsShapeArithmeticOfStaticInputs) {
   EXPECT_EQ(ops::shape_to_string(g.outputs()[0]->shape), "[3,4]");
 }
 
+TEST(Network, EveryConvenienceWithRealOps) {
+  auto& reg = ops::OpRegistry::instance();
+  for (const char* op : {"Conv", "Relu", "MaxPool", "Reshape", "MatMul", "Softmax", "ReduceMean", "ReduceSum", "Add",
+                         "Clip", "Gelu", "Sigmoid", "Mul", "Concat"})
+    if (!reg.find(op)) GTEST_SKIP() << op << " is not registered in this build yet";
+  NetworkDefinition net;
+  ITensor* x = net.add_input("x", DataType::kFLOAT, {-1, 2, 4, 4});
+  ITensor* c = net.add_convolution(x, 3, {3, 3}, std::vector<float>(54, 0.1f), {0.f, 1.f, 2.f}, {1, 1}, {1, 1});
+  ASSERT_NE(c, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(c->dims(), (Dims{-1, 3, 4, 4}));
+  ITensor* p = net.add_pooling(net.add_activation(c, ActivationType::kRELU), PoolingType::kMAX, {2, 2}, {2, 2});
+  ASSERT_NE(p, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(p->dims(), (Dims{-1, 3, 2, 2}));
+  ITensor* r = net.add_reshape(p, {-1, 12});
+  ASSERT_NE(r, nullptr) << net.last_error().to_string();
+  std::vector<float> w(12 * 5, 0.5f);
+  ITensor* m = net.add_matrix_multiply(r, net.add_constant("fc_w", DataType::kFLOAT, {12, 5}, w.data()));
+  ASSERT_NE(m, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(m->dims(), (Dims{-1, 5}));
+  ITensor* act = m;
+  for (auto t : {ActivationType::kGELU_ERF, ActivationType::kSILU, ActivationType::kCLIP})
+    act = net.add_activation(act, t, -1.f, 1.f);
+  ASSERT_NE(act, nullptr) << net.last_error().to_string();
+  ITensor* sm = net.add_softmax(act, 1);
+  ITensor* mean = net.add_reduce(sm, ReduceOperation::kMEAN, {1}, true);
+  ITensor* sum = net.add_reduce(sm, ReduceOperation::kSUM, {1}, true);
+  ASSERT_NE(mean, nullptr) << net.last_error().to_string();
+  ASSERT_NE(sum, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(sum->dims(), (Dims{-1, 1}));
+  ITensor* out = net.add_concatenation({net.add_elementwise(mean, sum, ElementWiseOperation::kSUM), sm}, 1);
+  ASSERT_NE(out, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(out->dims(), (Dims{-1, 6}));
+  ASSERT_TRUE(net.mark_output(out).ok());
+  ASSERT_TRUE(ir::verify(net.graph()).ok()) << ir::verify(net.graph()).message();
+
+  auto g = net.graph().clone();
+  ASSERT_TRUE(run_passes(*g, passes::cpu_pipeline()).ok());
+  EXPECT_EQ(g->nodes().size(), net.graph().nodes().size());  // nothing constant to fold here
+  EXPECT_EQ(ops::shape_to_string(g->outputs()[0]->shape), "[x_d0,6]");
+}
+
+TEST(ConstantFolding, RealOpsFoldThroughChains) {
+  auto& reg = ops::OpRegistry::instance();
+  if (!reg.find("Add") || !reg.find("Mul")) GTEST_SKIP() << "Add/Mul are not registered in this build yet";
+  Graph g;
+  Value* x = input(g, "x", {2});
+  ir::Node* a = g.add_node("Add", "a", {fconst(g, "c1", {1, 2}), fconst(g, "c2", {3, 4})}, {"a_out"});
+  ir::Node* m = g.add_node("Mul", "m", {a->outputs[0], fconst(g, "c3", {2, 2})}, {"m_out"});
+  g.outputs().push_back(g.add_node("Add", "y", {x, m->outputs[0]}, {"y_out"})->outputs[0]);
+  ASSERT_TRUE(run_passes(g, passes::cpu_pipeline()).ok());
+  ASSERT_EQ(g.nodes().size(), 1u);
+  EXPECT_EQ(g.nodes()[0]->inputs[1]->constant->to_f64_vector(), (std::vector<double>{8, 12}));
+}
+
 // ---------------------------------------------------------------- builder
 
 TEST(OptimizationProfile, ValidatesRanksAndOrder) {
