@@ -110,11 +110,11 @@ void print_performance_summary(const Timings& t, Backend backend) {
   const LatencyStats s = latency_stats(t.latency_ms);
   const double qps = t.walltime_s > 0 ? static_cast<double>(t.latency_ms.size()) / t.walltime_s : 0;
   std::printf("=== Performance summary ===\n");
-  std::printf("Throughput: %.6g qps\n", qps);
-  std::printf("Latency: min = %.6g ms, max = %.6g ms, mean = %.6g ms, median = %.6g ms, percentile(90%%) = %.6g ms, "
-              "percentile(95%%) = %.6g ms, percentile(99%%) = %.6g ms\n",
+  std::printf("Throughput: %.3f qps\n", qps);
+  std::printf("Latency: min = %.5f ms, max = %.5f ms, mean = %.5f ms, median = %.5f ms, percentile(90%%) = %.5f ms, "
+              "percentile(95%%) = %.5f ms, percentile(99%%) = %.5f ms\n",
               s.min, s.max, s.mean, s.median, s.p90, s.p95, s.p99);
-  std::printf("Total Host Walltime: %.6g s\n", t.walltime_s);
+  std::printf("Total Host Walltime: %.4f s\n", t.walltime_s);
   if (backend == Backend::kCPU) {
     std::printf("Total GPU Compute Time: n/a (CPU backend)\n");
   }

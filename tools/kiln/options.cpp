@@ -84,59 +84,66 @@ ParseOutcome parse_options(int argc, char** argv) {
       "kiln: build an optimized engine from an ONNX model, run it and report its performance.\n"
       "Flags follow trtexec's names and take the form --flag=value.",
       "kiln"};
-  app.set_help_flag("-h,--help", "Print this help and exit");
   app.get_formatter()->column_width(34);
+  // Gives a heading to the options added since the previous call (CLI11 puts new options in "Options").
+  auto close_group = [&app](const std::string& heading) {
+    for (CLI::Option* opt : app.get_options([](CLI::Option* opt) { return opt->get_group() == "Options"; })) {
+      opt->group(heading);
+    }
+  };
 
-  auto* model = app.add_option_group("Model and engine");
-  model->add_option("--onnx", o.onnx, "ONNX model to parse and build an engine from")->type_name("FILE");
-  model->add_option("--saveEngine", o.save_engine, "Write the built engine to this file (needs --onnx)")
+  app.add_option("--onnx", o.onnx, "ONNX model to parse and build an engine from")->type_name("FILE");
+  app.add_option("--saveEngine", o.save_engine, "Write the built engine to this file (needs --onnx)")
       ->type_name("FILE");
-  model->add_option("--loadEngine", o.load_engine, "Load a serialized engine instead of building one")
+  app.add_option("--loadEngine", o.load_engine, "Load a serialized engine instead of building one")
       ->type_name("FILE");
+  close_group("Model and engine");
 
-  auto* build = app.add_option_group("Build");
   const char* shape_hint =
       "name:AxBxC[,name2:...] (names may contain ':'; the last ':' separates the dims; "
       "quote a name as 'name' to take it verbatim)";
-  build->add_option("--minShapes", o.min_shapes, std::string("Minimum shapes of the optimization profile: ") + shape_hint)
+  app.add_option("--minShapes", o.min_shapes, std::string("Minimum shapes of the optimization profile: ") + shape_hint)
       ->type_name("SPEC")->allow_extra_args(false);
-  build->add_option("--optShapes", o.opt_shapes, "Optimal shapes of the optimization profile (same syntax)")
+  app.add_option("--optShapes", o.opt_shapes, "Optimal shapes of the optimization profile (same syntax)")
       ->type_name("SPEC")->allow_extra_args(false);
-  build->add_option("--maxShapes", o.max_shapes, "Maximum shapes of the optimization profile (same syntax)")
+  app.add_option("--maxShapes", o.max_shapes, "Maximum shapes of the optimization profile (same syntax)")
       ->type_name("SPEC")->allow_extra_args(false);
-  build->add_flag("--noTF32", o.no_tf32, "Disable TF32 math (the CPU backend always computes in full FP32)");
-  build->add_flag("--fp16", o.fp16, "Allow FP16 kernels (needs --device=cuda)");
-  build->add_flag("--bf16", o.bf16, "Allow BF16 kernels (needs --device=cuda)");
-  build->add_flag("--int8", o.int8, "Allow INT8 kernels (needs --device=cuda)");
-  build->add_option("--dumpAfter", o.dump_after, "Print the graph after the named optimization pass ('all' for every pass)")
+  app.add_flag("--noTF32", o.no_tf32, "Disable TF32 math (the CPU backend always computes in full FP32)");
+  app.add_flag("--fp16", o.fp16, "Allow FP16 kernels (needs --device=cuda)");
+  app.add_flag("--bf16", o.bf16, "Allow BF16 kernels (needs --device=cuda)");
+  app.add_flag("--int8", o.int8, "Allow INT8 kernels (needs --device=cuda)");
+  app.add_option("--dumpAfter", o.dump_after, "Print the graph after the named optimization pass ('all' for every pass)")
       ->type_name("PASS");
+  close_group("Build");
 
-  auto* run = app.add_option_group("Inference");
-  run->add_option("--shapes", o.shapes,
+  app.add_option("--shapes", o.shapes,
                   "Shapes to run with: name:AxBxC[,...]; dynamic inputs default to the profile's opt shape. "
                   "With --onnx and no --min/opt/maxShapes this also sets the profile (min=opt=max)")
       ->type_name("SPEC")->allow_extra_args(false);
-  run->add_option("--loadInputs", o.load_inputs,
+  app.add_option("--loadInputs", o.load_inputs,
                   "name:file.bin[,...]: raw little-endian input data in the input's dtype, C order; "
                   "other inputs get seeded random data")
       ->type_name("SPEC")->allow_extra_args(false);
-  run->add_option("--iterations", o.iterations, "Run at least N timed inferences (default 10)")->type_name("N");
-  run->add_option("--warmUp", o.warm_up_ms, "Warm up for N milliseconds before timing (default 200)")->type_name("MS");
-  run->add_option("--duration", o.duration_s, "Time inferences for at least N seconds (default 3)")->type_name("S");
-  run->add_option("--device", device,
+  app.add_option("--iterations", o.iterations, "Run at least N timed inferences (default 10)")->type_name("N");
+  app.add_option("--warmUp", o.warm_up_ms, "Warm up for N milliseconds before timing (default 200)")->type_name("MS");
+  app.add_option("--duration", o.duration_s, "Time inferences for at least N seconds (default 3)")->type_name("S");
+  app.add_option("--device", device,
                   "cpu or cuda. Without it: cuda when a GPU is present and the CUDA backend is built, else cpu")
       ->type_name("DEV")->check(CLI::IsMember({"cpu", "cuda"}));
-  run->add_flag("--skipInference", o.skip_inference, "Build (or load) the engine and stop");
+  app.add_flag("--skipInference", o.skip_inference, "Build (or load) the engine and stop");
+  close_group("Inference");
 
-  auto* report = app.add_option_group("Reporting");
-  report->add_flag("--dumpOutput", o.dump_output, "Print the output tensors of the first inference");
-  report->add_option("--exportOutput", o.export_output,
+  app.add_flag("--dumpOutput", o.dump_output, "Print the output tensors of the first inference");
+  app.add_option("--exportOutput", o.export_output,
                      "Write outputs as JSON: [{\"name\", \"dimensions\": \"AxB\", \"values\": [...]}]")
       ->type_name("FILE");
-  report->add_option("--exportTimes", o.export_times, "Write the timing of every timed inference as JSON")
+  app.add_option("--exportTimes", o.export_times, "Write the timing of every timed inference as JSON")
       ->type_name("FILE");
-  report->add_flag("--verbose", o.verbose, "Log verbose messages from the library");
-  report->add_flag("--version", show_version, "Print the Kiln version and exit");
+  app.add_flag("--verbose", o.verbose, "Log verbose messages from the library");
+  close_group("Reporting");
+  app.set_help_flag("-h,--help", "Print this help and exit");
+  app.add_flag("--version", show_version, "Print the Kiln version and exit");
+  close_group("General");
 
   app.footer(
       "Examples:\n"
@@ -145,15 +152,8 @@ ParseOutcome parse_options(int argc, char** argv) {
       "  kiln --loadEngine=model.engine --shapes=x:4x3x224x224 --loadInputs=x:x.bin --exportOutput=out.json");
 
   std::vector<std::string> known;
-  // Option groups are nameless sub-apps in CLI11, so their options are listed separately.
-  std::vector<const CLI::App*> apps{&app};
-  for (const CLI::App* group : app.get_subcommands([](CLI::App*) { return true; })) apps.push_back(group);
-  for (const CLI::App* a : apps) {
-    for (const CLI::Option* opt : a->get_options()) {
-      for (const auto& n : opt->get_lnames()) {
-        if (std::find(known.begin(), known.end(), n) == known.end()) known.push_back(n);
-      }
-    }
+  for (const CLI::Option* opt : app.get_options()) {
+    for (const auto& n : opt->get_lnames()) known.push_back(n);
   }
   for (int i = 1; i < argc; ++i) {
     std::string token = argv[i];
