@@ -36,7 +36,8 @@ struct InputInfo {
 
 std::string input_list(const std::map<std::string, InputInfo>& inputs) {
   std::string s;
-  for (const auto& [name, info] : inputs) s += (s.empty() ? "" : ", ") + ("'" + name + "' (" + dims_to_string(info.dims) + ")");
+  for (const auto& [name, info] : inputs)
+    s += (s.empty() ? "" : ", ") + ("'" + name + "' (" + dims_to_string(info.dims) + ")");
   return s;
 }
 
@@ -66,7 +67,8 @@ Result<ShapeMap> shape_map(const std::vector<std::string>& lists, const std::str
   for (auto& [name, dims] : entries) {
     auto it = inputs.find(name);
     if (it == inputs.end()) {
-      return invalid_argument(flag + ": '" + name + "' is not an input of the network (inputs: " + input_list(inputs) + ")");
+      return invalid_argument(flag + ": '" + name + "' is not an input of the network (inputs: " + input_list(inputs) +
+                              ")");
     }
     KILN_RETURN_IF_ERROR(check_against_input(flag, name, dims, it->second));
     out[name] = std::move(dims);
@@ -83,7 +85,8 @@ Result<OptimizationProfile> resolve_profile(const Options& o, const std::map<std
   KILN_ASSIGN_OR_RETURN(ShapeMap max, shape_map(o.max_shapes, "--maxShapes", inputs));
   KILN_ASSIGN_OR_RETURN(ShapeMap run, shape_map(o.shapes, "--shapes", inputs));
 
-  const std::pair<const char*, const ShapeMap*> bounds[] = {{"--minShapes", &min}, {"--optShapes", &opt}, {"--maxShapes", &max}};
+  const std::pair<const char*, const ShapeMap*> bounds[] = {
+      {"--minShapes", &min}, {"--optShapes", &opt}, {"--maxShapes", &max}};
   std::set<std::string> named;
   for (const auto& [flag, map] : bounds) {
     for (const auto& entry : *map) named.insert(entry.first);

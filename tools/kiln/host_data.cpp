@@ -84,19 +84,45 @@ void fill_random(HostTensor& t, uint32_t seed) {
   const size_t n = t.data.size() / dtype_size(t.dtype);
   for (size_t i = 0; i < n; ++i) {
     switch (t.dtype) {
-      case DataType::kFLOAT: store(t, i, real(rng)); break;
-      case DataType::kDOUBLE: store(t, i, static_cast<double>(real(rng))); break;
-      case DataType::kHALF: store(t, i, float_to_half(real(rng))); break;
-      case DataType::kBF16: store(t, i, float_to_bf16(real(rng))); break;
-      case DataType::kBOOL: store(t, i, static_cast<uint8_t>(small(rng) & 1)); break;
-      case DataType::kINT8: store(t, i, static_cast<int8_t>(small(rng))); break;
-      case DataType::kUINT8: store(t, i, static_cast<uint8_t>(small(rng))); break;
-      case DataType::kINT16: store(t, i, static_cast<int16_t>(small(rng))); break;
-      case DataType::kUINT16: store(t, i, static_cast<uint16_t>(small(rng))); break;
-      case DataType::kINT32: store(t, i, static_cast<int32_t>(small(rng))); break;
-      case DataType::kUINT32: store(t, i, static_cast<uint32_t>(small(rng))); break;
-      case DataType::kINT64: store(t, i, static_cast<int64_t>(small(rng))); break;
-      case DataType::kUINT64: store(t, i, static_cast<uint64_t>(small(rng))); break;
+      case DataType::kFLOAT:
+        store(t, i, real(rng));
+        break;
+      case DataType::kDOUBLE:
+        store(t, i, static_cast<double>(real(rng)));
+        break;
+      case DataType::kHALF:
+        store(t, i, float_to_half(real(rng)));
+        break;
+      case DataType::kBF16:
+        store(t, i, float_to_bf16(real(rng)));
+        break;
+      case DataType::kBOOL:
+        store(t, i, static_cast<uint8_t>(small(rng) & 1));
+        break;
+      case DataType::kINT8:
+        store(t, i, static_cast<int8_t>(small(rng)));
+        break;
+      case DataType::kUINT8:
+        store(t, i, static_cast<uint8_t>(small(rng)));
+        break;
+      case DataType::kINT16:
+        store(t, i, static_cast<int16_t>(small(rng)));
+        break;
+      case DataType::kUINT16:
+        store(t, i, static_cast<uint16_t>(small(rng)));
+        break;
+      case DataType::kINT32:
+        store(t, i, static_cast<int32_t>(small(rng)));
+        break;
+      case DataType::kUINT32:
+        store(t, i, static_cast<uint32_t>(small(rng)));
+        break;
+      case DataType::kINT64:
+        store(t, i, static_cast<int64_t>(small(rng)));
+        break;
+      case DataType::kUINT64:
+        store(t, i, static_cast<uint64_t>(small(rng)));
+        break;
     }
   }
 }

@@ -33,7 +33,8 @@ std::string profile_text(const Engine& engine, const std::string& name) {
   if (engine.num_optimization_profiles() == 0) return "";
   Dims lo, mid, hi;
   if (!engine.get_profile_shape(name, 0, &lo, &mid, &hi).ok()) return "";
-  return " (profile 0: min " + dims_to_string(lo) + ", opt " + dims_to_string(mid) + ", max " + dims_to_string(hi) + ")";
+  return " (profile 0: min " + dims_to_string(lo) + ", opt " + dims_to_string(mid) + ", max " + dims_to_string(hi) +
+         ")";
 }
 
 // Resolves each input's run shape: --shapes, else the profile's opt shape, else the static shape.
@@ -43,7 +44,8 @@ Result<std::map<std::string, Dims>> run_shapes(const Engine& engine, const Optio
   std::map<std::string, Dims> shapes;
   for (auto& [name, dims] : given) {
     if (std::find(inputs.begin(), inputs.end(), name) == inputs.end()) {
-      return invalid_argument("--shapes: '" + name + "' is not an input of the engine (inputs: " + names_of(inputs) + ")");
+      return invalid_argument("--shapes: '" + name + "' is not an input of the engine (inputs: " + names_of(inputs) +
+                              ")");
     }
     shapes[name] = dims;
   }
@@ -79,10 +81,11 @@ Result<InferenceResult> run_inference(const Engine& engine, const Options& o, IL
   std::map<std::string, std::string> file_of;
   for (auto& [name, path] : files) {
     if (std::find(input_names.begin(), input_names.end(), name) == input_names.end()) {
-      return invalid_argument("--loadInputs: '" + name + "' is not an input of the engine (inputs: " +
-                              names_of(input_names) + ")");
+      return invalid_argument("--loadInputs: '" + name +
+                              "' is not an input of the engine (inputs: " + names_of(input_names) + ")");
     }
-    if (!file_of.emplace(name, path).second) return invalid_argument("--loadInputs: input '" + name + "' is given twice");
+    if (!file_of.emplace(name, path).second)
+      return invalid_argument("--loadInputs: input '" + name + "' is given twice");
   }
 
   std::unique_ptr<ExecutionContext> context = engine.create_execution_context();
@@ -150,7 +153,8 @@ Result<InferenceResult> run_inference(const Engine& engine, const Options& o, IL
   Timings& timings = result.timings;
   const Clock::time_point timed_start = Clock::now();
   Clock::time_point end = timed_start;
-  while (static_cast<int64_t>(timings.latency_ms.size()) < o.iterations || ms_between(timed_start, end) < o.duration_s * 1000) {
+  while (static_cast<int64_t>(timings.latency_ms.size()) < o.iterations ||
+         ms_between(timed_start, end) < o.duration_s * 1000) {
     const Clock::time_point begin = Clock::now();
     KILN_RETURN_IF_ERROR(run_once());
     end = Clock::now();

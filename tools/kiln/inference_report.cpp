@@ -7,9 +7,8 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <numeric>
-
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "host_data.h"
 
@@ -38,19 +37,32 @@ void append_number(std::string& out, T v) {
 // Integers are read at their own width so that int64 values stay exact; FP16/BF16 widen to float exactly.
 void append_element(std::string& out, const HostTensor& t, size_t i) {
   switch (t.dtype) {
-    case DataType::kFLOAT: return append_number(out, load<float>(t, i));
-    case DataType::kDOUBLE: return append_number(out, load<double>(t, i));
-    case DataType::kHALF: return append_number(out, half_to_float(load<uint16_t>(t, i)));
-    case DataType::kBF16: return append_number(out, bf16_to_float(load<uint16_t>(t, i)));
-    case DataType::kBOOL: return append_number(out, static_cast<int>(load<uint8_t>(t, i) != 0));
-    case DataType::kINT8: return append_number(out, static_cast<int>(load<int8_t>(t, i)));
-    case DataType::kUINT8: return append_number(out, static_cast<int>(load<uint8_t>(t, i)));
-    case DataType::kINT16: return append_number(out, load<int16_t>(t, i));
-    case DataType::kUINT16: return append_number(out, load<uint16_t>(t, i));
-    case DataType::kINT32: return append_number(out, load<int32_t>(t, i));
-    case DataType::kUINT32: return append_number(out, load<uint32_t>(t, i));
-    case DataType::kINT64: return append_number(out, load<int64_t>(t, i));
-    case DataType::kUINT64: return append_number(out, load<uint64_t>(t, i));
+    case DataType::kFLOAT:
+      return append_number(out, load<float>(t, i));
+    case DataType::kDOUBLE:
+      return append_number(out, load<double>(t, i));
+    case DataType::kHALF:
+      return append_number(out, half_to_float(load<uint16_t>(t, i)));
+    case DataType::kBF16:
+      return append_number(out, bf16_to_float(load<uint16_t>(t, i)));
+    case DataType::kBOOL:
+      return append_number(out, static_cast<int>(load<uint8_t>(t, i) != 0));
+    case DataType::kINT8:
+      return append_number(out, static_cast<int>(load<int8_t>(t, i)));
+    case DataType::kUINT8:
+      return append_number(out, static_cast<int>(load<uint8_t>(t, i)));
+    case DataType::kINT16:
+      return append_number(out, load<int16_t>(t, i));
+    case DataType::kUINT16:
+      return append_number(out, load<uint16_t>(t, i));
+    case DataType::kINT32:
+      return append_number(out, load<int32_t>(t, i));
+    case DataType::kUINT32:
+      return append_number(out, load<uint32_t>(t, i));
+    case DataType::kINT64:
+      return append_number(out, load<int64_t>(t, i));
+    case DataType::kUINT64:
+      return append_number(out, load<uint64_t>(t, i));
   }
 }
 
@@ -81,11 +93,13 @@ void print_engine_io(const Engine& engine, size_t engine_bytes) {
   for (int i = 0; i < engine.num_io_tensors(); ++i) {
     const std::string& name = engine.get_tensor_name(i);
     const bool input = engine.get_tensor_mode(name) == TensorIOMode::kINPUT;
-    std::string line = std::string(input ? "Input  '" : "Output '") + name + "': " +
-                       dtype_name(engine.get_tensor_dtype(name)) + " " + dims_to_string(engine.get_tensor_shape(name));
+    std::string line = std::string(input ? "Input  '" : "Output '") + name +
+                       "': " + dtype_name(engine.get_tensor_dtype(name)) + " " +
+                       dims_to_string(engine.get_tensor_shape(name));
     Dims lo, mid, hi;
     if (input && engine.num_optimization_profiles() > 0 && engine.get_profile_shape(name, 0, &lo, &mid, &hi).ok()) {
-      line += " (profile 0: min " + dims_to_string(lo) + ", opt " + dims_to_string(mid) + ", max " + dims_to_string(hi) + ")";
+      line += " (profile 0: min " + dims_to_string(lo) + ", opt " + dims_to_string(mid) + ", max " +
+              dims_to_string(hi) + ")";
     }
     std::printf("%s\n", line.c_str());
   }
@@ -111,9 +125,10 @@ void print_performance_summary(const Timings& t, Backend backend) {
   const double qps = t.walltime_s > 0 ? static_cast<double>(t.latency_ms.size()) / t.walltime_s : 0;
   std::printf("=== Performance summary ===\n");
   std::printf("Throughput: %.3f qps\n", qps);
-  std::printf("Latency: min = %.5f ms, max = %.5f ms, mean = %.5f ms, median = %.5f ms, percentile(90%%) = %.5f ms, "
-              "percentile(95%%) = %.5f ms, percentile(99%%) = %.5f ms\n",
-              s.min, s.max, s.mean, s.median, s.p90, s.p95, s.p99);
+  std::printf(
+      "Latency: min = %.5f ms, max = %.5f ms, mean = %.5f ms, median = %.5f ms, percentile(90%%) = %.5f ms, "
+      "percentile(95%%) = %.5f ms, percentile(99%%) = %.5f ms\n",
+      s.min, s.max, s.mean, s.median, s.p90, s.p95, s.p99);
   std::printf("Total Host Walltime: %.4f s\n", t.walltime_s);
   if (backend == Backend::kCPU) {
     std::printf("Total GPU Compute Time: n/a (CPU backend)\n");
@@ -127,7 +142,8 @@ void dump_tensors(const NamedTensors& tensors) {
   for (const auto& [name, t] : tensors) {
     std::printf("%s: (%s)\n", name.c_str(), dims_to_string(t.dims).c_str());
     const size_t n = element_count(t);
-    const size_t row = t.dims.empty() || t.dims.back() <= 0 ? std::max<size_t>(n, 1) : static_cast<size_t>(t.dims.back());
+    const size_t row =
+        t.dims.empty() || t.dims.back() <= 0 ? std::max<size_t>(n, 1) : static_cast<size_t>(t.dims.back());
     std::string line;
     for (size_t i = 0; i < n; ++i) {
       if (!line.empty()) line += ' ';

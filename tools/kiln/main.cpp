@@ -48,16 +48,17 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
   } else {
     const auto start = std::chrono::steady_clock::now();
     auto loaded = runtime.load_engine_file(o.load_engine);
-    if (!loaded.ok()) return fail(logger, loaded.status().with_context("failed to load engine '" + o.load_engine + "'"));
+    if (!loaded.ok())
+      return fail(logger, loaded.status().with_context("failed to load engine '" + o.load_engine + "'"));
     engine = std::move(loaded.value());
     std::printf("Engine loaded in %.3f s\n",
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
     engine_bytes = engine->serialize();
     if (engine->backend() != device->backend) {
       return fail(logger, kiln::invalid_argument(std::string("the engine was built for the ") +
-                                                 kiln::backend_name(engine->backend()) + " backend, but this run uses " +
-                                                 kiln::backend_name(device->backend) + "; rebuild it with --device=" +
-                                                 kiln::backend_name(device->backend)));
+                                                 kiln::backend_name(engine->backend()) +
+                                                 " backend, but this run uses " + kiln::backend_name(device->backend) +
+                                                 "; rebuild it with --device=" + kiln::backend_name(device->backend)));
     }
   }
   print_engine_io(*engine, engine_bytes.size());

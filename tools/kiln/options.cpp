@@ -2,7 +2,6 @@
 #include "options.h"
 
 #include <CLI/CLI.hpp>
-
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -95,47 +94,53 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--onnx", o.onnx, "ONNX model to parse and build an engine from")->type_name("FILE");
   app.add_option("--saveEngine", o.save_engine, "Write the built engine to this file (needs --onnx)")
       ->type_name("FILE");
-  app.add_option("--loadEngine", o.load_engine, "Load a serialized engine instead of building one")
-      ->type_name("FILE");
+  app.add_option("--loadEngine", o.load_engine, "Load a serialized engine instead of building one")->type_name("FILE");
   close_group("Model and engine");
 
   const char* shape_hint =
       "name:AxBxC[,name2:...] (names may contain ':'; the last ':' separates the dims; "
       "quote a name as 'name' to take it verbatim)";
   app.add_option("--minShapes", o.min_shapes, std::string("Minimum shapes of the optimization profile: ") + shape_hint)
-      ->type_name("SPEC")->allow_extra_args(false);
+      ->type_name("SPEC")
+      ->allow_extra_args(false);
   app.add_option("--optShapes", o.opt_shapes, "Optimal shapes of the optimization profile (same syntax)")
-      ->type_name("SPEC")->allow_extra_args(false);
+      ->type_name("SPEC")
+      ->allow_extra_args(false);
   app.add_option("--maxShapes", o.max_shapes, "Maximum shapes of the optimization profile (same syntax)")
-      ->type_name("SPEC")->allow_extra_args(false);
+      ->type_name("SPEC")
+      ->allow_extra_args(false);
   app.add_flag("--noTF32", o.no_tf32, "Disable TF32 math (the CPU backend always computes in full FP32)");
   app.add_flag("--fp16", o.fp16, "Allow FP16 kernels (needs --device=cuda)");
   app.add_flag("--bf16", o.bf16, "Allow BF16 kernels (needs --device=cuda)");
   app.add_flag("--int8", o.int8, "Allow INT8 kernels (needs --device=cuda)");
-  app.add_option("--dumpAfter", o.dump_after, "Print the graph after the named optimization pass ('all' for every pass)")
+  app.add_option("--dumpAfter", o.dump_after,
+                 "Print the graph after the named optimization pass ('all' for every pass)")
       ->type_name("PASS");
   close_group("Build");
 
   app.add_option("--shapes", o.shapes,
-                  "Shapes to run with: name:AxBxC[,...]; dynamic inputs default to the profile's opt shape. "
-                  "With --onnx and no --min/opt/maxShapes this also sets the profile (min=opt=max)")
-      ->type_name("SPEC")->allow_extra_args(false);
+                 "Shapes to run with: name:AxBxC[,...]; dynamic inputs default to the profile's opt shape. "
+                 "With --onnx and no --min/opt/maxShapes this also sets the profile (min=opt=max)")
+      ->type_name("SPEC")
+      ->allow_extra_args(false);
   app.add_option("--loadInputs", o.load_inputs,
-                  "name:file.bin[,...]: raw little-endian input data in the input's dtype, C order; "
-                  "other inputs get seeded random data")
-      ->type_name("SPEC")->allow_extra_args(false);
+                 "name:file.bin[,...]: raw little-endian input data in the input's dtype, C order; "
+                 "other inputs get seeded random data")
+      ->type_name("SPEC")
+      ->allow_extra_args(false);
   app.add_option("--iterations", o.iterations, "Run at least N timed inferences (default 10)")->type_name("N");
   app.add_option("--warmUp", o.warm_up_ms, "Warm up for N milliseconds before timing (default 200)")->type_name("MS");
   app.add_option("--duration", o.duration_s, "Time inferences for at least N seconds (default 3)")->type_name("S");
   app.add_option("--device", device,
-                  "cpu or cuda. Without it: cuda when a GPU is present and the CUDA backend is built, else cpu")
-      ->type_name("DEV")->check(CLI::IsMember({"cpu", "cuda"}));
+                 "cpu or cuda. Without it: cuda when a GPU is present and the CUDA backend is built, else cpu")
+      ->type_name("DEV")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_flag("--skipInference", o.skip_inference, "Build (or load) the engine and stop");
   close_group("Inference");
 
   app.add_flag("--dumpOutput", o.dump_output, "Print the output tensors of the first inference");
   app.add_option("--exportOutput", o.export_output,
-                     "Write outputs as JSON: [{\"name\", \"dimensions\": \"AxB\", \"values\": [...]}]")
+                 "Write outputs as JSON: [{\"name\", \"dimensions\": \"AxB\", \"values\": [...]}]")
       ->type_name("FILE");
   app.add_option("--exportTimes", o.export_times, "Write the timing of every timed inference as JSON")
       ->type_name("FILE");
@@ -184,24 +189,30 @@ ParseOutcome parse_options(int argc, char** argv) {
     return ParseOutcome{std::nullopt, kUsageExitCode};
   };
   if (o.onnx.empty() == o.load_engine.empty()) return usage_error("Give exactly one of --onnx and --loadEngine.");
-  if (!o.save_engine.empty() && o.onnx.empty()) return usage_error("--saveEngine needs --onnx (there is nothing to build).");
+  if (!o.save_engine.empty() && o.onnx.empty())
+    return usage_error("--saveEngine needs --onnx (there is nothing to build).");
   if (!o.load_engine.empty()) {
-    const std::pair<const char*, bool> build_only[] = {
-        {"--minShapes", !o.min_shapes.empty()}, {"--optShapes", !o.opt_shapes.empty()},
-        {"--maxShapes", !o.max_shapes.empty()}, {"--fp16", o.fp16}, {"--bf16", o.bf16},
-        {"--int8", o.int8},                    {"--noTF32", o.no_tf32}, {"--dumpAfter", !o.dump_after.empty()}};
+    const std::pair<const char*, bool> build_only[] = {{"--minShapes", !o.min_shapes.empty()},
+                                                       {"--optShapes", !o.opt_shapes.empty()},
+                                                       {"--maxShapes", !o.max_shapes.empty()},
+                                                       {"--fp16", o.fp16},
+                                                       {"--bf16", o.bf16},
+                                                       {"--int8", o.int8},
+                                                       {"--noTF32", o.no_tf32},
+                                                       {"--dumpAfter", !o.dump_after.empty()}};
     for (const auto& [flag, given] : build_only) {
       if (given) return usage_error(std::string(flag) + " is a build option; it has no effect with --loadEngine.");
     }
   }
-  if (o.iterations < 1) return usage_error("--iterations must be at least 1, got " + std::to_string(o.iterations) + ".");
+  if (o.iterations < 1)
+    return usage_error("--iterations must be at least 1, got " + std::to_string(o.iterations) + ".");
   if (!(o.warm_up_ms >= 0)) return usage_error("--warmUp must be >= 0 milliseconds.");
   if (!(o.duration_s >= 0)) return usage_error("--duration must be >= 0 seconds.");
   return {std::move(o), 0};
 }
 
 Result<std::vector<std::pair<std::string, std::string>>> split_name_value_list(const std::vector<std::string>& lists,
-                                                                              const std::string& flag) {
+                                                                               const std::string& flag) {
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& list : lists) {
     size_t pos = 0;
@@ -245,7 +256,8 @@ Result<Dims> parse_dims(const std::string& text) {
     int64_t v = 0;
     auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), v);
     if (part.empty() || ec != std::errc() || ptr != part.data() + part.size() || v < 0) {
-      return invalid_argument("bad dimensions '" + text + "': expected non-negative integers joined by 'x', e.g. 1x3x224x224");
+      return invalid_argument("bad dimensions '" + text +
+                              "': expected non-negative integers joined by 'x', e.g. 1x3x224x224");
     }
     dims.push_back(v);
     if (end == std::string::npos) break;

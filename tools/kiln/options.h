@@ -49,7 +49,7 @@ ParseOutcome parse_options(int argc, char** argv);
 // One "name:value" entry of a comma-separated list. The name may itself contain ':' (ONNX names such as
 // "input:0"), so the split is on the last ':'; a name in single quotes is taken verbatim.
 Result<std::vector<std::pair<std::string, std::string>>> split_name_value_list(const std::vector<std::string>& lists,
-                                                                              const std::string& flag);
+                                                                               const std::string& flag);
 
 // "1x3x224x224" -> {1,3,224,224}; an empty string is a scalar. Dims must be non-negative integers.
 Result<Dims> parse_dims(const std::string& text);
