@@ -1,6 +1,7 @@
 // Entry point of the kiln command-line tool: options -> build or load -> run -> reports (trtexec's flow).
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "engine_setup.h"
@@ -26,7 +27,7 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
   if (!device.ok()) return fail(logger, device.status());
   std::printf("Device: %s (%s)\n", kiln::backend_name(device->backend), device->reason.c_str());
 
-  std::vector<uint8_t> engine_bytes;
+  size_t engine_size = 0;
   kiln::Runtime runtime(logger);
   std::unique_ptr<kiln::Engine> engine;
   if (!o.onnx.empty()) {
@@ -44,7 +45,7 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
     auto loaded = runtime.deserialize_engine(built->bytes.data(), built->bytes.size());
     if (!loaded.ok()) return fail(logger, loaded.status().with_context("failed to deserialize the built engine"));
     engine = std::move(loaded.value());
-    engine_bytes = std::move(built->bytes);
+    engine_size = built->bytes.size();
   } else {
     const auto start = std::chrono::steady_clock::now();
     auto loaded = runtime.load_engine_file(o.load_engine);
@@ -53,7 +54,9 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
     engine = std::move(loaded.value());
     std::printf("Engine loaded in %.3f s\n",
                 std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    engine_bytes = engine->serialize();
+    std::error_code ec;
+    const auto file_size = std::filesystem::file_size(o.load_engine, ec);
+    engine_size = ec ? 0 : static_cast<size_t>(file_size);
     if (engine->backend() != device->backend) {
       return fail(logger, kiln::invalid_argument(std::string("the engine was built for the ") +
                                                  kiln::backend_name(engine->backend()) +
@@ -61,7 +64,7 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
                                                  "; rebuild it with --device=" + kiln::backend_name(device->backend)));
     }
   }
-  print_engine_io(*engine, engine_bytes.size());
+  print_engine_io(*engine, engine_size);
   if (o.skip_inference) {
     std::printf("Skipped inference (--skipInference)\n");
     return 0;
