@@ -1,0 +1,265 @@
+// ExecutionContext: per-context input shapes, bindings, output shape inference and execution on the CPU backend.
+#include <cstring>
+#include <algorithm>
+#include <exception>
+#include <new>
+#include <optional>
+
+#include "backends/cpu/cpu_executor.h"
+#include "kiln/runtime.h"
+#include "runtime/engine_plan.h"
+
+namespace kiln {
+
+struct ExecutionContext::Impl {
+  explicit Impl(std::shared_ptr<const runtime::EnginePlan> p)
+      : plan(std::move(p)), executor(*plan), shapes(plan->io.size()), addresses(plan->io.size(), nullptr),
+        output_shapes(plan->io.size()) {
+    // Fully static inputs need no set_input_shape call.
+    for (int i : plan->inputs) {
+      const auto& s = plan->values[plan->io[i].value].shape;
+      if (ops::shape_is_static(s)) shapes[i] = ops::static_dims(s);
+    }
+  }
+
+  const runtime::PlanValue& value_of(int io) const { return plan->values[plan->io[io].value]; }
+  Result<int> find(const std::string& name, const char* what) const;
+  Status check_input_shape(int io, const Dims& dims) const;
+  Status check_ready_inputs() const;
+  Status ensure_output_shapes() const;
+  Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs);
+
+  std::shared_ptr<const runtime::EnginePlan> plan;
+  cpu::CpuExecutor executor;
+  int profile = 0;
+  std::vector<std::optional<Dims>> shapes;  // per io entry, inputs only
+  std::vector<void*> addresses;             // per io entry
+  // Output shapes follow from the input shapes; computed lazily and dropped when an input shape changes.
+  mutable bool shapes_valid = false;
+  mutable std::vector<Dims> output_shapes;  // per io entry, outputs only
+};
+
+namespace {
+
+std::string list_names(const runtime::EnginePlan& plan, const std::vector<int>& which) {
+  std::string s;
+  for (int i : which) s += (s.empty() ? "" : ", ") + plan.io[i].name;
+  return s.empty() ? "none" : s;
+}
+
+// Runs f, turning exceptions from allocation or from an operator into a Status at the API boundary.
+template <typename F>
+auto guarded(F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kOutOfMemory, "out of memory during execution");
+  } catch (const std::exception& e) {
+    return internal_error(std::string("unexpected error during execution: ") + e.what());
+  }
+}
+
+}  // namespace
+
+Result<int> ExecutionContext::Impl::find(const std::string& name, const char* what) const {
+  int i = plan->find_io(name);
+  if (i >= 0) return i;
+  return invalid_argument("engine has no I/O tensor '" + name + "' (inputs: " + list_names(*plan, plan->inputs) +
+                          "; outputs: " + list_names(*plan, plan->outputs) + ")");
+}
+
+Status ExecutionContext::Impl::check_input_shape(int io, const Dims& dims) const {
+  const auto& v = value_of(io);
+  const std::string& name = plan->io[io].name;
+  if (dims.size() != v.shape.size())
+    return invalid_argument("input '" + name + "' has rank " + std::to_string(v.shape.size()) + " but the given shape " +
+                            dims_to_string(dims) + " has rank " + std::to_string(dims.size()));
+  const runtime::ProfileBounds* bounds = nullptr;
+  if (profile < static_cast<int>(plan->profiles.size())) {
+    auto it = plan->profiles[profile].find(plan->io[io].value);
+    if (it != plan->profiles[profile].end()) bounds = &it->second;
+  }
+  for (size_t d = 0; d < dims.size(); ++d) {
+    std::string dim = "input '" + name + "' dimension " + std::to_string(d) + " is " + std::to_string(dims[d]);
+    if (dims[d] < 0) return invalid_argument(dim + ", which is negative");
+    if (v.shape[d].is_static()) {
+      if (dims[d] != v.shape[d].value)
+        return invalid_argument(dim + " but the engine was built for " + std::to_string(v.shape[d].value));
+    } else if (bounds && (dims[d] < bounds->min[d] || dims[d] > bounds->max[d])) {
+      return invalid_argument(dim + " but the optimization profile allows [" + std::to_string(bounds->min[d]) + ", " +
+                              std::to_string(bounds->max[d]) + "]");
+    }
+  }
+  return Status::Ok();
+}
+
+Status ExecutionContext::Impl::check_ready_inputs() const {
+  for (int i : plan->inputs) {
+    if (!shapes[i])
+      return invalid_argument("the shape of input '" + plan->io[i].name + "' is not set (call set_input_shape)");
+    // The profile may have changed since the shape was set.
+    KILN_RETURN_IF_ERROR(check_input_shape(i, *shapes[i]));
+  }
+  return Status::Ok();
+}
+
+Status ExecutionContext::Impl::ensure_output_shapes() const {
+  if (shapes_valid) return Status::Ok();
+  KILN_RETURN_IF_ERROR(check_ready_inputs());
+  std::vector<ops::TensorInfo> info(plan->values.size());
+  for (size_t v = 0; v < plan->values.size(); ++v) {
+    const auto& pv = plan->values[v];
+    info[v].dtype = pv.dtype;
+    info[v].shape = pv.shape;
+    info[v].rank_known = pv.rank_known;
+    if (pv.constant.defined()) info[v].constant = &pv.constant;
+  }
+  for (int i : plan->inputs) info[plan->io[i].value].shape = ops::shape_from_dims(*shapes[i]);
+  int counter = 0;
+  auto fresh = [&counter] { return "dyn__" + std::to_string(counter++); };
+  for (const auto& n : plan->nodes) {
+    if (!n.schema->infer) continue;  // outputs keep the engine's shapes
+    std::vector<const ops::TensorInfo*> in;
+    for (int id : n.inputs) in.push_back(id >= 0 ? &info[id] : nullptr);
+    ops::InferContext ctx(n.attrs, n.opset, in, static_cast<int>(n.outputs.size()), fresh);
+    Status st = n.schema->infer(ctx);
+    if (!st.ok()) return st.with_context("shape inference of node '" + n.name + "' (" + n.op_type + ")");
+    for (size_t k = 0; k < n.outputs.size(); ++k) {
+      auto& out = ctx.output(static_cast<int>(k));
+      out.constant = nullptr;  // only the engine's own constants outlive this loop
+      info[n.outputs[k]] = std::move(out);
+    }
+  }
+  for (int o : plan->outputs) {
+    const auto& t = info[plan->io[o].value];
+    output_shapes[o] = t.rank_known ? ops::static_dims(t.shape) : Dims{};
+  }
+  shapes_valid = true;
+  return Status::Ok();
+}
+
+Status ExecutionContext::Impl::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) {
+  KILN_RETURN_IF_ERROR(executor.run(inputs, outputs));
+  return Status::Ok();
+}
+
+ExecutionContext::ExecutionContext(std::shared_ptr<const runtime::EnginePlan> plan)
+    : impl_(std::make_unique<Impl>(std::move(plan))) {}
+
+ExecutionContext::~ExecutionContext() = default;
+
+Status ExecutionContext::set_input_shape(const std::string& name, const Dims& dims) {
+  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name, "input"));
+  if (impl_->plan->io[i].mode != TensorIOMode::kINPUT) return invalid_argument("'" + name + "' is an output, not an input");
+  KILN_RETURN_IF_ERROR(impl_->check_input_shape(i, dims));
+  if (impl_->shapes[i] != dims) impl_->shapes_valid = false;
+  impl_->shapes[i] = dims;
+  return Status::Ok();
+}
+
+Status ExecutionContext::set_optimization_profile(int index) {
+  int n = static_cast<int>(impl_->plan->profiles.size());
+  if (index < 0 || index >= std::max(n, 1))
+    return invalid_argument("optimization profile " + std::to_string(index) + " does not exist (the engine has " +
+                            std::to_string(n) + ")");
+  impl_->profile = index;
+  return Status::Ok();
+}
+
+Result<Dims> ExecutionContext::get_tensor_shape(const std::string& name) const {
+  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name, "tensor"));
+  if (impl_->plan->io[i].mode == TensorIOMode::kINPUT) {
+    if (!impl_->shapes[i])
+      return invalid_argument("the shape of input '" + name + "' is not set (call set_input_shape)");
+    return *impl_->shapes[i];
+  }
+  KILN_RETURN_IF_ERROR(guarded([&] { return impl_->ensure_output_shapes(); }));
+  const Dims& d = impl_->output_shapes[i];
+  if (d.empty() && !impl_->value_of(i).rank_known) return unsupported("the rank of output '" + name + "' depends on the input data");
+  return d;
+}
+
+Status ExecutionContext::set_tensor_address(const std::string& name, void* ptr) {
+  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name, "tensor"));
+  impl_->addresses[i] = ptr;
+  return Status::Ok();
+}
+
+Status ExecutionContext::execute() {
+  return guarded([&]() -> Status {
+    const auto& plan = *impl_->plan;
+    for (size_t i = 0; i < plan.io.size(); ++i)
+      if (!impl_->addresses[i])
+        return invalid_argument(std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
+                                plan.io[i].name + "' has no bound address (call set_tensor_address)");
+    KILN_RETURN_IF_ERROR(impl_->ensure_output_shapes());
+    for (int o : plan.outputs)
+      if (volume(impl_->output_shapes[o]) < 0 || !impl_->value_of(o).rank_known)
+        return unsupported("output '" + plan.io[o].name + "' has a data-dependent shape; use infer(), which allocates outputs");
+
+    std::vector<Tensor> inputs, outputs;
+    for (int i : plan.inputs)
+      inputs.push_back(Tensor::wrap(impl_->value_of(i).dtype, *impl_->shapes[i], impl_->addresses[i]));
+    KILN_RETURN_IF_ERROR(impl_->run(inputs, &outputs));
+    for (size_t k = 0; k < plan.outputs.size(); ++k) {
+      int o = plan.outputs[k];
+      if (outputs[k].shape() != impl_->output_shapes[o])
+        return internal_error("output '" + plan.io[o].name + "' has shape " + dims_to_string(outputs[k].shape()) +
+                              " but shape inference gave " + dims_to_string(impl_->output_shapes[o]));
+      // memmove: the caller may bind an output to the same memory as an input it passes through.
+      if (outputs[k].nbytes()) std::memmove(impl_->addresses[o], outputs[k].raw(), outputs[k].nbytes());
+    }
+    return Status::Ok();
+  });
+}
+
+Result<std::vector<std::pair<std::string, HostTensor>>> ExecutionContext::infer(
+    const std::vector<std::pair<std::string, HostTensor>>& inputs) {
+  using Out = std::vector<std::pair<std::string, HostTensor>>;
+  try {
+    const auto& plan = *impl_->plan;
+    std::vector<const HostTensor*> given(plan.io.size(), nullptr);
+    for (const auto& [name, t] : inputs) {
+      int i = plan.find_io(name);
+      if (i < 0 || plan.io[i].mode != TensorIOMode::kINPUT)
+        return invalid_argument("'" + name + "' is not an input of this engine (inputs: " + list_names(plan, plan.inputs) + ")");
+      if (given[i]) return invalid_argument("input '" + name + "' is given twice");
+      DataType want = impl_->value_of(i).dtype;
+      if (t.dtype != want)
+        return invalid_argument("input '" + name + "' expects " + dtype_name(want) + " but got " + dtype_name(t.dtype));
+      KILN_RETURN_IF_ERROR(set_input_shape(name, t.dims));
+      size_t need = static_cast<size_t>(volume(t.dims)) * dtype_size(want);
+      if (t.data.size() != need)
+        return invalid_argument("input '" + name + "' has " + std::to_string(t.data.size()) + " bytes but shape " +
+                                dims_to_string(t.dims) + " of " + dtype_name(want) + " needs " + std::to_string(need));
+      given[i] = &t;
+    }
+    std::vector<Tensor> in, outs;
+    for (int i : plan.inputs) {
+      if (!given[i]) return invalid_argument("input '" + plan.io[i].name + "' is missing");
+      // Inputs are only read: ops never write into their inputs.
+      in.push_back(Tensor::wrap(given[i]->dtype, given[i]->dims, const_cast<uint8_t*>(given[i]->data.data())));
+    }
+    KILN_RETURN_IF_ERROR(impl_->check_ready_inputs());
+    KILN_RETURN_IF_ERROR(impl_->run(in, &outs));
+    Out result;
+    for (size_t k = 0; k < plan.outputs.size(); ++k) {
+      int o = plan.outputs[k];
+      HostTensor h;
+      h.dtype = outs[k].dtype();
+      h.dims = outs[k].shape();
+      const auto* p = static_cast<const uint8_t*>(outs[k].raw());
+      h.data.assign(p, p + outs[k].nbytes());
+      impl_->output_shapes[o] = h.dims;
+      result.emplace_back(plan.io[o].name, std::move(h));
+    }
+    impl_->shapes_valid = true;  // the actual shapes, also for data-dependent outputs
+    return result;
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kOutOfMemory, "out of memory during execution");
+  } catch (const std::exception& e) {
+    return internal_error(std::string("unexpected error during execution: ") + e.what());
+  }
+}
+
+}  // namespace kiln
