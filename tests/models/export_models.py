@@ -127,6 +127,30 @@ CI_MODELS = ["resnet50", "mobilenet_v2", "efficientnet_b0", "vit_ci", "bert_ci",
 FULL_MODELS = ["resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "bert_base", "gpt2_base"]
 
 
+def make_informative(model, make_input):
+    """Makes a randomly initialized model produce outputs of a useful magnitude, so that the comparison means something.
+
+    torchvision zero-initializes ViT's head, and its fan-out init of depthwise convolutions shrinks activations
+    layer by layer, so the untrained mobilenet_v2/efficientnet_b0 emit ~1e-9 logits. Zero weight matrices get a small
+    random init, and BatchNorm statistics are estimated from random inputs (data-dependent init), which restores
+    unit-scale activations while keeping every layer's arithmetic exercised.
+    """
+    with torch.no_grad():
+        for m in model.modules():
+            w = getattr(m, "weight", None)
+            if isinstance(w, torch.Tensor) and w.dim() >= 2 and not w.any():
+                w.normal_(0.0, 0.02)
+        bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if bns:
+            for bn in bns:
+                bn.reset_running_stats()
+                bn.momentum = None  # cumulative average over the calibration batches
+            model.train()
+            for _ in range(2):
+                model(make_input(8))
+    return model.eval()
+
+
 def max_exporter_opset():
     try:
         from torch.onnx import _constants
@@ -148,7 +172,7 @@ def export_one(name, opset, root):
     """Exports ZOO[name] at `opset` into models/<name>_op<opset>/ and returns its meta dict."""
     ctor, make_input, desc = ZOO[name]
     torch.manual_seed(SEED)
-    model = ctor().eval()
+    model = make_informative(ctor(), make_input)
     torch.manual_seed(SEED + 1)
     x = make_input(REF_BATCH)
     out_dir = model_dir(root, name, opset)
