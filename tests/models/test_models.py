@@ -4,6 +4,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -56,8 +57,12 @@ def run_kiln(kiln, model_dir, meta, out_json, timeout):
         return None, f"timeout after {timeout} s", time.time() - t0, cmd
     elapsed = time.time() - t0
     if proc.returncode != 0:
-        tail = " | ".join(proc.stdout.strip().splitlines()[-4:])
-        return None, f"kiln exited {proc.returncode}: {tail}", elapsed, cmd
+        lines = proc.stdout.strip().splitlines()
+        # Errors come first and summaries last; show the first error lines rather than a tail of node lists.
+        errs = [l for l in lines if re.search(r"error|\[E\]|unsupported|failed", l, re.I)][:3] or lines[-3:]
+        how = (f"killed by signal {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+               else f"exited {proc.returncode}")
+        return None, f"kiln {how}: " + " | ".join(l.strip() for l in errs), elapsed, cmd
     return proc.stdout, "", elapsed, cmd
 
 
