@@ -27,6 +27,13 @@ class BertEncoder(nn.Module):
         self.emb_norm = nn.LayerNorm(d_model)
         layer = nn.TransformerEncoderLayer(d_model, heads, ffn, dropout=0.0, activation="gelu", batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        # TransformerEncoder deep-copies one layer, so every layer would start with the same weights (and the
+        # exporter would then share the initializers); give each its own, as a trained model has.
+        for m in self.encoder.modules():
+            if isinstance(m, nn.MultiheadAttention):
+                m._reset_parameters()
+            elif isinstance(m, (nn.Linear, nn.LayerNorm)):
+                m.reset_parameters()
         self.norm = nn.LayerNorm(d_model)
 
     def forward(self, ids):
