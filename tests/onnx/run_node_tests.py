@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Runs the ONNX backend test suites through kiln_node_runner, reports pass/fail/skip per suite and gates on the node-suite pass rate."""
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+
+SUITES = ["node", "pytorch-converted", "pytorch-operator", "simple"]
+DEFAULT_DATA = "/usr/share/libonnx-testdata/data"
+GATE_SUITE = "node"
+GATE_RATE = 0.90
+
+
+def find_data_root(explicit):
+    if explicit:
+        return explicit
+    if os.path.isdir(DEFAULT_DATA):
+        return DEFAULT_DATA
+    try:  # the onnx Python package ships the same tests
+        import onnx.backend.test
+        return os.path.join(os.path.dirname(onnx.backend.test.__file__), "data")
+    except ImportError:
+        return DEFAULT_DATA
+
+
+def list_tests(root, suite, pattern):
+    d = os.path.join(root, suite)
+    if not os.path.isdir(d):
+        return []
+    out = []
+    for name in sorted(os.listdir(d)):
+        p = os.path.join(d, name)
+        if os.path.isfile(os.path.join(p, "model.onnx")) and (not pattern or pattern.search(name)):
+            out.append(p)
+    return out
+
+
+def parse_lines(text):
+    results = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        results[r.get("dir")] = r
+    return results
+
+
+def missing_result(test_dir, reason):
+    return {"name": os.path.basename(test_dir), "dir": test_dir, "status": "fail", "stage": "run",
+            "reason": reason, "ops": [], "dtypes": [], "opset": 0, "time_ms": 0, "datasets": 0}
+
+
+def run_batch(runner, dirs, per_test_timeout):
+    """Runs dirs in one runner process; tests the process never reported (it died or hung) run again one by one."""
+    # The runner forks and times out each test itself; this limit only catches a wedged runner.
+    backstop = per_test_timeout * len(dirs) + 30
+    cmd = [runner, f"--timeout={per_test_timeout}"] + dirs
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=backstop,
+                              errors="replace")
+        results, err = parse_lines(proc.stdout), proc.stderr
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        results, err = parse_lines(out), "runner timed out"
+    if len(dirs) > 1:
+        for d in dirs:
+            if d not in results:
+                results.update(run_batch(runner, [d], per_test_timeout))
+    elif dirs[0] not in results:
+        tail = (err or "").strip().splitlines()[-3:]
+        results[dirs[0]] = missing_result(dirs[0], "runner produced no result: " + " | ".join(tail))
+    return results
+
+
+def summarize(tests):
+    by_suite = defaultdict(Counter)
+    for t in tests:
+        by_suite[t["suite"]][t["status"]] += 1
+    summary = {}
+    for suite, c in by_suite.items():
+        supported = c["pass"] + c["fail"]
+        summary[suite] = {"pass": c["pass"], "fail": c["fail"], "skip": c["skip"], "total": sum(c.values()),
+                          "supported": supported, "pass_rate": (c["pass"] / supported) if supported else None}
+    return summary
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--kiln-build", default="build", help="CMake build directory holding bin/kiln_node_runner")
+    ap.add_argument("--results", default=None, help="write all results as JSON here")
+    ap.add_argument("--suite", default="all", choices=SUITES + ["all"])
+    ap.add_argument("--filter", default=None, help="regex on test names (e.g. '^test_conv')")
+    ap.add_argument("--data", default=None, help=f"test data root (default {DEFAULT_DATA})")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--timeout", type=int, default=60, help="seconds per test")
+    ap.add_argument("--jobs", type=int, default=1, help="runner processes in parallel")
+    ap.add_argument("--quiet", action="store_true", help="do not list each skip and failure")
+    args = ap.parse_args(argv)
+
+    runner = os.path.join(args.kiln_build, "bin", "kiln_node_runner")
+    if not os.access(runner, os.X_OK):
+        print(f"error: {runner} not found; build it with: cmake --build {args.kiln_build} --target kiln_node_runner",
+              file=sys.stderr)
+        return 2
+    root = find_data_root(args.data)
+    pattern = re.compile(args.filter) if args.filter else None
+    suites = SUITES if args.suite == "all" else [args.suite]
+
+    started = time.time()
+    tests = []
+    for suite in suites:
+        dirs = list_tests(root, suite, pattern)
+        if not dirs:
+            print(f"[{suite}] no tests under {os.path.join(root, suite)}" + (" matching the filter" if pattern else ""))
+            continue
+        batches = [dirs[i:i + args.batch_size] for i in range(0, len(dirs), args.batch_size)]
+        results = {}
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for r in pool.map(lambda b: run_batch(runner, b, args.timeout), batches):
+                results.update(r)
+        for d in dirs:
+            r = results.get(d) or missing_result(d, "no result")
+            r["suite"] = suite
+            tests.append(r)
+        c = Counter(results[d]["status"] for d in dirs if d in results)
+        print(f"[{suite}] {len(dirs)} tests: {c['pass']} passed, {c['fail']} failed, {c['skip']} skipped", flush=True)
+
+    summary = summarize(tests)
+    if not args.quiet:
+        skips = sorted((t for t in tests if t["status"] == "skip"), key=lambda t: (t["reason"], t["suite"], t["name"]))
+        if skips:
+            print(f"\nSkipped ({len(skips)}):")
+            for t in skips:
+                print(f"  SKIP {t['suite']}/{t['name']}: {t['reason']}")
+        fails = sorted((t for t in tests if t["status"] == "fail"), key=lambda t: (t["suite"], t["name"]))
+        if fails:
+            print(f"\nFailed ({len(fails)}):")
+            for t in fails:
+                print(f"  FAIL {t['suite']}/{t['name']} [{t['stage']}]: {t['reason']}")
+
+    skip_reasons = Counter(t["reason"] for t in tests if t["status"] == "skip")
+    if skip_reasons:
+        print("\nSkip reasons:")
+        for reason, n in skip_reasons.most_common():
+            print(f"  {n:4d}  {reason}")
+
+    print("\nSummary (pass rate = passed / (passed + failed), i.e. over tests of supported operators and types):")
+    print(f"  {'suite':<20} {'pass':>5} {'fail':>5} {'skip':>5} {'total':>6}  pass rate")
+    for suite in suites:
+        s = summary.get(suite)
+        if not s:
+            continue
+        rate = "n/a" if s["pass_rate"] is None else f"{100 * s['pass_rate']:.1f}%"
+        print(f"  {suite:<20} {s['pass']:>5} {s['fail']:>5} {s['skip']:>5} {s['total']:>6}  {rate}")
+
+    gate = {"suite": GATE_SUITE, "threshold": GATE_RATE, "applies": GATE_SUITE in summary}
+    ok = True
+    if gate["applies"]:
+        rate = summary[GATE_SUITE]["pass_rate"] or 0.0
+        gate["pass_rate"] = rate
+        ok = rate >= GATE_RATE
+        gate["passed"] = ok
+        print(f"\nGate: {GATE_SUITE} pass rate {100 * rate:.1f}% {'>=' if ok else '<'} {100 * GATE_RATE:.0f}%"
+              f" -> {'OK' if ok else 'FAILED'}")
+    print(f"({time.time() - started:.1f} s)")
+
+    if args.results:
+        os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
+        doc = {"generated_by": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
+               "data_root": root, "summary": summary, "gate": gate, "tests": tests}
+        with open(args.results, "w") as f:
+            json.dump(doc, f, indent=1)
+        print(f"results: {args.results}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
