@@ -245,3 +245,47 @@ TEST(Runtime, ConcurrentContextsGiveIdenticalResults) {
     }
   }
 }
+
+TEST(Runtime, ConstantOutputAndUnproducedOutput) {
+  auto g = std::make_unique<ir::Graph>();
+  ir::Value* x = add_input(*g, "x", DataType::kFLOAT, {1});
+  ir::Node* n = add_node(*g, "Identity", "id", {x}, {"y"}, DataType::kFLOAT, {1});
+  ir::Value* folded = g->add_constant("folded", Tensor::from_vector<int32_t>({2}, {3, 4}));
+  g->outputs() = {n->outputs[0], folded};
+  auto b = builder::write_engine(*g, BuilderConfig());
+  ASSERT_TRUE(b.ok()) << b.status().to_string();
+  Runtime rt;
+  auto e = rt.deserialize_engine(b->data(), b->size());
+  ASSERT_TRUE(e.ok()) << e.status().to_string();
+  auto ctx = (*e)->create_execution_context();
+  auto out = ctx->infer({{"x", host_f32({1}, {2.f})}});
+  ASSERT_TRUE(out.ok()) << out.status().to_string();
+  ASSERT_EQ((*out)[1].first, "folded");
+  EXPECT_EQ((*out)[1].second.dtype, DataType::kINT32);
+  EXPECT_EQ((*out)[1].second.data, (std::vector<uint8_t>{3, 0, 0, 0, 4, 0, 0, 0}));
+
+  ir::Value* dangling = g->add_value("dangling");
+  g->outputs().push_back(dangling);
+  auto bad = builder::write_engine(*g, BuilderConfig());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "network output 'dangling' is not produced by any node");
+}
+
+TEST(Runtime, ProfileChangeRevalidatesShapes) {
+  auto b = build_test_engine();
+  // A second profile with a narrower batch range.
+  auto two = reencode(b, [](engine_format::EngineFile& f) {
+    f.profiles.push_back({engine_format::ProfileEntry{0, {1, 4}, {2, 4}, {4, 4}}});
+  });
+  Runtime rt;
+  auto e = rt.deserialize_engine(two.data(), two.size());
+  ASSERT_TRUE(e.ok()) << e.status().to_string();
+  EXPECT_EQ((*e)->num_optimization_profiles(), 2);
+  auto ctx = (*e)->create_execution_context();
+  ASSERT_TRUE(ctx->set_input_shape("x", {8, 4}).ok());
+  ASSERT_TRUE(ctx->set_optimization_profile(1).ok());
+  EXPECT_EQ(ctx->get_tensor_shape("y").status().message(),
+            "input 'x' dimension 0 is 8 but the optimization profile allows [1, 4]");
+  ASSERT_TRUE(ctx->set_input_shape("x", {4, 4}).ok());
+  EXPECT_EQ(ctx->get_tensor_shape("y").value(), (Dims{4, 4}));
+}
