@@ -23,6 +23,44 @@ void Value::set_info(const TensorInfo& t) {
   known = t.value;
 }
 
+std::unique_ptr<Graph> Graph::clone() const {
+  auto g = std::make_unique<Graph>();
+  g->name = name;
+  g->opset_ = opset_;
+  g->symbol_counter_ = symbol_counter_;
+  g->node_names_ = node_names_;
+  std::unordered_map<const Value*, Value*> vmap;
+  for (auto& v : values_) {
+    auto c = std::make_unique<Value>(*v);
+    c->producer = nullptr;
+    c->users.clear();
+    vmap[v.get()] = c.get();
+    g->by_name_[c->name] = c.get();
+    g->values_.push_back(std::move(c));
+  }
+  // A value the graph does not own (a bug elsewhere) maps to null rather than aliasing the source graph.
+  auto map_value = [&](Value* v) -> Value* {
+    if (!v) return nullptr;
+    auto it = vmap.find(v);
+    return it == vmap.end() ? nullptr : it->second;
+  };
+  for (auto& n : nodes_) {
+    auto c = std::make_unique<Node>();
+    c->name = n->name;
+    c->op_type = n->op_type;
+    c->domain = n->domain;
+    c->opset = n->opset;
+    c->attrs = n->attrs;
+    for (Value* v : n->inputs) c->inputs.push_back(map_value(v));
+    for (Value* v : n->outputs) c->outputs.push_back(map_value(v));
+    g->nodes_.push_back(std::move(c));
+  }
+  for (Value* v : inputs_) g->inputs_.push_back(map_value(v));
+  for (Value* v : outputs_) g->outputs_.push_back(map_value(v));
+  g->rebuild_links();
+  return g;
+}
+
 Value* Graph::add_value(const std::string& name) {
   std::string n = name.empty() ? "tensor" : name;
   if (by_name_.count(n)) {
@@ -115,6 +153,14 @@ void Graph::replace_all_uses(Value* from, Value* to) {
       if (u->inputs[i] == from) set_node_input(u, i, to);
   for (auto& o : outputs_)
     if (o == from) o = to;
+}
+
+void Graph::remove_value(Value* v) {
+  auto it = by_name_.find(v->name);
+  if (it != by_name_.end() && it->second == v) by_name_.erase(it);
+  inputs_.erase(std::remove(inputs_.begin(), inputs_.end(), v), inputs_.end());
+  outputs_.erase(std::remove(outputs_.begin(), outputs_.end(), v), outputs_.end());
+  values_.erase(std::remove_if(values_.begin(), values_.end(), [v](auto& p) { return p.get() == v; }), values_.end());
 }
 
 void Graph::prune_values() {

@@ -51,6 +51,9 @@ class Graph {
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
 
+  // Deep copy: new nodes and values with the same names and links; constant tensors are shared (immutable).
+  std::unique_ptr<Graph> clone() const;
+
   // Creates a value; a taken name gets a numeric suffix. Never returns null.
   Value* add_value(const std::string& name);
   Value* add_constant(const std::string& name, Tensor t);
@@ -64,6 +67,8 @@ class Graph {
   // Every use of `from` (node inputs and graph outputs) becomes a use of `to`.
   void replace_all_uses(Value* from, Value* to);
   void set_node_input(Node* n, size_t i, Value* v);
+  // Deletes one value that nothing uses or produces any more (e.g. the outputs of a node just removed).
+  void remove_value(Value* v);
   // Drops values that no node uses or produces and that are not graph inputs/outputs.
   void prune_values();
 
@@ -83,8 +88,10 @@ class Graph {
   void set_opset(int v) { opset_ = v; }
   std::string name;
 
-  // A fresh symbolic dimension name ("unk__N"), unique in this graph.
-  std::string fresh_symbol() { return "unk__" + std::to_string(symbol_counter_++); }
+  // A fresh symbolic dimension name ("sym__N"), unique in this graph. Not "unk__N": ONNX's own shape inference
+  // mints those, and an imported "unk__0" must never be taken for the same dim as one of ours.
+  static constexpr const char* kFreshSymbolPrefix = "sym__";
+  std::string fresh_symbol() { return kFreshSymbolPrefix + std::to_string(symbol_counter_++); }
   std::string unique_node_name(const std::string& base);
 
  private:

@@ -1,30 +1,14 @@
 // ONNX protobuf -> Kiln conversions for tensors (inline, typed fields, external data) and attributes.
 #include "onnx/proto_convert.h"
 
+#include "ops/op_util.h"
+
 #include <cstring>
 #include <fstream>
 
 namespace kiln::onnx_import {
 
-bool dtype_from_onnx(int t, DataType* out) {
-  using TP = onnx::TensorProto;
-  switch (t) {
-    case TP::FLOAT: *out = DataType::kFLOAT; return true;
-    case TP::FLOAT16: *out = DataType::kHALF; return true;
-    case TP::BFLOAT16: *out = DataType::kBF16; return true;
-    case TP::DOUBLE: *out = DataType::kDOUBLE; return true;
-    case TP::INT8: *out = DataType::kINT8; return true;
-    case TP::UINT8: *out = DataType::kUINT8; return true;
-    case TP::INT16: *out = DataType::kINT16; return true;
-    case TP::UINT16: *out = DataType::kUINT16; return true;
-    case TP::INT32: *out = DataType::kINT32; return true;
-    case TP::UINT32: *out = DataType::kUINT32; return true;
-    case TP::INT64: *out = DataType::kINT64; return true;
-    case TP::UINT64: *out = DataType::kUINT64; return true;
-    case TP::BOOL: *out = DataType::kBOOL; return true;
-    default: return false;
-  }
-}
+bool dtype_from_onnx(int t, DataType* out) { return ops::dtype_from_onnx_code(t, out); }
 
 const char* onnx_dtype_name(int t) {
   using TP = onnx::TensorProto;

@@ -108,6 +108,20 @@ Status infer_same_as_input0(InferContext& ctx) {
   return Status::Ok();
 }
 
+bool dtype_from_onnx_code(int64_t code, DataType* out) {
+  static const std::pair<int64_t, DataType> kTable[] = {
+      {1, DataType::kFLOAT},  {2, DataType::kUINT8},   {3, DataType::kINT8},    {4, DataType::kUINT16},
+      {5, DataType::kINT16},  {6, DataType::kINT32},   {7, DataType::kINT64},   {9, DataType::kBOOL},
+      {10, DataType::kHALF},  {11, DataType::kDOUBLE}, {12, DataType::kUINT32}, {13, DataType::kUINT64},
+      {16, DataType::kBF16}};
+  for (auto& [c, t] : kTable)
+    if (c == code) {
+      *out = t;
+      return true;
+    }
+  return false;
+}
+
 const std::vector<DataType>& float_types() {
   static const std::vector<DataType> v = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16, DataType::kDOUBLE};
   return v;

@@ -27,6 +27,10 @@ int64_t product(const std::vector<int64_t>& v, size_t begin = 0, size_t end = SI
 // Reads a 0-D/1-D integer tensor (int32/int64) into int64s.
 Result<std::vector<int64_t>> tensor_to_ints(const Tensor& t);
 
+// ONNX TensorProto.DataType numbers (they appear raw in attributes such as Cast's `to`) -> DataType;
+// false for types Kiln does not hold (string, complex, float8, int4).
+bool dtype_from_onnx_code(int64_t code, DataType* out);
+
 // Output info helpers for inference.
 inline TensorInfo make_info(DataType dt, Shape s) { TensorInfo t; t.dtype = dt; t.shape = std::move(s); return t; }
 // Known values of an integer input (from a constant or from propagated `value`), if any.

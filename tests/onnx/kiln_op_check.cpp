@@ -94,14 +94,16 @@ int main(int argc, char** argv) {
         read_proto(ds.path() / ("output_" + std::to_string(i) + ".pb"), &tp);
         auto want = onnx_import::tensor_from_proto(tp, dir.string());
         if (!want.ok()) { err = want.status().to_string(); break; }
-        const auto& info = ictx.output(i);
-        if (info.dtype != outs[i].dtype()) err = std::string("inferred dtype ") + dtype_name(info.dtype) + " != computed " + dtype_name(outs[i].dtype());
-        else if (info.shape.size() != outs[i].shape().size()) err = "inferred rank " + std::to_string(info.shape.size()) + " != computed " + std::to_string(outs[i].rank());
+        int k = i;
+        for (int j = 0; j < node.output_size(); ++j) if (node.output(j) == g.output(i).name()) k = j;
+        const auto& info = ictx.output(k);
+        if (info.dtype != outs[k].dtype()) err = std::string("inferred dtype ") + dtype_name(info.dtype) + " != computed " + dtype_name(outs[k].dtype());
+        else if (info.shape.size() != outs[k].shape().size()) err = "inferred rank " + std::to_string(info.shape.size()) + " != computed " + std::to_string(outs[k].rank());
         else {
-          for (size_t k = 0; k < info.shape.size(); ++k)
-            if (info.shape[k].is_static() && info.shape[k].value != outs[i].shape()[k]) err = "inferred shape " + ops::shape_to_string(info.shape) + " != computed " + dims_to_string(outs[i].shape());
+          for (size_t k2 = 0; k2 < info.shape.size(); ++k2)
+            if (info.shape[k2].is_static() && info.shape[k2].value != outs[k].shape()[k2]) err = "inferred shape " + ops::shape_to_string(info.shape) + " != computed " + dims_to_string(outs[k].shape());
         }
-        if (err.empty()) { std::string c = compare(outs[i], want.value()); if (!c.empty()) err = "output " + std::to_string(i) + ": " + c; }
+        if (err.empty()) { std::string c = compare(outs[k], want.value()); if (!c.empty()) err = "output " + std::to_string(i) + ": " + c; }
       }
     }
     if (err.empty()) { std::cout << "PASS " << name << "\n"; ++pass; }

@@ -1,2 +1,97 @@
-// placeholder until the CLI lands
-int main() { return 0; }
+// Entry point of the kiln command-line tool: options -> build or load -> run -> reports (trtexec's flow).
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "engine_setup.h"
+#include "inference.h"
+#include "inference_report.h"
+#include "kiln/logger.h"
+#include "kiln/runtime.h"
+#include "options.h"
+
+namespace {
+
+using kiln::ILogger;
+using kiln::Status;
+
+int fail(ILogger& logger, const Status& status) {
+  logger.log(ILogger::Severity::kERROR, status.to_string().c_str());
+  return 1;
+}
+
+int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
+  using namespace kiln::cli;
+  auto device = resolve_device(o);
+  if (!device.ok()) return fail(logger, device.status());
+  std::printf("Device: %s (%s)\n", kiln::backend_name(device->backend), device->reason.c_str());
+
+  size_t engine_size = 0;
+  kiln::Runtime runtime(logger);
+  std::unique_ptr<kiln::Engine> engine;
+  if (!o.onnx.empty()) {
+    auto built = build_engine(o, device->backend, logger);
+    if (!built.ok()) return fail(logger, built.status());
+    std::printf("Engine built in %.3f s (parse %.3f s, build %.3f s); network layers: %d, engine size: %zu bytes\n",
+                built->parse_s + built->build_s, built->parse_s, built->build_s, built->num_layers,
+                built->bytes.size());
+    if (!o.save_engine.empty()) {
+      Status st = write_file(o.save_engine, built->bytes);
+      if (!st.ok()) return fail(logger, st.with_context("--saveEngine"));
+      std::printf("Engine saved to %s\n", o.save_engine.c_str());
+    }
+    // Run what was written, as trtexec does, so a build-and-run exercises the engine reader too.
+    auto loaded = runtime.deserialize_engine(built->bytes.data(), built->bytes.size());
+    if (!loaded.ok()) return fail(logger, loaded.status().with_context("failed to deserialize the built engine"));
+    engine = std::move(loaded.value());
+    engine_size = built->bytes.size();
+  } else {
+    const auto start = std::chrono::steady_clock::now();
+    auto loaded = runtime.load_engine_file(o.load_engine);
+    if (!loaded.ok())
+      return fail(logger, loaded.status().with_context("failed to load engine '" + o.load_engine + "'"));
+    engine = std::move(loaded.value());
+    std::printf("Engine loaded in %.3f s\n",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    std::error_code ec;
+    const auto file_size = std::filesystem::file_size(o.load_engine, ec);
+    engine_size = ec ? 0 : static_cast<size_t>(file_size);
+    if (engine->backend() != device->backend) {
+      return fail(logger, kiln::invalid_argument(std::string("the engine was built for the ") +
+                                                 kiln::backend_name(engine->backend()) +
+                                                 " backend, but this run uses " + kiln::backend_name(device->backend) +
+                                                 "; rebuild it with --device=" + kiln::backend_name(device->backend)));
+    }
+  }
+  print_engine_io(*engine, engine_size);
+  if (o.skip_inference) {
+    std::printf("Skipped inference (--skipInference)\n");
+    return 0;
+  }
+
+  auto result = run_inference(*engine, o, logger);
+  if (!result.ok()) return fail(logger, result.status());
+  if (o.dump_output) dump_tensors(result->outputs);
+  if (!o.export_output.empty()) {
+    Status st = export_output(o.export_output, result->outputs);
+    if (!st.ok()) return fail(logger, st);
+  }
+  if (!o.export_times.empty()) {
+    Status st = export_times(o.export_times, result->timings);
+    if (!st.ok()) return fail(logger, st);
+  }
+  print_performance_summary(result->timings, engine->backend());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto parsed = kiln::cli::parse_options(argc, argv);
+  if (!parsed.options) return parsed.exit_code;
+  kiln::StderrLogger logger(parsed.options->verbose ? ILogger::Severity::kVERBOSE : ILogger::Severity::kINFO);
+  const int rc = run(*parsed.options, logger);
+  std::fflush(stdout);
+  return rc;
+}

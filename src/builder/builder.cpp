@@ -1,0 +1,133 @@
+// Builder and OptimizationProfile: checks profiles against the network, runs the pass pipeline, writes the engine.
+#include "kiln/builder.h"
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <map>
+
+#include "builder/engine_writer.h"
+#include "ir/graph.h"
+#include "passes/pass_manager.h"
+
+namespace kiln {
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string r;
+  for (auto& s : v) r += (r.empty() ? "'" : ", '") + s + "'";
+  return r;
+}
+
+bool is_dynamic(const ir::Value& v) { return !v.rank_known || !ops::shape_is_static(v.shape); }
+
+// Each profile must cover every dynamic input, agree with every static dim, and name only real inputs.
+Status check_profiles(const ir::Graph& g, const BuilderConfig& config, ILogger& logger) {
+  std::vector<std::string> dynamic, input_names;
+  for (const ir::Value* v : g.inputs()) {
+    input_names.push_back(v->name);
+    if (!v->rank_known)
+      return invalid_argument("network input '" + v->name + "' has an unknown rank; give it a shape before building");
+    if (is_dynamic(*v)) dynamic.push_back(v->name);
+  }
+  const auto& profiles = config.profiles();
+  if (profiles.empty()) {
+    if (dynamic.empty()) return Status::Ok();
+    return invalid_argument("network inputs " + join(dynamic) +
+                            " have dynamic dims but the config has no optimization profile; add one with "
+                            "min/opt/max shapes for each of them");
+  }
+  for (size_t p = 0; p < profiles.size(); ++p) {
+    const std::string where = "optimization profile " + std::to_string(p);
+    std::vector<std::string> missing;
+    for (auto& name : dynamic)
+      if (!profiles[p].has(name)) missing.push_back(name);
+    if (!missing.empty())
+      return invalid_argument(where + " lacks min/opt/max shapes for dynamic inputs " + join(missing));
+    // Symbols shared between inputs (e.g. a batch dim) must get the same range, or one of the inputs lies.
+    std::map<std::string, std::pair<std::string, std::array<int64_t, 3>>> symbols;
+    for (auto& [name, b] : profiles[p].shapes()) {
+      const ir::Value* v = g.find_value(name);
+      if (!v || std::find(g.inputs().begin(), g.inputs().end(), v) == g.inputs().end())
+        return invalid_argument(where + " gives shapes for '" + name + "', which is not a network input (inputs: " +
+                                join(input_names) + ")");
+      if (b.min.size() != v->shape.size())
+        return invalid_argument(where + ": input '" + name + "' has rank " + std::to_string(v->shape.size()) + " " +
+                                ops::shape_to_string(v->shape) + " but the profile gives rank " +
+                                std::to_string(b.min.size()) + " (" + dims_to_string(b.min) + ")");
+      for (size_t i = 0; i < v->shape.size(); ++i) {
+        const ops::Dim& d = v->shape[i];
+        std::array<int64_t, 3> r = {b.min[i], b.opt[i], b.max[i]};
+        if (d.is_static()) {
+          if (r[0] != d.value || r[1] != d.value || r[2] != d.value)
+            return invalid_argument(where + ": input '" + name + "' dim " + std::to_string(i) + " is static " +
+                                    std::to_string(d.value) + " but the profile gives min/opt/max " +
+                                    std::to_string(r[0]) + "/" + std::to_string(r[1]) + "/" + std::to_string(r[2]));
+          continue;
+        }
+        if (d.sym.empty()) continue;
+        auto [it, inserted] = symbols.emplace(d.sym, std::make_pair(name, r));
+        if (!inserted && it->second.second != r) {
+          std::string msg = where + ": dim '" + d.sym + "' is shared by inputs '" + it->second.first + "' and '" +
+                            name + "' but their profile ranges differ";
+          logger.log(ILogger::Severity::kWARNING, msg.c_str());
+        }
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status OptimizationProfile::set_shape(const std::string& input, const Dims& min, const Dims& opt, const Dims& max) {
+  const std::string where = "optimization profile shape for '" + input + "'";
+  if (min.size() != opt.size() || opt.size() != max.size())
+    return invalid_argument(where + ": min, opt and max must have the same rank, got " + dims_to_string(min) + ", " +
+                            dims_to_string(opt) + " and " + dims_to_string(max));
+  for (size_t i = 0; i < min.size(); ++i) {
+    if (min[i] < 0)
+      return invalid_argument(where + ": dim " + std::to_string(i) + " of min is " + std::to_string(min[i]) +
+                              "; profile shapes must be concrete (>= 0)");
+    if (!(min[i] <= opt[i] && opt[i] <= max[i]))
+      return invalid_argument(where + ": dim " + std::to_string(i) + " needs min <= opt <= max, got " +
+                              std::to_string(min[i]) + " / " + std::to_string(opt[i]) + " / " +
+                              std::to_string(max[i]));
+  }
+  shapes_[input] = Bounds{min, opt, max};
+  return Status::Ok();
+}
+
+Builder::Builder(ILogger& logger) : logger_(logger) {}
+
+std::unique_ptr<NetworkDefinition> Builder::create_network() { return std::make_unique<NetworkDefinition>(); }
+std::unique_ptr<BuilderConfig> Builder::create_builder_config() { return std::make_unique<BuilderConfig>(); }
+
+Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition& network, const BuilderConfig& config) {
+  auto t0 = std::chrono::steady_clock::now();
+  // The network stays as the user built it; the passes rewrite a private copy.
+  std::unique_ptr<ir::Graph> g = network.graph().clone();
+  if (g->outputs().empty()) return invalid_argument("the network has no outputs; mark at least one with mark_output");
+  KILN_RETURN_IF_ERROR(check_profiles(*g, config, logger_));
+  KILN_RETURN_IF_ERROR(ir::verify(*g).with_context("the network is invalid before optimization"));
+
+  passes::PassOptions opts;
+  opts.backend = config.backend();
+  opts.dump_after = config.dump_after();
+  passes::PassContext ctx(logger_, opts);
+  passes::PassManager pm(passes::pipeline_for(config.backend()));
+  KILN_RETURN_IF_ERROR(pm.run(*g, ctx));
+  KILN_RETURN_IF_ERROR(ir::verify(*g).with_context("the optimized graph is invalid"));
+  KILN_RETURN_IF_ERROR(g->topo_sort());
+
+  double pass_ms = 0;
+  for (auto& r : pm.records()) pass_ms += r.ms;
+  auto engine = builder::write_engine(*g, config);
+  double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::string msg = "build: " + std::to_string(pm.records().size()) + " passes in " + std::to_string(pass_ms) +
+                    " ms, " + std::to_string(g->nodes().size()) + " nodes, total " + std::to_string(total_ms) + " ms";
+  logger_.log(ILogger::Severity::kVERBOSE, msg.c_str());
+  return engine;
+}
+
+}  // namespace kiln

@@ -1,0 +1,352 @@
+// ONNX GraphProto -> ir::Graph: inputs, initializers and Constant nodes as constants, operator nodes,
+// outputs, and the shapes ONNX shape inference found.
+#include <unordered_set>
+
+#include "onnx/importer.h"
+#include "onnx/proto_convert.h"
+
+namespace kiln::onnx_import {
+namespace {
+
+class GraphBuilder {
+ public:
+  GraphBuilder(const onnx::ModelProto& model, const std::unordered_map<std::string, int>& opsets,
+               const std::string& base_dir, ir::Graph& graph, Diagnostics& diag)
+      : g_(model.graph()), opsets_(opsets), base_dir_(base_dir), graph_(graph), diag_(diag) {}
+
+  void build() {
+    graph_.name = g_.name();
+    graph_.set_opset(opsets_.at(""));
+    collect_symbols();
+    add_initializers();
+    add_inputs();
+    declare_node_outputs();
+    for (int i = 0; i < g_.node_size(); ++i) add_node(i);
+    for (auto& [node, i] : created_) connect_inputs(node, i);
+    add_outputs();
+    apply_declared_shapes();
+    Status st = graph_.topo_sort();
+    if (!st.ok()) diag_.model_error(st.code(), st.message());
+  }
+
+ private:
+  NodeRef ref(int i) const {
+    const auto& n = g_.node(i);
+    NodeRef r;
+    r.name = n.name().empty() ? n.op_type() + "_" + std::to_string(i) : n.name();
+    r.index = i;
+    r.op_type = n.op_type();
+    r.domain = normalize_domain(n.domain());
+    auto it = opsets_.find(r.domain);
+    r.opset = it == opsets_.end() ? 0 : it->second;
+    return r;
+  }
+
+  // Model dim_params are reserved so a fresh symbol never aliases a dimension the model named.
+  void collect_symbols() {
+    auto scan = [&](const onnx::ValueInfoProto& vi) {
+      if (!vi.type().has_tensor_type()) return;
+      for (auto& d : vi.type().tensor_type().shape().dim())
+        if (d.has_dim_param()) reserved_symbols_.insert(d.dim_param());
+    };
+    for (auto& vi : g_.input()) scan(vi);
+    for (auto& vi : g_.output()) scan(vi);
+    for (auto& vi : g_.value_info()) scan(vi);
+  }
+
+  std::string fresh_symbol() {
+    std::string s;
+    do s = graph_.fresh_symbol();
+    while (reserved_symbols_.count(s));
+    return s;
+  }
+
+  // Unknown dims of graph inputs get fresh symbols (each is a distinct run-time size); unknown dims of inner
+  // values stay unknown, because Kiln's inference may still prove them equal to something.
+  ops::Shape shape_from_proto(const onnx::TensorShapeProto& sp, bool fresh_for_unknown) {
+    ops::Shape s;
+    for (auto& d : sp.dim()) {
+      if (d.has_dim_value() && d.dim_value() >= 0)
+        s.push_back(ops::Dim(d.dim_value()));
+      else if (d.has_dim_param() && !d.dim_param().empty())
+        s.push_back(ops::Dim::symbol(d.dim_param()));
+      else
+        s.push_back(fresh_for_unknown ? ops::Dim::symbol(fresh_symbol()) : ops::Dim());
+    }
+    return s;
+  }
+
+  bool define(const std::string& name, ir::Value* v) { return values_.emplace(name, v).second; }
+
+  void add_initializers() {
+    for (auto& tp : g_.initializer()) {
+      if (tp.name().empty()) {
+        diag_.model_error(ErrorCode::kInvalidModel, "an initializer has an empty name");
+        continue;
+      }
+      if (values_.count(tp.name())) {
+        diag_.model_error(ErrorCode::kInvalidModel, "initializer '" + tp.name() + "' is defined more than once");
+        continue;
+      }
+      auto t = tensor_from_proto(tp, base_dir_);
+      if (!t.ok()) {
+        diag_.model_error(t.status().code(), "initializer '" + tp.name() + "': " + t.status().message());
+        values_[tp.name()] = nullptr;  // known name: users should not also be reported as dangling
+        continue;
+      }
+      define(tp.name(), graph_.add_constant(tp.name(), std::move(t).value()));
+    }
+    for (auto& sp : g_.sparse_initializer())
+      diag_.model_error(ErrorCode::kUnsupported,
+                        "sparse initializer '" + sp.values().name() + "' is not supported (store it dense)");
+  }
+
+  void add_inputs() {
+    std::unordered_set<std::string> initializers, seen;
+    for (auto& tp : g_.initializer()) initializers.insert(tp.name());
+    for (auto& vi : g_.input()) {
+      // Models before IR version 4 (opset < 9) list every initializer as an input too. Later IR versions
+      // allow this for inputs with defaults; Kiln builds for fixed weights, so the initializer wins.
+      if (initializers.count(vi.name())) {
+        diag_.verbose("graph input '" + vi.name() + "' has an initializer; it is imported as a constant");
+        continue;
+      }
+      if (!seen.insert(vi.name()).second) {
+        diag_.model_error(ErrorCode::kInvalidModel, "graph input '" + vi.name() + "' is listed more than once");
+        continue;
+      }
+      values_.emplace(vi.name(), nullptr);  // known from here on, even if rejected below: no dangling reports
+      if (!vi.type().has_tensor_type()) {
+        diag_.model_error(
+            ErrorCode::kUnsupported,
+            "graph input '" + vi.name() + "' is not a tensor (sequence, map and optional inputs are not supported)");
+        continue;
+      }
+      const auto& tt = vi.type().tensor_type();
+      DataType dt;
+      if (!dtype_from_onnx(tt.elem_type(), &dt)) {
+        diag_.model_error(ErrorCode::kUnsupported, "graph input '" + vi.name() + "' has element type " +
+                                                       onnx_dtype_name(tt.elem_type()) +
+                                                       ", which Kiln does not support");
+        continue;
+      }
+      ir::Value* v = graph_.add_value(vi.name());
+      v->dtype = dt;
+      v->rank_known = tt.has_shape();
+      if (tt.has_shape())
+        v->shape = shape_from_proto(tt.shape(), /*fresh_for_unknown=*/true);
+      else
+        diag_.warning("graph input '" + vi.name() + "' declares no shape; set one before building");
+      values_[vi.name()] = v;
+      graph_.inputs().push_back(v);
+    }
+  }
+
+  // ONNX graphs need not list nodes in order, so every produced name is known before any input is resolved.
+  void declare_node_outputs() {
+    std::unordered_map<std::string, int> producer;
+    for (int i = 0; i < g_.node_size(); ++i)
+      for (auto& out : g_.node(i).output()) {
+        if (out.empty()) continue;
+        if (values_.count(out)) {
+          diag_.node_error(ErrorCode::kInvalidModel, ref(i),
+                           "output '" + out + "' is already a graph input or initializer (ONNX graphs are SSA)");
+        } else if (auto [it, fresh] = producer.emplace(out, i); !fresh) {
+          diag_.node_error(ErrorCode::kInvalidModel, ref(i),
+                           "output '" + out + "' is also produced by node '" + ref(it->second).name + "' (index " +
+                               std::to_string(it->second) + "); ONNX graphs are SSA");
+        }
+      }
+  }
+
+  Result<Tensor> constant_value(const onnx::NodeProto& n) {
+    if (n.attribute_size() != 1)
+      return invalid_model("a Constant node needs exactly one value attribute, found " +
+                           std::to_string(n.attribute_size()));
+    const auto& a = n.attribute(0);
+    const std::string& k = a.name();
+    if (k == "value") return tensor_from_proto(a.t(), base_dir_);
+    if (k == "value_float") return Tensor::from_vector<float>({}, {a.f()});
+    if (k == "value_int") return Tensor::scalar_i64(a.i());
+    if (k == "value_floats")
+      return Tensor::from_vector<float>({a.floats_size()}, std::vector<float>(a.floats().begin(), a.floats().end()));
+    if (k == "value_ints")
+      return Tensor::from_vector<int64_t>({a.ints_size()}, std::vector<int64_t>(a.ints().begin(), a.ints().end()));
+    if (k == "sparse_value" || k == "value_string" || k == "value_strings")
+      return unsupported("Constant attribute '" + k + "' is not supported (Kiln holds dense numeric tensors only)");
+    return invalid_model("Constant has unknown attribute '" + k + "'");
+  }
+
+  void add_constant_node(int i) {
+    const auto& n = g_.node(i);
+    if (n.output_size() != 1 || n.output(0).empty()) {
+      diag_.node_error(ErrorCode::kInvalidModel, ref(i), "a Constant node must have exactly one output");
+      return;
+    }
+    auto t = constant_value(n);
+    if (!t.ok()) {
+      diag_.node_error(t.status().code(), ref(i), t.status().message());
+      values_.emplace(n.output(0), nullptr);
+      return;
+    }
+    define(n.output(0), graph_.add_constant(n.output(0), std::move(t).value()));
+  }
+
+  void add_node(int i) {
+    const auto& n = g_.node(i);
+    const NodeRef r = ref(i);
+    if (r.domain.empty() && n.op_type() == "Constant") return add_constant_node(i);
+
+    Attributes attrs;
+    std::vector<std::string> subgraphs;
+    for (auto& a : n.attribute()) {
+      if (a.type() == onnx::AttributeProto::GRAPH || a.type() == onnx::AttributeProto::GRAPHS || a.has_g() ||
+          a.graphs_size()) {
+        subgraphs.push_back(a.name());
+        continue;
+      }
+      if (a.name().empty()) {
+        diag_.node_error(ErrorCode::kInvalidModel, r, "has an attribute with an empty name");
+        continue;
+      }
+      auto conv = attribute_from_proto(a, base_dir_);
+      if (!conv.ok()) {
+        diag_.node_error(conv.status().code(), r, "attribute '" + a.name() + "': " + conv.status().message());
+        continue;
+      }
+      attrs.set(a.name(), std::move(conv).value());
+    }
+
+    const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type(), r.domain);
+    if (!subgraphs.empty()) {
+      std::string list;
+      for (auto& s : subgraphs) list += (list.empty() ? "'" : ", '") + s + "'";
+      diag_.unsupported_node(r, "control-flow subgraph attribute " + list + " is not supported");
+    } else if (!schema) {
+      std::string reason;
+      if (!r.domain.empty() && !kiln_domains().count(r.domain))
+        reason = "Kiln supports no operator of domain '" + r.domain + "'";
+      diag_.unsupported_node(r, reason);
+    } else if (!opsets_.count(r.domain)) {
+      diag_.node_error(ErrorCode::kInvalidModel, r,
+                       "domain '" + r.domain + "' is not listed in the model's opset_import");
+    } else {
+      check_against_schema(*schema, n, attrs, r);
+    }
+
+    // Omitted optional outputs in the middle keep their position with a placeholder value nobody reads;
+    // trailing ones are dropped so the node's output count is what it really produces.
+    int num_outputs = n.output_size();
+    while (num_outputs > 0 && n.output(num_outputs - 1).empty()) --num_outputs;
+    std::vector<std::string> out_names;
+    for (int k = 0; k < num_outputs; ++k)
+      out_names.push_back(n.output(k).empty() ? r.name + "_unused_output_" + std::to_string(k) : n.output(k));
+    ir::Node* node = graph_.add_node(n.op_type(), r.name, {}, out_names, std::move(attrs), r.opset, r.domain);
+    for (int k = 0; k < num_outputs; ++k)
+      if (!n.output(k).empty()) values_.emplace(n.output(k), node->outputs[k]);
+    created_.emplace_back(node, i);
+  }
+
+  // Domains that at least one Kiln operator belongs to; any other domain is unsupported as a whole.
+  static const std::set<std::string>& kiln_domains() {
+    static const std::set<std::string> domains = [] {
+      std::set<std::string> d;
+      for (auto* s : ops::OpRegistry::instance().all()) d.insert(normalize_domain(s->domain));
+      return d;
+    }();
+    return domains;
+  }
+
+  void check_against_schema(const ops::OpSchema& schema, const onnx::NodeProto& n, const Attributes& attrs,
+                            const NodeRef& r) {
+    Status st = ops::validate_attributes(schema, attrs);
+    if (!st.ok()) {
+      // validate_attributes prefixes the op name, which the node context already shows.
+      std::string msg = st.message();
+      if (msg.rfind(schema.name + ": ", 0) == 0) msg = msg.substr(schema.name.size() + 2);
+      diag_.node_error(st.code(), r, msg);
+    }
+    int num_in = n.input_size();
+    if (num_in < schema.min_inputs || (schema.max_inputs >= 0 && num_in > schema.max_inputs))
+      diag_.node_error(
+          ErrorCode::kInvalidModel, r,
+          "has " + std::to_string(num_in) + " inputs, expected " + arity(schema.min_inputs, schema.max_inputs));
+    int num_out = n.output_size();
+    while (num_out > 0 && n.output(num_out - 1).empty()) --num_out;
+    if (num_out < schema.min_outputs || (schema.max_outputs >= 0 && num_out > schema.max_outputs))
+      diag_.node_error(
+          ErrorCode::kInvalidModel, r,
+          "has " + std::to_string(num_out) + " outputs, expected " + arity(schema.min_outputs, schema.max_outputs));
+  }
+
+  static std::string arity(int lo, int hi) {
+    if (hi < 0) return "at least " + std::to_string(lo);
+    if (lo == hi) return std::to_string(lo);
+    return std::to_string(lo) + " to " + std::to_string(hi);
+  }
+
+  void connect_inputs(ir::Node* node, int i) {
+    const auto& n = g_.node(i);
+    node->inputs.assign(n.input_size(), nullptr);
+    for (int k = 0; k < n.input_size(); ++k) {
+      const std::string& name = n.input(k);
+      if (name.empty()) continue;  // omitted optional input
+      auto it = values_.find(name);
+      if (it == values_.end()) {
+        diag_.node_error(ErrorCode::kInvalidModel, ref(i),
+                         "input '" + name + "' is not produced by any node, graph input or initializer");
+        continue;
+      }
+      if (it->second) graph_.set_node_input(node, k, it->second);
+    }
+  }
+
+  void add_outputs() {
+    for (auto& vi : g_.output()) {
+      auto it = values_.find(vi.name());
+      if (it == values_.end()) {
+        diag_.model_error(ErrorCode::kInvalidModel,
+                          "graph output '" + vi.name() + "' is not produced by any node, graph input or initializer");
+        continue;
+      }
+      if (it->second) graph_.outputs().push_back(it->second);
+    }
+  }
+
+  // Declared (model or ONNX-inferred) types of node outputs; graph inputs and constants already carry theirs.
+  void apply_declared_shapes() {
+    auto apply = [&](const onnx::ValueInfoProto& vi) {
+      auto it = values_.find(vi.name());
+      if (it == values_.end() || !it->second || !it->second->producer || !vi.type().has_tensor_type()) return;
+      ir::Value* v = it->second;
+      const auto& tt = vi.type().tensor_type();
+      DataType dt;
+      if (tt.elem_type() != onnx::TensorProto::UNDEFINED && dtype_from_onnx(tt.elem_type(), &dt)) v->dtype = dt;
+      if (tt.has_shape()) {
+        v->shape = shape_from_proto(tt.shape(), /*fresh_for_unknown=*/false);
+        v->rank_known = true;
+      }
+    };
+    for (auto& vi : g_.value_info()) apply(vi);
+    for (auto& vi : g_.output()) apply(vi);  // graph outputs may be declared more precisely than inferred
+  }
+
+  const onnx::GraphProto& g_;
+  const std::unordered_map<std::string, int>& opsets_;
+  std::string base_dir_;
+  ir::Graph& graph_;
+  Diagnostics& diag_;
+  // ONNX name -> value; null for names that exist but failed to import (so users are not reported too).
+  std::unordered_map<std::string, ir::Value*> values_;
+  std::vector<std::pair<ir::Node*, int>> created_;
+  std::unordered_set<std::string> reserved_symbols_;
+};
+
+}  // namespace
+
+void build_graph(const onnx::ModelProto& model, const std::unordered_map<std::string, int>& opsets,
+                 const std::string& base_dir, ir::Graph& graph, Diagnostics& diag) {
+  GraphBuilder(model, opsets, base_dir, graph, diag).build();
+}
+
+}  // namespace kiln::onnx_import

@@ -1,0 +1,151 @@
+// Model-level checks before graph construction: opset range, the ONNX checker, ONNX shape inference.
+//
+// The ONNX version converter is deliberately not used. Upgrading opset 1-6 models would be its one use here,
+// but those models predate 2018, its adapters for that range are incomplete, and a failed conversion would
+// hide the real problem behind the converter's message. Kiln's op definitions read each node's own opset,
+// so models from opset 7 to the newest known one import as they are.
+#include <algorithm>
+
+#include "onnx/checker.h"
+#include "onnx/defs/schema.h"
+#include "onnx/importer.h"
+#include "onnx/shape_inference/implementation.h"
+
+namespace kiln::onnx_import {
+
+int newest_known_onnx_opset() {
+  auto& map = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
+  auto it = map.find(onnx::ONNX_DOMAIN);
+  return it == map.end() ? kMinOnnxOpset : it->second.second;
+}
+
+bool check_opsets(const onnx::ModelProto& model, std::unordered_map<std::string, int>* opsets, Diagnostics& diag) {
+  opsets->clear();
+  for (auto& imp : model.opset_import()) {
+    std::string d = normalize_domain(imp.domain());
+    if (opsets->count(d)) {
+      diag.model_error(ErrorCode::kInvalidModel,
+                       "opset_import lists domain '" + (d.empty() ? "ai.onnx" : d) + "' more than once");
+      return false;
+    }
+    (*opsets)[d] = static_cast<int>(imp.version());
+  }
+  auto it = opsets->find("");
+  if (it == opsets->end()) {
+    // A graph of other domains only (e.g. ai.onnx.preview.training) needs no ai.onnx opset; its nodes are
+    // judged one by one against Kiln's registry.
+    bool uses_default_domain = false;
+    for (auto& n : model.graph().node()) uses_default_domain |= normalize_domain(n.domain()).empty();
+    if (!uses_default_domain) {
+      (*opsets)[""] = newest_known_onnx_opset();
+      return true;
+    }
+    // IR version 1/2 models had no opset_import; they are also far older than opset 7.
+    diag.model_error(ErrorCode::kInvalidModel,
+                     "model does not import the ai.onnx opset (opset_import has no entry for domain '' or "
+                     "'ai.onnx'); Kiln needs opset " +
+                         std::to_string(kMinOnnxOpset) + " or newer");
+    return false;
+  }
+  const int newest = newest_known_onnx_opset();
+  if (it->second < kMinOnnxOpset) {
+    diag.model_error(ErrorCode::kUnsupported, "model uses ai.onnx opset " + std::to_string(it->second) +
+                                                  ", older than the oldest Kiln supports (" +
+                                                  std::to_string(kMinOnnxOpset) +
+                                                  "); re-export it or upgrade it with onnx.version_converter");
+    return false;
+  }
+  if (it->second > newest) {
+    diag.model_error(ErrorCode::kUnsupported, "model uses ai.onnx opset " + std::to_string(it->second) +
+                                                  ", newer than the newest this build's "
+                                                  "ONNX library knows (" +
+                                                  std::to_string(newest) +
+                                                  "); re-export it with opset <= " + std::to_string(newest));
+    return false;
+  }
+  return true;
+}
+
+// The checker's messages span lines ("...\n\n==> Context: ..."); one line reads better inside Kiln's list.
+static std::string one_line(std::string s) {
+  std::replace(s.begin(), s.end(), '\n', ' ');
+  std::string r;
+  for (char c : s)
+    if (!(c == ' ' && !r.empty() && r.back() == ' ')) r += c;
+  while (!r.empty() && r.back() == ' ') r.pop_back();
+  return r;
+}
+
+static bool contains(const std::string& s, const char* part) { return s.find(part) != std::string::npos; }
+
+// What Kiln does with the checker's complaints, and why:
+//  - Node-level complaints (schema, arity, attributes) are collected by checking every node on its own, so
+//    one bad node does not hide the next. Nodes Kiln already rejected (unsupported op, bad attribute) are
+//    skipped: Kiln's message about them is the more useful one. "No Op registered" is left to Kiln's own
+//    unsupported-node list, since Kiln's registry decides what can run.
+//  - Graph-level complaints about node order ("must be topologically sorted") are tolerated: Kiln sorts the
+//    graph itself and reports dangling inputs and cycles with the node that has them.
+//  - An ir_version newer than the checker's, an empty graph name and a graph input/output without a shape are
+//    logged: none changes how Kiln reads the graph (a shapeless input gets its shape set before building; output
+//    shapes are inferred), and exporters newer than ONNX 1.12 routinely produce the first and the last.
+//  - External-data complaints are left to Kiln's tensor loader, which resolves files against the model's
+//    directory (the checker sees only the in-memory proto) and reports the tensor by name.
+//  - Everything else (malformed value_info, model-local functions, ...) is an error.
+// check_model stops at its first complaint, so a tolerated one ends its graph-level checking early; what it then
+// skips (SSA, initializer contents, node order) Kiln checks itself while building the graph.
+void run_onnx_checker(const onnx::ModelProto& model, const std::unordered_map<std::string, int>& opsets,
+                      Diagnostics& diag) {
+  onnx::checker::CheckerContext ctx;
+  ctx.set_ir_version(static_cast<int>(model.ir_version()));
+  std::unordered_map<std::string, int> imports;
+  for (auto& [d, v] : opsets) imports[d] = v;
+  ctx.set_opset_imports(imports);
+  onnx::checker::LexicalScopeContext lex;
+  const auto& g = model.graph();
+  for (int i = 0; i < g.node_size(); ++i) {
+    if (diag.node_has_error(i)) continue;
+    const auto& n = g.node(i);
+    if (n.op_type() == "Constant" && normalize_domain(n.domain()).empty()) continue;  // folded and checked by Kiln
+    try {
+      onnx::checker::check_node(n, ctx, lex);
+    } catch (const std::exception& e) {
+      std::string msg = one_line(e.what());
+      if (contains(msg, "No Op registered for") || contains(msg, "No opset import for domain")) {
+        diag.verbose("ONNX checker (left to Kiln's registry): " + msg);
+        continue;
+      }
+      auto it = opsets.find(normalize_domain(n.domain()));
+      NodeRef ref{n.name().empty() ? n.op_type() + "_" + std::to_string(i) : n.name(), i, n.op_type(),
+                  normalize_domain(n.domain()), it == opsets.end() ? 0 : it->second};
+      diag.node_error(ErrorCode::kInvalidModel, ref, "ONNX checker: " + msg);
+    }
+  }
+  try {
+    onnx::checker::check_model(model);
+  } catch (const std::exception& e) {
+    std::string msg = one_line(e.what());
+    if (contains(msg, "Bad node spec") || contains(msg, "No Op registered for") ||
+        contains(msg, "topologically sorted") || contains(msg, "No opset import for domain") ||
+        contains(msg, "should be stored in") || contains(msg, "external data") || contains(msg, "External data")) {
+      diag.verbose("ONNX checker (handled by Kiln): " + msg);
+    } else if (contains(msg, "higher than the checker's") || contains(msg, "'name' of 'graph'") ||
+               contains(msg, "Field 'shape' of 'type'")) {
+      diag.warning("ONNX checker (ignored): " + msg);
+    } else {
+      diag.model_error(ErrorCode::kInvalidModel, "ONNX checker: " + msg);
+    }
+  }
+}
+
+void run_shape_inference(onnx::ModelProto& model, Diagnostics& diag) {
+  // Lenient mode (error_mode 0): a node ONNX cannot infer leaves its outputs without a declared shape, and
+  // Kiln's own inference fills them later. Data propagation lets Shape->Gather->Reshape chains resolve.
+  onnx::ShapeInferenceOptions options(/*check_type=*/false, /*error_mode=*/0, /*data_prop=*/true);
+  try {
+    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(), options);
+  } catch (const std::exception& e) {
+    diag.warning("ONNX shape inference failed; continuing with the shapes the model declares: " + one_line(e.what()));
+  }
+}
+
+}  // namespace kiln::onnx_import

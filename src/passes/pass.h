@@ -1,0 +1,58 @@
+// The pass interface: every graph transformation is a Pass with a name and an apply(), run by a PassManager.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ir/graph.h"
+#include "kiln/logger.h"
+#include "kiln/status.h"
+#include "kiln/types.h"
+
+namespace kiln::passes {
+
+struct PassOptions {
+  Backend backend = Backend::kCPU;
+  std::string dump_after;  // a pass name, or "all"; empty: no dumps
+#ifdef NDEBUG
+  bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)
+#else
+  bool verify_each = true;
+#endif
+};
+
+// What a pass may use besides the graph. `changes` is how a pass reports its work (nodes folded, removed...):
+// the manager resets it before each pass and logs it, so a pass that did nothing is visible in --verbose.
+struct PassContext {
+  explicit PassContext(ILogger& l, PassOptions o = {}) : logger(l), options(std::move(o)) {}
+  ILogger& logger;
+  PassOptions options;
+  int changes = 0;
+
+  void log(ILogger::Severity s, const std::string& msg) const { logger.log(s, msg.c_str()); }
+  void verbose(const std::string& msg) const { log(ILogger::Severity::kVERBOSE, msg); }
+};
+
+class Pass {
+ public:
+  virtual ~Pass() = default;
+  virtual std::string_view name() const = 0;
+  virtual Status apply(ir::Graph& g, PassContext& ctx) = 0;
+};
+
+using PassList = std::vector<std::unique_ptr<Pass>>;
+
+// One factory per pass file; pipelines (pipeline.cpp) and tests compose them.
+std::unique_ptr<Pass> make_shape_inference();
+std::unique_ptr<Pass> make_constant_folding();
+std::unique_ptr<Pass> make_dead_code_elimination();
+std::unique_ptr<Pass> make_remove_identity();
+
+// The whole CPU pipeline, in order.
+PassList cpu_pipeline();
+// The pipeline for a backend (CUDA reuses the CPU list until it has fusions of its own).
+PassList pipeline_for(Backend backend);
+
+}  // namespace kiln::passes

@@ -1,0 +1,51 @@
+// PassManager: runs passes in order, verifying, dumping and timing each one.
+#include "passes/pass_manager.h"
+
+#include <chrono>
+#include <cstdio>
+
+namespace kiln::passes {
+
+std::vector<std::string> PassManager::pass_names() const {
+  std::vector<std::string> r;
+  for (auto& p : passes_) r.emplace_back(p->name());
+  return r;
+}
+
+Status PassManager::run(ir::Graph& g, PassContext& ctx) {
+  records_.clear();
+  const std::string& dump = ctx.options.dump_after;
+  if (!dump.empty() && dump != "all") {
+    bool found = false;
+    std::string names;
+    for (auto& p : passes_) {
+      found |= p->name() == dump;
+      names += (names.empty() ? "" : ", ") + std::string(p->name());
+    }
+    // A typo would otherwise silently print nothing.
+    if (!found)
+      ctx.log(ILogger::Severity::kWARNING, "--dump-after: no pass named '" + dump + "' in this pipeline (passes: " +
+                                               names + ")");
+  }
+  for (auto& pass : passes_) {
+    std::string name(pass->name());
+    ctx.changes = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    Status st = pass->apply(g, ctx);
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (!st.ok()) return st.with_context("pass '" + name + "'");
+    records_.push_back({name, ctx.changes, ms});
+    char line[256];
+    std::snprintf(line, sizeof line, "pass %-24s %5d changes %9.3f ms  (%zu nodes)", name.c_str(), ctx.changes, ms,
+                  g.nodes().size());
+    ctx.verbose(line);
+    if (dump == "all" || dump == name) ctx.log(ILogger::Severity::kINFO, "graph after pass '" + name + "':\n" + ir::print(g));
+    if (ctx.options.verify_each) {
+      Status v = ir::verify(g);
+      if (!v.ok()) return v.with_context("graph is invalid after pass '" + name + "'");
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace kiln::passes

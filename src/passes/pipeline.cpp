@@ -1,0 +1,28 @@
+// The pass pipelines, one explicit list per backend; each entry says why it sits where it does.
+#include "passes/pass.h"
+
+namespace kiln::passes {
+
+PassList cpu_pipeline() {
+  PassList p;
+  // First: Identity/Dropout only add names and copies; removing them lets every later pass see through them.
+  p.push_back(make_remove_identity());
+  // Folding needs each node's output shape (to skip huge results) and known values (to fold Shape chains).
+  p.push_back(make_shape_inference());
+  p.push_back(make_constant_folding());
+  // Folding leaves the subgraphs that fed folded nodes unused, and their weights with them.
+  p.push_back(make_dead_code_elimination());
+  // Folded constants carry exact shapes: a last inference tightens symbolic dims downstream for the writer.
+  p.push_back(make_shape_inference());
+  return p;
+}
+
+PassList pipeline_for(Backend backend) {
+  switch (backend) {
+    case Backend::kCPU:
+    case Backend::kCUDA: return cpu_pipeline();
+  }
+  return cpu_pipeline();
+}
+
+}  // namespace kiln::passes

@@ -1,0 +1,77 @@
+// remove_identity pass: drops Identity and inference-mode Dropout nodes, rewiring their consumers to the input.
+#include <algorithm>
+
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+bool is_graph_output(const ir::Graph& g, const ir::Value* v) {
+  return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
+}
+
+// Dropout is a no-op at inference unless training_mode is (or may be) true, or its mask is consumed.
+bool is_passthrough(const ir::Graph& g, const ir::Node& n) {
+  if (!n.domain.empty() || n.inputs.empty() || !n.inputs[0] || n.outputs.empty()) return false;
+  if (n.op_type == "Identity") return n.outputs.size() == 1;
+  if (n.op_type != "Dropout") return false;
+  if (n.inputs.size() > 2 && n.inputs[2]) {
+    const ir::Value* mode = n.inputs[2];
+    if (!mode->is_constant() || mode->constant->numel() != 1 || mode->constant->get_i64(0) != 0) return false;
+  }
+  for (size_t k = 1; k < n.outputs.size(); ++k)
+    if (!n.outputs[k]->users.empty() || is_graph_output(g, n.outputs[k])) return false;
+  return true;
+}
+
+class RemoveIdentity final : public Pass {
+ public:
+  std::string_view name() const override { return "remove_identity"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    g.rebuild_links();
+    std::vector<ir::Node*> candidates;
+    for (auto& n : g.nodes())
+      if (is_passthrough(g, *n)) candidates.push_back(n.get());
+    for (ir::Node* n : candidates)
+      if (remove(g, n)) ++ctx.changes;
+    g.prune_values();
+    return Status::Ok();
+  }
+
+ private:
+  bool remove(ir::Graph& g, ir::Node* n) {
+    ir::Value* x = n->inputs[0];
+    ir::Value* y = n->outputs[0];
+    if (!is_graph_output(g, y)) {
+      g.remove_node(n);
+      g.replace_all_uses(y, x);
+      return true;
+    }
+    // y is what users see: its name must survive, so x's producer takes y over as its output instead.
+    if (x->producer && !is_graph_output(g, x)) {
+      ir::Node* p = x->producer;
+      g.remove_node(n);
+      g.replace_all_uses(x, y);
+      std::replace(p->outputs.begin(), p->outputs.end(), x, y);
+      y->producer = p;
+      x->producer = nullptr;
+      return true;
+    }
+    // A constant can simply be given the output's name by sharing its data.
+    if (x->is_constant()) {
+      g.remove_node(n);
+      y->constant = x->constant;
+      y->set_info(x->info());
+      return true;
+    }
+    // y copies a graph input or another graph output: two names for one tensor need the copy to stay.
+    return false;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_remove_identity() { return std::make_unique<RemoveIdentity>(); }
+
+}  // namespace kiln::passes

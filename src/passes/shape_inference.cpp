@@ -1,0 +1,101 @@
+// shape_inference pass: runs every node's schema inference in topological order and stores the results.
+#include "passes/shape_inference.h"
+
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+std::string where(const ir::Node& n) { return "node '" + n.name + "' (" + n.op_type + ")"; }
+
+bool same_info(const ir::Value& v, const ops::TensorInfo& t) {
+  if (v.dtype != t.dtype || v.rank_known != t.rank_known || v.shape.size() != t.shape.size()) return false;
+  for (size_t i = 0; i < v.shape.size(); ++i)
+    if (v.shape[i].value != t.shape[i].value || v.shape[i].sym != t.shape[i].sym) return false;
+  if (v.known.has_value() != t.value.has_value()) return false;
+  if (v.known)
+    for (size_t i = 0; i < v.known->size() && i < t.value->size(); ++i)
+      if ((*v.known)[i].value != (*t.value)[i].value || (*v.known)[i].sym != (*t.value)[i].sym) return false;
+  return !v.known || v.known->size() == t.value->size();
+}
+
+// Symbols minted by fresh_dim() name nothing the user wrote: a declared name (or an earlier fresh one, when
+// inference runs again after other passes) is at least as good and keeps re-runs from churning the graph.
+bool is_anonymous(const ops::Dim& d) { return d.sym.empty() || d.sym.rfind(ir::Graph::kFreshSymbolPrefix, 0) == 0; }
+
+Status merge_output(const ir::Node& n, size_t k, const ir::Value& declared, ops::TensorInfo& inferred) {
+  if (!declared.rank_known || !inferred.rank_known) {
+    if (!inferred.rank_known && declared.rank_known) {
+      inferred.shape = declared.shape;
+      inferred.rank_known = true;
+    }
+    return Status::Ok();
+  }
+  if (declared.shape.size() != inferred.shape.size())
+    return invalid_model(where(n) + ": output " + std::to_string(k) + " '" + declared.name + "' is declared as " +
+                         ops::shape_to_string(declared.shape) + " but inference gives rank " +
+                         std::to_string(inferred.shape.size()) + " " + ops::shape_to_string(inferred.shape));
+  for (size_t i = 0; i < inferred.shape.size(); ++i) {
+    const ops::Dim& d = declared.shape[i];
+    ops::Dim& r = inferred.shape[i];
+    if (d.is_static() && r.is_static() && d.value != r.value)
+      return invalid_model(where(n) + ": output " + std::to_string(k) + " '" + declared.name + "' is declared as " +
+                           ops::shape_to_string(declared.shape) + " but inference gives " +
+                           ops::shape_to_string(inferred.shape) + " (dim " + std::to_string(i) + ")");
+    if (d.is_static() && !r.is_static()) r = d;
+    else if (!d.is_static() && !r.is_static() && !d.sym.empty() && is_anonymous(r)) r = d;
+  }
+  return Status::Ok();
+}
+
+class ShapeInference final : public Pass {
+ public:
+  std::string_view name() const override { return "shape_inference"; }
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    KILN_RETURN_IF_ERROR(g.topo_sort());
+    for (auto& n : g.nodes()) KILN_RETURN_IF_ERROR(infer_node(g, *n, &ctx.changes));
+    return Status::Ok();
+  }
+};
+
+}  // namespace
+
+Status infer_node(ir::Graph& g, ir::Node& n, int* changed) {
+  return infer_node(n, [&g] { return g.fresh_symbol(); }, changed);
+}
+
+Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* changed) {
+  const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type, n.domain);
+  if (!schema) return unsupported(where(n) + ": operator '" + n.op_type + "' is not registered");
+  if (!schema->infer) return unsupported(where(n) + ": operator has no shape inference");
+  std::vector<ops::TensorInfo> infos(n.inputs.size());
+  std::vector<const ops::TensorInfo*> ptrs(n.inputs.size(), nullptr);
+  for (size_t i = 0; i < n.inputs.size(); ++i)
+    if (n.inputs[i]) {
+      infos[i] = n.inputs[i]->info();
+      ptrs[i] = &infos[i];
+    }
+  ops::InferContext ictx(n.attrs, n.opset, std::move(ptrs), static_cast<int>(n.outputs.size()), fresh);
+  Status st = schema->infer(ictx);
+  if (!st.ok()) {
+    std::string shapes;
+    for (auto* v : n.inputs)
+      shapes += (shapes.empty() ? "" : ", ") +
+                (v ? std::string(dtype_name(v->dtype)) + (v->rank_known ? ops::shape_to_string(v->shape) : "[*]")
+                   : std::string("none"));
+    return st.with_context("shape inference of " + where(n) + " with inputs (" + shapes + ")");
+  }
+  for (size_t k = 0; k < n.outputs.size(); ++k) {
+    ir::Value& out = *n.outputs[k];
+    ops::TensorInfo& t = ictx.output(static_cast<int>(k));
+    KILN_RETURN_IF_ERROR(merge_output(n, k, out, t));
+    if (out.is_constant()) continue;  // a folded value's data is the truth
+    if (changed && !same_info(out, t)) ++*changed;
+    out.set_info(t);
+  }
+  return Status::Ok();
+}
+
+std::unique_ptr<Pass> make_shape_inference() { return std::make_unique<ShapeInference>(); }
+
+}  // namespace kiln::passes

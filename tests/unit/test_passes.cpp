@@ -1,0 +1,658 @@
+// Unit tests for the passes, the pass manager, NetworkDefinition and the builder's profile checks.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "ir/graph.h"
+#include "kiln/builder.h"
+#include "kiln/network.h"
+#include "ops/op_util.h"
+#include "passes/pass_manager.h"
+#include "passes/shape_inference.h"
+
+using namespace kiln;
+using ir::Graph;
+using ir::Value;
+
+namespace kiln::ops {
+// Test-only ops, named so they never collide with the real operators merged from other branches.
+
+// Float addition of two same-shaped (or broadcast) tensors.
+KILN_REGISTER_OP(PassTestAdd) {
+  OpSchema s;
+  s.name = "PassTestAdd";
+  s.min_inputs = s.max_inputs = 2;
+  s.infer = [](InferContext& ctx) {
+    KILN_ASSIGN_OR_RETURN(Shape out, broadcast_shapes({ctx.input(0).shape, ctx.input(1).shape}));
+    ctx.output(0) = make_info(ctx.input(0).dtype, out);
+    return Status::Ok();
+  };
+  s.compute = [](ComputeContext& ctx) {
+    const Tensor &a = ctx.input(0), &b = ctx.input(1);
+    if (a.shape() != b.shape()) return unsupported("PassTestAdd: compute needs equal shapes");
+    Tensor& o = ctx.allocate_output(0, a.dtype(), a.shape());
+    for (int64_t i = 0; i < a.numel(); ++i) o.data<float>()[i] = a.data<float>()[i] + b.data<float>()[i];
+    return Status::Ok();
+  };
+  return s;
+}
+
+// A float vector of `size` elements filled with ones (to test the folding size limit without allocating).
+KILN_REGISTER_OP(PassTestFill) {
+  OpSchema s;
+  s.name = "PassTestFill";
+  s.min_inputs = s.max_inputs = 1;
+  s.attrs = {{"size", AttrType::kINT, AttrRequirement::kRequired}};
+  s.infer = [](InferContext& ctx) {
+    ctx.output(0) = make_info(DataType::kFLOAT, {Dim(ctx.attrs().get_int("size").value())});
+    return Status::Ok();
+  };
+  s.compute = [](ComputeContext& ctx) {
+    ADD_FAILURE() << "PassTestFill must not be computed: its output is over the folding limit";
+    return internal_error("PassTestFill computed");
+  };
+  return s;
+}
+
+// Like Shape: its value is known from inference whenever the input's dims are (no compute at all).
+KILN_REGISTER_OP(PassTestShape) {
+  OpSchema s;
+  s.name = "PassTestShape";
+  s.min_inputs = s.max_inputs = 1;
+  s.infer = [](InferContext& ctx) {
+    const Shape& in = ctx.input(0).shape;
+    ctx.output(0) = make_info(DataType::kINT64, {Dim(static_cast<int64_t>(in.size()))});
+    ctx.output(0).value = std::vector<Dim>(in.begin(), in.end());
+    return Status::Ok();
+  };
+  return s;
+}
+
+// Output dim 0 is unknown to inference (a fresh symbol), dim 1 copies the input's dim 1.
+KILN_REGISTER_OP(PassTestUnknown) {
+  OpSchema s;
+  s.name = "PassTestUnknown";
+  s.min_inputs = s.max_inputs = 1;
+  s.infer = [](InferContext& ctx) {
+    ctx.output(0) = make_info(ctx.input(0).dtype, {ctx.fresh_dim(), ctx.input(0).shape.at(1)});
+    return Status::Ok();
+  };
+  return s;
+}
+}  // namespace kiln::ops
+
+namespace {
+
+class CaptureLogger : public ILogger {
+ public:
+  void log(Severity s, const char* msg) noexcept override { lines.emplace_back(s, msg); }
+  bool contains(Severity s, const std::string& text) const {
+    return std::any_of(lines.begin(), lines.end(),
+                       [&](auto& l) { return l.first == s && l.second.find(text) != std::string::npos; });
+  }
+  std::vector<std::pair<Severity, std::string>> lines;
+};
+
+Value* input(Graph& g, const std::string& name, ops::Shape shape, DataType dt = DataType::kFLOAT) {
+  Value* v = g.add_value(name);
+  v->dtype = dt;
+  v->shape = std::move(shape);
+  v->rank_known = true;
+  g.inputs().push_back(v);
+  return v;
+}
+
+Value* fconst(Graph& g, const std::string& name, std::vector<float> v) {
+  int64_t n = static_cast<int64_t>(v.size());
+  return g.add_constant(name, Tensor::from_vector<float>({n}, v));
+}
+
+Status run_passes(Graph& g, passes::PassList list, CaptureLogger* log = nullptr, const std::string& dump = "") {
+  static CaptureLogger sink;
+  passes::PassOptions o;
+  o.verify_each = true;
+  o.dump_after = dump;
+  passes::PassContext ctx(log ? *log : sink, o);
+  passes::PassManager pm(std::move(list));
+  return pm.run(g, ctx);
+}
+
+template <typename... P>
+passes::PassList list_of(P... p) {
+  passes::PassList l;
+  (l.push_back(std::move(p)), ...);
+  return l;
+}
+
+std::vector<std::string> op_types(const Graph& g) {
+  std::vector<std::string> r;
+  for (auto& n : g.nodes()) r.push_back(n->op_type);
+  return r;
+}
+
+// ---------------------------------------------------------------- shape inference
+
+TEST(ShapeInference, PropagatesSymbolicShapes) {
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("N"), 8});
+  Value* b = input(g, "b", {8});
+  ir::Node* n = g.add_node("PassTestAdd", "add", {x, b}, {"y"});
+  g.outputs().push_back(n->outputs[0]);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference())).ok());
+  EXPECT_EQ(ops::shape_to_string(n->outputs[0]->shape), "[N,8]");
+  EXPECT_TRUE(n->outputs[0]->rank_known);
+}
+
+TEST(ShapeInference, KeepsDeclaredStaticDimOverInferredSymbol) {
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("N"), 8});
+  ir::Node* n = g.add_node("PassTestUnknown", "u", {x}, {"y"});
+  Value* y = n->outputs[0];
+  y->shape = {5, 8};  // what the importer read from value_info
+  y->rank_known = true;
+  g.outputs().push_back(y);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference())).ok());
+  EXPECT_EQ(ops::shape_to_string(y->shape), "[5,8]");
+}
+
+TEST(ShapeInference, DeclaredAndInferredConflictNamesNode) {
+  Graph g;
+  Value* x = input(g, "x", {2, 8});
+  ir::Node* n = g.add_node("PassTestUnknown", "u", {x}, {"y"});
+  n->outputs[0]->shape = {5, 7};
+  n->outputs[0]->rank_known = true;
+  g.outputs().push_back(n->outputs[0]);
+  Status st = run_passes(g, list_of(passes::make_shape_inference()));
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("node 'u' (PassTestUnknown)"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("declared as [5,7]"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("pass 'shape_inference'"), std::string::npos) << st.message();
+}
+
+TEST(ShapeInference, InferenceErrorNamesNodeAndInputShapes) {
+  Graph g;
+  Value* a = input(g, "a", {3});
+  Value* b = input(g, "b", {4});
+  g.outputs().push_back(g.add_node("PassTestAdd", "bad_add", {a, b}, {"y"})->outputs[0]);
+  Status st = run_passes(g, list_of(passes::make_shape_inference()));
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("node 'bad_add' (PassTestAdd)"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("float32[3], float32[4]"), std::string::npos) << st.message();
+}
+
+TEST(ShapeInference, RerunDoesNotChurn) {
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("N"), 8});
+  g.outputs().push_back(g.add_node("PassTestUnknown", "u", {x}, {"y"})->outputs[0]);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference())).ok());
+  std::string first = ir::print(g);
+  CaptureLogger log;
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference()), &log).ok());
+  EXPECT_EQ(ir::print(g), first);
+  EXPECT_TRUE(log.contains(ILogger::Severity::kVERBOSE, "0 changes"));
+}
+
+// ---------------------------------------------------------------- constant folding
+
+TEST(ConstantFolding, FoldsConstantSubgraphAndKeepsTheRest) {
+  Graph g;
+  Value* x = input(g, "x", {2});
+  Value* c1 = fconst(g, "c1", {1, 2});
+  Value* c2 = fconst(g, "c2", {10, 20});
+  ir::Node* k = g.add_node("PassTestAdd", "k", {c1, c2}, {"k_out"});
+  ir::Node* y = g.add_node("PassTestAdd", "y", {x, k->outputs[0]}, {"y_out"});
+  g.outputs().push_back(y->outputs[0]);
+  EXPECT_EQ(op_types(g), (std::vector<std::string>{"PassTestAdd", "PassTestAdd"}));
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference(), passes::make_constant_folding())).ok());
+  ASSERT_EQ(g.nodes().size(), 1u);
+  EXPECT_EQ(g.nodes()[0]->name, "y");
+  Value* folded = g.nodes()[0]->inputs[1];
+  EXPECT_EQ(folded->name, "k_out");
+  ASSERT_TRUE(folded->is_constant());
+  EXPECT_EQ(folded->constant->to_f64_vector(), (std::vector<double>{11, 22}));
+  EXPECT_EQ(folded->producer, nullptr);
+  // c1 and c2 fed only the folded node.
+  EXPECT_EQ(g.find_value("c1"), nullptr);
+  EXPECT_EQ(g.find_value("c2"), nullptr);
+}
+
+TEST(ConstantFolding, FoldedGraphOutputKeepsItsName) {
+  Graph g;
+  ir::Node* k = g.add_node("PassTestAdd", "k", {fconst(g, "a", {1}), fconst(g, "b", {2})}, {"result"});
+  g.outputs().push_back(k->outputs[0]);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_constant_folding())).ok());
+  EXPECT_TRUE(g.nodes().empty());
+  ASSERT_EQ(g.outputs().size(), 1u);
+  EXPECT_EQ(g.outputs()[0]->name, "result");
+  EXPECT_EQ(g.outputs()[0]->constant->get_f64(0), 3.0);
+}
+
+TEST(ConstantFolding, SkipsOutputsOver64MiB) {
+  Graph g;
+  int64_t n = (int64_t{64} << 20) / 4 + 1;
+  ir::Node* f = g.add_node("PassTestFill", "fill", {fconst(g, "seed", {0})}, {"big"});
+  f->attrs.set("size", Attribute(n));
+  g.outputs().push_back(f->outputs[0]);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference(), passes::make_constant_folding())).ok());
+  ASSERT_EQ(g.nodes().size(), 1u);
+  EXPECT_FALSE(g.outputs()[0]->is_constant());
+}
+
+TEST(ConstantFolding, FoldsKnownValuesOfStaticShapes) {
+  Graph g;
+  Value* x = input(g, "x", {2, 3, 4});
+  ir::Node* s = g.add_node("PassTestShape", "shape", {x}, {"dims"});
+  g.outputs().push_back(s->outputs[0]);
+  Value* xd = input(g, "xd", {ops::Dim::symbol("N"), 3});
+  ir::Node* sd = g.add_node("PassTestShape", "shape_dyn", {xd}, {"dims_dyn"});
+  g.outputs().push_back(sd->outputs[0]);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference(), passes::make_constant_folding())).ok());
+  ASSERT_TRUE(g.find_value("dims")->is_constant());
+  EXPECT_EQ(g.find_value("dims")->constant->to_i64_vector(), (std::vector<int64_t>{2, 3, 4}));
+  // A symbolic dim is not a constant: that node stays.
+  ASSERT_EQ(g.nodes().size(), 1u);
+  EXPECT_EQ(g.nodes()[0]->name, "shape_dyn");
+}
+
+TEST(ConstantFolding, FoldsOnnxShapeOfStaticInput) {
+  if (!ops::OpRegistry::instance().find("Shape")) GTEST_SKIP() << "Shape is not registered in this build yet";
+  Graph g;
+  Value* x = input(g, "x", {2, 3, 4});
+  ir::Node* s = g.add_node("Shape", "shape", {x}, {"dims"});
+  s->attrs.set("start", Attribute(int64_t{-2}));
+  g.outputs().push_back(s->outputs[0]);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_constant_folding())).ok());
+  ASSERT_TRUE(g.outputs()[0]->is_constant());
+  EXPECT_EQ(g.outputs()[0]->constant->to_i64_vector(), (std::vector<int64_t>{3, 4}));
+}
+
+// ---------------------------------------------------------------- dead code elimination
+
+TEST(DeadCodeElimination, RemovesUnreachableNodesAndValues) {
+  Graph g;
+  Value* x = input(g, "x", {2});
+  Value* unused_in = input(g, "unused_in", {2});
+  Value* w = fconst(g, "w", {1, 1});
+  ir::Node* live = g.add_node("PassTestAdd", "live", {x, x}, {"out"});
+  ir::Node* dead1 = g.add_node("PassTestAdd", "dead1", {x, w}, {"d1"});
+  g.add_node("PassTestAdd", "dead2", {dead1->outputs[0], unused_in}, {"d2"});
+  g.outputs().push_back(live->outputs[0]);
+  CaptureLogger log;
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_dead_code_elimination()), &log).ok());
+  ASSERT_EQ(g.nodes().size(), 1u);
+  EXPECT_EQ(g.nodes()[0]->name, "live");
+  EXPECT_EQ(g.find_value("w"), nullptr);
+  EXPECT_EQ(g.find_value("d1"), nullptr);
+  EXPECT_EQ(g.find_value("d2"), nullptr);
+  EXPECT_NE(g.find_value("unused_in"), nullptr);  // the network's interface is the user's, not ours
+  EXPECT_TRUE(log.contains(ILogger::Severity::kVERBOSE, "dead_code_elimination: removed 2 nodes"));
+}
+
+// ---------------------------------------------------------------- remove identity
+
+TEST(RemoveIdentity, RewiresConsumers) {
+  Graph g;
+  Value* x = input(g, "x", {2});
+  ir::Node* id = g.add_node("Identity", "id", {x}, {"x_copy"});
+  ir::Node* add = g.add_node("PassTestAdd", "add", {id->outputs[0], id->outputs[0]}, {"y"});
+  g.outputs().push_back(add->outputs[0]);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_remove_identity())).ok());
+  EXPECT_EQ(op_types(g), (std::vector<std::string>{"PassTestAdd"}));
+  EXPECT_EQ(add->inputs[0], x);
+  EXPECT_EQ(add->inputs[1], x);
+  EXPECT_EQ(g.find_value("x_copy"), nullptr);
+}
+
+TEST(RemoveIdentity, GraphOutputKeepsItsName) {
+  Graph g;
+  Value* x = input(g, "x", {2});
+  ir::Node* add = g.add_node("PassTestAdd", "add", {x, x}, {"sum"});
+  ir::Node* other = g.add_node("PassTestAdd", "other", {add->outputs[0], x}, {"other_out"});
+  ir::Node* id = g.add_node("Identity", "id", {add->outputs[0]}, {"logits"});
+  g.outputs() = {id->outputs[0], other->outputs[0]};
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_remove_identity())).ok());
+  EXPECT_EQ(op_types(g), (std::vector<std::string>{"PassTestAdd", "PassTestAdd"}));
+  EXPECT_EQ(g.outputs()[0]->name, "logits");
+  EXPECT_EQ(g.outputs()[0]->producer, add);
+  EXPECT_EQ(other->inputs[0]->name, "logits");
+  EXPECT_EQ(g.find_value("sum"), nullptr);
+}
+
+TEST(RemoveIdentity, KeepsCopyOfGraphInputAsOutput) {
+  Graph g;
+  Value* x = input(g, "x", {2});
+  g.outputs().push_back(g.add_node("Identity", "id", {x}, {"x_out"})->outputs[0]);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_remove_identity())).ok());
+  EXPECT_EQ(op_types(g), (std::vector<std::string>{"Identity"}));
+}
+
+TEST(RemoveIdentity, ConstantThroughIdentityToOutput) {
+  Graph g;
+  g.outputs().push_back(g.add_node("Identity", "id", {fconst(g, "c", {4})}, {"out"})->outputs[0]);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_remove_identity())).ok());
+  EXPECT_TRUE(g.nodes().empty());
+  ASSERT_TRUE(g.outputs()[0]->is_constant());
+  EXPECT_EQ(g.outputs()[0]->name, "out");
+}
+
+TEST(RemoveIdentity, DropoutOnlyWhenMaskUnusedAndNotTraining) {
+  Graph g;
+  Value* x = input(g, "x", {2});
+  ir::Node* d1 = g.add_node("Dropout", "drop", {x}, {"d1"});
+  ir::Node* d2 = g.add_node("Dropout", "drop_mask", {d1->outputs[0]}, {"d2", "mask"});
+  Value* training = g.add_constant("training", Tensor::from_vector<bool>({}, {true}));
+  ir::Node* d3 = g.add_node("Dropout", "drop_train", {d2->outputs[0], fconst(g, "ratio", {0.5f}), training}, {"d3"});
+  ir::Node* add = g.add_node("PassTestAdd", "add", {d3->outputs[0], x}, {"y"});
+  g.outputs() = {add->outputs[0], d2->outputs[1]};
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_remove_identity())).ok());
+  std::vector<std::string> names;
+  for (auto& n : g.nodes()) names.push_back(n->name);
+  EXPECT_EQ(names, (std::vector<std::string>{"drop_mask", "drop_train", "add"}));
+  EXPECT_EQ(d2->inputs[0], x);
+}
+
+// ---------------------------------------------------------------- pass manager and pipeline
+
+class BreakGraph final : public passes::Pass {
+ public:
+  std::string_view name() const override { return "break_graph"; }
+  Status apply(Graph& g, passes::PassContext& ctx) override {
+    g.set_node_input(g.nodes()[0].get(), 0, g.add_value("nowhere"));
+    return Status::Ok();
+  }
+};
+
+TEST(PassManager, VerifiesAfterEachPassAndNamesIt) {
+  Graph g;
+  Value* x = input(g, "x", {2});
+  g.outputs().push_back(g.add_node("PassTestAdd", "add", {x, x}, {"y"})->outputs[0]);
+  Status st = run_passes(g, list_of(std::make_unique<BreakGraph>()));
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("after pass 'break_graph'"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("node 'add'"), std::string::npos) << st.message();
+}
+
+TEST(PassManager, DumpsAfterNamedPassAndReportsChanges) {
+  Graph g;
+  Value* x = input(g, "x", {2});
+  ir::Node* id = g.add_node("Identity", "id", {x}, {"t"});
+  g.outputs().push_back(g.add_node("PassTestAdd", "add", {id->outputs[0], x}, {"y"})->outputs[0]);
+  CaptureLogger log;
+  ASSERT_TRUE(run_passes(g, passes::cpu_pipeline(), &log, "remove_identity").ok());
+  EXPECT_TRUE(log.contains(ILogger::Severity::kINFO, "graph after pass 'remove_identity'"));
+  EXPECT_TRUE(log.contains(ILogger::Severity::kINFO, "%y:float32[*] = PassTestAdd(%x, %x)  # add"));
+  EXPECT_FALSE(log.contains(ILogger::Severity::kINFO, "graph after pass 'constant_folding'"));
+  EXPECT_TRUE(log.contains(ILogger::Severity::kVERBOSE, "remove_identity"));
+  EXPECT_TRUE(log.contains(ILogger::Severity::kVERBOSE, "1 changes"));
+
+  CaptureLogger typo;
+  ASSERT_TRUE(run_passes(g, passes::cpu_pipeline(), &typo, "constant_foldin").ok());
+  EXPECT_TRUE(typo.contains(ILogger::Severity::kWARNING, "no pass named 'constant_foldin'"));
+}
+
+TEST(Pipeline, CpuOrderAndEndToEnd) {
+  passes::PassManager pm(passes::cpu_pipeline());
+  EXPECT_EQ(pm.pass_names(), (std::vector<std::string>{"remove_identity", "shape_inference", "constant_folding",
+                                                       "dead_code_elimination", "shape_inference"}));
+  // x + Identity(c1 + c2): the constant branch folds through the identity, the dead weights disappear.
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("N"), 2});
+  ir::Node* k = g.add_node("PassTestAdd", "k", {fconst(g, "c1", {1, 2}), fconst(g, "c2", {3, 4})}, {"k_out"});
+  ir::Node* id = g.add_node("Identity", "id", {k->outputs[0]}, {"k_id"});
+  g.outputs().push_back(g.add_node("PassTestAdd", "y", {x, id->outputs[0]}, {"y_out"})->outputs[0]);
+  CaptureLogger log;
+  ASSERT_TRUE(run_passes(g, passes::cpu_pipeline(), &log, "all").ok());
+  EXPECT_EQ(op_types(g), (std::vector<std::string>{"PassTestAdd"}));
+  EXPECT_EQ(g.values().size(), 3u);  // x, the folded constant, y_out
+  EXPECT_EQ(ops::shape_to_string(g.outputs()[0]->shape), "[N,2]");
+  EXPECT_TRUE(ir::verify(g).ok());
+}
+
+// ---------------------------------------------------------------- network definition
+
+TEST(Network, InputsGetSymbolicDimsAndOpsInferImmediately) {
+  NetworkDefinition net;
+  ITensor* x = net.add_input("x", DataType::kFLOAT, {-1, 8});
+  ASSERT_NE(x, nullptr);
+  EXPECT_EQ(x->dims(), (Dims{-1, 8}));
+  EXPECT_EQ(ops::shape_to_string(net.graph().inputs()[0]->shape), "[x_d0,8]");
+  std::vector<float> bias(8, 1.f);
+  ITensor* b = net.add_constant("b", DataType::kFLOAT, {8}, bias.data());
+  auto y = net.add_op("PassTestAdd", {x, b}, {}, 1, "add");
+  ASSERT_EQ(y.size(), 1u);
+  EXPECT_EQ(y[0]->dims(), (Dims{-1, 8}));
+  EXPECT_EQ(y[0]->name(), "add_out");
+  EXPECT_TRUE(net.mark_output(y[0]).ok());
+  EXPECT_FALSE(net.mark_output(y[0]).ok());
+  EXPECT_EQ(net.num_inputs(), 1);
+  EXPECT_EQ(net.num_outputs(), 1);
+  EXPECT_EQ(net.num_layers(), 1);
+  EXPECT_EQ(net.find_tensor("add_out"), y[0]);
+  EXPECT_EQ(net.get_output(0), y[0]);
+  EXPECT_EQ(net.get_input(1), nullptr);
+  EXPECT_TRUE(ir::verify(net.graph()).ok());
+}
+
+TEST(Network, SetDimsReinfersDownstreamLayers) {
+  NetworkDefinition net;
+  ITensor* x = net.add_input("x", DataType::kFLOAT, {4, 8});
+  auto y = net.add_op("PassTestAdd", {x, x});
+  auto z = net.add_op("PassTestUnknown", y);
+  ASSERT_EQ(z.size(), 1u);
+  EXPECT_EQ(y[0]->dims(), (Dims{4, 8}));
+  x->set_dims({-1, 8});
+  EXPECT_EQ(y[0]->dims(), (Dims{-1, 8}));
+  EXPECT_EQ(ops::shape_to_string(net.graph().find_value(y[0]->name())->shape), "[x_d0,8]");
+  x->set_dims({2, 8});
+  EXPECT_EQ(y[0]->dims(), (Dims{2, 8}));
+  EXPECT_EQ(z[0]->dims(), (Dims{-1, 8}));
+  y[0]->set_dims({1, 1});  // not an input: ignored
+  EXPECT_EQ(y[0]->dims(), (Dims{2, 8}));
+  ASSERT_TRUE(net.mark_output(z[0]).ok());
+  Graph& g = net.graph();
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference())).ok());
+}
+
+TEST(Network, ErrorsLeaveNetworkUnchanged) {
+  NetworkDefinition net;
+  ITensor* x = net.add_input("x", DataType::kFLOAT, {3});
+  ITensor* y = net.add_input("y", DataType::kFLOAT, {4});
+  EXPECT_EQ(net.add_input("x", DataType::kFLOAT, {1}), nullptr);
+  EXPECT_NE(net.last_error().message().find("already exists"), std::string::npos);
+
+  EXPECT_TRUE(net.add_op("NoSuchOp", {x}).empty());
+  EXPECT_NE(net.last_error().message().find("'NoSuchOp' is not registered"), std::string::npos);
+
+  EXPECT_TRUE(net.add_op("PassTestAdd", {x}).empty());
+  EXPECT_NE(net.last_error().message().find("inputs, got 1"), std::string::npos) << net.last_error().message();
+
+  EXPECT_TRUE(net.add_op("PassTestAdd", {x, x}, {{"bogus", int64_t{1}}}).empty());
+  EXPECT_NE(net.last_error().message().find("unknown attribute 'bogus'"), std::string::npos);
+
+  size_t values = net.graph().values().size();
+  EXPECT_TRUE(net.add_op("PassTestAdd", {x, y}, {}, 1, "mismatch").empty());  // [3] + [4] cannot broadcast
+  EXPECT_NE(net.last_error().message().find("node 'mismatch'"), std::string::npos) << net.last_error().message();
+  EXPECT_EQ(net.num_layers(), 0);
+  EXPECT_EQ(net.graph().values().size(), values);
+
+  NetworkDefinition other;
+  ITensor* foreign = other.add_input("f", DataType::kFLOAT, {3});
+  EXPECT_TRUE(net.add_op("PassTestAdd", {x, foreign}).empty());
+  EXPECT_FALSE(net.mark_output(foreign).ok());
+}
+
+TEST(Network, ConvenienceLayersReportMissingOps) {
+  // The real operators arrive from other branches; until then the conveniences must fail cleanly.
+  NetworkDefinition net;
+  ITensor* x = net.add_input("x", DataType::kFLOAT, {1, 2, 4, 4});
+  std::vector<float> w(3 * 2 * 3 * 3, 0.f), bias(3, 0.f);
+  ITensor* c = net.add_convolution(x, 3, {3, 3}, w, bias, {1, 1}, {1, 1});
+  if (!ops::OpRegistry::instance().find("Conv")) {
+    EXPECT_EQ(c, nullptr);
+    EXPECT_NE(net.last_error().message().find("'Conv' is not registered"), std::string::npos);
+  } else {
+    ASSERT_NE(c, nullptr) << net.last_error().to_string();
+    EXPECT_EQ(c->dims(), (Dims{1, 3, 4, 4}));
+  }
+  EXPECT_EQ(net.add_convolution(x, 3, {3, 3}, std::vector<float>(5), bias), nullptr);
+  EXPECT_NE(net.last_error().message().find("expected 54 weights"), std::string::npos);
+}
+
+TEST(Network, ReshapeAndConcatConveniences) {
+  auto& reg = ops::OpRegistry::instance();
+  if (!reg.find("Reshape") || !reg.find("Concat")) GTEST_SKIP() << "Reshape/Concat are not registered in this build yet";
+  NetworkDefinition net;
+  ITensor* x = net.add_input("x", DataType::kFLOAT, {-1, 2, 3});
+  ITensor* r = net.add_reshape(x, {0, 6});
+  ASSERT_NE(r, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(r->dims(), (Dims{-1, 6}));
+  ITensor* c = net.add_concatenation({r, r}, 1);
+  ASSERT_NE(c, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(c->dims(), (Dims{-1, 12}));
+  EXPECT_EQ(net.add_concatenation({r, x}, 1), nullptr);  // rank 2 with rank 3
+  EXPECT_TRUE(ir::verify(net.graph()).ok());
+}
+
+TEST(Pipeline, FoldsShapeArithmeticOfStaticInputs) {
+  auto& reg = ops::OpRegistry::instance();
+  if (!reg.find("Shape") || !reg.find("Reshape")) GTEST_SKIP() << "Shape/Reshape are not registered in this build yet";
+  // Reshape(x, Shape(w)) with static shapes: the target becomes a constant and the Shape node disappears.
+  Graph g;
+  Value* x = input(g, "x", {2, 6});
+  Value* w = input(g, "w", {3, 4});
+  ir::Node* s = g.add_node("Shape", "shape", {w}, {"w_shape"});
+  ir::Node* r = g.add_node("Reshape", "reshape", {x, s->outputs[0]}, {"y"});
+  g.outputs().push_back(r->outputs[0]);
+  ASSERT_TRUE(run_passes(g, passes::cpu_pipeline()).ok());
+  EXPECT_EQ(op_types(g), (std::vector<std::string>{"Reshape"}));
+  ASSERT_TRUE(r->inputs[1]->is_constant());
+  EXPECT_EQ(r->inputs[1]->constant->to_i64_vector(), (std::vector<int64_t>{3, 4}));
+  EXPECT_EQ(ops::shape_to_string(g.outputs()[0]->shape), "[3,4]");
+}
+
+TEST(Network, EveryConvenienceWithRealOps) {
+  auto& reg = ops::OpRegistry::instance();
+  for (const char* op : {"Conv", "Relu", "MaxPool", "Reshape", "MatMul", "Softmax", "ReduceMean", "ReduceSum", "Add",
+                         "Clip", "Gelu", "Sigmoid", "Mul", "Concat"})
+    if (!reg.find(op)) GTEST_SKIP() << op << " is not registered in this build yet";
+  NetworkDefinition net;
+  ITensor* x = net.add_input("x", DataType::kFLOAT, {-1, 2, 4, 4});
+  ITensor* c = net.add_convolution(x, 3, {3, 3}, std::vector<float>(54, 0.1f), {0.f, 1.f, 2.f}, {1, 1}, {1, 1});
+  ASSERT_NE(c, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(c->dims(), (Dims{-1, 3, 4, 4}));
+  ITensor* p = net.add_pooling(net.add_activation(c, ActivationType::kRELU), PoolingType::kMAX, {2, 2}, {2, 2});
+  ASSERT_NE(p, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(p->dims(), (Dims{-1, 3, 2, 2}));
+  ITensor* r = net.add_reshape(p, {-1, 12});
+  ASSERT_NE(r, nullptr) << net.last_error().to_string();
+  std::vector<float> w(12 * 5, 0.5f);
+  ITensor* m = net.add_matrix_multiply(r, net.add_constant("fc_w", DataType::kFLOAT, {12, 5}, w.data()));
+  ASSERT_NE(m, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(m->dims(), (Dims{-1, 5}));
+  ITensor* act = m;
+  for (auto t : {ActivationType::kGELU_ERF, ActivationType::kSILU, ActivationType::kCLIP})
+    act = net.add_activation(act, t, -1.f, 1.f);
+  ASSERT_NE(act, nullptr) << net.last_error().to_string();
+  ITensor* sm = net.add_softmax(act, 1);
+  ITensor* mean = net.add_reduce(sm, ReduceOperation::kMEAN, {1}, true);
+  ITensor* sum = net.add_reduce(sm, ReduceOperation::kSUM, {1}, true);
+  ASSERT_NE(mean, nullptr) << net.last_error().to_string();
+  ASSERT_NE(sum, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(sum->dims(), (Dims{-1, 1}));
+  ITensor* out = net.add_concatenation({net.add_elementwise(mean, sum, ElementWiseOperation::kSUM), sm}, 1);
+  ASSERT_NE(out, nullptr) << net.last_error().to_string();
+  EXPECT_EQ(out->dims(), (Dims{-1, 6}));
+  ASSERT_TRUE(net.mark_output(out).ok());
+  ASSERT_TRUE(ir::verify(net.graph()).ok()) << ir::verify(net.graph()).message();
+
+  auto g = net.graph().clone();
+  ASSERT_TRUE(run_passes(*g, passes::cpu_pipeline()).ok());
+  EXPECT_EQ(g->nodes().size(), net.graph().nodes().size());  // nothing constant to fold here
+  EXPECT_EQ(ops::shape_to_string(g->outputs()[0]->shape), "[x_d0,6]");
+}
+
+TEST(ConstantFolding, RealOpsFoldThroughChains) {
+  auto& reg = ops::OpRegistry::instance();
+  if (!reg.find("Add") || !reg.find("Mul")) GTEST_SKIP() << "Add/Mul are not registered in this build yet";
+  Graph g;
+  Value* x = input(g, "x", {2});
+  ir::Node* a = g.add_node("Add", "a", {fconst(g, "c1", {1, 2}), fconst(g, "c2", {3, 4})}, {"a_out"});
+  ir::Node* m = g.add_node("Mul", "m", {a->outputs[0], fconst(g, "c3", {2, 2})}, {"m_out"});
+  g.outputs().push_back(g.add_node("Add", "y", {x, m->outputs[0]}, {"y_out"})->outputs[0]);
+  ASSERT_TRUE(run_passes(g, passes::cpu_pipeline()).ok());
+  ASSERT_EQ(g.nodes().size(), 1u);
+  EXPECT_EQ(g.nodes()[0]->inputs[1]->constant->to_f64_vector(), (std::vector<double>{8, 12}));
+}
+
+// ---------------------------------------------------------------- builder
+
+TEST(OptimizationProfile, ValidatesRanksAndOrder) {
+  OptimizationProfile p;
+  EXPECT_TRUE(p.set_shape("x", {1, 3}, {4, 3}, {8, 3}).ok());
+  Status rank = p.set_shape("x", {1, 3}, {4}, {8, 3});
+  EXPECT_FALSE(rank.ok());
+  EXPECT_NE(rank.message().find("same rank"), std::string::npos);
+  Status order = p.set_shape("x", {1, 3}, {9, 3}, {8, 3});
+  ASSERT_FALSE(order.ok());
+  EXPECT_NE(order.message().find("dim 0 needs min <= opt <= max, got 1 / 9 / 8"), std::string::npos)
+      << order.message();
+  EXPECT_FALSE(p.set_shape("x", {-1, 3}, {1, 3}, {1, 3}).ok());
+  EXPECT_TRUE(p.has("x"));
+}
+
+TEST(Builder, DynamicInputsNeedProfiles) {
+  CaptureLogger log;
+  Builder builder(log);
+  auto net = builder.create_network();
+  ITensor* x = net->add_input("x", DataType::kFLOAT, {-1, 2});
+  ITensor* y = net->add_input("y", DataType::kFLOAT, {-1, 2});
+  auto s = net->add_op("PassTestAdd", {x, y});
+  ASSERT_EQ(s.size(), 1u);
+  ASSERT_TRUE(net->mark_output(s[0]).ok());
+
+  auto config = builder.create_builder_config();
+  auto r = builder.build_serialized_network(*net, *config);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'x', 'y'"), std::string::npos) << r.status().message();
+
+  OptimizationProfile p;
+  ASSERT_TRUE(p.set_shape("x", {1, 2}, {2, 2}, {4, 2}).ok());
+  config->add_optimization_profile(p);
+  r = builder.build_serialized_network(*net, *config);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("profile 0 lacks min/opt/max shapes for dynamic inputs 'y'"), std::string::npos)
+      << r.status().message();
+
+  auto config2 = builder.create_builder_config();
+  OptimizationProfile q;
+  ASSERT_TRUE(q.set_shape("x", {1, 2}, {2, 2}, {4, 2}).ok());
+  ASSERT_TRUE(q.set_shape("y", {1, 3}, {2, 3}, {4, 3}).ok());
+  config2->add_optimization_profile(q);
+  r = builder.build_serialized_network(*net, *config2);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("input 'y' dim 1 is static 2"), std::string::npos) << r.status().message();
+
+  auto config3 = builder.create_builder_config();
+  OptimizationProfile z;
+  ASSERT_TRUE(z.set_shape("zzz", {1}, {1}, {1}).ok());
+  ASSERT_TRUE(z.set_shape("x", {1, 2}, {2, 2}, {4, 2}).ok());
+  ASSERT_TRUE(z.set_shape("y", {1, 2}, {2, 2}, {4, 2}).ok());
+  config3->add_optimization_profile(z);
+  r = builder.build_serialized_network(*net, *config3);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'zzz', which is not a network input"), std::string::npos)
+      << r.status().message();
+  EXPECT_EQ(net->num_layers(), 1);  // building never edits the user's network
+}
+
+TEST(Builder, NetworkWithoutOutputsIsAnError) {
+  CaptureLogger log;
+  Builder builder(log);
+  auto net = builder.create_network();
+  net->add_input("x", DataType::kFLOAT, {2});
+  auto r = builder.build_serialized_network(*net, *builder.create_builder_config());
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("no outputs"), std::string::npos);
+}
+
+}  // namespace
