@@ -71,9 +71,14 @@ Result<std::vector<uint8_t>> write_engine(const ir::Graph& graph, const BuilderC
       }
       file.nodes.push_back(std::move(rec));
     }
+    std::unordered_map<const ir::Value*, bool> produced;
+    for (const auto& n : graph.nodes())
+      for (const ir::Value* v : n->outputs) produced[v] = true;
     for (const ir::Value* v : graph.outputs()) {
       if (is_input.count(v))
         return invalid_model("network output '" + v->name + "' is also a network input; add an Identity between them");
+      if (!produced.count(v) && !v->is_constant())
+        return invalid_model("network output '" + v->name + "' is not produced by any node");
       KILN_ASSIGN_OR_RETURN(int32_t id, id_of(v));
       for (auto& io : file.io)
         if (io.value == id) return invalid_model("network output '" + v->name + "' is listed twice");

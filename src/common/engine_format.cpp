@@ -547,6 +547,7 @@ Result<EngineFile> decode(const uint8_t* data, size_t size) {
     return invalid_engine("engine file is truncated: the header needs " + str_of(need) + " bytes but the file has " +
                           str_of(size));
   };
+  if (size == 0) return invalid_engine("engine file is empty");
   size_t magic_have = std::min(size, sizeof(kMagic));
   if (std::memcmp(data, kMagic, magic_have) != 0) return invalid_engine("not a Kiln engine (bad magic)");
   if (size < kFixedHeaderBytes) return truncated_header(kFixedHeaderBytes);

@@ -145,6 +145,11 @@ Result<std::shared_ptr<const EnginePlan>> read_engine(const void* data, size_t s
       // Ops never write into their inputs, so handing them the read-only file bytes is safe.
       void* p = const_cast<uint8_t*>(bytes + f.weights_offset + rec.weight_offset);
       v.constant = Tensor::wrap(rec.dtype, ops::static_dims(rec.shape), p);
+      if (rec.dtype == DataType::kBOOL) {  // any byte but 0 and 1 would be an invalid bool to the kernels
+        const uint8_t* q = static_cast<const uint8_t*>(p);
+        for (uint64_t k = 0; k < rec.weight_size; ++k)
+          if (q[k] > 1) return invalid_engine("bool constant '" + rec.name + "' holds a byte that is not 0 or 1");
+      }
       available[plan->values.size()] = 1;
     }
     plan->values.push_back(std::move(v));

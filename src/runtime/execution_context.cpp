@@ -23,11 +23,10 @@ struct ExecutionContext::Impl {
   }
 
   const runtime::PlanValue& value_of(int io) const { return plan->values[plan->io[io].value]; }
-  Result<int> find(const std::string& name, const char* what) const;
+  Result<int> find(const std::string& name) const;
   Status check_input_shape(int io, const Dims& dims) const;
   Status check_ready_inputs() const;
   Status ensure_output_shapes() const;
-  Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs);
 
   std::shared_ptr<const runtime::EnginePlan> plan;
   cpu::CpuExecutor executor;
@@ -36,7 +35,8 @@ struct ExecutionContext::Impl {
   std::vector<void*> addresses;             // per io entry
   // Output shapes follow from the input shapes; computed lazily and dropped when an input shape changes.
   mutable bool shapes_valid = false;
-  mutable std::vector<Dims> output_shapes;  // per io entry, outputs only
+  // Per io entry, outputs only: nullopt when the rank depends on the data, -1 for data-dependent dims.
+  mutable std::vector<std::optional<Dims>> output_shapes;
 };
 
 namespace {
@@ -61,7 +61,7 @@ auto guarded(F&& f) -> decltype(f()) {
 
 }  // namespace
 
-Result<int> ExecutionContext::Impl::find(const std::string& name, const char* what) const {
+Result<int> ExecutionContext::Impl::find(const std::string& name) const {
   int i = plan->find_io(name);
   if (i >= 0) return i;
   return invalid_argument("engine has no I/O tensor '" + name + "' (inputs: " + list_names(*plan, plan->inputs) +
@@ -132,14 +132,9 @@ Status ExecutionContext::Impl::ensure_output_shapes() const {
   }
   for (int o : plan->outputs) {
     const auto& t = info[plan->io[o].value];
-    output_shapes[o] = t.rank_known ? ops::static_dims(t.shape) : Dims{};
+    output_shapes[o] = t.rank_known ? std::optional<Dims>(ops::static_dims(t.shape)) : std::nullopt;
   }
   shapes_valid = true;
-  return Status::Ok();
-}
-
-Status ExecutionContext::Impl::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) {
-  KILN_RETURN_IF_ERROR(executor.run(inputs, outputs));
   return Status::Ok();
 }
 
@@ -149,7 +144,7 @@ ExecutionContext::ExecutionContext(std::shared_ptr<const runtime::EnginePlan> pl
 ExecutionContext::~ExecutionContext() = default;
 
 Status ExecutionContext::set_input_shape(const std::string& name, const Dims& dims) {
-  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name, "input"));
+  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name));
   if (impl_->plan->io[i].mode != TensorIOMode::kINPUT) return invalid_argument("'" + name + "' is an output, not an input");
   KILN_RETURN_IF_ERROR(impl_->check_input_shape(i, dims));
   if (impl_->shapes[i] != dims) impl_->shapes_valid = false;
@@ -163,24 +158,25 @@ Status ExecutionContext::set_optimization_profile(int index) {
     return invalid_argument("optimization profile " + std::to_string(index) + " does not exist (the engine has " +
                             std::to_string(n) + ")");
   impl_->profile = index;
+  impl_->shapes_valid = false;
   return Status::Ok();
 }
 
 Result<Dims> ExecutionContext::get_tensor_shape(const std::string& name) const {
-  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name, "tensor"));
+  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name));
   if (impl_->plan->io[i].mode == TensorIOMode::kINPUT) {
     if (!impl_->shapes[i])
       return invalid_argument("the shape of input '" + name + "' is not set (call set_input_shape)");
     return *impl_->shapes[i];
   }
   KILN_RETURN_IF_ERROR(guarded([&] { return impl_->ensure_output_shapes(); }));
-  const Dims& d = impl_->output_shapes[i];
-  if (d.empty() && !impl_->value_of(i).rank_known) return unsupported("the rank of output '" + name + "' depends on the input data");
-  return d;
+  const auto& d = impl_->output_shapes[i];
+  if (!d) return unsupported("the rank of output '" + name + "' depends on the input data");
+  return *d;
 }
 
 Status ExecutionContext::set_tensor_address(const std::string& name, void* ptr) {
-  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name, "tensor"));
+  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name));
   impl_->addresses[i] = ptr;
   return Status::Ok();
 }
@@ -192,20 +188,21 @@ Status ExecutionContext::execute() {
       if (!impl_->addresses[i])
         return invalid_argument(std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
                                 plan.io[i].name + "' has no bound address (call set_tensor_address)");
+    KILN_RETURN_IF_ERROR(impl_->check_ready_inputs());
     KILN_RETURN_IF_ERROR(impl_->ensure_output_shapes());
     for (int o : plan.outputs)
-      if (volume(impl_->output_shapes[o]) < 0 || !impl_->value_of(o).rank_known)
+      if (!impl_->output_shapes[o] || volume(*impl_->output_shapes[o]) < 0)
         return unsupported("output '" + plan.io[o].name + "' has a data-dependent shape; use infer(), which allocates outputs");
 
     std::vector<Tensor> inputs, outputs;
     for (int i : plan.inputs)
       inputs.push_back(Tensor::wrap(impl_->value_of(i).dtype, *impl_->shapes[i], impl_->addresses[i]));
-    KILN_RETURN_IF_ERROR(impl_->run(inputs, &outputs));
+    KILN_RETURN_IF_ERROR(impl_->executor.run(inputs, &outputs));
     for (size_t k = 0; k < plan.outputs.size(); ++k) {
       int o = plan.outputs[k];
-      if (outputs[k].shape() != impl_->output_shapes[o])
+      if (outputs[k].shape() != *impl_->output_shapes[o])
         return internal_error("output '" + plan.io[o].name + "' has shape " + dims_to_string(outputs[k].shape()) +
-                              " but shape inference gave " + dims_to_string(impl_->output_shapes[o]));
+                              " but shape inference gave " + dims_to_string(*impl_->output_shapes[o]));
       // memmove: the caller may bind an output to the same memory as an input it passes through.
       if (outputs[k].nbytes()) std::memmove(impl_->addresses[o], outputs[k].raw(), outputs[k].nbytes());
     }
@@ -241,7 +238,7 @@ Result<std::vector<std::pair<std::string, HostTensor>>> ExecutionContext::infer(
       in.push_back(Tensor::wrap(given[i]->dtype, given[i]->dims, const_cast<uint8_t*>(given[i]->data.data())));
     }
     KILN_RETURN_IF_ERROR(impl_->check_ready_inputs());
-    KILN_RETURN_IF_ERROR(impl_->run(in, &outs));
+    KILN_RETURN_IF_ERROR(impl_->executor.run(in, &outs));
     Out result;
     for (size_t k = 0; k < plan.outputs.size(); ++k) {
       int o = plan.outputs[k];

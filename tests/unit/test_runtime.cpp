@@ -1,11 +1,15 @@
 // Runtime tests: Engine queries, ExecutionContext shapes/bindings/profiles, execution, and concurrent contexts.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <thread>
 
 #include "engine_test_util.h"
+#include "kiln/builder.h"
+#include "kiln/network.h"
 #include "runtime/engine_plan.h"
 
 using namespace kiln;
@@ -244,4 +248,188 @@ TEST(Runtime, ConcurrentContextsGiveIdenticalResults) {
       EXPECT_EQ(results[t][r], results[0][r]) << "thread " << t << " run " << r;
     }
   }
+}
+
+TEST(Runtime, ConstantOutputAndUnproducedOutput) {
+  auto g = std::make_unique<ir::Graph>();
+  ir::Value* x = add_input(*g, "x", DataType::kFLOAT, {1});
+  ir::Node* n = add_node(*g, "Identity", "id", {x}, {"y"}, DataType::kFLOAT, {1});
+  ir::Value* folded = g->add_constant("folded", Tensor::from_vector<int32_t>({2}, {3, 4}));
+  g->outputs() = {n->outputs[0], folded};
+  auto b = builder::write_engine(*g, BuilderConfig());
+  ASSERT_TRUE(b.ok()) << b.status().to_string();
+  Runtime rt;
+  auto e = rt.deserialize_engine(b->data(), b->size());
+  ASSERT_TRUE(e.ok()) << e.status().to_string();
+  auto ctx = (*e)->create_execution_context();
+  auto out = ctx->infer({{"x", host_f32({1}, {2.f})}});
+  ASSERT_TRUE(out.ok()) << out.status().to_string();
+  ASSERT_EQ((*out)[1].first, "folded");
+  EXPECT_EQ((*out)[1].second.dtype, DataType::kINT32);
+  EXPECT_EQ((*out)[1].second.data, (std::vector<uint8_t>{3, 0, 0, 0, 4, 0, 0, 0}));
+
+  ir::Value* dangling = g->add_value("dangling");
+  g->outputs().push_back(dangling);
+  auto bad = builder::write_engine(*g, BuilderConfig());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "network output 'dangling' is not produced by any node");
+}
+
+TEST(Runtime, ProfileChangeRevalidatesShapes) {
+  auto b = build_test_engine();
+  // A second profile with a narrower batch range.
+  auto two = reencode(b, [](engine_format::EngineFile& f) {
+    f.profiles.push_back({engine_format::ProfileEntry{0, {1, 4}, {2, 4}, {4, 4}}});
+  });
+  Runtime rt;
+  auto e = rt.deserialize_engine(two.data(), two.size());
+  ASSERT_TRUE(e.ok()) << e.status().to_string();
+  EXPECT_EQ((*e)->num_optimization_profiles(), 2);
+  auto ctx = (*e)->create_execution_context();
+  ASSERT_TRUE(ctx->set_input_shape("x", {8, 4}).ok());
+  ASSERT_TRUE(ctx->set_optimization_profile(1).ok());
+  EXPECT_EQ(ctx->get_tensor_shape("y").status().message(),
+            "input 'x' dimension 0 is 8 but the optimization profile allows [1, 4]");
+  ASSERT_TRUE(ctx->set_input_shape("x", {4, 4}).ok());
+  EXPECT_EQ(ctx->get_tensor_shape("y").value(), (Dims{4, 4}));
+}
+
+namespace {
+
+class QuietLog : public ILogger {
+ public:
+  void log(Severity, const char*) noexcept override {}
+};
+
+// x[N,4] -> MatMul W[4,2] -> Relu -> Reshape [-1]: built through the public Builder with a batch profile.
+std::unique_ptr<Engine> build_mlp_engine(const std::vector<float>& w) {
+  QuietLog log;
+  Builder builder(log);
+  auto net = builder.create_network();
+  ITensor* x = net->add_input("x", DataType::kFLOAT, {-1, 4});
+  ITensor* wt = net->add_constant("W", DataType::kFLOAT, {4, 2}, w.data());
+  ITensor* mm = net->add_matrix_multiply(x, wt);
+  ITensor* relu = net->add_activation(mm, ActivationType::kRELU);
+  ITensor* flat = net->add_reshape(relu, {-1});
+  EXPECT_TRUE(flat) << net->last_error().to_string();
+  if (!flat || !net->mark_output(flat).ok()) return nullptr;
+  auto config = builder.create_builder_config();
+  OptimizationProfile p;
+  EXPECT_TRUE(p.set_shape("x", {1, 4}, {4, 4}, {16, 4}).ok());
+  config->add_optimization_profile(p);
+  auto bytes = builder.build_serialized_network(*net, *config);
+  EXPECT_TRUE(bytes.ok()) << bytes.status().to_string();
+  if (!bytes.ok()) return nullptr;
+  Runtime rt(log);
+  auto e = rt.deserialize_engine(bytes->data(), bytes->size());
+  EXPECT_TRUE(e.ok()) << e.status().to_string();
+  return e.ok() ? std::move(e).value() : nullptr;
+}
+
+std::vector<float> mlp_reference(const std::vector<float>& x, const std::vector<float>& w, int n) {
+  std::vector<float> y(n * 2);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < 2; ++j) {
+      float s = 0;
+      for (int k = 0; k < 4; ++k) s += x[i * 4 + k] * w[k * 2 + j];
+      y[i * 2 + j] = std::max(s, 0.f);
+    }
+  return y;
+}
+
+}  // namespace
+
+TEST(RuntimeEndToEnd, BuiltNetworkWithDynamicBatch) {
+  std::vector<float> w = {1, -1, 0.5f, 2, -3, 0.25f, 4, -0.5f};
+  auto e = build_mlp_engine(w);
+  ASSERT_TRUE(e);
+  ASSERT_EQ(e->num_optimization_profiles(), 1);
+  Dims mn, opt, mx;
+  ASSERT_TRUE(e->get_profile_shape("x", 0, &mn, &opt, &mx).ok());
+  EXPECT_EQ(mx, (Dims{16, 4}));
+  const std::string out_name = e->get_tensor_name(1);
+  EXPECT_EQ(e->get_tensor_mode(out_name), TensorIOMode::kOUTPUT);
+
+  auto ctx = e->create_execution_context();
+  EXPECT_EQ(ctx->set_input_shape("x", {17, 4}).message(),
+            "input 'x' dimension 0 is 17 but the optimization profile allows [1, 16]");
+  ASSERT_TRUE(ctx->set_input_shape("x", {3, 4}).ok());
+  auto shape = ctx->get_tensor_shape(out_name);
+  ASSERT_TRUE(shape.ok()) << shape.status().to_string();
+  EXPECT_EQ(*shape, (Dims{6}));
+
+  std::vector<float> x = {1, 2, 3, 4, -1, -2, -3, -4, 0.5f, 0, 1, -1}, y(6, -99);
+  ASSERT_TRUE(ctx->set_tensor_address("x", x.data()).ok());
+  ASSERT_TRUE(ctx->set_tensor_address(out_name, y.data()).ok());
+  Status st = ctx->execute();
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  auto want = mlp_reference(x, w, 3);
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(y[i], want[i], 1e-5f) << i;
+}
+
+TEST(RuntimeEndToEnd, ConcurrentContextsOnRealOps) {
+  std::vector<float> w = {1, -1, 0.5f, 2, -3, 0.25f, 4, -0.5f};
+  auto e = build_mlp_engine(w);
+  ASSERT_TRUE(e);
+  constexpr int kThreads = 4, kRuns = 50;
+  std::vector<std::vector<std::vector<float>>> results(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto ctx = e->create_execution_context();
+      for (int r = 0; r < kRuns; ++r) {
+        int n = 1 + (r % 16);
+        std::vector<float> xv(n * 4);
+        for (int i = 0; i < n * 4; ++i) xv[i] = static_cast<float>((i * 7 + r) % 11) - 5.f;
+        auto out = ctx->infer({{"x", host_f32({n, 4}, xv)}});
+        results[t].push_back(out.ok() ? to_f32((*out)[0].second) : std::vector<float>{});
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  for (int r = 0; r < kRuns; ++r) {
+    int n = 1 + (r % 16);
+    std::vector<float> xv(n * 4);
+    for (int i = 0; i < n * 4; ++i) xv[i] = static_cast<float>((i * 7 + r) % 11) - 5.f;
+    auto want = mlp_reference(xv, w, n);
+    for (int t = 0; t < kThreads; ++t) {
+      ASSERT_EQ(results[t][r].size(), want.size()) << "thread " << t << " run " << r;
+      EXPECT_EQ(results[t][r], results[0][r]) << "thread " << t << " run " << r;
+      for (size_t i = 0; i < want.size(); ++i) EXPECT_NEAR(results[t][r][i], want[i], 1e-5f);
+    }
+  }
+}
+
+TEST(RuntimeEndToEnd, DataDependentOutputNeedsInfer) {
+  QuietLog log;
+  Builder builder(log);
+  auto net = builder.create_network();
+  ITensor* x = net->add_input("x", DataType::kFLOAT, {5});
+  auto nz = net->add_op("NonZero", {x});
+  ASSERT_EQ(nz.size(), 1u) << net->last_error().to_string();
+  ASSERT_TRUE(net->mark_output(nz[0]).ok());
+  auto bytes = builder.build_serialized_network(*net, *builder.create_builder_config());
+  ASSERT_TRUE(bytes.ok()) << bytes.status().to_string();
+  Runtime rt(log);
+  auto e = rt.deserialize_engine(bytes->data(), bytes->size());
+  ASSERT_TRUE(e.ok()) << e.status().to_string();
+  const std::string out_name = (*e)->get_tensor_name(1);
+  auto ctx = (*e)->create_execution_context();
+  std::vector<float> xv = {0, 1.5f, 0, -2, 3};
+  std::vector<int64_t> out(5);
+  ASSERT_TRUE(ctx->set_tensor_address("x", xv.data()).ok());
+  ASSERT_TRUE(ctx->set_tensor_address(out_name, out.data()).ok());
+  auto shape = ctx->get_tensor_shape(out_name);
+  ASSERT_TRUE(shape.ok()) << shape.status().to_string();
+  EXPECT_EQ(*shape, (Dims{1, -1}));
+  Status st = ctx->execute();
+  EXPECT_EQ(st.code(), ErrorCode::kUnsupported);
+  EXPECT_NE(st.message().find("data-dependent shape; use infer()"), std::string::npos) << st.message();
+  auto r = ctx->infer({{"x", host_f32({5}, xv)}});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ((*r)[0].second.dims, (Dims{1, 3}));
+  std::vector<int64_t> idx(3);
+  std::memcpy(idx.data(), (*r)[0].second.data.data(), 24);
+  EXPECT_EQ(idx, (std::vector<int64_t>{1, 3, 4}));
+  EXPECT_EQ(ctx->get_tensor_shape(out_name).value(), (Dims{1, 3}));
 }
