@@ -13,12 +13,6 @@ std::string where(const Node& n, size_t index) {
   return "node '" + n.name + "' (#" + std::to_string(index) + ", " + n.op_type + ")";
 }
 
-std::string arity_range(int lo, int hi) {
-  if (hi < 0) return "at least " + std::to_string(lo);
-  if (lo == hi) return std::to_string(lo);
-  return std::to_string(lo) + " to " + std::to_string(hi);
-}
-
 using ProducerMap = std::unordered_map<const Value*, const Node*>;
 
 // Finds a cycle reachable from `start` by following producers backwards; returns the node names along it.
@@ -84,12 +78,7 @@ Status check_schema(const Node& n, size_t i) {
     return unsupported(where(n, i) + ": operator '" + (n.domain.empty() ? "" : n.domain + "::") + n.op_type +
                        "' is not registered");
   int ni = static_cast<int>(n.inputs.size()), no = static_cast<int>(n.outputs.size());
-  if (ni < s->min_inputs || (s->max_inputs >= 0 && ni > s->max_inputs))
-    return invalid_model(where(n, i) + ": expected " + arity_range(s->min_inputs, s->max_inputs) +
-                         " inputs, found " + std::to_string(ni));
-  if (no < s->min_outputs || (s->max_outputs >= 0 && no > s->max_outputs))
-    return invalid_model(where(n, i) + ": expected " + arity_range(s->min_outputs, s->max_outputs) +
-                         " outputs, found " + std::to_string(no));
+  KILN_RETURN_IF_ERROR(ops::check_arity(*s, ni, no).with_context(where(n, i)));
   for (int k = 0; k < std::min(ni, s->min_inputs); ++k)
     if (!n.inputs[k])
       return invalid_model(where(n, i) + ": required input " + std::to_string(k) + " is omitted");

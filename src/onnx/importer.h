@@ -60,6 +60,8 @@ inline std::string normalize_domain(const std::string& d) { return d == "ai.onnx
 // Newest ai.onnx opset that the linked ONNX library has schemas (checker, shape inference) for.
 int newest_known_onnx_opset();
 
+// Upgrades an ai.onnx opset 1-6 model to opset 7 in place with the ONNX version converter (warns on failure).
+void upgrade_old_opset(onnx::ModelProto& model, Diagnostics& diag);
 // Reads opset_import into `opsets` (keyed by normalized domain) and enforces the ai.onnx opset range.
 // Returns false when the model cannot be imported at all (errors are in diag).
 bool check_opsets(const onnx::ModelProto& model, std::unordered_map<std::string, int>* opsets, Diagnostics& diag);

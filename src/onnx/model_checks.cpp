@@ -1,15 +1,15 @@
 // Model-level checks before graph construction: opset range, the ONNX checker, ONNX shape inference.
 //
-// The ONNX version converter is deliberately not used. Upgrading opset 1-6 models would be its one use here,
-// but those models predate 2018, its adapters for that range are incomplete, and a failed conversion would
-// hide the real problem behind the converter's message. Kiln's op definitions read each node's own opset,
-// so models from opset 7 to the newest known one import as they are.
+// Kiln's op definitions read each node's own opset, so models from opset 7 to the newest known one import as
+// they are. Older models (opset 1-6, 2017-era exporters) go through the ONNX version converter to opset 7 first;
+// when it cannot convert them, the error carries the converter's reason next to the opset rule.
 #include <algorithm>
 
 #include "onnx/checker.h"
 #include "onnx/defs/schema.h"
 #include "onnx/importer.h"
 #include "onnx/shape_inference/implementation.h"
+#include "onnx/version_converter/convert.h"
 
 namespace kiln::onnx_import {
 
@@ -17,6 +17,26 @@ int newest_known_onnx_opset() {
   auto& map = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
   auto it = map.find(onnx::ONNX_DOMAIN);
   return it == map.end() ? kMinOnnxOpset : it->second.second;
+}
+
+static int default_domain_opset(const onnx::ModelProto& model) {
+  for (auto& imp : model.opset_import())
+    if (normalize_domain(imp.domain()).empty()) return static_cast<int>(imp.version());
+  return -1;
+}
+
+void upgrade_old_opset(onnx::ModelProto& model, Diagnostics& diag) {
+  const int opset = default_domain_opset(model);
+  if (opset < 1 || opset >= kMinOnnxOpset) return;
+  try {
+    model = onnx::version_conversion::ConvertVersion(model, kMinOnnxOpset);
+    diag.warning("model uses ai.onnx opset " + std::to_string(opset) + "; upgraded to opset " +
+                 std::to_string(kMinOnnxOpset) + " with the ONNX version converter");
+  } catch (const std::exception& e) {
+    // check_opsets reports the opset rule; this adds why the upgrade did not help.
+    diag.warning("the ONNX version converter could not upgrade opset " + std::to_string(opset) + " to " +
+                 std::to_string(kMinOnnxOpset) + ": " + e.what());
+  }
 }
 
 bool check_opsets(const onnx::ModelProto& model, std::unordered_map<std::string, int>* opsets, Diagnostics& diag) {
@@ -52,7 +72,8 @@ bool check_opsets(const onnx::ModelProto& model, std::unordered_map<std::string,
     diag.model_error(ErrorCode::kUnsupported, "model uses ai.onnx opset " + std::to_string(it->second) +
                                                   ", older than the oldest Kiln supports (" +
                                                   std::to_string(kMinOnnxOpset) +
-                                                  "); re-export it or upgrade it with onnx.version_converter");
+                                                  ") and the ONNX version converter could not upgrade it; "
+                                                  "re-export it with a newer opset");
     return false;
   }
   if (it->second > newest) {

@@ -18,6 +18,7 @@ Status import_model(onnx::ModelProto& model, const std::string& base_dir, ir::Gr
                     std::vector<ParserError>* errors, ILogger* logger) {
   Diagnostics diag(logger);
   std::unordered_map<std::string, int> opsets;
+  upgrade_old_opset(model, diag);
   if (check_opsets(model, &opsets, diag)) {
     // Shape inference first so the graph gets declared shapes; the checker runs last so it can skip nodes
     // Kiln already rejected with a clearer message.

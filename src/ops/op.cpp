@@ -61,6 +61,21 @@ std::vector<const OpSchema*> OpRegistry::all() const {
   return r;
 }
 
+static std::string arity_range(int lo, int hi) {
+  if (hi < 0) return "at least " + std::to_string(lo);
+  if (lo == hi) return std::to_string(lo);
+  return std::to_string(lo) + " to " + std::to_string(hi);
+}
+
+Status check_arity(const OpSchema& s, int ni, int no) {
+  if (ni < s.min_inputs || (s.max_inputs >= 0 && ni > s.max_inputs))
+    return invalid_model("expected " + arity_range(s.min_inputs, s.max_inputs) + " inputs, found " + std::to_string(ni));
+  if (no < s.min_outputs || (s.max_outputs >= 0 && no > s.max_outputs))
+    return invalid_model("expected " + arity_range(s.min_outputs, s.max_outputs) + " outputs, found " +
+                         std::to_string(no));
+  return Status::Ok();
+}
+
 Status validate_attributes(const OpSchema& schema, const Attributes& attrs) {
   std::set<std::string> known;
   for (auto& spec : schema.attrs) {

@@ -117,7 +117,7 @@ struct OpSchema {
   std::string domain;          // "" for ai.onnx
   int since_opset = 1;         // oldest opset this definition handles
   int min_inputs = 0, max_inputs = 0;    // max_inputs < 0: variadic
-  int min_outputs = 1, max_outputs = 1;
+  int min_outputs = 1, max_outputs = 1;  // max_outputs < 0: variadic
   std::vector<AttrSpec> attrs; // every attribute the op accepts
   std::vector<DataType> dtypes;  // data types the reference compute handles (documentation + checks)
   InferFn infer;
@@ -143,6 +143,9 @@ class OpRegistry {
   static const bool kiln_op_registered_##NAME =                                        \
       (::kiln::ops::OpRegistry::instance().add(kiln_make_op_##NAME()), true);          \
   static ::kiln::ops::OpSchema kiln_make_op_##NAME()
+
+// Checks input/output counts against the schema (max < 0: variadic); the message says expected and found.
+Status check_arity(const OpSchema& schema, int num_inputs, int num_outputs);
 
 // Validates attribute presence and types against the schema; unknown attributes are errors too.
 Status validate_attributes(const OpSchema& schema, const Attributes& attrs);

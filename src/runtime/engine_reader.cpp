@@ -32,10 +32,8 @@ Status build_nodes(const fmt::EngineFile& f, EnginePlan* plan, std::vector<char>
                             ", which this Kiln runtime does not implement");
     if (!schema->compute) return invalid_engine(node_desc(rec, i) + ": operator has no CPU implementation");
     int nin = static_cast<int>(rec.inputs.size()), nout = static_cast<int>(rec.outputs.size());
-    if (nin < schema->min_inputs || (schema->max_inputs >= 0 && nin > schema->max_inputs))
-      return invalid_engine(node_desc(rec, i) + " has " + std::to_string(nin) + " inputs, which the operator does not accept");
-    if (nout < schema->min_outputs || nout > schema->max_outputs)
-      return invalid_engine(node_desc(rec, i) + " has " + std::to_string(nout) + " outputs, which the operator does not accept");
+    if (Status st = ops::check_arity(*schema, nin, nout); !st.ok())
+      return invalid_engine(node_desc(rec, i) + ": " + st.message());
     Status st = ops::validate_attributes(*schema, rec.attrs);
     if (!st.ok()) return invalid_engine(node_desc(rec, i) + ": " + st.message());
 
