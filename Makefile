@@ -41,7 +41,7 @@ test-models:
 	$(PYTHON) tests/models/test_models.py --kiln-build $(BUILD_DIR) --ci
 
 docs:
-	$(PYTHON) tools/gen_operator_docs.py --results $(BUILD_DIR)/node_results.json --out docs/operators.md
+	$(PYTHON) tools/gen_operator_docs.py --results $(BUILD_DIR)/node_results.json --out docs/operators.md --readme README.md
 
 demo: build
 	$(PYTHON) scripts/demo.py --kiln-build $(BUILD_DIR)

@@ -138,12 +138,47 @@ def render(results, registry, command):
     return "\n".join(lines).rstrip() + "\n"
 
 
+def readme_table(results, registry, per_row=5):
+    """Compact grid for the README: every registered operator with its node-test tally (passed/tests run)."""
+    ops, _ = collect(results["tests"])
+    names = sorted(set(registry) | {k for k, e in ops.items() if e["pass"]}, key=str.lower) if registry else \
+        sorted((k for k, e in ops.items() if e["pass"]), key=str.lower)
+    cells = []
+    for name in names:
+        if registry and name not in registry:
+            continue
+        e = ops.get(name, {"pass": 0, "fail": 0})
+        ran = e["pass"] + e["fail"]
+        cells.append(f"{name} ({e['pass']}/{ran})" if ran else f"{name} (no test)")
+    rows = ["| " + " | ".join(["operator (tests passed/run)"] * per_row) + " |", "|" + "---|" * per_row]
+    for i in range(0, len(cells), per_row):
+        chunk = cells[i:i + per_row] + [""] * (per_row - len(cells[i:i + per_row]))
+        rows.append("| " + " | ".join(chunk) + " |")
+    summary = results.get("summary", {})
+    lines = [f"{len(cells)} operators on the CPU backend. ONNX backend suites: " + ", ".join(
+        f"{suite} {v['pass']}/{v['pass'] + v['fail']} passed ({v['skip']} skipped)" for suite, v in summary.items()) + "."]
+    return "\n".join(lines + [""] + rows)
+
+
+def update_readme(path, table):
+    begin, end = "<!-- operators:begin -->", "<!-- operators:end -->"
+    with open(path) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        raise SystemExit(f"error: {path} lacks the {begin} / {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(head + begin + "\n" + table + "\n" + end + tail)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", default="build/node_results.json")
     ap.add_argument("--out", default="docs/operators.md")
     ap.add_argument("--ops-dump", default=None,
                     help="kiln_ops_dump binary or its JSON output (default: bin/kiln_ops_dump next to the results)")
+    ap.add_argument("--readme", default=None, help="also rewrite the operator grid between the markers of this README")
     args = ap.parse_args(argv)
     if not os.path.exists(args.results):
         print(f"error: {args.results} not found; run tests/onnx/run_node_tests.py --results {args.results} first",
@@ -160,6 +195,9 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         f.write(text)
+    if args.readme:
+        update_readme(args.readme, readme_table(results, registry))
+        print(f"updated the operator grid in {args.readme}")
     print(f"wrote {args.out} ({sum(1 for l in text.splitlines() if l.startswith('| ') and '|---' not in l)} table rows)")
     return 0
 
