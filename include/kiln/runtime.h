@@ -47,7 +47,6 @@ class Engine {
   friend class Runtime;
   Engine() = default;
   std::shared_ptr<const runtime::EnginePlan> plan_;
-  std::vector<uint8_t> blob_;
 };
 
 class Runtime {

@@ -104,7 +104,7 @@ std::unique_ptr<ExecutionContext> Engine::create_execution_context() const {
 }
 
 std::vector<uint8_t> Engine::serialize() const {
-  // The plan keeps the file bytes (its constants live in them), so blob_ is not needed.
+  // The plan keeps the file bytes (its constants are views into them), so no second copy is held.
   const uint8_t* p = plan_->file.get();
   return std::vector<uint8_t>(p, p + plan_->file_size);
 }
