@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """`make demo`: export ResNet-50 to ONNX, build a Kiln engine with the kiln CLI, time it, check it against PyTorch."""
 import argparse
+import inspect
 import json
 import shutil
 import subprocess
@@ -54,9 +55,11 @@ def ensure_resnet50_onnx(path):
     print(f"Exporting ResNet-50 (random weights, seed 0) to {path}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp) / "model.onnx"
+        # Newer PyTorch defaults to the dynamo exporter (opset 18+); the TorchScript exporter gives opset 13 everywhere.
+        extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         torch.onnx.export(model, torch.zeros(1, 3, 224, 224), str(tmp_path), opset_version=13,
                           input_names=[INPUT_NAME], output_names=["output"],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, "output": {0: "batch"}})
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, "output": {0: "batch"}}, **extra)
         exported = onnx.load(str(tmp_path))
         exported.metadata_props.add(key=PROVENANCE_KEY, value=PROVENANCE)
         onnx.save(exported, str(path))
