@@ -90,7 +90,7 @@ def write_results(out_dir, record):
     lines = [
         f"# ResNet-50 on the CPU, batch 1, 224x224 ({record['date']})",
         "",
-        f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} cores, "
+        f"Machine: {record['machine']['cpu']}, {record['machine']['cores']} usable cores, "
         f"load average {record['machine']['load_average_at_start']:.1f} at start. "
         f"PyTorch {record['pytorch']['version']} with {TORCH_THREADS} threads, inference mode. "
         f"Kiln {record['kiln']['version']} (commit {record['commit']}), CPU backend, kiln CLI timing "
@@ -128,9 +128,9 @@ def main():
     model = demo.ensure_resnet50_onnx(onnx_path)
 
     load = os.getloadavg()[0]
-    if load > (os.cpu_count() or 1):
+    if load > (len(os.sched_getaffinity(0))):
         # Both engines share the cores with whatever else runs; the ratio survives better than either figure.
-        print(f"[W] load average {load:.1f} exceeds {os.cpu_count()} cores: absolute times will be inflated")
+        print(f"[W] load average {load:.1f} exceeds {len(os.sched_getaffinity(0))} usable cores: absolute times will be inflated")
 
     torch.manual_seed(1)
     x = torch.rand(1, 3, 224, 224) * 2 - 1
@@ -156,7 +156,7 @@ def main():
     record = {
         "date": datetime.date.today().isoformat(),
         "commit": git_commit(),
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_at_start": load},
+        "machine": {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "load_average_at_start": load},
         "model": "torchvision resnet50, random weights (seed 0), batch 1, 224x224, FP32",
         "pytorch": torch_stats,
         "kiln": kiln_stats,
