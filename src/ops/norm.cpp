@@ -1,4 +1,4 @@
-// Normalization ops: BatchNormalization (inference), LayerNormalization, InstanceNormalization,
+// Normalization ops: BatchNormalization (inference and training mode), LayerNormalization, InstanceNormalization,
 // GroupNormalization, LRN, MeanVarianceNormalization, LpNormalization.
 #include <cmath>
 #include <type_traits>
@@ -44,6 +44,19 @@ Status infer_first_like_input(InferContext& ctx) {
   return Status::Ok();
 }
 
+// Training mode: opset 14+ says so with an attribute; before that, asking for the running statistics did.
+Result<bool> batchnorm_training(const Attributes& attrs, int opset, int num_outputs) {
+  KILN_ASSIGN_OR_RETURN(int64_t training, attrs.get_int("training_mode", 0));
+  if (training != 0 && training != 1)
+    return invalid_model("BatchNormalization: training_mode must be 0 or 1, got " + std::to_string(training));
+  if (num_outputs > 3)
+    return unsupported("BatchNormalization: the saved_mean/saved_var outputs of opsets before 14 are not supported (got " +
+                       std::to_string(num_outputs) + " outputs; Y, running_mean and running_var are)");
+  if (opset >= 14 && training == 0 && num_outputs > 1)
+    return invalid_model("BatchNormalization: running_mean/running_var outputs exist only with training_mode=1");
+  return training == 1 || num_outputs > 1;
+}
+
 }  // namespace
 
 KILN_REGISTER_OP(BatchNormalization) {
@@ -56,19 +69,18 @@ KILN_REGISTER_OP(BatchNormalization) {
              {"training_mode", AttrType::kINT}, {"is_test", AttrType::kINT}};
   s.dtypes = float_types();
   s.infer = [](InferContext& ctx) -> Status {
-    KILN_ASSIGN_OR_RETURN(int64_t training, ctx.attrs().get_int("training_mode", 0));
-    if (training != 0)
-      return unsupported("BatchNormalization: training_mode=1 is not supported (Kiln runs inference only; export the model in eval mode)");
-    if (ctx.num_outputs() > 1)
-      return unsupported("BatchNormalization: only the Y output is supported (got " + std::to_string(ctx.num_outputs()) +
-                         " outputs; running mean/var outputs exist only in training mode)");
-    return infer_first_like_input(ctx);
+    KILN_RETURN_IF_ERROR(batchnorm_training(ctx.attrs(), ctx.opset(), ctx.num_outputs()).status());
+    KILN_RETURN_IF_ERROR(infer_first_like_input(ctx));
+    // running_mean / running_var: per channel, in the statistics' type (which opset 15 lets differ from X's).
+    for (int i = 1; i < ctx.num_outputs(); ++i) {
+      ctx.output(i) = make_info(ctx.input(2 + i).dtype, ctx.input(2 + i).shape);
+      ctx.output(i).rank_known = ctx.input(2 + i).rank_known;
+    }
+    return Status::Ok();
   };
   s.compute = [](ComputeContext& ctx) -> Status {
     const std::string op = "BatchNormalization";
-    KILN_ASSIGN_OR_RETURN(int64_t training, ctx.attrs().get_int("training_mode", 0));
-    if (training != 0 || ctx.num_outputs() > 1)
-      return unsupported(op + ": training_mode=1 and the extra training outputs are not supported (inference only)");
+    KILN_ASSIGN_OR_RETURN(bool training, batchnorm_training(ctx.attrs(), ctx.opset(), ctx.num_outputs()));
     const Tensor& x = ctx.input(0);
     if (x.rank() < 2) return invalid_argument(op + ": X must have rank >= 2 (N, C, ...), got " + dims_to_string(x.shape()));
     KILN_ASSIGN_OR_RETURN(float eps, ctx.attrs().get_float("epsilon", 1e-5f));
@@ -77,10 +89,45 @@ KILN_REGISTER_OP(BatchNormalization) {
     // spatial=0 (opset 7-8) keeps statistics per channel and position.
     int64_t pc = spatial != 0 ? c : c * inner;
     if (spatial == 0 && ctx.input(1).numel() == c) pc = c;
+    if (training && pc != c)
+      return unsupported(op + ": training mode with per-position statistics (spatial=0) is not supported");
     KILN_ASSIGN_OR_RETURN(auto sc, param_vector(op, ctx.input(1), pc, "scale"));
     KILN_ASSIGN_OR_RETURN(auto bi, param_vector(op, ctx.input(2), pc, "B"));
     KILN_ASSIGN_OR_RETURN(auto mn, param_vector(op, ctx.input(3), pc, "input_mean"));
     KILN_ASSIGN_OR_RETURN(auto vr, param_vector(op, ctx.input(4), pc, "input_var"));
+    if (training) {
+      // Normalize with this batch's statistics (biased variance, over N and the spatial dims) and blend them
+      // into the running ones: running = input * momentum + batch * (1 - momentum).
+      KILN_ASSIGN_OR_RETURN(float momentum, ctx.attrs().get_float("momentum", 0.9f));
+      const std::vector<double> xs = x.to_f64_vector();
+      const double count = static_cast<double>(n * inner);
+      std::vector<double> bm(c, 0.0), bv(c, 0.0);
+      for (int64_t ni = 0; ni < n; ++ni)
+        for (int64_t ci = 0; ci < c; ++ci)
+          for (int64_t i = 0; i < inner; ++i) bm[ci] += xs[(ni * c + ci) * inner + i];
+      for (auto& m : bm) m = count > 0 ? m / count : 0.0;
+      for (int64_t ni = 0; ni < n; ++ni)
+        for (int64_t ci = 0; ci < c; ++ci)
+          for (int64_t i = 0; i < inner; ++i) {
+            const double d = xs[(ni * c + ci) * inner + i] - bm[ci];
+            bv[ci] += d * d;
+          }
+      for (auto& v : bv) v = count > 0 ? v / count : 0.0;
+      const double mo = momentum;
+      for (int i = 1; i < ctx.num_outputs(); ++i) {
+        const Tensor& in_stat = ctx.input(2 + i);
+        const std::vector<double>& batch = i == 1 ? bm : bv;
+        const std::vector<double>& prev = i == 1 ? mn : vr;
+        Tensor& out = ctx.allocate_output(i, in_stat.dtype(), in_stat.shape());
+        KILN_DISPATCH_FLOAT_TYPES(in_stat.dtype(), op, {
+          scalar_t* p = out.data<scalar_t>();
+          for (int64_t ci = 0; ci < c; ++ci)
+            p[ci] = static_cast<scalar_t>(static_cast<NormAcc<scalar_t>>(prev[ci] * mo + batch[ci] * (1.0 - mo)));
+        });
+      }
+      mn = bm;
+      vr = bv;
+    }
     std::vector<double> a(pc), b(pc);
     for (int64_t i = 0; i < pc; ++i) {
       a[i] = sc[i] / std::sqrt(vr[i] + static_cast<double>(eps));
