@@ -218,16 +218,6 @@ TEST(Gemm, TransposesScalesAndBroadcastsBias) {
   EXPECT_EQ(r.outputs[0].to_f64_vector(), (std::vector<double>{7, 16, 9, 18}));
 }
 
-TEST(Norm, BatchNormTrainingModeIsAClearError) {
-  Tensor x = random_tensor({1, 2, 2, 2}, 19), p = Tensor::from_vector<float>({2}, {1, 1});
-  Attributes a;
-  a.set("training_mode", int64_t{1});
-  auto r = run_op("BatchNormalization", a, {&x, &p, &p, &p, &p}, 1, 15);
-  ASSERT_FALSE(r.status.ok());
-  EXPECT_EQ(r.status.code(), ErrorCode::kUnsupported);
-  EXPECT_NE(r.status.message().find("training_mode"), std::string::npos);
-}
-
 TEST(Norm, LayerNormNormalizesLastAxis) {
   Tensor x = Tensor::from_vector<float>({2, 2}, {1, 3, 2, 2});
   Tensor s = Tensor::from_vector<float>({2}, {1, 1});
