@@ -18,5 +18,8 @@ const char* onnx_table_release();
 // The version of an operator in effect at `opset`: its largest since_version <= opset; 0 when the operator
 // does not exist yet at that opset (or is unknown).
 int onnx_op_version_at(const std::string& op_type, int opset);
+// max_version for an ai.onnx schema that leaves it 0: the version verified against newer node tests where one is
+// listed (onnx_versions.cpp), else the op's version at max(17, since_opset), i.e. what ONNX 1.12 defines.
+int default_max_version(const std::string& op_type, int since_opset);
 
 }  // namespace kiln::ops

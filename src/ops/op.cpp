@@ -1,7 +1,6 @@
 // Operator registry, inference context and attribute validation.
 #include "ops/op.h"
 
-#include <algorithm>
 #include <set>
 
 #include "ops/onnx_versions.h"
@@ -50,10 +49,9 @@ static std::string key(const std::string& name, const std::string& domain) {
 
 void OpRegistry::add(OpSchema schema) {
   auto k = key(schema.name, schema.domain);
-  // Central default so op files only mention max_version when they implement something newer than ONNX 1.12.
-  // Ops newer than ONNX 1.12 (since_opset > 17) were written against the version their since_opset selects.
+  // Central default so op files need not mention max_version (see default_max_version).
   if (schema.max_version == 0 && (schema.domain.empty() || schema.domain == "ai.onnx"))
-    schema.max_version = onnx_op_version_at(schema.name, std::max(kOnnxLibraryOpset, schema.since_opset));
+    schema.max_version = default_max_version(schema.name, schema.since_opset);
   ops_[k] = std::move(schema);
 }
 
