@@ -3,6 +3,8 @@
 
 #include <set>
 
+#include "ops/onnx_versions.h"
+
 namespace kiln::ops {
 
 std::string shape_to_string(const Shape& s) {
@@ -47,6 +49,9 @@ static std::string key(const std::string& name, const std::string& domain) {
 
 void OpRegistry::add(OpSchema schema) {
   auto k = key(schema.name, schema.domain);
+  // Central default so op files need not mention max_version (see default_max_version).
+  if (schema.max_version == 0 && (schema.domain.empty() || schema.domain == "ai.onnx"))
+    schema.max_version = default_max_version(schema.name, schema.since_opset);
   ops_[k] = std::move(schema);
 }
 

@@ -116,6 +116,10 @@ struct OpSchema {
   std::string name;            // ONNX op type, e.g. "Conv"
   std::string domain;          // "" for ai.onnx
   int since_opset = 1;         // oldest opset this definition handles
+  // Newest ONNX version (a since_version) of the op whose semantics this definition implements; models whose
+  // opset selects a newer version are rejected at import. Left 0, the registry sets the op's version at opset
+  // max(17, since_opset) for ai.onnx ops (ONNX 1.12's); raise it only once the newer version's node tests pass.
+  int max_version = 0;
   int min_inputs = 0, max_inputs = 0;    // max_inputs < 0: variadic
   int min_outputs = 1, max_outputs = 1;  // max_outputs < 0: variadic
   std::vector<AttrSpec> attrs; // every attribute the op accepts

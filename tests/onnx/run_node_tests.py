@@ -12,9 +12,16 @@ import time
 from collections import Counter, defaultdict
 
 SUITES = ["node", "pytorch-converted", "pytorch-operator", "simple"]
+# The node tests of the newest onnx release from PyPI, written by write_pypi_node_tests.py (`make test-node`).
+PYPI_SUITE = "onnx-pypi"
+ALL_SUITES = SUITES + [PYPI_SUITE]
 DEFAULT_DATA = "/usr/share/libonnx-testdata/data"
 GATE_SUITE = "node"
 GATE_RATE = 0.90
+# Skip reasons of cases whose values are not tensors at all; the tensor-typed pass rate leaves only these out,
+# so unsupported operators and tensor element types count as not passing.
+NON_TENSOR_SKIPS = ("unsupported type: sequence", "unsupported type: map", "unsupported type: optional",
+                    "unsupported type: sparse tensor", "unsupported type: unknown value type")
 
 
 def find_data_root(explicit):
@@ -29,8 +36,13 @@ def find_data_root(explicit):
         return DEFAULT_DATA
 
 
-def list_tests(root, suite, pattern):
-    d = os.path.join(root, suite)
+def suite_dir(args, root, suite):
+    if suite == PYPI_SUITE:
+        return os.path.join(args.pypi_data or os.path.join(args.kiln_build, "onnx-node-pypi"), "node")
+    return os.path.join(root, suite)
+
+
+def list_tests(d, pattern):
     if not os.path.isdir(d):
         return []
     out = []
@@ -86,11 +98,15 @@ def summarize(tests):
     by_suite = defaultdict(Counter)
     for t in tests:
         by_suite[t["suite"]][t["status"]] += 1
+    tensor_typed = Counter(t["suite"] for t in tests
+                           if not (t["status"] == "skip" and t["reason"].startswith(NON_TENSOR_SKIPS)))
     summary = {}
     for suite, c in by_suite.items():
         supported = c["pass"] + c["fail"]
         summary[suite] = {"pass": c["pass"], "fail": c["fail"], "skip": c["skip"], "total": sum(c.values()),
-                          "supported": supported, "pass_rate": (c["pass"] / supported) if supported else None}
+                          "supported": supported, "pass_rate": (c["pass"] / supported) if supported else None,
+                          "tensor_typed": tensor_typed[suite],
+                          "tensor_pass_rate": (c["pass"] / tensor_typed[suite]) if tensor_typed[suite] else None}
     return summary
 
 
@@ -98,9 +114,14 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kiln-build", default="build", help="CMake build directory holding bin/kiln_node_runner")
     ap.add_argument("--results", default=None, help="write all results as JSON here")
-    ap.add_argument("--suite", default="all", choices=SUITES + ["all"])
+    ap.add_argument("--suite", default=None, action="append", choices=ALL_SUITES + ["all", "debian"],
+                    help="suite to run (repeatable); 'debian' = the libonnx-testdata suites, 'all' = those and "
+                         f"{PYPI_SUITE}")
     ap.add_argument("--filter", default=None, help="regex on test names (e.g. '^test_conv')")
     ap.add_argument("--data", default=None, help=f"test data root (default {DEFAULT_DATA})")
+    ap.add_argument("--pypi-data", default=None,
+                    help=f"root written by write_pypi_node_tests.py for the {PYPI_SUITE} suite "
+                         "(default KILN_BUILD/onnx-node-pypi)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--timeout", type=int, default=60, help="seconds per test")
     ap.add_argument("--jobs", type=int, default=1, help="runner processes in parallel")
@@ -114,14 +135,20 @@ def main(argv=None):
         return 2
     root = find_data_root(args.data)
     pattern = re.compile(args.filter) if args.filter else None
-    suites = SUITES if args.suite == "all" else [args.suite]
+    chosen = args.suite or ["all"]
+    suites = []
+    for c in chosen:
+        for s in ALL_SUITES if c == "all" else SUITES if c == "debian" else [c]:
+            if s not in suites:
+                suites.append(s)
 
     started = time.time()
     tests = []
     for suite in suites:
-        dirs = list_tests(root, suite, pattern)
+        d = suite_dir(args, root, suite)
+        dirs = list_tests(d, pattern)
         if not dirs:
-            print(f"[{suite}] no tests under {os.path.join(root, suite)}" + (" matching the filter" if pattern else ""))
+            print(f"[{suite}] no tests under {d}" + (" matching the filter" if pattern else ""))
             continue
         batches = [dirs[i:i + args.batch_size] for i in range(0, len(dirs), args.batch_size)]
         results = {}
@@ -148,20 +175,22 @@ def main(argv=None):
             for t in fails:
                 print(f"  FAIL {t['suite']}/{t['name']} [{t['stage']}]: {t['reason']}")
 
-    skip_reasons = Counter(t["reason"] for t in tests if t["status"] == "skip")
+    skip_reasons = Counter((t["suite"], t["reason"]) for t in tests if t["status"] == "skip")
     if skip_reasons:
         print("\nSkip reasons:")
-        for reason, n in skip_reasons.most_common():
-            print(f"  {n:4d}  {reason}")
+        for (suite, reason), n in sorted(skip_reasons.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
+            print(f"  {n:4d}  {suite}: {reason}")
 
     print("\nSummary (pass rate = passed / (passed + failed), i.e. over tests of supported operators and types):")
-    print(f"  {'suite':<20} {'pass':>5} {'fail':>5} {'skip':>5} {'total':>6}  pass rate")
+    print("  (tensor-typed rate = passed / cases whose values are all tensors, skipped or not)")
+    print(f"  {'suite':<20} {'pass':>5} {'fail':>5} {'skip':>5} {'total':>6}  pass rate  tensor-typed rate")
+    pct = lambda r: "n/a" if r is None else f"{100 * r:.1f}%"  # noqa: E731
     for suite in suites:
         s = summary.get(suite)
         if not s:
             continue
-        rate = "n/a" if s["pass_rate"] is None else f"{100 * s['pass_rate']:.1f}%"
-        print(f"  {suite:<20} {s['pass']:>5} {s['fail']:>5} {s['skip']:>5} {s['total']:>6}  {rate}")
+        print(f"  {suite:<20} {s['pass']:>5} {s['fail']:>5} {s['skip']:>5} {s['total']:>6}  {pct(s['pass_rate']):>9}"
+              f"  {pct(s['tensor_pass_rate']):>6} of {s['tensor_typed']}")
 
     gate = {"suite": GATE_SUITE, "threshold": GATE_RATE, "applies": GATE_SUITE in summary}
     ok = True
@@ -177,7 +206,8 @@ def main(argv=None):
     if args.results:
         os.makedirs(os.path.dirname(os.path.abspath(args.results)), exist_ok=True)
         doc = {"generated_by": " ".join(shlex.quote(a) for a in [sys.executable] + sys.argv),
-               "data_root": root, "summary": summary, "gate": gate, "tests": tests}
+               "data_root": root, "suite_dirs": {s: suite_dir(args, root, s) for s in suites},
+               "summary": summary, "gate": gate, "tests": tests}
         with open(args.results, "w") as f:
             json.dump(doc, f, indent=1)
         print(f"results: {args.results}")
