@@ -10,7 +10,23 @@ namespace kiln::builder {
 
 namespace fmt = engine_format;
 
-Result<std::vector<uint8_t>> write_engine(const ir::Graph& graph, const BuilderConfig& config) {
+namespace {
+
+Result<std::vector<uint8_t>> write_graph(const ir::Graph& graph, const BuilderConfig& config, bool nested);
+
+// Each IR body becomes a nested engine file of its own; a body's inputs are its formal inputs, then its captures.
+Status serialize_subgraphs(const ir::Node& n, const BuilderConfig& config, Attributes* attrs) {
+  for (auto& [name, body] : ir::graph_attrs(n)) {
+    auto bytes = write_graph(body->body(), config, /*nested=*/true);
+    if (!bytes.ok()) return bytes.status().with_context("node '" + n.name + "' (" + n.op_type + "), subgraph '" + name + "'");
+    attrs->set(name, std::shared_ptr<const Subgraph>(
+                         std::make_shared<fmt::SerializedSubgraph>(std::move(bytes).value(), body->captures())));
+  }
+  return Status::Ok();
+}
+
+// A nested graph (a subgraph body) may have inputs of unknown rank and has no optimization profiles.
+Result<std::vector<uint8_t>> write_graph(const ir::Graph& graph, const BuilderConfig& config, bool nested) {
   try {
     fmt::EngineFile file;
     std::vector<const Tensor*> weights;
@@ -47,7 +63,7 @@ Result<std::vector<uint8_t>> write_engine(const ir::Graph& graph, const BuilderC
 
     for (const ir::Value* v : graph.inputs()) {
       KILN_ASSIGN_OR_RETURN(int32_t id, id_of(v));
-      if (!v->rank_known) return invalid_model("network input '" + v->name + "' has no known rank");
+      if (!v->rank_known && !nested) return invalid_model("network input '" + v->name + "' has no known rank");
       file.io.push_back({id, TensorIOMode::kINPUT});
     }
     for (const auto& n : graph.nodes()) {
@@ -57,6 +73,7 @@ Result<std::vector<uint8_t>> write_engine(const ir::Graph& graph, const BuilderC
       rec.domain = n->domain;
       rec.opset = n->opset ? n->opset : graph.opset();
       rec.attrs = n->attrs;
+      KILN_RETURN_IF_ERROR(serialize_subgraphs(*n, config, &rec.attrs));
       for (const ir::Value* v : n->inputs) {
         if (!v) {
           rec.inputs.push_back(-1);
@@ -85,7 +102,7 @@ Result<std::vector<uint8_t>> write_engine(const ir::Graph& graph, const BuilderC
       file.io.push_back({id, TensorIOMode::kOUTPUT});
     }
 
-    for (size_t p = 0; p < config.profiles().size(); ++p) {
+    for (size_t p = 0; !nested && p < config.profiles().size(); ++p) {
       fmt::ProfileRecord rec;
       for (const auto& [name, b] : config.profiles()[p].shapes()) {
         const ir::Value* input = nullptr;
@@ -117,6 +134,12 @@ Result<std::vector<uint8_t>> write_engine(const ir::Graph& graph, const BuilderC
   } catch (const std::bad_alloc&) {
     return Status(ErrorCode::kOutOfMemory, "out of memory while writing the engine");
   }
+}
+
+}  // namespace
+
+Result<std::vector<uint8_t>> write_engine(const ir::Graph& graph, const BuilderConfig& config) {
+  return write_graph(graph, config, /*nested=*/false);
 }
 
 }  // namespace kiln::builder

@@ -14,6 +14,7 @@ const char* attr_type_name(AttrType t) {
     case AttrType::kFLOATS: return "floats";
     case AttrType::kSTRINGS: return "strings";
     case AttrType::kTENSOR: return "tensor";
+    case AttrType::kGRAPH: return "graph";
   }
   return "invalid";
 }
@@ -36,6 +37,7 @@ std::string Attribute::to_string() const {
     case AttrType::kFLOATS: return join(floats());
     case AttrType::kSTRINGS: return join(strings());
     case AttrType::kTENSOR: return t().debug_string(4);
+    case AttrType::kGRAPH: return g() ? g()->describe() : "graph(null)";
   }
   return "?";
 }
@@ -70,5 +72,15 @@ Result<std::vector<int64_t>> Attributes::get_ints(const std::string& n, const st
 Result<std::vector<float>> Attributes::get_floats(const std::string& n) const { return get_typed<std::vector<float>>(map_, n, AttrType::kFLOATS, nullptr); }
 Result<std::vector<float>> Attributes::get_floats(const std::string& n, const std::vector<float>& d) const { return get_typed<std::vector<float>>(map_, n, AttrType::kFLOATS, &d); }
 Result<Tensor> Attributes::get_tensor(const std::string& n) const { return get_typed<Tensor>(map_, n, AttrType::kTENSOR, nullptr); }
+Result<std::shared_ptr<const Subgraph>> Attributes::get_graph(const std::string& n) const {
+  KILN_ASSIGN_OR_RETURN(auto g, (get_typed<std::shared_ptr<const Subgraph>>(map_, n, AttrType::kGRAPH, nullptr)));
+  if (!g) return invalid_model("graph attribute '" + n + "' is empty");
+  return g;
+}
+bool Attributes::has_graph() const {
+  for (auto& [name, a] : map_)
+    if (a.type() == AttrType::kGRAPH) return true;
+  return false;
+}
 
 }  // namespace kiln

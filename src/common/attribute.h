@@ -14,13 +14,41 @@
 namespace kiln {
 
 // Numbering is part of the engine file format: append only.
-enum class AttrType : uint8_t { kINT = 0, kFLOAT = 1, kSTRING = 2, kINTS = 3, kFLOATS = 4, kSTRINGS = 5, kTENSOR = 6 };
+enum class AttrType : uint8_t {
+  kINT = 0, kFLOAT = 1, kSTRING = 2, kINTS = 3, kFLOATS = 4, kSTRINGS = 5, kTENSOR = 6, kGRAPH = 7
+};
 const char* attr_type_name(AttrType t);
+
+// Declared type of one subgraph input or output; dims are -1 where unknown or symbolic (a body's symbols
+// mean nothing in the enclosing graph).
+struct GraphPort {
+  std::string name;
+  DataType dtype = DataType::kFLOAT;
+  bool rank_known = false;
+  std::vector<int64_t> dims;
+};
+
+// A graph-valued attribute: the body of If, Loop or Scan. The IR, the engine file and the runtime each hold
+// their own form of the body; operators only see its ports and run it through ComputeContext::run_subgraph.
+// Outer-scope values the body reads are extra inputs of the node (so ordering and liveness passes see them):
+// captures()[i] is the node input that feeds the body input after its formal inputs, number i.
+class Subgraph {
+ public:
+  explicit Subgraph(std::vector<int> captures) : captures_(std::move(captures)) {}
+  virtual ~Subgraph() = default;
+  virtual std::vector<GraphPort> input_ports() const = 0;  // the formal inputs; captures excluded
+  virtual std::vector<GraphPort> output_ports() const = 0;
+  virtual std::string describe() const = 0;
+  const std::vector<int>& captures() const { return captures_; }
+
+ private:
+  std::vector<int> captures_;
+};
 
 class Attribute {
  public:
   using Value = std::variant<int64_t, float, std::string, std::vector<int64_t>, std::vector<float>,
-                             std::vector<std::string>, Tensor>;
+                             std::vector<std::string>, Tensor, std::shared_ptr<const Subgraph>>;
   Attribute() : v_(int64_t{0}) {}
   Attribute(int64_t v) : v_(v) {}                             // NOLINT
   Attribute(int v) : v_(int64_t{v}) {}                        // NOLINT
@@ -31,6 +59,7 @@ class Attribute {
   Attribute(std::vector<float> v) : v_(std::move(v)) {}       // NOLINT
   Attribute(std::vector<std::string> v) : v_(std::move(v)) {} // NOLINT
   Attribute(Tensor v) : v_(std::move(v)) {}                   // NOLINT
+  Attribute(std::shared_ptr<const Subgraph> v) : v_(std::move(v)) {}  // NOLINT
 
   AttrType type() const { return static_cast<AttrType>(v_.index()); }
   const Value& value() const { return v_; }
@@ -41,6 +70,7 @@ class Attribute {
   const std::vector<float>& floats() const { return std::get<std::vector<float>>(v_); }
   const std::vector<std::string>& strings() const { return std::get<std::vector<std::string>>(v_); }
   const Tensor& t() const { return std::get<Tensor>(v_); }
+  const std::shared_ptr<const Subgraph>& g() const { return std::get<std::shared_ptr<const Subgraph>>(v_); }
 
   std::string to_string() const;  // short human-readable form for graph dumps
 
@@ -72,6 +102,9 @@ class Attributes {
   Result<std::vector<float>> get_floats(const std::string& name) const;
   Result<std::vector<float>> get_floats(const std::string& name, const std::vector<float>& def) const;
   Result<Tensor> get_tensor(const std::string& name) const;
+  Result<std::shared_ptr<const Subgraph>> get_graph(const std::string& name) const;
+  // Whether any attribute is a subgraph (such nodes take captured outer values as trailing inputs).
+  bool has_graph() const;
 
  private:
   std::map<std::string, Attribute> map_;

@@ -232,6 +232,14 @@ void write_attribute(ByteWriter& w, const Attribute& a) {
       w.bytes(t.raw(), t.nbytes());
       break;
     }
+    case AttrType::kGRAPH: {  // encode() has checked that every graph is serialized
+      const auto* g = dynamic_cast<const SerializedSubgraph*>(a.g().get());
+      w.u32(static_cast<uint32_t>(g->captures().size()));
+      for (int c : g->captures()) w.i32(c);
+      w.u64(g->engine().size());
+      w.bytes(g->engine().data(), g->engine().size());
+      break;
+    }
   }
 }
 
@@ -264,6 +272,24 @@ Status read_attribute(ByteReader& r, Attribute* out) {
       std::vector<std::string> v(n);
       for (auto& x : v) KILN_RETURN_IF_ERROR(r.str(&x));
       *out = Attribute(std::move(v));
+      return Status::Ok();
+    }
+    case AttrType::kGRAPH: {
+      uint32_t n;
+      KILN_RETURN_IF_ERROR(r.count(&n, 4, "captures"));
+      std::vector<int> captures(n);
+      for (auto& c : captures) {
+        int32_t v;
+        KILN_RETURN_IF_ERROR(r.i32(&v));
+        c = v;
+      }
+      uint64_t size;
+      const uint8_t* p;
+      KILN_RETURN_IF_ERROR(r.u64(&size));
+      if (size > r.remaining()) return r.error("nested graph of " + str_of(size) + " bytes but only " + str_of(r.remaining()) + " remain");
+      KILN_RETURN_IF_ERROR(r.view(&p, size));
+      *out = Attribute(std::shared_ptr<const Subgraph>(
+          std::make_shared<SerializedSubgraph>(std::vector<uint8_t>(p, p + size), std::move(captures))));
       return Status::Ok();
     }
     case AttrType::kTENSOR: {
@@ -480,6 +506,11 @@ Status decode_profiles(ByteReader& r, EngineFile* f) {
 
 Result<std::vector<uint8_t>> encode(EngineFile file, const std::vector<const Tensor*>& weights) {
   if (weights.size() != file.values.size()) return internal_error("engine encode: one weights entry per value expected");
+  for (auto& n : file.nodes)
+    for (auto& [name, a] : n.attrs.map())
+      if (a.type() == AttrType::kGRAPH && !dynamic_cast<const SerializedSubgraph*>(a.g().get()))
+        return internal_error("engine encode: graph attribute '" + name + "' of node '" + n.name +
+                              "' is not serialized");
   // Weight placement first: the values section records each constant's offset.
   uint64_t wsize = 0;
   for (size_t i = 0; i < file.values.size(); ++i) {

@@ -92,6 +92,23 @@ class ByteReader {
   size_t pos_ = 0;
 };
 
+// A subgraph attribute as the engine file holds it: a complete nested engine file (so the runtime validates a
+// body exactly like the top level) and the node inputs it captures. Written as: u32 count + i32 capture
+// indices, u64 size + the nested file's bytes.
+class SerializedSubgraph final : public Subgraph {
+ public:
+  SerializedSubgraph(std::vector<uint8_t> engine, std::vector<int> captures)
+      : Subgraph(std::move(captures)), engine_(std::move(engine)) {}
+  const std::vector<uint8_t>& engine() const { return engine_; }
+  // Ports are only known once the runtime has read the nested engine.
+  std::vector<GraphPort> input_ports() const override { return {}; }
+  std::vector<GraphPort> output_ports() const override { return {}; }
+  std::string describe() const override { return "serialized graph (" + std::to_string(engine_.size()) + " bytes)"; }
+
+ private:
+  std::vector<uint8_t> engine_;
+};
+
 // The decoded contents of an engine file, independent of the IR and of the runtime's plan.
 struct ValueRecord {
   std::string name;

@@ -51,6 +51,7 @@ std::unique_ptr<Graph> Graph::clone() const {
     c->domain = n->domain;
     c->opset = n->opset;
     c->attrs = n->attrs;
+    for (auto& [attr, body] : graph_attrs(*n)) c->attrs.set(attr, std::shared_ptr<const Subgraph>(body->clone()));
     for (Value* v : n->inputs) c->inputs.push_back(map_value(v));
     for (Value* v : n->outputs) c->outputs.push_back(map_value(v));
     g->nodes_.push_back(std::move(c));
@@ -59,6 +60,49 @@ std::unique_ptr<Graph> Graph::clone() const {
   for (Value* v : outputs_) g->outputs_.push_back(map_value(v));
   g->rebuild_links();
   return g;
+}
+
+GraphAttr::GraphAttr(std::unique_ptr<Graph> body, int num_formal_inputs, std::vector<int> captures)
+    : Subgraph(std::move(captures)), body_(std::move(body)), num_formal_(num_formal_inputs) {}
+
+static GraphPort port_of(const Value& v) {
+  GraphPort p;
+  p.name = v.name;
+  p.dtype = v.dtype;
+  p.rank_known = v.rank_known;
+  for (auto& d : v.shape) p.dims.push_back(d.is_static() ? d.value : -1);
+  return p;
+}
+
+std::vector<GraphPort> GraphAttr::input_ports() const {
+  std::vector<GraphPort> r;
+  for (int i = 0; i < num_formal_ && i < static_cast<int>(body_->inputs().size()); ++i)
+    r.push_back(port_of(*body_->inputs()[i]));
+  return r;
+}
+
+std::vector<GraphPort> GraphAttr::output_ports() const {
+  std::vector<GraphPort> r;
+  for (const Value* v : body_->outputs()) r.push_back(port_of(*v));
+  return r;
+}
+
+std::string GraphAttr::describe() const {
+  return "graph '" + body_->name + "' (" + std::to_string(num_formal_) + " inputs, " +
+         std::to_string(captures().size()) + " captured, " + std::to_string(body_->outputs().size()) + " outputs, " +
+         std::to_string(body_->nodes().size()) + " nodes)";
+}
+
+std::shared_ptr<GraphAttr> GraphAttr::clone() const {
+  return std::make_shared<GraphAttr>(body_->clone(), num_formal_, captures());
+}
+
+std::vector<std::pair<std::string, const GraphAttr*>> graph_attrs(const Node& n) {
+  std::vector<std::pair<std::string, const GraphAttr*>> r;
+  for (auto& [name, a] : n.attrs.map())
+    if (a.type() == AttrType::kGRAPH)
+      if (auto* g = dynamic_cast<const GraphAttr*>(a.g().get())) r.emplace_back(name, g);
+  return r;
 }
 
 Value* Graph::add_value(const std::string& name) {

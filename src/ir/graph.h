@@ -104,6 +104,27 @@ class Graph {
   int symbol_counter_ = 0;
 };
 
+// A subgraph attribute in the IR (If/Loop/Scan bodies). The body's inputs are its formal inputs followed by one
+// input per captured outer value, in the order of captures(). The body is shared between copies of the
+// attribute, so Graph::clone() copies it explicitly; passes may refine its shapes in place.
+class GraphAttr final : public Subgraph {
+ public:
+  GraphAttr(std::unique_ptr<Graph> body, int num_formal_inputs, std::vector<int> captures);
+  Graph& body() const { return *body_; }
+  int num_formal_inputs() const { return num_formal_; }
+  std::vector<GraphPort> input_ports() const override;
+  std::vector<GraphPort> output_ports() const override;
+  std::string describe() const override;
+  std::shared_ptr<GraphAttr> clone() const;
+
+ private:
+  std::unique_ptr<Graph> body_;
+  int num_formal_;
+};
+
+// The IR form of a node's subgraph attributes, by attribute name (non-IR forms are skipped).
+std::vector<std::pair<std::string, const GraphAttr*>> graph_attrs(const Node& n);
+
 // Structural checks: every input produced before use, no cycles, unique names, outputs produced, each node's
 // op known with valid arity and attributes. Errors name the node.
 Status verify(const Graph& g);

@@ -84,6 +84,17 @@ Status check_schema(const Node& n, size_t i) {
       return invalid_model(where(n, i) + ": required input " + std::to_string(k) + " is omitted");
   Status st = ops::validate_attributes(*s, n.attrs);
   if (!st.ok()) return st.with_context(where(n, i));
+  for (auto& [attr, body] : graph_attrs(n)) {
+    const std::string ctx = where(n, i) + ", subgraph '" + attr + "'";
+    if (body->body().inputs().size() != body->num_formal_inputs() + body->captures().size())
+      return invalid_model(ctx + ": has " + std::to_string(body->body().inputs().size()) + " inputs but " +
+                           std::to_string(body->num_formal_inputs()) + " formal and " +
+                           std::to_string(body->captures().size()) + " captured ones are declared");
+    for (int c : body->captures())
+      if (c < 0 || c >= ni || !n.inputs[c])
+        return invalid_model(ctx + ": captures node input " + std::to_string(c) + ", which the node lacks");
+    KILN_RETURN_IF_ERROR(verify(body->body()).with_context(ctx));
+  }
   return Status::Ok();
 }
 

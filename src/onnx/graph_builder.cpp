@@ -1,5 +1,7 @@
 // ONNX GraphProto -> ir::Graph: inputs, initializers and Constant nodes as constants, operator nodes,
-// outputs, and the shapes ONNX shape inference found.
+// outputs, the shapes ONNX shape inference found, and subgraph attributes (If/Loop/Scan bodies), recursively.
+#include <algorithm>
+#include <optional>
 #include <unordered_set>
 
 #include "onnx/importer.h"
@@ -10,9 +12,21 @@ namespace {
 
 class GraphBuilder {
  public:
-  GraphBuilder(const onnx::ModelProto& model, const std::unordered_map<std::string, int>& opsets,
+  GraphBuilder(const onnx::GraphProto& g, const std::unordered_map<std::string, int>& opsets,
                const std::string& base_dir, ir::Graph& graph, Diagnostics& diag)
-      : g_(model.graph()), opsets_(opsets), base_dir_(base_dir), graph_(graph), diag_(diag) {}
+      : g_(g), opsets_(opsets), base_dir_(base_dir), graph_(graph), diag_(diag) {}
+
+  // A subgraph builder: names it does not define resolve in `parent` (and become captured inputs); its
+  // problems are reported against the top-level node that holds it, under a path like "loop/body/".
+  GraphBuilder(const onnx::GraphProto& g, GraphBuilder& parent, std::string scope, int root_index, ir::Graph& graph)
+      : GraphBuilder(g, parent.opsets_, parent.base_dir_, graph, parent.diag_) {
+    parent_ = &parent;
+    scope_ = std::move(scope);
+    root_index_ = root_index;
+  }
+
+  // Outer values the subgraph reads, each with the body input that stands for it, in body-input order.
+  const std::vector<std::pair<ir::Value*, ir::Value*>>& captured() const { return captured_; }
 
   void build() {
     graph_.name = g_.name();
@@ -22,19 +36,27 @@ class GraphBuilder {
     add_inputs();
     declare_node_outputs();
     for (int i = 0; i < g_.node_size(); ++i) add_node(i);
-    for (auto& [node, i] : created_) connect_inputs(node, i);
+    for (auto& [node, i] : created_) {
+      connect_inputs(node, i);
+      attach_subgraphs(node, i);
+    }
     add_outputs();
+    if (parent_) separate_outputs();
     apply_declared_shapes();
     Status st = graph_.topo_sort();
-    if (!st.ok()) diag_.model_error(st.code(), st.message());
+    if (!st.ok()) model_error(st.code(), st.message());
   }
 
  private:
+  void model_error(ErrorCode code, const std::string& message) {
+    diag_.model_error(code, parent_ ? "in subgraph " + scope_ + ": " + message : message);
+  }
+
   NodeRef ref(int i) const {
     const auto& n = g_.node(i);
     NodeRef r;
-    r.name = n.name().empty() ? n.op_type() + "_" + std::to_string(i) : n.name();
-    r.index = i;
+    r.name = scope_ + (n.name().empty() ? n.op_type() + "_" + std::to_string(i) : n.name());
+    r.index = parent_ ? root_index_ : i;
     r.op_type = n.op_type();
     r.domain = normalize_domain(n.domain());
     auto it = opsets_.find(r.domain);
@@ -81,23 +103,23 @@ class GraphBuilder {
   void add_initializers() {
     for (auto& tp : g_.initializer()) {
       if (tp.name().empty()) {
-        diag_.model_error(ErrorCode::kInvalidModel, "an initializer has an empty name");
+        model_error(ErrorCode::kInvalidModel, "an initializer has an empty name");
         continue;
       }
       if (values_.count(tp.name())) {
-        diag_.model_error(ErrorCode::kInvalidModel, "initializer '" + tp.name() + "' is defined more than once");
+        model_error(ErrorCode::kInvalidModel, "initializer '" + tp.name() + "' is defined more than once");
         continue;
       }
       auto t = tensor_from_proto(tp, base_dir_);
       if (!t.ok()) {
-        diag_.model_error(t.status().code(), "initializer '" + tp.name() + "': " + t.status().message());
+        model_error(t.status().code(), "initializer '" + tp.name() + "': " + t.status().message());
         values_[tp.name()] = nullptr;  // known name: users should not also be reported as dangling
         continue;
       }
       define(tp.name(), graph_.add_constant(tp.name(), std::move(t).value()));
     }
     for (auto& sp : g_.sparse_initializer())
-      diag_.model_error(ErrorCode::kUnsupported,
+      model_error(ErrorCode::kUnsupported,
                         "sparse initializer '" + sp.values().name() + "' is not supported (store it dense)");
   }
 
@@ -112,12 +134,12 @@ class GraphBuilder {
         continue;
       }
       if (!seen.insert(vi.name()).second) {
-        diag_.model_error(ErrorCode::kInvalidModel, "graph input '" + vi.name() + "' is listed more than once");
+        model_error(ErrorCode::kInvalidModel, "graph input '" + vi.name() + "' is listed more than once");
         continue;
       }
       values_.emplace(vi.name(), nullptr);  // known from here on, even if rejected below: no dangling reports
       if (!vi.type().has_tensor_type()) {
-        diag_.model_error(
+        model_error(
             ErrorCode::kUnsupported,
             "graph input '" + vi.name() + "' is not a tensor (sequence, map and optional inputs are not supported)");
         continue;
@@ -125,7 +147,7 @@ class GraphBuilder {
       const auto& tt = vi.type().tensor_type();
       DataType dt;
       if (!dtype_from_onnx(tt.elem_type(), &dt)) {
-        diag_.model_error(ErrorCode::kUnsupported, "graph input '" + vi.name() + "' has element type " +
+        model_error(ErrorCode::kUnsupported, "graph input '" + vi.name() + "' has element type " +
                                                        onnx_dtype_name(tt.elem_type()) +
                                                        ", which Kiln does not support");
         continue;
@@ -135,7 +157,7 @@ class GraphBuilder {
       v->rank_known = tt.has_shape();
       if (tt.has_shape())
         v->shape = shape_from_proto(tt.shape(), /*fresh_for_unknown=*/true);
-      else
+      else if (!parent_)  // a body's inputs get their shapes from the enclosing node
         diag_.warning("graph input '" + vi.name() + "' declares no shape; set one before building");
       values_[vi.name()] = v;
       graph_.inputs().push_back(v);
@@ -198,11 +220,15 @@ class GraphBuilder {
     if (r.domain.empty() && n.op_type() == "Constant") return add_constant_node(i);
 
     Attributes attrs;
-    std::vector<std::string> subgraphs;
+    std::vector<std::string> graph_lists;
+    bool has_subgraph = false;
     for (auto& a : n.attribute()) {
-      if (a.type() == onnx::AttributeProto::GRAPH || a.type() == onnx::AttributeProto::GRAPHS || a.has_g() ||
-          a.graphs_size()) {
-        subgraphs.push_back(a.name());
+      if (a.type() == onnx::AttributeProto::GRAPHS || a.graphs_size()) {
+        graph_lists.push_back(a.name());
+        continue;
+      }
+      if (a.type() == onnx::AttributeProto::GRAPH || a.has_g()) {
+        has_subgraph = true;  // built once every outer name is known (attach_subgraphs)
         continue;
       }
       if (a.name().empty()) {
@@ -218,10 +244,10 @@ class GraphBuilder {
     }
 
     const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type(), r.domain);
-    if (!subgraphs.empty()) {
+    if (!graph_lists.empty()) {
       std::string list;
-      for (auto& s : subgraphs) list += (list.empty() ? "'" : ", '") + s + "'";
-      diag_.unsupported_node(r, "control-flow subgraph attribute " + list + " is not supported");
+      for (auto& s : graph_lists) list += (list.empty() ? "'" : ", '") + s + "'";
+      diag_.unsupported_node(r, "graph-list attribute " + list + " is not supported");
     } else if (!schema) {
       std::string reason;
       if (!r.domain.empty() && !kiln_domains().count(r.domain))
@@ -230,8 +256,10 @@ class GraphBuilder {
     } else if (!opsets_.count(r.domain)) {
       diag_.node_error(ErrorCode::kInvalidModel, r,
                        "domain '" + r.domain + "' is not listed in the model's opset_import");
-    } else {
+    } else if (!has_subgraph) {
       check_against_schema(*schema, n, attrs, r);
+    } else {
+      needs_check_.insert(i);  // its graph attributes are not there yet
     }
 
     // Omitted optional outputs in the middle keep their position with a placeholder value nobody reads;
@@ -285,31 +313,96 @@ class GraphBuilder {
     return std::to_string(lo) + " to " + std::to_string(hi);
   }
 
+  // The value a name stands for here: defined in this graph or, in a subgraph, in an enclosing one, which
+  // makes it a captured input of this graph. nullopt: unknown; null: known but failed to import.
+  std::optional<ir::Value*> lookup(const std::string& name) {
+    auto it = values_.find(name);
+    if (it != values_.end()) return it->second;
+    if (!parent_) return std::nullopt;
+    std::optional<ir::Value*> outer = parent_->lookup(name);
+    if (!outer || !*outer) return outer;
+    ir::Value* inner = graph_.add_value(name);
+    inner->dtype = (*outer)->dtype;
+    inner->shape = (*outer)->shape;
+    inner->rank_known = (*outer)->rank_known;
+    graph_.inputs().push_back(inner);
+    captured_.emplace_back(*outer, inner);
+    values_[name] = inner;
+    return inner;
+  }
+
   void connect_inputs(ir::Node* node, int i) {
     const auto& n = g_.node(i);
     node->inputs.assign(n.input_size(), nullptr);
     for (int k = 0; k < n.input_size(); ++k) {
       const std::string& name = n.input(k);
       if (name.empty()) continue;  // omitted optional input
-      auto it = values_.find(name);
-      if (it == values_.end()) {
+      std::optional<ir::Value*> v = lookup(name);
+      if (!v) {
         diag_.node_error(ErrorCode::kInvalidModel, ref(i),
                          "input '" + name + "' is not produced by any node, graph input or initializer");
         continue;
       }
-      if (it->second) graph_.set_node_input(node, k, it->second);
+      if (*v) graph_.set_node_input(node, k, *v);
     }
+  }
+
+  // Builds each graph attribute of node i as its own ir::Graph; the outer values a body captures become extra
+  // inputs of the node after its own (shared between bodies), so ordering and liveness passes see them.
+  void attach_subgraphs(ir::Node* node, int i) {
+    const auto& n = g_.node(i);
+    const NodeRef r = ref(i);
+    std::vector<ir::Value*> extra;
+    for (auto& a : n.attribute()) {
+      if (!(a.type() == onnx::AttributeProto::GRAPH || a.has_g()) || a.graphs_size()) continue;
+      auto body = std::make_unique<ir::Graph>();
+      GraphBuilder sub(a.g(), *this, r.name + "/" + a.name() + "/", parent_ ? root_index_ : i, *body);
+      sub.build();
+      int num_formal = static_cast<int>(body->inputs().size() - sub.captured().size());
+      std::vector<int> captures;
+      for (auto& [outer, inner] : sub.captured()) {
+        auto it = std::find(extra.begin(), extra.end(), outer);
+        if (it == extra.end()) it = extra.insert(extra.end(), outer);
+        captures.push_back(n.input_size() + static_cast<int>(it - extra.begin()));
+      }
+      if (body->name.empty()) body->name = a.name();
+      node->attrs.set(a.name(), std::shared_ptr<const Subgraph>(
+                                    std::make_shared<ir::GraphAttr>(std::move(body), num_formal, std::move(captures))));
+    }
+    for (ir::Value* v : extra) {
+      node->inputs.push_back(nullptr);
+      graph_.set_node_input(node, node->inputs.size() - 1, v);
+    }
+    if (needs_check_.count(i))
+      if (const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type(), r.domain))
+        check_against_schema(*schema, n, node->attrs, r);
   }
 
   void add_outputs() {
     for (auto& vi : g_.output()) {
-      auto it = values_.find(vi.name());
-      if (it == values_.end()) {
-        diag_.model_error(ErrorCode::kInvalidModel,
-                          "graph output '" + vi.name() + "' is not produced by any node, graph input or initializer");
+      std::optional<ir::Value*> v = lookup(vi.name());
+      if (!v) {
+        model_error(ErrorCode::kInvalidModel,
+                    "graph output '" + vi.name() + "' is not produced by any node, graph input or initializer");
         continue;
       }
-      if (it->second) graph_.outputs().push_back(it->second);
+      if (*v) graph_.outputs().push_back(*v);
+    }
+  }
+
+  // A body may return one of its inputs (or an outer value, or one value twice); an Identity gives each such
+  // output its own producer, as engines require of their outputs.
+  void separate_outputs() {
+    std::unordered_set<const ir::Value*> seen(graph_.inputs().begin(), graph_.inputs().end());
+    for (auto& o : graph_.outputs()) {
+      if (!seen.insert(o).second) {
+        ir::Node* id = graph_.add_node("Identity", o->name + "_out", {o}, {o->name + "_out"}, {},
+                                       opsets_.at(""));
+        id->outputs[0]->dtype = o->dtype;
+        id->outputs[0]->shape = o->shape;
+        id->outputs[0]->rank_known = o->rank_known;
+        o = id->outputs[0];
+      }
     }
   }
 
@@ -340,13 +433,18 @@ class GraphBuilder {
   std::unordered_map<std::string, ir::Value*> values_;
   std::vector<std::pair<ir::Node*, int>> created_;
   std::unordered_set<std::string> reserved_symbols_;
+  GraphBuilder* parent_ = nullptr;
+  std::string scope_;    // "node/attribute/" path of a subgraph; empty at the top level
+  int root_index_ = -1;  // index of the top-level node holding this subgraph
+  std::vector<std::pair<ir::Value*, ir::Value*>> captured_;
+  std::set<int> needs_check_;  // nodes whose schema check waits for their graph attributes
 };
 
 }  // namespace
 
 void build_graph(const onnx::ModelProto& model, const std::unordered_map<std::string, int>& opsets,
                  const std::string& base_dir, ir::Graph& graph, Diagnostics& diag) {
-  GraphBuilder(model, opsets, base_dir, graph, diag).build();
+  GraphBuilder(model.graph(), opsets, base_dir, graph, diag).build();
 }
 
 }  // namespace kiln::onnx_import

@@ -179,6 +179,12 @@ void run_onnx_checker(const onnx::ModelProto& model, const std::unordered_map<st
   ctx.set_opset_imports(imports);
   onnx::checker::LexicalScopeContext lex;
   const auto& g = model.graph();
+  // Subgraph bodies may read outer names. Every name of the graph is in scope, not only earlier ones: Kiln
+  // sorts nodes itself, so it accepts graphs that are not listed in order.
+  for (auto& vi : g.input()) lex.add(vi.name());
+  for (auto& t : g.initializer()) lex.add(t.name());
+  for (auto& n : g.node())
+    for (auto& o : n.output()) lex.add(o);
   for (int i = 0; i < g.node_size(); ++i) {
     if (diag.node_has_error(i)) continue;
     const auto& n = g.node(i);

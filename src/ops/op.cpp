@@ -1,6 +1,7 @@
 // Operator registry, inference context and attribute validation.
 #include "ops/op.h"
 
+#include <algorithm>
 #include <set>
 
 #include "ops/onnx_versions.h"
@@ -28,10 +29,40 @@ Shape shape_from_dims(const std::vector<int64_t>& d) {
   return s;
 }
 
+int explicit_input_count(const Attributes& attrs, int total_inputs) {
+  int n = total_inputs;
+  for (auto& [name, a] : attrs.map())
+    if (a.type() == AttrType::kGRAPH && a.g())
+      for (int c : a.g()->captures()) n = std::min(n, c);
+  return std::max(n, 0);
+}
+
+// Captured values are hidden from inference: the op's own inputs are what its rules are written for.
 InferContext::InferContext(const Attributes& attrs, int opset, std::vector<const TensorInfo*> inputs,
                            int num_outputs, std::function<std::string()> fresh_symbol)
     : attrs_(attrs), opset_(opset), inputs_(std::move(inputs)), outputs_(num_outputs),
-      fresh_symbol_(std::move(fresh_symbol)) {}
+      fresh_symbol_(std::move(fresh_symbol)) {
+  inputs_.resize(explicit_input_count(attrs_, static_cast<int>(inputs_.size())));
+}
+
+ComputeContext::ComputeContext(const Attributes& attrs, int opset, std::vector<const Tensor*> inputs,
+                               std::vector<Tensor>* outputs, SubgraphRunner runner)
+    : attrs_(attrs), opset_(opset), inputs_(std::move(inputs)),
+      num_inputs_(explicit_input_count(attrs, static_cast<int>(inputs_.size()))), outputs_(outputs),
+      runner_(std::move(runner)) {}
+
+Result<std::vector<Tensor>> ComputeContext::run_subgraph(const std::string& attr, std::vector<Tensor> inputs) const {
+  KILN_ASSIGN_OR_RETURN(auto body, attrs_.get_graph(attr));
+  if (!runner_) return unsupported("subgraph '" + attr + "' cannot run here (no subgraph runner)");
+  for (int c : body->captures()) {
+    if (c < 0 || c >= static_cast<int>(inputs_.size()) || !inputs_[c])
+      return internal_error("subgraph '" + attr + "' captures node input " + std::to_string(c) + ", which is missing");
+    inputs.push_back(*inputs_[c]);
+  }
+  auto r = runner_(*body, inputs);
+  if (!r.ok()) return r.status().with_context("subgraph '" + attr + "'");
+  return r;
+}
 
 Dim InferContext::fresh_dim() {
   if (fresh_symbol_) return Dim::symbol(fresh_symbol_());

@@ -74,15 +74,20 @@ class InferContext {
   int local_counter_ = 0;
 };
 
+// Runs one subgraph body: `inputs` are its formal inputs followed by the captured outer values.
+using SubgraphRunner =
+    std::function<Result<std::vector<Tensor>>(const Subgraph& body, const std::vector<Tensor>& inputs)>;
+
 class ComputeContext {
  public:
-  ComputeContext(const Attributes& attrs, int opset, std::vector<const Tensor*> inputs,
-                 std::vector<Tensor>* outputs)
-      : attrs_(attrs), opset_(opset), inputs_(std::move(inputs)), outputs_(outputs) {}
+  // Inputs beyond explicit_input_count() are values captured by subgraph attributes: the op does not see
+  // them, run_subgraph() passes them on. `runner` is set by executors that can run subgraphs.
+  ComputeContext(const Attributes& attrs, int opset, std::vector<const Tensor*> inputs, std::vector<Tensor>* outputs,
+                 SubgraphRunner runner = {});
 
   int opset() const { return opset_; }
   const Attributes& attrs() const { return attrs_; }
-  int num_inputs() const { return static_cast<int>(inputs_.size()); }
+  int num_inputs() const { return num_inputs_; }
   bool has_input(int i) const { return i < num_inputs() && inputs_[i] != nullptr; }
   const Tensor& input(int i) const { return *inputs_[i]; }
   int num_outputs() const { return static_cast<int>(outputs_->size()); }
@@ -94,12 +99,16 @@ class ComputeContext {
   // Sets output i to an existing tensor (e.g. a reshaped view of an input: no copy).
   void set_output(int i, Tensor t) { (*outputs_)[i] = std::move(t); }
   Tensor& output(int i) { return (*outputs_)[i]; }
+  // Runs the body held by graph attribute `attr` on its formal inputs; fails when no runner was given.
+  Result<std::vector<Tensor>> run_subgraph(const std::string& attr, std::vector<Tensor> inputs) const;
 
  private:
   const Attributes& attrs_;
   int opset_;
-  std::vector<const Tensor*> inputs_;
+  std::vector<const Tensor*> inputs_;  // explicit inputs, then captured values
+  int num_inputs_;
   std::vector<Tensor>* outputs_;
+  SubgraphRunner runner_;
 };
 
 enum class AttrRequirement { kOptional, kRequired };
@@ -150,6 +159,10 @@ class OpRegistry {
 
 // Checks input/output counts against the schema (max < 0: variadic); the message says expected and found.
 Status check_arity(const OpSchema& schema, int num_inputs, int num_outputs);
+
+// Number of a node's inputs that are its own: those after them are outer values captured by its subgraph
+// attributes (see Subgraph::captures), which come last.
+int explicit_input_count(const Attributes& attrs, int total_inputs);
 
 // Validates attribute presence and types against the schema; unknown attributes are errors too.
 Status validate_attributes(const OpSchema& schema, const Attributes& attrs);

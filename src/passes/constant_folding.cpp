@@ -90,6 +90,8 @@ class ConstantFolding final : public Pass {
  private:
   // The node's outputs as tensors, or nothing when the node must stay.
   std::optional<std::vector<Tensor>> fold(const ir::Node& n, PassContext& ctx) {
+    // Control flow runs its bodies through the runtime's executor, which the builder does not have.
+    if (n.attrs.has_graph()) return std::nullopt;
     if (auto t = fold_static_shape(n)) return std::vector<Tensor>{std::move(*t)};
     std::vector<Tensor> known;
     for (const ir::Value* o : n.outputs)

@@ -48,6 +48,44 @@ Status merge_output(const ir::Node& n, size_t k, const ir::Value& declared, ops:
   return Status::Ok();
 }
 
+bool any_rank_unknown(const ir::Node& n) {
+  for (const ir::Value* v : n.inputs)
+    if (v && !v->rank_known) return true;
+  return false;
+}
+
+// Infers a subgraph body from its inputs' declared types and its captured values' current ones. Bodies may
+// leave input shapes open (a Loop-carried value can change shape), and op rules assume known ranks: a node
+// with a rank-unknown input only takes its output types from inference and keeps its declared shapes.
+Status infer_body(const ir::Node& n, const ir::GraphAttr& attr) {
+  ir::Graph& g = attr.body();
+  for (size_t i = 0; i < attr.captures().size(); ++i) {
+    ir::Value* inner = g.inputs()[attr.num_formal_inputs() + i];
+    const ir::Value* outer = n.inputs[attr.captures()[i]];
+    inner->dtype = outer->dtype;
+    inner->shape.clear();  // outer symbols mean nothing to the body's own fresh symbols
+    for (auto& d : outer->shape) inner->shape.push_back(d.is_static() ? d : ops::Dim());
+    inner->rank_known = outer->rank_known;
+  }
+  KILN_RETURN_IF_ERROR(g.topo_sort());
+  for (auto& bn : g.nodes()) {
+    if (!any_rank_unknown(*bn)) {
+      KILN_RETURN_IF_ERROR(infer_node(g, *bn, nullptr));
+      continue;
+    }
+    std::vector<ir::Value*> outs = bn->outputs;
+    std::vector<ops::TensorInfo> declared;
+    for (ir::Value* o : outs) declared.push_back(o->info());
+    if (!infer_node(g, *bn, nullptr).ok()) continue;
+    for (size_t k = 0; k < outs.size(); ++k) {
+      DataType dt = outs[k]->dtype;
+      outs[k]->set_info(declared[k]);
+      outs[k]->dtype = dt;
+    }
+  }
+  return Status::Ok();
+}
+
 class ShapeInference final : public Pass {
  public:
   std::string_view name() const override { return "shape_inference"; }
@@ -67,6 +105,8 @@ Status infer_node(ir::Graph& g, ir::Node& n, int* changed) {
 Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* changed) {
   const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type, n.domain);
   if (!schema) return unsupported(where(n) + ": operator '" + n.op_type + "' is not registered");
+  for (auto& [attr, body] : ir::graph_attrs(n))
+    KILN_RETURN_IF_ERROR(infer_body(n, *body).with_context(where(n) + ", subgraph '" + attr + "'"));
   if (!schema->infer) return unsupported(where(n) + ": operator has no shape inference");
   std::vector<ops::TensorInfo> infos(n.inputs.size());
   std::vector<const ops::TensorInfo*> ptrs(n.inputs.size(), nullptr);

@@ -64,6 +64,21 @@ struct EnginePlan {
   int find_io(const std::string& name) const;
 };
 
+// A subgraph attribute in a plan (If/Loop/Scan bodies): a nested plan, read and validated like an engine of
+// its own, whose inputs are the body's formal inputs followed by the values it captures.
+class PlanSubgraph final : public Subgraph {
+ public:
+  PlanSubgraph(std::shared_ptr<const EnginePlan> plan, std::vector<int> captures)
+      : Subgraph(std::move(captures)), plan_(std::move(plan)) {}
+  const EnginePlan& plan() const { return *plan_; }
+  std::vector<GraphPort> input_ports() const override;
+  std::vector<GraphPort> output_ports() const override;
+  std::string describe() const override;
+
+ private:
+  std::shared_ptr<const EnginePlan> plan_;
+};
+
 // Decodes and validates an engine file (format, compatibility, op registry, value ids, ordering).
 // Never throws except std::bad_alloc, which the public API turns into an OutOfMemory status.
 Result<std::shared_ptr<const EnginePlan>> read_engine(const void* data, size_t size);

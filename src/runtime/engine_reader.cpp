@@ -15,7 +15,32 @@ int EnginePlan::find_io(const std::string& name) const {
   return -1;
 }
 
+static GraphPort port_of(const EnginePlan& plan, int io) {
+  const PlanValue& v = plan.values[plan.io[io].value];
+  return GraphPort{v.name, v.dtype, v.rank_known, ops::static_dims(v.shape)};
+}
+
+std::vector<GraphPort> PlanSubgraph::input_ports() const {
+  std::vector<GraphPort> r;
+  size_t formal = plan_->inputs.size() - captures().size();  // the reader checked captures fit
+  for (size_t i = 0; i < formal; ++i) r.push_back(port_of(*plan_, plan_->inputs[i]));
+  return r;
+}
+
+std::vector<GraphPort> PlanSubgraph::output_ports() const {
+  std::vector<GraphPort> r;
+  for (int o : plan_->outputs) r.push_back(port_of(*plan_, o));
+  return r;
+}
+
+std::string PlanSubgraph::describe() const {
+  return "graph (" + std::to_string(plan_->inputs.size()) + " inputs, " + std::to_string(plan_->outputs.size()) +
+         " outputs, " + std::to_string(plan_->nodes.size()) + " nodes)";
+}
+
 namespace {
+
+Result<std::shared_ptr<const EnginePlan>> read_plan(const void* data, size_t size, bool nested);
 
 std::string node_desc(const fmt::NodeRecord& n, size_t index) {
   return "engine node " + std::to_string(index) + " '" + n.name + "' (" + n.op_type + ")";
@@ -58,11 +83,26 @@ Status build_nodes(const fmt::EngineFile& f, EnginePlan* plan, std::vector<char>
       (*available)[id] = 1;
     }
     PlanNode n;
+    n.attrs = rec.attrs;
+    for (auto& [name, a] : rec.attrs.map()) {
+      if (a.type() != AttrType::kGRAPH) continue;
+      const auto* g = dynamic_cast<const fmt::SerializedSubgraph*>(a.g().get());
+      const std::string where = node_desc(rec, i) + ", subgraph '" + name + "'";
+      if (!g) return internal_error(where + " was not decoded from the engine file");
+      auto body = read_plan(g->engine().data(), g->engine().size(), /*nested=*/true);
+      if (!body.ok()) return body.status().with_context(where);
+      if (g->captures().size() > (*body)->inputs.size())
+        return invalid_engine(where + " captures " + std::to_string(g->captures().size()) + " values but has only " +
+                              std::to_string((*body)->inputs.size()) + " inputs");
+      for (int c : g->captures())
+        if (c < 0 || c >= nin || rec.inputs[c] < 0)
+          return invalid_engine(where + " captures node input " + std::to_string(c) + ", which the node lacks");
+      n.attrs.set(name, std::shared_ptr<const Subgraph>(std::make_shared<PlanSubgraph>(std::move(body).value(), g->captures())));
+    }
     n.name = rec.name;
     n.op_type = rec.op_type;
     n.domain = rec.domain;
     n.opset = rec.opset;
-    n.attrs = rec.attrs;
     n.inputs.assign(rec.inputs.begin(), rec.inputs.end());
     n.outputs.assign(rec.outputs.begin(), rec.outputs.end());
     n.schema = schema;
@@ -112,6 +152,13 @@ void compute_releases(EnginePlan* plan) {
 }  // namespace
 
 Result<std::shared_ptr<const EnginePlan>> read_engine(const void* data, size_t size) {
+  return read_plan(data, size, /*nested=*/false);
+}
+
+namespace {
+
+// A nested plan (a subgraph body) may have inputs of unknown rank: a Loop-carried value may change shape.
+Result<std::shared_ptr<const EnginePlan>> read_plan(const void* data, size_t size, bool nested) {
   if (data == nullptr || size == 0) return invalid_engine("engine file is empty");
   auto plan = std::make_shared<EnginePlan>();
   // One aligned copy: weights are used in place and contexts may outlive the caller's buffer.
@@ -163,7 +210,7 @@ Result<std::shared_ptr<const EnginePlan>> read_engine(const void* data, size_t s
     if (!io_names.insert(v.name).second) return invalid_engine("engine I/O tensor '" + v.name + "' is listed twice");
     if (rec.mode == TensorIOMode::kINPUT) {
       if (v.constant.defined()) return invalid_engine("engine input '" + v.name + "' is also a constant");
-      if (!v.rank_known) return invalid_engine("engine input '" + v.name + "' has no known rank");
+      if (!v.rank_known && !nested) return invalid_engine("engine input '" + v.name + "' has no known rank");
       available[rec.value] = 1;
       plan->inputs.push_back(static_cast<int>(plan->io.size()));
     } else {
@@ -179,5 +226,7 @@ Result<std::shared_ptr<const EnginePlan>> read_engine(const void* data, size_t s
   compute_releases(plan.get());
   return std::shared_ptr<const EnginePlan>(std::move(plan));
 }
+
+}  // namespace
 
 }  // namespace kiln::runtime

@@ -457,7 +457,8 @@ TEST(OnnxImport, AttributeOfWrongTypeNamesNodeAndAttribute) {
   EXPECT_NE(msg.find("'ratio'"), std::string::npos) << msg;
 }
 
-TEST(OnnxImport, SubgraphsAndStringConstantsAreUnsupportedPerNode) {
+// Graph attributes (If/Loop/Scan bodies) are imported; lists of graphs, which no ai.onnx operator takes, are not.
+TEST(OnnxImport, GraphListsAndStringConstantsAreUnsupportedPerNode) {
   auto m = make_model();
   add_input(m, "cond", {}, onnx::TensorProto::BOOL);
   auto* c = add_node(m, "Constant", {}, {"s"}, "strings");
@@ -469,8 +470,8 @@ TEST(OnnxImport, SubgraphsAndStringConstantsAreUnsupportedPerNode) {
   for (const char* name : {"then_branch", "else_branch"}) {
     auto* a = iff->add_attribute();
     a->set_name(name);
-    a->set_type(onnx::AttributeProto::GRAPH);
-    a->mutable_g()->set_name(name);
+    a->set_type(onnx::AttributeProto::GRAPHS);
+    a->add_graphs()->set_name(name);
   }
   add_output(m, "y");
   ir::Graph g;

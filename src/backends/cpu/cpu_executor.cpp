@@ -20,6 +20,27 @@ Status check_output(const runtime::PlanNode& n, const runtime::PlanValue& v, con
   return Status::Ok();
 }
 
+// Runs a control-flow body on its own executor: bodies are small and run once per iteration, so a fresh
+// slot vector per run costs little next to the ops themselves.
+Result<std::vector<Tensor>> run_body(const Subgraph& body, const std::vector<Tensor>& inputs) {
+  const auto* sub = dynamic_cast<const runtime::PlanSubgraph*>(&body);
+  if (!sub) return internal_error("subgraph is not part of a loaded engine");
+  const runtime::EnginePlan& plan = sub->plan();
+  if (inputs.size() != plan.inputs.size())
+    return internal_error("body takes " + std::to_string(plan.inputs.size()) + " inputs but was given " +
+                          std::to_string(inputs.size()));
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const auto& v = plan.values[plan.io[plan.inputs[k]].value];
+    if (inputs[k].dtype() != v.dtype)
+      return invalid_argument("body input '" + v.name + "' is " + dtype_name(v.dtype) + " but was given " +
+                              dtype_name(inputs[k].dtype()));
+  }
+  CpuExecutor executor(plan);
+  std::vector<Tensor> outputs;
+  KILN_RETURN_IF_ERROR(executor.run(inputs, &outputs));
+  return outputs;
+}
+
 }  // namespace
 
 Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) {
@@ -41,7 +62,7 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
       in.push_back(id >= 0 ? &slots_[id] : nullptr);
     }
     out.assign(n.outputs.size(), Tensor());
-    ops::ComputeContext ctx(n.attrs, n.opset, in, &out);
+    ops::ComputeContext ctx(n.attrs, n.opset, in, &out, run_body);
     Status st = n.schema->compute(ctx);
     if (!st.ok()) {
       slots_.assign(slots_.size(), Tensor());
