@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <optional>
 
 #include "ir/graph.h"
 #include "onnx/importer.h"
@@ -94,7 +95,22 @@ TEST(OnnxVersions, RegistryDefaultsMaxVersionToOnnx112) {
 
 TEST(OnnxVersions, NodeNewerThanImplementedFailsNamingNodeAndVersions) {
   auto [op, version] = op_with_unimplemented_version();
-  if (op.empty()) GTEST_SKIP() << "every candidate op implements its newest ONNX version";
+  // Every real op may catch up with ONNX; then pin one below its newest version for this test and restore it.
+  std::optional<ops::OpSchema> saved;
+  if (op.empty()) {
+    op = "Acos";
+    saved = *ops::OpRegistry::instance().find(op);
+    auto versions = ops::onnx_op_versions(op);
+    ASSERT_GE(versions.size(), 2u);
+    version = versions.back();
+    ops::OpSchema pinned = *saved;
+    pinned.max_version = versions[versions.size() - 2];
+    ops::OpRegistry::instance().add(pinned);
+  }
+  struct Restore {
+    std::optional<ops::OpSchema>& s;
+    ~Restore() { if (s) ops::OpRegistry::instance().add(*s); }
+  } restore{saved};
   const int implemented = ops::OpRegistry::instance().find(op)->max_version;
   ir::Graph g;
   auto r = import(elementwise_model(version, op, "too_new"), g);
