@@ -8,6 +8,9 @@
 // converter's reason next to the opset rule. The linked ONNX 1.12 library knows opsets up to 17 only, so its
 // checker and shape inference run on models up to that opset; newer ones rely on Kiln's own checks.
 #include <algorithm>
+#include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "onnx/checker.h"
 #include "onnx/defs/schema.h"
@@ -31,11 +34,63 @@ static int default_domain_opset(const onnx::ModelProto& model) {
   return -1;
 }
 
+// Before opset 7, PRelu's slope [C] applied along X's channel axis (axis 1); from opset 7 it broadcasts
+// numpy-style, aligned to X's last axis. The version converter only bumps PRelu's version, which would change
+// what the node computes (or make it invalid), so the slope gets an explicit Unsqueeze to [C,1,...,1] first.
+// Needs X's rank, hence runs after shape inference; a PRelu whose ranks stay unknown is left as it is.
+static void unsqueeze_legacy_prelu_slopes(onnx::ModelProto& model) {
+  auto* g = model.mutable_graph();
+  std::unordered_map<std::string, std::vector<int64_t>> shapes;  // -1 for a dim without a value
+  auto note = [&](const onnx::ValueInfoProto& v) {
+    if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
+    std::vector<int64_t> dims;
+    for (const auto& d : v.type().tensor_type().shape().dim()) dims.push_back(d.has_dim_value() ? d.dim_value() : -1);
+    shapes[v.name()] = std::move(dims);
+  };
+  for (const auto& v : g->input()) note(v);
+  for (const auto& v : g->value_info()) note(v);
+  for (const auto& v : g->output()) note(v);
+  for (const auto& t : g->initializer()) shapes[t.name()] = {t.dims().begin(), t.dims().end()};
+  std::vector<onnx::NodeProto> nodes(g->node().begin(), g->node().end());
+  g->clear_node();
+  int added = 0;
+  for (auto& n : nodes) {
+    if (n.op_type() == "PRelu" && normalize_domain(n.domain()).empty() && n.input_size() == 2) {
+      auto x = shapes.find(n.input(0));
+      auto slope = shapes.find(n.input(1));
+      if (x != shapes.end() && slope != shapes.end() && x->second.size() >= 3 && slope->second.size() == 1 &&
+          slope->second[0] != 1) {
+        onnx::NodeProto* u = g->add_node();
+        u->set_op_type("Unsqueeze");
+        const std::string out = n.input(1) + "_kiln_channel_slope_" + std::to_string(added++);
+        u->set_name(out);
+        u->add_input(n.input(1));
+        u->add_output(out);
+        auto* axes = u->add_attribute();
+        axes->set_name("axes");
+        axes->set_type(onnx::AttributeProto::INTS);
+        for (size_t a = 1; a + 1 < x->second.size(); ++a) axes->add_ints(static_cast<int64_t>(a));
+        n.set_input(1, out);
+      }
+    }
+    *g->add_node() = std::move(n);
+  }
+}
+
 void upgrade_old_opset(onnx::ModelProto& model, Diagnostics& diag) {
   const int opset = default_domain_opset(model);
   if (opset < 1 || opset >= kMinOnnxOpset) return;
   try {
-    model = onnx::version_conversion::ConvertVersion(model, kMinOnnxOpset);
+    // The converter's adapters (broadcast Add/Gemm among them) need every input's shape; onnx's Python
+    // convert_version infers shapes first for this reason, so a copy gets the same treatment here.
+    onnx::ModelProto inferred = model;
+    try {
+      onnx::shape_inference::InferShapes(inferred);
+    } catch (const std::exception&) {
+      inferred = model;  // the converter then reports what it lacks
+    }
+    unsqueeze_legacy_prelu_slopes(inferred);
+    model = onnx::version_conversion::ConvertVersion(inferred, kMinOnnxOpset);
     diag.warning("model uses ai.onnx opset " + std::to_string(opset) + "; upgraded to opset " +
                  std::to_string(kMinOnnxOpset) + " with the ONNX version converter");
   } catch (const std::exception& e) {

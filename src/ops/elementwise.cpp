@@ -1,6 +1,7 @@
 // Broadcasting binary and variadic elementwise operators: arithmetic, comparison, logic, BitShift, PRelu.
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "ops/broadcast_loop.h"
 
@@ -404,11 +405,22 @@ void pow_kernel(const Tensor& base, const Tensor& expo, Tensor& out) {
 
 template <typename T>
 void shift_kernel(const Tensor& a, const Tensor& b, Tensor& out, bool left) {
+  using U = std::make_unsigned_t<T>;
   constexpr uint64_t kBits = sizeof(T) * 8;
   binary_kernel<T, T>(a, b, out, [left](T x, T y) -> T {
-    uint64_t s = static_cast<uint64_t>(y);
-    if (s >= kBits) return T(0);  // shifting out every bit; avoids undefined behaviour
-    return left ? static_cast<T>(x << s) : static_cast<T>(x >> s);
+    bool negative_x = false;
+    bool in_range = static_cast<uint64_t>(y) < kBits;
+    if constexpr (std::is_signed_v<T>) {
+      negative_x = x < 0;
+      in_range = y >= 0 && in_range;
+    }
+    // Opset 28 defines negative and >= width counts as shifting every bit out, leaving the sign fill for right
+    // shifts; C++ leaves them undefined, so they never reach the shift operators.
+    if (!in_range) return (!left && negative_x) ? T(-1) : T(0);
+    const unsigned s = static_cast<unsigned>(y);
+    // Left shifts go through the unsigned type so overflow wraps (two's complement) instead of being undefined.
+    if (left) return static_cast<T>(static_cast<U>(static_cast<U>(x) << s));
+    return static_cast<T>(x >> s);  // arithmetic for signed values since C++20, as opset 28 asks
   });
 }
 
@@ -533,7 +545,8 @@ KILN_REGISTER_OP(BitShift) {
   s.since_opset = 11;
   s.min_inputs = s.max_inputs = 2;
   s.attrs = {{"direction", AttrType::kSTRING, AttrRequirement::kRequired}};
-  s.dtypes = {DataType::kUINT8, DataType::kUINT16, DataType::kUINT32, DataType::kUINT64};
+  s.dtypes = {DataType::kINT8,  DataType::kINT16,  DataType::kINT32,  DataType::kINT64,
+              DataType::kUINT8, DataType::kUINT16, DataType::kUINT32, DataType::kUINT64};
   s.infer = [](InferContext& ctx) {
     KILN_ASSIGN_OR_RETURN(std::string dir, ctx.attrs().get_string("direction"));
     if (dir != "LEFT" && dir != "RIGHT")

@@ -196,6 +196,44 @@ double unnormalize(double v, int64_t size, bool align_corners) {
                        : ((v + 1.0) * static_cast<double>(size) - 1.0) / 2.0;
 }
 
+// Volumetric (5-D) GridSample: X [N,C,D,H,W], grid [N,D_out,H_out,W_out,3] holding (x, y, z). ONNX allows only
+// nearest and linear here (cubic is 2-D only), so this stays a separate, smaller loop than the 2-D one.
+std::vector<double> grid_sample_3d(const Tensor& x, const Tensor& grid, bool nearest, GridPadding pad, bool align) {
+  const int64_t n = x.dim(0), c = x.dim(1), d = x.dim(2), h = x.dim(3), w = x.dim(4);
+  const int64_t od = grid.dim(1), oh = grid.dim(2), ow = grid.dim(3), vol = d * h * w, outs = od * oh * ow;
+  std::vector<double> out(static_cast<size_t>(n * c * outs));
+  std::vector<double> cube(static_cast<size_t>(vol));
+  auto at = [&](int64_t zz, int64_t yy, int64_t xx) {
+    return (zz < 0 || zz >= d || yy < 0 || yy >= h || xx < 0 || xx >= w) ? 0.0 : cube[(zz * h + yy) * w + xx];
+  };
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      for (int64_t i = 0; i < vol; ++i) cube[i] = x.get_f64((b * c + ch) * vol + i);
+      for (int64_t o = 0; o < outs; ++o) {
+        const int64_t g = (b * outs + o) * 3;
+        const double sx = pad_coord(unnormalize(grid.get_f64(g), w, align), w, pad, align);
+        const double sy = pad_coord(unnormalize(grid.get_f64(g + 1), h, align), h, pad, align);
+        const double sz = pad_coord(unnormalize(grid.get_f64(g + 2), d, align), d, pad, align);
+        double v = 0.0;
+        if (nearest) {
+          v = at(static_cast<int64_t>(std::nearbyint(sz)), static_cast<int64_t>(std::nearbyint(sy)),
+                 static_cast<int64_t>(std::nearbyint(sx)));
+        } else {
+          const double fx = std::floor(sx), fy = std::floor(sy), fz = std::floor(sz);
+          const double lx = sx - fx, ly = sy - fy, lz = sz - fz;
+          const auto x0 = static_cast<int64_t>(fx), y0 = static_cast<int64_t>(fy), z0 = static_cast<int64_t>(fz);
+          for (int k = 0; k < 8; ++k) {
+            const int dz = k >> 2, dy = (k >> 1) & 1, dx = k & 1;
+            const double wt = (dz ? lz : 1 - lz) * (dy ? ly : 1 - ly) * (dx ? lx : 1 - lx);
+            v += wt * at(z0 + dz, y0 + dy, x0 + dx);
+          }
+        }
+        out[(b * c + ch) * outs + o] = v;
+      }
+    }
+  return out;
+}
+
 double cubic_weight(double t, int tap) {
   constexpr double a = -0.75;
   auto near = [](double d) { return ((a + 2) * d - (a + 3)) * d * d + 1; };
@@ -509,8 +547,17 @@ KILN_REGISTER_OP(GridSample) {
     TensorInfo& o = ctx.output(0);
     o.dtype = x.dtype;
     if (!x.rank_known || !grid.rank_known) { o.rank_known = false; return Status::Ok(); }
+    if (x.shape.size() == 5 && grid.shape.size() == 5) {
+      KILN_ASSIGN_OR_RETURN(std::string mode, ctx.attrs().get_string("mode", "bilinear"));
+      if (mode == "bicubic" || mode == "cubic")
+        return invalid_model("GridSample: mode '" + mode + "' is only defined for 4-D input, got " +
+                             shape_to_string(x.shape));
+      o.shape = {x.shape[0], x.shape[1], grid.shape[1], grid.shape[2], grid.shape[3]};
+      return Status::Ok();
+    }
     if (x.shape.size() != 4 || grid.shape.size() != 4)
-      return unsupported("GridSample: only 4-D input [N,C,H,W] with grid [N,H_out,W_out,2] is supported, got " +
+      return unsupported("GridSample: only 4-D input [N,C,H,W] with grid [N,H_out,W_out,2] or 5-D input [N,C,D,H,W] "
+                         "with grid [N,D_out,H_out,W_out,3] is supported, got " +
                          shape_to_string(x.shape) + " and " + shape_to_string(grid.shape));
     o.shape = {x.shape[0], x.shape[1], grid.shape[1], grid.shape[2]};
     return Status::Ok();
@@ -523,6 +570,16 @@ KILN_REGISTER_OP(GridSample) {
                                                  {"zeros", "border", "reflection"}));
     const bool align = ctx.attrs().get_int("align_corners", 0).value() != 0;
     const GridPadding pad = pm == "zeros" ? GridPadding::kZeros : (pm == "border" ? GridPadding::kBorder : GridPadding::kReflection);
+    if (x.rank() == 5) {
+      if (grid.rank() != 5 || grid.dim(4) != 3 || grid.dim(0) != x.dim(0))
+        return invalid_argument("GridSample: expected grid [N,D_out,H_out,W_out,3] for X " + dims_to_string(x.shape()) +
+                                ", got " + dims_to_string(grid.shape()));
+      if (mode == "bicubic" || mode == "cubic")
+        return invalid_argument("GridSample: mode '" + mode + "' is only defined for 4-D input");
+      auto out = grid_sample_3d(x, grid, mode == "nearest", pad, align);
+      ctx.set_output(0, doubles_to(x.dtype(), {x.dim(0), x.dim(1), grid.dim(1), grid.dim(2), grid.dim(3)}, out));
+      return Status::Ok();
+    }
     if (x.rank() != 4 || grid.rank() != 4 || grid.dim(3) != 2 || grid.dim(0) != x.dim(0))
       return unsupported("GridSample: expected X [N,C,H,W] and grid [N,H_out,W_out,2], got " + dims_to_string(x.shape()) +
                          " and " + dims_to_string(grid.shape()));

@@ -189,6 +189,14 @@ OpSchema make_reduce(const std::string& name, Reduce kind) {
       ctx.set_output(0, x);
       return Status::Ok();
     }
+    if (x.dtype() == DataType::kBOOL && (kind == Reduce::kMax || kind == Reduce::kMin)) {
+      // Opset 20 adds bool to ReduceMax/Min (any/all). Going through uint8 keeps one kernel and gives the
+      // empty-set identities for free: max starts at 0 (false), min at 255 (true).
+      Tensor y8(DataType::kUINT8, out_shape);
+      reduce_kernel<uint8_t>(kind, x.cast(DataType::kUINT8), mask, y8);
+      ctx.set_output(0, y8.cast(DataType::kBOOL));
+      return Status::Ok();
+    }
     Tensor& y = ctx.allocate_output(0, x.dtype(), out_shape);
     KILN_DISPATCH_NUMERIC_TYPES(x.dtype(), name, reduce_kernel<scalar_t>(kind, x, mask, y));
     return Status::Ok();

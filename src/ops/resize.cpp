@@ -1,4 +1,4 @@
-// Resize (opsets 10..18: nearest/linear/cubic over any axes, every coordinate transformation and nearest mode)
+// Resize (opsets 10..19: nearest/linear/cubic over any axes, every coordinate transformation and nearest mode)
 // and Upsample (opsets 7..9), as separable per-axis interpolation taps.
 #include <algorithm>
 #include <cmath>
@@ -11,7 +11,7 @@ namespace kiln::ops {
 namespace {
 
 enum class Mode { kNearest, kLinear, kCubic };
-enum class Coord { kHalfPixel, kPytorchHalfPixel, kAlignCorners, kAsymmetric, kTfHalfPixelForNn, kTfCropAndResize };
+enum class Coord { kHalfPixel, kHalfPixelSymmetric, kPytorchHalfPixel, kAlignCorners, kAsymmetric, kTfHalfPixelForNn, kTfCropAndResize };
 // kSimple: the opset <= 10 rule (floor when upsampling, ceil when downsampling).
 enum class Nearest { kRoundPreferFloor, kRoundPreferCeil, kFloor, kCeil, kSimple };
 
@@ -21,6 +21,7 @@ struct ResizeConfig {
   Nearest nearest = Nearest::kRoundPreferFloor;
   float cubic_a = -0.75f;
   bool exclude_outside = false;
+  bool antialias = false;  // opset 18
   float extrapolation = 0.0f;
   std::string policy = "stretch";
   std::vector<int64_t> axes;  // opset 18; empty = all
@@ -52,11 +53,15 @@ Result<ResizeConfig> resize_config(const std::string& op, const Attributes& attr
   KILN_ASSIGN_OR_RETURN(std::string coord, attrs.get_string("coordinate_transformation_mode", "half_pixel"));
   KILN_ASSIGN_OR_RETURN(c.coord, pick<Coord>(op, "coordinate_transformation_mode", coord,
                                              {{"half_pixel", Coord::kHalfPixel},
+                                              {"half_pixel_symmetric", Coord::kHalfPixelSymmetric},
                                               {"pytorch_half_pixel", Coord::kPytorchHalfPixel},
                                               {"align_corners", Coord::kAlignCorners},
                                               {"asymmetric", Coord::kAsymmetric},
                                               {"tf_half_pixel_for_nn", Coord::kTfHalfPixelForNn},
                                               {"tf_crop_and_resize", Coord::kTfCropAndResize}}));
+  if (c.coord == Coord::kHalfPixelSymmetric && opset < 19)
+    return invalid_model(op + ": coordinate_transformation_mode half_pixel_symmetric needs opset 19, the model has " +
+                         std::to_string(opset));
   KILN_ASSIGN_OR_RETURN(std::string nm, attrs.get_string("nearest_mode", "round_prefer_floor"));
   KILN_ASSIGN_OR_RETURN(c.nearest, pick<Nearest>(op, "nearest_mode", nm,
                                                  {{"round_prefer_floor", Nearest::kRoundPreferFloor},
@@ -68,7 +73,7 @@ Result<ResizeConfig> resize_config(const std::string& op, const Attributes& attr
   c.exclude_outside = ex != 0;
   KILN_ASSIGN_OR_RETURN(c.extrapolation, attrs.get_float("extrapolation_value", 0.0f));
   KILN_ASSIGN_OR_RETURN(int64_t aa, attrs.get_int("antialias", 0));
-  if (aa != 0) return unsupported(op + ": antialias=1 is not supported");
+  c.antialias = aa != 0;
   KILN_ASSIGN_OR_RETURN(c.policy, attrs.get_string("keep_aspect_ratio_policy", "stretch"));
   KILN_RETURN_IF_ERROR(pick<int>(op, "keep_aspect_ratio_policy", c.policy,
                                  {{"stretch", 0}, {"not_larger", 1}, {"not_smaller", 2}}).status());
@@ -152,6 +157,14 @@ float original_coord(const ResizeConfig& c, int64_t x, float scale, int64_t out_
   const float xf = static_cast<float>(x);
   switch (c.coord) {
     case Coord::kHalfPixel: return (xf + 0.5f) / scale - 0.5f;
+    case Coord::kHalfPixelSymmetric: {
+      // Opset 19: half_pixel shifted so that the rounding of out_len to an integer is spread evenly over both
+      // ends instead of all landing at the far end.
+      const float len = static_cast<float>(in_len) * scale;
+      const float adjustment = static_cast<float>(out_len) / len;
+      const float offset = static_cast<float>(in_len) / 2.0f * (1.0f - adjustment);
+      return offset + (xf + 0.5f) / scale - 0.5f;
+    }
     case Coord::kPytorchHalfPixel: return out_len > 1 ? (xf + 0.5f) / scale - 0.5f : 0.0f;
     case Coord::kAlignCorners: {
       // The spec's length_resized is in_len * scale before flooring (it differs from out_len for scales input).
@@ -181,6 +194,15 @@ int64_t nearest_index(Nearest m, float x, float scale) {
   return 0;
 }
 
+// The linear (triangle) or cubic (Keys, coefficient a) interpolation kernel at distance d.
+float filter_weight(Mode m, float a, float d) {
+  d = std::fabs(d);
+  if (m == Mode::kLinear) return std::max(0.0f, 1.0f - d);
+  if (d <= 1.0f) return ((a + 2) * d - (a + 3)) * d * d + 1;
+  if (d < 2.0f) return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a;
+  return 0.0f;
+}
+
 AxisTaps axis_taps(const ResizeConfig& c, int64_t in_len, int64_t out_len, float scale, float roi_start, float roi_end,
                    int64_t stride) {
   AxisTaps a;
@@ -202,6 +224,23 @@ AxisTaps axis_taps(const ResizeConfig& c, int64_t in_len, int64_t out_len, float
     }
     if (c.mode == Mode::kNearest) {
       t.push_back({clamp(nearest_index(c.nearest, x, scale)) * stride, 1.0f});
+    } else if (c.antialias && scale < 1.0f) {
+      // Antialiased downscaling stretches the kernel by 1/scale so every input pixel an output covers
+      // contributes (a low-pass filter); the weights are renormalized to sum to one.
+      const float support = (c.mode == Mode::kLinear ? 1.0f : 2.0f) / scale;
+      const auto lo = static_cast<int64_t>(std::floor(x - support)) + 1;
+      const auto hi = static_cast<int64_t>(std::ceil(x + support)) - 1;
+      const size_t first = t.size();
+      float sum = 0;
+      for (int64_t i = lo; i <= hi; ++i) {
+        if (c.exclude_outside && (i < 0 || i >= in_len)) continue;
+        const float w = filter_weight(c.mode, c.cubic_a, (static_cast<float>(i) - x) * scale);
+        if (w == 0.0f) continue;
+        t.push_back({clamp(i) * stride, w});
+        sum += w;
+      }
+      if (sum != 0.0f)
+        for (size_t k = first; k < t.size(); ++k) t[k].w /= sum;
     } else if (c.mode == Mode::kLinear) {
       float xc = std::min(std::max(x, 0.0f), static_cast<float>(in_len - 1));
       int64_t i0 = static_cast<int64_t>(std::floor(xc));

@@ -120,7 +120,9 @@ OpSchema make_dft() {
       // Axis decided at run time: only the rank and the complex dimension are known.
       out.shape.clear();
       for (int64_t i = 0; i + 1 < rank; ++i) out.shape.push_back(ctx.fresh_dim());
-      out.shape.push_back(Dim(2));
+      KILN_ASSIGN_OR_RETURN(int64_t inv, ctx.attrs().get_int("inverse", 0));
+      KILN_ASSIGN_OR_RETURN(int64_t one, ctx.attrs().get_int("onesided", 0));
+      out.shape.push_back(Dim(inv != 0 && one != 0 ? 1 : 2));  // an inverse one-sided DFT is real
       return Status::Ok();
     }
     KILN_ASSIGN_OR_RETURN(DftParams p, dft_params(ctx.attrs(), rank, axis_in));
@@ -134,7 +136,13 @@ OpSchema make_dft() {
       auto len = known_scalar(ctx, 1);
       n = len ? Dim(*len) : ctx.fresh_dim();
     }
-    if (p.onesided) n = n.is_static() ? Dim(n.value / 2 + 1) : ctx.fresh_dim();
+    if (p.inverse && p.onesided) {
+      // Inverse of a one-sided spectrum: a real signal of dft_length points, by default 2 * (bins - 1).
+      if (!ctx.has_input(1)) n = n.is_static() ? Dim(2 * (n.value - 1)) : ctx.fresh_dim();
+      out.shape.back() = Dim(1);
+    } else if (p.onesided) {
+      n = n.is_static() ? Dim(n.value / 2 + 1) : ctx.fresh_dim();
+    }
     out.shape[p.axis] = n;
     return Status::Ok();
   };
@@ -150,33 +158,50 @@ OpSchema make_dft() {
     if (comp != 1 && comp != 2)
       return invalid_argument("DFT: the last dimension of the input must be 1 (real) or 2 (complex) but is " + std::to_string(comp));
     const int64_t len = dims[p.axis];
-    int64_t n = len;
+    const bool real_inverse = p.inverse && p.onesided;
+    int64_t n = real_inverse ? 2 * (len - 1) : len;
     if (ctx.has_input(1)) {
       KILN_ASSIGN_OR_RETURN(n, scalar_input(ctx, 1, "DFT", "dft_length"));
       if (n <= 0) return invalid_argument("DFT: dft_length must be positive but is " + std::to_string(n));
     }
-    const int64_t out_n = p.onesided ? n / 2 + 1 : n;
+    if (real_inverse && n <= 0)
+      return invalid_argument("DFT: an inverse one-sided transform needs at least 2 bins along the axis but has " +
+                              std::to_string(len));
+    const int64_t out_n = real_inverse ? n : p.onesided ? n / 2 + 1 : n;
+    const int64_t out_comp = real_inverse ? 1 : 2;
     const int64_t outer = product(dims, 0, p.axis), inner = product(dims, p.axis + 1, rank - 1);
     std::vector<int64_t> out_dims = dims;
     out_dims[p.axis] = out_n;
-    out_dims.back() = 2;
+    out_dims.back() = out_comp;
     Tensor xd = x.dtype() == DataType::kDOUBLE ? x : x.cast(DataType::kDOUBLE);
     Tensor yd(DataType::kDOUBLE, out_dims);
     const double* src = xd.data<double>();
     double* dst = yd.data<double>();
     Dft dft(n, p.inverse);
     std::vector<Complex> line(static_cast<size_t>(len)), res(static_cast<size_t>(out_n));
+    std::vector<Complex> full(real_inverse ? static_cast<size_t>(n) : 0);
     for (int64_t o = 0; o < outer; ++o) {
       for (int64_t in = 0; in < inner; ++in) {
         for (int64_t j = 0; j < len; ++j) {
           const double* e = src + ((o * len + j) * inner + in) * comp;
           line[j] = Complex(e[0], comp == 2 ? e[1] : 0.0);
         }
-        dft.run(line, out_n, res.data());
+        if (real_inverse) {
+          // The one-sided bins stand for a Hermitian spectrum: rebuild the upper half as conjugates. Taking the
+          // real part of the result then ignores the imaginary parts of the DC and Nyquist bins, as irfft does.
+          for (int64_t k = 0; k < n; ++k) {
+            const int64_t mirror = n - k;
+            if (k <= n / 2) full[k] = k < len ? line[k] : Complex(0, 0);
+            else full[k] = mirror < len ? std::conj(line[mirror]) : Complex(0, 0);
+          }
+          dft.run(full, out_n, res.data());
+        } else {
+          dft.run(line, out_n, res.data());
+        }
         for (int64_t k = 0; k < out_n; ++k) {
-          double* e = dst + ((o * out_n + k) * inner + in) * 2;
+          double* e = dst + ((o * out_n + k) * inner + in) * out_comp;
           e[0] = res[k].real();
-          e[1] = res[k].imag();
+          if (!real_inverse) e[1] = res[k].imag();
         }
       }
     }

@@ -14,11 +14,11 @@ Result<int64_t> get_blocksize(const Attributes& attrs, const char* op) {
   return b;
 }
 
-Result<D2SMode> get_mode(const Attributes& attrs) {
+Result<D2SMode> get_mode(const Attributes& attrs, const char* op) {
   KILN_ASSIGN_OR_RETURN(std::string m, attrs.get_string("mode", "DCR"));
   if (m == "DCR") return D2SMode::kDCR;
   if (m == "CRD") return D2SMode::kCRD;
-  return invalid_model("DepthToSpace: mode '" + m + "' is not supported; allowed values are DCR, CRD");
+  return invalid_model(std::string(op) + ": mode '" + m + "' is not supported; allowed values are DCR, CRD");
 }
 
 // Scales a dim by num/den; symbolic dims become a fresh unknown unless the factor is 1.
@@ -69,7 +69,7 @@ KILN_REGISTER_OP(DepthToSpace) {
   s.infer = [](InferContext& ctx) {
     const TensorInfo& x = ctx.input(0);
     KILN_ASSIGN_OR_RETURN(int64_t b, get_blocksize(ctx.attrs(), "DepthToSpace"));
-    KILN_RETURN_IF_ERROR(get_mode(ctx.attrs()).status());
+    KILN_RETURN_IF_ERROR(get_mode(ctx.attrs(), "DepthToSpace").status());
     KILN_RETURN_IF_ERROR(check_rank4(x, "DepthToSpace"));
     TensorInfo& o = ctx.output(0);
     o.dtype = x.dtype;
@@ -84,7 +84,7 @@ KILN_REGISTER_OP(DepthToSpace) {
     const Tensor& x = ctx.input(0);
     KILN_ASSIGN_OR_RETURN(int64_t b, get_blocksize(ctx.attrs(), "DepthToSpace"));
     // Opset 1 has no mode attribute and always means DCR.
-    KILN_ASSIGN_OR_RETURN(D2SMode mode, get_mode(ctx.attrs()));
+    KILN_ASSIGN_OR_RETURN(D2SMode mode, get_mode(ctx.attrs(), "DepthToSpace"));
     if (x.rank() != 4) return invalid_argument("DepthToSpace: input must be 4-D, got " + dims_to_string(x.shape()));
     auto sh = x.shape();
     if (sh[1] % (b * b) != 0)
@@ -103,11 +103,13 @@ KILN_REGISTER_OP(SpaceToDepth) {
   OpSchema s;
   s.name = "SpaceToDepth";
   s.min_inputs = s.max_inputs = 1;
-  s.attrs = {{"blocksize", AttrType::kINT, AttrRequirement::kRequired}};
+  // mode arrives in opset 28; before it SpaceToDepth is always the inverse of DCR DepthToSpace, the default.
+  s.attrs = {{"blocksize", AttrType::kINT, AttrRequirement::kRequired}, {"mode", AttrType::kSTRING}};
   s.dtypes = all_types();
   s.infer = [](InferContext& ctx) {
     const TensorInfo& x = ctx.input(0);
     KILN_ASSIGN_OR_RETURN(int64_t b, get_blocksize(ctx.attrs(), "SpaceToDepth"));
+    KILN_RETURN_IF_ERROR(get_mode(ctx.attrs(), "SpaceToDepth").status());
     KILN_RETURN_IF_ERROR(check_rank4(x, "SpaceToDepth"));
     TensorInfo& o = ctx.output(0);
     o.dtype = x.dtype;
@@ -121,6 +123,7 @@ KILN_REGISTER_OP(SpaceToDepth) {
   s.compute = [](ComputeContext& ctx) {
     const Tensor& x = ctx.input(0);
     KILN_ASSIGN_OR_RETURN(int64_t b, get_blocksize(ctx.attrs(), "SpaceToDepth"));
+    KILN_ASSIGN_OR_RETURN(D2SMode mode, get_mode(ctx.attrs(), "SpaceToDepth"));
     if (x.rank() != 4) return invalid_argument("SpaceToDepth: input must be 4-D, got " + dims_to_string(x.shape()));
     auto sh = x.shape();
     if (sh[2] % b != 0 || sh[3] % b != 0)
@@ -129,7 +132,7 @@ KILN_REGISTER_OP(SpaceToDepth) {
     int64_t h = sh[2] / b, w = sh[3] / b;
     Tensor& out = ctx.allocate_output(0, x.dtype(), {sh[0], sh[1] * b * b, h, w});
     block_copy(static_cast<const uint8_t*>(x.raw()), static_cast<uint8_t*>(out.raw()), dtype_size(x.dtype()), sh[0],
-               sh[1], h, w, b, D2SMode::kDCR, false);
+               sh[1], h, w, b, mode, false);
     return Status::Ok();
   };
   return s;
