@@ -241,10 +241,8 @@ Status ExecutionContext::execute() {
     const auto& plan = *im.plan;
     for (size_t i = 0; i < plan.io.size(); ++i)
       if (!im.addresses[i] && !im.allocators[i])
-        return invalid_argument(plan.io[i].mode == TensorIOMode::kINPUT
-                                    ? "input '" + plan.io[i].name + "' has no bound address (call set_tensor_address)"
-                                    : "output '" + plan.io[i].name +
-                                          "' has no bound address (call set_tensor_address or set_output_allocator)");
+        return invalid_argument(std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
+                                plan.io[i].name + "' has no bound address (call set_tensor_address)");
     KILN_RETURN_IF_ERROR(im.check_ready_inputs());
     KILN_RETURN_IF_ERROR(im.ensure_output_shapes());
     // Refuse before running what cannot be checked after it: a buffer of unknown size for an unknown shape.
