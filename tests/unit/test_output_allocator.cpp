@@ -302,4 +302,15 @@ TEST(OutputAllocator, UniqueMixesAllocatedAndBoundOutputs) {
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_EQ((*r)[0].second.dims, (Dims{3}));
   EXPECT_EQ((*r)[3].second.dims, (Dims{3}));
+
+  // An output of static shape may take an allocator too; it is asked for exactly that size.
+  ASSERT_TRUE(ctx->set_output_allocator(inverse, &alloc).ok());
+  st = ctx->execute();
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_GE(alloc.calls.size(), 2u);
+  const ReallocCall& call = alloc.calls[alloc.calls.size() - 2];  // outputs are served in order; counts is last
+  EXPECT_EQ(call.name, inverse);
+  EXPECT_EQ(call.size, 6 * sizeof(int64_t));
+  EXPECT_EQ(alloc.shapes[inverse], (Dims{6}));
+  EXPECT_EQ(alloc.values<int64_t>(inverse), (std::vector<int64_t>{1, 0, 1, 2, 0, 1}));
 }
