@@ -18,6 +18,21 @@ struct EnginePlan;
 
 class ExecutionContext;
 
+// Caller-side memory for outputs whose size is only known during execute() (NonZero, Unique, TopK with a
+// run-time k, ...). Also usable for any other output, so the caller need not size buffers up front.
+class IOutputAllocator {
+ public:
+  virtual ~IOutputAllocator() = default;
+  // Called on every execute() once the output's byte size is known. current_memory is what this allocator
+  // returned last time for the tensor (null the first time); return it again to keep it. The result must
+  // hold size_bytes bytes; null means failure (execute() then fails and names the tensor and the size),
+  // except when size_bytes is 0.
+  virtual void* reallocate_output(const char* tensor_name, void* current_memory, uint64_t size_bytes,
+                                  uint64_t alignment) noexcept = 0;
+  // Called after the output has been written to the memory, with its actual shape.
+  virtual void notify_shape(const char* tensor_name, const Dims& dims) noexcept = 0;
+};
+
 // Host-side tensor for the convenience execution path.
 struct HostTensor {
   DataType dtype = DataType::kFLOAT;
@@ -68,11 +83,20 @@ class ExecutionContext {
   // Fails when the shape is outside every profile bound or the rank/static dims differ.
   Status set_input_shape(const std::string& name, const Dims& dims);
   Status set_optimization_profile(int index);
-  // Output shapes follow from the input shapes (after set_input_shape for all inputs).
+  // Output shapes follow from the input shapes (after set_input_shape for all inputs). Dims that depend on
+  // the data are -1 until execute() or infer() has run with these input shapes, then the actual ones.
   Result<Dims> get_tensor_shape(const std::string& name) const;
   // Binds caller-owned memory for an I/O tensor (host memory on the CPU backend).
   Status set_tensor_address(const std::string& name, void* ptr);
-  // Runs synchronously with the bound buffers; errors on missing bindings or unset shapes.
+  // As above, with the buffer's capacity: execute() then checks the output fits, which lets an output whose
+  // shape depends on the data be written to a buffer sized for its largest case.
+  Status set_tensor_address(const std::string& name, void* ptr, uint64_t size_bytes);
+  // Gives an output memory on demand at execution time; it then needs no address (and any bound address is
+  // ignored). Null removes the allocator. The allocator must outlive its use by this context.
+  Status set_output_allocator(const std::string& name, IOutputAllocator* allocator);
+  IOutputAllocator* get_output_allocator(const std::string& name) const;
+  // Runs synchronously with the bound buffers and output allocators; errors on missing bindings, unset
+  // shapes, or a data-dependent output that has neither an allocator nor a bound buffer large enough.
   Status execute();
   // Convenience: copies inputs in, sets shapes, runs, returns every output with its shape.
   Result<std::vector<std::pair<std::string, HostTensor>>> infer(

@@ -2,6 +2,7 @@
 #include <cstring>
 #include <algorithm>
 #include <exception>
+#include <limits>
 #include <new>
 #include <optional>
 
@@ -14,7 +15,8 @@ namespace kiln {
 struct ExecutionContext::Impl {
   explicit Impl(std::shared_ptr<const runtime::EnginePlan> p)
       : plan(std::move(p)), executor(*plan), shapes(plan->io.size()), addresses(plan->io.size(), nullptr),
-        output_shapes(plan->io.size()) {
+        capacities(plan->io.size(), kUnknownCapacity), allocators(plan->io.size(), nullptr),
+        allocated(plan->io.size(), nullptr), output_shapes(plan->io.size()), run_shapes(plan->io.size()) {
     // Fully static inputs need no set_input_shape call.
     for (int i : plan->inputs) {
       const auto& s = plan->values[plan->io[i].value].shape;
@@ -27,16 +29,39 @@ struct ExecutionContext::Impl {
   Status check_input_shape(int io, const Dims& dims) const;
   Status check_ready_inputs() const;
   Status ensure_output_shapes() const;
+  void invalidate_shapes() {
+    shapes_valid = false;
+    ++shape_epoch;
+  }
+  // Forgets the previous run's shapes, so a run that fails half way leaves none of them behind.
+  void begin_run_shapes() {
+    std::fill(run_shapes.begin(), run_shapes.end(), std::nullopt);
+    run_epoch = shape_epoch;
+  }
+  Status check_output_fits(int io, uint64_t bytes, const Dims& dims) const;
+
+  static constexpr uint64_t kUnknownCapacity = std::numeric_limits<uint64_t>::max();
+  // Host memory needs no more than this; it matches the engine file's weight alignment.
+  static constexpr uint64_t kOutputAlignment = 64;
 
   std::shared_ptr<const runtime::EnginePlan> plan;
   cpu::CpuExecutor executor;
   int profile = 0;
   std::vector<std::optional<Dims>> shapes;  // per io entry, inputs only
   std::vector<void*> addresses;             // per io entry
+  std::vector<uint64_t> capacities;         // per io entry: bound buffer size, when the caller gave it
+  std::vector<IOutputAllocator*> allocators;  // per io entry, outputs only
+  std::vector<void*> allocated;             // what each allocator last returned, handed back as current memory
   // Output shapes follow from the input shapes; computed lazily and dropped when an input shape changes.
   mutable bool shapes_valid = false;
   // Per io entry, outputs only: nullopt when the rank depends on the data, -1 for data-dependent dims.
   mutable std::vector<std::optional<Dims>> output_shapes;
+  // Actual output shapes of the last run; they answer get_tensor_shape only while the input shapes are the
+  // ones that run used, which the epochs track. Kept apart from output_shapes so that the next run's
+  // pre-checks still see which dims depend on the data.
+  uint64_t shape_epoch = 0;
+  uint64_t run_epoch = std::numeric_limits<uint64_t>::max();
+  std::vector<std::optional<Dims>> run_shapes;
 };
 
 namespace {
@@ -147,7 +172,7 @@ Status ExecutionContext::set_input_shape(const std::string& name, const Dims& di
   KILN_ASSIGN_OR_RETURN(int i, impl_->find(name));
   if (impl_->plan->io[i].mode != TensorIOMode::kINPUT) return invalid_argument("'" + name + "' is an output, not an input");
   KILN_RETURN_IF_ERROR(impl_->check_input_shape(i, dims));
-  if (impl_->shapes[i] != dims) impl_->shapes_valid = false;
+  if (impl_->shapes[i] != dims) impl_->invalidate_shapes();
   impl_->shapes[i] = dims;
   return Status::Ok();
 }
@@ -158,7 +183,7 @@ Status ExecutionContext::set_optimization_profile(int index) {
     return invalid_argument("optimization profile " + std::to_string(index) + " does not exist (the engine has " +
                             std::to_string(n) + ")");
   impl_->profile = index;
-  impl_->shapes_valid = false;
+  impl_->invalidate_shapes();
   return Status::Ok();
 }
 
@@ -169,6 +194,7 @@ Result<Dims> ExecutionContext::get_tensor_shape(const std::string& name) const {
       return invalid_argument("the shape of input '" + name + "' is not set (call set_input_shape)");
     return *impl_->shapes[i];
   }
+  if (impl_->run_epoch == impl_->shape_epoch && impl_->run_shapes[i]) return *impl_->run_shapes[i];
   KILN_RETURN_IF_ERROR(guarded([&] { return impl_->ensure_output_shapes(); }));
   const auto& d = impl_->output_shapes[i];
   if (!d) return unsupported("the rank of output '" + name + "' depends on the input data");
@@ -178,33 +204,95 @@ Result<Dims> ExecutionContext::get_tensor_shape(const std::string& name) const {
 Status ExecutionContext::set_tensor_address(const std::string& name, void* ptr) {
   KILN_ASSIGN_OR_RETURN(int i, impl_->find(name));
   impl_->addresses[i] = ptr;
+  impl_->capacities[i] = Impl::kUnknownCapacity;
   return Status::Ok();
+}
+
+Status ExecutionContext::set_tensor_address(const std::string& name, void* ptr, uint64_t size_bytes) {
+  KILN_RETURN_IF_ERROR(set_tensor_address(name, ptr));
+  impl_->capacities[impl_->plan->find_io(name)] = size_bytes;
+  return Status::Ok();
+}
+
+Status ExecutionContext::set_output_allocator(const std::string& name, IOutputAllocator* allocator) {
+  KILN_ASSIGN_OR_RETURN(int i, impl_->find(name));
+  if (impl_->plan->io[i].mode != TensorIOMode::kOUTPUT)
+    return invalid_argument("'" + name + "' is an input; output allocators are for outputs");
+  // Memory from a previous allocator is not the new one's to reallocate.
+  if (impl_->allocators[i] != allocator) impl_->allocated[i] = nullptr;
+  impl_->allocators[i] = allocator;
+  return Status::Ok();
+}
+
+IOutputAllocator* ExecutionContext::get_output_allocator(const std::string& name) const {
+  int i = impl_->plan->find_io(name);
+  return i >= 0 ? impl_->allocators[i] : nullptr;
+}
+
+Status ExecutionContext::Impl::check_output_fits(int io, uint64_t bytes, const Dims& dims) const {
+  if (capacities[io] == kUnknownCapacity || bytes <= capacities[io]) return Status::Ok();
+  return invalid_argument("output '" + plan->io[io].name + "' needs " + std::to_string(bytes) + " bytes (shape " +
+                          dims_to_string(dims) + ") but its bound buffer holds " + std::to_string(capacities[io]));
 }
 
 Status ExecutionContext::execute() {
   return guarded([&]() -> Status {
-    const auto& plan = *impl_->plan;
+    auto& im = *impl_;
+    const auto& plan = *im.plan;
     for (size_t i = 0; i < plan.io.size(); ++i)
-      if (!impl_->addresses[i])
+      if (!im.addresses[i] && !im.allocators[i])
         return invalid_argument(std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
                                 plan.io[i].name + "' has no bound address (call set_tensor_address)");
-    KILN_RETURN_IF_ERROR(impl_->check_ready_inputs());
-    KILN_RETURN_IF_ERROR(impl_->ensure_output_shapes());
-    for (int o : plan.outputs)
-      if (!impl_->output_shapes[o] || volume(*impl_->output_shapes[o]) < 0)
-        return unsupported("output '" + plan.io[o].name + "' has a data-dependent shape; use infer(), which allocates outputs");
+    KILN_RETURN_IF_ERROR(im.check_ready_inputs());
+    KILN_RETURN_IF_ERROR(im.ensure_output_shapes());
+    // Refuse before running what cannot be checked after it: a buffer of unknown size for an unknown shape.
+    for (int o : plan.outputs) {
+      if (im.allocators[o]) continue;
+      const auto& d = im.output_shapes[o];
+      bool data_dependent = !d || volume(*d) < 0;
+      if (data_dependent && im.capacities[o] == Impl::kUnknownCapacity)
+        return unsupported("output '" + plan.io[o].name +
+                           "' has a data-dependent shape; use infer(), set an output allocator (set_output_allocator) "
+                           "or bind a buffer with its size (set_tensor_address with size_bytes)");
+      if (!data_dependent)
+        KILN_RETURN_IF_ERROR(
+            im.check_output_fits(o, static_cast<uint64_t>(volume(*d)) * dtype_size(im.value_of(o).dtype), *d));
+    }
 
     std::vector<Tensor> inputs, outputs;
-    for (int i : plan.inputs)
-      inputs.push_back(Tensor::wrap(impl_->value_of(i).dtype, *impl_->shapes[i], impl_->addresses[i]));
-    KILN_RETURN_IF_ERROR(impl_->executor.run(inputs, &outputs));
+    for (int i : plan.inputs) inputs.push_back(Tensor::wrap(im.value_of(i).dtype, *im.shapes[i], im.addresses[i]));
+    KILN_RETURN_IF_ERROR(im.executor.run(inputs, &outputs));
+    // Check every output before writing any, so a failed execute() leaves the caller's buffers alone.
     for (size_t k = 0; k < plan.outputs.size(); ++k) {
       int o = plan.outputs[k];
-      if (outputs[k].shape() != *impl_->output_shapes[o])
-        return internal_error("output '" + plan.io[o].name + "' has shape " + dims_to_string(outputs[k].shape()) +
-                              " but shape inference gave " + dims_to_string(*impl_->output_shapes[o]));
+      const Dims& got = outputs[k].shape();
+      if (const auto& d = im.output_shapes[o]) {
+        bool agrees = got.size() == d->size();
+        for (size_t j = 0; agrees && j < got.size(); ++j) agrees = (*d)[j] < 0 || (*d)[j] == got[j];
+        if (!agrees)
+          return internal_error("output '" + plan.io[o].name + "' has shape " + dims_to_string(got) +
+                                " but shape inference gave " + dims_to_string(*d));
+      }
+      if (!im.allocators[o]) KILN_RETURN_IF_ERROR(im.check_output_fits(o, outputs[k].nbytes(), got));
+    }
+    im.begin_run_shapes();
+    for (size_t k = 0; k < plan.outputs.size(); ++k) {
+      int o = plan.outputs[k];
+      const std::string& name = plan.io[o].name;
+      uint64_t bytes = outputs[k].nbytes();
+      void* dst = im.addresses[o];
+      if (IOutputAllocator* a = im.allocators[o]) {
+        dst = a->reallocate_output(name.c_str(), im.allocated[o], bytes, Impl::kOutputAlignment);
+        if (!dst && bytes)
+          return Status(ErrorCode::kOutOfMemory, "the output allocator returned no memory for output '" + name +
+                                                     "' (" + std::to_string(bytes) + " bytes, shape " +
+                                                     dims_to_string(outputs[k].shape()) + ")");
+        im.allocated[o] = dst;
+      }
       // memmove: the caller may bind an output to the same memory as an input it passes through.
-      if (outputs[k].nbytes()) std::memmove(impl_->addresses[o], outputs[k].raw(), outputs[k].nbytes());
+      if (bytes) std::memmove(dst, outputs[k].raw(), bytes);
+      im.run_shapes[o] = outputs[k].shape();
+      if (im.allocators[o]) im.allocators[o]->notify_shape(name.c_str(), outputs[k].shape());
     }
     return Status::Ok();
   });
@@ -240,6 +328,7 @@ Result<std::vector<std::pair<std::string, HostTensor>>> ExecutionContext::infer(
     KILN_RETURN_IF_ERROR(impl_->check_ready_inputs());
     KILN_RETURN_IF_ERROR(impl_->executor.run(in, &outs));
     Out result;
+    impl_->begin_run_shapes();
     for (size_t k = 0; k < plan.outputs.size(); ++k) {
       int o = plan.outputs[k];
       HostTensor h;
@@ -247,10 +336,9 @@ Result<std::vector<std::pair<std::string, HostTensor>>> ExecutionContext::infer(
       h.dims = outs[k].shape();
       const auto* p = static_cast<const uint8_t*>(outs[k].raw());
       h.data.assign(p, p + outs[k].nbytes());
-      impl_->output_shapes[o] = h.dims;
+      impl_->run_shapes[o] = h.dims;
       result.emplace_back(plan.io[o].name, std::move(h));
     }
-    impl_->shapes_valid = true;  // the actual shapes, also for data-dependent outputs
     return result;
   } catch (const std::bad_alloc&) {
     return Status(ErrorCode::kOutOfMemory, "out of memory during execution");
