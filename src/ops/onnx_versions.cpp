@@ -43,7 +43,7 @@ constexpr VerifiedVersion kVerifiedVersions[] = {
     {"Asinh", 22},
     {"Atan", 22},
     {"Atanh", 22},
-    {"Attention", 24},
+    {"Attention", 25},
     {"AveragePool", 22},
     {"Bernoulli", 22},
     {"Cast", 28},

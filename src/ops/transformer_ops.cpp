@@ -49,6 +49,7 @@ struct AttnConfig {
   bool causal = false;
   int64_t mode = 0;
   float scale = 0, softcap = 0;
+  int64_t left_window = -1, right_window = -1;  // opset 25 sliding window; -1 leaves that side unbounded
 };
 
 Result<AttnConfig> attention_config(const Attributes& attrs, const std::vector<int64_t>& q,
@@ -94,10 +95,18 @@ Result<AttnConfig> attention_config(const Attributes& attrs, const std::vector<i
   KILN_ASSIGN_OR_RETURN(float scale, attrs.get_float("scale", 0.0f));
   c.scale = attrs.has("scale") ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head)));
   KILN_ASSIGN_OR_RETURN(c.softcap, attrs.get_float("softcap", 0.0f));
+  KILN_ASSIGN_OR_RETURN(c.left_window, attrs.get_int("left_window_size", -1));
+  KILN_ASSIGN_OR_RETURN(c.right_window, attrs.get_int("right_window_size", -1));
   return c;
 }
 
-Status check_attention_attrs(const Attributes& attrs) {
+Status check_attention_attrs(const Attributes& attrs, int opset) {
+  for (const char* w : {"left_window_size", "right_window_size"}) {
+    if (!attrs.has(w)) continue;
+    if (opset < 25) return invalid_model(std::string("Attention: ") + w + " needs opset 25");
+    KILN_ASSIGN_OR_RETURN(int64_t v, attrs.get_int(w));
+    if (v < -1) return invalid_model(std::string("Attention: ") + w + " must be -1 or >= 0, got " + std::to_string(v));
+  }
   // softmax_precision names a floating-point TensorProto type: FLOAT, FLOAT16, DOUBLE, BFLOAT16.
   if (attrs.has("softmax_precision"))
     KILN_RETURN_IF_ERROR(int_attr_in("Attention", attrs, "softmax_precision", 1, {1, 10, 11, 16}).status());
@@ -213,6 +222,9 @@ Status attention_kernel(ComputeContext& ctx, const AttnConfig& c) {
         for (int64_t j = 0; j < L; ++j) {
           A& x = bias[((b * Hq + h) * Sq + i) * L + j];
           if (c.causal && j > i + offset) x = -inf;
+          const int64_t ahead = i + offset - j;  // how far key j lies before query i's position
+          if (c.left_window >= 0 && ahead > c.left_window) x = -inf;
+          if (c.right_window >= 0 && -ahead > c.right_window) x = -inf;
           if (!nonpad.empty() && j >= nonpad[b]) x = -inf;
         }
   }
@@ -288,10 +300,11 @@ KILN_REGISTER_OP(Attention) {
   s.attrs = {{"is_causal", AttrType::kINT},       {"kv_num_heads", AttrType::kINT},
              {"q_num_heads", AttrType::kINT},     {"qk_matmul_output_mode", AttrType::kINT},
              {"scale", AttrType::kFLOAT},         {"softcap", AttrType::kFLOAT},
-             {"softmax_precision", AttrType::kINT}};
+             {"softmax_precision", AttrType::kINT}, {"left_window_size", AttrType::kINT},
+             {"right_window_size", AttrType::kINT}};
   s.dtypes = float_types();
   s.infer = [](InferContext& ctx) -> Status {
-    KILN_RETURN_IF_ERROR(check_attention_attrs(ctx.attrs()));
+    KILN_RETURN_IF_ERROR(check_attention_attrs(ctx.attrs(), ctx.opset()));
     const TensorInfo& q = ctx.input(0);
     const TensorInfo& k = ctx.input(1);
     const TensorInfo& v = ctx.input(2);
@@ -305,6 +318,8 @@ KILN_REGISTER_OP(Attention) {
       return invalid_model("Attention: Q, K and V must all be 3-D or all 4-D");
     KILN_ASSIGN_OR_RETURN(int64_t qh, ctx.attrs().get_int("q_num_heads", 0));
     KILN_ASSIGN_OR_RETURN(int64_t kvh, ctx.attrs().get_int("kv_num_heads", 0));
+    if (r == 4 && ctx.opset() >= 25 && (ctx.attrs().has("q_num_heads") || ctx.attrs().has("kv_num_heads")))
+      return invalid_model("Attention: q_num_heads and kv_num_heads must not be given with 4-D inputs (opset 25)");
     if (r == 3 && (qh <= 0 || kvh <= 0))
       return invalid_model("Attention: 3-D inputs need positive q_num_heads and kv_num_heads attributes");
     const Dim B = q.shape[0];
@@ -328,7 +343,7 @@ KILN_REGISTER_OP(Attention) {
     return Status::Ok();
   };
   s.compute = [](ComputeContext& ctx) -> Status {
-    KILN_RETURN_IF_ERROR(check_attention_attrs(ctx.attrs()));
+    KILN_RETURN_IF_ERROR(check_attention_attrs(ctx.attrs(), ctx.opset()));
     if (ctx.has_input(4) != ctx.has_input(5))
       return invalid_argument("Attention: past_key and past_value must be given together");
     const std::vector<int64_t>* pk = ctx.has_input(4) ? &ctx.input(4).shape() : nullptr;

@@ -149,3 +149,18 @@ TEST(BitCast, FloatOneIsItsIeeeBits) {
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   EXPECT_EQ(r.outputs[0].data<int32_t>()[0], 0x3f800000);
 }
+
+// A left window of 0 keeps each query to its own position (plus the causal frontier); before opset 25 the
+// attribute does not exist and is refused.
+TEST(Attention, LeftWindowNeedsOpset25) {
+  Tensor q = Tensor::from_vector<float>({1, 1, 2, 1}, {1, 1});
+  Tensor v = Tensor::from_vector<float>({1, 1, 2, 1}, {10, 20});
+  Attributes a;
+  a.set("left_window_size", int64_t{0});
+  EXPECT_FALSE(run_op("Attention", a, {&q, &q, &v}, 1, 24).status.ok());
+  auto r = run_op("Attention", a, {&q, &q, &v}, 1, 25);
+  ASSERT_TRUE(r.status.ok()) << r.status.message();
+  // The left bound alone allows keys j >= i: query 0 sees both (equal scores), query 1 only key 1.
+  const double half = 0.5;
+  expect_values(r.outputs[0], {half * 10 + half * 20, 20}, 1e-5);
+}
