@@ -41,6 +41,7 @@ constexpr VerifiedVersion kVerifiedVersions[] = {
     {"Asinh", 22},
     {"Atan", 22},
     {"Atanh", 22},
+    {"Attention", 25},
     {"AveragePool", 22},
     {"Bernoulli", 22},
     {"BitShift", 28},
