@@ -1,6 +1,7 @@
 // ONNX protobuf -> Kiln conversions for tensors (inline, typed fields, external data) and attributes.
 #include "onnx/proto_convert.h"
 
+#include "common/small_types.h"
 #include "ops/op_util.h"
 
 #include <cstring>
@@ -69,6 +70,21 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string&
     KILN_RETURN_IF_ERROR(read_external(tp, base_dir, &t));
     return t;
   }
+  // 4-bit and 2-bit elements arrive packed (low bits first), in raw_data bytes or in int32_data words
+  // alike; Kiln stores them one per byte.
+  if (dtype_is_packed_in_onnx(dt)) {
+    const int per = onnx_elems_per_byte(dt);
+    const size_t packed = static_cast<size_t>((n + per - 1) / per);
+    std::string bytes;
+    if (tp.has_raw_data()) {
+      bytes = tp.raw_data();
+    } else {
+      for (int32_t v : tp.int32_data()) bytes.push_back(static_cast<char>(v & 0xFF));
+    }
+    if (bytes.size() != packed) return count_error(static_cast<int64_t>(bytes.size()) * per);
+    if (n) unpack_subbyte(dt, reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<size_t>(n), t.data<uint8_t>());
+    return t;
+  }
   if (tp.has_raw_data()) {
     if (tp.raw_data().size() != t.nbytes()) return count_error(static_cast<int64_t>(tp.raw_data().size() / std::max<size_t>(1, dtype_size(dt))));
     if (n) std::memcpy(t.raw(), tp.raw_data().data(), t.nbytes());
@@ -104,7 +120,9 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string&
           case DataType::kUINT16: case DataType::kHALF: case DataType::kBF16:
             t.data<uint16_t>()[i] = static_cast<uint16_t>(v); break;
           case DataType::kINT8: t.data<int8_t>()[i] = static_cast<int8_t>(v); break;
-          case DataType::kUINT8: t.data<uint8_t>()[i] = static_cast<uint8_t>(v); break;
+          case DataType::kUINT8: case DataType::kFP8E4M3FN: case DataType::kFP8E4M3FNUZ: case DataType::kFP8E5M2:
+          case DataType::kFP8E5M2FNUZ: case DataType::kFP8E8M0:
+            t.data<uint8_t>()[i] = static_cast<uint8_t>(v); break;
           case DataType::kBOOL: t.data<bool>()[i] = v != 0; break;
           default: return internal_error("unhandled dtype in tensor_from_proto");
         }
