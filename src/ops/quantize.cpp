@@ -77,7 +77,10 @@ struct QuantParams {
 Result<QuantParams> quant_params(const std::string& op, const Attributes& attrs, const std::vector<int64_t>& x_shape,
                                  const Tensor& scale, const Tensor* zero_point) {
   QuantParams p;
-  if (zero_point && zero_point->shape() != scale.shape())
+  // A scalar scale may come with a 1-element 1-D zero point (the float8/int4 reference models do this).
+  const bool both_single = zero_point && zero_point->numel() == 1 && scale.numel() == 1 && scale.rank() <= 1 &&
+                           zero_point->rank() <= 1;
+  if (zero_point && !both_single && zero_point->shape() != scale.shape())
     return invalid_argument(op + ": zero point shape " + dims_to_string(zero_point->shape()) + " differs from scale shape " +
                             dims_to_string(scale.shape()));
   // A 1-element 1-D scale counts as per-tensor too (what opset 10 models hold).
