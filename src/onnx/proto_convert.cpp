@@ -39,7 +39,9 @@ static Status read_external(const onnx::TensorProto& tp, const std::string& base
   if (!f) return io_error("tensor '" + tp.name() + "': cannot open external data file '" + path + "'");
   f.seekg(0, std::ios::end);
   int64_t file_size = f.tellg();
-  int64_t want = static_cast<int64_t>(t->nbytes());
+  // Packed 4-bit/2-bit types occupy fewer bytes on disk than in the (one byte per element) Tensor.
+  const int per = onnx_elems_per_byte(t->dtype());
+  int64_t want = (t->numel() + per - 1) / per * static_cast<int64_t>(per == 1 ? dtype_size(t->dtype()) : 1);
   if (length >= 0 && length != want)
     return invalid_model("tensor '" + tp.name() + "': external data length " + std::to_string(length) +
                          " does not match its shape (" + std::to_string(want) + " bytes)");
@@ -48,8 +50,13 @@ static Status read_external(const onnx::TensorProto& tp, const std::string& base
                          std::to_string(offset + want) + ") lies outside '" + path + "' (" +
                          std::to_string(file_size) + " bytes)");
   f.seekg(offset);
-  f.read(static_cast<char*>(t->raw()), want);
+  std::string packed;
+  if (per > 1) packed.resize(static_cast<size_t>(want));
+  f.read(per > 1 ? packed.data() : static_cast<char*>(t->raw()), want);
   if (!f) return io_error("tensor '" + tp.name() + "': reading external data from '" + path + "' failed");
+  if (per > 1 && t->numel())
+    unpack_subbyte(t->dtype(), reinterpret_cast<const uint8_t*>(packed.data()), static_cast<size_t>(t->numel()),
+                   t->data<uint8_t>());
   return Status::Ok();
 }
 
