@@ -23,8 +23,20 @@ enum class DataType : uint8_t {
   kUINT16 = 10,
   kUINT32 = 11,
   kUINT64 = 12,
+  // Sub-16-bit types take one byte per element in Kiln tensors (see src/common/small_types.h);
+  // only ONNX serialization packs the 4-bit and 2-bit ones.
+  kFP8E4M3FN = 13,
+  kFP8E4M3FNUZ = 14,
+  kFP8E5M2 = 15,
+  kFP8E5M2FNUZ = 16,
+  kUINT4 = 17,
+  kINT4 = 18,
+  kFP4E2M1 = 19,
+  kFP8E8M0 = 20,
+  kUINT2 = 21,
+  kINT2 = 22,
 };
-constexpr int kNumDataTypes = 13;
+constexpr int kNumDataTypes = 23;
 
 size_t dtype_size(DataType t);
 const char* dtype_name(DataType t);  // "float32", "float16", ...

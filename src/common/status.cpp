@@ -37,6 +37,10 @@ size_t dtype_size(DataType t) {
     case DataType::kFLOAT: case DataType::kINT32: case DataType::kUINT32: return 4;
     case DataType::kHALF: case DataType::kBF16: case DataType::kINT16: case DataType::kUINT16: return 2;
     case DataType::kINT8: case DataType::kUINT8: case DataType::kBOOL: return 1;
+    case DataType::kFP8E4M3FN: case DataType::kFP8E4M3FNUZ: case DataType::kFP8E5M2: case DataType::kFP8E5M2FNUZ:
+    case DataType::kUINT4: case DataType::kINT4: case DataType::kFP4E2M1: case DataType::kFP8E8M0:
+    case DataType::kUINT2: case DataType::kINT2:
+      return 1;
     case DataType::kINT64: case DataType::kUINT64: case DataType::kDOUBLE: return 8;
   }
   return 0;
@@ -57,12 +61,28 @@ const char* dtype_name(DataType t) {
     case DataType::kUINT16: return "uint16";
     case DataType::kUINT32: return "uint32";
     case DataType::kUINT64: return "uint64";
+    case DataType::kFP8E4M3FN: return "float8e4m3fn";
+    case DataType::kFP8E4M3FNUZ: return "float8e4m3fnuz";
+    case DataType::kFP8E5M2: return "float8e5m2";
+    case DataType::kFP8E5M2FNUZ: return "float8e5m2fnuz";
+    case DataType::kUINT4: return "uint4";
+    case DataType::kINT4: return "int4";
+    case DataType::kFP4E2M1: return "float4e2m1";
+    case DataType::kFP8E8M0: return "float8e8m0";
+    case DataType::kUINT2: return "uint2";
+    case DataType::kINT2: return "int2";
   }
   return "invalid";
 }
 
 bool dtype_is_float(DataType t) {
-  return t == DataType::kFLOAT || t == DataType::kHALF || t == DataType::kBF16 || t == DataType::kDOUBLE;
+  switch (t) {
+    case DataType::kFLOAT: case DataType::kHALF: case DataType::kBF16: case DataType::kDOUBLE:
+    case DataType::kFP8E4M3FN: case DataType::kFP8E4M3FNUZ: case DataType::kFP8E5M2: case DataType::kFP8E5M2FNUZ:
+    case DataType::kFP4E2M1: case DataType::kFP8E8M0:
+      return true;
+    default: return false;
+  }
 }
 bool dtype_is_integer(DataType t) { return !dtype_is_float(t) && t != DataType::kBOOL; }
 
@@ -74,7 +94,11 @@ bool parse_dtype(const std::string& s, DataType* out) {
       {"uint8", DataType::kUINT8},   {"int32", DataType::kINT32},  {"int64", DataType::kINT64},
       {"bool", DataType::kBOOL},     {"float64", DataType::kDOUBLE}, {"fp64", DataType::kDOUBLE},
       {"double", DataType::kDOUBLE}, {"int16", DataType::kINT16},  {"uint16", DataType::kUINT16},
-      {"uint32", DataType::kUINT32}, {"uint64", DataType::kUINT64}};
+      {"uint32", DataType::kUINT32}, {"uint64", DataType::kUINT64},
+      {"float8e4m3fn", DataType::kFP8E4M3FN}, {"fp8", DataType::kFP8E4M3FN}, {"float8e4m3fnuz", DataType::kFP8E4M3FNUZ},
+      {"float8e5m2", DataType::kFP8E5M2}, {"float8e5m2fnuz", DataType::kFP8E5M2FNUZ}, {"uint4", DataType::kUINT4},
+      {"int4", DataType::kINT4}, {"float4e2m1", DataType::kFP4E2M1}, {"fp4", DataType::kFP4E2M1},
+      {"float8e8m0", DataType::kFP8E8M0}, {"uint2", DataType::kUINT2}, {"int2", DataType::kINT2}};
   for (auto& [n, t] : kNames)
     if (s == n) { *out = t; return true; }
   return false;

@@ -1,6 +1,8 @@
 // Tensor storage, element access and casts; half/bfloat16 conversions.
 #include "common/tensor.h"
 
+#include "common/small_types.h"
+
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
@@ -130,6 +132,11 @@ static auto visit_elem(const Tensor& t, int64_t i, F f) {
     case DataType::kINT64: return f(static_cast<const int64_t*>(p)[i]);
     case DataType::kUINT64: return f(static_cast<const uint64_t*>(p)[i]);
     case DataType::kBOOL: return f(static_cast<const bool*>(p)[i]);
+    case DataType::kINT4: case DataType::kINT2: return f(static_cast<const int8_t*>(p)[i]);
+    case DataType::kUINT4: case DataType::kUINT2: return f(static_cast<const uint8_t*>(p)[i]);
+    case DataType::kFP8E4M3FN: case DataType::kFP8E4M3FNUZ: case DataType::kFP8E5M2: case DataType::kFP8E5M2FNUZ:
+    case DataType::kFP4E2M1: case DataType::kFP8E8M0:
+      return f(static_cast<double>(small_float_to_float(t.dtype(), static_cast<const uint8_t*>(p)[i])));
   }
   return f(0);
 }
@@ -171,7 +178,9 @@ static void cast_into(const Tensor& src, To* dst) {
   }
 }
 
-Tensor Tensor::cast(DataType to) const {
+Tensor Tensor::cast(DataType to) const { return cast(to, true); }
+
+Tensor Tensor::cast(DataType to, bool saturate) const {
   Tensor out(to, shape_);
   const int64_t n = numel_;
   switch (to) {
@@ -188,6 +197,21 @@ Tensor Tensor::cast(DataType to) const {
     case DataType::kINT64: cast_into(*this, out.data<int64_t>()); break;
     case DataType::kUINT64: cast_into(*this, out.data<uint64_t>()); break;
     case DataType::kBOOL: for (int64_t i = 0; i < n; ++i) out.data<bool>()[i] = get_f64(i) != 0.0; break;
+    case DataType::kFP8E4M3FN: case DataType::kFP8E4M3FNUZ: case DataType::kFP8E5M2: case DataType::kFP8E5M2FNUZ:
+    case DataType::kFP4E2M1: case DataType::kFP8E8M0:
+      for (int64_t i = 0; i < n; ++i) out.data<uint8_t>()[i] = float_to_small_float(to, get_f64(i), saturate);
+      break;
+    case DataType::kINT4: case DataType::kINT2: case DataType::kUINT4: case DataType::kUINT2: {
+      // Out-of-range values wrap, as a C cast to a narrower integer (and the ONNX reference) does.
+      const int bits = subbyte_int_bits(to);
+      const bool is_signed = to == DataType::kINT4 || to == DataType::kINT2;
+      const bool from_float = dtype_is_float(dtype_);
+      for (int64_t i = 0; i < n; ++i) {
+        int64_t v = from_float ? static_cast<int64_t>(get_f64(i)) : get_i64(i);
+        out.data<uint8_t>()[i] = is_signed ? static_cast<uint8_t>(wrap_int_bits(v, bits)) : wrap_uint_bits(v, bits);
+      }
+      break;
+    }
   }
   return out;
 }

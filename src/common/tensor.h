@@ -90,6 +90,8 @@ class Tensor {
   std::vector<double> to_f64_vector() const;
   // Converts to another data type (float <-> int casts truncate toward zero, as ONNX Cast does).
   Tensor cast(DataType to) const;
+  // saturate only matters for float8 targets: false lets overflow become inf/NaN (ONNX Cast saturate=0).
+  Tensor cast(DataType to, bool saturate) const;
 
   std::string debug_string(int max_elems = 8) const;
 

@@ -1,6 +1,7 @@
 // ONNX protobuf -> Kiln conversions for tensors (inline, typed fields, external data) and attributes.
 #include "onnx/proto_convert.h"
 
+#include "common/small_types.h"
 #include "ops/op_util.h"
 
 #include <cstring>
@@ -38,7 +39,9 @@ static Status read_external(const onnx::TensorProto& tp, const std::string& base
   if (!f) return io_error("tensor '" + tp.name() + "': cannot open external data file '" + path + "'");
   f.seekg(0, std::ios::end);
   int64_t file_size = f.tellg();
-  int64_t want = static_cast<int64_t>(t->nbytes());
+  // Packed 4-bit/2-bit types occupy fewer bytes on disk than in the (one byte per element) Tensor.
+  const int per = onnx_elems_per_byte(t->dtype());
+  int64_t want = (t->numel() + per - 1) / per * static_cast<int64_t>(per == 1 ? dtype_size(t->dtype()) : 1);
   if (length >= 0 && length != want)
     return invalid_model("tensor '" + tp.name() + "': external data length " + std::to_string(length) +
                          " does not match its shape (" + std::to_string(want) + " bytes)");
@@ -47,8 +50,13 @@ static Status read_external(const onnx::TensorProto& tp, const std::string& base
                          std::to_string(offset + want) + ") lies outside '" + path + "' (" +
                          std::to_string(file_size) + " bytes)");
   f.seekg(offset);
-  f.read(static_cast<char*>(t->raw()), want);
+  std::string packed;
+  if (per > 1) packed.resize(static_cast<size_t>(want));
+  f.read(per > 1 ? packed.data() : static_cast<char*>(t->raw()), want);
   if (!f) return io_error("tensor '" + tp.name() + "': reading external data from '" + path + "' failed");
+  if (per > 1 && t->numel())
+    unpack_subbyte(t->dtype(), reinterpret_cast<const uint8_t*>(packed.data()), static_cast<size_t>(t->numel()),
+                   t->data<uint8_t>());
   return Status::Ok();
 }
 
@@ -67,6 +75,21 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string&
   };
   if (tp.data_location() == onnx::TensorProto::EXTERNAL) {
     KILN_RETURN_IF_ERROR(read_external(tp, base_dir, &t));
+    return t;
+  }
+  // 4-bit and 2-bit elements arrive packed (low bits first), in raw_data bytes or in int32_data words
+  // alike; Kiln stores them one per byte.
+  if (dtype_is_packed_in_onnx(dt)) {
+    const int per = onnx_elems_per_byte(dt);
+    const size_t packed = static_cast<size_t>((n + per - 1) / per);
+    std::string bytes;
+    if (tp.has_raw_data()) {
+      bytes = tp.raw_data();
+    } else {
+      for (int32_t v : tp.int32_data()) bytes.push_back(static_cast<char>(v & 0xFF));
+    }
+    if (bytes.size() != packed) return count_error(static_cast<int64_t>(bytes.size()) * per);
+    if (n) unpack_subbyte(dt, reinterpret_cast<const uint8_t*>(bytes.data()), static_cast<size_t>(n), t.data<uint8_t>());
     return t;
   }
   if (tp.has_raw_data()) {
@@ -104,7 +127,9 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string&
           case DataType::kUINT16: case DataType::kHALF: case DataType::kBF16:
             t.data<uint16_t>()[i] = static_cast<uint16_t>(v); break;
           case DataType::kINT8: t.data<int8_t>()[i] = static_cast<int8_t>(v); break;
-          case DataType::kUINT8: t.data<uint8_t>()[i] = static_cast<uint8_t>(v); break;
+          case DataType::kUINT8: case DataType::kFP8E4M3FN: case DataType::kFP8E4M3FNUZ: case DataType::kFP8E5M2:
+          case DataType::kFP8E5M2FNUZ: case DataType::kFP8E8M0:
+            t.data<uint8_t>()[i] = static_cast<uint8_t>(v); break;
           case DataType::kBOOL: t.data<bool>()[i] = v != 0; break;
           default: return internal_error("unhandled dtype in tensor_from_proto");
         }

@@ -1,6 +1,7 @@
 // Type conversion and selection: Cast, CastLike and Where.
 #include <algorithm>
 
+#include "common/small_types.h"
 #include "ops/broadcast_loop.h"
 
 namespace kiln::ops {
@@ -11,7 +12,7 @@ Result<DataType> dtype_from_onnx(int64_t code) {
   DataType t;
   if (dtype_from_onnx_code(code, &t)) return t;
   const char* name = code == 8 ? "STRING" : code == 14 ? "COMPLEX64" : code == 15 ? "COMPLEX128"
-                   : (code >= 17 && code <= 20) ? "FLOAT8" : (code == 21 || code == 22) ? "INT4/UINT4" : nullptr;
+                   : (code == 27 || code == 28) ? "FLOAT6" : nullptr;
   if (name) return unsupported(std::string("Cast: target type ") + name + " (" + std::to_string(code) + ") is not supported");
   return invalid_model("Cast: attribute 'to' must be an ONNX TensorProto data type number, got " + std::to_string(code));
 }
@@ -37,11 +38,26 @@ Status infer_cast(InferContext& ctx, DataType to) {
   return Status::Ok();
 }
 
-void compute_cast(ComputeContext& ctx, DataType to) {
+Status compute_cast(ComputeContext& ctx, DataType to) {
   const Tensor& in = ctx.input(0);
   // The runtime never writes in place, so a no-op cast may share the input's storage.
-  if (in.dtype() == to) ctx.set_output(0, in);
-  else ctx.set_output(0, in.cast(to));
+  if (in.dtype() == to) {
+    ctx.set_output(0, in);
+    return Status::Ok();
+  }
+  KILN_ASSIGN_OR_RETURN(int64_t saturate, ctx.attrs().get_int("saturate", 1));
+  if (to == DataType::kFP8E8M0) {
+    KILN_ASSIGN_OR_RETURN(std::string mode, ctx.attrs().get_string("round_mode", "up"));
+    if (mode != "up" && mode != "down" && mode != "nearest")
+      return invalid_model("Cast: round_mode '" + mode + "' is not supported; allowed values are up, down, nearest");
+    Tensor out(to, in.shape());
+    for (int64_t i = 0; i < in.numel(); ++i)
+      out.data<uint8_t>()[i] = float_to_e8m0(static_cast<float>(in.get_f64(i)), saturate != 0, mode.c_str());
+    ctx.set_output(0, out);
+    return Status::Ok();
+  }
+  ctx.set_output(0, in.cast(to, saturate != 0));
+  return Status::Ok();
 }
 
 // Known values of a bool or integer tensor (rank <= 1), as 0/1 for bools.
@@ -61,8 +77,9 @@ KILN_REGISTER_OP(Cast) {
   OpSchema s;
   s.name = "Cast";
   s.min_inputs = s.max_inputs = 1;
-  // saturate (opset 19) only concerns float8 targets, which Kiln does not have.
-  s.attrs = {{"to", AttrType::kINT, AttrRequirement::kRequired}, {"saturate", AttrType::kINT}};
+  // saturate (opset 19) only concerns float8 targets; round_mode (opset 24) only float8e8m0.
+  s.attrs = {{"to", AttrType::kINT, AttrRequirement::kRequired}, {"saturate", AttrType::kINT},
+             {"round_mode", AttrType::kSTRING}};
   s.dtypes = all_types();
   s.infer = [](InferContext& ctx) {
     KILN_ASSIGN_OR_RETURN(int64_t code, ctx.attrs().get_int("to"));
@@ -72,8 +89,7 @@ KILN_REGISTER_OP(Cast) {
   s.compute = [](ComputeContext& ctx) {
     KILN_ASSIGN_OR_RETURN(int64_t code, ctx.attrs().get_int("to"));
     KILN_ASSIGN_OR_RETURN(DataType to, dtype_from_onnx(code));
-    compute_cast(ctx, to);
-    return Status::Ok();
+    return compute_cast(ctx, to);
   };
   return s;
 }
@@ -83,13 +99,10 @@ KILN_REGISTER_OP(CastLike) {
   s.name = "CastLike";
   s.since_opset = 15;
   s.min_inputs = s.max_inputs = 2;
-  s.attrs = {{"saturate", AttrType::kINT}};
+  s.attrs = {{"saturate", AttrType::kINT}, {"round_mode", AttrType::kSTRING}};
   s.dtypes = all_types();
   s.infer = [](InferContext& ctx) { return infer_cast(ctx, ctx.input(1).dtype); };
-  s.compute = [](ComputeContext& ctx) {
-    compute_cast(ctx, ctx.input(1).dtype());
-    return Status::Ok();
-  };
+  s.compute = [](ComputeContext& ctx) { return compute_cast(ctx, ctx.input(1).dtype()); };
   return s;
 }
 

@@ -28,7 +28,7 @@ int64_t product(const std::vector<int64_t>& v, size_t begin = 0, size_t end = SI
 Result<std::vector<int64_t>> tensor_to_ints(const Tensor& t);
 
 // ONNX TensorProto.DataType numbers (they appear raw in attributes such as Cast's `to`) -> DataType;
-// false for types Kiln does not hold (string, complex, float8, int4).
+// false for types Kiln does not hold (string, complex, float6).
 bool dtype_from_onnx_code(int64_t code, DataType* out);
 
 // Output info helpers for inference.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/small_types.h"
 #include "ops/op_util.h"
 
 namespace kiln::ops {
@@ -16,29 +17,36 @@ bool quant_range(DataType t, double* lo, double* hi) {
     case DataType::kUINT16: *lo = 0; *hi = 65535; return true;
     case DataType::kINT16: *lo = -32768; *hi = 32767; return true;
     case DataType::kINT32: *lo = -2147483648.0; *hi = 2147483647.0; return true;
+    case DataType::kUINT4: *lo = 0; *hi = 15; return true;
+    case DataType::kINT4: *lo = -8; *hi = 7; return true;
+    case DataType::kUINT2: *lo = 0; *hi = 3; return true;
+    case DataType::kINT2: *lo = -2; *hi = 1; return true;
     default: return false;
   }
 }
 
+// Float8 and float4 quantized types: values are cast (not rounded to integers) after scaling.
+bool is_float_quant_type(DataType t) { return dtype_is_small_float(t) && t != DataType::kFP8E8M0; }
+
 Status check_quant_type(DataType t, const std::string& op, const std::string& what, bool allow_int32) {
   double lo = 0, hi = 0;
+  if (is_float_quant_type(t)) return Status::Ok();
   if (!quant_range(t, &lo, &hi) || (t == DataType::kINT32 && !allow_int32))
     return unsupported(op + ": " + what + " type " + dtype_name(t) + " is not supported; allowed types are uint8, int8, "
-                       "uint16, int16" + (allow_int32 ? ", int32" : ""));
+                       "uint16, int16, uint4, int4, uint2, int2, float8 (e4m3fn, e4m3fnuz, e5m2, e5m2fnuz), float4e2m1" +
+                       (allow_int32 ? ", int32" : ""));
   return Status::Ok();
 }
 
 // ONNX TensorProto element-type numbers that QuantizeLinear's output_dtype may name.
 Result<DataType> onnx_quant_dtype(int64_t code) {
-  switch (code) {
-    case 2: return DataType::kUINT8;
-    case 3: return DataType::kINT8;
-    case 4: return DataType::kUINT16;
-    case 5: return DataType::kINT16;
-    default:
-      return unsupported("QuantizeLinear: output_dtype " + std::to_string(code) +
-                         " is not supported; allowed values are 2 (uint8), 3 (int8), 4 (uint16), 5 (int16)");
-  }
+  DataType t;
+  double lo = 0, hi = 0;
+  if (dtype_from_onnx_code(code, &t) && t != DataType::kINT32 && (quant_range(t, &lo, &hi) || is_float_quant_type(t)))
+    return t;
+  return unsupported("QuantizeLinear: output_dtype " + std::to_string(code) +
+                     " is not supported; allowed values are 2 (uint8), 3 (int8), 4 (uint16), 5 (int16), 17-20 (float8), "
+                     "21 (uint4), 22 (int4), 23 (float4e2m1), 25 (uint2), 26 (int2)");
 }
 
 Result<DataType> quantize_output_type(const Attributes& attrs, std::optional<DataType> zero_point) {
@@ -69,7 +77,10 @@ struct QuantParams {
 Result<QuantParams> quant_params(const std::string& op, const Attributes& attrs, const std::vector<int64_t>& x_shape,
                                  const Tensor& scale, const Tensor* zero_point) {
   QuantParams p;
-  if (zero_point && zero_point->shape() != scale.shape())
+  // A scalar scale may come with a 1-element 1-D zero point (the float8/int4 reference models do this).
+  const bool both_single = zero_point && zero_point->numel() == 1 && scale.numel() == 1 && scale.rank() <= 1 &&
+                           zero_point->rank() <= 1;
+  if (zero_point && !both_single && zero_point->shape() != scale.shape())
     return invalid_argument(op + ": zero point shape " + dims_to_string(zero_point->shape()) + " differs from scale shape " +
                             dims_to_string(scale.shape()));
   // A 1-element 1-D scale counts as per-tensor too (what opset 10 models hold).
@@ -116,6 +127,8 @@ Status store_quantized(Tensor& out, const std::vector<double>& v) {
       case DataType::kUINT16: out.data<uint16_t>()[i] = static_cast<uint16_t>(q); break;
       case DataType::kINT16: out.data<int16_t>()[i] = static_cast<int16_t>(q); break;
       case DataType::kINT32: out.data<int32_t>()[i] = static_cast<int32_t>(q); break;
+      case DataType::kINT4: case DataType::kINT2: out.data<int8_t>()[i] = static_cast<int8_t>(q); break;
+      case DataType::kUINT4: case DataType::kUINT2: out.data<uint8_t>()[i] = static_cast<uint8_t>(q); break;
       default: return internal_error("store_quantized: unexpected type");
     }
   }
@@ -168,6 +181,17 @@ KILN_REGISTER_OP(QuantizeLinear) {
     KILN_ASSIGN_OR_RETURN(QuantParams p, quant_params("QuantizeLinear", ctx.attrs(), x.shape(), ctx.input(1), zp));
     // The division happens in float32, as the spec's reference does; rounding is half to even.
     Tensor xf = x.cast(DataType::kFLOAT), sf = ctx.input(1).cast(DataType::kFLOAT);
+    if (is_float_quant_type(out_t)) {
+      KILN_ASSIGN_OR_RETURN(int64_t saturate, ctx.attrs().get_int("saturate", 1));
+      Tensor& out = ctx.allocate_output(0, out_t, x.shape());
+      for (int64_t e = 0; e < x.numel(); ++e) {
+        int64_t k = p.index(e);
+        float r = xf.data<float>()[e] / sf.data<float>()[k];
+        double v = static_cast<double>(r) + (zp ? zp->get_f64(k) : 0.0);
+        out.data<uint8_t>()[e] = float_to_small_float(out_t, v, saturate != 0);
+      }
+      return Status::Ok();
+    }
     std::vector<double> q(x.numel());
     for (int64_t e = 0; e < x.numel(); ++e) {
       int64_t k = p.index(e);
@@ -210,7 +234,9 @@ KILN_REGISTER_OP(DequantizeLinear) {
     Tensor y(DataType::kFLOAT, x.shape());
     for (int64_t e = 0; e < x.numel(); ++e) {
       int64_t k = p.index(e);
-      float centered = static_cast<float>(x.get_i64(e) - (zp ? zp->get_i64(k) : 0));
+      float centered = is_float_quant_type(x.dtype())
+                           ? static_cast<float>(x.get_f64(e) - (zp ? zp->get_f64(k) : 0.0))
+                           : static_cast<float>(x.get_i64(e) - (zp ? zp->get_i64(k) : 0));
       y.data<float>()[e] = centered * sf.data<float>()[k];
     }
     ctx.set_output(0, ctx.input(1).dtype() == DataType::kFLOAT ? y : y.cast(ctx.input(1).dtype()));

@@ -187,6 +187,10 @@ Tolerance tolerance_for(kiln::DataType t) {
   switch (t) {
     case kiln::DataType::kHALF: return {1e-2, 1e-3};
     case kiln::DataType::kBF16: return {2e-2, 1e-2};
+    // Neighbouring float8/float4 codes differ by far more than any tolerance; a wrong rounding must fail.
+    case kiln::DataType::kFP8E4M3FN: case kiln::DataType::kFP8E4M3FNUZ: case kiln::DataType::kFP8E5M2:
+    case kiln::DataType::kFP8E5M2FNUZ: case kiln::DataType::kFP4E2M1: case kiln::DataType::kFP8E8M0:
+      return {0, 0};
     default: return {1e-3, 1e-5};
   }
 }

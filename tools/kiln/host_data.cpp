@@ -1,6 +1,8 @@
 // Seeded random inputs, raw input files and FP16/BF16 conversion for the kiln CLI.
 #include "host_data.h"
 
+#include "common/small_types.h"
+
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -122,6 +124,13 @@ void fill_random(HostTensor& t, uint32_t seed) {
         break;
       case DataType::kUINT64:
         store(t, i, static_cast<uint64_t>(small(rng)));
+        break;
+      case DataType::kINT4: case DataType::kINT2: case DataType::kUINT4: case DataType::kUINT2:
+        store(t, i, static_cast<uint8_t>(small(rng) & 1));  // 0/1 fit every sub-byte integer type
+        break;
+      case DataType::kFP8E4M3FN: case DataType::kFP8E4M3FNUZ: case DataType::kFP8E5M2: case DataType::kFP8E5M2FNUZ:
+      case DataType::kFP4E2M1: case DataType::kFP8E8M0:
+        store(t, i, float_to_small_float(t.dtype, real(rng)));
         break;
     }
   }

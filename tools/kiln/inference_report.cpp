@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <numeric>
 
+#include "common/small_types.h"
 #include "host_data.h"
 
 namespace kiln::cli {
@@ -63,6 +64,13 @@ void append_element(std::string& out, const HostTensor& t, size_t i) {
       return append_number(out, load<int64_t>(t, i));
     case DataType::kUINT64:
       return append_number(out, load<uint64_t>(t, i));
+    case DataType::kINT4: case DataType::kINT2:
+      return append_number(out, static_cast<int>(load<int8_t>(t, i)));
+    case DataType::kUINT4: case DataType::kUINT2:
+      return append_number(out, static_cast<int>(load<uint8_t>(t, i)));
+    case DataType::kFP8E4M3FN: case DataType::kFP8E4M3FNUZ: case DataType::kFP8E5M2: case DataType::kFP8E5M2FNUZ:
+    case DataType::kFP4E2M1: case DataType::kFP8E8M0:
+      return append_number(out, small_float_to_float(t.dtype, load<uint8_t>(t, i)));
   }
 }
 
