@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 
+#include "op_test_util.h"
 #include "kiln/builder.h"
 #include "kiln/network.h"
 #include "kiln/onnx_parser.h"
@@ -18,37 +19,13 @@ using namespace kiln::ops;
 
 namespace {
 
-struct RunResult {
-  Status status;
-  std::vector<Tensor> outputs;
-  std::vector<TensorInfo> inferred;
-};
+using ops::testing::RunResult;
+using ops::testing::run_op;
 
-// Inference then compute of one op, as the runtime does; every input but the first is visible to inference.
-RunResult run_op(const std::string& name, const Attributes& attrs, const std::vector<const Tensor*>& inputs,
-                 int opset) {
-  RunResult r;
-  const OpSchema* s = OpRegistry::instance().find(name);
-  if (!s) { r.status = unsupported(name + " not registered"); return r; }
-  r.status = validate_attributes(*s, attrs);
-  if (!r.status.ok()) return r;
-  std::vector<TensorInfo> infos(inputs.size());
-  std::vector<const TensorInfo*> ptrs;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!inputs[i]) { ptrs.push_back(nullptr); continue; }
-    infos[i].dtype = inputs[i]->dtype();
-    infos[i].shape = shape_from_dims(inputs[i]->shape());
-    infos[i].constant = i == 0 ? nullptr : inputs[i];
-    ptrs.push_back(&infos[i]);
-  }
-  InferContext ictx(attrs, opset, ptrs, 1);
-  r.status = s->infer(ictx);
-  if (!r.status.ok()) return r;
-  r.inferred = ictx.outputs();
-  r.outputs.resize(1);
-  ComputeContext cctx(attrs, opset, inputs, &r.outputs);
-  r.status = s->compute(cctx);
-  return r;
+// Inference then compute of one op at a given opset (one output).
+RunResult run_op_at(const std::string& name, const Attributes& attrs, const std::vector<const Tensor*>& inputs,
+                    int opset) {
+  return run_op(name, attrs, inputs, 1, opset);
 }
 
 template <typename T>
@@ -83,7 +60,7 @@ TEST(MiscFixes, BitShiftRightIsArithmeticForSignedTypes) {
   // bit out, which for a negative value leaves all ones (-1) and for a positive one leaves 0.
   Tensor x = Tensor::from_vector<int8_t>({5}, {-128, -8, -1, 64, -3});
   Tensor s = Tensor::from_vector<int8_t>({5}, {1, 1, 9, -1, -2});
-  auto r = run_op("BitShift", with("direction", "RIGHT"), {&x, &s}, 28);
+  auto r = run_op_at("BitShift", with("direction", "RIGHT"), {&x, &s}, 28);
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   EXPECT_EQ(values_of<int8_t>(r.outputs[0]), (std::vector<int8_t>{-64, -4, -1, 0, -1}));
 }
@@ -92,13 +69,13 @@ TEST(MiscFixes, BitShiftLeftWrapsAndClearsOutOfRangeCounts) {
   // 64 << 1 == 128, which int8 wraps to -128; -1 << 8 and 5 << -2 are out of range and give 0.
   Tensor x = Tensor::from_vector<int8_t>({4}, {64, -1, 5, -3});
   Tensor s = Tensor::from_vector<int8_t>({4}, {1, 8, -2, 2});
-  auto r = run_op("BitShift", with("direction", "LEFT"), {&x, &s}, 28);
+  auto r = run_op_at("BitShift", with("direction", "LEFT"), {&x, &s}, 28);
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   EXPECT_EQ(values_of<int8_t>(r.outputs[0]), (std::vector<int8_t>{-128, 0, 0, -12}));
 
   Tensor x32 = Tensor::from_vector<int32_t>({1}, {1});
   Tensor s32 = Tensor::from_vector<int32_t>({1}, {31});
-  auto r32 = run_op("BitShift", with("direction", "LEFT"), {&x32, &s32}, 28);
+  auto r32 = run_op_at("BitShift", with("direction", "LEFT"), {&x32, &s32}, 28);
   ASSERT_TRUE(r32.status.ok()) << r32.status.message();
   EXPECT_EQ(r32.outputs[0].data<int32_t>()[0], std::numeric_limits<int32_t>::min());
 }
@@ -107,10 +84,10 @@ TEST(MiscFixes, BitShiftUnsignedIsUnchanged) {
   // 200 >> 3 == 25; 200 >> 8 shifts every bit out; 3 << 6 == 192.
   Tensor x = Tensor::from_vector<uint8_t>({3}, {200, 200, 3});
   Tensor s = Tensor::from_vector<uint8_t>({3}, {3, 8, 6});
-  auto right = run_op("BitShift", with("direction", "RIGHT"), {&x, &s}, 11);
+  auto right = run_op_at("BitShift", with("direction", "RIGHT"), {&x, &s}, 11);
   ASSERT_TRUE(right.status.ok()) << right.status.message();
   EXPECT_EQ(values_of<uint8_t>(right.outputs[0]), (std::vector<uint8_t>{25, 0, 0}));
-  auto left = run_op("BitShift", with("direction", "LEFT"), {&x, &s}, 11);
+  auto left = run_op_at("BitShift", with("direction", "LEFT"), {&x, &s}, 11);
   ASSERT_TRUE(left.status.ok()) << left.status.message();
   EXPECT_EQ(left.outputs[0].data<uint8_t>()[2], 192);
 }
@@ -122,11 +99,11 @@ TEST(MiscFixes, ReduceMaxMinOnBoolAreAnyAndAll) {
   Tensor x = bools({3, 2}, {1, 0, 0, 0, 1, 1});
   Tensor axes = Tensor::from_vector<int64_t>({1}, {1});
   Attributes a = with("keepdims", int64_t{0});
-  auto mx = run_op("ReduceMax", a, {&x, &axes}, 20);
+  auto mx = run_op_at("ReduceMax", a, {&x, &axes}, 20);
   ASSERT_TRUE(mx.status.ok()) << mx.status.message();
   EXPECT_EQ(mx.outputs[0].dtype(), DataType::kBOOL);
   EXPECT_EQ(bool_values(mx.outputs[0]), (std::vector<int>{1, 0, 1}));
-  auto mn = run_op("ReduceMin", a, {&x, &axes}, 20);
+  auto mn = run_op_at("ReduceMin", a, {&x, &axes}, 20);
   ASSERT_TRUE(mn.status.ok()) << mn.status.message();
   EXPECT_EQ(bool_values(mn.outputs[0]), (std::vector<int>{0, 0, 1}));
 }
@@ -135,11 +112,11 @@ TEST(MiscFixes, ReduceMaxMinOnEmptyBoolGiveIdentities) {
   // any() of nothing is false, all() of nothing is true.
   Tensor x(DataType::kBOOL, {2, 0});
   Tensor axes = Tensor::from_vector<int64_t>({1}, {1});
-  auto mx = run_op("ReduceMax", {}, {&x, &axes}, 20);
+  auto mx = run_op_at("ReduceMax", {}, {&x, &axes}, 20);
   ASSERT_TRUE(mx.status.ok()) << mx.status.message();
   EXPECT_EQ(mx.outputs[0].shape(), (std::vector<int64_t>{2, 1}));
   EXPECT_EQ(bool_values(mx.outputs[0]), (std::vector<int>{0, 0}));
-  auto mn = run_op("ReduceMin", {}, {&x, &axes}, 20);
+  auto mn = run_op_at("ReduceMin", {}, {&x, &axes}, 20);
   ASSERT_TRUE(mn.status.ok()) << mn.status.message();
   EXPECT_EQ(bool_values(mn.outputs[0]), (std::vector<int>{1, 1}));
 }
@@ -153,22 +130,22 @@ TEST(MiscFixes, SpaceToDepthHonoursMode) {
   Tensor x = Tensor::from_vector<float>({1, 2, 2, 2}, {0, 1, 2, 3, 4, 5, 6, 7});
   Attributes crd = with("blocksize", int64_t{2});
   crd.set("mode", "CRD");
-  auto r = run_op("SpaceToDepth", crd, {&x}, 28);
+  auto r = run_op_at("SpaceToDepth", crd, {&x}, 28);
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   EXPECT_EQ(r.outputs[0].shape(), (std::vector<int64_t>{1, 8, 1, 1}));
   EXPECT_EQ(values_of<float>(r.outputs[0]), (std::vector<float>{0, 1, 2, 3, 4, 5, 6, 7}));
   Attributes dcr = with("blocksize", int64_t{2});
   dcr.set("mode", "DCR");
-  auto d = run_op("SpaceToDepth", dcr, {&x}, 28);
+  auto d = run_op_at("SpaceToDepth", dcr, {&x}, 28);
   ASSERT_TRUE(d.status.ok()) << d.status.message();
   EXPECT_EQ(values_of<float>(d.outputs[0]), (std::vector<float>{0, 4, 1, 5, 2, 6, 3, 7}));
   // No mode (before opset 28) keeps the DCR order.
-  auto dflt = run_op("SpaceToDepth", with("blocksize", int64_t{2}), {&x}, 13);
+  auto dflt = run_op_at("SpaceToDepth", with("blocksize", int64_t{2}), {&x}, 13);
   ASSERT_TRUE(dflt.status.ok()) << dflt.status.message();
   EXPECT_EQ(values_of<float>(dflt.outputs[0]), values_of<float>(d.outputs[0]));
   Attributes bad = with("blocksize", int64_t{2});
   bad.set("mode", "XYZ");
-  EXPECT_FALSE(run_op("SpaceToDepth", bad, {&x}, 28).status.ok());
+  EXPECT_FALSE(run_op_at("SpaceToDepth", bad, {&x}, 28).status.ok());
 }
 
 // ---- DFT inverse one-sided ----
@@ -179,7 +156,7 @@ TEST(MiscFixes, DftInverseOneSidedGivesTheRealSignal) {
   Tensor x = Tensor::from_vector<float>({1, 3, 2}, {10, 7, -2, 2, -2, 0});
   Attributes a = with("inverse", int64_t{1});
   a.set("onesided", int64_t{1});
-  auto r = run_op("DFT", a, {&x}, 17);
+  auto r = run_op_at("DFT", a, {&x}, 17);
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   EXPECT_EQ(r.outputs[0].shape(), (std::vector<int64_t>{1, 4, 1}));
   ASSERT_TRUE(r.inferred[0].rank_known);
@@ -199,7 +176,7 @@ TEST(MiscFixes, GridSampleVolumetricLinearAndNearest) {
       {1, 1, 1, 6, 3}, {0, 0, 0, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1, 1, 0.5f, 0, -1});
   Attributes lin = with("align_corners", int64_t{1});
   lin.set("mode", "linear");
-  auto r = run_op("GridSample", lin, {&x, &grid}, 22);
+  auto r = run_op_at("GridSample", lin, {&x, &grid}, 22);
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   EXPECT_EQ(r.outputs[0].shape(), (std::vector<int64_t>{1, 1, 1, 1, 6}));
   const std::vector<float> expect = {3.5f, 0, 7, 1, 4, 1.75f};
@@ -209,12 +186,12 @@ TEST(MiscFixes, GridSampleVolumetricLinearAndNearest) {
   Tensor g2 = Tensor::from_vector<float>({1, 1, 1, 1, 3}, {0.6f, -1, 1});
   Attributes near = with("align_corners", int64_t{1});
   near.set("mode", "nearest");
-  auto n = run_op("GridSample", near, {&x, &g2}, 22);
+  auto n = run_op_at("GridSample", near, {&x, &g2}, 22);
   ASSERT_TRUE(n.status.ok()) << n.status.message();
   EXPECT_FLOAT_EQ(n.outputs[0].data<float>()[0], 5.0f);
 
   Attributes cubic = with("mode", "cubic");
-  EXPECT_FALSE(run_op("GridSample", cubic, {&x, &g2}, 22).status.ok());
+  EXPECT_FALSE(run_op_at("GridSample", cubic, {&x, &g2}, 22).status.ok());
 }
 
 // ---- Resize half_pixel_symmetric (opset 19) ----
@@ -227,12 +204,12 @@ TEST(MiscFixes, ResizeHalfPixelSymmetricSplitsTheRoundingOverBothEnds) {
   Tensor scales = Tensor::from_vector<float>({4}, {1, 1, 1, 0.6f});
   Attributes a = with("mode", "linear");
   a.set("coordinate_transformation_mode", "half_pixel_symmetric");
-  auto r = run_op("Resize", a, {&x, nullptr, &scales}, 19);
+  auto r = run_op_at("Resize", a, {&x, nullptr, &scales}, 19);
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   ASSERT_EQ(r.outputs[0].shape(), (std::vector<int64_t>{1, 1, 1, 2}));
   EXPECT_NEAR(r.outputs[0].data<float>()[0], 5.0f / 3.0f, 1e-5);
   EXPECT_NEAR(r.outputs[0].data<float>()[1], 10.0f / 3.0f, 1e-5);
-  EXPECT_FALSE(run_op("Resize", a, {&x, nullptr, &scales}, 18).status.ok());
+  EXPECT_FALSE(run_op_at("Resize", a, {&x, nullptr, &scales}, 18).status.ok());
 }
 
 TEST(MiscFixes, ResizeAntialiasWidensTheLinearKernelWhenDownscaling) {
@@ -243,7 +220,7 @@ TEST(MiscFixes, ResizeAntialiasWidensTheLinearKernelWhenDownscaling) {
   Tensor scales = Tensor::from_vector<float>({4}, {1, 1, 1, 0.5f});
   Attributes a = with("mode", "linear");
   a.set("antialias", int64_t{1});
-  auto r = run_op("Resize", a, {&x, nullptr, &scales}, 18);
+  auto r = run_op_at("Resize", a, {&x, nullptr, &scales}, 18);
   ASSERT_TRUE(r.status.ok()) << r.status.message();
   ASSERT_EQ(r.outputs[0].shape(), (std::vector<int64_t>{1, 1, 1, 2}));
   EXPECT_NEAR(r.outputs[0].data<float>()[0], 1.625f, 1e-6);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "op_test_util.h"
 #include "ops/op.h"
 
 using namespace kiln;
@@ -11,37 +12,9 @@ using namespace kiln::ops;
 
 namespace {
 
-struct RunResult {
-  Status status;
-  std::vector<Tensor> outputs;
-  std::vector<TensorInfo> inferred;
-};
+using ops::testing::RunResult;
+using ops::testing::run_op;
 
-RunResult run_op(const std::string& name, const Attributes& attrs, const std::vector<const Tensor*>& inputs,
-                 int num_outputs, int opset) {
-  RunResult r;
-  const OpSchema* s = OpRegistry::instance().find(name);
-  if (!s) { r.status = unsupported(name + " not registered"); return r; }
-  r.status = validate_attributes(*s, attrs);
-  if (!r.status.ok()) return r;
-  std::vector<TensorInfo> infos(inputs.size());
-  std::vector<const TensorInfo*> ptrs;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    if (!inputs[i]) { ptrs.push_back(nullptr); continue; }
-    infos[i].dtype = inputs[i]->dtype();
-    infos[i].shape = shape_from_dims(inputs[i]->shape());
-    infos[i].constant = i == 0 ? nullptr : inputs[i];
-    ptrs.push_back(&infos[i]);
-  }
-  InferContext ictx(attrs, opset, ptrs, num_outputs);
-  r.status = s->infer(ictx);
-  if (!r.status.ok()) return r;
-  r.inferred = ictx.outputs();
-  r.outputs.resize(num_outputs);
-  ComputeContext cctx(attrs, opset, inputs, &r.outputs);
-  r.status = s->compute(cctx);
-  return r;
-}
 
 void expect_values(const Tensor& got, const std::vector<double>& want, double tol = 1e-5) {
   ASSERT_EQ(got.numel(), static_cast<int64_t>(want.size()));
