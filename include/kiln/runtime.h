@@ -33,11 +33,15 @@ class IOutputAllocator {
   virtual void notify_shape(const char* tensor_name, const Dims& dims) noexcept = 0;
 };
 
-// Host-side tensor for the convenience execution path.
+// Host-side tensor for the convenience execution path. It also carries ONNX sequence and optional values
+// (kind other than kTENSOR): dtype is then the element type, dims and data stay empty, and elements holds the
+// sequence's tensors or the optional's value (none when the optional is empty).
 struct HostTensor {
   DataType dtype = DataType::kFLOAT;
   Dims dims;
   std::vector<uint8_t> data;  // C-order, little-endian
+  ValueKind kind = ValueKind::kTENSOR;
+  std::vector<HostTensor> elements;
 };
 
 class Engine {
@@ -47,6 +51,8 @@ class Engine {
   const std::string& get_tensor_name(int i) const;
   TensorIOMode get_tensor_mode(const std::string& name) const;
   DataType get_tensor_dtype(const std::string& name) const;
+  // kTENSOR unless the I/O value is a sequence or optional, which only infer() can pass (execute() refuses).
+  ValueKind get_tensor_kind(const std::string& name) const;
   Dims get_tensor_shape(const std::string& name) const;  // -1 for dynamic dims
   int num_optimization_profiles() const;
   // min/opt/max of a dynamic input in a profile; error when the input has no bounds.

@@ -52,6 +52,14 @@ int64_t volume(const Dims& d);               // product; -1 if any dim is dynami
 
 enum class TensorIOMode : uint8_t { kNONE = 0, kINPUT = 1, kOUTPUT = 2 };
 
+// What an I/O tensor or graph value holds: a tensor, or one of ONNX's sequence and optional types (a sequence of
+// tensors, an optional tensor, an optional sequence). For the latter, the DataType is that of the tensors inside.
+// Numbering is part of the engine file format: append only.
+enum class ValueKind : uint8_t { kTENSOR = 0, kSEQUENCE = 1, kOPTIONAL_TENSOR = 2, kOPTIONAL_SEQUENCE = 3 };
+constexpr int kNumValueKinds = 4;
+const char* value_kind_name(ValueKind k);  // "tensor", "sequence", "optional tensor", "optional sequence"
+
+
 enum class Backend : uint8_t { kCPU = 0, kCUDA = 1 };
 const char* backend_name(Backend b);
 

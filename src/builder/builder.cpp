@@ -26,6 +26,7 @@ Status check_profiles(const ir::Graph& g, const BuilderConfig& config, ILogger& 
   std::vector<std::string> dynamic, input_names;
   for (const ir::Value* v : g.inputs()) {
     input_names.push_back(v->name);
+    if (v->kind != ValueKind::kTENSOR) continue;  // sequences and optionals have no shape to bound
     if (!v->rank_known)
       return invalid_argument("network input '" + v->name + "' has an unknown rank; give it a shape before building");
     if (is_dynamic(*v)) dynamic.push_back(v->name);

@@ -40,6 +40,7 @@ Result<std::vector<uint8_t>> write_graph(const ir::Graph& graph, const BuilderCo
       if (it != ids.end()) return it->second;
       fmt::ValueRecord rec;
       rec.name = v->name;
+      rec.kind = v->kind;
       rec.dtype = v->dtype;
       rec.rank_known = v->rank_known;
       rec.shape = v->shape;
@@ -63,7 +64,8 @@ Result<std::vector<uint8_t>> write_graph(const ir::Graph& graph, const BuilderCo
 
     for (const ir::Value* v : graph.inputs()) {
       KILN_ASSIGN_OR_RETURN(int32_t id, id_of(v));
-      if (!v->rank_known && !nested) return invalid_model("network input '" + v->name + "' has no known rank");
+      if (!v->rank_known && !nested && v->kind == ValueKind::kTENSOR)
+        return invalid_model("network input '" + v->name + "' has no known rank");
       file.io.push_back({id, TensorIOMode::kINPUT});
     }
     for (const auto& n : graph.nodes()) {

@@ -23,6 +23,7 @@ const char* attr_type_name(AttrType t);
 // mean nothing in the enclosing graph).
 struct GraphPort {
   std::string name;
+  ValueKind kind = ValueKind::kTENSOR;  // for sequences and optionals, dtype/dims describe the tensors inside
   DataType dtype = DataType::kFLOAT;
   bool rank_known = false;
   std::vector<int64_t> dims;

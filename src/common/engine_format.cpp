@@ -334,7 +334,7 @@ std::vector<uint8_t> encode_values(const EngineFile& f) {
   for (auto& v : f.values) {
     w.str(v.name);
     w.u8(static_cast<uint8_t>(v.dtype));
-    w.u8(v.rank_known ? 1 : 0);
+    w.u8(static_cast<uint8_t>((v.rank_known ? 1 : 0) | static_cast<uint8_t>(v.kind) << 1));
     write_shape(w, v.shape);
     w.u8(v.is_constant ? 1 : 0);
     if (v.is_constant) {
@@ -408,16 +408,19 @@ Status decode_values(ByteReader& r, EngineFile* f) {
   KILN_RETURN_IF_ERROR(r.count(&n, 4 + 1 + 1 + 4 + 1, "values"));
   f->values.resize(n);
   for (auto& v : f->values) {
-    uint8_t rank_known, is_const;
+    uint8_t flags, is_const;
     KILN_RETURN_IF_ERROR(r.str(&v.name));
     KILN_RETURN_IF_ERROR(read_dtype(r, &v.dtype));
-    KILN_RETURN_IF_ERROR(r.u8(&rank_known));
+    KILN_RETURN_IF_ERROR(r.u8(&flags));
     KILN_RETURN_IF_ERROR(read_shape(r, &v.shape));
     KILN_RETURN_IF_ERROR(r.u8(&is_const));
-    if (rank_known > 1 || is_const > 1) return r.error("value '" + v.name + "' has an invalid flag byte");
-    v.rank_known = rank_known;
+    if ((flags >> 1) >= kNumValueKinds || is_const > 1) return r.error("value '" + v.name + "' has an invalid flag byte");
+    v.rank_known = flags & 1;
+    v.kind = static_cast<ValueKind>(flags >> 1);
     v.is_constant = is_const;
     if (!v.is_constant) continue;
+    if (v.kind != ValueKind::kTENSOR)
+      return r.error("constant '" + v.name + "' is a " + value_kind_name(v.kind) + "; constants are tensors");
     KILN_RETURN_IF_ERROR(r.u64(&v.weight_offset));
     KILN_RETURN_IF_ERROR(r.u64(&v.weight_size));
     if (!v.rank_known || !ops::shape_is_static(v.shape))

@@ -9,6 +9,8 @@
 // Strings are u32 length + bytes. Counts are u32 and are checked against the bytes left before use.
 // Sections: metadata (key/value strings), values, nodes, io, profiles, weights (raw constant bytes,
 // each 64-byte aligned in the file so the runtime can use them in place).
+// A value record's flag byte holds rank_known in bit 0 and the ValueKind in bits 1-2 (0 for a tensor, so files
+// without sequences are byte-for-byte what they were before kinds existed).
 #pragma once
 
 #include <cstddef>
@@ -112,6 +114,7 @@ class SerializedSubgraph final : public Subgraph {
 // The decoded contents of an engine file, independent of the IR and of the runtime's plan.
 struct ValueRecord {
   std::string name;
+  ValueKind kind = ValueKind::kTENSOR;
   DataType dtype = DataType::kFLOAT;
   bool rank_known = true;
   ops::Shape shape;

@@ -121,6 +121,16 @@ int64_t volume(const Dims& d) {
 
 const char* backend_name(Backend b) { return b == Backend::kCPU ? "cpu" : "cuda"; }
 
+const char* value_kind_name(ValueKind k) {
+  switch (k) {
+    case ValueKind::kTENSOR: return "tensor";
+    case ValueKind::kSEQUENCE: return "sequence";
+    case ValueKind::kOPTIONAL_TENSOR: return "optional tensor";
+    case ValueKind::kOPTIONAL_SEQUENCE: return "optional sequence";
+  }
+  return "unknown";
+}
+
 void StderrLogger::log(Severity severity, const char* msg) noexcept {
   if (static_cast<int>(severity) > static_cast<int>(min_)) return;
   static const char* kTags[] = {"[F]", "[E]", "[W]", "[I]", "[V]"};

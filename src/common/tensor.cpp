@@ -102,6 +102,31 @@ Tensor Tensor::wrap(DataType dtype, std::vector<int64_t> shape, void* data) {
   return t;
 }
 
+Tensor Tensor::sequence(DataType elem, std::vector<Tensor> items) {
+  Tensor t;
+  t.dtype_ = elem;
+  t.defined_ = true;
+  t.kind_ = ValueKind::kSEQUENCE;
+  t.items_ = std::make_shared<const std::vector<Tensor>>(std::move(items));
+  return t;
+}
+
+Tensor Tensor::optional(ValueKind kind, DataType elem, Tensor value) {
+  Tensor t;
+  t.dtype_ = elem;
+  t.defined_ = true;
+  t.kind_ = kind;
+  std::vector<Tensor> items;
+  if (value.defined()) items.push_back(std::move(value));
+  t.items_ = std::make_shared<const std::vector<Tensor>>(std::move(items));
+  return t;
+}
+
+const std::vector<Tensor>& Tensor::items() const {
+  static const std::vector<Tensor> kNone;
+  return items_ ? *items_ : kNone;
+}
+
 Tensor Tensor::reshaped(std::vector<int64_t> shape) const {
   Tensor t = *this;
   t.shape_ = std::move(shape);
@@ -110,6 +135,7 @@ Tensor Tensor::reshaped(std::vector<int64_t> shape) const {
 }
 
 Tensor Tensor::clone() const {
+  if (!is_tensor()) return *this;  // the items are immutable
   Tensor t(dtype_, shape_);
   if (nbytes()) std::memcpy(t.data_, data_, nbytes());
   return t;
@@ -218,6 +244,12 @@ Tensor Tensor::cast(DataType to, bool saturate) const {
 
 std::string Tensor::debug_string(int max_elems) const {
   std::ostringstream os;
+  if (!is_tensor()) {
+    os << value_kind_name(kind_) << "<" << dtype_name(dtype_) << ">(";
+    for (size_t i = 0; i < items().size(); ++i) os << (i ? ", " : "") << items()[i].debug_string(max_elems);
+    os << ")";
+    return os.str();
+  }
   os << dtype_name(dtype_) << "[";
   for (size_t i = 0; i < shape_.size(); ++i) os << (i ? "," : "") << shape_[i];
   os << "]{";

@@ -65,6 +65,17 @@ class Tensor {
   }
   static Tensor scalar_i64(int64_t v) { return from_vector<int64_t>({}, {v}); }
 
+  // ONNX sequence and optional values ride in a Tensor, with kind() saying which, so that executor slots, op
+  // contexts and subgraph runs carry them unchanged. Such a Tensor has no data of its own (rank 0, numel 0);
+  // dtype() is the element type and items() are the elements: a sequence's tensors, an optional's one value
+  // (none when it is empty). Items are shared and never modified, so copying a sequence is cheap.
+  static Tensor sequence(DataType elem, std::vector<Tensor> items);
+  // kind: kOPTIONAL_TENSOR or kOPTIONAL_SEQUENCE; an undefined `value` makes an empty optional.
+  static Tensor optional(ValueKind kind, DataType elem, Tensor value);
+  ValueKind kind() const { return kind_; }
+  bool is_tensor() const { return kind_ == ValueKind::kTENSOR; }
+  const std::vector<Tensor>& items() const;
+
   DataType dtype() const { return dtype_; }
   const std::vector<int64_t>& shape() const { return shape_; }
   int rank() const { return static_cast<int>(shape_.size()); }
@@ -102,6 +113,8 @@ class Tensor {
   bool defined_ = false;
   std::shared_ptr<uint8_t> storage_;  // null when wrapping caller memory
   void* data_ = nullptr;
+  ValueKind kind_ = ValueKind::kTENSOR;
+  std::shared_ptr<const std::vector<Tensor>> items_;  // sequences and optionals only
 };
 
 // Calls f(T{}) with T the C++ type of dtype; returns unsupported for types not in the list.

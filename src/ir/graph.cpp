@@ -8,6 +8,7 @@ namespace kiln::ir {
 
 TensorInfo Value::info() const {
   TensorInfo t;
+  t.kind = kind;
   t.dtype = dtype;
   t.shape = shape;
   t.rank_known = rank_known;
@@ -17,6 +18,7 @@ TensorInfo Value::info() const {
 }
 
 void Value::set_info(const TensorInfo& t) {
+  kind = t.kind;
   dtype = t.dtype;
   shape = t.shape;
   rank_known = t.rank_known;
@@ -68,6 +70,7 @@ GraphAttr::GraphAttr(std::unique_ptr<Graph> body, int num_formal_inputs, std::ve
 static GraphPort port_of(const Value& v) {
   GraphPort p;
   p.name = v.name;
+  p.kind = v.kind;
   p.dtype = v.dtype;
   p.rank_known = v.rank_known;
   for (auto& d : v.shape) p.dims.push_back(d.is_static() ? d.value : -1);

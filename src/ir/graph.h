@@ -22,6 +22,7 @@ struct Node;
 
 struct Value {
   std::string name;
+  ValueKind kind = ValueKind::kTENSOR;            // sequences/optionals: dtype and shape describe their tensors
   DataType dtype = DataType::kFLOAT;
   Shape shape;
   bool rank_known = false;                       // false until inference or the importer sets a shape

@@ -12,7 +12,14 @@ constexpr size_t kMaxListedConstants = 16;
 
 std::string type_string(const Value& v) {
   std::string s = dtype_name(v.dtype);
-  return s + (v.rank_known ? ops::shape_to_string(v.shape) : "[*]");
+  s += v.rank_known ? ops::shape_to_string(v.shape) : "[*]";
+  switch (v.kind) {
+    case ValueKind::kTENSOR: return s;
+    case ValueKind::kSEQUENCE: return "seq(" + s + ")";
+    case ValueKind::kOPTIONAL_TENSOR: return "optional(" + s + ")";
+    case ValueKind::kOPTIONAL_SEQUENCE: return "optional(seq(" + s + "))";
+  }
+  return s;
 }
 
 // Printing must survive broken graphs: it is how a verifier failure gets explained.

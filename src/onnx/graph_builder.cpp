@@ -98,6 +98,16 @@ class GraphBuilder {
     return s;
   }
 
+  // The tensors of a sequence or optional: only their static dims are kept, since a named dim could differ
+  // between the elements of one sequence and must not be taken for a single size.
+  static void set_element_shape(ir::Value* v, const onnx::TensorShapeProto* sp) {
+    v->shape.clear();
+    v->rank_known = sp != nullptr;
+    if (!sp) return;
+    for (auto& d : sp->dim())
+      v->shape.push_back(d.has_dim_value() && d.dim_value() >= 0 ? ops::Dim(d.dim_value()) : ops::Dim());
+  }
+
   bool define(const std::string& name, ir::Value* v) { return values_.emplace(name, v).second; }
 
   void add_initializers() {
@@ -138,25 +148,30 @@ class GraphBuilder {
         continue;
       }
       values_.emplace(vi.name(), nullptr);  // known from here on, even if rejected below: no dangling reports
-      if (!vi.type().has_tensor_type()) {
-        model_error(
-            ErrorCode::kUnsupported,
-            "graph input '" + vi.name() + "' is not a tensor (sequence, map and optional inputs are not supported)");
+      auto vt = value_type_from_proto(vi.type());
+      if (!vt.ok()) {
+        model_error(ErrorCode::kUnsupported, "graph input '" + vi.name() + "': " + vt.status().message());
         continue;
       }
-      const auto& tt = vi.type().tensor_type();
+      if (vi.type().value_case() == onnx::TypeProto::VALUE_NOT_SET) {
+        model_error(ErrorCode::kUnsupported, "graph input '" + vi.name() + "' declares no type");
+        continue;
+      }
       DataType dt;
-      if (!dtype_from_onnx(tt.elem_type(), &dt)) {
+      if (!dtype_from_onnx(vt->elem_type, &dt)) {
         model_error(ErrorCode::kUnsupported, "graph input '" + vi.name() + "' has element type " +
-                                                       onnx_dtype_name(tt.elem_type()) +
+                                                       onnx_dtype_name(vt->elem_type) +
                                                        ", which Kiln does not support");
         continue;
       }
       ir::Value* v = graph_.add_value(vi.name());
+      v->kind = vt->kind;
       v->dtype = dt;
-      v->rank_known = tt.has_shape();
-      if (tt.has_shape())
-        v->shape = shape_from_proto(tt.shape(), /*fresh_for_unknown=*/true);
+      v->rank_known = vt->shape != nullptr;
+      if (vt->kind != ValueKind::kTENSOR)
+        set_element_shape(v, vt->shape);
+      else if (vt->shape)
+        v->shape = shape_from_proto(*vt->shape, /*fresh_for_unknown=*/true);
       else if (!parent_)  // a body's inputs get their shapes from the enclosing node
         diag_.warning("graph input '" + vi.name() + "' declares no shape; set one before building");
       values_[vi.name()] = v;
@@ -322,6 +337,7 @@ class GraphBuilder {
     std::optional<ir::Value*> outer = parent_->lookup(name);
     if (!outer || !*outer) return outer;
     ir::Value* inner = graph_.add_value(name);
+    inner->kind = (*outer)->kind;
     inner->dtype = (*outer)->dtype;
     inner->shape = (*outer)->shape;
     inner->rank_known = (*outer)->rank_known;
@@ -398,6 +414,7 @@ class GraphBuilder {
       if (!seen.insert(o).second) {
         ir::Node* id = graph_.add_node("Identity", o->name + "_out", {o}, {o->name + "_out"}, {},
                                        opsets_.at(""));
+        id->outputs[0]->kind = o->kind;
         id->outputs[0]->dtype = o->dtype;
         id->outputs[0]->shape = o->shape;
         id->outputs[0]->rank_known = o->rank_known;
@@ -410,13 +427,17 @@ class GraphBuilder {
   void apply_declared_shapes() {
     auto apply = [&](const onnx::ValueInfoProto& vi) {
       auto it = values_.find(vi.name());
-      if (it == values_.end() || !it->second || !it->second->producer || !vi.type().has_tensor_type()) return;
+      if (it == values_.end() || !it->second || !it->second->producer || !vi.has_type()) return;
+      auto vt = value_type_from_proto(vi.type());
+      if (!vt.ok() || vi.type().value_case() == onnx::TypeProto::VALUE_NOT_SET) return;
       ir::Value* v = it->second;
-      const auto& tt = vi.type().tensor_type();
+      v->kind = vt->kind;
       DataType dt;
-      if (tt.elem_type() != onnx::TensorProto::UNDEFINED && dtype_from_onnx(tt.elem_type(), &dt)) v->dtype = dt;
-      if (tt.has_shape()) {
-        v->shape = shape_from_proto(tt.shape(), /*fresh_for_unknown=*/false);
+      if (vt->elem_type != onnx::TensorProto::UNDEFINED && dtype_from_onnx(vt->elem_type, &dt)) v->dtype = dt;
+      if (vt->kind != ValueKind::kTENSOR) {
+        set_element_shape(v, vt->shape);
+      } else if (vt->shape) {
+        v->shape = shape_from_proto(*vt->shape, /*fresh_for_unknown=*/false);
         v->rank_known = true;
       }
     };

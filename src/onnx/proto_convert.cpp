@@ -138,9 +138,61 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string&
   return t;
 }
 
+std::string type_proto_name(const onnx::TypeProto& t) {
+  switch (t.value_case()) {
+    case onnx::TypeProto::kTensorType: return onnx_dtype_name(t.tensor_type().elem_type());
+    case onnx::TypeProto::kSequenceType: return "seq(" + type_proto_name(t.sequence_type().elem_type()) + ")";
+    case onnx::TypeProto::kOptionalType: return "optional(" + type_proto_name(t.optional_type().elem_type()) + ")";
+    case onnx::TypeProto::kMapType:
+      return std::string("map(") + onnx_dtype_name(t.map_type().key_type()) + ", " +
+             type_proto_name(t.map_type().value_type()) + ")";
+    case onnx::TypeProto::kSparseTensorType:
+      return std::string("sparse(") + onnx_dtype_name(t.sparse_tensor_type().elem_type()) + ")";
+    default: return "undefined";
+  }
+}
+
+Result<ValueType> value_type_from_proto(const onnx::TypeProto& t) {
+  ValueType v;
+  const onnx::TypeProto* tensor = &t;
+  switch (t.value_case()) {
+    case onnx::TypeProto::VALUE_NOT_SET: return v;
+    case onnx::TypeProto::kTensorType: break;
+    case onnx::TypeProto::kSequenceType:
+      v.kind = ValueKind::kSEQUENCE;
+      tensor = &t.sequence_type().elem_type();
+      break;
+    case onnx::TypeProto::kOptionalType: {
+      const onnx::TypeProto& inner = t.optional_type().elem_type();
+      v.kind = ValueKind::kOPTIONAL_TENSOR;
+      tensor = &inner;
+      if (inner.has_sequence_type()) {
+        v.kind = ValueKind::kOPTIONAL_SEQUENCE;
+        tensor = &inner.sequence_type().elem_type();
+      }
+      break;
+    }
+    default: break;
+  }
+  if (!tensor->has_tensor_type())
+    return unsupported("type " + type_proto_name(t) +
+                       " is not supported (Kiln holds tensors, sequences of tensors and optionals of those)");
+  v.elem_type = tensor->tensor_type().elem_type();
+  if (tensor->tensor_type().has_shape()) v.shape = &tensor->tensor_type().shape();
+  return v;
+}
+
 Result<Attribute> attribute_from_proto(const onnx::AttributeProto& ap, const std::string& base_dir) {
   using AP = onnx::AttributeProto;
   switch (ap.type()) {
+    case AP::TYPE_PROTO: {
+      KILN_ASSIGN_OR_RETURN(ValueType vt, value_type_from_proto(ap.tp()));
+      DataType dt;
+      if (!dtype_from_onnx(vt.elem_type, &dt))
+        return unsupported("type attribute '" + ap.name() + "' has element type " + onnx_dtype_name(vt.elem_type) +
+                           ", which Kiln does not support");
+      return Attribute(std::vector<int64_t>{static_cast<int64_t>(vt.kind), static_cast<int64_t>(dt)});
+    }
     case AP::INT: return Attribute(static_cast<int64_t>(ap.i()));
     case AP::FLOAT: return Attribute(ap.f());
     case AP::STRING: return Attribute(ap.s());
@@ -165,7 +217,7 @@ Result<Attribute> attribute_from_proto(const onnx::AttributeProto& ap, const std
       return invalid_model("attribute '" + ap.name() + "' has no type and no value");
     default:
       return unsupported("attribute '" + ap.name() + "' has kind " + AP::AttributeType_Name(ap.type()) +
-                         " (graphs, sparse tensors and type protos are not supported)");
+                         " (graphs and sparse tensors are not supported)");
   }
 }
 

@@ -8,27 +8,34 @@
 namespace kiln::ops {
 namespace {
 
-// Unknown dims of a body's port are fresh in the enclosing graph: each run may give a different size.
+// Unknown dims of a body's port are fresh in the enclosing graph: each run may give a different size. The
+// tensors of a sequence or optional may differ from one another, so theirs stay unknown.
 TensorInfo port_info(const GraphPort& p, InferContext& ctx) {
   TensorInfo t;
+  t.kind = p.kind;
   t.dtype = p.dtype;
   t.rank_known = p.rank_known;
-  for (int64_t d : p.dims) t.shape.push_back(d >= 0 ? Dim(d) : ctx.fresh_dim());
+  for (int64_t d : p.dims) t.shape.push_back(d >= 0 ? Dim(d) : p.kind == ValueKind::kTENSOR ? ctx.fresh_dim() : Dim());
   return t;
 }
 
 // What holds for both of two values (If's branches; a Loop-carried value before and after an iteration).
 TensorInfo merge_infos(const TensorInfo& a, const TensorInfo& b, InferContext& ctx) {
   TensorInfo t;
+  t.kind = a.kind;
   t.dtype = a.dtype;
   t.rank_known = a.rank_known && b.rank_known && a.shape.size() == b.shape.size();
   if (!t.rank_known) return t;
-  for (size_t i = 0; i < a.shape.size(); ++i) t.shape.push_back(a.shape[i] == b.shape[i] ? a.shape[i] : ctx.fresh_dim());
+  for (size_t i = 0; i < a.shape.size(); ++i)
+    t.shape.push_back(a.shape[i] == b.shape[i] ? a.shape[i] : a.kind == ValueKind::kTENSOR ? ctx.fresh_dim() : Dim());
   return t;
 }
 
 // A body output stacked over iterations along `axis` (counted in the result's rank).
 Result<TensorInfo> stacked_info(const GraphPort& p, int64_t axis, Dim count, InferContext& ctx) {
+  if (p.kind != ValueKind::kTENSOR)
+    return unsupported("body output '" + p.name + "' is a " + value_kind_name(p.kind) +
+                       "; scan outputs stack tensors only");
   TensorInfo t = port_info(p, ctx);
   if (!t.rank_known) return t;
   KILN_ASSIGN_OR_RETURN(int64_t a, normalize_axis(axis, static_cast<int64_t>(t.shape.size()) + 1, "scan output axis"));
@@ -95,6 +102,9 @@ Status if_infer(InferContext& ctx) {
   KILN_ASSIGN_OR_RETURN(auto then_ports, body_outputs(ctx.attrs(), "then_branch", ctx.num_outputs()));
   KILN_ASSIGN_OR_RETURN(auto else_ports, body_outputs(ctx.attrs(), "else_branch", ctx.num_outputs()));
   for (int k = 0; k < ctx.num_outputs(); ++k) {
+    if (then_ports[k].kind != else_ports[k].kind)
+      return invalid_model("output " + std::to_string(k) + " is a " + value_kind_name(then_ports[k].kind) +
+                           " in then_branch but a " + value_kind_name(else_ports[k].kind) + " in else_branch");
     if (then_ports[k].dtype != else_ports[k].dtype)
       return invalid_model("output " + std::to_string(k) + " is " + dtype_name(then_ports[k].dtype) +
                            " in then_branch but " + dtype_name(else_ports[k].dtype) + " in else_branch");
@@ -277,6 +287,11 @@ Result<std::vector<Tensor>> run_scan(const ComputeContext& ctx, const ScanAttrs&
 }
 
 Status scan_compute(ComputeContext& ctx) {
+  // Scan slices and stacks tensors; only values its body captures may be sequences or optionals.
+  for (int i = 0; i < ctx.num_inputs(); ++i)
+    if (ctx.has_input(i) && !ctx.input(i).is_tensor())
+      return invalid_argument("input " + std::to_string(i) + " is a " + value_kind_name(ctx.input(i).kind()) +
+                              "; Scan states and scan inputs are tensors");
   const int first = scan_first_state(ctx.opset());
   KILN_ASSIGN_OR_RETURN(int64_t m, ctx.attrs().get_int("num_scan_inputs"));
   const int n = ctx.num_inputs() - first - static_cast<int>(m);
@@ -334,6 +349,7 @@ KILN_REGISTER_OP(If) {
   s.attrs = {{"then_branch", AttrType::kGRAPH, AttrRequirement::kRequired},
              {"else_branch", AttrType::kGRAPH, AttrRequirement::kRequired}};
   s.dtypes = all_types();
+  s.takes_non_tensors = true;
   s.infer = if_infer;
   s.compute = if_compute;
   return s;
@@ -348,6 +364,7 @@ KILN_REGISTER_OP(Loop) {
   s.max_outputs = -1;
   s.attrs = {{"body", AttrType::kGRAPH, AttrRequirement::kRequired}};
   s.dtypes = all_types();
+  s.takes_non_tensors = true;
   s.infer = loop_infer;
   s.compute = loop_compute;
   return s;
@@ -368,6 +385,7 @@ KILN_REGISTER_OP(Scan) {
              {"scan_input_axes", AttrType::kINTS},
              {"scan_output_axes", AttrType::kINTS}};
   s.dtypes = all_types();
+  s.takes_non_tensors = true;  // for captured values; scan_compute checks its own inputs
   s.infer = scan_infer;
   s.compute = scan_compute;
   return s;

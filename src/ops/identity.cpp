@@ -36,8 +36,10 @@ KILN_REGISTER_OP(Identity) {
   s.name = "Identity";
   s.min_inputs = s.max_inputs = 1;
   s.dtypes = all_types();
+  s.takes_non_tensors = true;  // an Identity of a sequence or optional passes it on too
   s.infer = [](InferContext& ctx) {
     KILN_RETURN_IF_ERROR(infer_same_as_input0(ctx));
+    ctx.output(0).kind = ctx.input(0).kind;
     ctx.output(0).value = known_values(ctx.input(0));
     return Status::Ok();
   };

@@ -36,11 +36,15 @@ bool shape_is_static(const Shape& s);
 std::vector<int64_t> static_dims(const Shape& s);  // -1 for symbolic dims
 Shape shape_from_dims(const std::vector<int64_t>& d);
 
-// What inference knows about one tensor. `value` holds the known elements of a small integer tensor
+// What inference knows about one value. `value` holds the known elements of a small integer tensor
 // (rank 0 or 1) such as a shape computed by Shape/Gather/Concat, possibly with symbolic entries; this is
 // how Reshape/Expand/ConstantOfShape/Slice learn their targets. `constant` is set when the whole tensor
 // is a known constant (initializers, folded subgraphs).
+// For a sequence or optional (kind), dtype and shape describe the tensors inside: shape holds what every
+// element shares (dims they may not share are unknown: Dim() without a symbol), rank_known is false when their
+// ranks may differ or nothing is known of them; value and constant stay unset.
 struct TensorInfo {
+  ValueKind kind = ValueKind::kTENSOR;
   DataType dtype = DataType::kFLOAT;
   Shape shape;
   bool rank_known = true;
@@ -133,6 +137,8 @@ struct OpSchema {
   int min_outputs = 1, max_outputs = 1;  // max_outputs < 0: variadic
   std::vector<AttrSpec> attrs; // every attribute the op accepts
   std::vector<DataType> dtypes;  // data types the reference compute handles (documentation + checks)
+  // Whether inputs may be sequences or optionals (see ValueKind); the executor hands every other op tensors only.
+  bool takes_non_tensors = false;
   InferFn infer;
   ComputeFn compute;
 };

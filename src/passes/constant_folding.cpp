@@ -92,6 +92,9 @@ class ConstantFolding final : public Pass {
   std::optional<std::vector<Tensor>> fold(const ir::Node& n, PassContext& ctx) {
     // Control flow runs its bodies through the runtime's executor, which the builder does not have.
     if (n.attrs.has_graph()) return std::nullopt;
+    // Engine constants are tensors: a sequence or optional is computed at run time.
+    for (const ir::Value* o : n.outputs)
+      if (o->kind != ValueKind::kTENSOR) return std::nullopt;
     if (auto t = fold_static_shape(n)) return std::vector<Tensor>{std::move(*t)};
     std::vector<Tensor> known;
     for (const ir::Value* o : n.outputs)

@@ -49,6 +49,7 @@ std::unique_ptr<Pass> make_shape_inference();
 std::unique_ptr<Pass> make_constant_folding();
 std::unique_ptr<Pass> make_dead_code_elimination();
 std::unique_ptr<Pass> make_remove_identity();
+std::unique_ptr<Pass> make_expand_gradient();
 
 // The whole CPU pipeline, in order.
 PassList cpu_pipeline();

@@ -5,7 +5,9 @@ namespace kiln::passes {
 
 PassList cpu_pipeline() {
   PassList p;
-  // First: Identity/Dropout only add names and copies; removing them lets every later pass see through them.
+  // Before anything renames or removes values: Gradient nodes name their xs and y by value name.
+  p.push_back(make_expand_gradient());
+  // Then: Identity/Dropout only add names and copies; removing them lets every later pass see through them.
   p.push_back(make_remove_identity());
   // Folding needs each node's output shape (to skip huge results) and known values (to fold Shape chains).
   p.push_back(make_shape_inference());

@@ -9,7 +9,7 @@ namespace {
 std::string where(const ir::Node& n) { return "node '" + n.name + "' (" + n.op_type + ")"; }
 
 bool same_info(const ir::Value& v, const ops::TensorInfo& t) {
-  if (v.dtype != t.dtype || v.rank_known != t.rank_known || v.shape.size() != t.shape.size()) return false;
+  if (v.kind != t.kind || v.dtype != t.dtype || v.rank_known != t.rank_known || v.shape.size() != t.shape.size()) return false;
   for (size_t i = 0; i < v.shape.size(); ++i)
     if (v.shape[i].value != t.shape[i].value || v.shape[i].sym != t.shape[i].sym) return false;
   if (v.known.has_value() != t.value.has_value()) return false;
@@ -24,6 +24,8 @@ bool same_info(const ir::Value& v, const ops::TensorInfo& t) {
 bool is_anonymous(const ops::Dim& d) { return d.sym.empty() || d.sym.rfind(ir::Graph::kFreshSymbolPrefix, 0) == 0; }
 
 Status merge_output(const ir::Node& n, size_t k, const ir::Value& declared, ops::TensorInfo& inferred) {
+  // Values the model declares no type for are tensors until inference says otherwise.
+  if (declared.kind != inferred.kind) return Status::Ok();
   if (!declared.rank_known || !inferred.rank_known) {
     if (!inferred.rank_known && declared.rank_known) {
       inferred.shape = declared.shape;
@@ -62,6 +64,7 @@ Status infer_body(const ir::Node& n, const ir::GraphAttr& attr) {
   for (size_t i = 0; i < attr.captures().size(); ++i) {
     ir::Value* inner = g.inputs()[attr.num_formal_inputs() + i];
     const ir::Value* outer = n.inputs[attr.captures()[i]];
+    inner->kind = outer->kind;
     inner->dtype = outer->dtype;
     inner->shape.clear();  // outer symbols mean nothing to the body's own fresh symbols
     for (auto& d : outer->shape) inner->shape.push_back(d.is_static() ? d : ops::Dim());
@@ -108,6 +111,11 @@ Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* c
   for (auto& [attr, body] : ir::graph_attrs(n))
     KILN_RETURN_IF_ERROR(infer_body(n, *body).with_context(where(n) + ", subgraph '" + attr + "'"));
   if (!schema->infer) return unsupported(where(n) + ": operator has no shape inference");
+  if (!schema->takes_non_tensors)
+    for (size_t i = 0; i < n.inputs.size(); ++i)
+      if (n.inputs[i] && n.inputs[i]->kind != ValueKind::kTENSOR)
+        return invalid_model(where(n) + ": input " + std::to_string(i) + " '" + n.inputs[i]->name + "' is a " +
+                             value_kind_name(n.inputs[i]->kind) + " but the operator takes tensors only");
   std::vector<ops::TensorInfo> infos(n.inputs.size());
   std::vector<const ops::TensorInfo*> ptrs(n.inputs.size(), nullptr);
   for (size_t i = 0; i < n.inputs.size(); ++i)

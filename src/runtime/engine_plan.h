@@ -17,6 +17,7 @@ namespace kiln::runtime {
 
 struct PlanValue {
   std::string name;
+  ValueKind kind = ValueKind::kTENSOR;  // sequences/optionals: dtype and shape describe their tensors
   DataType dtype = DataType::kFLOAT;
   bool rank_known = true;
   ops::Shape shape;

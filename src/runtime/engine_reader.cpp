@@ -17,7 +17,7 @@ int EnginePlan::find_io(const std::string& name) const {
 
 static GraphPort port_of(const EnginePlan& plan, int io) {
   const PlanValue& v = plan.values[plan.io[io].value];
-  return GraphPort{v.name, v.dtype, v.rank_known, ops::static_dims(v.shape)};
+  return GraphPort{v.name, v.kind, v.dtype, v.rank_known, ops::static_dims(v.shape)};
 }
 
 std::vector<GraphPort> PlanSubgraph::input_ports() const {
@@ -183,6 +183,7 @@ Result<std::shared_ptr<const EnginePlan>> read_plan(const void* data, size_t siz
     if (!names.insert(rec.name).second) return invalid_engine("engine value name '" + rec.name + "' is not unique");
     PlanValue v;
     v.name = rec.name;
+    v.kind = rec.kind;
     v.dtype = rec.dtype;
     v.rank_known = rec.rank_known;
     v.shape = rec.shape;
@@ -210,7 +211,9 @@ Result<std::shared_ptr<const EnginePlan>> read_plan(const void* data, size_t siz
     if (!io_names.insert(v.name).second) return invalid_engine("engine I/O tensor '" + v.name + "' is listed twice");
     if (rec.mode == TensorIOMode::kINPUT) {
       if (v.constant.defined()) return invalid_engine("engine input '" + v.name + "' is also a constant");
-      if (!v.rank_known && !nested) return invalid_engine("engine input '" + v.name + "' has no known rank");
+      // A sequence's elements may differ in rank; only tensor inputs need one for their shape bindings.
+      if (!v.rank_known && !nested && v.kind == ValueKind::kTENSOR)
+        return invalid_engine("engine input '" + v.name + "' has no known rank");
       available[rec.value] = 1;
       plan->inputs.push_back(static_cast<int>(plan->io.size()));
     } else {

@@ -9,6 +9,7 @@
 #include "backends/cpu/cpu_executor.h"
 #include "kiln/runtime.h"
 #include "runtime/engine_plan.h"
+#include "runtime/host_values.h"
 
 namespace kiln {
 
@@ -19,8 +20,9 @@ struct ExecutionContext::Impl {
         allocated(plan->io.size(), nullptr), output_shapes(plan->io.size()), run_shapes(plan->io.size()) {
     // Fully static inputs need no set_input_shape call.
     for (int i : plan->inputs) {
-      const auto& s = plan->values[plan->io[i].value].shape;
-      if (ops::shape_is_static(s)) shapes[i] = ops::static_dims(s);
+      const auto& v = plan->values[plan->io[i].value];
+      if (v.kind != ValueKind::kTENSOR) shapes[i] = Dims{};  // sequences and optionals have no shape of their own
+      else if (ops::shape_is_static(v.shape)) shapes[i] = ops::static_dims(v.shape);
     }
   }
 
@@ -96,6 +98,10 @@ Result<int> ExecutionContext::Impl::find(const std::string& name) const {
 Status ExecutionContext::Impl::check_input_shape(int io, const Dims& dims) const {
   const auto& v = value_of(io);
   const std::string& name = plan->io[io].name;
+  if (v.kind != ValueKind::kTENSOR) {
+    if (dims.empty()) return Status::Ok();
+    return invalid_argument("input '" + name + "' is a " + value_kind_name(v.kind) + ", which has no shape to set");
+  }
   if (dims.size() != v.shape.size())
     return invalid_argument("input '" + name + "' has rank " + std::to_string(v.shape.size()) + " but the given shape " +
                             dims_to_string(dims) + " has rank " + std::to_string(dims.size()));
@@ -134,12 +140,14 @@ Status ExecutionContext::Impl::ensure_output_shapes() const {
   std::vector<ops::TensorInfo> info(plan->values.size());
   for (size_t v = 0; v < plan->values.size(); ++v) {
     const auto& pv = plan->values[v];
+    info[v].kind = pv.kind;
     info[v].dtype = pv.dtype;
     info[v].shape = pv.shape;
     info[v].rank_known = pv.rank_known;
     if (pv.constant.defined()) info[v].constant = &pv.constant;
   }
-  for (int i : plan->inputs) info[plan->io[i].value].shape = ops::shape_from_dims(*shapes[i]);
+  for (int i : plan->inputs)
+    if (value_of(i).kind == ValueKind::kTENSOR) info[plan->io[i].value].shape = ops::shape_from_dims(*shapes[i]);
   int counter = 0;
   auto fresh = [&counter] { return "dyn__" + std::to_string(counter++); };
   for (const auto& n : plan->nodes) {
@@ -157,7 +165,8 @@ Status ExecutionContext::Impl::ensure_output_shapes() const {
   }
   for (int o : plan->outputs) {
     const auto& t = info[plan->io[o].value];
-    output_shapes[o] = t.rank_known ? std::optional<Dims>(ops::static_dims(t.shape)) : std::nullopt;
+    if (value_of(o).kind != ValueKind::kTENSOR) output_shapes[o] = Dims{};
+    else output_shapes[o] = t.rank_known ? std::optional<Dims>(ops::static_dims(t.shape)) : std::nullopt;
   }
   shapes_valid = true;
   return Status::Ok();
@@ -240,6 +249,10 @@ Status ExecutionContext::execute() {
     auto& im = *impl_;
     const auto& plan = *im.plan;
     for (size_t i = 0; i < plan.io.size(); ++i)
+      if (im.value_of(static_cast<int>(i)).kind != ValueKind::kTENSOR)
+        return unsupported("'" + plan.io[i].name + "' is a " + value_kind_name(im.value_of(static_cast<int>(i)).kind) +
+                           ", which has no single buffer to bind; use infer()");
+    for (size_t i = 0; i < plan.io.size(); ++i)
       if (!im.addresses[i] && !im.allocators[i])
         return invalid_argument(std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
                                 plan.io[i].name + "' has no bound address (call set_tensor_address)");
@@ -309,6 +322,10 @@ Result<std::vector<std::pair<std::string, HostTensor>>> ExecutionContext::infer(
       if (i < 0 || plan.io[i].mode != TensorIOMode::kINPUT)
         return invalid_argument("'" + name + "' is not an input of this engine (inputs: " + list_names(plan, plan.inputs) + ")");
       if (given[i]) return invalid_argument("input '" + name + "' is given twice");
+      if (t.kind != ValueKind::kTENSOR || impl_->value_of(i).kind != ValueKind::kTENSOR) {
+        given[i] = &t;  // no shape to set; wrap_host_value checks the kind and the elements below
+        continue;
+      }
       DataType want = impl_->value_of(i).dtype;
       if (t.dtype != want)
         return invalid_argument("input '" + name + "' expects " + dtype_name(want) + " but got " + dtype_name(t.dtype));
@@ -322,8 +339,9 @@ Result<std::vector<std::pair<std::string, HostTensor>>> ExecutionContext::infer(
     std::vector<Tensor> in, outs;
     for (int i : plan.inputs) {
       if (!given[i]) return invalid_argument("input '" + plan.io[i].name + "' is missing");
-      // Inputs are only read: ops never write into their inputs.
-      in.push_back(Tensor::wrap(given[i]->dtype, given[i]->dims, const_cast<uint8_t*>(given[i]->data.data())));
+      const auto& v = impl_->value_of(i);
+      KILN_ASSIGN_OR_RETURN(Tensor t, runtime::wrap_host_value(*given[i], v.kind, v.dtype, "input '" + plan.io[i].name + "'"));
+      in.push_back(std::move(t));
     }
     KILN_RETURN_IF_ERROR(impl_->check_ready_inputs());
     KILN_RETURN_IF_ERROR(impl_->executor.run(in, &outs));
@@ -331,11 +349,7 @@ Result<std::vector<std::pair<std::string, HostTensor>>> ExecutionContext::infer(
     impl_->begin_run_shapes();
     for (size_t k = 0; k < plan.outputs.size(); ++k) {
       int o = plan.outputs[k];
-      HostTensor h;
-      h.dtype = outs[k].dtype();
-      h.dims = outs[k].shape();
-      const auto* p = static_cast<const uint8_t*>(outs[k].raw());
-      h.data.assign(p, p + outs[k].nbytes());
+      HostTensor h = runtime::to_host_value(outs[k]);
       impl_->run_shapes[o] = h.dims;
       result.emplace_back(plan.io[o].name, std::move(h));
     }

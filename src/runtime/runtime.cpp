@@ -73,6 +73,11 @@ DataType Engine::get_tensor_dtype(const std::string& name) const {
   return i < 0 ? DataType::kFLOAT : plan_->values[plan_->io[i].value].dtype;
 }
 
+ValueKind Engine::get_tensor_kind(const std::string& name) const {
+  int i = plan_->find_io(name);
+  return i < 0 ? ValueKind::kTENSOR : plan_->values[plan_->io[i].value].kind;
+}
+
 Dims Engine::get_tensor_shape(const std::string& name) const {
   int i = plan_->find_io(name);
   return i < 0 ? Dims{} : ops::static_dims(plan_->values[plan_->io[i].value].shape);

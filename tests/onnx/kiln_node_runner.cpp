@@ -30,8 +30,10 @@
 #include "kiln/onnx_parser.h"
 #include "kiln/runtime.h"
 #include "kiln/status.h"
+#include "onnx/onnx-data_pb.h"
 #include "onnx/proto_convert.h"
 #include "ops/op.h"
+#include "runtime/host_values.h"
 
 namespace fs = std::filesystem;
 using Json = nlohmann::json;
@@ -80,21 +82,29 @@ bool read_proto_file(const fs::path& p, google::protobuf::MessageLite* m) {
   return m->ParseFromString(ss.str());
 }
 
-// Names a non-tensor (or non-numeric) value type the way the skip reasons report it; empty when Kiln can hold it.
+// Names a value type Kiln cannot hold the way the skip reasons report it: the element type when Kiln lacks it
+// (string, complex...), else the kind of value (map, or a sequence/optional of something other than tensors);
+// empty when Kiln can hold it (tensors, sequences of tensors, optionals of those).
 std::string unsupported_value_type(const onnx::TypeProto& t) {
+  auto vt = kiln::onnx_import::value_type_from_proto(t);
+  if (vt.ok()) {
+    kiln::DataType dt;
+    if (vt->elem_type == onnx::TensorProto::UNDEFINED || kiln::onnx_import::dtype_from_onnx(vt->elem_type, &dt)) return "";
+    return kiln::onnx_import::onnx_dtype_name(vt->elem_type);
+  }
   switch (t.value_case()) {
-    case onnx::TypeProto::kTensorType: {
-      int et = t.tensor_type().elem_type();
-      kiln::DataType dt;
-      if (et == onnx::TensorProto::UNDEFINED || kiln::onnx_import::dtype_from_onnx(et, &dt)) return "";
-      return kiln::onnx_import::onnx_dtype_name(et);
-    }
     case onnx::TypeProto::kSequenceType: return "sequence";
     case onnx::TypeProto::kMapType: return "map";
     case onnx::TypeProto::kOptionalType: return "optional";
     case onnx::TypeProto::kSparseTensorType: return "sparse tensor";
     default: return "unknown value type";
   }
+}
+
+// The ONNX element type of a tensor, sequence or optional type (0 when it has none Kiln can hold).
+int element_type(const onnx::TypeProto& t) {
+  auto vt = kiln::onnx_import::value_type_from_proto(t);
+  return vt.ok() ? vt->elem_type : 0;
 }
 
 void collect_ops(const onnx::GraphProto& g, std::set<std::string>* ops) {
@@ -132,8 +142,8 @@ ModelInfo inspect_model(const fs::path& dir) {
     if (!bad.empty()) {
       if (info.skip_reason.empty()) info.skip_reason = "unsupported type: " + bad;
       dtypes.insert(bad);
-    } else if (v.type().has_tensor_type()) {
-      dtypes.insert(kiln::onnx_import::onnx_dtype_name(v.type().tensor_type().elem_type()));
+    } else if (element_type(v.type()) != onnx::TensorProto::UNDEFINED) {
+      dtypes.insert(kiln::onnx_import::onnx_dtype_name(element_type(v.type())));
     }
   };
   for (const auto& v : model.graph().input())
@@ -169,15 +179,6 @@ class Reporter {
   }
   int fd_;
 };
-
-kiln::HostTensor to_host(const kiln::Tensor& t) {
-  kiln::HostTensor h;
-  h.dtype = t.dtype();
-  h.dims = t.shape();
-  h.data.resize(t.nbytes());
-  if (t.nbytes()) std::memcpy(h.data.data(), t.raw(), t.nbytes());
-  return h;
-}
 
 struct Tolerance {
   double rtol, atol;
@@ -289,6 +290,104 @@ kiln::Tensor as_declared(const kiln::Tensor& t, int declared_onnx_type) {
   return r;
 }
 
+// Sequences and optionals compare element by element, each tensor as above.
+std::string compare_values(const kiln::HostTensor& got, const kiln::Tensor& want) {
+  if (got.kind != want.kind())
+    return std::string("a ") + kiln::value_kind_name(got.kind) + " != expected " + kiln::value_kind_name(want.kind());
+  if (want.is_tensor()) return compare_tensors(got, want);
+  if (got.dtype != want.dtype())
+    return std::string("element type ") + kiln::dtype_name(got.dtype) + " != expected " + kiln::dtype_name(want.dtype());
+  const auto& items = want.items();
+  if (got.elements.size() != items.size())
+    return std::to_string(got.elements.size()) + " elements != expected " + std::to_string(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    std::string diff = compare_values(got.elements[i], items[i]);
+    if (!diff.empty()) return "element " + std::to_string(i) + ": " + diff;
+  }
+  return "";
+}
+
+
+kiln::Result<kiln::Tensor> tensor_value(const onnx::TensorProto& tp, int declared_elem, const fs::path& dir) {
+  auto t = kiln::onnx_import::tensor_from_proto(tp, dir.string());
+  if (!t.ok()) return t.status();
+  return as_declared(t.value(), declared_elem);
+}
+
+kiln::Result<kiln::Tensor> sequence_value(const onnx::SequenceProto& sp, const onnx::TypeProto& declared,
+                                          const fs::path& dir) {
+  auto vt = kiln::onnx_import::value_type_from_proto(declared);
+  kiln::DataType dt;
+  if (!vt.ok() || !kiln::onnx_import::dtype_from_onnx(vt->elem_type, &dt))
+    return kiln::unsupported("sequence of " + kiln::onnx_import::type_proto_name(declared));
+  if (sp.elem_type() != onnx::SequenceProto::TENSOR && sp.elem_type() != onnx::SequenceProto::UNDEFINED)
+    return kiln::unsupported("sequence test data of element kind " + std::to_string(sp.elem_type()));
+  std::vector<kiln::Tensor> items;
+  for (const auto& tp : sp.tensor_values()) {
+    auto t = tensor_value(tp, vt->elem_type, dir);
+    if (!t.ok()) return t.status();
+    items.push_back(std::move(t).value());
+  }
+  return kiln::Tensor::sequence(dt, std::move(items));
+}
+
+// A test-data value: a TensorProto, SequenceProto or OptionalProto, whichever the declared type says. `name` gets
+// the name stored with it.
+kiln::Result<kiln::Tensor> value_from_proto_bytes(const std::string& bytes, const onnx::TypeProto& declared,
+                                                  const fs::path& dir, std::string* name) {
+  auto vt = kiln::onnx_import::value_type_from_proto(declared);
+  if (!vt.ok()) return vt.status();
+  kiln::DataType dt = kiln::DataType::kFLOAT;
+  kiln::onnx_import::dtype_from_onnx(vt->elem_type, &dt);
+  switch (vt->kind) {
+    case kiln::ValueKind::kTENSOR: {
+      onnx::TensorProto tp;
+      if (!tp.ParseFromString(bytes)) return kiln::io_error("not a TensorProto");
+      *name = tp.name();
+      return tensor_value(tp, vt->elem_type, dir);
+    }
+    case kiln::ValueKind::kSEQUENCE: {
+      onnx::SequenceProto sp;
+      if (!sp.ParseFromString(bytes)) return kiln::io_error("not a SequenceProto");
+      *name = sp.name();
+      return sequence_value(sp, declared.sequence_type().elem_type(), dir);
+    }
+    case kiln::ValueKind::kOPTIONAL_TENSOR:
+    case kiln::ValueKind::kOPTIONAL_SEQUENCE: {
+      onnx::OptionalProto op;
+      if (!op.ParseFromString(bytes)) return kiln::io_error("not an OptionalProto");
+      *name = op.name();
+      const onnx::TypeProto& inner = declared.optional_type().elem_type();
+      kiln::Tensor value;
+      if (op.has_tensor_value()) {
+        auto t = tensor_value(op.tensor_value(), vt->elem_type, dir);
+        if (!t.ok()) return t.status();
+        value = std::move(t).value();
+      } else if (op.has_sequence_value()) {
+        auto t = sequence_value(op.sequence_value(), inner.sequence_type().elem_type(), dir);
+        if (!t.ok()) return t.status();
+        value = std::move(t).value();
+      }
+      return kiln::Tensor::optional(vt->kind, dt, std::move(value));
+    }
+  }
+  return kiln::unsupported("unknown value kind");
+}
+
+kiln::Result<kiln::Tensor> read_value(const std::string& bytes, const fs::path& p, const onnx::TypeProto& declared,
+                                      const fs::path& dir, std::string* name) {
+  auto v = value_from_proto_bytes(bytes, declared, dir, name);
+  if (!v.ok()) return v.status().with_context(p.string());
+  return v;
+}
+
+std::string file_bytes(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
 struct DataSet {
   fs::path dir;
   std::vector<std::pair<std::string, kiln::HostTensor>> inputs;
@@ -304,8 +403,9 @@ kiln::Status load_datasets(const fs::path& dir, const onnx::ModelProto& model, s
   for (const auto& v : model.graph().input())
     if (!initializers.count(v.name())) input_names.push_back(v.name());
   std::set<std::string> name_set(input_names.begin(), input_names.end());
-  std::map<std::string, int> declared;
-  for (const auto& v : model.graph().input()) declared[v.name()] = v.type().tensor_type().elem_type();
+  std::map<std::string, const onnx::TypeProto*> declared;
+  for (const auto& v : model.graph().input()) declared[v.name()] = &v.type();
+  const onnx::TypeProto untyped;
 
   std::vector<fs::path> sets;
   for (const auto& e : fs::directory_iterator(dir))
@@ -317,22 +417,27 @@ kiln::Status load_datasets(const fs::path& dir, const onnx::ModelProto& model, s
     for (int i = 0;; ++i) {
       fs::path p = sp / ("input_" + std::to_string(i) + ".pb");
       if (!fs::exists(p)) break;
-      onnx::TensorProto tp;
-      if (!read_proto_file(p, &tp)) return kiln::io_error("cannot parse " + p.string() + " as a TensorProto");
-      auto t = kiln::onnx_import::tensor_from_proto(tp, dir.string());
-      if (!t.ok()) return t.status().with_context(p.string());
-      std::string name = name_set.count(tp.name()) ? tp.name()
-                         : i < static_cast<int>(input_names.size()) ? input_names[i]
-                                                                    : tp.name();
-      ds.inputs.emplace_back(name, to_host(as_declared(t.value(), declared.count(name) ? declared[name] : 0)));
+      // Read as the input at this position; a stored name that names another input wins (and decides the type).
+      const std::string bytes = file_bytes(p);
+      std::string name = i < static_cast<int>(input_names.size()) ? input_names[i] : "", stored;
+      auto t = read_value(bytes, p, declared.count(name) ? *declared[name] : untyped, dir, &stored);
+      if (!t.ok()) return t.status();
+      if (name_set.count(stored) && stored != name) {
+        name = stored;
+        t = read_value(bytes, p, *declared[name], dir, &stored);
+        if (!t.ok()) return t.status();
+      } else if (name.empty()) {
+        name = stored;
+      }
+      ds.inputs.emplace_back(name, kiln::runtime::to_host_value(t.value()));
     }
     for (int i = 0; i < model.graph().output_size(); ++i) {
       fs::path p = sp / ("output_" + std::to_string(i) + ".pb");
-      onnx::TensorProto tp;
-      if (!read_proto_file(p, &tp)) return kiln::io_error("cannot read " + p.string());
-      auto t = kiln::onnx_import::tensor_from_proto(tp, dir.string());
-      if (!t.ok()) return t.status().with_context(p.string());
-      ds.outputs.push_back(as_declared(t.value(), model.graph().output(i).type().tensor_type().elem_type()));
+      if (!fs::exists(p)) return kiln::io_error("cannot read " + p.string());
+      std::string stored;
+      auto t = read_value(file_bytes(p), p, model.graph().output(i).type(), dir, &stored);
+      if (!t.ok()) return t.status();
+      ds.outputs.push_back(std::move(t).value());
     }
     out->push_back(std::move(ds));
   }
@@ -401,7 +506,7 @@ Outcome run_pipeline(const ModelInfo& info, Reporter& rep, bool verbose) {
     std::vector<const kiln::Dims*> fed;
     for (const auto& ds : datasets)
       for (const auto& [name, t] : ds.inputs)
-        if (name == in->name()) fed.push_back(&t.dims);
+        if (name == in->name() && t.kind == kiln::ValueKind::kTENSOR) fed.push_back(&t.dims);
     if (fed.empty()) continue;
     kiln::Dims decl = in->dims();
     bool agrees = decl.size() == fed[0]->size();
@@ -447,7 +552,7 @@ Outcome run_pipeline(const ModelInfo& info, Reporter& rep, bool verbose) {
       const std::string& oname = model.graph().output(i).name();
       auto it = std::find_if(res->begin(), res->end(), [&](const auto& p) { return p.first == oname; });
       if (it == res->end()) return fail("compare", where + ": output '" + oname + "' missing from the results");
-      std::string diff = compare_tensors(it->second, ds.outputs[i]);
+      std::string diff = compare_values(it->second, ds.outputs[i]);
       if (!diff.empty()) return fail("compare", where + ": output '" + oname + "': " + diff);
     }
     ++ok.datasets;

@@ -33,7 +33,13 @@ inline RunResult run_op(const std::string& name, const Attributes& attrs, const 
       ptrs.push_back(nullptr);
       continue;
     }
+    infos[i].kind = inputs[i]->kind();
     infos[i].dtype = inputs[i]->dtype();
+    if (!inputs[i]->is_tensor()) {  // a sequence or optional: nothing known of its tensors
+      infos[i].rank_known = false;
+      ptrs.push_back(&infos[i]);
+      continue;
+    }
     infos[i].shape = i < shapes.size() && !shapes[i].empty() ? shapes[i] : shape_from_dims(inputs[i]->shape());
     infos[i].constant = i == 0 ? nullptr : inputs[i];
     ptrs.push_back(&infos[i]);

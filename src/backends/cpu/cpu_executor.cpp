@@ -8,10 +8,13 @@ namespace {
 std::string where(const runtime::PlanNode& n) { return "node '" + n.name + "' (" + n.op_type + ")"; }
 
 Status check_output(const runtime::PlanNode& n, const runtime::PlanValue& v, const Tensor& t) {
+  if (t.kind() != v.kind)
+    return internal_error(where(n) + " produced a " + value_kind_name(t.kind()) + " for '" + v.name +
+                          "' but the engine expects a " + value_kind_name(v.kind));
   if (t.dtype() != v.dtype)
     return internal_error(where(n) + " produced " + dtype_name(t.dtype()) + " for '" + v.name + "' but the engine expects " +
                           dtype_name(v.dtype));
-  if (!v.rank_known) return Status::Ok();
+  if (!v.rank_known || v.kind != ValueKind::kTENSOR) return Status::Ok();
   bool ok = t.rank() == static_cast<int>(v.shape.size());
   for (int d = 0; ok && d < t.rank(); ++d) ok = !v.shape[d].is_static() || v.shape[d].value == t.dim(d);
   if (!ok)
@@ -31,6 +34,9 @@ Result<std::vector<Tensor>> run_body(const Subgraph& body, const std::vector<Ten
                           std::to_string(inputs.size()));
   for (size_t k = 0; k < inputs.size(); ++k) {
     const auto& v = plan.values[plan.io[plan.inputs[k]].value];
+    if (inputs[k].kind() != v.kind)
+      return invalid_argument("body input '" + v.name + "' is a " + value_kind_name(v.kind) + " but was given a " +
+                              value_kind_name(inputs[k].kind()));
     if (inputs[k].dtype() != v.dtype)
       return invalid_argument("body input '" + v.name + "' is " + dtype_name(v.dtype) + " but was given " +
                               dtype_name(inputs[k].dtype()));
@@ -58,6 +64,12 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
       if (id >= 0 && !slots_[id].defined()) {
         slots_.assign(slots_.size(), Tensor());
         return internal_error(where(n) + " reads '" + plan.values[id].name + "', which its producer did not compute");
+      }
+      if (id >= 0 && !slots_[id].is_tensor() && !n.schema->takes_non_tensors) {
+        std::string kind = value_kind_name(slots_[id].kind());
+        slots_.assign(slots_.size(), Tensor());
+        return internal_error(where(n) + " reads '" + plan.values[id].name + "', a " + kind +
+                              ", but the operator takes tensors only");
       }
       in.push_back(id >= 0 ? &slots_[id] : nullptr);
     }
