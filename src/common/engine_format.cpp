@@ -420,7 +420,7 @@ Status decode_values(ByteReader& r, EngineFile* f) {
     v.is_constant = is_const;
     if (!v.is_constant) continue;
     if (v.kind != ValueKind::kTENSOR)
-      return r.error("constant '" + v.name + "' is a " + value_kind_name(v.kind) + "; constants are tensors");
+      return r.error("constant '" + v.name + "' is " + a_kind(v.kind) + "; constants are tensors");
     KILN_RETURN_IF_ERROR(r.u64(&v.weight_offset));
     KILN_RETURN_IF_ERROR(r.u64(&v.weight_size));
     if (!v.rank_known || !ops::shape_is_static(v.shape))

@@ -117,6 +117,12 @@ class Tensor {
   std::shared_ptr<const std::vector<Tensor>> items_;  // sequences and optionals only
 };
 
+// "a tensor", "a sequence", "an optional tensor", "an optional sequence": for messages.
+inline std::string a_kind(ValueKind k) {
+  return (k == ValueKind::kOPTIONAL_TENSOR || k == ValueKind::kOPTIONAL_SEQUENCE ? "an " : "a ") +
+         std::string(value_kind_name(k));
+}
+
 // Calls f(T{}) with T the C++ type of dtype; returns unsupported for types not in the list.
 #define KILN_DISPATCH_CASE(DT, T, ...) \
   case DT: {                           \

@@ -19,10 +19,11 @@ TensorInfo port_info(const GraphPort& p, InferContext& ctx) {
   return t;
 }
 
-// What holds for both of two values (If's branches; a Loop-carried value before and after an iteration).
+// What holds for both of two values (If's branches; a Loop-carried value before and after an iteration). The kind
+// is b's: the body output's, which is what a loop-carried value is once the body ran (see coerce_kind).
 TensorInfo merge_infos(const TensorInfo& a, const TensorInfo& b, InferContext& ctx) {
   TensorInfo t;
-  t.kind = a.kind;
+  t.kind = b.kind;
   t.dtype = a.dtype;
   t.rank_known = a.rank_known && b.rank_known && a.shape.size() == b.shape.size();
   if (!t.rank_known) return t;
@@ -34,7 +35,7 @@ TensorInfo merge_infos(const TensorInfo& a, const TensorInfo& b, InferContext& c
 // A body output stacked over iterations along `axis` (counted in the result's rank).
 Result<TensorInfo> stacked_info(const GraphPort& p, int64_t axis, Dim count, InferContext& ctx) {
   if (p.kind != ValueKind::kTENSOR)
-    return unsupported("body output '" + p.name + "' is a " + value_kind_name(p.kind) +
+    return unsupported("body output '" + p.name + "' is " + a_kind(p.kind) +
                        "; scan outputs stack tensors only");
   TensorInfo t = port_info(p, ctx);
   if (!t.rank_known) return t;
@@ -44,6 +45,24 @@ Result<TensorInfo> stacked_info(const GraphPort& p, int64_t axis, Dim count, Inf
 }
 
 bool truthy(const Tensor& t) { return t.numel() > 0 && t.get_f64(0) != 0; }
+
+bool is_optional(ValueKind k) { return k == ValueKind::kOPTIONAL_TENSOR || k == ValueKind::kOPTIONAL_SEQUENCE; }
+
+// ONNX lets a loop-carried value pass between optional and plain form (a body may take optional(seq) and return
+// seq): wraps or unwraps v into the kind its receiver declares. An empty optional has no plain form.
+Result<Tensor> coerce_kind(Tensor v, ValueKind want, const std::string& what) {
+  if (v.kind() == want) return v;
+  auto plain = [](ValueKind k) { return k == ValueKind::kOPTIONAL_SEQUENCE ? ValueKind::kSEQUENCE : ValueKind::kTENSOR; };
+  if (is_optional(want) && !is_optional(v.kind()) && plain(want) == v.kind()) {
+    DataType dt = v.dtype();
+    return Tensor::optional(want, dt, std::move(v));
+  }
+  if (!is_optional(want) && is_optional(v.kind()) && plain(v.kind()) == want) {
+    if (v.items().empty()) return invalid_argument(what + " is an empty optional but must be " + a_kind(want));
+    return v.items()[0];
+  }
+  return invalid_argument(what + " is " + a_kind(v.kind()) + " but must be " + a_kind(want));
+}
 
 // The slice t[..., index, ...] along axis, with that axis removed.
 Tensor take_slice(const Tensor& t, int axis, int64_t index) {
@@ -103,8 +122,8 @@ Status if_infer(InferContext& ctx) {
   KILN_ASSIGN_OR_RETURN(auto else_ports, body_outputs(ctx.attrs(), "else_branch", ctx.num_outputs()));
   for (int k = 0; k < ctx.num_outputs(); ++k) {
     if (then_ports[k].kind != else_ports[k].kind)
-      return invalid_model("output " + std::to_string(k) + " is a " + value_kind_name(then_ports[k].kind) +
-                           " in then_branch but a " + value_kind_name(else_ports[k].kind) + " in else_branch");
+      return invalid_model("output " + std::to_string(k) + " is " + a_kind(then_ports[k].kind) +
+                           " in then_branch but " + a_kind(else_ports[k].kind) + " in else_branch");
     if (then_ports[k].dtype != else_ports[k].dtype)
       return invalid_model("output " + std::to_string(k) + " is " + dtype_name(then_ports[k].dtype) +
                            " in then_branch but " + dtype_name(else_ports[k].dtype) + " in else_branch");
@@ -157,10 +176,20 @@ Status loop_compute(ComputeContext& ctx) {
   }
   std::vector<Tensor> carried;
   for (int k = 0; k < n; ++k) carried.push_back(ctx.input(2 + k));
+  KILN_ASSIGN_OR_RETURN(auto body, ctx.attrs().get_graph("body"));
+  const std::vector<GraphPort> in_ports = body->input_ports();
+  KILN_ASSIGN_OR_RETURN(auto out_ports, body_outputs(ctx.attrs(), "body", 1 + n + k_scan));
   std::vector<std::vector<Tensor>> scans(k_scan);
   for (int64_t i = 0; i < max_trip && truthy(cond); ++i) {
     std::vector<Tensor> in = {Tensor::scalar_i64(i), cond};
-    in.insert(in.end(), carried.begin(), carried.end());
+    for (int k = 0; k < n; ++k) {
+      if (static_cast<int>(in_ports.size()) != 2 + n) {
+        in.push_back(carried[k]);
+        continue;
+      }
+      KILN_ASSIGN_OR_RETURN(Tensor v, coerce_kind(carried[k], in_ports[2 + k].kind, "loop-carried value " + std::to_string(k)));
+      in.push_back(std::move(v));
+    }
     KILN_ASSIGN_OR_RETURN(auto outs, ctx.run_subgraph("body", std::move(in)));
     if (static_cast<int>(outs.size()) != 1 + n + k_scan)
       return invalid_model("body produced " + std::to_string(outs.size()) + " outputs, expected " +
@@ -169,11 +198,13 @@ Status loop_compute(ComputeContext& ctx) {
     for (int k = 0; k < n; ++k) carried[k] = std::move(outs[1 + k]);
     for (int k = 0; k < k_scan; ++k) scans[k].push_back(std::move(outs[1 + n + k]));
   }
-  for (int k = 0; k < n; ++k) ctx.set_output(k, std::move(carried[k]));
-  if (k_scan == 0) return Status::Ok();
-  KILN_ASSIGN_OR_RETURN(auto ports, body_outputs(ctx.attrs(), "body", 1 + n + k_scan));
+  for (int k = 0; k < n; ++k) {
+    KILN_ASSIGN_OR_RETURN(Tensor v, coerce_kind(std::move(carried[k]), out_ports[1 + k].kind,
+                                                "loop-carried value " + std::to_string(k)));
+    ctx.set_output(k, std::move(v));
+  }
   for (int k = 0; k < k_scan; ++k) {
-    const GraphPort& p = ports[1 + n + k];
+    const GraphPort& p = out_ports[1 + n + k];
     KILN_ASSIGN_OR_RETURN(Tensor t, stack(scans[k], 0, p.dtype, empty_part_shape(p)));
     ctx.set_output(n + k, std::move(t));
   }
@@ -290,7 +321,7 @@ Status scan_compute(ComputeContext& ctx) {
   // Scan slices and stacks tensors; only values its body captures may be sequences or optionals.
   for (int i = 0; i < ctx.num_inputs(); ++i)
     if (ctx.has_input(i) && !ctx.input(i).is_tensor())
-      return invalid_argument("input " + std::to_string(i) + " is a " + value_kind_name(ctx.input(i).kind()) +
+      return invalid_argument("input " + std::to_string(i) + " is " + a_kind(ctx.input(i).kind()) +
                               "; Scan states and scan inputs are tensors");
   const int first = scan_first_state(ctx.opset());
   KILN_ASSIGN_OR_RETURN(int64_t m, ctx.attrs().get_int("num_scan_inputs"));

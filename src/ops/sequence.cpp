@@ -14,13 +14,12 @@ bool is_optional(ValueKind k) { return k == ValueKind::kOPTIONAL_TENSOR || k == 
 
 Status expect_kind(const Tensor& t, ValueKind want, const std::string& what) {
   if (t.kind() == want) return Status::Ok();
-  return invalid_argument(what + " must be a " + value_kind_name(want) + " but is a " + value_kind_name(t.kind()));
+  return invalid_argument(what + " must be " + a_kind(want) + " but is " + a_kind(t.kind()));
 }
 
 Status expect_info_kind(const TensorInfo& t, ValueKind want, const std::string& what) {
   if (t.kind == want) return Status::Ok();
-  return invalid_model(what + " must be a " + std::string(value_kind_name(want)) + " but is a " +
-                       value_kind_name(t.kind));
+  return invalid_model(what + " must be " + a_kind(want) + " but is " + a_kind(t.kind));
 }
 
 // A sequence position: a one-element int32/int64 tensor within [lo, hi], negative values counting from the end
@@ -249,7 +248,7 @@ Status sequence_map_infer(InferContext& ctx) {
                          std::to_string(ctx.num_outputs()));
   for (int k = 0; k < ctx.num_outputs(); ++k) {
     if (ports[k].kind != ValueKind::kTENSOR)
-      return unsupported("body output '" + ports[k].name + "' is a " + value_kind_name(ports[k].kind) +
+      return unsupported("body output '" + ports[k].name + "' is " + a_kind(ports[k].kind) +
                          "; SequenceMap collects tensors");
     ctx.output(k) = sequence_info(ports[k].dtype, ports[k].rank_known, shape_from_dims(ports[k].dims));
   }
@@ -266,7 +265,7 @@ Status sequence_map_compute(ComputeContext& ctx) {
       return invalid_argument(op + ": input " + std::to_string(j) + " has " + std::to_string(in.items().size()) +
                               " tensors but input_sequence has " + std::to_string(n));
     if (in.kind() != ValueKind::kSEQUENCE && !in.is_tensor())
-      return invalid_argument(op + ": input " + std::to_string(j) + " is a " + value_kind_name(in.kind()) +
+      return invalid_argument(op + ": input " + std::to_string(j) + " is " + a_kind(in.kind()) +
                               "; additional inputs are tensors or sequences");
   }
   KILN_ASSIGN_OR_RETURN(auto body, ctx.attrs().get_graph("body"));

@@ -114,8 +114,8 @@ Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* c
   if (!schema->takes_non_tensors)
     for (size_t i = 0; i < n.inputs.size(); ++i)
       if (n.inputs[i] && n.inputs[i]->kind != ValueKind::kTENSOR)
-        return invalid_model(where(n) + ": input " + std::to_string(i) + " '" + n.inputs[i]->name + "' is a " +
-                             value_kind_name(n.inputs[i]->kind) + " but the operator takes tensors only");
+        return invalid_model(where(n) + ": input " + std::to_string(i) + " '" + n.inputs[i]->name + "' is " +
+                             a_kind(n.inputs[i]->kind) + " but the operator takes tensors only");
   std::vector<ops::TensorInfo> infos(n.inputs.size());
   std::vector<const ops::TensorInfo*> ptrs(n.inputs.size(), nullptr);
   for (size_t i = 0; i < n.inputs.size(); ++i)

@@ -100,7 +100,7 @@ Status ExecutionContext::Impl::check_input_shape(int io, const Dims& dims) const
   const std::string& name = plan->io[io].name;
   if (v.kind != ValueKind::kTENSOR) {
     if (dims.empty()) return Status::Ok();
-    return invalid_argument("input '" + name + "' is a " + value_kind_name(v.kind) + ", which has no shape to set");
+    return invalid_argument("input '" + name + "' is " + a_kind(v.kind) + ", which has no shape to set");
   }
   if (dims.size() != v.shape.size())
     return invalid_argument("input '" + name + "' has rank " + std::to_string(v.shape.size()) + " but the given shape " +
@@ -250,7 +250,7 @@ Status ExecutionContext::execute() {
     const auto& plan = *im.plan;
     for (size_t i = 0; i < plan.io.size(); ++i)
       if (im.value_of(static_cast<int>(i)).kind != ValueKind::kTENSOR)
-        return unsupported("'" + plan.io[i].name + "' is a " + value_kind_name(im.value_of(static_cast<int>(i)).kind) +
+        return unsupported("'" + plan.io[i].name + "' is " + a_kind(im.value_of(static_cast<int>(i)).kind) +
                            ", which has no single buffer to bind; use infer()");
     for (size_t i = 0; i < plan.io.size(); ++i)
       if (!im.addresses[i] && !im.allocators[i])

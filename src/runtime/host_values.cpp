@@ -7,7 +7,7 @@ namespace {
 
 Result<Tensor> wrap_tensor(const HostTensor& h, DataType dtype, const std::string& what) {
   if (h.kind != ValueKind::kTENSOR)
-    return invalid_argument(what + " expects a tensor but got a " + value_kind_name(h.kind));
+    return invalid_argument(what + " expects a tensor but got " + a_kind(h.kind));
   if (h.dtype != dtype)
     return invalid_argument(what + " expects " + dtype_name(dtype) + " but got " + dtype_name(h.dtype));
   for (int64_t d : h.dims)
@@ -33,8 +33,7 @@ Result<Tensor> wrap_sequence(const HostTensor& h, DataType dtype, const std::str
 
 Result<Tensor> wrap_host_value(const HostTensor& h, ValueKind kind, DataType dtype, const std::string& what) {
   if (h.kind != kind)
-    return invalid_argument(what + " expects a " + std::string(value_kind_name(kind)) + " but got a " +
-                            value_kind_name(h.kind));
+    return invalid_argument(what + " expects " + a_kind(kind) + " but got " + a_kind(h.kind));
   if (h.dtype != dtype)
     return invalid_argument(what + " expects elements of " + dtype_name(dtype) + " but got " + dtype_name(h.dtype));
   switch (kind) {

@@ -293,7 +293,7 @@ kiln::Tensor as_declared(const kiln::Tensor& t, int declared_onnx_type) {
 // Sequences and optionals compare element by element, each tensor as above.
 std::string compare_values(const kiln::HostTensor& got, const kiln::Tensor& want) {
   if (got.kind != want.kind())
-    return std::string("a ") + kiln::value_kind_name(got.kind) + " != expected " + kiln::value_kind_name(want.kind());
+    return kiln::a_kind(got.kind) + " != expected " + kiln::a_kind(want.kind());
   if (want.is_tensor()) return compare_tensors(got, want);
   if (got.dtype != want.dtype())
     return std::string("element type ") + kiln::dtype_name(got.dtype) + " != expected " + kiln::dtype_name(want.dtype());

@@ -9,8 +9,8 @@ std::string where(const runtime::PlanNode& n) { return "node '" + n.name + "' ("
 
 Status check_output(const runtime::PlanNode& n, const runtime::PlanValue& v, const Tensor& t) {
   if (t.kind() != v.kind)
-    return internal_error(where(n) + " produced a " + value_kind_name(t.kind()) + " for '" + v.name +
-                          "' but the engine expects a " + value_kind_name(v.kind));
+    return internal_error(where(n) + " produced " + a_kind(t.kind()) + " for '" + v.name +
+                          "' but the engine expects " + a_kind(v.kind));
   if (t.dtype() != v.dtype)
     return internal_error(where(n) + " produced " + dtype_name(t.dtype()) + " for '" + v.name + "' but the engine expects " +
                           dtype_name(v.dtype));
@@ -35,8 +35,8 @@ Result<std::vector<Tensor>> run_body(const Subgraph& body, const std::vector<Ten
   for (size_t k = 0; k < inputs.size(); ++k) {
     const auto& v = plan.values[plan.io[plan.inputs[k]].value];
     if (inputs[k].kind() != v.kind)
-      return invalid_argument("body input '" + v.name + "' is a " + value_kind_name(v.kind) + " but was given a " +
-                              value_kind_name(inputs[k].kind()));
+      return invalid_argument("body input '" + v.name + "' is " + a_kind(v.kind) + " but was given " +
+                              a_kind(inputs[k].kind()));
     if (inputs[k].dtype() != v.dtype)
       return invalid_argument("body input '" + v.name + "' is " + dtype_name(v.dtype) + " but was given " +
                               dtype_name(inputs[k].dtype()));
@@ -66,9 +66,9 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
         return internal_error(where(n) + " reads '" + plan.values[id].name + "', which its producer did not compute");
       }
       if (id >= 0 && !slots_[id].is_tensor() && !n.schema->takes_non_tensors) {
-        std::string kind = value_kind_name(slots_[id].kind());
+        std::string kind = a_kind(slots_[id].kind());
         slots_.assign(slots_.size(), Tensor());
-        return internal_error(where(n) + " reads '" + plan.values[id].name + "', a " + kind +
+        return internal_error(where(n) + " reads '" + plan.values[id].name + "', " + kind +
                               ", but the operator takes tensors only");
       }
       in.push_back(id >= 0 ? &slots_[id] : nullptr);
