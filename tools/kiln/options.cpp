@@ -135,6 +135,9 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "cpu or cuda. Without it: cuda when a GPU is present and the CUDA backend is built, else cpu")
       ->type_name("DEV")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_flag("--useCudaGraph", o.use_cuda_graph, "Capture the engine in a CUDA graph and replay it (CUDA backend)");
+  app.add_flag("--noDataTransfers", o.no_data_transfers,
+               "Leave host-device copies out of the timed runs (CUDA backend)");
   app.add_flag("--skipInference", o.skip_inference, "Build (or load) the engine and stop");
   close_group("Inference");
 

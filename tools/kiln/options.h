@@ -34,6 +34,8 @@ struct Options {
   bool fp16 = false;
   bool bf16 = false;
   bool int8 = false;
+  bool use_cuda_graph = false;
+  bool no_data_transfers = false;
   std::string dump_after;
 };
 
