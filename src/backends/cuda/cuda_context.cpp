@@ -315,6 +315,15 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
                        "convenience path) on the CUDA backend");
   const auto& plan = *plan_;
   cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
+  // Host pointers bound by mistake would fault inside a kernel; refuse them before any launch.
+  for (size_t i = 0; i < io.size(); ++i) {
+    cudaPointerAttributes attr{};
+    if (cudaPointerGetAttributes(&attr, io[i]) != cudaSuccess) cudaGetLastError();
+    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+      return invalid_argument(std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
+                              plan.io[i].name + "' is bound to an address that is not GPU memory; the CUDA backend "
+                              "needs device buffers (or use infer() with host data)");
+  }
   KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream));
   const bool profile = profiler_ != nullptr;
   if (profile && events_.size() < steps_.size() + 1) {
