@@ -95,6 +95,7 @@ TEST(GpuReduce, LongRowsAndColumns) {
     check_reduce(op, DT::kFLOAT, {3000, 70}, {0}, 1, 22);    // tall reduction, few column tiles
     check_reduce(op, DT::kFLOAT, {7, 300, 45}, {1}, 1, 23);  // column tiles with a partial tile
     check_reduce(op, DT::kFLOAT, {2, 3, 4, 5, 6}, {0, 2, 4}, 1, 24);
+    check_reduce(op, DT::kFLOAT, {5, 100, 3}, {1}, 0, 25);   // short innermost kept dim: strided rows
   }
 }
 

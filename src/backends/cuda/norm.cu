@@ -13,7 +13,7 @@ namespace {
 
 // Rows owned by a warp (blockDim (32, rows per block)) or by a whole block (blockDim.y == 1).
 template <typename T>
-__global__ void row_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowNormParams p) {
+__global__ void __launch_bounds__(1024) row_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowNormParams p) {
   __shared__ float smem[32];
   const int64_t len = p.len;
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
@@ -137,7 +137,7 @@ __global__ void col_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowN
 
 // One warp or block per statistics group (an index of the kept dims), reading through the strided maps.
 template <typename T>
-__global__ void mvn_kernel(const T* __restrict__ x, T* __restrict__ y, AxisSplit s) {
+__global__ void __launch_bounds__(1024) mvn_kernel(const T* __restrict__ x, T* __restrict__ y, AxisSplit s) {
   __shared__ float smem[32];
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
   const float n = static_cast<float>(s.nred);

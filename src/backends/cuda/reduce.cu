@@ -100,7 +100,8 @@ template <typename A> __device__ __forceinline__ A lse_peak(A m) {
 
 // Row mode: each output reduces its elements with a warp (blockDim (32, rows per block)) or a block.
 template <typename T>
-__global__ void reduce_rows_kernel(const T* __restrict__ x, T* __restrict__ y, ReduceProblem p) {
+__global__ void __launch_bounds__(1024)
+    reduce_rows_kernel(const T* __restrict__ x, T* __restrict__ y, ReduceProblem p) {
   using A = Acc<T>;
   __shared__ A smem[32];
   const ReduceOp op = p.op;
@@ -135,7 +136,8 @@ __device__ __forceinline__ A col_allreduce(A v, F f, A (*sm)[33]) {
 // Column mode: a block owns 32 adjacent outputs along the innermost (stride-1) kept dim, so loads coalesce;
 // threadIdx.y splits the reduction.
 template <typename T>
-__global__ void reduce_cols_kernel(const T* __restrict__ x, T* __restrict__ y, ReduceProblem p) {
+__global__ void __launch_bounds__(1024)
+    reduce_cols_kernel(const T* __restrict__ x, T* __restrict__ y, ReduceProblem p) {
   using A = Acc<T>;
   __shared__ A sm[32][33];
   const ReduceOp op = p.op;
@@ -193,8 +195,8 @@ __device__ __forceinline__ bool arg_better(bool is_max, bool last, A v, int64_t 
 // never wins unless it is the first element, which then wins for good: NaNs are skipped here and element 0
 // decides at the end.
 template <typename T>
-__global__ void arg_rows_kernel(const T* __restrict__ x, int64_t* __restrict__ y, int64_t rows, int64_t len,
-                                bool is_max, bool last) {
+__global__ void __launch_bounds__(1024) arg_rows_kernel(const T* __restrict__ x, int64_t* __restrict__ y,
+                                                        int64_t rows, int64_t len, bool is_max, bool last) {
   using A = Acc<T>;
   __shared__ A sv[32];
   __shared__ int64_t si[32];

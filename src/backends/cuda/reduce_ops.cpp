@@ -62,7 +62,9 @@ Status run_reduce(KernelArgs& a, ReduceOp op) {
   p.nred = s.nred;
   p.red = s.red;
   p.kept = s.kept;
-  if (s.innermost_kept) {  // column mode: the innermost kept dim goes to the threads
+  // Column mode (the innermost kept dim across the threads, loads coalesced over outputs) unless that dim is so
+  // short that most of a 32-wide tile would idle on a long reduction; row mode handles every layout.
+  if (s.innermost_kept && (s.kept.size[s.kept.n - 1] >= 16 || s.nred < 32)) {
     p.inner = s.kept.size[s.kept.n - 1];
     --p.kept.n;
   }
