@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/tensor.h"
+#include "ir/graph.h"
 #include "kiln/builder.h"
 #include "kiln/network.h"
 #include "kiln/runtime.h"
@@ -60,11 +61,13 @@ struct OpCase {
   // Builder flags for the CUDA build (FP16/BF16 lowering); the CPU reference always runs in FP32.
   std::vector<BuilderFlag> flags;
   bool allow_host_layers = false;  // false: the op must have run on the GPU
+  int opset = 0;                   // default-domain opset of the network; 0: the network's default (17)
 };
 
 inline std::vector<Tensor> run_case(const OpCase& c, Backend backend, std::string* host_layers) {
   Builder builder;
   auto net = builder.create_network();
+  if (c.opset) net->graph().set_opset(c.opset);
   std::vector<ITensor*> ins;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     const Tensor& t = c.inputs[i];
