@@ -40,6 +40,31 @@ struct GemmShape {
   bool bias = false;
 };
 
+// cuBLASLt's column-major view of a GemmShape: a stored row-major (r x c) matrix with leading dimension ld is a
+// column-major (c x r) one, so cuBLAS computes Y^T = op(B)^T op(A)^T with our B as its A and our A as its B.
+struct ColMajor {
+  cublasOperation_t op_a, op_b;
+  int64_t a_rows, a_cols, lda;  // cuBLAS's A: our B
+  int64_t b_rows, b_cols, ldb;  // cuBLAS's B: our A
+  int64_t d_rows, d_cols, ldd;
+};
+
+ColMajor col_major(const GemmShape& s) {
+  ColMajor c;
+  c.op_a = s.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  c.op_b = s.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  c.a_rows = s.tb ? s.k : s.n;  // stored B is (n x k) when transposed, else (k x n)
+  c.a_cols = s.tb ? s.n : s.k;
+  c.lda = std::max<int64_t>(s.ldb, 1);
+  c.b_rows = s.ta ? s.m : s.k;  // stored A is (k x m) when transposed, else (m x k)
+  c.b_cols = s.ta ? s.k : s.m;
+  c.ldb = std::max<int64_t>(s.lda, 1);
+  c.d_rows = s.n;
+  c.d_cols = s.m;
+  c.ldd = std::max<int64_t>(s.n, 1);
+  return c;
+}
+
 class LtGemm {
  public:
   LtGemm() = default;
@@ -58,21 +83,17 @@ class LtGemm {
     cublasComputeType_t compute =
         s.dt == DataType::kFLOAT && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, compute, CUDA_R_32F));
-    // cuBLAS's first operand is our B, its second our A (see the file comment).
-    cublasOperation_t opa = s.tb ? CUBLAS_OP_T : CUBLAS_OP_N, opb = s.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof(opa)));
-    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof(opb)));
+    const ColMajor cm = col_major(s);
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &cm.op_a, sizeof(cm.op_a)));
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &cm.op_b, sizeof(cm.op_b)));
     if (s.bias) {
       cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
     }
     const cudaDataType_t t = lt_type(s.dt);
-    // Column-major views: a stored row-major (r x c) matrix with leading dimension ld is (c x r) with ld.
-    const int64_t a_rows = s.ta ? s.k : s.m, a_cols = s.ta ? s.m : s.k;
-    const int64_t b_rows = s.tb ? s.n : s.k, b_cols = s.tb ? s.k : s.n;
-    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la_, t, a_cols, a_rows, std::max<int64_t>(s.lda, 1)));
-    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb_, t, b_cols, b_rows, std::max<int64_t>(s.ldb, 1)));
-    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld_, t, s.n, s.m, std::max<int64_t>(s.n, 1)));
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la_, t, cm.b_rows, cm.b_cols, cm.ldb));  // our A
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb_, t, cm.a_rows, cm.a_cols, cm.lda));  // our B
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld_, t, cm.d_rows, cm.d_cols, cm.ldd));
     if (s.batch > 1) {
       int32_t count = static_cast<int32_t>(s.batch);
       const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {{la_, s.sa}, {lb_, s.sb}, {ld_, s.sd}};
@@ -161,9 +182,8 @@ struct MatMulState {
   LtGemm lt;
 };
 
-Status matmul_plan(const KernelArgs& args, MatMulState& st) {
-  const DataType dt = args.in[0].dtype;
-  Dims a = args.in[0].shape, b = args.in[1].shape;
+// Fills st's offsets and returns the cuBLASLt problem for operands of shapes a and b.
+Result<GemmShape> matmul_geometry(Dims a, Dims b, DataType dt, MatMulState& st) {
   if (a.empty() || b.empty()) return invalid_argument("MatMul: operands must have rank >= 1");
   if (a.size() == 1) a.insert(a.begin(), 1);
   if (b.size() == 1) b.push_back(1);
@@ -233,6 +253,11 @@ Status matmul_plan(const KernelArgs& args, MatMulState& st) {
     st.extra_b |= static_cast<uint64_t>(d.b) * es;
     st.extra_y |= static_cast<uint64_t>(d.y) * es;
   }
+  return s;
+}
+
+Status matmul_plan(const KernelArgs& args, MatMulState& st) {
+  KILN_ASSIGN_OR_RETURN(GemmShape s, matmul_geometry(args.in[0].shape, args.in[1].shape, args.in[0].dtype, st));
   return st.lt.init(s, args.handles->allow_tf32);
 }
 
