@@ -299,6 +299,19 @@ TEST(GpuDense, BatchNormalization) {
   bn_case(DataType::kFLOAT, {2, 5, 7, 9}, 114, 1e-5f, /*params_const=*/false);
 }
 
+TEST(GpuDense, BatchNormalizationPerPosition) {
+  KILN_REQUIRE_GPU();
+  // spatial=0 (opsets 7-8): statistics per channel and position.
+  const Shape x = {2, 3, 4, 5}, pc = {3, 4, 5};
+  OpCase c = make_case("BatchNormalization", {{"spatial", int64_t{0}}},
+                       {random_tensor(DataType::kFLOAT, x, 115), random_tensor(DataType::kFLOAT, pc, 116),
+                        random_tensor(DataType::kFLOAT, pc, 117), random_tensor(DataType::kFLOAT, pc, 118),
+                        random_tensor(DataType::kFLOAT, pc, 119, 0.1, 2.0)},
+                       {false, true, true, true, true});
+  c.atol = c.rtol = 1e-5;
+  expect_backends_agree(c);
+}
+
 // ---- Pooling ----
 
 void pool_case(const std::string& op, DataType dt, Shape x, OpAttrs attrs, uint32_t seed) {

@@ -258,6 +258,7 @@ Result<GemmShape> matmul_geometry(Dims a, Dims b, DataType dt, MatMulState& st) 
 
 Status matmul_plan(const KernelArgs& args, MatMulState& st) {
   KILN_ASSIGN_OR_RETURN(GemmShape s, matmul_geometry(args.in[0].shape, args.in[1].shape, args.in[0].dtype, st));
+  if (s.k == 0) return Status::Ok();  // zeros, no GEMM
   return st.lt.init(s, args.handles->allow_tf32);
 }
 
