@@ -51,6 +51,12 @@ TEST(GpuMovement, TransposeGeneralPerms) {
   expect_backends_agree(make("Transpose", {random_tensor(DataType::kFLOAT, {17}, 7)}, {}, {{"perm", std::vector<int64_t>{0}}}));
   expect_backends_agree(make("Transpose", {random_tensor(DataType::kBF16, {2, 3, 4, 5, 6}, 8)}, {}, {{"perm", std::vector<int64_t>{4, 2, 0, 3, 1}}}));
   expect_backends_agree(make("Transpose", {random_tensor(DataType::kFLOAT, {0, 4}, 9)}, {}, {{"perm", std::vector<int64_t>{1, 0}}}));
+  // Several tiles per matrix; attention's head split [B,S,H,D] -> [B,H,S,D] (rows widened when D*size is a
+  // multiple of 16 bytes).
+  expect_backends_agree(make("Transpose", {random_tensor(DataType::kFLOAT, {70, 130}, 15)}, {}, {{"perm", std::vector<int64_t>{1, 0}}}));
+  expect_backends_agree(make("Transpose", {random_tensor(DataType::kINT8, {3, 40, 70}, 16, -9, 9)}, {}, {{"perm", std::vector<int64_t>{0, 2, 1}}}));
+  expect_backends_agree(make("Transpose", {random_tensor(DataType::kFLOAT, {2, 3, 4, 5}, 17)}, {}, {{"perm", std::vector<int64_t>{0, 2, 1, 3}}}));
+  expect_backends_agree(make("Transpose", {random_tensor(DataType::kHALF, {2, 3, 4, 8}, 18)}, {}, {{"perm", std::vector<int64_t>{0, 2, 1, 3}}}));
   // Identity perm (only size-1 axes move): a widened contiguous copy.
   expect_backends_agree(make("Transpose", {random_tensor(DataType::kHALF, {8, 1, 16}, 10)}, {}, {{"perm", std::vector<int64_t>{1, 0, 2}}}));
 }
@@ -80,6 +86,11 @@ TEST(GpuMovement, Concat) {
                              {}, {{"axis", int64_t{1}}}));
   expect_backends_agree(make("Concat", {random_tensor(DataType::kINT64, {3, 5}, 25, -9, 9), random_tensor(DataType::kINT64, {3, 2}, 26, -9, 9)}, {},
                              {{"axis", int64_t{-1}}}));
+  // Rows of 16 and 32 bytes move as 16-byte units.
+  expect_backends_agree(make("Concat", {random_tensor(DataType::kHALF, {4, 8}, 34), random_tensor(DataType::kHALF, {4, 16}, 35)}, {},
+                             {{"axis", int64_t{1}}}));
+  expect_backends_agree(make("Concat", {random_tensor(DataType::kFLOAT, {3, 4}, 36), random_tensor(DataType::kFLOAT, {3, 4}, 37)}, {},
+                             {{"axis", int64_t{1}}}));
   // An empty piece, bool, and a weight input.
   expect_backends_agree(make("Concat", {random_tensor(DataType::kBOOL, {2, 0, 3}, 27), random_tensor(DataType::kBOOL, {2, 4, 3}, 28)}, {},
                              {{"axis", int64_t{1}}}));
@@ -176,6 +187,12 @@ TEST(GpuMovement, ScatterND) {
                                {random_tensor(DataType::kHALF, {5, 8}, 84), i64({4, 1}, {4, 4, 0, 4}), random_tensor(DataType::kHALF, {4, 8}, 85)},
                                {false, true, false}, {{"reduction", std::string(red)}}));
   }
+  // Many duplicates: 200 updates onto 64 rows, summed in index order.
+  {
+    Tensor idx = random_tensor(DataType::kINT64, {200, 1}, 88, 0, 63);
+    expect_backends_agree(make("ScatterND", {random_tensor(DataType::kFLOAT, {64, 16}, 89), idx, random_tensor(DataType::kFLOAT, {200, 16}, 79)},
+                               {false, false, false}, {{"reduction", std::string("add")}}));
+  }
   // Whole-tensor tuples (index depth equals the rank) on int8.
   expect_backends_agree(make("ScatterND",
                              {random_tensor(DataType::kINT8, {3, 3}, 86, -9, 9), i64({2, 2}, {0, 0, 2, 1}), random_tensor(DataType::kINT8, {2}, 87, -9, 9)},
@@ -234,6 +251,10 @@ TEST(GpuMovement, Pad) {
                              {false, true, false, true}, {{"mode", std::string("reflect")}}));
   expect_backends_agree(make("Pad", {random_tensor(DataType::kUINT8, {1, 1}, 114, 0, 200), i64({4}, {2, 2, 2, 2})}, {false, true},
                              {{"mode", std::string("reflect")}}));
+  // Pads wider than the axis wrap around more than once.
+  for (const char* mode : {"reflect", "wrap"})
+    expect_backends_agree(make("Pad", {random_tensor(DataType::kINT64, {1, 2, 3, 2}, 115, -9, 9), i64({8}, {0, 0, 7, 1, 0, 1, 2, 5})},
+                               {false, true}, {{"mode", std::string(mode)}}));
 }
 
 // --- Trilu ---
