@@ -1,6 +1,8 @@
 // CPU executor: node-by-node execution with output dtype/shape checks and early release of intermediates.
 #include "backends/cpu/cpu_executor.h"
 
+#include <chrono>
+
 namespace kiln::cpu {
 
 namespace {
@@ -23,9 +25,10 @@ Status check_output(const runtime::PlanNode& n, const runtime::PlanValue& v, con
   return Status::Ok();
 }
 
-// Runs a control-flow body on its own executor: bodies are small and run once per iteration, so a fresh
-// slot vector per run costs little next to the ops themselves.
-Result<std::vector<Tensor>> run_body(const Subgraph& body, const std::vector<Tensor>& inputs) {
+}  // namespace
+
+// Bodies are small and run once per iteration, so a fresh slot vector per run costs little next to the ops.
+Result<std::vector<Tensor>> run_plan_subgraph(const Subgraph& body, const std::vector<Tensor>& inputs) {
   const auto* sub = dynamic_cast<const runtime::PlanSubgraph*>(&body);
   if (!sub) return internal_error("subgraph is not part of a loaded engine");
   const runtime::EnginePlan& plan = sub->plan();
@@ -46,8 +49,6 @@ Result<std::vector<Tensor>> run_body(const Subgraph& body, const std::vector<Ten
   KILN_RETURN_IF_ERROR(executor.run(inputs, &outputs));
   return outputs;
 }
-
-}  // namespace
 
 Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) {
   const auto& plan = plan_;
@@ -74,8 +75,12 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
       in.push_back(id >= 0 ? &slots_[id] : nullptr);
     }
     out.assign(n.outputs.size(), Tensor());
-    ops::ComputeContext ctx(n.attrs, n.opset, in, &out, run_body);
+    ops::ComputeContext ctx(n.attrs, n.opset, in, &out, run_plan_subgraph);
+    auto t0 = std::chrono::steady_clock::now();
     Status st = n.schema->compute(ctx);
+    if (profiler_)
+      profiler_->report_layer_time(
+          n.name.c_str(), std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (!st.ok()) {
       slots_.assign(slots_.size(), Tensor());
       return st.with_context(where(n));
