@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine_test_util.h"  // host_f32
 #include "kiln/builder.h"
 #include "kiln/network.h"
 #include "kiln/onnx_parser.h"
@@ -145,15 +146,6 @@ inline std::unique_ptr<Engine> build_onnx_engine(const onnx::ModelProto& m, Stat
     return nullptr;
   }
   return std::move(engine).value();
-}
-
-inline HostTensor host_f32(Dims dims, const std::vector<float>& v) {
-  HostTensor t;
-  t.dtype = DataType::kFLOAT;
-  t.dims = std::move(dims);
-  t.data.resize(v.size() * sizeof(float));
-  if (!v.empty()) std::memcpy(t.data.data(), v.data(), t.data.size());
-  return t;
 }
 
 inline HostTensor host_sequence(DataType dt, std::vector<HostTensor> elements) {
