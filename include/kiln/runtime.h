@@ -33,6 +33,14 @@ class IOutputAllocator {
   virtual void notify_shape(const char* tensor_name, const Dims& dims) noexcept = 0;
 };
 
+// Receives per-layer timings: after each successful execute() (or infer()), once per engine layer in execution
+// order, with the layer's name and its wall time in milliseconds. Called on the thread that ran the engine.
+class IProfiler {
+ public:
+  virtual ~IProfiler() = default;
+  virtual void report_layer_time(const char* layer_name, float ms) noexcept = 0;
+};
+
 // Host-side tensor for the convenience execution path.
 struct HostTensor {
   DataType dtype = DataType::kFLOAT;
@@ -95,6 +103,10 @@ class ExecutionContext {
   // ignored). Null removes the allocator. The allocator must outlive its use by this context.
   Status set_output_allocator(const std::string& name, IOutputAllocator* allocator);
   IOutputAllocator* get_output_allocator(const std::string& name) const;
+  // Times every layer of the following runs and reports to the profiler; null turns timing off. The profiler
+  // must outlive its use by this context.
+  void set_profiler(IProfiler* profiler);
+  IProfiler* get_profiler() const;
   // Runs synchronously with the bound buffers and output allocators; errors on missing bindings, unset
   // shapes, or a data-dependent output that has neither an allocator nor a bound buffer large enough.
   Status execute();

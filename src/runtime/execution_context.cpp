@@ -229,6 +229,9 @@ IOutputAllocator* ExecutionContext::get_output_allocator(const std::string& name
   return i >= 0 ? impl_->allocators[i] : nullptr;
 }
 
+void ExecutionContext::set_profiler(IProfiler* profiler) { impl_->executor.set_profiler(profiler); }
+IProfiler* ExecutionContext::get_profiler() const { return impl_->executor.profiler(); }
+
 Status ExecutionContext::Impl::check_output_fits(int io, uint64_t bytes, const Dims& dims) const {
   if (capacities[io] == kUnknownCapacity || bytes <= capacities[io]) return Status::Ok();
   return invalid_argument("output '" + plan->io[io].name + "' needs " + std::to_string(bytes) + " bytes (shape " +

@@ -1,6 +1,8 @@
 // CPU executor: node-by-node execution with output dtype/shape checks and early release of intermediates.
 #include "backends/cpu/cpu_executor.h"
 
+#include <chrono>
+
 namespace kiln::cpu {
 
 namespace {
@@ -52,7 +54,9 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
 
   std::vector<const Tensor*> in;
   std::vector<Tensor> out;
+  node_ms_.clear();
   for (const auto& n : plan.nodes) {
+    const auto t0 = profiler_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     in.clear();
     for (int id : n.inputs) {
       if (id >= 0 && !slots_[id].defined()) {
@@ -79,6 +83,8 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
       slots_[n.outputs[k]] = std::move(out[k]);
     }
     for (int id : n.release_after) slots_[id] = Tensor();
+    if (profiler_)
+      node_ms_.push_back(std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
 
   outputs->clear();
@@ -88,6 +94,9 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
     outputs->push_back(std::move(slots_[v]));
   }
   slots_.assign(slots_.size(), Tensor());  // drop references to the caller's input memory
+  // Reported after the run, so a slow profiler does not inflate the times it receives.
+  if (profiler_)
+    for (size_t i = 0; i < node_ms_.size(); ++i) profiler_->report_layer_time(plan.nodes[i].name.c_str(), node_ms_[i]);
   return Status::Ok();
 }
 
