@@ -924,6 +924,8 @@ class INetworkDefinition:
 
     def _sync(self):
         """Operators added by the ONNX parser become one layer each, in their order."""
+        if self._net.num_nodes == len(self._owner):  # every operator already belongs to a layer
+            return
         for n in self._net.node_ids():
             if n not in self._owner:
                 layer = _OperatorLayer(self, n)

@@ -306,3 +306,49 @@ def test_constant_layer_weights_can_change():
     assert c.type == trt.LayerType.CONSTANT
     np.testing.assert_array_equal(run(network, {"x": np.zeros((2, 2), np.float32)})[add.get_output(0).name],
                                   np.full((2, 2), 3, np.float32))
+
+
+def test_padding_modes_and_run_time_reshape():
+    network = new_network()
+    data = randn(1, 2, 5, 5)
+    w = randn(3, 2, 3, 3)
+    x = network.add_input("x", trt.float32, data.shape)
+    conv = network.add_convolution_nd(x, 3, (3, 3), w)
+    conv.stride_nd = (2, 2)
+    conv.padding_mode = trt.PaddingMode.SAME_UPPER
+    pool = network.add_pooling_nd(x, trt.PoolingType.MAX, (2, 2))
+    pool.stride_nd = (2, 2)
+    pool.padding_mode = trt.PaddingMode.EXPLICIT_ROUND_UP
+    shape = network.add_constant((2,), np.array([2, -1], np.int64)).get_output(0)
+    flat = network.add_shuffle(x)
+    flat.set_input(1, shape)
+    assert flat.get_output(0).shape == (2, 25)
+    for name, layer in (("conv", conv), ("pool", pool), ("flat", flat)):
+        layer.get_output(0).name = name
+        network.mark_output(layer.get_output(0))
+    out = run(network, {"x": data})
+    assert out["conv"].shape == (1, 3, 3, 3)  # SAME_UPPER: ceil(5 / 2)
+    np.testing.assert_allclose(out["conv"], conv2d(data, w, stride=(2, 2), pad=(1, 1)), rtol=1e-4, atol=1e-5)
+    padded = np.pad(data, ((0, 0), (0, 0), (0, 1), (0, 1)), constant_values=-np.inf)
+    np.testing.assert_array_equal(out["pool"], max_pool2d(padded, (2, 2), (2, 2)))  # ceil mode: 3x3
+    np.testing.assert_array_equal(out["flat"], data.reshape(2, -1))
+
+
+def test_layers_valid_only_after_later_properties():
+    """TensorRT validates at build time; scripts rely on setting properties after creating the layer."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network()
+    a = network.add_input("a", trt.float32, (2, 3))
+    b = network.add_input("b", trt.float32, (2, 5))
+    cat = network.add_concatenation([a, b])  # default axis 0 does not fit yet
+    assert cat.get_output(0).shape == (-1, -1)
+    w = randn(4, 8)
+    fc = network.add_matrix_multiply(cat.get_output(0), trt.MatrixOperation.NONE,
+                                     network.add_constant((4, 8), w).get_output(0), trt.MatrixOperation.TRANSPOSE)
+    cat.axis = 1  # fixes the concatenation, and through it the matrix multiply downstream
+    assert cat.get_output(0).shape == (2, 8) and fc.get_output(0).shape == (2, 4)
+    network.mark_output(fc.get_output(0))
+    av, bv = randn(2, 3), randn(2, 5)
+    out = run(network, {"a": av, "b": bv})[fc.get_output(0).name]
+    np.testing.assert_allclose(out, np.concatenate([av, bv], axis=1) @ w.T, rtol=1e-5)
