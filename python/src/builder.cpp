@@ -1,8 +1,9 @@
 // Builder, BuilderConfig, OptimizationProfile and OnnxParser bindings (build time: these link the optimizer).
+#include "kiln/builder.h"
+
 #include <filesystem>
 
 #include "common.h"
-#include "kiln/builder.h"
 #include "kiln/onnx_parser.h"
 
 namespace kiln::py_bind {

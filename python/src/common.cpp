@@ -32,11 +32,13 @@ void register_errors(py::module_& m) {
                      {base, PyExc_ValueError});
   t[int(ErrorCode::kInvalidModel)] =
       new_error_type(m, "InvalidModelError", "The model or network is malformed.", {base, PyExc_ValueError});
-  t[int(ErrorCode::kUnsupported)] = new_error_type(
-      m, "UnsupportedError", "Valid input that Kiln (or this backend) does not handle.", {base, PyExc_NotImplementedError});
+  t[int(ErrorCode::kUnsupported)] =
+      new_error_type(m, "UnsupportedError", "Valid input that Kiln (or this backend) does not handle.",
+                     {base, PyExc_NotImplementedError});
   t[int(ErrorCode::kInvalidEngine)] = new_error_type(
       m, "InvalidEngineError", "Engine bytes truncated, corrupt, foreign or incompatible.", {base, PyExc_ValueError});
-  t[int(ErrorCode::kIoError)] = new_error_type(m, "KilnIOError", "A file could not be read or written.", {base, PyExc_OSError});
+  t[int(ErrorCode::kIoError)] =
+      new_error_type(m, "KilnIOError", "A file could not be read or written.", {base, PyExc_OSError});
   t[int(ErrorCode::kOutOfMemory)] = new_error_type(m, "KilnMemoryError", "Out of memory.", {base, PyExc_MemoryError});
   t[int(ErrorCode::kInternal)] = new_error_type(m, "InternalError", "A Kiln bug: please report it.", {base});
   t[int(ErrorCode::kOk)] = base;
@@ -105,9 +107,12 @@ void bind_common(py::module_& m) {
     }
     throw StatusError{unsupported(std::string("data type ") + dtype_name(t) + " has no ONNX type code")};
   });
-  m.def("is_operator_supported", [](const std::string& op, const std::string& domain) {
-    return ops::OpRegistry::instance().find(op, domain) != nullptr;
-  }, py::arg("op_type"), py::arg("domain") = "");
+  m.def(
+      "is_operator_supported",
+      [](const std::string& op, const std::string& domain) {
+        return ops::OpRegistry::instance().find(op, domain) != nullptr;
+      },
+      py::arg("op_type"), py::arg("domain") = "");
   m.def("cuda_backend_built", [] {
 #ifdef KILN_WITH_CUDA
     return true;

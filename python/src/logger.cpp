@@ -1,6 +1,7 @@
 // ILogger (subclassable from Python) and Logger (prints to sys.stderr above a minimum severity), as in TensorRT.
-#include "common.h"
 #include "kiln/logger.h"
+
+#include "common.h"
 
 namespace kiln::py_bind {
 namespace {

@@ -1,5 +1,7 @@
 // NetworkDefinition and ITensor bindings, plus the node-level helpers the Python layer classes build on:
 // layers are recipes of add_op calls, and changing a layer property rebuilds its nodes in place (replace_layer).
+#include "kiln/network.h"
+
 #include <algorithm>
 #include <cstring>
 #include <memory>
@@ -7,7 +9,6 @@
 
 #include "common.h"
 #include "ir/graph.h"
-#include "kiln/network.h"
 #include "passes/shape_inference.h"
 
 namespace kiln::py_bind {
@@ -51,8 +52,8 @@ OpAttr to_attr(const std::string& key, const py::handle& v) {
     if (any_float) return seq.cast<std::vector<float>>();
     return seq.cast<std::vector<int64_t>>();
   }
-  throw StatusError{invalid_argument("attribute '" + key + "': unsupported value type " +
-                                     std::string(py::str(py::type::of(v))))};
+  throw StatusError{
+      invalid_argument("attribute '" + key + "': unsupported value type " + std::string(py::str(py::type::of(v))))};
 }
 
 ir::Node* find_node(ir::Graph& g, uintptr_t id) {
@@ -68,8 +69,9 @@ Tensor tensor_from_buffer(DataType dtype, const Dims& dims, const py::buffer& da
   size_t need = static_cast<size_t>(volume(dims)) * dtype_size(dtype);
   size_t got = static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize);
   if (got != need)
-    throw StatusError{invalid_argument(what + ": shape " + dims_to_string(dims) + " of " + dtype_name(dtype) + " needs " +
-                                       std::to_string(need) + " bytes, the weights hold " + std::to_string(got))};
+    throw StatusError{invalid_argument(what + ": shape " + dims_to_string(dims) + " of " + dtype_name(dtype) +
+                                       " needs " + std::to_string(need) + " bytes, the weights hold " +
+                                       std::to_string(got))};
   Tensor t(dtype, dims);
   if (need) std::memcpy(t.raw(), info.ptr, need);
   return t;
@@ -96,8 +98,8 @@ void discard_nodes(ir::Graph& g, const std::vector<ir::Node*>& nodes, const std:
 
 // The layer's old nodes give way to new ones built since: each old output value stays (tensors held by Python and
 // the layers downstream keep pointing at it) and becomes the output of the new node that computed the new one.
-void replace_layer(NetworkDefinition& net, const std::vector<uintptr_t>& old_ids, const std::vector<TensorRef>& old_outs,
-                   const std::vector<TensorRef>& new_outs) {
+void replace_layer(NetworkDefinition& net, const std::vector<uintptr_t>& old_ids,
+                   const std::vector<TensorRef>& old_outs, const std::vector<TensorRef>& new_outs) {
   ir::Graph& g = net.graph();
   if (old_outs.size() != new_outs.size()) throw StatusError{internal_error("replace_layer: output counts differ")};
   std::vector<ir::Node*> old_nodes;
@@ -169,8 +171,8 @@ void bind_network(py::module_& m) {
             ir::Value* v = r.value();
             auto& ins = r.net->graph().inputs();
             if (std::find(ins.begin(), ins.end(), v) == ins.end())
-              throw StatusError{invalid_argument("tensor '" + r.t->name() +
-                                                 "' is not a network input; only input types can be set")};
+              throw StatusError{
+                  invalid_argument("tensor '" + r.t->name() + "' is not a network input; only input types can be set")};
             v->dtype = dt;
             passes::reinfer_downstream(v);
           })
@@ -193,7 +195,8 @@ void bind_network(py::module_& m) {
         return "<kiln.ITensor '" + r.t->name() + "' " + dtype_name(r.t->dtype()) + " " + shape + ">";
       });
 
-  py::class_<NetworkDefinition, NetPtr>(m, "_Network", "The C++ NetworkDefinition (wrapped by kiln.INetworkDefinition).")
+  py::class_<NetworkDefinition, NetPtr>(m, "_Network",
+                                        "The C++ NetworkDefinition (wrapped by kiln.INetworkDefinition).")
       .def(py::init<>())
       .def("add_input",
            [](const NetPtr& net, const std::string& name, DataType dtype, const Dims& dims) {
@@ -288,8 +291,10 @@ void bind_network(py::module_& m) {
              ir::Node* n = find_node(net->graph(), id);
              std::vector<std::optional<TensorRef>> ins;
              for (ir::Value* v : n->inputs) {
-               if (v) ins.emplace_back(TensorRef{net, net->wrap(v)});
-               else ins.emplace_back(std::nullopt);
+               if (v)
+                 ins.emplace_back(TensorRef{net, net->wrap(v)});
+               else
+                 ins.emplace_back(std::nullopt);
              }
              std::vector<TensorRef> outs;
              for (ir::Value* v : n->outputs) outs.push_back(TensorRef{net, net->wrap(v)});

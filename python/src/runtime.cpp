@@ -1,6 +1,8 @@
 // Runtime, Engine and ExecutionContext bindings, IProfiler and IOutputAllocator for Python subclasses, and the
 // array-in/array-out run behind Engine.infer. Addresses are integers: host pointers on the CPU backend, device
 // pointers once a GPU backend binds them; stream handles are accepted and, on the CPU backend, unused.
+#include "kiln/runtime.h"
+
 #include <pybind11/numpy.h>
 
 #include <algorithm>
@@ -10,7 +12,6 @@
 #include <tuple>
 
 #include "common.h"
-#include "kiln/runtime.h"
 #include "runtime/engine_plan.h"
 
 namespace kiln::py_bind {
@@ -89,8 +90,8 @@ std::string io_names(const Engine& e) {
 
 void check_name(const Engine& e, const std::string& name) {
   if (e.get_tensor_mode(name) == TensorIOMode::kNONE)
-    throw StatusError{invalid_argument("the engine has no I/O tensor named '" + name + "' (its tensors: " +
-                                       io_names(e) + ")")};
+    throw StatusError{
+        invalid_argument("the engine has no I/O tensor named '" + name + "' (its tensors: " + io_names(e) + ")")};
 }
 
 // The context with what the C++ context only borrows: the engine it came from, the Python profiler and
@@ -184,7 +185,8 @@ void bind_runtime(py::module_& m) {
       .def(py::init<>());
 
   py::class_<Context>(m, "_ExecutionContext")
-      .def("set_input_shape", [](Context& c, const std::string& name, const Dims& d) { check(c.ctx->set_input_shape(name, d)); })
+      .def("set_input_shape",
+           [](Context& c, const std::string& name, const Dims& d) { check(c.ctx->set_input_shape(name, d)); })
       .def("get_tensor_shape",
            [](Context& c, const std::string& name) { return dims_to_tuple(take(c.ctx->get_tensor_shape(name))); })
       .def("set_tensor_address", &Context::bind, py::arg("name"), py::arg("ptr"), py::arg("size") = std::nullopt)
@@ -198,8 +200,10 @@ void bind_runtime(py::module_& m) {
            [](Context& c, const std::string& name, py::object alloc) {
              IOutputAllocator* a = alloc.is_none() ? nullptr : alloc.cast<IOutputAllocator*>();
              check(c.ctx->set_output_allocator(name, a));
-             if (a) c.allocators[name] = alloc;
-             else c.allocators.erase(name);
+             if (a)
+               c.allocators[name] = alloc;
+             else
+               c.allocators.erase(name);
            })
       .def("get_output_allocator",
            [](const Context& c, const std::string& name) -> py::object {
@@ -226,9 +230,16 @@ void bind_runtime(py::module_& m) {
              return e.get_tensor_name(i);
            })
       .def("get_tensor_mode", [](const Engine& e, const std::string& n) { return e.get_tensor_mode(n); })
-      .def("get_tensor_dtype", [](const Engine& e, const std::string& n) { check_name(e, n); return e.get_tensor_dtype(n); })
+      .def("get_tensor_dtype",
+           [](const Engine& e, const std::string& n) {
+             check_name(e, n);
+             return e.get_tensor_dtype(n);
+           })
       .def("get_tensor_shape",
-           [](const Engine& e, const std::string& n) { check_name(e, n); return dims_to_tuple(e.get_tensor_shape(n)); })
+           [](const Engine& e, const std::string& n) {
+             check_name(e, n);
+             return dims_to_tuple(e.get_tensor_shape(n));
+           })
       .def("get_profile_shape",
            [](const Engine& e, const std::string& n, int profile) {
              check_name(e, n);
