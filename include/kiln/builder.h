@@ -41,6 +41,13 @@ class BuilderConfig {
   const std::vector<OptimizationProfile>& profiles() const { return profiles_; }
   void set_backend(Backend b) { backend_ = b; }
   Backend backend() const { return backend_; }
+  // TensorRT's per-layer precision controls: a layer named here runs in that type (float32, float16 or
+  // bfloat16) when a kernel exists; precision constraints say what happens when none does: "none" and
+  // "prefer" keep float32 with a warning, "obey" fails the build.
+  void set_layer_precision(const std::string& layer, DataType dtype) { layer_precisions_[layer] = dtype; }
+  const std::map<std::string, DataType>& layer_precisions() const { return layer_precisions_; }
+  void set_precision_constraints(const std::string& c) { precision_constraints_ = c; }
+  const std::string& precision_constraints() const { return precision_constraints_; }
   // Prints the graph after each named pass ("all" for every pass) through the logger at INFO.
   void set_dump_after(const std::string& pass) { dump_after_ = pass; }
   const std::string& dump_after() const { return dump_after_; }
@@ -50,6 +57,8 @@ class BuilderConfig {
   std::vector<OptimizationProfile> profiles_;
   Backend backend_ = Backend::kCPU;
   std::string dump_after_;
+  std::map<std::string, DataType> layer_precisions_;
+  std::string precision_constraints_ = "none";
 };
 
 class Builder {

@@ -18,6 +18,14 @@ struct EnginePlan;
 
 class ExecutionContext;
 
+// Receives each layer's time after an execution when set on a context (TensorRT's IProfiler). On the GPU the
+// times come from CUDA events around each layer, which adds a synchronization per run while a profiler is set.
+class IProfiler {
+ public:
+  virtual ~IProfiler() = default;
+  virtual void report_layer_time(const char* layer_name, float ms) noexcept = 0;
+};
+
 // Caller-side memory for outputs whose size is only known during execute() (NonZero, Unique, TopK with a
 // run-time k, ...). Also usable for any other output, so the caller need not size buffers up front.
 class IOutputAllocator {
@@ -31,14 +39,6 @@ class IOutputAllocator {
                                   uint64_t alignment) noexcept = 0;
   // Called after the output has been written to the memory, with its actual shape.
   virtual void notify_shape(const char* tensor_name, const Dims& dims) noexcept = 0;
-};
-
-// Receives per-layer timings: after each successful execute() (or infer()), once per engine layer in execution
-// order, with the layer's name and its wall time in milliseconds. Called on the thread that ran the engine.
-class IProfiler {
- public:
-  virtual ~IProfiler() = default;
-  virtual void report_layer_time(const char* layer_name, float ms) noexcept = 0;
 };
 
 // Host-side tensor for the convenience execution path.
@@ -64,12 +64,18 @@ class Engine {
   std::string kiln_version() const;
   std::unique_ptr<ExecutionContext> create_execution_context() const;
   std::vector<uint8_t> serialize() const;  // the engine file bytes it was loaded from
+  // Bytes of GPU memory the engine's weights occupy (0 on the CPU backend).
+  uint64_t weights_device_bytes() const { return weights_bytes_; }
+  // Engine metadata (builder flags, GPU and library versions, memory plan figures).
+  const std::string& metadata(const std::string& key) const;
   const runtime::EnginePlan& plan() const { return *plan_; }
 
  private:
   friend class Runtime;
   Engine() = default;
   std::shared_ptr<const runtime::EnginePlan> plan_;
+  std::shared_ptr<void> device_weights_;  // CUDA backend: weights uploaded once, shared by contexts
+  uint64_t weights_bytes_ = 0;
 };
 
 class Runtime {
@@ -103,13 +109,25 @@ class ExecutionContext {
   // ignored). Null removes the allocator. The allocator must outlive its use by this context.
   Status set_output_allocator(const std::string& name, IOutputAllocator* allocator);
   IOutputAllocator* get_output_allocator(const std::string& name) const;
-  // Times every layer of the following runs and reports to the profiler; null turns timing off. The profiler
-  // must outlive its use by this context.
-  void set_profiler(IProfiler* profiler);
-  IProfiler* get_profiler() const;
   // Runs synchronously with the bound buffers and output allocators; errors on missing bindings, unset
   // shapes, or a data-dependent output that has neither an allocator nor a bound buffer large enough.
+  // On the CUDA backend the bound addresses are device pointers.
   Status execute();
+  // TensorRT's enqueueV3: on the CUDA backend, enqueues the engine on `cuda_stream` (a cudaStream_t; null
+  // = the context's own stream) and returns without waiting; bound addresses are device pointers and must
+  // stay valid until the stream reaches this work. On the CPU backend it runs synchronously.
+  // A context must not be used from two threads at once (use one context per thread or stream).
+  Status enqueue(void* cuda_stream);
+  // As enqueue(), through a CUDA graph: captured on the first call (and again whenever shapes, addresses
+  // or the stream change), replayed afterwards. Fails when a layer runs on the host.
+  Status enqueue_graph(void* cuda_stream);
+  // Waits for the context's own stream (after enqueue(nullptr)).
+  Status synchronize();
+  void set_profiler(IProfiler* profiler);
+  IProfiler* profiler() const;
+  // CUDA backend: bytes of the activation arena, and of all activations without reuse; 0 on the CPU.
+  uint64_t activation_arena_bytes() const;
+  uint64_t activation_total_bytes() const;
   // Convenience: copies inputs in, sets shapes, runs, returns every output with its shape.
   Result<std::vector<std::pair<std::string, HostTensor>>> infer(
       const std::vector<std::pair<std::string, HostTensor>>& inputs);
@@ -118,6 +136,7 @@ class ExecutionContext {
   friend class Engine;
   struct Impl;
   explicit ExecutionContext(std::shared_ptr<const runtime::EnginePlan> plan);
+  Status attach_device(std::shared_ptr<void> weights);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -62,8 +62,9 @@ def _host_memory_bytes():
         return 0
 
 
-# Precision flags and what they need: the CPU backend computes in FP32 only (as the CLI's --fp16 says too).
-_REDUCED_PRECISION = (BuilderFlag.FP16, BuilderFlag.BF16, BuilderFlag.INT8, BuilderFlag.FP8)
+def _default_backend():
+    """The CUDA backend where it is built and a GPU is usable (as the CLI chooses), the CPU backend otherwise."""
+    return Backend.CUDA if _kiln.cuda_device() is not None else Backend.CPU
 
 
 class IBuilderConfig:
@@ -71,6 +72,7 @@ class IBuilderConfig:
 
     def __init__(self):
         self._cfg = _kiln._BuilderConfig()
+        self._cfg.backend = _default_backend()
         self._profiles = []
         self._pool_limits = {}
         self._timing_cache = None
@@ -198,7 +200,7 @@ class Builder:
 
     @property
     def platform_has_fast_fp16(self):
-        return _kiln.cuda_backend_built() and _kiln.gpu_present()
+        return _kiln.cuda_device() is not None
 
     @property
     def platform_has_fast_int8(self):
@@ -208,14 +210,8 @@ class Builder:
     def platform_has_tf32(self):
         return self.platform_has_fast_fp16
 
-    def _check_config(self, config):
-        if config.backend == Backend.CPU:
-            asked = [f.name for f in _REDUCED_PRECISION if config.get_flag(f)]
-            if asked:
-                raise UnsupportedError(
-                    f"BuilderFlag.{', BuilderFlag.'.join(asked)} set, but the CPU backend computes in FP32 only; "
-                    "clear the flag or build for the CUDA backend (config.backend = kiln.Backend.CUDA)")
-        # Options the current builder has no use for are reported, not silently dropped.
+    def _report_unused(self, config):
+        """Options the builder keeps but has no use for yet are reported, not silently dropped."""
         unused = []
         if config._timing_cache is not None:
             unused.append("the timing cache (no tactics are timed)")
@@ -224,14 +220,14 @@ class Builder:
         if config.builder_optimization_level != 3:
             unused.append(f"builder_optimization_level {config.builder_optimization_level}")
         if unused:
-            self._logger.log(Severity.INFO, f"the {config.backend.name} builder does not use " + ", ".join(unused))
+            self._logger.log(Severity.INFO, "the builder does not use " + ", ".join(unused) + " yet")
 
     def build_serialized_network(self, network, config):
         """The engine as IHostMemory (bytes); raises with the builder's message when the build fails."""
         if not isinstance(network, INetworkDefinition):
             raise TypeError(f"network must be an INetworkDefinition, got {type(network).__name__}")
-        self._check_config(config)
         network._check_buildable()
+        self._report_unused(config)
         return IHostMemory(self._builder.build_serialized_network(network._net, config._cfg))
 
     def build_engine_with_config(self, network, config):

@@ -229,8 +229,9 @@ class ICudaEngine:
 
     def infer(self, feed):
         """Kiln: runs the engine on a dict of input arrays (NumPy arrays or DLPack producers such as torch
-        tensors) and returns a dict of NumPy output arrays. Inputs are read in place when they are contiguous
-        host memory of the input's type; each thread gets its own execution context."""
+        tensors) and returns a dict of NumPy output arrays. On the CPU backend, inputs are read in place when
+        they are contiguous host memory of the input's type, and outputs are written once, into the returned
+        arrays; a CUDA engine copies them to and from the device. Each thread gets its own context."""
         ctx = getattr(self._local, "context", None)
         if ctx is None:
             ctx = self._local.context = self.create_execution_context()
@@ -300,8 +301,9 @@ class IExecutionContext:
         self._ctx.profiler = profiler
 
     def execute_async_v3(self, stream_handle=0):
-        """Runs with the bound addresses. On the CPU backend the run is synchronous and the stream is not used."""
-        self._ctx.execute()
+        """Enqueues a run with the bound addresses on a CUDA stream (0: the context's own stream). On the CPU
+        backend the run is synchronous and the stream is not used."""
+        self._ctx.execute(int(stream_handle))
         return True
 
     def execute_v2(self, bindings):

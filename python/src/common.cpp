@@ -1,10 +1,11 @@
 // Exceptions, enums (DataType, TensorIOMode, Backend) and small queries shared by the whole extension.
 #include "common.h"
 
-#include <filesystem>
+#include <optional>
 
 #include "ops/op.h"
 #include "ops/op_util.h"
+#include "runtime/device_backend.h"
 
 namespace kiln::py_bind {
 namespace {
@@ -113,16 +114,13 @@ void bind_common(py::module_& m) {
         return ops::OpRegistry::instance().find(op, domain) != nullptr;
       },
       py::arg("op_type"), py::arg("domain") = "");
-  m.def("cuda_backend_built", [] {
-#ifdef KILN_WITH_CUDA
-    return true;
-#else
-    return false;
-#endif
-  });
-  m.def("gpu_present", [] {
-    std::error_code ec;
-    return std::filesystem::exists("/dev/nvidia0", ec) || std::filesystem::exists("/proc/driver/nvidia/version", ec);
+  m.def("cuda_device", []() -> std::optional<std::string> {
+    // The CUDA backend library loads on first use; no library, no driver or no GPU all mean "none".
+    Result<runtime::DeviceBackend*> backend = runtime::device_backend(Backend::kCUDA);
+    if (!backend.ok()) return std::nullopt;
+    Result<runtime::DeviceInfo> info = (*backend)->device_info();
+    if (!info.ok()) return std::nullopt;
+    return info->name;
   });
 }
 

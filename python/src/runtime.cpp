@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <tuple>
@@ -109,17 +110,43 @@ struct Context {
     addresses[name] = {ptr, size};
   }
 
-  void execute() {
+  // With a stream: TensorRT's enqueueV3 (asynchronous on the CUDA backend); without: a synchronous run.
+  void execute(std::optional<uintptr_t> stream) {
     Status st;
     {
       py::gil_scoped_release release;
-      st = ctx->execute();
+      st = stream ? ctx->enqueue(reinterpret_cast<void*>(*stream)) : ctx->execute();
     }
     check(st);
   }
 
+  // Device engines take device addresses, so host arrays go through the context's copying infer().
+  std::vector<py::tuple> run_host_copies(const std::vector<std::tuple<std::string, uintptr_t, Dims>>& inputs) {
+    std::vector<std::pair<std::string, HostTensor>> in;
+    for (auto& [name, ptr, dims] : inputs) {
+      HostTensor t;
+      t.dtype = engine->get_tensor_dtype(name);
+      t.dims = dims;
+      const auto* p = reinterpret_cast<const uint8_t*>(ptr);
+      t.data.assign(p, p + volume(dims) * static_cast<int64_t>(dtype_size(t.dtype)));
+      in.emplace_back(name, std::move(t));
+    }
+    Result<std::vector<std::pair<std::string, HostTensor>>> r = [&] {
+      py::gil_scoped_release release;
+      return ctx->infer(in);
+    }();
+    std::vector<py::tuple> result;
+    for (auto& [name, t] : take(std::move(r))) {
+      py::array_t<uint8_t> raw(static_cast<py::ssize_t>(t.data.size()));
+      if (!t.data.empty()) std::memcpy(raw.mutable_data(), t.data.data(), t.data.size());
+      result.push_back(py::make_tuple(name, raw, dims_to_tuple(t.dims), t.dtype));
+    }
+    return result;
+  }
+
   // inputs: (name, host address, shape), all C-contiguous and of the engine's dtype (checked by the caller).
   std::vector<py::tuple> run_arrays(const std::vector<std::tuple<std::string, uintptr_t, Dims>>& inputs) {
+    if (engine->backend() != Backend::kCPU) return run_host_copies(inputs);
     const Engine& e = *engine;
     ArrayAllocator alloc;
     std::vector<std::string> outputs;
@@ -217,7 +244,7 @@ void bind_runtime(py::module_& m) {
             c.ctx->set_profiler(p.is_none() ? nullptr : p.cast<IProfiler*>());
             c.profiler = p;
           })
-      .def("execute", &Context::execute)
+      .def("execute", &Context::execute, py::arg("stream") = std::nullopt)
       .def("run_arrays", &Context::run_arrays);
 
   py::class_<Engine, EnginePtr>(m, "_Engine")

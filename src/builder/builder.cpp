@@ -9,6 +9,7 @@
 #include "builder/engine_writer.h"
 #include "ir/graph.h"
 #include "passes/pass_manager.h"
+#include "runtime/device_backend.h"
 
 namespace kiln {
 namespace {
@@ -78,6 +79,36 @@ Status check_profiles(const ir::Graph& g, const BuilderConfig& config, ILogger& 
   return Status::Ok();
 }
 
+// Reduced precision is a promise about the kernels that run: a flag no kernel can honour is an error, never
+// silently ignored.
+Status set_precision_options(const BuilderConfig& config, passes::PassOptions* opts) {
+  const bool fp16 = config.get_flag(BuilderFlag::kFP16), bf16 = config.get_flag(BuilderFlag::kBF16);
+  if (config.get_flag(BuilderFlag::kINT8) || config.get_flag(BuilderFlag::kFP8))
+    return unsupported(std::string(config.get_flag(BuilderFlag::kINT8) ? "INT8" : "FP8") +
+                       " precision is not implemented yet (no quantized kernels or calibration exist); build without it");
+  const std::string& c = config.precision_constraints();
+  if (c != "none" && c != "prefer" && c != "obey")
+    return invalid_argument("precision constraints must be none, prefer or obey, got '" + c + "'");
+  for (const auto& [layer, dt] : config.layer_precisions())
+    if (dt != DataType::kFLOAT && dt != DataType::kHALF && dt != DataType::kBF16)
+      return invalid_argument("layer precision for '" + layer + "' must be fp32, fp16 or bf16, got " + dtype_name(dt));
+  bool any_reduced = fp16 || bf16;
+  for (const auto& [layer, dt] : config.layer_precisions()) any_reduced |= dt != DataType::kFLOAT;
+  if (config.backend() == Backend::kCPU) {
+    if (any_reduced)
+      return unsupported("FP16/BF16 need the CUDA backend: the CPU reference backend computes in float32 only");
+    return Status::Ok();
+  }
+  opts->reduced_precision = fp16 ? DataType::kHALF : bf16 ? DataType::kBF16 : DataType::kFLOAT;
+  opts->layer_precisions = config.layer_precisions();
+  opts->precision_constraints = c;
+  KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
+  opts->has_kernel = [backend](const std::string& op, const std::string& domain, DataType dt) {
+    return backend->has_kernel(op, domain, dt);
+  };
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status OptimizationProfile::set_shape(const std::string& input, const Dims& min, const Dims& opt, const Dims& max) {
@@ -114,6 +145,7 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
   passes::PassOptions opts;
   opts.backend = config.backend();
   opts.dump_after = config.dump_after();
+  KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   passes::PassContext ctx(logger_, opts);
   passes::PassManager pm(passes::pipeline_for(config.backend()));
   KILN_RETURN_IF_ERROR(pm.run(*g, ctx));
@@ -123,6 +155,21 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
   double pass_ms = 0;
   for (auto& r : pm.records()) pass_ms += r.ms;
   auto engine = builder::write_engine(*g, config);
+  if (engine.ok() && config.backend() != Backend::kCPU) {
+    // Layers without a device kernel still run (on the host, with a synchronization each): say which.
+    auto plan = runtime::read_engine(engine->data(), engine->size());
+    auto backend = runtime::device_backend(config.backend());
+    if (plan.ok() && backend.ok()) {
+      auto host = (*backend)->host_nodes(**plan);
+      if (!host.empty()) {
+        std::string msg = std::to_string(host.size()) + " of " + std::to_string((*plan)->nodes.size()) +
+                          " layers have no GPU kernel and run on the host reference kernels:";
+        for (size_t i = 0; i < host.size() && i < 20; ++i) msg += " " + host[i];
+        if (host.size() > 20) msg += " ...";
+        logger_.log(ILogger::Severity::kWARNING, msg.c_str());
+      }
+    }
+  }
   double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::string msg = "build: " + std::to_string(pm.records().size()) + " passes in " + std::to_string(pass_ms) +
                     " ms, " + std::to_string(g->nodes().size()) + " nodes, total " + std::to_string(total_ms) + " ms";

@@ -5,6 +5,7 @@
 
 #include "common/engine_format.h"
 #include "common/version.h"
+#include "runtime/device_backend.h"
 
 namespace kiln::builder {
 
@@ -122,6 +123,18 @@ Result<std::vector<uint8_t>> write_graph(const ir::Graph& graph, const BuilderCo
 
     file.header.backend = config.backend();
     file.header.device = config.backend() == Backend::kCPU ? fmt::host_device_string() : backend_name(config.backend());
+    if (config.backend() != Backend::kCPU) {
+      // An engine is built for one GPU and one set of libraries; the loader checks them against these.
+      KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
+      KILN_ASSIGN_OR_RETURN(runtime::DeviceInfo dev, backend->device_info());
+      file.header.device = dev.name;
+      file.metadata[runtime::kMetaGpuName] = dev.name;
+      file.metadata[runtime::kMetaGpuCc] = std::to_string(dev.cc_major) + "." + std::to_string(dev.cc_minor);
+      file.metadata[runtime::kMetaCudaRuntime] = dev.cuda_runtime;
+      file.metadata[runtime::kMetaCublasLt] = dev.cublaslt;
+      file.metadata[runtime::kMetaCudnn] = dev.cudnn;
+      file.metadata["gpu.cuda_driver"] = dev.cuda_driver;
+    }
     file.metadata["producer"] = std::string("kiln ") + KILN_VERSION_STRING;
     file.metadata["graph_name"] = graph.name;
     file.metadata["opset"] = std::to_string(graph.opset());

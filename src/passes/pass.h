@@ -1,6 +1,8 @@
 // The pass interface: every graph transformation is a Pass with a name and an apply(), run by a PassManager.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -15,6 +17,12 @@ namespace kiln::passes {
 
 struct PassOptions {
   Backend backend = Backend::kCPU;
+  // precision_lowering: float16 or bfloat16 when the config allows it, else float32 (the pass does nothing).
+  DataType reduced_precision = DataType::kFLOAT;
+  std::map<std::string, DataType> layer_precisions;  // --layerPrecisions, by layer name
+  std::string precision_constraints = "none";        // none | prefer | obey
+  // Whether the target backend has a kernel for (op, domain, dtype).
+  std::function<bool(const std::string&, const std::string&, DataType)> has_kernel;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG
   bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)
@@ -49,6 +57,7 @@ std::unique_ptr<Pass> make_shape_inference();
 std::unique_ptr<Pass> make_constant_folding();
 std::unique_ptr<Pass> make_dead_code_elimination();
 std::unique_ptr<Pass> make_remove_identity();
+std::unique_ptr<Pass> make_precision_lowering();
 
 // The whole CPU pipeline, in order.
 PassList cpu_pipeline();

@@ -17,10 +17,19 @@ PassList cpu_pipeline() {
   return p;
 }
 
+PassList cuda_pipeline() {
+  PassList p = cpu_pipeline();
+  // After folding and inference: lowering needs every value's type, and folded constants convert once.
+  p.push_back(make_precision_lowering());
+  // Casts back to float32 that nothing reads, and float32 weights only their converted copies read.
+  p.push_back(make_dead_code_elimination());
+  return p;
+}
+
 PassList pipeline_for(Backend backend) {
   switch (backend) {
-    case Backend::kCPU:
-    case Backend::kCUDA: return cpu_pipeline();
+    case Backend::kCPU: return cpu_pipeline();
+    case Backend::kCUDA: return cuda_pipeline();
   }
   return cpu_pipeline();
 }

@@ -171,7 +171,7 @@ Result<std::shared_ptr<const EnginePlan>> read_plan(const void* data, size_t siz
   const uint8_t* bytes = plan->file.get();
 
   KILN_ASSIGN_OR_RETURN(fmt::EngineFile f, fmt::decode(bytes, size));
-  KILN_RETURN_IF_ERROR(fmt::check_compatible(f.header, {Backend::kCPU}));
+  KILN_RETURN_IF_ERROR(fmt::check_compatible(f.header, {Backend::kCPU, Backend::kCUDA}));
   plan->kiln_version = f.header.kiln_version;
   plan->backend = f.header.backend;
   plan->device = f.header.device;

@@ -8,7 +8,9 @@
 
 #include "backends/cpu/cpu_executor.h"
 #include "kiln/runtime.h"
+#include "runtime/device_backend.h"
 #include "runtime/engine_plan.h"
+#include "runtime/shape_resolver.h"
 
 namespace kiln {
 
@@ -62,6 +64,16 @@ struct ExecutionContext::Impl {
   uint64_t shape_epoch = 0;
   uint64_t run_epoch = std::numeric_limits<uint64_t>::max();
   std::vector<std::optional<Dims>> run_shapes;
+  // CUDA backend: the device side of this context (null on the CPU backend).
+  std::unique_ptr<runtime::DeviceContext> device;
+  IProfiler* profiler = nullptr;
+
+  std::vector<Dims> input_dims() const {
+    std::vector<Dims> d;
+    for (int i : plan->inputs) d.push_back(*shapes[i]);
+    return d;
+  }
+  Status check_device_run() const;
 };
 
 namespace {
@@ -131,30 +143,7 @@ Status ExecutionContext::Impl::check_ready_inputs() const {
 Status ExecutionContext::Impl::ensure_output_shapes() const {
   if (shapes_valid) return Status::Ok();
   KILN_RETURN_IF_ERROR(check_ready_inputs());
-  std::vector<ops::TensorInfo> info(plan->values.size());
-  for (size_t v = 0; v < plan->values.size(); ++v) {
-    const auto& pv = plan->values[v];
-    info[v].dtype = pv.dtype;
-    info[v].shape = pv.shape;
-    info[v].rank_known = pv.rank_known;
-    if (pv.constant.defined()) info[v].constant = &pv.constant;
-  }
-  for (int i : plan->inputs) info[plan->io[i].value].shape = ops::shape_from_dims(*shapes[i]);
-  int counter = 0;
-  auto fresh = [&counter] { return "dyn__" + std::to_string(counter++); };
-  for (const auto& n : plan->nodes) {
-    if (!n.schema->infer) continue;  // outputs keep the engine's shapes
-    std::vector<const ops::TensorInfo*> in;
-    for (int id : n.inputs) in.push_back(id >= 0 ? &info[id] : nullptr);
-    ops::InferContext ctx(n.attrs, n.opset, in, static_cast<int>(n.outputs.size()), fresh);
-    Status st = n.schema->infer(ctx);
-    if (!st.ok()) return st.with_context("shape inference of node '" + n.name + "' (" + n.op_type + ")");
-    for (size_t k = 0; k < n.outputs.size(); ++k) {
-      auto& out = ctx.output(static_cast<int>(k));
-      out.constant = nullptr;  // only the engine's own constants outlive this loop
-      info[n.outputs[k]] = std::move(out);
-    }
-  }
+  KILN_ASSIGN_OR_RETURN(std::vector<ops::TensorInfo> info, runtime::resolve_shapes(*plan, input_dims()));
   for (int o : plan->outputs) {
     const auto& t = info[plan->io[o].value];
     output_shapes[o] = t.rank_known ? std::optional<Dims>(ops::static_dims(t.shape)) : std::nullopt;
@@ -163,10 +152,82 @@ Status ExecutionContext::Impl::ensure_output_shapes() const {
   return Status::Ok();
 }
 
+// Before a device run: every I/O tensor bound, inputs set, outputs of known size that fit their buffers.
+Status ExecutionContext::Impl::check_device_run() const {
+  for (size_t i = 0; i < plan->io.size(); ++i) {
+    if (allocators[i])
+      return unsupported("output allocators are not supported on the CUDA backend yet ('" + plan->io[i].name +
+                         "'); bind a device buffer with set_tensor_address or use infer()");
+    if (!addresses[i])
+      return invalid_argument(std::string(plan->io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
+                              plan->io[i].name + "' has no bound device address (call set_tensor_address)");
+  }
+  KILN_RETURN_IF_ERROR(check_ready_inputs());
+  KILN_RETURN_IF_ERROR(ensure_output_shapes());
+  for (int i : plan->inputs) {
+    uint64_t need = static_cast<uint64_t>(volume(*shapes[i])) * dtype_size(value_of(i).dtype);
+    if (capacities[i] != kUnknownCapacity && need > capacities[i])
+      return invalid_argument("input '" + plan->io[i].name + "' needs " + std::to_string(need) + " bytes (shape " +
+                              dims_to_string(*shapes[i]) + ") but its bound buffer holds " +
+                              std::to_string(capacities[i]));
+  }
+  for (int o : plan->outputs) {
+    const auto& d = output_shapes[o];
+    if (!d || volume(*d) < 0)
+      return unsupported("output '" + plan->io[o].name +
+                         "' has a data-dependent shape; on the CUDA backend run this engine with infer()");
+    KILN_RETURN_IF_ERROR(check_output_fits(o, static_cast<uint64_t>(volume(*d)) * dtype_size(value_of(o).dtype), *d));
+  }
+  return Status::Ok();
+}
+
 ExecutionContext::ExecutionContext(std::shared_ptr<const runtime::EnginePlan> plan)
     : impl_(std::make_unique<Impl>(std::move(plan))) {}
 
 ExecutionContext::~ExecutionContext() = default;
+
+Status ExecutionContext::attach_device(std::shared_ptr<void> weights) {
+  KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(impl_->plan->backend));
+  KILN_ASSIGN_OR_RETURN(impl_->device, backend->create_context(impl_->plan, std::move(weights)));
+  return Status::Ok();
+}
+
+Status ExecutionContext::enqueue(void* cuda_stream) {
+  if (!impl_->device) return execute();
+  return guarded([&]() -> Status {
+    auto& im = *impl_;
+    KILN_RETURN_IF_ERROR(im.check_device_run());
+    KILN_RETURN_IF_ERROR(im.device->prepare(im.input_dims()));
+    im.device->set_profiler(im.profiler);
+    KILN_RETURN_IF_ERROR(im.device->enqueue(im.addresses, cuda_stream));
+    im.begin_run_shapes();
+    for (int o : im.plan->outputs) im.run_shapes[o] = im.output_shapes[o];
+    return Status::Ok();
+  });
+}
+
+Status ExecutionContext::enqueue_graph(void* cuda_stream) {
+  if (!impl_->device) return unsupported("CUDA graphs need an engine built for the CUDA backend");
+  return guarded([&]() -> Status {
+    auto& im = *impl_;
+    KILN_RETURN_IF_ERROR(im.check_device_run());
+    KILN_RETURN_IF_ERROR(im.device->prepare(im.input_dims()));
+    im.device->set_profiler(im.profiler);
+    return im.device->enqueue_graph(im.addresses, cuda_stream);
+  });
+}
+
+Status ExecutionContext::synchronize() { return impl_->device ? impl_->device->synchronize(nullptr) : Status::Ok(); }
+
+void ExecutionContext::set_profiler(IProfiler* profiler) {
+  impl_->profiler = profiler;
+  impl_->executor.set_profiler(profiler);
+}
+IProfiler* ExecutionContext::profiler() const { return impl_->profiler; }
+uint64_t ExecutionContext::activation_arena_bytes() const { return impl_->device ? impl_->device->arena_bytes() : 0; }
+uint64_t ExecutionContext::activation_total_bytes() const {
+  return impl_->device ? impl_->device->activation_bytes() : 0;
+}
 
 Status ExecutionContext::set_input_shape(const std::string& name, const Dims& dims) {
   KILN_ASSIGN_OR_RETURN(int i, impl_->find(name));
@@ -229,9 +290,6 @@ IOutputAllocator* ExecutionContext::get_output_allocator(const std::string& name
   return i >= 0 ? impl_->allocators[i] : nullptr;
 }
 
-void ExecutionContext::set_profiler(IProfiler* profiler) { impl_->executor.set_profiler(profiler); }
-IProfiler* ExecutionContext::get_profiler() const { return impl_->executor.profiler(); }
-
 Status ExecutionContext::Impl::check_output_fits(int io, uint64_t bytes, const Dims& dims) const {
   if (capacities[io] == kUnknownCapacity || bytes <= capacities[io]) return Status::Ok();
   return invalid_argument("output '" + plan->io[io].name + "' needs " + std::to_string(bytes) + " bytes (shape " +
@@ -239,6 +297,10 @@ Status ExecutionContext::Impl::check_output_fits(int io, uint64_t bytes, const D
 }
 
 Status ExecutionContext::execute() {
+  if (impl_->device) {
+    KILN_RETURN_IF_ERROR(enqueue(nullptr));
+    return impl_->device->synchronize(nullptr);
+  }
   return guarded([&]() -> Status {
     auto& im = *impl_;
     const auto& plan = *im.plan;
@@ -329,7 +391,12 @@ Result<std::vector<std::pair<std::string, HostTensor>>> ExecutionContext::infer(
       in.push_back(Tensor::wrap(given[i]->dtype, given[i]->dims, const_cast<uint8_t*>(given[i]->data.data())));
     }
     KILN_RETURN_IF_ERROR(impl_->check_ready_inputs());
-    KILN_RETURN_IF_ERROR(impl_->executor.run(in, &outs));
+    if (impl_->device) {
+      impl_->device->set_profiler(impl_->profiler);
+      KILN_RETURN_IF_ERROR(impl_->device->run_host(in, &outs));
+    } else {
+      KILN_RETURN_IF_ERROR(impl_->executor.run(in, &outs));
+    }
     Out result;
     impl_->begin_run_shapes();
     for (size_t k = 0; k < plan.outputs.size(); ++k) {

@@ -8,6 +8,7 @@
 
 #include "common/engine_format.h"
 #include "common/version.h"
+#include "runtime/device_backend.h"
 #include "runtime/engine_plan.h"
 
 namespace kiln {
@@ -23,13 +24,31 @@ Result<std::unique_ptr<Engine>> Runtime::deserialize_engine(const void* data, si
       logger_.log(ILogger::Severity::kERROR, plan.status().message().c_str());
       return plan.status();
     }
+    std::unique_ptr<Engine> engine(new Engine());
+    if ((*plan)->backend != Backend::kCPU) {
+      auto fail = [&](Status st) {
+        logger_.log(ILogger::Severity::kERROR, st.message().c_str());
+        return st;
+      };
+      auto backend = runtime::device_backend((*plan)->backend);
+      if (!backend.ok())
+        return fail(Status(ErrorCode::kInvalidEngine, "engine was built for backend cuda but " + backend.status().message()));
+      Status ok = (*backend)->check_engine(**plan);
+      if (!ok.ok()) return fail(ok);
+      auto weights = (*backend)->load_weights(**plan);
+      if (!weights.ok()) return fail(weights.status());
+      engine->device_weights_ = std::move(weights).value();
+      for (const auto& v : (*plan)->values)
+        if (v.constant.defined()) engine->weights_bytes_ += v.constant.nbytes();
+      engine->plan_ = std::move(plan).value();
+      return engine;
+    }
     std::string host = engine_format::host_device_string();
     if ((*plan)->device != host) {
       // Reference CPU kernels are portable, so another CPU model only matters for performance.
       std::string msg = "engine was built on '" + (*plan)->device + "' and runs on '" + host + "'";
       logger_.log(ILogger::Severity::kINFO, msg.c_str());
     }
-    std::unique_ptr<Engine> engine(new Engine());
     engine->plan_ = std::move(plan).value();
     return engine;
   } catch (const std::bad_alloc&) {
@@ -99,8 +118,24 @@ Backend Engine::backend() const { return plan_->backend; }
 int Engine::num_layers() const { return static_cast<int>(plan_->nodes.size()); }
 std::string Engine::kiln_version() const { return plan_->kiln_version; }
 
+const std::string& Engine::metadata(const std::string& key) const {
+  static const std::string kNone;
+  auto it = plan_->metadata.find(key);
+  return it == plan_->metadata.end() ? kNone : it->second;
+}
+
 std::unique_ptr<ExecutionContext> Engine::create_execution_context() const {
-  return std::unique_ptr<ExecutionContext>(new ExecutionContext(plan_));
+  std::unique_ptr<ExecutionContext> ctx(new ExecutionContext(plan_));
+  if (plan_->backend == Backend::kCPU) return ctx;
+  // A context failing on the GPU (out of memory, most often) comes back null, as in TensorRT; the reason goes
+  // to the default logger.
+  Status st = ctx->attach_device(device_weights_);
+  if (!st.ok()) {
+    std::string msg = "create_execution_context: " + st.message();
+    default_logger().log(ILogger::Severity::kERROR, msg.c_str());
+    return nullptr;
+  }
+  return ctx;
 }
 
 std::vector<uint8_t> Engine::serialize() const {

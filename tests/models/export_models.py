@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Exports the model-test zoo (torchvision CNNs/ViT, a BERT-style encoder, a GPT-style decoder) to ONNX with PyTorch reference outputs."""
 import argparse
+import inspect
 import json
 import math
 import os
@@ -198,9 +199,11 @@ def export_one(name, opset, root):
     t0 = time.time()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # Newer PyTorch defaults to the dynamo exporter; the TorchScript one keeps exports alike across versions.
+        extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         torch.onnx.export(model, (x,), onnx_path, opset_version=export_opset, input_names=["input"],
                           output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                          do_constant_folding=True)
+                          do_constant_folding=True, **extra)
     import onnx
     if export_opset != opset:
         from onnx import version_converter

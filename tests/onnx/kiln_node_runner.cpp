@@ -1,6 +1,6 @@
 // Runs ONNX backend test directories through the full public pipeline (parse, build, serialize, load, infer) and prints one JSON result per test.
 //
-// Usage: kiln_node_runner [--timeout=SECONDS] [--no-fork] [--verbose] TEST_DIR...
+// Usage: kiln_node_runner [--timeout=SECONDS] [--no-fork] [--verbose] [--device=cpu|cuda] TEST_DIR...
 // Each test runs in a forked child so that a crash or hang in one operator costs that test only; the parent
 // reads the child's progress over a pipe so a crashed test still reports the stage it died in.
 #include <poll.h>
@@ -29,6 +29,7 @@
 #include "kiln/network.h"
 #include "kiln/onnx_parser.h"
 #include "kiln/runtime.h"
+#include "runtime/device_backend.h"
 #include "kiln/status.h"
 #include "onnx/proto_convert.h"
 #include "ops/op.h"
@@ -55,7 +56,11 @@ struct Outcome {
   std::string reason;
   double time_ms = 0;
   int datasets = 0;
+  int host_layers = 0;  // CUDA backend: layers that ran on the host reference kernels
 };
+
+// --device=cuda builds every test for the CUDA backend (compared with the same expected outputs).
+kiln::Backend g_backend = kiln::Backend::kCPU;
 
 // Collects library errors so a failure can say more than its Status when the Status is terse.
 class CollectingLogger : public kiln::ILogger {
@@ -149,8 +154,8 @@ class Reporter {
   explicit Reporter(int fd) : fd_(fd) {}
   void stage(const std::string& s) { write_line("S " + s); }
   void result(const Outcome& o) {
-    Json j = {{"status", o.status}, {"stage", o.stage}, {"reason", o.reason}, {"time_ms", o.time_ms},
-              {"datasets", o.datasets}};
+    Json j = {{"status", o.status}, {"stage", o.stage},       {"reason", o.reason},
+              {"time_ms", o.time_ms}, {"datasets", o.datasets}, {"host_layers", o.host_layers}};
     write_line("R " + j.dump(-1, ' ', false, Json::error_handler_t::replace));
   }
 
@@ -392,7 +397,7 @@ Outcome run_pipeline(const ModelInfo& info, Reporter& rep, bool verbose) {
 
   rep.stage("build");
   auto config = builder.create_builder_config();
-  config->set_backend(kiln::Backend::kCPU);
+  config->set_backend(g_backend);
   // Dynamic inputs get a profile spanning exactly the shapes the test feeds; rank-unknown inputs are pinned.
   kiln::OptimizationProfile profile;
   bool need_profile = false;
@@ -436,6 +441,9 @@ Outcome run_pipeline(const ModelInfo& info, Reporter& rep, bool verbose) {
   if (!context) return fail("load", "create_execution_context returned null");
 
   Outcome ok;
+  if (g_backend != kiln::Backend::kCPU)
+    if (auto b = kiln::runtime::device_backend(g_backend); b.ok())
+      ok.host_layers = static_cast<int>((*b)->host_nodes(engine.value()->plan()).size());
   ok.stage = "compare";
   for (const auto& ds : datasets) {
     rep.stage("run");
@@ -460,7 +468,7 @@ Json to_json(const ModelInfo& info, const Outcome& o) {
   return {{"name", info.name},       {"dir", info.dir.string()}, {"status", o.status},
           {"stage", o.stage},        {"reason", o.reason},       {"ops", info.ops},
           {"dtypes", info.dtypes},   {"opset", info.opset},      {"time_ms", o.time_ms},
-          {"datasets", o.datasets}};
+          {"datasets", o.datasets},  {"host_layers", o.host_layers}};
 }
 
 // Runs one test in a child; the parent turns a crash or timeout into a failure at the last reported stage.
@@ -520,6 +528,7 @@ Outcome run_forked(const ModelInfo& info, int timeout_s, bool verbose) {
     o.reason = result.value("reason", "");
     o.time_ms = result.value("time_ms", 0.0);
     o.datasets = result.value("datasets", 0);
+    o.host_layers = result.value("host_layers", 0);
     return o;
   }
   if (timed_out) return fail(stage, "timeout after " + std::to_string(timeout_s) + " s");
@@ -540,8 +549,10 @@ int main(int argc, char** argv) {
     if (arg.rfind("--timeout=", 0) == 0) timeout_s = std::max(1, std::atoi(arg.c_str() + 10));
     else if (arg == "--no-fork") use_fork = false;
     else if (arg == "--verbose") verbose = true;
+    else if (arg == "--device=cuda") g_backend = kiln::Backend::kCUDA;
+    else if (arg == "--device=cpu") g_backend = kiln::Backend::kCPU;
     else if (arg == "-h" || arg == "--help") {
-      std::cout << "usage: kiln_node_runner [--timeout=SECONDS] [--no-fork] [--verbose] TEST_DIR...\n";
+      std::cout << "usage: kiln_node_runner [--timeout=SECONDS] [--no-fork] [--verbose] [--device=cpu|cuda] TEST_DIR...\n";
       return 0;
     } else dirs.emplace_back(arg);
   }

@@ -72,11 +72,11 @@ def missing_result(test_dir, reason):
             "reason": reason, "ops": [], "dtypes": [], "opset": 0, "time_ms": 0, "datasets": 0}
 
 
-def run_batch(runner, dirs, per_test_timeout):
+def run_batch(runner, dirs, per_test_timeout, device="cpu"):
     """Runs dirs in one runner process; tests the process never reported (it died or hung) run again one by one."""
     # The runner forks and times out each test itself; this limit only catches a wedged runner.
     backstop = per_test_timeout * len(dirs) + 30
-    cmd = [runner, f"--timeout={per_test_timeout}"] + dirs
+    cmd = [runner, f"--timeout={per_test_timeout}", f"--device={device}"] + dirs
     try:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=backstop,
                               errors="replace")
@@ -87,7 +87,7 @@ def run_batch(runner, dirs, per_test_timeout):
     if len(dirs) > 1:
         for d in dirs:
             if d not in results:
-                results.update(run_batch(runner, [d], per_test_timeout))
+                results.update(run_batch(runner, [d], per_test_timeout, device))
     elif dirs[0] not in results:
         tail = (err or "").strip().splitlines()[-3:]
         results[dirs[0]] = missing_result(dirs[0], "runner produced no result: " + " | ".join(tail))
@@ -126,6 +126,7 @@ def main(argv=None):
     ap.add_argument("--timeout", type=int, default=60, help="seconds per test")
     ap.add_argument("--jobs", type=int, default=1, help="runner processes in parallel")
     ap.add_argument("--quiet", action="store_true", help="do not list each skip and failure")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="backend the engines are built for")
     args = ap.parse_args(argv)
 
     runner = os.path.join(args.kiln_build, "bin", "kiln_node_runner")
@@ -153,7 +154,7 @@ def main(argv=None):
         batches = [dirs[i:i + args.batch_size] for i in range(0, len(dirs), args.batch_size)]
         results = {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for r in pool.map(lambda b: run_batch(runner, b, args.timeout), batches):
+            for r in pool.map(lambda b: run_batch(runner, b, args.timeout, args.device), batches):
                 results.update(r)
         for d in dirs:
             r = results.get(d) or missing_result(d, "no result")
@@ -161,6 +162,10 @@ def main(argv=None):
             tests.append(r)
         c = Counter(results[d]["status"] for d in dirs if d in results)
         print(f"[{suite}] {len(dirs)} tests: {c['pass']} passed, {c['fail']} failed, {c['skip']} skipped", flush=True)
+        if args.device != "cpu":
+            on_host = sum(1 for d in dirs if d in results and results[d]["status"] == "pass"
+                          and results[d].get("host_layers", 0) > 0)
+            print(f"[{suite}] {args.device}: {on_host} of the passing tests ran some layers on the host", flush=True)
 
     summary = summarize(tests)
     if not args.quiet:

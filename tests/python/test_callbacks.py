@@ -19,6 +19,7 @@ def small_engine(logger):
     mul.get_output(0).name = "y"
     network.mark_output(mul.get_output(0))
     config = builder.create_builder_config()
+    config.backend = trt.Backend.CPU  # host buffers below
     profile = builder.create_optimization_profile()
     profile.set_shape("x", (1, 4), (2, 4), (4, 4))
     config.add_optimization_profile(profile)
@@ -138,8 +139,9 @@ def test_output_allocator_for_data_dependent_output():
     nz = network.add_op("NonZero", [x])
     nz.get_output(0).name = "idx"
     network.mark_output(nz.get_output(0))
-    engine = trt.Runtime(logger).deserialize_cuda_engine(
-        builder.build_serialized_network(network, builder.create_builder_config()))
+    config = builder.create_builder_config()
+    config.backend = trt.Backend.CPU  # host buffers below
+    engine = trt.Runtime(logger).deserialize_cuda_engine(builder.build_serialized_network(network, config))
     assert engine.get_tensor_shape("idx") == (1, -1)
     data = np.array([0, 3, 0, 1, 2], np.float32)
 

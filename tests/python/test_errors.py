@@ -15,6 +15,7 @@ def engine():
     y.name = "y"
     network.mark_output(y)
     config = builder.create_builder_config()
+    config.backend = trt.Backend.CPU
     profile = builder.create_optimization_profile()
     profile.set_shape("x", (1, 3), (2, 3), (4, 3))
     config.add_optimization_profile(profile)
@@ -125,11 +126,17 @@ def test_build_errors(logger):
     x = network.add_input("x", trt.float32, (-1, 2))
     network.mark_output(network.add_identity(x).get_output(0))
     config = builder.create_builder_config()
+    config.backend = trt.Backend.CPU
     with pytest.raises(trt.InvalidArgumentError, match="'x' have dynamic dims but the config has no optimization profile"):
         builder.build_serialized_network(network, config)
-    for flag in (trt.BuilderFlag.BF16, trt.BuilderFlag.INT8):
+    profile = builder.create_optimization_profile()
+    profile.set_shape("x", (1, 2), (1, 2), (2, 2))
+    config.add_optimization_profile(profile)
+    for flag, message in ((trt.BuilderFlag.BF16, "FP16/BF16 need the CUDA backend"),
+                          (trt.BuilderFlag.INT8, "INT8 precision is not implemented yet"),
+                          (trt.BuilderFlag.FP8, "FP8 precision is not implemented yet")):
         config.set_flag(flag)
-        with pytest.raises(trt.UnsupportedError, match=f"BuilderFlag.{flag.name}.*FP32 only"):
+        with pytest.raises(trt.UnsupportedError, match=message):
             builder.build_serialized_network(network, config)
         config.clear_flag(flag)
     empty = builder.create_network()

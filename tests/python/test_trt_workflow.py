@@ -49,7 +49,7 @@ def build_engine_bytes(onnx_bytes, logger, fp16=False):
         raise RuntimeError([str(parser.get_error(i)) for i in range(parser.num_errors)])
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 28)
-    if fp16 and builder.platform_has_fast_fp16:
+    if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     profile.set_shape("input", (1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32))
@@ -74,15 +74,17 @@ def test_parse_build_serialize_run_with_bound_buffers(model, tmp_path):
     assert network.get_layer(0).type == trt.LayerType.CONVOLUTION
 
     config = builder.create_builder_config()
+    config.backend = trt.Backend.CPU  # the buffers below are host memory (the default is CUDA on a GPU machine)
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 28)
     profile = builder.create_optimization_profile()
     profile.set_shape("input", (1, 3, 32, 32), (4, 3, 32, 32), (8, 3, 32, 32))
     assert config.add_optimization_profile(profile) == 0
 
-    # FP16 as a TensorRT script sets it: the CPU backend (the default here) refuses it with a clear error.
+    # FP16 as a TensorRT script sets it: the CPU backend refuses it with a clear error (test_fp16_on_cuda below
+    # builds it where a GPU is present).
     config.set_flag(trt.BuilderFlag.FP16)
-    assert config.backend == trt.Backend.CPU
-    with pytest.raises(trt.UnsupportedError, match="FP16.*CPU backend computes in FP32 only"):
+    with pytest.raises(trt.UnsupportedError, match="FP16/BF16 need the CUDA backend: the CPU reference backend "
+                                                   "computes in float32 only"):
         builder.build_serialized_network(network, config)
     config.clear_flag(trt.BuilderFlag.FP16)
 
@@ -140,3 +142,13 @@ def test_engine_infer_with_numpy_and_torch(model):
     np.testing.assert_array_equal(engine.infer({"input": strided})["probs"], out["probs"])
     back = torch.from_dlpack(out["probs"])
     assert back.data_ptr() == out["probs"].ctypes.data
+
+
+@pytest.mark.skipif(not trt.Builder(trt.Logger()).platform_has_fast_fp16, reason="needs the CUDA backend and a GPU")
+def test_fp16_on_cuda(model):
+    net, onnx_bytes = model
+    logger = trt.Logger(trt.Logger.ERROR)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(build_engine_bytes(onnx_bytes, logger, fp16=True))
+    assert engine.backend == trt.Backend.CUDA
+    x = np.random.default_rng(3).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    np.testing.assert_allclose(engine.infer({"input": x})["probs"], reference(net, x), atol=2e-2)

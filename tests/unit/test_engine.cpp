@@ -222,6 +222,7 @@ TEST(EngineReader, ForeignBackend) {
   fix_checksums(b);
   Status st = load(b);
   EXPECT_EQ(st.code(), ErrorCode::kInvalidEngine);
+  // A CPU engine relabelled as CUDA records no GPU: rejected whether or not this machine has one.
   EXPECT_EQ(st.message().rfind("engine was built for backend cuda but", 0), 0u) << st.message();
   b[h.backend_at] = 9;
   fix_checksums(b);

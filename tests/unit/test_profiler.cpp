@@ -46,7 +46,7 @@ TEST(Profiler, ReportsEachLayerPerRun) {
   auto ctx = make_context(log, &engine);
   Recorder rec;
   ctx->set_profiler(&rec);
-  EXPECT_EQ(ctx->get_profiler(), &rec);
+  EXPECT_EQ(ctx->profiler(), &rec);
   float x[2] = {-1, 2}, y[2] = {0, 0};
   ASSERT_TRUE(ctx->set_tensor_address("x", x).ok());
   ASSERT_TRUE(ctx->set_tensor_address(engine->get_tensor_name(1), y).ok());

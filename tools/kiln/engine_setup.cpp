@@ -179,6 +179,14 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& log
   if (o.bf16) config->set_flag(BuilderFlag::kBF16);
   if (o.int8) config->set_flag(BuilderFlag::kINT8);
   if (!o.dump_after.empty()) config->set_dump_after(o.dump_after);
+  config->set_precision_constraints(o.precision_constraints);
+  KILN_ASSIGN_OR_RETURN(auto layers, split_name_value_list(o.layer_precisions, "--layerPrecisions"));
+  for (const auto& [layer, type] : layers) {
+    DataType dt;
+    if (!parse_dtype(type, &dt) || (dt != DataType::kFLOAT && dt != DataType::kHALF && dt != DataType::kBF16))
+      return invalid_argument("--layerPrecisions: '" + type + "' for layer '" + layer + "' is not fp32, fp16 or bf16");
+    config->set_layer_precision(layer, dt);
+  }
   if (!profile.shapes().empty()) config->add_optimization_profile(profile);
 
   start = std::chrono::steady_clock::now();

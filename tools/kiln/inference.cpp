@@ -5,6 +5,7 @@
 #include <chrono>
 #include <map>
 
+#include "device_io.h"
 #include "host_data.h"
 
 namespace kiln::cli {
@@ -126,14 +127,29 @@ Result<InferenceResult> run_inference(const Engine& engine, const Options& o, IL
     }
     result.outputs.emplace_back(name, std::move(t));
   }
-  if (shapes_known) {
+  const bool on_device = engine.backend() == Backend::kCUDA && shapes_known;
+  DeviceRunner device;
+  DeviceIterTiming last;
+  if (engine.backend() == Backend::kCPU && (o.use_cuda_graph || o.no_data_transfers))
+    return unsupported(std::string(o.use_cuda_graph ? "--useCudaGraph" : "--noDataTransfers") +
+                       " needs the CUDA backend; this engine runs on the CPU");
+  if (on_device) {
+    KILN_RETURN_IF_ERROR(device.setup(*context, result.inputs, result.outputs));
+  } else if (shapes_known) {
     for (auto& [name, t] : result.inputs) KILN_RETURN_IF_ERROR(context->set_tensor_address(name, t.data.data()));
     for (auto& [name, t] : result.outputs) KILN_RETURN_IF_ERROR(context->set_tensor_address(name, t.data.data()));
   } else {
     logger.log(ILogger::Severity::kVERBOSE, "output shapes depend on the data; running through infer()");
   }
 
+  bool first_run = true;
   auto run_once = [&]() -> Status {
+    if (on_device) {
+      KILN_RETURN_IF_ERROR(device.run(o.use_cuda_graph, first_run || !o.no_data_transfers, &last));
+      if (first_run) KILN_RETURN_IF_ERROR(device.fetch(&result.outputs));
+      first_run = false;
+      return Status::Ok();
+    }
     if (shapes_known) return context->execute();
     auto outputs = context->infer(result.inputs);
     if (!outputs.ok()) return outputs.status();
@@ -160,6 +176,11 @@ Result<InferenceResult> run_inference(const Engine& engine, const Options& o, IL
     end = Clock::now();
     timings.start_ms.push_back(ms_between(timed_start, begin));
     timings.latency_ms.push_back(ms_between(begin, end));
+    if (on_device) {
+      timings.h2d_ms.push_back(last.h2d_ms);
+      timings.gpu_ms.push_back(last.compute_ms);
+      timings.d2h_ms.push_back(last.d2h_ms);
+    }
   }
   timings.walltime_s = ms_between(timed_start, end) / 1000;
   return result;

@@ -18,6 +18,8 @@ struct Timings {
   std::vector<double> start_ms;    // per timed run, from the start of the first timed run
   std::vector<double> latency_ms;  // host wall time of each run
   double walltime_s = 0;           // first timed start to last timed end
+  // CUDA backend, per timed run, from CUDA events: input upload, engine, output download.
+  std::vector<double> h2d_ms, gpu_ms, d2h_ms;
   int warm_up_runs = 0;
 };
 

@@ -140,9 +140,25 @@ void print_performance_summary(const Timings& t, Backend backend) {
   std::printf("Total Host Walltime: %.4f s\n", t.walltime_s);
   if (backend == Backend::kCPU) {
     std::printf("Total GPU Compute Time: n/a (CPU backend)\n");
+  } else if (!t.gpu_ms.empty()) {
+    auto line = [](const char* what, const std::vector<double>& v) {
+      const LatencyStats g = latency_stats(v);
+      std::printf("%s: min = %.5f ms, max = %.5f ms, mean = %.5f ms, median = %.5f ms, percentile(90%%) = %.5f ms, "
+                  "percentile(95%%) = %.5f ms, percentile(99%%) = %.5f ms\n",
+                  what, g.min, g.max, g.mean, g.median, g.p90, g.p95, g.p99);
+    };
+    line("H2D Latency", t.h2d_ms);
+    line("GPU Compute Time", t.gpu_ms);
+    line("D2H Latency", t.d2h_ms);
+    double total = 0;
+    for (double x : t.gpu_ms) total += x;
+    std::printf("Total GPU Compute Time: %.4f s\n", total / 1000);
   }
   std::printf("Timed iterations: %zu (after %d warm-up runs)\n", t.latency_ms.size(), t.warm_up_runs);
-  std::printf("Latency is the host wall time of one synchronous execution, inputs and outputs in host memory.\n");
+  if (backend == Backend::kCPU)
+    std::printf("Latency is the host wall time of one synchronous execution, inputs and outputs in host memory.\n");
+  else
+    std::printf("Latency is the host wall time of one inference: upload, engine, download and synchronization.\n");
 }
 
 void dump_tensors(const NamedTensors& tensors) {

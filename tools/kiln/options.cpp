@@ -135,6 +135,16 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "cpu or cuda. Without it: cuda when a GPU is present and the CUDA backend is built, else cpu")
       ->type_name("DEV")
       ->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--precisionConstraints", o.precision_constraints,
+                 "none|prefer|obey: what --layerPrecisions does when a layer has no kernel of that type "
+                 "(none/prefer: keep float32 with a warning; obey: fail the build)")
+      ->check(CLI::IsMember({"none", "prefer", "obey"}));
+  app.add_option("--layerPrecisions", o.layer_precisions,
+                 "Per-layer precision, e.g. --layerPrecisions=conv1:fp32,fc:fp16 (CUDA backend)")
+      ->type_name("SPEC");
+  app.add_flag("--useCudaGraph", o.use_cuda_graph, "Capture the engine in a CUDA graph and replay it (CUDA backend)");
+  app.add_flag("--noDataTransfers", o.no_data_transfers,
+               "Leave host-device copies out of the timed runs (CUDA backend)");
   app.add_flag("--skipInference", o.skip_inference, "Build (or load) the engine and stop");
   close_group("Inference");
 

@@ -34,6 +34,10 @@ struct Options {
   bool fp16 = false;
   bool bf16 = false;
   bool int8 = false;
+  bool use_cuda_graph = false;
+  std::string precision_constraints = "none";
+  std::vector<std::string> layer_precisions;
+  bool no_data_transfers = false;
   std::string dump_after;
 };
 

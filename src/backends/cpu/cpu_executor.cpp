@@ -22,9 +22,10 @@ Status check_output(const runtime::PlanNode& n, const runtime::PlanValue& v, con
   return Status::Ok();
 }
 
-// Runs a control-flow body on its own executor: bodies are small and run once per iteration, so a fresh
-// slot vector per run costs little next to the ops themselves.
-Result<std::vector<Tensor>> run_body(const Subgraph& body, const std::vector<Tensor>& inputs) {
+}  // namespace
+
+// Bodies are small and run once per iteration, so a fresh slot vector per run costs little next to the ops.
+Result<std::vector<Tensor>> run_plan_subgraph(const Subgraph& body, const std::vector<Tensor>& inputs) {
   const auto* sub = dynamic_cast<const runtime::PlanSubgraph*>(&body);
   if (!sub) return internal_error("subgraph is not part of a loaded engine");
   const runtime::EnginePlan& plan = sub->plan();
@@ -43,8 +44,6 @@ Result<std::vector<Tensor>> run_body(const Subgraph& body, const std::vector<Ten
   return outputs;
 }
 
-}  // namespace
-
 Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) {
   const auto& plan = plan_;
   slots_.assign(plan.values.size(), Tensor());
@@ -54,9 +53,7 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
 
   std::vector<const Tensor*> in;
   std::vector<Tensor> out;
-  node_ms_.clear();
   for (const auto& n : plan.nodes) {
-    const auto t0 = profiler_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     in.clear();
     for (int id : n.inputs) {
       if (id >= 0 && !slots_[id].defined()) {
@@ -66,8 +63,12 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
       in.push_back(id >= 0 ? &slots_[id] : nullptr);
     }
     out.assign(n.outputs.size(), Tensor());
-    ops::ComputeContext ctx(n.attrs, n.opset, in, &out, run_body);
+    ops::ComputeContext ctx(n.attrs, n.opset, in, &out, run_plan_subgraph);
+    auto t0 = std::chrono::steady_clock::now();
     Status st = n.schema->compute(ctx);
+    if (profiler_)
+      profiler_->report_layer_time(
+          n.name.c_str(), std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - t0).count());
     if (!st.ok()) {
       slots_.assign(slots_.size(), Tensor());
       return st.with_context(where(n));
@@ -83,8 +84,6 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
       slots_[n.outputs[k]] = std::move(out[k]);
     }
     for (int id : n.release_after) slots_[id] = Tensor();
-    if (profiler_)
-      node_ms_.push_back(std::chrono::duration<float, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
 
   outputs->clear();
@@ -94,9 +93,6 @@ Status CpuExecutor::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* 
     outputs->push_back(std::move(slots_[v]));
   }
   slots_.assign(slots_.size(), Tensor());  // drop references to the caller's input memory
-  // Reported after the run, so a slow profiler does not inflate the times it receives.
-  if (profiler_)
-    for (size_t i = 0; i < node_ms_.size(); ++i) profiler_->report_layer_time(plan.nodes[i].name.c_str(), node_ms_[i]);
   return Status::Ok();
 }
 

@@ -10,6 +10,10 @@
 
 namespace kiln::cpu {
 
+// Runs a control-flow body (a runtime::PlanSubgraph) on a fresh executor; the SubgraphRunner of every executor
+// that hands If/Loop/Scan to the reference kernels.
+Result<std::vector<Tensor>> run_plan_subgraph(const Subgraph& body, const std::vector<Tensor>& inputs);
+
 class CpuExecutor {
  public:
   explicit CpuExecutor(const runtime::EnginePlan& plan) : plan_(plan) {}
@@ -17,15 +21,13 @@ class CpuExecutor {
   // (they may share storage with inputs or constants: copy before writing). Intermediates are
   // released after their last reader, so peak memory follows the plan's lifetimes.
   Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs);
-  // When set, each node is timed and the times are reported after a successful run.
-  void set_profiler(IProfiler* profiler) { profiler_ = profiler; }
-  IProfiler* profiler() const { return profiler_; }
+  // Times each node with the host clock and reports it after the run.
+  void set_profiler(IProfiler* p) { profiler_ = p; }
 
  private:
   const runtime::EnginePlan& plan_;
-  std::vector<Tensor> slots_;  // one per plan value; reused across runs to avoid reallocating the vector
-  IProfiler* profiler_ = nullptr;
-  std::vector<float> node_ms_;  // per node of the current run, while a profiler is set
+  std::vector<Tensor> slots_;
+  IProfiler* profiler_ = nullptr;  // one per plan value; reused across runs to avoid reallocating the vector
 };
 
 }  // namespace kiln::cpu

@@ -1,0 +1,459 @@
+// CudaContext: one execution context on the GPU. prepare() resolves shapes on the host, decides where every
+// value lives (weights, the activation arena, caller I/O buffers, or an alias of another value) and packs the
+// arena from value lifetimes; enqueue() then only launches kernels on the caller's stream.
+#include <cstring>
+#include <numeric>
+
+#include "backends/cpu/cpu_executor.h"
+#include "backends/cuda/cuda_backend.h"
+#include "runtime/memory_plan.h"
+#include "runtime/shape_resolver.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr size_t kWorkspaceBytes = 64ull << 20;
+
+std::string where(const runtime::PlanNode& n) { return "layer '" + n.name + "' (" + n.op_type + ")"; }
+
+class CudaContext final : public runtime::DeviceContext {
+ public:
+  CudaContext(std::shared_ptr<const runtime::EnginePlan> plan, std::shared_ptr<DeviceWeights> weights)
+      : plan_(std::move(plan)), weights_(std::move(weights)) {}
+
+  ~CudaContext() override {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    for (auto& b : host_io_) if (b.ptr) cudaFree(b.ptr);
+    if (arena_) cudaFree(arena_);
+    if (handles_.workspace) cudaFree(handles_.workspace);
+    if (handles_.lt) cublasLtDestroy(handles_.lt);
+    if (handles_.dnn) cudnnDestroy(handles_.dnn);
+    for (auto e : events_) cudaEventDestroy(e);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  Status init() {
+    KILN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    KILN_CUBLAS_CHECK(cublasLtCreate(&handles_.lt));
+    KILN_CUDNN_CHECK(cudnnCreate(&handles_.dnn));
+    int dev = 0;
+    KILN_CUDA_CHECK(cudaGetDevice(&dev));
+    KILN_CUDA_CHECK(cudaDeviceGetAttribute(&handles_.sm_count, cudaDevAttrMultiProcessorCount, dev));
+    KILN_RETURN_IF_ERROR(device_alloc(&handles_.workspace, kWorkspaceBytes, "the kernel workspace"));
+    handles_.workspace_bytes = kWorkspaceBytes;
+    auto flags = plan_->metadata.find("builder_flags");
+    handles_.allow_tf32 = flags != plan_->metadata.end() && flags->second.find("tf32") != std::string::npos;
+    // Size the arena once for the largest shapes the engine accepts, so later shape changes reuse it.
+    std::vector<Dims> max_shapes;
+    for (int i : plan_->inputs) {
+      int v = plan_->io[i].value;
+      Dims d = ops::static_dims(plan_->values[v].shape);
+      if (!plan_->profiles.empty()) {
+        auto it = plan_->profiles[0].find(v);
+        if (it != plan_->profiles[0].end()) d = it->second.max;
+      }
+      max_shapes.push_back(d);
+    }
+    bool all_known = true;
+    for (auto& d : max_shapes) all_known &= volume(d) >= 0;
+    if (all_known) KILN_RETURN_IF_ERROR(prepare(max_shapes));
+    return Status::Ok();
+  }
+
+  Status prepare(const std::vector<Dims>& input_shapes) override;
+  Status enqueue(const std::vector<void*>& io, void* stream) override;
+  Status enqueue_graph(const std::vector<void*>& io, void* stream) override;
+  Status run_host(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override;
+  Status synchronize(void* stream) override {
+    KILN_CUDA_CHECK(cudaStreamSynchronize(stream ? static_cast<cudaStream_t>(stream) : stream_));
+    return Status::Ok();
+  }
+  uint64_t arena_bytes() const override { return arena_capacity_; }
+  uint64_t activation_bytes() const override { return activation_bytes_; }
+  void set_profiler(IProfiler* p) override { profiler_ = p; }
+
+ private:
+  enum class Loc : uint8_t { kNone, kWeight, kArena, kIo, kAlias };
+  struct Slot {
+    Loc loc = Loc::kNone;
+    uint64_t offset = 0;
+    int io = -1;     // io index for kIo
+    int alias = -1;  // value id for kAlias
+  };
+  struct Step {
+    const runtime::PlanNode* node = nullptr;
+    const KernelDef* kernel = nullptr;  // null: runs on the host
+    bool copy_out = false;              // an alias whose output is an engine output: copy instead
+    std::shared_ptr<void> state;
+  };
+
+  Status device_alloc(void** p, size_t bytes, const std::string& what) {
+    cudaError_t e = cudaMalloc(p, bytes);
+    if (e == cudaSuccess) return Status::Ok();
+    *p = nullptr;
+    size_t free_b = 0, total_b = 0;
+    cudaGetLastError();
+    cudaMemGetInfo(&free_b, &total_b);
+    return Status(ErrorCode::kOutOfMemory, "out of GPU memory allocating " + std::to_string(bytes) + " bytes for " +
+                                               what + " (" + std::to_string(free_b) + " bytes free of " +
+                                               std::to_string(total_b) + ")");
+  }
+
+  void* ptr(int v, const std::vector<void*>& io) const {
+    const Slot& s = slots_[v];
+    switch (s.loc) {
+      case Loc::kWeight: return weights_->by_value.at(v);
+      case Loc::kArena: return static_cast<uint8_t*>(arena_) + s.offset;
+      case Loc::kIo: return io[s.io];
+      case Loc::kAlias: return ptr(s.alias, io);
+      default: return nullptr;
+    }
+  }
+  const Tensor* host_of(int v) const {
+    if (plan_->values[v].constant.defined()) return &plan_->values[v].constant;
+    return host_vals_[v].defined() ? &host_vals_[v] : nullptr;
+  }
+  Status run_host_step(Step& s, const std::vector<void*>& io, cudaStream_t stream);
+
+  std::shared_ptr<const runtime::EnginePlan> plan_;
+  std::shared_ptr<DeviceWeights> weights_;
+  cudaStream_t stream_ = nullptr;
+  CudaHandles handles_;
+  void* arena_ = nullptr;
+  uint64_t arena_capacity_ = 0, activation_bytes_ = 0;
+  IProfiler* profiler_ = nullptr;
+  std::vector<cudaEvent_t> events_;
+
+  // Prepared for the current input shapes.
+  bool prepared_ = false, dynamic_ = false;
+  std::vector<Dims> prepared_shapes_;
+  std::vector<Dims> dims_;        // per value
+  std::vector<Tensor> host_vals_;  // per value: contents known on the host (shape tensors)
+  std::vector<Slot> slots_;
+  std::vector<Step> steps_;
+  std::vector<std::pair<int, int>> final_copies_;  // (value, io) outputs not written by a step
+  std::string host_layers_;                         // names, for the CUDA-graph error
+  uint64_t shape_epoch_ = 0;
+
+  // CUDA graph of the last enqueue_graph.
+  cudaGraphExec_t graph_exec_ = nullptr;
+  std::vector<void*> graph_io_;
+  uint64_t graph_epoch_ = 0;
+  cudaStream_t graph_stream_ = nullptr;
+
+  // Device buffers of the host convenience path, grown on demand.
+  struct Buf { void* ptr = nullptr; size_t bytes = 0; };
+  std::vector<Buf> host_io_;
+  bool warned_dynamic_ = false;
+};
+
+Status CudaContext::prepare(const std::vector<Dims>& input_shapes) {
+  if (prepared_ && input_shapes == prepared_shapes_) return Status::Ok();
+  const auto& plan = *plan_;
+  prepared_ = false;
+  KILN_ASSIGN_OR_RETURN(std::vector<ops::TensorInfo> info, runtime::resolve_shapes(plan, input_shapes));
+  const size_t nv = plan.values.size();
+  dims_.assign(nv, Dims{});
+  host_vals_.assign(nv, Tensor());
+  slots_.assign(nv, Slot{});
+  steps_.clear();
+  final_copies_.clear();
+  host_layers_.clear();
+  dynamic_ = false;
+  for (size_t v = 0; v < nv; ++v) {
+    if (!info[v].rank_known || !ops::shape_is_static(info[v].shape)) {
+      dynamic_ = true;
+      continue;
+    }
+    dims_[v] = ops::static_dims(info[v].shape);
+    if (!plan.values[v].constant.defined() && runtime::host_known(info[v])) host_vals_[v] = runtime::host_value(info[v]);
+  }
+  prepared_shapes_ = input_shapes;
+  ++shape_epoch_;
+  if (dynamic_) {  // data-dependent shapes: run_host() runs the engine on the host reference kernels
+    prepared_ = true;
+    return Status::Ok();
+  }
+
+  std::vector<int> io_of(nv, -1);
+  for (size_t i = 0; i < plan.io.size(); ++i) io_of[plan.io[i].value] = static_cast<int>(i);
+  std::vector<bool> is_output(nv, false);
+  for (int o : plan.outputs) is_output[plan.io[o].value] = true;
+
+  const int n_nodes = static_cast<int>(plan.nodes.size());
+  const int kEnd = n_nodes;
+  std::vector<runtime::Lifetime> life(nv);
+  std::vector<bool> needs_mem(nv, false);
+  std::vector<int> root(nv);
+  std::iota(root.begin(), root.end(), 0);
+  for (size_t v = 0; v < nv; ++v) {
+    if (plan.values[v].constant.defined()) slots_[v].loc = Loc::kWeight;
+  }
+  for (int i : plan.inputs) slots_[plan.io[i].value] = Slot{Loc::kIo, 0, i, -1};
+
+  auto touch = [&](int v, int t) {
+    int r = root[v];
+    if (slots_[r].loc != Loc::kArena) return;
+    life[r].first = std::min(life[r].first, t);
+    life[r].last = std::max(life[r].last, t);
+  };
+  for (int idx = 0; idx < n_nodes; ++idx) {
+    const auto& n = plan.nodes[idx];
+    bool all_known = !n.outputs.empty();
+    for (int o : n.outputs) all_known &= host_vals_[o].defined() || plan.values[o].constant.defined();
+    if (all_known) continue;  // computed on the host during prepare(); uploaded below where read
+    Step s;
+    s.node = &n;
+    s.kernel = KernelRegistry::instance().find(n, plan);
+    if (!s.kernel) host_layers_ += (host_layers_.empty() ? "" : ", ") + where(n);
+    for (int id : n.inputs) {
+      if (id < 0) continue;
+      if (slots_[id].loc == Loc::kNone) {  // a host-known value read on the device: lives the whole run
+        slots_[id].loc = Loc::kArena;
+        life[id] = {static_cast<uint64_t>(volume(dims_[id])) * dtype_size(plan.values[id].dtype), 0, kEnd};
+      }
+      touch(id, idx);
+    }
+    bool alias = s.kernel && s.kernel->alias;
+    for (size_t k = 0; k < n.outputs.size(); ++k) {
+      int o = n.outputs[k];
+      if (is_output[o]) {
+        slots_[o] = Slot{Loc::kIo, 0, io_of[o], -1};
+        if (alias && k == 0) s.copy_out = true;
+        continue;
+      }
+      if (alias && k == 0 && n.inputs[0] >= 0) {
+        slots_[o] = Slot{Loc::kAlias, 0, -1, n.inputs[0]};
+        root[o] = root[n.inputs[0]];
+        continue;
+      }
+      slots_[o].loc = Loc::kArena;
+      life[o] = {static_cast<uint64_t>(volume(dims_[o])) * dtype_size(plan.values[o].dtype), idx, idx};
+    }
+    steps_.push_back(std::move(s));
+  }
+  // Outputs no step writes (constants, inputs, host-known values) are copied at the end.
+  for (int o : plan.outputs) {
+    int v = plan.io[o].value;
+    if (slots_[v].loc == Loc::kIo && slots_[v].io == o) continue;
+    if (slots_[v].loc == Loc::kNone) {  // host-known, read by no step
+      slots_[v].loc = Loc::kArena;
+      life[v] = {static_cast<uint64_t>(volume(dims_[v])) * dtype_size(plan.values[v].dtype), 0, kEnd};
+    }
+    touch(v, kEnd);
+    final_copies_.emplace_back(v, o);
+  }
+  // Reads through aliases keep the root alive.
+  for (int idx = 0; idx < n_nodes; ++idx)
+    for (int id : plan.nodes[idx].inputs)
+      if (id >= 0) touch(id, idx);
+
+  std::vector<runtime::Lifetime> arena_life(nv);
+  for (size_t v = 0; v < nv; ++v)
+    if (slots_[v].loc == Loc::kArena) arena_life[v] = life[v];
+  runtime::MemoryPlan mp = runtime::plan_memory(arena_life);
+  for (size_t v = 0; v < nv; ++v)
+    if (slots_[v].loc == Loc::kArena) slots_[v].offset = mp.offsets[v];
+  activation_bytes_ = mp.total_bytes;
+  if (mp.arena_bytes > arena_capacity_) {
+    if (arena_) cudaFree(arena_);
+    arena_ = nullptr;
+    arena_capacity_ = 0;
+    KILN_RETURN_IF_ERROR(device_alloc(&arena_, mp.arena_bytes, "the activation arena"));
+    arena_capacity_ = mp.arena_bytes;
+  }
+  // Upload host-known values (shape tensors) that the device reads.
+  for (size_t v = 0; v < nv; ++v) {
+    if (slots_[v].loc != Loc::kArena || !host_vals_[v].defined() || host_vals_[v].nbytes() == 0) continue;
+    KILN_CUDA_CHECK(cudaMemcpy(static_cast<uint8_t*>(arena_) + slots_[v].offset, host_vals_[v].raw(),
+                               host_vals_[v].nbytes(), cudaMemcpyHostToDevice));
+  }
+  prepared_ = true;
+  return Status::Ok();
+}
+
+Status CudaContext::run_host_step(Step& s, const std::vector<void*>& io, cudaStream_t stream) {
+  const auto& n = *s.node;
+  const auto& plan = *plan_;
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  std::vector<Tensor> in_t(n.inputs.size());
+  std::vector<const Tensor*> in;
+  for (size_t k = 0; k < n.inputs.size(); ++k) {
+    int id = n.inputs[k];
+    if (id < 0) { in.push_back(nullptr); continue; }
+    if (const Tensor* h = host_of(id)) { in.push_back(h); continue; }
+    in_t[k] = Tensor(plan.values[id].dtype, dims_[id]);
+    if (in_t[k].nbytes()) KILN_CUDA_CHECK(cudaMemcpy(in_t[k].raw(), ptr(id, io), in_t[k].nbytes(), cudaMemcpyDeviceToHost));
+    in.push_back(&in_t[k]);
+  }
+  std::vector<Tensor> out(n.outputs.size());
+  ops::ComputeContext ctx(n.attrs, n.opset, in, &out, cpu::run_plan_subgraph);
+  KILN_RETURN_IF_ERROR(n.schema->compute(ctx).with_context(where(n) + " on the host"));
+  for (size_t k = 0; k < n.outputs.size(); ++k) {
+    int o = n.outputs[k];
+    if (!out[k].defined()) continue;
+    if (out[k].shape() != dims_[o] || out[k].dtype() != plan.values[o].dtype)
+      return internal_error(where(n) + " produced " + dims_to_string(out[k].shape()) + " but shape resolution gave " +
+                            dims_to_string(dims_[o]));
+    if (out[k].nbytes()) KILN_CUDA_CHECK(cudaMemcpy(ptr(o, io), out[k].raw(), out[k].nbytes(), cudaMemcpyHostToDevice));
+  }
+  return Status::Ok();
+}
+
+Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
+  if (!prepared_) return internal_error("enqueue before prepare");
+  if (dynamic_)
+    return unsupported("this engine has shapes that depend on the input data; run it with infer() (the host "
+                       "convenience path) on the CUDA backend");
+  const auto& plan = *plan_;
+  cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
+  KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream));
+  const bool profile = profiler_ != nullptr;
+  if (profile && events_.size() < steps_.size() + 1) {
+    for (size_t i = events_.size(); i < steps_.size() + 1; ++i) {
+      cudaEvent_t e;
+      KILN_CUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+  }
+  if (profile) KILN_CUDA_CHECK(cudaEventRecord(events_[0], stream));
+  KernelArgs a;
+  a.stream = stream;
+  a.handles = &handles_;
+  for (size_t si = 0; si < steps_.size(); ++si) {
+    Step& s = steps_[si];
+    const auto& n = *s.node;
+    if (!s.kernel) {
+      KILN_RETURN_IF_ERROR(run_host_step(s, io, stream));
+    } else if (s.kernel->alias) {
+      if (s.copy_out) {
+        int o = n.outputs[0];
+        size_t bytes = static_cast<size_t>(volume(dims_[o])) * dtype_size(plan.values[o].dtype);
+        if (bytes)
+          KILN_CUDA_CHECK(cudaMemcpyAsync(ptr(o, io), ptr(n.inputs[0], io), bytes, cudaMemcpyDeviceToDevice, stream));
+      }
+    } else {
+      a.node = &n;
+      a.in.resize(n.inputs.size());
+      a.host_in.resize(n.inputs.size());
+      for (size_t k = 0; k < n.inputs.size(); ++k) {
+        int id = n.inputs[k];
+        if (id < 0) { a.in[k] = DevTensor{}; a.host_in[k] = nullptr; continue; }
+        a.in[k] = DevTensor{ptr(id, io), plan.values[id].dtype, dims_[id]};
+        a.host_in[k] = host_of(id);
+      }
+      a.out.resize(n.outputs.size());
+      for (size_t k = 0; k < n.outputs.size(); ++k) {
+        int o = n.outputs[k];
+        a.out[k] = DevTensor{ptr(o, io), plan.values[o].dtype, dims_[o]};
+      }
+      a.state = &s.state;
+      Status st = s.kernel->run(a);
+      if (!st.ok()) return st.with_context(where(n));
+    }
+    if (profile) KILN_CUDA_CHECK(cudaEventRecord(events_[si + 1], stream));
+  }
+  for (auto [v, o] : final_copies_) {
+    size_t bytes = static_cast<size_t>(volume(dims_[v])) * dtype_size(plan.values[v].dtype);
+    if (bytes) KILN_CUDA_CHECK(cudaMemcpyAsync(io[o], ptr(v, io), bytes, cudaMemcpyDeviceToDevice, stream));
+  }
+  if (profile) {
+    KILN_CUDA_CHECK(cudaEventSynchronize(events_[steps_.size()]));
+    for (size_t si = 0; si < steps_.size(); ++si) {
+      float ms = 0;
+      KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[si], events_[si + 1]));
+      profiler_->report_layer_time(steps_[si].node->name.c_str(), ms);
+    }
+  }
+  return Status::Ok();
+}
+
+Status CudaContext::enqueue_graph(const std::vector<void*>& io, void* stream_handle) {
+  if (!prepared_) return internal_error("enqueue before prepare");
+  if (!host_layers_.empty())
+    return unsupported("CUDA graphs need every layer on the GPU, but these run on the host: " + host_layers_);
+  if (profiler_) return unsupported("CUDA graphs and the per-layer profiler cannot be combined");
+  cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
+  if (!graph_exec_ || io != graph_io_ || graph_epoch_ != shape_epoch_ || graph_stream_ != stream) {
+    if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    graph_exec_ = nullptr;
+    KILN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    Status st = enqueue(io, stream);
+    cudaGraph_t graph = nullptr;
+    cudaError_t e = cudaStreamEndCapture(stream, &graph);
+    if (!st.ok()) {
+      if (graph) cudaGraphDestroy(graph);
+      return st.with_context("while capturing a CUDA graph");
+    }
+    KILN_CUDA_CHECK(e);
+    e = cudaGraphInstantiate(&graph_exec_, graph, 0);
+    cudaGraphDestroy(graph);
+    KILN_CUDA_CHECK(e);
+    graph_io_ = io;
+    graph_epoch_ = shape_epoch_;
+    graph_stream_ = stream;
+  }
+  KILN_CUDA_CHECK(cudaGraphLaunch(graph_exec_, stream));
+  return Status::Ok();
+}
+
+Status CudaContext::run_host(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) {
+  const auto& plan = *plan_;
+  std::vector<Dims> shapes;
+  for (const auto& t : inputs) shapes.push_back(t.shape());
+  KILN_RETURN_IF_ERROR(prepare(shapes));
+  if (dynamic_) {
+    if (!warned_dynamic_) {
+      warned_dynamic_ = true;
+      default_logger().log(ILogger::Severity::kWARNING,
+                           "engine has data-dependent shapes: this run uses the host reference kernels");
+    }
+    cpu::CpuExecutor ex(plan);
+    return ex.run(inputs, outputs);
+  }
+  host_io_.resize(plan.io.size());
+  std::vector<void*> io(plan.io.size(), nullptr);
+  auto buffer = [&](int i, size_t bytes) -> Status {
+    Buf& b = host_io_[i];
+    if (b.bytes < bytes || !b.ptr) {
+      if (b.ptr) cudaFree(b.ptr);
+      b = Buf{};
+      KILN_RETURN_IF_ERROR(device_alloc(&b.ptr, std::max<size_t>(bytes, 256), "the I/O buffer of '" + plan.io[i].name + "'"));
+      b.bytes = std::max<size_t>(bytes, 256);
+    }
+    io[i] = b.ptr;
+    return Status::Ok();
+  };
+  for (size_t k = 0; k < plan.inputs.size(); ++k) {
+    int i = plan.inputs[k];
+    KILN_RETURN_IF_ERROR(buffer(i, inputs[k].nbytes()));
+    if (inputs[k].nbytes())
+      KILN_CUDA_CHECK(cudaMemcpyAsync(io[i], inputs[k].raw(), inputs[k].nbytes(), cudaMemcpyHostToDevice, stream_));
+  }
+  outputs->clear();
+  for (int o : plan.outputs) {
+    int v = plan.io[o].value;
+    outputs->emplace_back(plan.values[v].dtype, dims_[v]);
+    KILN_RETURN_IF_ERROR(buffer(o, outputs->back().nbytes()));
+  }
+  KILN_RETURN_IF_ERROR(enqueue(io, stream_));
+  for (size_t k = 0; k < plan.outputs.size(); ++k) {
+    Tensor& t = (*outputs)[k];
+    if (t.nbytes())
+      KILN_CUDA_CHECK(cudaMemcpyAsync(t.raw(), io[plan.outputs[k]], t.nbytes(), cudaMemcpyDeviceToHost, stream_));
+  }
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::unique_ptr<runtime::DeviceContext> make_context(std::shared_ptr<const runtime::EnginePlan> plan,
+                                                     std::shared_ptr<DeviceWeights> weights, Status* status) {
+  auto ctx = std::make_unique<CudaContext>(std::move(plan), std::move(weights));
+  *status = ctx->init();
+  if (!status->ok()) return nullptr;
+  return ctx;
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,189 @@
+// precision_lowering pass: with --fp16 or --bf16, moves float32 layers that have a reduced-precision kernel to
+// that type. Each lowered layer reads reduced-precision copies of its float inputs (constants are converted
+// once here, activations through a Cast that later lowered layers share) and writes reduced-precision outputs;
+// a Cast back to float32 serves every consumer that stays in float32 and every network output, so I/O types
+// never change. Kernels of softmax, normalization and reductions accumulate in float32 whatever the storage.
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+// Which inputs and outputs of an op carry its float type T; every other input keeps its type (Resize's scales,
+// Reshape's shape, indices...). all = every input / output.
+struct Rule {
+  std::vector<int> in;
+  std::vector<int> out = {0};
+  bool all_in = false;
+};
+
+const std::map<std::string, Rule>& rules() {
+  static const std::map<std::string, Rule> r = [] {
+    std::map<std::string, Rule> m;
+    const Rule all{{}, {0}, true};
+    for (const char* op : {"Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Erf",
+                           "Softplus", "Elu", "LeakyRelu", "HardSigmoid", "HardSwish", "Gelu", "Mish", "Selu",
+                           "Celu", "Sin", "Cos", "Floor", "Ceil", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
+                           "Sum", "Mean", "PRelu", "Clip", "Softmax", "LogSoftmax", "Concat", "Transpose",
+                           "Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool", "GlobalAveragePool",
+                           "GlobalMaxPool", "InstanceNormalization", "GroupNormalization", "DepthToSpace",
+                           "SpaceToDepth"})
+      m[op] = all;
+    m["BatchNormalization"] = all;
+    m["LayerNormalization"] = {{0, 1, 2}, {0}};
+    m["RMSNormalization"] = {{0, 1}, {0}};
+    m["MaxPool"] = {{0}, {0}};
+    m["Where"] = {{1, 2}, {0}};
+    for (const char* op : {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Expand", "Tile",
+                           "Resize", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "Identity"})
+      m[op] = {{0}, {0}};
+    m["Pad"] = {{0, 2}, {0}};
+    m["Split"] = {{0}, {}};  // every output: filled in below
+    return m;
+  }();
+  return r;
+}
+
+class PrecisionLowering final : public Pass {
+ public:
+  std::string_view name() const override { return "precision_lowering"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    const PassOptions& o = ctx.options;
+    if (o.reduced_precision == DataType::kFLOAT && o.layer_precisions.empty()) return Status::Ok();
+    g.rebuild_links();
+    std::set<const ir::Value*> outputs(g.outputs().begin(), g.outputs().end());
+    std::vector<ir::Node*> order;
+    for (auto& n : g.nodes()) order.push_back(n.get());
+    int lowered = 0, kept = 0;
+    for (ir::Node* n : order) {
+      DataType want = o.reduced_precision;
+      auto lp = o.layer_precisions.find(n->name);
+      bool named = lp != o.layer_precisions.end();
+      if (named) want = lp->second;
+      if (want == DataType::kFLOAT) continue;
+      std::string why;
+      if (!eligible(*n, want, o, &why)) {
+        if (named && o.precision_constraints == "obey")
+          return invalid_argument("--layerPrecisions asks " + std::string(dtype_name(want)) + " for layer '" + n->name +
+                                  "' (" + n->op_type + ") but " + why + " (--precisionConstraints=obey)");
+        if (named)
+          ctx.log(ILogger::Severity::kWARNING, "layer '" + n->name + "' stays float32: " + why);
+        ++kept;
+        continue;
+      }
+      lower(g, n, want);
+      ++lowered;
+    }
+    KILN_RETURN_IF_ERROR(g.topo_sort());  // the Casts were appended at the end
+    ctx.changes += lowered;
+    ctx.verbose("precision_lowering: " + std::to_string(lowered) + " layers to " + dtype_name(o.reduced_precision) +
+                ", " + std::to_string(kept) + " stay float32");
+    return Status::Ok();
+  }
+
+ private:
+  using Key = std::pair<const ir::Value*, DataType>;
+  std::map<Key, ir::Value*> reduced_;  // float32 value -> its reduced copy
+
+  static std::vector<int> t_inputs(const ir::Node& n, const Rule& r) {
+    std::vector<int> v;
+    if (r.all_in) {
+      for (size_t i = 0; i < n.inputs.size(); ++i) v.push_back(static_cast<int>(i));
+    } else {
+      for (int i : r.in)
+        if (i < static_cast<int>(n.inputs.size())) v.push_back(i);
+    }
+    return v;
+  }
+  static std::vector<int> t_outputs(const ir::Node& n, const Rule& r) {
+    if (n.op_type == "Split") {
+      std::vector<int> v;
+      for (size_t i = 0; i < n.outputs.size(); ++i) v.push_back(static_cast<int>(i));
+      return v;
+    }
+    return r.out;
+  }
+
+  bool eligible(const ir::Node& n, DataType want, const PassOptions& o, std::string* why) const {
+    if (!n.domain.empty()) return *why = "it is not an ai.onnx operator", false;
+    auto it = rules().find(n.op_type);
+    if (it == rules().end()) return *why = n.op_type + " has no reduced-precision form", false;
+    if (!o.has_kernel || !o.has_kernel(n.op_type, n.domain, want))
+      return *why = "no " + std::string(dtype_name(want)) + " kernel exists for " + n.op_type, false;
+    for (int i : t_inputs(n, it->second))
+      if (n.inputs[i] && n.inputs[i]->dtype != DataType::kFLOAT) return *why = "its inputs are not float32", false;
+    for (int k : t_outputs(n, it->second))
+      if (k >= static_cast<int>(n.outputs.size()) || n.outputs[k]->dtype != DataType::kFLOAT)
+        return *why = "its outputs are not float32", false;
+    // Extra outputs (LayerNormalization's mean, MaxPool's indices) keep their types only when unused.
+    for (size_t k = 0; k < n.outputs.size(); ++k) {
+      auto outs = t_outputs(n, it->second);
+      if (std::find(outs.begin(), outs.end(), static_cast<int>(k)) != outs.end()) continue;
+      if (!n.outputs[k]->users.empty() && n.outputs[k]->dtype == DataType::kFLOAT && n.op_type != "MaxPool")
+        return *why = "its optional float outputs are used", false;
+    }
+    return true;
+  }
+
+  ir::Value* reduced_copy(ir::Graph& g, ir::Value* v, DataType t, ir::Node* before) {
+    auto it = reduced_.find({v, t});
+    if (it != reduced_.end()) return it->second;
+    ir::Value* r = nullptr;
+    if (v->is_constant()) {
+      r = g.add_constant(v->name + "_" + dtype_name(t), v->constant->cast(t));
+    } else {
+      Attributes a;
+      a.set("to", static_cast<int64_t>(static_cast<int>(onnx_code(t))));
+      ir::Node* c = g.add_node("Cast", g.unique_node_name(v->name + "_to_" + dtype_name(t)), {v},
+                               {v->name + "_" + dtype_name(t)}, std::move(a), std::max(g.opset(), 13));
+      r = c->outputs[0];
+    }
+    r->dtype = t;
+    r->shape = v->shape;
+    r->rank_known = v->rank_known;
+    reduced_[{v, t}] = r;
+    return r;
+  }
+
+  static int onnx_code(DataType t) { return t == DataType::kHALF ? 10 : t == DataType::kBF16 ? 16 : 1; }
+
+  void lower(ir::Graph& g, ir::Node* n, DataType t) {
+    const Rule& r = rules().at(n->op_type);
+    for (int i : t_inputs(*n, r)) {
+      ir::Value* v = n->inputs[i];
+      if (!v) continue;
+      g.set_node_input(n, i, reduced_copy(g, v, t, n));
+    }
+    for (int k : t_outputs(*n, r)) {
+      ir::Value* y = n->outputs[k];
+      // The node now writes a reduced value; a Cast recreates y (same name, float32) for whoever still reads it,
+      // and dead-code elimination drops that Cast when nobody does.
+      ir::Value* yr = g.add_value(y->name + "_" + dtype_name(t));
+      yr->dtype = t;
+      yr->shape = y->shape;
+      yr->rank_known = y->rank_known;
+      n->outputs[k] = yr;
+      yr->producer = n;
+      Attributes a;
+      a.set("to", static_cast<int64_t>(1));
+      ir::Node* back = g.add_node("Cast", g.unique_node_name(y->name + "_to_float32"), {yr}, {"__tmp"}, std::move(a),
+                                  std::max(g.opset(), 13));
+      // Swap the new Cast's fresh output for y itself so every reader and the network outputs keep working.
+      ir::Value* tmp = back->outputs[0];
+      back->outputs[0] = y;
+      y->producer = back;
+      g.remove_value(tmp);
+      reduced_[{y, t}] = yr;
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_precision_lowering() { return std::make_unique<PrecisionLowering>(); }
+
+}  // namespace kiln::passes

@@ -1,0 +1,79 @@
+// DeviceBackend: the runtime's view of a GPU backend that lives in its own shared library (libkiln_cuda.so),
+// so that CPU-only deployments load no CUDA library. The backend registers itself when loaded; the runtime
+// loads it on first use from the directory that holds libkiln_runtime.so.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kiln/runtime.h"
+#include "kiln/status.h"
+#include "kiln/types.h"
+#include "runtime/engine_plan.h"
+
+namespace kiln::runtime {
+
+// What an engine records about the GPU and libraries it was built for (engine metadata keys "gpu.*").
+struct DeviceInfo {
+  std::string name;              // "NVIDIA H100 80GB HBM3"
+  int cc_major = 0, cc_minor = 0;
+  int multiprocessors = 0;
+  uint64_t total_memory = 0;
+  std::string cuda_runtime, cuda_driver, cublaslt, cudnn;  // versions as "13.0", "9.14.0"
+};
+
+// Engine metadata keys the builder writes and the loader checks.
+inline constexpr const char* kMetaGpuName = "gpu.name";
+inline constexpr const char* kMetaGpuCc = "gpu.compute_capability";
+inline constexpr const char* kMetaCudaRuntime = "gpu.cuda_runtime";
+inline constexpr const char* kMetaCublasLt = "gpu.cublaslt";
+inline constexpr const char* kMetaCudnn = "gpu.cudnn";
+
+// Per execution context state on the device.
+class DeviceContext {
+ public:
+  virtual ~DeviceContext() = default;
+  // Input shapes changed (or the first run): resolve every shape, plan the arena, prepare kernels. The
+  // arena is sized once per context for the profile's max shapes, so this never allocates after creation
+  // unless the graph has data-dependent shapes.
+  virtual Status prepare(const std::vector<Dims>& input_shapes) = 0;
+  // Enqueues the whole engine on `stream` (a cudaStream_t; null = the context's own stream) with device
+  // buffers for every I/O tensor (engine io order). Output shapes must not depend on the data.
+  virtual Status enqueue(const std::vector<void*>& io, void* stream) = 0;
+  // Same, through a CUDA graph captured on the first call for these shapes and addresses.
+  virtual Status enqueue_graph(const std::vector<void*>& io, void* stream) = 0;
+  // Host convenience: copies inputs in, runs, waits, copies outputs out (any output, data-dependent too).
+  virtual Status run_host(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) = 0;
+  virtual Status synchronize(void* stream) = 0;
+  // Bytes of the activation arena, and the sum of all activation sizes without reuse (planning report).
+  virtual uint64_t arena_bytes() const = 0;
+  virtual uint64_t activation_bytes() const = 0;
+  virtual void set_profiler(IProfiler* profiler) = 0;
+};
+
+class DeviceBackend {
+ public:
+  virtual ~DeviceBackend() = default;
+  virtual Backend kind() const = 0;
+  // The current GPU; fails when there is none or the driver is missing.
+  virtual Result<DeviceInfo> device_info() = 0;
+  // Whether a device kernel exists for this op and data type (the builder's precision choices ask this).
+  virtual bool has_kernel(const std::string& op, const std::string& domain, DataType dtype) const = 0;
+  // Checks a loaded engine against this GPU and these libraries; the message says which differs and how to
+  // rebuild. Uploads nothing.
+  virtual Status check_engine(const EnginePlan& plan) = 0;
+  // Uploads the engine's weights once; every context of the engine shares the result.
+  virtual Result<std::shared_ptr<void>> load_weights(const EnginePlan& plan) = 0;
+  virtual Result<std::unique_ptr<DeviceContext>> create_context(std::shared_ptr<const EnginePlan> plan,
+                                                                std::shared_ptr<void> weights) = 0;
+  // Nodes of the plan that have no device kernel and run on the host (with a stream synchronization).
+  virtual std::vector<std::string> host_nodes(const EnginePlan& plan) const = 0;
+};
+
+// Called by the backend library at load time.
+void register_device_backend(DeviceBackend* backend);
+// The backend of that kind, loading its library on first use; the error says why it is unavailable.
+Result<DeviceBackend*> device_backend(Backend kind);
+
+}  // namespace kiln::runtime

@@ -1,0 +1,147 @@
+// Cross-backend operator tests: build a one-op network, run it on the CPU reference backend and on the CUDA
+// backend, and compare every output. Every test skips, with the reason, on a machine without a usable GPU.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/tensor.h"
+#include "kiln/builder.h"
+#include "kiln/network.h"
+#include "kiln/runtime.h"
+#include "runtime/device_backend.h"
+
+namespace kiln::gpu_testing {
+
+// Null when a GPU is usable, else why not (printed by GTEST_SKIP).
+inline const std::string* no_gpu_reason() {
+  static std::string reason = [] {
+    auto b = runtime::device_backend(Backend::kCUDA);
+    if (!b.ok()) return b.status().message();
+    auto d = (*b)->device_info();
+    return d.ok() ? std::string() : d.status().message();
+  }();
+  return reason.empty() ? nullptr : &reason;
+}
+
+#define KILN_REQUIRE_GPU()                                                        \
+  do {                                                                            \
+    if (const std::string* why = ::kiln::gpu_testing::no_gpu_reason())           \
+      GTEST_SKIP() << "no CUDA GPU, GPU test skipped: " << *why;                  \
+  } while (0)
+
+// Random tensor of any numeric type: floats in [lo, hi), integers in [lo, hi], bools half true.
+inline Tensor random_tensor(DataType dt, std::vector<int64_t> shape, uint32_t seed, double lo = -2, double hi = 2) {
+  Tensor f(DataType::kDOUBLE, shape);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  for (int64_t i = 0; i < f.numel(); ++i) {
+    double x = u(rng);
+    if (dt != DataType::kFLOAT && dt != DataType::kDOUBLE && dt != DataType::kHALF && dt != DataType::kBF16)
+      x = std::round(x);
+    if (dt == DataType::kBOOL) x = x > (lo + hi) / 2;
+    f.data<double>()[i] = x;
+  }
+  return f.cast(dt);
+}
+
+struct OpCase {
+  std::string op;
+  OpAttrs attrs;
+  std::vector<Tensor> inputs;
+  // Inputs that are engine constants (weights, axes, shapes) rather than network inputs.
+  std::vector<bool> constant;
+  int num_outputs = 1;
+  double atol = 1e-5, rtol = 1e-5;
+  // Builder flags for the CUDA build (FP16/BF16 lowering); the CPU reference always runs in FP32.
+  std::vector<BuilderFlag> flags;
+  bool allow_host_layers = false;  // false: the op must have run on the GPU
+};
+
+inline std::vector<Tensor> run_case(const OpCase& c, Backend backend, std::string* host_layers) {
+  Builder builder;
+  auto net = builder.create_network();
+  std::vector<ITensor*> ins;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    const Tensor& t = c.inputs[i];
+    std::string name = "in" + std::to_string(i);
+    bool is_const = i < c.constant.size() && c.constant[i];
+    if (!t.defined()) {
+      ins.push_back(nullptr);
+      continue;
+    }
+    ins.push_back(is_const ? net->add_constant(name, t.dtype(), t.shape(), t.raw())
+                           : net->add_input(name, t.dtype(), t.shape()));
+    EXPECT_NE(ins.back(), nullptr) << net->last_error().message();
+  }
+  auto outs = net->add_op(c.op, ins, c.attrs, c.num_outputs, "op");
+  EXPECT_EQ(outs.size(), static_cast<size_t>(c.num_outputs)) << net->last_error().message();
+  for (auto* o : outs) EXPECT_TRUE(net->mark_output(o).ok());
+  auto config = builder.create_builder_config();
+  config->set_backend(backend);
+  if (backend == Backend::kCUDA)
+    for (auto f : c.flags) config->set_flag(f);
+  auto blob = builder.build_serialized_network(*net, *config);
+  EXPECT_TRUE(blob.ok()) << blob.status().message();
+  if (!blob.ok()) return {};
+  Runtime rt;
+  auto engine = rt.deserialize_engine(blob->data(), blob->size());
+  EXPECT_TRUE(engine.ok()) << engine.status().message();
+  if (!engine.ok()) return {};
+  if (backend == Backend::kCUDA && host_layers) {
+    auto b = runtime::device_backend(Backend::kCUDA);
+    for (auto& n : (*b)->host_nodes((*engine)->plan())) *host_layers += n + " ";
+  }
+  auto ctx = (*engine)->create_execution_context();
+  EXPECT_NE(ctx, nullptr);
+  if (!ctx) return {};
+  std::vector<std::pair<std::string, HostTensor>> feed;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    if (!c.inputs[i].defined() || (i < c.constant.size() && c.constant[i])) continue;
+    HostTensor h;
+    h.dtype = c.inputs[i].dtype();
+    h.dims = c.inputs[i].shape();
+    const auto* p = static_cast<const uint8_t*>(c.inputs[i].raw());
+    h.data.assign(p, p + c.inputs[i].nbytes());
+    feed.emplace_back("in" + std::to_string(i), std::move(h));
+  }
+  auto res = ctx->infer(feed);
+  EXPECT_TRUE(res.ok()) << res.status().message();
+  std::vector<Tensor> r;
+  if (!res.ok()) return r;
+  for (auto& [name, h] : *res) {
+    Tensor t(h.dtype, h.dims);
+    if (!h.data.empty()) std::memcpy(t.raw(), h.data.data(), h.data.size());
+    r.push_back(std::move(t));
+  }
+  return r;
+}
+
+// Runs the case on both backends and compares element by element: |gpu - cpu| <= atol + rtol * |cpu|.
+inline void expect_backends_agree(const OpCase& c) {
+  std::string host_layers;
+  std::vector<Tensor> cpu = run_case(c, Backend::kCPU, nullptr);
+  std::vector<Tensor> gpu = run_case(c, Backend::kCUDA, &host_layers);
+  if (!c.allow_host_layers) EXPECT_TRUE(host_layers.empty()) << c.op << " ran on the host: " << host_layers;
+  ASSERT_EQ(cpu.size(), gpu.size());
+  for (size_t k = 0; k < cpu.size(); ++k) {
+    ASSERT_EQ(cpu[k].shape(), gpu[k].shape()) << c.op << " output " << k;
+    ASSERT_EQ(cpu[k].dtype(), gpu[k].dtype()) << c.op << " output " << k;
+    Tensor a = cpu[k].cast(DataType::kDOUBLE), b = gpu[k].cast(DataType::kDOUBLE);
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      double x = a.data<double>()[i], y = b.data<double>()[i];
+      bool ok = (std::isnan(x) && std::isnan(y)) || (x == y) || std::fabs(x - y) <= c.atol + c.rtol * std::fabs(x);
+      if (!ok && bad++ == 0) first = i;
+    }
+    EXPECT_EQ(bad, 0) << c.op << " output " << k << ": " << bad << " of " << a.numel() << " elements differ; first at "
+                      << first << ": cpu " << (first >= 0 ? a.data<double>()[first] : 0) << " gpu "
+                      << (first >= 0 ? b.data<double>()[first] : 0);
+  }
+}
+
+}  // namespace kiln::gpu_testing

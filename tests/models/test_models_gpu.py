@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Real models on the CUDA backend (issue 4's acceptance): for each full-size model,
+FP32 (TF32 allowed) within 1e-3 relative of the CPU backend; FP16 and BF16 with cosine similarity >= 0.999 to
+FP32; and, for the classifiers, the same top-1 class in FP16/BF16 as in FP32 on 64 random inputs.
+Needs a GPU; exits 0 with a SKIP line where none is usable. Writes a JSON report with --out."""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import export_models  # noqa: E402
+from test_models import dims, load_export  # noqa: E402
+
+CLASSIFIERS = {"resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16"}
+FP32_REL = 1e-3
+COS_MIN = 0.999
+TOP1_BATCH = 64
+
+
+def kiln_run(kiln, model, name, shape, input_file, out_json, device, extra, max_batch):
+    lo, hi = [1] + list(shape[1:]), [max_batch] + list(shape[1:])
+    cmd = [kiln, f"--onnx={model}", f"--minShapes={name}:{dims(lo)}", f"--optShapes={name}:{dims(shape)}",
+           f"--maxShapes={name}:{dims(hi)}", f"--shapes={name}:{dims(shape)}", f"--loadInputs={name}:{input_file}",
+           f"--exportOutput={out_json}", "--iterations=1", "--warmUp=0", "--duration=0", f"--device={device}"] + extra
+    t0 = time.time()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    if p.returncode != 0:
+        lines = [l for l in p.stdout.splitlines() if "[E]" in l or "rror" in l][:3] or p.stdout.splitlines()[-3:]
+        raise RuntimeError(f"kiln {device} {' '.join(extra)} exited {p.returncode}: " + " | ".join(lines))
+    warn = [l for l in p.stdout.splitlines() if "run on the host" in l]
+    return load_export(out_json)["output"].astype(np.float64), time.time() - t0, warn
+
+
+def cosine(a, b):
+    a, b = a.ravel(), b.ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--kiln-build", default="build")
+    ap.add_argument("--models", nargs="*", default=export_models.FULL_MODELS)
+    ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--models-dir", default="models")
+    ap.add_argument("--work", default="build/gpu_models")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    kiln = os.path.join(args.kiln_build, "bin", "kiln")
+    if not (os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")):
+        print("SKIP: no GPU on this machine; the GPU model checks run in tools/device/gpu_check.sh")
+        return 0
+    os.makedirs(args.work, exist_ok=True)
+    rows = []
+    for name in args.models:
+        row = {"model": name, "ok": False, "msg": ""}
+        rows.append(row)
+        try:
+            if not export_models.is_exported(args.models_dir, name, args.opset):
+                export_models.export_one(name, args.opset, args.models_dir)
+            mdir = export_models.model_dir(args.models_dir, name, args.opset)
+            meta = json.load(open(os.path.join(mdir, "meta.json")))
+            inp = meta["inputs"][0]
+            model, iname, shape = os.path.join(mdir, "model.onnx"), inp["name"], inp["shape"]
+            ifile = os.path.join(mdir, inp["file"])
+            o = lambda tag: os.path.join(args.work, f"{name}_{tag}.json")  # noqa: E731
+            cpu, _, _ = kiln_run(kiln, model, iname, shape, ifile, o("cpu"), "cpu", [], 4)
+            f32, t32, warn = kiln_run(kiln, model, iname, shape, ifile, o("fp32"), "cuda", [], 4)
+            row["host_layers"] = warn[0] if warn else ""
+            row["fp32_rel"] = float(np.max(np.abs(f32 - cpu)) / np.max(np.abs(cpu)))
+            f16, _, _ = kiln_run(kiln, model, iname, shape, ifile, o("fp16"), "cuda", ["--fp16"], 4)
+            b16, _, _ = kiln_run(kiln, model, iname, shape, ifile, o("bf16"), "cuda", ["--bf16"], 4)
+            row["fp16_cos"], row["bf16_cos"] = cosine(f16, f32), cosine(b16, f32)
+            ok = row["fp32_rel"] <= FP32_REL and row["fp16_cos"] >= COS_MIN and row["bf16_cos"] >= COS_MIN
+            if name in CLASSIFIERS:
+                rng = np.random.default_rng(7)
+                x = rng.standard_normal((TOP1_BATCH, *shape[1:])).astype(np.float32)
+                big = os.path.join(args.work, f"{name}_top1_input.bin")
+                x.tofile(big)
+                bshape = [TOP1_BATCH] + list(shape[1:])
+                r32, _, _ = kiln_run(kiln, model, iname, bshape, big, o("t32"), "cuda", [], TOP1_BATCH)
+                r16, _, _ = kiln_run(kiln, model, iname, bshape, big, o("t16"), "cuda", ["--fp16"], TOP1_BATCH)
+                rb16, _, _ = kiln_run(kiln, model, iname, bshape, big, o("tb16"), "cuda", ["--bf16"], TOP1_BATCH)
+                top = r32.reshape(TOP1_BATCH, -1).argmax(1)
+                row["fp16_top1"] = int((r16.reshape(TOP1_BATCH, -1).argmax(1) == top).sum())
+                row["bf16_top1"] = int((rb16.reshape(TOP1_BATCH, -1).argmax(1) == top).sum())
+                ok = ok and row["fp16_top1"] == TOP1_BATCH and row["bf16_top1"] == TOP1_BATCH
+            row["ok"] = ok
+        except Exception as e:  # one model's failure is reported, the others still run
+            row["msg"] = f"{type(e).__name__}: {e}"
+        print(f"  {'PASS' if row['ok'] else 'FAIL'} {name} {row.get('msg', '')} {row.get('host_layers', '')}",
+              flush=True)
+
+    def f(v, fmt):
+        return "—" if v is None else format(v, fmt)
+    print(f"\n{'model':<16} {'fp32 rel err':>12} {'fp16 cos':>9} {'bf16 cos':>9} {'fp16 top1':>9} {'bf16 top1':>9} result")
+    for r in rows:
+        print(f"{r['model']:<16} {f(r.get('fp32_rel'), '.2e'):>12} {f(r.get('fp16_cos'), '.6f'):>9} "
+              f"{f(r.get('bf16_cos'), '.6f'):>9} {f(r.get('fp16_top1'), 'd'):>9} {f(r.get('bf16_top1'), 'd'):>9} "
+              f"{'pass' if r['ok'] else 'FAIL'}")
+    print(f"targets: fp32 rel err <= {FP32_REL:g} vs the CPU backend; cosine >= {COS_MIN} vs fp32; "
+          f"top-1 {TOP1_BATCH}/{TOP1_BATCH} for classifiers")
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(rows, fh, indent=1)
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+// precision_lowering pass: structure after lowering (casts at the float32 boundaries, converted weights, network
+// I/O types kept) and numerics (the lowered graph, run on the reference kernels, stays near float32).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <random>
+
+#include "ir/graph.h"
+#include "passes/pass_manager.h"
+
+using namespace kiln;
+
+namespace {
+
+struct Built {
+  std::unique_ptr<ir::Graph> g;
+  Tensor w;
+};
+
+// X[2,4] -> MatMul(W[4,3]) -> Relu -> Softmax -> Y, all float32.
+Built make_graph() {
+  Built b;
+  b.g = std::make_unique<ir::Graph>();
+  ir::Graph& g = *b.g;
+  ir::Value* x = g.add_value("X");
+  x->dtype = DataType::kFLOAT;
+  x->shape = {2, 4};
+  x->rank_known = true;
+  g.inputs().push_back(x);
+  std::vector<float> w(12);
+  for (int i = 0; i < 12; ++i) w[i] = 0.25f * static_cast<float>(i % 5) - 0.5f;
+  b.w = Tensor::from_vector<float>({4, 3}, w);
+  ir::Value* wv = g.add_constant("W", b.w);
+  auto* mm = g.add_node("MatMul", "mm", {x, wv}, {"h"}, {}, 17);
+  auto* relu = g.add_node("Relu", "relu", {mm->outputs[0]}, {"r"}, {}, 17);
+  Attributes a;
+  a.set("axis", int64_t{-1});
+  auto* sm = g.add_node("Softmax", "sm", {relu->outputs[0]}, {"Y"}, a, 17);
+  g.outputs().push_back(sm->outputs[0]);
+  return b;
+}
+
+Status lower(ir::Graph& g, DataType t, std::map<std::string, DataType> layers = {}, std::string constraints = "none") {
+  struct Quiet : ILogger {
+    void log(Severity, const char*) noexcept override {}
+  };
+  static Quiet quiet;
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.verify_each = true;
+  o.reduced_precision = t;
+  o.layer_precisions = std::move(layers);
+  o.precision_constraints = std::move(constraints);
+  // A backend with reduced-precision MatMul and Relu kernels but no Softmax one.
+  o.has_kernel = [](const std::string& op, const std::string&, DataType) { return op == "MatMul" || op == "Relu"; };
+  passes::PassContext ctx(quiet, o);
+  passes::PassList l;
+  l.push_back(passes::make_shape_inference());
+  l.push_back(passes::make_precision_lowering());
+  l.push_back(passes::make_dead_code_elimination());
+  passes::PassManager pm(std::move(l));
+  return pm.run(g, ctx);
+}
+
+const ir::Node* find(const ir::Graph& g, const std::string& op) {
+  for (auto& n : g.nodes())
+    if (n->op_type == op) return n.get();
+  return nullptr;
+}
+
+// Runs the graph on the reference kernels, node by node.
+Tensor run(const ir::Graph& g, const Tensor& x) {
+  std::map<const ir::Value*, Tensor> vals;
+  vals[g.inputs()[0]] = x;
+  for (auto& n : g.nodes()) {
+    std::vector<const Tensor*> in;
+    for (auto* v : n->inputs) {
+      if (v->is_constant()) vals[v] = *v->constant;
+      in.push_back(&vals.at(v));
+    }
+    std::vector<Tensor> out(n->outputs.size());
+    ops::ComputeContext c(n->attrs, n->opset, in, &out);
+    const ops::OpSchema* s = ops::OpRegistry::instance().find(n->op_type);
+    EXPECT_TRUE(s->compute(c).ok()) << n->op_type;
+    for (size_t k = 0; k < out.size(); ++k) vals[n->outputs[k]] = out[k];
+  }
+  return vals.at(g.outputs()[0]);
+}
+
+TEST(PrecisionLowering, LowersLayersWithKernelsAndKeepsIoTypes) {
+  for (DataType t : {DataType::kHALF, DataType::kBF16}) {
+    Built b = make_graph();
+    ASSERT_TRUE(lower(*b.g, t).ok());
+    const ir::Node* mm = find(*b.g, "MatMul");
+    const ir::Node* relu = find(*b.g, "Relu");
+    const ir::Node* sm = find(*b.g, "Softmax");
+    ASSERT_TRUE(mm && relu && sm);
+    EXPECT_EQ(mm->inputs[0]->dtype, t);
+    EXPECT_EQ(mm->inputs[0]->producer->op_type, "Cast");  // the float32 network input, cast once
+    EXPECT_TRUE(mm->inputs[1]->is_constant());             // weights converted at build time
+    EXPECT_EQ(mm->inputs[1]->constant->dtype(), t);
+    EXPECT_EQ(relu->inputs[0], mm->outputs[0]);             // no cast between two lowered layers
+    EXPECT_EQ(relu->outputs[0]->dtype, t);
+    EXPECT_EQ(sm->inputs[0]->dtype, DataType::kFLOAT);      // Softmax has no reduced kernel here
+    EXPECT_EQ(sm->inputs[0]->producer->op_type, "Cast");
+    EXPECT_EQ(b.g->inputs()[0]->dtype, DataType::kFLOAT);
+    EXPECT_EQ(b.g->outputs()[0]->dtype, DataType::kFLOAT);
+    EXPECT_EQ(b.g->outputs()[0]->name, "Y");
+    int casts = 0;
+    for (auto& n : b.g->nodes()) casts += n->op_type == "Cast";
+    EXPECT_EQ(casts, 2);  // the MatMul->Relu cast back to float32 was dead and is gone
+    // Numerics: the lowered graph against the float32 graph on the same input.
+    Tensor x(DataType::kFLOAT, {2, 4});
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(-1, 1);
+    for (int i = 0; i < 8; ++i) x.data<float>()[i] = u(rng);
+    Built ref = make_graph();
+    Tensor want = run(*ref.g, x), got = run(*b.g, x);
+    ASSERT_EQ(got.dtype(), DataType::kFLOAT);
+    for (int i = 0; i < 6; ++i)
+      EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], t == DataType::kHALF ? 2e-3 : 1.5e-2) << i;
+  }
+}
+
+TEST(PrecisionLowering, LayerPrecisionsAndConstraints) {
+  Built b = make_graph();
+  // Without the global flag, one named layer is lowered alone.
+  ASSERT_TRUE(lower(*b.g, DataType::kFLOAT, {{"relu", DataType::kHALF}}).ok());
+  EXPECT_EQ(find(*b.g, "Relu")->outputs[0]->dtype, DataType::kHALF);
+  EXPECT_EQ(find(*b.g, "MatMul")->outputs[0]->dtype, DataType::kFLOAT);
+  // A layer pinned to float32 stays there under --fp16.
+  Built c = make_graph();
+  ASSERT_TRUE(lower(*c.g, DataType::kHALF, {{"mm", DataType::kFLOAT}}).ok());
+  EXPECT_EQ(find(*c.g, "MatMul")->outputs[0]->dtype, DataType::kFLOAT);
+  EXPECT_EQ(find(*c.g, "Relu")->outputs[0]->dtype, DataType::kHALF);
+  // obey: asking a type no kernel has fails and names the layer.
+  Built d = make_graph();
+  Status st = lower(*d.g, DataType::kFLOAT, {{"sm", DataType::kHALF}}, "obey");
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("layer 'sm' (Softmax)"), std::string::npos) << st.message();
+  Built e = make_graph();
+  EXPECT_TRUE(lower(*e.g, DataType::kFLOAT, {{"sm", DataType::kHALF}}, "prefer").ok());
+}
+
+}  // namespace

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# On the device machine, in one call: the GPU test suite, the ONNX node tests on the CUDA backend next to the
+# CPU backend, the full-size models in FP32/FP16/BF16, and the benchmarks; a short table last.
+# Usage (device): tools/device/gpu_check.sh [tests] [node] [models] [bench]   (default: tests node models)
+# Prepare here first: make build && tools/device/pack.sh  (binaries + libraries into .devcarry).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/kiln_gpu_check}; mkdir -p "$OUT"
+export LD_LIBRARY_PATH="$PWD/.devcarry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PYTHONUNBUFFERED=1
+stages=${*:-tests node models}
+summary=()
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader | tee "$OUT/gpu.txt"
+nproc
+
+for s in $stages; do
+  case $s in
+  tests)
+    ./.devcarry/bin/kiln_gpu_tests --gtest_output=xml:"$OUT/gpu_tests.xml" > "$OUT/gpu_tests.log" 2>&1
+    rc=$?
+    grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$OUT/gpu_tests.log" | head -40
+    grep -B2 -A8 "Failure" "$OUT/gpu_tests.log" | head -80
+    summary+=("gpu op tests: $(grep -E '^\[  PASSED' "$OUT/gpu_tests.log" | head -1) $(grep -cE '^\[  FAILED  \] [A-Z]' "$OUT/gpu_tests.log") failed (rc $rc)")
+    ;;
+  node)
+    data=$(python3 -c 'import onnx.backend.test, os; print(os.path.join(os.path.dirname(onnx.backend.test.__file__), "data"))')
+    for dev in cpu cuda; do
+      python3 tests/onnx/run_node_tests.py --kiln-build .devcarry --suite node --data "$data" --device $dev \
+        --jobs 16 --quiet --results "$OUT/node_$dev.json" > "$OUT/node_$dev.log" 2>&1
+      summary+=("node suite (onnx $(python3 -c 'import onnx; print(onnx.__version__)')) $dev: $(grep -m1 '^\[node\] .* tests:' "$OUT/node_$dev.log")")
+      grep -m1 "ran some layers on the host" "$OUT/node_$dev.log" && summary+=("  $(grep -m1 'ran some layers on the host' "$OUT/node_$dev.log")")
+    done
+    python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+def load(d):
+    j = json.load(open(f"{out}/node_{d}.json"))
+    return {t["name"]: t for t in j["tests"]}
+cpu, gpu = load("cpu"), load("cuda")
+worse = [n for n in cpu if cpu[n]["status"] == "pass" and gpu.get(n, {}).get("status") != "pass"]
+print(f"passing on cpu but not on cuda: {len(worse)}")
+for n in sorted(worse)[:60]:
+    print(f"  {n}: [{gpu[n]['stage']}] {gpu[n]['reason'][:200]}")
+PY
+    ;;
+  models)
+    python3 tests/models/test_models_gpu.py --kiln-build .devcarry --models-dir /tmp/kiln_models \
+      --work /tmp/kiln_gpu_models --out "$OUT/models_gpu.json" 2>&1 | tee "$OUT/models_gpu.log" | tail -12
+    summary+=("models: $(grep -c '^  PASS' "$OUT/models_gpu.log") passed, $(grep -c '^  FAIL' "$OUT/models_gpu.log") failed")
+    ;;
+  bench)
+    python3 bench/gpu_bench.py --kiln-build .devcarry --models-dir /tmp/kiln_models --out-dir "$OUT" 2>&1 | tail -30
+    ;;
+  esac
+done
+echo; echo "=== gpu_check summary ==="
+for l in "${summary[@]}"; do echo "$l"; done

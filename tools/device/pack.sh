@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Here (the build machine): copies the built binaries and the shared libraries the device machine lacks into
+# .devcarry/{bin,lib} (ignored by git, carried with the device call). Keeps the carry under the 64 MiB limit.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+B=${BUILD_DIR:-build}
+rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib
+cp $B/bin/kiln $B/bin/kiln_gpu_tests $B/bin/kiln_node_runner .devcarry/bin/
+cp $B/lib/libkiln_*.so .devcarry/lib/
+strip --strip-unneeded .devcarry/bin/* .devcarry/lib/libkiln_*.so
+for lib in libonnx.so.1 libonnx_proto.so.1 libprotobuf.so.32 libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
+  cp "$(ldconfig -p | awk -v l=$lib '$1==l {print $NF; exit}')" .devcarry/lib/
+done
+cp /usr/local/cuda/lib64/libcudart.so.13 .devcarry/lib/
+du -sh .devcarry
