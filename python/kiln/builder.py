@@ -62,6 +62,9 @@ def _host_memory_bytes():
         return 0
 
 
+_CONSTRAINT_FLAGS = (BuilderFlag.OBEY_PRECISION_CONSTRAINTS, BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+
+
 def _default_backend():
     """The CUDA backend where it is built and a GPU is usable (as the CLI chooses), the CPU backend otherwise."""
     return Backend.CUDA if _kiln.cuda_device() is not None else Backend.CPU
@@ -73,6 +76,7 @@ class IBuilderConfig:
     def __init__(self):
         self._cfg = _kiln._BuilderConfig()
         self._cfg.backend = _default_backend()
+        self._constraints = set()
         self._profiles = []
         self._pool_limits = {}
         self._timing_cache = None
@@ -83,22 +87,42 @@ class IBuilderConfig:
 
     # --- flags ---
     def set_flag(self, flag):
-        self._cfg.set_flag(BuilderFlag(flag))
+        flag = BuilderFlag(flag)
+        if flag in _CONSTRAINT_FLAGS:
+            self._constraints.add(flag)
+        else:
+            self._cfg.set_flag(flag)
 
     def clear_flag(self, flag):
-        self._cfg.clear_flag(BuilderFlag(flag))
+        flag = BuilderFlag(flag)
+        if flag in _CONSTRAINT_FLAGS:
+            self._constraints.discard(flag)
+        else:
+            self._cfg.clear_flag(flag)
 
     def get_flag(self, flag):
-        return self._cfg.get_flag(BuilderFlag(flag))
+        flag = BuilderFlag(flag)
+        return flag in self._constraints if flag in _CONSTRAINT_FLAGS else self._cfg.get_flag(flag)
 
     @property
     def flags(self):
-        return sum(1 << int(f) for f in BuilderFlag.__members__.values() if self._cfg.get_flag(f))
+        return sum(1 << int(f) for f in BuilderFlag.__members__.values() if self.get_flag(f))
 
     @flags.setter
     def flags(self, mask):
         for f in BuilderFlag.__members__.values():
-            (self._cfg.set_flag if int(mask) >> int(f) & 1 else self._cfg.clear_flag)(f)
+            (self.set_flag if int(mask) >> int(f) & 1 else self.clear_flag)(f)
+
+    def _for_build(self, network):
+        """The C++ config for one build: the layers' precisions and the precision constraints added to a copy."""
+        cfg = self._cfg.copy()
+        for layer in network:
+            if layer.precision_is_set:
+                for name in layer._node_names():
+                    cfg.set_layer_precision(name, layer.precision)
+        obey, prefer = (f in self._constraints for f in _CONSTRAINT_FLAGS)
+        cfg.precision_constraints = "obey" if obey else "prefer" if prefer else "none"
+        return cfg
 
     # --- memory pools ---
     def set_memory_pool_limit(self, pool, pool_size):
@@ -228,7 +252,7 @@ class Builder:
             raise TypeError(f"network must be an INetworkDefinition, got {type(network).__name__}")
         network._check_buildable()
         self._report_unused(config)
-        return IHostMemory(self._builder.build_serialized_network(network._net, config._cfg))
+        return IHostMemory(self._builder.build_serialized_network(network._net, config._for_build(network)))
 
     def build_engine_with_config(self, network, config):
         from .runtime import Runtime

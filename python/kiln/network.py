@@ -262,6 +262,7 @@ class ILayer:
         self._name = None
         self._consts = {}
         self._error = None  # set while the layer is pending
+        self._precision = None
 
     # --- recipe plumbing ---
     def _emit(self):
@@ -358,6 +359,25 @@ class ILayer:
         if self._nodes and self._error is None:
             self._network._net.set_node_name(self._nodes[-1], str(value))
         self._name = str(value)
+
+    @property
+    def precision(self):
+        """The type this layer should compute in (FLOAT, HALF or BF16); see BuilderFlag.*_PRECISION_CONSTRAINTS."""
+        return self._precision if self._precision is not None else DataType.FLOAT
+
+    @precision.setter
+    def precision(self, dtype):
+        self._precision = as_datatype(dtype)
+
+    @property
+    def precision_is_set(self):
+        return self._precision is not None
+
+    def reset_precision(self):
+        self._precision = None
+
+    def _node_names(self):
+        return [self._network._net.node_info(n)[0] for n in self._nodes]
 
     @property
     def num_inputs(self):

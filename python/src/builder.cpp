@@ -24,7 +24,11 @@ void bind_builder(py::module_& m) {
       .value("FP16", BuilderFlag::kFP16)
       .value("BF16", BuilderFlag::kBF16)
       .value("INT8", BuilderFlag::kINT8)
-      .value("FP8", BuilderFlag::kFP8);
+      .value("FP8", BuilderFlag::kFP8)
+      // TensorRT's precision-constraint flags map onto BuilderConfig::set_precision_constraints (kiln/builder.py
+      // handles them); their values lie past the C++ flags.
+      .value("OBEY_PRECISION_CONSTRAINTS", static_cast<BuilderFlag>(16))
+      .value("PREFER_PRECISION_CONSTRAINTS", static_cast<BuilderFlag>(17));
 
   py::class_<OptimizationProfile>(m, "IOptimizationProfile",
                                   "min/opt/max shapes of the dynamic network inputs, for one range of shapes.")
@@ -51,6 +55,10 @@ void bind_builder(py::module_& m) {
 
   py::class_<BuilderConfig>(m, "_BuilderConfig")
       .def(py::init<>())
+      .def("copy", [](const BuilderConfig& c) { return BuilderConfig(c); })
+      .def("set_layer_precision", &BuilderConfig::set_layer_precision)
+      .def_property("precision_constraints", &BuilderConfig::precision_constraints,
+                    &BuilderConfig::set_precision_constraints)
       .def("set_flag", &BuilderConfig::set_flag)
       .def("clear_flag", &BuilderConfig::clear_flag)
       .def("get_flag", &BuilderConfig::get_flag)

@@ -93,3 +93,23 @@ def test_module_surface():
     assert trt.Dims2(2, 3) == (2, 3) and trt.Dims((1, 2, 3)) == (1, 2, 3)
     assert trt.Logger.WARNING == trt.ILogger.Severity.WARNING
     assert not trt.Builder(trt.Logger()).platform_has_fast_int8
+
+
+def test_layer_precision_and_constraints(logger):
+    builder = trt.Builder(logger)
+    network = builder.create_network()
+    relu = network.add_activation(network.add_input("x", trt.float32, (2,)), trt.ActivationType.RELU)
+    network.mark_output(relu.get_output(0))
+    assert relu.precision == trt.float32 and not relu.precision_is_set
+    relu.precision = trt.float16
+    assert relu.precision_is_set
+    config = builder.create_builder_config()
+    config.backend = trt.Backend.CPU
+    config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    assert config.get_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+    assert config.flags >> int(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS) & 1
+    # The per-layer precision reaches the C++ builder, which refuses FP16 on the CPU backend.
+    with pytest.raises(trt.UnsupportedError, match="FP16/BF16 need the CUDA backend"):
+        builder.build_serialized_network(network, config)
+    relu.reset_precision()
+    builder.build_serialized_network(network, config)
