@@ -13,12 +13,13 @@ from ._types import (as_datatype, bfloat16, bool, e8m0, float16, float32, float6
 from .builder import Builder, IBuilderConfig, IHostMemory, ITimingCache, MemoryPoolType, ProfilingVerbosity
 from .calibrator import (CalibrationAlgoType, IInt8Calibrator, IInt8EntropyCalibrator, IInt8EntropyCalibrator2,
                          IInt8LegacyCalibrator, IInt8MinMaxCalibrator)
-from .network import (ActivationType, Dims, Dims2, Dims3, Dims4, DimsHW, ElementWiseOperation, GatherMode,
-                      IActivationLayer, ICastLayer, IConcatenationLayer, IConstantLayer, IConvolutionLayer,
-                      IElementWiseLayer, IGatherLayer, IIdentityLayer, ILayer, IMatrixMultiplyLayer,
-                      INetworkDefinition, INormalizationLayer, IPoolingLayer, IReduceLayer, IShuffleLayer,
-                      ISliceLayer, ISoftMaxLayer, LayerType, MatrixOperation, NetworkDefinitionCreationFlag,
-                      PaddingMode, Permutation, PoolingType, ReduceOperation, SampleMode, Weights)
+from .layers import (IActivationLayer, ICastLayer, IConcatenationLayer, IConstantLayer, IConvolutionLayer,
+                     IElementWiseLayer, IGatherLayer, IIdentityLayer, ILayer, IMatrixMultiplyLayer, INormalizationLayer,
+                     IPoolingLayer, IReduceLayer, IShuffleLayer, ISliceLayer, ISoftMaxLayer)
+from .network import INetworkDefinition
+from .network_types import (ActivationType, Dims, Dims2, Dims3, Dims4, DimsHW, ElementWiseOperation, GatherMode,
+                            LayerType, MatrixOperation, NetworkDefinitionCreationFlag, PaddingMode, Permutation,
+                            PoolingType, ReduceOperation, SampleMode, Weights)
 from .parser import OnnxParser
 from .runtime import (DLPackView, ICudaEngine, IExecutionContext, Profiler, Runtime, TensorLocation,
                       as_host_array)
