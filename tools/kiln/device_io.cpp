@@ -50,7 +50,8 @@ Status DeviceRunner::setup(ExecutionContext& ctx, const NamedTensors& inputs, co
   for (auto& [name, t] : outputs) KILN_RETURN_IF_ERROR(bind(name, t, im.outputs));
   for (auto& b : im.inputs)
     KILN_RETURN_IF_ERROR(check(cudaMemcpy(b.dev, b.host->data.data(), b.bytes, cudaMemcpyHostToDevice), "upload"));
-  return Status::Ok();
+  // The engine runs on a non-blocking stream, which does not wait for these legacy-stream copies.
+  return check(cudaDeviceSynchronize(), "upload");
 }
 
 Status DeviceRunner::run(bool cuda_graph, bool transfers, DeviceIterTiming* timing) {

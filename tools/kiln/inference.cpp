@@ -2,6 +2,7 @@
 #include "inference.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <chrono>
 #include <map>
 
@@ -135,6 +136,11 @@ Result<InferenceResult> run_inference(const Engine& engine, const Options& o, IL
                        " needs the CUDA backend; this engine runs on the CPU");
   if (on_device) {
     KILN_RETURN_IF_ERROR(device.setup(*context, result.inputs, result.outputs));
+    auto mib = [](uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+    std::printf("Device memory: weights %.2f MiB; activation arena %.2f MiB for the largest profile shapes "
+                "(activations without reuse: %.2f MiB)\n",
+                mib(engine.weights_device_bytes()), mib(context->activation_arena_bytes()),
+                mib(context->activation_total_bytes()));
   } else if (shapes_known) {
     for (auto& [name, t] : result.inputs) KILN_RETURN_IF_ERROR(context->set_tensor_address(name, t.data.data()));
     for (auto& [name, t] : result.outputs) KILN_RETURN_IF_ERROR(context->set_tensor_address(name, t.data.data()));

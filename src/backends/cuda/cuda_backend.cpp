@@ -103,6 +103,9 @@ class CudaBackend final : public runtime::DeviceBackend {
       if (c.nbytes()) KILN_CUDA_CHECK(cudaMemcpy(dst, c.raw(), c.nbytes(), cudaMemcpyHostToDevice));
       w->by_value[v] = dst;
     }
+    // Pageable copies may still be in flight when cudaMemcpy returns; contexts run on non-blocking streams
+    // that do not wait for the legacy stream, so finish them here.
+    KILN_CUDA_CHECK(cudaDeviceSynchronize());
     return std::shared_ptr<void>(w);
   }
 

@@ -265,9 +265,11 @@ Status CudaContext::prepare(const std::vector<Dims>& input_shapes) {
   // Upload host-known values (shape tensors) that the device reads.
   for (size_t v = 0; v < nv; ++v) {
     if (slots_[v].loc != Loc::kArena || !host_vals_[v].defined() || host_vals_[v].nbytes() == 0) continue;
-    KILN_CUDA_CHECK(cudaMemcpy(static_cast<uint8_t*>(arena_) + slots_[v].offset, host_vals_[v].raw(),
-                               host_vals_[v].nbytes(), cudaMemcpyHostToDevice));
+    KILN_CUDA_CHECK(cudaMemcpyAsync(static_cast<uint8_t*>(arena_) + slots_[v].offset, host_vals_[v].raw(),
+                                    host_vals_[v].nbytes(), cudaMemcpyHostToDevice, stream_));
   }
+  // Every stream the context later runs on must see these: wait for them here, at prepare time.
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
   prepared_ = true;
   return Status::Ok();
 }
@@ -283,9 +285,11 @@ Status CudaContext::run_host_step(Step& s, const std::vector<void*>& io, cudaStr
     if (id < 0) { in.push_back(nullptr); continue; }
     if (const Tensor* h = host_of(id)) { in.push_back(h); continue; }
     in_t[k] = Tensor(plan.values[id].dtype, dims_[id]);
-    if (in_t[k].nbytes()) KILN_CUDA_CHECK(cudaMemcpy(in_t[k].raw(), ptr(id, io), in_t[k].nbytes(), cudaMemcpyDeviceToHost));
+    if (in_t[k].nbytes())
+      KILN_CUDA_CHECK(cudaMemcpyAsync(in_t[k].raw(), ptr(id, io), in_t[k].nbytes(), cudaMemcpyDeviceToHost, stream));
     in.push_back(&in_t[k]);
   }
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
   std::vector<Tensor> out(n.outputs.size());
   ops::ComputeContext ctx(n.attrs, n.opset, in, &out, cpu::run_plan_subgraph);
   KILN_RETURN_IF_ERROR(n.schema->compute(ctx).with_context(where(n) + " on the host"));
@@ -295,8 +299,12 @@ Status CudaContext::run_host_step(Step& s, const std::vector<void*>& io, cudaStr
     if (out[k].shape() != dims_[o] || out[k].dtype() != plan.values[o].dtype)
       return internal_error(where(n) + " produced " + dims_to_string(out[k].shape()) + " but shape resolution gave " +
                             dims_to_string(dims_[o]));
-    if (out[k].nbytes()) KILN_CUDA_CHECK(cudaMemcpy(ptr(o, io), out[k].raw(), out[k].nbytes(), cudaMemcpyHostToDevice));
+    // On the run's stream (not the legacy default stream, which a non-blocking stream does not wait for), and
+    // waited for: the host tensor dies when this step returns.
+    if (out[k].nbytes())
+      KILN_CUDA_CHECK(cudaMemcpyAsync(ptr(o, io), out[k].raw(), out[k].nbytes(), cudaMemcpyHostToDevice, stream));
   }
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
   return Status::Ok();
 }
 
@@ -307,6 +315,15 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
                        "convenience path) on the CUDA backend");
   const auto& plan = *plan_;
   cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
+  // Host pointers bound by mistake would fault inside a kernel; refuse them before any launch.
+  for (size_t i = 0; i < io.size(); ++i) {
+    cudaPointerAttributes attr{};
+    if (cudaPointerGetAttributes(&attr, io[i]) != cudaSuccess) cudaGetLastError();
+    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+      return invalid_argument(std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
+                              plan.io[i].name + "' is bound to an address that is not GPU memory; the CUDA backend "
+                              "needs device buffers (or use infer() with host data)");
+  }
   KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream));
   const bool profile = profiler_ != nullptr;
   if (profile && events_.size() < steps_.size() + 1) {
