@@ -297,7 +297,10 @@ Result<InferenceResult> run_inference(const Engine& engine, const Options& o, IL
     s.attach_profiler(profile_timed);
     sync.arrive_and_wait();
     const Clock::time_point start = timed_start;
-    while (!failed && keep_going(o, traces[i].size(), start)) {
+    // The duration is measured over the recorded queries themselves, so that the walltime reported from them
+    // is never short of --duration.
+    auto timed_ms = [&] { return traces[i].empty() ? 0.0 : traces[i].back().end() - traces[i].front().start(); };
+    while (!failed && (static_cast<int64_t>(traces[i].size()) < o.iterations || timed_ms() < o.duration_s * 1000)) {
       RunTrace t;
       status = s.run(start, &t);
       if (!status.ok()) {
@@ -324,15 +327,19 @@ Result<InferenceResult> run_inference(const Engine& engine, const Options& o, IL
   Timings& timings = result.timings;
   timings.streams = static_cast<int>(n);
   timings.gpu = first.on_device();
-  double end_ms = 0;
+  // trtexec's walltime: from the first timed query's start to the last one's end.
+  double start_ms = 1e300, end_ms = 0;
   for (size_t i = 0; i < n; ++i) {
     timings.warm_up_runs += warm_ups[i];
-    for (const auto& t : traces[i]) end_ms = std::max(end_ms, std::max(t.enq_end, t.d2h_end));
+    for (const auto& t : traces[i]) {
+      start_ms = std::min(start_ms, t.start());
+      end_ms = std::max(end_ms, t.end());
+    }
     timings.runs.insert(timings.runs.end(), traces[i].begin(), traces[i].end());
   }
   std::sort(timings.runs.begin(), timings.runs.end(),
             [](const RunTrace& a, const RunTrace& b) { return a.enq_start < b.enq_start; });
-  timings.walltime_s = end_ms / 1000;
+  timings.walltime_s = timings.runs.empty() ? 0 : (end_ms - start_ms) / 1000;
   if (measure_energy) result.energy = meter.reading();
 
   if (o.profiling()) {

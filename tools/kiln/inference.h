@@ -26,6 +26,8 @@ struct RunTrace {
   double enq_start = 0, enq_end = 0, h2d_start = 0, h2d_end = 0, compute_start = 0, compute_end = 0, d2h_start = 0,
          d2h_end = 0;
   int stream = 0;
+  double start() const { return enq_start < h2d_start ? enq_start : h2d_start; }
+  double end() const { return enq_end > d2h_end ? enq_end : d2h_end; }
   double enqueue_ms() const { return enq_end - enq_start; }
   double h2d_ms() const { return h2d_end - h2d_start; }
   double compute_ms() const { return compute_end - compute_start; }
