@@ -141,9 +141,10 @@ Result<std::vector<MarkedTensor>> mark_all_tensors(NetworkDefinition& network) {
     for (ir::Value* v : n->outputs) {
       if (!v || v->name.empty()) continue;
       from_inputs.insert(v);
-      if (!outputs.count(v)) KILN_RETURN_IF_ERROR(network.mark_output(network.wrap(v)).with_context("--markAll"));
+      const bool network_output = outputs.count(v) != 0;
+      if (!network_output) KILN_RETURN_IF_ERROR(network.mark_output(network.wrap(v)).with_context("--markAll"));
       outputs.insert(v);
-      marked.push_back({v->name, n->name, n->op_type});
+      marked.push_back({v->name, n->name, n->op_type, network_output});
     }
   }
   return marked;

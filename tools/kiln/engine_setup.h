@@ -24,6 +24,7 @@ Result<DeviceDecision> resolve_device(const Options& options);
 // A tensor --markAll made an output, with the layer that computes it (in the network's topological order).
 struct MarkedTensor {
   std::string tensor, layer, op_type;
+  bool network_output = false;  // an output of the network as given, not one --markAll added
 };
 
 struct BuiltEngine {

@@ -135,7 +135,7 @@ void print_explanations() {
 
 }  // namespace
 
-void print_engine_io(const Engine& engine, size_t engine_bytes) {
+void print_engine_io(const Engine& engine, size_t engine_bytes, int profile) {
   std::printf("=== Engine ===\n");
   std::printf("Backend: %s, layers: %d, Kiln version: %s, size: %.2f MiB\n", backend_name(engine.backend()),
               engine.num_layers(), engine.kiln_version().c_str(), static_cast<double>(engine_bytes) / (1 << 20));
@@ -146,9 +146,10 @@ void print_engine_io(const Engine& engine, size_t engine_bytes) {
                        "': " + dtype_name(engine.get_tensor_dtype(name)) + " " +
                        dims_to_string(engine.get_tensor_shape(name));
     Dims lo, mid, hi;
-    if (input && engine.num_optimization_profiles() > 0 && engine.get_profile_shape(name, 0, &lo, &mid, &hi).ok()) {
-      line += " (profile 0: min " + dims_to_string(lo) + ", opt " + dims_to_string(mid) + ", max " +
-              dims_to_string(hi) + ")";
+    if (input && engine.num_optimization_profiles() > profile &&
+        engine.get_profile_shape(name, profile, &lo, &mid, &hi).ok()) {
+      line += " (profile " + std::to_string(profile) + ": min " + dims_to_string(lo) + ", opt " + dims_to_string(mid) +
+              ", max " + dims_to_string(hi) + ")";
     }
     std::printf("%s\n", line.c_str());
   }

@@ -11,7 +11,8 @@
 
 namespace kiln::cli {
 
-void print_engine_io(const Engine& engine, size_t engine_bytes);
+// Inputs show the bounds of optimization profile `profile` (--profile).
+void print_engine_io(const Engine& engine, size_t engine_bytes, int profile);
 
 struct LatencyStats {
   double min = 0, max = 0, mean = 0, median = 0;

@@ -71,7 +71,7 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
                                                  "; rebuild it with --device=" + kiln::backend_name(device->backend)));
     }
   }
-  print_engine_io(*engine, engine_size);
+  print_engine_io(*engine, engine_size, o.profile);
   if (Status st = check_io_formats(*engine, o); !st.ok()) return fail(logger, st);
   if (o.dump_layer_info) {
     if (Status st = print_layer_info(*engine, o.profiling_verbosity); !st.ok()) return fail(logger, st);

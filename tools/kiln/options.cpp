@@ -179,7 +179,8 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "cpu or cuda. Without it: cuda when a GPU is present and the CUDA backend is built, else cpu")
       ->type_name("DEV")
       ->check(CLI::IsMember({"cpu", "cuda"}));
-  app.add_option("--profile", o.profile, "Optimization profile the execution contexts use (default 0)")
+  app.add_option("--profile,--useProfile", o.profile,
+                 "Optimization profile the execution contexts use (default 0; --useProfile is newer trtexec's name)")
       ->type_name("N");
   app.add_option("--infStreams", o.inf_streams,
                  "Run N execution contexts concurrently, each on its own thread (and CUDA stream); throughput is "
