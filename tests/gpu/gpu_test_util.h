@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/tensor.h"
+#include "ir/graph.h"
 #include "kiln/builder.h"
 #include "kiln/network.h"
 #include "kiln/runtime.h"
@@ -59,12 +60,16 @@ struct OpCase {
   double atol = 1e-5, rtol = 1e-5;
   // Builder flags for the CUDA build (FP16/BF16 lowering); the CPU reference always runs in FP32.
   std::vector<BuilderFlag> flags;
+  // false: build the CUDA engine without TF32, so FP32 GEMMs and convolutions keep full FP32 precision.
+  bool tf32 = true;
   bool allow_host_layers = false;  // false: the op must have run on the GPU
+  int opset = 0;                   // default-domain opset of the network; 0: the network's default (17)
 };
 
 inline std::vector<Tensor> run_case(const OpCase& c, Backend backend, std::string* host_layers) {
   Builder builder;
   auto net = builder.create_network();
+  if (c.opset) net->graph().set_opset(c.opset);
   std::vector<ITensor*> ins;
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     const Tensor& t = c.inputs[i];
@@ -85,6 +90,7 @@ inline std::vector<Tensor> run_case(const OpCase& c, Backend backend, std::strin
   config->set_backend(backend);
   if (backend == Backend::kCUDA)
     for (auto f : c.flags) config->set_flag(f);
+  if (backend == Backend::kCUDA && !c.tf32) config->clear_flag(BuilderFlag::kTF32);
   auto blob = builder.build_serialized_network(*net, *config);
   EXPECT_TRUE(blob.ok()) << blob.status().message();
   if (!blob.ok()) return {};

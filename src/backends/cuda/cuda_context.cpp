@@ -102,7 +102,10 @@ class CudaContext final : public runtime::DeviceContext {
   void* ptr(int v, const std::vector<void*>& io) const {
     const Slot& s = slots_[v];
     switch (s.loc) {
-      case Loc::kWeight: return weights_->by_value.at(v);
+      case Loc::kWeight: {  // empty constants have no device bytes
+        auto it = weights_->by_value.find(v);
+        return it == weights_->by_value.end() ? nullptr : it->second;
+      }
       case Loc::kArena: return static_cast<uint8_t*>(arena_) + s.offset;
       case Loc::kIo: return io[s.io];
       case Loc::kAlias: return ptr(s.alias, io);

@@ -1,0 +1,439 @@
+// Conv (cudnnConvolutionForward) and ConvTranspose (cudnnConvolutionBackwardData) on cuDNN's legacy API, NCHW,
+// 1-D to 3-D, groups and dilations. cuDNN pads symmetrically: asymmetric Conv pads go through a zero-padded copy
+// of X in the workspace, and ConvTranspose outputs it cannot produce directly are computed uncropped in the
+// workspace and cropped. The batch is split into chunks where a copy or cuDNN's 32-bit sizes require it.
+#include <algorithm>
+#include <climits>
+
+#include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/dense_kernels.h"
+#include "ops/window_util.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr size_t kAlign = 256;
+size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+cudnnDataType_t dnn_type(DataType dt) {
+  switch (dt) {
+    case DataType::kHALF: return CUDNN_DATA_HALF;
+    case DataType::kBF16: return CUDNN_DATA_BFLOAT16;
+    default: return CUDNN_DATA_FLOAT;
+  }
+}
+
+// Geometry of one node for concrete shapes. For ConvTranspose, "in"/"out" are X's and Y's spatial sizes and
+// cuDNN sees the transposed problem (Y as the forward convolution's input).
+struct ConvGeo {
+  bool transpose = false;
+  int nsp = 0;
+  int64_t n = 0, c = 0, m = 0, group = 1;  // batch, X channels, Y channels
+  std::vector<int64_t> in, out, k, s, d, pb, pe;
+  // What cuDNN computes: its input ("image") and output ("grid") spatial sizes and symmetric pads. For Conv the
+  // image is X (padded copy when `copy`), for ConvTranspose it is Y (uncropped copy when `copy`).
+  std::vector<int64_t> img, grid, pad;
+  bool copy = false;
+  std::vector<int64_t> copy_off;  // Conv: -(pb - pad); ConvTranspose: crop offset pb
+
+  int64_t img_volume() const { int64_t v = 1; for (auto x : img) v *= x; return v; }
+  int64_t grid_volume() const { int64_t v = 1; for (auto x : grid) v *= x; return v; }
+  int64_t vol(const std::vector<int64_t>& v) const { int64_t r = 1; for (auto x : v) r *= x; return r; }
+  // Per image: elements of the tensors cuDNN sees, and bytes of the workspace copy.
+  int64_t img_elems() const { return (transpose ? m : c) * img_volume(); }
+  int64_t grid_elems() const { return (transpose ? c : m) * grid_volume(); }
+};
+
+// The reference's pads for ConvTranspose (src/ops/conv.cpp): output_shape or SAME_* pad the difference from the
+// full extent, SAME_UPPER with the smaller half first, every other mode with the bigger half first.
+Status transpose_pads(const Attributes& attrs, ops::WindowParams& p, const std::vector<int64_t>& in,
+                      std::vector<int64_t>* out) {
+  const int nsp = p.nsp;
+  KILN_ASSIGN_OR_RETURN(auto out_pad, attrs.get_ints("output_padding", std::vector<int64_t>(nsp, 0)));
+  if (out_pad.size() != static_cast<size_t>(nsp)) return invalid_model("ConvTranspose: bad output_padding");
+  std::vector<int64_t> out_shape;
+  if (attrs.has("output_shape")) {
+    KILN_ASSIGN_OR_RETURN(out_shape, attrs.get_ints("output_shape"));
+    if (out_shape.size() == static_cast<size_t>(nsp + 2)) out_shape.erase(out_shape.begin(), out_shape.begin() + 2);
+    if (out_shape.size() != static_cast<size_t>(nsp)) return invalid_model("ConvTranspose: bad output_shape");
+  }
+  out->assign(nsp, 0);
+  for (int i = 0; i < nsp; ++i) {
+    int64_t dk = (p.kernel[i] - 1) * p.dilations[i] + 1;
+    int64_t full = p.strides[i] * (in[i] - 1) + out_pad[i] + dk;
+    if (!out_shape.empty() || p.auto_pad == ops::AutoPad::kSameUpper || p.auto_pad == ops::AutoPad::kSameLower) {
+      int64_t target = !out_shape.empty() ? out_shape[i] : in[i] * p.strides[i];
+      int64_t total = std::max<int64_t>(0, full - target);
+      int64_t small = total / 2, big = total - small;
+      p.pads[i] = p.auto_pad == ops::AutoPad::kSameUpper ? small : big;
+      p.pads[i + nsp] = total - p.pads[i];
+      (*out)[i] = target;
+    } else {
+      if (p.auto_pad == ops::AutoPad::kValid) p.pads[i] = p.pads[i + nsp] = 0;
+      (*out)[i] = full - p.pads[i] - p.pads[i + nsp];
+      if ((*out)[i] < 0) return invalid_argument("ConvTranspose: pads leave a negative output size");
+    }
+  }
+  return Status::Ok();
+}
+
+Result<ConvGeo> conv_geometry(const std::string& op, const Attributes& attrs, const Dims& x, const Dims& w,
+                              bool transpose) {
+  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
+    return unsupported(op + ": X must have rank 3 to 5 and W the same rank, got " + dims_to_string(x) + " and " +
+                       dims_to_string(w));
+  ConvGeo g;
+  g.transpose = transpose;
+  g.nsp = static_cast<int>(x.size()) - 2;
+  KILN_ASSIGN_OR_RETURN(g.group, attrs.get_int("group", 1));
+  g.n = x[0];
+  g.c = x[1];
+  if (g.group < 1 || g.c % g.group != 0) return invalid_argument(op + ": channels not divisible by group");
+  if (transpose) {
+    if (w[0] != g.c) return invalid_argument(op + ": W does not match X's channels");
+    g.m = w[1] * g.group;
+  } else {
+    if (w[1] * g.group != g.c || w[0] % g.group != 0) return invalid_argument(op + ": W does not match X's channels");
+    g.m = w[0];
+  }
+  std::vector<int64_t> wk(w.begin() + 2, w.end());
+  KILN_ASSIGN_OR_RETURN(ops::WindowParams p, ops::parse_window(op, attrs, g.nsp, &wk));
+  if (p.kernel != wk) return invalid_argument(op + ": kernel_shape does not match W");
+  g.in.assign(x.begin() + 2, x.end());
+  if (transpose) {
+    KILN_RETURN_IF_ERROR(transpose_pads(attrs, p, g.in, &g.out));
+  } else {
+    g.out.resize(g.nsp);
+    for (int i = 0; i < g.nsp; ++i) {
+      KILN_ASSIGN_OR_RETURN(g.out[i], ops::window_out_size(op, p, i, g.in[i]));
+    }
+  }
+  g.k = p.kernel;
+  g.s = p.strides;
+  g.d = p.dilations;
+  g.pb.assign(p.pads.begin(), p.pads.begin() + g.nsp);
+  g.pe.assign(p.pads.begin() + g.nsp, p.pads.end());
+  g.pad.resize(g.nsp);
+  g.copy_off.assign(g.nsp, 0);
+  if (!transpose) {
+    g.grid = g.out;
+    g.img.resize(g.nsp);
+    for (int i = 0; i < g.nsp; ++i) {
+      g.pad[i] = std::min(g.pb[i], g.pe[i]);
+      g.img[i] = g.in[i] + g.pb[i] + g.pe[i] - 2 * g.pad[i];
+      g.copy_off[i] = g.pad[i] - g.pb[i];
+      g.copy |= g.pb[i] != g.pe[i];
+    }
+  } else {
+    g.grid = g.in;
+    // cuDNN writes Y directly when, padding both ends by pb, the forward convolution of Y gives back X's size.
+    bool direct = true;
+    for (int i = 0; i < g.nsp; ++i) {
+      int64_t dk = (g.k[i] - 1) * g.d[i] + 1, span = g.out[i] + 2 * g.pb[i] - dk;
+      direct = direct && span >= 0 && span / g.s[i] + 1 == g.in[i];
+    }
+    g.copy = !direct;
+    g.img.resize(g.nsp);
+    for (int i = 0; i < g.nsp; ++i) {
+      int64_t dk = (g.k[i] - 1) * g.d[i] + 1;
+      g.pad[i] = direct ? g.pb[i] : 0;
+      g.img[i] = direct ? g.out[i] : g.s[i] * (g.in[i] - 1) + dk;  // uncropped extent
+      g.copy_off[i] = g.pb[i];
+    }
+  }
+  for (int i = 0; i < g.nsp; ++i)
+    if (g.pad[i] > INT_MAX || g.k[i] > INT_MAX || g.s[i] > INT_MAX || g.d[i] > INT_MAX || g.img[i] > INT_MAX ||
+        g.grid[i] > INT_MAX)
+      return unsupported(op + ": window parameters exceed cuDNN's 32-bit limits");
+  return g;
+}
+
+// Images per cuDNN call: every tensor cuDNN sees stays below 2^31 elements and the workspace copy within half
+// of the workspace. 0 when a single image does not fit.
+int64_t chunk_images(const ConvGeo& g, DataType dt, size_t workspace_bytes) {
+  const int64_t per = std::max<int64_t>({g.img_elems(), g.grid_elems(), 1});
+  int64_t n = INT_MAX / per;
+  if (g.copy) {
+    const int64_t copy_bytes = std::max<int64_t>(g.img_elems() * static_cast<int64_t>(dtype_size(dt)), 1);
+    n = std::min<int64_t>(n, static_cast<int64_t>(workspace_bytes / 2) / copy_bytes);
+  }
+  return std::min<int64_t>(n, std::max<int64_t>(g.n, 1));
+}
+
+// Descriptors and algorithm candidates for one batch-chunk size.
+struct DnnConv {
+  cudnnTensorDescriptor_t img = nullptr, grid = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  struct Algo {
+    int algo;
+    cudnnMathType_t math;
+    size_t ws;
+  };
+  std::vector<Algo> algos;  // in the heuristic's order
+  size_t chosen = 0;        // the first candidate that ran
+
+  DnnConv() = default;
+  DnnConv(const DnnConv&) = delete;
+  DnnConv& operator=(const DnnConv&) = delete;
+  ~DnnConv() {
+    if (img) cudnnDestroyTensorDescriptor(img);
+    if (grid) cudnnDestroyTensorDescriptor(grid);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+Status set_tensor(cudnnTensorDescriptor_t t, cudnnDataType_t type, const std::vector<int>& dims) {
+  std::vector<int> strides(dims.size());
+  int64_t s = 1;
+  for (int i = static_cast<int>(dims.size()) - 1; i >= 0; --i) {
+    strides[i] = static_cast<int>(s);
+    s *= dims[i];
+  }
+  KILN_CUDNN_CHECK(cudnnSetTensorNdDescriptor(t, type, static_cast<int>(dims.size()), dims.data(), strides.data()));
+  return Status::Ok();
+}
+
+bool is_tensor_op(cudnnMathType_t m) { return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION; }
+
+Status build_dnn(const ConvGeo& g, DataType dt, int64_t images, const CudaHandles& h, size_t ws_avail, DnnConv& dc) {
+  const cudnnDataType_t type = dnn_type(dt);
+  // 1-D runs as 2-D with a trailing spatial dim of 1.
+  auto sp = [&](const std::vector<int64_t>& v, int64_t fill) {
+    std::vector<int> r(v.begin(), v.end());
+    if (r.size() == 1) r.push_back(static_cast<int>(fill));
+    return r;
+  };
+  std::vector<int> img = {static_cast<int>(images), static_cast<int>(g.transpose ? g.m : g.c)};
+  std::vector<int> grid = {static_cast<int>(images), static_cast<int>(g.transpose ? g.c : g.m)};
+  for (int v : sp(g.img, 1)) img.push_back(v);
+  for (int v : sp(g.grid, 1)) grid.push_back(v);
+  // The forward convolution's filter: [grid channels, image channels / group, kernel...]; ONNX's W for both ops.
+  std::vector<int> wd = {static_cast<int>(g.transpose ? g.c : g.m), static_cast<int>((g.transpose ? g.m : g.c) / g.group)};
+  for (int v : sp(g.k, 1)) wd.push_back(v);
+  std::vector<int> pad = sp(g.pad, 0), stride = sp(g.s, 1), dil = sp(g.d, 1);
+
+  KILN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&dc.img));
+  KILN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&dc.grid));
+  KILN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&dc.w));
+  KILN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&dc.conv));
+  KILN_RETURN_IF_ERROR(set_tensor(dc.img, type, img));
+  KILN_RETURN_IF_ERROR(set_tensor(dc.grid, type, grid));
+  KILN_CUDNN_CHECK(cudnnSetFilterNdDescriptor(dc.w, type, CUDNN_TENSOR_NCHW, static_cast<int>(wd.size()), wd.data()));
+  KILN_CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(dc.conv, static_cast<int>(pad.size()), pad.data(), stride.data(),
+                                                   dil.data(), CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
+  KILN_CUDNN_CHECK(cudnnSetConvolutionGroupCount(dc.conv, static_cast<int>(g.group)));
+  // FP32 without TF32 must stay on FMA kernels: CUDNN_DEFAULT_MATH lets cuDNN use TF32 tensor cores on Ampere+.
+  const bool strict = dt == DataType::kFLOAT && !h.allow_tf32;
+  const cudnnMathType_t base_math = strict ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH;
+  KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(dc.conv, base_math));
+
+  std::vector<int> check(grid.size());
+  KILN_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(dc.conv, dc.img, dc.w, static_cast<int>(check.size()),
+                                                         check.data()));
+  if (check != grid) return internal_error("cuDNN's convolution output shape differs from the reference's");
+
+  // Heuristic choice, no timing and no synchronization, so it is safe inside CUDA-graph capture. Timed selection
+  // (cudnnFind*AlgorithmEx) belongs to the builder's auto-tuner.
+  struct Cand { int algo; cudnnStatus_t status; cudnnMathType_t math; };
+  std::vector<Cand> cands;
+  if (!g.transpose) {
+    int max_count = 0, got = 0;
+    KILN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(h.dnn, &max_count));
+    std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(std::max(max_count, 1));
+    KILN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(h.dnn, dc.img, dc.w, dc.conv, dc.grid, max_count, &got,
+                                                            perf.data()));
+    for (int i = 0; i < got; ++i) cands.push_back({static_cast<int>(perf[i].algo), perf[i].status, perf[i].mathType});
+  } else {
+    int max_count = 0, got = 0;
+    KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(h.dnn, &max_count));
+    std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(std::max(max_count, 1));
+    KILN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(h.dnn, dc.w, dc.grid, dc.conv, dc.img, max_count,
+                                                                 &got, perf.data()));
+    for (int i = 0; i < got; ++i) cands.push_back({static_cast<int>(perf[i].algo), perf[i].status, perf[i].mathType});
+  }
+  for (const Cand& c : cands) {
+    if (c.status != CUDNN_STATUS_SUCCESS) continue;
+    if (strict && is_tensor_op(c.math)) continue;
+    cudnnMathType_t math = strict ? CUDNN_FMA_MATH : c.math;
+    if (cudnnSetConvolutionMathType(dc.conv, math) != CUDNN_STATUS_SUCCESS) continue;
+    size_t ws = 0;
+    cudnnStatus_t st =
+        g.transpose ? cudnnGetConvolutionBackwardDataWorkspaceSize(h.dnn, dc.w, dc.grid, dc.conv, dc.img,
+                                                                   static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), &ws)
+                    : cudnnGetConvolutionForwardWorkspaceSize(h.dnn, dc.img, dc.w, dc.conv, dc.grid,
+                                                              static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), &ws);
+    if (st != CUDNN_STATUS_SUCCESS || ws > ws_avail) continue;
+    bool dup = false;
+    for (const auto& a : dc.algos) dup = dup || (a.algo == c.algo && a.math == math);
+    if (!dup) dc.algos.push_back({c.algo, math, ws});
+  }
+  if (dc.algos.empty())
+    return internal_error(std::string("cuDNN offers no ") + (g.transpose ? "ConvTranspose" : "Conv") +
+                          " algorithm for " + dtype_name(dt) + " within the " + std::to_string(ws_avail) +
+                          "-byte workspace");
+  return Status::Ok();
+}
+
+struct ConvState {
+  Dims x_shape, w_shape;
+  bool has_bias = false;
+  ConvGeo g;
+  int64_t chunk = 0;
+  std::unique_ptr<DnnConv> full, rest;  // chunks of `chunk` images, and the last, smaller one
+  size_t copy_bytes = 0;                // workspace bytes taken by the copy of one full chunk
+};
+
+// Runs cuDNN over `images` images: the first candidate algorithm that cuDNN accepts (on the first run) is kept.
+Status run_dnn(const KernelArgs& args, const ConvState& st, DnnConv& dc, const void* w, const void* img_in,
+               void* img_out, const void* grid_in, void* grid_out) {
+  CudaHandles& h = *args.handles;
+  void* ws = static_cast<uint8_t*>(h.workspace) + st.copy_bytes;
+  const size_t ws_bytes = h.workspace_bytes - st.copy_bytes;
+  const float one = 1.0f, zero = 0.0f;
+  cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
+  for (size_t i = dc.chosen; i < dc.algos.size(); ++i) {
+    const auto& a = dc.algos[i];
+    KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(dc.conv, a.math));
+    if (!st.g.transpose) {
+      last = cudnnConvolutionForward(h.dnn, &one, dc.img, img_in, dc.w, w, dc.conv,
+                                     static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, ws_bytes, &zero, dc.grid,
+                                     grid_out);
+    } else {
+      last = cudnnConvolutionBackwardData(h.dnn, &one, dc.w, w, dc.grid, grid_in, dc.conv,
+                                          static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo), ws, ws_bytes, &zero,
+                                          dc.img, img_out);
+    }
+    if (last == CUDNN_STATUS_SUCCESS) {
+      dc.chosen = i;
+      return Status::Ok();
+    }
+    // Only "this algorithm does not do that" moves on to the next candidate; anything else is an error.
+    if (last != CUDNN_STATUS_NOT_SUPPORTED && last != CUDNN_STATUS_BAD_PARAM) break;
+  }
+  return cudnn_status(last, st.g.transpose ? "cudnnConvolutionBackwardData" : "cudnnConvolutionForward", __FILE__,
+                      __LINE__);
+}
+
+Box3 box_of(const std::vector<int64_t>& dst, const std::vector<int64_t>& src, const std::vector<int64_t>& off) {
+  Box3 b;
+  auto d3 = ops::to3(dst, 1), s3 = ops::to3(src, 1), o3 = ops::to3(off, 0);
+  for (int i = 0; i < 3; ++i) {
+    b.dst[i] = d3[i];
+    b.src[i] = s3[i];
+    b.off[i] = o3[i];
+  }
+  return b;
+}
+
+Status conv_run(KernelArgs& args, bool transpose) {
+  const char* op = transpose ? "ConvTranspose" : "Conv";
+  const DevTensor &X = args.in[0], &W = args.in[1];
+  DevTensor& Y = args.out[0];
+  if (Y.numel() == 0) return Status::Ok();
+  const bool has_bias = args.has_input(2);
+  auto* st = static_cast<ConvState*>(args.state->get());
+  if (!st || st->x_shape != X.shape || st->w_shape != W.shape || st->has_bias != has_bias) {
+    auto fresh = std::make_shared<ConvState>();
+    fresh->x_shape = X.shape;
+    fresh->w_shape = W.shape;
+    fresh->has_bias = has_bias;
+    KILN_ASSIGN_OR_RETURN(fresh->g, conv_geometry(op, args.attrs(), X.shape, W.shape, transpose));
+    const ConvGeo& g = fresh->g;
+    Dims expect = {g.n, g.m};
+    expect.insert(expect.end(), g.out.begin(), g.out.end());
+    if (expect != Y.shape)
+      return internal_error(std::string(op) + ": output " + dims_to_string(Y.shape) + " but the geometry gives " +
+                            dims_to_string(expect));
+    if (has_bias && args.in[2].numel() != g.m)
+      return invalid_argument(std::string(op) + ": B must have " + std::to_string(g.m) + " elements");
+    fresh->chunk = chunk_images(g, X.dtype, args.handles->workspace_bytes);
+    if (fresh->chunk < 1)
+      return unsupported(std::string(op) + ": one image is too large for cuDNN or for the workspace copy");
+    if (g.copy) fresh->copy_bytes = align_up(static_cast<size_t>(fresh->chunk * g.img_elems()) * dtype_size(X.dtype));
+    const size_t ws_avail = args.handles->workspace_bytes - fresh->copy_bytes;
+    if (g.n > 0) {
+      fresh->full = std::make_unique<DnnConv>();
+      KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, fresh->chunk, *args.handles, ws_avail, *fresh->full));
+      if (g.n % fresh->chunk != 0) {
+        fresh->rest = std::make_unique<DnnConv>();
+        KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, g.n % fresh->chunk, *args.handles, ws_avail, *fresh->rest));
+      }
+    }
+    *args.state = fresh;
+    st = fresh.get();
+  }
+  const ConvGeo& g = st->g;
+  const size_t es = dtype_size(X.dtype);
+  const int64_t x_img = g.c * g.vol(g.in), y_img = g.m * g.vol(g.out);
+  void* copy = args.handles->workspace;
+  for (int64_t n0 = 0; n0 < g.n; n0 += st->chunk) {
+    const int64_t cnt = std::min(st->chunk, g.n - n0);
+    DnnConv& dc = cnt == st->chunk ? *st->full : *st->rest;
+    const auto* x = static_cast<const uint8_t*>(X.data) + n0 * x_img * es;
+    auto* y = static_cast<uint8_t*>(Y.data) + n0 * y_img * es;
+    if (!transpose) {
+      const void* img = x;
+      if (g.copy) {
+        KILN_RETURN_IF_ERROR(
+            launch_window_copy(static_cast<int>(es), x, copy, cnt * g.c, box_of(g.img, g.in, g.copy_off), args.stream));
+        img = copy;
+      }
+      KILN_RETURN_IF_ERROR(run_dnn(args, *st, dc, W.data, img, nullptr, nullptr, y));
+    } else {
+      void* img = g.copy ? copy : static_cast<void*>(y);
+      KILN_RETURN_IF_ERROR(run_dnn(args, *st, dc, W.data, nullptr, img, x, nullptr));
+      if (g.copy)
+        KILN_RETURN_IF_ERROR(
+            launch_window_copy(static_cast<int>(es), copy, y, cnt * g.m, box_of(g.out, g.img, g.copy_off), args.stream));
+    }
+  }
+  if (has_bias) KILN_RETURN_IF_ERROR(launch_channel_bias(Y.dtype, Y.data, args.in[2].data, g.n, g.m, g.vol(g.out), args.stream));
+  return Status::Ok();
+}
+
+bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, bool transpose) {
+  if (n.inputs.size() < 2 || n.inputs[0] < 0 || n.inputs[1] < 0 || n.outputs.size() != 1) return false;
+  const DataType dt = node_dtype(n, p);
+  for (int id : n.inputs)
+    if (id >= 0 && p.values[id].dtype != dt) return false;
+  const auto& xv = p.values[n.inputs[0]];
+  const auto& wv = p.values[n.inputs[1]];
+  if (!xv.rank_known || !wv.rank_known || xv.shape.size() < 3 || xv.shape.size() > 5 ||
+      wv.shape.size() != xv.shape.size())
+    return false;
+  Dims x = ops::static_dims(xv.shape), w = ops::static_dims(wv.shape);
+  for (size_t i = 1; i < w.size(); ++i)
+    if (w[i] < 0) return false;  // the kernel size and channels must be known to check the attributes
+  // Where every size is known, check the geometry and that one image fits; symbolic batch/spatial sizes are
+  // checked at run time.
+  if (x[1] < 0) return false;
+  bool all_static = std::all_of(x.begin(), x.end(), [](int64_t v) { return v >= 0; }) && w[0] >= 0;
+  if (!all_static) return true;
+  auto g = conv_geometry(transpose ? "ConvTranspose" : "Conv", n.attrs, x, w, transpose);
+  if (!g.ok()) return false;
+  return chunk_images(*g, dt, 64ull << 20) >= 1;  // the context's workspace size (cuda_context.cpp)
+}
+
+}  // namespace
+
+KILN_CUDA_KERNEL(Conv) {
+  KernelDef d;
+  d.op = "Conv";
+  d.dtypes = float_types();
+  d.run = [](KernelArgs& a) { return conv_run(a, false); };
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) { return conv_supports(n, p, false); };
+  return d;
+}
+
+KILN_CUDA_KERNEL(ConvTranspose) {
+  KernelDef d;
+  d.op = "ConvTranspose";
+  d.dtypes = float_types();
+  d.run = [](KernelArgs& a) { return conv_run(a, true); };
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) { return conv_supports(n, p, true); };
+  return d;
+}
+
+}  // namespace kiln::cuda

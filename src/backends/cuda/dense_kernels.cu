@@ -1,0 +1,250 @@
+// Kernels of the dense family: Gemm's C broadcast, conv bias and zero-padding copies, BatchNormalization and
+// pooling. Float types compute in float32, as the reference does.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cfloat>
+
+#include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/dense_kernels.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// A parameter of any float type, read as float (BatchNormalization's statistics may differ in type from X).
+__device__ __forceinline__ float load_any(const void* p, DataType dt, int64_t i) {
+  switch (dt) {
+    case DataType::kHALF: return __half2float(static_cast<const __half*>(p)[i]);
+    case DataType::kBF16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
+// Grid for a grid-stride loop over n items (n > 0).
+unsigned blocks_for(int64_t n, int64_t per_block = kThreads) {
+  int64_t b = (n + per_block - 1) / per_block;
+  return static_cast<unsigned>(b < (1 << 20) ? b : (1 << 20));
+}
+
+#define KILN_GRID_STRIDE(i, n)                                                                   \
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);       \
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+
+template <typename T>
+__global__ void broadcast_2d_kernel(const T* c, int64_t cs0, int64_t cs1, T* y, int64_t m, int64_t n, float scale) {
+  KILN_GRID_STRIDE(idx, m * n) {
+    int64_t i = idx / n, j = idx - i * n;
+    y[idx] = from_f<T>(scale * to_f(c[i * cs0 + j * cs1]));
+  }
+}
+
+template <typename T>
+__global__ void channel_bias_kernel(T* y, const T* b, int64_t total, int64_t channels, int64_t inner) {
+  KILN_GRID_STRIDE(idx, total) {
+    int64_t ch = (idx / inner) % channels;
+    y[idx] = from_f<T>(to_f(y[idx]) + to_f(b[ch]));
+  }
+}
+
+template <typename E>
+__global__ void window_copy_kernel(const E* src, E* dst, int64_t total, Box3 b) {
+  const int64_t dvol = b.dst[0] * b.dst[1] * b.dst[2], svol = b.src[0] * b.src[1] * b.src[2];
+  KILN_GRID_STRIDE(idx, total) {
+    int64_t p = idx / dvol, r = idx - p * dvol;
+    int64_t w = r % b.dst[2], h = (r / b.dst[2]) % b.dst[1], d = r / (b.dst[2] * b.dst[1]);
+    int64_t sd = d + b.off[0], sh = h + b.off[1], sw = w + b.off[2];
+    bool inside = sd >= 0 && sd < b.src[0] && sh >= 0 && sh < b.src[1] && sw >= 0 && sw < b.src[2];
+    dst[idx] = inside ? src[p * svol + (sd * b.src[1] + sh) * b.src[2] + sw] : E(0);
+  }
+}
+
+template <typename T>
+__global__ void batchnorm_kernel(const T* x, T* y, int64_t total, int64_t c, int64_t inner, BnParams p) {
+  KILN_GRID_STRIDE(idx, total) {
+    int64_t q = idx / inner;
+    int64_t ch = q % c;
+    int64_t k = p.per_position ? ch * inner + (idx - q * inner) : ch;
+    float a = load_any(p.scale, p.scale_dt, k) / sqrtf(load_any(p.var, p.var_dt, k) + p.epsilon);
+    float b = load_any(p.bias, p.bias_dt, k) - load_any(p.mean, p.mean_dt, k) * a;
+    y[idx] = from_f<T>(to_f(x[idx]) * a + b);
+  }
+}
+
+template <typename T>
+__global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is_max, bool count_include_pad) {
+  const int64_t osz = g.out[0] * g.out[1] * g.out[2], isz = g.in[0] * g.in[1] * g.in[2];
+  KILN_GRID_STRIDE(idx, total) {
+    int64_t pl = idx / osz, r = idx - pl * osz;
+    int64_t o[3];
+    o[2] = r % g.out[2];
+    o[1] = (r / g.out[2]) % g.out[1];
+    o[0] = r / (g.out[2] * g.out[1]);
+    const T* xp = x + pl * isz;
+    float acc = is_max ? -FLT_MAX : 0.0f;
+    bool found = false;
+    int64_t count = 0;
+    for (int64_t kd = 0; kd < g.k[0]; ++kd) {
+      int64_t id = o[0] * g.s[0] - g.pb[0] + kd * g.d[0];
+      if (id < 0 || id >= g.in[0]) continue;
+      for (int64_t kh = 0; kh < g.k[1]; ++kh) {
+        int64_t ih = o[1] * g.s[1] - g.pb[1] + kh * g.d[1];
+        if (ih < 0 || ih >= g.in[1]) continue;
+        const T* row = xp + (id * g.in[1] + ih) * g.in[2];
+        for (int64_t kw = 0; kw < g.k[2]; ++kw) {
+          int64_t iw = o[2] * g.s[2] - g.pb[2] + kw * g.d[2];
+          if (iw < 0 || iw >= g.in[2]) continue;
+          float v = to_f(row[iw]);
+          ++count;
+          if (is_max) {
+            // The first NaN wins and stays, as in the reference.
+            if (!found || v > acc || (isnan(v) && !isnan(acc))) acc = v;
+            found = true;
+          } else {
+            acc += v;
+          }
+        }
+      }
+    }
+    if (is_max) {
+      if (!found) acc = 0.0f;
+    } else {
+      int64_t div = count;
+      if (count_include_pad) {
+        div = 1;
+        for (int a = 0; a < 3; ++a) {
+          int64_t cnt = 0;
+          for (int64_t kk = 0; kk < g.k[a]; ++kk) {
+            int64_t pos = o[a] * g.s[a] - g.pb[a] + kk * g.d[a];
+            if (pos >= -g.pb[a] && pos < g.in[a] + g.pe[a]) ++cnt;
+          }
+          div *= cnt;
+        }
+      }
+      acc = div > 0 ? acc / static_cast<float>(div) : 0.0f;
+    }
+    y[idx] = from_f<T>(acc);
+  }
+}
+
+__device__ __forceinline__ float max_nan(float a, float b) { return (isnan(a) || isnan(b)) ? NAN : fmaxf(a, b); }
+
+// One warp per plane.
+template <typename T>
+__global__ void global_pool_kernel(const T* x, T* y, int64_t planes, int64_t size, bool is_max) {
+  const int lane = threadIdx.x & 31;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t pl = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) / 32; pl < planes; pl += warps) {
+    const T* xp = x + pl * size;
+    float acc = is_max ? -FLT_MAX : 0.0f;
+    for (int64_t i = lane; i < size; i += 32) {
+      float v = to_f(xp[i]);
+      acc = is_max ? max_nan(acc, v) : acc + v;
+    }
+    for (int off = 16; off > 0; off >>= 1) {
+      float o = __shfl_xor_sync(0xffffffffu, acc, off);
+      acc = is_max ? max_nan(acc, o) : acc + o;
+    }
+    if (lane == 0) y[pl] = from_f<T>(is_max ? acc : (size > 0 ? acc / static_cast<float>(size) : 0.0f));
+  }
+}
+
+Status bad_dtype(const char* what, DataType dt) {
+  return internal_error(std::string(what) + ": unexpected data type " + dtype_name(dt));
+}
+
+// Calls f(T{}) with T the CUDA type of a float DataType.
+template <typename F>
+Status dispatch_float(DataType dt, const char* what, F&& f) {
+  switch (dt) {
+    case DataType::kFLOAT: f(float{}); break;
+    case DataType::kHALF: f(__half{}); break;
+    case DataType::kBF16: f(__nv_bfloat16{}); break;
+    default: return bad_dtype(what, dt);
+  }
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status launch_broadcast_2d(DataType dt, const void* c, int64_t cs0, int64_t cs1, void* y, int64_t m, int64_t n,
+                           float scale, cudaStream_t stream) {
+  if (m * n == 0) return Status::Ok();
+  return dispatch_float(dt, "broadcast_2d", [&](auto tag) {
+    using T = decltype(tag);
+    broadcast_2d_kernel<T><<<blocks_for(m * n), kThreads, 0, stream>>>(static_cast<const T*>(c), cs0, cs1,
+                                                                        static_cast<T*>(y), m, n, scale);
+  });
+}
+
+Status launch_channel_bias(DataType dt, void* y, const void* b, int64_t outer, int64_t channels, int64_t inner,
+                           cudaStream_t stream) {
+  const int64_t total = outer * channels * inner;
+  if (total == 0) return Status::Ok();
+  return dispatch_float(dt, "channel_bias", [&](auto tag) {
+    using T = decltype(tag);
+    channel_bias_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<T*>(y), static_cast<const T*>(b),
+                                                                        total, channels, inner);
+  });
+}
+
+Status launch_window_copy(int elem_size, const void* src, void* dst, int64_t planes, Box3 box, cudaStream_t stream) {
+  const int64_t total = planes * box.dst[0] * box.dst[1] * box.dst[2];
+  if (total == 0) return Status::Ok();
+  if (elem_size == 4) {
+    window_copy_kernel<uint32_t><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const uint32_t*>(src),
+                                                                              static_cast<uint32_t*>(dst), total, box);
+  } else if (elem_size == 2) {
+    window_copy_kernel<uint16_t><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const uint16_t*>(src),
+                                                                              static_cast<uint16_t*>(dst), total, box);
+  } else {
+    return internal_error("window_copy: element size " + std::to_string(elem_size) + " is not 2 or 4");
+  }
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+Status launch_batchnorm(DataType dt, const void* x, void* y, int64_t n, int64_t c, int64_t inner, const BnParams& p,
+                        cudaStream_t stream) {
+  const int64_t total = n * c * inner;
+  if (total == 0) return Status::Ok();
+  return dispatch_float(dt, "batchnorm", [&](auto tag) {
+    using T = decltype(tag);
+    batchnorm_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y),
+                                                                     total, c, inner, p);
+  });
+}
+
+Status launch_pool(DataType dt, PoolMode mode, bool count_include_pad, const void* x, void* y, int64_t planes,
+                   const PoolGeom& g, cudaStream_t stream) {
+  const int64_t total = planes * g.out[0] * g.out[1] * g.out[2];
+  if (total == 0) return Status::Ok();
+  return dispatch_float(dt, "pool", [&](auto tag) {
+    using T = decltype(tag);
+    pool_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), total, g,
+                                                                mode == PoolMode::kMax, count_include_pad);
+  });
+}
+
+Status launch_global_pool(DataType dt, PoolMode mode, const void* x, void* y, int64_t planes, int64_t size,
+                          cudaStream_t stream) {
+  if (planes == 0) return Status::Ok();
+  return dispatch_float(dt, "global_pool", [&](auto tag) {
+    using T = decltype(tag);
+    global_pool_kernel<T><<<blocks_for(planes, kThreads / 32), kThreads, 0, stream>>>(
+        static_cast<const T*>(x), static_cast<T*>(y), planes, size, mode == PoolMode::kMax);
+  });
+}
+
+}  // namespace kiln::cuda

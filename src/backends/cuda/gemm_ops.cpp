@@ -1,0 +1,408 @@
+// MatMul and Gemm on cuBLASLt. Row-major Y = op(A) op(B) is computed as the column-major Y^T = op(B)^T op(A)^T,
+// so the stored row-major buffers are passed as they are, B first. Descriptors and the chosen algorithm live in
+// the step's state; the algorithm is picked by cuBLASLt's heuristic for the pointers' alignment.
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/dense_kernels.h"
+#include "ops/op_util.h"
+
+namespace kiln::cuda {
+namespace {
+
+cudaDataType_t lt_type(DataType dt) {
+  switch (dt) {
+    case DataType::kHALF: return CUDA_R_16F;
+    case DataType::kBF16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+  }
+}
+
+// Largest power of two <= 256 dividing the address and every byte stride OR-ed into `extra`.
+uint32_t alignment(const void* p, uint64_t extra) {
+  uint64_t v = reinterpret_cast<uintptr_t>(p) | extra;
+  uint32_t a = 256;
+  while (a > 1 && (v % a) != 0) a >>= 1;
+  return a;
+}
+
+// One row-major problem: D(m x n) = alpha * op(A) op(B) + beta * D, optionally a strided batch, optionally with a
+// length-n bias added to every row (cuBLASLt's bias epilogue).
+struct GemmShape {
+  DataType dt = DataType::kFLOAT;
+  bool ta = false, tb = false;
+  int64_t m = 0, n = 0, k = 0;
+  int64_t lda = 0, ldb = 0;  // row-major leading dimensions of the stored A and B
+  int64_t batch = 1;
+  int64_t sa = 0, sb = 0, sd = 0;  // batch strides in elements (0: the matrix is shared)
+  bool bias = false;
+};
+
+// cuBLASLt's column-major view of a GemmShape: a stored row-major (r x c) matrix with leading dimension ld is a
+// column-major (c x r) one, so cuBLAS computes Y^T = op(B)^T op(A)^T with our B as its A and our A as its B.
+struct ColMajor {
+  cublasOperation_t op_a, op_b;
+  int64_t a_rows, a_cols, lda;  // cuBLAS's A: our B
+  int64_t b_rows, b_cols, ldb;  // cuBLAS's B: our A
+  int64_t d_rows, d_cols, ldd;
+};
+
+ColMajor col_major(const GemmShape& s) {
+  ColMajor c;
+  c.op_a = s.tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  c.op_b = s.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  c.a_rows = s.tb ? s.k : s.n;  // stored B is (n x k) when transposed, else (k x n)
+  c.a_cols = s.tb ? s.n : s.k;
+  c.lda = std::max<int64_t>(s.ldb, 1);
+  c.b_rows = s.ta ? s.m : s.k;  // stored A is (k x m) when transposed, else (m x k)
+  c.b_cols = s.ta ? s.k : s.m;
+  c.ldb = std::max<int64_t>(s.lda, 1);
+  c.d_rows = s.n;
+  c.d_cols = s.m;
+  c.ldd = std::max<int64_t>(s.n, 1);
+  return c;
+}
+
+class LtGemm {
+ public:
+  LtGemm() = default;
+  LtGemm(const LtGemm&) = delete;
+  LtGemm& operator=(const LtGemm&) = delete;
+  ~LtGemm() {
+    if (la_) cublasLtMatrixLayoutDestroy(la_);
+    if (lb_) cublasLtMatrixLayoutDestroy(lb_);
+    if (ld_) cublasLtMatrixLayoutDestroy(ld_);
+    if (op_) cublasLtMatmulDescDestroy(op_);
+  }
+
+  Status init(const GemmShape& s, bool tf32) {
+    s_ = s;
+    if (s.batch > INT_MAX) return unsupported("MatMul: batch of " + std::to_string(s.batch) + " matrices is too large");
+    cublasComputeType_t compute =
+        s.dt == DataType::kFLOAT && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, compute, CUDA_R_32F));
+    const ColMajor cm = col_major(s);
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &cm.op_a, sizeof(cm.op_a)));
+    KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &cm.op_b, sizeof(cm.op_b)));
+    if (s.bias) {
+      cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    }
+    const cudaDataType_t t = lt_type(s.dt);
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la_, t, cm.b_rows, cm.b_cols, cm.ldb));  // our A
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb_, t, cm.a_rows, cm.a_cols, cm.lda));  // our B
+    KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld_, t, cm.d_rows, cm.d_cols, cm.ldd));
+    if (s.batch > 1) {
+      int32_t count = static_cast<int32_t>(s.batch);
+      const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {{la_, s.sa}, {lb_, s.sb}, {ld_, s.sd}};
+      for (auto [l, stride] : layouts) {
+        KILN_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+        KILN_CUBLAS_CHECK(
+            cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+      }
+    }
+    return Status::Ok();
+  }
+
+  // D = alpha * op(A) op(B) + beta * D (+ bias). *_extra: byte offsets the pointers may also be moved by (the
+  // caller's loop over outer batches), so the chosen algorithm's alignment holds for all of them.
+  Status run(const KernelArgs& args, const void* a, const void* b, void* d, const void* bias, float alpha, float beta,
+             uint64_t a_extra = 0, uint64_t b_extra = 0, uint64_t d_extra = 0) {
+    const size_t es = dtype_size(s_.dt);
+    a_extra |= static_cast<uint64_t>(s_.sa) * es;
+    b_extra |= static_cast<uint64_t>(s_.sb) * es;
+    d_extra |= static_cast<uint64_t>(s_.sd) * es;
+    const uint32_t al_a = alignment(a, a_extra), al_b = alignment(b, b_extra), al_d = alignment(d, d_extra);
+    const uint32_t al_bias = s_.bias ? alignment(bias, 0) : 0;
+    const uint64_t key = (uint64_t{al_a} << 48) | (uint64_t{al_b} << 32) | (uint64_t{al_d} << 16) | al_bias;
+    if (s_.bias)
+      KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
+    const cublasLtMatmulAlgo_t* algo = nullptr;
+    for (const auto& [k, al] : algos_)
+      if (k == key) algo = &al;
+    CudaHandles& h = *args.handles;
+    if (!algo) {
+      cublasLtMatmulPreference_t pref = nullptr;
+      KILN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+      uint64_t ws = h.workspace_bytes;
+      const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_b},  // cuBLAS's A is our B
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, al_a},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_d},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_d}};
+      cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                               sizeof(ws));
+      for (const auto& [attr, v] : aligns)
+        if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &v, sizeof(v));
+      cublasLtMatmulHeuristicResult_t res;
+      std::memset(&res, 0, sizeof(res));
+      int found = 0;
+      if (st == CUBLAS_STATUS_SUCCESS)
+        st = cublasLtMatmulAlgoGetHeuristic(h.lt, op_, lb_, la_, ld_, ld_, pref, 1, &res, &found);
+      cublasLtMatmulPreferenceDestroy(pref);
+      KILN_CUBLAS_CHECK(st);
+      if (found == 0)
+        return internal_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(s_.dt)) + " GEMM of m=" +
+                              std::to_string(s_.m) + " n=" + std::to_string(s_.n) + " k=" + std::to_string(s_.k) +
+                              " batch=" + std::to_string(s_.batch));
+      algos_.emplace_back(key, res.algo);
+      algo = &algos_.back().second;
+    }
+    // C and D are the same buffer with the same layout (cuBLASLt's in-place form).
+    KILN_CUBLAS_CHECK(cublasLtMatmul(h.lt, op_, &alpha, b, lb_, a, la_, &beta, d, ld_, d, ld_, algo, h.workspace,
+                                     h.workspace_bytes, args.stream));
+    return Status::Ok();
+  }
+
+ private:
+  GemmShape s_;
+  cublasLtMatmulDesc_t op_ = nullptr;
+  cublasLtMatrixLayout_t la_ = nullptr, lb_ = nullptr, ld_ = nullptr;
+  std::vector<std::pair<uint64_t, cublasLtMatmulAlgo_t>> algos_;
+};
+
+bool same_dtypes(const runtime::PlanNode& n, const runtime::EnginePlan& p, size_t count) {
+  DataType dt = node_dtype(n, p);
+  for (size_t i = 0; i < std::min(count, n.inputs.size()); ++i)
+    if (n.inputs[i] >= 0 && p.values[n.inputs[i]].dtype != dt) return false;
+  return true;
+}
+
+// ---- MatMul ----
+
+// The numpy batch of a MatMul reduced to one cuBLASLt strided batch (the innermost batch dim) inside a host loop
+// over the rest; a batch that shares B and runs through contiguous A is folded into the rows instead.
+struct MatMulState {
+  Dims a_shape, b_shape;
+  int64_t m = 0, n = 0, k = 0;
+  std::vector<int64_t> off_a, off_b, off_y;  // element offsets of each host-loop iteration
+  uint64_t extra_a = 0, extra_b = 0, extra_y = 0;
+  LtGemm lt;
+};
+
+// Fills st's offsets and returns the cuBLASLt problem for operands of shapes a and b.
+Result<GemmShape> matmul_geometry(Dims a, Dims b, DataType dt, MatMulState& st) {
+  if (a.empty() || b.empty()) return invalid_argument("MatMul: operands must have rank >= 1");
+  if (a.size() == 1) a.insert(a.begin(), 1);
+  if (b.size() == 1) b.push_back(1);
+  const int64_t m = a[a.size() - 2], k = a.back(), n = b.back();
+  if (b[b.size() - 2] != k) return invalid_argument("MatMul: inner dimensions differ");
+  Dims ab(a.begin(), a.end() - 2), bb(b.begin(), b.end() - 2);
+  KILN_ASSIGN_OR_RETURN(Dims batch, ops::broadcast_dims({ab, bb}));
+  const std::vector<int64_t> sa = ops::broadcast_strides(ab, batch), sb = ops::broadcast_strides(bb, batch);
+  const int64_t mat_a = m * k, mat_b = k * n, mat_y = m * n;
+  // Batch dims as (size, A stride, B stride, Y stride) in elements, size-1 dims dropped, mergeable dims merged.
+  struct BDim { int64_t size, a, b, y; };
+  std::vector<BDim> dims;
+  int64_t y_stride = mat_y;
+  for (int i = static_cast<int>(batch.size()) - 1; i >= 0; --i) {
+    if (batch[i] != 1) dims.insert(dims.begin(), BDim{batch[i], sa[i] * mat_a, sb[i] * mat_b, y_stride});
+    y_stride *= batch[i];
+  }
+  std::vector<BDim> merged;
+  for (const BDim& d : dims) {
+    if (!merged.empty()) {
+      BDim& o = merged.back();
+      if (o.a == d.a * d.size && o.b == d.b * d.size && o.y == d.y * d.size) {
+        o = BDim{o.size * d.size, d.a, d.b, d.y};
+        continue;
+      }
+    }
+    merged.push_back(d);
+  }
+  GemmShape s;
+  s.dt = dt;
+  s.m = m;
+  s.n = n;
+  s.k = k;
+  s.lda = k;
+  s.ldb = n;
+  if (!merged.empty() && merged.back().b == 0 && merged.back().a == mat_a && merged.back().y == mat_y) {
+    s.m = m * merged.back().size;  // one tall GEMM: [L*m, k] x [k, n]
+    merged.pop_back();
+  }
+  if (!merged.empty()) {
+    const BDim& in = merged.back();
+    s.batch = in.size;
+    s.sa = in.a;
+    s.sb = in.b;
+    s.sd = in.y;
+    merged.pop_back();
+  }
+  st.m = s.m;
+  st.n = n;
+  st.k = k;
+  st.off_a.assign(1, 0);
+  st.off_b.assign(1, 0);
+  st.off_y.assign(1, 0);
+  const size_t es = dtype_size(dt);
+  for (const BDim& d : merged) {  // outer to inner: offsets in row-major order of the outer dims
+    std::vector<int64_t> na, nb, ny;
+    for (size_t i = 0; i < st.off_a.size(); ++i)
+      for (int64_t j = 0; j < d.size; ++j) {
+        na.push_back(st.off_a[i] + j * d.a);
+        nb.push_back(st.off_b[i] + j * d.b);
+        ny.push_back(st.off_y[i] + j * d.y);
+      }
+    st.off_a.swap(na);
+    st.off_b.swap(nb);
+    st.off_y.swap(ny);
+    st.extra_a |= static_cast<uint64_t>(d.a) * es;
+    st.extra_b |= static_cast<uint64_t>(d.b) * es;
+    st.extra_y |= static_cast<uint64_t>(d.y) * es;
+  }
+  return s;
+}
+
+Status matmul_plan(const KernelArgs& args, MatMulState& st) {
+  KILN_ASSIGN_OR_RETURN(GemmShape s, matmul_geometry(args.in[0].shape, args.in[1].shape, args.in[0].dtype, st));
+  if (s.k == 0) return Status::Ok();  // zeros, no GEMM
+  return st.lt.init(s, args.handles->allow_tf32);
+}
+
+Status matmul_run(KernelArgs& args) {
+  const DevTensor &A = args.in[0], &B = args.in[1];
+  DevTensor& Y = args.out[0];
+  if (Y.numel() == 0) return Status::Ok();
+  auto* st = static_cast<MatMulState*>(args.state->get());
+  if (!st || st->a_shape != A.shape || st->b_shape != B.shape) {
+    auto fresh = std::make_shared<MatMulState>();
+    fresh->a_shape = A.shape;
+    fresh->b_shape = B.shape;
+    KILN_RETURN_IF_ERROR(matmul_plan(args, *fresh));
+    *args.state = fresh;
+    st = fresh.get();
+  }
+  if (st->k == 0) {  // an empty sum
+    KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
+    return Status::Ok();
+  }
+  const size_t es = dtype_size(A.dtype);
+  for (size_t i = 0; i < st->off_a.size(); ++i) {
+    const auto* a = static_cast<const uint8_t*>(A.data) + st->off_a[i] * es;
+    const auto* b = static_cast<const uint8_t*>(B.data) + st->off_b[i] * es;
+    auto* y = static_cast<uint8_t*>(Y.data) + st->off_y[i] * es;
+    KILN_RETURN_IF_ERROR(st->lt.run(args, a, b, y, nullptr, 1.0f, 0.0f, st->extra_a, st->extra_b, st->extra_y));
+  }
+  return Status::Ok();
+}
+
+// ---- Gemm ----
+
+struct GemmState {
+  Dims a_shape, b_shape, c_shape;
+  bool has_c = false;
+  int64_t m = 0, n = 0, k = 0;
+  float alpha = 1, beta = 1;
+  bool use_c = false, bias = false;
+  int64_t cs0 = 0, cs1 = 0;  // C's strides broadcast to (m, n)
+  LtGemm lt;
+};
+
+Status gemm_plan(const KernelArgs& args, GemmState& st) {
+  const DevTensor &A = args.in[0], &B = args.in[1];
+  if (A.rank() != 2 || B.rank() != 2) return invalid_argument("Gemm: A and B must be 2-D");
+  const auto& at = args.attrs();
+  KILN_ASSIGN_OR_RETURN(int64_t ta, at.get_int("transA", 0));
+  KILN_ASSIGN_OR_RETURN(int64_t tb, at.get_int("transB", 0));
+  KILN_ASSIGN_OR_RETURN(st.alpha, at.get_float("alpha", 1.0f));
+  KILN_ASSIGN_OR_RETURN(st.beta, at.get_float("beta", 1.0f));
+  st.m = ta ? A.shape[1] : A.shape[0];
+  st.k = ta ? A.shape[0] : A.shape[1];
+  st.n = tb ? B.shape[0] : B.shape[1];
+  if ((tb ? B.shape[1] : B.shape[0]) != st.k) return invalid_argument("Gemm: inner dimensions differ");
+  st.use_c = st.has_c && st.beta != 0.0f;
+  if (st.use_c) {
+    const Dims& cs = st.c_shape;
+    if (cs.size() > 2) return invalid_argument("Gemm: C must have rank <= 2, got " + dims_to_string(cs));
+    const Dims out = {st.m, st.n};
+    for (size_t i = 0; i < cs.size(); ++i)
+      if (cs[i] != 1 && cs[i] != out[out.size() - cs.size() + i])
+        return invalid_argument("Gemm: C of shape " + dims_to_string(cs) + " cannot be broadcast to " +
+                                dims_to_string(out));
+    auto s = ops::broadcast_strides(cs, out);
+    st.cs0 = s[0];
+    st.cs1 = s[1];
+    // A row vector of length n added with beta 1 is cuBLASLt's bias epilogue.
+    st.bias = st.beta == 1.0f && st.cs0 == 0 && (st.cs1 == 1 || st.n == 1) && st.k > 0;
+  }
+  GemmShape s;
+  s.dt = A.dtype;
+  s.ta = ta != 0;
+  s.tb = tb != 0;
+  s.m = st.m;
+  s.n = st.n;
+  s.k = st.k;
+  s.lda = A.shape[1];
+  s.ldb = B.shape[1];
+  s.bias = st.bias;
+  if (st.k == 0) return Status::Ok();
+  return st.lt.init(s, args.handles->allow_tf32);
+}
+
+Status gemm_run(KernelArgs& args) {
+  const DevTensor &A = args.in[0], &B = args.in[1];
+  DevTensor& Y = args.out[0];
+  if (Y.numel() == 0) return Status::Ok();
+  const bool has_c = args.has_input(2);
+  const Dims c_shape = has_c ? args.in[2].shape : Dims{};
+  auto* st = static_cast<GemmState*>(args.state->get());
+  if (!st || st->a_shape != A.shape || st->b_shape != B.shape || st->has_c != has_c || st->c_shape != c_shape) {
+    auto fresh = std::make_shared<GemmState>();
+    fresh->a_shape = A.shape;
+    fresh->b_shape = B.shape;
+    fresh->c_shape = c_shape;
+    fresh->has_c = has_c;
+    KILN_RETURN_IF_ERROR(gemm_plan(args, *fresh));
+    *args.state = fresh;
+    st = fresh.get();
+  }
+  const void* c = has_c ? args.in[2].data : nullptr;
+  if (st->k == 0) {  // Y = beta * C, or zeros
+    if (st->use_c) return launch_broadcast_2d(Y.dtype, c, st->cs0, st->cs1, Y.data, st->m, st->n, st->beta, args.stream);
+    KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
+    return Status::Ok();
+  }
+  if (st->bias) return st->lt.run(args, A.data, B.data, Y.data, c, st->alpha, 0.0f);
+  if (st->use_c) {
+    KILN_RETURN_IF_ERROR(launch_broadcast_2d(Y.dtype, c, st->cs0, st->cs1, Y.data, st->m, st->n, 1.0f, args.stream));
+    return st->lt.run(args, A.data, B.data, Y.data, nullptr, st->alpha, st->beta);
+  }
+  return st->lt.run(args, A.data, B.data, Y.data, nullptr, st->alpha, 0.0f);
+}
+
+bool rank_is(const runtime::EnginePlan& p, int id, size_t lo, size_t hi) {
+  if (id < 0) return true;
+  const auto& v = p.values[id];
+  return v.rank_known && v.shape.size() >= lo && v.shape.size() <= hi;
+}
+
+}  // namespace
+
+KILN_CUDA_KERNEL(MatMul) {
+  KernelDef d;
+  d.op = "MatMul";
+  d.dtypes = float_types();
+  d.run = matmul_run;
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) {
+    return n.inputs.size() == 2 && same_dtypes(n, p, 2) && rank_is(p, n.inputs[0], 1, 64) &&
+           rank_is(p, n.inputs[1], 1, 64);
+  };
+  return d;
+}
+
+KILN_CUDA_KERNEL(Gemm) {
+  KernelDef d;
+  d.op = "Gemm";
+  d.dtypes = float_types();
+  d.run = gemm_run;
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) {
+    return n.inputs.size() >= 2 && same_dtypes(n, p, 3) && rank_is(p, n.inputs[0], 2, 2) &&
+           rank_is(p, n.inputs[1], 2, 2) && (n.inputs.size() < 3 || rank_is(p, n.inputs[2], 0, 2));
+  };
+  return d;
+}
+
+}  // namespace kiln::cuda

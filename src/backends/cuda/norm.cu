@@ -1,0 +1,228 @@
+// Normalization kernels: a row kernel (Softmax/LogSoftmax, Lp, Layer/RMS/Group/Instance normalization), a
+// column kernel for Softmax/LogSoftmax/Lp over a strided axis, and MeanVarianceNormalization. Float32 math;
+// the formulas follow src/ops/{softmax,norm,transformer_ops}.cpp term by term so rounding stays close.
+#include <cmath>
+#include <string>
+
+#include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/norm_kernels.h"
+#include "backends/cuda/reduce_common.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+// Rows owned by a warp (blockDim (32, rows per block)) or by a whole block (blockDim.y == 1).
+template <typename T>
+__global__ void __launch_bounds__(1024) row_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowNormParams p) {
+  __shared__ float smem[32];
+  const int64_t len = p.len;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < p.rows; row += step) {
+    const T* xr = x + row * len;
+    T* yr = y + row * len;
+    if (p.mode == RowNorm::kSoftmax || p.mode == RowNorm::kLogSoftmax) {
+      float mx = -INFINITY;
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) mx = MaxOp()(mx, to_f(xr[k]));
+      mx = row_allreduce(mx, MaxOp(), smem);
+      float sum = 0.f;
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) sum += expf(to_f(xr[k]) - mx);
+      sum = row_allreduce(sum, AddOp(), smem);
+      if (p.mode == RowNorm::kSoftmax) {
+        for (int64_t k = threadIdx.x; k < len; k += blockDim.x) yr[k] = from_f<T>(expf(to_f(xr[k]) - mx) / sum);
+      } else {
+        const float lse = logf(sum);
+        for (int64_t k = threadIdx.x; k < len; k += blockDim.x) yr[k] = from_f<T>(to_f(xr[k]) - mx - lse);
+      }
+      continue;
+    }
+    if (p.mode == RowNorm::kLp1 || p.mode == RowNorm::kLp2) {
+      const bool l1 = p.mode == RowNorm::kLp1;
+      float acc = 0.f;
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) {
+        const float v = to_f(xr[k]);
+        acc += l1 ? fabsf(v) : v * v;
+      }
+      acc = row_allreduce(acc, AddOp(), smem);
+      const float norm = l1 ? acc : sqrtf(acc);
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x)
+        yr[k] = from_f<T>(norm == 0.f ? 0.f : to_f(xr[k]) / norm);
+      continue;
+    }
+    // Mean (not for RMS) and biased variance, two passes like the reference.
+    float mean = 0.f;
+    if (p.mode != RowNorm::kRmsNorm) {
+      float s = 0.f;
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) s += to_f(xr[k]);
+      s = row_allreduce(s, AddOp(), smem);
+      mean = len > 0 ? s / static_cast<float>(len) : 0.f;
+    }
+    float sq = 0.f;
+    for (int64_t k = threadIdx.x; k < len; k += blockDim.x) {
+      const float d = to_f(xr[k]) - mean;
+      sq += d * d;
+    }
+    sq = row_allreduce(sq, AddOp(), smem);
+    const float var = len > 0 ? sq / static_cast<float>(len) : 0.f;
+    if (p.mode == RowNorm::kLayerNorm || p.mode == RowNorm::kRmsNorm) {
+      const float inv = 1.f / sqrtf(var + p.eps);
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) {
+        const float sc = load_param(p.scale, p.scale_dtype, map_offset(p.scale_map, k));
+        const float b = p.bias ? load_param(p.bias, p.bias_dtype, map_offset(p.bias_map, k)) : 0.f;
+        yr[k] = from_f<T>((to_f(xr[k]) - mean) * inv * sc + b);
+      }
+      if (threadIdx.x == 0) {
+        if (p.mean_out) {
+          if (p.stats_double) static_cast<double*>(p.mean_out)[row] = mean;
+          else static_cast<float*>(p.mean_out)[row] = mean;
+        }
+        if (p.inv_std_out) {
+          if (p.stats_double) static_cast<double*>(p.inv_std_out)[row] = inv;
+          else static_cast<float*>(p.inv_std_out)[row] = inv;
+        }
+      }
+      continue;
+    }
+    // Group / Instance: y = x * a + b per channel, with a = scale / std (Instance) or scale * (1 / std) (Group).
+    const bool instance = p.mode == RowNorm::kInstanceNorm;
+    const float den = sqrtf(var + p.eps), inv = 1.f / den;
+    const int64_t g = row % p.groups;
+    if (!p.per_channel) {
+      const float sc = load_param(p.scale, p.scale_dtype, g), bi = load_param(p.bias, p.bias_dtype, g);
+      const float a = instance ? sc / den : sc * inv, b = bi - mean * a;
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) yr[k] = from_f<T>(to_f(xr[k]) * a + b);
+    } else {
+      for (int64_t k = threadIdx.x; k < len; k += blockDim.x) {
+        const int64_t c = g * p.cpg + div_nonneg(k, p.inner);
+        const float sc = load_param(p.scale, p.scale_dtype, c), bi = load_param(p.bias, p.bias_dtype, c);
+        const float a = instance ? sc / den : sc * inv, b = bi - mean * a;
+        yr[k] = from_f<T>(to_f(xr[k]) * a + b);
+      }
+    }
+  }
+}
+
+// One thread per (outer, inner) column of [outer, len, inner]: Softmax/LogSoftmax/Lp along a strided axis.
+template <typename T>
+__global__ void col_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowNorm mode, int64_t outer,
+                                int64_t len, int64_t inner) {
+  const int64_t total = outer * inner, step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; t < total; t += step) {
+    const int64_t o = t / inner, i = t - o * inner;
+    const T* xc = x + o * len * inner + i;
+    T* yc = y + o * len * inner + i;
+    if (mode == RowNorm::kSoftmax || mode == RowNorm::kLogSoftmax) {
+      float mx = -INFINITY;
+      for (int64_t k = 0; k < len; ++k) mx = MaxOp()(mx, to_f(xc[k * inner]));
+      float sum = 0.f;
+      for (int64_t k = 0; k < len; ++k) sum += expf(to_f(xc[k * inner]) - mx);
+      if (mode == RowNorm::kSoftmax) {
+        for (int64_t k = 0; k < len; ++k) yc[k * inner] = from_f<T>(expf(to_f(xc[k * inner]) - mx) / sum);
+      } else {
+        const float lse = logf(sum);
+        for (int64_t k = 0; k < len; ++k) yc[k * inner] = from_f<T>(to_f(xc[k * inner]) - mx - lse);
+      }
+    } else {
+      const bool l1 = mode == RowNorm::kLp1;
+      float acc = 0.f;
+      for (int64_t k = 0; k < len; ++k) {
+        const float v = to_f(xc[k * inner]);
+        acc += l1 ? fabsf(v) : v * v;
+      }
+      const float norm = l1 ? acc : sqrtf(acc);
+      for (int64_t k = 0; k < len; ++k)
+        yc[k * inner] = from_f<T>(norm == 0.f ? 0.f : to_f(xc[k * inner]) / norm);
+    }
+  }
+}
+
+// One warp or block per statistics group (an index of the kept dims), reading through the strided maps.
+template <typename T>
+__global__ void __launch_bounds__(1024) mvn_kernel(const T* __restrict__ x, T* __restrict__ y, AxisSplit s) {
+  __shared__ float smem[32];
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  const float n = static_cast<float>(s.nred);
+  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; g < s.nkept; g += step) {
+    const int64_t base = map_offset(s.kept, g);
+    float sum = 0.f;
+    for (int64_t r = threadIdx.x; r < s.nred; r += blockDim.x) sum += to_f(x[base + map_offset(s.red, r)]);
+    sum = row_allreduce(sum, AddOp(), smem);
+    const float mean = s.nred > 0 ? sum / n : 0.f;
+    float sq = 0.f;
+    for (int64_t r = threadIdx.x; r < s.nred; r += blockDim.x) {
+      const float d = to_f(x[base + map_offset(s.red, r)]) - mean;
+      sq += d * d;
+    }
+    sq = row_allreduce(sq, AddOp(), smem);
+    const float sd = sqrtf(s.nred > 0 ? sq / n : 0.f) + 1e-9f;
+    for (int64_t r = threadIdx.x; r < s.nred; r += blockDim.x) {
+      const int64_t off = base + map_offset(s.red, r);
+      y[off] = from_f<T>((to_f(x[off]) - mean) / sd);
+    }
+  }
+}
+
+template <typename T>
+Status row_norm_t(const void* x, void* y, const RowNormParams& p, int sm_count, cudaStream_t stream) {
+  if (p.rows <= 0) return Status::Ok();
+  const dim3 block = row_block(p.len, p.rows, sm_count);
+  row_norm_kernel<T><<<grid_for(p.rows, block.y), block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), p);
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+template <typename T>
+Status col_norm_t(const void* x, void* y, RowNorm mode, int64_t outer, int64_t len, int64_t inner,
+                  cudaStream_t stream) {
+  if (outer * len * inner <= 0) return Status::Ok();
+  col_norm_kernel<T><<<grid_for(outer * inner, 256), 256, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y),
+                                                                       mode, outer, len, inner);
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+template <typename T>
+Status mvn_t(const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream) {
+  if (s.nkept <= 0 || s.nred <= 0) return Status::Ok();
+  const dim3 block = row_block(s.nred, s.nkept, sm_count);
+  mvn_kernel<T><<<grid_for(s.nkept, block.y), block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), s);
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+Status bad_type(const char* what, DataType dt) {
+  return unsupported(std::string(what) + ": no CUDA kernel for data type " + std::to_string(static_cast<int>(dt)));
+}
+
+}  // namespace
+
+Status launch_row_norm(DataType dt, const void* x, void* y, const RowNormParams& p, int sm_count, cudaStream_t stream) {
+  if (sm_count <= 0) sm_count = 132;
+  switch (dt) {
+    case DataType::kFLOAT: return row_norm_t<float>(x, y, p, sm_count, stream);
+    case DataType::kHALF: return row_norm_t<__half>(x, y, p, sm_count, stream);
+    case DataType::kBF16: return row_norm_t<__nv_bfloat16>(x, y, p, sm_count, stream);
+    default: return bad_type("normalization", dt);
+  }
+}
+
+Status launch_col_norm(DataType dt, const void* x, void* y, RowNorm mode, int64_t outer, int64_t len, int64_t inner,
+                       cudaStream_t stream) {
+  switch (dt) {
+    case DataType::kFLOAT: return col_norm_t<float>(x, y, mode, outer, len, inner, stream);
+    case DataType::kHALF: return col_norm_t<__half>(x, y, mode, outer, len, inner, stream);
+    case DataType::kBF16: return col_norm_t<__nv_bfloat16>(x, y, mode, outer, len, inner, stream);
+    default: return bad_type("normalization", dt);
+  }
+}
+
+Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream) {
+  if (sm_count <= 0) sm_count = 132;
+  switch (dt) {
+    case DataType::kFLOAT: return mvn_t<float>(x, y, s, sm_count, stream);
+    case DataType::kHALF: return mvn_t<__half>(x, y, s, sm_count, stream);
+    case DataType::kBF16: return mvn_t<__nv_bfloat16>(x, y, s, sm_count, stream);
+    default: return bad_type("MeanVarianceNormalization", dt);
+  }
+}
+
+}  // namespace kiln::cuda

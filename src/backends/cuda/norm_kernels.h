@@ -1,0 +1,49 @@
+// Launchers of the normalization kernels: Softmax/LogSoftmax, LpNormalization, LayerNormalization,
+// RMSNormalization, GroupNormalization, InstanceNormalization, MeanVarianceNormalization. Statistics are
+// accumulated in float32 whatever the data type. Launchers take the stream, never allocate, never synchronize.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backends/cuda/index_map.h"
+#include "kiln/status.h"
+#include "kiln/types.h"
+
+namespace kiln::cuda {
+
+enum class RowNorm : int { kSoftmax, kLogSoftmax, kLp1, kLp2, kLayerNorm, kRmsNorm, kGroupNorm, kInstanceNorm };
+
+// `rows` contiguous rows of `len` elements, each normalized on its own.
+struct RowNormParams {
+  RowNorm mode = RowNorm::kSoftmax;
+  int64_t rows = 0, len = 0;
+  float eps = 0.f;
+  // Scale and bias (bias may be null): float, half or bf16, each with its own type.
+  const void* scale = nullptr;
+  const void* bias = nullptr;
+  DataType scale_dtype = DataType::kFLOAT, bias_dtype = DataType::kFLOAT;
+  // Layer/RMS: the position in the row -> the scale/bias element (they broadcast to the normalized dims).
+  IndexMap scale_map, bias_map;
+  // Group/Instance: row = n * groups + g; a row holds cpg channels of `inner` elements; parameters are per
+  // channel (g * cpg + c) when per_channel, else per group.
+  int64_t groups = 1, cpg = 1, inner = 1;
+  bool per_channel = false;
+  // LayerNormalization's optional Mean and InvStdDev outputs, one value per row, float or double.
+  void* mean_out = nullptr;
+  void* inv_std_out = nullptr;
+  bool stats_double = false;
+};
+
+// dt: float, half or bf16 for x and y.
+Status launch_row_norm(DataType dt, const void* x, void* y, const RowNormParams& p, int sm_count, cudaStream_t stream);
+
+// Softmax, LogSoftmax, Lp1, Lp2 over the middle axis of [outer, len, inner] with inner > 1.
+Status launch_col_norm(DataType dt, const void* x, void* y, RowNorm mode, int64_t outer, int64_t len, int64_t inner,
+                       cudaStream_t stream);
+
+// MeanVarianceNormalization: statistics over s.red for every index of s.kept; y has x's shape.
+Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,253 @@
+// Registration of the normalization kernels: Softmax, LogSoftmax, LpNormalization, LayerNormalization,
+// RMSNormalization, InstanceNormalization, GroupNormalization, MeanVarianceNormalization. Attribute handling
+// and shape checks mirror the reference implementations in src/ops/softmax.cpp, norm.cpp and transformer_ops.cpp.
+#include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/norm_kernels.h"
+#include "ops/op_util.h"
+
+namespace kiln::cuda {
+namespace {
+
+bool is_float_type(DataType dt) { return dt == DataType::kFLOAT || dt == DataType::kHALF || dt == DataType::kBF16; }
+
+// Inputs from `first` on are absent or of a float type (scale and bias are read with a run-time type tag).
+bool params_are_float(const runtime::PlanNode& n, const runtime::EnginePlan& plan, int first) {
+  for (size_t i = first; i < n.inputs.size(); ++i)
+    if (n.inputs[i] >= 0 && !is_float_type(plan.values[n.inputs[i]].dtype)) return false;
+  return true;
+}
+
+bool rank_known_at_most(const runtime::PlanNode& n, const runtime::EnginePlan& plan, size_t max_rank) {
+  const auto& v = plan.values[n.inputs[0]];
+  return v.rank_known && v.shape.size() <= max_rank;
+}
+
+// Softmax, LogSoftmax (opset < 13: the input flattened to 2-D at axis; from 13: the one axis) and Lp.
+Status run_axis_norm(KernelArgs& a, RowNorm mode, int64_t outer, int64_t len, int64_t inner) {
+  const DevTensor& x = a.in[0];
+  if (inner == 1) {
+    RowNormParams p;
+    p.mode = mode;
+    p.rows = outer;
+    p.len = len;
+    if (len == 0) return Status::Ok();
+    return launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
+  }
+  return launch_col_norm(x.dtype, x.data, a.out[0].data, mode, outer, len, inner, a.stream);
+}
+
+KernelDef softmax_def(const char* op, RowNorm mode) {
+  KernelDef d;
+  d.op = op;
+  d.dtypes = float_types();
+  d.run = [mode](KernelArgs& a) -> Status {
+    const std::string& name = a.node->op_type;
+    const DevTensor& x = a.in[0];
+    const int opset = a.node->opset;
+    KILN_ASSIGN_OR_RETURN(int64_t axis_attr, a.attrs().get_int("axis", opset < 13 ? 1 : -1));
+    KILN_ASSIGN_OR_RETURN(int64_t axis, ops::normalize_axis(axis_attr, x.rank(), name + " axis"));
+    const int64_t outer = ops::product(x.shape, 0, axis);
+    int64_t len = 1, inner = 1;
+    if (opset < 13) {
+      len = ops::product(x.shape, axis);
+    } else if (x.rank() > 0) {
+      len = x.shape[axis];
+      inner = ops::product(x.shape, axis + 1);
+    }
+    return run_axis_norm(a, mode, outer, len, inner);
+  };
+  return d;
+}
+
+// Scale or bias of a Layer/RMS normalization as a map from the position in the normalized dims.
+Status param_map(const std::string& op, const DevTensor& t, const std::vector<int64_t>& norm_dims, IndexMap* m) {
+  auto bd = ops::broadcast_dims({t.shape, norm_dims});
+  if (!bd.ok() || bd.value() != norm_dims)
+    return invalid_argument(op + ": parameter of shape " + dims_to_string(t.shape) +
+                            " does not broadcast to the normalized shape " + dims_to_string(norm_dims));
+  if (!strided_map(norm_dims, ops::broadcast_strides(t.shape, norm_dims), m))
+    return unsupported(op + ": parameter broadcast needs too many dims");
+  return Status::Ok();
+}
+
+Status run_layer_norm(KernelArgs& a) {
+  const std::string op = "LayerNormalization";
+  const DevTensor& x = a.in[0];
+  KILN_ASSIGN_OR_RETURN(int64_t axis, a.attrs().get_int("axis", -1));
+  KILN_ASSIGN_OR_RETURN(axis, ops::normalize_axis(axis, x.rank(), op + ": axis"));
+  KILN_ASSIGN_OR_RETURN(float eps, a.attrs().get_float("epsilon", 1e-5f));
+  KILN_ASSIGN_OR_RETURN(int64_t stash, a.attrs().get_int("stash_type", 1));
+  if (stash != 1 && stash != 11)
+    return invalid_model(op + ": stash_type must be 1 (float) or 11 (double), got " + std::to_string(stash));
+  const std::vector<int64_t> norm_dims(x.shape.begin() + axis, x.shape.end());
+  RowNormParams p;
+  p.mode = RowNorm::kLayerNorm;
+  p.rows = ops::product(x.shape, 0, axis);
+  p.len = ops::product(x.shape, axis);
+  p.eps = eps;
+  p.scale = a.in[1].data;
+  p.scale_dtype = a.in[1].dtype;
+  KILN_RETURN_IF_ERROR(param_map(op, a.in[1], norm_dims, &p.scale_map));
+  if (a.in.size() > 2 && a.node->inputs[2] >= 0) {
+    p.bias = a.in[2].data;
+    p.bias_dtype = a.in[2].dtype;
+    KILN_RETURN_IF_ERROR(param_map(op, a.in[2], norm_dims, &p.bias_map));
+  }
+  for (size_t k = 1; k < a.out.size() && k < 3; ++k) {
+    const DevTensor& s = a.out[k];
+    if (s.dtype != DataType::kFLOAT && s.dtype != DataType::kDOUBLE)
+      return unsupported(op + ": statistics output type must be float or double");
+    p.stats_double = s.dtype == DataType::kDOUBLE;
+    (k == 1 ? p.mean_out : p.inv_std_out) = s.data;
+  }
+  // Empty rows still produce statistics (mean 0), so launch whenever there are rows.
+  return launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
+}
+
+Status run_rms_norm(KernelArgs& a) {
+  const std::string op = "RMSNormalization";
+  const DevTensor& x = a.in[0];
+  KILN_ASSIGN_OR_RETURN(int64_t stash, a.attrs().get_int("stash_type", 1));
+  if (stash != 1 && stash != 10 && stash != 11 && stash != 16)
+    return invalid_model(op + ": stash_type must be one of 1, 10, 11, 16, got " + std::to_string(stash));
+  KILN_ASSIGN_OR_RETURN(int64_t axis, a.attrs().get_int("axis", -1));
+  KILN_ASSIGN_OR_RETURN(axis, ops::normalize_axis(axis, x.rank(), "RMSNormalization axis"));
+  KILN_ASSIGN_OR_RETURN(float eps, a.attrs().get_float("epsilon", 1e-5f));
+  const std::vector<int64_t> norm_dims(x.shape.begin() + axis, x.shape.end());
+  RowNormParams p;
+  p.mode = RowNorm::kRmsNorm;
+  p.rows = ops::product(x.shape, 0, axis);
+  p.len = ops::product(x.shape, axis);
+  p.eps = eps;
+  p.scale = a.in[1].data;
+  p.scale_dtype = a.in[1].dtype;
+  KILN_RETURN_IF_ERROR(param_map(op, a.in[1], norm_dims, &p.scale_map));
+  if (p.len == 0) return Status::Ok();
+  return launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
+}
+
+// Instance (groups == C) and Group normalization over [N, C, spatial...].
+Status run_group_norm(KernelArgs& a, bool instance) {
+  const std::string op = instance ? "InstanceNormalization" : "GroupNormalization";
+  const DevTensor& x = a.in[0];
+  const int min_rank = instance ? 3 : 2;
+  if (x.rank() < min_rank)
+    return invalid_argument(op + ": X must have rank >= " + std::to_string(min_rank) + ", got " +
+                            dims_to_string(x.shape));
+  KILN_ASSIGN_OR_RETURN(float eps, a.attrs().get_float("epsilon", 1e-5f));
+  const int64_t n = x.shape[0], c = x.shape[1], inner = ops::product(x.shape, 2);
+  int64_t groups = c;
+  if (!instance) {
+    KILN_ASSIGN_OR_RETURN(groups, a.attrs().get_int("num_groups"));
+    if (groups < 1 || c % groups != 0)
+      return invalid_argument(op + ": num_groups " + std::to_string(groups) +
+                              " must be >= 1 and divide the channel count " + std::to_string(c));
+  }
+  // Opset 18 gives GroupNormalization's scale/bias per group, opset 21 per channel; accept either by size.
+  const int64_t pc = instance || a.in[1].numel() == c ? c : groups;
+  if (a.in[1].numel() != pc || a.in[2].numel() != pc)
+    return invalid_argument(op + ": scale and bias must have " + std::to_string(pc) + " elements, got " +
+                            dims_to_string(a.in[1].shape) + " and " + dims_to_string(a.in[2].shape));
+  RowNormParams p;
+  p.mode = instance ? RowNorm::kInstanceNorm : RowNorm::kGroupNorm;
+  p.groups = groups;
+  p.cpg = c / groups;
+  p.inner = inner;
+  p.rows = n * groups;
+  p.len = p.cpg * inner;
+  p.eps = eps;
+  p.per_channel = pc == c && p.cpg > 1;
+  p.scale = a.in[1].data;
+  p.scale_dtype = a.in[1].dtype;
+  p.bias = a.in[2].data;
+  p.bias_dtype = a.in[2].dtype;
+  if (p.len == 0) return Status::Ok();
+  return launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
+}
+
+}  // namespace
+
+KILN_CUDA_KERNEL(Softmax) { return softmax_def("Softmax", RowNorm::kSoftmax); }
+KILN_CUDA_KERNEL(LogSoftmax) { return softmax_def("LogSoftmax", RowNorm::kLogSoftmax); }
+
+KILN_CUDA_KERNEL(LpNormalization) {
+  KernelDef d;
+  d.op = "LpNormalization";
+  d.dtypes = float_types();
+  d.run = [](KernelArgs& a) -> Status {
+    const DevTensor& x = a.in[0];
+    KILN_ASSIGN_OR_RETURN(int64_t axis, a.attrs().get_int("axis", -1));
+    KILN_ASSIGN_OR_RETURN(axis, ops::normalize_axis(axis, x.rank(), "LpNormalization: axis"));
+    KILN_ASSIGN_OR_RETURN(int64_t p, a.attrs().get_int("p", 2));
+    if (p != 1 && p != 2) return invalid_model("LpNormalization: p must be 1 or 2, got " + std::to_string(p));
+    if (x.rank() == 0) return invalid_argument("LpNormalization: X must have rank >= 1");
+    return run_axis_norm(a, p == 1 ? RowNorm::kLp1 : RowNorm::kLp2, ops::product(x.shape, 0, axis), x.shape[axis],
+                         ops::product(x.shape, axis + 1));
+  };
+  return d;
+}
+
+KILN_CUDA_KERNEL(LayerNormalization) {
+  KernelDef d;
+  d.op = "LayerNormalization";
+  d.dtypes = float_types();
+  d.run = run_layer_norm;
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
+    return rank_known_at_most(n, plan, kMaxIndexDims) && params_are_float(n, plan, 1);
+  };
+  return d;
+}
+
+KILN_CUDA_KERNEL(RMSNormalization) {
+  KernelDef d;
+  d.op = "RMSNormalization";
+  d.dtypes = float_types();
+  d.run = run_rms_norm;
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
+    return rank_known_at_most(n, plan, kMaxIndexDims) && params_are_float(n, plan, 1);
+  };
+  return d;
+}
+
+KILN_CUDA_KERNEL(InstanceNormalization) {
+  KernelDef d;
+  d.op = "InstanceNormalization";
+  d.dtypes = float_types();
+  d.run = [](KernelArgs& a) { return run_group_norm(a, true); };
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) { return params_are_float(n, plan, 1); };
+  return d;
+}
+
+KILN_CUDA_KERNEL(GroupNormalization) {
+  KernelDef d;
+  d.op = "GroupNormalization";
+  d.dtypes = float_types();
+  d.run = [](KernelArgs& a) { return run_group_norm(a, false); };
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) { return params_are_float(n, plan, 1); };
+  return d;
+}
+
+KILN_CUDA_KERNEL(MeanVarianceNormalization) {
+  KernelDef d;
+  d.op = "MeanVarianceNormalization";
+  d.dtypes = float_types();
+  d.run = [](KernelArgs& a) -> Status {
+    const DevTensor& x = a.in[0];
+    KILN_ASSIGN_OR_RETURN(auto axes, a.attrs().get_ints("axes", {0, 2, 3}));
+    std::vector<bool> reduced(x.rank(), false);
+    for (int64_t ax : axes) {
+      KILN_ASSIGN_OR_RETURN(int64_t na, ops::normalize_axis(ax, x.rank(), "MeanVarianceNormalization: axis"));
+      if (na < x.rank()) reduced[na] = true;
+    }
+    AxisSplit s;
+    if (!split_axes(x.shape, reduced, &s))
+      return unsupported("MeanVarianceNormalization: too many alternating reduced and kept dims");
+    return launch_mvn(x.dtype, x.data, a.out[0].data, s, a.handles->sm_count, a.stream);
+  };
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
+    return rank_known_at_most(n, plan, kMaxIndexDims);
+  };
+  return d;
+}
+
+}  // namespace kiln::cuda

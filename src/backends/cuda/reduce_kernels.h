@@ -1,0 +1,38 @@
+// Launchers of the reduction kernels (ReduceXxx, ArgMax/ArgMin, CumSum). Plain C++ signatures: they take the
+// stream, never allocate, never synchronize. Shapes arrive already coalesced by the host side.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "backends/cuda/index_map.h"
+#include "kiln/status.h"
+#include "kiln/types.h"
+
+namespace kiln::cuda {
+
+enum class ReduceOp : int { kSum, kMean, kMax, kMin, kProd, kL1, kL2, kLogSum, kLogSumExp, kSumSquare };
+
+struct ReduceProblem {
+  ReduceOp op = ReduceOp::kSum;
+  int64_t nout = 0;  // output elements (dense, in the kept dims' order)
+  int64_t nred = 1;  // elements reduced into each output (the Mean's count)
+  // inner == 0: row mode, `kept` maps the output index to its first input element. inner > 0: column mode, the
+  // innermost kept dim (input stride 1) has `inner` elements and `kept` maps the other kept dims.
+  int64_t inner = 0;
+  IndexMap kept, red;  // red maps the reduction index to an offset from the output's first element
+};
+
+// dt: float, half, bf16, int32 or int64 (integers only for Sum/Max/Min/Prod). y has x's type.
+Status launch_reduce(DataType dt, const void* x, void* y, const ReduceProblem& p, int sm_count, cudaStream_t stream);
+
+// ArgMax/ArgMin over the middle axis of [outer, len, inner] (len >= 1), int64 indices.
+Status launch_arg_reduce(DataType dt, const void* x, int64_t* y, int64_t outer, int64_t len, int64_t inner,
+                         bool is_max, bool select_last, int sm_count, cudaStream_t stream);
+
+// Inclusive/exclusive, forward/reverse running sum over the middle axis of [outer, len, inner].
+Status launch_cumsum(DataType dt, const void* x, void* y, int64_t outer, int64_t len, int64_t inner, bool exclusive,
+                     bool reverse, int sm_count, cudaStream_t stream);
+
+}  // namespace kiln::cuda

@@ -1,0 +1,382 @@
+// CUDA reductions, softmax and normalizations against the CPU reference: every op, every registered dtype,
+// row/column/strided layouts, block-sized rows, size-1 and empty dims, negative axes, opset-dependent semantics.
+#include "gpu_test_util.h"
+
+namespace kiln::gpu_testing {
+namespace {
+
+using DT = DataType;
+
+Tensor i64s(std::vector<int64_t> v) {
+  const int64_t n = static_cast<int64_t>(v.size());
+  return Tensor::from_vector<int64_t>({n}, v);
+}
+
+void set_tol(OpCase& c, DT dt, double f32_atol = 1e-5, double f32_rtol = 1e-5) {
+  switch (dt) {
+    case DT::kHALF: c.atol = 4e-3; c.rtol = 4e-3; break;
+    case DT::kBF16: c.atol = 3e-2; c.rtol = 2e-2; break;
+    case DT::kFLOAT: c.atol = f32_atol; c.rtol = f32_rtol; break;
+    default: c.atol = 0; c.rtol = 0; break;
+  }
+}
+
+// ReduceXxx at opset 17: ReduceSum takes axes as a constant input, the others as an attribute.
+void check_reduce(const std::string& op, DT dt, std::vector<int64_t> shape, std::vector<int64_t> axes,
+                  int64_t keepdims = 1, uint32_t seed = 1, double lo = -2, double hi = 2) {
+  SCOPED_TRACE(op + " " + dims_to_string(shape) + " axes " + dims_to_string(axes) + " dtype " +
+               std::to_string(static_cast<int>(dt)));
+  OpCase c;
+  c.op = op;
+  c.inputs = {random_tensor(dt, shape, seed, lo, hi)};
+  c.attrs = {{"keepdims", keepdims}};
+  if (op == "ReduceSum") {
+    if (!axes.empty()) {
+      c.inputs.push_back(i64s(axes));
+      c.constant = {false, true};
+    }
+  } else if (!axes.empty()) {
+    c.attrs.push_back({"axes", axes});
+  }
+  // Sums of many terms differ from the sequential reference by reassociation.
+  set_tol(c, dt, 1e-4, 1e-5);
+  expect_backends_agree(c);
+}
+
+const char* const kAllReduce[] = {"ReduceSum", "ReduceMean",      "ReduceMax",      "ReduceMin",
+                                  "ReduceProd", "ReduceL1",       "ReduceL2",       "ReduceLogSum",
+                                  "ReduceLogSumExp", "ReduceSumSquare"};
+
+TEST(GpuReduce, EveryOpEveryLayoutFloat) {
+  KILN_REQUIRE_GPU();
+  for (const char* op : kAllReduce) {
+    // LogSum needs a positive sum; Prod stays finite with values near 1.
+    const std::string o = op;
+    const double lo = (o == "ReduceLogSum" || o == "ReduceProd") ? 0.5 : -2, hi = o == "ReduceProd" ? 1.5 : 2;
+    check_reduce(op, DT::kFLOAT, {3, 4, 5}, {1}, 1, 1, lo, hi);        // middle axis: column kernel
+    check_reduce(op, DT::kFLOAT, {3, 4, 5}, {-1}, 0, 2, lo, hi);       // last axis: row kernel
+    check_reduce(op, DT::kFLOAT, {3, 4, 5}, {0, 2}, 1, 3, lo, hi);     // non-contiguous axes
+    check_reduce(op, DT::kFLOAT, {3, 4, 5}, {0, 1}, 0, 4, lo, hi);     // leading axes: column kernel
+    check_reduce(op, DT::kFLOAT, {3, 4, 5}, {}, 1, 5, lo, hi);         // all axes
+    check_reduce(op, DT::kFLOAT, {2, 3, 1, 4, 3}, {1, 3}, 0, 6, lo, hi);  // strided kept and reduced dims
+  }
+}
+
+TEST(GpuReduce, HalfAndBFloat16) {
+  KILN_REQUIRE_GPU();
+  for (DT dt : {DT::kHALF, DT::kBF16})
+    for (const char* op : {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceLogSumExp",
+                           "ReduceSumSquare", "ReduceL1"}) {
+      check_reduce(op, dt, {4, 33, 7}, {1}, 1, 7);
+      check_reduce(op, dt, {4, 33, 7}, {2}, 0, 8);
+      check_reduce(op, dt, {6, 700}, {-1}, 1, 9);
+    }
+}
+
+TEST(GpuReduce, Integers) {
+  KILN_REQUIRE_GPU();
+  for (DT dt : {DT::kINT32, DT::kINT64}) {
+    for (const char* op : {"ReduceSum", "ReduceMax", "ReduceMin"}) {
+      check_reduce(op, dt, {5, 6, 7}, {1}, 1, 10, -100, 100);
+      check_reduce(op, dt, {5, 6, 7}, {2}, 0, 11, -100, 100);
+      check_reduce(op, dt, {5, 6, 7}, {0, 2}, 1, 12, -100, 100);
+      check_reduce(op, dt, {3, 2000}, {}, 0, 13, -100, 100);
+    }
+    check_reduce("ReduceProd", dt, {5, 6, 7}, {2}, 1, 14, -3, 3);
+    check_reduce("ReduceProd", dt, {5, 6, 7}, {0}, 1, 15, -3, 3);
+  }
+}
+
+TEST(GpuReduce, LongRowsAndColumns) {
+  KILN_REQUIRE_GPU();
+  for (const char* op : {"ReduceSum", "ReduceMean", "ReduceMax", "ReduceLogSumExp", "ReduceL2"}) {
+    check_reduce(op, DT::kFLOAT, {3, 5000}, {1}, 1, 20);     // block per row
+    check_reduce(op, DT::kFLOAT, {1, 70000}, {1}, 0, 21);    // one long row, 1024 threads
+    check_reduce(op, DT::kFLOAT, {3000, 70}, {0}, 1, 22);    // tall reduction, few column tiles
+    check_reduce(op, DT::kFLOAT, {7, 300, 45}, {1}, 1, 23);  // column tiles with a partial tile
+    check_reduce(op, DT::kFLOAT, {2, 3, 4, 5, 6}, {0, 2, 4}, 1, 24);
+    check_reduce(op, DT::kFLOAT, {5, 100, 3}, {1}, 0, 25);   // short innermost kept dim: strided rows
+  }
+}
+
+TEST(GpuReduce, EdgeCases) {
+  KILN_REQUIRE_GPU();
+  check_reduce("ReduceSum", DT::kFLOAT, {}, {}, 1, 30);           // rank 0
+  check_reduce("ReduceL2", DT::kFLOAT, {}, {}, 0, 31);
+  check_reduce("ReduceMax", DT::kFLOAT, {7}, {0}, 0, 32);         // rank 1 to a scalar
+  check_reduce("ReduceMean", DT::kFLOAT, {1, 1, 9}, {0, 1}, 1, 33);  // only size-1 dims reduced: a map
+  check_reduce("ReduceLogSumExp", DT::kFLOAT, {4, 9}, {1}, 1, 34, 60, 90);  // large values: shifted by the max
+  check_reduce("ReduceSum", DT::kFLOAT, {2, 0, 3}, {1}, 1, 35);   // empty reduction: identity values
+  check_reduce("ReduceMax", DT::kFLOAT, {2, 0, 3}, {1}, 0, 36);
+  check_reduce("ReduceProd", DT::kFLOAT, {2, 0, 3}, {1}, 0, 37);
+  check_reduce("ReduceMean", DT::kFLOAT, {2, 0, 3}, {1}, 0, 38);
+  check_reduce("ReduceSum", DT::kFLOAT, {0, 4}, {1}, 1, 39);      // no outputs
+}
+
+TEST(GpuReduce, NoopWithEmptyAxesAndAxesInput) {
+  KILN_REQUIRE_GPU();
+  {
+    OpCase c;
+    c.op = "ReduceSum";
+    c.inputs = {random_tensor(DT::kFLOAT, {3, 4}, 40)};
+    c.attrs = {{"noop_with_empty_axes", int64_t{1}}};
+    expect_backends_agree(c);
+  }
+  {
+    // Opset 18 moves axes to an input for every reduction.
+    OpCase c;
+    c.op = "ReduceMean";
+    c.opset = 18;
+    c.inputs = {random_tensor(DT::kFLOAT, {3, 4, 5}, 41), i64s({-1, 0})};
+    c.constant = {false, true};
+    c.attrs = {{"keepdims", int64_t{0}}};
+    set_tol(c, DT::kFLOAT, 1e-5, 1e-5);
+    expect_backends_agree(c);
+  }
+  {
+    OpCase c;
+    c.op = "ReduceMax";
+    c.opset = 18;
+    c.inputs = {random_tensor(DT::kHALF, {3, 4, 5}, 42)};
+    c.attrs = {{"keepdims", int64_t{1}}};
+    expect_backends_agree(c);
+  }
+}
+
+void check_arg(const std::string& op, DT dt, std::vector<int64_t> shape, int64_t axis, int64_t keepdims, int64_t last,
+               uint32_t seed, double lo = -2, double hi = 2) {
+  SCOPED_TRACE(op + " " + dims_to_string(shape) + " axis " + std::to_string(axis) + " last " + std::to_string(last));
+  OpCase c;
+  c.op = op;
+  c.inputs = {random_tensor(dt, shape, seed, lo, hi)};
+  c.attrs = {{"axis", axis}, {"keepdims", keepdims}, {"select_last_index", last}};
+  c.atol = c.rtol = 0;
+  expect_backends_agree(c);
+}
+
+TEST(GpuArgReduce, LayoutsTiesAndTypes) {
+  KILN_REQUIRE_GPU();
+  for (const char* op : {"ArgMax", "ArgMin"}) {
+    for (int64_t last : {0, 1}) {
+      check_arg(op, DT::kFLOAT, {4, 7, 5}, 1, 1, last, 50);      // strided axis: one thread per column
+      check_arg(op, DT::kFLOAT, {6, 300}, -1, 0, last, 51);      // warp per row
+      check_arg(op, DT::kFLOAT, {3, 5000}, 1, 1, last, 52);      // block per row
+      check_arg(op, DT::kFLOAT, {9}, 0, 0, last, 53);
+      // Integers and half precision from a small range: many ties, so first/last index matters.
+      check_arg(op, DT::kINT32, {5, 200}, 1, 1, last, 54, -3, 3);
+      check_arg(op, DT::kINT64, {5, 6, 7}, 0, 0, last, 55, -3, 3);
+      check_arg(op, DT::kHALF, {5, 500}, 1, 0, last, 56, -1, 1);
+      check_arg(op, DT::kBF16, {5, 6, 70}, 2, 1, last, 57, -1, 1);
+    }
+  }
+}
+
+void check_softmax(const std::string& op, DT dt, std::vector<int64_t> shape, int64_t axis, int opset, uint32_t seed,
+                   double lo = -4, double hi = 4) {
+  SCOPED_TRACE(op + " " + dims_to_string(shape) + " axis " + std::to_string(axis) + " opset " +
+               std::to_string(opset));
+  OpCase c;
+  c.op = op;
+  c.opset = opset;
+  c.inputs = {random_tensor(dt, shape, seed, lo, hi)};
+  c.attrs = {{"axis", axis}};
+  set_tol(c, dt, 1e-6, 1e-5);
+  expect_backends_agree(c);
+}
+
+TEST(GpuSoftmax, LayoutsAndOpsets) {
+  KILN_REQUIRE_GPU();
+  for (const char* op : {"Softmax", "LogSoftmax"}) {
+    check_softmax(op, DT::kFLOAT, {4, 10}, -1, 17, 60);
+    check_softmax(op, DT::kFLOAT, {2, 3000}, 1, 17, 61);          // block per row
+    check_softmax(op, DT::kFLOAT, {1, 40000}, 1, 17, 62);         // one long row
+    check_softmax(op, DT::kFLOAT, {3, 5, 7}, 1, 17, 63);          // strided axis
+    check_softmax(op, DT::kFLOAT, {3, 5, 7}, 0, 17, 64);
+    check_softmax(op, DT::kFLOAT, {37}, 0, 17, 65);
+    check_softmax(op, DT::kFLOAT, {4, 1}, -1, 17, 66);             // rows of one element
+    check_softmax(op, DT::kFLOAT, {8, 16}, -1, 17, 67, -80, 80);   // large logits: max subtraction
+    // Before opset 13 the input is flattened to 2-D at axis (default 1).
+    check_softmax(op, DT::kFLOAT, {2, 3, 4, 5}, 1, 11, 68);
+    check_softmax(op, DT::kFLOAT, {2, 3, 4, 5}, 2, 11, 69);
+    check_softmax(op, DT::kFLOAT, {2, 3, 4, 5}, -3, 12, 70);
+    for (DT dt : {DT::kHALF, DT::kBF16}) {
+      check_softmax(op, dt, {6, 129}, -1, 17, 71);
+      check_softmax(op, dt, {3, 17, 9}, 1, 17, 72);
+      check_softmax(op, dt, {2, 2500}, -1, 17, 73);
+    }
+  }
+  {
+    OpCase c;  // opset 11 default axis (1)
+    c.op = "Softmax";
+    c.opset = 11;
+    c.inputs = {random_tensor(DT::kFLOAT, {3, 4, 6}, 74)};
+    set_tol(c, DT::kFLOAT, 1e-6, 1e-5);
+    expect_backends_agree(c);
+  }
+}
+
+TEST(GpuNorm, LayerNormalization) {
+  KILN_REQUIRE_GPU();
+  struct Case { std::vector<int64_t> x; int64_t axis; std::vector<int64_t> scale; bool bias; };
+  const Case cases[] = {
+      {{4, 8, 32}, -1, {32}, true},
+      {{4, 8, 32}, 1, {8, 32}, true},
+      {{4, 8, 32}, 1, {1, 32}, false},  // scale broadcast over the normalized dims
+      {{4, 8, 32}, 1, {8, 1}, true},
+      {{2, 5000}, -1, {5000}, true},      // block per row
+      {{3, 7}, 0, {3, 7}, true},
+      {{6, 1}, -1, {1}, true},
+  };
+  uint32_t seed = 80;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (const auto& k : cases) {
+      SCOPED_TRACE(dims_to_string(k.x) + " axis " + std::to_string(k.axis));
+      OpCase c;
+      c.op = "LayerNormalization";
+      c.inputs = {random_tensor(dt, k.x, seed++), random_tensor(dt, k.scale, seed++, 0.5, 1.5)};
+      c.constant = {false, true, true};
+      if (k.bias) c.inputs.push_back(random_tensor(dt, k.scale, seed++));
+      c.attrs = {{"axis", k.axis}, {"epsilon", 1e-5f}};
+      set_tol(c, dt, 1e-5, 1e-4);
+      expect_backends_agree(c);
+    }
+}
+
+TEST(GpuNorm, LayerNormalizationStatistics) {
+  KILN_REQUIRE_GPU();
+  for (int64_t stash : {1, 11})
+    for (DT dt : {DT::kFLOAT, DT::kHALF}) {
+      OpCase c;
+      c.op = "LayerNormalization";
+      c.inputs = {random_tensor(dt, {3, 4, 16}, 90), random_tensor(dt, {4, 16}, 91), random_tensor(dt, {4, 16}, 92)};
+      c.constant = {false, true, true};
+      c.attrs = {{"axis", int64_t{-2}}, {"stash_type", stash}};
+      c.num_outputs = 3;
+      set_tol(c, dt, 1e-5, 1e-4);
+      expect_backends_agree(c);
+    }
+}
+
+TEST(GpuNorm, RMSNormalization) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 100;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (auto [x, axis, scale] : std::vector<std::tuple<std::vector<int64_t>, int64_t, std::vector<int64_t>>>{
+             {{4, 8, 64}, -1, {64}}, {{4, 8, 64}, 1, {8, 64}}, {{4, 8, 64}, 1, {64}}, {{2, 4096}, -1, {4096}},
+             {{2, 9000}, 1, {1}}}) {
+      SCOPED_TRACE(dims_to_string(x));
+      OpCase c;
+      c.op = "RMSNormalization";
+      c.opset = 23;
+      c.inputs = {random_tensor(dt, x, seed++), random_tensor(dt, scale, seed++, 0.5, 1.5)};
+      c.constant = {false, true};
+      c.attrs = {{"axis", axis}, {"epsilon", 1e-6f}};
+      set_tol(c, dt, 1e-5, 1e-4);
+      expect_backends_agree(c);
+    }
+}
+
+TEST(GpuNorm, InstanceAndGroupNormalization) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 110;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16}) {
+    for (auto x : std::vector<std::vector<int64_t>>{{2, 3, 5, 7}, {1, 4, 3000}, {2, 5, 2}}) {
+      OpCase c;
+      c.op = "InstanceNormalization";
+      c.inputs = {random_tensor(dt, x, seed++), random_tensor(dt, {x[1]}, seed++, 0.5, 1.5),
+                  random_tensor(dt, {x[1]}, seed++)};
+      c.constant = {false, true, true};
+      c.attrs = {{"epsilon", 1e-5f}};
+      set_tol(c, dt, 1e-5, 1e-4);
+      expect_backends_agree(c);
+    }
+    // Opset 18: scale/bias per group; opset 21: per channel.
+    for (auto [opset, groups, pc] : std::vector<std::tuple<int, int64_t, int64_t>>{{18, 3, 3}, {21, 3, 6}, {21, 6, 6},
+                                                                                 {21, 1, 6}}) {
+      SCOPED_TRACE("GroupNormalization opset " + std::to_string(opset) + " groups " + std::to_string(groups));
+      OpCase c;
+      c.op = "GroupNormalization";
+      c.opset = opset;
+      c.inputs = {random_tensor(dt, {2, 6, 4, 5}, seed++), random_tensor(dt, {pc}, seed++, 0.5, 1.5),
+                  random_tensor(dt, {pc}, seed++)};
+      c.constant = {false, true, true};
+      c.attrs = {{"num_groups", groups}, {"epsilon", 1e-5f}};
+      set_tol(c, dt, 1e-5, 1e-4);
+      expect_backends_agree(c);
+    }
+  }
+}
+
+TEST(GpuNorm, LpNormalization) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 130;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (int64_t p : {1, 2})
+      for (auto [x, axis] : std::vector<std::pair<std::vector<int64_t>, int64_t>>{
+               {{4, 10}, -1}, {{3, 5, 7}, 1}, {{3, 5, 7}, 0}, {{2, 3000}, 1}, {{5}, 0}}) {
+        OpCase c;
+        c.op = "LpNormalization";
+        c.inputs = {random_tensor(dt, x, seed++)};
+        c.attrs = {{"axis", axis}, {"p", p}};
+        set_tol(c, dt, 1e-6, 1e-5);
+        expect_backends_agree(c);
+      }
+}
+
+TEST(GpuNorm, MeanVarianceNormalization) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 150;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16}) {
+    {
+      OpCase c;  // default axes {0, 2, 3}: strided groups
+      c.op = "MeanVarianceNormalization";
+      c.inputs = {random_tensor(dt, {2, 3, 4, 5}, seed++)};
+      set_tol(c, dt, 1e-5, 1e-4);
+      expect_backends_agree(c);
+    }
+    for (auto axes : std::vector<std::vector<int64_t>>{{2, 3}, {1}, {-1}, {0, 1, 2, 3}}) {
+      OpCase c;
+      c.op = "MeanVarianceNormalization";
+      c.inputs = {random_tensor(dt, {2, 3, 4, 50}, seed++)};
+      c.attrs = {{"axes", axes}};
+      set_tol(c, dt, 1e-5, 1e-4);
+      expect_backends_agree(c);
+    }
+  }
+}
+
+void check_cumsum(DT dt, std::vector<int64_t> shape, int64_t axis, int64_t exclusive, int64_t reverse, uint32_t seed,
+                  DT axis_dt = DT::kINT64) {
+  SCOPED_TRACE("CumSum " + dims_to_string(shape) + " axis " + std::to_string(axis) + " exclusive " +
+               std::to_string(exclusive) + " reverse " + std::to_string(reverse));
+  OpCase c;
+  c.op = "CumSum";
+  c.inputs = {random_tensor(dt, shape, seed, -10, 10), Tensor::from_vector<int64_t>({}, {axis}).cast(axis_dt)};
+  c.constant = {false, true};
+  c.attrs = {{"exclusive", exclusive}, {"reverse", reverse}};
+  set_tol(c, dt, 1e-4, 1e-5);
+  if (dt == DT::kHALF || dt == DT::kBF16) c.atol = dt == DT::kHALF ? 0.1 : 1.0;  // sums up to ~100 in 16 bits
+  expect_backends_agree(c);
+}
+
+TEST(GpuCumSum, LayoutsFlagsAndTypes) {
+  KILN_REQUIRE_GPU();
+  for (int64_t ex : {0, 1})
+    for (int64_t rev : {0, 1}) {
+      check_cumsum(DT::kFLOAT, {3, 200}, 1, ex, rev, 170);    // block scan per row
+      check_cumsum(DT::kFLOAT, {2, 3000}, -1, ex, rev, 171);  // several chunks per row
+      check_cumsum(DT::kFLOAT, {4, 5, 6}, 1, ex, rev, 172);   // strided axis
+      check_cumsum(DT::kFLOAT, {4, 5, 6}, 0, ex, rev, 173);
+      check_cumsum(DT::kFLOAT, {10}, 0, ex, rev, 174);
+      check_cumsum(DT::kINT32, {3, 500}, 1, ex, rev, 175);
+      check_cumsum(DT::kINT64, {4, 5, 6}, -2, ex, rev, 176);
+      check_cumsum(DT::kHALF, {3, 100}, 1, ex, rev, 177);
+      check_cumsum(DT::kBF16, {3, 5, 6}, 1, ex, rev, 178);
+    }
+  check_cumsum(DT::kFLOAT, {4, 7}, 1, 0, 0, 179, DT::kINT32);  // axis given as int32
+  check_cumsum(DT::kFLOAT, {}, 0, 0, 0, 180);                   // rank 0
+  check_cumsum(DT::kFLOAT, {}, 0, 1, 0, 181);
+}
+
+}  // namespace
+}  // namespace kiln::gpu_testing
