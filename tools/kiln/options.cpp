@@ -138,7 +138,7 @@ ParseOutcome parse_options(int argc, char** argv) {
       ->type_name("SPEC");
   app.add_option("--memPoolSize", o.mem_pool_size,
                  "workspace:N[B|K|M|G] (MiB without a suffix): cap on the builder's workspace pool. Recorded in "
-                 "the builder config; no kernel takes a workspace beyond the memory plan yet")
+                 "the builder config; kernels do not size their workspace from it yet")
       ->type_name("SPEC");
   app.add_option("--builderOptimizationLevel", o.builder_optimization_level,
                  "0..5 (default 3): how hard the tactic auto-tuner searches. Recorded; there is no tuner yet")
