@@ -3,11 +3,11 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 PYTHON ?= /usr/bin/python3
 APT_PACKAGES = build-essential cmake ninja-build pkg-config libprotobuf-dev protobuf-compiler libonnx-dev \
-  libonnx-testdata libopenblas-dev nlohmann-json3-dev libcli11-dev libgtest-dev python3-numpy python3-pytest python3-onnx python3-venv \
+  libonnx-testdata libopenblas-dev nlohmann-json3-dev libcli11-dev libgtest-dev pybind11-dev python3-dev python3-numpy python3-pytest python3-onnx python3-venv \
   python3-torch python3-torchvision
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-unit test-cli test-node pypi-node-data test-models demo bench docs clean
+.PHONY: all deps build test test-unit test-cli test-python test-node pypi-node-data test-models demo bench docs clean
 
 all: build
 
@@ -20,19 +20,23 @@ deps:
 	fi
 
 $(BUILD_DIR)/build.ninja: CMakeLists.txt
-	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(PYTHON)
 
 build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 test: build
-	$(MAKE) --no-print-directory test-unit test-cli test-node test-models docs
+	$(MAKE) --no-print-directory test-unit test-cli test-python test-node test-models docs
 
 test-unit:
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 test-cli:
 	KILN_BUILD=$(BUILD_DIR) $(PYTHON) -m pytest -q tests/cli
+
+# The Python package from the build tree (<build>/python); `pip install .` installs the same package.
+test-python:
+	KILN_BUILD=$(BUILD_DIR) $(PYTHON) -m pytest -q tests/python
 
 # The newest onnx release from PyPI lives in its own virtual environment so Debian's python3-onnx (which matches
 # the ONNX C++ library Kiln links) stays as it is; its node tests cover opsets the Debian test data does not.

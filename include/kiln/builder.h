@@ -31,6 +31,9 @@ class OptimizationProfile {
 
 enum class BuilderFlag : uint32_t { kTF32 = 0, kFP16 = 1, kBF16 = 2, kINT8 = 3, kFP8 = 4 };
 
+// Memory pools whose size a build may cap (TensorRT's MemoryPoolType; Kiln has only the workspace so far).
+enum class MemoryPoolType : uint32_t { kWORKSPACE = 0 };
+
 class BuilderConfig {
  public:
   BuilderConfig() { set_flag(BuilderFlag::kTF32); }
@@ -52,6 +55,27 @@ class BuilderConfig {
   void set_dump_after(const std::string& pass) { dump_after_ = pass; }
   const std::string& dump_after() const { return dump_after_; }
 
+  // Tuning controls with TensorRT's meaning. They are recorded for the tactic auto-tuner, which does not exist
+  // yet: today they change nothing in the built engine (the kiln CLI says so when they are given).
+  // Workspace cap in bytes; 0 = no limit beyond the device's memory.
+  void set_memory_pool_limit(MemoryPoolType pool, uint64_t bytes) { pool_limits_[pool] = bytes; }
+  uint64_t memory_pool_limit(MemoryPoolType pool) const {
+    auto it = pool_limits_.find(pool);
+    return it == pool_limits_.end() ? 0 : it->second;
+  }
+  // 0 (fastest build, fewest tactics) to 5 (most search); TensorRT's default is 3.
+  void set_builder_optimization_level(int level) { optimization_level_ = level; }
+  int builder_optimization_level() const { return optimization_level_; }
+  // Timing runs averaged per tactic (TensorRT's default 8).
+  void set_avg_timing_iterations(int n) { avg_timing_iterations_ = n; }
+  int avg_timing_iterations() const { return avg_timing_iterations_; }
+  // Most tactics timed per layer; -1 = the tuner's own heuristic.
+  void set_max_num_tactics(int n) { max_num_tactics_ = n; }
+  int max_num_tactics() const { return max_num_tactics_; }
+  // File the timing cache is read from and written to; empty = no persistent cache.
+  void set_timing_cache_file(const std::string& path) { timing_cache_file_ = path; }
+  const std::string& timing_cache_file() const { return timing_cache_file_; }
+
  private:
   uint32_t flags_ = 0;
   std::vector<OptimizationProfile> profiles_;
@@ -59,6 +83,11 @@ class BuilderConfig {
   std::string dump_after_;
   std::map<std::string, DataType> layer_precisions_;
   std::string precision_constraints_ = "none";
+  std::map<MemoryPoolType, uint64_t> pool_limits_;
+  int optimization_level_ = 3;
+  int avg_timing_iterations_ = 8;
+  int max_num_tactics_ = -1;
+  std::string timing_cache_file_;
 };
 
 class Builder {

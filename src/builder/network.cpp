@@ -22,45 +22,6 @@ Attribute to_attribute(const OpAttr& a) {
   return std::visit([](const auto& v) { return Attribute(v); }, a);
 }
 
-// After an input's dims change, every layer downstream holds stale shapes that later inference would take for
-// declared ones (and refuse to contradict). Forget them and infer again in dependency order; on failure the
-// values stay unknown and the builder's shape_inference reports the error with full context.
-void reinfer_downstream(ir::Value* changed) {
-  std::unordered_map<ir::Node*, int> pending;  // downstream node -> inputs still awaiting re-inference
-  std::vector<ir::Value*> stack = {changed};
-  std::vector<ir::Node*> nodes;
-  while (!stack.empty()) {
-    ir::Value* v = stack.back();
-    stack.pop_back();
-    for (ir::Node* u : v->users)
-      if (pending[u]++ == 0) {
-        nodes.push_back(u);
-        for (ir::Value* o : u->outputs) stack.push_back(o);
-      }
-  }
-  for (ir::Node* n : nodes)
-    for (ir::Value* o : n->outputs) {
-      o->rank_known = false;
-      o->shape.clear();
-      o->known.reset();
-    }
-  // Kahn's order over the affected subgraph; `pending` counts uses of changed values, so start from `changed`.
-  std::vector<ir::Node*> ready;
-  auto release = [&](ir::Value* v) {
-    for (ir::Node* u : v->users)
-      if (--pending[u] == 0) ready.push_back(u);
-  };
-  release(changed);
-  int counter = 0;
-  auto fresh = [&] { return changed->name + "_s" + std::to_string(counter++); };
-  while (!ready.empty()) {
-    ir::Node* n = ready.back();
-    ready.pop_back();
-    if (!passes::infer_node(*n, fresh).ok()) continue;  // its users stay pending: nothing to build on
-    for (ir::Value* o : n->outputs) release(o);
-  }
-}
-
 }  // namespace
 
 const std::string& ITensor::name() const { return value_->name; }
@@ -72,7 +33,7 @@ void ITensor::set_dims(const Dims& d) {
   if (value_->producer || value_->is_constant()) return;
   value_->shape = shape_for_input(value_->name, d);
   value_->rank_known = true;
-  reinfer_downstream(value_);
+  passes::reinfer_downstream(value_);
 }
 
 struct NetworkDefinition::Impl {

@@ -210,6 +210,16 @@ void Graph::remove_value(Value* v) {
   values_.erase(std::remove_if(values_.begin(), values_.end(), [v](auto& p) { return p.get() == v; }), values_.end());
 }
 
+bool Graph::rename_value(Value* v, const std::string& name) {
+  auto it = by_name_.find(name);
+  if (it != by_name_.end()) return it->second == v;
+  auto old = by_name_.find(v->name);
+  if (old != by_name_.end() && old->second == v) by_name_.erase(old);
+  v->name = name;
+  by_name_[name] = v;
+  return true;
+}
+
 void Graph::prune_values() {
   std::unordered_set<const Value*> keep(inputs_.begin(), inputs_.end());
   keep.insert(outputs_.begin(), outputs_.end());

@@ -70,6 +70,8 @@ class Graph {
   void set_node_input(Node* n, size_t i, Value* v);
   // Deletes one value that nothing uses or produces any more (e.g. the outputs of a node just removed).
   void remove_value(Value* v);
+  // Gives a value a new name; false (and no change) when another value already holds it.
+  bool rename_value(Value* v, const std::string& name);
   // Drops values that no node uses or produces and that are not graph inputs/outputs.
   void prune_values();
 

@@ -1,6 +1,8 @@
 // shape_inference pass: runs every node's schema inference in topological order and stores the results.
 #include "passes/shape_inference.h"
 
+#include <unordered_map>
+
 #include "passes/pass.h"
 
 namespace kiln::passes {
@@ -145,5 +147,42 @@ Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* c
 }
 
 std::unique_ptr<Pass> make_shape_inference() { return std::make_unique<ShapeInference>(); }
+
+void reinfer_downstream(ir::Value* changed) {
+  // Stale downstream shapes would be taken for declared ones (which inference refuses to contradict): clear them.
+  std::unordered_map<ir::Node*, int> pending;  // downstream node -> inputs still awaiting re-inference
+  std::vector<ir::Value*> stack = {changed};
+  std::vector<ir::Node*> nodes;
+  while (!stack.empty()) {
+    ir::Value* v = stack.back();
+    stack.pop_back();
+    for (ir::Node* u : v->users)
+      if (pending[u]++ == 0) {
+        nodes.push_back(u);
+        for (ir::Value* o : u->outputs) stack.push_back(o);
+      }
+  }
+  for (ir::Node* n : nodes)
+    for (ir::Value* o : n->outputs) {
+      o->rank_known = false;
+      o->shape.clear();
+      o->known.reset();
+    }
+  // Kahn's order over the affected subgraph; `pending` counts uses of changed values, so start from `changed`.
+  std::vector<ir::Node*> ready;
+  auto release = [&](ir::Value* v) {
+    for (ir::Node* u : v->users)
+      if (--pending[u] == 0) ready.push_back(u);
+  };
+  release(changed);
+  int counter = 0;
+  auto fresh = [&] { return changed->name + "_s" + std::to_string(counter++); };
+  while (!ready.empty()) {
+    ir::Node* n = ready.back();
+    ready.pop_back();
+    if (!infer_node(*n, fresh).ok()) continue;  // its users stay pending: nothing to build on
+    for (ir::Value* o : n->outputs) release(o);
+  }
+}
 
 }  // namespace kiln::passes

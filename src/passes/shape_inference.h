@@ -15,5 +15,9 @@ namespace kiln::passes {
 Status infer_node(ir::Graph& g, ir::Node& n, int* changed = nullptr);
 // Same, minting fresh symbols with `fresh` (for callers that hold a node but not its graph).
 Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* changed = nullptr);
+// After `changed` got a new shape or type (a network input's dims, a rebuilt layer's output), forgets what every
+// node downstream inferred and infers again in dependency order. Failures leave values unknown: the builder's
+// shape_inference pass then reports them with full context.
+void reinfer_downstream(ir::Value* changed);
 
 }  // namespace kiln::passes

@@ -1,6 +1,8 @@
 // DeviceRunner (see device_io.h).
 #include "device_io.h"
 
+#include <chrono>
+
 #ifdef KILN_WITH_CUDA
 #include <cuda_runtime.h>
 #endif
@@ -54,26 +56,40 @@ Status DeviceRunner::setup(ExecutionContext& ctx, const NamedTensors& inputs, co
   return check(cudaDeviceSynchronize(), "upload");
 }
 
-Status DeviceRunner::run(bool cuda_graph, bool transfers, DeviceIterTiming* timing) {
+Status DeviceRunner::run(bool cuda_graph, bool transfers, bool spin_wait, DeviceIterTiming* timing) {
   auto& im = *impl_;
+  const auto run_start = std::chrono::steady_clock::now();
   KILN_RETURN_IF_ERROR(check(cudaEventRecord(im.ev[0], im.stream), "cudaEventRecord"));
   if (transfers)
     for (auto& b : im.inputs)
       KILN_RETURN_IF_ERROR(check(cudaMemcpyAsync(b.dev, b.host->data.data(), b.bytes, cudaMemcpyHostToDevice, im.stream), "H2D"));
   KILN_RETURN_IF_ERROR(check(cudaEventRecord(im.ev[1], im.stream), "cudaEventRecord"));
+  const auto enqueue_start = std::chrono::steady_clock::now();
   KILN_RETURN_IF_ERROR(cuda_graph ? im.ctx->enqueue_graph(im.stream) : im.ctx->enqueue(im.stream));
+  const double enqueue_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - enqueue_start).count();
   KILN_RETURN_IF_ERROR(check(cudaEventRecord(im.ev[2], im.stream), "cudaEventRecord"));
   if (transfers)
     for (auto& b : im.outputs)
       KILN_RETURN_IF_ERROR(check(cudaMemcpyAsync(const_cast<uint8_t*>(b.host->data.data()), b.dev, b.bytes,
                                                  cudaMemcpyDeviceToHost, im.stream), "D2H"));
   KILN_RETURN_IF_ERROR(check(cudaEventRecord(im.ev[3], im.stream), "cudaEventRecord"));
-  KILN_RETURN_IF_ERROR(check(cudaStreamSynchronize(im.stream), "inference"));
+  if (spin_wait) {
+    // Busy polling trades a CPU core for the wake-up latency of a blocking wait.
+    cudaError_t e;
+    while ((e = cudaEventQuery(im.ev[3])) == cudaErrorNotReady) {
+    }
+    KILN_RETURN_IF_ERROR(check(e, "inference"));
+  } else {
+    KILN_RETURN_IF_ERROR(check(cudaStreamSynchronize(im.stream), "inference"));
+  }
   float a = 0, b = 0, c = 0;
   cudaEventElapsedTime(&a, im.ev[0], im.ev[1]);
   cudaEventElapsedTime(&b, im.ev[1], im.ev[2]);
   cudaEventElapsedTime(&c, im.ev[2], im.ev[3]);
-  if (timing) *timing = {a, b, c};
+  if (timing)
+    *timing = {a, b, c, enqueue_ms,
+               std::chrono::duration<double, std::milli>(enqueue_start - run_start).count()};
   return Status::Ok();
 }
 
@@ -86,7 +102,16 @@ Status DeviceRunner::fetch(NamedTensors* outputs) {
   return Status::Ok();
 }
 
+std::string current_gpu_pci_bus_id() {
+  int device = 0;
+  char id[32] = {};
+  if (cudaGetDevice(&device) != cudaSuccess || cudaDeviceGetPCIBusId(id, sizeof(id), device) != cudaSuccess) return "";
+  return id;
+}
+
 #else
+
+std::string current_gpu_pci_bus_id() { return ""; }
 
 struct DeviceRunner::Impl {};
 DeviceRunner::DeviceRunner() = default;
@@ -94,7 +119,7 @@ DeviceRunner::~DeviceRunner() = default;
 Status DeviceRunner::setup(ExecutionContext&, const NamedTensors&, const NamedTensors&) {
   return unsupported("this kiln was built without the CUDA backend");
 }
-Status DeviceRunner::run(bool, bool, DeviceIterTiming*) { return unsupported("no CUDA backend"); }
+Status DeviceRunner::run(bool, bool, bool, DeviceIterTiming*) { return unsupported("no CUDA backend"); }
 Status DeviceRunner::fetch(NamedTensors*) { return unsupported("no CUDA backend"); }
 
 #endif

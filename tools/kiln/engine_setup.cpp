@@ -2,11 +2,14 @@
 #include "engine_setup.h"
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
 
+#include "common/engine_format.h"
+#include "ir/graph.h"
 #include "kiln/builder.h"
 #include "kiln/onnx_parser.h"
 
@@ -123,10 +126,38 @@ Result<OptimizationProfile> resolve_profile(const Options& o, const std::map<std
   return profile;
 }
 
+// Makes every tensor a layer computes from the network inputs an output. Tensors computed from constants alone
+// are left out: the builder folds them away, so no engine would have them to compare.
+Result<std::vector<MarkedTensor>> mark_all_tensors(NetworkDefinition& network) {
+  ir::Graph& g = network.graph();
+  KILN_RETURN_IF_ERROR(g.topo_sort().with_context("--markAll"));
+  std::set<const ir::Value*> from_inputs(g.inputs().begin(), g.inputs().end());
+  std::set<const ir::Value*> outputs(g.outputs().begin(), g.outputs().end());
+  std::vector<MarkedTensor> marked;
+  for (const auto& n : g.nodes()) {
+    bool live = false;
+    for (const ir::Value* v : n->inputs) live |= v && from_inputs.count(v);
+    if (!live) continue;
+    for (ir::Value* v : n->outputs) {
+      if (!v || v->name.empty()) continue;
+      from_inputs.insert(v);
+      const bool network_output = outputs.count(v) != 0;
+      if (!network_output) KILN_RETURN_IF_ERROR(network.mark_output(network.wrap(v)).with_context("--markAll"));
+      outputs.insert(v);
+      marked.push_back({v->name, n->name, n->op_type, network_output});
+    }
+  }
+  return marked;
+}
+
 }  // namespace
 
 Result<DeviceDecision> resolve_device(const Options& o) {
   DeviceDecision d;
+  // Before the device: no backend can honour these, so naming the device would mislead.
+  if (o.fp8)
+    return unsupported("--fp8: FP8 precision is not implemented yet (no FP8 kernels, scales or calibration); "
+                       "build without it");
   const bool gpu = gpu_present();
   if (o.device == DeviceChoice::kCuda) {
     if (!kCudaBackendBuilt) return unsupported("--device=cuda: the CUDA backend is not available in this build");
@@ -148,9 +179,49 @@ Result<DeviceDecision> resolve_device(const Options& o) {
         return unsupported(std::string(flag) + " requires --device=cuda: the CPU backend computes in FP32 only");
       }
     }
+    if (o.best)
+      return unsupported("--best requires --device=cuda: it enables FP16 and BF16 (INT8 and FP8 are not "
+                         "implemented yet), and the CPU backend computes in FP32 only");
+    if (o.use_cuda_graph || o.no_data_transfers)
+      return unsupported(std::string(o.use_cuda_graph ? "--useCudaGraph" : "--noDataTransfers") +
+                         " requires --device=cuda: the CPU backend has no CUDA graphs and no host-device copies");
   }
   return d;
 }
+
+namespace {
+
+// The tuning flags are kept in the config for the auto-tuner to come; until it exists they must not pass
+// silently as if they had tuned something.
+void note_tuning_options(const Options& o, const BuilderConfig& config, ILogger& logger) {
+  std::string given;
+  auto add = [&given](const std::string& s) { given += (given.empty() ? "" : ", ") + s; };
+  if (o.builder_optimization_level != -1)
+    add("--builderOptimizationLevel=" + std::to_string(o.builder_optimization_level));
+  if (o.avg_timing != -1) add("--avgTiming=" + std::to_string(o.avg_timing));
+  if (o.max_tactics != -2) add("--maxTactics=" + std::to_string(o.max_tactics));
+  if (!o.timing_cache_file.empty()) add("--timingCacheFile=" + o.timing_cache_file);
+  if (!given.empty()) {
+    std::string m = given + ": recorded in the builder config, but Kiln has no tactic auto-tuner yet, so there is "
+                            "nothing to tune and they change nothing in this engine" +
+                    (o.timing_cache_file.empty() ? "" : " (the timing cache file is neither read nor written)");
+    logger.log(ILogger::Severity::kINFO, m.c_str());
+  }
+  if (!o.mem_pool_size.empty()) {
+    std::string m = "--memPoolSize: workspace limit " + std::to_string(config.memory_pool_limit(MemoryPoolType::kWORKSPACE)) +
+                    " bytes recorded in the builder config; no kernel sizes its workspace from it yet";
+    logger.log(ILogger::Severity::kINFO, m.c_str());
+  }
+  std::string v = "builder config: optimization level " + std::to_string(config.builder_optimization_level()) +
+                  ", avgTiming " + std::to_string(config.avg_timing_iterations()) + ", maxTactics " +
+                  std::to_string(config.max_num_tactics()) + ", workspace limit " +
+                  std::to_string(config.memory_pool_limit(MemoryPoolType::kWORKSPACE)) +
+                  " bytes (0 = none), timing cache '" + config.timing_cache_file() +
+                  "'; no tactic auto-tuner exists yet, so there is nothing to tune";
+  logger.log(ILogger::Severity::kVERBOSE, v.c_str());
+}
+
+}  // namespace
 
 Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& logger) {
   BuiltEngine built;
@@ -162,6 +233,9 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& log
   if (!parsed.ok()) return parsed.with_context("failed to parse '" + o.onnx + "'");
   built.parse_s = seconds_since(start);
   built.num_layers = network->num_layers();
+  if (o.mark_all) {
+    KILN_ASSIGN_OR_RETURN(built.marked, mark_all_tensors(*network));
+  }
 
   std::map<std::string, InputInfo> inputs;
   for (int i = 0; i < network->num_inputs(); ++i) {
@@ -178,6 +252,20 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& log
   if (o.fp16) config->set_flag(BuilderFlag::kFP16);
   if (o.bf16) config->set_flag(BuilderFlag::kBF16);
   if (o.int8) config->set_flag(BuilderFlag::kINT8);
+  if (o.fp8) config->set_flag(BuilderFlag::kFP8);
+  if (o.best) {
+    config->set_flag(BuilderFlag::kFP16);
+    config->set_flag(BuilderFlag::kBF16);
+    logger.log(ILogger::Severity::kINFO,
+               "--best: allowing FP16 and BF16 (where both are allowed the builder picks FP16); INT8 and FP8 are "
+               "not implemented yet and stay off");
+  }
+  if (o.workspace_bytes) config->set_memory_pool_limit(MemoryPoolType::kWORKSPACE, o.workspace_bytes);
+  if (o.builder_optimization_level != -1) config->set_builder_optimization_level(o.builder_optimization_level);
+  if (o.avg_timing != -1) config->set_avg_timing_iterations(o.avg_timing);
+  if (o.max_tactics != -2) config->set_max_num_tactics(o.max_tactics);
+  config->set_timing_cache_file(o.timing_cache_file);
+  note_tuning_options(o, *config, logger);
   if (!o.dump_after.empty()) config->set_dump_after(o.dump_after);
   config->set_precision_constraints(o.precision_constraints);
   KILN_ASSIGN_OR_RETURN(auto layers, split_name_value_list(o.layer_precisions, "--layerPrecisions"));
@@ -203,6 +291,87 @@ Status write_file(const std::string& path, const std::vector<uint8_t>& bytes) {
   out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
   out.close();
   if (!out) return io_error("failed writing '" + path + "'");
+  return Status::Ok();
+}
+
+}  // namespace kiln::cli
+
+namespace kiln::cli {
+
+Status check_io_formats(const Engine& engine, const Options& o) {
+  const std::pair<const char*, const std::vector<std::string>*> flags[] = {
+      {"--inputIOFormats", &o.input_io_formats}, {"--outputIOFormats", &o.output_io_formats}};
+  for (const auto& [flag, lists] : flags) {
+    if (lists->empty()) continue;
+    KILN_ASSIGN_OR_RETURN(auto formats, parse_io_formats(*lists, flag));
+    const TensorIOMode mode = flag == std::string("--inputIOFormats") ? TensorIOMode::kINPUT : TensorIOMode::kOUTPUT;
+    std::vector<std::string> names;
+    for (int i = 0; i < engine.num_io_tensors(); ++i)
+      if (engine.get_tensor_mode(engine.get_tensor_name(i)) == mode) names.push_back(engine.get_tensor_name(i));
+    // trtexec's rule: one format per tensor in order, or a single one for all of them.
+    if (formats.size() != 1 && formats.size() != names.size())
+      return invalid_argument(std::string(flag) + " gives " + std::to_string(formats.size()) + " formats, but the engine has " +
+                              std::to_string(names.size()) + (mode == TensorIOMode::kINPUT ? " inputs" : " outputs") +
+                              " (give one per tensor, in order, or one for all)");
+    for (size_t i = 0; i < names.size(); ++i) {
+      const IoFormat& f = formats.size() == 1 ? formats[0] : formats[i];
+      const DataType actual = engine.get_tensor_dtype(names[i]);
+      if (f.dtype != actual)
+        return unsupported(std::string(flag) + ": '" + f.type_text + ":" + f.format + "' for '" + names[i] +
+                           "' is not supported yet: Kiln engines keep the network's I/O types, and '" + names[i] +
+                           "' is " + dtype_name(actual));
+      if (f.format != "chw")
+        return unsupported(std::string(flag) + ": format '" + f.format + "' for '" + names[i] +
+                           "' is not supported yet: Kiln engines take I/O in linear (chw) layout only");
+    }
+  }
+  return Status::Ok();
+}
+
+Status print_plan_version(const std::string& path) {
+  namespace fmt = engine_format;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return io_error("cannot open engine file '" + path + "'");
+  // The fixed part: magic, u32 format version, u32 header size, u64 file size.
+  constexpr size_t kFixed = 24;
+  std::vector<uint8_t> head(kFixed);
+  f.read(reinterpret_cast<char*>(head.data()), kFixed);
+  if (static_cast<size_t>(f.gcount()) < sizeof(fmt::kMagic) ||
+      std::memcmp(head.data(), fmt::kMagic, sizeof(fmt::kMagic)) != 0)
+    return invalid_engine("'" + path + "' is not a Kiln engine (bad magic)");
+  if (static_cast<size_t>(f.gcount()) < kFixed) return invalid_engine("'" + path + "': the engine header is truncated");
+  uint32_t format_version = 0, header_size = 0;
+  std::memcpy(&format_version, head.data() + 8, 4);
+  std::memcpy(&header_size, head.data() + 12, 4);
+  if (format_version != fmt::kFormatVersion) {
+    // A later format may lay out the rest differently: its version number is all that can be trusted.
+    std::printf("Engine format version: %u (this Kiln reads version %u)\n", format_version, fmt::kFormatVersion);
+    return Status::Ok();
+  }
+  constexpr uint32_t kMaxHeader = 1 << 20;
+  if (header_size < kFixed + 4 || header_size > kMaxHeader)
+    return invalid_engine("'" + path + "': engine header size " + std::to_string(header_size) + " is invalid");
+  head.resize(header_size);
+  f.read(reinterpret_cast<char*>(head.data() + kFixed), header_size - kFixed);
+  if (static_cast<size_t>(f.gcount()) < header_size - kFixed)
+    return invalid_engine("'" + path + "': the engine header is truncated");
+  uint32_t stored_crc = 0;
+  std::memcpy(&stored_crc, head.data() + header_size - 4, 4);
+  if (fmt::crc32(head.data(), header_size - 4) != stored_crc)
+    return invalid_engine("'" + path + "': checksum mismatch in the engine header (file is corrupt)");
+  fmt::ByteReader r(head.data() + kFixed, header_size - 4 - kFixed, "engine header", kFixed);
+  std::string version, device;
+  uint8_t backend = 0;
+  KILN_RETURN_IF_ERROR(r.str(&version));
+  KILN_RETURN_IF_ERROR(r.u8(&backend));
+  KILN_RETURN_IF_ERROR(r.str(&device));
+  std::printf("Plan was created with Kiln version: %s\n", version.c_str());
+  std::printf("Engine format version: %u\n", format_version);
+  std::printf("Backend: %s, device: %s\n",
+              backend <= static_cast<uint8_t>(Backend::kCUDA) ? backend_name(static_cast<Backend>(backend)) : "unknown",
+              device.c_str());
+  std::printf("This Kiln: %s (%s)\n", kiln_version_string(),
+              version == kiln_version_string() ? "can load it" : "cannot load it: rebuild the engine");
   return Status::Ok();
 }
 

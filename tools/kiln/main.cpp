@@ -4,9 +4,12 @@
 #include <filesystem>
 #include <string>
 
+#include "compare.h"
 #include "engine_setup.h"
 #include "inference.h"
 #include "inference_report.h"
+#include "layer_info.h"
+#include "layer_profiler.h"
 #include "kiln/logger.h"
 #include "kiln/runtime.h"
 #include "options.h"
@@ -23,6 +26,10 @@ int fail(ILogger& logger, const Status& status) {
 
 int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
   using namespace kiln::cli;
+  if (o.get_plan_version_only) {
+    Status st = print_plan_version(o.load_engine);
+    return st.ok() ? 0 : fail(logger, st.with_context("--getPlanVersionOnly"));
+  }
   auto device = resolve_device(o);
   if (!device.ok()) return fail(logger, device.status());
   std::printf("Device: %s (%s)\n", kiln::backend_name(device->backend), device->reason.c_str());
@@ -64,7 +71,17 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
                                                  "; rebuild it with --device=" + kiln::backend_name(device->backend)));
     }
   }
-  print_engine_io(*engine, engine_size);
+  print_engine_io(*engine, engine_size, o.profile);
+  if (Status st = check_io_formats(*engine, o); !st.ok()) return fail(logger, st);
+  if (o.dump_layer_info) {
+    if (Status st = print_layer_info(*engine, o.profiling_verbosity); !st.ok()) return fail(logger, st);
+  }
+  if (!o.export_layer_info.empty()) {
+    auto json = layer_info_json(*engine, o.profiling_verbosity);
+    if (!json.ok()) return fail(logger, json.status());
+    Status st = write_file(o.export_layer_info, std::vector<uint8_t>(json->begin(), json->end()));
+    if (!st.ok()) return fail(logger, st.with_context("--exportLayerInfo"));
+  }
   if (o.skip_inference) {
     std::printf("Skipped inference (--skipInference)\n");
     return 0;
@@ -81,13 +98,25 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
     Status st = export_times(o.export_times, result->timings);
     if (!st.ok()) return fail(logger, st);
   }
-  print_performance_summary(result->timings, engine->backend());
+  print_performance_summary(*result, engine->backend(), o, logger);
+  if (result->profile) {
+    if (o.dump_profile) print_profile(*result->profile);
+    if (!o.export_profile.empty()) {
+      Status st = export_profile(o.export_profile, *result->profile);
+      if (!st.ok()) return fail(logger, st);
+    }
+  }
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 1 && std::string(argv[1]) == "compare") {
+    const int rc = kiln::cli::compare_main(argc - 1, argv + 1);
+    std::fflush(stdout);
+    return rc;
+  }
   auto parsed = kiln::cli::parse_options(argc, argv);
   if (!parsed.options) return parsed.exit_code;
   kiln::StderrLogger logger(parsed.options->verbose ? ILogger::Severity::kVERBOSE : ILogger::Severity::kINFO);

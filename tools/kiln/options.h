@@ -39,6 +39,40 @@ struct Options {
   std::vector<std::string> layer_precisions;
   bool no_data_transfers = false;
   std::string dump_after;
+
+  // Build options beyond the precisions.
+  bool fp8 = false;
+  bool best = false;
+  std::string mem_pool_size;           // raw --memPoolSize spec; parsed by parse_mem_pool_size()
+  uint64_t workspace_bytes = 0;        // from --memPoolSize=workspace:N (0 = not given)
+  int builder_optimization_level = -1;  // -1 = not given (the builder's default, 3)
+  std::string timing_cache_file;
+  int avg_timing = -1;                  // -1 = not given
+  int max_tactics = -2;                 // -2 = not given; -1 = the tuner's heuristic
+  std::vector<std::string> input_io_formats, output_io_formats;
+  std::string profiling_verbosity = "layer_names_only";
+
+  // Inference options.
+  int inf_streams = 1;
+  bool threads = false;
+  bool use_spin_wait = false;
+  bool separate_profile_run = false;
+  int profile = 0;
+  bool get_plan_version_only = false;
+
+  // Reporting options.
+  int avg_runs = 10;
+  std::vector<double> percentiles = {90, 95, 99};
+  bool dump_profile = false;
+  std::string export_profile;
+  bool dump_layer_info = false;
+  std::string export_layer_info;
+
+  // Set by `kiln compare --markAll`, not a flag of the main tool: every tensor that a layer computes from the
+  // inputs becomes an output of the build.
+  bool mark_all = false;
+
+  bool profiling() const { return dump_profile || !export_profile.empty(); }
 };
 
 // What parse_options() decided: run with the options, or exit at once (after --help, --version or an error).
@@ -61,6 +95,26 @@ Result<Dims> parse_dims(const std::string& text);
 // name -> dims for --shapes/--minShapes/...; a name given twice is an error.
 Result<std::vector<std::pair<std::string, Dims>>> parse_shape_list(const std::vector<std::string>& lists,
                                                                    const std::string& flag);
+
+// "workspace:512M" -> bytes. Sizes take a base-2 suffix B, K, M or G; without one they are MiB (trtexec's rule).
+Result<uint64_t> parse_mem_pool_size(const std::string& spec);
+
+// "fp32:chw,fp16:chw" -> {(kFLOAT, "chw"), ...}; each entry type:format.
+struct IoFormat {
+  DataType dtype = DataType::kFLOAT;
+  std::string type_text, format;
+};
+Result<std::vector<IoFormat>> parse_io_formats(const std::vector<std::string>& lists, const std::string& flag);
+
+// "90,95,99" -> {90, 95, 99}; each in [0, 100].
+Result<std::vector<double>> parse_percentiles(const std::string& text);
+
+// Prints the option-parsing error the way parse_options does ("[E] ..." and a pointer to --help).
+void print_usage_error(const std::string& message);
+
+// Returns an error naming the closest known flag when `token` (a "-x" or "--name[=value]" argument) is not one of
+// `known`; nullopt when it is known.
+std::optional<std::string> unknown_flag_error(const std::string& token, const std::vector<std::string>& known);
 
 // Levenshtein distance, ignoring case: users mistype trtexec's camelCase more than its letters.
 size_t edit_distance(const std::string& a, const std::string& b);
