@@ -300,7 +300,11 @@ OpSchema make_compare(const std::string& name) {
     KILN_RETURN_IF_ERROR(infer_binary_same_type(ctx, name, DataType::kBOOL));
     // Exported shape logic often tests shape entries (Where(Equal(shape, -1), ...)); keep those known.
     propagate_values(ctx, [](const Dim& x, const Dim& y) -> std::optional<Dim> {
-      if (x.is_static() && y.is_static()) return Dim(apply_compare<kOp>(x.value, y.value) ? 1 : 0);
+      // Unnamed negative entries are literal integers (Reshape's -1), as concrete as static ones.
+      auto concrete = [](const Dim& d) { return d.is_static() || d.sym.empty(); };
+      if (concrete(x) && concrete(y)) return Dim(apply_compare<kOp>(x.value, y.value) ? 1 : 0);
+      // A run-time size is never negative, so it never equals a negative literal.
+      if (kOp == Compare::kEqual && ((concrete(x) && x.value < 0) || (concrete(y) && y.value < 0))) return Dim(0);
       if (x == y) {
         if (kOp == Compare::kEqual || kOp == Compare::kLessOrEqual || kOp == Compare::kGreaterOrEqual) return Dim(1);
         return Dim(0);
