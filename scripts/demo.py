@@ -116,12 +116,18 @@ def main():
 
     gpu = detect_gpu()
     print(f"GPU: {gpu}" if gpu else "GPU: none found")
-    print("Note: the CUDA backend is not in this build; Kiln runs on its CPU backend"
-          + (", although a GPU is present." if gpu else "."))
+    cuda_built = (Path(args.kiln_build) / "lib" / "libkiln_cuda.so").is_file()
+    device = "cuda" if gpu and cuda_built else "cpu"
+    if device == "cuda":
+        # TF32 (TensorRT's default) rounds products to 10 bits; the check below compares with PyTorch's FP32.
+        print("Kiln runs on its CUDA backend in FP32 (--noTF32), so the check against PyTorch's FP32 is strict.")
+    else:
+        print("Kiln runs on its CPU backend" + (" (the CUDA backend is not in this build)." if gpu else "."))
+    build_flags = [f"--device={device}"] + (["--noTF32"] if device == "cuda" else [])
 
     shape = f"{INPUT_NAME}:1x3x224x224"
     run_kiln(kiln, [f"--onnx={onnx_path}", f"--saveEngine={engine_path}", f"--minShapes={shape}",
-                    f"--optShapes={shape}", f"--maxShapes={INPUT_NAME}:8x3x224x224", "--skipInference"])
+                    f"--optShapes={shape}", f"--maxShapes={INPUT_NAME}:8x3x224x224", "--skipInference"] + build_flags)
 
     torch.manual_seed(1)
     x = torch.rand(1, 3, 224, 224) * 2 - 1
@@ -129,7 +135,7 @@ def main():
         input_file, output_file = Path(tmp) / "input.bin", Path(tmp) / "output.json"
         x.numpy().astype(np.float32).tofile(input_file)
         run_kiln(kiln, [f"--loadEngine={engine_path}", f"--shapes={shape}", f"--loadInputs={INPUT_NAME}:{input_file}",
-                        f"--exportOutput={output_file}", f"--duration={args.duration}"])
+                        f"--exportOutput={output_file}", f"--duration={args.duration}", f"--device={device}"])
         kiln_out = read_exported_output(output_file)
 
     with torch.inference_mode():

@@ -49,6 +49,26 @@ PY
       --work /tmp/kiln_gpu_models --out "$OUT/models_gpu.json" 2>&1 | tee "$OUT/models_gpu.log" | tail -12
     summary+=("models: $(grep -c '^  PASS' "$OUT/models_gpu.log") passed, $(grep -c '^  FAIL' "$OUT/models_gpu.log") failed")
     ;;
+  sanitize)
+    # compute-sanitizer memcheck and racecheck on the model suite (batch 2, FP32 and FP16) and the GPU op tests.
+    san=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
+    if [ -z "$san" ]; then summary+=("sanitizer: compute-sanitizer not found on this machine; not run"); continue; fi
+    for m in resnet50 mobilenet_v2 efficientnet_b0 vit_b_16 bert_base gpt2_base; do
+      d=/tmp/kiln_models/${m}_op17; [ -f $d/model.onnx ] || continue
+      sh=$(python3 -c "import json; s=json.load(open('$d/meta.json'))['inputs'][0]['shape']; print('x'.join(map(str,s)))")
+      for tool in memcheck racecheck; do
+        for p in "" "--fp16"; do
+          [ $tool = racecheck ] && [ -z "$p" ] && continue  # racecheck looks at shared memory: one precision
+          timeout ${SAN_TIMEOUT:-60} $san --tool $tool --error-exitcode 9 .devcarry/bin/kiln --onnx=$d/model.onnx --shapes=input:$sh \
+            --minShapes=input:$sh --optShapes=input:$sh --maxShapes=input:$sh --device=cuda $p \
+            --iterations=1 --warmUp=0 --duration=0 > "$OUT/san_${m}_${tool}${p}.log" 2>&1
+          rc=$?; summary+=("sanitizer $tool $m ${p:-fp32}: rc $rc $(grep -m1 'ERROR SUMMARY' "$OUT/san_${m}_${tool}${p}.log")")
+        done
+      done
+    done
+    timeout ${SAN_TIMEOUT:-60} $san --tool memcheck --error-exitcode 9 .devcarry/bin/kiln_gpu_tests > "$OUT/san_gpu_tests.log" 2>&1
+    summary+=("sanitizer memcheck kiln_gpu_tests: rc $? $(grep -m1 'ERROR SUMMARY' "$OUT/san_gpu_tests.log")")
+    ;;
   bench)
     python3 bench/gpu_bench.py --kiln-build .devcarry --models-dir /tmp/kiln_models --out-dir "$OUT" 2>&1 | tail -30
     ;;

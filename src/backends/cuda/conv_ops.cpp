@@ -171,7 +171,8 @@ struct DnnConv {
     size_t ws;
   };
   std::vector<Algo> algos;  // in the heuristic's order
-  size_t chosen = 0;        // the first candidate that ran
+  size_t chosen = 0;        // the first candidate that ran, then the fastest once timed
+  bool timed = false;       // candidates timed on real data (first run outside CUDA-graph capture)
 
   DnnConv() = default;
   DnnConv(const DnnConv&) = delete;
@@ -292,19 +293,48 @@ Status run_dnn(const KernelArgs& args, const ConvState& st, DnnConv& dc, const v
   void* ws = static_cast<uint8_t*>(h.workspace) + st.copy_bytes;
   const size_t ws_bytes = h.workspace_bytes - st.copy_bytes;
   const float one = 1.0f, zero = 0.0f;
+  auto launch = [&](const DnnConv::Algo& a) -> cudnnStatus_t {
+    cudnnStatus_t r = cudnnSetConvolutionMathType(dc.conv, a.math);
+    if (r != CUDNN_STATUS_SUCCESS) return r;
+    if (!st.g.transpose)
+      return cudnnConvolutionForward(h.dnn, &one, dc.img, img_in, dc.w, w, dc.conv,
+                                     static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, ws_bytes, &zero, dc.grid,
+                                     grid_out);
+    return cudnnConvolutionBackwardData(h.dnn, &one, dc.w, w, dc.grid, grid_in, dc.conv,
+                                        static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo), ws, ws_bytes, &zero,
+                                        dc.img, img_out);
+  };
+  // The first run for a shape outside CUDA-graph capture times every candidate on the real buffers (each
+  // computes the same result) and keeps the fastest: a stand-in for the builder's tactic timing (issue 5),
+  // costing one synchronization per convolution and shape, once.
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  if (!dc.timed && dc.algos.size() > 1 && cudaStreamIsCapturing(args.stream, &capturing) == cudaSuccess &&
+      capturing == cudaStreamCaptureStatusNone) {
+    dc.timed = true;
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    KILN_CUDA_CHECK(cudaEventCreate(&e0));
+    KILN_CUDA_CHECK(cudaEventCreate(&e1));
+    float best = 0;
+    size_t best_i = dc.algos.size();
+    for (size_t i = 0; i < dc.algos.size(); ++i) {
+      if (launch(dc.algos[i]) != CUDNN_STATUS_SUCCESS) continue;  // warm-up; unsupported ones drop out
+      cudaEventRecord(e0, args.stream);
+      cudnnStatus_t r = launch(dc.algos[i]);
+      cudaEventRecord(e1, args.stream);
+      if (r != CUDNN_STATUS_SUCCESS || cudaEventSynchronize(e1) != cudaSuccess) continue;
+      float ms = 0;
+      cudaEventElapsedTime(&ms, e0, e1);
+      if (best_i == dc.algos.size() || ms < best) best = ms, best_i = i;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaGetLastError();
+    if (best_i < dc.algos.size()) dc.chosen = best_i;
+  }
   cudnnStatus_t last = CUDNN_STATUS_NOT_SUPPORTED;
   for (size_t i = dc.chosen; i < dc.algos.size(); ++i) {
     const auto& a = dc.algos[i];
-    KILN_CUDNN_CHECK(cudnnSetConvolutionMathType(dc.conv, a.math));
-    if (!st.g.transpose) {
-      last = cudnnConvolutionForward(h.dnn, &one, dc.img, img_in, dc.w, w, dc.conv,
-                                     static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, ws_bytes, &zero, dc.grid,
-                                     grid_out);
-    } else {
-      last = cudnnConvolutionBackwardData(h.dnn, &one, dc.w, w, dc.grid, grid_in, dc.conv,
-                                          static_cast<cudnnConvolutionBwdDataAlgo_t>(a.algo), ws, ws_bytes, &zero,
-                                          dc.img, img_out);
-    }
+    last = launch(a);
     if (last == CUDNN_STATUS_SUCCESS) {
       dc.chosen = i;
       return Status::Ok();

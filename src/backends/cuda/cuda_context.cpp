@@ -142,6 +142,7 @@ class CudaContext final : public runtime::DeviceContext {
   cudaGraphExec_t graph_exec_ = nullptr;
   std::vector<void*> graph_io_;
   uint64_t graph_epoch_ = 0;
+  uint64_t warm_epoch_ = 0;
   cudaStream_t graph_stream_ = nullptr;
 
   // Device buffers of the host convenience path, grown on demand.
@@ -200,11 +201,25 @@ Status CudaContext::prepare(const std::vector<Dims>& input_shapes) {
     life[r].first = std::min(life[r].first, t);
     life[r].last = std::max(life[r].last, t);
   };
+  // Layers whose outputs are all known on the host are not run; nor are layers that only fed them (a Cast
+  // back to float32 read only by Shape, say): walk back from the engine outputs.
+  std::vector<bool> live(nv, false), runs(n_nodes, false);
+  for (int o : plan.outputs) live[plan.io[o].value] = true;
+  for (int idx = n_nodes - 1; idx >= 0; --idx) {
+    const auto& n = plan.nodes[idx];
+    bool all_known = !n.outputs.empty(), needed = false;
+    for (int o : n.outputs) {
+      all_known &= host_vals_[o].defined() || plan.values[o].constant.defined();
+      needed |= live[o];
+    }
+    if (all_known || !needed) continue;
+    runs[idx] = true;
+    for (int id : n.inputs)
+      if (id >= 0) live[id] = true;
+  }
   for (int idx = 0; idx < n_nodes; ++idx) {
     const auto& n = plan.nodes[idx];
-    bool all_known = !n.outputs.empty();
-    for (int o : n.outputs) all_known &= host_vals_[o].defined() || plan.values[o].constant.defined();
-    if (all_known) continue;  // computed on the host during prepare(); uploaded below where read
+    if (!runs[idx]) continue;  // known on the host (uploaded below where read) or feeding nothing that runs
     Step s;
     s.node = &n;
     s.kernel = KernelRegistry::instance().find(n, plan);
@@ -397,6 +412,12 @@ Status CudaContext::enqueue_graph(const std::vector<void*>& io, void* stream_han
   if (!graph_exec_ || io != graph_io_ || graph_epoch_ != shape_epoch_ || graph_stream_ != stream) {
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
     graph_exec_ = nullptr;
+    // One plain run first: kernels pick (and time) their algorithms on a first run, which capture forbids.
+    if (warm_epoch_ != shape_epoch_) {
+      KILN_RETURN_IF_ERROR(enqueue(io, stream));
+      KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+      warm_epoch_ = shape_epoch_;
+    }
     KILN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
     Status st = enqueue(io, stream);
     cudaGraph_t graph = nullptr;
