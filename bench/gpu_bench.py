@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""GPU benchmark (issue 4's first table): each model of the foundation issue in FP32 and FP16, at batch 1 and
-a large batch, Kiln's CUDA backend against PyTorch eager, measured in the same run on the same GPU.
+"""GPU benchmark harness (issues 4 and 5): each model at batch 1 and a large batch, Kiln's CUDA backend against
+PyTorch eager, eager + CUDA graph, torch.compile (default and reduce-overhead) and ONNX Runtime, all measured in
+the same run on the same GPU.
 
-Kiln: `kiln --device=cuda` per (model, precision, batch) with a static profile, --noDataTransfers; the figure is
-the median GPU compute time from CUDA events around each enqueue (also with --useCudaGraph). PyTorch: eager,
-inference_mode, cuDNN benchmark on, TF32 allowed for FP32, FP16 by model.half(); median of CUDA-event times over
-the same number of runs after warm-up. Writes <out-dir>/<gpu>-<date>.md and .json."""
+Kiln: `kiln --device=cuda` per (model, precision, batch) with a static profile and --noDataTransfers; the figure
+is the median GPU compute time of the timed enqueues (CUDA events), with and without --useCudaGraph, best of the
+two. PyTorch: inference_mode, cuDNN benchmark on, TF32 allowed, FP16 by model.half(), CNNs in channels_last (as
+../shared/PEERS.md measured them); median of CUDA-event times after warm-up. ONNX Runtime: whatever execution
+providers the installed package has (the device's package is CPU-only: then batch 1 only, and labelled so).
+Also reported: Kiln's engine build time, engine size and device memory (weights + activation arena).
+Writes <out-dir>/<gpu>-<date>.md and .json."""
 import argparse
 import datetime
 import json
@@ -13,6 +17,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -23,26 +28,79 @@ import export_models  # noqa: E402
 
 LARGE = {"resnet50": 128, "mobilenet_v2": 128, "efficientnet_b0": 128, "vit_b_16": 64, "bert_base": 64,
          "gpt2_base": 32}
+CNNS = {"resnet50", "mobilenet_v2", "efficientnet_b0"}
 RUNS, WARM = 50, 10
+PEERS = ["eager", "eager_graph", "compile", "compile_ro", "ort"]
+PEER_LABEL = {"eager": "eager", "eager_graph": "eager + CUDA graph", "compile": "torch.compile",
+              "compile_ro": "torch.compile reduce-overhead", "ort": "ONNX Runtime"}
 
 
-def torch_time(model, x, runs=RUNS, warm=WARM):
-    with torch.inference_mode():
-        for _ in range(warm):
-            model(x)
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(runs):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            model(x)
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b))
+def cuda_time(fn, runs=RUNS, warm=WARM):
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(runs):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
     return float(np.median(times))
 
 
-def kiln_time(kiln, onnx_path, name, shape, fp16, graph):
+def torch_peer(kind, model, x):
+    """Median ms per batch for one PyTorch mode, plus its one-time preparation seconds (compile, capture)."""
+    with torch.inference_mode():
+        t0 = time.time()
+        if kind == "eager":
+            return cuda_time(lambda: model(x)), 0.0
+        if kind == "eager_graph":
+            s = torch.cuda.Stream()
+            s.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(s):
+                for _ in range(3):
+                    model(x)
+            torch.cuda.current_stream().wait_stream(s)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                model(x)
+            return cuda_time(g.replay), time.time() - t0
+        torch._dynamo.reset()
+        mode = "reduce-overhead" if kind == "compile_ro" else None
+        cm = torch.compile(model, mode=mode, dynamic=False)
+        for _ in range(3):
+            cm(x)
+        torch.cuda.synchronize()
+        prep = time.time() - t0
+        return cuda_time(lambda: cm(x)), prep
+
+
+def ort_peer(onnx_path, feed_name, x_np, batch):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None, "onnxruntime not installed"
+    prov = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    on_gpu = prov[0] == "CUDAExecutionProvider"
+    if not on_gpu and batch > 1:
+        return None, "CPU EP only: batch 1 only"
+    so = ort.SessionOptions()
+    sess = ort.InferenceSession(onnx_path, so, providers=prov)
+    feed = {feed_name: x_np}
+    runs = RUNS if on_gpu else 10
+    for _ in range(3):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(times)), ("CUDA EP, host I/O included" if on_gpu else "CPU EP (no CUDA EP on this machine)")
+
+
+def kiln_run(kiln, onnx_path, name, shape, fp16, graph, engine_path=None):
     d = "x".join(map(str, shape))
     cmd = [kiln, f"--onnx={onnx_path}", f"--minShapes={name}:{d}", f"--optShapes={name}:{d}", f"--maxShapes={name}:{d}",
            "--device=cuda", "--noDataTransfers", f"--iterations={RUNS}", "--warmUp=200", "--duration=0"]
@@ -50,16 +108,25 @@ def kiln_time(kiln, onnx_path, name, shape, fp16, graph):
         cmd.append("--fp16")
     if graph:
         cmd.append("--useCudaGraph")
-    t0 = time.time()
+    if engine_path:
+        cmd.append(f"--saveEngine={engine_path}")
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    r = {"ok": p.returncode == 0}
     if p.returncode != 0:
         err = [l for l in p.stdout.splitlines() if "[E]" in l][:1] or p.stdout.splitlines()[-1:]
-        return None, None, err[0][:160] if err else "failed"
-    m = re.search(r"GPU Compute Time: .*?median = ([0-9.]+) ms", p.stdout)
-    b = re.search(r"Engine built in ([0-9.]+) s", p.stdout)
+        r["error"] = err[0][:200] if err else "failed"
+        return r
+    num = lambda pat: (lambda m: float(m.group(1)) if m else None)(re.search(pat, p.stdout))
+    r["ms"] = num(r"GPU Compute Time: .*?median = ([0-9.]+) ms")
+    r["build_s"] = num(r"Engine built in ([0-9.]+) s")
+    r["engine_bytes"] = num(r"engine size: (\d+) bytes")
+    w, a = num(r"Device memory: weights ([0-9.]+) MiB"), num(r"activation arena ([0-9.]+) MiB")
+    r["device_mib"] = (w or 0) + (a or 0) if w is not None else None
     host = re.search(r"(\d+) of (\d+) layers have no GPU kernel", p.stdout)
-    note = f"{host.group(1)}/{host.group(2)} layers on host" if host else ""
-    return (float(m.group(1)) if m else None), (float(b.group(1)) if b else time.time() - t0), note
+    r["note"] = f"{host.group(1)}/{host.group(2)} layers on host" if host else ""
+    layers = re.search(r"network layers: (\d+)", p.stdout)
+    r["layers"] = int(layers.group(1)) if layers else None
+    return r
 
 
 def main(argv=None):
@@ -69,6 +136,9 @@ def main(argv=None):
     ap.add_argument("--models-dir", default="models")
     ap.add_argument("--out-dir", default="bench/results")
     ap.add_argument("--opset", type=int, default=17)
+    ap.add_argument("--peers", nargs="*", default=PEERS, help=f"subset of {PEERS}")
+    ap.add_argument("--batches", default="both", choices=["1", "large", "both"])
+    ap.add_argument("--fp32", action="store_true", help="also Kiln FP32 against eager FP32 (issue 4's table)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("SKIP: no CUDA GPU")
@@ -78,52 +148,106 @@ def main(argv=None):
     torch.backends.cudnn.allow_tf32 = True
     kiln = os.path.join(args.kiln_build, "bin", "kiln")
     gpu = torch.cuda.get_device_name(0)
+    tmp = tempfile.mkdtemp(prefix="kiln_bench_")
     rows = []
     for name in args.models:
         if not export_models.is_exported(args.models_dir, name, args.opset):
             export_models.export_one(name, args.opset, args.models_dir)
         mdir = export_models.model_dir(args.models_dir, name, args.opset)
+        onnx_path = os.path.join(mdir, "model.onnx")
         meta = json.load(open(os.path.join(mdir, "meta.json")))
         iname, shape = meta["inputs"][0]["name"], meta["inputs"][0]["shape"]
         ctor, make_input, _ = export_models.ZOO[name]
         torch.manual_seed(export_models.SEED)
-        model = export_models.make_informative(ctor(), make_input).cuda().eval()
-        for fp16 in (False, True):
-            m = model.half() if fp16 else model.float()
-            for batch in (1, LARGE[name]):
+        base = export_models.make_informative(ctor(), make_input).cuda().eval()
+        batches = {"1": [1], "large": [LARGE[name]], "both": [1, LARGE[name]]}[args.batches]
+        for fp16 in ([False, True] if args.fp32 else [True]):
+            model = base.half() if fp16 else base.float()
+            if name in CNNS:
+                model = model.to(memory_format=torch.channels_last)
+            for batch in batches:
                 x = make_input(batch).cuda()
-                if fp16 and x.is_floating_point():
-                    x = x.half()
-                t_torch = torch_time(m, x)
+                if x.is_floating_point():
+                    x = x.half() if fp16 else x
+                    if name in CNNS:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                r = {"model": name, "precision": "fp16" if fp16 else "fp32", "batch": batch, "peers": {}, "prep_s": {}}
+                for peer in args.peers if fp16 else ["eager"]:
+                    try:
+                        if peer == "ort":
+                            xn = make_input(batch).numpy()
+                            ms, note = ort_peer(onnx_path, iname, xn, batch)
+                            r["ort_note"] = note
+                        else:
+                            ms, prep = torch_peer(peer, model, x)
+                            r["prep_s"][peer] = round(prep, 1)
+                    except Exception as e:  # a peer that fails is reported, not fatal
+                        ms = None
+                        r.setdefault("peer_errors", {})[peer] = f"{type(e).__name__}: {str(e)[:160]}"
+                    r["peers"][peer] = ms
+                torch._dynamo.reset()
                 bshape = [batch] + list(shape[1:])
-                t_k, build_s, note = kiln_time(kiln, os.path.join(mdir, "model.onnx"), iname, bshape, fp16, False)
-                t_kg, _, _ = kiln_time(kiln, os.path.join(mdir, "model.onnx"), iname, bshape, fp16, True)
-                r = {"model": name, "precision": "fp16" if fp16 else "fp32", "batch": batch, "torch_eager_ms": t_torch,
-                     "kiln_ms": t_k, "kiln_graph_ms": t_kg, "build_s": build_s, "note": note}
-                best = min(v for v in (t_k, t_kg) if v) if (t_k or t_kg) else None
-                r["speedup_vs_eager"] = t_torch / best if best else None
+                eng = os.path.join(tmp, f"{name}_{batch}.engine")
+                plain = kiln_run(kiln, onnx_path, iname, bshape, fp16, False, eng)
+                graphed = kiln_run(kiln, onnx_path, iname, bshape, fp16, True)
+                r["kiln"], r["kiln_graph"] = plain, graphed
+                times = [v["ms"] for v in (plain, graphed) if v.get("ms")]
+                r["kiln_ms"] = min(times) if times else None
+                torch_times = {k: v for k, v in r["peers"].items() if v and k != "ort"}
+                if torch_times:
+                    best = min(torch_times, key=torch_times.get)
+                    r["best_torch"], r["best_torch_ms"] = best, torch_times[best]
+                    r["ratio_vs_best_torch"] = torch_times[best] / r["kiln_ms"] if r["kiln_ms"] else None
+                eager = r["peers"].get("eager")
+                r["speedup_vs_eager"] = eager / r["kiln_ms"] if eager and r["kiln_ms"] else None
                 rows.append(r)
                 print(json.dumps(r), flush=True)
-        del model
+                if os.path.exists(eng):
+                    os.remove(eng)
+        del base
         torch.cuda.empty_cache()
 
-    def f(v, fmt=".3f"):
-        return "—" if v is None else format(v, fmt)
-    lines = [f"# GPU benchmark: {gpu}, {datetime.date.today()}", "",
-             f"torch {torch.__version__}; medians of {RUNS} runs (CUDA events) after warm-up; Kiln GPU compute time "
-             "without host transfers. speedup = PyTorch eager / best Kiln (plain or CUDA graph).", "",
-             "| model | precision | batch | PyTorch eager ms | Kiln ms | Kiln + CUDA graph ms | speedup | build s | note |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['model']} | {r['precision']} | {r['batch']} | {f(r['torch_eager_ms'])} | {f(r['kiln_ms'])} | "
-                     f"{f(r['kiln_graph_ms'])} | {f(r['speedup_vs_eager'], '.2f')}x | {f(r['build_s'], '.1f')} | {r['note']} |")
-    text = "\n".join(lines) + "\n"
+    text = report(rows, gpu)
     print(text)
     os.makedirs(args.out_dir, exist_ok=True)
     stem = os.path.join(args.out_dir, f"{re.sub('[^A-Za-z0-9]+', '-', gpu).strip('-').lower()}-{datetime.date.today()}")
     open(stem + ".md", "w").write(text)
     json.dump({"gpu": gpu, "torch": torch.__version__, "rows": rows}, open(stem + ".json", "w"), indent=1)
     return 0
+
+
+def report(rows, gpu):
+    def f(v, fmt=".3f"):
+        return "—" if v is None else format(v, fmt)
+    lines = [f"# GPU benchmark: {gpu}, {datetime.date.today()}", "",
+             f"torch {torch.__version__}; medians of {RUNS} runs (CUDA events) after warm-up. Kiln: GPU compute time "
+             "without host transfers, best of plain and CUDA-graph enqueue. Large batch: throughput in items/s; "
+             "batch 1: latency in ms. Ratio = best PyTorch mode / Kiln (> 1: Kiln is faster). Targets (issue 5): "
+             "throughput ratio >= 1.3 at the large batch, latency ratio >= 1.25 (Kiln <= 0.8x) at batch 1.", ""]
+    head = "| model | prec | batch | Kiln | " + " | ".join(PEER_LABEL[p] for p in PEERS) + \
+        " | best PyTorch | ratio | build s | engine MiB | device MiB | note |"
+    lines += [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        b = r["batch"]
+        conv = (lambda ms: f(b * 1e3 / ms, ".0f") if ms else "—") if b > 1 else (lambda ms: f(ms))
+        peers = " | ".join(conv(r["peers"].get(p)) for p in PEERS)
+        k = r["kiln"]
+        eng = f(k["engine_bytes"] / 2**20, ".1f") if k.get("engine_bytes") else "—"
+        note = k.get("note") or k.get("error", "")
+        if r.get("ort_note"):
+            note = (note + "; " if note else "") + "ORT: " + r["ort_note"]
+        lines.append(f"| {r['model']} | {r['precision']} | {b} | {conv(r['kiln_ms'])} | {peers} | "
+                     f"{PEER_LABEL.get(r.get('best_torch'), '—')} | {f(r.get('ratio_vs_best_torch'), '.2f')}x | "
+                     f"{f(k.get('build_s'), '.1f')} | {eng} | {f(k.get('device_mib'), '.0f')} | {note} |")
+    prep = {}
+    for r in rows:
+        for p, s in r["prep_s"].items():
+            if p.startswith("compile"):
+                prep.setdefault(p, []).append(s)
+    if prep:
+        lines += ["", "torch.compile preparation (compile + first runs) per shape: " +
+                  "; ".join(f"{PEER_LABEL[p]} {min(v):.0f}–{max(v):.0f} s" for p, v in prep.items())]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

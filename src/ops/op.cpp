@@ -128,6 +128,8 @@ Status validate_attributes(const OpSchema& schema, const Attributes& attrs) {
                            attr_type_name(spec.type) + " but is " + attr_type_name(a->type()));
   }
   for (auto& [name, a] : attrs.map()) {
+    // "kiln."-prefixed attributes are the builder's annotations (fusion origins, chosen tactic), not operands.
+    if (name.rfind(kAnnotationPrefix, 0) == 0) continue;
     if (!known.count(name)) {
       std::string list;
       for (auto& k : known) list += (list.empty() ? "" : ", ") + k;

@@ -170,7 +170,13 @@ Status check_arity(const OpSchema& schema, int num_inputs, int num_outputs);
 // attributes (see Subgraph::captures), which come last.
 int explicit_input_count(const Attributes& attrs, int total_inputs);
 
-// Validates attribute presence and types against the schema; unknown attributes are errors too.
+// Attributes whose name starts with this prefix are annotations the builder adds to a layer ("kiln.fused_from":
+// the original nodes a fused layer replaces; "kiln.tactic": the implementation chosen); ops ignore them.
+inline constexpr const char* kAnnotationPrefix = "kiln.";
+inline constexpr const char* kFusedFromAttr = "kiln.fused_from";
+
+// Validates attribute presence and types against the schema; unknown attributes are errors too (annotations
+// excepted).
 Status validate_attributes(const OpSchema& schema, const Attributes& attrs);
 
 }  // namespace kiln::ops

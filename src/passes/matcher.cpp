@@ -131,4 +131,22 @@ int rewrite(ir::Graph& g, const Pattern& root, const std::function<bool(Bindings
   return rewrites;
 }
 
+void record_fusion(ir::Node* fused, const std::vector<const ir::Node*>& originals) {
+  std::vector<std::string> names;
+  auto add = [&](const std::string& n) {
+    if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  };
+  for (const ir::Node* n : {static_cast<const ir::Node*>(fused)})
+    if (const Attribute* a = n->attrs.find(ops::kFusedFromAttr)) for (const auto& s : a->strings()) add(s);
+  for (const ir::Node* n : originals) {
+    if (!n || n == fused) continue;
+    if (const Attribute* a = n->attrs.find(ops::kFusedFromAttr)) {
+      for (const auto& s : a->strings()) add(s);
+    } else {
+      add(n->name);
+    }
+  }
+  fused->attrs.set(ops::kFusedFromAttr, Attribute(names));
+}
+
 }  // namespace kiln::passes::match

@@ -69,4 +69,8 @@ std::optional<double> constant_scalar(const ir::Value* v);
 // behind are for dead_code_elimination.
 int rewrite(ir::Graph& g, const Pattern& root, const std::function<bool(Bindings&)>& apply);
 
+// Records on `fused` the names of the original nodes it replaces (attribute "kiln.fused_from", flattened through
+// nodes that were themselves fused), for layer information and `kiln compare --markAll`.
+void record_fusion(ir::Node* fused, const std::vector<const ir::Node*>& originals);
+
 }  // namespace kiln::passes::match

@@ -82,3 +82,17 @@ TEST(Matcher, RewriteReplacesEveryMatchAndStops) {
 }
 
 }  // namespace
+
+TEST(Matcher, RecordFusionFlattensEarlierFusions) {
+  ConvAddRelu m;
+  ir::Node* conv = m.conv->producer;
+  ir::Node* add = m.add->producer;
+  ir::Node* relu = m.relu->producer;
+  ir::Node* first = m.g.add_node("FusedTest", "f1", {m.x, m.w}, {"f1"}, {}, 0, "kiln.test");
+  match::record_fusion(first, {conv, add});
+  ir::Node* second = m.g.add_node("FusedTest", "f2", {m.x, m.w}, {"f2"}, {}, 0, "kiln.test");
+  match::record_fusion(second, {first, relu});
+  const Attribute* a = second->attrs.find(ops::kFusedFromAttr);
+  ASSERT_NE(a, nullptr);
+  EXPECT_EQ(a->strings(), (std::vector<std::string>{"conv", "add", "relu"}));
+}

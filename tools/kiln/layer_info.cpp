@@ -59,6 +59,17 @@ Result<LayerPlacement> placement(const Engine& engine) {
 
 std::string layer_type(const runtime::PlanNode& n) { return n.domain.empty() ? n.op_type : n.domain + "::" + n.op_type; }
 
+// The original nodes a fused layer stands for (empty for a layer the builder kept as it was).
+std::vector<std::string> fused_from(const runtime::PlanNode& n) {
+  const Attribute* a = n.attrs.find(ops::kFusedFromAttr);
+  return a && a->type() == AttrType::kSTRINGS ? a->strings() : std::vector<std::string>{};
+}
+
+std::string tactic(const runtime::PlanNode& n) {
+  const Attribute* a = n.attrs.find("kiln.tactic");
+  return a && a->type() == AttrType::kSTRING ? a->s() : "";
+}
+
 }  // namespace
 
 Result<std::string> layer_info_json(const Engine& engine, const std::string& verbosity) {
@@ -85,13 +96,16 @@ Result<std::string> layer_info_json(const Engine& engine, const std::string& ver
     };
     const std::string precision =
         !n.outputs.empty() && n.outputs[0] >= 0 ? type_label(plan.values[n.outputs[0]].dtype) : "";
-    layers.push_back({{"Name", n.name},
-                      {"LayerType", layer_type(n)},
-                      {"Inputs", tensors(n.inputs)},
-                      {"Outputs", tensors(n.outputs)},
-                      {"Precision", precision},
-                      {"Backend", backend_name(engine.backend())},
-                      {"RunsOn", on_gpu ? "GPU" : "Host"}});
+    Json layer = {{"Name", n.name},
+                  {"LayerType", layer_type(n)},
+                  {"Inputs", tensors(n.inputs)},
+                  {"Outputs", tensors(n.outputs)},
+                  {"Precision", precision},
+                  {"Backend", backend_name(engine.backend())},
+                  {"RunsOn", on_gpu ? "GPU" : "Host"}};
+    if (auto from = fused_from(n); !from.empty()) layer["FusedFrom"] = from;
+    if (auto t = tactic(n); !t.empty()) layer["TacticName"] = t;
+    layers.push_back(std::move(layer));
   }
   Json bindings = Json::array();
   for (const auto& io : plan.io) bindings.push_back(io.name);
@@ -119,8 +133,15 @@ Status print_layer_info(const Engine& engine, const std::string& verbosity) {
     const bool on_gpu = where.gpu && !where.host.count(n.name);
     const std::string precision =
         !n.outputs.empty() && n.outputs[0] >= 0 ? type_label(plan.values[n.outputs[0]].dtype) : "-";
-    std::printf("%s [%s] %s: (%s) -> (%s), runs on the %s\n", n.name.c_str(), layer_type(n).c_str(), precision.c_str(),
-                list(n.inputs).c_str(), list(n.outputs).c_str(), on_gpu ? "GPU" : where.gpu ? "host (no GPU kernel)" : "host");
+    std::string extra;
+    if (auto from = fused_from(n); !from.empty()) {
+      extra += "; fuses";
+      for (const auto& f : from) extra += " " + f;
+    }
+    if (auto t = tactic(n); !t.empty()) extra += "; tactic " + t;
+    std::printf("%s [%s] %s: (%s) -> (%s), runs on the %s%s\n", n.name.c_str(), layer_type(n).c_str(),
+                precision.c_str(), list(n.inputs).c_str(), list(n.outputs).c_str(),
+                on_gpu ? "GPU" : where.gpu ? "host (no GPU kernel)" : "host", extra.c_str());
   }
   std::string bindings;
   for (const auto& io : plan.io) bindings += (bindings.empty() ? "" : ", ") + io.name;
