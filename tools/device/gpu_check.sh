@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the device machine, in one call: the GPU test suite, the ONNX node tests on the CUDA backend next to the
 # CPU backend, the full-size models in FP32/FP16/BF16, and the benchmarks; a short table last.
-# Usage (device): tools/device/gpu_check.sh [tests] [node] [models] [bench]   (default: tests node models)
+# Usage (device): tools/device/gpu_check.sh [tests] [node] [models] [bench] [sanitize]   (default: tests node models)
+# Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS.
 # Prepare here first: make build && tools/device/pack.sh  (binaries + libraries into .devcarry).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -53,14 +54,14 @@ PY
     # compute-sanitizer memcheck and racecheck on the model suite (batch 2, FP32 and FP16) and the GPU op tests.
     san=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
     if [ -z "$san" ]; then summary+=("sanitizer: compute-sanitizer not found on this machine; not run"); continue; fi
-    for m in resnet50 mobilenet_v2 efficientnet_b0 vit_b_16 bert_base gpt2_base; do
+    for m in ${SAN_MODELS:-resnet50 mobilenet_v2 efficientnet_b0 vit_b_16 bert_base gpt2_base}; do
       d=/tmp/kiln_models/${m}_op17; [ -f $d/model.onnx ] || continue
-      sh=$(python3 -c "import json; s=json.load(open('$d/meta.json'))['inputs'][0]['shape']; print('x'.join(map(str,s)))")
+      sh=$(python3 -c "import json; i=json.load(open('$d/meta.json'))['inputs'][0]; print(i['name']+':'+'x'.join(map(str,i['shape'])))")
       for tool in memcheck racecheck; do
         for p in "" "--fp16"; do
           [ $tool = racecheck ] && [ -z "$p" ] && continue  # racecheck looks at shared memory: one precision
-          timeout ${SAN_TIMEOUT:-60} $san --tool $tool --error-exitcode 9 .devcarry/bin/kiln --onnx=$d/model.onnx --shapes=input:$sh \
-            --minShapes=input:$sh --optShapes=input:$sh --maxShapes=input:$sh --device=cuda $p \
+          timeout ${SAN_TIMEOUT:-60} $san --tool $tool --error-exitcode 9 .devcarry/bin/kiln --onnx=$d/model.onnx --shapes=$sh \
+            --minShapes=$sh --optShapes=$sh --maxShapes=$sh --device=cuda $p \
             --iterations=1 --warmUp=0 --duration=0 > "$OUT/san_${m}_${tool}${p}.log" 2>&1
           rc=$?; summary+=("sanitizer $tool $m ${p:-fp32}: rc $rc $(grep -m1 'ERROR SUMMARY' "$OUT/san_${m}_${tool}${p}.log")")
         done
@@ -70,7 +71,11 @@ PY
     summary+=("sanitizer memcheck kiln_gpu_tests: rc $? $(grep -m1 'ERROR SUMMARY' "$OUT/san_gpu_tests.log")")
     ;;
   bench)
-    python3 bench/gpu_bench.py --kiln-build .devcarry --models-dir /tmp/kiln_models --out-dir "$OUT" 2>&1 | tail -30
+    # BENCH_ARGS narrows a run to fit one device call, e.g. "--models resnet50 bert_base --peers eager compile_ro".
+    python3 bench/gpu_bench.py --kiln-build .devcarry --models-dir /tmp/kiln_models --out-dir "$OUT" ${BENCH_ARGS:-} \
+      > "$OUT/bench.log" 2>&1
+    sed -n '/^# GPU benchmark/,$p' "$OUT/bench.log"; grep -m3 -E "Error|Traceback" "$OUT/bench.log"
+    summary+=("bench: $(grep -c '^{' "$OUT/bench.log") rows (see $OUT/*.md)")
     ;;
   esac
 done
