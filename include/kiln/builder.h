@@ -55,8 +55,9 @@ class BuilderConfig {
   void set_dump_after(const std::string& pass) { dump_after_ = pass; }
   const std::string& dump_after() const { return dump_after_; }
 
-  // Tuning controls with TensorRT's meaning. They are recorded for the tactic auto-tuner, which does not exist
-  // yet: today they change nothing in the built engine (the kiln CLI says so when they are given).
+  // Tuning controls with TensorRT's meaning, used by the CUDA builder's tactic auto-tuner: each layer whose kernel
+  // has several implementations (cuDNN algorithms, cuBLASLt heuristics) is timed at the first profile's opt shapes
+  // and the fastest is recorded in the engine.
   // Workspace cap in bytes; 0 = no limit beyond the device's memory.
   void set_memory_pool_limit(MemoryPoolType pool, uint64_t bytes) { pool_limits_[pool] = bytes; }
   uint64_t memory_pool_limit(MemoryPoolType pool) const {

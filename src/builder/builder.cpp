@@ -7,6 +7,7 @@
 #include <map>
 
 #include "builder/engine_writer.h"
+#include "builder/timing_cache.h"
 #include "ir/graph.h"
 #include "passes/pass_manager.h"
 #include "runtime/device_backend.h"
@@ -120,6 +121,61 @@ Status check_value_kinds(const ir::Graph& g, Backend backend) {
   return Status::Ok();
 }
 
+// Kernel auto-tuning: loads the engine on the GPU, times each layer's candidate tactics at the first profile's
+// opt shapes (or answers them from the timing cache), records the winners as "kiln.tactic" annotations and
+// writes the engine again. Level 0 skips it: every kernel then runs its first (heuristic) tactic.
+Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& config, std::vector<uint8_t> engine,
+                                         ILogger& logger) {
+  if (config.builder_optimization_level() <= 0) return engine;
+  auto t0 = std::chrono::steady_clock::now();
+  KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
+  KILN_ASSIGN_OR_RETURN(runtime::DeviceInfo info, backend->device_info());
+  builder::TimingCache cache(builder::device_key(info));
+  const std::string& file = config.timing_cache_file();
+  if (!file.empty()) KILN_RETURN_IF_ERROR(cache.load(file));
+  KILN_ASSIGN_OR_RETURN(auto plan, runtime::read_engine(engine.data(), engine.size()));
+  KILN_ASSIGN_OR_RETURN(auto weights, backend->load_weights(*plan));
+  KILN_ASSIGN_OR_RETURN(auto ctx, backend->create_context(plan, weights));
+  std::vector<Dims> shapes;
+  for (int i : plan->inputs) {
+    int v = plan->io[i].value;
+    Dims d = ops::static_dims(plan->values[v].shape);
+    if (!plan->profiles.empty()) {
+      auto it = plan->profiles[0].find(v);
+      if (it != plan->profiles[0].end()) d = it->second.opt;
+    }
+    shapes.push_back(d);
+  }
+  KILN_RETURN_IF_ERROR(ctx->prepare(shapes).with_context("preparing the engine for tactic timing"));
+  runtime::TuneOptions opts;
+  opts.level = config.builder_optimization_level();
+  opts.avg_timing = config.avg_timing_iterations();
+  opts.max_tactics = config.max_num_tactics();
+  runtime::TimingEntries entries = cache.device_entries();
+  std::vector<runtime::TacticChoice> choices;
+  KILN_RETURN_IF_ERROR(ctx->tune(opts, entries, &choices, {}).with_context("timing tactics"));
+  int timed = 0, cached = 0;
+  for (const auto& c : choices) {
+    timed += c.timed;
+    cached += c.from_cache;
+    for (auto& n : g.nodes())
+      if (n->name == c.layer) n->attrs.set("kiln.tactic", Attribute(c.tactic));
+    std::string line = "tactic for '" + c.layer + "': " + c.tactic + (c.from_cache ? " (timing cache)" : "") +
+                       (c.timed ? " (" + std::to_string(c.ms) + " ms, best of " + std::to_string(c.timed) + " timed)" : "");
+    logger.log(ILogger::Severity::kVERBOSE, line.c_str());
+  }
+  cache.update(entries);
+  if (!file.empty()) KILN_RETURN_IF_ERROR(cache.save(file));
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::string msg = "tactics: " + std::to_string(choices.size()) + " layers tuned (" + std::to_string(timed) +
+                    " tactics timed, " + std::to_string(cached) + " layers from the timing cache) in " +
+                    std::to_string(s) + " s";
+  logger.log(ILogger::Severity::kINFO, msg.c_str());
+  if (choices.empty()) return engine;
+  ctx.reset();
+  return builder::write_engine(g, config);
+}
+
 }  // namespace
 
 Status OptimizationProfile::set_shape(const std::string& input, const Dims& min, const Dims& opt, const Dims& max) {
@@ -167,6 +223,7 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
   double pass_ms = 0;
   for (auto& r : pm.records()) pass_ms += r.ms;
   auto engine = builder::write_engine(*g, config);
+  if (engine.ok() && config.backend() != Backend::kCPU) engine = tune_engine(*g, config, std::move(*engine), logger_);
   if (engine.ok() && config.backend() != Backend::kCPU) {
     // Layers without a device kernel still run (on the host, with a synchronization each): say which.
     auto plan = runtime::read_engine(engine->data(), engine->size());

@@ -3,6 +3,8 @@
 // loads it on first use from the directory that holds libkiln_runtime.so.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +32,23 @@ inline constexpr const char* kMetaCudaRuntime = "gpu.cuda_runtime";
 inline constexpr const char* kMetaCublasLt = "gpu.cublaslt";
 inline constexpr const char* kMetaCudnn = "gpu.cudnn";
 
+// Builder-time kernel auto-tuning (see DeviceContext::tune).
+struct TuneOptions {
+  int level = 3;            // builder optimization level: 0 takes each kernel's first tactic without timing
+  int avg_timing = 8;       // timed runs averaged per tactic
+  int max_tactics = -1;     // most tactics timed per layer; -1: by level
+};
+struct TacticChoice {
+  std::string layer;        // node name
+  std::string key;          // timing-cache key (the layer's signature on this device)
+  std::string tactic;
+  double ms = 0;            // average time of the chosen tactic (0 when not timed)
+  int candidates = 0, timed = 0;
+  bool from_cache = false;
+};
+// Timing-cache entries: key -> (tactic, ms).
+using TimingEntries = std::map<std::string, std::pair<std::string, double>>;
+
 // Per execution context state on the device.
 class DeviceContext {
  public:
@@ -50,6 +69,13 @@ class DeviceContext {
   virtual uint64_t arena_bytes() const = 0;
   virtual uint64_t activation_bytes() const = 0;
   virtual void set_profiler(IProfiler* profiler) = 0;
+  // For the prepared shapes, times the candidate tactics of every layer whose kernel offers several and
+  // reports the fastest per layer; `cache` answers layers seen before (same signature on the same GPU and
+  // libraries) and receives the new measurements. `progress` (may be empty) is called after each layer.
+  virtual Status tune(const TuneOptions& options, TimingEntries& cache, std::vector<TacticChoice>* choices,
+                      const std::function<void(int done, int total)>& progress) {
+    return Status::Ok();
+  }
 };
 
 class DeviceBackend {

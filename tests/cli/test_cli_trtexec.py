@@ -150,16 +150,16 @@ def test_build_flags_rejected_with_load_engine(chain_engine, flag):
     assert "is a build option; it has no effect with --loadEngine" in err(proc), err(proc)
 
 
-def test_tuning_flags_are_recorded_and_said_to_be_inert(tmp_path, chain):
+def test_tuning_flags_on_cpu_say_there_is_nothing_to_tune(tmp_path, chain):
     cache = tmp_path / "timing.cache"
     proc = run_kiln(f"--onnx={chain}", "--builderOptimizationLevel=5", "--avgTiming=4", "--maxTactics=3",
                     f"--timingCacheFile={cache}", "--memPoolSize=workspace:64M", "--skipInference", check=True)
     assert "--builderOptimizationLevel=5, --avgTiming=4, --maxTactics=3" in err(proc), err(proc)
-    assert "no tactic auto-tuner yet, so there is nothing to tune" in err(proc)
+    assert "the CPU reference backend has one implementation per layer, so there is nothing to tune" in err(proc)
     assert f"workspace limit {64 << 20} bytes recorded" in err(proc)
     assert not cache.exists()  # nothing was timed, so nothing is written
     verbose = run_kiln(f"--onnx={chain}", "--verbose", "--skipInference", check=True)
-    assert re.search(r"\[V\] builder config: optimization level 3, avgTiming 8, maxTactics -1.*nothing to tune",
+    assert re.search(r"\[V\] builder config: optimization level 3, avgTiming 8, maxTactics -1.*the CPU backend has nothing to tune",
                      err(verbose)), err(verbose)
 
 

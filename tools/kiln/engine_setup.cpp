@@ -191,9 +191,9 @@ Result<DeviceDecision> resolve_device(const Options& o) {
 
 namespace {
 
-// The tuning flags are kept in the config for the auto-tuner to come; until it exists they must not pass
-// silently as if they had tuned something.
-void note_tuning_options(const Options& o, const BuilderConfig& config, ILogger& logger) {
+// The tuning flags drive the CUDA builder's tactic auto-tuner; the CPU reference backend has one implementation
+// per layer, so there they must not pass silently as if they had tuned something.
+void note_tuning_options(const Options& o, const BuilderConfig& config, Backend backend, ILogger& logger) {
   std::string given;
   auto add = [&given](const std::string& s) { given += (given.empty() ? "" : ", ") + s; };
   if (o.builder_optimization_level != -1)
@@ -201,9 +201,9 @@ void note_tuning_options(const Options& o, const BuilderConfig& config, ILogger&
   if (o.avg_timing != -1) add("--avgTiming=" + std::to_string(o.avg_timing));
   if (o.max_tactics != -2) add("--maxTactics=" + std::to_string(o.max_tactics));
   if (!o.timing_cache_file.empty()) add("--timingCacheFile=" + o.timing_cache_file);
-  if (!given.empty()) {
-    std::string m = given + ": recorded in the builder config, but Kiln has no tactic auto-tuner yet, so there is "
-                            "nothing to tune and they change nothing in this engine" +
+  if (!given.empty() && backend == Backend::kCPU) {
+    std::string m = given + ": the CPU reference backend has one implementation per layer, so there is nothing to "
+                            "tune; these apply to CUDA builds (--device=cuda)" +
                     (o.timing_cache_file.empty() ? "" : " (the timing cache file is neither read nor written)");
     logger.log(ILogger::Severity::kINFO, m.c_str());
   }
@@ -216,8 +216,8 @@ void note_tuning_options(const Options& o, const BuilderConfig& config, ILogger&
                   ", avgTiming " + std::to_string(config.avg_timing_iterations()) + ", maxTactics " +
                   std::to_string(config.max_num_tactics()) + ", workspace limit " +
                   std::to_string(config.memory_pool_limit(MemoryPoolType::kWORKSPACE)) +
-                  " bytes (0 = none), timing cache '" + config.timing_cache_file() +
-                  "'; no tactic auto-tuner exists yet, so there is nothing to tune";
+                  " bytes (0 = none), timing cache '" + config.timing_cache_file() + "'" +
+                  (backend == Backend::kCPU ? "; the CPU backend has nothing to tune" : "");
   logger.log(ILogger::Severity::kVERBOSE, v.c_str());
 }
 
@@ -265,7 +265,7 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& log
   if (o.avg_timing != -1) config->set_avg_timing_iterations(o.avg_timing);
   if (o.max_tactics != -2) config->set_max_num_tactics(o.max_tactics);
   config->set_timing_cache_file(o.timing_cache_file);
-  note_tuning_options(o, *config, logger);
+  note_tuning_options(o, *config, backend, logger);
   if (!o.dump_after.empty()) config->set_dump_after(o.dump_after);
   config->set_precision_constraints(o.precision_constraints);
   KILN_ASSIGN_OR_RETURN(auto layers, split_name_value_list(o.layer_precisions, "--layerPrecisions"));

@@ -141,17 +141,16 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "the builder config; kernels do not size their workspace from it yet")
       ->type_name("SPEC");
   app.add_option("--builderOptimizationLevel", o.builder_optimization_level,
-                 "0..5 (default 3): how hard the tactic auto-tuner searches. Recorded; there is no tuner yet")
+                 "0..5 (default 3): how hard the CUDA tactic auto-tuner searches (0: first tactic, no timing; 1..5 time up to 2, 4, 8, 16, all candidates per layer)")
       ->type_name("N");
   app.add_option("--timingCacheFile", o.timing_cache_file,
-                 "Timing cache to read and update. Recorded; there is no tuner yet, so nothing is read or written")
+                 "Timing cache file (JSON) to read, merge into and update: layers found there are not timed again (CUDA builds)")
       ->type_name("FILE");
   app.add_option("--avgTiming", o.avg_timing,
-                 "Timing runs averaged per tactic (>= 1, default 8). Recorded; there is no tuner yet")
+                 "Timing runs averaged per tactic (>= 1, default 8; CUDA builds)")
       ->type_name("N");
   app.add_option("--maxTactics", o.max_tactics,
-                 "Most tactics timed per layer (>= 0, or -1 for the tuner's heuristic). Recorded; there is no "
-                 "tuner yet")
+                 "Most tactics timed per layer (>= 0, or -1: set by --builderOptimizationLevel; CUDA builds)")
       ->type_name("N");
   app.add_option("--profilingVerbosity", o.profiling_verbosity,
                  "layer_names_only (default)|detailed|none: what --dumpLayerInfo/--exportLayerInfo show "

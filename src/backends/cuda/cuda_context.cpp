@@ -1,6 +1,7 @@
 // CudaContext: one execution context on the GPU. prepare() resolves shapes on the host, decides where every
 // value lives (weights, the activation arena, caller I/O buffers, or an alias of another value) and packs the
 // arena from value lifetimes; enqueue() then only launches kernels on the caller's stream.
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
@@ -71,6 +72,9 @@ class CudaContext final : public runtime::DeviceContext {
   uint64_t arena_bytes() const override { return arena_capacity_; }
   uint64_t activation_bytes() const override { return activation_bytes_; }
   void set_profiler(IProfiler* p) override { profiler_ = p; }
+  Status tune(const runtime::TuneOptions& options, runtime::TimingEntries& cache,
+              std::vector<runtime::TacticChoice>* choices,
+              const std::function<void(int, int)>& progress) override;
 
  private:
   enum class Loc : uint8_t { kNone, kWeight, kArena, kIo, kAlias };
@@ -85,6 +89,7 @@ class CudaContext final : public runtime::DeviceContext {
     const KernelDef* kernel = nullptr;  // null: runs on the host
     bool copy_out = false;              // an alias whose output is an engine output: copy instead
     std::shared_ptr<void> state;
+    std::string tactic;                 // the builder's choice ("kiln.tactic"), empty: the kernel's default
   };
 
   Status device_alloc(void** p, size_t bytes, const std::string& what) {
@@ -117,6 +122,12 @@ class CudaContext final : public runtime::DeviceContext {
     return host_vals_[v].defined() ? &host_vals_[v] : nullptr;
   }
   Status run_host_step(Step& s, const std::vector<void*>& io, cudaStream_t stream);
+  // Points a's tensors at this step's buffers (a.stream and a.handles are the caller's).
+  void fill_args(Step& s, const std::vector<void*>& io, KernelArgs& a) const;
+  // The layer's identity for the timing cache: op, types, shapes and attributes at the prepared shapes.
+  std::string signature(const runtime::PlanNode& n) const;
+  // Device buffers for every I/O tensor at the prepared shapes (the host path's, grown on demand).
+  Result<std::vector<void*>> io_buffers();
 
   std::shared_ptr<const runtime::EnginePlan> plan_;
   std::shared_ptr<DeviceWeights> weights_;
@@ -223,6 +234,7 @@ Status CudaContext::prepare(const std::vector<Dims>& input_shapes) {
     Step s;
     s.node = &n;
     s.kernel = KernelRegistry::instance().find(n, plan);
+    if (const Attribute* t = n.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) s.tactic = t->s();
     if (!s.kernel) host_layers_ += (host_layers_.empty() ? "" : ", ") + where(n);
     for (int id : n.inputs) {
       if (id < 0) continue;
@@ -326,6 +338,140 @@ Status CudaContext::run_host_step(Step& s, const std::vector<void*>& io, cudaStr
   return Status::Ok();
 }
 
+void CudaContext::fill_args(Step& s, const std::vector<void*>& io, KernelArgs& a) const {
+  const auto& plan = *plan_;
+  const auto& n = *s.node;
+  a.node = &n;
+  a.in.resize(n.inputs.size());
+  a.host_in.resize(n.inputs.size());
+  for (size_t k = 0; k < n.inputs.size(); ++k) {
+    int id = n.inputs[k];
+    if (id < 0) { a.in[k] = DevTensor{}; a.host_in[k] = nullptr; continue; }
+    a.in[k] = DevTensor{ptr(id, io), plan.values[id].dtype, dims_[id]};
+    a.host_in[k] = host_of(id);
+  }
+  a.out.resize(n.outputs.size());
+  for (size_t k = 0; k < n.outputs.size(); ++k) {
+    int o = n.outputs[k];
+    a.out[k] = DevTensor{ptr(o, io), plan.values[o].dtype, dims_[o]};
+  }
+  a.state = &s.state;
+  a.tactic = s.tactic;
+}
+
+std::string CudaContext::signature(const runtime::PlanNode& n) const {
+  const auto& plan = *plan_;
+  std::string sig = (n.domain.empty() ? "" : n.domain + "::") + n.op_type;
+  auto tensors = [&](const std::vector<int>& ids) {
+    sig += "(";
+    for (int id : ids) {
+      if (id < 0) { sig += "-,"; continue; }
+      sig += std::string(dtype_name(plan.values[id].dtype)) + dims_to_string(dims_[id]) + ",";
+    }
+    sig += ")";
+  };
+  tensors(n.inputs);
+  tensors(n.outputs);
+  for (const auto& [name, attr] : n.attrs.map()) {
+    if (name.rfind(ops::kAnnotationPrefix, 0) == 0) continue;
+    sig += " " + name + "=" + attr.to_string();
+  }
+  return sig;
+}
+
+Result<std::vector<void*>> CudaContext::io_buffers() {
+  const auto& plan = *plan_;
+  host_io_.resize(plan.io.size());
+  std::vector<void*> io(plan.io.size(), nullptr);
+  for (size_t i = 0; i < plan.io.size(); ++i) {
+    int v = plan.io[i].value;
+    size_t bytes = std::max<size_t>(static_cast<size_t>(volume(dims_[v])) * dtype_size(plan.values[v].dtype), 256);
+    Buf& b = host_io_[i];
+    if (b.bytes < bytes || !b.ptr) {
+      if (b.ptr) cudaFree(b.ptr);
+      b = Buf{};
+      KILN_RETURN_IF_ERROR(device_alloc(&b.ptr, bytes, "the I/O buffer of '" + plan.io[i].name + "'"));
+      b.bytes = bytes;
+    }
+    io[i] = b.ptr;
+  }
+  return io;
+}
+
+Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEntries& cache,
+                         std::vector<runtime::TacticChoice>* choices, const std::function<void(int, int)>& progress) {
+  if (!prepared_ || dynamic_) return Status::Ok();  // nothing to time without static shapes
+  KILN_ASSIGN_OR_RETURN(std::vector<void*> io, io_buffers());
+  // Inputs hold zeros while timing: convolution and GEMM times do not depend on the values.
+  for (int i : plan_->inputs)
+    KILN_CUDA_CHECK(cudaMemsetAsync(io[i], 0, host_io_[i].bytes, stream_));
+  KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream_));
+  const int by_level[] = {1, 2, 4, 8, 16, 1 << 20};
+  const int level = std::clamp(options.level, 0, 5);
+  const int max_timed = options.max_tactics > 0 ? options.max_tactics : by_level[level];
+  const int iters = std::max(1, options.avg_timing);
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  KILN_CUDA_CHECK(cudaEventCreate(&e0));
+  KILN_CUDA_CHECK(cudaEventCreate(&e1));
+  std::shared_ptr<void> guard(nullptr, [&](void*) { cudaEventDestroy(e0); cudaEventDestroy(e1); });
+  std::vector<Step*> tunable;
+  for (Step& s : steps_)
+    if (s.kernel && !s.kernel->alias && s.kernel->tactics) tunable.push_back(&s);
+  int done = 0;
+  for (Step* sp : tunable) {
+    Step& s = *sp;
+    KernelArgs a;
+    a.stream = stream_;
+    a.handles = &handles_;
+    fill_args(s, io, a);
+    std::vector<std::string> candidates = s.kernel->tactics(a);
+    if (progress) progress(++done, static_cast<int>(tunable.size()));
+    if (candidates.empty()) continue;
+    runtime::TacticChoice c;
+    c.layer = s.node->name;
+    c.key = signature(*s.node);
+    c.candidates = static_cast<int>(candidates.size());
+    auto hit = cache.find(c.key);
+    if (hit != cache.end() && std::find(candidates.begin(), candidates.end(), hit->second.first) != candidates.end()) {
+      c.tactic = hit->second.first;
+      c.ms = hit->second.second;
+      c.from_cache = true;
+    } else if (level == 0 || options.max_tactics == 0 || candidates.size() == 1) {
+      c.tactic = candidates[0];
+    } else {
+      double best = 0;
+      for (size_t k = 0; k < candidates.size() && c.timed < max_timed; ++k) {
+        s.state.reset();
+        a.tactic = candidates[k];
+        // A candidate that cannot run these shapes (workspace, alignment) is skipped, not fatal.
+        if (!s.kernel->run(a).ok() || cudaStreamSynchronize(stream_) != cudaSuccess) {
+          cudaGetLastError();
+          continue;
+        }
+        KILN_CUDA_CHECK(cudaEventRecord(e0, stream_));
+        Status st;
+        for (int it = 0; it < iters && st.ok(); ++it) st = s.kernel->run(a);
+        KILN_CUDA_CHECK(cudaEventRecord(e1, stream_));
+        KILN_CUDA_CHECK(cudaEventSynchronize(e1));
+        if (!st.ok()) continue;
+        float ms = 0;
+        KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+        double avg = ms / iters;
+        ++c.timed;
+        if (c.tactic.empty() || avg < best) { best = avg; c.tactic = candidates[k]; }
+      }
+      if (c.tactic.empty()) c.tactic = candidates[0];
+      c.ms = best;
+      cache[c.key] = {c.tactic, c.ms};
+    }
+    s.tactic = c.tactic;
+    s.state.reset();
+    choices->push_back(std::move(c));
+  }
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return Status::Ok();
+}
+
 Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
   if (!prepared_) return internal_error("enqueue before prepare");
   if (dynamic_)
@@ -368,21 +514,7 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
           KILN_CUDA_CHECK(cudaMemcpyAsync(ptr(o, io), ptr(n.inputs[0], io), bytes, cudaMemcpyDeviceToDevice, stream));
       }
     } else {
-      a.node = &n;
-      a.in.resize(n.inputs.size());
-      a.host_in.resize(n.inputs.size());
-      for (size_t k = 0; k < n.inputs.size(); ++k) {
-        int id = n.inputs[k];
-        if (id < 0) { a.in[k] = DevTensor{}; a.host_in[k] = nullptr; continue; }
-        a.in[k] = DevTensor{ptr(id, io), plan.values[id].dtype, dims_[id]};
-        a.host_in[k] = host_of(id);
-      }
-      a.out.resize(n.outputs.size());
-      for (size_t k = 0; k < n.outputs.size(); ++k) {
-        int o = n.outputs[k];
-        a.out[k] = DevTensor{ptr(o, io), plan.values[o].dtype, dims_[o]};
-      }
-      a.state = &s.state;
+      fill_args(s, io, a);
       Status st = s.kernel->run(a);
       if (!st.ok()) return st.with_context(where(n));
     }

@@ -78,6 +78,9 @@ struct KernelArgs {
   CudaHandles* handles = nullptr;
   // Kernel-owned state (descriptors, chosen algorithms), kept while the shapes stay the same.
   std::shared_ptr<void>* state = nullptr;
+  // The implementation the builder chose for this layer (its "kiln.tactic" annotation, or the candidate the
+  // tuner is timing); empty: the kernel's own default.
+  std::string tactic;
 
   const Attributes& attrs() const { return node->attrs; }
   bool has_input(int i) const { return i < static_cast<int>(in.size()) && in[i].data != nullptr; }
@@ -95,6 +98,10 @@ struct KernelDef {
   SupportsFn supports;            // empty: every node of a listed dtype
   // The output is input 0's bytes under another shape (Reshape, Squeeze, ...): no launch, no memory.
   bool alias = false;
+  // Candidate implementations for this layer at the shapes in args, best guess first (the level-0 choice).
+  // Unset or fewer than two: nothing to tune. The builder times each candidate by running `run` with
+  // args.tactic set to it (state reset between candidates) and records the fastest in the engine.
+  std::function<std::vector<std::string>(const KernelArgs&)> tactics;
 };
 
 class KernelRegistry {

@@ -1,0 +1,68 @@
+// Unit tests for the timing cache file: round trip, merging across devices, and errors on foreign files.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "builder/timing_cache.h"
+
+using namespace kiln;
+
+namespace {
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("kiln_tc_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+TEST(TimingCache, SavesAndLoadsEntriesPerDevice) {
+  runtime::DeviceInfo h100;
+  h100.name = "NVIDIA H100";
+  h100.cc_major = 9;
+  h100.cudnn = "9.14.0";
+  const std::string path = temp_path("roundtrip.json");
+  builder::TimingCache a(builder::device_key(h100));
+  a.update({{"Conv(float16[1,64,56,56])", {"cudnn_algo_1", 0.125}}, {"MatMul(x)", {"lt_heuristic_0", 0.5}}});
+  ASSERT_TRUE(a.save(path).ok());
+
+  builder::TimingCache b(builder::device_key(h100));
+  ASSERT_TRUE(b.load(path).ok());
+  auto e = b.device_entries();
+  ASSERT_EQ(e.size(), 2u);
+  EXPECT_EQ(e["Conv(float16[1,64,56,56])"].first, "cudnn_algo_1");
+  EXPECT_DOUBLE_EQ(e["MatMul(x)"].second, 0.5);
+
+  // Another GPU sees none of them, but saving its cache keeps them (one file can serve several GPUs).
+  runtime::DeviceInfo h200 = h100;
+  h200.name = "NVIDIA H200";
+  builder::TimingCache c(builder::device_key(h200));
+  ASSERT_TRUE(c.load(path).ok());
+  EXPECT_TRUE(c.device_entries().empty());
+  c.update({{"Conv(float16[1,64,56,56])", {"cudnn_algo_6", 0.1}}});
+  ASSERT_TRUE(c.save(path).ok());
+  builder::TimingCache d(builder::device_key(h100));
+  ASSERT_TRUE(d.load(path).ok());
+  EXPECT_EQ(d.size(), 3u);
+  EXPECT_EQ(d.device_entries()["Conv(float16[1,64,56,56])"].first, "cudnn_algo_1");
+  std::remove(path.c_str());
+}
+
+TEST(TimingCache, MissingFileIsEmptyAndForeignFilesAreErrors) {
+  builder::TimingCache a("dev");
+  EXPECT_TRUE(a.load(temp_path("does_not_exist.json")).ok());
+  EXPECT_EQ(a.size(), 0u);
+
+  const std::string path = temp_path("foreign.json");
+  std::ofstream(path) << "{\"something\": 1}";
+  Status st = a.load(path);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("is not a Kiln timing cache"), std::string::npos) << st.message();
+
+  std::ofstream(path, std::ios::trunc) << "{\"format\": \"kiln-timing-cache\", \"version\": 99}";
+  st = a.load(path);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("has version 99"), std::string::npos) << st.message();
+  std::remove(path.c_str());
+}
+
+}  // namespace
