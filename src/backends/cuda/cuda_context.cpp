@@ -402,9 +402,29 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
                          std::vector<runtime::TacticChoice>* choices, const std::function<void(int, int)>& progress) {
   if (!prepared_ || dynamic_) return Status::Ok();  // nothing to time without static shapes
   KILN_ASSIGN_OR_RETURN(std::vector<void*> io, io_buffers());
-  // Inputs hold zeros while timing: convolution and GEMM times do not depend on the values.
-  for (int i : plan_->inputs)
-    KILN_CUDA_CHECK(cudaMemsetAsync(io[i], 0, host_io_[i].bytes, stream_));
+  // Time on realistic data, not zeros (which can run faster than real values): float inputs get uniform
+  // values in [-1, 1], integer inputs (token ids, indices) zeros, which are valid for any table; one full run
+  // then fills every activation the timed layers read.
+  uint32_t seed = 12345;
+  for (int i : plan_->inputs) {
+    const int v = plan_->io[i].value;
+    const DataType dt = plan_->values[v].dtype;
+    const int64_t n = volume(dims_[v]);
+    Tensor t(dt, dims_[v]);
+    if (dt == DataType::kFLOAT || dt == DataType::kHALF || dt == DataType::kBF16) {
+      Tensor f(DataType::kFLOAT, dims_[v]);
+      for (int64_t k = 0; k < n; ++k) {
+        seed = seed * 1664525u + 1013904223u;
+        f.data<float>()[k] = static_cast<float>(seed >> 8) / static_cast<float>(1 << 23) - 1.0f;
+      }
+      t = dt == DataType::kFLOAT ? f : f.cast(dt);
+    } else if (t.nbytes()) {
+      std::memset(t.raw(), 0, t.nbytes());
+    }
+    if (t.nbytes()) KILN_CUDA_CHECK(cudaMemcpy(io[i], t.raw(), t.nbytes(), cudaMemcpyHostToDevice));
+  }
+  KILN_RETURN_IF_ERROR(enqueue(io, stream_).with_context("the run before tactic timing"));
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
   KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream_));
   const int by_level[] = {1, 2, 4, 8, 16, 1 << 20};
   const int level = std::clamp(options.level, 0, 5);
