@@ -54,8 +54,11 @@ PY
     # compute-sanitizer memcheck and racecheck on the model suite (batch 2, FP32 and FP16) and the GPU op tests.
     san=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer /usr/local/cuda*/compute-sanitizer/compute-sanitizer 2>/dev/null | head -1)
     if [ -z "$san" ]; then summary+=("sanitizer: compute-sanitizer not found on this machine; not run"); continue; fi
-    for m in ${SAN_MODELS:-resnet50 mobilenet_v2 efficientnet_b0 vit_b_16 bert_base gpt2_base}; do
-      d=/tmp/kiln_models/${m}_op17; [ -f $d/model.onnx ] || continue
+    san_models=${SAN_MODELS:-resnet50 mobilenet_v2 efficientnet_b0 vit_b_16 bert_base gpt2_base}
+    python3 tests/models/export_models.py --out /tmp/kiln_models --opsets 17 --models $san_models > "$OUT/san_export.log" 2>&1 \
+      || { tail -3 "$OUT/san_export.log"; summary+=("sanitizer: model export failed"); }
+    for m in $san_models; do
+      d=/tmp/kiln_models/${m}_op17; [ -f $d/model.onnx ] || { summary+=("sanitizer $m: model missing"); continue; }
       sh=$(python3 -c "import json; i=json.load(open('$d/meta.json'))['inputs'][0]; print(i['name']+':'+'x'.join(map(str,i['shape'])))")
       for tool in memcheck racecheck; do
         for p in "" "--fp16"; do
