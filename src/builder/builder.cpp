@@ -6,6 +6,7 @@
 #include <chrono>
 #include <map>
 
+#include "builder/build_progress.h"
 #include "builder/engine_writer.h"
 #include "ir/graph.h"
 #include "passes/pass_manager.h"
@@ -147,6 +148,10 @@ std::unique_ptr<BuilderConfig> Builder::create_builder_config() { return std::ma
 
 Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition& network, const BuilderConfig& config) {
   auto t0 = std::chrono::steady_clock::now();
+  const bool on_device = config.backend() != Backend::kCPU;
+  builder::BuildProgress progress(config.progress_monitor());
+  // Steps: optimization passes, engine writing, and on a GPU the check of which layers have device kernels.
+  builder::BuildProgress::Scope build_phase(progress, "Building engine", on_device ? 3 : 2);
   // The network stays as the user built it; the passes rewrite a private copy.
   std::unique_ptr<ir::Graph> g = network.graph().clone();
   if (g->outputs().empty()) return invalid_argument("the network has no outputs; mark at least one with mark_output");
@@ -159,15 +164,29 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   passes::PassContext ctx(logger_, opts);
   passes::PassManager pm(passes::pipeline_for(config.backend()));
-  KILN_RETURN_IF_ERROR(pm.run(*g, ctx));
+  {
+    builder::BuildProgress::Scope passes_phase(progress, "Optimization passes",
+                                               static_cast<int32_t>(pm.pass_names().size()));
+    pm.set_hooks({[](size_t, const std::string& name) { builder::BuildProgress::range_push(name.c_str()); },
+                  [&progress](size_t, const std::string&, bool ok) {
+                    builder::BuildProgress::range_pop();
+                    return !ok || progress.step().ok();
+                  }});
+    KILN_RETURN_IF_ERROR(pm.run(*g, ctx));
+  }
   KILN_RETURN_IF_ERROR(ir::verify(*g).with_context("the optimized graph is invalid"));
   KILN_RETURN_IF_ERROR(g->topo_sort());
   KILN_RETURN_IF_ERROR(check_value_kinds(*g, config.backend()));
+  KILN_RETURN_IF_ERROR(progress.step());
 
   double pass_ms = 0;
   for (auto& r : pm.records()) pass_ms += r.ms;
-  auto engine = builder::write_engine(*g, config);
-  if (engine.ok() && config.backend() != Backend::kCPU) {
+  Result<std::vector<uint8_t>> engine = [&] {
+    builder::BuildProgress::Scope write_phase(progress, "Writing engine", 0);
+    return builder::write_engine(*g, config);
+  }();
+  if (engine.ok()) KILN_RETURN_IF_ERROR(progress.step());
+  if (engine.ok() && on_device) {
     // Layers without a device kernel still run (on the host, with a synchronization each): say which.
     auto plan = runtime::read_engine(engine->data(), engine->size());
     auto backend = runtime::device_backend(config.backend());
@@ -181,6 +200,7 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
         logger_.log(ILogger::Severity::kWARNING, msg.c_str());
       }
     }
+    KILN_RETURN_IF_ERROR(progress.step());
   }
   double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::string msg = "build: " + std::to_string(pm.records().size()) + " passes in " + std::to_string(pass_ms) +

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "build_progress.h"
 #include "common/engine_format.h"
 #include "ir/graph.h"
 #include "kiln/builder.h"
@@ -277,6 +278,9 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& log
   }
   if (!profile.shapes().empty()) config->add_optimization_profile(profile);
 
+  const ProgressDisplay::Mode mode = ProgressDisplay::mode_for(o.progress);
+  ProgressDisplay progress(mode, mode == ProgressDisplay::Mode::kLive ? stderr : stdout);
+  config->set_progress_monitor(&progress);
   start = std::chrono::steady_clock::now();
   auto bytes = builder.build_serialized_network(*network, *config);
   if (!bytes.ok()) return bytes.status().with_context("failed to build an engine from '" + o.onnx + "'");

@@ -1,6 +1,9 @@
 // CudaContext: one execution context on the GPU. prepare() resolves shapes on the host, decides where every
 // value lives (weights, the activation arena, caller I/O buffers, or an alias of another value) and packs the
 // arena from value lifetimes; enqueue() then only launches kernels on the caller's stream.
+#include <cuda.h>
+#include <nvtx3/nvToolsExt.h>
+
 #include <cstring>
 #include <numeric>
 
@@ -15,6 +18,45 @@ namespace {
 constexpr size_t kWorkspaceBytes = 64ull << 20;
 
 std::string where(const runtime::PlanNode& n) { return "layer '" + n.name + "' (" + n.op_type + ")"; }
+
+// NVTX ranges named after the engine's layers are always on: with no tool attached an nvtx3 call jumps to an
+// empty stub (nanoseconds, against microseconds per kernel launch), and under Nsight Systems (nsys profile
+// --trace=cuda,nvtx) each layer's kernels then sit under its name in the "kiln" domain. Ranges are host-side
+// only, so CUDA graph capture ignores them.
+nvtxDomainHandle_t nvtx_domain() {
+  static nvtxDomainHandle_t d = nvtxDomainCreateA("kiln");
+  return d;
+}
+struct NvtxRange {
+  explicit NvtxRange(const char* name) {
+    nvtxEventAttributes_t a{};
+    a.version = NVTX_VERSION;
+    a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
+    a.messageType = NVTX_MESSAGE_TYPE_ASCII;
+    a.message.ascii = name;
+    nvtxDomainRangePushEx(nvtx_domain(), &a);
+  }
+  ~NvtxRange() { nvtxDomainRangePop(nvtx_domain()); }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
+
+// The runtime API cannot tell how large an allocation is; the driver's cuMemGetAddressRange can, and the
+// runtime hands out its entry point without linking libcuda. Null when the driver does not offer it.
+using AddressRangeFn = CUresult (*)(CUdeviceptr*, size_t*, CUdeviceptr);
+AddressRangeFn address_range_fn() {
+  static AddressRangeFn fn = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q{};
+    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+        q != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      return AddressRangeFn{nullptr};
+    }
+    return reinterpret_cast<AddressRangeFn>(f);
+  }();
+  return fn;
+}
 
 class CudaContext final : public runtime::DeviceContext {
  public:
@@ -38,6 +80,7 @@ class CudaContext final : public runtime::DeviceContext {
     KILN_CUDNN_CHECK(cudnnCreate(&handles_.dnn));
     int dev = 0;
     KILN_CUDA_CHECK(cudaGetDevice(&dev));
+    device_ = dev;
     KILN_CUDA_CHECK(cudaDeviceGetAttribute(&handles_.sm_count, cudaDevAttrMultiProcessorCount, dev));
     KILN_RETURN_IF_ERROR(device_alloc(&handles_.workspace, kWorkspaceBytes, "the kernel workspace"));
     handles_.workspace_bytes = kWorkspaceBytes;
@@ -121,6 +164,7 @@ class CudaContext final : public runtime::DeviceContext {
   std::shared_ptr<const runtime::EnginePlan> plan_;
   std::shared_ptr<DeviceWeights> weights_;
   cudaStream_t stream_ = nullptr;
+  int device_ = 0;  // the GPU this context's arena and weights live on
   CudaHandles handles_;
   void* arena_ = nullptr;
   uint64_t arena_capacity_ = 0, activation_bytes_ = 0;
@@ -333,15 +377,35 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
                        "convenience path) on the CUDA backend");
   const auto& plan = *plan_;
   cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
-  // Host pointers bound by mistake would fault inside a kernel; refuse them before any launch.
+  // Host pointers bound by mistake, or device buffers too small for the bound shape, would fault (or corrupt
+  // a neighbour) inside a kernel; refuse them before any launch.
   for (size_t i = 0; i < io.size(); ++i) {
+    const std::string what =
+        std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") + plan.io[i].name + "'";
+    if (!io[i]) return invalid_argument(what + " is bound to a null address; bind a device buffer");
     cudaPointerAttributes attr{};
     if (cudaPointerGetAttributes(&attr, io[i]) != cudaSuccess) cudaGetLastError();
     if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
-      return invalid_argument(std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
-                              plan.io[i].name + "' is bound to an address that is not GPU memory; the CUDA backend "
+      return invalid_argument(what + " is bound to an address that is not GPU memory; the CUDA backend "
                               "needs device buffers (or use infer() with host data)");
+    if (attr.type == cudaMemoryTypeDevice && attr.device != device_)
+      return invalid_argument(what + " is on GPU " + std::to_string(attr.device) + " but this context runs on GPU " +
+                              std::to_string(device_) + "; bind memory of that GPU (or create the context with "
+                              "GPU " + std::to_string(attr.device) + " current)");
+    const int v = plan.io[i].value;
+    const uint64_t need = static_cast<uint64_t>(volume(dims_[v])) * dtype_size(plan.values[v].dtype);
+    CUdeviceptr base = 0;
+    size_t size = 0;
+    const auto addr = reinterpret_cast<CUdeviceptr>(io[i]);
+    // Checked against the whole allocation the address lies in (a pooled allocator's block, for PyTorch), so
+    // this catches overruns past the allocation only; staying inside one's own slice is the caller's duty.
+    if (AddressRangeFn range = address_range_fn(); range && need && range(&base, &size, addr) == CUDA_SUCCESS &&
+                                                   addr + need > base + size)
+      return invalid_argument(what + " needs " + std::to_string(need) + " bytes (shape " + dims_to_string(dims_[v]) +
+                              ") but its device allocation ends " + std::to_string(base + size - addr) +
+                              " bytes after the bound address");
   }
+  NvtxRange run_range("kiln enqueue");
   KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream));
   const bool profile = profiler_ != nullptr;
   if (profile && events_.size() < steps_.size() + 1) {
@@ -358,6 +422,7 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
   for (size_t si = 0; si < steps_.size(); ++si) {
     Step& s = steps_[si];
     const auto& n = *s.node;
+    NvtxRange layer_range(n.name.c_str());
     if (!s.kernel) {
       KILN_RETURN_IF_ERROR(run_host_step(s, io, stream));
     } else if (s.kernel->alias) {
