@@ -21,8 +21,8 @@ from .network_types import (ActivationType, Dims, Dims2, Dims3, Dims4, DimsHW, E
                             LayerType, MatrixOperation, NetworkDefinitionCreationFlag, PaddingMode, Permutation,
                             PoolingType, ReduceOperation, SampleMode, Weights)
 from .parser import OnnxParser
-from .runtime import (DLPackView, ICudaEngine, IExecutionContext, Profiler, Runtime, TensorLocation,
-                      as_host_array)
+from .runtime import (DeviceTensorView, DLPackView, ICudaEngine, IExecutionContext, Profiler, Runtime, TensorLocation,
+                      as_host_array, is_device_tensor)
 from . import _kiln
 
 __version__ = _kiln.version()

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # On the device machine, in one call: the GPU test suite, the ONNX node tests on the CUDA backend next to the
 # CPU backend, the full-size models in FP32/FP16/BF16, and the benchmarks; a short table last.
-# Usage (device): tools/device/gpu_check.sh [tests] [node] [models] [bench]   (default: tests node models)
+# Usage (device): tools/device/gpu_check.sh [tests] [cli] [python] [node] [models] [sanitize] [bench]
+#   (default: tests cli python node models). cli and python run the pytest tests marked `gpu` (GPU-only kiln
+#   flags; zero-copy torch tensors and the FP16 workflow); without a GPU they skip, each saying why.
 # Prepare here first: make build && tools/device/pack.sh  (binaries + libraries into .devcarry).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/kiln_gpu_check}; mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.devcarry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONUNBUFFERED=1
-stages=${*:-tests node models}
+stages=${*:-tests cli python node models}
 summary=()
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 nproc
@@ -21,6 +23,21 @@ for s in $stages; do
     grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$OUT/gpu_tests.log" | head -40
     grep -B2 -A8 "Failure" "$OUT/gpu_tests.log" | head -80
     summary+=("gpu op tests: $(grep -E '^\[  PASSED' "$OUT/gpu_tests.log" | head -1) $(grep -cE '^\[  FAILED  \] [A-Z]' "$OUT/gpu_tests.log") failed (rc $rc)")
+    ;;
+  cli|python)
+    # pytest tests marked gpu; a skip is a failure to look at here (the device has a GPU), so skips are listed.
+    if ! python3 -c "import pytest" 2>/dev/null; then summary+=("$s gpu tests: pytest is not installed here; not run"); continue; fi
+    if [ $s = cli ]; then
+      KILN_BUILD=.devcarry python3 -m pytest -q -rs -m gpu tests/cli > "$OUT/${s}_gpu.log" 2>&1
+    elif python3 -c "import sys; sys.path.insert(0, '.devcarry/python'); import kiln" 2> "$OUT/python_import.log"; then
+      KILN_BUILD=.devcarry python3 -m pytest -q -rs -m gpu tests/python > "$OUT/${s}_gpu.log" 2>&1
+    else
+      summary+=("python gpu tests: the carried module does not import here: $(tail -1 "$OUT/python_import.log")"); continue
+    fi
+    rc=$?
+    grep -E "^(FAILED|ERROR|SKIPPED)|(passed|failed|skipped)" "$OUT/${s}_gpu.log" | tail -20
+    grep -B5 -A25 "^____" "$OUT/${s}_gpu.log" | head -120
+    summary+=("$s gpu tests: $(tail -1 "$OUT/${s}_gpu.log") (rc $rc)")
     ;;
   node)
     # The onnx wheel ships the node test cases as code: write them out as model + data directories first.
