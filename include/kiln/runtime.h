@@ -110,10 +110,11 @@ class ExecutionContext {
   // the data are -1 until execute() or infer() has run with these input shapes, then the actual ones.
   Result<Dims> get_tensor_shape(const std::string& name) const;
   // Binds caller-owned memory for an I/O tensor (host memory on the CPU backend). A null address counts as
-  // unbound: running then fails naming the tensor. On the CUDA backend every run checks that each address is
-  // device (or managed) memory and that the bound shape's bytes do not run past the end of the allocation it
-  // lies in (cuMemGetAddressRange); a buffer carved out of a larger allocation (a caching allocator's block)
-  // can only be checked against that block, so staying inside one's own slice remains the caller's duty.
+  // unbound: running then fails naming the tensor. On the CUDA backend a run whose addresses or shapes
+  // changed checks that each address is device (or managed) memory of the context's GPU and that the bound
+  // shape's bytes do not run past the end of the allocation it lies in (cuMemGetAddressRange). A buffer
+  // carved out of a larger allocation (a caching allocator's block) can only be checked against that block,
+  // and memory mapped with cuMemMap not at all, so staying inside one's own buffer remains the caller's duty.
   Status set_tensor_address(const std::string& name, void* ptr);
   // As above, with the buffer's capacity: execute() then checks the output fits, which lets an output whose
   // shape depends on the data be written to a buffer sized for its largest case.

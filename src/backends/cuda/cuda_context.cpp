@@ -42,20 +42,39 @@ struct NvtxRange {
 };
 
 // The runtime API cannot tell how large an allocation is; the driver's cuMemGetAddressRange can, and the
-// runtime hands out its entry point without linking libcuda. Null when the driver does not offer it.
+// runtime hands out driver entry points without linking libcuda. Null when the driver does not offer one.
+void* driver_fn(const char* name) {
+  void* f = nullptr;
+  cudaDriverEntryPointQueryResult q{};
+  if (cudaGetDriverEntryPointByVersion(name, &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+      q != cudaDriverEntryPointSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return f;
+}
 using AddressRangeFn = CUresult (*)(CUdeviceptr*, size_t*, CUdeviceptr);
-AddressRangeFn address_range_fn() {
-  static AddressRangeFn fn = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      return AddressRangeFn{nullptr};
-    }
-    return reinterpret_cast<AddressRangeFn>(f);
-  }();
-  return fn;
+using RetainHandleFn = CUresult (*)(CUmemGenericAllocationHandle*, void*);
+using ReleaseFn = CUresult (*)(CUmemGenericAllocationHandle);
+
+// Bytes from `addr` to the end of the device allocation it lies in; -1 when unknown. Memory mapped with the
+// virtual memory API (PyTorch's expandable segments) is several allocations mapped back to back, so a buffer
+// may rightly cross from one into the next: its extent is unknown here.
+int64_t bytes_to_allocation_end(void* addr) {
+  static const auto range = reinterpret_cast<AddressRangeFn>(driver_fn("cuMemGetAddressRange"));
+  static const auto retain = reinterpret_cast<RetainHandleFn>(driver_fn("cuMemRetainAllocationHandle"));
+  static const auto release = reinterpret_cast<ReleaseFn>(driver_fn("cuMemRelease"));
+  CUdeviceptr base = 0;
+  size_t size = 0;
+  const auto a = reinterpret_cast<CUdeviceptr>(addr);
+  if (!range || range(&base, &size, a) != CUDA_SUCCESS) return -1;
+  if (!retain || !release) return -1;
+  CUmemGenericAllocationHandle h{};
+  if (retain(&h, addr) == CUDA_SUCCESS) {  // succeeds only for memory mapped with cuMemMap
+    release(h);
+    return -1;
+  }
+  return static_cast<int64_t>(base + size - a);
 }
 
 class CudaContext final : public runtime::DeviceContext {
@@ -160,6 +179,9 @@ class CudaContext final : public runtime::DeviceContext {
     return host_vals_[v].defined() ? &host_vals_[v] : nullptr;
   }
   Status run_host_step(Step& s, const std::vector<void*>& io, cudaStream_t stream);
+  // Refuses null, host, other-GPU and too-small bindings before any launch. The driver queries cost about a
+  // microsecond each, so bindings are checked again only when an address or the shapes change.
+  Status check_bindings(const std::vector<void*>& io);
 
   std::shared_ptr<const runtime::EnginePlan> plan_;
   std::shared_ptr<DeviceWeights> weights_;
@@ -181,6 +203,8 @@ class CudaContext final : public runtime::DeviceContext {
   std::vector<std::pair<int, int>> final_copies_;  // (value, io) outputs not written by a step
   std::string host_layers_;                         // names, for the CUDA-graph error
   uint64_t shape_epoch_ = 0;
+  std::vector<void*> checked_io_;  // bindings check_bindings last accepted, for these shapes
+  uint64_t checked_epoch_ = ~0ull;
 
   // CUDA graph of the last enqueue_graph.
   cudaGraphExec_t graph_exec_ = nullptr;
@@ -370,13 +394,9 @@ Status CudaContext::run_host_step(Step& s, const std::vector<void*>& io, cudaStr
   return Status::Ok();
 }
 
-Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
-  if (!prepared_) return internal_error("enqueue before prepare");
-  if (dynamic_)
-    return unsupported("this engine has shapes that depend on the input data; run it with infer() (the host "
-                       "convenience path) on the CUDA backend");
+Status CudaContext::check_bindings(const std::vector<void*>& io) {
+  if (io == checked_io_ && checked_epoch_ == shape_epoch_) return Status::Ok();
   const auto& plan = *plan_;
-  cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
   // Host pointers bound by mistake, or device buffers too small for the bound shape, would fault (or corrupt
   // a neighbour) inside a kernel; refuse them before any launch.
   for (size_t i = 0; i < io.size(); ++i) {
@@ -394,17 +414,32 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
                               "GPU " + std::to_string(attr.device) + " current)");
     const int v = plan.io[i].value;
     const uint64_t need = static_cast<uint64_t>(volume(dims_[v])) * dtype_size(plan.values[v].dtype);
-    CUdeviceptr base = 0;
-    size_t size = 0;
-    const auto addr = reinterpret_cast<CUdeviceptr>(io[i]);
     // Checked against the whole allocation the address lies in (a pooled allocator's block, for PyTorch), so
     // this catches overruns past the allocation only; staying inside one's own slice is the caller's duty.
-    if (AddressRangeFn range = address_range_fn(); range && need && range(&base, &size, addr) == CUDA_SUCCESS &&
-                                                   addr + need > base + size)
+    if (need == 0) continue;
+    const int64_t room = bytes_to_allocation_end(io[i]);
+    if (room >= 0 && need > static_cast<uint64_t>(room))
       return invalid_argument(what + " needs " + std::to_string(need) + " bytes (shape " + dims_to_string(dims_[v]) +
-                              ") but its device allocation ends " + std::to_string(base + size - addr) +
+                              ") but its device allocation ends " + std::to_string(room) +
                               " bytes after the bound address");
   }
+  checked_io_ = io;
+  checked_epoch_ = shape_epoch_;
+  return Status::Ok();
+}
+
+Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
+  if (!prepared_) return internal_error("enqueue before prepare");
+  if (dynamic_)
+    return unsupported("this engine has shapes that depend on the input data; run it with infer() (the host "
+                       "convenience path) on the CUDA backend");
+  const auto& plan = *plan_;
+  cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
+  // Checked here unless capturing: enqueue_graph checks before it captures, and the driver query below is
+  // better kept out of a capture.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  KILN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture == cudaStreamCaptureStatusNone) KILN_RETURN_IF_ERROR(check_bindings(io));
   NvtxRange run_range("kiln enqueue");
   KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream));
   const bool profile = profiler_ != nullptr;
@@ -473,6 +508,7 @@ Status CudaContext::enqueue_graph(const std::vector<void*>& io, void* stream_han
   if (!host_layers_.empty())
     return unsupported("CUDA graphs need every layer on the GPU, but these run on the host: " + host_layers_);
   if (profiler_) return unsupported("CUDA graphs and the per-layer profiler cannot be combined");
+  KILN_RETURN_IF_ERROR(check_bindings(io));
   cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
   if (!graph_exec_ || io != graph_io_ || graph_epoch_ != shape_epoch_ || graph_stream_ != stream) {
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
