@@ -53,3 +53,14 @@ def test_bad_progress_value_is_rejected(tmp_path):
     proc = run_kiln(f"--onnx={model}", "--progress=fancy", check=False)
     assert proc.returncode == 2
     assert "--progress" in proc.stderr
+
+
+def test_failed_build_says_where_it_stopped(tmp_path):
+    model = chain_model(tmp_path / "chain.onnx")
+    # A per-layer FP16 request reaches the builder, which refuses it on the CPU backend before the passes.
+    proc = run_kiln(f"--onnx={model}", "--shapes=x:2x8", "--device=cpu", "--layerPrecisions=act:fp16", *FAST,
+                    check=False)
+    assert proc.returncode != 0
+    lines = progress_lines(proc.stdout)
+    assert lines and re.fullmatch(r"\[build\] Building engine: stopped at 0/2 after [\d.]+ s", lines[-1]), \
+        (lines, proc.stderr)

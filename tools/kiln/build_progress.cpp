@@ -89,9 +89,9 @@ void ProgressDisplay::phase_finish(const char* phase) noexcept {
   if (mode_ == Mode::kPlain) {
     char t[48];
     std::snprintf(t, sizeof t, "%.3f s", seconds_since(p.start));
-    std::string what = "done";
-    if (p.steps > 0) what += " " + counts(p.done, p.steps);
-    plain(p, what + " in " + t);
+    // A phase a failure cut short says so, rather than "done".
+    if (p.done < p.steps) plain(p, "stopped at " + counts(p.done, p.steps) + " after " + t);
+    else plain(p, (p.steps > 0 ? "done " + counts(p.done, p.steps) : std::string("done")) + " in " + t);
   }
   open_.pop_back();
   if (mode_ == Mode::kLive) {
