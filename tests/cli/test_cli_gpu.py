@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from test_cli import as_array, read_outputs, run_kiln
-from test_cli_trtexec import LAYERS, chain_model, read_profile
+from test_cli_trtexec import chain_model, read_profile
 
 pytestmark = pytest.mark.gpu
 SHAPES = ["--shapes=x:4x8", "--minShapes=x:1x8", "--optShapes=x:4x8", "--maxShapes=x:8x8"]
@@ -85,7 +85,6 @@ def test_dump_and_export_profile_on_cuda(gpu_setup):
     names = [r["name"] for r in rows]
     # Fusion may merge the chain's layers on the GPU: every row is an engine layer, each at most once.
     assert names and set(names) <= set(layers) and len(set(names)) == len(names), (names, layers)
-    assert set(layers) <= set(LAYERS) or len(layers) < len(LAYERS), layers
     assert math.isclose(sum(r["percentage"] for r in rows), 100, abs_tol=1e-3)
     for name in names:
         assert re.search(rf"^{re.escape(name)}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), out

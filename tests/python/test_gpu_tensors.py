@@ -98,7 +98,9 @@ def test_set_tensor_binds_torch_tensors_in_place(torch_cuda, relu_cuda):
     assert ctx.get_tensor_shape("y") == (6, 8)
     ctx.set_tensor("y", y)
     assert ctx.get_tensor_address("x") == x.data_ptr() and ctx.get_tensor_address("y") == y.data_ptr()
-    stream = torch.cuda.current_stream()
+    # Stream 0 would be the context's own stream, which does not wait for torch's: use a stream of our own.
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
     assert ctx.execute_async_v3(stream.cuda_stream)
     stream.synchronize()
     assert torch.equal(y, torch.relu(x))
