@@ -100,7 +100,7 @@ def test_energy_is_measured_through_nvml(gpu_setup):
         assert na, out
         pytest.skip(f"NVML not usable on this GPU machine: {na.group(1)}")
     watts, seconds, joules = float(m.group(1)), float(m.group(2)), float(m.group(3))
-    assert 1 < watts < 2000 and seconds >= 1, out
+    assert 1 < watts < 2000 and seconds > 0.5, out
     # The counter gives joules (watts follow from them); sampled watts integrate to roughly the same joules.
     assert math.isclose(joules, watts * seconds, rel_tol=0.02 if "counter" in m.group(5) else 0.5), out
 
@@ -112,4 +112,4 @@ def test_fp16_engine_runs_close_to_fp32(gpu_setup):
     out_json = gpu_setup["dir"] / "fp16.json"
     run_kiln(f"--loadEngine={engine}", "--device=cuda", "--shapes=x:4x8", f"--loadInputs=x:{gpu_setup['xfile']}",
              f"--exportOutput={out_json}", "--iterations=1", "--warmUp=0", "--duration=0", check=True)
-    np.testing.assert_allclose(as_array(read_outputs(out_json)[0]), gpu_setup["ref"], rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(as_array(read_outputs(out_json)[0]), gpu_setup["ref"], rtol=5e-3, atol=5e-3)
