@@ -64,3 +64,39 @@ def test_failed_build_says_where_it_stopped(tmp_path):
     lines = progress_lines(proc.stdout)
     assert lines and re.fullmatch(r"\[build\] Building engine: stopped at 0/2 after [\d.]+ s", lines[-1]), \
         (lines, proc.stderr)
+
+
+def test_auto_mode_draws_live_on_a_terminal_and_steps_aside_for_log_lines(tmp_path):
+    import os
+    import pty
+
+    model = chain_model(tmp_path / "chain.onnx")
+    master, slave = pty.openpty()
+    try:
+        # stderr on a pseudo-terminal, stdout a pipe: auto mode draws live on stderr and prints no plain lines.
+        proc = subprocess.Popen([str(KILN), f"--onnx={model}", "--shapes=x:2x8", "--device=cpu", "--verbose", *FAST],
+                                stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        slave = None
+        out = proc.communicate(timeout=300)[0].decode()
+        chunks = []
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO once the child has closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        err = b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+    assert proc.returncode == 0, err
+    assert not progress_lines(out), out
+    assert "\r\033[K[build " in err, repr(err)
+    # Each verbose pass line starts on a cleared line, and the live line is drawn again after it.
+    for m in re.finditer(r"\[V\] pass \S+", err):
+        assert err[:m.start()].endswith("\r\033[K"), repr(err[max(0, m.start() - 80):m.end()])
+    assert re.search(r"\[V\] pass [^\n]*\r?\n\r\033\[K\[build ", err), repr(err)

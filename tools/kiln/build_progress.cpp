@@ -25,7 +25,18 @@ ProgressDisplay::Mode ProgressDisplay::mode_for(const std::string& setting) {
   return isatty(STDERR_FILENO) ? Mode::kLive : Mode::kPlain;
 }
 
-ProgressDisplay::ProgressDisplay(Mode mode, std::FILE* out) : mode_(mode), out_(out) {}
+ProgressDisplay::ProgressDisplay(Mode mode, std::FILE* out, ILogger& logger)
+    : mode_(mode), out_(out), logger_(logger) {}
+
+void ProgressDisplay::log(Severity severity, const char* msg) noexcept {
+  const bool live_line = mode_ == Mode::kLive && !open_.empty();
+  if (live_line) {
+    std::fprintf(out_, "\r\033[K");
+    std::fflush(out_);
+  }
+  logger_.log(severity, msg);
+  if (live_line) draw_live(true);
+}
 
 double ProgressDisplay::seconds_since(Clock::time_point t) const {
   return std::chrono::duration<double>(Clock::now() - t).count();

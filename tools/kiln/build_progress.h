@@ -8,16 +8,22 @@
 #include <vector>
 
 #include "kiln/builder.h"
+#include "kiln/logger.h"
 
 namespace kiln::cli {
 
-class ProgressDisplay final : public IProgressMonitor {
+// Also the build's logger: in live mode a message first clears the status line, which is then drawn again
+// below it, so log lines and the live line do not run into each other.
+class ProgressDisplay final : public IProgressMonitor, public ILogger {
  public:
   enum class Mode { kLive, kPlain, kNone };
   // "auto" picks kLive when stderr is a terminal, else kPlain; "live", "plain" and "none" force one.
   static Mode mode_for(const std::string& setting);
-  // Live mode redraws one line on `out` (stderr); plain mode writes lines to `out` (stdout).
-  ProgressDisplay(Mode mode, std::FILE* out);
+  // Live mode redraws one line on `out` (stderr); plain mode writes lines to `out` (stdout). Log messages
+  // go on to `logger`.
+  ProgressDisplay(Mode mode, std::FILE* out, ILogger& logger);
+
+  void log(Severity severity, const char* msg) noexcept override;
 
   void phase_start(const char* phase, const char* parent, int32_t num_steps) noexcept override;
   bool step_complete(const char* phase, int32_t step) noexcept override;
@@ -37,6 +43,7 @@ class ProgressDisplay final : public IProgressMonitor {
 
   Mode mode_;
   std::FILE* out_;
+  ILogger& logger_;
   std::vector<Phase> open_;
   Clock::time_point build_start_, last_draw_;
 };

@@ -224,8 +224,11 @@ void note_tuning_options(const Options& o, const BuilderConfig& config, ILogger&
 
 }  // namespace
 
-Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& logger) {
+Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& cli_logger) {
   BuiltEngine built;
+  const ProgressDisplay::Mode mode = ProgressDisplay::mode_for(o.progress);
+  ProgressDisplay progress(mode, mode == ProgressDisplay::Mode::kLive ? stderr : stdout, cli_logger);
+  ILogger& logger = progress;  // the live status line steps aside for log messages
   Builder builder(logger);
   std::unique_ptr<NetworkDefinition> network = builder.create_network();
   auto start = std::chrono::steady_clock::now();
@@ -278,8 +281,6 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& log
   }
   if (!profile.shapes().empty()) config->add_optimization_profile(profile);
 
-  const ProgressDisplay::Mode mode = ProgressDisplay::mode_for(o.progress);
-  ProgressDisplay progress(mode, mode == ProgressDisplay::Mode::kLive ? stderr : stdout);
   config->set_progress_monitor(&progress);
   start = std::chrono::steady_clock::now();
   auto bytes = builder.build_serialized_network(*network, *config);
