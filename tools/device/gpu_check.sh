@@ -56,7 +56,10 @@ onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), sys
 PY
     $nsys profile --trace=cuda,nvtx --force-overwrite=true -o "$OUT/nvtx" .devcarry/bin/kiln --onnx="$OUT/nvtx_chain.onnx" \
       --device=cuda --iterations=5 --warmUp=0 --duration=0 > "$OUT/nvtx_run.log" 2>&1
-    $nsys stats --report nvtx_sum --format csv "$OUT/nvtx.nsys-rep" > "$OUT/nvtx_sum.csv" 2>&1
+    # The report is nvtx_sum in current Nsight Systems, nvtxsum in older ones.
+    $nsys stats --report nvtx_sum --format csv "$OUT/nvtx.nsys-rep" > "$OUT/nvtx_sum.csv" 2>&1 ||
+      $nsys stats --report nvtxsum --format csv "$OUT/nvtx.nsys-rep" > "$OUT/nvtx_sum.csv" 2>&1
+    [ -s "$OUT/nvtx_sum.csv" ] || tail -5 "$OUT/nvtx_run.log"
     missing=""
     for r in "kiln enqueue" relu1 proj "Building engine" "Optimization passes" "Writing engine" shape_inference; do
       grep -q "$r" "$OUT/nvtx_sum.csv" || missing+=" '$r'"
