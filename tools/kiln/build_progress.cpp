@@ -101,8 +101,10 @@ void ProgressDisplay::phase_finish(const char* phase) noexcept {
     char t[48];
     std::snprintf(t, sizeof t, "%.3f s", seconds_since(p.start));
     // A phase a failure cut short says so, rather than "done".
-    if (p.done < p.steps) plain(p, "stopped at " + counts(p.done, p.steps) + " after " + t);
-    else plain(p, (p.steps > 0 ? "done " + counts(p.done, p.steps) : std::string("done")) + " in " + t);
+    if (p.done < p.steps)
+      plain(p, "stopped at " + counts(p.done, p.steps) + " after " + t);
+    else
+      plain(p, (p.steps > 0 ? "done " + counts(p.done, p.steps) : std::string("done")) + " in " + t);
   }
   open_.pop_back();
   if (mode_ == Mode::kLive) {
