@@ -34,6 +34,20 @@ enum class BuilderFlag : uint32_t { kTF32 = 0, kFP16 = 1, kBF16 = 2, kINT8 = 3, 
 // Memory pools whose size a build may cap (TensorRT's MemoryPoolType; Kiln has only the workspace so far).
 enum class MemoryPoolType : uint32_t { kWORKSPACE = 0 };
 
+// Receives the progress of a build (TensorRT's IProgressMonitor). Phases nest: each names its parent (null
+// for the top one) and says how many steps it has. The builder reports "Building engine" with its parts,
+// "Optimization passes" with one step per pass, and the CUDA tactic tuner a phase with one step per layer it
+// times. Calls come from the building thread, in order; a monitor must not call back into the builder.
+class IProgressMonitor {
+ public:
+  virtual ~IProgressMonitor() = default;
+  virtual void phase_start(const char* phase, const char* parent, int32_t num_steps) noexcept = 0;
+  // Step `step` (0-based) of `phase` is done. Returning false cancels the build, which then fails.
+  virtual bool step_complete(const char* phase, int32_t step) noexcept = 0;
+  // Also called for phases a failure or a cancellation cut short.
+  virtual void phase_finish(const char* phase) noexcept = 0;
+};
+
 class BuilderConfig {
  public:
   BuilderConfig() { set_flag(BuilderFlag::kTF32); }
@@ -76,6 +90,9 @@ class BuilderConfig {
   // File the timing cache is read from and written to; empty = no persistent cache.
   void set_timing_cache_file(const std::string& path) { timing_cache_file_ = path; }
   const std::string& timing_cache_file() const { return timing_cache_file_; }
+  // Null (the default) reports nothing. The monitor must outlive the builds that use this config.
+  void set_progress_monitor(IProgressMonitor* monitor) { progress_monitor_ = monitor; }
+  IProgressMonitor* progress_monitor() const { return progress_monitor_; }
 
  private:
   uint32_t flags_ = 0;
@@ -89,6 +106,7 @@ class BuilderConfig {
   int avg_timing_iterations_ = 8;
   int max_num_tactics_ = -1;
   std::string timing_cache_file_;
+  IProgressMonitor* progress_monitor_ = nullptr;
 };
 
 class Builder {

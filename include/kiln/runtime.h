@@ -96,7 +96,10 @@ class Runtime {
 };
 
 // One in-flight execution of an engine. Contexts of one engine share its weights and may run on
-// different threads at once; one context is not itself thread-safe.
+// different threads at once; one context runs one execution at a time: execute(), enqueue(),
+// enqueue_graph() and infer() called while another of them runs on the same context (from a second thread,
+// or from an output allocator or profiler callback) fail at once with kInvalidArgument instead of racing.
+// The other setters are not synchronized at all: do not call them while the context runs.
 class ExecutionContext {
  public:
   ~ExecutionContext();
@@ -106,7 +109,12 @@ class ExecutionContext {
   // Output shapes follow from the input shapes (after set_input_shape for all inputs). Dims that depend on
   // the data are -1 until execute() or infer() has run with these input shapes, then the actual ones.
   Result<Dims> get_tensor_shape(const std::string& name) const;
-  // Binds caller-owned memory for an I/O tensor (host memory on the CPU backend).
+  // Binds caller-owned memory for an I/O tensor (host memory on the CPU backend). A null address counts as
+  // unbound: running then fails naming the tensor. On the CUDA backend a run whose addresses or shapes
+  // changed checks that each address is device (or managed) memory of the context's GPU and that the bound
+  // shape's bytes do not run past the end of the allocation it lies in (cuMemGetAddressRange). A buffer
+  // carved out of a larger allocation (a caching allocator's block) can only be checked against that block,
+  // and memory mapped with cuMemMap not at all, so staying inside one's own buffer remains the caller's duty.
   Status set_tensor_address(const std::string& name, void* ptr);
   // As above, with the buffer's capacity: execute() then checks the output fits, which lets an output whose
   // shape depends on the data be written to a buffer sized for its largest case.
@@ -122,7 +130,7 @@ class ExecutionContext {
   // TensorRT's enqueueV3: on the CUDA backend, enqueues the engine on `cuda_stream` (a cudaStream_t; null
   // = the context's own stream) and returns without waiting; bound addresses are device pointers and must
   // stay valid until the stream reaches this work. On the CPU backend it runs synchronously.
-  // A context must not be used from two threads at once (use one context per thread or stream).
+  // A context must not be used from two threads at once: a second call fails while one runs (see above).
   Status enqueue(void* cuda_stream);
   // As enqueue(), through a CUDA graph: captured on the first call (and again whenever shapes, addresses
   // or the stream change), replayed afterwards. Fails when a layer runs on the host.

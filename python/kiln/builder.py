@@ -3,7 +3,7 @@ import enum
 import os
 
 from . import _kiln
-from ._kiln import Backend, BuilderFlag, IOptimizationProfile, UnsupportedError
+from ._kiln import Backend, BuilderFlag, IOptimizationProfile, IProgressMonitor, UnsupportedError
 from .calibrator import IInt8Calibrator
 from .network import INetworkDefinition
 
@@ -84,6 +84,7 @@ class IBuilderConfig:
         self.profiling_verbosity = ProfilingVerbosity.LAYER_NAMES_ONLY
         self.avg_timing_iterations = 1
         self._int8_calibrator = None
+        self._progress_monitor = None
 
     # --- flags ---
     def set_flag(self, flag):
@@ -200,6 +201,19 @@ class IBuilderConfig:
     @dump_after.setter
     def dump_after(self, value):
         self._cfg.dump_after = value
+
+    @property
+    def progress_monitor(self):
+        """A kiln.IProgressMonitor told of each build phase and step (None: no reports)."""
+        return self._progress_monitor
+
+    @progress_monitor.setter
+    def progress_monitor(self, monitor):
+        if monitor is not None and not isinstance(monitor, IProgressMonitor):
+            raise TypeError(f"progress_monitor must be a kiln.IProgressMonitor (call IProgressMonitor.__init__(self) "
+                            f"in the subclass's __init__), got {type(monitor).__name__}")
+        self._cfg.set_progress_monitor(monitor)
+        self._progress_monitor = monitor
 
 
 class Builder:

@@ -5,6 +5,7 @@ handles and runs synchronously), device pointers once the CUDA backend binds the
 """
 import ctypes
 import enum
+import sys
 import threading
 
 import numpy as np
@@ -91,6 +92,140 @@ class DLPackView:
                 return False
             expect *= n
         return True
+
+
+# --- GPU tensors (torch, CuPy, Numba...) -------------------------------------------------------------------------
+
+_DL_CUDA, _DL_CUDA_MANAGED = 2, 13
+_FROM_DLPACK = {code_bits: dt for dt, codes in _DLPACK_TYPES.items() for code_bits in codes
+                if dt != _kiln.DataType.BOOL or code_bits[0] == _DL_BOOL}
+_FROM_TYPESTR = {"f4": _kiln.DataType.FLOAT, "f2": _kiln.DataType.HALF, "f8": _kiln.DataType.DOUBLE,
+                 "i1": _kiln.DataType.INT8, "u1": _kiln.DataType.UINT8, "i2": _kiln.DataType.INT16,
+                 "u2": _kiln.DataType.UINT16, "i4": _kiln.DataType.INT32, "u4": _kiln.DataType.UINT32,
+                 "i8": _kiln.DataType.INT64, "u8": _kiln.DataType.UINT64, "b1": _kiln.DataType.BOOL}
+
+
+def is_device_tensor(obj):
+    """Whether obj is a GPU tensor Kiln can bind in place: it offers __cuda_array_interface__, or DLPack on a
+    CUDA device (torch CUDA tensors and CuPy arrays offer both)."""
+    if isinstance(obj, np.ndarray):
+        return False
+    if hasattr(obj, "__dlpack_device__"):
+        try:
+            return int(obj.__dlpack_device__()[0]) in (_DL_CUDA, _DL_CUDA_MANAGED)
+        except Exception:  # noqa: BLE001 - a producer that cannot say where it lives is not bindable
+            return False
+    return hasattr(obj, "__cuda_array_interface__")
+
+
+class DeviceTensorView:
+    """A GPU tensor read without copying: data pointer, shape, element strides, Kiln dtype (None when Kiln has
+    no such type) and CUDA device id (None when the producer does not say). Keep the view (it holds the tensor)
+    while the pointer is in use. DLPack is read first: unlike __cuda_array_interface__ it carries bfloat16."""
+
+    def __init__(self, obj):
+        self.owner = obj
+        self.device_id = None
+        if hasattr(obj, "__dlpack__") and is_device_tensor(obj) and hasattr(obj, "__dlpack_device__"):
+            v = DLPackView(obj)
+            self._dlpack = v
+            self.data, self.shape, self.device_id = v.data, v.shape, v.device[1]
+            self.strides = v.strides
+            self.dtype = _FROM_DLPACK.get(v.dtype[:2]) if v.dtype[2] == 1 else None
+            self.type_text = f"DLPack type code {v.dtype[0]} with {v.dtype[1]} bits"
+        elif hasattr(obj, "__cuda_array_interface__"):
+            cai = obj.__cuda_array_interface__
+            self.data = int(cai["data"][0] or 0)
+            self.shape = tuple(int(d) for d in cai["shape"])
+            typestr = cai["typestr"]
+            self.dtype = _FROM_TYPESTR.get(typestr[1:]) if typestr[0] in "<|" else None
+            self.type_text = f"typestr {typestr!r}"
+            item = int(typestr[2:]) if typestr[2:].isdigit() else 1
+            st = cai.get("strides")
+            self.strides = None if st is None else tuple(int(b) // item for b in st)
+        else:
+            raise TypeError(f"a {type(obj).__name__} is not a GPU tensor (it has neither __cuda_array_interface__ "
+                            f"nor DLPack on a CUDA device)")
+
+    @property
+    def is_c_contiguous(self):
+        if self.strides is None:
+            return True
+        expect = 1
+        for n, s in zip(reversed(self.shape), reversed(self.strides)):
+            if n != 1 and s != expect:
+                return False
+            expect *= n
+        return True
+
+    @property
+    def nbytes(self):
+        return int(np.prod(self.shape, dtype=np.int64)) * (self.dtype.itemsize if self.dtype is not None else 1)
+
+
+def _device_view(what, obj, dtype):
+    """Checks that obj can be bound in place as `what` of Kiln type `dtype`; returns its DeviceTensorView."""
+    try:
+        view = DeviceTensorView(obj)
+    except (RuntimeError, BufferError, TypeError) as e:
+        raise TypeError(f"{what} expects a GPU tensor of {dtype.type_name}: cannot read it ({e}); for torch, "
+                        f"pass a CUDA tensor that does not require grad (.detach())") from None
+    if view.dtype != dtype:
+        have = view.dtype.type_name if view.dtype is not None else view.type_text
+        raise TypeError(f"{what} expects {dtype.type_name} but the GPU tensor holds {have}; convert it first "
+                        f"(for torch: .to(torch.{_TORCH_NAMES.get(dtype, 'float32')}))")
+    if not view.is_c_contiguous:
+        raise InvalidArgumentError(f"{what} must be C-contiguous, but the GPU tensor of shape {view.shape} has "
+                                   f"element strides {view.strides}; pass .contiguous() (a copy you make knowingly)")
+    if view.data == 0 and view.nbytes:
+        raise InvalidArgumentError(f"{what}: the GPU tensor has a null data pointer")
+    return view
+
+
+_TORCH_NAMES = {
+    _kiln.DataType.FLOAT: "float32", _kiln.DataType.HALF: "float16", _kiln.DataType.BF16: "bfloat16",
+    _kiln.DataType.DOUBLE: "float64", _kiln.DataType.INT8: "int8", _kiln.DataType.UINT8: "uint8",
+    _kiln.DataType.INT16: "int16", _kiln.DataType.UINT16: "uint16", _kiln.DataType.INT32: "int32",
+    _kiln.DataType.UINT32: "uint32", _kiln.DataType.INT64: "int64", _kiln.DataType.UINT64: "uint64",
+    _kiln.DataType.BOOL: "bool",
+}
+
+
+def _producer(obj):
+    """'torch', 'cupy' or None: whose stream and allocator the GPU path of infer() follows."""
+    root = type(obj).__module__.split(".")[0]
+    return root if root in ("torch", "cupy") and root in sys.modules else None
+
+
+def _empty_like_producer(producer, like, shape, dtype, name):
+    if producer == "torch":
+        torch = sys.modules["torch"]
+        tdt = getattr(torch, _TORCH_NAMES.get(dtype, ""), None)
+        if tdt is None:
+            raise UnsupportedError(f"output '{name}' is {dtype.type_name}, which this torch has no type for")
+        return torch.empty(tuple(shape), dtype=tdt, device=like.device)
+    if producer == "cupy":
+        cupy = sys.modules["cupy"]
+        if dtype not in _NUMPY_OK:
+            raise UnsupportedError(f"output '{name}' is {dtype.type_name}, which CuPy has no type for")
+        with like.device:
+            return cupy.empty(tuple(shape), dtype=storage_dtype(dtype))
+    raise UnsupportedError(f"infer() allocates outputs only for torch and CuPy inputs; for other GPU tensors pass "
+                           f"the outputs too: infer(feed, outputs={{'{name}': tensor}})")
+
+
+_NUMPY_OK = {dt for dt in _TORCH_NAMES if dt != _kiln.DataType.BF16}
+
+
+def _current_stream(producer, like):
+    """(handle, stream object) of the producer's current CUDA stream; handle 0 is the legacy default stream."""
+    if producer == "torch":
+        s = sys.modules["torch"].cuda.current_stream(like.device)
+        return int(s.cuda_stream), s
+    if producer == "cupy":
+        s = sys.modules["cupy"].cuda.get_current_stream()
+        return int(s.ptr), s
+    return 0, None
 
 
 def as_host_array(obj):
@@ -227,15 +362,18 @@ class ICudaEngine:
     def serialize(self):
         return IHostMemory(self._engine.serialize())
 
-    def infer(self, feed):
+    def infer(self, feed, outputs=None):
         """Kiln: runs the engine on a dict of input arrays (NumPy arrays or DLPack producers such as torch
         tensors) and returns a dict of NumPy output arrays. On the CPU backend, inputs are read in place when
         they are contiguous host memory of the input's type, and outputs are written once, into the returned
-        arrays; a CUDA engine copies them to and from the device. Each thread gets its own context."""
+        arrays; a CUDA engine copies host arrays to and from the device. GPU tensors (torch CUDA tensors, CuPy
+        arrays) given to a CUDA engine are used in place and the outputs come back as tensors of the same
+        library on the same device (or are written into `outputs`, a dict of GPU tensors), ordered on that
+        library's current stream. Each thread gets its own context."""
         ctx = getattr(self._local, "context", None)
         if ctx is None:
             ctx = self._local.context = self.create_execution_context()
-        return ctx.infer(feed)
+        return ctx.infer(feed, outputs)
 
     def __repr__(self):
         return f"<kiln.ICudaEngine {self._engine.backend.name} inputs={self.input_names} outputs={self.output_names}>"
@@ -250,6 +388,7 @@ class IExecutionContext:
         self._profile = 0
         self.name = ""
         self.debug_sync = False
+        self._tensors = {}  # name -> DeviceTensorView bound by set_tensor, kept alive here
 
     @property
     def engine(self):
@@ -264,6 +403,35 @@ class IExecutionContext:
 
     def set_tensor_address(self, name, memory):
         self._ctx.set_tensor_address(name, _address(memory, name))
+        self._tensors.pop(name, None)
+        return True
+
+    def set_tensor(self, name, tensor):
+        """Kiln: binds a GPU tensor (torch CUDA tensor, CuPy array, anything with __cuda_array_interface__ or
+        CUDA DLPack) in place, for a CUDA engine. An input's shape becomes the input shape; an output must
+        already have the shape the inputs give it (set the inputs first). The dtype must be the tensor's own
+        and the tensor C-contiguous; the context keeps the tensor alive until it is rebound."""
+        mode = self._engine.get_tensor_mode(name)
+        if mode == TensorIOMode.NONE:
+            raise InvalidArgumentError(f"the engine has no I/O tensor named '{name}' (inputs: "
+                                       f"{self._engine.input_names}, outputs: {self._engine.output_names})")
+        what = f"{'input' if mode == TensorIOMode.INPUT else 'output'} '{name}'"
+        if self._engine.backend == Backend.CPU:
+            raise UnsupportedError(f"{what}: this engine runs on the CPU backend, which reads host memory; build "
+                                   f"for the CUDA backend to bind GPU tensors, or pass host arrays (.cpu())")
+        view = _device_view(what, tensor, self._engine.get_tensor_dtype(name))
+        if mode == TensorIOMode.INPUT:
+            self._ctx.set_input_shape(name, view.shape)
+        else:
+            want = tuple(self._ctx.get_tensor_shape(name))
+            if any(d < 0 for d in want):
+                raise UnsupportedError(f"{what} has a data-dependent shape {want}; a GPU tensor cannot be sized "
+                                       f"for it ahead of the run: use infer() with host arrays")
+            if tuple(view.shape) != want:
+                raise InvalidArgumentError(f"{what} has shape {want} for these input shapes, but the GPU tensor "
+                                           f"has shape {tuple(view.shape)}")
+        self._ctx.set_tensor_address(name, view.data, view.nbytes)
+        self._tensors[name] = view
         return True
 
     def get_tensor_address(self, name):
@@ -317,8 +485,11 @@ class IExecutionContext:
         self._ctx.execute()
         return True
 
-    def infer(self, feed):
-        """Kiln: see ICudaEngine.infer. Uses its own bindings; those set with set_tensor_address stay as they were."""
+    def infer(self, feed, outputs=None):
+        """Kiln: see ICudaEngine.infer. Uses its own bindings; those set with set_tensor_address stay as they were.
+        With GPU tensors for a CUDA engine, nothing is copied: see _infer_device."""
+        if outputs is not None or any(is_device_tensor(v) for v in feed.values()):
+            return self._infer_device(feed, outputs or {})
         inputs, keep = [], []
         given = set()
         for name, value in feed.items():
@@ -336,3 +507,60 @@ class IExecutionContext:
         results = self._ctx.run_arrays(inputs)
         del keep
         return {name: raw.view(storage_dtype(dt)).reshape(dims) for name, raw, dims, dt in results}
+
+    def _infer_device(self, feed, outputs):
+        """GPU tensors in, GPU tensors out, zero-copy: inputs are bound in place, outputs are the given tensors or
+        new ones from the inputs' library (torch or CuPy) on their device. The run is enqueued on that library's
+        current stream and not waited for, as its own ops are; on the legacy default stream (handle 0), or for
+        other producers, the run is synchronous instead."""
+        if self._engine.backend == Backend.CPU:
+            raise UnsupportedError("this engine runs on the CPU backend, which reads host memory; pass host arrays "
+                                   "(for torch: .cpu()) or build the engine for the CUDA backend")
+        names = self._engine.input_names
+        host = [n for n, v in feed.items() if not is_device_tensor(v)]
+        if host:
+            raise InvalidArgumentError(f"inputs {host} are host arrays while others are GPU tensors; give every "
+                                       f"input on the GPU (zero-copy) or every input on the host")
+        for name in list(feed) + list(outputs):
+            if self._engine.get_tensor_mode(name) == TensorIOMode.NONE:
+                raise InvalidArgumentError(f"'{name}' is not an I/O tensor of the engine (inputs: {names}, "
+                                           f"outputs: {self._engine.output_names})")
+        missing = [n for n in names if n not in feed]
+        if missing:
+            raise InvalidArgumentError(f"inputs {missing} are missing (the engine takes {', '.join(names)})")
+        wrong = [n for n in feed if self._engine.get_tensor_mode(n) != TensorIOMode.INPUT]
+        wrong += [n for n in outputs if self._engine.get_tensor_mode(n) != TensorIOMode.OUTPUT]
+        if wrong:
+            raise InvalidArgumentError(f"{wrong} are given on the wrong side: inputs go in the feed, outputs in "
+                                       f"outputs=")
+        first = feed[names[0]] if names else next(iter(outputs.values()), None)
+        producer = _producer(first) if first is not None else None
+        saved = {n: self._ctx.get_tensor_address(n) for n in names + self._engine.output_names}
+        saved_tensors = dict(self._tensors)
+        try:
+            for name in names:
+                self.set_tensor(name, feed[name])
+            result = {}
+            for name in self._engine.output_names:
+                t = outputs.get(name)
+                if t is None:
+                    shape = tuple(self._ctx.get_tensor_shape(name))
+                    if any(d < 0 for d in shape):
+                        raise UnsupportedError(f"output '{name}' has a data-dependent shape {shape}; run this "
+                                               f"engine with host arrays")
+                    t = _empty_like_producer(producer, first, shape, self._engine.get_tensor_dtype(name), name)
+                self.set_tensor(name, t)
+                result[name] = t
+            handle, stream = _current_stream(producer, first)
+            if handle:
+                self._ctx.execute(handle)
+            else:
+                if stream is not None:
+                    stream.synchronize()  # inputs written on the legacy stream must be complete first
+                self._ctx.execute()
+            return result
+        finally:
+            for name, address in saved.items():
+                self._ctx.set_tensor_address(name, address)
+            self._tensors = saved_tensors
+

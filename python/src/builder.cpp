@@ -16,9 +16,57 @@ std::pair<const void*, size_t> bytes_of(const py::buffer& b) {
   return {info.ptr, static_cast<size_t>(info.size) * static_cast<size_t>(info.itemsize)};
 }
 
+// Forwards build progress to Python overrides. The builder calls these from the building thread with the GIL
+// released, and they must not throw: an exception in step_complete cancels the build (reported as
+// unraisable, as in the others, which otherwise carry on).
+class ProgressMonitorTrampoline : public IProgressMonitor {
+ public:
+  void phase_start(const char* phase, const char* parent, int32_t num_steps) noexcept override {
+    py::gil_scoped_acquire gil;
+    try {
+      if (py::function f = py::get_override(static_cast<const IProgressMonitor*>(this), "phase_start"))
+        f(phase, parent ? py::object(py::str(parent)) : py::object(py::none()), num_steps);
+    } catch (py::error_already_set& e) {
+      e.discard_as_unraisable("kiln.IProgressMonitor.phase_start");
+    }
+  }
+  bool step_complete(const char* phase, int32_t step) noexcept override {
+    py::gil_scoped_acquire gil;
+    try {
+      if (py::function f = py::get_override(static_cast<const IProgressMonitor*>(this), "step_complete")) {
+        py::object r = f(phase, step);
+        return r.is_none() || py::bool_(r);  // None: a monitor that only watches
+      }
+    } catch (py::error_already_set& e) {
+      e.discard_as_unraisable("kiln.IProgressMonitor.step_complete");
+      return false;
+    }
+    return true;
+  }
+  void phase_finish(const char* phase) noexcept override {
+    py::gil_scoped_acquire gil;
+    try {
+      if (py::function f = py::get_override(static_cast<const IProgressMonitor*>(this), "phase_finish")) f(phase);
+    } catch (py::error_already_set& e) {
+      e.discard_as_unraisable("kiln.IProgressMonitor.phase_finish");
+    }
+  }
+};
+
 }  // namespace
 
 void bind_builder(py::module_& m) {
+  py::class_<IProgressMonitor, ProgressMonitorTrampoline>(
+      m, "IProgressMonitor",
+      "Build progress (TensorRT's IProgressMonitor): subclass it, call IProgressMonitor.__init__(self) and "
+      "implement phase_start(phase_name, parent_phase, num_steps), step_complete(phase_name, step) -> bool "
+      "(False cancels the build) and phase_finish(phase_name).")
+      .def(py::init<>())
+      .def("phase_start", &IProgressMonitor::phase_start, py::arg("phase_name"), py::arg("parent_phase"),
+           py::arg("num_steps"))
+      .def("step_complete", &IProgressMonitor::step_complete, py::arg("phase_name"), py::arg("step"))
+      .def("phase_finish", &IProgressMonitor::phase_finish, py::arg("phase_name"));
+
   py::enum_<BuilderFlag>(m, "BuilderFlag")
       .value("TF32", BuilderFlag::kTF32)
       .value("FP16", BuilderFlag::kFP16)
@@ -66,7 +114,10 @@ void bind_builder(py::module_& m) {
       .def_property_readonly("num_optimization_profiles",
                              [](const BuilderConfig& c) { return static_cast<int>(c.profiles().size()); })
       .def_property("backend", &BuilderConfig::backend, &BuilderConfig::set_backend)
-      .def_property("dump_after", &BuilderConfig::dump_after, &BuilderConfig::set_dump_after);
+      .def_property("dump_after", &BuilderConfig::dump_after, &BuilderConfig::set_dump_after)
+      // The Python IBuilderConfig keeps the monitor object alive; the C++ config only borrows it.
+      .def("set_progress_monitor", [](BuilderConfig& c, IProgressMonitor* m) { c.set_progress_monitor(m); },
+           py::arg("monitor").none(true));
 
   py::class_<Builder>(m, "_Builder")
       .def(py::init<ILogger&>(), py::keep_alive<1, 2>())

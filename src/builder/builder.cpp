@@ -5,7 +5,9 @@
 #include <array>
 #include <chrono>
 #include <map>
+#include <optional>
 
+#include "builder/build_progress.h"
 #include "builder/engine_writer.h"
 #include "builder/timing_cache.h"
 #include "ir/graph.h"
@@ -125,7 +127,7 @@ Status check_value_kinds(const ir::Graph& g, Backend backend) {
 // opt shapes (or answers them from the timing cache), records the winners as "kiln.tactic" annotations and
 // writes the engine again. Level 0 skips it: every kernel then runs its first (heuristic) tactic.
 Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& config, std::vector<uint8_t> engine,
-                                         ILogger& logger) {
+                                         ILogger& logger, builder::BuildProgress& progress) {
   if (config.builder_optimization_level() <= 0) return engine;
   auto t0 = std::chrono::steady_clock::now();
   KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
@@ -153,7 +155,17 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
   opts.max_tactics = config.max_num_tactics();
   runtime::TimingEntries entries = cache.device_entries();
   std::vector<runtime::TacticChoice> choices;
-  KILN_RETURN_IF_ERROR(ctx->tune(opts, entries, &choices, {}).with_context("timing tactics"));
+  {
+    // One step per tunable layer; the phase opens when the context knows how many there are.
+    std::optional<builder::BuildProgress::Scope> phase;
+    bool cancelled = false;
+    auto on_layer = [&](int done, int total) {
+      if (!phase) phase.emplace(progress, "Tuning tactics", total);
+      if (!cancelled && !progress.step().ok()) cancelled = true;
+    };
+    KILN_RETURN_IF_ERROR(ctx->tune(opts, entries, &choices, on_layer).with_context("timing tactics"));
+    if (cancelled) return invalid_argument("the build was cancelled by the progress monitor while tuning tactics");
+  }
   int timed = 0, cached = 0;
   for (const auto& c : choices) {
     timed += c.timed;
@@ -203,6 +215,11 @@ std::unique_ptr<BuilderConfig> Builder::create_builder_config() { return std::ma
 
 Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition& network, const BuilderConfig& config) {
   auto t0 = std::chrono::steady_clock::now();
+  const bool on_device = config.backend() != Backend::kCPU;
+  builder::BuildProgress progress(config.progress_monitor());
+  // Steps: optimization passes, engine writing, and on a GPU tactic tuning and the check of which layers have
+  // device kernels.
+  builder::BuildProgress::Scope build_phase(progress, "Building engine", on_device ? 4 : 2);
   // The network stays as the user built it; the passes rewrite a private copy.
   std::unique_ptr<ir::Graph> g = network.graph().clone();
   if (g->outputs().empty()) return invalid_argument("the network has no outputs; mark at least one with mark_output");
@@ -215,16 +232,33 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   passes::PassContext ctx(logger_, opts);
   passes::PassManager pm(passes::pipeline_for(config.backend()));
-  KILN_RETURN_IF_ERROR(pm.run(*g, ctx));
+  {
+    builder::BuildProgress::Scope passes_phase(progress, "Optimization passes",
+                                               static_cast<int32_t>(pm.pass_names().size()));
+    pm.set_hooks({[](size_t, const std::string& name) { builder::BuildProgress::range_push(name.c_str()); },
+                  [&progress](size_t, const std::string&, bool ok) {
+                    builder::BuildProgress::range_pop();
+                    return !ok || progress.step().ok();
+                  }});
+    KILN_RETURN_IF_ERROR(pm.run(*g, ctx));
+  }
   KILN_RETURN_IF_ERROR(ir::verify(*g).with_context("the optimized graph is invalid"));
   KILN_RETURN_IF_ERROR(g->topo_sort());
   KILN_RETURN_IF_ERROR(check_value_kinds(*g, config.backend()));
+  KILN_RETURN_IF_ERROR(progress.step());
 
   double pass_ms = 0;
   for (auto& r : pm.records()) pass_ms += r.ms;
-  auto engine = builder::write_engine(*g, config);
-  if (engine.ok() && config.backend() != Backend::kCPU) engine = tune_engine(*g, config, std::move(*engine), logger_);
-  if (engine.ok() && config.backend() != Backend::kCPU) {
+  Result<std::vector<uint8_t>> engine = [&] {
+    builder::BuildProgress::Scope write_phase(progress, "Writing engine", 0);
+    return builder::write_engine(*g, config);
+  }();
+  if (engine.ok()) KILN_RETURN_IF_ERROR(progress.step());
+  if (engine.ok() && on_device) {
+    engine = tune_engine(*g, config, std::move(*engine), logger_, progress);
+    if (engine.ok()) KILN_RETURN_IF_ERROR(progress.step());
+  }
+  if (engine.ok() && on_device) {
     // Layers without a device kernel still run (on the host, with a synchronization each): say which.
     auto plan = runtime::read_engine(engine->data(), engine->size());
     auto backend = runtime::device_backend(config.backend());
@@ -238,6 +272,7 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
         logger_.log(ILogger::Severity::kWARNING, msg.c_str());
       }
     }
+    KILN_RETURN_IF_ERROR(progress.step());
   }
   double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::string msg = "build: " + std::to_string(pm.records().size()) + " passes in " + std::to_string(pass_ms) +

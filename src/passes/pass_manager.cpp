@@ -27,13 +27,17 @@ Status PassManager::run(ir::Graph& g, PassContext& ctx) {
       ctx.log(ILogger::Severity::kWARNING, "--dump-after: no pass named '" + dump + "' in this pipeline (passes: " +
                                                names + ")");
   }
-  for (auto& pass : passes_) {
+  for (size_t index = 0; index < passes_.size(); ++index) {
+    auto& pass = passes_[index];
     std::string name(pass->name());
     ctx.changes = 0;
+    if (hooks_.before) hooks_.before(index, name);
     auto t0 = std::chrono::steady_clock::now();
     Status st = pass->apply(g, ctx);
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const bool go_on = !hooks_.after || hooks_.after(index, name, st.ok());
     if (!st.ok()) return st.with_context("pass '" + name + "'");
+    if (!go_on) return invalid_argument("the build was cancelled by its progress monitor after pass '" + name + "'");
     records_.push_back({name, ctx.changes, ms});
     char line[256];
     std::snprintf(line, sizeof line, "pass %-24s %5d changes %9.3f ms  (%zu nodes)", name.c_str(), ctx.changes, ms,

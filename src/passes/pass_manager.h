@@ -13,7 +13,15 @@ class PassManager {
     double ms = 0;
   };
 
+  // Build progress and profiler ranges: `before` runs as a pass starts; `after` once it ends, failed or not
+  // (`ok` says which), and returning false stops the pipeline with a cancellation error.
+  struct Hooks {
+    std::function<void(size_t index, const std::string& name)> before;
+    std::function<bool(size_t index, const std::string& name, bool ok)> after;
+  };
+
   explicit PassManager(PassList passes) : passes_(std::move(passes)) {}
+  void set_hooks(Hooks hooks) { hooks_ = std::move(hooks); }
   // Stops at the first failing pass (or failed verification), the error naming the pass.
   Status run(ir::Graph& g, PassContext& ctx);
   const std::vector<Record>& records() const { return records_; }
@@ -22,6 +30,7 @@ class PassManager {
  private:
   PassList passes_;
   std::vector<Record> records_;
+  Hooks hooks_;
 };
 
 }  // namespace kiln::passes

@@ -1,6 +1,7 @@
 // ExecutionContext: per-context input shapes, bindings, output shape inference and execution on the CPU backend.
 #include <cstring>
 #include <algorithm>
+#include <atomic>
 #include <exception>
 #include <limits>
 #include <new>
@@ -69,6 +70,8 @@ struct ExecutionContext::Impl {
   // CUDA backend: the device side of this context (null on the CPU backend).
   std::unique_ptr<runtime::DeviceContext> device;
   IProfiler* profiler = nullptr;
+  // Set while execute/enqueue/enqueue_graph/infer runs: see InUse.
+  std::atomic<bool> busy{false};
 
   std::vector<Dims> input_dims() const {
     std::vector<Dims> d;
@@ -96,6 +99,29 @@ auto guarded(F&& f) -> decltype(f()) {
   } catch (const std::exception& e) {
     return internal_error(std::string("unexpected error during execution: ") + e.what());
   }
+}
+
+// Claims the context for one run. A second thread (or a callback re-entering the context) gets an error
+// instead of racing on the bindings, the shapes and the activation arena; one atomic exchange per run.
+class InUse {
+ public:
+  explicit InUse(std::atomic<bool>& flag) : flag_(flag), claimed_(!flag.exchange(true, std::memory_order_acquire)) {}
+  ~InUse() {
+    if (claimed_) flag_.store(false, std::memory_order_release);
+  }
+  InUse(const InUse&) = delete;
+  InUse& operator=(const InUse&) = delete;
+  bool claimed() const { return claimed_; }
+
+ private:
+  std::atomic<bool>& flag_;
+  bool claimed_;
+};
+
+Status context_busy() {
+  return invalid_argument("this execution context is already running (used from two threads at once, or "
+                          "re-entered from a callback); a context runs one execution at a time: create one "
+                          "context per thread or stream");
 }
 
 }  // namespace
@@ -201,6 +227,8 @@ Status ExecutionContext::attach_device(std::shared_ptr<void> weights) {
 
 Status ExecutionContext::enqueue(void* cuda_stream) {
   if (!impl_->device) return execute();
+  InUse use(impl_->busy);
+  if (!use.claimed()) return context_busy();
   return guarded([&]() -> Status {
     auto& im = *impl_;
     KILN_RETURN_IF_ERROR(im.check_device_run());
@@ -215,6 +243,8 @@ Status ExecutionContext::enqueue(void* cuda_stream) {
 
 Status ExecutionContext::enqueue_graph(void* cuda_stream) {
   if (!impl_->device) return unsupported("CUDA graphs need an engine built for the CUDA backend");
+  InUse use(impl_->busy);
+  if (!use.claimed()) return context_busy();
   return guarded([&]() -> Status {
     auto& im = *impl_;
     KILN_RETURN_IF_ERROR(im.check_device_run());
@@ -308,6 +338,8 @@ Status ExecutionContext::execute() {
     KILN_RETURN_IF_ERROR(enqueue(nullptr));
     return impl_->device->synchronize(nullptr);
   }
+  InUse use(impl_->busy);
+  if (!use.claimed()) return context_busy();
   return guarded([&]() -> Status {
     auto& im = *impl_;
     const auto& plan = *im.plan;
@@ -377,6 +409,8 @@ Status ExecutionContext::execute() {
 Result<std::vector<std::pair<std::string, HostTensor>>> ExecutionContext::infer(
     const std::vector<std::pair<std::string, HostTensor>>& inputs) {
   using Out = std::vector<std::pair<std::string, HostTensor>>;
+  InUse use(impl_->busy);
+  if (!use.claimed()) return context_busy();
   try {
     const auto& plan = *impl_->plan;
     std::vector<const HostTensor*> given(plan.io.size(), nullptr);

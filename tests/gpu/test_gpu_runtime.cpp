@@ -187,5 +187,61 @@ TEST(GpuRuntime, ProfilerGetsEveryDeviceLayer) {
   EXPECT_EQ(prof.layers, (std::vector<std::string>{"relu", "reshape"}));
 }
 
+// Re-enters the context it profiles: the in-use flag must refuse the nested run, not let it race.
+struct ReenteringProfiler : IProfiler {
+  ExecutionContext* ctx = nullptr;
+  Status nested;
+  int calls = 0;
+  void report_layer_time(const char*, float) noexcept override {
+    if (calls++ == 0) nested = ctx->enqueue(nullptr);
+  }
+};
+
+TEST(GpuRuntime, NullTooSmallAndBusyBindingsAreRefusedBeforeLaunch) {
+  KILN_REQUIRE_GPU();
+  std::string err;
+  auto e = small_engine(&err);
+  ASSERT_TRUE(e) << err;
+  auto ctx = e->create_execution_context();
+  const std::string out = e->get_tensor_name(1);
+  const int n = 64;  // output: 64*8 floats = 2048 bytes
+  ASSERT_TRUE(ctx->set_input_shape("x", {n, 8}).ok());
+  constexpr size_t kAlloc = 2u << 20;  // a multiple of any allocation granularity, so its end is exact
+  void *dx = nullptr, *block = nullptr;
+  ASSERT_EQ(cudaMalloc(&dx, n * 8 * 4), cudaSuccess);
+  ASSERT_EQ(cudaMemset(dx, 0, n * 8 * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&block, kAlloc), cudaSuccess);
+  ASSERT_TRUE(ctx->set_tensor_address("x", dx).ok());
+
+  ASSERT_TRUE(ctx->set_tensor_address(out, nullptr).ok());
+  Status st = ctx->enqueue(nullptr);
+  EXPECT_EQ(st.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("output '" + out + "' has no bound device address"), std::string::npos) << st.message();
+
+  // 64 bytes before the end of a device allocation, with no size given: the allocation's end catches it.
+  void* tail = static_cast<uint8_t*>(block) + kAlloc - 64;
+  ASSERT_TRUE(ctx->set_tensor_address(out, tail).ok());
+  st = ctx->enqueue(nullptr);
+  EXPECT_EQ(st.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("output '" + out + "' needs 2048 bytes"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("ends 64 bytes after the bound address"), std::string::npos) << st.message();
+
+  // Enough room: runs, and a profiler callback re-entering the context is refused while it runs.
+  ASSERT_TRUE(ctx->set_tensor_address(out, block).ok());
+  ReenteringProfiler prof;
+  prof.ctx = ctx.get();
+  ctx->set_profiler(&prof);
+  st = ctx->enqueue(nullptr);
+  ASSERT_TRUE(st.ok()) << st.message();
+  ASSERT_TRUE(ctx->synchronize().ok());
+  EXPECT_GT(prof.calls, 0);
+  EXPECT_EQ(prof.nested.code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(prof.nested.message().find("already running"), std::string::npos) << prof.nested.message();
+  ctx->set_profiler(nullptr);
+  EXPECT_TRUE(ctx->execute().ok());  // released after the run
+  cudaFree(dx);
+  cudaFree(block);
+}
+
 }  // namespace
 }  // namespace kiln::gpu_testing

@@ -144,6 +144,7 @@ def test_engine_infer_with_numpy_and_torch(model):
     assert back.data_ptr() == out["probs"].ctypes.data
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not trt.Builder(trt.Logger()).platform_has_fast_fp16, reason="needs the CUDA backend and a GPU")
 def test_fp16_on_cuda(model):
     net, onnx_bytes = model

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kiln/builder.h"
@@ -313,4 +314,61 @@ TEST(OutputAllocator, UniqueMixesAllocatedAndBoundOutputs) {
   EXPECT_EQ(call.size, 6 * sizeof(int64_t));
   EXPECT_EQ(alloc.shapes[inverse], (Dims{6}));
   EXPECT_EQ(alloc.values<int64_t>(inverse), (std::vector<int64_t>{1, 0, 1, 2, 0, 1}));
+}
+
+namespace {
+
+// Tries the context again from inside its own run: once from a second thread, once re-entering directly.
+class ReenteringAllocator : public RecordingAllocator {
+ public:
+  void* reallocate_output(const char* tensor_name, void* current_memory, uint64_t size_bytes,
+                          uint64_t alignment) noexcept override {
+    std::thread other([this] { from_thread = ctx->execute(); });
+    other.join();
+    auto r = ctx->infer({{"x", HostTensor{DataType::kFLOAT, {5}, std::vector<uint8_t>(5 * sizeof(float))}}});
+    from_callback = r.status();
+    return RecordingAllocator::reallocate_output(tensor_name, current_memory, size_bytes, alignment);
+  }
+  ExecutionContext* ctx = nullptr;
+  Status from_thread, from_callback;
+};
+
+}  // namespace
+
+TEST(ExecutionContextThreads, SecondRunWhileOneRunsIsRefusedThenContextWorksAgain) {
+  auto e = nonzero_engine();
+  ASSERT_TRUE(e);
+  const std::string out = e->get_tensor_name(1);
+  auto ctx = e->create_execution_context();
+  std::vector<float> x = {0, 1.5f, 0, -2, 3};
+  ReenteringAllocator alloc;
+  alloc.ctx = ctx.get();
+  ASSERT_TRUE(ctx->set_tensor_address("x", x.data()).ok());
+  ASSERT_TRUE(ctx->set_output_allocator(out, &alloc).ok());
+  Status st = ctx->execute();
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  for (const Status* s : {&alloc.from_thread, &alloc.from_callback}) {
+    EXPECT_EQ(s->code(), ErrorCode::kInvalidArgument) << s->to_string();
+    EXPECT_TRUE(contains(*s, "already running")) << s->message();
+  }
+  EXPECT_EQ(alloc.values<int64_t>(out), (std::vector<int64_t>{1, 3, 4}));  // the first run was not disturbed
+
+  // The flag is released when the run ends: the next runs on this context succeed.
+  ASSERT_TRUE(ctx->set_output_allocator(out, nullptr).ok());
+  auto r = ctx->infer({{"x", HostTensor{DataType::kFLOAT, {5}, std::vector<uint8_t>(5 * sizeof(float))}}});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ((*r)[0].second.dims, (Dims{1, 0}));
+}
+
+TEST(ExecutionContextBindings, NullAddressIsRefusedNamingTheTensor) {
+  auto e = nonzero_engine();
+  ASSERT_TRUE(e);
+  const std::string out = e->get_tensor_name(1);
+  auto ctx = e->create_execution_context();
+  std::vector<int64_t> buf(5);
+  ASSERT_TRUE(ctx->set_tensor_address(out, buf.data(), buf.size() * sizeof(int64_t)).ok());
+  ASSERT_TRUE(ctx->set_tensor_address("x", nullptr).ok());
+  Status st = ctx->execute();
+  EXPECT_EQ(st.code(), ErrorCode::kInvalidArgument);
+  EXPECT_TRUE(contains(st, "input 'x' has no bound address")) << st.message();
 }

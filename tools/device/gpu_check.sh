@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # On the device machine, in one call: the GPU test suite, the ONNX node tests on the CUDA backend next to the
 # CPU backend, the full-size models in FP32/FP16/BF16, and the benchmarks; a short table last.
-# Usage (device): tools/device/gpu_check.sh [tests] [node] [models] [bench] [sanitize]   (default: tests node models)
+# Usage (device): tools/device/gpu_check.sh [tests] [cli] [python] [nvtx] [node] [models] [sanitize] [bench]
+#   (default: tests cli python nvtx node models). nvtx checks under Nsight Systems that the layer, pass and
+#   build-phase ranges appear. cli and python run the pytest tests marked `gpu` (GPU-only kiln
+#   flags; zero-copy torch tensors and the FP16 workflow); without a GPU they skip, each saying why.
 # Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS.
 # Prepare here first: make build && tools/device/pack.sh  (binaries + libraries into .devcarry).
 set -uo pipefail
@@ -9,7 +12,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/kiln_gpu_check}; mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.devcarry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONUNBUFFERED=1
-stages=${*:-tests node models}
+stages=${*:-tests cli python nvtx node models}
 summary=()
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 nproc
@@ -22,6 +25,48 @@ for s in $stages; do
     grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$OUT/gpu_tests.log" | head -40
     grep -B2 -A8 "Failure" "$OUT/gpu_tests.log" | head -80
     summary+=("gpu op tests: $(grep -E '^\[  PASSED' "$OUT/gpu_tests.log" | head -1) $(grep -cE '^\[  FAILED  \] [A-Z]' "$OUT/gpu_tests.log") failed (rc $rc)")
+    ;;
+  cli|python)
+    # pytest tests marked gpu; a skip is a failure to look at here (the device has a GPU), so skips are listed.
+    if ! python3 -c "import pytest" 2>/dev/null; then summary+=("$s gpu tests: pytest is not installed here; not run"); continue; fi
+    if [ $s = cli ]; then
+      KILN_BUILD=.devcarry python3 -m pytest -q -rs -m gpu tests/cli > "$OUT/${s}_gpu.log" 2>&1
+    elif python3 -c "import sys; sys.path.insert(0, '.devcarry/python'); import kiln" 2> "$OUT/python_import.log"; then
+      KILN_BUILD=.devcarry python3 -m pytest -q -rs -m gpu tests/python > "$OUT/${s}_gpu.log" 2>&1
+    else
+      summary+=("python gpu tests: the carried module does not import here: $(tail -1 "$OUT/python_import.log")"); continue
+    fi
+    rc=$?
+    grep -E "^(FAILED|ERROR|SKIPPED)|(passed|failed|skipped)" "$OUT/${s}_gpu.log" | tail -20
+    grep -B5 -A25 "^____" "$OUT/${s}_gpu.log" | head -120
+    summary+=("$s gpu tests: $(tail -1 "$OUT/${s}_gpu.log") (rc $rc)")
+    ;;
+  nvtx)
+    nsys=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems*/bin/nsys 2>/dev/null | head -1)
+    if [ -z "$nsys" ]; then summary+=("nvtx: nsys not found on this machine; not run"); continue; fi
+    python3 - "$OUT/nvtx_chain.onnx" <<'PY'
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu1"), helper.make_node("MatMul", ["r", "w"], ["y"], name="proj")]
+g = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 8])],
+                      initializer=[numpy_helper.from_array(np.eye(8, dtype=np.float32), "w")])
+onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), sys.argv[1])
+PY
+    $nsys profile --trace=cuda,nvtx --force-overwrite=true -o "$OUT/nvtx" .devcarry/bin/kiln --onnx="$OUT/nvtx_chain.onnx" \
+      --device=cuda --iterations=5 --warmUp=0 --duration=0 > "$OUT/nvtx_run.log" 2>&1
+    # The report is nvtx_sum in current Nsight Systems, nvtxsum in older ones.
+    $nsys stats --report nvtx_sum --format csv "$OUT/nvtx.nsys-rep" > "$OUT/nvtx_sum.csv" 2>&1 ||
+      $nsys stats --report nvtxsum --format csv "$OUT/nvtx.nsys-rep" > "$OUT/nvtx_sum.csv" 2>&1
+    [ -s "$OUT/nvtx_sum.csv" ] || tail -5 "$OUT/nvtx_run.log"
+    missing=""
+    for r in "kiln enqueue" relu1 proj "Building engine" "Optimization passes" "Writing engine" shape_inference; do
+      grep -q "$r" "$OUT/nvtx_sum.csv" || missing+=" '$r'"
+    done
+    head -20 "$OUT/nvtx_sum.csv"
+    summary+=("nvtx: ranges ${missing:+MISSING:$missing}${missing:-all found (layers, passes, build phases)}")
     ;;
   node)
     # The onnx wheel ships the node test cases as code: write them out as model + data directories first.

@@ -7,6 +7,11 @@ B=${BUILD_DIR:-build}
 rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib
 cp $B/bin/kiln $B/bin/kiln_gpu_tests $B/bin/kiln_node_runner .devcarry/bin/
 cp $B/lib/libkiln_*.so .devcarry/lib/
+# The Python package (gpu_check's python stage): the module finds libkiln_*.so through LD_LIBRARY_PATH there.
+if [ -d $B/python/kiln ]; then
+  mkdir -p .devcarry/python && cp -r $B/python/kiln .devcarry/python/
+  strip --strip-unneeded .devcarry/python/kiln/_kiln*.so
+fi
 strip --strip-unneeded .devcarry/bin/* .devcarry/lib/libkiln_*.so
 for lib in libonnx.so.1 libonnx_proto.so.1 libprotobuf.so.32 libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
   cp "$(ldconfig -p | awk -v l=$lib '$1==l {print $NF; exit}')" .devcarry/lib/

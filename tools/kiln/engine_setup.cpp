@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "build_progress.h"
 #include "common/engine_format.h"
 #include "ir/graph.h"
 #include "kiln/builder.h"
@@ -223,8 +224,11 @@ void note_tuning_options(const Options& o, const BuilderConfig& config, Backend 
 
 }  // namespace
 
-Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& logger) {
+Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& cli_logger) {
   BuiltEngine built;
+  const ProgressDisplay::Mode mode = ProgressDisplay::mode_for(o.progress);
+  ProgressDisplay progress(mode, mode == ProgressDisplay::Mode::kLive ? stderr : stdout, cli_logger);
+  ILogger& logger = progress;  // the live status line steps aside for log messages
   Builder builder(logger);
   std::unique_ptr<NetworkDefinition> network = builder.create_network();
   auto start = std::chrono::steady_clock::now();
@@ -277,6 +281,7 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& log
   }
   if (!profile.shapes().empty()) config->add_optimization_profile(profile);
 
+  config->set_progress_monitor(&progress);
   start = std::chrono::steady_clock::now();
   auto bytes = builder.build_serialized_network(*network, *config);
   if (!bytes.ok()) return bytes.status().with_context("failed to build an engine from '" + o.onnx + "'");

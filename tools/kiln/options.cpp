@@ -159,6 +159,11 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_option("--dumpAfter", o.dump_after,
                  "Print the graph after the named optimization pass ('all' for every pass)")
       ->type_name("PASS");
+  app.add_option("--progress", o.progress,
+                 "auto (default)|live|plain|none: how the build shows its progress (phases, passes done, layers "
+                 "tuned, elapsed time): auto draws a live line when stderr is a terminal and prints plain "
+                 "'[build]' lines otherwise")
+      ->check(CLI::IsMember({"auto", "live", "plain", "none"}));
   close_group("Build");
 
   app.add_option("--shapes", o.shapes,

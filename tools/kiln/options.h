@@ -39,6 +39,7 @@ struct Options {
   std::vector<std::string> layer_precisions;
   bool no_data_transfers = false;
   std::string dump_after;
+  std::string progress = "auto";  // auto | live | plain | none
 
   // Build options beyond the precisions.
   bool fp8 = false;

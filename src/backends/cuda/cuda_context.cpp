@@ -2,6 +2,9 @@
 // value lives (weights, the activation arena, caller I/O buffers, or an alias of another value) and packs the
 // arena from value lifetimes; enqueue() then only launches kernels on the caller's stream.
 #include <algorithm>
+#include <cuda.h>
+#include <nvtx3/nvToolsExt.h>
+
 #include <cstring>
 #include <numeric>
 
@@ -16,6 +19,64 @@ namespace {
 constexpr size_t kWorkspaceBytes = 64ull << 20;
 
 std::string where(const runtime::PlanNode& n) { return "layer '" + n.name + "' (" + n.op_type + ")"; }
+
+// NVTX ranges named after the engine's layers are always on: with no tool attached an nvtx3 call jumps to an
+// empty stub (nanoseconds, against microseconds per kernel launch), and under Nsight Systems (nsys profile
+// --trace=cuda,nvtx) each layer's kernels then sit under its name in the "kiln" domain. Ranges are host-side
+// only, so CUDA graph capture ignores them.
+nvtxDomainHandle_t nvtx_domain() {
+  static nvtxDomainHandle_t d = nvtxDomainCreateA("kiln");
+  return d;
+}
+struct NvtxRange {
+  explicit NvtxRange(const char* name) {
+    nvtxEventAttributes_t a{};
+    a.version = NVTX_VERSION;
+    a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
+    a.messageType = NVTX_MESSAGE_TYPE_ASCII;
+    a.message.ascii = name;
+    nvtxDomainRangePushEx(nvtx_domain(), &a);
+  }
+  ~NvtxRange() { nvtxDomainRangePop(nvtx_domain()); }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
+
+// The runtime API cannot tell how large an allocation is; the driver's cuMemGetAddressRange can, and the
+// runtime hands out driver entry points without linking libcuda. Null when the driver does not offer one.
+void* driver_fn(const char* name) {
+  void* f = nullptr;
+  cudaDriverEntryPointQueryResult q{};
+  if (cudaGetDriverEntryPointByVersion(name, &f, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+      q != cudaDriverEntryPointSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return f;
+}
+using AddressRangeFn = CUresult (*)(CUdeviceptr*, size_t*, CUdeviceptr);
+using RetainHandleFn = CUresult (*)(CUmemGenericAllocationHandle*, void*);
+using ReleaseFn = CUresult (*)(CUmemGenericAllocationHandle);
+
+// Bytes from `addr` to the end of the device allocation it lies in; -1 when unknown. Memory mapped with the
+// virtual memory API (PyTorch's expandable segments) is several allocations mapped back to back, so a buffer
+// may rightly cross from one into the next: its extent is unknown here.
+int64_t bytes_to_allocation_end(void* addr) {
+  static const auto range = reinterpret_cast<AddressRangeFn>(driver_fn("cuMemGetAddressRange"));
+  static const auto retain = reinterpret_cast<RetainHandleFn>(driver_fn("cuMemRetainAllocationHandle"));
+  static const auto release = reinterpret_cast<ReleaseFn>(driver_fn("cuMemRelease"));
+  CUdeviceptr base = 0;
+  size_t size = 0;
+  const auto a = reinterpret_cast<CUdeviceptr>(addr);
+  if (!range || range(&base, &size, a) != CUDA_SUCCESS) return -1;
+  if (!retain || !release) return -1;
+  CUmemGenericAllocationHandle h{};
+  if (retain(&h, addr) == CUDA_SUCCESS) {  // succeeds only for memory mapped with cuMemMap
+    release(h);
+    return -1;
+  }
+  return static_cast<int64_t>(base + size - a);
+}
 
 class CudaContext final : public runtime::DeviceContext {
  public:
@@ -39,6 +100,7 @@ class CudaContext final : public runtime::DeviceContext {
     KILN_CUDNN_CHECK(cudnnCreate(&handles_.dnn));
     int dev = 0;
     KILN_CUDA_CHECK(cudaGetDevice(&dev));
+    device_ = dev;
     KILN_CUDA_CHECK(cudaDeviceGetAttribute(&handles_.sm_count, cudaDevAttrMultiProcessorCount, dev));
     KILN_RETURN_IF_ERROR(device_alloc(&handles_.workspace, kWorkspaceBytes, "the kernel workspace"));
     handles_.workspace_bytes = kWorkspaceBytes;
@@ -128,10 +190,14 @@ class CudaContext final : public runtime::DeviceContext {
   std::string signature(const runtime::PlanNode& n) const;
   // Device buffers for every I/O tensor at the prepared shapes (the host path's, grown on demand).
   Result<std::vector<void*>> io_buffers();
+  // Refuses null, host, other-GPU and too-small bindings before any launch. The driver queries cost about a
+  // microsecond each, so bindings are checked again only when an address or the shapes change.
+  Status check_bindings(const std::vector<void*>& io);
 
   std::shared_ptr<const runtime::EnginePlan> plan_;
   std::shared_ptr<DeviceWeights> weights_;
   cudaStream_t stream_ = nullptr;
+  int device_ = 0;  // the GPU this context's arena and weights live on
   CudaHandles handles_;
   void* arena_ = nullptr;
   uint64_t arena_capacity_ = 0, activation_bytes_ = 0;
@@ -148,6 +214,8 @@ class CudaContext final : public runtime::DeviceContext {
   std::vector<std::pair<int, int>> final_copies_;  // (value, io) outputs not written by a step
   std::string host_layers_;                         // names, for the CUDA-graph error
   uint64_t shape_epoch_ = 0;
+  std::vector<void*> checked_io_;  // bindings check_bindings last accepted, for these shapes
+  uint64_t checked_epoch_ = ~0ull;
 
   // CUDA graph of the last enqueue_graph.
   cudaGraphExec_t graph_exec_ = nullptr;
@@ -492,6 +560,40 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
   return Status::Ok();
 }
 
+Status CudaContext::check_bindings(const std::vector<void*>& io) {
+  if (io == checked_io_ && checked_epoch_ == shape_epoch_) return Status::Ok();
+  const auto& plan = *plan_;
+  // Host pointers bound by mistake, or device buffers too small for the bound shape, would fault (or corrupt
+  // a neighbour) inside a kernel; refuse them before any launch.
+  for (size_t i = 0; i < io.size(); ++i) {
+    const std::string what =
+        std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") + plan.io[i].name + "'";
+    if (!io[i]) return invalid_argument(what + " is bound to a null address; bind a device buffer");
+    cudaPointerAttributes attr{};
+    if (cudaPointerGetAttributes(&attr, io[i]) != cudaSuccess) cudaGetLastError();
+    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
+      return invalid_argument(what + " is bound to an address that is not GPU memory; the CUDA backend "
+                              "needs device buffers (or use infer() with host data)");
+    if (attr.type == cudaMemoryTypeDevice && attr.device != device_)
+      return invalid_argument(what + " is on GPU " + std::to_string(attr.device) + " but this context runs on GPU " +
+                              std::to_string(device_) + "; bind memory of that GPU (or create the context with "
+                              "GPU " + std::to_string(attr.device) + " current)");
+    const int v = plan.io[i].value;
+    const uint64_t need = static_cast<uint64_t>(volume(dims_[v])) * dtype_size(plan.values[v].dtype);
+    // Checked against the whole allocation the address lies in (a pooled allocator's block, for PyTorch), so
+    // this catches overruns past the allocation only; staying inside one's own slice is the caller's duty.
+    if (need == 0) continue;
+    const int64_t room = bytes_to_allocation_end(io[i]);
+    if (room >= 0 && need > static_cast<uint64_t>(room))
+      return invalid_argument(what + " needs " + std::to_string(need) + " bytes (shape " + dims_to_string(dims_[v]) +
+                              ") but its device allocation ends " + std::to_string(room) +
+                              " bytes after the bound address");
+  }
+  checked_io_ = io;
+  checked_epoch_ = shape_epoch_;
+  return Status::Ok();
+}
+
 Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
   if (!prepared_) return internal_error("enqueue before prepare");
   if (dynamic_)
@@ -499,15 +601,12 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
                        "convenience path) on the CUDA backend");
   const auto& plan = *plan_;
   cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
-  // Host pointers bound by mistake would fault inside a kernel; refuse them before any launch.
-  for (size_t i = 0; i < io.size(); ++i) {
-    cudaPointerAttributes attr{};
-    if (cudaPointerGetAttributes(&attr, io[i]) != cudaSuccess) cudaGetLastError();
-    if (attr.type != cudaMemoryTypeDevice && attr.type != cudaMemoryTypeManaged)
-      return invalid_argument(std::string(plan.io[i].mode == TensorIOMode::kINPUT ? "input '" : "output '") +
-                              plan.io[i].name + "' is bound to an address that is not GPU memory; the CUDA backend "
-                              "needs device buffers (or use infer() with host data)");
-  }
+  // Checked here unless capturing: enqueue_graph checks before it captures, and the driver query below is
+  // better kept out of a capture.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  KILN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+  if (capture == cudaStreamCaptureStatusNone) KILN_RETURN_IF_ERROR(check_bindings(io));
+  NvtxRange run_range("kiln enqueue");
   KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream));
   const bool profile = profiler_ != nullptr;
   if (profile && events_.size() < steps_.size() + 1) {
@@ -524,6 +623,7 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
   for (size_t si = 0; si < steps_.size(); ++si) {
     Step& s = steps_[si];
     const auto& n = *s.node;
+    NvtxRange layer_range(n.name.c_str());
     if (!s.kernel) {
       KILN_RETURN_IF_ERROR(run_host_step(s, io, stream));
     } else if (s.kernel->alias) {
@@ -560,6 +660,7 @@ Status CudaContext::enqueue_graph(const std::vector<void*>& io, void* stream_han
   if (!host_layers_.empty())
     return unsupported("CUDA graphs need every layer on the GPU, but these run on the host: " + host_layers_);
   if (profiler_) return unsupported("CUDA graphs and the per-layer profiler cannot be combined");
+  KILN_RETURN_IF_ERROR(check_bindings(io));
   cudaStream_t stream = stream_handle ? static_cast<cudaStream_t>(stream_handle) : stream_;
   if (!graph_exec_ || io != graph_io_ || graph_epoch_ != shape_epoch_ || graph_stream_ != stream) {
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);

@@ -1,0 +1,115 @@
+# GPU-only kiln flags on the CUDA backend (--useCudaGraph, --noDataTransfers, --infStreams, --useSpinWait,
+# --dumpProfile, NVML energy), each checked against a CPU run; skipped with kiln's own reason without a GPU.
+# gpu_check.sh's `cli` stage runs them on the device: pytest -m gpu tests/cli.
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from test_cli import as_array, read_outputs, run_kiln
+from test_cli_trtexec import chain_model, read_profile
+
+pytestmark = pytest.mark.gpu
+SHAPES = ["--shapes=x:4x8", "--minShapes=x:1x8", "--optShapes=x:4x8", "--maxShapes=x:8x8"]
+
+
+@pytest.fixture(scope="module")
+def gpu_setup(tmp_path_factory):
+    """The chain model, fixed input data, its CPU outputs and a CUDA engine; skips when kiln cannot use a GPU."""
+    d = tmp_path_factory.mktemp("gpu_cli")
+    model = chain_model(d / "chain.onnx")
+    engine = d / "chain_cuda.engine"
+    proc = run_kiln(f"--onnx={model}", *SHAPES, "--device=cuda", f"--saveEngine={engine}", "--skipInference")
+    if proc.returncode != 0:
+        pytest.skip("no usable CUDA GPU for kiln: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
+    x = np.random.default_rng(7).uniform(-3, 3, (4, 8)).astype(np.float32)
+    xfile = d / "x.bin"
+    x.tofile(xfile)
+    ref_json = d / "cpu.json"
+    run_kiln(f"--onnx={model}", *SHAPES, "--device=cpu", f"--loadInputs=x:{xfile}", f"--exportOutput={ref_json}",
+             "--iterations=1", "--warmUp=0", "--duration=0", check=True)
+    return {"dir": d, "model": model, "engine": engine, "xfile": xfile, "ref": as_array(read_outputs(ref_json)[0])}
+
+
+def run_gpu(setup, name, *args, iterations=20, duration=0):
+    out_json = setup["dir"] / f"{name}.json"
+    proc = run_kiln(f"--loadEngine={setup['engine']}", "--device=cuda", "--shapes=x:4x8",
+                    f"--loadInputs=x:{setup['xfile']}", f"--exportOutput={out_json}", f"--iterations={iterations}",
+                    "--warmUp=0", f"--duration={duration}", *args, check=True)
+    got = as_array(read_outputs(out_json)[0])
+    # Sigmoid's expf on the GPU may differ from the CPU's in the last bits; nothing else differs.
+    np.testing.assert_allclose(got, setup["ref"], rtol=1e-5, atol=1e-6, err_msg=name)
+    return proc
+
+
+def test_plain_cuda_run_reports_device_times(gpu_setup):
+    out = run_gpu(gpu_setup, "plain").stdout
+    assert out.startswith("Device: cuda"), out
+    for what in ["H2D Latency", "GPU Compute Time", "D2H Latency"]:
+        assert re.search(rf"^{what}: min = [\d.]+ ms", out, re.M), out
+
+
+def test_use_cuda_graph_gives_the_same_outputs(gpu_setup):
+    run_gpu(gpu_setup, "graph", "--useCudaGraph")
+
+
+def test_no_data_transfers_leaves_copies_out_of_timed_runs(gpu_setup):
+    times = gpu_setup["dir"] / "times_ndt.json"
+    run_gpu(gpu_setup, "ndt", "--noDataTransfers", f"--exportTimes={times}", iterations=10)
+    runs = json.loads(times.read_text())
+    assert len(runs) >= 10
+    # Only event records remain between the copy markers: microseconds, not a 128-byte copy's launch.
+    assert max(r["h2dMs"] for r in runs[1:]) < 0.05, runs
+    assert max(r["d2hMs"] for r in runs[1:]) < 0.05, runs
+    assert all(r["computeMs"] > 0 for r in runs)
+
+
+def test_inf_streams_with_spin_wait(gpu_setup):
+    out = run_gpu(gpu_setup, "streams", "--infStreams=3", "--useSpinWait", "--useCudaGraph", iterations=30).stdout
+    assert re.search(r"^Timed iterations: \d+ on 3 streams", out, re.M), out
+    qps = float(re.search(r"Throughput: ([\d.]+) qps", out).group(1))
+    assert qps > 0
+
+
+def test_dump_and_export_profile_on_cuda(gpu_setup):
+    prof = gpu_setup["dir"] / "profile.json"
+    info = gpu_setup["dir"] / "layers.json"
+    out = run_gpu(gpu_setup, "profile", "--dumpProfile", f"--exportProfile={prof}", f"--exportLayerInfo={info}",
+                  iterations=8).stdout
+    assert "=== Profile (8 iterations) ===" in out, out
+    count, rows = read_profile(prof)
+    assert count == 8
+    layers = json.loads(info.read_text())["Layers"]
+    names = [r["name"] for r in rows]
+    # Fusion may merge the chain's layers on the GPU: every row is an engine layer, each at most once.
+    assert names and set(names) <= set(layers) and len(set(names)) == len(names), (names, layers)
+    assert math.isclose(sum(r["percentage"] for r in rows), 100, abs_tol=1e-3)
+    for name in names:
+        assert re.search(rf"^{re.escape(name)}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), out
+
+
+def test_energy_is_measured_through_nvml(gpu_setup):
+    # A second of runs: NVML's energy counter and power readings move in steps of milliseconds.
+    out = run_gpu(gpu_setup, "energy", iterations=50, duration=1).stdout
+    m = re.search(r"^Energy: ([\d.]+) W average over ([\d.]+) s, ([\d.]+) J in total, ([\d.]+) J per inference "
+                  r"\((NVML energy counter|NVML power samples)\)$", out, re.M)
+    if not m:
+        na = re.search(r"^Energy: n/a \((.*)\)$", out, re.M)
+        assert na, out
+        pytest.skip(f"NVML not usable on this GPU machine: {na.group(1)}")
+    watts, seconds, joules = float(m.group(1)), float(m.group(2)), float(m.group(3))
+    assert 1 < watts < 2000 and seconds > 0.5, out
+    # The counter gives joules (watts follow from them); sampled watts integrate to roughly the same joules.
+    assert math.isclose(joules, watts * seconds, rel_tol=0.02 if "counter" in m.group(5) else 0.5), out
+
+
+def test_fp16_engine_runs_close_to_fp32(gpu_setup):
+    engine = gpu_setup["dir"] / "chain_fp16.engine"
+    run_kiln(f"--onnx={gpu_setup['model']}", *SHAPES, "--device=cuda", "--fp16", f"--saveEngine={engine}",
+             "--skipInference", check=True)
+    out_json = gpu_setup["dir"] / "fp16.json"
+    run_kiln(f"--loadEngine={engine}", "--device=cuda", "--shapes=x:4x8", f"--loadInputs=x:{gpu_setup['xfile']}",
+             f"--exportOutput={out_json}", "--iterations=1", "--warmUp=0", "--duration=0", check=True)
+    np.testing.assert_allclose(as_array(read_outputs(out_json)[0]), gpu_setup["ref"], rtol=5e-3, atol=5e-3)
