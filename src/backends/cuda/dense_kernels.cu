@@ -57,6 +57,32 @@ __global__ void channel_bias_kernel(T* y, const T* b, int64_t total, int64_t cha
   }
 }
 
+// Activation numbers as in EpilogueParams (ops::Activation); float math like the reference's rounding points.
+__device__ __forceinline__ float epilogue_act(float x, const EpilogueParams& e) {
+  switch (e.act) {
+    case 1: return x > 0.f ? x : 0.f;
+    case 2: return fminf(fmaxf(x, e.lo), e.hi);
+    case 3: return 1.f / (1.f + expf(-x));
+    case 4: return x / (1.f + expf(-x));
+    case 5: return x * fmaxf(0.f, fminf(1.f, e.alpha * x + e.beta));
+    case 6: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case 7: return 0.5f * x * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case 8: return x >= 0.f ? x : e.alpha * x;
+    default: return x;
+  }
+}
+
+template <typename T>
+__global__ void conv_epilogue_kernel(T* y, const T* b, const T* z, int64_t total, int64_t channels, int64_t inner,
+                                     EpilogueParams e) {
+  KILN_GRID_STRIDE(idx, total) {
+    float v = to_f(y[idx]);
+    if (b) v += to_f(b[(idx / inner) % channels]);
+    if (z) v += to_f(z[idx]);
+    y[idx] = from_f<T>(epilogue_act(v, e));
+  }
+}
+
 template <typename E>
 __global__ void window_copy_kernel(const E* src, E* dst, int64_t total, Box3 b) {
   const int64_t dvol = b.dst[0] * b.dst[1] * b.dst[2], svol = b.src[0] * b.src[1] * b.src[2];
@@ -196,6 +222,17 @@ Status launch_channel_bias(DataType dt, void* y, const void* b, int64_t outer, i
     using T = decltype(tag);
     channel_bias_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<T*>(y), static_cast<const T*>(b),
                                                                         total, channels, inner);
+  });
+}
+
+Status launch_conv_epilogue(DataType dt, void* y, const void* b, const void* z, int64_t total, int64_t channels,
+                            int64_t inner, const EpilogueParams& e, cudaStream_t stream) {
+  if (total == 0) return Status::Ok();
+  if (channels < 1 || inner < 1) return invalid_argument("conv epilogue: channels and inner size must be positive");
+  return dispatch_float(dt, "conv_epilogue", [&](auto tag) {
+    using T = decltype(tag);
+    conv_epilogue_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+        static_cast<T*>(y), static_cast<const T*>(b), static_cast<const T*>(z), total, channels, inner, e);
   });
 }
 

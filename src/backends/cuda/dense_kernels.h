@@ -19,6 +19,16 @@ Status launch_broadcast_2d(DataType dt, const void* c, int64_t cs0, int64_t cs1,
 Status launch_channel_bias(DataType dt, void* y, const void* b, int64_t outer, int64_t channels, int64_t inner,
                            cudaStream_t stream);
 
+// A fused convolution's epilogue over y, in one pass: y = act(y + b[ch] + z) with b and z optional (null).
+// Channels: ch = (i / inner) % channels (NCHW: inner = spatial size; NHWC: inner = 1). act numbers follow
+// ops::Activation (none, relu, clip, sigmoid, silu, hardswish, gelu_erf, gelu_tanh, leaky_relu).
+struct EpilogueParams {
+  int act = 0;
+  float alpha = 0.f, beta = 0.f, lo = 0.f, hi = 0.f;
+};
+Status launch_conv_epilogue(DataType dt, void* y, const void* b, const void* z, int64_t total, int64_t channels,
+                            int64_t inner, const EpilogueParams& e, cudaStream_t stream);
+
 // Copies planes of 3-D boxes: dst[p][d] = src[p][d + off] where that index lies inside src, else zero.
 // Negative offsets pad, positive ones crop. elem_size: 2 or 4 (bit copy).
 struct Box3 {
