@@ -51,7 +51,7 @@ KILN_REGISTER_OP(FusedConv) {
       wn.shape = permute_shape(w.shape, perm_to_nchw(rank));
     }
     std::vector<const TensorInfo*> in = {&xn, &wn, ctx.has_input(2) ? &ctx.input(2) : nullptr};
-    KILN_ASSIGN_OR_RETURN(TensorInfo y, infer_reference("Conv", ctx, conv_only(ctx.attrs()), in));
+    KILN_ASSIGN_OR_RETURN(TensorInfo y, infer_reference("Conv", 17, ctx, conv_only(ctx.attrs()), in));
     if (nhwc) y.shape = permute_shape(y.shape, perm_to_nhwc(rank));
     if (ctx.has_input(3)) {
       const TensorInfo& z = ctx.input(3);

@@ -43,11 +43,11 @@ Result<std::vector<Tensor>> run_reference(const std::string& op, const std::stri
   return out;
 }
 
-Result<TensorInfo> infer_reference(const std::string& op, InferContext& outer, const Attributes& attrs,
+Result<TensorInfo> infer_reference(const std::string& op, int opset, InferContext& outer, const Attributes& attrs,
                                    const std::vector<const TensorInfo*>& inputs) {
   const OpSchema* s = OpRegistry::instance().find(op);
   if (!s || !s->infer) return internal_error("no shape inference for " + op);
-  InferContext c(attrs, outer.opset(), inputs, 1, [&outer] { return outer.fresh_dim().sym; });
+  InferContext c(attrs, opset, inputs, 1, [&outer] { return outer.fresh_dim().sym; });
   KILN_RETURN_IF_ERROR(s->infer(c));
   return c.output(0);
 }

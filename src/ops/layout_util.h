@@ -19,8 +19,8 @@ Result<Tensor> permute(const Tensor& t, const std::vector<int64_t>& perm);
 // Runs a registered op's reference compute on host tensors (null: an omitted optional input).
 Result<std::vector<Tensor>> run_reference(const std::string& op, const std::string& domain, const Attributes& attrs,
                                           int opset, const std::vector<const Tensor*>& inputs, int num_outputs = 1);
-// Runs a registered op's inference on infos (null: an omitted optional input) and returns its output 0.
-Result<TensorInfo> infer_reference(const std::string& op, InferContext& outer, const Attributes& attrs,
+// Runs a registered ai.onnx op's inference at `opset` on infos (null: an omitted optional input); its output 0.
+Result<TensorInfo> infer_reference(const std::string& op, int opset, InferContext& outer, const Attributes& attrs,
                                    const std::vector<const TensorInfo*>& inputs);
 
 // The activation a fused op applies last. The attributes: activation (none|relu|clip|sigmoid|silu|hardswish|

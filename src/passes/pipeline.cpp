@@ -29,6 +29,8 @@ PassList cuda_pipeline() {
   p.push_back(make_precision_lowering());
   // Casts back to float32 that nothing reads, and float32 weights only their converted copies read.
   p.push_back(make_dead_code_elimination());
+  // After lowering: only float16/bfloat16 convolutions go channels-last (tensor cores want NHWC).
+  p.push_back(make_layout_nhwc());
   return p;
 }
 

@@ -107,16 +107,19 @@ __global__ void batchnorm_kernel(const T* x, T* y, int64_t total, int64_t c, int
   }
 }
 
+// cs: channel stride, 1 for planes (NCHW), C for channels-last (element (b, s, c) at (b * isz + s) * C + c).
 template <typename T>
-__global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is_max, bool count_include_pad) {
+__global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is_max, bool count_include_pad,
+                            int64_t cs) {
   const int64_t osz = g.out[0] * g.out[1] * g.out[2], isz = g.in[0] * g.in[1] * g.in[2];
   KILN_GRID_STRIDE(idx, total) {
-    int64_t pl = idx / osz, r = idx - pl * osz;
+    int64_t ch = idx % cs, q = idx / cs;
+    int64_t pl = q / osz, r = q - pl * osz;
     int64_t o[3];
     o[2] = r % g.out[2];
     o[1] = (r / g.out[2]) % g.out[1];
     o[0] = r / (g.out[2] * g.out[1]);
-    const T* xp = x + pl * isz;
+    const T* xp = x + pl * isz * cs + ch;
     float acc = is_max ? -FLT_MAX : 0.0f;
     bool found = false;
     int64_t count = 0;
@@ -126,11 +129,11 @@ __global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is
       for (int64_t kh = 0; kh < g.k[1]; ++kh) {
         int64_t ih = o[1] * g.s[1] - g.pb[1] + kh * g.d[1];
         if (ih < 0 || ih >= g.in[1]) continue;
-        const T* row = xp + (id * g.in[1] + ih) * g.in[2];
+        const T* row = xp + (id * g.in[1] + ih) * g.in[2] * cs;
         for (int64_t kw = 0; kw < g.k[2]; ++kw) {
           int64_t iw = o[2] * g.s[2] - g.pb[2] + kw * g.d[2];
           if (iw < 0 || iw >= g.in[2]) continue;
-          float v = to_f(row[iw]);
+          float v = to_f(row[iw * cs]);
           ++count;
           if (is_max) {
             // The first NaN wins and stays, as in the reference.
@@ -264,13 +267,14 @@ Status launch_batchnorm(DataType dt, const void* x, void* y, int64_t n, int64_t 
 }
 
 Status launch_pool(DataType dt, PoolMode mode, bool count_include_pad, const void* x, void* y, int64_t planes,
-                   const PoolGeom& g, cudaStream_t stream) {
-  const int64_t total = planes * g.out[0] * g.out[1] * g.out[2];
+                   const PoolGeom& g, cudaStream_t stream, int64_t channels_last) {
+  const int64_t cs = channels_last > 0 ? channels_last : 1;
+  const int64_t total = planes * g.out[0] * g.out[1] * g.out[2] * cs;
   if (total == 0) return Status::Ok();
   return dispatch_float(dt, "pool", [&](auto tag) {
     using T = decltype(tag);
     pool_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), total, g,
-                                                                mode == PoolMode::kMax, count_include_pad);
+                                                                mode == PoolMode::kMax, count_include_pad, cs);
   });
 }
 

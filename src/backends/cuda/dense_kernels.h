@@ -57,8 +57,9 @@ struct PoolGeom {
   int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
 };
 enum class PoolMode : int { kMax = 0, kAverage = 1 };
+// channels_last > 0: X and Y are [planes, spatial..., channels_last] (NHWC) instead of [planes, spatial...].
 Status launch_pool(DataType dt, PoolMode mode, bool count_include_pad, const void* x, void* y, int64_t planes,
-                   const PoolGeom& g, cudaStream_t stream);
+                   const PoolGeom& g, cudaStream_t stream, int64_t channels_last = 0);
 
 // Global pooling: y[p] = max or mean of the `size` values of plane p.
 Status launch_global_pool(DataType dt, PoolMode mode, const void* x, void* y, int64_t planes, int64_t size,
