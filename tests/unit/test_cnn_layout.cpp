@@ -164,3 +164,50 @@ TEST(NhwcPool, MatchesOnnxPoolingPermuted) {
 }
 
 }  // namespace
+
+#include "cnn_onnx_model.h"
+
+namespace {
+
+// The whole CUDA pass list (as the builder runs it for --fp16, every kernel assumed present) on an imported CNN:
+// every convolution ends up NHWC FusedConv with one Transpose at the input, and the result computes what the
+// CPU pipeline's graph computes, on the reference kernels.
+TEST(CnnPipeline, ImportedCnnThroughTheCudaPassesFp16) {
+  int convs = 0;
+  onnx::ModelProto m = small_cnn(&convs);
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  SilentLogger quiet;
+  Builder builder(quiet);
+  auto network = builder.create_network();
+  OnnxParser parser(*network, quiet);
+  ASSERT_TRUE(parser.parse(bytes.data(), bytes.size()).ok());
+  auto cpu = network->graph().clone();
+  auto cuda = network->graph().clone();
+  passes::PassOptions co;
+  ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU), co).ok());
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.reduced_precision = DataType::kHALF;
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(count_ops(*cpu, "Conv"), convs);
+  EXPECT_EQ(count_ops(*cuda, "Conv"), 0);
+  EXPECT_EQ(count_ops(*cuda, "FusedConv"), convs);
+  EXPECT_EQ(count_ops(*cuda, "BatchNormalization"), 0);
+  EXPECT_EQ(count_ops(*cuda, "Transpose"), 1) << ir::print(*cuda);
+  for (auto& n : cuda->nodes())
+    if (n->op_type == "FusedConv") {
+      EXPECT_EQ(n->attrs.get_string("layout", "").value(), "NHWC") << n->name;
+      EXPECT_EQ(n->inputs[0]->dtype, DataType::kHALF) << n->name;
+    }
+  Tensor x = random_f32({4, 3, 32, 32}, 90);
+  auto a = run_reference(*cpu, {x});
+  auto b = run_reference(*cuda, {x});
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  expect_close(b[0], a[0], 3e-2, 3e-2);
+}
+
+}  // namespace

@@ -574,7 +574,14 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
   // checked at run time.
   if (x[1] < 0) return false;
   bool all_static = std::all_of(x.begin(), x.end(), [](int64_t v) { return v >= 0; }) && w[0] >= 0;
-  if (!all_static) return !nhwc;  // NHWC must know its pads are symmetric
+  if (!all_static) {
+    if (!nhwc) return true;
+    // NHWC has no padded-copy path: with sizes unknown, only explicit symmetric pads (or none) are sure to fit.
+    auto ap = n.attrs.get_string("auto_pad", "NOTSET");
+    auto pads = n.attrs.get_ints("pads", std::vector<int64_t>(4, 0));
+    if (!ap.ok() || (*ap != "NOTSET" && *ap != "VALID") || !pads.ok() || pads->size() != 4) return false;
+    return (*pads)[0] == (*pads)[2] && (*pads)[1] == (*pads)[3];
+  }
   auto g = conv_geometry(transpose ? "ConvTranspose" : "Conv", n.attrs, x, w, transpose);
   if (!g.ok() || (nhwc && g->copy)) return false;
   return chunk_images(*g, dt, 64ull << 20) >= 1;  // the context's workspace size (cuda_context.cpp)
