@@ -320,7 +320,6 @@ struct ConvState {
   size_t copy_bytes = 0;                // workspace bytes taken by the copy of one full chunk
 };
 
-// Runs cuDNN over `images` images: the first candidate algorithm that cuDNN accepts (on the first run) is kept.
 // The extra operands of cudnnConvolutionBiasActivationForward (null: a plain convolution).
 struct DnnFusedCall {
   const DnnEpilogue* ep = nullptr;
@@ -328,6 +327,7 @@ struct DnnFusedCall {
   const void* z = nullptr;
 };
 
+// Runs cuDNN over `images` images: the first candidate algorithm that cuDNN accepts (on the first run) is kept.
 // `refused` (when given) is set when every candidate answered NOT_SUPPORTED/BAD_PARAM: the caller may fall back.
 Status run_dnn(const KernelArgs& args, const ConvState& st, DnnConv& dc, const void* w, const void* img_in,
                void* img_out, const void* grid_in, void* grid_out, const DnnFusedCall& fc = {},
@@ -393,8 +393,11 @@ Status run_dnn(const KernelArgs& args, const ConvState& st, DnnConv& dc, const v
     *refused = true;
     return Status::Ok();
   }
-  return cudnn_status(last, st.g.transpose ? "cudnnConvolutionBackwardData" : "cudnnConvolutionForward", __FILE__,
-                      __LINE__);
+  return cudnn_status(last,
+                      fc.ep             ? "cudnnConvolutionBiasActivationForward"
+                      : st.g.transpose ? "cudnnConvolutionBackwardData"
+                                       : "cudnnConvolutionForward",
+                      __FILE__, __LINE__);
 }
 
 Box3 box_of(const std::vector<int64_t>& dst, const std::vector<int64_t>& src, const std::vector<int64_t>& off) {
@@ -415,9 +418,10 @@ Dims permuted(const Dims& d, const std::vector<int64_t>& perm) {
 }
 
 // The cuDNN fused call applies y = act(conv + z + bias) with relu or identity only, and needs the bias; without
-// a residual it would have to read z = y, so those cases take the own epilogue kernel.
+// a residual it would have to read z = y (whose stale arena contents, times alpha2 = 0, could still be NaN), so
+// those cases take the own epilogue kernel. 2-D only: its bias descriptor is 4-D.
 bool dnn_can_fuse(const ConvGeo& g, const FusedSpec& f, bool has_bias) {
-  return !g.transpose && !g.copy && has_bias && f.has_z &&
+  return !g.transpose && !g.copy && g.nsp == 2 && has_bias && f.has_z &&
          (f.ep.act == ops::Activation::kRelu || f.ep.act == ops::Activation::kNone);
 }
 
