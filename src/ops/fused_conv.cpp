@@ -31,8 +31,8 @@ KILN_REGISTER_OP(FusedConv) {
   s.domain = "kiln";
   s.min_inputs = 2;
   s.max_inputs = 4;
-  s.attrs = {{"auto_pad", AttrType::kSTRING}, {"dilations", AttrType::kINTS}, {"group", AttrType::kINT},
-             {"kernel_shape", AttrType::kINTS}, {"pads", AttrType::kINTS},     {"strides", AttrType::kINTS},
+  s.attrs = {{"auto_pad", AttrType::kSTRING},   {"dilations", AttrType::kINTS}, {"group", AttrType::kINT},
+             {"kernel_shape", AttrType::kINTS}, {"pads", AttrType::kINTS},      {"strides", AttrType::kINTS},
              {"layout", AttrType::kSTRING}};
   for (const auto& a : epilogue_attrs()) s.attrs.push_back(a);
   s.dtypes = float_types();

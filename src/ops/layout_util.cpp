@@ -57,11 +57,10 @@ struct ActName {
   const char* name;
   Activation act;
 };
-constexpr ActName kActs[] = {{"none", Activation::kNone},          {"relu", Activation::kRelu},
-                             {"clip", Activation::kClip},          {"sigmoid", Activation::kSigmoid},
-                             {"silu", Activation::kSilu},          {"hardswish", Activation::kHardSwish},
-                             {"gelu_erf", Activation::kGeluErf},   {"gelu_tanh", Activation::kGeluTanh},
-                             {"leaky_relu", Activation::kLeakyRelu}};
+constexpr ActName kActs[] = {
+    {"none", Activation::kNone},        {"relu", Activation::kRelu},          {"clip", Activation::kClip},
+    {"sigmoid", Activation::kSigmoid},  {"silu", Activation::kSilu},          {"hardswish", Activation::kHardSwish},
+    {"gelu_erf", Activation::kGeluErf}, {"gelu_tanh", Activation::kGeluTanh}, {"leaky_relu", Activation::kLeakyRelu}};
 }  // namespace
 
 const char* activation_name(Activation a) {
@@ -87,16 +86,24 @@ Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs) 
 
 double apply_activation(const Epilogue& e, double x) {
   switch (e.act) {
-    case Activation::kNone: return x;
-    case Activation::kRelu: return x > 0 ? x : 0.0;
-    case Activation::kClip: return std::fmin(std::fmax(x, static_cast<double>(e.lo)), static_cast<double>(e.hi));
-    case Activation::kSigmoid: return 1.0 / (1.0 + std::exp(-x));
-    case Activation::kSilu: return x / (1.0 + std::exp(-x));
-    case Activation::kHardSwish: return x * std::fmax(0.0, std::fmin(1.0, e.alpha * x + e.beta));
-    case Activation::kGeluErf: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case Activation::kNone:
+      return x;
+    case Activation::kRelu:
+      return x > 0 ? x : 0.0;
+    case Activation::kClip:
+      return std::fmin(std::fmax(x, static_cast<double>(e.lo)), static_cast<double>(e.hi));
+    case Activation::kSigmoid:
+      return 1.0 / (1.0 + std::exp(-x));
+    case Activation::kSilu:
+      return x / (1.0 + std::exp(-x));
+    case Activation::kHardSwish:
+      return x * std::fmax(0.0, std::fmin(1.0, e.alpha * x + e.beta));
+    case Activation::kGeluErf:
+      return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
     case Activation::kGeluTanh:
       return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
-    case Activation::kLeakyRelu: return x >= 0 ? x : e.alpha * x;
+    case Activation::kLeakyRelu:
+      return x >= 0 ? x : e.alpha * x;
   }
   return x;
 }

@@ -26,9 +26,7 @@ Result<TensorInfo> infer_reference(const std::string& op, int opset, InferContex
 // The activation a fused op applies last. The attributes: activation (none|relu|clip|sigmoid|silu|hardswish|
 // gelu_erf|gelu_tanh|leaky_relu), alpha and beta (hardswish: y = x * clamp(alpha*x + beta, 0, 1), ONNX's
 // HardSwish being alpha 1/6, beta 0.5; leaky_relu: the slope alpha), clip_min and clip_max.
-enum class Activation : int {
-  kNone = 0, kRelu, kClip, kSigmoid, kSilu, kHardSwish, kGeluErf, kGeluTanh, kLeakyRelu
-};
+enum class Activation : int { kNone = 0, kRelu, kClip, kSigmoid, kSilu, kHardSwish, kGeluErf, kGeluTanh, kLeakyRelu };
 struct Epilogue {
   Activation act = Activation::kNone;
   float alpha = 0.f, beta = 0.f, lo = 0.f, hi = 0.f;

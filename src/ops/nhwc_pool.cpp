@@ -23,11 +23,15 @@ OpSchema make_nhwc_pool(const std::string& op) {
   s.name = op;
   s.domain = "kiln";
   s.min_inputs = s.max_inputs = 1;
-  s.attrs = {{"auto_pad", AttrType::kSTRING}, {"kernel_shape", AttrType::kINTS, AttrRequirement::kRequired},
-             {"pads", AttrType::kINTS},       {"strides", AttrType::kINTS},
-             {"ceil_mode", AttrType::kINT},   {"dilations", AttrType::kINTS},
+  s.attrs = {{"auto_pad", AttrType::kSTRING},
+             {"kernel_shape", AttrType::kINTS, AttrRequirement::kRequired},
+             {"pads", AttrType::kINTS},
+             {"strides", AttrType::kINTS},
+             {"ceil_mode", AttrType::kINT},
+             {"dilations", AttrType::kINTS},
              {"layout", AttrType::kSTRING, AttrRequirement::kRequired}};
-  s.attrs.push_back(op == "MaxPool" ? AttrSpec{"storage_order", AttrType::kINT} : AttrSpec{"count_include_pad", AttrType::kINT});
+  s.attrs.push_back(op == "MaxPool" ? AttrSpec{"storage_order", AttrType::kINT}
+                                    : AttrSpec{"count_include_pad", AttrType::kINT});
   s.dtypes = float_types();
   s.infer = [op](InferContext& ctx) -> Status {
     KILN_RETURN_IF_ERROR(check_layout(op, ctx.attrs()));

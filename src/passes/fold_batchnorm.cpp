@@ -36,9 +36,8 @@ class FoldBatchNorm final : public Pass {
   std::string_view name() const override { return "fold_batchnorm"; }
 
   Status apply(ir::Graph& g, PassContext& ctx) override {
-    auto conv = match::op_any({"Conv", "ConvTranspose"}, {match::any(), match::constant().bind("w")})
-                    .used_once()
-                    .bind("conv");
+    auto conv =
+        match::op_any({"Conv", "ConvTranspose"}, {match::any(), match::constant().bind("w")}).used_once().bind("conv");
     auto pattern = match::op("BatchNormalization", {conv}).bind("bn");
     int n = match::rewrite(g, pattern, [&](match::Bindings& b) { return fold(g, b); });
     if (n > 0) KILN_RETURN_IF_ERROR(g.topo_sort());

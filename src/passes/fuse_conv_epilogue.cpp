@@ -46,9 +46,7 @@ m::Pattern used_times(const m::Pattern& p, size_t n) {
 struct Chains {
   m::Pattern conv = m::op("Conv").bind("conv");
   m::Pattern biased = m::commutative("Add", conv.used_once(), m::constant().bind("bias"))
-                          .where([](ir::Value* v, const m::Bindings& b) {
-                            return per_channel(b.value("bias"), v);
-                          })
+                          .where([](ir::Value* v, const m::Bindings& b) { return per_channel(b.value("bias"), v); })
                           .bind("badd");
   m::Pattern residual = m::commutative("Add", m::either({biased.used_once(), conv.used_once()}), m::any().bind("z"))
                             .where([](ir::Value* v, const m::Bindings& b) {

@@ -21,7 +21,9 @@ bool has_perm(const ir::Node* n, const std::vector<int64_t>& perm) {
 }
 
 // The NHWC value behind an NCHW value produced by a Transpose back to NCHW, else null.
-ir::Value* nhwc_source(const ir::Value* v) { return v && has_perm(v->producer, kToNchw) ? v->producer->inputs[0] : nullptr; }
+ir::Value* nhwc_source(const ir::Value* v) {
+  return v && has_perm(v->producer, kToNchw) ? v->producer->inputs[0] : nullptr;
+}
 
 std::string str_attr(const ir::Node& n, const char* name, const char* def) {
   auto r = n.attrs.get_string(name, def);
@@ -31,9 +33,9 @@ std::string str_attr(const ir::Node& n, const char* name, const char* def) {
 bool rank4(const ir::Value* v) { return v && v->rank_known && v->shape.size() == 4; }
 
 const std::set<std::string>& unary_ops() {
-  static const std::set<std::string> s = {"Relu", "Sigmoid", "Tanh", "Cast", "Clip", "LeakyRelu", "HardSwish",
-                                          "HardSigmoid", "Gelu", "Erf", "Exp", "Neg", "Abs", "Sqrt", "Reciprocal",
-                                          "Softplus", "Elu", "Selu", "Celu", "Mish", "Identity"};
+  static const std::set<std::string> s = {"Relu",        "Sigmoid",  "Tanh", "Cast", "Clip", "LeakyRelu", "HardSwish",
+                                          "HardSigmoid", "Gelu",     "Erf",  "Exp",  "Neg",  "Abs",       "Sqrt",
+                                          "Reciprocal",  "Softplus", "Elu",  "Selu", "Celu", "Mish",      "Identity"};
   return s;
 }
 
@@ -82,8 +84,7 @@ class LayoutNhwc final : public Pass {
 
   bool candidate(const ir::Node& n) const {
     bool conv = n.op_type == "Conv" && n.domain.empty();
-    bool fused = n.op_type == "FusedConv" && n.domain == "kiln" &&
-                 str_attr(n, "layout", "NCHW") == "NCHW";
+    bool fused = n.op_type == "FusedConv" && n.domain == "kiln" && str_attr(n, "layout", "NCHW") == "NCHW";
     if (!conv && !fused) return false;
     if (n.inputs.size() < 2 || !rank4(n.inputs[0]) || !n.inputs[1] || !n.inputs[1]->is_constant() ||
         n.inputs[1]->constant->rank() != 4)
@@ -139,8 +140,8 @@ class LayoutNhwc final : public Pass {
     g.remove_node(n);
     Attributes a;
     a.set("perm", kToNchw);
-    ir::Node* back = g.add_node("Transpose", g.unique_node_name(y->name + "_to_nchw"), {o}, {y->name + "_tmp"},
-                                std::move(a), 13);
+    ir::Node* back =
+        g.add_node("Transpose", g.unique_node_name(y->name + "_to_nchw"), {o}, {y->name + "_tmp"}, std::move(a), 13);
     produce(g, back, y);
   }
 
@@ -149,7 +150,8 @@ class LayoutNhwc final : public Pass {
     a.set("layout", "NHWC");
     ir::Value* w = n->inputs[1];
     ir::Value* wk = g.add_constant(w->name + "_krsc", ops::permute(*w->constant, kToNhwc).value());
-    std::vector<ir::Value*> in = {transpose(g, n->inputs[0], kToNhwc), wk, n->inputs.size() > 2 ? n->inputs[2] : nullptr};
+    std::vector<ir::Value*> in = {transpose(g, n->inputs[0], kToNhwc), wk,
+                                  n->inputs.size() > 2 ? n->inputs[2] : nullptr};
     if (n->inputs.size() > 3 && n->inputs[3]) in.push_back(transpose(g, n->inputs[3], kToNhwc));
     while (in.size() > 2 && !in.back()) in.pop_back();
     ir::Node* f = g.add_node("FusedConv", n->name, in, {n->outputs[0]->name + "_nhwc"}, std::move(a), 1, "kiln");

@@ -1,9 +1,8 @@
 // GPU tests of the CNN path: kiln FusedConv (NCHW/NHWC, FP32/FP16, every epilogue) against the CPU reference, and
 // a small CNN imported from ONNX through the whole CUDA pipeline (BN folding, epilogue fusion, FP16, NHWC).
-#include "gpu_test_util.h"
-
 #include "../unit/cnn_onnx_model.h"
 #include "builder/engine_writer.h"
+#include "gpu_test_util.h"
 #include "ops/layout_util.h"
 #include "passes/pass.h"
 
@@ -62,7 +61,8 @@ void expect_close(const Tensor& cpu, const Tensor& gpu, double atol, double rtol
     if (!(std::fabs(x - y) <= atol + rtol * std::fabs(x)) && bad++ == 0) first = i;
   }
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << a.numel() << " differ; first at " << first << ": cpu "
-                    << (first >= 0 ? a.data<double>()[first] : 0) << " gpu " << (first >= 0 ? b.data<double>()[first] : 0);
+                    << (first >= 0 ? a.data<double>()[first] : 0) << " gpu "
+                    << (first >= 0 ? b.data<double>()[first] : 0);
 }
 
 struct ConvCase {
@@ -75,8 +75,8 @@ struct ConvCase {
 // One FusedConv node; inputs in the node's layout (weights KRSC for NHWC), as the layout pass would leave them.
 void fused_conv_case(const ConvCase& c, const std::string& layout, DataType dt, const ops::Epilogue& ep) {
   const bool nhwc = layout == "NHWC";
-  SCOPED_TRACE(layout + " " + dtype_name(dt) + " " + ops::activation_name(ep.act) + " x" + dims_to_string(c.x) +
-               " k" + std::to_string(c.k) + " s" + std::to_string(c.stride) + " g" + std::to_string(c.group) +
+  SCOPED_TRACE(layout + " " + dtype_name(dt) + " " + ops::activation_name(ep.act) + " x" + dims_to_string(c.x) + " k" +
+               std::to_string(c.k) + " s" + std::to_string(c.stride) + " g" + std::to_string(c.group) +
                (c.bias ? " bias" : "") + (c.residual ? " residual" : ""));
   const int64_t cin = c.x[1];
   float s = 1.f / std::sqrt(static_cast<float>(cin / c.group * c.k * c.k));
@@ -130,15 +130,17 @@ void fused_conv_case(const ConvCase& c, const std::string& layout, DataType dt, 
   EXPECT_TRUE(host.empty()) << "ran on the host: " << host;
   ASSERT_EQ(cpu.size(), 1u);
   ASSERT_EQ(gpu.size(), 1u);
-  if (dt == DataType::kFLOAT) expect_close(cpu[0], gpu[0], 5e-4, 1e-4, "FusedConv");
-  else expect_close(cpu[0], gpu[0], 1e-2, 4e-3, "FusedConv");
+  if (dt == DataType::kFLOAT)
+    expect_close(cpu[0], gpu[0], 5e-4, 1e-4, "FusedConv");
+  else
+    expect_close(cpu[0], gpu[0], 1e-2, 4e-3, "FusedConv");
 }
 
 std::vector<ops::Epilogue> all_epilogues() {
   std::vector<ops::Epilogue> v;
   using A = ops::Activation;
-  for (A a : {A::kNone, A::kRelu, A::kClip, A::kSigmoid, A::kSilu, A::kHardSwish, A::kGeluErf, A::kGeluTanh,
-              A::kLeakyRelu}) {
+  for (A a :
+       {A::kNone, A::kRelu, A::kClip, A::kSigmoid, A::kSilu, A::kHardSwish, A::kGeluErf, A::kGeluTanh, A::kLeakyRelu}) {
     ops::Epilogue e;
     e.act = a;
     e.alpha = a == A::kHardSwish ? 1.f / 6.f : a == A::kLeakyRelu ? 0.1f : 0.f;

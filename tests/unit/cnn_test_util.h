@@ -92,7 +92,8 @@ inline void expect_close(const Tensor& a, const Tensor& b, double atol, double r
     if (!(d <= atol + rtol * std::fabs(y.data<double>()[i])) && bad++ == 0) first = i;
   }
   EXPECT_EQ(bad, 0) << bad << " of " << x.numel() << " differ; first at " << first << ": "
-                    << (first >= 0 ? x.data<double>()[first] : 0) << " vs " << (first >= 0 ? y.data<double>()[first] : 0);
+                    << (first >= 0 ? x.data<double>()[first] : 0) << " vs "
+                    << (first >= 0 ? y.data<double>()[first] : 0);
 }
 
 inline int count_ops(const ir::Graph& g, const std::string& op) {

@@ -23,8 +23,7 @@ Attributes conv_attrs(std::vector<int64_t> pads, int64_t group = 1, std::vector<
 // Constant BN parameters with variances away from zero, as trained networks have.
 std::vector<ir::Value*> bn_params(ir::Graph& g, int64_t c, uint32_t seed) {
   return {g.add_constant("bn_scale", random_f32({c}, seed, 0.5f, 1.5f)),
-          g.add_constant("bn_bias", random_f32({c}, seed + 1)),
-          g.add_constant("bn_mean", random_f32({c}, seed + 2)),
+          g.add_constant("bn_bias", random_f32({c}, seed + 1)), g.add_constant("bn_mean", random_f32({c}, seed + 2)),
           g.add_constant("bn_var", random_f32({c}, seed + 3, 0.2f, 2.f))};
 }
 
@@ -147,12 +146,18 @@ std::vector<EpilogueCase> epilogue_cases() {
       {"gelu_tanh", "gelu_tanh", unary("Gelu", gelu_tanh)},
       {"relu6", "clip",
        [](ir::Graph& g, ir::Value* v) {
-         return op1(g, "Clip", {v, g.add_constant("lo", Tensor::from_vector<float>({}, {0.f})),
-                                g.add_constant("hi", Tensor::from_vector<float>({}, {6.f}))});
+         return op1(g, "Clip",
+                    {v, g.add_constant("lo", Tensor::from_vector<float>({}, {0.f})),
+                     g.add_constant("hi", Tensor::from_vector<float>({}, {6.f}))});
        }},
-      {"silu", "silu", [](ir::Graph& g, ir::Value* v) { return op1(g, "Mul", {op1(g, "Sigmoid", {v}), v}); }},
+      {"silu", "silu",
+       [](ir::Graph& g, ir::Value* v) {
+         return op1(g, "Mul", {op1(g, "Sigmoid", {v}), v});
+       }},
       {"hardsigmoid_x", "hardswish",
-       [hsig](ir::Graph& g, ir::Value* v) { return op1(g, "Mul", {v, op1(g, "HardSigmoid", {v}, hsig)}); }},
+       [hsig](ir::Graph& g, ir::Value* v) {
+         return op1(g, "Mul", {v, op1(g, "HardSigmoid", {v}, hsig)});
+       }},
   };
 }
 
@@ -163,9 +168,9 @@ TEST(FuseConvEpilogue, EachActivationWithBiasAndResidual) {
       ir::Graph g;
       ir::Value* x = graph_input(g, "x", {2, 4, 6, 6});
       ir::Value* z = graph_input(g, "z", {2, 8, 6, 6});
-      ir::Value* v = op1(g, "Conv", {x, g.add_constant("w", random_f32({8, 4, 3, 3}, 11)),
-                                     g.add_constant("b", random_f32({8}, 12))},
-                         conv_attrs({1, 1, 1, 1}));
+      ir::Value* v = op1(
+          g, "Conv", {x, g.add_constant("w", random_f32({8, 4, 3, 3}, 11)), g.add_constant("b", random_f32({8}, 12))},
+          conv_attrs({1, 1, 1, 1}));
       if (form >= 1) v = op1(g, "Add", {g.add_constant("cb", random_f32({1, 8, 1, 1}, 13)), v});
       if (form >= 2) v = op1(g, "Add", {v, z});
       ir::Value* y = c.act(g, v);

@@ -28,10 +28,11 @@ ir::Value* conv(ir::Graph& g, ir::Value* x, int64_t cin, int64_t cout, int64_t k
 }
 
 ir::Value* batchnorm(ir::Graph& g, ir::Value* x, int64_t c, uint32_t seed) {
-  return op1(g, "BatchNormalization",
-             {x, g.add_constant("s", random_f32({c}, seed, 0.5f, 1.5f)), g.add_constant("bb", random_f32({c}, seed + 1)),
-              g.add_constant("m", random_f32({c}, seed + 2, -0.1f, 0.1f)),
-              g.add_constant("v", random_f32({c}, seed + 3, 0.5f, 2.f))});
+  return op1(
+      g, "BatchNormalization",
+      {x, g.add_constant("s", random_f32({c}, seed, 0.5f, 1.5f)), g.add_constant("bb", random_f32({c}, seed + 1)),
+       g.add_constant("m", random_f32({c}, seed + 2, -0.1f, 0.1f)),
+       g.add_constant("v", random_f32({c}, seed + 3, 0.5f, 2.f))});
 }
 
 int layout_transposes(const ir::Graph& g) { return count_ops(g, "Transpose"); }
@@ -80,7 +81,8 @@ TEST(LayoutNhwc, ResnetBlockRunsNhwcBetweenOneTransposeInAndOut) {
   ir::Value* f = op1(g, "Flatten", {op1(g, "GlobalAveragePool", {p})});
   Attributes gm;
   gm.set("transB", int64_t{1});
-  ir::Value* y = op1(g, "Gemm", {f, g.add_constant("fc", random_f32({10, 16}, 13)), g.add_constant("fb", random_f32({10}, 14))}, gm);
+  ir::Value* y = op1(
+      g, "Gemm", {f, g.add_constant("fc", random_f32({10, 16}, 13)), g.add_constant("fb", random_f32({10}, 14))}, gm);
   g.outputs().push_back(y);
   std::unique_ptr<ir::Graph> before;
   lower_and_layout(g, &before);
@@ -101,8 +103,9 @@ TEST(LayoutNhwc, MobilenetAndEfficientnetStyleBlocks) {
   ir::Graph g;
   ir::Value* x = graph_input(g, "x", {1, 8, 10, 10});
   auto relu6 = [&](ir::Value* v) {
-    return op1(g, "Clip", {v, g.add_constant("lo", Tensor::from_vector<float>({}, {0.f})),
-                           g.add_constant("hi", Tensor::from_vector<float>({}, {6.f}))});
+    return op1(g, "Clip",
+               {v, g.add_constant("lo", Tensor::from_vector<float>({}, {0.f})),
+                g.add_constant("hi", Tensor::from_vector<float>({}, {6.f}))});
   };
   auto silu = [&](ir::Value* v) { return op1(g, "Mul", {v, op1(g, "Sigmoid", {v})}); };
   ir::Value* e = relu6(batchnorm(g, conv(g, x, 8, 24, 1, 20), 24, 21));
