@@ -59,6 +59,10 @@ std::unique_ptr<Pass> make_dead_code_elimination();
 std::unique_ptr<Pass> make_remove_identity();
 std::unique_ptr<Pass> make_precision_lowering();
 std::unique_ptr<Pass> make_expand_gradient();
+// CNN fusions and layout (CUDA pipeline).
+std::unique_ptr<Pass> make_fold_batchnorm();
+std::unique_ptr<Pass> make_fuse_conv_epilogue();
+std::unique_ptr<Pass> make_layout_nhwc();
 
 // The whole CPU pipeline, in order.
 PassList cpu_pipeline();

@@ -21,10 +21,16 @@ PassList cpu_pipeline() {
 
 PassList cuda_pipeline() {
   PassList p = cpu_pipeline();
+  // BN first: its folded bias is what fuse_conv_epilogue then takes with the activation. Both before lowering,
+  // so the folding happens in float32 and FusedConv is lowered as one layer.
+  p.push_back(make_fold_batchnorm());
+  p.push_back(make_fuse_conv_epilogue());
   // After folding and inference: lowering needs every value's type, and folded constants convert once.
   p.push_back(make_precision_lowering());
   // Casts back to float32 that nothing reads, and float32 weights only their converted copies read.
   p.push_back(make_dead_code_elimination());
+  // After lowering: only float16/bfloat16 convolutions go channels-last (tensor cores want NHWC).
+  p.push_back(make_layout_nhwc());
   return p;
 }
 

@@ -42,10 +42,14 @@ const std::map<std::string, Rule>& rules() {
       m[op] = {{0}, {0}};
     m["Pad"] = {{0, 2}, {0}};
     m["Split"] = {{0}, {}};  // every output: filled in below
+    // Fused ops of domain "kiln" are keyed "kiln::Op" (rule_key).
+    m["kiln::FusedConv"] = all;
     return m;
   }();
   return r;
 }
+
+std::string rule_key(const ir::Node& n) { return n.domain.empty() ? n.op_type : n.domain + "::" + n.op_type; }
 
 class PrecisionLowering final : public Pass {
  public:
@@ -109,9 +113,10 @@ class PrecisionLowering final : public Pass {
   }
 
   bool eligible(const ir::Node& n, DataType want, const PassOptions& o, std::string* why) const {
-    if (!n.domain.empty()) return *why = "it is not an ai.onnx operator", false;
-    auto it = rules().find(n.op_type);
-    if (it == rules().end()) return *why = n.op_type + " has no reduced-precision form", false;
+    auto it = rules().find(rule_key(n));
+    if (it == rules().end())
+      return *why = n.domain.empty() ? n.op_type + " has no reduced-precision form" : "it is not an ai.onnx operator",
+             false;
     if (!o.has_kernel || !o.has_kernel(n.op_type, n.domain, want))
       return *why = "no " + std::string(dtype_name(want)) + " kernel exists for " + n.op_type, false;
     for (int i : t_inputs(n, it->second))
@@ -152,7 +157,7 @@ class PrecisionLowering final : public Pass {
   static int onnx_code(DataType t) { return t == DataType::kHALF ? 10 : t == DataType::kBF16 ? 16 : 1; }
 
   void lower(ir::Graph& g, ir::Node* n, DataType t) {
-    const Rule& r = rules().at(n->op_type);
+    const Rule& r = rules().at(rule_key(*n));
     for (int i : t_inputs(*n, r)) {
       ir::Value* v = n->inputs[i];
       if (!v) continue;

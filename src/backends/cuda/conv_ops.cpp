@@ -2,11 +2,14 @@
 // 1-D to 3-D, groups and dilations. cuDNN pads symmetrically: asymmetric Conv pads go through a zero-padded copy
 // of X in the workspace, and ConvTranspose outputs it cannot produce directly are computed uncropped in the
 // workspace and cropped. The batch is split into chunks where a copy or cuDNN's 32-bit sizes require it.
+// kiln FusedConv runs the same convolution (NCHW, or NHWC with KRSC weights for 2-D) and then its epilogue:
+// inside cuDNN (cudnnConvolutionBiasActivationForward) for bias + residual + relu/identity, else in one own kernel.
 #include <algorithm>
 #include <climits>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
+#include "ops/layout_util.h"
 #include "ops/window_util.h"
 
 namespace kiln::cuda {
@@ -198,7 +201,8 @@ Status set_tensor(cudnnTensorDescriptor_t t, cudnnDataType_t type, const std::ve
 
 bool is_tensor_op(cudnnMathType_t m) { return m == CUDNN_TENSOR_OP_MATH || m == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION; }
 
-Status build_dnn(const ConvGeo& g, DataType dt, int64_t images, const CudaHandles& h, size_t ws_avail, DnnConv& dc) {
+Status build_dnn(const ConvGeo& g, DataType dt, int64_t images, const CudaHandles& h, size_t ws_avail, DnnConv& dc,
+                 bool nhwc) {
   const cudnnDataType_t type = dnn_type(dt);
   // 1-D runs as 2-D with a trailing spatial dim of 1.
   auto sp = [&](const std::vector<int64_t>& v, int64_t fill) {
@@ -219,9 +223,17 @@ Status build_dnn(const ConvGeo& g, DataType dt, int64_t images, const CudaHandle
   KILN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&dc.grid));
   KILN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&dc.w));
   KILN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&dc.conv));
-  KILN_RETURN_IF_ERROR(set_tensor(dc.img, type, img));
-  KILN_RETURN_IF_ERROR(set_tensor(dc.grid, type, grid));
-  KILN_CUDNN_CHECK(cudnnSetFilterNdDescriptor(dc.w, type, CUDNN_TENSOR_NCHW, static_cast<int>(wd.size()), wd.data()));
+  if (nhwc) {
+    // Channels-last is 2-D only (the layout pass and supports() see to it); dims stay in N, C, H, W order.
+    if (img.size() != 4) return internal_error("NHWC convolution needs 2 spatial dims");
+    KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(dc.img, CUDNN_TENSOR_NHWC, type, img[0], img[1], img[2], img[3]));
+    KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(dc.grid, CUDNN_TENSOR_NHWC, type, grid[0], grid[1], grid[2], grid[3]));
+    KILN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(dc.w, type, CUDNN_TENSOR_NHWC, wd[0], wd[1], wd[2], wd[3]));
+  } else {
+    KILN_RETURN_IF_ERROR(set_tensor(dc.img, type, img));
+    KILN_RETURN_IF_ERROR(set_tensor(dc.grid, type, grid));
+    KILN_CUDNN_CHECK(cudnnSetFilterNdDescriptor(dc.w, type, CUDNN_TENSOR_NCHW, static_cast<int>(wd.size()), wd.data()));
+  }
   KILN_CUDNN_CHECK(cudnnSetConvolutionNdDescriptor(dc.conv, static_cast<int>(pad.size()), pad.data(), stride.data(),
                                                    dil.data(), CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
   KILN_CUDNN_CHECK(cudnnSetConvolutionGroupCount(dc.conv, static_cast<int>(g.group)));
@@ -277,18 +289,49 @@ Status build_dnn(const ConvGeo& g, DataType dt, int64_t images, const CudaHandle
   return Status::Ok();
 }
 
+// cuDNN's fused epilogue for one node: bias descriptor [1, M, 1, 1] and the activation.
+struct DnnEpilogue {
+  cudnnTensorDescriptor_t bias = nullptr;
+  cudnnActivationDescriptor_t act = nullptr;
+  DnnEpilogue() = default;
+  DnnEpilogue(const DnnEpilogue&) = delete;
+  DnnEpilogue& operator=(const DnnEpilogue&) = delete;
+  ~DnnEpilogue() {
+    if (bias) cudnnDestroyTensorDescriptor(bias);
+    if (act) cudnnDestroyActivationDescriptor(act);
+  }
+};
+
+// What a FusedConv node adds to a convolution.
+struct FusedSpec {
+  bool nhwc = false;
+  ops::Epilogue ep;
+  bool has_z = false;
+};
+
 struct ConvState {
   Dims x_shape, w_shape;
   bool has_bias = false;
+  bool has_z = false;
   ConvGeo g;
+  std::unique_ptr<DnnEpilogue> dnn_ep;  // set while cuDNN's fused call is used; dropped when cuDNN refuses it
   int64_t chunk = 0;
   std::unique_ptr<DnnConv> full, rest;  // chunks of `chunk` images, and the last, smaller one
   size_t copy_bytes = 0;                // workspace bytes taken by the copy of one full chunk
 };
 
+// The extra operands of cudnnConvolutionBiasActivationForward (null: a plain convolution).
+struct DnnFusedCall {
+  const DnnEpilogue* ep = nullptr;
+  const void* bias = nullptr;
+  const void* z = nullptr;
+};
+
 // Runs cuDNN over `images` images: the first candidate algorithm that cuDNN accepts (on the first run) is kept.
+// `refused` (when given) is set when every candidate answered NOT_SUPPORTED/BAD_PARAM: the caller may fall back.
 Status run_dnn(const KernelArgs& args, const ConvState& st, DnnConv& dc, const void* w, const void* img_in,
-               void* img_out, const void* grid_in, void* grid_out) {
+               void* img_out, const void* grid_in, void* grid_out, const DnnFusedCall& fc = {},
+               bool* refused = nullptr) {
   CudaHandles& h = *args.handles;
   void* ws = static_cast<uint8_t*>(h.workspace) + st.copy_bytes;
   const size_t ws_bytes = h.workspace_bytes - st.copy_bytes;
@@ -296,6 +339,10 @@ Status run_dnn(const KernelArgs& args, const ConvState& st, DnnConv& dc, const v
   auto launch = [&](const DnnConv::Algo& a) -> cudnnStatus_t {
     cudnnStatus_t r = cudnnSetConvolutionMathType(dc.conv, a.math);
     if (r != CUDNN_STATUS_SUCCESS) return r;
+    if (fc.ep)
+      return cudnnConvolutionBiasActivationForward(h.dnn, &one, dc.img, img_in, dc.w, w, dc.conv,
+                                                   static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, ws_bytes, &one,
+                                                   dc.grid, fc.z, fc.ep->bias, fc.bias, fc.ep->act, dc.grid, grid_out);
     if (!st.g.transpose)
       return cudnnConvolutionForward(h.dnn, &one, dc.img, img_in, dc.w, w, dc.conv,
                                      static_cast<cudnnConvolutionFwdAlgo_t>(a.algo), ws, ws_bytes, &zero, dc.grid,
@@ -342,8 +389,15 @@ Status run_dnn(const KernelArgs& args, const ConvState& st, DnnConv& dc, const v
     // Only "this algorithm does not do that" moves on to the next candidate; anything else is an error.
     if (last != CUDNN_STATUS_NOT_SUPPORTED && last != CUDNN_STATUS_BAD_PARAM) break;
   }
-  return cudnn_status(last, st.g.transpose ? "cudnnConvolutionBackwardData" : "cudnnConvolutionForward", __FILE__,
-                      __LINE__);
+  if (refused && (last == CUDNN_STATUS_NOT_SUPPORTED || last == CUDNN_STATUS_BAD_PARAM)) {
+    *refused = true;
+    return Status::Ok();
+  }
+  return cudnn_status(last,
+                      fc.ep             ? "cudnnConvolutionBiasActivationForward"
+                      : st.g.transpose ? "cudnnConvolutionBackwardData"
+                                       : "cudnnConvolutionForward",
+                      __FILE__, __LINE__);
 }
 
 Box3 box_of(const std::vector<int64_t>& dst, const std::vector<int64_t>& src, const std::vector<int64_t>& off) {
@@ -357,27 +411,63 @@ Box3 box_of(const std::vector<int64_t>& dst, const std::vector<int64_t>& src, co
   return b;
 }
 
-Status conv_run(KernelArgs& args, bool transpose) {
-  const char* op = transpose ? "ConvTranspose" : "Conv";
+Dims permuted(const Dims& d, const std::vector<int64_t>& perm) {
+  Dims r;
+  for (auto a : perm) r.push_back(d[a]);
+  return r;
+}
+
+// The cuDNN fused call applies y = act(conv + z + bias) with relu or identity only, and needs the bias; without
+// a residual it would have to read z = y (whose stale arena contents, times alpha2 = 0, could still be NaN), so
+// those cases take the own epilogue kernel. 2-D only: its bias descriptor is 4-D.
+bool dnn_can_fuse(const ConvGeo& g, const FusedSpec& f, bool has_bias) {
+  return !g.transpose && !g.copy && g.nsp == 2 && has_bias && f.has_z &&
+         (f.ep.act == ops::Activation::kRelu || f.ep.act == ops::Activation::kNone);
+}
+
+Status make_dnn_epilogue(const ConvGeo& g, DataType dt, const FusedSpec& f, DnnEpilogue& e) {
+  KILN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&e.bias));
+  KILN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(e.bias, CUDNN_TENSOR_NCHW, dnn_type(dt), 1, static_cast<int>(g.m), 1, 1));
+  KILN_CUDNN_CHECK(cudnnCreateActivationDescriptor(&e.act));
+  KILN_CUDNN_CHECK(cudnnSetActivationDescriptor(
+      e.act, f.ep.act == ops::Activation::kRelu ? CUDNN_ACTIVATION_RELU : CUDNN_ACTIVATION_IDENTITY,
+      CUDNN_NOT_PROPAGATE_NAN, 0.0));
+  return Status::Ok();
+}
+
+// fused: null for Conv/ConvTranspose; for FusedConv its layout and epilogue (input 3 is Z).
+Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
+  const char* op = transpose ? "ConvTranspose" : fused ? "FusedConv" : "Conv";
   const DevTensor &X = args.in[0], &W = args.in[1];
   DevTensor& Y = args.out[0];
   if (Y.numel() == 0) return Status::Ok();
   const bool has_bias = args.has_input(2);
+  const bool has_z = fused && fused->has_z;
+  const bool nhwc = fused && fused->nhwc;
   auto* st = static_cast<ConvState*>(args.state->get());
-  if (!st || st->x_shape != X.shape || st->w_shape != W.shape || st->has_bias != has_bias) {
+  if (!st || st->x_shape != X.shape || st->w_shape != W.shape || st->has_bias != has_bias || st->has_z != has_z) {
     auto fresh = std::make_shared<ConvState>();
     fresh->x_shape = X.shape;
     fresh->w_shape = W.shape;
     fresh->has_bias = has_bias;
-    KILN_ASSIGN_OR_RETURN(fresh->g, conv_geometry(op, args.attrs(), X.shape, W.shape, transpose));
+    fresh->has_z = has_z;
+    if (nhwc && X.rank() != 4) return unsupported("FusedConv: NHWC needs 2 spatial dims");
+    // The geometry is worked out in NCHW terms; NHWC only changes the descriptors.
+    Dims xs = nhwc ? permuted(X.shape, ops::perm_to_nchw(4)) : X.shape;
+    Dims ws = nhwc ? permuted(W.shape, ops::perm_to_nchw(4)) : W.shape;
+    KILN_ASSIGN_OR_RETURN(fresh->g, conv_geometry(op, args.attrs(), xs, ws, transpose));
     const ConvGeo& g = fresh->g;
+    if (nhwc && g.copy) return unsupported("FusedConv: NHWC needs symmetric pads");
     Dims expect = {g.n, g.m};
     expect.insert(expect.end(), g.out.begin(), g.out.end());
+    if (nhwc) expect = permuted(expect, ops::perm_to_nhwc(4));
     if (expect != Y.shape)
       return internal_error(std::string(op) + ": output " + dims_to_string(Y.shape) + " but the geometry gives " +
                             dims_to_string(expect));
     if (has_bias && args.in[2].numel() != g.m)
       return invalid_argument(std::string(op) + ": B must have " + std::to_string(g.m) + " elements");
+    if (has_z && args.in[3].shape != Y.shape)
+      return invalid_argument(std::string(op) + ": Z " + dims_to_string(args.in[3].shape) + " must have Y's shape");
     fresh->chunk = chunk_images(g, X.dtype, args.handles->workspace_bytes);
     if (fresh->chunk < 1)
       return unsupported(std::string(op) + ": one image is too large for cuDNN or for the workspace copy");
@@ -385,11 +475,15 @@ Status conv_run(KernelArgs& args, bool transpose) {
     const size_t ws_avail = args.handles->workspace_bytes - fresh->copy_bytes;
     if (g.n > 0) {
       fresh->full = std::make_unique<DnnConv>();
-      KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, fresh->chunk, *args.handles, ws_avail, *fresh->full));
+      KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, fresh->chunk, *args.handles, ws_avail, *fresh->full, nhwc));
       if (g.n % fresh->chunk != 0) {
         fresh->rest = std::make_unique<DnnConv>();
-        KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, g.n % fresh->chunk, *args.handles, ws_avail, *fresh->rest));
+        KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, g.n % fresh->chunk, *args.handles, ws_avail, *fresh->rest, nhwc));
       }
+    }
+    if (fused && dnn_can_fuse(g, *fused, has_bias)) {
+      fresh->dnn_ep = std::make_unique<DnnEpilogue>();
+      KILN_RETURN_IF_ERROR(make_dnn_epilogue(g, X.dtype, *fused, *fresh->dnn_ep));
     }
     *args.state = fresh;
     st = fresh.get();
@@ -398,6 +492,7 @@ Status conv_run(KernelArgs& args, bool transpose) {
   const size_t es = dtype_size(X.dtype);
   const int64_t x_img = g.c * g.vol(g.in), y_img = g.m * g.vol(g.out);
   void* copy = args.handles->workspace;
+  bool epilogue_done = st->dnn_ep != nullptr;
   for (int64_t n0 = 0; n0 < g.n; n0 += st->chunk) {
     const int64_t cnt = std::min(st->chunk, g.n - n0);
     DnnConv& dc = cnt == st->chunk ? *st->full : *st->rest;
@@ -410,6 +505,23 @@ Status conv_run(KernelArgs& args, bool transpose) {
             launch_window_copy(static_cast<int>(es), x, copy, cnt * g.c, box_of(g.img, g.in, g.copy_off), args.stream));
         img = copy;
       }
+      if (st->dnn_ep) {
+        DnnFusedCall fc;
+        fc.ep = st->dnn_ep.get();
+        fc.bias = args.in[2].data;
+        fc.z = static_cast<const uint8_t*>(args.in[3].data) + n0 * y_img * es;
+        bool refused = false;
+        KILN_RETURN_IF_ERROR(run_dnn(args, *st, dc, W.data, img, nullptr, nullptr, y, fc, &refused));
+        if (!refused) continue;
+        // cuDNN has no fused kernel for this problem: from now on plain convolution + own epilogue, for every
+        // chunk (earlier chunks are simply recomputed).
+        st->dnn_ep.reset();
+        epilogue_done = false;
+        for (DnnConv* d : {st->full.get(), st->rest.get()})
+          if (d) d->chosen = 0, d->timed = false;
+        n0 = -st->chunk;
+        continue;
+      }
       KILN_RETURN_IF_ERROR(run_dnn(args, *st, dc, W.data, img, nullptr, nullptr, y));
     } else {
       void* img = g.copy ? copy : static_cast<void*>(y);
@@ -419,11 +531,32 @@ Status conv_run(KernelArgs& args, bool transpose) {
             launch_window_copy(static_cast<int>(es), copy, y, cnt * g.m, box_of(g.out, g.img, g.copy_off), args.stream));
     }
   }
-  if (has_bias) KILN_RETURN_IF_ERROR(launch_channel_bias(Y.dtype, Y.data, args.in[2].data, g.n, g.m, g.vol(g.out), args.stream));
-  return Status::Ok();
+  if (!fused) {
+    if (has_bias)
+      KILN_RETURN_IF_ERROR(launch_channel_bias(Y.dtype, Y.data, args.in[2].data, g.n, g.m, g.vol(g.out), args.stream));
+    return Status::Ok();
+  }
+  if (epilogue_done || (!has_bias && !has_z && fused->ep.act == ops::Activation::kNone)) return Status::Ok();
+  EpilogueParams e;
+  e.act = static_cast<int>(fused->ep.act);
+  e.alpha = fused->ep.alpha;
+  e.beta = fused->ep.beta;
+  e.lo = fused->ep.lo;
+  e.hi = fused->ep.hi;
+  return launch_conv_epilogue(Y.dtype, Y.data, has_bias ? args.in[2].data : nullptr, has_z ? args.in[3].data : nullptr,
+                              Y.numel(), g.m, nhwc ? 1 : g.vol(g.out), e, args.stream);
 }
 
-bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, bool transpose) {
+Result<FusedSpec> fused_spec(const KernelArgs& args) {
+  FusedSpec f;
+  KILN_ASSIGN_OR_RETURN(std::string layout, args.attrs().get_string("layout", "NCHW"));
+  f.nhwc = layout == "NHWC";
+  KILN_ASSIGN_OR_RETURN(f.ep, ops::parse_epilogue("FusedConv", args.attrs()));
+  f.has_z = args.has_input(3);
+  return f;
+}
+
+bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, bool transpose, bool nhwc = false) {
   if (n.inputs.size() < 2 || n.inputs[0] < 0 || n.inputs[1] < 0 || n.outputs.size() != 1) return false;
   const DataType dt = node_dtype(n, p);
   for (int id : n.inputs)
@@ -433,17 +566,36 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
   if (!xv.rank_known || !wv.rank_known || xv.shape.size() < 3 || xv.shape.size() > 5 ||
       wv.shape.size() != xv.shape.size())
     return false;
+  if (nhwc && xv.shape.size() != 4) return false;
   Dims x = ops::static_dims(xv.shape), w = ops::static_dims(wv.shape);
+  if (nhwc) {
+    x = permuted(x, ops::perm_to_nchw(4));
+    w = permuted(w, ops::perm_to_nchw(4));
+  }
   for (size_t i = 1; i < w.size(); ++i)
     if (w[i] < 0) return false;  // the kernel size and channels must be known to check the attributes
   // Where every size is known, check the geometry and that one image fits; symbolic batch/spatial sizes are
   // checked at run time.
   if (x[1] < 0) return false;
   bool all_static = std::all_of(x.begin(), x.end(), [](int64_t v) { return v >= 0; }) && w[0] >= 0;
-  if (!all_static) return true;
+  if (!all_static) {
+    if (!nhwc) return true;
+    // NHWC has no padded-copy path: with sizes unknown, only explicit symmetric pads (or none) are sure to fit.
+    auto ap = n.attrs.get_string("auto_pad", "NOTSET");
+    auto pads = n.attrs.get_ints("pads", std::vector<int64_t>(4, 0));
+    if (!ap.ok() || (*ap != "NOTSET" && *ap != "VALID") || !pads.ok() || pads->size() != 4) return false;
+    return (*pads)[0] == (*pads)[2] && (*pads)[1] == (*pads)[3];
+  }
   auto g = conv_geometry(transpose ? "ConvTranspose" : "Conv", n.attrs, x, w, transpose);
-  if (!g.ok()) return false;
+  if (!g.ok() || (nhwc && g->copy)) return false;
   return chunk_images(*g, dt, 64ull << 20) >= 1;  // the context's workspace size (cuda_context.cpp)
+}
+
+bool fused_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p) {
+  auto layout = n.attrs.get_string("layout", "NCHW");
+  if (!layout.ok() || (*layout != "NCHW" && *layout != "NHWC")) return false;
+  if (!ops::parse_epilogue("FusedConv", n.attrs).ok()) return false;
+  return conv_supports(n, p, false, *layout == "NHWC");
 }
 
 }  // namespace
@@ -452,7 +604,7 @@ KILN_CUDA_KERNEL(Conv) {
   KernelDef d;
   d.op = "Conv";
   d.dtypes = float_types();
-  d.run = [](KernelArgs& a) { return conv_run(a, false); };
+  d.run = [](KernelArgs& a) { return conv_run(a, false, nullptr); };
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) { return conv_supports(n, p, false); };
   return d;
 }
@@ -461,8 +613,21 @@ KILN_CUDA_KERNEL(ConvTranspose) {
   KernelDef d;
   d.op = "ConvTranspose";
   d.dtypes = float_types();
-  d.run = [](KernelArgs& a) { return conv_run(a, true); };
+  d.run = [](KernelArgs& a) { return conv_run(a, true, nullptr); };
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) { return conv_supports(n, p, true); };
+  return d;
+}
+
+KILN_CUDA_KERNEL(FusedConv) {
+  KernelDef d;
+  d.op = "FusedConv";
+  d.domain = "kiln";
+  d.dtypes = float_types();
+  d.run = [](KernelArgs& a) -> Status {
+    KILN_ASSIGN_OR_RETURN(FusedSpec f, fused_spec(a));
+    return conv_run(a, false, &f);
+  };
+  d.supports = fused_supports;
   return d;
 }
 

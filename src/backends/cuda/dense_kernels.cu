@@ -57,6 +57,32 @@ __global__ void channel_bias_kernel(T* y, const T* b, int64_t total, int64_t cha
   }
 }
 
+// Activation numbers as in EpilogueParams (ops::Activation); float math like the reference's rounding points.
+__device__ __forceinline__ float epilogue_act(float x, const EpilogueParams& e) {
+  switch (e.act) {
+    case 1: return x > 0.f ? x : 0.f;
+    case 2: return fminf(fmaxf(x, e.lo), e.hi);
+    case 3: return 1.f / (1.f + expf(-x));
+    case 4: return x / (1.f + expf(-x));
+    case 5: return x * fmaxf(0.f, fminf(1.f, e.alpha * x + e.beta));
+    case 6: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case 7: return 0.5f * x * (1.f + tanhf(0.79788456080286536f * (x + 0.044715f * x * x * x)));
+    case 8: return x >= 0.f ? x : e.alpha * x;
+    default: return x;
+  }
+}
+
+template <typename T>
+__global__ void conv_epilogue_kernel(T* y, const T* b, const T* z, int64_t total, int64_t channels, int64_t inner,
+                                     EpilogueParams e) {
+  KILN_GRID_STRIDE(idx, total) {
+    float v = to_f(y[idx]);
+    if (b) v += to_f(b[(idx / inner) % channels]);
+    if (z) v += to_f(z[idx]);
+    y[idx] = from_f<T>(epilogue_act(v, e));
+  }
+}
+
 template <typename E>
 __global__ void window_copy_kernel(const E* src, E* dst, int64_t total, Box3 b) {
   const int64_t dvol = b.dst[0] * b.dst[1] * b.dst[2], svol = b.src[0] * b.src[1] * b.src[2];
@@ -81,16 +107,19 @@ __global__ void batchnorm_kernel(const T* x, T* y, int64_t total, int64_t c, int
   }
 }
 
+// cs: channel stride, 1 for planes (NCHW), C for channels-last (element (b, s, c) at (b * isz + s) * C + c).
 template <typename T>
-__global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is_max, bool count_include_pad) {
+__global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is_max, bool count_include_pad,
+                            int64_t cs) {
   const int64_t osz = g.out[0] * g.out[1] * g.out[2], isz = g.in[0] * g.in[1] * g.in[2];
   KILN_GRID_STRIDE(idx, total) {
-    int64_t pl = idx / osz, r = idx - pl * osz;
+    int64_t ch = idx % cs, q = idx / cs;
+    int64_t pl = q / osz, r = q - pl * osz;
     int64_t o[3];
     o[2] = r % g.out[2];
     o[1] = (r / g.out[2]) % g.out[1];
     o[0] = r / (g.out[2] * g.out[1]);
-    const T* xp = x + pl * isz;
+    const T* xp = x + pl * isz * cs + ch;
     float acc = is_max ? -FLT_MAX : 0.0f;
     bool found = false;
     int64_t count = 0;
@@ -100,11 +129,11 @@ __global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is
       for (int64_t kh = 0; kh < g.k[1]; ++kh) {
         int64_t ih = o[1] * g.s[1] - g.pb[1] + kh * g.d[1];
         if (ih < 0 || ih >= g.in[1]) continue;
-        const T* row = xp + (id * g.in[1] + ih) * g.in[2];
+        const T* row = xp + (id * g.in[1] + ih) * g.in[2] * cs;
         for (int64_t kw = 0; kw < g.k[2]; ++kw) {
           int64_t iw = o[2] * g.s[2] - g.pb[2] + kw * g.d[2];
           if (iw < 0 || iw >= g.in[2]) continue;
-          float v = to_f(row[iw]);
+          float v = to_f(row[iw * cs]);
           ++count;
           if (is_max) {
             // The first NaN wins and stays, as in the reference.
@@ -199,6 +228,17 @@ Status launch_channel_bias(DataType dt, void* y, const void* b, int64_t outer, i
   });
 }
 
+Status launch_conv_epilogue(DataType dt, void* y, const void* b, const void* z, int64_t total, int64_t channels,
+                            int64_t inner, const EpilogueParams& e, cudaStream_t stream) {
+  if (total == 0) return Status::Ok();
+  if (channels < 1 || inner < 1) return invalid_argument("conv epilogue: channels and inner size must be positive");
+  return dispatch_float(dt, "conv_epilogue", [&](auto tag) {
+    using T = decltype(tag);
+    conv_epilogue_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+        static_cast<T*>(y), static_cast<const T*>(b), static_cast<const T*>(z), total, channels, inner, e);
+  });
+}
+
 Status launch_window_copy(int elem_size, const void* src, void* dst, int64_t planes, Box3 box, cudaStream_t stream) {
   const int64_t total = planes * box.dst[0] * box.dst[1] * box.dst[2];
   if (total == 0) return Status::Ok();
@@ -227,13 +267,14 @@ Status launch_batchnorm(DataType dt, const void* x, void* y, int64_t n, int64_t 
 }
 
 Status launch_pool(DataType dt, PoolMode mode, bool count_include_pad, const void* x, void* y, int64_t planes,
-                   const PoolGeom& g, cudaStream_t stream) {
-  const int64_t total = planes * g.out[0] * g.out[1] * g.out[2];
+                   const PoolGeom& g, cudaStream_t stream, int64_t channels_last) {
+  const int64_t cs = channels_last > 0 ? channels_last : 1;
+  const int64_t total = planes * g.out[0] * g.out[1] * g.out[2] * cs;
   if (total == 0) return Status::Ok();
   return dispatch_float(dt, "pool", [&](auto tag) {
     using T = decltype(tag);
     pool_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), total, g,
-                                                                mode == PoolMode::kMax, count_include_pad);
+                                                                mode == PoolMode::kMax, count_include_pad, cs);
   });
 }
 

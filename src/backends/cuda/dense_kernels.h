@@ -19,6 +19,16 @@ Status launch_broadcast_2d(DataType dt, const void* c, int64_t cs0, int64_t cs1,
 Status launch_channel_bias(DataType dt, void* y, const void* b, int64_t outer, int64_t channels, int64_t inner,
                            cudaStream_t stream);
 
+// A fused convolution's epilogue over y, in one pass: y = act(y + b[ch] + z) with b and z optional (null).
+// Channels: ch = (i / inner) % channels (NCHW: inner = spatial size; NHWC: inner = 1). act numbers follow
+// ops::Activation (none, relu, clip, sigmoid, silu, hardswish, gelu_erf, gelu_tanh, leaky_relu).
+struct EpilogueParams {
+  int act = 0;
+  float alpha = 0.f, beta = 0.f, lo = 0.f, hi = 0.f;
+};
+Status launch_conv_epilogue(DataType dt, void* y, const void* b, const void* z, int64_t total, int64_t channels,
+                            int64_t inner, const EpilogueParams& e, cudaStream_t stream);
+
 // Copies planes of 3-D boxes: dst[p][d] = src[p][d + off] where that index lies inside src, else zero.
 // Negative offsets pad, positive ones crop. elem_size: 2 or 4 (bit copy).
 struct Box3 {
@@ -47,8 +57,9 @@ struct PoolGeom {
   int64_t in[3], out[3], k[3], s[3], d[3], pb[3], pe[3];
 };
 enum class PoolMode : int { kMax = 0, kAverage = 1 };
+// channels_last > 0: X and Y are [planes, spatial..., channels_last] (NHWC) instead of [planes, spatial...].
 Status launch_pool(DataType dt, PoolMode mode, bool count_include_pad, const void* x, void* y, int64_t planes,
-                   const PoolGeom& g, cudaStream_t stream);
+                   const PoolGeom& g, cudaStream_t stream, int64_t channels_last = 0);
 
 // Global pooling: y[p] = max or mean of the `size` values of plane p.
 Status launch_global_pool(DataType dt, PoolMode mode, const void* x, void* y, int64_t planes, int64_t size,

@@ -1,0 +1,111 @@
+// kiln FusedConv: y = act(conv(X, W) + B + Z) in NCHW or NHWC (then X, Z, Y channels-last and W stored
+// [M, k..., C/group]); the convolution itself is the ONNX Conv reference.
+#include <cmath>
+
+#include "ops/layout_util.h"
+#include "ops/op_util.h"
+
+namespace kiln::ops {
+namespace {
+
+Result<bool> is_nhwc(const Attributes& attrs) {
+  KILN_ASSIGN_OR_RETURN(std::string layout, attrs.get_string("layout", "NCHW"));
+  if (layout != "NCHW" && layout != "NHWC")
+    return invalid_model("FusedConv: layout must be NCHW or NHWC, got \"" + layout + "\"");
+  return layout == "NHWC";
+}
+
+// The node's attributes that Conv understands.
+Attributes conv_only(const Attributes& attrs) {
+  Attributes a = attrs;
+  for (const auto& s : epilogue_attrs()) a.erase(s.name);
+  a.erase("layout");
+  return a;
+}
+
+}  // namespace
+
+KILN_REGISTER_OP(FusedConv) {
+  OpSchema s;
+  s.name = "FusedConv";
+  s.domain = "kiln";
+  s.min_inputs = 2;
+  s.max_inputs = 4;
+  s.attrs = {{"auto_pad", AttrType::kSTRING},   {"dilations", AttrType::kINTS}, {"group", AttrType::kINT},
+             {"kernel_shape", AttrType::kINTS}, {"pads", AttrType::kINTS},      {"strides", AttrType::kINTS},
+             {"layout", AttrType::kSTRING}};
+  for (const auto& a : epilogue_attrs()) s.attrs.push_back(a);
+  s.dtypes = float_types();
+  s.infer = [](InferContext& ctx) -> Status {
+    KILN_ASSIGN_OR_RETURN(bool nhwc, is_nhwc(ctx.attrs()));
+    KILN_RETURN_IF_ERROR(parse_epilogue("FusedConv", ctx.attrs()).status());
+    const TensorInfo& x = ctx.input(0);
+    const TensorInfo& w = ctx.input(1);
+    if (!x.rank_known || !w.rank_known) return unsupported("FusedConv: X and W must have known ranks");
+    TensorInfo xn = x, wn = w;
+    const int rank = static_cast<int>(x.shape.size());
+    if (nhwc) {
+      if (rank < 3 || w.shape.size() != x.shape.size())
+        return invalid_argument("FusedConv: NHWC X and W must have the same rank >= 3");
+      xn.shape = permute_shape(x.shape, perm_to_nchw(rank));
+      wn.shape = permute_shape(w.shape, perm_to_nchw(rank));
+    }
+    std::vector<const TensorInfo*> in = {&xn, &wn, ctx.has_input(2) ? &ctx.input(2) : nullptr};
+    KILN_ASSIGN_OR_RETURN(TensorInfo y, infer_reference("Conv", 17, ctx, conv_only(ctx.attrs()), in));
+    if (nhwc) y.shape = permute_shape(y.shape, perm_to_nhwc(rank));
+    if (ctx.has_input(3)) {
+      const TensorInfo& z = ctx.input(3);
+      if (z.dtype != x.dtype) return invalid_argument("FusedConv: Z must have X's type");
+      if (z.rank_known && z.shape.size() != y.shape.size())
+        return invalid_argument("FusedConv: Z " + shape_to_string(z.shape) + " must have Y's shape " +
+                                shape_to_string(y.shape));
+      for (size_t i = 0; z.rank_known && i < y.shape.size(); ++i)
+        if (z.shape[i].is_static() && y.shape[i].is_static() && z.shape[i] != y.shape[i])
+          return invalid_argument("FusedConv: Z " + shape_to_string(z.shape) + " must have Y's shape " +
+                                  shape_to_string(y.shape));
+    }
+    ctx.output(0) = make_info(x.dtype, y.shape);
+    return Status::Ok();
+  };
+  s.compute = [](ComputeContext& ctx) -> Status {
+    KILN_ASSIGN_OR_RETURN(bool nhwc, is_nhwc(ctx.attrs()));
+    KILN_ASSIGN_OR_RETURN(Epilogue e, parse_epilogue("FusedConv", ctx.attrs()));
+    const Tensor& x = ctx.input(0);
+    const Tensor& w = ctx.input(1);
+    const int rank = x.rank();
+    Tensor xn, wn;
+    if (nhwc) {
+      if (rank < 3 || w.rank() != rank) return invalid_argument("FusedConv: NHWC X and W must have the same rank >= 3");
+      KILN_ASSIGN_OR_RETURN(xn, permute(x, perm_to_nchw(rank)));
+      KILN_ASSIGN_OR_RETURN(wn, permute(w, perm_to_nchw(rank)));
+    }
+    std::vector<const Tensor*> in = {nhwc ? &xn : &x, nhwc ? &wn : &w, ctx.has_input(2) ? &ctx.input(2) : nullptr};
+    KILN_ASSIGN_OR_RETURN(auto out, run_reference("Conv", "", conv_only(ctx.attrs()), 17, in));
+    Tensor y = std::move(out[0]);
+    if (nhwc) {
+      KILN_ASSIGN_OR_RETURN(y, permute(y, perm_to_nhwc(rank)));
+    }
+    const bool has_z = ctx.has_input(3);
+    if (has_z && ctx.input(3).shape() != y.shape())
+      return invalid_argument("FusedConv: Z " + dims_to_string(ctx.input(3).shape()) + " must have Y's shape " +
+                              dims_to_string(y.shape()));
+    if (!has_z && e.act == Activation::kNone) {
+      ctx.set_output(0, std::move(y));
+      return Status::Ok();
+    }
+    // The epilogue rounds once, from double, like the unfused ops' separate roundings up to one ulp.
+    Tensor yd = y.cast(DataType::kDOUBLE);
+    double* p = yd.data<double>();
+    Tensor zd = has_z ? ctx.input(3).cast(DataType::kDOUBLE) : Tensor();
+    for (int64_t i = 0; i < yd.numel(); ++i) {
+      double v = p[i];
+      if (has_z) v += zd.data<double>()[i];
+      p[i] = apply_activation(e, v);
+    }
+    ctx.set_output(0, yd.cast(y.dtype()));
+    return Status::Ok();
+  };
+  return s;
+}
+
+}  // namespace kiln::ops

@@ -1,0 +1,120 @@
+// Layout permutations, reference delegation and fused-op epilogues (see layout_util.h).
+#include "ops/layout_util.h"
+
+#include <cmath>
+
+#include "ops/op_util.h"
+
+namespace kiln::ops {
+
+std::vector<int64_t> perm_to_nhwc(int rank) {
+  std::vector<int64_t> p = {0};
+  for (int i = 2; i < rank; ++i) p.push_back(i);
+  p.push_back(1);
+  return p;
+}
+
+std::vector<int64_t> perm_to_nchw(int rank) {
+  std::vector<int64_t> p = {0, rank - 1};
+  for (int i = 1; i < rank - 1; ++i) p.push_back(i);
+  return p;
+}
+
+Shape permute_shape(const Shape& s, const std::vector<int64_t>& perm) {
+  Shape r;
+  for (auto a : perm) r.push_back(s[a]);
+  return r;
+}
+
+Result<Tensor> permute(const Tensor& t, const std::vector<int64_t>& perm) {
+  Attributes a;
+  a.set("perm", perm);
+  KILN_ASSIGN_OR_RETURN(auto out, run_reference("Transpose", "", a, 17, {&t}));
+  return std::move(out[0]);
+}
+
+Result<std::vector<Tensor>> run_reference(const std::string& op, const std::string& domain, const Attributes& attrs,
+                                          int opset, const std::vector<const Tensor*>& inputs, int num_outputs) {
+  const OpSchema* s = OpRegistry::instance().find(op, domain);
+  if (!s || !s->compute) return internal_error("no reference implementation of " + op);
+  std::vector<Tensor> out(num_outputs);
+  ComputeContext c(attrs, opset, inputs, &out);
+  KILN_RETURN_IF_ERROR(s->compute(c));
+  return out;
+}
+
+Result<TensorInfo> infer_reference(const std::string& op, int opset, InferContext& outer, const Attributes& attrs,
+                                   const std::vector<const TensorInfo*>& inputs) {
+  const OpSchema* s = OpRegistry::instance().find(op);
+  if (!s || !s->infer) return internal_error("no shape inference for " + op);
+  InferContext c(attrs, opset, inputs, 1, [&outer] { return outer.fresh_dim().sym; });
+  KILN_RETURN_IF_ERROR(s->infer(c));
+  return c.output(0);
+}
+
+namespace {
+struct ActName {
+  const char* name;
+  Activation act;
+};
+constexpr ActName kActs[] = {
+    {"none", Activation::kNone},        {"relu", Activation::kRelu},          {"clip", Activation::kClip},
+    {"sigmoid", Activation::kSigmoid},  {"silu", Activation::kSilu},          {"hardswish", Activation::kHardSwish},
+    {"gelu_erf", Activation::kGeluErf}, {"gelu_tanh", Activation::kGeluTanh}, {"leaky_relu", Activation::kLeakyRelu}};
+}  // namespace
+
+const char* activation_name(Activation a) {
+  for (const auto& n : kActs)
+    if (n.act == a) return n.name;
+  return "?";
+}
+
+Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs) {
+  Epilogue e;
+  KILN_ASSIGN_OR_RETURN(std::string name, attrs.get_string("activation", "none"));
+  bool found = false;
+  for (const auto& n : kActs)
+    if (name == n.name) e.act = n.act, found = true;
+  if (!found) return invalid_model(op + ": unknown activation \"" + name + "\"");
+  float def_alpha = e.act == Activation::kHardSwish ? 1.f / 6.f : e.act == Activation::kLeakyRelu ? 0.01f : 0.f;
+  KILN_ASSIGN_OR_RETURN(e.alpha, attrs.get_float("alpha", def_alpha));
+  KILN_ASSIGN_OR_RETURN(e.beta, attrs.get_float("beta", e.act == Activation::kHardSwish ? 0.5f : 0.f));
+  KILN_ASSIGN_OR_RETURN(e.lo, attrs.get_float("clip_min", -INFINITY));
+  KILN_ASSIGN_OR_RETURN(e.hi, attrs.get_float("clip_max", INFINITY));
+  return e;
+}
+
+double apply_activation(const Epilogue& e, double x) {
+  switch (e.act) {
+    case Activation::kNone:
+      return x;
+    case Activation::kRelu:
+      return x > 0 ? x : 0.0;
+    case Activation::kClip:
+      return std::fmin(std::fmax(x, static_cast<double>(e.lo)), static_cast<double>(e.hi));
+    case Activation::kSigmoid:
+      return 1.0 / (1.0 + std::exp(-x));
+    case Activation::kSilu:
+      return x / (1.0 + std::exp(-x));
+    case Activation::kHardSwish:
+      return x * std::fmax(0.0, std::fmin(1.0, e.alpha * x + e.beta));
+    case Activation::kGeluErf:
+      return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case Activation::kGeluTanh:
+      return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+    case Activation::kLeakyRelu:
+      return x >= 0 ? x : e.alpha * x;
+  }
+  return x;
+}
+
+const std::vector<AttrSpec>& epilogue_attrs() {
+  static const std::vector<AttrSpec> a = {{"activation", AttrType::kSTRING},
+                                          {"alpha", AttrType::kFLOAT},
+                                          {"beta", AttrType::kFLOAT},
+                                          {"clip_min", AttrType::kFLOAT},
+                                          {"clip_max", AttrType::kFLOAT}};
+  return a;
+}
+
+}  // namespace kiln::ops

@@ -1,0 +1,40 @@
+// Helpers for the channels-last (NHWC) and fused kiln ops: axis permutations, delegation to an ONNX op's
+// reference implementation, and the activation epilogue that fused ops apply after their main computation.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ops/op.h"
+
+namespace kiln::ops {
+
+// NCHW -> NHWC for a tensor of `rank` dims: [0, 2, ..., rank-1, 1]. Also ONNX conv weights [M, C, k...] -> KRSC.
+std::vector<int64_t> perm_to_nhwc(int rank);
+// NHWC -> NCHW: [0, rank-1, 1, ..., rank-2].
+std::vector<int64_t> perm_to_nchw(int rank);
+Shape permute_shape(const Shape& s, const std::vector<int64_t>& perm);
+Result<Tensor> permute(const Tensor& t, const std::vector<int64_t>& perm);
+
+// Runs a registered op's reference compute on host tensors (null: an omitted optional input).
+Result<std::vector<Tensor>> run_reference(const std::string& op, const std::string& domain, const Attributes& attrs,
+                                          int opset, const std::vector<const Tensor*>& inputs, int num_outputs = 1);
+// Runs a registered ai.onnx op's inference at `opset` on infos (null: an omitted optional input); its output 0.
+Result<TensorInfo> infer_reference(const std::string& op, int opset, InferContext& outer, const Attributes& attrs,
+                                   const std::vector<const TensorInfo*>& inputs);
+
+// The activation a fused op applies last. The attributes: activation (none|relu|clip|sigmoid|silu|hardswish|
+// gelu_erf|gelu_tanh|leaky_relu), alpha and beta (hardswish: y = x * clamp(alpha*x + beta, 0, 1), ONNX's
+// HardSwish being alpha 1/6, beta 0.5; leaky_relu: the slope alpha), clip_min and clip_max.
+enum class Activation : int { kNone = 0, kRelu, kClip, kSigmoid, kSilu, kHardSwish, kGeluErf, kGeluTanh, kLeakyRelu };
+struct Epilogue {
+  Activation act = Activation::kNone;
+  float alpha = 0.f, beta = 0.f, lo = 0.f, hi = 0.f;
+};
+Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs);
+const char* activation_name(Activation a);
+double apply_activation(const Epilogue& e, double x);
+// The attribute specs of an epilogue, for op schemas.
+const std::vector<AttrSpec>& epilogue_attrs();
+
+}  // namespace kiln::ops

@@ -1,0 +1,189 @@
+// fuse_conv_epilogue pass: Conv [+ per-channel constant bias] [+ same-shaped residual] [+ activation] becomes one
+// kiln FusedConv, so the CUDA backend runs the epilogue inside (or right behind) the convolution.
+#include <cmath>
+#include <limits>
+
+#include "ops/layout_util.h"
+#include "passes/matcher.h"
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+namespace m = match;
+using ops::Activation;
+
+bool same_shape(const ir::Value* a, const ir::Value* b) {
+  if (!a->rank_known || !b->rank_known || a->shape.size() != b->shape.size()) return false;
+  for (size_t i = 0; i < a->shape.size(); ++i)
+    if (a->shape[i] != b->shape[i]) return false;
+  return true;
+}
+
+// A constant that broadcasts as one value per channel (axis 1) over the convolution output `y`.
+bool per_channel(const ir::Value* c, const ir::Value* y) {
+  if (!c->is_constant() || c->dtype != y->dtype || !y->rank_known || y->shape.size() < 2) return false;
+  const auto& cs = c->constant->shape();
+  const size_t r = y->shape.size();
+  if (cs.size() > r) return false;
+  for (size_t i = 0; i < cs.size(); ++i) {
+    size_t axis = r - cs.size() + i;
+    if (cs[i] == 1) continue;
+    if (axis != 1 || !y->shape[1].is_static() || cs[i] != y->shape[1].value) return false;
+  }
+  return true;
+}
+
+// Used exactly `n` times, by nodes of the pattern, and not a graph output.
+m::Pattern used_times(const m::Pattern& p, size_t n) {
+  return p.where([n](ir::Value* v, const m::Bindings& b) {
+    return v->users.size() == n && !(b.graph && m::is_graph_output(*b.graph, v));
+  });
+}
+
+// The convolution and its optional bias and residual adds, longest first; `inner` decides how the top value is
+// guarded (used once, or twice for x * f(x) activations).
+struct Chains {
+  m::Pattern conv = m::op("Conv").bind("conv");
+  m::Pattern biased = m::commutative("Add", conv.used_once(), m::constant().bind("bias"))
+                          .where([](ir::Value* v, const m::Bindings& b) { return per_channel(b.value("bias"), v); })
+                          .bind("badd");
+  m::Pattern residual = m::commutative("Add", m::either({biased.used_once(), conv.used_once()}), m::any().bind("z"))
+                            .where([](ir::Value* v, const m::Bindings& b) {
+                              const ir::Value* z = b.value("z");
+                              return !z->is_constant() && same_shape(z, v) && z->dtype == v->dtype;
+                            })
+                            .bind("radd");
+  std::vector<m::Pattern> all() const { return {residual, biased, conv}; }
+};
+
+// Reads a Clip bound (input `i`, or the attribute for opset < 11); nullopt when it is not a constant.
+std::optional<double> clip_bound(const ir::Node& n, size_t i, const char* attr, double def) {
+  if (n.inputs.size() > i && n.inputs[i]) return m::constant_scalar(n.inputs[i]);
+  if (n.opset < 11) {
+    auto f = n.attrs.get_float(attr, static_cast<float>(def));
+    if (f.ok()) return *f;
+    return std::nullopt;
+  }
+  return def;
+}
+
+class FuseConvEpilogue final : public Pass {
+ public:
+  std::string_view name() const override { return "fuse_conv_epilogue"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    Chains c;
+    m::Pattern once = m::either(c.all()).used_once();
+    m::Pattern twice = used_times(m::either(c.all()), 2).bind("x");
+    std::vector<m::Pattern> acts = {
+        m::op_any({"Relu", "Sigmoid", "HardSwish", "Gelu", "LeakyRelu", "Clip"}, {once}).bind("act"),
+        m::commutative("Mul", twice, m::op("Sigmoid", {m::any().bind("x")}).used_once().bind("gate")).bind("act"),
+        m::commutative("Mul", twice, m::op("HardSigmoid", {m::any().bind("x")}).used_once().bind("gate")).bind("act"),
+    };
+    int n = 0;
+    // Phases, longest chains first: the sweep visits a bias Add before the Relu after it, so a shorter root
+    // tried in the same sweep would take the Add and leave the activation outside.
+    n += m::rewrite(g, m::either(acts), [&](m::Bindings& b) { return fuse(g, b); });
+    n += m::rewrite(g, c.residual, [&](m::Bindings& b) { return fuse(g, b); });
+    n += m::rewrite(g, c.biased, [&](m::Bindings& b) { return fuse(g, b); });
+    if (n > 0) KILN_RETURN_IF_ERROR(g.topo_sort());
+    g.prune_values();
+    ctx.changes += n;
+    return Status::Ok();
+  }
+
+ private:
+  // The activation attributes of the bound "act" node; false when its form is not fusable.
+  static bool activation(const m::Bindings& b, Attributes& a) {
+    const ir::Node* act = b.node("act");
+    if (!act) return true;  // a residual or bias root: no activation
+    const std::string& op = act->op_type;
+    if (op == "Relu") {
+      a.set("activation", "relu");
+    } else if (op == "Sigmoid") {
+      a.set("activation", "sigmoid");
+    } else if (op == "HardSwish") {
+      a.set("activation", "hardswish");
+    } else if (op == "LeakyRelu") {
+      a.set("activation", "leaky_relu");
+      auto al = act->attrs.get_float("alpha", 0.01f);
+      if (!al.ok()) return false;
+      a.set("alpha", *al);
+    } else if (op == "Gelu") {
+      auto approx = act->attrs.get_string("approximate", "none");
+      if (!approx.ok() || (*approx != "none" && *approx != "tanh")) return false;
+      a.set("activation", *approx == "tanh" ? "gelu_tanh" : "gelu_erf");
+    } else if (op == "Clip") {
+      const double inf = std::numeric_limits<double>::infinity();
+      auto lo = clip_bound(*act, 1, "min", -inf), hi = clip_bound(*act, 2, "max", inf);
+      if (!lo || !hi) return false;
+      a.set("activation", "clip");
+      a.set("clip_min", static_cast<float>(*lo));
+      a.set("clip_max", static_cast<float>(*hi));
+    } else if (op == "Mul") {
+      const ir::Node* gate = b.node("gate");
+      if (gate->op_type == "Sigmoid") {
+        a.set("activation", "silu");
+      } else {
+        auto al = gate->attrs.get_float("alpha", 0.2f), be = gate->attrs.get_float("beta", 0.5f);
+        if (!al.ok() || !be.ok()) return false;
+        a.set("activation", "hardswish");
+        a.set("alpha", *al);
+        a.set("beta", *be);
+      }
+    } else {
+      return false;
+    }
+    return true;
+  }
+
+  static bool fuse(ir::Graph& g, m::Bindings& b) {
+    ir::Node* conv = b.node("conv");
+    if (!conv || conv->inputs.size() < 2 || !conv->inputs[0] || !conv->inputs[1]) return false;
+    ir::Value* y = conv->outputs[0];
+    Attributes a = conv->attrs;
+    if (!activation(b, a)) return false;
+    // The root is the last matched value: its node goes, the fused node produces it under the same name.
+    ir::Value* root = b.value("act") ? b.value("act") : b.value("radd") ? b.value("radd") : b.value("badd");
+    if (!root || !same_shape(root, y)) return false;
+
+    ir::Value* bias = conv->inputs.size() > 2 ? conv->inputs[2] : nullptr;
+    if (ir::Value* extra = b.value("bias")) {
+      if (bias && !bias->is_constant()) return false;
+      const int64_t ch = y->shape[1].value;
+      std::vector<double> sum(ch);
+      for (int64_t i = 0; i < ch; ++i) {
+        double e = extra->constant->numel() == 1 ? extra->constant->get_f64(0) : extra->constant->get_f64(i);
+        sum[i] = e + (bias ? bias->constant->get_f64(i) : 0.0);
+      }
+      bias = g.add_constant(extra->name + "_conv_bias", Tensor::from_vector<double>({ch}, sum).cast(y->dtype));
+    }
+    std::vector<ir::Value*> in = {conv->inputs[0], conv->inputs[1], bias};
+    if (ir::Value* z = b.value("z")) in.push_back(z);
+    while (in.size() > 2 && !in.back()) in.pop_back();
+
+    std::vector<ir::Node*> dead;
+    for (const char* k : {"act", "gate", "radd", "badd", "conv"})
+      if (ir::Node* n = b.node(k)) dead.push_back(n);
+    std::string name = conv->name;
+    ir::Node* fused = g.add_node("FusedConv", name + "_fused", in, {root->name + "_fused"}, std::move(a), 1, "kiln");
+    ir::Value* tmp = fused->outputs[0];
+    for (ir::Node* n : dead) {
+      std::vector<ir::Value*> outs = n->outputs;
+      g.remove_node(n);
+      for (ir::Value* o : outs)
+        if (o != root && o->users.empty()) g.remove_value(o);
+    }
+    fused->outputs[0] = root;
+    root->producer = fused;
+    g.remove_value(tmp);
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_fuse_conv_epilogue() { return std::make_unique<FuseConvEpilogue>(); }
+
+}  // namespace kiln::passes

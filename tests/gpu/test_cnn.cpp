@@ -1,0 +1,316 @@
+// GPU tests of the CNN path: kiln FusedConv (NCHW/NHWC, FP32/FP16, every epilogue) against the CPU reference, and
+// a small CNN imported from ONNX through the whole CUDA pipeline (BN folding, epilogue fusion, FP16, NHWC).
+#include "../unit/cnn_onnx_model.h"
+#include "builder/engine_writer.h"
+#include "gpu_test_util.h"
+#include "ops/layout_util.h"
+#include "passes/pass.h"
+
+namespace kiln::gpu_testing {
+namespace {
+
+struct Quiet : ILogger {
+  void log(Severity, const char*) noexcept override {}
+};
+
+// Writes the graph as an engine for `backend` (no passes: the graph runs as built) and runs it.
+std::vector<Tensor> run_graph(const ir::Graph& g, Backend backend, const std::vector<Tensor>& inputs,
+                              std::string* host_layers) {
+  BuilderConfig config;
+  config.set_backend(backend);
+  config.clear_flag(BuilderFlag::kTF32);  // FP32 stays FP32, so the comparison can be tight
+  auto blob = builder::write_engine(g, config);
+  EXPECT_TRUE(blob.ok()) << blob.status().message();
+  if (!blob.ok()) return {};
+  Runtime rt;
+  auto engine = rt.deserialize_engine(blob->data(), blob->size());
+  EXPECT_TRUE(engine.ok()) << engine.status().message();
+  if (!engine.ok()) return {};
+  if (host_layers) {
+    auto b = runtime::device_backend(backend);
+    for (auto& n : (*b)->host_nodes((*engine)->plan())) *host_layers += n + " ";
+  }
+  std::vector<std::pair<std::string, HostTensor>> feed;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    HostTensor h;
+    h.dtype = inputs[i].dtype();
+    h.dims = inputs[i].shape();
+    const auto* p = static_cast<const uint8_t*>(inputs[i].raw());
+    h.data.assign(p, p + inputs[i].nbytes());
+    feed.emplace_back(g.inputs()[i]->name, std::move(h));
+  }
+  auto ctx = (*engine)->create_execution_context();
+  auto res = ctx->infer(feed);
+  EXPECT_TRUE(res.ok()) << res.status().message();
+  std::vector<Tensor> r;
+  if (!res.ok()) return r;
+  for (auto& [name, h] : *res) {
+    Tensor t(h.dtype, h.dims);
+    if (!h.data.empty()) std::memcpy(t.raw(), h.data.data(), h.data.size());
+    r.push_back(std::move(t));
+  }
+  return r;
+}
+
+void expect_close(const Tensor& cpu, const Tensor& gpu, double atol, double rtol, const std::string& what) {
+  ASSERT_EQ(cpu.shape(), gpu.shape()) << what;
+  Tensor a = cpu.cast(DataType::kDOUBLE), b = gpu.cast(DataType::kDOUBLE);
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    double x = a.data<double>()[i], y = b.data<double>()[i];
+    if (!(std::fabs(x - y) <= atol + rtol * std::fabs(x)) && bad++ == 0) first = i;
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << a.numel() << " differ; first at " << first << ": cpu "
+                    << (first >= 0 ? a.data<double>()[first] : 0) << " gpu "
+                    << (first >= 0 ? b.data<double>()[first] : 0);
+}
+
+struct ConvCase {
+  std::vector<int64_t> x;  // NCHW
+  int64_t m = 16, k = 3, stride = 1, group = 1;
+  std::vector<int64_t> pads = {1, 1, 1, 1};
+  bool bias = true, residual = true;
+};
+
+// One FusedConv node; inputs in the node's layout (weights KRSC for NHWC), as the layout pass would leave them.
+void fused_conv_case(const ConvCase& c, const std::string& layout, DataType dt, const ops::Epilogue& ep) {
+  const bool nhwc = layout == "NHWC";
+  SCOPED_TRACE(layout + " " + dtype_name(dt) + " " + ops::activation_name(ep.act) + " x" + dims_to_string(c.x) + " k" +
+               std::to_string(c.k) + " s" + std::to_string(c.stride) + " g" + std::to_string(c.group) +
+               (c.bias ? " bias" : "") + (c.residual ? " residual" : ""));
+  const int64_t cin = c.x[1];
+  float s = 1.f / std::sqrt(static_cast<float>(cin / c.group * c.k * c.k));
+  Tensor x = random_tensor(dt, c.x, 1);
+  Tensor w = random_tensor(dt, {c.m, cin / c.group, c.k, c.k}, 2, -s, s);
+  Tensor b = random_tensor(dt, {c.m}, 3, -0.5, 0.5);
+  auto perm = ops::perm_to_nhwc(4);
+  if (nhwc) {
+    x = ops::permute(x, perm).value();
+    w = ops::permute(w, perm).value();
+  }
+  ir::Graph g;
+  ir::Value* xv = g.add_value("x");
+  xv->dtype = dt;
+  xv->shape = ops::shape_from_dims(x.shape());
+  xv->rank_known = true;
+  g.inputs().push_back(xv);
+  Attributes a;
+  a.set("pads", c.pads);
+  a.set("strides", std::vector<int64_t>{c.stride, c.stride});
+  a.set("group", c.group);
+  a.set("layout", layout);
+  a.set("activation", ops::activation_name(ep.act));
+  a.set("alpha", ep.alpha);
+  a.set("beta", ep.beta);
+  a.set("clip_min", ep.lo);
+  a.set("clip_max", ep.hi);
+  // The output shape, from the op's own inference, sizes Z.
+  std::vector<ir::Value*> in = {xv, g.add_constant("w", w)};
+  if (c.bias) in.push_back(g.add_constant("b", b));
+  ir::Node* n = g.add_node("FusedConv", "fused", in, {"y"}, a, 1, "kiln");
+  Quiet quiet;
+  passes::PassContext ctx(quiet);
+  ASSERT_TRUE(passes::make_shape_inference()->apply(g, ctx).ok());
+  std::vector<Tensor> inputs = {x};
+  if (c.residual) {
+    ir::Value* z = g.add_value("z");
+    z->dtype = dt;
+    z->shape = n->outputs[0]->shape;
+    z->rank_known = true;
+    g.inputs().push_back(z);
+    if (n->inputs.size() == 2) n->inputs.push_back(nullptr);  // Z without B
+    n->inputs.push_back(z);
+    g.rebuild_links();
+    inputs.push_back(random_tensor(dt, ops::static_dims(z->shape), 4));
+  }
+  g.outputs().push_back(n->outputs[0]);
+  std::string host;
+  auto cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
+  auto gpu = run_graph(g, Backend::kCUDA, inputs, &host);
+  EXPECT_TRUE(host.empty()) << "ran on the host: " << host;
+  ASSERT_EQ(cpu.size(), 1u);
+  ASSERT_EQ(gpu.size(), 1u);
+  if (dt == DataType::kFLOAT)
+    expect_close(cpu[0], gpu[0], 5e-4, 1e-4, "FusedConv");
+  else
+    expect_close(cpu[0], gpu[0], 1e-2, 4e-3, "FusedConv");
+}
+
+std::vector<ops::Epilogue> all_epilogues() {
+  std::vector<ops::Epilogue> v;
+  using A = ops::Activation;
+  for (A a :
+       {A::kNone, A::kRelu, A::kClip, A::kSigmoid, A::kSilu, A::kHardSwish, A::kGeluErf, A::kGeluTanh, A::kLeakyRelu}) {
+    ops::Epilogue e;
+    e.act = a;
+    e.alpha = a == A::kHardSwish ? 1.f / 6.f : a == A::kLeakyRelu ? 0.1f : 0.f;
+    e.beta = a == A::kHardSwish ? 0.5f : 0.f;
+    e.lo = a == A::kClip ? -0.5f : -INFINITY;
+    e.hi = a == A::kClip ? 0.75f : INFINITY;
+    v.push_back(e);
+  }
+  return v;
+}
+
+TEST(GpuCnn, FusedConvEveryEpilogue) {
+  KILN_REQUIRE_GPU();
+  ConvCase c;
+  c.x = {2, 16, 14, 14};
+  for (const char* layout : {"NCHW", "NHWC"})
+    for (DataType dt : {DataType::kFLOAT, DataType::kHALF})
+      for (const auto& ep : all_epilogues()) fused_conv_case(c, layout, dt, ep);
+}
+
+TEST(GpuCnn, FusedConvShapesAndOptionalInputs) {
+  KILN_REQUIRE_GPU();
+  ops::Epilogue relu;
+  relu.act = ops::Activation::kRelu;
+  ops::Epilogue silu;
+  silu.act = ops::Activation::kSilu;
+  std::vector<ConvCase> cases;
+  ConvCase base;
+  base.x = {3, 32, 17, 15};
+  // Bias only (cuDNN's fused call needs Z: the own kernel runs), Z only, neither.
+  for (auto [bias, res] : {std::pair{true, false}, {false, true}, {false, false}}) {
+    ConvCase c = base;
+    c.bias = bias;
+    c.residual = res;
+    cases.push_back(c);
+  }
+  ConvCase strided = base;  // resnet's downsampling 1x1 and 3x3 stride-2 convolutions
+  strided.stride = 2;
+  cases.push_back(strided);
+  ConvCase pw = base;
+  pw.k = 1;
+  pw.pads = {0, 0, 0, 0};
+  pw.m = 64;
+  cases.push_back(pw);
+  ConvCase dw = base;  // depthwise, as in mobilenet and efficientnet
+  dw.group = 32;
+  dw.m = 32;
+  cases.push_back(dw);
+  for (const auto& c : cases)
+    for (const char* layout : {"NCHW", "NHWC"})
+      for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) {
+        fused_conv_case(c, layout, dt, relu);
+        fused_conv_case(c, layout, dt, silu);
+      }
+  // Asymmetric pads: NCHW only (the padded copy path), with an epilogue after it.
+  ConvCase asym = base;
+  asym.pads = {0, 1, 1, 2};
+  for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) fused_conv_case(asym, "NCHW", dt, silu);
+}
+
+TEST(GpuCnn, NhwcPoolingMatchesReference) {
+  KILN_REQUIRE_GPU();
+  for (const char* op : {"MaxPool", "AveragePool"})
+    for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) {
+      SCOPED_TRACE(std::string(op) + " " + dtype_name(dt));
+      ir::Graph g;
+      ir::Value* x = g.add_value("x");
+      x->dtype = dt;
+      x->shape = {2, 13, 11, 24};
+      x->rank_known = true;
+      g.inputs().push_back(x);
+      Attributes a;
+      a.set("kernel_shape", std::vector<int64_t>{3, 3});
+      a.set("strides", std::vector<int64_t>{2, 2});
+      a.set("pads", std::vector<int64_t>{1, 1, 1, 1});
+      a.set("layout", "NHWC");
+      if (std::string(op) == "AveragePool") a.set("count_include_pad", int64_t{1});
+      g.outputs().push_back(g.add_node(op, "pool", {x}, {"y"}, a, 1, "kiln")->outputs[0]);
+      Quiet quiet;
+      passes::PassContext ctx(quiet);
+      ASSERT_TRUE(passes::make_shape_inference()->apply(g, ctx).ok());
+      std::vector<Tensor> in = {random_tensor(dt, {2, 13, 11, 24}, 5)};
+      std::string host;
+      auto cpu = run_graph(g, Backend::kCPU, in, nullptr);
+      auto gpu = run_graph(g, Backend::kCUDA, in, &host);
+      EXPECT_TRUE(host.empty()) << host;
+      ASSERT_EQ(cpu.size(), 1u);
+      ASSERT_EQ(gpu.size(), 1u);
+      expect_close(cpu[0], gpu[0], dt == DataType::kFLOAT ? 1e-6 : 2e-3, 2e-3, op);
+    }
+}
+
+// ---- a small CNN through ONNX ----
+
+struct OnnxRun {
+  std::vector<Tensor> out;
+  std::string host;
+  int nhwc_convs = 0, nchw_convs = 0, transposes = 0;
+};
+
+OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<BuilderFlag> flags, const Tensor& x) {
+  OnnxRun r;
+  Quiet quiet;
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  Builder builder(quiet);
+  auto network = builder.create_network();
+  OnnxParser parser(*network, quiet);
+  Status st = parser.parse(bytes.data(), bytes.size());
+  EXPECT_TRUE(st.ok()) << st.message();
+  if (!st.ok()) return r;
+  auto config = builder.create_builder_config();
+  config->set_backend(backend);
+  config->clear_flag(BuilderFlag::kTF32);
+  for (auto f : flags) config->set_flag(f);
+  auto blob = builder.build_serialized_network(*network, *config);
+  EXPECT_TRUE(blob.ok()) << blob.status().message();
+  if (!blob.ok()) return r;
+  Runtime rt(quiet);
+  auto engine = rt.deserialize_engine(blob->data(), blob->size());
+  EXPECT_TRUE(engine.ok()) << engine.status().message();
+  if (!engine.ok()) return r;
+  for (const auto& n : (*engine)->plan().nodes) {
+    if (n.op_type == "FusedConv" || n.op_type == "Conv") {
+      auto layout = n.attrs.get_string("layout", "NCHW");
+      (layout.ok() && *layout == "NHWC" ? r.nhwc_convs : r.nchw_convs)++;
+    }
+    r.transposes += n.op_type == "Transpose";
+  }
+  if (backend == Backend::kCUDA) {
+    auto b = runtime::device_backend(backend);
+    for (auto& n : (*b)->host_nodes((*engine)->plan())) r.host += n + " ";
+  }
+  HostTensor h;
+  h.dtype = DataType::kFLOAT;
+  h.dims = x.shape();
+  const auto* p = static_cast<const uint8_t*>(x.raw());
+  h.data.assign(p, p + x.nbytes());
+  auto out = test::run_engine(**engine, {{"x", h}});
+  for (auto& [name, t] : out) {
+    Tensor o(t.dtype, t.dims);
+    if (!t.data.empty()) std::memcpy(o.raw(), t.data.data(), t.data.size());
+    r.out.push_back(std::move(o));
+  }
+  return r;
+}
+
+TEST(GpuCnn, SmallCnnFromOnnxFp32AndFp16Nhwc) {
+  KILN_REQUIRE_GPU();
+  int convs = 0;
+  onnx::ModelProto m = test::small_cnn(&convs);
+  Tensor x = random_tensor(DataType::kFLOAT, {4, 3, 32, 32}, 7);
+  OnnxRun cpu = run_onnx(m, Backend::kCPU, {}, x);
+  ASSERT_EQ(cpu.out.size(), 1u);
+  EXPECT_EQ(cpu.nchw_convs, convs);  // the CPU pipeline stays unfused
+
+  OnnxRun f32 = run_onnx(m, Backend::kCUDA, {}, x);
+  ASSERT_EQ(f32.out.size(), 1u);
+  EXPECT_TRUE(f32.host.empty()) << f32.host;
+  EXPECT_EQ(f32.nhwc_convs, 0);
+  expect_close(cpu.out[0], f32.out[0], 1e-3, 1e-3, "CUDA FP32");
+
+  OnnxRun f16 = run_onnx(m, Backend::kCUDA, {BuilderFlag::kFP16}, x);
+  ASSERT_EQ(f16.out.size(), 1u);
+  EXPECT_TRUE(f16.host.empty()) << f16.host;
+  EXPECT_EQ(f16.nhwc_convs, convs);
+  EXPECT_EQ(f16.nchw_convs, 0);
+  EXPECT_LE(f16.transposes, 1) << "one Transpose into NHWC at the input, none inside the body";
+  expect_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 NHWC");
+}
+
+}  // namespace
+}  // namespace kiln::gpu_testing

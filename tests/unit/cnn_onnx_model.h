@@ -1,0 +1,102 @@
+// A small CNN as an ONNX model (opset 17, float32, like torch.onnx exports): a resnet stem and basic block, a
+// mobilenet_v2 inverted residual (ReLU6, depthwise), an efficientnet squeeze-excite gate (SiLU) and a linear head.
+// Shared by the pass tests (CPU reference) and the GPU tests (full CUDA pipeline).
+#pragma once
+
+#include <cmath>
+
+#include "cnn_test_util.h"
+#include "onnx_model_util.h"
+
+namespace kiln::test {
+
+struct CnnBuilder {
+  onnx::ModelProto m = onnx_model(17);
+  onnx::GraphProto* g = m.mutable_graph();
+  uint32_t seed = 100;
+  int count = 0;
+  int convs = 0;
+
+  std::string init(const std::vector<int64_t>& dims, float lo, float hi) {
+    std::string name = "init" + std::to_string(count++);
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    for (auto d : dims) t->add_dims(d);
+    Tensor r = random_f32(dims, seed++, lo, hi);
+    for (int64_t i = 0; i < r.numel(); ++i) t->add_float_data(r.data<float>()[i]);
+    return name;
+  }
+  std::string scalar(float v) {
+    std::string name = "init" + std::to_string(count++);
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::FLOAT);
+    t->add_float_data(v);
+    return name;
+  }
+  std::string node(const std::string& op, const std::vector<std::string>& in, onnx::NodeProto** out = nullptr) {
+    std::string y = "t" + std::to_string(count++);
+    auto* n = add_onnx_node(g, op, in, {y});
+    if (out) *out = n;
+    return y;
+  }
+  static void ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::INTS);
+    for (auto x : v) a->add_ints(x);
+  }
+  std::string conv(const std::string& x, int64_t cin, int64_t cout, int64_t k, int64_t stride = 1, int64_t group = 1) {
+    float s = 1.f / std::sqrt(static_cast<float>(cin / group * k * k));
+    onnx::NodeProto* n;
+    std::string y = node("Conv", {x, init({cout, cin / group, k, k}, -s, s)}, &n);
+    ints(n, "pads", {k / 2, k / 2, k / 2, k / 2});
+    ints(n, "strides", {stride, stride});
+    set_attr_int(n, "group", group);
+    ++convs;
+    return y;
+  }
+  std::string bn(const std::string& x, int64_t c) {
+    return node("BatchNormalization",
+                {x, init({c}, 0.5f, 1.5f), init({c}, -0.2f, 0.2f), init({c}, -0.2f, 0.2f), init({c}, 0.5f, 2.f)});
+  }
+  std::string relu6(const std::string& x) { return node("Clip", {x, scalar(0.f), scalar(6.f)}); }
+  std::string silu(const std::string& x) { return node("Mul", {x, node("Sigmoid", {x})}); }
+};
+
+// Input "x" [4, 3, 32, 32], output "y" [4, 10]; *convs: the number of Conv nodes.
+inline onnx::ModelProto small_cnn(int* convs) {
+  CnnBuilder b;
+  add_graph_input(b.g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {4, 3, 32, 32}));
+  // Stem and a resnet basic block.
+  std::string s = b.node("Relu", {b.bn(b.conv("x", 3, 16, 3, 2), 16)});
+  onnx::NodeProto* mp;
+  s = b.node("MaxPool", {s}, &mp);
+  CnnBuilder::ints(mp, "kernel_shape", {3, 3});
+  CnnBuilder::ints(mp, "strides", {2, 2});
+  CnnBuilder::ints(mp, "pads", {1, 1, 1, 1});
+  std::string r = b.node("Relu", {b.bn(b.conv(s, 16, 16, 3), 16)});
+  r = b.bn(b.conv(r, 16, 16, 3), 16);
+  std::string blk = b.node("Relu", {b.node("Add", {r, s})});
+  // A mobilenet_v2 inverted residual: expand, depthwise, project, add.
+  std::string e = b.relu6(b.bn(b.conv(blk, 16, 32, 1), 32));
+  e = b.relu6(b.bn(b.conv(e, 32, 32, 3, 1, 32), 32));
+  e = b.bn(b.conv(e, 32, 16, 1), 16);
+  std::string inv = b.node("Add", {blk, e});
+  // An efficientnet squeeze-excite gate.
+  std::string gap = b.node("GlobalAveragePool", {inv});
+  std::string gate = b.node("Sigmoid", {b.conv(b.silu(b.conv(gap, 16, 4, 1)), 4, 16, 1)});
+  std::string se = b.node("Mul", {inv, gate});
+  // Head.
+  std::string f = b.node("Flatten", {b.node("GlobalAveragePool", {b.silu(b.bn(b.conv(se, 16, 24, 1), 24))})});
+  onnx::NodeProto* gm;
+  std::string y = b.node("Gemm", {f, b.init({10, 24}, -0.3f, 0.3f), b.init({10}, -0.1f, 0.1f)}, &gm);
+  set_attr_int(gm, "transB", 1);
+  add_onnx_node(b.g, "Identity", {y}, {"y"});
+  add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {4, 10}));
+  *convs = b.convs;
+  return b.m;
+}
+
+}  // namespace kiln::test

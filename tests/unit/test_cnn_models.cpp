@@ -1,0 +1,87 @@
+// Opt-in: real torchvision CNN exports (KILN_CNN_MODEL_DIRS = model directories holding model.onnx and input.bin,
+// separated by ':') through the CUDA pass list on the reference kernels: structure (every Conv fused and NHWC, no
+// BatchNormalization, layout Transposes left) and outputs against the CPU pipeline's graph.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "cnn_test_util.h"
+#include "kiln/builder.h"
+#include "kiln/onnx_parser.h"
+#include "onnx_model_util.h"
+
+using namespace kiln;
+using namespace kiln::test;
+
+namespace {
+
+std::unique_ptr<ir::Graph> import(const std::string& path) {
+  SilentLogger quiet;
+  Builder builder(quiet);
+  auto network = builder.create_network();
+  OnnxParser parser(*network, quiet);
+  Status st = parser.parse_from_file(path);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return st.ok() ? network->graph().clone() : nullptr;
+}
+
+void check_model(const std::string& dir) {
+  SCOPED_TRACE(dir);
+  auto g = import(dir + "/model.onnx");
+  ASSERT_NE(g, nullptr);
+  std::ifstream f(dir + "/input.bin", std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const int64_t per_image = 3 * 224 * 224 * 4;
+  ASSERT_EQ(bytes.size() % per_image, 0u);
+  Tensor x(DataType::kFLOAT, {static_cast<int64_t>(bytes.size()) / per_image, 3, 224, 224});
+  std::memcpy(x.raw(), bytes.data(), bytes.size());
+
+  auto cpu = g->clone();
+  ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
+  const int convs = count_ops(*cpu, "Conv");
+  auto want = run_reference(*cpu, {x});
+  ASSERT_EQ(want.size(), 1u);
+  for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto cuda = g->clone();
+    passes::PassOptions o;
+    o.backend = Backend::kCUDA;
+    o.reduced_precision = dt;
+    o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+    Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+    ASSERT_TRUE(st.ok()) << st.message();
+    int nhwc = 0;
+    for (auto& n : cuda->nodes())
+      if (n->op_type == "FusedConv") nhwc += n->attrs.get_string("layout", "").value() == "NHWC";
+    std::cout << dir << " " << dtype_name(dt) << ": " << convs << " Conv -> " << count_ops(*cuda, "FusedConv")
+              << " FusedConv (" << nhwc << " NHWC), " << count_ops(*cuda, "Conv") << " Conv, "
+              << count_ops(*cuda, "BatchNormalization") << " BN, " << count_ops(*cuda, "Transpose") << " Transpose, "
+              << cuda->nodes().size() << " nodes (CPU pipeline: " << cpu->nodes().size() << ")\n";
+    EXPECT_EQ(count_ops(*cuda, "BatchNormalization"), 0);
+    EXPECT_EQ(count_ops(*cuda, "FusedConv") + count_ops(*cuda, "Conv"), convs);
+    if (dt == DataType::kHALF) {
+      EXPECT_EQ(nhwc, convs);
+      EXPECT_LE(count_ops(*cuda, "Transpose"), 1);
+    }
+    auto got = run_reference(*cuda, {x});
+    ASSERT_EQ(got.size(), 1u);
+    // Logits: FP32 differs from the unfused graph by summation order only; FP16 by its precision over ~50 layers.
+    if (dt == DataType::kFLOAT)
+      expect_close(got[0], want[0], 1e-3, 1e-3);
+    else
+      expect_close(got[0], want[0], 0.15, 0.05);
+  }
+}
+
+TEST(CnnModels, CudaPassesOnExportedModels) {
+  const char* dirs = std::getenv("KILN_CNN_MODEL_DIRS");
+  if (!dirs) GTEST_SKIP() << "set KILN_CNN_MODEL_DIRS to model directories (model.onnx, input.bin) to run";
+  std::stringstream ss(dirs);
+  for (std::string d; std::getline(ss, d, ':');)
+    if (!d.empty()) check_model(d);
+}
+
+}  // namespace
