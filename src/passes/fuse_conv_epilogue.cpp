@@ -168,6 +168,7 @@ class FuseConvEpilogue final : public Pass {
       if (ir::Node* n = b.node(k)) dead.push_back(n);
     std::string name = conv->name;
     ir::Node* fused = g.add_node("FusedConv", name + "_fused", in, {root->name + "_fused"}, std::move(a), 1, "kiln");
+    m::record_fusion(fused, std::vector<const ir::Node*>(dead.rbegin(), dead.rend()));
     ir::Value* tmp = fused->outputs[0];
     for (ir::Node* n : dead) {
       std::vector<ir::Value*> outs = n->outputs;

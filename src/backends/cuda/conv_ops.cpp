@@ -435,9 +435,80 @@ Status make_dnn_epilogue(const ConvGeo& g, DataType dt, const FusedSpec& f, DnnE
   return Status::Ok();
 }
 
+// Descriptors, geometry and cuDNN's candidate algorithms for the node's current shapes.
+Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool transpose, const FusedSpec* fused) {
+  const char* op = transpose ? "ConvTranspose" : fused ? "FusedConv" : "Conv";
+  const DevTensor &X = args.in[0], &W = args.in[1];
+  const DevTensor& Y = args.out[0];
+  const bool has_bias = args.has_input(2);
+  const bool has_z = fused && fused->has_z;
+  const bool nhwc = fused && fused->nhwc;
+  auto fresh = std::make_shared<ConvState>();
+  fresh->x_shape = X.shape;
+  fresh->w_shape = W.shape;
+  fresh->has_bias = has_bias;
+  fresh->has_z = has_z;
+  if (nhwc && X.rank() != 4) return unsupported("FusedConv: NHWC needs 2 spatial dims");
+  // The geometry is worked out in NCHW terms; NHWC only changes the descriptors.
+  Dims xs = nhwc ? permuted(X.shape, ops::perm_to_nchw(4)) : X.shape;
+  Dims ws = nhwc ? permuted(W.shape, ops::perm_to_nchw(4)) : W.shape;
+  KILN_ASSIGN_OR_RETURN(fresh->g, conv_geometry(op, args.attrs(), xs, ws, transpose));
+  const ConvGeo& g = fresh->g;
+  if (nhwc && g.copy) return unsupported("FusedConv: NHWC needs symmetric pads");
+  Dims expect = {g.n, g.m};
+  expect.insert(expect.end(), g.out.begin(), g.out.end());
+  if (nhwc) expect = permuted(expect, ops::perm_to_nhwc(4));
+  if (expect != Y.shape)
+    return internal_error(std::string(op) + ": output " + dims_to_string(Y.shape) + " but the geometry gives " +
+                          dims_to_string(expect));
+  if (has_bias && args.in[2].numel() != g.m)
+    return invalid_argument(std::string(op) + ": B must have " + std::to_string(g.m) + " elements");
+  if (has_z && args.in[3].shape != Y.shape)
+    return invalid_argument(std::string(op) + ": Z " + dims_to_string(args.in[3].shape) + " must have Y's shape");
+  fresh->chunk = chunk_images(g, X.dtype, args.handles->workspace_bytes);
+  if (fresh->chunk < 1)
+    return unsupported(std::string(op) + ": one image is too large for cuDNN or for the workspace copy");
+  if (g.copy) fresh->copy_bytes = align_up(static_cast<size_t>(fresh->chunk * g.img_elems()) * dtype_size(X.dtype));
+  const size_t ws_avail = args.handles->workspace_bytes - fresh->copy_bytes;
+  if (g.n > 0) {
+    fresh->full = std::make_unique<DnnConv>();
+    KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, fresh->chunk, *args.handles, ws_avail, *fresh->full, nhwc));
+    if (g.n % fresh->chunk != 0) {
+      fresh->rest = std::make_unique<DnnConv>();
+      KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, g.n % fresh->chunk, *args.handles, ws_avail, *fresh->rest, nhwc));
+    }
+  }
+  if (fused && dnn_can_fuse(g, *fused, has_bias)) {
+    fresh->dnn_ep = std::make_unique<DnnEpilogue>();
+    KILN_RETURN_IF_ERROR(make_dnn_epilogue(g, X.dtype, *fused, *fresh->dnn_ep));
+  }
+  return fresh;
+}
+
+// Tactic names: the cuDNN algorithm and its math mode (tensor cores or FMA).
+std::string tactic_name(bool transpose, const DnnConv::Algo& a) {
+  return std::string(transpose ? "cudnn_bwd_data_algo" : "cudnn_fwd_algo") + std::to_string(a.algo) +
+         (is_tensor_op(a.math) ? "_tc" : "_fma");
+}
+
+// Applies the builder's tactic to a fresh state: that algorithm first, no run-time timing. Where the shapes
+// differ from the tuned ones cuDNN may not offer it; the heuristic order then stands (strict: an error, for
+// the tuner, which must not time a tactic under a name that did not run).
+Status apply_tactic(const KernelArgs& args, bool transpose, ConvState& st) {
+  if (args.tactic.empty()) return Status::Ok();
+  for (DnnConv* d : {st.full.get(), st.rest.get()}) {
+    if (!d) continue;
+    bool found = false;
+    for (size_t i = 0; i < d->algos.size() && !found; ++i)
+      if (tactic_name(transpose, d->algos[i]) == args.tactic) d->chosen = i, d->timed = true, found = true;
+    if (!found && args.strict_tactic && d == st.full.get())
+      return unsupported("tactic " + args.tactic + " is not among cuDNN's algorithms for this convolution");
+  }
+  return Status::Ok();
+}
+
 // fused: null for Conv/ConvTranspose; for FusedConv its layout and epilogue (input 3 is Z).
 Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
-  const char* op = transpose ? "ConvTranspose" : fused ? "FusedConv" : "Conv";
   const DevTensor &X = args.in[0], &W = args.in[1];
   DevTensor& Y = args.out[0];
   if (Y.numel() == 0) return Status::Ok();
@@ -446,45 +517,8 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
   const bool nhwc = fused && fused->nhwc;
   auto* st = static_cast<ConvState*>(args.state->get());
   if (!st || st->x_shape != X.shape || st->w_shape != W.shape || st->has_bias != has_bias || st->has_z != has_z) {
-    auto fresh = std::make_shared<ConvState>();
-    fresh->x_shape = X.shape;
-    fresh->w_shape = W.shape;
-    fresh->has_bias = has_bias;
-    fresh->has_z = has_z;
-    if (nhwc && X.rank() != 4) return unsupported("FusedConv: NHWC needs 2 spatial dims");
-    // The geometry is worked out in NCHW terms; NHWC only changes the descriptors.
-    Dims xs = nhwc ? permuted(X.shape, ops::perm_to_nchw(4)) : X.shape;
-    Dims ws = nhwc ? permuted(W.shape, ops::perm_to_nchw(4)) : W.shape;
-    KILN_ASSIGN_OR_RETURN(fresh->g, conv_geometry(op, args.attrs(), xs, ws, transpose));
-    const ConvGeo& g = fresh->g;
-    if (nhwc && g.copy) return unsupported("FusedConv: NHWC needs symmetric pads");
-    Dims expect = {g.n, g.m};
-    expect.insert(expect.end(), g.out.begin(), g.out.end());
-    if (nhwc) expect = permuted(expect, ops::perm_to_nhwc(4));
-    if (expect != Y.shape)
-      return internal_error(std::string(op) + ": output " + dims_to_string(Y.shape) + " but the geometry gives " +
-                            dims_to_string(expect));
-    if (has_bias && args.in[2].numel() != g.m)
-      return invalid_argument(std::string(op) + ": B must have " + std::to_string(g.m) + " elements");
-    if (has_z && args.in[3].shape != Y.shape)
-      return invalid_argument(std::string(op) + ": Z " + dims_to_string(args.in[3].shape) + " must have Y's shape");
-    fresh->chunk = chunk_images(g, X.dtype, args.handles->workspace_bytes);
-    if (fresh->chunk < 1)
-      return unsupported(std::string(op) + ": one image is too large for cuDNN or for the workspace copy");
-    if (g.copy) fresh->copy_bytes = align_up(static_cast<size_t>(fresh->chunk * g.img_elems()) * dtype_size(X.dtype));
-    const size_t ws_avail = args.handles->workspace_bytes - fresh->copy_bytes;
-    if (g.n > 0) {
-      fresh->full = std::make_unique<DnnConv>();
-      KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, fresh->chunk, *args.handles, ws_avail, *fresh->full, nhwc));
-      if (g.n % fresh->chunk != 0) {
-        fresh->rest = std::make_unique<DnnConv>();
-        KILN_RETURN_IF_ERROR(build_dnn(g, X.dtype, g.n % fresh->chunk, *args.handles, ws_avail, *fresh->rest, nhwc));
-      }
-    }
-    if (fused && dnn_can_fuse(g, *fused, has_bias)) {
-      fresh->dnn_ep = std::make_unique<DnnEpilogue>();
-      KILN_RETURN_IF_ERROR(make_dnn_epilogue(g, X.dtype, *fused, *fresh->dnn_ep));
-    }
+    KILN_ASSIGN_OR_RETURN(std::shared_ptr<ConvState> fresh, make_conv_state(args, transpose, fused));
+    KILN_RETURN_IF_ERROR(apply_tactic(args, transpose, *fresh));
     *args.state = fresh;
     st = fresh.get();
   }
@@ -556,6 +590,16 @@ Result<FusedSpec> fused_spec(const KernelArgs& args) {
   return f;
 }
 
+// cuDNN's candidates for the node's shapes, in its heuristic order (the tuner times them).
+std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, const FusedSpec* fused) {
+  std::vector<std::string> names;
+  if (args.out.empty() || args.out[0].numel() == 0) return names;
+  auto st = make_conv_state(args, transpose, fused);
+  if (!st.ok() || !(*st)->full) return names;
+  for (const auto& a : (*st)->full->algos) names.push_back(tactic_name(transpose, a));
+  return names;
+}
+
 bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, bool transpose, bool nhwc = false) {
   if (n.inputs.size() < 2 || n.inputs[0] < 0 || n.inputs[1] < 0 || n.outputs.size() != 1) return false;
   const DataType dt = node_dtype(n, p);
@@ -606,6 +650,7 @@ KILN_CUDA_KERNEL(Conv) {
   d.dtypes = float_types();
   d.run = [](KernelArgs& a) { return conv_run(a, false, nullptr); };
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) { return conv_supports(n, p, false); };
+  d.tactics = [](const KernelArgs& a) { return conv_tactics(a, false, nullptr); };
   return d;
 }
 
@@ -615,6 +660,7 @@ KILN_CUDA_KERNEL(ConvTranspose) {
   d.dtypes = float_types();
   d.run = [](KernelArgs& a) { return conv_run(a, true, nullptr); };
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) { return conv_supports(n, p, true); };
+  d.tactics = [](const KernelArgs& a) { return conv_tactics(a, true, nullptr); };
   return d;
 }
 
@@ -628,6 +674,10 @@ KILN_CUDA_KERNEL(FusedConv) {
     return conv_run(a, false, &f);
   };
   d.supports = fused_supports;
+  d.tactics = [](const KernelArgs& a) {
+    auto f = fused_spec(a);
+    return f.ok() ? conv_tactics(a, false, &*f) : std::vector<std::string>{};
+  };
   return d;
 }
 

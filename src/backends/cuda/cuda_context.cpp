@@ -531,6 +531,7 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
       for (size_t k = 0; k < candidates.size() && c.timed < max_timed; ++k) {
         s.state.reset();
         a.tactic = candidates[k];
+        a.strict_tactic = true;
         // A candidate that cannot run these shapes (workspace, alignment) is skipped, not fatal.
         if (!s.kernel->run(a).ok() || cudaStreamSynchronize(stream_) != cudaSuccess) {
           cudaGetLastError();

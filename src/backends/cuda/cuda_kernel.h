@@ -81,6 +81,8 @@ struct KernelArgs {
   // The implementation the builder chose for this layer (its "kiln.tactic" annotation, or the candidate the
   // tuner is timing); empty: the kernel's own default.
   std::string tactic;
+  // Set while the tuner times candidates: a tactic the kernel cannot apply is an error, not a silent default.
+  bool strict_tactic = false;
 
   const Attributes& attrs() const { return node->attrs; }
   bool has_input(int i) const { return i < static_cast<int>(in.size()) && in[i].data != nullptr; }

@@ -1,0 +1,118 @@
+// GPU tests of the builder's tactic auto-tuner: tactics recorded per convolution, the timing cache written and
+// reused (a rebuild from the cache times nothing and writes the same engine), level 0 timing nothing, and the
+// tuned engine still matching the CPU reference.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "../unit/cnn_onnx_model.h"
+#include "gpu_test_util.h"
+
+namespace kiln::gpu_testing {
+namespace {
+
+// Collects the builder's INFO lines (the tuner reports "tactics: N layers tuned (T tactics timed, C ...").
+struct Capture : ILogger {
+  std::string text;
+  void log(Severity s, const char* msg) noexcept override {
+    if (s <= Severity::kINFO) text += std::string(msg) + "\n";
+  }
+};
+
+struct Built {
+  std::vector<uint8_t> blob;
+  std::string log;
+  int tuned_convs = 0, convs = 0;
+};
+
+Built build(const onnx::ModelProto& m, Backend backend, int level, const std::string& cache, bool fp16 = true) {
+  Built r;
+  Capture log;
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  Builder builder(log);
+  auto network = builder.create_network();
+  OnnxParser parser(*network, log);
+  Status st = parser.parse(bytes.data(), bytes.size());
+  EXPECT_TRUE(st.ok()) << st.message();
+  if (!st.ok()) return r;
+  auto config = builder.create_builder_config();
+  config->set_backend(backend);
+  if (fp16) config->set_flag(BuilderFlag::kFP16);
+  config->set_builder_optimization_level(level);
+  config->set_timing_cache_file(cache);
+  auto blob = builder.build_serialized_network(*network, *config);
+  EXPECT_TRUE(blob.ok()) << blob.status().message();
+  if (!blob.ok()) return r;
+  r.blob = *blob;
+  r.log = log.text;
+  Runtime rt(log);
+  auto engine = rt.deserialize_engine(r.blob.data(), r.blob.size());
+  EXPECT_TRUE(engine.ok()) << engine.status().message();
+  if (!engine.ok()) return r;
+  for (const auto& n : (*engine)->plan().nodes) {
+    if (n.op_type != "FusedConv" && n.op_type != "Conv") continue;
+    ++r.convs;
+    if (const Attribute* t = n.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING && !t->s().empty())
+      ++r.tuned_convs;
+  }
+  return r;
+}
+
+TEST(GpuTuning, TacticsTimedCachedAndReused) {
+  KILN_REQUIRE_GPU();
+  int convs = 0;
+  onnx::ModelProto m = test::small_cnn(&convs);
+  const std::string cache =
+      (std::filesystem::temp_directory_path() / ("kiln_tuning_" + std::to_string(::getpid()) + ".json")).string();
+  std::remove(cache.c_str());
+
+  Built first = build(m, Backend::kCUDA, 3, cache);
+  ASSERT_FALSE(first.blob.empty());
+  EXPECT_EQ(first.convs, convs);
+  EXPECT_EQ(first.tuned_convs, convs) << "every convolution records the tactic the tuner chose\n" << first.log;
+  EXPECT_NE(first.log.find("tactics timed"), std::string::npos) << first.log;
+  ASSERT_TRUE(std::filesystem::exists(cache));
+  std::ifstream f(cache);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("cudnn_fwd_algo"), std::string::npos) << text.substr(0, 400);
+
+  // From the cache: nothing timed, every layer answered, the same engine bytes.
+  Built again = build(m, Backend::kCUDA, 3, cache);
+  EXPECT_NE(again.log.find("(0 tactics timed, " + std::to_string(convs) + " layers from the timing cache)"),
+            std::string::npos)
+      << again.log;
+  EXPECT_TRUE(again.blob == first.blob) << "a rebuild with the timing cache must give the same engine";
+
+  // Level 0: no timing, no tactics recorded (kernels take their heuristic first choice).
+  Built quick = build(m, Backend::kCUDA, 0, "");
+  EXPECT_EQ(quick.tuned_convs, 0);
+
+  // The tuned engine computes what the CPU reference computes.
+  Tensor x = random_tensor(DataType::kFLOAT, {4, 3, 32, 32}, 11);
+  HostTensor h;
+  h.dtype = DataType::kFLOAT;
+  h.dims = x.shape();
+  const auto* p = static_cast<const uint8_t*>(x.raw());
+  h.data.assign(p, p + x.nbytes());
+  Runtime rt;
+  Built cpu = build(m, Backend::kCPU, 3, "", false);
+  auto cpu_engine = rt.deserialize_engine(cpu.blob.data(), cpu.blob.size());
+  auto gpu_engine = rt.deserialize_engine(first.blob.data(), first.blob.size());
+  ASSERT_TRUE(cpu_engine.ok()) << cpu_engine.status().message();
+  ASSERT_TRUE(gpu_engine.ok()) << gpu_engine.status().message();
+  auto want = test::run_engine(**cpu_engine, {{"x", h}});
+  auto got = test::run_engine(**gpu_engine, {{"x", h}});
+  ASSERT_EQ(want.size(), 1u);
+  ASSERT_EQ(got.size(), 1u);
+  auto a = test::host_values<float>(want.begin()->second), b = test::host_values<float>(got.begin()->second);
+  ASSERT_EQ(a.size(), b.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += a[i] * a[i];
+  EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 2e-2) << "tuned FP16 engine vs CPU reference, relative L2";
+  std::remove(cache.c_str());
+}
+
+}  // namespace
+}  // namespace kiln::gpu_testing
