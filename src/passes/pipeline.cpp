@@ -25,6 +25,10 @@ PassList cuda_pipeline() {
   p.push_back(make_precision_lowering());
   // Casts back to float32 that nothing reads, and float32 weights only their converted copies read.
   p.push_back(make_dead_code_elimination());
+  // Last: the chains to fuse include the Casts that lowering inserted, and every other fusion has taken its nodes.
+  p.push_back(make_fuse_pointwise());
+  // Values only the fused nodes read (converted constants, internal results) are gone with them.
+  p.push_back(make_dead_code_elimination());
   return p;
 }
 

@@ -1,0 +1,221 @@
+// Pointwise programs and the fuse_pointwise pass: program text round trip and checks, the fused graph's structure
+// (groups, extra outputs, no cycles, narrow values kept when used outside) and its numbers against the unfused graph
+// on the reference kernels, in float32 and after float16 lowering, with broadcasting inputs.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <random>
+
+#include "ir/graph.h"
+#include "ops/pointwise_program.h"
+#include "passes/pass_manager.h"
+#include "pointwise_test_graphs.h"
+
+using namespace kiln;
+using kiln::pwtest::Case;
+
+namespace {
+
+struct Quiet : ILogger {
+  void log(Severity, const char*) noexcept override {}
+};
+
+// shape_inference, then (for reduced precision) precision_lowering + DCE, then optionally fuse_pointwise + DCE.
+Status optimize(ir::Graph& g, DataType precision, bool fuse) {
+  static Quiet quiet;
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.verify_each = true;
+  o.reduced_precision = precision;
+  o.has_kernel = [](const std::string& op, const std::string&, DataType) { return op != "Softmax"; };
+  passes::PassContext ctx(quiet, o);
+  passes::PassList l;
+  l.push_back(passes::make_shape_inference());
+  l.push_back(passes::make_precision_lowering());
+  l.push_back(passes::make_dead_code_elimination());
+  if (fuse) {
+    l.push_back(passes::make_fuse_pointwise());
+    l.push_back(passes::make_dead_code_elimination());
+  }
+  passes::PassManager pm(std::move(l));
+  return pm.run(g, ctx);
+}
+
+// Runs the graph node by node on the reference kernels; returns the graph outputs in order.
+std::vector<Tensor> run(const ir::Graph& g, const std::vector<Tensor>& inputs) {
+  std::map<const ir::Value*, Tensor> vals;
+  for (size_t i = 0; i < inputs.size(); ++i) vals[g.inputs()[i]] = inputs[i];
+  for (auto& n : g.nodes()) {
+    std::vector<const Tensor*> in;
+    for (auto* v : n->inputs) {
+      if (!v) { in.push_back(nullptr); continue; }
+      if (v->is_constant()) vals[v] = *v->constant;
+      in.push_back(&vals.at(v));
+    }
+    std::vector<Tensor> out(n->outputs.size());
+    ops::ComputeContext c(n->attrs, n->opset ? n->opset : g.opset(), in, &out);
+    const ops::OpSchema* s = ops::OpRegistry::instance().find(n->op_type, n->domain);
+    EXPECT_NE(s, nullptr) << n->op_type;
+    Status st = s->compute(c);
+    EXPECT_TRUE(st.ok()) << n->name << ": " << st.message();
+    for (size_t k = 0; k < out.size(); ++k) vals[n->outputs[k]] = out[k];
+  }
+  std::vector<Tensor> r;
+  for (auto* v : g.outputs()) r.push_back(vals.at(v));
+  return r;
+}
+
+int count(const ir::Graph& g, const std::string& op) {
+  int c = 0;
+  for (auto& n : g.nodes()) c += n->op_type == op;
+  return c;
+}
+
+void expect_close(const std::vector<Tensor>& want, const std::vector<Tensor>& got, double tol, const std::string& what) {
+  ASSERT_EQ(want.size(), got.size()) << what;
+  for (size_t k = 0; k < want.size(); ++k) {
+    ASSERT_EQ(want[k].shape(), got[k].shape()) << what << " output " << k;
+    ASSERT_EQ(want[k].dtype(), got[k].dtype()) << what << " output " << k;
+    Tensor a = want[k].cast(DataType::kDOUBLE), b = got[k].cast(DataType::kDOUBLE);
+    int bad = 0;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      double x = a.data<double>()[i], y = b.data<double>()[i];
+      if (!(std::fabs(x - y) <= tol * (1 + std::fabs(x))) && bad++ < 3)
+        ADD_FAILURE() << what << " output " << k << " element " << i << ": want " << x << " got " << y;
+    }
+  }
+}
+
+}  // namespace
+
+TEST(PointwiseProgram, TextRoundTripAndChecks) {
+  ops::PointwiseProgram p;
+  p.inputs = {DataType::kHALF, DataType::kBOOL};
+  ops::PwInstr ld;
+  ld.op = ops::PwOp::kLoad;
+  ld.type = DataType::kHALF;
+  ld.a = 0;
+  int x = p.add(ld);
+  ops::PwInstr c;
+  c.op = ops::PwOp::kCast;
+  c.type = DataType::kFLOAT;
+  c.a = x;
+  int xf = p.add(c);
+  ops::PwInstr k;
+  k.op = ops::PwOp::kConst;
+  k.type = DataType::kFLOAT;
+  k.f = 0.1;  // not exact in binary: the text form must still round-trip it
+  int kr = p.add(k);
+  ops::PwInstr m;
+  m.op = ops::PwOp::kLeakyRelu;
+  m.type = DataType::kFLOAT;
+  m.a = xf;
+  m.f = 0.02;
+  int l = p.add(m);
+  ops::PwInstr add;
+  add.op = ops::PwOp::kAdd;
+  add.type = DataType::kFLOAT;
+  add.a = l;
+  add.b = kr;
+  p.outputs = {p.add(add), x};
+  ASSERT_TRUE(p.validate().ok()) << p.validate().message();
+  auto q = ops::PointwiseProgram::parse(p.serialize());
+  ASSERT_TRUE(q.ok()) << q.status().message();
+  EXPECT_EQ(q->serialize(), p.serialize());
+  EXPECT_EQ(q->code[kr].f, 0.1);
+  // Mixed operand types, a later operand and a float-only op on integers are rejected.
+  ops::PointwiseProgram bad = p;
+  bad.code[4].b = x;
+  EXPECT_FALSE(bad.validate().ok());
+  bad = p;
+  bad.code[1].a = 3;
+  EXPECT_FALSE(bad.validate().ok());
+  bad = p;
+  bad.code[3].type = DataType::kINT32;
+  EXPECT_FALSE(bad.validate().ok());
+  EXPECT_FALSE(ops::PointwiseProgram::parse("kiln-pointwise 1\ninputs float32\nfrobnicate float32 0 -1 -1 0x0p+0 "
+                                            "0x0p+0 0\noutputs 0\n").ok());
+}
+
+// Every test graph, fused in float32 and after float16 lowering, against the same graph unfused.
+TEST(FusePointwise, FusedGraphsMatchUnfused) {
+  for (const Case& c : pwtest::cases()) {
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF}) {
+      SCOPED_TRACE(c.name + " " + dtype_name(t));
+      auto ref = c.build();
+      auto fused = c.build();
+      ASSERT_TRUE(optimize(*ref, t, false).ok());
+      Status st = optimize(*fused, t, true);
+      ASSERT_TRUE(st.ok()) << st.message();
+      EXPECT_GE(count(*fused, "Pointwise"), c.min_groups) << ir::print(*fused);
+      if (t == DataType::kHALF) EXPECT_EQ(count(*fused, "Cast"), 0) << ir::print(*fused);
+      auto inputs = c.inputs(7);
+      if (getenv("PW_DUMP")) std::cerr << ir::print(*fused) << "\n";
+      // Float32: same float math in another order. Float16: the fused chain rounds only where it stores.
+      expect_close(run(*ref, inputs), run(*fused, inputs), t == DataType::kFLOAT ? 1e-5 : 4e-3, c.name);
+      // The fused graph against float32 without fusion: what a user compares to.
+      if (t == DataType::kHALF) {
+        auto f32 = c.build();
+        ASSERT_TRUE(optimize(*f32, DataType::kFLOAT, false).ok());
+        expect_close(run(*f32, inputs), run(*fused, inputs), 1e-2, c.name + " vs float32");
+      }
+    }
+  }
+}
+
+TEST(FusePointwise, GroupStructure) {
+  // x -> Exp -> Softmax -> Add(Exp, Softmax): Exp and Add may not fuse, the path through Softmax would make a cycle.
+  {
+    ir::Graph g;
+    g.set_opset(17);
+    ir::Value* x = pwtest::input(g, "x", DataType::kFLOAT, {2, 8});
+    auto* e = g.add_node("Exp", "exp", {x}, {"e"}, {}, 17);
+    auto* sm = g.add_node("Softmax", "sm", {e->outputs[0]}, {"s"}, {}, 17);
+    auto* a = g.add_node("Add", "add", {e->outputs[0], sm->outputs[0]}, {"y"}, {}, 17);
+    g.outputs().push_back(a->outputs[0]);
+    ASSERT_TRUE(optimize(g, DataType::kFLOAT, true).ok());
+    EXPECT_EQ(count(g, "Pointwise"), 0) << ir::print(g);
+    EXPECT_EQ(count(g, "Exp"), 1);
+    EXPECT_EQ(count(g, "Add"), 1);
+  }
+  // A lone Relu stays a Relu.
+  {
+    ir::Graph g;
+    ir::Value* x = pwtest::input(g, "x", DataType::kFLOAT, {4});
+    auto* r = g.add_node("Relu", "relu", {x}, {"y"}, {}, 17);
+    g.outputs().push_back(r->outputs[0]);
+    ASSERT_TRUE(optimize(g, DataType::kFLOAT, true).ok());
+    EXPECT_EQ(count(g, "Relu"), 1);
+    EXPECT_EQ(count(g, "Pointwise"), 0);
+  }
+  // x[2,3,4] + Relu(b[3,1]) where Relu(b) is also a network output: the narrow Relu is not fused (its result would
+  // be stored at the wide shape); the wide chain Add -> Sigmoid -> Mul is, and its middle value, read by Softmax,
+  // becomes a second output of the fused node.
+  {
+    ir::Graph g;
+    ir::Value* x = pwtest::input(g, "x", DataType::kFLOAT, {2, 3, 4});
+    ir::Value* b = pwtest::input(g, "b", DataType::kFLOAT, {3, 1});
+    auto* rb = g.add_node("Relu", "relu_b", {b}, {"rb"}, {}, 17);
+    auto* add = g.add_node("Add", "add", {x, rb->outputs[0]}, {"s"}, {}, 17);
+    auto* sg = g.add_node("Sigmoid", "sig", {add->outputs[0]}, {"t"}, {}, 17);
+    auto* sm = g.add_node("Softmax", "sm", {sg->outputs[0]}, {"u"}, {}, 17);
+    auto* mul = g.add_node("Mul", "mul", {sg->outputs[0], x}, {"y"}, {}, 17);
+    g.outputs() = {mul->outputs[0], sm->outputs[0], rb->outputs[0]};
+    auto ref = g.clone();
+    ASSERT_TRUE(optimize(*ref, DataType::kFLOAT, false).ok());
+    ASSERT_TRUE(optimize(g, DataType::kFLOAT, true).ok());
+    ASSERT_EQ(count(g, "Pointwise"), 1) << ir::print(g);
+    EXPECT_EQ(count(g, "Relu"), 1);
+    EXPECT_EQ(count(g, "Softmax"), 1);
+    const ir::Node* f = nullptr;
+    for (auto& n : g.nodes())
+      if (n->op_type == "Pointwise") f = n.get();
+    ASSERT_EQ(f->outputs.size(), 2u);
+    EXPECT_EQ(f->outputs[0]->name, "t");
+    EXPECT_EQ(f->outputs[1]->name, "y");
+    EXPECT_EQ(f->domain, "kiln");
+    std::vector<Tensor> in = {pwtest::random(DataType::kFLOAT, {2, 3, 4}, 1), pwtest::random(DataType::kFLOAT, {3, 1}, 2)};
+    expect_close(run(*ref, in), run(g, in), 1e-6, "extra outputs");
+  }
+}
