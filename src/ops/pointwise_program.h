@@ -61,3 +61,20 @@ Status run_pointwise_program(const PointwiseProgram& p, const std::vector<const 
                              const std::vector<int64_t>& out_shape, std::vector<Tensor>* outputs);
 
 }  // namespace kiln::ops
+
+namespace kiln::ops {
+
+// The parameter block of a compiled Pointwise kernel. The generated CUDA source declares the same struct
+// (builder/pointwise_codegen.cpp) and the CUDA backend fills it (backends/cuda/pointwise_ops.cpp); every member is
+// 8 bytes wide, so both sides lay it out identically. Strides are in elements, 0 on broadcast axes.
+inline constexpr int kPwMaxRank = 8, kPwMaxInputs = 16, kPwMaxOutputs = 8;
+struct PwKernelParams {
+  long long n = 0;     // output elements
+  long long rank = 0;  // of the collapsed output shape, >= 1
+  long long dims[kPwMaxRank] = {};
+  long long strides[kPwMaxInputs][kPwMaxRank] = {};
+  const void* in[kPwMaxInputs] = {};
+  void* out[kPwMaxOutputs] = {};
+};
+
+}  // namespace kiln::ops

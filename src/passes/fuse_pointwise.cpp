@@ -17,7 +17,7 @@ using ops::PwOp;
 using ops::PointwiseProgram;
 
 // Kernel parameter limits (backends/cuda/pointwise_ops.cpp and builder/pointwise_codegen.cpp share them).
-constexpr size_t kMaxInputs = 16, kMaxOutputs = 8, kMaxNodes = 64;
+constexpr size_t kMaxInputs = ops::kPwMaxInputs, kMaxOutputs = ops::kPwMaxOutputs, kMaxNodes = 64;
 
 const std::map<std::string, PwOp>& simple_ops() {
   static const std::map<std::string, PwOp> m = {
