@@ -158,6 +158,8 @@ __device__ __forceinline__ unsigned short f2b(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
   return (unsigned short)(u >> 16);
 }
+// Four consecutive elements, aligned so that one vector instruction moves them.
+template <typename T> struct alignas(4 * sizeof(T)) KilnV4 { T v[4]; };
 __device__ __forceinline__ float kmax(float a, float b) { return (a != a || b != b) ? __int_as_float(0x7fc00000) : (a < b ? b : a); }
 __device__ __forceinline__ float kmin(float a, float b) { return (a != a || b != b) ? __int_as_float(0x7fc00000) : (b < a ? b : a); }
 )";
@@ -191,23 +193,48 @@ std::string pointwise_source(const ops::PointwiseProgram& p, const std::string& 
     << "      const I c = rem % dim;\n"
     << "      rem /= dim;\n";
   for (size_t k = 0; k < ni; ++k) s << "      off" << k << " += c * (I)p.strides[" << k << "][d];\n";
-  s << "    }\n"
-    << "#pragma unroll\n"
-    << "    for (int j = 0; j < V; ++j) {\n"
-    << "      const I e = e0 + (I)j;\n";
+  s << "    }\n";
+  // Inputs that run along the innermost dim (stride 1) are read four at a time with one vector load when V is 4;
+  // broadcast ones (stride 0) read one element. The host picks V = 4 only when every such pointer and every
+  // output is aligned to four elements (offsets then are multiples of four too).
+  for (size_t k = 0; k < ni; ++k) {
+    const std::string m = mem_type(p.inputs[k]), ks = std::to_string(k);
+    s << "    " << m << " x" << ks << "[V];\n"
+      << "    if (V == 4 && is" << ks << " == (I)1) {\n"
+      << "      const KilnV4<" << m << "> t = *reinterpret_cast<const KilnV4<" << m << ">*>(in" << ks << " + off" << ks
+      << ");\n"
+      << "      for (int j = 0; j < V; ++j) x" << ks << "[j] = t.v[j];\n"
+      << "    } else {\n"
+      << "      for (int j = 0; j < V; ++j) x" << ks << "[j] = in" << ks << "[off" << ks << " + (I)j * is" << ks << "];\n"
+      << "    }\n";
+  }
+  for (size_t k = 0; k < p.outputs.size(); ++k)
+    s << "    " << mem_type(p.output_type(k)) << " y" << k << "[V];\n";
+  s << "#pragma unroll\n"
+    << "    for (int j = 0; j < V; ++j) {\n";
   for (size_t i = 0; i < p.code.size(); ++i) {
     const PwInstr& in = p.code[i];
     s << "      const " << reg_type(in.type) << " " << r(static_cast<int>(i)) << " = ";
     if (in.op == PwOp::kLoad)
-      s << from_mem(in.type, "in" + std::to_string(in.a) + "[off" + std::to_string(in.a) + " + (I)j * is" +
-                                 std::to_string(in.a) + "]");
+      s << from_mem(in.type, "x" + std::to_string(in.a) + "[j]");
     else
       s << "(" << reg_type(in.type) << ")(" << expr(in, p.code) << ")";
     s << ";\n";
   }
   for (size_t k = 0; k < p.outputs.size(); ++k)
-    s << "      out" << k << "[e] = " << to_mem(p.output_type(k), r(p.outputs[k])) << ";\n";
-  s << "    }\n  }\n}\n";
+    s << "      y" << k << "[j] = " << to_mem(p.output_type(k), r(p.outputs[k])) << ";\n";
+  s << "    }\n";
+  for (size_t k = 0; k < p.outputs.size(); ++k) {
+    const std::string m = mem_type(p.output_type(k)), ks = std::to_string(k);
+    s << "    if (V == 4) {\n"
+      << "      KilnV4<" << m << "> t;\n"
+      << "      for (int j = 0; j < V; ++j) t.v[j] = y" << ks << "[j];\n"
+      << "      *reinterpret_cast<KilnV4<" << m << ">*>(out" << ks << " + e0) = t;\n"
+      << "    } else {\n"
+      << "      out" << ks << "[e0] = y" << ks << "[0];\n"
+      << "    }\n";
+  }
+  s << "  }\n}\n";
   s << "extern \"C\" __global__ void " << kernel << "_v1_64(const KilnPwParams p) { body<long long, 1>(p); }\n";
   s << "extern \"C\" __global__ void " << kernel << "_v1_32(const KilnPwParams p) { body<unsigned, 1>(p); }\n";
   s << "extern \"C\" __global__ void " << kernel << "_v4_32(const KilnPwParams p) { body<unsigned, 4>(p); }\n";

@@ -1,5 +1,7 @@
 // CUDA side of kiln::Pointwise: loads the kernel image the builder compiled (runtime API library management, no
 // NVRTC and no driver API link) and launches it with the broadcast strides of the current shapes.
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <mutex>
 #include <string>
@@ -90,6 +92,20 @@ Status make_params(const KernelArgs& a, PwKernelParams* p) {
   return Status::Ok();
 }
 
+// The four-wide kernel moves four elements with one vector instruction for every output and every input that
+// runs along the innermost dim: those pointers must be aligned to four elements (arena and weight buffers are;
+// user I/O buffers need not be).
+bool vector_aligned(const KernelArgs& a, const PwKernelParams& p) {
+  auto aligned = [](const void* ptr, DataType t) {
+    return reinterpret_cast<uintptr_t>(ptr) % (4 * dtype_size(t)) == 0;
+  };
+  for (size_t k = 0; k < a.in.size(); ++k)
+    if (p.strides[k][p.rank - 1] == 1 && !aligned(a.in[k].data, a.in[k].dtype)) return false;
+  for (const DevTensor& o : a.out)
+    if (!aligned(o.data, o.dtype)) return false;
+  return true;
+}
+
 Status run_pointwise(KernelArgs& a) {
   if (a.in.size() > static_cast<size_t>(kPwMaxInputs) || a.out.size() > static_cast<size_t>(kPwMaxOutputs))
     return unsupported("Pointwise: too many inputs or outputs for the kernel's parameter block");
@@ -108,9 +124,9 @@ Status run_pointwise(KernelArgs& a) {
   KILN_RETURN_IF_ERROR(make_params(a, &p));
   if (p.n == 0) return Status::Ok();
   // 32-bit index arithmetic when every offset fits (integer division is the kernel's main cost); four elements
-  // per thread when they share a row, so one index decomposition serves four.
+  // per thread when they share a row, so one index decomposition and one vector access serve four.
   const bool small = p.n < (int64_t{1} << 31) - 4096;
-  const bool four = small && p.dims[p.rank - 1] % 4 == 0;
+  const bool four = small && p.dims[p.rank - 1] % 4 == 0 && vector_aligned(a, p);
   cudaKernel_t fn = !small ? k->v1_64 : four ? k->v4_32 : k->v1_32;
   const int per_thread = four ? 4 : 1, block = 256;
   const int64_t needed = (p.n / per_thread + block - 1) / block;
