@@ -146,14 +146,16 @@ class FusePointwise final : public Pass {
     int fused_nodes = 0, groups = 0;
     // Seeds run from the end so that a group starts at its widest (last) node and grows up into the narrower
     // values (biases, masks) that feed it.
+    index_nodes(g);
     for (auto it = order.rbegin(); it != order.rend(); ++it) {
       ir::Node* seed = *it;
       if (gone.count(seed) || !fusable(*seed, g.opset())) continue;
-      index_nodes(g);
       std::vector<ir::Node*> members = grow(g, seed);
       if (members.size() < 2) continue;
       for (ir::Node* m : members) gone.insert(m);
+      // Later groups see this one as a single node, so their cycle checks cover paths through it.
       KILN_RETURN_IF_ERROR(rewrite(g, members, ctx));
+      index_nodes(g);
       fused_nodes += static_cast<int>(members.size());
       ++groups;
     }
