@@ -57,10 +57,18 @@ bool fusable(const ir::Node& n, int graph_opset) {
     if (n.op_type == "Clip" && i > 0 && !(v->is_constant() && v->constant->numel() == 1)) return false;
   }
   const DataType t = n.inputs[0]->dtype;
+  // Operands share one type (Pow's integer exponents and the like stay unfused); Where's condition is bool.
+  if (n.op_type == "Where") {
+    if (n.inputs.size() != 3 || t != DataType::kBOOL || n.inputs[1]->dtype != y->dtype ||
+        n.inputs[2]->dtype != y->dtype)
+      return false;
+  } else if (n.op_type != "Cast") {
+    for (const ir::Value* v : n.inputs)
+      if (v && v->dtype != t) return false;
+  }
   auto it = simple_ops().find(n.op_type);
   if (it != simple_ops().end()) {
     if (float_only(it->second) && !is_float(t)) return false;
-    if (it->second == PwOp::kWhere) return n.inputs.size() == 3;
     return true;
   }
   if (n.op_type == "LeakyRelu" || n.op_type == "HardSigmoid") return is_float(t);
@@ -154,7 +162,8 @@ class FusePointwise final : public Pass {
       if (members.size() < 2) continue;
       for (ir::Node* m : members) gone.insert(m);
       // Later groups see this one as a single node, so their cycle checks cover paths through it.
-      KILN_RETURN_IF_ERROR(rewrite(g, members, ctx));
+      KILN_ASSIGN_OR_RETURN(bool fused, rewrite(g, members, ctx));
+      if (!fused) continue;
       index_nodes(g);
       fused_nodes += static_cast<int>(members.size());
       ++groups;
@@ -272,7 +281,8 @@ class FusePointwise final : public Pass {
     return io.inputs.size() > kMaxInputs || io.outputs.size() > kMaxOutputs;
   }
 
-  Status rewrite(ir::Graph& g, const std::vector<ir::Node*>& members, PassContext& ctx) {
+  // False (graph untouched) when the group's program is invalid: a gap in fusable() costs a fusion, not a build.
+  Result<bool> rewrite(ir::Graph& g, const std::vector<ir::Node*>& members, PassContext& ctx) {
     std::set<ir::Node*> group(members.begin(), members.end());
     Io io = io_of(g, group);
     // Keep the store order stable: outputs in member order (io_of walks the set by address).
@@ -313,7 +323,10 @@ class FusePointwise final : public Pass {
       names += (names.empty() ? "" : " ") + m->op_type;
     }
     for (ir::Value* v : outs) p.outputs.push_back(reg.at(v));
-    KILN_RETURN_IF_ERROR(p.validate().with_context("fuse_pointwise: group of " + names));
+    if (Status st = p.validate(); !st.ok()) {
+      ctx.log(ILogger::Severity::kWARNING, "fuse_pointwise: group of " + names + " left unfused: " + st.message());
+      return false;
+    }
 
     Attributes a;
     a.set("program", p.serialize());
@@ -331,7 +344,8 @@ class FusePointwise final : public Pass {
     ctx.verbose("fuse_pointwise: " + node_name + " <- " + names + " (" + std::to_string(ins.size()) + " inputs, " +
                 std::to_string(outs.size()) + " outputs)");
     g.rebuild_links();
-    return g.topo_sort();
+    KILN_RETURN_IF_ERROR(g.topo_sort());
+    return true;
   }
 };
 

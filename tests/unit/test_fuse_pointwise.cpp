@@ -188,6 +188,21 @@ TEST(FusePointwise, GroupStructure) {
     EXPECT_EQ(count(g, "Exp"), 1);
     EXPECT_EQ(count(g, "Add"), 1);
   }
+  // Pow with an int64 exponent (ONNX allows mixed types) is not a program instruction: it splits the chain.
+  {
+    ir::Graph g;
+    ir::Value* x = pwtest::input(g, "x", DataType::kFLOAT, {2, 8});
+    ir::Value* k = pwtest::input(g, "k", DataType::kINT64, {2, 8});
+    auto* e = g.add_node("Exp", "exp", {x}, {"e"}, {}, 17);
+    auto* n = g.add_node("Neg", "neg", {e->outputs[0]}, {"n"}, {}, 17);
+    auto* pw = g.add_node("Pow", "pow", {n->outputs[0], k}, {"p"}, {}, 17);
+    auto* r = g.add_node("Relu", "relu", {pw->outputs[0]}, {"r"}, {}, 17);
+    auto* a = g.add_node("Abs", "abs", {r->outputs[0]}, {"y"}, {}, 17);
+    g.outputs().push_back(a->outputs[0]);
+    ASSERT_TRUE(optimize(g, DataType::kFLOAT, true).ok());
+    EXPECT_EQ(count(g, "Pointwise"), 2) << ir::print(g);
+    EXPECT_EQ(count(g, "Pow"), 1);
+  }
   // A lone Relu stays a Relu.
   {
     ir::Graph g;
