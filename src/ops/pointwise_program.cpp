@@ -20,15 +20,6 @@ static_assert(sizeof(kNames) / sizeof(kNames[0]) == static_cast<size_t>(PwOp::kN
 
 bool is_float_kind(DataType t) { return t == DataType::kFLOAT || t == DataType::kHALF || t == DataType::kBF16; }
 
-// Ops that only make sense on floats (integer forms would need their own rounding rules).
-bool float_only(PwOp op) {
-  switch (op) {
-    case PwOp::kDiv: case PwOp::kPow: case PwOp::kExp: case PwOp::kLog: case PwOp::kSqrt: case PwOp::kReciprocal:
-    case PwOp::kSigmoid: case PwOp::kTanh: case PwOp::kErf: case PwOp::kLeakyRelu: case PwOp::kHardSigmoid:
-    case PwOp::kHardSwish: case PwOp::kGelu: return true;
-    default: return false;
-  }
-}
 int arity(PwOp op) {
   switch (op) {
     case PwOp::kLoad: case PwOp::kConst: return 0;
@@ -196,6 +187,15 @@ const char* pw_op_name(PwOp op) {
   return op < PwOp::kNumOps ? kNames[static_cast<int>(op)] : "?";
 }
 
+bool pw_float_only(PwOp op) {
+  switch (op) {
+    case PwOp::kDiv: case PwOp::kPow: case PwOp::kExp: case PwOp::kLog: case PwOp::kSqrt: case PwOp::kReciprocal:
+    case PwOp::kSigmoid: case PwOp::kTanh: case PwOp::kErf: case PwOp::kLeakyRelu: case PwOp::kHardSigmoid:
+    case PwOp::kHardSwish: case PwOp::kGelu: return true;
+    default: return false;
+  }
+}
+
 bool pw_supports_type(DataType t) {
   return is_float_kind(t) || t == DataType::kINT32 || t == DataType::kINT64 || t == DataType::kBOOL;
 }
@@ -228,7 +228,7 @@ Status PointwiseProgram::validate() const {
       continue;
     }
     if (in.op == PwOp::kConst) continue;
-    if (float_only(in.op) && !is_float_kind(in.type)) return bad("needs a float type");
+    if (pw_float_only(in.op) && !is_float_kind(in.type)) return bad("needs a float type");
     if (is_compare(in.op)) {
       if (in.type != DataType::kBOOL || code[in.a].type != code[in.b].type) return bad("operand types differ or result not bool");
       continue;

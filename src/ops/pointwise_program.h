@@ -55,6 +55,8 @@ struct PointwiseProgram {
 
 // Data types a program register or I/O may have.
 bool pw_supports_type(DataType t);
+// Ops defined on float types only (integer forms would need rounding rules of their own).
+bool pw_float_only(PwOp op);
 
 // Runs the program over tensors that broadcast to out_shape (numpy rules); outputs are allocated here.
 Status run_pointwise_program(const PointwiseProgram& p, const std::vector<const Tensor*>& inputs,

@@ -33,14 +33,6 @@ const std::map<std::string, PwOp>& simple_ops() {
 
 bool is_float(DataType t) { return t == DataType::kFLOAT || t == DataType::kHALF || t == DataType::kBF16; }
 
-bool float_only(PwOp op) {
-  switch (op) {
-    case PwOp::kDiv: case PwOp::kPow: case PwOp::kExp: case PwOp::kLog: case PwOp::kSqrt: case PwOp::kReciprocal:
-    case PwOp::kSigmoid: case PwOp::kTanh: case PwOp::kErf: case PwOp::kHardSwish: return true;
-    default: return false;
-  }
-}
-
 // Whether the node can become part of a program: a known elementwise op over supported types, one output.
 bool fusable(const ir::Node& n, int graph_opset) {
   if (!n.domain.empty() || n.outputs.size() != 1 || n.inputs.empty()) return false;
@@ -68,7 +60,7 @@ bool fusable(const ir::Node& n, int graph_opset) {
   }
   auto it = simple_ops().find(n.op_type);
   if (it != simple_ops().end()) {
-    if (float_only(it->second) && !is_float(t)) return false;
+    if (ops::pw_float_only(it->second) && !is_float(t)) return false;
     return true;
   }
   if (n.op_type == "LeakyRelu" || n.op_type == "HardSigmoid") return is_float(t);
