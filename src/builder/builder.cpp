@@ -4,12 +4,14 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdlib>
 #include <map>
 #include <optional>
 
 #include "builder/build_progress.h"
 #include "builder/engine_writer.h"
 #include "builder/timing_cache.h"
+#include "builder/pointwise_codegen.h"
 #include "ir/graph.h"
 #include "passes/pass_manager.h"
 #include "runtime/device_backend.h"
@@ -188,6 +190,28 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
   return builder::write_engine(g, config);
 }
 
+// Pointwise kernels are compiled for the GPU the engine is built on (its compute capability), as cubins unless
+// KILN_POINTWISE_PTX=1 asks for PTX, which the driver compiles on load for that GPU or a newer one. Without a
+// GPU the target is sm_90, the architecture the CUDA backend itself is built for.
+Status compile_pointwise_layers(ir::Graph& g, ILogger& logger) {
+  bool any = false;
+  for (auto& n : g.nodes()) any |= n->op_type == "Pointwise" && n->domain == "kiln";
+  if (!any) return Status::Ok();
+  int major = 9, minor = 0;
+  auto backend = runtime::device_backend(Backend::kCUDA);
+  auto dev = backend.ok() ? (*backend)->device_info() : Result<runtime::DeviceInfo>(backend.status());
+  if (dev.ok()) {
+    major = dev->cc_major;
+    minor = dev->cc_minor;
+  } else {
+    std::string msg = "pointwise kernels compiled for sm_90: no GPU to target (" + dev.status().message() + ")";
+    logger.log(ILogger::Severity::kWARNING, msg.c_str());
+  }
+  const char* env = std::getenv("KILN_POINTWISE_PTX");
+  const bool ptx = env && *env && std::string(env) != "0";
+  return builder::compile_pointwise_nodes(g, major, minor, ptx, logger);
+}
+
 }  // namespace
 
 Status OptimizationProfile::set_shape(const std::string& input, const Dims& min, const Dims& opt, const Dims& max) {
@@ -229,6 +253,7 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
   passes::PassOptions opts;
   opts.backend = config.backend();
   opts.dump_after = config.dump_after();
+  opts.fuse_pointwise = builder::pointwise_codegen_available();
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   passes::PassContext ctx(logger_, opts);
   passes::PassManager pm(passes::pipeline_for(config.backend()));
@@ -245,6 +270,7 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
   KILN_RETURN_IF_ERROR(ir::verify(*g).with_context("the optimized graph is invalid"));
   KILN_RETURN_IF_ERROR(g->topo_sort());
   KILN_RETURN_IF_ERROR(check_value_kinds(*g, config.backend()));
+  if (config.backend() == Backend::kCUDA) KILN_RETURN_IF_ERROR(compile_pointwise_layers(*g, logger_));
   KILN_RETURN_IF_ERROR(progress.step());
 
   double pass_ms = 0;

@@ -23,6 +23,8 @@ struct PassOptions {
   std::string precision_constraints = "none";        // none | prefer | obey
   // Whether the target backend has a kernel for (op, domain, dtype).
   std::function<bool(const std::string&, const std::string&, DataType)> has_kernel;
+  // fuse_pointwise: false where no pointwise code generator exists (the builder was built without NVRTC).
+  bool fuse_pointwise = true;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG
   bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)
@@ -63,6 +65,7 @@ std::unique_ptr<Pass> make_expand_gradient();
 std::unique_ptr<Pass> make_fold_batchnorm();
 std::unique_ptr<Pass> make_fuse_conv_epilogue();
 std::unique_ptr<Pass> make_layout_nhwc();
+std::unique_ptr<Pass> make_fuse_pointwise();
 
 // The whole CPU pipeline, in order.
 PassList cpu_pipeline();
