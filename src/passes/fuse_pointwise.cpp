@@ -323,6 +323,16 @@ class FusePointwise final : public Pass {
     Attributes a;
     a.set("program", p.serialize());
     const std::string node_name = g.unique_node_name("pointwise_" + members.back()->name);
+    // The original nodes, for layer information (members are removed before the fused node takes their outputs).
+    std::vector<std::string> origin;
+    for (ir::Node* m : members) {
+      const Attribute* from = m->attrs.find(ops::kFusedFromAttr);
+      if (from && from->type() == AttrType::kSTRINGS)
+        origin.insert(origin.end(), from->strings().begin(), from->strings().end());
+      else
+        origin.push_back(m->name);
+    }
+    a.set(ops::kFusedFromAttr, Attribute(origin));
     for (ir::Node* m : members) g.remove_node(m);
     std::vector<std::string> tmp_names(outs.size(), "__pointwise_tmp");
     ir::Node* f = g.add_node("Pointwise", node_name, ins, tmp_names, std::move(a), 1, "kiln");
