@@ -59,6 +59,12 @@ std::unique_ptr<Pass> make_dead_code_elimination();
 std::unique_ptr<Pass> make_remove_identity();
 std::unique_ptr<Pass> make_precision_lowering();
 std::unique_ptr<Pass> make_expand_gradient();
+// Transformer fusions of the CUDA pipeline (the CPU pipeline stays unfused: its results are the reference).
+std::unique_ptr<Pass> make_fuse_layernorm();
+std::unique_ptr<Pass> make_fuse_gelu();
+std::unique_ptr<Pass> make_fuse_attention();
+std::unique_ptr<Pass> make_fuse_matmul_epilogue();
+std::unique_ptr<Pass> make_fuse_qkv();
 
 // The whole CPU pipeline, in order.
 PassList cpu_pipeline();

@@ -42,6 +42,10 @@ const std::map<std::string, Rule>& rules() {
       m[op] = {{0}, {0}};
     m["Pad"] = {{0, 2}, {0}};
     m["Split"] = {{0}, {}};  // every output: filled in below
+    // Fused ops by domain::name. Their kernels accumulate in float32 (GEMM epilogues, attention's softmax runs in
+    // float32 whatever Q, K and V are stored in); every float input, bias, residual and mask included, goes along.
+    m["kiln::FusedMatMul"] = all;
+    m["kiln::FusedAttention"] = all;
     return m;
   }();
   return r;
@@ -108,9 +112,11 @@ class PrecisionLowering final : public Pass {
     return r.out;
   }
 
+  static std::string rule_key(const ir::Node& n) { return n.domain.empty() ? n.op_type : n.domain + "::" + n.op_type; }
+
   bool eligible(const ir::Node& n, DataType want, const PassOptions& o, std::string* why) const {
-    if (!n.domain.empty()) return *why = "it is not an ai.onnx operator", false;
-    auto it = rules().find(n.op_type);
+    auto it = rules().find(rule_key(n));
+    if (it == rules().end() && !n.domain.empty()) return *why = "it is not an ai.onnx operator", false;
     if (it == rules().end()) return *why = n.op_type + " has no reduced-precision form", false;
     if (!o.has_kernel || !o.has_kernel(n.op_type, n.domain, want))
       return *why = "no " + std::string(dtype_name(want)) + " kernel exists for " + n.op_type, false;
@@ -152,7 +158,7 @@ class PrecisionLowering final : public Pass {
   static int onnx_code(DataType t) { return t == DataType::kHALF ? 10 : t == DataType::kBF16 ? 16 : 1; }
 
   void lower(ir::Graph& g, ir::Node* n, DataType t) {
-    const Rule& r = rules().at(n->op_type);
+    const Rule& r = rules().at(rule_key(*n));
     for (int i : t_inputs(*n, r)) {
       ir::Value* v = n->inputs[i];
       if (!v) continue;
