@@ -12,9 +12,15 @@ namespace {
 using match::Bindings;
 using match::Pattern;
 
+// The leading n dims can be taken as equal: the same static size, or symbolic (the exporter's batch is a symbol
+// that inference may not prove equal across Q, K and V; the kernels check the actual sizes). A static 1 against
+// anything else may be a broadcast, which FusedAttention does not do.
 bool dims_equal(const ir::Value* a, const ir::Value* b, int n) {
-  for (int i = 0; i < n; ++i)
-    if (a->shape[i] != b->shape[i]) return false;
+  for (int i = 0; i < n; ++i) {
+    const ops::Dim &x = a->shape[i], &y = b->shape[i];
+    if (x.is_static() && y.is_static() ? x.value != y.value : (x.is_static() && x.value == 1) || (y.is_static() && y.value == 1))
+      return false;
+  }
   return true;
 }
 
@@ -33,6 +39,31 @@ bool is_causal_cond(const ir::Value* cond, bool masked_when_true) {
     for (int64_t j = 0; j < s; ++j)
       if (p[i * s + j] != (masked_when_true ? j > i : j <= i)) return false;
   return true;
+}
+
+// A constant additive mask that is the causal triangle: 0 where j <= i, a large negative value (or -inf) where
+// j > i (what torch's SDPA export builds for is_causal once folded).
+bool is_causal_additive(const ir::Value* m) {
+  if (!m->is_constant() || !dtype_is_float(m->dtype)) return false;
+  const Tensor& t = *m->constant;
+  if (t.rank() < 2) return false;
+  const int64_t s = t.dim(-1);
+  if (s < 2 || t.dim(-2) != s || t.numel() != s * s) return false;
+  for (int64_t i = 0; i < s; ++i)
+    for (int64_t j = 0; j < s; ++j) {
+      const double v = t.get_f64(i * s + j);
+      if (j <= i ? v != 0.0 : !(v <= -1e4)) return false;
+    }
+  return true;
+}
+
+// A Cast to the type its input already has (HF gpt2 casts the probabilities to V's type): no change to fuse across.
+match::Pattern through_noop_cast(const match::Pattern& p) {
+  using namespace match;
+  return either({op("Cast", {p}).where([](ir::Value* v, const Bindings&) {
+                   return v->producer->inputs[0]->dtype == v->dtype;
+                 }).used_once(),
+                 p});
 }
 
 bool softmax_last_axis(ir::Value* v, int graph_opset) {
@@ -73,7 +104,7 @@ class FuseAttention final : public Pass {
     const Pattern probs = op("Softmax", {masked}).where([opset](ir::Value* v, const Bindings&) {
       return softmax_last_axis(v, opset);
     });
-    const Pattern root = op("MatMul", {probs.used_once(), any().bind("v")}).bind("root");
+    const Pattern root = op("MatMul", {through_noop_cast(probs.used_once()), any().bind("v")}).bind("root");
 
     int n = rewrite(g, root, [&](Bindings& b) {
       ir::Value *qv = b.value("q"), *ktv = b.value("kt"), *vv = b.value("v"), *out = b.value("root");
@@ -89,6 +120,10 @@ class FuseAttention final : public Pass {
       ir::Value* mask = b.value("mask");
       if (mask && (mask->dtype != qv->dtype || !mask->rank_known || mask->shape.size() > 4)) return false;
       bool causal = false;
+      if (mask && is_causal_additive(mask)) {
+        causal = true;
+        mask = nullptr;
+      }
       ir::Value* cond = b.value("cond_keep") ? b.value("cond_keep") : b.value("cond_hide");
       if (cond) {
         const bool hide = b.value("cond_hide") != nullptr;

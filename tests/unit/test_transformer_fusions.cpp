@@ -2,6 +2,7 @@
 // kiln ops: graph structure after each pass, and fused vs unfused outputs on the reference CPU kernels.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cmath>
 #include <map>
 #include <random>
@@ -484,6 +485,102 @@ TEST(TransformerFusions, PrecisionLoweringTakesFusedOpsToHalf) {
   EXPECT_EQ(f->outputs[0]->dtype, DataType::kHALF);
   for (auto* v : f->inputs) EXPECT_EQ(v->dtype, DataType::kHALF) << v->name;
   expect_close(run(*n.g, {random({2, 4, 8}, 80)}), run(*g, {random({2, 4, 8}, 80)}), 1e-2);
+}
+
+}  // namespace
+
+namespace {
+
+// torch.onnx's SDPA export computes its scale from the query's shape: 1 / sqrt(float(Shape(q)[-1])), then
+// multiplies Q and K^T by its square root. With a symbolic batch only the last dim is static; the CPU pipeline's
+// folding must turn that chain into constants for the attention fusion to see scalars.
+TEST(FuseAttention, SdpaScaleFromShapeFoldsWithSymbolicBatch) {
+  Net n;
+  ir::Value* q = n.input("q", {2, 4, 10, 16});
+  ir::Value* k = n.input("k", {2, 4, 10, 16});
+  ir::Value* v = n.input("v", {2, 4, 10, 16});
+  for (ir::Value* x : {q, k, v}) x->shape[0] = ops::Dim::symbol("B");
+  ir::Value* shape = n.op("Shape", {q});
+  ir::Value* last = n.op("Slice", {shape, n.c(Tensor::from_vector<int64_t>({1}, {-1})),
+                                   n.c(Tensor::from_vector<int64_t>({1}, {INT64_MAX}))});
+  Attributes to_float;
+  to_float.set("to", Attribute(int64_t{1}));
+  ir::Value* d = n.op("Cast", {last}, to_float);
+  ir::Value* scale = n.op("Cast", {n.op("Div", {n.c(Tensor::from_vector<float>({1}, {1.0f})), n.op("Sqrt", {d})})},
+                          to_float);
+  ir::Value* root = n.op("Sqrt", {scale});
+  Attributes t;
+  t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
+  ir::Value* qk = n.op("MatMul", {n.op("Mul", {q, root}), n.op("Mul", {n.op("Transpose", {k}, t), root})});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  n.output(n.op("MatMul", {n.op("Softmax", {qk}, sm), v}));
+  static Quiet quiet;
+  passes::PassContext ctx(quiet, {});
+  ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, ctx).ok());
+  auto fused = n.g->clone();
+  passes::PassList l = passes::cpu_pipeline();
+  l.push_back(passes::make_fuse_attention());
+  l.push_back(passes::make_dead_code_elimination());
+  passes::PassManager pm(std::move(l));
+  Status st = pm.run(*fused, ctx);
+  ASSERT_TRUE(st.ok()) << st.message();
+  ASSERT_EQ(count(*fused, "FusedAttention"), 1) << ir::print(*fused);
+  EXPECT_NEAR(find(*fused, "FusedAttention")->attrs.get_float("scale").value(), 0.25, 1e-6);
+  std::vector<Tensor> in = {random({2, 4, 10, 16}, 90), random({2, 4, 10, 16}, 91), random({2, 4, 10, 16}, 92)};
+  expect_close(run(*n.g, in), run(*fused, in), 1e-4);
+}
+
+}  // namespace
+
+namespace {
+
+// HF gpt2 (eager): Div by sqrt(D), Where(causal, scores, min) keeping where true, + padding mask, Softmax, Cast to
+// V's (same) type, MatMul.
+TEST(FuseAttention, Gpt2EagerWhereThenPaddingMaskThenNoopCast) {
+  const int64_t B = 2, S = 7, H = 2, D = 4;
+  Net n;
+  ir::Value* q = n.input("q", {B, H, S, D});
+  ir::Value* kt = n.input("kt", {B, H, D, S});
+  ir::Value* v = n.input("v", {B, H, S, D});
+  ir::Value* pad = n.input("pad", {B, 1, 1, S});
+  Tensor cond(DataType::kBOOL, {1, 1, S, S});
+  for (int64_t i = 0; i < S; ++i)
+    for (int64_t j = 0; j < S; ++j) cond.data<bool>()[i * S + j] = j <= i;
+  ir::Value* sc = n.op("Div", {n.op("MatMul", {q, kt}), n.scalar(2.0f)});
+  ir::Value* w = n.op("Add", {n.op("Where", {n.c(cond), sc, n.scalar(-3.4028234663852886e38f)}), pad});
+  Attributes to;
+  to.set("to", Attribute(int64_t{1}));
+  n.output(n.op("MatMul", {n.op("Cast", {n.op("Softmax", {w})}, to), v}));
+  Tensor padv(DataType::kFLOAT, {B, 1, 1, S});
+  for (int64_t i = 0; i < padv.numel(); ++i) padv.data<float>()[i] = i == S - 1 ? -10000.0f : 0.0f;
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                {random({B, H, S, D}, 1), random({B, H, D, S}, 2), random({B, H, S, D}, 3), padv});
+  ASSERT_EQ(count(*fused, "FusedAttention"), 1) << ir::print(*fused);
+  EXPECT_EQ(fused->nodes().size(), 2u) << "the attention and K's transpose back";
+  const ir::Node* a = find(*fused, "FusedAttention");
+  EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 1);
+  ASSERT_EQ(a->inputs.size(), 4u);
+  EXPECT_EQ(a->inputs[3]->name, "pad");
+}
+
+// torch's SDPA export with is_causal: a constant additive triangle of 0 and -inf, once folded.
+TEST(FuseAttention, ConstantAdditiveCausalMaskBecomesTheFlag) {
+  const int64_t S = 6;
+  Net n;
+  ir::Value* q = n.input("q", {1, 2, S, 8});
+  ir::Value* kt = n.input("kt", {1, 2, 8, S});
+  ir::Value* v = n.input("v", {1, 2, S, 8});
+  Tensor m(DataType::kFLOAT, {S, S});
+  for (int64_t i = 0; i < S; ++i)
+    for (int64_t j = 0; j < S; ++j) m.data<float>()[i * S + j] = j > i ? -INFINITY : 0.0f;
+  n.output(n.op("MatMul", {n.op("Softmax", {n.op("Add", {n.op("MatMul", {q, kt}), n.c(m)})}), v}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                {random({1, 2, S, 8}, 4), random({1, 2, 8, S}, 5), random({1, 2, S, 8}, 6)});
+  const ir::Node* a = find(*fused, "FusedAttention");
+  ASSERT_NE(a, nullptr) << ir::print(*fused);
+  EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 1);
+  EXPECT_EQ(a->inputs.size(), 3u);
 }
 
 }  // namespace
