@@ -584,3 +584,74 @@ TEST(FuseAttention, ConstantAdditiveCausalMaskBecomesTheFlag) {
 }
 
 }  // namespace
+
+namespace {
+
+// A post-LN encoder block written as an opset-13 export of an HF-style BERT layer: separate Q/K/V projections,
+// K transposed by one Transpose(0,2,3,1), Div by sqrt(D), padding mask, decomposed LayerNorms, erf GELU.
+void encoder_block(Net& n, int64_t E, int64_t H, int64_t F) {
+  const int64_t D = E / H;
+  ir::Value* x = n.input("x", {2, 16, E});
+  ir::Value* mask = n.input("mask", {2, 1, 1, 16});
+  ir::Value* qkv[3];
+  for (int i = 0; i < 3; ++i) {
+    ir::Value* p = n.op("Add", {n.op("MatMul", {x, n.weight({E, E})}), n.weight({E})});
+    ir::Value* r = n.op("Reshape", {p, n.c(Tensor::from_vector<int64_t>({4}, {0, 0, H, D}))});
+    Attributes t;
+    t.set("perm", Attribute(i == 1 ? std::vector<int64_t>{0, 2, 3, 1} : std::vector<int64_t>{0, 2, 1, 3}));
+    qkv[i] = n.op("Transpose", {r}, t);
+  }
+  ir::Value* s =
+      n.op("Add", {n.op("Div", {n.op("MatMul", {qkv[0], qkv[1]}), n.scalar(std::sqrt(static_cast<float>(D)))}), mask});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  ir::Value* a = n.op("MatMul", {n.op("Softmax", {s}, sm), qkv[2]});
+  Attributes t;
+  t.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+  ir::Value* o = n.op("Reshape", {n.op("Transpose", {a}, t), n.c(Tensor::from_vector<int64_t>({3}, {0, 0, E}))});
+  ir::Value* h = layernorm_decomposed(
+      n, n.op("Add", {x, n.op("Add", {n.op("MatMul", {o, n.weight({E, E})}), n.weight({E})})}), E, true);
+  ir::Value* f = gelu_erf_decomposed(n, n.op("Add", {n.op("MatMul", {h, n.weight({E, F})}), n.weight({F})}), 0);
+  ir::Value* y = n.op("Add", {h, n.op("Add", {n.op("MatMul", {f, n.weight({F, E})}), n.weight({E})})});
+  n.output(layernorm_decomposed(n, y, E, true));
+}
+
+TEST(TransformerFusions, CudaPipelineOnAnEncoderBlock) {
+  for (DataType reduced : {DataType::kFLOAT, DataType::kHALF}) {
+    Net n;
+    encoder_block(n, 32, 4, 64);
+    static Quiet quiet;
+    passes::PassContext sctx(quiet, {});
+    ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, sctx).ok());
+    auto g = n.g->clone();
+    passes::PassOptions o;
+    o.backend = Backend::kCUDA;
+    o.verify_each = true;
+    o.reduced_precision = reduced;
+    o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+    passes::PassContext ctx(quiet, o);
+    passes::PassManager pm(passes::pipeline_for(Backend::kCUDA));
+    Status st = pm.run(*g, ctx);
+    ASSERT_TRUE(st.ok()) << st.message();
+    EXPECT_EQ(count(*g, "FusedAttention"), 1) << ir::print(*g);
+    EXPECT_EQ(count(*g, "LayerNormalization"), 2);
+    for (const char* gone : {"Softmax", "Erf", "ReduceMean", "MatMul", "Div"}) EXPECT_EQ(count(*g, gone), 0) << gone;
+    // Q, K and V merged into one GEMM + Split; the output projection and both FFN GEMMs with their epilogues.
+    EXPECT_EQ(count(*g, "FusedMatMul"), 4);
+    EXPECT_EQ(count(*g, "Split"), 1);
+    int with_res = 0, gelu = 0;
+    for (auto& node : g->nodes()) {
+      if (node->op_type != "FusedMatMul") continue;
+      with_res += node->inputs.size() == 4;
+      gelu += node->attrs.get_string("activation", "none").value() == "gelu_erf";
+    }
+    EXPECT_EQ(with_res, 2);
+    EXPECT_EQ(gelu, 1);
+    Tensor m(DataType::kFLOAT, {2, 1, 1, 16});
+    for (int64_t i = 0; i < m.numel(); ++i) m.data<float>()[i] = i >= 28 ? -10000.0f : 0.0f;
+    std::vector<Tensor> in = {random({2, 16, 32}, 100, -2, 2), m};
+    expect_close(run(*n.g, in), run(*g, in), reduced == DataType::kFLOAT ? 1e-4 : 3e-2);
+  }
+}
+
+}  // namespace

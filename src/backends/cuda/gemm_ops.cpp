@@ -118,7 +118,8 @@ class LtGemm {
     const uint32_t al_a = alignment(a, a_extra), al_b = alignment(b, b_extra), al_d = alignment(d, d_extra);
     const uint32_t al_bias = s_.bias ? alignment(bias, 0) : 0;
     const uint32_t al_c = c ? std::min(alignment(c, d_extra), al_d) : al_d;
-    const uint64_t key = (uint64_t{al_a} << 48) | (uint64_t{al_b} << 32) | (uint64_t{al_d} << 16) |
+    // Each alignment is at most 256: nine bits apiece.
+    const uint64_t key = (uint64_t{al_a} << 36) | (uint64_t{al_b} << 27) | (uint64_t{al_d} << 18) |
                          (uint64_t{al_c} << 9) | al_bias;
     if (s_.bias)
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
