@@ -47,8 +47,8 @@ KILN_REGISTER_OP(FusedAttention) {
       return invalid_argument("FusedAttention: Q, K and V must be 4-D");
     const int64_t B = q.dim(0), H = q.dim(1), Sq = q.dim(2), D = q.dim(3), Sk = k.dim(2), Dv = v.dim(3);
     if (k.dim(0) != B || k.dim(1) != H || k.dim(3) != D || v.dim(0) != B || v.dim(1) != H || v.dim(2) != Sk)
-      return invalid_argument("FusedAttention: K " + dims_to_string(k.shape()) + " and V " +
-                              dims_to_string(v.shape()) + " do not fit Q " + dims_to_string(q.shape()));
+      return invalid_argument("FusedAttention: K " + dims_to_string(k.shape()) + " and V " + dims_to_string(v.shape()) +
+                              " do not fit Q " + dims_to_string(q.shape()));
     KILN_ASSIGN_OR_RETURN(float scale_attr, ctx.attrs().get_float("scale", 0.0f));
     KILN_ASSIGN_OR_RETURN(int64_t causal, ctx.attrs().get_int("causal", 0));
     const double scale = ctx.attrs().has("scale") ? scale_attr : 1.0 / std::sqrt(static_cast<double>(D));

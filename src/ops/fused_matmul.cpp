@@ -21,9 +21,12 @@ Result<EpilogueAct> parse_act(const Attributes& a) {
 
 double apply_act(EpilogueAct act, double x) {
   switch (act) {
-    case EpilogueAct::kNone: return x;
-    case EpilogueAct::kRelu: return x > 0 ? x : 0;
-    case EpilogueAct::kGeluErf: return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case EpilogueAct::kNone:
+      return x;
+    case EpilogueAct::kRelu:
+      return x > 0 ? x : 0;
+    case EpilogueAct::kGeluErf:
+      return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
     case EpilogueAct::kGeluTanh: {
       const double k = std::sqrt(2.0 / 3.14159265358979323846);
       return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
@@ -73,8 +76,8 @@ KILN_REGISTER_OP(FusedMatMul) {
     if (ka.is_static() && kb.is_static() && ka.value != kb.value)
       return invalid_model("FusedMatMul: inner dimensions differ: A " + shape_to_string(a.shape) + ", B " +
                            shape_to_string(b.shape));
-    KILN_ASSIGN_OR_RETURN(Shape out, broadcast_shapes({Shape(a.shape.begin(), a.shape.end() - 2),
-                                                       Shape(bs.begin(), bs.end() - 2)}));
+    KILN_ASSIGN_OR_RETURN(
+        Shape out, broadcast_shapes({Shape(a.shape.begin(), a.shape.end() - 2), Shape(bs.begin(), bs.end() - 2)}));
     out.push_back(a.shape[a.shape.size() - 2]);
     out.push_back(bs.back());
     if (ctx.has_input(2)) {
@@ -120,8 +123,8 @@ KILN_REGISTER_OP(FusedMatMul) {
     if (ctx.has_input(2)) {
       bias = ctx.input(2).cast(acc);
       if (bias.numel() != n)
-        return invalid_argument("FusedMatMul: bias has " + std::to_string(bias.numel()) + " elements, expected N=" +
-                                std::to_string(n));
+        return invalid_argument("FusedMatMul: bias has " + std::to_string(bias.numel()) +
+                                " elements, expected N=" + std::to_string(n));
     }
     if (ctx.has_input(3)) {
       res = ctx.input(3).cast(acc);

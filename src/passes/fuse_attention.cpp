@@ -18,7 +18,8 @@ using match::Pattern;
 bool dims_equal(const ir::Value* a, const ir::Value* b, int n) {
   for (int i = 0; i < n; ++i) {
     const ops::Dim &x = a->shape[i], &y = b->shape[i];
-    if (x.is_static() && y.is_static() ? x.value != y.value : (x.is_static() && x.value == 1) || (y.is_static() && y.value == 1))
+    if (x.is_static() && y.is_static() ? x.value != y.value
+                                       : (x.is_static() && x.value == 1) || (y.is_static() && y.value == 1))
       return false;
   }
   return true;
@@ -60,9 +61,9 @@ bool is_causal_additive(const ir::Value* m) {
 // A Cast to the type its input already has (HF gpt2 casts the probabilities to V's type): no change to fuse across.
 match::Pattern through_noop_cast(const match::Pattern& p) {
   using namespace match;
-  return either({op("Cast", {p}).where([](ir::Value* v, const Bindings&) {
-                   return v->producer->inputs[0]->dtype == v->dtype;
-                 }).used_once(),
+  return either({op("Cast", {p})
+                     .where([](ir::Value* v, const Bindings&) { return v->producer->inputs[0]->dtype == v->dtype; })
+                     .used_once(),
                  p});
 }
 
@@ -83,14 +84,11 @@ class FuseAttention final : public Pass {
     using namespace match;
     auto scalar_const = [](const std::string& name) {
       return constant()
-          .where([](ir::Value* c, const Bindings&) {
-            return c->constant->numel() == 1 && dtype_is_float(c->dtype);
-          })
+          .where([](ir::Value* c, const Bindings&) { return c->constant->numel() == 1 && dtype_is_float(c->dtype); })
           .bind(name);
     };
     const Pattern q = either({commutative("Mul", any().bind("q"), scalar_const("cq")).used_once(), any().bind("q")});
-    const Pattern kt =
-        either({commutative("Mul", any().bind("kt"), scalar_const("ck")).used_once(), any().bind("kt")});
+    const Pattern kt = either({commutative("Mul", any().bind("kt"), scalar_const("ck")).used_once(), any().bind("kt")});
     const Pattern qk = op("MatMul", {q, kt}).used_once();
     const Pattern scores = either({op("Div", {qk, scalar_const("cdiv")}).used_once(),
                                    commutative("Mul", qk, scalar_const("cmul")).used_once(), qk});
@@ -101,9 +99,8 @@ class FuseAttention final : public Pass {
     const Pattern masked = either({commutative("Add", where, any().bind("mask")).used_once(), where,
                                    commutative("Add", scores, any().bind("mask")).used_once(), scores});
     const int opset = g.opset();
-    const Pattern probs = op("Softmax", {masked}).where([opset](ir::Value* v, const Bindings&) {
-      return softmax_last_axis(v, opset);
-    });
+    const Pattern probs =
+        op("Softmax", {masked}).where([opset](ir::Value* v, const Bindings&) { return softmax_last_axis(v, opset); });
     const Pattern root = op("MatMul", {through_noop_cast(probs.used_once()), any().bind("v")}).bind("root");
 
     int n = rewrite(g, root, [&](Bindings& b) {
@@ -138,8 +135,7 @@ class FuseAttention final : public Pass {
           ir::Value* fill = b.value("fill");
           if (fill->dtype != qv->dtype) return false;
           ir::Node* w = g.add_node("Where", g.unique_node_name(out->name + "_mask"),
-                                   {cond, hide ? fill : z, hide ? z : fill}, {out->name + "_additive_mask"}, {},
-                                   opset);
+                                   {cond, hide ? fill : z, hide ? z : fill}, {out->name + "_additive_mask"}, {}, opset);
           ir::Value* wm = w->outputs[0];
           wm->dtype = qv->dtype;
           wm->shape = cond->shape;

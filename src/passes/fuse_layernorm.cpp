@@ -38,13 +38,13 @@ class FuseLayerNorm final : public Pass {
   Status apply(ir::Graph& g, PassContext& ctx) override {
     using namespace match;
     const Pattern x = any().bind("x");
-    const Pattern mean = op("ReduceMean", {x}).where([](ir::Value* v, const Bindings&) { return reduces_last_axis(v); });
+    const Pattern mean =
+        op("ReduceMean", {x}).where([](ir::Value* v, const Bindings&) { return reduces_last_axis(v); });
     const Pattern d = op("Sub", {x, mean}).bind("d");
     const Pattern sq = either({op("Pow", {d, fusion::one_scalar(2.0)}), op("Mul", {d, d})}).used_once();
     const Pattern var =
         op("ReduceMean", {sq}).where([](ir::Value* v, const Bindings&) { return reduces_last_axis(v); }).used_once();
-    const Pattern denom =
-        op("Sqrt", {commutative("Add", var, constant().bind("eps")).used_once()}).used_once();
+    const Pattern denom = op("Sqrt", {commutative("Add", var, constant().bind("eps")).used_once()}).used_once();
     const Pattern norm = op("Div", {d, denom}).used_once();
     const Pattern scaled = commutative("Mul", norm, constant().bind("gamma"));
     // With beta first: the sweep meets the Mul before its Add and must not take it alone when a beta follows.

@@ -61,9 +61,8 @@ class FuseMatMulEpilogue final : public Pass {
     int n = 0;
 
     // MatMul + bias.
-    const Pattern mm = op("MatMul").where([](ir::Value* v, const Bindings&) {
-      return float_matmul_operands(v->producer);
-    });
+    const Pattern mm =
+        op("MatMul").where([](ir::Value* v, const Bindings&) { return float_matmul_operands(v->producer); });
     n += rewrite(g, commutative("Add", mm.bind("mm").used_once(), constant().bind("bias")).bind("root"),
                  [&](Bindings& b) {
                    ir::Value* bias = column_bias(g, b.value("bias"), b.value("root"));
@@ -113,8 +112,8 @@ class FuseMatMulEpilogue final : public Pass {
                    ir::Node* m = b.node("mm");
                    Attributes at = m->domain == "kiln" ? m->attrs : Attributes{};
                    at.set("activation", Attribute(a));
-                   fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", inputs_of(m), std::move(at),
-                                             1, m->name + "_act");
+                   fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", inputs_of(m), std::move(at), 1,
+                                             m->name + "_act");
                    return true;
                  });
     fusion::prune_dead_nodes(g);
@@ -123,21 +122,20 @@ class FuseMatMulEpilogue final : public Pass {
     const Pattern with_act = fusion::domain_op("FusedMatMul", "kiln").where([](ir::Value* v, const Bindings&) {
       return v->producer->inputs.size() < 4;
     });
-    n += rewrite(g, commutative("Add", with_act.used_once().bind("mm"), any().bind("res")).bind("root"),
-                 [&](Bindings& b) {
-                   ir::Node* m = b.node("mm");
-                   ir::Value* res = b.value("res");
-                   ir::Value* out = b.value("mm");
-                   if (res == out || res->dtype != out->dtype || !fusion::same_shape(res, out) ||
-                       !fusion::same_shape(b.value("root"), out))
-                     return false;
-                   std::vector<ir::Value*> in = inputs_of(m);
-                   if (in.size() < 3) in.push_back(nullptr);  // no bias
-                   in.push_back(res);
-                   fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", in, m->attrs, 1,
-                                             m->name + "_res");
-                   return true;
-                 });
+    n += rewrite(
+        g, commutative("Add", with_act.used_once().bind("mm"), any().bind("res")).bind("root"), [&](Bindings& b) {
+          ir::Node* m = b.node("mm");
+          ir::Value* res = b.value("res");
+          ir::Value* out = b.value("mm");
+          if (res == out || res->dtype != out->dtype || !fusion::same_shape(res, out) ||
+              !fusion::same_shape(b.value("root"), out))
+            return false;
+          std::vector<ir::Value*> in = inputs_of(m);
+          if (in.size() < 3) in.push_back(nullptr);  // no bias
+          in.push_back(res);
+          fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", in, m->attrs, 1, m->name + "_res");
+          return true;
+        });
     fusion::prune_dead_nodes(g);
     ctx.changes += n + gelus;
     if (n) ctx.verbose("fuse_matmul_epilogue: " + std::to_string(n) + " epilogue fusions");

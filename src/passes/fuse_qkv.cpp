@@ -106,8 +106,8 @@ class FuseQkv final : public Pass {
       y->shape.back() = ops::Dim(total);
       Attributes sa;
       sa.set("axis", Attribute(int64_t{-1}));
-      ir::Value* sizes = g.add_constant(first->name + "_merged_split", Tensor::from_vector<int64_t>(
-                                                                             {static_cast<int64_t>(split.size())}, split));
+      ir::Value* sizes = g.add_constant(first->name + "_merged_split",
+                                        Tensor::from_vector<int64_t>({static_cast<int64_t>(split.size())}, split));
       std::vector<std::string> names;
       for (ir::Node* n : nodes) names.push_back(n->outputs[0]->name + "_part");
       ir::Node* sp = g.add_node("Split", g.unique_node_name(first->name + "_split"), {y, sizes}, names, std::move(sa),

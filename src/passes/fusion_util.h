@@ -13,9 +13,8 @@ namespace kiln::passes::fusion {
 // A one-element float constant equal to v: exporters write GELU's and attention's constants as rank-0 or [1]
 // tensors, and a larger all-equal constant could broadcast the result to a bigger shape.
 inline match::Pattern one_scalar(double v, double tol = 1e-4) {
-  return match::scalar(v, tol).where([](ir::Value* c, const match::Bindings&) {
-    return c->constant->numel() == 1 && dtype_is_float(c->dtype);
-  });
+  return match::scalar(v, tol).where(
+      [](ir::Value* c, const match::Bindings&) { return c->constant->numel() == 1 && dtype_is_float(c->dtype); });
 }
 
 // A value produced by a node of `op_type` in `domain` (match::op only sees the default domain).
@@ -49,16 +48,16 @@ inline match::Pattern gelu_from_inner(const match::Pattern& x, const match::Patt
 
 inline match::Pattern gelu_erf(const match::Pattern& x) {
   using namespace match;
-  Pattern scaled = either({op("Div", {x, one_scalar(1.4142135623730951)}),
-                           commutative("Mul", x, one_scalar(0.7071067811865476))})
-                       .used_once();
+  Pattern scaled =
+      either({op("Div", {x, one_scalar(1.4142135623730951)}), commutative("Mul", x, one_scalar(0.7071067811865476))})
+          .used_once();
   return gelu_from_inner(x, op("Erf", {scaled}).used_once());
 }
 
 inline match::Pattern gelu_tanh(const match::Pattern& x) {
   using namespace match;
-  Pattern cube = either({op("Pow", {x, one_scalar(3.0)}), commutative("Mul", x, op("Mul", {x, x}).used_once())})
-                     .used_once();
+  Pattern cube =
+      either({op("Pow", {x, one_scalar(3.0)}), commutative("Mul", x, op("Mul", {x, x}).used_once())}).used_once();
   Pattern sum = commutative("Add", x, commutative("Mul", cube, one_scalar(0.044715)).used_once()).used_once();
   Pattern inner = op("Tanh", {commutative("Mul", sum, one_scalar(0.7978845608028654)).used_once()}).used_once();
   return gelu_from_inner(x, inner);
@@ -67,9 +66,9 @@ inline match::Pattern gelu_tanh(const match::Pattern& x) {
 // Puts a new node (one output) in place of `root`: every reader of root, and the graph outputs, read the node's
 // output instead, which takes root's name (engine outputs keep their names) and type. The old producers are left
 // for dead-code elimination.
-inline ir::Node* replace_with_node(ir::Graph& g, ir::Value* root, const std::string& op_type,
-                                   const std::string& domain, const std::vector<ir::Value*>& inputs, Attributes attrs,
-                                   int opset, const std::string& base_name) {
+inline ir::Node* replace_with_node(ir::Graph& g, ir::Value* root, const std::string& op_type, const std::string& domain,
+                                   const std::vector<ir::Value*>& inputs, Attributes attrs, int opset,
+                                   const std::string& base_name) {
   const std::string name = root->name;
   g.rename_value(root, name + "_unfused");
   ir::Node* n = g.add_node(op_type, g.unique_node_name(base_name), inputs, {name}, std::move(attrs), opset, domain);

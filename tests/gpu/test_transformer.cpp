@@ -54,7 +54,9 @@ std::vector<Tensor> run_net(const NetCase& c, Backend backend, std::vector<std::
   for (ir::Value* v : c.build(net->graph(), in)) {
     ITensor* t = net->find_tensor(v->name);
     EXPECT_NE(t, nullptr);
-    if (t) EXPECT_TRUE(net->mark_output(t).ok());
+    if (t) {
+      EXPECT_TRUE(net->mark_output(t).ok());
+    }
   }
   auto config = builder.create_builder_config();
   config->set_backend(backend);
@@ -103,7 +105,8 @@ void expect_fused_agrees(const NetCase& c) {
   std::vector<Tensor> cpu = run_net(c, Backend::kCPU, &cpu_ops);
   std::vector<Tensor> gpu = run_net(c, Backend::kCUDA, &gpu_ops);
   if (!c.fused_op.empty()) {
-    EXPECT_NE(std::find(gpu_ops.begin(), gpu_ops.end(), c.fused_op), gpu_ops.end()) << c.fused_op << " not in the engine";
+    EXPECT_NE(std::find(gpu_ops.begin(), gpu_ops.end(), c.fused_op), gpu_ops.end())
+        << c.fused_op << " not in the engine";
     EXPECT_EQ(std::find(cpu_ops.begin(), cpu_ops.end(), c.fused_op), cpu_ops.end()) << "the CPU pipeline fused";
   }
   ASSERT_EQ(cpu.size(), gpu.size());
@@ -127,9 +130,8 @@ struct Precision {
   double atol, rtol;
 };
 // FP32 runs without TF32 (the reference's accuracy); FP16/BF16 lower the whole network.
-const Precision kPrecisions[] = {{"fp32", {}, 1e-3, 1e-3},
-                                 {"fp16", {BuilderFlag::kFP16}, 3e-2, 2e-2},
-                                 {"bf16", {BuilderFlag::kBF16}, 1.5e-1, 5e-2}};
+const Precision kPrecisions[] = {
+    {"fp32", {}, 1e-3, 1e-3}, {"fp16", {BuilderFlag::kFP16}, 3e-2, 2e-2}, {"bf16", {BuilderFlag::kBF16}, 1.5e-1, 5e-2}};
 
 // ---- FusedMatMul through the epilogue fusion ----
 
@@ -180,7 +182,8 @@ TEST(GpuTransformer, ActivationsGemmOddSizesAndBatchedB) {
       Attributes ga;
       ga.set("transB", Attribute(int64_t{1}));
       ga.set("alpha", Attribute(0.5f));
-      ir::Value* gm = node(g, "Relu", {node(g, "Gemm", {in[2], weight(g, {33, 64}, 16, 0.2), weight(g, {33}, 17, 1)}, ga)});
+      ir::Value* gm =
+          node(g, "Relu", {node(g, "Gemm", {in[2], weight(g, {33, 64}, 16, 0.2), weight(g, {33}, 17, 1)}, ga)});
       return std::vector<ir::Value*>{r, gm};
     };
     expect_fused_agrees(c);
@@ -198,7 +201,8 @@ TEST(GpuTransformer, FusedMatMulEveryEpilogue) {
           SCOPED_TRACE(std::string(act) + " bias " + std::to_string(bias) + " res " + std::to_string(res) + " " +
                        pr.name);
           NetCase c;
-          c.inputs = {random_tensor(DataType::kFLOAT, {2, 40, 96}, 20), random_tensor(DataType::kFLOAT, {2, 40, 64}, 21)};
+          c.inputs = {random_tensor(DataType::kFLOAT, {2, 40, 96}, 20),
+                      random_tensor(DataType::kFLOAT, {2, 40, 64}, 21)};
           c.flags = pr.flags;
           c.atol = pr.atol;
           c.rtol = pr.rtol;
@@ -239,7 +243,8 @@ void attention_case(Form form, int64_t B, int64_t H, int64_t S, int64_t D, const
   SCOPED_TRACE(std::string(pr.name) + " S=" + std::to_string(S) + " D=" + std::to_string(D));
   NetCase c;
   c.inputs = {random_tensor(DataType::kFLOAT, {B, H, S, D}, 30, -1, 1),
-              random_tensor(DataType::kFLOAT, {B, H, S, D}, 31, -1, 1), random_tensor(DataType::kFLOAT, {B, H, S, D}, 32)};
+              random_tensor(DataType::kFLOAT, {B, H, S, D}, 31, -1, 1),
+              random_tensor(DataType::kFLOAT, {B, H, S, D}, 32)};
   if (form == Form::kBertDivPadding) c.inputs.push_back(padding_mask(B, S));
   c.flags = pr.flags;
   c.atol = pr.atol;

@@ -138,9 +138,12 @@ ir::Value* gelu_erf_decomposed(Net& n, ir::Value* x, int form) {
   ir::Value* erf = n.op("Erf", {n.op("Div", {x, n.scalar(1.4142135623730951f)})});
   ir::Value* one_plus = n.op("Add", {erf, n.scalar(1.0f)});
   switch (form) {
-    case 0: return n.op("Mul", {n.op("Mul", {x, one_plus}), n.scalar(0.5f)});  // torch.onnx's aten::gelu
-    case 1: return n.op("Mul", {n.op("Mul", {n.scalar(0.5f), x}), one_plus});
-    default: return n.op("Mul", {x, n.op("Mul", {one_plus, n.scalar(0.5f)})});
+    case 0:
+      return n.op("Mul", {n.op("Mul", {x, one_plus}), n.scalar(0.5f)});  // torch.onnx's aten::gelu
+    case 1:
+      return n.op("Mul", {n.op("Mul", {n.scalar(0.5f), x}), one_plus});
+    default:
+      return n.op("Mul", {x, n.op("Mul", {one_plus, n.scalar(0.5f)})});
   }
 }
 
@@ -234,8 +237,8 @@ TEST(FuseMatMulEpilogue, BiasGeluResidualBecomeOneNode) {
   ir::Value* res = n.input("res", {2, 5, 24});
   ir::Value* h = n.op("Add", {n.op("MatMul", {x, n.weight({16, 24})}), n.weight({24})});
   n.output(n.op("Add", {res, gelu_erf_decomposed(n, h, 0)}));
-  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue()),
-                                {random({2, 5, 16}, 1), random({2, 5, 24}, 2)});
+  auto fused =
+      fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue()), {random({2, 5, 16}, 1), random({2, 5, 24}, 2)});
   ASSERT_EQ(fused->nodes().size(), 1u) << ir::print(*fused);
   const ir::Node* f = fused->nodes()[0].get();
   EXPECT_EQ(f->op_type, "FusedMatMul");
@@ -336,7 +339,8 @@ TEST(FuseAttention, SdpaExportFormSplitScaleNoMask) {
   Attributes t;
   t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
   const float s = std::sqrt(1.0f / std::sqrt(16.0f));
-  ir::Value* qk = n.op("MatMul", {n.op("Mul", {q, n.scalar(s)}), n.op("Mul", {n.op("Transpose", {k}, t), n.scalar(s)})});
+  ir::Value* qk =
+      n.op("MatMul", {n.op("Mul", {q, n.scalar(s)}), n.op("Mul", {n.op("Transpose", {k}, t), n.scalar(s)})});
   n.output(n.op("MatMul", {n.op("Softmax", {qk}), v}));
   auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
                                 {random({B, H, S, D}, 30), random({B, H, S, D}, 31), random({B, H, S, D}, 32)});
@@ -414,8 +418,8 @@ TEST(FuseQkv, ProjectionsSharingTheirInputBecomeOneGemm) {
   }
   ir::Value* other = n.op("MatMul", {x, n.weight({16, 8})});  // no bias: a group of its own, alone
   n.output(n.op("Neg", {other}));
-  auto fused = fuse_and_compare(
-      n, list_of(passes::make_fuse_matmul_epilogue(), passes::make_fuse_qkv()), {random({2, 5, 16}, 60)});
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue(), passes::make_fuse_qkv()),
+                                {random({2, 5, 16}, 60)});
   // The Relus were absorbed by the epilogue fusion, so the three GEMMs agree on bias and activation and merge.
   EXPECT_EQ(count(*fused, "Split"), 1) << ir::print(*fused);
   EXPECT_EQ(count(*fused, "FusedMatMul"), 1);
@@ -466,7 +470,8 @@ TEST(TransformerFusions, CudaPipelineOrder) {
   EXPECT_LT(at("fuse_attention"), at("fuse_matmul_epilogue"));
   EXPECT_LT(at("fuse_matmul_epilogue"), at("fuse_qkv"));
   EXPECT_LT(at("fuse_qkv"), at("precision_lowering"));
-  for (auto& p : passes::pipeline_for(Backend::kCPU)) EXPECT_EQ(std::string(p->name()).rfind("fuse_", 0), std::string::npos);
+  for (auto& p : passes::pipeline_for(Backend::kCPU))
+    EXPECT_EQ(std::string(p->name()).rfind("fuse_", 0), std::string::npos);
 }
 
 TEST(TransformerFusions, PrecisionLoweringTakesFusedOpsToHalf) {
@@ -509,8 +514,8 @@ TEST(FuseAttention, SdpaScaleFromShapeFoldsWithSymbolicBatch) {
   Attributes to_float;
   to_float.set("to", Attribute(int64_t{1}));
   ir::Value* d = n.op("Cast", {last}, to_float);
-  ir::Value* scale = n.op("Cast", {n.op("Div", {n.c(Tensor::from_vector<float>({1}, {1.0f})), n.op("Sqrt", {d})})},
-                          to_float);
+  ir::Value* scale =
+      n.op("Cast", {n.op("Div", {n.c(Tensor::from_vector<float>({1}, {1.0f})), n.op("Sqrt", {d})})}, to_float);
   ir::Value* root = n.op("Sqrt", {scale});
   Attributes t;
   t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
@@ -698,8 +703,8 @@ TEST(TransformerFusions, FusedEngineRunsOnTheCpuExecutor) {
   encoder_block(n, 32, 4, 64);
   ir::Value* extra = n.input("r", {2, 16, 32});
   // A FusedMatMul with its bias left out and a residual: the omitted input must survive the engine file.
-  ir::Node* f = n.g->add_node("FusedMatMul", "no_bias", {n.g->outputs()[0], n.weight({32, 32}), nullptr, extra},
-                              {"y2"}, {}, 1, "kiln");
+  ir::Node* f = n.g->add_node("FusedMatMul", "no_bias", {n.g->outputs()[0], n.weight({32, 32}), nullptr, extra}, {"y2"},
+                              {}, 1, "kiln");
   n.output(f->outputs[0]);
   static Quiet quiet;
   passes::PassContext sctx(quiet, {});

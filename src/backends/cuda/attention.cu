@@ -16,10 +16,20 @@ namespace {
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 // The kernels' view of AttentionParams (32-bit where the grid bounds it anyway).
 struct Args {
@@ -32,14 +42,14 @@ struct Args {
 };
 
 // ---- tensor-core path: D = Dv = 64, 64 queries per block (16 per warp), keys in tiles of 64 ----
-constexpr int kTile = 64;               // queries per block and keys per step
-constexpr int kHd = 64;                 // head dim
+constexpr int kTile = 64;  // queries per block and keys per step
+constexpr int kHd = 64;    // head dim
 constexpr int kWarps = 4;
-constexpr int kLdh = kHd + 8;           // padded row of a half tile (keeps WMMA pointers 32-byte aligned)
-constexpr int kLdf = kTile + 4;         // padded row of a float tile
-constexpr int kHalfTile = kTile * kLdh;          // elements of one 64-row half tile
-constexpr int kWarpF = 16 * kLdf;                // floats of one warp's 16-row float tile
-constexpr int kWarpH = 16 * kLdh;                // elements of one warp's 16-row half tile
+constexpr int kLdh = kHd + 8;            // padded row of a half tile (keeps WMMA pointers 32-byte aligned)
+constexpr int kLdf = kTile + 4;          // padded row of a float tile
+constexpr int kHalfTile = kTile * kLdh;  // elements of one 64-row half tile
+constexpr int kWarpF = 16 * kLdf;        // floats of one warp's 16-row float tile
+constexpr int kWarpH = 16 * kLdh;        // elements of one warp's 16-row half tile
 constexpr size_t kTcSmem = 3 * kHalfTile * 2 + 2 * kWarps * kWarpF * 4 + kWarps * kWarpH * 2;
 
 // Copies rows [r0, r0 + 64) of a [rows, 64] matrix into a padded shared tile; rows past the end become zeros so
@@ -104,7 +114,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_tc_kernel(Args p) {
     // Online softmax over this tile's 64 keys for row `row`.
     float s[32];
     float mx = -INFINITY;
-    #pragma unroll
+#pragma unroll
     for (int c = 0; c < 32; ++c) {
       const int kj = k0 + col0 + c;
       float x = sw[row * kLdf + col0 + c] * p.scale;
@@ -119,7 +129,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_tc_kernel(Args p) {
     // While every key so far is masked, m stays -inf: nothing accumulates and no inf - inf appears.
     const float corr = m_new == -INFINITY ? 1.f : __expf(m_i - m_new);
     float sum = 0.f;
-    #pragma unroll
+#pragma unroll
     for (int c = 0; c < 32; ++c) {
       const float e = m_new == -INFINITY ? 0.f : __expf(s[c] - m_new);
       sum += e;
@@ -128,7 +138,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_tc_kernel(Args p) {
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     l_i = l_i * corr + sum;
     m_i = m_new;
-    #pragma unroll
+#pragma unroll
     for (int c = 0; c < 32; ++c) ow[row * kLdf + col0 + c] *= corr;
     __syncwarp();
     // O_w += P_w V, the accumulator kept in shared memory between tiles (rows rescaled above).
@@ -218,8 +228,9 @@ cudaError_t allow_smem(K kernel, size_t bytes) {
 
 template <typename T>
 Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream) {
-  const bool aligned = ((reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.k) |
-                         reinterpret_cast<uintptr_t>(p.v)) % 16) == 0;
+  const bool aligned =
+      ((reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.k) | reinterpret_cast<uintptr_t>(p.v)) % 16) ==
+      0;
   [[maybe_unused]] const bool tc = p.D == kHd && p.Dv == kHd && aligned;
   if constexpr (!std::is_same_v<T, float>) {
     if (tc) {
@@ -241,8 +252,8 @@ Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream
     KILN_CUDA_CHECK(cudaGetDevice(&dev));
     KILN_CUDA_CHECK(cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
     if (smem > static_cast<size_t>(limit))
-      return unsupported("FusedAttention: a row of " + std::to_string(p.Sk) + " keys (head dim " +
-                         std::to_string(p.D) + ") does not fit the generic kernel's shared memory");
+      return unsupported("FusedAttention: a row of " + std::to_string(p.Sk) + " keys (head dim " + std::to_string(p.D) +
+                         ") does not fit the generic kernel's shared memory");
     dim3 grid(static_cast<unsigned>(p.Sq), static_cast<unsigned>(p.B * p.H));
     if (p.mask) {
       KILN_CUDA_CHECK(allow_smem(attention_generic_kernel<T, true>, smem));
@@ -263,13 +274,31 @@ Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_
   if (p.Sk == 0) return unsupported("FusedAttention: no keys (Sk = 0)");
   if (p.B * p.H > 65535 || p.Sq > (1ll << 31) - 1 || p.Sk > (1 << 30))
     return unsupported("FusedAttention: B*H=" + std::to_string(p.B * p.H) + " or the sequence is too large");
-  Args a{p.q, p.k, p.v, p.mask, p.o, static_cast<int>(p.H), static_cast<int>(p.Sq), static_cast<int>(p.Sk),
-         static_cast<int>(p.D), static_cast<int>(p.Dv), p.ms[0], p.ms[1], p.ms[2], p.ms[3], p.scale, p.causal ? 1 : 0};
+  Args a{p.q,
+         p.k,
+         p.v,
+         p.mask,
+         p.o,
+         static_cast<int>(p.H),
+         static_cast<int>(p.Sq),
+         static_cast<int>(p.Sk),
+         static_cast<int>(p.D),
+         static_cast<int>(p.Dv),
+         p.ms[0],
+         p.ms[1],
+         p.ms[2],
+         p.ms[3],
+         p.scale,
+         p.causal ? 1 : 0};
   switch (dt) {
-    case DataType::kFLOAT: return launch_typed<float>(p, a, stream);
-    case DataType::kHALF: return launch_typed<__half>(p, a, stream);
-    case DataType::kBF16: return launch_typed<__nv_bfloat16>(p, a, stream);
-    default: return unsupported(std::string("FusedAttention: no kernel for ") + dtype_name(dt));
+    case DataType::kFLOAT:
+      return launch_typed<float>(p, a, stream);
+    case DataType::kHALF:
+      return launch_typed<__half>(p, a, stream);
+    case DataType::kBF16:
+      return launch_typed<__nv_bfloat16>(p, a, stream);
+    default:
+      return unsupported(std::string("FusedAttention: no kernel for ") + dtype_name(dt));
   }
 }
 

@@ -12,17 +12,31 @@ namespace {
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 __device__ __forceinline__ float act_f(float x, int act) {
   switch (act) {
-    case 1: return x > 0.f ? x : 0.f;
-    case 2: return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
-    case 3: return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-    default: return x;
+    case 1:
+      return x > 0.f ? x : 0.f;
+    case 2:
+      return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case 3:
+      return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    default:
+      return x;
   }
 }
 
@@ -52,10 +66,17 @@ Status launch_matmul_epilogue(DataType dt, void* y, const void* bias, const void
                               EpiAct act, cudaStream_t stream) {
   if (total == 0) return Status::Ok();
   switch (dt) {
-    case DataType::kFLOAT: launch<float>(y, bias, res, total, n, act, stream); break;
-    case DataType::kHALF: launch<__half>(y, bias, res, total, n, act, stream); break;
-    case DataType::kBF16: launch<__nv_bfloat16>(y, bias, res, total, n, act, stream); break;
-    default: return unsupported(std::string("FusedMatMul epilogue: no kernel for ") + dtype_name(dt));
+    case DataType::kFLOAT:
+      launch<float>(y, bias, res, total, n, act, stream);
+      break;
+    case DataType::kHALF:
+      launch<__half>(y, bias, res, total, n, act, stream);
+      break;
+    case DataType::kBF16:
+      launch<__nv_bfloat16>(y, bias, res, total, n, act, stream);
+      break;
+    default:
+      return unsupported(std::string("FusedMatMul epilogue: no kernel for ") + dtype_name(dt));
   }
   KILN_CUDA_LAUNCH_CHECK();
   return Status::Ok();
