@@ -289,11 +289,14 @@ TEST(GpuTransformer, AttentionGpt2LikeCausal) {
   }
 }
 
-TEST(GpuTransformer, AttentionGenericHeadDims) {
+// Head dims 32 and 128 take the tensor-core kernel in FP16/BF16 too; 80 (and every FP32 case) the generic one.
+TEST(GpuTransformer, AttentionOtherHeadDims) {
   KILN_REQUIRE_GPU();
   for (const Precision& pr : kPrecisions) {
     attention_case(Form::kBertDivPadding, 2, 4, 77, 80, pr);
     attention_case(Form::kCausalWhere, 1, 2, 33, 32, pr);
+    attention_case(Form::kBertDivPadding, 2, 4, 130, 128, pr);
+    attention_case(Form::kCausalWhere, 1, 2, 100, 128, pr);
   }
 }
 

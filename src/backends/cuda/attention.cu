@@ -1,5 +1,5 @@
-// kiln::FusedAttention kernels: a tensor-core (WMMA) flash-attention kernel for half/bfloat16 with head dim 64, and
-// a generic one-query-row-per-block kernel for every other case. Softmax runs online in float32 in both.
+// kiln::FusedAttention kernels: a tensor-core (WMMA) flash-attention kernel for half/bfloat16 with head dim 32, 64
+// or 128, and a generic one-query-row-per-block kernel for every other case. Softmax runs online in float32 in both.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
@@ -41,39 +41,49 @@ struct Args {
   int causal;
 };
 
-// ---- tensor-core path: D = Dv = 64, 64 queries per block (16 per warp), keys in tiles of 64 ----
+// ---- tensor-core path: D = Dv = kHd (32, 64 or 128), 64 queries per block (16 per warp), keys in tiles of 64 ----
 constexpr int kTile = 64;  // queries per block and keys per step
-constexpr int kHd = 64;    // head dim
 constexpr int kWarps = 4;
-constexpr int kLdh = kHd + 8;            // padded row of a half tile (keeps WMMA pointers 32-byte aligned)
-constexpr int kLdf = kTile + 4;          // padded row of a float tile
-constexpr int kHalfTile = kTile * kLdh;  // elements of one 64-row half tile
-constexpr int kWarpF = 16 * kLdf;        // floats of one warp's 16-row float tile
-constexpr int kWarpH = 16 * kLdh;        // elements of one warp's 16-row half tile
-constexpr size_t kTcSmem = 3 * kHalfTile * 2 + 2 * kWarps * kWarpF * 4 + kWarps * kWarpH * 2;
+constexpr int kLdf = kTile + 4;    // padded row of the float score tile
+constexpr int kLdp = kTile + 8;    // padded row of the probability tile
+constexpr int kWarpF = 16 * kLdf;  // floats of one warp's 16-row score tile
+constexpr int kWarpP = 16 * kLdp;  // elements of one warp's 16-row probability tile
 
-// Copies rows [r0, r0 + 64) of a [rows, 64] matrix into a padded shared tile; rows past the end become zeros so
+// Shared-memory layout for head dim kHd; every buffer and every WMMA pointer in it stays 32-byte aligned (rows of
+// 16-bit tiles are padded by 8 elements, rows of float tiles by 4).
+template <int kHd>
+struct TcLayout {
+  static constexpr int kLdh = kHd + 8;            // padded row of a Q, K or V tile
+  static constexpr int kLdo = kHd + 4;            // padded row of the float output tile
+  static constexpr int kHalfTile = kTile * kLdh;  // elements of one 64-row Q, K or V tile
+  static constexpr int kWarpO = 16 * kLdo;        // floats of one warp's 16-row output tile
+  static constexpr size_t kBytes = 3 * kHalfTile * 2 + kWarps * kWarpF * 4 + kWarps * kWarpO * 4 + kWarps * kWarpP * 2;
+};
+
+// Copies rows [r0, r0 + 64) of a [rows, kHd] matrix into a padded shared tile; rows past the end become zeros so
 // that they add nothing (P is 0 there, and 0 * garbage could be NaN).
-template <typename T>
+template <int kHd, typename T>
 __device__ void load_tile(T* dst, const T* src, int r0, int rows) {
   for (int idx = threadIdx.x; idx < kTile * kHd / 8; idx += kWarps * 32) {
     const int r = idx / (kHd / 8), c = (idx % (kHd / 8)) * 8;
     uint4 val = make_uint4(0, 0, 0, 0);
     if (r0 + r < rows) val = *reinterpret_cast<const uint4*>(src + static_cast<size_t>(r0 + r) * kHd + c);
-    *reinterpret_cast<uint4*>(dst + r * kLdh + c) = val;
+    *reinterpret_cast<uint4*>(dst + r * TcLayout<kHd>::kLdh + c) = val;
   }
 }
 
-template <typename T, bool kMask>
+template <typename T, bool kMask, int kHd>
 __global__ void __launch_bounds__(kWarps * 32) attention_tc_kernel(Args p) {
   using namespace nvcuda;
+  using L = TcLayout<kHd>;
+  constexpr int kLdh = L::kLdh, kLdo = L::kLdo;
   extern __shared__ __align__(128) unsigned char smem[];
   T* qs = reinterpret_cast<T*>(smem);
-  T* ks = qs + kHalfTile;
-  T* vs = ks + kHalfTile;
-  float* ss = reinterpret_cast<float*>(vs + kHalfTile);
+  T* ks = qs + L::kHalfTile;
+  T* vs = ks + L::kHalfTile;
+  float* ss = reinterpret_cast<float*>(vs + L::kHalfTile);
   float* os = ss + kWarps * kWarpF;
-  T* ps = reinterpret_cast<T*>(os + kWarps * kWarpF);
+  T* ps = reinterpret_cast<T*>(os + kWarps * L::kWarpO);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
   const int q0 = blockIdx.x * kTile;
@@ -81,21 +91,21 @@ __global__ void __launch_bounds__(kWarps * 32) attention_tc_kernel(Args p) {
   const T* k = static_cast<const T*>(p.k) + static_cast<size_t>(bh) * p.Sk * kHd;
   const T* v = static_cast<const T*>(p.v) + static_cast<size_t>(bh) * p.Sk * kHd;
   float* sw = ss + warp * kWarpF;
-  float* ow = os + warp * kWarpF;
-  T* pw = ps + warp * kWarpH;
+  float* ow = os + warp * L::kWarpO;
+  T* pw = ps + warp * kWarpP;
 
-  load_tile(qs, q, q0, p.Sq);
-  for (int i = lane; i < kWarpF; i += 32) ow[i] = 0.f;
-  // Each row of the warp's 16 belongs to two lanes, each holding 32 of the tile's 64 columns.
-  const int row = lane >> 1, col0 = (lane & 1) * 32;
+  load_tile<kHd>(qs, q, q0, p.Sq);
+  for (int i = lane; i < L::kWarpO; i += 32) ow[i] = 0.f;
+  // Each row of the warp's 16 belongs to two lanes: 32 of the tile's 64 scores, and half of the output columns.
+  const int row = lane >> 1, col0 = (lane & 1) * 32, ocol0 = (lane & 1) * (kHd / 2);
   const int qi = q0 + warp * 16 + row;
   float m_i = -INFINITY, l_i = 0.f;
   const int kv_end = p.causal ? min(p.Sk, q0 + kTile) : p.Sk;  // later keys are hidden from every row here
 
   for (int k0 = 0; k0 < kv_end; k0 += kTile) {
     __syncthreads();  // every warp is done with the previous K and V tiles
-    load_tile(ks, k, k0, p.Sk);
-    load_tile(vs, v, k0, p.Sk);
+    load_tile<kHd>(ks, k, k0, p.Sk);
+    load_tile<kHd>(vs, v, k0, p.Sk);
     __syncthreads();
     // S = Q_w K^T: K's rows read as the columns of a column-major B.
     for (int nt = 0; nt < kTile / 16; ++nt) {
@@ -133,33 +143,33 @@ __global__ void __launch_bounds__(kWarps * 32) attention_tc_kernel(Args p) {
     for (int c = 0; c < 32; ++c) {
       const float e = m_new == -INFINITY ? 0.f : __expf(s[c] - m_new);
       sum += e;
-      pw[row * kLdh + col0 + c] = from_f<T>(e);
+      pw[row * kLdp + col0 + c] = from_f<T>(e);
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     l_i = l_i * corr + sum;
     m_i = m_new;
 #pragma unroll
-    for (int c = 0; c < 32; ++c) ow[row * kLdf + col0 + c] *= corr;
+    for (int c = 0; c < kHd / 2; ++c) ow[row * kLdo + ocol0 + c] *= corr;
     __syncwarp();
     // O_w += P_w V, the accumulator kept in shared memory between tiles (rows rescaled above).
     for (int nt = 0; nt < kHd / 16; ++nt) {
       wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, ow + nt * 16, kLdf, wmma::mem_row_major);
+      wmma::load_matrix_sync(acc, ow + nt * 16, kLdo, wmma::mem_row_major);
       for (int kt = 0; kt < kTile / 16; ++kt) {
         wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
         wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
-        wmma::load_matrix_sync(fa, pw + kt * 16, kLdh);
+        wmma::load_matrix_sync(fa, pw + kt * 16, kLdp);
         wmma::load_matrix_sync(fb, vs + kt * 16 * kLdh + nt * 16, kLdh);
         wmma::mma_sync(acc, fa, fb, acc);
       }
-      wmma::store_matrix_sync(ow + nt * 16, acc, kLdf, wmma::mem_row_major);
+      wmma::store_matrix_sync(ow + nt * 16, acc, kLdo, wmma::mem_row_major);
     }
     __syncwarp();
   }
   if (qi < p.Sq) {
     T* o = static_cast<T*>(p.o) + (static_cast<size_t>(bh) * p.Sq + qi) * kHd;
     const float inv = 1.f / l_i;  // l = 0 (a row with every key masked) gives NaN, as the reference does
-    for (int c = 0; c < 32; ++c) o[col0 + c] = from_f<T>(ow[row * kLdf + col0 + c] * inv);
+    for (int c = 0; c < kHd / 2; ++c) o[ocol0 + c] = from_f<T>(ow[row * kLdo + ocol0 + c] * inv);
   }
 }
 
@@ -226,24 +236,31 @@ cudaError_t allow_smem(K kernel, size_t bytes) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
 
+template <typename T, int kHd>
+Status launch_tc(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t stream) {
+  constexpr size_t bytes = TcLayout<kHd>::kBytes;
+  dim3 grid(static_cast<unsigned>((Sq + kTile - 1) / kTile), static_cast<unsigned>(B * H));
+  if (a.mask) {
+    KILN_CUDA_CHECK(allow_smem(attention_tc_kernel<T, true, kHd>, bytes));
+    attention_tc_kernel<T, true, kHd><<<grid, kWarps * 32, bytes, stream>>>(a);
+  } else {
+    KILN_CUDA_CHECK(allow_smem(attention_tc_kernel<T, false, kHd>, bytes));
+    attention_tc_kernel<T, false, kHd><<<grid, kWarps * 32, bytes, stream>>>(a);
+  }
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
 template <typename T>
 Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream) {
   const bool aligned =
       ((reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.k) | reinterpret_cast<uintptr_t>(p.v)) % 16) ==
       0;
-  [[maybe_unused]] const bool tc = p.D == kHd && p.Dv == kHd && aligned;
   if constexpr (!std::is_same_v<T, float>) {
-    if (tc) {
-      dim3 grid(static_cast<unsigned>((p.Sq + kTile - 1) / kTile), static_cast<unsigned>(p.B * p.H));
-      if (p.mask) {
-        KILN_CUDA_CHECK(allow_smem(attention_tc_kernel<T, true>, kTcSmem));
-        attention_tc_kernel<T, true><<<grid, kWarps * 32, kTcSmem, stream>>>(a);
-      } else {
-        KILN_CUDA_CHECK(allow_smem(attention_tc_kernel<T, false>, kTcSmem));
-        attention_tc_kernel<T, false><<<grid, kWarps * 32, kTcSmem, stream>>>(a);
-      }
-      KILN_CUDA_LAUNCH_CHECK();
-      return Status::Ok();
+    if (aligned && p.D == p.Dv) {
+      if (p.D == 32) return launch_tc<T, 32>(a, p.B, p.H, p.Sq, stream);
+      if (p.D == 64) return launch_tc<T, 64>(a, p.B, p.H, p.Sq, stream);
+      if (p.D == 128) return launch_tc<T, 128>(a, p.B, p.H, p.Sq, stream);
     }
   }
   {

@@ -32,8 +32,8 @@ struct AttentionParams {
   float scale = 1.0f;
   bool causal = false;
 };
-// Half and bfloat16 with D = Dv = 64 on 16-byte aligned tensors run a tensor-core flash-attention kernel; any
-// other case a one-row-per-block kernel whose scores row lives in shared memory. Both: one launch, softmax in
+// Half and bfloat16 with D = Dv in {32, 64, 128} on 16-byte aligned tensors run a tensor-core flash-attention kernel;
+// any other case a one-row-per-block kernel whose scores row lives in shared memory. Both: one launch, softmax in
 // float32, no workspace.
 Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_t stream);
 
