@@ -76,6 +76,15 @@ bool softmax_last_axis(ir::Value* v, int graph_opset) {
   return axis.ok() && (*axis == -1 || *axis == rank - 1);
 }
 
+// On CUDA the fused kernel beats cuBLAS GEMMs + softmax only where it runs on tensor cores: FP16/BF16 engines and
+// head dims 32, 64 or 128 (attention.cu). Elsewhere its row-per-block kernel rereads K and V from L2 for every query
+// and would be slower than the unfused graph, so those stay unfused.
+bool tensor_core_case(const ir::Value* q, const ir::Value* v, const PassOptions& o) {
+  if (o.reduced_precision != DataType::kHALF && o.reduced_precision != DataType::kBF16) return false;
+  const ops::Dim &d = q->shape[3], &dv = v->shape[3];
+  return d.is_static() && dv.is_static() && d.value == dv.value && (d.value == 32 || d.value == 64 || d.value == 128);
+}
+
 class FuseAttention final : public Pass {
  public:
   std::string_view name() const override { return "fuse_attention"; }
@@ -109,6 +118,7 @@ class FuseAttention final : public Pass {
           ktv->dtype != qv->dtype || vv->dtype != qv->dtype)
         return false;
       if (!dims_equal(qv, ktv, 2) || !dims_equal(qv, vv, 2)) return false;  // no batch broadcasting
+      if (ctx.options.backend == Backend::kCUDA && !tensor_core_case(qv, vv, ctx.options)) return false;
       double scale = 1.0;
       if (ir::Value* c = b.value("cq")) scale *= *constant_scalar(c);
       if (ir::Value* c = b.value("ck")) scale *= *constant_scalar(c);
