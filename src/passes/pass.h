@@ -66,6 +66,12 @@ std::unique_ptr<Pass> make_fold_batchnorm();
 std::unique_ptr<Pass> make_fuse_conv_epilogue();
 std::unique_ptr<Pass> make_layout_nhwc();
 std::unique_ptr<Pass> make_fuse_pointwise();
+// Transformer fusions of the CUDA pipeline (the CPU pipeline stays unfused: its results are the reference).
+std::unique_ptr<Pass> make_fuse_layernorm();
+std::unique_ptr<Pass> make_fuse_gelu();
+std::unique_ptr<Pass> make_fuse_attention();
+std::unique_ptr<Pass> make_fuse_matmul_epilogue();
+std::unique_ptr<Pass> make_fuse_qkv();
 
 // The whole CPU pipeline, in order.
 PassList cpu_pipeline();

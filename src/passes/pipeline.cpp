@@ -21,6 +21,14 @@ PassList cpu_pipeline() {
 
 PassList cuda_pipeline() {
   PassList p = cpu_pipeline();
+  // Decomposed exporter forms first, on folded constants: the later fusions then see Gelu and LayerNormalization.
+  p.push_back(make_fuse_layernorm());
+  p.push_back(make_fuse_gelu());
+  // Before the epilogue fusion, which would otherwise take the Q.K^T MatMul for an ordinary GEMM.
+  p.push_back(make_fuse_attention());
+  p.push_back(make_fuse_matmul_epilogue());
+  // After the epilogues: the projections merged here already carry their bias (and activation).
+  p.push_back(make_fuse_qkv());
   // BN first: its folded bias is what fuse_conv_epilogue then takes with the activation. Both before lowering,
   // so the folding happens in float32 and FusedConv is lowered as one layer.
   p.push_back(make_fold_batchnorm());

@@ -44,6 +44,10 @@ const std::map<std::string, Rule>& rules() {
     m["Split"] = {{0}, {}};  // every output: filled in below
     // Fused ops of domain "kiln" are keyed "kiln::Op" (rule_key).
     m["kiln::FusedConv"] = all;
+    // Fused ops by domain::name. Their kernels accumulate in float32 (GEMM epilogues, attention's softmax runs in
+    // float32 whatever Q, K and V are stored in); every float input, bias, residual and mask included, goes along.
+    m["kiln::FusedMatMul"] = all;
+    m["kiln::FusedAttention"] = all;
     return m;
   }();
   return r;
@@ -111,6 +115,7 @@ class PrecisionLowering final : public Pass {
     }
     return r.out;
   }
+
 
   bool eligible(const ir::Node& n, DataType want, const PassOptions& o, std::string* why) const {
     auto it = rules().find(rule_key(n));

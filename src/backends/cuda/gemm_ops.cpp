@@ -7,6 +7,7 @@
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
+#include "backends/cuda/transformer_kernels.h"
 #include "ops/op_util.h"
 
 namespace kiln::cuda {
@@ -38,6 +39,8 @@ struct GemmShape {
   int64_t batch = 1;
   int64_t sa = 0, sb = 0, sd = 0;  // batch strides in elements (0: the matrix is shared)
   bool bias = false;
+  // Set: this epilogue instead of the plain bias one (RELU_BIAS, GELU_BIAS, RELU, GELU for FusedMatMul).
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
 };
 
 // cuBLASLt's column-major view of a GemmShape: a stored row-major (r x c) matrix with leading dimension ld is a
@@ -70,14 +73,11 @@ class LtGemm {
   LtGemm() = default;
   LtGemm(const LtGemm&) = delete;
   LtGemm& operator=(const LtGemm&) = delete;
-  ~LtGemm() {
-    if (la_) cublasLtMatrixLayoutDestroy(la_);
-    if (lb_) cublasLtMatrixLayoutDestroy(lb_);
-    if (ld_) cublasLtMatrixLayoutDestroy(ld_);
-    if (op_) cublasLtMatmulDescDestroy(op_);
-  }
+  ~LtGemm() { release(); }
 
+  // May be called again (FusedMatMul re-plans without its epilogue): the previous descriptors are dropped.
   Status init(const GemmShape& s, bool tf32) {
+    release();
     s_ = s;
     if (s.batch > INT_MAX) return unsupported("MatMul: batch of " + std::to_string(s.batch) + " matrices is too large");
     cublasComputeType_t compute =
@@ -86,10 +86,10 @@ class LtGemm {
     const ColMajor cm = col_major(s);
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &cm.op_a, sizeof(cm.op_a)));
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSB, &cm.op_b, sizeof(cm.op_b)));
-    if (s.bias) {
-      cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    const cublasLtEpilogue_t epi =
+        s.epilogue != CUBLASLT_EPILOGUE_DEFAULT ? s.epilogue : s.bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    if (epi != CUBLASLT_EPILOGUE_DEFAULT)
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-    }
     const cudaDataType_t t = lt_type(s.dt);
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la_, t, cm.b_rows, cm.b_cols, cm.ldb));  // our A
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb_, t, cm.a_rows, cm.a_cols, cm.lda));  // our B
@@ -106,17 +106,21 @@ class LtGemm {
     return Status::Ok();
   }
 
-  // D = alpha * op(A) op(B) + beta * D (+ bias). *_extra: byte offsets the pointers may also be moved by (the
-  // caller's loop over outer batches), so the chosen algorithm's alignment holds for all of them.
+  // D = alpha * op(A) op(B) + beta * C (+ bias, then the epilogue's activation); C is D unless given (a residual
+  // of D's shape and layout). *_extra: byte offsets the pointers may also be moved by (the caller's loop over
+  // outer batches), so the chosen algorithm's alignment holds for all of them.
   Status run(const KernelArgs& args, const void* a, const void* b, void* d, const void* bias, float alpha, float beta,
-             uint64_t a_extra = 0, uint64_t b_extra = 0, uint64_t d_extra = 0) {
+             uint64_t a_extra = 0, uint64_t b_extra = 0, uint64_t d_extra = 0, const void* c = nullptr) {
     const size_t es = dtype_size(s_.dt);
     a_extra |= static_cast<uint64_t>(s_.sa) * es;
     b_extra |= static_cast<uint64_t>(s_.sb) * es;
     d_extra |= static_cast<uint64_t>(s_.sd) * es;
     const uint32_t al_a = alignment(a, a_extra), al_b = alignment(b, b_extra), al_d = alignment(d, d_extra);
     const uint32_t al_bias = s_.bias ? alignment(bias, 0) : 0;
-    const uint64_t key = (uint64_t{al_a} << 48) | (uint64_t{al_b} << 32) | (uint64_t{al_d} << 16) | al_bias;
+    const uint32_t al_c = c ? std::min(alignment(c, d_extra), al_d) : al_d;
+    // Each alignment is at most 256: nine bits apiece.
+    const uint64_t key = (uint64_t{al_a} << 36) | (uint64_t{al_b} << 27) | (uint64_t{al_d} << 18) |
+                         (uint64_t{al_c} << 9) | al_bias;
     if (s_.bias)
       KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof(bias)));
     const cublasLtMatmulAlgo_t* algo = nullptr;
@@ -130,7 +134,7 @@ class LtGemm {
       const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
           {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, al_b},  // cuBLAS's A is our B
           {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, al_a},
-          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_d},
+          {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, al_c},
           {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, al_d}};
       cublasStatus_t st = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
                                                                sizeof(ws));
@@ -142,7 +146,13 @@ class LtGemm {
       if (st == CUBLAS_STATUS_SUCCESS)
         st = cublasLtMatmulAlgoGetHeuristic(h.lt, op_, lb_, la_, ld_, ld_, pref, 1, &res, &found);
       cublasLtMatmulPreferenceDestroy(pref);
+      // Some cuBLASLt versions answer an unsupported epilogue/layout combination this way rather than with none.
+      if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
+        st = CUBLAS_STATUS_SUCCESS;
+        found = 0;
+      }
       KILN_CUBLAS_CHECK(st);
+      no_algo_ = found == 0;
       if (found == 0)
         return internal_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(s_.dt)) + " GEMM of m=" +
                               std::to_string(s_.m) + " n=" + std::to_string(s_.n) + " k=" + std::to_string(s_.k) +
@@ -150,17 +160,32 @@ class LtGemm {
       algos_.emplace_back(key, res.algo);
       algo = &algos_.back().second;
     }
-    // C and D are the same buffer with the same layout (cuBLASLt's in-place form).
-    KILN_CUBLAS_CHECK(cublasLtMatmul(h.lt, op_, &alpha, b, lb_, a, la_, &beta, d, ld_, d, ld_, algo, h.workspace,
-                                     h.workspace_bytes, args.stream));
+    // C and D share the layout; without a C of its own, the same buffer (cuBLASLt's in-place form).
+    KILN_CUBLAS_CHECK(cublasLtMatmul(h.lt, op_, &alpha, b, lb_, a, la_, &beta, c ? c : d, ld_, d, ld_, algo,
+                                     h.workspace, h.workspace_bytes, args.stream));
     return Status::Ok();
   }
 
+  // Whether the last run failed because cuBLASLt had no algorithm (the caller may retry a plainer epilogue).
+  bool no_algo() const { return no_algo_; }
+
  private:
+  void release() {
+    if (la_) cublasLtMatrixLayoutDestroy(la_);
+    if (lb_) cublasLtMatrixLayoutDestroy(lb_);
+    if (ld_) cublasLtMatrixLayoutDestroy(ld_);
+    if (op_) cublasLtMatmulDescDestroy(op_);
+    la_ = lb_ = ld_ = nullptr;
+    op_ = nullptr;
+    algos_.clear();
+    no_algo_ = false;
+  }
+
   GemmShape s_;
   cublasLtMatmulDesc_t op_ = nullptr;
   cublasLtMatrixLayout_t la_ = nullptr, lb_ = nullptr, ld_ = nullptr;
   std::vector<std::pair<uint64_t, cublasLtMatmulAlgo_t>> algos_;
+  bool no_algo_ = false;
 };
 
 bool same_dtypes(const runtime::PlanNode& n, const runtime::EnginePlan& p, size_t count) {
@@ -373,6 +398,123 @@ Status gemm_run(KernelArgs& args) {
   return st->lt.run(args, A.data, B.data, Y.data, nullptr, st->alpha, 0.0f);
 }
 
+// ---- kiln::FusedMatMul ----
+
+// What cuBLASLt's epilogue does and what is left to launch_matmul_epilogue, for one FusedMatMul.
+struct FusedState {
+  Dims a_shape, b_shape;
+  bool has_bias = false, has_res = false;
+  float alpha = 1;
+  EpiAct act = EpiAct::kNone;
+  bool lt_bias = false, lt_res = false;  // bias by the epilogue, residual as cuBLASLt's C
+  EpiAct kernel_act = EpiAct::kNone;      // what our epilogue kernel still applies
+  bool kernel_bias = false, kernel_res = false, kernel = false;
+  MatMulState mm;
+};
+
+Result<EpiAct> parse_act(const Attributes& a) {
+  KILN_ASSIGN_OR_RETURN(std::string s, a.get_string("activation", "none"));
+  if (s == "none") return EpiAct::kNone;
+  if (s == "relu") return EpiAct::kRelu;
+  if (s == "gelu_erf") return EpiAct::kGeluErf;
+  if (s == "gelu_tanh") return EpiAct::kGeluTanh;
+  return invalid_model("FusedMatMul: unknown activation '" + s + "'");
+}
+
+// cuBLASLt fuses bias, ReLU, tanh-GELU and (with no activation) the residual as C; erf-GELU, and an activation
+// followed by a residual, finish in one pass of our epilogue kernel. `plain` asks for no cuBLASLt epilogue at all
+// (when cuBLASLt has no algorithm for the fused one).
+Status fused_plan(const KernelArgs& args, FusedState& st, bool plain) {
+  KILN_ASSIGN_OR_RETURN(int64_t tb, args.attrs().get_int("trans_b", 0));
+  Dims b = st.b_shape;
+  if (tb) {
+    if (b.size() != 2) return invalid_argument("FusedMatMul: trans_b needs a 2-D B");
+    std::swap(b[0], b[1]);
+  }
+  KILN_ASSIGN_OR_RETURN(GemmShape s, matmul_geometry(st.a_shape, b, args.in[0].dtype, st.mm));
+  if (tb) {
+    s.tb = true;
+    s.ldb = s.k;  // stored [N, K]
+  }
+  const bool res_free = !st.has_res;
+  cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+  st.lt_bias = st.has_bias && !plain;
+  st.lt_res = false;
+  st.kernel_act = st.act;
+  if (!plain) {
+    if (st.act == EpiAct::kNone) {
+      st.lt_res = st.has_res;
+    } else if (st.act == EpiAct::kRelu && res_free) {
+      epi = st.has_bias ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_RELU;
+      st.kernel_act = EpiAct::kNone;
+    } else if (st.act == EpiAct::kGeluTanh && res_free) {
+      epi = st.has_bias ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_GELU;
+      st.kernel_act = EpiAct::kNone;
+    }
+  }
+  st.kernel_bias = st.has_bias && !st.lt_bias;
+  st.kernel_res = st.has_res && !st.lt_res;
+  st.kernel = st.kernel_act != EpiAct::kNone || st.kernel_bias || st.kernel_res;
+  s.bias = st.lt_bias;
+  s.epilogue = epi;
+  if (s.k == 0) return Status::Ok();
+  return st.mm.lt.init(s, args.handles->allow_tf32);
+}
+
+Status fused_gemms(KernelArgs& args, FusedState& st) {
+  const DevTensor &A = args.in[0], &B = args.in[1];
+  DevTensor& Y = args.out[0];
+  const void* bias = st.has_bias ? args.in[2].data : nullptr;
+  const void* res = st.has_res ? args.in[3].data : nullptr;
+  const size_t es = dtype_size(A.dtype);
+  MatMulState& mm = st.mm;
+  for (size_t i = 0; i < mm.off_a.size(); ++i) {
+    const auto* a = static_cast<const uint8_t*>(A.data) + mm.off_a[i] * es;
+    const auto* b = static_cast<const uint8_t*>(B.data) + mm.off_b[i] * es;
+    auto* y = static_cast<uint8_t*>(Y.data) + mm.off_y[i] * es;
+    const void* c = st.lt_res ? static_cast<const uint8_t*>(res) + mm.off_y[i] * es : nullptr;
+    KILN_RETURN_IF_ERROR(mm.lt.run(args, a, b, y, st.lt_bias ? bias : nullptr, st.alpha, st.lt_res ? 1.0f : 0.0f,
+                                   mm.extra_a, mm.extra_b, mm.extra_y, c));
+  }
+  return Status::Ok();
+}
+
+Status fused_matmul_run(KernelArgs& args) {
+  const DevTensor &A = args.in[0], &B = args.in[1];
+  DevTensor& Y = args.out[0];
+  if (Y.numel() == 0) return Status::Ok();
+  auto* st = static_cast<FusedState*>(args.state->get());
+  if (!st || st->a_shape != A.shape || st->b_shape != B.shape) {
+    auto fresh = std::make_shared<FusedState>();
+    fresh->a_shape = A.shape;
+    fresh->b_shape = B.shape;
+    fresh->has_bias = args.has_input(2);
+    fresh->has_res = args.has_input(3);
+    KILN_ASSIGN_OR_RETURN(fresh->alpha, args.attrs().get_float("alpha", 1.0f));
+    KILN_ASSIGN_OR_RETURN(fresh->act, parse_act(args.attrs()));
+    KILN_RETURN_IF_ERROR(fused_plan(args, *fresh, false));
+    *args.state = fresh;
+    st = fresh.get();
+  }
+  const int64_t n = Y.shape.back();
+  const void* bias = st->has_bias ? args.in[2].data : nullptr;
+  const void* res = st->has_res ? args.in[3].data : nullptr;
+  if (st->mm.k == 0) {  // an empty sum: the epilogue of zeros
+    KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
+    return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
+  }
+  Status s = fused_gemms(args, *st);
+  if (!s.ok() && st->mm.lt.no_algo()) {
+    // No algorithm for this epilogue (shape, alignment or batch): plain GEMM, everything else in our kernel.
+    KILN_RETURN_IF_ERROR(fused_plan(args, *st, true));
+    s = fused_gemms(args, *st);
+  }
+  KILN_RETURN_IF_ERROR(s);
+  if (!st->kernel) return Status::Ok();
+  return launch_matmul_epilogue(Y.dtype, Y.data, st->kernel_bias ? bias : nullptr, st->kernel_res ? res : nullptr,
+                                Y.numel(), n, st->kernel_act, args.stream);
+}
+
 bool rank_is(const runtime::EnginePlan& p, int id, size_t lo, size_t hi) {
   if (id < 0) return true;
   const auto& v = p.values[id];
@@ -389,6 +531,20 @@ KILN_CUDA_KERNEL(MatMul) {
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) {
     return n.inputs.size() == 2 && same_dtypes(n, p, 2) && rank_is(p, n.inputs[0], 1, 64) &&
            rank_is(p, n.inputs[1], 1, 64);
+  };
+  return d;
+}
+
+KILN_CUDA_KERNEL(FusedMatMul) {
+  KernelDef d;
+  d.op = "FusedMatMul";
+  d.domain = "kiln";
+  d.dtypes = float_types();
+  d.run = fused_matmul_run;
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) {
+    return n.inputs.size() >= 2 && same_dtypes(n, p, 4) && rank_is(p, n.inputs[0], 2, 64) &&
+           rank_is(p, n.inputs[1], 2, 64) && (n.inputs.size() < 3 || rank_is(p, n.inputs[2], 1, 1)) &&
+           (n.inputs.size() < 4 || rank_is(p, n.inputs[3], 2, 64));
   };
   return d;
 }

@@ -1,0 +1,85 @@
+// The part of kiln::FusedMatMul's epilogue that cuBLASLt does not fuse (erf GELU, an activation before a
+// residual): one elementwise pass over the GEMM's output, in float32.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/transformer_kernels.h"
+
+namespace kiln::cuda {
+namespace {
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T>
+__device__ __forceinline__ T from_f(float v);
+template <>
+__device__ __forceinline__ float from_f<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_f<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+__device__ __forceinline__ float act_f(float x, int act) {
+  switch (act) {
+    case 1:
+      return x > 0.f ? x : 0.f;
+    case 2:
+      return 0.5f * x * (1.f + erff(x * 0.70710678118654752f));
+    case 3:
+      return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    default:
+      return x;
+  }
+}
+
+template <typename T>
+__global__ void epilogue_kernel(T* y, const T* bias, const T* res, int64_t total, int64_t n, int act) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v = to_f(y[i]);
+    if (bias) v += to_f(bias[i % n]);
+    v = act_f(v, act);
+    if (res) v += to_f(res[i]);
+    y[i] = from_f<T>(v);
+  }
+}
+
+template <typename T>
+void launch(void* y, const void* bias, const void* res, int64_t total, int64_t n, EpiAct act, cudaStream_t s) {
+  constexpr int kThreads = 256;
+  const int64_t blocks = (total + kThreads - 1) / kThreads;
+  epilogue_kernel<T><<<static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20)), kThreads, 0, s>>>(
+      static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(res), total, n, static_cast<int>(act));
+}
+
+}  // namespace
+
+Status launch_matmul_epilogue(DataType dt, void* y, const void* bias, const void* res, int64_t total, int64_t n,
+                              EpiAct act, cudaStream_t stream) {
+  if (total == 0) return Status::Ok();
+  switch (dt) {
+    case DataType::kFLOAT:
+      launch<float>(y, bias, res, total, n, act, stream);
+      break;
+    case DataType::kHALF:
+      launch<__half>(y, bias, res, total, n, act, stream);
+      break;
+    case DataType::kBF16:
+      launch<__nv_bfloat16>(y, bias, res, total, n, act, stream);
+      break;
+    default:
+      return unsupported(std::string("FusedMatMul epilogue: no kernel for ") + dtype_name(dt));
+  }
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+}  // namespace kiln::cuda

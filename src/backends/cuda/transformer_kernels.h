@@ -1,0 +1,40 @@
+// Launchers of the transformer fusions' own kernels: the GEMM epilogue cuBLASLt cannot fuse, and fused attention.
+// Each takes the stream, never allocates, never synchronizes.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "common/tensor.h"
+#include "kiln/status.h"
+
+namespace kiln::cuda {
+
+// Activation codes of kiln::FusedMatMul's epilogue.
+enum class EpiAct : int { kNone = 0, kRelu = 1, kGeluErf = 2, kGeluTanh = 3 };
+
+// In place over a contiguous (rows x n) output: y = act(y + bias[col]) + res, where bias and res may be null.
+// dt: float types; bias and res have dt too.
+Status launch_matmul_epilogue(DataType dt, void* y, const void* bias, const void* res, int64_t total, int64_t n,
+                              EpiAct act, cudaStream_t stream);
+
+// softmax(scale * Q K^T + mask [causal]) V for dense [B,H,Sq,D] Q, [B,H,Sk,D] K, [B,H,Sk,Dv] V and output
+// [B,H,Sq,Dv]; the mask (null: none) is read at b*ms[0] + h*ms[1] + i*ms[2] + j*ms[3] (0 strides broadcast).
+struct AttentionParams {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  const void* v = nullptr;
+  const void* mask = nullptr;
+  void* o = nullptr;
+  int64_t B = 0, H = 0, Sq = 0, Sk = 0, D = 0, Dv = 0;
+  int64_t ms[4] = {0, 0, 0, 0};
+  float scale = 1.0f;
+  bool causal = false;
+};
+// Half and bfloat16 with D = Dv in {32, 64, 128} on 16-byte aligned tensors run a tensor-core flash-attention kernel;
+// any other case a one-row-per-block kernel whose scores row lives in shared memory. Both: one launch, softmax in
+// float32, no workspace.
+Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_t stream);
+
+}  // namespace kiln::cuda

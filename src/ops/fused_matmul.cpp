@@ -1,0 +1,148 @@
+// kiln::FusedMatMul: y = act(alpha * A.op(B) + bias) [+ residual], the MatMul/Gemm epilogue fusion's target op.
+#include <cmath>
+
+#include "ops/op_util.h"
+
+namespace kiln::ops {
+
+// Activation codes shared by the reference compute, the fusion pass and the CUDA kernel (by name in the attribute).
+enum class EpilogueAct { kNone, kRelu, kGeluErf, kGeluTanh };
+
+namespace {
+
+Result<EpilogueAct> parse_act(const Attributes& a) {
+  KILN_ASSIGN_OR_RETURN(std::string s, a.get_string("activation", "none"));
+  if (s == "none") return EpilogueAct::kNone;
+  if (s == "relu") return EpilogueAct::kRelu;
+  if (s == "gelu_erf") return EpilogueAct::kGeluErf;
+  if (s == "gelu_tanh") return EpilogueAct::kGeluTanh;
+  return invalid_model("FusedMatMul: activation must be none, relu, gelu_erf or gelu_tanh but is '" + s + "'");
+}
+
+double apply_act(EpilogueAct act, double x) {
+  switch (act) {
+    case EpilogueAct::kNone:
+      return x;
+    case EpilogueAct::kRelu:
+      return x > 0 ? x : 0;
+    case EpilogueAct::kGeluErf:
+      return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case EpilogueAct::kGeluTanh: {
+      const double k = std::sqrt(2.0 / 3.14159265358979323846);
+      return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
+    }
+  }
+  return x;
+}
+
+// B as MatMul sees it: trans_b stores a 2-D weight as [N, K] (Gemm's transB=1 layout).
+Shape effective_b_shape(const Shape& b, bool trans_b) {
+  if (!trans_b || b.size() != 2) return b;
+  return {b[1], b[0]};
+}
+
+}  // namespace
+
+KILN_REGISTER_OP(FusedMatMul) {
+  OpSchema s;
+  s.name = "FusedMatMul";
+  s.domain = "kiln";
+  s.min_inputs = 2;
+  s.max_inputs = 4;  // A, B, bias (optional, [N]), residual (optional, the output's shape)
+  s.attrs = {{"alpha", AttrType::kFLOAT}, {"activation", AttrType::kSTRING}, {"trans_b", AttrType::kINT}};
+  s.dtypes = {DataType::kFLOAT, DataType::kDOUBLE, DataType::kHALF, DataType::kBF16};
+  s.infer = [](InferContext& ctx) -> Status {
+    KILN_RETURN_IF_ERROR(parse_act(ctx.attrs()).status());
+    KILN_ASSIGN_OR_RETURN(int64_t tb, ctx.attrs().get_int("trans_b", 0));
+    const TensorInfo& a = ctx.input(0);
+    const TensorInfo& b = ctx.input(1);
+    if (!dtype_is_float(a.dtype)) return invalid_model("FusedMatMul: A must be a float type");
+    for (int i = 1; i < ctx.num_inputs(); ++i)
+      if (ctx.has_input(i) && ctx.input(i).dtype != a.dtype)
+        return invalid_model("FusedMatMul: input " + std::to_string(i) + " has type " + dtype_name(ctx.input(i).dtype) +
+                             ", expected " + dtype_name(a.dtype) + " like A");
+    if (!a.rank_known || !b.rank_known) {
+      ctx.output(0).dtype = a.dtype;
+      ctx.output(0).rank_known = false;
+      return Status::Ok();
+    }
+    if (a.shape.size() < 2 || b.shape.size() < 2)
+      return invalid_model("FusedMatMul: A and B must have rank >= 2, got " + shape_to_string(a.shape) + " and " +
+                           shape_to_string(b.shape));
+    if (tb && b.shape.size() != 2) return invalid_model("FusedMatMul: trans_b needs a 2-D B");
+    Shape bs = effective_b_shape(b.shape, tb != 0);
+    const Dim& ka = a.shape.back();
+    const Dim& kb = bs[bs.size() - 2];
+    if (ka.is_static() && kb.is_static() && ka.value != kb.value)
+      return invalid_model("FusedMatMul: inner dimensions differ: A " + shape_to_string(a.shape) + ", B " +
+                           shape_to_string(b.shape));
+    KILN_ASSIGN_OR_RETURN(
+        Shape out, broadcast_shapes({Shape(a.shape.begin(), a.shape.end() - 2), Shape(bs.begin(), bs.end() - 2)}));
+    out.push_back(a.shape[a.shape.size() - 2]);
+    out.push_back(bs.back());
+    if (ctx.has_input(2)) {
+      const TensorInfo& bias = ctx.input(2);
+      if (bias.rank_known && (bias.shape.size() != 1 || (bias.shape[0].is_static() && out.back().is_static() &&
+                                                         bias.shape[0].value != out.back().value)))
+        return invalid_model("FusedMatMul: bias must be [N] with N=" + out.back().to_string() + ", got " +
+                             shape_to_string(bias.shape));
+    }
+    if (ctx.has_input(3) && ctx.input(3).rank_known && ctx.input(3).shape.size() != out.size())
+      return invalid_model("FusedMatMul: residual must have the output's shape " + shape_to_string(out) + ", got " +
+                           shape_to_string(ctx.input(3).shape));
+    ctx.output(0) = make_info(a.dtype, out);
+    return Status::Ok();
+  };
+  s.compute = [](ComputeContext& ctx) -> Status {
+    KILN_ASSIGN_OR_RETURN(EpilogueAct act, parse_act(ctx.attrs()));
+    KILN_ASSIGN_OR_RETURN(float alpha, ctx.attrs().get_float("alpha", 1.0f));
+    KILN_ASSIGN_OR_RETURN(int64_t tb, ctx.attrs().get_int("trans_b", 0));
+    const Tensor& a = ctx.input(0);
+    const DataType dt = a.dtype();
+    const bool wide = dt == DataType::kDOUBLE;
+    const DataType acc = wide ? DataType::kDOUBLE : DataType::kFLOAT;
+    Tensor af = a.cast(acc), bf = ctx.input(1).cast(acc);
+    if (tb) {
+      if (bf.rank() != 2) return invalid_argument("FusedMatMul: trans_b needs a 2-D B");
+      const int64_t n = bf.dim(0), k = bf.dim(1);
+      Tensor t(DataType::kDOUBLE, {k, n});
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < k; ++j) t.data<double>()[j * n + i] = bf.get_f64(i * k + j);
+      bf = t.cast(acc);
+    }
+    // The product itself is MatMul's reference compute; only the epilogue is new here.
+    const OpSchema* mm = OpRegistry::instance().find("MatMul");
+    std::vector<Tensor> prod(1);
+    Attributes none;
+    ComputeContext mctx(none, ctx.opset(), {&af, &bf}, &prod);
+    KILN_RETURN_IF_ERROR(mm->compute(mctx).with_context("FusedMatMul"));
+    Tensor y = prod[0].cast(DataType::kDOUBLE);
+    double* yp = y.data<double>();
+    const int64_t n = y.shape().back(), total = y.numel();
+    Tensor bias, res;
+    if (ctx.has_input(2)) {
+      bias = ctx.input(2).cast(acc);
+      if (bias.numel() != n)
+        return invalid_argument("FusedMatMul: bias has " + std::to_string(bias.numel()) +
+                                " elements, expected N=" + std::to_string(n));
+    }
+    if (ctx.has_input(3)) {
+      res = ctx.input(3).cast(acc);
+      if (res.shape() != y.shape())
+        return invalid_argument("FusedMatMul: residual of shape " + dims_to_string(res.shape()) +
+                                " differs from the output's " + dims_to_string(y.shape()));
+    }
+    for (int64_t i = 0; i < total; ++i) {
+      double v = alpha * yp[i];
+      if (bias.defined()) v += bias.get_f64(i % n);
+      v = apply_act(act, v);
+      if (res.defined()) v += res.get_f64(i);
+      yp[i] = v;
+    }
+    ctx.set_output(0, y.cast(dt));
+    return Status::Ok();
+  };
+  return s;
+}
+
+}  // namespace kiln::ops

@@ -1,0 +1,213 @@
+// fuse_attention pass: MatMul(Q, K^T) -> scale -> [mask] -> Softmax -> MatMul(., V) -> kiln::FusedAttention.
+// Scale forms: Div or Mul of the scores by a scalar, or SDPA's export, Mul of Q and of K^T by sqrt(scale) each.
+// Mask forms: Add of an additive mask, Where(cond, scores, fill) or Where(cond, fill, scores); a constant cond that
+// is the causal triangle becomes the causal flag instead of a mask.
+#include "ops/op_util.h"
+#include "passes/fusion_util.h"
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+using match::Bindings;
+using match::Pattern;
+
+// The leading n dims can be taken as equal: the same static size, or symbolic (the exporter's batch is a symbol
+// that inference may not prove equal across Q, K and V; the kernels check the actual sizes). A static 1 against
+// anything else may be a broadcast, which FusedAttention does not do.
+bool dims_equal(const ir::Value* a, const ir::Value* b, int n) {
+  for (int i = 0; i < n; ++i) {
+    const ops::Dim &x = a->shape[i], &y = b->shape[i];
+    if (x.is_static() && y.is_static() ? x.value != y.value
+                                       : (x.is_static() && x.value == 1) || (y.is_static() && y.value == 1))
+      return false;
+  }
+  return true;
+}
+
+bool rank4(const ir::Value* v) { return v->rank_known && v->shape.size() == 4; }
+
+// Whether a constant bool condition of shape [1,..,1,S,S] is the causal triangle: `masked_when_true` says whether
+// true marks the keys to hide (j > i) or the keys to keep (j <= i).
+bool is_causal_cond(const ir::Value* cond, bool masked_when_true) {
+  if (!cond->is_constant() || cond->dtype != DataType::kBOOL) return false;
+  const Tensor& t = *cond->constant;
+  if (t.rank() < 2) return false;
+  const int64_t s = t.dim(-1);
+  if (t.dim(-2) != s || t.numel() != s * s) return false;
+  const bool* p = t.data<bool>();
+  for (int64_t i = 0; i < s; ++i)
+    for (int64_t j = 0; j < s; ++j)
+      if (p[i * s + j] != (masked_when_true ? j > i : j <= i)) return false;
+  return true;
+}
+
+// A constant additive mask that is the causal triangle: 0 where j <= i, a large negative value (or -inf) where
+// j > i (what torch's SDPA export builds for is_causal once folded).
+bool is_causal_additive(const ir::Value* m) {
+  if (!m->is_constant() || !dtype_is_float(m->dtype)) return false;
+  const Tensor& t = *m->constant;
+  if (t.rank() < 2) return false;
+  const int64_t s = t.dim(-1);
+  if (s < 2 || t.dim(-2) != s || t.numel() != s * s) return false;
+  for (int64_t i = 0; i < s; ++i)
+    for (int64_t j = 0; j < s; ++j) {
+      const double v = t.get_f64(i * s + j);
+      if (j <= i ? v != 0.0 : !(v <= -1e4)) return false;
+    }
+  return true;
+}
+
+// A Cast to the type its input already has (HF gpt2 casts the probabilities to V's type): no change to fuse across.
+match::Pattern through_noop_cast(const match::Pattern& p) {
+  using namespace match;
+  return either({op("Cast", {p})
+                     .where([](ir::Value* v, const Bindings&) { return v->producer->inputs[0]->dtype == v->dtype; })
+                     .used_once(),
+                 p});
+}
+
+bool softmax_last_axis(ir::Value* v, int graph_opset) {
+  const ir::Node* n = v->producer;
+  const int opset = n->opset ? n->opset : graph_opset;
+  if (!n->inputs[0]->rank_known) return false;
+  const int64_t rank = static_cast<int64_t>(n->inputs[0]->shape.size());
+  auto axis = n->attrs.get_int("axis", opset >= 13 ? -1 : 1);
+  return axis.ok() && (*axis == -1 || *axis == rank - 1);
+}
+
+// On CUDA the fused kernel beats cuBLAS GEMMs + softmax only where it runs on tensor cores: FP16/BF16 engines and
+// head dims 32, 64 or 128 (attention.cu). Elsewhere its row-per-block kernel rereads K and V from L2 for every query
+// and would be slower than the unfused graph, so those stay unfused.
+bool tensor_core_case(const ir::Value* q, const ir::Value* v, const PassOptions& o) {
+  if (o.reduced_precision != DataType::kHALF && o.reduced_precision != DataType::kBF16) return false;
+  const ops::Dim &d = q->shape[3], &dv = v->shape[3];
+  return d.is_static() && dv.is_static() && d.value == dv.value && (d.value == 32 || d.value == 64 || d.value == 128);
+}
+
+class FuseAttention final : public Pass {
+ public:
+  std::string_view name() const override { return "fuse_attention"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    using namespace match;
+    auto scalar_const = [](const std::string& name) {
+      return constant()
+          .where([](ir::Value* c, const Bindings&) { return c->constant->numel() == 1 && dtype_is_float(c->dtype); })
+          .bind(name);
+    };
+    const Pattern q = either({commutative("Mul", any().bind("q"), scalar_const("cq")).used_once(), any().bind("q")});
+    const Pattern kt = either({commutative("Mul", any().bind("kt"), scalar_const("ck")).used_once(), any().bind("kt")});
+    const Pattern qk = op("MatMul", {q, kt}).used_once();
+    const Pattern scores = either({op("Div", {qk, scalar_const("cdiv")}).used_once(),
+                                   commutative("Mul", qk, scalar_const("cmul")).used_once(), qk});
+    const Pattern where = either({
+        op("Where", {any().bind("cond_keep"), scores, scalar_const("fill")}).used_once(),
+        op("Where", {any().bind("cond_hide"), scalar_const("fill"), scores}).used_once(),
+    });
+    const Pattern masked = either({commutative("Add", where, any().bind("mask")).used_once(), where,
+                                   commutative("Add", scores, any().bind("mask")).used_once(), scores});
+    const int opset = g.opset();
+    const Pattern probs =
+        op("Softmax", {masked}).where([opset](ir::Value* v, const Bindings&) { return softmax_last_axis(v, opset); });
+    const Pattern root = op("MatMul", {through_noop_cast(probs.used_once()), any().bind("v")}).bind("root");
+
+    int n = rewrite(g, root, [&](Bindings& b) {
+      ir::Value *qv = b.value("q"), *ktv = b.value("kt"), *vv = b.value("v"), *out = b.value("root");
+      if (!rank4(qv) || !rank4(ktv) || !rank4(vv) || !rank4(out) || !dtype_is_float(qv->dtype) ||
+          ktv->dtype != qv->dtype || vv->dtype != qv->dtype)
+        return false;
+      if (!dims_equal(qv, ktv, 2) || !dims_equal(qv, vv, 2)) return false;  // no batch broadcasting
+      if (ctx.options.backend == Backend::kCUDA && !tensor_core_case(qv, vv, ctx.options)) return false;
+      double scale = 1.0;
+      if (ir::Value* c = b.value("cq")) scale *= *constant_scalar(c);
+      if (ir::Value* c = b.value("ck")) scale *= *constant_scalar(c);
+      if (ir::Value* c = b.value("cmul")) scale *= *constant_scalar(c);
+      if (ir::Value* c = b.value("cdiv")) scale /= *constant_scalar(c);
+      ir::Value* mask = b.value("mask");
+      if (mask && (mask->dtype != qv->dtype || !mask->rank_known || mask->shape.size() > 4)) return false;
+      bool causal = false;
+      if (mask && is_causal_additive(mask)) {
+        causal = true;
+        mask = nullptr;
+      }
+      ir::Value* cond = b.value("cond_keep") ? b.value("cond_keep") : b.value("cond_hide");
+      if (cond) {
+        const bool hide = b.value("cond_hide") != nullptr;
+        if (cond->dtype != DataType::kBOOL || !cond->rank_known || cond->shape.size() > 4) return false;
+        if (is_causal_cond(cond, hide)) {
+          causal = true;
+        } else {
+          // The replacing Where keeps its scores untouched and adds the fill where the original replaced them;
+          // the fill is so negative that the softmax gives those keys nothing either way.
+          Tensor zero = Tensor::from_vector<float>({}, {0.0f}).cast(qv->dtype);
+          ir::Value* z = g.add_constant(out->name + "_mask_zero", std::move(zero));
+          ir::Value* fill = b.value("fill");
+          if (fill->dtype != qv->dtype) return false;
+          ir::Node* w = g.add_node("Where", g.unique_node_name(out->name + "_mask"),
+                                   {cond, hide ? fill : z, hide ? z : fill}, {out->name + "_additive_mask"}, {}, opset);
+          ir::Value* wm = w->outputs[0];
+          wm->dtype = qv->dtype;
+          wm->shape = cond->shape;
+          wm->rank_known = true;
+          if (mask) {
+            if (!mask->rank_known) return false;
+            auto both = ops::broadcast_shapes({mask->shape, cond->shape});
+            if (!both.ok() || both->size() > 4) return false;
+            ir::Node* add = g.add_node("Add", g.unique_node_name(out->name + "_masks"), {wm, mask},
+                                       {out->name + "_combined_mask"}, {}, opset);
+            add->outputs[0]->dtype = qv->dtype;
+            add->outputs[0]->shape = *both;
+            add->outputs[0]->rank_known = true;
+            mask = add->outputs[0];
+          } else {
+            mask = wm;
+          }
+        }
+      }
+      // K as [B,H,Sk,D]: undo the exporter's transpose when K^T comes from one, else transpose K^T back.
+      ir::Value* k = nullptr;
+      const ir::Node* tp = ktv->producer;
+      std::vector<int64_t> perm = {0, 1, 3, 2};
+      ir::Value* src = ktv;
+      if (tp && tp->op_type == "Transpose" && tp->domain.empty() && tp->inputs[0]->rank_known &&
+          tp->inputs[0]->shape.size() == 4) {
+        auto p = tp->attrs.get_ints("perm", {3, 2, 1, 0});
+        if (p.ok() && p->size() == 4) {
+          perm = *p;
+          std::swap(perm[2], perm[3]);
+          src = tp->inputs[0];
+        }
+      }
+      if (perm == std::vector<int64_t>{0, 1, 2, 3}) {
+        k = src;
+      } else {
+        Attributes ta;
+        ta.set("perm", Attribute(perm));
+        ir::Node* t = g.add_node("Transpose", g.unique_node_name(out->name + "_k"), {src}, {out->name + "_k"},
+                                 std::move(ta), opset);
+        k = t->outputs[0];
+        k->dtype = src->dtype;
+        k->rank_known = true;
+        for (int64_t d : perm) k->shape.push_back(src->shape[d]);
+      }
+      std::vector<ir::Value*> in = {qv, k, vv};
+      if (mask) in.push_back(mask);
+      Attributes a;
+      a.set("scale", Attribute(static_cast<float>(scale)));
+      if (causal) a.set("causal", Attribute(int64_t{1}));
+      fusion::replace_with_node(g, out, "FusedAttention", "kiln", in, std::move(a), 1, "attention");
+      return true;
+    });
+    if (n) fusion::prune_dead_nodes(g);
+    ctx.changes += n;
+    if (n) ctx.verbose("fuse_attention: " + std::to_string(n) + " attention blocks -> FusedAttention");
+    return g.topo_sort();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_fuse_attention() { return std::make_unique<FuseAttention>(); }
+
+}  // namespace kiln::passes

@@ -1,0 +1,150 @@
+// fuse_matmul_epilogue pass: MatMul/Gemm followed by a bias Add, an activation (Relu, Gelu, GELU's decomposed
+// forms) and a residual Add -> one kiln::FusedMatMul, which the CUDA backend runs as a cuBLASLt epilogue.
+#include "passes/fusion_util.h"
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+using match::Bindings;
+using match::Pattern;
+
+bool float_matmul_operands(const ir::Node* mm) {
+  const ir::Value *a = mm->inputs[0], *b = mm->inputs[1];
+  return a && b && dtype_is_float(a->dtype) && a->dtype == b->dtype && a->rank_known && b->rank_known &&
+         a->shape.size() >= 2 && b->shape.size() >= 2;
+}
+
+// A bias that adds one value per output column: a constant [N] or [1,..,1,N] no longer than the output's rank.
+ir::Value* column_bias(ir::Graph& g, ir::Value* c, const ir::Value* out) {
+  if (!c || !c->is_constant() || c->dtype != out->dtype || !out->rank_known || out->shape.empty()) return nullptr;
+  const ops::Dim& n = out->shape.back();
+  const auto& s = c->constant->shape();
+  if (!n.is_static() || s.empty() || s.size() > out->shape.size() || s.back() != n.value ||
+      c->constant->numel() != n.value)
+    return nullptr;
+  if (s.size() == 1) return c;
+  return g.add_constant(c->name + "_vec", c->constant->reshaped({n.value}));
+}
+
+std::string act_of(const ir::Node* n) {
+  if (n->op_type == "Relu") return "relu";
+  if (n->op_type == "Gelu") {
+    auto m = n->attrs.get_string("approximate", "none");
+    if (!m.ok()) return "";
+    return *m == "tanh" ? "gelu_tanh" : *m == "none" ? "gelu_erf" : "";
+  }
+  return "";
+}
+
+// A FusedMatMul to which more epilogue may be added: its result feeds one node only, no activation or residual yet.
+Pattern open_fused() {
+  return fusion::domain_op("FusedMatMul", "kiln")
+      .where([](ir::Value* v, const Bindings&) {
+        const ir::Node* n = v->producer;
+        auto act = n->attrs.get_string("activation", "none");
+        return act.ok() && *act == "none" && n->inputs.size() < 4;
+      })
+      .used_once();
+}
+
+std::vector<ir::Value*> inputs_of(const ir::Node* n) { return {n->inputs.begin(), n->inputs.end()}; }
+
+class FuseMatMulEpilogue final : public Pass {
+ public:
+  std::string_view name() const override { return "fuse_matmul_epilogue"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    using namespace match;
+    // Standing alone, this pass must see decomposed GELUs as Gelu too (in the CUDA pipeline fuse_gelu ran already).
+    int gelus = fusion::fuse_gelu_forms(g);
+    int n = 0;
+
+    // MatMul + bias.
+    const Pattern mm =
+        op("MatMul").where([](ir::Value* v, const Bindings&) { return float_matmul_operands(v->producer); });
+    n += rewrite(g, commutative("Add", mm.bind("mm").used_once(), constant().bind("bias")).bind("root"),
+                 [&](Bindings& b) {
+                   ir::Value* bias = column_bias(g, b.value("bias"), b.value("root"));
+                   if (!bias) return false;
+                   ir::Node* m = b.node("mm");
+                   fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln",
+                                             {m->inputs[0], m->inputs[1], bias}, {}, 1, m->name + "_fused");
+                   return true;
+                 });
+    fusion::prune_dead_nodes(g);
+
+    // Gemm (+ C as a column bias) + activation. transA has no FusedMatMul form.
+    const Pattern gemm = op("Gemm").where([](ir::Value* v, const Bindings&) {
+      const ir::Node* n = v->producer;
+      auto ta = n->attrs.get_int("transA", 0);
+      auto beta = n->attrs.get_float("beta", 1.0f);
+      return ta.ok() && *ta == 0 && beta.ok() && (n->inputs.size() < 3 || !n->inputs[2] || *beta == 1.0f) &&
+             float_matmul_operands(n);
+    });
+    n += rewrite(g, op_any({"Relu", "Gelu"}, {gemm.bind("gemm").used_once()}).bind("root"), [&](Bindings& b) {
+      ir::Node* ge = b.node("gemm");
+      const std::string a = act_of(b.node("root"));
+      if (a.empty()) return false;
+      std::vector<ir::Value*> in = {ge->inputs[0], ge->inputs[1]};
+      if (ge->inputs.size() > 2 && ge->inputs[2]) {
+        ir::Value* bias = column_bias(g, ge->inputs[2], ge->outputs[0]);
+        if (!bias) return false;
+        in.push_back(bias);
+      }
+      Attributes at;
+      at.set("activation", Attribute(a));
+      auto alpha = ge->attrs.get_float("alpha", 1.0f);
+      auto tb = ge->attrs.get_int("transB", 0);
+      if (!alpha.ok() || !tb.ok()) return false;
+      at.set("alpha", Attribute(alpha.value()));
+      at.set("trans_b", Attribute(tb.value()));
+      fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", in, std::move(at), 1, ge->name + "_fused");
+      return true;
+    });
+    fusion::prune_dead_nodes(g);
+
+    // Activation after a bias-fused MatMul, or after a bare MatMul.
+    n += rewrite(g, op_any({"Relu", "Gelu"}, {either({open_fused(), mm.used_once()}).bind("mm")}).bind("root"),
+                 [&](Bindings& b) {
+                   const std::string a = act_of(b.node("root"));
+                   if (a.empty()) return false;
+                   ir::Node* m = b.node("mm");
+                   Attributes at = m->domain == "kiln" ? m->attrs : Attributes{};
+                   at.set("activation", Attribute(a));
+                   fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", inputs_of(m), std::move(at), 1,
+                                             m->name + "_act");
+                   return true;
+                 });
+    fusion::prune_dead_nodes(g);
+
+    // Residual: FusedMatMul + a tensor of the output's own shape (no broadcast), after the activation if any.
+    const Pattern with_act = fusion::domain_op("FusedMatMul", "kiln").where([](ir::Value* v, const Bindings&) {
+      return v->producer->inputs.size() < 4;
+    });
+    n += rewrite(
+        g, commutative("Add", with_act.used_once().bind("mm"), any().bind("res")).bind("root"), [&](Bindings& b) {
+          ir::Node* m = b.node("mm");
+          ir::Value* res = b.value("res");
+          ir::Value* out = b.value("mm");
+          if (res == out || res->dtype != out->dtype || !fusion::same_shape(res, out) ||
+              !fusion::same_shape(b.value("root"), out))
+            return false;
+          std::vector<ir::Value*> in = inputs_of(m);
+          if (in.size() < 3) in.push_back(nullptr);  // no bias
+          in.push_back(res);
+          fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", in, m->attrs, 1, m->name + "_res");
+          return true;
+        });
+    fusion::prune_dead_nodes(g);
+    ctx.changes += n + gelus;
+    if (n) ctx.verbose("fuse_matmul_epilogue: " + std::to_string(n) + " epilogue fusions");
+    return g.topo_sort();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_fuse_matmul_epilogue() { return std::make_unique<FuseMatMulEpilogue>(); }
+
+}  // namespace kiln::passes

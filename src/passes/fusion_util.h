@@ -1,0 +1,104 @@
+// Helpers shared by the transformer fusion passes: scalar-constant patterns, kiln-domain op patterns, GELU's
+// decomposed exporter forms and the rewrite step that puts a fused node in place of a matched value.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "passes/matcher.h"
+
+namespace kiln::passes::fusion {
+
+// A one-element float constant equal to v: exporters write GELU's and attention's constants as rank-0 or [1]
+// tensors, and a larger all-equal constant could broadcast the result to a bigger shape.
+inline match::Pattern one_scalar(double v, double tol = 1e-4) {
+  return match::scalar(v, tol).where(
+      [](ir::Value* c, const match::Bindings&) { return c->constant->numel() == 1 && dtype_is_float(c->dtype); });
+}
+
+// A value produced by a node of `op_type` in `domain` (match::op only sees the default domain).
+inline match::Pattern domain_op(std::string op_type, std::string domain) {
+  return match::Pattern([op_type, domain](ir::Value* v, match::Bindings&) {
+    return v->producer && v->producer->op_type == op_type && v->producer->domain == domain;
+  });
+}
+
+// The value's shape is known (rank and every dim equal, static or the same symbol) and equals `other`'s.
+inline bool same_shape(const ir::Value* a, const ir::Value* b) {
+  if (!a->rank_known || !b->rank_known || a->shape.size() != b->shape.size()) return false;
+  for (size_t i = 0; i < a->shape.size(); ++i)
+    if (a->shape[i] != b->shape[i]) return false;
+  return true;
+}
+
+// GELU as exporters decompose it, with x bound under `x`:
+//   erf:  x * 0.5 * (1 + Erf(x / sqrt2))   (torch.onnx's aten::gelu, any association of the three factors)
+//   tanh: 0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))  (torch's tanh gelu, HF gpt2's NewGELU with
+//         Pow(x, 3); x^3 also as x * (x * x))
+inline match::Pattern gelu_from_inner(const match::Pattern& x, const match::Pattern& inner) {
+  using namespace match;
+  Pattern one_plus = commutative("Add", inner, one_scalar(1.0)).used_once();
+  return either({
+      commutative("Mul", commutative("Mul", x, one_scalar(0.5)).used_once(), one_plus),
+      commutative("Mul", commutative("Mul", x, one_plus).used_once(), one_scalar(0.5)),
+      commutative("Mul", x, commutative("Mul", one_plus, one_scalar(0.5)).used_once()),
+  });
+}
+
+inline match::Pattern gelu_erf(const match::Pattern& x) {
+  using namespace match;
+  Pattern scaled =
+      either({op("Div", {x, one_scalar(1.4142135623730951)}), commutative("Mul", x, one_scalar(0.7071067811865476))})
+          .used_once();
+  return gelu_from_inner(x, op("Erf", {scaled}).used_once());
+}
+
+inline match::Pattern gelu_tanh(const match::Pattern& x) {
+  using namespace match;
+  Pattern cube =
+      either({op("Pow", {x, one_scalar(3.0)}), commutative("Mul", x, op("Mul", {x, x}).used_once())}).used_once();
+  Pattern sum = commutative("Add", x, commutative("Mul", cube, one_scalar(0.044715)).used_once()).used_once();
+  Pattern inner = op("Tanh", {commutative("Mul", sum, one_scalar(0.7978845608028654)).used_once()}).used_once();
+  return gelu_from_inner(x, inner);
+}
+
+// Puts a new node (one output) in place of `root`: every reader of root, and the graph outputs, read the node's
+// output instead, which takes root's name (engine outputs keep their names) and type. The old producers are left
+// for dead-code elimination.
+inline ir::Node* replace_with_node(ir::Graph& g, ir::Value* root, const std::string& op_type, const std::string& domain,
+                                   const std::vector<ir::Value*>& inputs, Attributes attrs, int opset,
+                                   const std::string& base_name) {
+  const std::string name = root->name;
+  g.rename_value(root, name + "_unfused");
+  ir::Node* n = g.add_node(op_type, g.unique_node_name(base_name), inputs, {name}, std::move(attrs), opset, domain);
+  ir::Value* out = n->outputs[0];
+  out->dtype = root->dtype;
+  out->shape = root->shape;
+  out->rank_known = root->rank_known;
+  out->kind = root->kind;
+  g.replace_all_uses(root, out);
+  return n;
+}
+
+// Removes nodes none of whose outputs is read or a graph output, and then the values left unused: the nodes a
+// rewrite bypassed would otherwise still count as users and stop the next fusion's used_once() checks.
+inline void prune_dead_nodes(ir::Graph& g) {
+  for (bool changed = true; changed;) {
+    changed = false;
+    std::vector<ir::Node*> dead;
+    for (auto it = g.nodes().rbegin(); it != g.nodes().rend(); ++it) {
+      bool live = false;
+      for (ir::Value* o : (*it)->outputs) live = live || !o->users.empty() || match::is_graph_output(g, o);
+      if (!live) dead.push_back(it->get());
+    }
+    for (ir::Node* n : dead) g.remove_node(n);
+    changed = !dead.empty();
+  }
+  g.prune_values();
+}
+
+// GELU decomposed forms -> Gelu (opset 20 op, run by graphs of any opset). Returns the rewrites made.
+int fuse_gelu_forms(ir::Graph& g);
+
+}  // namespace kiln::passes::fusion

@@ -1,0 +1,363 @@
+// GPU tests of the transformer fusions: unfused networks (as exporters write them) run on the CPU reference and,
+// fused by the CUDA pipeline into FusedMatMul / FusedAttention, on the GPU; plus kiln::FusedMatMul nodes directly,
+// across every epilogue the kernel splits between cuBLASLt and its own pass.
+#include <cmath>
+#include <functional>
+
+#include "gpu_test_util.h"
+#include "passes/shape_inference.h"
+
+namespace kiln::gpu_testing {
+namespace {
+
+using Shape = std::vector<int64_t>;
+
+// Builds the graph on the network's IR: `in` are the network inputs (one per NetCase input), the result is the
+// list of values to mark as outputs.
+using BuildFn = std::function<std::vector<ir::Value*>(ir::Graph& g, const std::vector<ir::Value*>& in)>;
+
+struct NetCase {
+  BuildFn build;
+  std::vector<Tensor> inputs;  // float32 network inputs
+  std::vector<BuilderFlag> flags;
+  double atol = 1e-4, rtol = 1e-4;
+  std::string fused_op;  // must appear in the CUDA engine (kiln domain)
+};
+
+// Appends a node and infers its outputs, as NetworkDefinition::add_op does (which only knows ai.onnx).
+ir::Value* node(ir::Graph& g, const std::string& op, std::vector<ir::Value*> in, Attributes a = {},
+                const std::string& domain = "") {
+  ir::Node* n = g.add_node(op, g.unique_node_name(op), in, {""}, std::move(a), domain.empty() ? 17 : 1, domain);
+  Status st = passes::infer_node(g, *n);
+  EXPECT_TRUE(st.ok()) << op << ": " << st.message();
+  return n->outputs[0];
+}
+
+ir::Value* weight(ir::Graph& g, Shape shape, uint32_t seed, double scale) {
+  return g.add_constant("w" + std::to_string(seed), random_tensor(DataType::kFLOAT, shape, seed, -scale, scale));
+}
+
+ir::Value* scalar(ir::Graph& g, float v) {
+  static int counter = 0;
+  return g.add_constant("s" + std::to_string(counter++), Tensor::from_vector<float>({}, {v}));
+}
+
+std::vector<Tensor> run_net(const NetCase& c, Backend backend, std::vector<std::string>* ops) {
+  Builder builder;
+  auto net = builder.create_network();
+  std::vector<ir::Value*> in;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    const std::string name = "in" + std::to_string(i);
+    EXPECT_NE(net->add_input(name, c.inputs[i].dtype(), c.inputs[i].shape()), nullptr);
+    in.push_back(net->graph().find_value(name));
+  }
+  for (ir::Value* v : c.build(net->graph(), in)) {
+    ITensor* t = net->find_tensor(v->name);
+    EXPECT_NE(t, nullptr);
+    if (t) {
+      EXPECT_TRUE(net->mark_output(t).ok());
+    }
+  }
+  auto config = builder.create_builder_config();
+  config->set_backend(backend);
+  if (backend == Backend::kCUDA) {
+    config->clear_flag(BuilderFlag::kTF32);
+    for (auto f : c.flags) config->set_flag(f);
+  }
+  auto blob = builder.build_serialized_network(*net, *config);
+  EXPECT_TRUE(blob.ok()) << blob.status().message();
+  if (!blob.ok()) return {};
+  Runtime rt;
+  auto engine = rt.deserialize_engine(blob->data(), blob->size());
+  EXPECT_TRUE(engine.ok()) << engine.status().message();
+  if (!engine.ok()) return {};
+  if (ops)
+    for (const auto& n : (*engine)->plan().nodes) ops->push_back(n.op_type);
+  if (backend == Backend::kCUDA) {
+    auto b = runtime::device_backend(Backend::kCUDA);
+    auto host = (*b)->host_nodes((*engine)->plan());
+    EXPECT_TRUE(host.empty()) << "layers ran on the host: " << host.size();
+  }
+  auto ctx = (*engine)->create_execution_context();
+  std::vector<std::pair<std::string, HostTensor>> feed;
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    HostTensor h;
+    h.dtype = c.inputs[i].dtype();
+    h.dims = c.inputs[i].shape();
+    const auto* p = static_cast<const uint8_t*>(c.inputs[i].raw());
+    h.data.assign(p, p + c.inputs[i].nbytes());
+    feed.emplace_back("in" + std::to_string(i), std::move(h));
+  }
+  auto res = ctx->infer(feed);
+  EXPECT_TRUE(res.ok()) << res.status().message();
+  std::vector<Tensor> r;
+  if (!res.ok()) return r;
+  for (auto& [name, h] : *res) {
+    Tensor t(h.dtype, h.dims);
+    if (!h.data.empty()) std::memcpy(t.raw(), h.data.data(), h.data.size());
+    r.push_back(std::move(t));
+  }
+  return r;
+}
+
+void expect_fused_agrees(const NetCase& c) {
+  std::vector<std::string> cpu_ops, gpu_ops;
+  std::vector<Tensor> cpu = run_net(c, Backend::kCPU, &cpu_ops);
+  std::vector<Tensor> gpu = run_net(c, Backend::kCUDA, &gpu_ops);
+  if (!c.fused_op.empty()) {
+    EXPECT_NE(std::find(gpu_ops.begin(), gpu_ops.end(), c.fused_op), gpu_ops.end())
+        << c.fused_op << " not in the engine";
+    EXPECT_EQ(std::find(cpu_ops.begin(), cpu_ops.end(), c.fused_op), cpu_ops.end()) << "the CPU pipeline fused";
+  }
+  ASSERT_EQ(cpu.size(), gpu.size());
+  for (size_t k = 0; k < cpu.size(); ++k) {
+    ASSERT_EQ(cpu[k].shape(), gpu[k].shape());
+    Tensor a = cpu[k].cast(DataType::kDOUBLE), b = gpu[k].cast(DataType::kDOUBLE);
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      const double x = a.data<double>()[i], y = b.data<double>()[i];
+      if (!(std::fabs(x - y) <= c.atol + c.rtol * std::fabs(x)) && bad++ == 0) first = i;
+    }
+    EXPECT_EQ(bad, 0) << "output " << k << ": " << bad << " of " << a.numel() << " differ; first at " << first
+                      << ": cpu " << (first >= 0 ? a.data<double>()[first] : 0) << " gpu "
+                      << (first >= 0 ? b.data<double>()[first] : 0);
+  }
+}
+
+struct Precision {
+  const char* name;
+  std::vector<BuilderFlag> flags;
+  double atol, rtol;
+};
+// FP32 runs without TF32 (the reference's accuracy); FP16/BF16 lower the whole network.
+const Precision kPrecisions[] = {
+    {"fp32", {}, 1e-3, 1e-3}, {"fp16", {BuilderFlag::kFP16}, 3e-2, 2e-2}, {"bf16", {BuilderFlag::kBF16}, 1.5e-1, 5e-2}};
+
+// ---- FusedMatMul through the epilogue fusion ----
+
+// bert's FFN: MatMul + bias, torch.onnx's decomposed erf GELU, MatMul + bias, residual.
+TEST(GpuTransformer, BertFfnFusesIntoTwoFusedMatMuls) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 4, S = 128, E = 768, F = 3072;
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c;
+    c.inputs = {random_tensor(DataType::kFLOAT, {B, S, E}, 1)};
+    c.flags = pr.flags;
+    c.atol = pr.atol;
+    c.rtol = pr.rtol;
+    c.fused_op = "FusedMatMul";
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      ir::Value* x = in[0];
+      ir::Value* h = node(g, "Add", {node(g, "MatMul", {x, weight(g, {E, F}, 2, 0.03)}), weight(g, {F}, 3, 0.5)});
+      ir::Value* erf = node(g, "Erf", {node(g, "Div", {h, scalar(g, 1.4142135623730951f)})});
+      ir::Value* gelu = node(g, "Mul", {node(g, "Mul", {h, node(g, "Add", {erf, scalar(g, 1.0f)})}), scalar(g, 0.5f)});
+      ir::Value* y = node(g, "Add", {node(g, "MatMul", {gelu, weight(g, {F, E}, 4, 0.02)}), weight(g, {E}, 5, 0.5)});
+      return std::vector<ir::Value*>{node(g, "Add", {x, y})};
+    };
+    expect_fused_agrees(c);
+  }
+}
+
+// gpt2's tanh GELU (Pow form), ReLU, Gemm with transB, an odd N (cuBLASLt alignment), batched B.
+TEST(GpuTransformer, ActivationsGemmOddSizesAndBatchedB) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c;
+    c.inputs = {random_tensor(DataType::kFLOAT, {3, 37, 64}, 10), random_tensor(DataType::kFLOAT, {3, 37, 29}, 11),
+                random_tensor(DataType::kFLOAT, {50, 64}, 12)};
+    c.flags = pr.flags;
+    c.atol = pr.atol;
+    c.rtol = pr.rtol;
+    c.fused_op = "FusedMatMul";
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      ir::Value* h = node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {64, 37}, 13, 0.2)}), weight(g, {37}, 14, 1)});
+      ir::Value* cube = node(g, "Pow", {h, scalar(g, 3.0f)});
+      ir::Value* inner = node(g, "Add", {h, node(g, "Mul", {scalar(g, 0.044715f), cube})});
+      ir::Value* t = node(g, "Tanh", {node(g, "Mul", {scalar(g, 0.7978845608028654f), inner})});
+      ir::Value* gelu = node(g, "Mul", {node(g, "Mul", {scalar(g, 0.5f), h}), node(g, "Add", {scalar(g, 1.0f), t})});
+      // [3,37,37] x batched [3,37,29] + bias, then ReLU.
+      ir::Value* r = node(g, "Relu", {node(g, "Add", {node(g, "MatMul", {gelu, in[1]}), weight(g, {29}, 15, 1)})});
+      Attributes ga;
+      ga.set("transB", Attribute(int64_t{1}));
+      ga.set("alpha", Attribute(0.5f));
+      ir::Value* gm =
+          node(g, "Relu", {node(g, "Gemm", {in[2], weight(g, {33, 64}, 16, 0.2), weight(g, {33}, 17, 1)}, ga)});
+      return std::vector<ir::Value*>{r, gm};
+    };
+    expect_fused_agrees(c);
+  }
+}
+
+// kiln::FusedMatMul directly: every activation with and without bias and residual, so both the cuBLASLt
+// epilogues and the fallback kernel run.
+TEST(GpuTransformer, FusedMatMulEveryEpilogue) {
+  KILN_REQUIRE_GPU();
+  for (const char* act : {"none", "relu", "gelu_erf", "gelu_tanh"})
+    for (int bias = 0; bias < 2; ++bias)
+      for (int res = 0; res < 2; ++res)
+        for (const Precision& pr : kPrecisions) {
+          SCOPED_TRACE(std::string(act) + " bias " + std::to_string(bias) + " res " + std::to_string(res) + " " +
+                       pr.name);
+          NetCase c;
+          c.inputs = {random_tensor(DataType::kFLOAT, {2, 40, 96}, 20),
+                      random_tensor(DataType::kFLOAT, {2, 40, 64}, 21)};
+          c.flags = pr.flags;
+          c.atol = pr.atol;
+          c.rtol = pr.rtol;
+          const std::string a = act;
+          c.build = [&, a, bias, res](ir::Graph& g, const std::vector<ir::Value*>& in) {
+            Attributes at;
+            at.set("activation", Attribute(a));
+            std::vector<ir::Value*> ins = {in[0], weight(g, {96, 64}, 22, 0.2)};
+            ins.push_back(bias ? weight(g, {64}, 23, 1) : nullptr);
+            if (res) ins.push_back(in[1]);
+            if (!res && !bias) ins.pop_back();
+            return std::vector<ir::Value*>{node(g, "FusedMatMul", ins, at, "kiln")};
+          };
+          // The CPU reference runs the same kiln op: this compares kernels, not fusions (no fused_op to look for).
+          expect_fused_agrees(c);
+        }
+}
+
+// ---- FusedAttention through the attention fusion ----
+
+Tensor padding_mask(int64_t B, int64_t S) {
+  Tensor m(DataType::kFLOAT, {B, 1, 1, S});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < S; ++j) m.data<float>()[b * S + j] = j >= S - 5 * b ? -10000.0f : 0.0f;
+  return m;
+}
+
+Tensor causal_cond(int64_t S) {  // true where key j lies after query i (torch's masked_fill form)
+  Tensor c(DataType::kBOOL, {S, S});
+  for (int64_t i = 0; i < S; ++i)
+    for (int64_t j = 0; j < S; ++j) c.data<bool>()[i * S + j] = j > i;
+  return c;
+}
+
+enum class Form { kBertDivPadding, kSdpaSplitScale, kCausalWhere };
+
+void attention_case(Form form, int64_t B, int64_t H, int64_t S, int64_t D, const Precision& pr) {
+  SCOPED_TRACE(std::string(pr.name) + " S=" + std::to_string(S) + " D=" + std::to_string(D));
+  NetCase c;
+  c.inputs = {random_tensor(DataType::kFLOAT, {B, H, S, D}, 30, -1, 1),
+              random_tensor(DataType::kFLOAT, {B, H, S, D}, 31, -1, 1),
+              random_tensor(DataType::kFLOAT, {B, H, S, D}, 32)};
+  if (form == Form::kBertDivPadding) c.inputs.push_back(padding_mask(B, S));
+  c.flags = pr.flags;
+  c.atol = pr.atol;
+  c.rtol = pr.rtol;
+  // The fusion applies where the tensor-core kernel runs (FP16/BF16, head dim 32/64/128); elsewhere the unfused
+  // graph must still agree.
+  const bool tc = !pr.flags.empty() && (D == 32 || D == 64 || D == 128);
+  c.fused_op = tc ? "FusedAttention" : "";
+  c.build = [form, S, D](ir::Graph& g, const std::vector<ir::Value*>& in) {
+    Attributes t;
+    t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
+    ir::Value* kt = node(g, "Transpose", {in[1]}, t);
+    ir::Value* scores = nullptr;
+    if (form == Form::kSdpaSplitScale) {
+      const float s = std::sqrt(1.0f / std::sqrt(static_cast<float>(D)));
+      scores = node(g, "MatMul", {node(g, "Mul", {in[0], scalar(g, s)}), node(g, "Mul", {kt, scalar(g, s)})});
+    } else {
+      scores = node(g, "Div", {node(g, "MatMul", {in[0], kt}), scalar(g, std::sqrt(static_cast<float>(D)))});
+    }
+    if (form == Form::kBertDivPadding) scores = node(g, "Add", {scores, in[3]});
+    if (form == Form::kCausalWhere)
+      scores = node(g, "Where", {g.add_constant("causal", causal_cond(S)), scalar(g, -3.4028234663852886e38f), scores});
+    Attributes sm;
+    sm.set("axis", Attribute(int64_t{-1}));
+    return std::vector<ir::Value*>{node(g, "MatMul", {node(g, "Softmax", {scores}, sm), in[2]})};
+  };
+  expect_fused_agrees(c);
+}
+
+TEST(GpuTransformer, AttentionBertLikePaddingMask) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) attention_case(Form::kBertDivPadding, 4, 12, 128, 64, pr);
+}
+
+TEST(GpuTransformer, AttentionVitLikeOddLengthNoMask) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) attention_case(Form::kSdpaSplitScale, 2, 12, 197, 64, pr);
+}
+
+TEST(GpuTransformer, AttentionGpt2LikeCausal) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) {
+    attention_case(Form::kCausalWhere, 2, 12, 64, 64, pr);
+    attention_case(Form::kCausalWhere, 1, 4, 150, 64, pr);  // several key tiles, a partial last one
+  }
+}
+
+// Head dims 32 and 128 take the tensor-core kernel too; 80 stays unfused on CUDA.
+TEST(GpuTransformer, AttentionOtherHeadDims) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) {
+    attention_case(Form::kBertDivPadding, 2, 4, 77, 80, pr);
+    attention_case(Form::kCausalWhere, 1, 2, 33, 32, pr);
+    attention_case(Form::kBertDivPadding, 2, 4, 130, 128, pr);
+    attention_case(Form::kCausalWhere, 1, 2, 100, 128, pr);
+  }
+}
+
+// The generic kernel (FP32, and head dims without a tensor-core kernel), reached through kiln::FusedAttention
+// nodes directly since the CUDA pipeline does not fuse those cases: the CPU runs the op's reference compute.
+TEST(GpuTransformer, FusedAttentionGenericKernel) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    int64_t B, H, Sq, Sk, D;
+    bool mask, causal;
+  };
+  for (const Case& k :
+       {Case{2, 3, 50, 50, 64, true, false}, Case{1, 2, 40, 40, 80, false, true}, Case{2, 2, 17, 29, 24, true, false}})
+    for (const Precision& pr : kPrecisions) {
+      SCOPED_TRACE(std::string(pr.name) + " D=" + std::to_string(k.D));
+      NetCase c;
+      c.inputs = {random_tensor(DataType::kFLOAT, {k.B, k.H, k.Sq, k.D}, 60, -1, 1),
+                  random_tensor(DataType::kFLOAT, {k.B, k.H, k.Sk, k.D}, 61, -1, 1),
+                  random_tensor(DataType::kFLOAT, {k.B, k.H, k.Sk, k.D}, 62)};
+      if (k.mask) c.inputs.push_back(random_tensor(DataType::kFLOAT, {k.B, 1, k.Sq, k.Sk}, 63, -3, 0));
+      c.flags = pr.flags;
+      c.atol = pr.atol;
+      c.rtol = pr.rtol;
+      c.build = [k](ir::Graph& g, const std::vector<ir::Value*>& in) {
+        Attributes a;
+        a.set("scale", Attribute(0.3f));
+        if (k.causal) a.set("causal", Attribute(int64_t{1}));
+        return std::vector<ir::Value*>{node(g, "FusedAttention", in, a, "kiln")};
+      };
+      expect_fused_agrees(c);
+    }
+}
+
+// ---- LayerNorm decomposed (opset-13 exports) and the whole pipeline on a small encoder block ----
+
+TEST(GpuTransformer, DecomposedLayerNormBecomesLayerNormalization) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c;
+    c.inputs = {random_tensor(DataType::kFLOAT, {4, 50, 192}, 40, -3, 3)};
+    c.flags = pr.flags;
+    c.atol = pr.atol;
+    c.rtol = pr.rtol;
+    c.fused_op = "LayerNormalization";
+    c.build = [](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      Attributes ax;
+      ax.set("axes", Attribute(std::vector<int64_t>{-1}));
+      ir::Value* mean = node(g, "ReduceMean", {in[0]}, ax);
+      ir::Value* d = node(g, "Sub", {in[0], mean});
+      ir::Value* var = node(g, "ReduceMean", {node(g, "Pow", {d, scalar(g, 2.0f)})}, ax);
+      ir::Value* den = node(g, "Sqrt", {node(g, "Add", {var, scalar(g, 1e-5f)})});
+      ir::Value* y = node(g, "Mul", {node(g, "Div", {d, den}), weight(g, {192}, 41, 1)});
+      return std::vector<ir::Value*>{node(g, "Add", {y, weight(g, {192}, 42, 1)})};
+    };
+    expect_fused_agrees(c);
+  }
+}
+
+}  // namespace
+}  // namespace kiln::gpu_testing

@@ -1,0 +1,762 @@
+// Transformer fusion passes (fuse_gelu, fuse_layernorm, fuse_matmul_epilogue, fuse_attention, fuse_qkv) and their
+// kiln ops: graph structure after each pass, and fused vs unfused outputs on the reference CPU kernels.
+#include <gtest/gtest.h>
+
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+
+#include "builder/engine_writer.h"
+#include "ir/graph.h"
+#include "kiln/runtime.h"
+#include "passes/pass_manager.h"
+
+using namespace kiln;
+
+namespace {
+
+struct Quiet : ILogger {
+  void log(Severity, const char*) noexcept override {}
+};
+
+Tensor random(std::vector<int64_t> shape, uint32_t seed, float lo = -1, float hi = 1) {
+  Tensor t(DataType::kFLOAT, shape);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
+  return t;
+}
+
+// A small graph builder: every node at opset 17 unless given, shapes from shape inference (infer()).
+struct Net {
+  std::unique_ptr<ir::Graph> g = std::make_unique<ir::Graph>();
+  int seed = 1;
+  ir::Value* input(const std::string& name, std::vector<int64_t> shape) {
+    ir::Value* v = g->add_value(name);
+    v->dtype = DataType::kFLOAT;
+    v->shape = ops::shape_from_dims(shape);
+    v->rank_known = true;
+    g->inputs().push_back(v);
+    return v;
+  }
+  ir::Value* c(Tensor t) { return g->add_constant("c" + std::to_string(seed++), std::move(t)); }
+  ir::Value* scalar(float v) { return c(Tensor::from_vector<float>({}, {v})); }
+  ir::Value* weight(std::vector<int64_t> shape) { return c(random(shape, seed * 7919u, -0.5f, 0.5f)); }
+  ir::Value* op(const std::string& type, std::vector<ir::Value*> in, Attributes a = {}, int opset = 17) {
+    return g->add_node(type, g->unique_node_name(type), in, {type + std::to_string(seed++)}, std::move(a), opset)
+        ->outputs[0];
+  }
+  void output(ir::Value* v) { g->outputs().push_back(v); }
+};
+
+Status run_passes(ir::Graph& g, passes::PassList l, passes::PassOptions o = {}) {
+  static Quiet quiet;
+  o.verify_each = true;
+  passes::PassContext ctx(quiet, o);
+  passes::PassList all;
+  all.push_back(passes::make_shape_inference());
+  for (auto& p : l) all.push_back(std::move(p));
+  all.push_back(passes::make_dead_code_elimination());
+  passes::PassManager pm(std::move(all));
+  return pm.run(g, ctx);
+}
+
+template <typename... P>
+passes::PassList list_of(P... p) {
+  passes::PassList l;
+  (l.push_back(std::move(p)), ...);
+  return l;
+}
+
+// Runs the graph node by node on the reference kernels (kiln-domain ops included).
+std::vector<Tensor> run(const ir::Graph& g, const std::vector<Tensor>& inputs) {
+  std::map<const ir::Value*, Tensor> vals;
+  for (size_t i = 0; i < inputs.size(); ++i) vals[g.inputs()[i]] = inputs[i];
+  for (auto& n : g.nodes()) {
+    std::vector<const Tensor*> in;
+    for (auto* v : n->inputs) {
+      if (!v) {
+        in.push_back(nullptr);
+        continue;
+      }
+      if (v->is_constant()) vals[v] = *v->constant;
+      in.push_back(&vals.at(v));
+    }
+    std::vector<Tensor> out(n->outputs.size());
+    ops::ComputeContext cc(n->attrs, n->opset ? n->opset : g.opset(), in, &out);
+    const ops::OpSchema* s = ops::OpRegistry::instance().find(n->op_type, n->domain);
+    EXPECT_NE(s, nullptr) << n->op_type;
+    if (!s) return {};
+    Status st = s->compute(cc);
+    EXPECT_TRUE(st.ok()) << n->op_type << ": " << st.message();
+    for (size_t k = 0; k < out.size(); ++k) vals[n->outputs[k]] = out[k];
+  }
+  std::vector<Tensor> r;
+  for (auto* v : g.outputs()) r.push_back(vals.at(v));
+  return r;
+}
+
+void expect_close(const std::vector<Tensor>& want, const std::vector<Tensor>& got, double tol) {
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t k = 0; k < want.size(); ++k) {
+    ASSERT_EQ(want[k].shape(), got[k].shape()) << "output " << k;
+    double worst = 0;
+    for (int64_t i = 0; i < want[k].numel(); ++i)
+      worst = std::max(worst, std::fabs(want[k].get_f64(i) - got[k].get_f64(i)));
+    EXPECT_LE(worst, tol) << "output " << k;
+  }
+}
+
+int count(const ir::Graph& g, const std::string& op) {
+  int n = 0;
+  for (auto& node : g.nodes()) n += node->op_type == op;
+  return n;
+}
+
+const ir::Node* find(const ir::Graph& g, const std::string& op) {
+  for (auto& n : g.nodes())
+    if (n->op_type == op) return n.get();
+  return nullptr;
+}
+
+// Runs `passes` on a copy of net's graph and checks that the copy computes what the original does.
+std::unique_ptr<ir::Graph> fuse_and_compare(Net& net, passes::PassList l, const std::vector<Tensor>& inputs,
+                                            double tol = 1e-4) {
+  static Quiet quiet;
+  passes::PassContext ctx(quiet, {});
+  EXPECT_TRUE(passes::make_shape_inference()->apply(*net.g, ctx).ok());
+  auto fused = net.g->clone();
+  Status st = run_passes(*fused, std::move(l));
+  EXPECT_TRUE(st.ok()) << st.message();
+  expect_close(run(*net.g, inputs), run(*fused, inputs), tol);
+  return fused;
+}
+
+ir::Value* gelu_erf_decomposed(Net& n, ir::Value* x, int form) {
+  ir::Value* erf = n.op("Erf", {n.op("Div", {x, n.scalar(1.4142135623730951f)})});
+  ir::Value* one_plus = n.op("Add", {erf, n.scalar(1.0f)});
+  switch (form) {
+    case 0:
+      return n.op("Mul", {n.op("Mul", {x, one_plus}), n.scalar(0.5f)});  // torch.onnx's aten::gelu
+    case 1:
+      return n.op("Mul", {n.op("Mul", {n.scalar(0.5f), x}), one_plus});
+    default:
+      return n.op("Mul", {x, n.op("Mul", {one_plus, n.scalar(0.5f)})});
+  }
+}
+
+// HF gpt2's NewGELU: 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * pow(x, 3))))
+ir::Value* gelu_tanh_decomposed(Net& n, ir::Value* x) {
+  ir::Value* cube = n.op("Pow", {x, n.scalar(3.0f)});
+  ir::Value* inner = n.op("Add", {x, n.op("Mul", {n.scalar(0.044715f), cube})});
+  ir::Value* t = n.op("Tanh", {n.op("Mul", {n.scalar(0.7978845608028654f), inner})});
+  return n.op("Mul", {n.op("Mul", {n.scalar(0.5f), x}), n.op("Add", {n.scalar(1.0f), t})});
+}
+
+// ---------------------------------------------------------------- fuse_gelu
+
+TEST(FuseGelu, EveryErfAssociationAndTheTanhForm) {
+  for (int form = 0; form < 4; ++form) {
+    Net n;
+    ir::Value* x = n.input("x", {2, 5, 16});
+    n.output(form < 3 ? gelu_erf_decomposed(n, x, form) : gelu_tanh_decomposed(n, x));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_gelu()), {random({2, 5, 16}, 3, -4, 4)}, 1e-5);
+    ASSERT_EQ(fused->nodes().size(), 1u) << "form " << form;
+    const ir::Node* gelu = find(*fused, "Gelu");
+    ASSERT_NE(gelu, nullptr);
+    EXPECT_EQ(gelu->attrs.get_string("approximate", "none").value(), form < 3 ? "none" : "tanh");
+    EXPECT_EQ(fused->outputs()[0]->name, n.g->outputs()[0]->name) << "the graph output keeps its name";
+  }
+}
+
+TEST(FuseGelu, WrongConstantOrSharedIntermediateIsLeftAlone) {
+  Net n;
+  ir::Value* x = n.input("x", {4, 8});
+  ir::Value* erf = n.op("Erf", {n.op("Div", {x, n.scalar(2.0f)})});  // not sqrt(2)
+  n.output(n.op("Mul", {n.op("Mul", {x, n.op("Add", {erf, n.scalar(1.0f)})}), n.scalar(0.5f)}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_gelu()), {random({4, 8}, 4)});
+  EXPECT_EQ(count(*fused, "Gelu"), 0);
+
+  Net m;
+  ir::Value* y = m.input("x", {4, 8});
+  ir::Value* g = gelu_erf_decomposed(m, y, 0);
+  m.output(g);
+  m.output(m.g->nodes()[1]->outputs[0]);  // the Erf result is needed on its own
+  auto fused2 = fuse_and_compare(m, list_of(passes::make_fuse_gelu()), {random({4, 8}, 5)});
+  EXPECT_EQ(count(*fused2, "Gelu"), 0);
+}
+
+// ---------------------------------------------------------------- fuse_layernorm
+
+ir::Value* layernorm_decomposed(Net& n, ir::Value* x, int64_t d, bool with_beta) {
+  Attributes ax;
+  ax.set("axes", Attribute(std::vector<int64_t>{-1}));
+  ir::Value* mean = n.op("ReduceMean", {x}, ax);
+  ir::Value* diff = n.op("Sub", {x, mean});
+  ir::Value* var = n.op("ReduceMean", {n.op("Pow", {diff, n.scalar(2.0f)})}, ax);
+  ir::Value* den = n.op("Sqrt", {n.op("Add", {var, n.scalar(1e-5f)})});
+  ir::Value* y = n.op("Mul", {n.op("Div", {diff, den}), n.c(random({d}, 11, 0.5f, 1.5f))});
+  return with_beta ? n.op("Add", {y, n.c(random({d}, 12))}) : y;
+}
+
+TEST(FuseLayerNorm, DecomposedFormWithAndWithoutBeta) {
+  for (bool beta : {true, false}) {
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    n.output(layernorm_decomposed(n, x, 32, beta));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 7, 32}, 6, -3, 3)}, 1e-5);
+    ASSERT_EQ(fused->nodes().size(), 1u);
+    const ir::Node* ln = find(*fused, "LayerNormalization");
+    ASSERT_NE(ln, nullptr);
+    EXPECT_EQ(ln->inputs.size(), beta ? 3u : 2u);
+    EXPECT_NEAR(ln->attrs.get_float("epsilon").value(), 1e-5f, 1e-9);
+  }
+}
+
+TEST(FuseLayerNorm, OtherAxisIsLeftAlone) {
+  Net n;
+  ir::Value* x = n.input("x", {2, 7, 32});
+  Attributes ax;
+  ax.set("axes", Attribute(std::vector<int64_t>{1}));
+  ir::Value* mean = n.op("ReduceMean", {x}, ax);
+  ir::Value* diff = n.op("Sub", {x, mean});
+  ir::Value* var = n.op("ReduceMean", {n.op("Pow", {diff, n.scalar(2.0f)})}, ax);
+  ir::Value* den = n.op("Sqrt", {n.op("Add", {var, n.scalar(1e-5f)})});
+  n.output(n.op("Mul", {n.op("Div", {diff, den}), n.c(random({32}, 11))}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 7, 32}, 6)});
+  EXPECT_EQ(count(*fused, "LayerNormalization"), 0);
+}
+
+// ---------------------------------------------------------------- fuse_matmul_epilogue
+
+TEST(FuseMatMulEpilogue, BiasGeluResidualBecomeOneNode) {
+  Net n;
+  ir::Value* x = n.input("x", {2, 5, 16});
+  ir::Value* res = n.input("res", {2, 5, 24});
+  ir::Value* h = n.op("Add", {n.op("MatMul", {x, n.weight({16, 24})}), n.weight({24})});
+  n.output(n.op("Add", {res, gelu_erf_decomposed(n, h, 0)}));
+  auto fused =
+      fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue()), {random({2, 5, 16}, 1), random({2, 5, 24}, 2)});
+  ASSERT_EQ(fused->nodes().size(), 1u) << ir::print(*fused);
+  const ir::Node* f = fused->nodes()[0].get();
+  EXPECT_EQ(f->op_type, "FusedMatMul");
+  EXPECT_EQ(f->domain, "kiln");
+  EXPECT_EQ(f->attrs.get_string("activation").value(), "gelu_erf");
+  ASSERT_EQ(f->inputs.size(), 4u);
+  EXPECT_EQ(f->inputs[3]->name, "res");
+}
+
+TEST(FuseMatMulEpilogue, ReluTanhGeluAndBareMatMul) {
+  Net n;
+  ir::Value* x = n.input("x", {3, 8});
+  ir::Value* a = n.op("Relu", {n.op("Add", {n.weight({1, 12}), n.op("MatMul", {x, n.weight({8, 12})})})});
+  ir::Value* b = gelu_tanh_decomposed(n, n.op("Add", {n.op("MatMul", {a, n.weight({12, 6})}), n.weight({6})}));
+  n.output(n.op("Relu", {n.op("MatMul", {b, n.weight({6, 4})})}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue()), {random({3, 8}, 9)});
+  ASSERT_EQ(fused->nodes().size(), 3u) << ir::print(*fused);
+  std::vector<std::string> acts;
+  for (auto& node : fused->nodes()) {
+    EXPECT_EQ(node->op_type, "FusedMatMul");
+    acts.push_back(node->attrs.get_string("activation").value());
+  }
+  EXPECT_EQ(acts, (std::vector<std::string>{"relu", "gelu_tanh", "relu"}));
+  EXPECT_EQ(fused->nodes()[2]->inputs.size(), 2u) << "no bias on the last one";
+}
+
+TEST(FuseMatMulEpilogue, GemmWithActivationAndTransB) {
+  Net n;
+  ir::Value* x = n.input("x", {4, 10});
+  Attributes a;
+  a.set("transB", Attribute(int64_t{1}));
+  a.set("alpha", Attribute(0.5f));
+  n.output(n.op("Relu", {n.op("Gemm", {x, n.weight({6, 10}), n.weight({6})}, a)}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue()), {random({4, 10}, 10)});
+  ASSERT_EQ(fused->nodes().size(), 1u);
+  EXPECT_EQ(fused->nodes()[0]->attrs.get_int("trans_b").value(), 1);
+  EXPECT_FLOAT_EQ(fused->nodes()[0]->attrs.get_float("alpha").value(), 0.5f);
+}
+
+TEST(FuseMatMulEpilogue, SharedOrBroadcastOperandsAreNotFused) {
+  Net n;
+  ir::Value* x = n.input("x", {3, 8});
+  ir::Value* mm = n.op("MatMul", {x, n.weight({8, 5})});
+  n.output(n.op("Add", {mm, n.weight({5})}));
+  n.output(mm);  // the product is needed on its own
+  ir::Value* mm2 = n.op("MatMul", {x, n.weight({8, 5})});
+  n.output(n.op("Add", {mm2, n.weight({3, 5})}));  // not a per-column bias
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue()), {random({3, 8}, 12)});
+  EXPECT_EQ(count(*fused, "FusedMatMul"), 0);
+  EXPECT_EQ(count(*fused, "MatMul"), 2);
+}
+
+// ---------------------------------------------------------------- fuse_attention
+
+// q, k, v as [B,S,H*D] projections reshaped to heads, as exporters write them.
+struct AttnInputs {
+  ir::Value *q, *k, *v;
+};
+
+ir::Value* heads(Net& n, ir::Value* x, int64_t h, int64_t d, std::vector<int64_t> perm) {
+  ir::Value* shape = n.c(Tensor::from_vector<int64_t>({4}, {0, 0, h, d}));
+  Attributes t;
+  t.set("perm", Attribute(perm));
+  return n.op("Transpose", {n.op("Reshape", {x, shape})}, t);
+}
+
+TEST(FuseAttention, BertFormDivAndPaddingMask) {
+  const int64_t B = 2, S = 9, H = 3, D = 8;
+  Net n;
+  ir::Value* x = n.input("x", {B, S, H * D});
+  ir::Value* mask = n.input("mask", {B, 1, 1, S});
+  ir::Value* q = heads(n, x, H, D, {0, 2, 1, 3});
+  ir::Value* kt = heads(n, n.op("MatMul", {x, n.weight({H * D, H * D})}), H, D, {0, 2, 3, 1});
+  ir::Value* v = heads(n, n.op("MatMul", {x, n.weight({H * D, H * D})}), H, D, {0, 2, 1, 3});
+  ir::Value* s = n.op("Add", {n.op("Div", {n.op("MatMul", {q, kt}), n.scalar(std::sqrt(8.0f))}), mask});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  n.output(n.op("MatMul", {n.op("Softmax", {s}, sm), v}));
+  Tensor m = random({B, 1, 1, S}, 21);
+  for (int64_t i = 0; i < m.numel(); ++i) m.data<float>()[i] = (i % S) >= S - 2 ? -10000.0f : 0.0f;
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()), {random({B, S, H * D}, 20), m});
+  const ir::Node* a = find(*fused, "FusedAttention");
+  ASSERT_NE(a, nullptr) << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Softmax"), 0);
+  EXPECT_EQ(a->inputs.size(), 4u);
+  EXPECT_NEAR(a->attrs.get_float("scale").value(), 1.0 / std::sqrt(8.0), 1e-6);
+  // K^T came from Transpose(0,2,3,1) of [B,S,H,D]; K is that tensor under perm (0,2,1,3).
+  EXPECT_EQ(a->inputs[1]->producer->op_type, "Transpose");
+  EXPECT_EQ(a->inputs[1]->producer->attrs.get_ints("perm").value(), (std::vector<int64_t>{0, 2, 1, 3}));
+}
+
+TEST(FuseAttention, SdpaExportFormSplitScaleNoMask) {
+  const int64_t B = 2, S = 13, H = 2, D = 16;
+  Net n;
+  ir::Value* q = n.input("q", {B, H, S, D});
+  ir::Value* k = n.input("k", {B, H, S, D});
+  ir::Value* v = n.input("v", {B, H, S, D});
+  Attributes t;
+  t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
+  const float s = std::sqrt(1.0f / std::sqrt(16.0f));
+  ir::Value* qk =
+      n.op("MatMul", {n.op("Mul", {q, n.scalar(s)}), n.op("Mul", {n.op("Transpose", {k}, t), n.scalar(s)})});
+  n.output(n.op("MatMul", {n.op("Softmax", {qk}), v}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                {random({B, H, S, D}, 30), random({B, H, S, D}, 31), random({B, H, S, D}, 32)});
+  ASSERT_EQ(fused->nodes().size(), 1u) << ir::print(*fused);
+  const ir::Node* a = fused->nodes()[0].get();
+  EXPECT_EQ(a->inputs[1]->name, "k") << "the transpose of K is undone, not repeated";
+  EXPECT_NEAR(a->attrs.get_float("scale").value(), 0.25, 1e-6);
+}
+
+TEST(FuseAttention, CausalWhereBecomesTheFlag) {
+  const int64_t B = 1, S = 6, H = 2, D = 4;
+  for (bool keep_form : {false, true}) {
+    Net n;
+    ir::Value* q = n.input("q", {B, H, S, D});
+    ir::Value* kt = n.input("kt", {B, H, D, S});
+    ir::Value* v = n.input("v", {B, H, S, D});
+    Tensor cond(DataType::kBOOL, {S, S});
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t j = 0; j < S; ++j) cond.data<bool>()[i * S + j] = keep_form ? j <= i : j > i;
+    ir::Value* sc = n.op("Div", {n.op("MatMul", {q, kt}), n.scalar(2.0f)});
+    ir::Value* fill = n.scalar(-3.4028234663852886e38f);
+    ir::Value* c = n.c(cond);
+    ir::Value* w = keep_form ? n.op("Where", {c, sc, fill}) : n.op("Where", {c, fill, sc});
+    n.output(n.op("MatMul", {n.op("Softmax", {w}), v}));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                  {random({B, H, S, D}, 40), random({B, H, D, S}, 41), random({B, H, S, D}, 42)});
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr);
+    EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 1);
+    EXPECT_EQ(a->inputs.size(), 3u) << "no mask tensor";
+    EXPECT_EQ(count(*fused, "Where"), 0);
+  }
+}
+
+TEST(FuseAttention, NonCausalWhereBecomesAnAdditiveMask) {
+  const int64_t B = 2, S = 5, H = 1, D = 4;
+  Net n;
+  ir::Value* q = n.input("q", {B, H, S, D});
+  ir::Value* kt = n.input("kt", {B, H, D, S});
+  ir::Value* v = n.input("v", {B, H, S, D});
+  Tensor cond(DataType::kBOOL, {B, 1, 1, S});
+  for (int64_t i = 0; i < cond.numel(); ++i) cond.data<bool>()[i] = i % 3 != 1;
+  ir::Value* w = n.op("Where", {n.c(cond), n.op("MatMul", {q, kt}), n.scalar(-1e9f)});
+  n.output(n.op("MatMul", {n.op("Softmax", {w}), v}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                {random({B, H, S, D}, 50), random({B, H, D, S}, 51), random({B, H, S, D}, 52)});
+  const ir::Node* a = find(*fused, "FusedAttention");
+  ASSERT_NE(a, nullptr);
+  ASSERT_EQ(a->inputs.size(), 4u);
+  EXPECT_EQ(a->inputs[3]->producer->op_type, "Where");
+  EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 0);
+}
+
+TEST(FuseAttention, OtherSoftmaxAxisIsLeftAlone) {
+  Net n;
+  ir::Value* q = n.input("q", {1, 2, 4, 4});
+  ir::Value* kt = n.input("kt", {1, 2, 4, 4});
+  ir::Value* v = n.input("v", {1, 2, 4, 4});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{2}));
+  n.output(n.op("MatMul", {n.op("Softmax", {n.op("MatMul", {q, kt})}, sm), v}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                {random({1, 2, 4, 4}, 1), random({1, 2, 4, 4}, 2), random({1, 2, 4, 4}, 3)});
+  EXPECT_EQ(count(*fused, "FusedAttention"), 0);
+}
+
+// ---------------------------------------------------------------- fuse_qkv
+
+TEST(FuseQkv, ProjectionsSharingTheirInputBecomeOneGemm) {
+  Net n;
+  ir::Value* x = n.input("x", {2, 5, 16});
+  for (int i = 0; i < 3; ++i) {
+    ir::Value* p = n.op("Add", {n.op("MatMul", {x, n.weight({16, 16})}), n.weight({16})});
+    n.output(n.op("Neg", {n.op("Relu", {p})}));  // a consumer that is not itself fused
+  }
+  ir::Value* other = n.op("MatMul", {x, n.weight({16, 8})});  // no bias: a group of its own, alone
+  n.output(n.op("Neg", {other}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue(), passes::make_fuse_qkv()),
+                                {random({2, 5, 16}, 60)});
+  // The Relus were absorbed by the epilogue fusion, so the three GEMMs agree on bias and activation and merge.
+  EXPECT_EQ(count(*fused, "Split"), 1) << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "FusedMatMul"), 1);
+  const ir::Node* sp = find(*fused, "Split");
+  EXPECT_EQ(sp->outputs.size(), 3u);
+  EXPECT_EQ(sp->inputs[0]->producer->inputs[1]->shape, (ops::Shape{16, 48}));
+}
+
+// ---------------------------------------------------------------- kiln ops directly
+
+TEST(FusedOps, FusedMatMulBatchedBAndRejectsBadBias) {
+  Net n;
+  ir::Value* a = n.input("a", {2, 3, 4});
+  ir::Value* b = n.input("b", {2, 4, 5});
+  ir::Value* bias = n.weight({5});
+  Attributes at;
+  at.set("alpha", Attribute(2.0f));
+  ir::Node* f = n.g->add_node("FusedMatMul", "f", {a, b, bias}, {"y"}, at, 1, "kiln");
+  n.output(f->outputs[0]);
+  Tensor ta = random({2, 3, 4}, 70), tb = random({2, 4, 5}, 71);
+  auto got = run(*n.g, {ta, tb});
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(got[0].shape(), (std::vector<int64_t>{2, 3, 5}));
+  for (int64_t bi = 0; bi < 2; ++bi)
+    for (int64_t i = 0; i < 3; ++i)
+      for (int64_t j = 0; j < 5; ++j) {
+        double acc = 0;
+        for (int64_t k = 0; k < 4; ++k)
+          acc += ta.data<float>()[(bi * 3 + i) * 4 + k] * tb.data<float>()[(bi * 4 + k) * 5 + j];
+        EXPECT_NEAR(got[0].data<float>()[(bi * 3 + i) * 5 + j], 2 * acc + bias->constant->data<float>()[j], 1e-5);
+      }
+  Net m;
+  ir::Value* a2 = m.input("a", {3, 4});
+  m.g->add_node("FusedMatMul", "f", {a2, m.weight({4, 5}), m.weight({6})}, {"y"}, {}, 1, "kiln");
+  static Quiet quiet;
+  passes::PassContext ctx(quiet, {});
+  EXPECT_FALSE(passes::make_shape_inference()->apply(*m.g, ctx).ok()) << "a bias of the wrong length";
+}
+
+// ---------------------------------------------------------------- pipeline and precision
+
+TEST(TransformerFusions, CudaPipelineOrder) {
+  std::vector<std::string> names;
+  for (auto& p : passes::pipeline_for(Backend::kCUDA)) names.emplace_back(p->name());
+  auto at = [&](const std::string& s) { return std::find(names.begin(), names.end(), s) - names.begin(); };
+  EXPECT_LT(at("constant_folding"), at("fuse_layernorm"));
+  EXPECT_LT(at("fuse_gelu"), at("fuse_attention"));
+  EXPECT_LT(at("fuse_attention"), at("fuse_matmul_epilogue"));
+  EXPECT_LT(at("fuse_matmul_epilogue"), at("fuse_qkv"));
+  EXPECT_LT(at("fuse_qkv"), at("precision_lowering"));
+  for (auto& p : passes::pipeline_for(Backend::kCPU))
+    EXPECT_EQ(std::string(p->name()).rfind("fuse_", 0), std::string::npos);
+}
+
+TEST(TransformerFusions, PrecisionLoweringTakesFusedOpsToHalf) {
+  Net n;
+  ir::Value* x = n.input("x", {2, 4, 8});
+  ir::Value* h = n.op("Add", {n.op("MatMul", {x, n.weight({8, 8})}), n.weight({8})});
+  n.output(n.op("Relu", {h}));
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.reduced_precision = DataType::kHALF;
+  o.has_kernel = [](const std::string& op, const std::string& domain, DataType) {
+    return op == "FusedMatMul" && domain == "kiln";
+  };
+  auto g = n.g->clone();
+  Status st = run_passes(*g, list_of(passes::make_fuse_matmul_epilogue(), passes::make_precision_lowering()), o);
+  ASSERT_TRUE(st.ok()) << st.message();
+  const ir::Node* f = find(*g, "FusedMatMul");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(f->outputs[0]->dtype, DataType::kHALF);
+  for (auto* v : f->inputs) EXPECT_EQ(v->dtype, DataType::kHALF) << v->name;
+  expect_close(run(*n.g, {random({2, 4, 8}, 80)}), run(*g, {random({2, 4, 8}, 80)}), 1e-2);
+}
+
+}  // namespace
+
+namespace {
+
+// torch.onnx's SDPA export computes its scale from the query's shape: 1 / sqrt(float(Shape(q)[-1])), then
+// multiplies Q and K^T by its square root. With a symbolic batch only the last dim is static; the CPU pipeline's
+// folding must turn that chain into constants for the attention fusion to see scalars.
+TEST(FuseAttention, SdpaScaleFromShapeFoldsWithSymbolicBatch) {
+  Net n;
+  ir::Value* q = n.input("q", {2, 4, 10, 16});
+  ir::Value* k = n.input("k", {2, 4, 10, 16});
+  ir::Value* v = n.input("v", {2, 4, 10, 16});
+  for (ir::Value* x : {q, k, v}) x->shape[0] = ops::Dim::symbol("B");
+  ir::Value* shape = n.op("Shape", {q});
+  ir::Value* last = n.op("Slice", {shape, n.c(Tensor::from_vector<int64_t>({1}, {-1})),
+                                   n.c(Tensor::from_vector<int64_t>({1}, {INT64_MAX}))});
+  Attributes to_float;
+  to_float.set("to", Attribute(int64_t{1}));
+  ir::Value* d = n.op("Cast", {last}, to_float);
+  ir::Value* scale =
+      n.op("Cast", {n.op("Div", {n.c(Tensor::from_vector<float>({1}, {1.0f})), n.op("Sqrt", {d})})}, to_float);
+  ir::Value* root = n.op("Sqrt", {scale});
+  Attributes t;
+  t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
+  ir::Value* qk = n.op("MatMul", {n.op("Mul", {q, root}), n.op("Mul", {n.op("Transpose", {k}, t), root})});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  n.output(n.op("MatMul", {n.op("Softmax", {qk}, sm), v}));
+  static Quiet quiet;
+  passes::PassContext ctx(quiet, {});
+  ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, ctx).ok());
+  auto fused = n.g->clone();
+  passes::PassList l = passes::cpu_pipeline();
+  l.push_back(passes::make_fuse_attention());
+  l.push_back(passes::make_dead_code_elimination());
+  passes::PassManager pm(std::move(l));
+  Status st = pm.run(*fused, ctx);
+  ASSERT_TRUE(st.ok()) << st.message();
+  ASSERT_EQ(count(*fused, "FusedAttention"), 1) << ir::print(*fused);
+  EXPECT_NEAR(find(*fused, "FusedAttention")->attrs.get_float("scale").value(), 0.25, 1e-6);
+  std::vector<Tensor> in = {random({2, 4, 10, 16}, 90), random({2, 4, 10, 16}, 91), random({2, 4, 10, 16}, 92)};
+  expect_close(run(*n.g, in), run(*fused, in), 1e-4);
+}
+
+}  // namespace
+
+namespace {
+
+// HF gpt2 (eager): Div by sqrt(D), Where(causal, scores, min) keeping where true, + padding mask, Softmax, Cast to
+// V's (same) type, MatMul.
+TEST(FuseAttention, Gpt2EagerWhereThenPaddingMaskThenNoopCast) {
+  const int64_t B = 2, S = 7, H = 2, D = 4;
+  Net n;
+  ir::Value* q = n.input("q", {B, H, S, D});
+  ir::Value* kt = n.input("kt", {B, H, D, S});
+  ir::Value* v = n.input("v", {B, H, S, D});
+  ir::Value* pad = n.input("pad", {B, 1, 1, S});
+  Tensor cond(DataType::kBOOL, {1, 1, S, S});
+  for (int64_t i = 0; i < S; ++i)
+    for (int64_t j = 0; j < S; ++j) cond.data<bool>()[i * S + j] = j <= i;
+  ir::Value* sc = n.op("Div", {n.op("MatMul", {q, kt}), n.scalar(2.0f)});
+  ir::Value* w = n.op("Add", {n.op("Where", {n.c(cond), sc, n.scalar(-3.4028234663852886e38f)}), pad});
+  Attributes to;
+  to.set("to", Attribute(int64_t{1}));
+  n.output(n.op("MatMul", {n.op("Cast", {n.op("Softmax", {w})}, to), v}));
+  Tensor padv(DataType::kFLOAT, {B, 1, 1, S});
+  for (int64_t i = 0; i < padv.numel(); ++i) padv.data<float>()[i] = i == S - 1 ? -10000.0f : 0.0f;
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                {random({B, H, S, D}, 1), random({B, H, D, S}, 2), random({B, H, S, D}, 3), padv});
+  ASSERT_EQ(count(*fused, "FusedAttention"), 1) << ir::print(*fused);
+  EXPECT_EQ(fused->nodes().size(), 2u) << "the attention and K's transpose back";
+  const ir::Node* a = find(*fused, "FusedAttention");
+  EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 1);
+  ASSERT_EQ(a->inputs.size(), 4u);
+  EXPECT_EQ(a->inputs[3]->name, "pad");
+}
+
+// torch's SDPA export with is_causal: a constant additive triangle of 0 and -inf, once folded.
+TEST(FuseAttention, ConstantAdditiveCausalMaskBecomesTheFlag) {
+  const int64_t S = 6;
+  Net n;
+  ir::Value* q = n.input("q", {1, 2, S, 8});
+  ir::Value* kt = n.input("kt", {1, 2, 8, S});
+  ir::Value* v = n.input("v", {1, 2, S, 8});
+  Tensor m(DataType::kFLOAT, {S, S});
+  for (int64_t i = 0; i < S; ++i)
+    for (int64_t j = 0; j < S; ++j) m.data<float>()[i * S + j] = j > i ? -INFINITY : 0.0f;
+  n.output(n.op("MatMul", {n.op("Softmax", {n.op("Add", {n.op("MatMul", {q, kt}), n.c(m)})}), v}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                {random({1, 2, S, 8}, 4), random({1, 2, 8, S}, 5), random({1, 2, S, 8}, 6)});
+  const ir::Node* a = find(*fused, "FusedAttention");
+  ASSERT_NE(a, nullptr) << ir::print(*fused);
+  EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 1);
+  EXPECT_EQ(a->inputs.size(), 3u);
+}
+
+}  // namespace
+
+namespace {
+
+// A post-LN encoder block written as an opset-13 export of an HF-style BERT layer: separate Q/K/V projections,
+// K transposed by one Transpose(0,2,3,1), Div by sqrt(D), padding mask, decomposed LayerNorms, erf GELU.
+void encoder_block(Net& n, int64_t E, int64_t H, int64_t F) {
+  const int64_t D = E / H;
+  ir::Value* x = n.input("x", {2, 16, E});
+  ir::Value* mask = n.input("mask", {2, 1, 1, 16});
+  ir::Value* qkv[3];
+  for (int i = 0; i < 3; ++i) {
+    ir::Value* p = n.op("Add", {n.op("MatMul", {x, n.weight({E, E})}), n.weight({E})});
+    ir::Value* r = n.op("Reshape", {p, n.c(Tensor::from_vector<int64_t>({4}, {0, 0, H, D}))});
+    Attributes t;
+    t.set("perm", Attribute(i == 1 ? std::vector<int64_t>{0, 2, 3, 1} : std::vector<int64_t>{0, 2, 1, 3}));
+    qkv[i] = n.op("Transpose", {r}, t);
+  }
+  ir::Value* s =
+      n.op("Add", {n.op("Div", {n.op("MatMul", {qkv[0], qkv[1]}), n.scalar(std::sqrt(static_cast<float>(D)))}), mask});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  ir::Value* a = n.op("MatMul", {n.op("Softmax", {s}, sm), qkv[2]});
+  Attributes t;
+  t.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+  ir::Value* o = n.op("Reshape", {n.op("Transpose", {a}, t), n.c(Tensor::from_vector<int64_t>({3}, {0, 0, E}))});
+  ir::Value* h = layernorm_decomposed(
+      n, n.op("Add", {x, n.op("Add", {n.op("MatMul", {o, n.weight({E, E})}), n.weight({E})})}), E, true);
+  ir::Value* f = gelu_erf_decomposed(n, n.op("Add", {n.op("MatMul", {h, n.weight({E, F})}), n.weight({F})}), 0);
+  ir::Value* y = n.op("Add", {h, n.op("Add", {n.op("MatMul", {f, n.weight({F, E})}), n.weight({E})})});
+  n.output(layernorm_decomposed(n, y, E, true));
+}
+
+TEST(TransformerFusions, CudaPipelineOnAnEncoderBlock) {
+  for (DataType reduced : {DataType::kFLOAT, DataType::kHALF}) {
+    Net n;
+    encoder_block(n, 128, 4, 256);
+    static Quiet quiet;
+    passes::PassContext sctx(quiet, {});
+    ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, sctx).ok());
+    auto g = n.g->clone();
+    passes::PassOptions o;
+    o.backend = Backend::kCUDA;
+    o.verify_each = true;
+    o.reduced_precision = reduced;
+    o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+    passes::PassContext ctx(quiet, o);
+    passes::PassManager pm(passes::pipeline_for(Backend::kCUDA));
+    Status st = pm.run(*g, ctx);
+    ASSERT_TRUE(st.ok()) << st.message();
+    // Attention fuses on CUDA only where its tensor-core kernel runs: FP16/BF16 (head dim 32 here).
+    const bool attn = reduced == DataType::kHALF;
+    EXPECT_EQ(count(*g, "FusedAttention"), attn ? 1 : 0) << ir::print(*g);
+    EXPECT_EQ(count(*g, "MatMul"), attn ? 0 : 2);
+    EXPECT_EQ(count(*g, "Softmax"), attn ? 0 : 1);
+    EXPECT_EQ(count(*g, "LayerNormalization"), 2);
+    for (const char* gone : {"Erf", "ReduceMean"}) EXPECT_EQ(count(*g, gone), 0) << gone;
+    // Q, K and V merged into one GEMM + Split; the output projection and both FFN GEMMs with their epilogues.
+    EXPECT_EQ(count(*g, "FusedMatMul"), 4);
+    EXPECT_EQ(count(*g, "Split"), 1);
+    int with_res = 0, gelu = 0;
+    for (auto& node : g->nodes()) {
+      if (node->op_type != "FusedMatMul") continue;
+      with_res += node->inputs.size() == 4;
+      gelu += node->attrs.get_string("activation", "none").value() == "gelu_erf";
+    }
+    EXPECT_EQ(with_res, 2);
+    EXPECT_EQ(gelu, 1);
+    Tensor m(DataType::kFLOAT, {2, 1, 1, 16});
+    for (int64_t i = 0; i < m.numel(); ++i) m.data<float>()[i] = i >= 28 ? -10000.0f : 0.0f;
+    std::vector<Tensor> in = {random({2, 16, 128}, 100, -2, 2), m};
+    expect_close(run(*n.g, in), run(*g, in), reduced == DataType::kFLOAT ? 1e-4 : 3e-2);
+  }
+}
+
+}  // namespace
+
+namespace {
+
+// Engine files carry kiln-domain nodes (with an omitted optional input) and the CPU executor runs them: the fused
+// encoder block, written as an engine, computes what the unfused one does.
+std::vector<float> run_engine(const ir::Graph& g, const std::vector<std::pair<std::string, Tensor>>& inputs) {
+  auto blob = builder::write_engine(g, BuilderConfig());
+  EXPECT_TRUE(blob.ok()) << blob.status().message();
+  if (!blob.ok()) return {};
+  Runtime rt;
+  auto engine = rt.deserialize_engine(blob->data(), blob->size());
+  EXPECT_TRUE(engine.ok()) << engine.status().message();
+  if (!engine.ok()) return {};
+  auto ctx = (*engine)->create_execution_context();
+  std::vector<std::pair<std::string, HostTensor>> feed;
+  for (auto& [name, t] : inputs) {
+    HostTensor h;
+    h.dtype = t.dtype();
+    h.dims = t.shape();
+    const auto* p = static_cast<const uint8_t*>(t.raw());
+    h.data.assign(p, p + t.nbytes());
+    feed.emplace_back(name, std::move(h));
+  }
+  auto res = ctx->infer(feed);
+  EXPECT_TRUE(res.ok()) << res.status().message();
+  if (!res.ok()) return {};
+  std::vector<float> v;  // every output, one after the other
+  for (auto& [name, h] : *res) {
+    const size_t at = v.size();
+    v.resize(at + h.data.size() / 4);
+    std::memcpy(v.data() + at, h.data.data(), h.data.size());
+  }
+  return v;
+}
+
+TEST(TransformerFusions, FusedEngineRunsOnTheCpuExecutor) {
+  Net n;
+  encoder_block(n, 128, 4, 256);
+  ir::Value* extra = n.input("r", {2, 16, 128});
+  // A FusedMatMul with its bias left out and a residual: the omitted input must survive the engine file.
+  ir::Node* f = n.g->add_node("FusedMatMul", "no_bias", {n.g->outputs()[0], n.weight({128, 128}), nullptr, extra},
+                              {"y2"}, {}, 1, "kiln");
+  n.output(f->outputs[0]);
+  static Quiet quiet;
+  passes::PassContext sctx(quiet, {});
+  ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, sctx).ok());
+  auto g = n.g->clone();
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.reduced_precision = DataType::kHALF;  // where the attention fusion applies on CUDA
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  passes::PassContext ctx(quiet, o);
+  passes::PassManager pm(passes::pipeline_for(Backend::kCUDA));
+  ASSERT_TRUE(pm.run(*g, ctx).ok());
+  ASSERT_EQ(count(*g, "FusedAttention"), 1);
+  Tensor m(DataType::kFLOAT, {2, 1, 1, 16});
+  for (int64_t i = 0; i < m.numel(); ++i) m.data<float>()[i] = i % 16 >= 13 ? -10000.0f : 0.0f;
+  std::vector<std::pair<std::string, Tensor>> in = {
+      {"x", random({2, 16, 128}, 7, -2, 2)}, {"mask", m}, {"r", random({2, 16, 128}, 8)}};
+  std::vector<float> want = run_engine(*n.g, in), got = run_engine(*g, in);
+  ASSERT_EQ(want.size(), got.size());
+  ASSERT_EQ(want.size(), 2u * 2 * 16 * 128) << "both outputs";
+  double worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(want[i] - got[i])));
+  EXPECT_LE(worst, 5e-2) << "float16 engine against the float32 one";
+}
+
+}  // namespace
+
+namespace {
+
+TEST(FuseAttention, CudaOnlyWhereTensorCoresRun) {
+  for (int64_t d : {16, 64}) {
+    for (DataType reduced : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16}) {
+      Net n;
+      ir::Value* q = n.input("q", {1, 2, 8, d});
+      ir::Value* kt = n.input("kt", {1, 2, d, 8});
+      ir::Value* v = n.input("v", {1, 2, 8, d});
+      n.output(n.op("MatMul", {n.op("Softmax", {n.op("MatMul", {q, kt})}), v}));
+      static Quiet quiet;
+      passes::PassContext sctx(quiet, {});
+      ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, sctx).ok());
+      passes::PassOptions o;
+      o.backend = Backend::kCUDA;
+      o.reduced_precision = reduced;
+      ASSERT_TRUE(run_passes(*n.g, list_of(passes::make_fuse_attention()), o).ok());
+      EXPECT_EQ(count(*n.g, "FusedAttention"), d == 64 && reduced != DataType::kFLOAT ? 1 : 0)
+          << "head dim " << d << " " << dtype_name(reduced);
+    }
+  }
+}
+
+}  // namespace
