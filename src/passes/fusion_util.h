@@ -2,6 +2,8 @@
 // decomposed exporter forms and the rewrite step that puts a fused node in place of a matched value.
 #pragma once
 
+#include <algorithm>
+
 #include <string>
 #include <vector>
 
@@ -70,8 +72,23 @@ inline ir::Node* replace_with_node(ir::Graph& g, ir::Value* root, const std::str
                                    const std::vector<ir::Value*>& inputs, Attributes attrs, int opset,
                                    const std::string& base_name) {
   const std::string name = root->name;
+  // The nodes the new one stands for: everything between its inputs and root (for layer information).
+  std::vector<const ir::Node*> replaced;
+  {
+    std::vector<ir::Value*> stack = {root};
+    while (!stack.empty() && replaced.size() < 64) {
+      ir::Value* v = stack.back();
+      stack.pop_back();
+      if (!v || !v->producer || std::find(inputs.begin(), inputs.end(), v) != inputs.end()) continue;
+      if (std::find(replaced.begin(), replaced.end(), v->producer) != replaced.end()) continue;
+      replaced.push_back(v->producer);
+      for (ir::Value* in : v->producer->inputs) stack.push_back(in);
+    }
+    std::reverse(replaced.begin(), replaced.end());
+  }
   g.rename_value(root, name + "_unfused");
   ir::Node* n = g.add_node(op_type, g.unique_node_name(base_name), inputs, {name}, std::move(attrs), opset, domain);
+  match::record_fusion(n, replaced);
   ir::Value* out = n->outputs[0];
   out->dtype = root->dtype;
   out->shape = root->shape;
