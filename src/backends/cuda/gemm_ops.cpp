@@ -68,6 +68,16 @@ ColMajor col_major(const GemmShape& s) {
   return c;
 }
 
+// Tactics of the GEMM kernels: the rank in cuBLASLt's heuristic list ("lt_heur0" is its first choice).
+constexpr const char* kTacticPrefix = "lt_heur";
+constexpr int kMaxTactics = 8;
+
+std::vector<std::string> gemm_tactics(const KernelArgs&) {
+  std::vector<std::string> t;
+  for (int k = 0; k < kMaxTactics; ++k) t.push_back(kTacticPrefix + std::to_string(k));
+  return t;
+}
+
 class LtGemm {
  public:
   LtGemm() = default;
@@ -140,11 +150,15 @@ class LtGemm {
                                                                sizeof(ws));
       for (const auto& [attr, v] : aligns)
         if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &v, sizeof(v));
-      cublasLtMatmulHeuristicResult_t res;
-      std::memset(&res, 0, sizeof(res));
+      // The builder's tactic "lt_heurK" takes the K-th of cuBLASLt's ranked heuristic answers (K = 0: its first).
+      int pick = 0;
+      if (args.tactic.rfind(kTacticPrefix, 0) == 0) pick = std::atoi(args.tactic.c_str() + std::strlen(kTacticPrefix));
+      pick = std::clamp(pick, 0, kMaxTactics - 1);
+      std::vector<cublasLtMatmulHeuristicResult_t> results(pick + 1);
+      std::memset(results.data(), 0, results.size() * sizeof(results[0]));
       int found = 0;
       if (st == CUBLAS_STATUS_SUCCESS)
-        st = cublasLtMatmulAlgoGetHeuristic(h.lt, op_, lb_, la_, ld_, ld_, pref, 1, &res, &found);
+        st = cublasLtMatmulAlgoGetHeuristic(h.lt, op_, lb_, la_, ld_, ld_, pref, pick + 1, results.data(), &found);
       cublasLtMatmulPreferenceDestroy(pref);
       // Some cuBLASLt versions answer an unsupported epilogue/layout combination this way rather than with none.
       if (st == CUBLAS_STATUS_NOT_SUPPORTED) {
@@ -157,7 +171,9 @@ class LtGemm {
         return internal_error("cuBLASLt has no algorithm for a " + std::string(dtype_name(s_.dt)) + " GEMM of m=" +
                               std::to_string(s_.m) + " n=" + std::to_string(s_.n) + " k=" + std::to_string(s_.k) +
                               " batch=" + std::to_string(s_.batch));
-      algos_.emplace_back(key, res.algo);
+      if (found <= pick && args.strict_tactic)
+        return unsupported("cuBLASLt offers " + std::to_string(found) + " algorithms here, not " + args.tactic);
+      algos_.emplace_back(key, results[std::min(pick, found - 1)].algo);
       algo = &algos_.back().second;
     }
     // C and D share the layout; without a C of its own, the same buffer (cuBLASLt's in-place form).
@@ -532,6 +548,7 @@ KILN_CUDA_KERNEL(MatMul) {
     return n.inputs.size() == 2 && same_dtypes(n, p, 2) && rank_is(p, n.inputs[0], 1, 64) &&
            rank_is(p, n.inputs[1], 1, 64);
   };
+  d.tactics = gemm_tactics;
   return d;
 }
 
@@ -546,6 +563,7 @@ KILN_CUDA_KERNEL(FusedMatMul) {
            rank_is(p, n.inputs[1], 2, 64) && (n.inputs.size() < 3 || rank_is(p, n.inputs[2], 1, 1)) &&
            (n.inputs.size() < 4 || rank_is(p, n.inputs[3], 2, 64));
   };
+  d.tactics = gemm_tactics;
   return d;
 }
 
@@ -558,6 +576,7 @@ KILN_CUDA_KERNEL(Gemm) {
     return n.inputs.size() >= 2 && same_dtypes(n, p, 3) && rank_is(p, n.inputs[0], 2, 2) &&
            rank_is(p, n.inputs[1], 2, 2) && (n.inputs.size() < 3 || rank_is(p, n.inputs[2], 0, 2));
   };
+  d.tactics = gemm_tactics;
   return d;
 }
 
