@@ -38,6 +38,14 @@ bool fusable(const ir::Node& n, int graph_opset) {
   if (!n.domain.empty() || n.outputs.size() != 1 || n.inputs.empty()) return false;
   const ir::Value* y = n.outputs[0];
   if (y->kind != ValueKind::kTENSOR || !y->rank_known || !ops::pw_supports_type(y->dtype)) return false;
+  // Shape arithmetic (Where/Equal/Mul over Shape's elements, say) stays as it is: the runtime resolves those small
+  // integer values on the host when input shapes change, which a fused device kernel would hide from it.
+  if (y->known) return false;
+  if (!is_float(y->dtype) && y->shape.size() <= 1 && ops::shape_is_static(y->shape)) {
+    int64_t n_el = 1;
+    for (const auto& d : y->shape) n_el *= d.value;
+    if (n_el <= 64) return false;
+  }
   for (size_t i = 0; i < n.inputs.size(); ++i) {
     const ir::Value* v = n.inputs[i];
     if (!v) {

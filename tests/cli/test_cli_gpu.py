@@ -9,6 +9,13 @@ import numpy as np
 import pytest
 
 from test_cli import as_array, read_outputs, run_kiln
+
+
+def first_output(path):
+    """The one output of the chain model from an --exportOutput file (read_outputs keys them by name)."""
+    outputs = read_outputs(path)
+    assert len(outputs) == 1, outputs.keys()
+    return next(iter(outputs.values()))
 from test_cli_trtexec import chain_model, read_profile
 
 pytestmark = pytest.mark.gpu
@@ -30,7 +37,7 @@ def gpu_setup(tmp_path_factory):
     ref_json = d / "cpu.json"
     run_kiln(f"--onnx={model}", *SHAPES, "--device=cpu", f"--loadInputs=x:{xfile}", f"--exportOutput={ref_json}",
              "--iterations=1", "--warmUp=0", "--duration=0", check=True)
-    return {"dir": d, "model": model, "engine": engine, "xfile": xfile, "ref": as_array(read_outputs(ref_json)[0])}
+    return {"dir": d, "model": model, "engine": engine, "xfile": xfile, "ref": as_array(first_output(ref_json))}
 
 
 def run_gpu(setup, name, *args, iterations=20, duration=0):
@@ -38,7 +45,7 @@ def run_gpu(setup, name, *args, iterations=20, duration=0):
     proc = run_kiln(f"--loadEngine={setup['engine']}", "--device=cuda", "--shapes=x:4x8",
                     f"--loadInputs=x:{setup['xfile']}", f"--exportOutput={out_json}", f"--iterations={iterations}",
                     "--warmUp=0", f"--duration={duration}", *args, check=True)
-    got = as_array(read_outputs(out_json)[0])
+    got = as_array(first_output(out_json))
     # Sigmoid's expf on the GPU may differ from the CPU's in the last bits; nothing else differs.
     np.testing.assert_allclose(got, setup["ref"], rtol=1e-5, atol=1e-6, err_msg=name)
     return proc
@@ -112,4 +119,4 @@ def test_fp16_engine_runs_close_to_fp32(gpu_setup):
     out_json = gpu_setup["dir"] / "fp16.json"
     run_kiln(f"--loadEngine={engine}", "--device=cuda", "--shapes=x:4x8", f"--loadInputs=x:{gpu_setup['xfile']}",
              f"--exportOutput={out_json}", "--iterations=1", "--warmUp=0", "--duration=0", check=True)
-    np.testing.assert_allclose(as_array(read_outputs(out_json)[0]), gpu_setup["ref"], rtol=5e-3, atol=5e-3)
+    np.testing.assert_allclose(as_array(first_output(out_json)), gpu_setup["ref"], rtol=5e-3, atol=5e-3)

@@ -330,3 +330,26 @@ TEST(PointwiseCodegen, FusedEngineRoundTripRunsOnCpu) {
   }
   expect_close(run(*ref, inputs), got, 1e-6, "engine");
 }
+
+// Shape arithmetic stays unfused: vit's exported class-token Expand computes its target with
+// Where(Equal(shape, -1), 1, shape) over Shape(x)'s elements; fused into a device kernel, that value would no longer
+// be known on the host and the engine would fall back to data-dependent shapes.
+TEST(FusePointwise, ShapeArithmeticIsLeftToTheHost) {
+  ir::Graph g;
+  g.set_opset(17);
+  ir::Value* x = pwtest::input(g, "x", DataType::kFLOAT, {ops::Dim::symbol("batch"), 4, 8});
+  ir::Value* c = g.add_constant("c", Tensor::from_vector<float>({1, 1, 8}, std::vector<float>(8, 0.5f)));
+  auto* shape = g.add_node("Shape", "shape", {x}, {"s"}, {}, 17);
+  ir::Value* minus1 = g.add_constant("m1", Tensor::from_vector<int64_t>({3}, {-1, -1, -1}));
+  ir::Value* ones = g.add_constant("ones", Tensor::from_vector<int64_t>({3}, {1, 1, 1}));
+  auto* eq = g.add_node("Equal", "eq", {shape->outputs[0], minus1}, {"eq"}, {}, 17);
+  auto* wh = g.add_node("Where", "where", {eq->outputs[0], ones, shape->outputs[0]}, {"target"}, {}, 17);
+  auto* ex = g.add_node("Expand", "expand", {c, wh->outputs[0]}, {"e"}, {}, 17);
+  auto* ad = g.add_node("Add", "add", {ex->outputs[0], x}, {"a"}, {}, 17);
+  auto* rl = g.add_node("Relu", "relu", {ad->outputs[0]}, {"y"}, {}, 17);
+  g.outputs().push_back(rl->outputs[0]);
+  ASSERT_TRUE(optimize(g, DataType::kFLOAT, true).ok());
+  EXPECT_EQ(count(g, "Where"), 1) << ir::print(g);
+  EXPECT_EQ(count(g, "Equal"), 1) << ir::print(g);
+  EXPECT_EQ(count(g, "Pointwise"), 1) << "the float Add + Relu still fuse\n" << ir::print(g);
+}
