@@ -39,6 +39,8 @@ PassList cuda_pipeline() {
   p.push_back(make_dead_code_elimination());
   // After lowering: only float16/bfloat16 convolutions go channels-last (tensor cores want NHWC).
   p.push_back(make_layout_nhwc());
+  // On NHWC tensors a 1x1 convolution is a GEMM: cuBLASLt runs it (bias/ReLU/residual in its epilogue).
+  p.push_back(make_conv1x1_as_gemm());
   // Last: the chains to fuse include the Casts that lowering inserted, and every other fusion has taken its nodes.
   p.push_back(make_fuse_pointwise());
   // Values only the fused nodes read (converted constants, internal results) are gone with them.

@@ -268,6 +268,11 @@ OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<Builder
       auto layout = n.attrs.get_string("layout", "NCHW");
       (layout.ok() && *layout == "NHWC" ? r.nhwc_convs : r.nchw_convs)++;
     }
+    // A 1x1 convolution on NHWC data runs as a GEMM (conv1x1_as_gemm): FusedMatMul over a rank-4 input.
+    if (n.op_type == "FusedMatMul" && !n.inputs.empty() && n.inputs[0] >= 0 &&
+        (*engine)->plan().values[n.inputs[0]].shape.size() == 4) {
+      r.nhwc_convs++;
+    }
     r.transposes += n.op_type == "Transpose";
   }
   if (backend == Backend::kCUDA) {

@@ -52,7 +52,10 @@ Built build(const onnx::ModelProto& m, Backend backend, int level, const std::st
   EXPECT_TRUE(engine.ok()) << engine.status().message();
   if (!engine.ok()) return r;
   for (const auto& n : (*engine)->plan().nodes) {
-    if (n.op_type != "FusedConv" && n.op_type != "Conv") continue;
+    // Convolutions, including the 1x1 ones that run as GEMMs on NHWC data (FusedMatMul over a rank-4 input).
+    const bool gemm_conv = n.op_type == "FusedMatMul" && !n.inputs.empty() && n.inputs[0] >= 0 &&
+                           (*engine)->plan().values[n.inputs[0]].shape.size() == 4;
+    if (n.op_type != "FusedConv" && n.op_type != "Conv" && !gemm_conv) continue;
     ++r.convs;
     if (const Attribute* t = n.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING && !t->s().empty())
       ++r.tuned_convs;
@@ -77,6 +80,7 @@ TEST(GpuTuning, TacticsTimedCachedAndReused) {
   std::ifstream f(cache);
   std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   EXPECT_NE(text.find("cudnn_fwd_algo"), std::string::npos) << text.substr(0, 400);
+  EXPECT_NE(text.find("lt_heur"), std::string::npos) << text.substr(0, 400);
 
   // From the cache: nothing timed, every layer answered, the same engine bytes.
   Built again = build(m, Backend::kCUDA, 3, cache);
