@@ -10,6 +10,9 @@ cp $B/lib/libkiln_*.so .devcarry/lib/
 # The Python package (gpu_check's python stage): the module finds libkiln_*.so through LD_LIBRARY_PATH there.
 if [ -d $B/python/kiln ]; then
   mkdir -p .devcarry/python && cp -r $B/python/kiln .devcarry/python/
+  # The device's python3 is 3.12: a module built for it comes from a second build directory, configured with
+  # -DPython3_EXECUTABLE=<a python3.12 with headers> and built with --target _kiln (the libraries are shared).
+  for m in ${PY_DEVICE_BUILD:-build-py312}/python/kiln/_kiln*.so; do [ -f "$m" ] && cp "$m" .devcarry/python/kiln/; done
   strip --strip-unneeded .devcarry/python/kiln/_kiln*.so
 fi
 strip --strip-unneeded .devcarry/bin/* .devcarry/lib/libkiln_*.so
