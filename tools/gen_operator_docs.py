@@ -28,6 +28,13 @@ def load_registry(path_or_tool):
     return {op_key(s["name"], s.get("domain", "")): s for s in schemas}
 
 
+def split_internal(registry):
+    """Kiln's own layer types (domain "kiln": what the fusion and layout passes produce) are not ONNX operators a
+    model can name: they are counted and listed apart."""
+    internal = {k: v for k, v in registry.items() if k.startswith("kiln::")}
+    return {k: v for k, v in registry.items() if k not in internal}, internal
+
+
 def op_key(name, domain):
     return name if domain in ("", "ai.onnx") else f"{domain}::{name}"
 
@@ -83,6 +90,7 @@ def opset_ranges(opsets):
 
 
 def render(results, registry, command):
+    registry, internal = split_internal(registry)
     tests = results.get("tests", [])
     ops, multi = collect(tests)
     for key in registry:
@@ -129,6 +137,15 @@ def render(results, registry, command):
                 if len(items) > MAX_REASONS:
                     lines.append(f"- … and {len(items) - MAX_REASONS} more {kind}s")
             lines.append("")
+    if internal:
+        lines += ["## Kiln's own layer types", "",
+                  "Produced by the CUDA pipeline's fusion and layout passes (never named by a model); each has a "
+                  "reference CPU compute, and tests/unit (fused against unfused graphs) and tests/gpu (CUDA against "
+                  "the CPU backend) test them, not the ONNX suites.", "",
+                  "| Layer | Data types (reference compute) |", "|---|---|"]
+        for key in sorted(internal, key=str.lower):
+            lines.append(f"| {md_escape(key)} | {', '.join(internal[key].get('dtypes', [])) or '—'} |")
+        lines.append("")
     if multi:
         lines += ["## Failing multi-operator tests", "",
                   "Not attributed to one operator (model tests and `_expanded` function bodies).", ""]
@@ -140,6 +157,7 @@ def render(results, registry, command):
 
 def readme_table(results, registry, per_row=5):
     """Compact grid for the README: every registered operator with its node-test tally (passed/tests run)."""
+    registry, _ = split_internal(registry)
     ops, _ = collect(results["tests"])
     names = sorted(set(registry) | {k for k, e in ops.items() if e["pass"]}, key=str.lower) if registry else \
         sorted((k for k, e in ops.items() if e["pass"]), key=str.lower)
