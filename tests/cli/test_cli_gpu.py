@@ -120,3 +120,62 @@ def test_fp16_engine_runs_close_to_fp32(gpu_setup):
     run_kiln(f"--loadEngine={engine}", "--device=cuda", "--shapes=x:4x8", f"--loadInputs=x:{gpu_setup['xfile']}",
              f"--exportOutput={out_json}", "--iterations=1", "--warmUp=0", "--duration=0", check=True)
     np.testing.assert_allclose(as_array(first_output(out_json)), gpu_setup["ref"], rtol=5e-3, atol=5e-3)
+
+
+def matmul_model(path):
+    """y = Relu(x · W + b), x: float [N, 64], W [64, 32]: one GEMM layer with cuBLASLt tactics on CUDA."""
+    from onnx import TensorProto, helper, numpy_helper
+    import onnx
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="proj"),
+             helper.make_node("Add", ["m", "b"], ["a"], name="bias"),
+             helper.make_node("Relu", ["a"], ["y"], name="act")]
+    graph = helper.make_graph(
+        nodes, "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 32])],
+        initializer=[numpy_helper.from_array(rng.uniform(-0.2, 0.2, (64, 32)).astype(np.float32), "w"),
+                     numpy_helper.from_array(rng.uniform(-0.5, 0.5, 32).astype(np.float32), "b")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_tuning_flags_and_timing_cache_on_cuda(gpu_setup, tmp_path):
+    """A GEMM layer has cuBLASLt tactics: timed at level 3 and written to the cache; a rebuild reads every layer from
+    the cache and times nothing (and writes the same engine); level 0 times nothing; every engine computes what the
+    CPU backend computes."""
+    model = matmul_model(tmp_path / "gemm.onnx")
+    shapes = ["--shapes=x:16x64", "--minShapes=x:1x64", "--optShapes=x:16x64", "--maxShapes=x:32x64"]
+    x = np.random.default_rng(5).uniform(-1, 1, (16, 64)).astype(np.float32)
+    xfile = tmp_path / "x.bin"
+    x.tofile(xfile)
+    ref_json = tmp_path / "cpu.json"
+    run_kiln(f"--onnx={model}", *shapes, "--device=cpu", f"--loadInputs=x:{xfile}", f"--exportOutput={ref_json}",
+             "--iterations=1", "--warmUp=0", "--duration=0", check=True)
+    ref = as_array(first_output(ref_json))
+    cache = tmp_path / "timing.json"
+    engines = []
+    for i, flags in enumerate([("--builderOptimizationLevel=3", f"--timingCacheFile={cache}", "--avgTiming=2"),
+                               (f"--timingCacheFile={cache}",),
+                               ("--builderOptimizationLevel=0",)]):
+        engine = tmp_path / f"tuned{i}.engine"
+        proc = run_kiln(f"--onnx={model}", *shapes, "--device=cuda", f"--saveEngine={engine}", "--skipInference",
+                        *flags, check=True)
+        engines.append(engine)
+        log = proc.stdout + proc.stderr
+        if i == 0:
+            assert re.search(r"tactics: 1 layers tuned \([1-9]\d* tactics timed, 0 layers from the timing cache\)", log), log
+            data = json.loads(cache.read_text())
+            assert data["format"] == "kiln-timing-cache" and data["devices"], data
+            assert any(e["tactic"].startswith("lt_heur") for d in data["devices"].values() for e in d.values()), data
+        elif i == 1:
+            assert "(0 tactics timed, 1 layers from the timing cache)" in log, log
+        else:
+            assert "tactics:" not in log, log
+    assert engines[0].read_bytes() == engines[1].read_bytes(), "a rebuild from the timing cache gives the same engine"
+    for engine in engines:
+        out_json = tmp_path / (engine.stem + ".json")
+        run_kiln(f"--loadEngine={engine}", "--device=cuda", "--shapes=x:16x64", f"--loadInputs=x:{xfile}",
+                 f"--exportOutput={out_json}", "--iterations=1", "--warmUp=0", "--duration=0", check=True)
+        # TF32 is on by default (as in TensorRT): about 1e-3 relative on a 64-long dot product.
+        np.testing.assert_allclose(as_array(first_output(out_json)), ref, rtol=5e-3, atol=5e-3)
