@@ -53,17 +53,20 @@ void check_model(const std::string& dir) {
     o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
     Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
     ASSERT_TRUE(st.ok()) << st.message();
-    int nhwc = 0;
-    for (auto& n : cuda->nodes())
+    int nhwc = 0, gemm = 0;  // gemm: 1x1 convolutions that conv1x1_as_gemm turned into FusedMatMul on NHWC data
+    for (auto& n : cuda->nodes()) {
       if (n->op_type == "FusedConv") nhwc += n->attrs.get_string("layout", "").value() == "NHWC";
+      gemm += n->op_type == "FusedMatMul" && n->inputs[0]->shape.size() == 4;
+    }
     std::cout << dir << " " << dtype_name(dt) << ": " << convs << " Conv -> " << count_ops(*cuda, "FusedConv")
-              << " FusedConv (" << nhwc << " NHWC), " << count_ops(*cuda, "Conv") << " Conv, "
+               << " FusedConv (" << nhwc << " NHWC), " << gemm << " as GEMMs, " << count_ops(*cuda, "Conv") << " Conv, "
               << count_ops(*cuda, "BatchNormalization") << " BN, " << count_ops(*cuda, "Transpose") << " Transpose, "
               << cuda->nodes().size() << " nodes (CPU pipeline: " << cpu->nodes().size() << ")\n";
     EXPECT_EQ(count_ops(*cuda, "BatchNormalization"), 0);
-    EXPECT_EQ(count_ops(*cuda, "FusedConv") + count_ops(*cuda, "Conv"), convs);
+    EXPECT_EQ(count_ops(*cuda, "FusedConv") + count_ops(*cuda, "Conv") + gemm, convs);
     if (dt == DataType::kHALF) {
-      EXPECT_EQ(nhwc, convs);
+      EXPECT_GT(gemm, 0);
+      EXPECT_EQ(nhwc + gemm, convs);
       EXPECT_LE(count_ops(*cuda, "Transpose"), 1);
     }
     auto got = run_reference(*cuda, {x});
