@@ -7,6 +7,7 @@
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
+#include <cstdint>
 
 namespace kiln::cuda {
 namespace {
@@ -166,6 +167,64 @@ __global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is
   }
 }
 
+// 2-D channels-last pooling with 32-bit indices (the common case: every index below 2^31). The general kernel
+// above spends most of its time in 64-bit divisions; here a thread's channel is the fastest index, so a warp reads
+// 32 neighbouring channels of one window position (coalesced), and the window loops need no 64-bit arithmetic.
+// Same results as pool_kernel, NaN rule and count_include_pad included.
+struct Pool2d {
+  int c, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
+};
+
+template <typename T>
+__global__ void pool2d_nhwc_kernel(const T* x, T* y, int total, Pool2d p, bool is_max, bool count_include_pad) {
+  for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
+    const int ch = idx % p.c;
+    int q = idx / p.c;
+    const int ow = q % p.ow;
+    q /= p.ow;
+    const int oh = q % p.oh, n = q / p.oh;
+    const T* xp = x + static_cast<size_t>(n) * p.ih * p.iw * p.c + ch;
+    float acc = is_max ? -FLT_MAX : 0.0f;
+    bool found = false;
+    int count = 0;
+    for (int kh = 0; kh < p.kh; ++kh) {
+      const int ih = oh * p.sh - p.pt + kh * p.dh;
+      if (ih < 0 || ih >= p.ih) continue;
+      for (int kw = 0; kw < p.kw; ++kw) {
+        const int iw = ow * p.sw - p.pl + kw * p.dw;
+        if (iw < 0 || iw >= p.iw) continue;
+        const float v = to_f(xp[(ih * p.iw + iw) * p.c]);
+        ++count;
+        if (is_max) {
+          if (!found || v > acc || (isnan(v) && !isnan(acc))) acc = v;
+          found = true;
+        } else {
+          acc += v;
+        }
+      }
+    }
+    if (is_max) {
+      if (!found) acc = 0.0f;
+    } else {
+      int div = count;
+      if (count_include_pad) {
+        int ch_ = 0, cw_ = 0;
+        for (int kh = 0; kh < p.kh; ++kh) {
+          const int pos = oh * p.sh - p.pt + kh * p.dh;
+          ch_ += pos >= -p.pt && pos < p.ih + p.pb;
+        }
+        for (int kw = 0; kw < p.kw; ++kw) {
+          const int pos = ow * p.sw - p.pl + kw * p.dw;
+          cw_ += pos >= -p.pl && pos < p.iw + p.pr;
+        }
+        div = ch_ * cw_;
+      }
+      acc = div > 0 ? acc / static_cast<float>(div) : 0.0f;
+    }
+    y[idx] = from_f<T>(acc);
+  }
+}
+
 __device__ __forceinline__ float max_nan(float a, float b) { return (isnan(a) || isnan(b)) ? NAN : fmaxf(a, b); }
 
 // One warp per plane.
@@ -271,6 +330,21 @@ Status launch_pool(DataType dt, PoolMode mode, bool count_include_pad, const voi
   const int64_t cs = channels_last > 0 ? channels_last : 1;
   const int64_t total = planes * g.out[0] * g.out[1] * g.out[2] * cs;
   if (total == 0) return Status::Ok();
+  const int64_t in_total = planes * g.in[0] * g.in[1] * g.in[2] * cs;
+  const bool two_d = g.in[0] == 1 && g.out[0] == 1 && g.k[0] == 1 && g.pb[0] == 0 && g.pe[0] == 0;
+  if (channels_last > 0 && two_d && total < INT32_MAX && in_total < INT32_MAX) {
+    const Pool2d p{static_cast<int>(cs),      static_cast<int>(g.in[1]),  static_cast<int>(g.in[2]),
+                   static_cast<int>(g.out[1]), static_cast<int>(g.out[2]), static_cast<int>(g.k[1]),
+                   static_cast<int>(g.k[2]),  static_cast<int>(g.s[1]),   static_cast<int>(g.s[2]),
+                   static_cast<int>(g.d[1]),  static_cast<int>(g.d[2]),   static_cast<int>(g.pb[1]),
+                   static_cast<int>(g.pb[2]), static_cast<int>(g.pe[1]),  static_cast<int>(g.pe[2])};
+    return dispatch_float(dt, "pool2d_nhwc", [&](auto tag) {
+      using T = decltype(tag);
+      pool2d_nhwc_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
+          static_cast<const T*>(x), static_cast<T*>(y), static_cast<int>(total), p, mode == PoolMode::kMax,
+          count_include_pad);
+    });
+  }
   return dispatch_float(dt, "pool", [&](auto tag) {
     using T = decltype(tag);
     pool_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), total, g,
