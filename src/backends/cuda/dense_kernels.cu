@@ -5,6 +5,7 @@
 
 #include <cfloat>
 
+#include "backends/cuda/float_convert.cuh"
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
 #include <cstdint>
@@ -14,14 +15,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // A parameter of any float type, read as float (BatchNormalization's statistics may differ in type from X).
 __device__ __forceinline__ float load_any(const void* p, DataType dt, int64_t i) {
@@ -108,6 +101,16 @@ __global__ void batchnorm_kernel(const T* x, T* y, int64_t total, int64_t c, int
   }
 }
 
+// One window element into a max (the first NaN wins and stays, as in the reference) or a sum.
+__device__ __forceinline__ void pool_accumulate(float v, bool is_max, float& acc, bool& found) {
+  if (is_max) {
+    if (!found || v > acc || (isnan(v) && !isnan(acc))) acc = v;
+    found = true;
+  } else {
+    acc += v;
+  }
+}
+
 // cs: channel stride, 1 for planes (NCHW), C for channels-last (element (b, s, c) at (b * isz + s) * C + c).
 template <typename T>
 __global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is_max, bool count_include_pad,
@@ -134,15 +137,8 @@ __global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is
         for (int64_t kw = 0; kw < g.k[2]; ++kw) {
           int64_t iw = o[2] * g.s[2] - g.pb[2] + kw * g.d[2];
           if (iw < 0 || iw >= g.in[2]) continue;
-          float v = to_f(row[iw * cs]);
           ++count;
-          if (is_max) {
-            // The first NaN wins and stays, as in the reference.
-            if (!found || v > acc || (isnan(v) && !isnan(acc))) acc = v;
-            found = true;
-          } else {
-            acc += v;
-          }
+          pool_accumulate(to_f(row[iw * cs]), is_max, acc, found);
         }
       }
     }
@@ -193,14 +189,8 @@ __global__ void pool2d_nhwc_kernel(const T* x, T* y, int total, Pool2d p, bool i
       for (int kw = 0; kw < p.kw; ++kw) {
         const int iw = ow * p.sw - p.pl + kw * p.dw;
         if (iw < 0 || iw >= p.iw) continue;
-        const float v = to_f(xp[(ih * p.iw + iw) * p.c]);
         ++count;
-        if (is_max) {
-          if (!found || v > acc || (isnan(v) && !isnan(acc))) acc = v;
-          found = true;
-        } else {
-          acc += v;
-        }
+        pool_accumulate(to_f(xp[(ih * p.iw + iw) * p.c]), is_max, acc, found);
       }
     }
     if (is_max) {

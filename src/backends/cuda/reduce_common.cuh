@@ -7,18 +7,11 @@
 
 #include <cstdint>
 
+#include "backends/cuda/float_convert.cuh"
 #include "backends/cuda/reduce_kernels.h"
 
 namespace kiln::cuda {
 
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // A float-typed parameter (scale, bias) whose type is only known at run time.
 __device__ __forceinline__ float load_param(const void* p, DataType dt, int64_t i) {
