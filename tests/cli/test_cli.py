@@ -404,3 +404,27 @@ def test_duration_extends_the_run(relu_model):
     walltime = float(re.search(r"Total Host Walltime: ([\d.]+) s", proc.stdout).group(1))
     assert walltime >= 0.5
     assert int(re.search(r"Timed iterations: (\d+)", proc.stdout).group(1)) > 1
+
+
+def test_several_profiles_and_profile_selection(tmp_path, relu_model):
+    """Repeated --minShapes/--optShapes/--maxShapes naming the same input build one profile each (as trtexec);
+    --profile picks the one the run uses, and its bounds are what the shapes are checked against."""
+    engine = build_engine(tmp_path, relu_model, *profile_args("x", "1x4", "2x4", "4x4"),
+                          *profile_args("x", "16x4", "32x4", "64x4"))
+    x = np.linspace(-3, 3, 40 * 4, dtype=np.float32).reshape(40, 4)
+    x.tofile(tmp_path / "x.bin")
+    out = tmp_path / "out.json"
+    run_kiln(f"--loadEngine={engine}", "--profile=1", "--shapes=x:40x4", f"--loadInputs=x:{tmp_path / 'x.bin'}",
+             f"--exportOutput={out}", *FAST, check=True)
+    np.testing.assert_array_equal(as_array(read_outputs(out)["y"]), np.maximum(x, 0))
+    proc = run_kiln(f"--loadEngine={engine}", "--profile=0", "--shapes=x:40x4", *FAST, check=False)
+    assert proc.returncode != 0 and "40x4" in proc.stderr and "max 4x4" in proc.stderr, proc.stderr
+    proc = run_kiln(f"--loadEngine={engine}", "--profile=2", "--shapes=x:2x4", *FAST, check=False)
+    assert "--profile=2: the engine has 2" in proc.stderr, proc.stderr
+
+
+def test_several_profiles_need_every_flag_repeated(tmp_path, relu_model):
+    proc = run_kiln(f"--onnx={relu_model}", "--minShapes=x:1x4", "--minShapes=x:8x4", "--optShapes=x:2x4",
+                    "--maxShapes=x:4x4", *FAST, check=False)
+    assert proc.returncode != 0
+    assert "need --minShapes, --optShapes and --maxShapes repeated the same number of times" in proc.stderr, proc.stderr

@@ -127,6 +127,42 @@ Result<OptimizationProfile> resolve_profile(const Options& o, const std::map<std
   return profile;
 }
 
+// Several profiles, as trtexec takes them: when an input is named by more than one --minShapes, the i-th
+// --minShapes, --optShapes and --maxShapes together make profile i (each flag repeated as often as the others).
+// Otherwise repeated flags are one list, and there is one profile.
+Result<std::vector<OptimizationProfile>> resolve_profiles(const Options& o, const std::map<std::string, InputInfo>& inputs,
+                                                          ILogger& logger) {
+  std::map<std::string, int> times_named;
+  for (const auto& list : o.min_shapes) {
+    KILN_ASSIGN_OR_RETURN(auto entries, parse_shape_list({list}, "--minShapes"));
+    std::set<std::string> here;
+    for (const auto& e : entries) here.insert(e.first);
+    for (const auto& name : here) ++times_named[name];
+  }
+  bool several = false;
+  for (const auto& [name, n] : times_named) several |= n > 1;
+  std::vector<OptimizationProfile> profiles;
+  if (!several) {
+    KILN_ASSIGN_OR_RETURN(OptimizationProfile p, resolve_profile(o, inputs, logger));
+    profiles.push_back(std::move(p));
+    return profiles;
+  }
+  if (o.opt_shapes.size() != o.min_shapes.size() || o.max_shapes.size() != o.min_shapes.size())
+    return invalid_argument("several optimization profiles need --minShapes, --optShapes and --maxShapes repeated "
+                            "the same number of times (once per profile), got " + std::to_string(o.min_shapes.size()) +
+                            ", " + std::to_string(o.opt_shapes.size()) + " and " + std::to_string(o.max_shapes.size()));
+  for (size_t i = 0; i < o.min_shapes.size(); ++i) {
+    Options one = o;
+    one.min_shapes = {o.min_shapes[i]};
+    one.opt_shapes = {o.opt_shapes[i]};
+    one.max_shapes = {o.max_shapes[i]};
+    auto p = resolve_profile(one, inputs, logger);
+    if (!p.ok()) return p.status().with_context("optimization profile " + std::to_string(i));
+    profiles.push_back(std::move(*p));
+  }
+  return profiles;
+}
+
 // Makes every tensor a layer computes from the network inputs an output. Tensors computed from constants alone
 // are left out: the builder folds them away, so no engine would have them to compare.
 Result<std::vector<MarkedTensor>> mark_all_tensors(NetworkDefinition& network) {
@@ -248,7 +284,7 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& cli
     for (int64_t d : info.dims) info.dynamic |= d < 0;
     inputs[t->name()] = std::move(info);
   }
-  KILN_ASSIGN_OR_RETURN(OptimizationProfile profile, resolve_profile(o, inputs, logger));
+  KILN_ASSIGN_OR_RETURN(std::vector<OptimizationProfile> profiles, resolve_profiles(o, inputs, logger));
 
   std::unique_ptr<BuilderConfig> config = builder.create_builder_config();
   config->set_backend(backend);
@@ -279,7 +315,8 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& cli
       return invalid_argument("--layerPrecisions: '" + type + "' for layer '" + layer + "' is not fp32, fp16 or bf16");
     config->set_layer_precision(layer, dt);
   }
-  if (!profile.shapes().empty()) config->add_optimization_profile(profile);
+  for (const auto& profile : profiles)
+    if (!profile.shapes().empty()) config->add_optimization_profile(profile);
 
   config->set_progress_monitor(&progress);
   start = std::chrono::steady_clock::now();
