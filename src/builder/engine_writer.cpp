@@ -145,6 +145,9 @@ Result<std::vector<uint8_t>> write_graph(const ir::Graph& graph, const BuilderCo
     for (uint32_t f = 0; f < 5; ++f)
       if (config.get_flag(static_cast<BuilderFlag>(f))) flags += (flags.empty() ? "" : ",") + std::string(kFlagNames[f]);
     file.metadata["builder_flags"] = flags;
+    // --memPoolSize=workspace:N: the CUDA context sizes its kernel workspace from it (0: its default).
+    if (uint64_t ws = config.memory_pool_limit(MemoryPoolType::kWORKSPACE); ws > 0)
+      file.metadata["workspace_limit"] = std::to_string(ws);
     return fmt::encode(std::move(file), weights);
   } catch (const std::bad_alloc&) {
     return Status(ErrorCode::kOutOfMemory, "out of memory while writing the engine");

@@ -179,3 +179,21 @@ def test_tuning_flags_and_timing_cache_on_cuda(gpu_setup, tmp_path):
                  f"--exportOutput={out_json}", "--iterations=1", "--warmUp=0", "--duration=0", check=True)
         # TF32 is on by default (as in TensorRT): about 1e-3 relative on a 64-long dot product.
         np.testing.assert_allclose(as_array(first_output(out_json)), ref, rtol=5e-3, atol=5e-3)
+
+
+def test_workspace_limit_on_cuda(gpu_setup, tmp_path):
+    """--memPoolSize=workspace:N caps the kernels' scratch memory; a GEMM still builds, runs and computes the same."""
+    model = matmul_model(tmp_path / "gemm.onnx")
+    shapes = ["--shapes=x:16x64", "--minShapes=x:16x64", "--optShapes=x:16x64", "--maxShapes=x:16x64"]
+    x = np.random.default_rng(9).uniform(-1, 1, (16, 64)).astype(np.float32)
+    xfile = tmp_path / "x.bin"
+    x.tofile(xfile)
+    outs = {}
+    for device, extra in (("cpu", []), ("cuda", ["--memPoolSize=workspace:1M"])):
+        out_json = tmp_path / f"{device}.json"
+        proc = run_kiln(f"--onnx={model}", *shapes, f"--device={device}", f"--loadInputs=x:{xfile}",
+                        f"--exportOutput={out_json}", "--iterations=1", "--warmUp=0", "--duration=0", *extra, check=True)
+        if extra:
+            assert "workspace limit 1048576 bytes: the CUDA kernels' scratch memory" in proc.stderr, proc.stderr
+        outs[device] = as_array(first_output(out_json))
+    np.testing.assert_allclose(outs["cuda"], outs["cpu"], rtol=5e-3, atol=5e-3)

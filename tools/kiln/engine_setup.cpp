@@ -246,7 +246,9 @@ void note_tuning_options(const Options& o, const BuilderConfig& config, Backend 
   }
   if (!o.mem_pool_size.empty()) {
     std::string m = "--memPoolSize: workspace limit " + std::to_string(config.memory_pool_limit(MemoryPoolType::kWORKSPACE)) +
-                    " bytes recorded in the builder config; no kernel sizes its workspace from it yet";
+                    " bytes" + (backend == Backend::kCPU ? "; the CPU backend's kernels use no workspace, so it changes nothing"
+                                                         : ": the CUDA kernels' scratch memory (64 MiB by default) is capped "
+                                                           "at this, and tactics that need more are not considered");
     logger.log(ILogger::Severity::kINFO, m.c_str());
   }
   std::string v = "builder config: optimization level " + std::to_string(config.builder_optimization_level()) +

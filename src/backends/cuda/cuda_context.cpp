@@ -102,8 +102,13 @@ class CudaContext final : public runtime::DeviceContext {
     KILN_CUDA_CHECK(cudaGetDevice(&dev));
     device_ = dev;
     KILN_CUDA_CHECK(cudaDeviceGetAttribute(&handles_.sm_count, cudaDevAttrMultiProcessorCount, dev));
-    KILN_RETURN_IF_ERROR(device_alloc(&handles_.workspace, kWorkspaceBytes, "the kernel workspace"));
-    handles_.workspace_bytes = kWorkspaceBytes;
+    // The builder's workspace limit (--memPoolSize=workspace:N) caps the scratch memory: candidates that need
+    // more (cuDNN algorithms, cuBLASLt heuristics) are not offered; without one, kWorkspaceBytes.
+    size_t ws_bytes = kWorkspaceBytes;
+    if (auto it = plan_->metadata.find("workspace_limit"); it != plan_->metadata.end())
+      ws_bytes = std::min<size_t>(kWorkspaceBytes, std::max<size_t>(std::stoull(it->second), 256));
+    KILN_RETURN_IF_ERROR(device_alloc(&handles_.workspace, ws_bytes, "the kernel workspace"));
+    handles_.workspace_bytes = ws_bytes;
     auto flags = plan_->metadata.find("builder_flags");
     handles_.allow_tf32 = flags != plan_->metadata.end() && flags->second.find("tf32") != std::string::npos;
     // Size the arena once for the largest shapes the engine accepts, so later shape changes reuse it.
