@@ -61,6 +61,8 @@ std::unique_ptr<Pass> make_dead_code_elimination();
 std::unique_ptr<Pass> make_remove_identity();
 std::unique_ptr<Pass> make_precision_lowering();
 std::unique_ptr<Pass> make_expand_gradient();
+std::unique_ptr<Pass> make_common_subexpression_elimination();
+std::unique_ptr<Pass> make_fold_transposes();
 // CNN fusions and layout (CUDA pipeline).
 std::unique_ptr<Pass> make_fold_batchnorm();
 std::unique_ptr<Pass> make_fuse_conv_epilogue();

@@ -12,6 +12,9 @@ PassList cpu_pipeline() {
   // Folding needs each node's output shape (to skip huge results) and known values (to fold Shape chains).
   p.push_back(make_shape_inference());
   p.push_back(make_constant_folding());
+  // On folded graphs: duplicates are easier to see once constant chains are single values.
+  p.push_back(make_common_subexpression_elimination());
+  p.push_back(make_fold_transposes());
   // Folding leaves the subgraphs that fed folded nodes unused, and their weights with them.
   p.push_back(make_dead_code_elimination());
   // Folded constants carry exact shapes: a last inference tightens symbolic dims downstream for the writer.

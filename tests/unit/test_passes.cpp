@@ -393,7 +393,8 @@ TEST(PassManager, DumpsAfterNamedPassAndReportsChanges) {
 TEST(Pipeline, CpuOrderAndEndToEnd) {
   passes::PassManager pm(passes::cpu_pipeline());
   EXPECT_EQ(pm.pass_names(), (std::vector<std::string>{"expand_gradient", "remove_identity", "shape_inference",
-                                                       "constant_folding", "dead_code_elimination",
+                                                       "constant_folding", "common_subexpression_elimination",
+                                                       "fold_transposes", "dead_code_elimination",
                                                        "shape_inference"}));
   // x + Identity(c1 + c2): the constant branch folds through the identity, the dead weights disappear.
   Graph g;
