@@ -32,6 +32,10 @@ PassList cuda_pipeline() {
   p.push_back(make_fuse_matmul_epilogue());
   // After the epilogues: the projections merged here already carry their bias (and activation).
   p.push_back(make_fuse_qkv());
+  // After attention and the in_proj epilogue exist: q/k/v of torch's packed projection through one Transpose.
+  p.push_back(make_fold_mha_input_transposes());
+  // Cleans up the exported head-splitting chain the previous pass bypassed (its remains feed nothing).
+  p.push_back(make_dead_code_elimination());
   // BN first: its folded bias is what fuse_conv_epilogue then takes with the activation. Both before lowering,
   // so the folding happens in float32 and FusedConv is lowered as one layer.
   p.push_back(make_fold_batchnorm());

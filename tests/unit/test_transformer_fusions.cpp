@@ -469,7 +469,8 @@ TEST(TransformerFusions, CudaPipelineOrder) {
   EXPECT_LT(at("fuse_gelu"), at("fuse_attention"));
   EXPECT_LT(at("fuse_attention"), at("fuse_matmul_epilogue"));
   EXPECT_LT(at("fuse_matmul_epilogue"), at("fuse_qkv"));
-  EXPECT_LT(at("fuse_qkv"), at("precision_lowering"));
+  EXPECT_LT(at("fuse_qkv"), at("fold_mha_input_transposes"));
+  EXPECT_LT(at("fold_mha_input_transposes"), at("precision_lowering"));
   for (auto& p : passes::pipeline_for(Backend::kCPU))
     EXPECT_EQ(std::string(p->name()).rfind("fuse_", 0), std::string::npos);
 }
@@ -760,3 +761,44 @@ TEST(FuseAttention, CudaOnlyWhereTensorCoresRun) {
 }
 
 }  // namespace
+
+// torch's batch_first MultiheadAttention as torch.onnx exports it: x [B,S,E] -> Transpose -> packed in_proj ->
+// Reshape [S,B,3,E] -> Unsqueeze(0) -> Transpose(3,1,2,0,4) -> Squeeze(3) -> Gather(0|1|2) -> Reshape [S,B*H,D] ->
+// Transpose(1,0,2) -> Reshape [B,H,S,D] -> attention.
+TEST(FoldMhaInputTransposes, TorchPackedProjectionReadsThroughOneTranspose) {
+  const int64_t B = 2, S = 5, H = 3, D = 4, E = H * D;
+  Net n;
+  ir::Value* x = n.input("x", {B, S, E});
+  Attributes p102;
+  p102.set("perm", std::vector<int64_t>{1, 0, 2});
+  ir::Value* xt = n.op("Transpose", {x}, p102);
+  ir::Value* proj = n.op("Add", {n.op("MatMul", {xt, n.weight({E, 3 * E})}), n.weight({3 * E})});
+  ir::Value* r1 = n.op("Reshape", {proj, n.c(Tensor::from_vector<int64_t>({4}, {S, B, 3, E}))});
+  ir::Value* un = n.op("Unsqueeze", {r1, n.c(Tensor::from_vector<int64_t>({1}, {0}))});
+  Attributes p5;
+  p5.set("perm", std::vector<int64_t>{3, 1, 2, 0, 4});
+  ir::Value* sq = n.op("Squeeze", {n.op("Transpose", {un}, p5), n.c(Tensor::from_vector<int64_t>({1}, {3}))});
+  auto head = [&](int64_t i) {
+    ir::Value* g = n.op("Gather", {sq, n.c(Tensor::from_vector<int64_t>({}, {i}))});
+    ir::Value* r2 = n.op("Reshape", {g, n.c(Tensor::from_vector<int64_t>({3}, {S, B * H, D}))});
+    return n.op("Reshape", {n.op("Transpose", {r2}, p102), n.c(Tensor::from_vector<int64_t>({4}, {B, H, S, D}))});
+  };
+  // v first in the graph, so the Gather order is not the input order.
+  ir::Value* v = head(2);
+  ir::Value* q = head(0);
+  ir::Value* k = head(1);
+  Attributes kt_perm;
+  kt_perm.set("perm", std::vector<int64_t>{0, 1, 3, 2});
+  ir::Value* s = n.op("Mul", {n.op("MatMul", {q, n.op("Transpose", {k}, kt_perm)}), n.scalar(0.5f)});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  n.output(n.op("MatMul", {n.op("Softmax", {s}, sm), v}));
+  auto fused = fuse_and_compare(n,
+                                list_of(passes::make_fuse_attention(), passes::make_fuse_matmul_epilogue(),
+                                        passes::make_fold_mha_input_transposes()),
+                                {random({B, S, E}, 31)});
+  ASSERT_NE(find(*fused, "FusedAttention"), nullptr) << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Gather"), 0) << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Transpose"), 1) << "one Transpose to [3,B,H,S,D]\n" << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Split"), 1);
+}
