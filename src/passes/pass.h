@@ -76,6 +76,7 @@ std::unique_ptr<Pass> make_fuse_attention();
 std::unique_ptr<Pass> make_fuse_matmul_epilogue();
 std::unique_ptr<Pass> make_fuse_qkv();
 std::unique_ptr<Pass> make_fold_mha_input_transposes();
+std::unique_ptr<Pass> make_fold_mha_output_transposes();
 
 // The whole CPU pipeline, in order.
 PassList cpu_pipeline();

@@ -34,6 +34,7 @@ PassList cuda_pipeline() {
   p.push_back(make_fuse_qkv());
   // After attention and the in_proj epilogue exist: q/k/v of torch's packed projection through one Transpose.
   p.push_back(make_fold_mha_input_transposes());
+  p.push_back(make_fold_mha_output_transposes());
   // Cleans up the exported head-splitting chain the previous pass bypassed (its remains feed nothing).
   p.push_back(make_dead_code_elimination());
   // BN first: its folded bias is what fuse_conv_epilogue then takes with the activation. Both before lowering,

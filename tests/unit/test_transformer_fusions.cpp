@@ -470,7 +470,8 @@ TEST(TransformerFusions, CudaPipelineOrder) {
   EXPECT_LT(at("fuse_attention"), at("fuse_matmul_epilogue"));
   EXPECT_LT(at("fuse_matmul_epilogue"), at("fuse_qkv"));
   EXPECT_LT(at("fuse_qkv"), at("fold_mha_input_transposes"));
-  EXPECT_LT(at("fold_mha_input_transposes"), at("precision_lowering"));
+  EXPECT_LT(at("fold_mha_input_transposes"), at("fold_mha_output_transposes"));
+  EXPECT_LT(at("fold_mha_output_transposes"), at("precision_lowering"));
   for (auto& p : passes::pipeline_for(Backend::kCPU))
     EXPECT_EQ(std::string(p->name()).rfind("fuse_", 0), std::string::npos);
 }
@@ -792,13 +793,28 @@ TEST(FoldMhaInputTransposes, TorchPackedProjectionReadsThroughOneTranspose) {
   ir::Value* s = n.op("Mul", {n.op("MatMul", {q, n.op("Transpose", {k}, kt_perm)}), n.scalar(0.5f)});
   Attributes sm;
   sm.set("axis", Attribute(int64_t{-1}));
-  n.output(n.op("MatMul", {n.op("Softmax", {s}, sm), v}));
+  ir::Value* att = n.op("MatMul", {n.op("Softmax", {s}, sm), v});
+  // The output side: [B,H,S,D] -> [S,B,H,D] -> [S*B,E] -> out_proj Gemm (transB) -> [S,B,E] -> [B,S,E] + x.
+  Attributes p2013;
+  p2013.set("perm", std::vector<int64_t>{2, 0, 1, 3});
+  ir::Value* flat = n.op("Reshape", {n.op("Transpose", {att}, p2013),
+                                     n.c(Tensor::from_vector<int64_t>({2}, {S * B, E}))});
+  Attributes tb;
+  tb.set("transB", int64_t{1});
+  ir::Value* out = n.op("Gemm", {flat, n.weight({E, E}), n.weight({E})}, tb);
+  ir::Value* back = n.op("Transpose", {n.op("Reshape", {out, n.c(Tensor::from_vector<int64_t>({3}, {S, B, E}))})},
+                         p102);
+  n.output(n.op("Add", {back, x}));
   auto fused = fuse_and_compare(n,
                                 list_of(passes::make_fuse_attention(), passes::make_fuse_matmul_epilogue(),
-                                        passes::make_fold_mha_input_transposes()),
+                                        passes::make_fold_mha_input_transposes(),
+                                        passes::make_fold_mha_output_transposes()),
                                 {random({B, S, E}, 31)});
   ASSERT_NE(find(*fused, "FusedAttention"), nullptr) << ir::print(*fused);
   EXPECT_EQ(count(*fused, "Gather"), 0) << ir::print(*fused);
-  EXPECT_EQ(count(*fused, "Transpose"), 1) << "one Transpose to [3,B,H,S,D]\n" << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Transpose"), 2) << "one to [3,B,H,S,D], one to [B,S,H,D]\n" << ir::print(*fused);
   EXPECT_EQ(count(*fused, "Split"), 1);
+  EXPECT_EQ(count(*fused, "Gemm"), 0) << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Add"), 0) << "the residual is in out_proj's epilogue\n" << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "FusedMatMul"), 2);
 }
