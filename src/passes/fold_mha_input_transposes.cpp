@@ -2,7 +2,11 @@
 // packed q/k/v projection as Transpose(x) -> in_proj -> Reshape -> Unsqueeze -> Transpose -> Squeeze -> 3 Gathers ->
 // per head: Reshape -> Transpose -> Reshape, eight copies before FusedAttention reads q, k and v as [B, H, S, D].
 // The same q, k and v come from in_proj(x) -> Reshape [B, S, 3, H, D] -> one Transpose to [3, B, H, S, D] -> Split:
-// two launches. The shapes along the chain are checked, so the element mapping is the one described here.
+// two launches. The shapes along the chain are checked, so the element mapping is the one described here. The
+// nanoGPT-style form (Split of the packed projection, then per part Reshape + Transpose) gets the same treatment.
+#include <algorithm>
+#include <array>
+
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
@@ -103,6 +107,35 @@ bool trace(ir::Value* q, Chain* c) {
   return true;
 }
 
+// The other common export (nanoGPT-style modules): qkv [B,S,3E] -> Split(axis 2, three E) -> per input
+// Reshape [B,S,H,D] -> Transpose(0,2,1,3). `packed` receives qkv, `index` the Split output this input came from.
+bool trace_split(ir::Value* q, ir::Value** packed, ir::Node** split, int64_t* index, int64_t* heads, int64_t* head_dim) {
+  if (!q || !q->rank_known || q->shape.size() != 4) return false;
+  ir::Node* t = producer_of(q, "Transpose");
+  if (!t || !perm_is(t, {0, 2, 1, 3})) return false;
+  ir::Node* r = producer_of(t->inputs[0], "Reshape");
+  ir::Node* sp = r ? producer_of(r->inputs[0], "Split") : nullptr;
+  if (!sp || sp->outputs.size() != 3) return false;
+  auto axis = sp->attrs.get_int("axis", 0);
+  ir::Value* p = sp->inputs[0];
+  if (!axis.ok() || !p->rank_known || p->shape.size() != 3 || (*axis != 2 && *axis != -1)) return false;
+  int64_t three_e = 0, h = 0, d = 0;
+  if (!static_dim(p->shape[2], &three_e) || three_e % 3 != 0) return false;
+  const int64_t e = three_e / 3;
+  for (ir::Value* o : sp->outputs)  // three equal parts
+    if (!o || !o->rank_known || o->shape.size() != 3 || !o->shape[2].is_static() || o->shape[2].value != e) return false;
+  const ir::Value* rv = r->outputs[0];  // [B,S,H,D]
+  if (!rv->rank_known || rv->shape.size() != 4 || !(rv->shape[0] == p->shape[0]) || !(rv->shape[1] == p->shape[1]) ||
+      !static_dim(rv->shape[2], &h) || !static_dim(rv->shape[3], &d) || h * d != e)
+    return false;
+  *index = std::find(sp->outputs.begin(), sp->outputs.end(), r->inputs[0]) - sp->outputs.begin();
+  *packed = p;
+  *split = sp;
+  *heads = h;
+  *head_dim = d;
+  return true;
+}
+
 ir::Value* typed(ir::Value* v, DataType dt, ops::Shape shape) {
   v->dtype = dt;
   v->shape = std::move(shape);
@@ -124,7 +157,10 @@ class FoldMhaInputTransposes final : public Pass {
       Chain c[3];
       bool ok = true;
       for (int i = 0; i < 3 && ok; ++i) ok = trace(att->inputs[i], &c[i]);
-      if (!ok || c[0].squeezed != c[1].squeezed || c[0].squeezed != c[2].squeezed) continue;
+      if (!ok || c[0].squeezed != c[1].squeezed || c[0].squeezed != c[2].squeezed) {
+        if (rewrite_split(g, att)) ++rewritten;
+        continue;
+      }
       std::vector<bool> seen(3, false);
       for (auto& ci : c) {
         if (ci.index < 0 || ci.index > 2 || seen[ci.index]) ok = false;
@@ -145,24 +181,13 @@ class FoldMhaInputTransposes final : public Pass {
   }
 
  private:
-  static void rewrite(ir::Graph& g, ir::Node* att, Chain* c) {
-    const Chain& k = c[0];
-    ir::Node* proj = k.proj;
-    ir::Value* x = k.x;
-    const DataType dt = proj->outputs[0]->dtype;
-    const ops::Dim b = x->shape[0], s = x->shape[1];
-    const int64_t h = k.heads, d = k.head_dim, e = h * d;
-    const std::string base = att->name + "_qkv";
-    // The projection on x itself: [B, S, 3E].
-    std::vector<ir::Value*> in = proj->inputs;
-    in[0] = x;
-    ir::Node* p = g.add_node(proj->op_type, g.unique_node_name(proj->name + "_bsf"), in, {base + "_proj"}, proj->attrs,
-                             proj->opset, proj->domain);
-    typed(p->outputs[0], dt, {b, s, ops::Dim(3 * e)});
-    // [B, S, 3, H, D] (0: the input's dim), then [3, B, H, S, D].
+  // q, k and v as [B,H,S,D] from a packed [B,S,3E] projection: Reshape [B,S,3,H,D], Transpose to [3,B,H,S,D],
+  // Split, Squeeze. Returns the three parts in packed order.
+  static std::array<ir::Value*, 3> heads_from_packed(ir::Graph& g, ir::Value* packed, const ops::Dim& b,
+                                                     const ops::Dim& s, int64_t h, int64_t d, const std::string& base) {
+    const DataType dt = packed->dtype;
     ir::Value* target = g.add_constant(base + "_shape", Tensor::from_vector<int64_t>({5}, {0, 0, 3, h, d}));
-    ir::Node* r = g.add_node("Reshape", g.unique_node_name(base + "_reshape"), {p->outputs[0], target},
-                             {base + "_5d"}, {}, 14);
+    ir::Node* r = g.add_node("Reshape", g.unique_node_name(base + "_reshape"), {packed, target}, {base + "_5d"}, {}, 14);
     typed(r->outputs[0], dt, {b, s, ops::Dim(3), ops::Dim(h), ops::Dim(d)});
     Attributes pa;
     pa.set("perm", std::vector<int64_t>{2, 0, 3, 1, 4});
@@ -175,14 +200,47 @@ class FoldMhaInputTransposes final : public Pass {
     ir::Node* sp = g.add_node("Split", g.unique_node_name(base + "_split"), {t->outputs[0], sizes},
                               {base + "_q", base + "_k", base + "_v"}, std::move(sa), 13);
     ir::Value* axes = g.add_constant(base + "_axes", Tensor::from_vector<int64_t>({1}, {0}));
-    ir::Value* parts[3];
+    std::array<ir::Value*, 3> parts{};
     for (int i = 0; i < 3; ++i) {
       typed(sp->outputs[i], dt, {ops::Dim(1), b, ops::Dim(h), s, ops::Dim(d)});
       ir::Node* sq = g.add_node("Squeeze", g.unique_node_name(base + "_squeeze"), {sp->outputs[i], axes},
                                 {sp->outputs[i]->name + "_4d"}, {}, 13);
       parts[i] = typed(sq->outputs[0], dt, {b, ops::Dim(h), s, ops::Dim(d)});
     }
+    return parts;
+  }
+
+  static void rewrite(ir::Graph& g, ir::Node* att, Chain* c) {
+    const Chain& k = c[0];
+    ir::Node* proj = k.proj;
+    ir::Value* x = k.x;
+    const ops::Dim b = x->shape[0], s = x->shape[1];
+    const int64_t e = k.heads * k.head_dim;
+    const std::string base = att->name + "_qkv";
+    // The projection on x itself: [B, S, 3E].
+    std::vector<ir::Value*> in = proj->inputs;
+    in[0] = x;
+    ir::Node* p = g.add_node(proj->op_type, g.unique_node_name(proj->name + "_bsf"), in, {base + "_proj"}, proj->attrs,
+                             proj->opset, proj->domain);
+    typed(p->outputs[0], proj->outputs[0]->dtype, {b, s, ops::Dim(3 * e)});
+    auto parts = heads_from_packed(g, p->outputs[0], b, s, k.heads, k.head_dim, base);
     for (int i = 0; i < 3; ++i) g.set_node_input(att, i, parts[c[i].index]);
+  }
+
+  // The Split form: the projection stays, its three parts come from one Transpose.
+  static bool rewrite_split(ir::Graph& g, ir::Node* att) {
+    ir::Value* packed[3];
+    ir::Node* split[3];
+    int64_t index[3], h[3], d[3];
+    for (int i = 0; i < 3; ++i)
+      if (!trace_split(att->inputs[i], &packed[i], &split[i], &index[i], &h[i], &d[i])) return false;
+    if (split[1] != split[0] || split[2] != split[0] || h[1] != h[0] || h[2] != h[0] || d[1] != d[0] || d[2] != d[0])
+      return false;
+    if (index[0] == index[1] || index[0] == index[2] || index[1] == index[2]) return false;
+    ir::Value* p = packed[0];
+    auto parts = heads_from_packed(g, p, p->shape[0], p->shape[1], h[0], d[0], att->name + "_qkv");
+    for (int i = 0; i < 3; ++i) g.set_node_input(att, i, parts[index[i]]);
+    return true;
   }
 };
 

@@ -818,3 +818,34 @@ TEST(FoldMhaInputTransposes, TorchPackedProjectionReadsThroughOneTranspose) {
   EXPECT_EQ(count(*fused, "Add"), 0) << "the residual is in out_proj's epilogue\n" << ir::print(*fused);
   EXPECT_EQ(count(*fused, "FusedMatMul"), 2);
 }
+
+// nanoGPT-style attention: qkv [B,S,3E] -> Split(axis 2) -> Reshape [B,S,H,D] -> Transpose (K^T for k).
+TEST(FoldMhaInputTransposes, SplitOfPackedProjection) {
+  const int64_t B = 2, S = 6, H = 2, D = 4, E = H * D;
+  Net n;
+  ir::Value* x = n.input("x", {B, S, E});
+  ir::Value* qkv = n.op("Add", {n.op("MatMul", {x, n.weight({E, 3 * E})}), n.weight({3 * E})});
+  Attributes ax;
+  ax.set("axis", int64_t{2});
+  ir::Node* sp = n.g->add_node("Split", "split", {qkv, n.c(Tensor::from_vector<int64_t>({3}, {E, E, E}))},
+                               {"q0", "k0", "v0"}, ax, 13);
+  auto heads = [&](ir::Value* part, std::vector<int64_t> perm) {
+    Attributes t;
+    t.set("perm", perm);
+    return n.op("Transpose", {n.op("Reshape", {part, n.c(Tensor::from_vector<int64_t>({4}, {B, S, H, D}))})}, t);
+  };
+  ir::Value* q = heads(sp->outputs[0], {0, 2, 1, 3});
+  ir::Value* kt = heads(sp->outputs[1], {0, 2, 3, 1});
+  ir::Value* v = heads(sp->outputs[2], {0, 2, 1, 3});
+  ir::Value* s = n.op("Mul", {n.op("MatMul", {q, kt}), n.scalar(0.5f)});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  n.output(n.op("MatMul", {n.op("Softmax", {s}, sm), v}));
+  auto fused = fuse_and_compare(n,
+                                list_of(passes::make_fuse_attention(), passes::make_fuse_matmul_epilogue(),
+                                        passes::make_fold_mha_input_transposes()),
+                                {random({B, S, E}, 41)});
+  ASSERT_NE(find(*fused, "FusedAttention"), nullptr) << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Transpose"), 1) << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Split"), 1) << "the [3,B,H,S,D] split replaces the [B,S,3E] one\n" << ir::print(*fused);
+}
