@@ -49,7 +49,10 @@ KILN_REGISTER_OP(FusedMatMul) {
   s.domain = "kiln";
   s.min_inputs = 2;
   s.max_inputs = 4;  // A, B, bias (optional, [N]), residual (optional, the output's shape)
-  s.attrs = {{"alpha", AttrType::kFLOAT}, {"activation", AttrType::kSTRING}, {"trans_b", AttrType::kINT}};
+  // residual_first = 1: y = act(alpha * A.op(B) + bias + residual) (a convolution's order, and cuBLASLt's own: its
+  // C is added before the epilogue's activation); 0 (default): y = act(alpha * A.op(B) + bias) + residual.
+  s.attrs = {{"alpha", AttrType::kFLOAT}, {"activation", AttrType::kSTRING}, {"trans_b", AttrType::kINT},
+             {"residual_first", AttrType::kINT}};
   s.dtypes = {DataType::kFLOAT, DataType::kDOUBLE, DataType::kHALF, DataType::kBF16};
   s.infer = [](InferContext& ctx) -> Status {
     KILN_RETURN_IF_ERROR(parse_act(ctx.attrs()).status());
@@ -97,6 +100,7 @@ KILN_REGISTER_OP(FusedMatMul) {
     KILN_ASSIGN_OR_RETURN(EpilogueAct act, parse_act(ctx.attrs()));
     KILN_ASSIGN_OR_RETURN(float alpha, ctx.attrs().get_float("alpha", 1.0f));
     KILN_ASSIGN_OR_RETURN(int64_t tb, ctx.attrs().get_int("trans_b", 0));
+    KILN_ASSIGN_OR_RETURN(int64_t residual_first, ctx.attrs().get_int("residual_first", 0));
     const Tensor& a = ctx.input(0);
     const DataType dt = a.dtype();
     const bool wide = dt == DataType::kDOUBLE;
@@ -135,8 +139,9 @@ KILN_REGISTER_OP(FusedMatMul) {
     for (int64_t i = 0; i < total; ++i) {
       double v = alpha * yp[i];
       if (bias.defined()) v += bias.get_f64(i % n);
+      if (res.defined() && residual_first) v += res.get_f64(i);
       v = apply_act(act, v);
-      if (res.defined()) v += res.get_f64(i);
+      if (res.defined() && !residual_first) v += res.get_f64(i);
       yp[i] = v;
     }
     ctx.set_output(0, y.cast(dt));

@@ -106,12 +106,14 @@ class Conv1x1AsGemm final : public Pass {
       in.push_back(n->inputs.size() > 2 ? n->inputs[2] : nullptr);
       if (n->inputs.size() > 3 && n->inputs[3]) in.push_back(n->inputs[3]);
       while (in.size() > 2 && !in.back()) in.pop_back();
-      // FusedConv adds the residual before its activation, FusedMatMul after; FusedMatMul's epilogue knows ReLU and
-      // GELU only. Otherwise the activation follows as ONNX nodes, which fuse_pointwise turns into one kernel.
-      const char* own = in.size() > 3 ? (ep.act == ops::Activation::kNone ? "none" : nullptr) : gemm_epilogue(ep.act);
+      // FusedConv adds the residual before its activation: FusedMatMul does too with residual_first (cuBLASLt's
+      // C). Its epilogue knows ReLU and GELU only; other activations follow as ONNX nodes, which fuse_pointwise
+      // turns into one kernel.
+      const char* own = gemm_epilogue(ep.act);
       Attributes a;
       a.set("trans_b", int64_t{1});
       a.set("activation", std::string(own ? own : "none"));
+      if (in.size() > 3) a.set("residual_first", int64_t{1});
       ir::Value* y = n->outputs[0];
       ir::Node* mm = g.add_node("FusedMatMul", g.unique_node_name(n->name + "_gemm"), in, {y->name + "_gemm"},
                                 std::move(a), 1, "kiln");

@@ -196,7 +196,7 @@ TEST(GpuTransformer, FusedMatMulEveryEpilogue) {
   KILN_REQUIRE_GPU();
   for (const char* act : {"none", "relu", "gelu_erf", "gelu_tanh"})
     for (int bias = 0; bias < 2; ++bias)
-      for (int res = 0; res < 2; ++res)
+      for (int res = 0; res < 3; ++res)  // 2: the residual before the activation (residual_first, cuBLASLt's C)
         for (const Precision& pr : kPrecisions) {
           SCOPED_TRACE(std::string(act) + " bias " + std::to_string(bias) + " res " + std::to_string(res) + " " +
                        pr.name);
@@ -210,6 +210,7 @@ TEST(GpuTransformer, FusedMatMulEveryEpilogue) {
           c.build = [&, a, bias, res](ir::Graph& g, const std::vector<ir::Value*>& in) {
             Attributes at;
             at.set("activation", Attribute(a));
+            if (res == 2) at.set("residual_first", Attribute(int64_t{1}));
             std::vector<ir::Value*> ins = {in[0], weight(g, {96, 64}, 22, 0.2)};
             ins.push_back(bias ? weight(g, {64}, 23, 1) : nullptr);
             if (res) ins.push_back(in[1]);

@@ -420,6 +420,7 @@ Status gemm_run(KernelArgs& args) {
 struct FusedState {
   Dims a_shape, b_shape;
   bool has_bias = false, has_res = false;
+  bool residual_first = false;  // act(AB + bias + residual): cuBLASLt's C takes the residual under any epilogue
   float alpha = 1;
   EpiAct act = EpiAct::kNone;
   bool lt_bias = false, lt_res = false;  // bias by the epilogue, residual as cuBLASLt's C
@@ -452,10 +453,12 @@ Status fused_plan(const KernelArgs& args, FusedState& st, bool plain) {
     s.tb = true;
     s.ldb = s.k;  // stored [N, K]
   }
-  const bool res_free = !st.has_res;
+  // A residual added before the activation is cuBLASLt's C (beta 1), in the plain GEMM too; one added after the
+  // activation can be C only when there is no activation.
+  const bool res_free = !st.has_res || st.residual_first;
   cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
   st.lt_bias = st.has_bias && !plain;
-  st.lt_res = false;
+  st.lt_res = st.has_res && st.residual_first;
   st.kernel_act = st.act;
   if (!plain) {
     if (st.act == EpiAct::kNone) {
@@ -506,6 +509,8 @@ Status fused_matmul_run(KernelArgs& args) {
     fresh->b_shape = B.shape;
     fresh->has_bias = args.has_input(2);
     fresh->has_res = args.has_input(3);
+    KILN_ASSIGN_OR_RETURN(int64_t rf, args.attrs().get_int("residual_first", 0));
+    fresh->residual_first = rf != 0;
     KILN_ASSIGN_OR_RETURN(fresh->alpha, args.attrs().get_float("alpha", 1.0f));
     KILN_ASSIGN_OR_RETURN(fresh->act, parse_act(args.attrs()));
     KILN_RETURN_IF_ERROR(fused_plan(args, *fresh, false));
@@ -515,7 +520,11 @@ Status fused_matmul_run(KernelArgs& args) {
   const int64_t n = Y.shape.back();
   const void* bias = st->has_bias ? args.in[2].data : nullptr;
   const void* res = st->has_res ? args.in[3].data : nullptr;
-  if (st->mm.k == 0) {  // an empty sum: the epilogue of zeros
+  if (st->mm.k == 0) {  // an empty sum: the epilogue of zeros (or of the residual, when it comes first)
+    if (res && st->residual_first) {
+      KILN_CUDA_CHECK(cudaMemcpyAsync(Y.data, res, Y.nbytes(), cudaMemcpyDeviceToDevice, args.stream));
+      return launch_matmul_epilogue(Y.dtype, Y.data, bias, nullptr, Y.numel(), n, st->act, args.stream);
+    }
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
     return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
   }
