@@ -69,6 +69,20 @@ def parse_lines(text):
     return results
 
 
+# Generators whose reference data came from numpy's random streams: Kiln's draws differ, so their value
+# comparisons fail, and with a different element count each run (unseeded). They stay failures, with one stable
+# reason, so that docs/operators.md does not change from run to run.
+RANDOM_OPS = {"Bernoulli", "RandomUniformLike", "RandomNormalLike", "RandomUniform", "RandomNormal", "Multinomial"}
+
+
+def stable_random_reason(r):
+    ops = set(r.get("ops") or [])
+    training_dropout = "Dropout" in ops and "training" in r.get("name", "")
+    if r.get("status") == "fail" and r.get("stage") == "compare" and (ops & RANDOM_OPS or training_dropout):
+        r["reason"] = ("random output: Kiln's generator is not numpy's, whose draws the reference data holds, so the "
+                       "values cannot match")
+
+
 def missing_result(test_dir, reason):
     return {"name": os.path.basename(test_dir), "dir": test_dir, "status": "fail", "stage": "run",
             "reason": reason, "ops": [], "dtypes": [], "opset": 0, "time_ms": 0, "datasets": 0}
@@ -161,6 +175,7 @@ def main(argv=None):
         for d in dirs:
             r = results.get(d) or missing_result(d, "no result")
             r["suite"] = suite
+            stable_random_reason(r)
             tests.append(r)
         c = Counter(results[d]["status"] for d in dirs if d in results)
         print(f"[{suite}] {len(dirs)} tests: {c['pass']} passed, {c['fail']} failed, {c['skip']} skipped", flush=True)
