@@ -12,6 +12,7 @@
 #include "builder/pointwise_codegen.h"
 #include "kiln/runtime.h"
 #include "runtime/engine_plan.h"
+#include "graph_test_util.h"
 #include "ir/graph.h"
 #include "ops/pointwise_program.h"
 #include "passes/pass_manager.h"
@@ -47,29 +48,8 @@ Status optimize(ir::Graph& g, DataType precision, bool fuse) {
   return pm.run(g, ctx);
 }
 
-// Runs the graph node by node on the reference kernels; returns the graph outputs in order.
-std::vector<Tensor> run(const ir::Graph& g, const std::vector<Tensor>& inputs) {
-  std::map<const ir::Value*, Tensor> vals;
-  for (size_t i = 0; i < inputs.size(); ++i) vals[g.inputs()[i]] = inputs[i];
-  for (auto& n : g.nodes()) {
-    std::vector<const Tensor*> in;
-    for (auto* v : n->inputs) {
-      if (!v) { in.push_back(nullptr); continue; }
-      if (v->is_constant()) vals[v] = *v->constant;
-      in.push_back(&vals.at(v));
-    }
-    std::vector<Tensor> out(n->outputs.size());
-    ops::ComputeContext c(n->attrs, n->opset ? n->opset : g.opset(), in, &out);
-    const ops::OpSchema* s = ops::OpRegistry::instance().find(n->op_type, n->domain);
-    EXPECT_NE(s, nullptr) << n->op_type;
-    Status st = s->compute(c);
-    EXPECT_TRUE(st.ok()) << n->name << ": " << st.message();
-    for (size_t k = 0; k < out.size(); ++k) vals[n->outputs[k]] = out[k];
-  }
-  std::vector<Tensor> r;
-  for (auto* v : g.outputs()) r.push_back(vals.at(v));
-  return r;
-}
+// The shared reference runner (graph_test_util.h), under the name these tests use.
+constexpr auto run = &test::run_reference;
 
 int count(const ir::Graph& g, const std::string& op) {
   int c = 0;

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "builder/engine_writer.h"
+#include "graph_test_util.h"
 #include "ir/graph.h"
 #include "kiln/runtime.h"
 #include "passes/pass_manager.h"
@@ -70,33 +71,8 @@ passes::PassList list_of(P... p) {
   return l;
 }
 
-// Runs the graph node by node on the reference kernels (kiln-domain ops included).
-std::vector<Tensor> run(const ir::Graph& g, const std::vector<Tensor>& inputs) {
-  std::map<const ir::Value*, Tensor> vals;
-  for (size_t i = 0; i < inputs.size(); ++i) vals[g.inputs()[i]] = inputs[i];
-  for (auto& n : g.nodes()) {
-    std::vector<const Tensor*> in;
-    for (auto* v : n->inputs) {
-      if (!v) {
-        in.push_back(nullptr);
-        continue;
-      }
-      if (v->is_constant()) vals[v] = *v->constant;
-      in.push_back(&vals.at(v));
-    }
-    std::vector<Tensor> out(n->outputs.size());
-    ops::ComputeContext cc(n->attrs, n->opset ? n->opset : g.opset(), in, &out);
-    const ops::OpSchema* s = ops::OpRegistry::instance().find(n->op_type, n->domain);
-    EXPECT_NE(s, nullptr) << n->op_type;
-    if (!s) return {};
-    Status st = s->compute(cc);
-    EXPECT_TRUE(st.ok()) << n->op_type << ": " << st.message();
-    for (size_t k = 0; k < out.size(); ++k) vals[n->outputs[k]] = out[k];
-  }
-  std::vector<Tensor> r;
-  for (auto* v : g.outputs()) r.push_back(vals.at(v));
-  return r;
-}
+// The shared reference runner (graph_test_util.h), under the name these tests use.
+constexpr auto run = &test::run_reference;
 
 void expect_close(const std::vector<Tensor>& want, const std::vector<Tensor>& got, double tol) {
   ASSERT_EQ(want.size(), got.size());
