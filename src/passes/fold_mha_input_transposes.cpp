@@ -13,14 +13,11 @@
 namespace kiln::passes {
 namespace {
 
+using match::perm_is;
+
 ir::Node* producer_of(const ir::Value* v, const char* op) {
   if (!v || !v->producer || !v->producer->domain.empty() || v->producer->op_type != op) return nullptr;
   return v->producer;
-}
-
-bool perm_is(const ir::Node* n, const std::vector<int64_t>& want) {
-  auto p = n->attrs.get_ints("perm");
-  return p.ok() && *p == want;
 }
 
 // The int64 values of a constant input (Squeeze/Unsqueeze axes, Gather index), or the attribute of older opsets.

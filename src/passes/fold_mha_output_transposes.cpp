@@ -11,12 +11,9 @@
 namespace kiln::passes {
 namespace {
 
-namespace m = match;
+using match::perm_is;
 
-bool perm_is(const ir::Node* n, const std::vector<int64_t>& want) {
-  auto p = n->attrs.get_ints("perm");
-  return p.ok() && *p == want;
-}
+namespace m = match;
 
 bool shape_is(const ir::Value* v, size_t rank) { return v && v->rank_known && v->shape.size() == rank; }
 

@@ -1,5 +1,6 @@
 // fold_transposes pass: a Transpose of a Transpose (the inner one read by nothing else) becomes one Transpose with
 // the composed permutation, or nothing when they cancel. Each Transpose left in an engine is a copy of its tensor.
+#include "passes/fusion_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
@@ -44,22 +45,15 @@ class FoldTransposes final : public Pass {
         g.replace_all_uses(y, x);
         return true;
       }
-      // One Transpose from x, producing y itself (its name may be a network output).
+      // One Transpose from x in y's place (y's name may be a network output).
       Attributes a;
       a.set("perm", p);
-      ir::Node* t = g.add_node("Transpose", g.unique_node_name(outer->name + "_folded"), {x}, {y->name + "_folded"},
-                               std::move(a), outer->opset);
-      m::record_fusion(t, {inner, outer});
-      ir::Value* tmp = t->outputs[0];
-      g.remove_node(outer);
-      t->outputs[0] = y;
-      y->producer = t;
-      g.remove_value(tmp);
-      g.rebuild_links();
+      fusion::replace_with_node(g, y, "Transpose", "", {x}, std::move(a), outer->opset, outer->name + "_folded");
       return true;
     });
     ctx.changes += n;
-    if (n) KILN_RETURN_IF_ERROR(g.topo_sort());  // the folded Transposes were appended after their readers
+    // The replaced pairs are left for dead_code_elimination; the folded Transposes were appended after their readers.
+    if (n) KILN_RETURN_IF_ERROR(g.topo_sort());
     if (n) ctx.verbose("fold_transposes: " + std::to_string(n) + " Transpose pairs folded");
     return Status::Ok();
   }

@@ -102,6 +102,12 @@ Pattern either(std::vector<Pattern> alternatives) {
   });
 }
 
+bool perm_is(const ir::Node* n, const std::vector<int64_t>& perm) {
+  if (!n || n->op_type != "Transpose" || !n->domain.empty()) return false;
+  auto p = n->attrs.get_ints("perm");
+  return p.ok() && *p == perm;
+}
+
 bool is_graph_output(const ir::Graph& g, const ir::Value* v) {
   return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
 }

@@ -59,6 +59,8 @@ Pattern commutative(std::string op_type, Pattern a, Pattern b);
 Pattern either(std::vector<Pattern> alternatives);
 
 bool is_graph_output(const ir::Graph& g, const ir::Value* v);
+// Whether n is a Transpose with exactly this perm attribute.
+bool perm_is(const ir::Node* n, const std::vector<int64_t>& perm);
 // Float value of a one-element (or all-equal) constant, if v is one.
 std::optional<double> constant_scalar(const ir::Value* v);
 

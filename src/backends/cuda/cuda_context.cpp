@@ -193,7 +193,7 @@ class CudaContext final : public runtime::DeviceContext {
   void fill_args(Step& s, const std::vector<void*>& io, KernelArgs& a) const;
   // The layer's identity for the timing cache: op, types, shapes and attributes at the prepared shapes.
   std::string signature(const runtime::PlanNode& n) const;
-  // Device buffers for every I/O tensor at the prepared shapes (the host path's, grown on demand).
+  // Device buffers for every I/O tensor at the prepared shapes (the host path's and the tuner's, grown on demand).
   Result<std::vector<void*>> io_buffers();
   // Refuses null, host, other-GPU and too-small bindings before any launch. The driver queries cost about a
   // microsecond each, so bindings are checked again only when an address or the shapes change.
@@ -711,22 +711,10 @@ Status CudaContext::run_host(const std::vector<Tensor>& inputs, std::vector<Tens
     cpu::CpuExecutor ex(plan);
     return ex.run(inputs, outputs);
   }
-  host_io_.resize(plan.io.size());
-  std::vector<void*> io(plan.io.size(), nullptr);
-  auto buffer = [&](int i, size_t bytes) -> Status {
-    Buf& b = host_io_[i];
-    if (b.bytes < bytes || !b.ptr) {
-      if (b.ptr) cudaFree(b.ptr);
-      b = Buf{};
-      KILN_RETURN_IF_ERROR(device_alloc(&b.ptr, std::max<size_t>(bytes, 256), "the I/O buffer of '" + plan.io[i].name + "'"));
-      b.bytes = std::max<size_t>(bytes, 256);
-    }
-    io[i] = b.ptr;
-    return Status::Ok();
-  };
+  // prepare() resolved every I/O shape: one device buffer each, grown on demand and kept for later runs.
+  KILN_ASSIGN_OR_RETURN(std::vector<void*> io, io_buffers());
   for (size_t k = 0; k < plan.inputs.size(); ++k) {
     int i = plan.inputs[k];
-    KILN_RETURN_IF_ERROR(buffer(i, inputs[k].nbytes()));
     if (inputs[k].nbytes())
       KILN_CUDA_CHECK(cudaMemcpyAsync(io[i], inputs[k].raw(), inputs[k].nbytes(), cudaMemcpyHostToDevice, stream_));
   }
@@ -734,7 +722,6 @@ Status CudaContext::run_host(const std::vector<Tensor>& inputs, std::vector<Tens
   for (int o : plan.outputs) {
     int v = plan.io[o].value;
     outputs->emplace_back(plan.values[v].dtype, dims_[v]);
-    KILN_RETURN_IF_ERROR(buffer(o, outputs->back().nbytes()));
   }
   KILN_RETURN_IF_ERROR(enqueue(io, stream_));
   for (size_t k = 0; k < plan.outputs.size(); ++k) {
