@@ -137,7 +137,9 @@ struct Context {
     }();
     std::vector<py::tuple> result;
     for (auto& [name, t] : take(std::move(r))) {
-      py::array_t<uint8_t> raw(static_cast<py::ssize_t>(t.data.size()));
+      // Explicit strides: pybind11 < 2.12 computes default strides from NumPy 1's descriptor layout, which NumPy 2
+      // changed (the device's NumPy 2 got a non-contiguous byte array that .view() refused).
+      py::array_t<uint8_t> raw({static_cast<py::ssize_t>(t.data.size())}, {py::ssize_t{1}});
       if (!t.data.empty()) std::memcpy(raw.mutable_data(), t.data.data(), t.data.size());
       result.push_back(py::make_tuple(name, raw, dims_to_tuple(t.dims), t.dtype));
     }

@@ -41,7 +41,7 @@ def gpu_setup(tmp_path_factory):
 
 
 def run_gpu(setup, name, *args, iterations=20, duration=0):
-    out_json = setup["dir"] / f"{name}.json"
+    out_json = setup["dir"] / f"{name}_outputs.json"
     proc = run_kiln(f"--loadEngine={setup['engine']}", "--device=cuda", "--shapes=x:4x8",
                     f"--loadInputs=x:{setup['xfile']}", f"--exportOutput={out_json}", f"--iterations={iterations}",
                     "--warmUp=0", f"--duration={duration}", *args, check=True)

@@ -36,7 +36,8 @@ def build(backend, fp16=False, network_fn=relu_network, shapes=((1, 8), (4, 8), 
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
-    profile.set_shape(network.get_input(0).name, *shapes)
+    for i in range(network.num_inputs):
+        profile.set_shape(network.get_input(i).name, *shapes)
     config.add_optimization_profile(profile)
     return trt.Runtime(logger).deserialize_cuda_engine(builder.build_serialized_network(network, config))
 
