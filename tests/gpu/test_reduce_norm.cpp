@@ -226,6 +226,11 @@ TEST(GpuNorm, LayerNormalization) {
       {{2, 5000}, -1, {5000}, true},      // block per row
       {{3, 7}, 0, {3, 7}, true},
       {{6, 1}, -1, {1}, true},
+      // The register-resident vector path (rows of 32 * VPT 16-byte vectors, dense parameters): VPT 1-4.
+      {{3, 37, 768}, -1, {768}, true},
+      {{130, 512}, -1, {512}, false},
+      {{2, 3, 1024}, -1, {1024}, true},
+      {{2, 3, 384}, -1, {384}, true},  // 384 halves: 1.5 vectors per lane, the general kernel
   };
   uint32_t seed = 80;
   for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
