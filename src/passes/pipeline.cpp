@@ -49,6 +49,8 @@ PassList cuda_pipeline() {
   p.push_back(make_layout_nhwc());
   // On NHWC tensors a 1x1 convolution is a GEMM: cuBLASLt runs it (bias/ReLU/residual in its epilogue).
   p.push_back(make_conv1x1_as_gemm());
+  // The input's Cast + Transpose + channel Pad that lowering and layout_nhwc left: one kiln::ToNhwc pass.
+  p.push_back(make_fuse_input_layout());
   // Last: the chains to fuse include the Casts that lowering inserted, and every other fusion has taken its nodes.
   p.push_back(make_fuse_pointwise());
   // Values only the fused nodes read (converted constants, internal results) are gone with them.

@@ -130,6 +130,58 @@ TEST(LayoutNhwc, MobilenetAndEfficientnetStyleBlocks) {
   expect_same(*before, g, {random_f32({1, 8, 10, 10}, 60)});
 }
 
+TEST(FuseInputLayout, StemCastTransposeAndPadBecomeOneToNhwc) {
+  // A 3-channel stem: lowering casts the float32 input, layout_nhwc transposes it and pads it to 8 channels.
+  ir::Graph g;
+  ir::Value* x = graph_input(g, "x", {2, 3, 9, 11});
+  g.outputs().push_back(op1(g, "Relu", {conv(g, x, 3, 16, 3, 80, 1, 2)}));
+  std::unique_ptr<ir::Graph> before;
+  lower_and_layout(g, &before);
+  if (HasFatalFailure()) return;
+  ASSERT_EQ(count_ops(g, "Pad"), 1) << ir::print(g);
+  ASSERT_EQ(count_ops(g, "Transpose"), 2) << ir::print(g);  // in, and out to NCHW
+  auto after_layout = g.clone();
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  passes::PassList l;
+  l.push_back(passes::make_fuse_input_layout());
+  ASSERT_TRUE(run_passes(g, std::move(l), o).ok());
+  EXPECT_EQ(count_ops(g, "ToNhwc"), 1) << ir::print(g);
+  EXPECT_EQ(count_ops(g, "Pad"), 0);
+  EXPECT_EQ(count_ops(g, "Transpose"), 1);  // the output's, back to NCHW: 16 channels, a plain transpose
+  for (auto& n : g.nodes())
+    if (n->op_type == "ToNhwc") {
+      EXPECT_EQ(n->inputs[0]->dtype, DataType::kFLOAT);  // the Cast went in
+      EXPECT_EQ(n->outputs[0]->dtype, DataType::kHALF);
+      EXPECT_EQ(n->attrs.get_int("channels").value(), 8);
+    }
+  // Bit-identical to the three layers it replaced (same roundings), and close to the float32 graph.
+  Tensor in = random_f32({2, 3, 9, 11}, 81);
+  auto a = run_reference(*after_layout, {in});
+  auto b = run_reference(g, {in});
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  expect_close(b[0], a[0], 0, 0);
+  expect_same(*before, g, {in});
+}
+
+TEST(FuseInputLayout, LeavesWideTransposesAlone) {
+  ir::Graph g;
+  ir::Value* x = graph_input(g, "x", {1, 64, 4, 4});
+  Attributes p;
+  p.set("perm", std::vector<int64_t>{0, 2, 3, 1});
+  g.outputs().push_back(op1(g, "Relu", {op1(g, "Transpose", {x}, p)}));
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  passes::PassList l;
+  l.push_back(passes::make_shape_inference());
+  l.push_back(passes::make_fuse_input_layout());
+  ASSERT_TRUE(run_passes(g, std::move(l), o).ok());
+  EXPECT_EQ(count_ops(g, "ToNhwc"), 0);  // 256 bytes per pixel: the tiled transpose's job
+  EXPECT_EQ(count_ops(g, "Transpose"), 1);
+}
+
 TEST(LayoutNhwc, LeavesFloat32AndTheCpuPipelineAlone) {
   ir::Graph g;
   ir::Value* x = graph_input(g, "x", {1, 4, 6, 6});
@@ -204,7 +256,9 @@ TEST(CnnPipeline, ImportedCnnThroughTheCudaPassesFp16) {
   EXPECT_GT(gemm_convs, 0);
   EXPECT_EQ(count_ops(*cuda, "FusedConv") + gemm_convs, convs);
   EXPECT_EQ(count_ops(*cuda, "BatchNormalization"), 0);
-  EXPECT_EQ(count_ops(*cuda, "Transpose"), 1) << ir::print(*cuda);
+  // The one conversion into channels-last, at the input, is a kiln::ToNhwc (with the lowering Cast and padding).
+  EXPECT_EQ(count_ops(*cuda, "Transpose"), 0) << ir::print(*cuda);
+  EXPECT_EQ(count_ops(*cuda, "ToNhwc"), 1) << ir::print(*cuda);
   for (auto& n : cuda->nodes())
     if (n->op_type == "FusedConv") {
       EXPECT_EQ(n->attrs.get_string("layout", "").value(), "NHWC") << n->name;

@@ -254,6 +254,30 @@ Status dispatch_float(DataType dt, const char* what, F&& f) {
   return Status::Ok();
 }
 
+
+// kiln ToNhwc: a thread per pixel (n, h, w) reads its C values (coalesced across the warp's neighbouring pixels),
+// converts them and writes the pixel's `cout` channels, zero-padded; with cout * sizeof(TO) == 16 as one
+// 16-byte store (8 half channels: the padded stem of a CNN).
+template <typename TI, typename TO, bool kVec16>
+__global__ void to_nhwc_kernel(const TI* __restrict__ x, TO* __restrict__ y, int64_t pixels, int64_t hw, int c,
+                               int cout) {
+  KILN_GRID_STRIDE(i, pixels) {
+    const int64_t n = i / hw, p = i - n * hw;
+    const TI* xs = x + n * c * hw + p;
+    if constexpr (kVec16) {
+      constexpr int E = 16 / sizeof(TO);
+      uint4 raw;
+      TO* t = reinterpret_cast<TO*>(&raw);
+#pragma unroll
+      for (int k = 0; k < E; ++k) t[k] = from_f<TO>(k < c ? to_f(xs[k * hw]) : 0.f);
+      reinterpret_cast<uint4*>(y)[i] = raw;
+    } else {
+      TO* yd = y + i * cout;
+      for (int k = 0; k < cout; ++k) yd[k] = from_f<TO>(k < c ? to_f(xs[k * hw]) : 0.f);
+    }
+  }
+}
+
 }  // namespace
 
 Status launch_broadcast_2d(DataType dt, const void* c, int64_t cs0, int64_t cs1, void* y, int64_t m, int64_t n,
@@ -350,6 +374,27 @@ Status launch_global_pool(DataType dt, PoolMode mode, const void* x, void* y, in
     global_pool_kernel<T><<<blocks_for(planes, kThreads / 32), kThreads, 0, stream>>>(
         static_cast<const T*>(x), static_cast<T*>(y), planes, size, mode == PoolMode::kMax);
   });
+}
+
+Status launch_to_nhwc(DataType in_dt, DataType out_dt, const void* x, void* y, int64_t n, int64_t c, int64_t hw,
+                      int64_t cout, cudaStream_t stream) {
+  const int64_t pixels = n * hw;
+  if (pixels == 0 || cout == 0) return Status::Ok();
+  Status inner = Status::Ok();
+  Status outer = dispatch_float(in_dt, "ToNhwc", [&](auto in_tag) {
+    using TI = decltype(in_tag);
+    inner = dispatch_float(out_dt, "ToNhwc", [&](auto out_tag) {
+      using TO = decltype(out_tag);
+      const bool vec = cout * static_cast<int64_t>(sizeof(TO)) == 16 && reinterpret_cast<uintptr_t>(y) % 16 == 0;
+      if (vec)
+        to_nhwc_kernel<TI, TO, true><<<blocks_for(pixels), kThreads, 0, stream>>>(
+            static_cast<const TI*>(x), static_cast<TO*>(y), pixels, hw, static_cast<int>(c), static_cast<int>(cout));
+      else
+        to_nhwc_kernel<TI, TO, false><<<blocks_for(pixels), kThreads, 0, stream>>>(
+            static_cast<const TI*>(x), static_cast<TO*>(y), pixels, hw, static_cast<int>(c), static_cast<int>(cout));
+    });
+  });
+  return outer.ok() ? inner : outer;
 }
 
 }  // namespace kiln::cuda

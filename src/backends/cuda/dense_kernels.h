@@ -65,4 +65,9 @@ Status launch_pool(DataType dt, PoolMode mode, bool count_include_pad, const voi
 Status launch_global_pool(DataType dt, PoolMode mode, const void* x, void* y, int64_t planes, int64_t size,
                           cudaStream_t stream);
 
+// kiln ToNhwc: y[n, p, k] = convert(x[n, k, p]) for k < c, 0 for c <= k < cout; x is [n, c, hw], y [n, hw, cout].
+// Float, half or bfloat16 on either side.
+Status launch_to_nhwc(DataType in_dt, DataType out_dt, const void* x, void* y, int64_t n, int64_t c, int64_t hw,
+                      int64_t cout, cudaStream_t stream);
+
 }  // namespace kiln::cuda
