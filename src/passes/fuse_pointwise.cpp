@@ -159,7 +159,12 @@ class FusePointwise final : public Pass {
       ir::Node* seed = *it;
       if (gone.count(seed) || !fusable(*seed, g.opset())) continue;
       std::vector<ir::Node*> members = grow(g, seed);
-      if (members.size() < 2) continue;
+      // A lone Clip too: with its two bound inputs the generic kernel takes the broadcasting path (index
+      // arithmetic per element), where the Pointwise kernel folds the bounds in (ReLU6 after a 1x1 GEMM).
+      const DataType st = seed->outputs[0]->dtype;
+      const bool lone_clip = seed->op_type == "Clip" &&
+                             (st == DataType::kFLOAT || st == DataType::kHALF || st == DataType::kBF16);
+      if (members.size() < 2 && !lone_clip) continue;
       for (ir::Node* m : members) gone.insert(m);
       // Later groups see this one as a single node, so their cycle checks cover paths through it.
       KILN_ASSIGN_OR_RETURN(bool fused, rewrite(g, members, ctx));
