@@ -333,3 +333,32 @@ TEST(FusePointwise, ShapeArithmeticIsLeftToTheHost) {
   EXPECT_EQ(count(g, "Equal"), 1) << ir::print(g);
   EXPECT_EQ(count(g, "Pointwise"), 1) << "the float Add + Relu still fuse\n" << ir::print(g);
 }
+
+TEST(FusePointwise, LoneFloatClipBecomesPointwise) {
+  // ReLU6 after a GEMM, with nothing else to fuse: a Pointwise kernel with its bounds folded in; an integer Clip
+  // keeps the elementwise kernel.
+  for (DataType dt : {DataType::kFLOAT, DataType::kINT32}) {
+    SCOPED_TRACE(dtype_name(dt));
+    auto build = [&](ir::Graph& g) {
+      g.set_opset(17);
+      ir::Value* x = pwtest::input(g, "x", dt, {3, 5, 7});
+      ir::Value* lo = g.add_constant("lo", Tensor::from_vector<float>({}, {0.f}).cast(dt));
+      ir::Value* hi = g.add_constant("hi", Tensor::from_vector<float>({}, {6.f}).cast(dt));
+      g.outputs().push_back(g.add_node("Clip", "relu6", {x, lo, hi}, {"y"}, {}, 17)->outputs[0]);
+    };
+    ir::Graph fused, plain;
+    build(fused);
+    build(plain);
+    ASSERT_TRUE(optimize(fused, DataType::kFLOAT, true).ok());
+    ASSERT_TRUE(optimize(plain, DataType::kFLOAT, false).ok());
+    const bool is_float = dt == DataType::kFLOAT;
+    EXPECT_EQ(count(fused, "Pointwise"), is_float ? 1 : 0) << ir::print(fused);
+    EXPECT_EQ(count(fused, "Clip"), is_float ? 0 : 1);
+    Tensor in = Tensor::from_vector<float>({3, 5, 7}, [] {
+      std::vector<float> v(105);
+      for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>(static_cast<int>(i % 17) - 5) * 0.75f;
+      return v;
+    }()).cast(dt);
+    expect_close(run(plain, {in}), run(fused, {in}), 0, "lone Clip");
+  }
+}
