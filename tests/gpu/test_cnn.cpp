@@ -201,35 +201,44 @@ TEST(GpuCnn, FusedConvShapesAndOptionalInputs) {
   for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) fused_conv_case(asym, "NCHW", dt, silu);
 }
 
+// One kiln-domain node of one input, shape-inferred, run on the CPU reference and on the GPU (where all of it
+// must run: no host layers).
+void run_kiln_node(const std::string& op, const Attributes& attrs, const Tensor& x_data, Tensor* cpu, Tensor* gpu) {
+  ir::Graph g;
+  ir::Value* x = g.add_value("x");
+  x->dtype = x_data.dtype();
+  for (int64_t d : x_data.shape()) x->shape.push_back(ops::Dim(d));
+  x->rank_known = true;
+  g.inputs().push_back(x);
+  g.outputs().push_back(g.add_node(op, "layer", {x}, {"y"}, attrs, 1, "kiln")->outputs[0]);
+  Quiet quiet;
+  passes::PassContext ctx(quiet);
+  ASSERT_TRUE(passes::make_shape_inference()->apply(g, ctx).ok());
+  std::string host;
+  auto c = run_graph(g, Backend::kCPU, {x_data}, nullptr);
+  auto d = run_graph(g, Backend::kCUDA, {x_data}, &host);
+  EXPECT_TRUE(host.empty()) << host;
+  ASSERT_EQ(c.size(), 1u);
+  ASSERT_EQ(d.size(), 1u);
+  *cpu = std::move(c[0]);
+  *gpu = std::move(d[0]);
+}
+
 TEST(GpuCnn, NhwcPoolingMatchesReference) {
   KILN_REQUIRE_GPU();
   for (const char* op : {"MaxPool", "AveragePool"})
     for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) {
       SCOPED_TRACE(std::string(op) + " " + dtype_name(dt));
-      ir::Graph g;
-      ir::Value* x = g.add_value("x");
-      x->dtype = dt;
-      x->shape = {2, 13, 11, 24};
-      x->rank_known = true;
-      g.inputs().push_back(x);
       Attributes a;
       a.set("kernel_shape", std::vector<int64_t>{3, 3});
       a.set("strides", std::vector<int64_t>{2, 2});
       a.set("pads", std::vector<int64_t>{1, 1, 1, 1});
       a.set("layout", "NHWC");
       if (std::string(op) == "AveragePool") a.set("count_include_pad", int64_t{1});
-      g.outputs().push_back(g.add_node(op, "pool", {x}, {"y"}, a, 1, "kiln")->outputs[0]);
-      Quiet quiet;
-      passes::PassContext ctx(quiet);
-      ASSERT_TRUE(passes::make_shape_inference()->apply(g, ctx).ok());
-      std::vector<Tensor> in = {random_tensor(dt, {2, 13, 11, 24}, 5)};
-      std::string host;
-      auto cpu = run_graph(g, Backend::kCPU, in, nullptr);
-      auto gpu = run_graph(g, Backend::kCUDA, in, &host);
-      EXPECT_TRUE(host.empty()) << host;
-      ASSERT_EQ(cpu.size(), 1u);
-      ASSERT_EQ(gpu.size(), 1u);
-      expect_close(cpu[0], gpu[0], dt == DataType::kFLOAT ? 1e-6 : 2e-3, 2e-3, op);
+      Tensor cpu, gpu;
+      run_kiln_node(op, a, random_tensor(dt, {2, 13, 11, 24}, 5), &cpu, &gpu);
+      if (HasFatalFailure()) return;
+      expect_close(cpu, gpu, dt == DataType::kFLOAT ? 1e-6 : 2e-3, 2e-3, op);
     }
 }
 
@@ -240,28 +249,14 @@ TEST(GpuCnn, ToNhwcMatchesReference) {
   for (const Case& k : {Case{DataType::kFLOAT, DataType::kHALF, 3, 8}, Case{DataType::kFLOAT, DataType::kFLOAT, 3, 3},
                         Case{DataType::kHALF, DataType::kBF16, 4, 5}, Case{DataType::kBF16, DataType::kHALF, 1, 8}}) {
     SCOPED_TRACE(std::string(dtype_name(k.in)) + " -> " + dtype_name(k.out) + " channels " + std::to_string(k.channels));
-    ir::Graph g;
-    ir::Value* x = g.add_value("x");
-    x->dtype = k.in;
-    x->shape = {3, k.c, 17, 29};
-    x->rank_known = true;
-    g.inputs().push_back(x);
     Attributes a;
     a.set("to", int64_t{k.out == DataType::kHALF ? 10 : k.out == DataType::kBF16 ? 16 : 1});
     a.set("channels", k.channels);
-    g.outputs().push_back(g.add_node("ToNhwc", "to_nhwc", {x}, {"y"}, a, 1, "kiln")->outputs[0]);
-    Quiet quiet;
-    passes::PassContext ctx(quiet);
-    ASSERT_TRUE(passes::make_shape_inference()->apply(g, ctx).ok());
-    std::vector<Tensor> in = {random_tensor(k.in, {3, k.c, 17, 29}, 9)};
-    std::string host;
-    auto cpu = run_graph(g, Backend::kCPU, in, nullptr);
-    auto gpu = run_graph(g, Backend::kCUDA, in, &host);
-    EXPECT_TRUE(host.empty()) << host;
-    ASSERT_EQ(cpu.size(), 1u);
-    ASSERT_EQ(gpu.size(), 1u);
-    EXPECT_EQ(gpu[0].shape(), (std::vector<int64_t>{3, 17, 29, k.channels}));
-    expect_close(cpu[0], gpu[0], 0, 0, "ToNhwc");  // conversions round the same way: bit-identical
+    Tensor cpu, gpu;
+    run_kiln_node("ToNhwc", a, random_tensor(k.in, {3, k.c, 17, 29}, 9), &cpu, &gpu);
+    if (HasFatalFailure()) return;
+    EXPECT_EQ(gpu.shape(), (std::vector<int64_t>{3, 17, 29, k.channels}));
+    expect_close(cpu, gpu, 0, 0, "ToNhwc");  // conversions round the same way: bit-identical
   }
 }
 

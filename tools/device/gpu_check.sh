@@ -5,7 +5,8 @@
 #   (default: tests cli python nvtx node models). nvtx checks under Nsight Systems that the layer, pass and
 #   build-phase ranges appear. cli and python run the pytest tests marked `gpu` (GPU-only kiln
 #   flags; zero-copy torch tensors and the FP16 workflow); without a GPU they skip, each saying why.
-# Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS.
+# Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS,
+# SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests).
 # Prepare here first: make build && tools/device/pack.sh  (binaries + libraries into .devcarry).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -123,7 +124,9 @@ PY
         done
       done
     done
-    timeout ${SAN_TIMEOUT:-60} $san --tool memcheck --error-exitcode 9 .devcarry/bin/kiln_gpu_tests > "$OUT/san_gpu_tests.log" 2>&1
+    # The whole GPU suite under memcheck needs several minutes: SAN_TESTS_TIMEOUT, or a subset via SAN_GTEST_FILTER.
+    timeout ${SAN_TESTS_TIMEOUT:-${SAN_TIMEOUT:-60}} $san --tool memcheck --error-exitcode 9 .devcarry/bin/kiln_gpu_tests \
+      --gtest_filter="${SAN_GTEST_FILTER:-*}" > "$OUT/san_gpu_tests.log" 2>&1
     summary+=("sanitizer memcheck kiln_gpu_tests: rc $? $(grep -m1 'ERROR SUMMARY' "$OUT/san_gpu_tests.log")")
     ;;
   bench)
