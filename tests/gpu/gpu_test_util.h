@@ -15,6 +15,7 @@
 #include "kiln/network.h"
 #include "kiln/runtime.h"
 #include "runtime/device_backend.h"
+#include "../unit/engine_io_util.h"
 
 namespace kiln::gpu_testing {
 
@@ -91,40 +92,10 @@ inline std::vector<Tensor> run_case(const OpCase& c, Backend backend, std::strin
   if (backend == Backend::kCUDA)
     for (auto f : c.flags) config->set_flag(f);
   if (backend == Backend::kCUDA && !c.tf32) config->clear_flag(BuilderFlag::kTF32);
-  auto blob = builder.build_serialized_network(*net, *config);
-  EXPECT_TRUE(blob.ok()) << blob.status().message();
-  if (!blob.ok()) return {};
-  Runtime rt;
-  auto engine = rt.deserialize_engine(blob->data(), blob->size());
-  EXPECT_TRUE(engine.ok()) << engine.status().message();
-  if (!engine.ok()) return {};
-  if (backend == Backend::kCUDA && host_layers) {
-    auto b = runtime::device_backend(Backend::kCUDA);
-    for (auto& n : (*b)->host_nodes((*engine)->plan())) *host_layers += n + " ";
-  }
-  auto ctx = (*engine)->create_execution_context();
-  EXPECT_NE(ctx, nullptr);
-  if (!ctx) return {};
-  std::vector<std::pair<std::string, HostTensor>> feed;
-  for (size_t i = 0; i < c.inputs.size(); ++i) {
-    if (!c.inputs[i].defined() || (i < c.constant.size() && c.constant[i])) continue;
-    HostTensor h;
-    h.dtype = c.inputs[i].dtype();
-    h.dims = c.inputs[i].shape();
-    const auto* p = static_cast<const uint8_t*>(c.inputs[i].raw());
-    h.data.assign(p, p + c.inputs[i].nbytes());
-    feed.emplace_back("in" + std::to_string(i), std::move(h));
-  }
-  auto res = ctx->infer(feed);
-  EXPECT_TRUE(res.ok()) << res.status().message();
-  std::vector<Tensor> r;
-  if (!res.ok()) return r;
-  for (auto& [name, h] : *res) {
-    Tensor t(h.dtype, h.dims);
-    if (!h.data.empty()) std::memcpy(t.raw(), h.data.data(), h.data.size());
-    r.push_back(std::move(t));
-  }
-  return r;
+  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  if (!engine) return {};
+  if (backend == Backend::kCUDA && host_layers) *host_layers += test::host_layers(*engine);
+  return test::infer(*engine, test::numbered_inputs(c.inputs, c.constant));
 }
 
 // Runs the case on both backends and compares element by element: |gpu - cpu| <= atol + rtol * |cpu|.

@@ -19,37 +19,12 @@ std::vector<Tensor> run_graph(const ir::Graph& g, Backend backend, const std::ve
   BuilderConfig config;
   config.set_backend(backend);
   config.clear_flag(BuilderFlag::kTF32);  // FP32 stays FP32, so the comparison can be tight
-  auto blob = builder::write_engine(g, config);
-  EXPECT_TRUE(blob.ok()) << blob.status().message();
-  if (!blob.ok()) return {};
-  Runtime rt;
-  auto engine = rt.deserialize_engine(blob->data(), blob->size());
-  EXPECT_TRUE(engine.ok()) << engine.status().message();
-  if (!engine.ok()) return {};
-  if (host_layers) {
-    auto b = runtime::device_backend(backend);
-    for (auto& n : (*b)->host_nodes((*engine)->plan())) *host_layers += n + " ";
-  }
-  std::vector<std::pair<std::string, HostTensor>> feed;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    HostTensor h;
-    h.dtype = inputs[i].dtype();
-    h.dims = inputs[i].shape();
-    const auto* p = static_cast<const uint8_t*>(inputs[i].raw());
-    h.data.assign(p, p + inputs[i].nbytes());
-    feed.emplace_back(g.inputs()[i]->name, std::move(h));
-  }
-  auto ctx = (*engine)->create_execution_context();
-  auto res = ctx->infer(feed);
-  EXPECT_TRUE(res.ok()) << res.status().message();
-  std::vector<Tensor> r;
-  if (!res.ok()) return r;
-  for (auto& [name, h] : *res) {
-    Tensor t(h.dtype, h.dims);
-    if (!h.data.empty()) std::memcpy(t.raw(), h.data.data(), h.data.size());
-    r.push_back(std::move(t));
-  }
-  return r;
+  auto engine = test::load_engine(builder::write_engine(g, config));
+  if (!engine) return {};
+  if (host_layers) *host_layers += test::host_layers(*engine);
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(g.inputs()[i]->name, inputs[i]);
+  return test::infer(*engine, named);
 }
 
 void expect_close(const Tensor& cpu, const Tensor& gpu, double atol, double rtol, const std::string& what) {
@@ -283,41 +258,23 @@ OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<Builder
   config->set_backend(backend);
   config->clear_flag(BuilderFlag::kTF32);
   for (auto f : flags) config->set_flag(f);
-  auto blob = builder.build_serialized_network(*network, *config);
-  EXPECT_TRUE(blob.ok()) << blob.status().message();
-  if (!blob.ok()) return r;
-  Runtime rt(quiet);
-  auto engine = rt.deserialize_engine(blob->data(), blob->size());
-  EXPECT_TRUE(engine.ok()) << engine.status().message();
-  if (!engine.ok()) return r;
-  for (const auto& n : (*engine)->plan().nodes) {
+  auto engine = test::load_engine(builder.build_serialized_network(*network, *config), quiet);
+  if (!engine) return r;
+  for (const auto& n : engine->plan().nodes) {
     if (n.op_type == "FusedConv" || n.op_type == "Conv") {
       auto layout = n.attrs.get_string("layout", "NCHW");
       (layout.ok() && *layout == "NHWC" ? r.nhwc_convs : r.nchw_convs)++;
     }
     // A 1x1 convolution on NHWC data runs as a GEMM (conv1x1_as_gemm): FusedMatMul over a rank-4 input.
     if (n.op_type == "FusedMatMul" && !n.inputs.empty() && n.inputs[0] >= 0 &&
-        (*engine)->plan().values[n.inputs[0]].shape.size() == 4) {
+        engine->plan().values[n.inputs[0]].shape.size() == 4) {
       r.nhwc_convs++;
     }
     r.transposes += n.op_type == "Transpose";
     r.to_nhwc += n.op_type == "ToNhwc";
   }
-  if (backend == Backend::kCUDA) {
-    auto b = runtime::device_backend(backend);
-    for (auto& n : (*b)->host_nodes((*engine)->plan())) r.host += n + " ";
-  }
-  HostTensor h;
-  h.dtype = DataType::kFLOAT;
-  h.dims = x.shape();
-  const auto* p = static_cast<const uint8_t*>(x.raw());
-  h.data.assign(p, p + x.nbytes());
-  auto out = test::run_engine(**engine, {{"x", h}});
-  for (auto& [name, t] : out) {
-    Tensor o(t.dtype, t.dims);
-    if (!t.data.empty()) std::memcpy(o.raw(), t.data.data(), t.data.size());
-    r.out.push_back(std::move(o));
-  }
+  if (backend == Backend::kCUDA) r.host = test::host_layers(*engine);
+  r.out = test::infer(*engine, {{"x", x}});
   return r;
 }
 

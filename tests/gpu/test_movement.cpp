@@ -374,35 +374,10 @@ std::vector<Tensor> run_dynamic(Backend backend, const BuildFn& build, const Ten
   hi[0] = 64;
   EXPECT_TRUE(p.set_shape("x", lo, x.shape(), hi).ok());
   config->add_optimization_profile(p);
-  auto blob = builder.build_serialized_network(*net, *config);
-  EXPECT_TRUE(blob.ok()) << blob.status().message();
-  if (!blob.ok()) return {};
-  Runtime rt;
-  auto engine = rt.deserialize_engine(blob->data(), blob->size());
-  EXPECT_TRUE(engine.ok()) << engine.status().message();
-  if (!engine.ok()) return {};
-  if (backend == Backend::kCUDA && host_layers) {
-    auto b = runtime::device_backend(Backend::kCUDA);
-    for (auto& n : (*b)->host_nodes((*engine)->plan())) *host_layers += n + " ";
-  }
-  auto ctx = (*engine)->create_execution_context();
-  EXPECT_NE(ctx, nullptr);
-  if (!ctx) return {};
-  HostTensor h;
-  h.dtype = x.dtype();
-  h.dims = x.shape();
-  const auto* bp = static_cast<const uint8_t*>(x.raw());
-  h.data.assign(bp, bp + x.nbytes());
-  auto res = ctx->infer({{"x", h}});
-  EXPECT_TRUE(res.ok()) << res.status().message();
-  std::vector<Tensor> r;
-  if (!res.ok()) return r;
-  for (auto& [name, t] : *res) {
-    Tensor o(t.dtype, t.dims);
-    if (!t.data.empty()) std::memcpy(o.raw(), t.data.data(), t.data.size());
-    r.push_back(std::move(o));
-  }
-  return r;
+  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  if (!engine) return {};
+  if (backend == Backend::kCUDA && host_layers) *host_layers += test::host_layers(*engine);
+  return test::infer(*engine, {{"x", x}});
 }
 
 // Both backends must agree exactly; `gpu_ops` must not be among the host layers (Shape/Gather may be, since

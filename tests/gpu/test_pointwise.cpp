@@ -24,38 +24,11 @@ Run run_network(const pwtest::Case& c, const std::vector<Tensor>& inputs, Backen
   auto config = builder.create_builder_config();
   config->set_backend(backend);
   if (fp16) config->set_flag(BuilderFlag::kFP16);
-  auto blob = builder.build_serialized_network(*net, *config);
-  EXPECT_TRUE(blob.ok()) << blob.status().message();
-  if (!blob.ok()) return r;
-  Runtime rt;
-  auto engine = rt.deserialize_engine(blob->data(), blob->size());
-  EXPECT_TRUE(engine.ok()) << engine.status().message();
-  if (!engine.ok()) return r;
-  for (const auto& n : (*engine)->plan().nodes) r.pointwise_layers += n.op_type == "Pointwise";
-  if (backend == Backend::kCUDA) {
-    auto b = runtime::device_backend(Backend::kCUDA);
-    for (auto& n : (*b)->host_nodes((*engine)->plan())) r.host_layers += n + " ";
-  }
-  auto ctx = (*engine)->create_execution_context();
-  EXPECT_NE(ctx, nullptr);
-  if (!ctx) return r;
-  std::vector<std::pair<std::string, HostTensor>> feed;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    HostTensor h;
-    h.dtype = inputs[i].dtype();
-    h.dims = inputs[i].shape();
-    const auto* p = static_cast<const uint8_t*>(inputs[i].raw());
-    h.data.assign(p, p + inputs[i].nbytes());
-    feed.emplace_back("in" + std::to_string(i), std::move(h));
-  }
-  auto res = ctx->infer(feed);
-  EXPECT_TRUE(res.ok()) << res.status().message();
-  if (!res.ok()) return r;
-  for (auto& [name, h] : *res) {
-    Tensor t(h.dtype, h.dims);
-    if (!h.data.empty()) std::memcpy(t.raw(), h.data.data(), h.data.size());
-    r.outputs.push_back(std::move(t));
-  }
+  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  if (!engine) return r;
+  for (const auto& n : engine->plan().nodes) r.pointwise_layers += n.op_type == "Pointwise";
+  if (backend == Backend::kCUDA) r.host_layers = test::host_layers(*engine);
+  r.outputs = test::infer(*engine, test::numbered_inputs(inputs));
   return r;
 }
 

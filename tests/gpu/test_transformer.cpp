@@ -64,40 +64,12 @@ std::vector<Tensor> run_net(const NetCase& c, Backend backend, std::vector<std::
     config->clear_flag(BuilderFlag::kTF32);
     for (auto f : c.flags) config->set_flag(f);
   }
-  auto blob = builder.build_serialized_network(*net, *config);
-  EXPECT_TRUE(blob.ok()) << blob.status().message();
-  if (!blob.ok()) return {};
-  Runtime rt;
-  auto engine = rt.deserialize_engine(blob->data(), blob->size());
-  EXPECT_TRUE(engine.ok()) << engine.status().message();
-  if (!engine.ok()) return {};
+  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  if (!engine) return {};
   if (ops)
-    for (const auto& n : (*engine)->plan().nodes) ops->push_back(n.op_type);
-  if (backend == Backend::kCUDA) {
-    auto b = runtime::device_backend(Backend::kCUDA);
-    auto host = (*b)->host_nodes((*engine)->plan());
-    EXPECT_TRUE(host.empty()) << "layers ran on the host: " << host.size();
-  }
-  auto ctx = (*engine)->create_execution_context();
-  std::vector<std::pair<std::string, HostTensor>> feed;
-  for (size_t i = 0; i < c.inputs.size(); ++i) {
-    HostTensor h;
-    h.dtype = c.inputs[i].dtype();
-    h.dims = c.inputs[i].shape();
-    const auto* p = static_cast<const uint8_t*>(c.inputs[i].raw());
-    h.data.assign(p, p + c.inputs[i].nbytes());
-    feed.emplace_back("in" + std::to_string(i), std::move(h));
-  }
-  auto res = ctx->infer(feed);
-  EXPECT_TRUE(res.ok()) << res.status().message();
-  std::vector<Tensor> r;
-  if (!res.ok()) return r;
-  for (auto& [name, h] : *res) {
-    Tensor t(h.dtype, h.dims);
-    if (!h.data.empty()) std::memcpy(t.raw(), h.data.data(), h.data.size());
-    r.push_back(std::move(t));
-  }
-  return r;
+    for (const auto& n : engine->plan().nodes) ops->push_back(n.op_type);
+  if (backend == Backend::kCUDA) EXPECT_EQ(test::host_layers(*engine), "") << "layers ran on the host";
+  return test::infer(*engine, test::numbered_inputs(c.inputs));
 }
 
 void expect_fused_agrees(const NetCase& c) {

@@ -43,18 +43,14 @@ Built build(const onnx::ModelProto& m, Backend backend, int level, const std::st
   config->set_builder_optimization_level(level);
   config->set_timing_cache_file(cache);
   auto blob = builder.build_serialized_network(*network, *config);
-  EXPECT_TRUE(blob.ok()) << blob.status().message();
-  if (!blob.ok()) return r;
+  r.log = log.text;  // the build's messages only
+  auto engine = test::load_engine(blob, log);
+  if (!engine) return r;
   r.blob = *blob;
-  r.log = log.text;
-  Runtime rt(log);
-  auto engine = rt.deserialize_engine(r.blob.data(), r.blob.size());
-  EXPECT_TRUE(engine.ok()) << engine.status().message();
-  if (!engine.ok()) return r;
-  for (const auto& n : (*engine)->plan().nodes) {
+  for (const auto& n : engine->plan().nodes) {
     // Convolutions, including the 1x1 ones that run as GEMMs on NHWC data (FusedMatMul over a rank-4 input).
     const bool gemm_conv = n.op_type == "FusedMatMul" && !n.inputs.empty() && n.inputs[0] >= 0 &&
-                           (*engine)->plan().values[n.inputs[0]].shape.size() == 4;
+                           engine->plan().values[n.inputs[0]].shape.size() == 4;
     if (n.op_type != "FusedConv" && n.op_type != "Conv" && !gemm_conv) continue;
     ++r.convs;
     if (const Attribute* t = n.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING && !t->s().empty())
@@ -94,25 +90,18 @@ TEST(GpuTuning, TacticsTimedCachedAndReused) {
 
   // The tuned engine computes what the CPU reference computes.
   Tensor x = random_tensor(DataType::kFLOAT, {4, 3, 32, 32}, 11);
-  HostTensor h;
-  h.dtype = DataType::kFLOAT;
-  h.dims = x.shape();
-  const auto* p = static_cast<const uint8_t*>(x.raw());
-  h.data.assign(p, p + x.nbytes());
-  Runtime rt;
   Built cpu = build(m, Backend::kCPU, 3, "", false);
-  auto cpu_engine = rt.deserialize_engine(cpu.blob.data(), cpu.blob.size());
-  auto gpu_engine = rt.deserialize_engine(first.blob.data(), first.blob.size());
-  ASSERT_TRUE(cpu_engine.ok()) << cpu_engine.status().message();
-  ASSERT_TRUE(gpu_engine.ok()) << gpu_engine.status().message();
-  auto want = test::run_engine(**cpu_engine, {{"x", h}});
-  auto got = test::run_engine(**gpu_engine, {{"x", h}});
+  auto cpu_engine = test::load_engine(cpu.blob), gpu_engine = test::load_engine(first.blob);
+  ASSERT_TRUE(cpu_engine && gpu_engine);
+  auto want = test::infer(*cpu_engine, {{"x", x}});
+  auto got = test::infer(*gpu_engine, {{"x", x}});
   ASSERT_EQ(want.size(), 1u);
   ASSERT_EQ(got.size(), 1u);
-  auto a = test::host_values<float>(want.begin()->second), b = test::host_values<float>(got.begin()->second);
-  ASSERT_EQ(a.size(), b.size());
+  ASSERT_EQ(want[0].shape(), got[0].shape());
+  const float* a = want[0].data<float>();
+  const float* b = got[0].data<float>();
   double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += a[i] * a[i];
+  for (int64_t i = 0; i < want[0].numel(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += a[i] * a[i];
   EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 2e-2) << "tuned FP16 engine vs CPU reference, relative L2";
   std::remove(cache.c_str());
 }

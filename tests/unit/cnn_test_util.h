@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine_test_util.h"
 #include "graph_test_util.h"
 #include "ir/graph.h"
 #include "passes/pass_manager.h"
@@ -26,12 +27,7 @@ inline Tensor random_f32(std::vector<int64_t> shape, uint32_t seed, float lo = -
 
 inline ir::Value* graph_input(ir::Graph& g, const std::string& name, std::vector<int64_t> shape,
                               DataType dt = DataType::kFLOAT) {
-  ir::Value* v = g.add_value(name);
-  v->dtype = dt;
-  v->shape = ops::shape_from_dims(shape);
-  v->rank_known = true;
-  g.inputs().push_back(v);
-  return v;
+  return add_input(g, name, dt, ops::shape_from_dims(shape));
 }
 
 inline ir::Value* op1(ir::Graph& g, const std::string& op, std::vector<ir::Value*> in, Attributes a = {},

@@ -8,18 +8,14 @@
 #include <vector>
 
 #include "common/tensor.h"
+#include "engine_test_util.h"
 #include "ir/graph.h"
 #include "kiln/network.h"
 
 namespace kiln::pwtest {
 
 inline ir::Value* input(ir::Graph& g, const std::string& name, DataType dt, ops::Shape shape) {
-  ir::Value* v = g.add_value(name);
-  v->dtype = dt;
-  v->shape = std::move(shape);
-  v->rank_known = true;
-  g.inputs().push_back(v);
-  return v;
+  return test::add_input(g, name, dt, std::move(shape));
 }
 
 // Floats in [lo, hi); integers rounded; bools about half true.

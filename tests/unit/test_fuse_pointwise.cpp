@@ -10,6 +10,7 @@
 
 #include "builder/engine_writer.h"
 #include "builder/pointwise_codegen.h"
+#include "engine_io_util.h"
 #include "kiln/runtime.h"
 #include "runtime/engine_plan.h"
 #include "graph_test_util.h"
@@ -276,38 +277,18 @@ TEST(PointwiseCodegen, FusedEngineRoundTripRunsOnCpu) {
   for (auto& n : fused->nodes())
     if (n->op_type == "Pointwise") image = n->attrs.get_string("image").value();
   ASSERT_FALSE(image.empty());
-  auto bytes = builder::write_engine(*fused, BuilderConfig());
-  ASSERT_TRUE(bytes.ok()) << bytes.status().message();
-  Runtime rt;
-  auto engine = rt.deserialize_engine(bytes->data(), bytes->size());
-  ASSERT_TRUE(engine.ok()) << engine.status().message();
+  auto engine = test::load_engine(builder::write_engine(*fused, BuilderConfig()));
+  ASSERT_NE(engine, nullptr);
   int pointwise = 0;
-  for (const auto& n : (*engine)->plan().nodes) {
+  for (const auto& n : engine->plan().nodes) {
     if (n.op_type != "Pointwise") continue;
     ++pointwise;
     EXPECT_EQ(n.attrs.get_string("image").value(), image);
   }
   EXPECT_EQ(pointwise, 1);
-  auto ctx = (*engine)->create_execution_context();
-  ASSERT_NE(ctx, nullptr);
   std::vector<Tensor> inputs = c.inputs(11);
-  std::vector<std::pair<std::string, HostTensor>> feed;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    HostTensor h;
-    h.dtype = inputs[i].dtype();
-    h.dims = inputs[i].shape();
-    const auto* p = static_cast<const uint8_t*>(inputs[i].raw());
-    h.data.assign(p, p + inputs[i].nbytes());
-    feed.emplace_back("in" + std::to_string(i), std::move(h));
-  }
-  auto res = ctx->infer(feed);
-  ASSERT_TRUE(res.ok()) << res.status().message();
-  std::vector<Tensor> got;
-  for (auto& [name, h] : *res) {
-    Tensor t(h.dtype, h.dims);
-    std::memcpy(t.raw(), h.data.data(), h.data.size());
-    got.push_back(std::move(t));
-  }
+  std::vector<Tensor> got = test::infer(*engine, test::numbered_inputs(inputs));
+  ASSERT_FALSE(got.empty());
   expect_close(run(*ref, inputs), got, 1e-6, "engine");
 }
 

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "builder/engine_writer.h"
+#include "engine_io_util.h"
 #include "graph_test_util.h"
 #include "ir/graph.h"
 #include "kiln/runtime.h"
@@ -651,32 +652,10 @@ namespace {
 // Engine files carry kiln-domain nodes (with an omitted optional input) and the CPU executor runs them: the fused
 // encoder block, written as an engine, computes what the unfused one does.
 std::vector<float> run_engine(const ir::Graph& g, const std::vector<std::pair<std::string, Tensor>>& inputs) {
-  auto blob = builder::write_engine(g, BuilderConfig());
-  EXPECT_TRUE(blob.ok()) << blob.status().message();
-  if (!blob.ok()) return {};
-  Runtime rt;
-  auto engine = rt.deserialize_engine(blob->data(), blob->size());
-  EXPECT_TRUE(engine.ok()) << engine.status().message();
-  if (!engine.ok()) return {};
-  auto ctx = (*engine)->create_execution_context();
-  std::vector<std::pair<std::string, HostTensor>> feed;
-  for (auto& [name, t] : inputs) {
-    HostTensor h;
-    h.dtype = t.dtype();
-    h.dims = t.shape();
-    const auto* p = static_cast<const uint8_t*>(t.raw());
-    h.data.assign(p, p + t.nbytes());
-    feed.emplace_back(name, std::move(h));
-  }
-  auto res = ctx->infer(feed);
-  EXPECT_TRUE(res.ok()) << res.status().message();
-  if (!res.ok()) return {};
+  auto engine = test::load_engine(builder::write_engine(g, BuilderConfig()));
+  if (!engine) return {};
   std::vector<float> v;  // every output, one after the other
-  for (auto& [name, h] : *res) {
-    const size_t at = v.size();
-    v.resize(at + h.data.size() / 4);
-    std::memcpy(v.data() + at, h.data.data(), h.data.size());
-  }
+  for (const Tensor& t : test::infer(*engine, inputs)) v.insert(v.end(), t.data<float>(), t.data<float>() + t.numel());
   return v;
 }
 
