@@ -64,6 +64,18 @@ _DLPACK_TYPES = {
 }
 
 
+def _c_contiguous(shape, strides):
+    """Whether element strides (None: dense) describe a C-order layout; size-1 dims may have any stride."""
+    if strides is None:
+        return True
+    expect = 1
+    for n, s in zip(reversed(shape), reversed(strides)):
+        if n != 1 and s != expect:
+            return False
+        expect *= n
+    return True
+
+
 class DLPackView:
     """What a DLPack producer (a torch or CuPy tensor, a NumPy array, ...) exposes, read without copying.
     Keep the view (it holds the producer) while `data` is in use."""
@@ -84,14 +96,7 @@ class DLPackView:
 
     @property
     def is_c_contiguous(self):
-        if self.strides is None:
-            return True
-        expect = 1
-        for n, s in zip(reversed(self.shape), reversed(self.strides)):
-            if n != 1 and s != expect:
-                return False
-            expect *= n
-        return True
+        return _c_contiguous(self.shape, self.strides)
 
 
 # --- GPU tensors (torch, CuPy, Numba...) -------------------------------------------------------------------------
@@ -149,14 +154,7 @@ class DeviceTensorView:
 
     @property
     def is_c_contiguous(self):
-        if self.strides is None:
-            return True
-        expect = 1
-        for n, s in zip(reversed(self.shape), reversed(self.strides)):
-            if n != 1 and s != expect:
-                return False
-            expect *= n
-        return True
+        return _c_contiguous(self.shape, self.strides)
 
     @property
     def nbytes(self):
