@@ -1,4 +1,4 @@
-// Helpers for the CNN pass tests: building small conv graphs, running a pass list, and running a graph node by
+// Helpers for the pass tests (CNN, transformer, general): building small conv graphs, running a pass list, and running a graph node by
 // node on the reference kernels (the CPU backend's implementations) to compare a transformed graph with the original.
 #pragma once
 
@@ -50,6 +50,14 @@ inline Status run_passes(ir::Graph& g, passes::PassList passes, passes::PassOpti
   return pm.run(g, ctx);
 }
 
+
+// A pass list from its passes: list_of(make_a(), make_b()).
+template <typename... P>
+passes::PassList list_of(P... p) {
+  passes::PassList l;
+  (l.push_back(std::move(p)), ...);
+  return l;
+}
 
 // |a - b| <= atol + rtol * |b| everywhere, shapes equal.
 inline void expect_close(const Tensor& a, const Tensor& b, double atol, double rtol = 0) {

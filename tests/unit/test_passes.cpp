@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "cnn_test_util.h"
 #include "ir/graph.h"
 #include "kiln/builder.h"
 #include "kiln/network.h"
@@ -117,12 +118,7 @@ Status run_passes(Graph& g, passes::PassList list, CaptureLogger* log = nullptr,
   return pm.run(g, ctx);
 }
 
-template <typename... P>
-passes::PassList list_of(P... p) {
-  passes::PassList l;
-  (l.push_back(std::move(p)), ...);
-  return l;
-}
+using test::list_of;
 
 std::vector<std::string> op_types(const Graph& g) {
   std::vector<std::string> r;

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "builder/engine_writer.h"
+#include "cnn_test_util.h"
 #include "engine_io_util.h"
 #include "graph_test_util.h"
 #include "ir/graph.h"
@@ -24,11 +25,7 @@ struct Quiet : ILogger {
 };
 
 Tensor random(std::vector<int64_t> shape, uint32_t seed, float lo = -1, float hi = 1) {
-  Tensor t(DataType::kFLOAT, shape);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(lo, hi);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = u(rng);
-  return t;
+  return test::random_f32(std::move(shape), seed, lo, hi);
 }
 
 // A small graph builder: every node at opset 17 unless given, shapes from shape inference (infer()).
@@ -36,12 +33,7 @@ struct Net {
   std::unique_ptr<ir::Graph> g = std::make_unique<ir::Graph>();
   int seed = 1;
   ir::Value* input(const std::string& name, std::vector<int64_t> shape) {
-    ir::Value* v = g->add_value(name);
-    v->dtype = DataType::kFLOAT;
-    v->shape = ops::shape_from_dims(shape);
-    v->rank_known = true;
-    g->inputs().push_back(v);
-    return v;
+    return test::graph_input(*g, name, std::move(shape));
   }
   ir::Value* c(Tensor t) { return g->add_constant("c" + std::to_string(seed++), std::move(t)); }
   ir::Value* scalar(float v) { return c(Tensor::from_vector<float>({}, {v})); }
@@ -53,50 +45,28 @@ struct Net {
   void output(ir::Value* v) { g->outputs().push_back(v); }
 };
 
+// test::run_passes (shape inference first, verified after each pass), then dead-code elimination.
 Status run_passes(ir::Graph& g, passes::PassList l, passes::PassOptions o = {}) {
-  static Quiet quiet;
-  o.verify_each = true;
-  passes::PassContext ctx(quiet, o);
-  passes::PassList all;
-  all.push_back(passes::make_shape_inference());
-  for (auto& p : l) all.push_back(std::move(p));
-  all.push_back(passes::make_dead_code_elimination());
-  passes::PassManager pm(std::move(all));
-  return pm.run(g, ctx);
+  l.push_back(passes::make_dead_code_elimination());
+  return test::run_passes(g, std::move(l), o);
 }
 
-template <typename... P>
-passes::PassList list_of(P... p) {
-  passes::PassList l;
-  (l.push_back(std::move(p)), ...);
-  return l;
-}
+using test::list_of;
 
 // The shared reference runner (graph_test_util.h), under the name these tests use.
 constexpr auto run = &test::run_reference;
 
+// Every output within tol, absolutely (NaN never is).
 void expect_close(const std::vector<Tensor>& want, const std::vector<Tensor>& got, double tol) {
   ASSERT_EQ(want.size(), got.size());
   for (size_t k = 0; k < want.size(); ++k) {
-    ASSERT_EQ(want[k].shape(), got[k].shape()) << "output " << k;
-    double worst = 0;
-    for (int64_t i = 0; i < want[k].numel(); ++i)
-      worst = std::max(worst, std::fabs(want[k].get_f64(i) - got[k].get_f64(i)));
-    EXPECT_LE(worst, tol) << "output " << k;
+    SCOPED_TRACE("output " + std::to_string(k));
+    test::expect_close(got[k], want[k], tol);
   }
 }
 
-int count(const ir::Graph& g, const std::string& op) {
-  int n = 0;
-  for (auto& node : g.nodes()) n += node->op_type == op;
-  return n;
-}
-
-const ir::Node* find(const ir::Graph& g, const std::string& op) {
-  for (auto& n : g.nodes())
-    if (n->op_type == op) return n.get();
-  return nullptr;
-}
+constexpr auto count = &test::count_ops;
+constexpr auto find = &test::find_op;
 
 // Runs `passes` on a copy of net's graph and checks that the copy computes what the original does.
 std::unique_ptr<ir::Graph> fuse_and_compare(Net& net, passes::PassList l, const std::vector<Tensor>& inputs,
