@@ -2,29 +2,14 @@
 #include "builder/build_progress.h"
 
 #ifdef KILN_WITH_NVTX
-#include <nvtx3/nvToolsExt.h>
+#include "common/nvtx.h"
 #endif
 
 namespace kiln::builder {
 
 #ifdef KILN_WITH_NVTX
-namespace {
-// The same "kiln" domain as the runtime's per-layer ranges, so one nsys filter shows build and run.
-nvtxDomainHandle_t domain() {
-  static nvtxDomainHandle_t d = nvtxDomainCreateA("kiln");
-  return d;
-}
-}  // namespace
-
-void BuildProgress::range_push(const char* name) {
-  nvtxEventAttributes_t a{};
-  a.version = NVTX_VERSION;
-  a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
-  a.messageType = NVTX_MESSAGE_TYPE_ASCII;
-  a.message.ascii = name;
-  nvtxDomainRangePushEx(domain(), &a);
-}
-void BuildProgress::range_pop() { nvtxDomainRangePop(domain()); }
+void BuildProgress::range_push(const char* name) { nvtx::push(name); }
+void BuildProgress::range_pop() { nvtx::pop(); }
 #else
 void BuildProgress::range_push(const char*) {}
 void BuildProgress::range_pop() {}

@@ -3,7 +3,6 @@
 // arena from value lifetimes; enqueue() then only launches kernels on the caller's stream.
 #include <algorithm>
 #include <cuda.h>
-#include <nvtx3/nvToolsExt.h>
 
 #include <cstring>
 #include <numeric>
@@ -12,6 +11,7 @@
 #include "backends/cuda/cuda_backend.h"
 #include "runtime/memory_plan.h"
 #include "runtime/shape_resolver.h"
+#include "common/nvtx.h"
 
 namespace kiln::cuda {
 namespace {
@@ -19,28 +19,6 @@ namespace {
 constexpr size_t kWorkspaceBytes = 64ull << 20;
 
 std::string where(const runtime::PlanNode& n) { return "layer '" + n.name + "' (" + n.op_type + ")"; }
-
-// NVTX ranges named after the engine's layers are always on: with no tool attached an nvtx3 call jumps to an
-// empty stub (nanoseconds, against microseconds per kernel launch), and under Nsight Systems (nsys profile
-// --trace=cuda,nvtx) each layer's kernels then sit under its name in the "kiln" domain. Ranges are host-side
-// only, so CUDA graph capture ignores them.
-nvtxDomainHandle_t nvtx_domain() {
-  static nvtxDomainHandle_t d = nvtxDomainCreateA("kiln");
-  return d;
-}
-struct NvtxRange {
-  explicit NvtxRange(const char* name) {
-    nvtxEventAttributes_t a{};
-    a.version = NVTX_VERSION;
-    a.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
-    a.messageType = NVTX_MESSAGE_TYPE_ASCII;
-    a.message.ascii = name;
-    nvtxDomainRangePushEx(nvtx_domain(), &a);
-  }
-  ~NvtxRange() { nvtxDomainRangePop(nvtx_domain()); }
-  NvtxRange(const NvtxRange&) = delete;
-  NvtxRange& operator=(const NvtxRange&) = delete;
-};
 
 // The runtime API cannot tell how large an allocation is; the driver's cuMemGetAddressRange can, and the
 // runtime hands out driver entry points without linking libcuda. Null when the driver does not offer one.
@@ -615,7 +593,9 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   KILN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
   if (capture == cudaStreamCaptureStatusNone) KILN_RETURN_IF_ERROR(check_bindings(io));
-  NvtxRange run_range("kiln enqueue");
+  // NVTX ranges named after the layers are always on (common/nvtx.h): under Nsight Systems each layer's kernels
+  // sit under its name. They are host-side only, so CUDA graph capture ignores them.
+  nvtx::Range run_range("kiln enqueue");
   KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream));
   const bool profile = profiler_ != nullptr;
   if (profile && events_.size() < steps_.size() + 1) {
@@ -632,7 +612,7 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
   for (size_t si = 0; si < steps_.size(); ++si) {
     Step& s = steps_[si];
     const auto& n = *s.node;
-    NvtxRange layer_range(n.name.c_str());
+    nvtx::Range layer_range(n.name.c_str());
     if (!s.kernel) {
       KILN_RETURN_IF_ERROR(run_host_step(s, io, stream));
     } else if (s.kernel->alias) {
