@@ -16,6 +16,7 @@
 #include "kiln/runtime.h"
 #include "runtime/device_backend.h"
 #include "../unit/engine_io_util.h"
+#include "../unit/graph_test_util.h"
 
 namespace kiln::gpu_testing {
 
@@ -36,20 +37,7 @@ inline const std::string* no_gpu_reason() {
       GTEST_SKIP() << "no CUDA GPU, GPU test skipped: " << *why;                  \
   } while (0)
 
-// Random tensor of any numeric type: floats in [lo, hi), integers in [lo, hi], bools half true.
-inline Tensor random_tensor(DataType dt, std::vector<int64_t> shape, uint32_t seed, double lo = -2, double hi = 2) {
-  Tensor f(DataType::kDOUBLE, shape);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  for (int64_t i = 0; i < f.numel(); ++i) {
-    double x = u(rng);
-    if (dt != DataType::kFLOAT && dt != DataType::kDOUBLE && dt != DataType::kHALF && dt != DataType::kBF16)
-      x = std::round(x);
-    if (dt == DataType::kBOOL) x = x > (lo + hi) / 2;
-    f.data<double>()[i] = x;
-  }
-  return f.cast(dt);
-}
+using test::random_tensor;
 
 struct OpCase {
   std::string op;

@@ -1,15 +1,33 @@
-// The reference runner the pass tests share: a graph (kiln-domain ops included) computed node by node with each
-// op's reference compute, without engines or executors.
+// Random test data, and the reference runner the pass tests share: a graph (kiln-domain ops included) computed
+// node by node with each op's reference compute, without engines or executors.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdint>
 #include <map>
+#include <random>
 #include <vector>
 
 #include "ir/graph.h"
 
 namespace kiln::test {
+
+// Random tensor of any numeric type: floats in [lo, hi), integers in [lo, hi], bools half true.
+inline Tensor random_tensor(DataType dt, std::vector<int64_t> shape, uint32_t seed, double lo = -2, double hi = 2) {
+  Tensor f(DataType::kDOUBLE, shape);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<double> u(lo, hi);
+  for (int64_t i = 0; i < f.numel(); ++i) {
+    double x = u(rng);
+    if (dt != DataType::kFLOAT && dt != DataType::kDOUBLE && dt != DataType::kHALF && dt != DataType::kBF16)
+      x = std::round(x);
+    if (dt == DataType::kBOOL) x = x > (lo + hi) / 2;
+    f.data<double>()[i] = x;
+  }
+  return f.cast(dt);
+}
 
 // Every graph output, computed node by node with the reference kernels.
 inline std::vector<Tensor> run_reference(const ir::Graph& g, const std::vector<Tensor>& inputs) {

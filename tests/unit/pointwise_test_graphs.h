@@ -9,6 +9,7 @@
 
 #include "common/tensor.h"
 #include "engine_test_util.h"
+#include "graph_test_util.h"
 #include "ir/graph.h"
 #include "kiln/network.h"
 
@@ -18,18 +19,8 @@ inline ir::Value* input(ir::Graph& g, const std::string& name, DataType dt, ops:
   return test::add_input(g, name, dt, std::move(shape));
 }
 
-// Floats in [lo, hi); integers rounded; bools about half true.
 inline Tensor random(DataType dt, std::vector<int64_t> shape, uint32_t seed, double lo = -2, double hi = 2) {
-  Tensor f(DataType::kDOUBLE, shape);
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<double> u(lo, hi);
-  for (int64_t i = 0; i < f.numel(); ++i) {
-    double x = u(rng);
-    if (dt == DataType::kBOOL) x = x > (lo + hi) / 2;
-    else if (dt == DataType::kINT32 || dt == DataType::kINT64) x = std::round(x);
-    f.data<double>()[i] = x;
-  }
-  return f.cast(dt);
+  return test::random_tensor(dt, std::move(shape), seed, lo, hi);
 }
 
 struct Case {
