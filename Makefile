@@ -58,6 +58,9 @@ test-node: pypi-node-data
 
 test-models:
 	$(PYTHON) tests/models/test_models.py --kiln-build $(BUILD_DIR) --ci
+	# The exported CNNs through the CUDA pass list on the reference kernels (tests/unit/test_cnn_models.cpp).
+	KILN_CNN_MODEL_DIRS=models/resnet50_op17:models/mobilenet_v2_op17:models/efficientnet_b0_op17 \
+	  $(BUILD_DIR)/bin/kiln_tests --gtest_filter='CnnModels.*' --gtest_brief=1
 
 docs:
 	$(PYTHON) tools/gen_operator_docs.py --results $(BUILD_DIR)/node_results.json --out docs/operators.md --readme README.md
