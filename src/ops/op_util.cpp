@@ -108,20 +108,29 @@ Status infer_same_as_input0(InferContext& ctx) {
   return Status::Ok();
 }
 
+namespace {
+const std::pair<int64_t, DataType> kOnnxTypeCodes[] = {
+    {1, DataType::kFLOAT},  {2, DataType::kUINT8},   {3, DataType::kINT8},    {4, DataType::kUINT16},
+    {5, DataType::kINT16},  {6, DataType::kINT32},   {7, DataType::kINT64},   {9, DataType::kBOOL},
+    {10, DataType::kHALF},  {11, DataType::kDOUBLE}, {12, DataType::kUINT32}, {13, DataType::kUINT64},
+    {16, DataType::kBF16},  {17, DataType::kFP8E4M3FN}, {18, DataType::kFP8E4M3FNUZ}, {19, DataType::kFP8E5M2},
+    {20, DataType::kFP8E5M2FNUZ}, {21, DataType::kUINT4}, {22, DataType::kINT4}, {23, DataType::kFP4E2M1},
+    {24, DataType::kFP8E8M0}, {25, DataType::kUINT2}, {26, DataType::kINT2}};
+}  // namespace
+
 bool dtype_from_onnx_code(int64_t code, DataType* out) {
-  static const std::pair<int64_t, DataType> kTable[] = {
-      {1, DataType::kFLOAT},  {2, DataType::kUINT8},   {3, DataType::kINT8},    {4, DataType::kUINT16},
-      {5, DataType::kINT16},  {6, DataType::kINT32},   {7, DataType::kINT64},   {9, DataType::kBOOL},
-      {10, DataType::kHALF},  {11, DataType::kDOUBLE}, {12, DataType::kUINT32}, {13, DataType::kUINT64},
-      {16, DataType::kBF16},  {17, DataType::kFP8E4M3FN}, {18, DataType::kFP8E4M3FNUZ}, {19, DataType::kFP8E5M2},
-      {20, DataType::kFP8E5M2FNUZ}, {21, DataType::kUINT4}, {22, DataType::kINT4}, {23, DataType::kFP4E2M1},
-      {24, DataType::kFP8E8M0}, {25, DataType::kUINT2}, {26, DataType::kINT2}};
-  for (auto& [c, t] : kTable)
+  for (auto& [c, t] : kOnnxTypeCodes)
     if (c == code) {
       *out = t;
       return true;
     }
   return false;
+}
+
+int64_t onnx_code_of(DataType dt) {
+  for (auto& [c, t] : kOnnxTypeCodes)
+    if (t == dt) return c;
+  return 0;  // TensorProto's UNDEFINED
 }
 
 const std::vector<DataType>& float_types() {

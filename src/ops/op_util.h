@@ -30,6 +30,8 @@ Result<std::vector<int64_t>> tensor_to_ints(const Tensor& t);
 // ONNX TensorProto.DataType numbers (they appear raw in attributes such as Cast's `to`) -> DataType;
 // false for types Kiln does not hold (string, complex, float6).
 bool dtype_from_onnx_code(int64_t code, DataType* out);
+// The TensorProto type code of dt (for Cast's `to`); 0 (UNDEFINED) for a type ONNX lacks.
+int64_t onnx_code_of(DataType dt);
 
 // Output info helpers for inference.
 inline TensorInfo make_info(DataType dt, Shape s) { TensorInfo t; t.dtype = dt; t.shape = std::move(s); return t; }

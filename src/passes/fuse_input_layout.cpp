@@ -3,6 +3,7 @@
 // axis) after it. Three passes over the largest activation of the network become one, and the layer writes a
 // padded pixel as one 16-byte store. Other NCHW-to-NHWC Transposes with few channels (at most 64 bytes per
 // pixel) take the same layer, which beats the general tiled transpose there.
+#include "ops/op_util.h"
 #include "passes/fusion_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
@@ -11,7 +12,6 @@ namespace kiln::passes {
 namespace {
 
 bool is_float(DataType t) { return t == DataType::kFLOAT || t == DataType::kHALF || t == DataType::kBF16; }
-int64_t onnx_code(DataType t) { return t == DataType::kHALF ? 10 : t == DataType::kBF16 ? 16 : 1; }
 
 bool read_once(const ir::Graph& g, const ir::Value* v) { return v->users.size() == 1 && !match::is_graph_output(g, v); }
 
@@ -45,7 +45,6 @@ class FuseInputLayout final : public Pass {
       ir::Value* x = t->inputs[0];
       ir::Value* out = t->outputs[0];
       if (!x || !x->rank_known || x->shape.size() != 4 || !x->shape[1].is_static() || !is_float(x->dtype)) continue;
-      if (ctx.options.has_kernel && !ctx.options.has_kernel("ToNhwc", "kiln", x->dtype)) continue;
       const int64_t c = x->shape[1].value;
       const DataType to = x->dtype;
       ir::Value* src = x;
@@ -67,8 +66,9 @@ class FuseInputLayout final : public Pass {
         }
       }
       if (!absorbed && channels * static_cast<int64_t>(dtype_size(to)) > 64) continue;
+      if (ctx.options.has_kernel && !ctx.options.has_kernel("ToNhwc", "kiln", src->dtype)) continue;
       Attributes a;
-      a.set("to", onnx_code(to));
+      a.set("to", ops::onnx_code_of(to));
       a.set("channels", channels);
       fusion::replace_with_node(g, out, "ToNhwc", "kiln", {src}, std::move(a), 1, t->name);
       ++fused;

@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "ops/op_util.h"
 #include "passes/pass.h"
 
 namespace kiln::passes {
@@ -147,7 +148,7 @@ class PrecisionLowering final : public Pass {
       r = g.add_constant(v->name + "_" + dtype_name(t), v->constant->cast(t));
     } else {
       Attributes a;
-      a.set("to", static_cast<int64_t>(static_cast<int>(onnx_code(t))));
+      a.set("to", ops::onnx_code_of(t));
       ir::Node* c = g.add_node("Cast", g.unique_node_name(v->name + "_to_" + dtype_name(t)), {v},
                                {v->name + "_" + dtype_name(t)}, std::move(a), std::max(g.opset(), 13));
       r = c->outputs[0];
@@ -159,7 +160,6 @@ class PrecisionLowering final : public Pass {
     return r;
   }
 
-  static int onnx_code(DataType t) { return t == DataType::kHALF ? 10 : t == DataType::kBF16 ? 16 : 1; }
 
   void lower(ir::Graph& g, ir::Node* n, DataType t) {
     const Rule& r = rules().at(rule_key(*n));
@@ -179,7 +179,7 @@ class PrecisionLowering final : public Pass {
       n->outputs[k] = yr;
       yr->producer = n;
       Attributes a;
-      a.set("to", static_cast<int64_t>(1));
+      a.set("to", ops::onnx_code_of(DataType::kFLOAT));
       ir::Node* back = g.add_node("Cast", g.unique_node_name(y->name + "_to_float32"), {yr}, {"__tmp"}, std::move(a),
                                   std::max(g.opset(), 13));
       // Swap the new Cast's fresh output for y itself so every reader and the network outputs keep working.
