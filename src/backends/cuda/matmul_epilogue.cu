@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/float_convert.cuh"
 #include "backends/cuda/cuda_kernel.h"
@@ -26,30 +27,19 @@ __device__ __forceinline__ float act_f(float x, int act) {
   }
 }
 
-template <typename T>
-__global__ void epilogue_kernel(T* y, const T* bias, const T* res, int64_t total, int64_t n, int act) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float v = to_f(y[i]);
-    if (bias) v += to_f(bias[i % n]);
-    v = act_f(v, act);
-    if (res) v += to_f(res[i]);
-    y[i] = from_f<T>(v);
-  }
-}
-
-// The same pass with 16-byte loads and stores (8 half or 4 float elements per step) and one column index per
-// vector: used when the rows are a whole number of vectors and y and the residual are 16-byte aligned. The
-// scalar kernel's per-element 64-bit modulo and 2-byte accesses made bert's erf-GELU pass cost more than its GEMM.
-template <typename T>
-__global__ void __launch_bounds__(256) epilogue_vec_kernel(T* y, const T* bias, const T* res, int64_t nvec, int64_t n,
-                                                           int act) {
-  constexpr int E = 16 / sizeof(T);
+// E elements per access: 16 / sizeof(T) (one 16-byte load and store, one column index per vector) when the rows
+// are a whole number of vectors and y and the residual are 16-byte aligned, else 1. The scalar form alone, with a
+// 64-bit modulo and a 2-byte access per element, made bert's erf-GELU pass cost more than its GEMM.
+template <typename T, int E>
+__global__ void __launch_bounds__(256) epilogue_kernel(T* y, const T* bias, const T* res, int64_t nvec, int64_t n,
+                                                       int act) {
+  using V = std::conditional_t<E == 1, T, uint4>;
+  static_assert(sizeof(V) == E * sizeof(T), "E elements of T per access");
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < nvec;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    uint4 yv = reinterpret_cast<const uint4*>(y)[i];
-    uint4 rv = make_uint4(0, 0, 0, 0);
-    if (res) rv = reinterpret_cast<const uint4*>(res)[i];
+    V yv = reinterpret_cast<const V*>(y)[i];
+    V rv = yv;  // overwritten when there is a residual, unread otherwise
+    if (res) rv = reinterpret_cast<const V*>(res)[i];
     T* yt = reinterpret_cast<T*>(&yv);
     const T* rt = reinterpret_cast<const T*>(&rv);
     const int64_t col0 = bias ? (i * E) % n : 0;
@@ -61,23 +51,25 @@ __global__ void __launch_bounds__(256) epilogue_vec_kernel(T* y, const T* bias, 
       if (res) v += to_f(rt[e]);
       yt[e] = from_f<T>(v);
     }
-    reinterpret_cast<uint4*>(y)[i] = yv;
+    reinterpret_cast<V*>(y)[i] = yv;
   }
+}
+
+template <typename T, int E>
+void launch_with(void* y, const void* bias, const void* res, int64_t total, int64_t n, EpiAct act, cudaStream_t s) {
+  constexpr int kThreads = 256;
+  const int64_t nvec = total / E, blocks = (nvec + kThreads - 1) / kThreads;
+  epilogue_kernel<T, E><<<static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20)), kThreads, 0, s>>>(
+      static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(res), nvec, n, static_cast<int>(act));
 }
 
 template <typename T>
 void launch(void* y, const void* bias, const void* res, int64_t total, int64_t n, EpiAct act, cudaStream_t s) {
-  constexpr int kThreads = 256;
-  constexpr int64_t E = 16 / sizeof(T);
-  if (n % E == 0 && (reinterpret_cast<uintptr_t>(y) | reinterpret_cast<uintptr_t>(res)) % 16 == 0) {
-    const int64_t nvec = total / E, blocks = (nvec + kThreads - 1) / kThreads;
-    epilogue_vec_kernel<T><<<static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20)), kThreads, 0, s>>>(
-        static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(res), nvec, n, static_cast<int>(act));
-    return;
-  }
-  const int64_t blocks = (total + kThreads - 1) / kThreads;
-  epilogue_kernel<T><<<static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20)), kThreads, 0, s>>>(
-      static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(res), total, n, static_cast<int>(act));
+  constexpr int E = 16 / sizeof(T);
+  if (n % E == 0 && (reinterpret_cast<uintptr_t>(y) | reinterpret_cast<uintptr_t>(res)) % 16 == 0)
+    launch_with<T, E>(y, bias, res, total, n, act, s);
+  else
+    launch_with<T, 1>(y, bias, res, total, n, act, s);
 }
 
 }  // namespace
