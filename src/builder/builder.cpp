@@ -169,12 +169,13 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
     if (cancelled) return invalid_argument("the build was cancelled by the progress monitor while tuning tactics");
   }
   int timed = 0, cached = 0;
-  std::map<std::string, ir::Node*> by_name;
-  for (auto& n : g.nodes()) by_name[n->name] = n.get();
+  std::map<std::string, std::vector<ir::Node*>> by_name;
+  for (auto& n : g.nodes()) by_name[n->name].push_back(n.get());
   for (const auto& c : choices) {
     timed += c.timed;
     cached += c.from_cache;
-    if (auto it = by_name.find(c.layer); it != by_name.end()) it->second->attrs.set("kiln.tactic", Attribute(c.tactic));
+    if (auto it = by_name.find(c.layer); it != by_name.end())
+      for (ir::Node* n : it->second) n->attrs.set("kiln.tactic", Attribute(c.tactic));
     std::string line = "tactic for '" + c.layer + "': " + c.tactic + (c.from_cache ? " (timing cache)" : "") +
                        (c.timed ? " (" + std::to_string(c.ms) + " ms, best of " + std::to_string(c.timed) + " timed)" : "");
     logger.log(ILogger::Severity::kVERBOSE, line.c_str());
