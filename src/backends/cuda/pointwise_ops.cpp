@@ -48,7 +48,7 @@ Result<PwKernels> load_kernels(const std::string& image, const std::string& name
   return k;
 }
 
-// Broadcast strides of every input against the output, with size-1 output dims dropped and neighbouring dims
+// Dims and broadcast strides of every input against the output, with size-1 output dims dropped and neighbouring dims
 // merged wherever every input walks them as one; a scalar output keeps one dim of 1.
 Status make_params(const KernelArgs& a, PwKernelParams* p) {
   const Dims& out = a.out[0].shape;
@@ -87,9 +87,22 @@ Status make_params(const KernelArgs& a, PwKernelParams* p) {
     p->dims[d] = dims[d];
     for (int k = 0; k < ni; ++k) p->strides[k][d] = cst[k][d];
   }
-  for (int k = 0; k < ni; ++k) p->in[k] = a.in[k].data;
-  for (size_t k = 0; k < a.out.size(); ++k) p->out[k] = a.out[k].data;
   return Status::Ok();
+}
+
+// A node's loaded kernels, and its launch parameters for the shapes they were computed at: make_params (with its
+// allocations) runs when the shapes change, not on every enqueue; only the buffer addresses are set per run.
+struct PwState {
+  PwKernels kernels;
+  std::vector<Dims> shapes;  // the inputs' shapes, then the output's
+  PwKernelParams params{};
+};
+
+bool same_shapes(const PwState& s, const KernelArgs& a) {
+  if (s.shapes.size() != a.in.size() + 1 || s.shapes.back() != a.out[0].shape) return false;
+  for (size_t k = 0; k < a.in.size(); ++k)
+    if (s.shapes[k] != a.in[k].shape) return false;
+  return true;
 }
 
 // The four-wide kernel moves four elements with one vector instruction for every output and every input that
@@ -116,12 +129,22 @@ Status run_pointwise(KernelArgs& a) {
   if (!*a.state) {
     KILN_ASSIGN_OR_RETURN(std::string image, a.attrs().get_string("image"));
     KILN_ASSIGN_OR_RETURN(std::string name, a.attrs().get_string("kernel"));
-    KILN_ASSIGN_OR_RETURN(PwKernels k, load_kernels(image, name));
-    *a.state = std::make_shared<PwKernels>(k);
+    auto state = std::make_shared<PwState>();
+    KILN_ASSIGN_OR_RETURN(state->kernels, load_kernels(image, name));
+    *a.state = state;
   }
-  const auto* k = static_cast<const PwKernels*>(a.state->get());
-  PwKernelParams p;
-  KILN_RETURN_IF_ERROR(make_params(a, &p));
+  auto* st = static_cast<PwState*>(a.state->get());
+  if (!same_shapes(*st, a)) {
+    st->shapes.clear();
+    st->params = PwKernelParams{};
+    KILN_RETURN_IF_ERROR(make_params(a, &st->params));
+    for (const DevTensor& t : a.in) st->shapes.push_back(t.shape);
+    st->shapes.push_back(a.out[0].shape);
+  }
+  const PwKernels* k = &st->kernels;
+  PwKernelParams p = st->params;
+  for (size_t i = 0; i < a.in.size(); ++i) p.in[i] = a.in[i].data;
+  for (size_t i = 0; i < a.out.size(); ++i) p.out[i] = a.out[i].data;
   if (p.n == 0) return Status::Ok();
   // 32-bit index arithmetic when every offset fits (integer division is the kernel's main cost); four elements
   // per thread when they share a row, so one index decomposition and one vector access serve four.
