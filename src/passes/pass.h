@@ -78,6 +78,7 @@ std::unique_ptr<Pass> make_fuse_matmul_epilogue();
 std::unique_ptr<Pass> make_fuse_qkv();
 std::unique_ptr<Pass> make_fold_mha_input_transposes();
 std::unique_ptr<Pass> make_fold_mha_output_transposes();
+std::unique_ptr<Pass> make_fold_attention_layouts();
 
 // The whole CPU pipeline, in order.
 PassList cpu_pipeline();

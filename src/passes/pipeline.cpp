@@ -35,6 +35,8 @@ PassList cuda_pipeline() {
   // After attention and the in_proj epilogue exist: q/k/v of torch's packed projection through one Transpose.
   p.push_back(make_fold_mha_input_transposes());
   p.push_back(make_fold_mha_output_transposes());
+  // Then attention reads the packed projection and writes [B,S,H,D] in place of those Transposes.
+  p.push_back(make_fold_attention_layouts());
   // Cleans up the exported head-splitting chain the previous pass bypassed (its remains feed nothing).
   p.push_back(make_dead_code_elimination());
   // BN first: its folded bias is what fuse_conv_epilogue then takes with the activation. Both before lowering,

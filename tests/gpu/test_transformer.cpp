@@ -306,6 +306,47 @@ TEST(GpuTransformer, FusedAttentionGenericKernel) {
     }
 }
 
+// The layouts fold_attention_layouts gives FusedAttention: q, k and v as the thirds of a packed [B,S,3,H,D]
+// projection or as [B,S,H,D] tensors, the output as [B,S,H,D]; through the tensor-core kernel (head dim 64,
+// FP16/BF16) and the generic one (FP32, head dim 80), against the op's reference compute on the CPU.
+TEST(GpuTransformer, FusedAttentionStridedLayouts) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    const char* qkv;
+    const char* out;
+    int64_t B, S, H, D;
+    bool mask, causal;
+  };
+  for (const Case& k : {Case{"bs3hd", "bshd", 3, 128, 4, 64, true, false}, Case{"bs3hd", "bhsd", 2, 77, 3, 64, false, true},
+                        Case{"bshd", "bshd", 2, 130, 2, 64, true, false}, Case{"bs3hd", "bshd", 2, 40, 2, 80, true, false},
+                        Case{"bshd", "bhsd", 1, 33, 2, 32, false, true}})
+    for (const Precision& pr : kPrecisions) {
+      SCOPED_TRACE(std::string(pr.name) + " " + k.qkv + "->" + k.out + " S=" + std::to_string(k.S) +
+                   " D=" + std::to_string(k.D));
+      const bool packed = std::string(k.qkv) == "bs3hd";
+      NetCase c;
+      if (packed) {
+        c.inputs = {random_tensor(DataType::kFLOAT, {k.B, k.S, 3, k.H, k.D}, 70, -1, 1)};
+      } else {
+        for (int i = 0; i < 3; ++i) c.inputs.push_back(random_tensor(DataType::kFLOAT, {k.B, k.S, k.H, k.D}, 71 + i, -1, 1));
+      }
+      if (k.mask) c.inputs.push_back(random_tensor(DataType::kFLOAT, {k.B, 1, 1, k.S}, 75, -3, 0));
+      c.flags = pr.flags;
+      c.atol = pr.atol;
+      c.rtol = pr.rtol;
+      c.build = [k, packed](ir::Graph& g, const std::vector<ir::Value*>& in) {
+        Attributes a;
+        a.set("qkv_layout", Attribute(std::string(k.qkv)));
+        a.set("out_layout", Attribute(std::string(k.out)));
+        if (k.causal) a.set("causal", Attribute(int64_t{1}));
+        std::vector<ir::Value*> args = in;
+        if (packed) args.insert(args.begin() + 1, {nullptr, nullptr});
+        return std::vector<ir::Value*>{node(g, "FusedAttention", args, a, "kiln")};
+      };
+      expect_fused_agrees(c);
+    }
+}
+
 // ---- LayerNorm decomposed (opset-13 exports) and the whole pipeline on a small encoder block ----
 
 TEST(GpuTransformer, DecomposedLayerNormBecomesLayerNormalization) {

@@ -598,8 +598,15 @@ TEST(TransformerFusions, CudaPipelineOnAnEncoderBlock) {
     EXPECT_EQ(count(*g, "LayerNormalization"), 2);
     for (const char* gone : {"Erf", "ReduceMean"}) EXPECT_EQ(count(*g, gone), 0) << gone;
     // Q, K and V merged into one GEMM + Split; the output projection and both FFN GEMMs with their epilogues.
+    // Fused attention reads the packed projection in place and writes [B,S,H,D]: no Split, no Transpose left.
     EXPECT_EQ(count(*g, "FusedMatMul"), 4);
-    EXPECT_EQ(count(*g, "Split"), 1);
+    EXPECT_EQ(count(*g, "Split"), attn ? 0 : 1);
+    if (attn) {
+      EXPECT_EQ(count(*g, "Transpose"), 0) << ir::print(*g);
+      const ir::Node* a = find(*g, "FusedAttention");
+      EXPECT_EQ(a->attrs.get_string("qkv_layout", "").value(), "bs3hd");
+      EXPECT_EQ(a->attrs.get_string("out_layout", "").value(), "bshd");
+    }
     int with_res = 0, gelu = 0;
     for (auto& node : g->nodes()) {
       if (node->op_type != "FusedMatMul") continue;
@@ -691,9 +698,10 @@ TEST(FuseAttention, CudaOnlyWhereTensorCoresRun) {
 // torch's batch_first MultiheadAttention as torch.onnx exports it: x [B,S,E] -> Transpose -> packed in_proj ->
 // Reshape [S,B,3,E] -> Unsqueeze(0) -> Transpose(3,1,2,0,4) -> Squeeze(3) -> Gather(0|1|2) -> Reshape [S,B*H,D] ->
 // Transpose(1,0,2) -> Reshape [B,H,S,D] -> attention.
-TEST(FoldMhaInputTransposes, TorchPackedProjectionReadsThroughOneTranspose) {
-  const int64_t B = 2, S = 5, H = 3, D = 4, E = H * D;
-  Net n;
+// torch's batch_first MultiheadAttention as exported: x [B,S,E] in, attention + out_proj + residual out.
+constexpr int64_t kMhaB = 2, kMhaS = 5, kMhaE = 12;
+void torch_mha(Net& n) {
+  const int64_t B = kMhaB, S = kMhaS, H = 3, D = 4, E = H * D;
   ir::Value* x = n.input("x", {B, S, E});
   Attributes p102;
   p102.set("perm", std::vector<int64_t>{1, 0, 2});
@@ -730,11 +738,16 @@ TEST(FoldMhaInputTransposes, TorchPackedProjectionReadsThroughOneTranspose) {
   ir::Value* back = n.op("Transpose", {n.op("Reshape", {out, n.c(Tensor::from_vector<int64_t>({3}, {S, B, E}))})},
                          p102);
   n.output(n.op("Add", {back, x}));
+}
+
+TEST(FoldMhaInputTransposes, TorchPackedProjectionReadsThroughOneTranspose) {
+  Net n;
+  torch_mha(n);
   auto fused = fuse_and_compare(n,
                                 list_of(passes::make_fuse_attention(), passes::make_fuse_matmul_epilogue(),
                                         passes::make_fold_mha_input_transposes(),
                                         passes::make_fold_mha_output_transposes()),
-                                {random({B, S, E}, 31)});
+                                {random({kMhaB, kMhaS, kMhaE}, 31)});
   ASSERT_NE(find(*fused, "FusedAttention"), nullptr) << ir::print(*fused);
   EXPECT_EQ(count(*fused, "Gather"), 0) << ir::print(*fused);
   EXPECT_EQ(count(*fused, "Transpose"), 2) << "one to [3,B,H,S,D], one to [B,S,H,D]\n" << ir::print(*fused);
@@ -745,9 +758,9 @@ TEST(FoldMhaInputTransposes, TorchPackedProjectionReadsThroughOneTranspose) {
 }
 
 // nanoGPT-style attention: qkv [B,S,3E] -> Split(axis 2) -> Reshape [B,S,H,D] -> Transpose (K^T for k).
-TEST(FoldMhaInputTransposes, SplitOfPackedProjection) {
-  const int64_t B = 2, S = 6, H = 2, D = 4, E = H * D;
-  Net n;
+constexpr int64_t kGptB = 2, kGptS = 6, kGptE = 8;
+void nanogpt_attention(Net& n) {
+  const int64_t B = kGptB, S = kGptS, H = 2, D = 4, E = H * D;
   ir::Value* x = n.input("x", {B, S, E});
   ir::Value* qkv = n.op("Add", {n.op("MatMul", {x, n.weight({E, 3 * E})}), n.weight({3 * E})});
   Attributes ax;
@@ -766,11 +779,82 @@ TEST(FoldMhaInputTransposes, SplitOfPackedProjection) {
   Attributes sm;
   sm.set("axis", Attribute(int64_t{-1}));
   n.output(n.op("MatMul", {n.op("Softmax", {s}, sm), v}));
+}
+
+TEST(FoldMhaInputTransposes, SplitOfPackedProjection) {
+  Net n;
+  nanogpt_attention(n);
   auto fused = fuse_and_compare(n,
                                 list_of(passes::make_fuse_attention(), passes::make_fuse_matmul_epilogue(),
                                         passes::make_fold_mha_input_transposes()),
-                                {random({B, S, E}, 41)});
+                                {random({kGptB, kGptS, kGptE}, 41)});
   ASSERT_NE(find(*fused, "FusedAttention"), nullptr) << ir::print(*fused);
   EXPECT_EQ(count(*fused, "Transpose"), 1) << ir::print(*fused);
   EXPECT_EQ(count(*fused, "Split"), 1) << "the [3,B,H,S,D] split replaces the [B,S,3E] one\n" << ir::print(*fused);
+}
+
+// ---- fold_attention_layouts: attention reads the packed projection in place and writes [B,S,H,D] ----
+
+std::string layout(const ir::Node* n, const char* attr) { return n->attrs.get_string(attr, "bhsd").value(); }
+
+TEST(FoldAttentionLayouts, TorchMhaReadsPackedProjectionAndWritesBshd) {
+  Net n;
+  torch_mha(n);
+  auto fused = fuse_and_compare(n,
+                                list_of(passes::make_fuse_attention(), passes::make_fuse_matmul_epilogue(),
+                                        passes::make_fold_mha_input_transposes(),
+                                        passes::make_fold_mha_output_transposes(),
+                                        passes::make_fold_attention_layouts(), passes::make_dead_code_elimination()),
+                                {random({kMhaB, kMhaS, kMhaE}, 32)});
+  const ir::Node* a = find(*fused, "FusedAttention");
+  ASSERT_NE(a, nullptr) << ir::print(*fused);
+  EXPECT_EQ(layout(a, "qkv_layout"), "bs3hd");
+  EXPECT_EQ(layout(a, "out_layout"), "bshd");
+  EXPECT_EQ(a->inputs[1], nullptr);
+  for (const char* gone : {"Transpose", "Split", "Squeeze"}) EXPECT_EQ(count(*fused, gone), 0) << gone << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "FusedMatMul"), 2);
+}
+
+// The attention's output is the graph's output here: it keeps [B,H,S,D], only the inputs change.
+TEST(FoldAttentionLayouts, SplitOfPackedProjectionKeepsAGraphOutputsLayout) {
+  Net n;
+  nanogpt_attention(n);
+  auto fused = fuse_and_compare(n,
+                                list_of(passes::make_fuse_attention(), passes::make_fuse_matmul_epilogue(),
+                                        passes::make_fold_mha_input_transposes(), passes::make_fold_attention_layouts(),
+                                        passes::make_dead_code_elimination()),
+                                {random({kGptB, kGptS, kGptE}, 42)});
+  const ir::Node* a = find(*fused, "FusedAttention");
+  ASSERT_NE(a, nullptr) << ir::print(*fused);
+  EXPECT_EQ(layout(a, "qkv_layout"), "bs3hd");
+  EXPECT_EQ(layout(a, "out_layout"), "bhsd");
+  EXPECT_EQ(count(*fused, "Transpose"), 0) << ir::print(*fused);
+}
+
+// Separate q, k and v as [B,S,H,D] (K transposed to [B,H,D,S] by the exporter), the output back to [B,S,E].
+TEST(FoldAttentionLayouts, SeparateBshdInputs) {
+  const int64_t B = 2, S = 7, H = 2, D = 4, E = H * D;
+  Net n;
+  std::vector<ir::Value*> x;
+  for (const char* name : {"q", "k", "v"}) x.push_back(n.input(name, {B, S, H, D}));
+  auto perm = [&](ir::Value* v, std::vector<int64_t> p) {
+    Attributes t;
+    t.set("perm", p);
+    return n.op("Transpose", {v}, t);
+  };
+  ir::Value* s = n.op("Mul", {n.op("MatMul", {perm(x[0], {0, 2, 1, 3}), perm(x[1], {0, 2, 3, 1})}), n.scalar(0.5f)});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  ir::Value* att = n.op("MatMul", {n.op("Softmax", {s}, sm), perm(x[2], {0, 2, 1, 3})});
+  ir::Value* flat = n.op("Reshape", {perm(att, {0, 2, 1, 3}), n.c(Tensor::from_vector<int64_t>({3}, {0, 0, E}))});
+  n.output(n.op("MatMul", {flat, n.weight({E, E})}));
+  auto fused = fuse_and_compare(n,
+                                list_of(passes::make_fuse_attention(), passes::make_fold_attention_layouts(),
+                                        passes::make_dead_code_elimination()),
+                                {random({B, S, H, D}, 43), random({B, S, H, D}, 44), random({B, S, H, D}, 45)});
+  const ir::Node* a = find(*fused, "FusedAttention");
+  ASSERT_NE(a, nullptr) << ir::print(*fused);
+  EXPECT_EQ(layout(a, "qkv_layout"), "bshd");
+  EXPECT_EQ(layout(a, "out_layout"), "bshd");
+  EXPECT_EQ(count(*fused, "Transpose"), 0) << ir::print(*fused);
 }

@@ -1,8 +1,7 @@
-// kiln::FusedAttention kernels: a tensor-core (WMMA) flash-attention kernel for half/bfloat16 with head dim 32, 64
-// or 128, and a generic one-query-row-per-block kernel for every other case. Softmax runs online in float32 in both.
+// kiln::FusedAttention kernels: a tensor-core (mma.sync) flash-attention kernel for half/bfloat16 with head dim 32,
+// 64 or 128, and a generic one-query-row-per-block kernel for every other case. Softmax runs in float32 in both.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <mma.h>
 
 #include <cmath>
 #include <type_traits>
@@ -15,145 +14,240 @@ namespace kiln::cuda {
 namespace {
 
 
-// The kernels' view of AttentionParams (32-bit where the grid bounds it anyway).
+// The kernels' view of AttentionParams (32-bit where the grid bounds it anyway). Each of Q, K, V and O is
+// addressed as base + b * s[0] + h * s[1] + row * s[2] + d: any of the layouts FusedAttention accepts.
 struct Args {
   const void *q, *k, *v, *mask;
   void* o;
   int H, Sq, Sk, D, Dv;
+  long long qs[3], ks[3], vs[3], os[3];
   long long ms0, ms1, ms2, ms3;
   float scale;
   int causal;
 };
 
-// ---- tensor-core path: D = Dv = kHd (32, 64 or 128), 64 queries per block (16 per warp), keys in tiles of 64 ----
-constexpr int kTile = 64;  // queries per block and keys per step
-constexpr int kWarps = 4;
-constexpr int kLdf = kTile + 4;    // padded row of the float score tile
-constexpr int kLdp = kTile + 8;    // padded row of the probability tile
-constexpr int kWarpF = 16 * kLdf;  // floats of one warp's 16-row score tile
-constexpr int kWarpP = 16 * kLdp;  // elements of one warp's 16-row probability tile
+// ---- tensor-core path: D = Dv = kHd (32, 64 or 128), 16 queries per warp, keys in tiles of 64 ----
+// A FlashAttention-2 style kernel on mma.sync m16n8k16: S = Q K^T and the running output O stay in registers, the
+// probabilities of S's accumulator fragments are re-packed in place as the A operand of P V, and the K/V tiles are
+// double-buffered in shared memory by cp.async so the next tile loads while this one is multiplied.
+constexpr int kKeys = 64;  // keys per tile
+constexpr float kLog2e = 1.4426950408889634f;
 
-// Shared-memory layout for head dim kHd; every buffer and every WMMA pointer in it stays 32-byte aligned (rows of
-// 16-bit tiles are padded by 8 elements, rows of float tiles by 4).
-template <int kHd>
-struct TcLayout {
-  static constexpr int kLdh = kHd + 8;            // padded row of a Q, K or V tile
-  static constexpr int kLdo = kHd + 4;            // padded row of the float output tile
-  static constexpr int kHalfTile = kTile * kLdh;  // elements of one 64-row Q, K or V tile
-  static constexpr int kWarpO = 16 * kLdo;        // floats of one warp's 16-row output tile
-  static constexpr size_t kBytes = 3 * kHalfTile * 2 + kWarps * kWarpF * 4 + kWarps * kWarpO * 4 + kWarps * kWarpP * 2;
-};
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
 
-// Copies rows [r0, r0 + 64) of a [rows, kHd] matrix into a padded shared tile; rows past the end become zeros so
-// that they add nothing (P is 0 there, and 0 * garbage could be NaN).
-template <int kHd, typename T>
-__device__ void load_tile(T* dst, const T* src, int r0, int rows) {
-  for (int idx = threadIdx.x; idx < kTile * kHd / 8; idx += kWarps * 32) {
-    const int r = idx / (kHd / 8), c = (idx % (kHd / 8)) * 8;
-    uint4 val = make_uint4(0, 0, 0, 0);
-    if (r0 + r < rows) val = *reinterpret_cast<const uint4*>(src + static_cast<size_t>(r0 + r) * kHd + c);
-    *reinterpret_cast<uint4*>(dst + r * TcLayout<kHd>::kLdh + c) = val;
+// 16 bytes global -> shared without a register round trip; `valid` false fills zeros (rows past the end).
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Four 8x8 16-bit matrices from shared memory, lane l giving the address of row (l % 8) of matrix l / 8.
+__device__ __forceinline__ void ldsm_x4(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t* r, const void* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_addr(p)));
+}
+
+// c += a * b for a 16x16 A (row-major fragment), a 16x8 B (column-major fragment), float accumulators.
+template <typename T>
+__device__ __forceinline__ void mma16816(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
 }
 
-template <typename T, bool kMask, int kHd>
-__global__ void __launch_bounds__(kWarps * 32) attention_tc_kernel(Args p) {
-  using namespace nvcuda;
-  using L = TcLayout<kHd>;
-  constexpr int kLdh = L::kLdh, kLdo = L::kLdo;
+// Two floats as one register of two 16-bit values, the first in the low half (the lower column).
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __half>) {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  } else {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&v);
+  }
+}
+
+// Shared-memory size of the kernel below: Q's rows and two buffers each of K and V, rows padded by 16 bytes so the
+// eight row addresses of an ldmatrix fall in different banks.
+template <int kHd, int kWarps>
+constexpr size_t mma_smem_bytes() {
+  return static_cast<size_t>(16 * kWarps + 4 * kKeys) * (kHd + 8) * 2;
+}
+
+// Copies rows [r0, r0 + n) of a matrix with row stride `ss` (elements) into a padded shared tile, asynchronously;
+// rows past `rows` become zeros so that they add nothing (P is 0 there, and 0 * garbage could be NaN).
+template <int kHd, int kThreads, typename T>
+__device__ __forceinline__ void load_rows_async(T* dst, const T* src, long long ss, int r0, int rows, int n) {
+  constexpr int kChunks = kHd / 8;
+  for (int idx = threadIdx.x; idx < n * kChunks; idx += kThreads) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    const bool valid = r0 + r < rows;
+    cp_async16(dst + r * (kHd + 8) + c, valid ? src + static_cast<long long>(r0 + r) * ss + c : src, valid);
+  }
+}
+
+template <typename T, bool kMask, int kHd, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32) attention_mma_kernel(Args p) {
+  constexpr int kRows = 16 * kWarps, kLd = kHd + 8, kThreads = kWarps * 32;
   extern __shared__ __align__(128) unsigned char smem[];
-  T* qs = reinterpret_cast<T*>(smem);
-  T* ks = qs + L::kHalfTile;
-  T* vs = ks + L::kHalfTile;
-  float* ss = reinterpret_cast<float*>(vs + L::kHalfTile);
-  float* os = ss + kWarps * kWarpF;
-  T* ps = reinterpret_cast<T*>(os + kWarps * L::kWarpO);
+  T* qsm = reinterpret_cast<T*>(smem);
+  T* ksm = qsm + kRows * kLd;    // two buffers of kKeys rows
+  T* vsm = ksm + 2 * kKeys * kLd;  // two buffers of kKeys rows
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
-  const int q0 = blockIdx.x * kTile;
-  const T* q = static_cast<const T*>(p.q) + static_cast<size_t>(bh) * p.Sq * kHd;
-  const T* k = static_cast<const T*>(p.k) + static_cast<size_t>(bh) * p.Sk * kHd;
-  const T* v = static_cast<const T*>(p.v) + static_cast<size_t>(bh) * p.Sk * kHd;
-  float* sw = ss + warp * kWarpF;
-  float* ow = os + warp * L::kWarpO;
-  T* pw = ps + warp * kWarpP;
+  const int q0 = blockIdx.x * kRows;
+  const T* qg = static_cast<const T*>(p.q) + b * p.qs[0] + h * p.qs[1];
+  const T* kg = static_cast<const T*>(p.k) + b * p.ks[0] + h * p.ks[1];
+  const T* vg = static_cast<const T*>(p.v) + b * p.vs[0] + h * p.vs[1];
+  const int kv_end = p.causal ? min(p.Sk, q0 + kRows) : p.Sk;  // later keys are hidden from every row here
+  const int ntiles = (kv_end + kKeys - 1) / kKeys;
 
-  load_tile<kHd>(qs, q, q0, p.Sq);
-  for (int i = lane; i < L::kWarpO; i += 32) ow[i] = 0.f;
-  // Each row of the warp's 16 belongs to two lanes: 32 of the tile's 64 scores, and half of the output columns.
-  const int row = lane >> 1, col0 = (lane & 1) * 32, ocol0 = (lane & 1) * (kHd / 2);
-  const int qi = q0 + warp * 16 + row;
-  float m_i = -INFINITY, l_i = 0.f;
-  const int kv_end = p.causal ? min(p.Sk, q0 + kTile) : p.Sk;  // later keys are hidden from every row here
+  load_rows_async<kHd, kThreads>(qsm, qg, p.qs[2], q0, p.Sq, kRows);
+  load_rows_async<kHd, kThreads>(ksm, kg, p.ks[2], 0, p.Sk, kKeys);
+  load_rows_async<kHd, kThreads>(vsm, vg, p.vs[2], 0, p.Sk, kKeys);
+  cp_async_commit();
 
-  for (int k0 = 0; k0 < kv_end; k0 += kTile) {
-    __syncthreads();  // every warp is done with the previous K and V tiles
-    load_tile<kHd>(ks, k, k0, p.Sk);
-    load_tile<kHd>(vs, v, k0, p.Sk);
+  // Fragment coordinates: this lane holds rows g and g + 8 of the warp's 16, columns 2t and 2t + 1 of each 8.
+  const int g = lane / 4, t = lane % 4;
+  const int qi0 = q0 + warp * 16 + g, qi1 = qi0 + 8;
+  const float scale = p.scale * kLog2e;  // exponentials in base 2
+  uint32_t qf[kHd / 16][4];
+  float o[kHd / 8][4];
+#pragma unroll
+  for (int i = 0; i < kHd / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // l: this lane's part of the row sums
+
+  for (int j = 0; j < ntiles; ++j) {
+    if (j + 1 < ntiles) {  // the buffer of tile j - 1, released by the barrier that ended that iteration
+      const int nb = (j + 1) & 1;
+      load_rows_async<kHd, kThreads>(ksm + nb * kKeys * kLd, kg, p.ks[2], (j + 1) * kKeys, p.Sk, kKeys);
+      load_rows_async<kHd, kThreads>(vsm + nb * kKeys * kLd, vg, p.vs[2], (j + 1) * kKeys, p.Sk, kKeys);
+    }
+    cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile j
+    cp_async_wait<1>();
     __syncthreads();
-    // S = Q_w K^T: K's rows read as the columns of a column-major B.
-    for (int nt = 0; nt < kTile / 16; ++nt) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
-      for (int kt = 0; kt < kHd / 16; ++kt) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::col_major> fb;
-        wmma::load_matrix_sync(fa, qs + warp * 16 * kLdh + kt * 16, kLdh);
-        wmma::load_matrix_sync(fb, ks + nt * 16 * kLdh + kt * 16, kLdh);
-        wmma::mma_sync(acc, fa, fb, acc);
-      }
-      wmma::store_matrix_sync(sw + nt * 16, acc, kLdf, wmma::mem_row_major);
-    }
-    __syncwarp();
-    // Online softmax over this tile's 64 keys for row `row`.
-    float s[32];
-    float mx = -INFINITY;
+    if (j == 0) {
 #pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      const int kj = k0 + col0 + c;
-      float x = sw[row * kLdf + col0 + c] * p.scale;
-      if (kMask && qi < p.Sq && kj < p.Sk)
-        x += to_f(static_cast<const T*>(p.mask)[b * p.ms0 + h * p.ms1 + qi * p.ms2 + kj * p.ms3]);
-      if (kj >= p.Sk || (p.causal && kj > qi)) x = -INFINITY;
-      s[c] = x;
-      mx = fmaxf(mx, x);
+      for (int kk = 0; kk < kHd / 16; ++kk)
+        ldsm_x4(qf[kk], qsm + (warp * 16 + lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
     }
-    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-    const float m_new = fmaxf(m_i, mx);
+    const T* kt = ksm + (j & 1) * kKeys * kLd;
+    const T* vt = vsm + (j & 1) * kKeys * kLd;
+
+    // S = Q K^T: 16 x 64 per warp, as eight 16x8 accumulator fragments.
+    float s[kKeys / 8][4];
+#pragma unroll
+    for (int i = 0; i < kKeys / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < kHd / 16; ++kk) {
+#pragma unroll
+      for (int np = 0; np < kKeys / 16; ++np) {
+        uint32_t bf[4];  // keys np*16 .. +7 and +8 .. +15, head dims kk*16 .. +15
+        ldsm_x4(bf, kt + (np * 16 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 + ((lane / 8) % 2) * 8);
+        mma16816<T>(s[2 * np], qf[kk], bf[0], bf[1]);
+        mma16816<T>(s[2 * np + 1], qf[kk], bf[2], bf[3]);
+      }
+    }
+
+    // Online softmax over this tile, in float32: mask, scale, the new row maxima (across the lane's quad).
+    const int k0 = j * kKeys;
+    float mx0 = m0, mx1 = m1;
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int kj = k0 + nt * 8 + 2 * t + (e & 1);
+        const int qi = e < 2 ? qi0 : qi1;
+        float x = s[nt][e] * scale;
+        if (kMask && qi < p.Sq && kj < p.Sk)
+          x += to_f(static_cast<const T*>(p.mask)[b * p.ms0 + h * p.ms1 + qi * p.ms2 + kj * p.ms3]) * kLog2e;
+        if (kj >= p.Sk || (p.causal && kj > qi)) x = -INFINITY;
+        s[nt][e] = x;
+        if (e < 2) mx0 = fmaxf(mx0, x);
+        else mx1 = fmaxf(mx1, x);
+      }
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+    }
     // While every key so far is masked, m stays -inf: nothing accumulates and no inf - inf appears.
-    const float corr = m_new == -INFINITY ? 1.f : __expf(m_i - m_new);
-    float sum = 0.f;
+    const float c0 = mx0 == -INFINITY ? 1.f : exp2f(m0 - mx0);
+    const float c1 = mx1 == -INFINITY ? 1.f : exp2f(m1 - mx1);
+    m0 = mx0;
+    m1 = mx1;
+    float r0 = 0.f, r1 = 0.f;
 #pragma unroll
-    for (int c = 0; c < 32; ++c) {
-      const float e = m_new == -INFINITY ? 0.f : __expf(s[c] - m_new);
-      sum += e;
-      pw[row * kLdp + col0 + c] = from_f<T>(e);
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+      s[nt][0] = m0 == -INFINITY ? 0.f : exp2f(s[nt][0] - m0);
+      s[nt][1] = m0 == -INFINITY ? 0.f : exp2f(s[nt][1] - m0);
+      s[nt][2] = m1 == -INFINITY ? 0.f : exp2f(s[nt][2] - m1);
+      s[nt][3] = m1 == -INFINITY ? 0.f : exp2f(s[nt][3] - m1);
+      r0 += s[nt][0] + s[nt][1];
+      r1 += s[nt][2] + s[nt][3];
     }
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    l_i = l_i * corr + sum;
-    m_i = m_new;
+    l0 = l0 * c0 + r0;
+    l1 = l1 * c1 + r1;
 #pragma unroll
-    for (int c = 0; c < kHd / 2; ++c) ow[row * kLdo + ocol0 + c] *= corr;
-    __syncwarp();
-    // O_w += P_w V, the accumulator kept in shared memory between tiles (rows rescaled above).
-    for (int nt = 0; nt < kHd / 16; ++nt) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, ow + nt * 16, kLdo, wmma::mem_row_major);
-      for (int kt = 0; kt < kTile / 16; ++kt) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, T, wmma::row_major> fa;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, T, wmma::row_major> fb;
-        wmma::load_matrix_sync(fa, pw + kt * 16, kLdp);
-        wmma::load_matrix_sync(fb, vs + kt * 16 * kLdh + nt * 16, kLdh);
-        wmma::mma_sync(acc, fa, fb, acc);
+    for (int i = 0; i < kHd / 8; ++i) {
+      o[i][0] *= c0;
+      o[i][1] *= c0;
+      o[i][2] *= c1;
+      o[i][3] *= c1;
+    }
+
+    // O += P V: two adjacent 16x8 probability fragments are exactly one 16x16 A fragment.
+#pragma unroll
+    for (int kk = 0; kk < kKeys / 16; ++kk) {
+      const uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                             pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                             pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < kHd / 16; ++dp) {
+        uint32_t bf[4];  // keys kk*16 .. +15, head dims dp*16 .. +7 and +8 .. +15, transposed on load
+        ldsm_x4_trans(bf, vt + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kLd + dp * 16 + (lane / 16) * 8);
+        mma16816<T>(o[2 * dp], a, bf[0], bf[1]);
+        mma16816<T>(o[2 * dp + 1], a, bf[2], bf[3]);
       }
-      wmma::store_matrix_sync(ow + nt * 16, acc, kLdo, wmma::mem_row_major);
     }
-    __syncwarp();
+    __syncthreads();  // every warp is done with this tile's buffers before the next iteration refills them
   }
-  if (qi < p.Sq) {
-    T* o = static_cast<T*>(p.o) + (static_cast<size_t>(bh) * p.Sq + qi) * kHd;
-    const float inv = 1.f / l_i;  // l = 0 (a row with every key masked) gives NaN, as the reference does
-    for (int c = 0; c < kHd / 2; ++c) o[ocol0 + c] = from_f<T>(ow[row * kLdo + ocol0 + c] * inv);
+
+#pragma unroll
+  for (int off = 1; off <= 2; off <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+  // l = 0 (a row with every key masked) gives NaN, as the reference does.
+  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+  T* og = static_cast<T*>(p.o) + b * p.os[0] + h * p.os[1];
+#pragma unroll
+  for (int i = 0; i < kHd / 8; ++i) {
+    const int col = i * 8 + 2 * t;
+    if (qi0 < p.Sq)
+      *reinterpret_cast<uint32_t*>(og + qi0 * p.os[2] + col) = pack2<T>(o[i][0] * inv0, o[i][1] * inv0);
+    if (qi1 < p.Sq)
+      *reinterpret_cast<uint32_t*>(og + qi1 * p.os[2] + col) = pack2<T>(o[i][2] * inv1, o[i][3] * inv1);
   }
 }
 
@@ -181,14 +275,14 @@ __global__ void __launch_bounds__(kGenThreads) attention_generic_kernel(Args p) 
   float* sc = qrow + p.D;
   float* red = sc + p.Sk;
   const int i = blockIdx.x, bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
-  const T* q = static_cast<const T*>(p.q) + (static_cast<size_t>(bh) * p.Sq + i) * p.D;
-  const T* k = static_cast<const T*>(p.k) + static_cast<size_t>(bh) * p.Sk * p.D;
-  const T* v = static_cast<const T*>(p.v) + static_cast<size_t>(bh) * p.Sk * p.Dv;
+  const T* q = static_cast<const T*>(p.q) + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
+  const T* k = static_cast<const T*>(p.k) + b * p.ks[0] + h * p.ks[1];
+  const T* v = static_cast<const T*>(p.v) + b * p.vs[0] + h * p.vs[1];
   for (int d = threadIdx.x; d < p.D; d += kGenThreads) qrow[d] = to_f(q[d]);
   __syncthreads();
   float mx = -INFINITY;
   for (int j = threadIdx.x; j < p.Sk; j += kGenThreads) {
-    const T* kr = k + static_cast<size_t>(j) * p.D;
+    const T* kr = k + j * p.ks[2];
     float acc = 0.f;
     for (int d = 0; d < p.D; ++d) acc += qrow[d] * to_f(kr[d]);
     float x = acc * p.scale;
@@ -205,10 +299,10 @@ __global__ void __launch_bounds__(kGenThreads) attention_generic_kernel(Args p) 
     sum += e;
   }
   sum = block_reduce(sum, false, red);  // its barriers also publish every sc[j]
-  T* o = static_cast<T*>(p.o) + (static_cast<size_t>(bh) * p.Sq + i) * p.Dv;
+  T* o = static_cast<T*>(p.o) + b * p.os[0] + h * p.os[1] + i * p.os[2];
   for (int d = threadIdx.x; d < p.Dv; d += kGenThreads) {
     float acc = 0.f;
-    for (int j = 0; j < p.Sk; ++j) acc += sc[j] * to_f(v[static_cast<size_t>(j) * p.Dv + d]);
+    for (int j = 0; j < p.Sk; ++j) acc += sc[j] * to_f(v[j * p.vs[2] + d]);
     o[d] = from_f<T>(acc / sum);
   }
 }
@@ -220,31 +314,47 @@ cudaError_t allow_smem(K kernel, size_t bytes) {
   return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
 }
 
-template <typename T, int kHd>
-Status launch_tc(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t stream) {
-  constexpr size_t bytes = TcLayout<kHd>::kBytes;
-  dim3 grid(static_cast<unsigned>((Sq + kTile - 1) / kTile), static_cast<unsigned>(B * H));
+template <typename T, int kHd, int kWarps>
+Status launch_mma(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t stream) {
+  constexpr size_t bytes = mma_smem_bytes<kHd, kWarps>();
+  dim3 grid(static_cast<unsigned>((Sq + 16 * kWarps - 1) / (16 * kWarps)), static_cast<unsigned>(B * H));
   if (a.mask) {
-    KILN_CUDA_CHECK(allow_smem(attention_tc_kernel<T, true, kHd>, bytes));
-    attention_tc_kernel<T, true, kHd><<<grid, kWarps * 32, bytes, stream>>>(a);
+    KILN_CUDA_CHECK(allow_smem(attention_mma_kernel<T, true, kHd, kWarps>, bytes));
+    attention_mma_kernel<T, true, kHd, kWarps><<<grid, kWarps * 32, bytes, stream>>>(a);
   } else {
-    KILN_CUDA_CHECK(allow_smem(attention_tc_kernel<T, false, kHd>, bytes));
-    attention_tc_kernel<T, false, kHd><<<grid, kWarps * 32, bytes, stream>>>(a);
+    KILN_CUDA_CHECK(allow_smem(attention_mma_kernel<T, false, kHd, kWarps>, bytes));
+    attention_mma_kernel<T, false, kHd, kWarps><<<grid, kWarps * 32, bytes, stream>>>(a);
   }
   KILN_CUDA_LAUNCH_CHECK();
   return Status::Ok();
 }
 
+// Four warps (64 queries) per block share each K/V tile; when that leaves most SMs idle (batch 1), one warp per
+// block spreads the same work over four times as many blocks.
+template <typename T, int kHd>
+Status launch_mma_sized(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t stream) {
+  int dev = 0, sms = 0;
+  KILN_CUDA_CHECK(cudaGetDevice(&dev));
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  if (B * H * ((Sq + 63) / 64) < 2 * sms) return launch_mma<T, kHd, 1>(a, B, H, Sq, stream);
+  return launch_mma<T, kHd, 4>(a, B, H, Sq, stream);
+}
+
+// Whether the tensor-core kernel's 16-byte row loads and 4-byte stores are aligned for these addresses and strides.
+bool mma_aligned(const AttentionParams& p) {
+  uintptr_t in = reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.k) | reinterpret_cast<uintptr_t>(p.v);
+  int64_t in_strides = 0, out_strides = 0;
+  for (int i = 0; i < 3; ++i) in_strides |= p.qs[i] | p.ks[i] | p.vs[i], out_strides |= p.os[i];
+  return in % 16 == 0 && in_strides % 8 == 0 && reinterpret_cast<uintptr_t>(p.o) % 4 == 0 && out_strides % 2 == 0;
+}
+
 template <typename T>
 Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream) {
-  const bool aligned =
-      ((reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.k) | reinterpret_cast<uintptr_t>(p.v)) % 16) ==
-      0;
   if constexpr (!std::is_same_v<T, float>) {
-    if (aligned && p.D == p.Dv) {
-      if (p.D == 32) return launch_tc<T, 32>(a, p.B, p.H, p.Sq, stream);
-      if (p.D == 64) return launch_tc<T, 64>(a, p.B, p.H, p.Sq, stream);
-      if (p.D == 128) return launch_tc<T, 128>(a, p.B, p.H, p.Sq, stream);
+    if (mma_aligned(p) && p.D == p.Dv) {
+      if (p.D == 32) return launch_mma_sized<T, 32>(a, p.B, p.H, p.Sq, stream);
+      if (p.D == 64) return launch_mma_sized<T, 64>(a, p.B, p.H, p.Sq, stream);
+      if (p.D == 128) return launch_mma_sized<T, 128>(a, p.B, p.H, p.Sq, stream);
     }
   }
   {
@@ -285,6 +395,10 @@ Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_
          static_cast<int>(p.Sk),
          static_cast<int>(p.D),
          static_cast<int>(p.Dv),
+         {p.qs[0], p.qs[1], p.qs[2]},
+         {p.ks[0], p.ks[1], p.ks[2]},
+         {p.vs[0], p.vs[1], p.vs[2]},
+         {p.os[0], p.os[1], p.os[2]},
          p.ms[0],
          p.ms[1],
          p.ms[2],

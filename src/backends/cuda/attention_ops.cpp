@@ -1,27 +1,27 @@
-// kiln::FusedAttention on the CUDA backend: shapes and mask strides from the node, the kernel in attention.cu.
+// kiln::FusedAttention on the CUDA backend: shapes, layout strides and mask strides from the node, the kernels in
+// attention.cu.
 #include <cmath>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/transformer_kernels.h"
+#include "ops/attention_layout.h"
 #include "ops/op_util.h"
 
 namespace kiln::cuda {
 namespace {
 
 Status run_fused_attention(KernelArgs& a) {
-  const DevTensor &q = a.in[0], &k = a.in[1], &v = a.in[2];
-  if (q.rank() != 4 || k.rank() != 4 || v.rank() != 4) return invalid_argument("FusedAttention: Q, K, V must be 4-D");
+  const DevTensor& q = a.in[0];
+  const bool packed = !a.has_input(1);
+  const DevTensor& k = packed ? q : a.in[1];
+  const DevTensor& v = packed ? q : a.in[2];
+  KILN_ASSIGN_OR_RETURN(ops::AttentionGeometry geo, ops::attention_geometry(a.attrs(), q.shape, k.shape, v.shape));
+  if (geo.out_shape != a.out[0].shape)
+    return internal_error("FusedAttention: output " + dims_to_string(a.out[0].shape) + ", expected " +
+                          dims_to_string(geo.out_shape));
   AttentionParams p;
-  p.B = q.shape[0];
-  p.H = q.shape[1];
-  p.Sq = q.shape[2];
-  p.D = q.shape[3];
-  p.Sk = k.shape[2];
-  p.Dv = v.shape[3];
-  if (k.shape[0] != p.B || k.shape[1] != p.H || k.shape[3] != p.D || v.shape[0] != p.B || v.shape[1] != p.H ||
-      v.shape[2] != p.Sk)
-    return invalid_argument("FusedAttention: K " + dims_to_string(k.shape) + " and V " + dims_to_string(v.shape) +
-                            " do not fit Q " + dims_to_string(q.shape));
+  p.B = geo.B, p.H = geo.H, p.Sq = geo.Sq, p.Sk = geo.Sk, p.D = geo.D, p.Dv = geo.Dv;
+  for (int i = 0; i < 3; ++i) p.qs[i] = geo.q.st[i], p.ks[i] = geo.k.st[i], p.vs[i] = geo.v.st[i], p.os[i] = geo.o.st[i];
   KILN_ASSIGN_OR_RETURN(int64_t causal, a.attrs().get_int("causal", 0));
   KILN_ASSIGN_OR_RETURN(float scale, a.attrs().get_float("scale", 0.0f));
   p.scale = a.attrs().has("scale") ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.D)));
@@ -40,9 +40,10 @@ Status run_fused_attention(KernelArgs& a) {
     for (int d = 0; d < 4; ++d) p.ms[d] = st[d];
     p.mask = m.data;
   }
-  p.q = q.data;
-  p.k = k.data;
-  p.v = v.data;
+  const size_t es = dtype_size(q.dtype);
+  p.q = static_cast<const char*>(q.data) + geo.q.offset * es;
+  p.k = static_cast<const char*>(k.data) + geo.k.offset * es;
+  p.v = static_cast<const char*>(v.data) + geo.v.offset * es;
   p.o = a.out[0].data;
   return launch_fused_attention(q.dtype, p, a.stream);
 }

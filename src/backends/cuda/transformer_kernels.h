@@ -19,8 +19,10 @@ enum class EpiAct : int { kNone = 0, kRelu = 1, kGeluErf = 2, kGeluTanh = 3 };
 Status launch_matmul_epilogue(DataType dt, void* y, const void* bias, const void* res, int64_t total, int64_t n,
                               EpiAct act, cudaStream_t stream);
 
-// softmax(scale * Q K^T + mask [causal]) V for dense [B,H,Sq,D] Q, [B,H,Sk,D] K, [B,H,Sk,Dv] V and output
-// [B,H,Sq,Dv]; the mask (null: none) is read at b*ms[0] + h*ms[1] + i*ms[2] + j*ms[3] (0 strides broadcast).
+// softmax(scale * Q K^T + mask [causal]) V for Q [B,H,Sq,D], K [B,H,Sk,D], V [B,H,Sk,Dv] and output [B,H,Sq,Dv]
+// in any strided layout with unit stride along D: element (b, h, row, d) of Q lies at q + b*qs[0] + h*qs[1] +
+// row*qs[2] + d, likewise K, V and O ([B,S,H,D] tensors and the thirds of a packed [B,S,3,H,D] projection are
+// such views). The mask (null: none) is read at b*ms[0] + h*ms[1] + i*ms[2] + j*ms[3] (0 strides broadcast).
 struct AttentionParams {
   const void* q = nullptr;
   const void* k = nullptr;
@@ -28,11 +30,12 @@ struct AttentionParams {
   const void* mask = nullptr;
   void* o = nullptr;
   int64_t B = 0, H = 0, Sq = 0, Sk = 0, D = 0, Dv = 0;
+  int64_t qs[3] = {0, 0, 0}, ks[3] = {0, 0, 0}, vs[3] = {0, 0, 0}, os[3] = {0, 0, 0};
   int64_t ms[4] = {0, 0, 0, 0};
   float scale = 1.0f;
   bool causal = false;
 };
-// Half and bfloat16 with D = Dv in {32, 64, 128} on 16-byte aligned tensors run a tensor-core flash-attention kernel;
+// Half and bfloat16 with D = Dv in {32, 64, 128}, 16-byte aligned rows, run a tensor-core flash-attention kernel;
 // any other case a one-row-per-block kernel whose scores row lives in shared memory. Both: one launch, softmax in
 // float32, no workspace.
 Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_t stream);

@@ -1,0 +1,34 @@
+// kiln::FusedAttention's tensor layouts: the attributes that name them and where element (b, h, s, d) of Q, K, V
+// and the output lies for each, shared by the CPU reference and the CUDA kernels.
+#pragma once
+
+#include <string>
+
+#include "ops/op.h"
+
+namespace kiln::ops {
+
+// Element (b, h, s, d) of one operand lies at offset + b * st[0] + h * st[1] + s * st[2] + d.
+struct AttentionView {
+  int64_t offset = 0;
+  int64_t st[3] = {0, 0, 0};
+};
+
+struct AttentionGeometry {
+  int64_t B = 0, H = 0, Sq = 0, Sk = 0, D = 0, Dv = 0;
+  AttentionView q, k, v, o;  // k and v index input 0 when the layout is packed
+  bool packed = false;
+  Dims out_shape;
+};
+
+// qkv_layout "bhsd" (default): Q [B,H,Sq,D], K [B,H,Sk,D], V [B,H,Sk,Dv]; "bshd": the same as [B,S,H,D];
+// "bs3hd": input 0 alone, a packed projection [B,S,3,H,D] whose thirds are Q, K and V (Sq = Sk, Dv = D).
+// out_layout "bhsd" (default): [B,H,Sq,Dv]; "bshd": [B,Sq,H,Dv].
+Result<std::string> attention_qkv_layout(const Attributes& a);
+Result<std::string> attention_out_layout(const Attributes& a);
+
+// The problem and the operands' strides for concrete shapes (k and v are ignored when packed), with every
+// dimension checked against the others.
+Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q, const Dims& k, const Dims& v);
+
+}  // namespace kiln::ops

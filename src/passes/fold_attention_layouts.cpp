@@ -1,0 +1,141 @@
+// fold_attention_layouts pass (CUDA, after the MHA transpose folds): kiln::FusedAttention reads q, k and v where the
+// projection wrote them and writes its output in the layout the output projection reads, so the copies between
+// (a Transpose + Split of the packed projection before, a Transpose after) disappear:
+//  - inputs that are the thirds of a packed [B,S,3,H,D] projection, taken by Transpose(perm [2,0,3,1,4]) -> Split
+//    (axis 0) -> Squeeze(axis 0) (what fold_mha_input_transposes builds), q, k, v in that order -> qkv_layout bs3hd
+//    on the [B,S,3,H,D] tensor itself;
+//  - q, k and v each a Transpose(perm [0,2,1,3]) of a [B,S,H,D] tensor -> qkv_layout bshd on those tensors;
+//  - an output whose one use is a Transpose(perm [0,2,1,3]) -> out_layout bshd, the Transpose removed.
+#include "passes/matcher.h"
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+using match::perm_is;
+
+ir::Node* producer_of(const ir::Value* v, const char* op) {
+  if (!v || !v->producer || !v->producer->domain.empty() || v->producer->op_type != op) return nullptr;
+  return v->producer;
+}
+
+bool rank_is(const ir::Value* v, size_t r) { return v && v->rank_known && v->shape.size() == r; }
+
+// Whether a Squeeze removes exactly axis 0 (axes as input 1 from opset 13, as an attribute before).
+bool squeezes_axis0(const ir::Node* n) {
+  if (n->inputs.size() > 1 && n->inputs[1]) {
+    const ir::Value* a = n->inputs[1];
+    return a->is_constant() && a->constant->numel() == 1 && a->constant->get_i64(0) == 0;
+  }
+  auto axes = n->attrs.get_ints("axes");
+  return axes.ok() && axes->size() == 1 && (*axes)[0] == 0;
+}
+
+// The [B,S,3,H,D] tensor whose thirds are q, k and v, in that order; null when the inputs are not such views.
+ir::Value* packed_source(const ir::Node* att) {
+  const ir::Node* split = nullptr;
+  for (int i = 0; i < 3; ++i) {
+    const ir::Node* sq = producer_of(att->inputs[i], "Squeeze");
+    if (!sq || !squeezes_axis0(sq)) return nullptr;
+    const ir::Node* sp = producer_of(sq->inputs[0], "Split");
+    if (!sp || (split && sp != split) || sp->outputs.size() != 3 || sp->outputs[i] != sq->inputs[0]) return nullptr;
+    split = sp;
+  }
+  auto axis = split->attrs.get_int("axis", 0);
+  if (!axis.ok() || *axis != 0) return nullptr;
+  for (const ir::Value* o : split->outputs)
+    if (!rank_is(o, 5) || !(o->shape[0] == ops::Dim(1))) return nullptr;
+  const ir::Node* t = producer_of(split->inputs[0], "Transpose");
+  if (!t || !perm_is(t, {2, 0, 3, 1, 4})) return nullptr;
+  ir::Value* x = t->inputs[0];
+  if (!rank_is(x, 5) || !(x->shape[2] == ops::Dim(3))) return nullptr;
+  return x;
+}
+
+// The [B,S,H,D] tensor input i is a Transpose of; null otherwise.
+ir::Value* bshd_source(const ir::Node* att, int i) {
+  const ir::Node* t = producer_of(att->inputs[i], "Transpose");
+  if (!t || !perm_is(t, {0, 2, 1, 3}) || !rank_is(t->inputs[0], 4)) return nullptr;
+  return t->inputs[0];
+}
+
+// The layout attribute's value, "" when it is not a string.
+std::string layout_of(const ir::Node* n, const char* attr) {
+  auto l = n->attrs.get_string(attr, "bhsd");
+  return l.ok() ? *l : "";
+}
+
+bool is_graph_output(const ir::Graph& g, const ir::Value* v) {
+  for (const ir::Value* o : g.outputs())
+    if (o == v) return true;
+  return false;
+}
+
+class FoldAttentionLayouts final : public Pass {
+ public:
+  std::string_view name() const override { return "fold_attention_layouts"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    // The chains the earlier folds bypassed still read the attention's output: an output Transpose is only seen as
+    // its one use once they are gone.
+    KILN_RETURN_IF_ERROR(make_dead_code_elimination()->apply(g, ctx));
+    g.rebuild_links();
+    std::vector<ir::Node*> attention;
+    for (auto& n : g.nodes())
+      if (n->domain == "kiln" && n->op_type == "FusedAttention" && n->inputs.size() >= 3) attention.push_back(n.get());
+    int inputs = 0, outputs = 0;
+    for (ir::Node* att : attention) {
+      if (layout_of(att, "qkv_layout") == "bhsd" && att->inputs[1] && att->inputs[2]) {
+        if (ir::Value* x = packed_source(att)) {
+          g.set_node_input(att, 0, x);
+          g.set_node_input(att, 1, nullptr);
+          g.set_node_input(att, 2, nullptr);
+          att->attrs.set("qkv_layout", std::string("bs3hd"));
+          ++inputs;
+        } else if (ir::Value *q = bshd_source(att, 0), *k = bshd_source(att, 1), *v = bshd_source(att, 2);
+                   q && k && v) {
+          g.set_node_input(att, 0, q);
+          g.set_node_input(att, 1, k);
+          g.set_node_input(att, 2, v);
+          att->attrs.set("qkv_layout", std::string("bshd"));
+          ++inputs;
+        }
+      }
+      if (fold_output(g, att)) ++outputs;
+    }
+    if (inputs + outputs) {
+      g.prune_values();
+      KILN_RETURN_IF_ERROR(g.topo_sort());
+      ctx.changes += inputs + outputs;
+      ctx.verbose("fold_attention_layouts: " + std::to_string(inputs) + " attention layers read q/k/v in place, " +
+                  std::to_string(outputs) + " write [B,S,H,D]");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  static bool fold_output(ir::Graph& g, ir::Node* att) {
+    ir::Value* y = att->outputs[0];
+    if (layout_of(att, "out_layout") != "bhsd" || is_graph_output(g, y) ||
+        y->users.size() != 1)
+      return false;
+    ir::Node* t = y->users[0];
+    if (!t->domain.empty() || t->op_type != "Transpose" || !perm_is(t, {0, 2, 1, 3}) || !rank_is(t->outputs[0], 4))
+      return false;
+    // The attention produces the Transpose's value itself (its name may be what later layers read).
+    ir::Value* out = t->outputs[0];
+    g.remove_node(t);
+    att->outputs[0] = out;
+    out->producer = att;
+    att->attrs.set("out_layout", std::string("bshd"));
+    g.rebuild_links();
+    g.remove_value(y);
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_fold_attention_layouts() { return std::make_unique<FoldAttentionLayouts>(); }
+
+}  // namespace kiln::passes
