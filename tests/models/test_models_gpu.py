@@ -38,23 +38,26 @@ def kiln_run(kiln, model, name, shape, input_file, out_json, device, extra, max_
 
 
 def torch_top1(name, x):
-    """PyTorch's own agreement of FP16 and BF16 with FP32 on these inputs (same model and seed as the export)."""
+    """PyTorch's own agreement of FP16 and BF16 with FP32 on these inputs (same model and seed as the export): the
+    top-1 matches of each, then the cosine similarity of each's logits to FP32's over the whole batch."""
     try:
         import torch
         if not torch.cuda.is_available():
-            return None, None
+            return None, None, None, None
         ctor, make_input, _ = export_models.ZOO[name]
         torch.manual_seed(export_models.SEED)
         m = export_models.make_informative(ctor(), make_input).cuda().eval()
         xt = torch.from_numpy(x).cuda()
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         with torch.inference_mode():
-            ref = m(xt).argmax(1)
-            r = [int((m.to(dt)(xt.to(dt)).argmax(1) == ref).sum()) for dt in (torch.float16, torch.bfloat16)]
-        return r[0], r[1]
+            ref = m(xt).double()
+            low = [m.to(dt)(xt.to(dt)).double() for dt in (torch.float16, torch.bfloat16)]
+        top = [int((y.argmax(1) == ref.argmax(1)).sum()) for y in low]
+        cos = [cosine(y.cpu().numpy(), ref.cpu().numpy()) for y in low]
+        return top[0], top[1], cos[0], cos[1]
     except Exception as e:  # the peer figure is context, not the check
         print(f"  (torch top-1 baseline unavailable: {e})")
-        return None, None
+        return None, None, None, None
 
 
 def cosine(a, b):
@@ -113,7 +116,11 @@ def main(argv=None):
                 row["fp16_top1"] = int((r16.reshape(TOP1_BATCH, -1).argmax(1) == top).sum())
                 row["bf16_top1"] = int((rb16.reshape(TOP1_BATCH, -1).argmax(1) == top).sum())
                 ok = ok and row["fp16_top1"] == TOP1_BATCH and row["bf16_top1"] == TOP1_BATCH
-                row["torch_fp16_top1"], row["torch_bf16_top1"] = torch_top1(name, x)
+                # Cosine over the 64 random inputs too, Kiln's and PyTorch's own: how much of the distance
+                # from FP32 is the 16-bit format's rather than Kiln's.
+                row["fp16_cos64"], row["bf16_cos64"] = cosine(r16, r32), cosine(rb16, r32)
+                (row["torch_fp16_top1"], row["torch_bf16_top1"], row["torch_fp16_cos64"],
+                 row["torch_bf16_cos64"]) = torch_top1(name, x)
             row["ok"] = ok
         except Exception as e:  # one model's failure is reported, the others still run
             row["msg"] = f"{type(e).__name__}: {e}"
@@ -123,12 +130,15 @@ def main(argv=None):
     def f(v, fmt):
         return "—" if v is None else format(v, fmt)
     print(f"\n{'model':<16} {'fp32 rel':>9} {'tf32 rel':>9} {'tf32 cos':>9} {'fp16 cos':>9} {'bf16 cos':>9} "
-          f"{'fp16 top1':>9} {'bf16 top1':>9} {'torch16':>7} {'torchbf':>7} result")
+          f"{'fp16 top1':>9} {'bf16 top1':>9} {'torch16':>7} {'torchbf':>7} "
+          f"{'cos64 fp16/bf16: kiln':>22} {'torch':>15} result")
     for r in rows:
         print(f"{r['model']:<16} {f(r.get('fp32_rel'), '.2e'):>9} {f(r.get('tf32_rel'), '.2e'):>9} "
               f"{f(r.get('tf32_cos'), '.6f'):>9} {f(r.get('fp16_cos'), '.6f'):>9} "
               f"{f(r.get('bf16_cos'), '.6f'):>9} {f(r.get('fp16_top1'), 'd'):>9} {f(r.get('bf16_top1'), 'd'):>9} "
               f"{f(r.get('torch_fp16_top1'), 'd'):>7} {f(r.get('torch_bf16_top1'), 'd'):>7} "
+              f"{f(r.get('fp16_cos64'), '.5f'):>14}/{f(r.get('bf16_cos64'), '.5f'):<7} "
+              f"{f(r.get('torch_fp16_cos64'), '.5f'):>7}/{f(r.get('torch_bf16_cos64'), '.5f'):<7} "
               f"{'pass' if r['ok'] else 'FAIL'}")
     print(f"targets: fp32 rel err <= {FP32_REL:g} vs the CPU backend; cosine >= {COS_MIN} vs fp32; "
           f"top-1 {TOP1_BATCH}/{TOP1_BATCH} for classifiers")
