@@ -1,0 +1,193 @@
+// Channels-last depthwise convolution with fused prologue and epilogue: one pass over X, one write of Y.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "backends/cuda/activation.cuh"
+#include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/depthwise.h"
+#include "backends/cuda/float_convert.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxLanes = 32;                 // channel vectors per block (a warp's width of 16-byte loads)
+constexpr int kSmemFloats = 48 * 1024 / 4;    // without the opt-in for more than 48 KiB of dynamic smem
+
+// V consecutive elements as floats: one 16-byte access when V * sizeof(T) == 16, else element by element.
+template <typename T, int V>
+__device__ __forceinline__ void load_vec(const T* p, float (&v)[V]) {
+  if constexpr (V * sizeof(T) == 16) {
+    uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+    const T* t = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[i] = to_f(t[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[i] = to_f(p[i]);
+  }
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_vec(T* p, const float (&v)[V]) {
+  if constexpr (V * sizeof(T) == 16) {
+    uint4 raw;
+    T* t = reinterpret_cast<T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) t[i] = from_f<T>(v[i]);
+    *reinterpret_cast<uint4*>(p) = raw;
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) p[i] = from_f<T>(v[i]);
+  }
+}
+
+// Block: `lanes` channel vectors (blockIdx.y picks which) times blockDim.x / lanes output pixels; the lane is
+// the fastest index, so a warp reads neighbouring 16-byte vectors of one or two pixels (coalesced along C).
+// The block's weights (transposed to [tap][channel] so a lane reads its V channels contiguously) and bias
+// live in shared memory as float. Halo reuse between neighbouring pixels comes from L1/L2.
+template <typename T, int V, bool kPre>
+__global__ void __launch_bounds__(kThreads) depthwise_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ w,
+                                                                  const T* __restrict__ b, const T* __restrict__ z,
+                                                                  T* __restrict__ y, DepthwiseGeom g, int lanes,
+                                                                  EpilogueParams pre, EpilogueParams ep) {
+  extern __shared__ float smem[];
+  const int taps = g.kh * g.kw;
+  const int width = lanes * V;  // channels of this block's chunk (the last ones may lie past C)
+  const int c0 = blockIdx.y * width;
+  float* sw = smem;               // [taps][width]
+  float* sb = smem + taps * width;  // [width]
+  for (int i = threadIdx.x; i < taps * width; i += blockDim.x) {
+    const int t = i / width, ch = c0 + (i - t * width);
+    sw[i] = ch < g.c ? to_f(w[ch * taps + t]) : 0.f;
+  }
+  for (int i = threadIdx.x; i < width; i += blockDim.x) sb[i] = b && c0 + i < g.c ? to_f(b[c0 + i]) : 0.f;
+  __syncthreads();
+
+  const int lane = threadIdx.x % lanes, slot = threadIdx.x / lanes, slots = blockDim.x / lanes;
+  const int ch = c0 + lane * V;
+  if (ch >= g.c) return;  // no barrier follows
+  const int pixels = g.n * g.oh * g.ow;
+  const float* wl = sw + lane * V;
+  for (int pix = blockIdx.x * slots + slot; pix < pixels; pix += gridDim.x * slots) {
+    const int ox = pix % g.ow, q = pix / g.ow;
+    const int oy = q % g.oh, img = q / g.oh;
+    float acc[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[v] = sb[lane * V + v];
+    const int iy0 = oy * g.sh - g.pt, ix0 = ox * g.sw - g.pl;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const int iy = iy0 + ky * g.dh;
+      if (static_cast<unsigned>(iy) >= static_cast<unsigned>(g.h)) continue;
+      const T* row = x + (img * g.h + iy) * g.w * g.c + ch;
+      const float* wrow = wl + ky * g.kw * width;
+      for (int kx = 0; kx < g.kw; ++kx) {
+        const int ix = ix0 + kx * g.dw;
+        if (static_cast<unsigned>(ix) >= static_cast<unsigned>(g.w)) continue;
+        float xv[V];
+        load_vec<T, V>(row + ix * g.c, xv);
+        const float* wt = wrow + kx * width;
+#pragma unroll
+        for (int v = 0; v < V; ++v) {
+          // The prologue runs on real pixels only: padding (skipped above) is zero after it.
+          const float xi = kPre ? epilogue_act(xv[v], pre) : xv[v];
+          acc[v] = fmaf(xi, wt[v], acc[v]);
+        }
+      }
+    }
+    const int out = pix * g.c + ch;
+    if (z) {
+      float zv[V];
+      load_vec<T, V>(z + out, zv);
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[v] += zv[v];
+    }
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[v] = epilogue_act(acc[v], ep);
+    store_vec<T, V>(y + out, acc);
+  }
+}
+
+// Lanes per block for `vecs` channel vectors: chunks of at most kMaxLanes, evenly split so that the last
+// chunk does not idle most of its lanes (120 vectors: 4 chunks of 30), and few enough that the chunk's weights
+// fit the shared memory. 0: one vector's weights do not fit.
+int lanes_for(int vecs, int taps, int v) {
+  const int chunks = (vecs + kMaxLanes - 1) / kMaxLanes;
+  int lanes = (vecs + chunks - 1) / chunks;
+  const int fit = kSmemFloats / ((taps + 1) * v);
+  return std::min(lanes, fit);
+}
+
+template <typename T, int V>
+Status launch_typed(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
+                    const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
+  const int taps = g.kh * g.kw, vecs = g.c / V;
+  const int lanes = lanes_for(vecs, taps, V);
+  if (lanes < 1) return unsupported("depthwise convolution: the kernel window is too large for shared memory");
+  const int slots = kThreads / lanes;
+  const int threads = slots * lanes;
+  const int64_t pixels = static_cast<int64_t>(g.n) * g.oh * g.ow;
+  // A few waves of resident blocks, each looping over pixels, so that the weights are staged once per block
+  // and not once per handful of pixels.
+  const int64_t want = (pixels + slots - 1) / slots;
+  const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(std::max(sm_count, 1)) * 8);
+  const unsigned gx = static_cast<unsigned>(std::min(want, cap));
+  const unsigned gy = static_cast<unsigned>((vecs + lanes - 1) / lanes);
+  const size_t smem = static_cast<size_t>(taps + 1) * lanes * V * sizeof(float);
+  const dim3 grid(gx, gy);
+  auto args = [&](auto kernel) {
+    kernel<<<grid, threads, smem, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
+                                            static_cast<const T*>(b), static_cast<const T*>(z), static_cast<T*>(y), g,
+                                            lanes, pre, ep);
+  };
+  if (pre.act != 0)
+    args(depthwise_nhwc_kernel<T, V, true>);
+  else
+    args(depthwise_nhwc_kernel<T, V, false>);
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <typename T>
+Status launch_dispatch(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
+                       const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vec = g.c % kVec == 0 && aligned16(x) && aligned16(y) && (!z || aligned16(z));
+  if (vec) return launch_typed<T, kVec>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+  return launch_typed<T, 1>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+}
+
+}  // namespace
+
+bool depthwise_fits(const DepthwiseGeom& g) {
+  if (g.n < 0 || g.h < 1 || g.w < 1 || g.c < 1 || g.oh < 0 || g.ow < 0 || g.kh < 1 || g.kw < 1 || g.sh < 1 ||
+      g.sw < 1 || g.dh < 1 || g.dw < 1 || g.pt < 0 || g.pl < 0)
+    return false;
+  const int64_t in = static_cast<int64_t>(g.n) * g.h * g.w * g.c;
+  const int64_t out = static_cast<int64_t>(g.n) * g.oh * g.ow * g.c;
+  const int64_t taps = static_cast<int64_t>(g.kh) * g.kw;
+  // The scalar instantiation needs the least shared memory: one channel's taps and bias.
+  // Half the int range: a grid-stride step past the last pixel must not overflow either.
+  return in < INT_MAX / 2 && out < INT_MAX / 2 && taps * g.c < INT_MAX && taps + 1 <= kSmemFloats;
+}
+
+Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
+                             const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep,
+                             int sm_count, cudaStream_t stream) {
+  if (static_cast<int64_t>(g.n) * g.oh * g.ow == 0) return Status::Ok();
+  if (!depthwise_fits(g)) return unsupported("depthwise convolution: sizes beyond the kernel's 32-bit indices");
+  switch (dt) {
+    case DataType::kFLOAT: return launch_dispatch<float>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    case DataType::kHALF: return launch_dispatch<__half>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    case DataType::kBF16: return launch_dispatch<__nv_bfloat16>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    default: return internal_error(std::string("depthwise convolution: unexpected data type ") + dtype_name(dt));
+  }
+}
+
+}  // namespace kiln::cuda
