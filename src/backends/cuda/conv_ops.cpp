@@ -5,7 +5,8 @@
 // kiln FusedConv runs the same convolution (NCHW, or NHWC with KRSC weights for 2-D) and then its epilogue:
 // inside cuDNN (cudnnConvolutionBiasActivationForward) for bias + residual + relu/identity, else in one own kernel.
 // Depthwise NHWC FusedConv (group == C == M) has an own kernel too, with the whole epilogue and an optional
-// prologue fused (depthwise.cu): a tactic next to cuDNN's algorithms and the default without tuning.
+// prologue fused (depthwise.cu): a tactic next to cuDNN's algorithms and the default without tuning, the only
+// implementation for what cuDNN cannot do (asymmetric NHWC pads, a prologue).
 #include <algorithm>
 #include <climits>
 #include <optional>
@@ -310,7 +311,9 @@ struct DnnEpilogue {
 struct FusedSpec {
   bool nhwc = false;
   ops::Epilogue ep;
+  ops::Epilogue pre;  // applied to X on load: only the depthwise kernel can
   bool has_z = false;
+  bool has_pre() const { return pre.act != ops::Activation::kNone; }
 };
 
 constexpr const char* kDepthwiseTactic = "kiln_depthwise_nhwc";
@@ -492,8 +495,10 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
   if (allow_depthwise) {
     fresh->depthwise = depthwise_geom(g, fused);
     const bool dnn_tactic = !args.tactic.empty() && args.tactic != kDepthwiseTactic;
-    if (fresh->depthwise && dnn_tactic && !g.copy) fresh->depthwise.reset();
+    if (fresh->depthwise && dnn_tactic && !g.copy && !fused->has_pre()) fresh->depthwise.reset();
   }
+  if (fused && fused->has_pre() && !fresh->depthwise)
+    return unsupported("FusedConv: a pre_activation needs the depthwise NHWC kernel");
   if (nhwc && g.copy && !fresh->depthwise) return unsupported("FusedConv: NHWC needs symmetric pads");
   Dims expect = {g.n, g.m};
   expect.insert(expect.end(), g.out.begin(), g.out.end());
@@ -568,8 +573,8 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
   const ConvGeo& g = st->g;
   if (st->depthwise)
     return launch_depthwise_nhwc(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
-                                 has_z ? args.in[3].data : nullptr, Y.data, *st->depthwise, EpilogueParams{},
-                                 epilogue_params(fused->ep), args.handles->sm_count, args.stream);
+                                 has_z ? args.in[3].data : nullptr, Y.data, *st->depthwise,
+                                 epilogue_params(fused->pre), epilogue_params(fused->ep), args.handles->sm_count, args.stream);
   const size_t es = dtype_size(X.dtype);
   const int64_t x_img = g.c * g.vol(g.in), y_img = g.m * g.vol(g.out);
   void* copy = args.handles->workspace;
@@ -628,6 +633,7 @@ Result<FusedSpec> fused_spec(const KernelArgs& args) {
   KILN_ASSIGN_OR_RETURN(std::string layout, args.attrs().get_string("layout", "NCHW"));
   f.nhwc = layout == "NHWC";
   KILN_ASSIGN_OR_RETURN(f.ep, ops::parse_epilogue("FusedConv", args.attrs()));
+  KILN_ASSIGN_OR_RETURN(f.pre, ops::parse_epilogue("FusedConv", args.attrs(), ops::kProloguePrefix));
   f.has_z = args.has_input(3);
   return f;
 }
@@ -648,7 +654,9 @@ std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, co
   return names;
 }
 
-bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, bool transpose, bool nhwc = false) {
+// needs_depthwise: only the depthwise kernel can run the node (a FusedConv prologue).
+bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, bool transpose, bool nhwc = false,
+                   bool needs_depthwise = false) {
   if (n.inputs.size() < 2 || n.inputs[0] < 0 || n.inputs[1] < 0 || n.outputs.size() != 1) return false;
   const DataType dt = node_dtype(n, p);
   for (int id : n.inputs)
@@ -672,6 +680,7 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
   bool all_static = std::all_of(x.begin(), x.end(), [](int64_t v) { return v >= 0; }) && w[0] >= 0;
   auto group = n.attrs.get_int("group", 1);
   const bool depthwise = nhwc && group.ok() && *group == x[1] && w[0] == x[1] && w[1] == 1;
+  if (needs_depthwise && !depthwise) return false;
   if (!all_static) {
     if (!nhwc || depthwise) return true;  // the depthwise kernel pads any way (sizes are checked at run time)
     // NHWC has no padded-copy path: with sizes unknown, only explicit symmetric pads (or none) are sure to fit.
@@ -682,7 +691,7 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
   }
   auto g = conv_geometry(transpose ? "ConvTranspose" : "Conv", n.attrs, x, w, transpose);
   if (!g.ok()) return false;
-  if (nhwc && g->copy) {
+  if ((nhwc && g->copy) || needs_depthwise) {
     FusedSpec f;
     f.nhwc = true;
     return depthwise_geom(*g, &f).has_value();  // cuDNN's NHWC path pads symmetrically only
@@ -694,7 +703,9 @@ bool fused_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p) {
   auto layout = n.attrs.get_string("layout", "NCHW");
   if (!layout.ok() || (*layout != "NCHW" && *layout != "NHWC")) return false;
   if (!ops::parse_epilogue("FusedConv", n.attrs).ok()) return false;
-  return conv_supports(n, p, false, *layout == "NHWC");
+  auto pre = ops::parse_epilogue("FusedConv", n.attrs, ops::kProloguePrefix);
+  if (!pre.ok()) return false;
+  return conv_supports(n, p, false, *layout == "NHWC", pre->act != ops::Activation::kNone);
 }
 
 }  // namespace
