@@ -1,6 +1,7 @@
 // GPU tests of the own NHWC depthwise convolution (tactic kiln_depthwise_nhwc): kernel sizes, strides,
 // dilations, asymmetric pads, vector and scalar channel paths, every epilogue activation with and without a
-// residual, FP32/FP16/BF16, against the CPU reference running the same FusedConv node.
+// residual, FP32/FP16/BF16, and the fused prologue (pre_* attributes), against the CPU reference running the same
+// FusedConv node.
 #include "builder/engine_writer.h"
 #include "gpu_test_util.h"
 #include "ops/layout_util.h"
@@ -229,6 +230,46 @@ TEST(GpuDepthwise, MobilenetShapes) {
     e.pads = {2, 2, 2, 2};
     e.ep = act(ops::Activation::kSilu);
     depthwise_case(e);
+  }
+}
+
+// The prologue: every activation applied to X on load, including ones with act(0) != 0 (sigmoid, a clip above
+// zero), where the border pixels show whether padding stays zero after the activation.
+TEST(GpuDepthwise, PrologueEveryActivation) {
+  KILN_REQUIRE_GPU();
+  std::vector<ops::Epilogue> pres = all_activations();
+  ops::Epilogue high = act(ops::Activation::kClip);
+  high.lo = 0.25f;
+  high.hi = 0.75f;
+  pres.push_back(high);
+  for (DataType dt : kTypes)
+    for (const auto& pre : pres) {
+      if (pre.act == ops::Activation::kNone) continue;
+      DwCase c;
+      c.dt = dt;
+      c.pre = pre;
+      c.ep = act(ops::Activation::kClip);
+      c.pads = {0, 1, 2, 1};
+      depthwise_case(c);
+      c.c = 7;  // scalar channels
+      c.stride = 2;
+      c.tactic = "";
+      c.residual = true;
+      depthwise_case(c);
+    }
+}
+
+// A prologue runs on the depthwise kernel whatever the recorded tactic says (cuDNN cannot apply it).
+TEST(GpuDepthwise, PrologueIgnoresACudnnTactic) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kTypes) {
+    DwCase c;
+    c.dt = dt;
+    c.c = 144;
+    c.pre = act(ops::Activation::kSilu);
+    c.ep = act(ops::Activation::kSilu);
+    c.tactic = "cudnn_fwd_algo1_tc";
+    depthwise_case(c);
   }
 }
 
