@@ -131,23 +131,26 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
   const int slots = kThreads / lanes;
   const int threads = slots * lanes;
   const int64_t pixels = static_cast<int64_t>(g.n) * g.oh * g.ow;
-  // A few waves of resident blocks, each looping over pixels, so that the weights are staged once per block
-  // and not once per handful of pixels.
-  const int64_t want = (pixels + slots - 1) / slots;
-  const int64_t cap = std::max<int64_t>(1, static_cast<int64_t>(std::max(sm_count, 1)) * 8);
-  const unsigned gx = static_cast<unsigned>(std::min(want, cap));
   const unsigned gy = static_cast<unsigned>((vecs + lanes - 1) / lanes);
   const size_t smem = static_cast<size_t>(taps + 1) * lanes * V * sizeof(float);
-  const dim3 grid(gx, gy);
-  auto args = [&](auto kernel) {
+  auto launch = [&](auto kernel) -> Status {
+    // One wave of resident blocks, each looping over pixels: the weights are staged once per block, not once
+    // per handful of pixels, and no partial second wave leaves SMs idle at the end.
+    int per_sm = 0;
+    KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+    const int64_t resident = static_cast<int64_t>(std::max(sm_count, 1)) * std::max(per_sm, 1);
+    const int64_t per_chunk = std::max<int64_t>(1, resident / gy);
+    const int64_t want = (pixels + slots - 1) / slots;
+    const dim3 grid(static_cast<unsigned>(std::min(want, per_chunk)), gy);
     kernel<<<grid, threads, smem, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
                                             static_cast<const T*>(b), static_cast<const T*>(z), static_cast<T*>(y), g,
                                             lanes, pre, ep);
+    return Status::Ok();
   };
   if (pre.act != 0)
-    args(depthwise_nhwc_kernel<T, V, true>);
+    KILN_RETURN_IF_ERROR(launch(depthwise_nhwc_kernel<T, V, true>));
   else
-    args(depthwise_nhwc_kernel<T, V, false>);
+    KILN_RETURN_IF_ERROR(launch(depthwise_nhwc_kernel<T, V, false>));
   KILN_CUDA_LAUNCH_CHECK();
   return Status::Ok();
 }
