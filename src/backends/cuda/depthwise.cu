@@ -48,8 +48,9 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[V]) {
 
 // Block: `lanes` channel vectors (blockIdx.y picks which) times blockDim.x / lanes output pixels; the lane is
 // the fastest index, so a warp reads neighbouring 16-byte vectors of one or two pixels (coalesced along C).
-// The block's weights (transposed to [tap][channel] so a lane reads its V channels contiguously) and bias
-// live in shared memory as float. Halo reuse between neighbouring pixels comes from L1/L2.
+// The block's weights and bias live in shared memory as float, laid out [tap][v][lane] and [v][lane]: the
+// lanes of a warp read consecutive words (no bank conflicts; the same lane in another pixel slot reads the
+// same word, a broadcast). Halo reuse between neighbouring pixels comes from L1/L2.
 template <typename T, int V, bool kPre>
 __global__ void __launch_bounds__(kThreads) depthwise_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                                                   const T* __restrict__ b, const T* __restrict__ z,
@@ -59,32 +60,37 @@ __global__ void __launch_bounds__(kThreads) depthwise_nhwc_kernel(const T* __res
   const int taps = g.kh * g.kw;
   const int width = lanes * V;  // channels of this block's chunk (the last ones may lie past C)
   const int c0 = blockIdx.y * width;
-  float* sw = smem;               // [taps][width]
-  float* sb = smem + taps * width;  // [width]
+  float* sw = smem;                 // [taps][V][lanes]
+  float* sb = smem + taps * width;  // [V][lanes]
   for (int i = threadIdx.x; i < taps * width; i += blockDim.x) {
-    const int t = i / width, ch = c0 + (i - t * width);
+    const int l = i % lanes, tv = i / lanes;
+    const int v = tv % V, t = tv / V;
+    const int ch = c0 + l * V + v;
     sw[i] = ch < g.c ? to_f(w[ch * taps + t]) : 0.f;
   }
-  for (int i = threadIdx.x; i < width; i += blockDim.x) sb[i] = b && c0 + i < g.c ? to_f(b[c0 + i]) : 0.f;
+  for (int i = threadIdx.x; i < width; i += blockDim.x) {
+    const int ch = c0 + (i % lanes) * V + i / lanes;
+    sb[i] = b && ch < g.c ? to_f(b[ch]) : 0.f;
+  }
   __syncthreads();
 
   const int lane = threadIdx.x % lanes, slot = threadIdx.x / lanes, slots = blockDim.x / lanes;
   const int ch = c0 + lane * V;
   if (ch >= g.c) return;  // no barrier follows
   const int pixels = g.n * g.oh * g.ow;
-  const float* wl = sw + lane * V;
+  const float* wl = sw + lane;
   for (int pix = blockIdx.x * slots + slot; pix < pixels; pix += gridDim.x * slots) {
     const int ox = pix % g.ow, q = pix / g.ow;
     const int oy = q % g.oh, img = q / g.oh;
     float acc[V];
 #pragma unroll
-    for (int v = 0; v < V; ++v) acc[v] = sb[lane * V + v];
+    for (int v = 0; v < V; ++v) acc[v] = sb[v * lanes + lane];
     const int iy0 = oy * g.sh - g.pt, ix0 = ox * g.sw - g.pl;
     for (int ky = 0; ky < g.kh; ++ky) {
       const int iy = iy0 + ky * g.dh;
       if (static_cast<unsigned>(iy) >= static_cast<unsigned>(g.h)) continue;
       const T* row = x + (img * g.h + iy) * g.w * g.c + ch;
-      const float* wrow = wl + ky * g.kw * width;
+      const float* wrow = wl + ky * g.kw * width;  // width = V * lanes words per tap
       for (int kx = 0; kx < g.kw; ++kx) {
         const int ix = ix0 + kx * g.dw;
         if (static_cast<unsigned>(ix) >= static_cast<unsigned>(g.w)) continue;
@@ -95,7 +101,7 @@ __global__ void __launch_bounds__(kThreads) depthwise_nhwc_kernel(const T* __res
         for (int v = 0; v < V; ++v) {
           // The prologue runs on real pixels only: padding (skipped above) is zero after it.
           const float xi = kPre ? epilogue_act(xv[v], pre) : xv[v];
-          acc[v] = fmaf(xi, wt[v], acc[v]);
+          acc[v] = fmaf(xi, wt[v * lanes], acc[v]);
         }
       }
     }
