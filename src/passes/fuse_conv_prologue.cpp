@@ -1,6 +1,9 @@
 // fuse_conv_prologue pass: an activation whose only reader is a depthwise NHWC FusedConv becomes that conv's
 // pre_* attributes, so the CUDA depthwise kernel applies it to X on load instead of a separate pass over memory
-// (mobilenet's ReLU6 after each expand 1x1 GEMM, efficientnet's SiLU).
+// (mobilenet's ReLU6 after each expand 1x1 GEMM). The kernel applies it once per tap, kh * kw times per input
+// element, so only activations of a compare or two are folded: an exp per tap (SiLU, sigmoid, GELU) costs more
+// ALU time than the memory pass it saves, and those stay separate (fuse_pointwise) until the kernel stages
+// activated input tiles in shared memory.
 #include "ops/layout_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
@@ -30,6 +33,10 @@ bool depthwise_nhwc(const ir::Node& n) {
          w->shape[3].is_static() && w->shape[3].value == 1;
 }
 
+bool cheap_per_tap(ops::Activation a) {
+  return a == ops::Activation::kRelu || a == ops::Activation::kClip || a == ops::Activation::kLeakyRelu;
+}
+
 class FuseConvPrologue final : public Pass {
  public:
   std::string_view name() const override { return "fuse_conv_prologue"; }
@@ -50,6 +57,8 @@ class FuseConvPrologue final : public Pass {
       if (!x || x->dtype != conv->inputs[0]->dtype) continue;
       Attributes a = conv->attrs;
       if (!m::activation_attrs(b, a, ops::kProloguePrefix)) continue;
+      auto pre = ops::parse_epilogue(conv->op_type, a, ops::kProloguePrefix);
+      if (!pre.ok() || !cheap_per_tap(pre->act)) continue;
       if (!a.find(ops::kFusedFromAttr)) a.set(ops::kFusedFromAttr, Attribute(std::vector<std::string>{conv->name}));
       conv->attrs = std::move(a);
       std::vector<const ir::Node*> originals;
