@@ -1,6 +1,7 @@
 // fuse_conv_prologue: which activations fold into a depthwise NHWC FusedConv (graph before/after), that the
 // fused node computes what the activation + conv computed (CPU reference, padding zero after the activation),
-// and that the CUDA pipeline folds mobilenet's ReLU6 into the depthwise conv after the expand GEMM.
+// and that the CUDA pipeline folds mobilenet's ReLU6 into the depthwise conv after the expand GEMM. Also
+// layout_nhwc taking depthwise convolutions with asymmetric pads (the depthwise kernel's, not cuDNN's).
 #include <gtest/gtest.h>
 
 #include "cnn_onnx_model.h"
@@ -211,6 +212,45 @@ TEST(FuseConvPrologue, CudaPipelineFoldsTheExpandRelu6) {
   ASSERT_EQ(a.size(), 1u);
   ASSERT_EQ(b.size(), 1u);
   expect_close(b[0], a[0], 3e-2, 3e-2);
+}
+
+// TF-style "SAME" stride-2 pads (the extra one at the end): a depthwise conv goes NHWC, a dense one stays NCHW
+// (cuDNN's NHWC path pads symmetrically only).
+TEST(LayoutNhwc, DepthwiseConvsWithAsymmetricPadsGoNhwc) {
+  ir::Graph g;
+  ir::Value* x = graph_input(g, "x", {2, 16, 10, 10});
+  Attributes a;
+  a.set("pads", std::vector<int64_t>{0, 0, 1, 1});
+  a.set("strides", std::vector<int64_t>{2, 2});
+  a.set("group", int64_t{16});
+  ir::Value* d = op1(g, "Conv", {x, g.add_constant("wd", random_f32({16, 1, 3, 3}, 1)), g.add_constant("bd", random_f32({16}, 2))}, a);
+  a.set("group", int64_t{1});
+  ir::Value* y = op1(g, "Conv", {op1(g, "Relu", {d}), g.add_constant("w", random_f32({8, 16, 3, 3}, 3, -0.2f, 0.2f))}, a);
+  g.outputs().push_back(y);
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.reduced_precision = DataType::kHALF;
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_fuse_conv_epilogue(), passes::make_precision_lowering(),
+                                    passes::make_dead_code_elimination()), o)
+                  .ok());
+  auto before = g.clone();
+  Status st = run_passes(g, list_of(passes::make_layout_nhwc()), o);
+  ASSERT_TRUE(st.ok()) << st.message();
+  int nhwc = 0, nchw = 0;
+  for (auto& n : g.nodes())
+    if (n->op_type == "FusedConv" || n->op_type == "Conv") {
+      const bool is_nhwc = n->attrs.get_string("layout", "NCHW").value() == "NHWC";
+      EXPECT_EQ(is_nhwc, n->attrs.get_int("group", 1).value() == 16) << n->name;
+      (is_nhwc ? nhwc : nchw)++;
+    }
+  EXPECT_EQ(nhwc, 1) << ir::print(g);
+  EXPECT_EQ(nchw, 1) << ir::print(g);
+  Tensor in = random_f32({2, 16, 10, 10}, 4);
+  auto want = run_reference(*before, {in});
+  auto got = run_reference(g, {in});
+  ASSERT_EQ(got.size(), 1u);
+  expect_close(got[0], want[0], 2e-3, 2e-3);
 }
 
 }  // namespace
