@@ -29,8 +29,8 @@ bool depthwise_nhwc(const ir::Node& n) {
   const int64_t c = x->shape[3].value;
   auto group = n.attrs.get_int("group", 1);
   // W is [M, kh, kw, C / group] in NHWC.
-  return group.ok() && *group == c && w->shape[0].is_static() && w->shape[0].value == c &&
-         w->shape[3].is_static() && w->shape[3].value == 1;
+  return group.ok() && *group == c && w->shape[0].is_static() && w->shape[0].value == c && w->shape[3].is_static() &&
+         w->shape[3].value == 1;
 }
 
 bool cheap_per_tap(ops::Activation a) {

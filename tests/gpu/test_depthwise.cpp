@@ -34,13 +34,13 @@ struct DwCase {
   bool bias = true, residual = false;
   DataType dt = DataType::kHALF;
   ops::Epilogue ep;
-  ops::Epilogue pre;  // the prologue (FusedConv's pre_* attributes); none: not set
+  ops::Epilogue pre;                           // the prologue (FusedConv's pre_* attributes); none: not set
   std::string tactic = "kiln_depthwise_nhwc";  // empty: the kernel's untuned default
 
   std::string str() const {
-    return std::string(dtype_name(dt)) + " n" + std::to_string(n) + " c" + std::to_string(c) + " " +
-           std::to_string(h) + "x" + std::to_string(w) + " k" + std::to_string(k) + " s" + std::to_string(stride) +
-           " d" + std::to_string(dilation) + " pads" + dims_to_string(pads) + " act " + ops::activation_name(ep.act) +
+    return std::string(dtype_name(dt)) + " n" + std::to_string(n) + " c" + std::to_string(c) + " " + std::to_string(h) +
+           "x" + std::to_string(w) + " k" + std::to_string(k) + " s" + std::to_string(stride) + " d" +
+           std::to_string(dilation) + " pads" + dims_to_string(pads) + " act " + ops::activation_name(ep.act) +
            (pre.act != ops::Activation::kNone ? std::string(" pre ") + ops::activation_name(pre.act) : "") +
            (bias ? " bias" : "") + (residual ? " residual" : "") + " tactic '" + tactic + "'";
   }
@@ -163,16 +163,14 @@ TEST(GpuDepthwise, WindowsStridesDilationsPads) {
     std::vector<int64_t> pads;
   };
   const Win wins[] = {
-      {3, 1, 1, {1, 1, 1, 1}},  // mobilenet stride 1
-      {3, 2, 1, {1, 1, 1, 1}},  // mobilenet stride 2
-      {5, 2, 1, {2, 2, 2, 2}},  // efficientnet 5x5 stride 2
-      {5, 1, 1, {2, 2, 2, 2}},
-      {3, 2, 1, {0, 0, 1, 1}},  // TF "SAME" stride 2: the extra pad at the end
-      {3, 1, 1, {0, 1, 2, 0}},  // asymmetric on both axes
-      {3, 1, 2, {2, 2, 2, 2}},  // dilation 2
-      {3, 2, 2, {1, 0, 3, 2}},  // dilation, stride and asymmetric pads together
-      {1, 1, 1, {0, 0, 0, 0}},
-      {7, 3, 1, {0, 0, 0, 0}},  // no padding, windows that skip pixels
+      {3, 1, 1, {1, 1, 1, 1}},                           // mobilenet stride 1
+      {3, 2, 1, {1, 1, 1, 1}},                           // mobilenet stride 2
+      {5, 2, 1, {2, 2, 2, 2}},                           // efficientnet 5x5 stride 2
+      {5, 1, 1, {2, 2, 2, 2}}, {3, 2, 1, {0, 0, 1, 1}},  // TF "SAME" stride 2: the extra pad at the end
+      {3, 1, 1, {0, 1, 2, 0}},                           // asymmetric on both axes
+      {3, 1, 2, {2, 2, 2, 2}},                           // dilation 2
+      {3, 2, 2, {1, 0, 3, 2}},                           // dilation, stride and asymmetric pads together
+      {1, 1, 1, {0, 0, 0, 0}}, {7, 3, 1, {0, 0, 0, 0}},  // no padding, windows that skip pixels
   };
   for (DataType dt : kTypes)
     for (int64_t ch : {32, 144, 12, 7})

@@ -33,17 +33,25 @@ void build(Net& n, Act act, int64_t c = 16, int64_t groups = 16, const std::stri
   n.x = graph_input(g, "x", layout == "NHWC" ? std::vector<int64_t>{2, 9, 11, c} : std::vector<int64_t>{2, c, 9, 11});
   ir::Value* a = n.x;
   switch (act) {
-    case Act::kRelu6: a = op1(g, "Clip", {a, scalar(g, "lo", 0.f), scalar(g, "hi", 6.f)}); break;
+    case Act::kRelu6:
+      a = op1(g, "Clip", {a, scalar(g, "lo", 0.f), scalar(g, "hi", 6.f)});
+      break;
     // act(0) = 0.25: padding taken before the activation would show.
-    case Act::kClipHigh: a = op1(g, "Clip", {a, scalar(g, "lo", 0.25f), scalar(g, "hi", 0.75f)}); break;
-    case Act::kRelu: a = op1(g, "Relu", {a}); break;
+    case Act::kClipHigh:
+      a = op1(g, "Clip", {a, scalar(g, "lo", 0.25f), scalar(g, "hi", 0.75f)});
+      break;
+    case Act::kRelu:
+      a = op1(g, "Relu", {a});
+      break;
     case Act::kLeaky: {
       Attributes lr;
       lr.set("alpha", 0.125f);
       a = op1(g, "LeakyRelu", {a}, lr);
       break;
     }
-    case Act::kSilu: a = op1(g, "Mul", {a, op1(g, "Sigmoid", {a})}); break;
+    case Act::kSilu:
+      a = op1(g, "Mul", {a, op1(g, "Sigmoid", {a})});
+      break;
     case Act::kHardSwish: {
       Attributes hs;
       hs.set("alpha", 1.f / 6.f);
@@ -51,8 +59,11 @@ void build(Net& n, Act act, int64_t c = 16, int64_t groups = 16, const std::stri
       a = op1(g, "Mul", {op1(g, "HardSigmoid", {a}, hs), a});
       break;
     }
-    case Act::kSigmoid: a = op1(g, "Sigmoid", {a}); break;
-    case Act::kNone: break;
+    case Act::kSigmoid:
+      a = op1(g, "Sigmoid", {a});
+      break;
+    case Act::kNone:
+      break;
   }
   Attributes at;
   at.set("pads", pads);
@@ -223,16 +234,20 @@ TEST(LayoutNhwc, DepthwiseConvsWithAsymmetricPadsGoNhwc) {
   a.set("pads", std::vector<int64_t>{0, 0, 1, 1});
   a.set("strides", std::vector<int64_t>{2, 2});
   a.set("group", int64_t{16});
-  ir::Value* d = op1(g, "Conv", {x, g.add_constant("wd", random_f32({16, 1, 3, 3}, 1)), g.add_constant("bd", random_f32({16}, 2))}, a);
+  ir::Value* d = op1(
+      g, "Conv", {x, g.add_constant("wd", random_f32({16, 1, 3, 3}, 1)), g.add_constant("bd", random_f32({16}, 2))}, a);
   a.set("group", int64_t{1});
-  ir::Value* y = op1(g, "Conv", {op1(g, "Relu", {d}), g.add_constant("w", random_f32({8, 16, 3, 3}, 3, -0.2f, 0.2f))}, a);
+  ir::Value* y =
+      op1(g, "Conv", {op1(g, "Relu", {d}), g.add_constant("w", random_f32({8, 16, 3, 3}, 3, -0.2f, 0.2f))}, a);
   g.outputs().push_back(y);
   passes::PassOptions o;
   o.backend = Backend::kCUDA;
   o.reduced_precision = DataType::kHALF;
   o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
-  ASSERT_TRUE(run_passes(g, list_of(passes::make_fuse_conv_epilogue(), passes::make_precision_lowering(),
-                                    passes::make_dead_code_elimination()), o)
+  ASSERT_TRUE(run_passes(g,
+                         list_of(passes::make_fuse_conv_epilogue(), passes::make_precision_lowering(),
+                                 passes::make_dead_code_elimination()),
+                         o)
                   .ok());
   auto before = g.clone();
   Status st = run_passes(g, list_of(passes::make_layout_nhwc()), o);

@@ -15,8 +15,8 @@ namespace kiln::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kMaxLanes = 32;                 // channel vectors per block (a warp's width of 16-byte loads)
-constexpr int kSmemFloats = 48 * 1024 / 4;    // without the opt-in for more than 48 KiB of dynamic smem
+constexpr int kMaxLanes = 32;               // channel vectors per block (a warp's width of 16-byte loads)
+constexpr int kSmemFloats = 48 * 1024 / 4;  // without the opt-in for more than 48 KiB of dynamic smem
 
 // V consecutive elements as floats: one 16-byte access when V * sizeof(T) == 16, else element by element.
 template <typename T, int V>
@@ -52,10 +52,10 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[V]) {
 // lanes of a warp read consecutive words (no bank conflicts; the same lane in another pixel slot reads the
 // same word, a broadcast). Halo reuse between neighbouring pixels comes from L1/L2.
 template <typename T, int V, bool kPre>
-__global__ void __launch_bounds__(kThreads) depthwise_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ w,
-                                                                  const T* __restrict__ b, const T* __restrict__ z,
-                                                                  T* __restrict__ y, DepthwiseGeom g, int lanes,
-                                                                  EpilogueParams pre, EpilogueParams ep) {
+__global__ void __launch_bounds__(kThreads)
+    depthwise_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
+                          const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, int lanes, EpilogueParams pre,
+                          EpilogueParams ep) {
   extern __shared__ float smem[];
   const int taps = g.kh * g.kw;
   const int width = lanes * V;  // channels of this block's chunk (the last ones may lie past C)
@@ -187,15 +187,19 @@ bool depthwise_fits(const DepthwiseGeom& g) {
 }
 
 Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
-                             const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep,
-                             int sm_count, cudaStream_t stream) {
+                             const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int sm_count,
+                             cudaStream_t stream) {
   if (static_cast<int64_t>(g.n) * g.oh * g.ow == 0) return Status::Ok();
   if (!depthwise_fits(g)) return unsupported("depthwise convolution: sizes beyond the kernel's 32-bit indices");
   switch (dt) {
-    case DataType::kFLOAT: return launch_dispatch<float>(x, w, b, z, y, g, pre, ep, sm_count, stream);
-    case DataType::kHALF: return launch_dispatch<__half>(x, w, b, z, y, g, pre, ep, sm_count, stream);
-    case DataType::kBF16: return launch_dispatch<__nv_bfloat16>(x, w, b, z, y, g, pre, ep, sm_count, stream);
-    default: return internal_error(std::string("depthwise convolution: unexpected data type ") + dtype_name(dt));
+    case DataType::kFLOAT:
+      return launch_dispatch<float>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    case DataType::kHALF:
+      return launch_dispatch<__half>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    case DataType::kBF16:
+      return launch_dispatch<__nv_bfloat16>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    default:
+      return internal_error(std::string("depthwise convolution: unexpected data type ") + dtype_name(dt));
   }
 }
 

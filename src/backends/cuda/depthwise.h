@@ -17,7 +17,7 @@ struct DepthwiseGeom {
 // Whether the kernel can run this problem (32-bit indices, the weights of one channel in shared memory).
 bool depthwise_fits(const DepthwiseGeom& g);
 Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
-                             const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep,
-                             int sm_count, cudaStream_t stream);
+                             const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int sm_count,
+                             cudaStream_t stream);
 
 }  // namespace kiln::cuda
