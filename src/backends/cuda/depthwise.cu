@@ -17,40 +17,36 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxLanes = 32;               // channel vectors per block (a warp's width of 16-byte loads)
 constexpr int kSmemFloats = 48 * 1024 / 4;  // without the opt-in for more than 48 KiB of dynamic smem
+constexpr int kStrip = 4;                   // output pixels per thread, along a row
 
-// V consecutive elements as floats: one 16-byte access when V * sizeof(T) == 16, else element by element.
+// V consecutive elements, aligned to their size: one 16-byte access for the vector instantiations. Read and
+// written as an aggregate of T (no type punning through another type).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
 template <typename T, int V>
 __device__ __forceinline__ void load_vec(const T* p, float (&v)[V]) {
-  if constexpr (V * sizeof(T) == 16) {
-    uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
-    const T* t = reinterpret_cast<const T*>(&raw);
+  const Pack<T, V> raw = *reinterpret_cast<const Pack<T, V>*>(p);
 #pragma unroll
-    for (int i = 0; i < V; ++i) v[i] = to_f(t[i]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < V; ++i) v[i] = to_f(p[i]);
-  }
+  for (int i = 0; i < V; ++i) v[i] = to_f(raw.v[i]);
 }
 
 template <typename T, int V>
 __device__ __forceinline__ void store_vec(T* p, const float (&v)[V]) {
-  if constexpr (V * sizeof(T) == 16) {
-    uint4 raw;
-    T* t = reinterpret_cast<T*>(&raw);
+  Pack<T, V> raw;
 #pragma unroll
-    for (int i = 0; i < V; ++i) t[i] = from_f<T>(v[i]);
-    *reinterpret_cast<uint4*>(p) = raw;
-  } else {
-#pragma unroll
-    for (int i = 0; i < V; ++i) p[i] = from_f<T>(v[i]);
-  }
+  for (int i = 0; i < V; ++i) raw.v[i] = from_f<T>(v[i]);
+  *reinterpret_cast<Pack<T, V>*>(p) = raw;
 }
 
-// Block: `lanes` channel vectors (blockIdx.y picks which) times blockDim.x / lanes output pixels; the lane is
-// the fastest index, so a warp reads neighbouring 16-byte vectors of one or two pixels (coalesced along C).
-// The block's weights and bias live in shared memory as float, laid out [tap][v][lane] and [v][lane]: the
-// lanes of a warp read consecutive words (no bank conflicts; the same lane in another pixel slot reads the
-// same word, a broadcast). Halo reuse between neighbouring pixels comes from L1/L2.
+// Block: `lanes` channel vectors (blockIdx.y picks which) times blockDim.x / lanes strips of kStrip output
+// pixels along a row; the lane is the fastest index, so a warp reads neighbouring 16-byte vectors of one or two
+// pixels (coalesced along C). A thread reads each tap's weights once per strip and keeps kStrip independent
+// loads in flight per tap. The block's weights and bias live in shared memory as float, laid out
+// [tap][v][lane] and [v][lane]: the lanes of a warp read consecutive words (no bank conflicts; the same lane in
+// another strip reads the same word, a broadcast). Halo reuse between neighbouring pixels comes from L1/L2.
 template <typename T, int V, bool kPre>
 __global__ void __launch_bounds__(kThreads)
     depthwise_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
@@ -77,44 +73,55 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x % lanes, slot = threadIdx.x / lanes, slots = blockDim.x / lanes;
   const int ch = c0 + lane * V;
   if (ch >= g.c) return;  // no barrier follows
-  const int pixels = g.n * g.oh * g.ow;
+  const int row_strips = (g.ow + kStrip - 1) / kStrip;
+  const int strips = g.n * g.oh * row_strips;
   const float* wl = sw + lane;
-  for (int pix = blockIdx.x * slots + slot; pix < pixels; pix += gridDim.x * slots) {
-    const int ox = pix % g.ow, q = pix / g.ow;
+  for (int st = blockIdx.x * slots + slot; st < strips; st += gridDim.x * slots) {
+    const int ox0 = (st % row_strips) * kStrip, q = st / row_strips;
     const int oy = q % g.oh, img = q / g.oh;
-    float acc[V];
+    float acc[kStrip][V];
 #pragma unroll
-    for (int v = 0; v < V; ++v) acc[v] = sb[v * lanes + lane];
-    const int iy0 = oy * g.sh - g.pt, ix0 = ox * g.sw - g.pl;
+    for (int p = 0; p < kStrip; ++p)
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[p][v] = sb[v * lanes + lane];
+    const int iy0 = oy * g.sh - g.pt, ix0 = ox0 * g.sw - g.pl;
     for (int ky = 0; ky < g.kh; ++ky) {
       const int iy = iy0 + ky * g.dh;
       if (static_cast<unsigned>(iy) >= static_cast<unsigned>(g.h)) continue;
       const T* row = x + (img * g.h + iy) * g.w * g.c + ch;
       const float* wrow = wl + ky * g.kw * width;  // width = V * lanes words per tap
       for (int kx = 0; kx < g.kw; ++kx) {
-        const int ix = ix0 + kx * g.dw;
-        if (static_cast<unsigned>(ix) >= static_cast<unsigned>(g.w)) continue;
-        float xv[V];
-        load_vec<T, V>(row + ix * g.c, xv);
-        const float* wt = wrow + kx * width;
+        float wt[V];
 #pragma unroll
-        for (int v = 0; v < V; ++v) {
-          // The prologue runs on real pixels only: padding (skipped above) is zero after it.
-          const float xi = kPre ? epilogue_act(xv[v], pre) : xv[v];
-          acc[v] = fmaf(xi, wt[v * lanes], acc[v]);
+        for (int v = 0; v < V; ++v) wt[v] = wrow[kx * width + v * lanes];
+        const int ixk = ix0 + kx * g.dw;
+#pragma unroll
+        for (int p = 0; p < kStrip; ++p) {
+          const int ix = ixk + p * g.sw;
+          // Pixels past the row's end (last strip) and padding are skipped: the prologue, applied to real
+          // pixels only, leaves padding zero after it.
+          if (ox0 + p >= g.ow || static_cast<unsigned>(ix) >= static_cast<unsigned>(g.w)) continue;
+          float xv[V];
+          load_vec<T, V>(row + ix * g.c, xv);
+#pragma unroll
+          for (int v = 0; v < V; ++v) acc[p][v] = fmaf(kPre ? epilogue_act(xv[v], pre) : xv[v], wt[v], acc[p][v]);
         }
       }
     }
-    const int out = pix * g.c + ch;
-    if (z) {
-      float zv[V];
-      load_vec<T, V>(z + out, zv);
 #pragma unroll
-      for (int v = 0; v < V; ++v) acc[v] += zv[v];
+    for (int p = 0; p < kStrip; ++p) {
+      if (ox0 + p >= g.ow) break;
+      const int out = ((img * g.oh + oy) * g.ow + ox0 + p) * g.c + ch;
+      if (z) {
+        float zv[V];
+        load_vec<T, V>(z + out, zv);
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[p][v] += zv[v];
+      }
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[p][v] = epilogue_act(acc[p][v], ep);
+      store_vec<T, V>(y + out, acc[p]);
     }
-#pragma unroll
-    for (int v = 0; v < V; ++v) acc[v] = epilogue_act(acc[v], ep);
-    store_vec<T, V>(y + out, acc);
   }
 }
 
@@ -136,7 +143,6 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
   if (lanes < 1) return unsupported("depthwise convolution: the kernel window is too large for shared memory");
   const int slots = kThreads / lanes;
   const int threads = slots * lanes;
-  const int64_t pixels = static_cast<int64_t>(g.n) * g.oh * g.ow;
   const unsigned gy = static_cast<unsigned>((vecs + lanes - 1) / lanes);
   const size_t smem = static_cast<size_t>(taps + 1) * lanes * V * sizeof(float);
   auto launch = [&](auto kernel) -> Status {
@@ -146,7 +152,8 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
     KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
     const int64_t resident = static_cast<int64_t>(std::max(sm_count, 1)) * std::max(per_sm, 1);
     const int64_t per_chunk = std::max<int64_t>(1, resident / gy);
-    const int64_t want = (pixels + slots - 1) / slots;
+    const int64_t strips = static_cast<int64_t>(g.n) * g.oh * ((g.ow + kStrip - 1) / kStrip);
+    const int64_t want = (strips + slots - 1) / slots;
     const dim3 grid(static_cast<unsigned>(std::min(want, per_chunk)), gy);
     kernel<<<grid, threads, smem, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
                                             static_cast<const T*>(b), static_cast<const T*>(z), static_cast<T*>(y), g,
