@@ -574,7 +574,8 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
   if (st->depthwise)
     return launch_depthwise_nhwc(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
                                  has_z ? args.in[3].data : nullptr, Y.data, *st->depthwise,
-                                 epilogue_params(fused->pre), epilogue_params(fused->ep), args.handles->sm_count, args.stream);
+                                 epilogue_params(fused->pre), epilogue_params(fused->ep), args.handles->sm_count,
+                                 args.stream);
   const size_t es = dtype_size(X.dtype);
   const int64_t x_img = g.c * g.vol(g.in), y_img = g.m * g.vol(g.out);
   void* copy = args.handles->workspace;
@@ -648,7 +649,7 @@ std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, co
   probe.strict_tactic = false;
   auto dw = make_conv_state(probe, transpose, fused, true);
   if (dw.ok() && (*dw)->depthwise) names.push_back(kDepthwiseTactic);
-  auto st = make_conv_state(args, transpose, fused, false);
+  auto st = make_conv_state(probe, transpose, fused, false);
   if (!st.ok() || !(*st)->full) return names;
   for (const auto& a : (*st)->full->algos) names.push_back(tactic_name(transpose, a));
   return names;
