@@ -1,5 +1,6 @@
-// kiln FusedConv: y = act(conv(X, W) + B + Z) in NCHW or NHWC (then X, Z, Y channels-last and W stored
-// [M, k..., C/group]); the convolution itself is the ONNX Conv reference.
+// kiln FusedConv: y = act(conv(pre(X), W) + B + Z) in NCHW or NHWC (then X, Z, Y channels-last and W stored
+// [M, k..., C/group]); the convolution itself is the ONNX Conv reference. pre (the pre_* attributes, a folded
+// activation of the producer) applies to X before the convolution pads it: pad(pre(x)).
 #include <cmath>
 
 #include "ops/layout_util.h"
@@ -19,6 +20,7 @@ Result<bool> is_nhwc(const Attributes& attrs) {
 Attributes conv_only(const Attributes& attrs) {
   Attributes a = attrs;
   for (const auto& s : epilogue_attrs()) a.erase(s.name);
+  for (const auto& s : prologue_attrs()) a.erase(s.name);
   a.erase("layout");
   return a;
 }
@@ -35,10 +37,12 @@ KILN_REGISTER_OP(FusedConv) {
              {"kernel_shape", AttrType::kINTS}, {"pads", AttrType::kINTS},      {"strides", AttrType::kINTS},
              {"layout", AttrType::kSTRING}};
   for (const auto& a : epilogue_attrs()) s.attrs.push_back(a);
+  for (const auto& a : prologue_attrs()) s.attrs.push_back(a);
   s.dtypes = float_types();
   s.infer = [](InferContext& ctx) -> Status {
     KILN_ASSIGN_OR_RETURN(bool nhwc, is_nhwc(ctx.attrs()));
     KILN_RETURN_IF_ERROR(parse_epilogue("FusedConv", ctx.attrs()).status());
+    KILN_RETURN_IF_ERROR(parse_epilogue("FusedConv", ctx.attrs(), kProloguePrefix).status());
     const TensorInfo& x = ctx.input(0);
     const TensorInfo& w = ctx.input(1);
     if (!x.rank_known || !w.rank_known) return unsupported("FusedConv: X and W must have known ranks");
@@ -70,7 +74,16 @@ KILN_REGISTER_OP(FusedConv) {
   s.compute = [](ComputeContext& ctx) -> Status {
     KILN_ASSIGN_OR_RETURN(bool nhwc, is_nhwc(ctx.attrs()));
     KILN_ASSIGN_OR_RETURN(Epilogue e, parse_epilogue("FusedConv", ctx.attrs()));
-    const Tensor& x = ctx.input(0);
+    KILN_ASSIGN_OR_RETURN(Epilogue pre, parse_epilogue("FusedConv", ctx.attrs(), kProloguePrefix));
+    Tensor activated;
+    if (pre.act != Activation::kNone) {
+      // Rounded to X's type, as the standalone activation this prologue replaces would have stored it.
+      activated = ctx.input(0).cast(DataType::kDOUBLE);
+      double* p = activated.data<double>();
+      for (int64_t i = 0; i < activated.numel(); ++i) p[i] = apply_activation(pre, p[i]);
+      activated = activated.cast(ctx.input(0).dtype());
+    }
+    const Tensor& x = pre.act != Activation::kNone ? activated : ctx.input(0);
     const Tensor& w = ctx.input(1);
     const int rank = x.rank();
     Tensor xn, wn;

@@ -69,18 +69,18 @@ const char* activation_name(Activation a) {
   return "?";
 }
 
-Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs) {
+Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs, const std::string& prefix) {
   Epilogue e;
-  KILN_ASSIGN_OR_RETURN(std::string name, attrs.get_string("activation", "none"));
+  KILN_ASSIGN_OR_RETURN(std::string name, attrs.get_string(prefix + "activation", "none"));
   bool found = false;
   for (const auto& n : kActs)
     if (name == n.name) e.act = n.act, found = true;
-  if (!found) return invalid_model(op + ": unknown activation \"" + name + "\"");
+  if (!found) return invalid_model(op + ": unknown " + prefix + "activation \"" + name + "\"");
   float def_alpha = e.act == Activation::kHardSwish ? 1.f / 6.f : e.act == Activation::kLeakyRelu ? 0.01f : 0.f;
-  KILN_ASSIGN_OR_RETURN(e.alpha, attrs.get_float("alpha", def_alpha));
-  KILN_ASSIGN_OR_RETURN(e.beta, attrs.get_float("beta", e.act == Activation::kHardSwish ? 0.5f : 0.f));
-  KILN_ASSIGN_OR_RETURN(e.lo, attrs.get_float("clip_min", -INFINITY));
-  KILN_ASSIGN_OR_RETURN(e.hi, attrs.get_float("clip_max", INFINITY));
+  KILN_ASSIGN_OR_RETURN(e.alpha, attrs.get_float(prefix + "alpha", def_alpha));
+  KILN_ASSIGN_OR_RETURN(e.beta, attrs.get_float(prefix + "beta", e.act == Activation::kHardSwish ? 0.5f : 0.f));
+  KILN_ASSIGN_OR_RETURN(e.lo, attrs.get_float(prefix + "clip_min", -INFINITY));
+  KILN_ASSIGN_OR_RETURN(e.hi, attrs.get_float(prefix + "clip_max", INFINITY));
   return e;
 }
 
@@ -114,6 +114,15 @@ const std::vector<AttrSpec>& epilogue_attrs() {
                                           {"beta", AttrType::kFLOAT},
                                           {"clip_min", AttrType::kFLOAT},
                                           {"clip_max", AttrType::kFLOAT}};
+  return a;
+}
+
+const std::vector<AttrSpec>& prologue_attrs() {
+  static const std::vector<AttrSpec> a = [] {
+    std::vector<AttrSpec> v = epilogue_attrs();
+    for (auto& s : v) s.name = kProloguePrefix + s.name;
+    return v;
+  }();
   return a;
 }
 

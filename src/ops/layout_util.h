@@ -31,10 +31,13 @@ struct Epilogue {
   Activation act = Activation::kNone;
   float alpha = 0.f, beta = 0.f, lo = 0.f, hi = 0.f;
 };
-Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs);
+// prefix: kProloguePrefix for the activation a fused op applies first, to its input (FusedConv's pre_*).
+inline constexpr const char* kProloguePrefix = "pre_";
+Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs, const std::string& prefix = "");
 const char* activation_name(Activation a);
 double apply_activation(const Epilogue& e, double x);
 // The attribute specs of an epilogue, for op schemas.
 const std::vector<AttrSpec>& epilogue_attrs();
+const std::vector<AttrSpec>& prologue_attrs();
 
 }  // namespace kiln::ops

@@ -57,17 +57,6 @@ struct Chains {
   std::vector<m::Pattern> all() const { return {residual, biased, conv}; }
 };
 
-// Reads a Clip bound (input `i`, or the attribute for opset < 11); nullopt when it is not a constant.
-std::optional<double> clip_bound(const ir::Node& n, size_t i, const char* attr, double def) {
-  if (n.inputs.size() > i && n.inputs[i]) return m::constant_scalar(n.inputs[i]);
-  if (n.opset < 11) {
-    auto f = n.attrs.get_float(attr, static_cast<float>(def));
-    if (f.ok()) return *f;
-    return std::nullopt;
-  }
-  return def;
-}
-
 class FuseConvEpilogue final : public Pass {
  public:
   std::string_view name() const override { return "fuse_conv_epilogue"; }
@@ -76,11 +65,7 @@ class FuseConvEpilogue final : public Pass {
     Chains c;
     m::Pattern once = m::either(c.all()).used_once();
     m::Pattern twice = used_times(m::either(c.all()), 2).bind("x");
-    std::vector<m::Pattern> acts = {
-        m::op_any({"Relu", "Sigmoid", "HardSwish", "Gelu", "LeakyRelu", "Clip"}, {once}).bind("act"),
-        m::commutative("Mul", twice, m::op("Sigmoid", {m::any().bind("x")}).used_once().bind("gate")).bind("act"),
-        m::commutative("Mul", twice, m::op("HardSigmoid", {m::any().bind("x")}).used_once().bind("gate")).bind("act"),
-    };
+    std::vector<m::Pattern> acts = m::activation_forms(once, twice);
     int n = 0;
     // Phases, longest chains first: the sweep visits a bias Add before the Relu after it, so a shorter root
     // tried in the same sweep would take the Add and leave the activation outside.
@@ -94,56 +79,12 @@ class FuseConvEpilogue final : public Pass {
   }
 
  private:
-  // The activation attributes of the bound "act" node; false when its form is not fusable.
-  static bool activation(const m::Bindings& b, Attributes& a) {
-    const ir::Node* act = b.node("act");
-    if (!act) return true;  // a residual or bias root: no activation
-    const std::string& op = act->op_type;
-    if (op == "Relu") {
-      a.set("activation", "relu");
-    } else if (op == "Sigmoid") {
-      a.set("activation", "sigmoid");
-    } else if (op == "HardSwish") {
-      a.set("activation", "hardswish");
-    } else if (op == "LeakyRelu") {
-      a.set("activation", "leaky_relu");
-      auto al = act->attrs.get_float("alpha", 0.01f);
-      if (!al.ok()) return false;
-      a.set("alpha", *al);
-    } else if (op == "Gelu") {
-      auto approx = act->attrs.get_string("approximate", "none");
-      if (!approx.ok() || (*approx != "none" && *approx != "tanh")) return false;
-      a.set("activation", *approx == "tanh" ? "gelu_tanh" : "gelu_erf");
-    } else if (op == "Clip") {
-      const double inf = std::numeric_limits<double>::infinity();
-      auto lo = clip_bound(*act, 1, "min", -inf), hi = clip_bound(*act, 2, "max", inf);
-      if (!lo || !hi) return false;
-      a.set("activation", "clip");
-      a.set("clip_min", static_cast<float>(*lo));
-      a.set("clip_max", static_cast<float>(*hi));
-    } else if (op == "Mul") {
-      const ir::Node* gate = b.node("gate");
-      if (gate->op_type == "Sigmoid") {
-        a.set("activation", "silu");
-      } else {
-        auto al = gate->attrs.get_float("alpha", 0.2f), be = gate->attrs.get_float("beta", 0.5f);
-        if (!al.ok() || !be.ok()) return false;
-        a.set("activation", "hardswish");
-        a.set("alpha", *al);
-        a.set("beta", *be);
-      }
-    } else {
-      return false;
-    }
-    return true;
-  }
-
   static bool fuse(ir::Graph& g, m::Bindings& b) {
     ir::Node* conv = b.node("conv");
     if (!conv || conv->inputs.size() < 2 || !conv->inputs[0] || !conv->inputs[1]) return false;
     ir::Value* y = conv->outputs[0];
     Attributes a = conv->attrs;
-    if (!activation(b, a)) return false;
+    if (!m::activation_attrs(b, a)) return false;
     // The root is the last matched value: its node goes, the fused node produces it under the same name.
     ir::Value* root = b.value("act") ? b.value("act") : b.value("radd") ? b.value("radd") : b.value("badd");
     if (!root || !same_shape(root, y)) return false;

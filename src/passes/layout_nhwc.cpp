@@ -83,6 +83,15 @@ class LayoutNhwc final : public Pass {
  private:
   const PassOptions* opts_ = nullptr;
 
+  // One input and one output channel per group (W [C, 1, kh, kw] over C input channels).
+  static bool depthwise(const ir::Node& n) {
+    const ir::Value* x = n.inputs[0];
+    const Tensor& w = *n.inputs[1]->constant;
+    auto group = n.attrs.get_int("group", 1);
+    return group.ok() && x->shape[1].is_static() && *group == x->shape[1].value && w.shape()[0] == *group &&
+           w.shape()[1] == 1;
+  }
+
   bool candidate(const ir::Node& n) const {
     bool conv = n.op_type == "Conv" && n.domain.empty();
     bool fused = n.op_type == "FusedConv" && n.domain == "kiln" && str_attr(n, "layout", "NCHW") == "NCHW";
@@ -93,12 +102,13 @@ class LayoutNhwc final : public Pass {
     DataType dt = n.inputs[0]->dtype;
     if (dt != DataType::kHALF && dt != DataType::kBF16) return false;
     if (opts_->has_kernel && !opts_->has_kernel("FusedConv", "kiln", dt)) return false;
-    // cuDNN pads symmetrically; asymmetric pads stay on the NCHW path, which copies X padded.
+    // cuDNN pads symmetrically; asymmetric pads stay on the NCHW path, which copies X padded, except for
+    // depthwise convolutions: the CUDA backend's own NHWC depthwise kernel pads any way.
     std::string ap = str_attr(n, "auto_pad", "NOTSET");
     if (ap != "NOTSET" && ap != "VALID") return false;
     auto pads = n.attrs.get_ints("pads", std::vector<int64_t>{0, 0, 0, 0});
-    if (!pads.ok() || pads->size() != 4 || (*pads)[0] != (*pads)[2] || (*pads)[1] != (*pads)[3]) return false;
-    return true;
+    if (!pads.ok() || pads->size() != 4) return false;
+    return ((*pads)[0] == (*pads)[2] && (*pads)[1] == (*pads)[3]) || depthwise(n);
   }
 
   // One to-NHWC copy per value, shared by all its NHWC readers (a block input feeds a conv and a residual).

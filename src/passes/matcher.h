@@ -71,6 +71,14 @@ std::optional<double> constant_scalar(const ir::Value* v);
 // behind are for dead_code_elimination.
 int rewrite(ir::Graph& g, const Pattern& root, const std::function<bool(Bindings&)>& apply);
 
+// The activations kiln's fused ops take, as patterns over the activated value x: a unary op of x_once
+// (Relu, Sigmoid, HardSwish, Gelu, LeakyRelu, Clip), x_twice * Sigmoid(x) (SiLU) and x_twice * HardSigmoid(x)
+// (HardSwish). Each binds "act" (and "gate" for the products); x_twice must bind "x".
+std::vector<Pattern> activation_forms(const Pattern& x_once, const Pattern& x_twice);
+// Sets prefix + "activation" (and its alpha, beta, clip_min, clip_max) for the form bound under "act" (true
+// without one: nothing to set); false when the form has no fused equivalent (non-constant Clip bounds).
+bool activation_attrs(const Bindings& b, Attributes& a, const std::string& prefix = "");
+
 // Records on `fused` the names of the original nodes it replaces (attribute "kiln.fused_from", flattened through
 // nodes that were themselves fused), for layer information and `kiln compare --markAll`.
 void record_fusion(ir::Node* fused, const std::vector<const ir::Node*>& originals);

@@ -66,6 +66,7 @@ std::unique_ptr<Pass> make_fold_transposes();
 // CNN fusions and layout (CUDA pipeline).
 std::unique_ptr<Pass> make_fold_batchnorm();
 std::unique_ptr<Pass> make_fuse_conv_epilogue();
+std::unique_ptr<Pass> make_fuse_conv_prologue();
 std::unique_ptr<Pass> make_layout_nhwc();
 std::unique_ptr<Pass> make_conv1x1_as_gemm();
 std::unique_ptr<Pass> make_fuse_input_layout();

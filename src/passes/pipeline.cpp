@@ -53,6 +53,9 @@ PassList cuda_pipeline() {
   p.push_back(make_conv1x1_as_gemm());
   // The input's Cast + Transpose + channel Pad that lowering and layout_nhwc left: one kiln::ToNhwc pass.
   p.push_back(make_fuse_input_layout());
+  // After layout_nhwc and conv1x1_as_gemm, whose activations (the expand GEMM's ReLU6) it folds into the depthwise
+  // NHWC conv that reads them; before fuse_pointwise would turn them into Pointwise kernels.
+  p.push_back(make_fuse_conv_prologue());
   // Last: the chains to fuse include the Casts that lowering inserted, and every other fusion has taken its nodes.
   p.push_back(make_fuse_pointwise());
   // Values only the fused nodes read (converted constants, internal results) are gone with them.

@@ -4,11 +4,16 @@
 // workspace and cropped. The batch is split into chunks where a copy or cuDNN's 32-bit sizes require it.
 // kiln FusedConv runs the same convolution (NCHW, or NHWC with KRSC weights for 2-D) and then its epilogue:
 // inside cuDNN (cudnnConvolutionBiasActivationForward) for bias + residual + relu/identity, else in one own kernel.
+// Depthwise NHWC FusedConv (group == C == M) has an own kernel too, with the whole epilogue and an optional
+// prologue fused (depthwise.cu): a tactic next to cuDNN's algorithms and the default without tuning, the only
+// implementation for what cuDNN cannot do (asymmetric NHWC pads, a prologue).
 #include <algorithm>
 #include <climits>
+#include <optional>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
+#include "backends/cuda/depthwise.h"
 #include "ops/layout_util.h"
 #include "ops/window_util.h"
 
@@ -306,8 +311,37 @@ struct DnnEpilogue {
 struct FusedSpec {
   bool nhwc = false;
   ops::Epilogue ep;
+  ops::Epilogue pre;  // applied to X on load: only the depthwise kernel can
   bool has_z = false;
+  bool has_pre() const { return pre.act != ops::Activation::kNone; }
 };
+
+constexpr const char* kDepthwiseTactic = "kiln_depthwise_nhwc";
+
+// The own depthwise kernel's geometry when it can run this convolution: NHWC 2-D FusedConv with one input and
+// one output channel per group, sizes within its 32-bit indices.
+std::optional<DepthwiseGeom> depthwise_geom(const ConvGeo& g, const FusedSpec* f) {
+  if (!f || !f->nhwc || g.transpose || g.nsp != 2 || g.group != g.c || g.m != g.c) return std::nullopt;
+  for (const auto& v : {g.in, g.out, g.k, g.s, g.d, g.pb})
+    for (int64_t x : v)
+      if (x > INT_MAX) return std::nullopt;
+  if (g.n > INT_MAX || g.c > INT_MAX) return std::nullopt;
+  auto i = [](int64_t v) { return static_cast<int>(v); };
+  DepthwiseGeom d{i(g.n),    i(g.in[0]), i(g.in[1]), i(g.c),    i(g.out[0]), i(g.out[1]), i(g.k[0]),
+                  i(g.k[1]), i(g.s[0]),  i(g.s[1]),  i(g.d[0]), i(g.d[1]),   i(g.pb[0]),  i(g.pb[1])};
+  if (!depthwise_fits(d)) return std::nullopt;
+  return d;
+}
+
+EpilogueParams epilogue_params(const ops::Epilogue& e) {
+  EpilogueParams p;
+  p.act = static_cast<int>(e.act);
+  p.alpha = e.alpha;
+  p.beta = e.beta;
+  p.lo = e.lo;
+  p.hi = e.hi;
+  return p;
+}
 
 struct ConvState {
   Dims x_shape, w_shape;
@@ -318,6 +352,7 @@ struct ConvState {
   int64_t chunk = 0;
   std::unique_ptr<DnnConv> full, rest;  // chunks of `chunk` images, and the last, smaller one
   size_t copy_bytes = 0;                // workspace bytes taken by the copy of one full chunk
+  std::optional<DepthwiseGeom> depthwise;  // set: the own depthwise kernel runs, no cuDNN state
 };
 
 // The extra operands of cudnnConvolutionBiasActivationForward (null: a plain convolution).
@@ -436,7 +471,10 @@ Status make_dnn_epilogue(const ConvGeo& g, DataType dt, const FusedSpec& f, DnnE
 }
 
 // Descriptors, geometry and cuDNN's candidate algorithms for the node's current shapes.
-Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool transpose, const FusedSpec* fused) {
+// With allow_depthwise, a depthwise NHWC convolution takes the own kernel unless the tactic names a cuDNN
+// algorithm (it is the only choice for what cuDNN's NHWC path cannot do: asymmetric pads).
+Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool transpose, const FusedSpec* fused,
+                                                   bool allow_depthwise = true) {
   const char* op = transpose ? "ConvTranspose" : fused ? "FusedConv" : "Conv";
   const DevTensor &X = args.in[0], &W = args.in[1];
   const DevTensor& Y = args.out[0];
@@ -454,7 +492,14 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
   Dims ws = nhwc ? permuted(W.shape, ops::perm_to_nchw(4)) : W.shape;
   KILN_ASSIGN_OR_RETURN(fresh->g, conv_geometry(op, args.attrs(), xs, ws, transpose));
   const ConvGeo& g = fresh->g;
-  if (nhwc && g.copy) return unsupported("FusedConv: NHWC needs symmetric pads");
+  if (allow_depthwise) {
+    fresh->depthwise = depthwise_geom(g, fused);
+    const bool dnn_tactic = !args.tactic.empty() && args.tactic != kDepthwiseTactic;
+    if (fresh->depthwise && dnn_tactic && !g.copy && !fused->has_pre()) fresh->depthwise.reset();
+  }
+  if (fused && fused->has_pre() && !fresh->depthwise)
+    return unsupported("FusedConv: a pre_activation needs the depthwise NHWC kernel");
+  if (nhwc && g.copy && !fresh->depthwise) return unsupported("FusedConv: NHWC needs symmetric pads");
   Dims expect = {g.n, g.m};
   expect.insert(expect.end(), g.out.begin(), g.out.end());
   if (nhwc) expect = permuted(expect, ops::perm_to_nhwc(4));
@@ -465,6 +510,7 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
     return invalid_argument(std::string(op) + ": B must have " + std::to_string(g.m) + " elements");
   if (has_z && args.in[3].shape != Y.shape)
     return invalid_argument(std::string(op) + ": Z " + dims_to_string(args.in[3].shape) + " must have Y's shape");
+  if (fresh->depthwise) return fresh;
   fresh->chunk = chunk_images(g, X.dtype, args.handles->workspace_bytes);
   if (fresh->chunk < 1)
     return unsupported(std::string(op) + ": one image is too large for cuDNN or for the workspace copy");
@@ -495,7 +541,9 @@ std::string tactic_name(bool transpose, const DnnConv::Algo& a) {
 // differ from the tuned ones cuDNN may not offer it; the heuristic order then stands (strict: an error, for
 // the tuner, which must not time a tactic under a name that did not run).
 Status apply_tactic(const KernelArgs& args, bool transpose, ConvState& st) {
-  if (args.tactic.empty()) return Status::Ok();
+  if (args.tactic.empty() || st.depthwise) return Status::Ok();
+  if (args.tactic == kDepthwiseTactic)
+    return args.strict_tactic ? unsupported("tactic " + args.tactic + " cannot run this convolution") : Status::Ok();
   for (DnnConv* d : {st.full.get(), st.rest.get()}) {
     if (!d) continue;
     bool found = false;
@@ -523,6 +571,11 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
     st = fresh.get();
   }
   const ConvGeo& g = st->g;
+  if (st->depthwise)
+    return launch_depthwise_nhwc(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
+                                 has_z ? args.in[3].data : nullptr, Y.data, *st->depthwise,
+                                 epilogue_params(fused->pre), epilogue_params(fused->ep), args.handles->sm_count,
+                                 args.stream);
   const size_t es = dtype_size(X.dtype);
   const int64_t x_img = g.c * g.vol(g.in), y_img = g.m * g.vol(g.out);
   void* copy = args.handles->workspace;
@@ -571,12 +624,7 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
     return Status::Ok();
   }
   if (epilogue_done || (!has_bias && !has_z && fused->ep.act == ops::Activation::kNone)) return Status::Ok();
-  EpilogueParams e;
-  e.act = static_cast<int>(fused->ep.act);
-  e.alpha = fused->ep.alpha;
-  e.beta = fused->ep.beta;
-  e.lo = fused->ep.lo;
-  e.hi = fused->ep.hi;
+  const EpilogueParams e = epilogue_params(fused->ep);
   return launch_conv_epilogue(Y.dtype, Y.data, has_bias ? args.in[2].data : nullptr, has_z ? args.in[3].data : nullptr,
                               Y.numel(), g.m, nhwc ? 1 : g.vol(g.out), e, args.stream);
 }
@@ -586,21 +634,30 @@ Result<FusedSpec> fused_spec(const KernelArgs& args) {
   KILN_ASSIGN_OR_RETURN(std::string layout, args.attrs().get_string("layout", "NCHW"));
   f.nhwc = layout == "NHWC";
   KILN_ASSIGN_OR_RETURN(f.ep, ops::parse_epilogue("FusedConv", args.attrs()));
+  KILN_ASSIGN_OR_RETURN(f.pre, ops::parse_epilogue("FusedConv", args.attrs(), ops::kProloguePrefix));
   f.has_z = args.has_input(3);
   return f;
 }
 
-// cuDNN's candidates for the node's shapes, in its heuristic order (the tuner times them).
+// The own depthwise kernel first where it applies (the untuned default), then cuDNN's candidates for the
+// node's shapes in its heuristic order (the tuner times them all).
 std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, const FusedSpec* fused) {
   std::vector<std::string> names;
   if (args.out.empty() || args.out[0].numel() == 0) return names;
-  auto st = make_conv_state(args, transpose, fused);
+  KernelArgs probe = args;  // the layer's recorded tactic must not hide the other candidates
+  probe.tactic.clear();
+  probe.strict_tactic = false;
+  auto dw = make_conv_state(probe, transpose, fused, true);
+  if (dw.ok() && (*dw)->depthwise) names.push_back(kDepthwiseTactic);
+  auto st = make_conv_state(probe, transpose, fused, false);
   if (!st.ok() || !(*st)->full) return names;
   for (const auto& a : (*st)->full->algos) names.push_back(tactic_name(transpose, a));
   return names;
 }
 
-bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, bool transpose, bool nhwc = false) {
+// needs_depthwise: only the depthwise kernel can run the node (a FusedConv prologue).
+bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, bool transpose, bool nhwc = false,
+                   bool needs_depthwise = false) {
   if (n.inputs.size() < 2 || n.inputs[0] < 0 || n.inputs[1] < 0 || n.outputs.size() != 1) return false;
   const DataType dt = node_dtype(n, p);
   for (int id : n.inputs)
@@ -622,8 +679,11 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
   // checked at run time.
   if (x[1] < 0) return false;
   bool all_static = std::all_of(x.begin(), x.end(), [](int64_t v) { return v >= 0; }) && w[0] >= 0;
+  auto group = n.attrs.get_int("group", 1);
+  const bool depthwise = nhwc && group.ok() && *group == x[1] && w[0] == x[1] && w[1] == 1;
+  if (needs_depthwise && !depthwise) return false;
   if (!all_static) {
-    if (!nhwc) return true;
+    if (!nhwc || depthwise) return true;  // the depthwise kernel pads any way (sizes are checked at run time)
     // NHWC has no padded-copy path: with sizes unknown, only explicit symmetric pads (or none) are sure to fit.
     auto ap = n.attrs.get_string("auto_pad", "NOTSET");
     auto pads = n.attrs.get_ints("pads", std::vector<int64_t>(4, 0));
@@ -631,7 +691,12 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
     return (*pads)[0] == (*pads)[2] && (*pads)[1] == (*pads)[3];
   }
   auto g = conv_geometry(transpose ? "ConvTranspose" : "Conv", n.attrs, x, w, transpose);
-  if (!g.ok() || (nhwc && g->copy)) return false;
+  if (!g.ok()) return false;
+  if ((nhwc && g->copy) || needs_depthwise) {
+    FusedSpec f;
+    f.nhwc = true;
+    return depthwise_geom(*g, &f).has_value();  // cuDNN's NHWC path pads symmetrically only
+  }
   return chunk_images(*g, dt, 64ull << 20) >= 1;  // the context's workspace size (cuda_context.cpp)
 }
 
@@ -639,7 +704,9 @@ bool fused_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p) {
   auto layout = n.attrs.get_string("layout", "NCHW");
   if (!layout.ok() || (*layout != "NCHW" && *layout != "NHWC")) return false;
   if (!ops::parse_epilogue("FusedConv", n.attrs).ok()) return false;
-  return conv_supports(n, p, false, *layout == "NHWC");
+  auto pre = ops::parse_epilogue("FusedConv", n.attrs, ops::kProloguePrefix);
+  if (!pre.ok()) return false;
+  return conv_supports(n, p, false, *layout == "NHWC", pre->act != ops::Activation::kNone);
 }
 
 }  // namespace

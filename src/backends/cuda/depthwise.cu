@@ -1,0 +1,213 @@
+// Channels-last depthwise convolution with fused prologue and epilogue: one pass over X, one write of Y.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "backends/cuda/activation.cuh"
+#include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/depthwise.h"
+#include "backends/cuda/float_convert.cuh"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxLanes = 32;               // channel vectors per block (a warp's width of 16-byte loads)
+constexpr int kSmemFloats = 48 * 1024 / 4;  // without the opt-in for more than 48 KiB of dynamic smem
+constexpr int kStrip = 4;                   // output pixels per thread, along a row
+
+// V consecutive elements, aligned to their size: one 16-byte access for the vector instantiations. Read and
+// written as an aggregate of T (no type punning through another type).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <typename T, int V>
+__device__ __forceinline__ void load_vec(const T* p, float (&v)[V]) {
+  const Pack<T, V> raw = *reinterpret_cast<const Pack<T, V>*>(p);
+#pragma unroll
+  for (int i = 0; i < V; ++i) v[i] = to_f(raw.v[i]);
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_vec(T* p, const float (&v)[V]) {
+  Pack<T, V> raw;
+#pragma unroll
+  for (int i = 0; i < V; ++i) raw.v[i] = from_f<T>(v[i]);
+  *reinterpret_cast<Pack<T, V>*>(p) = raw;
+}
+
+// Block: `lanes` channel vectors (blockIdx.y picks which) times blockDim.x / lanes strips of kStrip output
+// pixels along a row; the lane is the fastest index, so a warp reads neighbouring 16-byte vectors of one or two
+// pixels (coalesced along C). A thread reads each tap's weights once per strip and keeps kStrip independent
+// loads in flight per tap. The block's weights and bias live in shared memory as float, laid out
+// [tap][v][lane] and [v][lane]: the lanes of a warp read consecutive words (no bank conflicts; the same lane in
+// another strip reads the same word, a broadcast). Halo reuse between neighbouring pixels comes from L1/L2.
+template <typename T, int V, bool kPre>
+__global__ void __launch_bounds__(kThreads)
+    depthwise_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
+                          const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, int lanes, EpilogueParams pre,
+                          EpilogueParams ep) {
+  extern __shared__ float smem[];
+  const int taps = g.kh * g.kw;
+  const int width = lanes * V;  // channels of this block's chunk (the last ones may lie past C)
+  const int c0 = blockIdx.y * width;
+  float* sw = smem;                 // [taps][V][lanes]
+  float* sb = smem + taps * width;  // [V][lanes]
+  for (int i = threadIdx.x; i < taps * width; i += blockDim.x) {
+    const int l = i % lanes, tv = i / lanes;
+    const int v = tv % V, t = tv / V;
+    const int ch = c0 + l * V + v;
+    sw[i] = ch < g.c ? to_f(w[ch * taps + t]) : 0.f;
+  }
+  for (int i = threadIdx.x; i < width; i += blockDim.x) {
+    const int ch = c0 + (i % lanes) * V + i / lanes;
+    sb[i] = b && ch < g.c ? to_f(b[ch]) : 0.f;
+  }
+  __syncthreads();
+
+  const int lane = threadIdx.x % lanes, slot = threadIdx.x / lanes, slots = blockDim.x / lanes;
+  const int ch = c0 + lane * V;
+  if (ch >= g.c) return;  // no barrier follows
+  const int row_strips = (g.ow + kStrip - 1) / kStrip;
+  const int strips = g.n * g.oh * row_strips;
+  const float* wl = sw + lane;
+  for (int st = blockIdx.x * slots + slot; st < strips; st += gridDim.x * slots) {
+    const int ox0 = (st % row_strips) * kStrip, q = st / row_strips;
+    const int oy = q % g.oh, img = q / g.oh;
+    float acc[kStrip][V];
+#pragma unroll
+    for (int p = 0; p < kStrip; ++p)
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[p][v] = sb[v * lanes + lane];
+    const int iy0 = oy * g.sh - g.pt, ix0 = ox0 * g.sw - g.pl;
+    for (int ky = 0; ky < g.kh; ++ky) {
+      const int iy = iy0 + ky * g.dh;
+      if (static_cast<unsigned>(iy) >= static_cast<unsigned>(g.h)) continue;
+      const T* row = x + (img * g.h + iy) * g.w * g.c + ch;
+      const float* wrow = wl + ky * g.kw * width;  // width = V * lanes words per tap
+      for (int kx = 0; kx < g.kw; ++kx) {
+        float wt[V];
+#pragma unroll
+        for (int v = 0; v < V; ++v) wt[v] = wrow[kx * width + v * lanes];
+        const int ixk = ix0 + kx * g.dw;
+#pragma unroll
+        for (int p = 0; p < kStrip; ++p) {
+          const int ix = ixk + p * g.sw;
+          // Pixels past the row's end (last strip) and padding are skipped: the prologue, applied to real
+          // pixels only, leaves padding zero after it.
+          if (ox0 + p >= g.ow || static_cast<unsigned>(ix) >= static_cast<unsigned>(g.w)) continue;
+          float xv[V];
+          load_vec<T, V>(row + ix * g.c, xv);
+#pragma unroll
+          for (int v = 0; v < V; ++v) acc[p][v] = fmaf(kPre ? epilogue_act(xv[v], pre) : xv[v], wt[v], acc[p][v]);
+        }
+      }
+    }
+#pragma unroll
+    for (int p = 0; p < kStrip; ++p) {
+      if (ox0 + p >= g.ow) break;
+      const int out = ((img * g.oh + oy) * g.ow + ox0 + p) * g.c + ch;
+      if (z) {
+        float zv[V];
+        load_vec<T, V>(z + out, zv);
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[p][v] += zv[v];
+      }
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[p][v] = epilogue_act(acc[p][v], ep);
+      store_vec<T, V>(y + out, acc[p]);
+    }
+  }
+}
+
+// Lanes per block for `vecs` channel vectors: chunks of at most kMaxLanes, evenly split so that the last
+// chunk does not idle most of its lanes (120 vectors: 4 chunks of 30), and few enough that the chunk's weights
+// fit the shared memory. 0: one vector's weights do not fit.
+int lanes_for(int vecs, int taps, int v) {
+  const int chunks = (vecs + kMaxLanes - 1) / kMaxLanes;
+  int lanes = (vecs + chunks - 1) / chunks;
+  const int fit = kSmemFloats / ((taps + 1) * v);
+  return std::min(lanes, fit);
+}
+
+template <typename T, int V>
+Status launch_typed(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
+                    const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
+  const int taps = g.kh * g.kw, vecs = g.c / V;
+  const int lanes = lanes_for(vecs, taps, V);
+  if (lanes < 1) return unsupported("depthwise convolution: the kernel window is too large for shared memory");
+  const int slots = kThreads / lanes;
+  const int threads = slots * lanes;
+  const unsigned gy = static_cast<unsigned>((vecs + lanes - 1) / lanes);
+  const size_t smem = static_cast<size_t>(taps + 1) * lanes * V * sizeof(float);
+  auto launch = [&](auto kernel) -> Status {
+    // One wave of resident blocks, each looping over pixels: the weights are staged once per block, not once
+    // per handful of pixels, and no partial second wave leaves SMs idle at the end.
+    int per_sm = 0;
+    KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+    const int64_t resident = static_cast<int64_t>(std::max(sm_count, 1)) * std::max(per_sm, 1);
+    const int64_t per_chunk = std::max<int64_t>(1, resident / gy);
+    const int64_t strips = static_cast<int64_t>(g.n) * g.oh * ((g.ow + kStrip - 1) / kStrip);
+    const int64_t want = (strips + slots - 1) / slots;
+    const dim3 grid(static_cast<unsigned>(std::min(want, per_chunk)), gy);
+    kernel<<<grid, threads, smem, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
+                                            static_cast<const T*>(b), static_cast<const T*>(z), static_cast<T*>(y), g,
+                                            lanes, pre, ep);
+    return Status::Ok();
+  };
+  if (pre.act != 0)
+    KILN_RETURN_IF_ERROR(launch(depthwise_nhwc_kernel<T, V, true>));
+  else
+    KILN_RETURN_IF_ERROR(launch(depthwise_nhwc_kernel<T, V, false>));
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+template <typename T>
+Status launch_dispatch(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
+                       const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const bool vec = g.c % kVec == 0 && aligned16(x) && aligned16(y) && (!z || aligned16(z));
+  if (vec) return launch_typed<T, kVec>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+  return launch_typed<T, 1>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+}
+
+}  // namespace
+
+bool depthwise_fits(const DepthwiseGeom& g) {
+  if (g.n < 0 || g.h < 1 || g.w < 1 || g.c < 1 || g.oh < 0 || g.ow < 0 || g.kh < 1 || g.kw < 1 || g.sh < 1 ||
+      g.sw < 1 || g.dh < 1 || g.dw < 1 || g.pt < 0 || g.pl < 0)
+    return false;
+  const int64_t in = static_cast<int64_t>(g.n) * g.h * g.w * g.c;
+  const int64_t out = static_cast<int64_t>(g.n) * g.oh * g.ow * g.c;
+  const int64_t taps = static_cast<int64_t>(g.kh) * g.kw;
+  // The scalar instantiation needs the least shared memory: one channel's taps and bias.
+  // Half the int range: a grid-stride step past the last pixel must not overflow either.
+  return in < INT_MAX / 2 && out < INT_MAX / 2 && taps * g.c < INT_MAX && taps + 1 <= kSmemFloats;
+}
+
+Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
+                             const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int sm_count,
+                             cudaStream_t stream) {
+  if (static_cast<int64_t>(g.n) * g.oh * g.ow == 0) return Status::Ok();
+  if (!depthwise_fits(g)) return unsupported("depthwise convolution: sizes beyond the kernel's 32-bit indices");
+  switch (dt) {
+    case DataType::kFLOAT:
+      return launch_dispatch<float>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    case DataType::kHALF:
+      return launch_dispatch<__half>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    case DataType::kBF16:
+      return launch_dispatch<__nv_bfloat16>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    default:
+      return internal_error(std::string("depthwise convolution: unexpected data type ") + dtype_name(dt));
+  }
+}
+
+}  // namespace kiln::cuda

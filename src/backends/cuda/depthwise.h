@@ -1,0 +1,23 @@
+// Launcher of the channels-last depthwise convolution (group == C == M) with a fused prologue and epilogue.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "backends/cuda/dense_kernels.h"
+
+namespace kiln::cuda {
+
+// y[n, oh, ow, c] = act(sum_k w[c, kh, kw] * pre(x[n, ih, iw, c]) + b[c] + z[n, oh, ow, c]), X [N, H, W, C],
+// W [C, kh, kw, 1] (FusedConv's KRSC), b and z optional (null). Pads are top/left (pt, pl); the bottom/right
+// ones follow from the output size. pre applies to real pixels only: padding is zero after it. Every element
+// count must stay below 2^31 (depthwise_fits); float, half, bfloat16 with float accumulation.
+struct DepthwiseGeom {
+  int n, h, w, c, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl;
+};
+// Whether the kernel can run this problem (32-bit indices, the weights of one channel in shared memory).
+bool depthwise_fits(const DepthwiseGeom& g);
+Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
+                             const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int sm_count,
+                             cudaStream_t stream);
+
+}  // namespace kiln::cuda
