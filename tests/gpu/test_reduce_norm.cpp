@@ -95,8 +95,66 @@ TEST(GpuReduce, LongRowsAndColumns) {
     check_reduce(op, DT::kFLOAT, {3000, 70}, {0}, 1, 22);    // tall reduction, few column tiles
     check_reduce(op, DT::kFLOAT, {7, 300, 45}, {1}, 1, 23);  // column tiles with a partial tile
     check_reduce(op, DT::kFLOAT, {2, 3, 4, 5, 6}, {0, 2, 4}, 1, 24);
-    check_reduce(op, DT::kFLOAT, {5, 100, 3}, {1}, 0, 25);   // short innermost kept dim: strided rows
+    check_reduce(op, DT::kFLOAT, {5, 100, 3}, {1}, 0, 25);   // short innermost kept dim: contiguous columns
   }
+}
+
+// NHWC global pooling: axes 1, 2 of [N, H, W, C], x viewed as [N, H*W, C] (the contiguous-column kernel). C of 16
+// bytes' multiple takes 16-byte vectors, other C (7 halves, 6 floats) scalars; batch 1 splits the rows across blocks
+// and combines partials from the workspace; C = 1280 at 7x7 is efficientnet's last pool.
+void check_nhwc_pool(const std::string& op, DT dt, std::vector<int64_t> shape, int64_t keepdims, uint32_t seed,
+                     double lo = -2, double hi = 2) {
+  SCOPED_TRACE(op + " " + dims_to_string(shape) + " dtype " + dtype_name(dt) + " keepdims " +
+               std::to_string(keepdims));
+  OpCase c;
+  c.op = op;
+  c.inputs = {random_tensor(dt, shape, seed, lo, hi)};
+  c.attrs = {{"keepdims", keepdims}};
+  if (op == "ReduceSum") {
+    c.inputs.push_back(i64s({1, 2}));
+    c.constant = {false, true};
+  } else {
+    c.attrs.push_back({"axes", std::vector<int64_t>{1, 2}});
+  }
+  set_tol(c, dt);
+  // The reference adds H*W float terms in sequence, the kernel in a tree: their rounding differs by about
+  // sqrt(H*W) ulps of the running sum.
+  if (dt == DT::kFLOAT) c.atol = 1e-6 * static_cast<double>(shape[1] * shape[2]) + 1e-5;
+  expect_backends_agree(c);
+}
+
+TEST(GpuReduce, NhwcGlobalPoolContiguousColumns) {
+  KILN_REQUIRE_GPU();
+  const std::vector<std::vector<int64_t>> shapes = {
+      {4, 56, 56, 144},  // efficientnet_b0's 56x56 squeeze-excite pool at batch 4: 18 vectors per row
+      {1, 56, 56, 144},  // the same at batch 1: rows split across blocks
+      {1, 7, 7, 1280},   // the head's pool: 160 half vectors per row
+      {2, 14, 14, 7},    // C = 7: scalar loads, 36 rows per block
+      {3, 5, 9, 6},      // fp32 C = 6: scalar; halves: not a whole vector either
+      {2, 3, 3, 2100},   // rows wider than one 256-vector tile: balanced tiles
+  };
+  uint32_t seed = 200;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (const char* op : {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"})
+      for (const auto& s : shapes) check_nhwc_pool(op, dt, s, 1, seed++);
+}
+
+TEST(GpuReduce, NhwcGlobalPoolOtherOpsAndIntegers) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 300;
+  for (DT dt : {DT::kFLOAT, DT::kHALF})
+    for (const char* op : {"ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ReduceProd"})
+      for (auto s : std::vector<std::vector<int64_t>>{{2, 9, 9, 24}, {2, 9, 9, 5}}) {
+        // LogSum needs a positive sum; Prod stays finite with values near 1 (and runs the generic kernel).
+        const std::string o = op;
+        const double lo = (o == "ReduceLogSum" || o == "ReduceProd") ? 0.9 : -2, hi = o == "ReduceProd" ? 1.1 : 2;
+        check_nhwc_pool(op, dt, s, 1, seed++, lo, hi);
+      }
+  for (DT dt : {DT::kINT32, DT::kINT64})
+    for (const char* op : {"ReduceSum", "ReduceMax", "ReduceMin"})
+      for (auto s : std::vector<std::vector<int64_t>>{{2, 9, 9, 24}, {3, 4, 4, 3}, {1, 30, 30, 8}})
+        check_nhwc_pool(op, dt, s, 0, seed++, -100, 100);
+  check_nhwc_pool("ReduceMean", DT::kHALF, {3, 6, 6, 40}, 0, seed++);  // keepdims 0: [N, C] out
 }
 
 TEST(GpuReduce, EdgeCases) {
