@@ -99,28 +99,35 @@ TEST(GpuReduce, LongRowsAndColumns) {
   }
 }
 
-// NHWC global pooling: axes 1, 2 of [N, H, W, C], x viewed as [N, H*W, C] (the contiguous-column kernel). C of 16
-// bytes' multiple takes 16-byte vectors, other C (7 halves, 6 floats) scalars; batch 1 splits the rows across blocks
-// and combines partials from the workspace; C = 1280 at 7x7 is efficientnet's last pool.
-void check_nhwc_pool(const std::string& op, DT dt, std::vector<int64_t> shape, int64_t keepdims, uint32_t seed,
-                     double lo = -2, double hi = 2) {
-  SCOPED_TRACE(op + " " + dims_to_string(shape) + " dtype " + dtype_name(dt) + " keepdims " +
-               std::to_string(keepdims));
+// Like check_reduce, for reductions of thousands of elements: the reference adds the float terms in sequence, the
+// kernels in a tree, so their rounding differs by about sqrt(count) ulps of the running sum.
+void check_long_reduce(const std::string& op, DT dt, std::vector<int64_t> shape, std::vector<int64_t> axes,
+                       int64_t keepdims, uint32_t seed, double lo = -2, double hi = 2) {
+  SCOPED_TRACE(op + " " + dims_to_string(shape) + " axes " + dims_to_string(axes) + " dtype " + dtype_name(dt) +
+               " keepdims " + std::to_string(keepdims));
   OpCase c;
   c.op = op;
   c.inputs = {random_tensor(dt, shape, seed, lo, hi)};
   c.attrs = {{"keepdims", keepdims}};
   if (op == "ReduceSum") {
-    c.inputs.push_back(i64s({1, 2}));
+    c.inputs.push_back(i64s(axes));
     c.constant = {false, true};
   } else {
-    c.attrs.push_back({"axes", std::vector<int64_t>{1, 2}});
+    c.attrs.push_back({"axes", axes});
   }
   set_tol(c, dt);
-  // The reference adds H*W float terms in sequence, the kernel in a tree: their rounding differs by about
-  // sqrt(H*W) ulps of the running sum.
-  if (dt == DT::kFLOAT) c.atol = 1e-6 * static_cast<double>(shape[1] * shape[2]) + 1e-5;
+  int64_t count = 1;
+  for (int64_t a : axes) count *= shape[a < 0 ? a + static_cast<int64_t>(shape.size()) : a];
+  if (dt == DT::kFLOAT) c.atol = 1e-6 * static_cast<double>(count) + 1e-5;
   expect_backends_agree(c);
+}
+
+// NHWC global pooling: axes 1, 2 of [N, H, W, C], x viewed as [N, H*W, C] (the contiguous-column kernel). C of 16
+// bytes' multiple takes 16-byte vectors, other C (7 halves, 6 floats) scalars; batch 1 splits the rows across blocks
+// and combines partials from the workspace; C = 1280 at 7x7 is efficientnet's last pool.
+void check_nhwc_pool(const std::string& op, DT dt, std::vector<int64_t> shape, int64_t keepdims, uint32_t seed,
+                     double lo = -2, double hi = 2) {
+  check_long_reduce(op, dt, shape, {1, 2}, keepdims, seed, lo, hi);
 }
 
 TEST(GpuReduce, NhwcGlobalPoolContiguousColumns) {
@@ -155,6 +162,28 @@ TEST(GpuReduce, NhwcGlobalPoolOtherOpsAndIntegers) {
       for (auto s : std::vector<std::vector<int64_t>>{{2, 9, 9, 24}, {3, 4, 4, 3}, {1, 30, 30, 8}})
         check_nhwc_pool(op, dt, s, 0, seed++, -100, 100);
   check_nhwc_pool("ReduceMean", DT::kHALF, {3, 6, 6, 40}, 0, seed++);  // keepdims 0: [N, C] out
+}
+
+// Contiguous rows (the innermost dims reduced): 16-byte vectors along the row when its length allows, scalars
+// otherwise; a warp per row for short rows, a block for long ones.
+TEST(GpuReduce, ContiguousRows) {
+  KILN_REQUIRE_GPU();
+  struct Case { std::vector<int64_t> shape, axes; };
+  const Case cases[] = {
+      {{6, 768}, {-1}},        // bert-base hidden: 96 half vectors, a warp per row
+      {{2, 3, 384}, {1, 2}},   // two reduced dims merged into one row
+      {{130, 40}, {1}},        // many short rows
+      {{3, 9000}, {1}},        // a block per row
+      {{1, 50000}, {0, 1}},    // one long row: everything into one value
+      {{7, 13}, {1}},          // odd length: scalar loads
+  };
+  uint32_t seed = 400;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (const char* op : {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2"})
+      for (const auto& k : cases) check_long_reduce(op, dt, k.shape, k.axes, 0, seed++);
+  for (DT dt : {DT::kINT32, DT::kINT64})
+    for (const char* op : {"ReduceSum", "ReduceMax"})
+      for (const auto& k : cases) check_long_reduce(op, dt, k.shape, k.axes, 1, seed++, -100, 100);
 }
 
 TEST(GpuReduce, EdgeCases) {

@@ -1,5 +1,5 @@
-// Reduction kernels: ReduceXxx over any set of axes (row, column and contiguous-column variants), ArgMax/ArgMin and
-// CumSum.
+// Reduction kernels: ReduceXxx over any set of axes (row and column variants, each with a contiguous fast path),
+// ArgMax/ArgMin and CumSum.
 // Floating types accumulate in float32, integers in int64 (wrapping, as the reference does).
 #include <algorithm>
 #include <atomic>
@@ -296,7 +296,7 @@ bool outer_red_inner(const ReduceProblem& p, int64_t* outer) {
 }
 
 // Ops with one pass and an identity (LogSumExp needs its max first; Prod stays generic); integers sum, max, min.
-template <typename T> bool cols_vec_op(ReduceOp op) {
+template <typename T> bool one_pass_op(ReduceOp op) {
   if constexpr (std::is_integral_v<T>) return op == ReduceOp::kSum || op == ReduceOp::kMax || op == ReduceOp::kMin;
   else return op != ReduceOp::kLogSumExp && op != ReduceOp::kProd;
 }
@@ -369,23 +369,94 @@ Status reduce_cols_vec_e(const T* x, T* y, void* ws, size_t ws_bytes, int64_t ou
   return reduce_cols_vec_k<T, 1, K>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
 }
 
-template <typename T>
-Status reduce_cols_vec(const T* x, T* y, void* ws, size_t ws_bytes, int64_t outer, const ReduceProblem& p,
-                       int sm_count, cudaStream_t stream) {
-  switch (accumulation_of(p.op)) {
-    case ReduceOp::kMax: return reduce_cols_vec_e<T, ReduceOp::kMax>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
-    case ReduceOp::kMin: return reduce_cols_vec_e<T, ReduceOp::kMin>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
+// Calls launch(std::integral_constant<ReduceOp, K>()) with K the op's accumulation (one of the one-pass ops).
+template <typename T, typename F>
+Status with_accumulation(ReduceOp op, F&& launch) {
+  using std::integral_constant;
+  switch (accumulation_of(op)) {
+    case ReduceOp::kMax: return launch(integral_constant<ReduceOp, ReduceOp::kMax>());
+    case ReduceOp::kMin: return launch(integral_constant<ReduceOp, ReduceOp::kMin>());
     default: break;
   }
   if constexpr (std::is_floating_point_v<Acc<T>>) {
-    switch (accumulation_of(p.op)) {
-      case ReduceOp::kSumSquare:
-        return reduce_cols_vec_e<T, ReduceOp::kSumSquare>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
-      case ReduceOp::kL1: return reduce_cols_vec_e<T, ReduceOp::kL1>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
+    switch (accumulation_of(op)) {
+      case ReduceOp::kSumSquare: return launch(integral_constant<ReduceOp, ReduceOp::kSumSquare>());
+      case ReduceOp::kL1: return launch(integral_constant<ReduceOp, ReduceOp::kL1>());
       default: break;
     }
   }
-  return reduce_cols_vec_e<T, ReduceOp::kSum>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
+  return launch(integral_constant<ReduceOp, ReduceOp::kSum>());
+}
+
+template <typename T>
+Status reduce_cols_vec(const T* x, T* y, void* ws, size_t ws_bytes, int64_t outer, const ReduceProblem& p,
+                       int sm_count, cudaStream_t stream) {
+  return with_accumulation<T>(p.op, [&](auto k) {
+    return reduce_cols_vec_e<T, decltype(k)::value>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Row mode over contiguous rows: x viewed as [nout, nred] (the innermost dims reduced, a LayerNorm-style mean).
+// The generic row kernel computes map_offset() and loads 2 bytes per element; here each row is a pointer and
+// the threads read E-element vectors along it, four in flight.
+
+template <typename T, int E, ReduceOp K>
+__global__ void __launch_bounds__(1024)
+    reduce_rows_vec_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t len, ReduceOp op) {
+  using A = Acc<T>;
+  using V = std::conditional_t<E == 1, T, uint4>;
+  static_assert(sizeof(V) == E * sizeof(T), "E elements of T per access");
+  __shared__ A smem[32];
+  const int64_t nv = len / E;
+  const int bd = blockDim.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  for (int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; o < rows; o += step) {
+    const V* base = reinterpret_cast<const V*>(x + o * len);
+    A acc[E];
+#pragma unroll
+    for (int j = 0; j < E; ++j) acc[j] = red_init<A>(K);
+    int64_t r = threadIdx.x;
+    for (; r + 3 * bd < nv; r += 4 * bd) {
+      V v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) v[i] = base[r + i * bd];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) accumulate_vec<T, E, K>(acc, v[i]);
+    }
+    for (; r < nv; r += bd) accumulate_vec<T, E, K>(acc, base[r]);
+    A a = acc[0];
+#pragma unroll
+    for (int j = 1; j < E; ++j) a = red_combine(K, a, acc[j]);
+    a = row_allreduce(a, Combine<A>{K}, smem);
+    if (threadIdx.x == 0) y[o] = cast_out<T>(red_finalize(op, a, len, A(0)));
+  }
+}
+
+// x as [nout, nred] with each output's elements contiguous, or false.
+bool rows_contiguous(const ReduceProblem& p) {
+  if (p.inner != 0 || p.nred < 1 || p.red.n != 1 || p.red.size[0] != p.nred || p.red.stride[0] != 1) return false;
+  if (p.kept.n == 0) return p.nout == 1;
+  return p.kept.n == 1 && p.kept.size[0] == p.nout && p.kept.stride[0] == p.nred;
+}
+
+template <typename T, int E, ReduceOp K>
+Status reduce_rows_vec_k(const T* x, T* y, const ReduceProblem& p, int sm_count, cudaStream_t stream) {
+  const dim3 block = row_block(p.nred / E, p.nout, sm_count);
+  reduce_rows_vec_kernel<T, E, K><<<grid_for(p.nout, block.y), block, 0, stream>>>(x, y, p.nout, p.nred, p.op);
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+template <typename T>
+Status reduce_rows_vec(const T* x, T* y, const ReduceProblem& p, int sm_count, cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vec = p.nred % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  return with_accumulation<T>(p.op, [&](auto k) {
+    constexpr ReduceOp K = decltype(k)::value;
+    return vec ? reduce_rows_vec_k<T, E, K>(x, y, p, sm_count, stream)
+               : reduce_rows_vec_k<T, 1, K>(x, y, p, sm_count, stream);
+  });
 }
 
 template <typename T>
@@ -395,8 +466,9 @@ Status reduce_t(const void* x, void* y, const ReduceProblem& p, void* ws, size_t
   const T* xp = static_cast<const T*>(x);
   T* yp = static_cast<T*>(y);
   int64_t outer = 0;
-  if (cols_vec_op<T>(p.op) && outer_red_inner(p, &outer))
+  if (one_pass_op<T>(p.op) && outer_red_inner(p, &outer))
     return reduce_cols_vec<T>(xp, yp, ws, ws_bytes, outer, p, sm_count, stream);
+  if (one_pass_op<T>(p.op) && rows_contiguous(p)) return reduce_rows_vec<T>(xp, yp, p, sm_count, stream);
   if (p.inner > 0) {
     const int64_t ntiles = (p.nout / p.inner) * ((p.inner + 31) / 32);
     const unsigned by = (p.nred >= 256 && ntiles < 2ll * sm_count) ? 32 : 8;
@@ -583,11 +655,11 @@ bool reduce_cols_contiguous(DataType dt, const ReduceProblem& p) {
   int64_t outer = 0;
   if (!outer_red_inner(p, &outer)) return false;
   switch (dt) {
-    case DataType::kFLOAT: return cols_vec_op<float>(p.op);
-    case DataType::kHALF: return cols_vec_op<__half>(p.op);
-    case DataType::kBF16: return cols_vec_op<__nv_bfloat16>(p.op);
-    case DataType::kINT32: return cols_vec_op<int32_t>(p.op);
-    case DataType::kINT64: return cols_vec_op<int64_t>(p.op);
+    case DataType::kFLOAT: return one_pass_op<float>(p.op);
+    case DataType::kHALF: return one_pass_op<__half>(p.op);
+    case DataType::kBF16: return one_pass_op<__nv_bfloat16>(p.op);
+    case DataType::kINT32: return one_pass_op<int32_t>(p.op);
+    case DataType::kINT64: return one_pass_op<int64_t>(p.op);
     default: return false;
   }
 }
