@@ -317,7 +317,13 @@ TEST(GpuNorm, LayerNormalization) {
       {{3, 37, 768}, -1, {768}, true},
       {{130, 512}, -1, {512}, false},
       {{2, 3, 1024}, -1, {1024}, true},
-      {{2, 3, 384}, -1, {384}, true},  // 384 halves: 1.5 vectors per lane, the general kernel
+      {{2, 3, 384}, -1, {384}, true},  // 384 halves: 1.5 vectors per lane, the wide vector kernel
+      // The wide vector kernel (whole 16-byte vectors, beyond the register path): llama's 4096 and 1280 with a
+      // warp per row, 12000 with a block per row; 1030 is no whole number of vectors (the general kernel).
+      {{3, 5, 4096}, -1, {4096}, true},
+      {{4, 1280}, -1, {1280}, false},
+      {{2, 12000}, -1, {12000}, true},
+      {{3, 1030}, -1, {1030}, true},
   };
   uint32_t seed = 80;
   for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
@@ -332,6 +338,26 @@ TEST(GpuNorm, LayerNormalization) {
       set_tol(c, dt, 1e-5, 1e-4);
       expect_backends_agree(c);
     }
+}
+
+// FP32 model, FP16 build: x is half while the lowering may keep the scale and bias in float, so the wide kernel
+// reads the parameters element by element.
+TEST(GpuNorm, LayerNormalizationLoweredToHalf) {
+  KILN_REQUIRE_GPU();
+  for (auto [x, scale] : std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>>{
+           {{4, 7, 384}, {384}}, {{2, 4096}, {4096}}, {{3, 768}, {768}}}) {
+    SCOPED_TRACE(dims_to_string(x));
+    OpCase c;
+    c.op = "LayerNormalization";
+    c.inputs = {random_tensor(DT::kFLOAT, x, 95), random_tensor(DT::kFLOAT, scale, 96, 0.5, 1.5),
+                random_tensor(DT::kFLOAT, scale, 97)};
+    c.constant = {false, true, true};
+    c.attrs = {{"axis", int64_t{-1}}, {"epsilon", 1e-5f}};
+    c.flags = {BuilderFlag::kFP16};
+    c.atol = 1e-2;
+    c.rtol = 1e-2;
+    expect_backends_agree(c);
+  }
 }
 
 TEST(GpuNorm, LayerNormalizationStatistics) {
