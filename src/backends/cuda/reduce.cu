@@ -196,8 +196,9 @@ constexpr ReduceOp accumulation_of(ReduceOp op) {
   }
 }
 
+// v by value: a reference into global memory would let the compiler split the 16-byte load into E narrow ones.
 template <typename T, int E, ReduceOp K, typename V, typename A>
-__device__ __forceinline__ void accumulate_vec(A (&acc)[E], const V& v) {
+__device__ __forceinline__ void accumulate_vec(A (&acc)[E], V v) {
   const T* t = reinterpret_cast<const T*>(&v);
 #pragma unroll
   for (int j = 0; j < E; ++j) acc[j] = red_combine(K, acc[j], red_map(K, acc_of(t[j]), A(0)));
