@@ -240,7 +240,7 @@ TEST(GpuCnn, ToNhwcMatchesReference) {
 struct OnnxRun {
   std::vector<Tensor> out;
   std::string host;
-  int nhwc_convs = 0, nchw_convs = 0, transposes = 0, to_nhwc = 0;
+  int nhwc_convs = 0, nchw_convs = 0, transposes = 0, to_nhwc = 0, reduce_means = 0;
 };
 
 OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<BuilderFlag> flags, const Tensor& x) {
@@ -272,6 +272,7 @@ OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<Builder
     }
     r.transposes += n.op_type == "Transpose";
     r.to_nhwc += n.op_type == "ToNhwc";
+    r.reduce_means += n.op_type == "ReduceMean";
   }
   if (backend == Backend::kCUDA) r.host = test::host_layers(*engine);
   r.out = test::infer(*engine, {{"x", x}});
@@ -301,6 +302,24 @@ TEST(GpuCnn, SmallCnnFromOnnxFp32AndFp16Nhwc) {
   EXPECT_EQ(f16.transposes, 0) << "no Transpose: the input's conversion is a ToNhwc, none inside the body";
   EXPECT_EQ(f16.to_nhwc, 1);
   expect_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 NHWC");
+}
+
+// efficientnet_b0's squeeze-excite block (C = 144, 28x28) through the whole CUDA FP16 pipeline: its global pool
+// runs as a ReduceMean over the NHWC tensor's axes 1, 2 (the contiguous-column kernel), at batch 1 and 8.
+TEST(GpuCnn, SqueezeExciteBlockFp16Nhwc) {
+  KILN_REQUIRE_GPU();
+  for (int64_t n : {1, 8}) {
+    SCOPED_TRACE("batch " + std::to_string(n));
+    onnx::ModelProto m = test::se_block_cnn(n, 28, 144);
+    Tensor x = random_tensor(DataType::kFLOAT, {n, 8, 28, 28}, 12);
+    OnnxRun cpu = run_onnx(m, Backend::kCPU, {}, x);
+    OnnxRun f16 = run_onnx(m, Backend::kCUDA, {BuilderFlag::kFP16}, x);
+    ASSERT_EQ(cpu.out.size(), 1u);
+    ASSERT_EQ(f16.out.size(), 1u);
+    EXPECT_TRUE(f16.host.empty()) << f16.host;
+    EXPECT_EQ(f16.reduce_means, 1);
+    expect_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 NHWC squeeze-excite");
+  }
 }
 
 }  // namespace

@@ -95,8 +95,95 @@ TEST(GpuReduce, LongRowsAndColumns) {
     check_reduce(op, DT::kFLOAT, {3000, 70}, {0}, 1, 22);    // tall reduction, few column tiles
     check_reduce(op, DT::kFLOAT, {7, 300, 45}, {1}, 1, 23);  // column tiles with a partial tile
     check_reduce(op, DT::kFLOAT, {2, 3, 4, 5, 6}, {0, 2, 4}, 1, 24);
-    check_reduce(op, DT::kFLOAT, {5, 100, 3}, {1}, 0, 25);   // short innermost kept dim: strided rows
+    check_reduce(op, DT::kFLOAT, {5, 100, 3}, {1}, 0, 25);   // short innermost kept dim: contiguous columns
   }
+}
+
+// Like check_reduce, for reductions of thousands of elements: the reference adds the float terms in sequence, the
+// kernels in a tree, so their rounding differs by about sqrt(count) ulps of the running sum.
+void check_long_reduce(const std::string& op, DT dt, std::vector<int64_t> shape, std::vector<int64_t> axes,
+                       int64_t keepdims, uint32_t seed, double lo = -2, double hi = 2) {
+  SCOPED_TRACE(op + " " + dims_to_string(shape) + " axes " + dims_to_string(axes) + " dtype " + dtype_name(dt) +
+               " keepdims " + std::to_string(keepdims));
+  OpCase c;
+  c.op = op;
+  c.inputs = {random_tensor(dt, shape, seed, lo, hi)};
+  c.attrs = {{"keepdims", keepdims}};
+  if (op == "ReduceSum") {
+    c.inputs.push_back(i64s(axes));
+    c.constant = {false, true};
+  } else {
+    c.attrs.push_back({"axes", axes});
+  }
+  set_tol(c, dt);
+  int64_t count = 1;
+  for (int64_t a : axes) count *= shape[a < 0 ? a + static_cast<int64_t>(shape.size()) : a];
+  if (dt == DT::kFLOAT) c.atol = 1e-6 * static_cast<double>(count) + 1e-5;
+  expect_backends_agree(c);
+}
+
+// NHWC global pooling: axes 1, 2 of [N, H, W, C], x viewed as [N, H*W, C] (the contiguous-column kernel). C of 16
+// bytes' multiple takes 16-byte vectors, other C (7 halves, 6 floats) scalars; batch 1 splits the rows across blocks
+// and combines partials from the workspace; C = 1280 at 7x7 is efficientnet's last pool.
+void check_nhwc_pool(const std::string& op, DT dt, std::vector<int64_t> shape, int64_t keepdims, uint32_t seed,
+                     double lo = -2, double hi = 2) {
+  check_long_reduce(op, dt, shape, {1, 2}, keepdims, seed, lo, hi);
+}
+
+TEST(GpuReduce, NhwcGlobalPoolContiguousColumns) {
+  KILN_REQUIRE_GPU();
+  const std::vector<std::vector<int64_t>> shapes = {
+      {4, 56, 56, 144},  // efficientnet_b0's 56x56 squeeze-excite pool at batch 4: 18 vectors per row
+      {1, 56, 56, 144},  // the same at batch 1: rows split across blocks
+      {1, 7, 7, 1280},   // the head's pool: 160 half vectors per row
+      {2, 14, 14, 7},    // C = 7: scalar loads, 36 rows per block
+      {3, 5, 9, 6},      // fp32 C = 6: scalar; halves: not a whole vector either
+      {2, 3, 3, 2100},   // rows wider than one 256-vector tile: balanced tiles
+  };
+  uint32_t seed = 200;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (const char* op : {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"})
+      for (const auto& s : shapes) check_nhwc_pool(op, dt, s, 1, seed++);
+}
+
+TEST(GpuReduce, NhwcGlobalPoolOtherOpsAndIntegers) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 300;
+  for (DT dt : {DT::kFLOAT, DT::kHALF})
+    for (const char* op : {"ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp", "ReduceProd"})
+      for (auto s : std::vector<std::vector<int64_t>>{{2, 9, 9, 24}, {2, 9, 9, 5}}) {
+        // LogSum needs a positive sum; Prod stays finite with values near 1 (and runs the generic kernel).
+        const std::string o = op;
+        const double lo = (o == "ReduceLogSum" || o == "ReduceProd") ? 0.9 : -2, hi = o == "ReduceProd" ? 1.1 : 2;
+        check_nhwc_pool(op, dt, s, 1, seed++, lo, hi);
+      }
+  for (DT dt : {DT::kINT32, DT::kINT64})
+    for (const char* op : {"ReduceSum", "ReduceMax", "ReduceMin"})
+      for (auto s : std::vector<std::vector<int64_t>>{{2, 9, 9, 24}, {3, 4, 4, 3}, {1, 30, 30, 8}})
+        check_nhwc_pool(op, dt, s, 0, seed++, -100, 100);
+  check_nhwc_pool("ReduceMean", DT::kHALF, {3, 6, 6, 40}, 0, seed++);  // keepdims 0: [N, C] out
+}
+
+// Contiguous rows (the innermost dims reduced): 16-byte vectors along the row when its length allows, scalars
+// otherwise; a warp per row for short rows, a block for long ones.
+TEST(GpuReduce, ContiguousRows) {
+  KILN_REQUIRE_GPU();
+  struct Case { std::vector<int64_t> shape, axes; };
+  const Case cases[] = {
+      {{6, 768}, {-1}},        // bert-base hidden: 96 half vectors, a warp per row
+      {{2, 3, 384}, {1, 2}},   // two reduced dims merged into one row
+      {{130, 40}, {1}},        // many short rows
+      {{3, 9000}, {1}},        // a block per row
+      {{1, 50000}, {0, 1}},    // one long row: everything into one value
+      {{7, 13}, {1}},          // odd length: scalar loads
+  };
+  uint32_t seed = 400;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (const char* op : {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2"})
+      for (const auto& k : cases) check_long_reduce(op, dt, k.shape, k.axes, 0, seed++);
+  for (DT dt : {DT::kINT32, DT::kINT64})
+    for (const char* op : {"ReduceSum", "ReduceMax"})
+      for (const auto& k : cases) check_long_reduce(op, dt, k.shape, k.axes, 1, seed++, -100, 100);
 }
 
 TEST(GpuReduce, EdgeCases) {
@@ -230,7 +317,13 @@ TEST(GpuNorm, LayerNormalization) {
       {{3, 37, 768}, -1, {768}, true},
       {{130, 512}, -1, {512}, false},
       {{2, 3, 1024}, -1, {1024}, true},
-      {{2, 3, 384}, -1, {384}, true},  // 384 halves: 1.5 vectors per lane, the general kernel
+      {{2, 3, 384}, -1, {384}, true},  // 384 halves: 1.5 vectors per lane, the wide vector kernel
+      // The wide vector kernel (whole 16-byte vectors, beyond the register path): llama's 4096 and 1280 with a
+      // warp per row, 12000 with a block per row; 1030 is no whole number of vectors (the general kernel).
+      {{3, 5, 4096}, -1, {4096}, true},
+      {{4, 1280}, -1, {1280}, false},
+      {{2, 12000}, -1, {12000}, true},
+      {{3, 1030}, -1, {1030}, true},
   };
   uint32_t seed = 80;
   for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
@@ -245,6 +338,26 @@ TEST(GpuNorm, LayerNormalization) {
       set_tol(c, dt, 1e-5, 1e-4);
       expect_backends_agree(c);
     }
+}
+
+// FP32 model, FP16 build: x is half while the lowering may keep the scale and bias in float, so the wide kernel
+// reads the parameters element by element.
+TEST(GpuNorm, LayerNormalizationLoweredToHalf) {
+  KILN_REQUIRE_GPU();
+  for (auto [x, scale] : std::vector<std::pair<std::vector<int64_t>, std::vector<int64_t>>>{
+           {{4, 7, 384}, {384}}, {{2, 4096}, {4096}}, {{3, 768}, {768}}}) {
+    SCOPED_TRACE(dims_to_string(x));
+    OpCase c;
+    c.op = "LayerNormalization";
+    c.inputs = {random_tensor(DT::kFLOAT, x, 95), random_tensor(DT::kFLOAT, scale, 96, 0.5, 1.5),
+                random_tensor(DT::kFLOAT, scale, 97)};
+    c.constant = {false, true, true};
+    c.attrs = {{"axis", int64_t{-1}}, {"epsilon", 1e-5f}};
+    c.flags = {BuilderFlag::kFP16};
+    c.atol = 1e-2;
+    c.rtol = 1e-2;
+    expect_backends_agree(c);
+  }
 }
 
 TEST(GpuNorm, LayerNormalizationStatistics) {

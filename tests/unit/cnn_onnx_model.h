@@ -1,5 +1,6 @@
-// A small CNN as an ONNX model (opset 17, float32, like torch.onnx exports): a resnet stem and basic block, a
-// mobilenet_v2 inverted residual (ReLU6, depthwise), an efficientnet squeeze-excite gate (SiLU) and a linear head.
+// Small CNNs as ONNX models (opset 17, float32, like torch.onnx exports): a resnet stem and basic block, a
+// mobilenet_v2 inverted residual (ReLU6, depthwise), an efficientnet squeeze-excite gate (SiLU) and a linear head;
+// and an efficientnet squeeze-excite block alone.
 // Shared by the pass tests (CPU reference) and the GPU tests (full CUDA pipeline).
 #pragma once
 
@@ -96,6 +97,21 @@ inline onnx::ModelProto small_cnn(int* convs) {
   add_onnx_node(b.g, "Identity", {y}, {"y"});
   add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {4, 10}));
   *convs = b.convs;
+  return b.m;
+}
+
+// An efficientnet_b0-like squeeze-excite block at reduced size: stem conv, BN, SiLU, then the gate (global
+// average pool, 1x1 reduce, SiLU, 1x1 expand, Sigmoid, Mul) and a 1x1 projection. Input "x" [n, 8, hw, hw],
+// output "y" [n, 24, hw, hw]; `c` channels inside the block (144 in b0's 56x56 stage).
+inline onnx::ModelProto se_block_cnn(int64_t n, int64_t hw, int64_t c) {
+  CnnBuilder b;
+  add_graph_input(b.g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {n, 8, hw, hw}));
+  std::string s = b.silu(b.bn(b.conv("x", 8, c, 3), c));
+  std::string gap = b.node("GlobalAveragePool", {s});
+  std::string gate = b.node("Sigmoid", {b.conv(b.silu(b.conv(gap, c, c / 24, 1)), c / 24, c, 1)});
+  std::string y = b.bn(b.conv(b.node("Mul", {s, gate}), c, 24, 1), 24);
+  add_onnx_node(b.g, "Identity", {y}, {"y"});
+  add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {n, 24, hw, hw}));
   return b.m;
 }
 

@@ -273,3 +273,45 @@ TEST(CnnPipeline, ImportedCnnThroughTheCudaPassesFp16) {
 }
 
 }  // namespace
+
+namespace {
+
+// The squeeze-excite block's global pool becomes, in the CUDA FP16 pipeline, a ReduceMean over axes 1 and 2 of the
+// half NHWC tensor: the shape the CUDA backend's contiguous-column reduction serves (tests/gpu runs it there).
+TEST(CnnPipeline, SqueezeExcitePoolIsAnNhwcReduceMean) {
+  onnx::ModelProto m = se_block_cnn(2, 14, 144);
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  SilentLogger quiet;
+  Builder builder(quiet);
+  auto network = builder.create_network();
+  OnnxParser parser(*network, quiet);
+  ASSERT_TRUE(parser.parse(bytes.data(), bytes.size()).ok());
+  auto cpu = network->graph().clone();
+  auto cuda = network->graph().clone();
+  ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU), passes::PassOptions{}).ok());
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.reduced_precision = DataType::kHALF;
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(count_ops(*cuda, "GlobalAveragePool"), 0) << ir::print(*cuda);
+  int pools = 0;
+  for (auto& n : cuda->nodes()) {
+    if (n->op_type != "ReduceMean") continue;
+    ++pools;
+    EXPECT_EQ(n->attrs.get_ints("axes").value(), (std::vector<int64_t>{1, 2}));
+    EXPECT_EQ(n->inputs[0]->dtype, DataType::kHALF);
+    EXPECT_EQ(n->inputs[0]->shape, ops::shape_from_dims({2, 14, 14, 144}));
+  }
+  EXPECT_EQ(pools, 1) << ir::print(*cuda);
+  Tensor x = random_f32({2, 8, 14, 14}, 91);
+  auto a = run_reference(*cpu, {x});
+  auto b = run_reference(*cuda, {x});
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  expect_close(b[0], a[0], 3e-2, 3e-2);
+}
+
+}  // namespace

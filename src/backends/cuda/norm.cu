@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/norm_kernels.h"
@@ -185,6 +186,104 @@ int layernorm_vec_width(const void* x, const void* y, const RowNormParams& p) {
   return static_cast<int>(p.len / (32 * E));
 }
 
+// LayerNormalization / RMSNormalization rows of any length that is a whole number of 16-byte vectors (bert-small's
+// 384, llama's 4096), where the register-resident kernel does not fit: a warp or block per row as row_norm_kernel,
+// the same three passes and formulas, but 16-byte loads and stores and dense parameters indexed directly instead
+// of a 2-byte access, a map_offset() and a dtype switch per element. PV: the scale (and bias) have x's type and
+// alignment, so they load as vectors too.
+template <typename T, bool PV>
+__global__ void __launch_bounds__(1024) row_layernorm_wide_kernel(const T* __restrict__ x, T* __restrict__ y,
+                                                                  RowNormParams p) {
+  constexpr int E = 16 / sizeof(T);
+  __shared__ float smem[32];
+  const int64_t nv = p.len / E;
+  const bool rms = p.mode == RowNorm::kRmsNorm;
+  const float n = static_cast<float>(p.len);
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  for (int64_t row = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; row < p.rows; row += step) {
+    const uint4* xr = reinterpret_cast<const uint4*>(x + row * p.len);
+    uint4* yr = reinterpret_cast<uint4*>(y + row * p.len);
+    float mean = 0.f;
+    if (!rms) {
+      float s = 0.f;
+      for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
+        const uint4 raw = xr[i];
+        const T* t = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int e = 0; e < E; ++e) s += to_f(t[e]);
+      }
+      mean = row_allreduce(s, AddOp(), smem) / n;
+    }
+    float sq = 0.f;
+    for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
+      const uint4 raw = xr[i];
+      const T* t = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const float d = to_f(t[e]) - mean;
+        sq += d * d;
+      }
+    }
+    const float inv = 1.f / sqrtf(row_allreduce(sq, AddOp(), smem) / n + p.eps);
+    for (int64_t i = threadIdx.x; i < nv; i += blockDim.x) {
+      const uint4 raw = xr[i];
+      const T* t = reinterpret_cast<const T*>(&raw);
+      float sc[E], bi[E];
+      if constexpr (PV) {
+        const uint4 sraw = static_cast<const uint4*>(p.scale)[i];
+        const T* st = reinterpret_cast<const T*>(&sraw);
+        uint4 braw = make_uint4(0, 0, 0, 0);
+        if (p.bias) braw = static_cast<const uint4*>(p.bias)[i];
+        const T* bt = reinterpret_cast<const T*>(&braw);
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          sc[e] = to_f(st[e]);
+          bi[e] = p.bias ? to_f(bt[e]) : 0.f;
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < E; ++e) {
+          sc[e] = load_param(p.scale, p.scale_dtype, i * E + e);
+          bi[e] = p.bias ? load_param(p.bias, p.bias_dtype, i * E + e) : 0.f;
+        }
+      }
+      uint4 out;
+      T* o = reinterpret_cast<T*>(&out);
+#pragma unroll
+      for (int e = 0; e < E; ++e) o[e] = from_f<T>((to_f(t[e]) - mean) * inv * sc[e] + bi[e]);
+      yr[i] = out;
+    }
+    if (threadIdx.x == 0) {
+      if (p.mean_out) {
+        if (p.stats_double) static_cast<double*>(p.mean_out)[row] = mean;
+        else static_cast<float*>(p.mean_out)[row] = mean;
+      }
+      if (p.inv_std_out) {
+        if (p.stats_double) static_cast<double*>(p.inv_std_out)[row] = inv;
+        else static_cast<float*>(p.inv_std_out)[row] = inv;
+      }
+    }
+  }
+}
+
+// Whether row_layernorm_wide_kernel applies (else row_norm_kernel); *pv: the parameters load as vectors.
+template <typename T>
+bool layernorm_wide(const void* x, const void* y, const RowNormParams& p, bool* pv) {
+  if (p.mode != RowNorm::kLayerNorm && p.mode != RowNorm::kRmsNorm) return false;
+  constexpr int64_t E = 16 / sizeof(T);
+  if (p.len <= 0 || p.len % E != 0) return false;
+  if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) % 16 != 0) return false;
+  auto dense = [&](const IndexMap& m) { return m.n == 1 && m.size[0] == p.len && m.stride[0] == 1; };
+  if (!dense(p.scale_map) || (p.bias && !dense(p.bias_map))) return false;
+  constexpr DataType kT = std::is_same_v<T, float> ? DataType::kFLOAT
+                          : std::is_same_v<T, __half> ? DataType::kHALF : DataType::kBF16;
+  auto vec_param = [&](const void* q, DataType dt) {
+    return dt == kT && reinterpret_cast<uintptr_t>(q) % 16 == 0;
+  };
+  *pv = vec_param(p.scale, p.scale_dtype) && (!p.bias || vec_param(p.bias, p.bias_dtype));
+  return true;
+}
+
 // One thread per (outer, inner) column of [outer, len, inner]: Softmax/LogSoftmax/Lp along a strided axis.
 template <typename T>
 __global__ void col_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowNorm mode, int64_t outer,
@@ -254,6 +353,14 @@ Status row_norm_t(const void* x, void* y, const RowNormParams& p, int sm_count, 
     case 3: launch_layernorm_vec<T, 3>(static_cast<const T*>(x), static_cast<T*>(y), p, sm_count, stream); break;
     case 4: launch_layernorm_vec<T, 4>(static_cast<const T*>(x), static_cast<T*>(y), p, sm_count, stream); break;
     default: {
+      bool pv = false;
+      if (layernorm_wide<T>(x, y, p, &pv)) {
+        constexpr int64_t E = 16 / sizeof(T);
+        const dim3 block = row_block(p.len / E, p.rows, sm_count);
+        auto* kernel = pv ? &row_layernorm_wide_kernel<T, true> : &row_layernorm_wide_kernel<T, false>;
+        kernel<<<grid_for(p.rows, block.y), block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), p);
+        break;
+      }
       const dim3 block = row_block(p.len, p.rows, sm_count);
       row_norm_kernel<T><<<grid_for(p.rows, block.y), block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y),
                                                                         p);

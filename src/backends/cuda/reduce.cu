@@ -1,6 +1,10 @@
-// Reduction kernels: ReduceXxx over any set of axes (row and column variants), ArgMax/ArgMin and CumSum.
+// Reduction kernels: ReduceXxx over any set of axes (row and column variants, each with a contiguous fast path),
+// ArgMax/ArgMin and CumSum.
 // Floating types accumulate in float32, integers in int64 (wrapping, as the reference does).
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <type_traits>
 
@@ -164,11 +168,308 @@ __global__ void __launch_bounds__(1024)
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// Column mode over one contiguous reduced block: x viewed as [outer, nred, inner], the NHWC global pool (axes 1, 2
+// of [N, H, W, C]). The generic column kernel spends a 64-bit map_offset() and a 2-byte load per element and
+// leaves 32-wide tiles idle when C is not a multiple of 32; here a block's threads walk whole rows of `inner`
+// (consecutive threads read consecutive E-element vectors, rows back to back) with one pointer step per load.
+
+// x as [outer, nred, inner]; a block reduces rows [split * chunk, +chunk) of one column tile of one outer index.
+struct ColsVecPlan {
+  int64_t outer = 1, nred = 1, inner = 1;
+  int tile_w = 1;   // vectors of E elements per column tile
+  int ntiles = 1;   // column tiles per row
+  int rows = 1;     // rows a block reads at once (threads per column vector)
+  int splits = 1;   // blocks per (outer, tile); > 1: partials (accumulator type) in the workspace, then a finish
+  int64_t chunk = 1;  // rows per split
+  unsigned threads = 32;
+};
+
+// The accumulation an op shares with others (Mean and LogSum sum, L2 sums squares): a template argument, so the
+// inner loop has no switch.
+constexpr ReduceOp accumulation_of(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kMean:
+    case ReduceOp::kLogSum: return ReduceOp::kSum;
+    case ReduceOp::kL2: return ReduceOp::kSumSquare;
+    default: return op;
+  }
+}
+
+// v by value: a reference into global memory would let the compiler split the 16-byte load into E narrow ones.
+template <typename T, int E, ReduceOp K, typename V, typename A>
+__device__ __forceinline__ void accumulate_vec(A (&acc)[E], V v) {
+  const T* t = reinterpret_cast<const T*>(&v);
+#pragma unroll
+  for (int j = 0; j < E; ++j) acc[j] = red_combine(K, acc[j], red_map(K, acc_of(t[j]), A(0)));
+}
+
+// E elements per access: 16 bytes (uint4) or one T. Deterministic: every thread adds its rows in order, the
+// rows-per-column partial sums combine in a fixed tree, and splits combine in order in the finishing kernel.
+template <typename T, int E, ReduceOp K>
+__global__ void __launch_bounds__(256)
+    reduce_cols_vec_kernel(const T* __restrict__ x, T* __restrict__ y, Acc<T>* __restrict__ part, ColsVecPlan q,
+                           ReduceOp op) {
+  using A = Acc<T>;
+  using V = std::conditional_t<E == 1, T, uint4>;
+  static_assert(sizeof(V) == E * sizeof(T), "E elements of T per access");
+  __shared__ A sm[E * 256];
+  const int tid = threadIdx.x, nthreads = blockDim.x;
+  const int c = tid % q.tile_w, rr = tid / q.tile_w;
+  const int64_t inner_v = q.inner / E;
+  const int64_t step = static_cast<int64_t>(q.rows) * inner_v;  // in vectors
+  const int64_t units = q.outer * q.ntiles * q.splits;
+  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
+    const int64_t s = u % q.splits, ot = u / q.splits;
+    const int64_t tile = ot % q.ntiles, o = ot / q.ntiles;
+    const int64_t cv = tile * q.tile_w + c;
+    const bool active = rr < q.rows && cv < inner_v;
+    const int64_t r0 = s * q.chunk, len = q.nred - r0 < q.chunk ? q.nred - r0 : q.chunk;
+    A acc[E];
+#pragma unroll
+    for (int j = 0; j < E; ++j) acc[j] = red_init<A>(K);
+    if (active && len > rr) {
+      const int64_t n = (len - rr + q.rows - 1) / q.rows;  // this thread's rows: r0 + rr, + rows, ...
+      const V* p = reinterpret_cast<const V*>(x + (o * q.nred + r0 + rr) * q.inner) + cv;
+      int64_t k = 0;
+      for (; k + 4 <= n; k += 4) {  // four loads in flight per thread
+        V v[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) v[i] = p[i * step];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) accumulate_vec<T, E, K>(acc, v[i]);
+        p += 4 * step;
+      }
+      for (; k < n; ++k, p += step) accumulate_vec<T, E, K>(acc, *p);
+    }
+    // Tree over the rows of a column: in round h, row rr (a multiple of 2h) takes row rr + h's value. Element j of
+    // thread t sits at sm[j * nthreads + t], so a warp's accesses are consecutive words.
+    __syncthreads();  // the previous unit has finished reading sm
+#pragma unroll
+    for (int j = 0; j < E; ++j) sm[j * nthreads + tid] = acc[j];
+    for (int h = 1; h < q.rows; h <<= 1) {
+      __syncthreads();
+      if (active && rr % (2 * h) == 0 && rr + h < q.rows) {
+#pragma unroll
+        for (int j = 0; j < E; ++j) {
+          acc[j] = red_combine(K, acc[j], sm[j * nthreads + tid + h * q.tile_w]);
+          sm[j * nthreads + tid] = acc[j];
+        }
+      }
+    }
+    if (active && rr == 0) {
+      const int64_t col = cv * E;
+      if (q.splits == 1) {
+#pragma unroll
+        for (int j = 0; j < E; ++j) y[o * q.inner + col + j] = cast_out<T>(red_finalize(op, acc[j], q.nred, A(0)));
+      } else {
+        A* pp = part + (o * q.splits + s) * q.inner + col;
+#pragma unroll
+        for (int j = 0; j < E; ++j) pp[j] = acc[j];
+      }
+    }
+  }
+}
+
+// Combines the splits' partials of each output, in split order, and applies the op's final step.
 template <typename T>
-Status reduce_t(const void* x, void* y, const ReduceProblem& p, int sm_count, cudaStream_t stream) {
+__global__ void reduce_cols_finish_kernel(const Acc<T>* __restrict__ part, T* __restrict__ y, int64_t outer,
+                                          int splits, int64_t inner, int64_t nred, ReduceOp op) {
+  using A = Acc<T>;
+  const int64_t total = outer * inner, stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const int64_t o = i / inner, c = i - o * inner;
+    const A* p = part + o * splits * inner + c;
+    A acc = p[0];
+    for (int s = 1; s < splits; ++s) acc = red_combine(op, acc, p[s * inner]);
+    y[i] = cast_out<T>(red_finalize(op, acc, nred, A(0)));
+  }
+}
+
+// x as [outer, nred, inner] with nred's stride inner, or false (then the generic kernels run).
+bool outer_red_inner(const ReduceProblem& p, int64_t* outer) {
+  if (p.inner <= 0 || p.nred < 1 || p.red.n != 1 || p.red.size[0] != p.nred || p.red.stride[0] != p.inner)
+    return false;
+  if (p.kept.n == 0) *outer = 1;
+  else if (p.kept.n == 1 && p.kept.stride[0] == p.nred * p.inner) *outer = p.kept.size[0];
+  else return false;
+  return *outer * p.inner == p.nout;
+}
+
+// Ops with one pass and an identity (LogSumExp needs its max first; Prod stays generic); integers sum, max, min.
+template <typename T> bool one_pass_op(ReduceOp op) {
+  if constexpr (std::is_integral_v<T>) return op == ReduceOp::kSum || op == ReduceOp::kMax || op == ReduceOp::kMin;
+  else return op != ReduceOp::kLogSumExp && op != ReduceOp::kProd;
+}
+
+// Tiles of at most 256 vectors (balanced when a row needs several) and as many rows per block as fit in 256
+// threads; one split (set_splits decides more).
+ColsVecPlan tile_cols_vec(int64_t outer, int64_t nred, int64_t inner, int e) {
+  ColsVecPlan q;
+  q.outer = outer;
+  q.nred = nred;
+  q.inner = inner;
+  const int64_t inner_v = inner / e;
+  q.ntiles = static_cast<int>((inner_v + 255) / 256);
+  q.tile_w = static_cast<int>((inner_v + q.ntiles - 1) / q.ntiles);
+  q.rows = static_cast<int>(std::min<int64_t>(std::max(1, 256 / q.tile_w), nred));
+  q.threads = static_cast<unsigned>((q.rows * q.tile_w + 31) / 32 * 32);
+  q.chunk = nred;
+  return q;
+}
+
+// Each thread should read a few rows at least, else the tree and the partials cost more than the loads.
+constexpr int64_t kMinRowsPerThread = 4;
+
+// Splits the rows so that the grid fills the GPU's resident-block slots once (batch 1 and batch 128 alike), within
+// the workspace; no split when the (outer, tile) units alone fill it.
+void set_splits(ColsVecPlan& q, int64_t slots, size_t acc_bytes, size_t ws_bytes) {
+  const int64_t units = q.outer * q.ntiles;
+  int64_t splits = 1;
+  if (units < slots) {
+    const int64_t by_rows = (q.nred + q.rows * kMinRowsPerThread - 1) / (q.rows * kMinRowsPerThread);
+    const int64_t by_ws = static_cast<int64_t>(ws_bytes / (static_cast<size_t>(q.outer * q.inner) * acc_bytes));
+    splits = std::max<int64_t>(1, std::min({slots / units, by_rows, by_ws}));
+  }
+  q.chunk = (q.nred + splits - 1) / splits;
+  q.splits = static_cast<int>((q.nred + q.chunk - 1) / q.chunk);  // no empty split
+}
+
+template <typename T, int E, ReduceOp K>
+Status reduce_cols_vec_k(const T* x, T* y, void* ws, size_t ws_bytes, int64_t outer, const ReduceProblem& p,
+                         int sm_count, cudaStream_t stream) {
+  using A = Acc<T>;
+  auto* kernel = &reduce_cols_vec_kernel<T, E, K>;
+  ColsVecPlan q = tile_cols_vec(outer, p.nred, p.inner, E);
+  // Resident blocks per SM for each block size (multiples of 32 up to 256), asked once per kernel.
+  static std::atomic<int> per_sm_cache[9];
+  int per_sm = per_sm_cache[q.threads / 32].load(std::memory_order_relaxed);
+  if (per_sm == 0) {
+    KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(q.threads), 0));
+    per_sm = std::max(per_sm, 1);
+    per_sm_cache[q.threads / 32].store(per_sm, std::memory_order_relaxed);
+  }
+  set_splits(q, static_cast<int64_t>(sm_count) * per_sm, sizeof(A), ws ? ws_bytes : 0);
+  A* part = static_cast<A*>(ws);
+  kernel<<<grid_for(outer * q.ntiles * q.splits, 1), q.threads, 0, stream>>>(x, y, part, q, p.op);
+  KILN_CUDA_LAUNCH_CHECK();
+  if (q.splits > 1) {
+    reduce_cols_finish_kernel<T>
+        <<<grid_for(outer * p.inner, 256), 256, 0, stream>>>(part, y, outer, q.splits, p.inner, p.nred, p.op);
+    KILN_CUDA_LAUNCH_CHECK();
+  }
+  return Status::Ok();
+}
+
+template <typename T, ReduceOp K>
+Status reduce_cols_vec_e(const T* x, T* y, void* ws, size_t ws_bytes, int64_t outer, const ReduceProblem& p,
+                         int sm_count, cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  if (p.inner % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0)
+    return reduce_cols_vec_k<T, E, K>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
+  return reduce_cols_vec_k<T, 1, K>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
+}
+
+// Calls launch(std::integral_constant<ReduceOp, K>()) with K the op's accumulation (one of the one-pass ops).
+template <typename T, typename F>
+Status with_accumulation(ReduceOp op, F&& launch) {
+  using std::integral_constant;
+  switch (accumulation_of(op)) {
+    case ReduceOp::kMax: return launch(integral_constant<ReduceOp, ReduceOp::kMax>());
+    case ReduceOp::kMin: return launch(integral_constant<ReduceOp, ReduceOp::kMin>());
+    default: break;
+  }
+  if constexpr (std::is_floating_point_v<Acc<T>>) {
+    switch (accumulation_of(op)) {
+      case ReduceOp::kSumSquare: return launch(integral_constant<ReduceOp, ReduceOp::kSumSquare>());
+      case ReduceOp::kL1: return launch(integral_constant<ReduceOp, ReduceOp::kL1>());
+      default: break;
+    }
+  }
+  return launch(integral_constant<ReduceOp, ReduceOp::kSum>());
+}
+
+template <typename T>
+Status reduce_cols_vec(const T* x, T* y, void* ws, size_t ws_bytes, int64_t outer, const ReduceProblem& p,
+                       int sm_count, cudaStream_t stream) {
+  return with_accumulation<T>(p.op, [&](auto k) {
+    return reduce_cols_vec_e<T, decltype(k)::value>(x, y, ws, ws_bytes, outer, p, sm_count, stream);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Row mode over contiguous rows: x viewed as [nout, nred] (the innermost dims reduced, a LayerNorm-style mean).
+// The generic row kernel computes map_offset() and loads 2 bytes per element; here each row is a pointer and
+// the threads read E-element vectors along it, four in flight.
+
+template <typename T, int E, ReduceOp K>
+__global__ void __launch_bounds__(1024)
+    reduce_rows_vec_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t len, ReduceOp op) {
+  using A = Acc<T>;
+  using V = std::conditional_t<E == 1, T, uint4>;
+  static_assert(sizeof(V) == E * sizeof(T), "E elements of T per access");
+  __shared__ A smem[32];
+  const int64_t nv = len / E;
+  const int bd = blockDim.x;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
+  for (int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.y + threadIdx.y; o < rows; o += step) {
+    const V* base = reinterpret_cast<const V*>(x + o * len);
+    A acc[E];
+#pragma unroll
+    for (int j = 0; j < E; ++j) acc[j] = red_init<A>(K);
+    int64_t r = threadIdx.x;
+    for (; r + 3 * bd < nv; r += 4 * bd) {
+      V v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) v[i] = base[r + i * bd];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) accumulate_vec<T, E, K>(acc, v[i]);
+    }
+    for (; r < nv; r += bd) accumulate_vec<T, E, K>(acc, base[r]);
+    A a = acc[0];
+#pragma unroll
+    for (int j = 1; j < E; ++j) a = red_combine(K, a, acc[j]);
+    a = row_allreduce(a, Combine<A>{K}, smem);
+    if (threadIdx.x == 0) y[o] = cast_out<T>(red_finalize(op, a, len, A(0)));
+  }
+}
+
+// x as [nout, nred] with each output's elements contiguous, or false.
+bool rows_contiguous(const ReduceProblem& p) {
+  if (p.inner != 0 || p.nred < 1 || p.red.n != 1 || p.red.size[0] != p.nred || p.red.stride[0] != 1) return false;
+  if (p.kept.n == 0) return p.nout == 1;
+  return p.kept.n == 1 && p.kept.size[0] == p.nout && p.kept.stride[0] == p.nred;
+}
+
+template <typename T, int E, ReduceOp K>
+Status reduce_rows_vec_k(const T* x, T* y, const ReduceProblem& p, int sm_count, cudaStream_t stream) {
+  const dim3 block = row_block(p.nred / E, p.nout, sm_count);
+  reduce_rows_vec_kernel<T, E, K><<<grid_for(p.nout, block.y), block, 0, stream>>>(x, y, p.nout, p.nred, p.op);
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+template <typename T>
+Status reduce_rows_vec(const T* x, T* y, const ReduceProblem& p, int sm_count, cudaStream_t stream) {
+  constexpr int E = 16 / sizeof(T);
+  const bool vec = p.nred % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  return with_accumulation<T>(p.op, [&](auto k) {
+    constexpr ReduceOp K = decltype(k)::value;
+    return vec ? reduce_rows_vec_k<T, E, K>(x, y, p, sm_count, stream)
+               : reduce_rows_vec_k<T, 1, K>(x, y, p, sm_count, stream);
+  });
+}
+
+template <typename T>
+Status reduce_t(const void* x, void* y, const ReduceProblem& p, void* ws, size_t ws_bytes, int sm_count,
+                cudaStream_t stream) {
   if (p.nout <= 0) return Status::Ok();
   const T* xp = static_cast<const T*>(x);
   T* yp = static_cast<T*>(y);
+  int64_t outer = 0;
+  if (one_pass_op<T>(p.op) && outer_red_inner(p, &outer))
+    return reduce_cols_vec<T>(xp, yp, ws, ws_bytes, outer, p, sm_count, stream);
+  if (one_pass_op<T>(p.op) && rows_contiguous(p)) return reduce_rows_vec<T>(xp, yp, p, sm_count, stream);
   if (p.inner > 0) {
     const int64_t ntiles = (p.nout / p.inner) * ((p.inner + 31) / 32);
     const unsigned by = (p.nred >= 256 && ntiles < 2ll * sm_count) ? 32 : 8;
@@ -351,14 +652,28 @@ Status bad_type(const char* what, DataType dt) {
 
 }  // namespace
 
-Status launch_reduce(DataType dt, const void* x, void* y, const ReduceProblem& p, int sm_count, cudaStream_t stream) {
+bool reduce_cols_contiguous(DataType dt, const ReduceProblem& p) {
+  int64_t outer = 0;
+  if (!outer_red_inner(p, &outer)) return false;
+  switch (dt) {
+    case DataType::kFLOAT: return one_pass_op<float>(p.op);
+    case DataType::kHALF: return one_pass_op<__half>(p.op);
+    case DataType::kBF16: return one_pass_op<__nv_bfloat16>(p.op);
+    case DataType::kINT32: return one_pass_op<int32_t>(p.op);
+    case DataType::kINT64: return one_pass_op<int64_t>(p.op);
+    default: return false;
+  }
+}
+
+Status launch_reduce(DataType dt, const void* x, void* y, const ReduceProblem& p, void* workspace,
+                     size_t workspace_bytes, int sm_count, cudaStream_t stream) {
   if (sm_count <= 0) sm_count = 132;
   switch (dt) {
-    case DataType::kFLOAT: return reduce_t<float>(x, y, p, sm_count, stream);
-    case DataType::kHALF: return reduce_t<__half>(x, y, p, sm_count, stream);
-    case DataType::kBF16: return reduce_t<__nv_bfloat16>(x, y, p, sm_count, stream);
-    case DataType::kINT32: return reduce_t<int32_t>(x, y, p, sm_count, stream);
-    case DataType::kINT64: return reduce_t<int64_t>(x, y, p, sm_count, stream);
+    case DataType::kFLOAT: return reduce_t<float>(x, y, p, workspace, workspace_bytes, sm_count, stream);
+    case DataType::kHALF: return reduce_t<__half>(x, y, p, workspace, workspace_bytes, sm_count, stream);
+    case DataType::kBF16: return reduce_t<__nv_bfloat16>(x, y, p, workspace, workspace_bytes, sm_count, stream);
+    case DataType::kINT32: return reduce_t<int32_t>(x, y, p, workspace, workspace_bytes, sm_count, stream);
+    case DataType::kINT64: return reduce_t<int64_t>(x, y, p, workspace, workspace_bytes, sm_count, stream);
     default: return bad_type("Reduce", dt);
   }
 }

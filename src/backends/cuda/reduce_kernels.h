@@ -24,8 +24,15 @@ struct ReduceProblem {
   IndexMap kept, red;  // red maps the reduction index to an offset from the output's first element
 };
 
-// dt: float, half, bf16, int32 or int64 (integers only for Sum/Max/Min/Prod). y has x's type.
-Status launch_reduce(DataType dt, const void* x, void* y, const ReduceProblem& p, int sm_count, cudaStream_t stream);
+// dt: float, half, bf16, int32 or int64 (integers only for Sum/Max/Min/Prod). y has x's type. The workspace holds
+// partial results when one contiguous reduced block is split across blocks (see reduce_cols_contiguous); null or
+// small: no split.
+Status launch_reduce(DataType dt, const void* x, void* y, const ReduceProblem& p, void* workspace,
+                     size_t workspace_bytes, int sm_count, cudaStream_t stream);
+
+// Whether the column-mode problem p (inner > 0) is x viewed as [outer, nred, inner] with an op the contiguous
+// kernel handles: it then packs whole rows of any width into a block, so short inner dims waste no lanes.
+bool reduce_cols_contiguous(DataType dt, const ReduceProblem& p);
 
 // ArgMax/ArgMin over the middle axis of [outer, len, inner] (len >= 1), int64 indices.
 Status launch_arg_reduce(DataType dt, const void* x, int64_t* y, int64_t outer, int64_t len, int64_t inner,

@@ -63,13 +63,18 @@ Status run_reduce(KernelArgs& a, ReduceOp op) {
   p.red = s.red;
   p.kept = s.kept;
   // Column mode (the innermost kept dim across the threads, loads coalesced over outputs) unless that dim is so
-  // short that most of a 32-wide tile would idle on a long reduction; row mode handles every layout.
-  if (s.innermost_kept && (s.kept.size[s.kept.n - 1] >= 16 || s.nred < 32)) {
-    p.inner = s.kept.size[s.kept.n - 1];
-    --p.kept.n;
+  // short that most of a 32-wide tile would idle on a long reduction; row mode handles every layout. One
+  // contiguous reduced block before it (NHWC global pooling) takes column mode at any width: its kernel idles no
+  // lanes.
+  if (s.innermost_kept) {
+    ReduceProblem c = p;
+    c.inner = s.kept.size[s.kept.n - 1];
+    --c.kept.n;
+    if (c.inner >= 16 || s.nred < 32 || reduce_cols_contiguous(x.dtype, c)) p = c;
   }
   if (a.out[0].numel() != p.nout) return internal_error(name + ": output size does not match the reduced shape");
-  return launch_reduce(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
+  return launch_reduce(x.dtype, x.data, a.out[0].data, p, a.handles->workspace, a.handles->workspace_bytes,
+                       a.handles->sm_count, a.stream);
 }
 
 KernelDef reduce_def(const char* op, ReduceOp kind, bool ints) {
