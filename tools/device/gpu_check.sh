@@ -7,9 +7,11 @@
 #   flags; zero-copy torch tensors and the FP16 workflow); without a GPU they skip, each saying why.
 # Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS,
 # SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests).
-# Prepare here first: make build && tools/device/pack.sh  (binaries + libraries into .devcarry).
+# Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+# The device call carries .devcarry.tgz (tools/device/pack.sh): unpack it unless this tree holds a newer copy.
+[ -f .devcarry.tgz ] && { [ .devcarry/bin/kiln -nt .devcarry.tgz ] || tar xzf .devcarry.tgz; }
 OUT=${OUT:-/tmp/kiln_gpu_check}; mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.devcarry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONUNBUFFERED=1

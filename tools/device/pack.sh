@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Here (the build machine): copies the built binaries and the shared libraries the device machine lacks into
-# .devcarry/{bin,lib} (ignored by git, carried with the device call). Keeps the carry under the 64 MiB limit.
+# .devcarry/{bin,lib} (ignored by git), and the same packed as .devcarry.tgz, which is what the device call carries
+# (the libraries alone outgrow its 64 MiB limit): unpack it there first, `tar xzf .devcarry.tgz`.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 B=${BUILD_DIR:-build}
@@ -21,3 +22,5 @@ for lib in libonnx.so.1 libonnx_proto.so.1 libprotobuf.so.32 libopenblas.so.0 li
 done
 cp /usr/local/cuda/lib64/libcudart.so.13 .devcarry/lib/
 du -sh .devcarry
+tar czf .devcarry.tgz .devcarry
+du -sh .devcarry.tgz
