@@ -3,6 +3,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <sstream>
 
 namespace kiln::passes {
 
@@ -27,9 +30,25 @@ Status PassManager::run(ir::Graph& g, PassContext& ctx) {
       ctx.log(ILogger::Severity::kWARNING, "--dump-after: no pass named '" + dump + "' in this pipeline (passes: " +
                                                names + ")");
   }
+  // KILN_DISABLE_PASSES=name,name: a diagnostic switch for bisecting a pass's effect on speed or results.
+  std::set<std::string> disabled;
+  if (const char* env = std::getenv("KILN_DISABLE_PASSES")) {
+    std::stringstream list(env);
+    for (std::string item; std::getline(list, item, ',');)
+      if (!item.empty()) disabled.insert(item);
+  }
+  for (const std::string& d : disabled) {
+    bool known = false;
+    for (auto& p : passes_) known |= p->name() == d;
+    if (!known) ctx.log(ILogger::Severity::kWARNING, "KILN_DISABLE_PASSES: no pass named '" + d + "' in this pipeline");
+  }
   for (size_t index = 0; index < passes_.size(); ++index) {
     auto& pass = passes_[index];
     std::string name(pass->name());
+    if (disabled.count(name)) {
+      ctx.log(ILogger::Severity::kWARNING, "pass " + name + " disabled by KILN_DISABLE_PASSES");
+      continue;
+    }
     ctx.changes = 0;
     if (hooks_.before) hooks_.before(index, name);
     auto t0 = std::chrono::steady_clock::now();

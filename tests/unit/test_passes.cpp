@@ -386,6 +386,21 @@ TEST(PassManager, DumpsAfterNamedPassAndReportsChanges) {
   EXPECT_TRUE(typo.contains(ILogger::Severity::kWARNING, "no pass named 'constant_foldin'"));
 }
 
+TEST(PassManager, KilnDisablePassesSkipsNamedPasses) {
+  Graph g;
+  Value* x = input(g, "x", {2});
+  ir::Node* id = g.add_node("Identity", "id", {x}, {"t"});
+  g.outputs().push_back(g.add_node("PassTestAdd", "add", {id->outputs[0], x}, {"y"})->outputs[0]);
+  ASSERT_EQ(setenv("KILN_DISABLE_PASSES", "remove_identity,no_such_pass", 1), 0);
+  CaptureLogger log;
+  Status st = run_passes(g, list_of(passes::make_remove_identity()), &log);
+  unsetenv("KILN_DISABLE_PASSES");
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(g.nodes().size(), 2u) << "the Identity stays";
+  EXPECT_TRUE(log.contains(ILogger::Severity::kWARNING, "pass remove_identity disabled by KILN_DISABLE_PASSES"));
+  EXPECT_TRUE(log.contains(ILogger::Severity::kWARNING, "no pass named 'no_such_pass'"));
+}
+
 TEST(Pipeline, CpuOrderAndEndToEnd) {
   passes::PassManager pm(passes::cpu_pipeline());
   EXPECT_EQ(pm.pass_names(), (std::vector<std::string>{"expand_gradient", "remove_identity", "shape_inference",

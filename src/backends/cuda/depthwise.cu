@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/activation.cuh"
 #include "backends/cuda/cuda_kernel.h"
@@ -47,7 +48,12 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[V]) {
 // loads in flight per tap. The block's weights and bias live in shared memory as float, laid out
 // [tap][v][lane] and [v][lane]: the lanes of a warp read consecutive words (no bank conflicts; the same lane in
 // another strip reads the same word, a broadcast). Halo reuse between neighbouring pixels comes from L1/L2.
-template <typename T, int V, bool kPre>
+// KW and SW > 0 (a 3- or 5-wide window, stride 1 or 2, no horizontal dilation: every common depthwise layer) fix
+// the window at compile time: each input pixel of a strip's row is then loaded, converted and given the
+// prologue once and multiplied into every output of the strip that reads it, instead of once per tap (a 3x3
+// stride-1 strip of 4 reads 6 pixels per row rather than 12). KW = 0 is the general form.
+// kPre: 0 no prologue, 1 a clamp to [pre.lo, pre.hi] (Relu, Clip: two instructions per element), 2 any activation.
+template <typename T, int V, int kPre, int KW = 0, int SW = 0>
 __global__ void __launch_bounds__(kThreads)
     depthwise_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                           const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, int lanes, EpilogueParams pre,
@@ -85,6 +91,43 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int v = 0; v < V; ++v) acc[p][v] = sb[v * lanes + lane];
     const int iy0 = oy * g.sh - g.pt, ix0 = ox0 * g.sw - g.pl;
+    if constexpr (KW > 0) {
+      constexpr int kSpan = (kStrip - 1) * SW + KW;  // input columns the strip reads
+      for (int ky = 0; ky < g.kh; ++ky) {
+        const int iy = iy0 + ky * g.dh;
+        if (static_cast<unsigned>(iy) >= static_cast<unsigned>(g.h)) continue;
+        const T* row = x + (img * g.h + iy) * g.w * g.c + ch;
+        const float* wrow = wl + ky * KW * width;
+        float wt[KW][V];
+#pragma unroll
+        for (int kx = 0; kx < KW; ++kx)
+#pragma unroll
+          for (int v = 0; v < V; ++v) wt[kx][v] = wrow[kx * width + v * lanes];
+#pragma unroll
+        for (int j = 0; j < kSpan; ++j) {
+          const int ix = ix0 + j;
+          // Padding is skipped (zero after the prologue, which applies to real pixels only). Columns that only
+          // outputs past the row's end read are loaded too when they exist; those outputs are never stored.
+          if (static_cast<unsigned>(ix) >= static_cast<unsigned>(g.w)) continue;
+          float xv[V];
+          load_vec<T, V>(row + ix * g.c, xv);
+          if constexpr (kPre == 1) {
+#pragma unroll
+            for (int v = 0; v < V; ++v) xv[v] = fminf(fmaxf(xv[v], pre.lo), pre.hi);
+          } else if constexpr (kPre == 2) {
+#pragma unroll
+            for (int v = 0; v < V; ++v) xv[v] = epilogue_act(xv[v], pre);
+          }
+#pragma unroll
+          for (int p = 0; p < kStrip; ++p) {
+            const int kx = j - p * SW;  // a constant once the loops are unrolled
+            if (kx < 0 || kx >= KW) continue;
+#pragma unroll
+            for (int v = 0; v < V; ++v) acc[p][v] = fmaf(xv[v], wt[kx][v], acc[p][v]);
+          }
+        }
+      }
+    } else {
     for (int ky = 0; ky < g.kh; ++ky) {
       const int iy = iy0 + ky * g.dh;
       if (static_cast<unsigned>(iy) >= static_cast<unsigned>(g.h)) continue;
@@ -107,6 +150,7 @@ __global__ void __launch_bounds__(kThreads)
           for (int v = 0; v < V; ++v) acc[p][v] = fmaf(kPre ? epilogue_act(xv[v], pre) : xv[v], wt[v], acc[p][v]);
         }
       }
+    }
     }
 #pragma unroll
     for (int p = 0; p < kStrip; ++p) {
@@ -145,6 +189,9 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
   const int threads = slots * lanes;
   const unsigned gy = static_cast<unsigned>((vecs + lanes - 1) / lanes);
   const size_t smem = static_cast<size_t>(taps + 1) * lanes * V * sizeof(float);
+  // Relu and Clip prologues run as a clamp (the general form would switch on the activation per element).
+  EpilogueParams kernel_pre = pre;
+  if (pre.act == 1) kernel_pre.lo = 0.f, kernel_pre.hi = INFINITY;
   auto launch = [&](auto kernel) -> Status {
     // One wave of resident blocks, each looping over pixels: the weights are staged once per block, not once
     // per handful of pixels, and no partial second wave leaves SMs idle at the end.
@@ -157,13 +204,27 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
     const dim3 grid(static_cast<unsigned>(std::min(want, per_chunk)), gy);
     kernel<<<grid, threads, smem, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
                                             static_cast<const T*>(b), static_cast<const T*>(z), static_cast<T*>(y), g,
-                                            lanes, pre, ep);
+                                            lanes, kernel_pre, ep);
     return Status::Ok();
   };
-  if (pre.act != 0)
-    KILN_RETURN_IF_ERROR(launch(depthwise_nhwc_kernel<T, V, true>));
+  // The fixed windows of the common layers (see the kernel); anything else takes the general form.
+  // Only the vector instantiations with at most a clamp prologue get them (compile time: the rest are rare).
+  auto pick = [&](auto pre_tag) -> Status {
+    constexpr int kP = decltype(pre_tag)::value;
+    if constexpr (V > 1 && kP < 2) {
+      if (g.dw == 1 && g.kw == 3 && g.sw == 1) return launch(depthwise_nhwc_kernel<T, V, kP, 3, 1>);
+      if (g.dw == 1 && g.kw == 3 && g.sw == 2) return launch(depthwise_nhwc_kernel<T, V, kP, 3, 2>);
+      if (g.dw == 1 && g.kw == 5 && g.sw == 1) return launch(depthwise_nhwc_kernel<T, V, kP, 5, 1>);
+      if (g.dw == 1 && g.kw == 5 && g.sw == 2) return launch(depthwise_nhwc_kernel<T, V, kP, 5, 2>);
+    }
+    return launch(depthwise_nhwc_kernel<T, V, kP>);
+  };
+  if (pre.act == 1 || pre.act == 2)
+    KILN_RETURN_IF_ERROR(pick(std::integral_constant<int, 1>{}));
+  else if (pre.act != 0)
+    KILN_RETURN_IF_ERROR(pick(std::integral_constant<int, 2>{}));
   else
-    KILN_RETURN_IF_ERROR(launch(depthwise_nhwc_kernel<T, V, false>));
+    KILN_RETURN_IF_ERROR(pick(std::integral_constant<int, 0>{}));
   KILN_CUDA_LAUNCH_CHECK();
   return Status::Ok();
 }
