@@ -124,8 +124,10 @@ def main(argv=None):
             row["ok"] = ok
         except Exception as e:  # one model's failure is reported, the others still run
             row["msg"] = f"{type(e).__name__}: {e}"
-        print(f"  {'PASS' if row['ok'] else 'FAIL'} {name} {row.get('msg', '')} {row.get('host_layers', '')}",
-              flush=True)
+        figures = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
+                           if k not in ("model", "ok", "msg", "host_layers") and v is not None)
+        print(f"  {'PASS' if row['ok'] else 'FAIL'} {name} {row.get('msg', '')} {row.get('host_layers', '')}\n"
+              f"    {figures}", flush=True)
 
     def f(v, fmt):
         return "—" if v is None else format(v, fmt)
