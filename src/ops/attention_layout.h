@@ -27,8 +27,8 @@ struct AttentionGeometry {
 Result<std::string> attention_qkv_layout(const Attributes& a);
 Result<std::string> attention_out_layout(const Attributes& a);
 
-// The problem and the operands' strides for concrete shapes (k and v are ignored when packed), with every
-// dimension checked against the others.
-Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q, const Dims& k, const Dims& v);
+// The problem and the operands' strides for concrete shapes, with every dimension checked against the others.
+// k and v are null where the node has no K and V inputs, which must be exactly when the layout is packed.
+Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q, const Dims* k, const Dims* v);
 
 }  // namespace kiln::ops

@@ -37,11 +37,16 @@ AttentionView view_4d(bool bshd, int64_t H, int64_t S, int64_t D) {
 
 }  // namespace
 
-Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q, const Dims& k, const Dims& v) {
+Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q, const Dims* kp, const Dims* vp) {
   KILN_ASSIGN_OR_RETURN(std::string in_l, attention_qkv_layout(a));
   KILN_ASSIGN_OR_RETURN(std::string out_l, attention_out_layout(a));
+  const bool packed = in_l == "bs3hd";
+  // The packed strides applied to separate K and V buffers would read past them: the inputs must fit the layout.
+  if (packed != (!kp && !vp) || (!kp != !vp))
+    return invalid_argument(packed ? "FusedAttention: with qkv_layout bs3hd, K and V come from input 0 and must be empty"
+                                   : "FusedAttention: K and V are required");
   AttentionGeometry g;
-  if (in_l == "bs3hd") {
+  if (packed) {
     if (q.size() != 5 || q[2] != 3)
       return invalid_argument("FusedAttention: a packed (bs3hd) input must be [B,S,3,H,D], got " + dims_to_string(q));
     g.packed = true;
@@ -51,6 +56,7 @@ Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q,
     g.k.offset = hd;
     g.v.offset = 2 * hd;
   } else {
+    const Dims &k = *kp, &v = *vp;
     if (q.size() != 4 || k.size() != 4 || v.size() != 4)
       return invalid_argument("FusedAttention: Q, K and V must be 4-D, got " + dims_to_string(q) + ", " +
                               dims_to_string(k) + ", " + dims_to_string(v));
@@ -127,10 +133,11 @@ KILN_REGISTER_OP(FusedAttention) {
   };
   s.compute = [](ComputeContext& ctx) -> Status {
     const Tensor q = ctx.input(0).cast(DataType::kDOUBLE);
-    const bool packed = !ctx.has_input(1);
-    const Tensor k = packed ? q : ctx.input(1).cast(DataType::kDOUBLE);
-    const Tensor v = packed ? q : ctx.input(2).cast(DataType::kDOUBLE);
-    KILN_ASSIGN_OR_RETURN(AttentionGeometry geo, attention_geometry(ctx.attrs(), q.shape(), k.shape(), v.shape()));
+    const bool has_k = ctx.has_input(1), has_v = ctx.has_input(2);
+    const Tensor k = has_k ? ctx.input(1).cast(DataType::kDOUBLE) : q;
+    const Tensor v = has_v ? ctx.input(2).cast(DataType::kDOUBLE) : q;
+    KILN_ASSIGN_OR_RETURN(AttentionGeometry geo, attention_geometry(ctx.attrs(), q.shape(), has_k ? &k.shape() : nullptr,
+                                                                    has_v ? &v.shape() : nullptr));
     const int64_t B = geo.B, H = geo.H, Sq = geo.Sq, D = geo.D, Sk = geo.Sk, Dv = geo.Dv;
     KILN_ASSIGN_OR_RETURN(float scale_attr, ctx.attrs().get_float("scale", 0.0f));
     KILN_ASSIGN_OR_RETURN(int64_t causal, ctx.attrs().get_int("causal", 0));

@@ -34,8 +34,10 @@ Status PassManager::run(ir::Graph& g, PassContext& ctx) {
   std::set<std::string> disabled;
   if (const char* env = std::getenv("KILN_DISABLE_PASSES")) {
     std::stringstream list(env);
-    for (std::string item; std::getline(list, item, ',');)
-      if (!item.empty()) disabled.insert(item);
+    for (std::string item; std::getline(list, item, ',');) {
+      const size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+      if (b != std::string::npos) disabled.insert(item.substr(b, e - b + 1));
+    }
   }
   for (const std::string& d : disabled) {
     bool known = false;

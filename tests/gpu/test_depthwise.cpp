@@ -189,6 +189,40 @@ TEST(GpuDepthwise, WindowsStridesDilationsPads) {
         }
 }
 
+// The same windows with a Relu/ReLU6 prologue on vector channels: the kernel's fixed 3/5-wide windows (stride 1
+// and 2) take these, the rest its general form; plus images narrower than a strip's span of input columns.
+TEST(GpuDepthwise, WindowsWithClampPrologue) {
+  KILN_REQUIRE_GPU();
+  struct Win {
+    int64_t k, stride, dilation;
+    std::vector<int64_t> pads;
+  };
+  const Win wins[] = {{3, 1, 1, {1, 1, 1, 1}}, {3, 2, 1, {1, 1, 1, 1}}, {5, 2, 1, {2, 2, 2, 2}},
+                      {5, 1, 1, {2, 2, 2, 2}}, {3, 2, 1, {0, 0, 1, 1}}, {3, 1, 1, {0, 1, 2, 0}},
+                      {3, 1, 2, {2, 2, 2, 2}}, {7, 3, 1, {0, 0, 0, 0}}};
+  for (DataType dt : kTypes)
+    for (int64_t ch : {32, 144})
+      for (const Win& wn : wins)
+        for (auto pre : {ops::Activation::kClip, ops::Activation::kRelu}) {
+          DwCase c;
+          c.dt = dt;
+          c.c = ch;
+          c.k = wn.k;
+          c.stride = wn.stride;
+          c.dilation = wn.dilation;
+          c.pads = wn.pads;
+          c.pre = act(pre);
+          c.ep = act(pre == ops::Activation::kClip ? ops::Activation::kNone : ops::Activation::kSilu);
+          c.residual = pre == ops::Activation::kRelu;
+          depthwise_case(c);
+          if (wn.k == 3 || wn.k == 5) {  // a 3- or 4-pixel-wide image: the span runs past both edges
+            c.h = 6;
+            c.w = wn.stride == 1 ? 3 : 4;
+            depthwise_case(c);
+          }
+        }
+}
+
 TEST(GpuDepthwise, OptionalInputsAndDefaultTactic) {
   KILN_REQUIRE_GPU();
   for (DataType dt : kTypes)

@@ -257,6 +257,16 @@ TEST(GpuTransformer, AttentionVitLikeOddLengthNoMask) {
   for (const Precision& pr : kPrecisions) attention_case(Form::kSdpaSplitScale, 2, 12, 197, 64, pr);
 }
 
+// Grids of at least two blocks per SM take the four-warp kernel (64 queries per block sharing each K/V tile); the
+// smaller cases above take the one-warp form.
+TEST(GpuTransformer, AttentionFourWarpBlocks) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) {
+    attention_case(Form::kBertDivPadding, 12, 12, 128, 64, pr);
+    attention_case(Form::kCausalWhere, 8, 12, 200, 64, pr);
+  }
+}
+
 TEST(GpuTransformer, AttentionGpt2LikeCausal) {
   KILN_REQUIRE_GPU();
   for (const Precision& pr : kPrecisions) {
@@ -318,6 +328,7 @@ TEST(GpuTransformer, FusedAttentionStridedLayouts) {
     bool mask, causal;
   };
   for (const Case& k : {Case{"bs3hd", "bshd", 3, 128, 4, 64, true, false}, Case{"bs3hd", "bhsd", 2, 77, 3, 64, false, true},
+                        Case{"bs3hd", "bshd", 24, 128, 12, 64, true, false},  // four-warp blocks
                         Case{"bshd", "bshd", 2, 130, 2, 64, true, false}, Case{"bs3hd", "bshd", 2, 40, 2, 80, true, false},
                         Case{"bshd", "bhsd", 1, 33, 2, 32, false, true}})
     for (const Precision& pr : kPrecisions) {

@@ -391,7 +391,7 @@ TEST(PassManager, KilnDisablePassesSkipsNamedPasses) {
   Value* x = input(g, "x", {2});
   ir::Node* id = g.add_node("Identity", "id", {x}, {"t"});
   g.outputs().push_back(g.add_node("PassTestAdd", "add", {id->outputs[0], x}, {"y"})->outputs[0]);
-  ASSERT_EQ(setenv("KILN_DISABLE_PASSES", "remove_identity,no_such_pass", 1), 0);
+  ASSERT_EQ(setenv("KILN_DISABLE_PASSES", "remove_identity, no_such_pass", 1), 0);
   CaptureLogger log;
   Status st = run_passes(g, list_of(passes::make_remove_identity()), &log);
   unsetenv("KILN_DISABLE_PASSES");

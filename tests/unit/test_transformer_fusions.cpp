@@ -13,6 +13,7 @@
 #include "engine_io_util.h"
 #include "graph_test_util.h"
 #include "ir/graph.h"
+#include "ops/attention_layout.h"
 #include "kiln/runtime.h"
 #include "passes/pass_manager.h"
 
@@ -829,6 +830,28 @@ TEST(FoldAttentionLayouts, SplitOfPackedProjectionKeepsAGraphOutputsLayout) {
   EXPECT_EQ(layout(a, "qkv_layout"), "bs3hd");
   EXPECT_EQ(layout(a, "out_layout"), "bhsd");
   EXPECT_EQ(count(*fused, "Transpose"), 0) << ir::print(*fused);
+}
+
+// The layout decides where K and V come from; inputs that contradict it are refused, never read out of bounds.
+TEST(FoldAttentionLayouts, GeometryRefusesInputsThatContradictTheLayout) {
+  Attributes packed;
+  packed.set("qkv_layout", std::string("bs3hd"));
+  const Dims qkv = {2, 5, 3, 4, 8}, kv = {2, 4, 5, 8};
+  auto g = ops::attention_geometry(packed, qkv, nullptr, nullptr);
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  EXPECT_EQ(g->out_shape, (Dims{2, 4, 5, 8}));
+  EXPECT_EQ(g->k.offset, 32);
+  auto both = ops::attention_geometry(packed, qkv, &kv, &kv);
+  ASSERT_FALSE(both.ok());
+  EXPECT_NE(both.status().message().find("must be empty"), std::string::npos) << both.status().message();
+  auto missing = ops::attention_geometry(Attributes{}, kv, nullptr, nullptr);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("K and V are required"), std::string::npos);
+  Attributes bad;
+  bad.set("out_layout", std::string("sbhd"));
+  auto wrong = ops::attention_geometry(bad, kv, &kv, &kv);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.status().message().find("out_layout must be bhsd or bshd"), std::string::npos);
 }
 
 // Separate q, k and v as [B,S,H,D] (K transposed to [B,H,D,S] by the exporter), the output back to [B,S,E].

@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 # The device call carries .devcarry.tgz (tools/device/pack.sh): unpack it unless this tree holds a newer copy.
-[ -f .devcarry.tgz ] && { [ .devcarry/bin/kiln -nt .devcarry.tgz ] || tar xzf .devcarry.tgz; }
+[ -f .devcarry.tgz ] && { [ .devcarry/bin/kiln -nt .devcarry.tgz ] || tar xzmf .devcarry.tgz; }
 OUT=${OUT:-/tmp/kiln_gpu_check}; mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/.devcarry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONUNBUFFERED=1

@@ -383,7 +383,8 @@ Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream
 Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_t stream) {
   if (p.B * p.H * p.Sq * p.Dv == 0) return Status::Ok();
   if (p.Sk == 0) return unsupported("FusedAttention: no keys (Sk = 0)");
-  if (p.B * p.H > 65535 || p.Sq > (1ll << 31) - 1 || p.Sk > (1 << 30))
+  // Row indices are 32-bit in the kernels, a block's last row (q0 + 64) included.
+  if (p.B * p.H > 65535 || p.Sq > (1ll << 31) - 129 || p.Sk > (1 << 30))
     return unsupported("FusedAttention: B*H=" + std::to_string(p.B * p.H) + " or the sequence is too large");
   Args a{p.q,
          p.k,

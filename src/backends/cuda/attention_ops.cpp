@@ -12,10 +12,11 @@ namespace {
 
 Status run_fused_attention(KernelArgs& a) {
   const DevTensor& q = a.in[0];
-  const bool packed = !a.has_input(1);
-  const DevTensor& k = packed ? q : a.in[1];
-  const DevTensor& v = packed ? q : a.in[2];
-  KILN_ASSIGN_OR_RETURN(ops::AttentionGeometry geo, ops::attention_geometry(a.attrs(), q.shape, k.shape, v.shape));
+  const bool has_k = a.has_input(1), has_v = a.has_input(2);
+  const DevTensor& k = has_k ? a.in[1] : q;  // a packed layout reads K and V from Q's buffer
+  const DevTensor& v = has_v ? a.in[2] : q;
+  KILN_ASSIGN_OR_RETURN(ops::AttentionGeometry geo, ops::attention_geometry(a.attrs(), q.shape, has_k ? &k.shape : nullptr,
+                                                                            has_v ? &v.shape : nullptr));
   if (geo.out_shape != a.out[0].shape)
     return internal_error("FusedAttention: output " + dims_to_string(a.out[0].shape) + ", expected " +
                           dims_to_string(geo.out_shape));

@@ -240,7 +240,10 @@ Status launch_dispatch(const void* x, const void* w, const void* b, const void* 
                        const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   const bool vec = g.c % kVec == 0 && aligned16(x) && aligned16(y) && (!z || aligned16(z));
-  if (vec) return launch_typed<T, kVec>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+  // A window whose taps for one vector of channels overflow the shared memory still fits one channel at a time
+  // (what depthwise_fits checks).
+  const bool vec_fits = lanes_for(g.c / kVec, g.kh * g.kw, kVec) >= 1;
+  if (vec && vec_fits) return launch_typed<T, kVec>(x, w, b, z, y, g, pre, ep, sm_count, stream);
   return launch_typed<T, 1>(x, w, b, z, y, g, pre, ep, sm_count, stream);
 }
 

@@ -9,7 +9,8 @@ namespace kiln::cuda {
 
 // y[n, oh, ow, c] = act(sum_k w[c, kh, kw] * pre(x[n, ih, iw, c]) + b[c] + z[n, oh, ow, c]), X [N, H, W, C],
 // W [C, kh, kw, 1] (FusedConv's KRSC), b and z optional (null). Pads are top/left (pt, pl); the bottom/right
-// ones follow from the output size. pre applies to real pixels only: padding is zero after it. Every element
+// ones follow from the output size. pre applies to real pixels only: padding is zero after it; its result
+// stays in float (the CPU reference rounds it to X's type first: a difference within the FP16 tolerance). Every element
 // count must stay below 2^31 (depthwise_fits); float, half, bfloat16 with float accumulation.
 struct DepthwiseGeom {
   int n, h, w, c, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl;
