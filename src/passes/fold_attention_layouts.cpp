@@ -13,11 +13,7 @@ namespace kiln::passes {
 namespace {
 
 using match::perm_is;
-
-ir::Node* producer_of(const ir::Value* v, const char* op) {
-  if (!v || !v->producer || !v->producer->domain.empty() || v->producer->op_type != op) return nullptr;
-  return v->producer;
-}
+constexpr auto producer_of = &match::producer_op;
 
 bool rank_is(const ir::Value* v, size_t r) { return v && v->rank_known && v->shape.size() == r; }
 
@@ -65,12 +61,6 @@ std::string layout_of(const ir::Node* n, const char* attr) {
   return l.ok() ? *l : "";
 }
 
-bool is_graph_output(const ir::Graph& g, const ir::Value* v) {
-  for (const ir::Value* o : g.outputs())
-    if (o == v) return true;
-  return false;
-}
-
 class FoldAttentionLayouts final : public Pass {
  public:
   std::string_view name() const override { return "fold_attention_layouts"; }
@@ -116,7 +106,7 @@ class FoldAttentionLayouts final : public Pass {
  private:
   static bool fold_output(ir::Graph& g, ir::Node* att) {
     ir::Value* y = att->outputs[0];
-    if (layout_of(att, "out_layout") != "bhsd" || is_graph_output(g, y) ||
+    if (layout_of(att, "out_layout") != "bhsd" || match::is_graph_output(g, y) ||
         y->users.size() != 1)
       return false;
     ir::Node* t = y->users[0];

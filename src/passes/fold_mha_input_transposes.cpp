@@ -14,11 +14,7 @@ namespace kiln::passes {
 namespace {
 
 using match::perm_is;
-
-ir::Node* producer_of(const ir::Value* v, const char* op) {
-  if (!v || !v->producer || !v->producer->domain.empty() || v->producer->op_type != op) return nullptr;
-  return v->producer;
-}
+constexpr auto producer_of = &match::producer_op;
 
 // The int64 values of a constant input (Squeeze/Unsqueeze axes, Gather index), or the attribute of older opsets.
 std::optional<std::vector<int64_t>> ints_of(const ir::Node* n, size_t input, const char* attr) {

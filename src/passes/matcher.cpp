@@ -102,6 +102,11 @@ Pattern either(std::vector<Pattern> alternatives) {
   });
 }
 
+ir::Node* producer_op(const ir::Value* v, const char* op_type) {
+  if (!v || !v->producer || !v->producer->domain.empty() || v->producer->op_type != op_type) return nullptr;
+  return v->producer;
+}
+
 bool perm_is(const ir::Node* n, const std::vector<int64_t>& perm) {
   if (!n || n->op_type != "Transpose" || !n->domain.empty()) return false;
   auto p = n->attrs.get_ints("perm");

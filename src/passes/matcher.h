@@ -59,6 +59,8 @@ Pattern commutative(std::string op_type, Pattern a, Pattern b);
 Pattern either(std::vector<Pattern> alternatives);
 
 bool is_graph_output(const ir::Graph& g, const ir::Value* v);
+// The default-domain node of this op type that produces v; null for anything else (walking exported chains).
+ir::Node* producer_op(const ir::Value* v, const char* op_type);
 // Whether n is a Transpose with exactly this perm attribute.
 bool perm_is(const ir::Node* n, const std::vector<int64_t>& perm);
 // Float value of a one-element (or all-equal) constant, if v is one.

@@ -9,14 +9,16 @@
 #include <string>
 #include <vector>
 
+#include "../unit/engine_io_util.h"
+#include "../unit/graph_test_util.h"
+#include "builder/engine_writer.h"
 #include "common/tensor.h"
 #include "ir/graph.h"
 #include "kiln/builder.h"
 #include "kiln/network.h"
 #include "kiln/runtime.h"
+#include "ops/layout_util.h"
 #include "runtime/device_backend.h"
-#include "../unit/engine_io_util.h"
-#include "../unit/graph_test_util.h"
 
 namespace kiln::gpu_testing {
 
@@ -31,10 +33,10 @@ inline const std::string* no_gpu_reason() {
   return reason.empty() ? nullptr : &reason;
 }
 
-#define KILN_REQUIRE_GPU()                                                        \
-  do {                                                                            \
-    if (const std::string* why = ::kiln::gpu_testing::no_gpu_reason())           \
-      GTEST_SKIP() << "no CUDA GPU, GPU test skipped: " << *why;                  \
+#define KILN_REQUIRE_GPU()                                             \
+  do {                                                                 \
+    if (const std::string* why = ::kiln::gpu_testing::no_gpu_reason()) \
+      GTEST_SKIP() << "no CUDA GPU, GPU test skipped: " << *why;       \
   } while (0)
 
 using test::random_tensor;
@@ -54,6 +56,43 @@ struct OpCase {
   bool allow_host_layers = false;  // false: the op must have run on the GPU
   int opset = 0;                   // default-domain opset of the network; 0: the network's default (17)
 };
+
+// Every activation the fused ops' epilogues (and the depthwise prologue) take, with typical parameters; Clip's
+// bounds as given.
+inline std::vector<ops::Epilogue> all_activations(float clip_lo, float clip_hi) {
+  std::vector<ops::Epilogue> v;
+  using A = ops::Activation;
+  for (A a :
+       {A::kNone, A::kRelu, A::kClip, A::kSigmoid, A::kSilu, A::kHardSwish, A::kGeluErf, A::kGeluTanh, A::kLeakyRelu}) {
+    ops::Epilogue e;
+    e.act = a;
+    e.alpha = a == A::kHardSwish ? 1.f / 6.f : a == A::kLeakyRelu ? 0.1f : 0.f;
+    e.beta = a == A::kHardSwish ? 0.5f : 0.f;
+    e.lo = a == A::kClip ? clip_lo : -INFINITY;
+    e.hi = a == A::kClip ? clip_hi : INFINITY;
+    v.push_back(e);
+  }
+  return v;
+}
+
+struct QuietLogger : ILogger {
+  void log(Severity, const char*) noexcept override {}
+};
+
+// Writes a graph as an engine for `backend` (no passes: the graph runs as built) and runs it; the names of the
+// layers that ran on the host are appended to *host_layers when given.
+inline std::vector<Tensor> run_graph(const ir::Graph& g, Backend backend, const std::vector<Tensor>& inputs,
+                                     std::string* host_layers) {
+  BuilderConfig config;
+  config.set_backend(backend);
+  config.clear_flag(BuilderFlag::kTF32);  // FP32 stays FP32, so the comparison can be tight
+  auto engine = test::load_engine(builder::write_engine(g, config));
+  if (!engine) return {};
+  if (host_layers) *host_layers += test::host_layers(*engine);
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(g.inputs()[i]->name, inputs[i]);
+  return test::infer(*engine, named);
+}
 
 inline std::vector<Tensor> run_case(const OpCase& c, Backend backend, std::string* host_layers) {
   Builder builder;

@@ -9,24 +9,6 @@
 namespace kiln::gpu_testing {
 namespace {
 
-struct Quiet : ILogger {
-  void log(Severity, const char*) noexcept override {}
-};
-
-// Writes the graph as an engine for `backend` (no passes: the graph runs as built) and runs it.
-std::vector<Tensor> run_graph(const ir::Graph& g, Backend backend, const std::vector<Tensor>& inputs,
-                              std::string* host_layers) {
-  BuilderConfig config;
-  config.set_backend(backend);
-  config.clear_flag(BuilderFlag::kTF32);  // FP32 stays FP32, so the comparison can be tight
-  auto engine = test::load_engine(builder::write_engine(g, config));
-  if (!engine) return {};
-  if (host_layers) *host_layers += test::host_layers(*engine);
-  std::vector<std::pair<std::string, Tensor>> named;
-  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(g.inputs()[i]->name, inputs[i]);
-  return test::infer(*engine, named);
-}
-
 void expect_close(const Tensor& cpu, const Tensor& gpu, double atol, double rtol, const std::string& what) {
   ASSERT_EQ(cpu.shape(), gpu.shape()) << what;
   Tensor a = cpu.cast(DataType::kDOUBLE), b = gpu.cast(DataType::kDOUBLE);
@@ -83,7 +65,7 @@ void fused_conv_case(const ConvCase& c, const std::string& layout, DataType dt, 
   std::vector<ir::Value*> in = {xv, g.add_constant("w", w)};
   if (c.bias) in.push_back(g.add_constant("b", b));
   ir::Node* n = g.add_node("FusedConv", "fused", in, {"y"}, a, 1, "kiln");
-  Quiet quiet;
+  QuietLogger quiet;
   passes::PassContext ctx(quiet);
   ASSERT_TRUE(passes::make_shape_inference()->apply(g, ctx).ok());
   std::vector<Tensor> inputs = {x};
@@ -111,29 +93,13 @@ void fused_conv_case(const ConvCase& c, const std::string& layout, DataType dt, 
     expect_close(cpu[0], gpu[0], 1e-2, 4e-3, "FusedConv");
 }
 
-std::vector<ops::Epilogue> all_epilogues() {
-  std::vector<ops::Epilogue> v;
-  using A = ops::Activation;
-  for (A a :
-       {A::kNone, A::kRelu, A::kClip, A::kSigmoid, A::kSilu, A::kHardSwish, A::kGeluErf, A::kGeluTanh, A::kLeakyRelu}) {
-    ops::Epilogue e;
-    e.act = a;
-    e.alpha = a == A::kHardSwish ? 1.f / 6.f : a == A::kLeakyRelu ? 0.1f : 0.f;
-    e.beta = a == A::kHardSwish ? 0.5f : 0.f;
-    e.lo = a == A::kClip ? -0.5f : -INFINITY;
-    e.hi = a == A::kClip ? 0.75f : INFINITY;
-    v.push_back(e);
-  }
-  return v;
-}
-
 TEST(GpuCnn, FusedConvEveryEpilogue) {
   KILN_REQUIRE_GPU();
   ConvCase c;
   c.x = {2, 16, 14, 14};
   for (const char* layout : {"NCHW", "NHWC"})
     for (DataType dt : {DataType::kFLOAT, DataType::kHALF})
-      for (const auto& ep : all_epilogues()) fused_conv_case(c, layout, dt, ep);
+      for (const auto& ep : all_activations(-0.5f, 0.75f)) fused_conv_case(c, layout, dt, ep);
 }
 
 TEST(GpuCnn, FusedConvShapesAndOptionalInputs) {
@@ -186,7 +152,7 @@ void run_kiln_node(const std::string& op, const Attributes& attrs, const Tensor&
   x->rank_known = true;
   g.inputs().push_back(x);
   g.outputs().push_back(g.add_node(op, "layer", {x}, {"y"}, attrs, 1, "kiln")->outputs[0]);
-  Quiet quiet;
+  QuietLogger quiet;
   passes::PassContext ctx(quiet);
   ASSERT_TRUE(passes::make_shape_inference()->apply(g, ctx).ok());
   std::string host;
@@ -219,11 +185,15 @@ TEST(GpuCnn, NhwcPoolingMatchesReference) {
 
 TEST(GpuCnn, ToNhwcMatchesReference) {
   KILN_REQUIRE_GPU();
-  struct Case { DataType in, out; int64_t c, channels; };
+  struct Case {
+    DataType in, out;
+    int64_t c, channels;
+  };
   // float -> half padded to 8 (the 16-byte store), float -> float unpadded, half -> bfloat16 padded to 5.
   for (const Case& k : {Case{DataType::kFLOAT, DataType::kHALF, 3, 8}, Case{DataType::kFLOAT, DataType::kFLOAT, 3, 3},
                         Case{DataType::kHALF, DataType::kBF16, 4, 5}, Case{DataType::kBF16, DataType::kHALF, 1, 8}}) {
-    SCOPED_TRACE(std::string(dtype_name(k.in)) + " -> " + dtype_name(k.out) + " channels " + std::to_string(k.channels));
+    SCOPED_TRACE(std::string(dtype_name(k.in)) + " -> " + dtype_name(k.out) + " channels " +
+                 std::to_string(k.channels));
     Attributes a;
     a.set("to", int64_t{k.out == DataType::kHALF ? 10 : k.out == DataType::kBF16 ? 16 : 1});
     a.set("channels", k.channels);
@@ -245,7 +215,7 @@ struct OnnxRun {
 
 OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<BuilderFlag> flags, const Tensor& x) {
   OnnxRun r;
-  Quiet quiet;
+  QuietLogger quiet;
   std::string bytes;
   m.SerializeToString(&bytes);
   Builder builder(quiet);

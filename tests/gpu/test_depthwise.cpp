@@ -10,23 +10,6 @@
 namespace kiln::gpu_testing {
 namespace {
 
-struct Quiet : ILogger {
-  void log(Severity, const char*) noexcept override {}
-};
-
-std::vector<Tensor> run_graph(const ir::Graph& g, Backend backend, const std::vector<Tensor>& inputs,
-                              std::string* host_layers) {
-  BuilderConfig config;
-  config.set_backend(backend);
-  config.clear_flag(BuilderFlag::kTF32);
-  auto engine = test::load_engine(builder::write_engine(g, config));
-  if (!engine) return {};
-  if (host_layers) *host_layers += test::host_layers(*engine);
-  std::vector<std::pair<std::string, Tensor>> named;
-  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(g.inputs()[i]->name, inputs[i]);
-  return test::infer(*engine, named);
-}
-
 struct DwCase {
   int64_t n = 2, c = 32, h = 15, w = 13;
   int64_t k = 3, stride = 1, dilation = 1;
@@ -79,7 +62,7 @@ void depthwise_case(const DwCase& c) {
   std::vector<ir::Value*> in = {xv, g.add_constant("w", w)};
   if (c.bias) in.push_back(g.add_constant("b", b));
   ir::Node* n = g.add_node("FusedConv", "dw", in, {"y"}, a, 1, "kiln");
-  Quiet quiet;
+  QuietLogger quiet;
   passes::PassContext ctx(quiet);
   Status inferred = passes::make_shape_inference()->apply(g, ctx);
   ASSERT_TRUE(inferred.ok()) << inferred.message();
@@ -117,24 +100,8 @@ void depthwise_case(const DwCase& c) {
                     << (first >= 0 ? q.data<double>()[first] : 0);
 }
 
-std::vector<ops::Epilogue> all_activations() {
-  std::vector<ops::Epilogue> v;
-  using A = ops::Activation;
-  for (A a :
-       {A::kNone, A::kRelu, A::kClip, A::kSigmoid, A::kSilu, A::kHardSwish, A::kGeluErf, A::kGeluTanh, A::kLeakyRelu}) {
-    ops::Epilogue e;
-    e.act = a;
-    e.alpha = a == A::kHardSwish ? 1.f / 6.f : a == A::kLeakyRelu ? 0.1f : 0.f;
-    e.beta = a == A::kHardSwish ? 0.5f : 0.f;
-    e.lo = a == A::kClip ? 0.f : -INFINITY;
-    e.hi = a == A::kClip ? 6.f : INFINITY;
-    v.push_back(e);
-  }
-  return v;
-}
-
 ops::Epilogue act(ops::Activation a) {
-  for (const auto& e : all_activations())
+  for (const auto& e : all_activations(0.f, 6.f))
     if (e.act == a) return e;
   return {};
 }
@@ -144,7 +111,7 @@ const DataType kTypes[] = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16};
 TEST(GpuDepthwise, EveryActivationWithAndWithoutResidual) {
   KILN_REQUIRE_GPU();
   for (DataType dt : kTypes)
-    for (const auto& ep : all_activations())
+    for (const auto& ep : all_activations(0.f, 6.f))
       for (bool res : {false, true}) {
         DwCase c;
         c.dt = dt;
@@ -156,25 +123,26 @@ TEST(GpuDepthwise, EveryActivationWithAndWithoutResidual) {
 
 // Windows and channel counts: 32 and 144 take 16-byte vectors in every type, 12 in FP32 only (FP16/BF16 fall
 // back to the scalar path), 7 is scalar everywhere.
+struct Win {
+  int64_t k, stride, dilation;
+  std::vector<int64_t> pads;
+};
+const Win kWins[] = {
+    {3, 1, 1, {1, 1, 1, 1}},                           // mobilenet stride 1
+    {3, 2, 1, {1, 1, 1, 1}},                           // mobilenet stride 2
+    {5, 2, 1, {2, 2, 2, 2}},                           // efficientnet 5x5 stride 2
+    {5, 1, 1, {2, 2, 2, 2}}, {3, 2, 1, {0, 0, 1, 1}},  // TF "SAME" stride 2: the extra pad at the end
+    {3, 1, 1, {0, 1, 2, 0}},                           // asymmetric on both axes
+    {3, 1, 2, {2, 2, 2, 2}},                           // dilation 2
+    {3, 2, 2, {1, 0, 3, 2}},                           // dilation, stride and asymmetric pads together
+    {1, 1, 1, {0, 0, 0, 0}}, {7, 3, 1, {0, 0, 0, 0}},  // no padding, windows that skip pixels
+};
+
 TEST(GpuDepthwise, WindowsStridesDilationsPads) {
   KILN_REQUIRE_GPU();
-  struct Win {
-    int64_t k, stride, dilation;
-    std::vector<int64_t> pads;
-  };
-  const Win wins[] = {
-      {3, 1, 1, {1, 1, 1, 1}},                           // mobilenet stride 1
-      {3, 2, 1, {1, 1, 1, 1}},                           // mobilenet stride 2
-      {5, 2, 1, {2, 2, 2, 2}},                           // efficientnet 5x5 stride 2
-      {5, 1, 1, {2, 2, 2, 2}}, {3, 2, 1, {0, 0, 1, 1}},  // TF "SAME" stride 2: the extra pad at the end
-      {3, 1, 1, {0, 1, 2, 0}},                           // asymmetric on both axes
-      {3, 1, 2, {2, 2, 2, 2}},                           // dilation 2
-      {3, 2, 2, {1, 0, 3, 2}},                           // dilation, stride and asymmetric pads together
-      {1, 1, 1, {0, 0, 0, 0}}, {7, 3, 1, {0, 0, 0, 0}},  // no padding, windows that skip pixels
-  };
   for (DataType dt : kTypes)
     for (int64_t ch : {32, 144, 12, 7})
-      for (const Win& wn : wins)
+      for (const Win& wn : kWins)
         for (auto a : {ops::Activation::kClip, ops::Activation::kSilu}) {
           DwCase c;
           c.dt = dt;
@@ -193,16 +161,9 @@ TEST(GpuDepthwise, WindowsStridesDilationsPads) {
 // and 2) take these, the rest its general form; plus images narrower than a strip's span of input columns.
 TEST(GpuDepthwise, WindowsWithClampPrologue) {
   KILN_REQUIRE_GPU();
-  struct Win {
-    int64_t k, stride, dilation;
-    std::vector<int64_t> pads;
-  };
-  const Win wins[] = {{3, 1, 1, {1, 1, 1, 1}}, {3, 2, 1, {1, 1, 1, 1}}, {5, 2, 1, {2, 2, 2, 2}},
-                      {5, 1, 1, {2, 2, 2, 2}}, {3, 2, 1, {0, 0, 1, 1}}, {3, 1, 1, {0, 1, 2, 0}},
-                      {3, 1, 2, {2, 2, 2, 2}}, {7, 3, 1, {0, 0, 0, 0}}};
   for (DataType dt : kTypes)
     for (int64_t ch : {32, 144})
-      for (const Win& wn : wins)
+      for (const Win& wn : kWins)
         for (auto pre : {ops::Activation::kClip, ops::Activation::kRelu}) {
           DwCase c;
           c.dt = dt;
@@ -269,7 +230,7 @@ TEST(GpuDepthwise, MobilenetShapes) {
 // zero), where the border pixels show whether padding stays zero after the activation.
 TEST(GpuDepthwise, PrologueEveryActivation) {
   KILN_REQUIRE_GPU();
-  std::vector<ops::Epilogue> pres = all_activations();
+  std::vector<ops::Epilogue> pres = all_activations(0.f, 6.f);
   ops::Epilogue high = act(ops::Activation::kClip);
   high.lo = 0.25f;
   high.hi = 0.75f;

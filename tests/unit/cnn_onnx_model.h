@@ -115,4 +115,17 @@ inline onnx::ModelProto se_block_cnn(int64_t n, int64_t hw, int64_t c) {
   return b.m;
 }
 
+// The model as Kiln's ONNX parser imports it (what the builder then runs its passes on).
+inline std::unique_ptr<ir::Graph> import_onnx(const onnx::ModelProto& m) {
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  SilentLogger quiet;
+  Builder builder(quiet);
+  auto network = builder.create_network();
+  OnnxParser parser(*network, quiet);
+  Status st = parser.parse(bytes.data(), bytes.size());
+  EXPECT_TRUE(st.ok()) << st.message();
+  return network->graph().clone();
+}
+
 }  // namespace kiln::test

@@ -1,5 +1,6 @@
-// Helpers for the pass tests (CNN, transformer, general): building small conv graphs, running a pass list, and running a graph node by
-// node on the reference kernels (the CPU backend's implementations) to compare a transformed graph with the original.
+// Helpers for the pass tests (CNN, transformer, general): building small conv graphs, running a pass list, and running
+// a graph node by node on the reference kernels (the CPU backend's implementations) to compare a transformed graph with
+// the original.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -50,6 +51,14 @@ inline Status run_passes(ir::Graph& g, passes::PassList passes, passes::PassOpti
   return pm.run(g, ctx);
 }
 
+// The CUDA pipeline as the builder runs it with a reduced precision, every kernel assumed present.
+inline Status run_cuda_pipeline(ir::Graph& g, DataType reduced = DataType::kHALF) {
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.reduced_precision = reduced;
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  return run_passes(g, passes::pipeline_for(Backend::kCUDA), o);
+}
 
 // A pass list from its passes: list_of(make_a(), make_b()).
 template <typename... P>

@@ -230,22 +230,12 @@ namespace {
 TEST(CnnPipeline, ImportedCnnThroughTheCudaPassesFp16) {
   int convs = 0;
   onnx::ModelProto m = small_cnn(&convs);
-  std::string bytes;
-  m.SerializeToString(&bytes);
-  SilentLogger quiet;
-  Builder builder(quiet);
-  auto network = builder.create_network();
-  OnnxParser parser(*network, quiet);
-  ASSERT_TRUE(parser.parse(bytes.data(), bytes.size()).ok());
-  auto cpu = network->graph().clone();
-  auto cuda = network->graph().clone();
+  auto cpu = import_onnx(m);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto cuda = cpu->clone();
   passes::PassOptions co;
   ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU), co).ok());
-  passes::PassOptions o;
-  o.backend = Backend::kCUDA;
-  o.reduced_precision = DataType::kHALF;
-  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
-  Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+  Status st = run_cuda_pipeline(*cuda);
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(count_ops(*cpu, "Conv"), convs);
   EXPECT_EQ(count_ops(*cuda, "Conv"), 0);
@@ -280,21 +270,11 @@ namespace {
 // half NHWC tensor: the shape the CUDA backend's contiguous-column reduction serves (tests/gpu runs it there).
 TEST(CnnPipeline, SqueezeExcitePoolIsAnNhwcReduceMean) {
   onnx::ModelProto m = se_block_cnn(2, 14, 144);
-  std::string bytes;
-  m.SerializeToString(&bytes);
-  SilentLogger quiet;
-  Builder builder(quiet);
-  auto network = builder.create_network();
-  OnnxParser parser(*network, quiet);
-  ASSERT_TRUE(parser.parse(bytes.data(), bytes.size()).ok());
-  auto cpu = network->graph().clone();
-  auto cuda = network->graph().clone();
+  auto cpu = import_onnx(m);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto cuda = cpu->clone();
   ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU), passes::PassOptions{}).ok());
-  passes::PassOptions o;
-  o.backend = Backend::kCUDA;
-  o.reduced_precision = DataType::kHALF;
-  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
-  Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+  Status st = run_cuda_pipeline(*cuda);
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(count_ops(*cuda, "GlobalAveragePool"), 0) << ir::print(*cuda);
   int pools = 0;

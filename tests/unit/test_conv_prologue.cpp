@@ -193,21 +193,11 @@ TEST(FuseConvPrologue, PaddingIsZeroAfterTheActivation) {
 TEST(FuseConvPrologue, CudaPipelineFoldsTheExpandRelu6) {
   int convs = 0;
   onnx::ModelProto m = small_cnn(&convs);
-  std::string bytes;
-  m.SerializeToString(&bytes);
-  SilentLogger quiet;
-  Builder builder(quiet);
-  auto network = builder.create_network();
-  OnnxParser parser(*network, quiet);
-  ASSERT_TRUE(parser.parse(bytes.data(), bytes.size()).ok());
-  auto cpu = network->graph().clone();
-  auto cuda = network->graph().clone();
+  auto cpu = import_onnx(m);
+  ASSERT_FALSE(::testing::Test::HasFailure());
+  auto cuda = cpu->clone();
   ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
-  passes::PassOptions o;
-  o.backend = Backend::kCUDA;
-  o.reduced_precision = DataType::kHALF;
-  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
-  Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+  Status st = run_cuda_pipeline(*cuda);
   ASSERT_TRUE(st.ok()) << st.message();
   int folded = 0;
   for (auto& n : cuda->nodes())

@@ -15,6 +15,18 @@ namespace kiln::cuda {
 namespace {
 
 // Rows owned by a warp (blockDim (32, rows per block)) or by a whole block (blockDim.y == 1).
+// LayerNormalization's optional Mean and InvStdDev outputs of one row, in the type the node asks for.
+__device__ __forceinline__ void store_stats(const RowNormParams& p, int64_t row, float mean, float inv) {
+  if (p.mean_out) {
+    if (p.stats_double) static_cast<double*>(p.mean_out)[row] = mean;
+    else static_cast<float*>(p.mean_out)[row] = mean;
+  }
+  if (p.inv_std_out) {
+    if (p.stats_double) static_cast<double*>(p.inv_std_out)[row] = inv;
+    else static_cast<float*>(p.inv_std_out)[row] = inv;
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(1024) row_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowNormParams p) {
   __shared__ float smem[32];
@@ -73,16 +85,7 @@ __global__ void __launch_bounds__(1024) row_norm_kernel(const T* __restrict__ x,
         const float b = p.bias ? load_param(p.bias, p.bias_dtype, map_offset(p.bias_map, k)) : 0.f;
         yr[k] = from_f<T>((to_f(xr[k]) - mean) * inv * sc + b);
       }
-      if (threadIdx.x == 0) {
-        if (p.mean_out) {
-          if (p.stats_double) static_cast<double*>(p.mean_out)[row] = mean;
-          else static_cast<float*>(p.mean_out)[row] = mean;
-        }
-        if (p.inv_std_out) {
-          if (p.stats_double) static_cast<double*>(p.inv_std_out)[row] = inv;
-          else static_cast<float*>(p.inv_std_out)[row] = inv;
-        }
-      }
+      if (threadIdx.x == 0) store_stats(p, row, mean, inv);
       continue;
     }
     // Group / Instance: y = x * a + b per channel, with a = scale / std (Instance) or scale * (1 / std) (Group).
@@ -253,16 +256,7 @@ __global__ void __launch_bounds__(1024) row_layernorm_wide_kernel(const T* __res
       for (int e = 0; e < E; ++e) o[e] = from_f<T>((to_f(t[e]) - mean) * inv * sc[e] + bi[e]);
       yr[i] = out;
     }
-    if (threadIdx.x == 0) {
-      if (p.mean_out) {
-        if (p.stats_double) static_cast<double*>(p.mean_out)[row] = mean;
-        else static_cast<float*>(p.mean_out)[row] = mean;
-      }
-      if (p.inv_std_out) {
-        if (p.stats_double) static_cast<double*>(p.inv_std_out)[row] = inv;
-        else static_cast<float*>(p.inv_std_out)[row] = inv;
-      }
-    }
+    if (threadIdx.x == 0) store_stats(p, row, mean, inv);
   }
 }
 
