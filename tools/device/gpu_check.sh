@@ -6,7 +6,7 @@
 #   build-phase ranges appear. cli and python run the pytest tests marked `gpu` (GPU-only kiln
 #   flags; zero-copy torch tensors and the FP16 workflow); without a GPU they skip, each saying why.
 # Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS,
-# SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests).
+# SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests; with a filter, racecheck over it too).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -130,6 +130,15 @@ PY
     timeout ${SAN_TESTS_TIMEOUT:-${SAN_TIMEOUT:-60}} $san --tool memcheck --error-exitcode 9 .devcarry/bin/kiln_gpu_tests \
       --gtest_filter="${SAN_GTEST_FILTER:-*}" > "$OUT/san_gpu_tests.log" 2>&1
     summary+=("sanitizer memcheck kiln_gpu_tests: rc $? $(grep -m1 'ERROR SUMMARY' "$OUT/san_gpu_tests.log")")
+    # With a subset named (e.g. the own shared-memory kernels: 'GpuTransformer.*Attention*:GpuDepthwise.*:GpuReduce.*'),
+    # racecheck over it too.
+    if [ -n "${SAN_GTEST_FILTER:-}" ]; then
+      timeout ${SAN_TESTS_TIMEOUT:-${SAN_TIMEOUT:-60}} $san --tool racecheck --error-exitcode 9 .devcarry/bin/kiln_gpu_tests \
+        --gtest_filter="$SAN_GTEST_FILTER" > "$OUT/san_gpu_tests_race.log" 2>&1
+      rc=$?
+      own=$(grep "Race reported" "$OUT/san_gpu_tests_race.log" | grep -vcE "at (nvjet|sm90_xmma|cutlass|cudnn)")
+      summary+=("sanitizer racecheck kiln_gpu_tests ($SAN_GTEST_FILTER): rc $rc $(grep -m1 'RACECHECK SUMMARY' "$OUT/san_gpu_tests_race.log") (in Kiln kernels: $own)")
+    fi
     ;;
   bench)
     # BENCH_ARGS narrows a run to fit one device call, e.g. "--models resnet50 bert_base --peers eager compile_ro".
