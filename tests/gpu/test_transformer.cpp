@@ -358,6 +358,46 @@ TEST(GpuTransformer, FusedAttentionStridedLayouts) {
     }
 }
 
+// One execution context run at several sequence lengths of its profile: the kernel's launch parameters, worked out
+// when the shapes change, must follow them (and come back), as the reference does.
+TEST(GpuTransformer, FusedAttentionFollowsShapeChanges) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, H = 4, D = 64;
+  ir::Graph g;
+  ir::Value* x = g.add_value("qkv");
+  x->dtype = DataType::kHALF;
+  x->shape = {ops::Dim(B), ops::Dim::symbol("S"), ops::Dim(3), ops::Dim(H), ops::Dim(D)};
+  x->rank_known = true;
+  g.inputs().push_back(x);
+  Attributes a;
+  a.set("qkv_layout", Attribute(std::string("bs3hd")));
+  a.set("out_layout", Attribute(std::string("bshd")));
+  g.outputs().push_back(node(g, "FusedAttention", {x, nullptr, nullptr}, a, "kiln"));
+  std::unique_ptr<Engine> engines[2];
+  for (Backend backend : {Backend::kCPU, Backend::kCUDA}) {
+    BuilderConfig config;
+    config.set_backend(backend);
+    OptimizationProfile p;
+    ASSERT_TRUE(p.set_shape("qkv", {B, 1, 3, H, D}, {B, 128, 3, H, D}, {B, 160, 3, H, D}).ok());
+    config.add_optimization_profile(p);
+    engines[backend == Backend::kCUDA] = test::load_engine(builder::write_engine(g, config));
+    ASSERT_NE(engines[backend == Backend::kCUDA], nullptr);
+  }
+  auto cpu_ctx = engines[0]->create_execution_context();
+  auto gpu_ctx = engines[1]->create_execution_context();
+  ASSERT_TRUE(cpu_ctx && gpu_ctx);
+  for (int64_t S : {128, 77, 160, 128}) {
+    SCOPED_TRACE("S=" + std::to_string(S));
+    const Tensor in = random_tensor(DataType::kHALF, {B, S, 3, H, D}, 80 + static_cast<uint32_t>(S), -1, 1);
+    auto want = test::infer(*cpu_ctx, {{"qkv", in}});
+    auto got = test::infer(*gpu_ctx, {{"qkv", in}});
+    ASSERT_EQ(want.size(), 1u);
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_EQ(got[0].shape(), (Dims{B, S, H, D}));
+    expect_tensors_close(want[0], got[0], 3e-2, 2e-2, "FusedAttention");
+  }
+}
+
 // ---- LayerNorm decomposed (opset-13 exports) and the whole pipeline on a small encoder block ----
 
 TEST(GpuTransformer, DecomposedLayerNormBecomesLayerNormalization) {

@@ -50,19 +50,24 @@ inline std::unique_ptr<Engine> load_engine(const Result<std::vector<uint8_t>>& b
   return load_engine(blob.value(), logger);
 }
 
-// The outputs of one run on the named inputs, in the engine's output order; empty when the run failed.
-inline std::vector<Tensor> infer(const Engine& engine, const std::vector<std::pair<std::string, Tensor>>& inputs) {
-  auto ctx = engine.create_execution_context();
-  EXPECT_NE(ctx, nullptr);
-  if (!ctx) return {};
+// The outputs of one run on the named inputs, in the engine's output order; empty when the run failed. On a
+// given context (several runs of one context at different shapes), or on a fresh one.
+inline std::vector<Tensor> infer(ExecutionContext& ctx, const std::vector<std::pair<std::string, Tensor>>& inputs) {
   std::vector<std::pair<std::string, HostTensor>> feed;
   for (const auto& [name, t] : inputs) feed.emplace_back(name, to_host(t));
-  auto res = ctx->infer(feed);
+  auto res = ctx.infer(feed);
   EXPECT_TRUE(res.ok()) << res.status().message();
   std::vector<Tensor> r;
   if (!res.ok()) return r;
   for (const auto& [name, h] : *res) r.push_back(from_host(h));
   return r;
+}
+
+inline std::vector<Tensor> infer(const Engine& engine, const std::vector<std::pair<std::string, Tensor>>& inputs) {
+  auto ctx = engine.create_execution_context();
+  EXPECT_NE(ctx, nullptr);
+  if (!ctx) return {};
+  return infer(*ctx, inputs);
 }
 
 // Inputs named in0, in1, ... (the networks the op tests build), skipping undefined tensors and `skip[i]` ones.

@@ -332,11 +332,8 @@ Status launch_mma(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t 
 // Four warps (64 queries) per block share each K/V tile; when that leaves most SMs idle (batch 1), one warp per
 // block spreads the same work over four times as many blocks.
 template <typename T, int kHd>
-Status launch_mma_sized(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t stream) {
-  int dev = 0, sms = 0;
-  KILN_CUDA_CHECK(cudaGetDevice(&dev));
-  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  if (B * H * ((Sq + 63) / 64) < 2 * sms) return launch_mma<T, kHd, 1>(a, B, H, Sq, stream);
+Status launch_mma_sized(const Args& a, int64_t B, int64_t H, int64_t Sq, int sm_count, cudaStream_t stream) {
+  if (B * H * ((Sq + 63) / 64) < 2 * sm_count) return launch_mma<T, kHd, 1>(a, B, H, Sq, stream);
   return launch_mma<T, kHd, 4>(a, B, H, Sq, stream);
 }
 
@@ -352,9 +349,15 @@ template <typename T>
 Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream) {
   if constexpr (!std::is_same_v<T, float>) {
     if (mma_aligned(p) && p.D == p.Dv) {
-      if (p.D == 32) return launch_mma_sized<T, 32>(a, p.B, p.H, p.Sq, stream);
-      if (p.D == 64) return launch_mma_sized<T, 64>(a, p.B, p.H, p.Sq, stream);
-      if (p.D == 128) return launch_mma_sized<T, 128>(a, p.B, p.H, p.Sq, stream);
+      int sms = p.sm_count;
+      if (sms <= 0) {
+        int dev = 0;
+        KILN_CUDA_CHECK(cudaGetDevice(&dev));
+        KILN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+      }
+      if (p.D == 32) return launch_mma_sized<T, 32>(a, p.B, p.H, p.Sq, sms, stream);
+      if (p.D == 64) return launch_mma_sized<T, 64>(a, p.B, p.H, p.Sq, sms, stream);
+      if (p.D == 128) return launch_mma_sized<T, 128>(a, p.B, p.H, p.Sq, sms, stream);
     }
   }
   {

@@ -1,6 +1,8 @@
-// kiln::FusedAttention on the CUDA backend: shapes, layout strides and mask strides from the node, the kernels in
-// attention.cu.
+// kiln::FusedAttention on the CUDA backend: shapes, layout strides and mask strides from the node (worked out
+// when the shapes change), the kernels in attention.cu.
 #include <cmath>
+#include <memory>
+#include <vector>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/transformer_kernels.h"
@@ -10,13 +12,30 @@
 namespace kiln::cuda {
 namespace {
 
-Status run_fused_attention(KernelArgs& a) {
+// The launch parameters for the shapes they were worked out at (attributes, layout strides, mask broadcast):
+// recomputed when a shape changes, not on every enqueue; only the addresses are set per run.
+struct AttentionState {
+  std::vector<Dims> shapes;  // Q, K, V, mask (empty where absent), then the output
+  AttentionParams params;    // addresses unset
+  int64_t offsets[3] = {0, 0, 0};  // Q's, K's, V's first element in their buffers (packed layouts), elements
+};
+
+const Dims kAbsent;
+const Dims& shape_or_absent(const KernelArgs& a, int i) { return a.has_input(i) ? a.in[i].shape : kAbsent; }
+
+bool same_shapes(const AttentionState& st, const KernelArgs& a) {
+  if (st.shapes.size() != 5 || st.shapes[4] != a.out[0].shape) return false;
+  for (int i = 0; i < 4; ++i)
+    if (st.shapes[i] != shape_or_absent(a, i)) return false;
+  return true;
+}
+
+Status make_params(const KernelArgs& a, AttentionState* st) {
   const DevTensor& q = a.in[0];
   const bool has_k = a.has_input(1), has_v = a.has_input(2);
-  const DevTensor& k = has_k ? a.in[1] : q;  // a packed layout reads K and V from Q's buffer
-  const DevTensor& v = has_v ? a.in[2] : q;
-  KILN_ASSIGN_OR_RETURN(ops::AttentionGeometry geo, ops::attention_geometry(a.attrs(), q.shape, has_k ? &k.shape : nullptr,
-                                                                            has_v ? &v.shape : nullptr));
+  KILN_ASSIGN_OR_RETURN(ops::AttentionGeometry geo,
+                        ops::attention_geometry(a.attrs(), q.shape, has_k ? &a.in[1].shape : nullptr,
+                                                has_v ? &a.in[2].shape : nullptr));
   if (geo.out_shape != a.out[0].shape)
     return internal_error("FusedAttention: output " + dims_to_string(a.out[0].shape) + ", expected " +
                           dims_to_string(geo.out_shape));
@@ -28,23 +47,42 @@ Status run_fused_attention(KernelArgs& a) {
   p.scale = a.attrs().has("scale") ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.D)));
   p.causal = causal != 0;
   if (a.has_input(3)) {
-    const DevTensor& m = a.in[3];
-    Dims ms = m.shape;
+    Dims ms = a.in[3].shape;
     if (ms.size() > 4) return invalid_argument("FusedAttention: the mask has rank > 4");
     while (ms.size() < 4) ms.insert(ms.begin(), 1);
     const Dims full = {p.B, p.H, p.Sq, p.Sk};
     for (int d = 0; d < 4; ++d)
       if (ms[d] != 1 && ms[d] != full[d])
-        return invalid_argument("FusedAttention: mask " + dims_to_string(m.shape) + " does not broadcast to " +
+        return invalid_argument("FusedAttention: mask " + dims_to_string(a.in[3].shape) + " does not broadcast to " +
                                 dims_to_string(full));
     const std::vector<int64_t> st = ops::broadcast_strides(ms, full);
     for (int d = 0; d < 4; ++d) p.ms[d] = st[d];
-    p.mask = m.data;
   }
+  p.sm_count = a.handles->sm_count;
+  st->params = p;
+  st->offsets[0] = geo.q.offset, st->offsets[1] = geo.k.offset, st->offsets[2] = geo.v.offset;
+  return Status::Ok();
+}
+
+Status run_fused_attention(KernelArgs& a) {
+  if (!*a.state) *a.state = std::make_shared<AttentionState>();
+  auto* st = static_cast<AttentionState*>(a.state->get());
+  if (!same_shapes(*st, a)) {
+    st->shapes.clear();
+    KILN_RETURN_IF_ERROR(make_params(a, st));
+    for (int i = 0; i < 4; ++i) st->shapes.push_back(shape_or_absent(a, i));
+    st->shapes.push_back(a.out[0].shape);
+  }
+  const DevTensor& q = a.in[0];
+  // A packed layout reads K and V from Q's buffer.
+  const DevTensor& k = a.has_input(1) ? a.in[1] : q;
+  const DevTensor& v = a.has_input(2) ? a.in[2] : q;
   const size_t es = dtype_size(q.dtype);
-  p.q = static_cast<const char*>(q.data) + geo.q.offset * es;
-  p.k = static_cast<const char*>(k.data) + geo.k.offset * es;
-  p.v = static_cast<const char*>(v.data) + geo.v.offset * es;
+  AttentionParams p = st->params;
+  p.q = static_cast<const char*>(q.data) + st->offsets[0] * es;
+  p.k = static_cast<const char*>(k.data) + st->offsets[1] * es;
+  p.v = static_cast<const char*>(v.data) + st->offsets[2] * es;
+  p.mask = a.has_input(3) ? a.in[3].data : nullptr;
   p.o = a.out[0].data;
   return launch_fused_attention(q.dtype, p, a.stream);
 }

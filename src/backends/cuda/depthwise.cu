@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
 
 #include "backends/cuda/activation.cuh"
@@ -179,6 +182,20 @@ int lanes_for(int vecs, int taps, int v) {
   return std::min(lanes, fit);
 }
 
+// Resident blocks per SM of a kernel at a block size and shared memory: asked of the runtime once per
+// combination, not on every enqueue (the occupancy query costs microseconds of host time).
+Result<int> resident_blocks_per_sm(const void* kernel, int threads, size_t smem) {
+  static std::mutex mu;
+  static std::map<std::tuple<const void*, int, size_t>, int> known;
+  const auto key = std::make_tuple(kernel, threads, smem);
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  int per_sm = 0;
+  KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  known.emplace(key, per_sm);
+  return per_sm;
+}
+
 template <typename T, int V>
 Status launch_typed(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
                     const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
@@ -195,8 +212,7 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
   auto launch = [&](auto kernel) -> Status {
     // One wave of resident blocks, each looping over pixels: the weights are staged once per block, not once
     // per handful of pixels, and no partial second wave leaves SMs idle at the end.
-    int per_sm = 0;
-    KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+    KILN_ASSIGN_OR_RETURN(int per_sm, resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), threads, smem));
     const int64_t resident = static_cast<int64_t>(std::max(sm_count, 1)) * std::max(per_sm, 1);
     const int64_t per_chunk = std::max<int64_t>(1, resident / gy);
     const int64_t strips = static_cast<int64_t>(g.n) * g.oh * ((g.ow + kStrip - 1) / kStrip);

@@ -34,6 +34,7 @@ struct AttentionParams {
   int64_t ms[4] = {0, 0, 0, 0};
   float scale = 1.0f;
   bool causal = false;
+  int sm_count = 0;  // the GPU's multiprocessors (0: asked of the current device)
 };
 // Half and bfloat16 with D = Dv in {32, 64, 128}, 16-byte aligned rows, run a tensor-core flash-attention kernel;
 // any other case a one-row-per-block kernel whose scores row lives in shared memory. Both: one launch, softmax in
