@@ -36,6 +36,11 @@ inline constexpr const char* kProloguePrefix = "pre_";
 Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs, const std::string& prefix = "");
 const char* activation_name(Activation a);
 double apply_activation(const Epilogue& e, double x);
+// A depthwise convolution: one input and one output channel per group (group == C == M, W's per-group input
+// channels 1), whichever layout the caller read these from.
+inline bool is_depthwise(int64_t group, int64_t channels, int64_t out_channels, int64_t w_in_per_group) {
+  return channels > 0 && group == channels && out_channels == channels && w_in_per_group == 1;
+}
 // The attribute specs of an epilogue, for op schemas.
 const std::vector<AttrSpec>& epilogue_attrs();
 const std::vector<AttrSpec>& prologue_attrs();

@@ -27,11 +27,10 @@ bool depthwise_nhwc(const ir::Node& n) {
   const ir::Value* w = n.inputs[1];
   if (!x->rank_known || x->shape.size() != 4 || !x->shape[3].is_static() || !w->rank_known || w->shape.size() != 4)
     return false;
-  const int64_t c = x->shape[3].value;
   auto group = n.attrs.get_int("group", 1);
   // W is [M, kh, kw, C / group] in NHWC.
-  return group.ok() && *group == c && w->shape[0].is_static() && w->shape[0].value == c && w->shape[3].is_static() &&
-         w->shape[3].value == 1;
+  return group.ok() && w->shape[0].is_static() && w->shape[3].is_static() &&
+         ops::is_depthwise(*group, x->shape[3].value, w->shape[0].value, w->shape[3].value);
 }
 
 bool cheap_per_tap(ops::Activation a) {

@@ -88,8 +88,8 @@ class LayoutNhwc final : public Pass {
     const ir::Value* x = n.inputs[0];
     const Tensor& w = *n.inputs[1]->constant;
     auto group = n.attrs.get_int("group", 1);
-    return group.ok() && x->shape[1].is_static() && *group == x->shape[1].value && w.shape()[0] == *group &&
-           w.shape()[1] == 1;
+    return group.ok() && x->shape[1].is_static() &&
+           ops::is_depthwise(*group, x->shape[1].value, w.shape()[0], w.shape()[1]);
   }
 
   bool candidate(const ir::Node& n) const {
@@ -169,7 +169,8 @@ class LayoutNhwc final : public Pass {
     std::memset(r.raw(), 0, r.nbytes());
     const size_t es = dtype_size(t.dtype());
     for (int64_t i = 0; i < rows; ++i)
-      std::memcpy(static_cast<uint8_t*>(r.raw()) + i * to * es, static_cast<const uint8_t*>(t.raw()) + i * c * es, c * es);
+      std::memcpy(static_cast<uint8_t*>(r.raw()) + i * to * es, static_cast<const uint8_t*>(t.raw()) + i * c * es,
+                  c * es);
     return r;
   }
 
@@ -187,8 +188,10 @@ class LayoutNhwc final : public Pass {
         x->rank_known && x->shape.size() == 4) {
       const int64_t to = kChannelMultiple;
       wt = pad_last_dim(wt, to);
-      ir::Value* pads = g.add_constant(x->name + "_chpad", Tensor::from_vector<int64_t>({8}, {0, 0, 0, 0, 0, 0, 0, to - c}));
-      ir::Node* p = g.add_node("Pad", g.unique_node_name(x->name + "_pad_channels"), {x, pads}, {x->name + "_c8"}, {}, 13);
+      ir::Value* pads =
+          g.add_constant(x->name + "_chpad", Tensor::from_vector<int64_t>({8}, {0, 0, 0, 0, 0, 0, 0, to - c}));
+      ir::Node* p =
+          g.add_node("Pad", g.unique_node_name(x->name + "_pad_channels"), {x, pads}, {x->name + "_c8"}, {}, 13);
       ir::Value* xp = p->outputs[0];
       xp->dtype = x->dtype;
       xp->shape = x->shape;

@@ -1,6 +1,7 @@
 // PassManager: runs passes in order, verifying, dumping and timing each one.
 #include "passes/pass_manager.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -39,16 +40,19 @@ Status PassManager::run(ir::Graph& g, PassContext& ctx) {
       if (b != std::string::npos) disabled.insert(item.substr(b, e - b + 1));
     }
   }
-  for (const std::string& d : disabled) {
-    bool known = false;
-    for (auto& p : passes_) known |= p->name() == d;
-    if (!known) ctx.log(ILogger::Severity::kWARNING, "KILN_DISABLE_PASSES: no pass named '" + d + "' in this pipeline");
-  }
+  const std::vector<std::string> names = pass_names();
+  for (const std::string& d : disabled)
+    if (std::find(names.begin(), names.end(), d) == names.end())
+      ctx.log(ILogger::Severity::kWARNING, "KILN_DISABLE_PASSES: no pass named '" + d + "' in this pipeline");
   for (size_t index = 0; index < passes_.size(); ++index) {
     auto& pass = passes_[index];
     std::string name(pass->name());
     if (disabled.count(name)) {
+      // The progress hooks still see the step, so a monitor's count of passes stays whole.
       ctx.log(ILogger::Severity::kWARNING, "pass " + name + " disabled by KILN_DISABLE_PASSES");
+      if (hooks_.before) hooks_.before(index, name);
+      if (hooks_.after && !hooks_.after(index, name, true))
+        return invalid_argument("the build was cancelled by its progress monitor after pass '" + name + "'");
       continue;
     }
     ctx.changes = 0;

@@ -22,6 +22,16 @@ pytestmark = pytest.mark.gpu
 SHAPES = ["--shapes=x:4x8", "--minShapes=x:1x8", "--optShapes=x:4x8", "--maxShapes=x:8x8"]
 
 
+def cpu_reference(d, model, shapes, x):
+    """Writes input x (named x) under d and runs the model once on the CPU backend: the file and the reference output."""
+    xfile = d / "x.bin"
+    x.tofile(xfile)
+    ref_json = d / "cpu.json"
+    run_kiln(f"--onnx={model}", *shapes, "--device=cpu", f"--loadInputs=x:{xfile}", f"--exportOutput={ref_json}",
+             "--iterations=1", "--warmUp=0", "--duration=0", check=True)
+    return xfile, as_array(first_output(ref_json))
+
+
 @pytest.fixture(scope="module")
 def gpu_setup(tmp_path_factory):
     """The chain model, fixed input data, its CPU outputs and a CUDA engine; skips when kiln cannot use a GPU."""
@@ -32,12 +42,8 @@ def gpu_setup(tmp_path_factory):
     if proc.returncode != 0:
         pytest.skip("no usable CUDA GPU for kiln: " + (proc.stderr.strip().splitlines() or ["?"])[-1])
     x = np.random.default_rng(7).uniform(-3, 3, (4, 8)).astype(np.float32)
-    xfile = d / "x.bin"
-    x.tofile(xfile)
-    ref_json = d / "cpu.json"
-    run_kiln(f"--onnx={model}", *SHAPES, "--device=cpu", f"--loadInputs=x:{xfile}", f"--exportOutput={ref_json}",
-             "--iterations=1", "--warmUp=0", "--duration=0", check=True)
-    return {"dir": d, "model": model, "engine": engine, "xfile": xfile, "ref": as_array(first_output(ref_json))}
+    xfile, ref = cpu_reference(d, model, SHAPES, x)
+    return {"dir": d, "model": model, "engine": engine, "xfile": xfile, "ref": ref}
 
 
 def run_gpu(setup, name, *args, iterations=20, duration=0):
@@ -147,12 +153,7 @@ def test_tuning_flags_and_timing_cache_on_cuda(gpu_setup, tmp_path):
     model = matmul_model(tmp_path / "gemm.onnx")
     shapes = ["--shapes=x:16x64", "--minShapes=x:1x64", "--optShapes=x:16x64", "--maxShapes=x:32x64"]
     x = np.random.default_rng(5).uniform(-1, 1, (16, 64)).astype(np.float32)
-    xfile = tmp_path / "x.bin"
-    x.tofile(xfile)
-    ref_json = tmp_path / "cpu.json"
-    run_kiln(f"--onnx={model}", *shapes, "--device=cpu", f"--loadInputs=x:{xfile}", f"--exportOutput={ref_json}",
-             "--iterations=1", "--warmUp=0", "--duration=0", check=True)
-    ref = as_array(first_output(ref_json))
+    xfile, ref = cpu_reference(tmp_path, model, shapes, x)
     cache = tmp_path / "timing.json"
     engines = []
     for i, flags in enumerate([("--builderOptimizationLevel=3", f"--timingCacheFile={cache}", "--avgTiming=2"),

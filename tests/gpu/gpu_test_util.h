@@ -7,6 +7,8 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "../unit/engine_io_util.h"
@@ -94,6 +96,36 @@ inline std::vector<Tensor> run_graph(const ir::Graph& g, Backend backend, const 
   return test::infer(*engine, named);
 }
 
+// Element by element: |gpu - cpu| <= atol + rtol * |cpu| (equal infinities too; NaN against NaN only when
+// nans_match: ops whose reference gives NaN on purpose).
+inline void expect_tensors_close(const Tensor& cpu, const Tensor& gpu, double atol, double rtol,
+                                 const std::string& what, bool nans_match = false) {
+  ASSERT_EQ(cpu.shape(), gpu.shape()) << what;
+  Tensor a = cpu.cast(DataType::kDOUBLE), b = gpu.cast(DataType::kDOUBLE);
+  int64_t bad = 0, first = -1;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    double x = a.data<double>()[i], y = b.data<double>()[i];
+    bool ok =
+        (nans_match && std::isnan(x) && std::isnan(y)) || x == y || std::fabs(x - y) <= atol + rtol * std::fabs(x);
+    if (!ok && bad++ == 0) first = i;
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << a.numel() << " elements differ; first at " << first << ": cpu "
+                    << (first >= 0 ? a.data<double>()[first] : 0) << " gpu "
+                    << (first >= 0 ? b.data<double>()[first] : 0);
+}
+
+// A one-output graph on the CPU reference and on the GPU; every layer must have run on the GPU.
+inline std::pair<Tensor, Tensor> run_on_both(const ir::Graph& g, const std::vector<Tensor>& inputs) {
+  std::string host;
+  auto cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
+  auto gpu = run_graph(g, Backend::kCUDA, inputs, &host);
+  EXPECT_TRUE(host.empty()) << "ran on the host: " << host;
+  EXPECT_EQ(cpu.size(), 1u);
+  EXPECT_EQ(gpu.size(), 1u);
+  if (cpu.size() != 1 || gpu.size() != 1) return {};
+  return {cpu[0], gpu[0]};
+}
+
 inline std::vector<Tensor> run_case(const OpCase& c, Backend backend, std::string* host_layers) {
   Builder builder;
   auto net = builder.create_network();
@@ -135,16 +167,7 @@ inline void expect_backends_agree(const OpCase& c) {
   for (size_t k = 0; k < cpu.size(); ++k) {
     ASSERT_EQ(cpu[k].shape(), gpu[k].shape()) << c.op << " output " << k;
     ASSERT_EQ(cpu[k].dtype(), gpu[k].dtype()) << c.op << " output " << k;
-    Tensor a = cpu[k].cast(DataType::kDOUBLE), b = gpu[k].cast(DataType::kDOUBLE);
-    int64_t bad = 0, first = -1;
-    for (int64_t i = 0; i < a.numel(); ++i) {
-      double x = a.data<double>()[i], y = b.data<double>()[i];
-      bool ok = (std::isnan(x) && std::isnan(y)) || (x == y) || std::fabs(x - y) <= c.atol + c.rtol * std::fabs(x);
-      if (!ok && bad++ == 0) first = i;
-    }
-    EXPECT_EQ(bad, 0) << c.op << " output " << k << ": " << bad << " of " << a.numel() << " elements differ; first at "
-                      << first << ": cpu " << (first >= 0 ? a.data<double>()[first] : 0) << " gpu "
-                      << (first >= 0 ? b.data<double>()[first] : 0);
+    expect_tensors_close(cpu[k], gpu[k], c.atol, c.rtol, c.op + " output " + std::to_string(k), true);
   }
 }
 

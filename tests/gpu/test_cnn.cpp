@@ -9,19 +9,6 @@
 namespace kiln::gpu_testing {
 namespace {
 
-void expect_close(const Tensor& cpu, const Tensor& gpu, double atol, double rtol, const std::string& what) {
-  ASSERT_EQ(cpu.shape(), gpu.shape()) << what;
-  Tensor a = cpu.cast(DataType::kDOUBLE), b = gpu.cast(DataType::kDOUBLE);
-  int64_t bad = 0, first = -1;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    double x = a.data<double>()[i], y = b.data<double>()[i];
-    if (!(std::fabs(x - y) <= atol + rtol * std::fabs(x)) && bad++ == 0) first = i;
-  }
-  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << a.numel() << " differ; first at " << first << ": cpu "
-                    << (first >= 0 ? a.data<double>()[first] : 0) << " gpu "
-                    << (first >= 0 ? b.data<double>()[first] : 0);
-}
-
 struct ConvCase {
   std::vector<int64_t> x;  // NCHW
   int64_t m = 16, k = 3, stride = 1, group = 1;
@@ -81,16 +68,11 @@ void fused_conv_case(const ConvCase& c, const std::string& layout, DataType dt, 
     inputs.push_back(random_tensor(dt, ops::static_dims(z->shape), 4));
   }
   g.outputs().push_back(n->outputs[0]);
-  std::string host;
-  auto cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
-  auto gpu = run_graph(g, Backend::kCUDA, inputs, &host);
-  EXPECT_TRUE(host.empty()) << "ran on the host: " << host;
-  ASSERT_EQ(cpu.size(), 1u);
-  ASSERT_EQ(gpu.size(), 1u);
+  auto [cpu, gpu] = run_on_both(g, inputs);
   if (dt == DataType::kFLOAT)
-    expect_close(cpu[0], gpu[0], 5e-4, 1e-4, "FusedConv");
+    expect_tensors_close(cpu, gpu, 5e-4, 1e-4, "FusedConv");
   else
-    expect_close(cpu[0], gpu[0], 1e-2, 4e-3, "FusedConv");
+    expect_tensors_close(cpu, gpu, 1e-2, 4e-3, "FusedConv");
 }
 
 TEST(GpuCnn, FusedConvEveryEpilogue) {
@@ -155,14 +137,7 @@ void run_kiln_node(const std::string& op, const Attributes& attrs, const Tensor&
   QuietLogger quiet;
   passes::PassContext ctx(quiet);
   ASSERT_TRUE(passes::make_shape_inference()->apply(g, ctx).ok());
-  std::string host;
-  auto c = run_graph(g, Backend::kCPU, {x_data}, nullptr);
-  auto d = run_graph(g, Backend::kCUDA, {x_data}, &host);
-  EXPECT_TRUE(host.empty()) << host;
-  ASSERT_EQ(c.size(), 1u);
-  ASSERT_EQ(d.size(), 1u);
-  *cpu = std::move(c[0]);
-  *gpu = std::move(d[0]);
+  std::tie(*cpu, *gpu) = run_on_both(g, {x_data});
 }
 
 TEST(GpuCnn, NhwcPoolingMatchesReference) {
@@ -179,7 +154,7 @@ TEST(GpuCnn, NhwcPoolingMatchesReference) {
       Tensor cpu, gpu;
       run_kiln_node(op, a, random_tensor(dt, {2, 13, 11, 24}, 5), &cpu, &gpu);
       if (HasFatalFailure()) return;
-      expect_close(cpu, gpu, dt == DataType::kFLOAT ? 1e-6 : 2e-3, 2e-3, op);
+      expect_tensors_close(cpu, gpu, dt == DataType::kFLOAT ? 1e-6 : 2e-3, 2e-3, op);
     }
 }
 
@@ -201,7 +176,7 @@ TEST(GpuCnn, ToNhwcMatchesReference) {
     run_kiln_node("ToNhwc", a, random_tensor(k.in, {3, k.c, 17, 29}, 9), &cpu, &gpu);
     if (HasFatalFailure()) return;
     EXPECT_EQ(gpu.shape(), (std::vector<int64_t>{3, 17, 29, k.channels}));
-    expect_close(cpu, gpu, 0, 0, "ToNhwc");  // conversions round the same way: bit-identical
+    expect_tensors_close(cpu, gpu, 0, 0, "ToNhwc");  // conversions round the same way: bit-identical
   }
 }
 
@@ -262,7 +237,7 @@ TEST(GpuCnn, SmallCnnFromOnnxFp32AndFp16Nhwc) {
   ASSERT_EQ(f32.out.size(), 1u);
   EXPECT_TRUE(f32.host.empty()) << f32.host;
   EXPECT_EQ(f32.nhwc_convs, 0);
-  expect_close(cpu.out[0], f32.out[0], 1e-3, 1e-3, "CUDA FP32");
+  expect_tensors_close(cpu.out[0], f32.out[0], 1e-3, 1e-3, "CUDA FP32");
 
   OnnxRun f16 = run_onnx(m, Backend::kCUDA, {BuilderFlag::kFP16}, x);
   ASSERT_EQ(f16.out.size(), 1u);
@@ -271,7 +246,7 @@ TEST(GpuCnn, SmallCnnFromOnnxFp32AndFp16Nhwc) {
   EXPECT_EQ(f16.nchw_convs, 0);
   EXPECT_EQ(f16.transposes, 0) << "no Transpose: the input's conversion is a ToNhwc, none inside the body";
   EXPECT_EQ(f16.to_nhwc, 1);
-  expect_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 NHWC");
+  expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 NHWC");
 }
 
 // efficientnet_b0's squeeze-excite block (C = 144, 28x28) through the whole CUDA FP16 pipeline: its global pool
@@ -288,7 +263,7 @@ TEST(GpuCnn, SqueezeExciteBlockFp16Nhwc) {
     ASSERT_EQ(f16.out.size(), 1u);
     EXPECT_TRUE(f16.host.empty()) << f16.host;
     EXPECT_EQ(f16.reduce_means, 1);
-    expect_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 NHWC squeeze-excite");
+    expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 NHWC squeeze-excite");
   }
 }
 

@@ -79,25 +79,11 @@ void depthwise_case(const DwCase& c) {
     inputs.push_back(random_tensor(c.dt, ops::static_dims(z->shape), 4));
   }
   g.outputs().push_back(n->outputs[0]);
-  std::string host;
-  auto cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
-  auto gpu = run_graph(g, Backend::kCUDA, inputs, &host);
-  EXPECT_TRUE(host.empty()) << "ran on the host: " << host;
-  ASSERT_EQ(cpu.size(), 1u);
-  ASSERT_EQ(gpu.size(), 1u);
-  ASSERT_EQ(cpu[0].shape(), gpu[0].shape());
+  auto [cpu, gpu] = run_on_both(g, inputs);
   // The reference rounds once from double; the kernel accumulates in float and rounds once, so the difference
   // is about one rounding of the output type (the prologue's values are not rounded on the GPU: one more).
   const double tol = c.dt == DataType::kFLOAT ? 1e-4 : c.dt == DataType::kHALF ? 4e-3 : 3e-2;
-  Tensor p = cpu[0].cast(DataType::kDOUBLE), q = gpu[0].cast(DataType::kDOUBLE);
-  int64_t bad = 0, first = -1;
-  for (int64_t i = 0; i < p.numel(); ++i) {
-    double u = p.data<double>()[i], v = q.data<double>()[i];
-    if (!(std::fabs(u - v) <= tol * (1.0 + std::fabs(u))) && bad++ == 0) first = i;
-  }
-  EXPECT_EQ(bad, 0) << bad << " of " << p.numel() << " differ; first at " << first << ": cpu "
-                    << (first >= 0 ? p.data<double>()[first] : 0) << " gpu "
-                    << (first >= 0 ? q.data<double>()[first] : 0);
+  expect_tensors_close(cpu, gpu, tol, tol, "depthwise");
 }
 
 ops::Epilogue act(ops::Activation a) {
@@ -138,19 +124,24 @@ const Win kWins[] = {
     {1, 1, 1, {0, 0, 0, 0}}, {7, 3, 1, {0, 0, 0, 0}},  // no padding, windows that skip pixels
 };
 
+DwCase window_case(DataType dt, int64_t ch, const Win& wn) {
+  DwCase c;
+  c.dt = dt;
+  c.c = ch;
+  c.k = wn.k;
+  c.stride = wn.stride;
+  c.dilation = wn.dilation;
+  c.pads = wn.pads;
+  return c;
+}
+
 TEST(GpuDepthwise, WindowsStridesDilationsPads) {
   KILN_REQUIRE_GPU();
   for (DataType dt : kTypes)
     for (int64_t ch : {32, 144, 12, 7})
       for (const Win& wn : kWins)
         for (auto a : {ops::Activation::kClip, ops::Activation::kSilu}) {
-          DwCase c;
-          c.dt = dt;
-          c.c = ch;
-          c.k = wn.k;
-          c.stride = wn.stride;
-          c.dilation = wn.dilation;
-          c.pads = wn.pads;
+          DwCase c = window_case(dt, ch, wn);
           c.ep = act(a);
           c.residual = a == ops::Activation::kSilu;
           depthwise_case(c);
@@ -165,13 +156,7 @@ TEST(GpuDepthwise, WindowsWithClampPrologue) {
     for (int64_t ch : {32, 144})
       for (const Win& wn : kWins)
         for (auto pre : {ops::Activation::kClip, ops::Activation::kRelu}) {
-          DwCase c;
-          c.dt = dt;
-          c.c = ch;
-          c.k = wn.k;
-          c.stride = wn.stride;
-          c.dilation = wn.dilation;
-          c.pads = wn.pads;
+          DwCase c = window_case(dt, ch, wn);
           c.pre = act(pre);
           c.ep = act(pre == ops::Activation::kClip ? ops::Activation::kNone : ops::Activation::kSilu);
           c.residual = pre == ops::Activation::kRelu;

@@ -128,4 +128,31 @@ inline std::unique_ptr<ir::Graph> import_onnx(const onnx::ModelProto& m) {
   return network->graph().clone();
 }
 
+// The imported model after the CPU pipeline and, separately, after the CUDA FP16 pipeline (every kernel assumed
+// present): the pair the CNN pass tests inspect and compare. Null graphs when a step fails (and the test fails).
+struct CpuCudaGraphs {
+  std::unique_ptr<ir::Graph> cpu, cuda;
+};
+inline CpuCudaGraphs cpu_and_cuda_graphs(const onnx::ModelProto& m) {
+  CpuCudaGraphs r;
+  auto g = import_onnx(m);
+  if (::testing::Test::HasFailure()) return r;
+  auto cuda = g->clone();
+  Status st = run_passes(*g, passes::pipeline_for(Backend::kCPU));
+  EXPECT_TRUE(st.ok()) << "CPU pipeline: " << st.message();
+  Status sc = run_cuda_pipeline(*cuda);
+  EXPECT_TRUE(sc.ok()) << "CUDA pipeline: " << sc.message();
+  if (st.ok() && sc.ok()) r.cpu = std::move(g), r.cuda = std::move(cuda);
+  return r;
+}
+
+// Both graphs run on the reference kernels with input x give the same single output within tol (FP16 rounding).
+inline void expect_same_on_reference(const ir::Graph& want, const ir::Graph& got, const Tensor& x, double tol) {
+  auto a = run_reference(want, {x});
+  auto b = run_reference(got, {x});
+  ASSERT_EQ(a.size(), 1u);
+  ASSERT_EQ(b.size(), 1u);
+  expect_close(b[0], a[0], tol, tol);
+}
+
 }  // namespace kiln::test

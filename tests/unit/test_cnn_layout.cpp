@@ -230,13 +230,8 @@ namespace {
 TEST(CnnPipeline, ImportedCnnThroughTheCudaPassesFp16) {
   int convs = 0;
   onnx::ModelProto m = small_cnn(&convs);
-  auto cpu = import_onnx(m);
-  ASSERT_FALSE(::testing::Test::HasFailure());
-  auto cuda = cpu->clone();
-  passes::PassOptions co;
-  ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU), co).ok());
-  Status st = run_cuda_pipeline(*cuda);
-  ASSERT_TRUE(st.ok()) << st.message();
+  auto [cpu, cuda] = cpu_and_cuda_graphs(m);
+  ASSERT_TRUE(cpu && cuda);
   EXPECT_EQ(count_ops(*cpu, "Conv"), convs);
   EXPECT_EQ(count_ops(*cuda, "Conv"), 0);
   // 1x1 stride-1 convolutions run as GEMMs on NHWC data (conv1x1_as_gemm): FusedMatMul over a rank-4 input.
@@ -254,12 +249,7 @@ TEST(CnnPipeline, ImportedCnnThroughTheCudaPassesFp16) {
       EXPECT_EQ(n->attrs.get_string("layout", "").value(), "NHWC") << n->name;
       EXPECT_EQ(n->inputs[0]->dtype, DataType::kHALF) << n->name;
     }
-  Tensor x = random_f32({4, 3, 32, 32}, 90);
-  auto a = run_reference(*cpu, {x});
-  auto b = run_reference(*cuda, {x});
-  ASSERT_EQ(a.size(), 1u);
-  ASSERT_EQ(b.size(), 1u);
-  expect_close(b[0], a[0], 3e-2, 3e-2);
+  expect_same_on_reference(*cpu, *cuda, random_f32({4, 3, 32, 32}, 90), 3e-2);
 }
 
 }  // namespace
@@ -270,12 +260,8 @@ namespace {
 // half NHWC tensor: the shape the CUDA backend's contiguous-column reduction serves (tests/gpu runs it there).
 TEST(CnnPipeline, SqueezeExcitePoolIsAnNhwcReduceMean) {
   onnx::ModelProto m = se_block_cnn(2, 14, 144);
-  auto cpu = import_onnx(m);
-  ASSERT_FALSE(::testing::Test::HasFailure());
-  auto cuda = cpu->clone();
-  ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU), passes::PassOptions{}).ok());
-  Status st = run_cuda_pipeline(*cuda);
-  ASSERT_TRUE(st.ok()) << st.message();
+  auto [cpu, cuda] = cpu_and_cuda_graphs(m);
+  ASSERT_TRUE(cpu && cuda);
   EXPECT_EQ(count_ops(*cuda, "GlobalAveragePool"), 0) << ir::print(*cuda);
   int pools = 0;
   for (auto& n : cuda->nodes()) {
@@ -286,12 +272,7 @@ TEST(CnnPipeline, SqueezeExcitePoolIsAnNhwcReduceMean) {
     EXPECT_EQ(n->inputs[0]->shape, ops::shape_from_dims({2, 14, 14, 144}));
   }
   EXPECT_EQ(pools, 1) << ir::print(*cuda);
-  Tensor x = random_f32({2, 8, 14, 14}, 91);
-  auto a = run_reference(*cpu, {x});
-  auto b = run_reference(*cuda, {x});
-  ASSERT_EQ(a.size(), 1u);
-  ASSERT_EQ(b.size(), 1u);
-  expect_close(b[0], a[0], 3e-2, 3e-2);
+  expect_same_on_reference(*cpu, *cuda, random_f32({2, 8, 14, 14}, 91), 3e-2);
 }
 
 }  // namespace

@@ -193,12 +193,8 @@ TEST(FuseConvPrologue, PaddingIsZeroAfterTheActivation) {
 TEST(FuseConvPrologue, CudaPipelineFoldsTheExpandRelu6) {
   int convs = 0;
   onnx::ModelProto m = small_cnn(&convs);
-  auto cpu = import_onnx(m);
-  ASSERT_FALSE(::testing::Test::HasFailure());
-  auto cuda = cpu->clone();
-  ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
-  Status st = run_cuda_pipeline(*cuda);
-  ASSERT_TRUE(st.ok()) << st.message();
+  auto [cpu, cuda] = cpu_and_cuda_graphs(m);
+  ASSERT_TRUE(cpu && cuda);
   int folded = 0;
   for (auto& n : cuda->nodes())
     if (n->op_type == "FusedConv" && pre_act(n.get()) != "none") {
@@ -207,12 +203,7 @@ TEST(FuseConvPrologue, CudaPipelineFoldsTheExpandRelu6) {
       EXPECT_EQ(n->attrs.get_int("group", 1).value(), 32);
     }
   EXPECT_EQ(folded, 1) << ir::print(*cuda);
-  Tensor x = random_f32({4, 3, 32, 32}, 90);
-  auto a = run_reference(*cpu, {x});
-  auto b = run_reference(*cuda, {x});
-  ASSERT_EQ(a.size(), 1u);
-  ASSERT_EQ(b.size(), 1u);
-  expect_close(b[0], a[0], 3e-2, 3e-2);
+  expect_same_on_reference(*cpu, *cuda, random_f32({4, 3, 32, 32}, 90), 3e-2);
 }
 
 // TF-style "SAME" stride-2 pads (the extra one at the end): a depthwise conv goes NHWC, a dense one stays NCHW

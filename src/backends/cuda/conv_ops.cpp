@@ -680,7 +680,7 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
   if (x[1] < 0) return false;
   bool all_static = std::all_of(x.begin(), x.end(), [](int64_t v) { return v >= 0; }) && w[0] >= 0;
   auto group = n.attrs.get_int("group", 1);
-  const bool depthwise = nhwc && group.ok() && *group == x[1] && w[0] == x[1] && w[1] == 1;
+  const bool depthwise = nhwc && group.ok() && ops::is_depthwise(*group, x[1], w[0], w[1]);
   if (needs_depthwise && !depthwise) return false;
   if (!all_static) {
     if (!nhwc || depthwise) return true;  // the depthwise kernel pads any way (sizes are checked at run time)

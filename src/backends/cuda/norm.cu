@@ -14,7 +14,6 @@
 namespace kiln::cuda {
 namespace {
 
-// Rows owned by a warp (blockDim (32, rows per block)) or by a whole block (blockDim.y == 1).
 // LayerNormalization's optional Mean and InvStdDev outputs of one row, in the type the node asks for.
 __device__ __forceinline__ void store_stats(const RowNormParams& p, int64_t row, float mean, float inv) {
   if (p.mean_out) {
@@ -27,6 +26,7 @@ __device__ __forceinline__ void store_stats(const RowNormParams& p, int64_t row,
   }
 }
 
+// Rows owned by a warp (blockDim (32, rows per block)) or by a whole block (blockDim.y == 1).
 template <typename T>
 __global__ void __launch_bounds__(1024) row_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowNormParams p) {
   __shared__ float smem[32];
@@ -176,16 +176,24 @@ void launch_layernorm_vec(const T* x, T* y, const RowNormParams& p, int sm_count
   row_layernorm_vec_kernel<T, VPT><<<static_cast<unsigned>(blocks), 32 * kWarps, 0, stream>>>(x, y, p);
 }
 
+// What both vector LayerNorm/RMSNorm kernels need: rows of whole 16-byte vectors of T, x and y aligned, the
+// scale (and bias) dense along the row.
+template <typename T>
+bool layernorm_vectorizable(const void* x, const void* y, const RowNormParams& p) {
+  if (p.mode != RowNorm::kLayerNorm && p.mode != RowNorm::kRmsNorm) return false;
+  constexpr int64_t E = 16 / sizeof(T);
+  if (p.len <= 0 || p.len % E != 0) return false;
+  if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) % 16 != 0) return false;
+  auto dense = [&](const IndexMap& m) { return m.n == 1 && m.size[0] == p.len && m.stride[0] == 1; };
+  return dense(p.scale_map) && (!p.bias || dense(p.bias_map));
+}
+
 // The vector path's VPT for this launch, or 0 when it does not apply.
 template <typename T>
 int layernorm_vec_width(const void* x, const void* y, const RowNormParams& p) {
-  if (p.mode != RowNorm::kLayerNorm && p.mode != RowNorm::kRmsNorm) return 0;
-  if (p.mean_out || p.inv_std_out) return 0;
+  if (p.mean_out || p.inv_std_out || !layernorm_vectorizable<T>(x, y, p)) return 0;
   constexpr int64_t E = 16 / sizeof(T);
-  if (p.len <= 0 || p.len % (32 * E) != 0 || p.len / (32 * E) > 4) return 0;
-  if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) % 16 != 0) return 0;
-  auto dense = [&](const IndexMap& m) { return m.n == 1 && m.size[0] == p.len && m.stride[0] == 1; };
-  if (!dense(p.scale_map) || (p.bias && !dense(p.bias_map))) return 0;
+  if (p.len % (32 * E) != 0 || p.len / (32 * E) > 4) return 0;
   return static_cast<int>(p.len / (32 * E));
 }
 
@@ -263,12 +271,7 @@ __global__ void __launch_bounds__(1024) row_layernorm_wide_kernel(const T* __res
 // Whether row_layernorm_wide_kernel applies (else row_norm_kernel); *pv: the parameters load as vectors.
 template <typename T>
 bool layernorm_wide(const void* x, const void* y, const RowNormParams& p, bool* pv) {
-  if (p.mode != RowNorm::kLayerNorm && p.mode != RowNorm::kRmsNorm) return false;
-  constexpr int64_t E = 16 / sizeof(T);
-  if (p.len <= 0 || p.len % E != 0) return false;
-  if ((reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) % 16 != 0) return false;
-  auto dense = [&](const IndexMap& m) { return m.n == 1 && m.size[0] == p.len && m.stride[0] == 1; };
-  if (!dense(p.scale_map) || (p.bias && !dense(p.bias_map))) return false;
+  if (!layernorm_vectorizable<T>(x, y, p)) return false;
   constexpr DataType kT = std::is_same_v<T, float> ? DataType::kFLOAT
                           : std::is_same_v<T, __half> ? DataType::kHALF : DataType::kBF16;
   auto vec_param = [&](const void* q, DataType dt) {
