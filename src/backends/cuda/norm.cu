@@ -108,10 +108,12 @@ __global__ void __launch_bounds__(1024) row_norm_kernel(const T* __restrict__ x,
 }
 
 // LayerNormalization / RMSNormalization fast path: a warp per row, the row held in registers (VPT 16-byte
-// vectors per lane), loaded once with vector loads; the parameters are read once per warp. Same two-pass
-// statistics as row_norm_kernel. Used when the row is short (at most 32 * VPT vectors), 16-byte aligned and
-// the scale and bias are dense over it, and when no Mean/InvStdDev output is wanted.
-template <typename T, int VPT>
+// vectors per lane), loaded once with vector loads. Same two-pass statistics as row_norm_kernel. Used when the row
+// is short (at most 32 * VPT vectors), 16-byte aligned and the scale and bias are dense over it, and when no
+// Mean/InvStdDev output is wanted. PV: the scale (and bias) have x's type and alignment; they are then loaded as
+// 16-byte vectors and kept packed (a warp often handles one row only, bert at batch 64: 48 scalar parameter loads
+// per lane, each through a type switch, cost more than the row itself), else converted to float one by one.
+template <typename T, int VPT, bool PV>
 __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                                   RowNormParams p) {
   constexpr int E = 16 / sizeof(T);
@@ -120,33 +122,40 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
   const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
   const bool rms = p.mode == RowNorm::kRmsNorm;
   const float n = static_cast<float>(p.len);
-  float sc[VPT][E], bi[VPT][E];
+  // PV: the packed parameter vectors; else the parameters as floats. Only one of the two sets is used.
+  uint4 scv[PV ? VPT : 1], biv[PV ? VPT : 1];
+  float sc[PV ? 1 : VPT][E], bi[PV ? 1 : VPT][E];
+  if constexpr (PV) {
+    const uint4 zero = make_uint4(0, 0, 0, 0);
 #pragma unroll
-  for (int v = 0; v < VPT; ++v)
-#pragma unroll
-    for (int e = 0; e < E; ++e) {
-      const int64_t k = (static_cast<int64_t>(v) * 32 + lane) * E + e;
-      sc[v][e] = load_param(p.scale, p.scale_dtype, k);
-      bi[v][e] = p.bias ? load_param(p.bias, p.bias_dtype, k) : 0.f;
+    for (int v = 0; v < VPT; ++v) {
+      scv[v] = reinterpret_cast<const uint4*>(p.scale)[v * 32 + lane];
+      biv[v] = p.bias ? reinterpret_cast<const uint4*>(p.bias)[v * 32 + lane] : zero;
     }
+  } else {
+#pragma unroll
+    for (int v = 0; v < VPT; ++v)
+#pragma unroll
+      for (int e = 0; e < E; ++e) {
+        const int64_t k = (static_cast<int64_t>(v) * 32 + lane) * E + e;
+        sc[v][e] = load_param(p.scale, p.scale_dtype, k);
+        bi[v][e] = p.bias ? load_param(p.bias, p.bias_dtype, k) : 0.f;
+      }
+  }
   for (int64_t row = warp; row < p.rows; row += nwarps) {
     const uint4* xr = reinterpret_cast<const uint4*>(x + row * p.len);
     uint4* yr = reinterpret_cast<uint4*>(y + row * p.len);
-    float v[VPT][E];
+    uint4 raw[VPT];
 #pragma unroll
-    for (int i = 0; i < VPT; ++i) {
-      const uint4 raw = xr[i * 32 + lane];
-      const T* t = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-      for (int e = 0; e < E; ++e) v[i][e] = to_f(t[e]);
-    }
+    for (int i = 0; i < VPT; ++i) raw[i] = xr[i * 32 + lane];
+    // The row stays packed in `raw` and is converted in each pass: a float copy would double the registers.
     float mean = 0.f;
     if (!rms) {
       float s = 0.f;
 #pragma unroll
       for (int i = 0; i < VPT; ++i)
 #pragma unroll
-        for (int e = 0; e < E; ++e) s += v[i][e];
+        for (int e = 0; e < E; ++e) s += to_f(reinterpret_cast<const T*>(&raw[i])[e]);
       mean = warp_allreduce(s, AddOp()) / n;
     }
     float sq = 0.f;
@@ -154,26 +163,37 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
     for (int i = 0; i < VPT; ++i)
 #pragma unroll
       for (int e = 0; e < E; ++e) {
-        const float d = v[i][e] - mean;
+        const float d = to_f(reinterpret_cast<const T*>(&raw[i])[e]) - mean;
         sq += d * d;
       }
     const float inv = 1.f / sqrtf(warp_allreduce(sq, AddOp()) / n + p.eps);
 #pragma unroll
     for (int i = 0; i < VPT; ++i) {
-      uint4 raw;
-      T* t = reinterpret_cast<T*>(&raw);
+      uint4 out;
+      T* t = reinterpret_cast<T*>(&out);
 #pragma unroll
-      for (int e = 0; e < E; ++e) t[e] = from_f<T>((v[i][e] - mean) * inv * sc[i][e] + bi[i][e]);
-      yr[i * 32 + lane] = raw;
+      for (int e = 0; e < E; ++e) {
+        float s, b;
+        if constexpr (PV) {
+          s = to_f(reinterpret_cast<const T*>(&scv[i])[e]);
+          b = to_f(reinterpret_cast<const T*>(&biv[i])[e]);
+        } else {
+          s = sc[i][e];
+          b = bi[i][e];
+        }
+        t[e] = from_f<T>((to_f(reinterpret_cast<const T*>(&raw[i])[e]) - mean) * inv * s + b);
+      }
+      yr[i * 32 + lane] = out;
     }
   }
 }
 
 template <typename T, int VPT>
-void launch_layernorm_vec(const T* x, T* y, const RowNormParams& p, int sm_count, cudaStream_t stream) {
+void launch_layernorm_vec(const T* x, T* y, const RowNormParams& p, bool pv, int sm_count, cudaStream_t stream) {
   constexpr int kWarps = 4;
   const int64_t blocks = std::min<int64_t>((p.rows + kWarps - 1) / kWarps, static_cast<int64_t>(sm_count) * 16);
-  row_layernorm_vec_kernel<T, VPT><<<static_cast<unsigned>(blocks), 32 * kWarps, 0, stream>>>(x, y, p);
+  auto* kernel = pv ? &row_layernorm_vec_kernel<T, VPT, true> : &row_layernorm_vec_kernel<T, VPT, false>;
+  kernel<<<static_cast<unsigned>(blocks), 32 * kWarps, 0, stream>>>(x, y, p);
 }
 
 // What both vector LayerNorm/RMSNorm kernels need: rows of whole 16-byte vectors of T, x and y aligned, the
@@ -188,10 +208,10 @@ bool layernorm_vectorizable(const void* x, const void* y, const RowNormParams& p
   return dense(p.scale_map) && (!p.bias || dense(p.bias_map));
 }
 
-// The vector path's VPT for this launch, or 0 when it does not apply.
+// The vector path's VPT for a vectorizable launch, or 0 when it does not apply.
 template <typename T>
-int layernorm_vec_width(const void* x, const void* y, const RowNormParams& p) {
-  if (p.mean_out || p.inv_std_out || !layernorm_vectorizable<T>(x, y, p)) return 0;
+int layernorm_vec_width(const RowNormParams& p) {
+  if (p.mean_out || p.inv_std_out) return 0;
   constexpr int64_t E = 16 / sizeof(T);
   if (p.len % (32 * E) != 0 || p.len / (32 * E) > 4) return 0;
   return static_cast<int>(p.len / (32 * E));
@@ -268,9 +288,10 @@ __global__ void __launch_bounds__(1024) row_layernorm_wide_kernel(const T* __res
   }
 }
 
-// Whether row_layernorm_wide_kernel applies (else row_norm_kernel); *pv: the parameters load as vectors.
+// Whether the vector kernels (row_layernorm_vec_kernel, row_layernorm_wide_kernel) apply, else row_norm_kernel;
+// *pv: the parameters load as vectors too.
 template <typename T>
-bool layernorm_wide(const void* x, const void* y, const RowNormParams& p, bool* pv) {
+bool layernorm_vector_form(const void* x, const void* y, const RowNormParams& p, bool* pv) {
   if (!layernorm_vectorizable<T>(x, y, p)) return false;
   constexpr DataType kT = std::is_same_v<T, float> ? DataType::kFLOAT
                           : std::is_same_v<T, __half> ? DataType::kHALF : DataType::kBF16;
@@ -344,14 +365,17 @@ __global__ void __launch_bounds__(1024) mvn_kernel(const T* __restrict__ x, T* _
 template <typename T>
 Status row_norm_t(const void* x, void* y, const RowNormParams& p, int sm_count, cudaStream_t stream) {
   if (p.rows <= 0) return Status::Ok();
-  switch (layernorm_vec_width<T>(x, y, p)) {
-    case 1: launch_layernorm_vec<T, 1>(static_cast<const T*>(x), static_cast<T*>(y), p, sm_count, stream); break;
-    case 2: launch_layernorm_vec<T, 2>(static_cast<const T*>(x), static_cast<T*>(y), p, sm_count, stream); break;
-    case 3: launch_layernorm_vec<T, 3>(static_cast<const T*>(x), static_cast<T*>(y), p, sm_count, stream); break;
-    case 4: launch_layernorm_vec<T, 4>(static_cast<const T*>(x), static_cast<T*>(y), p, sm_count, stream); break;
+  bool pv = false;
+  const bool vectorizable = layernorm_vector_form<T>(x, y, p, &pv);
+  const auto* xt = static_cast<const T*>(x);
+  auto* yt = static_cast<T*>(y);
+  switch (vectorizable ? layernorm_vec_width<T>(p) : 0) {
+    case 1: launch_layernorm_vec<T, 1>(xt, yt, p, pv, sm_count, stream); break;
+    case 2: launch_layernorm_vec<T, 2>(xt, yt, p, pv, sm_count, stream); break;
+    case 3: launch_layernorm_vec<T, 3>(xt, yt, p, pv, sm_count, stream); break;
+    case 4: launch_layernorm_vec<T, 4>(xt, yt, p, pv, sm_count, stream); break;
     default: {
-      bool pv = false;
-      if (layernorm_wide<T>(x, y, p, &pv)) {
+      if (vectorizable) {
         constexpr int64_t E = 16 / sizeof(T);
         const dim3 block = row_block(p.len / E, p.rows, sm_count);
         auto* kernel = pv ? &row_layernorm_wide_kernel<T, true> : &row_layernorm_wide_kernel<T, false>;
