@@ -142,9 +142,11 @@ void run_kiln_node(const std::string& op, const Attributes& attrs, const Tensor&
 
 TEST(GpuCnn, NhwcPoolingMatchesReference) {
   KILN_REQUIRE_GPU();
+  // 24 channels: whole 16-byte vectors per thread for every type; 10: the one-channel-per-thread form.
   for (const char* op : {"MaxPool", "AveragePool"})
-    for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) {
-      SCOPED_TRACE(std::string(op) + " " + dtype_name(dt));
+    for (DataType dt : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16})
+      for (int64_t c : {24, 10}) {
+      SCOPED_TRACE(std::string(op) + " " + dtype_name(dt) + " C " + std::to_string(c));
       Attributes a;
       a.set("kernel_shape", std::vector<int64_t>{3, 3});
       a.set("strides", std::vector<int64_t>{2, 2});
@@ -152,9 +154,9 @@ TEST(GpuCnn, NhwcPoolingMatchesReference) {
       a.set("layout", "NHWC");
       if (std::string(op) == "AveragePool") a.set("count_include_pad", int64_t{1});
       Tensor cpu, gpu;
-      run_kiln_node(op, a, random_tensor(dt, {2, 13, 11, 24}, 5), &cpu, &gpu);
+      run_kiln_node(op, a, random_tensor(dt, {2, 13, 11, c}, 5), &cpu, &gpu);
       if (HasFatalFailure()) return;
-      expect_tensors_close(cpu, gpu, dt == DataType::kFLOAT ? 1e-6 : 2e-3, 2e-3, op);
+      expect_tensors_close(cpu, gpu, dt == DataType::kFLOAT ? 1e-6 : 8e-3, 8e-3, op);
     }
 }
 

@@ -4,12 +4,13 @@
 #include <cuda_fp16.h>
 
 #include <cfloat>
+#include <cstdint>
+#include <type_traits>
 
 #include "backends/cuda/activation.cuh"
 #include "backends/cuda/float_convert.cuh"
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
-#include <cstdint>
 
 namespace kiln::cuda {
 namespace {
@@ -150,24 +151,31 @@ __global__ void pool_kernel(const T* x, T* y, int64_t total, PoolGeom g, bool is
 }
 
 // 2-D channels-last pooling with 32-bit indices (the common case: every index below 2^31). The general kernel
-// above spends most of its time in 64-bit divisions; here a thread's channel is the fastest index, so a warp reads
-// 32 neighbouring channels of one window position (coalesced), and the window loops need no 64-bit arithmetic.
+// above spends most of its time in 64-bit divisions; here a thread's channels are the fastest index, so a warp reads
+// neighbouring channels of one window position (coalesced), and the window loops need no 64-bit arithmetic.
+// V channels per thread: 16 / sizeof(T) (one 16-byte load per window position; resnet50's max pool took 443 us at
+// batch 128 with a 2-byte load per channel) when C is a whole number of vectors and x, y are aligned, else 1.
 // Same results as pool_kernel, NaN rule and count_include_pad included.
 struct Pool2d {
   int c, ih, iw, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, pb, pr;
 };
 
-template <typename T>
+template <typename T, int V>
 __global__ void pool2d_nhwc_kernel(const T* x, T* y, int total, Pool2d p, bool is_max, bool count_include_pad) {
+  using Vec = std::conditional_t<V == 1, T, uint4>;
+  static_assert(sizeof(Vec) == V * sizeof(T), "V channels of T per access");
+  const int cv = p.c / V;  // vectors per pixel
   for (int idx = blockIdx.x * blockDim.x + threadIdx.x; idx < total; idx += gridDim.x * blockDim.x) {
-    const int ch = idx % p.c;
-    int q = idx / p.c;
+    const int chv = idx % cv;
+    int q = idx / cv;
     const int ow = q % p.ow;
     q /= p.ow;
     const int oh = q % p.oh, n = q / p.oh;
-    const T* xp = x + static_cast<size_t>(n) * p.ih * p.iw * p.c + ch;
-    float acc = is_max ? -FLT_MAX : 0.0f;
-    bool found = false;
+    const Vec* xp = reinterpret_cast<const Vec*>(x + static_cast<size_t>(n) * p.ih * p.iw * p.c) + chv;
+    float acc[V];
+#pragma unroll
+    for (int e = 0; e < V; ++e) acc[e] = is_max ? -FLT_MAX : 0.0f;
+    bool found = false;  // the same window positions count for every channel
     int count = 0;
     for (int kh = 0; kh < p.kh; ++kh) {
       const int ih = oh * p.sh - p.pt + kh * p.dh;
@@ -176,13 +184,23 @@ __global__ void pool2d_nhwc_kernel(const T* x, T* y, int total, Pool2d p, bool i
         const int iw = ow * p.sw - p.pl + kw * p.dw;
         if (iw < 0 || iw >= p.iw) continue;
         ++count;
-        pool_accumulate(to_f(xp[(ih * p.iw + iw) * p.c]), is_max, acc, found);
+        const Vec raw = xp[(ih * p.iw + iw) * cv];
+        const T* t = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const float v = to_f(t[e]);
+          if (is_max) {
+            if (!found || v > acc[e] || (isnan(v) && !isnan(acc[e]))) acc[e] = v;
+          } else {
+            acc[e] += v;
+          }
+        }
+        found = true;
       }
     }
-    if (is_max) {
-      if (!found) acc = 0.0f;
-    } else {
-      int div = count;
+    int div = 0;  // averages: the divisor
+    if (!is_max) {
+      div = count;
       if (count_include_pad) {
         int ch_ = 0, cw_ = 0;
         for (int kh = 0; kh < p.kh; ++kh) {
@@ -195,9 +213,20 @@ __global__ void pool2d_nhwc_kernel(const T* x, T* y, int total, Pool2d p, bool i
         }
         div = ch_ * cw_;
       }
-      acc = div > 0 ? acc / static_cast<float>(div) : 0.0f;
     }
-    y[idx] = from_f<T>(acc);
+    Vec out;
+    T* o = reinterpret_cast<T*>(&out);
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      float r = acc[e];
+      if (is_max) {
+        if (!found) r = 0.0f;
+      } else {
+        r = div > 0 ? r / static_cast<float>(div) : 0.0f;
+      }
+      o[e] = from_f<T>(r);
+    }
+    reinterpret_cast<Vec*>(y)[idx] = out;
   }
 }
 
@@ -340,9 +369,13 @@ Status launch_pool(DataType dt, PoolMode mode, bool count_include_pad, const voi
                    static_cast<int>(g.pb[2]), static_cast<int>(g.pe[1]),  static_cast<int>(g.pe[2])};
     return dispatch_float(dt, "pool2d_nhwc", [&](auto tag) {
       using T = decltype(tag);
-      pool2d_nhwc_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
-          static_cast<const T*>(x), static_cast<T*>(y), static_cast<int>(total), p, mode == PoolMode::kMax,
-          count_include_pad);
+      constexpr int kV = 16 / sizeof(T);
+      const bool vec = cs % kV == 0 && (reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y)) % 16 == 0;
+      const int64_t items = vec ? total / kV : total;
+      auto* kernel = vec ? &pool2d_nhwc_kernel<T, kV> : &pool2d_nhwc_kernel<T, 1>;
+      kernel<<<blocks_for(items), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y),
+                                                          static_cast<int>(items), p, mode == PoolMode::kMax,
+                                                          count_include_pad);
     });
   }
   return dispatch_float(dt, "pool", [&](auto tag) {
