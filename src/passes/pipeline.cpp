@@ -47,8 +47,6 @@ PassList cuda_pipeline() {
   p.push_back(make_precision_lowering());
   // Casts back to float32 that nothing reads, and float32 weights only their converted copies read.
   p.push_back(make_dead_code_elimination());
-  // On the lowered weights (their final type decides their alignment); every GEMM-forming pass is before it.
-  p.push_back(make_align_gemm_weights());
   // After lowering: only float16/bfloat16 convolutions go channels-last (tensor cores want NHWC).
   p.push_back(make_layout_nhwc());
   // On NHWC tensors a 1x1 convolution is a GEMM: cuBLASLt runs it (bias/ReLU/residual in its epilogue).
