@@ -159,13 +159,15 @@ class FusePointwise final : public Pass {
       ir::Node* seed = *it;
       if (gone.count(seed) || !fusable(*seed, g.opset())) continue;
       std::vector<ir::Node*> members = grow(g, seed);
-      // A lone float Clip too (ReLU6 after a 1x1 GEMM): the generic elementwise kernel moves one element per
-      // access with 64-bit indices, the Pointwise kernel four per access with 32-bit ones. Vector accesses in the
-      // generic kernels would serve every op; until then, this is the op that showed in the profiles.
+      // A lone float op with several inputs too (mobilenet's ReLU6 Clip after a 1x1 GEMM, bert's embedding Add of
+      // a broadcast position table: 39 us at batch 64 for 25 MB of traffic): the generic elementwise kernel moves
+      // one element per access and works out broadcast offsets with 64-bit divisions, the Pointwise kernel moves
+      // four per access with 32-bit strides. Vector accesses in the generic kernels would serve every op; until
+      // then, these are the ops that showed in the profiles (one-input maps and Casts keep the same-shape kernel).
       const DataType st = seed->outputs[0]->dtype;
-      const bool lone_clip = seed->op_type == "Clip" &&
-                             (st == DataType::kFLOAT || st == DataType::kHALF || st == DataType::kBF16);
-      if (members.size() < 2 && !lone_clip) continue;
+      const bool lone_float = seed->inputs.size() >= 2 &&
+                              (st == DataType::kFLOAT || st == DataType::kHALF || st == DataType::kBF16);
+      if (members.size() < 2 && !lone_float) continue;
       for (ir::Node* m : members) gone.insert(m);
       // Later groups see this one as a single node, so their cycle checks cover paths through it.
       KILN_ASSIGN_OR_RETURN(bool fused, rewrite(g, members, ctx));
