@@ -175,6 +175,9 @@ std::string pointwise_source(const ops::PointwiseProgram& p, const std::string& 
   // I: index type; V: consecutive elements per thread (the host picks V = 4 only when the innermost dim is a
   // multiple of 4, so the V elements share one row and step by each input's innermost stride).
   s << "template <typename I, int V>\n__device__ __forceinline__ void body(const KilnPwParams& p) {\n";
+  // The runtime launches these kernels with programmatic dependent launch when the image carries the marker
+  // kernel below (backends/cuda/pdl.cuh): nothing may touch memory before this wait.
+  s << "#if __CUDA_ARCH__ >= 900\n  asm volatile(\"griddepcontrol.wait;\" ::: \"memory\");\n#endif\n";
   for (size_t k = 0; k < ni; ++k)
     s << "  const " << mem_type(p.inputs[k]) << "* __restrict__ in" << k << " = (const " << mem_type(p.inputs[k])
       << "*)p.in[" << k << "];\n";
@@ -238,6 +241,8 @@ std::string pointwise_source(const ops::PointwiseProgram& p, const std::string& 
   s << "extern \"C\" __global__ void " << kernel << "_v1_64(const KilnPwParams p) { body<long long, 1>(p); }\n";
   s << "extern \"C\" __global__ void " << kernel << "_v1_32(const KilnPwParams p) { body<unsigned, 1>(p); }\n";
   s << "extern \"C\" __global__ void " << kernel << "_v4_32(const KilnPwParams p) { body<unsigned, 4>(p); }\n";
+  // Marker: these kernels wait for their predecessor themselves (images written before they did lack it).
+  s << "extern \"C\" __global__ void " << kernel << "_pdl() {}\n";
   return s.str();
 }
 

@@ -162,6 +162,40 @@ TEST(GpuTransformer, ActivationsGemmOddSizesAndBatchedB) {
   }
 }
 
+// A chain of short dependent kernels, most of them launched with programmatic dependent launch (pdl.cuh): the
+// erf-GELU epilogue pass after each cuBLASLt GEMM, LayerNormalization and a Pointwise kernel. A kernel that touched
+// its input before its predecessor finished would read stale values somewhere along the chain.
+TEST(GpuTransformer, DependentLaunchChainMatchesReference) {
+  KILN_REQUIRE_GPU();
+  // float32 (tight tolerances: the best detector) and float16; bfloat16's error would grow along the chain.
+  for (const Precision& pr : {kPrecisions[0], kPrecisions[1]}) {
+    SCOPED_TRACE(pr.name);
+    NetCase c;
+    c.inputs = {random_tensor(DataType::kFLOAT, {4, 64, 256}, 40)};
+    c.flags = pr.flags;
+    c.atol = pr.atol;
+    c.rtol = pr.rtol;
+    c.fused_op = "FusedMatMul";
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      ir::Value* x = in[0];
+      Attributes ln;
+      ln.set("axis", Attribute(int64_t{-1}));
+      for (uint32_t i = 0; i < 6; ++i) {
+        ir::Value* h = node(g, "Add", {node(g, "MatMul", {x, weight(g, {256, 256}, 41 + 4 * i, 0.1)}),
+                                       weight(g, {256}, 42 + 4 * i, 0.5)});
+        // torch.onnx's erf GELU, which fuse_gelu and the epilogue fusion turn into FusedMatMul's gelu_erf.
+        ir::Value* erf = node(g, "Erf", {node(g, "Div", {h, scalar(g, 1.4142135623730951f)})});
+        ir::Value* gelu = node(g, "Mul", {node(g, "Mul", {h, node(g, "Add", {erf, scalar(g, 1.0f)})}), scalar(g, 0.5f)});
+        ir::Value* y = node(g, "LayerNormalization",
+                            {gelu, weight(g, {256}, 43 + 4 * i, 1), weight(g, {256}, 44 + 4 * i, 1)}, ln);
+        x = node(g, "Add", {node(g, "Mul", {y, scalar(g, 0.5f)}), x});
+      }
+      return std::vector<ir::Value*>{x};
+    };
+    expect_fused_agrees(c);
+  }
+}
+
 // kiln::FusedMatMul directly: every activation with and without bias and residual, so both the cuBLASLt
 // epilogues and the fallback kernel run.
 TEST(GpuTransformer, FusedMatMulEveryEpilogue) {

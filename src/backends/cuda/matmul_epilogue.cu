@@ -7,6 +7,7 @@
 #include <type_traits>
 
 #include "backends/cuda/float_convert.cuh"
+#include "backends/cuda/pdl.cuh"
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/transformer_kernels.h"
 
@@ -45,6 +46,7 @@ __device__ __forceinline__ float act_f(float x) {
 // 64-bit modulo and a 2-byte access per element, made bert's erf-GELU pass cost more than its GEMM.
 template <typename T, int E, EpiAct A>
 __global__ void __launch_bounds__(256) epilogue_kernel(T* y, const T* bias, const T* res, int64_t nvec, int64_t n) {
+  pdl_wait();  // launched with launch_pdl, right after the GEMM whose output it finishes
   using V = std::conditional_t<E == 1, T, uint4>;
   static_assert(sizeof(V) == E * sizeof(T), "E elements of T per access");
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < nvec;
@@ -71,8 +73,8 @@ template <typename T, int E, EpiAct A>
 void launch_act(void* y, const void* bias, const void* res, int64_t total, int64_t n, cudaStream_t s) {
   constexpr int kThreads = 256;
   const int64_t nvec = total / E, blocks = (nvec + kThreads - 1) / kThreads;
-  epilogue_kernel<T, E, A><<<static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20)), kThreads, 0, s>>>(
-      static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(res), nvec, n);
+  launch_pdl(&epilogue_kernel<T, E, A>, dim3(static_cast<unsigned>(blocks < (1 << 20) ? blocks : (1 << 20))),
+             dim3(kThreads), 0, s, static_cast<T*>(y), static_cast<const T*>(bias), static_cast<const T*>(res), nvec, n);
 }
 
 // The activation as a template argument: a run-time switch per element kept every form's code in the loop.

@@ -9,6 +9,7 @@
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/norm_kernels.h"
+#include "backends/cuda/pdl.cuh"
 #include "backends/cuda/reduce_common.cuh"
 
 namespace kiln::cuda {
@@ -116,6 +117,7 @@ __global__ void __launch_bounds__(1024) row_norm_kernel(const T* __restrict__ x,
 template <typename T, int VPT, bool PV>
 __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                                   RowNormParams p) {
+  pdl_wait();  // launched with launch_pdl: nothing before this may touch memory an earlier kernel writes
   constexpr int E = 16 / sizeof(T);
   const int lane = threadIdx.x & 31;
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
@@ -193,7 +195,7 @@ void launch_layernorm_vec(const T* x, T* y, const RowNormParams& p, bool pv, int
   constexpr int kWarps = 4;
   const int64_t blocks = std::min<int64_t>((p.rows + kWarps - 1) / kWarps, static_cast<int64_t>(sm_count) * 16);
   auto* kernel = pv ? &row_layernorm_vec_kernel<T, VPT, true> : &row_layernorm_vec_kernel<T, VPT, false>;
-  kernel<<<static_cast<unsigned>(blocks), 32 * kWarps, 0, stream>>>(x, y, p);
+  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(32 * kWarps), 0, stream, x, y, p);
 }
 
 // What both vector LayerNorm/RMSNorm kernels need: rows of whole 16-byte vectors of T, x and y aligned, the
@@ -225,6 +227,7 @@ int layernorm_vec_width(const RowNormParams& p) {
 template <typename T, bool PV>
 __global__ void __launch_bounds__(1024) row_layernorm_wide_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                                   RowNormParams p) {
+  pdl_wait();  // launched with launch_pdl
   constexpr int E = 16 / sizeof(T);
   __shared__ float smem[32];
   const int64_t nv = p.len / E;
@@ -379,7 +382,7 @@ Status row_norm_t(const void* x, void* y, const RowNormParams& p, int sm_count, 
         constexpr int64_t E = 16 / sizeof(T);
         const dim3 block = row_block(p.len / E, p.rows, sm_count);
         auto* kernel = pv ? &row_layernorm_wide_kernel<T, true> : &row_layernorm_wide_kernel<T, false>;
-        kernel<<<grid_for(p.rows, block.y), block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), p);
+        launch_pdl(kernel, dim3(grid_for(p.rows, block.y)), block, 0, stream, xt, yt, p);
         break;
       }
       const dim3 block = row_block(p.len, p.rows, sm_count);

@@ -21,6 +21,7 @@ using ops::PwKernelParams;
 
 struct PwKernels {
   cudaKernel_t v1_64 = nullptr, v1_32 = nullptr, v4_32 = nullptr;
+  bool pdl = false;  // the kernels begin with griddepcontrol.wait (the image has the "_pdl" marker kernel)
 };
 
 // Images are named by content, so one load serves every node and context that runs the same program; libraries
@@ -38,6 +39,9 @@ Result<PwKernels> load_kernels(const std::string& image, const std::string& name
     KILN_CUDA_CHECK(cudaLibraryGetKernel(&k.v1_64, lib, (name + "_v1_64").c_str()));
     KILN_CUDA_CHECK(cudaLibraryGetKernel(&k.v1_32, lib, (name + "_v1_32").c_str()));
     KILN_CUDA_CHECK(cudaLibraryGetKernel(&k.v4_32, lib, (name + "_v4_32").c_str()));
+    cudaKernel_t marker = nullptr;
+    k.pdl = cudaLibraryGetKernel(&marker, lib, (name + "_pdl").c_str()) == cudaSuccess;
+    if (!k.pdl) (void)cudaGetLastError();  // an image from before the marker: plain launches
     return Status::Ok();
   }();
   if (!st.ok()) {
@@ -156,7 +160,16 @@ Status run_pointwise(KernelArgs& a) {
   const int64_t cap = static_cast<int64_t>(a.handles && a.handles->sm_count > 0 ? a.handles->sm_count : 132) * 16;
   dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, std::min(needed, cap))));
   void* args[] = {&p};
-  KILN_CUDA_CHECK(cudaLaunchKernel(reinterpret_cast<const void*>(fn), grid, dim3(block), args, 0, a.stream));
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(block);
+  cfg.stream = a.stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = k->pdl ? 1 : 0;  // see pdl.cuh
+  KILN_CUDA_CHECK(cudaLaunchKernelExC(&cfg, reinterpret_cast<const void*>(fn), args));
   return Status::Ok();
 }
 
