@@ -112,7 +112,7 @@ __global__ void __launch_bounds__(1024) row_norm_kernel(const T* __restrict__ x,
 // vectors per lane), loaded once with vector loads. Same two-pass statistics as row_norm_kernel. Used when the row
 // is short (at most 32 * VPT vectors), 16-byte aligned and the scale and bias are dense over it, and when no
 // Mean/InvStdDev output is wanted. PV: the scale (and bias) have x's type and alignment; they are then loaded as
-// 16-byte vectors and kept packed (a warp often handles one row only, bert at batch 64: 48 scalar parameter loads
+// 16-byte vectors with each row (a warp often handles one row only, bert at batch 64: 48 scalar parameter loads
 // per lane, each through a type switch, cost more than the row itself), else converted to float one by one.
 template <typename T, int VPT, bool PV>
 __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict__ y,
@@ -124,17 +124,11 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
   const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
   const bool rms = p.mode == RowNorm::kRmsNorm;
   const float n = static_cast<float>(p.len);
-  // PV: the packed parameter vectors; else the parameters as floats. Only one of the two sets is used.
-  uint4 scv[PV ? VPT : 1], biv[PV ? VPT : 1];
+  // !PV: the parameters as floats, converted once per thread. PV: they are loaded per row, with the row's loads
+  // (cache hits after the first warp on an SM), so that no converted copies hold registers across rows: at 80
+  // registers per thread only 24 warps fit an SM, and bert's 8192 rows at batch 64 took three waves.
   float sc[PV ? 1 : VPT][E], bi[PV ? 1 : VPT][E];
-  if constexpr (PV) {
-    const uint4 zero = make_uint4(0, 0, 0, 0);
-#pragma unroll
-    for (int v = 0; v < VPT; ++v) {
-      scv[v] = reinterpret_cast<const uint4*>(p.scale)[v * 32 + lane];
-      biv[v] = p.bias ? reinterpret_cast<const uint4*>(p.bias)[v * 32 + lane] : zero;
-    }
-  } else {
+  if constexpr (!PV) {
 #pragma unroll
     for (int v = 0; v < VPT; ++v)
 #pragma unroll
@@ -147,9 +141,16 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
   for (int64_t row = warp; row < p.rows; row += nwarps) {
     const uint4* xr = reinterpret_cast<const uint4*>(x + row * p.len);
     uint4* yr = reinterpret_cast<uint4*>(y + row * p.len);
-    uint4 raw[VPT];
+    uint4 raw[VPT], scv[PV ? VPT : 1], biv[PV ? VPT : 1];
 #pragma unroll
     for (int i = 0; i < VPT; ++i) raw[i] = xr[i * 32 + lane];
+    if constexpr (PV) {
+#pragma unroll
+      for (int v = 0; v < VPT; ++v) {
+        scv[v] = reinterpret_cast<const uint4*>(p.scale)[v * 32 + lane];
+        biv[v] = p.bias ? reinterpret_cast<const uint4*>(p.bias)[v * 32 + lane] : make_uint4(0, 0, 0, 0);
+      }
+    }
     // The row stays packed in `raw` and is converted in each pass: a float copy would double the registers.
     float mean = 0.f;
     if (!rms) {
