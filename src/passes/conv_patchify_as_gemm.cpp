@@ -4,7 +4,8 @@
 // which cuBLASLt runs as one GEMM (vit_b_16 at batch 64: M = 12544, N = K = 768). cuDNN ran it channels-last on the
 // 3-channel image padded to 8 channels with slow kernels (0.63 ms at batch 64 on an H200, 9% of the model).
 // The product is [N, Ho*Wo, OC]: exactly what torchvision's `x.reshape(n, hidden, h*w).permute(0, 2, 1)` makes of
-// the convolution's output, so that chain is bypassed; other readers get the NCHW result back through a Transpose.
+// the convolution's output, so that chain is bypassed; a Transpose to NHWC after it reads a view of the product, and
+// other readers get the NCHW result back through a Transpose.
 #include <algorithm>
 #include <optional>
 
@@ -30,7 +31,8 @@ struct Patchify {
   int64_t ho() const { return h / kh; }
   int64_t wo() const { return w / kw; }
   std::vector<ir::Node*> tokens;  // Transposes ending the [N, OC, Ho*Wo] -> [N, Ho*Wo, OC] chains of the output
-  bool nchw_readers = false;      // readers of the NCHW output besides those chains (or a graph output)
+  std::vector<ir::Node*> to_nhwc;  // Transpose(0, 2, 3, 1) readers (torchvision's Swin and ConvNeXt stems)
+  bool nchw_readers = false;       // any other reader of the NCHW output (or a graph output)
 };
 
 bool is_float(DataType t) { return t == DataType::kFLOAT || t == DataType::kHALF || t == DataType::kBF16; }
@@ -91,9 +93,11 @@ std::optional<Patchify> match_patchify(const ir::Graph& g, ir::Node* n, const Pa
     return std::nullopt;
   if (o.has_kernel && (!o.has_kernel("FusedMatMul", "kiln", x->dtype) || !o.has_kernel("Transpose", "", x->dtype)))
     return std::nullopt;
-  for (const ir::Node* u : y->users) {
+  for (ir::Node* u : y->users) {
     if (ir::Node* t = token_transpose(g, u, y, p)) {
       if (std::find(p.tokens.begin(), p.tokens.end(), t) == p.tokens.end()) p.tokens.push_back(t);
+    } else if (match::perm_is(u, {0, 2, 3, 1})) {
+      if (std::find(p.to_nhwc.begin(), p.to_nhwc.end(), u) == p.to_nhwc.end()) p.to_nhwc.push_back(u);
     } else {
       p.nchw_readers = true;
     }
@@ -169,9 +173,19 @@ void rewrite(ir::Graph& g, const Patchify& p) {
     g.remove_node(r);
     g.remove_value(flat);
   }
+  // [N, Ho*Wo, OC] is NHWC: a view for the channels-last readers, and through a Transpose the NCHW output.
+  ir::Value* nhwc = nullptr;
+  if (!p.to_nhwc.empty() || p.nchw_readers)
+    nhwc = reshape(tokens, "_nhwc", {0, ho, wo, p.oc}, {batch, ho, wo, p.oc});
+  for (size_t i = 0; i < p.to_nhwc.size(); ++i) {
+    ir::Value* out = p.to_nhwc[i]->outputs[0];
+    const std::string keep = out->name;
+    g.replace_all_uses(out, nhwc);
+    g.remove_node(p.to_nhwc[i]);
+    g.remove_value(out);
+    if (i == 0) g.rename_value(nhwc, keep);
+  }
   if (p.nchw_readers) {
-    // [N, Ho*Wo, OC] is NHWC: a Transpose gives other readers the convolution's NCHW output.
-    ir::Value* nhwc = reshape(tokens, "_nhwc", {0, ho, wo, p.oc}, {batch, ho, wo, p.oc});
     ir::Value* nchw = transpose(nhwc, "_nchw", {0, 3, 1, 2}, {batch, p.oc, ho, wo});
     const std::string keep = y->name;
     g.replace_all_uses(y, nchw);

@@ -152,6 +152,31 @@ TEST(ConvPatchifyAsGemm, OtherConvolutionsStay) {
   EXPECT_EQ(count_ops(c.g, "Conv"), 1);
 }
 
+// A channels-last reader (torchvision's Swin and ConvNeXt stems permute the conv output to NHWC) reads the product
+// as [N, Ho, Wo, OC]: no Transpose is left but the patches', and the convolution is taken whatever its channels.
+TEST(ConvPatchifyAsGemm, NhwcReaderReadsTheProduct) {
+  for (int64_t c : {3, 16}) {
+    SCOPED_TRACE("channels " + std::to_string(c));
+    OneConv conv(c, 2, 2, 0, 1, 1, 12, "Identity");
+    ir::Graph& g = conv.g;
+    ir::Node* id = g.outputs()[0]->producer;
+    Attributes a;
+    a.set("perm", std::vector<int64_t>{0, 2, 3, 1});
+    ir::Node* t = g.add_node("Transpose", "to_nhwc", {id->inputs[0]}, {"nhwc"}, a, 17);
+    g.set_node_input(id, 0, t->outputs[0]);
+    ASSERT_TRUE(g.topo_sort().ok());
+    ASSERT_TRUE(run_passes(g, {}).ok());
+    auto want = run_reference(g, {conv.x});
+    ASSERT_TRUE(run_passes(g, list_of(passes::make_conv_patchify_as_gemm()), cuda_options()).ok());
+    EXPECT_EQ(count_ops(g, "Conv"), 0) << ir::print(g);
+    EXPECT_EQ(count_ops(g, "Transpose"), 1) << ir::print(g);
+    EXPECT_EQ(count_perm(g, {0, 2, 4, 1, 3, 5}), 1) << ir::print(g);
+    auto got = run_reference(g, {conv.x});
+    ASSERT_EQ(got.size(), 1u);
+    expect_close(got[0], want[0], 1e-5, 1e-5);
+  }
+}
+
 // With many channels the patch convolution is still taken when only the token chain reads it (nothing NCHW left).
 TEST(ConvPatchifyAsGemm, ManyChannelsWithOnlyTheTokenChain) {
   onnx::ModelProto m = vit_stem(-1, 16, 16, 4, 32);
