@@ -177,6 +177,29 @@ TEST(ConvPatchifyAsGemm, NhwcReaderReadsTheProduct) {
   }
 }
 
+// A ConvNeXt-like stem (4x4 patches) feeding a 3x3 convolution through the whole CUDA FP16 pipeline: the product is
+// NHWC already, so layout_nhwc cancels the Transpose back to NCHW against the 3x3 conv's Transpose to NHWC and no
+// conversion into channels-last is left (no ToNhwc, no Transpose(0,2,3,1)), only the one back at the output.
+TEST(ConvPatchifyAsGemm, PatchStemFeedingAnNhwcConvolution) {
+  CnnBuilder b;
+  add_graph_input(b.g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {2, 3, 32, 32}));
+  onnx::NodeProto* stem;
+  std::string s = b.node("Conv", {"x", b.init({16, 3, 4, 4}, -0.2f, 0.2f), b.init({16}, -0.5f, 0.5f)}, &stem);
+  CnnBuilder::ints(stem, "kernel_shape", {4, 4});
+  CnnBuilder::ints(stem, "strides", {4, 4});
+  std::string y = b.node("Relu", {b.conv(s, 16, 16, 3)});
+  add_onnx_node(b.g, "Identity", {y}, {"y"});
+  add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {2, 16, 8, 8}));
+  auto [cpu, cuda] = cpu_and_cuda_graphs(b.m);
+  ASSERT_TRUE(cpu && cuda);
+  EXPECT_EQ(count_ops(*cuda, "Conv"), 0) << ir::print(*cuda);
+  EXPECT_EQ(count_ops(*cuda, "FusedConv"), 1) << ir::print(*cuda);
+  EXPECT_EQ(count_ops(*cuda, "FusedMatMul"), 1) << ir::print(*cuda);
+  EXPECT_EQ(count_ops(*cuda, "ToNhwc") + count_perm(*cuda, {0, 2, 3, 1}), 0) << ir::print(*cuda);
+  EXPECT_EQ(count_perm(*cuda, {0, 3, 1, 2}), 1) << ir::print(*cuda);
+  expect_same_on_reference(*cpu, *cuda, random_f32({2, 3, 32, 32}, 44), 3e-2);
+}
+
 // With many channels the patch convolution is still taken when only the token chain reads it (nothing NCHW left).
 TEST(ConvPatchifyAsGemm, ManyChannelsWithOnlyTheTokenChain) {
   onnx::ModelProto m = vit_stem(-1, 16, 16, 4, 32);
