@@ -30,7 +30,7 @@ struct Patchify {
   int64_t c = 0, h = 0, w = 0, kh = 0, kw = 0, oc = 0;
   int64_t ho() const { return h / kh; }
   int64_t wo() const { return w / kw; }
-  std::vector<ir::Node*> tokens;  // Transposes ending the [N, OC, Ho*Wo] -> [N, Ho*Wo, OC] chains of the output
+  std::vector<ir::Node*> tokens;   // Transposes ending the [N, OC, Ho*Wo] -> [N, Ho*Wo, OC] chains of the output
   std::vector<ir::Node*> to_nhwc;  // Transpose(0, 2, 3, 1) readers (torchvision's Swin and ConvNeXt stems)
   bool nchw_readers = false;       // any other reader of the NCHW output (or a graph output)
 };
@@ -41,8 +41,8 @@ bool is_float(DataType t) { return t == DataType::kFLOAT || t == DataType::kHALF
 // Transpose is its only reader (torchvision's vit computes the Reshape's target from Shape ops, so only the
 // inferred result shape tells what it is; its first dim then follows from the element count).
 ir::Node* token_transpose(const ir::Graph& g, const ir::Node* reshape, const ir::Value* y, const Patchify& p) {
-  if (reshape->op_type != "Reshape" || !reshape->domain.empty() || reshape->inputs.empty() ||
-      reshape->inputs[0] != y || reshape->outputs.size() != 1)
+  if (reshape->op_type != "Reshape" || !reshape->domain.empty() || reshape->inputs.empty() || reshape->inputs[0] != y ||
+      reshape->outputs.size() != 1)
     return nullptr;
   const ir::Value* r = reshape->outputs[0];
   if (!r->rank_known || r->shape.size() != 3 || r->shape[1] != ops::Dim(p.oc) ||
@@ -127,16 +127,16 @@ void rewrite(ir::Graph& g, const Patchify& p) {
   };
   // Reshape's 0 copies the batch dim, so a dynamic batch needs no shape arithmetic.
   auto reshape = [&](ir::Value* v, const char* what, std::vector<int64_t> target, std::vector<ops::Dim> shape) {
-    ir::Node* r = g.add_node("Reshape", g.unique_node_name(base + what), {v, dims(what, target)},
-                             {base + what}, {}, 14);
+    ir::Node* r =
+        g.add_node("Reshape", g.unique_node_name(base + what), {v, dims(what, target)}, {base + what}, {}, 14);
     return typed(r->outputs[0], std::move(shape));
   };
   auto transpose = [&](ir::Value* v, const char* what, std::vector<int64_t> perm, std::vector<ops::Dim> shape) {
     Attributes a;
     a.set("perm", std::move(perm));
-    return typed(g.add_node("Transpose", g.unique_node_name(base + what), {v}, {base + what}, std::move(a), 13)
-                     ->outputs[0],
-                 std::move(shape));
+    return typed(
+        g.add_node("Transpose", g.unique_node_name(base + what), {v}, {base + what}, std::move(a), 13)->outputs[0],
+        std::move(shape));
   };
 
   ir::Value* split = reshape(x, "_patches6d", {0, p.c, ho, p.kh, wo, p.kw}, {batch, p.c, ho, p.kh, wo, p.kw});
@@ -146,14 +146,14 @@ void rewrite(ir::Graph& g, const Patchify& p) {
   ir::Value* wmat = g.add_constant(n->inputs[1]->name + "_patch_gemm", n->inputs[1]->constant->reshaped({p.oc, k}));
   std::vector<ir::Value*> in = {rows, wmat};
   if (n->inputs.size() > 2 && n->inputs[2]) in.push_back(n->inputs[2]);
-  const ops::Epilogue ep = n->op_type == "FusedConv" ? ops::parse_epilogue("FusedConv", n->attrs).value()
-                                                     : ops::Epilogue{};
+  const ops::Epilogue ep =
+      n->op_type == "FusedConv" ? ops::parse_epilogue("FusedConv", n->attrs).value() : ops::Epilogue{};
   const char* own = gemm_epilogue(ep.act);
   Attributes a;
   a.set("trans_b", int64_t{1});
   a.set("activation", std::string(own ? own : "none"));
-  ir::Node* mm = g.add_node("FusedMatMul", g.unique_node_name(base + "_gemm"), in, {y->name + "_tokens"},
-                            std::move(a), 1, "kiln");
+  ir::Node* mm =
+      g.add_node("FusedMatMul", g.unique_node_name(base + "_gemm"), in, {y->name + "_tokens"}, std::move(a), 1, "kiln");
   match::record_fusion(mm, {n});
   ir::Value* tokens = typed(mm->outputs[0], {batch, ho * wo, p.oc});
   // Activations FusedMatMul has no epilogue for follow as ONNX nodes (one pointwise kernel after fuse_pointwise).
@@ -175,8 +175,7 @@ void rewrite(ir::Graph& g, const Patchify& p) {
   }
   // [N, Ho*Wo, OC] is NHWC: a view for the channels-last readers, and through a Transpose the NCHW output.
   ir::Value* nhwc = nullptr;
-  if (!p.to_nhwc.empty() || p.nchw_readers)
-    nhwc = reshape(tokens, "_nhwc", {0, ho, wo, p.oc}, {batch, ho, wo, p.oc});
+  if (!p.to_nhwc.empty() || p.nchw_readers) nhwc = reshape(tokens, "_nhwc", {0, ho, wo, p.oc}, {batch, ho, wo, p.oc});
   for (size_t i = 0; i < p.to_nhwc.size(); ++i) {
     ir::Value* out = p.to_nhwc[i]->outputs[0];
     const std::string keep = out->name;

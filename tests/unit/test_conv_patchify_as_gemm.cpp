@@ -88,8 +88,9 @@ struct OneConv {
     a.set("pads", std::vector<int64_t>(4, pad));
     a.set("dilations", std::vector<int64_t>{dilation, dilation});
     a.set("group", group);
-    ir::Value* y = g.add_node("Conv", "conv", {xv, g.add_constant("w", random_f32({m, c / group, k, k}, 2)),
-                                               g.add_constant("b", random_f32({m}, 3))},
+    ir::Value* y = g.add_node("Conv", "conv",
+                              {xv, g.add_constant("w", random_f32({m, c / group, k, k}, 2)),
+                               g.add_constant("b", random_f32({m}, 3))},
                               {"conv_out"}, a, 17)
                        ->outputs[0];
     ir::Node* r = g.add_node(act, "act", {y}, {"y"}, {}, 17);
@@ -111,8 +112,9 @@ TEST(ConvPatchifyAsGemm, FusedConvEpiloguesAndNchwResult) {
     OneConv c(3, 4, 4, 0, 1, 1, 12, act);
     ASSERT_TRUE(run_passes(c.g, {}).ok());
     auto want = run_reference(c.g, {c.x});
-    ASSERT_TRUE(run_passes(c.g, list_of(passes::make_remove_identity(), passes::make_fuse_conv_epilogue(),
-                                        passes::make_conv_patchify_as_gemm()),
+    ASSERT_TRUE(run_passes(c.g,
+                           list_of(passes::make_remove_identity(), passes::make_fuse_conv_epilogue(),
+                                   passes::make_conv_patchify_as_gemm()),
                            cuda_options())
                     .ok());
     EXPECT_EQ(count_ops(c.g, "Conv") + count_ops(c.g, "FusedConv"), 0) << ir::print(c.g);
@@ -226,7 +228,8 @@ void check_vit(const std::string& dir) {
   ASSERT_TRUE(!in.empty() && in.size() % per_image == 0);
   const int64_t batch = static_cast<int64_t>(in.size()) / per_image;
   ASSERT_TRUE(!out.empty() && out.size() % (batch * 4) == 0);
-  Tensor x(DataType::kFLOAT, {batch, 3, 224, 224}), want(DataType::kFLOAT, {batch, static_cast<int64_t>(out.size()) / (batch * 4)});
+  Tensor x(DataType::kFLOAT, {batch, 3, 224, 224}),
+      want(DataType::kFLOAT, {batch, static_cast<int64_t>(out.size()) / (batch * 4)});
   std::memcpy(x.raw(), in.data(), in.size());
   std::memcpy(want.raw(), out.data(), out.size());
   std::ifstream f(dir + "/model.onnx", std::ios::binary);
@@ -253,7 +256,8 @@ void check_vit(const std::string& dir) {
 
 TEST(ConvPatchifyAsGemm, ExportedVit) {
   const char* dirs = std::getenv("KILN_VIT_MODEL_DIRS");
-  if (!dirs || !*dirs) GTEST_SKIP() << "set KILN_VIT_MODEL_DIRS to vit model directories (model.onnx, input.bin) to run";
+  if (!dirs || !*dirs)
+    GTEST_SKIP() << "set KILN_VIT_MODEL_DIRS to vit model directories (model.onnx, input.bin) to run";
   std::stringstream ss(dirs);
   for (std::string d; std::getline(ss, d, ':');)
     if (!d.empty()) check_vit(d);
