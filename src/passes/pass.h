@@ -69,6 +69,7 @@ std::unique_ptr<Pass> make_fuse_conv_epilogue();
 std::unique_ptr<Pass> make_fuse_conv_prologue();
 std::unique_ptr<Pass> make_layout_nhwc();
 std::unique_ptr<Pass> make_conv1x1_as_gemm();
+std::unique_ptr<Pass> make_conv_patchify_as_gemm();
 std::unique_ptr<Pass> make_fuse_input_layout();
 std::unique_ptr<Pass> make_fuse_pointwise();
 // Transformer fusions of the CUDA pipeline (the CPU pipeline stays unfused: its results are the reference).

@@ -47,6 +47,10 @@ PassList cuda_pipeline() {
   p.push_back(make_precision_lowering());
   // Casts back to float32 that nothing reads, and float32 weights only their converted copies read.
   p.push_back(make_dead_code_elimination());
+  // Patch-embedding convolutions (kernel = stride) as GEMMs: after the epilogue fusion and lowering, so the GEMM
+  // takes the bias and activation and is made in the final type; before layout_nhwc, so the convolution never goes
+  // channels-last (a 3-channel image padded to 8) and its NCHW readers' Transpose back is one layout_nhwc can sink.
+  p.push_back(make_conv_patchify_as_gemm());
   // After lowering: only float16/bfloat16 convolutions go channels-last (tensor cores want NHWC).
   p.push_back(make_layout_nhwc());
   // On NHWC tensors a 1x1 convolution is a GEMM: cuBLASLt runs it (bias/ReLU/residual in its epilogue).

@@ -69,6 +69,7 @@ class PrecisionLowering final : public Pass {
     for (auto& n : g.nodes()) order.push_back(n.get());
     int lowered = 0, kept = 0;
     for (ir::Node* n : order) {
+      if (shape_of_lowered(g, n)) continue;
       DataType want = o.reduced_precision;
       auto lp = o.layer_precisions.find(n->name);
       bool named = lp != o.layer_precisions.end();
@@ -97,6 +98,22 @@ class PrecisionLowering final : public Pass {
  private:
   using Key = std::pair<const ir::Value*, DataType>;
   std::map<Key, ir::Value*> reduced_;  // float32 value -> its reduced copy
+
+  // Shape and Size read only their input's shape: one reading the float32 copy that a lowered layer's Cast back
+  // recreates reads the reduced value instead, and the Cast goes with dead-code elimination when nothing else
+  // reads it (exported transformers take the batch size from an activation: vit did one such Cast per layer).
+  bool shape_of_lowered(ir::Graph& g, ir::Node* n) const {
+    if ((n->op_type != "Shape" && n->op_type != "Size") || !n->domain.empty() || n->inputs.empty() || !n->inputs[0])
+      return false;
+    ir::Value* v = n->inputs[0];
+    const ir::Node* back = v->producer;
+    if (!back || back->op_type != "Cast" || back->inputs.size() != 1 || !back->inputs[0]) return false;
+    ir::Value* r = back->inputs[0];
+    auto it = reduced_.find({v, r->dtype});
+    if (it == reduced_.end() || it->second != r) return false;
+    g.set_node_input(n, 0, r);
+    return true;
+  }
 
   static std::vector<int> t_inputs(const ir::Node& n, const Rule& r) {
     std::vector<int> v;

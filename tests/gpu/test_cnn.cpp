@@ -187,7 +187,7 @@ TEST(GpuCnn, ToNhwcMatchesReference) {
 struct OnnxRun {
   std::vector<Tensor> out;
   std::string host;
-  int nhwc_convs = 0, nchw_convs = 0, transposes = 0, to_nhwc = 0, reduce_means = 0;
+  int nhwc_convs = 0, nchw_convs = 0, transposes = 0, to_nhwc = 0, reduce_means = 0, token_gemms = 0;
 };
 
 OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<BuilderFlag> flags, const Tensor& x) {
@@ -216,6 +216,11 @@ OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<Builder
     if (n.op_type == "FusedMatMul" && !n.inputs.empty() && n.inputs[0] >= 0 &&
         engine->plan().values[n.inputs[0]].shape.size() == 4) {
       r.nhwc_convs++;
+    }
+    // A patch-embedding convolution as a GEMM over the patches (conv_patchify_as_gemm): FusedMatMul on rank 3.
+    if (n.op_type == "FusedMatMul" && !n.inputs.empty() && n.inputs[0] >= 0 &&
+        engine->plan().values[n.inputs[0]].shape.size() == 3) {
+      r.token_gemms++;
     }
     r.transposes += n.op_type == "Transpose";
     r.to_nhwc += n.op_type == "ToNhwc";
@@ -266,6 +271,37 @@ TEST(GpuCnn, SqueezeExciteBlockFp16Nhwc) {
     EXPECT_TRUE(f16.host.empty()) << f16.host;
     EXPECT_EQ(f16.reduce_means, 1);
     expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 NHWC squeeze-excite");
+  }
+}
+
+// vit's patch embedding (Conv kernel = stride, then the token Reshape + Transpose) through the whole CUDA
+// pipeline, FP32 and FP16: one patch Transpose (6-D, 16-element runs at patch 16) and one GEMM, no convolution,
+// no ToNhwc; at vit_b_16's size (224/16, hidden 768) and a small one with 8-element runs and an odd batch.
+TEST(GpuCnn, VitPatchEmbeddingAsGemm) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    int64_t batch, hw, patch, hidden;
+  };
+  for (const Case& k : {Case{2, 224, 16, 768}, Case{3, 40, 8, 64}}) {
+    SCOPED_TRACE("batch " + std::to_string(k.batch) + " " + std::to_string(k.hw) + "/" + std::to_string(k.patch) +
+                 " hidden " + std::to_string(k.hidden));
+    onnx::ModelProto m = test::vit_stem(k.batch, 3, k.hw, k.patch, k.hidden);
+    Tensor x = random_tensor(DataType::kFLOAT, {k.batch, 3, k.hw, k.hw}, 13);
+    OnnxRun cpu = run_onnx(m, Backend::kCPU, {}, x);
+    ASSERT_EQ(cpu.out.size(), 1u);
+    for (bool fp16 : {false, true}) {
+      SCOPED_TRACE(fp16 ? "FP16" : "FP32");
+      OnnxRun gpu = run_onnx(m, Backend::kCUDA, fp16 ? std::vector<BuilderFlag>{BuilderFlag::kFP16}
+                                                     : std::vector<BuilderFlag>{}, x);
+      ASSERT_EQ(gpu.out.size(), 1u);
+      EXPECT_TRUE(gpu.host.empty()) << gpu.host;
+      EXPECT_EQ(gpu.nhwc_convs + gpu.nchw_convs, 0);
+      EXPECT_EQ(gpu.token_gemms, 1);
+      EXPECT_EQ(gpu.transposes, 1);
+      EXPECT_EQ(gpu.to_nhwc, 0);
+      const double tol = fp16 ? 3e-2 : 1e-3;
+      expect_tensors_close(cpu.out[0], gpu.out[0], tol, tol, fp16 ? "CUDA FP16 patch GEMM" : "CUDA FP32 patch GEMM");
+    }
   }
 }
 

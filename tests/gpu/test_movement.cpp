@@ -39,6 +39,16 @@ TEST(GpuMovement, TransposeLastTwoEveryWidth) {
   }
 }
 
+// vit's patch gathering (conv_patchify_as_gemm): [N, C, Ho, kh, Wo, kw] -> [N, Ho, Wo, C, kh, kw], six dims that do
+// not collapse; kw = 16 half (32-byte runs, widened to 16-byte units) and odd runs moved element by element.
+TEST(GpuMovement, TransposePatches) {
+  KILN_REQUIRE_GPU();
+  const OpAttrs perm = {{"perm", std::vector<int64_t>{0, 2, 4, 1, 3, 5}}};
+  expect_backends_agree(make("Transpose", {random_tensor(DataType::kHALF, {2, 3, 5, 16, 7, 16}, 40)}, {}, perm));
+  expect_backends_agree(make("Transpose", {random_tensor(DataType::kFLOAT, {2, 3, 5, 16, 7, 16}, 41)}, {}, perm));
+  expect_backends_agree(make("Transpose", {random_tensor(DataType::kHALF, {3, 3, 4, 3, 5, 3}, 42)}, {}, perm));
+}
+
 TEST(GpuMovement, TransposeGeneralPerms) {
   KILN_REQUIRE_GPU();
   // NCHW -> NHWC and back collapse to batched swaps; [2,0,1] and [1,0,2] are strided; default perm reverses.

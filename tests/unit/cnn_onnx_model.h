@@ -1,6 +1,6 @@
 // Small CNNs as ONNX models (opset 17, float32, like torch.onnx exports): a resnet stem and basic block, a
 // mobilenet_v2 inverted residual (ReLU6, depthwise), an efficientnet squeeze-excite gate (SiLU) and a linear head;
-// and an efficientnet squeeze-excite block alone.
+// an efficientnet squeeze-excite block alone; and vit's patch embedding with its token layout chain.
 // Shared by the pass tests (CPU reference) and the GPU tests (full CUDA pipeline).
 #pragma once
 
@@ -62,6 +62,14 @@ struct CnnBuilder {
     return node("BatchNormalization",
                 {x, init({c}, 0.5f, 1.5f), init({c}, -0.2f, 0.2f), init({c}, -0.2f, 0.2f), init({c}, 0.5f, 2.f)});
   }
+  std::string ints_init(const std::string& name, const std::vector<int64_t>& v) {  // a 1-D int64 initializer
+    auto* t = g->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::INT64);
+    t->add_dims(static_cast<int64_t>(v.size()));
+    for (int64_t x : v) t->add_int64_data(x);
+    return name;
+  }
   std::string relu6(const std::string& x) { return node("Clip", {x, scalar(0.f), scalar(6.f)}); }
   std::string silu(const std::string& x) { return node("Mul", {x, node("Sigmoid", {x})}); }
 };
@@ -112,6 +120,51 @@ inline onnx::ModelProto se_block_cnn(int64_t n, int64_t hw, int64_t c) {
   std::string y = b.bn(b.conv(b.node("Mul", {s, gate}), c, 24, 1), 24);
   add_onnx_node(b.g, "Identity", {y}, {"y"});
   add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {n, 24, hw, hw}));
+  return b.m;
+}
+
+// torchvision's VisionTransformer._process_input at reduced size: x [batch, c, hw, hw] (batch -1: dynamic) -> Conv
+// (kernel = stride = patch, bias) -> Reshape to [n, hidden, patches] with n taken from Shape(x) -> Transpose(0,2,1)
+// -> + position embedding -> y [batch, patches, hidden]. `nchw_reader`: the conv output also feeds a ReduceMean
+// over H and W, added to y, so one reader still wants NCHW.
+inline onnx::ModelProto vit_stem(int64_t batch, int64_t c, int64_t hw, int64_t patch, int64_t hidden,
+                                 bool nchw_reader = false) {
+  CnnBuilder b;
+  onnx::TypeProto in = value_type("tensor", onnx::TensorProto::FLOAT, {batch, c, hw, hw});
+  if (batch < 0) in.mutable_tensor_type()->mutable_shape()->mutable_dim(0)->set_dim_param("batch");
+  add_graph_input(b.g, "x", in);
+  onnx::NodeProto* conv;
+  const float s = 1.f / std::sqrt(static_cast<float>(c * patch * patch));
+  std::string y = b.node("Conv", {"x", b.init({hidden, c, patch, patch}, -s, s), b.init({hidden}, -0.5f, 0.5f)}, &conv);
+  CnnBuilder::ints(conv, "kernel_shape", {patch, patch});
+  CnnBuilder::ints(conv, "strides", {patch, patch});
+  CnnBuilder::ints(conv, "pads", {0, 0, 0, 0});
+  CnnBuilder::ints(conv, "dilations", {1, 1});
+  set_attr_int(conv, "group", 1);
+  // n = x.shape[0]; the exporter's target is Concat(Unsqueeze(n), hidden, h*w).
+  const int64_t patches = (hw / patch) * (hw / patch);
+  add_int_constant(b.g, "zero", 0);
+  onnx::NodeProto* gather;
+  std::string n = b.node("Gather", {b.node("Shape", {"x"}), "zero"}, &gather);
+  set_attr_int(gather, "axis", 0);
+  onnx::NodeProto* cat;
+  std::string target = b.node("Concat", {b.node("Unsqueeze", {n, b.ints_init("axes0", {0})}),
+                                         b.ints_init("hidden", {hidden}), b.ints_init("patches", {patches})},
+                              &cat);
+  set_attr_int(cat, "axis", 0);
+  onnx::NodeProto* tr;
+  std::string tokens = b.node("Transpose", {b.node("Reshape", {y, target})}, &tr);
+  CnnBuilder::ints(tr, "perm", {0, 2, 1});
+  std::string out = b.node("Add", {tokens, b.init({patches, hidden}, -0.1f, 0.1f)});
+  if (nchw_reader) {
+    onnx::NodeProto* mean;
+    std::string pooled = b.node("ReduceMean", {y}, &mean);
+    CnnBuilder::ints(mean, "axes", {2, 3});
+    set_attr_int(mean, "keepdims", 0);
+    out = b.node("Add", {out, b.node("Unsqueeze", {pooled, b.ints_init("axes1", {1})})});
+  }
+  add_onnx_node(b.g, "Identity", {out}, {"y"});
+  add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {batch, patches, hidden}));
   return b.m;
 }
 

@@ -123,6 +123,52 @@ TEST(PrecisionLowering, LowersLayersWithKernelsAndKeepsIoTypes) {
   }
 }
 
+// Shape of a lowered layer's output reads the reduced value: the Cast back to float32 that only it read is gone,
+// while Shape of the float32 network input keeps reading the input (no Cast made for it).
+TEST(PrecisionLowering, ShapeReadsTheLoweredValue) {
+  Built b = make_graph();
+  ir::Graph& g = *b.g;
+  const ir::Value* r = g.find_value("r");
+  ASSERT_NE(r, nullptr);
+  auto* s_r = g.add_node("Shape", "shape_r", {const_cast<ir::Value*>(r)}, {"S"}, {}, 17);
+  auto* s_x = g.add_node("Shape", "shape_x", {g.inputs()[0]}, {"SX"}, {}, 17);
+  g.outputs().push_back(s_r->outputs[0]);
+  g.outputs().push_back(s_x->outputs[0]);
+  ASSERT_TRUE(g.topo_sort().ok());
+  ASSERT_TRUE(lower(g, DataType::kHALF).ok());
+  const ir::Node* shape_r = nullptr;
+  const ir::Node* shape_x = nullptr;
+  for (auto& n : g.nodes()) {
+    if (n->name == "shape_r") shape_r = n.get();
+    if (n->name == "shape_x") shape_x = n.get();
+  }
+  ASSERT_TRUE(shape_r && shape_x);
+  EXPECT_EQ(shape_r->inputs[0]->dtype, DataType::kHALF);
+  EXPECT_EQ(shape_r->inputs[0]->producer->op_type, "Relu");
+  EXPECT_EQ(shape_x->inputs[0], g.inputs()[0]);
+  // Relu's float32 copy still feeds Softmax (no reduced kernel here): that Cast stays, for Softmax alone.
+  const ir::Node* sm = find(g, "Softmax");
+  ASSERT_NE(sm, nullptr);
+  EXPECT_EQ(sm->inputs[0]->producer->op_type, "Cast");
+  EXPECT_EQ(sm->inputs[0]->users.size(), 1u);
+  // Without the Softmax reader the Cast back is dead and gone.
+  Built c = make_graph();
+  ir::Graph& h = *c.g;
+  ir::Value* relu_out = h.find_value("r");
+  auto* neg = h.add_node("Shape", "shape_only", {relu_out}, {"S2"}, {}, 17);
+  ir::Node* smn = h.nodes()[2].get();
+  ASSERT_EQ(smn->op_type, "Softmax");
+  h.outputs().clear();
+  h.remove_node(smn);
+  h.prune_values();
+  h.outputs().push_back(neg->outputs[0]);
+  ASSERT_TRUE(h.topo_sort().ok());
+  ASSERT_TRUE(lower(h, DataType::kHALF).ok());
+  int casts = 0;
+  for (auto& n : h.nodes()) casts += n->op_type == "Cast";
+  EXPECT_EQ(casts, 1) << "only the network input's Cast to float16";
+}
+
 TEST(PrecisionLowering, LayerPrecisionsAndConstraints) {
   Built b = make_graph();
   // Without the global flag, one named layer is lowered alone.
