@@ -35,6 +35,9 @@ struct AttentionParams {
   float scale = 1.0f;
   bool causal = false;
   int sm_count = 0;  // the GPU's multiprocessors (0: asked of the current device)
+  // Warps per block of the tensor-core kernel (a tactic, attention_tactics.h); 0: the heuristic. A case the
+  // tensor-core kernel does not run fails when this is set.
+  int warps = 0;
 };
 // Half and bfloat16 with D = Dv in {32, 64, 128}, 16-byte aligned rows, run a tensor-core flash-attention kernel;
 // any other case a one-row-per-block kernel whose scores row lives in shared memory. Both: one launch, softmax in
