@@ -41,9 +41,10 @@ ir::Value* input(ir::Graph& g, const std::string& name, DataType dt, const Dims&
 }
 
 // One FusedAttention node over inputs of type dt; `tactic` empty: the kernel's untuned default.
-ir::Graph attention_graph(const AttnCase& c, DataType dt, const std::string& tactic, std::vector<Tensor>* inputs,
-                          uint32_t seed) {
-  ir::Graph g;
+std::unique_ptr<ir::Graph> attention_graph(const AttnCase& c, DataType dt, const std::string& tactic,
+                                           std::vector<Tensor>* inputs, uint32_t seed) {
+  auto owned = std::make_unique<ir::Graph>();
+  ir::Graph& g = *owned;
   std::vector<ir::Value*> in;
   const bool packed = std::string(c.qkv) == "bs3hd";
   if (packed) {
@@ -73,7 +74,7 @@ ir::Graph attention_graph(const AttnCase& c, DataType dt, const std::string& tac
   Status st = passes::infer_node(g, *n);
   EXPECT_TRUE(st.ok()) << st.message();
   g.outputs().push_back(n->outputs[0]);
-  return g;
+  return owned;
 }
 
 // Small batches of the shapes the tactics are for, every mask broadcast form (a key-only padding mask takes the
@@ -109,10 +110,10 @@ TEST(GpuAttentionTactics, EveryTacticMatchesTheReference) {
   for (const AttnCase& c : kCases)
     for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
       std::vector<Tensor> inputs;
-      const ir::Graph g0 = attention_graph(c, dt, "", &inputs, 11);
-      const Tensor cpu = run_graph(g0, Backend::kCPU, inputs, nullptr).at(0);
+      const auto g0 = attention_graph(c, dt, "", &inputs, 11);
+      const Tensor cpu = run_graph(*g0, Backend::kCPU, inputs, nullptr).at(0);
       std::string host;
-      const std::vector<Tensor> base = run_graph(g0, Backend::kCUDA, inputs, &host);
+      const std::vector<Tensor> base = run_graph(*g0, Backend::kCUDA, inputs, &host);
       ASSERT_EQ(base.size(), 1u);
       ASSERT_EQ(host, "");
       const double atol = dt == DataType::kHALF ? 3e-2 : 1.5e-1, rtol = dt == DataType::kHALF ? 2e-2 : 5e-2;
@@ -120,8 +121,8 @@ TEST(GpuAttentionTactics, EveryTacticMatchesTheReference) {
       for (const std::string& t : all_tactics()) {
         SCOPED_TRACE(describe(c, dt, t));
         std::vector<Tensor> same_inputs;
-        const ir::Graph g = attention_graph(c, dt, t, &same_inputs, 11);
-        const std::vector<Tensor> got = run_graph(g, Backend::kCUDA, same_inputs, &host);
+        const auto g = attention_graph(c, dt, t, &same_inputs, 11);
+        const std::vector<Tensor> got = run_graph(*g, Backend::kCUDA, same_inputs, &host);
         ASSERT_EQ(got.size(), 1u);
         EXPECT_EQ(host, "");
         expect_tensors_close(cpu, got[0], atol, rtol, "vs the reference");
@@ -160,7 +161,7 @@ TEST(GpuAttentionTactics, TunerRecordsAnOfferedTactic) {
   const Tensor x = random_tensor(DataType::kHALF, {c.B, c.S, 3, c.H, c.D}, 5, -1, 1);
   const auto got = test::infer(*engine, {{"qkv", x}});
   std::vector<Tensor> unused;
-  const auto want = run_graph(attention_graph(c, DataType::kHALF, "", &unused, 0), Backend::kCPU, {x}, nullptr);
+  const auto want = run_graph(*attention_graph(c, DataType::kHALF, "", &unused, 0), Backend::kCPU, {x}, nullptr);
   ASSERT_EQ(got.size(), 1u);
   ASSERT_EQ(want.size(), 1u);
   expect_tensors_close(want[0], got[0], 3e-2, 2e-2, "tuned FusedAttention");
@@ -181,7 +182,8 @@ TEST(GpuAttentionTactics, DISABLED_AttentionTacticTimes) {
     for (const std::string& t : all_tactics()) names.push_back(t);
     for (const std::string& t : names) {
       std::vector<Tensor> inputs;
-      const ir::Graph g = attention_graph(c, DataType::kHALF, t, &inputs, 3);
+      const auto gp = attention_graph(c, DataType::kHALF, t, &inputs, 3);
+      const ir::Graph& g = *gp;
       BuilderConfig config;
       config.set_backend(Backend::kCUDA);
       auto engine = test::load_engine(builder::write_engine(g, config));
