@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
       // Online softmax over this tile, in float32: scale, mask, the new row maxima (across the lane's quad). Only
       // an edge tile (past Sk, or across the causal diagonal of the warp's rows) needs the per-key checks.
       const bool edge = k0 + kKeys > p.Sk || (p.causal && k0 + kKeys - 1 > qw);
-      float mx0 = m0, mx1 = m1;
+      float mx0 = m0, mx1 = m1, mxa[kKeys / 8], mxb[kKeys / 8];  // per 8-key step, rows g and g + 8
 #pragma unroll
       for (int nt = 0; nt < kKeys / 8; ++nt) {
         const int kj = k0 + nt * 8 + 2 * t;  // this lane's keys: kj (elements 0, 2) and kj + 1 (1, 3)
@@ -242,9 +242,19 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
         }
 #pragma unroll
         for (int e = 0; e < 4; ++e) s[nt][e] = x[e];
-        mx0 = fmaxf(mx0, fmaxf(x[0], x[1]));
-        mx1 = fmaxf(mx1, fmaxf(x[2], x[3]));
+        mxa[nt] = fmaxf(x[0], x[1]);
+        mxb[nt] = fmaxf(x[2], x[3]);
       }
+      // The row maxima as trees rather than one chain of dependent max operations.
+#pragma unroll
+      for (int w = 1; w < kKeys / 8; w *= 2)
+#pragma unroll
+        for (int nt = 0; nt + w < kKeys / 8; nt += 2 * w) {
+          mxa[nt] = fmaxf(mxa[nt], mxa[nt + w]);
+          mxb[nt] = fmaxf(mxb[nt], mxb[nt + w]);
+        }
+      mx0 = fmaxf(mx0, mxa[0]);
+      mx1 = fmaxf(mx1, mxb[0]);
 #pragma unroll
       for (int off = 1; off <= 2; off <<= 1) {
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
@@ -293,7 +303,10 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
         }
       }
     }
-    __syncthreads();  // every warp is done with this tile's buffers before the next iteration refills them
+    // Every warp must be done with this tile's buffers before the next iteration refills them; only tiles up to
+    // ntiles - 3 are refilled (tile j + 2 goes to tile j's buffer), so the last two need no barrier and the warps
+    // of a short sequence's block run apart (their exponentials and their matrix products overlap).
+    if (j + 2 < ntiles) __syncthreads();
   }
 
 #pragma unroll
