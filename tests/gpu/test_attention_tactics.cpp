@@ -21,13 +21,15 @@ struct AttnCase {
   int64_t B, H, S, D;
   const char* qkv = "bhsd";
   const char* out = "bhsd";
-  Dims mask;  // empty: none; else broadcast to [B, H, S, S]
+  Dims mask;  // empty: none; else broadcast to [B, H, S, Sk]
   bool causal = false;
+  int64_t Sk = 0;  // keys; 0: S (separate Q/K/V layouts only)
+  int64_t keys() const { return Sk ? Sk : S; }
 };
 
 std::string describe(const AttnCase& c, DataType dt, const std::string& tactic) {
   return std::string(c.name) + " " + dtype_name(dt) + " B" + std::to_string(c.B) + " H" + std::to_string(c.H) + " S" +
-         std::to_string(c.S) + " D" + std::to_string(c.D) + " " + c.qkv + "->" + c.out + " mask" +
+         std::to_string(c.S) + " Sk" + std::to_string(c.keys()) + " D" + std::to_string(c.D) + " " + c.qkv + "->" + c.out + " mask" +
          dims_to_string(c.mask) + (c.causal ? " causal" : "") + " tactic '" + tactic + "'";
 }
 
@@ -52,8 +54,9 @@ std::unique_ptr<ir::Graph> attention_graph(const AttnCase& c, DataType dt, const
     inputs->push_back(random_tensor(dt, {c.B, c.S, 3, c.H, c.D}, seed, -1, 1));
   } else {
     const bool bshd = std::string(c.qkv) == "bshd";
-    const Dims shape = bshd ? Dims{c.B, c.S, c.H, c.D} : Dims{c.B, c.H, c.S, c.D};
     for (const char* n : {"q", "k", "v"}) {
+      const int64_t rows = std::string(n) == "q" ? c.S : c.keys();
+      const Dims shape = bshd ? Dims{c.B, rows, c.H, c.D} : Dims{c.B, c.H, rows, c.D};
       in.push_back(input(g, n, dt, shape));
       inputs->push_back(random_tensor(dt, shape, seed++, -1, 1));
     }
@@ -94,6 +97,10 @@ const AttnCase kCases[] = {
     {"d128", 2, 2, 130, 128, "bhsd", "bhsd", {2, 1, 1, 130}},
     {"d128-causal", 1, 2, 100, 128, "bs3hd", "bshd", {}, true},
     {"short", 3, 2, 9, 64, "bhsd", "bhsd", {3, 1, 1, 9}},
+    // Fewer queries than keys and more, causal (top-left aligned) and masked.
+    {"sq50-sk130", 2, 2, 50, 64, "bhsd", "bshd", {2, 1, 1, 130}, false, 130},
+    {"sq130-sk77-causal", 1, 3, 130, 64, "bshd", "bhsd", {}, true, 77},
+    {"sq200-sk64-causal-mask", 1, 2, 200, 128, "bhsd", "bhsd", {1, 2, 200, 64}, true, 64},
 };
 
 std::vector<std::string> all_tactics() {
