@@ -96,25 +96,15 @@ constexpr size_t mma_smem_bytes() {
   return static_cast<size_t>(16 * kWarps + 4 * kKeys) * (kHd + 8) * 2;
 }
 
-// Copies rows [r0, r0 + kN) of a matrix with row stride `ss` (elements) into a padded shared tile, asynchronously;
-// rows past `rows` become zeros so that they add nothing (P is 0 there, and 0 * garbage could be NaN). Each thread
-// keeps one 16-byte column and steps down the rows by pointer increments: no division or 64-bit multiply per copy.
-template <int kHd, int kThreads, int kN, typename T>
-__device__ __forceinline__ void load_rows_async(T* dst, const T* src, long long ss, int r0, int rows) {
-  constexpr int kChunks = kHd / 8, kStep = kThreads / kChunks;  // rows per pass of the block
-  static_assert(kThreads % kChunks == 0 && kN % kStep == 0, "whole passes only");
-  const int c = (threadIdx.x % kChunks) * 8, r = threadIdx.x / kChunks;
-  const T* s = src + static_cast<long long>(r0 + r) * ss + c;
-  T* d = dst + r * (kHd + 8) + c;
-  const long long step = kStep * ss;
-  // A loop, not unrolled: unrolled, the compiler keeps every pass's address live across the tile loop, which
-  // costs the registers the accumulators need.
-#pragma unroll 1
-  for (int row = r0 + r; row < r0 + kN; row += kStep) {
-    const bool valid = row < rows;
-    cp_async16(d, valid ? s : src, valid);
-    s += step;
-    d += kStep * (kHd + 8);
+// Copies rows [r0, r0 + n) of a matrix with row stride `ss` (elements) into a padded shared tile, asynchronously;
+// rows past `rows` become zeros so that they add nothing (P is 0 there, and 0 * garbage could be NaN).
+template <int kHd, int kThreads, typename T>
+__device__ __forceinline__ void load_rows_async(T* dst, const T* src, long long ss, int r0, int rows, int n) {
+  constexpr int kChunks = kHd / 8;
+  for (int idx = threadIdx.x; idx < n * kChunks; idx += kThreads) {
+    const int r = idx / kChunks, c = (idx % kChunks) * 8;
+    const bool valid = r0 + r < rows;
+    cp_async16(dst + r * (kHd + 8) + c, valid ? src + static_cast<long long>(r0 + r) * ss + c : src, valid);
   }
 }
 
@@ -138,43 +128,6 @@ constexpr int mma_min_blocks() {
   return kHd == 128 ? 1 : 16 / kWarps;
 }
 
-// A tile's scores in base 2 for the online softmax: scaled, the mask added, and in an edge tile (kEdge: past Sk,
-// or across the causal diagonal of the warp's rows) the hidden keys set to -inf. kj: this lane's first key of the
-// tile (its keys are kj + nt*8 and + 1: elements 0, 2 and 1, 3); rows qi0 (elements 0, 1) and qi1 (2, 3), whose
-// mask rows start at mrow0 and mrow1. kPairs: the two keys' mask values in one load (Args::mask_pairs; never in
-// an edge tile, where the second key may lie past the row).
-template <typename T, bool kMask, bool kEdge, bool kPairs>
-__device__ __forceinline__ void scores_to_log2(float (&s)[kKeys / 8][4], const Args& p, float scale, int kj, int qi0,
-                                               int qi1, const T* mrow0, const T* mrow1) {
-#pragma unroll
-  for (int nt = 0; nt < kKeys / 8; ++nt) {
-    const int k = kj + nt * 8;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[nt][e] *= scale;
-    if constexpr (kMask && kPairs) {
-      const float2 a = load_pair(mrow0 + k);
-      const float2 c = p.ms2 == 0 ? a : load_pair(mrow1 + k);
-      s[nt][0] = fmaf(a.x, kLog2e, s[nt][0]);
-      s[nt][1] = fmaf(a.y, kLog2e, s[nt][1]);
-      s[nt][2] = fmaf(c.x, kLog2e, s[nt][2]);
-      s[nt][3] = fmaf(c.y, kLog2e, s[nt][3]);
-    } else if constexpr (kMask) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = k + (e & 1);
-        if (!kEdge || key < p.Sk) s[nt][e] = fmaf(to_f((e < 2 ? mrow0 : mrow1)[key * p.ms3]), kLog2e, s[nt][e]);
-      }
-    }
-    if constexpr (kEdge) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = k + (e & 1);
-        if (key >= p.Sk || (p.causal && key > (e < 2 ? qi0 : qi1))) s[nt][e] = -INFINITY;
-      }
-    }
-  }
-}
-
 template <typename T, bool kMask, int kHd, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) attention_mma_kernel(Args p) {
   constexpr int kRows = 16 * kWarps, kLd = kHd + 8, kThreads = kWarps * 32;
@@ -191,9 +144,9 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
   const int kv_end = p.causal ? min(p.Sk, q0 + kRows) : p.Sk;  // later keys are hidden from every row here
   const int ntiles = (kv_end + kKeys - 1) / kKeys;
 
-  load_rows_async<kHd, kThreads, kRows>(qsm, qg, p.qs[2], q0, p.Sq);
-  load_rows_async<kHd, kThreads, kKeys>(ksm, kg, p.ks[2], 0, p.Sk);
-  load_rows_async<kHd, kThreads, kKeys>(vsm, vg, p.vs[2], 0, p.Sk);
+  load_rows_async<kHd, kThreads>(qsm, qg, p.qs[2], q0, p.Sq, kRows);
+  load_rows_async<kHd, kThreads>(ksm, kg, p.ks[2], 0, p.Sk, kKeys);
+  load_rows_async<kHd, kThreads>(vsm, vg, p.vs[2], 0, p.Sk, kKeys);
   cp_async_commit();
 
   // Fragment coordinates: this lane holds rows g and g + 8 of the warp's 16, columns 2t and 2t + 1 of each 8.
@@ -223,8 +176,8 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
   for (int j = 0; j < ntiles; ++j) {
     if (j + 1 < ntiles) {  // the buffer of tile j - 1, released by the barrier that ended that iteration
       const int nb = (j + 1) & 1;
-      load_rows_async<kHd, kThreads, kKeys>(ksm + nb * kKeys * kLd, kg, p.ks[2], (j + 1) * kKeys, p.Sk);
-      load_rows_async<kHd, kThreads, kKeys>(vsm + nb * kKeys * kLd, vg, p.vs[2], (j + 1) * kKeys, p.Sk);
+      load_rows_async<kHd, kThreads>(ksm + nb * kKeys * kLd, kg, p.ks[2], (j + 1) * kKeys, p.Sk, kKeys);
+      load_rows_async<kHd, kThreads>(vsm + nb * kKeys * kLd, vg, p.vs[2], (j + 1) * kKeys, p.Sk, kKeys);
     }
     cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile j
     cp_async_wait<1>();
@@ -259,18 +212,49 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
       // Online softmax over this tile, in float32: scale, mask, the new row maxima (across the lane's quad). Only
       // an edge tile (past Sk, or across the causal diagonal of the warp's rows) needs the per-key checks.
       const bool edge = k0 + kKeys > p.Sk || (p.causal && k0 + kKeys - 1 > qw);
-      // Two forms per kernel (a third costs registers the accumulators need): the checked one for edge tiles and
-      // masks without paired loads, the lean one otherwise.
-      if (edge || (kMask && !p.mask_pairs))
-        scores_to_log2<T, kMask, true, false>(s, p, scale, k0 + 2 * t, qi0, qi1, mrow0, mrow1);
-      else
-        scores_to_log2<T, kMask, false, kMask>(s, p, scale, k0 + 2 * t, qi0, qi1, mrow0, mrow1);
-      float mx0 = m0, mx1 = m1;
+      float mx0 = m0, mx1 = m1, mxa[kKeys / 8], mxb[kKeys / 8];  // per 8-key step, rows g and g + 8
 #pragma unroll
       for (int nt = 0; nt < kKeys / 8; ++nt) {
-        mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-        mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+        const int kj = k0 + nt * 8 + 2 * t;  // this lane's keys: kj (elements 0, 2) and kj + 1 (1, 3)
+        float x[4] = {s[nt][0] * scale, s[nt][1] * scale, s[nt][2] * scale, s[nt][3] * scale};
+        if (kMask) {
+          if (!edge && p.mask_pairs) {
+            const float2 a = load_pair(mrow0 + kj);
+            const float2 c = p.ms2 == 0 ? a : load_pair(mrow1 + kj);
+            x[0] = fmaf(a.x, kLog2e, x[0]);
+            x[1] = fmaf(a.y, kLog2e, x[1]);
+            x[2] = fmaf(c.x, kLog2e, x[2]);
+            x[3] = fmaf(c.y, kLog2e, x[3]);
+          } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int key = kj + (e & 1);
+              if (!edge || key < p.Sk) x[e] = fmaf(to_f((e < 2 ? mrow0 : mrow1)[key * p.ms3]), kLog2e, x[e]);
+            }
+          }
+        }
+        if (edge) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = kj + (e & 1);
+            if (key >= p.Sk || (p.causal && key > (e < 2 ? qi0 : qi1))) x[e] = -INFINITY;
+          }
+        }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] = x[e];
+        mxa[nt] = fmaxf(x[0], x[1]);
+        mxb[nt] = fmaxf(x[2], x[3]);
       }
+      // The row maxima as trees rather than one chain of dependent max operations.
+#pragma unroll
+      for (int w = 1; w < kKeys / 8; w *= 2)
+#pragma unroll
+        for (int nt = 0; nt + w < kKeys / 8; nt += 2 * w) {
+          mxa[nt] = fmaxf(mxa[nt], mxa[nt + w]);
+          mxb[nt] = fmaxf(mxb[nt], mxb[nt + w]);
+        }
+      mx0 = fmaxf(mx0, mxa[0]);
+      mx1 = fmaxf(mx1, mxb[0]);
 #pragma unroll
       for (int off = 1; off <= 2; off <<= 1) {
         mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
