@@ -6,7 +6,6 @@
 #include <cmath>
 #include <type_traits>
 
-#include "backends/cuda/attention_tactics.h"
 #include "backends/cuda/float_convert.cuh"
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/transformer_kernels.h"
@@ -405,15 +404,6 @@ Status launch_mma(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t 
   return Status::Ok();
 }
 
-// What picks the tensor-core kernel and its block size (the pointers too: their alignment).
-AttentionShape attention_shape(const AttentionParams& p, bool half_or_bf16) {
-  AttentionShape s;
-  s.B = p.B, s.H = p.H, s.Sq = p.Sq, s.Sk = p.Sk, s.D = p.D, s.Dv = p.Dv;
-  s.half_or_bf16 = half_or_bf16;
-  s.aligned = attention_rows_aligned(p.q, p.k, p.v, p.o, p.qs, p.ks, p.vs, p.os);
-  return s;
-}
-
 template <typename T, int kHd>
 Status launch_mma_warps(const Args& a, const AttentionParams& p, int warps, cudaStream_t stream) {
   switch (warps) {
@@ -428,7 +418,7 @@ Status launch_mma_warps(const Args& a, const AttentionParams& p, int warps, cuda
 template <typename T>
 Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream) {
   if constexpr (!std::is_same_v<T, float>) {
-    const AttentionShape shape = attention_shape(p, true);
+    const AttentionShape shape = attention_shape(p, std::is_same_v<T, __half> ? DataType::kHALF : DataType::kBF16);
     if (attention_mma_applies(shape)) {
       int warps = p.warps;
       if (warps == 0) {

@@ -5,7 +5,6 @@
 #include <memory>
 #include <vector>
 
-#include "backends/cuda/attention_tactics.h"
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "ops/attention_layout.h"
@@ -83,21 +82,13 @@ AttentionParams bound_params(const KernelArgs& a, const AttentionState& st) {
   return p;
 }
 
-AttentionShape shape_of(const AttentionParams& p, DataType dt) {
-  AttentionShape s;
-  s.B = p.B, s.H = p.H, s.Sq = p.Sq, s.Sk = p.Sk, s.D = p.D, s.Dv = p.Dv;
-  s.half_or_bf16 = dt == DataType::kHALF || dt == DataType::kBF16;
-  s.aligned = attention_rows_aligned(p.q, p.k, p.v, p.o, p.qs, p.ks, p.vs, p.os);
-  return s;
-}
-
 // The block size the layer's tactic names where it is one of the candidates for these shapes; otherwise the
 // heuristic (0), or an error while the tuner times it. Worked out when the shapes or the tactic change.
 Status resolve_tactic(const KernelArgs& a, const AttentionParams& p, AttentionState* st) {
   st->tactic = a.tactic;
   st->params.warps = 0;
   if (a.tactic.empty()) return Status::Ok();
-  const std::vector<std::string> offered = attention_tactics(shape_of(p, a.in[0].dtype), p.sm_count);
+  const std::vector<std::string> offered = attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
   if (std::find(offered.begin(), offered.end(), a.tactic) != offered.end()) {
     st->params.warps = attention_tactic_warps(a.tactic);
     return Status::Ok();
@@ -141,7 +132,7 @@ std::vector<std::string> fused_attention_tactics(const KernelArgs& a) {
   AttentionState st;
   if (!make_params(a, &st).ok()) return {};
   const AttentionParams p = bound_params(a, st);
-  return attention_tactics(shape_of(p, a.in[0].dtype), p.sm_count);
+  return attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
 }
 
 }  // namespace
