@@ -24,6 +24,7 @@ struct Args {
   long long ms0, ms1, ms2, ms3;
   float scale;
   int causal;
+  int mask_pairs;  // the mask's last stride is 1 and its rows start 4-byte aligned: two keys' values in one load
 };
 
 // ---- tensor-core path: D = Dv = kHd (32, 64 or 128), 16 queries per warp, keys in tiles of 64 ----
@@ -106,8 +107,28 @@ __device__ __forceinline__ void load_rows_async(T* dst, const T* src, long long 
   }
 }
 
+// 2^x in one special-function instruction; 2^-inf = 0, which the masked scores rely on.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Two adjacent 16-bit values (4-byte aligned) as floats.
+__device__ __forceinline__ float2 load_pair(const __half* p) { return __half22float2(*reinterpret_cast<const __half2*>(p)); }
+__device__ __forceinline__ float2 load_pair(const __nv_bfloat16* p) {
+  return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+}
+
+// Launch bounds: at most 128 registers a thread where that leaves the accumulators of head dim 32/64 in registers,
+// so four 4-warp or two 8-warp blocks fit an SM's registers; head dim 128 needs more and keeps the compiler's choice.
+template <int kHd, int kWarps>
+constexpr int mma_min_blocks() {
+  return kHd == 128 ? 1 : 16 / kWarps;
+}
+
 template <typename T, bool kMask, int kHd, int kWarps>
-__global__ void __launch_bounds__(kWarps * 32) attention_mma_kernel(Args p) {
+__global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) attention_mma_kernel(Args p) {
   constexpr int kRows = 16 * kWarps, kLd = kHd + 8, kThreads = kWarps * 32;
   extern __shared__ __align__(128) unsigned char smem[];
   T* qsm = reinterpret_cast<T*>(smem);
@@ -129,8 +150,22 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma_kernel(Args p) {
 
   // Fragment coordinates: this lane holds rows g and g + 8 of the warp's 16, columns 2t and 2t + 1 of each 8.
   const int g = lane / 4, t = lane % 4;
-  const int qi0 = q0 + warp * 16 + g, qi1 = qi0 + 8;
+  const int qw = q0 + warp * 16;  // the warp's first query
+  const int qi0 = qw + g, qi1 = qi0 + 8;
+  // A warp whose rows all lie past Sq only helps load tiles; keys from warp_kv_end on are hidden from all its
+  // rows (past the end, or causal and after its last query), so the 16-key steps there are skipped: exact, since
+  // their probabilities are 0.
+  const bool warp_live = qw < p.Sq;
+  const int warp_kv_end = p.causal ? min(p.Sk, qw + 16) : p.Sk;
   const float scale = p.scale * kLog2e;  // exponentials in base 2
+  // The mask rows of this lane's two queries (rows past Sq read the last row's values, which are never stored).
+  const T* mrow0 = nullptr;
+  const T* mrow1 = nullptr;
+  if (kMask) {
+    const T* mb = static_cast<const T*>(p.mask) + b * p.ms0 + h * p.ms1;
+    mrow0 = mb + min(qi0, p.Sq - 1) * p.ms2;
+    mrow1 = mb + min(qi1, p.Sq - 1) * p.ms2;
+  }
   uint32_t qf[kHd / 16][4];
   float o[kHd / 8][4];
 #pragma unroll
@@ -151,86 +186,126 @@ __global__ void __launch_bounds__(kWarps * 32) attention_mma_kernel(Args p) {
       for (int kk = 0; kk < kHd / 16; ++kk)
         ldsm_x4(qf[kk], qsm + (warp * 16 + lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
     }
-    const T* kt = ksm + (j & 1) * kKeys * kLd;
-    const T* vt = vsm + (j & 1) * kKeys * kLd;
-
-    // S = Q K^T: 16 x 64 per warp, as eight 16x8 accumulator fragments.
-    float s[kKeys / 8][4];
-#pragma unroll
-    for (int i = 0; i < kKeys / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < kHd / 16; ++kk) {
-#pragma unroll
-      for (int np = 0; np < kKeys / 16; ++np) {
-        uint32_t bf[4];  // keys np*16 .. +7 and +8 .. +15, head dims kk*16 .. +15
-        ldsm_x4(bf, kt + (np * 16 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 + ((lane / 8) % 2) * 8);
-        mma16816<T>(s[2 * np], qf[kk], bf[0], bf[1]);
-        mma16816<T>(s[2 * np + 1], qf[kk], bf[2], bf[3]);
-      }
-    }
-
-    // Online softmax over this tile, in float32: mask, scale, the new row maxima (across the lane's quad).
     const int k0 = j * kKeys;
-    float mx0 = m0, mx1 = m1;
-#pragma unroll
-    for (int nt = 0; nt < kKeys / 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int kj = k0 + nt * 8 + 2 * t + (e & 1);
-        const int qi = e < 2 ? qi0 : qi1;
-        float x = s[nt][e] * scale;
-        if (kMask && qi < p.Sq && kj < p.Sk)
-          x += to_f(static_cast<const T*>(p.mask)[b * p.ms0 + h * p.ms1 + qi * p.ms2 + kj * p.ms3]) * kLog2e;
-        if (kj >= p.Sk || (p.causal && kj > qi)) x = -INFINITY;
-        s[nt][e] = x;
-        if (e < 2) mx0 = fmaxf(mx0, x);
-        else mx1 = fmaxf(mx1, x);
-      }
-#pragma unroll
-    for (int off = 1; off <= 2; off <<= 1) {
-      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-    }
-    // While every key so far is masked, m stays -inf: nothing accumulates and no inf - inf appears.
-    const float c0 = mx0 == -INFINITY ? 1.f : exp2f(m0 - mx0);
-    const float c1 = mx1 == -INFINITY ? 1.f : exp2f(m1 - mx1);
-    m0 = mx0;
-    m1 = mx1;
-    float r0 = 0.f, r1 = 0.f;
-#pragma unroll
-    for (int nt = 0; nt < kKeys / 8; ++nt) {
-      s[nt][0] = m0 == -INFINITY ? 0.f : exp2f(s[nt][0] - m0);
-      s[nt][1] = m0 == -INFINITY ? 0.f : exp2f(s[nt][1] - m0);
-      s[nt][2] = m1 == -INFINITY ? 0.f : exp2f(s[nt][2] - m1);
-      s[nt][3] = m1 == -INFINITY ? 0.f : exp2f(s[nt][3] - m1);
-      r0 += s[nt][0] + s[nt][1];
-      r1 += s[nt][2] + s[nt][3];
-    }
-    l0 = l0 * c0 + r0;
-    l1 = l1 * c1 + r1;
-#pragma unroll
-    for (int i = 0; i < kHd / 8; ++i) {
-      o[i][0] *= c0;
-      o[i][1] *= c0;
-      o[i][2] *= c1;
-      o[i][3] *= c1;
-    }
+    const int live = warp_kv_end - k0;  // keys of this tile some row of the warp sees: the first `live`
+    if (warp_live && live > 0) {
+      const T* kt = ksm + (j & 1) * kKeys * kLd;
+      const T* vt = vsm + (j & 1) * kKeys * kLd;
 
-    // O += P V: two adjacent 16x8 probability fragments are exactly one 16x16 A fragment.
+      // S = Q K^T: 16 x 64 per warp, as eight 16x8 accumulator fragments.
+      float s[kKeys / 8][4];
 #pragma unroll
-    for (int kk = 0; kk < kKeys / 16; ++kk) {
-      const uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-                             pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                             pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      for (int i = 0; i < kKeys / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
-      for (int dp = 0; dp < kHd / 16; ++dp) {
-        uint32_t bf[4];  // keys kk*16 .. +15, head dims dp*16 .. +7 and +8 .. +15, transposed on load
-        ldsm_x4_trans(bf, vt + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kLd + dp * 16 + (lane / 16) * 8);
-        mma16816<T>(o[2 * dp], a, bf[0], bf[1]);
-        mma16816<T>(o[2 * dp + 1], a, bf[2], bf[3]);
+      for (int kk = 0; kk < kHd / 16; ++kk) {
+#pragma unroll
+        for (int np = 0; np < kKeys / 16; ++np) {
+          if (np * 16 >= live) continue;  // hidden keys: left 0, masked below
+          uint32_t bf[4];  // keys np*16 .. +7 and +8 .. +15, head dims kk*16 .. +15
+          ldsm_x4(bf, kt + (np * 16 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 + ((lane / 8) % 2) * 8);
+          mma16816<T>(s[2 * np], qf[kk], bf[0], bf[1]);
+          mma16816<T>(s[2 * np + 1], qf[kk], bf[2], bf[3]);
+        }
+      }
+
+      // Online softmax over this tile, in float32: scale, mask, the new row maxima (across the lane's quad). Only
+      // an edge tile (past Sk, or across the causal diagonal of the warp's rows) needs the per-key checks.
+      const bool edge = k0 + kKeys > p.Sk || (p.causal && k0 + kKeys - 1 > qw);
+      float mx0 = m0, mx1 = m1, mxa[kKeys / 8], mxb[kKeys / 8];  // per 8-key step, rows g and g + 8
+#pragma unroll
+      for (int nt = 0; nt < kKeys / 8; ++nt) {
+        const int kj = k0 + nt * 8 + 2 * t;  // this lane's keys: kj (elements 0, 2) and kj + 1 (1, 3)
+        float x[4] = {s[nt][0] * scale, s[nt][1] * scale, s[nt][2] * scale, s[nt][3] * scale};
+        if (kMask) {
+          if (!edge && p.mask_pairs) {
+            const float2 a = load_pair(mrow0 + kj);
+            const float2 c = p.ms2 == 0 ? a : load_pair(mrow1 + kj);
+            x[0] = fmaf(a.x, kLog2e, x[0]);
+            x[1] = fmaf(a.y, kLog2e, x[1]);
+            x[2] = fmaf(c.x, kLog2e, x[2]);
+            x[3] = fmaf(c.y, kLog2e, x[3]);
+          } else {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int key = kj + (e & 1);
+              if (!edge || key < p.Sk) x[e] = fmaf(to_f((e < 2 ? mrow0 : mrow1)[key * p.ms3]), kLog2e, x[e]);
+            }
+          }
+        }
+        if (edge) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int key = kj + (e & 1);
+            if (key >= p.Sk || (p.causal && key > (e < 2 ? qi0 : qi1))) x[e] = -INFINITY;
+          }
+        }
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[nt][e] = x[e];
+        mxa[nt] = fmaxf(x[0], x[1]);
+        mxb[nt] = fmaxf(x[2], x[3]);
+      }
+      // The row maxima as trees rather than one chain of dependent max operations.
+#pragma unroll
+      for (int w = 1; w < kKeys / 8; w *= 2)
+#pragma unroll
+        for (int nt = 0; nt + w < kKeys / 8; nt += 2 * w) {
+          mxa[nt] = fmaxf(mxa[nt], mxa[nt + w]);
+          mxb[nt] = fmaxf(mxb[nt], mxb[nt + w]);
+        }
+      mx0 = fmaxf(mx0, mxa[0]);
+      mx1 = fmaxf(mx1, mxb[0]);
+#pragma unroll
+      for (int off = 1; off <= 2; off <<= 1) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+      }
+      // While every key so far is masked, m stays -inf: nothing accumulates (2^(-inf - 0) = 0) and no inf - inf
+      // appears.
+      const float c0 = mx0 == -INFINITY ? 1.f : fast_exp2(m0 - mx0);
+      const float c1 = mx1 == -INFINITY ? 1.f : fast_exp2(m1 - mx1);
+      m0 = mx0;
+      m1 = mx1;
+      const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
+      float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kKeys / 8; ++nt) {
+        s[nt][0] = fast_exp2(s[nt][0] - base0);
+        s[nt][1] = fast_exp2(s[nt][1] - base0);
+        s[nt][2] = fast_exp2(s[nt][2] - base1);
+        s[nt][3] = fast_exp2(s[nt][3] - base1);
+        r0 += s[nt][0] + s[nt][1];
+        r1 += s[nt][2] + s[nt][3];
+      }
+      l0 = l0 * c0 + r0;
+      l1 = l1 * c1 + r1;
+#pragma unroll
+      for (int i = 0; i < kHd / 8; ++i) {
+        o[i][0] *= c0;
+        o[i][1] *= c0;
+        o[i][2] *= c1;
+        o[i][3] *= c1;
+      }
+
+      // O += P V: two adjacent 16x8 probability fragments are exactly one 16x16 A fragment.
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; ++kk) {
+        if (kk * 16 >= live) continue;  // probabilities all 0
+        const uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                               pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                               pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+        for (int dp = 0; dp < kHd / 16; ++dp) {
+          uint32_t bf[4];  // keys kk*16 .. +15, head dims dp*16 .. +7 and +8 .. +15, transposed on load
+          ldsm_x4_trans(bf, vt + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kLd + dp * 16 + (lane / 16) * 8);
+          mma16816<T>(o[2 * dp], a, bf[0], bf[1]);
+          mma16816<T>(o[2 * dp + 1], a, bf[2], bf[3]);
+        }
       }
     }
-    __syncthreads();  // every warp is done with this tile's buffers before the next iteration refills them
+    // Every warp must be done with this tile's buffers before the next iteration refills them; only tiles up to
+    // ntiles - 3 are refilled (tile j + 2 goes to tile j's buffer), so the last two need no barrier and the warps
+    // of a short sequence's block run apart (their exponentials and their matrix products overlap).
+    if (j + 2 < ntiles) __syncthreads();
   }
 
 #pragma unroll
@@ -329,37 +404,39 @@ Status launch_mma(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t 
   return Status::Ok();
 }
 
-// Four warps (64 queries) per block share each K/V tile; when that leaves most SMs idle (batch 1), one warp per
-// block spreads the same work over four times as many blocks.
 template <typename T, int kHd>
-Status launch_mma_sized(const Args& a, int64_t B, int64_t H, int64_t Sq, int sm_count, cudaStream_t stream) {
-  if (B * H * ((Sq + 63) / 64) < 2 * sm_count) return launch_mma<T, kHd, 1>(a, B, H, Sq, stream);
-  return launch_mma<T, kHd, 4>(a, B, H, Sq, stream);
-}
-
-// Whether the tensor-core kernel's 16-byte row loads and 4-byte stores are aligned for these addresses and strides.
-bool mma_aligned(const AttentionParams& p) {
-  uintptr_t in = reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.k) | reinterpret_cast<uintptr_t>(p.v);
-  int64_t in_strides = 0, out_strides = 0;
-  for (int i = 0; i < 3; ++i) in_strides |= p.qs[i] | p.ks[i] | p.vs[i], out_strides |= p.os[i];
-  return in % 16 == 0 && in_strides % 8 == 0 && reinterpret_cast<uintptr_t>(p.o) % 4 == 0 && out_strides % 2 == 0;
+Status launch_mma_warps(const Args& a, const AttentionParams& p, int warps, cudaStream_t stream) {
+  switch (warps) {
+    case 1: return launch_mma<T, kHd, 1>(a, p.B, p.H, p.Sq, stream);
+    case 2: return launch_mma<T, kHd, 2>(a, p.B, p.H, p.Sq, stream);
+    case 4: return launch_mma<T, kHd, 4>(a, p.B, p.H, p.Sq, stream);
+    case 8: return launch_mma<T, kHd, 8>(a, p.B, p.H, p.Sq, stream);
+    default: return unsupported("FusedAttention: no tensor-core kernel with " + std::to_string(warps) + " warps per block");
+  }
 }
 
 template <typename T>
 Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream) {
   if constexpr (!std::is_same_v<T, float>) {
-    if (mma_aligned(p) && p.D == p.Dv) {
-      int sms = p.sm_count;
-      if (sms <= 0) {
-        int dev = 0;
-        KILN_CUDA_CHECK(cudaGetDevice(&dev));
-        KILN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    const AttentionShape shape = attention_shape(p, std::is_same_v<T, __half> ? DataType::kHALF : DataType::kBF16);
+    if (attention_mma_applies(shape)) {
+      int warps = p.warps;
+      if (warps == 0) {
+        int sms = p.sm_count;
+        if (sms <= 0) {
+          int dev = 0;
+          KILN_CUDA_CHECK(cudaGetDevice(&dev));
+          KILN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        }
+        warps = attention_default_warps(shape, sms);
       }
-      if (p.D == 32) return launch_mma_sized<T, 32>(a, p.B, p.H, p.Sq, sms, stream);
-      if (p.D == 64) return launch_mma_sized<T, 64>(a, p.B, p.H, p.Sq, sms, stream);
-      if (p.D == 128) return launch_mma_sized<T, 128>(a, p.B, p.H, p.Sq, sms, stream);
+      if (p.D == 32) return launch_mma_warps<T, 32>(a, p, warps, stream);
+      if (p.D == 64) return launch_mma_warps<T, 64>(a, p, warps, stream);
+      return launch_mma_warps<T, 128>(a, p, warps, stream);
     }
   }
+  // A block size asked for a case the tensor-core kernel cannot run (rebound addresses that lost their alignment)
+  // is ignored: the generic kernel computes the same result. The tuner checks its candidates before timing them.
   {
     const size_t smem = static_cast<size_t>(p.D + p.Sk + 32) * sizeof(float);
     int dev = 0, limit = 0;
@@ -386,7 +463,7 @@ Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream
 Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_t stream) {
   if (p.B * p.H * p.Sq * p.Dv == 0) return Status::Ok();
   if (p.Sk == 0) return unsupported("FusedAttention: no keys (Sk = 0)");
-  // Row indices are 32-bit in the kernels, a block's last row (q0 + 64) included.
+  // Row indices are 32-bit in the kernels, a block's last row (q0 + 128) included.
   if (p.B * p.H > 65535 || p.Sq > (1ll << 31) - 129 || p.Sk > (1 << 30))
     return unsupported("FusedAttention: B*H=" + std::to_string(p.B * p.H) + " or the sequence is too large");
   Args a{p.q,
@@ -408,7 +485,11 @@ Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_
          p.ms[2],
          p.ms[3],
          p.scale,
-         p.causal ? 1 : 0};
+         p.causal ? 1 : 0,
+         0};
+  // Pairs need an even offset to every row the kernel reads (its keys start even) and a 4-byte aligned base.
+  a.mask_pairs = p.mask && p.ms[3] == 1 && (p.ms[0] | p.ms[1] | p.ms[2]) % 2 == 0 &&
+                 reinterpret_cast<uintptr_t>(p.mask) % 4 == 0;
   switch (dt) {
     case DataType::kFLOAT:
       return launch_typed<float>(p, a, stream);

@@ -1,5 +1,6 @@
 // kiln::FusedAttention on the CUDA backend: shapes, layout strides and mask strides from the node (worked out
 // when the shapes change), the kernels in attention.cu.
+#include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
@@ -18,6 +19,7 @@ struct AttentionState {
   std::vector<Dims> shapes;  // Q, K, V, mask (empty where absent), then the output
   AttentionParams params;    // addresses unset
   int64_t offsets[3] = {0, 0, 0};  // Q's, K's, V's first element in their buffers (packed layouts), elements
+  std::string tactic;        // the tactic `params.warps` was resolved from
 };
 
 const Dims kAbsent;
@@ -64,27 +66,73 @@ Status make_params(const KernelArgs& a, AttentionState* st) {
   return Status::Ok();
 }
 
-Status run_fused_attention(KernelArgs& a) {
-  if (!*a.state) *a.state = std::make_shared<AttentionState>();
-  auto* st = static_cast<AttentionState*>(a.state->get());
-  if (!same_shapes(*st, a)) {
-    st->shapes.clear();
-    KILN_RETURN_IF_ERROR(make_params(a, st));
-    for (int i = 0; i < 4; ++i) st->shapes.push_back(shape_or_absent(a, i));
-    st->shapes.push_back(a.out[0].shape);
-  }
+// The launch parameters with this run's addresses.
+AttentionParams bound_params(const KernelArgs& a, const AttentionState& st) {
   const DevTensor& q = a.in[0];
   // A packed layout reads K and V from Q's buffer.
   const DevTensor& k = a.has_input(1) ? a.in[1] : q;
   const DevTensor& v = a.has_input(2) ? a.in[2] : q;
   const size_t es = dtype_size(q.dtype);
-  AttentionParams p = st->params;
-  p.q = static_cast<const char*>(q.data) + st->offsets[0] * es;
-  p.k = static_cast<const char*>(k.data) + st->offsets[1] * es;
-  p.v = static_cast<const char*>(v.data) + st->offsets[2] * es;
+  AttentionParams p = st.params;
+  p.q = static_cast<const char*>(q.data) + st.offsets[0] * es;
+  p.k = static_cast<const char*>(k.data) + st.offsets[1] * es;
+  p.v = static_cast<const char*>(v.data) + st.offsets[2] * es;
   p.mask = a.has_input(3) ? a.in[3].data : nullptr;
   p.o = a.out[0].data;
-  return launch_fused_attention(q.dtype, p, a.stream);
+  return p;
+}
+
+// The block size the layer's tactic names where it is one of the candidates for these shapes; otherwise the
+// heuristic (0), or an error while the tuner times it. Worked out when the shapes or the tactic change.
+Status resolve_tactic(const KernelArgs& a, const AttentionParams& p, AttentionState* st) {
+  st->tactic = a.tactic;
+  st->params.warps = 0;
+  if (a.tactic.empty()) return Status::Ok();
+  const std::vector<std::string> offered = attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
+  if (std::find(offered.begin(), offered.end(), a.tactic) != offered.end()) {
+    st->params.warps = attention_tactic_warps(a.tactic);
+    return Status::Ok();
+  }
+  return a.strict_tactic ? unsupported("FusedAttention: tactic " + a.tactic + " is not offered for these shapes")
+                         : Status::Ok();
+}
+
+Status prepare(KernelArgs& a, AttentionState** out) {
+  if (!*a.state) *a.state = std::make_shared<AttentionState>();
+  auto* st = static_cast<AttentionState*>(a.state->get());
+  const bool fresh = !same_shapes(*st, a);
+  if (fresh) {
+    st->shapes.clear();
+    KILN_RETURN_IF_ERROR(make_params(a, st));
+    for (int i = 0; i < 4; ++i) st->shapes.push_back(shape_or_absent(a, i));
+    st->shapes.push_back(a.out[0].shape);
+  }
+  // Alignment depends on the addresses, which a context keeps while its shapes stay (its arena is planned
+  // for them), so the choice is kept with the shapes.
+  if (fresh || st->tactic != a.tactic) {
+    const Status s = resolve_tactic(a, bound_params(a, *st), st);
+    if (!s.ok()) {
+      st->shapes.clear();  // worked out again next time
+      return s;
+    }
+  }
+  *out = st;
+  return Status::Ok();
+}
+
+Status run_fused_attention(KernelArgs& a) {
+  AttentionState* st = nullptr;
+  KILN_RETURN_IF_ERROR(prepare(a, &st));
+  return launch_fused_attention(a.in[0].dtype, bound_params(a, *st), a.stream);
+}
+
+// The tensor-core kernel's block sizes for the layer's shapes (none where the generic kernel runs).
+std::vector<std::string> fused_attention_tactics(const KernelArgs& a) {
+  if (a.in.empty() || a.out.empty() || a.out[0].numel() == 0) return {};
+  AttentionState st;
+  if (!make_params(a, &st).ok()) return {};
+  const AttentionParams p = bound_params(a, st);
+  return attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
 }
 
 }  // namespace
@@ -95,6 +143,7 @@ KILN_CUDA_KERNEL(FusedAttention) {
   d.domain = "kiln";
   d.dtypes = float_types();
   d.run = run_fused_attention;
+  d.tactics = fused_attention_tactics;
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) {
     const DataType dt = node_dtype(n, p);
     for (int id : n.inputs)

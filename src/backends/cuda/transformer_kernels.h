@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "backends/cuda/attention_tactics.h"
 #include "common/tensor.h"
 #include "kiln/status.h"
 
@@ -35,10 +36,22 @@ struct AttentionParams {
   float scale = 1.0f;
   bool causal = false;
   int sm_count = 0;  // the GPU's multiprocessors (0: asked of the current device)
+  // Warps per block of the tensor-core kernel (a tactic, attention_tactics.h); 0: the heuristic. A case the
+  // tensor-core kernel does not run fails when this is set.
+  int warps = 0;
 };
 // Half and bfloat16 with D = Dv in {32, 64, 128}, 16-byte aligned rows, run a tensor-core flash-attention kernel;
 // any other case a one-row-per-block kernel whose scores row lives in shared memory. Both: one launch, softmax in
 // float32, no workspace.
 Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_t stream);
+
+// What picks the tensor-core kernel and its block size for these parameters (their addresses too: alignment).
+inline AttentionShape attention_shape(const AttentionParams& p, DataType dt) {
+  AttentionShape s;
+  s.B = p.B, s.H = p.H, s.Sq = p.Sq, s.Sk = p.Sk, s.D = p.D, s.Dv = p.Dv;
+  s.half_or_bf16 = dt == DataType::kHALF || dt == DataType::kBF16;
+  s.aligned = attention_rows_aligned(p.q, p.k, p.v, p.o, p.qs, p.ks, p.vs, p.os);
+  return s;
+}
 
 }  // namespace kiln::cuda

@@ -1,0 +1,253 @@
+// GPU tests of kiln::FusedAttention's tactics (the tensor-core kernel's block sizes, attention_tactics.h): each
+// forced through the layer's "kiln.tactic" over bert-, vit- and gpt2-like cases, odd lengths, every mask broadcast
+// form, the strided layouts, head dims 32/64/128, FP16 and BF16, against the CPU reference; the tuner choosing one;
+// and (disabled, run by hand) the time of each at bert/vit batch 64.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "backends/cuda/attention_tactics.h"
+#include "gpu_test_util.h"
+#include "passes/shape_inference.h"
+
+namespace kiln::gpu_testing {
+namespace {
+
+struct AttnCase {
+  const char* name;
+  int64_t B, H, S, D;
+  const char* qkv = "bhsd";
+  const char* out = "bhsd";
+  Dims mask;  // empty: none; else broadcast to [B, H, S, Sk]
+  bool causal = false;
+  int64_t Sk = 0;  // keys; 0: S (separate Q/K/V layouts only)
+  int64_t keys() const { return Sk ? Sk : S; }
+};
+
+std::string describe(const AttnCase& c, DataType dt, const std::string& tactic) {
+  return std::string(c.name) + " " + dtype_name(dt) + " B" + std::to_string(c.B) + " H" + std::to_string(c.H) + " S" +
+         std::to_string(c.S) + " Sk" + std::to_string(c.keys()) + " D" + std::to_string(c.D) + " " + c.qkv + "->" + c.out + " mask" +
+         dims_to_string(c.mask) + (c.causal ? " causal" : "") + " tactic '" + tactic + "'";
+}
+
+ir::Value* input(ir::Graph& g, const std::string& name, DataType dt, const Dims& shape) {
+  ir::Value* v = g.add_value(name);
+  v->dtype = dt;
+  v->shape = ops::shape_from_dims(shape);
+  v->rank_known = true;
+  g.inputs().push_back(v);
+  return v;
+}
+
+// One FusedAttention node over inputs of type dt; `tactic` empty: the kernel's untuned default.
+std::unique_ptr<ir::Graph> attention_graph(const AttnCase& c, DataType dt, const std::string& tactic,
+                                           std::vector<Tensor>* inputs, uint32_t seed) {
+  auto owned = std::make_unique<ir::Graph>();
+  ir::Graph& g = *owned;
+  std::vector<ir::Value*> in;
+  const bool packed = std::string(c.qkv) == "bs3hd";
+  if (packed) {
+    in = {input(g, "qkv", dt, {c.B, c.S, 3, c.H, c.D}), nullptr, nullptr};
+    inputs->push_back(random_tensor(dt, {c.B, c.S, 3, c.H, c.D}, seed, -1, 1));
+  } else {
+    const bool bshd = std::string(c.qkv) == "bshd";
+    for (const char* n : {"q", "k", "v"}) {
+      const int64_t rows = std::string(n) == "q" ? c.S : c.keys();
+      const Dims shape = bshd ? Dims{c.B, rows, c.H, c.D} : Dims{c.B, c.H, rows, c.D};
+      in.push_back(input(g, n, dt, shape));
+      inputs->push_back(random_tensor(dt, shape, seed++, -1, 1));
+    }
+  }
+  if (!c.mask.empty()) {
+    in.push_back(input(g, "mask", dt, c.mask));
+    // Mostly small values and some large negative ones (padding), as real masks are.
+    Tensor m = random_tensor(DataType::kFLOAT, c.mask, seed + 7, -3, 0);
+    for (int64_t i = 0; i < m.numel(); i += 5) m.data<float>()[i] = -10000.f;
+    inputs->push_back(m.cast(dt));
+  }
+  Attributes a;
+  a.set("qkv_layout", Attribute(std::string(c.qkv)));
+  a.set("out_layout", Attribute(std::string(c.out)));
+  if (c.causal) a.set("causal", Attribute(int64_t{1}));
+  if (!tactic.empty()) a.set("kiln.tactic", Attribute(tactic));
+  ir::Node* n = g.add_node("FusedAttention", "attn", in, {"y"}, a, 1, "kiln");
+  Status st = passes::infer_node(g, *n);
+  EXPECT_TRUE(st.ok()) << st.message();
+  g.outputs().push_back(n->outputs[0]);
+  return owned;
+}
+
+// Small batches of the shapes the tactics are for, every mask broadcast form (a key-only padding mask takes the
+// paired loads with one row for all queries, a full [B,1,S,S] mask paired loads per row when S is even and single
+// ones when odd, a query-only mask stride 0 along keys), causal with partial tiles, and each layout.
+const AttnCase kCases[] = {
+    {"bert", 2, 3, 128, 64, "bhsd", "bhsd", {2, 1, 1, 128}},
+    {"bert-packed", 2, 3, 128, 64, "bs3hd", "bshd", {2, 1, 1, 128}},
+    {"vit", 2, 3, 197, 64, "bs3hd", "bshd", {}},
+    {"gpt2", 2, 3, 128, 64, "bs3hd", "bshd", {}, true},
+    {"gpt2-odd", 1, 2, 150, 64, "bhsd", "bhsd", {}, true},
+    {"odd-full-mask", 2, 2, 77, 64, "bshd", "bshd", {2, 1, 77, 77}},
+    {"even-full-mask-causal", 1, 2, 130, 64, "bhsd", "bshd", {1, 2, 130, 130}, true},
+    {"query-mask", 2, 2, 77, 64, "bhsd", "bhsd", {2, 1, 77, 1}},
+    {"d32", 2, 2, 77, 32, "bs3hd", "bshd", {2, 1, 1, 77}},
+    {"d32-causal", 1, 2, 33, 32, "bhsd", "bhsd", {}, true},
+    {"d128", 2, 2, 130, 128, "bhsd", "bhsd", {2, 1, 1, 130}},
+    {"d128-causal", 1, 2, 100, 128, "bs3hd", "bshd", {}, true},
+    {"short", 3, 2, 9, 64, "bhsd", "bhsd", {3, 1, 1, 9}},
+    // Fewer queries than keys and more, causal (top-left aligned) and masked.
+    {"sq50-sk130", 2, 2, 50, 64, "bhsd", "bshd", {2, 1, 1, 130}, false, 130},
+    {"sq130-sk77-causal", 1, 3, 130, 64, "bshd", "bhsd", {}, true, 77},
+    {"sq200-sk64-causal-mask", 1, 2, 200, 128, "bhsd", "bhsd", {1, 2, 200, 64}, true, 64},
+};
+
+std::vector<std::string> all_tactics() {
+  std::vector<std::string> v;
+  for (int w : cuda::kAttentionWarps) v.push_back(cuda::attention_tactic_name(w));
+  return v;
+}
+
+// Every tactic (offered for the shape or not: a layer's recorded tactic that is not offered falls back to the
+// default) against the CPU reference, and bit for bit against the default: a warp's arithmetic does not depend
+// on its block's size, so any difference would be a race or a wrong tile.
+TEST(GpuAttentionTactics, EveryTacticMatchesTheReference) {
+  KILN_REQUIRE_GPU();
+  for (const AttnCase& c : kCases)
+    for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
+      std::vector<Tensor> inputs;
+      const auto g0 = attention_graph(c, dt, "", &inputs, 11);
+      const Tensor cpu = run_graph(*g0, Backend::kCPU, inputs, nullptr).at(0);
+      std::string host;
+      const std::vector<Tensor> base = run_graph(*g0, Backend::kCUDA, inputs, &host);
+      ASSERT_EQ(base.size(), 1u);
+      ASSERT_EQ(host, "");
+      const double atol = dt == DataType::kHALF ? 3e-2 : 1.5e-1, rtol = dt == DataType::kHALF ? 2e-2 : 5e-2;
+      expect_tensors_close(cpu, base[0], atol, rtol, describe(c, dt, ""));
+      for (const std::string& t : all_tactics()) {
+        SCOPED_TRACE(describe(c, dt, t));
+        std::vector<Tensor> same_inputs;
+        const auto g = attention_graph(c, dt, t, &same_inputs, 11);
+        const std::vector<Tensor> got = run_graph(*g, Backend::kCUDA, same_inputs, &host);
+        ASSERT_EQ(got.size(), 1u);
+        EXPECT_EQ(host, "");
+        expect_tensors_close(cpu, got[0], atol, rtol, "vs the reference");
+        ASSERT_EQ(got[0].nbytes(), base[0].nbytes());
+        EXPECT_EQ(std::memcmp(got[0].raw(), base[0].raw(), got[0].nbytes()), 0) << "differs from the default tactic";
+      }
+    }
+}
+
+// The tuner times the offered tactics of a FusedAttention layer and records one of them; the tuned engine
+// agrees with the reference.
+TEST(GpuAttentionTactics, TunerRecordsAnOfferedTactic) {
+  KILN_REQUIRE_GPU();
+  const AttnCase c{"vit", 16, 12, 197, 64, "bs3hd", "bshd", {}};
+  QuietLogger quiet;
+  Builder builder(quiet);
+  auto net = builder.create_network();
+  ASSERT_NE(net->add_input("qkv", DataType::kHALF, {c.B, c.S, 3, c.H, c.D}), nullptr);
+  ir::Graph& g = net->graph();
+  Attributes a;
+  a.set("qkv_layout", Attribute(std::string(c.qkv)));
+  a.set("out_layout", Attribute(std::string(c.out)));
+  ir::Node* n = g.add_node("FusedAttention", "attn", {g.find_value("qkv"), nullptr, nullptr}, {"y"}, a, 1, "kiln");
+  ASSERT_TRUE(passes::infer_node(g, *n).ok());
+  ASSERT_TRUE(net->mark_output(net->find_tensor("y")).ok());
+  auto config = builder.create_builder_config();
+  config->set_backend(Backend::kCUDA);
+  config->set_builder_optimization_level(3);
+  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  ASSERT_NE(engine, nullptr);
+  std::string tactic;
+  for (const auto& pn : engine->plan().nodes)
+    if (pn.op_type == "FusedAttention")
+      if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
+  EXPECT_NE(cuda::attention_tactic_warps(tactic), 0) << "recorded tactic '" << tactic << "'";
+  const Tensor x = random_tensor(DataType::kHALF, {c.B, c.S, 3, c.H, c.D}, 5, -1, 1);
+  const auto got = test::infer(*engine, {{"qkv", x}});
+  std::vector<Tensor> unused;
+  const auto want = run_graph(*attention_graph(c, DataType::kHALF, "", &unused, 0), Backend::kCPU, {x}, nullptr);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(want.size(), 1u);
+  expect_tensors_close(want[0], got[0], 3e-2, 2e-2, "tuned FusedAttention");
+}
+
+// Not a check: the time of each tactic at bert-base and vit-b/16 batch 64 (FP16), printed. Run by hand with
+// --gtest_also_run_disabled_tests --gtest_filter='*AttentionTacticTimes*'.
+TEST(GpuAttentionTactics, DISABLED_AttentionTacticTimes) {
+  KILN_REQUIRE_GPU();
+  const AttnCase cases[] = {
+      {"bert_base b64", 64, 12, 128, 64, "bs3hd", "bshd", {64, 1, 1, 128}},
+      {"vit_b_16 b64", 64, 12, 197, 64, "bs3hd", "bshd", {}},
+      {"gpt2 b32", 32, 12, 128, 64, "bs3hd", "bshd", {}, true},
+      {"bert_base b1", 1, 12, 128, 64, "bs3hd", "bshd", {1, 1, 1, 128}},
+  };
+  for (const AttnCase& c : cases) {
+    std::vector<std::string> names = {""};
+    for (const std::string& t : all_tactics()) names.push_back(t);
+    for (const std::string& t : names) {
+      std::vector<Tensor> inputs;
+      const auto gp = attention_graph(c, DataType::kHALF, t, &inputs, 3);
+      const ir::Graph& g = *gp;
+      BuilderConfig config;
+      config.set_backend(Backend::kCUDA);
+      auto engine = test::load_engine(builder::write_engine(g, config));
+      ASSERT_NE(engine, nullptr);
+      // Four contexts over four copies of the inputs, taken in turn, so that the timing does not run from L2
+      // alone; each keeps its bindings (no per-run checks).
+      constexpr int kSets = 4;
+      std::vector<std::unique_ptr<ExecutionContext>> ctxs;
+      std::vector<void*> bufs;
+      const Dims out_shape = ops::static_dims(g.outputs()[0]->shape);
+      int64_t out_elems = 1;
+      for (int64_t d : out_shape) out_elems *= d;
+      cudaStream_t stream = nullptr;
+      ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+      for (int s = 0; s < kSets; ++s) {
+        ctxs.push_back(engine->create_execution_context());
+        ASSERT_NE(ctxs.back(), nullptr);
+        for (size_t i = 0; i < inputs.size(); ++i) {
+          void* p = nullptr;
+          ASSERT_EQ(cudaMalloc(&p, inputs[i].nbytes()), cudaSuccess);
+          ASSERT_EQ(cudaMemcpy(p, inputs[i].raw(), inputs[i].nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
+          bufs.push_back(p);
+          ASSERT_TRUE(ctxs.back()->set_input_shape(g.inputs()[i]->name, inputs[i].shape()).ok());
+          ASSERT_TRUE(ctxs.back()->set_tensor_address(g.inputs()[i]->name, p).ok());
+        }
+        void* out = nullptr;
+        ASSERT_EQ(cudaMalloc(&out, out_elems * 2), cudaSuccess);
+        bufs.push_back(out);
+        ASSERT_TRUE(ctxs.back()->set_tensor_address("y", out).ok());
+        ASSERT_TRUE(ctxs.back()->enqueue(stream).ok());  // warm-up
+      }
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      cudaEvent_t e0, e1;
+      cudaEventCreate(&e0);
+      cudaEventCreate(&e1);
+      std::vector<float> times;
+      for (int rep = 0; rep < 5; ++rep) {
+        constexpr int kIters = 40;
+        cudaEventRecord(e0, stream);
+        for (int it = 0; it < kIters; ++it) EXPECT_TRUE(ctxs[it % kSets]->enqueue(stream).ok());
+        cudaEventRecord(e1, stream);
+        cudaEventSynchronize(e1);
+        float ms = 0;
+        cudaEventElapsedTime(&ms, e0, e1);
+        times.push_back(ms * 1000.f / kIters);
+      }
+      std::sort(times.begin(), times.end());
+      std::printf("ATTN_TIME %-14s %-18s %8.1f us (median of 5 x 40 launches)\n", c.name,
+                  t.empty() ? "default" : t.c_str(), times[2]);
+      cudaEventDestroy(e0);
+      cudaEventDestroy(e1);
+      cudaStreamDestroy(stream);
+      ctxs.clear();
+      for (void* p : bufs) cudaFree(p);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln::gpu_testing
