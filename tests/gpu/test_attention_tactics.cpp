@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "backends/cuda/attention_tactics.h"
+#include "../unit/engine_test_util.h"
 #include "gpu_test_util.h"
 #include "passes/shape_inference.h"
 
@@ -34,12 +35,7 @@ std::string describe(const AttnCase& c, DataType dt, const std::string& tactic) 
 }
 
 ir::Value* input(ir::Graph& g, const std::string& name, DataType dt, const Dims& shape) {
-  ir::Value* v = g.add_value(name);
-  v->dtype = dt;
-  v->shape = ops::shape_from_dims(shape);
-  v->rank_known = true;
-  g.inputs().push_back(v);
-  return v;
+  return test::add_input(g, name, dt, ops::shape_from_dims(shape));
 }
 
 // One FusedAttention node over inputs of type dt; `tactic` empty: the kernel's untuned default.

@@ -105,6 +105,23 @@ struct Precision {
 const Precision kPrecisions[] = {
     {"fp32", {}, 1e-3, 1e-3}, {"fp16", {BuilderFlag::kFP16}, 3e-2, 2e-2}, {"bf16", {BuilderFlag::kBF16}, 1.5e-1, 5e-2}};
 
+// A case in `pr`'s precision and tolerances over float32 `inputs`.
+NetCase precision_case(const Precision& pr, std::vector<Tensor> inputs, std::string fused_op = "") {
+  NetCase c;
+  c.inputs = std::move(inputs);
+  c.flags = pr.flags;
+  c.atol = pr.atol;
+  c.rtol = pr.rtol;
+  c.fused_op = std::move(fused_op);
+  return c;
+}
+
+// torch.onnx's erf GELU of h: 0.5 * h * (1 + erf(h / sqrt(2))), which fuse_gelu recognizes.
+ir::Value* erf_gelu(ir::Graph& g, ir::Value* h) {
+  ir::Value* erf = node(g, "Erf", {node(g, "Div", {h, scalar(g, 1.4142135623730951f)})});
+  return node(g, "Mul", {node(g, "Mul", {h, node(g, "Add", {erf, scalar(g, 1.0f)})}), scalar(g, 0.5f)});
+}
+
 // ---- FusedMatMul through the epilogue fusion ----
 
 // bert's FFN: MatMul + bias, torch.onnx's decomposed erf GELU, MatMul + bias, residual.
@@ -113,17 +130,11 @@ TEST(GpuTransformer, BertFfnFusesIntoTwoFusedMatMuls) {
   const int64_t B = 4, S = 128, E = 768, F = 3072;
   for (const Precision& pr : kPrecisions) {
     SCOPED_TRACE(pr.name);
-    NetCase c;
-    c.inputs = {random_tensor(DataType::kFLOAT, {B, S, E}, 1)};
-    c.flags = pr.flags;
-    c.atol = pr.atol;
-    c.rtol = pr.rtol;
-    c.fused_op = "FusedMatMul";
+    NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B, S, E}, 1)}, "FusedMatMul");
     c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
       ir::Value* x = in[0];
       ir::Value* h = node(g, "Add", {node(g, "MatMul", {x, weight(g, {E, F}, 2, 0.03)}), weight(g, {F}, 3, 0.5)});
-      ir::Value* erf = node(g, "Erf", {node(g, "Div", {h, scalar(g, 1.4142135623730951f)})});
-      ir::Value* gelu = node(g, "Mul", {node(g, "Mul", {h, node(g, "Add", {erf, scalar(g, 1.0f)})}), scalar(g, 0.5f)});
+      ir::Value* gelu = erf_gelu(g, h);
       ir::Value* y = node(g, "Add", {node(g, "MatMul", {gelu, weight(g, {F, E}, 4, 0.02)}), weight(g, {E}, 5, 0.5)});
       return std::vector<ir::Value*>{node(g, "Add", {x, y})};
     };
@@ -170,12 +181,7 @@ TEST(GpuTransformer, DependentLaunchChainMatchesReference) {
   // float32 (tight tolerances: the best detector) and float16; bfloat16's error would grow along the chain.
   for (const Precision& pr : {kPrecisions[0], kPrecisions[1]}) {
     SCOPED_TRACE(pr.name);
-    NetCase c;
-    c.inputs = {random_tensor(DataType::kFLOAT, {4, 64, 256}, 40)};
-    c.flags = pr.flags;
-    c.atol = pr.atol;
-    c.rtol = pr.rtol;
-    c.fused_op = "FusedMatMul";
+    NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {4, 64, 256}, 40)}, "FusedMatMul");
     c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
       ir::Value* x = in[0];
       Attributes ln;
@@ -183,11 +189,9 @@ TEST(GpuTransformer, DependentLaunchChainMatchesReference) {
       for (uint32_t i = 0; i < 6; ++i) {
         ir::Value* h = node(g, "Add", {node(g, "MatMul", {x, weight(g, {256, 256}, 41 + 4 * i, 0.1)}),
                                        weight(g, {256}, 42 + 4 * i, 0.5)});
-        // torch.onnx's erf GELU, which fuse_gelu and the epilogue fusion turn into FusedMatMul's gelu_erf.
-        ir::Value* erf = node(g, "Erf", {node(g, "Div", {h, scalar(g, 1.4142135623730951f)})});
-        ir::Value* gelu = node(g, "Mul", {node(g, "Mul", {h, node(g, "Add", {erf, scalar(g, 1.0f)})}), scalar(g, 0.5f)});
+        // fuse_gelu and the epilogue fusion turn the erf GELU into FusedMatMul's gelu_erf.
         ir::Value* y = node(g, "LayerNormalization",
-                            {gelu, weight(g, {256}, 43 + 4 * i, 1), weight(g, {256}, 44 + 4 * i, 1)}, ln);
+                            {erf_gelu(g, h), weight(g, {256}, 43 + 4 * i, 1), weight(g, {256}, 44 + 4 * i, 1)}, ln);
         x = node(g, "Add", {node(g, "Mul", {y, scalar(g, 0.5f)}), x});
       }
       return std::vector<ir::Value*>{x};
