@@ -6,14 +6,18 @@
 // inside cuDNN (cudnnConvolutionBiasActivationForward) for bias + residual + relu/identity, else in one own kernel.
 // Depthwise NHWC FusedConv (group == C == M) has an own kernel too, with the whole epilogue and an optional
 // prologue fused (depthwise.cu): a tactic next to cuDNN's algorithms and the default without tuning, the only
-// implementation for what cuDNN cannot do (asymmetric NHWC pads, a prologue).
+// implementation for what cuDNN cannot do (asymmetric NHWC pads, a prologue). NHWC FusedConv with few input
+// channels (image stems, group 1, C <= 8) has an own direct kernel (direct_conv.cu), a tactic next to cuDNN's.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <climits>
 #include <optional>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
 #include "backends/cuda/depthwise.h"
+#include "backends/cuda/direct_conv.h"
 #include "ops/layout_util.h"
 #include "ops/window_util.h"
 
@@ -317,6 +321,7 @@ struct FusedSpec {
 };
 
 constexpr const char* kDepthwiseTactic = "kiln_depthwise_nhwc";
+constexpr const char* kDirectTactic = "kiln_direct_conv_nhwc";
 
 // The own depthwise kernel's geometry when it can run this convolution: NHWC 2-D FusedConv with one input and
 // one output channel per group, sizes within its 32-bit indices.
@@ -332,6 +337,47 @@ std::optional<DepthwiseGeom> depthwise_geom(const ConvGeo& g, const FusedSpec* f
   if (!depthwise_fits(d)) return std::nullopt;
   return d;
 }
+
+// The direct kernel was timed and checked on an H200 on its own, but its integration here (the tactic, the
+// residual, asymmetric pads, the GPU tests in tests/gpu/test_direct_conv.cpp) has not yet run on a GPU: until it
+// has, nothing offers it unless KILN_DIRECT_CONV=1 (which those tests set).
+bool direct_conv_enabled() {
+  const char* v = std::getenv("KILN_DIRECT_CONV");
+  return v && std::strcmp(v, "1") == 0;
+}
+
+// Input channels [0, used) hold every nonzero weight of W [M, kh, kw, C]: the channels an image stem really
+// reads (ToNhwc pads its 3 to 8 with zeros). C when W is not known on the host.
+int used_channels(const Tensor* w, int64_t c) {
+  if (!w || c < 1 || w->numel() % c != 0) return static_cast<int>(c);
+  int used = 1;
+  for (int64_t i = 0; i < w->numel(); ++i)
+    if (w->get_f64(i) != 0.0) used = std::max(used, static_cast<int>(i % c) + 1);
+  return used;
+}
+
+// The own direct kernel's geometry when it can run this convolution: NHWC 2-D FusedConv, group 1, at most 8
+// input channels, output channels in whole 8s, no prologue, sizes within its limits.
+std::optional<DirectConvGeom> direct_geom(const ConvGeo& g, const FusedSpec* f, const Tensor* w_host) {
+  if (!direct_conv_enabled()) return std::nullopt;
+  if (!f || !f->nhwc || f->has_pre() || g.transpose || g.nsp != 2 || g.group != 1 || g.c > 8) return std::nullopt;
+  for (const auto& v : {g.in, g.out, g.k, g.s, g.d, g.pb})
+    for (int64_t x : v)
+      if (x > INT_MAX) return std::nullopt;
+  if (g.n > INT_MAX || g.m > INT_MAX) return std::nullopt;
+  auto i = [](int64_t v) { return static_cast<int>(v); };
+  DirectConvGeom d{i(g.n), i(g.in[0]), i(g.in[1]), i(g.c), i(g.m), i(g.out[0]), i(g.out[1]), i(g.k[0]),
+                   i(g.k[1]), i(g.s[0]), i(g.s[1]), i(g.d[0]), i(g.d[1]), i(g.pb[0]), i(g.pb[1]),
+                   used_channels(w_host, g.c)};
+  if (!direct_conv_fits(d)) return std::nullopt;
+  return d;
+}
+
+// Whether the direct kernel runs an untuned layer instead of cuDNN: where at most 3 channels are used (an image).
+// On an H200 (FP16, batch 128, 224x224 with 3 of 8 channels, epilogue included) it ran resnet50's 7x7 stem in
+// 1040 us and the 3x3 stems of mobilenet_v2/efficientnet_b0 in 214/245 us, where cuDNN took 1127/411/462 us
+// inside the models; with all 8 channels used it needs 2206 us for the 7x7 stem, so there cuDNN stays first.
+bool direct_by_default(const std::optional<DirectConvGeom>& d) { return d && d->cu <= 3; }
 
 EpilogueParams epilogue_params(const ops::Epilogue& e) {
   EpilogueParams p;
@@ -353,6 +399,7 @@ struct ConvState {
   std::unique_ptr<DnnConv> full, rest;  // chunks of `chunk` images, and the last, smaller one
   size_t copy_bytes = 0;                // workspace bytes taken by the copy of one full chunk
   std::optional<DepthwiseGeom> depthwise;  // set: the own depthwise kernel runs, no cuDNN state
+  std::optional<DirectConvGeom> direct;    // set: the own direct kernel runs, no cuDNN state
 };
 
 // The extra operands of cudnnConvolutionBiasActivationForward (null: a plain convolution).
@@ -471,10 +518,12 @@ Status make_dnn_epilogue(const ConvGeo& g, DataType dt, const FusedSpec& f, DnnE
 }
 
 // Descriptors, geometry and cuDNN's candidate algorithms for the node's current shapes.
-// With allow_depthwise, a depthwise NHWC convolution takes the own kernel unless the tactic names a cuDNN
-// algorithm (it is the only choice for what cuDNN's NHWC path cannot do: asymmetric pads).
+// With allow_own, a depthwise NHWC convolution takes the own kernel unless the tactic names a cuDNN
+// algorithm (it is the only choice for what cuDNN's NHWC path cannot do: asymmetric pads), and one the direct
+// kernel can run takes it when the tactic names it, when there is no tactic and it is the default
+// (direct_by_default), or when cuDNN's NHWC path cannot run it (asymmetric pads).
 Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool transpose, const FusedSpec* fused,
-                                                   bool allow_depthwise = true) {
+                                                   bool allow_own = true) {
   const char* op = transpose ? "ConvTranspose" : fused ? "FusedConv" : "Conv";
   const DevTensor &X = args.in[0], &W = args.in[1];
   const DevTensor& Y = args.out[0];
@@ -492,14 +541,21 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
   Dims ws = nhwc ? permuted(W.shape, ops::perm_to_nchw(4)) : W.shape;
   KILN_ASSIGN_OR_RETURN(fresh->g, conv_geometry(op, args.attrs(), xs, ws, transpose));
   const ConvGeo& g = fresh->g;
-  if (allow_depthwise) {
+  if (allow_own) {
     fresh->depthwise = depthwise_geom(g, fused);
     const bool dnn_tactic = !args.tactic.empty() && args.tactic != kDepthwiseTactic;
     if (fresh->depthwise && dnn_tactic && !g.copy && !fused->has_pre()) fresh->depthwise.reset();
+    if (!fresh->depthwise) {
+      const Tensor* w_host = args.host_in.size() > 1 ? args.host_in[1] : nullptr;
+      fresh->direct = direct_geom(g, fused, w_host);
+      const bool wanted = args.tactic == kDirectTactic || (args.tactic.empty() && direct_by_default(fresh->direct));
+      if (fresh->direct && !wanted && !(nhwc && g.copy)) fresh->direct.reset();
+    }
   }
   if (fused && fused->has_pre() && !fresh->depthwise)
     return unsupported("FusedConv: a pre_activation needs the depthwise NHWC kernel");
-  if (nhwc && g.copy && !fresh->depthwise) return unsupported("FusedConv: NHWC needs symmetric pads");
+  if (nhwc && g.copy && !fresh->depthwise && !fresh->direct)
+    return unsupported("FusedConv: NHWC needs symmetric pads");
   Dims expect = {g.n, g.m};
   expect.insert(expect.end(), g.out.begin(), g.out.end());
   if (nhwc) expect = permuted(expect, ops::perm_to_nhwc(4));
@@ -510,7 +566,7 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
     return invalid_argument(std::string(op) + ": B must have " + std::to_string(g.m) + " elements");
   if (has_z && args.in[3].shape != Y.shape)
     return invalid_argument(std::string(op) + ": Z " + dims_to_string(args.in[3].shape) + " must have Y's shape");
-  if (fresh->depthwise) return fresh;
+  if (fresh->depthwise || fresh->direct) return fresh;
   fresh->chunk = chunk_images(g, X.dtype, args.handles->workspace_bytes);
   if (fresh->chunk < 1)
     return unsupported(std::string(op) + ": one image is too large for cuDNN or for the workspace copy");
@@ -541,8 +597,8 @@ std::string tactic_name(bool transpose, const DnnConv::Algo& a) {
 // differ from the tuned ones cuDNN may not offer it; the heuristic order then stands (strict: an error, for
 // the tuner, which must not time a tactic under a name that did not run).
 Status apply_tactic(const KernelArgs& args, bool transpose, ConvState& st) {
-  if (args.tactic.empty() || st.depthwise) return Status::Ok();
-  if (args.tactic == kDepthwiseTactic)
+  if (args.tactic.empty() || st.depthwise || st.direct) return Status::Ok();
+  if (args.tactic == kDepthwiseTactic || args.tactic == kDirectTactic)
     return args.strict_tactic ? unsupported("tactic " + args.tactic + " cannot run this convolution") : Status::Ok();
   for (DnnConv* d : {st.full.get(), st.rest.get()}) {
     if (!d) continue;
@@ -576,6 +632,10 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
                                  has_z ? args.in[3].data : nullptr, Y.data, *st->depthwise,
                                  epilogue_params(fused->pre), epilogue_params(fused->ep), args.handles->sm_count,
                                  args.stream);
+  if (st->direct)
+    return launch_direct_conv_nhwc(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
+                                   has_z ? args.in[3].data : nullptr, Y.data, *st->direct, epilogue_params(fused->ep),
+                                   args.stream);
   const size_t es = dtype_size(X.dtype);
   const int64_t x_img = g.c * g.vol(g.in), y_img = g.m * g.vol(g.out);
   void* copy = args.handles->workspace;
@@ -640,18 +700,25 @@ Result<FusedSpec> fused_spec(const KernelArgs& args) {
 }
 
 // The own depthwise kernel first where it applies (the untuned default), then cuDNN's candidates for the
-// node's shapes in its heuristic order (the tuner times them all).
+// node's shapes in its heuristic order (the tuner times them all); the own direct kernel first where it is the
+// default, else after cuDNN's.
 std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, const FusedSpec* fused) {
   std::vector<std::string> names;
   if (args.out.empty() || args.out[0].numel() == 0) return names;
   KernelArgs probe = args;  // the layer's recorded tactic must not hide the other candidates
   probe.tactic.clear();
   probe.strict_tactic = false;
-  auto dw = make_conv_state(probe, transpose, fused, true);
-  if (dw.ok() && (*dw)->depthwise) names.push_back(kDepthwiseTactic);
+  auto own = make_conv_state(probe, transpose, fused, true);
+  if (own.ok() && (*own)->depthwise) names.push_back(kDepthwiseTactic);
+  probe.tactic = kDirectTactic;
+  auto direct = make_conv_state(probe, transpose, fused, true);
+  probe.tactic.clear();
+  const bool has_direct = direct.ok() && (*direct)->direct;
+  if (has_direct && direct_by_default((*direct)->direct)) names.push_back(kDirectTactic);
   auto st = make_conv_state(probe, transpose, fused, false);
-  if (!st.ok() || !(*st)->full) return names;
-  for (const auto& a : (*st)->full->algos) names.push_back(tactic_name(transpose, a));
+  if (st.ok() && (*st)->full)
+    for (const auto& a : (*st)->full->algos) names.push_back(tactic_name(transpose, a));
+  if (has_direct && !direct_by_default((*direct)->direct)) names.push_back(kDirectTactic);
   return names;
 }
 
@@ -695,7 +762,8 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
   if ((nhwc && g->copy) || needs_depthwise) {
     FusedSpec f;
     f.nhwc = true;
-    return depthwise_geom(*g, &f).has_value();  // cuDNN's NHWC path pads symmetrically only
+    // cuDNN's NHWC path pads symmetrically only; the own kernels pad any way.
+    return depthwise_geom(*g, &f).has_value() || (!needs_depthwise && direct_geom(*g, &f, nullptr).has_value());
   }
   return chunk_images(*g, dt, 64ull << 20) >= 1;  // the context's workspace size (cuda_context.cpp)
 }

@@ -1,0 +1,350 @@
+// GPU tests of the own direct NHWC convolution for few input channels (tactic kiln_direct_conv_nhwc): the
+// image stems' shapes, odd image sizes, strides, pads (asymmetric ones only this kernel runs in NHWC), every
+// epilogue activation with and without a residual, FP32/FP16/BF16, weights that use 3 of 8 channels (ToNhwc's
+// padding) or all of them, against the CPU reference running the same FusedConv node; convolutions it must
+// decline; and, at batch 128, the stems against cuDNN on the GPU with both timed.
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "builder/engine_writer.h"
+#include "gpu_test_util.h"
+#include "ops/layout_util.h"
+#include "passes/pass.h"
+
+namespace kiln::gpu_testing {
+namespace {
+
+struct DcCase {
+  int64_t n = 2, c = 8, m = 32, h = 17, w = 15;
+  int64_t used = 3;  // input channels with nonzero weights (the rest are zero, like ToNhwc's padding)
+  int64_t k = 3, stride = 2, dilation = 1, group = 1;
+  std::vector<int64_t> pads = {1, 1, 1, 1};  // top, left, bottom, right
+  bool bias = true, residual = false;
+  DataType dt = DataType::kHALF;
+  ops::Epilogue ep;
+  std::string tactic = "kiln_direct_conv_nhwc";  // empty: the untuned default
+
+  std::string str() const {
+    return std::string(dtype_name(dt)) + " n" + std::to_string(n) + " c" + std::to_string(c) + "(" +
+           std::to_string(used) + " used) m" + std::to_string(m) + " " + std::to_string(h) + "x" + std::to_string(w) +
+           " k" + std::to_string(k) + " s" + std::to_string(stride) + " d" + std::to_string(dilation) + " g" +
+           std::to_string(group) + " pads" + dims_to_string(pads) + " act " + ops::activation_name(ep.act) +
+           (bias ? " bias" : "") + (residual ? " residual" : "") + " tactic '" + tactic + "'";
+  }
+};
+
+void set_epilogue(Attributes& a, const ops::Epilogue& e) {
+  a.set("activation", std::string(ops::activation_name(e.act)));
+  a.set("alpha", e.alpha);
+  a.set("beta", e.beta);
+  a.set("clip_min", e.lo);
+  a.set("clip_max", e.hi);
+}
+
+// W [M, k, k, C / group] with the input channels from `used` on zeroed.
+Tensor stem_weights(const DcCase& c, uint32_t seed) {
+  const int64_t cg = c.c / c.group;
+  const double s = 1.0 / std::sqrt(static_cast<double>(c.k * c.k * std::min(c.used, cg)));
+  Tensor w = random_tensor(DataType::kFLOAT, {c.m, c.k, c.k, cg}, seed, -s, s);
+  for (int64_t i = 0; i < w.numel(); ++i)
+    if (i % cg >= c.used) w.data<float>()[i] = 0.f;
+  return w.cast(c.dt);
+}
+
+// One NHWC FusedConv node; its inputs: X (random in every channel, padded ones included), then Z if residual.
+void stem_graph(const DcCase& c, ir::Graph& g) {
+  ir::Value* xv = g.add_value("x");
+  xv->dtype = c.dt;
+  xv->shape = ops::shape_from_dims({c.n, c.h, c.w, c.c});
+  xv->rank_known = true;
+  g.inputs().push_back(xv);
+  Attributes a;
+  a.set("pads", c.pads);
+  a.set("strides", std::vector<int64_t>{c.stride, c.stride});
+  a.set("dilations", std::vector<int64_t>{c.dilation, c.dilation});
+  a.set("group", c.group);
+  a.set("layout", std::string("NHWC"));
+  set_epilogue(a, c.ep);
+  if (!c.tactic.empty()) a.set("kiln.tactic", c.tactic);
+  std::vector<ir::Value*> in = {xv, g.add_constant("w", stem_weights(c, 2))};
+  if (c.bias) in.push_back(g.add_constant("b", random_tensor(c.dt, {c.m}, 3, -0.5, 0.5)));
+  ir::Node* n = g.add_node("FusedConv", "stem", in, {"y"}, a, 1, "kiln");
+  QuietLogger quiet;
+  passes::PassContext ctx(quiet);
+  Status inferred = passes::make_shape_inference()->apply(g, ctx);
+  EXPECT_TRUE(inferred.ok()) << inferred.message();
+  if (c.residual) {
+    ir::Value* z = g.add_value("z");
+    z->dtype = c.dt;
+    z->shape = n->outputs[0]->shape;
+    z->rank_known = true;
+    g.inputs().push_back(z);
+    if (n->inputs.size() == 2) n->inputs.push_back(nullptr);  // Z without B
+    n->inputs.push_back(z);
+    g.rebuild_links();
+  }
+  g.outputs().push_back(n->outputs[0]);
+}
+
+std::vector<Tensor> stem_inputs(const DcCase& c, const ir::Graph& g) {
+  std::vector<Tensor> inputs = {random_tensor(c.dt, {c.n, c.h, c.w, c.c}, 1, -2.0, 2.0)};
+  if (c.residual) inputs.push_back(random_tensor(c.dt, ops::static_dims(g.inputs()[1]->shape), 4));
+  return inputs;
+}
+
+void direct_case(const DcCase& c) {
+  SCOPED_TRACE(c.str());
+  ir::Graph g;
+  stem_graph(c, g);
+  auto [cpu, gpu] = run_on_both(g, stem_inputs(c, g));
+  // The reference rounds once from double; the kernel accumulates in float and rounds once.
+  const double tol = c.dt == DataType::kFLOAT ? 1e-4 : c.dt == DataType::kHALF ? 4e-3 : 3e-2;
+  expect_tensors_close(cpu, gpu, tol, tol, "direct conv");
+}
+
+ops::Epilogue act(ops::Activation a) {
+  for (const auto& e : all_activations(0.f, 6.f))
+    if (e.act == a) return e;
+  return {};
+}
+
+const DataType kTypes[] = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16};
+
+// The kernel is offered only with KILN_DIRECT_CONV=1 until these tests have passed on a GPU (conv_ops.cpp).
+class GpuDirectConv : public ::testing::Test {
+ protected:
+  void SetUp() override { setenv("KILN_DIRECT_CONV", "1", 1); }
+  void TearDown() override { unsetenv("KILN_DIRECT_CONV"); }
+};
+
+// The three stems at batch 2, odd image sizes: resnet50 7x7/2 3->64 ReLU, mobilenet_v2 3x3/2 3->32 ReLU6,
+// efficientnet_b0 3x3/2 3->32 SiLU.
+TEST_F(GpuDirectConv, StemShapes) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kTypes) {
+    DcCase r;
+    r.dt = dt;
+    r.m = 64;
+    r.k = 7;
+    r.pads = {3, 3, 3, 3};
+    r.h = 45;
+    r.w = 39;
+    r.ep = act(ops::Activation::kRelu);
+    direct_case(r);
+    DcCase mb;
+    mb.dt = dt;
+    mb.h = 37;
+    mb.w = 29;
+    mb.ep = act(ops::Activation::kClip);
+    direct_case(mb);
+    DcCase ef = mb;
+    ef.ep = act(ops::Activation::kSilu);
+    direct_case(ef);
+  }
+}
+
+TEST_F(GpuDirectConv, EveryActivationWithAndWithoutResidual) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kTypes)
+    for (const auto& ep : all_activations(0.f, 6.f))
+      for (bool res : {false, true}) {
+        DcCase c;
+        c.dt = dt;
+        c.ep = ep;
+        c.residual = res;
+        direct_case(c);
+      }
+}
+
+// Windows, strides, dilations and pads, including asymmetric pads (only this kernel runs those in NHWC, so
+// those cases also prove it ran: otherwise the layer would fall back to the host), for the unrolled window
+// widths (3, 7) and the general form (1, 5).
+TEST_F(GpuDirectConv, WindowsStridesDilationsPads) {
+  KILN_REQUIRE_GPU();
+  struct Win {
+    int64_t k, stride, dilation;
+    std::vector<int64_t> pads;
+  };
+  const Win wins[] = {
+      {3, 1, 1, {1, 1, 1, 1}}, {3, 2, 1, {0, 0, 1, 1}}, {7, 2, 1, {3, 3, 3, 3}}, {7, 1, 1, {2, 3, 4, 1}},
+      {5, 2, 1, {2, 2, 2, 2}}, {3, 1, 2, {2, 2, 2, 2}}, {3, 2, 2, {1, 0, 3, 2}}, {1, 1, 1, {0, 0, 0, 0}},
+      {4, 3, 1, {0, 0, 0, 0}},
+  };
+  for (DataType dt : kTypes)
+    for (const Win& wn : wins)
+      for (bool res : {false, true}) {
+        DcCase c;
+        c.dt = dt;
+        c.k = wn.k;
+        c.stride = wn.stride;
+        c.dilation = wn.dilation;
+        c.pads = wn.pads;
+        c.residual = res;
+        c.ep = act(res ? ops::Activation::kHardSwish : ops::Activation::kLeakyRelu);
+        direct_case(c);
+      }
+}
+
+// Channel counts: 3 of 8 used (an 8-byte load per pixel), 4..8 of 8 (the 8-channel form), 3 or 1 stored
+// (element loads), and output channels that are not a multiple of the kernel's 16 (the last group half full).
+TEST_F(GpuDirectConv, ChannelCounts) {
+  KILN_REQUIRE_GPU();
+  struct Ch {
+    int64_t c, used, m;
+  };
+  for (DataType dt : kTypes)
+    for (const Ch& ch : {Ch{8, 3, 32}, Ch{8, 8, 32}, Ch{8, 5, 24}, Ch{8, 1, 8}, Ch{3, 3, 16}, Ch{1, 1, 40},
+                         Ch{4, 4, 8}, Ch{6, 2, 48}})
+      for (auto pads : {std::vector<int64_t>{1, 1, 1, 1}, std::vector<int64_t>{0, 1, 2, 1}}) {
+        DcCase c;
+        c.dt = dt;
+        c.c = ch.c;
+        c.used = ch.used;
+        c.m = ch.m;
+        c.pads = pads;
+        c.ep = act(ops::Activation::kGeluTanh);
+        c.residual = true;
+        direct_case(c);
+      }
+}
+
+TEST_F(GpuDirectConv, OptionalInputsAndDefaultTactic) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kTypes)
+    for (auto [bias, res] : {std::pair{false, false}, {false, true}, {true, false}, {true, true}})
+      for (const char* tactic : {"kiln_direct_conv_nhwc", ""}) {
+        DcCase c;
+        c.dt = dt;
+        c.bias = bias;
+        c.residual = res;
+        c.tactic = tactic;
+        c.ep = act(ops::Activation::kRelu);
+        direct_case(c);
+      }
+}
+
+// Convolutions the kernel declines (more than 8 input channels, groups, output channels not in whole 8s, a
+// shared-memory-sized window of 8 channels): forcing its tactic must leave them to cuDNN, correctly.
+TEST_F(GpuDirectConv, DeclinedConvolutionsStillRunCorrectly) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
+    DcCase wide;
+    wide.dt = dt;
+    wide.c = 16;
+    wide.used = 16;
+    direct_case(wide);
+    DcCase grouped = wide;
+    grouped.c = 8;
+    grouped.used = 4;
+    grouped.group = 2;
+    direct_case(grouped);
+    DcCase odd_m;
+    odd_m.dt = dt;
+    odd_m.m = 12;
+    direct_case(odd_m);
+    DcCase big = odd_m;  // 11x11 taps of 8 channels: 15.5k weights, more than the 12k floats of shared memory
+    big.m = 16;
+    big.used = 8;
+    big.k = 11;
+    big.stride = 4;
+    big.pads = {5, 5, 5, 5};
+    big.h = big.w = 33;
+    direct_case(big);
+  }
+}
+
+// Device buffers of one engine's I/O, and the average time of `runs` enqueues.
+struct Timed {
+  Tensor y;
+  double us = 0;
+};
+
+Timed time_on_gpu(const ir::Graph& g, const std::vector<Tensor>& inputs, int runs) {
+  Timed r;
+  BuilderConfig config;
+  config.set_backend(Backend::kCUDA);
+  auto engine = test::load_engine(builder::write_engine(g, config));
+  if (!engine) return r;
+  auto ctx = engine->create_execution_context();
+  std::vector<void*> bufs;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    void* d = nullptr;
+    EXPECT_EQ(cudaMalloc(&d, inputs[i].nbytes()), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(d, inputs[i].raw(), inputs[i].nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
+    EXPECT_TRUE(ctx->set_input_shape(g.inputs()[i]->name, inputs[i].shape()).ok());
+    EXPECT_TRUE(ctx->set_tensor_address(g.inputs()[i]->name, d).ok());
+    bufs.push_back(d);
+  }
+  auto yshape = ctx->get_tensor_shape("y");
+  EXPECT_TRUE(yshape.ok());
+  if (!yshape.ok()) return r;
+  r.y = Tensor(g.outputs()[0]->dtype, *yshape);
+  void* dy = nullptr;
+  EXPECT_EQ(cudaMalloc(&dy, r.y.nbytes()), cudaSuccess);
+  bufs.push_back(dy);
+  EXPECT_TRUE(ctx->set_tensor_address("y", dy).ok());
+  cudaStream_t s;
+  EXPECT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(ctx->enqueue(s).ok());  // the first run times cuDNN's candidates
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  cudaEventRecord(e0, s);
+  for (int i = 0; i < runs; ++i) EXPECT_TRUE(ctx->enqueue(s).ok());
+  cudaEventRecord(e1, s);
+  EXPECT_EQ(cudaEventSynchronize(e1), cudaSuccess);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  r.us = 1000.0 * ms / runs;
+  EXPECT_EQ(cudaMemcpy(r.y.raw(), dy, r.y.nbytes(), cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaStreamDestroy(s);
+  for (void* b : bufs) cudaFree(b);
+  return r;
+}
+
+// The three stems at batch 128 (224x224 input with 8 channels, 3 used), FP16: the direct kernel against cuDNN
+// (its algorithms timed on the first run, the fastest kept), both on the GPU; the times are printed.
+TEST_F(GpuDirectConv, StemsAtBatch128AgainstCudnn) {
+  KILN_REQUIRE_GPU();
+  struct Stem {
+    const char* name;
+    int64_t m, k, pad;
+    ops::Activation a;
+  };
+  for (const Stem& st : {Stem{"resnet50 conv1", 64, 7, 3, ops::Activation::kRelu},
+                         Stem{"mobilenet_v2 stem", 32, 3, 1, ops::Activation::kClip},
+                         Stem{"efficientnet_b0 stem", 32, 3, 1, ops::Activation::kSilu}}) {
+    DcCase c;
+    c.n = 128;
+    c.h = c.w = 224;
+    c.m = st.m;
+    c.k = st.k;
+    c.pads = {st.pad, st.pad, st.pad, st.pad};
+    c.ep = act(st.a);
+    SCOPED_TRACE(c.str());
+    ir::Graph direct, dnn;
+    stem_graph(c, direct);
+    c.tactic = "cudnn_fwd_algo1_tc";  // a cuDNN tactic; where cuDNN lacks this one, its own fastest runs
+    stem_graph(c, dnn);
+    std::vector<Tensor> inputs = stem_inputs(c, direct);
+    Timed a = time_on_gpu(direct, inputs, 20), b = time_on_gpu(dnn, inputs, 20);
+    std::printf("[ stem     ] %-22s direct %8.1f us   cuDNN %8.1f us\n", st.name, a.us, b.us);
+    ASSERT_TRUE(a.y.defined() && b.y.defined());
+    ASSERT_EQ(a.y.shape(), b.y.shape());
+    const Half* ya = a.y.data<Half>();
+    const Half* yb = b.y.data<Half>();
+    int64_t bad = 0;
+    for (int64_t i = 0; i < a.y.numel(); ++i) {
+      const float u = ya[i], v = yb[i];
+      if (!(std::fabs(u - v) <= 8e-3f + 8e-3f * std::fabs(v))) ++bad;
+    }
+    EXPECT_EQ(bad, 0) << "elements where the direct kernel and cuDNN differ";
+  }
+}
+
+}  // namespace
+}  // namespace kiln::gpu_testing
