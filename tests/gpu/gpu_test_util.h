@@ -115,6 +115,20 @@ inline void expect_tensors_close(const Tensor& cpu, const Tensor& gpu, double at
 }
 
 // A one-output graph on the CPU reference and on the GPU; every layer must have run on the GPU.
+// Adds a graph input "z" of y's type and shape as FusedConv node n's residual (Z), after an empty bias (B) where
+// n has none; returns it.
+inline ir::Value* add_residual_input(ir::Graph& g, ir::Node* n) {
+  ir::Value* z = g.add_value("z");
+  z->dtype = n->outputs[0]->dtype;
+  z->shape = n->outputs[0]->shape;
+  z->rank_known = true;
+  g.inputs().push_back(z);
+  if (n->inputs.size() == 2) n->inputs.push_back(nullptr);  // Z without B
+  n->inputs.push_back(z);
+  g.rebuild_links();
+  return z;
+}
+
 inline std::pair<Tensor, Tensor> run_on_both(const ir::Graph& g, const std::vector<Tensor>& inputs) {
   std::string host;
   auto cpu = run_graph(g, Backend::kCPU, inputs, nullptr);

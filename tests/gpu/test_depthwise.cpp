@@ -68,14 +68,7 @@ void depthwise_case(const DwCase& c) {
   ASSERT_TRUE(inferred.ok()) << inferred.message();
   std::vector<Tensor> inputs = {x};
   if (c.residual) {
-    ir::Value* z = g.add_value("z");
-    z->dtype = c.dt;
-    z->shape = n->outputs[0]->shape;
-    z->rank_known = true;
-    g.inputs().push_back(z);
-    if (n->inputs.size() == 2) n->inputs.push_back(nullptr);  // Z without B
-    n->inputs.push_back(z);
-    g.rebuild_links();
+    ir::Value* z = add_residual_input(g, n);
     inputs.push_back(random_tensor(c.dt, ops::static_dims(z->shape), 4));
   }
   g.outputs().push_back(n->outputs[0]);

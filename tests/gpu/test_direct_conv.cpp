@@ -75,16 +75,7 @@ void stem_graph(const DcCase& c, ir::Graph& g) {
   passes::PassContext ctx(quiet);
   Status inferred = passes::make_shape_inference()->apply(g, ctx);
   EXPECT_TRUE(inferred.ok()) << inferred.message();
-  if (c.residual) {
-    ir::Value* z = g.add_value("z");
-    z->dtype = c.dt;
-    z->shape = n->outputs[0]->shape;
-    z->rank_known = true;
-    g.inputs().push_back(z);
-    if (n->inputs.size() == 2) n->inputs.push_back(nullptr);  // Z without B
-    n->inputs.push_back(z);
-    g.rebuild_links();
-  }
+  if (c.residual) add_residual_input(g, n);
   g.outputs().push_back(n->outputs[0]);
 }
 
