@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Probe (device, seconds): how much an odd output width costs cuBLASLt, for gpt2's lm_head.
+
+gpt2's lm_head is [B*S, 768] x [768, 50257] in FP16 followed by the float32 output cast; it took 1.24 ms of a
+2.8 ms batch-32 run (bench/NOTES.md, run 7), about a third of the tensor cores' rate. Storing the weight as
+[N, K] did not help (run 7), so the suspect is the output's row pitch of 50257 halves, which is not a whole number
+of 16-byte vectors. This builds the same product with N = 50257, padded to 50264 and cut to 50176 (a multiple of
+256), in FP16 with the float32 output cast as in the model, and prints the GEMM's and the cast's times from the
+per-layer profile: whether a padded output with the compaction fused into the cast is worth building.
+
+Usage (device): python3 bench/probe_gemm_pitch.py --kiln-build .devcarry [--rows 4096]
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def model(path, rows, k, n):
+    w = numpy_helper.from_array((np.random.default_rng(0).standard_normal((k, n)) * 0.02).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["y"], name="lm_head")]
+    g = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, k])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, n])], initializer=[w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kiln-build", default="build")
+    ap.add_argument("--rows", type=int, default=4096)  # gpt2 at batch 32, sequence 128
+    ap.add_argument("--k", type=int, default=768)
+    args = ap.parse_args()
+    kiln = os.path.join(args.kiln_build, "bin", "kiln")
+    # With --fp16 the product runs in half and the float32 output keeps a cast layer after it, as in gpt2.
+    print(f"{'N':>6} {'total ms':>9} {'GEMM ms':>8} {'TFLOPS':>7} {'cast ms':>8}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (50257, 50264, 50176):
+            path, prof = os.path.join(tmp, f"probe_{n}.onnx"), os.path.join(tmp, f"probe_{n}.json")
+            model(path, args.rows, args.k, n)
+            p = subprocess.run([kiln, f"--onnx={path}", f"--shapes=x:{args.rows}x{args.k}", "--device=cuda", "--fp16",
+                                "--noDataTransfers", "--iterations=50", "--warmUp=100", "--duration=0",
+                                "--separateProfileRun", f"--exportProfile={prof}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+            m = re.search(r"GPU Compute Time: .*?median = ([0-9.]+) ms", p.stdout)
+            if not m or not os.path.exists(prof):
+                print(f"{n:>6} failed: {p.stdout.splitlines()[-1:]}")
+                continue
+            rows = [r for r in json.load(open(prof)) if "name" in r]
+            gemm = sum(r["medianMs"] for r in rows if "lm_head" in r["name"])
+            cast = sum(r["medianMs"] for r in rows if "lm_head" not in r["name"])
+            print(f"{n:>6} {float(m.group(1)):9.3f} {gemm:8.3f} {2 * args.rows * args.k * n / gemm / 1e9:7.0f} "
+                  f"{cast:8.3f}")
+
+
+if __name__ == "__main__":
+    main()
