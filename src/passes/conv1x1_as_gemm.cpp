@@ -65,11 +65,7 @@ class Conv1x1AsGemm final : public Pass {
       out->rank_known = y->rank_known;
       if (!own) out = emit_activation(g, out, ep, y->name);
       // The product keeps the convolution's output name: readers and network outputs see no change.
-      g.remove_node(n);
-      g.replace_all_uses(y, out);
-      const std::string keep = y->name;
-      g.remove_value(y);
-      g.rename_value(out, keep);
+      take_over(g, n, y, out);
       ++ctx.changes;
     }
     if (!todo.empty()) {

@@ -62,4 +62,12 @@ bool group_is_one(const Attributes& a) {
   return g.ok() && *g == 1;
 }
 
+void take_over(ir::Graph& g, ir::Node* node, ir::Value* old, ir::Value* v, bool keep_name) {
+  const std::string name = old->name;
+  g.replace_all_uses(old, v);
+  g.remove_node(node);
+  g.remove_value(old);
+  if (keep_name) g.rename_value(v, name);
+}
+
 }  // namespace kiln::passes::conv_gemm

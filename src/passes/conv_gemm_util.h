@@ -17,5 +17,8 @@ const char* gemm_epilogue(ops::Activation a);
 // Adds the ONNX nodes of a FusedConv activation after `t` (same type and shape); returns the last value. They run
 // as one fused pointwise kernel later (fuse_pointwise follows these passes).
 ir::Value* emit_activation(ir::Graph& g, ir::Value* t, const ops::Epilogue& e, const std::string& base);
+// Removes `node` and its output `old`, whose readers read `v` instead; with keep_name, `v` takes old's name, so
+// readers and network outputs see no change.
+void take_over(ir::Graph& g, ir::Node* node, ir::Value* old, ir::Value* v, bool keep_name = true);
 
 }  // namespace kiln::passes::conv_gemm

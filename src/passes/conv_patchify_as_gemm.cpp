@@ -162,13 +162,8 @@ void rewrite(ir::Graph& g, const Patchify& p) {
   // The token chains read the product directly; the first one's name goes to it (it may be a network output).
   for (size_t i = 0; i < p.tokens.size(); ++i) {
     ir::Node* t = p.tokens[i];
-    ir::Value* out = t->outputs[0];
-    const std::string keep = out->name;
     ir::Node* r = t->inputs[0]->producer;
-    g.replace_all_uses(out, tokens);
-    g.remove_node(t);
-    g.remove_value(out);
-    if (i == 0) g.rename_value(tokens, keep);
+    take_over(g, t, t->outputs[0], tokens, i == 0);
     ir::Value* flat = r->outputs[0];
     g.remove_node(r);
     g.remove_value(flat);
@@ -176,21 +171,9 @@ void rewrite(ir::Graph& g, const Patchify& p) {
   // [N, Ho*Wo, OC] is NHWC: a view for the channels-last readers, and through a Transpose the NCHW output.
   ir::Value* nhwc = nullptr;
   if (!p.to_nhwc.empty() || p.nchw_readers) nhwc = reshape(tokens, "_nhwc", {0, ho, wo, p.oc}, {batch, ho, wo, p.oc});
-  for (size_t i = 0; i < p.to_nhwc.size(); ++i) {
-    ir::Value* out = p.to_nhwc[i]->outputs[0];
-    const std::string keep = out->name;
-    g.replace_all_uses(out, nhwc);
-    g.remove_node(p.to_nhwc[i]);
-    g.remove_value(out);
-    if (i == 0) g.rename_value(nhwc, keep);
-  }
+  for (size_t i = 0; i < p.to_nhwc.size(); ++i) take_over(g, p.to_nhwc[i], p.to_nhwc[i]->outputs[0], nhwc, i == 0);
   if (p.nchw_readers) {
-    ir::Value* nchw = transpose(nhwc, "_nchw", {0, 3, 1, 2}, {batch, p.oc, ho, wo});
-    const std::string keep = y->name;
-    g.replace_all_uses(y, nchw);
-    g.remove_node(n);
-    g.remove_value(y);
-    g.rename_value(nchw, keep);
+    take_over(g, n, y, transpose(nhwc, "_nchw", {0, 3, 1, 2}, {batch, p.oc, ho, wo}));
   } else {
     g.remove_node(n);
     g.remove_value(y);

@@ -373,6 +373,9 @@ std::optional<DirectConvGeom> direct_geom(const ConvGeo& g, const FusedSpec* f, 
   return d;
 }
 
+// W's host copy (a constant weight), null when it has none.
+const Tensor* host_weight(const KernelArgs& args) { return args.host_in.size() > 1 ? args.host_in[1] : nullptr; }
+
 // Whether the direct kernel runs an untuned layer instead of cuDNN: where at most 3 channels are used (an image).
 // On an H200 (FP16, batch 128, 224x224 with 3 of 8 channels, epilogue included) it ran resnet50's 7x7 stem in
 // 1040 us and the 3x3 stems of mobilenet_v2/efficientnet_b0 in 214/245 us, where cuDNN took 1127/411/462 us
@@ -546,8 +549,7 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
     const bool dnn_tactic = !args.tactic.empty() && args.tactic != kDepthwiseTactic;
     if (fresh->depthwise && dnn_tactic && !g.copy && !fused->has_pre()) fresh->depthwise.reset();
     if (!fresh->depthwise) {
-      const Tensor* w_host = args.host_in.size() > 1 ? args.host_in[1] : nullptr;
-      fresh->direct = direct_geom(g, fused, w_host);
+      fresh->direct = direct_geom(g, fused, host_weight(args));
       const bool wanted = args.tactic == kDirectTactic || (args.tactic.empty() && direct_by_default(fresh->direct));
       if (fresh->direct && !wanted && !(nhwc && g.copy)) fresh->direct.reset();
     }
@@ -710,15 +712,15 @@ std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, co
   probe.strict_tactic = false;
   auto own = make_conv_state(probe, transpose, fused, true);
   if (own.ok() && (*own)->depthwise) names.push_back(kDepthwiseTactic);
-  probe.tactic = kDirectTactic;
-  auto direct = make_conv_state(probe, transpose, fused, true);
-  probe.tactic.clear();
-  const bool has_direct = direct.ok() && (*direct)->direct;
-  if (has_direct && direct_by_default((*direct)->direct)) names.push_back(kDirectTactic);
+  // The direct kernel's eligibility follows from the geometry alone (no second state with cuDNN descriptors).
+  std::optional<DirectConvGeom> direct;
+  if (own.ok() && !(*own)->depthwise)
+    direct = direct_geom((*own)->g, fused, host_weight(args));
+  if (direct_by_default(direct)) names.push_back(kDirectTactic);
   auto st = make_conv_state(probe, transpose, fused, false);
   if (st.ok() && (*st)->full)
     for (const auto& a : (*st)->full->algos) names.push_back(tactic_name(transpose, a));
-  if (has_direct && !direct_by_default((*direct)->direct)) names.push_back(kDirectTactic);
+  if (direct && !direct_by_default(direct)) names.push_back(kDirectTactic);
   return names;
 }
 

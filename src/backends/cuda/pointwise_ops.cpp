@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/pdl.cuh"
 #include "ops/op_util.h"
 #include "ops/pointwise_program.h"
 
@@ -160,15 +161,8 @@ Status run_pointwise(KernelArgs& a) {
   const int64_t cap = static_cast<int64_t>(a.handles && a.handles->sm_count > 0 ? a.handles->sm_count : 132) * 16;
   dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, std::min(needed, cap))));
   void* args[] = {&p};
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(block);
-  cfg.stream = a.stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = k->pdl ? 1 : 0;  // see pdl.cuh
+  cudaLaunchAttribute attr;
+  const cudaLaunchConfig_t cfg = pdl_config(grid, dim3(block), 0, a.stream, k->pdl, &attr);
   KILN_CUDA_CHECK(cudaLaunchKernelExC(&cfg, reinterpret_cast<const void*>(fn), args));
   return Status::Ok();
 }
