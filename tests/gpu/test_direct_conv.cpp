@@ -103,12 +103,7 @@ ops::Epilogue act(ops::Activation a) {
 
 const DataType kTypes[] = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16};
 
-// The kernel is offered only with KILN_DIRECT_CONV=1 until these tests have passed on a GPU (conv_ops.cpp).
-class GpuDirectConv : public ::testing::Test {
- protected:
-  void SetUp() override { setenv("KILN_DIRECT_CONV", "1", 1); }
-  void TearDown() override { unsetenv("KILN_DIRECT_CONV"); }
-};
+using GpuDirectConv = ::testing::Test;
 
 // The three stems at batch 2, odd image sizes: resnet50 7x7/2 3->64 ReLU, mobilenet_v2 3x3/2 3->32 ReLU6,
 // efficientnet_b0 3x3/2 3->32 SiLU.

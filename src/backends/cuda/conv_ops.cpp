@@ -338,12 +338,11 @@ std::optional<DepthwiseGeom> depthwise_geom(const ConvGeo& g, const FusedSpec* f
   return d;
 }
 
-// The direct kernel was timed and checked on an H200 on its own, but its integration here (the tactic, the
-// residual, asymmetric pads, the GPU tests in tests/gpu/test_direct_conv.cpp) has not yet run on a GPU: until it
-// has, nothing offers it unless KILN_DIRECT_CONV=1 (which those tests set).
+// The own direct kernel is offered by default (its GPU tests, tests/gpu/test_direct_conv.cpp, pass inside engines
+// on the H200); KILN_DIRECT_CONV=0 withdraws it, to compare against cuDNN alone.
 bool direct_conv_enabled() {
   const char* v = std::getenv("KILN_DIRECT_CONV");
-  return v && std::strcmp(v, "1") == 0;
+  return !(v && std::strcmp(v, "0") == 0);
 }
 
 // Input channels [0, used) hold every nonzero weight of W [M, kh, kw, C]: the channels an image stem really
