@@ -56,6 +56,32 @@ def main():
             cast = sum(r["medianMs"] for r in rows if "lm_head" not in r["name"])
             print(f"{n:>6} {float(m.group(1)):9.3f} {gemm:8.3f} {2 * args.rows * args.k * n / gemm / 1e9:7.0f} "
                   f"{cast:8.3f}")
+    torch_times(args.rows, args.k)
+
+
+def torch_times(rows, k):
+    """The same product in PyTorch FP16 (cuBLAS), B as [K, N] and as [N, K] (gpt2's tied weight), for context."""
+    try:
+        import torch
+    except ImportError:
+        return
+    if not torch.cuda.is_available():
+        return
+    x = torch.randn(rows, k, device="cuda", dtype=torch.half)
+    for n in (50257, 50264):
+        w = torch.randn(k, n, device="cuda", dtype=torch.half) * 0.02
+        wt = w.t().contiguous()
+        for label, f in (("[K,N]", lambda: x @ w), ("[N,K]^T", lambda: x @ wt.t())):
+            for _ in range(10):
+                f()
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(50):
+                f()
+            b.record()
+            torch.cuda.synchronize()
+            ms = a.elapsed_time(b) / 50
+            print(f"torch {label:8} N={n}: {ms:.3f} ms, {2 * rows * k * n / ms / 1e9:.0f} TFLOPS")
 
 
 if __name__ == "__main__":
