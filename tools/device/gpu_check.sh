@@ -5,7 +5,7 @@
 #   (default: tests cli python nvtx node models). nvtx checks under Nsight Systems that the layer, pass and
 #   build-phase ranges appear. cli and python run the pytest tests marked `gpu` (GPU-only kiln
 #   flags; zero-copy torch tensors and the FP16 workflow); without a GPU they skip, each saying why.
-# Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS,
+# Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS, SAN_RUNS,
 # SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests; with a filter, racecheck over it too).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
@@ -112,24 +112,26 @@ PY
     for m in $san_models; do
       d=/tmp/kiln_models/${m}_op17; [ -f $d/model.onnx ] || { summary+=("sanitizer $m: model missing"); continue; }
       sh=$(python3 -c "import json; i=json.load(open('$d/meta.json'))['inputs'][0]; print(i['name']+':'+'x'.join(map(str,i['shape'])))")
-      for tool in memcheck racecheck; do
-        for p in "" "--fp16"; do
-          [ $tool = racecheck ] && [ -z "$p" ] && continue  # racecheck looks at shared memory: one precision
-          timeout ${SAN_TIMEOUT:-60} $san --tool $tool --error-exitcode 9 .devcarry/bin/kiln --onnx=$d/model.onnx --shapes=$sh \
-            --minShapes=$sh --optShapes=$sh --maxShapes=$sh --device=cuda $p \
-            --builderOptimizationLevel=0 --iterations=1 --warmUp=0 --duration=0 > "$OUT/san_${m}_${tool}${p}.log" 2>&1
-          rc=$?; log="$OUT/san_${m}_${tool}${p}.log"
-          # Racecheck flags cuBLASLt's Hopper kernels (nvjet_*: TMA and mbarrier protocols it does not model);
-          # hazards in Kiln's own kernels are counted apart.
-          own=$(grep "Race reported" "$log" | grep -vcE "at (nvjet|sm90_xmma|cutlass|cudnn)")
-          summary+=("sanitizer $tool $m ${p:-fp32}: rc $rc $(grep -m1 -E '(ERROR|RACECHECK) SUMMARY' "$log")${own:+ (in Kiln kernels: $own)}")
-        done
+      # SAN_RUNS picks tool:precision pairs (racecheck looks at shared memory: one precision is enough).
+      for run in ${SAN_RUNS:-memcheck: memcheck:--fp16 racecheck:--fp16}; do
+        tool=${run%%:*} p=${run#*:}
+        timeout ${SAN_TIMEOUT:-60} $san --tool $tool --error-exitcode 9 .devcarry/bin/kiln --onnx=$d/model.onnx --shapes=$sh \
+          --minShapes=$sh --optShapes=$sh --maxShapes=$sh --device=cuda $p \
+          --builderOptimizationLevel=0 --iterations=1 --warmUp=0 --duration=0 > "$OUT/san_${m}_${tool}${p}.log" 2>&1
+        rc=$?; log="$OUT/san_${m}_${tool}${p}.log"
+        # Racecheck flags cuBLASLt's Hopper kernels (nvjet_*: TMA and mbarrier protocols it does not model);
+        # hazards in Kiln's own kernels are counted apart.
+        own=$(grep "Race reported" "$log" | grep -vcE "at (nvjet|sm90_xmma|cutlass|cudnn)")
+        summary+=("sanitizer $tool $m ${p:-fp32}: rc $rc $(grep -m1 -E '(ERROR|RACECHECK) SUMMARY' "$log")${own:+ (in Kiln kernels: $own)}")
       done
     done
-    # The whole GPU suite under memcheck needs several minutes: SAN_TESTS_TIMEOUT, or a subset via SAN_GTEST_FILTER.
-    timeout ${SAN_TESTS_TIMEOUT:-${SAN_TIMEOUT:-60}} $san --tool memcheck --error-exitcode 9 .devcarry/bin/kiln_gpu_tests \
-      --gtest_filter="${SAN_GTEST_FILTER:-*}" > "$OUT/san_gpu_tests.log" 2>&1
-    summary+=("sanitizer memcheck kiln_gpu_tests: rc $? $(grep -m1 'ERROR SUMMARY' "$OUT/san_gpu_tests.log")")
+    # The whole GPU suite under memcheck needs several minutes: SAN_TESTS_TIMEOUT (0 skips it), or a subset via
+    # SAN_GTEST_FILTER.
+    if [ "${SAN_TESTS_TIMEOUT:-}" != 0 ]; then
+      timeout ${SAN_TESTS_TIMEOUT:-${SAN_TIMEOUT:-60}} $san --tool memcheck --error-exitcode 9 .devcarry/bin/kiln_gpu_tests \
+        --gtest_filter="${SAN_GTEST_FILTER:-*}" > "$OUT/san_gpu_tests.log" 2>&1
+      summary+=("sanitizer memcheck kiln_gpu_tests: rc $? $(grep -m1 'ERROR SUMMARY' "$OUT/san_gpu_tests.log")")
+    fi
     # With a subset named (e.g. the own shared-memory kernels: 'GpuTransformer.*Attention*:GpuDepthwise.*:GpuReduce.*'),
     # racecheck over it too.
     if [ -n "${SAN_GTEST_FILTER:-}" ]; then
