@@ -118,6 +118,7 @@ class PadGemmWidth final : public Pass {
     if (bias) g.set_node_input(n, 2, g.add_constant(bias->name + "_padded", zero_padded(*bias->constant, 0, np)));
     // The GEMM keeps its name (profiles and layer information find it) and writes the padded value.
     const std::string name = target->name;
+    const ops::Shape shape = target->shape;
     if (target != out) rename_free(g, target, name + "_unpadded");
     rename_free(g, out, out->name + "_padded");
     out->shape.back() = ops::Dim(np);
@@ -128,7 +129,7 @@ class PadGemmWidth final : public Pass {
     ir::Node* u = g.add_node("Unpad", g.unique_node_name(n->name + "_unpad"), {out}, {name}, std::move(at), 1, "kiln");
     ir::Value* y = u->outputs[0];
     y->dtype = to;
-    y->shape = target->shape;
+    y->shape = shape;
     y->rank_known = true;
     // Every reader of the old value (and the graph outputs) reads Unpad's; Unpad itself keeps reading the GEMM.
     g.replace_all_uses(target, y);
