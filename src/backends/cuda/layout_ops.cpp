@@ -44,7 +44,8 @@ KILN_CUDA_KERNEL(Unpad) {
       return internal_error("Unpad: X " + dims_to_string(X.shape) + " and Y " + dims_to_string(Y.shape) +
                             " do not match");
     const int64_t pitch = X.shape.back(), rows = pitch ? X.numel() / pitch : 0;
-    return launch_unpad(X.dtype, Y.dtype, X.data, Y.data, rows, pitch, Y.shape.back(), a.stream);
+    return launch_unpad(X.dtype, Y.dtype, X.data, Y.data, rows, pitch, Y.shape.back(),
+                        a.handles ? a.handles->sm_count : 0, a.stream);
   };
   return d;
 }

@@ -90,15 +90,18 @@ bool dispatch(DataType dt, F&& f) {
   }
 }
 
-unsigned grid_for(int64_t items) {
+// As many blocks as the SMs hold at once (8 of 256 threads each), or fewer for small tensors: each then strides over
+// the rest, so no wave of blocks ends half-empty on a large output.
+unsigned grid_for(int64_t items, int sm_count) {
   const int64_t b = (items + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(b < (1 << 20) ? b : (1 << 20));
+  const int64_t cap = static_cast<int64_t>(sm_count > 0 ? sm_count : 132) * 8;
+  return static_cast<unsigned>(b < cap ? b : cap);
 }
 
 }  // namespace
 
 Status launch_unpad(DataType in_dt, DataType out_dt, const void* x, void* y, int64_t rows, int64_t pitch,
-                    int64_t width, cudaStream_t stream) {
+                    int64_t width, int sm_count, cudaStream_t stream) {
   if (width < 0 || width > pitch) return internal_error("Unpad: width must lie in [0, pitch]");
   if (rows == 0 || width == 0) return Status::Ok();
   cudaError_t err = cudaSuccess;
@@ -111,13 +114,13 @@ Status launch_unpad(DataType in_dt, DataType out_dt, const void* x, void* y, int
       constexpr int64_t E = 16 / sizeof(TI);
       if (pitch % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
         const int64_t vectors = rows * pitch / E;
-        const unsigned grid = grid_for(vectors);
+        const unsigned grid = grid_for(vectors, sm_count);
         const int64_t step = static_cast<int64_t>(grid) * kThreads * E;  // elements a grid-stride step advances
         err = launch_pdl(&unpad_vec_kernel<TI, TO>, dim3(grid), dim3(kThreads), 0, stream, xi, yo, vectors, pitch,
                          width, step / pitch, step % pitch);
       } else {
-        err = launch_pdl(&unpad_scalar_kernel<TI, TO>, dim3(grid_for(rows * width)), dim3(kThreads), 0, stream, xi,
-                         yo, rows * width, pitch, width);
+        err = launch_pdl(&unpad_scalar_kernel<TI, TO>, dim3(grid_for(rows * width, sm_count)), dim3(kThreads), 0,
+                         stream, xi, yo, rows * width, pitch, width);
       }
     });
   });
