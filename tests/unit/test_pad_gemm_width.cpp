@@ -153,6 +153,26 @@ TEST(PadGemmWidth, CudaPipelineAbsorbsTheOutputCast) {
   }
 }
 
+// Through the pipeline with a reader other than the output Cast: Unpad keeps the lowered type and the Tanh (with
+// the output's Cast, one Pointwise kernel) reads the compact value.
+TEST(PadGemmWidth, CudaPipelineWithAnotherReader) {
+  ir::Graph g;
+  ir::Value* x = graph_input(g, "x", {64, 64});
+  ir::Value* mm = op1(g, "MatMul", {x, g.add_constant("w", random_f32({64, 1001}, 14, -0.1f, 0.1f))});
+  g.outputs().push_back(g.add_node("Tanh", "tanh", {mm}, {"y"}, {}, 17)->outputs[0]);
+  std::vector<Tensor> in = {random_f32({64, 64}, 15, -2, 2)};
+  auto before = g.clone();
+  Status st = run_cuda_pipeline(g, DataType::kHALF);
+  ASSERT_TRUE(st.ok()) << st.message();
+  const ir::Node* u = find_op(g, "Unpad");
+  ASSERT_NE(u, nullptr) << ir::print(g);
+  EXPECT_EQ(u->outputs[0]->dtype, DataType::kHALF);
+  EXPECT_EQ(u->inputs[0]->shape.back(), ops::Dim(1008));
+  ASSERT_EQ(u->outputs[0]->users.size(), 1u);
+  EXPECT_EQ(u->outputs[0]->users[0]->op_type, "Pointwise") << ir::print(g);
+  expect_close(run_reference(g, in)[0], run_reference(*before, in)[0], 1e-2, 1e-2);
+}
+
 // A weight stored [N, K] (Gemm's transB, FusedMatMul's trans_b) is padded with zero rows.
 TEST(PadGemmWidth, TransposedWeightGetsZeroRows) {
   ir::Graph g;
