@@ -59,8 +59,8 @@ KILN_REGISTER_OP(Unpad) {
     const int64_t rows = np ? x.numel() / np : 0;
     const size_t es = dtype_size(x.dtype());
     for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(static_cast<uint8_t*>(y.raw()) + r * a.width * es,
-                  static_cast<const uint8_t*>(x.raw()) + r * np * es, a.width * es);
+      std::memcpy(static_cast<uint8_t*>(y.raw()) + r * a.width * es, static_cast<const uint8_t*>(x.raw()) + r * np * es,
+                  a.width * es);
     ctx.set_output(0, y.cast(a.to));
     return Status::Ok();
   };

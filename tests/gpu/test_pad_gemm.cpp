@@ -122,9 +122,9 @@ void expect_padded_agrees(const BuildFn& build, const Tensor& x, int casts = 0) 
     EXPECT_EQ(std::count(cpu_ops.begin(), cpu_ops.end(), "Unpad"), 0) << "the CPU pipeline padded";
     // FP16/BF16: the output's Cast back to float32 is Unpad's (the input's lowering Cast stays a layer of its own).
     if (!pr.flags.empty() && casts >= 0)
-      EXPECT_EQ(std::count(gpu_ops.begin(), gpu_ops.end(), "Cast") +
-                    std::count(gpu_ops.begin(), gpu_ops.end(), "Pointwise"),
-                1 + casts);
+      EXPECT_EQ(
+          std::count(gpu_ops.begin(), gpu_ops.end(), "Cast") + std::count(gpu_ops.begin(), gpu_ops.end(), "Pointwise"),
+          1 + casts);
     ASSERT_TRUE(cpu.defined() && gpu.defined());
     ASSERT_EQ(gpu.dtype(), DataType::kFLOAT);
     expect_tensors_close(cpu, gpu, pr.atol, pr.rtol, "output");
@@ -137,8 +137,11 @@ TEST(GpuPadGemm, LmHeadOddWidth) {
   KILN_REQUIRE_GPU();
   for (int64_t n : {1001, 50257}) {
     SCOPED_TRACE("N = " + std::to_string(n));
-    expect_padded_agrees([n](ir::Graph& g, ir::Value* x) { return node(g, "MatMul", {x, weight(g, {64, n}, 2, 0.2)}); },
-                         random_tensor(DataType::kFLOAT, {64, 64}, 1));
+    expect_padded_agrees(
+        [n](ir::Graph& g, ir::Value* x) {
+          return node(g, "MatMul", {x, weight(g, {64, n}, 2, 0.2)});
+        },
+        random_tensor(DataType::kFLOAT, {64, 64}, 1));
   }
 }
 

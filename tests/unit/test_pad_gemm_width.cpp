@@ -23,7 +23,10 @@ Tensor run_unpad(const Tensor& x, int64_t width, DataType to, bool set_to, Statu
 }
 
 TEST(UnpadOp, KeepsTheFirstColumnsOfEveryRowAndConverts) {
-  struct Case { DataType in, to; bool set_to; };
+  struct Case {
+    DataType in, to;
+    bool set_to;
+  };
   for (Case cs : {Case{DataType::kFLOAT, DataType::kFLOAT, false}, Case{DataType::kHALF, DataType::kFLOAT, true},
                   Case{DataType::kBF16, DataType::kFLOAT, true}, Case{DataType::kFLOAT, DataType::kHALF, true}}) {
     SCOPED_TRACE(std::string(dtype_name(cs.in)) + " -> " + dtype_name(cs.to));
@@ -123,7 +126,8 @@ TEST(PadGemmWidth, CudaPipelineAbsorbsTheOutputCast) {
     ir::Graph g;
     ir::Value* x = graph_input(g, "x", {2, 8, 64});
     ir::Value* mm = op1(g, "MatMul", {x, g.add_constant("w", random_f32({64, 5001}, 3, -0.2f, 0.2f))});
-    ir::Value* h = g.add_node("Add", "bias", {mm, g.add_constant("b", random_f32({5001}, 4))}, {"h"}, {}, 17)->outputs[0];
+    ir::Value* h =
+        g.add_node("Add", "bias", {mm, g.add_constant("b", random_f32({5001}, 4))}, {"h"}, {}, 17)->outputs[0];
     Attributes ga;
     ga.set("approximate", std::string("tanh"));
     g.outputs().push_back(g.add_node("Gelu", "gelu", {h}, {"logits"}, ga, 20)->outputs[0]);
@@ -180,9 +184,10 @@ TEST(PadGemmWidth, TransposedWeightGetsZeroRows) {
   Attributes a;
   a.set("trans_b", int64_t{1});
   a.set("activation", std::string("relu"));
-  ir::Node* n = g.add_node("FusedMatMul", "head", {x, g.add_constant("w", random_f32({777, 32}, 6)),
-                                                   g.add_constant("b", random_f32({777}, 7))},
-                           {"y"}, a, 1, "kiln");
+  ir::Node* n =
+      g.add_node("FusedMatMul", "head",
+                 {x, g.add_constant("w", random_f32({777, 32}, 6)), g.add_constant("b", random_f32({777}, 7))}, {"y"},
+                 a, 1, "kiln");
   g.outputs().push_back(n->outputs[0]);
   std::vector<Tensor> in = {random_f32({6, 32}, 8)};
   auto before = g.clone();
@@ -198,8 +203,8 @@ TEST(PadGemmWidth, TransposedWeightGetsZeroRows) {
 TEST(PadGemmWidth, OtherReadersReadTheCompactValue) {
   ir::Graph g;
   ir::Value* x = graph_input(g, "x", {4, 48});
-  ir::Value* mm = g.add_node("MatMul", "mm", {x, g.add_constant("w", random_f32({48, 2003}, 9))}, {"m"}, {}, 17)
-                      ->outputs[0];
+  ir::Value* mm =
+      g.add_node("MatMul", "mm", {x, g.add_constant("w", random_f32({48, 2003}, 9))}, {"m"}, {}, 17)->outputs[0];
   ir::Value* r = op1(g, "Relu", {mm});
   g.outputs().push_back(g.add_node("Softmax", "sm", {r}, {"p"}, {}, 17)->outputs[0]);
   g.outputs().push_back(mm);  // and a graph output itself
@@ -224,8 +229,8 @@ TEST(PadGemmWidth, OtherReadersReadTheCompactValue) {
 TEST(PadGemmWidth, CastWithAnotherReaderStays) {
   ir::Graph g;
   ir::Value* x = graph_input(g, "x", {4, 48});
-  ir::Value* mm = g.add_node("MatMul", "mm", {x, g.add_constant("w", random_f32({48, 1001}, 11))}, {"m"}, {}, 17)
-                      ->outputs[0];
+  ir::Value* mm =
+      g.add_node("MatMul", "mm", {x, g.add_constant("w", random_f32({48, 1001}, 11))}, {"m"}, {}, 17)->outputs[0];
   Attributes ca;
   ca.set("to", ops::onnx_code_of(DataType::kHALF));
   g.outputs().push_back(g.add_node("Cast", "c", {mm}, {"h"}, ca, 17)->outputs[0]);
@@ -268,8 +273,9 @@ TEST(PadGemmWidth, LeavesAlignedNarrowNonConstantAndResidualGemmsAlone) {
     ir::Graph g;
     ir::Value* x = graph_input(g, "x", {4, 64});
     ir::Value* z = graph_input(g, "z", {4, 1001});
-    g.outputs().push_back(g.add_node("FusedMatMul", "f", {x, g.add_constant("w", random_f32({64, 1001}, 13)), nullptr, z},
-                                     {"y"}, {}, 1, "kiln")
+    g.outputs().push_back(g.add_node("FusedMatMul", "f",
+                                     {x, g.add_constant("w", random_f32({64, 1001}, 13)), nullptr, z}, {"y"}, {}, 1,
+                                     "kiln")
                               ->outputs[0]);
     ASSERT_TRUE(pad(g).ok());
     EXPECT_EQ(count_ops(g, "Unpad"), 0);

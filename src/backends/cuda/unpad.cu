@@ -27,8 +27,8 @@ template <typename TI, typename TO>
 __global__ void __launch_bounds__(kThreads)
     unpad_vec_kernel(const TI* __restrict__ x, TO* __restrict__ y, int64_t vectors, int64_t pitch, int64_t width,
                      int64_t step_rows, int64_t step_cols) {
-  constexpr int E = 16 / sizeof(TI);              // elements per input vector
-  constexpr int kOutBytes = E * sizeof(TO);       // 8 (float -> half), 16 or 32 bytes per thread in the tile
+  constexpr int E = 16 / sizeof(TI);         // elements per input vector
+  constexpr int kOutBytes = E * sizeof(TO);  // 8 (float -> half), 16 or 32 bytes per thread in the tile
   using Chunk = std::conditional_t<kOutBytes % 16 == 0, uint4, uint2>;
   constexpr int kChunks = kOutBytes / sizeof(Chunk);
   __shared__ Chunk tile_raw[kThreads * kChunks];  // vector stores into the tile: no bank conflicts to speak of
@@ -83,10 +83,17 @@ __global__ void unpad_scalar_kernel(const TI* __restrict__ x, TO* __restrict__ y
 template <typename F>
 bool dispatch(DataType dt, F&& f) {
   switch (dt) {
-    case DataType::kFLOAT: f(float{}); return true;
-    case DataType::kHALF: f(__half{}); return true;
-    case DataType::kBF16: f(__nv_bfloat16{}); return true;
-    default: return false;
+    case DataType::kFLOAT:
+      f(float{});
+      return true;
+    case DataType::kHALF:
+      f(__half{});
+      return true;
+    case DataType::kBF16:
+      f(__nv_bfloat16{});
+      return true;
+    default:
+      return false;
   }
 }
 
@@ -100,8 +107,8 @@ unsigned grid_for(int64_t items, int sm_count) {
 
 }  // namespace
 
-Status launch_unpad(DataType in_dt, DataType out_dt, const void* x, void* y, int64_t rows, int64_t pitch,
-                    int64_t width, int sm_count, cudaStream_t stream) {
+Status launch_unpad(DataType in_dt, DataType out_dt, const void* x, void* y, int64_t rows, int64_t pitch, int64_t width,
+                    int sm_count, cudaStream_t stream) {
   if (width < 0 || width > pitch) return internal_error("Unpad: width must lie in [0, pitch]");
   if (rows == 0 || width == 0) return Status::Ok();
   cudaError_t err = cudaSuccess;

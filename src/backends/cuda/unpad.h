@@ -13,7 +13,7 @@ namespace kiln::cuda {
 // y[r, j] = convert(x[r, j]) for r < rows, j < width; x has rows of `pitch` elements, y of `width`. Float, half or
 // bfloat16 on either side. sm_count sizes the grid (0: a guess). Takes the stream, never allocates, never
 // synchronizes.
-Status launch_unpad(DataType in_dt, DataType out_dt, const void* x, void* y, int64_t rows, int64_t pitch,
-                    int64_t width, int sm_count, cudaStream_t stream);
+Status launch_unpad(DataType in_dt, DataType out_dt, const void* x, void* y, int64_t rows, int64_t pitch, int64_t width,
+                    int sm_count, cudaStream_t stream);
 
 }  // namespace kiln::cuda
