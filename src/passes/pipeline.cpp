@@ -60,6 +60,10 @@ PassList cuda_pipeline() {
   // After layout_nhwc and conv1x1_as_gemm, whose activations (the expand GEMM's ReLU6) it folds into the depthwise
   // NHWC conv that reads them; before fuse_pointwise would turn them into Pointwise kernels.
   p.push_back(make_fuse_conv_prologue());
+  // After lowering and its dead-code elimination (B is the converted constant, the float32 output's Cast is in
+  // place) and after every pass that makes GEMMs; before fuse_pointwise, which would take that Cast into a
+  // Pointwise kernel that Unpad absorbs instead.
+  p.push_back(make_pad_gemm_width());
   // Last: the chains to fuse include the Casts that lowering inserted, and every other fusion has taken its nodes.
   p.push_back(make_fuse_pointwise());
   // Values only the fused nodes read (converted constants, internal results) are gone with them.
