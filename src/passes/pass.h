@@ -72,6 +72,8 @@ std::unique_ptr<Pass> make_conv1x1_as_gemm();
 std::unique_ptr<Pass> make_conv_patchify_as_gemm();
 std::unique_ptr<Pass> make_fuse_input_layout();
 std::unique_ptr<Pass> make_fuse_pointwise();
+// Marks Concats whose producers can write into their slices of the output (kiln.inplace; the CUDA context acts on it).
+std::unique_ptr<Pass> make_concat_elimination();
 // Transformer fusions of the CUDA pipeline (the CPU pipeline stays unfused: its results are the reference).
 std::unique_ptr<Pass> make_fuse_layernorm();
 std::unique_ptr<Pass> make_fuse_gelu();
