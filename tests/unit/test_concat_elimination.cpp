@@ -345,3 +345,38 @@ TEST(ConcatInPlacePlan, AnInputHasOnePlace) {
 }
 
 }  // namespace
+
+namespace {
+
+// The graphs the GPU tests (tests/gpu/test_concat_inplace.cpp) run: on the CPU engine in FP16 they agree with
+// FP32 (the GPU tests' FP16 oracle is sound), and the runtime's decision is the one those tests expect from the
+// activation bytes: in place at batch 1 or along axis 0, never for Reshaped inputs.
+TEST(ConcatInPlacePlan, TheGpuTestGraphsDecideAsTheGpuTestsExpect) {
+  using Make = ConcatNet (*)(DataType, int64_t, int64_t);
+  const std::pair<const char*, Make> makers[] = {
+      {"relu_matmul", [](DataType d, int64_t n, int64_t a) { return relu_matmul(d, n, a, true); }},
+      {"relu_matmul_arena", [](DataType d, int64_t n, int64_t a) { return relu_matmul(d, n, a, false); }},
+      {"three_producers", three_producers}, {"conv_relu", conv_relu},      {"read_after", read_after},
+      {"alias_of_input", alias_of_input},   {"reshaped_inputs", reshaped_inputs}};
+  for (const auto& [name, make] : makers)
+    for (int64_t n : {1, 2})
+      for (int64_t axis : {0, 1}) {
+        SCOPED_TRACE(std::string(name) + " n=" + std::to_string(n) + " axis=" + std::to_string(axis));
+        ConcatNet f32 = make(DataType::kFLOAT, n, axis);
+        ConcatNet f16 = make(DataType::kHALF, n, axis);
+        auto want = run_reference(*f32.g, f32.inputs);
+        auto e = marked_engine(f16);
+        ASSERT_TRUE(e);
+        std::vector<std::pair<std::string, Tensor>> feed;
+        for (size_t i = 0; i < f16.inputs.size(); ++i) feed.emplace_back(f16.g->inputs()[i]->name, f16.inputs[i]);
+        auto got = infer(*e, feed);
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t k = 0; k < got.size(); ++k) expect_close(got[k], want[k], 2e-2, 2e-2);
+        std::vector<Dims> dims;
+        for (const Tensor& t : f16.inputs) dims.push_back(t.shape());
+        const bool expect = (n == 1 || axis == 0) && std::string(name) != "reshaped_inputs";
+        EXPECT_EQ(decide(e->plan(), dims).size(), expect ? 1u : 0u);
+      }
+}
+
+}  // namespace

@@ -299,6 +299,8 @@ Status CudaContext::prepare(const std::vector<Dims>& input_shapes) {
   // first writer on; reads of an input (or of an alias of it, whose root is then the output) extend it further.
   for (const runtime::InPlaceConcat& c : runtime::plan_inplace_concats(plan, dims_, device_writer, host_known)) {
     in_place[c.node] = true;
+    default_logger().log(ILogger::Severity::kVERBOSE,
+                         ("concat '" + plan.nodes[c.node].name + "' is written in place at these shapes").c_str());
     const int out = c.output;
     if (is_output[out]) {
       slots_[out] = Slot{Loc::kIo, 0, io_of[out], -1};
