@@ -15,8 +15,8 @@
 #include <set>
 
 #include "passes/matcher.h"
-#include "runtime/concat_inplace.h"
 #include "passes/pass.h"
+#include "runtime/concat_inplace.h"
 
 namespace kiln::passes {
 namespace {
@@ -44,9 +44,7 @@ class ConcatElimination final : public Pass {
 
   Status apply(ir::Graph& g, PassContext& ctx) override {
     const auto& has_kernel = ctx.options.has_kernel;
-    auto on_device = [&](const ir::Node& n) {
-      return !has_kernel || has_kernel(n.op_type, n.domain, kernel_dtype(n));
-    };
+    auto on_device = [&](const ir::Node& n) { return !has_kernel || has_kernel(n.op_type, n.domain, kernel_dtype(n)); };
     // Producers before readers: a marked Concat is seen before the Concats that read it.
     KILN_RETURN_IF_ERROR(g.topo_sort());
     std::set<const ir::Value*> slices;
@@ -70,7 +68,7 @@ class ConcatElimination final : public Pass {
       if (!ok) continue;
       n.attrs.set(runtime::kInPlaceAttr, Attribute(int64_t{1}));
       slices.insert(seen.begin(), seen.end());
-      ctx.verbose("concat_elimination: '" + n.name + "' writes its inputs in place");
+      ctx.verbose("concat_elimination: the producers of '" + n.name + "' may write into its output");
       ++changes;
     }
     ctx.changes = changes;

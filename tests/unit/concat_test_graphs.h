@@ -29,7 +29,8 @@ inline ir::Value* add_weight(ir::Graph& g, const std::string& name, std::vector<
   return g.add_constant(name, random_tensor(dt, std::move(shape), seed, -scale, scale));
 }
 
-inline ir::Value* add_concat(ir::Graph& g, std::vector<ir::Value*> in, int64_t axis, const std::string& name = "concat") {
+inline ir::Value* add_concat(ir::Graph& g, std::vector<ir::Value*> in, int64_t axis,
+                             const std::string& name = "concat") {
   Attributes a;
   a.set("axis", axis);
   return add_op(g, "Concat", name, std::move(in), a);

@@ -76,9 +76,11 @@ TEST(ConcatElimination, LeavesReshapedInputsAndGraphInputsAndConstants) {
       fa.set("axis", int64_t{1});
       b = add_op(g, "Flatten", "flatten", {add_op(g, "Sigmoid", "sigmoid", {graph_input(g, "x3", {1, 1, 128})})}, fa);
     } else if (op == "Squeeze") {  // [1,1,128] without axis 0 -> [1,128]
-      b = add_op(g, "Squeeze", "squeeze", {add_op(g, "Sigmoid", "sigmoid", {graph_input(g, "x3", {1, 1, 128})}), axes(g, "a")});
+      b = add_op(g, "Squeeze", "squeeze",
+                 {add_op(g, "Sigmoid", "sigmoid", {graph_input(g, "x3", {1, 1, 128})}), axes(g, "a")});
     } else if (op == "Unsqueeze") {  // [128] -> [1,128]
-      b = add_op(g, "Unsqueeze", "unsqueeze", {add_op(g, "Sigmoid", "sigmoid", {graph_input(g, "x1", {128})}), axes(g, "a")});
+      b = add_op(g, "Unsqueeze", "unsqueeze",
+                 {add_op(g, "Sigmoid", "sigmoid", {graph_input(g, "x1", {128})}), axes(g, "a")});
     } else if (op == "Identity") {
       b = add_op(g, "Identity", "identity", {add_op(g, "Sigmoid", "sigmoid", {x})});
     } else if (op == "Input") {
@@ -356,8 +358,11 @@ TEST(ConcatInPlacePlan, TheGpuTestGraphsDecideAsTheGpuTestsExpect) {
   const std::pair<const char*, Make> makers[] = {
       {"relu_matmul", [](DataType d, int64_t n, int64_t a) { return relu_matmul(d, n, a, true); }},
       {"relu_matmul_arena", [](DataType d, int64_t n, int64_t a) { return relu_matmul(d, n, a, false); }},
-      {"three_producers", three_producers}, {"conv_relu", conv_relu},      {"read_after", read_after},
-      {"alias_of_input", alias_of_input},   {"reshaped_inputs", reshaped_inputs}};
+      {"three_producers", three_producers},
+      {"conv_relu", conv_relu},
+      {"read_after", read_after},
+      {"alias_of_input", alias_of_input},
+      {"reshaped_inputs", reshaped_inputs}};
   for (const auto& [name, make] : makers)
     for (int64_t n : {1, 2})
       for (int64_t axis : {0, 1}) {

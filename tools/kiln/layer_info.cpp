@@ -148,7 +148,8 @@ Status print_layer_info(const Engine& engine, const std::string& verbosity) {
       for (const auto& f : from) extra += " " + f;
     }
     if (auto t = tactic(n); !t.empty()) extra += "; tactic " + t;
-    if (in_place(n, on_gpu)) extra += "; in place (producers write into its output; no copy where slices are contiguous)";
+    if (in_place(n, on_gpu))
+      extra += "; in place (producers write into its output; no copy where slices are contiguous)";
     std::printf("%s [%s] %s: (%s) -> (%s), runs on the %s%s\n", n.name.c_str(), layer_type(n).c_str(),
                 precision.c_str(), list(n.inputs).c_str(), list(n.outputs).c_str(),
                 on_gpu ? "GPU" : where.gpu ? "host (no GPU kernel)" : "host", extra.c_str());
