@@ -74,6 +74,8 @@ std::unique_ptr<Pass> make_fuse_input_layout();
 std::unique_ptr<Pass> make_fuse_pointwise();
 // GEMMs with a constant B and an output row pitch that is not a 16-byte multiple write padded rows (CUDA pipeline).
 std::unique_ptr<Pass> make_pad_gemm_width();
+// Marks Concats whose producers can write into their slices of the output (kiln.inplace; the CUDA context acts on it).
+std::unique_ptr<Pass> make_concat_elimination();
 // Transformer fusions of the CUDA pipeline (the CPU pipeline stays unfused: its results are the reference).
 std::unique_ptr<Pass> make_fuse_layernorm();
 std::unique_ptr<Pass> make_fuse_gelu();

@@ -68,6 +68,9 @@ PassList cuda_pipeline() {
   p.push_back(make_fuse_pointwise());
   // Values only the fused nodes read (converted constants, internal results) are gone with them.
   p.push_back(make_dead_code_elimination());
+  // Very last: it only annotates Concats, and its conditions are about which node writes each input, which every
+  // fusion above may change (a Relu becomes a Pointwise, a Conv a FusedMatMul); nothing after it rewrites them.
+  p.push_back(make_concat_elimination());
   return p;
 }
 

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "runtime/concat_inplace.h"
 #include "runtime/device_backend.h"
 #include "runtime/engine_plan.h"
 
@@ -70,6 +71,13 @@ std::string tactic(const runtime::PlanNode& n) {
   return a && a->type() == AttrType::kSTRING ? a->s() : "";
 }
 
+// A Concat concat_elimination marked: on the GPU its producers write into their slices of its output, so it
+// copies nothing, at shapes where those slices are contiguous (see runtime/concat_inplace.h).
+bool in_place(const runtime::PlanNode& n, bool gpu) {
+  const Attribute* a = n.attrs.find(runtime::kInPlaceAttr);
+  return gpu && a && a->type() == AttrType::kINT && a->i() == 1;
+}
+
 }  // namespace
 
 Result<std::string> layer_info_json(const Engine& engine, const std::string& verbosity) {
@@ -105,6 +113,7 @@ Result<std::string> layer_info_json(const Engine& engine, const std::string& ver
                   {"RunsOn", on_gpu ? "GPU" : "Host"}};
     if (auto from = fused_from(n); !from.empty()) layer["FusedFrom"] = from;
     if (auto t = tactic(n); !t.empty()) layer["TacticName"] = t;
+    if (in_place(n, on_gpu)) layer["InPlace"] = "producers write into its output; no copy where slices are contiguous";
     layers.push_back(std::move(layer));
   }
   Json bindings = Json::array();
@@ -139,6 +148,8 @@ Status print_layer_info(const Engine& engine, const std::string& verbosity) {
       for (const auto& f : from) extra += " " + f;
     }
     if (auto t = tactic(n); !t.empty()) extra += "; tactic " + t;
+    if (in_place(n, on_gpu))
+      extra += "; in place (producers write into its output; no copy where slices are contiguous)";
     std::printf("%s [%s] %s: (%s) -> (%s), runs on the %s%s\n", n.name.c_str(), layer_type(n).c_str(),
                 precision.c_str(), list(n.inputs).c_str(), list(n.outputs).c_str(),
                 on_gpu ? "GPU" : where.gpu ? "host (no GPU kernel)" : "host", extra.c_str());

@@ -9,6 +9,7 @@
 
 #include "backends/cpu/cpu_executor.h"
 #include "backends/cuda/cuda_backend.h"
+#include "runtime/concat_inplace.h"
 #include "runtime/memory_plan.h"
 #include "runtime/shape_resolver.h"
 #include "common/nvtx.h"
@@ -125,17 +126,19 @@ class CudaContext final : public runtime::DeviceContext {
               const std::function<void(int, int)>& progress) override;
 
  private:
-  enum class Loc : uint8_t { kNone, kWeight, kArena, kIo, kAlias };
+  // kSlice: bytes at `offset` inside value `alias` (an input of an eliminated Concat, inside its output).
+  enum class Loc : uint8_t { kNone, kWeight, kArena, kIo, kAlias, kSlice };
   struct Slot {
     Loc loc = Loc::kNone;
-    uint64_t offset = 0;
+    uint64_t offset = 0;  // into the arena for kArena, into the `alias` value for kSlice
     int io = -1;     // io index for kIo
-    int alias = -1;  // value id for kAlias
+    int alias = -1;  // value id for kAlias and kSlice
   };
   struct Step {
     const runtime::PlanNode* node = nullptr;
     const KernelDef* kernel = nullptr;  // null: runs on the host
     bool copy_out = false;              // an alias whose output is an engine output: copy instead
+    bool in_place = false;              // an eliminated Concat: its producers wrote the output, nothing to launch
     std::shared_ptr<void> state;
     std::string tactic;                 // the builder's choice ("kiln.tactic"), empty: the kernel's default
   };
@@ -162,6 +165,7 @@ class CudaContext final : public runtime::DeviceContext {
       case Loc::kArena: return static_cast<uint8_t*>(arena_) + s.offset;
       case Loc::kIo: return io[s.io];
       case Loc::kAlias: return ptr(s.alias, io);
+      case Loc::kSlice: return static_cast<uint8_t*>(ptr(s.alias, io)) + s.offset;
       default: return nullptr;
     }
   }
@@ -282,12 +286,41 @@ Status CudaContext::prepare(const std::vector<Dims>& input_shapes) {
     for (int id : n.inputs)
       if (id >= 0) live[id] = true;
   }
+  // Kernels first: whether a Concat is eliminated depends on which layers write their outputs on the device.
+  std::vector<const KernelDef*> kernels(n_nodes, nullptr);
+  std::vector<bool> device_writer(n_nodes, false), host_known(nv, false), in_place(n_nodes, false);
+  for (int idx = 0; idx < n_nodes; ++idx) {
+    if (!runs[idx]) continue;
+    kernels[idx] = KernelRegistry::instance().find(plan.nodes[idx], plan);
+    device_writer[idx] = kernels[idx] && !kernels[idx]->alias;
+  }
+  for (size_t v = 0; v < nv; ++v) host_known[v] = host_vals_[v].defined();
+  // Eliminated Concats: each input lives inside the output (kSlice), so the output's memory is live from its
+  // first writer on; reads of an input (or of an alias of it, whose root is then the output) extend it further.
+  for (const runtime::InPlaceConcat& c : runtime::plan_inplace_concats(plan, dims_, device_writer, host_known)) {
+    in_place[c.node] = true;
+    default_logger().log(ILogger::Severity::kVERBOSE,
+                         ("concat '" + plan.nodes[c.node].name + "' is written in place at these shapes").c_str());
+    const int out = c.output;
+    if (is_output[out]) {
+      slots_[out] = Slot{Loc::kIo, 0, io_of[out], -1};
+    } else {
+      slots_[out].loc = Loc::kArena;
+      life[out] = {static_cast<uint64_t>(volume(dims_[out])) * dtype_size(plan.values[out].dtype), c.first_writer,
+                   c.node};
+    }
+    for (const auto& [v, offset] : c.slices) {
+      slots_[v] = Slot{Loc::kSlice, offset, -1, out};
+      root[v] = out;
+    }
+  }
   for (int idx = 0; idx < n_nodes; ++idx) {
     const auto& n = plan.nodes[idx];
     if (!runs[idx]) continue;  // known on the host (uploaded below where read) or feeding nothing that runs
     Step s;
     s.node = &n;
-    s.kernel = KernelRegistry::instance().find(n, plan);
+    s.kernel = kernels[idx];
+    s.in_place = in_place[idx];
     if (const Attribute* t = n.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) s.tactic = t->s();
     if (!s.kernel) host_layers_ += (host_layers_.empty() ? "" : ", ") + where(n);
     for (int id : n.inputs) {
@@ -301,6 +334,7 @@ Status CudaContext::prepare(const std::vector<Dims>& input_shapes) {
     bool alias = s.kernel && s.kernel->alias;
     for (size_t k = 0; k < n.outputs.size(); ++k) {
       int o = n.outputs[k];
+      if (s.in_place || slots_[o].loc == Loc::kSlice) continue;  // placed with the eliminated Concats above
       if (is_output[o]) {
         slots_[o] = Slot{Loc::kIo, 0, io_of[o], -1};
         if (alias && k == 0) s.copy_out = true;
@@ -490,7 +524,7 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
   std::shared_ptr<void> guard(nullptr, [&](void*) { cudaEventDestroy(e0); cudaEventDestroy(e1); });
   std::vector<Step*> tunable;
   for (Step& s : steps_)
-    if (s.kernel && !s.kernel->alias && s.kernel->tactics) tunable.push_back(&s);
+    if (s.kernel && !s.kernel->alias && !s.in_place && s.kernel->tactics) tunable.push_back(&s);
   int done = 0;
   for (Step* sp : tunable) {
     Step& s = *sp;
@@ -613,7 +647,9 @@ Status CudaContext::enqueue(const std::vector<void*>& io, void* stream_handle) {
     Step& s = steps_[si];
     const auto& n = *s.node;
     nvtx::Range layer_range(n.name.c_str());
-    if (!s.kernel) {
+    if (s.in_place) {
+      // Nothing to copy: the producers wrote each input into its slice of the output.
+    } else if (!s.kernel) {
       KILN_RETURN_IF_ERROR(run_host_step(s, io, stream));
     } else if (s.kernel->alias) {
       if (s.copy_out) {

@@ -1,0 +1,169 @@
+// Graphs for the concat elimination tests: the pass and the runtime's in-place decision (unit tests, CPU) and the
+// in-place runs against the CPU reference (tests/gpu/test_concat_inplace.cpp). Widths of 128 elements make every
+// slice a multiple of 256 bytes in FP16 and FP32 alike (runtime::kSliceAlignment).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cnn_test_util.h"
+#include "passes/pass.h"
+#include "runtime/concat_inplace.h"
+
+namespace kiln::test {
+
+struct ConcatNet {
+  std::unique_ptr<ir::Graph> g = std::make_unique<ir::Graph>();
+  std::vector<Tensor> inputs;  // random, one per graph input
+  std::string what;            // for SCOPED_TRACE
+};
+
+inline ir::Value* add_op(ir::Graph& g, const std::string& op, const std::string& name, std::vector<ir::Value*> in,
+                         Attributes a = {}) {
+  return g.add_node(op, name, in, {name + "_out"}, std::move(a), 17)->outputs[0];
+}
+
+inline ir::Value* add_weight(ir::Graph& g, const std::string& name, std::vector<int64_t> shape, DataType dt,
+                             uint32_t seed, double scale) {
+  return g.add_constant(name, random_tensor(dt, std::move(shape), seed, -scale, scale));
+}
+
+inline ir::Value* add_concat(ir::Graph& g, std::vector<ir::Value*> in, int64_t axis,
+                             const std::string& name = "concat") {
+  Attributes a;
+  a.set("axis", axis);
+  return add_op(g, "Concat", name, std::move(in), a);
+}
+
+inline ir::Value* add_reshape(ir::Graph& g, ir::Value* x, std::vector<int64_t> shape, const std::string& name) {
+  const auto rank = static_cast<int64_t>(shape.size());
+  return add_op(g, "Reshape", name, {x, g.add_constant(name + "_shape", Tensor::from_vector<int64_t>({rank}, shape))});
+}
+
+// Shape inference on the built graph; the net's inputs drawn at random.
+inline void finish(ConcatNet& net, std::string what) {
+  Status st = run_passes(*net.g, {});
+  EXPECT_TRUE(st.ok()) << st.message();
+  for (size_t i = 0; i < net.g->inputs().size(); ++i) {
+    const ir::Value* v = net.g->inputs()[i];
+    net.inputs.push_back(random_tensor(v->dtype, ops::static_dims(v->shape), 100 + static_cast<uint32_t>(i)));
+  }
+  net.what = std::move(what) + " " + dtype_name(net.g->inputs()[0]->dtype);
+}
+
+inline std::string case_name(const std::string& base, int64_t n, int64_t axis) {
+  return base + " n=" + std::to_string(n) + " axis=" + std::to_string(axis);
+}
+
+// x[n,128] -> Relu, MatMul -> Concat(axis) -> y (the engine output itself when concat_is_output, else Sigmoid).
+inline ConcatNet relu_matmul(DataType dt, int64_t n, int64_t axis, bool concat_is_output) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {n, 128}, dt);
+  ir::Value* a = add_op(g, "Relu", "relu", {x});
+  ir::Value* m = add_op(g, "MatMul", "matmul", {x, add_weight(g, "w", {128, 128}, dt, 1, 0.09)});
+  ir::Value* c = add_concat(g, {a, m}, axis);
+  g.outputs().push_back(concat_is_output ? c : add_op(g, "Sigmoid", "sigmoid", {c}));
+  finish(net, case_name(concat_is_output ? "relu+matmul -> output" : "relu+matmul -> sigmoid", n, axis));
+  return net;
+}
+
+// x[n,128] -> Relu, MatMul, Gemm (with bias) -> Concat(axis) -> Sigmoid -> y.
+inline ConcatNet three_producers(DataType dt, int64_t n, int64_t axis) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {n, 128}, dt);
+  ir::Value* a = add_op(g, "Relu", "relu", {x});
+  ir::Value* m = add_op(g, "MatMul", "matmul", {x, add_weight(g, "w1", {128, 128}, dt, 1, 0.09)});
+  ir::Value* gm = add_op(g, "Gemm", "gemm",
+                         {x, add_weight(g, "w2", {128, 128}, dt, 2, 0.09), add_weight(g, "b2", {128}, dt, 3, 0.5)});
+  ir::Value* c = add_concat(g, {a, m, gm}, axis);
+  g.outputs().push_back(add_op(g, "Sigmoid", "sigmoid", {c}));
+  finish(net, case_name("relu+matmul+gemm", n, axis));
+  return net;
+}
+
+// x[n,8,8,8] -> Conv 3x3 (pads 1, bias) and Relu -> Concat(axis) -> Relu -> y.
+inline ConcatNet conv_relu(DataType dt, int64_t n, int64_t axis) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {n, 8, 8, 8}, dt);
+  Attributes ca;
+  ca.set("pads", std::vector<int64_t>{1, 1, 1, 1});
+  ca.set("kernel_shape", std::vector<int64_t>{3, 3});
+  ir::Value* cv = add_op(g, "Conv", "conv",
+                         {x, add_weight(g, "w", {8, 8, 3, 3}, dt, 1, 0.12), add_weight(g, "b", {8}, dt, 2, 0.5)}, ca);
+  ir::Value* r = add_op(g, "Relu", "relu", {x});
+  ir::Value* c = add_concat(g, {cv, r}, axis);
+  g.outputs().push_back(add_op(g, "Relu", "relu_out", {c}));
+  finish(net, case_name("conv+relu", n, axis));
+  return net;
+}
+
+// x[n,128] -> a = Relu, b = Sigmoid -> Concat -> Relu -> Sigmoid -> Relu -> y1; then y2 = a * x, read after all
+// of that: the arena must keep a (inside the concat's output) alive past the values planned after the concat.
+inline ConcatNet read_after(DataType dt, int64_t n, int64_t axis) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {n, 128}, dt);
+  ir::Value* a = add_op(g, "Relu", "relu", {x});
+  ir::Value* b = add_op(g, "Sigmoid", "sigmoid", {x});
+  ir::Value* c = add_concat(g, {a, b}, axis);
+  ir::Value* d = add_op(g, "Relu", "relu2", {c});
+  ir::Value* e = add_op(g, "Sigmoid", "sigmoid2", {d});
+  g.outputs().push_back(add_op(g, "Relu", "relu3", {e}));
+  g.outputs().push_back(add_op(g, "Mul", "mul", {a, x}));
+  finish(net, case_name("input read after the concat", n, axis));
+  return net;
+}
+
+// x[n,128] -> Relu and Sigmoid, each Reshaped to [n,2,64] -> Concat(axis) -> Relu -> y: the inputs are Reshape
+// outputs (another value's bytes), so the concat copies at every shape.
+inline ConcatNet reshaped_inputs(DataType dt, int64_t n, int64_t axis) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {n, 128}, dt);
+  ir::Value* a = add_reshape(g, add_op(g, "Relu", "relu", {x}), {n, 2, 64}, "reshape_a");
+  ir::Value* b = add_reshape(g, add_op(g, "Sigmoid", "sigmoid", {x}), {n, 2, 64}, "reshape_b");
+  ir::Value* c = add_concat(g, {a, b}, axis);
+  g.outputs().push_back(add_op(g, "Relu", "relu_out", {c}));
+  finish(net, case_name("reshaped inputs", n, axis));
+  return net;
+}
+
+// x[n,128] -> a = Relu, ra = Reshape(a) to [n,2,64] (before the concat), b = Sigmoid -> Concat(a, b) -> Sigmoid
+// -> y1; after it Relu(ra) -> y2, and ra itself is output y3: reads and an engine-output copy through an alias
+// of an input that lives inside the concat's output.
+inline ConcatNet alias_of_input(DataType dt, int64_t n, int64_t axis) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {n, 128}, dt);
+  ir::Value* a = add_op(g, "Relu", "relu", {x});
+  ir::Value* ra = add_reshape(g, a, {n, 2, 64}, "reshape_a");
+  ir::Value* b = add_op(g, "Sigmoid", "sigmoid", {x});
+  ir::Value* c = add_concat(g, {a, b}, axis);
+  g.outputs().push_back(add_op(g, "Sigmoid", "sigmoid_out", {c}));
+  g.outputs().push_back(add_op(g, "Relu", "relu_ra", {ra}));
+  g.outputs().push_back(ra);
+  finish(net, case_name("reshape of an input read elsewhere", n, axis));
+  return net;
+}
+
+inline const ir::Node* node_named(const ir::Graph& g, const std::string& name) {
+  for (const auto& n : g.nodes())
+    if (n->name == name) return n.get();
+  return nullptr;
+}
+
+inline bool marked_in_place(const Attributes& a) {
+  const Attribute* m = a.find(runtime::kInPlaceAttr);
+  return m && m->type() == AttrType::kINT && m->i() == 1;
+}
+
+// Runs concat_elimination alone (every op assumed to have a device kernel unless has_kernel says otherwise).
+inline Status mark_concats(ir::Graph& g, passes::PassOptions o = {}) {
+  return run_passes(g, list_of(passes::make_concat_elimination()), std::move(o));
+}
+
+}  // namespace kiln::test
