@@ -185,4 +185,14 @@ inline void expect_backends_agree(const OpCase& c) {
   }
 }
 
+// A network precision for whole-network GPU tests, with its tolerances against the CPU reference.
+struct Precision {
+  const char* name;
+  std::vector<BuilderFlag> flags;
+  double atol, rtol;
+};
+// FP32 runs without TF32 (the reference's accuracy); FP16/BF16 lower the whole network.
+inline const Precision kPrecisions[] = {
+    {"fp32", {}, 1e-3, 1e-3}, {"fp16", {BuilderFlag::kFP16}, 3e-2, 2e-2}, {"bf16", {BuilderFlag::kBF16}, 1.5e-1, 5e-2}};
+
 }  // namespace kiln::gpu_testing

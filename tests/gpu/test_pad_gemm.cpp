@@ -63,15 +63,6 @@ TEST(GpuPadGemm, UnpadKernelShapes) {
 
 // ---- lm_head-like networks through the builder ----
 
-struct Precision {
-  const char* name;
-  std::vector<BuilderFlag> flags;
-  double atol, rtol;
-};
-// FP32 runs without TF32 (the reference's accuracy); FP16/BF16 lower the whole network.
-const Precision kPrecisions[] = {
-    {"fp32", {}, 1e-3, 1e-3}, {"fp16", {BuilderFlag::kFP16}, 3e-2, 2e-2}, {"bf16", {BuilderFlag::kBF16}, 1.5e-1, 5e-2}};
-
 using BuildFn = std::function<ir::Value*(ir::Graph& g, ir::Value* x)>;
 
 ir::Value* node(ir::Graph& g, const std::string& op, std::vector<ir::Value*> in, Attributes a = {}, int opset = 17) {

@@ -96,15 +96,6 @@ void expect_fused_agrees(const NetCase& c) {
   }
 }
 
-struct Precision {
-  const char* name;
-  std::vector<BuilderFlag> flags;
-  double atol, rtol;
-};
-// FP32 runs without TF32 (the reference's accuracy); FP16/BF16 lower the whole network.
-const Precision kPrecisions[] = {
-    {"fp32", {}, 1e-3, 1e-3}, {"fp16", {BuilderFlag::kFP16}, 3e-2, 2e-2}, {"bf16", {BuilderFlag::kBF16}, 1.5e-1, 5e-2}};
-
 // A case in `pr`'s precision and tolerances over float32 `inputs`.
 NetCase precision_case(const Precision& pr, std::vector<Tensor> inputs, std::string fused_op = "") {
   NetCase c;
