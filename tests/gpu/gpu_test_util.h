@@ -176,7 +176,7 @@ inline void expect_backends_agree(const OpCase& c) {
   std::string host_layers;
   std::vector<Tensor> cpu = run_case(c, Backend::kCPU, nullptr);
   std::vector<Tensor> gpu = run_case(c, Backend::kCUDA, &host_layers);
-  if (!c.allow_host_layers) EXPECT_TRUE(host_layers.empty()) << c.op << " ran on the host: " << host_layers;
+  if (!c.allow_host_layers) { EXPECT_TRUE(host_layers.empty()) << c.op << " ran on the host: " << host_layers; }
   ASSERT_EQ(cpu.size(), gpu.size());
   for (size_t k = 0; k < cpu.size(); ++k) {
     ASSERT_EQ(cpu[k].shape(), gpu[k].shape()) << c.op << " output " << k;

@@ -53,7 +53,7 @@ void check(ConcatNet net, bool in_place) {
   auto plain = net.g->clone();
   ASSERT_TRUE(test::mark_concats(*net.g).ok());
   const uint64_t slice_bytes = concat_input_bytes(*net.g);
-  if (in_place) ASSERT_GT(slice_bytes, 0u) << "the pass should have marked the concat";
+  if (in_place) { ASSERT_GT(slice_bytes, 0u) << "the pass should have marked the concat"; }
   std::string host;
   EngineRun cpu = run_engine(*plain, Backend::kCPU, net.inputs, nullptr);
   EngineRun gpu_plain = run_engine(*plain, Backend::kCUDA, net.inputs, &host);

@@ -95,7 +95,7 @@ Tensor run_net(const BuildFn& build, const Tensor& x, Backend backend, const std
   auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
   if (!engine) return {};
   for (const auto& n : engine->plan().nodes) ops->push_back(n.op_type);
-  if (backend == Backend::kCUDA) EXPECT_EQ(test::host_layers(*engine), "") << "layers ran on the host";
+  if (backend == Backend::kCUDA) { EXPECT_EQ(test::host_layers(*engine), "") << "layers ran on the host"; }
   auto out = test::infer(*engine, {{"x", x}});
   EXPECT_EQ(out.size(), 1u);
   return out.empty() ? Tensor() : out[0];

@@ -28,7 +28,7 @@ class RecordingMonitor : public IProgressMonitor {
   }
   bool step_complete(const char* phase, int32_t step) noexcept override {
     EXPECT_FALSE(open.empty());
-    if (!open.empty()) EXPECT_EQ(open.back(), phase);
+    if (!open.empty()) { EXPECT_EQ(open.back(), phase); }
     events.push_back("step " + std::string(phase) + " " + std::to_string(step));
     return ++steps_seen != cancel_at;
   }

@@ -231,7 +231,7 @@ std::vector<runtime::InPlaceConcat> decide(const runtime::EnginePlan& plan, cons
 }
 
 std::unique_ptr<Engine> marked_engine(ConcatNet& net, bool mark = true) {
-  if (mark) EXPECT_TRUE(mark_concats(*net.g).ok());
+  if (mark) { EXPECT_TRUE(mark_concats(*net.g).ok()); }
   return load_engine(builder::write_engine(*net.g, BuilderConfig()));
 }
 

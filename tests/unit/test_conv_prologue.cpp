@@ -107,7 +107,7 @@ TEST(FuseConvPrologue, FoldsEachActivationFormIntoTheDepthwiseConv) {
     EXPECT_EQ(pre_act(conv), f.name);
     EXPECT_EQ(conv->inputs[0], n.g.inputs()[0]) << "the conv reads the activation's input";
     EXPECT_EQ(conv->attrs.get_string("activation", "").value(), "relu") << "the epilogue stays";
-    if (f.act == Act::kLeaky) EXPECT_EQ(conv->attrs.get_float("pre_alpha", 0.f).value(), 0.125f);
+    if (f.act == Act::kLeaky) { EXPECT_EQ(conv->attrs.get_float("pre_alpha", 0.f).value(), 0.125f); }
     if (f.act == Act::kRelu6) {
       EXPECT_EQ(conv->attrs.get_float("pre_clip_min", -1.f).value(), 0.f);
       EXPECT_EQ(conv->attrs.get_float("pre_clip_max", -1.f).value(), 6.f);
