@@ -39,7 +39,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   int* tapoff = reinterpret_cast<int*>(sbias + NG);                        // [2 * ksteps]
   const int tid = threadIdx.x;
   const int m0 = blockIdx.y * NG;
-  const int row_chunks = g.sw * p.patch_ws;
   const uint4 z4 = make_uint4(0, 0, 0, 0);
 
   // Weights: one 16-byte vector per (channel, tap); taps past the window and channels past M are zeros, so the
@@ -66,9 +65,7 @@ __global__ void __launch_bounds__(kThreads, 2)
   for (int t = tid; t < 2 * p.ksteps; t += kThreads) {
     int off = -1;
     if (t < p.taps) {
-      const int ky = t / g.kw, kx = t % g.kw;
-      const int cx = kx * g.dw;
-      off = ky * g.dh * row_chunks + (cx % g.sw) * p.patch_ws + cx / g.sw;
+      off = stem_patch_index(t / g.kw * g.dh, t % g.kw * g.dw, g.sw, p.patch_ws);
     }
     tapoff[t] = off;
   }
@@ -92,7 +89,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       const int iy = iy0 + r, ix = ix0 + c;
       const bool in = static_cast<unsigned>(iy) < static_cast<unsigned>(g.h) &&
                       static_cast<unsigned>(ix) < static_cast<unsigned>(g.w);
-      uint4* dst = patch + r * row_chunks + (c % g.sw) * p.patch_ws + c / g.sw;
+      uint4* dst = patch + stem_patch_index(r, c, g.sw, p.patch_ws);
       const T* src = ximg + (in ? (iy * g.w + ix) * 8 : 0);
       if (vec_x) {
         cp_async16(dst, src, in);
@@ -121,7 +118,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     const int px = lane & 15, odd = lane >> 4;
     int base[kStemRowsPerWarp];
 #pragma unroll
-    for (int i = 0; i < kStemRowsPerWarp; ++i) base[i] = (wrow + i) * g.sh * row_chunks + px;
+    for (int i = 0; i < kStemRowsPerWarp; ++i) base[i] = stem_patch_index((wrow + i) * g.sh, 0, g.sw, p.patch_ws) + px;
     const T* wl = sw + ((lane >> 4) * 8 + (lane & 7)) * p.wld + ((lane >> 3) & 1) * 8;
 #pragma unroll 1
     for (int s = 0; s < p.ksteps; ++s) {

@@ -29,6 +29,19 @@ struct StemMmaPlan {
   size_t weight_bytes = 0, smem_bytes = 0;
 };
 
+#if defined(__CUDACC__)
+#define KILN_STEM_HD __host__ __device__
+#else
+#define KILN_STEM_HD
+#endif
+
+// The patch vector of patch row r, column c (stride sw): rows of sw phases of patch_ws vectors. For a pixel at
+// column px * sw plus a tap's column offset, this is the pixel's index plus the tap's: consecutive pixels are
+// consecutive vectors whatever the stride.
+KILN_STEM_HD inline int stem_patch_index(int r, int c, int sw, int patch_ws) {
+  return (r * sw + c % sw) * patch_ws + c / sw;
+}
+
 // kh, kw, sh, sw, dh, dw >= 1, m >= 1 (16-bit elements, 8 channels per pixel).
 inline StemMmaPlan stem_mma_plan(int kh, int kw, int sh, int sw, int dh, int dw, int m) {
   StemMmaPlan p;
