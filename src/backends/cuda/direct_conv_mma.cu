@@ -28,15 +28,14 @@ constexpr int kThreads = kStemWarps * 32;
 // its two rows of 16 pixels against all NG channels: per K step 2 ldmatrix for A, NG/16 for B, NG/4 MMAs.
 template <typename T, int NG>
 __global__ void __launch_bounds__(kThreads, 2)
-    stem_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
-                    const T* __restrict__ z, T* __restrict__ y, DirectConvGeom g, StemMmaPlan p, EpilogueParams ep,
-                    bool vec_x, bool vec_w) {
+    stem_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, const T* __restrict__ z,
+                    T* __restrict__ y, DirectConvGeom g, StemMmaPlan p, EpilogueParams ep, bool vec_x, bool vec_w) {
   extern __shared__ uint4 smem[];
-  T* sw = reinterpret_cast<T*>(smem);                                      // [NG][wld]
-  uint4* patch = reinterpret_cast<uint4*>(sw + NG * p.wld);                // [patch_h][g.sw][patch_ws]
-  uint4* zero = patch + (p.patch_chunks - 1);                              // one zero vector
-  float* sbias = reinterpret_cast<float*>(zero + 1);                       // [NG]
-  int* tapoff = reinterpret_cast<int*>(sbias + NG);                        // [2 * ksteps]
+  T* sw = reinterpret_cast<T*>(smem);                        // [NG][wld]
+  uint4* patch = reinterpret_cast<uint4*>(sw + NG * p.wld);  // [patch_h][g.sw][patch_ws]
+  uint4* zero = patch + (p.patch_chunks - 1);                // one zero vector
+  float* sbias = reinterpret_cast<float*>(zero + 1);         // [NG]
+  int* tapoff = reinterpret_cast<int*>(sbias + NG);          // [2 * ksteps]
   const int tid = threadIdx.x;
   const int m0 = blockIdx.y * NG;
   const uint4 z4 = make_uint4(0, 0, 0, 0);
@@ -176,8 +175,8 @@ Status launch_group(const void* x, const void* w, const void* b, const void* z, 
   KILN_CUDA_CHECK(allow_smem(kernel, p.smem_bytes));
   int per_sm = 0;
   KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, p.smem_bytes));
-  const int64_t tiles = static_cast<int64_t>(g.n) * ((g.oh + kStemTileH - 1) / kStemTileH) *
-                        ((g.ow + kStemTileW - 1) / kStemTileW);
+  const int64_t tiles =
+      static_cast<int64_t>(g.n) * ((g.oh + kStemTileH - 1) / kStemTileH) * ((g.ow + kStemTileW - 1) / kStemTileW);
   // As many blocks as stay resident (each stages its weights once and walks the tiles), at most one per tile.
   const int64_t resident = static_cast<int64_t>(std::max(per_sm, 1)) * std::max(sm_count, 1);
   const dim3 grid(static_cast<unsigned>(std::min(tiles, std::max<int64_t>(resident / p.groups, 1))),
@@ -194,10 +193,14 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
                     const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
   const StemMmaPlan p = stem_mma_plan(g.kh, g.kw, g.sh, g.sw, g.dh, g.dw, g.m);
   switch (p.group_m) {
-    case 16: return launch_group<T, 16>(x, w, b, z, y, g, p, ep, sm_count, stream);
-    case 32: return launch_group<T, 32>(x, w, b, z, y, g, p, ep, sm_count, stream);
-    case 48: return launch_group<T, 48>(x, w, b, z, y, g, p, ep, sm_count, stream);
-    default: return launch_group<T, 64>(x, w, b, z, y, g, p, ep, sm_count, stream);
+    case 16:
+      return launch_group<T, 16>(x, w, b, z, y, g, p, ep, sm_count, stream);
+    case 32:
+      return launch_group<T, 32>(x, w, b, z, y, g, p, ep, sm_count, stream);
+    case 48:
+      return launch_group<T, 48>(x, w, b, z, y, g, p, ep, sm_count, stream);
+    default:
+      return launch_group<T, 64>(x, w, b, z, y, g, p, ep, sm_count, stream);
   }
 }
 
