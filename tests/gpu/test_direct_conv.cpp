@@ -461,8 +461,9 @@ TEST_F(GpuStemMma, OutputChannels) {
     }
 }
 
-// Images across several tiles of 16x16 outputs with partial edge tiles, more tiles than resident blocks (each
-// block walks several), and images smaller than one tile.
+// Images across several tiles of 16x16 outputs with partial edge tiles, images smaller than one tile, and more
+// tiles than resident blocks (each block walks several: the double-buffered patch's prefetch, and the
+// single-buffer path).
 TEST_F(GpuStemMma, TileEdgesAndManyTiles) {
   KILN_REQUIRE_GPU();
   struct Img {
@@ -494,6 +495,20 @@ TEST_F(GpuStemMma, TileEdgesAndManyTiles) {
     c.stride = 1;
     c.pads = {1, 1, 1, 0};
     c.ep = act(ops::Activation::kSigmoid);
+    mma_case(c);
+  }
+  // An 11x11 stride-4 window: too much shared memory for two patch buffers (stem_mma_plan), so the single-buffer
+  // path, again over more tiles (160) than resident blocks.
+  for (DataType dt : kMmaTypes) {
+    DcCase c;
+    c.dt = dt;
+    c.n = 40;
+    c.h = c.w = 128;
+    c.m = 16;
+    c.k = 11;
+    c.stride = 4;
+    c.pads = {5, 5, 5, 4};
+    c.ep = act(ops::Activation::kRelu);
     mma_case(c);
   }
 }

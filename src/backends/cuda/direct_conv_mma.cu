@@ -24,16 +24,17 @@ constexpr int kThreads = kStemWarps * 32;
 // (KRSC) as stored, its rows padded so that ldmatrix's 8 row addresses fall in different banks.
 //
 // Block: channel group blockIdx.y (weights and bias staged once), then output tiles blockIdx.x, +gridDim.x, ...
-// Per tile the patch is loaded by cp.async (zero-filled outside the image: the padding), then each warp runs
-// its two rows of 16 pixels against all NG channels: per K step 2 ldmatrix for A, NG/16 for B, NG/4 MMAs.
+// Each tile's input patch is loaded by cp.async (zero-filled outside the image: the padding), with two buffers
+// while the next tile's loads run behind this one's MMAs; each warp runs its two rows of 16 pixels against all
+// NG channels: per K step 2 ldmatrix for A, NG/16 for B, NG/4 MMAs.
 template <typename T, int NG>
 __global__ void __launch_bounds__(kThreads, 2)
     stem_mma_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b, const T* __restrict__ z,
                     T* __restrict__ y, DirectConvGeom g, StemMmaPlan p, EpilogueParams ep, bool vec_x, bool vec_w) {
   extern __shared__ uint4 smem[];
   T* sw = reinterpret_cast<T*>(smem);                        // [NG][wld]
-  uint4* patch = reinterpret_cast<uint4*>(sw + NG * p.wld);  // [patch_h][g.sw][patch_ws]
-  uint4* zero = patch + (p.patch_chunks - 1);                // one zero vector
+  uint4* patch = reinterpret_cast<uint4*>(sw + NG * p.wld);  // [buffers][patch_h][g.sw][patch_ws]
+  uint4* zero = patch + p.buffers * p.patch_vecs;            // one zero vector
   float* sbias = reinterpret_cast<float*>(zero + 1);         // [NG]
   int* tapoff = reinterpret_cast<int*>(sbias + NG);          // [2 * ksteps]
   const int tid = threadIdx.x;
@@ -76,93 +77,115 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int lane = tid & 31, warp = tid >> 5;
   const int wrow = warp * kStemRowsPerWarp;  // the warp's first output row in the tile
 
-  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-    const int tx = tile % tiles_x, q = tile / tiles_x;
+  // Tile t's patch into `dst`: rows from t's first output row * sh - pt, columns likewise.
+  auto load_patch = [&](int t, uint4* dst) {
+    const int tx = t % tiles_x, q = t / tiles_x;
     const int ty = q % tiles_y, img = q / tiles_y;
-    const int oy0 = ty * kStemTileH, ox0 = tx * kStemTileW;
-    const int iy0 = oy0 * g.sh - g.pt, ix0 = ox0 * g.sw - g.pl;
+    const int iy0 = ty * kStemTileH * g.sh - g.pt, ix0 = tx * kStemTileW * g.sw - g.pl;
     const T* ximg = x + static_cast<int64_t>(img) * g.h * g.w * 8;
-    __syncthreads();  // the previous tile's ldmatrix reads are done (first tile: the staging above)
     for (int i = tid; i < p.patch_h * p.patch_w; i += kThreads) {
       const int r = i / p.patch_w, c = i % p.patch_w;
       const int iy = iy0 + r, ix = ix0 + c;
       const bool in = static_cast<unsigned>(iy) < static_cast<unsigned>(g.h) &&
                       static_cast<unsigned>(ix) < static_cast<unsigned>(g.w);
-      uint4* dst = patch + stem_patch_index(r, c, g.sw, p.patch_ws);
+      uint4* v = dst + stem_patch_index(r, c, g.sw, p.patch_ws);
       const T* src = ximg + (in ? (iy * g.w + ix) * 8 : 0);
       if (vec_x) {
-        cp_async16(dst, src, in);
+        cp_async16(v, src, in);
       } else {
         alignas(16) T e[8];
 #pragma unroll
         for (int k = 0; k < 8; ++k) e[k] = in ? src[k] : from_f<T>(0.f);
-        *dst = *reinterpret_cast<const uint4*>(e);
+        *v = *reinterpret_cast<const uint4*>(e);
       }
     }
-    cp_async_commit();
-    cp_async_wait<0>();
+  };
+
+  // Barriers: the one after a patch's loads publishes it (and, first, the staging above); the one closing each
+  // iteration keeps the buffer being read from the loads that overwrite it next.
+  if (p.buffers == 2 && static_cast<int>(blockIdx.x) < tiles) load_patch(blockIdx.x, patch);
+  cp_async_commit();
+  int it = 0;
+  for (int tile = blockIdx.x; tile < tiles; tile += gridDim.x, ++it) {
+    const int tx = tile % tiles_x, q = tile / tiles_x;
+    const int ty = q % tiles_y, img = q / tiles_y;
+    const int oy0 = ty * kStemTileH, ox0 = tx * kStemTileW;
+    const uint4* cur = patch + (p.buffers == 2 ? (it & 1) * p.patch_vecs : 0);
+    if (p.buffers == 1) {
+      load_patch(tile, patch);
+      cp_async_commit();
+      cp_async_wait<0>();
+    } else {
+      if (tile + static_cast<int>(gridDim.x) < tiles)
+        load_patch(tile + gridDim.x, patch + ((it + 1) & 1) * p.patch_vecs);
+      cp_async_commit();  // possibly empty: "all but the newest group" is this tile's
+      cp_async_wait<1>();
+    }
     __syncthreads();
 
-    if (oy0 + wrow >= g.oh) continue;  // no live row for this warp (the barrier at the loop's top still meets)
-    float acc[kStemRowsPerWarp][NG / 8][4];
+    if (oy0 + wrow < g.oh) {  // else no live row for this warp
+      float acc[kStemRowsPerWarp][NG / 8][4];
 #pragma unroll
-    for (int i = 0; i < kStemRowsPerWarp; ++i)
+      for (int i = 0; i < kStemRowsPerWarp; ++i)
 #pragma unroll
-      for (int n = 0; n < NG / 8; ++n) acc[i][n][0] = acc[i][n][1] = acc[i][n][2] = acc[i][n][3] = 0.f;
+        for (int n = 0; n < NG / 8; ++n) acc[i][n][0] = acc[i][n][1] = acc[i][n][2] = acc[i][n][3] = 0.f;
 
-    // A: lane -> pixel lane % 16 of the row, tap 2s + lane / 16 (ldmatrix matrices 0/1: pixels 0-7/8-15 of the
-    // even tap, 2/3: of the odd tap: the m16n8k16 A fragment's a0..a3). B: lane -> channel
-    // (lane / 16) * 8 + lane % 8 of a 16-channel pair of n8 tiles, taps (lane / 8) % 2 (b0, b1 of the first n8
-    // tile, then of the second).
-    const int px = lane & 15, odd = lane >> 4;
-    int base[kStemRowsPerWarp];
+      // A: lane -> pixel lane % 16 of the row, tap 2s + lane / 16 (ldmatrix matrices 0/1: pixels 0-7/8-15 of the
+      // even tap, 2/3: of the odd tap: the m16n8k16 A fragment's a0..a3). B: lane -> channel
+      // (lane / 16) * 8 + lane % 8 of a 16-channel pair of n8 tiles, taps (lane / 8) % 2 (b0, b1 of the first n8
+      // tile, then of the second).
+      const int px = lane & 15, odd = lane >> 4;
+      int base[kStemRowsPerWarp];
 #pragma unroll
-    for (int i = 0; i < kStemRowsPerWarp; ++i) base[i] = stem_patch_index((wrow + i) * g.sh, 0, g.sw, p.patch_ws) + px;
-    const T* wl = sw + ((lane >> 4) * 8 + (lane & 7)) * p.wld + ((lane >> 3) & 1) * 8;
+      for (int i = 0; i < kStemRowsPerWarp; ++i)
+        base[i] = stem_patch_index((wrow + i) * g.sh, 0, g.sw, p.patch_ws) + px;
+      const T* wl = sw + ((lane >> 4) * 8 + (lane & 7)) * p.wld + ((lane >> 3) & 1) * 8;
 #pragma unroll 1
-    for (int s = 0; s < p.ksteps; ++s) {
-      const int off = tapoff[2 * s + odd];
-      uint32_t a[kStemRowsPerWarp][4];
+      for (int s = 0; s < p.ksteps; ++s) {
+        const int off = tapoff[2 * s + odd];
+        uint32_t a[kStemRowsPerWarp][4];
 #pragma unroll
-      for (int i = 0; i < kStemRowsPerWarp; ++i) ldsm_x4(a[i], off < 0 ? zero : patch + base[i] + off);
+        for (int i = 0; i < kStemRowsPerWarp; ++i) ldsm_x4(a[i], off < 0 ? zero : cur + base[i] + off);
 #pragma unroll
-      for (int j = 0; j < NG / 16; ++j) {
-        uint32_t bf[4];
-        ldsm_x4(bf, wl + j * 16 * p.wld + s * 16);
+        for (int j = 0; j < NG / 16; ++j) {
+          uint32_t bf[4];
+          ldsm_x4(bf, wl + j * 16 * p.wld + s * 16);
 #pragma unroll
-        for (int i = 0; i < kStemRowsPerWarp; ++i) {
-          mma16816<T>(acc[i][2 * j], a[i], bf[0], bf[1]);
-          mma16816<T>(acc[i][2 * j + 1], a[i], bf[2], bf[3]);
-        }
-      }
-    }
-
-    // Accumulator c0, c1: pixel lane / 4, channels 2 * (lane % 4) + {0, 1} of the n8 tile; c2, c3: pixel + 8.
-    const int gq = lane >> 2, ch2 = (lane & 3) * 2;
-#pragma unroll
-    for (int i = 0; i < kStemRowsPerWarp; ++i) {
-      const int oy = oy0 + wrow + i;
-      if (oy >= g.oh) continue;
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int ox = ox0 + gq + 8 * h;
-        if (ox >= g.ow) continue;
-        const int pix = (img * g.oh + oy) * g.ow + ox;
-#pragma unroll
-        for (int n = 0; n < NG / 8; ++n) {
-          if (m0 + n * 8 >= g.m) break;  // M is a multiple of 8: whole n8 tiles or none
-          const int ch = n * 8 + ch2;
-          float v0 = acc[i][n][2 * h] + sbias[ch], v1 = acc[i][n][2 * h + 1] + sbias[ch + 1];
-          const int o = pix * g.m + m0 + ch;
-          if (z) {
-            const float2 zz = load_pair(z + o);
-            v0 += zz.x;
-            v1 += zz.y;
+          for (int i = 0; i < kStemRowsPerWarp; ++i) {
+            mma16816<T>(acc[i][2 * j], a[i], bf[0], bf[1]);
+            mma16816<T>(acc[i][2 * j + 1], a[i], bf[2], bf[3]);
           }
-          *reinterpret_cast<uint32_t*>(y + o) = pack2<T>(epilogue_act(v0, ep), epilogue_act(v1, ep));
+        }
+      }
+
+      // Accumulator c0, c1: pixel lane / 4, channels 2 * (lane % 4) + {0, 1} of the n8 tile; c2, c3: pixel + 8.
+      const int gq = lane >> 2, ch2 = (lane & 3) * 2;
+#pragma unroll
+      for (int i = 0; i < kStemRowsPerWarp; ++i) {
+        const int oy = oy0 + wrow + i;
+        if (oy >= g.oh) continue;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int ox = ox0 + gq + 8 * h;
+          if (ox >= g.ow) continue;
+          const int pix = (img * g.oh + oy) * g.ow + ox;
+#pragma unroll
+          for (int n = 0; n < NG / 8; ++n) {
+            if (m0 + n * 8 >= g.m) break;  // M is a multiple of 8: whole n8 tiles or none
+            const int ch = n * 8 + ch2;
+            float v0 = acc[i][n][2 * h] + sbias[ch], v1 = acc[i][n][2 * h + 1] + sbias[ch + 1];
+            const int o = pix * g.m + m0 + ch;
+            if (z) {
+              const float2 zz = load_pair(z + o);
+              v0 += zz.x;
+              v1 += zz.y;
+            }
+            *reinterpret_cast<uint32_t*>(y + o) = pack2<T>(epilogue_act(v0, ep), epilogue_act(v1, ep));
+          }
         }
       }
     }
+    __syncthreads();
   }
 }
 

@@ -16,6 +16,9 @@ constexpr int kStemRowsPerWarp = 2;
 constexpr int kStemTileH = kStemWarps * kStemRowsPerWarp;
 constexpr int kStemMaxGroup = 64;
 constexpr size_t kStemMaxSmem = 227 * 1024;  // sm_90's opt-in limit per block
+// Up to this much a block double-buffers its patch (the next tile loads while this one is multiplied) and two
+// blocks still fit an SM (228 KiB, 1 KiB of it reserved per block).
+constexpr size_t kStemTwoBlockSmem = 112 * 1024;
 
 struct StemMmaPlan {
   int taps = 0, ksteps = 0;  // window taps, and K steps of 16 (two taps of 8 channels each)
@@ -25,7 +28,8 @@ struct StemMmaPlan {
   // c % sw equal) of patch_ws pixels, so that the 8 pixels of one ldmatrix row group are consecutive 16-byte
   // vectors for any stride (no bank conflicts).
   int patch_h = 0, patch_w = 0, patch_ws = 0;
-  int64_t patch_chunks = 0;  // 16-byte vectors, the zero vector (odd tap counts) included
+  int patch_vecs = 0;  // 16-byte vectors of one patch buffer
+  int buffers = 1;     // patch buffers: 2 where they fit kStemTwoBlockSmem
   size_t weight_bytes = 0, smem_bytes = 0;
 };
 
@@ -42,7 +46,7 @@ KILN_STEM_HD inline int stem_patch_index(int r, int c, int sw, int patch_ws) {
   return (r * sw + c % sw) * patch_ws + c / sw;
 }
 
-// kh, kw, sh, sw, dh, dw >= 1, m >= 1 (16-bit elements, 8 channels per pixel).
+// kh, kw, sh, sw, dh, dw >= 1 and at most 1024, m >= 1 (16-bit elements, 8 channels per pixel).
 inline StemMmaPlan stem_mma_plan(int kh, int kw, int sh, int sw, int dh, int dw, int m) {
   StemMmaPlan p;
   p.taps = kh * kw;
@@ -53,10 +57,15 @@ inline StemMmaPlan stem_mma_plan(int kh, int kw, int sh, int sw, int dh, int dw,
   p.patch_h = (kStemTileH - 1) * sh + (kh - 1) * dh + 1;
   p.patch_w = (kStemTileW - 1) * sw + (kw - 1) * dw + 1;
   p.patch_ws = (p.patch_w + sw - 1) / sw;
-  p.patch_chunks = static_cast<int64_t>(p.patch_h) * sw * p.patch_ws + 1;
+  p.patch_vecs = p.patch_h * sw * p.patch_ws;
   p.weight_bytes = static_cast<size_t>(p.group_m) * p.wld * 2;
-  // Weights, patch (16-byte vectors), bias (float per channel), tap offsets (int per tap of 2 * ksteps).
-  p.smem_bytes = p.weight_bytes + static_cast<size_t>(p.patch_chunks) * 16 + p.group_m * 4 + p.ksteps * 2 * 4;
+  // Weights, patch buffers (16-byte vectors), a zero vector (the odd tap count's missing tap), bias (float per
+  // channel), tap offsets (int per tap of 2 * ksteps).
+  auto bytes = [&](int buffers) {
+    return p.weight_bytes + (static_cast<size_t>(p.patch_vecs) * buffers + 1) * 16 + p.group_m * 4 + p.ksteps * 2 * 4;
+  };
+  p.buffers = bytes(2) <= kStemTwoBlockSmem ? 2 : 1;
+  p.smem_bytes = bytes(p.buffers);
   return p;
 }
 
