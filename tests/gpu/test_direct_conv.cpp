@@ -555,6 +555,64 @@ TEST_F(GpuStemMma, DeclinedConvolutionsStillRunCorrectly) {
   }
 }
 
+// Builds `c` through the Builder at optimization level 3 (the tactic tuner runs), returns the tactic recorded on
+// its FusedConv, and checks the tuned engine against the CPU reference.
+std::string tuned_tactic(const DcCase& c) {
+  SCOPED_TRACE(c.str());
+  QuietLogger quiet;
+  Builder builder(quiet);
+  auto net = builder.create_network();
+  ir::Graph& g = net->graph();
+  stem_graph(c, g);
+  auto config = builder.create_builder_config();
+  config->set_backend(Backend::kCUDA);
+  config->set_builder_optimization_level(3);
+  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  EXPECT_NE(engine, nullptr);
+  if (!engine) return {};
+  EXPECT_EQ(test::host_layers(*engine), "");
+  std::string tactic;
+  for (const auto& pn : engine->plan().nodes)
+    if (pn.op_type == "FusedConv")
+      if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
+  ir::Graph ref;  // the same graph, untouched by the builder's passes, for the CPU reference
+  stem_graph(c, ref);
+  const std::vector<Tensor> inputs = stem_inputs(c, ref);
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(ref.inputs()[i]->name, inputs[i]);
+  const auto got = test::infer(*engine, named);
+  const auto want = run_graph(ref, Backend::kCPU, inputs, nullptr);
+  EXPECT_EQ(got.size(), 1u);
+  EXPECT_EQ(want.size(), 1u);
+  if (got.size() == 1 && want.size() == 1) {
+    const double tol = c.dt == DataType::kHALF ? 4e-3 : 3e-2;
+    expect_tensors_close(want[0], got[0], tol, tol, "tuned stem");
+  }
+  return tactic;
+}
+
+// The tuner times the tensor-core tactic next to the others and records one of them; where it is the only
+// candidate (asymmetric pads, the direct kernel withdrawn) it is the one recorded.
+TEST_F(GpuStemMma, TunerOffersAndRecordsIt) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kMmaTypes) {
+    DcCase only;
+    only.dt = dt;
+    only.m = 64;
+    only.k = 7;
+    only.pads = {3, 2, 2, 3};
+    only.h = 45;
+    only.w = 39;
+    only.tactic.clear();
+    only.ep = act(ops::Activation::kRelu);
+    EXPECT_EQ(tuned_tactic(only), kMmaTactic);
+    ScopedEnv direct_on("KILN_DIRECT_CONV", "1");
+    DcCase all = only;
+    all.pads = {3, 3, 3, 3};
+    EXPECT_FALSE(tuned_tactic(all).empty()) << "the tuner records a tactic among cuDNN's, direct and tensor-core";
+  }
+}
+
 // The three stems at batch 128 (224x224 input with 8 channels, 3 used), FP16: the tensor-core kernel next to the
 // CUDA-core direct kernel and cuDNN, all timed and printed; the tensor-core output must match cuDNN's.
 TEST_F(GpuStemMma, StemsAtBatch128AgainstDirectAndCudnn) {
