@@ -1,4 +1,5 @@
-// GPU tests of the own direct NHWC convolution for few input channels (tactic kiln_direct_conv_nhwc): the
+// GPU tests of the own direct NHWC convolutions for few input channels (tactic kiln_direct_conv_nhwc, and the
+// tensor-core one for 8-channel half/bfloat16 stems, kiln_direct_conv_nhwc_mma, at the end): the
 // image stems' shapes, odd image sizes, strides, pads (asymmetric ones only this kernel runs in NHWC), every
 // epilogue activation with and without a residual, FP32/FP16/BF16, weights that use 3 of 8 channels (ToNhwc's
 // padding) or all of them, against the CPU reference running the same FusedConv node; convolutions it must
@@ -329,6 +330,340 @@ TEST_F(GpuDirectConv, StemsAtBatch128AgainstCudnn) {
       if (!(std::fabs(u - v) <= 8e-3f + 8e-3f * std::fabs(v))) ++bad;
     }
     EXPECT_EQ(bad, 0) << "elements where the direct kernel and cuDNN differ";
+  }
+}
+
+// ---- the tensor-core stem kernel (tactic kiln_direct_conv_nhwc_mma, direct_conv_mma.cu) ----
+
+constexpr const char* kMmaTactic = "kiln_direct_conv_nhwc_mma";
+
+// Sets an environment variable for one scope and restores it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    if (value)
+      setenv(name, value, 1);
+    else
+      unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      setenv(name_.c_str(), old_.c_str(), 1);
+    else
+      unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+// KILN_STEM_MMA=1 offers the kernel; KILN_DIRECT_CONV=0 withdraws the CUDA-core direct kernel, so that a case with
+// asymmetric pads (which cuDNN's NHWC path cannot run) proves that the tensor-core kernel ran: otherwise the layer
+// would fall back to the host, which run_on_both rejects.
+class GpuStemMma : public ::testing::Test {
+ protected:
+  ScopedEnv mma_{"KILN_STEM_MMA", "1"};
+  ScopedEnv direct_{"KILN_DIRECT_CONV", "0"};
+};
+
+const DataType kMmaTypes[] = {DataType::kHALF, DataType::kBF16};
+
+void mma_case(DcCase c) {
+  c.tactic = kMmaTactic;
+  direct_case(c);
+}
+
+// The three stems at batch 2, odd image sizes: with their own symmetric pads, and with asymmetric ones (proof
+// that this kernel ran); 3 of 8 channels used (ToNhwc) and all 8.
+TEST_F(GpuStemMma, StemShapes) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kMmaTypes)
+    for (int64_t used : {3, 8})
+      for (bool asym : {false, true}) {
+        DcCase r;
+        r.dt = dt;
+        r.used = used;
+        r.m = 64;
+        r.k = 7;
+        r.pads = asym ? std::vector<int64_t>{3, 2, 2, 3} : std::vector<int64_t>{3, 3, 3, 3};
+        r.h = 45;
+        r.w = 39;
+        r.ep = act(ops::Activation::kRelu);
+        mma_case(r);
+        DcCase mb;
+        mb.dt = dt;
+        mb.used = used;
+        mb.h = 37;
+        mb.w = 29;
+        mb.pads = asym ? std::vector<int64_t>{0, 0, 1, 1} : std::vector<int64_t>{1, 1, 1, 1};
+        mb.ep = act(ops::Activation::kClip);
+        mma_case(mb);
+        DcCase ef = mb;
+        ef.ep = act(ops::Activation::kSilu);
+        mma_case(ef);
+      }
+}
+
+TEST_F(GpuStemMma, EveryActivationWithAndWithoutResidual) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kMmaTypes)
+    for (const auto& ep : all_activations(0.f, 6.f))
+      for (bool res : {false, true}) {
+        DcCase c;
+        c.dt = dt;
+        c.ep = ep;
+        c.residual = res;
+        c.pads = {1, 0, 0, 1};
+        mma_case(c);
+      }
+}
+
+// Windows (odd and even tap counts), strides 1-4, dilations, pads; symmetric and asymmetric.
+TEST_F(GpuStemMma, WindowsStridesDilationsPads) {
+  KILN_REQUIRE_GPU();
+  struct Win {
+    int64_t k, stride, dilation;
+    std::vector<int64_t> pads;
+  };
+  const Win wins[] = {
+      {3, 1, 1, {1, 1, 0, 1}}, {3, 2, 1, {0, 0, 1, 1}}, {7, 2, 1, {3, 3, 3, 3}}, {7, 1, 1, {2, 3, 4, 1}},
+      {5, 2, 1, {2, 2, 1, 2}}, {3, 1, 2, {2, 2, 2, 1}}, {3, 2, 2, {1, 0, 3, 2}}, {1, 1, 1, {0, 0, 0, 0}},
+      {4, 3, 1, {0, 1, 0, 0}}, {2, 2, 1, {0, 0, 1, 1}}, {11, 4, 1, {5, 4, 5, 4}}, {3, 3, 3, {3, 3, 0, 0}},
+  };
+  for (DataType dt : kMmaTypes)
+    for (const Win& wn : wins)
+      for (bool res : {false, true}) {
+        DcCase c;
+        c.dt = dt;
+        c.k = wn.k;
+        c.stride = wn.stride;
+        c.dilation = wn.dilation;
+        c.pads = wn.pads;
+        c.residual = res;
+        c.used = res ? 8 : 3;
+        c.ep = act(res ? ops::Activation::kHardSwish : ops::Activation::kLeakyRelu);
+        mma_case(c);
+      }
+}
+
+// Output channels: one group of 16/32/48/64 (the last n8 tile of 24/40/56 empty), several groups of 64 (72, 96,
+// 128: the last one partly empty), and M = 8.
+TEST_F(GpuStemMma, OutputChannels) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kMmaTypes)
+    for (int64_t m : {8, 16, 24, 32, 40, 48, 56, 64, 72, 96, 128}) {
+      DcCase c;
+      c.dt = dt;
+      c.m = m;
+      c.used = 8;
+      c.pads = {2, 1, 0, 1};
+      c.residual = m % 16 == 8;
+      c.ep = act(ops::Activation::kGeluTanh);
+      mma_case(c);
+    }
+}
+
+// Images across several tiles of 16x16 outputs with partial edge tiles, images smaller than one tile, and more
+// tiles than resident blocks (each block walks several: the double-buffered patch's prefetch, and the
+// single-buffer path).
+TEST_F(GpuStemMma, TileEdgesAndManyTiles) {
+  KILN_REQUIRE_GPU();
+  struct Img {
+    int64_t n, h, w;
+  };
+  for (DataType dt : kMmaTypes)
+    for (const Img& im : {Img{3, 67, 71}, Img{1, 5, 3}, Img{2, 33, 32}, Img{1, 3, 3}, Img{4, 40, 150}}) {
+      DcCase c;
+      c.dt = dt;
+      c.n = im.n;
+      c.h = im.h;
+      c.w = im.w;
+      c.m = 64;
+      c.k = 7;
+      c.pads = {3, 3, 2, 2};
+      c.ep = act(ops::Activation::kRelu);
+      c.residual = true;
+      mma_case(c);
+    }
+  // 640 tiles of 16x16 outputs: more than the resident blocks of an H200, so blocks walk several tiles.
+  for (DataType dt : kMmaTypes) {
+    DcCase c;
+    c.dt = dt;
+    c.n = 40;
+    c.h = c.w = 64;
+    c.m = 16;
+    c.used = 8;
+    c.k = 3;
+    c.stride = 1;
+    c.pads = {1, 1, 1, 0};
+    c.ep = act(ops::Activation::kSigmoid);
+    mma_case(c);
+  }
+  // An 11x11 stride-4 window: too much shared memory for two patch buffers (stem_mma_plan), so the single-buffer
+  // path, again over more tiles (160) than resident blocks.
+  for (DataType dt : kMmaTypes) {
+    DcCase c;
+    c.dt = dt;
+    c.n = 40;
+    c.h = c.w = 128;
+    c.m = 16;
+    c.k = 11;
+    c.stride = 4;
+    c.pads = {5, 5, 5, 4};
+    c.ep = act(ops::Activation::kRelu);
+    mma_case(c);
+  }
+}
+
+TEST_F(GpuStemMma, OptionalInputs) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kMmaTypes)
+    for (auto [bias, res] : {std::pair{false, false}, {false, true}, {true, false}, {true, true}}) {
+      DcCase c;
+      c.dt = dt;
+      c.bias = bias;
+      c.residual = res;
+      c.pads = {0, 1, 1, 0};
+      c.ep = act(ops::Activation::kRelu);
+      mma_case(c);
+    }
+}
+
+// Convolutions the kernel declines (float32, fewer or more than 8 channels, groups, M not in whole 8s): forcing
+// its tactic leaves them to cuDNN, correctly (symmetric pads, which cuDNN runs).
+TEST_F(GpuStemMma, DeclinedConvolutionsStillRunCorrectly) {
+  KILN_REQUIRE_GPU();
+  DcCase f32;
+  f32.dt = DataType::kFLOAT;
+  mma_case(f32);
+  for (DataType dt : kMmaTypes) {
+    DcCase narrow;
+    narrow.dt = dt;
+    narrow.c = 4;
+    mma_case(narrow);
+    DcCase wide = narrow;
+    wide.c = 16;
+    wide.used = 16;
+    mma_case(wide);
+    DcCase grouped = wide;
+    grouped.c = 8;
+    grouped.used = 4;
+    grouped.group = 2;
+    mma_case(grouped);
+    DcCase odd_m;
+    odd_m.dt = dt;
+    odd_m.m = 12;
+    mma_case(odd_m);
+  }
+}
+
+// Builds `c` through the Builder at optimization level 3 (the tactic tuner runs), returns the tactic recorded on
+// its FusedConv, and checks the tuned engine against the CPU reference.
+std::string tuned_tactic(const DcCase& c) {
+  SCOPED_TRACE(c.str());
+  QuietLogger quiet;
+  Builder builder(quiet);
+  auto net = builder.create_network();
+  ir::Graph& g = net->graph();
+  stem_graph(c, g);
+  auto config = builder.create_builder_config();
+  config->set_backend(Backend::kCUDA);
+  config->set_builder_optimization_level(3);
+  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  EXPECT_NE(engine, nullptr);
+  if (!engine) return {};
+  EXPECT_EQ(test::host_layers(*engine), "");
+  std::string tactic;
+  for (const auto& pn : engine->plan().nodes)
+    if (pn.op_type == "FusedConv")
+      if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
+  ir::Graph ref;  // the same graph, untouched by the builder's passes, for the CPU reference
+  stem_graph(c, ref);
+  const std::vector<Tensor> inputs = stem_inputs(c, ref);
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(ref.inputs()[i]->name, inputs[i]);
+  const auto got = test::infer(*engine, named);
+  const auto want = run_graph(ref, Backend::kCPU, inputs, nullptr);
+  EXPECT_EQ(got.size(), 1u);
+  EXPECT_EQ(want.size(), 1u);
+  if (got.size() == 1 && want.size() == 1) {
+    const double tol = c.dt == DataType::kHALF ? 4e-3 : 3e-2;
+    expect_tensors_close(want[0], got[0], tol, tol, "tuned stem");
+  }
+  return tactic;
+}
+
+// The tuner times the tensor-core tactic next to the others and records one of them; where it is the only
+// candidate (asymmetric pads, the direct kernel withdrawn) it is the one recorded.
+TEST_F(GpuStemMma, TunerOffersAndRecordsIt) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kMmaTypes) {
+    DcCase only;
+    only.dt = dt;
+    only.m = 64;
+    only.k = 7;
+    only.pads = {3, 2, 2, 3};
+    only.h = 45;
+    only.w = 39;
+    only.tactic.clear();
+    only.ep = act(ops::Activation::kRelu);
+    EXPECT_EQ(tuned_tactic(only), kMmaTactic);
+    ScopedEnv direct_on("KILN_DIRECT_CONV", "1");
+    DcCase all = only;
+    all.pads = {3, 3, 3, 3};
+    EXPECT_FALSE(tuned_tactic(all).empty()) << "the tuner records a tactic among cuDNN's, direct and tensor-core";
+  }
+}
+
+// The three stems at batch 128 (224x224 input with 8 channels, 3 used), FP16: the tensor-core kernel next to the
+// CUDA-core direct kernel and cuDNN, all timed and printed; the tensor-core output must match cuDNN's.
+TEST_F(GpuStemMma, StemsAtBatch128AgainstDirectAndCudnn) {
+  KILN_REQUIRE_GPU();
+  struct Stem {
+    const char* name;
+    int64_t m, k, pad;
+    ops::Activation a;
+  };
+  for (const Stem& st : {Stem{"resnet50 conv1", 64, 7, 3, ops::Activation::kRelu},
+                         Stem{"mobilenet_v2 stem", 32, 3, 1, ops::Activation::kClip},
+                         Stem{"efficientnet_b0 stem", 32, 3, 1, ops::Activation::kSilu}}) {
+    DcCase c;
+    c.n = 128;
+    c.h = c.w = 224;
+    c.m = st.m;
+    c.k = st.k;
+    c.pads = {st.pad, st.pad, st.pad, st.pad};
+    c.ep = act(st.a);
+    c.tactic = kMmaTactic;
+    SCOPED_TRACE(c.str());
+    ir::Graph mma, direct, dnn;
+    stem_graph(c, mma);
+    c.tactic = "kiln_direct_conv_nhwc";
+    stem_graph(c, direct);
+    c.tactic = "cudnn_fwd_algo1_tc";
+    stem_graph(c, dnn);
+    std::vector<Tensor> inputs = stem_inputs(c, mma);
+    Timed a = time_on_gpu(mma, inputs, 20);
+    Timed d;
+    {
+      ScopedEnv on("KILN_DIRECT_CONV", "1");
+      d = time_on_gpu(direct, inputs, 20);
+    }
+    Timed b = time_on_gpu(dnn, inputs, 20);
+    std::printf("[ stem mma ] %-22s tensor-core %8.1f us   direct %8.1f us   cuDNN %8.1f us\n", st.name, a.us, d.us,
+                b.us);
+    ASSERT_TRUE(a.y.defined() && b.y.defined());
+    ASSERT_EQ(a.y.shape(), b.y.shape());
+    const Half* ya = a.y.data<Half>();
+    const Half* yb = b.y.data<Half>();
+    int64_t bad = 0;
+    for (int64_t i = 0; i < a.y.numel(); ++i) {
+      const float u = ya[i], v = yb[i];
+      if (!(std::fabs(u - v) <= 8e-3f + 8e-3f * std::fabs(v))) ++bad;
+    }
+    EXPECT_EQ(bad, 0) << "elements where the tensor-core kernel and cuDNN differ";
   }
 }
 

@@ -8,6 +8,8 @@
 // prologue fused (depthwise.cu): a tactic next to cuDNN's algorithms and the default without tuning, the only
 // implementation for what cuDNN cannot do (asymmetric NHWC pads, a prologue). NHWC FusedConv with few input
 // channels (image stems, group 1, C <= 8) has an own direct kernel (direct_conv.cu), a tactic next to cuDNN's.
+// For half/bfloat16 with exactly 8 channels a tensor-core one (direct_conv_mma.cu) is a further tactic, offered
+// only with KILN_STEM_MMA=1 until it has been measured.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -322,6 +324,7 @@ struct FusedSpec {
 
 constexpr const char* kDepthwiseTactic = "kiln_depthwise_nhwc";
 constexpr const char* kDirectTactic = "kiln_direct_conv_nhwc";
+constexpr const char* kStemMmaTactic = "kiln_direct_conv_nhwc_mma";
 
 // The own depthwise kernel's geometry when it can run this convolution: NHWC 2-D FusedConv with one input and
 // one output channel per group, sizes within its 32-bit indices.
@@ -343,6 +346,13 @@ std::optional<DepthwiseGeom> depthwise_geom(const ConvGeo& g, const FusedSpec* f
 bool direct_conv_enabled() {
   const char* v = std::getenv("KILN_DIRECT_CONV");
   return !(v && std::strcmp(v, "0") == 0);
+}
+
+// The tensor-core stem kernel (direct_conv_mma.cu) has not run on a GPU yet: offered only with KILN_STEM_MMA=1
+// (its GPU tests set it), and never the untuned default.
+bool stem_mma_enabled() {
+  const char* v = std::getenv("KILN_STEM_MMA");
+  return v && std::strcmp(v, "1") == 0;
 }
 
 // Input channels [0, used) hold every nonzero weight of W [M, kh, kw, C]: the channels an image stem really
@@ -369,6 +379,22 @@ std::optional<DirectConvGeom> direct_geom(const ConvGeo& g, const FusedSpec* f, 
                    i(g.k[1]), i(g.s[0]), i(g.s[1]), i(g.d[0]), i(g.d[1]), i(g.pb[0]), i(g.pb[1]),
                    used_channels(w_host, g.c)};
   if (!direct_conv_fits(d)) return std::nullopt;
+  return d;
+}
+
+// The tensor-core stem kernel's geometry when it can run this convolution: what direct_geom asks (without its
+// switch), half or bfloat16, exactly 8 input channels.
+std::optional<DirectConvGeom> stem_mma_geom(const ConvGeo& g, const FusedSpec* f, DataType dt) {
+  if (!stem_mma_enabled() || (dt != DataType::kHALF && dt != DataType::kBF16)) return std::nullopt;
+  if (!f || !f->nhwc || f->has_pre() || g.transpose || g.nsp != 2 || g.group != 1 || g.c != 8) return std::nullopt;
+  for (const auto& v : {g.in, g.out, g.k, g.s, g.d, g.pb})
+    for (int64_t x : v)
+      if (x > INT_MAX) return std::nullopt;
+  if (g.n > INT_MAX || g.m > INT_MAX) return std::nullopt;
+  auto i = [](int64_t v) { return static_cast<int>(v); };
+  DirectConvGeom d{i(g.n), i(g.in[0]), i(g.in[1]), i(g.c), i(g.m), i(g.out[0]), i(g.out[1]), i(g.k[0]),
+                   i(g.k[1]), i(g.s[0]), i(g.s[1]), i(g.d[0]), i(g.d[1]), i(g.pb[0]), i(g.pb[1]), i(g.c)};
+  if (!direct_conv_mma_fits(d)) return std::nullopt;
   return d;
 }
 
@@ -402,6 +428,7 @@ struct ConvState {
   size_t copy_bytes = 0;                // workspace bytes taken by the copy of one full chunk
   std::optional<DepthwiseGeom> depthwise;  // set: the own depthwise kernel runs, no cuDNN state
   std::optional<DirectConvGeom> direct;    // set: the own direct kernel runs, no cuDNN state
+  std::optional<DirectConvGeom> stem_mma;  // set: the tensor-core stem kernel runs, no cuDNN state
 };
 
 // The extra operands of cudnnConvolutionBiasActivationForward (null: a plain convolution).
@@ -523,7 +550,8 @@ Status make_dnn_epilogue(const ConvGeo& g, DataType dt, const FusedSpec& f, DnnE
 // With allow_own, a depthwise NHWC convolution takes the own kernel unless the tactic names a cuDNN
 // algorithm (it is the only choice for what cuDNN's NHWC path cannot do: asymmetric pads), and one the direct
 // kernel can run takes it when the tactic names it, when there is no tactic and it is the default
-// (direct_by_default), or when cuDNN's NHWC path cannot run it (asymmetric pads).
+// (direct_by_default), or when cuDNN's NHWC path cannot run it (asymmetric pads). The tensor-core stem kernel
+// runs when the tactic names it, or for asymmetric pads that neither cuDNN nor the direct kernel takes.
 Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool transpose, const FusedSpec* fused,
                                                    bool allow_own = true) {
   const char* op = transpose ? "ConvTranspose" : fused ? "FusedConv" : "Conv";
@@ -549,13 +577,19 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
     if (fresh->depthwise && dnn_tactic && !g.copy && !fused->has_pre()) fresh->depthwise.reset();
     if (!fresh->depthwise) {
       fresh->direct = direct_geom(g, fused, host_weight(args));
-      const bool wanted = args.tactic == kDirectTactic || (args.tactic.empty() && direct_by_default(fresh->direct));
-      if (fresh->direct && !wanted && !(nhwc && g.copy)) fresh->direct.reset();
+      fresh->stem_mma = stem_mma_geom(g, fused, X.dtype);
+      if (fresh->stem_mma && args.tactic == kStemMmaTactic) {
+        fresh->direct.reset();
+      } else {
+        const bool wanted = args.tactic == kDirectTactic || (args.tactic.empty() && direct_by_default(fresh->direct));
+        if (fresh->direct && !wanted && !(nhwc && g.copy)) fresh->direct.reset();
+        if (fresh->stem_mma && !(nhwc && g.copy && !fresh->direct)) fresh->stem_mma.reset();
+      }
     }
   }
   if (fused && fused->has_pre() && !fresh->depthwise)
     return unsupported("FusedConv: a pre_activation needs the depthwise NHWC kernel");
-  if (nhwc && g.copy && !fresh->depthwise && !fresh->direct)
+  if (nhwc && g.copy && !fresh->depthwise && !fresh->direct && !fresh->stem_mma)
     return unsupported("FusedConv: NHWC needs symmetric pads");
   Dims expect = {g.n, g.m};
   expect.insert(expect.end(), g.out.begin(), g.out.end());
@@ -567,7 +601,7 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
     return invalid_argument(std::string(op) + ": B must have " + std::to_string(g.m) + " elements");
   if (has_z && args.in[3].shape != Y.shape)
     return invalid_argument(std::string(op) + ": Z " + dims_to_string(args.in[3].shape) + " must have Y's shape");
-  if (fresh->depthwise || fresh->direct) return fresh;
+  if (fresh->depthwise || fresh->direct || fresh->stem_mma) return fresh;
   fresh->chunk = chunk_images(g, X.dtype, args.handles->workspace_bytes);
   if (fresh->chunk < 1)
     return unsupported(std::string(op) + ": one image is too large for cuDNN or for the workspace copy");
@@ -598,8 +632,8 @@ std::string tactic_name(bool transpose, const DnnConv::Algo& a) {
 // differ from the tuned ones cuDNN may not offer it; the heuristic order then stands (strict: an error, for
 // the tuner, which must not time a tactic under a name that did not run).
 Status apply_tactic(const KernelArgs& args, bool transpose, ConvState& st) {
-  if (args.tactic.empty() || st.depthwise || st.direct) return Status::Ok();
-  if (args.tactic == kDepthwiseTactic || args.tactic == kDirectTactic)
+  if (args.tactic.empty() || st.depthwise || st.direct || st.stem_mma) return Status::Ok();
+  if (args.tactic == kDepthwiseTactic || args.tactic == kDirectTactic || args.tactic == kStemMmaTactic)
     return args.strict_tactic ? unsupported("tactic " + args.tactic + " cannot run this convolution") : Status::Ok();
   for (DnnConv* d : {st.full.get(), st.rest.get()}) {
     if (!d) continue;
@@ -637,6 +671,10 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
     return launch_direct_conv_nhwc(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
                                    has_z ? args.in[3].data : nullptr, Y.data, *st->direct, epilogue_params(fused->ep),
                                    args.stream);
+  if (st->stem_mma)
+    return launch_direct_conv_nhwc_mma(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
+                                       has_z ? args.in[3].data : nullptr, Y.data, *st->stem_mma,
+                                       epilogue_params(fused->ep), args.handles->sm_count, args.stream);
   const size_t es = dtype_size(X.dtype);
   const int64_t x_img = g.c * g.vol(g.in), y_img = g.m * g.vol(g.out);
   void* copy = args.handles->workspace;
@@ -702,7 +740,7 @@ Result<FusedSpec> fused_spec(const KernelArgs& args) {
 
 // The own depthwise kernel first where it applies (the untuned default), then cuDNN's candidates for the
 // node's shapes in its heuristic order (the tuner times them all); the own direct kernel first where it is the
-// default, else after cuDNN's.
+// default, else after cuDNN's; the tensor-core stem kernel last (where KILN_STEM_MMA=1 offers it).
 std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, const FusedSpec* fused) {
   std::vector<std::string> names;
   if (args.out.empty() || args.out[0].numel() == 0) return names;
@@ -720,6 +758,8 @@ std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, co
   if (st.ok() && (*st)->full)
     for (const auto& a : (*st)->full->algos) names.push_back(tactic_name(transpose, a));
   if (direct && !direct_by_default(direct)) names.push_back(kDirectTactic);
+  if (own.ok() && !(*own)->depthwise && stem_mma_geom((*own)->g, fused, args.in[0].dtype))
+    names.push_back(kStemMmaTactic);
   return names;
 }
 
@@ -764,7 +804,8 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
     FusedSpec f;
     f.nhwc = true;
     // cuDNN's NHWC path pads symmetrically only; the own kernels pad any way.
-    return depthwise_geom(*g, &f).has_value() || (!needs_depthwise && direct_geom(*g, &f, nullptr).has_value());
+    return depthwise_geom(*g, &f).has_value() ||
+           (!needs_depthwise && (direct_geom(*g, &f, nullptr).has_value() || stem_mma_geom(*g, &f, dt).has_value()));
   }
   return chunk_images(*g, dt, 64ull << 20) >= 1;  // the context's workspace size (cuda_context.cpp)
 }

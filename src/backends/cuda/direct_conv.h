@@ -21,4 +21,12 @@ bool direct_conv_fits(const DirectConvGeom& g);
 Status launch_direct_conv_nhwc(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
                                const DirectConvGeom& g, const EpilogueParams& ep, cudaStream_t stream);
 
+// The same convolution on the tensor cores (direct_conv_mma.cu, implicit GEMM on mma.sync m16n8k16): half and
+// bfloat16 only, C == 8 exactly (an image stem padded by kiln::ToNhwc; all 8 channels are multiplied, so `cu`
+// is ignored), M a multiple of 8, the window's weights and one tile's input patch within shared memory.
+bool direct_conv_mma_fits(const DirectConvGeom& g);
+Status launch_direct_conv_nhwc_mma(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
+                                   const DirectConvGeom& g, const EpilogueParams& ep, int sm_count,
+                                   cudaStream_t stream);
+
 }  // namespace kiln::cuda
