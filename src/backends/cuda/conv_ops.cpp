@@ -365,36 +365,36 @@ int used_channels(const Tensor* w, int64_t c) {
   return used;
 }
 
-// The own direct kernel's geometry when it can run this convolution: NHWC 2-D FusedConv, group 1, at most 8
-// input channels, output channels in whole 8s, no prologue, sizes within its limits.
-std::optional<DirectConvGeom> direct_geom(const ConvGeo& g, const FusedSpec* f, const Tensor* w_host) {
-  if (!direct_conv_enabled()) return std::nullopt;
+// The geometry both own stem kernels take: NHWC 2-D FusedConv, group 1, at most 8 input channels, no prologue,
+// every size within 32-bit indices; `cu` channels used. Whether a kernel fits it is that kernel's own question.
+std::optional<DirectConvGeom> stem_geom(const ConvGeo& g, const FusedSpec* f, int cu) {
   if (!f || !f->nhwc || f->has_pre() || g.transpose || g.nsp != 2 || g.group != 1 || g.c > 8) return std::nullopt;
   for (const auto& v : {g.in, g.out, g.k, g.s, g.d, g.pb})
     for (int64_t x : v)
       if (x > INT_MAX) return std::nullopt;
   if (g.n > INT_MAX || g.m > INT_MAX) return std::nullopt;
   auto i = [](int64_t v) { return static_cast<int>(v); };
-  DirectConvGeom d{i(g.n), i(g.in[0]), i(g.in[1]), i(g.c), i(g.m), i(g.out[0]), i(g.out[1]), i(g.k[0]),
-                   i(g.k[1]), i(g.s[0]), i(g.s[1]), i(g.d[0]), i(g.d[1]), i(g.pb[0]), i(g.pb[1]),
-                   used_channels(w_host, g.c)};
-  if (!direct_conv_fits(d)) return std::nullopt;
+  return DirectConvGeom{i(g.n),    i(g.in[0]), i(g.in[1]), i(g.c),    i(g.m),    i(g.out[0]), i(g.out[1]), i(g.k[0]),
+                        i(g.k[1]), i(g.s[0]),  i(g.s[1]),  i(g.d[0]), i(g.d[1]), i(g.pb[0]),  i(g.pb[1]),  cu};
+}
+
+// The own direct kernel's geometry when it can run this convolution (output channels in whole 8s, weights in
+// shared memory: direct_conv_fits), reading only the input channels W uses.
+std::optional<DirectConvGeom> direct_geom(const ConvGeo& g, const FusedSpec* f, const Tensor* w_host) {
+  if (!direct_conv_enabled()) return std::nullopt;
+  auto d = stem_geom(g, f, 0);
+  if (!d) return std::nullopt;
+  d->cu = used_channels(w_host, g.c);  // a scan of W: only for the convolutions that got this far
+  if (!direct_conv_fits(*d)) return std::nullopt;
   return d;
 }
 
-// The tensor-core stem kernel's geometry when it can run this convolution: what direct_geom asks (without its
-// switch), half or bfloat16, exactly 8 input channels.
+// The tensor-core stem kernel's geometry when it can run this convolution: half or bfloat16, exactly 8 input
+// channels (one 16-byte vector per tap), all of them read.
 std::optional<DirectConvGeom> stem_mma_geom(const ConvGeo& g, const FusedSpec* f, DataType dt) {
-  if (!stem_mma_enabled() || (dt != DataType::kHALF && dt != DataType::kBF16)) return std::nullopt;
-  if (!f || !f->nhwc || f->has_pre() || g.transpose || g.nsp != 2 || g.group != 1 || g.c != 8) return std::nullopt;
-  for (const auto& v : {g.in, g.out, g.k, g.s, g.d, g.pb})
-    for (int64_t x : v)
-      if (x > INT_MAX) return std::nullopt;
-  if (g.n > INT_MAX || g.m > INT_MAX) return std::nullopt;
-  auto i = [](int64_t v) { return static_cast<int>(v); };
-  DirectConvGeom d{i(g.n), i(g.in[0]), i(g.in[1]), i(g.c), i(g.m), i(g.out[0]), i(g.out[1]), i(g.k[0]),
-                   i(g.k[1]), i(g.s[0]), i(g.s[1]), i(g.d[0]), i(g.d[1]), i(g.pb[0]), i(g.pb[1]), i(g.c)};
-  if (!direct_conv_mma_fits(d)) return std::nullopt;
+  if (!stem_mma_enabled() || (dt != DataType::kHALF && dt != DataType::kBF16) || g.c != 8) return std::nullopt;
+  auto d = stem_geom(g, f, 8);
+  if (!d || !direct_conv_mma_fits(*d)) return std::nullopt;
   return d;
 }
 
