@@ -9,7 +9,8 @@
 // implementation for what cuDNN cannot do (asymmetric NHWC pads, a prologue). NHWC FusedConv with few input
 // channels (image stems, group 1, C <= 8) has an own direct kernel (direct_conv.cu), a tactic next to cuDNN's.
 // For half/bfloat16 with exactly 8 channels a tensor-core one (direct_conv_mma.cu) is a further tactic, offered
-// only with KILN_STEM_MMA=1 until it has been measured.
+// only with KILN_STEM_MMA=1 until it has been measured. A shared-memory tiled depthwise kernel (two tile sizes,
+// tactics kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small) is offered only with KILN_DW_TILED=1.
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +20,7 @@
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
 #include "backends/cuda/depthwise.h"
+#include "backends/cuda/depthwise_tile_plan.h"
 #include "backends/cuda/direct_conv.h"
 #include "ops/layout_util.h"
 #include "ops/window_util.h"
@@ -325,10 +327,43 @@ struct FusedSpec {
 constexpr const char* kDepthwiseTactic = "kiln_depthwise_nhwc";
 constexpr const char* kDirectTactic = "kiln_direct_conv_nhwc";
 constexpr const char* kStemMmaTactic = "kiln_direct_conv_nhwc_mma";
+// The tiled depthwise kernel's tile variants (depthwise_tile_plan.h), in variant order.
+constexpr const char* kDwTiledTactics[kDwTileVariants] = {"kiln_depthwise_nhwc_tiled",
+                                                          "kiln_depthwise_nhwc_tiled_small"};
 
-// The own depthwise kernel's geometry when it can run this convolution: NHWC 2-D FusedConv with one input and
-// one output channel per group, sizes within its 32-bit indices.
-std::optional<DepthwiseGeom> depthwise_geom(const ConvGeo& g, const FusedSpec* f) {
+// The tiled variant a tactic names; -1 for any other name.
+int dw_tiled_variant(const std::string& tactic) {
+  for (int v = 0; v < kDwTileVariants; ++v)
+    if (tactic == kDwTiledTactics[v]) return v;
+  return -1;
+}
+
+// The tiled depthwise kernel has not run on a GPU yet: offered only with KILN_DW_TILED=1 (its GPU tests set it),
+// and never the untuned default.
+bool dw_tiled_enabled() {
+  const char* v = std::getenv("KILN_DW_TILED");
+  return v && std::strcmp(v, "1") == 0;
+}
+
+// KILN_DEPTHWISE=0 withdraws the strip depthwise kernel (kiln_depthwise_nhwc), so that a test proves the tiled one
+// ran: a layer with a prologue that it declined would fall back to the host.
+bool dw_strip_enabled() {
+  const char* v = std::getenv("KILN_DEPTHWISE");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
+// The tiled variants (kDwTiledTactics) that can run this depthwise convolution, where KILN_DW_TILED=1 offers them.
+std::vector<int> dw_tiled_variants(const DepthwiseGeom& d, DataType dt) {
+  std::vector<int> r;
+  if (!dw_tiled_enabled() || (dt != DataType::kFLOAT && dt != DataType::kHALF && dt != DataType::kBF16)) return r;
+  for (int v = 0; v < kDwTileVariants; ++v)
+    if (depthwise_tiled_fits(d, static_cast<int>(dtype_size(dt)), v)) r.push_back(v);
+  return r;
+}
+
+// The own depthwise kernels' geometry when one of them can run this convolution: NHWC 2-D FusedConv with one
+// input and one output channel per group, sizes within the 32-bit indices.
+std::optional<DepthwiseGeom> depthwise_geom(const ConvGeo& g, const FusedSpec* f, DataType dt) {
   if (!f || !f->nhwc || g.transpose || g.nsp != 2 || g.group != g.c || g.m != g.c) return std::nullopt;
   for (const auto& v : {g.in, g.out, g.k, g.s, g.d, g.pb})
     for (int64_t x : v)
@@ -338,6 +373,7 @@ std::optional<DepthwiseGeom> depthwise_geom(const ConvGeo& g, const FusedSpec* f
   DepthwiseGeom d{i(g.n),    i(g.in[0]), i(g.in[1]), i(g.c),    i(g.out[0]), i(g.out[1]), i(g.k[0]),
                   i(g.k[1]), i(g.s[0]),  i(g.s[1]),  i(g.d[0]), i(g.d[1]),   i(g.pb[0]),  i(g.pb[1])};
   if (!depthwise_fits(d)) return std::nullopt;
+  if (!dw_strip_enabled() && dw_tiled_variants(d, dt).empty()) return std::nullopt;
   return d;
 }
 
@@ -426,7 +462,8 @@ struct ConvState {
   int64_t chunk = 0;
   std::unique_ptr<DnnConv> full, rest;  // chunks of `chunk` images, and the last, smaller one
   size_t copy_bytes = 0;                // workspace bytes taken by the copy of one full chunk
-  std::optional<DepthwiseGeom> depthwise;  // set: the own depthwise kernel runs, no cuDNN state
+  std::optional<DepthwiseGeom> depthwise;  // set: an own depthwise kernel runs, no cuDNN state
+  int dw_variant = -1;                     // with depthwise: the tiled kernel's variant, -1 the strip kernel
   std::optional<DirectConvGeom> direct;    // set: the own direct kernel runs, no cuDNN state
   std::optional<DirectConvGeom> stem_mma;  // set: the tensor-core stem kernel runs, no cuDNN state
 };
@@ -572,9 +609,19 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
   KILN_ASSIGN_OR_RETURN(fresh->g, conv_geometry(op, args.attrs(), xs, ws, transpose));
   const ConvGeo& g = fresh->g;
   if (allow_own) {
-    fresh->depthwise = depthwise_geom(g, fused);
-    const bool dnn_tactic = !args.tactic.empty() && args.tactic != kDepthwiseTactic;
+    fresh->depthwise = depthwise_geom(g, fused, X.dtype);
+    const int named = dw_tiled_variant(args.tactic);
+    const bool dnn_tactic = !args.tactic.empty() && args.tactic != kDepthwiseTactic && named < 0;
     if (fresh->depthwise && dnn_tactic && !g.copy && !fused->has_pre()) fresh->depthwise.reset();
+    if (fresh->depthwise) {
+      // The tiled kernel where the tactic names one of its variants that fits, or where the strip kernel is
+      // withdrawn (KILN_DEPTHWISE=0); else the strip kernel.
+      const std::vector<int> tiled = dw_tiled_variants(*fresh->depthwise, X.dtype);
+      if (named >= 0 && std::find(tiled.begin(), tiled.end(), named) != tiled.end())
+        fresh->dw_variant = named;
+      else if (!dw_strip_enabled() && !tiled.empty())
+        fresh->dw_variant = tiled.front();
+    }
     if (!fresh->depthwise) {
       fresh->direct = direct_geom(g, fused, host_weight(args));
       fresh->stem_mma = stem_mma_geom(g, fused, X.dtype);
@@ -633,7 +680,8 @@ std::string tactic_name(bool transpose, const DnnConv::Algo& a) {
 // the tuner, which must not time a tactic under a name that did not run).
 Status apply_tactic(const KernelArgs& args, bool transpose, ConvState& st) {
   if (args.tactic.empty() || st.depthwise || st.direct || st.stem_mma) return Status::Ok();
-  if (args.tactic == kDepthwiseTactic || args.tactic == kDirectTactic || args.tactic == kStemMmaTactic)
+  if (args.tactic == kDepthwiseTactic || args.tactic == kDirectTactic || args.tactic == kStemMmaTactic ||
+      dw_tiled_variant(args.tactic) >= 0)
     return args.strict_tactic ? unsupported("tactic " + args.tactic + " cannot run this convolution") : Status::Ok();
   for (DnnConv* d : {st.full.get(), st.rest.get()}) {
     if (!d) continue;
@@ -662,6 +710,11 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
     st = fresh.get();
   }
   const ConvGeo& g = st->g;
+  if (st->depthwise && st->dw_variant >= 0)
+    return launch_depthwise_nhwc_tiled(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
+                                       has_z ? args.in[3].data : nullptr, Y.data, *st->depthwise,
+                                       epilogue_params(fused->pre), epilogue_params(fused->ep), st->dw_variant,
+                                       args.handles->sm_count, args.stream);
   if (st->depthwise)
     return launch_depthwise_nhwc(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
                                  has_z ? args.in[3].data : nullptr, Y.data, *st->depthwise,
@@ -740,7 +793,8 @@ Result<FusedSpec> fused_spec(const KernelArgs& args) {
 
 // The own depthwise kernel first where it applies (the untuned default), then cuDNN's candidates for the
 // node's shapes in its heuristic order (the tuner times them all); the own direct kernel first where it is the
-// default, else after cuDNN's; the tensor-core stem kernel last (where KILN_STEM_MMA=1 offers it).
+// default, else after cuDNN's; the tensor-core stem kernel last (where KILN_STEM_MMA=1 offers it). The tiled
+// depthwise variants follow the strip kernel where KILN_DW_TILED=1 offers them.
 std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, const FusedSpec* fused) {
   std::vector<std::string> names;
   if (args.out.empty() || args.out[0].numel() == 0) return names;
@@ -748,7 +802,10 @@ std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, co
   probe.tactic.clear();
   probe.strict_tactic = false;
   auto own = make_conv_state(probe, transpose, fused, true);
-  if (own.ok() && (*own)->depthwise) names.push_back(kDepthwiseTactic);
+  if (own.ok() && (*own)->depthwise) {
+    if (dw_strip_enabled()) names.push_back(kDepthwiseTactic);
+    for (int v : dw_tiled_variants(*(*own)->depthwise, args.in[0].dtype)) names.push_back(kDwTiledTactics[v]);
+  }
   // The direct kernel's eligibility follows from the geometry alone (no second state with cuDNN descriptors).
   std::optional<DirectConvGeom> direct;
   if (own.ok() && !(*own)->depthwise)
@@ -804,7 +861,7 @@ bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, boo
     FusedSpec f;
     f.nhwc = true;
     // cuDNN's NHWC path pads symmetrically only; the own kernels pad any way.
-    return depthwise_geom(*g, &f).has_value() ||
+    return depthwise_geom(*g, &f, dt).has_value() ||
            (!needs_depthwise && (direct_geom(*g, &f, nullptr).has_value() || stem_mma_geom(*g, &f, dt).has_value()));
   }
   return chunk_images(*g, dt, 64ull << 20) >= 1;  // the context's workspace size (cuda_context.cpp)

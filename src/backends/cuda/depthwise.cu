@@ -13,6 +13,7 @@
 #include "backends/cuda/activation.cuh"
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/depthwise.h"
+#include "backends/cuda/depthwise_tile_plan.h"
 #include "backends/cuda/float_convert.cuh"
 
 namespace kiln::cuda {
@@ -172,6 +173,132 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The tiled form (tactic kiln_depthwise_nhwc_tiled, plan in depthwise_tile_plan.h): a block stages its tile's
+// input with the halo in shared memory once (16-byte loads along C, the prologue applied on the way and rounded
+// to T as the CPU reference does; padding stays zero), so each input row is fetched from global memory by one
+// block instead of by every block whose outputs read it. A thread then computes kDwTileRows outputs down one
+// column for one channel vector: for each window column it keeps that column's K weights in registers and walks
+// the (kDwTileRows - 1) * S + K input rows once, each row feeding every output whose window covers it. Weights
+// and bias sit in shared memory as float [tap][cv][V]: a warp spans few vectors, so their reads are broadcasts.
+template <typename T, int V, int kPre, int K, int S>
+__global__ void __launch_bounds__(kDwTileThreads)
+    depthwise_tiled_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
+                           const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, DwTilePlan p,
+                           EpilogueParams pre, EpilogueParams ep) {
+  using P = Pack<T, V>;
+  constexpr int R = kDwTileRows, kTaps = K * K, kSpan = (R - 1) * S + K;
+  extern __shared__ float4 dw_smem[];
+  const int cv = p.cv;
+  float* sw = reinterpret_cast<float*>(dw_smem);  // [tap][cv][V]
+  float* sb = sw + p.weight_floats;               // [cv][V]
+  P* tile = reinterpret_cast<P*>(sb + p.bias_floats);  // [in_h][in_w][cv]; both counts are multiples of 4 floats
+  int q = blockIdx.x;
+  const int tx = q % p.tiles_x;
+  q /= p.tiles_x;
+  const int ty = q % p.tiles_y, img = q / p.tiles_y;
+  const int c0 = blockIdx.y * cv * V;
+  const int oy0 = ty * p.th, ox0 = tx * p.tw;
+  const int iy0 = oy0 * S - g.pt, ix0 = ox0 * S - g.pl;
+  const int tid = threadIdx.x, nt = blockDim.x;
+  for (int i = tid; i < kTaps * cv * V; i += nt) {
+    const int v = i % V, t = i / V;
+    const int ch = c0 + (t % cv) * V + v;
+    sw[i] = ch < g.c ? to_f(w[ch * kTaps + t / cv]) : 0.f;
+  }
+  for (int i = tid; i < cv * V; i += nt) sb[i] = b && c0 + i < g.c ? to_f(b[c0 + i]) : 0.f;
+  // kU loads in flight per thread before any is stored (the loop has no other memory parallelism).
+  constexpr int kU = 4;
+  const int items = p.in_h * p.in_w * cv;
+  for (int base = tid; base < items; base += kU * nt) {
+    P raw[kU];
+    bool real[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int i = base + u * nt;
+      real[u] = false;
+      if (i < items) {
+        const int l = i % cv, pix = i / cv;
+        const int iy = iy0 + pix / p.in_w, ix = ix0 + pix % p.in_w, ch = c0 + l * V;
+        if (static_cast<unsigned>(iy) < static_cast<unsigned>(g.h) &&
+            static_cast<unsigned>(ix) < static_cast<unsigned>(g.w) && ch < g.c) {
+          raw[u] = *reinterpret_cast<const P*>(x + ((img * g.h + iy) * g.w + ix) * g.c + ch);
+          real[u] = true;
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int i = base + u * nt;
+      if (i >= items) break;
+      P out;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        float f = real[u] ? to_f(raw[u].v[v]) : 0.f;
+        // Padding (and channels past C) stays zero: the prologue applies to real pixels only.
+        if constexpr (kPre == 1) {
+          if (real[u]) f = fminf(fmaxf(f, pre.lo), pre.hi);
+        } else if constexpr (kPre == 2) {
+          if (real[u]) f = epilogue_act(f, pre);
+        }
+        out.v[v] = from_f<T>(f);
+      }
+      tile[i] = out;
+    }
+  }
+  __syncthreads();
+
+  const int l = tid % cv, cq = tid / cv;
+  const int col = cq % p.tw, grp = cq / p.tw;
+  const int ch = c0 + l * V, ox = ox0 + col, oyb = oy0 + grp * R;
+  if (ch >= g.c || ox >= g.ow || oyb >= g.oh) return;  // no barrier follows
+  float acc[R][V];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[r][v] = sb[l * V + v];
+  const int rstride = p.in_w * cv;  // vectors per tile row
+  const P* src = tile + (grp * R * S * p.in_w + col * S) * cv + l;
+#pragma unroll
+  for (int kx = 0; kx < K; ++kx) {
+    float wc[K][V];
+#pragma unroll
+    for (int ky = 0; ky < K; ++ky) {
+      const float4* wp = reinterpret_cast<const float4*>(sw + ((ky * K + kx) * cv + l) * V);
+#pragma unroll
+      for (int v4 = 0; v4 < V / 4; ++v4) {
+        const float4 f = wp[v4];
+        wc[ky][4 * v4] = f.x, wc[ky][4 * v4 + 1] = f.y, wc[ky][4 * v4 + 2] = f.z, wc[ky][4 * v4 + 3] = f.w;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kSpan; ++j) {
+      const P raw = src[j * rstride + kx * cv];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int ky = j - r * S;  // a constant once the loops are unrolled
+        if (ky < 0 || ky >= K) continue;
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[r][v] = fmaf(to_f(raw.v[v]), wc[ky][v], acc[r][v]);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int oy = oyb + r;
+    if (oy >= g.oh) break;
+    const int out = ((img * g.oh + oy) * g.ow + ox) * g.c + ch;
+    if (z) {
+      float zv[V];
+      load_vec<T, V>(z + out, zv);
+#pragma unroll
+      for (int v = 0; v < V; ++v) acc[r][v] += zv[v];
+    }
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[r][v] = epilogue_act(acc[r][v], ep);
+    store_vec<T, V>(y + out, acc[r]);
+  }
+}
+
 // Lanes per block for `vecs` channel vectors: chunks of at most kMaxLanes, evenly split so that the last
 // chunk does not idle most of its lanes (120 vectors: 4 chunks of 30), and few enough that the chunk's weights
 // fit the shared memory. 0: one vector's weights do not fit.
@@ -249,6 +376,47 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
   return Status::Ok();
 }
 
+// Raises a tiled kernel's dynamic shared memory limit to the plan's most, once per kernel.
+Status allow_tile_smem(const void* kernel) {
+  static std::mutex mu;
+  static std::map<const void*, bool> done;
+  std::lock_guard<std::mutex> lock(mu);
+  if (done.count(kernel)) return Status::Ok();
+  KILN_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kDwTileMaxSmem)));
+  done.emplace(kernel, true);
+  return Status::Ok();
+}
+
+template <typename T>
+Status launch_tiled_typed(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
+                          const EpilogueParams& pre, const EpilogueParams& ep, int variant, cudaStream_t stream) {
+  constexpr int V = 16 / sizeof(T);
+  const DwTilePlan p = dw_tile_plan(g.n, g.oh, g.ow, g.c / V, V, g.kh, g.sh, variant);
+  if (!p.ok) return unsupported("depthwise convolution: the tiled kernel has no plan for this problem");
+  EpilogueParams kernel_pre = pre;
+  if (pre.act == 1) kernel_pre.lo = 0.f, kernel_pre.hi = INFINITY;
+  auto launch = [&](auto kernel) -> Status {
+    if (p.smem > 48 * 1024) KILN_RETURN_IF_ERROR(allow_tile_smem(reinterpret_cast<const void*>(kernel)));
+    const dim3 grid(static_cast<unsigned>(p.blocks_x), static_cast<unsigned>(p.chunks));
+    kernel<<<grid, p.threads, p.smem, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
+                                                static_cast<const T*>(b), static_cast<const T*>(z), static_cast<T*>(y),
+                                                g, p, kernel_pre, ep);
+    KILN_CUDA_LAUNCH_CHECK();
+    return Status::Ok();
+  };
+  auto window = [&](auto pre_tag) -> Status {
+    constexpr int kP = decltype(pre_tag)::value;
+    if (g.kh == 3 && g.sh == 1) return launch(depthwise_tiled_kernel<T, V, kP, 3, 1>);
+    if (g.kh == 3 && g.sh == 2) return launch(depthwise_tiled_kernel<T, V, kP, 3, 2>);
+    if (g.kh == 5 && g.sh == 1) return launch(depthwise_tiled_kernel<T, V, kP, 5, 1>);
+    return launch(depthwise_tiled_kernel<T, V, kP, 5, 2>);  // the plan admits no other window
+  };
+  if (pre.act == 1 || pre.act == 2) return window(std::integral_constant<int, 1>{});
+  if (pre.act != 0) return window(std::integral_constant<int, 2>{});
+  return window(std::integral_constant<int, 0>{});
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 template <typename T>
@@ -289,6 +457,34 @@ Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const vo
       return launch_dispatch<__half>(x, w, b, z, y, g, pre, ep, sm_count, stream);
     case DataType::kBF16:
       return launch_dispatch<__nv_bfloat16>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    default:
+      return internal_error(std::string("depthwise convolution: unexpected data type ") + dtype_name(dt));
+  }
+}
+
+bool depthwise_tiled_fits(const DepthwiseGeom& g, int elem_bytes, int variant) {
+  if (elem_bytes != 2 && elem_bytes != 4) return false;
+  const int v = 16 / elem_bytes;
+  if (!depthwise_fits(g) || g.kh != g.kw || g.sh != g.sw || g.dh != 1 || g.dw != 1 || g.c % v != 0) return false;
+  return dw_tile_plan(g.n, g.oh, g.ow, g.c / v, v, g.kh, g.sh, variant).ok;
+}
+
+Status launch_depthwise_nhwc_tiled(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
+                                   const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep,
+                                   int variant, int sm_count, cudaStream_t stream) {
+  if (static_cast<int64_t>(g.n) * g.oh * g.ow == 0) return Status::Ok();
+  // The tile holds 16-byte vectors: buffers off that alignment (never the arena's) take the strip kernel.
+  if (!aligned16(x) || !aligned16(y) || (z && !aligned16(z)))
+    return launch_depthwise_nhwc(dt, x, w, b, z, y, g, pre, ep, sm_count, stream);
+  if (!depthwise_tiled_fits(g, static_cast<int>(dtype_size(dt)), variant))
+    return unsupported("depthwise convolution: outside the tiled kernel's windows, strides or sizes");
+  switch (dt) {
+    case DataType::kFLOAT:
+      return launch_tiled_typed<float>(x, w, b, z, y, g, pre, ep, variant, stream);
+    case DataType::kHALF:
+      return launch_tiled_typed<__half>(x, w, b, z, y, g, pre, ep, variant, stream);
+    case DataType::kBF16:
+      return launch_tiled_typed<__nv_bfloat16>(x, w, b, z, y, g, pre, ep, variant, stream);
     default:
       return internal_error(std::string("depthwise convolution: unexpected data type ") + dtype_name(dt));
   }

@@ -1,0 +1,66 @@
+// Tiling and shared-memory plan of the tiled depthwise convolution (depthwise.cu, tactic
+// kiln_depthwise_nhwc_tiled): plain C++, so that the host-side geometry is unit-tested without a GPU.
+#pragma once
+
+#include <algorithm>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+
+namespace kiln::cuda {
+
+constexpr int kDwTileRows = 4;                // output rows per thread (a column of outputs: window rows reused)
+constexpr int kDwTileThreads = 256;           // most threads per block
+constexpr int kDwTileMaxVecs = 8;             // most 16-byte channel vectors per block
+constexpr size_t kDwTileMaxSmem = 96 * 1024;  // at most two blocks' worth of an SM (opt-in above 48 KiB)
+constexpr int kDwTileVariants = 2;            // 0: up to 16 x 32 outputs per tile, 1: up to 8 x 16
+
+// A block computes th x tw output pixels (th a multiple of kDwTileRows) of cv channel vectors; thread
+// (l, col, group) with l fastest computes the kDwTileRows outputs of column col, rows group * kDwTileRows on, for
+// vector l. The input tile with its halo (in_h x in_w pixels of cv vectors) is staged in shared memory once.
+struct DwTilePlan {
+  bool ok = false;
+  int th = 0, tw = 0, cv = 0;
+  int in_h = 0, in_w = 0;
+  int threads = 0;
+  int tiles_y = 0, tiles_x = 0, chunks = 0;  // blockIdx.x = (img * tiles_y + tile row) * tiles_x + tile col
+  int64_t blocks_x = 0;                      // blockIdx.y = channel chunk
+  // Weights (float [tap][cv][vec]), bias (float [cv][vec]), then the input tile (16-byte vectors, [row][col][cv]).
+  size_t weight_floats = 0, bias_floats = 0, smem = 0;
+};
+
+// n images of oh x ow outputs, vecs channel vectors of vec elements, a k x k window (3 or 5) at stride s (1 or 2).
+inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int variant) {
+  DwTilePlan p;
+  if (n < 1 || oh < 1 || ow < 1 || vecs < 1 || (vec != 4 && vec != 8) || (k != 3 && k != 5) || (s != 1 && s != 2) ||
+      variant < 0 || variant >= kDwTileVariants)
+    return p;
+  const int tw_max = variant == 0 ? 32 : 16, groups_max = variant == 0 ? 4 : 2;
+  // Tiles split the image evenly (56 columns: two of 28, not 32 + 24), so edge tiles idle few threads.
+  p.tiles_x = (ow + tw_max - 1) / tw_max;
+  p.tw = (ow + p.tiles_x - 1) / p.tiles_x;
+  const int row_groups = (oh + kDwTileRows - 1) / kDwTileRows;
+  p.tiles_y = (row_groups + groups_max - 1) / groups_max;
+  const int groups = (row_groups + p.tiles_y - 1) / p.tiles_y;
+  p.th = groups * kDwTileRows;
+  // Channel vectors fill the block up to kDwTileThreads (small images take more channels), split evenly over
+  // the chunks (18 vectors at most 8 a chunk: three chunks of 6).
+  int cv = std::clamp(kDwTileThreads / (p.tw * groups), 1, kDwTileMaxVecs);
+  cv = std::min(cv, vecs);
+  for (;; --cv) {
+    p.chunks = (vecs + cv - 1) / cv;
+    p.cv = (vecs + p.chunks - 1) / p.chunks;
+    p.in_h = (p.th - 1) * s + k;
+    p.in_w = (p.tw - 1) * s + k;
+    p.weight_floats = static_cast<size_t>(k) * k * p.cv * vec;
+    p.bias_floats = static_cast<size_t>(p.cv) * vec;
+    p.smem = (p.weight_floats + p.bias_floats) * 4 + static_cast<size_t>(p.in_h) * p.in_w * p.cv * 16;
+    if (p.smem <= kDwTileMaxSmem || cv == 1) break;
+  }
+  p.threads = p.cv * p.tw * groups;
+  p.blocks_x = static_cast<int64_t>(n) * p.tiles_y * p.tiles_x;
+  p.ok = p.smem <= kDwTileMaxSmem && p.blocks_x <= INT_MAX && p.chunks <= 65535 && p.threads <= kDwTileThreads;
+  return p;
+}
+
+}  // namespace kiln::cuda
