@@ -1,0 +1,112 @@
+// The tiled depthwise convolution's host-side plan (backends/cuda/depthwise_tile_plan.h): for the windows and
+// strides it takes, the tiles and channel chunks cover every output exactly once under the kernel's thread
+// mapping, every tile position a thread reads lies inside the staged input tile, the block stays within its
+// thread and shared-memory limits, and windows, strides and vector widths it does not take are declined.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "backends/cuda/depthwise_tile_plan.h"
+
+namespace kiln::cuda {
+namespace {
+
+void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int variant) {
+  SCOPED_TRACE("n " + std::to_string(n) + " out " + std::to_string(oh) + "x" + std::to_string(ow) + " vecs " +
+               std::to_string(vecs) + "x" + std::to_string(vec) + " k " + std::to_string(k) + " s " +
+               std::to_string(s) + " variant " + std::to_string(variant));
+  const DwTilePlan p = dw_tile_plan(n, oh, ow, vecs, vec, k, s, variant);
+  ASSERT_TRUE(p.ok);
+  const int R = kDwTileRows;
+  ASSERT_EQ(p.th % R, 0);
+  const int groups = p.th / R;
+  EXPECT_EQ(p.threads, p.cv * p.tw * groups);
+  EXPECT_LE(p.threads, kDwTileThreads);
+  EXPECT_GE(p.cv, 1);
+  EXPECT_LE(p.cv, kDwTileMaxVecs);
+  // Tiles and chunks cover the outputs and channels, none wholly outside them.
+  EXPECT_GE(p.tiles_x * p.tw, ow);
+  EXPECT_LT((p.tiles_x - 1) * p.tw, ow);
+  EXPECT_GE(p.tiles_y * p.th, oh);
+  EXPECT_LT((p.tiles_y - 1) * p.th, oh);
+  EXPECT_GE(p.chunks * p.cv, vecs);
+  EXPECT_LT((p.chunks - 1) * p.cv, vecs);
+  EXPECT_EQ(p.blocks_x, static_cast<int64_t>(n) * p.tiles_y * p.tiles_x);
+  // The input tile holds every row and column a thread reads: rows grp * R * s + j for j < (R - 1) * s + k,
+  // columns col * s + kx.
+  EXPECT_LE((groups - 1) * R * s + (R - 1) * s + k, p.in_h);
+  EXPECT_LE((p.tw - 1) * s + k, p.in_w);
+  // Shared memory: weights and bias in whole 16-byte vectors (the tile after them stays 16-byte aligned).
+  EXPECT_EQ(p.weight_floats, static_cast<size_t>(k * k * p.cv * vec));
+  EXPECT_EQ(p.bias_floats, static_cast<size_t>(p.cv * vec));
+  EXPECT_EQ(p.weight_floats % 4, 0u);
+  EXPECT_EQ(p.bias_floats % 4, 0u);
+  EXPECT_EQ(p.smem, (p.weight_floats + p.bias_floats) * 4 + static_cast<size_t>(p.in_h) * p.in_w * p.cv * 16);
+  EXPECT_LE(p.smem, kDwTileMaxSmem);
+  // The kernel's mapping (block -> tile and chunk, thread -> vector, column, row group) writes every output
+  // vector of one image exactly once.
+  std::vector<int> hits(static_cast<size_t>(oh) * ow * vecs, 0);
+  for (int b = 0; b < p.tiles_y * p.tiles_x; ++b)  // image 0
+    for (int chunk = 0; chunk < p.chunks; ++chunk)
+      for (int tid = 0; tid < p.threads; ++tid) {
+        const int tx = b % p.tiles_x, ty = b / p.tiles_x;
+        const int l = tid % p.cv, q = tid / p.cv, col = q % p.tw, grp = q / p.tw;
+        const int v = chunk * p.cv + l, ox = tx * p.tw + col;
+        if (v >= vecs || ox >= ow) continue;
+        for (int r = 0; r < R; ++r) {
+          const int oy = ty * p.th + grp * R + r;
+          if (oy >= oh) break;
+          ++hits[(static_cast<size_t>(oy) * ow + ox) * vecs + v];
+        }
+      }
+  int wrong = 0;
+  for (int h : hits) wrong += h != 1;
+  EXPECT_EQ(wrong, 0) << "outputs not written exactly once";
+}
+
+TEST(DepthwiseTilePlan, CoversOutputsAndFitsItsLimits) {
+  struct Shape {
+    int oh, ow, vecs;
+  };
+  // mobilenet_v2 / efficientnet_b0 layers (half: 8 channels a vector), tile edges, tiny images, odd vector counts.
+  const Shape shapes[] = {{56, 56, 18}, {112, 112, 4}, {56, 56, 12}, {28, 28, 24}, {14, 14, 84},
+                          {7, 7, 144},  {7, 7, 120},   {1, 1, 1},    {3, 5, 3},    {17, 33, 5},
+                          {9, 100, 2},  {100, 9, 7},   {4, 4, 30},   {2, 64, 60}};
+  for (const Shape& sh : shapes)
+    for (int vec : {4, 8})
+      for (int k : {3, 5})
+        for (int s : {1, 2})
+          for (int variant = 0; variant < kDwTileVariants; ++variant)
+            check_plan(3, sh.oh, sh.ow, sh.vecs, vec, k, s, variant);
+}
+
+TEST(DepthwiseTilePlan, TilesOfTheProfiledLayers) {
+  // mobilenet_v2 features.3 (56x56x144 half, 3x3 s1): two tiles of 28 columns, four of 16 rows, 2 vectors.
+  DwTilePlan p = dw_tile_plan(128, 56, 56, 18, 8, 3, 1, 0);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.tw, 28);
+  EXPECT_EQ(p.th, 16);
+  EXPECT_EQ(p.cv, 2);
+  EXPECT_EQ(p.chunks, 9);
+  EXPECT_EQ(p.threads, 224);
+  // efficientnet_b0 7x7x1152 (5x5): one tile per image, 8 vectors a block.
+  p = dw_tile_plan(128, 7, 7, 144, 8, 5, 1, 0);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.tiles_x * p.tiles_y, 1);
+  EXPECT_EQ(p.cv, 8);
+  EXPECT_EQ(p.chunks, 18);
+}
+
+TEST(DepthwiseTilePlan, DeclinesWhatTheKernelDoesNotTake) {
+  EXPECT_FALSE(dw_tile_plan(1, 8, 8, 4, 8, 7, 1, 0).ok);  // 7x7 window
+  EXPECT_FALSE(dw_tile_plan(1, 8, 8, 4, 8, 3, 3, 0).ok);  // stride 3
+  EXPECT_FALSE(dw_tile_plan(1, 8, 8, 4, 2, 3, 1, 0).ok);  // not a 16-byte vector of 2- or 4-byte elements
+  EXPECT_FALSE(dw_tile_plan(1, 8, 8, 4, 8, 3, 1, kDwTileVariants).ok);
+  EXPECT_FALSE(dw_tile_plan(0, 8, 8, 4, 8, 3, 1, 0).ok);  // nothing to compute
+  EXPECT_FALSE(dw_tile_plan(1, 8, 8, 0, 8, 3, 1, 0).ok);
+  // More channel chunks than gridDim.y takes.
+  EXPECT_FALSE(dw_tile_plan(1, 56, 56, 70000 * 2, 8, 3, 1, 0).ok);
+}
+
+}  // namespace
+}  // namespace kiln::cuda
