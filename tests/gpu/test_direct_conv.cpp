@@ -11,6 +11,7 @@
 
 #include "builder/engine_writer.h"
 #include "gpu_test_util.h"
+#include "gpu_timing_util.h"
 #include "ops/layout_util.h"
 #include "passes/pass.h"
 
@@ -242,57 +243,6 @@ TEST_F(GpuDirectConv, DeclinedConvolutionsStillRunCorrectly) {
   }
 }
 
-// Device buffers of one engine's I/O, and the average time of `runs` enqueues.
-struct Timed {
-  Tensor y;
-  double us = 0;
-};
-
-Timed time_on_gpu(const ir::Graph& g, const std::vector<Tensor>& inputs, int runs) {
-  Timed r;
-  BuilderConfig config;
-  config.set_backend(Backend::kCUDA);
-  auto engine = test::load_engine(builder::write_engine(g, config));
-  if (!engine) return r;
-  auto ctx = engine->create_execution_context();
-  std::vector<void*> bufs;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    void* d = nullptr;
-    EXPECT_EQ(cudaMalloc(&d, inputs[i].nbytes()), cudaSuccess);
-    EXPECT_EQ(cudaMemcpy(d, inputs[i].raw(), inputs[i].nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
-    EXPECT_TRUE(ctx->set_input_shape(g.inputs()[i]->name, inputs[i].shape()).ok());
-    EXPECT_TRUE(ctx->set_tensor_address(g.inputs()[i]->name, d).ok());
-    bufs.push_back(d);
-  }
-  auto yshape = ctx->get_tensor_shape("y");
-  EXPECT_TRUE(yshape.ok());
-  if (!yshape.ok()) return r;
-  r.y = Tensor(g.outputs()[0]->dtype, *yshape);
-  void* dy = nullptr;
-  EXPECT_EQ(cudaMalloc(&dy, r.y.nbytes()), cudaSuccess);
-  bufs.push_back(dy);
-  EXPECT_TRUE(ctx->set_tensor_address("y", dy).ok());
-  cudaStream_t s;
-  EXPECT_EQ(cudaStreamCreate(&s), cudaSuccess);
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(ctx->enqueue(s).ok());  // the first run times cuDNN's candidates
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0);
-  cudaEventCreate(&e1);
-  cudaEventRecord(e0, s);
-  for (int i = 0; i < runs; ++i) EXPECT_TRUE(ctx->enqueue(s).ok());
-  cudaEventRecord(e1, s);
-  EXPECT_EQ(cudaEventSynchronize(e1), cudaSuccess);
-  float ms = 0;
-  cudaEventElapsedTime(&ms, e0, e1);
-  r.us = 1000.0 * ms / runs;
-  EXPECT_EQ(cudaMemcpy(r.y.raw(), dy, r.y.nbytes(), cudaMemcpyDeviceToHost), cudaSuccess);
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  cudaStreamDestroy(s);
-  for (void* b : bufs) cudaFree(b);
-  return r;
-}
-
 // The three stems at batch 128 (224x224 input with 8 channels, 3 used), FP16: the direct kernel against cuDNN
 // (its algorithms timed on the first run, the fastest kept), both on the GPU; the times are printed.
 TEST_F(GpuDirectConv, StemsAtBatch128AgainstCudnn) {
@@ -336,28 +286,6 @@ TEST_F(GpuDirectConv, StemsAtBatch128AgainstCudnn) {
 // ---- the tensor-core stem kernel (tactic kiln_direct_conv_nhwc_mma, direct_conv_mma.cu) ----
 
 constexpr const char* kMmaTactic = "kiln_direct_conv_nhwc_mma";
-
-// Sets an environment variable for one scope and restores it.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-    if (value)
-      setenv(name, value, 1);
-    else
-      unsetenv(name);
-  }
-  ~ScopedEnv() {
-    if (had_)
-      setenv(name_.c_str(), old_.c_str(), 1);
-    else
-      unsetenv(name_.c_str());
-  }
-
- private:
-  std::string name_, old_;
-  bool had_ = false;
-};
 
 // KILN_STEM_MMA=1 offers the kernel; KILN_DIRECT_CONV=0 withdraws the CUDA-core direct kernel, so that a case with
 // asymmetric pads (which cuDNN's NHWC path cannot run) proves that the tensor-core kernel ran: otherwise the layer

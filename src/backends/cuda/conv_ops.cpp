@@ -12,9 +12,9 @@
 // only with KILN_STEM_MMA=1 until it has been measured. A shared-memory tiled depthwise kernel (two tile sizes,
 // tactics kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small) is offered only with KILN_DW_TILED=1.
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <cstring>
-#include <climits>
 #include <optional>
 
 #include "backends/cuda/cuda_kernel.h"

@@ -189,8 +189,8 @@ __global__ void __launch_bounds__(kDwTileThreads)
   constexpr int R = kDwTileRows, kTaps = K * K, kSpan = (R - 1) * S + K;
   extern __shared__ float4 dw_smem[];
   const int cv = p.cv;
-  float* sw = reinterpret_cast<float*>(dw_smem);  // [tap][cv][V]
-  float* sb = sw + p.weight_floats;               // [cv][V]
+  float* sw = reinterpret_cast<float*>(dw_smem);       // [tap][cv][V]
+  float* sb = sw + p.weight_floats;                    // [cv][V]
   P* tile = reinterpret_cast<P*>(sb + p.bias_floats);  // [in_h][in_w][cv]; both counts are multiples of 4 floats
   int q = blockIdx.x;
   const int tx = q % p.tiles_x;
@@ -273,12 +273,15 @@ __global__ void __launch_bounds__(kDwTileThreads)
 #pragma unroll
     for (int j = 0; j < kSpan; ++j) {
       const P raw = src[j * rstride + kx * cv];
+      float xv[V];
+#pragma unroll
+      for (int v = 0; v < V; ++v) xv[v] = to_f(raw.v[v]);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         const int ky = j - r * S;  // a constant once the loops are unrolled
         if (ky < 0 || ky >= K) continue;
 #pragma unroll
-        for (int v = 0; v < V; ++v) acc[r][v] = fmaf(to_f(raw.v[v]), wc[ky][v], acc[r][v]);
+        for (int v = 0; v < V; ++v) acc[r][v] = fmaf(xv[v], wc[ky][v], acc[r][v]);
       }
     }
   }

@@ -1,0 +1,88 @@
+// GPU test helpers that time an engine on the device and set environment switches for one scope (the tactic
+// gates of kernels not yet measured).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "gpu_test_util.h"
+
+namespace kiln::gpu_testing {
+
+// Device buffers of one engine's I/O, and the average time of `runs` enqueues.
+struct Timed {
+  Tensor y;
+  double us = 0;
+};
+
+inline Timed time_on_gpu(const ir::Graph& g, const std::vector<Tensor>& inputs, int runs) {
+  Timed r;
+  BuilderConfig config;
+  config.set_backend(Backend::kCUDA);
+  auto engine = test::load_engine(builder::write_engine(g, config));
+  if (!engine) return r;
+  auto ctx = engine->create_execution_context();
+  std::vector<void*> bufs;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    void* d = nullptr;
+    EXPECT_EQ(cudaMalloc(&d, inputs[i].nbytes()), cudaSuccess);
+    EXPECT_EQ(cudaMemcpy(d, inputs[i].raw(), inputs[i].nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
+    EXPECT_TRUE(ctx->set_input_shape(g.inputs()[i]->name, inputs[i].shape()).ok());
+    EXPECT_TRUE(ctx->set_tensor_address(g.inputs()[i]->name, d).ok());
+    bufs.push_back(d);
+  }
+  auto yshape = ctx->get_tensor_shape("y");
+  EXPECT_TRUE(yshape.ok());
+  if (!yshape.ok()) return r;
+  r.y = Tensor(g.outputs()[0]->dtype, *yshape);
+  void* dy = nullptr;
+  EXPECT_EQ(cudaMalloc(&dy, r.y.nbytes()), cudaSuccess);
+  bufs.push_back(dy);
+  EXPECT_TRUE(ctx->set_tensor_address("y", dy).ok());
+  cudaStream_t s;
+  EXPECT_EQ(cudaStreamCreate(&s), cudaSuccess);
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(ctx->enqueue(s).ok());  // the first run times cuDNN's candidates
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  cudaEventRecord(e0, s);
+  for (int i = 0; i < runs; ++i) EXPECT_TRUE(ctx->enqueue(s).ok());
+  cudaEventRecord(e1, s);
+  EXPECT_EQ(cudaEventSynchronize(e1), cudaSuccess);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  r.us = 1000.0 * ms / runs;
+  EXPECT_EQ(cudaMemcpy(r.y.raw(), dy, r.y.nbytes(), cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  cudaStreamDestroy(s);
+  for (void* b : bufs) cudaFree(b);
+  return r;
+}
+
+// Sets an environment variable for one scope and restores it.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    if (value)
+      setenv(name, value, 1);
+    else
+      unsetenv(name);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      setenv(name_.c_str(), old_.c_str(), 1);
+    else
+      unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+}  // namespace kiln::gpu_testing
