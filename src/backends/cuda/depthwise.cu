@@ -206,30 +206,34 @@ __global__ void __launch_bounds__(kDwTileThreads)
     sw[i] = ch < g.c ? to_f(w[ch * kTaps + t / cv]) : 0.f;
   }
   for (int i = tid; i < cv * V; i += nt) sb[i] = b && c0 + i < g.c ? to_f(b[c0 + i]) : 0.f;
-  // kU loads in flight per thread before any is stored (the loop has no other memory parallelism).
-  constexpr int kU = 4;
-  const int items = p.in_h * p.in_w * cv;
-  for (int base = tid; base < items; base += kU * nt) {
+  // A thread stages one vector lane l0 throughout (blockDim.x is a multiple of cv), walking the tile's pixels
+  // pstep at a time with its row and column stepped, not divided; kU loads in flight before any is stored
+  // (two with a general prologue activation, whose switch otherwise spills the held vectors).
+  constexpr int kU = kPre == 2 ? 2 : 4;
+  const int l0 = tid % cv, pstep = nt / cv, pixels = p.in_h * p.in_w;
+  const int drow = pstep / p.in_w, dcol = pstep % p.in_w;
+  const bool lane_real = c0 + l0 * V < g.c;
+  const T* xl = x + img * g.h * g.w * g.c + c0 + l0 * V;
+  int pix = tid / cv, srow = pix / p.in_w, scol = pix % p.in_w;
+  while (pix < pixels) {
     P raw[kU];
     bool real[kU];
+    int at[kU];  // the tile pixel of each load, -1 past the tile
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      const int i = base + u * nt;
-      real[u] = false;
-      if (i < items) {
-        const int l = i % cv, pix = i / cv;
-        const int iy = iy0 + pix / p.in_w, ix = ix0 + pix % p.in_w, ch = c0 + l * V;
-        if (static_cast<unsigned>(iy) < static_cast<unsigned>(g.h) &&
-            static_cast<unsigned>(ix) < static_cast<unsigned>(g.w) && ch < g.c) {
-          raw[u] = *reinterpret_cast<const P*>(x + ((img * g.h + iy) * g.w + ix) * g.c + ch);
-          real[u] = true;
-        }
-      }
+      at[u] = pix < pixels ? pix : -1;
+      const int iy = iy0 + srow, ix = ix0 + scol;
+      real[u] = pix < pixels && lane_real && static_cast<unsigned>(iy) < static_cast<unsigned>(g.h) &&
+                static_cast<unsigned>(ix) < static_cast<unsigned>(g.w);
+      if (real[u]) raw[u] = *reinterpret_cast<const P*>(xl + (iy * g.w + ix) * g.c);
+      pix += pstep;
+      srow += drow;
+      scol += dcol;
+      if (scol >= p.in_w) scol -= p.in_w, ++srow;
     }
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      const int i = base + u * nt;
-      if (i >= items) break;
+      if (at[u] < 0) break;
       P out;
 #pragma unroll
       for (int v = 0; v < V; ++v) {
@@ -242,7 +246,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
         }
         out.v[v] = from_f<T>(f);
       }
-      tile[i] = out;
+      tile[at[u] * cv + l0] = out;
     }
   }
   __syncthreads();
