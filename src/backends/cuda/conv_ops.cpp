@@ -352,12 +352,19 @@ bool dw_strip_enabled() {
   return !(v && std::strcmp(v, "0") == 0);
 }
 
-// The tiled variants (kDwTiledTactics) that can run this depthwise convolution, where KILN_DW_TILED=1 offers them.
+// Whether tiled variant v can run this depthwise convolution.
+bool dw_tiled_fits(const DepthwiseGeom& d, DataType dt, int v) {
+  return (dt == DataType::kFLOAT || dt == DataType::kHALF || dt == DataType::kBF16) &&
+         depthwise_tiled_fits(d, static_cast<int>(dtype_size(dt)), v);
+}
+
+// The tiled variants (kDwTiledTactics) offered for this depthwise convolution: those that fit, where
+// KILN_DW_TILED=1.
 std::vector<int> dw_tiled_variants(const DepthwiseGeom& d, DataType dt) {
   std::vector<int> r;
-  if (!dw_tiled_enabled() || (dt != DataType::kFLOAT && dt != DataType::kHALF && dt != DataType::kBF16)) return r;
+  if (!dw_tiled_enabled()) return r;
   for (int v = 0; v < kDwTileVariants; ++v)
-    if (depthwise_tiled_fits(d, static_cast<int>(dtype_size(dt)), v)) r.push_back(v);
+    if (dw_tiled_fits(d, dt, v)) r.push_back(v);
   return r;
 }
 
@@ -614,13 +621,15 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
     const bool dnn_tactic = !args.tactic.empty() && args.tactic != kDepthwiseTactic && named < 0;
     if (fresh->depthwise && dnn_tactic && !g.copy && !fused->has_pre()) fresh->depthwise.reset();
     if (fresh->depthwise) {
-      // The tiled kernel where the tactic names one of its variants that fits, or where the strip kernel is
-      // withdrawn (KILN_DEPTHWISE=0); else the strip kernel.
-      const std::vector<int> tiled = dw_tiled_variants(*fresh->depthwise, X.dtype);
-      if (named >= 0 && std::find(tiled.begin(), tiled.end(), named) != tiled.end())
+      // The tiled kernel where the tactic names one of its variants that fits (a recorded tactic runs whatever
+      // KILN_DW_TILED says: the switch only gates offering it), or where the strip kernel is withdrawn
+      // (KILN_DEPTHWISE=0); else the strip kernel.
+      if (named >= 0 && dw_tiled_fits(*fresh->depthwise, X.dtype, named)) {
         fresh->dw_variant = named;
-      else if (!dw_strip_enabled() && !tiled.empty())
-        fresh->dw_variant = tiled.front();
+      } else if (!dw_strip_enabled()) {
+        const std::vector<int> tiled = dw_tiled_variants(*fresh->depthwise, X.dtype);
+        if (!tiled.empty()) fresh->dw_variant = tiled.front();
+      }
     }
     if (!fresh->depthwise) {
       fresh->direct = direct_geom(g, fused, host_weight(args));
