@@ -1,7 +1,8 @@
 // The tiled depthwise convolution's host-side plan (backends/cuda/depthwise_tile_plan.h): for the windows and
 // strides it takes, the tiles and channel chunks cover every output exactly once under the kernel's thread
-// mapping, every tile position a thread reads lies inside the staged input tile, the block stays within its
-// thread and shared-memory limits, and windows, strides and vector widths it does not take are declined.
+// mapping, every tile position a thread reads lies inside the staged input tile (one slot per column, stride-2
+// columns split by phase), the block stays within its thread and shared-memory limits, and windows, strides and
+// vector widths it does not take are declined.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -36,12 +37,25 @@ void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int vari
   // columns col * s + kx.
   EXPECT_LE((groups - 1) * R * s + (R - 1) * s + k, p.in_h);
   EXPECT_LE((p.tw - 1) * s + k, p.in_w);
+  // Staged columns map one-to-one onto the row's s * in_ws slots, and a thread's column col * s + kx lies at
+  // the slot of kx plus col (the kernel's addressing: neighbouring threads, neighbouring slots).
+  EXPECT_EQ(p.in_ws, (p.in_w + s - 1) / s);
+  std::vector<int> slot_of(static_cast<size_t>(s) * p.in_ws, -1);
+  for (int c = 0; c < p.in_w; ++c) {
+    const int slot = dw_tile_column(c, s, p.in_ws);
+    ASSERT_GE(slot, 0);
+    ASSERT_LT(slot, s * p.in_ws);
+    EXPECT_EQ(slot_of[slot], -1) << "columns " << slot_of[slot] << " and " << c << " share a slot";
+    slot_of[slot] = c;
+  }
+  for (int col = 0; col < p.tw; ++col)
+    for (int kx = 0; kx < k; ++kx) EXPECT_EQ(dw_tile_column(col * s + kx, s, p.in_ws), dw_tile_column(kx, s, p.in_ws) + col);
   // Shared memory: weights and bias in whole 16-byte vectors (the tile after them stays 16-byte aligned).
   EXPECT_EQ(p.weight_floats, static_cast<size_t>(k * k * p.cv * vec));
   EXPECT_EQ(p.bias_floats, static_cast<size_t>(p.cv * vec));
   EXPECT_EQ(p.weight_floats % 4, 0u);
   EXPECT_EQ(p.bias_floats % 4, 0u);
-  EXPECT_EQ(p.smem, (p.weight_floats + p.bias_floats) * 4 + static_cast<size_t>(p.in_h) * p.in_w * p.cv * 16);
+  EXPECT_EQ(p.smem, (p.weight_floats + p.bias_floats) * 4 + static_cast<size_t>(p.in_h) * s * p.in_ws * p.cv * 16);
   EXPECT_LE(p.smem, kDwTileMaxSmem);
   // The kernel's mapping (block -> tile and chunk, thread -> vector, column, row group) writes every output
   // vector of one image exactly once.

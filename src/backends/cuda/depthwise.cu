@@ -191,7 +191,8 @@ __global__ void __launch_bounds__(kDwTileThreads)
   const int cv = p.cv;
   float* sw = reinterpret_cast<float*>(dw_smem);       // [tap][cv][V]
   float* sb = sw + p.weight_floats;                    // [cv][V]
-  P* tile = reinterpret_cast<P*>(sb + p.bias_floats);  // [in_h][in_w][cv]; both counts are multiples of 4 floats
+  P* tile = reinterpret_cast<P*>(sb + p.bias_floats);  // [in_h][S * in_ws][cv]; both counts multiples of 4 floats
+  const int row_slots = S * p.in_ws;
   int q = blockIdx.x;
   const int tx = q % p.tiles_x;
   q /= p.tiles_x;
@@ -208,8 +209,8 @@ __global__ void __launch_bounds__(kDwTileThreads)
   for (int i = tid; i < cv * V; i += nt) sb[i] = b && c0 + i < g.c ? to_f(b[c0 + i]) : 0.f;
   // A thread stages one vector lane l0 throughout (blockDim.x is a multiple of cv), walking the tile's pixels
   // pstep at a time with its row and column stepped, not divided; kU loads in flight before any is stored
-  // (two with a general prologue activation, whose switch otherwise spills the held vectors).
-  constexpr int kU = kPre == 2 ? 2 : 4;
+  // (one with a general prologue activation, whose switch otherwise spills the held vectors).
+  constexpr int kU = kPre == 2 ? 1 : 4;
   const int l0 = tid % cv, pstep = nt / cv, pixels = p.in_h * p.in_w;
   const int drow = pstep / p.in_w, dcol = pstep % p.in_w;
   const bool lane_real = c0 + l0 * V < g.c;
@@ -221,7 +222,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
     int at[kU];  // the tile pixel of each load, -1 past the tile
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
-      at[u] = pix < pixels ? pix : -1;
+      at[u] = pix < pixels ? srow * row_slots + dw_tile_column(scol, S, p.in_ws) : -1;
       const int iy = iy0 + srow, ix = ix0 + scol;
       real[u] = pix < pixels && lane_real && static_cast<unsigned>(iy) < static_cast<unsigned>(g.h) &&
                 static_cast<unsigned>(ix) < static_cast<unsigned>(g.w);
@@ -260,8 +261,9 @@ __global__ void __launch_bounds__(kDwTileThreads)
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int v = 0; v < V; ++v) acc[r][v] = sb[l * V + v];
-  const int rstride = p.in_w * cv;  // vectors per tile row
-  const P* src = tile + (grp * R * S * p.in_w + col * S) * cv + l;
+  const int rstride = row_slots * cv;  // vectors per tile row
+  // Column col * S + kx lies at slot dw_tile_column(kx, S, in_ws) + col: consecutive columns, consecutive slots.
+  const P* src = tile + (grp * R * S * row_slots + col) * cv + l;
 #pragma unroll
   for (int kx = 0; kx < K; ++kx) {
     float wc[K][V];
@@ -276,7 +278,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
     }
 #pragma unroll
     for (int j = 0; j < kSpan; ++j) {
-      const P raw = src[j * rstride + kx * cv];
+      const P raw = src[j * rstride + dw_tile_column(kx, S, p.in_ws) * cv];
       float xv[V];
 #pragma unroll
       for (int v = 0; v < V; ++v) xv[v] = to_f(raw.v[v]);

@@ -22,12 +22,25 @@ struct DwTilePlan {
   bool ok = false;
   int th = 0, tw = 0, cv = 0;
   int in_h = 0, in_w = 0;
+  // A staged row holds s phases of in_ws pixels: column c at c % s * in_ws + c / s (dw_tile_column), so the
+  // neighbouring output columns of a warp read neighbouring 16-byte vectors at stride 2 too (no bank conflicts).
+  int in_ws = 0;
   int threads = 0;
   int tiles_y = 0, tiles_x = 0, chunks = 0;  // blockIdx.x = (img * tiles_y + tile row) * tiles_x + tile col
   int64_t blocks_x = 0;                      // blockIdx.y = channel chunk
-  // Weights (float [tap][cv][vec]), bias (float [cv][vec]), then the input tile (16-byte vectors, [row][col][cv]).
+  // Weights (float [tap][cv][vec]), bias (float [cv][vec]), then the input tile (16-byte vectors,
+  // [row][s * in_ws slots][cv]).
   size_t weight_floats = 0, bias_floats = 0, smem = 0;
 };
+
+#if defined(__CUDACC__)
+#define KILN_DW_HD __host__ __device__
+#else
+#define KILN_DW_HD
+#endif
+
+// The slot of staged column c in a tile row (stride s, in_ws pixels a phase).
+KILN_DW_HD inline int dw_tile_column(int c, int s, int in_ws) { return c % s * in_ws + c / s; }
 
 // n images of oh x ow outputs, vecs channel vectors of vec elements, a k x k window (3 or 5) at stride s (1 or 2).
 inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int variant) {
@@ -52,9 +65,10 @@ inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, 
     p.cv = (vecs + p.chunks - 1) / p.chunks;
     p.in_h = (p.th - 1) * s + k;
     p.in_w = (p.tw - 1) * s + k;
+    p.in_ws = (p.in_w + s - 1) / s;
     p.weight_floats = static_cast<size_t>(k) * k * p.cv * vec;
     p.bias_floats = static_cast<size_t>(p.cv) * vec;
-    p.smem = (p.weight_floats + p.bias_floats) * 4 + static_cast<size_t>(p.in_h) * p.in_w * p.cv * 16;
+    p.smem = (p.weight_floats + p.bias_floats) * 4 + static_cast<size_t>(p.in_h) * s * p.in_ws * p.cv * 16;
     if (p.smem <= kDwTileMaxSmem || cv == 1) break;
   }
   p.threads = p.cv * p.tw * groups;
