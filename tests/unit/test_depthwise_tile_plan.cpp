@@ -49,7 +49,8 @@ void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int vari
     slot_of[slot] = c;
   }
   for (int col = 0; col < p.tw; ++col)
-    for (int kx = 0; kx < k; ++kx) EXPECT_EQ(dw_tile_column(col * s + kx, s, p.in_ws), dw_tile_column(kx, s, p.in_ws) + col);
+    for (int kx = 0; kx < k; ++kx)
+      EXPECT_EQ(dw_tile_column(col * s + kx, s, p.in_ws), dw_tile_column(kx, s, p.in_ws) + col);
   // Shared memory: weights and bias in whole 16-byte vectors (the tile after them stays 16-byte aligned).
   EXPECT_EQ(p.weight_floats, static_cast<size_t>(k * k * p.cv * vec));
   EXPECT_EQ(p.bias_floats, static_cast<size_t>(p.cv * vec));

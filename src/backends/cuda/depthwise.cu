@@ -219,7 +219,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
   while (pix < pixels) {
     P raw[kU];
     bool real[kU];
-    int at[kU];  // the tile pixel of each load, -1 past the tile
+    int at[kU];  // the tile slot of each load, -1 past the tile
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       at[u] = pix < pixels ? srow * row_slots + dw_tile_column(scol, S, p.in_ws) : -1;
