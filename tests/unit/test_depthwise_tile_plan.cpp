@@ -32,7 +32,7 @@ void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int vari
   EXPECT_LT((p.tiles_y - 1) * p.th, oh);
   EXPECT_GE(p.chunks * p.cv, vecs);
   EXPECT_LT((p.chunks - 1) * p.cv, vecs);
-  EXPECT_EQ(p.blocks_x, static_cast<int64_t>(n) * p.tiles_y * p.tiles_x);
+  EXPECT_EQ(p.blocks, static_cast<int64_t>(n) * p.tiles_y * p.tiles_x * p.chunks);
   // The input tile holds every row and column a thread reads: rows grp * R * s + j for j < (R - 1) * s + k,
   // columns col * s + kx.
   EXPECT_LE((groups - 1) * R * s + (R - 1) * s + k, p.in_h);
@@ -61,10 +61,9 @@ void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int vari
   // The kernel's mapping (block -> tile and chunk, thread -> vector, column, row group) writes every output
   // vector of one image exactly once.
   std::vector<int> hits(static_cast<size_t>(oh) * ow * vecs, 0);
-  for (int b = 0; b < p.tiles_y * p.tiles_x; ++b)  // image 0
-    for (int chunk = 0; chunk < p.chunks; ++chunk)
+  for (int b = 0; b < p.tiles_y * p.tiles_x * p.chunks; ++b)  // image 0
       for (int tid = 0; tid < p.threads; ++tid) {
-        const int tx = b % p.tiles_x, ty = b / p.tiles_x;
+        const int chunk = b % p.chunks, tx = b / p.chunks % p.tiles_x, ty = b / p.chunks / p.tiles_x;
         const int l = tid % p.cv, q = tid / p.cv, col = q % p.tw, grp = q / p.tw;
         const int v = chunk * p.cv + l, ox = tx * p.tw + col;
         if (v >= vecs || ox >= ow) continue;
@@ -119,8 +118,9 @@ TEST(DepthwiseTilePlan, DeclinesWhatTheKernelDoesNotTake) {
   EXPECT_FALSE(dw_tile_plan(1, 8, 8, 4, 8, 3, 1, kDwTileVariants).ok);
   EXPECT_FALSE(dw_tile_plan(0, 8, 8, 4, 8, 3, 1, 0).ok);  // nothing to compute
   EXPECT_FALSE(dw_tile_plan(1, 8, 8, 0, 8, 3, 1, 0).ok);
-  // More channel chunks than gridDim.y takes.
-  EXPECT_FALSE(dw_tile_plan(1, 56, 56, 70000 * 2, 8, 3, 1, 0).ok);
+  // More blocks than a 1-D grid's 32-bit index takes.
+  EXPECT_FALSE(dw_tile_plan(1 << 26, 56, 56, 18, 8, 3, 1, 0).ok);
+  EXPECT_TRUE(dw_tile_plan(1, 56, 56, 70000 * 2, 8, 3, 1, 0).ok);  // many chunks: no gridDim.y limit
 }
 
 }  // namespace

@@ -194,10 +194,11 @@ __global__ void __launch_bounds__(kDwTileThreads)
   P* tile = reinterpret_cast<P*>(sb + p.bias_floats);  // [in_h][S * in_ws][cv]; both counts multiples of 4 floats
   const int row_slots = S * p.in_ws;
   int q = blockIdx.x;
+  const int c0 = q % p.chunks * cv * V;
+  q /= p.chunks;
   const int tx = q % p.tiles_x;
   q /= p.tiles_x;
   const int ty = q % p.tiles_y, img = q / p.tiles_y;
-  const int c0 = blockIdx.y * cv * V;
   const int oy0 = ty * p.th, ox0 = tx * p.tw;
   const int iy0 = oy0 * S - g.pt, ix0 = ox0 * S - g.pl;
   const int tid = threadIdx.x, nt = blockDim.x;
@@ -407,8 +408,7 @@ Status launch_tiled_typed(const void* x, const void* w, const void* b, const voi
   if (pre.act == 1) kernel_pre.lo = 0.f, kernel_pre.hi = INFINITY;
   auto launch = [&](auto kernel) -> Status {
     if (p.smem > 48 * 1024) KILN_RETURN_IF_ERROR(allow_tile_smem(reinterpret_cast<const void*>(kernel)));
-    const dim3 grid(static_cast<unsigned>(p.blocks_x), static_cast<unsigned>(p.chunks));
-    kernel<<<grid, p.threads, p.smem, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
+    kernel<<<static_cast<unsigned>(p.blocks), p.threads, p.smem, stream>>>(static_cast<const T*>(x), static_cast<const T*>(w),
                                                 static_cast<const T*>(b), static_cast<const T*>(z), static_cast<T*>(y),
                                                 g, p, kernel_pre, ep);
     KILN_CUDA_LAUNCH_CHECK();

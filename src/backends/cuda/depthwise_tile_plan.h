@@ -26,8 +26,10 @@ struct DwTilePlan {
   // neighbouring output columns of a warp read neighbouring 16-byte vectors at stride 2 too (no bank conflicts).
   int in_ws = 0;
   int threads = 0;
-  int tiles_y = 0, tiles_x = 0, chunks = 0;  // blockIdx.x = (img * tiles_y + tile row) * tiles_x + tile col
-  int64_t blocks_x = 0;                      // blockIdx.y = channel chunk
+  // blockIdx.x = ((img * tiles_y + tile row) * tiles_x + tile col) * chunks + chunk: the chunks of one tile run
+  // side by side, so a pixel's channels (one line of memory) are read at about the same time.
+  int tiles_y = 0, tiles_x = 0, chunks = 0;
+  int64_t blocks = 0;
   // Weights (float [tap][cv][vec]), bias (float [cv][vec]), then the input tile (16-byte vectors,
   // [row][s * in_ws slots][cv]).
   size_t weight_floats = 0, bias_floats = 0, smem = 0;
@@ -72,8 +74,8 @@ inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, 
     if (p.smem <= kDwTileMaxSmem || cv == 1) break;
   }
   p.threads = p.cv * p.tw * groups;
-  p.blocks_x = static_cast<int64_t>(n) * p.tiles_y * p.tiles_x;
-  p.ok = p.smem <= kDwTileMaxSmem && p.blocks_x <= INT_MAX && p.chunks <= 65535 && p.threads <= kDwTileThreads;
+  p.blocks = static_cast<int64_t>(n) * p.tiles_y * p.tiles_x * p.chunks;
+  p.ok = p.smem <= kDwTileMaxSmem && p.blocks <= INT_MAX && p.threads <= kDwTileThreads;
   return p;
 }
 
