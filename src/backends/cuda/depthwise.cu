@@ -46,6 +46,20 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[V]) {
   *reinterpret_cast<Pack<T, V>*>(p) = raw;
 }
 
+// The epilogue of one output vector at element offset `out`: + residual z (if any), activation, store.
+template <typename T, int V>
+__device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&acc)[V], const EpilogueParams& ep) {
+  if (z) {
+    float zv[V];
+    load_vec<T, V>(z + out, zv);
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[v] += zv[v];
+  }
+#pragma unroll
+  for (int v = 0; v < V; ++v) acc[v] = epilogue_act(acc[v], ep);
+  store_vec<T, V>(y + out, acc);
+}
+
 // Block: `lanes` channel vectors (blockIdx.y picks which) times blockDim.x / lanes strips of kStrip output
 // pixels along a row; the lane is the fastest index, so a warp reads neighbouring 16-byte vectors of one or two
 // pixels (coalesced along C). A thread reads each tap's weights once per strip and keeps kStrip independent
@@ -159,16 +173,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int p = 0; p < kStrip; ++p) {
       if (ox0 + p >= g.ow) break;
-      const int out = ((img * g.oh + oy) * g.ow + ox0 + p) * g.c + ch;
-      if (z) {
-        float zv[V];
-        load_vec<T, V>(z + out, zv);
-#pragma unroll
-        for (int v = 0; v < V; ++v) acc[p][v] += zv[v];
-      }
-#pragma unroll
-      for (int v = 0; v < V; ++v) acc[p][v] = epilogue_act(acc[p][v], ep);
-      store_vec<T, V>(y + out, acc[p]);
+      store_output<T, V>(y, z, ((img * g.oh + oy) * g.ow + ox0 + p) * g.c + ch, acc[p], ep);
     }
   }
 }
@@ -296,16 +301,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
   for (int r = 0; r < R; ++r) {
     const int oy = oyb + r;
     if (oy >= g.oh) break;
-    const int out = ((img * g.oh + oy) * g.ow + ox) * g.c + ch;
-    if (z) {
-      float zv[V];
-      load_vec<T, V>(z + out, zv);
-#pragma unroll
-      for (int v = 0; v < V; ++v) acc[r][v] += zv[v];
-    }
-#pragma unroll
-    for (int v = 0; v < V; ++v) acc[r][v] = epilogue_act(acc[r][v], ep);
-    store_vec<T, V>(y + out, acc[r]);
+    store_output<T, V>(y, z, ((img * g.oh + oy) * g.ow + ox) * g.c + ch, acc[r], ep);
   }
 }
 
