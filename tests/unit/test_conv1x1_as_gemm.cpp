@@ -10,14 +10,16 @@ using namespace kiln::test;
 
 namespace {
 
-// x [2,5,6,8] NHWC -> FusedConv(kernel k, stride s, activation act, bias, residual z) -> y
+// x [2,h,w,8] NHWC -> FusedConv(kernel k, strides (sh, sw), activation act, bias, residual z) -> y
 struct OneConv {
   ir::Graph g;
   std::vector<Tensor> inputs;
-  OneConv(int64_t k, int64_t stride, const std::string& act, bool residual) {
+  OneConv(int64_t k, int64_t stride, const std::string& act, bool residual)
+      : OneConv(k, stride, stride, act, residual, 5, 6, true) {}
+  OneConv(int64_t k, int64_t sh, int64_t sw, const std::string& act, bool residual, int64_t h, int64_t w, bool bias) {
     const int64_t m = 16, c = 8;
-    ir::Value* x = graph_input(g, "x", {2, 5, 6, c});
-    inputs.push_back(random_f32({2, 5, 6, c}, 1));
+    ir::Value* x = graph_input(g, "x", {2, h, w, c});
+    inputs.push_back(random_f32({2, h, w, c}, 1));
     Attributes a;
     a.set("layout", "NHWC");
     a.set("activation", act);
@@ -25,12 +27,13 @@ struct OneConv {
     a.set("beta", 0.5f);
     a.set("clip_min", 0.f);
     a.set("clip_max", 0.5f);
-    a.set("strides", std::vector<int64_t>{stride, stride});
+    a.set("strides", std::vector<int64_t>{sh, sw});
     a.set("pads", std::vector<int64_t>(4, 0));
-    std::vector<ir::Value*> in = {x, g.add_constant("w", random_f32({m, k, k, c}, 2)),
-                                  g.add_constant("b", random_f32({m}, 3))};
+    std::vector<ir::Value*> in = {x, g.add_constant("w", random_f32({m, k, k, c}, 2))};
+    if (bias || residual) in.push_back(bias ? g.add_constant("b", random_f32({m}, 3)) : nullptr);
     if (residual) {
-      const int64_t oh = (5 - k) / stride + 1, ow = (6 - k) / stride + 1;
+      // The convolution's output size, written out independently of the pass: floor((H - k) / s) + 1.
+      const int64_t oh = (h - k) / sh + 1, ow = (w - k) / sw + 1;
       in.push_back(graph_input(g, "z", {2, oh, ow, m}));
       inputs.push_back(random_f32({2, oh, ow, m}, 4));
     }
@@ -65,7 +68,7 @@ TEST(Conv1x1AsGemm, OneByOneConvolutionsBecomeGemmsWithTheSameResult) {
 
 TEST(Conv1x1AsGemm, OtherConvolutionsStay) {
   struct Case { int64_t k, stride; const char* act; };
-  for (Case cs : {Case{3, 1, "relu"}, Case{1, 2, "relu"}, Case{3, 2, "silu"}}) {
+  for (Case cs : {Case{3, 1, "relu"}, Case{3, 2, "silu"}}) {
     SCOPED_TRACE(std::to_string(cs.k) + "x" + std::to_string(cs.k) + " stride " + std::to_string(cs.stride) + " " + cs.act);
     OneConv c(cs.k, cs.stride, cs.act, false);
     passes::PassList l;
@@ -74,6 +77,59 @@ TEST(Conv1x1AsGemm, OtherConvolutionsStay) {
     EXPECT_EQ(count_ops(c.g, "FusedConv"), 1);
     EXPECT_EQ(count_ops(c.g, "FusedMatMul"), 0);
   }
+}
+
+// Strided 1x1 convolutions (resnet's downsample shortcuts) become Slice(steps s_h, s_w on axes 1, 2) + FusedMatMul
+// and compute what the convolution computes on the reference backend: odd and even spatial sizes (the output has
+// floor((H-1)/s)+1 rows), unequal strides, with and without bias and residual, activations inside the GEMM's
+// epilogue and after it.
+TEST(Conv1x1AsGemm, StridedOneByOneBecomeSliceAndGemmWithTheSameResult) {
+  struct Case { int64_t sh, sw, h, w; };
+  for (Case cs : {Case{2, 2, 56 / 4, 56 / 4}, Case{2, 2, 7, 9}, Case{2, 1, 6, 5}, Case{1, 2, 5, 8}, Case{3, 3, 7, 8},
+                  Case{3, 3, 9, 9}, Case{2, 2, 1, 1}, Case{4, 2, 3, 5}}) {
+    for (const char* act : {"none", "relu", "silu", "clip"}) {
+      for (auto [bias, residual] : {std::pair{true, false}, {true, true}, {false, true}, {false, false}}) {
+        SCOPED_TRACE("strides " + std::to_string(cs.sh) + "," + std::to_string(cs.sw) + " " + std::to_string(cs.h) +
+                     "x" + std::to_string(cs.w) + " " + act + (bias ? " bias" : "") + (residual ? " residual" : ""));
+        OneConv c(1, cs.sh, cs.sw, act, residual, cs.h, cs.w, bias);
+        ASSERT_TRUE(run_passes(c.g, {}).ok());
+        auto want = run_reference(c.g, c.inputs);
+        passes::PassList l;
+        l.push_back(passes::make_conv1x1_as_gemm());
+        ASSERT_TRUE(run_passes(c.g, std::move(l)).ok());
+        EXPECT_EQ(count_ops(c.g, "FusedConv"), 0) << ir::print(c.g);
+        EXPECT_EQ(count_ops(c.g, "FusedMatMul"), 1) << ir::print(c.g);
+        ASSERT_EQ(count_ops(c.g, "Slice"), 1) << ir::print(c.g);
+        const ir::Node* s = find_op(c.g, "Slice");
+        const ir::Node* mm = find_op(c.g, "FusedMatMul");
+        EXPECT_EQ(mm->inputs[0], s->outputs[0]);
+        EXPECT_EQ(s->inputs[0], c.g.inputs()[0]);
+        // The Slice's declared shape is what the reference computes for it (the GEMM's row count depends on it).
+        const int64_t oh = (cs.h - 1) / cs.sh + 1, ow = (cs.w - 1) / cs.sw + 1;
+        EXPECT_EQ(s->outputs[0]->shape, ops::shape_from_dims({2, oh, ow, 8}));
+        EXPECT_EQ(c.g.outputs()[0]->name, "y");
+        const std::string a = act;
+        const bool in_gemm = a == "none" || a == "relu";
+        EXPECT_EQ(c.g.nodes().size(), (in_gemm ? 2u : 3u + (a == "silu"))) << ir::print(c.g);
+        auto got = run_reference(c.g, c.inputs);
+        ASSERT_EQ(got.size(), 1u);
+        EXPECT_EQ(got[0].shape(), want[0].shape());
+        expect_close(got[0], want[0], 1e-5, 1e-5);
+      }
+    }
+  }
+}
+
+// A strided 1x1 convolution whose backend has no Slice kernel stays a convolution (the stride-1 ones still go).
+TEST(Conv1x1AsGemm, StridedStaysWithoutASliceKernel) {
+  OneConv c(1, 2, 2, "relu", false, 6, 6, true);
+  passes::PassOptions o;
+  o.has_kernel = [](const std::string& op, const std::string&, DataType) { return op != "Slice"; };
+  passes::PassList l;
+  l.push_back(passes::make_conv1x1_as_gemm());
+  ASSERT_TRUE(run_passes(c.g, std::move(l), o).ok());
+  EXPECT_EQ(count_ops(c.g, "FusedConv"), 1);
+  EXPECT_EQ(count_ops(c.g, "FusedMatMul"), 0);
 }
 
 }  // namespace
