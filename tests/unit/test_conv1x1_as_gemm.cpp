@@ -2,6 +2,7 @@
 // others stay convolutions.
 #include <gtest/gtest.h>
 
+#include "cnn_onnx_model.h"
 #include "cnn_test_util.h"
 #include "ops/layout_util.h"
 
@@ -130,6 +131,32 @@ TEST(Conv1x1AsGemm, StridedStaysWithoutASliceKernel) {
   ASSERT_TRUE(run_passes(c.g, std::move(l), o).ok());
   EXPECT_EQ(count_ops(c.g, "FusedConv"), 1);
   EXPECT_EQ(count_ops(c.g, "FusedMatMul"), 0);
+}
+
+// A resnet downsampling block (odd and even sizes) through the whole CUDA pipeline in FP16: the 1x1 stride-2
+// shortcut becomes a Slice of the NHWC stem output feeding a FusedMatMul, no strided 1x1 convolution is left, and
+// the graph computes what the CPU pipeline's graph computes on the reference kernels.
+TEST(Conv1x1AsGemm, DownsampleBlockThroughTheCudaPassesFp16) {
+  for (int64_t hw : {12, 13}) {
+    SCOPED_TRACE("hw " + std::to_string(hw));
+    auto [cpu, cuda] = cpu_and_cuda_graphs(downsample_block_cnn(2, hw, 16, 32));
+    ASSERT_TRUE(cpu && cuda);
+    EXPECT_EQ(count_ops(*cpu, "Conv"), 3);
+    ASSERT_EQ(count_ops(*cuda, "Slice"), 1) << ir::print(*cuda);
+    const ir::Node* s = find_op(*cuda, "Slice");
+    ASSERT_EQ(s->outputs[0]->users.size(), 1u);
+    const ir::Node* mm = s->outputs[0]->users[0];
+    EXPECT_EQ(mm->op_type, "FusedMatMul");
+    EXPECT_EQ(s->inputs[0]->dtype, DataType::kHALF);
+    const int64_t ho = (hw - 1) / 2 + 1;
+    EXPECT_EQ(s->outputs[0]->shape, ops::shape_from_dims({2, ho, ho, 16}));
+    for (auto& n : cuda->nodes()) {
+      if (n->op_type != "FusedConv") continue;
+      const auto& ws = n->inputs[1]->shape;
+      EXPECT_FALSE(ws.size() == 4 && ws[1] == ops::Dim(1) && ws[2] == ops::Dim(1)) << n->name << " stayed a 1x1 conv";
+    }
+    expect_same_on_reference(*cpu, *cuda, random_f32({2, 8, hw, hw}, 92), 3e-2);
+  }
 }
 
 }  // namespace
