@@ -454,10 +454,10 @@ TEST(GpuStridedConv1x1, ResnetDownsampleTimes) {
         auto ints = [&](const char* name, std::vector<int64_t> v) {
           return slice_only.add_constant(name, Tensor::from_vector<int64_t>({2}, v));
         };
-        ir::Node* n = slice_only.add_node(
-            "Slice", "slice",
-            {x, ints("starts", {0, 0}), ints("ends", {INT64_MAX, INT64_MAX}), ints("axes", {1, 2}), ints("steps", {2, 2})},
-            {"y"}, {}, 13);
+        ir::Node* n = slice_only.add_node("Slice", "slice",
+                                          {x, ints("starts", {0, 0}), ints("ends", {INT64_MAX, INT64_MAX}),
+                                           ints("axes", {1, 2}), ints("steps", {2, 2})},
+                                          {"y"}, {}, 13);
         QuietLogger quiet;
         passes::PassContext ctx(quiet);
         EXPECT_TRUE(passes::make_shape_inference()->apply(slice_only, ctx).ok());
@@ -467,8 +467,8 @@ TEST(GpuStridedConv1x1, ResnetDownsampleTimes) {
       Timed conv = time_on_gpu(*g, inputs, runs);
       Timed gemm = time_on_gpu(*rewritten, inputs, runs);
       Timed slice = time_on_gpu(slice_only, {inputs[0]}, runs);
-      std::printf("[ timing ] resnet50 %s downsample b%lld FP16: FusedConv %.1f us, Slice + GEMM %.1f us (Slice %.1f us, "
-                  "%.0f GB/s)\n",
+      std::printf("[ timing ] resnet50 %s downsample b%lld FP16: FusedConv %.1f us, Slice + GEMM %.1f us "
+                  "(Slice %.1f us, %.0f GB/s)\n",
                   l.name, static_cast<long long>(batch), conv.us, gemm.us, slice.us,
                   slice.us > 0 ? 2.0 * static_cast<double>(slice.y.nbytes()) / slice.us / 1e3 : 0.0);
       ASSERT_TRUE(conv.y.defined() && gemm.y.defined());
