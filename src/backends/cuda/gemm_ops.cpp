@@ -104,6 +104,7 @@ class LtGemm {
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la_, t, cm.b_rows, cm.b_cols, cm.ldb));  // our A
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb_, t, cm.a_rows, cm.a_cols, cm.lda));  // our B
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld_, t, cm.d_rows, cm.d_cols, cm.ldd));
+    // A batch shares the bias vector: CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE stays at its default 0.
     if (s.batch > 1) {
       int32_t count = static_cast<int32_t>(s.batch);
       const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {{la_, s.sa}, {lb_, s.sb}, {ld_, s.sd}};
@@ -444,9 +445,11 @@ Result<EpiAct> parse_act(const Attributes& a) {
 Status fused_plan(const KernelArgs& args, FusedState& st, bool plain) {
   KILN_ASSIGN_OR_RETURN(int64_t tb, args.attrs().get_int("trans_b", 0));
   Dims b = st.b_shape;
+  // trans_b: each [N, K] matrix of B read transposed; a batched B ([..., N, K], se_scale_gemm's per-sample
+  // weights) keeps its matrix stride K*N, so the geometry is that of [..., K, N] and still one strided batch.
   if (tb) {
-    if (b.size() != 2) return invalid_argument("FusedMatMul: trans_b needs a 2-D B");
-    std::swap(b[0], b[1]);
+    if (b.size() < 2) return invalid_argument("FusedMatMul: B must have rank >= 2");
+    std::swap(b[b.size() - 2], b[b.size() - 1]);
   }
   KILN_ASSIGN_OR_RETURN(GemmShape s, matmul_geometry(st.a_shape, b, args.in[0].dtype, st.mm));
   if (tb) {
