@@ -6,6 +6,7 @@
 
 #include "cnn_onnx_model.h"
 #include "se_test_graphs.h"
+#include "backends/cuda/gemm_geometry.h"
 
 using namespace kiln;
 using namespace kiln::test;
@@ -202,6 +203,72 @@ TEST(SeScaleGemm, EfficientnetBlockInTheCudaPipeline) {
       EXPECT_TRUE(proj->inputs[1]->is_constant()) << ir::print(*cuda);
     }
     expect_same_on_reference(*cpu, *cuda, random_f32({2, 8, hw, hw}, 92), 3e-2);
+  }
+}
+
+}  // namespace
+
+// ---- The CUDA GEMM's batch plan (gemm_geometry.h, host arithmetic) ----
+
+namespace {
+
+using kiln::cuda::GemmGeometry;
+
+// Y computed by following the plan (each host-loop call, each matrix of its strided batch, row-major m x n), for
+// comparison with MatMul's reference compute.
+Tensor run_plan(const GemmGeometry& gm, const Tensor& a, const Tensor& b, std::vector<int64_t> y_shape) {
+  Tensor y(DataType::kFLOAT, y_shape);
+  const float* pa = a.data<float>();
+  const float* pb = b.data<float>();
+  float* py = y.data<float>();
+  for (size_t call = 0; call < gm.off_a.size(); ++call)
+    for (int64_t j = 0; j < gm.batch; ++j)
+      for (int64_t r = 0; r < gm.m; ++r)
+        for (int64_t c = 0; c < gm.n; ++c) {
+          double acc = 0;
+          for (int64_t q = 0; q < gm.k; ++q)
+            acc += double(pa[gm.off_a[call] + j * gm.sa + r * gm.k + q]) * pb[gm.off_b[call] + j * gm.sb + q * gm.n + c];
+          py[gm.off_y[call] + j * gm.sd + r * gm.n + c] = static_cast<float>(acc);
+        }
+  return y;
+}
+
+TEST(GemmGeometry, PerSampleWeightsAreOneStridedBatch) {
+  // se_scale_gemm's projection at efficientnet's 56x56 stage: H folds into the rows, the samples are the batch.
+  auto gm = kiln::cuda::gemm_geometry({8, 56, 56, 144}, {8, 1, 144, 24});
+  ASSERT_TRUE(gm.ok()) << gm.status().message();
+  EXPECT_EQ(gm->off_a.size(), 1u) << "one cuBLASLt call";
+  EXPECT_EQ(gm->batch, 8);
+  EXPECT_EQ(gm->m, 56 * 56);
+  EXPECT_EQ(gm->n, 24);
+  EXPECT_EQ(gm->k, 144);
+  EXPECT_EQ(gm->sa, 56 * 56 * 144);
+  EXPECT_EQ(gm->sb, 144 * 24);
+  EXPECT_EQ(gm->sd, 56 * 56 * 24);
+  // The shared weight before the rewrite: one tall GEMM over every sample's rows.
+  auto shared = kiln::cuda::gemm_geometry({8, 56, 56, 144}, {144, 24});
+  ASSERT_TRUE(shared.ok());
+  EXPECT_EQ(shared->off_a.size(), 1u);
+  EXPECT_EQ(shared->batch, 1);
+  EXPECT_EQ(shared->m, 8 * 56 * 56);
+}
+
+TEST(GemmGeometry, PlanComputesWhatMatMulComputes) {
+  struct Case { std::vector<int64_t> a, b; };
+  const Case cases[] = {{{3, 4, 5, 6}, {3, 1, 6, 7}}, {{3, 4, 5, 6}, {6, 7}},       {{2, 3, 4, 5}, {2, 3, 5, 2}},
+                        {{4, 5, 6}, {2, 1, 6, 3}},    {{1, 4, 5, 6}, {3, 1, 6, 2}}, {{2, 1, 4, 5}, {1, 3, 5, 2}},
+                        {{5}, {5, 3}},                {{4, 5}, {5}}};
+  uint32_t seed = 40;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(dims_to_string(c.a) + " x " + dims_to_string(c.b));
+    Tensor a = random_f32(c.a, seed++), b = random_f32(c.b, seed++);
+    std::vector<Tensor> want(1);
+    Attributes none;
+    ops::ComputeContext ctx(none, 17, {&a, &b}, &want);
+    ASSERT_TRUE(ops::OpRegistry::instance().find("MatMul")->compute(ctx).ok());
+    auto gm = kiln::cuda::gemm_geometry(c.a, c.b);
+    ASSERT_TRUE(gm.ok()) << gm.status().message();
+    expect_close(run_plan(*gm, a, b, want[0].shape()), want[0], 1e-5, 1e-5);
   }
 }
 

@@ -7,6 +7,7 @@
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
+#include "backends/cuda/gemm_geometry.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "ops/op_util.h"
 
@@ -214,8 +215,8 @@ bool same_dtypes(const runtime::PlanNode& n, const runtime::EnginePlan& p, size_
 
 // ---- MatMul ----
 
-// The numpy batch of a MatMul reduced to one cuBLASLt strided batch (the innermost batch dim) inside a host loop
-// over the rest; a batch that shares B and runs through contiguous A is folded into the rows instead.
+// The numpy batch of a MatMul as gemm_geometry() plans it (gemm_geometry.h): one cuBLASLt strided batch inside a
+// host loop over the rest.
 struct MatMulState {
   Dims a_shape, b_shape;
   int64_t m = 0, n = 0, k = 0;
@@ -226,75 +227,29 @@ struct MatMulState {
 
 // Fills st's offsets and returns the cuBLASLt problem for operands of shapes a and b.
 Result<GemmShape> matmul_geometry(Dims a, Dims b, DataType dt, MatMulState& st) {
-  if (a.empty() || b.empty()) return invalid_argument("MatMul: operands must have rank >= 1");
-  if (a.size() == 1) a.insert(a.begin(), 1);
-  if (b.size() == 1) b.push_back(1);
-  const int64_t m = a[a.size() - 2], k = a.back(), n = b.back();
-  if (b[b.size() - 2] != k) return invalid_argument("MatMul: inner dimensions differ");
-  Dims ab(a.begin(), a.end() - 2), bb(b.begin(), b.end() - 2);
-  KILN_ASSIGN_OR_RETURN(Dims batch, ops::broadcast_dims({ab, bb}));
-  const std::vector<int64_t> sa = ops::broadcast_strides(ab, batch), sb = ops::broadcast_strides(bb, batch);
-  const int64_t mat_a = m * k, mat_b = k * n, mat_y = m * n;
-  // Batch dims as (size, A stride, B stride, Y stride) in elements, size-1 dims dropped, mergeable dims merged.
-  struct BDim { int64_t size, a, b, y; };
-  std::vector<BDim> dims;
-  int64_t y_stride = mat_y;
-  for (int i = static_cast<int>(batch.size()) - 1; i >= 0; --i) {
-    if (batch[i] != 1) dims.insert(dims.begin(), BDim{batch[i], sa[i] * mat_a, sb[i] * mat_b, y_stride});
-    y_stride *= batch[i];
-  }
-  std::vector<BDim> merged;
-  for (const BDim& d : dims) {
-    if (!merged.empty()) {
-      BDim& o = merged.back();
-      if (o.a == d.a * d.size && o.b == d.b * d.size && o.y == d.y * d.size) {
-        o = BDim{o.size * d.size, d.a, d.b, d.y};
-        continue;
-      }
-    }
-    merged.push_back(d);
-  }
+  KILN_ASSIGN_OR_RETURN(GemmGeometry gm, gemm_geometry(std::move(a), std::move(b)));
   GemmShape s;
   s.dt = dt;
-  s.m = m;
-  s.n = n;
-  s.k = k;
-  s.lda = k;
-  s.ldb = n;
-  if (!merged.empty() && merged.back().b == 0 && merged.back().a == mat_a && merged.back().y == mat_y) {
-    s.m = m * merged.back().size;  // one tall GEMM: [L*m, k] x [k, n]
-    merged.pop_back();
-  }
-  if (!merged.empty()) {
-    const BDim& in = merged.back();
-    s.batch = in.size;
-    s.sa = in.a;
-    s.sb = in.b;
-    s.sd = in.y;
-    merged.pop_back();
-  }
-  st.m = s.m;
-  st.n = n;
-  st.k = k;
-  st.off_a.assign(1, 0);
-  st.off_b.assign(1, 0);
-  st.off_y.assign(1, 0);
-  const size_t es = dtype_size(dt);
-  for (const BDim& d : merged) {  // outer to inner: offsets in row-major order of the outer dims
-    std::vector<int64_t> na, nb, ny;
-    for (size_t i = 0; i < st.off_a.size(); ++i)
-      for (int64_t j = 0; j < d.size; ++j) {
-        na.push_back(st.off_a[i] + j * d.a);
-        nb.push_back(st.off_b[i] + j * d.b);
-        ny.push_back(st.off_y[i] + j * d.y);
-      }
-    st.off_a.swap(na);
-    st.off_b.swap(nb);
-    st.off_y.swap(ny);
-    st.extra_a |= static_cast<uint64_t>(d.a) * es;
-    st.extra_b |= static_cast<uint64_t>(d.b) * es;
-    st.extra_y |= static_cast<uint64_t>(d.y) * es;
-  }
+  s.m = gm.m;
+  s.n = gm.n;
+  s.k = gm.k;
+  s.lda = gm.k;
+  s.ldb = gm.n;
+  s.batch = gm.batch;
+  s.sa = gm.sa;
+  s.sb = gm.sb;
+  s.sd = gm.sd;
+  st.m = gm.m;
+  st.n = gm.n;
+  st.k = gm.k;
+  st.off_a = std::move(gm.off_a);
+  st.off_b = std::move(gm.off_b);
+  st.off_y = std::move(gm.off_y);
+  // Element sizes are powers of two, so scaling the OR of the element steps is the OR of the byte steps.
+  const uint64_t es = dtype_size(dt);
+  st.extra_a = gm.step_a * es;
+  st.extra_b = gm.step_b * es;
+  st.extra_y = gm.step_y * es;
   return s;
 }
 
