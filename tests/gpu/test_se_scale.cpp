@@ -32,12 +32,14 @@ void expect_rewritten_agrees(const test::SeGraphSpec& p, double atol, double rto
 
 TEST(GpuSeScale, BatchedWeightGemmFp32Fp16Bf16) {
   KILN_REQUIRE_GPU();
-  struct Shape { int64_t n, h, w, c, m; };
+  struct Shape {
+    int64_t n, h, w, c, m;
+  };
   // efficientnet_b0's features.2 (56x56, C 144 -> 24) and features.3 (28x28, C 240 -> 40) at batch 8; one sample
   // (no batch); and odd widths (M = 12: 24-byte half rows, C = 40) that lower cuBLASLt's alignment.
   const Shape shapes[] = {{8, 56, 56, 144, 24}, {8, 28, 28, 240, 40}, {1, 28, 28, 144, 24}, {3, 20, 20, 40, 12}};
   for (const Precision& pr : kPrecisions) {
-    const DataType dt = pr.flags.empty() ? DataType::kFLOAT
+    const DataType dt = pr.flags.empty()                    ? DataType::kFLOAT
                         : pr.flags[0] == BuilderFlag::kFP16 ? DataType::kHALF
                                                             : DataType::kBF16;
     for (const Shape& s : shapes) {

@@ -16,9 +16,9 @@ struct SeGraphSpec {
   bool residual = false;
   const char* act = "none";
   DataType dt = DataType::kFLOAT;
-  bool rank3 = false;                          // x [N, H*W, C], s [N, 1, C]
-  std::vector<int64_t> s_shape;                // default [N, 1, 1, C] (or [N, 1, C])
-  bool extra_reader = false;                   // the product is also a graph output
+  bool rank3 = false;            // x [N, H*W, C], s [N, 1, C]
+  std::vector<int64_t> s_shape;  // default [N, 1, 1, C] (or [N, 1, C])
+  bool extra_reader = false;     // the product is also a graph output
   bool symbolic_batch = false;
 };
 
@@ -27,8 +27,8 @@ struct SeGraph {
   ir::Graph g;
   std::vector<Tensor> inputs;
   explicit SeGraph(const SeGraphSpec& p) {
-    std::vector<int64_t> xs = p.rank3 ? std::vector<int64_t>{p.n, p.h * p.w, p.c}
-                                      : std::vector<int64_t>{p.n, p.h, p.w, p.c};
+    std::vector<int64_t> xs =
+        p.rank3 ? std::vector<int64_t>{p.n, p.h * p.w, p.c} : std::vector<int64_t>{p.n, p.h, p.w, p.c};
     std::vector<int64_t> ss = !p.s_shape.empty() ? p.s_shape
                               : p.rank3          ? std::vector<int64_t>{p.n, 1, p.c}
                                                  : std::vector<int64_t>{p.n, 1, 1, p.c};

@@ -1,12 +1,13 @@
 // Unit tests for se_scale_gemm: a squeeze-excitation scale x * s read only by a projection GEMM becomes per-sample
 // GEMM weights (s * W and a batched GEMM) with the same result on the reference kernels; the pass declines when the
 // output width is large against H*W, when the product has other readers, and when s is no per-sample channel scale.
-// Also FusedMatMul's trans_b on a batched B, which the rewrite relies on.
+// Also what the rewrite relies on: FusedMatMul's trans_b on a batched B, and the CUDA GEMM's batch plan
+// (gemm_geometry.h) running the per-sample weights as one cuBLASLt strided batch.
 #include <gtest/gtest.h>
 
+#include "backends/cuda/gemm_geometry.h"
 #include "cnn_onnx_model.h"
 #include "se_test_graphs.h"
-#include "backends/cuda/gemm_geometry.h"
 
 using namespace kiln;
 using namespace kiln::test;
@@ -43,7 +44,9 @@ TEST(SeScaleGemm, ScaleMovesIntoPerSampleWeightsWithTheSameResult) {
           const ir::Value* ws = mm->inputs[1];
           ASSERT_NE(ws->producer, nullptr);
           EXPECT_EQ(ws->producer->op_type, "Mul");
-          EXPECT_EQ(ws->shape, rank3 ? ops::shape_from_dims({p.n, p.m, p.c}) : ops::shape_from_dims({p.n, 1, p.m, p.c}));
+          const std::vector<int64_t> ws_dims =
+              rank3 ? std::vector<int64_t>{p.n, p.m, p.c} : std::vector<int64_t>{p.n, 1, p.m, p.c};
+          EXPECT_EQ(ws->shape, ops::shape_from_dims(ws_dims));
           EXPECT_EQ(mm->attrs.get_int("trans_b", 0).value(), 1);
           // The activation-sized Mul is gone: the only Mul left is the [N, .., M, C] one.
           EXPECT_EQ(count_ops(se.g, "Mul"), 1) << ir::print(se.g);
@@ -86,7 +89,10 @@ TEST(SeScaleGemm, SymbolicBatch) {
 
 TEST(SeScaleGemm, RuleIsFourRowsPerOutputChannel) {
   // H*W = 64: M = 16 is taken (16 * 4 = 64), M = 17 is not; 7x7 with M = 16 (efficientnet's late stages) is not.
-  struct Case { int64_t h, w, m; bool taken; };
+  struct Case {
+    int64_t h, w, m;
+    bool taken;
+  };
   for (Case k : {Case{8, 8, 16, true}, Case{8, 8, 17, false}, Case{7, 7, 16, false}, Case{56, 56, 24, true}}) {
     SCOPED_TRACE(std::to_string(k.h) + "x" + std::to_string(k.w) + " M=" + std::to_string(k.m));
     SeGraphSpec p;
@@ -107,7 +113,10 @@ TEST(SeScaleGemm, RuleIsFourRowsPerOutputChannel) {
 }
 
 TEST(SeScaleGemm, DeclinesOtherReadersAndOtherScales) {
-  struct Case { const char* what; SeGraphSpec p; };
+  struct Case {
+    const char* what;
+    SeGraphSpec p;
+  };
   std::vector<Case> cases;
   SeGraphSpec base;
   Case c{"product is also a graph output", base};
@@ -226,8 +235,9 @@ Tensor run_plan(const GemmGeometry& gm, const Tensor& a, const Tensor& b, std::v
       for (int64_t r = 0; r < gm.m; ++r)
         for (int64_t c = 0; c < gm.n; ++c) {
           double acc = 0;
-          for (int64_t q = 0; q < gm.k; ++q)
-            acc += double(pa[gm.off_a[call] + j * gm.sa + r * gm.k + q]) * pb[gm.off_b[call] + j * gm.sb + q * gm.n + c];
+          const float* ra = pa + gm.off_a[call] + j * gm.sa + r * gm.k;
+          const float* cb = pb + gm.off_b[call] + j * gm.sb + c;
+          for (int64_t q = 0; q < gm.k; ++q) acc += double(ra[q]) * cb[q * gm.n];
           py[gm.off_y[call] + j * gm.sd + r * gm.n + c] = static_cast<float>(acc);
         }
   return y;
@@ -254,10 +264,17 @@ TEST(GemmGeometry, PerSampleWeightsAreOneStridedBatch) {
 }
 
 TEST(GemmGeometry, PlanComputesWhatMatMulComputes) {
-  struct Case { std::vector<int64_t> a, b; };
-  const Case cases[] = {{{3, 4, 5, 6}, {3, 1, 6, 7}}, {{3, 4, 5, 6}, {6, 7}},       {{2, 3, 4, 5}, {2, 3, 5, 2}},
-                        {{4, 5, 6}, {2, 1, 6, 3}},    {{1, 4, 5, 6}, {3, 1, 6, 2}}, {{2, 1, 4, 5}, {1, 3, 5, 2}},
-                        {{5}, {5, 3}},                {{4, 5}, {5}}};
+  struct Case {
+    std::vector<int64_t> a, b;
+  };
+  const Case cases[] = {{{3, 4, 5, 6}, {3, 1, 6, 7}},
+                        {{3, 4, 5, 6}, {6, 7}},
+                        {{2, 3, 4, 5}, {2, 3, 5, 2}},
+                        {{4, 5, 6}, {2, 1, 6, 3}},
+                        {{1, 4, 5, 6}, {3, 1, 6, 2}},
+                        {{2, 1, 4, 5}, {1, 3, 5, 2}},
+                        {{5}, {5, 3}},
+                        {{4, 5}, {5}}};
   uint32_t seed = 40;
   for (const Case& c : cases) {
     SCOPED_TRACE(dims_to_string(c.a) + " x " + dims_to_string(c.b));

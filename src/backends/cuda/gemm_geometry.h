@@ -13,9 +13,9 @@
 namespace kiln::cuda {
 
 struct GemmGeometry {
-  int64_t m = 0, n = 0, k = 0;      // one matrix of the strided batch (m may include folded batch dims)
-  int64_t batch = 1;                // cuBLASLt's batch count
-  int64_t sa = 0, sb = 0, sd = 0;   // its batch strides in elements (0: the matrix is shared)
+  int64_t m = 0, n = 0, k = 0;     // one matrix of the strided batch (m may include folded batch dims)
+  int64_t batch = 1;               // cuBLASLt's batch count
+  int64_t sa = 0, sb = 0, sd = 0;  // its batch strides in elements (0: the matrix is shared)
   std::vector<int64_t> off_a{0}, off_b{0}, off_y{0};  // element offsets of each host-loop call, in row-major order
   // Every offset step OR-ed together, in elements: what the pointers may be moved by (for alignment).
   uint64_t step_a = 0, step_b = 0, step_y = 0;
@@ -32,7 +32,9 @@ inline Result<GemmGeometry> gemm_geometry(std::vector<int64_t> a, std::vector<in
   const std::vector<int64_t> sa = ops::broadcast_strides(ab, batch), sb = ops::broadcast_strides(bb, batch);
   const int64_t mat_a = m * k, mat_b = k * n, mat_y = m * n;
   // Batch dims as (size, A stride, B stride, Y stride) in elements, size-1 dims dropped, mergeable dims merged.
-  struct BDim { int64_t size, a, b, y; };
+  struct BDim {
+    int64_t size, a, b, y;
+  };
   std::vector<BDim> dims;
   int64_t y_stride = mat_y;
   for (int i = static_cast<int>(batch.size()) - 1; i >= 0; --i) {
