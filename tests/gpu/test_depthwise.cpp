@@ -504,7 +504,8 @@ TEST_F(GpuDepthwiseTiled, TunerOffersAndRecordsIt) {
 
 // The profiled layers at batch 128, FP16: the tiled variants against the strip kernel and cuDNN (its algorithms
 // timed on the first run, the fastest kept), all on the GPU, times printed. Without a prologue, so that cuDNN
-// runs the same convolution; the mobilenet layers then again with their ReLU6 prologue (own kernels only). The
+// runs the same convolution; then again with the activation before them as a prologue (own kernels only): ReLU6
+// (mobilenet), SiLU (efficientnet: fuse_conv_prologue folds it where the tiled kernel runs the layer). The
 // tiled output must match cuDNN's.
 TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
   KILN_REQUIRE_GPU();
@@ -524,7 +525,7 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
     auto timed = [&](const std::string& tactic, bool strip, bool pre) {
       DwCase t = c;
       t.tactic = tactic;
-      if (pre) t.pre = act(ops::Activation::kClip);
+      if (pre) t.pre = act(l.mobilenet ? ops::Activation::kClip : ops::Activation::kSilu);
       ir::Graph g;
       dw_graph(t, g, false);
       ScopedEnv strip_env("KILN_DEPTHWISE", strip ? "1" : "0");
@@ -534,11 +535,11 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
     Timed strip = timed("kiln_depthwise_nhwc", true, false), dnn = timed("cudnn_fwd_algo1_tc", false, false);
     std::printf("[ dw tiled ] %-26s tiled %7.1f us  tiled_small %7.1f us  strip %7.1f us  cuDNN %7.1f us\n", l.name,
                 big.us, small.us, strip.us, dnn.us);
-    if (l.mobilenet) {
+    {
       Timed bp = timed(kTiledTactics[0], false, true), sp = timed(kTiledTactics[1], false, true);
       Timed stp = timed("kiln_depthwise_nhwc", true, true);
-      std::printf("[ dw tiled ] %-26s with the ReLU6 prologue: tiled %7.1f us  tiled_small %7.1f us  strip %7.1f us\n",
-                  l.name, bp.us, sp.us, stp.us);
+      std::printf("[ dw tiled ] %-26s with the %s prologue: tiled %7.1f us  tiled_small %7.1f us  strip %7.1f us\n",
+                  l.name, l.mobilenet ? "ReLU6" : "SiLU", bp.us, sp.us, stp.us);
     }
     for (const Timed* t : {&big, &small}) {
       ASSERT_TRUE(t->y.defined() && dnn.y.defined());

@@ -141,6 +141,67 @@ TEST(GpuMovement, Slice) {
                              {false, true, true, true, true}));
 }
 
+// --- Slice with contiguous channel rows (the strided copy's row kernel; GpuSliceVector) ---
+
+// NHWC stride-s Slices as conv1x1_as_gemm makes them for strided 1x1 convolutions (axes 1 and 2, whole channels):
+// every element width, even and odd spatial sizes, steps (2,2), (2,1), (3,3) and a negative one. 784+ rows of
+// 128 channels: the row kernel serves them (16-byte units where the rows allow).
+TEST(GpuSliceVector, NhwcStridedSliceEveryWidth) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 300;
+  const int64_t kEnd = INT64_MAX;
+  for (DataType dt : kAllWidths) {
+    SCOPED_TRACE(dtype_name(dt));
+    for (auto shape : {std::vector<int64_t>{4, 28, 28, 128}, std::vector<int64_t>{3, 29, 27, 128}}) {
+      Tensor x = random_tensor(dt, shape, seed++, -50, 50);
+      for (auto [sh, sw] : {std::pair<int64_t, int64_t>{2, 2}, {2, 1}, {3, 3}}) {
+        SCOPED_TRACE(dims_to_string(shape) + " steps " + std::to_string(sh) + "," + std::to_string(sw));
+        expect_backends_agree(make("Slice", {x, i64({2}, {0, 0}), i64({2}, {kEnd, kEnd}), i64({2}, {1, 2}),
+                                             i64({2}, {sh, sw})},
+                                   {false, true, true, true, true}));
+      }
+      // Reversed rows (a negative outer stride), the channel rows still contiguous.
+      expect_backends_agree(make("Slice", {x, i64({2}, {-1, 1}), i64({2}, {INT64_MIN, kEnd}), i64({2}, {1, 2}),
+                                           i64({2}, {-2, 2})},
+                                 {false, true, true, true, true}));
+    }
+  }
+}
+
+// Rows that are not 16-byte multiples or start misaligned (a channel offset): the copy falls back to narrower
+// units or to the element-wise kernel, and must still be exact. Channel counts 3 (short rows), 20 and 36 (8-byte
+// units), 63/33/97 (element units) in half, float and int8.
+TEST(GpuSliceVector, MisalignedAndNarrowRows) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 320;
+  const int64_t kEnd = INT64_MAX;
+  struct Case { DataType dt; int64_t c, c0; };
+  for (Case k : {Case{DataType::kHALF, 64, 1}, Case{DataType::kHALF, 20, 0}, Case{DataType::kHALF, 36, 0},
+                 Case{DataType::kHALF, 3, 0}, Case{DataType::kHALF, 40, 4}, Case{DataType::kFLOAT, 33, 0},
+                 Case{DataType::kFLOAT, 34, 2}, Case{DataType::kINT8, 100, 3}, Case{DataType::kBF16, 72, 8}}) {
+    SCOPED_TRACE(std::string(dtype_name(k.dt)) + " C " + std::to_string(k.c) + " from " + std::to_string(k.c0));
+    Tensor x = random_tensor(k.dt, {4, 28, 29, k.c}, seed++, -50, 50);
+    expect_backends_agree(make("Slice", {x, i64({3}, {0, 0, k.c0}), i64({3}, {kEnd, kEnd, kEnd}), i64({3}, {1, 2, 3}),
+                                         i64({3}, {2, 2, 1})},
+                               {false, true, true, true, true}));
+  }
+}
+
+// Other users of the strided copy whose inner rows are contiguous take the row kernel too: a channel Concat of
+// NHWC tensors and an Expand along a middle axis (zero source stride).
+TEST(GpuSliceVector, ContiguousRowsInConcatAndExpand) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : {DataType::kHALF, DataType::kFLOAT, DataType::kINT8}) {
+    SCOPED_TRACE(dtype_name(dt));
+    OpCase c = make("Concat", {random_tensor(dt, {4, 14, 14, 64}, 340, -50, 50),
+                               random_tensor(dt, {4, 14, 14, 40}, 341, -50, 50)},
+                    {}, {{"axis", int64_t{3}}});
+    expect_backends_agree(c);
+    expect_backends_agree(make("Expand", {random_tensor(dt, {64, 1, 48}, 342, -50, 50), i64({3}, {64, 32, 48})},
+                               {false, true}));
+  }
+}
+
 // --- Gather family ---
 
 TEST(GpuMovement, Gather) {

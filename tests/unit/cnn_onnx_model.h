@@ -1,6 +1,7 @@
 // Small CNNs as ONNX models (opset 17, float32, like torch.onnx exports): a resnet stem and basic block, a
 // mobilenet_v2 inverted residual (ReLU6, depthwise), an efficientnet squeeze-excite gate (SiLU) and a linear head;
-// an efficientnet squeeze-excite block alone; and vit's patch embedding with its token layout chain.
+// an efficientnet squeeze-excite block alone; a resnet downsampling block; and vit's patch embedding with its token
+// layout chain.
 // Shared by the pass tests (CPU reference) and the GPU tests (full CUDA pipeline).
 #pragma once
 
@@ -120,6 +121,22 @@ inline onnx::ModelProto se_block_cnn(int64_t n, int64_t hw, int64_t c) {
   std::string y = b.bn(b.conv(b.node("Mul", {s, gate}), c, 24, 1), 24);
   add_onnx_node(b.g, "Identity", {y}, {"y"});
   add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {n, 24, hw, hw}));
+  return b.m;
+}
+
+// A resnet downsampling block at reduced size: stem 3x3 conv + BN + ReLU to c channels, then the main path (3x3
+// stride-s conv + BN) and the shortcut (1x1 stride-s conv + BN, resnet's downsample) added and ReLU'd. Input "x"
+// [n, 8, hw, hw], output "y" [n, cout, (hw-1)/s+1, same]; with odd hw the strided outputs round up.
+inline onnx::ModelProto downsample_block_cnn(int64_t n, int64_t hw, int64_t c, int64_t cout, int64_t stride = 2) {
+  CnnBuilder b;
+  add_graph_input(b.g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {n, 8, hw, hw}));
+  std::string s = b.node("Relu", {b.bn(b.conv("x", 8, c, 3), c)});
+  std::string main = b.bn(b.conv(s, c, cout, 3, stride), cout);
+  std::string shortcut = b.bn(b.conv(s, c, cout, 1, stride), cout);
+  std::string y = b.node("Relu", {b.node("Add", {main, shortcut})});
+  add_onnx_node(b.g, "Identity", {y}, {"y"});
+  const int64_t ho = (hw - 1) / stride + 1;
+  add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {n, cout, ho, ho}));
   return b.m;
 }
 

@@ -4,6 +4,7 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/movement_kernels.h"
@@ -86,6 +87,62 @@ Status launch_copy(const void* src, void* dst, const CopyPlan& p, int64_t n, cud
   }
   strided_copy_kernel<T, I><<<grid_for(n), kThreads, 0, stream>>>(static_cast<const T*>(src), static_cast<T*>(dst), a,
                                                                     static_cast<I>(n));
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+// Contiguous rows: the innermost dim (row_len units) is dense in both tensors, so a row's offsets are computed once
+// and its units copied by consecutive threads (coalesced, with the widened 16-byte units a single vector load and
+// store each). The generic kernel above decomposes every unit's index instead: on an NHWC stride-2 Slice
+// ([N, H/2, W/2, C] of [N, H, W, C]) that is three integer divisions per 16 bytes. blockDim.x threads share a row,
+// blockDim.y rows per block; a.rank is the number of outer dims (their strides in a).
+template <typename T, typename I>
+__global__ void row_copy_kernel(const T* __restrict__ src, T* __restrict__ dst, CopyArgs<I> a, I rows, I row_len) {
+  const I step = static_cast<I>(gridDim.x) * static_cast<I>(blockDim.y);
+  for (I r = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.y) + static_cast<I>(threadIdx.y); r < rows;
+       r += step) {
+    I rem = r, so = 0, d_off = 0;
+    for (int d = a.rank - 1; d >= 0; --d) {
+      I q = rem / a.dims[d];
+      I c = rem - q * a.dims[d];
+      rem = q;
+      so += c * a.src_st[d];
+      d_off += c * a.dst_st[d];
+    }
+    for (I j = static_cast<I>(threadIdx.x); j < row_len; j += static_cast<I>(blockDim.x)) dst[d_off + j] = src[so + j];
+  }
+}
+
+// The row kernel needs rows long enough to keep a warp busy and enough of them to fill the GPU (one long row, a
+// plain memcpy, stays with the element-wise kernel, which spreads it over every SM).
+constexpr int64_t kMinRowUnits = 8, kMinRows = 512;
+
+bool row_copy_enabled() {  // KILN_COPY_ROWS=0 withdraws the row kernel (comparisons, and a way out)
+  static const bool on = [] {
+    const char* v = std::getenv("KILN_COPY_ROWS");
+    return !(v && v[0] == '0' && v[1] == 0);
+  }();
+  return on;
+}
+
+template <typename T, typename I>
+Status launch_row_copy(const void* src, void* dst, const CopyPlan& p, cudaStream_t stream) {
+  const int l = p.rank - 1;
+  CopyArgs<I> a;
+  a.rank = l;
+  int64_t rows = 1;
+  for (int d = 0; d < l; ++d) {
+    a.dims[d] = static_cast<I>(p.dims[d]);
+    a.src_st[d] = static_cast<I>(p.src_st[d]);
+    a.dst_st[d] = static_cast<I>(p.dst_st[d]);
+    rows *= p.dims[d];
+  }
+  const int64_t row_len = p.dims[l];
+  const int tx = static_cast<int>(std::min<int64_t>(kThreads, (row_len + 31) / 32 * 32));
+  const int ty = kThreads / tx;
+  const unsigned grid = static_cast<unsigned>(std::min<int64_t>((rows + ty - 1) / ty, 1 << 20));
+  row_copy_kernel<T, I><<<grid, dim3(tx, ty), 0, stream>>>(static_cast<const T*>(src), static_cast<T*>(dst), a,
+                                                            static_cast<I>(rows), static_cast<I>(row_len));
   KILN_CUDA_LAUNCH_CHECK();
   return Status::Ok();
 }
@@ -522,8 +579,13 @@ Status strided_copy(const void* src, void* dst, int elem_bytes, CopyPlan p, cuda
     p.src_st[0] = p.dst_st[0] = 0;
   }
   const bool i32 = fits_i32(p, n);
+  const int l = p.rank - 1;
+  const bool rows = p.src_st[l] == 1 && p.dst_st[l] == 1 && p.dims[l] >= kMinRowUnits &&
+                    n / p.dims[l] >= kMinRows && row_copy_enabled();
   return by_width(w, true, [&](auto t) {
     using T = decltype(t);
+    if (rows)
+      return i32 ? launch_row_copy<T, int32_t>(src, dst, p, stream) : launch_row_copy<T, int64_t>(src, dst, p, stream);
     return i32 ? launch_copy<T, int32_t>(src, dst, p, n, stream) : launch_copy<T, int64_t>(src, dst, p, n, stream);
   });
 }
