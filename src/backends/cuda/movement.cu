@@ -60,18 +60,26 @@ struct CopyArgs {
   I dst_st[kMaxCopyDims];
 };
 
+// The source and destination offsets of linear index i over a's dims (row-major, the last dim fastest).
+template <typename I>
+__device__ __forceinline__ void copy_offsets(const CopyArgs<I>& a, I i, I& so, I& d_off) {
+  so = 0;
+  d_off = 0;
+  for (int d = a.rank - 1; d >= 0; --d) {
+    const I q = i / a.dims[d];
+    const I c = i - q * a.dims[d];
+    i = q;
+    so += c * a.src_st[d];
+    d_off += c * a.dst_st[d];
+  }
+}
+
 template <typename T, typename I>
 __global__ void strided_copy_kernel(const T* __restrict__ src, T* __restrict__ dst, CopyArgs<I> a, I n) {
   const I step = static_cast<I>(gridDim.x) * static_cast<I>(blockDim.x);
   for (I i = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.x) + static_cast<I>(threadIdx.x); i < n; i += step) {
-    I rem = i, so = 0, d_off = 0;
-    for (int d = a.rank - 1; d >= 0; --d) {
-      I q = rem / a.dims[d];
-      I c = rem - q * a.dims[d];
-      rem = q;
-      so += c * a.src_st[d];
-      d_off += c * a.dst_st[d];
-    }
+    I so, d_off;
+    copy_offsets(a, i, so, d_off);
     dst[d_off] = src[so];
   }
 }
@@ -101,14 +109,8 @@ __global__ void row_copy_kernel(const T* __restrict__ src, T* __restrict__ dst, 
   const I step = static_cast<I>(gridDim.x) * static_cast<I>(blockDim.y);
   for (I r = static_cast<I>(blockIdx.x) * static_cast<I>(blockDim.y) + static_cast<I>(threadIdx.y); r < rows;
        r += step) {
-    I rem = r, so = 0, d_off = 0;
-    for (int d = a.rank - 1; d >= 0; --d) {
-      I q = rem / a.dims[d];
-      I c = rem - q * a.dims[d];
-      rem = q;
-      so += c * a.src_st[d];
-      d_off += c * a.dst_st[d];
-    }
+    I so, d_off;
+    copy_offsets(a, r, so, d_off);
     for (I j = static_cast<I>(threadIdx.x); j < row_len; j += static_cast<I>(blockDim.x)) dst[d_off + j] = src[so + j];
   }
 }
