@@ -1,4 +1,5 @@
 // kiln::FusedMatMul: y = act(alpha * A.op(B) + bias) [+ residual], the MatMul/Gemm epilogue fusion's target op.
+#include <algorithm>
 #include <cmath>
 
 #include "ops/op_util.h"
@@ -35,10 +36,13 @@ double apply_act(EpilogueAct act, double x) {
   return x;
 }
 
-// B as MatMul sees it: trans_b stores a 2-D weight as [N, K] (Gemm's transB=1 layout).
+// B as MatMul sees it: trans_b stores each matrix as [N, K] (Gemm's transB=1 layout): a 2-D weight, or a batch of
+// them ([..., N, K], the per-sample weights of se_scale_gemm).
 Shape effective_b_shape(const Shape& b, bool trans_b) {
-  if (!trans_b || b.size() != 2) return b;
-  return {b[1], b[0]};
+  if (!trans_b || b.size() < 2) return b;
+  Shape t = b;
+  std::swap(t[t.size() - 2], t[t.size() - 1]);
+  return t;
 }
 
 }  // namespace
@@ -72,7 +76,6 @@ KILN_REGISTER_OP(FusedMatMul) {
     if (a.shape.size() < 2 || b.shape.size() < 2)
       return invalid_model("FusedMatMul: A and B must have rank >= 2, got " + shape_to_string(a.shape) + " and " +
                            shape_to_string(b.shape));
-    if (tb && b.shape.size() != 2) return invalid_model("FusedMatMul: trans_b needs a 2-D B");
     Shape bs = effective_b_shape(b.shape, tb != 0);
     const Dim& ka = a.shape.back();
     const Dim& kb = bs[bs.size() - 2];
@@ -106,12 +109,15 @@ KILN_REGISTER_OP(FusedMatMul) {
     const bool wide = dt == DataType::kDOUBLE;
     const DataType acc = wide ? DataType::kDOUBLE : DataType::kFLOAT;
     Tensor af = a.cast(acc), bf = ctx.input(1).cast(acc);
-    if (tb) {
-      if (bf.rank() != 2) return invalid_argument("FusedMatMul: trans_b needs a 2-D B");
-      const int64_t n = bf.dim(0), k = bf.dim(1);
-      Tensor t(DataType::kDOUBLE, {k, n});
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < k; ++j) t.data<double>()[j * n + i] = bf.get_f64(i * k + j);
+    if (tb) {  // each [N, K] matrix of B to [K, N]
+      if (bf.rank() < 2) return invalid_argument("FusedMatMul: B must have rank >= 2");
+      std::vector<int64_t> dims = bf.shape();
+      const int64_t r = bf.rank(), n = dims[r - 2], k = dims[r - 1], mats = bf.numel() / std::max<int64_t>(n * k, 1);
+      std::swap(dims[r - 2], dims[r - 1]);
+      Tensor t(DataType::kDOUBLE, dims);
+      for (int64_t b = 0; b < mats; ++b)
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < k; ++j) t.data<double>()[b * n * k + j * n + i] = bf.get_f64(b * n * k + i * k + j);
       bf = t.cast(acc);
     }
     // The product itself is MatMul's reference compute; only the epilogue is new here.

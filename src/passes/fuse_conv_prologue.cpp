@@ -1,13 +1,10 @@
 // fuse_conv_prologue pass: an activation whose only reader is a depthwise NHWC FusedConv becomes that conv's
 // pre_* attributes, so the CUDA depthwise kernel applies it to X on load instead of a separate pass over memory
-// (mobilenet's ReLU6 after each expand 1x1 GEMM; measured +14% on mobilenet_v2 at batch 128). Activations of a
-// compare or two (Relu, Clip, LeakyRelu) fold into every depthwise conv: even the strip kernel, which applies its
-// general form once per tap (kh * kw times per input element), pays less for them than the memory pass. The others
-// (SiLU, sigmoid, GELU, HardSwish: an exp or a division each) fold only where the tiled kernel can run the conv
-// (3x3 or 5x5 window, equal strides 1 or 2, no dilation, channels in whole 16-byte vectors): it stages each input
-// element in shared memory once, applying the prologue on the way, so the activation costs what the separate pass
-// cost in ALU and saves its read and write (efficientnet_b0's SiLU after each expand GEMM: 0.24 ms of a 4.6 ms
-// batch 128 in features.2.0 alone, on an H200).
+// (mobilenet's ReLU6 after each expand 1x1 GEMM; measured +14% on mobilenet_v2 at batch 128). The kernel's
+// 3/5-wide windows apply it once per loaded pixel of a strip's row, its general form once per tap (kh * kw
+// times per input element), so only activations of a compare or two are folded: an exp per load (SiLU,
+// sigmoid, GELU) costs more ALU time than the memory pass it saves, and those stay separate (fuse_pointwise)
+// until the kernel stages activated input tiles in shared memory.
 #include "ops/layout_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
@@ -40,23 +37,6 @@ bool cheap_per_tap(ops::Activation a) {
   return a == ops::Activation::kRelu || a == ops::Activation::kClip || a == ops::Activation::kLeakyRelu;
 }
 
-// Whether the CUDA backend's tiled depthwise kernel (depthwise_tiled_fits in src/backends/cuda/depthwise.cu) takes
-// this conv's window, strides and channels; the kernel's size limits (its tile plan) are not repeated here: a conv
-// outside them runs on the strip kernel, correct and slower.
-bool tiled_depthwise_fits(const ir::Node& n) {
-  const ir::Value* x = n.inputs[0];
-  const ir::Value* w = n.inputs[1];
-  const int64_t elem = static_cast<int64_t>(dtype_size(x->dtype));
-  if ((elem != 2 && elem != 4) || !w->shape[1].is_static() || !w->shape[2].is_static()) return false;
-  const int64_t kh = w->shape[1].value, kw = w->shape[2].value;
-  auto strides = n.attrs.get_ints("strides", {1, 1});
-  auto dil = n.attrs.get_ints("dilations", {1, 1});
-  if (!strides.ok() || !dil.ok() || strides->size() != 2 || dil->size() != 2) return false;
-  const int64_t s = (*strides)[0];
-  return kh == kw && (kh == 3 || kh == 5) && (*strides)[1] == s && (s == 1 || s == 2) && (*dil)[0] == 1 &&
-         (*dil)[1] == 1 && (x->shape[3].value * elem) % 16 == 0;
-}
-
 class FuseConvPrologue final : public Pass {
  public:
   std::string_view name() const override { return "fuse_conv_prologue"; }
@@ -78,7 +58,7 @@ class FuseConvPrologue final : public Pass {
       Attributes a = conv->attrs;
       if (!m::activation_attrs(b, a, ops::kProloguePrefix)) continue;
       auto pre = ops::parse_epilogue(conv->op_type, a, ops::kProloguePrefix);
-      if (!pre.ok() || (!cheap_per_tap(pre->act) && !tiled_depthwise_fits(*conv))) continue;
+      if (!pre.ok() || !cheap_per_tap(pre->act)) continue;
       if (!a.find(ops::kFusedFromAttr)) a.set(ops::kFusedFromAttr, Attribute(std::vector<std::string>{conv->name}));
       conv->attrs = std::move(a);
       std::vector<const ir::Node*> originals;

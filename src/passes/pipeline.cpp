@@ -55,6 +55,9 @@ PassList cuda_pipeline() {
   p.push_back(make_layout_nhwc());
   // On NHWC tensors a 1x1 convolution is a GEMM: cuBLASLt runs it (bias/ReLU/residual in its epilogue).
   p.push_back(make_conv1x1_as_gemm());
+  // After conv1x1_as_gemm made the projection a FusedMatMul; before fuse_pointwise, which would take the SE Mul
+  // into a Pointwise kernel over the whole activation.
+  p.push_back(make_se_scale_gemm());
   // The input's Cast + Transpose + channel Pad that lowering and layout_nhwc left: one kiln::ToNhwc pass.
   p.push_back(make_fuse_input_layout());
   // After layout_nhwc and conv1x1_as_gemm, whose activations (the expand GEMM's ReLU6) it folds into the depthwise

@@ -71,8 +71,7 @@ __device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&
 // the window at compile time: each input pixel of a strip's row is then loaded, converted and given the
 // prologue once and multiplied into every output of the strip that reads it, instead of once per tap (a 3x3
 // stride-1 strip of 4 reads 6 pixels per row rather than 12). KW = 0 is the general form.
-// kPre: 0 no prologue, 1 a clamp to [pre.lo, pre.hi] (Relu, Clip: two instructions per element), 2 any activation
-// (the tiled kernel also has 3: SiLU without the switch).
+// kPre: 0 no prologue, 1 a clamp to [pre.lo, pre.hi] (Relu, Clip: two instructions per element), 2 any activation.
 template <typename T, int V, int kPre, int KW = 0, int SW = 0>
 __global__ void __launch_bounds__(kThreads)
     depthwise_nhwc_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
@@ -199,7 +198,6 @@ template <int kPre>
 __device__ __forceinline__ float dw_tile_pre(float f, const EpilogueParams& pre) {
   if constexpr (kPre == 1) return fminf(fmaxf(f, pre.lo), pre.hi);
   if constexpr (kPre == 2) return epilogue_act(f, pre);
-  if constexpr (kPre == 3) return f / (1.f + expf(-f));  // SiLU, as epilogue_act computes it
   return f;
 }
 
@@ -292,8 +290,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
   dw_tile_stage_weights<T, V, K>(w, b, g, c0, cv, sw, sb);
   // A thread stages one vector lane l0 throughout (blockDim.x is a multiple of cv), walking the tile's pixels
   // pstep at a time with its row and column stepped, not divided; kU loads in flight before any is stored
-  // (one with a general prologue activation, whose switch otherwise spills the held vectors; SiLU, efficientnet's,
-  // has its own branch-free instantiation, kPre 3, and keeps four).
+  // (one with a general prologue activation, whose switch otherwise spills the held vectors).
   constexpr int kU = kPre == 2 ? 1 : 4;
   const int l0 = tid % cv, pstep = nt / cv, pixels = p.in_h * p.in_w;
   const int drow = pstep / p.in_w, dcol = pstep % p.in_w;
@@ -533,7 +530,6 @@ Status launch_tiled_typed(const void* x, const void* w, const void* b, const voi
     return launch(depthwise_tiled_kernel<T, V, kP, 5, 2>);  // the plan admits no other window
   };
   if (pre.act == 1 || pre.act == 2) return window(std::integral_constant<int, 1>{});
-  if (pre.act == 4) return window(std::integral_constant<int, 3>{});
   if (pre.act != 0) return window(std::integral_constant<int, 2>{});
   return window(std::integral_constant<int, 0>{});
 }

@@ -7,6 +7,7 @@
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
+#include "backends/cuda/gemm_geometry.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "ops/op_util.h"
 
@@ -104,6 +105,7 @@ class LtGemm {
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la_, t, cm.b_rows, cm.b_cols, cm.ldb));  // our A
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb_, t, cm.a_rows, cm.a_cols, cm.lda));  // our B
     KILN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&ld_, t, cm.d_rows, cm.d_cols, cm.ldd));
+    // A batch shares the bias vector: CUBLASLT_MATMUL_DESC_BIAS_BATCH_STRIDE stays at its default 0.
     if (s.batch > 1) {
       int32_t count = static_cast<int32_t>(s.batch);
       const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {{la_, s.sa}, {lb_, s.sb}, {ld_, s.sd}};
@@ -213,8 +215,8 @@ bool same_dtypes(const runtime::PlanNode& n, const runtime::EnginePlan& p, size_
 
 // ---- MatMul ----
 
-// The numpy batch of a MatMul reduced to one cuBLASLt strided batch (the innermost batch dim) inside a host loop
-// over the rest; a batch that shares B and runs through contiguous A is folded into the rows instead.
+// The numpy batch of a MatMul as gemm_geometry() plans it (gemm_geometry.h): one cuBLASLt strided batch inside a
+// host loop over the rest.
 struct MatMulState {
   Dims a_shape, b_shape;
   int64_t m = 0, n = 0, k = 0;
@@ -225,75 +227,29 @@ struct MatMulState {
 
 // Fills st's offsets and returns the cuBLASLt problem for operands of shapes a and b.
 Result<GemmShape> matmul_geometry(Dims a, Dims b, DataType dt, MatMulState& st) {
-  if (a.empty() || b.empty()) return invalid_argument("MatMul: operands must have rank >= 1");
-  if (a.size() == 1) a.insert(a.begin(), 1);
-  if (b.size() == 1) b.push_back(1);
-  const int64_t m = a[a.size() - 2], k = a.back(), n = b.back();
-  if (b[b.size() - 2] != k) return invalid_argument("MatMul: inner dimensions differ");
-  Dims ab(a.begin(), a.end() - 2), bb(b.begin(), b.end() - 2);
-  KILN_ASSIGN_OR_RETURN(Dims batch, ops::broadcast_dims({ab, bb}));
-  const std::vector<int64_t> sa = ops::broadcast_strides(ab, batch), sb = ops::broadcast_strides(bb, batch);
-  const int64_t mat_a = m * k, mat_b = k * n, mat_y = m * n;
-  // Batch dims as (size, A stride, B stride, Y stride) in elements, size-1 dims dropped, mergeable dims merged.
-  struct BDim { int64_t size, a, b, y; };
-  std::vector<BDim> dims;
-  int64_t y_stride = mat_y;
-  for (int i = static_cast<int>(batch.size()) - 1; i >= 0; --i) {
-    if (batch[i] != 1) dims.insert(dims.begin(), BDim{batch[i], sa[i] * mat_a, sb[i] * mat_b, y_stride});
-    y_stride *= batch[i];
-  }
-  std::vector<BDim> merged;
-  for (const BDim& d : dims) {
-    if (!merged.empty()) {
-      BDim& o = merged.back();
-      if (o.a == d.a * d.size && o.b == d.b * d.size && o.y == d.y * d.size) {
-        o = BDim{o.size * d.size, d.a, d.b, d.y};
-        continue;
-      }
-    }
-    merged.push_back(d);
-  }
+  KILN_ASSIGN_OR_RETURN(GemmGeometry gm, gemm_geometry(std::move(a), std::move(b)));
   GemmShape s;
   s.dt = dt;
-  s.m = m;
-  s.n = n;
-  s.k = k;
-  s.lda = k;
-  s.ldb = n;
-  if (!merged.empty() && merged.back().b == 0 && merged.back().a == mat_a && merged.back().y == mat_y) {
-    s.m = m * merged.back().size;  // one tall GEMM: [L*m, k] x [k, n]
-    merged.pop_back();
-  }
-  if (!merged.empty()) {
-    const BDim& in = merged.back();
-    s.batch = in.size;
-    s.sa = in.a;
-    s.sb = in.b;
-    s.sd = in.y;
-    merged.pop_back();
-  }
-  st.m = s.m;
-  st.n = n;
-  st.k = k;
-  st.off_a.assign(1, 0);
-  st.off_b.assign(1, 0);
-  st.off_y.assign(1, 0);
-  const size_t es = dtype_size(dt);
-  for (const BDim& d : merged) {  // outer to inner: offsets in row-major order of the outer dims
-    std::vector<int64_t> na, nb, ny;
-    for (size_t i = 0; i < st.off_a.size(); ++i)
-      for (int64_t j = 0; j < d.size; ++j) {
-        na.push_back(st.off_a[i] + j * d.a);
-        nb.push_back(st.off_b[i] + j * d.b);
-        ny.push_back(st.off_y[i] + j * d.y);
-      }
-    st.off_a.swap(na);
-    st.off_b.swap(nb);
-    st.off_y.swap(ny);
-    st.extra_a |= static_cast<uint64_t>(d.a) * es;
-    st.extra_b |= static_cast<uint64_t>(d.b) * es;
-    st.extra_y |= static_cast<uint64_t>(d.y) * es;
-  }
+  s.m = gm.m;
+  s.n = gm.n;
+  s.k = gm.k;
+  s.lda = gm.k;
+  s.ldb = gm.n;
+  s.batch = gm.batch;
+  s.sa = gm.sa;
+  s.sb = gm.sb;
+  s.sd = gm.sd;
+  st.m = gm.m;
+  st.n = gm.n;
+  st.k = gm.k;
+  st.off_a = std::move(gm.off_a);
+  st.off_b = std::move(gm.off_b);
+  st.off_y = std::move(gm.off_y);
+  // Element sizes are powers of two, so scaling the OR of the element steps is the OR of the byte steps.
+  const uint64_t es = dtype_size(dt);
+  st.extra_a = gm.step_a * es;
+  st.extra_b = gm.step_b * es;
+  st.extra_y = gm.step_y * es;
   return s;
 }
 
@@ -444,9 +400,11 @@ Result<EpiAct> parse_act(const Attributes& a) {
 Status fused_plan(const KernelArgs& args, FusedState& st, bool plain) {
   KILN_ASSIGN_OR_RETURN(int64_t tb, args.attrs().get_int("trans_b", 0));
   Dims b = st.b_shape;
+  // trans_b: each [N, K] matrix of B read transposed; a batched B ([..., N, K], se_scale_gemm's per-sample
+  // weights) keeps its matrix stride K*N, so the geometry is that of [..., K, N] and still one strided batch.
   if (tb) {
-    if (b.size() != 2) return invalid_argument("FusedMatMul: trans_b needs a 2-D B");
-    std::swap(b[0], b[1]);
+    if (b.size() < 2) return invalid_argument("FusedMatMul: B must have rank >= 2");
+    std::swap(b[b.size() - 2], b[b.size() - 1]);
   }
   KILN_ASSIGN_OR_RETURN(GemmShape s, matmul_geometry(st.a_shape, b, args.in[0].dtype, st.mm));
   if (tb) {
