@@ -256,9 +256,10 @@ TEST(GpuDepthwise, PrologueIgnoresACudnnTactic) {
   }
 }
 
-// ---- the tiled kernel (tactics kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small) ----
+// ---- the tiled kernel (tactics kiln_depthwise_nhwc_tiled, _small, and the persistent double-buffered _pipe) ----
 
-const char* const kTiledTactics[] = {"kiln_depthwise_nhwc_tiled", "kiln_depthwise_nhwc_tiled_small"};
+const char* const kTiledTactics[] = {"kiln_depthwise_nhwc_tiled", "kiln_depthwise_nhwc_tiled_small",
+                                     "kiln_depthwise_nhwc_tiled_pipe"};
 
 // KILN_DW_TILED=1 offers the tiled kernel; KILN_DEPTHWISE=0 withdraws the strip kernel, so that a layer the tiled
 // kernel declined could run only on cuDNN (symmetric pads, no prologue) or on the host, which run_on_both rejects.
@@ -446,6 +447,34 @@ TEST_F(GpuDepthwiseTiled, DeclinedConvolutionsStillRunCorrectly) {
   }
 }
 
+// The pipelined variant with many tiles per persistent block (batch 160: more tiles a chunk than the H200 holds
+// blocks, so each block walks several and both buffers alternate), every window and stride, each prologue form
+// (none: cp.async zero-fill only; the clamp; the general one: SiLU, and Sigmoid with act(0) != 0, so the in-place
+// pass must leave padding zero), 5 channel vectors in FP16/BF16 (a chunk ending inside the block's vectors).
+TEST_F(GpuDepthwiseTiled, PipelinedLoopsOverManyTiles) {
+  KILN_REQUIRE_GPU();
+  const ops::Activation pres[] = {ops::Activation::kNone, ops::Activation::kClip, ops::Activation::kSilu,
+                                  ops::Activation::kSigmoid};
+  for (DataType dt : kTypes)
+    for (int64_t k : {3, 5})
+      for (int64_t stride : {1, 2})
+        for (ops::Activation pre : pres) {
+          DwCase c;
+          c.dt = dt;
+          c.n = 160;
+          c.h = c.w = 30;
+          c.c = 40;
+          c.k = k;
+          c.stride = stride;
+          c.pads = {k / 2, k / 2, k / 2, k / 2 + 1};  // asymmetric: no cuDNN
+          if (pre != ops::Activation::kNone) c.pre = act(pre);
+          c.ep = act(ops::Activation::kRelu);
+          c.residual = stride == 1;
+          c.tactic = kTiledTactics[2];
+          depthwise_case(c);
+        }
+}
+
 // Builds `c` through the Builder at optimization level 3 (the tactic tuner runs), returns the tactic recorded on
 // its FusedConv, and checks the tuned engine against the CPU reference.
 std::string tuned_tactic(const DwCase& c) {
@@ -493,7 +522,7 @@ TEST_F(GpuDepthwiseTiled, TunerOffersAndRecordsIt) {
     only.tactic.clear();
     only.pre = act(ops::Activation::kClip);
     const std::string t = tuned_tactic(only);
-    EXPECT_TRUE(t == kTiledTactics[0] || t == kTiledTactics[1]) << "recorded '" << t << "'";
+    EXPECT_TRUE(t == kTiledTactics[0] || t == kTiledTactics[1] || t == kTiledTactics[2]) << "recorded '" << t << "'";
     ScopedEnv strip_on("KILN_DEPTHWISE", "1");
     DwCase all = only;
     all.pre = {};
@@ -531,16 +560,30 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
       return time_on_gpu(g, inputs, 20);
     };
     Timed big = timed(kTiledTactics[0], false, false), small = timed(kTiledTactics[1], false, false);
+    Timed pipe = timed(kTiledTactics[2], false, false);
     Timed strip = timed("kiln_depthwise_nhwc", true, false), dnn = timed("cudnn_fwd_algo1_tc", false, false);
-    std::printf("[ dw tiled ] %-26s tiled %7.1f us  tiled_small %7.1f us  strip %7.1f us  cuDNN %7.1f us\n", l.name,
-                big.us, small.us, strip.us, dnn.us);
+    std::printf("[ dw tiled ] %-26s tiled %7.1f us  tiled_small %7.1f us  tiled_pipe %7.1f us  strip %7.1f us  "
+                "cuDNN %7.1f us\n",
+                l.name, big.us, small.us, pipe.us, strip.us, dnn.us);
     if (l.mobilenet) {
       Timed bp = timed(kTiledTactics[0], false, true), sp = timed(kTiledTactics[1], false, true);
+      Timed pipe_pre = timed(kTiledTactics[2], false, true);
       Timed stp = timed("kiln_depthwise_nhwc", true, true);
-      std::printf("[ dw tiled ] %-26s with the ReLU6 prologue: tiled %7.1f us  tiled_small %7.1f us  strip %7.1f us\n",
-                  l.name, bp.us, sp.us, stp.us);
+      std::printf("[ dw tiled ] %-26s with the ReLU6 prologue: tiled %7.1f us  tiled_small %7.1f us  tiled_pipe "
+                  "%7.1f us  strip %7.1f us\n",
+                  l.name, bp.us, sp.us, pipe_pre.us, stp.us);
+      // The pipelined kernel's persistent blocks loop over many tiles here (batch 128): its prologue output
+      // against the tiled kernel's, which the batch-2 tests check against the CPU reference.
+      ASSERT_TRUE(bp.y.defined() && pipe_pre.y.defined());
+      ASSERT_EQ(bp.y.shape(), pipe_pre.y.shape());
+      int64_t bad = 0;
+      for (int64_t i = 0; i < bp.y.numel(); ++i) {
+        const float u = bp.y.data<Half>()[i], v = pipe_pre.y.data<Half>()[i];
+        if (!(std::fabs(u - v) <= 8e-3f + 8e-3f * std::fabs(v))) ++bad;
+      }
+      EXPECT_EQ(bad, 0) << "elements where the pipelined and the tiled kernel differ (with the prologue)";
     }
-    for (const Timed* t : {&big, &small}) {
+    for (const Timed* t : {&big, &small, &pipe}) {
       ASSERT_TRUE(t->y.defined() && dnn.y.defined());
       ASSERT_EQ(t->y.shape(), dnn.y.shape());
       const Half* ya = t->y.data<Half>();

@@ -2,7 +2,8 @@
 // strides it takes, the tiles and channel chunks cover every output exactly once under the kernel's thread
 // mapping, every tile position a thread reads lies inside the staged input tile (one slot per column, stride-2
 // columns split by phase), the block stays within its thread and shared-memory limits, and windows, strides and
-// vector widths it does not take are declined.
+// vector widths it does not take are declined. For the pipelined variant also: two buffers, and its persistent
+// schedule (blocks striding over the tiles of their chunk) covers every output exactly once.
 #include <gtest/gtest.h>
 
 #include <vector>
@@ -56,8 +57,37 @@ void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int vari
   EXPECT_EQ(p.bias_floats, static_cast<size_t>(p.cv * vec));
   EXPECT_EQ(p.weight_floats % 4, 0u);
   EXPECT_EQ(p.bias_floats % 4, 0u);
-  EXPECT_EQ(p.smem, (p.weight_floats + p.bias_floats) * 4 + static_cast<size_t>(p.in_h) * s * p.in_ws * p.cv * 16);
-  EXPECT_LE(p.smem, kDwTileMaxSmem);
+  // Then one input tile, or two for the pipelined variant (the second one 16 bytes a vector further).
+  const bool pipe = variant == kDwTilePipe;
+  EXPECT_EQ(p.buffers, pipe ? 2 : 1);
+  EXPECT_EQ(p.tile_vecs, static_cast<size_t>(p.in_h) * s * p.in_ws * p.cv);
+  EXPECT_EQ(p.smem, (p.weight_floats + p.bias_floats) * 4 + p.tile_vecs * 16 * p.buffers);
+  EXPECT_LE(p.smem, pipe ? kDwPipeMaxSmem : kDwTileMaxSmem);
+  // The staging walk (a thread keeps lane tid % cv and steps pstep pixels with its row and column stepped, not
+  // divided) writes every staged pixel's slot of every lane exactly once, inside the tile.
+  {
+    std::vector<int> staged(p.tile_vecs, 0);
+    const int pstep = p.threads / p.cv, pixels = p.in_h * p.in_w;
+    const int drow = pstep / p.in_w, dcol = pstep % p.in_w;
+    for (int tid = 0; tid < p.threads; ++tid) {
+      const int l0 = tid % p.cv;
+      int pix = tid / p.cv, srow = pix / p.in_w, scol = pix % p.in_w;
+      for (; pix < pixels; pix += pstep) {
+        ASSERT_EQ(srow, pix / p.in_w);
+        ASSERT_EQ(scol, pix % p.in_w);
+        const size_t slot = static_cast<size_t>(srow * s * p.in_ws + dw_tile_column(scol, s, p.in_ws)) * p.cv + l0;
+        ASSERT_LT(slot, p.tile_vecs);
+        ++staged[slot];
+        srow += drow;
+        scol += dcol;
+        if (scol >= p.in_w) scol -= p.in_w, ++srow;
+      }
+    }
+    int twice = 0, staged_slots = 0;
+    for (int h : staged) twice += h > 1, staged_slots += h == 1;
+    EXPECT_EQ(twice, 0);
+    EXPECT_EQ(staged_slots, pixels * p.cv);
+  }
   // The kernel's mapping (block -> tile and chunk, thread -> vector, column, row group) writes every output
   // vector of one image exactly once.
   std::vector<int> hits(static_cast<size_t>(oh) * ow * vecs, 0);
@@ -76,6 +106,35 @@ void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int vari
   int wrong = 0;
   for (int h : hits) wrong += h != 1;
   EXPECT_EQ(wrong, 0) << "outputs not written exactly once";
+  if (!pipe) return;
+  // The pipelined kernel's persistent schedule over all n images: gridDim.x = chunks * per (the launcher's choice
+  // for per blocks a chunk, from one to one a tile); block b keeps chunk b % chunks and takes the chunk's tiles
+  // b / chunks, + per, + 2 per, ... Every output vector is written exactly once whatever per is.
+  const int spatial = static_cast<int>(p.blocks / p.chunks);
+  for (int per : {1, 2, 3, 7, spatial}) {
+    if (per > spatial) continue;
+    std::vector<int> all(static_cast<size_t>(n) * oh * ow * vecs, 0);
+    for (int b = 0; b < per * p.chunks; ++b) {
+      const int chunk = b % p.chunks;
+      for (int sp = b / p.chunks; sp < spatial; sp += per) {
+        const int tx = sp % p.tiles_x, q = sp / p.tiles_x, ty = q % p.tiles_y, img = q / p.tiles_y;
+        ASSERT_LT(img, n);
+        for (int tid = 0; tid < p.threads; ++tid) {
+          const int l = tid % p.cv, cq = tid / p.cv, col = cq % p.tw, grp = cq / p.tw;
+          const int v = chunk * p.cv + l, ox = tx * p.tw + col;
+          if (v >= vecs || ox >= ow) continue;
+          for (int r = 0; r < R; ++r) {
+            const int oy = ty * p.th + grp * R + r;
+            if (oy >= oh) break;
+            ++all[((static_cast<size_t>(img) * oh + oy) * ow + ox) * vecs + v];
+          }
+        }
+      }
+    }
+    int off = 0;
+    for (int h : all) off += h != 1;
+    EXPECT_EQ(off, 0) << "persistent schedule with " << per << " blocks a chunk";
+  }
 }
 
 TEST(DepthwiseTilePlan, CoversOutputsAndFitsItsLimits) {
@@ -111,6 +170,42 @@ TEST(DepthwiseTilePlan, TilesOfTheProfiledLayers) {
   EXPECT_EQ(p.chunks, 18);
 }
 
+TEST(DepthwiseTilePlan, PipelinedVariantPicksItsTiles) {
+  // mobilenet_v2 features.3 (56x56x144 half, 3x3 s1): the large tiles, two buffers of 18 x 30 pixels x 2 vectors.
+  DwTilePlan p = dw_tile_plan(128, 56, 56, 18, 8, 3, 1, kDwTilePipe);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.tw, 28);
+  EXPECT_EQ(p.th, 16);
+  EXPECT_EQ(p.cv, 2);
+  EXPECT_EQ(p.threads, 224);
+  EXPECT_EQ(p.smem, (9 * 2 * 8 + 2 * 8) * 4 + 2 * (18 * 30 * 2 * 16));
+  // features.2 (112x112x96 -> 56x56, 3x3 s2): two large tiles of 2 vectors would overflow the 112 KiB, one
+  // vector (112 threads) fits; the small tiles keep 6 vectors (168 threads) and win.
+  const DwTilePlan large = dw_tile_plan(128, 56, 56, 12, 8, 3, 2, 0);
+  ASSERT_TRUE(large.ok);
+  EXPECT_GT(large.weight_floats * 4 + large.bias_floats * 4 + 2 * large.tile_vecs * 16, kDwPipeMaxSmem);
+  p = dw_tile_plan(128, 56, 56, 12, 8, 3, 2, kDwTilePipe);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.tw, 14);
+  EXPECT_EQ(p.th, 8);
+  EXPECT_EQ(p.cv, 6);
+  EXPECT_EQ(p.threads, 168);
+}
+
+// The untuned default takes the first non-pipelined variant that fits (conv_ops.cpp): there always is one where
+// the pipelined variant fits (its two buffers need more room than variant 1's one at the same tiles).
+TEST(DepthwiseTilePlan, PipelinedFitsOnlyWhereAnotherVariantFits) {
+  for (int oh : {1, 7, 28, 56, 112, 200})
+    for (int vecs : {1, 4, 18, 144, 2000})
+      for (int vec : {4, 8})
+        for (int k : {3, 5})
+          for (int s : {1, 2})
+            if (dw_tile_plan(2, oh, oh, vecs, vec, k, s, kDwTilePipe).ok) {
+              EXPECT_TRUE(dw_tile_plan(2, oh, oh, vecs, vec, k, s, 0).ok ||
+                          dw_tile_plan(2, oh, oh, vecs, vec, k, s, 1).ok);
+            }
+}
+
 TEST(DepthwiseTilePlan, DeclinesWhatTheKernelDoesNotTake) {
   EXPECT_FALSE(dw_tile_plan(1, 8, 8, 4, 8, 7, 1, 0).ok);  // 7x7 window
   EXPECT_FALSE(dw_tile_plan(1, 8, 8, 4, 8, 3, 3, 0).ok);  // stride 3
@@ -120,6 +215,7 @@ TEST(DepthwiseTilePlan, DeclinesWhatTheKernelDoesNotTake) {
   EXPECT_FALSE(dw_tile_plan(1, 8, 8, 0, 8, 3, 1, 0).ok);
   // More blocks than a 1-D grid's 32-bit index takes.
   EXPECT_FALSE(dw_tile_plan(1 << 26, 56, 56, 18, 8, 3, 1, 0).ok);
+  EXPECT_FALSE(dw_tile_plan(1 << 26, 56, 56, 18, 8, 3, 1, kDwTilePipe).ok);
   EXPECT_TRUE(dw_tile_plan(1, 56, 56, 70000 * 2, 8, 3, 1, 0).ok);  // many chunks: no gridDim.y limit
 }
 

@@ -10,7 +10,8 @@
 // channels (image stems, group 1, C <= 8) has an own direct kernel (direct_conv.cu), a tactic next to cuDNN's.
 // For half/bfloat16 with exactly 8 channels a tensor-core one (direct_conv_mma.cu) is a further tactic, offered
 // only with KILN_STEM_MMA=1 until it has been measured. A shared-memory tiled depthwise kernel (two tile sizes,
-// tactics kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small) is offered only with KILN_DW_TILED=1.
+// tactics kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small, and a persistent double-buffered form,
+// kiln_depthwise_nhwc_tiled_pipe, never the untuned default) is offered only with KILN_DW_TILED=1.
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -328,8 +329,8 @@ constexpr const char* kDepthwiseTactic = "kiln_depthwise_nhwc";
 constexpr const char* kDirectTactic = "kiln_direct_conv_nhwc";
 constexpr const char* kStemMmaTactic = "kiln_direct_conv_nhwc_mma";
 // The tiled depthwise kernel's tile variants (depthwise_tile_plan.h), in variant order.
-constexpr const char* kDwTiledTactics[kDwTileVariants] = {"kiln_depthwise_nhwc_tiled",
-                                                          "kiln_depthwise_nhwc_tiled_small"};
+constexpr const char* kDwTiledTactics[kDwTileVariants] = {
+    "kiln_depthwise_nhwc_tiled", "kiln_depthwise_nhwc_tiled_small", "kiln_depthwise_nhwc_tiled_pipe"};
 
 // The tiled variant a tactic names; -1 for any other name.
 int dw_tiled_variant(const std::string& tactic) {
@@ -629,8 +630,12 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
       if (named >= 0 && dw_tiled_fits(*fresh->depthwise, X.dtype, named)) {
         fresh->dw_variant = named;
       } else if (!dw_strip_enabled() || args.tactic.empty()) {
-        const std::vector<int> tiled = dw_tiled_variants(*fresh->depthwise, X.dtype);
-        if (!tiled.empty()) fresh->dw_variant = tiled.front();
+        // The pipelined variant runs only when named (not measured yet): never the untuned default.
+        for (int v : dw_tiled_variants(*fresh->depthwise, X.dtype))
+          if (v != kDwTilePipe) {
+            fresh->dw_variant = v;
+            break;
+          }
       }
     }
     if (!fresh->depthwise) {

@@ -1,5 +1,6 @@
-// Tiling and shared-memory plan of the tiled depthwise convolution (depthwise.cu, tactic
-// kiln_depthwise_nhwc_tiled): plain C++, so that the host-side geometry is unit-tested without a GPU.
+// Tiling and shared-memory plan of the tiled depthwise convolution (depthwise.cu, tactics
+// kiln_depthwise_nhwc_tiled, _small and _pipe): plain C++, so that the host-side geometry is unit-tested without a
+// GPU.
 #pragma once
 
 #include <algorithm>
@@ -13,7 +14,10 @@ constexpr int kDwTileRows = 4;                // output rows per thread (a colum
 constexpr int kDwTileThreads = 256;           // most threads per block
 constexpr int kDwTileMaxVecs = 8;             // most 16-byte channel vectors per block
 constexpr size_t kDwTileMaxSmem = 96 * 1024;  // at most two blocks' worth of an SM (opt-in above 48 KiB)
-constexpr int kDwTileVariants = 2;            // 0: up to 16 x 32 outputs per tile, 1: up to 8 x 16
+constexpr int kDwTileVariants = 3;            // 0: up to 16 x 32 outputs per tile, 1: up to 8 x 16, 2: pipelined
+constexpr int kDwTilePipe = 2;                // the persistent, double-buffered variant (depthwise_tiled_pipe_kernel)
+// The pipelined variant's two buffers: two blocks an SM still fit the H200's 228 KiB (1 KiB reserved a block).
+constexpr size_t kDwPipeMaxSmem = 112 * 1024;
 
 // A block computes th x tw output pixels (th a multiple of kDwTileRows) of cv channel vectors; thread
 // (l, col, group) with l fastest computes the kDwTileRows outputs of column col, rows group * kDwTileRows on, for
@@ -30,9 +34,12 @@ struct DwTilePlan {
   // side by side, so a pixel's channels (one line of memory) are read at about the same time.
   int tiles_y = 0, tiles_x = 0, chunks = 0;
   int64_t blocks = 0;
-  // Weights (float [tap][cv][vec]), bias (float [cv][vec]), then the input tile (16-byte vectors,
-  // [row][s * in_ws slots][cv]).
+  // Weights (float [tap][cv][vec]), bias (float [cv][vec]), then `buffers` input tiles of tile_vecs 16-byte
+  // vectors each ([row][s * in_ws slots][cv]): one, or two for the pipelined variant (one filling while the
+  // other is computed).
   size_t weight_floats = 0, bias_floats = 0, smem = 0;
+  int buffers = 1;
+  size_t tile_vecs = 0;
 };
 
 #if defined(__CUDACC__)
@@ -44,13 +51,11 @@ struct DwTilePlan {
 // The slot of staged column c in a tile row (stride s, in_ws pixels a phase).
 KILN_DW_HD inline int dw_tile_column(int c, int s, int in_ws) { return c % s * in_ws + c / s; }
 
-// n images of oh x ow outputs, vecs channel vectors of vec elements, a k x k window (3 or 5) at stride s (1 or 2).
-inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int variant) {
-  DwTilePlan p;
-  if (n < 1 || oh < 1 || ow < 1 || vecs < 1 || (vec != 4 && vec != 8) || (k != 3 && k != 5) || (s != 1 && s != 2) ||
-      variant < 0 || variant >= kDwTileVariants)
-    return p;
-  const int tw_max = variant == 0 ? 32 : 16, groups_max = variant == 0 ? 4 : 2;
+// The tiles and chunks of one tile geometry (0: up to 16 x 32 outputs, 1: up to 8 x 16) with `buffers` input
+// tiles in at most max_smem bytes; the plan's ok is left to the caller.
+inline void dw_tile_geometry(DwTilePlan& p, int n, int oh, int ow, int vecs, int vec, int k, int s, int geometry,
+                             int buffers, size_t max_smem) {
+  const int tw_max = geometry == 0 ? 32 : 16, groups_max = geometry == 0 ? 4 : 2;
   // Tiles split the image evenly (56 columns: two of 28, not 32 + 24), so edge tiles idle few threads.
   p.tiles_x = (ow + tw_max - 1) / tw_max;
   p.tw = (ow + p.tiles_x - 1) / p.tiles_x;
@@ -62,6 +67,7 @@ inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, 
   // the chunks (18 vectors at most 8 a chunk: three chunks of 6).
   int cv = std::clamp(kDwTileThreads / (p.tw * groups), 1, kDwTileMaxVecs);
   cv = std::min(cv, vecs);
+  p.buffers = buffers;
   for (;; --cv) {
     p.chunks = (vecs + cv - 1) / cv;
     p.cv = (vecs + p.chunks - 1) / p.chunks;
@@ -70,11 +76,33 @@ inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, 
     p.in_ws = (p.in_w + s - 1) / s;
     p.weight_floats = static_cast<size_t>(k) * k * p.cv * vec;
     p.bias_floats = static_cast<size_t>(p.cv) * vec;
-    p.smem = (p.weight_floats + p.bias_floats) * 4 + static_cast<size_t>(p.in_h) * s * p.in_ws * p.cv * 16;
-    if (p.smem <= kDwTileMaxSmem || cv == 1) break;
+    p.tile_vecs = static_cast<size_t>(p.in_h) * s * p.in_ws * p.cv;
+    p.smem = (p.weight_floats + p.bias_floats) * 4 + p.tile_vecs * 16 * buffers;
+    if (p.smem <= max_smem || cv == 1) break;
   }
   p.threads = p.cv * p.tw * groups;
   p.blocks = static_cast<int64_t>(n) * p.tiles_y * p.tiles_x * p.chunks;
+}
+
+// n images of oh x ow outputs, vecs channel vectors of vec elements, a k x k window (3 or 5) at stride s (1 or 2).
+// blocks counts the tiles times chunks: one block each for variants 0 and 1; the pipelined variant's persistent
+// blocks (a multiple of chunks, chosen at launch) loop over them.
+inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int variant) {
+  DwTilePlan p;
+  if (n < 1 || oh < 1 || ow < 1 || vecs < 1 || (vec != 4 && vec != 8) || (k != 3 && k != 5) || (s != 1 && s != 2) ||
+      variant < 0 || variant >= kDwTileVariants)
+    return p;
+  if (variant == kDwTilePipe) {
+    // Two buffers of the large tiles, unless that squeezes the chunk below what the small tiles keep: a stride-2
+    // 112x112 FP16 layer keeps one vector (112 threads a block) in the large tiles, six (168) in the small.
+    dw_tile_geometry(p, n, oh, ow, vecs, vec, k, s, 0, 2, kDwPipeMaxSmem);
+    DwTilePlan small;
+    dw_tile_geometry(small, n, oh, ow, vecs, vec, k, s, 1, 2, kDwPipeMaxSmem);
+    if (small.smem <= kDwPipeMaxSmem && (p.smem > kDwPipeMaxSmem || small.threads > p.threads)) p = small;
+    p.ok = p.smem <= kDwPipeMaxSmem && p.blocks <= INT_MAX && p.threads <= kDwTileThreads;
+    return p;
+  }
+  dw_tile_geometry(p, n, oh, ow, vecs, vec, k, s, variant, 1, kDwTileMaxSmem);
   p.ok = p.smem <= kDwTileMaxSmem && p.blocks <= INT_MAX && p.threads <= kDwTileThreads;
   return p;
 }
