@@ -261,8 +261,8 @@ TEST(GpuDepthwise, PrologueIgnoresACudnnTactic) {
 const char* const kTiledTactics[] = {"kiln_depthwise_nhwc_tiled", "kiln_depthwise_nhwc_tiled_small",
                                      "kiln_depthwise_nhwc_tiled_pipe"};
 
-// KILN_DW_TILED=1 offers the tiled kernel; KILN_DEPTHWISE=0 withdraws the strip kernel, so that a layer the tiled
-// kernel declined could run only on cuDNN (symmetric pads, no prologue) or on the host, which run_on_both rejects.
+// KILN_DW_TILED=1 offers the tiled kernel (the default; set in case the environment withdraws it);
+// KILN_DEPTHWISE=0 withdraws the strip kernel, so that a layer the tiled kernel declined could run only on cuDNN (symmetric pads, no prologue) or on the host, which run_on_both rejects.
 // The cases below have a prologue or asymmetric pads wherever they can: passing proves the tiled kernel ran.
 class GpuDepthwiseTiled : public ::testing::Test {
  protected:

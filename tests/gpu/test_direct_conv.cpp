@@ -287,8 +287,8 @@ TEST_F(GpuDirectConv, StemsAtBatch128AgainstCudnn) {
 
 constexpr const char* kMmaTactic = "kiln_direct_conv_nhwc_mma";
 
-// KILN_STEM_MMA=1 offers the kernel; KILN_DIRECT_CONV=0 withdraws the CUDA-core direct kernel, so that a case with
-// asymmetric pads (which cuDNN's NHWC path cannot run) proves that the tensor-core kernel ran: otherwise the layer
+// KILN_STEM_MMA=1 offers the kernel (the default; set in case the environment withdraws it); KILN_DIRECT_CONV=0
+// withdraws the CUDA-core direct kernel, so that a case with asymmetric pads (which cuDNN's NHWC path cannot run) proves that the tensor-core kernel ran: otherwise the layer
 // would fall back to the host, which run_on_both rejects.
 class GpuStemMma : public ::testing::Test {
  protected:

@@ -8,10 +8,11 @@
 // prologue fused (depthwise.cu): a tactic next to cuDNN's algorithms and the default without tuning, the only
 // implementation for what cuDNN cannot do (asymmetric NHWC pads, a prologue). NHWC FusedConv with few input
 // channels (image stems, group 1, C <= 8) has an own direct kernel (direct_conv.cu), a tactic next to cuDNN's.
-// For half/bfloat16 with exactly 8 channels a tensor-core one (direct_conv_mma.cu) is a further tactic, offered
-// only with KILN_STEM_MMA=1 until it has been measured. A shared-memory tiled depthwise kernel (two tile sizes,
-// tactics kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small, and a persistent double-buffered form,
-// kiln_depthwise_nhwc_tiled_pipe, never the untuned default) is offered only with KILN_DW_TILED=1.
+// For half/bfloat16 with exactly 8 channels a tensor-core one (direct_conv_mma.cu) is a further tactic and the
+// untuned default (KILN_STEM_MMA=0 withdraws it). A shared-memory tiled depthwise kernel (two tile sizes, tactics
+// kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small, the untuned default where it fits, and a
+// persistent double-buffered form, kiln_depthwise_nhwc_tiled_pipe, never the untuned default) is offered too
+// (KILN_DW_TILED=0 withdraws all three).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -360,8 +361,8 @@ bool dw_tiled_fits(const DepthwiseGeom& d, DataType dt, int v) {
          depthwise_tiled_fits(d, static_cast<int>(dtype_size(dt)), v);
 }
 
-// The tiled variants (kDwTiledTactics) offered for this depthwise convolution: those that fit, where
-// KILN_DW_TILED=1.
+// The tiled variants (kDwTiledTactics) offered for this depthwise convolution: those that fit, unless
+// KILN_DW_TILED=0.
 std::vector<int> dw_tiled_variants(const DepthwiseGeom& d, DataType dt) {
   std::vector<int> r;
   if (!dw_tiled_enabled()) return r;
