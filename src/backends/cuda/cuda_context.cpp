@@ -66,6 +66,7 @@ class CudaContext final : public runtime::DeviceContext {
       : plan_(std::move(plan)), weights_(std::move(weights)) {}
 
   ~CudaContext() override {
+    steps_.clear();  // kernel states (cuDNN execution plans among them) before the handles they were built with
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
     for (auto& b : host_io_) if (b.ptr) cudaFree(b.ptr);
     if (arena_) cudaFree(arena_);

@@ -1,14 +1,18 @@
 // MatMul and Gemm on cuBLASLt. Row-major Y = op(A) op(B) is computed as the column-major Y^T = op(B)^T op(A)^T,
 // so the stored row-major buffers are passed as they are, B first. Descriptors and the chosen algorithm live in
-// the step's state; the algorithm is picked by cuBLASLt's heuristic for the pointers' alignment.
+// the step's state; the algorithm is picked by cuBLASLt's heuristic for the pointers' alignment. FusedMatMul
+// layers whose epilogue cuBLASLt cannot finish (erf-GELU) are offered cuDNN graph tactics too (dnn_matmul.h),
+// gated by KILN_DNN_MATMUL=1.
 #include <algorithm>
 #include <climits>
 #include <cstring>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
+#include "backends/cuda/dnn_matmul.h"
 #include "backends/cuda/gemm_geometry.h"
 #include "backends/cuda/transformer_kernels.h"
+#include "kiln/logger.h"
 #include "ops/op_util.h"
 
 namespace kiln::cuda {
@@ -382,7 +386,9 @@ struct FusedState {
   bool lt_bias = false, lt_res = false;  // bias by the epilogue, residual as cuBLASLt's C
   EpiAct kernel_act = EpiAct::kNone;      // what our epilogue kernel still applies
   bool kernel_bias = false, kernel_res = false, kernel = false;
+  int64_t batch = 1;  // cuBLASLt's strided batch count
   MatMulState mm;
+  std::unique_ptr<DnnMatmul> dnn;  // set: the layer's cuDNN tactic runs instead of all the above
 };
 
 Result<EpiAct> parse_act(const Attributes& a) {
@@ -434,6 +440,7 @@ Status fused_plan(const KernelArgs& args, FusedState& st, bool plain) {
   st.kernel = st.kernel_act != EpiAct::kNone || st.kernel_bias || st.kernel_res;
   s.bias = st.lt_bias;
   s.epilogue = epi;
+  st.batch = s.batch;
   if (s.k == 0) return Status::Ok();
   return st.mm.lt.init(s, args.handles->allow_tf32);
 }
@@ -456,6 +463,45 @@ Status fused_gemms(KernelArgs& args, FusedState& st) {
   return Status::Ok();
 }
 
+// A fresh state for the node's current shapes, planned for cuBLASLt.
+Status init_fused_state(const KernelArgs& args, FusedState& st) {
+  st.a_shape = args.in[0].shape;
+  st.b_shape = args.in[1].shape;
+  st.has_bias = args.has_input(2);
+  st.has_res = args.has_input(3);
+  KILN_ASSIGN_OR_RETURN(int64_t rf, args.attrs().get_int("residual_first", 0));
+  st.residual_first = rf != 0;
+  KILN_ASSIGN_OR_RETURN(st.alpha, args.attrs().get_float("alpha", 1.0f));
+  KILN_ASSIGN_OR_RETURN(st.act, parse_act(args.attrs()));
+  return fused_plan(args, st, false);
+}
+
+// The layer as one cuDNN graph problem, or why not (dnn_matmul_declined).
+Result<DnnMatmulSpec> dnn_spec(const KernelArgs& args, const FusedState& st) {
+  DnnMatmulSpec s;
+  s.dt = args.in[0].dtype;
+  s.m = st.mm.m;
+  s.n = st.mm.n;
+  s.k = st.mm.k;
+  KILN_ASSIGN_OR_RETURN(int64_t tb, args.attrs().get_int("trans_b", 0));
+  s.trans_b = tb != 0;
+  s.bias = st.has_bias;
+  s.res = st.has_res;
+  s.residual_first = st.residual_first;
+  KILN_ASSIGN_OR_RETURN(s.act, args.attrs().get_string("activation", "none"));
+  s.alpha = st.alpha;
+  if (std::string why = dnn_matmul_declined(s, st.batch, st.mm.off_a.size()); !why.empty())
+    return unsupported("cuDNN matmul: " + why);
+  return s;
+}
+
+// The plan of the cuDNN tactic of rank `rank` into st.dnn.
+Status make_dnn(const KernelArgs& args, FusedState& st, int rank) {
+  KILN_ASSIGN_OR_RETURN(DnnMatmulSpec s, dnn_spec(args, st));
+  KILN_ASSIGN_OR_RETURN(st.dnn, DnnMatmul::build(args.handles->dnn, s, rank, args.handles->workspace_bytes));
+  return Status::Ok();
+}
+
 Status fused_matmul_run(KernelArgs& args) {
   const DevTensor &A = args.in[0], &B = args.in[1];
   DevTensor& Y = args.out[0];
@@ -463,15 +509,19 @@ Status fused_matmul_run(KernelArgs& args) {
   auto* st = static_cast<FusedState*>(args.state->get());
   if (!st || st->a_shape != A.shape || st->b_shape != B.shape) {
     auto fresh = std::make_shared<FusedState>();
-    fresh->a_shape = A.shape;
-    fresh->b_shape = B.shape;
-    fresh->has_bias = args.has_input(2);
-    fresh->has_res = args.has_input(3);
-    KILN_ASSIGN_OR_RETURN(int64_t rf, args.attrs().get_int("residual_first", 0));
-    fresh->residual_first = rf != 0;
-    KILN_ASSIGN_OR_RETURN(fresh->alpha, args.attrs().get_float("alpha", 1.0f));
-    KILN_ASSIGN_OR_RETURN(fresh->act, parse_act(args.attrs()));
-    KILN_RETURN_IF_ERROR(fused_plan(args, *fresh, false));
+    KILN_RETURN_IF_ERROR(init_fused_state(args, *fresh));
+    // A recorded cuDNN tactic runs whether or not KILN_DNN_MATMUL is set (the engine chose it); where it cannot
+    // be built here (other GPU, cuDNN version or shapes) the layer keeps cuBLASLt and the epilogue pass.
+    if (const int rank = dnn_matmul_tactic_index(args.tactic); rank >= 0) {
+      Status ds = make_dnn(args, *fresh, rank);
+      if (!ds.ok()) {
+        if (args.strict_tactic) return ds;  // the tuner must not time a name that did not run
+        const std::string msg = "FusedMatMul '" + args.node->name + "': recorded tactic " + args.tactic +
+                                " cannot be built here (" + ds.message() +
+                                "); it falls back to cuBLASLt with the epilogue pass";
+        default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
+      }
+    }
     *args.state = fresh;
     st = fresh.get();
   }
@@ -486,6 +536,11 @@ Status fused_matmul_run(KernelArgs& args) {
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
     return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
   }
+  if (st->dnn) {
+    if (DnnMatmul::aligned(A.data, B.data, bias, res, Y.data))
+      return st->dnn->run(args.handles->dnn, args.handles->workspace, A.data, B.data, bias, res, Y.data);
+    if (args.strict_tactic) return unsupported("FusedMatMul: pointers not aligned for " + args.tactic);
+  }
   Status s = fused_gemms(args, *st);
   if (!s.ok() && st->mm.lt.no_algo()) {
     // No algorithm for this epilogue (shape, alignment or batch): plain GEMM, everything else in our kernel.
@@ -496,6 +551,25 @@ Status fused_matmul_run(KernelArgs& args) {
   if (!st->kernel) return Status::Ok();
   return launch_matmul_epilogue(Y.dtype, Y.data, st->kernel_bias ? bias : nullptr, st->kernel_res ? res : nullptr,
                                 Y.numel(), n, st->kernel_act, args.stream);
+}
+
+// cuBLASLt's ranks, and with KILN_DNN_MATMUL=1, where cuBLASLt would leave a second pass, the cuDNN plans that
+// finalize for these shapes (each one compiled once here; a graph cuDNN refuses adds nothing).
+std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
+  std::vector<std::string> lt = gemm_tactics(args);
+  if (!dnn_matmul_enabled() || !args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0)
+    return lt;
+  auto act = args.attrs().get_string("activation", "none");
+  auto rf = args.attrs().get_int("residual_first", 0);
+  if (!act.ok() || !rf.ok() || !dnn_matmul_wanted(*act, args.has_input(3), *rf != 0)) return lt;
+  FusedState probe;
+  if (!init_fused_state(args, probe).ok()) return lt;
+  auto spec = dnn_spec(args, probe);
+  if (!spec.ok()) return lt;
+  const int n = DnnMatmul::count_usable(args.handles->dnn, *spec, kDnnMatmulMaxTactics, args.handles->workspace_bytes);
+  std::vector<std::string> dnn;
+  for (int r = 0; r < n; ++r) dnn.push_back(dnn_matmul_tactic_name(r));
+  return merge_matmul_tactics(lt, dnn);
 }
 
 bool rank_is(const runtime::EnginePlan& p, int id, size_t lo, size_t hi) {
@@ -530,7 +604,7 @@ KILN_CUDA_KERNEL(FusedMatMul) {
            rank_is(p, n.inputs[1], 2, 64) && (n.inputs.size() < 3 || rank_is(p, n.inputs[2], 1, 1)) &&
            (n.inputs.size() < 4 || rank_is(p, n.inputs[3], 2, 64));
   };
-  d.tactics = gemm_tactics;
+  d.tactics = fused_matmul_tactics;
   return d;
 }
 
