@@ -3,11 +3,14 @@
 // finalized plan of one of them.
 #include "backends/cuda/dnn_matmul.h"
 
+#include <cuda_runtime.h>
 #include <cudnn.h>
 
 #include <algorithm>
 #include <array>
 #include <functional>
+#include <map>
+#include <mutex>
 
 #include "backends/cuda/cuda_kernel.h"
 
@@ -180,14 +183,14 @@ Status for_each_plan(cudnnHandle_t handle, const std::vector<Desc>& configs, siz
     Desc plan = nullptr;
     if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS)
       return unsupported("cuDNN matmul: cannot create an execution plan");
-    int64_t ws = -1;
+    int64_t ws = -1, got = 0;
     const bool ok =
         set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) == CUDNN_STATUS_SUCCESS &&
         set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) ==
             CUDNN_STATUS_SUCCESS &&
         cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
-        cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, nullptr,
-                                 &ws) == CUDNN_STATUS_SUCCESS &&
+        cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws) ==
+            CUDNN_STATUS_SUCCESS &&
         ws >= 0 && static_cast<uint64_t>(ws) <= max_workspace;
     bool stop = false;
     if (!(ok && take(plan, static_cast<size_t>(ws), &stop))) cudnnBackendDestroyDescriptor(plan);
@@ -238,6 +241,28 @@ Result<std::unique_ptr<DnnMatmul>> DnnMatmul::build(cudnnContext* handle, const 
 }
 
 int DnnMatmul::count_usable(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace) {
+  // Remembered per problem and device: a network repeats its layers (bert's twelve FFN1s), and each count
+  // compiles up to `max` kernels.
+  int device = -1;
+  cudaGetDevice(&device);
+  const std::string key = std::to_string(device) + " " + std::to_string(static_cast<int>(s.dt)) + " " +
+                          std::to_string(s.m) + " " + std::to_string(s.n) + " " + std::to_string(s.k) + " " +
+                          std::to_string(s.trans_b) + std::to_string(s.bias) + std::to_string(s.res) +
+                          std::to_string(s.residual_first) + " " + s.act + " " + std::to_string(s.alpha) + " " +
+                          std::to_string(max) + " " + std::to_string(max_workspace);
+  static std::mutex mu;
+  static std::map<std::string, int> counted;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = counted.find(key); it != counted.end()) return it->second;
+  }
+  const int n = count_plans(handle, s, max, max_workspace);
+  std::lock_guard<std::mutex> lock(mu);
+  counted[key] = n;
+  return n;
+}
+
+int DnnMatmul::count_plans(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace) {
   Owned graph;
   std::vector<Desc> configs;
   if (max <= 0 || !make_graph(graph, handle, s, &configs).ok()) return 0;

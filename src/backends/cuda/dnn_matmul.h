@@ -120,6 +120,7 @@ class DnnMatmul {
   static Result<std::unique_ptr<DnnMatmul>> build(cudnnContext* handle, const DnnMatmulSpec& s, int rank,
                                                   size_t max_workspace);
   // How many plans (at most `max`) finalize within max_workspace: the tactics to offer; 0 when refused.
+  // Remembered per problem and device for the process.
   static int count_usable(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace);
 
   static bool aligned(const void* a, const void* b, const void* bias, const void* res, const void* y) {
@@ -137,6 +138,7 @@ class DnnMatmul {
  private:
   struct Impl;
   explicit DnnMatmul(std::unique_ptr<Impl> impl);
+  static int count_plans(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace);
   std::unique_ptr<Impl> impl_;
   size_t workspace_ = 0;
 };

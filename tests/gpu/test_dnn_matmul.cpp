@@ -1,0 +1,259 @@
+// GPU tests of FusedMatMul's cuDNN graph tactic (src/backends/cuda/dnn_matmul.h, gated by KILN_DNN_MATMUL=1):
+// the tactic forced through "kiln.tactic" at bert's FFN1 shapes and odd ones, FP16 and BF16, every activation,
+// with and without bias and residual (before or after the activation), against the CPU reference; a recorded
+// tactic that cannot be built falling back to cuBLASLt with a warning; the tuner recording a tactic; the gate
+// off leaving cuBLASLt's list alone; and the time of cuBLASLt + epilogue pass against the fused tactic.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "../unit/engine_test_util.h"
+#include "gpu_test_util.h"
+#include "gpu_timing_util.h"
+#include "passes/shape_inference.h"
+
+namespace kiln::gpu_testing {
+namespace {
+
+struct MmCase {
+  const char* name;
+  int64_t m, n, k;
+  const char* act;
+  bool bias = true, res = false, residual_first = false, trans_b = false;
+};
+
+std::string describe(const MmCase& c, DataType dt, const std::string& tactic) {
+  return std::string(c.name) + " " + dtype_name(dt) + " m" + std::to_string(c.m) + " n" + std::to_string(c.n) + " k" +
+         std::to_string(c.k) + " " + c.act + (c.bias ? " +bias" : "") +
+         (c.res ? (c.residual_first ? " +res(first)" : " +res(after)") : "") + (c.trans_b ? " trans_b" : "") +
+         " tactic '" + tactic + "'";
+}
+
+// One FusedMatMul over graph inputs a, b (and bias, res); `tactic` empty: the kernel's untuned default.
+std::unique_ptr<ir::Graph> mm_graph(const MmCase& c, DataType dt, const std::string& tactic,
+                                    std::vector<Tensor>* inputs, uint32_t seed) {
+  auto owned = std::make_unique<ir::Graph>();
+  ir::Graph& g = *owned;
+  const Dims b_shape = c.trans_b ? Dims{c.n, c.k} : Dims{c.k, c.n};
+  // B scaled so that the pre-activation values are O(1): the GELU's curved part is exercised.
+  const double bs = 2.0 / std::sqrt(static_cast<double>(c.k));
+  std::vector<ir::Value*> in = {test::add_input(g, "a", dt, ops::shape_from_dims({c.m, c.k})),
+                                test::add_input(g, "b", dt, ops::shape_from_dims(b_shape))};
+  inputs->push_back(random_tensor(dt, {c.m, c.k}, seed, -1, 1));
+  inputs->push_back(random_tensor(dt, b_shape, seed + 1, -bs, bs));
+  if (c.bias) {
+    in.push_back(test::add_input(g, "bias", dt, ops::shape_from_dims({c.n})));
+    inputs->push_back(random_tensor(dt, {c.n}, seed + 2, -1, 1));
+  } else if (c.res) {
+    in.push_back(nullptr);
+  }
+  if (c.res) {
+    in.push_back(test::add_input(g, "res", dt, ops::shape_from_dims({c.m, c.n})));
+    inputs->push_back(random_tensor(dt, {c.m, c.n}, seed + 3, -1, 1));
+  }
+  Attributes a;
+  a.set("activation", Attribute(std::string(c.act)));
+  if (c.trans_b) a.set("trans_b", Attribute(int64_t{1}));
+  if (c.residual_first) a.set("residual_first", Attribute(int64_t{1}));
+  if (!tactic.empty()) a.set("kiln.tactic", Attribute(tactic));
+  ir::Node* n = g.add_node("FusedMatMul", "ffn", in, {"y"}, a, 1, "kiln");
+  Status st = passes::infer_node(g, *n);
+  EXPECT_TRUE(st.ok()) << st.message();
+  g.outputs().push_back(n->outputs[0]);
+  return owned;
+}
+
+double atol_of(DataType dt) { return dt == DataType::kHALF ? 3e-2 : 1.5e-1; }
+double rtol_of(DataType dt) { return dt == DataType::kHALF ? 2e-2 : 5e-2; }
+
+constexpr const char* kFallbackText = "falls back to cuBLASLt";
+
+// Every test runs with the gate on.
+class GpuDnnMatmul : public ::testing::Test {
+ protected:
+  ScopedEnv gate_{"KILN_DNN_MATMUL", "1"};
+};
+
+// The GPU result of graph g, with what the run wrote to stderr (a fallback warning).
+std::vector<Tensor> run_capturing(const ir::Graph& g, const std::vector<Tensor>& inputs, std::string* err) {
+  std::string host;
+  ::testing::internal::CaptureStderr();
+  std::vector<Tensor> got = run_graph(g, Backend::kCUDA, inputs, &host);
+  *err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(host, "");
+  return got;
+}
+
+// cuDNN's first usable plan, forced, where cuDNN takes the graph: it must build (no fallback warning) and match the
+// reference. bert-base FFN1 at batch 64 x seq 128 (8192 tokens) and batch 1 (128), the residual forms, and sizes
+// that are not multiples of a tile.
+TEST_F(GpuDnnMatmul, ForcedTacticMatchesTheReference) {
+  KILN_REQUIRE_GPU();
+  const MmCase cases[] = {
+      {"bert-ffn1-b64", 8192, 3072, 768, "gelu_erf"},
+      {"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"},
+      {"bert-ffn1-b1-tb", 128, 3072, 768, "gelu_erf", true, false, false, true},
+      {"gelu-res-after", 130, 768, 256, "gelu_erf", true, true},
+      {"gelu-res-first", 130, 768, 256, "gelu_erf", true, true, true},
+      {"gelu-no-bias", 200, 512, 64, "gelu_erf", false},
+      {"gelu-no-bias-res", 96, 256, 128, "gelu_erf", false, true},
+      {"relu-res-after", 256, 512, 256, "relu", true, true},
+      {"relu-bias", 64, 256, 128, "relu"},
+      {"relu-plain-tb", 64, 256, 128, "relu", false, false, false, true},
+      {"gelu-tanh-res-after", 100, 384, 192, "gelu_tanh", true, true, false, true},
+      {"odd-rows", 77, 200, 72, "gelu_erf", true, true},
+      {"one-row", 1, 3072, 768, "gelu_erf"},
+  };
+  for (const MmCase& c : cases)
+    for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
+      const std::string tactic = "cudnn_matmul_fused_0";
+      SCOPED_TRACE(describe(c, dt, tactic));
+      std::vector<Tensor> inputs;
+      const auto g = mm_graph(c, dt, tactic, &inputs, 17);
+      const std::vector<Tensor> cpu = run_graph(*g, Backend::kCPU, inputs, nullptr);
+      std::string err;
+      const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
+      ASSERT_EQ(cpu.size(), 1u);
+      ASSERT_EQ(got.size(), 1u);
+      EXPECT_EQ(err.find(kFallbackText), std::string::npos) << "cuDNN did not run: " << err;
+      expect_tensors_close(cpu[0], got[0], atol_of(dt), rtol_of(dt), "vs the reference");
+    }
+}
+
+// The other ranks where cuDNN has them, and shapes cuDNN may refuse (rows not 16-byte aligned): whichever runs,
+// the result matches; a refused one warns and runs cuBLASLt + the pass.
+TEST_F(GpuDnnMatmul, OtherRanksAndRefusedShapesStayCorrect) {
+  KILN_REQUIRE_GPU();
+  const MmCase cases[] = {
+      {"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"},
+      {"odd-k", 33, 101, 77, "gelu_erf", true, true},
+      {"odd-n-tb", 50, 99, 64, "relu", true, true, false, true},
+  };
+  for (const MmCase& c : cases)
+    for (DataType dt : {DataType::kHALF, DataType::kBF16})
+      for (const char* tactic : {"cudnn_matmul_fused_0", "cudnn_matmul_fused_1", "cudnn_matmul_fused_2"}) {
+        SCOPED_TRACE(describe(c, dt, tactic));
+        std::vector<Tensor> inputs;
+        const auto g = mm_graph(c, dt, tactic, &inputs, 23);
+        const std::vector<Tensor> cpu = run_graph(*g, Backend::kCPU, inputs, nullptr);
+        std::string err;
+        const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
+        ASSERT_EQ(cpu.size(), 1u);
+        ASSERT_EQ(got.size(), 1u);
+        std::printf("DNN_MM %-44s %s\n", describe(c, dt, tactic).c_str(),
+                    err.find(kFallbackText) == std::string::npos ? "cuDNN" : "fallback (cuBLASLt + pass)");
+        expect_tensors_close(cpu[0], got[0], atol_of(dt), rtol_of(dt), "vs the reference");
+      }
+}
+
+// A recorded tactic no cuDNN offers (rank 99): the layer warns once and runs cuBLASLt + the epilogue pass.
+TEST_F(GpuDnnMatmul, UnbuildableRecordedTacticFallsBack) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"};
+  std::vector<Tensor> inputs;
+  const auto g = mm_graph(c, DataType::kHALF, "cudnn_matmul_fused_99", &inputs, 5);
+  const std::vector<Tensor> cpu = run_graph(*g, Backend::kCPU, inputs, nullptr);
+  std::string err;
+  const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_NE(err.find(kFallbackText), std::string::npos) << err;
+  expect_tensors_close(cpu[0], got[0], 3e-2, 2e-2, "fallback vs the reference");
+}
+
+// The recorded tactic of the only FusedMatMul of a level-3 build of FFN1 (B and bias as weights).
+std::string tuned_tactic(const MmCase& c, std::unique_ptr<Engine>* out) {
+  QuietLogger quiet;
+  Builder builder(quiet);
+  auto net = builder.create_network();
+  EXPECT_NE(net->add_input("a", DataType::kHALF, {c.m, c.k}), nullptr);
+  const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2, -0.07, 0.07);
+  const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3, -1, 1);
+  EXPECT_NE(net->add_constant("w", DataType::kHALF, {c.k, c.n}, w.raw()), nullptr);
+  EXPECT_NE(net->add_constant("bias", DataType::kHALF, {c.n}, bias.raw()), nullptr);
+  ir::Graph& g = net->graph();
+  Attributes a;
+  a.set("activation", Attribute(std::string(c.act)));
+  ir::Node* n = g.add_node("FusedMatMul", "ffn", {g.find_value("a"), g.find_value("w"), g.find_value("bias")}, {"y"},
+                           a, 1, "kiln");
+  EXPECT_TRUE(passes::infer_node(g, *n).ok());
+  EXPECT_TRUE(net->mark_output(net->find_tensor("y")).ok());
+  auto config = builder.create_builder_config();
+  config->set_backend(Backend::kCUDA);
+  config->set_builder_optimization_level(3);
+  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  EXPECT_NE(engine, nullptr);
+  std::string tactic;
+  if (engine)
+    for (const auto& pn : engine->plan().nodes)
+      if (pn.op_type == "FusedMatMul")
+        if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
+  if (out) *out = std::move(engine);
+  return tactic;
+}
+
+// The tuner times cuBLASLt's ranks and cuDNN's plans and records one; the tuned engine matches the reference.
+TEST_F(GpuDnnMatmul, TunerRecordsATacticThatMatches) {
+  KILN_REQUIRE_GPU();
+  for (const MmCase& c : {MmCase{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"},
+                          MmCase{"bert-ffn1-b64", 8192, 3072, 768, "gelu_erf"}}) {
+    std::unique_ptr<Engine> engine;
+    const std::string tactic = tuned_tactic(c, &engine);
+    ASSERT_NE(engine, nullptr);
+    std::printf("DNN_MM tuner %s recorded '%s'\n", c.name, tactic.c_str());
+    EXPECT_TRUE(tactic.rfind("lt_heur", 0) == 0 || tactic.rfind("cudnn_matmul_fused_", 0) == 0) << tactic;
+    const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 9, -1, 1);
+    std::string err;
+    ::testing::internal::CaptureStderr();
+    const auto got = test::infer(*engine, {{"a", x}});
+    err = ::testing::internal::GetCapturedStderr();
+    EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
+    // The same weights through the reference: the graph of the engine's own node, on the CPU.
+    MmCase same = c;
+    std::vector<Tensor> unused;
+    auto g = mm_graph(same, DataType::kHALF, "", &unused, 0);
+    const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2, -0.07, 0.07);
+    const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3, -1, 1);
+    const auto want = run_graph(*g, Backend::kCPU, {x, w, bias}, nullptr);
+    ASSERT_EQ(got.size(), 1u);
+    ASSERT_EQ(want.size(), 1u);
+    expect_tensors_close(want[0], got[0], 3e-2, 2e-2, std::string("tuned FFN1 ") + c.name);
+  }
+}
+
+// With the gate off the tactic list is cuBLASLt's alone: the tuner can only record one of its ranks.
+TEST(GpuDnnMatmulGateOff, TunerKeepsCublasLt) {
+  KILN_REQUIRE_GPU();
+  ScopedEnv off("KILN_DNN_MATMUL", nullptr);
+  const std::string tactic = tuned_tactic(MmCase{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"}, nullptr);
+  EXPECT_EQ(tactic.rfind("lt_heur", 0), 0u) << tactic;
+}
+
+// Not a pass/fail check beyond correctness: bert-base FFN1 (FP16, [tokens, 768] x [768, 3072] + bias, erf-GELU) with
+// cuBLASLt + the epilogue pass (the default) against each cuDNN plan, printed.
+TEST_F(GpuDnnMatmul, Ffn1Times) {
+  KILN_REQUIRE_GPU();
+  for (int64_t tokens : {8192, 128}) {
+    const MmCase c{"bert-ffn1", tokens, 3072, 768, "gelu_erf"};
+    Tensor first;
+    for (const char* tactic : {"", "cudnn_matmul_fused_0", "cudnn_matmul_fused_1", "cudnn_matmul_fused_2"}) {
+      std::vector<Tensor> inputs;
+      const auto g = mm_graph(c, DataType::kHALF, tactic, &inputs, 31);
+      ::testing::internal::CaptureStderr();
+      const Timed t = time_on_gpu(*g, inputs, tokens > 1000 ? 50 : 200);
+      const std::string err = ::testing::internal::GetCapturedStderr();
+      const bool fell_back = err.find(kFallbackText) != std::string::npos;
+      std::printf("DNN_MM_TIME tokens %5lld %-22s %8.1f us%s\n", static_cast<long long>(tokens),
+                  *tactic ? tactic : "cuBLASLt+pass", t.us, fell_back ? " (not built: cuBLASLt+pass)" : "");
+      if (!*tactic) {
+        first = t.y;
+      } else if (first.defined() && t.y.defined()) {
+        expect_tensors_close(first, t.y, 3e-2, 2e-2, std::string("vs cuBLASLt ") + tactic);
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace kiln::gpu_testing
