@@ -95,9 +95,9 @@ cudnnPointwiseMode_t act_mode(const std::string& act) {
   return CUDNN_POINTWISE_GELU_FWD;  // the erf form
 }
 
-// The operation graph of s, finalized, with the engine configs of cuDNN's heuristic (mode A; the fallback
-// list when mode A has none), all owned by o.
-Status make_graph(Owned& o, cudnnHandle_t handle, const DnnMatmulSpec& s, std::vector<Desc>* configs) {
+// The operation graph of s, finalized, with the engine configs of cuDNN's heuristic: mode A's list, then the
+// fallback list (the walk below takes the latter only where no config of mode A gives a plan); all owned by o.
+Status make_graph(Owned& o, cudnnHandle_t handle, const DnnMatmulSpec& s, std::vector<std::vector<Desc>>* lists) {
   if (std::string why = dnn_matmul_declined(s, 1, 1); !why.empty()) return unsupported("cuDNN matmul: " + why);
   const DnnMatmulLayout l = dnn_matmul_layout(s.m, s.n, s.k, s.trans_b);
   const cudnnDataType_t io = dnn_dtype(s.dt), f32 = CUDNN_DATA_FLOAT;
@@ -169,32 +169,38 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnMatmulSpec& s, std::v
     if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
                                  cfgs.data()) != CUDNN_STATUS_SUCCESS)
       continue;
-    configs->assign(cfgs.begin(), cfgs.begin() + std::min(got, count));
-    if (!configs->empty()) return Status::Ok();
+    if (got > 0) lists->emplace_back(cfgs.begin(), cfgs.begin() + std::min(got, count));
   }
-  return unsupported("cuDNN matmul graph: the heuristics offer no engine");
+  if (lists->empty()) return unsupported("cuDNN matmul graph: the heuristics offer no engine");
+  return Status::Ok();
 }
 
 // Finalizes the plans of the configs in order and calls `take(plan, workspace)` for each one that fits; the
-// callee keeps the plan by returning true (it then owns it) and stops the walk by setting *stop.
-Status for_each_plan(cudnnHandle_t handle, const std::vector<Desc>& configs, size_t max_workspace,
+// callee keeps the plan by returning true (it then owns it) and stops the walk by setting *stop. The first list
+// that gives any plan is the only one walked.
+Status for_each_plan(cudnnHandle_t handle, const std::vector<std::vector<Desc>>& lists, size_t max_workspace,
                      const std::function<bool(Desc, size_t, bool*)>& take) {
-  for (Desc cfg : configs) {
-    Desc plan = nullptr;
-    if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS)
-      return unsupported("cuDNN matmul: cannot create an execution plan");
-    int64_t ws = -1, got = 0;
-    const bool ok =
-        set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) == CUDNN_STATUS_SUCCESS &&
-        set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) ==
-            CUDNN_STATUS_SUCCESS &&
-        cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
-        cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws) ==
-            CUDNN_STATUS_SUCCESS &&
-        ws >= 0 && static_cast<uint64_t>(ws) <= max_workspace;
-    bool stop = false;
-    if (!(ok && take(plan, static_cast<size_t>(ws), &stop))) cudnnBackendDestroyDescriptor(plan);
-    if (stop) break;
+  int usable = 0;
+  for (const std::vector<Desc>& configs : lists) {
+    if (usable > 0) break;
+    for (Desc cfg : configs) {
+      Desc plan = nullptr;
+      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS)
+        return unsupported("cuDNN matmul: cannot create an execution plan");
+      int64_t ws = -1, got = 0;
+      const bool ok =
+          set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) == CUDNN_STATUS_SUCCESS &&
+          set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) ==
+              CUDNN_STATUS_SUCCESS &&
+          cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
+          cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws) ==
+              CUDNN_STATUS_SUCCESS &&
+          ws >= 0 && static_cast<uint64_t>(ws) <= max_workspace;
+      usable += ok;
+      bool stop = false;
+      if (!(ok && take(plan, static_cast<size_t>(ws), &stop))) cudnnBackendDestroyDescriptor(plan);
+      if (stop) return Status::Ok();
+    }
   }
   return Status::Ok();
 }
@@ -221,7 +227,7 @@ Result<std::unique_ptr<DnnMatmul>> DnnMatmul::build(cudnnContext* handle, const 
   auto impl = std::make_unique<Impl>();
   impl->has_bias = s.bias;
   impl->has_res = s.res;
-  std::vector<Desc> configs;
+  std::vector<std::vector<Desc>> configs;
   KILN_RETURN_IF_ERROR(make_graph(impl->graph, handle, s, &configs));
   int seen = 0;
   size_t workspace = 0;
@@ -264,7 +270,7 @@ int DnnMatmul::count_usable(cudnnContext* handle, const DnnMatmulSpec& s, int ma
 
 int DnnMatmul::count_plans(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace) {
   Owned graph;
-  std::vector<Desc> configs;
+  std::vector<std::vector<Desc>> configs;
   if (max <= 0 || !make_graph(graph, handle, s, &configs).ok()) return 0;
   int n = 0;
   Status st = for_each_plan(handle, configs, max_workspace, [&](Desc, size_t, bool* stop) {
