@@ -32,7 +32,7 @@ Status refused(cudnnStatus_t e, const char* what) {
 
 cudnnDataType_t dnn_dtype(DataType dt) { return dt == DataType::kBF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF; }
 
-// Descriptors destroyed together, newest first (a plan before the graph it was built from).
+// Descriptors destroyed together, newest first (an operation before its tensors, the graph before its operations).
 struct Owned {
   std::vector<Desc> v;
   Owned() = default;

@@ -537,9 +537,18 @@ Status fused_matmul_run(KernelArgs& args) {
     return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
   }
   if (st->dnn) {
-    if (DnnMatmul::aligned(A.data, B.data, bias, res, Y.data))
-      return st->dnn->run(args.handles->dnn, args.handles->workspace, A.data, B.data, bias, res, Y.data);
-    if (args.strict_tactic) return unsupported("FusedMatMul: pointers not aligned for " + args.tactic);
+    if (DnnMatmul::aligned(A.data, B.data, bias, res, Y.data)) {
+      Status ds = st->dnn->run(args.handles->dnn, args.handles->workspace, A.data, B.data, bias, res, Y.data);
+      if (ds.ok() || args.strict_tactic) return ds;
+      // A plan that finalized but does not execute: the layer keeps cuBLASLt from now on.
+      const std::string msg = "FusedMatMul '" + args.node->name + "': tactic " + args.tactic + " failed (" +
+                              ds.message() + "); it falls back to cuBLASLt with the epilogue pass";
+      default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
+      st->dnn.reset();
+    } else if (args.strict_tactic) {
+      return unsupported("FusedMatMul: pointers not " + std::to_string(DnnMatmul::kAlignment) +
+                         "-byte aligned for " + args.tactic);
+    }
   }
   Status s = fused_gemms(args, *st);
   if (!s.ok() && st->mm.lt.no_algo()) {
