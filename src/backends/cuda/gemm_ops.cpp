@@ -392,7 +392,10 @@ struct FusedState {
 };
 
 Result<EpiAct> parse_act(const Attributes& a) {
-  KILN_ASSIGN_OR_RETURN(std::string s, a.get_string("activation", "none"));
+  // Read in place (not moved out of the Result): GCC 12 otherwise warns of a maybe-uninitialized string here.
+  const auto r = a.get_string("activation", "none");
+  if (!r.ok()) return r.status();
+  const std::string& s = r.value();
   if (s == "none") return EpiAct::kNone;
   if (s == "relu") return EpiAct::kRelu;
   if (s == "gelu_erf") return EpiAct::kGeluErf;
