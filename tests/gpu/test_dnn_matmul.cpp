@@ -141,12 +141,13 @@ TEST_F(GpuDnnMatmul, OtherRanksAndRefusedShapesStayCorrect) {
       {"odd-n-tb", 50, 99, 64, "relu", true, true, false, true},
   };
   for (const MmCase& c : cases)
-    for (DataType dt : {DataType::kHALF, DataType::kBF16})
+    for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
+      std::vector<Tensor> ref_inputs;
+      const std::vector<Tensor> cpu = run_graph(*mm_graph(c, dt, "", &ref_inputs, 23), Backend::kCPU, ref_inputs, nullptr);
       for (const char* tactic : {"cudnn_matmul_fused_0", "cudnn_matmul_fused_1", "cudnn_matmul_fused_2"}) {
         SCOPED_TRACE(describe(c, dt, tactic));
         std::vector<Tensor> inputs;
         const auto g = mm_graph(c, dt, tactic, &inputs, 23);
-        const std::vector<Tensor> cpu = run_graph(*g, Backend::kCPU, inputs, nullptr);
         std::string err;
         const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
         ASSERT_EQ(cpu.size(), 1u);
@@ -155,6 +156,7 @@ TEST_F(GpuDnnMatmul, OtherRanksAndRefusedShapesStayCorrect) {
                     err.find(kFallbackText) == std::string::npos ? "cuDNN" : "fallback (cuBLASLt + pass)");
         expect_tensors_close(cpu[0], got[0], atol_of(dt), rtol_of(dt), "vs the reference");
       }
+    }
 }
 
 // A recorded tactic no cuDNN offers (rank 99): the layer warns once and runs cuBLASLt + the epilogue pass.
