@@ -143,7 +143,8 @@ TEST_F(GpuDnnMatmul, OtherRanksAndRefusedShapesStayCorrect) {
   for (const MmCase& c : cases)
     for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
       std::vector<Tensor> ref_inputs;
-      const std::vector<Tensor> cpu = run_graph(*mm_graph(c, dt, "", &ref_inputs, 23), Backend::kCPU, ref_inputs, nullptr);
+      const std::vector<Tensor> cpu =
+          run_graph(*mm_graph(c, dt, "", &ref_inputs, 23), Backend::kCPU, ref_inputs, nullptr);
       for (const char* tactic : {"cudnn_matmul_fused_0", "cudnn_matmul_fused_1", "cudnn_matmul_fused_2"}) {
         SCOPED_TRACE(describe(c, dt, tactic));
         std::vector<Tensor> inputs;
@@ -186,8 +187,8 @@ std::string tuned_tactic(const MmCase& c, std::unique_ptr<Engine>* out) {
   ir::Graph& g = net->graph();
   Attributes a;
   a.set("activation", Attribute(std::string(c.act)));
-  ir::Node* n = g.add_node("FusedMatMul", "ffn", {g.find_value("a"), g.find_value("w"), g.find_value("bias")}, {"y"},
-                           a, 1, "kiln");
+  ir::Node* n = g.add_node("FusedMatMul", "ffn", {g.find_value("a"), g.find_value("w"), g.find_value("bias")}, {"y"}, a,
+                           1, "kiln");
   EXPECT_TRUE(passes::infer_node(g, *n).ok());
   EXPECT_TRUE(net->mark_output(net->find_tensor("y")).ok());
   auto config = builder.create_builder_config();
@@ -207,8 +208,8 @@ std::string tuned_tactic(const MmCase& c, std::unique_ptr<Engine>* out) {
 // The tuner times cuBLASLt's ranks and cuDNN's plans and records one; the tuned engine matches the reference.
 TEST_F(GpuDnnMatmul, TunerRecordsATacticThatMatches) {
   KILN_REQUIRE_GPU();
-  for (const MmCase& c : {MmCase{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"},
-                          MmCase{"bert-ffn1-b64", 8192, 3072, 768, "gelu_erf"}}) {
+  for (const MmCase& c :
+       {MmCase{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"}, MmCase{"bert-ffn1-b64", 8192, 3072, 768, "gelu_erf"}}) {
     std::unique_ptr<Engine> engine;
     const std::string tactic = tuned_tactic(c, &engine);
     ASSERT_NE(engine, nullptr);

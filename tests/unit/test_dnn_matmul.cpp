@@ -55,9 +55,9 @@ TEST(DnnMatmulTactics, OfferedOnlyWhereCublasLtNeedsASecondPass) {
 TEST(DnnMatmulTactics, MergedOrder) {
   const std::vector<std::string> lt = {"lt_heur0", "lt_heur1", "lt_heur2"};
   EXPECT_EQ(merge_matmul_tactics(lt, {}), lt);
-  EXPECT_EQ(merge_matmul_tactics(lt, {"cudnn_matmul_fused_0", "cudnn_matmul_fused_1"}),
-            (std::vector<std::string>{"lt_heur0", "cudnn_matmul_fused_0", "cudnn_matmul_fused_1", "lt_heur1",
-                                      "lt_heur2"}));
+  EXPECT_EQ(
+      merge_matmul_tactics(lt, {"cudnn_matmul_fused_0", "cudnn_matmul_fused_1"}),
+      (std::vector<std::string>{"lt_heur0", "cudnn_matmul_fused_0", "cudnn_matmul_fused_1", "lt_heur1", "lt_heur2"}));
   EXPECT_EQ(merge_matmul_tactics({"lt_heur0"}, {"cudnn_matmul_fused_0"}),
             (std::vector<std::string>{"lt_heur0", "cudnn_matmul_fused_0"}));
 }

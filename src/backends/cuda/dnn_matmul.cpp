@@ -24,9 +24,9 @@ Status refused(cudnnStatus_t e, const char* what) {
   return unsupported(std::string("cuDNN matmul graph: ") + what + ": " + cudnnGetErrorString(e));
 }
 
-#define KILN_DNN_TRY(call, what)                                     \
-  do {                                                               \
-    cudnnStatus_t kiln_s_ = (call);                                  \
+#define KILN_DNN_TRY(call, what)                                        \
+  do {                                                                  \
+    cudnnStatus_t kiln_s_ = (call);                                     \
     if (kiln_s_ != CUDNN_STATUS_SUCCESS) return refused(kiln_s_, what); \
   } while (0)
 
@@ -83,7 +83,8 @@ Status make_pointwise(Owned& o, Desc* op, cudnnPointwiseMode_t mode, Desc x, Des
   KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw),
                "pointwise op descriptor");
   KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x), "pointwise x");
-  if (b) KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b), "pointwise b");
+  if (b)
+    KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b), "pointwise b");
   KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y), "pointwise y");
   KILN_DNN_TRY(cudnnBackendFinalize(*op), "pointwise op finalize");
   return Status::Ok();
@@ -295,10 +296,10 @@ Status DnnMatmul::run(cudnnContext* handle, void* workspace, const void* a, cons
     uids.push_back(kUidY), data.push_back(y);
     const auto n = static_cast<int64_t>(uids.size());
     KILN_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &m.pack));
-    KILN_CUDNN_CHECK(cudnnBackendSetAttribute(m.pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n,
-                                              uids.data()));
-    KILN_CUDNN_CHECK(cudnnBackendSetAttribute(m.pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n,
-                                              data.data()));
+    KILN_CUDNN_CHECK(
+        cudnnBackendSetAttribute(m.pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids.data()));
+    KILN_CUDNN_CHECK(
+        cudnnBackendSetAttribute(m.pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, data.data()));
     KILN_CUDNN_CHECK(
         cudnnBackendSetAttribute(m.pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace));
     KILN_CUDNN_CHECK(cudnnBackendFinalize(m.pack));

@@ -55,7 +55,7 @@ inline bool dnn_matmul_wanted(std::string_view act, bool has_res, bool residual_
 // The layer's tactic list: cuBLASLt's first choice stays first (the untuned default), cuDNN's plans next so that
 // the tuner's per-level limit reaches them, then cuBLASLt's other ranks.
 inline std::vector<std::string> merge_matmul_tactics(const std::vector<std::string>& lt,
-                                                      const std::vector<std::string>& dnn) {
+                                                     const std::vector<std::string>& dnn) {
   std::vector<std::string> v;
   if (!lt.empty()) v.push_back(lt[0]);
   v.insert(v.end(), dnn.begin(), dnn.end());
