@@ -12,6 +12,7 @@
 #include "builder/engine_writer.h"
 #include "builder/timing_cache.h"
 #include "builder/pointwise_codegen.h"
+#include "common/dnn_matmul_switch.h"
 #include "ir/graph.h"
 #include "passes/pass_manager.h"
 #include "runtime/device_backend.h"
@@ -256,6 +257,8 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
   opts.backend = config.backend();
   opts.dump_after = config.dump_after();
   opts.fuse_pointwise = builder::pointwise_codegen_available();
+  // Only cuDNN's fused matmul (gated by the same variable) runs SiLU/sigmoid inside the GEMM.
+  opts.matmul_sigmoid_acts = matmul_sigmoid_acts_for(config.backend());
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   passes::PassContext ctx(logger_, opts);
   passes::PassManager pm(passes::pipeline_for(config.backend()));

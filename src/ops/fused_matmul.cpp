@@ -7,7 +7,7 @@
 namespace kiln::ops {
 
 // Activation codes shared by the reference compute, the fusion pass and the CUDA kernel (by name in the attribute).
-enum class EpilogueAct { kNone, kRelu, kGeluErf, kGeluTanh };
+enum class EpilogueAct { kNone, kRelu, kGeluErf, kGeluTanh, kSilu, kSigmoid };
 
 namespace {
 
@@ -17,7 +17,12 @@ Result<EpilogueAct> parse_act(const Attributes& a) {
   if (s == "relu") return EpilogueAct::kRelu;
   if (s == "gelu_erf") return EpilogueAct::kGeluErf;
   if (s == "gelu_tanh") return EpilogueAct::kGeluTanh;
-  return invalid_model("FusedMatMul: activation must be none, relu, gelu_erf or gelu_tanh but is '" + s + "'");
+  // SiLU and sigmoid: only cuDNN's fused matmul applies them in-kernel (the CUDA pipeline emits them only with
+  // KILN_DNN_MATMUL=1); cuBLASLt's path finishes them in its epilogue pass.
+  if (s == "silu") return EpilogueAct::kSilu;
+  if (s == "sigmoid") return EpilogueAct::kSigmoid;
+  return invalid_model("FusedMatMul: activation must be none, relu, gelu_erf, gelu_tanh, silu or sigmoid but is '" + s +
+                       "'");
 }
 
 double apply_act(EpilogueAct act, double x) {
@@ -32,6 +37,10 @@ double apply_act(EpilogueAct act, double x) {
       const double k = std::sqrt(2.0 / 3.14159265358979323846);
       return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
     }
+    case EpilogueAct::kSilu:
+      return x / (1.0 + std::exp(-x));
+    case EpilogueAct::kSigmoid:
+      return 1.0 / (1.0 + std::exp(-x));
   }
   return x;
 }

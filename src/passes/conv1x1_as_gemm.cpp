@@ -1,6 +1,7 @@
 // conv1x1_as_gemm pass (CUDA, after layout_nhwc): a channels-last 1x1 convolution with stride 1, no padding and one
 // group is a matrix product, Y[N*H*W, M] = X[N*H*W, C] · W[M, C]ᵀ, so it becomes a kiln::FusedMatMul (cuBLASLt,
-// bias, ReLU/GELU and the residual in the GEMM's epilogue; other activations follow as a pointwise kernel). cuDNN's legacy convolution API picked slow kernels for these
+// bias, ReLU/GELU and the residual in the GEMM's epilogue, SiLU/sigmoid too with KILN_DNN_MATMUL=1; other
+// activations follow as a pointwise kernel). cuDNN's legacy convolution API picked slow kernels for these
 // on Hopper (resnet50 FP16 at batch 1: 50-250 µs per 1x1 layer against 13 µs for the 3x3 ones).
 // A strided 1x1 convolution (resnet's downsample shortcuts, stride 2) reads only every s-th row and column, so it is
 // a Slice of X with steps (s_h, s_w) on the NHWC axes 1 and 2, then the same GEMM: cuDNN ran those 5-7x slower than
@@ -95,9 +96,9 @@ class Conv1x1AsGemm final : public Pass {
       if (n->inputs.size() > 3 && n->inputs[3]) in.push_back(n->inputs[3]);
       while (in.size() > 2 && !in.back()) in.pop_back();
       // FusedConv adds the residual before its activation: FusedMatMul does too with residual_first (cuBLASLt's
-      // C). Its epilogue knows ReLU and GELU only; other activations follow as ONNX nodes, which fuse_pointwise
-      // turns into one kernel.
-      const char* own = gemm_epilogue(ep.act);
+      // C). Its epilogue knows ReLU and GELU (SiLU and sigmoid too with matmul_sigmoid_acts: cuDNN's fused matmul);
+      // other activations follow as ONNX nodes, which fuse_pointwise turns into one kernel.
+      const char* own = gemm_epilogue(ep.act, ctx.options.matmul_sigmoid_acts);
       Attributes a;
       a.set("trans_b", int64_t{1});
       a.set("activation", std::string(own ? own : "none"));

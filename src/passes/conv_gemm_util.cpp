@@ -47,12 +47,14 @@ ir::Value* emit_activation(ir::Graph& g, ir::Value* t, const ops::Epilogue& e, c
 }
 
 // The activations FusedMatMul applies in its own epilogue (before any residual, which it adds after).
-const char* gemm_epilogue(ops::Activation a) {
+const char* gemm_epilogue(ops::Activation a, bool sigmoid_forms) {
   switch (a) {
     case ops::Activation::kNone: return "none";
     case ops::Activation::kRelu: return "relu";
     case ops::Activation::kGeluErf: return "gelu_erf";
     case ops::Activation::kGeluTanh: return "gelu_tanh";
+    case ops::Activation::kSilu: return sigmoid_forms ? "silu" : nullptr;
+    case ops::Activation::kSigmoid: return sigmoid_forms ? "sigmoid" : nullptr;
     default: return nullptr;
   }
 }

@@ -13,7 +13,8 @@ namespace kiln::passes::conv_gemm {
 bool all_equal(const Attributes& a, const char* name, int64_t want, size_t n);
 bool group_is_one(const Attributes& a);
 // The FusedMatMul activation attribute for a convolution epilogue's activation; null when its epilogue has none.
-const char* gemm_epilogue(ops::Activation a);
+// SiLU and sigmoid only with sigmoid_forms (PassOptions::matmul_sigmoid_acts).
+const char* gemm_epilogue(ops::Activation a, bool sigmoid_forms = false);
 // Adds the ONNX nodes of a FusedConv activation after `t` (same type and shape); returns the last value. They run
 // as one fused pointwise kernel later (fuse_pointwise follows these passes).
 ir::Value* emit_activation(ir::Graph& g, ir::Value* t, const ops::Epilogue& e, const std::string& base);

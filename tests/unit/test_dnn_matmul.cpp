@@ -38,13 +38,14 @@ TEST(DnnMatmulTactics, GateIsExactlyOne) {
     unsetenv("KILN_DNN_MATMUL");
 }
 
-// Offered exactly where cuBLASLt's epilogue leaves work to the second pass: the erf-GELU always; ReLU and
+// Offered exactly where cuBLASLt's epilogue leaves work to the second pass: the erf-GELU, SiLU and sigmoid always; ReLU and
 // tanh-GELU only with a residual added after them; never without an activation (cuBLASLt's C takes the
 // residual) and never where the residual comes first (also cuBLASLt's C, before its activation).
 TEST(DnnMatmulTactics, OfferedOnlyWhereCublasLtNeedsASecondPass) {
   for (bool res : {false, true})
     for (bool first : {false, true}) {
-      EXPECT_TRUE(dnn_matmul_wanted("gelu_erf", res, first));
+      // cuBLASLt has no SiLU or sigmoid epilogue: its path always makes the second pass for them.
+      for (const char* act : {"gelu_erf", "silu", "sigmoid"}) EXPECT_TRUE(dnn_matmul_wanted(act, res, first)) << act;
       EXPECT_FALSE(dnn_matmul_wanted("none", res, first));
       for (const char* act : {"relu", "gelu_tanh"}) EXPECT_EQ(dnn_matmul_wanted(act, res, first), res && !first) << act;
     }
@@ -117,6 +118,11 @@ TEST(DnnMatmulLayout, DeclinedProblems) {
   DnnMatmulSpec x = s;
   x.act = "swish";
   EXPECT_NE(dnn_matmul_declined(x, 1, 1), "");
+  for (const char* act : {"none", "relu", "gelu_tanh", "silu", "sigmoid"}) {
+    DnnMatmulSpec k = s;
+    k.act = act;
+    EXPECT_EQ(dnn_matmul_declined(k, 1, 1), "") << act;
+  }
 }
 
 }  // namespace

@@ -78,6 +78,11 @@ Status make_pointwise(Owned& o, Desc* op, cudnnPointwiseMode_t mode, Desc x, Des
   KILN_DNN_TRY(o.make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR, &pw), "pointwise descriptor");
   KILN_DNN_TRY(set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode), "pointwise mode");
   KILN_DNN_TRY(set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec), "pointwise precision");
+  if (mode == CUDNN_POINTWISE_SWISH_FWD) {
+    // cuDNN's swish is x * sigmoid(beta * x); beta 1 is SiLU (set explicitly rather than trusting a default).
+    const float beta = 1.0f;
+    KILN_DNN_TRY(set(pw, CUDNN_ATTR_POINTWISE_SWISH_BETA, CUDNN_TYPE_FLOAT, 1, &beta), "swish beta");
+  }
   KILN_DNN_TRY(cudnnBackendFinalize(pw), "pointwise finalize");
   KILN_DNN_TRY(o.make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, op), "pointwise operation");
   KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw),
@@ -93,6 +98,8 @@ Status make_pointwise(Owned& o, Desc* op, cudnnPointwiseMode_t mode, Desc x, Des
 cudnnPointwiseMode_t act_mode(const std::string& act) {
   if (act == "relu") return CUDNN_POINTWISE_RELU_FWD;
   if (act == "gelu_tanh") return CUDNN_POINTWISE_GELU_APPROX_TANH_FWD;
+  if (act == "silu") return CUDNN_POINTWISE_SWISH_FWD;
+  if (act == "sigmoid") return CUDNN_POINTWISE_SIGMOID_FWD;
   return CUDNN_POINTWISE_GELU_FWD;  // the erf form
 }
 

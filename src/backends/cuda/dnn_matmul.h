@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/dnn_matmul_switch.h"
 #include "common/tensor.h"
 #include "kiln/status.h"
 
@@ -40,15 +41,13 @@ inline int dnn_matmul_tactic_index(std::string_view t) {
 }
 
 // The gate: the tactics are offered only with KILN_DNN_MATMUL=1 (a recorded one runs regardless).
-inline bool dnn_matmul_enabled() {
-  const char* v = std::getenv("KILN_DNN_MATMUL");
-  return v && std::strcmp(v, "1") == 0;
-}
+using kiln::dnn_matmul_enabled;
 
 // Whether cuBLASLt leaves part of this FusedMatMul epilogue to a second pass (gemm_ops.cpp's fused_plan): the
-// erf-GELU always, and any activation followed by a residual. Only those layers are offered the cuDNN tactics.
+// erf-GELU, SiLU and sigmoid always, and any activation followed by a residual. Only those layers are offered the
+// cuDNN tactics.
 inline bool dnn_matmul_wanted(std::string_view act, bool has_res, bool residual_first) {
-  if (act == "gelu_erf") return true;
+  if (act == "gelu_erf" || act == "silu" || act == "sigmoid") return true;
   return act != "none" && has_res && !residual_first;
 }
 
@@ -100,7 +99,9 @@ inline std::string dnn_matmul_declined(const DnnMatmulSpec& s, int64_t batch, si
   if (batch != 1 || calls != 1) return "a batched product";
   if (s.m <= 0 || s.n <= 0 || s.k <= 0) return "an empty product";
   if (s.alpha != 1.0f) return "alpha != 1";
-  if (s.act != "none" && s.act != "relu" && s.act != "gelu_erf" && s.act != "gelu_tanh") return "activation " + s.act;
+  if (s.act != "none" && s.act != "relu" && s.act != "gelu_erf" && s.act != "gelu_tanh" && s.act != "silu" &&
+      s.act != "sigmoid")
+    return "activation " + s.act;
   return "";
 }
 

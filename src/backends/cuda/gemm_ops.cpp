@@ -1,7 +1,7 @@
 // MatMul and Gemm on cuBLASLt. Row-major Y = op(A) op(B) is computed as the column-major Y^T = op(B)^T op(A)^T,
 // so the stored row-major buffers are passed as they are, B first. Descriptors and the chosen algorithm live in
 // the step's state; the algorithm is picked by cuBLASLt's heuristic for the pointers' alignment. FusedMatMul
-// layers whose epilogue cuBLASLt cannot finish (erf-GELU) are offered cuDNN graph tactics too (dnn_matmul.h),
+// layers whose epilogue cuBLASLt cannot finish (erf-GELU, SiLU, sigmoid) are offered cuDNN graph tactics too (dnn_matmul.h),
 // gated by KILN_DNN_MATMUL=1.
 #include <algorithm>
 #include <climits>
@@ -400,11 +400,13 @@ Result<EpiAct> parse_act(const Attributes& a) {
   if (s == "relu") return EpiAct::kRelu;
   if (s == "gelu_erf") return EpiAct::kGeluErf;
   if (s == "gelu_tanh") return EpiAct::kGeluTanh;
+  if (s == "silu") return EpiAct::kSilu;
+  if (s == "sigmoid") return EpiAct::kSigmoid;
   return invalid_model("FusedMatMul: unknown activation '" + s + "'");
 }
 
-// cuBLASLt fuses bias, ReLU, tanh-GELU and (with no activation) the residual as C; erf-GELU, and an activation
-// followed by a residual, finish in one pass of our epilogue kernel. `plain` asks for no cuBLASLt epilogue at all
+// cuBLASLt fuses bias, ReLU, tanh-GELU and (with no activation) the residual as C; erf-GELU, SiLU, sigmoid, and an
+// activation followed by a residual, finish in one pass of our epilogue kernel. `plain` asks for no cuBLASLt epilogue at all
 // (when cuBLASLt has no algorithm for the fused one).
 Status fused_plan(const KernelArgs& args, FusedState& st, bool plain) {
   KILN_ASSIGN_OR_RETURN(int64_t tb, args.attrs().get_int("trans_b", 0));

@@ -1,5 +1,5 @@
-// The part of kiln::FusedMatMul's epilogue that cuBLASLt does not fuse (erf GELU, an activation before a
-// residual): one elementwise pass over the GEMM's output, in float32.
+// The part of kiln::FusedMatMul's epilogue that cuBLASLt does not fuse (erf GELU, SiLU, sigmoid, an activation
+// before a residual): one elementwise pass over the GEMM's output, in float32.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -36,6 +36,11 @@ __device__ __forceinline__ float act_f(float x) {
     return 0.5f * x * (1.f + (std::is_same_v<T, float> ? erff(z) : erf_branchless(z)));
   } else if constexpr (A == EpiAct::kGeluTanh) {
     return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+  } else if constexpr (A == EpiAct::kSilu) {
+    // expf(-x) overflows to inf for x < -88: x / inf is -0, SiLU's limit.
+    return x / (1.f + expf(-x));
+  } else if constexpr (A == EpiAct::kSigmoid) {
+    return 1.f / (1.f + expf(-x));
   } else {
     return x;
   }
@@ -84,6 +89,8 @@ void launch_with(void* y, const void* bias, const void* res, int64_t total, int6
     case EpiAct::kRelu: return launch_act<T, E, EpiAct::kRelu>(y, bias, res, total, n, s);
     case EpiAct::kGeluErf: return launch_act<T, E, EpiAct::kGeluErf>(y, bias, res, total, n, s);
     case EpiAct::kGeluTanh: return launch_act<T, E, EpiAct::kGeluTanh>(y, bias, res, total, n, s);
+    case EpiAct::kSilu: return launch_act<T, E, EpiAct::kSilu>(y, bias, res, total, n, s);
+    case EpiAct::kSigmoid: return launch_act<T, E, EpiAct::kSigmoid>(y, bias, res, total, n, s);
     default: return launch_act<T, E, EpiAct::kNone>(y, bias, res, total, n, s);
   }
 }

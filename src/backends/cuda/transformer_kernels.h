@@ -13,7 +13,7 @@
 namespace kiln::cuda {
 
 // Activation codes of kiln::FusedMatMul's epilogue.
-enum class EpiAct : int { kNone = 0, kRelu = 1, kGeluErf = 2, kGeluTanh = 3 };
+enum class EpiAct : int { kNone = 0, kRelu = 1, kGeluErf = 2, kGeluTanh = 3, kSilu = 4, kSigmoid = 5 };
 
 // In place over a contiguous (rows x n) output: y = act(y + bias[col]) + res, where bias and res may be null.
 // dt: float types; bias and res have dt too.
