@@ -1,5 +1,6 @@
 // fuse_matmul_epilogue pass: MatMul/Gemm followed by a bias Add, an activation (Relu, Gelu, GELU's decomposed
-// forms) and a residual Add -> one kiln::FusedMatMul, which the CUDA backend runs as a cuBLASLt epilogue.
+// forms; with PassOptions::matmul_sigmoid_acts also Sigmoid and SiLU as x * Sigmoid(x) after a MatMul) and a
+// residual Add -> one kiln::FusedMatMul, which the CUDA backend runs as a cuBLASLt epilogue (or a cuDNN graph).
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
 
@@ -37,16 +38,17 @@ std::string act_of(const ir::Node* n) {
   return "";
 }
 
-// A FusedMatMul to which more epilogue may be added: its result feeds one node only, no activation or residual yet.
-Pattern open_fused() {
-  return fusion::domain_op("FusedMatMul", "kiln")
-      .where([](ir::Value* v, const Bindings&) {
-        const ir::Node* n = v->producer;
-        auto act = n->attrs.get_string("activation", "none");
-        return act.ok() && *act == "none" && n->inputs.size() < 4;
-      })
-      .used_once();
+// A FusedMatMul with no activation or residual yet, whatever reads it.
+Pattern no_epilogue_fused() {
+  return fusion::domain_op("FusedMatMul", "kiln").where([](ir::Value* v, const Bindings&) {
+    const ir::Node* n = v->producer;
+    auto act = n->attrs.get_string("activation", "none");
+    return act.ok() && *act == "none" && n->inputs.size() < 4;
+  });
 }
+
+// A FusedMatMul to which more epilogue may be added: its result feeds one node only, no activation or residual yet.
+Pattern open_fused() { return no_epilogue_fused().used_once(); }
 
 std::vector<ir::Value*> inputs_of(const ir::Node* n) { return {n->inputs.begin(), n->inputs.end()}; }
 
@@ -117,6 +119,26 @@ class FuseMatMulEpilogue final : public Pass {
                    return true;
                  });
     fusion::prune_dead_nodes(g);
+
+    // SiLU and sigmoid, only where cuDNN's fused matmul may run them (KILN_DNN_MATMUL=1; cuBLASLt has no such
+    // epilogue). SiLU's product is read twice, by the Sigmoid and the Mul, and by nothing else.
+    if (ctx.options.matmul_sigmoid_acts) {
+      const Pattern src = either({no_epilogue_fused(), mm}).where([&g](ir::Value* v, const Bindings&) {
+        return v->users.size() == 2 && !match::is_graph_output(g, v);
+      });
+      const Pattern silu = commutative("Mul", src.bind("mm"), op("Sigmoid", {src.bind("mm")}).used_once());
+      const Pattern sig = op("Sigmoid", {either({open_fused(), mm.used_once()}).bind("mm")});
+      for (const auto& [form, p] : {std::pair<const char*, Pattern>{"silu", silu}, {"sigmoid", sig}})
+        n += rewrite(g, p.bind("root"), [&, act = std::string(form)](Bindings& b) {
+          ir::Node* m = b.node("mm");
+          Attributes at = m->domain == "kiln" ? m->attrs : Attributes{};
+          at.set("activation", Attribute(act));
+          fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", inputs_of(m), std::move(at), 1,
+                                    m->name + "_act");
+          return true;
+        });
+      fusion::prune_dead_nodes(g);
+    }
 
     // Residual: FusedMatMul + a tensor of the output's own shape (no broadcast), after the activation if any.
     const Pattern with_act = fusion::domain_op("FusedMatMul", "kiln").where([](ir::Value* v, const Bindings&) {

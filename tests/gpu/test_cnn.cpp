@@ -1,5 +1,7 @@
 // GPU tests of the CNN path: kiln FusedConv (NCHW/NHWC, FP32/FP16, every epilogue) against the CPU reference, and
 // a small CNN imported from ONNX through the whole CUDA pipeline (BN folding, epilogue fusion, FP16, NHWC).
+#include <cstdio>
+
 #include "../unit/cnn_onnx_model.h"
 #include "builder/engine_writer.h"
 #include "gpu_test_util.h"
@@ -182,6 +184,8 @@ struct OnnxRun {
   std::vector<Tensor> out;
   std::string host;
   int nhwc_convs = 0, nchw_convs = 0, transposes = 0, to_nhwc = 0, reduce_means = 0, token_gemms = 0, slices = 0;
+  int sigmoid_gemms = 0;  // FusedMatMuls with a SiLU or sigmoid epilogue (KILN_DNN_MATMUL=1 only)
+  std::string gemm_tactics;  // "name=tactic " of every FusedMatMul
 };
 
 OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<BuilderFlag> flags, const Tensor& x) {
@@ -220,6 +224,12 @@ OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<Builder
     r.to_nhwc += n.op_type == "ToNhwc";
     r.reduce_means += n.op_type == "ReduceMean";
     r.slices += n.op_type == "Slice";
+    if (n.op_type == "FusedMatMul") {
+      auto act = n.attrs.get_string("activation", "none");
+      r.sigmoid_gemms += act.ok() && (*act == "silu" || *act == "sigmoid");
+      auto t = n.attrs.get_string("kiln.tactic", "");
+      r.gemm_tactics += n.name + "=" + (t.ok() ? *t : std::string("?")) + " ";
+    }
   }
   if (backend == Backend::kCUDA) r.host = test::host_layers(*engine);
   r.out = test::infer(*engine, {{"x", x}});
@@ -266,6 +276,27 @@ TEST(GpuCnn, SqueezeExciteBlockFp16Nhwc) {
     EXPECT_TRUE(f16.host.empty()) << f16.host;
     EXPECT_EQ(f16.reduce_means, 1);
     expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 NHWC squeeze-excite");
+  }
+}
+
+// The same block with KILN_DNN_MATMUL=1: the SE gate's reduce (SiLU) and expand (sigmoid) GEMMs keep their
+// activations (conv1x1_as_gemm under PassOptions::matmul_sigmoid_acts), whichever tactic then runs them (cuDNN's
+// fused plan, or cuBLASLt + the epilogue pass), and the block still matches the reference.
+TEST(GpuCnn, SqueezeExciteBlockFp16WithTheDnnMatmulSwitch) {
+  KILN_REQUIRE_GPU();
+  ScopedEnv gate("KILN_DNN_MATMUL", "1");
+  for (int64_t n : {1, 8}) {
+    SCOPED_TRACE("batch " + std::to_string(n));
+    onnx::ModelProto m = test::se_block_cnn(n, 28, 144);
+    Tensor x = random_tensor(DataType::kFLOAT, {n, 8, 28, 28}, 12);
+    OnnxRun cpu = run_onnx(m, Backend::kCPU, {}, x);
+    OnnxRun f16 = run_onnx(m, Backend::kCUDA, {BuilderFlag::kFP16}, x);
+    ASSERT_EQ(cpu.out.size(), 1u);
+    ASSERT_EQ(f16.out.size(), 1u);
+    EXPECT_TRUE(f16.host.empty()) << f16.host;
+    EXPECT_EQ(f16.sigmoid_gemms, 2) << f16.gemm_tactics;
+    std::printf("DNN_MM se block batch %lld tactics: %s\n", static_cast<long long>(n), f16.gemm_tactics.c_str());
+    expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 squeeze-excite, KILN_DNN_MATMUL=1");
   }
 }
 

@@ -2,7 +2,8 @@
 // the tactic forced through "kiln.tactic" at bert's FFN1 shapes and odd ones, FP16 and BF16, every activation,
 // with and without bias and residual (before or after the activation), against the CPU reference; a recorded
 // tactic that cannot be built falling back to cuBLASLt with a warning; the tuner recording a tactic; the gate
-// off leaving cuBLASLt's list alone; and the time of cuBLASLt + epilogue pass against the fused tactic.
+// off leaving cuBLASLt's list alone; and the time of cuBLASLt + epilogue pass against the fused tactic. SiLU and
+// sigmoid (cuDNN's SWISH_FWD / SIGMOID_FWD, cuBLASLt + our pass otherwise) at efficientnet_b0's expand GEMMs.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -262,6 +263,111 @@ TEST_F(GpuDnnMatmul, Ffn1Times) {
         first = t.y;
       } else if (first.defined() && t.y.defined()) {
         expect_tensors_close(first, t.y, 3e-2, 2e-2, std::string("vs cuBLASLt ") + tactic);
+      }
+    }
+  }
+}
+
+// SiLU and sigmoid, forced to cuDNN's first plan and to cuBLASLt's first algorithm (+ the epilogue pass), against
+// the reference: efficientnet_b0's expand 1x1 GEMMs (NHWC rows x K -> N, weights [N, K] read with trans_b) at batch
+// 16 (the b128 rows are timed below, checked there against cuBLASLt), its SE reduce FC (N = 4: 8-byte rows, which
+// cuDNN may refuse), and odd sizes with residuals before and after the activation.
+TEST_F(GpuDnnMatmul, SigmoidActsMatchTheReference) {
+  KILN_REQUIRE_GPU();
+  struct Forced {
+    MmCase c;
+    bool must_run;  // the cuDNN tactic must build (the shapes the feature is for)
+  };
+  const Forced cases[] = {
+      {{"effnet-expand-112-b16", 16 * 112 * 112, 96, 16, "silu", true, false, false, true}, true},
+      {{"effnet-expand-56-b16", 16 * 56 * 56, 144, 24, "silu", true, false, false, true}, true},
+      {{"effnet-expand-28-b16", 16 * 28 * 28, 240, 40, "silu", true, false, false, true}, true},
+      {{"effnet-se-expand", 128, 96, 4, "sigmoid", true, false, false, true}, false},
+      {{"effnet-se-reduce", 128, 4, 96, "silu", true, false, false, true}, false},
+      {{"odd-res-after", 77, 200, 72, "silu", true, true}, false},
+      {{"odd-res-first-tb", 130, 96, 24, "silu", true, true, true, true}, false},
+      {{"no-bias", 200, 136, 64, "sigmoid", false}, false},
+      {{"one-row", 1, 240, 40, "silu", true, false, false, true}, false},
+  };
+  for (const auto& [c0, must_run] : cases)
+    for (const char* act : {"silu", "sigmoid"})
+      for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
+        MmCase c = c0;
+        c.act = act;
+        std::vector<Tensor> ref_inputs;
+        const std::vector<Tensor> cpu = run_graph(*mm_graph(c, dt, "", &ref_inputs, 41), Backend::kCPU, ref_inputs, nullptr);
+        ASSERT_EQ(cpu.size(), 1u);
+        for (const char* tactic : {"cudnn_matmul_fused_0", "lt_heur0"}) {
+          SCOPED_TRACE(describe(c, dt, tactic));
+          std::vector<Tensor> inputs;
+          const auto g = mm_graph(c, dt, tactic, &inputs, 41);
+          std::string err;
+          const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
+          ASSERT_EQ(got.size(), 1u);
+          const bool dnn = std::string(tactic).rfind("cudnn", 0) == 0;
+          const bool ran = err.find(kFallbackText) == std::string::npos;
+          if (dnn && must_run) {
+            EXPECT_TRUE(ran) << "cuDNN did not run: " << err;
+          }
+          std::printf("DNN_MM_SIG %-66s %s\n", describe(c, dt, tactic).c_str(),
+                      !dnn ? "cuBLASLt + pass" : ran ? "cuDNN" : "fallback (cuBLASLt + pass)");
+          expect_tensors_close(cpu[0], got[0], atol_of(dt), rtol_of(dt), "vs the reference");
+        }
+      }
+}
+
+// The tuner on an efficientnet expand GEMM with SiLU (the gate on): it records one of the offered tactics, and the
+// tuned engine matches the reference.
+TEST_F(GpuDnnMatmul, TunerRecordsATacticForSilu) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"effnet-expand-56-b16", 16 * 56 * 56, 144, 24, "silu"};
+  std::unique_ptr<Engine> engine;
+  const std::string tactic = tuned_tactic(c, &engine);
+  ASSERT_NE(engine, nullptr);
+  std::printf("DNN_MM tuner %s silu recorded '%s'\n", c.name, tactic.c_str());
+  EXPECT_TRUE(tactic.rfind("lt_heur", 0) == 0 || tactic.rfind("cudnn_matmul_fused_", 0) == 0) << tactic;
+  const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 9, -1, 1);
+  const auto got = test::infer(*engine, {{"a", x}});
+  std::vector<Tensor> unused;
+  auto g = mm_graph(c, DataType::kHALF, "", &unused, 0);
+  const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2, -0.07, 0.07);
+  const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3, -1, 1);
+  const auto want = run_graph(*g, Backend::kCPU, {x, w, bias}, nullptr);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(want.size(), 1u);
+  expect_tensors_close(want[0], got[0], 3e-2, 2e-2, "tuned expand GEMM + SiLU");
+}
+
+// Not a pass/fail check beyond agreement with cuBLASLt: efficientnet_b0's expand GEMMs at batch 128 (FP16, + bias,
+// SiLU): the GEMM alone (cuBLASLt, bias in its epilogue: today's FusedMatMul before the separate SiLU kernel),
+// cuBLASLt + the SiLU pass (what the SiLU costs on top), and each cuDNN plan with SWISH fused, printed.
+TEST_F(GpuDnnMatmul, EfficientnetExpandSiluTimes) {
+  KILN_REQUIRE_GPU();
+  const MmCase shapes[] = {{"expand-112", 128 * 112 * 112, 96, 16, "silu", true, false, false, true},
+                           {"expand-56", 128 * 56 * 56, 144, 24, "silu", true, false, false, true},
+                           {"expand-28", 128 * 28 * 28, 240, 40, "silu", true, false, false, true}};
+  for (const MmCase& s : shapes) {
+    MmCase plain = s;
+    plain.act = "none";
+    std::vector<Tensor> inputs;
+    const Timed gemm = time_on_gpu(*mm_graph(plain, DataType::kHALF, "lt_heur0", &inputs, 51), inputs, 50);
+    std::printf("DNN_MM_SILU_TIME %-10s m%-8lld GEMM alone (cuBLASLt)  %8.1f us\n", s.name,
+                static_cast<long long>(s.m), gemm.us);
+    Tensor first;
+    for (const char* tactic : {"lt_heur0", "cudnn_matmul_fused_0", "cudnn_matmul_fused_1", "cudnn_matmul_fused_2"}) {
+      inputs.clear();
+      const auto g = mm_graph(s, DataType::kHALF, tactic, &inputs, 51);
+      ::testing::internal::CaptureStderr();
+      const Timed t = time_on_gpu(*g, inputs, 50);
+      const std::string err = ::testing::internal::GetCapturedStderr();
+      const bool fell_back = err.find(kFallbackText) != std::string::npos;
+      std::printf("DNN_MM_SILU_TIME %-10s m%-8lld %-22s %8.1f us%s\n", s.name, static_cast<long long>(s.m),
+                  std::string(tactic) == "lt_heur0" ? "cuBLASLt + SiLU pass" : tactic, t.us,
+                  fell_back ? " (not built: cuBLASLt+pass)" : "");
+      if (!first.defined()) {
+        first = t.y;
+      } else if (t.y.defined()) {
+        expect_tensors_close(first, t.y, 3e-2, 2e-2, std::string(s.name) + " vs cuBLASLt + pass: " + tactic);
       }
     }
   }

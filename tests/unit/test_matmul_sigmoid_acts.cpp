@@ -187,6 +187,71 @@ TEST(Conv1x1AsGemmSigmoidActs, InsideTheGemmOnlyWithTheSwitch) {
       }
 }
 
+// fuse_matmul_epilogue under the same option: MatMul (+ bias) followed by SiLU as x * Sigmoid(x) (either operand
+// order), or by a Sigmoid, then a residual Add, becomes one FusedMatMul with the option and stays as it was
+// without; a product read by anything besides the SiLU's two nodes is left alone. Same result on the reference.
+struct MlpGraph {
+  std::unique_ptr<ir::Graph> g = std::make_unique<ir::Graph>();
+  std::vector<Tensor> inputs;
+  MlpGraph(const std::string& act, bool sigmoid_first, bool residual, bool extra_reader) {
+    ir::Graph& gr = *g;
+    ir::Value* x = graph_input(gr, "x", {2, 5, 16});
+    inputs.push_back(random_f32({2, 5, 16}, 5, -2.f, 2.f));
+    int id = 0;
+    auto node = [&](const std::string& op, std::vector<ir::Value*> in) {
+      return gr.add_node(op, op + std::to_string(id), in, {"v" + std::to_string(id++)}, {}, 17)->outputs[0];
+    };
+    ir::Value* t = node("MatMul", {x, gr.add_constant("w", random_f32({16, 24}, 6))});
+    t = node("Add", {t, gr.add_constant("b", random_f32({24}, 7))});
+    ir::Value* s = node("Sigmoid", {t});
+    ir::Value* y = act == "silu" ? (sigmoid_first ? node("Mul", {s, t}) : node("Mul", {t, s})) : s;
+    if (residual) {
+      y = node("Add", {y, graph_input(gr, "z", {2, 5, 24})});
+      inputs.push_back(random_f32({2, 5, 24}, 8));
+    }
+    gr.outputs().push_back(y);
+    if (extra_reader) gr.outputs().push_back(node("Relu", {t}));
+  }
+};
+
+TEST(FuseMatMulEpilogueSigmoidActs, SiluAndSigmoidOnlyWithTheOption) {
+  for (const char* act : {"silu", "sigmoid"})
+    for (bool sigmoid_first : {false, true})
+      for (bool residual : {false, true})
+        for (bool extra_reader : {false, true})
+          for (bool on : {false, true}) {
+            if (std::string(act) == "sigmoid" && sigmoid_first) continue;
+            SCOPED_TRACE(std::string(act) + (sigmoid_first ? " Mul(Sigmoid(t), t)" : "") +
+                         (residual ? " residual" : "") + (extra_reader ? " extra reader" : "") +
+                         (on ? " option on" : " option off"));
+            MlpGraph m(act, sigmoid_first, residual, extra_reader);
+            ASSERT_TRUE(run_passes(*m.g, {}).ok());
+            auto want = run_reference(*m.g, m.inputs);
+            passes::PassOptions o;
+            o.matmul_sigmoid_acts = on;
+            ASSERT_TRUE(
+                run_passes(*m.g, list_of(passes::make_fuse_matmul_epilogue(), passes::make_dead_code_elimination()), o)
+                    .ok());
+            const bool fused = on && !extra_reader;
+            ASSERT_EQ(count_ops(*m.g, "FusedMatMul"), 1) << ir::print(*m.g);
+            const ir::Node* mm = find_op(*m.g, "FusedMatMul");
+            EXPECT_EQ(activation_of(mm), fused ? act : "none") << ir::print(*m.g);
+            EXPECT_EQ(count_ops(*m.g, "Sigmoid"), fused ? 0 : 1) << ir::print(*m.g);
+            // The residual joins the fused node (after the activation) where the activation did.
+            if (fused && residual) {
+              EXPECT_EQ(mm->inputs.size(), 4u) << ir::print(*m.g);
+              EXPECT_EQ(mm->attrs.get_int("residual_first", 0).value(), 0);
+              EXPECT_EQ(count_ops(*m.g, "Add"), 0) << ir::print(*m.g);
+            }
+            if (fused) {
+              EXPECT_EQ(m.g->nodes().size(), 1u) << ir::print(*m.g);
+            }
+            auto got = run_reference(*m.g, m.inputs);
+            ASSERT_EQ(got.size(), want.size());
+            for (size_t i = 0; i < got.size(); ++i) expect_close(got[i], want[i], 1e-5, 1e-5);
+          }
+}
+
 // The builder's choice: the switch on and the CUDA backend, nothing else.
 TEST(Conv1x1AsGemmSigmoidActs, BuilderSetsTheOptionOnlyForCudaWithTheVariable) {
   const char* old = std::getenv("KILN_DNN_MATMUL");
