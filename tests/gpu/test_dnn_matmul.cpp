@@ -295,7 +295,8 @@ TEST_F(GpuDnnMatmul, SigmoidActsMatchTheReference) {
         MmCase c = c0;
         c.act = act;
         std::vector<Tensor> ref_inputs;
-        const std::vector<Tensor> cpu = run_graph(*mm_graph(c, dt, "", &ref_inputs, 41), Backend::kCPU, ref_inputs, nullptr);
+        const std::vector<Tensor> cpu =
+            run_graph(*mm_graph(c, dt, "", &ref_inputs, 41), Backend::kCPU, ref_inputs, nullptr);
         ASSERT_EQ(cpu.size(), 1u);
         for (const char* tactic : {"cudnn_matmul_fused_0", "lt_heur0"}) {
           SCOPED_TRACE(describe(c, dt, tactic));
@@ -310,7 +311,9 @@ TEST_F(GpuDnnMatmul, SigmoidActsMatchTheReference) {
             EXPECT_TRUE(ran) << "cuDNN did not run: " << err;
           }
           std::printf("DNN_MM_SIG %-66s %s\n", describe(c, dt, tactic).c_str(),
-                      !dnn ? "cuBLASLt + pass" : ran ? "cuDNN" : "fallback (cuBLASLt + pass)");
+                      !dnn  ? "cuBLASLt + pass"
+                      : ran ? "cuDNN"
+                            : "fallback (cuBLASLt + pass)");
           expect_tensors_close(cpu[0], got[0], atol_of(dt), rtol_of(dt), "vs the reference");
         }
       }
@@ -351,8 +354,8 @@ TEST_F(GpuDnnMatmul, EfficientnetExpandSiluTimes) {
     plain.act = "none";
     std::vector<Tensor> inputs;
     const Timed gemm = time_on_gpu(*mm_graph(plain, DataType::kHALF, "lt_heur0", &inputs, 51), inputs, 50);
-    std::printf("DNN_MM_SILU_TIME %-10s m%-8lld GEMM alone (cuBLASLt)  %8.1f us\n", s.name,
-                static_cast<long long>(s.m), gemm.us);
+    std::printf("DNN_MM_SILU_TIME %-10s m%-8lld GEMM alone (cuBLASLt)  %8.1f us\n", s.name, static_cast<long long>(s.m),
+                gemm.us);
     Tensor first;
     for (const char* tactic : {"lt_heur0", "cudnn_matmul_fused_0", "cudnn_matmul_fused_1", "cudnn_matmul_fused_2"}) {
       inputs.clear();

@@ -74,16 +74,19 @@ TEST(FusedMatMulSigmoidActs, MatchTheEpilogueAsOnnxNodes) {
   for (DataType dt : {DataType::kFLOAT, DataType::kDOUBLE})
     for (const char* act : {"silu", "sigmoid"})
       for (bool tb : {false, true})
-        for (auto [bias, res, first] : {std::tuple{false, false, false}, {true, false, false}, {true, true, false},
-                                        {true, true, true}, {false, true, true}, {false, true, false}}) {
+        for (auto [bias, res, first] : {std::tuple{false, false, false},
+                                        {true, false, false},
+                                        {true, true, false},
+                                        {true, true, true},
+                                        {false, true, true},
+                                        {false, true, false}}) {
           const EpilogueCase c{act, tb, bias, res, first};
           SCOPED_TRACE(std::string(act) + " " + dtype_name(dt) + (tb ? " trans_b" : "") + (bias ? " bias" : "") +
                        (res ? (first ? " residual first" : " residual after") : ""));
           // Inputs wide enough for the sigmoid's tails (|x| up to ~30 after the product).
-          std::vector<Tensor> in = {random_f32({m, k}, 1, -2.f, 2.f).cast(dt),
-                                    random_f32(tb ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n}, 2, -1.5f,
-                                               1.5f)
-                                        .cast(dt)};
+          std::vector<Tensor> in = {
+              random_f32({m, k}, 1, -2.f, 2.f).cast(dt),
+              random_f32(tb ? std::vector<int64_t>{n, k} : std::vector<int64_t>{k, n}, 2, -1.5f, 1.5f).cast(dt)};
           if (bias) in.push_back(random_f32({n}, 3).cast(dt));
           if (res) in.push_back(random_f32({m, n}, 4).cast(dt));
           auto f = fused_graph(c, m, n, k, dt), o = onnx_graph(c, m, n, k, dt);
