@@ -25,7 +25,7 @@ struct PassOptions {
   std::function<bool(const std::string&, const std::string&, DataType)> has_kernel;
   // fuse_pointwise: false where no pointwise code generator exists (the builder was built without NVRTC).
   bool fuse_pointwise = true;
-  // conv1x1_as_gemm, conv_patchify_as_gemm: a SiLU or sigmoid after the GEMM stays in FusedMatMul's epilogue
+  // conv1x1_as_gemm, fuse_matmul_epilogue: a SiLU or sigmoid after the GEMM goes into FusedMatMul's epilogue
   // instead of following it as ONNX nodes. The builder sets it for CUDA with KILN_DNN_MATMUL=1 only, where cuDNN's
   // fused matmul applies it in-kernel (cuBLASLt cannot; off, the optimized graph is what it was before).
   bool matmul_sigmoid_acts = false;

@@ -1,8 +1,8 @@
 // MatMul and Gemm on cuBLASLt. Row-major Y = op(A) op(B) is computed as the column-major Y^T = op(B)^T op(A)^T,
 // so the stored row-major buffers are passed as they are, B first. Descriptors and the chosen algorithm live in
 // the step's state; the algorithm is picked by cuBLASLt's heuristic for the pointers' alignment. FusedMatMul
-// layers whose epilogue cuBLASLt cannot finish (erf-GELU, SiLU, sigmoid) are offered cuDNN graph tactics too (dnn_matmul.h),
-// gated by KILN_DNN_MATMUL=1.
+// layers whose epilogue cuBLASLt cannot finish (erf-GELU, SiLU, sigmoid) are offered cuDNN graph tactics too
+// (dnn_matmul.h), gated by KILN_DNN_MATMUL=1.
 #include <algorithm>
 #include <climits>
 #include <cstring>
@@ -406,8 +406,8 @@ Result<EpiAct> parse_act(const Attributes& a) {
 }
 
 // cuBLASLt fuses bias, ReLU, tanh-GELU and (with no activation) the residual as C; erf-GELU, SiLU, sigmoid, and an
-// activation followed by a residual, finish in one pass of our epilogue kernel. `plain` asks for no cuBLASLt epilogue at all
-// (when cuBLASLt has no algorithm for the fused one).
+// activation followed by a residual, finish in one pass of our epilogue kernel. `plain` asks for no cuBLASLt
+// epilogue at all (when cuBLASLt has no algorithm for the fused one).
 Status fused_plan(const KernelArgs& args, FusedState& st, bool plain) {
   KILN_ASSIGN_OR_RETURN(int64_t tb, args.attrs().get_int("trans_b", 0));
   Dims b = st.b_shape;
