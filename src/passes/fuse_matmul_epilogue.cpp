@@ -52,6 +52,16 @@ Pattern open_fused() { return no_epilogue_fused().used_once(); }
 
 std::vector<ir::Value*> inputs_of(const ir::Node* n) { return {n->inputs.begin(), n->inputs.end()}; }
 
+// The matched MatMul or FusedMatMul ("mm") and the activation after it ("root") become one FusedMatMul that applies
+// `act` in its epilogue; the product keeps its other attributes (bias, trans_b) where it was fused already.
+void take_activation(ir::Graph& g, match::Bindings& b, const std::string& act) {
+  ir::Node* m = b.node("mm");
+  Attributes at = m->domain == "kiln" ? m->attrs : Attributes{};
+  at.set("activation", Attribute(act));
+  fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", inputs_of(m), std::move(at), 1,
+                            m->name + "_act");
+}
+
 class FuseMatMulEpilogue final : public Pass {
  public:
   std::string_view name() const override { return "fuse_matmul_epilogue"; }
@@ -111,11 +121,7 @@ class FuseMatMulEpilogue final : public Pass {
                  [&](Bindings& b) {
                    const std::string a = act_of(b.node("root"));
                    if (a.empty()) return false;
-                   ir::Node* m = b.node("mm");
-                   Attributes at = m->domain == "kiln" ? m->attrs : Attributes{};
-                   at.set("activation", Attribute(a));
-                   fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", inputs_of(m), std::move(at), 1,
-                                             m->name + "_act");
+                   take_activation(g, b, a);
                    return true;
                  });
     fusion::prune_dead_nodes(g);
@@ -130,11 +136,7 @@ class FuseMatMulEpilogue final : public Pass {
       const Pattern sig = op("Sigmoid", {either({open_fused(), mm.used_once()}).bind("mm")});
       for (const auto& [form, p] : {std::pair<const char*, Pattern>{"silu", silu}, {"sigmoid", sig}})
         n += rewrite(g, p.bind("root"), [&, act = std::string(form)](Bindings& b) {
-          ir::Node* m = b.node("mm");
-          Attributes at = m->domain == "kiln" ? m->attrs : Attributes{};
-          at.set("activation", Attribute(act));
-          fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", inputs_of(m), std::move(at), 1,
-                                    m->name + "_act");
+          take_activation(g, b, act);
           return true;
         });
       fusion::prune_dead_nodes(g);
