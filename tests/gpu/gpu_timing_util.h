@@ -72,6 +72,39 @@ inline Timed time_on_gpu(const ir::Graph& g, const std::vector<Tensor>& inputs, 
   return time_engine(*engine, named, g.outputs()[0]->dtype, runs);
 }
 
+// Builds the graph `make` fills (it returns the graph's inputs) through the Builder at optimization level 3 (the
+// tactic tuner runs), checks that nothing ran on the host and that the tuned engine matches the CPU reference on
+// a second, untouched copy of the graph (within tol; `what` names the check), and returns the tactic recorded on
+// its `op` node (empty: none recorded).
+template <typename Make>
+std::string tuned_tactic_of(const char* op, Make&& make, double tol, const char* what) {
+  QuietLogger quiet;
+  Builder builder(quiet);
+  auto net = builder.create_network();
+  make(net->graph());
+  auto config = builder.create_builder_config();
+  config->set_backend(Backend::kCUDA);
+  config->set_builder_optimization_level(3);
+  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  EXPECT_NE(engine, nullptr);
+  if (!engine) return {};
+  EXPECT_EQ(test::host_layers(*engine), "");
+  std::string tactic;
+  for (const auto& pn : engine->plan().nodes)
+    if (pn.op_type == op)
+      if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
+  ir::Graph ref;  // the same graph, untouched by the builder's passes, for the CPU reference
+  const std::vector<Tensor> inputs = make(ref);
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(ref.inputs()[i]->name, inputs[i]);
+  const auto got = test::infer(*engine, named);
+  const auto want = run_graph(ref, Backend::kCPU, inputs, nullptr);
+  EXPECT_EQ(got.size(), 1u);
+  EXPECT_EQ(want.size(), 1u);
+  if (got.size() == 1 && want.size() == 1) expect_tensors_close(want[0], got[0], tol, tol, what);
+  return tactic;
+}
+
 // Sets an environment variable for one scope and restores it.
 class ScopedEnv {
  public:

@@ -216,18 +216,25 @@ TEST(GpuDepthwise, MobilenetShapes) {
   }
 }
 
-// The prologue: every activation applied to X on load, including ones with act(0) != 0 (sigmoid, a clip above
-// zero), where the border pixels show whether padding stays zero after the activation.
-TEST(GpuDepthwise, PrologueEveryActivation) {
-  KILN_REQUIRE_GPU();
-  std::vector<ops::Epilogue> pres = all_activations(0.f, 6.f);
+// Every activation as a prologue, and a clip above zero (act(0) != 0: padding taken before the activation would
+// show on the border).
+std::vector<ops::Epilogue> prologue_activations() {
+  std::vector<ops::Epilogue> pres;
+  for (const auto& e : all_activations(0.f, 6.f))
+    if (e.act != ops::Activation::kNone) pres.push_back(e);
   ops::Epilogue high = act(ops::Activation::kClip);
   high.lo = 0.25f;
   high.hi = 0.75f;
   pres.push_back(high);
+  return pres;
+}
+
+// The prologue: every activation applied to X on load, including ones with act(0) != 0 (sigmoid, a clip above
+// zero), where the border pixels show whether padding stays zero after the activation.
+TEST(GpuDepthwise, PrologueEveryActivation) {
+  KILN_REQUIRE_GPU();
   for (DataType dt : kTypes)
-    for (const auto& pre : pres) {
-      if (pre.act == ops::Activation::kNone) continue;
+    for (const auto& pre : prologue_activations()) {
       DwCase c;
       c.dt = dt;
       c.pre = pre;
@@ -362,14 +369,8 @@ TEST_F(GpuDepthwiseTiled, WindowsStridesPadsChannels) {
 // with pads where act(0) != 0 shows whether padding stays zero after it.
 TEST_F(GpuDepthwiseTiled, PrologueEveryActivation) {
   KILN_REQUIRE_GPU();
-  std::vector<ops::Epilogue> pres = all_activations(0.f, 6.f);
-  ops::Epilogue high = act(ops::Activation::kClip);
-  high.lo = 0.25f;
-  high.hi = 0.75f;
-  pres.push_back(high);
   for (DataType dt : kTypes)
-    for (const auto& pre : pres) {
-      if (pre.act == ops::Activation::kNone) continue;
+    for (const auto& pre : prologue_activations()) {
       DwCase c;
       c.dt = dt;
       c.pre = pre;
@@ -475,39 +476,11 @@ TEST_F(GpuDepthwiseTiled, PipelinedLoopsOverManyTiles) {
         }
 }
 
-// Builds `c` through the Builder at optimization level 3 (the tactic tuner runs), returns the tactic recorded on
-// its FusedConv, and checks the tuned engine against the CPU reference.
+// The tactic the tuner records for `c` (level 3), the tuned engine checked against the CPU reference.
 std::string tuned_tactic(const DwCase& c) {
   SCOPED_TRACE(c.str());
-  QuietLogger quiet;
-  Builder builder(quiet);
-  auto net = builder.create_network();
-  ir::Graph& g = net->graph();
-  dw_graph(c, g);
-  auto config = builder.create_builder_config();
-  config->set_backend(Backend::kCUDA);
-  config->set_builder_optimization_level(3);
-  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
-  EXPECT_NE(engine, nullptr);
-  if (!engine) return {};
-  EXPECT_EQ(test::host_layers(*engine), "");
-  std::string tactic;
-  for (const auto& pn : engine->plan().nodes)
-    if (pn.op_type == "FusedConv")
-      if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
-  ir::Graph ref;  // the same graph, untouched by the builder's passes, for the CPU reference
-  const std::vector<Tensor> inputs = dw_graph(c, ref);
-  std::vector<std::pair<std::string, Tensor>> named;
-  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(ref.inputs()[i]->name, inputs[i]);
-  const auto got = test::infer(*engine, named);
-  const auto want = run_graph(ref, Backend::kCPU, inputs, nullptr);
-  EXPECT_EQ(got.size(), 1u);
-  EXPECT_EQ(want.size(), 1u);
-  if (got.size() == 1 && want.size() == 1) {
-    const double tol = dw_tolerance(c.dt);
-    expect_tensors_close(want[0], got[0], tol, tol, "tuned depthwise");
-  }
-  return tactic;
+  return tuned_tactic_of("FusedConv", [&](ir::Graph& g) { return dw_graph(c, g); }, dw_tolerance(c.dt),
+                         "tuned depthwise");
 }
 
 // The tuner times the tiled variants next to the strip kernel and cuDNN and records one of them; with the strip

@@ -108,29 +108,34 @@ const DataType kTypes[] = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16};
 using GpuDirectConv = ::testing::Test;
 
 // The three stems at batch 2, odd image sizes: resnet50 7x7/2 3->64 ReLU, mobilenet_v2 3x3/2 3->32 ReLU6,
-// efficientnet_b0 3x3/2 3->32 SiLU.
+// efficientnet_b0 3x3/2 3->32 SiLU; `used` input channels of 8; asym: pads with one less at the start (TF "SAME"
+// style), which only the own kernels run in NHWC.
+std::vector<DcCase> three_stems(DataType dt, int64_t used, bool asym) {
+  DcCase r;
+  r.dt = dt;
+  r.used = used;
+  r.m = 64;
+  r.k = 7;
+  r.pads = asym ? std::vector<int64_t>{3, 2, 2, 3} : std::vector<int64_t>{3, 3, 3, 3};
+  r.h = 45;
+  r.w = 39;
+  r.ep = act(ops::Activation::kRelu);
+  DcCase mb;
+  mb.dt = dt;
+  mb.used = used;
+  mb.h = 37;
+  mb.w = 29;
+  mb.pads = asym ? std::vector<int64_t>{0, 0, 1, 1} : std::vector<int64_t>{1, 1, 1, 1};
+  mb.ep = act(ops::Activation::kClip);
+  DcCase ef = mb;
+  ef.ep = act(ops::Activation::kSilu);
+  return {r, mb, ef};
+}
+
 TEST_F(GpuDirectConv, StemShapes) {
   KILN_REQUIRE_GPU();
-  for (DataType dt : kTypes) {
-    DcCase r;
-    r.dt = dt;
-    r.m = 64;
-    r.k = 7;
-    r.pads = {3, 3, 3, 3};
-    r.h = 45;
-    r.w = 39;
-    r.ep = act(ops::Activation::kRelu);
-    direct_case(r);
-    DcCase mb;
-    mb.dt = dt;
-    mb.h = 37;
-    mb.w = 29;
-    mb.ep = act(ops::Activation::kClip);
-    direct_case(mb);
-    DcCase ef = mb;
-    ef.ep = act(ops::Activation::kSilu);
-    direct_case(ef);
-  }
+  for (DataType dt : kTypes)
+    for (const DcCase& c : three_stems(dt, 3, false)) direct_case(c);
 }
 
 TEST_F(GpuDirectConv, EveryActivationWithAndWithoutResidual) {
@@ -288,8 +293,9 @@ TEST_F(GpuDirectConv, StemsAtBatch128AgainstCudnn) {
 constexpr const char* kMmaTactic = "kiln_direct_conv_nhwc_mma";
 
 // KILN_STEM_MMA=1 offers the kernel (the default; set in case the environment withdraws it); KILN_DIRECT_CONV=0
-// withdraws the CUDA-core direct kernel, so that a case with asymmetric pads (which cuDNN's NHWC path cannot run) proves that the tensor-core kernel ran: otherwise the layer
-// would fall back to the host, which run_on_both rejects.
+// withdraws the CUDA-core direct kernel, so that a case with asymmetric pads (which cuDNN's NHWC path cannot run)
+// proves that the tensor-core kernel ran: otherwise the layer would fall back to the host, which run_on_both
+// rejects.
 class GpuStemMma : public ::testing::Test {
  protected:
   ScopedEnv mma_{"KILN_STEM_MMA", "1"};
@@ -309,29 +315,8 @@ TEST_F(GpuStemMma, StemShapes) {
   KILN_REQUIRE_GPU();
   for (DataType dt : kMmaTypes)
     for (int64_t used : {3, 8})
-      for (bool asym : {false, true}) {
-        DcCase r;
-        r.dt = dt;
-        r.used = used;
-        r.m = 64;
-        r.k = 7;
-        r.pads = asym ? std::vector<int64_t>{3, 2, 2, 3} : std::vector<int64_t>{3, 3, 3, 3};
-        r.h = 45;
-        r.w = 39;
-        r.ep = act(ops::Activation::kRelu);
-        mma_case(r);
-        DcCase mb;
-        mb.dt = dt;
-        mb.used = used;
-        mb.h = 37;
-        mb.w = 29;
-        mb.pads = asym ? std::vector<int64_t>{0, 0, 1, 1} : std::vector<int64_t>{1, 1, 1, 1};
-        mb.ep = act(ops::Activation::kClip);
-        mma_case(mb);
-        DcCase ef = mb;
-        ef.ep = act(ops::Activation::kSilu);
-        mma_case(ef);
-      }
+      for (bool asym : {false, true})
+        for (const DcCase& c : three_stems(dt, used, asym)) mma_case(c);
 }
 
 TEST_F(GpuStemMma, EveryActivationWithAndWithoutResidual) {
@@ -487,40 +472,14 @@ TEST_F(GpuStemMma, DeclinedConvolutionsStillRunCorrectly) {
   }
 }
 
-// Builds `c` through the Builder at optimization level 3 (the tactic tuner runs), returns the tactic recorded on
-// its FusedConv, and checks the tuned engine against the CPU reference.
+// The tactic the tuner records for `c` (level 3), the tuned engine checked against the CPU reference.
 std::string tuned_tactic(const DcCase& c) {
   SCOPED_TRACE(c.str());
-  QuietLogger quiet;
-  Builder builder(quiet);
-  auto net = builder.create_network();
-  ir::Graph& g = net->graph();
-  stem_graph(c, g);
-  auto config = builder.create_builder_config();
-  config->set_backend(Backend::kCUDA);
-  config->set_builder_optimization_level(3);
-  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
-  EXPECT_NE(engine, nullptr);
-  if (!engine) return {};
-  EXPECT_EQ(test::host_layers(*engine), "");
-  std::string tactic;
-  for (const auto& pn : engine->plan().nodes)
-    if (pn.op_type == "FusedConv")
-      if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
-  ir::Graph ref;  // the same graph, untouched by the builder's passes, for the CPU reference
-  stem_graph(c, ref);
-  const std::vector<Tensor> inputs = stem_inputs(c, ref);
-  std::vector<std::pair<std::string, Tensor>> named;
-  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(ref.inputs()[i]->name, inputs[i]);
-  const auto got = test::infer(*engine, named);
-  const auto want = run_graph(ref, Backend::kCPU, inputs, nullptr);
-  EXPECT_EQ(got.size(), 1u);
-  EXPECT_EQ(want.size(), 1u);
-  if (got.size() == 1 && want.size() == 1) {
-    const double tol = c.dt == DataType::kHALF ? 4e-3 : 3e-2;
-    expect_tensors_close(want[0], got[0], tol, tol, "tuned stem");
-  }
-  return tactic;
+  auto make = [&](ir::Graph& g) {
+    stem_graph(c, g);
+    return stem_inputs(c, g);
+  };
+  return tuned_tactic_of("FusedConv", make, c.dt == DataType::kHALF ? 4e-3 : 3e-2, "tuned stem");
 }
 
 // The tuner times the tensor-core tactic next to the others and records one of them; where it is the only
