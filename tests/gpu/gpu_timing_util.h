@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -103,6 +104,19 @@ std::string tuned_tactic_of(const char* op, Make&& make, double tol, const char*
   EXPECT_EQ(want.size(), 1u);
   if (got.size() == 1 && want.size() == 1) expect_tensors_close(want[0], got[0], tol, tol, what);
   return tactic;
+}
+
+// Elements of two half tensors of one shape (checked by the caller) that differ by more than 8e-3 absolute plus
+// 8e-3 relative: the batch-128 timing tests' agreement between two implementations of one layer.
+inline int64_t half_mismatches(const Tensor& a, const Tensor& b) {
+  const Half* ya = a.data<Half>();
+  const Half* yb = b.data<Half>();
+  int64_t bad = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const float u = ya[i], v = yb[i];
+    if (!(std::fabs(u - v) <= 8e-3f + 8e-3f * std::fabs(v))) ++bad;
+  }
+  return bad;
 }
 
 // Sets an environment variable for one scope and restores it.

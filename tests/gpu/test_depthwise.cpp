@@ -549,24 +549,13 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
       // against the tiled kernel's, which the batch-2 tests check against the CPU reference.
       ASSERT_TRUE(bp.y.defined() && pipe_pre.y.defined());
       ASSERT_EQ(bp.y.shape(), pipe_pre.y.shape());
-      int64_t bad = 0;
-      for (int64_t i = 0; i < bp.y.numel(); ++i) {
-        const float u = bp.y.data<Half>()[i], v = pipe_pre.y.data<Half>()[i];
-        if (!(std::fabs(u - v) <= 8e-3f + 8e-3f * std::fabs(v))) ++bad;
-      }
-      EXPECT_EQ(bad, 0) << "elements where the pipelined and the tiled kernel differ (with the prologue)";
+      EXPECT_EQ(half_mismatches(bp.y, pipe_pre.y), 0)
+          << "elements where the pipelined and the tiled kernel differ (with the prologue)";
     }
     for (const Timed* t : {&big, &small, &pipe}) {
       ASSERT_TRUE(t->y.defined() && dnn.y.defined());
       ASSERT_EQ(t->y.shape(), dnn.y.shape());
-      const Half* ya = t->y.data<Half>();
-      const Half* yb = dnn.y.data<Half>();
-      int64_t bad = 0;
-      for (int64_t i = 0; i < t->y.numel(); ++i) {
-        const float u = ya[i], v = yb[i];
-        if (!(std::fabs(u - v) <= 8e-3f + 8e-3f * std::fabs(v))) ++bad;
-      }
-      EXPECT_EQ(bad, 0) << "elements where the tiled kernel and cuDNN differ";
+      EXPECT_EQ(half_mismatches(t->y, dnn.y), 0) << "elements where the tiled kernel and cuDNN differ";
     }
   }
 }
