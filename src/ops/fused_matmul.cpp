@@ -17,8 +17,8 @@ Result<EpilogueAct> parse_act(const Attributes& a) {
   if (s == "relu") return EpilogueAct::kRelu;
   if (s == "gelu_erf") return EpilogueAct::kGeluErf;
   if (s == "gelu_tanh") return EpilogueAct::kGeluTanh;
-  // SiLU and sigmoid: only cuDNN's fused matmul applies them in-kernel (the CUDA pipeline emits them only with
-  // KILN_DNN_MATMUL=1); cuBLASLt's path finishes them in its epilogue pass.
+  // SiLU and sigmoid: only cuDNN's fused matmul applies them in-kernel (the CUDA pipeline emits them unless
+  // KILN_DNN_MATMUL=0); cuBLASLt's path finishes them in its epilogue pass.
   if (s == "silu") return EpilogueAct::kSilu;
   if (s == "sigmoid") return EpilogueAct::kSigmoid;
   return invalid_model("FusedMatMul: activation must be none, relu, gelu_erf, gelu_tanh, silu or sigmoid but is '" + s +

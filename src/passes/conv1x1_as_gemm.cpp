@@ -1,6 +1,6 @@
 // conv1x1_as_gemm pass (CUDA, after layout_nhwc): a channels-last 1x1 convolution with stride 1, no padding and one
 // group is a matrix product, Y[N*H*W, M] = X[N*H*W, C] · W[M, C]ᵀ, so it becomes a kiln::FusedMatMul (cuBLASLt,
-// bias, ReLU/GELU and the residual in the GEMM's epilogue, SiLU/sigmoid too with KILN_DNN_MATMUL=1; other
+// bias, ReLU/GELU and the residual in the GEMM's epilogue, SiLU/sigmoid too unless KILN_DNN_MATMUL=0; other
 // activations follow as a pointwise kernel). cuDNN's legacy convolution API picked slow kernels for these
 // on Hopper (resnet50 FP16 at batch 1: 50-250 µs per 1x1 layer against 13 µs for the 3x3 ones).
 // A strided 1x1 convolution (resnet's downsample shortcuts, stride 2) reads only every s-th row and column, so it is

@@ -126,7 +126,7 @@ class FuseMatMulEpilogue final : public Pass {
                  });
     fusion::prune_dead_nodes(g);
 
-    // SiLU and sigmoid, only where cuDNN's fused matmul may run them (KILN_DNN_MATMUL=1; cuBLASLt has no such
+    // SiLU and sigmoid, only where cuDNN's fused matmul may run them (not with KILN_DNN_MATMUL=0; cuBLASLt has no such
     // epilogue). SiLU's product is read twice, by the Sigmoid and the Mul, and by nothing else.
     if (ctx.options.matmul_sigmoid_acts) {
       const Pattern src = either({no_epilogue_fused(), mm}).where([&g](ir::Value* v, const Bindings&) {

@@ -26,8 +26,8 @@ struct PassOptions {
   // fuse_pointwise: false where no pointwise code generator exists (the builder was built without NVRTC).
   bool fuse_pointwise = true;
   // conv1x1_as_gemm, fuse_matmul_epilogue: a SiLU or sigmoid after the GEMM goes into FusedMatMul's epilogue
-  // instead of following it as ONNX nodes. The builder sets it for CUDA with KILN_DNN_MATMUL=1 only, where cuDNN's
-  // fused matmul applies it in-kernel (cuBLASLt cannot; off, the optimized graph is what it was before).
+  // instead of following it as ONNX nodes. The builder sets it for CUDA unless KILN_DNN_MATMUL=0, as cuDNN's fused
+  // matmul applies it in-kernel (cuBLASLt cannot; off, the optimized graph keeps the activation as its own node).
   bool matmul_sigmoid_acts = false;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG

@@ -184,7 +184,7 @@ struct OnnxRun {
   std::vector<Tensor> out;
   std::string host;
   int nhwc_convs = 0, nchw_convs = 0, transposes = 0, to_nhwc = 0, reduce_means = 0, token_gemms = 0, slices = 0;
-  int sigmoid_gemms = 0;  // FusedMatMuls with a SiLU or sigmoid epilogue (KILN_DNN_MATMUL=1 only)
+  int sigmoid_gemms = 0;  // FusedMatMuls with a SiLU or sigmoid epilogue (none with KILN_DNN_MATMUL=0)
   std::string gemm_tactics;  // "name=tactic " of every FusedMatMul
 };
 
@@ -279,24 +279,29 @@ TEST(GpuCnn, SqueezeExciteBlockFp16Nhwc) {
   }
 }
 
-// The same block with KILN_DNN_MATMUL=1: the SE gate's reduce (SiLU) and expand (sigmoid) GEMMs keep their
-// activations (conv1x1_as_gemm under PassOptions::matmul_sigmoid_acts), whichever tactic then runs them (cuDNN's
-// fused plan, or cuBLASLt + the epilogue pass), and the block still matches the reference.
+// The same block with the cuDNN matmul tactics on (the default) and withdrawn (KILN_DNN_MATMUL=0): on, the SE gate's
+// reduce (SiLU) and expand (sigmoid) GEMMs keep their activations (conv1x1_as_gemm under
+// PassOptions::matmul_sigmoid_acts), whichever tactic then runs them (cuDNN's fused plan, or cuBLASLt + the
+// epilogue pass); off, they follow the GEMMs as before. Both match the reference.
 TEST(GpuCnn, SqueezeExciteBlockFp16WithTheDnnMatmulSwitch) {
   KILN_REQUIRE_GPU();
-  ScopedEnv gate("KILN_DNN_MATMUL", "1");
-  for (int64_t n : {1, 8}) {
-    SCOPED_TRACE("batch " + std::to_string(n));
-    onnx::ModelProto m = test::se_block_cnn(n, 28, 144);
-    Tensor x = random_tensor(DataType::kFLOAT, {n, 8, 28, 28}, 12);
-    OnnxRun cpu = run_onnx(m, Backend::kCPU, {}, x);
-    OnnxRun f16 = run_onnx(m, Backend::kCUDA, {BuilderFlag::kFP16}, x);
-    ASSERT_EQ(cpu.out.size(), 1u);
-    ASSERT_EQ(f16.out.size(), 1u);
-    EXPECT_TRUE(f16.host.empty()) << f16.host;
-    EXPECT_EQ(f16.sigmoid_gemms, 2) << f16.gemm_tactics;
-    std::printf("DNN_MM se block batch %lld tactics: %s\n", static_cast<long long>(n), f16.gemm_tactics.c_str());
-    expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 squeeze-excite, KILN_DNN_MATMUL=1");
+  for (const char* sw : {static_cast<const char*>(nullptr), "0"}) {
+    ScopedEnv gate("KILN_DNN_MATMUL", sw);
+    const std::string label = std::string("KILN_DNN_MATMUL=") + (sw ? sw : "(unset)");
+    for (int64_t n : {1, 8}) {
+      SCOPED_TRACE(label + ", batch " + std::to_string(n));
+      onnx::ModelProto m = test::se_block_cnn(n, 28, 144);
+      Tensor x = random_tensor(DataType::kFLOAT, {n, 8, 28, 28}, 12);
+      OnnxRun cpu = run_onnx(m, Backend::kCPU, {}, x);
+      OnnxRun f16 = run_onnx(m, Backend::kCUDA, {BuilderFlag::kFP16}, x);
+      ASSERT_EQ(cpu.out.size(), 1u);
+      ASSERT_EQ(f16.out.size(), 1u);
+      EXPECT_TRUE(f16.host.empty()) << f16.host;
+      EXPECT_EQ(f16.sigmoid_gemms, sw ? 0 : 2) << f16.gemm_tactics;
+      std::printf("DNN_MM se block %s batch %lld tactics: %s\n", label.c_str(), static_cast<long long>(n),
+                  f16.gemm_tactics.c_str());
+      expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 squeeze-excite, " + label);
+    }
   }
 }
 

@@ -235,10 +235,10 @@ TEST_F(GpuDnnMatmul, TunerRecordsATacticThatMatches) {
   }
 }
 
-// With the gate off the tactic list is cuBLASLt's alone: the tuner can only record one of its ranks.
+// With KILN_DNN_MATMUL=0 the tactic list is cuBLASLt's alone: the tuner can only record one of its ranks.
 TEST(GpuDnnMatmulGateOff, TunerKeepsCublasLt) {
   KILN_REQUIRE_GPU();
-  ScopedEnv off("KILN_DNN_MATMUL", nullptr);
+  ScopedEnv off("KILN_DNN_MATMUL", "0");
   const std::string tactic = tuned_tactic(MmCase{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"}, nullptr);
   EXPECT_EQ(tactic.rfind("lt_heur", 0), 0u) << tactic;
 }

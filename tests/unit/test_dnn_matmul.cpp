@@ -21,17 +21,18 @@ TEST(DnnMatmulTactics, NamesAreStableAndRoundTrip) {
     EXPECT_EQ(dnn_matmul_tactic_index(other), -1) << other;
 }
 
-TEST(DnnMatmulTactics, GateIsExactlyOne) {
+// On by default; only "0" withdraws the tactics (like KILN_DW_TILED and KILN_STEM_MMA).
+TEST(DnnMatmulTactics, OnUnlessTheSwitchIsZero) {
   const char* old = std::getenv("KILN_DNN_MATMUL");
   const std::string saved = old ? old : "";
   unsetenv("KILN_DNN_MATMUL");
-  EXPECT_FALSE(dnn_matmul_enabled());
-  for (const char* off : {"0", "", "yes", "true", "11"}) {
-    setenv("KILN_DNN_MATMUL", off, 1);
-    EXPECT_FALSE(dnn_matmul_enabled()) << off;
-  }
-  setenv("KILN_DNN_MATMUL", "1", 1);
   EXPECT_TRUE(dnn_matmul_enabled());
+  for (const char* on : {"1", "", "yes", "00"}) {
+    setenv("KILN_DNN_MATMUL", on, 1);
+    EXPECT_TRUE(dnn_matmul_enabled()) << on;
+  }
+  setenv("KILN_DNN_MATMUL", "0", 1);
+  EXPECT_FALSE(dnn_matmul_enabled());
   if (old)
     setenv("KILN_DNN_MATMUL", saved.c_str(), 1);
   else

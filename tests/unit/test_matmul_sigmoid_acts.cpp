@@ -1,7 +1,7 @@
 // FusedMatMul's SiLU and sigmoid epilogues (the forms only cuDNN's fused matmul applies in-kernel): the reference
 // compute against the same epilogue written as plain ONNX nodes (MatMul, Add, Sigmoid, Mul) on the CPU backend,
 // and conv1x1_as_gemm keeping them inside the GEMM only with PassOptions::matmul_sigmoid_acts, which the builder
-// sets from KILN_DNN_MATMUL=1 for CUDA alone; without it the CUDA pipeline's graph is the one it was before.
+// sets for CUDA alone (unless KILN_DNN_MATMUL=0); without it the CUDA pipeline's graph is the one it was before.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -255,13 +255,13 @@ TEST(FuseMatMulEpilogueSigmoidActs, SiluAndSigmoidOnlyWithTheOption) {
           }
 }
 
-// The builder's choice: the switch on and the CUDA backend, nothing else.
-TEST(Conv1x1AsGemmSigmoidActs, BuilderSetsTheOptionOnlyForCudaWithTheVariable) {
+// The builder's choice: the CUDA backend unless KILN_DNN_MATMUL=0, never the CPU backend.
+TEST(Conv1x1AsGemmSigmoidActs, BuilderSetsTheOptionForCudaUnlessSwitchedOff) {
   const char* old = std::getenv("KILN_DNN_MATMUL");
   const std::string saved = old ? old : "";
   EXPECT_FALSE(passes::PassOptions{}.matmul_sigmoid_acts);
   unsetenv("KILN_DNN_MATMUL");
-  EXPECT_FALSE(matmul_sigmoid_acts_for(Backend::kCUDA));
+  EXPECT_TRUE(matmul_sigmoid_acts_for(Backend::kCUDA));
   EXPECT_FALSE(matmul_sigmoid_acts_for(Backend::kCPU));
   setenv("KILN_DNN_MATMUL", "0", 1);
   EXPECT_FALSE(matmul_sigmoid_acts_for(Backend::kCUDA));
