@@ -6,7 +6,9 @@
 #   build-phase ranges appear. cli and python run the pytest tests marked `gpu` (GPU-only kiln
 #   flags; zero-copy torch tensors and the FP16 workflow); without a GPU they skip, each saying why.
 # Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS, SAN_RUNS,
-# SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests; with a filter, racecheck over it too).
+# SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests; with a filter, racecheck over it too),
+# GPU_TEST_FILTER (a gtest filter for the tests stage, e.g. '-*Times*' to leave out the timing prints; the summary
+# names the filter so a partial run never reads as the whole suite).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,11 +25,12 @@ nproc
 for s in $stages; do
   case $s in
   tests)
-    ./.devcarry/bin/kiln_gpu_tests --gtest_output=xml:"$OUT/gpu_tests.xml" > "$OUT/gpu_tests.log" 2>&1
+    ./.devcarry/bin/kiln_gpu_tests --gtest_filter="${GPU_TEST_FILTER:-*}" --gtest_output=xml:"$OUT/gpu_tests.xml" \
+      > "$OUT/gpu_tests.log" 2>&1
     rc=$?
     grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$OUT/gpu_tests.log" | head -40
     grep -B2 -A8 "Failure" "$OUT/gpu_tests.log" | head -80
-    summary+=("gpu op tests: $(grep -E '^\[  PASSED' "$OUT/gpu_tests.log" | head -1) $(grep -cE '^\[  FAILED  \] [A-Z]' "$OUT/gpu_tests.log") failed (rc $rc)")
+    summary+=("gpu op tests${GPU_TEST_FILTER:+ (filter $GPU_TEST_FILTER)}: $(grep -E '^\[  PASSED' "$OUT/gpu_tests.log" | head -1) $(grep -cE '^\[  FAILED  \] [A-Z]' "$OUT/gpu_tests.log") failed (rc $rc)")
     ;;
   cli|python)
     # pytest tests marked gpu; a skip is a failure to look at here (the device has a GPU), so skips are listed.
