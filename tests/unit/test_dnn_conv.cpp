@@ -115,6 +115,18 @@ TEST(DnnConvOffer, TacticOrder) {
   EXPECT_EQ(merge_conv_tactics({"a"}, dnn), (std::vector<std::string>{"a", "cudnn_conv_graph_0", "cudnn_conv_graph_1"}));
 }
 
+// The heuristic's first config leads whatever it is; after it the precompiled ones, then the runtime-compiled ones,
+// each in the heuristic's order; every config exactly once.
+TEST(DnnConvOffer, ConfigOrderPrefersPrecompiledAfterTheFirst) {
+  using V = std::vector<size_t>;
+  EXPECT_EQ(dnn_conv_config_order({}), V{});
+  EXPECT_EQ(dnn_conv_config_order({true}), V{0});
+  EXPECT_EQ(dnn_conv_config_order({true, true, false, true, false}), (V{0, 2, 4, 1, 3}));
+  EXPECT_EQ(dnn_conv_config_order({false, true, false, false}), (V{0, 2, 3, 1}));
+  EXPECT_EQ(dnn_conv_config_order({false, false, false}), (V{0, 1, 2}));
+  EXPECT_EQ(dnn_conv_config_order({true, true, true}), (V{0, 1, 2}));
+}
+
 int64_t offset(const DnnConvDims& t, int64_t a, int64_t b, int64_t c, int64_t d) {
   return a * t.strides[0] + b * t.strides[1] + c * t.strides[2] + d * t.strides[3];
 }

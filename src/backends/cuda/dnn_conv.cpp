@@ -7,6 +7,8 @@
 #include <cudnn.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <utility>
@@ -17,6 +19,7 @@
 namespace kiln::cuda {
 namespace {
 
+using dnn_graph::Config;
 using dnn_graph::Desc;
 using dnn_graph::Owned;
 using dnn_graph::set;
@@ -39,9 +42,9 @@ Status tensor(Owned& o, Desc* d, int64_t uid, cudnnDataType_t dt, const DnnConvD
                                 is_virtual);
 }
 
-// The operation graph of s, finalized, and its heuristics' config lists (dnn_graph::heuristic_configs), all
+// The operation graph of s, finalized, and its heuristics' config lists, each in dnn_conv_config_order; all
 // owned by o.
-Status make_graph(Owned& o, cudnnHandle_t handle, const DnnConvSpec& s, std::vector<std::vector<Desc>>* lists) {
+Status make_graph(Owned& o, cudnnHandle_t handle, const DnnConvSpec& s, std::vector<std::vector<Config>>* lists) {
   if (std::string why = dnn_conv_declined(s); !why.empty()) return unsupported("cuDNN conv graph: " + why);
   const DnnConvLayout l = dnn_conv_layout(s);
   const cudnnDataType_t io = s.dt == DataType::kBF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
@@ -109,7 +112,16 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnConvSpec& s, std::vec
   }
   Desc graph = nullptr;
   KILN_RETURN_IF_ERROR(dnn_graph::make_op_graph(o, handle, ops, &graph));
-  return dnn_graph::heuristic_configs(o, graph, lists);
+  std::vector<std::vector<Config>> heuristic;
+  KILN_RETURN_IF_ERROR(dnn_graph::heuristic_configs(o, graph, &heuristic));
+  for (const std::vector<Config>& list : heuristic) {
+    std::vector<bool> rtc;
+    for (const Config& c : list) rtc.push_back(c.rtc);
+    std::vector<Config> ordered;
+    for (size_t i : dnn_conv_config_order(rtc)) ordered.push_back(list[i]);
+    lists->push_back(std::move(ordered));
+  }
+  return Status::Ok();
 }
 
 // A usable config: its list and its index in it.
@@ -122,9 +134,29 @@ struct Known {
   bool complete = false;
 };
 
+// A finalized plan with the graph it came from; shared by the layers of one context (one handle) that have the
+// same problem and rank, so that a network's repeated convolutions finalize (and runtime-compile) it once.
+struct SharedPlan {
+  Owned graph;  // tensors, operations, graph, heuristics, configs
+  Desc plan = nullptr;
+  size_t workspace = 0;
+  bool rtc = false;
+  SharedPlan() = default;
+  SharedPlan(const SharedPlan&) = delete;
+  SharedPlan& operator=(const SharedPlan&) = delete;
+  ~SharedPlan() {
+    if (plan) cudnnBackendDestroyDescriptor(plan);
+  }
+};
+
 std::mutex g_mu;
 std::map<std::string, Known>& known_problems() {
   static std::map<std::string, Known> m;
+  return m;
+}
+// Weak: a plan lives as long as a layer holds it (a handle's address may be reused once its context is gone).
+std::map<std::string, std::weak_ptr<SharedPlan>>& live_plans() {
+  static std::map<std::string, std::weak_ptr<SharedPlan>> m;
   return m;
 }
 
@@ -142,14 +174,14 @@ void remember(const std::string& key, const Known& k) {
 
 // Finalizes the configs in order (the first list that gives any plan is the only one walked) until `want`
 // usable plans are found, recording where they are; the plan of rank `keep` (-1: none) is returned in *kept.
-Known walk(cudnnHandle_t handle, const std::vector<std::vector<Desc>>& lists, size_t max_workspace, int want,
+Known walk(cudnnHandle_t handle, const std::vector<std::vector<Config>>& lists, size_t max_workspace, int want,
            int keep, Desc* kept, size_t* kept_ws) {
   Known k;
   for (size_t li = 0; li < lists.size() && k.usable.empty(); ++li)
     for (size_t ci = 0; ci < lists[li].size(); ++ci) {
       if (static_cast<int>(k.usable.size()) >= want) return k;
       size_t ws = 0;
-      Desc plan = dnn_graph::finalize_plan(handle, lists[li][ci], max_workspace, &ws);
+      Desc plan = dnn_graph::finalize_plan(handle, lists[li][ci].cfg, max_workspace, &ws);
       if (!plan) continue;
       if (static_cast<int>(k.usable.size()) == keep) {
         *kept = plan;
@@ -163,16 +195,46 @@ Known walk(cudnnHandle_t handle, const std::vector<std::vector<Desc>>& lists, si
   return k;
 }
 
+// The plan of rank `rank` for s, finalized on `handle`.
+Result<std::shared_ptr<SharedPlan>> make_plan(cudnnHandle_t handle, const DnnConvSpec& s, int rank,
+                                              size_t max_workspace) {
+  auto sp = std::make_shared<SharedPlan>();
+  std::vector<std::vector<Config>> lists;
+  KILN_RETURN_IF_ERROR(make_graph(sp->graph, handle, s, &lists));
+  const std::string key = problem_key(s, max_workspace);
+  Known known;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (auto it = known_problems().find(key); it != known_problems().end()) known = it->second;
+  }
+  Pos at{-1, -1};
+  if (rank < static_cast<int>(known.usable.size())) {
+    // Where an earlier walk found this rank: finalize that config alone (one compile, not rank + 1).
+    at = known.usable[static_cast<size_t>(rank)];
+    if (at.first < static_cast<int>(lists.size()) && at.second < static_cast<int>(lists[at.first].size()))
+      sp->plan = dnn_graph::finalize_plan(handle, lists[at.first][at.second].cfg, max_workspace, &sp->workspace);
+  } else if (known.complete) {
+    return unsupported("cuDNN conv graph: " + std::to_string(known.usable.size()) +
+                       " usable plans for this problem, no " + dnn_conv_tactic_name(rank));
+  }
+  if (!sp->plan) {
+    Known found = walk(handle, lists, max_workspace, rank + 1, rank, &sp->plan, &sp->workspace);
+    remember(key, found);
+    if (!sp->plan)
+      return unsupported("cuDNN conv graph: " + std::to_string(found.usable.size()) +
+                         " usable plans for this problem, no " + dnn_conv_tactic_name(rank));
+    at = found.usable[static_cast<size_t>(rank)];
+  }
+  sp->rtc = lists[at.first][at.second].rtc;
+  return sp;
+}
+
 }  // namespace
 
 struct DnnConvGraph::Impl {
-  Owned graph;  // tensors, operations, graph, heuristics, configs
-  Desc plan = nullptr;
+  std::shared_ptr<SharedPlan> plan;
   bool has_bias = false, has_res = false;
-  dnn_graph::VariantPack pack;
-  ~Impl() {
-    if (plan) cudnnBackendDestroyDescriptor(plan);
-  }
+  dnn_graph::VariantPack pack;  // per layer: its own pointers
 };
 
 DnnConvGraph::DnnConvGraph(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -181,42 +243,27 @@ DnnConvGraph::~DnnConvGraph() = default;
 Result<std::unique_ptr<DnnConvGraph>> DnnConvGraph::build(cudnnContext* handle, const DnnConvSpec& s, int rank,
                                                           size_t max_workspace) {
   if (rank < 0) return unsupported("cuDNN conv graph: negative rank");
+  if (std::string why = dnn_conv_declined(s); !why.empty()) return unsupported("cuDNN conv graph: " + why);
+  char h[32];
+  std::snprintf(h, sizeof(h), "%p", static_cast<void*>(handle));
+  const std::string key = std::string(h) + " r" + std::to_string(rank) + " " + problem_key(s, max_workspace);
   auto impl = std::make_unique<Impl>();
   impl->has_bias = s.bias;
   impl->has_res = s.res;
-  std::vector<std::vector<Desc>> lists;
-  KILN_RETURN_IF_ERROR(make_graph(impl->graph, handle, s, &lists));
-  const std::string key = problem_key(s, max_workspace);
-  Known known;
   {
     std::lock_guard<std::mutex> lock(g_mu);
-    if (auto it = known_problems().find(key); it != known_problems().end()) known = it->second;
-  }
-  size_t workspace = 0;
-  Desc cfg = nullptr;
-  if (rank < static_cast<int>(known.usable.size())) {
-    // Where an earlier walk found this rank: finalize that config alone (one compile, not rank + 1).
-    const auto [li, ci] = known.usable[static_cast<size_t>(rank)];
-    if (li < static_cast<int>(lists.size()) && ci < static_cast<int>(lists[li].size())) {
-      cfg = lists[li][ci];
-      impl->plan = dnn_graph::finalize_plan(handle, cfg, max_workspace, &workspace);
-    }
-  } else if (known.complete) {
-    return unsupported("cuDNN conv graph: " + std::to_string(known.usable.size()) +
-                       " usable plans for this problem, no " + dnn_conv_tactic_name(rank));
+    if (auto it = live_plans().find(key); it != live_plans().end()) impl->plan = it->second.lock();
   }
   if (!impl->plan) {
-    Known found = walk(handle, lists, max_workspace, rank + 1, rank, &impl->plan, &workspace);
-    remember(key, found);
-    if (!impl->plan)
-      return unsupported("cuDNN conv graph: " + std::to_string(found.usable.size()) +
-                         " usable plans for this problem, no " + dnn_conv_tactic_name(rank));
-    const auto [li, ci] = found.usable[static_cast<size_t>(rank)];
-    cfg = lists[li][ci];
+    KILN_ASSIGN_OR_RETURN(impl->plan, make_plan(handle, s, rank, max_workspace));
+    std::lock_guard<std::mutex> lock(g_mu);
+    auto& live = live_plans();
+    for (auto it = live.begin(); it != live.end();) it = it->second.expired() ? live.erase(it) : std::next(it);
+    live[key] = impl->plan;
   }
   std::unique_ptr<DnnConvGraph> d(new DnnConvGraph(std::move(impl)));
-  d->workspace_ = workspace;
-  d->rtc_ = dnn_graph::runtime_compiled(cfg);
+  d->workspace_ = d->impl_->plan->workspace;
+  d->rtc_ = d->impl_->plan->rtc;
   return d;
 }
 
@@ -232,7 +279,7 @@ int DnnConvGraph::count_usable(cudnnContext* handle, const DnnConvSpec& s, int m
         return std::min(max, static_cast<int>(it->second.usable.size()));
   }
   Owned graph;
-  std::vector<std::vector<Desc>> lists;
+  std::vector<std::vector<Config>> lists;
   Known found;
   if (make_graph(graph, handle, s, &lists).ok()) {
     found = walk(handle, lists, max_workspace, max, -1, nullptr, nullptr);
@@ -259,7 +306,7 @@ Status DnnConvGraph::run(cudnnContext* handle, void* workspace, const void* x, c
   if (m.has_res) add(kUidZ, z);
   add(kUidY, y);
   KILN_RETURN_IF_ERROR(m.pack.bind(n, uids, ptrs, workspace));
-  KILN_CUDNN_CHECK(cudnnBackendExecute(handle, m.plan, m.pack.get()));
+  KILN_CUDNN_CHECK(cudnnBackendExecute(handle, m.plan->plan, m.pack.get()));
   return Status::Ok();
 }
 

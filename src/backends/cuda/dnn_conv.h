@@ -22,8 +22,7 @@ struct cudnnContext;  // cudnnHandle_t, without cudnn.h
 
 namespace kiln::cuda {
 
-// "cudnn_conv_graph_<r>": the r-th plan (precompiled engines first, then cuDNN's heuristic order) that finalizes
-// within the workspace.
+// "cudnn_conv_graph_<r>": the r-th plan, in dnn_conv_config_order, that finalizes within the workspace.
 inline constexpr const char* kDnnConvTacticPrefix = "cudnn_conv_graph_";
 // Offered per layer: a runtime-fusion plan costs an NVRTC compile at build time.
 inline constexpr int kDnnConvMaxTactics = 3;
@@ -108,6 +107,21 @@ inline std::vector<std::string> merge_conv_tactics(const std::vector<std::string
   return v;
 }
 
+// The order in which a heuristic list's configs are tried (their tactic ranks), given which ones compile at plan
+// time: the heuristic's first choice (its best prediction) first whatever it is, then the precompiled configs,
+// then the other runtime-compiled ones, each in the heuristic's order. A runtime-fusion plan is an NVRTC compile
+// at build time (and again per process when an engine loads), so with kDnnConvMaxTactics offered the precompiled
+// ones are preferred beyond the first.
+inline std::vector<size_t> dnn_conv_config_order(const std::vector<bool>& runtime_compiled) {
+  std::vector<size_t> order;
+  if (runtime_compiled.empty()) return order;
+  order.push_back(0);
+  for (int pass = 0; pass < 2; ++pass)
+    for (size_t i = 1; i < runtime_compiled.size(); ++i)
+      if (runtime_compiled[i] == (pass == 1)) order.push_back(i);
+  return order;
+}
+
 // One tensor of the graph: cuDNN's convolution dims are [N, C, H, W] (K, C, R, S for the filter) whatever the
 // memory order; the strides (elements) say NHWC.
 struct DnnConvDims {
@@ -141,8 +155,8 @@ inline std::string dnn_conv_key(const DnnConvSpec& s) {
   return k;
 }
 
-// A finalized cuDNN execution plan for one spec, with its graph's descriptors; the variant pack is rebuilt only
-// when the pointers change.
+// A finalized cuDNN execution plan for one spec, with its graph's descriptors, shared with the other layers of
+// the same problem and rank on the same handle; each layer's variant pack is rebuilt only when its pointers change.
 class DnnConvGraph {
  public:
   // cuDNN is told every pointer is aligned to this; run() must not be called otherwise (see aligned()).

@@ -91,7 +91,7 @@ bool runtime_compiled(Desc cfg) {
   return rtc;
 }
 
-Status heuristic_configs(Owned& o, Desc graph, std::vector<std::vector<Desc>>* lists) {
+Status heuristic_configs(Owned& o, Desc graph, std::vector<std::vector<Config>>* lists) {
   for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
     Desc heur = nullptr;
     if (o.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur) != CUDNN_STATUS_SUCCESS ||
@@ -112,15 +112,9 @@ Status heuristic_configs(Owned& o, Desc graph, std::vector<std::vector<Desc>>* l
                                  cfgs.data()) != CUDNN_STATUS_SUCCESS ||
         got <= 0)
       continue;
-    cfgs.resize(static_cast<size_t>(std::min(got, count)));
-    // Runtime-compiled engines cost an NVRTC compile per plan: the precompiled ones are tried first.
-    std::vector<char> rtc(cfgs.size());
-    for (size_t i = 0; i < cfgs.size(); ++i) rtc[i] = runtime_compiled(cfgs[i]);
-    std::vector<Desc> ordered;
-    for (int pass = 0; pass < 2; ++pass)
-      for (size_t i = 0; i < cfgs.size(); ++i)
-        if (rtc[i] == pass) ordered.push_back(cfgs[i]);
-    lists->push_back(std::move(ordered));
+    std::vector<Config> list;
+    for (int64_t i = 0; i < std::min(got, count); ++i) list.push_back({cfgs[i], runtime_compiled(cfgs[i])});
+    lists->push_back(std::move(list));
   }
   if (lists->empty()) return unsupported("cuDNN graph: the heuristics offer no engine");
   return Status::Ok();

@@ -52,10 +52,16 @@ Status make_pointwise(Owned& o, Desc* op, cudnnPointwiseMode_t mode, Desc x, Des
 // The finalized operation graph of `ops` on `handle`.
 Status make_op_graph(Owned& o, cudnnHandle_t handle, const std::vector<Desc>& ops, Desc* graph);
 
-// The engine configs cuDNN's heuristics offer for a finalized graph: mode A's list and the fallback list, each
-// with the configs that need no runtime compilation first (in the heuristic's order otherwise), owned by o.
-// Unsupported when neither mode offers any.
-Status heuristic_configs(Owned& o, Desc graph, std::vector<std::vector<Desc>>* lists);
+// One engine config of the heuristics, and whether its engine compiles at plan time (runtime_compiled).
+struct Config {
+  Desc cfg = nullptr;
+  bool rtc = false;
+};
+
+// The engine configs cuDNN's heuristics offer for a finalized graph, in their order: mode A's list, then the
+// fallback list (callers walk the latter only where no config of mode A gives a plan); owned by o. Unsupported
+// when neither mode offers any.
+Status heuristic_configs(Owned& o, Desc graph, std::vector<std::vector<Config>>* lists);
 
 // Whether the config's engine compiles its kernel at plan time (CUDNN_BEHAVIOR_NOTE_RUNTIME_COMPILATION); false
 // where cuDNN does not say.
