@@ -95,7 +95,8 @@ bool forced_case(const CvCase& c, DataType dt, const std::string& tactic) {
   EXPECT_EQ(got.size(), 1u);
   const bool ran = err.find(kFallbackText) == std::string::npos;
   std::printf("DNN_CONV %-72s %s\n", describe(c, dt, tactic).c_str(), ran ? "graph" : "fallback (legacy)");
-  if (cpu.size() == 1 && got.size() == 1) expect_tensors_close(cpu[0], got[0], atol_of(dt), rtol_of(dt), "vs the reference");
+  if (cpu.size() == 1 && got.size() == 1)
+    expect_tensors_close(cpu[0], got[0], atol_of(dt), rtol_of(dt), "vs the reference");
   return ran;
 }
 
@@ -160,8 +161,8 @@ TEST(GpuDnnConv, UnbuildableRecordedTacticFallsBack) {
 // The tuner (level 3) times the legacy algorithms and the graph plans and records one; the tuned engine matches.
 TEST(GpuDnnConv, TunerRecordsATacticThatMatches) {
   KILN_REQUIRE_GPU();
-  for (const CvCase& c : {CvCase{"layer1-3x3", 8, 56, 56, 64, 64}, CvCase{"layer3-3x3-res", 8, 14, 14, 256, 256, 3,
-                                                                            1, 1, true, true}}) {
+  for (const CvCase& c :
+       {CvCase{"layer1-3x3", 8, 56, 56, 64, 64}, CvCase{"layer3-3x3-res", 8, 14, 14, 256, 256, 3, 1, 1, true, true}}) {
     SCOPED_TRACE(describe(c, DataType::kHALF, ""));
     const std::string t = tuned_tactic_of(
         "FusedConv", [&](ir::Graph& g) { return conv_graph(c, DataType::kHALF, "", g); }, 2e-2, "tuned FusedConv");

@@ -31,9 +31,9 @@ TEST(DnnConvTactics, NamesAreStableAndRoundTrip) {
   EXPECT_EQ(dnn_conv_tactic_name(0), "cudnn_conv_graph_0");
   EXPECT_EQ(dnn_conv_tactic_name(2), "cudnn_conv_graph_2");
   for (int r : {0, 1, 2, 7, 42, 999}) EXPECT_EQ(dnn_conv_tactic_index(dnn_conv_tactic_name(r)), r);
-  for (const char* other : {"", "cudnn_fwd_algo1_tc", "cudnn_conv_graph_", "cudnn_conv_graph_-1", "cudnn_conv_graph_1x",
-                            "cudnn_conv_graph_1000", "cudnn_matmul_fused_0", "xcudnn_conv_graph_0",
-                            "kiln_depthwise_nhwc"})
+  for (const char* other :
+       {"", "cudnn_fwd_algo1_tc", "cudnn_conv_graph_", "cudnn_conv_graph_-1", "cudnn_conv_graph_1x",
+        "cudnn_conv_graph_1000", "cudnn_matmul_fused_0", "xcudnn_conv_graph_0", "kiln_depthwise_nhwc"})
     EXPECT_EQ(dnn_conv_tactic_index(other), -1) << other;
 }
 
@@ -89,17 +89,28 @@ TEST(DnnConvOffer, DeclinesWhatTheGraphDoesNotTake) {
   EXPECT_EQ(why([](DnnConvSpec& s) { s.dt = DataType::kINT8; }), "not float16/bfloat16");
   EXPECT_EQ(why([](DnnConvSpec& s) { s.group = 2; }), "grouped");
   EXPECT_EQ(why([](DnnConvSpec& s) { s.prologue = true; }), "a prologue");
-  for (ops::Activation a :
-       {ops::Activation::kClip, ops::Activation::kHardSwish, ops::Activation::kLeakyRelu})
+  for (ops::Activation a : {ops::Activation::kClip, ops::Activation::kHardSwish, ops::Activation::kLeakyRelu})
     EXPECT_EQ(why([a](DnnConvSpec& s) { s.act = a; }), std::string("activation ") + ops::activation_name(a));
-  EXPECT_EQ(why([](DnnConvSpec& s) { s.pad_end[0] = 2; s.p = 57; }), "asymmetric pads");
-  EXPECT_EQ(why([](DnnConvSpec& s) { s.pad_end[1] = 0; s.q = 55; }), "asymmetric pads");
+  EXPECT_EQ(why([](DnnConvSpec& s) {
+              s.pad_end[0] = 2;
+              s.p = 57;
+            }),
+            "asymmetric pads");
+  EXPECT_EQ(why([](DnnConvSpec& s) {
+              s.pad_end[1] = 0;
+              s.q = 55;
+            }),
+            "asymmetric pads");
   EXPECT_EQ(why([](DnnConvSpec& s) { s.n = 0; }), "an empty tensor");
   EXPECT_EQ(why([](DnnConvSpec& s) { s.p = 55; }), "output size does not follow from the window");
   EXPECT_EQ(why([](DnnConvSpec& s) { s.stride[1] = 2; }), "output size does not follow from the window");
   EXPECT_EQ(why([](DnnConvSpec& s) { s.dil[0] = 0; }), "bad window");
   // 2^31 elements in Y: 2048 images of 56 x 56 x 512.
-  EXPECT_EQ(why([](DnnConvSpec& s) { s.n = 2048; s.c = s.k = 512; }), "beyond 32-bit sizes");
+  EXPECT_EQ(why([](DnnConvSpec& s) {
+              s.n = 2048;
+              s.c = s.k = 512;
+            }),
+            "beyond 32-bit sizes");
   EXPECT_EQ(why([](DnnConvSpec&) {}), "");
 }
 
@@ -112,7 +123,8 @@ TEST(DnnConvOffer, TacticOrder) {
                                       "cudnn_fwd_algo0_tc", "cudnn_fwd_algo6_tc"}));
   EXPECT_EQ(merge_conv_tactics(legacy, {}), legacy);
   EXPECT_EQ(merge_conv_tactics({}, dnn), dnn);
-  EXPECT_EQ(merge_conv_tactics({"a"}, dnn), (std::vector<std::string>{"a", "cudnn_conv_graph_0", "cudnn_conv_graph_1"}));
+  EXPECT_EQ(merge_conv_tactics({"a"}, dnn),
+            (std::vector<std::string>{"a", "cudnn_conv_graph_0", "cudnn_conv_graph_1"}));
 }
 
 // The heuristic's first config leads whatever it is; after it the precompiled ones, then the runtime-compiled ones,

@@ -29,11 +29,16 @@ enum : int64_t { kUidX = 1, kUidW, kUidBias, kUidZ, kUidY, kFirstVirtual = 16 };
 
 cudnnPointwiseMode_t act_mode(ops::Activation a) {
   switch (a) {
-    case ops::Activation::kRelu: return CUDNN_POINTWISE_RELU_FWD;
-    case ops::Activation::kSigmoid: return CUDNN_POINTWISE_SIGMOID_FWD;
-    case ops::Activation::kSilu: return CUDNN_POINTWISE_SWISH_FWD;
-    case ops::Activation::kGeluTanh: return CUDNN_POINTWISE_GELU_APPROX_TANH_FWD;
-    default: return CUDNN_POINTWISE_GELU_FWD;  // kGeluErf; dnn_conv_declined keeps the others out
+    case ops::Activation::kRelu:
+      return CUDNN_POINTWISE_RELU_FWD;
+    case ops::Activation::kSigmoid:
+      return CUDNN_POINTWISE_SIGMOID_FWD;
+    case ops::Activation::kSilu:
+      return CUDNN_POINTWISE_SWISH_FWD;
+    case ops::Activation::kGeluTanh:
+      return CUDNN_POINTWISE_GELU_APPROX_TANH_FWD;
+    default:
+      return CUDNN_POINTWISE_GELU_FWD;  // kGeluErf; dnn_conv_declined keeps the others out
   }
 }
 
@@ -90,11 +95,11 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnConvSpec& s, std::vec
                      "conv x");
   KILN_DNN_GRAPH_TRY(set(conv_op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_W, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &w),
                      "conv w");
+  KILN_DNN_GRAPH_TRY(set(conv_op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cur),
+                     "conv y");
   KILN_DNN_GRAPH_TRY(
-      set(conv_op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_Y, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cur), "conv y");
-  KILN_DNN_GRAPH_TRY(set(conv_op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                         1, &conv),
-                     "conv descriptor");
+      set(conv_op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_CONV_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &conv),
+      "conv descriptor");
   KILN_DNN_GRAPH_TRY(set(conv_op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_ALPHA, CUDNN_TYPE_FLOAT, 1, &alpha),
                      "conv alpha");
   KILN_DNN_GRAPH_TRY(set(conv_op, CUDNN_ATTR_OPERATION_CONVOLUTION_FORWARD_BETA, CUDNN_TYPE_FLOAT, 1, &beta),

@@ -125,14 +125,13 @@ Desc finalize_plan(cudnnHandle_t handle, Desc cfg, size_t max_workspace, size_t*
   if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS)
     return nullptr;
   int64_t ws = -1, got = 0;
-  const bool ok =
-      set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) == CUDNN_STATUS_SUCCESS &&
-      set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) ==
-          CUDNN_STATUS_SUCCESS &&
-      cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
-      cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws) ==
-          CUDNN_STATUS_SUCCESS &&
-      ws >= 0 && static_cast<uint64_t>(ws) <= max_workspace;
+  const bool ok = set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) == CUDNN_STATUS_SUCCESS &&
+                  set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) ==
+                      CUDNN_STATUS_SUCCESS &&
+                  cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
+                  cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got,
+                                           &ws) == CUDNN_STATUS_SUCCESS &&
+                  ws >= 0 && static_cast<uint64_t>(ws) <= max_workspace;
   if (!ok) {
     cudnnBackendDestroyDescriptor(plan);
     return nullptr;

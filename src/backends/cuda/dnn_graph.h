@@ -21,9 +21,9 @@ using Desc = cudnnBackendDescriptor_t;
 // tactic (never an error). `what` names the step.
 Status refused(cudnnStatus_t e, const std::string& what);
 
-#define KILN_DNN_GRAPH_TRY(call, what)                                                           \
-  do {                                                                                           \
-    cudnnStatus_t kiln_dg_s_ = (call);                                                           \
+#define KILN_DNN_GRAPH_TRY(call, what)                                                                 \
+  do {                                                                                                 \
+    cudnnStatus_t kiln_dg_s_ = (call);                                                                 \
     if (kiln_dg_s_ != CUDNN_STATUS_SUCCESS) return ::kiln::cuda::dnn_graph::refused(kiln_dg_s_, what); \
   } while (0)
 
