@@ -179,12 +179,19 @@ void remember(const std::string& key, const Known& k) {
 
 // Finalizes the configs in order (the first list that gives any plan is the only one walked) until `want`
 // usable plans are found, recording where they are; the plan of rank `keep` (-1: none) is returned in *kept.
+// At most kMaxAttempts configs are tried per problem: a failed runtime-fusion finalize can cost a compile too.
+constexpr int kMaxAttempts = 4 * kDnnConvMaxTactics;
 Known walk(cudnnHandle_t handle, const std::vector<std::vector<Config>>& lists, size_t max_workspace, int want,
            int keep, Desc* kept, size_t* kept_ws) {
   Known k;
+  int attempts = 0;
   for (size_t li = 0; li < lists.size() && k.usable.empty(); ++li)
     for (size_t ci = 0; ci < lists[li].size(); ++ci) {
       if (static_cast<int>(k.usable.size()) >= want) return k;
+      if (attempts++ >= kMaxAttempts) {
+        k.complete = true;  // as far as this process will look
+        return k;
+      }
       size_t ws = 0;
       Desc plan = dnn_graph::finalize_plan(handle, lists[li][ci].cfg, max_workspace, &ws);
       if (!plan) continue;
