@@ -12,7 +12,9 @@
 // untuned default (KILN_STEM_MMA=0 withdraws it). A shared-memory tiled depthwise kernel (two tile sizes, tactics
 // kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small, the untuned default where it fits, and a
 // persistent double-buffered form, kiln_depthwise_nhwc_tiled_pipe, never the untuned default) is offered too
-// (KILN_DW_TILED=0 withdraws all three).
+// (KILN_DW_TILED=0 withdraws all three). NHWC FusedConv that none of the own kernels runs (group 1, half/bfloat16,
+// symmetric pads) is also offered cuDNN's backend graph API as tactics cudnn_conv_graph_<r> (dnn_conv.h:
+// convolution + bias + residual + activation as one graph; KILN_DNN_CONV=0 withdraws them).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -24,6 +26,8 @@
 #include "backends/cuda/depthwise.h"
 #include "backends/cuda/depthwise_tile_plan.h"
 #include "backends/cuda/direct_conv.h"
+#include "backends/cuda/dnn_conv.h"
+#include "kiln/logger.h"
 #include "ops/layout_util.h"
 #include "ops/window_util.h"
 
@@ -477,7 +481,36 @@ struct ConvState {
   int dw_variant = -1;                     // with depthwise: the tiled kernel's variant, -1 the strip kernel
   std::optional<DirectConvGeom> direct;    // set: the own direct kernel runs, no cuDNN state
   std::optional<DirectConvGeom> stem_mma;  // set: the tensor-core stem kernel runs, no cuDNN state
+  std::unique_ptr<DnnConvGraph> graph;     // set: the layer's cuDNN graph tactic runs instead of the legacy path
 };
+
+// The FusedConv as a cuDNN graph problem: NHWC 2-D forward only (dnn_conv_declined says what else it takes).
+std::optional<DnnConvSpec> graph_spec(const ConvGeo& g, const FusedSpec* f, DataType dt, bool has_bias) {
+  if (!f || !f->nhwc || g.transpose || g.nsp != 2) return std::nullopt;
+  DnnConvSpec s;
+  s.dt = dt;
+  s.n = g.n;
+  s.h = g.in[0];
+  s.w = g.in[1];
+  s.c = g.c;
+  s.k = g.m;
+  s.r = g.k[0];
+  s.s = g.k[1];
+  s.p = g.out[0];
+  s.q = g.out[1];
+  for (int i = 0; i < 2; ++i) {
+    s.pad[i] = g.pb[i];
+    s.pad_end[i] = g.pe[i];
+    s.stride[i] = g.s[i];
+    s.dil[i] = g.d[i];
+  }
+  s.group = g.group;
+  s.bias = has_bias;
+  s.res = f->has_z;
+  s.prologue = f->has_pre();
+  s.act = f->ep.act;
+  return s;
+}
 
 // The extra operands of cudnnConvolutionBiasActivationForward (null: a plain convolution).
 struct DnnFusedCall {
@@ -696,7 +729,9 @@ std::string tactic_name(bool transpose, const DnnConv::Algo& a) {
 // differ from the tuned ones cuDNN may not offer it; the heuristic order then stands (strict: an error, for
 // the tuner, which must not time a tactic under a name that did not run).
 Status apply_tactic(const KernelArgs& args, bool transpose, ConvState& st) {
-  if (args.tactic.empty() || st.depthwise || st.direct || st.stem_mma) return Status::Ok();
+  // A graph tactic is built by conv_run; the legacy candidates keep the heuristic order for its fallback.
+  if (args.tactic.empty() || st.depthwise || st.direct || st.stem_mma || dnn_conv_tactic_index(args.tactic) >= 0)
+    return Status::Ok();
   if (args.tactic == kDepthwiseTactic || args.tactic == kDirectTactic || args.tactic == kStemMmaTactic ||
       dw_tiled_variant(args.tactic) >= 0)
     return args.strict_tactic ? unsupported("tactic " + args.tactic + " cannot run this convolution") : Status::Ok();
@@ -723,6 +758,26 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
   if (!st || st->x_shape != X.shape || st->w_shape != W.shape || st->has_bias != has_bias || st->has_z != has_z) {
     KILN_ASSIGN_OR_RETURN(std::shared_ptr<ConvState> fresh, make_conv_state(args, transpose, fused));
     KILN_RETURN_IF_ERROR(apply_tactic(args, transpose, *fresh));
+    // A recorded graph tactic runs whether or not KILN_DNN_CONV is set (the engine chose it); where it cannot be
+    // built here (other GPU, cuDNN version or shapes) the layer keeps the legacy path.
+    if (const int rank = dnn_conv_tactic_index(args.tactic);
+        rank >= 0 && !fresh->depthwise && !fresh->direct && !fresh->stem_mma) {
+      Status gs = unsupported("not an NHWC 2-D FusedConv");
+      if (auto spec = graph_spec(fresh->g, fused, X.dtype, has_bias)) {
+        auto built = DnnConvGraph::build(args.handles->dnn, *spec, rank, args.handles->workspace_bytes);
+        if (built.ok())
+          fresh->graph = std::move(*built);
+        else
+          gs = built.status();
+      }
+      if (!fresh->graph) {
+        if (args.strict_tactic) return gs;  // the tuner must not time a name that did not run
+        const std::string msg = std::string(transpose ? "ConvTranspose" : fused ? "FusedConv" : "Conv") + " '" +
+                                args.node->name + "': recorded tactic " + args.tactic + " cannot be built here (" +
+                                gs.message() + "); it falls back to cuDNN's legacy convolution";
+        default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
+      }
+    }
     *args.state = fresh;
     st = fresh.get();
   }
@@ -745,6 +800,22 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
     return launch_direct_conv_nhwc_mma(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
                                        has_z ? args.in[3].data : nullptr, Y.data, *st->stem_mma,
                                        epilogue_params(fused->ep), args.handles->sm_count, args.stream);
+  if (st->graph) {
+    const void* bias = has_bias ? args.in[2].data : nullptr;
+    const void* z = has_z ? args.in[3].data : nullptr;
+    if (DnnConvGraph::aligned(X.data, W.data, bias, z, Y.data)) {
+      Status gs = st->graph->run(args.handles->dnn, args.handles->workspace, X.data, W.data, bias, z, Y.data);
+      if (gs.ok() || args.strict_tactic) return gs;
+      // A plan that finalized but does not execute: the layer keeps the legacy path from now on.
+      const std::string msg = "FusedConv '" + args.node->name + "': tactic " + args.tactic + " failed (" +
+                              gs.message() + "); it falls back to cuDNN's legacy convolution";
+      default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
+      st->graph.reset();
+    } else if (args.strict_tactic) {
+      return unsupported("FusedConv: pointers not " + std::to_string(DnnConvGraph::kAlignment) +
+                         "-byte aligned for " + args.tactic);
+    }
+  }
   const size_t es = dtype_size(X.dtype);
   const int64_t x_img = g.c * g.vol(g.in), y_img = g.m * g.vol(g.out);
   void* copy = args.handles->workspace;
@@ -811,7 +882,8 @@ Result<FusedSpec> fused_spec(const KernelArgs& args) {
 // The own kernels first where they apply, in the order that makes the first one the untuned default: the tiled
 // depthwise variants that fit, then the strip kernel; the tensor-core stem kernel, then the direct kernel where it
 // is the default; then cuDNN's candidates for the node's shapes in its heuristic order (the tuner times them all),
-// and the direct kernel after them where it is not the default.
+// and the direct kernel after them where it is not the default. NHWC FusedConv that no own kernel runs also gets
+// cuDNN's graph plans, after the legacy first choice (merge_conv_tactics).
 std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, const FusedSpec* fused) {
   std::vector<std::string> names;
   if (args.out.empty() || args.out[0].numel() == 0) return names;
@@ -834,6 +906,17 @@ std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, co
   if (st.ok() && (*st)->full)
     for (const auto& a : (*st)->full->algos) names.push_back(tactic_name(transpose, a));
   if (direct && !direct_by_default(direct)) names.push_back(kDirectTactic);
+  const bool own_kernel = own.ok() && ((*own)->depthwise || mma || direct);
+  if (fused && dnn_conv_enabled() && args.handles && st.ok() && (*st)->full && !own_kernel) {
+    const auto spec = graph_spec((*st)->g, fused, args.in[0].dtype, args.has_input(2));
+    if (spec && dnn_conv_wanted(*spec, own_kernel)) {
+      const int n = DnnConvGraph::count_usable(args.handles->dnn, *spec, kDnnConvMaxTactics,
+                                               args.handles->workspace_bytes);
+      std::vector<std::string> dnn;
+      for (int r = 0; r < n; ++r) dnn.push_back(dnn_conv_tactic_name(r));
+      names = merge_conv_tactics(names, dnn);
+    }
+  }
   return names;
 }
 
