@@ -125,6 +125,9 @@ TEST(GpuDnnConv, ForcedTacticMatchesTheReference) {
       {{"odd-24-res-s2", 3, 15, 17, 24, 24, 3, 2, 1, true, true}, false},
       {{"1x1", 2, 28, 28, 64, 256, 1, 1, 0}, false},
       {{"5x5-s2", 2, 19, 23, 32, 48, 5, 2, 2}, false},
+      // Image stems after the NHWC pipeline's channel padding to 8 (the own stem kernels' default shapes).
+      {{"resnet-stem", 2, 64, 64, 8, 64, 7, 2, 3}, false},
+      {{"effnet-stem", 2, 64, 64, 8, 32, 3, 2, 1, true, false, ops::Activation::kSilu}, false},
   };
   for (const auto& [c, must_run] : cases)
     for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
@@ -263,6 +266,40 @@ TEST(GpuDnnConv, Resnet50Batch128Times) {
                   static_cast<long long>(c.n), tactic.c_str(), t.us, flops / t.us * 1e-6, legacy.us / t.us);
       ASSERT_EQ(t.y.shape(), legacy.y.shape());
       EXPECT_EQ(half_mismatches(t.y, legacy.y), 0) << tactic << " disagrees with the legacy path";
+    }
+  }
+}
+
+// Not a pass/fail check beyond agreement: the image stems at batch 128 (FP16, 224x224, channels padded to 8) on
+// the untuned default (the own tensor-core stem kernel) against each graph plan, printed as DNN_CONV_TIME lines.
+TEST(GpuDnnConv, StemsBatch128Times) {
+  KILN_REQUIRE_GPU();
+  const CvCase shapes[] = {
+      {"resnet50-stem", 128, 224, 224, 8, 64, 7, 2, 3},
+      {"effnet-stem", 128, 224, 224, 8, 32, 3, 2, 1, true, false, ops::Activation::kSilu},
+  };
+  for (const CvCase& c : shapes) {
+    SCOPED_TRACE(c.name);
+    ir::Graph dg;
+    const std::vector<Tensor> inputs = conv_graph(c, DataType::kHALF, "", dg);
+    const Timed own = time_on_gpu(dg, inputs, 20);
+    std::printf("DNN_CONV_TIME %s b%lld default (own stem kernel) %8.1f us\n", c.name, static_cast<long long>(c.n),
+                own.us);
+    for (int r = 0; r < 3; ++r) {
+      const std::string tactic = "cudnn_conv_graph_" + std::to_string(r);
+      ir::Graph g;
+      conv_graph(c, DataType::kHALF, tactic, g);
+      ::testing::internal::CaptureStderr();
+      const Timed t = time_on_gpu(g, inputs, 20);
+      const std::string err = ::testing::internal::GetCapturedStderr();
+      if (err.find(kFallbackText) != std::string::npos) {
+        std::printf("DNN_CONV_TIME %s %s: not built\n", c.name, tactic.c_str());
+        continue;
+      }
+      std::printf("DNN_CONV_TIME %s %s %8.1f us (%.2fx the own kernel)\n", c.name, tactic.c_str(), t.us,
+                  own.us / t.us);
+      ASSERT_EQ(t.y.shape(), own.y.shape());
+      EXPECT_EQ(half_mismatches(t.y, own.y), 0) << tactic << " disagrees with the own stem kernel";
     }
   }
 }
