@@ -231,77 +231,54 @@ TEST(GpuDnnConv, SwitchOffWithdrawsTheTactics) {
   EXPECT_GT(on.first, off.first) << "the graph plans were not offered with the switch on";
 }
 
-// Not a pass/fail check beyond agreement: resnet50's four 3x3 convolutions (FP16, batch 128, pad 1, + bias + ReLU)
-// on the legacy path (the fastest of its algorithms, timed on the first run, then its epilogue) against each graph
-// plan, printed as DNN_CONV_TIME lines with TFLOPS.
-TEST(GpuDnnConv, Resnet50Batch128Times) {
-  KILN_REQUIRE_GPU();
-  const CvCase shapes[] = {
-      {"layer1", 128, 56, 56, 64, 64},
-      {"layer2", 128, 28, 28, 128, 128},
-      {"layer3", 128, 14, 14, 256, 256},
-      {"layer4", 128, 7, 7, 512, 512},
-  };
-  for (const CvCase& c : shapes) {
-    SCOPED_TRACE(c.name);
-    const double flops = 2.0 * c.n * c.h * c.w * c.m * c.c * c.k * c.k;  // stride 1, same size
-    ir::Graph lg;
-    const std::vector<Tensor> inputs = conv_graph(c, DataType::kHALF, "", lg);
-    const Timed legacy = time_on_gpu(lg, inputs, 20);
-    std::printf("DNN_CONV_TIME %s b%lld %lldx%lld %lld->%lld legacy (best algo + epilogue) %8.1f us %6.1f TFLOPS\n",
-                c.name, static_cast<long long>(c.n), static_cast<long long>(c.h), static_cast<long long>(c.w),
-                static_cast<long long>(c.c), static_cast<long long>(c.m), legacy.us, flops / legacy.us * 1e-6);
-    for (int r = 0; r < 3; ++r) {
-      const std::string tactic = "cudnn_conv_graph_" + std::to_string(r);
-      ir::Graph g;
-      conv_graph(c, DataType::kHALF, tactic, g);
-      ::testing::internal::CaptureStderr();
-      const Timed t = time_on_gpu(g, inputs, 20);
-      const std::string err = ::testing::internal::GetCapturedStderr();
-      if (err.find(kFallbackText) != std::string::npos) {
-        std::printf("DNN_CONV_TIME %s %s: not built (fewer plans)\n", c.name, tactic.c_str());
-        continue;
-      }
-      std::printf("DNN_CONV_TIME %s b%lld %s %8.1f us %6.1f TFLOPS (%.2fx legacy)\n", c.name,
-                  static_cast<long long>(c.n), tactic.c_str(), t.us, flops / t.us * 1e-6, legacy.us / t.us);
-      ASSERT_EQ(t.y.shape(), legacy.y.shape());
-      EXPECT_EQ(half_mismatches(t.y, legacy.y), 0) << tactic << " disagrees with the legacy path";
+// Times case c at FP16 on its untuned default (`baseline` names it in the print) and then on each graph plan,
+// printing DNN_CONV_TIME lines with TFLOPS; every plan that builds must agree with the default's output.
+void time_graph_plans(const CvCase& c, const char* baseline) {
+  SCOPED_TRACE(c.name);
+  const int64_t p = (c.h + 2 * c.pad - c.k) / c.stride + 1, q = (c.w + 2 * c.pad - c.k) / c.stride + 1;
+  const double flops = 2.0 * c.n * p * q * c.m * c.c * c.k * c.k;
+  ir::Graph dg;
+  const std::vector<Tensor> inputs = conv_graph(c, DataType::kHALF, "", dg);
+  const Timed base = time_on_gpu(dg, inputs, 20);
+  std::printf("DNN_CONV_TIME %s b%lld %lldx%lld %lld->%lld k%lld s%lld %s %8.1f us %6.1f TFLOPS\n", c.name,
+              static_cast<long long>(c.n), static_cast<long long>(c.h), static_cast<long long>(c.w),
+              static_cast<long long>(c.c), static_cast<long long>(c.m), static_cast<long long>(c.k),
+              static_cast<long long>(c.stride), baseline, base.us, flops / base.us * 1e-6);
+  for (int r = 0; r < 3; ++r) {
+    const std::string tactic = "cudnn_conv_graph_" + std::to_string(r);
+    ir::Graph g;
+    conv_graph(c, DataType::kHALF, tactic, g);
+    ::testing::internal::CaptureStderr();
+    const Timed t = time_on_gpu(g, inputs, 20);
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    if (err.find(kFallbackText) != std::string::npos) {
+      std::printf("DNN_CONV_TIME %s %s: not built (fewer plans)\n", c.name, tactic.c_str());
+      continue;
     }
+    std::printf("DNN_CONV_TIME %s b%lld %s %8.1f us %6.1f TFLOPS (%.2fx the default)\n", c.name,
+                static_cast<long long>(c.n), tactic.c_str(), t.us, flops / t.us * 1e-6, base.us / t.us);
+    ASSERT_EQ(t.y.shape(), base.y.shape());
+    EXPECT_EQ(half_mismatches(t.y, base.y), 0) << tactic << " disagrees with " << baseline;
   }
 }
 
+// Not a pass/fail check beyond agreement: resnet50's four 3x3 convolutions (FP16, batch 128, pad 1, + bias + ReLU)
+// on the legacy path (the fastest of its algorithms, timed on the first run, then its epilogue) against each graph
+// plan.
+TEST(GpuDnnConv, Resnet50Batch128Times) {
+  KILN_REQUIRE_GPU();
+  for (const CvCase& c : {CvCase{"layer1", 128, 56, 56, 64, 64}, CvCase{"layer2", 128, 28, 28, 128, 128},
+                          CvCase{"layer3", 128, 14, 14, 256, 256}, CvCase{"layer4", 128, 7, 7, 512, 512}})
+    time_graph_plans(c, "legacy (best algo + epilogue)");
+}
+
 // Not a pass/fail check beyond agreement: the image stems at batch 128 (FP16, 224x224, channels padded to 8) on
-// the untuned default (the own tensor-core stem kernel) against each graph plan, printed as DNN_CONV_TIME lines.
+// the untuned default (the own tensor-core stem kernel) against each graph plan.
 TEST(GpuDnnConv, StemsBatch128Times) {
   KILN_REQUIRE_GPU();
-  const CvCase shapes[] = {
-      {"resnet50-stem", 128, 224, 224, 8, 64, 7, 2, 3},
-      {"effnet-stem", 128, 224, 224, 8, 32, 3, 2, 1, true, false, ops::Activation::kSilu},
-  };
-  for (const CvCase& c : shapes) {
-    SCOPED_TRACE(c.name);
-    ir::Graph dg;
-    const std::vector<Tensor> inputs = conv_graph(c, DataType::kHALF, "", dg);
-    const Timed own = time_on_gpu(dg, inputs, 20);
-    std::printf("DNN_CONV_TIME %s b%lld default (own stem kernel) %8.1f us\n", c.name, static_cast<long long>(c.n),
-                own.us);
-    for (int r = 0; r < 3; ++r) {
-      const std::string tactic = "cudnn_conv_graph_" + std::to_string(r);
-      ir::Graph g;
-      conv_graph(c, DataType::kHALF, tactic, g);
-      ::testing::internal::CaptureStderr();
-      const Timed t = time_on_gpu(g, inputs, 20);
-      const std::string err = ::testing::internal::GetCapturedStderr();
-      if (err.find(kFallbackText) != std::string::npos) {
-        std::printf("DNN_CONV_TIME %s %s: not built\n", c.name, tactic.c_str());
-        continue;
-      }
-      std::printf("DNN_CONV_TIME %s %s %8.1f us (%.2fx the own kernel)\n", c.name, tactic.c_str(), t.us,
-                  own.us / t.us);
-      ASSERT_EQ(t.y.shape(), own.y.shape());
-      EXPECT_EQ(half_mismatches(t.y, own.y), 0) << tactic << " disagrees with the own stem kernel";
-    }
-  }
+  for (const CvCase& c : {CvCase{"resnet50-stem", 128, 224, 224, 8, 64, 7, 2, 3},
+                          CvCase{"effnet-stem", 128, 224, 224, 8, 32, 3, 2, 1, true, false, ops::Activation::kSilu}})
+    time_graph_plans(c, "default (own stem kernel)");
 }
 
 }  // namespace
