@@ -48,14 +48,12 @@ struct DnnSdpa::Impl {
 DnnSdpa::DnnSdpa(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DnnSdpa::~DnnSdpa() = default;
 
-Result<std::shared_ptr<DnnSdpa>> DnnSdpa::build(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace) {
-  if (std::string why = dnn_sdpa_declined(s); !why.empty()) return unsupported("cuDNN SDPA: " + why);
-  const DnnSdpaLayout l = dnn_sdpa_layout(s);
-  auto impl = std::make_unique<Impl>();
-  impl->has_bias = l.has_bias;
-  fe::graph::Graph& g = impl->graph;
+namespace {
+
+// The graph of one layout into g (fresh), its plan built; the plan's workspace size into *workspace.
+Status build_graph(fe::graph::Graph& g, cudnnContext* handle, const DnnSdpaSpec& s, const DnnSdpaLayout& l,
+                   int64_t* workspace) {
   const fe::DataType_t io = s.dt == DataType::kBF16 ? fe::DataType_t::BFLOAT16 : fe::DataType_t::HALF;
-  int64_t workspace = 0;
   try {
     g.set_io_data_type(io)
         .set_intermediate_data_type(fe::DataType_t::FLOAT)
@@ -83,16 +81,43 @@ Result<std::shared_ptr<DnnSdpa>> DnnSdpa::build(cudnnContext* handle, const DnnS
     if (auto e = g.check_support(handle); e.is_bad()) return refused("support", e);
     if (auto e = g.build_plans(handle, fe::BuildPlanPolicy_t::HEURISTICS_CHOICE); e.is_bad())
       return refused("plans", e);
-    if (auto e = g.get_workspace_size(workspace); e.is_bad()) return refused("workspace size", e);
+    if (auto e = g.get_workspace_size(*workspace); e.is_bad()) return refused("workspace size", e);
   } catch (const std::exception& e) {
     return unsupported(std::string("cuDNN SDPA: ") + e.what());
   }
-  if (workspace < 0 || static_cast<uint64_t>(workspace) > max_workspace)
-    return unsupported("cuDNN SDPA: needs " + std::to_string(workspace) + " bytes of workspace, the context has " +
-                       std::to_string(max_workspace));
-  std::shared_ptr<DnnSdpa> d(new DnnSdpa(std::move(impl)));
-  d->workspace_ = static_cast<size_t>(workspace);
-  return d;
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<std::shared_ptr<DnnSdpa>> DnnSdpa::build(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace) {
+  if (std::string why = dnn_sdpa_declined(s); !why.empty()) return unsupported("cuDNN SDPA: " + why);
+  // The mask as stored (size-1 dims broadcast by the graph's add); where cuDNN refuses that, the same mask
+  // expanded to the full [B,H,Sq,Sk] with stride 0 along its broadcast dims.
+  std::vector<DnnSdpaLayout> layouts = {dnn_sdpa_layout(s)};
+  if (layouts[0].has_bias) {
+    DnnSdpaLayout e = layouts[0];
+    const int64_t full[4] = {s.B, s.H, s.Sq, s.Sk};
+    bool broadcast = false;
+    for (int d = 0; d < 4; ++d)
+      if (e.bias.dims[d] != full[d]) e.bias.dims[d] = full[d], e.bias.strides[d] = 0, broadcast = true;
+    if (broadcast) layouts.push_back(e);
+  }
+  Status last;
+  for (const DnnSdpaLayout& l : layouts) {
+    auto impl = std::make_unique<Impl>();
+    impl->has_bias = l.has_bias;
+    int64_t workspace = 0;
+    last = build_graph(impl->graph, handle, s, l, &workspace);
+    if (!last.ok()) continue;
+    if (workspace < 0 || static_cast<uint64_t>(workspace) > max_workspace)
+      return unsupported("cuDNN SDPA: needs " + std::to_string(workspace) + " bytes of workspace, the context has " +
+                         std::to_string(max_workspace));
+    std::shared_ptr<DnnSdpa> d(new DnnSdpa(std::move(impl)));
+    d->workspace_ = static_cast<size_t>(workspace);
+    return d;
+  }
+  return last;
 }
 
 Result<std::shared_ptr<DnnSdpa>> DnnSdpa::get(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace) {
