@@ -34,11 +34,10 @@ inline ir::Value* input(ir::Graph& g, const std::string& name, DataType dt, cons
   return test::add_input(g, name, dt, ops::shape_from_dims(shape));
 }
 
-// One FusedAttention node over inputs of type dt; `tactic` empty: the kernel's untuned default.
-inline std::unique_ptr<ir::Graph> attention_graph(const AttnCase& c, DataType dt, const std::string& tactic,
-                                           std::vector<Tensor>* inputs, uint32_t seed) {
-  auto owned = std::make_unique<ir::Graph>();
-  ir::Graph& g = *owned;
+// One FusedAttention node "attn" with output "y" over inputs of type dt, added to g (empty: a network's graph
+// too), their random values appended to *inputs; `tactic` empty: the kernel's untuned default.
+inline void fill_attention_graph(ir::Graph& g, const AttnCase& c, DataType dt, const std::string& tactic,
+                                 std::vector<Tensor>* inputs, uint32_t seed) {
   std::vector<ir::Value*> in;
   const bool packed = std::string(c.qkv) == "bs3hd";
   if (packed) {
@@ -69,6 +68,13 @@ inline std::unique_ptr<ir::Graph> attention_graph(const AttnCase& c, DataType dt
   Status st = passes::infer_node(g, *n);
   EXPECT_TRUE(st.ok()) << st.message();
   g.outputs().push_back(n->outputs[0]);
+}
+
+// The same as a graph of its own.
+inline std::unique_ptr<ir::Graph> attention_graph(const AttnCase& c, DataType dt, const std::string& tactic,
+                                                  std::vector<Tensor>* inputs, uint32_t seed) {
+  auto owned = std::make_unique<ir::Graph>();
+  fill_attention_graph(*owned, c, dt, tactic, inputs, seed);
   return owned;
 }
 
