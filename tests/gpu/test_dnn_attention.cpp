@@ -36,8 +36,9 @@ std::vector<Tensor> run_capturing(const ir::Graph& g, const std::vector<Tensor>&
 
 // cudnn_sdpa forced, against the reference. The shapes the tactic is for (first group: B=2 versions of bert's
 // padding mask, vit's 197 tokens, gpt2's causal attention, packed and separate) must run on cuDNN (no fallback
-// warning), FP16 and BF16; the others (full masks, odd mask rows, other head dims, Sq != Sk, a key-broadcast mask
-// that is declined) print whether cuDNN took them and must match the reference either way.
+// warning), FP16 and BF16; the others (full masks, odd mask rows, head dim 128, Sq != Sk, a key-broadcast mask
+// that is declined) print whether cuDNN took them and must match the reference either way. Each line prints the
+// engine's load + first run, which includes building cuDNN's plan.
 TEST(GpuDnnSdpa, ForcedTacticMatchesTheReference) {
   KILN_REQUIRE_GPU();
   struct Forced {
@@ -48,13 +49,11 @@ TEST(GpuDnnSdpa, ForcedTacticMatchesTheReference) {
       {{"bert", 2, 3, 128, 64, "bhsd", "bhsd", {2, 1, 1, 128}}, true},
       {{"bert-packed", 2, 3, 128, 64, "bs3hd", "bshd", {2, 1, 1, 128}}, true},
       {{"vit", 2, 3, 197, 64, "bs3hd", "bshd", {}}, true},
-      {{"vit-separate", 2, 3, 197, 64, "bshd", "bhsd", {}}, true},
       {{"gpt2", 2, 3, 128, 64, "bs3hd", "bshd", {}, true}, true},
       {{"gpt2-separate", 2, 3, 128, 64, "bhsd", "bhsd", {}, true}, true},
       {{"full-mask", 2, 2, 128, 64, "bhsd", "bshd", {2, 1, 128, 128}}, false},
       {{"odd-full-mask-causal", 1, 2, 77, 64, "bshd", "bshd", {1, 2, 77, 77}, true}, false},
       {{"vit-padding-mask", 2, 2, 197, 64, "bs3hd", "bshd", {2, 1, 1, 197}}, false},
-      {{"d32", 2, 2, 77, 32, "bs3hd", "bshd", {2, 1, 1, 77}}, false},
       {{"d128-causal", 1, 2, 100, 128, "bs3hd", "bshd", {}, true}, false},
       {{"sq50-sk136", 2, 2, 50, 64, "bhsd", "bshd", {2, 1, 1, 136}, false, 136}, false},
       {{"sq130-sk80-causal", 1, 3, 130, 64, "bshd", "bhsd", {}, true, 80}, false},
