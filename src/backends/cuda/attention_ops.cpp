@@ -1,12 +1,15 @@
 // kiln::FusedAttention on the CUDA backend: shapes, layout strides and mask strides from the node (worked out
-// when the shapes change), the kernels in attention.cu.
+// when the shapes change), the kernels in attention.cu, or cuDNN's fused attention (tactic "cudnn_sdpa",
+// dnn_attention.h).
 #include <algorithm>
 #include <cmath>
 #include <memory>
 #include <vector>
 
 #include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/dnn_attention.h"
 #include "backends/cuda/transformer_kernels.h"
+#include "kiln/logger.h"
 #include "ops/attention_layout.h"
 #include "ops/op_util.h"
 
@@ -19,7 +22,9 @@ struct AttentionState {
   std::vector<Dims> shapes;  // Q, K, V, mask (empty where absent), then the output
   AttentionParams params;    // addresses unset
   int64_t offsets[3] = {0, 0, 0};  // Q's, K's, V's first element in their buffers (packed layouts), elements
-  std::string tactic;        // the tactic `params.warps` was resolved from
+  std::string tactic;        // the tactic `params.warps` (or `dnn`) was resolved from
+  DnnSdpaSpec spec;          // the problem as cuDNN's fused attention sees it
+  std::shared_ptr<DnnSdpa> dnn;  // set: cuDNN's fused attention runs instead of our kernels
 };
 
 const Dims kAbsent;
@@ -48,6 +53,7 @@ Status make_params(const KernelArgs& a, AttentionState* st) {
   KILN_ASSIGN_OR_RETURN(float scale, a.attrs().get_float("scale", 0.0f));
   p.scale = a.attrs().has("scale") ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.D)));
   p.causal = causal != 0;
+  Dims mask4;
   if (a.has_input(3)) {
     Dims ms = a.in[3].shape;
     if (ms.size() > 4) return invalid_argument("FusedAttention: the mask has rank > 4");
@@ -57,11 +63,13 @@ Status make_params(const KernelArgs& a, AttentionState* st) {
       if (ms[d] != 1 && ms[d] != full[d])
         return invalid_argument("FusedAttention: mask " + dims_to_string(a.in[3].shape) + " does not broadcast to " +
                                 dims_to_string(full));
-    const std::vector<int64_t> st = ops::broadcast_strides(ms, full);
-    for (int d = 0; d < 4; ++d) p.ms[d] = st[d];
+    const std::vector<int64_t> mst = ops::broadcast_strides(ms, full);
+    for (int d = 0; d < 4; ++d) p.ms[d] = mst[d];
+    mask4 = ms;
   }
   p.sm_count = a.handles->sm_count;
   st->params = p;
+  st->spec = dnn_sdpa_spec(geo, q.dtype, mask4, p.scale, p.causal);
   st->offsets[0] = geo.q.offset, st->offsets[1] = geo.k.offset, st->offsets[2] = geo.v.offset;
   return Status::Ok();
 }
@@ -82,12 +90,37 @@ AttentionParams bound_params(const KernelArgs& a, const AttentionState& st) {
   return p;
 }
 
-// The block size the layer's tactic names where it is one of the candidates for these shapes; otherwise the
-// heuristic (0), or an error while the tuner times it. Worked out when the shapes or the tactic change.
+// A layer's tactic that cannot run here: an error while the tuner times it (it must not time a name that did not
+// run), else our kernel's default with one warning.
+Status fall_back(const KernelArgs& a, const std::string& why) {
+  if (a.strict_tactic) return unsupported("FusedAttention: tactic " + a.tactic + ": " + why);
+  const std::string msg = "FusedAttention '" + a.node->name + "': recorded tactic " + a.tactic + " cannot run here (" +
+                          why + "); it falls back to Kiln's own attention kernel";
+  default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
+  return Status::Ok();
+}
+
+// cuDNN's graph for "cudnn_sdpa" (built, or shared with a layer of the same shapes), or our kernel's default.
+// A recorded one runs whatever KILN_DNN_SDPA says: the engine chose it.
+Status resolve_dnn(const KernelArgs& a, const AttentionParams& p, AttentionState* st) {
+  if (!a.handles || !a.handles->dnn) return fall_back(a, "no cuDNN handle");
+  if (!DnnSdpa::aligned(p.q, p.k, p.v, p.mask, p.o))
+    return fall_back(a, "pointers not " + std::to_string(DnnSdpa::kAlignment) + "-byte aligned");
+  auto d = DnnSdpa::get(a.handles->dnn, st->spec, a.handles->workspace_bytes);
+  if (!d.ok()) return fall_back(a, d.status().message());
+  st->dnn = std::move(d).value();
+  return Status::Ok();
+}
+
+// The block size the layer's tactic names where it is one of the candidates for these shapes, or cuDNN's fused
+// attention; otherwise the heuristic (0), or an error while the tuner times it. Worked out when the shapes or the
+// tactic change.
 Status resolve_tactic(const KernelArgs& a, const AttentionParams& p, AttentionState* st) {
   st->tactic = a.tactic;
   st->params.warps = 0;
+  st->dnn.reset();
   if (a.tactic.empty()) return Status::Ok();
+  if (a.tactic == kDnnSdpaTactic) return resolve_dnn(a, p, st);
   const std::vector<std::string> offered = attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
   if (std::find(offered.begin(), offered.end(), a.tactic) != offered.end()) {
     st->params.warps = attention_tactic_warps(a.tactic);
@@ -123,16 +156,32 @@ Status prepare(KernelArgs& a, AttentionState** out) {
 Status run_fused_attention(KernelArgs& a) {
   AttentionState* st = nullptr;
   KILN_RETURN_IF_ERROR(prepare(a, &st));
-  return launch_fused_attention(a.in[0].dtype, bound_params(a, *st), a.stream);
+  const AttentionParams p = bound_params(a, *st);
+  if (st->dnn) {
+    Status ds = DnnSdpa::aligned(p.q, p.k, p.v, p.mask, p.o)
+                    ? st->dnn->run(a.handles->dnn, a.handles->workspace, p.q, p.k, p.v, p.mask, p.o)
+                    : unsupported("pointers not " + std::to_string(DnnSdpa::kAlignment) + "-byte aligned");
+    if (ds.ok() || a.strict_tactic) return ds;
+    // A plan that built but does not run (or addresses that moved): the layer keeps our kernel from now on.
+    st->dnn.reset();
+    KILN_RETURN_IF_ERROR(fall_back(a, ds.message()));
+  }
+  return launch_fused_attention(a.in[0].dtype, p, a.stream);
 }
 
-// The tensor-core kernel's block sizes for the layer's shapes (none where the generic kernel runs).
+// The tensor-core kernel's block sizes for the layer's shapes (none where the generic kernel runs), with cuDNN's
+// fused attention second where cuDNN takes these shapes (asked of cuDNN once per process and problem) and
+// KILN_DNN_SDPA does not withdraw it.
 std::vector<std::string> fused_attention_tactics(const KernelArgs& a) {
   if (a.in.empty() || a.out.empty() || a.out[0].numel() == 0) return {};
   AttentionState st;
   if (!make_params(a, &st).ok()) return {};
   const AttentionParams p = bound_params(a, st);
-  return attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
+  const std::vector<std::string> own = attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
+  const bool dnn = !own.empty() && dnn_sdpa_enabled() && a.handles && a.handles->dnn &&
+                   DnnSdpa::aligned(p.q, p.k, p.v, p.mask, p.o) &&
+                   DnnSdpa::supported(a.handles->dnn, st.spec, a.handles->workspace_bytes);
+  return merge_attention_tactics(own, dnn);
 }
 
 }  // namespace

@@ -1,0 +1,158 @@
+// kiln::FusedAttention on cuDNN's fused flash attention (SDPA forward, through the cuDNN frontend's graph API):
+// the tactic "cudnn_sdpa", which the tuner times against our own kernel's block sizes. The name, the switch, which
+// layers are offered it and the dims/strides handed to cuDNN are plain C++ (the CPU tests check them); DnnSdpa
+// itself lives in dnn_attention.cpp, the only file that includes the (heavy) frontend headers.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/tensor.h"
+#include "kiln/status.h"
+#include "ops/attention_layout.h"
+
+struct cudnnContext;  // cudnnHandle_t, without cudnn.h
+
+namespace kiln::cuda {
+
+inline constexpr const char* kDnnSdpaTactic = "cudnn_sdpa";
+
+// On unless KILN_DNN_SDPA=0 withdraws it (the tuner keeps it only where it times faster; a recorded one runs
+// regardless of the switch).
+inline bool dnn_sdpa_enabled() {
+  const char* v = std::getenv("KILN_DNN_SDPA");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
+// One FusedAttention problem as cuDNN sees it. Element (b, h, s, d) of Q lies at b*qs[0] + h*qs[1] + s*qs[2] + d
+// from Q's first element (likewise K, V, O): the strides FusedAttention's state works out, packed or not.
+// mask: the additive mask's shape left-padded to rank 4 (empty: no mask), a dense tensor broadcast to
+// [B, H, Sq, Sk].
+struct DnnSdpaSpec {
+  DataType dt = DataType::kHALF;
+  int64_t B = 0, H = 0, Sq = 0, Sk = 0, D = 0, Dv = 0;
+  int64_t qs[3] = {0, 0, 0}, ks[3] = {0, 0, 0}, vs[3] = {0, 0, 0}, os[3] = {0, 0, 0};
+  Dims mask;
+  float scale = 1.0f;
+  bool causal = false;  // top-left aligned: key j masked for query i when j > i
+};
+
+// The spec of a FusedAttention node from its geometry (ops::attention_geometry: strides of the packed or separate
+// layouts), element type, mask shape left-padded to rank 4 (empty: none), scale and causal flag.
+inline DnnSdpaSpec dnn_sdpa_spec(const ops::AttentionGeometry& g, DataType dt, const Dims& mask4, float scale,
+                                 bool causal) {
+  DnnSdpaSpec s;
+  s.dt = dt;
+  s.B = g.B, s.H = g.H, s.Sq = g.Sq, s.Sk = g.Sk, s.D = g.D, s.Dv = g.Dv;
+  for (int i = 0; i < 3; ++i) s.qs[i] = g.q.st[i], s.ks[i] = g.k.st[i], s.vs[i] = g.v.st[i], s.os[i] = g.o.st[i];
+  s.mask = mask4;
+  s.scale = scale;
+  s.causal = causal;
+  return s;
+}
+
+// One tensor of the graph: rank 4, strides in elements.
+struct DnnSdpaTensor {
+  int64_t dims[4] = {0, 0, 0, 0};
+  int64_t strides[4] = {0, 0, 0, 0};
+};
+
+struct DnnSdpaLayout {
+  DnnSdpaTensor q, k, v, o;
+  bool has_bias = false;
+  DnnSdpaTensor bias;  // the mask, dims as stored (size-1 dims broadcast by cuDNN), dense strides
+};
+
+inline DnnSdpaLayout dnn_sdpa_layout(const DnnSdpaSpec& s) {
+  DnnSdpaLayout l;
+  auto view = [](int64_t b, int64_t h, int64_t n, int64_t d, const int64_t* st) {
+    return DnnSdpaTensor{{b, h, n, d}, {st[0], st[1], st[2], 1}};
+  };
+  l.q = view(s.B, s.H, s.Sq, s.D, s.qs);
+  l.k = view(s.B, s.H, s.Sk, s.D, s.ks);
+  l.v = view(s.B, s.H, s.Sk, s.Dv, s.vs);
+  l.o = view(s.B, s.H, s.Sq, s.Dv, s.os);
+  if (s.mask.size() == 4) {
+    l.has_bias = true;
+    int64_t st = 1;
+    for (int d = 3; d >= 0; --d) {
+      l.bias.dims[d] = s.mask[d];
+      l.bias.strides[d] = st;
+      st *= s.mask[d];
+    }
+  }
+  return l;
+}
+
+// Why the cuDNN tactic is not offered for a spec, or empty. FP16/BF16 only; head dims multiples of 8 up to 128
+// (cuDNN's Hopper/Blackwell forward surface, the common part); every row 16 bytes aligned (strides multiples of
+// 8 elements: the frontend assumes 16-byte aligned tensors); a mask of rank 4 that broadcasts to [B,H,Sq,Sk] and
+// is not broadcast along the keys (cuDNN's bias takes the key dimension from the tensor).
+inline std::string dnn_sdpa_declined(const DnnSdpaSpec& s) {
+  if (s.dt != DataType::kHALF && s.dt != DataType::kBF16) return "not float16/bfloat16";
+  if (s.B <= 0 || s.H <= 0 || s.Sq <= 0 || s.Sk <= 0 || s.D <= 0 || s.Dv <= 0) return "an empty problem";
+  if (s.D % 8 || s.Dv % 8 || s.D > 128 || s.Dv > 128) return "head dims not multiples of 8 up to 128";
+  int64_t st = 0;
+  for (int i = 0; i < 3; ++i) st |= s.qs[i] | s.ks[i] | s.vs[i] | s.os[i];
+  if (st % 8) return "strides not multiples of 8 elements";
+  if (!s.mask.empty()) {
+    if (s.mask.size() != 4) return "a mask not padded to rank 4";
+    const int64_t full[4] = {s.B, s.H, s.Sq, s.Sk};
+    for (int d = 0; d < 4; ++d)
+      if (s.mask[d] != 1 && s.mask[d] != full[d]) return "a mask that does not broadcast";
+    if (s.mask[3] != s.Sk) return "a mask broadcast along the keys";
+  }
+  return "";
+}
+
+// The layer's tactic list: our kernel's default stays first (the untuned choice), cuDNN's next so that the
+// tuner's per-level limit reaches it, then our other block sizes. Nothing is added where our tensor-core kernel
+// has no tactics (the tuner would take a lone candidate untimed).
+inline std::vector<std::string> merge_attention_tactics(const std::vector<std::string>& own, bool offer_dnn) {
+  if (!offer_dnn || own.empty()) return own;
+  std::vector<std::string> v = {own[0], kDnnSdpaTactic};
+  v.insert(v.end(), own.begin() + 1, own.end());
+  return v;
+}
+
+// A built cuDNN SDPA graph (its chosen plan) for one spec. Layers of one context with the same spec share it.
+class DnnSdpa {
+ public:
+  // cuDNN is told every pointer is aligned to this; run() must not be called otherwise (see aligned()).
+  static constexpr uint64_t kAlignment = 16;
+
+  ~DnnSdpa();
+  DnnSdpa(const DnnSdpa&) = delete;
+  DnnSdpa& operator=(const DnnSdpa&) = delete;
+
+  // The graph for s on this handle's device, shared with any other live layer of the same handle and spec.
+  // kUNSUPPORTED when declined, refused by cuDNN, or needing more than max_workspace bytes.
+  static Result<std::shared_ptr<DnnSdpa>> get(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace);
+  // Whether get() succeeds for s: asked of cuDNN once per process, device, spec and workspace limit.
+  static bool supported(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace);
+
+  static bool aligned(const void* q, const void* k, const void* v, const void* mask, const void* o) {
+    const uint64_t a = reinterpret_cast<uintptr_t>(q) | reinterpret_cast<uintptr_t>(k) |
+                       reinterpret_cast<uintptr_t>(v) | reinterpret_cast<uintptr_t>(mask) |
+                       reinterpret_cast<uintptr_t>(o);
+    return a % kAlignment == 0;
+  }
+  size_t workspace_bytes() const { return workspace_; }
+
+  // On the handle's stream (the context sets it); mask null where the spec has none.
+  Status run(cudnnContext* handle, void* workspace, const void* q, const void* k, const void* v, const void* mask,
+             void* o) const;
+
+ private:
+  struct Impl;
+  explicit DnnSdpa(std::unique_ptr<Impl> impl);
+  static Result<std::shared_ptr<DnnSdpa>> build(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace);
+  std::unique_ptr<Impl> impl_;
+  size_t workspace_ = 0;
+};
+
+}  // namespace kiln::cuda
