@@ -176,7 +176,10 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
     timed += c.timed;
     cached += c.from_cache;
     if (auto it = by_name.find(c.layer); it != by_name.end())
-      for (ir::Node* n : it->second) n->attrs.set("kiln.tactic", Attribute(c.tactic));
+      for (ir::Node* n : it->second) {
+        n->attrs.set("kiln.tactic", Attribute(c.tactic));
+        for (const auto& [name, value] : c.annotations) n->attrs.set(name, Attribute(value));
+      }
     std::string line = "tactic for '" + c.layer + "': " + c.tactic + (c.from_cache ? " (timing cache)" : "") +
                        (c.timed ? " (" + std::to_string(c.ms) + " ms, best of " + std::to_string(c.timed) + " timed)" : "");
     logger.log(ILogger::Severity::kVERBOSE, line.c_str());

@@ -9,6 +9,7 @@
 
 #include "backends/cpu/cpu_executor.h"
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/dnn_matmul.h"
 #include "runtime/concat_inplace.h"
 #include "runtime/memory_plan.h"
 #include "runtime/shape_resolver.h"
@@ -72,6 +73,7 @@ class CudaContext final : public runtime::DeviceContext {
     if (arena_) cudaFree(arena_);
     if (handles_.workspace) cudaFree(handles_.workspace);
     if (handles_.lt) cublasLtDestroy(handles_.lt);
+    if (handles_.dnn) DnnMatmul::release_handle(handles_.dnn);  // the plans kept for it, before the handle
     if (handles_.dnn) cudnnDestroy(handles_.dnn);
     for (auto e : events_) cudaEventDestroy(e);
     if (stream_) cudaStreamDestroy(stream_);
@@ -533,6 +535,7 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
     a.stream = stream_;
     a.handles = &handles_;
     fill_args(s, io, a);
+    a.max_timed = level == 0 || options.max_tactics == 0 ? 1 : max_timed;
     std::vector<std::string> candidates = s.kernel->tactics(a);
     if (progress) progress(++done, static_cast<int>(tunable.size()));
     if (candidates.empty()) continue;
@@ -576,6 +579,11 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
     }
     s.tactic = c.tactic;
     s.state.reset();
+    if (s.kernel->annotations) {
+      a.tactic = c.tactic;
+      a.strict_tactic = false;
+      c.annotations = s.kernel->annotations(a);
+    }
     choices->push_back(std::move(c));
   }
   KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
