@@ -523,7 +523,10 @@ Status make_dnn(const KernelArgs& args, FusedState& st, int rank) {
     }
     const std::string msg =
         "FusedMatMul '" + args.node->name + "': stored cuDNN plan not used (" + why + "); compiling " + args.tactic;
-    default_logger().log(ILogger::Severity::kINFO, msg.c_str());
+    // Other shapes than the tuned ones (a dynamic profile) are expected: verbose. Another cuDNN or GPU, or a
+    // plan cuDNN refuses, makes the load slower than it should be: info.
+    const bool other_shapes = key->s().rfind(dnn_matmul_plan_key(s, rank, ""), 0) != 0;
+    default_logger().log(other_shapes ? ILogger::Severity::kVERBOSE : ILogger::Severity::kINFO, msg.c_str());
   }
   KILN_ASSIGN_OR_RETURN(st.dnn, DnnMatmul::build(h.dnn, s, rank, h.workspace_bytes));
   return Status::Ok();
