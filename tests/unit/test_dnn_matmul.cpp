@@ -166,6 +166,22 @@ TEST(DnnMatmulOffer, NoMorePlansThanTheTunerTimes) {
   }
 }
 
+// A timing-cache answer needs only itself confirmed: cuBLASLt's ranks no plan, cuDNN's rank r the ranks 0..r
+// (the walk that finds rank r compiles those anyway); never more than the level allows.
+TEST(DnnMatmulOffer, TimingCacheAnswerNeedsOnlyItself) {
+  for (int timed : {0, 4, 8, 1 << 20}) {
+    EXPECT_EQ(dnn_matmul_offered(timed, "lt_heur0"), 0);
+    EXPECT_EQ(dnn_matmul_offered(timed, "lt_heur5"), 0);
+    EXPECT_EQ(dnn_matmul_offered(timed, "cudnn_matmul_fused_0"), 1);
+    EXPECT_EQ(dnn_matmul_offered(timed, "cudnn_matmul_fused_1"), 2);
+    EXPECT_EQ(dnn_matmul_offered(timed, "cudnn_matmul_fused_2"), 3);
+    EXPECT_EQ(dnn_matmul_offered(timed, "cudnn_matmul_fused_7"), kDnnMatmulMaxTactics);
+    EXPECT_EQ(dnn_matmul_offered(timed, ""), kDnnMatmulMaxTactics);
+  }
+  EXPECT_EQ(dnn_matmul_offered(2, "cudnn_matmul_fused_2"), 1);  // level 2 times one plan at most
+  EXPECT_EQ(dnn_matmul_offered(1, "cudnn_matmul_fused_0"), 0);  // level 1 none
+}
+
 DnnMatmulSpec ffn1_spec() {
   DnnMatmulSpec s;
   s.dt = DataType::kHALF;

@@ -536,14 +536,17 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
     a.handles = &handles_;
     fill_args(s, io, a);
     a.max_timed = level == 0 || options.max_tactics == 0 ? 1 : max_timed;
+    const std::string key = signature(*s.node);
+    auto hit = cache.find(key);
+    a.cached_tactic = hit != cache.end() ? hit->second.first : "";
     std::vector<std::string> candidates = s.kernel->tactics(a);
+    a.cached_tactic.clear();
     if (progress) progress(++done, static_cast<int>(tunable.size()));
     if (candidates.empty()) continue;
     runtime::TacticChoice c;
     c.layer = s.node->name;
-    c.key = signature(*s.node);
+    c.key = key;
     c.candidates = static_cast<int>(candidates.size());
-    auto hit = cache.find(c.key);
     if (hit != cache.end() && std::find(candidates.begin(), candidates.end(), hit->second.first) != candidates.end()) {
       c.tactic = hit->second.first;
       c.ms = hit->second.second;

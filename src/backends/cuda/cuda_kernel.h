@@ -87,6 +87,9 @@ struct KernelArgs {
   // Set by the tuner when it asks for tactics(): the most candidates it will time for this layer (0: unknown).
   // A kernel whose candidates cost something to offer (a compilation) offers no more than that.
   int max_timed = 0;
+  // Set by the tuner when it asks for tactics() and its timing cache has an answer for this layer: a kernel may
+  // then offer only what confirming that answer needs (the tuner takes it when it is among the candidates).
+  std::string cached_tactic;
 
   const Attributes& attrs() const { return node->attrs; }
   bool has_input(int i) const { return i < static_cast<int>(in.size()) && in[i].data != nullptr; }

@@ -24,24 +24,6 @@ inline constexpr const char* kDnnMatmulTacticPrefix = "cudnn_matmul_fused_";
 // Offered per layer: each costs a runtime compilation (NVRTC inside cuDNN, ~0.3-1 s) at build time.
 inline constexpr int kDnnMatmulMaxTactics = 3;
 
-// Outputs smaller than this (M*N elements) are not offered the cuDNN plans: the epilogue pass they save is a
-// launch (~2 us) plus a read and write of Y, which at 256K FP16 elements (1 MB at ~4 TB/s: ~0.5 us) is a few
-// microseconds per inference, not worth a compile per layer at build and load. Measured on the H200: bert-base
-// FFN1 at batch 1 ([128, 3072], 393K) went from 16.8 us (cuBLASLt + pass) to 8.4 us, and efficientnet_b0's
-// expand GEMMs at batch 128 ([1.6M, 96], 154M) from 367 to 232 us: both stay above. Its SE-block FCs
-// ([batch, <= 1152], at most 147K at batch 128) fall below.
-inline constexpr int64_t kDnnMatmulMinOutput = int64_t{1} << 18;
-
-inline bool dnn_matmul_worth_compiling(int64_t m, int64_t n) { return m > 0 && n > 0 && m * n >= kDnnMatmulMinOutput; }
-
-// How many cuDNN plans to offer when the tuner times at most `max_timed` candidates of the layer (0: unknown):
-// cuBLASLt's first choice is always timed first, so plans past max_timed - 1 would be compiled and never timed.
-// Level 1 (one timed) offers none, level 2 one, level 3 and up kDnnMatmulMaxTactics.
-inline int dnn_matmul_offered(int max_timed) {
-  if (max_timed <= 0) return kDnnMatmulMaxTactics;
-  return max_timed - 1 < kDnnMatmulMaxTactics ? max_timed - 1 : kDnnMatmulMaxTactics;
-}
-
 // Node annotations the builder stores with a chosen cuDNN tactic: the finalized plan's JSON (cuDNN's
 // CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, compiled kernel included) and the key it is valid for, so a
 // load restores the plan instead of compiling it again.
@@ -60,6 +42,32 @@ inline int dnn_matmul_tactic_index(std::string_view t) {
     r = r * 10 + (c - '0');
   }
   return r;
+}
+
+// Outputs smaller than this (M*N elements) are not offered the cuDNN plans: the epilogue pass they save is a
+// launch (~2 us) plus a read and write of Y, which at 256K FP16 elements (1 MB at ~4 TB/s: ~0.5 us) is a few
+// microseconds per inference, not worth a compile per layer at build and load. Measured on the H200: bert-base
+// FFN1 at batch 1 ([128, 3072], 393K) went from 16.8 us (cuBLASLt + pass) to 8.4 us, and efficientnet_b0's
+// expand GEMMs at batch 128 ([1.6M, 96], 154M) from 367 to 232 us: both stay above. Its SE-block FCs
+// ([batch, <= 1152], at most 147K at batch 128) fall below.
+inline constexpr int64_t kDnnMatmulMinOutput = int64_t{1} << 18;
+
+inline bool dnn_matmul_worth_compiling(int64_t m, int64_t n) { return m > 0 && n > 0 && m * n >= kDnnMatmulMinOutput; }
+
+// How many cuDNN plans to offer when the tuner times at most `max_timed` candidates of the layer (0: unknown):
+// cuBLASLt's first choice is always timed first, so plans past max_timed - 1 would be compiled and never timed.
+// Level 1 (one timed) offers none, level 2 one, level 3 and up kDnnMatmulMaxTactics. When the timing cache
+// already answers for the layer (`cached`, else empty), only what confirming that answer needs: no plan for a
+// cuBLASLt tactic, the ranks up to r for cuDNN's rank r.
+inline int dnn_matmul_offered(int max_timed, std::string_view cached = {}) {
+  int n = kDnnMatmulMaxTactics;
+  if (max_timed > 0 && max_timed - 1 < n) n = max_timed - 1;
+  if (!cached.empty()) {
+    const int r = dnn_matmul_tactic_index(cached);
+    if (r < 0) return 0;
+    if (r + 1 < n) n = r + 1;
+  }
+  return n;
 }
 
 // The gate: the tactics are offered only with KILN_DNN_MATMUL=1 (a recorded one runs regardless).

@@ -606,7 +606,7 @@ std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   if (!init_fused_state(args, probe).ok()) return lt;
   auto spec = dnn_spec(args, probe);
   if (!spec.ok() || !dnn_matmul_worth_compiling(spec->m, spec->n)) return lt;
-  const int offered = dnn_matmul_offered(args.max_timed);
+  const int offered = dnn_matmul_offered(args.max_timed, args.cached_tactic);
   if (offered == 0) return lt;
   const int n = DnnMatmul::count_usable(args.handles->dnn, *spec, offered, args.handles->workspace_bytes);
   std::vector<std::string> dnn;
