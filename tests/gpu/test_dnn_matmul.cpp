@@ -579,8 +579,10 @@ TEST_F(GpuDnnMatmul, SavedEngineRestoresItsPlanWithoutCompiling) {
   }
 }
 
-// A stored plan that cannot be used is a compile, never an error: corrupt JSON (cuDNN refuses it), a key of
-// another cuDNN version (not even tried), and for contrast the intact one (restored). Each result matches the
+// A stored plan that cannot be used is a compile, never an error: corrupt JSON (truncated, or not a plan: cuDNN
+// refuses it), a key of another cuDNN version and GPU (not even tried), and for contrast the intact one (restored).
+// (Flipped bytes inside a kernel image that still parses are not tried: a damaged kernel could fault the GPU
+// and end the test process.) Each result matches the
 // reference and no fallback to cuBLASLt happens.
 TEST_F(GpuDnnMatmul, UnusableStoredPlanIsCompiledInstead) {
   KILN_REQUIRE_GPU();
@@ -592,8 +594,6 @@ TEST_F(GpuDnnMatmul, UnusableStoredPlanIsCompiledInstead) {
   const std::string json = string_attr(ffn_node(*engine), kDnnPlanAttr);
   const std::string key = string_attr(ffn_node(*engine), kDnnPlanKeyAttr);
   ASSERT_FALSE(json.empty());
-  std::string flipped = json;
-  for (size_t i = flipped.size() / 3; i < flipped.size(); i += 97) flipped[i] = flipped[i] == 'A' ? 'B' : 'A';
   const std::string other_key = key.substr(0, key.find("| cudnn ")) + "| cudnn 1 | another GPU";
   struct Case {
     const char* what;
@@ -602,7 +602,6 @@ TEST_F(GpuDnnMatmul, UnusableStoredPlanIsCompiledInstead) {
   };
   const Case cases[] = {{"truncated JSON", json.substr(0, json.size() / 2), key, false},
                         {"garbage", "{not a plan", key, false},
-                        {"corrupted kernel text", flipped, key, false},
                         {"other cuDNN and GPU", json, other_key, false},
                         {"intact", json, key, true}};
   for (const Case& k : cases) {
@@ -611,16 +610,8 @@ TEST_F(GpuDnnMatmul, UnusableStoredPlanIsCompiledInstead) {
     std::printf("DNN_MM_PLANS stored plan %-22s: %lld finalizes, %lld restores\n", k.what,
                 static_cast<long long>(r.finalized), static_cast<long long>(r.restored));
     EXPECT_TRUE(r.ran) << "a cuDNN plan still runs";
-    if (k.restores) {
-      EXPECT_EQ(r.restored, 1);
-      EXPECT_EQ(r.finalized, 0);
-    } else if (std::string(k.what) != "corrupted kernel text") {
-      EXPECT_EQ(r.restored, 0);
-      EXPECT_EQ(r.finalized, 1) << "compiled instead";
-    } else {
-      // cuDNN may not check the kernel text it restores; either way the result matched the reference above.
-      EXPECT_EQ(r.restored + r.finalized, 1);
-    }
+    EXPECT_EQ(r.restored, k.restores ? 1 : 0);
+    EXPECT_EQ(r.finalized, k.restores ? 0 : 1) << (k.restores ? "restored, not compiled" : "compiled instead");
   }
 }
 
