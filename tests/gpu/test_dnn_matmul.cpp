@@ -180,23 +180,28 @@ TEST_F(GpuDnnMatmul, UnbuildableRecordedTacticFallsBack) {
   expect_tensors_close(cpu[0], got[0], 3e-2, 2e-2, "fallback vs the reference");
 }
 
-// A level-3 build of FFN1 (B and bias as weights, seeds 2 and 3), with a timing cache file when given.
-Result<std::vector<uint8_t>> build_ffn1(const MmCase& c, const std::string& timing_cache = "") {
+// A level-3 build of FFN1 (B and bias as weights, seeds 2 and 3), with a timing cache file when given; more
+// layers of the same problem on the same input (weights seeds 2 + 2l, 3 + 2l, outputs y, y1, y2, ...).
+Result<std::vector<uint8_t>> build_ffn1(const MmCase& c, const std::string& timing_cache = "", int layers = 1) {
   QuietLogger quiet;
   Builder builder(quiet);
   auto net = builder.create_network();
   EXPECT_NE(net->add_input("a", DataType::kHALF, {c.m, c.k}), nullptr);
-  const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2, -0.07, 0.07);
-  const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3, -1, 1);
-  EXPECT_NE(net->add_constant("w", DataType::kHALF, {c.k, c.n}, w.raw()), nullptr);
-  EXPECT_NE(net->add_constant("bias", DataType::kHALF, {c.n}, bias.raw()), nullptr);
   ir::Graph& g = net->graph();
-  Attributes a;
-  a.set("activation", Attribute(std::string(c.act)));
-  ir::Node* n = g.add_node("FusedMatMul", "ffn", {g.find_value("a"), g.find_value("w"), g.find_value("bias")}, {"y"}, a,
-                           1, "kiln");
-  EXPECT_TRUE(passes::infer_node(g, *n).ok());
-  EXPECT_TRUE(net->mark_output(net->find_tensor("y")).ok());
+  for (int l = 0; l < layers; ++l) {
+    const std::string sfx = l ? std::to_string(l) : "";
+    const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2 + 2 * l, -0.07, 0.07);
+    const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3 + 2 * l, -1, 1);
+    EXPECT_NE(net->add_constant("w" + sfx, DataType::kHALF, {c.k, c.n}, w.raw()), nullptr);
+    EXPECT_NE(net->add_constant("bias" + sfx, DataType::kHALF, {c.n}, bias.raw()), nullptr);
+    Attributes a;
+    a.set("activation", Attribute(std::string(c.act)));
+    ir::Node* n = g.add_node("FusedMatMul", "ffn" + sfx,
+                             {g.find_value("a"), g.find_value("w" + sfx), g.find_value("bias" + sfx)}, {"y" + sfx}, a,
+                             1, "kiln");
+    EXPECT_TRUE(passes::infer_node(g, *n).ok());
+    EXPECT_TRUE(net->mark_output(net->find_tensor("y" + sfx)).ok());
+  }
   auto config = builder.create_builder_config();
   config->set_backend(Backend::kCUDA);
   config->set_builder_optimization_level(3);
@@ -416,12 +421,12 @@ PlanCounts plan_counts() {
   return p;
 }
 
-// The reference of build_ffn1's engine for input x: the same weights through the CPU backend.
-Tensor ffn1_reference(const MmCase& c, const Tensor& x) {
+// The reference of build_ffn1's layer `l` for input x: the same weights through the CPU backend.
+Tensor ffn1_reference(const MmCase& c, const Tensor& x, int l = 0) {
   std::vector<Tensor> unused;
   auto g = mm_graph(c, DataType::kHALF, "", &unused, 0);
-  const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2, -0.07, 0.07);
-  const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3, -1, 1);
+  const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2 + 2 * l, -0.07, 0.07);
+  const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3 + 2 * l, -1, 1);
   auto want = run_graph(*g, Backend::kCPU, {x, w, bias}, nullptr);
   return want.size() == 1 ? want[0] : Tensor();
 }
@@ -519,10 +524,10 @@ TEST_F(GpuDnnMatmul, TunedBuildCompilesEachOfferedPlanOnceAndTheLoadNone) {
 
 // A level-3 build whose timing cache names cuDNN's first plan for the layer (so the choice does not depend on
 // timings), as the engine blob.
-Result<std::vector<uint8_t>> build_with_dnn_choice(const MmCase& c) {
+Result<std::vector<uint8_t>> build_with_dnn_choice(const MmCase& c, int layers = 1) {
   const std::string path = ::testing::TempDir() + "kiln_dnn_plan_cache_" + std::to_string(c.m) + ".json";
   std::remove(path.c_str());
-  auto first = build_ffn1(c, path);
+  auto first = build_ffn1(c, path, layers);
   if (!first.ok()) return first.status();
   std::ifstream in(path);
   std::stringstream text;
@@ -532,7 +537,7 @@ Result<std::vector<uint8_t>> build_with_dnn_choice(const MmCase& c) {
                                                 "\"cudnn_matmul_fused_0\"");
   EXPECT_NE(forced.find("cudnn_matmul_fused_0"), std::string::npos) << text.str();
   std::ofstream(path, std::ios::trunc) << forced;
-  auto blob = build_ffn1(c, path);
+  auto blob = build_ffn1(c, path, layers);
   std::remove(path.c_str());
   return blob;
 }
@@ -613,6 +618,44 @@ TEST_F(GpuDnnMatmul, UnusableStoredPlanIsCompiledInstead) {
     EXPECT_EQ(r.restored, k.restores ? 1 : 0);
     EXPECT_EQ(r.finalized, k.restores ? 0 : 1) << (k.restores ? "restored, not compiled" : "compiled instead");
   }
+}
+
+// Layers of one problem store one plan (the first layer's annotations; the others find the plan the first
+// restored): three FFN1 layers on one input, one stored JSON, a load with one restore and no compile, each output
+// against its reference.
+TEST_F(GpuDnnMatmul, LayersOfOneProblemStoreOnePlan) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"ffn1-416", 416, 3072, 768, "gelu_erf"};
+  constexpr int kLayers = 3;
+  auto blob = build_with_dnn_choice(c, kLayers);
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  int layers = 0, stored = 0;
+  for (const auto& pn : engine->plan().nodes) {
+    if (pn.op_type != "FusedMatMul") continue;
+    ++layers;
+    EXPECT_EQ(string_attr(&pn, "kiln.tactic"), "cudnn_matmul_fused_0") << pn.name;
+    stored += !string_attr(&pn, kDnnPlanAttr).empty();
+  }
+  EXPECT_EQ(layers, kLayers);
+  EXPECT_EQ(stored, 1) << "one stored plan for the three layers";
+  const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 29, -1, 1);
+  const PlanCounts before = plan_counts();
+  std::string err;
+  ::testing::internal::CaptureStderr();
+  const auto got = test::infer(*engine, {{"a", x}});
+  err = ::testing::internal::GetCapturedStderr();
+  const PlanCounts after = plan_counts();
+  std::printf("DNN_MM_PLANS load of %d layers of one problem: %lld finalizes, %lld restores\n", kLayers,
+              static_cast<long long>(after.finalized - before.finalized),
+              static_cast<long long>(after.restored - before.restored));
+  EXPECT_EQ(after.finalized - before.finalized, 0);
+  EXPECT_EQ(after.restored - before.restored, 1);
+  EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
+  ASSERT_EQ(got.size(), static_cast<size_t>(kLayers));
+  for (int l = 0; l < kLayers; ++l)
+    expect_tensors_close(ffn1_reference(c, x, l), got[l], 3e-2, 2e-2, "layer " + std::to_string(l));
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <set>
 
 #include "backends/cpu/cpu_executor.h"
 #include "backends/cuda/cuda_backend.h"
@@ -529,6 +530,8 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
   for (Step& s : steps_)
     if (s.kernel && !s.kernel->alias && !s.in_place && s.kernel->tactics) tunable.push_back(&s);
   int done = 0;
+  // Annotations already stored with an earlier layer (name and value): stored once (see KernelDef::annotations).
+  std::set<std::pair<std::string, std::string>> annotated;
   for (Step* sp : tunable) {
     Step& s = *sp;
     KernelArgs a;
@@ -585,7 +588,8 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
     if (s.kernel->annotations) {
       a.tactic = c.tactic;
       a.strict_tactic = false;
-      c.annotations = s.kernel->annotations(a);
+      for (auto& an : s.kernel->annotations(a))
+        if (annotated.insert(an).second) c.annotations.push_back(std::move(an));
     }
     choices->push_back(std::move(c));
   }

@@ -113,6 +113,9 @@ struct KernelDef {
   std::function<std::vector<std::string>(const KernelArgs&)> tactics;
   // Optional: what to store in the engine with the tactic the tuner chose (args.tactic), as "kiln."-prefixed
   // node annotations the kernel reads back at load (a compiled cuDNN plan), so a load need not redo the work.
+  // An annotation equal (name and value) to one an earlier layer stores is stored with that layer only: layers
+  // run in order, so a later layer of the same problem finds what the first one restored (bert's twelve FFN1s
+  // carry one plan).
   std::function<std::vector<std::pair<std::string, std::string>>(KernelArgs&)> annotations;
 };
 
