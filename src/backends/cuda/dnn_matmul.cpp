@@ -234,11 +234,47 @@ std::shared_ptr<DnnPlan> finalize_config(cudnnHandle_t handle, Desc cfg, size_t 
   return p;
 }
 
+// A finalized plan as cuDNN serializes it (its JSON, compiled kernel included), or empty where it cannot.
+std::string plan_json(Desc plan) {
+  int64_t n = 0;
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &n,
+                               nullptr) != CUDNN_STATUS_SUCCESS ||
+      n <= 0)
+    return "";
+  std::string text(static_cast<size_t>(n), '\0');
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, n, &n,
+                               text.data()) != CUDNN_STATUS_SUCCESS)
+    return "";
+  text.resize(std::min(text.size(), static_cast<size_t>(std::max<int64_t>(n, 0))));
+  while (!text.empty() && text.back() == '\0') text.pop_back();
+  return text;
+}
+
+// A plan deserialized from `json` on `handle` (no compile), or why not.
+Result<std::shared_ptr<DnnPlan>> plan_from_json(cudnnHandle_t handle, const std::string& json, size_t max_workspace) {
+  if (json.empty()) return unsupported("cuDNN matmul: the stored plan is empty");
+  auto p = std::make_shared<DnnPlan>();
+  KILN_DNN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p->d), "plan descriptor");
+  // The text as cuDNN wrote it (plan_json drops the terminating NUL; cuDNN takes the length).
+  KILN_DNN_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                   static_cast<int64_t>(json.size()), json.data()),
+               "stored plan text");
+  KILN_DNN_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "plan handle");
+  KILN_DNN_TRY(cudnnBackendFinalize(p->d), "restoring the stored plan");
+  if (!plan_fits(p->d, max_workspace, &p->workspace))
+    return unsupported("cuDNN matmul: the stored plan needs more than " + std::to_string(max_workspace) +
+                       " bytes of workspace");
+  ++g_restored;
+  return p;
+}
+
 // The walk over one problem's engine configs on one device, for the process: the positions (list, config) of
 // the configs that gave usable plans, in order (tactic rank r is usable[r]), and where the walk resumes. Only the
-// first list that gives any plan is walked (mode A's, else the fallback list), as before.
+// first list that gives any plan is walked (mode A's, else the fallback list), as before. `json` keeps each
+// usable plan serialized, so that another handle restores it rather than compiling it again.
 struct Walk {
   std::vector<std::pair<size_t, size_t>> usable;
+  std::vector<std::string> json;  // by rank; empty where cuDNN cannot serialize
   size_t list = 0, cfg = 0;
   bool done = false;
 };
@@ -303,6 +339,7 @@ void extend(Walk& w, HandleProblem& hp, cudnnHandle_t handle, size_t max_workspa
       }
     } else {
       if (auto p = finalize_config(handle, hp.lists[w.list][w.cfg], max_workspace, hp.graph)) {
+        w.json.push_back(plan_json(p->d));
         hp.plans[static_cast<int>(w.usable.size())] = std::move(p);
         w.usable.emplace_back(w.list, w.cfg);
       }
@@ -368,9 +405,17 @@ Result<std::unique_ptr<DnnMatmul>> DnnMatmul::build(cudnnContext* handle, const 
   HandleProblem& hp = r.handles[{handle, key}];
   if (auto it = hp.plans.find(rank); it != hp.plans.end()) return wrap(it->second, s);
   Walk& w = walk_of(r, key);
-  KILN_RETURN_IF_ERROR(ensure_graph(hp, handle, s));
   if (static_cast<size_t>(rank) < w.usable.size()) {
-    // Found usable by an earlier walk (another handle): finalize that config alone.
+    // Found usable by an earlier walk (another handle): restored from its serialized form, else that config
+    // alone finalized.
+    if (!w.json[rank].empty()) {
+      auto p = plan_from_json(handle, w.json[rank], max_workspace);
+      if (p.ok()) {
+        hp.plans[rank] = *p;
+        return wrap(std::move(*p), s);
+      }
+    }
+    KILN_RETURN_IF_ERROR(ensure_graph(hp, handle, s));
     const auto [l, c] = w.usable[rank];
     if (l < hp.lists.size() && c < hp.lists[l].size())
       if (auto p = finalize_config(handle, hp.lists[l][c], max_workspace, hp.graph)) {
@@ -380,6 +425,7 @@ Result<std::unique_ptr<DnnMatmul>> DnnMatmul::build(cudnnContext* handle, const 
     return unsupported("cuDNN matmul: the engine config of " + dnn_matmul_tactic_name(rank) +
                        " does not finalize on this handle");
   }
+  KILN_RETURN_IF_ERROR(ensure_graph(hp, handle, s));
   extend(w, hp, handle, max_workspace, static_cast<size_t>(rank) + 1);
   if (auto it = hp.plans.find(rank); it != hp.plans.end()) return wrap(it->second, s);
   return unsupported("cuDNN matmul: " + std::to_string(w.usable.size()) + " usable plans for this graph, no " +
@@ -388,24 +434,12 @@ Result<std::unique_ptr<DnnMatmul>> DnnMatmul::build(cudnnContext* handle, const 
 
 Result<std::unique_ptr<DnnMatmul>> DnnMatmul::restore(cudnnContext* handle, const DnnMatmulSpec& s, int rank,
                                                       const std::string& json, size_t max_workspace) {
-  if (json.empty()) return unsupported("cuDNN matmul: the stored plan is empty");
   Registry& r = registry();
   const std::string key = problem_key(s, max_workspace);
   std::lock_guard<std::mutex> lock(r.mu);
   HandleProblem& hp = r.handles[{handle, key}];
   if (auto it = hp.plans.find(rank); it != hp.plans.end()) return wrap(it->second, s);
-  auto p = std::make_shared<DnnPlan>();
-  KILN_DNN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p->d), "plan descriptor");
-  // The text as cuDNN wrote it (json() drops the terminating NUL; cuDNN takes the length).
-  KILN_DNN_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
-                   static_cast<int64_t>(json.size()), json.data()),
-               "stored plan text");
-  KILN_DNN_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "plan handle");
-  KILN_DNN_TRY(cudnnBackendFinalize(p->d), "restoring the stored plan");
-  if (!plan_fits(p->d, max_workspace, &p->workspace))
-    return unsupported("cuDNN matmul: the stored plan needs more than " + std::to_string(max_workspace) +
-                       " bytes of workspace");
-  ++g_restored;
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnPlan> p, plan_from_json(handle, json, max_workspace));
   hp.plans[rank] = p;
   return wrap(std::move(p), s);
 }
@@ -440,21 +474,7 @@ std::string DnnMatmul::plan_key(const DnnMatmulSpec& s, int rank) {
 int64_t DnnMatmul::plans_finalized() { return g_finalized.load(); }
 int64_t DnnMatmul::plans_restored() { return g_restored.load(); }
 
-std::string DnnMatmul::json() const {
-  Desc plan = impl_->plan->d;
-  int64_t n = 0;
-  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &n,
-                               nullptr) != CUDNN_STATUS_SUCCESS ||
-      n <= 0)
-    return "";
-  std::string text(static_cast<size_t>(n), '\0');
-  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, n, &n,
-                               text.data()) != CUDNN_STATUS_SUCCESS)
-    return "";
-  text.resize(std::min(text.size(), static_cast<size_t>(std::max<int64_t>(n, 0))));
-  while (!text.empty() && text.back() == '\0') text.pop_back();
-  return text;
-}
+std::string DnnMatmul::json() const { return plan_json(impl_->plan->d); }
 
 Status DnnMatmul::run(cudnnContext* handle, void* workspace, const void* a, const void* b, const void* bias,
                       const void* res, void* y) {

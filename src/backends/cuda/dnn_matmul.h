@@ -151,10 +151,11 @@ inline std::string dnn_matmul_plan_key(const DnnMatmulSpec& s, int rank, const s
 struct DnnPlan;  // one finalized execution plan (dnn_matmul.cpp)
 
 // A finalized cuDNN execution plan for one spec; the variant pack is rebuilt only when the pointers change (a
-// context's arena keeps them fixed). Plans are compiled at most once per process and handle: a walk over the
-// heuristic's engine configs per problem and device is remembered for the process (which configs finalize within
-// the workspace, in order), and the finalized plans are kept per cuDNN handle (plans are finalized against a
-// handle) until release_handle(), so layers of one problem share one plan.
+// context's arena keeps them fixed). Each plan is compiled at most once per process: a walk over the heuristic's
+// engine configs per problem and device is remembered for the process (which configs finalize within the
+// workspace, in order, and each usable plan serialized); plans are kept per cuDNN handle (a plan is finalized
+// against a handle) until release_handle(), so layers of one problem share one plan, and another handle restores
+// the serialized plan instead of compiling it again.
 class DnnMatmul {
  public:
   // cuDNN is told every pointer is aligned to this; run() must not be called otherwise (see aligned()).
@@ -164,9 +165,9 @@ class DnnMatmul {
   DnnMatmul(const DnnMatmul&) = delete;
   DnnMatmul& operator=(const DnnMatmul&) = delete;
 
-  // The plan of tactic rank `rank`: the handle's, else the remembered config finalized (one compile), else the
-  // walk continued up to that rank. Unsupported (kUNSUPPORTED) when cuDNN refuses the graph or has fewer usable
-  // plans.
+  // The plan of tactic rank `rank`: the handle's, else the walk's serialized plan restored (or, where that
+  // fails, its config finalized: one compile), else the walk continued up to that rank. Unsupported
+  // (kUNSUPPORTED) when cuDNN refuses the graph or has fewer usable plans.
   static Result<std::unique_ptr<DnnMatmul>> build(cudnnContext* handle, const DnnMatmulSpec& s, int rank,
                                                   size_t max_workspace);
   // The plan of tactic `rank` from a stored JSON (json() of a plan for the same key): the handle's own plan when
