@@ -4,6 +4,9 @@
 // tactic that cannot be built falling back to cuBLASLt with a warning; the tuner recording a tactic; the gate
 // off leaving cuBLASLt's list alone; and the time of cuBLASLt + epilogue pass against the fused tactic. SiLU and
 // sigmoid (cuDNN's SWISH_FWD / SIGMOID_FWD, cuBLASLt + our pass otherwise) at efficientnet_b0's expand GEMMs.
+// Plan compilation: each plan compiled once per process (other handles restore it), a tuned build compiling
+// nothing more, the chosen plan stored in the engine and restored at load, unusable stored plans compiled instead,
+// and one stored plan for the layers of one problem (the backend's cudnn_matmul.* counters).
 #include <cuda_runtime.h>
 
 #include <chrono>
