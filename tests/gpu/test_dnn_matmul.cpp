@@ -493,6 +493,30 @@ TEST_F(GpuDnnMatmul, EachPlanCompiledOncePerProcess) {
   EXPECT_EQ(four.restored, 1) << "four layers of one problem share one plan";
 }
 
+// A cold level-3 build (a problem this process has not seen) compiles only the walk over cuDNN's configs (one
+// compile per config tried, the three offered plans among them; before, the tuner compiled 1 + 2 + 3 more); a
+// second build of the same network compiles nothing (its tuner handle restores the three plans).
+TEST_F(GpuDnnMatmul, ColdBuildCompilesEachConfigOnce) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"ffn1-544", 544, 3072, 768, "gelu_erf"};
+  const PlanCounts b0 = plan_counts();
+  auto first = build_ffn1(c);
+  const PlanCounts b1 = plan_counts();
+  auto second = build_ffn1(c);
+  const PlanCounts b2 = plan_counts();
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  ASSERT_TRUE(second.ok()) << second.status().message();
+  std::printf("DNN_MM_PLANS cold level-3 build: %lld finalizes, %lld restores; again: %lld finalizes, %lld restores\n",
+              static_cast<long long>(b1.finalized - b0.finalized), static_cast<long long>(b1.restored - b0.restored),
+              static_cast<long long>(b2.finalized - b1.finalized), static_cast<long long>(b2.restored - b1.restored));
+  // cuDNN offers FFN1 plans (ForcedTacticMatchesTheReference requires them), three where it has three.
+  EXPECT_GE(b1.finalized - b0.finalized, 1) << "the walk";
+  EXPECT_EQ(b1.restored - b0.restored, 0) << "the tuner's timing runs use the walk's plans on the same handle";
+  EXPECT_EQ(b2.finalized - b1.finalized, 0) << "nothing compiled twice";
+  EXPECT_GE(b2.restored - b1.restored, 1);
+  EXPECT_LE(b2.restored - b1.restored, std::min<int64_t>(kDnnMatmulMaxTactics, b1.finalized - b0.finalized));
+}
+
 // A level-3 build after the configs were walked: the tuner compiles nothing more (its handle restores the three
 // offered plans); loading the engine compiles nothing (the chosen cuDNN plan is restored from the engine, or
 // cuBLASLt was chosen).
