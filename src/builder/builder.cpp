@@ -152,6 +152,7 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
     shapes.push_back(d);
   }
   KILN_RETURN_IF_ERROR(ctx->prepare(shapes).with_context("preparing the engine for tactic timing"));
+  const std::map<std::string, int64_t> counters_before = backend->counters();
   runtime::TuneOptions opts;
   opts.level = config.builder_optimization_level();
   opts.avg_timing = config.avg_timing_iterations();
@@ -176,7 +177,10 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
     timed += c.timed;
     cached += c.from_cache;
     if (auto it = by_name.find(c.layer); it != by_name.end())
-      for (ir::Node* n : it->second) n->attrs.set("kiln.tactic", Attribute(c.tactic));
+      for (ir::Node* n : it->second) {
+        n->attrs.set("kiln.tactic", Attribute(c.tactic));
+        for (const auto& [name, value] : c.annotations) n->attrs.set(name, Attribute(value));
+      }
     std::string line = "tactic for '" + c.layer + "': " + c.tactic + (c.from_cache ? " (timing cache)" : "") +
                        (c.timed ? " (" + std::to_string(c.ms) + " ms, best of " + std::to_string(c.timed) + " timed)" : "");
     logger.log(ILogger::Severity::kVERBOSE, line.c_str());
@@ -187,6 +191,12 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
   std::string msg = "tactics: " + std::to_string(choices.size()) + " layers tuned (" + std::to_string(timed) +
                     " tactics timed, " + std::to_string(cached) + " layers from the timing cache) in " +
                     std::to_string(s) + " s";
+  // What tuning cost besides timing (cuDNN plans compiled, say): the backend's counters that moved.
+  for (const auto& [name, n] : backend->counters()) {
+    auto it = counters_before.find(name);
+    const int64_t d = n - (it == counters_before.end() ? 0 : it->second);
+    if (d != 0) msg += ", " + name + " +" + std::to_string(d);
+  }
   logger.log(ILogger::Severity::kINFO, msg.c_str());
   if (choices.empty()) return engine;
   ctx.reset();

@@ -45,6 +45,8 @@ struct TacticChoice {
   double ms = 0;            // average time of the chosen tactic (0 when not timed)
   int candidates = 0, timed = 0;
   bool from_cache = false;
+  // Node annotations ("kiln."-prefixed name, value) the builder stores with the choice (KernelDef::annotations).
+  std::vector<std::pair<std::string, std::string>> annotations;
 };
 // Timing-cache entries: key -> (tactic, ms).
 using TimingEntries = std::map<std::string, std::pair<std::string, double>>;
@@ -95,6 +97,8 @@ class DeviceBackend {
                                                                 std::shared_ptr<void> weights) = 0;
   // Nodes of the plan that have no device kernel and run on the host (with a stream synchronization).
   virtual std::vector<std::string> host_nodes(const EnginePlan& plan) const = 0;
+  // Process-wide counts the backend keeps, by name (tests and build reports read them: compiled cuDNN plans).
+  virtual std::map<std::string, int64_t> counters() const { return {}; }
 };
 
 // Called by the backend library at load time.

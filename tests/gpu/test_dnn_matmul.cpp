@@ -4,15 +4,23 @@
 // tactic that cannot be built falling back to cuBLASLt with a warning; the tuner recording a tactic; the gate
 // off leaving cuBLASLt's list alone; and the time of cuBLASLt + epilogue pass against the fused tactic. SiLU and
 // sigmoid (cuDNN's SWISH_FWD / SIGMOID_FWD, cuBLASLt + our pass otherwise) at efficientnet_b0's expand GEMMs.
+// Plan compilation: each plan compiled once per process (other handles restore it), a tuned build compiling
+// nothing more, the chosen plan stored in the engine and restored at load, unusable stored plans compiled instead,
+// and one stored plan for the layers of one problem (the backend's cudnn_matmul.* counters).
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <memory>
+#include <regex>
+#include <sstream>
 
 #include "../unit/engine_test_util.h"
 #include "gpu_test_util.h"
 #include "gpu_timing_util.h"
+#include "backends/cuda/dnn_matmul.h"
 #include "passes/shape_inference.h"
 
 namespace kiln::gpu_testing {
@@ -175,33 +183,52 @@ TEST_F(GpuDnnMatmul, UnbuildableRecordedTacticFallsBack) {
   expect_tensors_close(cpu[0], got[0], 3e-2, 2e-2, "fallback vs the reference");
 }
 
-// The recorded tactic of the only FusedMatMul of a level-3 build of FFN1 (B and bias as weights).
-std::string tuned_tactic(const MmCase& c, std::unique_ptr<Engine>* out) {
+// A level-3 build of FFN1 (B and bias as weights, seeds 2 and 3), with a timing cache file when given; more
+// layers of the same problem on the same input (weights seeds 2 + 2l, 3 + 2l, outputs y, y1, y2, ...).
+Result<std::vector<uint8_t>> build_ffn1(const MmCase& c, const std::string& timing_cache = "", int layers = 1) {
   QuietLogger quiet;
   Builder builder(quiet);
   auto net = builder.create_network();
   EXPECT_NE(net->add_input("a", DataType::kHALF, {c.m, c.k}), nullptr);
-  const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2, -0.07, 0.07);
-  const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3, -1, 1);
-  EXPECT_NE(net->add_constant("w", DataType::kHALF, {c.k, c.n}, w.raw()), nullptr);
-  EXPECT_NE(net->add_constant("bias", DataType::kHALF, {c.n}, bias.raw()), nullptr);
   ir::Graph& g = net->graph();
-  Attributes a;
-  a.set("activation", Attribute(std::string(c.act)));
-  ir::Node* n = g.add_node("FusedMatMul", "ffn", {g.find_value("a"), g.find_value("w"), g.find_value("bias")}, {"y"}, a,
-                           1, "kiln");
-  EXPECT_TRUE(passes::infer_node(g, *n).ok());
-  EXPECT_TRUE(net->mark_output(net->find_tensor("y")).ok());
+  for (int l = 0; l < layers; ++l) {
+    const std::string sfx = l ? std::to_string(l) : "";
+    const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2 + 2 * l, -0.07, 0.07);
+    const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3 + 2 * l, -1, 1);
+    EXPECT_NE(net->add_constant("w" + sfx, DataType::kHALF, {c.k, c.n}, w.raw()), nullptr);
+    EXPECT_NE(net->add_constant("bias" + sfx, DataType::kHALF, {c.n}, bias.raw()), nullptr);
+    Attributes a;
+    a.set("activation", Attribute(std::string(c.act)));
+    ir::Node* n = g.add_node("FusedMatMul", "ffn" + sfx,
+                             {g.find_value("a"), g.find_value("w" + sfx), g.find_value("bias" + sfx)}, {"y" + sfx}, a,
+                             1, "kiln");
+    EXPECT_TRUE(passes::infer_node(g, *n).ok());
+    EXPECT_TRUE(net->mark_output(net->find_tensor("y" + sfx)).ok());
+  }
   auto config = builder.create_builder_config();
   config->set_backend(Backend::kCUDA);
   config->set_builder_optimization_level(3);
-  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  if (!timing_cache.empty()) config->set_timing_cache_file(timing_cache);
+  return builder.build_serialized_network(*net, *config);
+}
+
+// The engine's only FusedMatMul node, or null.
+const runtime::PlanNode* ffn_node(const Engine& e) {
+  for (const auto& pn : e.plan().nodes)
+    if (pn.op_type == "FusedMatMul") return &pn;
+  return nullptr;
+}
+
+std::string string_attr(const runtime::PlanNode* n, const char* name) {
+  const Attribute* a = n ? n->attrs.find(name) : nullptr;
+  return a && a->type() == AttrType::kSTRING ? a->s() : "";
+}
+
+// The recorded tactic of the only FusedMatMul of a level-3 build of FFN1 (B and bias as weights).
+std::string tuned_tactic(const MmCase& c, std::unique_ptr<Engine>* out) {
+  auto engine = test::load_engine(build_ffn1(c));
   EXPECT_NE(engine, nullptr);
-  std::string tactic;
-  if (engine)
-    for (const auto& pn : engine->plan().nodes)
-      if (pn.op_type == "FusedMatMul")
-        if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
+  const std::string tactic = engine ? string_attr(ffn_node(*engine), "kiln.tactic") : "";
   if (out) *out = std::move(engine);
   return tactic;
 }
@@ -374,6 +401,310 @@ TEST_F(GpuDnnMatmul, EfficientnetExpandSiluTimes) {
       }
     }
   }
+}
+
+// ---- Plan compilation counts and the plan stored in the engine ----
+
+using cuda::kDnnMatmulMaxTactics;
+using cuda::kDnnPlanAttr;
+using cuda::kDnnPlanKeyAttr;
+
+// The CUDA backend's process-wide counts of cuDNN matmul plans finalized from an engine config (each a runtime
+// compilation) and restored from an engine's stored JSON.
+struct PlanCounts {
+  int64_t finalized = -1, restored = -1;
+};
+PlanCounts plan_counts() {
+  PlanCounts p;
+  auto b = runtime::device_backend(Backend::kCUDA);
+  if (!b.ok()) return p;
+  const auto c = (*b)->counters();
+  if (auto it = c.find("cudnn_matmul.plans_finalized"); it != c.end()) p.finalized = it->second;
+  if (auto it = c.find("cudnn_matmul.plans_restored"); it != c.end()) p.restored = it->second;
+  return p;
+}
+
+// The reference of build_ffn1's layer `l` for input x: the same weights through the CPU backend.
+Tensor ffn1_reference(const MmCase& c, const Tensor& x, int l = 0) {
+  std::vector<Tensor> unused;
+  auto g = mm_graph(c, DataType::kHALF, "", &unused, 0);
+  const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2 + 2 * l, -0.07, 0.07);
+  const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3 + 2 * l, -1, 1);
+  auto want = run_graph(*g, Backend::kCPU, {x, w, bias}, nullptr);
+  return want.size() == 1 ? want[0] : Tensor();
+}
+
+// A forced tactic run through a fresh context (a fresh cuDNN handle); whether cuDNN ran, and the finalizes it cost.
+struct ForcedRun {
+  bool ran = false;
+  int64_t finalized = 0, restored = 0;
+};
+ForcedRun run_forced(const MmCase& c, const std::string& tactic, int layers = 1,
+                     const std::vector<std::pair<std::string, std::string>>& annotations = {}) {
+  std::vector<Tensor> inputs;
+  auto g = mm_graph(c, DataType::kHALF, tactic, &inputs, 61);
+  ir::Node* first = nullptr;
+  for (auto& n : g->nodes()) first = n.get();
+  for (const auto& [k, v] : annotations) first->attrs.set(k, Attribute(v));
+  // More layers of the same problem, each reading the same inputs.
+  for (int l = 1; l < layers; ++l) {
+    ir::Node* n = g->add_node("FusedMatMul", "ffn" + std::to_string(l), first->inputs, {"y" + std::to_string(l)},
+                              first->attrs, 1, "kiln");
+    EXPECT_TRUE(passes::infer_node(*g, *n).ok());
+    g->outputs().push_back(n->outputs[0]);
+  }
+  const std::vector<Tensor> cpu = run_graph(*g, Backend::kCPU, inputs, nullptr);
+  const PlanCounts before = plan_counts();
+  std::string err;
+  const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
+  const PlanCounts after = plan_counts();
+  EXPECT_EQ(got.size(), static_cast<size_t>(layers));
+  EXPECT_EQ(cpu.size(), static_cast<size_t>(layers));
+  for (size_t i = 0; i < got.size() && i < cpu.size(); ++i)
+    expect_tensors_close(cpu[i], got[i], 3e-2, 2e-2, "forced " + tactic + " layer " + std::to_string(i));
+  return {err.find(kFallbackText) == std::string::npos, after.finalized - before.finalized,
+          after.restored - before.restored};
+}
+
+// Each plan is compiled once per process: the first run of rank 2 walks cuDNN's configs (three usable plans at
+// least); later contexts (new handles) restore the walk's serialized plan of the rank they run, compiling
+// nothing, and the layers of one problem share one plan. Before, every run compiled rank + 1 plans and every
+// layer its own.
+TEST_F(GpuDnnMatmul, EachPlanCompiledOncePerProcess) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"ffn1-352", 352, 3072, 768, "gelu_erf"};
+  const ForcedRun walk = run_forced(c, "cudnn_matmul_fused_2");
+  std::printf("DNN_MM_PLANS first run of rank 2: %lld finalizes (cuDNN %s)\n", static_cast<long long>(walk.finalized),
+              walk.ran ? "ran" : "had fewer than 3 plans");
+  if (!walk.ran) GTEST_SKIP() << "cuDNN offers fewer than 3 usable plans for FFN1 here";
+  EXPECT_GE(walk.finalized, 3);
+  EXPECT_EQ(walk.restored, 0);
+  const ForcedRun again = run_forced(c, "cudnn_matmul_fused_2");
+  EXPECT_TRUE(again.ran);
+  EXPECT_EQ(again.finalized, 0) << "a new handle restores the plan of rank 2 the walk compiled";
+  EXPECT_EQ(again.restored, 1);
+  const ForcedRun rank0 = run_forced(c, "cudnn_matmul_fused_0");
+  EXPECT_TRUE(rank0.ran);
+  EXPECT_EQ(rank0.finalized, 0);
+  EXPECT_EQ(rank0.restored, 1);
+  const ForcedRun four = run_forced(c, "cudnn_matmul_fused_1", 4);
+  EXPECT_TRUE(four.ran);
+  EXPECT_EQ(four.finalized, 0);
+  EXPECT_EQ(four.restored, 1) << "four layers of one problem share one plan";
+}
+
+// A cold level-3 build (a problem this process has not seen) compiles only the walk over cuDNN's configs (one
+// compile per config tried, the three offered plans among them; before, the tuner compiled 1 + 2 + 3 more); a
+// second build of the same network compiles nothing (its tuner handle restores the three plans).
+TEST_F(GpuDnnMatmul, ColdBuildCompilesEachConfigOnce) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"ffn1-544", 544, 3072, 768, "gelu_erf"};
+  const PlanCounts b0 = plan_counts();
+  auto first = build_ffn1(c);
+  const PlanCounts b1 = plan_counts();
+  auto second = build_ffn1(c);
+  const PlanCounts b2 = plan_counts();
+  ASSERT_TRUE(first.ok()) << first.status().message();
+  ASSERT_TRUE(second.ok()) << second.status().message();
+  std::printf("DNN_MM_PLANS cold level-3 build: %lld finalizes, %lld restores; again: %lld finalizes, %lld restores\n",
+              static_cast<long long>(b1.finalized - b0.finalized), static_cast<long long>(b1.restored - b0.restored),
+              static_cast<long long>(b2.finalized - b1.finalized), static_cast<long long>(b2.restored - b1.restored));
+  // cuDNN offers FFN1 plans (ForcedTacticMatchesTheReference requires them), three where it has three.
+  EXPECT_GE(b1.finalized - b0.finalized, 1) << "the walk";
+  EXPECT_EQ(b1.restored - b0.restored, 0) << "the tuner's timing runs use the walk's plans on the same handle";
+  EXPECT_EQ(b2.finalized - b1.finalized, 0) << "nothing compiled twice";
+  EXPECT_GE(b2.restored - b1.restored, 1);
+  EXPECT_LE(b2.restored - b1.restored, std::min<int64_t>(kDnnMatmulMaxTactics, b1.finalized - b0.finalized));
+}
+
+// A level-3 build after the configs were walked: the tuner compiles nothing more (its handle restores the three
+// offered plans); loading the engine compiles nothing (the chosen cuDNN plan is restored from the engine, or
+// cuBLASLt was chosen).
+TEST_F(GpuDnnMatmul, TunedBuildCompilesEachOfferedPlanOnceAndTheLoadNone) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"ffn1-288", 288, 3072, 768, "gelu_erf"};
+  const ForcedRun walk = run_forced(c, "cudnn_matmul_fused_2");
+  if (!walk.ran) GTEST_SKIP() << "cuDNN offers fewer than 3 usable plans for FFN1 here";
+  const PlanCounts b0 = plan_counts();
+  auto blob = build_ffn1(c);
+  const PlanCounts b1 = plan_counts();
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  std::printf("DNN_MM_PLANS level-3 build: %lld finalizes, %lld restores\n",
+              static_cast<long long>(b1.finalized - b0.finalized), static_cast<long long>(b1.restored - b0.restored));
+  EXPECT_EQ(b1.finalized - b0.finalized, 0) << "the walk compiled the offered plans already";
+  EXPECT_EQ(b1.restored - b0.restored, kDnnMatmulMaxTactics) << "each of the 3 offered plans restored once";
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  const std::string tactic = string_attr(ffn_node(*engine), "kiln.tactic");
+  const bool dnn = tactic.rfind("cudnn_matmul_fused_", 0) == 0;
+  EXPECT_EQ(!string_attr(ffn_node(*engine), kDnnPlanAttr).empty(), dnn) << tactic;
+  const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 9, -1, 1);
+  const PlanCounts l0 = plan_counts();
+  std::string err;
+  ::testing::internal::CaptureStderr();
+  const auto got = test::infer(*engine, {{"a", x}});
+  err = ::testing::internal::GetCapturedStderr();
+  const PlanCounts l1 = plan_counts();
+  std::printf("DNN_MM_PLANS load of the engine (tactic %s): %lld finalizes, %lld restores\n", tactic.c_str(),
+              static_cast<long long>(l1.finalized - l0.finalized), static_cast<long long>(l1.restored - l0.restored));
+  EXPECT_EQ(l1.finalized - l0.finalized, 0);
+  EXPECT_EQ(l1.restored - l0.restored, dnn ? 1 : 0);
+  EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
+  ASSERT_EQ(got.size(), 1u);
+  expect_tensors_close(ffn1_reference(c, x), got[0], 3e-2, 2e-2, "loaded engine");
+}
+
+// A level-3 build whose timing cache names cuDNN's first plan for the layer (so the choice does not depend on
+// timings), as the engine blob.
+Result<std::vector<uint8_t>> build_with_dnn_choice(const MmCase& c, int layers = 1) {
+  const std::string path = ::testing::TempDir() + "kiln_dnn_plan_cache_" + std::to_string(c.m) + ".json";
+  std::remove(path.c_str());
+  auto first = build_ffn1(c, path, layers);
+  if (!first.ok()) return first.status();
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  in.close();
+  const std::string forced = std::regex_replace(text.str(), std::regex("\"(lt_heur|cudnn_matmul_fused_)[0-9]+\""),
+                                                "\"cudnn_matmul_fused_0\"");
+  EXPECT_NE(forced.find("cudnn_matmul_fused_0"), std::string::npos) << text.str();
+  std::ofstream(path, std::ios::trunc) << forced;
+  auto blob = build_ffn1(c, path, layers);
+  std::remove(path.c_str());
+  return blob;
+}
+
+// The chosen plan travels in the engine: the build stores its JSON and key with the node; a load restores it (a
+// restore, no compile) and matches the reference.
+TEST_F(GpuDnnMatmul, SavedEngineRestoresItsPlanWithoutCompiling) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"ffn1-320", 320, 3072, 768, "gelu_erf"};
+  auto blob = build_with_dnn_choice(c);
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  const runtime::PlanNode* node = ffn_node(*engine);
+  ASSERT_EQ(string_attr(node, "kiln.tactic"), "cudnn_matmul_fused_0");
+  const std::string json = string_attr(node, kDnnPlanAttr), key = string_attr(node, kDnnPlanKeyAttr);
+  std::printf("DNN_MM_PLANS stored plan: %zu bytes of JSON, key '%s', engine %zu bytes\n", json.size(), key.c_str(),
+              blob->size());
+  ASSERT_FALSE(json.empty());
+  EXPECT_NE(key.find("cudnn_matmul_fused_0"), std::string::npos) << key;
+  // Reported, not asserted: a rebuild with the timing cache gives the same engine bytes only if cuDNN writes the
+  // same JSON for the same plan (GpuTuning.TacticsTimedCachedAndReused asserts that property for its CNN).
+  auto again = build_with_dnn_choice(c);
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  std::printf("DNN_MM_PLANS rebuild gives identical engine bytes: %s\n", *again == *blob ? "yes" : "NO");
+  const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 19, -1, 1);
+  for (int load = 0; load < 2; ++load) {  // each inference makes a context, with a handle of its own
+    const PlanCounts before = plan_counts();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string err;
+    ::testing::internal::CaptureStderr();
+    const auto got = test::infer(*engine, {{"a", x}});
+    err = ::testing::internal::GetCapturedStderr();
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const PlanCounts after = plan_counts();
+    std::printf("DNN_MM_PLANS load %d: first inference %.1f ms, %lld finalizes, %lld restores\n", load, ms,
+                static_cast<long long>(after.finalized - before.finalized),
+                static_cast<long long>(after.restored - before.restored));
+    EXPECT_EQ(after.finalized - before.finalized, 0) << "the load compiled a plan";
+    EXPECT_EQ(after.restored - before.restored, 1);
+    EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
+    ASSERT_EQ(got.size(), 1u);
+    expect_tensors_close(ffn1_reference(c, x), got[0], 3e-2, 2e-2, "restored plan");
+  }
+}
+
+// A stored plan that cannot be used is a compile, never an error: corrupt JSON (truncated, or not a plan: cuDNN
+// refuses it), a key of another cuDNN version and GPU (not even tried), and for contrast the intact one (restored).
+// The unusable ones are stored for problems this process has not compiled (other row counts, the key rewritten to
+// match), so the fallback is a real compile.
+// (Flipped bytes inside a kernel image that still parses are not tried: a damaged kernel could fault the GPU
+// and end the test process.) Each result matches the
+// reference and no fallback to cuBLASLt happens.
+TEST_F(GpuDnnMatmul, UnusableStoredPlanIsCompiledInstead) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"ffn1-320", 320, 3072, 768, "gelu_erf"};
+  auto blob = build_with_dnn_choice(c);
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  const std::string json = string_attr(ffn_node(*engine), kDnnPlanAttr);
+  const std::string key = string_attr(ffn_node(*engine), kDnnPlanKeyAttr);
+  ASSERT_FALSE(json.empty());
+  ASSERT_NE(key.find(" m320 "), std::string::npos) << key;
+  // The key of the same layer at m rows (the row count is part of the problem).
+  auto key_for = [&](int64_t m, const std::string& k) {
+    std::string r = k;
+    r.replace(r.find(" m320 "), 6, " m" + std::to_string(m) + " ");
+    return r;
+  };
+  const std::string other_env = key.substr(0, key.find("| cudnn ")) + "| cudnn 1 | another GPU";
+  struct Case {
+    const char* what;
+    int64_t m;
+    std::string json, key;
+  };
+  const Case cases[] = {{"truncated JSON", 448, json.substr(0, json.size() / 2), key_for(448, key)},
+                        {"garbage", 480, "{not a plan", key_for(480, key)},
+                        {"other cuDNN and GPU", 512, json, key_for(512, other_env)},
+                        {"intact", 320, json, key}};
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.what);
+    MmCase ck = c;
+    ck.m = k.m;
+    const bool restores = k.m == 320;
+    const ForcedRun r = run_forced(ck, "cudnn_matmul_fused_0", 1, {{kDnnPlanAttr, k.json}, {kDnnPlanKeyAttr, k.key}});
+    std::printf("DNN_MM_PLANS stored plan %-22s: %lld finalizes, %lld restores\n", k.what,
+                static_cast<long long>(r.finalized), static_cast<long long>(r.restored));
+    EXPECT_TRUE(r.ran) << "a cuDNN plan still runs";
+    if (restores) {
+      EXPECT_EQ(r.restored, 1);
+      EXPECT_EQ(r.finalized, 0) << "restored, not compiled";
+    } else {
+      EXPECT_EQ(r.restored, 0);
+      EXPECT_GE(r.finalized, 1) << "compiled instead";
+    }
+  }
+}
+
+// Layers of one problem store one plan (the first layer's annotations; the others find the plan the first
+// restored): three FFN1 layers on one input, one stored JSON, a load with one restore and no compile, each output
+// against its reference.
+TEST_F(GpuDnnMatmul, LayersOfOneProblemStoreOnePlan) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"ffn1-416", 416, 3072, 768, "gelu_erf"};
+  constexpr int kLayers = 3;
+  auto blob = build_with_dnn_choice(c, kLayers);
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  int layers = 0, stored = 0;
+  for (const auto& pn : engine->plan().nodes) {
+    if (pn.op_type != "FusedMatMul") continue;
+    ++layers;
+    EXPECT_EQ(string_attr(&pn, "kiln.tactic"), "cudnn_matmul_fused_0") << pn.name;
+    stored += !string_attr(&pn, kDnnPlanAttr).empty();
+  }
+  EXPECT_EQ(layers, kLayers);
+  EXPECT_EQ(stored, 1) << "one stored plan for the three layers";
+  const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 29, -1, 1);
+  const PlanCounts before = plan_counts();
+  std::string err;
+  ::testing::internal::CaptureStderr();
+  const auto got = test::infer(*engine, {{"a", x}});
+  err = ::testing::internal::GetCapturedStderr();
+  const PlanCounts after = plan_counts();
+  std::printf("DNN_MM_PLANS load of %d layers of one problem: %lld finalizes, %lld restores\n", kLayers,
+              static_cast<long long>(after.finalized - before.finalized),
+              static_cast<long long>(after.restored - before.restored));
+  EXPECT_EQ(after.finalized - before.finalized, 0);
+  EXPECT_EQ(after.restored - before.restored, 1);
+  EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
+  ASSERT_EQ(got.size(), static_cast<size_t>(kLayers));
+  for (int l = 0; l < kLayers; ++l)
+    expect_tensors_close(ffn1_reference(c, x, l), got[l], 3e-2, 2e-2, "layer " + std::to_string(l));
 }
 
 }  // namespace

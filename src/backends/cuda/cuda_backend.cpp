@@ -2,6 +2,8 @@
 // Registers itself with the runtime when libkiln_cuda.so is loaded.
 #include "backends/cuda/cuda_backend.h"
 
+#include "backends/cuda/dnn_matmul.h"
+
 #include <cstring>
 
 namespace kiln::cuda {
@@ -122,6 +124,11 @@ class CudaBackend final : public runtime::DeviceBackend {
     for (const auto& n : plan.nodes)
       if (!KernelRegistry::instance().find(n, plan)) r.push_back(n.name + " (" + n.op_type + ")");
     return r;
+  }
+
+  std::map<std::string, int64_t> counters() const override {
+    return {{"cudnn_matmul.plans_finalized", DnnMatmul::plans_finalized()},
+            {"cudnn_matmul.plans_restored", DnnMatmul::plans_restored()}};
   }
 };
 

@@ -6,9 +6,11 @@
 
 #include <cstring>
 #include <numeric>
+#include <set>
 
 #include "backends/cpu/cpu_executor.h"
 #include "backends/cuda/cuda_backend.h"
+#include "backends/cuda/dnn_matmul.h"
 #include "runtime/concat_inplace.h"
 #include "runtime/memory_plan.h"
 #include "runtime/shape_resolver.h"
@@ -72,6 +74,7 @@ class CudaContext final : public runtime::DeviceContext {
     if (arena_) cudaFree(arena_);
     if (handles_.workspace) cudaFree(handles_.workspace);
     if (handles_.lt) cublasLtDestroy(handles_.lt);
+    if (handles_.dnn) DnnMatmul::release_handle(handles_.dnn);  // the plans kept for it, before the handle
     if (handles_.dnn) cudnnDestroy(handles_.dnn);
     for (auto e : events_) cudaEventDestroy(e);
     if (stream_) cudaStreamDestroy(stream_);
@@ -527,20 +530,26 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
   for (Step& s : steps_)
     if (s.kernel && !s.kernel->alias && !s.in_place && s.kernel->tactics) tunable.push_back(&s);
   int done = 0;
+  // Annotations already stored with an earlier layer (name and value): stored once (see KernelDef::annotations).
+  std::set<std::pair<std::string, std::string>> annotated;
   for (Step* sp : tunable) {
     Step& s = *sp;
     KernelArgs a;
     a.stream = stream_;
     a.handles = &handles_;
     fill_args(s, io, a);
+    a.max_timed = level == 0 || options.max_tactics == 0 ? 1 : max_timed;
+    const std::string key = signature(*s.node);
+    auto hit = cache.find(key);
+    a.cached_tactic = hit != cache.end() ? hit->second.first : "";
     std::vector<std::string> candidates = s.kernel->tactics(a);
+    a.cached_tactic.clear();
     if (progress) progress(++done, static_cast<int>(tunable.size()));
     if (candidates.empty()) continue;
     runtime::TacticChoice c;
     c.layer = s.node->name;
-    c.key = signature(*s.node);
+    c.key = key;
     c.candidates = static_cast<int>(candidates.size());
-    auto hit = cache.find(c.key);
     if (hit != cache.end() && std::find(candidates.begin(), candidates.end(), hit->second.first) != candidates.end()) {
       c.tactic = hit->second.first;
       c.ms = hit->second.second;
@@ -576,6 +585,12 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
     }
     s.tactic = c.tactic;
     s.state.reset();
+    if (s.kernel->annotations) {
+      a.tactic = c.tactic;
+      a.strict_tactic = false;
+      for (auto& an : s.kernel->annotations(a))
+        if (annotated.insert(an).second) c.annotations.push_back(std::move(an));
+    }
     choices->push_back(std::move(c));
   }
   KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));

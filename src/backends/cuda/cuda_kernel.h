@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/tensor.h"
@@ -83,6 +84,12 @@ struct KernelArgs {
   std::string tactic;
   // Set while the tuner times candidates: a tactic the kernel cannot apply is an error, not a silent default.
   bool strict_tactic = false;
+  // Set by the tuner when it asks for tactics(): the most candidates it will time for this layer (0: unknown).
+  // A kernel whose candidates cost something to offer (a compilation) offers no more than that.
+  int max_timed = 0;
+  // Set by the tuner when it asks for tactics() and its timing cache has an answer for this layer: a kernel may
+  // then offer only what confirming that answer needs (the tuner takes it when it is among the candidates).
+  std::string cached_tactic;
 
   const Attributes& attrs() const { return node->attrs; }
   bool has_input(int i) const { return i < static_cast<int>(in.size()) && in[i].data != nullptr; }
@@ -104,6 +111,12 @@ struct KernelDef {
   // Unset or fewer than two: nothing to tune. The builder times each candidate by running `run` with
   // args.tactic set to it (state reset between candidates) and records the fastest in the engine.
   std::function<std::vector<std::string>(const KernelArgs&)> tactics;
+  // Optional: what to store in the engine with the tactic the tuner chose (args.tactic), as "kiln."-prefixed
+  // node annotations the kernel reads back at load (a compiled cuDNN plan), so a load need not redo the work.
+  // An annotation equal (name and value) to one an earlier layer stores is stored with that layer only: layers
+  // run in order, so a later layer of the same problem finds what the first one restored (bert's twelve FFN1s
+  // carry one plan).
+  std::function<std::vector<std::pair<std::string, std::string>>(KernelArgs&)> annotations;
 };
 
 class KernelRegistry {

@@ -8,7 +8,7 @@
 
 #include <algorithm>
 #include <array>
-#include <functional>
+#include <atomic>
 #include <map>
 #include <mutex>
 
@@ -183,110 +183,298 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnMatmulSpec& s, std::v
   return Status::Ok();
 }
 
-// Finalizes the plans of the configs in order and calls `take(plan, workspace)` for each one that fits; the
-// callee keeps the plan by returning true (it then owns it) and stops the walk by setting *stop. The first list
-// that gives any plan is the only one walked.
-Status for_each_plan(cudnnHandle_t handle, const std::vector<std::vector<Desc>>& lists, size_t max_workspace,
-                     const std::function<bool(Desc, size_t, bool*)>& take) {
-  int usable = 0;
-  for (const std::vector<Desc>& configs : lists) {
-    if (usable > 0) break;
-    for (Desc cfg : configs) {
-      Desc plan = nullptr;
-      if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &plan) != CUDNN_STATUS_SUCCESS)
-        return unsupported("cuDNN matmul: cannot create an execution plan");
-      int64_t ws = -1, got = 0;
-      const bool ok =
-          set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) == CUDNN_STATUS_SUCCESS &&
-          set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) ==
-              CUDNN_STATUS_SUCCESS &&
-          cudnnBackendFinalize(plan) == CUDNN_STATUS_SUCCESS &&
-          cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws) ==
-              CUDNN_STATUS_SUCCESS &&
-          ws >= 0 && static_cast<uint64_t>(ws) <= max_workspace;
-      usable += ok;
-      bool stop = false;
-      if (!(ok && take(plan, static_cast<size_t>(ws), &stop))) cudnnBackendDestroyDescriptor(plan);
-      if (stop) return Status::Ok();
+std::atomic<int64_t> g_finalized{0}, g_restored{0};
+
+// The workspace size of a finalized plan, if it fits max_workspace.
+bool plan_fits(Desc plan, size_t max_workspace, size_t* ws_out) {
+  int64_t ws = -1, got = 0;
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws) !=
+          CUDNN_STATUS_SUCCESS ||
+      ws < 0 || static_cast<uint64_t>(ws) > max_workspace)
+    return false;
+  *ws_out = static_cast<size_t>(ws);
+  return true;
+}
+
+}  // namespace
+
+// One finalized execution plan, shared by the layers of one problem on one handle. The graph descriptors it was
+// made from live as long as it does (null for a restored plan).
+struct DnnPlan {
+  Desc d = nullptr;
+  size_t workspace = 0;
+  std::shared_ptr<Owned> graph;
+  DnnPlan() = default;
+  DnnPlan(const DnnPlan&) = delete;
+  DnnPlan& operator=(const DnnPlan&) = delete;
+  ~DnnPlan() {
+    if (d) cudnnBackendDestroyDescriptor(d);
+  }
+};
+
+namespace {
+
+// The plan of one engine config on `handle` (one runtime compilation), or null when it does not finalize or
+// needs more than max_workspace.
+std::shared_ptr<DnnPlan> finalize_config(cudnnHandle_t handle, Desc cfg, size_t max_workspace,
+                                         std::shared_ptr<Owned> graph) {
+  auto p = std::make_shared<DnnPlan>();
+  p->graph = std::move(graph);
+  if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p->d) != CUDNN_STATUS_SUCCESS) {
+    p->d = nullptr;
+    return nullptr;
+  }
+  if (set(p->d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle) != CUDNN_STATUS_SUCCESS ||
+      set(p->d, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg) !=
+          CUDNN_STATUS_SUCCESS)
+    return nullptr;
+  ++g_finalized;
+  if (cudnnBackendFinalize(p->d) != CUDNN_STATUS_SUCCESS || !plan_fits(p->d, max_workspace, &p->workspace))
+    return nullptr;
+  return p;
+}
+
+// A finalized plan as cuDNN serializes it (its JSON, compiled kernel included), or empty where it cannot.
+std::string plan_json(Desc plan) {
+  int64_t n = 0;
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &n,
+                               nullptr) != CUDNN_STATUS_SUCCESS ||
+      n <= 0)
+    return "";
+  std::string text(static_cast<size_t>(n), '\0');
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, n, &n,
+                               text.data()) != CUDNN_STATUS_SUCCESS)
+    return "";
+  text.resize(std::min(text.size(), static_cast<size_t>(std::max<int64_t>(n, 0))));
+  while (!text.empty() && text.back() == '\0') text.pop_back();
+  return text;
+}
+
+// A plan deserialized from `json` on `handle` (no compile), or why not.
+Result<std::shared_ptr<DnnPlan>> plan_from_json(cudnnHandle_t handle, const std::string& json, size_t max_workspace) {
+  if (json.empty()) return unsupported("cuDNN matmul: the stored plan is empty");
+  auto p = std::make_shared<DnnPlan>();
+  KILN_DNN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p->d), "plan descriptor");
+  // The text as cuDNN wrote it (plan_json drops the terminating NUL; cuDNN takes the length).
+  KILN_DNN_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                   static_cast<int64_t>(json.size()), json.data()),
+               "stored plan text");
+  KILN_DNN_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "plan handle");
+  KILN_DNN_TRY(cudnnBackendFinalize(p->d), "restoring the stored plan");
+  if (!plan_fits(p->d, max_workspace, &p->workspace))
+    return unsupported("cuDNN matmul: the stored plan needs more than " + std::to_string(max_workspace) +
+                       " bytes of workspace");
+  ++g_restored;
+  return p;
+}
+
+// The walk over one problem's engine configs on one device, for the process: the positions (list, config) of
+// the configs that gave usable plans, in order (tactic rank r is usable[r]), and where the walk resumes. Only the
+// first list that gives any plan is walked (mode A's, else the fallback list), as before. `json` keeps each
+// usable plan serialized, so that another handle restores it rather than compiling it again.
+struct Walk {
+  std::vector<std::pair<size_t, size_t>> usable;
+  std::vector<std::string> json;  // by rank; empty where cuDNN cannot serialize
+  size_t list = 0, cfg = 0;
+  bool done = false;
+};
+
+// One problem on one handle: the graph with its heuristic configs (made on first need) and the plans finalized
+// or restored on this handle, by rank.
+struct HandleProblem {
+  std::shared_ptr<Owned> graph;
+  std::vector<std::vector<Desc>> lists;
+  Status graph_status = Status::Ok();
+  bool graph_tried = false;
+  std::map<int, std::shared_ptr<DnnPlan>> plans;
+};
+
+struct Registry {
+  std::mutex mu;  // held while compiling: builds of one process compile one plan at a time
+  std::map<std::string, Walk> walks;  // by device, problem and workspace limit
+  std::map<std::pair<cudnnHandle_t, std::string>, HandleProblem> handles;  // by handle, problem and workspace
+};
+
+// Never destroyed: handles still alive at exit keep their plans, and no static destruction order matters.
+Registry& registry() {
+  static Registry* r = new Registry;
+  return *r;
+}
+
+std::string problem_key(const DnnMatmulSpec& s, size_t max_workspace) {
+  return dnn_matmul_problem_key(s) + " ws" + std::to_string(max_workspace);
+}
+
+Walk& walk_of(Registry& r, const std::string& key) {
+  int device = -1;
+  cudaGetDevice(&device);
+  return r.walks[std::to_string(device) + " " + key];
+}
+
+Status ensure_graph(HandleProblem& hp, cudnnHandle_t handle, const DnnMatmulSpec& s) {
+  if (!hp.graph_tried) {
+    hp.graph_tried = true;
+    auto o = std::make_shared<Owned>();
+    hp.graph_status = make_graph(*o, handle, s, &hp.lists);
+    if (hp.graph_status.ok())
+      hp.graph = std::move(o);
+    else
+      hp.lists.clear();
+  }
+  return hp.graph_status;
+}
+
+// Continues the walk on this handle until it has `want` usable plans or no config is left; the plans it
+// finalizes are kept with the handle under their ranks.
+void extend(Walk& w, HandleProblem& hp, cudnnHandle_t handle, size_t max_workspace, size_t want) {
+  while (!w.done && w.usable.size() < want) {
+    if (w.list >= hp.lists.size()) {
+      w.done = true;
+    } else if (w.cfg >= hp.lists[w.list].size()) {
+      if (!w.usable.empty()) {
+        w.done = true;
+      } else {
+        ++w.list;
+        w.cfg = 0;
+      }
+    } else {
+      if (auto p = finalize_config(handle, hp.lists[w.list][w.cfg], max_workspace, hp.graph)) {
+        w.json.push_back(plan_json(p->d));
+        hp.plans[static_cast<int>(w.usable.size())] = std::move(p);
+        w.usable.emplace_back(w.list, w.cfg);
+      }
+      ++w.cfg;
     }
   }
-  return Status::Ok();
+}
+
+// The GPU a plan's kernel was compiled for, and the cuDNN that compiled it: part of a stored plan's key.
+std::string plan_environment() {
+  int device = -1;
+  cudaGetDevice(&device);
+  static std::mutex mu;
+  static std::map<int, std::string> names;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = names.find(device);
+  if (it == names.end()) {
+    cudaDeviceProp p{};
+    std::string gpu = "unknown GPU";
+    if (cudaGetDeviceProperties(&p, device) == cudaSuccess)
+      gpu = std::string(p.name) + " sm_" + std::to_string(p.major) + std::to_string(p.minor) + " " +
+            std::to_string(p.multiProcessorCount) + " SMs";
+    else
+      cudaGetLastError();
+    it = names.emplace(device, gpu).first;
+  }
+  return "cudnn " + std::to_string(cudnnGetVersion()) + " | " + it->second;
 }
 
 }  // namespace
 
 struct DnnMatmul::Impl {
-  Owned graph;  // tensors, operations, graph, heuristics, configs
-  Desc plan = nullptr;
+  std::shared_ptr<DnnPlan> plan;
   bool has_bias = false, has_res = false;
   Desc pack = nullptr;
   std::array<const void*, 6> pack_ptrs{};  // a, b, bias, res, y, workspace of `pack`
   ~Impl() {
     if (pack) cudnnBackendDestroyDescriptor(pack);
-    if (plan) cudnnBackendDestroyDescriptor(plan);
   }
 };
 
 DnnMatmul::DnnMatmul(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DnnMatmul::~DnnMatmul() = default;
 
-Result<std::unique_ptr<DnnMatmul>> DnnMatmul::build(cudnnContext* handle, const DnnMatmulSpec& s, int rank,
-                                                    size_t max_workspace) {
+std::unique_ptr<DnnMatmul> DnnMatmul::wrap(std::shared_ptr<DnnPlan> plan, const DnnMatmulSpec& s) {
   auto impl = std::make_unique<Impl>();
   impl->has_bias = s.bias;
   impl->has_res = s.res;
-  std::vector<std::vector<Desc>> configs;
-  KILN_RETURN_IF_ERROR(make_graph(impl->graph, handle, s, &configs));
-  int seen = 0;
-  size_t workspace = 0;
-  KILN_RETURN_IF_ERROR(for_each_plan(handle, configs, max_workspace, [&](Desc plan, size_t ws, bool* stop) {
-    if (seen++ != rank) return false;
-    impl->plan = plan;
-    workspace = ws;
-    *stop = true;
-    return true;
-  }));
-  if (!impl->plan)
-    return unsupported("cuDNN matmul: " + std::to_string(seen) + " usable plans for this graph, no " +
-                       dnn_matmul_tactic_name(rank));
+  const size_t ws = plan->workspace;
+  impl->plan = std::move(plan);
   std::unique_ptr<DnnMatmul> d(new DnnMatmul(std::move(impl)));
-  d->workspace_ = workspace;
+  d->workspace_ = ws;
   return d;
 }
 
-int DnnMatmul::count_usable(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace) {
-  // Remembered per problem and device: a network repeats its layers (bert's twelve FFN1s), and each count
-  // compiles up to `max` kernels.
-  int device = -1;
-  cudaGetDevice(&device);
-  const std::string key = std::to_string(device) + " " + std::to_string(static_cast<int>(s.dt)) + " " +
-                          std::to_string(s.m) + " " + std::to_string(s.n) + " " + std::to_string(s.k) + " " +
-                          std::to_string(s.trans_b) + std::to_string(s.bias) + std::to_string(s.res) +
-                          std::to_string(s.residual_first) + " " + s.act + " " + std::to_string(s.alpha) + " " +
-                          std::to_string(max) + " " + std::to_string(max_workspace);
-  static std::mutex mu;
-  static std::map<std::string, int> counted;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (auto it = counted.find(key); it != counted.end()) return it->second;
+Result<std::unique_ptr<DnnMatmul>> DnnMatmul::build(cudnnContext* handle, const DnnMatmulSpec& s, int rank,
+                                                    size_t max_workspace) {
+  if (rank < 0) return unsupported("cuDNN matmul: no tactic of rank " + std::to_string(rank));
+  if (std::string why = dnn_matmul_declined(s, 1, 1); !why.empty()) return unsupported("cuDNN matmul: " + why);
+  Registry& r = registry();
+  const std::string key = problem_key(s, max_workspace);
+  std::lock_guard<std::mutex> lock(r.mu);
+  HandleProblem& hp = r.handles[{handle, key}];
+  if (auto it = hp.plans.find(rank); it != hp.plans.end()) return wrap(it->second, s);
+  Walk& w = walk_of(r, key);
+  if (static_cast<size_t>(rank) < w.usable.size()) {
+    // Found usable by an earlier walk (another handle): restored from its serialized form, else that config
+    // alone finalized.
+    if (!w.json[rank].empty()) {
+      auto p = plan_from_json(handle, w.json[rank], max_workspace);
+      if (p.ok()) {
+        hp.plans[rank] = *p;
+        return wrap(std::move(*p), s);
+      }
+    }
+    KILN_RETURN_IF_ERROR(ensure_graph(hp, handle, s));
+    const auto [l, c] = w.usable[rank];
+    if (l < hp.lists.size() && c < hp.lists[l].size())
+      if (auto p = finalize_config(handle, hp.lists[l][c], max_workspace, hp.graph)) {
+        hp.plans[rank] = p;
+        return wrap(std::move(p), s);
+      }
+    return unsupported("cuDNN matmul: the engine config of " + dnn_matmul_tactic_name(rank) +
+                       " does not finalize on this handle");
   }
-  const int n = count_plans(handle, s, max, max_workspace);
-  std::lock_guard<std::mutex> lock(mu);
-  counted[key] = n;
-  return n;
+  KILN_RETURN_IF_ERROR(ensure_graph(hp, handle, s));
+  extend(w, hp, handle, max_workspace, static_cast<size_t>(rank) + 1);
+  if (auto it = hp.plans.find(rank); it != hp.plans.end()) return wrap(it->second, s);
+  return unsupported("cuDNN matmul: " + std::to_string(w.usable.size()) + " usable plans for this graph, no " +
+                     dnn_matmul_tactic_name(rank));
 }
 
-int DnnMatmul::count_plans(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace) {
-  Owned graph;
-  std::vector<std::vector<Desc>> configs;
-  if (max <= 0 || !make_graph(graph, handle, s, &configs).ok()) return 0;
-  int n = 0;
-  Status st = for_each_plan(handle, configs, max_workspace, [&](Desc, size_t, bool* stop) {
-    *stop = ++n >= max;
-    return false;
-  });
-  return st.ok() ? n : 0;
+Result<std::unique_ptr<DnnMatmul>> DnnMatmul::restore(cudnnContext* handle, const DnnMatmulSpec& s, int rank,
+                                                      const std::string& json, size_t max_workspace) {
+  Registry& r = registry();
+  const std::string key = problem_key(s, max_workspace);
+  std::lock_guard<std::mutex> lock(r.mu);
+  HandleProblem& hp = r.handles[{handle, key}];
+  if (auto it = hp.plans.find(rank); it != hp.plans.end()) return wrap(it->second, s);
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnPlan> p, plan_from_json(handle, json, max_workspace));
+  hp.plans[rank] = p;
+  return wrap(std::move(p), s);
 }
+
+int DnnMatmul::count_usable(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace) {
+  if (max <= 0 || !dnn_matmul_declined(s, 1, 1).empty()) return 0;
+  Registry& r = registry();
+  const std::string key = problem_key(s, max_workspace);
+  std::lock_guard<std::mutex> lock(r.mu);
+  Walk& w = walk_of(r, key);
+  if (!w.done && w.usable.size() < static_cast<size_t>(max)) {
+    HandleProblem& hp = r.handles[{handle, key}];
+    if (ensure_graph(hp, handle, s).ok())
+      extend(w, hp, handle, max_workspace, static_cast<size_t>(max));
+    else
+      w.done = true;  // cuDNN refuses the graph: nothing to offer, and nothing to try again
+  }
+  return static_cast<int>(std::min(w.usable.size(), static_cast<size_t>(max)));
+}
+
+void DnnMatmul::release_handle(cudnnContext* handle) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (auto it = r.handles.begin(); it != r.handles.end();)
+    it = it->first.first == handle ? r.handles.erase(it) : std::next(it);
+}
+
+std::string DnnMatmul::plan_key(const DnnMatmulSpec& s, int rank) {
+  return dnn_matmul_plan_key(s, rank, plan_environment());
+}
+
+int64_t DnnMatmul::plans_finalized() { return g_finalized.load(); }
+int64_t DnnMatmul::plans_restored() { return g_restored.load(); }
+
+std::string DnnMatmul::json() const { return plan_json(impl_->plan->d); }
 
 Status DnnMatmul::run(cudnnContext* handle, void* workspace, const void* a, const void* b, const void* bias,
                       const void* res, void* y) {
@@ -312,7 +500,7 @@ Status DnnMatmul::run(cudnnContext* handle, void* workspace, const void* a, cons
     KILN_CUDNN_CHECK(cudnnBackendFinalize(m.pack));
     m.pack_ptrs = ptrs;
   }
-  KILN_CUDNN_CHECK(cudnnBackendExecute(handle, m.plan, m.pack));
+  KILN_CUDNN_CHECK(cudnnBackendExecute(handle, m.plan->d, m.pack));
   return Status::Ok();
 }
 

@@ -21,8 +21,14 @@ namespace kiln::cuda {
 
 // "cudnn_matmul_fused_<r>": the r-th plan, in cuDNN's heuristic order, that finalizes within the workspace.
 inline constexpr const char* kDnnMatmulTacticPrefix = "cudnn_matmul_fused_";
-// Offered per layer: each costs a runtime compilation at build time.
+// Offered per layer: each costs a runtime compilation (NVRTC inside cuDNN, ~0.3-1 s) at build time.
 inline constexpr int kDnnMatmulMaxTactics = 3;
+
+// Node annotations the builder stores with a chosen cuDNN tactic: the finalized plan's JSON (cuDNN's
+// CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, compiled kernel included) and the key it is valid for, so a
+// load restores the plan instead of compiling it again.
+inline constexpr const char* kDnnPlanAttr = "kiln.dnn_plan";
+inline constexpr const char* kDnnPlanKeyAttr = "kiln.dnn_plan_key";
 
 inline std::string dnn_matmul_tactic_name(int rank) { return kDnnMatmulTacticPrefix + std::to_string(rank); }
 
@@ -36,6 +42,32 @@ inline int dnn_matmul_tactic_index(std::string_view t) {
     r = r * 10 + (c - '0');
   }
   return r;
+}
+
+// Outputs smaller than this (M*N elements) are not offered the cuDNN plans: the epilogue pass they save is a
+// launch (~2 us) plus a read and write of Y, which at 256K FP16 elements (1 MB at ~4 TB/s: ~0.5 us) is a few
+// microseconds per inference, not worth a compile per layer at build and load. Measured on the H200: bert-base
+// FFN1 at batch 1 ([128, 3072], 393K) went from 16.8 us (cuBLASLt + pass) to 8.4 us, and efficientnet_b0's
+// expand GEMMs at batch 128 ([1.6M, 96], 154M) from 367 to 232 us: both stay above. Its SE-block FCs
+// ([batch, <= 1152], at most 147K at batch 128) fall below.
+inline constexpr int64_t kDnnMatmulMinOutput = int64_t{1} << 18;
+
+inline bool dnn_matmul_worth_compiling(int64_t m, int64_t n) { return m > 0 && n > 0 && m * n >= kDnnMatmulMinOutput; }
+
+// How many cuDNN plans to offer when the tuner times at most `max_timed` candidates of the layer (0: unknown):
+// cuBLASLt's first choice is always timed first, so plans past max_timed - 1 would be compiled and never timed.
+// Level 1 (one timed) offers none, level 2 one, level 3 and up kDnnMatmulMaxTactics. When the timing cache
+// already answers for the layer (`cached`, else empty), only what confirming that answer needs: no plan for a
+// cuBLASLt tactic, the ranks up to r for cuDNN's rank r.
+inline int dnn_matmul_offered(int max_timed, std::string_view cached = {}) {
+  int n = kDnnMatmulMaxTactics;
+  if (max_timed > 0 && max_timed - 1 < n) n = max_timed - 1;
+  if (!cached.empty()) {
+    const int r = dnn_matmul_tactic_index(cached);
+    if (r < 0) return 0;
+    if (r + 1 < n) n = r + 1;
+  }
+  return n;
 }
 
 // The gate: the tactics are offered only with KILN_DNN_MATMUL=1 (a recorded one runs regardless).
@@ -103,8 +135,27 @@ inline std::string dnn_matmul_declined(const DnnMatmulSpec& s, int64_t batch, si
   return "";
 }
 
-// A finalized cuDNN execution plan for one spec, with its graph's descriptors; the variant pack is rebuilt only
-// when the pointers change (a context's arena keeps them fixed).
+// The problem as a cache key: everything the cuDNN graph is built from.
+inline std::string dnn_matmul_problem_key(const DnnMatmulSpec& s) {
+  return std::string(dtype_name(s.dt)) + " m" + std::to_string(s.m) + " n" + std::to_string(s.n) + " k" +
+         std::to_string(s.k) + (s.trans_b ? " tb" : "") + (s.bias ? " bias" : "") +
+         (s.res ? (s.residual_first ? " res-first" : " res") : "") + " " + s.act + " alpha" + std::to_string(s.alpha);
+}
+
+// What a stored plan is valid for: the tactic, the problem (dynamic shapes prepare per shape, and only the tuned
+// shapes' plan is stored) and `where` (the cuDNN version and the GPU, which the plan's kernel was compiled for).
+inline std::string dnn_matmul_plan_key(const DnnMatmulSpec& s, int rank, const std::string& where) {
+  return dnn_matmul_tactic_name(rank) + " | " + dnn_matmul_problem_key(s) + " | " + where;
+}
+
+struct DnnPlan;  // one finalized execution plan (dnn_matmul.cpp)
+
+// A finalized cuDNN execution plan for one spec; the variant pack is rebuilt only when the pointers change (a
+// context's arena keeps them fixed). Each plan is compiled at most once per process: a walk over the heuristic's
+// engine configs per problem and device is remembered for the process (which configs finalize within the
+// workspace, in order, and each usable plan serialized); plans are kept per cuDNN handle (a plan is finalized
+// against a handle) until release_handle(), so layers of one problem share one plan, and another handle restores
+// the serialized plan instead of compiling it again.
 class DnnMatmul {
  public:
   // cuDNN is told every pointer is aligned to this; run() must not be called otherwise (see aligned()).
@@ -114,13 +165,31 @@ class DnnMatmul {
   DnnMatmul(const DnnMatmul&) = delete;
   DnnMatmul& operator=(const DnnMatmul&) = delete;
 
-  // The plan of tactic rank `rank`. Unsupported (kUNSUPPORTED) when cuDNN refuses the graph or has fewer usable
-  // plans; other errors are cuDNN failures.
+  // The plan of tactic rank `rank`: the handle's, else the walk's serialized plan restored (or, where that
+  // fails, its config finalized: one compile), else the walk continued up to that rank. Unsupported
+  // (kUNSUPPORTED) when cuDNN refuses the graph or has fewer usable plans.
   static Result<std::unique_ptr<DnnMatmul>> build(cudnnContext* handle, const DnnMatmulSpec& s, int rank,
                                                   size_t max_workspace);
-  // How many plans (at most `max`) finalize within max_workspace: the tactics to offer; 0 when refused.
-  // Remembered per problem and device for the process.
+  // The plan of tactic `rank` from a stored JSON (json() of a plan for the same key): the handle's own plan when
+  // it has one, else the JSON deserialized, no compile. Unsupported when cuDNN refuses the text or the plan needs
+  // more than max_workspace; the caller then builds.
+  static Result<std::unique_ptr<DnnMatmul>> restore(cudnnContext* handle, const DnnMatmulSpec& s, int rank,
+                                                    const std::string& json, size_t max_workspace);
+  // How many plans (at most `max`) finalize within max_workspace: the tactics to offer; 0 when refused. Each
+  // config is finalized once per process; the plans stay with the handle for build().
   static int count_usable(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace);
+  // Drops the plans kept for this handle; called before the handle is destroyed (after every DnnMatmul built
+  // with it is gone).
+  static void release_handle(cudnnContext* handle);
+  // dnn_matmul_plan_key with this process's cuDNN version and the current GPU.
+  static std::string plan_key(const DnnMatmulSpec& s, int rank);
+  // Process-wide counts: execution plans finalized from an engine config (each a runtime compilation), and
+  // plans restored from stored JSON.
+  static int64_t plans_finalized();
+  static int64_t plans_restored();
+
+  // The plan serialized; empty when cuDNN cannot (engines other than the runtime-fusion ones).
+  std::string json() const;
 
   static bool aligned(const void* a, const void* b, const void* bias, const void* res, const void* y) {
     const uint64_t v = reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) |
@@ -137,7 +206,7 @@ class DnnMatmul {
  private:
   struct Impl;
   explicit DnnMatmul(std::unique_ptr<Impl> impl);
-  static int count_plans(cudnnContext* handle, const DnnMatmulSpec& s, int max, size_t max_workspace);
+  static std::unique_ptr<DnnMatmul> wrap(std::shared_ptr<DnnPlan> plan, const DnnMatmulSpec& s);
   std::unique_ptr<Impl> impl_;
   size_t workspace_ = 0;
 };

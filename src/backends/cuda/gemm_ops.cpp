@@ -500,10 +500,35 @@ Result<DnnMatmulSpec> dnn_spec(const KernelArgs& args, const FusedState& st) {
   return s;
 }
 
-// The plan of the cuDNN tactic of rank `rank` into st.dnn.
+// The plan of the cuDNN tactic of rank `rank` into st.dnn: restored from the plan the builder stored with the
+// node when it is for this problem, cuDNN and GPU (no compile), else built. A stored plan that cannot be used
+// is only a slower load: one line in the log, then the build.
 Status make_dnn(const KernelArgs& args, FusedState& st, int rank) {
   KILN_ASSIGN_OR_RETURN(DnnMatmulSpec s, dnn_spec(args, st));
-  KILN_ASSIGN_OR_RETURN(st.dnn, DnnMatmul::build(args.handles->dnn, s, rank, args.handles->workspace_bytes));
+  CudaHandles& h = *args.handles;
+  const Attribute* json = args.attrs().find(kDnnPlanAttr);
+  const Attribute* key = args.attrs().find(kDnnPlanKeyAttr);
+  if (json && key && json->type() == AttrType::kSTRING && key->type() == AttrType::kSTRING) {
+    const std::string want = DnnMatmul::plan_key(s, rank);
+    std::string why;
+    if (key->s() != want) {
+      why = "it was stored for '" + key->s() + "', this layer needs '" + want + "'";
+    } else {
+      auto r = DnnMatmul::restore(h.dnn, s, rank, json->s(), h.workspace_bytes);
+      if (r.ok()) {
+        st.dnn = std::move(*r);
+        return Status::Ok();
+      }
+      why = r.status().message();
+    }
+    const std::string msg =
+        "FusedMatMul '" + args.node->name + "': stored cuDNN plan not used (" + why + "); compiling " + args.tactic;
+    // Other shapes than the tuned ones (a dynamic profile) are expected: verbose. Another cuDNN or GPU, or a
+    // plan cuDNN refuses, makes the load slower than it should be: info.
+    const bool other_shapes = key->s().rfind(dnn_matmul_plan_key(s, rank, ""), 0) != 0;
+    default_logger().log(other_shapes ? ILogger::Severity::kVERBOSE : ILogger::Severity::kINFO, msg.c_str());
+  }
+  KILN_ASSIGN_OR_RETURN(st.dnn, DnnMatmul::build(h.dnn, s, rank, h.workspace_bytes));
   return Status::Ok();
 }
 
@@ -567,8 +592,9 @@ Status fused_matmul_run(KernelArgs& args) {
                                 Y.numel(), n, st->kernel_act, args.stream);
 }
 
-// cuBLASLt's ranks, and with KILN_DNN_MATMUL=1, where cuBLASLt would leave a second pass, the cuDNN plans that
-// finalize for these shapes (each one compiled once here; a graph cuDNN refuses adds nothing).
+// cuBLASLt's ranks, and with KILN_DNN_MATMUL=1, where cuBLASLt would leave a second pass on an output large
+// enough to pay for a compile (dnn_matmul_worth_compiling), the cuDNN plans that finalize for these shapes, no
+// more than the tuner will time (each one compiled once per process here; a graph cuDNN refuses adds nothing).
 std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   std::vector<std::string> lt = gemm_tactics(args);
   if (!dnn_matmul_enabled() || !args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0)
@@ -579,11 +605,29 @@ std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   FusedState probe;
   if (!init_fused_state(args, probe).ok()) return lt;
   auto spec = dnn_spec(args, probe);
-  if (!spec.ok()) return lt;
-  const int n = DnnMatmul::count_usable(args.handles->dnn, *spec, kDnnMatmulMaxTactics, args.handles->workspace_bytes);
+  if (!spec.ok() || !dnn_matmul_worth_compiling(spec->m, spec->n)) return lt;
+  const int offered = dnn_matmul_offered(args.max_timed, args.cached_tactic);
+  if (offered == 0) return lt;
+  const int n = DnnMatmul::count_usable(args.handles->dnn, *spec, offered, args.handles->workspace_bytes);
   std::vector<std::string> dnn;
   for (int r = 0; r < n; ++r) dnn.push_back(dnn_matmul_tactic_name(r));
   return merge_matmul_tactics(lt, dnn);
+}
+
+// With a chosen cuDNN tactic: its plan's JSON and key, for the engine (the plan comes from this handle's cache:
+// the tuner compiled it). Nothing when cuDNN cannot serialize it; the load then compiles.
+std::vector<std::pair<std::string, std::string>> fused_matmul_annotations(KernelArgs& args) {
+  const int rank = dnn_matmul_tactic_index(args.tactic);
+  if (rank < 0 || !args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return {};
+  FusedState st;
+  if (!init_fused_state(args, st).ok()) return {};
+  auto spec = dnn_spec(args, st);
+  if (!spec.ok()) return {};
+  auto d = DnnMatmul::build(args.handles->dnn, *spec, rank, args.handles->workspace_bytes);
+  if (!d.ok()) return {};
+  std::string json = (*d)->json();
+  if (json.empty()) return {};
+  return {{kDnnPlanKeyAttr, DnnMatmul::plan_key(*spec, rank)}, {kDnnPlanAttr, std::move(json)}};
 }
 
 bool rank_is(const runtime::EnginePlan& p, int id, size_t lo, size_t hi) {
@@ -619,6 +663,7 @@ KILN_CUDA_KERNEL(FusedMatMul) {
            (n.inputs.size() < 4 || rank_is(p, n.inputs[3], 2, 64));
   };
   d.tactics = fused_matmul_tactics;
+  d.annotations = fused_matmul_annotations;
   return d;
 }
 
