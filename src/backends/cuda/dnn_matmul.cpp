@@ -7,92 +7,28 @@
 #include <cudnn.h>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <map>
 #include <mutex>
 
 #include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/dnn_graph.h"
 
 namespace kiln::cuda {
 namespace {
 
-using Desc = cudnnBackendDescriptor_t;
-
-// Every failure while building is cuDNN declining the problem: the tactic is then not offered (never an error).
-Status refused(cudnnStatus_t e, const char* what) {
-  return unsupported(std::string("cuDNN matmul graph: ") + what + ": " + cudnnGetErrorString(e));
-}
-
-#define KILN_DNN_TRY(call, what)                                        \
-  do {                                                                  \
-    cudnnStatus_t kiln_s_ = (call);                                     \
-    if (kiln_s_ != CUDNN_STATUS_SUCCESS) return refused(kiln_s_, what); \
-  } while (0)
+using dnn_graph::Desc;
+using dnn_graph::Owned;
+using dnn_graph::set;
 
 cudnnDataType_t dnn_dtype(DataType dt) { return dt == DataType::kBF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF; }
-
-// Descriptors destroyed together, newest first (an operation before its tensors, the graph before its operations).
-struct Owned {
-  std::vector<Desc> v;
-  Owned() = default;
-  Owned(const Owned&) = delete;
-  Owned& operator=(const Owned&) = delete;
-  ~Owned() {
-    for (auto it = v.rbegin(); it != v.rend(); ++it) cudnnBackendDestroyDescriptor(*it);
-  }
-  cudnnStatus_t make(cudnnBackendDescriptorType_t t, Desc* d) {
-    *d = nullptr;
-    cudnnStatus_t s = cudnnBackendCreateDescriptor(t, d);
-    if (s == CUDNN_STATUS_SUCCESS) v.push_back(*d);
-    return s;
-  }
-};
-
-cudnnStatus_t set(Desc d, cudnnBackendAttributeName_t name, cudnnBackendAttributeType_t type, int64_t count,
-                  const void* value) {
-  return cudnnBackendSetAttribute(d, name, type, count, value);
-}
 
 // Unique ids of the variant pack's tensors; intermediates count up from kFirstVirtual.
 enum : int64_t { kUidA = 1, kUidB, kUidBias, kUidRes, kUidY, kFirstVirtual = 16 };
 
 Status make_tensor(Owned& o, Desc* d, int64_t uid, cudnnDataType_t dt, const DnnDims& t, bool is_virtual) {
-  KILN_DNN_TRY(o.make(CUDNN_BACKEND_TENSOR_DESCRIPTOR, d), "tensor descriptor");
-  const int64_t align = static_cast<int64_t>(DnnMatmul::kAlignment);
-  const bool virt = is_virtual;
-  KILN_DNN_TRY(set(*d, CUDNN_ATTR_TENSOR_DATA_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &dt), "tensor type");
-  KILN_DNN_TRY(set(*d, CUDNN_ATTR_TENSOR_DIMENSIONS, CUDNN_TYPE_INT64, 3, t.dims), "tensor dimensions");
-  KILN_DNN_TRY(set(*d, CUDNN_ATTR_TENSOR_STRIDES, CUDNN_TYPE_INT64, 3, t.strides), "tensor strides");
-  KILN_DNN_TRY(set(*d, CUDNN_ATTR_TENSOR_UNIQUE_ID, CUDNN_TYPE_INT64, 1, &uid), "tensor id");
-  KILN_DNN_TRY(set(*d, CUDNN_ATTR_TENSOR_BYTE_ALIGNMENT, CUDNN_TYPE_INT64, 1, &align), "tensor alignment");
-  KILN_DNN_TRY(set(*d, CUDNN_ATTR_TENSOR_IS_VIRTUAL, CUDNN_TYPE_BOOLEAN, 1, &virt), "tensor virtual");
-  KILN_DNN_TRY(cudnnBackendFinalize(*d), "tensor finalize");
-  return Status::Ok();
-}
-
-// y = mode(x) or mode(x, b) in float.
-Status make_pointwise(Owned& o, Desc* op, cudnnPointwiseMode_t mode, Desc x, Desc b, Desc y) {
-  Desc pw = nullptr;
-  const cudnnDataType_t prec = CUDNN_DATA_FLOAT;
-  KILN_DNN_TRY(o.make(CUDNN_BACKEND_POINTWISE_DESCRIPTOR, &pw), "pointwise descriptor");
-  KILN_DNN_TRY(set(pw, CUDNN_ATTR_POINTWISE_MODE, CUDNN_TYPE_POINTWISE_MODE, 1, &mode), "pointwise mode");
-  KILN_DNN_TRY(set(pw, CUDNN_ATTR_POINTWISE_MATH_PREC, CUDNN_TYPE_DATA_TYPE, 1, &prec), "pointwise precision");
-  if (mode == CUDNN_POINTWISE_SWISH_FWD) {
-    // cuDNN's swish is x * sigmoid(beta * x); beta 1 is SiLU (set explicitly rather than trusting a default).
-    const float beta = 1.0f;
-    KILN_DNN_TRY(set(pw, CUDNN_ATTR_POINTWISE_SWISH_BETA, CUDNN_TYPE_FLOAT, 1, &beta), "swish beta");
-  }
-  KILN_DNN_TRY(cudnnBackendFinalize(pw), "pointwise finalize");
-  KILN_DNN_TRY(o.make(CUDNN_BACKEND_OPERATION_POINTWISE_DESCRIPTOR, op), "pointwise operation");
-  KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_PW_DESCRIPTOR, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &pw),
-               "pointwise op descriptor");
-  KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_XDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &x), "pointwise x");
-  if (b)
-    KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b), "pointwise b");
-  KILN_DNN_TRY(set(*op, CUDNN_ATTR_OPERATION_POINTWISE_YDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &y), "pointwise y");
-  KILN_DNN_TRY(cudnnBackendFinalize(*op), "pointwise op finalize");
-  return Status::Ok();
+  return dnn_graph::make_tensor(o, d, uid, dt, 3, t.dims, t.strides, static_cast<int64_t>(DnnMatmul::kAlignment),
+                                is_virtual);
 }
 
 cudnnPointwiseMode_t act_mode(const std::string& act) {
@@ -132,54 +68,34 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnMatmulSpec& s, std::v
   if (!steps.empty()) KILN_RETURN_IF_ERROR(make_tensor(o, &cur, next_uid++, f32, l.y, true));
   std::vector<Desc> ops;
   Desc mm = nullptr, mm_op = nullptr;
-  KILN_DNN_TRY(o.make(CUDNN_BACKEND_MATMUL_DESCRIPTOR, &mm), "matmul descriptor");
-  KILN_DNN_TRY(set(mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32), "matmul compute type");
-  KILN_DNN_TRY(cudnnBackendFinalize(mm), "matmul finalize");
-  KILN_DNN_TRY(o.make(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, &mm_op), "matmul operation");
-  KILN_DNN_TRY(set(mm_op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a), "matmul a");
-  KILN_DNN_TRY(set(mm_op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b), "matmul b");
-  KILN_DNN_TRY(set(mm_op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cur), "matmul c");
-  KILN_DNN_TRY(set(mm_op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm), "matmul desc");
-  KILN_DNN_TRY(cudnnBackendFinalize(mm_op), "matmul op finalize");
+  KILN_DNN_GRAPH_TRY(o.make(CUDNN_BACKEND_MATMUL_DESCRIPTOR, &mm), "matmul descriptor");
+  KILN_DNN_GRAPH_TRY(set(mm, CUDNN_ATTR_MATMUL_COMP_TYPE, CUDNN_TYPE_DATA_TYPE, 1, &f32), "matmul compute type");
+  KILN_DNN_GRAPH_TRY(cudnnBackendFinalize(mm), "matmul finalize");
+  KILN_DNN_GRAPH_TRY(o.make(CUDNN_BACKEND_OPERATION_MATMUL_DESCRIPTOR, &mm_op), "matmul operation");
+  KILN_DNN_GRAPH_TRY(set(mm_op, CUDNN_ATTR_OPERATION_MATMUL_ADESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &a), "matmul a");
+  KILN_DNN_GRAPH_TRY(set(mm_op, CUDNN_ATTR_OPERATION_MATMUL_BDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &b), "matmul b");
+  KILN_DNN_GRAPH_TRY(set(mm_op, CUDNN_ATTR_OPERATION_MATMUL_CDESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cur), "matmul c");
+  KILN_DNN_GRAPH_TRY(set(mm_op, CUDNN_ATTR_OPERATION_MATMUL_DESC, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &mm),
+                     "matmul desc");
+  KILN_DNN_GRAPH_TRY(cudnnBackendFinalize(mm_op), "matmul op finalize");
   ops.push_back(mm_op);
   for (size_t i = 0; i < steps.size(); ++i) {
     Desc out = y;
     if (i + 1 < steps.size()) KILN_RETURN_IF_ERROR(make_tensor(o, &out, next_uid++, f32, l.y, true));
     Desc operand = steps[i].operand == kUidBias ? bias : steps[i].operand == kUidRes ? res : nullptr;
     Desc op = nullptr;
-    KILN_RETURN_IF_ERROR(make_pointwise(o, &op, steps[i].mode, cur, operand, out));
+    KILN_RETURN_IF_ERROR(dnn_graph::make_pointwise(o, &op, steps[i].mode, cur, operand, out));
     ops.push_back(op);
     cur = out;
   }
   Desc graph = nullptr;
-  KILN_DNN_TRY(o.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, &graph), "operation graph");
-  KILN_DNN_TRY(set(graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,
-                   static_cast<int64_t>(ops.size()), ops.data()),
-               "graph operations");
-  KILN_DNN_TRY(set(graph, CUDNN_ATTR_OPERATIONGRAPH_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "graph handle");
-  KILN_DNN_TRY(cudnnBackendFinalize(graph), "graph finalize");
-  for (cudnnBackendHeurMode_t mode : {CUDNN_HEUR_MODE_A, CUDNN_HEUR_MODE_FALLBACK}) {
-    Desc heur = nullptr;
-    if (o.make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR, &heur) != CUDNN_STATUS_SUCCESS ||
-        set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph) !=
-            CUDNN_STATUS_SUCCESS ||
-        set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode) != CUDNN_STATUS_SUCCESS ||
-        cudnnBackendFinalize(heur) != CUDNN_STATUS_SUCCESS)
-      continue;
-    int64_t count = 0;
-    if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &count,
-                                 nullptr) != CUDNN_STATUS_SUCCESS ||
-        count <= 0)
-      continue;
-    std::vector<Desc> cfgs(static_cast<size_t>(count), nullptr);
-    for (Desc& c : cfgs) KILN_DNN_TRY(o.make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR, &c), "engine config");
-    int64_t got = 0;
-    if (cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got,
-                                 cfgs.data()) != CUDNN_STATUS_SUCCESS)
-      continue;
-    if (got > 0) lists->emplace_back(cfgs.begin(), cfgs.begin() + std::min(got, count));
+  KILN_RETURN_IF_ERROR(dnn_graph::make_op_graph(o, handle, ops, &graph));
+  std::vector<std::vector<dnn_graph::Config>> configs;
+  KILN_RETURN_IF_ERROR(dnn_graph::heuristic_configs(o, graph, &configs));
+  for (const auto& list : configs) {
+    lists->emplace_back();
+    for (const dnn_graph::Config& c : list) lists->back().push_back(c.cfg);
   }
-  if (lists->empty()) return unsupported("cuDNN matmul graph: the heuristics offer no engine");
   return Status::Ok();
 }
 
@@ -237,8 +153,8 @@ std::shared_ptr<DnnPlan> finalize_config(cudnnHandle_t handle, Desc cfg, size_t 
 // A finalized plan as cuDNN serializes it (its JSON, compiled kernel included), or empty where it cannot.
 std::string plan_json(Desc plan) {
   int64_t n = 0;
-  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &n,
-                               nullptr) != CUDNN_STATUS_SUCCESS ||
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &n, nullptr) !=
+          CUDNN_STATUS_SUCCESS ||
       n <= 0)
     return "";
   std::string text(static_cast<size_t>(n), '\0');
@@ -254,13 +170,13 @@ std::string plan_json(Desc plan) {
 Result<std::shared_ptr<DnnPlan>> plan_from_json(cudnnHandle_t handle, const std::string& json, size_t max_workspace) {
   if (json.empty()) return unsupported("cuDNN matmul: the stored plan is empty");
   auto p = std::make_shared<DnnPlan>();
-  KILN_DNN_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p->d), "plan descriptor");
+  KILN_DNN_GRAPH_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p->d), "plan descriptor");
   // The text as cuDNN wrote it (plan_json drops the terminating NUL; cuDNN takes the length).
-  KILN_DNN_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
-                   static_cast<int64_t>(json.size()), json.data()),
-               "stored plan text");
-  KILN_DNN_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "plan handle");
-  KILN_DNN_TRY(cudnnBackendFinalize(p->d), "restoring the stored plan");
+  KILN_DNN_GRAPH_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                         static_cast<int64_t>(json.size()), json.data()),
+                     "stored plan text");
+  KILN_DNN_GRAPH_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "plan handle");
+  KILN_DNN_GRAPH_TRY(cudnnBackendFinalize(p->d), "restoring the stored plan");
   if (!plan_fits(p->d, max_workspace, &p->workspace))
     return unsupported("cuDNN matmul: the stored plan needs more than " + std::to_string(max_workspace) +
                        " bytes of workspace");
@@ -290,7 +206,7 @@ struct HandleProblem {
 };
 
 struct Registry {
-  std::mutex mu;  // held while compiling: builds of one process compile one plan at a time
+  std::mutex mu;                      // held while compiling: builds of one process compile one plan at a time
   std::map<std::string, Walk> walks;  // by device, problem and workspace limit
   std::map<std::pair<cudnnHandle_t, std::string>, HandleProblem> handles;  // by handle, problem and workspace
 };
@@ -374,11 +290,7 @@ std::string plan_environment() {
 struct DnnMatmul::Impl {
   std::shared_ptr<DnnPlan> plan;
   bool has_bias = false, has_res = false;
-  Desc pack = nullptr;
-  std::array<const void*, 6> pack_ptrs{};  // a, b, bias, res, y, workspace of `pack`
-  ~Impl() {
-    if (pack) cudnnBackendDestroyDescriptor(pack);
-  }
+  dnn_graph::VariantPack pack;
 };
 
 DnnMatmul::DnnMatmul(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -479,28 +391,14 @@ std::string DnnMatmul::json() const { return plan_json(impl_->plan->d); }
 Status DnnMatmul::run(cudnnContext* handle, void* workspace, const void* a, const void* b, const void* bias,
                       const void* res, void* y) {
   Impl& m = *impl_;
-  const std::array<const void*, 6> ptrs = {a, b, bias, res, y, workspace};
-  if (!m.pack || ptrs != m.pack_ptrs) {
-    if (m.pack) cudnnBackendDestroyDescriptor(m.pack);
-    m.pack = nullptr;
-    m.pack_ptrs = {};
-    std::vector<int64_t> uids = {kUidA, kUidB};
-    std::vector<void*> data = {const_cast<void*>(a), const_cast<void*>(b)};
-    if (m.has_bias) uids.push_back(kUidBias), data.push_back(const_cast<void*>(bias));
-    if (m.has_res) uids.push_back(kUidRes), data.push_back(const_cast<void*>(res));
-    uids.push_back(kUidY), data.push_back(y);
-    const auto n = static_cast<int64_t>(uids.size());
-    KILN_CUDNN_CHECK(cudnnBackendCreateDescriptor(CUDNN_BACKEND_VARIANT_PACK_DESCRIPTOR, &m.pack));
-    KILN_CUDNN_CHECK(
-        cudnnBackendSetAttribute(m.pack, CUDNN_ATTR_VARIANT_PACK_UNIQUE_IDS, CUDNN_TYPE_INT64, n, uids.data()));
-    KILN_CUDNN_CHECK(
-        cudnnBackendSetAttribute(m.pack, CUDNN_ATTR_VARIANT_PACK_DATA_POINTERS, CUDNN_TYPE_VOID_PTR, n, data.data()));
-    KILN_CUDNN_CHECK(
-        cudnnBackendSetAttribute(m.pack, CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace));
-    KILN_CUDNN_CHECK(cudnnBackendFinalize(m.pack));
-    m.pack_ptrs = ptrs;
-  }
-  KILN_CUDNN_CHECK(cudnnBackendExecute(handle, m.plan->d, m.pack));
+  int64_t uids[5] = {kUidA, kUidB};
+  void* data[5] = {const_cast<void*>(a), const_cast<void*>(b)};
+  int n = 2;
+  if (m.has_bias) uids[n] = kUidBias, data[n++] = const_cast<void*>(bias);
+  if (m.has_res) uids[n] = kUidRes, data[n++] = const_cast<void*>(res);
+  uids[n] = kUidY, data[n++] = y;
+  KILN_RETURN_IF_ERROR(m.pack.bind(n, uids, data, workspace));
+  KILN_CUDNN_CHECK(cudnnBackendExecute(handle, m.plan->d, m.pack.get()));
   return Status::Ok();
 }
 
