@@ -54,26 +54,22 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnConvSpec& s, std::vec
   const DnnConvLayout l = dnn_conv_layout(s);
   const cudnnDataType_t io = s.dt == DataType::kBF16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_HALF;
   const cudnnDataType_t f32 = CUDNN_DATA_FLOAT;
-  // FusedConv's epilogue, act(conv + B + Z): each step's mode and second operand (0: unary).
-  struct Step {
-    cudnnPointwiseMode_t mode;
-    int64_t operand;
-  };
-  std::vector<Step> steps;
-  if (s.bias) steps.push_back({CUDNN_POINTWISE_ADD, kUidBias});
-  if (s.res) steps.push_back({CUDNN_POINTWISE_ADD, kUidZ});
-  if (s.act != ops::Activation::kNone) steps.push_back({act_mode(s.act), 0});
-
   Desc x = nullptr, w = nullptr, bias = nullptr, z = nullptr, y = nullptr;
   KILN_RETURN_IF_ERROR(tensor(o, &x, kUidX, io, l.x, false));
   KILN_RETURN_IF_ERROR(tensor(o, &w, kUidW, io, l.w, false));
   if (s.bias) KILN_RETURN_IF_ERROR(tensor(o, &bias, kUidBias, io, l.bias, false));
   if (s.res) KILN_RETURN_IF_ERROR(tensor(o, &z, kUidZ, io, l.y, false));
   KILN_RETURN_IF_ERROR(tensor(o, &y, kUidY, io, l.y, false));
+  // FusedConv's epilogue, act(conv + B + Z).
+  std::vector<dnn_graph::PointwiseStep> steps;
+  if (s.bias) steps.push_back({CUDNN_POINTWISE_ADD, bias});
+  if (s.res) steps.push_back({CUDNN_POINTWISE_ADD, z});
+  if (s.act != ops::Activation::kNone) steps.push_back({act_mode(s.act), nullptr});
   int64_t next_uid = kFirstVirtual;
+  auto intermediate = [&](Desc* d) { return tensor(o, d, next_uid++, f32, l.y, true); };
   // The convolution: Y itself when nothing follows, else a float intermediate.
   Desc cur = y;
-  if (!steps.empty()) KILN_RETURN_IF_ERROR(tensor(o, &cur, next_uid++, f32, l.y, true));
+  if (!steps.empty()) KILN_RETURN_IF_ERROR(intermediate(&cur));
 
   Desc conv = nullptr, conv_op = nullptr;
   const cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
@@ -106,15 +102,7 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnConvSpec& s, std::vec
                      "conv beta");
   KILN_DNN_GRAPH_TRY(cudnnBackendFinalize(conv_op), "conv operation finalize");
   std::vector<Desc> ops = {conv_op};
-  for (size_t i = 0; i < steps.size(); ++i) {
-    Desc out = y;
-    if (i + 1 < steps.size()) KILN_RETURN_IF_ERROR(tensor(o, &out, next_uid++, f32, l.y, true));
-    Desc operand = steps[i].operand == kUidBias ? bias : steps[i].operand == kUidZ ? z : nullptr;
-    Desc op = nullptr;
-    KILN_RETURN_IF_ERROR(dnn_graph::make_pointwise(o, &op, steps[i].mode, cur, operand, out));
-    ops.push_back(op);
-    cur = out;
-  }
+  KILN_RETURN_IF_ERROR(dnn_graph::append_pointwise_chain(o, steps, cur, y, intermediate, &ops));
   Desc graph = nullptr;
   KILN_RETURN_IF_ERROR(dnn_graph::make_op_graph(o, handle, ops, &graph));
   std::vector<std::vector<Config>> heuristic;

@@ -62,6 +62,19 @@ Status make_pointwise(Owned& o, Desc* op, cudnnPointwiseMode_t mode, Desc x, Des
   return Status::Ok();
 }
 
+Status append_pointwise_chain(Owned& o, const std::vector<PointwiseStep>& steps, Desc cur, Desc y,
+                              const std::function<Status(Desc*)>& intermediate, std::vector<Desc>* ops) {
+  for (size_t i = 0; i < steps.size(); ++i) {
+    Desc out = y;
+    if (i + 1 < steps.size()) KILN_RETURN_IF_ERROR(intermediate(&out));
+    Desc op = nullptr;
+    KILN_RETURN_IF_ERROR(make_pointwise(o, &op, steps[i].mode, cur, steps[i].operand, out));
+    ops->push_back(op);
+    cur = out;
+  }
+  return Status::Ok();
+}
+
 Status make_op_graph(Owned& o, cudnnHandle_t handle, const std::vector<Desc>& ops, Desc* graph) {
   KILN_DNN_GRAPH_TRY(o.make(CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR, graph), "operation graph");
   KILN_DNN_GRAPH_TRY(set(*graph, CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR,

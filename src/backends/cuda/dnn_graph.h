@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,18 @@ Status make_tensor(Owned& o, Desc* d, int64_t uid, cudnnDataType_t dt, int rank,
 
 // y = mode(x) or mode(x, b), computed in float; SWISH gets beta 1 (SiLU).
 Status make_pointwise(Owned& o, Desc* op, cudnnPointwiseMode_t mode, Desc x, Desc b, Desc y);
+
+// One pointwise node of a chain after the graph's main operation: its mode and second operand (null: unary).
+struct PointwiseStep {
+  cudnnPointwiseMode_t mode;
+  Desc operand;
+};
+
+// Appends to *ops the chain `steps` after `cur` (the main operation's output): each step reads the previous
+// result, the last one writes `y`, the ones between write intermediates that `intermediate` makes (float,
+// virtual).
+Status append_pointwise_chain(Owned& o, const std::vector<PointwiseStep>& steps, Desc cur, Desc y,
+                              const std::function<Status(Desc*)>& intermediate, std::vector<Desc>* ops);
 
 // The finalized operation graph of `ops` on `handle`.
 Status make_op_graph(Owned& o, cudnnHandle_t handle, const std::vector<Desc>& ops, Desc* graph);

@@ -45,27 +45,23 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnMatmulSpec& s, std::v
   if (std::string why = dnn_matmul_declined(s, 1, 1); !why.empty()) return unsupported("cuDNN matmul: " + why);
   const DnnMatmulLayout l = dnn_matmul_layout(s.m, s.n, s.k, s.trans_b);
   const cudnnDataType_t io = dnn_dtype(s.dt), f32 = CUDNN_DATA_FLOAT;
-  // The pointwise chain after the product, in FusedMatMul's order; each step's second operand or none.
-  struct Step {
-    cudnnPointwiseMode_t mode;
-    int64_t operand;  // a uid, 0: unary
-  };
-  std::vector<Step> steps;
-  if (s.bias) steps.push_back({CUDNN_POINTWISE_ADD, kUidBias});
-  if (s.res && s.residual_first) steps.push_back({CUDNN_POINTWISE_ADD, kUidRes});
-  if (s.act != "none") steps.push_back({act_mode(s.act), 0});
-  if (s.res && !s.residual_first) steps.push_back({CUDNN_POINTWISE_ADD, kUidRes});
-
   Desc a = nullptr, b = nullptr, bias = nullptr, res = nullptr, y = nullptr;
   KILN_RETURN_IF_ERROR(make_tensor(o, &a, kUidA, io, l.a, false));
   KILN_RETURN_IF_ERROR(make_tensor(o, &b, kUidB, io, l.b, false));
   if (s.bias) KILN_RETURN_IF_ERROR(make_tensor(o, &bias, kUidBias, io, l.bias, false));
   if (s.res) KILN_RETURN_IF_ERROR(make_tensor(o, &res, kUidRes, io, l.y, false));
   KILN_RETURN_IF_ERROR(make_tensor(o, &y, kUidY, io, l.y, false));
+  // The pointwise chain after the product, in FusedMatMul's order.
+  std::vector<dnn_graph::PointwiseStep> steps;
+  if (s.bias) steps.push_back({CUDNN_POINTWISE_ADD, bias});
+  if (s.res && s.residual_first) steps.push_back({CUDNN_POINTWISE_ADD, res});
+  if (s.act != "none") steps.push_back({act_mode(s.act), nullptr});
+  if (s.res && !s.residual_first) steps.push_back({CUDNN_POINTWISE_ADD, res});
   int64_t next_uid = kFirstVirtual;
+  auto intermediate = [&](Desc* d) { return make_tensor(o, d, next_uid++, f32, l.y, true); };
   // The product: Y itself when nothing follows, else a float intermediate.
   Desc cur = y;
-  if (!steps.empty()) KILN_RETURN_IF_ERROR(make_tensor(o, &cur, next_uid++, f32, l.y, true));
+  if (!steps.empty()) KILN_RETURN_IF_ERROR(intermediate(&cur));
   std::vector<Desc> ops;
   Desc mm = nullptr, mm_op = nullptr;
   KILN_DNN_GRAPH_TRY(o.make(CUDNN_BACKEND_MATMUL_DESCRIPTOR, &mm), "matmul descriptor");
@@ -79,15 +75,7 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnMatmulSpec& s, std::v
                      "matmul desc");
   KILN_DNN_GRAPH_TRY(cudnnBackendFinalize(mm_op), "matmul op finalize");
   ops.push_back(mm_op);
-  for (size_t i = 0; i < steps.size(); ++i) {
-    Desc out = y;
-    if (i + 1 < steps.size()) KILN_RETURN_IF_ERROR(make_tensor(o, &out, next_uid++, f32, l.y, true));
-    Desc operand = steps[i].operand == kUidBias ? bias : steps[i].operand == kUidRes ? res : nullptr;
-    Desc op = nullptr;
-    KILN_RETURN_IF_ERROR(dnn_graph::make_pointwise(o, &op, steps[i].mode, cur, operand, out));
-    ops.push_back(op);
-    cur = out;
-  }
+  KILN_RETURN_IF_ERROR(dnn_graph::append_pointwise_chain(o, steps, cur, y, intermediate, &ops));
   Desc graph = nullptr;
   KILN_RETURN_IF_ERROR(dnn_graph::make_op_graph(o, handle, ops, &graph));
   std::vector<std::vector<dnn_graph::Config>> configs;
