@@ -273,8 +273,10 @@ TEST(GpuDnnConv, Resnet50Batch128Times) {
 }
 
 // Not a pass/fail check beyond agreement: the image stems at batch 128 (FP16, 224x224, channels padded to 8) on
-// the untuned default (the own tensor-core stem kernel) against each graph plan.
-TEST(GpuDnnConv, StemsBatch128Times) {
+// the untuned default (the own tensor-core stem kernel) against each graph plan. Measured on the H200: resnet50's
+// 335.7 us against 620-784, efficientnet's 157.2 against 157.7-481: why stems are not offered the graph. Disabled
+// (device time); run with --gtest_also_run_disabled_tests.
+TEST(GpuDnnConv, DISABLED_StemsBatch128Times) {
   KILN_REQUIRE_GPU();
   for (const CvCase& c : {CvCase{"resnet50-stem", 128, 224, 224, 8, 64, 7, 2, 3},
                           CvCase{"effnet-stem", 128, 224, 224, 8, 32, 3, 2, 1, true, false, ops::Activation::kSilu}})

@@ -12,9 +12,8 @@
 // untuned default (KILN_STEM_MMA=0 withdraws it). A shared-memory tiled depthwise kernel (two tile sizes, tactics
 // kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small, the untuned default where it fits, and a
 // persistent double-buffered form, kiln_depthwise_nhwc_tiled_pipe, never the untuned default) is offered too
-// (KILN_DW_TILED=0 withdraws all three). NHWC FusedConv that the depthwise kernels do not run (group 1,
-// half/bfloat16, symmetric pads; stems after their own kernels) is also offered cuDNN's backend graph API as
-// tactics cudnn_conv_graph_<r> (dnn_conv.h: convolution + bias + residual + activation as one graph;
+// (KILN_DW_TILED=0 withdraws all three). NHWC FusedConv that none of the own kernels runs (group 1,
+// half/bfloat16, symmetric pads) is also offered cuDNN's backend graph API as tactics cudnn_conv_graph_<r> (dnn_conv.h: convolution + bias + residual + activation as one graph;
 // KILN_DNN_CONV=0 withdraws them).
 #include <algorithm>
 #include <climits>
@@ -883,8 +882,8 @@ Result<FusedSpec> fused_spec(const KernelArgs& args) {
 // The own kernels first where they apply, in the order that makes the first one the untuned default: the tiled
 // depthwise variants that fit, then the strip kernel; the tensor-core stem kernel, then the direct kernel where it
 // is the default; then cuDNN's candidates for the node's shapes in its heuristic order (the tuner times them all),
-// and the direct kernel after them where it is not the default. NHWC FusedConv that no depthwise kernel runs also
-// gets cuDNN's graph plans, after the first candidate (merge_conv_tactics): stems after their own kernel.
+// and the direct kernel after them where it is not the default. NHWC FusedConv that no own kernel runs also gets
+// cuDNN's graph plans, after the legacy first choice (merge_conv_tactics).
 std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, const FusedSpec* fused) {
   std::vector<std::string> names;
   if (args.out.empty() || args.out[0].numel() == 0) return names;
@@ -907,11 +906,12 @@ std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, co
   if (st.ok() && (*st)->full)
     for (const auto& a : (*st)->full->algos) names.push_back(tactic_name(transpose, a));
   if (direct && !direct_by_default(direct)) names.push_back(kDirectTactic);
-  // Stems keep their own kernel first (the untuned default) with the graph plans timed against it.
-  const bool depthwise_kernel = own.ok() && (*own)->depthwise;
-  if (fused && dnn_conv_enabled() && args.handles && st.ok() && (*st)->full && !depthwise_kernel) {
+  // Not where an own kernel runs: the graph plans ran the image stems 1.0-2.3x slower than the own stem kernels
+  // (H200, FP16, batch 128, GpuDnnConv.DISABLED_StemsBatch128Times), so offering them would only cost compiles.
+  const bool own_kernel = own.ok() && ((*own)->depthwise || mma || direct);
+  if (fused && dnn_conv_enabled() && args.handles && st.ok() && (*st)->full && !own_kernel) {
     const auto spec = graph_spec((*st)->g, fused, args.in[0].dtype, args.has_input(2));
-    if (spec && dnn_conv_wanted(*spec, depthwise_kernel)) {
+    if (spec && dnn_conv_wanted(*spec, own_kernel)) {
       const int n = DnnConvGraph::count_usable(args.handles->dnn, *spec, kDnnConvMaxTactics,
                                                args.handles->workspace_bytes);
       std::vector<std::string> dnn;

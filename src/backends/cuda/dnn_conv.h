@@ -90,11 +90,10 @@ inline std::string dnn_conv_declined(const DnnConvSpec& s) {
   return "";
 }
 
-// Whether a layer is offered the tactics: a spec the graph takes, on a convolution the depthwise kernels do not
-// run. Image stems (the own direct and tensor-core kernels) are offered them too: the own kernel stays the untuned
-// default and the tuner times the graph plans against it.
-inline bool dnn_conv_wanted(const DnnConvSpec& s, bool depthwise_kernel) {
-  return !depthwise_kernel && dnn_conv_declined(s).empty();
+// Whether a layer is offered the tactics: a spec the graph takes, on a convolution none of the own kernels
+// (depthwise, stems) runs.
+inline bool dnn_conv_wanted(const DnnConvSpec& s, bool own_kernel) {
+  return !own_kernel && dnn_conv_declined(s).empty();
 }
 
 // The layer's tactic list: the legacy first choice stays first (the untuned default), the graph plans next so
