@@ -26,6 +26,9 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "models"))
 import export_models  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tactics  # noqa: E402
+
 LARGE = {"resnet50": 128, "mobilenet_v2": 128, "efficientnet_b0": 128, "vit_b_16": 64, "bert_base": 64,
          "gpt2_base": 32}
 CNNS = {"resnet50", "mobilenet_v2", "efficientnet_b0"}
@@ -110,7 +113,9 @@ def kiln_run(kiln, onnx_path, name, shape, fp16, graph, engine_path=None, load=N
         if fp16:
             cmd.append("--fp16")
         if engine_path:
-            cmd.append(f"--saveEngine={engine_path}")
+            # The built engine's layers with their recorded tactics (which implementation each layer runs).
+            cmd += [f"--saveEngine={engine_path}", f"--exportLayerInfo={engine_path}.layers.json",
+                    "--profilingVerbosity=detailed"]
         if cache:
             cmd.append(f"--timingCacheFile={cache}")
         if build_only:
@@ -134,6 +139,9 @@ def kiln_run(kiln, onnx_path, name, shape, fp16, graph, engine_path=None, load=N
     r["note"] = f"{host.group(1)}/{host.group(2)} layers on host" if host else ""
     layers = re.search(r"network layers: (\d+)", p.stdout)
     r["layers"] = int(layers.group(1)) if layers else None
+    if engine_path and os.path.exists(engine_path + ".layers.json"):
+        r["tactics"] = tactics.tactic_families(open(engine_path + ".layers.json").read())
+        os.remove(engine_path + ".layers.json")
     return r
 
 
@@ -246,7 +254,7 @@ def report(rows, gpu):
         peers = " | ".join(conv(r["peers"].get(p)) for p in PEERS)
         k = r["kiln"]
         eng = f(k["engine_bytes"] / 2**20, ".1f") if k.get("engine_bytes") else "—"
-        note = k.get("note") or k.get("error", "")
+        note = "; ".join(n for n in (k.get("note") or k.get("error", ""), tactics.cudnn_note(k.get("tactics", {}))) if n)
         if r.get("ort_note"):
             note = (note + "; " if note else "") + "ORT: " + r["ort_note"]
         lines.append(f"| {r['model']} | {r['precision']} | {b} | {conv(r['kiln_ms'])} | {peers} | "
