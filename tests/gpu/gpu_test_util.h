@@ -96,6 +96,17 @@ inline std::vector<Tensor> run_graph(const ir::Graph& g, Backend backend, const 
   return test::infer(*engine, named);
 }
 
+// The CUDA result of graph g, with what the run wrote to stderr in *err (a tactic's fallback warning); nothing may
+// run on the host.
+inline std::vector<Tensor> run_capturing(const ir::Graph& g, const std::vector<Tensor>& inputs, std::string* err) {
+  std::string host;
+  ::testing::internal::CaptureStderr();
+  std::vector<Tensor> got = run_graph(g, Backend::kCUDA, inputs, &host);
+  *err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(host, "");
+  return got;
+}
+
 // Element by element: |gpu - cpu| <= atol + rtol * |cpu| (equal infinities too; NaN against NaN only when
 // nans_match: ops whose reference gives NaN on purpose).
 inline void expect_tensors_close(const Tensor& cpu, const Tensor& gpu, double atol, double rtol,

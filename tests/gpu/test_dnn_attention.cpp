@@ -24,16 +24,6 @@ constexpr const char* kFallbackText = "falls back to Kiln's own attention kernel
 double atol_of(DataType dt) { return dt == DataType::kHALF ? 3e-2 : 1.5e-1; }
 double rtol_of(DataType dt) { return dt == DataType::kHALF ? 2e-2 : 5e-2; }
 
-// The GPU result of graph g, with what the run wrote to stderr (a fallback warning).
-std::vector<Tensor> run_capturing(const ir::Graph& g, const std::vector<Tensor>& inputs, std::string* err) {
-  std::string host;
-  ::testing::internal::CaptureStderr();
-  std::vector<Tensor> got = run_graph(g, Backend::kCUDA, inputs, &host);
-  *err = ::testing::internal::GetCapturedStderr();
-  EXPECT_EQ(host, "");
-  return got;
-}
-
 // cudnn_sdpa forced, against the reference. The shapes the tactic is for (first group: B=2 versions of bert's
 // padding mask, vit's 197 tokens, gpt2's causal attention, packed and separate) must run on cuDNN (no fallback
 // warning), FP16 and BF16; the others (full masks, odd mask rows, head dim 128, Sq != Sk, a key-broadcast mask

@@ -73,16 +73,6 @@ double rtol_of(DataType dt) { return dt == DataType::kHALF ? 1e-2 : 4e-2; }
 
 constexpr const char* kFallbackText = "falls back to cuDNN's legacy convolution";
 
-// The GPU result of graph g, with what the run wrote to stderr (a fallback warning); nothing on the host.
-std::vector<Tensor> run_capturing(const ir::Graph& g, const std::vector<Tensor>& inputs, std::string* err) {
-  std::string host;
-  ::testing::internal::CaptureStderr();
-  std::vector<Tensor> got = run_graph(g, Backend::kCUDA, inputs, &host);
-  *err = ::testing::internal::GetCapturedStderr();
-  EXPECT_EQ(host, "");
-  return got;
-}
-
 // Forces `tactic` on case c and checks it against the CPU reference; returns whether the graph ran (no fallback).
 bool forced_case(const CvCase& c, DataType dt, const std::string& tactic) {
   SCOPED_TRACE(describe(c, dt, tactic));

@@ -85,16 +85,6 @@ class GpuDnnMatmul : public ::testing::Test {
   ScopedEnv gate_{"KILN_DNN_MATMUL", "1"};
 };
 
-// The GPU result of graph g, with what the run wrote to stderr (a fallback warning).
-std::vector<Tensor> run_capturing(const ir::Graph& g, const std::vector<Tensor>& inputs, std::string* err) {
-  std::string host;
-  ::testing::internal::CaptureStderr();
-  std::vector<Tensor> got = run_graph(g, Backend::kCUDA, inputs, &host);
-  *err = ::testing::internal::GetCapturedStderr();
-  EXPECT_EQ(host, "");
-  return got;
-}
-
 // cuDNN's first usable plan, forced, against the reference: bert-base FFN1 at batch 64 x seq 128 (8192 tokens) and
 // batch 1 (128), every epilogue form, and row counts that are not multiples of a tile. The forms the tactic is
 // offered for (first group) must build (no fallback warning); the others print whether cuDNN took them.
