@@ -332,6 +332,32 @@ def test_export_layer_info_detailed(tmp_path, chain_engine):
     assert [t["Name"] for t in layers[1]["Inputs"]] == ["r", "two"]  # weights are inputs too
 
 
+def test_layer_info_with_a_profile_gives_each_layers_share(tmp_path, chain_engine):
+    # With a profile in the same run, the detailed layer information carries each layer's average time and share,
+    # the same figures as --exportProfile's; without one it has neither.
+    info, prof = tmp_path / "layers.json", tmp_path / "profile.json"
+    out = run_kiln(f"--loadEngine={chain_engine}", f"--exportLayerInfo={info}", "--profilingVerbosity=detailed",
+                   f"--exportProfile={prof}", "--dumpLayerInfo", "--iterations=5", "--warmUp=0", "--duration=0",
+                   check=True).stdout
+    layers = json.loads(info.read_text())["Layers"]
+    count, rows = read_profile(prof)
+    assert count == 5
+    by_name = {r["name"]: r for r in rows}
+    assert [l["Name"] for l in layers] == LAYERS
+    for l in layers:
+        assert list(l)[-2:] == ["AverageMs", "TimePercent"], l
+        assert math.isclose(l["AverageMs"], by_name[l["Name"]]["averageMs"], rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(l["TimePercent"], by_name[l["Name"]]["percentage"], rel_tol=1e-9, abs_tol=1e-9)
+    assert math.isclose(sum(l["TimePercent"] for l in layers), 100, abs_tol=1e-6)
+    for name in LAYERS:
+        assert re.search(rf"^{name} \[.*; [\d.]+ ms a run \([\d.]+% of the profiled time\)$", out, re.M), out
+    plain = tmp_path / "plain.json"
+    run_kiln(f"--loadEngine={chain_engine}", f"--exportLayerInfo={plain}", "--profilingVerbosity=detailed",
+             "--iterations=2", "--warmUp=0", "--duration=0", check=True)
+    for l in json.loads(plain.read_text())["Layers"]:
+        assert "AverageMs" not in l and "TimePercent" not in l
+
+
 def test_dump_layer_info(chain_engine):
     names = run_kiln(f"--loadEngine={chain_engine}", "--dumpLayerInfo", "--skipInference", check=True).stdout
     assert "=== Layer Information (4 layers) ===" in names

@@ -80,9 +80,10 @@ bool in_place(const runtime::PlanNode& n, bool gpu) {
 
 }  // namespace
 
-Result<std::string> layer_info_json(const Engine& engine, const std::string& verbosity) {
+Result<std::string> layer_info_json(const Engine& engine, const std::string& verbosity, const LayerProfiler* profile) {
   const runtime::EnginePlan& plan = engine.plan();
   KILN_ASSIGN_OR_RETURN(LayerPlacement where, placement(engine));
+  const auto shares = profile ? layer_shares(*profile) : std::unordered_map<std::string, LayerShare>{};
   Json layers = Json::array();
   for (const auto& n : plan.nodes) {
     if (verbosity != "detailed") {
@@ -114,6 +115,10 @@ Result<std::string> layer_info_json(const Engine& engine, const std::string& ver
     if (auto from = fused_from(n); !from.empty()) layer["FusedFrom"] = from;
     if (auto t = tactic(n); !t.empty()) layer["TacticName"] = t;
     if (in_place(n, on_gpu)) layer["InPlace"] = "producers write into its output; no copy where slices are contiguous";
+    if (auto it = shares.find(n.name); it != shares.end()) {
+      layer["AverageMs"] = it->second.average_ms;
+      layer["TimePercent"] = it->second.percent;
+    }
     layers.push_back(std::move(layer));
   }
   Json bindings = Json::array();
@@ -121,9 +126,10 @@ Result<std::string> layer_info_json(const Engine& engine, const std::string& ver
   return Json{{"Layers", layers}, {"Bindings", bindings}}.dump(2) + "\n";
 }
 
-Status print_layer_info(const Engine& engine, const std::string& verbosity) {
+Status print_layer_info(const Engine& engine, const std::string& verbosity, const LayerProfiler* profile) {
   const runtime::EnginePlan& plan = engine.plan();
   KILN_ASSIGN_OR_RETURN(LayerPlacement where, placement(engine));
+  const auto shares = profile ? layer_shares(*profile) : std::unordered_map<std::string, LayerShare>{};
   std::printf("=== Layer Information (%zu layers) ===\n", plan.nodes.size());
   for (const auto& n : plan.nodes) {
     if (verbosity != "detailed") {
@@ -150,6 +156,12 @@ Status print_layer_info(const Engine& engine, const std::string& verbosity) {
     if (auto t = tactic(n); !t.empty()) extra += "; tactic " + t;
     if (in_place(n, on_gpu))
       extra += "; in place (producers write into its output; no copy where slices are contiguous)";
+    if (auto it = shares.find(n.name); it != shares.end()) {
+      char t[96];
+      std::snprintf(t, sizeof t, "; %.6f ms a run (%.1f%% of the profiled time)", it->second.average_ms,
+                    it->second.percent);
+      extra += t;
+    }
     std::printf("%s [%s] %s: (%s) -> (%s), runs on the %s%s\n", n.name.c_str(), layer_type(n).c_str(),
                 precision.c_str(), list(n.inputs).c_str(), list(n.outputs).c_str(),
                 on_gpu ? "GPU" : where.gpu ? "host (no GPU kernel)" : "host", extra.c_str());

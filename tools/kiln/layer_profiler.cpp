@@ -61,6 +61,18 @@ void LayerProfiler::merge(const LayerProfiler& other) {
   }
 }
 
+std::unordered_map<std::string, LayerShare> layer_shares(const LayerProfiler& p) {
+  double total = 0;
+  for (const auto& l : p.layers()) total += total_of(l.ms);
+  const double runs = std::max(p.runs(), 1);
+  std::unordered_map<std::string, LayerShare> shares;
+  for (const auto& l : p.layers()) {
+    const double t = total_of(l.ms);
+    shares[l.name] = {t / runs, total > 0 ? t / total * 100 : 0.0};
+  }
+  return shares;
+}
+
 void print_profile(const LayerProfiler& p) {
   const double total = [&] {
     double t = 0;

@@ -34,6 +34,14 @@ class LayerProfiler final : public IProfiler {
   int runs_ = 0;
 };
 
+// Each profiled layer's average time per run and its share of the profiled total (the --exportProfile figures),
+// by layer name: what --dumpLayerInfo/--exportLayerInfo add when the same run collected a profile.
+struct LayerShare {
+  double average_ms = 0;
+  double percent = 0;
+};
+std::unordered_map<std::string, LayerShare> layer_shares(const LayerProfiler& profiler);
+
 // trtexec's --dumpProfile table: per layer the total, average and median time and its share of the total.
 void print_profile(const LayerProfiler& profiler);
 

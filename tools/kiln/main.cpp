@@ -73,14 +73,19 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
   }
   print_engine_io(*engine, engine_size, o.profile);
   if (Status st = check_io_formats(*engine, o); !st.ok()) return fail(logger, st);
-  if (o.dump_layer_info) {
-    if (Status st = print_layer_info(*engine, o.profiling_verbosity); !st.ok()) return fail(logger, st);
-  }
-  if (!o.export_layer_info.empty()) {
-    auto json = layer_info_json(*engine, o.profiling_verbosity);
-    if (!json.ok()) return fail(logger, json.status());
-    Status st = write_file(o.export_layer_info, std::vector<uint8_t>(json->begin(), json->end()));
-    if (!st.ok()) return fail(logger, st.with_context("--exportLayerInfo"));
+  // With a profile in this run the layer information waits for it, to carry each layer's share of the time.
+  auto layer_info = [&](const LayerProfiler* profile) -> Status {
+    if (o.dump_layer_info) KILN_RETURN_IF_ERROR(print_layer_info(*engine, o.profiling_verbosity, profile));
+    if (!o.export_layer_info.empty()) {
+      KILN_ASSIGN_OR_RETURN(std::string json, layer_info_json(*engine, o.profiling_verbosity, profile));
+      KILN_RETURN_IF_ERROR(write_file(o.export_layer_info, std::vector<uint8_t>(json.begin(), json.end()))
+                               .with_context("--exportLayerInfo"));
+    }
+    return Status::Ok();
+  };
+  const bool profiled = !o.skip_inference && (o.dump_profile || !o.export_profile.empty());
+  if (!profiled) {
+    if (Status st = layer_info(nullptr); !st.ok()) return fail(logger, st);
   }
   if (o.skip_inference) {
     std::printf("Skipped inference (--skipInference)\n");
@@ -105,6 +110,9 @@ int run(const kiln::cli::Options& o, kiln::StderrLogger& logger) {
       Status st = export_profile(o.export_profile, *result->profile);
       if (!st.ok()) return fail(logger, st);
     }
+  }
+  if (profiled) {
+    if (Status st = layer_info(result->profile ? &*result->profile : nullptr); !st.ok()) return fail(logger, st);
   }
   return 0;
 }

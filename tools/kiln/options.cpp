@@ -225,9 +225,11 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "\"medianMs\", \"percentage\"}, ...]")
       ->type_name("FILE");
   app.add_flag("--dumpLayerInfo", o.dump_layer_info,
-               "Print the engine's layers (see --profilingVerbosity for how much)");
+               "Print the engine's layers (see --profilingVerbosity for how much; with --dumpProfile or "
+               "--exportProfile, after the run, with each layer's average time and share of it)");
   app.add_option("--exportLayerInfo", o.export_layer_info,
-                 "Write the engine's layers as JSON: {\"Layers\": [...], \"Bindings\": [...]}")
+                 "Write the engine's layers as JSON: {\"Layers\": [...], \"Bindings\": [...]} (detailed with a "
+                 "profile in the same run: each layer's \"AverageMs\" and \"TimePercent\" too)")
       ->type_name("FILE");
   app.add_flag("--verbose", o.verbose, "Log verbose messages from the library");
   close_group("Reporting");
