@@ -271,6 +271,14 @@ def test_export_profile_layout_and_counts(tmp_path, chain):
     assert "--separateProfileRun keeps it out" in err(proc)
 
 
+def test_first_inference_time_is_reported(chain_engine):
+    # What a service waits for after loading an engine: context setup and the first run, reported once.
+    out = run_kiln(f"--loadEngine={chain_engine}", "--iterations=2", "--warmUp=0", "--duration=0", check=True).stdout
+    lines = re.findall(r"^First inference: ([\d.]+) ms after the engine was ready", out, re.M)
+    assert len(lines) == 1 and float(lines[0]) > 0, out
+    assert out.index("Engine loaded in") < out.index("First inference:") < out.index("Timed iterations:"), out
+
+
 def test_dump_profile_table(chain):
     out = run_kiln(f"--onnx={chain}", "--iterations=6", "--warmUp=0", "--duration=0", "--dumpProfile",
                    check=True).stdout

@@ -51,6 +51,9 @@ struct InferenceResult {
   std::optional<LayerProfiler> profile;  // with --dumpProfile/--exportProfile: every stream's profiled runs
   std::optional<EnergyMeter::Reading> energy;
   std::string energy_note;  // why there is no energy reading
+  // Host time from creating the execution contexts to the end of the first inference: what a service waits for
+  // after loading an engine (activation memory, each layer's preparation: cuDNN plans built or restored).
+  double first_inference_ms = 0;
 };
 
 // Resolves each input's run shape: --shapes, else the profile's opt shape, else the static shape.

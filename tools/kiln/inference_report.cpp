@@ -228,6 +228,9 @@ void print_performance_summary(const InferenceResult& result, Backend backend, c
   } else {
     std::printf("Energy: n/a (%s)\n", result.energy_note.c_str());
   }
+  std::printf("First inference: %.3f ms after the engine was ready (context setup and the first run, which "
+              "prepares every layer)\n",
+              result.first_inference_ms);
   std::printf("Timed iterations: %zu on %d stream%s (after %d warm-up runs)\n", runs.size(), t.streams,
               t.streams == 1 ? "" : "s", t.warm_up_runs);
   if (backend == Backend::kCPU)
