@@ -6,12 +6,20 @@
 // the legacy path (its fastest algorithm) against each graph plan.
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
+#include <regex>
+#include <sstream>
 #include <string>
+#include <tuple>
 
+#include "../unit/engine_test_util.h"
+#include "backends/cuda/dnn_conv.h"
+#include "backends/cuda/dnn_matmul.h"
 #include "gpu_test_util.h"
 #include "gpu_timing_util.h"
 #include "ops/layout_util.h"
@@ -19,6 +27,20 @@
 
 namespace kiln::gpu_testing {
 namespace {
+
+using cuda::DnnConvGraph;
+using cuda::DnnConvSpec;
+
+// Plans restored from stored JSON in this process (the CUDA backend's counter; the library is loaded at run time).
+int64_t conv_plans_restored() {
+  auto b = runtime::device_backend(Backend::kCUDA);
+  if (!b.ok()) return 0;
+  const auto c = (*b)->counters();
+  const auto it = c.find("cudnn_conv.plans_restored");
+  return it == c.end() ? 0 : it->second;
+}
+using cuda::kDnnPlanAttr;
+using cuda::kDnnPlanKeyAttr;
 
 struct CvCase {
   const char* name;
@@ -271,6 +293,126 @@ TEST(GpuDnnConv, DISABLED_StemsBatch128Times) {
   for (const CvCase& c : {CvCase{"resnet50-stem", 128, 224, 224, 8, 64, 7, 2, 3},
                           CvCase{"effnet-stem", 128, 224, 224, 8, 32, 3, 2, 1, true, false, ops::Activation::kSilu}})
     time_graph_plans(c, "default (own stem kernel)");
+}
+
+// A level-3 build of case c (FP16) whose tuner records `cudnn_conv_graph_0` for the convolution: a first build
+// writes the timing cache, which is rewritten to name that plan, and a second build takes the cache's answer (so
+// the stored plan does not depend on which tactic won the timing). `stored` replaces the annotations the build
+// stores with the node, where given (name, value).
+Result<std::vector<uint8_t>> build_with_graph_choice(const CvCase& c) {
+  const std::string path = ::testing::TempDir() + "kiln_dnn_conv_plan_cache_" + c.name + ".json";
+  std::remove(path.c_str());
+  auto build = [&]() {
+    QuietLogger quiet;
+    Builder builder(quiet);
+    auto net = builder.create_network();
+    conv_graph(c, DataType::kHALF, "", net->graph());
+    auto config = builder.create_builder_config();
+    config->set_backend(Backend::kCUDA);
+    config->set_builder_optimization_level(3);
+    config->set_timing_cache_file(path);
+    return builder.build_serialized_network(*net, *config);
+  };
+  auto first = build();
+  if (!first.ok()) return first.status();
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  in.close();
+  const std::string forced = std::regex_replace(
+      text.str(), std::regex("\"(cudnn_fwd_algo[0-9]+_(tc|fma)|cudnn_conv_graph_[0-9]+)\""), "\"cudnn_conv_graph_0\"");
+  EXPECT_NE(forced.find("cudnn_conv_graph_0"), std::string::npos) << text.str();
+  std::ofstream(path, std::ios::trunc) << forced;
+  auto blob = build();
+  std::remove(path.c_str());
+  return blob;
+}
+
+std::string conv_string_attr(const Engine& e, const char* name) {
+  for (const auto& pn : e.plan().nodes)
+    if (pn.op_type == "FusedConv")
+      if (const Attribute* a = pn.attrs.find(name); a && a->type() == AttrType::kSTRING) return a->s();
+  return "";
+}
+
+// The chosen graph plan travels in the engine: the build stores its JSON and key with the node, and each load
+// (a context, with a handle of its own) restores it, no compile, and matches the reference.
+TEST(GpuDnnConv, SavedEngineRestoresItsPlan) {
+  KILN_REQUIRE_GPU();
+  const CvCase c{"layer1-3x3-n8", 8, 56, 56, 64, 64};
+  auto blob = build_with_graph_choice(c);
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_EQ(conv_string_attr(*engine, "kiln.tactic"), "cudnn_conv_graph_0");
+  const std::string json = conv_string_attr(*engine, kDnnPlanAttr), key = conv_string_attr(*engine, kDnnPlanKeyAttr);
+  std::printf("DNN_CONV_PLANS stored plan: %zu bytes of JSON, key '%s', engine %zu bytes\n", json.size(), key.c_str(),
+              blob->size());
+  ASSERT_FALSE(json.empty()) << "cuDNN did not serialize the plan";
+  EXPECT_EQ(key.rfind("cudnn_conv_graph_0 | ", 0), 0u) << key;
+  ir::Graph ref;
+  const std::vector<Tensor> inputs = conv_graph(c, DataType::kHALF, "", ref);
+  const std::vector<Tensor> want = run_graph(ref, Backend::kCPU, inputs, nullptr);
+  ASSERT_EQ(want.size(), 1u);
+  for (int load = 0; load < 2; ++load) {
+    const int64_t before = conv_plans_restored();
+    const auto t0 = std::chrono::steady_clock::now();
+    ::testing::internal::CaptureStderr();
+    const auto got = test::infer(*engine, {{"x", inputs[0]}});
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const int64_t restored = conv_plans_restored() - before;
+    std::printf("DNN_CONV_PLANS load %d: first inference %.1f ms, %lld restores\n", load, ms,
+                static_cast<long long>(restored));
+    EXPECT_EQ(restored, 1) << "the load did not restore the stored plan";
+    EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
+    ASSERT_EQ(got.size(), 1u);
+    expect_tensors_close(want[0], got[0], atol_of(DataType::kHALF), rtol_of(DataType::kHALF), "restored plan");
+  }
+}
+
+// A stored plan that cannot be used (text cuDNN refuses under the layer's own key: garbage or the real plan cut in
+// half; or the real plan under a key of another cuDNN and GPU) is a build, never an error: the forced graph tactic
+// still runs, restores nothing, and matches the reference.
+TEST(GpuDnnConv, UnusableStoredPlanIsBuiltInstead) {
+  KILN_REQUIRE_GPU();
+  const CvCase c{"layer2-3x3-stored", 2, 28, 28, 128, 128};
+  // The layer's own stored plan and key, from a build that chose the graph.
+  auto blob = build_with_graph_choice(c);
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  const std::string own_json = conv_string_attr(*engine, kDnnPlanAttr);
+  const std::string own_key = conv_string_attr(*engine, kDnnPlanKeyAttr);
+  ASSERT_FALSE(own_json.empty());
+  ASSERT_EQ(own_key.rfind("cudnn_conv_graph_0 | ", 0), 0u) << own_key;
+  const std::string foreign = own_key.substr(0, own_key.find("| cudnn ")) + "| cudnn 1 | another GPU";
+  for (const auto& [what, json, key] :
+       {std::tuple<const char*, std::string, std::string>{"garbage", "{not a plan", own_key},
+        {"truncated", own_json.substr(0, own_json.size() / 2), own_key},
+        {"other cuDNN and GPU", own_json, foreign}}) {
+    SCOPED_TRACE(what);
+    ir::Graph g;
+    const std::vector<Tensor> inputs = conv_graph(c, DataType::kHALF, "cudnn_conv_graph_0", g);
+    ir::Node* n = nullptr;
+    for (const auto& node : g.nodes())
+      if (node->op_type == "FusedConv") n = node.get();
+    ASSERT_NE(n, nullptr);
+    n->attrs.set(kDnnPlanAttr, Attribute(std::string(json)));
+    n->attrs.set(kDnnPlanKeyAttr, Attribute(std::string(key)));
+    const int64_t before = conv_plans_restored();
+    std::string err;
+    const std::vector<Tensor> got = run_capturing(g, inputs, &err);
+    const std::vector<Tensor> want = run_graph(g, Backend::kCPU, inputs, nullptr);
+    std::printf("DNN_CONV_PLANS stored plan %-20s: %lld restores, %s\n", what,
+                static_cast<long long>(conv_plans_restored() - before),
+                err.find(kFallbackText) == std::string::npos ? "graph ran" : "fell back to legacy");
+    EXPECT_EQ(conv_plans_restored() - before, 0);
+    EXPECT_EQ(err.find(kFallbackText), std::string::npos) << "the graph plan is built instead: " << err;
+    ASSERT_EQ(got.size(), 1u);
+    ASSERT_EQ(want.size(), 1u);
+    expect_tensors_close(want[0], got[0], atol_of(DataType::kHALF), rtol_of(DataType::kHALF), "built instead");
+  }
 }
 
 }  // namespace

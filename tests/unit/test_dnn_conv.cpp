@@ -219,5 +219,20 @@ TEST(DnnConvLayout, ProblemKeysDiffer) {
   EXPECT_EQ(dnn_conv_key(base), dnn_conv_key(resnet3x3(2, 56, 64)));
 }
 
+// A stored plan's key (dnn_conv_plan_key): the tactic first, then the problem, then where it was compiled; a
+// layer compares the whole key with its own, and a key of the same tactic and problem but another cuDNN or GPU
+// still starts with dnn_conv_plan_key(s, r, "") (conv_ops.cpp logs that case louder than other shapes).
+TEST(DnnConvLayout, StoredPlanKeys) {
+  const DnnConvSpec s = resnet3x3(2, 28, 128);
+  const std::string here = "cudnn 91400 | NVIDIA H200 sm_90 132 SMs";
+  const std::string k = dnn_conv_plan_key(s, 1, here);
+  EXPECT_EQ(k, "cudnn_conv_graph_1 | " + dnn_conv_key(s) + " | " + here);
+  EXPECT_NE(k, dnn_conv_plan_key(s, 0, here));
+  EXPECT_NE(k, dnn_conv_plan_key(resnet3x3(4, 28, 128), 1, here));
+  EXPECT_NE(k, dnn_conv_plan_key(s, 1, "cudnn 91000 | NVIDIA H100 sm_90 132 SMs"));
+  EXPECT_EQ(dnn_conv_plan_key(s, 1, "cudnn 1 | another GPU").rfind(dnn_conv_plan_key(s, 1, ""), 0), 0u);
+  EXPECT_NE(dnn_conv_plan_key(resnet3x3(4, 28, 128), 1, here).rfind(dnn_conv_plan_key(s, 1, ""), 0), 0u);
+}
+
 }  // namespace
 }  // namespace kiln::cuda

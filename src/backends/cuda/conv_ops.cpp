@@ -27,6 +27,7 @@
 #include "backends/cuda/depthwise_tile_plan.h"
 #include "backends/cuda/direct_conv.h"
 #include "backends/cuda/dnn_conv.h"
+#include "backends/cuda/dnn_matmul.h"  // kDnnPlanAttr, kDnnPlanKeyAttr
 #include "kiln/logger.h"
 #include "ops/layout_util.h"
 #include "ops/window_util.h"
@@ -747,6 +748,33 @@ Status apply_tactic(const KernelArgs& args, bool transpose, ConvState& st) {
 }
 
 // fused: null for Conv/ConvTranspose; for FusedConv its layout and epilogue (input 3 is Z).
+// The plan of graph tactic `rank` for this layer: restored from the plan the builder stored with the node when it
+// is for this problem, cuDNN and GPU (no compile), else built. A stored plan that cannot be used is only a slower
+// load: one line in the log, then the build.
+Result<std::unique_ptr<DnnConvGraph>> graph_tactic(const KernelArgs& args, const DnnConvSpec& spec, int rank) {
+  CudaHandles& h = *args.handles;
+  const Attribute* json = args.attrs().find(kDnnPlanAttr);
+  const Attribute* key = args.attrs().find(kDnnPlanKeyAttr);
+  if (json && key && json->type() == AttrType::kSTRING && key->type() == AttrType::kSTRING) {
+    const std::string want = DnnConvGraph::plan_key(spec, rank);
+    std::string why;
+    if (key->s() != want) {
+      why = "it was stored for '" + key->s() + "', this layer needs '" + want + "'";
+    } else {
+      auto r = DnnConvGraph::restore(h.dnn, spec, rank, json->s(), h.workspace_bytes);
+      if (r.ok()) return r;
+      why = r.status().message();
+    }
+    // Other shapes than the tuned ones (a dynamic profile) are expected: verbose. Another cuDNN or GPU, or a plan
+    // cuDNN refuses, makes the load slower than it should be: info.
+    const bool other_shapes = key->s().rfind(dnn_conv_plan_key(spec, rank, ""), 0) != 0;
+    const std::string msg =
+        "FusedConv '" + args.node->name + "': stored cuDNN plan not used (" + why + "); compiling " + args.tactic;
+    default_logger().log(other_shapes ? ILogger::Severity::kVERBOSE : ILogger::Severity::kINFO, msg.c_str());
+  }
+  return DnnConvGraph::build(h.dnn, spec, rank, h.workspace_bytes);
+}
+
 Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
   const DevTensor &X = args.in[0], &W = args.in[1];
   DevTensor& Y = args.out[0];
@@ -764,7 +792,7 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
         rank >= 0 && !fresh->depthwise && !fresh->direct && !fresh->stem_mma) {
       Status gs = unsupported("not an NHWC 2-D FusedConv");
       if (auto spec = graph_spec(fresh->g, fused, X.dtype, has_bias)) {
-        auto built = DnnConvGraph::build(args.handles->dnn, *spec, rank, args.handles->workspace_bytes);
+        auto built = graph_tactic(args, *spec, rank);
         if (built.ok())
           fresh->graph = std::move(*built);
         else
@@ -1000,6 +1028,26 @@ KILN_CUDA_KERNEL(ConvTranspose) {
   return d;
 }
 
+// With a chosen graph tactic: its plan's JSON and key, for the engine (the plan is the one the tuner built on this
+// handle, shared, so nothing compiles here). Nothing when cuDNN cannot serialize it; the load then compiles.
+std::vector<std::pair<std::string, std::string>> fused_conv_annotations(KernelArgs& args) {
+  const int rank = dnn_conv_tactic_index(args.tactic);
+  if (rank < 0 || !args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return {};
+  auto fused = fused_spec(args);
+  if (!fused.ok() || !fused->nhwc || args.in[0].rank() != 4) return {};
+  const Dims xs = permuted(args.in[0].shape, ops::perm_to_nchw(4));
+  const Dims ws = permuted(args.in[1].shape, ops::perm_to_nchw(4));
+  auto g = conv_geometry("FusedConv", args.attrs(), xs, ws, false);
+  if (!g.ok()) return {};
+  const auto spec = graph_spec(*g, &*fused, args.in[0].dtype, args.has_input(2));
+  if (!spec) return {};
+  auto d = DnnConvGraph::build(args.handles->dnn, *spec, rank, args.handles->workspace_bytes);
+  if (!d.ok()) return {};
+  std::string json = (*d)->json();
+  if (json.empty()) return {};
+  return {{kDnnPlanKeyAttr, DnnConvGraph::plan_key(*spec, rank)}, {kDnnPlanAttr, std::move(json)}};
+}
+
 KILN_CUDA_KERNEL(FusedConv) {
   KernelDef d;
   d.op = "FusedConv";
@@ -1014,6 +1062,7 @@ KILN_CUDA_KERNEL(FusedConv) {
     auto f = fused_spec(a);
     return f.ok() ? conv_tactics(a, false, &*f) : std::vector<std::string>{};
   };
+  d.annotations = fused_conv_annotations;
   return d;
 }
 

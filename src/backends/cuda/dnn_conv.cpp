@@ -7,7 +7,9 @@
 #include <cudnn.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <mutex>
@@ -127,20 +129,24 @@ struct Known {
   bool complete = false;
 };
 
+}  // namespace
+
 // A finalized plan with the graph it came from; shared by the layers of one context (one handle) that have the
 // same problem and rank, so that a network's repeated convolutions finalize (and runtime-compile) it once.
-struct SharedPlan {
+struct DnnConvPlan {
   Owned graph;  // tensors, operations, graph, heuristics, configs
   Desc plan = nullptr;
   size_t workspace = 0;
   bool rtc = false;
-  SharedPlan() = default;
-  SharedPlan(const SharedPlan&) = delete;
-  SharedPlan& operator=(const SharedPlan&) = delete;
-  ~SharedPlan() {
+  DnnConvPlan() = default;
+  DnnConvPlan(const DnnConvPlan&) = delete;
+  DnnConvPlan& operator=(const DnnConvPlan&) = delete;
+  ~DnnConvPlan() {
     if (plan) cudnnBackendDestroyDescriptor(plan);
   }
 };
+
+namespace {
 
 std::mutex g_mu;
 std::map<std::string, Known>& known_problems() {
@@ -148,8 +154,8 @@ std::map<std::string, Known>& known_problems() {
   return m;
 }
 // Weak: a plan lives as long as a layer holds it (a handle's address may be reused once its context is gone).
-std::map<std::string, std::weak_ptr<SharedPlan>>& live_plans() {
-  static std::map<std::string, std::weak_ptr<SharedPlan>> m;
+std::map<std::string, std::weak_ptr<DnnConvPlan>>& live_plans() {
+  static std::map<std::string, std::weak_ptr<DnnConvPlan>> m;
   return m;
 }
 
@@ -196,9 +202,9 @@ Known walk(cudnnHandle_t handle, const std::vector<std::vector<Config>>& lists, 
 }
 
 // The plan of rank `rank` for s, finalized on `handle`.
-Result<std::shared_ptr<SharedPlan>> make_plan(cudnnHandle_t handle, const DnnConvSpec& s, int rank,
-                                              size_t max_workspace) {
-  auto sp = std::make_shared<SharedPlan>();
+Result<std::shared_ptr<DnnConvPlan>> make_plan(cudnnHandle_t handle, const DnnConvSpec& s, int rank,
+                                               size_t max_workspace) {
+  auto sp = std::make_shared<DnnConvPlan>();
   std::vector<std::vector<Config>> lists;
   KILN_RETURN_IF_ERROR(make_graph(sp->graph, handle, s, &lists));
   const std::string key = problem_key(s, max_workspace);
@@ -232,7 +238,7 @@ Result<std::shared_ptr<SharedPlan>> make_plan(cudnnHandle_t handle, const DnnCon
 }  // namespace
 
 struct DnnConvGraph::Impl {
-  std::shared_ptr<SharedPlan> plan;
+  std::shared_ptr<DnnConvPlan> plan;
   bool has_bias = false, has_res = false;
   dnn_graph::VariantPack pack;  // per layer: its own pointers
 };
@@ -240,32 +246,78 @@ struct DnnConvGraph::Impl {
 DnnConvGraph::DnnConvGraph(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DnnConvGraph::~DnnConvGraph() = default;
 
-Result<std::unique_ptr<DnnConvGraph>> DnnConvGraph::build(cudnnContext* handle, const DnnConvSpec& s, int rank,
-                                                          size_t max_workspace) {
-  if (rank < 0) return unsupported("cuDNN conv graph: negative rank");
-  if (std::string why = dnn_conv_declined(s); !why.empty()) return unsupported("cuDNN conv graph: " + why);
+namespace {
+
+std::atomic<int64_t> g_restored{0};
+
+// The key of the plan a layer on `handle` shares with the handle's other layers of the same problem and rank.
+std::string live_key(cudnnContext* handle, const DnnConvSpec& s, int rank, size_t max_workspace) {
   char h[32];
   std::snprintf(h, sizeof(h), "%p", static_cast<void*>(handle));
-  const std::string key = std::string(h) + " r" + std::to_string(rank) + " " + problem_key(s, max_workspace);
+  return std::string(h) + " r" + std::to_string(rank) + " " + problem_key(s, max_workspace);
+}
+
+// The handle's live plan under `key`, else the one `make` gives (then shared under the key).
+Result<std::shared_ptr<DnnConvPlan>> shared_plan(const std::string& key,
+                                                 const std::function<Result<std::shared_ptr<DnnConvPlan>>()>& make) {
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (auto it = live_plans().find(key); it != live_plans().end())
+      if (auto p = it->second.lock()) return p;
+  }
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnConvPlan> p, make());
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto& live = live_plans();
+  for (auto it = live.begin(); it != live.end();) it = it->second.expired() ? live.erase(it) : std::next(it);
+  live[key] = p;
+  return p;
+}
+
+}  // namespace
+
+std::unique_ptr<DnnConvGraph> DnnConvGraph::wrap(std::shared_ptr<DnnConvPlan> plan, const DnnConvSpec& s) {
   auto impl = std::make_unique<Impl>();
   impl->has_bias = s.bias;
   impl->has_res = s.res;
-  {
-    std::lock_guard<std::mutex> lock(g_mu);
-    if (auto it = live_plans().find(key); it != live_plans().end()) impl->plan = it->second.lock();
-  }
-  if (!impl->plan) {
-    KILN_ASSIGN_OR_RETURN(impl->plan, make_plan(handle, s, rank, max_workspace));
-    std::lock_guard<std::mutex> lock(g_mu);
-    auto& live = live_plans();
-    for (auto it = live.begin(); it != live.end();) it = it->second.expired() ? live.erase(it) : std::next(it);
-    live[key] = impl->plan;
-  }
+  impl->plan = std::move(plan);
   std::unique_ptr<DnnConvGraph> d(new DnnConvGraph(std::move(impl)));
   d->workspace_ = d->impl_->plan->workspace;
   d->rtc_ = d->impl_->plan->rtc;
   return d;
 }
+
+Result<std::unique_ptr<DnnConvGraph>> DnnConvGraph::build(cudnnContext* handle, const DnnConvSpec& s, int rank,
+                                                          size_t max_workspace) {
+  if (rank < 0) return unsupported("cuDNN conv graph: negative rank");
+  if (std::string why = dnn_conv_declined(s); !why.empty()) return unsupported("cuDNN conv graph: " + why);
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnConvPlan> plan, shared_plan(live_key(handle, s, rank, max_workspace), [&] {
+                          return make_plan(handle, s, rank, max_workspace);
+                        }));
+  return wrap(std::move(plan), s);
+}
+
+Result<std::unique_ptr<DnnConvGraph>> DnnConvGraph::restore(cudnnContext* handle, const DnnConvSpec& s, int rank,
+                                                            const std::string& json, size_t max_workspace) {
+  if (rank < 0) return unsupported("cuDNN conv graph: negative rank");
+  if (std::string why = dnn_conv_declined(s); !why.empty()) return unsupported("cuDNN conv graph: " + why);
+  auto from_json = [&]() -> Result<std::shared_ptr<DnnConvPlan>> {
+    auto sp = std::make_shared<DnnConvPlan>();
+    KILN_RETURN_IF_ERROR(dnn_graph::restore_plan(handle, json, max_workspace, &sp->plan, &sp->workspace));
+    ++g_restored;
+    return sp;
+  };
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnConvPlan> plan,
+                        shared_plan(live_key(handle, s, rank, max_workspace), from_json));
+  return wrap(std::move(plan), s);
+}
+
+std::string DnnConvGraph::plan_key(const DnnConvSpec& s, int rank) {
+  return dnn_conv_plan_key(s, rank, dnn_graph::plan_environment());
+}
+
+int64_t DnnConvGraph::plans_restored() { return g_restored.load(); }
+
+std::string DnnConvGraph::json() const { return dnn_graph::plan_json(impl_->plan->plan); }
 
 int DnnConvGraph::count_usable(cudnnContext* handle, const DnnConvSpec& s, int max, size_t max_workspace) {
   if (max <= 0 || !dnn_conv_declined(s).empty()) return 0;

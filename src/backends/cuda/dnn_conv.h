@@ -155,6 +155,14 @@ inline std::string dnn_conv_key(const DnnConvSpec& s) {
   return k;
 }
 
+// What a stored plan (the node annotations kDnnPlanAttr / kDnnPlanKeyAttr of dnn_matmul.h) is valid for: the
+// tactic, the problem (only the tuned shapes' plan is stored) and `where` (the cuDNN version and the GPU).
+inline std::string dnn_conv_plan_key(const DnnConvSpec& s, int rank, const std::string& where) {
+  return dnn_conv_tactic_name(rank) + " | " + dnn_conv_key(s) + " | " + where;
+}
+
+struct DnnConvPlan;  // one finalized plan, shared by a context's layers of one problem (dnn_conv.cpp)
+
 // A finalized cuDNN execution plan for one spec, with its graph's descriptors, shared with the other layers of
 // the same problem and rank on the same handle; each layer's variant pack is rebuilt only when its pointers change.
 class DnnConvGraph {
@@ -170,6 +178,17 @@ class DnnConvGraph {
   // plans; other errors are cuDNN failures.
   static Result<std::unique_ptr<DnnConvGraph>> build(cudnnContext* handle, const DnnConvSpec& s, int rank,
                                                      size_t max_workspace);
+  // The plan of tactic `rank` from a stored JSON (json() of a plan for the same key), no compile; a layer of the
+  // same problem on this handle shares it. Unsupported when cuDNN refuses the text or the plan needs more than
+  // max_workspace: the caller then builds.
+  static Result<std::unique_ptr<DnnConvGraph>> restore(cudnnContext* handle, const DnnConvSpec& s, int rank,
+                                                       const std::string& json, size_t max_workspace);
+  // dnn_conv_plan_key with this process's cuDNN version and the current GPU.
+  static std::string plan_key(const DnnConvSpec& s, int rank);
+  // Plans restored from stored JSON in this process (the GPU tests read it).
+  static int64_t plans_restored();
+  // The plan serialized for the engine (empty where cuDNN cannot).
+  std::string json() const;
   // How many plans (at most `max`) finalize within max_workspace: the tactics to offer; 0 when refused.
   // Remembered per problem and device for the process, with which configs gave them (build then finalizes only
   // its own).
@@ -192,6 +211,7 @@ class DnnConvGraph {
  private:
   struct Impl;
   explicit DnnConvGraph(std::unique_ptr<Impl> impl);
+  static std::unique_ptr<DnnConvGraph> wrap(std::shared_ptr<DnnConvPlan> plan, const DnnConvSpec& s);
   std::unique_ptr<Impl> impl_;
   size_t workspace_ = 0;
   bool rtc_ = false;

@@ -1,7 +1,11 @@
 // The shared pieces of Kiln's cuDNN backend-API graphs (dnn_graph.h).
 #include "backends/cuda/dnn_graph.h"
 
+#include <cuda_runtime.h>
+
 #include <algorithm>
+#include <map>
+#include <mutex>
 
 #include "backends/cuda/cuda_kernel.h"
 
@@ -151,6 +155,79 @@ Desc finalize_plan(cudnnHandle_t handle, Desc cfg, size_t max_workspace, size_t*
   }
   *workspace = static_cast<size_t>(ws);
   return plan;
+}
+
+bool plan_fits(Desc plan, size_t max_workspace, size_t* workspace) {
+  int64_t ws = -1, got = 0;
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws) !=
+          CUDNN_STATUS_SUCCESS ||
+      ws < 0 || static_cast<uint64_t>(ws) > max_workspace)
+    return false;
+  *workspace = static_cast<size_t>(ws);
+  return true;
+}
+
+std::string plan_json(Desc plan) {
+  int64_t n = 0;
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &n, nullptr) !=
+          CUDNN_STATUS_SUCCESS ||
+      n <= 0)
+    return "";
+  std::string text(static_cast<size_t>(n), '\0');
+  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, n, &n,
+                               text.data()) != CUDNN_STATUS_SUCCESS)
+    return "";
+  text.resize(std::min(text.size(), static_cast<size_t>(std::max<int64_t>(n, 0))));
+  while (!text.empty() && text.back() == '\0') text.pop_back();
+  return text;
+}
+
+Status restore_plan(cudnnHandle_t handle, const std::string& json, size_t max_workspace, Desc* plan,
+                    size_t* workspace) {
+  *plan = nullptr;
+  if (json.empty()) return unsupported("cuDNN graph: the stored plan is empty");
+  Desc d = nullptr;
+  KILN_DNN_GRAPH_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &d), "plan descriptor");
+  // The text as cuDNN wrote it (plan_json drops the terminating NUL; cuDNN takes the length).
+  Status st = Status::Ok();
+  if (cudnnStatus_t e = set(d, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
+                            static_cast<int64_t>(json.size()), json.data());
+      e != CUDNN_STATUS_SUCCESS)
+    st = refused(e, "stored plan text");
+  else if (cudnnStatus_t e2 = set(d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle);
+           e2 != CUDNN_STATUS_SUCCESS)
+    st = refused(e2, "plan handle");
+  else if (cudnnStatus_t e3 = cudnnBackendFinalize(d); e3 != CUDNN_STATUS_SUCCESS)
+    st = refused(e3, "restoring the stored plan");
+  else if (!plan_fits(d, max_workspace, workspace))
+    st = unsupported("cuDNN graph: the stored plan needs more than " + std::to_string(max_workspace) +
+                     " bytes of workspace");
+  if (!st.ok()) {
+    cudnnBackendDestroyDescriptor(d);
+    return st;
+  }
+  *plan = d;
+  return Status::Ok();
+}
+
+std::string plan_environment() {
+  int device = -1;
+  cudaGetDevice(&device);
+  static std::mutex mu;
+  static std::map<int, std::string> names;
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = names.find(device);
+  if (it == names.end()) {
+    cudaDeviceProp p{};
+    std::string gpu = "unknown GPU";
+    if (cudaGetDeviceProperties(&p, device) == cudaSuccess)
+      gpu = std::string(p.name) + " sm_" + std::to_string(p.major) + std::to_string(p.minor) + " " +
+            std::to_string(p.multiProcessorCount) + " SMs";
+    else
+      cudaGetLastError();
+    it = names.emplace(device, gpu).first;
+  }
+  return "cudnn " + std::to_string(cudnnGetVersion()) + " | " + it->second;
 }
 
 VariantPack::~VariantPack() {

@@ -84,6 +84,21 @@ bool runtime_compiled(Desc cfg);
 // *workspace), else null. The caller destroys it.
 Desc finalize_plan(cudnnHandle_t handle, Desc cfg, size_t max_workspace, size_t* workspace);
 
+// The workspace a finalized plan needs, into *workspace, when it fits max_workspace.
+bool plan_fits(Desc plan, size_t max_workspace, size_t* workspace);
+
+// A finalized plan as cuDNN serializes it (CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION: its JSON, a runtime-
+// compiled kernel included), or empty where it cannot.
+std::string plan_json(Desc plan);
+
+// The plan `json` (plan_json's text) deserialized on `handle` into *plan (no compile; the caller destroys it), or
+// why not (kUNSUPPORTED: empty or refused text, or more workspace than max_workspace).
+Status restore_plan(cudnnHandle_t handle, const std::string& json, size_t max_workspace, Desc* plan, size_t* workspace);
+
+// The cuDNN version and the current GPU (name, compute capability, SMs) a plan's kernel was compiled for: part of
+// the key a stored plan is valid for.
+std::string plan_environment();
+
 // A variant pack for one plan's tensors (by unique id) and workspace; rebuilt only when a pointer changes (an
 // execution context's arena keeps them fixed).
 class VariantPack {

@@ -89,17 +89,6 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnMatmulSpec& s, std::v
 
 std::atomic<int64_t> g_finalized{0}, g_restored{0};
 
-// The workspace size of a finalized plan, if it fits max_workspace.
-bool plan_fits(Desc plan, size_t max_workspace, size_t* ws_out) {
-  int64_t ws = -1, got = 0;
-  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &got, &ws) !=
-          CUDNN_STATUS_SUCCESS ||
-      ws < 0 || static_cast<uint64_t>(ws) > max_workspace)
-    return false;
-  *ws_out = static_cast<size_t>(ws);
-  return true;
-}
-
 }  // namespace
 
 // One finalized execution plan, shared by the layers of one problem on one handle. The graph descriptors it was
@@ -133,41 +122,15 @@ std::shared_ptr<DnnPlan> finalize_config(cudnnHandle_t handle, Desc cfg, size_t 
           CUDNN_STATUS_SUCCESS)
     return nullptr;
   ++g_finalized;
-  if (cudnnBackendFinalize(p->d) != CUDNN_STATUS_SUCCESS || !plan_fits(p->d, max_workspace, &p->workspace))
+  if (cudnnBackendFinalize(p->d) != CUDNN_STATUS_SUCCESS || !dnn_graph::plan_fits(p->d, max_workspace, &p->workspace))
     return nullptr;
   return p;
 }
 
-// A finalized plan as cuDNN serializes it (its JSON, compiled kernel included), or empty where it cannot.
-std::string plan_json(Desc plan) {
-  int64_t n = 0;
-  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, 0, &n, nullptr) !=
-          CUDNN_STATUS_SUCCESS ||
-      n <= 0)
-    return "";
-  std::string text(static_cast<size_t>(n), '\0');
-  if (cudnnBackendGetAttribute(plan, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR, n, &n,
-                               text.data()) != CUDNN_STATUS_SUCCESS)
-    return "";
-  text.resize(std::min(text.size(), static_cast<size_t>(std::max<int64_t>(n, 0))));
-  while (!text.empty() && text.back() == '\0') text.pop_back();
-  return text;
-}
-
 // A plan deserialized from `json` on `handle` (no compile), or why not.
 Result<std::shared_ptr<DnnPlan>> plan_from_json(cudnnHandle_t handle, const std::string& json, size_t max_workspace) {
-  if (json.empty()) return unsupported("cuDNN matmul: the stored plan is empty");
   auto p = std::make_shared<DnnPlan>();
-  KILN_DNN_GRAPH_TRY(cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p->d), "plan descriptor");
-  // The text as cuDNN wrote it (plan_json drops the terminating NUL; cuDNN takes the length).
-  KILN_DNN_GRAPH_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, CUDNN_TYPE_CHAR,
-                         static_cast<int64_t>(json.size()), json.data()),
-                     "stored plan text");
-  KILN_DNN_GRAPH_TRY(set(p->d, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle), "plan handle");
-  KILN_DNN_GRAPH_TRY(cudnnBackendFinalize(p->d), "restoring the stored plan");
-  if (!plan_fits(p->d, max_workspace, &p->workspace))
-    return unsupported("cuDNN matmul: the stored plan needs more than " + std::to_string(max_workspace) +
-                       " bytes of workspace");
+  KILN_RETURN_IF_ERROR(dnn_graph::restore_plan(handle, json, max_workspace, &p->d, &p->workspace));
   ++g_restored;
   return p;
 }
@@ -243,34 +206,13 @@ void extend(Walk& w, HandleProblem& hp, cudnnHandle_t handle, size_t max_workspa
       }
     } else {
       if (auto p = finalize_config(handle, hp.lists[w.list][w.cfg], max_workspace, hp.graph)) {
-        w.json.push_back(plan_json(p->d));
+        w.json.push_back(dnn_graph::plan_json(p->d));
         hp.plans[static_cast<int>(w.usable.size())] = std::move(p);
         w.usable.emplace_back(w.list, w.cfg);
       }
       ++w.cfg;
     }
   }
-}
-
-// The GPU a plan's kernel was compiled for, and the cuDNN that compiled it: part of a stored plan's key.
-std::string plan_environment() {
-  int device = -1;
-  cudaGetDevice(&device);
-  static std::mutex mu;
-  static std::map<int, std::string> names;
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = names.find(device);
-  if (it == names.end()) {
-    cudaDeviceProp p{};
-    std::string gpu = "unknown GPU";
-    if (cudaGetDeviceProperties(&p, device) == cudaSuccess)
-      gpu = std::string(p.name) + " sm_" + std::to_string(p.major) + std::to_string(p.minor) + " " +
-            std::to_string(p.multiProcessorCount) + " SMs";
-    else
-      cudaGetLastError();
-    it = names.emplace(device, gpu).first;
-  }
-  return "cudnn " + std::to_string(cudnnGetVersion()) + " | " + it->second;
 }
 
 }  // namespace
@@ -368,13 +310,13 @@ void DnnMatmul::release_handle(cudnnContext* handle) {
 }
 
 std::string DnnMatmul::plan_key(const DnnMatmulSpec& s, int rank) {
-  return dnn_matmul_plan_key(s, rank, plan_environment());
+  return dnn_matmul_plan_key(s, rank, dnn_graph::plan_environment());
 }
 
 int64_t DnnMatmul::plans_finalized() { return g_finalized.load(); }
 int64_t DnnMatmul::plans_restored() { return g_restored.load(); }
 
-std::string DnnMatmul::json() const { return plan_json(impl_->plan->d); }
+std::string DnnMatmul::json() const { return dnn_graph::plan_json(impl_->plan->d); }
 
 Status DnnMatmul::run(cudnnContext* handle, void* workspace, const void* a, const void* b, const void* bias,
                       const void* res, void* y) {

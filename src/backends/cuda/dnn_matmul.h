@@ -24,9 +24,9 @@ inline constexpr const char* kDnnMatmulTacticPrefix = "cudnn_matmul_fused_";
 // Offered per layer: each costs a runtime compilation (NVRTC inside cuDNN, ~0.3-1 s) at build time.
 inline constexpr int kDnnMatmulMaxTactics = 3;
 
-// Node annotations the builder stores with a chosen cuDNN tactic: the finalized plan's JSON (cuDNN's
-// CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, compiled kernel included) and the key it is valid for, so a
-// load restores the plan instead of compiling it again.
+// Node annotations the builder stores with a chosen cuDNN tactic (this matmul's and the conv graph's,
+// dnn_conv.h): the finalized plan's JSON (cuDNN's CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, compiled kernel
+// included) and the key it is valid for, so a load restores the plan instead of compiling it again.
 inline constexpr const char* kDnnPlanAttr = "kiln.dnn_plan";
 inline constexpr const char* kDnnPlanKeyAttr = "kiln.dnn_plan_key";
 
