@@ -28,6 +28,7 @@
 #include "backends/cuda/direct_conv.h"
 #include "backends/cuda/dnn_conv.h"
 #include "backends/cuda/dnn_matmul.h"  // kDnnPlanAttr, kDnnPlanKeyAttr
+#include "backends/cuda/dnn_stored_plan.h"
 #include "kiln/logger.h"
 #include "ops/layout_util.h"
 #include "ops/window_util.h"
@@ -747,34 +748,19 @@ Status apply_tactic(const KernelArgs& args, bool transpose, ConvState& st) {
   return Status::Ok();
 }
 
-// fused: null for Conv/ConvTranspose; for FusedConv its layout and epilogue (input 3 is Z).
 // The plan of graph tactic `rank` for this layer: restored from the plan the builder stored with the node when it
 // is for this problem, cuDNN and GPU (no compile), else built. A stored plan that cannot be used is only a slower
 // load: one line in the log, then the build.
 Result<std::unique_ptr<DnnConvGraph>> graph_tactic(const KernelArgs& args, const DnnConvSpec& spec, int rank) {
   CudaHandles& h = *args.handles;
-  const Attribute* json = args.attrs().find(kDnnPlanAttr);
-  const Attribute* key = args.attrs().find(kDnnPlanKeyAttr);
-  if (json && key && json->type() == AttrType::kSTRING && key->type() == AttrType::kSTRING) {
-    const std::string want = DnnConvGraph::plan_key(spec, rank);
-    std::string why;
-    if (key->s() != want) {
-      why = "it was stored for '" + key->s() + "', this layer needs '" + want + "'";
-    } else {
-      auto r = DnnConvGraph::restore(h.dnn, spec, rank, json->s(), h.workspace_bytes);
-      if (r.ok()) return r;
-      why = r.status().message();
-    }
-    // Other shapes than the tuned ones (a dynamic profile) are expected: verbose. Another cuDNN or GPU, or a plan
-    // cuDNN refuses, makes the load slower than it should be: info.
-    const bool other_shapes = key->s().rfind(dnn_conv_plan_key(spec, rank, ""), 0) != 0;
-    const std::string msg =
-        "FusedConv '" + args.node->name + "': stored cuDNN plan not used (" + why + "); compiling " + args.tactic;
-    default_logger().log(other_shapes ? ILogger::Severity::kVERBOSE : ILogger::Severity::kINFO, msg.c_str());
-  }
-  return DnnConvGraph::build(h.dnn, spec, rank, h.workspace_bytes);
+  using Plan = std::unique_ptr<DnnConvGraph>;
+  return restore_or_build<Plan>(
+      args, "FusedConv", DnnConvGraph::plan_key(spec, rank), dnn_conv_plan_key(spec, rank, ""),
+      [&](const std::string& json) { return DnnConvGraph::restore(h.dnn, spec, rank, json, h.workspace_bytes); },
+      [&] { return DnnConvGraph::build(h.dnn, spec, rank, h.workspace_bytes); });
 }
 
+// fused: null for Conv/ConvTranspose; for FusedConv its layout and epilogue (input 3 is Z).
 Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
   const DevTensor &X = args.in[0], &W = args.in[1];
   DevTensor& Y = args.out[0];

@@ -10,6 +10,7 @@
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
 #include "backends/cuda/dnn_matmul.h"
+#include "backends/cuda/dnn_stored_plan.h"
 #include "backends/cuda/gemm_geometry.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "kiln/logger.h"
@@ -506,29 +507,12 @@ Result<DnnMatmulSpec> dnn_spec(const KernelArgs& args, const FusedState& st) {
 Status make_dnn(const KernelArgs& args, FusedState& st, int rank) {
   KILN_ASSIGN_OR_RETURN(DnnMatmulSpec s, dnn_spec(args, st));
   CudaHandles& h = *args.handles;
-  const Attribute* json = args.attrs().find(kDnnPlanAttr);
-  const Attribute* key = args.attrs().find(kDnnPlanKeyAttr);
-  if (json && key && json->type() == AttrType::kSTRING && key->type() == AttrType::kSTRING) {
-    const std::string want = DnnMatmul::plan_key(s, rank);
-    std::string why;
-    if (key->s() != want) {
-      why = "it was stored for '" + key->s() + "', this layer needs '" + want + "'";
-    } else {
-      auto r = DnnMatmul::restore(h.dnn, s, rank, json->s(), h.workspace_bytes);
-      if (r.ok()) {
-        st.dnn = std::move(*r);
-        return Status::Ok();
-      }
-      why = r.status().message();
-    }
-    const std::string msg =
-        "FusedMatMul '" + args.node->name + "': stored cuDNN plan not used (" + why + "); compiling " + args.tactic;
-    // Other shapes than the tuned ones (a dynamic profile) are expected: verbose. Another cuDNN or GPU, or a
-    // plan cuDNN refuses, makes the load slower than it should be: info.
-    const bool other_shapes = key->s().rfind(dnn_matmul_plan_key(s, rank, ""), 0) != 0;
-    default_logger().log(other_shapes ? ILogger::Severity::kVERBOSE : ILogger::Severity::kINFO, msg.c_str());
-  }
-  KILN_ASSIGN_OR_RETURN(st.dnn, DnnMatmul::build(h.dnn, s, rank, h.workspace_bytes));
+  using Plan = std::unique_ptr<DnnMatmul>;
+  KILN_ASSIGN_OR_RETURN(
+      st.dnn, restore_or_build<Plan>(
+                  args, "FusedMatMul", DnnMatmul::plan_key(s, rank), dnn_matmul_plan_key(s, rank, ""),
+                  [&](const std::string& json) { return DnnMatmul::restore(h.dnn, s, rank, json, h.workspace_bytes); },
+                  [&] { return DnnMatmul::build(h.dnn, s, rank, h.workspace_bytes); }));
   return Status::Ok();
 }
 
