@@ -104,8 +104,8 @@ Status fall_back(const KernelArgs& a, const std::string& why) {
 // A recorded one runs whatever KILN_DNN_SDPA says: the engine chose it.
 Status resolve_dnn(const KernelArgs& a, const AttentionParams& p, AttentionState* st) {
   if (!a.handles || !a.handles->dnn) return fall_back(a, "no cuDNN handle");
-  if (!DnnSdpa::aligned(p.q, p.k, p.v, p.mask, p.o))
-    return fall_back(a, "pointers not " + std::to_string(DnnSdpa::kAlignment) + "-byte aligned");
+  if (!dnn_pointers_aligned({p.q, p.k, p.v, p.mask, p.o}))
+    return fall_back(a, "pointers not " + std::to_string(kDnnAlignment) + "-byte aligned");
   auto d = DnnSdpa::get(a.handles->dnn, st->spec, a.handles->workspace_bytes);
   if (!d.ok()) return fall_back(a, d.status().message());
   st->dnn = std::move(d).value();
@@ -158,9 +158,9 @@ Status run_fused_attention(KernelArgs& a) {
   KILN_RETURN_IF_ERROR(prepare(a, &st));
   const AttentionParams p = bound_params(a, *st);
   if (st->dnn) {
-    Status ds = DnnSdpa::aligned(p.q, p.k, p.v, p.mask, p.o)
+    Status ds = dnn_pointers_aligned({p.q, p.k, p.v, p.mask, p.o})
                     ? st->dnn->run(a.handles->dnn, a.handles->workspace, p.q, p.k, p.v, p.mask, p.o)
-                    : unsupported("pointers not " + std::to_string(DnnSdpa::kAlignment) + "-byte aligned");
+                    : unsupported("pointers not " + std::to_string(kDnnAlignment) + "-byte aligned");
     if (ds.ok() || a.strict_tactic) return ds;
     // A plan that built but does not run (or addresses that moved): the layer keeps our kernel from now on.
     st->dnn.reset();
@@ -179,7 +179,7 @@ std::vector<std::string> fused_attention_tactics(const KernelArgs& a) {
   const AttentionParams p = bound_params(a, st);
   const std::vector<std::string> own = attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
   const bool dnn = !own.empty() && dnn_sdpa_enabled() && a.handles && a.handles->dnn &&
-                   DnnSdpa::aligned(p.q, p.k, p.v, p.mask, p.o) &&
+                   dnn_pointers_aligned({p.q, p.k, p.v, p.mask, p.o}) &&
                    DnnSdpa::supported(a.handles->dnn, st.spec, a.handles->workspace_bytes);
   return merge_attention_tactics(own, dnn);
 }

@@ -817,7 +817,7 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
   if (st->graph) {
     const void* bias = has_bias ? args.in[2].data : nullptr;
     const void* z = has_z ? args.in[3].data : nullptr;
-    if (DnnConvGraph::aligned(X.data, W.data, bias, z, Y.data)) {
+    if (dnn_pointers_aligned({X.data, W.data, bias, z, Y.data})) {
       Status gs = st->graph->run(args.handles->dnn, args.handles->workspace, X.data, W.data, bias, z, Y.data);
       if (gs.ok() || args.strict_tactic) return gs;
       // A plan that finalized but does not execute: the layer keeps the legacy path from now on.
@@ -826,7 +826,7 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
       default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
       st->graph.reset();
     } else if (args.strict_tactic) {
-      return unsupported("FusedConv: pointers not " + std::to_string(DnnConvGraph::kAlignment) +
+      return unsupported("FusedConv: pointers not " + std::to_string(kDnnAlignment) +
                          "-byte aligned for " + args.tactic);
     }
   }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/dnn_common.h"
 #include "common/tensor.h"
 #include "kiln/status.h"
 #include "ops/attention_layout.h"
@@ -122,9 +123,6 @@ inline std::vector<std::string> merge_attention_tactics(const std::vector<std::s
 // A built cuDNN SDPA graph (its chosen plan) for one spec. Layers of one context with the same spec share it.
 class DnnSdpa {
  public:
-  // cuDNN is told every pointer is aligned to this; run() must not be called otherwise (see aligned()).
-  static constexpr uint64_t kAlignment = 16;
-
   ~DnnSdpa();
   DnnSdpa(const DnnSdpa&) = delete;
   DnnSdpa& operator=(const DnnSdpa&) = delete;
@@ -135,12 +133,6 @@ class DnnSdpa {
   // Whether get() succeeds for s: asked of cuDNN once per process, device, spec and workspace limit.
   static bool supported(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace);
 
-  static bool aligned(const void* q, const void* k, const void* v, const void* mask, const void* o) {
-    const uint64_t a = reinterpret_cast<uintptr_t>(q) | reinterpret_cast<uintptr_t>(k) |
-                       reinterpret_cast<uintptr_t>(v) | reinterpret_cast<uintptr_t>(mask) |
-                       reinterpret_cast<uintptr_t>(o);
-    return a % kAlignment == 0;
-  }
   size_t workspace_bytes() const { return workspace_; }
 
   // On the handle's stream (the context sets it); mask null where the spec has none.

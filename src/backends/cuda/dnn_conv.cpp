@@ -45,7 +45,7 @@ cudnnPointwiseMode_t act_mode(ops::Activation a) {
 }
 
 Status tensor(Owned& o, Desc* d, int64_t uid, cudnnDataType_t dt, const DnnConvDims& t, bool is_virtual) {
-  return dnn_graph::make_tensor(o, d, uid, dt, 4, t.dims, t.strides, static_cast<int64_t>(DnnConvGraph::kAlignment),
+  return dnn_graph::make_tensor(o, d, uid, dt, 4, t.dims, t.strides, static_cast<int64_t>(kDnnAlignment),
                                 is_virtual);
 }
 

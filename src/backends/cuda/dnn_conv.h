@@ -14,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backends/cuda/dnn_common.h"
 #include "common/tensor.h"
 #include "kiln/status.h"
 #include "ops/layout_util.h"
@@ -30,16 +31,7 @@ inline constexpr int kDnnConvMaxTactics = 3;
 inline std::string dnn_conv_tactic_name(int rank) { return kDnnConvTacticPrefix + std::to_string(rank); }
 
 // The rank a tactic name carries, or -1 when it is not one of ours.
-inline int dnn_conv_tactic_index(std::string_view t) {
-  const std::string_view p = kDnnConvTacticPrefix;
-  if (t.size() <= p.size() || t.size() > p.size() + 3 || t.substr(0, p.size()) != p) return -1;
-  int r = 0;
-  for (char c : t.substr(p.size())) {
-    if (c < '0' || c > '9') return -1;
-    r = r * 10 + (c - '0');
-  }
-  return r;
-}
+inline int dnn_conv_tactic_index(std::string_view t) { return dnn_tactic_rank(t, kDnnConvTacticPrefix); }
 
 // The switch: on unless KILN_DNN_CONV=0 (a recorded tactic runs regardless; the switch only gates offering it).
 inline bool dnn_conv_enabled() {
@@ -167,9 +159,6 @@ struct DnnConvPlan;  // one finalized plan, shared by a context's layers of one 
 // the same problem and rank on the same handle; each layer's variant pack is rebuilt only when its pointers change.
 class DnnConvGraph {
  public:
-  // cuDNN is told every pointer is aligned to this; run() must not be called otherwise (see aligned()).
-  static constexpr uint64_t kAlignment = 16;
-
   ~DnnConvGraph();
   DnnConvGraph(const DnnConvGraph&) = delete;
   DnnConvGraph& operator=(const DnnConvGraph&) = delete;
@@ -194,12 +183,6 @@ class DnnConvGraph {
   // its own).
   static int count_usable(cudnnContext* handle, const DnnConvSpec& s, int max, size_t max_workspace);
 
-  static bool aligned(const void* x, const void* w, const void* bias, const void* z, const void* y) {
-    const uint64_t v = reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(w) |
-                       reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(z) |
-                       reinterpret_cast<uintptr_t>(y);
-    return v % kAlignment == 0;
-  }
   size_t workspace_bytes() const { return workspace_; }
   // Whether the plan's engine compiles at run time (a note for the tests' prints).
   bool runtime_compiled() const { return rtc_; }

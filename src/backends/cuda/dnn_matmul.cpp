@@ -27,7 +27,7 @@ cudnnDataType_t dnn_dtype(DataType dt) { return dt == DataType::kBF16 ? CUDNN_DA
 enum : int64_t { kUidA = 1, kUidB, kUidBias, kUidRes, kUidY, kFirstVirtual = 16 };
 
 Status make_tensor(Owned& o, Desc* d, int64_t uid, cudnnDataType_t dt, const DnnDims& t, bool is_virtual) {
-  return dnn_graph::make_tensor(o, d, uid, dt, 3, t.dims, t.strides, static_cast<int64_t>(DnnMatmul::kAlignment),
+  return dnn_graph::make_tensor(o, d, uid, dt, 3, t.dims, t.strides, static_cast<int64_t>(kDnnAlignment),
                                 is_virtual);
 }
 

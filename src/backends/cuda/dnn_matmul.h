@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "backends/cuda/dnn_common.h"
 #include "common/dnn_matmul_switch.h"
 #include "common/tensor.h"
 #include "kiln/status.h"
@@ -24,25 +25,10 @@ inline constexpr const char* kDnnMatmulTacticPrefix = "cudnn_matmul_fused_";
 // Offered per layer: each costs a runtime compilation (NVRTC inside cuDNN, ~0.3-1 s) at build time.
 inline constexpr int kDnnMatmulMaxTactics = 3;
 
-// Node annotations the builder stores with a chosen cuDNN tactic (this matmul's and the conv graph's,
-// dnn_conv.h): the finalized plan's JSON (cuDNN's CUDNN_ATTR_EXECUTION_PLAN_JSON_REPRESENTATION, compiled kernel
-// included) and the key it is valid for, so a load restores the plan instead of compiling it again.
-inline constexpr const char* kDnnPlanAttr = "kiln.dnn_plan";
-inline constexpr const char* kDnnPlanKeyAttr = "kiln.dnn_plan_key";
-
 inline std::string dnn_matmul_tactic_name(int rank) { return kDnnMatmulTacticPrefix + std::to_string(rank); }
 
 // The rank a tactic name carries, or -1 when it is not one of ours.
-inline int dnn_matmul_tactic_index(std::string_view t) {
-  const std::string_view p = kDnnMatmulTacticPrefix;
-  if (t.size() <= p.size() || t.size() > p.size() + 3 || t.substr(0, p.size()) != p) return -1;
-  int r = 0;
-  for (char c : t.substr(p.size())) {
-    if (c < '0' || c > '9') return -1;
-    r = r * 10 + (c - '0');
-  }
-  return r;
-}
+inline int dnn_matmul_tactic_index(std::string_view t) { return dnn_tactic_rank(t, kDnnMatmulTacticPrefix); }
 
 // Outputs smaller than this (M*N elements) are not offered the cuDNN plans: the epilogue pass they save is a
 // launch (~2 us) plus a read and write of Y, which at 256K FP16 elements (1 MB at ~4 TB/s: ~0.5 us) is a few
@@ -158,9 +144,6 @@ struct DnnPlan;  // one finalized execution plan (dnn_matmul.cpp)
 // the serialized plan instead of compiling it again.
 class DnnMatmul {
  public:
-  // cuDNN is told every pointer is aligned to this; run() must not be called otherwise (see aligned()).
-  static constexpr uint64_t kAlignment = 16;
-
   ~DnnMatmul();
   DnnMatmul(const DnnMatmul&) = delete;
   DnnMatmul& operator=(const DnnMatmul&) = delete;
@@ -191,12 +174,6 @@ class DnnMatmul {
   // The plan serialized; empty when cuDNN cannot (engines other than the runtime-fusion ones).
   std::string json() const;
 
-  static bool aligned(const void* a, const void* b, const void* bias, const void* res, const void* y) {
-    const uint64_t v = reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(b) |
-                       reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(res) |
-                       reinterpret_cast<uintptr_t>(y);
-    return v % kAlignment == 0;
-  }
   size_t workspace_bytes() const { return workspace_; }
 
   // On the handle's stream (the context sets it); bias/res null where the spec has none.

@@ -551,7 +551,7 @@ Status fused_matmul_run(KernelArgs& args) {
     return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
   }
   if (st->dnn) {
-    if (DnnMatmul::aligned(A.data, B.data, bias, res, Y.data)) {
+    if (dnn_pointers_aligned({A.data, B.data, bias, res, Y.data})) {
       Status ds = st->dnn->run(args.handles->dnn, args.handles->workspace, A.data, B.data, bias, res, Y.data);
       if (ds.ok() || args.strict_tactic) return ds;
       // A plan that finalized but does not execute: the layer keeps cuBLASLt from now on.
@@ -560,7 +560,7 @@ Status fused_matmul_run(KernelArgs& args) {
       default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
       st->dnn.reset();
     } else if (args.strict_tactic) {
-      return unsupported("FusedMatMul: pointers not " + std::to_string(DnnMatmul::kAlignment) +
+      return unsupported("FusedMatMul: pointers not " + std::to_string(kDnnAlignment) +
                          "-byte aligned for " + args.tactic);
     }
   }
