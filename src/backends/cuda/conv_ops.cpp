@@ -28,7 +28,7 @@
 #include "backends/cuda/direct_conv.h"
 #include "backends/cuda/dnn_conv.h"
 #include "backends/cuda/dnn_matmul.h"  // kDnnPlanAttr, kDnnPlanKeyAttr
-#include "backends/cuda/dnn_stored_plan.h"
+#include "backends/cuda/dnn_layer_plan.h"
 #include "kiln/logger.h"
 #include "ops/layout_util.h"
 #include "ops/window_util.h"
@@ -817,18 +817,12 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
   if (st->graph) {
     const void* bias = has_bias ? args.in[2].data : nullptr;
     const void* z = has_z ? args.in[3].data : nullptr;
-    if (dnn_pointers_aligned({X.data, W.data, bias, z, Y.data})) {
-      Status gs = st->graph->run(args.handles->dnn, args.handles->workspace, X.data, W.data, bias, z, Y.data);
-      if (gs.ok() || args.strict_tactic) return gs;
-      // A plan that finalized but does not execute: the layer keeps the legacy path from now on.
-      const std::string msg = "FusedConv '" + args.node->name + "': tactic " + args.tactic + " failed (" +
-                              gs.message() + "); it falls back to cuDNN's legacy convolution";
-      default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
-      st->graph.reset();
-    } else if (args.strict_tactic) {
-      return unsupported("FusedConv: pointers not " + std::to_string(kDnnAlignment) +
-                         "-byte aligned for " + args.tactic);
-    }
+    if (auto done = run_layer_plan(args, st->graph, dnn_pointers_aligned({X.data, W.data, bias, z, Y.data}),
+                                   "FusedConv", "cuDNN's legacy convolution", [&](DnnConvGraph& d) {
+                                     return d.run(args.handles->dnn, args.handles->workspace, X.data, W.data, bias,
+                                                  z, Y.data);
+                                   }))
+      return *done;
   }
   const size_t es = dtype_size(X.dtype);
   const int64_t x_img = g.c * g.vol(g.in), y_img = g.m * g.vol(g.out);

@@ -10,7 +10,7 @@
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
 #include "backends/cuda/dnn_matmul.h"
-#include "backends/cuda/dnn_stored_plan.h"
+#include "backends/cuda/dnn_layer_plan.h"
 #include "backends/cuda/gemm_geometry.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "kiln/logger.h"
@@ -550,20 +550,12 @@ Status fused_matmul_run(KernelArgs& args) {
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
     return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
   }
-  if (st->dnn) {
-    if (dnn_pointers_aligned({A.data, B.data, bias, res, Y.data})) {
-      Status ds = st->dnn->run(args.handles->dnn, args.handles->workspace, A.data, B.data, bias, res, Y.data);
-      if (ds.ok() || args.strict_tactic) return ds;
-      // A plan that finalized but does not execute: the layer keeps cuBLASLt from now on.
-      const std::string msg = "FusedMatMul '" + args.node->name + "': tactic " + args.tactic + " failed (" +
-                              ds.message() + "); it falls back to cuBLASLt with the epilogue pass";
-      default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
-      st->dnn.reset();
-    } else if (args.strict_tactic) {
-      return unsupported("FusedMatMul: pointers not " + std::to_string(kDnnAlignment) +
-                         "-byte aligned for " + args.tactic);
-    }
-  }
+  if (auto done = run_layer_plan(args, st->dnn, dnn_pointers_aligned({A.data, B.data, bias, res, Y.data}),
+                                 "FusedMatMul", "cuBLASLt with the epilogue pass", [&](DnnMatmul& d) {
+                                   return d.run(args.handles->dnn, args.handles->workspace, A.data, B.data, bias,
+                                                res, Y.data);
+                                 }))
+    return *done;
   Status s = fused_gemms(args, *st);
   if (!s.ok() && st->mm.lt.no_algo()) {
     // No algorithm for this epilogue (shape, alignment or batch): plain GEMM, everything else in our kernel.

@@ -1,13 +1,14 @@
-// A layer's cuDNN plan from what the builder stored with its node (kDnnPlanAttr / kDnnPlanKeyAttr, dnn_matmul.h),
-// shared by the fused-matmul and conv-graph tactics: restored when the stored key is the layer's own (no compile),
-// else built, with one log line saying why the stored plan was not used.
+// A layer's cuDNN plan, for the fused-matmul and conv-graph tactics: getting it (from what the builder stored with
+// the node, kDnnPlanAttr / kDnnPlanKeyAttr in dnn_common.h, else built) and running it with the layer's fallback.
 #pragma once
 
 #include <functional>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "backends/cuda/cuda_kernel.h"
-#include "backends/cuda/dnn_matmul.h"
+#include "backends/cuda/dnn_common.h"
 #include "kiln/logger.h"
 
 namespace kiln::cuda {
@@ -37,6 +38,29 @@ Result<Plan> restore_or_build(const KernelArgs& args, const char* op, const std:
     default_logger().log(other_shapes ? ILogger::Severity::kVERBOSE : ILogger::Severity::kINFO, msg.c_str());
   }
   return build();
+}
+
+// Runs the layer's plan when it has one. The status to return, or nothing when the layer goes on with its other
+// path (`fallback` names it): pointers not kDnnAlignment-aligned, or a plan that finalized but does not execute
+// (then it is dropped, with one warning, and the layer keeps the other path). The tuner (strict_tactic) gets the
+// error instead, so that it never times a tactic under a name that did not run.
+template <class Plan, class Run>
+std::optional<Status> run_layer_plan(const KernelArgs& args, std::unique_ptr<Plan>& plan, bool aligned,
+                                     const char* op, const char* fallback, Run&& run) {
+  if (!plan) return std::nullopt;
+  if (!aligned) {
+    if (args.strict_tactic)
+      return unsupported(std::string(op) + ": pointers not " + std::to_string(kDnnAlignment) + "-byte aligned for " +
+                         args.tactic);
+    return std::nullopt;
+  }
+  Status s = run(*plan);
+  if (s.ok() || args.strict_tactic) return s;
+  const std::string msg = std::string(op) + " '" + args.node->name + "': tactic " + args.tactic + " failed (" +
+                          s.message() + "); it falls back to " + fallback;
+  default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
+  plan.reset();
+  return std::nullopt;
 }
 
 }  // namespace kiln::cuda
