@@ -27,7 +27,6 @@
 #include "backends/cuda/depthwise_tile_plan.h"
 #include "backends/cuda/direct_conv.h"
 #include "backends/cuda/dnn_conv.h"
-#include "backends/cuda/dnn_matmul.h"  // kDnnPlanAttr, kDnnPlanKeyAttr
 #include "backends/cuda/dnn_layer_plan.h"
 #include "kiln/logger.h"
 #include "ops/layout_util.h"

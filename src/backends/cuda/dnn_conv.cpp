@@ -45,8 +45,7 @@ cudnnPointwiseMode_t act_mode(ops::Activation a) {
 }
 
 Status tensor(Owned& o, Desc* d, int64_t uid, cudnnDataType_t dt, const DnnConvDims& t, bool is_virtual) {
-  return dnn_graph::make_tensor(o, d, uid, dt, 4, t.dims, t.strides, static_cast<int64_t>(kDnnAlignment),
-                                is_virtual);
+  return dnn_graph::make_tensor(o, d, uid, dt, 4, t.dims, t.strides, static_cast<int64_t>(kDnnAlignment), is_virtual);
 }
 
 // The operation graph of s, finalized, and its heuristics' config lists, each in dnn_conv_config_order; all
@@ -129,33 +128,14 @@ struct Known {
   bool complete = false;
 };
 
-}  // namespace
-
-// A finalized plan with the graph it came from; shared by the layers of one context (one handle) that have the
-// same problem and rank, so that a network's repeated convolutions finalize (and runtime-compile) it once.
-struct DnnConvPlan {
-  Owned graph;  // tensors, operations, graph, heuristics, configs
-  Desc plan = nullptr;
-  size_t workspace = 0;
-  bool rtc = false;
-  DnnConvPlan() = default;
-  DnnConvPlan(const DnnConvPlan&) = delete;
-  DnnConvPlan& operator=(const DnnConvPlan&) = delete;
-  ~DnnConvPlan() {
-    if (plan) cudnnBackendDestroyDescriptor(plan);
-  }
-};
-
-namespace {
-
 std::mutex g_mu;
 std::map<std::string, Known>& known_problems() {
   static std::map<std::string, Known> m;
   return m;
 }
 // Weak: a plan lives as long as a layer holds it (a handle's address may be reused once its context is gone).
-std::map<std::string, std::weak_ptr<DnnConvPlan>>& live_plans() {
-  static std::map<std::string, std::weak_ptr<DnnConvPlan>> m;
+std::map<std::string, std::weak_ptr<dnn_graph::Plan>>& live_plans() {
+  static std::map<std::string, std::weak_ptr<dnn_graph::Plan>> m;
   return m;
 }
 
@@ -202,11 +182,12 @@ Known walk(cudnnHandle_t handle, const std::vector<std::vector<Config>>& lists, 
 }
 
 // The plan of rank `rank` for s, finalized on `handle`.
-Result<std::shared_ptr<DnnConvPlan>> make_plan(cudnnHandle_t handle, const DnnConvSpec& s, int rank,
-                                               size_t max_workspace) {
-  auto sp = std::make_shared<DnnConvPlan>();
+Result<std::shared_ptr<dnn_graph::Plan>> make_plan(cudnnHandle_t handle, const DnnConvSpec& s, int rank,
+                                                   size_t max_workspace) {
+  auto sp = std::make_shared<dnn_graph::Plan>();
   std::vector<std::vector<Config>> lists;
-  KILN_RETURN_IF_ERROR(make_graph(sp->graph, handle, s, &lists));
+  sp->graph = std::make_shared<Owned>();
+  KILN_RETURN_IF_ERROR(make_graph(*sp->graph, handle, s, &lists));
   const std::string key = problem_key(s, max_workspace);
   Known known;
   {
@@ -218,15 +199,15 @@ Result<std::shared_ptr<DnnConvPlan>> make_plan(cudnnHandle_t handle, const DnnCo
     // Where an earlier walk found this rank: finalize that config alone (one compile, not rank + 1).
     at = known.usable[static_cast<size_t>(rank)];
     if (at.first < static_cast<int>(lists.size()) && at.second < static_cast<int>(lists[at.first].size()))
-      sp->plan = dnn_graph::finalize_plan(handle, lists[at.first][at.second].cfg, max_workspace, &sp->workspace);
+      sp->d = dnn_graph::finalize_plan(handle, lists[at.first][at.second].cfg, max_workspace, &sp->workspace);
   } else if (known.complete) {
     return unsupported("cuDNN conv graph: " + std::to_string(known.usable.size()) +
                        " usable plans for this problem, no " + dnn_conv_tactic_name(rank));
   }
-  if (!sp->plan) {
-    Known found = walk(handle, lists, max_workspace, rank + 1, rank, &sp->plan, &sp->workspace);
+  if (!sp->d) {
+    Known found = walk(handle, lists, max_workspace, rank + 1, rank, &sp->d, &sp->workspace);
     remember(key, found);
-    if (!sp->plan)
+    if (!sp->d)
       return unsupported("cuDNN conv graph: " + std::to_string(found.usable.size()) +
                          " usable plans for this problem, no " + dnn_conv_tactic_name(rank));
     at = found.usable[static_cast<size_t>(rank)];
@@ -238,7 +219,7 @@ Result<std::shared_ptr<DnnConvPlan>> make_plan(cudnnHandle_t handle, const DnnCo
 }  // namespace
 
 struct DnnConvGraph::Impl {
-  std::shared_ptr<DnnConvPlan> plan;
+  std::shared_ptr<dnn_graph::Plan> plan;
   bool has_bias = false, has_res = false;
   dnn_graph::VariantPack pack;  // per layer: its own pointers
 };
@@ -258,14 +239,14 @@ std::string live_key(cudnnContext* handle, const DnnConvSpec& s, int rank, size_
 }
 
 // The handle's live plan under `key`, else the one `make` gives (then shared under the key).
-Result<std::shared_ptr<DnnConvPlan>> shared_plan(const std::string& key,
-                                                 const std::function<Result<std::shared_ptr<DnnConvPlan>>()>& make) {
+Result<std::shared_ptr<dnn_graph::Plan>> shared_plan(
+    const std::string& key, const std::function<Result<std::shared_ptr<dnn_graph::Plan>>()>& make) {
   {
     std::lock_guard<std::mutex> lock(g_mu);
     if (auto it = live_plans().find(key); it != live_plans().end())
       if (auto p = it->second.lock()) return p;
   }
-  KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnConvPlan> p, make());
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<dnn_graph::Plan> p, make());
   std::lock_guard<std::mutex> lock(g_mu);
   auto& live = live_plans();
   for (auto it = live.begin(); it != live.end();) it = it->second.expired() ? live.erase(it) : std::next(it);
@@ -275,7 +256,7 @@ Result<std::shared_ptr<DnnConvPlan>> shared_plan(const std::string& key,
 
 }  // namespace
 
-std::unique_ptr<DnnConvGraph> DnnConvGraph::wrap(std::shared_ptr<DnnConvPlan> plan, const DnnConvSpec& s) {
+std::unique_ptr<DnnConvGraph> DnnConvGraph::wrap(std::shared_ptr<dnn_graph::Plan> plan, const DnnConvSpec& s) {
   auto impl = std::make_unique<Impl>();
   impl->has_bias = s.bias;
   impl->has_res = s.res;
@@ -290,9 +271,9 @@ Result<std::unique_ptr<DnnConvGraph>> DnnConvGraph::build(cudnnContext* handle, 
                                                           size_t max_workspace) {
   if (rank < 0) return unsupported("cuDNN conv graph: negative rank");
   if (std::string why = dnn_conv_declined(s); !why.empty()) return unsupported("cuDNN conv graph: " + why);
-  KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnConvPlan> plan, shared_plan(live_key(handle, s, rank, max_workspace), [&] {
-                          return make_plan(handle, s, rank, max_workspace);
-                        }));
+  KILN_ASSIGN_OR_RETURN(
+      std::shared_ptr<dnn_graph::Plan> plan,
+      shared_plan(live_key(handle, s, rank, max_workspace), [&] { return make_plan(handle, s, rank, max_workspace); }));
   return wrap(std::move(plan), s);
 }
 
@@ -300,13 +281,13 @@ Result<std::unique_ptr<DnnConvGraph>> DnnConvGraph::restore(cudnnContext* handle
                                                             const std::string& json, size_t max_workspace) {
   if (rank < 0) return unsupported("cuDNN conv graph: negative rank");
   if (std::string why = dnn_conv_declined(s); !why.empty()) return unsupported("cuDNN conv graph: " + why);
-  auto from_json = [&]() -> Result<std::shared_ptr<DnnConvPlan>> {
-    auto sp = std::make_shared<DnnConvPlan>();
-    KILN_RETURN_IF_ERROR(dnn_graph::restore_plan(handle, json, max_workspace, &sp->plan, &sp->workspace));
+  auto from_json = [&]() -> Result<std::shared_ptr<dnn_graph::Plan>> {
+    auto sp = std::make_shared<dnn_graph::Plan>();
+    KILN_RETURN_IF_ERROR(dnn_graph::restore_plan(handle, json, max_workspace, &sp->d, &sp->workspace));
     ++g_restored;
     return sp;
   };
-  KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnConvPlan> plan,
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<dnn_graph::Plan> plan,
                         shared_plan(live_key(handle, s, rank, max_workspace), from_json));
   return wrap(std::move(plan), s);
 }
@@ -317,7 +298,7 @@ std::string DnnConvGraph::plan_key(const DnnConvSpec& s, int rank) {
 
 int64_t DnnConvGraph::plans_restored() { return g_restored.load(); }
 
-std::string DnnConvGraph::json() const { return dnn_graph::plan_json(impl_->plan->plan); }
+std::string DnnConvGraph::json() const { return dnn_graph::plan_json(impl_->plan->d); }
 
 int DnnConvGraph::count_usable(cudnnContext* handle, const DnnConvSpec& s, int max, size_t max_workspace) {
   if (max <= 0 || !dnn_conv_declined(s).empty()) return 0;
@@ -358,7 +339,7 @@ Status DnnConvGraph::run(cudnnContext* handle, void* workspace, const void* x, c
   if (m.has_res) add(kUidZ, z);
   add(kUidY, y);
   KILN_RETURN_IF_ERROR(m.pack.bind(n, uids, ptrs, workspace));
-  KILN_CUDNN_CHECK(cudnnBackendExecute(handle, m.plan->plan, m.pack.get()));
+  KILN_CUDNN_CHECK(cudnnBackendExecute(handle, m.plan->d, m.pack.get()));
   return Status::Ok();
 }
 

@@ -147,13 +147,15 @@ inline std::string dnn_conv_key(const DnnConvSpec& s) {
   return k;
 }
 
-// What a stored plan (the node annotations kDnnPlanAttr / kDnnPlanKeyAttr of dnn_matmul.h) is valid for: the
+// What a stored plan (the node annotations kDnnPlanAttr / kDnnPlanKeyAttr of dnn_common.h) is valid for: the
 // tactic, the problem (only the tuned shapes' plan is stored) and `where` (the cuDNN version and the GPU).
 inline std::string dnn_conv_plan_key(const DnnConvSpec& s, int rank, const std::string& where) {
   return dnn_conv_tactic_name(rank) + " | " + dnn_conv_key(s) + " | " + where;
 }
 
-struct DnnConvPlan;  // one finalized plan, shared by a context's layers of one problem (dnn_conv.cpp)
+namespace dnn_graph {
+struct Plan;  // one finalized plan, shared by a context's layers of one problem (dnn_graph.h)
+}
 
 // A finalized cuDNN execution plan for one spec, with its graph's descriptors, shared with the other layers of
 // the same problem and rank on the same handle; each layer's variant pack is rebuilt only when its pointers change.
@@ -194,7 +196,7 @@ class DnnConvGraph {
  private:
   struct Impl;
   explicit DnnConvGraph(std::unique_ptr<Impl> impl);
-  static std::unique_ptr<DnnConvGraph> wrap(std::shared_ptr<DnnConvPlan> plan, const DnnConvSpec& s);
+  static std::unique_ptr<DnnConvGraph> wrap(std::shared_ptr<dnn_graph::Plan> plan, const DnnConvSpec& s);
   std::unique_ptr<Impl> impl_;
   size_t workspace_ = 0;
   bool rtc_ = false;

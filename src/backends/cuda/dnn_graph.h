@@ -9,6 +9,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -83,6 +84,21 @@ bool runtime_compiled(Desc cfg);
 // The finalized execution plan of one config on `handle` when its workspace fits max_workspace (its size in
 // *workspace), else null. The caller destroys it.
 Desc finalize_plan(cudnnHandle_t handle, Desc cfg, size_t max_workspace, size_t* workspace);
+
+// A finalized execution plan, with the graph descriptors it was made from (null for a plan restored from JSON,
+// which needs none) and its workspace; shared by the layers of one problem on one handle.
+struct Plan {
+  Desc d = nullptr;
+  size_t workspace = 0;
+  bool rtc = false;  // its engine compiles at plan time (a note for the tests' prints)
+  std::shared_ptr<Owned> graph;
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    if (d) cudnnBackendDestroyDescriptor(d);
+  }
+};
 
 // The workspace a finalized plan needs, into *workspace, when it fits max_workspace.
 bool plan_fits(Desc plan, size_t max_workspace, size_t* workspace);

@@ -45,8 +45,8 @@ Result<Plan> restore_or_build(const KernelArgs& args, const char* op, const std:
 // (then it is dropped, with one warning, and the layer keeps the other path). The tuner (strict_tactic) gets the
 // error instead, so that it never times a tactic under a name that did not run.
 template <class Plan, class Run>
-std::optional<Status> run_layer_plan(const KernelArgs& args, std::unique_ptr<Plan>& plan, bool aligned,
-                                     const char* op, const char* fallback, Run&& run) {
+std::optional<Status> run_layer_plan(const KernelArgs& args, std::unique_ptr<Plan>& plan, bool aligned, const char* op,
+                                     const char* fallback, Run&& run) {
   if (!plan) return std::nullopt;
   if (!aligned) {
     if (args.strict_tactic)

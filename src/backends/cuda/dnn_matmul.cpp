@@ -27,8 +27,7 @@ cudnnDataType_t dnn_dtype(DataType dt) { return dt == DataType::kBF16 ? CUDNN_DA
 enum : int64_t { kUidA = 1, kUidB, kUidBias, kUidRes, kUidY, kFirstVirtual = 16 };
 
 Status make_tensor(Owned& o, Desc* d, int64_t uid, cudnnDataType_t dt, const DnnDims& t, bool is_virtual) {
-  return dnn_graph::make_tensor(o, d, uid, dt, 3, t.dims, t.strides, static_cast<int64_t>(kDnnAlignment),
-                                is_virtual);
+  return dnn_graph::make_tensor(o, d, uid, dt, 3, t.dims, t.strides, static_cast<int64_t>(kDnnAlignment), is_virtual);
 }
 
 cudnnPointwiseMode_t act_mode(const std::string& act) {
@@ -89,29 +88,11 @@ Status make_graph(Owned& o, cudnnHandle_t handle, const DnnMatmulSpec& s, std::v
 
 std::atomic<int64_t> g_finalized{0}, g_restored{0};
 
-}  // namespace
-
-// One finalized execution plan, shared by the layers of one problem on one handle. The graph descriptors it was
-// made from live as long as it does (null for a restored plan).
-struct DnnPlan {
-  Desc d = nullptr;
-  size_t workspace = 0;
-  std::shared_ptr<Owned> graph;
-  DnnPlan() = default;
-  DnnPlan(const DnnPlan&) = delete;
-  DnnPlan& operator=(const DnnPlan&) = delete;
-  ~DnnPlan() {
-    if (d) cudnnBackendDestroyDescriptor(d);
-  }
-};
-
-namespace {
-
 // The plan of one engine config on `handle` (one runtime compilation), or null when it does not finalize or
 // needs more than max_workspace.
-std::shared_ptr<DnnPlan> finalize_config(cudnnHandle_t handle, Desc cfg, size_t max_workspace,
-                                         std::shared_ptr<Owned> graph) {
-  auto p = std::make_shared<DnnPlan>();
+std::shared_ptr<dnn_graph::Plan> finalize_config(cudnnHandle_t handle, Desc cfg, size_t max_workspace,
+                                                 std::shared_ptr<Owned> graph) {
+  auto p = std::make_shared<dnn_graph::Plan>();
   p->graph = std::move(graph);
   if (cudnnBackendCreateDescriptor(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR, &p->d) != CUDNN_STATUS_SUCCESS) {
     p->d = nullptr;
@@ -128,8 +109,9 @@ std::shared_ptr<DnnPlan> finalize_config(cudnnHandle_t handle, Desc cfg, size_t 
 }
 
 // A plan deserialized from `json` on `handle` (no compile), or why not.
-Result<std::shared_ptr<DnnPlan>> plan_from_json(cudnnHandle_t handle, const std::string& json, size_t max_workspace) {
-  auto p = std::make_shared<DnnPlan>();
+Result<std::shared_ptr<dnn_graph::Plan>> plan_from_json(cudnnHandle_t handle, const std::string& json,
+                                                        size_t max_workspace) {
+  auto p = std::make_shared<dnn_graph::Plan>();
   KILN_RETURN_IF_ERROR(dnn_graph::restore_plan(handle, json, max_workspace, &p->d, &p->workspace));
   ++g_restored;
   return p;
@@ -153,7 +135,7 @@ struct HandleProblem {
   std::vector<std::vector<Desc>> lists;
   Status graph_status = Status::Ok();
   bool graph_tried = false;
-  std::map<int, std::shared_ptr<DnnPlan>> plans;
+  std::map<int, std::shared_ptr<dnn_graph::Plan>> plans;
 };
 
 struct Registry {
@@ -218,7 +200,7 @@ void extend(Walk& w, HandleProblem& hp, cudnnHandle_t handle, size_t max_workspa
 }  // namespace
 
 struct DnnMatmul::Impl {
-  std::shared_ptr<DnnPlan> plan;
+  std::shared_ptr<dnn_graph::Plan> plan;
   bool has_bias = false, has_res = false;
   dnn_graph::VariantPack pack;
 };
@@ -226,7 +208,7 @@ struct DnnMatmul::Impl {
 DnnMatmul::DnnMatmul(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 DnnMatmul::~DnnMatmul() = default;
 
-std::unique_ptr<DnnMatmul> DnnMatmul::wrap(std::shared_ptr<DnnPlan> plan, const DnnMatmulSpec& s) {
+std::unique_ptr<DnnMatmul> DnnMatmul::wrap(std::shared_ptr<dnn_graph::Plan> plan, const DnnMatmulSpec& s) {
   auto impl = std::make_unique<Impl>();
   impl->has_bias = s.bias;
   impl->has_res = s.res;
@@ -281,7 +263,7 @@ Result<std::unique_ptr<DnnMatmul>> DnnMatmul::restore(cudnnContext* handle, cons
   std::lock_guard<std::mutex> lock(r.mu);
   HandleProblem& hp = r.handles[{handle, key}];
   if (auto it = hp.plans.find(rank); it != hp.plans.end()) return wrap(it->second, s);
-  KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnPlan> p, plan_from_json(handle, json, max_workspace));
+  KILN_ASSIGN_OR_RETURN(std::shared_ptr<dnn_graph::Plan> p, plan_from_json(handle, json, max_workspace));
   hp.plans[rank] = p;
   return wrap(std::move(p), s);
 }

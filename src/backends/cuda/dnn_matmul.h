@@ -134,7 +134,9 @@ inline std::string dnn_matmul_plan_key(const DnnMatmulSpec& s, int rank, const s
   return dnn_matmul_tactic_name(rank) + " | " + dnn_matmul_problem_key(s) + " | " + where;
 }
 
-struct DnnPlan;  // one finalized execution plan (dnn_matmul.cpp)
+namespace dnn_graph {
+struct Plan;  // one finalized execution plan (dnn_graph.h)
+}
 
 // A finalized cuDNN execution plan for one spec; the variant pack is rebuilt only when the pointers change (a
 // context's arena keeps them fixed). Each plan is compiled at most once per process: a walk over the heuristic's
@@ -183,7 +185,7 @@ class DnnMatmul {
  private:
   struct Impl;
   explicit DnnMatmul(std::unique_ptr<Impl> impl);
-  static std::unique_ptr<DnnMatmul> wrap(std::shared_ptr<DnnPlan> plan, const DnnMatmulSpec& s);
+  static std::unique_ptr<DnnMatmul> wrap(std::shared_ptr<dnn_graph::Plan> plan, const DnnMatmulSpec& s);
   std::unique_ptr<Impl> impl_;
   size_t workspace_ = 0;
 };
