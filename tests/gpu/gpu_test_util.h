@@ -96,6 +96,17 @@ inline std::vector<Tensor> run_graph(const ir::Graph& g, Backend backend, const 
   return test::infer(*engine, named);
 }
 
+// The engine's first layer of type `op`, or null; a string attribute of a layer ("" where absent or not a string).
+inline const runtime::PlanNode* first_node(const Engine& e, const std::string& op) {
+  for (const auto& pn : e.plan().nodes)
+    if (pn.op_type == op) return &pn;
+  return nullptr;
+}
+inline std::string string_attr(const runtime::PlanNode* n, const char* name) {
+  const Attribute* a = n ? n->attrs.find(name) : nullptr;
+  return a && a->type() == AttrType::kSTRING ? a->s() : "";
+}
+
 // The CUDA result of graph g, with what the run wrote to stderr in *err (a tactic's fallback warning); nothing may
 // run on the host.
 inline std::vector<Tensor> run_capturing(const ir::Graph& g, const std::vector<Tensor>& inputs, std::string* err) {

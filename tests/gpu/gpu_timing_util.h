@@ -5,7 +5,11 @@
 #include <cuda_runtime.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -77,23 +81,72 @@ inline Timed time_on_gpu(const ir::Graph& g, const std::vector<Tensor>& inputs, 
 // tactic tuner runs), checks that nothing ran on the host and that the tuned engine matches the CPU reference on
 // a second, untouched copy of the graph (within tol; `what` names the check), and returns the tactic recorded on
 // its `op` node (empty: none recorded).
+// Collects the builder's messages, e.g. the tuner's "tactic for '<layer>': <name> (... best of N timed)" lines.
+struct TextLogger : ILogger {
+  std::string text;
+  void log(Severity, const char* msg) noexcept override { text += std::string(msg) + "\n"; }
+};
+
+// A tuned build of the graph `make` fills (at `level`): the engine, the tactic recorded for the (last) layer of
+// type `op`, and how many candidates the tuner timed for layer `layer` (-1: no tactic line for it).
+struct TunedBuild {
+  std::unique_ptr<Engine> engine;
+  std::string tactic;
+  int timed = -1;
+};
 template <typename Make>
-std::string tuned_tactic_of(const char* op, Make&& make, double tol, const char* what) {
-  QuietLogger quiet;
-  Builder builder(quiet);
+TunedBuild tuned_build(const char* op, const char* layer, int level, Make&& make) {
+  TextLogger log;
+  Builder builder(log);
   auto net = builder.create_network();
   make(net->graph());
   auto config = builder.create_builder_config();
   config->set_backend(Backend::kCUDA);
-  config->set_builder_optimization_level(3);
-  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
-  EXPECT_NE(engine, nullptr);
-  if (!engine) return {};
-  EXPECT_EQ(test::host_layers(*engine), "");
-  std::string tactic;
-  for (const auto& pn : engine->plan().nodes)
+  config->set_builder_optimization_level(level);
+  TunedBuild r;
+  r.engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  EXPECT_NE(r.engine, nullptr);
+  if (!r.engine) return r;
+  for (const auto& pn : r.engine->plan().nodes)
     if (pn.op_type == op)
-      if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
+      if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) r.tactic = t->s();
+  const size_t at = log.text.find(std::string("tactic for '") + layer + "'");
+  if (at != std::string::npos) {
+    const size_t best = log.text.find("best of ", at);
+    if (best != std::string::npos && best < log.text.find('\n', at)) r.timed = std::atoi(log.text.c_str() + best + 8);
+  }
+  return r;
+}
+
+// Two builds through one timing cache file: `build(path)` once (the tuner writes its answers), then again with
+// every answer matching `pattern` (a regex over the cache's quoted tactic names) renamed to `tactic`, so that the
+// second build takes that tactic from the cache whatever won the timing. The second build's engine.
+template <typename Build>
+Result<std::vector<uint8_t>> build_with_cached_tactic(const std::string& name, const std::string& pattern,
+                                                      const std::string& tactic, Build&& build) {
+  const std::string path = ::testing::TempDir() + "kiln_forced_cache_" + name + ".json";
+  std::remove(path.c_str());
+  auto first = build(path);
+  if (!first.ok()) return first.status();
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  in.close();
+  const std::string forced = std::regex_replace(text.str(), std::regex(pattern), "\"" + tactic + "\"");
+  EXPECT_NE(forced.find("\"" + tactic + "\""), std::string::npos) << text.str();
+  std::ofstream(path, std::ios::trunc) << forced;
+  auto blob = build(path);
+  std::remove(path.c_str());
+  return blob;
+}
+
+template <typename Make>
+std::string tuned_tactic_of(const char* op, Make&& make, double tol, const char* what) {
+  TunedBuild b = tuned_build(op, "", 3, make);
+  if (!b.engine) return {};
+  Engine* engine = b.engine.get();
+  EXPECT_EQ(test::host_layers(*engine), "");
+  const std::string tactic = b.tactic;
   ir::Graph ref;  // the same graph, untouched by the builder's passes, for the CPU reference
   const std::vector<Tensor> inputs = make(ref);
   std::vector<std::pair<std::string, Tensor>> named;

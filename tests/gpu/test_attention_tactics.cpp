@@ -13,6 +13,7 @@
 #include "backends/cuda/attention_tactics.h"
 #include "../unit/engine_test_util.h"
 #include "gpu_test_util.h"
+#include "gpu_timing_util.h"
 #include "passes/shape_inference.h"
 
 namespace kiln::gpu_testing {
@@ -82,26 +83,13 @@ TEST(GpuAttentionTactics, EveryTacticMatchesTheReference) {
 TEST(GpuAttentionTactics, TunerRecordsAnOfferedTactic) {
   KILN_REQUIRE_GPU();
   const AttnCase c{"vit", 16, 12, 197, 64, "bs3hd", "bshd", {}};
-  QuietLogger quiet;
-  Builder builder(quiet);
-  auto net = builder.create_network();
-  ASSERT_NE(net->add_input("qkv", DataType::kHALF, {c.B, c.S, 3, c.H, c.D}), nullptr);
-  ir::Graph& g = net->graph();
-  Attributes a;
-  a.set("qkv_layout", Attribute(std::string(c.qkv)));
-  a.set("out_layout", Attribute(std::string(c.out)));
-  ir::Node* n = g.add_node("FusedAttention", "attn", {g.find_value("qkv"), nullptr, nullptr}, {"y"}, a, 1, "kiln");
-  ASSERT_TRUE(passes::infer_node(g, *n).ok());
-  ASSERT_TRUE(net->mark_output(net->find_tensor("y")).ok());
-  auto config = builder.create_builder_config();
-  config->set_backend(Backend::kCUDA);
-  config->set_builder_optimization_level(3);
-  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
-  ASSERT_NE(engine, nullptr);
-  std::string tactic;
-  for (const auto& pn : engine->plan().nodes)
-    if (pn.op_type == "FusedAttention")
-      if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
+  TunedBuild b = tuned_build("FusedAttention", "attn", 3, [&](ir::Graph& g) {
+    std::vector<Tensor> unused;
+    fill_attention_graph(g, c, DataType::kHALF, "", &unused, 0);
+  });
+  ASSERT_NE(b.engine, nullptr);
+  Engine* engine = b.engine.get();
+  const std::string tactic = b.tactic;
   // cuDNN's fused attention is offered too (dnn_attention.h) unless KILN_DNN_SDPA=0.
   EXPECT_TRUE(cuda::attention_tactic_warps(tactic) != 0 || tactic == "cudnn_sdpa") << "recorded tactic '" << tactic << "'";
   const Tensor x = random_tensor(DataType::kHALF, {c.B, c.S, 3, c.H, c.D}, 5, -1, 1);

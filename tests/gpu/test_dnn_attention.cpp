@@ -92,38 +92,15 @@ TEST(GpuDnnSdpa, RecordedTacticRunsWithTheSwitchOffAndFallsBackWhereItCannot) {
   }
 }
 
-// Collects the builder's messages: the tuner's "tactic for '<layer>': <name> (... best of N timed)" lines.
-struct CaptureLogger : ILogger {
-  std::string text;
-  void log(Severity, const char* msg) noexcept override { text += std::string(msg) + "\n"; }
-};
-
 // A level-5 build (every candidate timed) of one FusedAttention case: the recorded tactic and how many candidates
 // the tuner timed for it (-1: no tactic line).
 std::pair<std::string, int> tune(const AttnCase& c, std::unique_ptr<Engine>* engine_out) {
-  CaptureLogger log;
-  Builder builder(log);
-  auto net = builder.create_network();
-  std::vector<Tensor> unused;
-  fill_attention_graph(net->graph(), c, DataType::kHALF, "", &unused, 0);
-  auto config = builder.create_builder_config();
-  config->set_backend(Backend::kCUDA);
-  config->set_builder_optimization_level(5);
-  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
-  EXPECT_NE(engine, nullptr);
-  std::string tactic;
-  if (engine)
-    for (const auto& pn : engine->plan().nodes)
-      if (pn.op_type == "FusedAttention")
-        if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
-  int timed = -1;
-  const size_t at = log.text.find("tactic for 'attn'");
-  if (at != std::string::npos) {
-    const size_t best = log.text.find("best of ", at);
-    if (best != std::string::npos && best < log.text.find('\n', at)) timed = std::atoi(log.text.c_str() + best + 8);
-  }
-  if (engine_out) *engine_out = std::move(engine);
-  return {tactic, timed};
+  TunedBuild b = tuned_build("FusedAttention", "attn", 5, [&](ir::Graph& g) {
+    std::vector<Tensor> unused;
+    fill_attention_graph(g, c, DataType::kHALF, "", &unused, 0);
+  });
+  if (engine_out) *engine_out = std::move(b.engine);
+  return {b.tactic, b.timed};
 }
 
 // Our kernel's candidates for a case (what attention_tactics offers at this GPU's SM count).

@@ -10,10 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
-#include <regex>
-#include <sstream>
 #include <string>
 #include <tuple>
 
@@ -186,40 +183,10 @@ TEST(GpuDnnConv, TunerRecordsATacticThatMatches) {
   }
 }
 
-// Collects the builder's verbose lines (the tuner's "tactic for 'conv': ... best of N timed").
-struct CollectLogger : ILogger {
-  std::string text;
-  void log(Severity, const char* msg) noexcept override {
-    text += msg;
-    text += "\n";
-  }
-};
-
 // How many tactics a level-5 build (every candidate timed) timed for c's layer, and the one it recorded.
 std::pair<int, std::string> timed_candidates(const CvCase& c) {
-  CollectLogger log;
-  Builder builder(log);
-  auto net = builder.create_network();
-  conv_graph(c, DataType::kHALF, "", net->graph());
-  auto config = builder.create_builder_config();
-  config->set_backend(Backend::kCUDA);
-  config->set_builder_optimization_level(5);
-  auto engine = test::load_engine(builder.build_serialized_network(*net, *config));
-  EXPECT_NE(engine, nullptr);
-  std::string tactic;
-  if (engine)
-    for (const auto& pn : engine->plan().nodes)
-      if (pn.op_type == "FusedConv")
-        if (const Attribute* t = pn.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING) tactic = t->s();
-  // The layer's own line: "tactic for 'conv': <tactic> (<ms> ms, best of <N> timed)".
-  int n = -1;
-  const size_t line = log.text.find("tactic for 'conv'");
-  if (line != std::string::npos) {
-    const size_t end = log.text.find('\n', line);
-    const size_t at = log.text.find("best of ", line);
-    if (at != std::string::npos && at < end) n = std::atoi(log.text.c_str() + at + 8);
-  }
-  return {n, tactic};
+  TunedBuild b = tuned_build("FusedConv", "conv", 5, [&](ir::Graph& g) { conv_graph(c, DataType::kHALF, "", g); });
+  return {b.timed, b.tactic};
 }
 
 // KILN_DNN_CONV=0 withdraws the graph tactics: the tuner times fewer candidates (the legacy ones alone) and can
@@ -295,14 +262,10 @@ TEST(GpuDnnConv, DISABLED_StemsBatch128Times) {
     time_graph_plans(c, "default (own stem kernel)");
 }
 
-// A level-3 build of case c (FP16) whose tuner records `cudnn_conv_graph_0` for the convolution: a first build
-// writes the timing cache, which is rewritten to name that plan, and a second build takes the cache's answer (so
-// the stored plan does not depend on which tactic won the timing). `stored` replaces the annotations the build
-// stores with the node, where given (name, value).
+// A level-3 build of case c (FP16) whose tuner records `cudnn_conv_graph_0` for the convolution, through a timing
+// cache rewritten to name that plan (so the stored plan does not depend on which tactic won the timing).
 Result<std::vector<uint8_t>> build_with_graph_choice(const CvCase& c) {
-  const std::string path = ::testing::TempDir() + "kiln_dnn_conv_plan_cache_" + c.name + ".json";
-  std::remove(path.c_str());
-  auto build = [&]() {
+  auto build = [&](const std::string& cache) {
     QuietLogger quiet;
     Builder builder(quiet);
     auto net = builder.create_network();
@@ -310,30 +273,15 @@ Result<std::vector<uint8_t>> build_with_graph_choice(const CvCase& c) {
     auto config = builder.create_builder_config();
     config->set_backend(Backend::kCUDA);
     config->set_builder_optimization_level(3);
-    config->set_timing_cache_file(path);
+    config->set_timing_cache_file(cache);
     return builder.build_serialized_network(*net, *config);
   };
-  auto first = build();
-  if (!first.ok()) return first.status();
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  in.close();
-  const std::string forced = std::regex_replace(
-      text.str(), std::regex("\"(cudnn_fwd_algo[0-9]+_(tc|fma)|cudnn_conv_graph_[0-9]+)\""), "\"cudnn_conv_graph_0\"");
-  EXPECT_NE(forced.find("cudnn_conv_graph_0"), std::string::npos) << text.str();
-  std::ofstream(path, std::ios::trunc) << forced;
-  auto blob = build();
-  std::remove(path.c_str());
-  return blob;
+  return build_with_cached_tactic(std::string("conv_") + c.name,
+                                  "\"(cudnn_fwd_algo[0-9]+_(tc|fma)|cudnn_conv_graph_[0-9]+)\"", "cudnn_conv_graph_0",
+                                  build);
 }
 
-std::string conv_string_attr(const Engine& e, const char* name) {
-  for (const auto& pn : e.plan().nodes)
-    if (pn.op_type == "FusedConv")
-      if (const Attribute* a = pn.attrs.find(name); a && a->type() == AttrType::kSTRING) return a->s();
-  return "";
-}
+std::string conv_string_attr(const Engine& e, const char* name) { return string_attr(first_node(e, "FusedConv"), name); }
 
 // The chosen graph plan travels in the engine: the build stores its JSON and key with the node, and each load
 // (a context, with a handle of its own) restores it, no compile, and matches the reference.

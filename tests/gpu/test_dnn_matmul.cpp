@@ -12,10 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <memory>
-#include <regex>
-#include <sstream>
 
 #include "../unit/engine_test_util.h"
 #include "gpu_test_util.h"
@@ -173,6 +170,22 @@ TEST_F(GpuDnnMatmul, UnbuildableRecordedTacticFallsBack) {
   expect_tensors_close(cpu[0], got[0], 3e-2, 2e-2, "fallback vs the reference");
 }
 
+// build_ffn1's weights of layer l: B [k, n] (seed 2 + 2l) and bias [n] (seed 3 + 2l).
+std::pair<Tensor, Tensor> ffn1_weights(const MmCase& c, int l) {
+  return {random_tensor(DataType::kHALF, {c.k, c.n}, 2 + 2 * l, -0.07, 0.07),
+          random_tensor(DataType::kHALF, {c.n}, 3 + 2 * l, -1, 1)};
+}
+
+// The reference of build_ffn1's layer `l` for input x: the same weights through the CPU backend.
+Tensor ffn1_reference(const MmCase& c, const Tensor& x, int l = 0) {
+  std::vector<Tensor> unused;
+  auto g = mm_graph(c, DataType::kHALF, "", &unused, 0);
+  const auto [w, bias] = ffn1_weights(c, l);
+  auto want = run_graph(*g, Backend::kCPU, {x, w, bias}, nullptr);
+  EXPECT_EQ(want.size(), 1u);
+  return want.size() == 1 ? want[0] : Tensor();
+}
+
 // A level-3 build of FFN1 (B and bias as weights, seeds 2 and 3), with a timing cache file when given; more
 // layers of the same problem on the same input (weights seeds 2 + 2l, 3 + 2l, outputs y, y1, y2, ...).
 Result<std::vector<uint8_t>> build_ffn1(const MmCase& c, const std::string& timing_cache = "", int layers = 1) {
@@ -183,8 +196,7 @@ Result<std::vector<uint8_t>> build_ffn1(const MmCase& c, const std::string& timi
   ir::Graph& g = net->graph();
   for (int l = 0; l < layers; ++l) {
     const std::string sfx = l ? std::to_string(l) : "";
-    const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2 + 2 * l, -0.07, 0.07);
-    const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3 + 2 * l, -1, 1);
+    const auto [w, bias] = ffn1_weights(c, l);
     EXPECT_NE(net->add_constant("w" + sfx, DataType::kHALF, {c.k, c.n}, w.raw()), nullptr);
     EXPECT_NE(net->add_constant("bias" + sfx, DataType::kHALF, {c.n}, bias.raw()), nullptr);
     Attributes a;
@@ -203,16 +215,7 @@ Result<std::vector<uint8_t>> build_ffn1(const MmCase& c, const std::string& timi
 }
 
 // The engine's only FusedMatMul node, or null.
-const runtime::PlanNode* ffn_node(const Engine& e) {
-  for (const auto& pn : e.plan().nodes)
-    if (pn.op_type == "FusedMatMul") return &pn;
-  return nullptr;
-}
-
-std::string string_attr(const runtime::PlanNode* n, const char* name) {
-  const Attribute* a = n ? n->attrs.find(name) : nullptr;
-  return a && a->type() == AttrType::kSTRING ? a->s() : "";
-}
+const runtime::PlanNode* ffn_node(const Engine& e) { return first_node(e, "FusedMatMul"); }
 
 // The recorded tactic of the only FusedMatMul of a level-3 build of FFN1 (B and bias as weights).
 std::string tuned_tactic(const MmCase& c, std::unique_ptr<Engine>* out) {
@@ -239,16 +242,9 @@ TEST_F(GpuDnnMatmul, TunerRecordsATacticThatMatches) {
     const auto got = test::infer(*engine, {{"a", x}});
     err = ::testing::internal::GetCapturedStderr();
     EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
-    // The same weights through the reference: the graph of the engine's own node, on the CPU.
-    MmCase same = c;
-    std::vector<Tensor> unused;
-    auto g = mm_graph(same, DataType::kHALF, "", &unused, 0);
-    const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2, -0.07, 0.07);
-    const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3, -1, 1);
-    const auto want = run_graph(*g, Backend::kCPU, {x, w, bias}, nullptr);
+    // The same weights through the reference, on the CPU.
     ASSERT_EQ(got.size(), 1u);
-    ASSERT_EQ(want.size(), 1u);
-    expect_tensors_close(want[0], got[0], 3e-2, 2e-2, std::string("tuned FFN1 ") + c.name);
+    expect_tensors_close(ffn1_reference(c, x), got[0], 3e-2, 2e-2, std::string("tuned FFN1 ") + c.name);
   }
 }
 
@@ -348,14 +344,8 @@ TEST_F(GpuDnnMatmul, TunerRecordsATacticForSilu) {
   EXPECT_TRUE(tactic.rfind("lt_heur", 0) == 0 || tactic.rfind("cudnn_matmul_fused_", 0) == 0) << tactic;
   const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 9, -1, 1);
   const auto got = test::infer(*engine, {{"a", x}});
-  std::vector<Tensor> unused;
-  auto g = mm_graph(c, DataType::kHALF, "", &unused, 0);
-  const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2, -0.07, 0.07);
-  const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3, -1, 1);
-  const auto want = run_graph(*g, Backend::kCPU, {x, w, bias}, nullptr);
   ASSERT_EQ(got.size(), 1u);
-  ASSERT_EQ(want.size(), 1u);
-  expect_tensors_close(want[0], got[0], 3e-2, 2e-2, "tuned expand GEMM + SiLU");
+  expect_tensors_close(ffn1_reference(c, x), got[0], 3e-2, 2e-2, "tuned expand GEMM + SiLU");
 }
 
 // Not a pass/fail check beyond agreement with cuBLASLt: efficientnet_b0's expand GEMMs at batch 128 (FP16, + bias,
@@ -412,16 +402,6 @@ PlanCounts plan_counts() {
   if (auto it = c.find("cudnn_matmul.plans_finalized"); it != c.end()) p.finalized = it->second;
   if (auto it = c.find("cudnn_matmul.plans_restored"); it != c.end()) p.restored = it->second;
   return p;
-}
-
-// The reference of build_ffn1's layer `l` for input x: the same weights through the CPU backend.
-Tensor ffn1_reference(const MmCase& c, const Tensor& x, int l = 0) {
-  std::vector<Tensor> unused;
-  auto g = mm_graph(c, DataType::kHALF, "", &unused, 0);
-  const Tensor w = random_tensor(DataType::kHALF, {c.k, c.n}, 2 + 2 * l, -0.07, 0.07);
-  const Tensor bias = random_tensor(DataType::kHALF, {c.n}, 3 + 2 * l, -1, 1);
-  auto want = run_graph(*g, Backend::kCPU, {x, w, bias}, nullptr);
-  return want.size() == 1 ? want[0] : Tensor();
 }
 
 // A forced tactic run through a fresh context (a fresh cuDNN handle); whether cuDNN ran, and the finalizes it cost.
@@ -547,21 +527,9 @@ TEST_F(GpuDnnMatmul, TunedBuildCompilesEachOfferedPlanOnceAndTheLoadNone) {
 // A level-3 build whose timing cache names cuDNN's first plan for the layer (so the choice does not depend on
 // timings), as the engine blob.
 Result<std::vector<uint8_t>> build_with_dnn_choice(const MmCase& c, int layers = 1) {
-  const std::string path = ::testing::TempDir() + "kiln_dnn_plan_cache_" + std::to_string(c.m) + ".json";
-  std::remove(path.c_str());
-  auto first = build_ffn1(c, path, layers);
-  if (!first.ok()) return first.status();
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  in.close();
-  const std::string forced = std::regex_replace(text.str(), std::regex("\"(lt_heur|cudnn_matmul_fused_)[0-9]+\""),
-                                                "\"cudnn_matmul_fused_0\"");
-  EXPECT_NE(forced.find("cudnn_matmul_fused_0"), std::string::npos) << text.str();
-  std::ofstream(path, std::ios::trunc) << forced;
-  auto blob = build_ffn1(c, path, layers);
-  std::remove(path.c_str());
-  return blob;
+  return build_with_cached_tactic("dnn_plan_" + std::to_string(c.m), "\"(lt_heur|cudnn_matmul_fused_)[0-9]+\"",
+                                  "cudnn_matmul_fused_0",
+                                  [&](const std::string& path) { return build_ffn1(c, path, layers); });
 }
 
 // The chosen plan travels in the engine: the build stores its JSON and key with the node; a load restores it (a
