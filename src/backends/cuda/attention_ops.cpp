@@ -8,6 +8,7 @@
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dnn_attention.h"
+#include "backends/cuda/dnn_layer_plan.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "kiln/logger.h"
 #include "ops/attention_layout.h"
@@ -157,15 +158,11 @@ Status run_fused_attention(KernelArgs& a) {
   AttentionState* st = nullptr;
   KILN_RETURN_IF_ERROR(prepare(a, &st));
   const AttentionParams p = bound_params(a, *st);
-  if (st->dnn) {
-    Status ds = dnn_pointers_aligned({p.q, p.k, p.v, p.mask, p.o})
-                    ? st->dnn->run(a.handles->dnn, a.handles->workspace, p.q, p.k, p.v, p.mask, p.o)
-                    : unsupported("pointers not " + std::to_string(kDnnAlignment) + "-byte aligned");
-    if (ds.ok() || a.strict_tactic) return ds;
-    // A plan that built but does not run (or addresses that moved): the layer keeps our kernel from now on.
-    st->dnn.reset();
-    KILN_RETURN_IF_ERROR(fall_back(a, ds.message()));
-  }
+  if (auto done = run_layer_plan(a, st->dnn, dnn_pointers_aligned({p.q, p.k, p.v, p.mask, p.o}), "FusedAttention",
+                                 "Kiln's own attention kernel", [&](DnnSdpa& d) {
+                                   return d.run(a.handles->dnn, a.handles->workspace, p.q, p.k, p.v, p.mask, p.o);
+                                 }))
+    return *done;
   return launch_fused_attention(a.in[0].dtype, p, a.stream);
 }
 

@@ -40,12 +40,12 @@ Result<Plan> restore_or_build(const KernelArgs& args, const char* op, const std:
   return build();
 }
 
-// Runs the layer's plan when it has one. The status to return, or nothing when the layer goes on with its other
+// Runs the layer's plan (a unique or shared pointer) when it has one. The status to return, or nothing when the layer goes on with its other
 // path (`fallback` names it): pointers not kDnnAlignment-aligned, or a plan that finalized but does not execute
 // (then it is dropped, with one warning, and the layer keeps the other path). The tuner (strict_tactic) gets the
 // error instead, so that it never times a tactic under a name that did not run.
-template <class Plan, class Run>
-std::optional<Status> run_layer_plan(const KernelArgs& args, std::unique_ptr<Plan>& plan, bool aligned, const char* op,
+template <class PlanPtr, class Run>
+std::optional<Status> run_layer_plan(const KernelArgs& args, PlanPtr& plan, bool aligned, const char* op,
                                      const char* fallback, Run&& run) {
   if (!plan) return std::nullopt;
   if (!aligned) {
