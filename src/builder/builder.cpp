@@ -267,7 +267,7 @@ Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition
   opts.backend = config.backend();
   opts.dump_after = config.dump_after();
   opts.fuse_pointwise = builder::pointwise_codegen_available();
-  // Only cuDNN's fused matmul (gated by the same variable) runs SiLU/sigmoid inside the GEMM.
+  // cuDNN's fused matmul runs SiLU/sigmoid inside the GEMM; KILN_DNN_MATMUL=0 withdraws both.
   opts.matmul_sigmoid_acts = matmul_sigmoid_acts_for(config.backend());
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   passes::PassContext ctx(logger_, opts);
