@@ -135,7 +135,9 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
   auto t0 = std::chrono::steady_clock::now();
   KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
   KILN_ASSIGN_OR_RETURN(runtime::DeviceInfo info, backend->device_info());
-  builder::TimingCache cache(builder::device_key(info));
+  KILN_ASSIGN_OR_RETURN(const bool graph_timing, builder::graph_timing_requested());
+  // Times taken as CUDA-graph replays are not comparable with stream-timed ones: kept under their own key.
+  builder::TimingCache cache(builder::device_key(info) + (graph_timing ? " graph-timed" : ""));
   const std::string& file = config.timing_cache_file();
   if (!file.empty()) KILN_RETURN_IF_ERROR(cache.load(file));
   KILN_ASSIGN_OR_RETURN(auto plan, runtime::read_engine(engine.data(), engine.size()));
@@ -157,6 +159,8 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
   opts.level = config.builder_optimization_level();
   opts.avg_timing = config.avg_timing_iterations();
   opts.max_tactics = config.max_num_tactics();
+  opts.graph_timing = graph_timing;
+  if (opts.graph_timing) logger.log(ILogger::Severity::kINFO, "tactics are timed as CUDA-graph replays");
   runtime::TimingEntries entries = cache.device_entries();
   std::vector<runtime::TacticChoice> choices;
   {

@@ -1,6 +1,7 @@
 // The timing cache file (see timing_cache.h).
 #include "builder/timing_cache.h"
 
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -67,6 +68,14 @@ runtime::TimingEntries TimingCache::device_entries() const {
 
 void TimingCache::update(const runtime::TimingEntries& entries) {
   for (const auto& [sig, e] : entries) all_[device_ + "|" + sig] = e;
+}
+
+Result<bool> graph_timing_requested() {
+  const char* t = std::getenv("KILN_TACTIC_TIMING");
+  if (!t) return false;
+  const std::string how = t;
+  if (how == "graph" || how == "stream") return how == "graph";
+  return invalid_argument("KILN_TACTIC_TIMING is '" + how + "'; it takes 'graph' or 'stream'");
 }
 
 }  // namespace kiln::builder

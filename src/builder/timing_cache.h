@@ -13,6 +13,10 @@ namespace kiln::builder {
 // A device's cache key prefix: GPU name, compute capability and the library versions tactics depend on.
 std::string device_key(const runtime::DeviceInfo& info);
 
+// Whether KILN_TACTIC_TIMING asks the tuner to time candidates as CUDA-graph replays ("graph") rather than
+// launches on a stream ("stream", the default while unset); any other value is an error naming both.
+Result<bool> graph_timing_requested();
+
 class TimingCache {
  public:
   // Entries for this device prefix, plus every other device's (kept so that a shared file loses nothing).

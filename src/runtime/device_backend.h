@@ -37,6 +37,11 @@ struct TuneOptions {
   int level = 3;            // builder optimization level: 0 takes each kernel's first tactic without timing
   int avg_timing = 8;       // timed runs averaged per tactic
   int max_tactics = -1;     // most tactics timed per layer; -1: by level
+  // How a candidate is timed. Stream: avg_timing launches back to back on the stream, so a kernel shorter than
+  // its launch is timed at its launch cost. Graph: the avg_timing launches captured into a CUDA graph and
+  // replayed, which is what an engine run through a CUDA graph (enqueue_graph, the batch-1 serving path) pays;
+  // a candidate that cannot be captured is timed on the stream instead. KILN_TACTIC_TIMING=graph asks for it.
+  bool graph_timing = false;
 };
 struct TacticChoice {
   std::string layer;        // node name

@@ -1,13 +1,15 @@
 // GPU tests of the builder's tactic auto-tuner: tactics recorded per convolution, the timing cache written and
 // reused (a rebuild from the cache times nothing and writes the same engine), level 0 timing nothing, and the
 // tuned engine still matching the CPU reference.
+#include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
 #include "../unit/cnn_onnx_model.h"
-#include "gpu_test_util.h"
+#include "gpu_timing_util.h"
 
 namespace kiln::gpu_testing {
 namespace {
@@ -59,6 +61,41 @@ Built build(const onnx::ModelProto& m, Backend backend, int level, const std::st
   return r;
 }
 
+// The engine built from `m` computes what the CPU reference build of `m` computes (FP16 tolerance, relative L2).
+void expect_matches_cpu(const onnx::ModelProto& m, const std::vector<uint8_t>& gpu_blob) {
+  Tensor x = random_tensor(DataType::kFLOAT, {4, 3, 32, 32}, 11);
+  Built cpu = build(m, Backend::kCPU, 3, "", false);
+  auto cpu_engine = test::load_engine(cpu.blob), gpu_engine = test::load_engine(gpu_blob);
+  ASSERT_TRUE(cpu_engine && gpu_engine);
+  auto want = test::infer(*cpu_engine, {{"x", x}});
+  auto got = test::infer(*gpu_engine, {{"x", x}});
+  ASSERT_EQ(want.size(), 1u);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(want[0].shape(), got[0].shape());
+  const float* a = want[0].data<float>();
+  const float* b = got[0].data<float>();
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < want[0].numel(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += a[i] * a[i];
+  EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 2e-2) << "tuned FP16 engine vs CPU reference, relative L2";
+}
+
+int64_t backend_counter(const char* name) {
+  auto b = runtime::device_backend(Backend::kCUDA);
+  if (!b.ok()) return 0;
+  const auto c = (*b)->counters();
+  const auto it = c.find(name);
+  return it == c.end() ? 0 : it->second;
+}
+
+// The number before " tactics timed" in the tuner's summary line, -1 if absent.
+int tactics_timed(const std::string& log) {
+  const size_t at = log.find(" tactics timed");
+  if (at == std::string::npos) return -1;
+  size_t b = at;
+  while (b > 0 && std::isdigit(static_cast<unsigned char>(log[b - 1]))) --b;
+  return b == at ? -1 : std::atoi(log.c_str() + b);
+}
+
 TEST(GpuTuning, TacticsTimedCachedAndReused) {
   KILN_REQUIRE_GPU();
   int convs = 0;
@@ -91,21 +128,41 @@ TEST(GpuTuning, TacticsTimedCachedAndReused) {
   EXPECT_EQ(quick.tuned_convs, 0);
 
   // The tuned engine computes what the CPU reference computes.
-  Tensor x = random_tensor(DataType::kFLOAT, {4, 3, 32, 32}, 11);
-  Built cpu = build(m, Backend::kCPU, 3, "", false);
-  auto cpu_engine = test::load_engine(cpu.blob), gpu_engine = test::load_engine(first.blob);
-  ASSERT_TRUE(cpu_engine && gpu_engine);
-  auto want = test::infer(*cpu_engine, {{"x", x}});
-  auto got = test::infer(*gpu_engine, {{"x", x}});
-  ASSERT_EQ(want.size(), 1u);
-  ASSERT_EQ(got.size(), 1u);
-  ASSERT_EQ(want[0].shape(), got[0].shape());
-  const float* a = want[0].data<float>();
-  const float* b = got[0].data<float>();
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want[0].numel(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += a[i] * a[i];
-  EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 2e-2) << "tuned FP16 engine vs CPU reference, relative L2";
+  expect_matches_cpu(m, first.blob);
   std::remove(cache.c_str());
+}
+
+// KILN_TACTIC_TIMING=graph: candidates are timed as CUDA-graph replays (what a graph-launched engine pays), every
+// convolution still records a tactic, the capture works for (nearly) every candidate, and the engine is right.
+TEST(GpuTuning, GraphTimingTimesCandidatesAsReplays) {
+  KILN_REQUIRE_GPU();
+  ScopedEnv env("KILN_TACTIC_TIMING", "graph");
+  int convs = 0;
+  onnx::ModelProto m = test::small_cnn(&convs);
+  const int64_t fallbacks_before = backend_counter("tuner.graph_timing_fallbacks");
+  Built b = build(m, Backend::kCUDA, 3, "");
+  ASSERT_FALSE(b.blob.empty()) << b.log;
+  EXPECT_NE(b.log.find("tactics are timed as CUDA-graph replays"), std::string::npos) << b.log;
+  EXPECT_EQ(b.tuned_convs, convs) << b.log;
+  const int timed = tactics_timed(b.log);
+  const int64_t fallbacks = backend_counter("tuner.graph_timing_fallbacks") - fallbacks_before;
+  std::printf("GRAPH_TIMING small_cnn: %d tactics timed, %lld timed on the stream (not capturable)\n", timed,
+              static_cast<long long>(fallbacks));
+  EXPECT_GT(timed, 0) << b.log;
+  EXPECT_LT(fallbacks * 2, timed) << "most candidates must be capturable, else the switch times nothing new";
+  expect_matches_cpu(m, b.blob);
+}
+
+// A value the switch does not know fails the build and names the accepted values.
+TEST(GpuTuning, TacticTimingSwitchTypoIsAnError) {
+  KILN_REQUIRE_GPU();
+  ScopedEnv env("KILN_TACTIC_TIMING", "cuda-graph");
+  int convs = 0;
+  onnx::ModelProto m = test::small_cnn(&convs);
+  Built b = build(m, Backend::kCUDA, 3, "");
+  EXPECT_TRUE(b.blob.empty());
+  EXPECT_NE(b.log.find("KILN_TACTIC_TIMING is 'cuda-graph'; it takes 'graph' or 'stream'"), std::string::npos)
+      << b.log;
 }
 
 }  // namespace

@@ -66,3 +66,31 @@ TEST(TimingCache, MissingFileIsEmptyAndForeignFilesAreErrors) {
 }
 
 }  // namespace
+
+// KILN_TACTIC_TIMING: unset or "stream" times on the stream, "graph" as CUDA-graph replays, anything else is an
+// error naming the accepted values (a typo must not silently keep the default).
+TEST(TacticTiming, SwitchValues) {
+  const char* old = std::getenv("KILN_TACTIC_TIMING");
+  const std::string saved = old ? old : "";
+  unsetenv("KILN_TACTIC_TIMING");
+  auto r = builder::graph_timing_requested();
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(*r);
+  setenv("KILN_TACTIC_TIMING", "stream", 1);
+  r = builder::graph_timing_requested();
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(*r);
+  setenv("KILN_TACTIC_TIMING", "graph", 1);
+  r = builder::graph_timing_requested();
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(*r);
+  setenv("KILN_TACTIC_TIMING", "graphs", 1);
+  r = builder::graph_timing_requested();
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("'graphs'; it takes 'graph' or 'stream'"), std::string::npos)
+      << r.status().message();
+  if (old)
+    setenv("KILN_TACTIC_TIMING", saved.c_str(), 1);
+  else
+    unsetenv("KILN_TACTIC_TIMING");
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the device: the same benchmark rows with each cuDNN tactic family withdrawn in turn, to tell which family a
 # latency or throughput change comes from (run 16 left bert_base batch 1 slower with the cuDNN tactics offered).
-# Usage: tools/device/switch_probe.sh [bench args...]   (default: --models bert_base efficientnet_b0 --batches 1)
+# Usage: [SETTINGS='A=1;B=0 C=0'] tools/device/switch_probe.sh [bench args...]   (default: --models bert_base efficientnet_b0 --batches 1)
 # Each setting builds and times its own engines (no peers unless the arguments ask for them); a table last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -9,7 +9,12 @@ cd "$(dirname "$0")/../.."
 export LD_LIBRARY_PATH="$PWD/.devcarry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 OUT=${OUT:-/tmp/kiln_switch_probe}; mkdir -p "$OUT"
 args=${*:---models bert_base efficientnet_b0 --batches 1}
-settings=("" "KILN_DNN_SDPA=0" "KILN_DNN_MATMUL=0" "KILN_DNN_CONV=0" "KILN_DNN_SDPA=0 KILN_DNN_MATMUL=0 KILN_DNN_CONV=0")
+# KILN_TACTIC_TIMING=graph: the tuner times candidates as CUDA-graph replays (the batch-1 serving path).
+settings=("" "KILN_TACTIC_TIMING=graph" "KILN_DNN_SDPA=0" "KILN_DNN_MATMUL=0" "KILN_DNN_CONV=0"
+          "KILN_DNN_SDPA=0 KILN_DNN_MATMUL=0 KILN_DNN_CONV=0")
+# SETTINGS (';'-separated, '-' for the defaults) replaces the list.
+if [ -n "${SETTINGS:-}" ]; then IFS=';' read -ra settings <<< "$SETTINGS"; for i in "${!settings[@]}"; do
+  [ "${settings[$i]}" = "-" ] && settings[$i]=""; done; fi
 rows=()
 for s in "${settings[@]}"; do
   tag=${s:-defaults}; dir="$OUT/${tag// /_}"; mkdir -p "$dir"

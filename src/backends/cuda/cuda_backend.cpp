@@ -130,7 +130,8 @@ class CudaBackend final : public runtime::DeviceBackend {
   std::map<std::string, int64_t> counters() const override {
     return {{"cudnn_matmul.plans_finalized", DnnMatmul::plans_finalized()},
             {"cudnn_matmul.plans_restored", DnnMatmul::plans_restored()},
-            {"cudnn_conv.plans_restored", DnnConvGraph::plans_restored()}};
+            {"cudnn_conv.plans_restored", DnnConvGraph::plans_restored()},
+            {"tuner.graph_timing_fallbacks", graph_timing_fallbacks()}};
   }
 };
 

@@ -22,6 +22,9 @@ using runtime::kMetaCudnn;
 using runtime::kMetaGpuCc;
 using runtime::kMetaGpuName;
 
+// Candidates the tuner timed on the stream because CUDA-graph timing could not capture them (process-wide).
+int64_t graph_timing_fallbacks();
+
 std::unique_ptr<runtime::DeviceContext> make_context(std::shared_ptr<const runtime::EnginePlan> plan,
                                                      std::shared_ptr<DeviceWeights> weights, Status* status);
 

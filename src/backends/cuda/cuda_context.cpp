@@ -2,10 +2,12 @@
 // value lives (weights, the activation arena, caller I/O buffers, or an alias of another value) and packs the
 // arena from value lifetimes; enqueue() then only launches kernels on the caller's stream.
 #include <algorithm>
+#include <atomic>
 #include <cuda.h>
 
 #include <cstring>
 #include <numeric>
+#include <optional>
 #include <set>
 
 #include "backends/cpu/cpu_executor.h"
@@ -20,6 +22,9 @@ namespace kiln::cuda {
 namespace {
 
 constexpr size_t kWorkspaceBytes = 64ull << 20;
+
+// Candidates the tuner meant to time as CUDA-graph replays but timed on the stream (they could not be captured).
+std::atomic<int64_t> g_graph_timing_fallbacks{0};
 
 std::string where(const runtime::PlanNode& n) { return "layer '" + n.name + "' (" + n.op_type + ")"; }
 
@@ -182,6 +187,8 @@ class CudaContext final : public runtime::DeviceContext {
   void fill_args(Step& s, const std::vector<void*>& io, KernelArgs& a) const;
   // The layer's identity for the timing cache: op, types, shapes and attributes at the prepared shapes.
   std::string signature(const runtime::PlanNode& n) const;
+  // The tuner's CUDA-graph timing of one candidate (TuneOptions::graph_timing); nothing if it cannot be captured.
+  Result<std::optional<double>> time_in_graph(Step& s, KernelArgs& a, int iters, cudaEvent_t e0, cudaEvent_t e1);
   // Device buffers for every I/O tensor at the prepared shapes (the host path's and the tuner's, grown on demand).
   Result<std::vector<void*>> io_buffers();
   // Refuses null, host, other-GPU and too-small bindings before any launch. The driver queries cost about a
@@ -490,6 +497,43 @@ Result<std::vector<void*>> CudaContext::io_buffers() {
   return io;
 }
 
+// One candidate's time per launch as a CUDA-graph replay: `iters` launches captured into a graph, instantiated,
+// replayed once (the first launch of an instantiated graph uploads it), then timed over kGraphReplays replays.
+// Nothing (not an error) when the candidate cannot be captured (a kernel that synchronizes or allocates while
+// running): the caller times it on the stream. CUDA errors outside the capture are errors.
+Result<std::optional<double>> CudaContext::time_in_graph(Step& s, KernelArgs& a, int iters, cudaEvent_t e0,
+                                                         cudaEvent_t e1) {
+  constexpr int kGraphReplays = 3;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  std::shared_ptr<void> guard(nullptr, [&](void*) {
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+  });
+  if (cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    cudaGetLastError();
+    return std::optional<double>();
+  }
+  Status st;
+  for (int it = 0; it < iters && st.ok(); ++it) st = s.kernel->run(a);
+  const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+  if (!st.ok() || ended != cudaSuccess || !graph || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+    cudaGetLastError();  // an invalidated capture leaves its error behind
+    // A kernel that failed inside the capture may have left its state half set up: set up again on the stream.
+    s.state.reset();
+    if (!s.kernel->run(a).ok() || cudaStreamSynchronize(stream_) != cudaSuccess) cudaGetLastError();
+    return std::optional<double>();
+  }
+  KILN_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+  KILN_CUDA_CHECK(cudaEventRecord(e0, stream_));
+  for (int r = 0; r < kGraphReplays; ++r) KILN_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+  KILN_CUDA_CHECK(cudaEventRecord(e1, stream_));
+  KILN_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0;
+  KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  return std::optional<double>(static_cast<double>(ms) / (static_cast<double>(iters) * kGraphReplays));
+}
+
 Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEntries& cache,
                          std::vector<runtime::TacticChoice>* choices, const std::function<void(int, int)>& progress) {
   if (!prepared_ || dynamic_) return Status::Ok();  // nothing to time without static shapes
@@ -567,15 +611,30 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
           cudaGetLastError();
           continue;
         }
-        KILN_CUDA_CHECK(cudaEventRecord(e0, stream_));
-        Status st;
-        for (int it = 0; it < iters && st.ok(); ++it) st = s.kernel->run(a);
-        KILN_CUDA_CHECK(cudaEventRecord(e1, stream_));
-        KILN_CUDA_CHECK(cudaEventSynchronize(e1));
-        if (!st.ok()) continue;
-        float ms = 0;
-        KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-        double avg = ms / iters;
+        std::optional<double> graph_ms;
+        if (options.graph_timing) {
+          KILN_ASSIGN_OR_RETURN(graph_ms, time_in_graph(s, a, iters, e0, e1));
+          if (!graph_ms) {
+            g_graph_timing_fallbacks.fetch_add(1);
+            default_logger().log(ILogger::Severity::kVERBOSE,
+                                 (where(*s.node) + ": tactic " + a.tactic +
+                                  " cannot be captured in a CUDA graph; timed on the stream").c_str());
+          }
+        }
+        double avg = 0;
+        if (graph_ms) {
+          avg = *graph_ms;
+        } else {
+          KILN_CUDA_CHECK(cudaEventRecord(e0, stream_));
+          Status st;
+          for (int it = 0; it < iters && st.ok(); ++it) st = s.kernel->run(a);
+          KILN_CUDA_CHECK(cudaEventRecord(e1, stream_));
+          KILN_CUDA_CHECK(cudaEventSynchronize(e1));
+          if (!st.ok()) continue;
+          float ms = 0;
+          KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+          avg = ms / iters;
+        }
         ++c.timed;
         if (c.tactic.empty() || avg < best) { best = avg; c.tactic = candidates[k]; }
       }
@@ -769,6 +828,8 @@ Status CudaContext::run_host(const std::vector<Tensor>& inputs, std::vector<Tens
 }
 
 }  // namespace
+
+int64_t graph_timing_fallbacks() { return g_graph_timing_fallbacks.load(); }
 
 std::unique_ptr<runtime::DeviceContext> make_context(std::shared_ptr<const runtime::EnginePlan> plan,
                                                      std::shared_ptr<DeviceWeights> weights, Status* status) {
