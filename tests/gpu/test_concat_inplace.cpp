@@ -153,7 +153,7 @@ TEST(GpuConcatInPlace, DynamicBatchThroughTheBuilder) {
     config->set_backend(backend);
     if (backend == Backend::kCUDA) config->set_flag(BuilderFlag::kFP16);
     OptimizationProfile p;
-    p.set_shape("x", {1, 128}, {2, 128}, {4, 128});
+    EXPECT_TRUE(p.set_shape("x", {1, 128}, {2, 128}, {4, 128}).ok());
     config->add_optimization_profile(p);
     return test::load_engine(builder.build_serialized_network(*net, *config));
   };

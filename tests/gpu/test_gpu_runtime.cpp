@@ -43,11 +43,11 @@ std::unique_ptr<Engine> small_engine(std::string* err, int max_batch = 64) {
   int64_t shape[2] = {-1, 4};
   ITensor* s = net->add_constant("shape", DataType::kINT64, {2}, shape);
   auto y = net->add_op("Reshape", {r[0], s}, {}, 1, "reshape");
-  net->mark_output(y[0]);
+  EXPECT_TRUE(net->mark_output(y[0]).ok());
   auto config = builder.create_builder_config();
   config->set_backend(Backend::kCUDA);
   OptimizationProfile p;
-  p.set_shape("x", {1, 8}, {4, 8}, {max_batch, 8});
+  EXPECT_TRUE(p.set_shape("x", {1, 8}, {4, 8}, {max_batch, 8}).ok());
   config->add_optimization_profile(p);
   auto blob = builder.build_serialized_network(*net, *config);
   if (!blob.ok()) return *err = blob.status().message(), nullptr;

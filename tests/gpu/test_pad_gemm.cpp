@@ -112,10 +112,11 @@ void expect_padded_agrees(const BuildFn& build, const Tensor& x, int casts = 0) 
     EXPECT_EQ(std::count(gpu_ops.begin(), gpu_ops.end(), "Unpad"), 1) << "pad_gemm_width did not pad";
     EXPECT_EQ(std::count(cpu_ops.begin(), cpu_ops.end(), "Unpad"), 0) << "the CPU pipeline padded";
     // FP16/BF16: the output's Cast back to float32 is Unpad's (the input's lowering Cast stays a layer of its own).
-    if (!pr.flags.empty() && casts >= 0)
+    if (!pr.flags.empty() && casts >= 0) {
       EXPECT_EQ(
           std::count(gpu_ops.begin(), gpu_ops.end(), "Cast") + std::count(gpu_ops.begin(), gpu_ops.end(), "Pointwise"),
           1 + casts);
+    }
     ASSERT_TRUE(cpu.defined() && gpu.defined());
     ASSERT_EQ(gpu.dtype(), DataType::kFLOAT);
     expect_tensors_close(cpu, gpu, pr.atol, pr.rtol, "output");

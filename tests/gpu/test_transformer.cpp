@@ -68,7 +68,9 @@ std::vector<Tensor> run_net(const NetCase& c, Backend backend, std::vector<std::
   if (!engine) return {};
   if (ops)
     for (const auto& n : engine->plan().nodes) ops->push_back(n.op_type);
-  if (backend == Backend::kCUDA) EXPECT_EQ(test::host_layers(*engine), "") << "layers ran on the host";
+  if (backend == Backend::kCUDA) {
+    EXPECT_EQ(test::host_layers(*engine), "") << "layers ran on the host";
+  }
   return test::infer(*engine, test::numbered_inputs(c.inputs));
 }
 

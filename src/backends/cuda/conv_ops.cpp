@@ -878,8 +878,10 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
 
 Result<FusedSpec> fused_spec(const KernelArgs& args) {
   FusedSpec f;
-  KILN_ASSIGN_OR_RETURN(std::string layout, args.attrs().get_string("layout", "NCHW"));
-  f.nhwc = layout == "NHWC";
+  // Compared in place, not moved into a local string (GCC 12 then warns, wrongly, that it may be uninitialized).
+  const Result<std::string> layout = args.attrs().get_string("layout", "NCHW");
+  if (!layout.ok()) return layout.status();
+  f.nhwc = layout.value() == "NHWC";
   KILN_ASSIGN_OR_RETURN(f.ep, ops::parse_epilogue("FusedConv", args.attrs()));
   KILN_ASSIGN_OR_RETURN(f.pre, ops::parse_epilogue("FusedConv", args.attrs(), ops::kProloguePrefix));
   f.has_z = args.has_input(3);
