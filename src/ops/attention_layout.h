@@ -21,11 +21,20 @@ struct AttentionGeometry {
   Dims out_shape;
 };
 
-// qkv_layout "bhsd" (default): Q [B,H,Sq,D], K [B,H,Sk,D], V [B,H,Sk,Dv]; "bshd": the same as [B,S,H,D];
-// "bs3hd": input 0 alone, a packed projection [B,S,3,H,D] whose thirds are Q, K and V (Sq = Sk, Dv = D).
-// out_layout "bhsd" (default): [B,H,Sq,Dv]; "bshd": [B,Sq,H,Dv].
+// qkv_layout "bhsd" (default): Q [B,H,Sq,D], K [B,H,Sk,D], V [B,H,Sk,Dv]; "bshd" and "sbhd": the same stored as
+// [B,S,H,D] and [S,B,H,D] (the latter what a sequence-first projection, torch's nn.MultiheadAttention, writes);
+// "bs3hd" and "sb3hd": input 0 alone, a packed projection [B,S,3,H,D] or [S,B,3,H,D] whose thirds are Q, K and V
+// (Sq = Sk, Dv = D). out_layout "bhsd" (default): [B,H,Sq,Dv]; "bshd": [B,Sq,H,Dv]; "sbhd": [Sq,B,H,Dv].
 Result<std::string> attention_qkv_layout(const Attributes& a);
 Result<std::string> attention_out_layout(const Attributes& a);
+// Whether a qkv_layout is one of the packed ones (K and V read from input 0).
+bool attention_layout_packed(const std::string& layout);
+// The dims that hold B, H and S in a layout's 4-D form (D is dim 3; a packed layout's 5-D input has B and S in
+// the same places and H at dim 3).
+struct AttentionAxes {
+  int b = 0, h = 1, s = 2;
+};
+AttentionAxes attention_axes(const std::string& layout);
 
 // The problem and the operands' strides for concrete shapes, with every dimension checked against the others.
 // k and v are null where the node has no K and V inputs, which must be exactly when the layout is packed.

@@ -1,5 +1,5 @@
 // kiln::FusedAttention: softmax(scale * Q K^T + mask [causal]) V over [B,H,S,D] tensors (or their [B,S,H,D] and
-// packed [B,S,3,H,D] layouts), the attention fusion's op.
+// [S,B,H,D] layouts, and the packed [B,S,3,H,D] and [S,B,3,H,D] ones), the attention fusion's op.
 #include <cmath>
 #include <limits>
 
@@ -10,28 +10,36 @@ namespace kiln::ops {
 
 Result<std::string> attention_qkv_layout(const Attributes& a) {
   KILN_ASSIGN_OR_RETURN(std::string l, a.get_string("qkv_layout", "bhsd"));
-  if (l != "bhsd" && l != "bshd" && l != "bs3hd")
-    return invalid_model("FusedAttention: qkv_layout must be bhsd, bshd or bs3hd, got '" + l + "'");
+  if (l != "bhsd" && l != "bshd" && l != "sbhd" && l != "bs3hd" && l != "sb3hd")
+    return invalid_model("FusedAttention: qkv_layout must be bhsd, bshd, sbhd, bs3hd or sb3hd, got '" + l + "'");
   return l;
 }
 
 Result<std::string> attention_out_layout(const Attributes& a) {
   KILN_ASSIGN_OR_RETURN(std::string l, a.get_string("out_layout", "bhsd"));
-  if (l != "bhsd" && l != "bshd")
-    return invalid_model("FusedAttention: out_layout must be bhsd or bshd, got '" + l + "'");
+  if (l != "bhsd" && l != "bshd" && l != "sbhd")
+    return invalid_model("FusedAttention: out_layout must be bhsd, bshd or sbhd, got '" + l + "'");
   return l;
+}
+
+bool attention_layout_packed(const std::string& layout) { return layout == "bs3hd" || layout == "sb3hd"; }
+
+AttentionAxes attention_axes(const std::string& layout) {
+  const std::string l = attention_layout_packed(layout) ? layout.substr(0, 2) + "hd" : layout;
+  return {static_cast<int>(l.find('b')), static_cast<int>(l.find('h')), static_cast<int>(l.find('s'))};
 }
 
 namespace {
 
-// Strides of a dense 4-D operand stored as [B,H,S,D] or [B,S,H,D].
-AttentionView view_4d(bool bshd, int64_t H, int64_t S, int64_t D) {
+// Strides of a dense 4-D operand stored in `layout` order (D last), from the sizes of B, H, S and D.
+AttentionView view_4d(const std::string& layout, int64_t B, int64_t H, int64_t S, int64_t D) {
+  const AttentionAxes ax = attention_axes(layout);
+  int64_t size[4], stride[4];
+  size[ax.b] = B, size[ax.h] = H, size[ax.s] = S, size[3] = D;
+  stride[3] = 1;
+  for (int i = 2; i >= 0; --i) stride[i] = stride[i + 1] * size[i + 1];
   AttentionView v;
-  if (bshd) {
-    v.st[0] = S * H * D, v.st[1] = D, v.st[2] = H * D;
-  } else {
-    v.st[0] = H * S * D, v.st[1] = S * D, v.st[2] = D;
-  }
+  v.st[0] = stride[ax.b], v.st[1] = stride[ax.h], v.st[2] = stride[ax.s];
   return v;
 }
 
@@ -40,19 +48,23 @@ AttentionView view_4d(bool bshd, int64_t H, int64_t S, int64_t D) {
 Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q, const Dims* kp, const Dims* vp) {
   KILN_ASSIGN_OR_RETURN(std::string in_l, attention_qkv_layout(a));
   KILN_ASSIGN_OR_RETURN(std::string out_l, attention_out_layout(a));
-  const bool packed = in_l == "bs3hd";
+  const bool packed = attention_layout_packed(in_l);
   // The packed strides applied to separate K and V buffers would read past them: the inputs must fit the layout.
   if (packed != (!kp && !vp) || (!kp != !vp))
-    return invalid_argument(packed ? "FusedAttention: with qkv_layout bs3hd, K and V come from input 0 and must be empty"
-                                   : "FusedAttention: K and V are required");
+    return invalid_argument(packed ? "FusedAttention: with qkv_layout " + in_l + ", K and V come from input 0 and must be empty"
+                                   : std::string("FusedAttention: K and V are required"));
   AttentionGeometry g;
+  const AttentionAxes ax = attention_axes(in_l);
   if (packed) {
     if (q.size() != 5 || q[2] != 3)
-      return invalid_argument("FusedAttention: a packed (bs3hd) input must be [B,S,3,H,D], got " + dims_to_string(q));
+      return invalid_argument("FusedAttention: a packed (" + in_l + ") input must be [" +
+                              (in_l == "bs3hd" ? "B,S" : "S,B") + ",3,H,D], got " + dims_to_string(q));
     g.packed = true;
-    g.B = q[0], g.Sq = g.Sk = q[1], g.H = q[3], g.D = g.Dv = q[4];
+    g.B = q[ax.b], g.Sq = g.Sk = q[ax.s], g.H = q[3], g.D = g.Dv = q[4];
     const int64_t hd = g.H * g.D;
-    for (AttentionView* w : {&g.q, &g.k, &g.v}) w->st[0] = g.Sq * 3 * hd, w->st[1] = g.D, w->st[2] = 3 * hd;
+    // The packed tensor is the 4-D layout with 3 * H heads of which q, k and v take a third each.
+    const AttentionView w = view_4d(in_l, g.B, 3 * g.H, g.Sq, g.D);
+    for (AttentionView* o : {&g.q, &g.k, &g.v}) *o = w;
     g.k.offset = hd;
     g.v.offset = 2 * hd;
   } else {
@@ -60,19 +72,18 @@ Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q,
     if (q.size() != 4 || k.size() != 4 || v.size() != 4)
       return invalid_argument("FusedAttention: Q, K and V must be 4-D, got " + dims_to_string(q) + ", " +
                               dims_to_string(k) + ", " + dims_to_string(v));
-    const bool bshd = in_l == "bshd";
-    const int hi = bshd ? 2 : 1, si = bshd ? 1 : 2;
-    g.B = q[0], g.H = q[hi], g.Sq = q[si], g.D = q[3], g.Sk = k[si], g.Dv = v[3];
-    if (k[0] != g.B || k[hi] != g.H || k[3] != g.D || v[0] != g.B || v[hi] != g.H || v[si] != g.Sk)
+    g.B = q[ax.b], g.H = q[ax.h], g.Sq = q[ax.s], g.D = q[3], g.Sk = k[ax.s], g.Dv = v[3];
+    if (k[ax.b] != g.B || k[ax.h] != g.H || k[3] != g.D || v[ax.b] != g.B || v[ax.h] != g.H || v[ax.s] != g.Sk)
       return invalid_argument("FusedAttention: K " + dims_to_string(k) + " and V " + dims_to_string(v) +
                               " do not fit Q " + dims_to_string(q) + " (layout " + in_l + ")");
-    g.q = view_4d(bshd, g.H, g.Sq, g.D);
-    g.k = view_4d(bshd, g.H, g.Sk, g.D);
-    g.v = view_4d(bshd, g.H, g.Sk, g.Dv);
+    g.q = view_4d(in_l, g.B, g.H, g.Sq, g.D);
+    g.k = view_4d(in_l, g.B, g.H, g.Sk, g.D);
+    g.v = view_4d(in_l, g.B, g.H, g.Sk, g.Dv);
   }
-  const bool out_bshd = out_l == "bshd";
-  g.o = view_4d(out_bshd, g.H, g.Sq, g.Dv);
-  g.out_shape = out_bshd ? Dims{g.B, g.Sq, g.H, g.Dv} : Dims{g.B, g.H, g.Sq, g.Dv};
+  g.o = view_4d(out_l, g.B, g.H, g.Sq, g.Dv);
+  const AttentionAxes oa = attention_axes(out_l);
+  g.out_shape.assign(4, g.Dv);
+  g.out_shape[oa.b] = g.B, g.out_shape[oa.h] = g.H, g.out_shape[oa.s] = g.Sq;
   return g;
 }
 
@@ -101,10 +112,10 @@ KILN_REGISTER_OP(FusedAttention) {
     if (!dtype_is_float(q.dtype)) return invalid_model("FusedAttention: Q must be a float type");
     KILN_ASSIGN_OR_RETURN(std::string in_l, attention_qkv_layout(ctx.attrs()));
     KILN_ASSIGN_OR_RETURN(std::string out_l, attention_out_layout(ctx.attrs()));
-    const bool packed = in_l == "bs3hd";
+    const bool packed = attention_layout_packed(in_l);
     if (packed ? (ctx.has_input(1) || ctx.has_input(2)) : (!ctx.has_input(1) || !ctx.has_input(2)))
-      return invalid_model(packed ? "FusedAttention: with qkv_layout bs3hd, K and V come from input 0 and must be empty"
-                                  : "FusedAttention: K and V are required");
+      return invalid_model(packed ? "FusedAttention: with qkv_layout " + in_l + ", K and V come from input 0 and must be empty"
+                                  : std::string("FusedAttention: K and V are required"));
     if (ctx.has_input(3) && ctx.input(3).rank_known && ctx.input(3).shape.size() > 4)
       return invalid_model("FusedAttention: the mask must have rank <= 4, got " + shape_to_string(ctx.input(3).shape));
     const bool known = q.rank_known && (packed || (ctx.input(1).rank_known && ctx.input(2).rank_known));
@@ -113,22 +124,25 @@ KILN_REGISTER_OP(FusedAttention) {
       ctx.output(0).rank_known = false;
       return Status::Ok();
     }
+    const AttentionAxes ax = attention_axes(in_l);
     Dim B, H, Sq, Dv;
     if (packed) {
       if (q.shape.size() != 5 || !(q.shape[2] == Dim(3)))
-        return invalid_model("FusedAttention: a packed (bs3hd) input must be [B,S,3,H,D], got " +
-                             shape_to_string(q.shape));
-      B = q.shape[0], Sq = q.shape[1], H = q.shape[3], Dv = q.shape[4];
+        return invalid_model("FusedAttention: a packed (" + in_l + ") input must be [" +
+                             (in_l == "bs3hd" ? "B,S" : "S,B") + ",3,H,D], got " + shape_to_string(q.shape));
+      B = q.shape[ax.b], Sq = q.shape[ax.s], H = q.shape[3], Dv = q.shape[4];
     } else {
       const TensorInfo& k = ctx.input(1);
       const TensorInfo& v = ctx.input(2);
       if (q.shape.size() != 4 || k.shape.size() != 4 || v.shape.size() != 4)
         return invalid_model("FusedAttention: Q, K and V must be 4-D, got " + shape_to_string(q.shape) + ", " +
                              shape_to_string(k.shape) + ", " + shape_to_string(v.shape));
-      const bool bshd = in_l == "bshd";
-      B = q.shape[0], H = q.shape[bshd ? 2 : 1], Sq = q.shape[bshd ? 1 : 2], Dv = v.shape[3];
+      B = q.shape[ax.b], H = q.shape[ax.h], Sq = q.shape[ax.s], Dv = v.shape[3];
     }
-    ctx.output(0) = out_l == "bshd" ? make_info(q.dtype, {B, Sq, H, Dv}) : make_info(q.dtype, {B, H, Sq, Dv});
+    const AttentionAxes oa = attention_axes(out_l);
+    Shape out(4, Dv);
+    out[oa.b] = B, out[oa.h] = H, out[oa.s] = Sq;
+    ctx.output(0) = make_info(q.dtype, out);
     return Status::Ok();
   };
   s.compute = [](ComputeContext& ctx) -> Status {

@@ -848,10 +848,57 @@ TEST(FoldAttentionLayouts, GeometryRefusesInputsThatContradictTheLayout) {
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("K and V are required"), std::string::npos);
   Attributes bad;
-  bad.set("out_layout", std::string("sbhd"));
+  bad.set("out_layout", std::string("hsbd"));
   auto wrong = ops::attention_geometry(bad, kv, &kv, &kv);
   ASSERT_FALSE(wrong.ok());
-  EXPECT_NE(wrong.status().message().find("out_layout must be bhsd or bshd"), std::string::npos);
+  EXPECT_NE(wrong.status().message().find("out_layout must be bhsd, bshd or sbhd, got 'hsbd'"), std::string::npos)
+      << wrong.status().message();
+  Attributes seq_first;
+  seq_first.set("qkv_layout", std::string("sb3hd"));
+  auto five = ops::attention_geometry(seq_first, kv, nullptr, nullptr);
+  ASSERT_FALSE(five.ok());
+  EXPECT_NE(five.status().message().find("must be [S,B,3,H,D]"), std::string::npos) << five.status().message();
+}
+
+// Sequence-first layouts (torch nn.MultiheadAttention's [S,B,E] projections): where element (b, h, s, d) lies,
+// counted by hand from the row-major [S,B,H,D] and [S,B,3,H,D] tensors.
+TEST(FoldAttentionLayouts, SequenceFirstStrides) {
+  const int64_t S = 5, B = 2, H = 3, D = 4;
+  Attributes a;
+  a.set("qkv_layout", std::string("sbhd"));
+  a.set("out_layout", std::string("sbhd"));
+  const Dims q = {S, B, H, D}, k = {S + 1, B, H, D}, v = {S + 1, B, H, 8};
+  auto g = ops::attention_geometry(a, q, &k, &v);
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  EXPECT_EQ(g->B, B);
+  EXPECT_EQ(g->H, H);
+  EXPECT_EQ(g->Sq, S);
+  EXPECT_EQ(g->Sk, S + 1);
+  EXPECT_EQ(g->Dv, 8);
+  // [S,B,H,D]: s moves B*H*D elements, b H*D, h D.
+  EXPECT_EQ((std::vector<int64_t>{g->q.st[0], g->q.st[1], g->q.st[2]}), (std::vector<int64_t>{H * D, D, B * H * D}));
+  EXPECT_EQ((std::vector<int64_t>{g->v.st[0], g->v.st[1], g->v.st[2]}), (std::vector<int64_t>{H * 8, 8, B * H * 8}));
+  EXPECT_EQ(g->out_shape, (Dims{S, B, H, 8}));
+  EXPECT_EQ((std::vector<int64_t>{g->o.st[0], g->o.st[1], g->o.st[2]}), (std::vector<int64_t>{H * 8, 8, B * H * 8}));
+  const Dims bad_k = {S, B + 1, H, D};
+  EXPECT_FALSE(ops::attention_geometry(a, q, &bad_k, &v).ok()) << "K's batch must be Q's";
+
+  Attributes p;
+  p.set("qkv_layout", std::string("sb3hd"));
+  auto pg = ops::attention_geometry(p, Dims{S, B, 3, H, D}, nullptr, nullptr);
+  ASSERT_TRUE(pg.ok()) << pg.status().message();
+  EXPECT_TRUE(pg->packed);
+  EXPECT_EQ(pg->B, B);
+  EXPECT_EQ(pg->Sq, S);
+  EXPECT_EQ(pg->H, H);
+  // [S,B,3,H,D]: s moves B*3*H*D, b 3*H*D, h D; K and V start H*D and 2*H*D in.
+  for (const ops::AttentionView* w : {&pg->q, &pg->k, &pg->v})
+    EXPECT_EQ((std::vector<int64_t>{w->st[0], w->st[1], w->st[2]}),
+              (std::vector<int64_t>{3 * H * D, D, B * 3 * H * D}));
+  EXPECT_EQ(pg->q.offset, 0);
+  EXPECT_EQ(pg->k.offset, H * D);
+  EXPECT_EQ(pg->v.offset, 2 * H * D);
+  EXPECT_EQ(pg->out_shape, (Dims{B, H, S, D}));
 }
 
 // Separate q, k and v as [B,S,H,D] (K transposed to [B,H,D,S] by the exporter), the output back to [B,S,E].

@@ -1,0 +1,104 @@
+// The transformer exports `make test-models` writes with this machine's PyTorch (bert_ci, gpt_ci, vit_ci at
+// opsets 13 and 17; KILN_TRANSFORMER_MODEL_DIRS = model directories separated by ':') through the CUDA FP16 pass
+// list on the reference kernels: every attention block becomes one FusedAttention (the exporter's form is what
+// the pattern fusion must see through, whatever PyTorch version wrote it) and the optimized graph computes what
+// the CPU pipeline's graph computes. Skipped, saying so, when the variable is unset or empty.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include "cnn_test_util.h"
+#include "kiln/builder.h"
+#include "kiln/onnx_parser.h"
+#include "onnx_model_util.h"
+
+using namespace kiln;
+using namespace kiln::test;
+
+namespace {
+
+std::unique_ptr<ir::Graph> import(const std::string& path) {
+  SilentLogger quiet;
+  Builder builder(quiet);
+  auto network = builder.create_network();
+  OnnxParser parser(*network, quiet);
+  Status st = parser.parse_from_file(path);
+  EXPECT_TRUE(st.ok()) << st.message();
+  return st.ok() ? network->graph().clone() : nullptr;
+}
+
+// The input the export wrote (input.bin, with its dtype and shape from meta.json's first input).
+Tensor read_input(const std::string& dir, const ir::Value& in) {
+  std::ifstream f(dir + "/input.bin", std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const int64_t item = static_cast<int64_t>(dtype_size(in.dtype));
+  int64_t per_row = 1;
+  for (size_t i = 1; i < in.shape.size(); ++i) per_row *= in.shape[i].value;
+  Dims shape = {static_cast<int64_t>(bytes.size()) / (per_row * item)};
+  for (size_t i = 1; i < in.shape.size(); ++i) shape.push_back(in.shape[i].value);
+  Tensor t(in.dtype, shape);
+  EXPECT_EQ(static_cast<size_t>(t.nbytes()), bytes.size());
+  std::memcpy(t.raw(), bytes.data(), std::min<size_t>(bytes.size(), t.nbytes()));
+  return t;
+}
+
+// Attention blocks in the exported graph: Softmax nodes over the last axis (one per block in these models).
+int softmax_count(const ir::Graph& g) { return count_ops(g, "Softmax"); }
+
+void check_model(const std::string& dir) {
+  SCOPED_TRACE(dir);
+  auto g = import(dir + "/model.onnx");
+  ASSERT_NE(g, nullptr);
+  ASSERT_EQ(g->inputs().size(), 1u);
+  const ir::Value& in = *g->inputs()[0];
+  for (size_t i = 1; i < in.shape.size(); ++i) ASSERT_TRUE(in.shape[i].is_static()) << "only the batch is dynamic";
+  const Tensor x = read_input(dir, in);
+  const int blocks = softmax_count(*g);
+  ASSERT_GT(blocks, 0) << "an export without attention";
+
+  auto cpu = g->clone();
+  ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
+  auto want = run_reference(*cpu, {x});
+  ASSERT_EQ(want.size(), 1u);
+
+  auto cuda = g->clone();
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.reduced_precision = DataType::kHALF;
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+  ASSERT_TRUE(st.ok()) << st.message();
+  const int fused = count_ops(*cuda, "FusedAttention");
+  std::cout << dir << " float16: " << blocks << " attention blocks -> " << fused << " FusedAttention, "
+            << count_ops(*cuda, "Softmax") << " Softmax, " << count_ops(*cuda, "Transpose") << " Transpose, "
+            << count_ops(*cuda, "MatMul") << " MatMul, " << cuda->nodes().size() << " nodes (CPU pipeline: "
+            << cpu->nodes().size() << ")\n";
+  EXPECT_EQ(fused, blocks) << "every attention block fused";
+  EXPECT_EQ(count_ops(*cuda, "Softmax"), 0);
+  auto got = run_reference(*cuda, {x});
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(got[0].shape(), want[0].shape());
+  // FP16 activations against the float32 graph: relative L2 of the whole output.
+  const Tensor a = want[0].cast(DataType::kFLOAT), b = got[0].cast(DataType::kFLOAT);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double d = a.data<float>()[i] - b.data<float>()[i];
+    num += d * d;
+    den += static_cast<double>(a.data<float>()[i]) * a.data<float>()[i];
+  }
+  EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 1e-2) << "FP16 CUDA pipeline vs float32 CPU pipeline";
+}
+
+TEST(TransformerModels, AttentionFusedInEveryExport) {
+  const char* dirs = std::getenv("KILN_TRANSFORMER_MODEL_DIRS");
+  if (!dirs || !*dirs) GTEST_SKIP() << "KILN_TRANSFORMER_MODEL_DIRS is not set (`make test-models` sets it)";
+  std::stringstream ss(dirs);
+  std::string dir;
+  while (std::getline(ss, dir, ':'))
+    if (!dir.empty()) check_model(dir);
+}
+
+}  // namespace
