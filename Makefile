@@ -61,6 +61,9 @@ test-models:
 	# The exported CNNs through the CUDA pass list on the reference kernels (tests/unit/test_cnn_models.cpp).
 	KILN_CNN_MODEL_DIRS=models/resnet50_op17:models/mobilenet_v2_op17:models/efficientnet_b0_op17 \
 	  $(BUILD_DIR)/bin/kiln_tests --gtest_filter='CnnModels.*' --gtest_brief=1
+	# The exported transformers' attention through the CUDA pass list (tests/unit/test_transformer_models.cpp).
+	KILN_TRANSFORMER_MODEL_DIRS=$$(ls -d models/bert_ci_op* models/gpt_ci_op* models/vit_ci_op* | paste -sd:) \
+	  $(BUILD_DIR)/bin/kiln_tests --gtest_filter='TransformerModels.*' --gtest_brief=1
 	# The exported ViT's patch embedding as a GEMM (tests/unit/test_conv_patchify_as_gemm.cpp).
 	KILN_VIT_MODEL_DIRS=models/vit_ci_op17 $(BUILD_DIR)/bin/kiln_tests --gtest_filter='ConvPatchifyAsGemm.ExportedVit' \
 	  --gtest_brief=1

@@ -2,6 +2,11 @@
 // Scale forms: Div or Mul of the scores by a scalar, or SDPA's export, Mul of Q and of K^T by sqrt(scale) each.
 // Mask forms: Add of an additive mask, Where(cond, scores, fill) or Where(cond, fill, scores); a constant cond that
 // is the causal triangle becomes the causal flag instead of a mask.
+// Operands are [B,H,S,D] (4-D), or the sequence-first form of torch's nn.MultiheadAttention exports (before its
+// SDPA-based export of PyTorch 2): 3-D [B*H,S,D] operands made from [S,B,E] projections by Reshape([S,B*H,D]) and a
+// Transpose (perm [1,0,2]; [1,2,0] for K^T), the output taken back by Transpose(perm [1,0,2]). That form becomes
+// FusedAttention reading the projections in place as [S,B,H,D] (qkv_layout sbhd, views by Reshape) and writing
+// [S,B,H,D] (out_layout sbhd), which a Reshape shows as the [S,B*H,D] the output Transpose gave.
 #include "ops/op_util.h"
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
@@ -15,17 +20,18 @@ using match::Pattern;
 // The leading n dims can be taken as equal: the same static size, or symbolic (the exporter's batch is a symbol
 // that inference may not prove equal across Q, K and V; the kernels check the actual sizes). A static 1 against
 // anything else may be a broadcast, which FusedAttention does not do.
+bool dim_compatible(const ops::Dim& x, const ops::Dim& y) {
+  return x.is_static() && y.is_static() ? x.value == y.value
+                                        : !((x.is_static() && x.value == 1) || (y.is_static() && y.value == 1));
+}
 bool dims_equal(const ir::Value* a, const ir::Value* b, int n) {
-  for (int i = 0; i < n; ++i) {
-    const ops::Dim &x = a->shape[i], &y = b->shape[i];
-    if (x.is_static() && y.is_static() ? x.value != y.value
-                                       : (x.is_static() && x.value == 1) || (y.is_static() && y.value == 1))
-      return false;
-  }
+  for (int i = 0; i < n; ++i)
+    if (!dim_compatible(a->shape[i], b->shape[i])) return false;
   return true;
 }
 
-bool rank4(const ir::Value* v) { return v->rank_known && v->shape.size() == 4; }
+bool rank_is(const ir::Value* v, size_t r) { return v->rank_known && v->shape.size() == r; }
+bool rank4(const ir::Value* v) { return rank_is(v, 4); }
 
 // Whether a constant bool condition of shape [1,..,1,S,S] is the causal triangle: `masked_when_true` says whether
 // true marks the keys to hide (j > i) or the keys to keep (j <= i).
@@ -76,12 +82,43 @@ bool softmax_last_axis(ir::Value* v, int graph_opset) {
   return axis.ok() && (*axis == -1 || *axis == rank - 1);
 }
 
+// A sequence-first operand: `v` = Transpose(perm)(Reshape(x)) where x is a [S,B,E] projection and the Reshape keeps
+// S and splits E into heads of D (its [S,B*H,D] result is then x's bytes as [S,B,H,D], whatever B is).
+struct SeqFirst {
+  ir::Value* x = nullptr;
+  int64_t H = 0, D = 0;
+};
+SeqFirst seq_first_source(const ir::Value* v, const std::vector<int64_t>& perm) {
+  const ir::Node* t = match::producer_op(v, "Transpose");
+  if (!t || !match::perm_is(t, perm)) return {};
+  const ir::Value* r = t->inputs[0];
+  const ir::Node* reshape = match::producer_op(r, "Reshape");
+  if (!reshape || !r->rank_known || r->shape.size() != 3) return {};
+  ir::Value* x = reshape->inputs[0];
+  if (!x->rank_known || x->shape.size() != 3 || !(x->shape[0] == r->shape[0])) return {};
+  const ops::Dim &e = x->shape[2], &d = r->shape[2];
+  if (!e.is_static() || !d.is_static() || d.value <= 0 || e.value % d.value != 0) return {};
+  return {x, e.value / d.value, d.value};
+}
+
+// x [S,B,E] as [S,B,H,D]: a Reshape (a view, no copy) by the constant shape [0,0,H,D] (0 keeps S and B).
+ir::Value* heads_view(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const std::string& base, int opset) {
+  ir::Value* shape = g.add_constant(base + "_shape",
+                                    Tensor::from_vector<int64_t>({4}, {0, 0, H, D}));
+  ir::Node* r = g.add_node("Reshape", g.unique_node_name(base), {x, shape}, {base}, {}, opset);
+  ir::Value* y = r->outputs[0];
+  y->dtype = x->dtype;
+  y->rank_known = true;
+  y->shape = {x->shape[0], x->shape[1], ops::Dim(H), ops::Dim(D)};
+  return y;
+}
+
 // On CUDA the fused kernel beats cuBLAS GEMMs + softmax only where it runs on tensor cores: FP16/BF16 engines and
 // head dims 32, 64 or 128 (attention.cu). Elsewhere its row-per-block kernel rereads K and V from L2 for every query
 // and would be slower than the unfused graph, so those stay unfused.
 bool tensor_core_case(const ir::Value* q, const ir::Value* v, const PassOptions& o) {
   if (o.reduced_precision != DataType::kHALF && o.reduced_precision != DataType::kBF16) return false;
-  const ops::Dim &d = q->shape[3], &dv = v->shape[3];
+  const ops::Dim &d = q->shape.back(), &dv = v->shape.back();
   return d.is_static() && dv.is_static() && d.value == dv.value && (d.value == 32 || d.value == 64 || d.value == 128);
 }
 
@@ -96,7 +133,8 @@ class FuseAttention final : public Pass {
           .where([](ir::Value* c, const Bindings&) { return c->constant->numel() == 1 && dtype_is_float(c->dtype); })
           .bind(name);
     };
-    const Pattern q = either({commutative("Mul", any().bind("q"), scalar_const("cq")).used_once(), any().bind("q")});
+    const Pattern q = either({commutative("Mul", any().bind("q"), scalar_const("cq")).used_once(),
+                              op("Div", {any().bind("q"), scalar_const("cqdiv")}).used_once(), any().bind("q")});
     const Pattern kt = either({commutative("Mul", any().bind("kt"), scalar_const("ck")).used_once(), any().bind("kt")});
     const Pattern qk = op("MatMul", {q, kt}).used_once();
     const Pattern scores = either({op("Div", {qk, scalar_const("cdiv")}).used_once(),
@@ -114,13 +152,37 @@ class FuseAttention final : public Pass {
 
     int n = rewrite(g, root, [&](Bindings& b) {
       ir::Value *qv = b.value("q"), *ktv = b.value("kt"), *vv = b.value("v"), *out = b.value("root");
-      if (!rank4(qv) || !rank4(ktv) || !rank4(vv) || !rank4(out) || !dtype_is_float(qv->dtype) ||
-          ktv->dtype != qv->dtype || vv->dtype != qv->dtype)
+      if (!dtype_is_float(qv->dtype) || ktv->dtype != qv->dtype || vv->dtype != qv->dtype) return false;
+      // The sequence-first 3-D form: its operands' sources, and the Transpose that takes the output back.
+      SeqFirst sq, sk, sv;
+      ir::Node* out_transpose = nullptr;
+      if (rank_is(qv, 3) && rank_is(ktv, 3) && rank_is(vv, 3) && rank_is(out, 3)) {
+        sq = seq_first_source(qv, {1, 0, 2});
+        sk = seq_first_source(ktv, {1, 2, 0});
+        sv = seq_first_source(vv, {1, 0, 2});
+        if (!sq.x || !sk.x || !sv.x || sq.H != sk.H || sq.H != sv.H || sq.D != sk.D) return false;
+        // One batch for all three (dim 1), one key length for K and V (dim 0).
+        if (!dim_compatible(sq.x->shape[1], sk.x->shape[1]) || !dim_compatible(sq.x->shape[1], sv.x->shape[1]) ||
+            !dim_compatible(sk.x->shape[0], sv.x->shape[0]))
+          return false;
+        if (out->users.size() != 1 || match::is_graph_output(g, out)) return false;
+        out_transpose = out->users[0];
+        if (!match::perm_is(out_transpose, {1, 0, 2}) || out_transpose->op_type != "Transpose" ||
+            !out_transpose->domain.empty() || match::is_graph_output(g, out_transpose->outputs[0]) || opset < 5)
+          return false;
+        // A mask or condition of rank 3 is indexed by B*H: only one that broadcasts over it (leading 1) is taken.
+        for (const char* m : {"mask", "cond_keep", "cond_hide"})
+          if (ir::Value* mv = b.value(m); mv && mv->rank_known && mv->shape.size() == 3 && !(mv->shape[0] == ops::Dim(1)))
+            return false;
+      } else if (!rank4(qv) || !rank4(ktv) || !rank4(vv) || !rank4(out)) {
         return false;
-      if (!dims_equal(qv, ktv, 2) || !dims_equal(qv, vv, 2)) return false;  // no batch broadcasting
+      } else if (!dims_equal(qv, ktv, 2) || !dims_equal(qv, vv, 2)) {
+        return false;  // no batch broadcasting
+      }
       if (ctx.options.backend == Backend::kCUDA && !tensor_core_case(qv, vv, ctx.options)) return false;
       double scale = 1.0;
       if (ir::Value* c = b.value("cq")) scale *= *constant_scalar(c);
+      if (ir::Value* c = b.value("cqdiv")) scale /= *constant_scalar(c);
       if (ir::Value* c = b.value("ck")) scale *= *constant_scalar(c);
       if (ir::Value* c = b.value("cmul")) scale *= *constant_scalar(c);
       if (ir::Value* c = b.value("cdiv")) scale /= *constant_scalar(c);
@@ -164,6 +226,35 @@ class FuseAttention final : public Pass {
             mask = wm;
           }
         }
+      }
+      if (out_transpose) {
+        // Q, K and V read as [S,B,H,D] where the projections wrote them; the output written as [S,B,H,Dv] and
+        // shown to the output Transpose's readers as the [S,B*H,Dv] it produced.
+        std::vector<ir::Value*> in = {heads_view(g, sq.x, sq.H, sq.D, out->name + "_q", opset),
+                                      heads_view(g, sk.x, sk.H, sk.D, out->name + "_k", opset),
+                                      heads_view(g, sv.x, sv.H, sv.D, out->name + "_v", opset)};
+        if (mask) in.push_back(mask);
+        Attributes a;
+        a.set("scale", Attribute(static_cast<float>(scale)));
+        if (causal) a.set("causal", Attribute(int64_t{1}));
+        a.set("qkv_layout", std::string("sbhd"));
+        a.set("out_layout", std::string("sbhd"));
+        ir::Node* att = fusion::replace_with_node(g, out, "FusedAttention", "kiln", in, std::move(a), 1, "attention");
+        ir::Value* y = att->outputs[0];
+        y->shape = {sq.x->shape[0], sq.x->shape[1], ops::Dim(sq.H), ops::Dim(sv.D)};
+        ir::Value* t = out_transpose->outputs[0];
+        const std::string tname = t->name;
+        g.rename_value(t, tname + "_unfused");
+        ir::Value* shape = g.add_constant(tname + "_shape",
+                                          Tensor::from_vector<int64_t>({3}, {0, -1, sv.D}));
+        ir::Node* r = g.add_node("Reshape", g.unique_node_name(tname), {y, shape}, {tname}, {}, opset);
+        r->outputs[0]->dtype = t->dtype;
+        r->outputs[0]->shape = t->shape;
+        r->outputs[0]->rank_known = t->rank_known;
+        g.replace_all_uses(t, r->outputs[0]);
+        g.remove_node(out_transpose);
+        g.rebuild_links();
+        return true;
       }
       // K as [B,H,Sk,D]: undo the exporter's transpose when K^T comes from one, else transpose K^T back.
       ir::Value* k = nullptr;

@@ -9,6 +9,7 @@
 
 #include "../unit/engine_test_util.h"
 #include "gpu_test_util.h"
+#include "ops/attention_layout.h"
 #include "passes/shape_inference.h"
 
 namespace kiln::gpu_testing {
@@ -39,15 +40,17 @@ inline ir::Value* input(ir::Graph& g, const std::string& name, DataType dt, cons
 inline void fill_attention_graph(ir::Graph& g, const AttnCase& c, DataType dt, const std::string& tactic,
                                  std::vector<Tensor>* inputs, uint32_t seed) {
   std::vector<ir::Value*> in;
-  const bool packed = std::string(c.qkv) == "bs3hd";
-  if (packed) {
-    in = {input(g, "qkv", dt, {c.B, c.S, 3, c.H, c.D}), nullptr, nullptr};
-    inputs->push_back(random_tensor(dt, {c.B, c.S, 3, c.H, c.D}, seed, -1, 1));
+  const std::string layout = c.qkv;
+  const ops::AttentionAxes ax = ops::attention_axes(layout);
+  if (ops::attention_layout_packed(layout)) {
+    Dims shape(5);
+    shape[ax.b] = c.B, shape[ax.s] = c.S, shape[2] = 3, shape[3] = c.H, shape[4] = c.D;
+    in = {input(g, "qkv", dt, shape), nullptr, nullptr};
+    inputs->push_back(random_tensor(dt, shape, seed, -1, 1));
   } else {
-    const bool bshd = std::string(c.qkv) == "bshd";
     for (const char* n : {"q", "k", "v"}) {
-      const int64_t rows = std::string(n) == "q" ? c.S : c.keys();
-      const Dims shape = bshd ? Dims{c.B, rows, c.H, c.D} : Dims{c.B, c.H, rows, c.D};
+      Dims shape(4);
+      shape[ax.b] = c.B, shape[ax.h] = c.H, shape[ax.s] = std::string(n) == "q" ? c.S : c.keys(), shape[3] = c.D;
       in.push_back(input(g, n, dt, shape));
       inputs->push_back(random_tensor(dt, shape, seed++, -1, 1));
     }

@@ -40,6 +40,10 @@ const AttnCase kCases[] = {
     {"sq50-sk130", 2, 2, 50, 64, "bhsd", "bshd", {2, 1, 1, 130}, false, 130},
     {"sq130-sk77-causal", 1, 3, 130, 64, "bshd", "bhsd", {}, true, 77},
     {"sq200-sk64-causal-mask", 1, 2, 200, 128, "bhsd", "bhsd", {1, 2, 200, 64}, true, 64},
+    // Sequence-first (torch 1.x nn.MultiheadAttention exports): [S,B,H,D] operands and output, packed [S,B,3,H,D].
+    {"seq-first", 2, 3, 77, 64, "sbhd", "sbhd", {77, 77}},
+    {"seq-first-packed", 2, 2, 128, 32, "sb3hd", "sbhd", {}},
+    {"seq-first-sq50-sk130", 2, 2, 50, 64, "sbhd", "bhsd", {}, true, 130},
 };
 
 std::vector<std::string> all_tactics() {

@@ -278,6 +278,66 @@ TEST(FuseAttention, BertFormDivAndPaddingMask) {
   EXPECT_EQ(a->inputs[1]->producer->attrs.get_ints("perm").value(), (std::vector<int64_t>{0, 2, 1, 3}));
 }
 
+// torch nn.MultiheadAttention as PyTorch 1.x exports it: [S,B,E] projections, each Reshape([S,B*H,D]) and
+// Transposed to 3-D [B*H,S,D] operands (K^T by perm [1,2,0]), Q divided by sqrt(D), an [S,S] additive mask, the
+// output Transposed back to [S,B*H,D] and Reshaped to [S*B,E]: one FusedAttention reading the projections in place.
+ir::Value* seq_first_heads(Net& n, ir::Value* x, int64_t s, int64_t bh, int64_t d, std::vector<int64_t> perm) {
+  Attributes t;
+  t.set("perm", Attribute(perm));
+  return n.op("Transpose", {n.op("Reshape", {x, n.c(Tensor::from_vector<int64_t>({3}, {s, bh, d}))})}, t);
+}
+
+ir::Value* seq_first_attention(Net& n, int64_t S, int64_t B, int64_t H, int64_t D, ir::Value* mask) {
+  const int64_t E = H * D;
+  ir::Value* x = n.input("x", {S, B, E});
+  ir::Value* q = seq_first_heads(n, n.op("MatMul", {x, n.weight({E, E})}), S, B * H, D, {1, 0, 2});
+  ir::Value* kt = seq_first_heads(n, n.op("MatMul", {x, n.weight({E, E})}), S, B * H, D, {1, 2, 0});
+  ir::Value* v = seq_first_heads(n, n.op("MatMul", {x, n.weight({E, E})}), S, B * H, D, {1, 0, 2});
+  ir::Value* scores = n.op("MatMul", {n.op("Div", {q, n.scalar(std::sqrt(static_cast<float>(D)))}), kt});
+  if (mask) scores = n.op("Add", {scores, mask});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  return n.op("MatMul", {n.op("Softmax", {scores}, sm), v});
+}
+
+TEST(FuseAttention, SequenceFirstMultiheadForm) {
+  const int64_t S = 7, B = 2, H = 3, D = 8;
+  Net n;
+  ir::Value* mask = n.input("mask", {S, S});
+  ir::Value* o = seq_first_attention(n, S, B, H, D, mask);
+  Attributes back;
+  back.set("perm", Attribute(std::vector<int64_t>{1, 0, 2}));
+  n.output(n.op("Reshape", {n.op("Transpose", {o}, back), n.c(Tensor::from_vector<int64_t>({2}, {S * B, H * D}))}));
+  Tensor m(DataType::kFLOAT, {S, S});
+  for (int64_t i = 0; i < S; ++i)
+    for (int64_t j = 0; j < S; ++j) m.data<float>()[i * S + j] = (i + j) % 4 == 3 ? -10000.0f : 0.0f;
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()), {m, random({S, B, H * D}, 40)});
+  const ir::Node* a = find(*fused, "FusedAttention");
+  ASSERT_NE(a, nullptr) << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Softmax"), 0);
+  EXPECT_EQ(count(*fused, "Transpose"), 0) << "q, k, v and the output are read and written in place\n"
+                                           << ir::print(*fused);
+  EXPECT_EQ(a->attrs.get_string("qkv_layout").value(), "sbhd");
+  EXPECT_EQ(a->attrs.get_string("out_layout").value(), "sbhd");
+  EXPECT_NEAR(a->attrs.get_float("scale").value(), 1.0 / std::sqrt(8.0), 1e-6);
+  ASSERT_EQ(a->inputs.size(), 4u);
+  EXPECT_EQ(a->inputs[3]->name, "mask");
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(a->inputs[i]->producer->op_type, "Reshape") << i;
+    EXPECT_EQ(ops::shape_to_string(a->inputs[i]->shape), "[7,2,3,8]") << i;
+  }
+}
+
+// Without the Transpose that takes the output back to [S,B*H,D] (the form's last step) nothing is fused: the 3-D
+// [B*H,S,D] result has no sequence-first layout to be written in.
+TEST(FuseAttention, SequenceFirstFormWithoutOutputTransposeIsLeftAlone) {
+  Net n;
+  n.output(seq_first_attention(n, 5, 2, 2, 4, nullptr));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()), {random({5, 2, 8}, 41)});
+  EXPECT_EQ(count(*fused, "FusedAttention"), 0) << ir::print(*fused);
+  EXPECT_EQ(count(*fused, "Softmax"), 1);
+}
+
 TEST(FuseAttention, SdpaExportFormSplitScaleNoMask) {
   const int64_t B = 2, S = 13, H = 2, D = 16;
   Net n;

@@ -1,8 +1,9 @@
 // The transformer exports `make test-models` writes with this machine's PyTorch (bert_ci, gpt_ci, vit_ci at
 // opsets 13 and 17; KILN_TRANSFORMER_MODEL_DIRS = model directories separated by ':') through the CUDA FP16 pass
-// list on the reference kernels: every attention block becomes one FusedAttention (the exporter's form is what
-// the pattern fusion must see through, whatever PyTorch version wrote it) and the optimized graph computes what
-// the CPU pipeline's graph computes. Skipped, saying so, when the variable is unset or empty.
+// list on the reference kernels: every attention block whose head dim the CUDA fusion takes becomes one
+// FusedAttention (the exporter's form is what the pattern fusion must see through, whatever PyTorch version wrote
+// it: Debian's 1.13 writes nn.MultiheadAttention sequence-first, with 3-D [B*H,S,D] operands) and the optimized
+// graph computes what the CPU pipeline's graph computes. Skipped, saying so, when the variable is unset or empty.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -45,8 +46,30 @@ Tensor read_input(const std::string& dir, const ir::Value& in) {
   return t;
 }
 
-// Attention blocks in the exported graph: Softmax nodes over the last axis (one per block in these models).
-int softmax_count(const ir::Graph& g) { return count_ops(g, "Softmax"); }
+// Attention blocks in the exported graph (one Softmax each in these models), and of them those whose head dim the
+// CUDA fusion takes (32, 64 or 128: its tensor-core kernels; vit_ci's 48 stays unfused by design). The head dim is
+// the last dim of Q, the first operand of the MatMul the scores come from (through scale and mask nodes).
+struct Blocks {
+  int all = 0, fusable = 0;
+};
+Blocks attention_blocks(const ir::Graph& g) {
+  Blocks b;
+  for (const auto& n : g.nodes()) {
+    if (n->op_type != "Softmax") continue;
+    ++b.all;
+    const ir::Node* p = n->inputs[0]->producer;
+    while (p && p->op_type != "MatMul" && !p->inputs.empty()) {
+      const ir::Value* next = nullptr;  // the non-constant operand of a scale or mask node
+      for (const ir::Value* v : p->inputs)
+        if (v && !v->is_constant() && v->producer && v->rank_known && v->shape.size() >= 3) next = v;
+      p = next ? next->producer : nullptr;
+    }
+    if (!p || !p->inputs[0]->rank_known) continue;
+    const ops::Dim& d = p->inputs[0]->shape.back();
+    b.fusable += d.is_static() && (d.value == 32 || d.value == 64 || d.value == 128);
+  }
+  return b;
+}
 
 void check_model(const std::string& dir) {
   SCOPED_TRACE(dir);
@@ -56,11 +79,10 @@ void check_model(const std::string& dir) {
   const ir::Value& in = *g->inputs()[0];
   for (size_t i = 1; i < in.shape.size(); ++i) ASSERT_TRUE(in.shape[i].is_static()) << "only the batch is dynamic";
   const Tensor x = read_input(dir, in);
-  const int blocks = softmax_count(*g);
-  ASSERT_GT(blocks, 0) << "an export without attention";
-
   auto cpu = g->clone();
   ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
+  const Blocks blocks = attention_blocks(*cpu);  // the CPU pipeline infers shapes and keeps attention unfused
+  ASSERT_GT(blocks.all, 0) << "an export without attention";
   auto want = run_reference(*cpu, {x});
   ASSERT_EQ(want.size(), 1u);
 
@@ -72,12 +94,13 @@ void check_model(const std::string& dir) {
   Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
   ASSERT_TRUE(st.ok()) << st.message();
   const int fused = count_ops(*cuda, "FusedAttention");
-  std::cout << dir << " float16: " << blocks << " attention blocks -> " << fused << " FusedAttention, "
+  std::cout << dir << " float16: " << blocks.all << " attention blocks (" << blocks.fusable << " with head dims the "
+            << "fusion takes) -> " << fused << " FusedAttention, "
             << count_ops(*cuda, "Softmax") << " Softmax, " << count_ops(*cuda, "Transpose") << " Transpose, "
             << count_ops(*cuda, "MatMul") << " MatMul, " << cuda->nodes().size() << " nodes (CPU pipeline: "
             << cpu->nodes().size() << ")\n";
-  EXPECT_EQ(fused, blocks) << "every attention block fused";
-  EXPECT_EQ(count_ops(*cuda, "Softmax"), 0);
+  EXPECT_EQ(fused, blocks.fusable) << "every attention block with a fusable head dim fused";
+  EXPECT_EQ(count_ops(*cuda, "Softmax"), blocks.all - blocks.fusable);
   auto got = run_reference(*cuda, {x});
   ASSERT_EQ(got.size(), 1u);
   ASSERT_EQ(got[0].shape(), want[0].shape());
