@@ -5,7 +5,10 @@
 //    (axis 0) -> Squeeze(axis 0) (what fold_mha_input_transposes builds), q, k, v in that order -> qkv_layout bs3hd
 //    on the [B,S,3,H,D] tensor itself;
 //  - q, k and v each a Transpose(perm [0,2,1,3]) of a [B,S,H,D] tensor -> qkv_layout bshd on those tensors;
-//  - an output whose one use is a Transpose(perm [0,2,1,3]) -> out_layout bshd, the Transpose removed.
+//  - an output whose one use is a Transpose(perm [0,2,1,3]) -> out_layout bshd, the Transpose removed;
+//  - sequence-first inputs (qkv_layout sbhd, what fuse_attention makes of torch 1.x nn.MultiheadAttention) that are
+//    [S,B,H,D] views (Reshape) of the thirds of one [S,B,3E] projection taken by Slice along its last axis, q, k, v
+//    in that order -> qkv_layout sb3hd on a [S,B,3,H,D] view of the projection: the three Slice copies go.
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
@@ -55,6 +58,52 @@ ir::Value* bshd_source(const ir::Node* att, int i) {
   return t->inputs[0];
 }
 
+// A constant integer operand's values (empty when absent or not constant).
+std::vector<int64_t> const_ints(const ir::Node* n, size_t input, const char* attr) {
+  std::vector<int64_t> r;
+  if (input < n->inputs.size() && n->inputs[input]) {
+    const ir::Value* v = n->inputs[input];
+    if (!v->is_constant()) return {};
+    for (int64_t i = 0; i < v->constant->numel(); ++i) r.push_back(v->constant->get_i64(i));
+    return r;
+  }
+  auto a = n->attrs.get_ints(attr);
+  return a.ok() ? *a : r;
+}
+
+// Which third (0, 1 or 2) of a tensor's last axis `v` is: Slice(a) with constant starts/ends/axes (inputs from
+// opset 10, attributes before), step 1, taking [k*E, (k+1)*E) of a last dim of static size 3E; -1 otherwise.
+int last_axis_third(const ir::Value* v, const ir::Value** a) {
+  const ir::Node* s = producer_of(v, "Slice");
+  if (!s || !rank_is(s->inputs[0], 3)) return -1;
+  const ops::Dim& whole = s->inputs[0]->shape[2];
+  if (!whole.is_static() || whole.value % 3 != 0) return -1;
+  const int64_t e = whole.value / 3;
+  const std::vector<int64_t> starts = const_ints(s, 1, "starts"), ends = const_ints(s, 2, "ends");
+  std::vector<int64_t> axes = const_ints(s, 3, "axes"), steps = const_ints(s, 4, "steps");
+  if (axes.empty() && !(s->inputs.size() > 3 && s->inputs[3])) axes = {0, 1, 2};  // absent: the first dims
+  if (starts.size() != 1 || ends.size() != 1 || axes.size() < 1 || (axes[0] != 2 && axes[0] != -1)) return -1;
+  if (!steps.empty() && (steps.size() != 1 || steps[0] != 1)) return -1;
+  const int64_t k = starts[0] / std::max<int64_t>(e, 1);
+  if (k < 0 || k > 2 || starts[0] != k * e || !(ends[0] == (k + 1) * e || (k == 2 && ends[0] >= 3 * e))) return -1;
+  *a = s->inputs[0];
+  return static_cast<int>(k);
+}
+
+// The [S,B,3E] projection whose thirds q, k and v (qkv_layout sbhd) are [S,B,H,D] views of; null otherwise.
+ir::Value* seq_first_packed_source(const ir::Node* att) {
+  const ir::Value* a = nullptr;
+  for (int i = 0; i < 3; ++i) {
+    const ir::Node* r = producer_of(att->inputs[i], "Reshape");
+    const ir::Value* ai = nullptr;
+    if (!r || !rank_is(att->inputs[i], 4) || last_axis_third(r->inputs[0], &ai) != i || (a && ai != a)) return nullptr;
+    a = ai;
+  }
+  const ir::Value* q = att->inputs[0];
+  if (!(att->inputs[1]->shape[3] == q->shape[3]) || !(att->inputs[2]->shape[3] == q->shape[3])) return nullptr;
+  return const_cast<ir::Value*>(a);
+}
+
 // The layout attribute's value, "" when it is not a string.
 std::string layout_of(const ir::Node* n, const char* attr) {
   auto l = n->attrs.get_string(attr, "bhsd");
@@ -89,6 +138,27 @@ class FoldAttentionLayouts final : public Pass {
           g.set_node_input(att, 2, v);
           att->attrs.set("qkv_layout", std::string("bshd"));
           ++inputs;
+        }
+      }
+      if (layout_of(att, "qkv_layout") == "sbhd" && att->inputs[1] && att->inputs[2]) {
+        if (ir::Value* a = seq_first_packed_source(att)) {
+          const ir::Value* q = att->inputs[0];
+          const ops::Dim &h = q->shape[2], &d = q->shape[3];
+          if (h.is_static() && d.is_static()) {
+            ir::Value* shape = g.add_constant(att->name + "_qkv_shape",
+                                              Tensor::from_vector<int64_t>({5}, {0, 0, 3, h.value, d.value}));
+            ir::Node* r = g.add_node("Reshape", g.unique_node_name(att->name + "_qkv"), {a, shape},
+                                     {att->name + "_qkv"}, {}, g.opset());
+            ir::Value* packed = r->outputs[0];
+            packed->dtype = a->dtype;
+            packed->rank_known = true;
+            packed->shape = {a->shape[0], a->shape[1], ops::Dim(3), h, d};
+            g.set_node_input(att, 0, packed);
+            g.set_node_input(att, 1, nullptr);
+            g.set_node_input(att, 2, nullptr);
+            att->attrs.set("qkv_layout", std::string("sb3hd"));
+            ++inputs;
+          }
         }
       }
       if (fold_output(g, att)) ++outputs;

@@ -962,6 +962,68 @@ TEST(FoldAttentionLayouts, SequenceFirstStrides) {
 }
 
 // Separate q, k and v as [B,S,H,D] (K transposed to [B,H,D,S] by the exporter), the output back to [B,S,E].
+// torch 1.x nn.MultiheadAttention with its packed in_proj: one [S,B,3E] projection whose thirds are Sliced off along
+// the last axis (opset 10+ Slice with constant starts/ends/axes) before the sequence-first head split. After
+// fuse_attention (sbhd views of the three Slices) fold_attention_layouts reads the projection itself as [S,B,3,H,D]
+// (sb3hd): no Slice copies left. A projection cut in another order, or wider than q, k and v, keeps its Slices.
+ir::Value* seq_first_packed(Net& n, int64_t S, int64_t B, int64_t H, int64_t D, std::vector<int> order,
+                            int64_t parts = 3) {
+  const int64_t E = H * D;
+  ir::Value* x = n.input("x", {S, B, E});
+  ir::Value* a = n.op("MatMul", {x, n.weight({E, parts * E})});
+  auto third = [&](int k) {
+    const int64_t lo = k * E, hi = (k + 1) * E;
+    return n.op("Slice", {a, n.c(Tensor::from_vector<int64_t>({1}, {lo})), n.c(Tensor::from_vector<int64_t>({1}, {hi})),
+                          n.c(Tensor::from_vector<int64_t>({1}, {-1}))});
+  };
+  ir::Value* q = seq_first_heads(n, third(order[0]), S, B * H, D, {1, 0, 2});
+  ir::Value* kt = seq_first_heads(n, third(order[1]), S, B * H, D, {1, 2, 0});
+  ir::Value* v = seq_first_heads(n, third(order[2]), S, B * H, D, {1, 0, 2});
+  ir::Value* scores = n.op("MatMul", {n.op("Mul", {q, n.scalar(0.25f)}), kt});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  Attributes back;
+  back.set("perm", Attribute(std::vector<int64_t>{1, 0, 2}));
+  ir::Value* o = n.op("Transpose", {n.op("MatMul", {n.op("Softmax", {scores}, sm), v})}, back);
+  return n.op("Reshape", {o, n.c(Tensor::from_vector<int64_t>({2}, {S * B, E}))});
+}
+
+TEST(FoldAttentionLayouts, SequenceFirstPackedProjection) {
+  const int64_t S = 6, B = 3, H = 2, D = 8;
+  const auto passes = [] {
+    return list_of(passes::make_fuse_attention(), passes::make_fold_attention_layouts(),
+                   passes::make_dead_code_elimination());
+  };
+  {
+    Net n;
+    n.output(seq_first_packed(n, S, B, H, D, {0, 1, 2}));
+    auto fused = fuse_and_compare(n, passes(), {random({S, B, H * D}, 50)});
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_EQ(layout(a, "qkv_layout"), "sb3hd");
+    EXPECT_EQ(layout(a, "out_layout"), "sbhd");
+    EXPECT_EQ(a->inputs[1], nullptr);
+    EXPECT_EQ(ops::shape_to_string(a->inputs[0]->shape), "[6,3,3,2,8]");
+    EXPECT_EQ(count(*fused, "Slice"), 0) << ir::print(*fused);
+    EXPECT_EQ(count(*fused, "Transpose"), 0) << ir::print(*fused);
+  }
+  {  // q and k swapped: still fused (sbhd on the Slices), not read as one packed tensor
+    Net n;
+    n.output(seq_first_packed(n, S, B, H, D, {1, 0, 2}));
+    auto fused = fuse_and_compare(n, passes(), {random({S, B, H * D}, 51)});
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_EQ(layout(a, "qkv_layout"), "sbhd");
+    EXPECT_EQ(count(*fused, "Slice"), 3);
+  }
+  {  // a [S,B,4E] projection of which q, k and v are the first three quarters: fused, Slices kept
+    Net n;
+    n.output(seq_first_packed(n, S, B, H, D, {0, 1, 2}, 4));
+    auto fused = fuse_and_compare(n, passes(), {random({S, B, H * D}, 52)});
+    EXPECT_EQ(count(*fused, "Slice"), 3) << ir::print(*fused);
+  }
+}
+
 TEST(FoldAttentionLayouts, SeparateBshdInputs) {
   const int64_t B = 2, S = 7, H = 2, D = 4, E = H * D;
   Net n;
