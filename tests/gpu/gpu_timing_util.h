@@ -77,10 +77,6 @@ inline Timed time_on_gpu(const ir::Graph& g, const std::vector<Tensor>& inputs, 
   return time_engine(*engine, named, g.outputs()[0]->dtype, runs);
 }
 
-// Builds the graph `make` fills (it returns the graph's inputs) through the Builder at optimization level 3 (the
-// tactic tuner runs), checks that nothing ran on the host and that the tuned engine matches the CPU reference on
-// a second, untouched copy of the graph (within tol; `what` names the check), and returns the tactic recorded on
-// its `op` node (empty: none recorded).
 // Collects the builder's messages, e.g. the tuner's "tactic for '<layer>': <name> (... best of N timed)" lines.
 struct TextLogger : ILogger {
   std::string text;
@@ -140,6 +136,10 @@ Result<std::vector<uint8_t>> build_with_cached_tactic(const std::string& name, c
   return blob;
 }
 
+// Builds the graph `make` fills (it returns the graph's inputs) through the Builder at optimization level 3 (the
+// tactic tuner runs), checks that nothing ran on the host and that the tuned engine matches the CPU reference on
+// a second, untouched copy of the graph (within tol; `what` names the check), and returns the tactic recorded on
+// its `op` node (empty: none recorded).
 template <typename Make>
 std::string tuned_tactic_of(const char* op, Make&& make, double tol, const char* what) {
   TunedBuild b = tuned_build(op, "", 3, make);

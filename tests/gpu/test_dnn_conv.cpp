@@ -319,9 +319,18 @@ TEST(GpuDnnConv, SavedEngineRestoresItsPlan) {
   }
 }
 
+// Lets the library's INFO lines through to stderr for one scope. default_logger() is a StderrLogger
+// (src/common/status.cpp), the one instance libkiln_cuda logs to (libkiln_runtime is shared).
+struct InfoToStderr {
+  StderrLogger& logger = static_cast<StderrLogger&>(default_logger());
+  InfoToStderr() { logger.set_min_severity(ILogger::Severity::kINFO); }
+  ~InfoToStderr() { logger.set_min_severity(ILogger::Severity::kWARNING); }
+};
+
 // A stored plan that cannot be used (text cuDNN refuses under the layer's own key: garbage or the real plan cut in
 // half; or the real plan under a key of another cuDNN and GPU) is a build, never an error: the forced graph tactic
-// still runs, restores nothing, and matches the reference.
+// still runs, restores nothing, says so in one INFO line (so the stored plan did reach the layer), and matches the
+// reference.
 TEST(GpuDnnConv, UnusableStoredPlanIsBuiltInstead) {
   KILN_REQUIRE_GPU();
   const CvCase c{"layer2-3x3-stored", 2, 28, 28, 128, 128};
@@ -350,7 +359,12 @@ TEST(GpuDnnConv, UnusableStoredPlanIsBuiltInstead) {
     n->attrs.set(kDnnPlanKeyAttr, Attribute(std::string(key)));
     const int64_t before = conv_plans_restored();
     std::string err;
-    const std::vector<Tensor> got = run_capturing(g, inputs, &err);
+    std::vector<Tensor> got;
+    {
+      InfoToStderr info;
+      got = run_capturing(g, inputs, &err);
+    }
+    EXPECT_NE(err.find("stored cuDNN plan not used"), std::string::npos) << err;
     const std::vector<Tensor> want = run_graph(g, Backend::kCPU, inputs, nullptr);
     std::printf("DNN_CONV_PLANS stored plan %-20s: %lld restores, %s\n", what,
                 static_cast<long long>(conv_plans_restored() - before),

@@ -1009,8 +1009,9 @@ KILN_CUDA_KERNEL(ConvTranspose) {
   return d;
 }
 
-// With a chosen graph tactic: its plan's JSON and key, for the engine (the plan is the one the tuner built on this
-// handle, shared, so nothing compiles here). Nothing when cuDNN cannot serialize it; the load then compiles.
+// With a chosen graph tactic: its plan's JSON and key, for the engine (a timed winner's plan is the one the tuner
+// built on this handle, which it keeps alive for this, so nothing compiles here; a timing-cache answer compiles it
+// once). Nothing when cuDNN cannot serialize it; the load then compiles.
 std::vector<std::pair<std::string, std::string>> fused_conv_annotations(KernelArgs& args) {
   const int rank = dnn_conv_tactic_index(args.tactic);
   if (rank < 0 || !args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return {};

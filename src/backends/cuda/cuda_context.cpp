@@ -594,6 +594,9 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
     c.layer = s.node->name;
     c.key = key;
     c.candidates = static_cast<int>(candidates.size());
+    // The timed winner's state, kept until its annotations are made: a cuDNN conv graph plan lives only while a
+    // layer state holds it (dnn_conv.cpp), so without it fused_conv_annotations would compile the plan again.
+    std::shared_ptr<void> winner_state;
     if (hit != cache.end() && std::find(candidates.begin(), candidates.end(), hit->second.first) != candidates.end()) {
       c.tactic = hit->second.first;
       c.ms = hit->second.second;
@@ -636,7 +639,11 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
           avg = ms / iters;
         }
         ++c.timed;
-        if (c.tactic.empty() || avg < best) { best = avg; c.tactic = candidates[k]; }
+        if (c.tactic.empty() || avg < best) {
+          best = avg;
+          c.tactic = candidates[k];
+          winner_state = s.state;
+        }
       }
       if (c.tactic.empty()) c.tactic = candidates[0];
       c.ms = best;
