@@ -6,8 +6,9 @@
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
-// With the frontend's JSON support (its vendored nlohmann/json): Graph::serialize / deserialize store and restore
-// the plan (dnn_sdpa_store_enabled). It costs this file's compile time (measured in the commit that added it).
+// With the frontend's JSON support (its vendored nlohmann/json; nothing to link): Graph::serialize / deserialize
+// store and restore the plan (dnn_sdpa_store_enabled). It costs compile time: this file took 34-37 s and 1.4 GB
+// without it, 58-61 s and 2.4 GB with it (g++ 12 -O2, one core).
 #include <cudnn_frontend.h>
 
 #include <atomic>
