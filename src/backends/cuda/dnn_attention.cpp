@@ -219,10 +219,10 @@ std::string DnnSdpa::stored_plan(cudnnContext* handle, const DnnSdpaSpec& s, siz
   }
   auto d = get(handle, s, max_workspace);
   if (!d.ok()) return "";
-  std::string text = serialize_plan((*d)->impl_->graph);
   std::lock_guard<std::mutex> lock(g_text_mu);
-  g_texts[key] = text;
-  return text;
+  auto it = g_texts.find(key);  // get() may have built it, which kept it
+  if (it == g_texts.end()) it = g_texts.emplace(key, serialize_plan((*d)->impl_->graph)).first;
+  return it->second;
 }
 
 std::string DnnSdpa::plan_key(const DnnSdpaSpec& s) { return dnn_sdpa_plan_key(s, dnn_graph::plan_environment()); }
