@@ -185,7 +185,8 @@ Result<std::shared_ptr<DnnSdpa>> DnnSdpa::restore(cudnnContext* handle, const Dn
   const std::string key = live_key(handle, s, max_workspace);
   if (std::shared_ptr<DnnSdpa> d = find_live(key)) return d;
   std::vector<uint8_t> bytes;
-  if (text.empty() || !dnn_plan_from_text(text, &bytes)) return unsupported("cuDNN SDPA: the stored plan is not base64");
+  if (text.empty() || !dnn_plan_from_text(text, &bytes))
+    return unsupported("cuDNN SDPA: the stored plan is not base64");
   auto impl = std::make_unique<Impl>();
   impl->has_bias = !s.mask.empty();
   int64_t workspace = 0;
