@@ -218,8 +218,8 @@ TEST(GpuDnnSdpa, SavedEngineRestoresItsPlan) {
   const bool decoded = cuda::dnn_plan_from_text(text, &bytes);
   std::printf("DNN_SDPA_PLANS stored plan: %zu bytes of text (%zu of UBJSON), key '%s', engine %zu bytes\n",
               text.size(), bytes.size(), key.c_str(), blob->size());
-  // cuDNN serializes plans of runtime-compiled engines only: empty here means its SDPA engine on this GPU and
-  // version is a precompiled one (nothing to store, nothing compiled at load either).
+  // cuDNN serializes only some engines' plans (runtime-compiled ones, the frontend's notes say): empty here means
+  // the SDPA engine it chose on this GPU and version is not one of them, and loads keep building the plan.
   ASSERT_FALSE(text.empty()) << "cuDNN did not serialize the plan";
   EXPECT_TRUE(decoded);
   EXPECT_EQ(key.rfind(std::string(kTactic) + " | ", 0), 0u) << key;
