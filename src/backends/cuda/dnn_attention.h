@@ -89,8 +89,9 @@ inline std::string dnn_sdpa_plan_key(const DnnSdpaSpec& s, const std::string& wh
   return std::string(kDnnSdpaTactic) + " | " + dnn_sdpa_problem_key(s) + " | " + where;
 }
 
-// The frontend serializes a graph as UBJSON (binary); the engine keeps it as a string attribute, printed by the
-// tools like any other, so it is stored base64-encoded (standard alphabet, '=' padding).
+// The frontend serializes a graph as UBJSON (binary). The engine format would keep the bytes (strings are
+// length-prefixed), but anything that shows a node's string attributes as text would not, so the plan is stored
+// base64-encoded (standard alphabet, '=' padding).
 inline std::string dnn_plan_to_text(const std::vector<uint8_t>& bytes) {
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string t;
