@@ -2,17 +2,21 @@
 // src/backends/cuda/dnn_attention.h): "cudnn_sdpa" forced through "kiln.tactic" at bert-like (padding mask),
 // vit-like (odd length, no mask) and gpt2-like (causal) shapes, packed and separate layouts, FP16 and BF16, against
 // the CPU reference; shapes cuDNN may refuse falling back to our kernel with one warning; the tuner offering it
-// (and not with KILN_DNN_SDPA=0) and recording a tactic that matches; and the time of our default against it at
-// bert b64 / vit b64 / gpt2 b32 (printed, DNN_SDPA_TIME).
+// (and not with KILN_DNN_SDPA=0) and recording a tactic that matches; with KILN_DNN_SDPA_STORE=1, the chosen plan
+// stored in the engine and restored at each load (no build), and a stored plan that cannot be used built instead;
+// and the time of our default against it at bert b64 / vit b64 / gpt2 b32 (printed, DNN_SDPA_TIME).
 #include <cuda_runtime.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <string>
+#include <tuple>
 
 #include "attention_test_util.h"
 #include "backends/cuda/attention_tactics.h"
+#include "backends/cuda/dnn_attention.h"
 #include "gpu_timing_util.h"
 
 namespace kiln::gpu_testing {
@@ -150,6 +154,183 @@ TEST(GpuDnnSdpa, TunerOffersItUnlessSwitchedOff) {
     EXPECT_EQ(off_timed, own);
     EXPECT_NE(cuda::attention_tactic_warps(off_tactic), 0) << off_tactic;
   }
+}
+
+// A process-wide count the CUDA backend keeps ("cudnn_sdpa.plans_built" / "cudnn_sdpa.plans_restored").
+int64_t backend_counter(const char* name) {
+  auto b = runtime::device_backend(Backend::kCUDA);
+  if (!b.ok()) return 0;
+  const auto c = (*b)->counters();
+  const auto it = c.find(name);
+  return it == c.end() ? 0 : it->second;
+}
+int64_t sdpa_built() { return backend_counter("cudnn_sdpa.plans_built"); }
+int64_t sdpa_restored() { return backend_counter("cudnn_sdpa.plans_restored"); }
+
+// The case the stored-plan tests use: bert's padding mask, packed projections, B=2 (small: two tuned builds).
+const AttnCase kStoredCase{"bert-packed", 2, 3, 128, 64, "bs3hd", "bshd", {2, 1, 1, 128}};
+
+// An engine of kStoredCase whose layer recorded cudnn_sdpa, built with KILN_DNN_SDPA_STORE=1 (the caller sets it):
+// two level-3 builds through one timing cache, the second with the answer renamed to cudnn_sdpa.
+Result<std::vector<uint8_t>> build_with_sdpa_choice() {
+  auto build = [](const std::string& cache) {
+    QuietLogger quiet;
+    Builder builder(quiet);
+    auto net = builder.create_network();
+    std::vector<Tensor> unused;
+    fill_attention_graph(net->graph(), kStoredCase, DataType::kHALF, "", &unused, 0);
+    auto config = builder.create_builder_config();
+    config->set_backend(Backend::kCUDA);
+    config->set_builder_optimization_level(3);
+    config->set_timing_cache_file(cache);
+    return builder.build_serialized_network(*net, *config);
+  };
+  return build_with_cached_tactic("sdpa_stored", "\"(kiln_attn_mma_w[0-9]+|cudnn_sdpa)\"", kTactic, build);
+}
+
+// build_with_sdpa_choice() with KILN_DNN_SDPA_STORE=1, once per process (the stored-plan tests share it).
+Result<std::vector<uint8_t>>& stored_engine() {
+  static Result<std::vector<uint8_t>> blob = [] {
+    ScopedEnv store("KILN_DNN_SDPA_STORE", "1");
+    return build_with_sdpa_choice();
+  }();
+  return blob;
+}
+
+std::string attn_string_attr(const Engine& e, const char* name) {
+  return string_attr(first_node(e, "FusedAttention"), name);
+}
+
+// With KILN_DNN_SDPA_STORE=1 the chosen SDPA plan travels in the engine: the build stores the serialized plan
+// (base64) and its key with the node, and each load (a context, with a handle of its own) restores it (one
+// restore, no build) and matches the reference.
+TEST(GpuDnnSdpa, SavedEngineRestoresItsPlan) {
+  KILN_REQUIRE_GPU();
+  ScopedEnv store("KILN_DNN_SDPA_STORE", "1");
+  auto& blob = stored_engine();
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_EQ(attn_string_attr(*engine, "kiln.tactic"), kTactic);
+  const std::string text = attn_string_attr(*engine, cuda::kDnnPlanAttr);
+  const std::string key = attn_string_attr(*engine, cuda::kDnnPlanKeyAttr);
+  std::vector<uint8_t> bytes;
+  const bool decoded = cuda::dnn_plan_from_text(text, &bytes);
+  std::printf("DNN_SDPA_PLANS stored plan: %zu bytes of text (%zu of UBJSON), key '%s', engine %zu bytes\n",
+              text.size(), bytes.size(), key.c_str(), blob->size());
+  // cuDNN serializes only some engines' plans (runtime-compiled ones, the frontend's notes say): empty here means
+  // the SDPA engine it chose on this GPU and version is not one of them, and loads keep building the plan.
+  ASSERT_FALSE(text.empty()) << "cuDNN did not serialize the plan";
+  EXPECT_TRUE(decoded);
+  EXPECT_EQ(key.rfind(std::string(kTactic) + " | ", 0), 0u) << key;
+  std::vector<Tensor> inputs;
+  const auto ref = attention_graph(kStoredCase, DataType::kHALF, "", &inputs, 41);
+  const std::vector<Tensor> want = run_graph(*ref, Backend::kCPU, inputs, nullptr);
+  ASSERT_EQ(want.size(), 1u);
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(ref->inputs()[i]->name, inputs[i]);
+  for (int load = 0; load < 2; ++load) {
+    const int64_t built = sdpa_built(), restored = sdpa_restored();
+    const auto t0 = std::chrono::steady_clock::now();
+    ::testing::internal::CaptureStderr();
+    const auto got = test::infer(*engine, named);
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("DNN_SDPA_PLANS load %d: first inference %.1f ms, %lld restores, %lld builds\n", load, ms,
+                static_cast<long long>(sdpa_restored() - restored), static_cast<long long>(sdpa_built() - built));
+    EXPECT_EQ(sdpa_restored() - restored, 1) << "the load did not restore the stored plan";
+    EXPECT_EQ(sdpa_built() - built, 0) << "the load built a plan";
+    EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
+    ASSERT_EQ(got.size(), 1u);
+    expect_tensors_close(want[0], got[0], atol_of(DataType::kHALF), rtol_of(DataType::kHALF), "restored plan");
+  }
+}
+
+// A stored plan that cannot be used (text that is not base64, base64 that is not UBJSON, the real plan cut short,
+// UBJSON without the plan's fields, or the real plan under another cuDNN and GPU's key) is a build, never an error:
+// the forced tactic still runs on cuDNN, restores nothing, and matches the reference.
+TEST(GpuDnnSdpa, UnusableStoredPlanIsBuiltInstead) {
+  KILN_REQUIRE_GPU();
+  ScopedEnv store("KILN_DNN_SDPA_STORE", "1");
+  auto& blob = stored_engine();
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  const std::string own_text = attn_string_attr(*engine, cuda::kDnnPlanAttr);
+  const std::string own_key = attn_string_attr(*engine, cuda::kDnnPlanKeyAttr);
+  ASSERT_FALSE(own_text.empty());
+  ASSERT_EQ(own_key.rfind(std::string(kTactic) + " | ", 0), 0u) << own_key;
+  const std::string foreign = own_key.substr(0, own_key.find("| cudnn ")) + "| cudnn 1 | another GPU";
+  const std::string cut = own_text.substr(0, own_text.size() / 8 * 4);  // still base64, half the bytes
+  for (const auto& [what, text, key] :
+       {std::tuple<const char*, std::string, std::string>{"not base64", "{not a plan", own_key},
+        {"not UBJSON", "bm90IGEgcGxhbg==", own_key},
+        {"truncated", cut, own_key},
+        {"no plan fields", cuda::dnn_plan_to_text({'{', '}'}), own_key},
+        {"other cuDNN and GPU", own_text, foreign}}) {
+    SCOPED_TRACE(what);
+    std::vector<Tensor> inputs;
+    auto g = attention_graph(kStoredCase, DataType::kHALF, kTactic, &inputs, 43);
+    ir::Node* n = nullptr;
+    for (const auto& node : g->nodes())
+      if (node->op_type == "FusedAttention") n = node.get();
+    ASSERT_NE(n, nullptr);
+    n->attrs.set(cuda::kDnnPlanAttr, Attribute(std::string(text)));
+    n->attrs.set(cuda::kDnnPlanKeyAttr, Attribute(std::string(key)));
+    const int64_t restored = sdpa_restored();
+    std::string err;
+    const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
+    const std::vector<Tensor> want = run_graph(*g, Backend::kCPU, inputs, nullptr);
+    std::printf("DNN_SDPA_PLANS stored plan %-20s: %lld restores, %s\n", what,
+                static_cast<long long>(sdpa_restored() - restored),
+                err.find(kFallbackText) == std::string::npos ? "cuDNN ran" : "fell back to our kernel");
+    EXPECT_EQ(sdpa_restored() - restored, 0);
+    EXPECT_EQ(err.find(kFallbackText), std::string::npos) << "the plan is built instead: " << err;
+    ASSERT_EQ(got.size(), 1u);
+    ASSERT_EQ(want.size(), 1u);
+    expect_tensors_close(want[0], got[0], atol_of(DataType::kHALF), rtol_of(DataType::kHALF), "built instead");
+  }
+}
+
+// Without KILN_DNN_SDPA_STORE the build stores no plan, and a load ignores one that is there: it builds, as before.
+TEST(GpuDnnSdpa, NothingStoredOrRestoredWithoutTheSwitch) {
+  KILN_REQUIRE_GPU();
+  std::string text, key;
+  {
+    auto& stored = stored_engine();
+    ASSERT_TRUE(stored.ok()) << stored.status().message();
+    auto engine = test::load_engine(*stored);
+    ASSERT_NE(engine, nullptr);
+    text = attn_string_attr(*engine, cuda::kDnnPlanAttr);
+    key = attn_string_attr(*engine, cuda::kDnnPlanKeyAttr);
+    ASSERT_FALSE(text.empty());
+  }
+  ScopedEnv off("KILN_DNN_SDPA_STORE", nullptr);
+  auto blob = build_with_sdpa_choice();
+  ASSERT_TRUE(blob.ok()) << blob.status().message();
+  auto engine = test::load_engine(*blob);
+  ASSERT_NE(engine, nullptr);
+  ASSERT_EQ(attn_string_attr(*engine, "kiln.tactic"), kTactic);
+  EXPECT_EQ(attn_string_attr(*engine, cuda::kDnnPlanAttr), "");
+  EXPECT_EQ(attn_string_attr(*engine, cuda::kDnnPlanKeyAttr), "");
+  // The plan stored by the first build, on a forced layer: built, not restored.
+  std::vector<Tensor> inputs;
+  auto g = attention_graph(kStoredCase, DataType::kHALF, kTactic, &inputs, 47);
+  for (const auto& node : g->nodes())
+    if (node->op_type == "FusedAttention") {
+      node->attrs.set(cuda::kDnnPlanAttr, Attribute(std::string(text)));
+      node->attrs.set(cuda::kDnnPlanKeyAttr, Attribute(std::string(key)));
+    }
+  const int64_t built = sdpa_built(), restored = sdpa_restored();
+  std::string err;
+  const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
+  EXPECT_EQ(sdpa_restored() - restored, 0);
+  EXPECT_EQ(sdpa_built() - built, 1);
+  EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
+  const std::vector<Tensor> want = run_graph(*g, Backend::kCPU, inputs, nullptr);
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_EQ(want.size(), 1u);
+  expect_tensors_close(want[0], got[0], atol_of(DataType::kHALF), rtol_of(DataType::kHALF), "built");
 }
 
 // Not a pass/fail check beyond agreement: our kernel's untuned default against cudnn_sdpa at bert_base b64

@@ -1,11 +1,13 @@
 // FusedAttention's cuDNN tactic (src/backends/cuda/dnn_attention.h) without a GPU: which problems are offered it
 // (element type, head dims, strides, mask shapes, the KILN_DNN_SDPA switch), where it goes in the tactic list, and
 // the dims/strides handed to cuDNN for the packed and separate layouts, checked element by element against the
-// layouts' own definition.
+// layouts' own definition; the key a stored plan is valid for, its base64 text (RFC 4648's vectors) and the
+// KILN_DNN_SDPA_STORE switch.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <random>
+#include <set>
 
 #include "backends/cuda/dnn_attention.h"
 
@@ -164,6 +166,102 @@ TEST(DnnSdpa, SeparateLayoutDimsStridesAndMask) {
     const int64_t b = rng() % B, h = rng() % H, tq = rng() % Sq, tk = rng() % Sk;
     EXPECT_EQ(at(f.bias, b, h, tq, tk), ((b * H + h) * Sq + tq) * Sk + tk);
   }
+}
+
+// A stored plan's key (dnn_sdpa_plan_key): the tactic, then the problem, then where it was compiled. Every part of
+// the problem cuDNN's graph is built from changes it (a stored plan also carries the scale as a constant); a key of
+// the same problem from another cuDNN or GPU still starts with dnn_sdpa_plan_key(s, "") (attention_ops.cpp logs
+// that case louder than other shapes).
+TEST(DnnSdpa, StoredPlanKeys) {
+  const DnnSdpaSpec base = separate(DataType::kHALF, 2, 12, 128, 64, {2, 1, 1, 128});
+  const std::string here = "cudnn 91400 | NVIDIA H200 sm_90 132 SMs";
+  const std::string k = dnn_sdpa_plan_key(base, here);
+  EXPECT_EQ(k, "cudnn_sdpa | " + dnn_sdpa_problem_key(base) + " | " + here);
+  EXPECT_EQ(k, dnn_sdpa_plan_key(separate(DataType::kHALF, 2, 12, 128, 64, {2, 1, 1, 128}), here));
+  std::vector<DnnSdpaSpec> v(17, base);
+  v[0].dt = DataType::kBF16;
+  v[1].B = 4;
+  v[2].H = 16;
+  v[3].Sq = 64;
+  v[4].Sk = 256;
+  v[5].D = 128;
+  v[6].Dv = 32;
+  v[7].qs[2] = 3 * 64;
+  v[8].ks[1] = 64 * 256;
+  v[9].vs[0] = 12 * 128 * 64 + 8;
+  v[10].os[2] = 12 * 64;
+  v[11].mask = {};
+  v[12].mask = {2, 12, 128, 128};
+  v[13].mask = {1, 1, 1, 128};
+  v[14].causal = true;
+  v[15].scale = 0.125f * (1.0f + 1.0f / (1 << 20));  // one float step away: to_string's 6 decimals would miss it
+  v[16].scale = 0.25f;
+  std::set<std::string> keys = {k};
+  for (const DnnSdpaSpec& s : v) keys.insert(dnn_sdpa_plan_key(s, here));
+  EXPECT_EQ(keys.size(), v.size() + 1);
+  EXPECT_NE(k, dnn_sdpa_plan_key(base, "cudnn 91000 | NVIDIA H100 sm_90 132 SMs"));
+  EXPECT_NE(k, dnn_sdpa_plan_key(base, "cudnn 91400 | NVIDIA H100 sm_90 114 SMs"));
+  EXPECT_EQ(dnn_sdpa_plan_key(base, "cudnn 1 | another GPU").rfind(dnn_sdpa_plan_key(base, ""), 0), 0u);
+  for (const DnnSdpaSpec& s : v) EXPECT_NE(dnn_sdpa_plan_key(s, here).rfind(dnn_sdpa_plan_key(base, ""), 0), 0u);
+}
+
+std::vector<uint8_t> bytes_of(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+
+// The plan's text form is base64: RFC 4648's test vectors both ways, a round trip of random bytes of every length
+// up to 64 (and one large), and text it cannot have written rejected.
+TEST(DnnSdpa, StoredPlanTextIsBase64) {
+  const std::pair<const char*, const char*> rfc4648[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+                                                         {"foobar", "Zm9vYmFy"}};
+  for (const auto& [raw, text] : rfc4648) {
+    EXPECT_EQ(dnn_plan_to_text(bytes_of(raw)), text) << raw;
+    std::vector<uint8_t> back = {1, 2, 3};
+    EXPECT_TRUE(dnn_plan_from_text(text, &back)) << text;
+    EXPECT_EQ(back, bytes_of(raw)) << text;
+  }
+  std::mt19937 rng(5);
+  std::vector<size_t> sizes;
+  for (size_t n = 0; n <= 64; ++n) sizes.push_back(n);
+  sizes.push_back(300001);
+  for (size_t n : sizes) {
+    std::vector<uint8_t> raw(n);
+    for (uint8_t& b : raw) b = static_cast<uint8_t>(rng());
+    const std::string text = dnn_plan_to_text(raw);
+    EXPECT_EQ(text.size(), (n + 2) / 3 * 4);
+    std::vector<uint8_t> back;
+    ASSERT_TRUE(dnn_plan_from_text(text, &back)) << n;
+    EXPECT_EQ(back, raw) << n;
+  }
+  // Every byte value survives (the UBJSON holds binary).
+  std::vector<uint8_t> all(256);
+  for (int i = 0; i < 256; ++i) all[i] = static_cast<uint8_t>(i);
+  std::vector<uint8_t> back;
+  ASSERT_TRUE(dnn_plan_from_text(dnn_plan_to_text(all), &back));
+  EXPECT_EQ(back, all);
+  // Wrong length, characters outside the alphabet, padding inside, or padding bits set.
+  for (const char* bad : {"Zg=", "Zm9vY", "{not a plan", "Zm9v Zg==", "Zm9v\nZg==", "Zg==Zm9v", "Z===", "Zm=v",
+                          "Zh==", "Zm9=", "Zm-v", "Zm_v"}) {
+    std::vector<uint8_t> out;
+    EXPECT_FALSE(dnn_plan_from_text(bad, &out)) << bad;
+  }
+}
+
+// Storing SDPA plans waits for a GPU run: only KILN_DNN_SDPA_STORE=1 turns it on.
+TEST(DnnSdpa, StoreSwitchIsOffUnlessSetTo1) {
+  const char* old = std::getenv("KILN_DNN_SDPA_STORE");
+  const std::string saved = old ? old : "";
+  unsetenv("KILN_DNN_SDPA_STORE");
+  EXPECT_FALSE(dnn_sdpa_store_enabled());
+  for (const char* v : {"0", "", "yes", "true", "2"}) {
+    setenv("KILN_DNN_SDPA_STORE", v, 1);
+    EXPECT_FALSE(dnn_sdpa_store_enabled()) << v;
+  }
+  setenv("KILN_DNN_SDPA_STORE", "1", 1);
+  EXPECT_TRUE(dnn_sdpa_store_enabled());
+  if (old)
+    setenv("KILN_DNN_SDPA_STORE", saved.c_str(), 1);
+  else
+    unsetenv("KILN_DNN_SDPA_STORE");
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // kiln::FusedAttention on the CUDA backend: shapes, layout strides and mask strides from the node (worked out
 // when the shapes change), the kernels in attention.cu, or cuDNN's fused attention (tactic "cudnn_sdpa",
-// dnn_attention.h).
+// dnn_attention.h; its plan stored in the engine with KILN_DNN_SDPA_STORE=1).
 #include <algorithm>
 #include <cmath>
 #include <memory>
@@ -101,13 +101,25 @@ Status fall_back(const KernelArgs& a, const std::string& why) {
   return Status::Ok();
 }
 
-// cuDNN's graph for "cudnn_sdpa" (built, or shared with a layer of the same shapes), or our kernel's default.
+// cuDNN's graph for "cudnn_sdpa" (built, restored from the engine, or shared with a layer of the same shapes), or
+// our kernel's default.
 // A recorded one runs whatever KILN_DNN_SDPA says: the engine chose it.
 Status resolve_dnn(const KernelArgs& a, const AttentionParams& p, AttentionState* st) {
   if (!a.handles || !a.handles->dnn) return fall_back(a, "no cuDNN handle");
   if (!dnn_pointers_aligned({p.q, p.k, p.v, p.mask, p.o}))
     return fall_back(a, "pointers not " + std::to_string(kDnnAlignment) + "-byte aligned");
-  auto d = DnnSdpa::get(a.handles->dnn, st->spec, a.handles->workspace_bytes);
+  cudnnContext* h = a.handles->dnn;
+  const size_t ws = a.handles->workspace_bytes;
+  const DnnSdpaSpec& s = st->spec;
+  using Plan = std::shared_ptr<DnnSdpa>;
+  // With KILN_DNN_SDPA_STORE=1, the plan the builder stored with the node when it is for this problem, cuDNN and
+  // GPU (no compile); a stored plan that cannot be used is only a slower load (a line in the log, then the build).
+  auto d = dnn_sdpa_store_enabled()
+               ? restore_or_build<Plan>(
+                     a, "FusedAttention", DnnSdpa::plan_key(s), dnn_sdpa_plan_key(s, ""),
+                     [&](const std::string& text) { return DnnSdpa::restore(h, s, text, ws); },
+                     [&] { return DnnSdpa::get(h, s, ws); })
+               : DnnSdpa::get(h, s, ws);
   if (!d.ok()) return fall_back(a, d.status().message());
   st->dnn = std::move(d).value();
   return Status::Ok();
@@ -181,6 +193,20 @@ std::vector<std::string> fused_attention_tactics(const KernelArgs& a) {
   return merge_attention_tactics(own, dnn);
 }
 
+// With a chosen cudnn_sdpa and KILN_DNN_SDPA_STORE=1: the plan serialized and its key, for the engine (the plan the
+// tuner built, kept serialized, so nothing compiles here). Nothing when cuDNN cannot serialize it; the load then
+// builds.
+std::vector<std::pair<std::string, std::string>> fused_attention_annotations(KernelArgs& a) {
+  if (a.tactic != kDnnSdpaTactic || !dnn_sdpa_store_enabled() || !a.handles || !a.handles->dnn || a.in.empty() ||
+      a.out.empty() || a.out[0].numel() == 0)
+    return {};
+  AttentionState st;
+  if (!make_params(a, &st).ok()) return {};
+  std::string text = DnnSdpa::stored_plan(a.handles->dnn, st.spec, a.handles->workspace_bytes);
+  if (text.empty()) return {};
+  return {{kDnnPlanKeyAttr, DnnSdpa::plan_key(st.spec)}, {kDnnPlanAttr, std::move(text)}};
+}
+
 }  // namespace
 
 KILN_CUDA_KERNEL(FusedAttention) {
@@ -190,6 +216,7 @@ KILN_CUDA_KERNEL(FusedAttention) {
   d.dtypes = float_types();
   d.run = run_fused_attention;
   d.tactics = fused_attention_tactics;
+  d.annotations = fused_attention_annotations;
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) {
     const DataType dt = node_dtype(n, p);
     for (int id : n.inputs)

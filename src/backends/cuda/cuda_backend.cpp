@@ -2,6 +2,7 @@
 // Registers itself with the runtime when libkiln_cuda.so is loaded.
 #include "backends/cuda/cuda_backend.h"
 
+#include "backends/cuda/dnn_attention.h"
 #include "backends/cuda/dnn_conv.h"
 #include "backends/cuda/dnn_matmul.h"
 
@@ -131,6 +132,8 @@ class CudaBackend final : public runtime::DeviceBackend {
     return {{"cudnn_matmul.plans_finalized", DnnMatmul::plans_finalized()},
             {"cudnn_matmul.plans_restored", DnnMatmul::plans_restored()},
             {"cudnn_conv.plans_restored", DnnConvGraph::plans_restored()},
+            {"cudnn_sdpa.plans_built", DnnSdpa::plans_built()},
+            {"cudnn_sdpa.plans_restored", DnnSdpa::plans_restored()},
             {"tuner.graph_timing_fallbacks", graph_timing_fallbacks()}};
   }
 };

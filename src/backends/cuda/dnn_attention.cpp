@@ -1,19 +1,23 @@
 // DnnSdpa: FusedAttention as one cuDNN frontend graph (sdpa forward, inference: no softmax stats), built with the
-// heuristic's first plan that finalizes. The only file that includes the cuDNN frontend (its headers are heavy).
+// heuristic's first plan that finalizes, or restored from the engine. The only file that includes the cuDNN
+// frontend (its headers are heavy).
 #include "backends/cuda/dnn_attention.h"
 
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
-// The frontend's JSON (de)serialization is not used here; leaving it out saves a third of this file's compile time.
-#define CUDNN_FRONTEND_SKIP_JSON_LIB
+// With the frontend's JSON support (its vendored nlohmann/json; nothing to link): Graph::serialize / deserialize
+// store and restore the plan (dnn_sdpa_store_enabled). It costs compile time: this file took 34-37 s and 1.4 GB
+// without it, 58-61 s and 2.4 GB with it (g++ 12 -O2, one core).
 #include <cudnn_frontend.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <unordered_map>
 
 #include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/dnn_graph.h"
 
 namespace kiln::cuda {
 namespace {
@@ -25,17 +29,57 @@ enum : int64_t { kUidQ = 1, kUidK, kUidV, kUidBias, kUidO };
 
 std::vector<int64_t> vec(const int64_t* p) { return std::vector<int64_t>(p, p + 4); }
 
-std::string spec_key(const DnnSdpaSpec& s) {
-  std::string k = std::to_string(static_cast<int>(s.dt));
-  for (int64_t v : {s.B, s.H, s.Sq, s.Sk, s.D, s.Dv}) k += " " + std::to_string(v);
-  for (const int64_t* st : {s.qs, s.ks, s.vs, s.os})
-    for (int i = 0; i < 3; ++i) k += " " + std::to_string(st[i]);
-  k += " m" + dims_to_string(s.mask) + " s" + std::to_string(s.scale) + (s.causal ? " c" : "");
-  return k;
-}
-
 Status refused(const std::string& what, fe::error_t e) {
   return unsupported("cuDNN SDPA: " + what + ": " + e.get_message());
+}
+
+std::atomic<int64_t> g_built{0}, g_restored{0};
+
+// What a plan is remembered under: the device (live graphs: the handle), the problem and the workspace limit.
+std::string device_key(const DnnSdpaSpec& s, size_t max_workspace) {
+  int device = -1;
+  cudaGetDevice(&device);
+  return std::to_string(device) + " " + dnn_sdpa_problem_key(s) + " w" + std::to_string(max_workspace);
+}
+std::string live_key(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace) {
+  return std::to_string(reinterpret_cast<uintptr_t>(handle)) + " " + dnn_sdpa_problem_key(s) + " w" +
+         std::to_string(max_workspace);
+}
+
+// The serialized plans this process built (device_key), while KILN_DNN_SDPA_STORE is on: what the builder stores
+// with the tuned layer, whose own graph is gone by then (the tuner resets a layer's state after timing it).
+std::mutex g_text_mu;
+std::map<std::string, std::string> g_texts;
+
+// Live graphs, held weakly: bert's twelve identical layers of one context share one graph (each build compiles
+// kernels), and the graph goes with the last layer that uses it. Keyed by handle: a plan runs on the handle it
+// was built (or restored) on.
+std::mutex g_live_mu;
+std::map<std::string, std::weak_ptr<DnnSdpa>> g_live;
+
+std::shared_ptr<DnnSdpa> find_live(const std::string& key) {
+  std::lock_guard<std::mutex> lock(g_live_mu);
+  if (auto it = g_live.find(key); it != g_live.end()) return it->second.lock();
+  return nullptr;
+}
+
+void add_live(const std::string& key, const std::shared_ptr<DnnSdpa>& d) {
+  std::lock_guard<std::mutex> lock(g_live_mu);
+  for (auto it = g_live.begin(); it != g_live.end();) it = it->second.expired() ? g_live.erase(it) : std::next(it);
+  g_live[key] = d;
+}
+
+// The graph's plan serialized as the engine stores it, or empty (cuDNN serializes runtime-compiled engines only;
+// the frontend then reports an error or throws). Plan only, without the graph's structure: deserialize() with a
+// handle needs no more.
+std::string serialize_plan(const fe::graph::Graph& g) {
+  std::vector<uint8_t> bytes;
+  try {
+    if (g.serialize(bytes, false).is_bad()) return "";
+  } catch (const std::exception&) {
+    return "";
+  }
+  return dnn_plan_to_text(bytes);
 }
 
 }  // namespace
@@ -113,6 +157,13 @@ Result<std::shared_ptr<DnnSdpa>> DnnSdpa::build(cudnnContext* handle, const DnnS
     if (workspace < 0 || static_cast<uint64_t>(workspace) > max_workspace)
       return unsupported("cuDNN SDPA: needs " + std::to_string(workspace) + " bytes of workspace, the context has " +
                          std::to_string(max_workspace));
+    ++g_built;
+    if (dnn_sdpa_store_enabled()) {
+      // Serialized now, while the graph exists: the builder asks for it after the tuner has dropped the layer.
+      std::string text = serialize_plan(impl->graph);
+      std::lock_guard<std::mutex> lock(g_text_mu);
+      g_texts[device_key(s, max_workspace)] = std::move(text);
+    }
     std::shared_ptr<DnnSdpa> d(new DnnSdpa(std::move(impl)));
     d->workspace_ = static_cast<size_t>(workspace);
     return d;
@@ -121,29 +172,67 @@ Result<std::shared_ptr<DnnSdpa>> DnnSdpa::build(cudnnContext* handle, const DnnS
 }
 
 Result<std::shared_ptr<DnnSdpa>> DnnSdpa::get(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace) {
-  // Held weakly: bert's twelve identical layers of one context build one graph (each build compiles kernels), and
-  // the graph goes with the last layer that uses it. Keyed by handle: a plan runs on the handle it was built on.
-  static std::mutex mu;
-  static std::map<std::string, std::weak_ptr<DnnSdpa>> live;
-  const std::string key = std::to_string(reinterpret_cast<uintptr_t>(handle)) + " " + spec_key(s) + " w" +
-                          std::to_string(max_workspace);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (auto it = live.find(key); it != live.end())
-      if (std::shared_ptr<DnnSdpa> d = it->second.lock()) return d;
-  }
+  const std::string key = live_key(handle, s, max_workspace);
+  if (std::shared_ptr<DnnSdpa> d = find_live(key)) return d;
   KILN_ASSIGN_OR_RETURN(std::shared_ptr<DnnSdpa> d, build(handle, s, max_workspace));
-  std::lock_guard<std::mutex> lock(mu);
-  for (auto it = live.begin(); it != live.end();) it = it->second.expired() ? live.erase(it) : std::next(it);
-  live[key] = d;
+  add_live(key, d);
   return d;
 }
 
+Result<std::shared_ptr<DnnSdpa>> DnnSdpa::restore(cudnnContext* handle, const DnnSdpaSpec& s, const std::string& text,
+                                                  size_t max_workspace) {
+  if (std::string why = dnn_sdpa_declined(s); !why.empty()) return unsupported("cuDNN SDPA: " + why);
+  const std::string key = live_key(handle, s, max_workspace);
+  if (std::shared_ptr<DnnSdpa> d = find_live(key)) return d;
+  std::vector<uint8_t> bytes;
+  if (text.empty() || !dnn_plan_from_text(text, &bytes))
+    return unsupported("cuDNN SDPA: the stored plan is not base64");
+  auto impl = std::make_unique<Impl>();
+  impl->has_bias = !s.mask.empty();
+  int64_t workspace = 0;
+  try {
+    const nlohmann::json j = nlohmann::json::from_ubjson(bytes);
+    // The frontend reads these unchecked (operator[] of a const json): a damaged plan must not get that far.
+    for (const char* field : {"json_version", "cudnn_backend_data", "behavior_notes", "variant_pack_uids",
+                              "variant_pack_replacements", "fe_workspace_size"})
+      if (!j.contains(field)) return unsupported(std::string("cuDNN SDPA: the stored plan has no ") + field);
+    // No warmup capture: a context runs a plain inference before it captures a CUDA graph.
+    if (auto e = impl->graph.deserialize(handle, j, true, false); e.is_bad()) return refused("stored plan", e);
+    if (auto e = impl->graph.get_workspace_size(workspace); e.is_bad()) return refused("workspace size", e);
+  } catch (const std::exception& e) {
+    return unsupported(std::string("cuDNN SDPA: stored plan: ") + e.what());
+  }
+  if (workspace < 0 || static_cast<uint64_t>(workspace) > max_workspace)
+    return unsupported("cuDNN SDPA: the stored plan needs " + std::to_string(workspace) +
+                       " bytes of workspace, the context has " + std::to_string(max_workspace));
+  std::shared_ptr<DnnSdpa> d(new DnnSdpa(std::move(impl)));
+  d->workspace_ = static_cast<size_t>(workspace);
+  ++g_restored;
+  add_live(key, d);
+  return d;
+}
+
+std::string DnnSdpa::stored_plan(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace) {
+  const std::string key = device_key(s, max_workspace);
+  {
+    std::lock_guard<std::mutex> lock(g_text_mu);
+    if (auto it = g_texts.find(key); it != g_texts.end()) return it->second;
+  }
+  auto d = get(handle, s, max_workspace);
+  if (!d.ok()) return "";
+  std::lock_guard<std::mutex> lock(g_text_mu);
+  auto it = g_texts.find(key);  // get() may have built it, which kept it
+  if (it == g_texts.end()) it = g_texts.emplace(key, serialize_plan((*d)->impl_->graph)).first;
+  return it->second;
+}
+
+std::string DnnSdpa::plan_key(const DnnSdpaSpec& s) { return dnn_sdpa_plan_key(s, dnn_graph::plan_environment()); }
+int64_t DnnSdpa::plans_built() { return g_built.load(); }
+int64_t DnnSdpa::plans_restored() { return g_restored.load(); }
+
 bool DnnSdpa::supported(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace) {
   if (!dnn_sdpa_declined(s).empty()) return false;
-  int device = -1;
-  cudaGetDevice(&device);
-  const std::string key = std::to_string(device) + " " + spec_key(s) + " w" + std::to_string(max_workspace);
+  const std::string key = device_key(s, max_workspace);
   static std::mutex mu;
   static std::map<std::string, bool> known;
   {

@@ -1,10 +1,15 @@
 // kiln::FusedAttention on cuDNN's fused flash attention (SDPA forward, through the cuDNN frontend's graph API):
-// the tactic "cudnn_sdpa", which the tuner times against our own kernel's block sizes. The name, the switch, which
-// layers are offered it and the dims/strides handed to cuDNN are plain C++ (the CPU tests check them); DnnSdpa
-// itself lives in dnn_attention.cpp, the only file that includes the (heavy) frontend headers.
+// the tactic "cudnn_sdpa", which the tuner times against our own kernel's block sizes. The name, the switches, which
+// layers are offered it, the dims/strides handed to cuDNN and the key and text form of a stored plan are plain C++
+// (the CPU tests check them); DnnSdpa itself lives in dnn_attention.cpp, the only file that includes the (heavy)
+// frontend headers. With KILN_DNN_SDPA_STORE=1 the chosen plan is stored in the engine (the frontend's serialized
+// graph: cuDNN's plan JSON with its compiled kernel, plus the variant-pack metadata) and restored at load, as the
+// fused-matmul and conv-graph plans are; without it cuDNN builds the plan at an engine's first inference.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -27,6 +32,14 @@ inline constexpr const char* kDnnSdpaTactic = "cudnn_sdpa";
 inline bool dnn_sdpa_enabled() {
   const char* v = std::getenv("KILN_DNN_SDPA");
   return !(v && std::strcmp(v, "0") == 0);
+}
+
+// Whether a chosen cudnn_sdpa plan is stored in the engine and a stored one restored at load: only with
+// KILN_DNN_SDPA_STORE=1 until a GPU run has verified the restore path (on by default once a GPU run has verified
+// it). Off, the builder stores nothing and a load ignores any stored plan: cuDNN builds it at the first inference.
+inline bool dnn_sdpa_store_enabled() {
+  const char* v = std::getenv("KILN_DNN_SDPA_STORE");
+  return v && std::strcmp(v, "1") == 0;
 }
 
 // One FusedAttention problem as cuDNN sees it. Element (b, h, s, d) of Q lies at b*qs[0] + h*qs[1] + s*qs[2] + d
@@ -54,6 +67,75 @@ inline DnnSdpaSpec dnn_sdpa_spec(const ops::AttentionGeometry& g, DataType dt, c
   s.scale = scale;
   s.causal = causal;
   return s;
+}
+
+// The problem as a key: everything the graph is built from. The scale goes in exactly (9 significant digits
+// round-trip a float): a stored plan carries it as a constant.
+inline std::string dnn_sdpa_problem_key(const DnnSdpaSpec& s) {
+  std::string k = dtype_name(s.dt);
+  for (int64_t v : {s.B, s.H, s.Sq, s.Sk, s.D, s.Dv}) k += " " + std::to_string(v);
+  for (const int64_t* st : {s.qs, s.ks, s.vs, s.os}) {
+    k += " /";
+    for (int i = 0; i < 3; ++i) k += " " + std::to_string(st[i]);
+  }
+  char scale[32];
+  std::snprintf(scale, sizeof scale, "%.9g", static_cast<double>(s.scale));
+  return k + " mask" + dims_to_string(s.mask) + " scale " + scale + (s.causal ? " causal" : "");
+}
+
+// What a stored plan (kDnnPlanAttr / kDnnPlanKeyAttr of dnn_common.h) is valid for: the tactic, the problem (only
+// the tuned shapes' plan is stored) and `where` (the cuDNN version and the GPU the plan's kernel was compiled for).
+inline std::string dnn_sdpa_plan_key(const DnnSdpaSpec& s, const std::string& where) {
+  return std::string(kDnnSdpaTactic) + " | " + dnn_sdpa_problem_key(s) + " | " + where;
+}
+
+// The frontend serializes a graph as UBJSON (binary). The engine format would keep the bytes (strings are
+// length-prefixed), but anything that shows a node's string attributes as text would not, so the plan is stored
+// base64-encoded (standard alphabet, '=' padding).
+inline std::string dnn_plan_to_text(const std::vector<uint8_t>& bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string t;
+  t.reserve((bytes.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < bytes.size(); i += 3) {
+    const size_t n = std::min<size_t>(3, bytes.size() - i);
+    uint32_t v = uint32_t{bytes[i]} << 16;
+    if (n > 1) v |= uint32_t{bytes[i + 1]} << 8;
+    if (n > 2) v |= bytes[i + 2];
+    for (size_t c = 0; c < 4; ++c) t += c <= n ? kAlphabet[(v >> (18 - 6 * c)) & 63] : '=';
+  }
+  return t;
+}
+
+// dnn_plan_to_text's inverse into *bytes; false (bytes unspecified) for text it cannot have written.
+inline bool dnn_plan_from_text(const std::string& t, std::vector<uint8_t>* bytes) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  bytes->clear();
+  if (t.size() % 4) return false;
+  bytes->reserve(t.size() / 4 * 3);
+  for (size_t i = 0; i < t.size(); i += 4) {
+    const bool last = i + 4 == t.size();
+    const size_t pad = last ? (t[i + 3] == '=') + (t[i + 2] == '=') : 0;
+    if (pad == 1 && t[i + 2] == '=') return false;  // "x=y=" : padding inside
+    uint32_t v = 0;
+    for (size_t c = 0; c < 4; ++c) {
+      const int d = c < 4 - pad ? value(t[i + c]) : 0;
+      if (d < 0) return false;
+      v = v << 6 | static_cast<uint32_t>(d);
+    }
+    // Bits the padding drops must be zero (dnn_plan_to_text writes them so): one text per byte string.
+    if ((pad == 1 && (v & 0xff)) || (pad == 2 && (v & 0xffff))) return false;
+    bytes->push_back(static_cast<uint8_t>(v >> 16));
+    if (pad < 2) bytes->push_back(static_cast<uint8_t>(v >> 8));
+    if (pad < 1) bytes->push_back(static_cast<uint8_t>(v));
+  }
+  return true;
 }
 
 // One tensor of the graph: rank 4, strides in elements.
@@ -127,11 +209,26 @@ class DnnSdpa {
   DnnSdpa(const DnnSdpa&) = delete;
   DnnSdpa& operator=(const DnnSdpa&) = delete;
 
-  // The graph for s on this handle's device, shared with any other live layer of the same handle and spec.
-  // kUNSUPPORTED when declined, refused by cuDNN, or needing more than max_workspace bytes.
+  // The graph for s on this handle's device, shared with any other live layer of the same handle and spec (a
+  // restored one included). kUNSUPPORTED when declined, refused by cuDNN, or needing more than max_workspace bytes.
   static Result<std::shared_ptr<DnnSdpa>> get(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace);
+  // The graph for s from a stored plan (stored_plan()'s text for the same key), no compile; shared as get()'s.
+  // kUNSUPPORTED when the text is not such a plan, cuDNN refuses it or it needs more than max_workspace: the
+  // caller then builds.
+  static Result<std::shared_ptr<DnnSdpa>> restore(cudnnContext* handle, const DnnSdpaSpec& s, const std::string& text,
+                                                  size_t max_workspace);
   // Whether get() succeeds for s: asked of cuDNN once per process, device, spec and workspace limit.
   static bool supported(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace);
+  // The plan for s serialized for the engine (dnn_plan_to_text of the frontend's serialized graph): the one this
+  // process built for the device (each build keeps it while dnn_sdpa_store_enabled(), so the tuner's plan is not
+  // compiled again), else get()'s. Empty where cuDNN cannot serialize it (the load then builds).
+  static std::string stored_plan(cudnnContext* handle, const DnnSdpaSpec& s, size_t max_workspace);
+  // dnn_sdpa_plan_key with this process's cuDNN version and the current GPU.
+  static std::string plan_key(const DnnSdpaSpec& s);
+  // Process-wide counts (the GPU tests read them): graphs whose plan cuDNN built (each a compile), and plans
+  // restored from stored text.
+  static int64_t plans_built();
+  static int64_t plans_restored();
 
   size_t workspace_bytes() const { return workspace_; }
 
