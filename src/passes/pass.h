@@ -67,7 +67,6 @@ std::unique_ptr<Pass> make_precision_lowering();
 std::unique_ptr<Pass> make_expand_gradient();
 std::unique_ptr<Pass> make_common_subexpression_elimination();
 std::unique_ptr<Pass> make_fold_transposes();
-std::unique_ptr<Pass> make_shape_from_source();
 // CNN fusions and layout (CUDA pipeline).
 std::unique_ptr<Pass> make_fold_batchnorm();
 std::unique_ptr<Pass> make_fuse_conv_epilogue();

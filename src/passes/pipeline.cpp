@@ -69,10 +69,6 @@ PassList cuda_pipeline() {
   p.push_back(make_pad_gemm_width());
   // Last: the chains to fuse include the Casts that lowering inserted, and every other fusion has taken its nodes.
   p.push_back(make_fuse_pointwise());
-  // After every fusion (moving a Shape read upstream adds a reader to a value a fusion may want used once): copies
-  // that the fusions bypassed but Shape nodes still read (reshape targets) lose those reads, and go.
-  p.push_back(make_shape_from_source());
-  p.push_back(make_dead_code_elimination());
   // Values only the fused nodes read (converted constants, internal results) are gone with them.
   p.push_back(make_dead_code_elimination());
   // Very last: it only annotates Concats, and its conditions are about which node writes each input, which every
