@@ -8,7 +8,11 @@
 //  - an output whose one use is a Transpose(perm [0,2,1,3]) -> out_layout bshd, the Transpose removed;
 //  - sequence-first inputs (qkv_layout sbhd, what fuse_attention makes of torch 1.x nn.MultiheadAttention) that are
 //    [S,B,H,D] views (Reshape) of the thirds of one [S,B,3E] projection taken by Slice along its last axis, q, k, v
-//    in that order -> qkv_layout sb3hd on a [S,B,3,H,D] view of the projection: the three Slice copies go.
+//    in that order -> qkv_layout sb3hd on a [S,B,3,H,D] view of the projection: the three Slice copies go;
+//  - a batch-first model around such a sequence-first block (torch's batch_first=True: Transpose(perm [1,0,2])
+//    into the in_proj GEMM, Transpose back after the out_proj GEMM): a GEMM applies to each row, so the in_proj
+//    reads the batch-first input itself (qkv_layout bs3hd) and the attention writes bshd, whose rows the out_proj
+//    reads in batch-first order; both Transposes go (Shape readers are moved by shape_from_source).
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
@@ -104,6 +108,31 @@ ir::Value* seq_first_packed_source(const ir::Node* att) {
   return const_cast<ir::Value*>(a);
 }
 
+// A GEMM that applies to each row of its input 0 alone (FusedMatMul or MatMul with a constant 2-D B, no residual
+// input): reordering its input's rows reorders its output's the same way.
+bool row_wise_gemm(const ir::Node* n) {
+  const bool fused = n->op_type == "FusedMatMul" && n->domain == "kiln";
+  const bool plain = n->op_type == "MatMul" && n->domain.empty();
+  const bool gemm = n->op_type == "Gemm" && n->domain.empty();
+  if ((!fused && !plain && !gemm) || n->inputs.size() < 2 || !n->inputs[1] || !n->inputs[1]->is_constant() ||
+      n->inputs[1]->constant->rank() != 2 || n->outputs.size() != 1)
+    return false;
+  if (gemm) {  // A not transposed; C, if any, one row for all rows (a [M,N] C would be tied to the row order)
+    auto ta = n->attrs.get_int("transA", 0);
+    const ir::Value* c = n->inputs.size() > 2 ? n->inputs[2] : nullptr;
+    return ta.ok() && *ta == 0 &&
+           (!c || (c->rank_known && (c->shape.size() <= 1 || (c->shape.size() == 2 && c->shape[0] == ops::Dim(1)))));
+  }
+  return !(fused && n->inputs.size() > 3 && n->inputs[3]);
+}
+
+// The one node reading v (not a graph output), else null.
+ir::Node* sole_user(const ir::Graph& g, const ir::Value* v, const char* op) {
+  if (!v || v->users.size() != 1 || match::is_graph_output(g, v)) return nullptr;
+  ir::Node* u = v->users[0];
+  return u->op_type == op && (u->domain.empty() || std::string(op) == "FusedMatMul") ? u : nullptr;
+}
+
 // The layout attribute's value, "" when it is not a string.
 std::string layout_of(const ir::Node* n, const char* attr) {
   auto l = n->attrs.get_string(attr, "bhsd");
@@ -163,6 +192,17 @@ class FoldAttentionLayouts final : public Pass {
       }
       if (fold_output(g, att)) ++outputs;
     }
+    // The batch-first rewrites count the readers of the projections: the Slices bypassed above must be gone.
+    bool seq_first = false;
+    for (ir::Node* att : attention) seq_first |= layout_of(att, "out_layout") == "sbhd";
+    if (seq_first) {
+      KILN_RETURN_IF_ERROR(make_dead_code_elimination()->apply(g, ctx));
+      g.rebuild_links();
+      for (ir::Node* att : attention) {
+        inputs += batch_first_input(g, att);
+        outputs += batch_first_output(g, att);
+      }
+    }
     if (inputs + outputs) {
       g.prune_values();
       KILN_RETURN_IF_ERROR(g.topo_sort());
@@ -174,6 +214,61 @@ class FoldAttentionLayouts final : public Pass {
   }
 
  private:
+  // sb3hd on [S,B,3,H,D] = Reshape(A), A = GEMM(Transpose(perm [1,0,2])(X)) with X [B,S,E], A read only by that
+  // Reshape: the GEMM reads X, A is [B,S,3E], the attention reads bs3hd.
+  static bool batch_first_input(ir::Graph& g, ir::Node* att) {
+    if (layout_of(att, "qkv_layout") != "sb3hd") return false;
+    ir::Value* p = att->inputs[0];
+    const ir::Node* view = producer_of(p, "Reshape");
+    if (!view || !rank_is(p, 5)) return false;
+    ir::Value* a = view->inputs[0];
+    ir::Node* gemm = a->producer;
+    if (a->users.size() != 1 || match::is_graph_output(g, a) || !gemm || !row_wise_gemm(gemm) || !rank_is(a, 3))
+      return false;
+    const ir::Node* t = producer_of(gemm->inputs[0], "Transpose");
+    if (!t || !perm_is(t, {1, 0, 2}) || !rank_is(t->inputs[0], 3)) return false;
+    ir::Value* x = t->inputs[0];
+    g.set_node_input(gemm, 0, x);
+    a->shape = {x->shape[0], x->shape[1], a->shape[2]};
+    p->shape = {x->shape[0], x->shape[1], p->shape[2], p->shape[3], p->shape[4]};
+    att->attrs.set("qkv_layout", std::string("bs3hd"));
+    g.rebuild_links();
+    return true;
+  }
+
+  // sbhd output O -> Reshape [S,B*H,Dv] -> Reshape [S*B,E] -> row-wise GEMM -> Reshape [S,B,E'] -> Transpose(perm
+  // [1,0,2]), each read only by the next: O written bshd, the GEMM's rows are then (b, s), the last Reshape gives
+  // [B,S,E'] (a constant target [-1,S,E']: S must be static) and the Transpose goes.
+  static bool batch_first_output(ir::Graph& g, ir::Node* att) {
+    ir::Value* o = att->outputs[0];
+    if (layout_of(att, "out_layout") != "sbhd" || !rank_is(o, 4) || !o->shape[0].is_static()) return false;
+    ir::Node* r1 = sole_user(g, o, "Reshape");
+    ir::Node* r3 = r1 ? sole_user(g, r1->outputs[0], "Reshape") : nullptr;
+    ir::Node* gemm = nullptr;
+    for (const char* op : {"FusedMatMul", "MatMul", "Gemm"})
+      if (!gemm && r3) gemm = sole_user(g, r3->outputs[0], op);
+    ir::Node* r4 = gemm ? sole_user(g, gemm->outputs[0], "Reshape") : nullptr;
+    ir::Node* t = r4 ? sole_user(g, r4->outputs[0], "Transpose") : nullptr;
+    if (!t || !row_wise_gemm(gemm) || gemm->inputs[0] != r3->outputs[0] || !rank_is(r1->outputs[0], 3) ||
+        !rank_is(r3->outputs[0], 2) || !rank_is(r4->outputs[0], 3) || !perm_is(t, {1, 0, 2}) ||
+        match::is_graph_output(g, t->outputs[0]))
+      return false;
+    const ops::Dim s = o->shape[0], e = r4->outputs[0]->shape[2], h = o->shape[2], dv = o->shape[3];
+    if (!e.is_static() || !h.is_static() || !(r4->outputs[0]->shape[0] == s)) return false;
+    att->attrs.set("out_layout", std::string("bshd"));
+    o->shape = {o->shape[1], s, h, dv};
+    r1->outputs[0]->shape = {o->shape[0], ops::Dim(s.value * h.value), dv};
+    ir::Value* target = g.add_constant(r4->name + "_batch_first",
+                                       Tensor::from_vector<int64_t>({3}, {-1, s.value, e.value}));
+    g.set_node_input(r4, 1, target);
+    ir::Value* y = r4->outputs[0];
+    y->shape = t->outputs[0]->shape;
+    g.replace_all_uses(t->outputs[0], y);
+    g.remove_node(t);
+    g.rebuild_links();
+    return true;
+  }
+
   static bool fold_output(ir::Graph& g, ir::Node* att) {
     ir::Value* y = att->outputs[0];
     if (layout_of(att, "out_layout") != "bhsd" || match::is_graph_output(g, y) ||

@@ -1024,6 +1024,63 @@ TEST(FoldAttentionLayouts, SequenceFirstPackedProjection) {
   }
 }
 
+// torch's batch_first=True around that block: the [B,S,E] input Transposed to sequence-first before the in_proj,
+// the out_proj's [S*B,E] rows Reshaped to [S,B,E] and Transposed back. The in_proj reads the input itself (its
+// rows are independent), the attention reads bs3hd and writes bshd, the out_proj's rows are then batch-first and
+// its Reshape gives [B,S,E] directly: no Transpose left. With a [M,N] bias on the out_proj (tied to the row order)
+// the output side stays as it was.
+void batch_first_block(Net& n, int64_t S, int64_t B, int64_t H, int64_t D, bool row_bias) {
+  const int64_t E = H * D;
+  Attributes swap01;
+  swap01.set("perm", Attribute(std::vector<int64_t>{1, 0, 2}));
+  ir::Value* x = n.input("x", {B, S, E});
+  ir::Value* a = n.op("MatMul", {n.op("Transpose", {x}, swap01), n.weight({E, 3 * E})});
+  auto third = [&](int k) {
+    return n.op("Slice", {a, n.c(Tensor::from_vector<int64_t>({1}, {k * E})),
+                          n.c(Tensor::from_vector<int64_t>({1}, {(k + 1) * E})),
+                          n.c(Tensor::from_vector<int64_t>({1}, {2}))});
+  };
+  ir::Value* q = seq_first_heads(n, third(0), S, B * H, D, {1, 0, 2});
+  ir::Value* kt = seq_first_heads(n, third(1), S, B * H, D, {1, 2, 0});
+  ir::Value* v = seq_first_heads(n, third(2), S, B * H, D, {1, 0, 2});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  ir::Value* o = n.op("MatMul", {n.op("Softmax", {n.op("MatMul", {n.op("Div", {q, n.scalar(4.0f)}), kt})}, sm), v});
+  ir::Value* rows = n.op("Reshape", {n.op("Transpose", {o}, swap01), n.c(Tensor::from_vector<int64_t>({2}, {S * B, E}))});
+  ir::Value* proj = n.op("Gemm", {rows, n.weight({E, E}), row_bias ? n.weight({S * B, E}) : n.weight({E})});
+  ir::Value* seq = n.op("Reshape", {proj, n.c(Tensor::from_vector<int64_t>({3}, {S, B, E}))});
+  n.output(n.op("Add", {n.op("Transpose", {seq}, swap01), x}));
+}
+
+TEST(FoldAttentionLayouts, BatchFirstAroundSequenceFirstBlock) {
+  const int64_t S = 5, B = 3, H = 2, D = 8;
+  const auto passes = [] {
+    return list_of(passes::make_fuse_attention(), passes::make_fold_attention_layouts(),
+                   passes::make_dead_code_elimination());
+  };
+  {
+    Net n;
+    batch_first_block(n, S, B, H, D, false);
+    auto fused = fuse_and_compare(n, passes(), {random({B, S, H * D}, 60)});
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_EQ(layout(a, "qkv_layout"), "bs3hd");
+    EXPECT_EQ(layout(a, "out_layout"), "bshd");
+    EXPECT_EQ(count(*fused, "Transpose"), 0) << ir::print(*fused);
+    EXPECT_EQ(count(*fused, "Slice"), 0);
+  }
+  {
+    Net n;
+    batch_first_block(n, S, B, H, D, true);
+    auto fused = fuse_and_compare(n, passes(), {random({B, S, H * D}, 61)});
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_EQ(layout(a, "qkv_layout"), "bs3hd") << "the input side does not depend on the output side";
+    EXPECT_EQ(layout(a, "out_layout"), "sbhd");
+    EXPECT_EQ(count(*fused, "Transpose"), 1) << ir::print(*fused);
+  }
+}
+
 TEST(FoldAttentionLayouts, SeparateBshdInputs) {
   const int64_t B = 2, S = 7, H = 2, D = 4, E = H * D;
   Net n;
