@@ -278,6 +278,62 @@ void attention_case(Form form, int64_t B, int64_t H, int64_t S, int64_t D, const
   expect_fused_agrees(c);
 }
 
+// torch 1.x nn.MultiheadAttention with batch_first=True as exported: the [B,S,E] input Transposed to
+// sequence-first, one packed in_proj (MatMul + bias) Sliced in thirds, each Reshaped to [S,B*H,D] and Transposed
+// to [B*H,S,D] (K to [B*H,D,S]), Q divided by sqrt(D), an [S,S] additive mask, the output Transposed back,
+// Reshaped to [S*B,E] rows for the out_proj Gemm, Reshaped to [S,B,E] and Transposed to batch-first. The CUDA
+// engine runs one FusedAttention reading the projection as bs3hd and writing bshd, with no Transpose layer.
+void torch1_mha_case(int64_t B, int64_t S, int64_t H, int64_t D, const Precision& pr) {
+  SCOPED_TRACE(std::string(pr.name) + " B=" + std::to_string(B) + " S=" + std::to_string(S));
+  const int64_t E = H * D;
+  NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B, S, E}, 70, -1, 1)},
+                             pr.flags.empty() ? "" : "FusedAttention");
+  Tensor mask(DataType::kFLOAT, {S, S});
+  for (int64_t i = 0; i < S; ++i)
+    for (int64_t j = 0; j < S; ++j) mask.data<float>()[i * S + j] = (3 * i + j) % 7 == 0 ? -10000.0f : 0.0f;
+  c.inputs.push_back(mask);
+  c.build = [=](ir::Graph& g, const std::vector<ir::Value*>& in) {
+    auto ints = [&](std::vector<int64_t> v) {
+      static int k = 0;
+      return g.add_constant("i" + std::to_string(k++), Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
+    };
+    auto perm = [](std::vector<int64_t> p) {
+      Attributes a;
+      a.set("perm", Attribute(std::move(p)));
+      return a;
+    };
+    ir::Value* xt = node(g, "Transpose", {in[0]}, perm({1, 0, 2}));
+    ir::Value* a = node(g, "Add", {node(g, "MatMul", {xt, weight(g, {E, 3 * E}, 71, 0.1)}), weight(g, {3 * E}, 72, 0.1)});
+    auto heads = [&](int k, std::vector<int64_t> p) {
+      ir::Value* third = node(g, "Slice", {a, ints({k * E}), ints({(k + 1) * E}), ints({-1})});
+      return node(g, "Transpose", {node(g, "Reshape", {third, ints({S, B * H, D})})}, perm(std::move(p)));
+    };
+    ir::Value* q = node(g, "Div", {heads(0, {1, 0, 2}), scalar(g, std::sqrt(static_cast<float>(D)))});
+    ir::Value* scores = node(g, "Add", {node(g, "MatMul", {q, heads(1, {1, 2, 0})}), in[1]});
+    Attributes sm;
+    sm.set("axis", Attribute(int64_t{-1}));
+    ir::Value* o = node(g, "MatMul", {node(g, "Softmax", {scores}, sm), heads(2, {1, 0, 2})});
+    ir::Value* rows = node(g, "Reshape", {node(g, "Transpose", {o}, perm({1, 0, 2})), ints({S * B, E})});
+    ir::Value* proj = node(g, "Gemm", {rows, weight(g, {E, E}, 73, 0.1), weight(g, {E}, 74, 0.1)});
+    ir::Value* y = node(g, "Transpose", {node(g, "Reshape", {proj, ints({S, B, E})})}, perm({1, 0, 2}));
+    return std::vector<ir::Value*>{y};
+  };
+  std::vector<std::string> gpu_ops;
+  if (!pr.flags.empty()) {
+    run_net(c, Backend::kCUDA, &gpu_ops);
+    EXPECT_EQ(std::count(gpu_ops.begin(), gpu_ops.end(), "Transpose"), 0) << "a Transpose layer is left";
+  }
+  expect_fused_agrees(c);
+}
+
+TEST(GpuTransformer, Torch1BatchFirstMultiheadAttention) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) {
+    torch1_mha_case(2, 33, 4, 32, pr);
+    torch1_mha_case(3, 128, 12, 64, pr);
+  }
+}
+
 TEST(GpuTransformer, AttentionBertLikePaddingMask) {
   KILN_REQUIRE_GPU();
   for (const Precision& pr : kPrecisions) attention_case(Form::kBertDivPadding, 4, 12, 128, 64, pr);
