@@ -220,7 +220,9 @@ TEST(GpuDnnSdpa, SavedEngineRestoresItsPlan) {
               text.size(), bytes.size(), key.c_str(), blob->size());
   // cuDNN serializes only some engines' plans (runtime-compiled ones, the frontend's notes say): empty here means
   // the SDPA engine it chose on this GPU and version is not one of them, and loads keep building the plan.
-  ASSERT_FALSE(text.empty()) << "cuDNN did not serialize the plan";
+  if (text.empty())
+    GTEST_SKIP() << "cuDNN did not serialize the SDPA plan it chose here: nothing to store, so "
+                    "KILN_DNN_SDPA_STORE stays off (loads keep building the plan)";
   EXPECT_TRUE(decoded);
   EXPECT_EQ(key.rfind(std::string(kTactic) + " | ", 0), 0u) << key;
   std::vector<Tensor> inputs;
@@ -258,7 +260,7 @@ TEST(GpuDnnSdpa, UnusableStoredPlanIsBuiltInstead) {
   ASSERT_NE(engine, nullptr);
   const std::string own_text = attn_string_attr(*engine, cuda::kDnnPlanAttr);
   const std::string own_key = attn_string_attr(*engine, cuda::kDnnPlanKeyAttr);
-  ASSERT_FALSE(own_text.empty());
+  if (own_text.empty()) GTEST_SKIP() << "cuDNN did not serialize the SDPA plan: no stored plan to spoil";
   ASSERT_EQ(own_key.rfind(std::string(kTactic) + " | ", 0), 0u) << own_key;
   const std::string foreign = own_key.substr(0, own_key.find("| cudnn ")) + "| cudnn 1 | another GPU";
   const std::string cut = own_text.substr(0, own_text.size() / 8 * 4);  // still base64, half the bytes
@@ -303,7 +305,7 @@ TEST(GpuDnnSdpa, NothingStoredOrRestoredWithoutTheSwitch) {
     ASSERT_NE(engine, nullptr);
     text = attn_string_attr(*engine, cuda::kDnnPlanAttr);
     key = attn_string_attr(*engine, cuda::kDnnPlanKeyAttr);
-    ASSERT_FALSE(text.empty());
+    if (text.empty()) GTEST_SKIP() << "cuDNN did not serialize the SDPA plan: no stored plan to ignore";
   }
   ScopedEnv off("KILN_DNN_SDPA_STORE", nullptr);
   auto blob = build_with_sdpa_choice();
