@@ -517,7 +517,10 @@ Result<std::optional<double>> CudaContext::time_in_graph(Step& s, KernelArgs& a,
   Status st;
   for (int it = 0; it < iters && st.ok(); ++it) st = s.kernel->run(a);
   const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
-  if (!st.ok() || ended != cudaSuccess || !graph || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+  // A capture that recorded no work (a run that launched nothing on the stream) would time as free: stream timing.
+  size_t nodes = 0;
+  const bool empty = graph && (cudaGraphGetNodes(graph, nullptr, &nodes) != cudaSuccess || nodes == 0);
+  if (!st.ok() || ended != cudaSuccess || !graph || empty || cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
     cudaGetLastError();  // an invalidated capture leaves its error behind
     // A kernel that failed inside the capture may have left its state half set up: set up again on the stream.
     s.state.reset();
