@@ -217,4 +217,14 @@ struct Precision {
 inline const Precision kPrecisions[] = {
     {"fp32", {}, 1e-3, 1e-3}, {"fp16", {BuilderFlag::kFP16}, 3e-2, 2e-2}, {"bf16", {BuilderFlag::kBF16}, 1.5e-1, 5e-2}};
 
+// A process-wide count the CUDA backend keeps (DeviceBackend::counters(): "cudnn_conv.plans_restored",
+// "cudnn_sdpa.plans_built", "tuner.graph_timing_fallbacks"...); -1 when the backend or the count is absent.
+inline int64_t backend_counter(const char* name) {
+  auto b = runtime::device_backend(Backend::kCUDA);
+  if (!b.ok()) return -1;
+  const auto c = (*b)->counters();
+  const auto it = c.find(name);
+  return it == c.end() ? -1 : it->second;
+}
+
 }  // namespace kiln::gpu_testing

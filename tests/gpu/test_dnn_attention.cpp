@@ -156,14 +156,6 @@ TEST(GpuDnnSdpa, TunerOffersItUnlessSwitchedOff) {
   }
 }
 
-// A process-wide count the CUDA backend keeps ("cudnn_sdpa.plans_built" / "cudnn_sdpa.plans_restored").
-int64_t backend_counter(const char* name) {
-  auto b = runtime::device_backend(Backend::kCUDA);
-  if (!b.ok()) return 0;
-  const auto c = (*b)->counters();
-  const auto it = c.find(name);
-  return it == c.end() ? 0 : it->second;
-}
 int64_t sdpa_built() { return backend_counter("cudnn_sdpa.plans_built"); }
 int64_t sdpa_restored() { return backend_counter("cudnn_sdpa.plans_restored"); }
 

@@ -29,13 +29,7 @@ using cuda::DnnConvGraph;
 using cuda::DnnConvSpec;
 
 // Plans restored from stored JSON in this process (the CUDA backend's counter; the library is loaded at run time).
-int64_t conv_plans_restored() {
-  auto b = runtime::device_backend(Backend::kCUDA);
-  if (!b.ok()) return 0;
-  const auto c = (*b)->counters();
-  const auto it = c.find("cudnn_conv.plans_restored");
-  return it == c.end() ? 0 : it->second;
-}
+int64_t conv_plans_restored() { return backend_counter("cudnn_conv.plans_restored"); }
 using cuda::kDnnPlanAttr;
 using cuda::kDnnPlanKeyAttr;
 

@@ -395,13 +395,7 @@ struct PlanCounts {
   int64_t finalized = -1, restored = -1;
 };
 PlanCounts plan_counts() {
-  PlanCounts p;
-  auto b = runtime::device_backend(Backend::kCUDA);
-  if (!b.ok()) return p;
-  const auto c = (*b)->counters();
-  if (auto it = c.find("cudnn_matmul.plans_finalized"); it != c.end()) p.finalized = it->second;
-  if (auto it = c.find("cudnn_matmul.plans_restored"); it != c.end()) p.restored = it->second;
-  return p;
+  return {backend_counter("cudnn_matmul.plans_finalized"), backend_counter("cudnn_matmul.plans_restored")};
 }
 
 // A forced tactic run through a fresh context (a fresh cuDNN handle); whether cuDNN ran, and the finalizes it cost.

@@ -87,14 +87,6 @@ void expect_matches_cpu(const onnx::ModelProto& m, const std::vector<uint8_t>& g
   EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 2e-2) << "tuned FP16 engine vs CPU reference, relative L2";
 }
 
-int64_t backend_counter(const char* name) {
-  auto b = runtime::device_backend(Backend::kCUDA);
-  if (!b.ok()) return 0;
-  const auto c = (*b)->counters();
-  const auto it = c.find(name);
-  return it == c.end() ? 0 : it->second;
-}
-
 // The number before " tactics timed" in the tuner's summary line, -1 if absent.
 int tactics_timed(const std::string& log) {
   const size_t at = log.find(" tactics timed");

@@ -175,4 +175,16 @@ inline NamedOutputs run_engine(const Engine& engine, const std::vector<std::pair
   return out;
 }
 
+// The graph an ONNX file imports to (parsed by OnnxParser into a network, cloned out of it); null, with a test
+// failure naming the parser's message, when it does not import.
+inline std::unique_ptr<ir::Graph> import_onnx_file(const std::string& path) {
+  SilentLogger quiet;
+  Builder builder(quiet);
+  auto network = builder.create_network();
+  OnnxParser parser(*network, quiet);
+  Status st = parser.parse_from_file(path);
+  EXPECT_TRUE(st.ok()) << path << ": " << st.message();
+  return st.ok() ? network->graph().clone() : nullptr;
+}
+
 }  // namespace kiln::test

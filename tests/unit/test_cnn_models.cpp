@@ -19,19 +19,10 @@ using namespace kiln::test;
 
 namespace {
 
-std::unique_ptr<ir::Graph> import(const std::string& path) {
-  SilentLogger quiet;
-  Builder builder(quiet);
-  auto network = builder.create_network();
-  OnnxParser parser(*network, quiet);
-  Status st = parser.parse_from_file(path);
-  EXPECT_TRUE(st.ok()) << st.message();
-  return st.ok() ? network->graph().clone() : nullptr;
-}
 
 void check_model(const std::string& dir) {
   SCOPED_TRACE(dir);
-  auto g = import(dir + "/model.onnx");
+  auto g = import_onnx_file(dir + "/model.onnx");
   ASSERT_NE(g, nullptr);
   std::ifstream f(dir + "/input.bin", std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());

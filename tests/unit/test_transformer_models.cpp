@@ -22,15 +22,6 @@ using namespace kiln::test;
 
 namespace {
 
-std::unique_ptr<ir::Graph> import(const std::string& path) {
-  SilentLogger quiet;
-  Builder builder(quiet);
-  auto network = builder.create_network();
-  OnnxParser parser(*network, quiet);
-  Status st = parser.parse_from_file(path);
-  EXPECT_TRUE(st.ok()) << st.message();
-  return st.ok() ? network->graph().clone() : nullptr;
-}
 
 // The input the export wrote (input.bin, with its dtype and shape from meta.json's first input).
 Tensor read_input(const std::string& dir, const ir::Value& in) {
@@ -90,7 +81,7 @@ int data_transposes(const ir::Graph& g) {
 
 void check_model(const std::string& dir) {
   SCOPED_TRACE(dir);
-  auto g = import(dir + "/model.onnx");
+  auto g = import_onnx_file(dir + "/model.onnx");
   ASSERT_NE(g, nullptr);
   ASSERT_EQ(g->inputs().size(), 1u);
   const ir::Value& in = *g->inputs()[0];
