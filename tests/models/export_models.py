@@ -103,7 +103,7 @@ def _tv(name, **kw):
 
 def _vit_ci():
     from torchvision.models.vision_transformer import VisionTransformer
-    return VisionTransformer(image_size=224, patch_size=16, num_layers=2, num_heads=4, hidden_dim=192, mlp_dim=768)
+    return VisionTransformer(image_size=224, patch_size=16, num_layers=2, num_heads=3, hidden_dim=192, mlp_dim=768)
 
 
 def _image(batch):
@@ -121,7 +121,7 @@ ZOO = {
     "mobilenet_v2": (lambda: _tv("mobilenet_v2"), _image, "torchvision mobilenet_v2"),
     "efficientnet_b0": (lambda: _tv("efficientnet_b0"), _image, "torchvision efficientnet_b0"),
     "vit_b_16": (lambda: _tv("vit_b_16"), _image, "torchvision vit_b_16"),
-    "vit_ci": (_vit_ci, _image, "VisionTransformer 224/16, 2 layers, hidden 192, 4 heads"),
+    "vit_ci": (_vit_ci, _image, "VisionTransformer 224/16, 2 layers, hidden 192, 3 heads (head dim 64, as vit_b_16)"),
     "bert_base": (lambda: BertEncoder(30522, 512, 768, 12, 12, 3072), _tokens(30522, 128),
                   "BERT-base-like encoder, 12 layers, d 768, 12 heads, seq 128"),
     "bert_ci": (lambda: BertEncoder(1000, 64, 128, 4, 2, 512), _tokens(1000, 32),

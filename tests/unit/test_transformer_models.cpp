@@ -39,7 +39,7 @@ Tensor read_input(const std::string& dir, const ir::Value& in) {
 }
 
 // Attention blocks in the exported graph (one Softmax each in these models), and of them those whose head dim the
-// CUDA fusion takes (32, 64 or 128: its tensor-core kernels; vit_ci's 48 stays unfused by design). The head dim is
+// CUDA fusion takes (32, 64 or 128: its tensor-core kernels; other head dims stay unfused by design). The head dim is
 // the last dim of Q, the first operand of the MatMul the scores come from (through scale and mask nodes).
 struct Blocks {
   int all = 0, fusable = 0;
@@ -63,15 +63,16 @@ Blocks attention_blocks(const ir::Graph& g) {
   return b;
 }
 
-// Transposes whose result something other than Shape reads: the ones an engine runs (a layer that only feeds
-// host-known values, such as a Shape of it, is skipped by the runtime).
+// Transposes of rank <= 4 whose result something other than Shape reads: the exporters' head-splitting and
+// batch/sequence-first copies an engine would run (a layer that only feeds host-known values, such as a Shape of
+// it, is skipped by the runtime; the rank-6 one that cuts ViT's image into patches is real work and not counted).
 bool match_graph_output(const ir::Graph& g, const ir::Value* v) {
   return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
 }
 int data_transposes(const ir::Graph& g) {
   int n = 0;
   for (const auto& node : g.nodes()) {
-    if (node->op_type != "Transpose") continue;
+    if (node->op_type != "Transpose" || !node->outputs[0]->rank_known || node->outputs[0]->shape.size() > 4) continue;
     bool data = match_graph_output(g, node->outputs[0]);
     for (const ir::Node* u : node->outputs[0]->users) data |= u->op_type != "Shape";
     n += data;
