@@ -254,7 +254,11 @@ class FoldAttentionLayouts final : public Pass {
         match::is_graph_output(g, t->outputs[0]))
       return false;
     const ops::Dim s = o->shape[0], e = r4->outputs[0]->shape[2], h = o->shape[2], dv = o->shape[3];
-    if (!e.is_static() || !h.is_static() || !(r4->outputs[0]->shape[0] == s)) return false;
+    // The GEMM's rows are whole tokens ([S*B, H*Dv]), so that reordering them is reordering tokens.
+    const ops::Dim& k = r3->outputs[0]->shape[1];
+    if (!e.is_static() || !h.is_static() || !dv.is_static() || !(r4->outputs[0]->shape[0] == s) || !k.is_static() ||
+        k.value != h.value * dv.value)
+      return false;
     att->attrs.set("out_layout", std::string("bshd"));
     o->shape = {o->shape[1], s, h, dv};
     r1->outputs[0]->shape = {o->shape[0], ops::Dim(s.value * h.value), dv};
