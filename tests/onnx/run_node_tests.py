@@ -78,7 +78,13 @@ RANDOM_OPS = {"Bernoulli", "RandomUniformLike", "RandomNormalLike", "RandomUnifo
 def stable_random_reason(r):
     ops = set(r.get("ops") or [])
     training_dropout = "Dropout" in ops and "training" in r.get("name", "")
-    if r.get("status") == "fail" and r.get("stage") == "compare" and (ops & RANDOM_OPS or training_dropout):
+    if not (ops & RANDOM_OPS or training_dropout):
+        return
+    # A value comparison of independent random draws says nothing either way: one that happened to match
+    # (test_bernoulli, now and then) is recorded like the others, or the generated tables would flip between runs.
+    # (Only the generators: training-mode Dropout with ratio 0 passes for real.)
+    if (r.get("status") == "pass" and ops & RANDOM_OPS) or (r.get("status") == "fail" and r.get("stage") == "compare"):
+        r["status"], r["stage"] = "fail", "compare"
         r["reason"] = ("random output: Kiln's generator is not numpy's, whose draws the reference data holds, so the "
                        "values cannot match")
 
