@@ -51,7 +51,8 @@ Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q,
   const bool packed = attention_layout_packed(in_l);
   // The packed strides applied to separate K and V buffers would read past them: the inputs must fit the layout.
   if (packed != (!kp && !vp) || (!kp != !vp))
-    return invalid_argument(packed ? "FusedAttention: with qkv_layout " + in_l + ", K and V come from input 0 and must be empty"
+    return invalid_argument(packed ? "FusedAttention: with qkv_layout " + in_l +
+                                         ", K and V come from input 0 and must be empty"
                                    : std::string("FusedAttention: K and V are required"));
   AttentionGeometry g;
   const AttentionAxes ax = attention_axes(in_l);
@@ -114,7 +115,8 @@ KILN_REGISTER_OP(FusedAttention) {
     KILN_ASSIGN_OR_RETURN(std::string out_l, attention_out_layout(ctx.attrs()));
     const bool packed = attention_layout_packed(in_l);
     if (packed ? (ctx.has_input(1) || ctx.has_input(2)) : (!ctx.has_input(1) || !ctx.has_input(2)))
-      return invalid_model(packed ? "FusedAttention: with qkv_layout " + in_l + ", K and V come from input 0 and must be empty"
+      return invalid_model(packed ? "FusedAttention: with qkv_layout " + in_l +
+                                        ", K and V come from input 0 and must be empty"
                                   : std::string("FusedAttention: K and V are required"));
     if (ctx.has_input(3) && ctx.input(3).rank_known && ctx.input(3).shape.size() > 4)
       return invalid_model("FusedAttention: the mask must have rank <= 4, got " + shape_to_string(ctx.input(3).shape));

@@ -262,8 +262,8 @@ class FoldAttentionLayouts final : public Pass {
     att->attrs.set("out_layout", std::string("bshd"));
     o->shape = {o->shape[1], s, h, dv};
     r1->outputs[0]->shape = {o->shape[0], ops::Dim(s.value * h.value), dv};
-    ir::Value* target = g.add_constant(r4->name + "_batch_first",
-                                       Tensor::from_vector<int64_t>({3}, {-1, s.value, e.value}));
+    ir::Value* target =
+        g.add_constant(r4->name + "_batch_first", Tensor::from_vector<int64_t>({3}, {-1, s.value, e.value}));
     g.set_node_input(r4, 1, target);
     ir::Value* y = r4->outputs[0];
     y->shape = t->outputs[0]->shape;

@@ -103,8 +103,7 @@ SeqFirst seq_first_source(const ir::Value* v, const std::vector<int64_t>& perm) 
 
 // x [S,B,E] as [S,B,H,D]: a Reshape (a view, no copy) by the constant shape [0,0,H,D] (0 keeps S and B).
 ir::Value* heads_view(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const std::string& base, int opset) {
-  ir::Value* shape = g.add_constant(base + "_shape",
-                                    Tensor::from_vector<int64_t>({4}, {0, 0, H, D}));
+  ir::Value* shape = g.add_constant(base + "_shape", Tensor::from_vector<int64_t>({4}, {0, 0, H, D}));
   ir::Node* r = g.add_node("Reshape", g.unique_node_name(base), {x, shape}, {base}, {}, opset);
   ir::Value* y = r->outputs[0];
   y->dtype = x->dtype;
@@ -172,7 +171,8 @@ class FuseAttention final : public Pass {
           return false;
         // A mask or condition of rank 3 is indexed by B*H: only one that broadcasts over it (leading 1) is taken.
         for (const char* m : {"mask", "cond_keep", "cond_hide"})
-          if (ir::Value* mv = b.value(m); mv && mv->rank_known && mv->shape.size() == 3 && !(mv->shape[0] == ops::Dim(1)))
+          if (ir::Value* mv = b.value(m);
+              mv && mv->rank_known && mv->shape.size() == 3 && !(mv->shape[0] == ops::Dim(1)))
             return false;
       } else if (!rank4(qv) || !rank4(ktv) || !rank4(vv) || !rank4(out)) {
         return false;
@@ -245,8 +245,7 @@ class FuseAttention final : public Pass {
         ir::Value* t = out_transpose->outputs[0];
         const std::string tname = t->name;
         g.rename_value(t, tname + "_unfused");
-        ir::Value* shape = g.add_constant(tname + "_shape",
-                                          Tensor::from_vector<int64_t>({3}, {0, -1, sv.D}));
+        ir::Value* shape = g.add_constant(tname + "_shape", Tensor::from_vector<int64_t>({3}, {0, -1, sv.D}));
         ir::Node* r = g.add_node("Reshape", g.unique_node_name(tname), {y, shape}, {tname}, {}, opset);
         r->outputs[0]->dtype = t->dtype;
         r->outputs[0]->shape = t->shape;

@@ -295,7 +295,8 @@ void torch1_mha_case(int64_t B, int64_t S, int64_t H, int64_t D, const Precision
   c.build = [=](ir::Graph& g, const std::vector<ir::Value*>& in) {
     auto ints = [&](std::vector<int64_t> v) {
       static int k = 0;
-      return g.add_constant("i" + std::to_string(k++), Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
+      return g.add_constant("i" + std::to_string(k++),
+                            Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
     };
     auto perm = [](std::vector<int64_t> p) {
       Attributes a;
@@ -303,7 +304,8 @@ void torch1_mha_case(int64_t B, int64_t S, int64_t H, int64_t D, const Precision
       return a;
     };
     ir::Value* xt = node(g, "Transpose", {in[0]}, perm({1, 0, 2}));
-    ir::Value* a = node(g, "Add", {node(g, "MatMul", {xt, weight(g, {E, 3 * E}, 71, 0.1)}), weight(g, {3 * E}, 72, 0.1)});
+    ir::Value* a =
+        node(g, "Add", {node(g, "MatMul", {xt, weight(g, {E, 3 * E}, 71, 0.1)}), weight(g, {3 * E}, 72, 0.1)});
     auto heads = [&](int k, std::vector<int64_t> p) {
       ir::Value* third = node(g, "Slice", {a, ints({k * E}), ints({(k + 1) * E}), ints({-1})});
       return node(g, "Transpose", {node(g, "Reshape", {third, ints({S, B * H, D})})}, perm(std::move(p)));

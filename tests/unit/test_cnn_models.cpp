@@ -19,7 +19,6 @@ using namespace kiln::test;
 
 namespace {
 
-
 void check_model(const std::string& dir) {
   SCOPED_TRACE(dir);
   auto g = import_onnx_file(dir + "/model.onnx");

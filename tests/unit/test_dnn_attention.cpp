@@ -210,8 +210,12 @@ std::vector<uint8_t> bytes_of(const std::string& s) { return std::vector<uint8_t
 // The plan's text form is base64: RFC 4648's test vectors both ways, a round trip of random bytes of every length
 // up to 64 (and one large), and text it cannot have written rejected.
 TEST(DnnSdpa, StoredPlanTextIsBase64) {
-  const std::pair<const char*, const char*> rfc4648[] = {{"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},
-                                                         {"foo", "Zm9v"},  {"foob", "Zm9vYg=="},  {"fooba", "Zm9vYmE="},
+  const std::pair<const char*, const char*> rfc4648[] = {{"", ""},
+                                                         {"f", "Zg=="},
+                                                         {"fo", "Zm8="},
+                                                         {"foo", "Zm9v"},
+                                                         {"foob", "Zm9vYg=="},
+                                                         {"fooba", "Zm9vYmE="},
                                                          {"foobar", "Zm9vYmFy"}};
   for (const auto& [raw, text] : rfc4648) {
     EXPECT_EQ(dnn_plan_to_text(bytes_of(raw)), text) << raw;

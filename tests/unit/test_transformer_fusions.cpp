@@ -1036,9 +1036,9 @@ void batch_first_block(Net& n, int64_t S, int64_t B, int64_t H, int64_t D, bool 
   ir::Value* x = n.input("x", {B, S, E});
   ir::Value* a = n.op("MatMul", {n.op("Transpose", {x}, swap01), n.weight({E, 3 * E})});
   auto third = [&](int k) {
-    return n.op("Slice", {a, n.c(Tensor::from_vector<int64_t>({1}, {k * E})),
-                          n.c(Tensor::from_vector<int64_t>({1}, {(k + 1) * E})),
-                          n.c(Tensor::from_vector<int64_t>({1}, {2}))});
+    return n.op("Slice",
+                {a, n.c(Tensor::from_vector<int64_t>({1}, {k * E})),
+                 n.c(Tensor::from_vector<int64_t>({1}, {(k + 1) * E})), n.c(Tensor::from_vector<int64_t>({1}, {2}))});
   };
   ir::Value* q = seq_first_heads(n, third(0), S, B * H, D, {1, 0, 2});
   ir::Value* kt = seq_first_heads(n, third(1), S, B * H, D, {1, 2, 0});
@@ -1046,7 +1046,8 @@ void batch_first_block(Net& n, int64_t S, int64_t B, int64_t H, int64_t D, bool 
   Attributes sm;
   sm.set("axis", Attribute(int64_t{-1}));
   ir::Value* o = n.op("MatMul", {n.op("Softmax", {n.op("MatMul", {n.op("Div", {q, n.scalar(4.0f)}), kt})}, sm), v});
-  ir::Value* rows = n.op("Reshape", {n.op("Transpose", {o}, swap01), n.c(Tensor::from_vector<int64_t>({2}, {S * B, E}))});
+  ir::Value* rows =
+      n.op("Reshape", {n.op("Transpose", {o}, swap01), n.c(Tensor::from_vector<int64_t>({2}, {S * B, E}))});
   ir::Value* proj = n.op("Gemm", {rows, n.weight({E, E}), row_bias ? n.weight({S * B, E}) : n.weight({E})});
   ir::Value* seq = n.op("Reshape", {proj, n.c(Tensor::from_vector<int64_t>({3}, {S, B, E}))});
   n.output(n.op("Add", {n.op("Transpose", {seq}, swap01), x}));

@@ -22,7 +22,6 @@ using namespace kiln::test;
 
 namespace {
 
-
 // The input the export wrote (input.bin, with its dtype and shape from meta.json's first input).
 Tensor read_input(const std::string& dir, const ir::Value& in) {
   std::ifstream f(dir + "/input.bin", std::ios::binary);
@@ -104,11 +103,10 @@ void check_model(const std::string& dir) {
   ASSERT_TRUE(st.ok()) << st.message();
   const int fused = count_ops(*cuda, "FusedAttention");
   std::cout << dir << " float16: " << blocks.all << " attention blocks (" << blocks.fusable << " with head dims the "
-            << "fusion takes) -> " << fused << " FusedAttention, "
-            << count_ops(*cuda, "Softmax") << " Softmax, " << count_ops(*cuda, "Transpose") << " Transpose ("
-            << data_transposes(*cuda) << " not only for a Shape), "
-            << count_ops(*cuda, "MatMul") << " MatMul, " << cuda->nodes().size() << " nodes (CPU pipeline: "
-            << cpu->nodes().size() << ")\n";
+            << "fusion takes) -> " << fused << " FusedAttention, " << count_ops(*cuda, "Softmax") << " Softmax, "
+            << count_ops(*cuda, "Transpose") << " Transpose (" << data_transposes(*cuda) << " not only for a Shape), "
+            << count_ops(*cuda, "MatMul") << " MatMul, " << cuda->nodes().size()
+            << " nodes (CPU pipeline: " << cpu->nodes().size() << ")\n";
   EXPECT_EQ(fused, blocks.fusable) << "every attention block with a fusable head dim fused";
   EXPECT_EQ(count_ops(*cuda, "Softmax"), blocks.all - blocks.fusable);
   // Fully fused, the exporters' head-splitting and batch-first/sequence-first copies are all gone.

@@ -114,12 +114,11 @@ Status resolve_dnn(const KernelArgs& a, const AttentionParams& p, AttentionState
   using Plan = std::shared_ptr<DnnSdpa>;
   // With KILN_DNN_SDPA_STORE=1, the plan the builder stored with the node when it is for this problem, cuDNN and
   // GPU (no compile); a stored plan that cannot be used is only a slower load (a line in the log, then the build).
-  auto d = dnn_sdpa_store_enabled()
-               ? restore_or_build<Plan>(
-                     a, "FusedAttention", DnnSdpa::plan_key(s), dnn_sdpa_plan_key(s, ""),
-                     [&](const std::string& text) { return DnnSdpa::restore(h, s, text, ws); },
-                     [&] { return DnnSdpa::get(h, s, ws); })
-               : DnnSdpa::get(h, s, ws);
+  auto d = dnn_sdpa_store_enabled() ? restore_or_build<Plan>(
+                                          a, "FusedAttention", DnnSdpa::plan_key(s), dnn_sdpa_plan_key(s, ""),
+                                          [&](const std::string& text) { return DnnSdpa::restore(h, s, text, ws); },
+                                          [&] { return DnnSdpa::get(h, s, ws); })
+                                    : DnnSdpa::get(h, s, ws);
   if (!d.ok()) return fall_back(a, d.status().message());
   st->dnn = std::move(d).value();
   return Status::Ok();

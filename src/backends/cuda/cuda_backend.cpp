@@ -2,11 +2,11 @@
 // Registers itself with the runtime when libkiln_cuda.so is loaded.
 #include "backends/cuda/cuda_backend.h"
 
+#include <cstring>
+
 #include "backends/cuda/dnn_attention.h"
 #include "backends/cuda/dnn_conv.h"
 #include "backends/cuda/dnn_matmul.h"
-
-#include <cstring>
 
 namespace kiln::cuda {
 namespace {

@@ -1,10 +1,10 @@
 // CudaContext: one execution context on the GPU. prepare() resolves shapes on the host, decides where every
 // value lives (weights, the activation arena, caller I/O buffers, or an alias of another value) and packs the
 // arena from value lifetimes; enqueue() then only launches kernels on the caller's stream.
-#include <algorithm>
-#include <atomic>
 #include <cuda.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <numeric>
 #include <optional>
@@ -13,10 +13,10 @@
 #include "backends/cpu/cpu_executor.h"
 #include "backends/cuda/cuda_backend.h"
 #include "backends/cuda/dnn_matmul.h"
+#include "common/nvtx.h"
 #include "runtime/concat_inplace.h"
 #include "runtime/memory_plan.h"
 #include "runtime/shape_resolver.h"
-#include "common/nvtx.h"
 
 namespace kiln::cuda {
 namespace {
@@ -622,9 +622,10 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
           KILN_ASSIGN_OR_RETURN(graph_ms, time_in_graph(s, a, iters, e0, e1));
           if (!graph_ms) {
             g_graph_timing_fallbacks.fetch_add(1);
-            default_logger().log(ILogger::Severity::kVERBOSE,
-                                 (where(*s.node) + ": tactic " + a.tactic +
-                                  " cannot be captured in a CUDA graph; timed on the stream").c_str());
+            default_logger().log(
+                ILogger::Severity::kVERBOSE,
+                (where(*s.node) + ": tactic " + a.tactic + " cannot be captured in a CUDA graph; timed on the stream")
+                    .c_str());
           }
         }
         double avg = 0;
