@@ -110,7 +110,9 @@ void check_model(const std::string& dir) {
   EXPECT_EQ(fused, blocks.fusable) << "every attention block with a fusable head dim fused";
   EXPECT_EQ(count_ops(*cuda, "Softmax"), blocks.all - blocks.fusable);
   // Fully fused, the exporters' head-splitting and batch-first/sequence-first copies are all gone.
-  if (blocks.fusable == blocks.all) EXPECT_EQ(data_transposes(*cuda), 0);
+  if (blocks.fusable == blocks.all) {
+    EXPECT_EQ(data_transposes(*cuda), 0);
+  }
   auto got = run_reference(*cuda, {x});
   ASSERT_EQ(got.size(), 1u);
   ASSERT_EQ(got[0].shape(), want[0].shape());
