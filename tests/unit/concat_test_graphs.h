@@ -164,8 +164,9 @@ inline ir::Value* add_conv3x3(ir::Graph& g, ir::Value* x, int64_t cin, int64_t c
 // A DenseNet-like block of nested channel concats, x[n,8,8,8]:
 //   concat1 = Concat(relu0(conv0(x)), sigmoid0(x));  concat2 = Concat(concat1, relu1(conv1(concat1)));
 //   concat3 = Concat(relu2(conv2(concat2)), concat2)  (levels 3: the inner concat second, at a nonzero offset)
-// -> Relu -> y. Each concat's output is also read by the next conv. At batch 1 every level is in place.
-inline ConcatNet dense_block(DataType dt, int64_t n, int levels) {
+// -> Relu -> y (or the last concat is y itself, concat_is_output). Each concat's output is also read by the
+// next conv. At batch 1 every level is in place.
+inline ConcatNet dense_block(DataType dt, int64_t n, int levels, bool concat_is_output = false) {
   ConcatNet net;
   ir::Graph& g = *net.g;
   ir::Value* x = graph_input(g, "x", {n, 8, 8, 8}, dt);
@@ -177,8 +178,9 @@ inline ConcatNet dense_block(DataType dt, int64_t n, int levels) {
     ir::Value* f2 = add_op(g, "Relu", "relu2", {add_conv3x3(g, c, 24, 8, dt, 5, "conv2")});
     c = add_concat(g, {f2, c}, 1, "concat3");
   }
-  g.outputs().push_back(add_op(g, "Relu", "relu_out", {c}));
-  finish(net, "dense block of " + std::to_string(levels) + " nested concats n=" + std::to_string(n));
+  g.outputs().push_back(concat_is_output ? c : add_op(g, "Relu", "relu_out", {c}));
+  finish(net, "dense block of " + std::to_string(levels) + " nested concats" + (concat_is_output ? " -> output" : "") +
+                  " n=" + std::to_string(n));
   return net;
 }
 
@@ -214,6 +216,44 @@ inline ConcatNet inner_only(DataType dt, int64_t n) {
   g.outputs().push_back(add_op(g, "Sigmoid", "sigmoid_out", {add_concat(g, {c1, m}, 1, "concat2")}));
   finish(net, "inner concat only, n=" + std::to_string(n));
   return net;
+}
+
+// Three levels of FP32 [1,w] concats along axis 1, of Relus of graph inputs of the given widths:
+//   c1 = Concat(l1a, l1b), c2 = Concat(l2, c1), c3 = Concat(c2, l3) -> Sigmoid -> y.
+// Widths that are not multiples of 64 floats make the next slice's offset miss kSliceAlignment at some level.
+inline ConcatNet nested_widths(int64_t l1a, int64_t l1b, int64_t l2, int64_t l3) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  auto leaf = [&](const std::string& name, int64_t w) {
+    return add_op(g, "Relu", name, {graph_input(g, name + "_x", {1, w})});
+  };
+  ir::Value* c1 = add_concat(g, {leaf("l1a", l1a), leaf("l1b", l1b)}, 1, "c1");
+  ir::Value* c2 = add_concat(g, {leaf("l2", l2), c1}, 1, "c2");
+  ir::Value* c3 = add_concat(g, {c2, leaf("l3", l3)}, 1, "c3");
+  g.outputs().push_back(add_op(g, "Sigmoid", "y", {c3}));
+  finish(net, "nested widths " + std::to_string(l1a) + "," + std::to_string(l1b) + "," + std::to_string(l2) + "," +
+                  std::to_string(l3));
+  return net;
+}
+
+// The cases of nested_widths, with the concats the runtime eliminates and the root c1 lives in ("" where c1
+// copies); the unit tests check the decision, the GPU tests the results.
+struct NestedWidthsCase {
+  int64_t l1a, l1b, l2, l3;
+  std::vector<std::string> eliminated;
+  std::string root_of_c1;
+};
+inline const std::vector<NestedWidthsCase>& nested_widths_cases() {
+  static const std::vector<NestedWidthsCase> cases = {
+      {64, 64, 64, 64, {"c1", "c2", "c3"}, "c3"},  // 256-byte leaves: all three, in one root
+      {3, 64, 64, 64, {"c2"}, ""},                // c1's second slice at 12 bytes: c1 copies into its slice of
+                                                  // c2; c2 ends at 524 bytes, so l3's slice in c3 is misaligned
+      {64, 32, 32, 64, {"c1", "c3"}, "c1"},        // c1 at 128 bytes in c2: c2 copies (its 512 bytes a slice of
+                                                  // c3), c1 is its own root
+      {64, 64, 64, 3, {"c1", "c2", "c3"}, "c3"},   // the last slice may be any size
+      {64, 3, 64, 64, {"c1", "c2"}, "c2"},         // c2 ends at 524 bytes: only c3 copies
+  };
+  return cases;
 }
 
 inline const ir::Node* node_named(const ir::Graph& g, const std::string& name) {

@@ -467,40 +467,12 @@ TEST(ConcatInPlacePlan, NestedTwoAndThreeLevels) {
   }
 }
 
-// [1,w] leaves: Relu of a graph input of width w each (distinct device-written values).
-ir::Value* leaf(ir::Graph& g, const std::string& name, int64_t w) {
-  return add_op(g, "Relu", name, {graph_input(g, name + "_x", {1, w})});
-}
-
-// Three levels of [1,w] concats along axis 1, each refusing or not on alignment alone:
-//   c1 = Concat(l1a, l1b), c2 = Concat(l2, c1), c3 = Concat(c2, l3).
 // A misaligned level copies (its concat kernel writes its output), the others are still eliminated, and a level
 // that copies can still be a slice of the level above it.
 TEST(ConcatInPlacePlan, AlignmentRefusalsAtAnyLevel) {
-  struct Case {
-    int64_t l1a, l1b, l2, l3;
-    std::vector<std::string> eliminated;
-    std::string root_of_c1;  // "" where c1 is not eliminated
-  };
-  const Case cases[] = {
-      {64, 64, 64, 64, {"c1", "c2", "c3"}, "c3"},  // 256-byte leaves: all three, in one root
-      {3, 64, 64, 64, {"c2"}, ""},                // c1's second slice at 12 bytes: c1 copies into its slice of
-                                                  // c2; c2 ends at 524 bytes, so l3's slice in c3 is misaligned
-      {64, 32, 32, 64, {"c1", "c3"}, "c1"},        // c1 at 128 bytes in c2: c2 copies (its 512 bytes a slice of
-                                                  // c3), c1 is its own root
-      {64, 64, 64, 3, {"c1", "c2", "c3"}, "c3"},   // the last slice may be any size
-      {64, 3, 64, 64, {"c1", "c2"}, "c2"},         // c2 ends at 524 bytes: only c3 copies
-  };
-  for (const Case& t : cases) {
-    SCOPED_TRACE(std::to_string(t.l1a) + "," + std::to_string(t.l1b) + "," + std::to_string(t.l2) + "," +
-                 std::to_string(t.l3));
-    ConcatNet net;
-    ir::Graph& g = *net.g;
-    ir::Value* c1 = add_concat(g, {leaf(g, "l1a", t.l1a), leaf(g, "l1b", t.l1b)}, 1, "c1");
-    ir::Value* c2 = add_concat(g, {leaf(g, "l2", t.l2), c1}, 1, "c2");
-    ir::Value* c3 = add_concat(g, {c2, leaf(g, "l3", t.l3)}, 1, "c3");
-    g.outputs().push_back(add_op(g, "Sigmoid", "y", {c3}));
-    finish(net, "widths");
+  for (const NestedWidthsCase& t : nested_widths_cases()) {
+    ConcatNet net = nested_widths(t.l1a, t.l1b, t.l2, t.l3);
+    SCOPED_TRACE(net.what);
     auto e = marked_engine(net);
     ASSERT_TRUE(e);
     const auto& plan = e->plan();
@@ -564,6 +536,8 @@ TEST(ConcatInPlacePlan, NestedGraphsOfTheGpuTests) {
     std::vector<std::string> all = {"concat1", "concat2"};
     if (levels == 3) all.push_back("concat3");
     cases.push_back({dense_block(DataType::kFLOAT, 1, levels), dense_block(DataType::kHALF, 1, levels), all});
+    cases.push_back(
+        {dense_block(DataType::kFLOAT, 1, levels, true), dense_block(DataType::kHALF, 1, levels, true), all});
     cases.push_back({dense_block(DataType::kFLOAT, 2, levels), dense_block(DataType::kHALF, 2, levels), {}});
   }
   for (int64_t n : {1, 2})
