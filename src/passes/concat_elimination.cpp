@@ -9,8 +9,11 @@
 //  - every input is a distinct value written by a node of its own with a device kernel: not a graph input,
 //    constant or graph output (those live in the caller's or the weights' buffers), not a known small integer
 //    tensor, not the output of an alias-like op whose result is its input's bytes (Reshape, Flatten, Squeeze,
-//    Unsqueeze, Identity: the bytes belong to another value) nor of another marked Concat (no nesting);
+//    Unsqueeze, Identity: the bytes belong to another value);
 //  - no input is already an input of an earlier marked Concat (a value has one place).
+// An input may be the output of another marked Concat (nesting: DenseNet blocks, Inception, SPP/PAN necks,
+// U-Nets): the inner concat's output then lives inside the outer's, and its producers write at the composed
+// offset. It still has one place: an inner concat read by two outer ones is a slice of the first one only.
 // Hand-walked rather than matched: the conditions are about all of a variadic node's inputs at once.
 #include <set>
 
@@ -45,24 +48,24 @@ class ConcatElimination final : public Pass {
   Status apply(ir::Graph& g, PassContext& ctx) override {
     const auto& has_kernel = ctx.options.has_kernel;
     auto on_device = [&](const ir::Node& n) { return !has_kernel || has_kernel(n.op_type, n.domain, kernel_dtype(n)); };
-    // Producers before readers: a marked Concat is seen before the Concats that read it.
+    auto is_concat = [](const ir::Node& n) {
+      return n.op_type == "Concat" && n.domain.empty() && n.outputs.size() == 1 && !n.inputs.empty();
+    };
+    // Producers before readers: a value read by two Concats goes to the first in topological order.
     KILN_RETURN_IF_ERROR(g.topo_sort());
+    // Concats marked by an earlier run keep their inputs, wherever they sit in the order.
     std::set<const ir::Value*> slices;
+    for (const auto& node : g.nodes())
+      if (is_concat(*node) && marked(*node)) slices.insert(node->inputs.begin(), node->inputs.end());
     int changes = 0;
     for (const auto& node : g.nodes()) {
       ir::Node& n = *node;
-      if (n.op_type != "Concat" || !n.domain.empty() || n.outputs.size() != 1 || n.inputs.empty()) continue;
-      if (marked(n)) {  // from an earlier run: its inputs have their place
-        slices.insert(n.inputs.begin(), n.inputs.end());
-        continue;
-      }
-      if (n.outputs[0]->known || !on_device(n)) continue;
+      if (!is_concat(n) || marked(n) || n.outputs[0]->known || !on_device(n)) continue;
       std::set<const ir::Value*> seen;
       bool ok = true;
       for (const ir::Value* v : n.inputs) {
         ok = v && !v->is_constant() && !v->known && v->producer && v->producer != &n && !alias_like(*v->producer) &&
-             !(v->producer->op_type == "Concat" && marked(*v->producer)) && on_device(*v->producer) &&
-             !match::is_graph_output(g, v) && !slices.count(v) && seen.insert(v).second;
+             on_device(*v->producer) && !match::is_graph_output(g, v) && !slices.count(v) && seen.insert(v).second;
         if (!ok) break;
       }
       if (!ok) continue;

@@ -6,6 +6,9 @@
 // bytes fewer than the same graph unmarked (they live inside the concat's output), or the same bytes when it copies.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <functional>
+
 #include "../unit/concat_test_graphs.h"
 #include "gpu_test_util.h"
 
@@ -37,23 +40,33 @@ EngineRun run_engine(const ir::Graph& g, Backend backend, const std::vector<Tens
   return r;
 }
 
-// Bytes of the marked concats' inputs: what the arena no longer holds apart when they are written in place.
-uint64_t concat_input_bytes(const ir::Graph& g) {
+// Bytes of the inputs of the marked concats `in_place` accepts (by name): what the arena no longer holds apart
+// when they are written in place. With nesting too: an eliminated inner concat's inputs and its output (an input
+// of the outer one) both leave the arena, and only the outermost output remains.
+uint64_t concat_input_bytes(const ir::Graph& g, const std::function<bool(const std::string&)>& in_place) {
   uint64_t b = 0;
   for (const auto& n : g.nodes())
-    if (n->op_type == "Concat" && test::marked_in_place(n->attrs))
+    if (n->op_type == "Concat" && test::marked_in_place(n->attrs) && in_place(n->name))
       for (const ir::Value* v : n->inputs) b += volume(ops::static_dims(v->shape)) * dtype_size(v->dtype);
   return b;
 }
 
 // Runs the net unmarked and marked on the GPU and on the CPU reference; every output within tolerance, and the
-// marked engine's activations smaller by the concat inputs' bytes exactly when in_place.
-void check(ConcatNet net, bool in_place) {
+// marked engine's activations smaller by the inputs' bytes of the concats expected in place (all the marked ones
+// when in_place, none otherwise; or those named in `eliminated`).
+void check(ConcatNet net, bool in_place, const std::vector<std::string>* eliminated = nullptr) {
   SCOPED_TRACE(net.what + (in_place ? " (in place)" : " (copy)"));
   auto plain = net.g->clone();
   ASSERT_TRUE(test::mark_concats(*net.g).ok());
-  const uint64_t slice_bytes = concat_input_bytes(*net.g);
+  const uint64_t slice_bytes = concat_input_bytes(*net.g, [&](const std::string& name) {
+    return eliminated ? std::find(eliminated->begin(), eliminated->end(), name) != eliminated->end() : in_place;
+  });
   if (in_place) { ASSERT_GT(slice_bytes, 0u) << "the pass should have marked the concat"; }
+  if (eliminated)
+    for (const std::string& name : *eliminated) {
+      const ir::Node* c = test::node_named(*net.g, name);
+      ASSERT_TRUE(c && test::marked_in_place(c->attrs)) << name << " should have been marked";
+    }
   std::string host;
   EngineRun cpu = run_engine(*plain, Backend::kCPU, net.inputs, nullptr);
   EngineRun gpu_plain = run_engine(*plain, Backend::kCUDA, net.inputs, &host);
@@ -134,6 +147,43 @@ TEST(GpuConcatInPlace, ReshapedInputsAreCopied) {
     for (int64_t axis : {0, 1, 2}) check(test::reshaped_inputs(dt, 1, axis), false);
 }
 
+// Nested concats (a DenseNet-like block, two and three levels): at batch 1 every level is eliminated, the inner
+// outputs living inside the outer one, and each conv reads the concat below it from there; at batch 2 all copy.
+TEST(GpuConcatInPlace, NestedDenseBlock) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kTypes)
+    for (int levels : {2, 3}) {
+      check(test::dense_block(dt, 1, levels), true);
+      check(test::dense_block(dt, 1, levels, true), true);  // the outermost concat is the engine output
+      check(test::dense_block(dt, 2, levels), false);
+    }
+}
+
+// The inner concat is also read after the outer one (Neg) and copied out through a Reshape bound as an engine
+// output: along axis 0 at batch 1 and 2, along axis 1 at batch 1, both levels in place; axis 1 at batch 2 copies.
+TEST(GpuConcatInPlace, NestedInnerReadElsewhere) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kTypes)
+    for (int64_t n : {1, 2})
+      for (int64_t axis : {0, 1}) check(test::nested_read_elsewhere(dt, n, axis), n == 1 || axis == 0);
+}
+
+// The inner concat (axis 0) is eliminated on its own while the outer one (axis 1 over 2n rows) copies from it.
+TEST(GpuConcatInPlace, NestedInnerOnlyWhenTheOuterCopies) {
+  KILN_REQUIRE_GPU();
+  const std::vector<std::string> inner = {"concat1"};
+  for (DataType dt : kTypes)
+    for (int64_t n : {1, 2}) check(test::inner_only(dt, n), true, &inner);
+}
+
+// Three levels of FP32 [1,w] concats where one level's offsets miss the 256-byte alignment: that level copies
+// (its concat kernel writing into its slice of the level above, where that one is in place), the others do not.
+TEST(GpuConcatInPlace, NestedAlignmentRefusalsAtAnyLevel) {
+  KILN_REQUIRE_GPU();
+  for (const test::NestedWidthsCase& t : test::nested_widths_cases())
+    check(test::nested_widths(t.l1a, t.l1b, t.l2, t.l3), true, &t.eliminated);
+}
+
 // The full CUDA build (FP16 lowering, fusions, the pass last) with a dynamic batch: one context run at batch 1 (in
 // place), 2 and 3 (copies) and 1 again, each against a CPU engine of the same network.
 TEST(GpuConcatInPlace, DynamicBatchThroughTheBuilder) {
@@ -177,44 +227,109 @@ TEST(GpuConcatInPlace, DynamicBatchThroughTheBuilder) {
   }
 }
 
+// The dense block of test::dense_block (three nested levels) through the full CUDA build in FP16 (Conv + Relu
+// fused, then the pass marks every level) with a dynamic batch: batch 1 (all in place), 2 (all copy) and 1 again on
+// one context, each against a CPU engine of the same network.
+TEST(GpuConcatInPlace, NestedDenseBlockThroughTheBuilder) {
+  KILN_REQUIRE_GPU();
+  std::vector<Tensor> weights;
+  for (int64_t cin : {8, 16, 24}) {
+    const auto seed = static_cast<uint32_t>(cin);
+    weights.push_back(random_tensor(DataType::kFLOAT, {8, cin, 3, 3}, seed, -0.12, 0.12));
+    weights.push_back(random_tensor(DataType::kFLOAT, {8}, seed + 1, -0.5, 0.5));
+  }
+  auto build = [&](Backend backend) -> std::unique_ptr<Engine> {
+    Builder builder;
+    auto net = builder.create_network();
+    ITensor* x = net->add_input("x", DataType::kFLOAT, {-1, 8, 8, 8});
+    const OpAttrs conv_attrs = {{"pads", std::vector<int64_t>{1, 1, 1, 1}},
+                                {"kernel_shape", std::vector<int64_t>{3, 3}}};
+    auto conv_relu = [&](ITensor* in, int k) {
+      const Tensor& w = weights[2 * k];
+      const Tensor& b = weights[2 * k + 1];
+      const std::string name = "conv" + std::to_string(k);
+      ITensor* wc = net->add_constant(name + "_w", DataType::kFLOAT, w.shape(), w.raw());
+      ITensor* bc = net->add_constant(name + "_b", DataType::kFLOAT, b.shape(), b.raw());
+      auto c = net->add_op("Conv", {in, wc, bc}, conv_attrs, 1, name);
+      return net->add_op("Relu", {c[0]}, {}, 1, "relu" + std::to_string(k))[0];
+    };
+    auto concat = [&](ITensor* a, ITensor* b, const std::string& name) {
+      return net->add_op("Concat", {a, b}, {{"axis", int64_t{1}}}, 1, name)[0];
+    };
+    ITensor* c1 = concat(conv_relu(x, 0), net->add_op("Sigmoid", {x}, {}, 1, "sigmoid0")[0], "concat1");
+    ITensor* c2 = concat(c1, conv_relu(c1, 1), "concat2");
+    ITensor* c3 = concat(conv_relu(c2, 2), c2, "concat3");
+    auto y = net->add_op("Relu", {c3}, {}, 1, "relu_out");
+    EXPECT_TRUE(net->mark_output(y[0]).ok());
+    auto config = builder.create_builder_config();
+    config->set_backend(backend);
+    if (backend == Backend::kCUDA) config->set_flag(BuilderFlag::kFP16);
+    OptimizationProfile p;
+    EXPECT_TRUE(p.set_shape("x", {1, 8, 8, 8}, {2, 8, 8, 8}, {4, 8, 8, 8}).ok());
+    config->add_optimization_profile(p);
+    return test::load_engine(builder.build_serialized_network(*net, *config));
+  };
+  auto cpu = build(Backend::kCPU);
+  auto gpu = build(Backend::kCUDA);
+  ASSERT_TRUE(cpu && gpu);
+  int marked = 0;
+  for (const auto& n : gpu->plan().nodes) marked += n.op_type == "Concat" && test::marked_in_place(n.attrs);
+  EXPECT_EQ(marked, 3) << "the CUDA pipeline marks every level";
+  auto ctx = gpu->create_execution_context();
+  ASSERT_TRUE(ctx);
+  uint32_t seed = 60;
+  for (int64_t n : {1, 2, 1}) {
+    SCOPED_TRACE("batch " + std::to_string(n));
+    Tensor x = random_tensor(DataType::kFLOAT, {n, 8, 8, 8}, seed++);
+    auto want = test::infer(*cpu, {{"x", x}});
+    auto got = test::infer(*ctx, {{"x", x}});
+    ASSERT_EQ(want.size(), 1u);
+    ASSERT_EQ(got.size(), 1u);
+    expect_tensors_close(want[0], got[0], 3e-2, 3e-2, "y");
+  }
+}
+
 // Through a CUDA graph, with the concat's output bound by the caller: the producers write into the caller's
-// buffer at offsets; rebinding it to another buffer recaptures.
+// buffer at offsets (nested: at the inner concats' offsets plus their own); rebinding it to another buffer
+// recaptures.
 TEST(GpuConcatInPlace, CudaGraphIntoTheCallersBuffer) {
   KILN_REQUIRE_GPU();
-  for (DataType dt : kTypes) {
-    ConcatNet net = test::relu_matmul(dt, 1, 1, true);
-    SCOPED_TRACE(net.what);
-    auto want = run_engine(*net.g, Backend::kCPU, net.inputs, nullptr);
-    ASSERT_EQ(want.outputs.size(), 1u);
-    ASSERT_TRUE(test::mark_concats(*net.g).ok());
-    BuilderConfig config;
-    config.set_backend(Backend::kCUDA);
-    config.clear_flag(BuilderFlag::kTF32);
-    auto engine = test::load_engine(builder::write_engine(*net.g, config));
-    ASSERT_TRUE(engine);
-    auto ctx = engine->create_execution_context();
-    ASSERT_TRUE(ctx);
-    const Tensor& x = net.inputs[0];
-    Tensor y(dt, want.outputs[0].shape());
-    void *dx = nullptr, *dy[2] = {nullptr, nullptr};
-    ASSERT_EQ(cudaMalloc(&dx, x.nbytes()), cudaSuccess);
-    ASSERT_EQ(cudaMalloc(&dy[0], y.nbytes()), cudaSuccess);
-    ASSERT_EQ(cudaMalloc(&dy[1], y.nbytes()), cudaSuccess);
-    ASSERT_EQ(cudaMemcpy(dx, x.raw(), x.nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
-    ASSERT_TRUE(ctx->set_input_shape("x", x.shape()).ok());
-    ASSERT_TRUE(ctx->set_tensor_address("x", dx).ok());
-    const std::string out = net.g->outputs()[0]->name;
-    for (void* buf : {dy[0], dy[1], dy[0]}) {
-      ASSERT_EQ(cudaMemset(buf, 0xff, y.nbytes()), cudaSuccess);  // NaNs wherever nothing is written
-      ASSERT_TRUE(ctx->set_tensor_address(out, buf).ok());
-      Status st = ctx->enqueue_graph(nullptr);
-      ASSERT_TRUE(st.ok()) << st.message();
-      ASSERT_TRUE(ctx->synchronize().ok());
-      ASSERT_EQ(cudaMemcpy(y.raw(), buf, y.nbytes(), cudaMemcpyDeviceToHost), cudaSuccess);
-      expect_tensors_close(want.outputs[0], y, dt == DataType::kHALF ? 1e-2 : 1e-4, 1e-4, "y");
+  for (DataType dt : kTypes)
+    for (bool nested : {false, true}) {
+      ConcatNet net = nested ? test::dense_block(dt, 1, 3, true) : test::relu_matmul(dt, 1, 1, true);
+      SCOPED_TRACE(net.what);
+      auto want = run_engine(*net.g, Backend::kCPU, net.inputs, nullptr);
+      ASSERT_EQ(want.outputs.size(), 1u);
+      ASSERT_TRUE(test::mark_concats(*net.g).ok());
+      BuilderConfig config;
+      config.set_backend(Backend::kCUDA);
+      config.clear_flag(BuilderFlag::kTF32);
+      auto engine = test::load_engine(builder::write_engine(*net.g, config));
+      ASSERT_TRUE(engine);
+      auto ctx = engine->create_execution_context();
+      ASSERT_TRUE(ctx);
+      const Tensor& x = net.inputs[0];
+      Tensor y(dt, want.outputs[0].shape());
+      void *dx = nullptr, *dy[2] = {nullptr, nullptr};
+      ASSERT_EQ(cudaMalloc(&dx, x.nbytes()), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(&dy[0], y.nbytes()), cudaSuccess);
+      ASSERT_EQ(cudaMalloc(&dy[1], y.nbytes()), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(dx, x.raw(), x.nbytes(), cudaMemcpyHostToDevice), cudaSuccess);
+      ASSERT_TRUE(ctx->set_input_shape("x", x.shape()).ok());
+      ASSERT_TRUE(ctx->set_tensor_address("x", dx).ok());
+      const std::string out = net.g->outputs()[0]->name;
+      for (void* buf : {dy[0], dy[1], dy[0]}) {
+        ASSERT_EQ(cudaMemset(buf, 0xff, y.nbytes()), cudaSuccess);  // NaNs wherever nothing is written
+        ASSERT_TRUE(ctx->set_tensor_address(out, buf).ok());
+        Status st = ctx->enqueue_graph(nullptr);
+        ASSERT_TRUE(st.ok()) << st.message();
+        ASSERT_TRUE(ctx->synchronize().ok());
+        ASSERT_EQ(cudaMemcpy(y.raw(), buf, y.nbytes(), cudaMemcpyDeviceToHost), cudaSuccess);
+        const double tol = dt == DataType::kHALF ? 1e-2 : 1e-4;
+        expect_tensors_close(want.outputs[0], y, tol, tol, "y");
+      }
+      for (void* p : {dx, dy[0], dy[1]}) cudaFree(p);
     }
-    for (void* p : {dx, dy[0], dy[1]}) cudaFree(p);
-  }
 }
 
 }  // namespace

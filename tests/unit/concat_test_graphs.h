@@ -150,6 +150,112 @@ inline ConcatNet alias_of_input(DataType dt, int64_t n, int64_t axis) {
   return net;
 }
 
+inline ir::Value* add_conv3x3(ir::Graph& g, ir::Value* x, int64_t cin, int64_t cout, DataType dt, uint32_t seed,
+                              const std::string& name) {
+  Attributes ca;
+  ca.set("pads", std::vector<int64_t>{1, 1, 1, 1});
+  ca.set("kernel_shape", std::vector<int64_t>{3, 3});
+  return add_op(g, "Conv", name,
+                {x, add_weight(g, name + "_w", {cout, cin, 3, 3}, dt, seed, 0.12),
+                 add_weight(g, name + "_b", {cout}, dt, seed + 1, 0.5)},
+                ca);
+}
+
+// A DenseNet-like block of nested channel concats, x[n,8,8,8]:
+//   concat1 = Concat(relu0(conv0(x)), sigmoid0(x));  concat2 = Concat(concat1, relu1(conv1(concat1)));
+//   concat3 = Concat(relu2(conv2(concat2)), concat2)  (levels 3: the inner concat second, at a nonzero offset)
+// -> Relu -> y (or the last concat is y itself, concat_is_output). Each concat's output is also read by the
+// next conv. At batch 1 every level is in place.
+inline ConcatNet dense_block(DataType dt, int64_t n, int levels, bool concat_is_output = false) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {n, 8, 8, 8}, dt);
+  ir::Value* f0 = add_op(g, "Relu", "relu0", {add_conv3x3(g, x, 8, 8, dt, 1, "conv0")});
+  ir::Value* c = add_concat(g, {f0, add_op(g, "Sigmoid", "sigmoid0", {x})}, 1, "concat1");
+  ir::Value* f1 = add_op(g, "Relu", "relu1", {add_conv3x3(g, c, 16, 8, dt, 3, "conv1")});
+  c = add_concat(g, {c, f1}, 1, "concat2");
+  if (levels >= 3) {
+    ir::Value* f2 = add_op(g, "Relu", "relu2", {add_conv3x3(g, c, 24, 8, dt, 5, "conv2")});
+    c = add_concat(g, {f2, c}, 1, "concat3");
+  }
+  g.outputs().push_back(concat_is_output ? c : add_op(g, "Relu", "relu_out", {c}));
+  finish(net, "dense block of " + std::to_string(levels) + " nested concats" + (concat_is_output ? " -> output" : "") +
+                  " n=" + std::to_string(n));
+  return net;
+}
+
+// x[n,128] -> concat1 = Concat(Relu, Sigmoid), concat2 = Concat(MatMul, concat1) along axis -> Sigmoid -> y1;
+// after both, y2 = Neg(concat1) and y3 = Reshape(concat1) bound as an engine output: the nested inner output is
+// read, and copied out through an alias, from inside the outer one.
+inline ConcatNet nested_read_elsewhere(DataType dt, int64_t n, int64_t axis) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {n, 128}, dt);
+  ir::Value* c1 = add_concat(g, {add_op(g, "Relu", "relu", {x}), add_op(g, "Sigmoid", "sigmoid", {x})}, axis,
+                             "concat1");
+  ir::Value* m = add_op(g, "MatMul", "matmul", {x, add_weight(g, "w", {128, 128}, dt, 1, 0.09)});
+  ir::Value* c2 = add_concat(g, {m, c1}, axis, "concat2");
+  g.outputs().push_back(add_op(g, "Sigmoid", "sigmoid_out", {c2}));
+  g.outputs().push_back(add_op(g, "Neg", "neg", {c1}));
+  g.outputs().push_back(add_reshape(g, c1, {-1}, "reshape_c1"));
+  finish(net, case_name("nested inner concat read elsewhere", n, axis));
+  return net;
+}
+
+// x[n,128] -> concat1 = Concat(Relu, Sigmoid) along axis 0 ([2n,128]), concat2 = Concat(concat1, MatMul(x2))
+// along axis 1 ([2n,256]) -> Sigmoid -> y: the outer slices are never contiguous (2n rows), so the inner concat
+// is eliminated on its own and the outer one copies.
+inline ConcatNet inner_only(DataType dt, int64_t n) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {n, 128}, dt);
+  ir::Value* x2 = graph_input(g, "x2", {2 * n, 128}, dt);
+  ir::Value* c1 = add_concat(g, {add_op(g, "Relu", "relu", {x}), add_op(g, "Sigmoid", "sigmoid", {x})}, 0,
+                             "concat1");
+  ir::Value* m = add_op(g, "MatMul", "matmul", {x2, add_weight(g, "w", {128, 128}, dt, 1, 0.09)});
+  g.outputs().push_back(add_op(g, "Sigmoid", "sigmoid_out", {add_concat(g, {c1, m}, 1, "concat2")}));
+  finish(net, "inner concat only, n=" + std::to_string(n));
+  return net;
+}
+
+// Three levels of FP32 [1,w] concats along axis 1, of Relus of graph inputs of the given widths:
+//   c1 = Concat(l1a, l1b), c2 = Concat(l2, c1), c3 = Concat(c2, l3) -> Sigmoid -> y.
+// Widths that are not multiples of 64 floats make the next slice's offset miss kSliceAlignment at some level.
+inline ConcatNet nested_widths(int64_t l1a, int64_t l1b, int64_t l2, int64_t l3) {
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  auto leaf = [&](const std::string& name, int64_t w) {
+    return add_op(g, "Relu", name, {graph_input(g, name + "_x", {1, w})});
+  };
+  ir::Value* c1 = add_concat(g, {leaf("l1a", l1a), leaf("l1b", l1b)}, 1, "c1");
+  ir::Value* c2 = add_concat(g, {leaf("l2", l2), c1}, 1, "c2");
+  ir::Value* c3 = add_concat(g, {c2, leaf("l3", l3)}, 1, "c3");
+  g.outputs().push_back(add_op(g, "Sigmoid", "y", {c3}));
+  finish(net, "nested widths " + std::to_string(l1a) + "," + std::to_string(l1b) + "," + std::to_string(l2) + "," +
+                  std::to_string(l3));
+  return net;
+}
+
+// The cases of nested_widths, with the concats the runtime eliminates and the root c1 lives in ("" where c1
+// copies); the unit tests check the decision, the GPU tests the results.
+struct NestedWidthsCase {
+  int64_t l1a, l1b, l2, l3;
+  std::vector<std::string> eliminated;
+  std::string root_of_c1;
+};
+inline const std::vector<NestedWidthsCase>& nested_widths_cases() {
+  static const std::vector<NestedWidthsCase> cases = {
+      {64, 64, 64, 64, {"c1", "c2", "c3"}, "c3"},  // 256-byte leaves: all three, in one root
+      {3, 64, 64, 64, {"c2"}, ""},                // c1's second slice at 12 bytes: c1 copies into its slice of
+                                                  // c2; c2 ends at 524 bytes, so l3's slice in c3 is misaligned
+      {64, 32, 32, 64, {"c1", "c3"}, "c1"},        // c1 at 128 bytes in c2: c2 copies (its 512 bytes a slice of
+                                                  // c3), c1 is its own root
+      {64, 64, 64, 3, {"c1", "c2", "c3"}, "c3"},   // the last slice may be any size
+      {64, 3, 64, 64, {"c1", "c2"}, "c2"},         // c2 ends at 524 bytes: only c3 copies
+  };
+  return cases;
+}
+
 inline const ir::Node* node_named(const ir::Graph& g, const std::string& name) {
   for (const auto& n : g.nodes())
     if (n->name == name) return n.get();

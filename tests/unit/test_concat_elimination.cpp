@@ -3,6 +3,8 @@
 // producers; and the runtime's in-place decision (runtime/concat_inplace.h) at concrete shapes, on the CPU.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "concat_test_graphs.h"
 #include "engine_io_util.h"
 #include "runtime/shape_resolver.h"
@@ -53,7 +55,15 @@ TEST(ConcatElimination, MarksConcatsOfComputedProducers) {
     expect_only_annotated(d);
     auto e = alias_of_input(DataType::kFLOAT, 1, axis);  // a Reshape of an input elsewhere: still in place
     expect_only_annotated(e);
+    auto f = nested_read_elsewhere(DataType::kFLOAT, 2, axis);  // a concat of a concat: both
+    expect_only_annotated(f);
   }
+  for (int levels : {2, 3}) {
+    auto d = dense_block(DataType::kFLOAT, 2, levels);
+    expect_only_annotated(d);
+  }
+  auto i = inner_only(DataType::kFLOAT, 1);
+  expect_only_annotated(i);
 }
 
 TEST(ConcatElimination, LeavesReshapedInputsAndGraphInputsAndConstants) {
@@ -118,7 +128,7 @@ TEST(ConcatElimination, LeavesDuplicatesGraphOutputsAndSharedInputs) {
     EXPECT_FALSE(concat_marked(g));
   }
   {  // a value read by two concats has one place: the first concat takes it, the second copies; a third concat
-     // of other values is marked; one that reads a marked concat's output is not (no nesting)
+     // of other values is marked, and so is one that reads a marked concat's output (nesting)
     ir::Graph g;
     ir::Value* x = graph_input(g, "x", {1, 128});
     ir::Value* a = add_op(g, "Relu", "relu", {x});
@@ -135,11 +145,37 @@ TEST(ConcatElimination, LeavesDuplicatesGraphOutputsAndSharedInputs) {
     EXPECT_TRUE(concat_marked(g, "concat1"));
     EXPECT_FALSE(concat_marked(g, "concat2"));
     EXPECT_TRUE(concat_marked(g, "concat3"));
-    EXPECT_FALSE(concat_marked(g, "concat4"));
+    EXPECT_TRUE(concat_marked(g, "concat4"));
     // Marking again changes nothing (the marked concats' inputs keep their place).
     ASSERT_TRUE(mark_concats(g).ok());
     EXPECT_FALSE(concat_marked(g, "concat2"));
-    EXPECT_FALSE(concat_marked(g, "concat4"));
+  }
+  {  // an inner concat read by two outer ones is a slice of the first only; one that is a graph output lives in
+     // the caller's buffer and is a slice of none
+    ir::Graph g;
+    ir::Value* x = graph_input(g, "x", {1, 128});
+    ir::Value* inner = add_concat(g, {add_op(g, "Relu", "relu", {x}), add_op(g, "Sigmoid", "sigmoid", {x})}, 1,
+                                  "inner");
+    ir::Value* o1 = add_concat(g, {inner, add_op(g, "Neg", "neg", {x})}, 1, "outer1");
+    ir::Value* o2 = add_concat(g, {add_op(g, "Abs", "abs", {x}), inner}, 1, "outer2");
+    ir::Value* io = add_concat(g, {add_op(g, "Relu", "relu_b", {x}), add_op(g, "Neg", "neg_b", {x})}, 1, "inner_out");
+    ir::Value* o3 = add_concat(g, {io, add_op(g, "Abs", "abs_b", {x})}, 1, "outer3");
+    for (ir::Value* v : {o1, o2, io, o3}) g.outputs().push_back(v);
+    ASSERT_TRUE(run_passes(g, {}).ok());
+    auto count = [&] {
+      int k = 0;
+      for (const char* name : {"inner", "outer1", "outer2", "inner_out", "outer3"}) k += concat_marked(g, name);
+      return k;
+    };
+    ASSERT_TRUE(mark_concats(g).ok());
+    EXPECT_TRUE(concat_marked(g, "inner"));
+    EXPECT_NE(concat_marked(g, "outer1"), concat_marked(g, "outer2")) << "exactly one outer concat takes it";
+    EXPECT_TRUE(concat_marked(g, "inner_out"));
+    EXPECT_FALSE(concat_marked(g, "outer3"));
+    EXPECT_EQ(count(), 3);
+    // Marking again (the marked ones first collected, wherever they sit) marks nothing more.
+    ASSERT_TRUE(mark_concats(g).ok());
+    EXPECT_EQ(count(), 3);
   }
   {  // a concat whose input another (unmarked) concat writes: that concat's copy kernel writes the slice
     ir::Graph g;
@@ -191,6 +227,19 @@ TEST(ConcatElimination, CudaPipelineMarksAConcatOfFusedProducers) {
     ASSERT_NE(v->producer, nullptr);
     EXPECT_NE(v->producer->op_type, "Relu") << "fused before the mark: " << ir::print(g);
   }
+}
+
+TEST(ConcatElimination, CudaPipelineMarksNestedConcatsOfFusedConvs) {
+  // Conv + Relu fuse first; every level of the dense block is still marked.
+  auto net = dense_block(DataType::kFLOAT, 1, 3);
+  ASSERT_TRUE(run_cuda_pipeline(*net.g).ok());
+  int concats = 0;
+  for (const auto& n : net.g->nodes()) {
+    if (n->op_type != "Concat") continue;
+    ++concats;
+    EXPECT_TRUE(marked_in_place(n->attrs)) << n->name << "\n" << ir::print(*net.g);
+  }
+  EXPECT_EQ(concats, 3) << ir::print(*net.g);
 }
 
 TEST(ConcatElimination, MarkSurvivesTheEngineAndTheCpuBackendIgnoresIt) {
@@ -344,6 +393,179 @@ TEST(ConcatInPlacePlan, AnInputHasOnePlace) {
   auto r = decide(e->plan(), {{1, 128}});
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(e->plan().nodes[r[0].node].name, "concat1");
+}
+
+// --- Nesting: a concat's output as a slice of another eliminated concat.
+
+const runtime::InPlaceConcat* decided(const runtime::EnginePlan& plan, const std::vector<runtime::InPlaceConcat>& r,
+                                      const std::string& name) {
+  for (const auto& c : r)
+    if (plan.nodes[c.node].name == name) return &c;
+  return nullptr;
+}
+
+// Every value placed in root `root`, with its byte offset there: the slices of each concat nested in it, at the
+// concat's root_offset plus the slice's own offset.
+std::map<std::string, uint64_t> placed_in(const runtime::EnginePlan& plan, const std::vector<runtime::InPlaceConcat>& r,
+                                          int root) {
+  std::map<std::string, uint64_t> m;
+  for (const auto& c : r)
+    if (c.root == root)
+      for (const auto& [v, offset] : c.slices) m[plan.values[v].name] = c.root_offset + offset;
+  return m;
+}
+
+TEST(ConcatInPlacePlan, NestedTwoAndThreeLevels) {
+  for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const uint64_t ch = 8 * 8 * dtype_size(dt);  // one channel of [1,C,8,8]
+    {
+      auto net = dense_block(dt, 1, 2);
+      auto e = marked_engine(net);
+      ASSERT_TRUE(e);
+      const auto& plan = e->plan();
+      auto r = decide(plan, {{1, 8, 8, 8}});
+      ASSERT_EQ(r.size(), 2u);
+      EXPECT_EQ(plan.nodes[r[0].node].name, "concat1") << "inner before outer";
+      EXPECT_EQ(plan.nodes[r[1].node].name, "concat2");
+      const int root = value_id(plan, "concat2_out");
+      for (const auto& c : r) EXPECT_EQ(c.root, root);
+      EXPECT_EQ(r[0].root_offset, 0u);
+      EXPECT_EQ(r[1].root_offset, 0u);
+      // The outer's lifetime starts at the inner's first writer, not at the (skipped) inner concat.
+      EXPECT_EQ(plan.nodes[r[0].first_writer].name, "relu0");
+      EXPECT_EQ(plan.nodes[r[1].first_writer].name, "relu0");
+      const std::map<std::string, uint64_t> want = {
+          {"relu0_out", 0}, {"sigmoid0_out", 8 * ch}, {"concat1_out", 0}, {"relu1_out", 16 * ch}};
+      EXPECT_EQ(placed_in(plan, r, root), want);
+    }
+    {
+      auto net = dense_block(dt, 1, 3);
+      auto e = marked_engine(net);
+      ASSERT_TRUE(e);
+      const auto& plan = e->plan();
+      auto r = decide(plan, {{1, 8, 8, 8}});
+      ASSERT_EQ(r.size(), 3u);
+      const char* order[] = {"concat1", "concat2", "concat3"};
+      for (int k = 0; k < 3; ++k) {
+        EXPECT_EQ(plan.nodes[r[k].node].name, order[k]);
+        EXPECT_EQ(plan.nodes[r[k].first_writer].name, "relu0") << order[k];
+      }
+      const int root = value_id(plan, "concat3_out");
+      for (const auto& c : r) EXPECT_EQ(c.root, root);
+      EXPECT_EQ(r[2].root_offset, 0u);
+      EXPECT_EQ(r[1].root_offset, 8 * ch) << "concat2 follows relu2's 8 channels";
+      EXPECT_EQ(r[0].root_offset, 8 * ch) << "concat1 is at the start of concat2";
+      const std::map<std::string, uint64_t> want = {{"relu2_out", 0},           {"concat2_out", 8 * ch},
+                                                    {"concat1_out", 8 * ch},    {"relu1_out", 24 * ch},
+                                                    {"relu0_out", 8 * ch},      {"sigmoid0_out", 16 * ch}};
+      EXPECT_EQ(placed_in(plan, r, root), want);
+      for (const auto& [name, off] : want) EXPECT_EQ(off % runtime::kSliceAlignment, 0u) << name;
+      // Batch 2: no level's slices are contiguous.
+      EXPECT_TRUE(decide(plan, {{2, 8, 8, 8}}).empty());
+    }
+  }
+}
+
+// A misaligned level copies (its concat kernel writes its output), the others are still eliminated, and a level
+// that copies can still be a slice of the level above it.
+TEST(ConcatInPlacePlan, AlignmentRefusalsAtAnyLevel) {
+  for (const NestedWidthsCase& t : nested_widths_cases()) {
+    ConcatNet net = nested_widths(t.l1a, t.l1b, t.l2, t.l3);
+    SCOPED_TRACE(net.what);
+    auto e = marked_engine(net);
+    ASSERT_TRUE(e);
+    const auto& plan = e->plan();
+    std::vector<Dims> dims;
+    for (const Tensor& x : net.inputs) dims.push_back(x.shape());
+    auto r = decide(plan, dims);
+    std::vector<std::string> got;
+    for (const auto& c : r) got.push_back(plan.nodes[c.node].name);
+    EXPECT_EQ(got, t.eliminated);
+    const auto* d1 = decided(plan, r, "c1");
+    EXPECT_EQ(d1 ? plan.values[d1->root].name : "", t.root_of_c1.empty() ? "" : t.root_of_c1 + "_out");
+    for (const auto& c : r)  // every composed offset is aligned
+      for (const auto& [v, offset] : c.slices) EXPECT_EQ((c.root_offset + offset) % runtime::kSliceAlignment, 0u);
+  }
+}
+
+TEST(ConcatInPlacePlan, AnInnerConcatHasOnePlace) {
+  // Hand-marked past the pass: an inner concat read by two outer ones is a slice of the first; the second copies.
+  // An inner concat that is an engine output is eliminated into the caller's buffer and is a slice of none.
+  ConcatNet net;
+  ir::Graph& g = *net.g;
+  ir::Value* x = graph_input(g, "x", {1, 128});
+  Attributes at;
+  at.set("axis", int64_t{1});
+  at.set(runtime::kInPlaceAttr, int64_t{1});
+  auto concat = [&](const std::string& name, std::vector<ir::Value*> in) {
+    return add_op(g, "Concat", name, std::move(in), at);
+  };
+  ir::Value* inner = concat("inner", {add_op(g, "Relu", "relu", {x}), add_op(g, "Sigmoid", "sigmoid", {x})});
+  g.outputs().push_back(concat("outer1", {add_op(g, "Neg", "neg", {x}), inner}));
+  g.outputs().push_back(concat("outer2", {inner, add_op(g, "Abs", "abs", {x})}));
+  ir::Value* io = concat("inner_io", {add_op(g, "Relu", "relu_b", {x}), add_op(g, "Neg", "neg_b", {x})});
+  g.outputs().push_back(io);
+  g.outputs().push_back(concat("outer3", {io, add_op(g, "Abs", "abs_b", {x})}));
+  finish(net, "shared inner");
+  auto e = marked_engine(net, false);
+  ASSERT_TRUE(e);
+  const auto& plan = e->plan();
+  auto r = decide(plan, {{1, 128}});
+  std::vector<std::string> got;
+  for (const auto& c : r) got.push_back(plan.nodes[c.node].name);
+  EXPECT_EQ(got, (std::vector<std::string>{"inner", "outer1", "inner_io"}));
+  const auto* in = decided(plan, r, "inner");
+  ASSERT_NE(in, nullptr);
+  EXPECT_EQ(in->root, value_id(plan, "outer1_out"));
+  EXPECT_EQ(in->root_offset, 128u * 4);
+  const auto* iio = decided(plan, r, "inner_io");
+  ASSERT_NE(iio, nullptr);
+  EXPECT_EQ(iio->root, value_id(plan, "inner_io_out"));
+}
+
+TEST(ConcatInPlacePlan, NestedGraphsOfTheGpuTests) {
+  // The nested graphs tests/gpu/test_concat_inplace.cpp runs: FP16 on the CPU engine agrees with FP32, and the
+  // eliminated concats are those the GPU tests count the activation bytes of.
+  struct Case {
+    ConcatNet f32, f16;
+    std::vector<std::string> eliminated;
+  };
+  std::vector<Case> cases;
+  for (int levels : {2, 3}) {
+    std::vector<std::string> all = {"concat1", "concat2"};
+    if (levels == 3) all.push_back("concat3");
+    cases.push_back({dense_block(DataType::kFLOAT, 1, levels), dense_block(DataType::kHALF, 1, levels), all});
+    cases.push_back(
+        {dense_block(DataType::kFLOAT, 1, levels, true), dense_block(DataType::kHALF, 1, levels, true), all});
+    cases.push_back({dense_block(DataType::kFLOAT, 2, levels), dense_block(DataType::kHALF, 2, levels), {}});
+  }
+  for (int64_t n : {1, 2})
+    for (int64_t axis : {0, 1}) {
+      std::vector<std::string> el;
+      if (n == 1 || axis == 0) el = {"concat1", "concat2"};
+      cases.push_back({nested_read_elsewhere(DataType::kFLOAT, n, axis), nested_read_elsewhere(DataType::kHALF, n, axis),
+                       el});
+    }
+  for (int64_t n : {1, 2}) cases.push_back({inner_only(DataType::kFLOAT, n), inner_only(DataType::kHALF, n), {"concat1"}});
+  for (Case& c : cases) {
+    SCOPED_TRACE(c.f16.what);
+    auto want = run_reference(*c.f32.g, c.f32.inputs);
+    auto e = marked_engine(c.f16);
+    ASSERT_TRUE(e);
+    std::vector<std::pair<std::string, Tensor>> feed;
+    std::vector<Dims> dims;
+    for (size_t i = 0; i < c.f16.inputs.size(); ++i) {
+      feed.emplace_back(c.f16.g->inputs()[i]->name, c.f16.inputs[i]);
+      dims.push_back(c.f16.inputs[i].shape());
+    }
+    auto got = infer(*e, feed);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t k = 0; k < got.size(); ++k) expect_close(got[k], want[k], 2e-2, 2e-2);
+    std::vector<std::string> names;
+    for (const auto& d : decide(e->plan(), dims)) names.push_back(e->plan().nodes[d.node].name);
+    EXPECT_EQ(names, c.eliminated);
+  }
 }
 
 }  // namespace

@@ -135,7 +135,8 @@ class CudaContext final : public runtime::DeviceContext {
               const std::function<void(int, int)>& progress) override;
 
  private:
-  // kSlice: bytes at `offset` inside value `alias` (an input of an eliminated Concat, inside its output).
+  // kSlice: bytes at `offset` inside value `alias` (an input of an eliminated Concat, inside its output; that
+  // output may itself be a kSlice of an outer eliminated Concat's).
   enum class Loc : uint8_t { kNone, kWeight, kArena, kIo, kAlias, kSlice };
   struct Slot {
     Loc loc = Loc::kNone;
@@ -308,21 +309,23 @@ Status CudaContext::prepare(const std::vector<Dims>& input_shapes) {
   for (size_t v = 0; v < nv; ++v) host_known[v] = host_vals_[v].defined();
   // Eliminated Concats: each input lives inside the output (kSlice), so the output's memory is live from its
   // first writer on; reads of an input (or of an alias of it, whose root is then the output) extend it further.
+  // A nested concat's output is itself a slice of the outer output (set when the outer one is placed): only the
+  // root of the chain gets memory, its lifetime from the earliest writer of any slice nested in it (first_writer).
   for (const runtime::InPlaceConcat& c : runtime::plan_inplace_concats(plan, dims_, device_writer, host_known)) {
     in_place[c.node] = true;
     default_logger().log(ILogger::Severity::kVERBOSE,
                          ("concat '" + plan.nodes[c.node].name + "' is written in place at these shapes").c_str());
     const int out = c.output;
-    if (is_output[out]) {
+    if (c.root == out && is_output[out]) {
       slots_[out] = Slot{Loc::kIo, 0, io_of[out], -1};
-    } else {
+    } else if (c.root == out) {
       slots_[out].loc = Loc::kArena;
       life[out] = {static_cast<uint64_t>(volume(dims_[out])) * dtype_size(plan.values[out].dtype), c.first_writer,
                    c.node};
-    }
+    }  // else a slice of the outer concat's output, placed with it below
     for (const auto& [v, offset] : c.slices) {
       slots_[v] = Slot{Loc::kSlice, offset, -1, out};
-      root[v] = out;
+      root[v] = c.root;
     }
   }
   for (int idx = 0; idx < n_nodes; ++idx) {
