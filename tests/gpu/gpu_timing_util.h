@@ -23,9 +23,10 @@ struct Timed {
   double us = 0;
 };
 
-// An engine's inputs (by name) in device buffers, its output "y" of type y_dtype: the average of `runs` enqueues.
+// An engine's inputs (by name) in device buffers, its output "y" of type y_dtype: the average of `runs` enqueues
+// (`graph`: of CUDA-graph replays through enqueue_graph, as a serving loop at batch 1 runs an engine).
 inline Timed time_engine(Engine& engine, const std::vector<std::pair<std::string, Tensor>>& inputs, DataType y_dtype,
-                         int runs) {
+                         int runs, bool graph = false) {
   Timed r;
   auto ctx = engine.create_execution_context();
   std::vector<void*> bufs;
@@ -47,12 +48,13 @@ inline Timed time_engine(Engine& engine, const std::vector<std::pair<std::string
   EXPECT_TRUE(ctx->set_tensor_address("y", dy).ok());
   cudaStream_t s;
   EXPECT_EQ(cudaStreamCreate(&s), cudaSuccess);
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(ctx->enqueue(s).ok());  // the first run times cuDNN's candidates
+  auto run = [&] { return graph ? ctx->enqueue_graph(s) : ctx->enqueue(s); };
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(run().ok());  // the first run times cuDNN's candidates (and captures)
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
   cudaEventRecord(e0, s);
-  for (int i = 0; i < runs; ++i) EXPECT_TRUE(ctx->enqueue(s).ok());
+  for (int i = 0; i < runs; ++i) EXPECT_TRUE(run().ok());
   cudaEventRecord(e1, s);
   EXPECT_EQ(cudaEventSynchronize(e1), cudaSuccess);
   float ms = 0;

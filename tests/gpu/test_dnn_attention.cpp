@@ -107,6 +107,33 @@ std::pair<std::string, int> tune(const AttnCase& c, std::unique_ptr<Engine>* eng
   return {b.tactic, b.timed};
 }
 
+// The batch-1 question of run 16 for attention: bert_base's layer at batch 1 (12 heads, 128 tokens, padding mask)
+// tuned with stream timing, graph timing and cuDNN withdrawn; each engine timed as plain enqueues and as CUDA-graph
+// replays. Printed (DNN_SDPA_B1 lines); pass/fail only on the results matching the reference.
+TEST(GpuDnnSdpa, BatchOneChoiceByTimingMode) {
+  KILN_REQUIRE_GPU();
+  const AttnCase c{"bert-b1", 1, 12, 128, 64, "bs3hd", "bshd", {1, 1, 1, 128}};
+  std::vector<Tensor> inputs;
+  const auto ref = attention_graph(c, DataType::kHALF, "", &inputs, 5);
+  const std::vector<Tensor> want = run_graph(*ref, Backend::kCPU, inputs, nullptr);
+  ASSERT_EQ(want.size(), 1u);
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(ref->inputs()[i]->name, inputs[i]);
+  for (const char* mode : {"stream", "graph", "no-cudnn"}) {
+    ScopedEnv timing("KILN_TACTIC_TIMING", std::string(mode) == "graph" ? "graph" : "stream");
+    ScopedEnv dnn("KILN_DNN_SDPA", std::string(mode) == "no-cudnn" ? "0" : nullptr);
+    std::unique_ptr<Engine> engine;
+    const auto [tactic, timed] = tune(c, &engine);
+    ASSERT_NE(engine, nullptr) << mode;
+    const Timed plain = time_engine(*engine, named, DataType::kHALF, 200);
+    const Timed replay = time_engine(*engine, named, DataType::kHALF, 200, true);
+    std::printf("DNN_SDPA_B1 %-8s recorded %-16s (%d timed) plain %7.2f us, graph replay %7.2f us\n", mode,
+                tactic.c_str(), timed, plain.us, replay.us);
+    expect_tensors_close(want[0], plain.y, 3e-2, 2e-2, std::string("bert b1 attention, ") + mode);
+    expect_tensors_close(want[0], replay.y, 3e-2, 2e-2, std::string("bert b1 attention replayed, ") + mode);
+  }
+}
+
 // Our kernel's candidates for a case (what attention_tactics offers at this GPU's SM count).
 int own_tactics(const AttnCase& c) {
   cudaDeviceProp prop{};

@@ -248,6 +248,30 @@ TEST_F(GpuDnnMatmul, TunerRecordsATacticThatMatches) {
   }
 }
 
+// The batch-1 question of run 16 (bert_base b1 got slower as cuDNN tactics were offered): bert's FFN1 at 128 tokens
+// tuned with the tuner's two timing modes (KILN_TACTIC_TIMING stream, graph) and with cuDNN withdrawn; each engine
+// then timed as plain enqueues and as CUDA-graph replays. Printed (DNN_MM_B1 lines), not pass/fail beyond the
+// results matching the reference: which mode picks the tactic that is faster where it matters (graph replay).
+TEST_F(GpuDnnMatmul, BatchOneChoiceByTimingMode) {
+  KILN_REQUIRE_GPU();
+  const MmCase c{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"};
+  const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 9, -1, 1);
+  const Tensor want = ffn1_reference(c, x);
+  for (const char* mode : {"stream", "graph", "no-cudnn"}) {
+    ScopedEnv timing("KILN_TACTIC_TIMING", std::string(mode) == "graph" ? "graph" : "stream");
+    ScopedEnv dnn("KILN_DNN_MATMUL", std::string(mode) == "no-cudnn" ? "0" : nullptr);
+    std::unique_ptr<Engine> engine;
+    const std::string tactic = tuned_tactic(c, &engine);
+    ASSERT_NE(engine, nullptr) << mode;
+    const Timed plain = time_engine(*engine, {{"a", x}}, DataType::kHALF, 200);
+    const Timed replay = time_engine(*engine, {{"a", x}}, DataType::kHALF, 200, true);
+    std::printf("DNN_MM_B1 %-8s recorded %-24s plain %7.2f us, graph replay %7.2f us\n", mode, tactic.c_str(),
+                plain.us, replay.us);
+    expect_tensors_close(want, plain.y, 3e-2, 2e-2, std::string("FFN1 b1, ") + mode);
+    expect_tensors_close(want, replay.y, 3e-2, 2e-2, std::string("FFN1 b1 replayed, ") + mode);
+  }
+}
+
 // With KILN_DNN_MATMUL=0 the tactic list is cuBLASLt's alone: the tuner can only record one of its ranks.
 TEST(GpuDnnMatmulGateOff, TunerKeepsCublasLt) {
   KILN_REQUIRE_GPU();
