@@ -953,6 +953,48 @@ TEST(TransformerFusions, CudaPipelineOnAnEncoderBlock) {
   }
 }
 
+// A Llama-style block through the whole CUDA pipeline: RMSNorm, a projection with a residual, RMSNorm again; in
+// float32 (lowered to float16 or not) and as a float16 model whose RMSNorms compute in float32 between Casts.
+TEST(TransformerFusions, CudaPipelineFusesRmsNorms) {
+  for (int variant = 0; variant < 3; ++variant) {
+    SCOPED_TRACE(variant);
+    const bool half_model = variant == 2;
+    const DataType dt = half_model ? DataType::kHALF : DataType::kFLOAT;
+    Net n;
+    ir::Value* x = test::graph_input(*n.g, "x", {2, 16, 64}, dt);
+    auto rms = [&](ir::Value* h, uint32_t seed) {
+      ir::Value* w = n.c(random({64}, seed, 0.5f, 1.5f).cast(dt));
+      if (!half_model) return n.op("Mul", {w, rmsnorm_core(n, h, 0, 2, n.scalar(1e-6f))});
+      ir::Value* h32 = cast(n, h, kOnnxFloat);
+      return n.op("Mul", {w, cast(n, rmsnorm_core(n, h32, 0, 2, n.scalar(1e-6f)), kOnnxHalf)});
+    };
+    ir::Value* h = rms(x, 101);
+    h = n.op("Add", {x, n.op("MatMul", {h, n.c(random({64, 64}, 102, -0.2f, 0.2f).cast(dt))})});
+    n.output(rms(h, 103));
+    static Quiet quiet;
+    passes::PassContext sctx(quiet, {});
+    ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, sctx).ok());
+    auto g = n.g->clone();
+    passes::PassOptions o;
+    o.backend = Backend::kCUDA;
+    o.verify_each = true;
+    o.reduced_precision = variant == 1 ? DataType::kHALF : DataType::kFLOAT;
+    o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+    passes::PassContext ctx(quiet, o);
+    passes::PassManager pm(passes::pipeline_for(Backend::kCUDA));
+    Status st = pm.run(*g, ctx);
+    ASSERT_TRUE(st.ok()) << st.message();
+    EXPECT_EQ(count(*g, "RMSNormalization"), 2) << ir::print(*g);
+    for (const char* gone : {"ReduceMean", "Sqrt", "Pow"}) EXPECT_EQ(count(*g, gone), 0) << gone;
+    if (half_model) EXPECT_EQ(count(*g, "Cast"), 0) << ir::print(*g);
+    for (auto& node : g->nodes())
+      if (node->op_type == "RMSNormalization")
+        EXPECT_EQ(node->outputs[0]->dtype, variant == 0 ? DataType::kFLOAT : DataType::kHALF);
+    std::vector<Tensor> in = {test::random_tensor(dt, {2, 16, 64}, 104, -2, 2)};
+    expect_close(run(*n.g, in), run(*g, in), variant == 0 ? 1e-4 : 3e-2);
+  }
+}
+
 }  // namespace
 
 namespace {
