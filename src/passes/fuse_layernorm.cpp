@@ -1,6 +1,7 @@
 // fuse_layernorm pass: LayerNorm decomposed as exporters write it below opset 17 -> LayerNormalization:
 //   torch: ReduceMean, Sub, Pow 2 (or Mul d*d), ReduceMean, Add eps, Sqrt, Div, Mul gamma, Add beta; the Div also as
-//          d * Reciprocal(Sqrt(.)), d * (1 / Sqrt(.)) or d * Pow(., -0.5);
+//          d * Reciprocal(Sqrt(.)), d * (1 / Sqrt(.)) or d * Pow(., -0.5); in float16 models with d Cast to
+//          float32 and the normalized value Cast back;
 //   tf2onnx (tf.keras 2 LayerNormalization, through tf.nn.batch_normalization):
 //          s = rsqrt(var + eps) * gamma, y = x * s + (beta - mean * s).
 #include "passes/fusion_util.h"
@@ -19,14 +20,18 @@ class FuseLayerNorm final : public Pass {
     const Pattern mean = op("ReduceMean", {x})
                              .where([](ir::Value* v, const Bindings&) { return fusion::reduces_last_axis(v); })
                              .bind("mean");
-    const Pattern d = op("Sub", {x, mean}).bind("d");
+    // torch.onnx below opset 17 on float16 squares and divides Cast(x - mean, float32), and Casts the result back
+    // before gamma; the fused node computes in float32 anyway.
+    const Pattern dsub = op("Sub", {x, mean}).bind("dsub");
+    const Pattern d = either({op("Cast", {dsub}), dsub}).bind("d");
     const Pattern sq = either({op("Pow", {d, fusion::one_scalar(2.0)}), op("Mul", {d, d})}).used_once();
     const Pattern var = op("ReduceMean", {sq})
                             .where([](ir::Value* v, const Bindings&) { return fusion::reduces_last_axis(v); })
                             .used_once();
     const Pattern var_eps = commutative("Add", var, constant().bind("eps")).used_once();
     const Pattern norm = fusion::div_by_sqrt(d, var_eps).used_once();
-    const Pattern scaled = commutative("Mul", norm, constant().bind("gamma"));
+    const Pattern scaled =
+        commutative("Mul", either({op("Cast", {norm}).used_once(), norm}), constant().bind("gamma"));
     // With beta first: the sweep meets the Mul before its Add and must not take it alone when a beta follows.
     const Pattern with_beta = commutative("Add", scaled.used_once(), constant().bind("beta")).bind("root");
     const Pattern without_beta = scaled.bind("root");
@@ -43,7 +48,8 @@ class FuseLayerNorm final : public Pass {
       const int64_t dim = in->shape.back().value;
       const size_t rank = in->shape.size();
       // Nothing in the chain may broadcast the result beyond x's shape (LayerNormalization keeps it).
-      if (!fusion::same_shape(b.value("root"), in)) return false;
+      if (!fusion::same_shape(b.value("root"), in) || b.value("root")->dtype != in->dtype) return false;
+      if (!fusion::widens(in->dtype, b.value("d")->dtype)) return false;
       ir::Value* gamma = b.value("gamma");
       ir::Value* beta = b.value("beta");
       auto eps = match::constant_scalar(b.value("eps"));

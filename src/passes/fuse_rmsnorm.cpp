@@ -13,13 +13,6 @@
 namespace kiln::passes {
 namespace {
 
-// A Cast from `from` to `to` that loses nothing: the same type, or a float type at least as wide.
-bool widens(DataType from, DataType to) {
-  if (from == to) return true;
-  if (!dtype_is_float(from)) return false;
-  return to == DataType::kDOUBLE || (to == DataType::kFLOAT && from != DataType::kDOUBLE);
-}
-
 class FuseRmsNorm final : public Pass {
  public:
   std::string_view name() const override { return "fuse_rmsnorm"; }
@@ -47,12 +40,12 @@ class FuseRmsNorm final : public Pass {
       ir::Value* root = b.value("root");
       ir::Value* in = b.value("x");
       const DataType out = root->dtype;
-      if (!dtype_is_float(out) || !widens(in->dtype, b.value("sqin")->dtype)) return false;
+      if (!dtype_is_float(out) || !fusion::widens(in->dtype, b.value("sqin")->dtype)) return false;
       // Computed in a wider type than the result (Casts around it): read the narrower value before the Cast, as
       // the kernels accumulate in float32 (or double) whatever the input type.
       if (in->dtype != out) {
         const ir::Node* c = match::producer_op(in, "Cast");
-        if (!c || c->inputs[0]->dtype != out || !widens(out, in->dtype)) return false;
+        if (!c || c->inputs[0]->dtype != out || !fusion::widens(out, in->dtype)) return false;
         in = c->inputs[0];
       }
       if (!in || !in->rank_known || in->shape.empty() || !in->shape.back().is_static()) return false;

@@ -60,6 +60,14 @@ inline bool is_last_axis_vector(const ir::Value* c, int64_t d, size_t rank) {
   return !s.empty() && s.size() <= rank && s.back() == d;
 }
 
+// A Cast from `from` to `to` that loses nothing: the same type, or a float type at least as wide. Fusions may
+// drop such a Cast in front of a kernel that accumulates in float32 anyway.
+inline bool widens(DataType from, DataType to) {
+  if (from == to) return true;
+  if (!dtype_is_float(from)) return false;
+  return to == DataType::kDOUBLE || (to == DataType::kFLOAT && from != DataType::kDOUBLE);
+}
+
 // 1/sqrt(v) as exporters write it: Reciprocal(Sqrt(v)) (tf2onnx's rsqrt), Div(1, Sqrt(v)) (torch.onnx's rsqrt),
 // Pow(v, -0.5).
 inline match::Pattern rsqrt_of(const match::Pattern& v) {

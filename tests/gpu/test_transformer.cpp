@@ -614,5 +614,26 @@ TEST(GpuTransformer, LayerNormRsqrtAndKerasFormsBecomeLayerNormalization) {
   }
 }
 
+// torch.onnx below opset 17 on a float16 model: the statistics of Cast(x - mean, float32), the normalized value
+// Cast back to float16 before gamma and beta. The fused node reads the float16 x and computes in float32.
+TEST(GpuTransformer, TorchFloat16LayerNormWithFloat32Statistics) {
+  KILN_REQUIRE_GPU();
+  NetCase c;
+  c.inputs = {random_tensor(DataType::kHALF, {4, 50, 192}, 80, -3, 3)};
+  c.atol = 3e-2;
+  c.rtol = 2e-2;
+  c.fused_op = "LayerNormalization";
+  c.build = [](ir::Graph& g, const std::vector<ir::Value*>& in) {
+    ir::Value* mean = node(g, "ReduceMean", {in[0]}, last_axis());
+    ir::Value* d32 = cast_to(g, node(g, "Sub", {in[0], mean}), 1);
+    ir::Value* var = node(g, "ReduceMean", {node(g, "Pow", {d32, scalar(g, 2.0f)})}, last_axis());
+    ir::Value* norm = node(g, "Div", {d32, node(g, "Sqrt", {node(g, "Add", {var, scalar(g, 1e-5f)})})});
+    ir::Value* gamma = g.add_constant("gamma_half", random_tensor(DataType::kHALF, {192}, 81, -1, 1));
+    ir::Value* beta = g.add_constant("beta_half", random_tensor(DataType::kHALF, {192}, 82, -1, 1));
+    return std::vector<ir::Value*>{node(g, "Add", {node(g, "Mul", {cast_to(g, norm, 10), gamma}), beta})};
+  };
+  expect_fused_agrees(c);
+}
+
 }  // namespace
 }  // namespace kiln::gpu_testing

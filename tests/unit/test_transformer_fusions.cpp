@@ -1,5 +1,6 @@
 // Transformer fusion passes (fuse_gelu, fuse_layernorm, fuse_rmsnorm, fuse_matmul_epilogue, fuse_attention,
-// fuse_qkv) and their kiln ops: graph structure after each pass, and fused vs unfused outputs on the reference CPU kernels.
+// fuse_qkv) and their kiln ops: graph structure after each pass, and fused vs unfused outputs on the reference CPU
+// kernels.
 #include <gtest/gtest.h>
 
 #include <climits>
@@ -242,6 +243,44 @@ TEST(FuseLayerNorm, Tf2onnxKerasForm) {
   EXPECT_EQ(ln->inputs.size(), 3u);
   EXPECT_NEAR(ln->attrs.get_float("epsilon").value(), 1e-3f, 1e-9);
   EXPECT_EQ(fused->outputs()[0]->name, n.g->outputs()[0]->name);
+}
+
+// torch.onnx below opset 17 on a float16 model: Cast(x - mean, float32) is squared and divided, the result Cast
+// back to float16 before gamma and beta. A narrowing Cast (float32 x, float16 statistics) is left alone.
+ir::Value* torch_half_layernorm(Net& n, ir::Value* x, int64_t d, int64_t stat_type, int64_t back_type, DataType pt) {
+  Attributes to_stat, to_back;
+  to_stat.set("to", Attribute(stat_type));
+  to_back.set("to", Attribute(back_type));
+  ir::Value* mean = n.op("ReduceMean", {x}, last_axis());
+  ir::Value* d32 = n.op("Cast", {n.op("Sub", {x, mean})}, to_stat);
+  ir::Value* var = n.op("ReduceMean", {n.op("Pow", {d32, n.scalar(2.0f)})}, last_axis());
+  const DataType st = stat_type == 1 ? DataType::kFLOAT : DataType::kHALF;
+  ir::Value* eps = n.c(Tensor::from_vector<float>({}, {1e-5f}).cast(st));
+  ir::Value* norm = n.op("Cast", {n.op("Div", {d32, n.op("Sqrt", {n.op("Add", {var, eps})})})}, to_back);
+  ir::Value* y = n.op("Mul", {norm, n.c(random({d}, 15, 0.5f, 1.5f).cast(pt))});
+  return n.op("Add", {y, n.c(random({d}, 16).cast(pt))});
+}
+
+TEST(FuseLayerNorm, TorchFloat16FormWithCastsAroundTheStatistics) {
+  {
+    Net n;
+    ir::Value* x = test::graph_input(*n.g, "x", {2, 7, 32}, DataType::kHALF);
+    n.output(torch_half_layernorm(n, x, 32, 1, 10, DataType::kHALF));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()),
+                                  {test::random_tensor(DataType::kHALF, {2, 7, 32}, 17, -3, 3)}, 1e-2);
+    ASSERT_EQ(fused->nodes().size(), 1u);
+    const ir::Node* ln = find(*fused, "LayerNormalization");
+    ASSERT_NE(ln, nullptr);
+    EXPECT_EQ(ln->inputs[0]->name, "x");
+    EXPECT_EQ(ln->outputs[0]->dtype, DataType::kHALF);
+  }
+  {
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    n.output(torch_half_layernorm(n, x, 32, 10, 1, DataType::kFLOAT));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 7, 32}, 18, -3, 3)});
+    EXPECT_EQ(count(*fused, "LayerNormalization"), 0);
+  }
 }
 
 TEST(FuseLayerNorm, NonConstantEpsSharedIntermediateOrNonVectorParamsAreLeftAlone) {
