@@ -1080,6 +1080,30 @@ TEST(TransformerFusions, FusedEngineRunsOnTheCpuExecutor) {
   EXPECT_LE(worst, 5e-2) << "float16 engine against the float32 one";
 }
 
+// RMSNormalization (an opset-23 node in an opset-17 graph) survives the engine file and runs on the CPU executor.
+TEST(TransformerFusions, FusedRmsNormEngineRunsOnTheCpuExecutor) {
+  Net n;
+  ir::Value* x = n.input("x", {3, 9, 64});
+  n.output(n.op("Mul", {rmsnorm_core(n, x, 1, 2, n.scalar(1e-6f)), n.c(random({64}, 110, 0.5f, 1.5f))}));
+  static Quiet quiet;
+  passes::PassContext sctx(quiet, {});
+  ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, sctx).ok());
+  auto g = n.g->clone();
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  passes::PassContext ctx(quiet, o);
+  passes::PassManager pm(passes::pipeline_for(Backend::kCUDA));
+  ASSERT_TRUE(pm.run(*g, ctx).ok());
+  ASSERT_EQ(g->nodes().size(), 1u);
+  ASSERT_EQ(count(*g, "RMSNormalization"), 1);
+  std::vector<std::pair<std::string, Tensor>> in = {{"x", random({3, 9, 64}, 111, -3, 3)}};
+  std::vector<float> want = run_engine(*n.g, in), got = run_engine(*g, in);
+  ASSERT_EQ(want.size(), 3u * 9 * 64);
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(want[i], got[i], 1e-5) << i;
+}
+
 }  // namespace
 
 namespace {
