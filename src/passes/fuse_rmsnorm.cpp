@@ -22,7 +22,7 @@ class FuseRmsNorm final : public Pass {
     // x is the numerator; the squared value is x or a Cast of x (T5). fuse() looks through a widening Cast
     // before x (LlamaRMSNorm's hidden_states.to(float32)).
     const Pattern x = any().bind("x");
-    const Pattern sqin = either({x, op("Cast", {x})}).bind("sqin");
+    const Pattern sqin = any().bind("sqin");  // checked in fuse(): matching it against x here would depend on order
     const Pattern sq = either({op("Pow", {sqin, fusion::one_scalar(2.0)}), op("Mul", {sqin, sqin})}).used_once();
     const Pattern ms = op("ReduceMean", {sq})
                            .where([](ir::Value* v, const Bindings&) { return fusion::reduces_last_axis(v); })
@@ -40,7 +40,10 @@ class FuseRmsNorm final : public Pass {
       ir::Value* root = b.value("root");
       ir::Value* in = b.value("x");
       const DataType out = root->dtype;
-      if (!dtype_is_float(out) || !fusion::widens(in->dtype, b.value("sqin")->dtype)) return false;
+      ir::Value* sv = b.value("sqin");
+      const ir::Node* sq_cast = match::producer_op(sv, "Cast");
+      if (sv != in && !(sq_cast && sq_cast->inputs[0] == in)) return false;
+      if (!dtype_is_float(out) || !fusion::widens(in->dtype, sv->dtype)) return false;
       // Computed in a wider type than the result (Casts around it): read the narrower value before the Cast, as
       // the kernels accumulate in float32 (or double) whatever the input type.
       if (in->dtype != out) {

@@ -387,13 +387,22 @@ TEST(FuseRmsNorm, LlamaFloat32BetweenCastsFusesAcrossThem) {
 
 // T5LayerNorm exported in float32: the square reads a (no-op) Cast of x, the division x itself.
 TEST(FuseRmsNorm, T5SquaresACastOfX) {
+  for (int div_form : {2, 3}) {  // x * rsqrt, and Pow(., -0.5) * x (the rsqrt operand first)
+    Net n;
+    ir::Value* x = n.input("x", {3, 48});
+    ir::Value* core = rmsnorm_core(n, x, 0, div_form, n.scalar(1e-6f), cast(n, x, kOnnxFloat));
+    n.output(n.op("Mul", {n.c(random({48}, 26, 0.5f, 1.5f)), core}));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({3, 48}, 27, -3, 3)}, 1e-5);
+    ASSERT_EQ(fused->nodes().size(), 1u) << div_form;
+    EXPECT_EQ(find(*fused, "RMSNormalization")->inputs[0]->name, "x");
+  }
+  // The square of some other value is not an RMSNorm of x.
   Net n;
   ir::Value* x = n.input("x", {3, 48});
-  ir::Value* core = rmsnorm_core(n, x, 0, 2, n.scalar(1e-6f), cast(n, x, kOnnxFloat));
-  n.output(n.op("Mul", {n.c(random({48}, 26, 0.5f, 1.5f)), core}));
-  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({3, 48}, 27, -3, 3)}, 1e-5);
-  ASSERT_EQ(fused->nodes().size(), 1u);
-  EXPECT_EQ(find(*fused, "RMSNormalization")->inputs[0]->name, "x");
+  ir::Value* other = n.input("o", {3, 48});
+  n.output(n.op("Mul", {n.c(random({48}, 26)), rmsnorm_core(n, x, 0, 1, n.scalar(1e-6f), cast(n, other, kOnnxFloat))}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({3, 48}, 27), random({3, 48}, 28)});
+  EXPECT_EQ(count(*fused, "RMSNormalization"), 0);
 }
 
 // A float32 weight applied before the Cast back, or a normalization computed in a narrower type than x: only the
