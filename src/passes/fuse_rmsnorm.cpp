@@ -44,13 +44,14 @@ class FuseRmsNorm final : public Pass {
       const ir::Node* sq_cast = match::producer_op(sv, "Cast");
       if (sv != in && !(sq_cast && sq_cast->inputs[0] == in)) return false;
       if (!dtype_is_float(out) || !fusion::widens(in->dtype, sv->dtype)) return false;
-      // Computed in a wider type than the result (Casts around it): read the narrower value before the Cast, as
-      // the kernels accumulate in float32 (or double) whatever the input type.
-      if (in->dtype != out) {
-        const ir::Node* c = match::producer_op(in, "Cast");
-        if (!c || c->inputs[0]->dtype != out || !fusion::widens(out, in->dtype)) return false;
+      // x a widening Cast of a value in the result's type (LlamaRMSNorm's Casts around the float32 compute, or
+      // no-op Casts of a float32 export): read the value before the Cast, as the kernels accumulate in float32 (or
+      // double) whatever the input type.
+      const ir::Node* c = match::producer_op(in, "Cast");
+      if (c && c->inputs[0]->dtype == out && fusion::widens(out, in->dtype))
         in = c->inputs[0];
-      }
+      else if (in->dtype != out)
+        return false;
       if (!in || !in->rank_known || in->shape.empty() || !in->shape.back().is_static()) return false;
       // Nothing in the chain may broadcast the result beyond the input's shape.
       if (!fusion::same_shape(root, in)) return false;

@@ -366,22 +366,28 @@ TEST(FuseRmsNorm, WithoutWeightScalesByOnes) {
   EXPECT_NE(find(*fused, "RMSNormalization"), nullptr);
 }
 
-// HF LlamaRMSNorm on a float16 model: weight * Cast(x32 * rsqrt(mean(x32^2) + eps), float16), x32 = Cast(x).
+// HF LlamaRMSNorm on a float16 model: weight * Cast(x32 * rsqrt(mean(x32^2) + eps), float16), x32 = Cast(x);
+// on a float32 export both Casts are no-ops, and go as well.
 TEST(FuseRmsNorm, LlamaFloat32BetweenCastsFusesAcrossThem) {
   for (int div_form : {2, 1}) {  // torch's rsqrt (Div(1, Sqrt)), then Reciprocal
-    Net n;
-    ir::Value* x = test::graph_input(*n.g, "x", {2, 5, 64}, DataType::kHALF);
-    ir::Value* x32 = cast(n, x, kOnnxFloat);
-    ir::Value* h = cast(n, rmsnorm_core(n, x32, 0, div_form, n.scalar(1e-6f)), kOnnxHalf);
-    n.output(n.op("Mul", {n.c(random({64}, 24, 0.5f, 1.5f).cast(DataType::kHALF)), h}));
-    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()),
-                                  {test::random_tensor(DataType::kHALF, {2, 5, 64}, 25, -3, 3)}, 1e-2);
-    ASSERT_EQ(fused->nodes().size(), 1u);
-    const ir::Node* rms = find(*fused, "RMSNormalization");
-    ASSERT_NE(rms, nullptr);
-    EXPECT_EQ(rms->inputs[0]->name, "x");
-    EXPECT_EQ(rms->inputs[1]->dtype, DataType::kHALF);
-    EXPECT_EQ(rms->outputs[0]->dtype, DataType::kHALF);
+    for (DataType dt : {DataType::kHALF, DataType::kFLOAT}) {
+      SCOPED_TRACE(std::to_string(div_form) + (dt == DataType::kHALF ? " half" : " float"));
+      Net n;
+      ir::Value* x = test::graph_input(*n.g, "x", {2, 5, 64}, dt);
+      ir::Value* x32 = cast(n, x, kOnnxFloat);
+      ir::Value* h = cast(n, rmsnorm_core(n, x32, 0, div_form, n.scalar(1e-6f)),
+                          dt == DataType::kHALF ? kOnnxHalf : kOnnxFloat);
+      n.output(n.op("Mul", {n.c(random({64}, 24, 0.5f, 1.5f).cast(dt)), h}));
+      auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()),
+                                    {test::random_tensor(dt, {2, 5, 64}, 25, -3, 3)},
+                                    dt == DataType::kHALF ? 1e-2 : 1e-5);
+      ASSERT_EQ(fused->nodes().size(), 1u);
+      const ir::Node* rms = find(*fused, "RMSNormalization");
+      ASSERT_NE(rms, nullptr);
+      EXPECT_EQ(rms->inputs[0]->name, "x");
+      EXPECT_EQ(rms->inputs[1]->dtype, dt);
+      EXPECT_EQ(rms->outputs[0]->dtype, dt);
+    }
   }
 }
 
