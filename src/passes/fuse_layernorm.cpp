@@ -1,35 +1,14 @@
-// fuse_layernorm pass: LayerNorm decomposed as exporters write it below opset 17
-// (ReduceMean, Sub, Pow 2, ReduceMean, Add eps, Sqrt, Div, Mul gamma, Add beta) -> LayerNormalization.
+// fuse_layernorm pass: LayerNorm decomposed as exporters write it below opset 17 -> LayerNormalization:
+//   torch: ReduceMean, Sub, Pow 2 (or Mul d*d), ReduceMean, Add eps, Sqrt, Div, Mul gamma, Add beta; the Div also as
+//          d * Reciprocal(Sqrt(.)), d * (1 / Sqrt(.)) or d * Pow(., -0.5); in float16 models with d Cast to
+//          float32 and the normalized value Cast back;
+//   tf2onnx (tf.keras 2 LayerNormalization, through tf.nn.batch_normalization):
+//          s = rsqrt(var + eps) * gamma, y = x * s + (beta - mean * s).
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
 
 namespace kiln::passes {
 namespace {
-
-// ReduceMean over the last axis only, keeping it (axes as an attribute before opset 18, an input from 18).
-bool reduces_last_axis(ir::Value* v) {
-  const ir::Node* n = v->producer;
-  if (!n || !n->inputs[0]->rank_known) return false;
-  const int64_t rank = static_cast<int64_t>(n->inputs[0]->shape.size());
-  auto keep = n->attrs.get_int("keepdims", 1);
-  if (!keep.ok() || *keep != 1) return false;
-  std::vector<int64_t> axes;
-  if (n->attrs.has("axes")) {
-    auto a = n->attrs.get_ints("axes");
-    if (!a.ok()) return false;
-    axes = *a;
-  } else if (n->inputs.size() > 1 && n->inputs[1] && n->inputs[1]->is_constant()) {
-    axes = n->inputs[1]->constant->to_i64_vector();
-  }
-  return axes.size() == 1 && (axes[0] == -1 || axes[0] == rank - 1);
-}
-
-// A constant that broadcasts as a vector over the last axis of length d: [d], [1,d], [1,1,d]...
-bool is_last_axis_vector(const ir::Value* c, int64_t d) {
-  if (!c->is_constant() || !dtype_is_float(c->dtype) || c->constant->numel() != d) return false;
-  const auto& s = c->constant->shape();
-  return !s.empty() && s.back() == d;
-}
 
 class FuseLayerNorm final : public Pass {
  public:
@@ -38,28 +17,45 @@ class FuseLayerNorm final : public Pass {
   Status apply(ir::Graph& g, PassContext& ctx) override {
     using namespace match;
     const Pattern x = any().bind("x");
-    const Pattern mean =
-        op("ReduceMean", {x}).where([](ir::Value* v, const Bindings&) { return reduces_last_axis(v); });
-    const Pattern d = op("Sub", {x, mean}).bind("d");
+    const Pattern mean = op("ReduceMean", {x})
+                             .where([](ir::Value* v, const Bindings&) { return fusion::reduces_last_axis(v); })
+                             .bind("mean");
+    // torch.onnx below opset 17 on float16 squares and divides Cast(x - mean, float32), and Casts the result back
+    // before gamma; the fused node computes in float32 anyway.
+    const Pattern dsub = op("Sub", {x, mean}).bind("dsub");
+    const Pattern d = either({op("Cast", {dsub}), dsub}).bind("d");
     const Pattern sq = either({op("Pow", {d, fusion::one_scalar(2.0)}), op("Mul", {d, d})}).used_once();
-    const Pattern var =
-        op("ReduceMean", {sq}).where([](ir::Value* v, const Bindings&) { return reduces_last_axis(v); }).used_once();
-    const Pattern denom = op("Sqrt", {commutative("Add", var, constant().bind("eps")).used_once()}).used_once();
-    const Pattern norm = op("Div", {d, denom}).used_once();
-    const Pattern scaled = commutative("Mul", norm, constant().bind("gamma"));
+    const Pattern var = op("ReduceMean", {sq})
+                            .where([](ir::Value* v, const Bindings&) { return fusion::reduces_last_axis(v); })
+                            .used_once();
+    const Pattern var_eps = commutative("Add", var, constant().bind("eps")).used_once();
+    const Pattern norm = fusion::div_by_sqrt(d, var_eps).used_once();
+    const Pattern scaled =
+        commutative("Mul", either({op("Cast", {norm}).used_once(), norm}), constant().bind("gamma"));
     // With beta first: the sweep meets the Mul before its Add and must not take it alone when a beta follows.
     const Pattern with_beta = commutative("Add", scaled.used_once(), constant().bind("beta")).bind("root");
     const Pattern without_beta = scaled.bind("root");
+    // tf2onnx's form: d only feeds the square; s (and mean) are read twice, both times inside the pattern.
+    const Pattern s = commutative("Mul", fusion::rsqrt_of(var_eps).used_once(), constant().bind("gamma")).bind("s");
+    const Pattern tf = commutative("Add", commutative("Mul", x, s).used_once(),
+                                   op("Sub", {constant().bind("beta"), commutative("Mul", mean, s).used_once()})
+                                       .used_once())
+                           .bind("root");
     auto fuse = [&](Bindings& b) {
       ir::Value* in = b.value("x");
       if (!dtype_is_float(in->dtype) || !in->rank_known || in->shape.empty() || !in->shape.back().is_static())
         return false;
       const int64_t dim = in->shape.back().value;
+      const size_t rank = in->shape.size();
+      // Nothing in the chain may broadcast the result beyond x's shape (LayerNormalization keeps it).
+      if (!fusion::same_shape(b.value("root"), in) || b.value("root")->dtype != in->dtype) return false;
+      if (!fusion::widens(in->dtype, b.value("d")->dtype)) return false;
       ir::Value* gamma = b.value("gamma");
       ir::Value* beta = b.value("beta");
       auto eps = match::constant_scalar(b.value("eps"));
       if (!eps || b.value("eps")->constant->numel() != 1) return false;
-      if (!is_last_axis_vector(gamma, dim) || (beta && !is_last_axis_vector(beta, dim))) return false;
+      if (!fusion::is_last_axis_vector(gamma, dim, rank) || (beta && !fusion::is_last_axis_vector(beta, dim, rank)))
+        return false;
       if (gamma->dtype != in->dtype || (beta && beta->dtype != in->dtype)) return false;
       // LayerNormalization wants Scale and B shaped like the normalized axes.
       auto as_vector = [&](ir::Value* c) {
@@ -74,7 +70,7 @@ class FuseLayerNorm final : public Pass {
       fusion::replace_with_node(g, b.value("root"), "LayerNormalization", "", inputs, std::move(a), 17, "layernorm");
       return true;
     };
-    const int n = rewrite(g, with_beta, fuse) + rewrite(g, without_beta, fuse);
+    const int n = rewrite(g, tf, fuse) + rewrite(g, with_beta, fuse) + rewrite(g, without_beta, fuse);
     if (n) fusion::prune_dead_nodes(g);
     ctx.changes += n;
     if (n) ctx.verbose("fuse_layernorm: " + std::to_string(n) + " decomposed LayerNorms -> LayerNormalization");

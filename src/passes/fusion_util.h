@@ -34,6 +34,54 @@ inline bool same_shape(const ir::Value* a, const ir::Value* b) {
   return true;
 }
 
+// ReduceMean over the last axis only, keeping it (axes as an attribute before opset 18, an input from 18).
+inline bool reduces_last_axis(const ir::Value* v) {
+  const ir::Node* n = v->producer;
+  if (!n || !n->inputs[0]->rank_known) return false;
+  const int64_t rank = static_cast<int64_t>(n->inputs[0]->shape.size());
+  auto keep = n->attrs.get_int("keepdims", 1);
+  if (!keep.ok() || *keep != 1) return false;
+  std::vector<int64_t> axes;
+  if (n->attrs.has("axes")) {
+    auto a = n->attrs.get_ints("axes");
+    if (!a.ok()) return false;
+    axes = *a;
+  } else if (n->inputs.size() > 1 && n->inputs[1] && n->inputs[1]->is_constant()) {
+    axes = n->inputs[1]->constant->to_i64_vector();
+  }
+  return axes.size() == 1 && (axes[0] == -1 || axes[0] == rank - 1);
+}
+
+// A float constant that broadcasts as a vector over the last axis (length d) of a rank-`rank` tensor without
+// growing it: [d], [1,d], [1,1,d]... up to that rank.
+inline bool is_last_axis_vector(const ir::Value* c, int64_t d, size_t rank) {
+  if (!c->is_constant() || !dtype_is_float(c->dtype) || c->constant->numel() != d) return false;
+  const auto& s = c->constant->shape();
+  return !s.empty() && s.size() <= rank && s.back() == d;
+}
+
+// A Cast from `from` to `to` that loses nothing: the same type, or a float type at least as wide. Fusions may
+// drop such a Cast in front of a kernel that accumulates in float32 anyway.
+inline bool widens(DataType from, DataType to) {
+  if (from == to) return true;
+  if (!dtype_is_float(from)) return false;
+  return to == DataType::kDOUBLE || (to == DataType::kFLOAT && from != DataType::kDOUBLE);
+}
+
+// 1/sqrt(v) as exporters write it: Reciprocal(Sqrt(v)) (tf2onnx's rsqrt), Div(1, Sqrt(v)) (torch.onnx's rsqrt),
+// Pow(v, -0.5).
+inline match::Pattern rsqrt_of(const match::Pattern& v) {
+  using namespace match;
+  const Pattern root = op("Sqrt", {v}).used_once();
+  return either({op("Reciprocal", {root}), op("Div", {one_scalar(1.0), root}), op("Pow", {v, one_scalar(-0.5)})});
+}
+
+// num / sqrt(v): Div(num, Sqrt(v)), or num * rsqrt(v) in any rsqrt_of form and either operand order.
+inline match::Pattern div_by_sqrt(const match::Pattern& num, const match::Pattern& v) {
+  using namespace match;
+  return either({op("Div", {num, op("Sqrt", {v}).used_once()}), commutative("Mul", num, rsqrt_of(v).used_once())});
+}
+
 // GELU as exporters decompose it, with x bound under `x`:
 //   erf:  x * 0.5 * (1 + Erf(x / sqrt2))   (torch.onnx's aten::gelu, any association of the three factors)
 //   tanh: 0.5 * x * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))  (torch's tanh gelu, HF gpt2's NewGELU with

@@ -84,6 +84,7 @@ std::unique_ptr<Pass> make_pad_gemm_width();
 std::unique_ptr<Pass> make_concat_elimination();
 // Transformer fusions of the CUDA pipeline (the CPU pipeline stays unfused: its results are the reference).
 std::unique_ptr<Pass> make_fuse_layernorm();
+std::unique_ptr<Pass> make_fuse_rmsnorm();
 std::unique_ptr<Pass> make_fuse_gelu();
 std::unique_ptr<Pass> make_fuse_attention();
 std::unique_ptr<Pass> make_fuse_matmul_epilogue();

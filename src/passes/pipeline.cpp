@@ -26,6 +26,8 @@ PassList cuda_pipeline() {
   PassList p = cpu_pipeline();
   // Decomposed exporter forms first, on folded constants: the later fusions then see Gelu and LayerNormalization.
   p.push_back(make_fuse_layernorm());
+  // After LayerNorm: a LayerNorm's tail (d / sqrt(mean(d^2) + eps) * gamma) is an RMSNorm of d.
+  p.push_back(make_fuse_rmsnorm());
   p.push_back(make_fuse_gelu());
   // Before the epilogue fusion, which would otherwise take the Q.K^T MatMul for an ordinary GEMM.
   p.push_back(make_fuse_attention());

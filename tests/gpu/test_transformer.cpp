@@ -513,5 +513,129 @@ TEST(GpuTransformer, DecomposedLayerNormBecomesLayerNormalization) {
   }
 }
 
+// x / sqrt(v) in the forms exporters write: 0 Div(x, Sqrt(v)), 1 x * Reciprocal(Sqrt(v)), 2 x * Div(1, Sqrt(v))
+// (torch's rsqrt), 3 Pow(v, -0.5) * x.
+ir::Value* div_by_sqrt(ir::Graph& g, ir::Value* x, ir::Value* v, int form) {
+  switch (form) {
+    case 0:
+      return node(g, "Div", {x, node(g, "Sqrt", {v})});
+    case 1:
+      return node(g, "Mul", {x, node(g, "Reciprocal", {node(g, "Sqrt", {v})})});
+    case 2:
+      return node(g, "Mul", {x, node(g, "Div", {scalar(g, 1.0f), node(g, "Sqrt", {v})})});
+    default:
+      return node(g, "Mul", {node(g, "Pow", {v, scalar(g, -0.5f)}), x});
+  }
+}
+
+Attributes last_axis() {
+  Attributes ax;
+  ax.set("axes", Attribute(std::vector<int64_t>{-1}));
+  return ax;
+}
+
+// x / sqrt(mean(x^2) + eps), x^2 as Pow(x, 2) (even forms) or Mul(x, x).
+ir::Value* rms_core(ir::Graph& g, ir::Value* x, int form, float eps) {
+  ir::Value* sq = form % 2 ? node(g, "Mul", {x, x}) : node(g, "Pow", {x, scalar(g, 2.0f)});
+  return div_by_sqrt(g, x, node(g, "Add", {node(g, "ReduceMean", {sq}, last_axis()), scalar(g, eps)}), form);
+}
+
+ir::Value* cast_to(ir::Graph& g, ir::Value* x, int64_t onnx_type) {
+  Attributes a;
+  a.set("to", Attribute(onnx_type));
+  return node(g, "Cast", {x}, a);
+}
+
+// RMSNorm as Llama/T5/Mistral exports write it below opset 23, in every division form, on row lengths that take
+// the kernel's register path (192, 4096: Llama-7B's hidden size) and its generic path (100 halves: not a whole
+// number of 16-byte vectors).
+TEST(GpuTransformer, DecomposedRMSNormBecomesRMSNormalization) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) {
+    for (int64_t d : {192, 4096, 100}) {
+      for (int form = 0; form < 4; ++form) {
+        SCOPED_TRACE(std::string(pr.name) + " d=" + std::to_string(d) + " form " + std::to_string(form));
+        NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {4, 50, d}, 50 + form, -3, 3)},
+                                   "RMSNormalization");
+        c.build = [d, form](ir::Graph& g, const std::vector<ir::Value*>& in) {
+          ir::Value* w = weight(g, {d}, 51, 1);
+          ir::Value* core = rms_core(g, in[0], form, 1e-6f);
+          return std::vector<ir::Value*>{form < 2 ? node(g, "Mul", {w, core}) : node(g, "Mul", {core, w})};
+        };
+        expect_fused_agrees(c);
+      }
+    }
+  }
+}
+
+// HF LlamaRMSNorm in a float16 model: weight * Cast(x32 * rsqrt(mean(x32^2) + eps), float16), x32 = Cast(x,
+// float32). The fused node reads the float16 x (no Cast left) and accumulates in float32 as the export did.
+TEST(GpuTransformer, LlamaRMSNormFloat16BetweenCasts) {
+  KILN_REQUIRE_GPU();
+  for (int64_t d : {256, 4096}) {
+    SCOPED_TRACE(d);
+    NetCase c;
+    c.inputs = {random_tensor(DataType::kHALF, {2, 33, d}, 60, -3, 3)};
+    c.atol = 3e-2;
+    c.rtol = 2e-2;
+    c.fused_op = "RMSNormalization";
+    c.build = [d](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      ir::Value* w = g.add_constant("w_half", random_tensor(DataType::kHALF, {d}, 61, -1, 1));
+      ir::Value* h = cast_to(g, rms_core(g, cast_to(g, in[0], 1), 2, 1e-6f), 10);
+      return std::vector<ir::Value*>{node(g, "Mul", {w, h})};
+    };
+    expect_fused_agrees(c);
+  }
+}
+
+// LayerNorm with the rsqrt forms instead of Div, and tf2onnx's Keras form y = x * s + (beta - mean * s),
+// s = rsqrt(var + eps) * gamma.
+TEST(GpuTransformer, LayerNormRsqrtAndKerasFormsBecomeLayerNormalization) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) {
+    for (int form = 1; form < 5; ++form) {
+      SCOPED_TRACE(std::string(pr.name) + " form " + std::to_string(form));
+      NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {4, 50, 192}, 70 + form, -3, 3)},
+                                 "LayerNormalization");
+      c.build = [form](ir::Graph& g, const std::vector<ir::Value*>& in) {
+        ir::Value* x = in[0];
+        ir::Value* mean = node(g, "ReduceMean", {x}, last_axis());
+        ir::Value* d = node(g, "Sub", {x, mean});
+        ir::Value* var = node(g, "ReduceMean", {node(g, "Mul", {d, d})}, last_axis());
+        ir::Value* v = node(g, "Add", {var, scalar(g, 1e-5f)});
+        ir::Value* gamma = weight(g, {192}, 71, 1);
+        ir::Value* beta = weight(g, {192}, 72, 1);
+        if (form < 4)
+          return std::vector<ir::Value*>{node(g, "Add", {node(g, "Mul", {div_by_sqrt(g, d, v, form), gamma}), beta})};
+        ir::Value* s = node(g, "Mul", {node(g, "Reciprocal", {node(g, "Sqrt", {v})}), gamma});
+        ir::Value* shift = node(g, "Sub", {beta, node(g, "Mul", {mean, s})});
+        return std::vector<ir::Value*>{node(g, "Add", {node(g, "Mul", {x, s}), shift})};
+      };
+      expect_fused_agrees(c);
+    }
+  }
+}
+
+// torch.onnx below opset 17 on a float16 model: the statistics of Cast(x - mean, float32), the normalized value
+// Cast back to float16 before gamma and beta. The fused node reads the float16 x and computes in float32.
+TEST(GpuTransformer, TorchFloat16LayerNormWithFloat32Statistics) {
+  KILN_REQUIRE_GPU();
+  NetCase c;
+  c.inputs = {random_tensor(DataType::kHALF, {4, 50, 192}, 80, -3, 3)};
+  c.atol = 3e-2;
+  c.rtol = 2e-2;
+  c.fused_op = "LayerNormalization";
+  c.build = [](ir::Graph& g, const std::vector<ir::Value*>& in) {
+    ir::Value* mean = node(g, "ReduceMean", {in[0]}, last_axis());
+    ir::Value* d32 = cast_to(g, node(g, "Sub", {in[0], mean}), 1);
+    ir::Value* var = node(g, "ReduceMean", {node(g, "Pow", {d32, scalar(g, 2.0f)})}, last_axis());
+    ir::Value* norm = node(g, "Div", {d32, node(g, "Sqrt", {node(g, "Add", {var, scalar(g, 1e-5f)})})});
+    ir::Value* gamma = g.add_constant("gamma_half", random_tensor(DataType::kHALF, {192}, 81, -1, 1));
+    ir::Value* beta = g.add_constant("beta_half", random_tensor(DataType::kHALF, {192}, 82, -1, 1));
+    return std::vector<ir::Value*>{node(g, "Add", {node(g, "Mul", {cast_to(g, norm, 10), gamma}), beta})};
+  };
+  expect_fused_agrees(c);
+}
+
 }  // namespace
 }  // namespace kiln::gpu_testing

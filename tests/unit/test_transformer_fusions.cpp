@@ -1,5 +1,6 @@
-// Transformer fusion passes (fuse_gelu, fuse_layernorm, fuse_matmul_epilogue, fuse_attention, fuse_qkv) and their
-// kiln ops: graph structure after each pass, and fused vs unfused outputs on the reference CPU kernels.
+// Transformer fusion passes (fuse_gelu, fuse_layernorm, fuse_rmsnorm, fuse_matmul_epilogue, fuse_attention,
+// fuse_qkv) and their kiln ops: graph structure after each pass, and fused vs unfused outputs on the reference CPU
+// kernels.
 #include <gtest/gtest.h>
 
 #include <climits>
@@ -175,6 +176,327 @@ TEST(FuseLayerNorm, OtherAxisIsLeftAlone) {
   n.output(n.op("Mul", {n.op("Div", {diff, den}), n.c(random({32}, 11))}));
   auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 7, 32}, 6)});
   EXPECT_EQ(count(*fused, "LayerNormalization"), 0);
+}
+
+// The normalization x / sqrt(v) in the forms exporters write: 0 Div(x, Sqrt(v)), 1 x * Reciprocal(Sqrt(v)),
+// 2 x * Div(1, Sqrt(v)) (torch's rsqrt), 3 Pow(v, -0.5) * x (operands swapped).
+ir::Value* div_by_sqrt(Net& n, ir::Value* x, ir::Value* v, int form) {
+  switch (form) {
+    case 0:
+      return n.op("Div", {x, n.op("Sqrt", {v})});
+    case 1:
+      return n.op("Mul", {x, n.op("Reciprocal", {n.op("Sqrt", {v})})});
+    case 2:
+      return n.op("Mul", {x, n.op("Div", {n.c(Tensor::from_vector<float>({1}, {1.0f})), n.op("Sqrt", {v})})});
+    default:
+      return n.op("Mul", {n.op("Pow", {v, n.scalar(-0.5f)}), x});
+  }
+}
+
+Attributes last_axis() {
+  Attributes ax;
+  ax.set("axes", Attribute(std::vector<int64_t>{-1}));
+  return ax;
+}
+
+TEST(FuseLayerNorm, RsqrtFormsAndMulSquare) {
+  for (int form = 1; form < 4; ++form) {
+    for (bool mul_square : {false, true}) {
+      SCOPED_TRACE("form " + std::to_string(form) + (mul_square ? " d*d" : " pow"));
+      Net n;
+      ir::Value* x = n.input("x", {2, 7, 32});
+      ir::Value* mean = n.op("ReduceMean", {x}, last_axis());
+      ir::Value* d = n.op("Sub", {x, mean});
+      ir::Value* sq = mul_square ? n.op("Mul", {d, d}) : n.op("Pow", {d, n.scalar(2.0f)});
+      ir::Value* v = n.op("Add", {n.scalar(1e-5f), n.op("ReduceMean", {sq}, last_axis())});
+      ir::Value* y = n.op("Mul", {n.c(random({32}, 11, 0.5f, 1.5f)), div_by_sqrt(n, d, v, form)});
+      n.output(n.op("Add", {y, n.c(random({32}, 12))}));
+      auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 7, 32}, 6, -3, 3)}, 1e-5);
+      ASSERT_EQ(fused->nodes().size(), 1u);
+      const ir::Node* ln = find(*fused, "LayerNormalization");
+      ASSERT_NE(ln, nullptr);
+      EXPECT_EQ(ln->inputs.size(), 3u);
+      EXPECT_EQ(ln->inputs[0]->name, "x");
+    }
+  }
+}
+
+// tf.keras 2 LayerNormalization through tf2onnx (tf.nn.moments + tf.nn.batch_normalization):
+// s = rsqrt(var + eps) * gamma, y = x * s + (beta - mean * s), var the mean of SquaredDifference(x, mean).
+ir::Value* keras_layernorm(Net& n, ir::Value* x, ir::Value* gamma, ir::Value* beta, ir::Value* eps) {
+  ir::Value* mean = n.op("ReduceMean", {x}, last_axis());
+  ir::Value* d = n.op("Sub", {x, mean});
+  ir::Value* var = n.op("ReduceMean", {n.op("Mul", {d, d})}, last_axis());
+  ir::Value* inv = n.op("Reciprocal", {n.op("Sqrt", {n.op("Add", {var, eps})})});
+  ir::Value* s = n.op("Mul", {inv, gamma});
+  return n.op("Add", {n.op("Mul", {x, s}), n.op("Sub", {beta, n.op("Mul", {mean, s})})});
+}
+
+TEST(FuseLayerNorm, Tf2onnxKerasForm) {
+  Net n;
+  ir::Value* x = n.input("x", {3, 5, 24});
+  n.output(keras_layernorm(n, x, n.c(random({24}, 13, 0.5f, 1.5f)), n.c(random({24}, 14)), n.scalar(1e-3f)));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({3, 5, 24}, 7, -3, 3)}, 1e-5);
+  ASSERT_EQ(fused->nodes().size(), 1u);
+  const ir::Node* ln = find(*fused, "LayerNormalization");
+  ASSERT_NE(ln, nullptr);
+  EXPECT_EQ(ln->inputs.size(), 3u);
+  EXPECT_NEAR(ln->attrs.get_float("epsilon").value(), 1e-3f, 1e-9);
+  EXPECT_EQ(fused->outputs()[0]->name, n.g->outputs()[0]->name);
+}
+
+// torch.onnx below opset 17 on a float16 model: Cast(x - mean, float32) is squared and divided, the result Cast
+// back to float16 before gamma and beta. A narrowing Cast (float32 x, float16 statistics) is left alone.
+ir::Value* torch_half_layernorm(Net& n, ir::Value* x, int64_t d, int64_t stat_type, int64_t back_type, DataType pt) {
+  Attributes to_stat, to_back;
+  to_stat.set("to", Attribute(stat_type));
+  to_back.set("to", Attribute(back_type));
+  ir::Value* mean = n.op("ReduceMean", {x}, last_axis());
+  ir::Value* d32 = n.op("Cast", {n.op("Sub", {x, mean})}, to_stat);
+  ir::Value* var = n.op("ReduceMean", {n.op("Pow", {d32, n.scalar(2.0f)})}, last_axis());
+  const DataType st = stat_type == 1 ? DataType::kFLOAT : DataType::kHALF;
+  ir::Value* eps = n.c(Tensor::from_vector<float>({}, {1e-5f}).cast(st));
+  ir::Value* norm = n.op("Cast", {n.op("Div", {d32, n.op("Sqrt", {n.op("Add", {var, eps})})})}, to_back);
+  ir::Value* y = n.op("Mul", {norm, n.c(random({d}, 15, 0.5f, 1.5f).cast(pt))});
+  return n.op("Add", {y, n.c(random({d}, 16).cast(pt))});
+}
+
+TEST(FuseLayerNorm, TorchFloat16FormWithCastsAroundTheStatistics) {
+  {
+    Net n;
+    ir::Value* x = test::graph_input(*n.g, "x", {2, 7, 32}, DataType::kHALF);
+    n.output(torch_half_layernorm(n, x, 32, 1, 10, DataType::kHALF));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()),
+                                  {test::random_tensor(DataType::kHALF, {2, 7, 32}, 17, -3, 3)}, 1e-2);
+    ASSERT_EQ(fused->nodes().size(), 1u);
+    const ir::Node* ln = find(*fused, "LayerNormalization");
+    ASSERT_NE(ln, nullptr);
+    EXPECT_EQ(ln->inputs[0]->name, "x");
+    EXPECT_EQ(ln->outputs[0]->dtype, DataType::kHALF);
+  }
+  {
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    n.output(torch_half_layernorm(n, x, 32, 10, 1, DataType::kFLOAT));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 7, 32}, 18, -3, 3)});
+    EXPECT_EQ(count(*fused, "LayerNormalization"), 0);
+  }
+}
+
+TEST(FuseLayerNorm, NonConstantEpsSharedIntermediateOrNonVectorParamsAreLeftAlone) {
+  {  // epsilon from an input
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    ir::Value* eps = n.input("eps", {1});
+    n.output(keras_layernorm(n, x, n.c(random({32}, 13)), n.c(random({32}, 14)), eps));
+    Tensor e = Tensor::from_vector<float>({1}, {1e-5f});
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 7, 32}, 8), e});
+    EXPECT_EQ(count(*fused, "LayerNormalization"), 0);
+  }
+  {  // the Sqrt result is also an output
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    n.output(layernorm_decomposed(n, x, 32, true));
+    for (auto& node : n.g->nodes())
+      if (node->op_type == "Sqrt") n.output(node->outputs[0]);
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 7, 32}, 9)});
+    EXPECT_EQ(count(*fused, "LayerNormalization"), 0);
+  }
+  // gamma per row and column ([7, 32]) or broadcasting the result to a higher rank ([1, 1, 1, 32])
+  for (std::vector<int64_t> shape : {std::vector<int64_t>{7, 32}, std::vector<int64_t>{1, 1, 1, 32}}) {
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    n.output(keras_layernorm(n, x, n.c(random(shape, 13)), n.c(random({32}, 14)), n.scalar(1e-5f)));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 7, 32}, 10)});
+    EXPECT_EQ(count(*fused, "LayerNormalization"), 0) << shape.size();
+  }
+}
+
+// ---------------------------------------------------------------- fuse_rmsnorm
+
+// weight * (x / sqrt(mean(x^2) + eps)): sq_form 0 Pow(x, 2), 1 Mul(x, x); the division in div_by_sqrt's forms.
+ir::Value* rmsnorm_core(Net& n, ir::Value* x, int sq_form, int div_form, ir::Value* eps, ir::Value* sq_of = nullptr,
+                        int64_t axis = -1) {
+  Attributes ax;
+  ax.set("axes", Attribute(std::vector<int64_t>{axis}));
+  ir::Value* s = sq_of ? sq_of : x;
+  ir::Value* sq = sq_form == 0 ? n.op("Pow", {s, n.scalar(2.0f)}) : n.op("Mul", {s, s});
+  ir::Value* v = n.op("Add", {n.op("ReduceMean", {sq}, ax), eps});
+  return div_by_sqrt(n, x, v, div_form);
+}
+
+ir::Value* cast(Net& n, ir::Value* x, int64_t onnx_type) {
+  Attributes a;
+  a.set("to", Attribute(onnx_type));
+  return n.op("Cast", {x}, a);
+}
+constexpr int64_t kOnnxFloat = 1, kOnnxHalf = 10;
+
+TEST(FuseRmsNorm, EveryFormWeightOnEitherSide) {
+  for (int sq_form = 0; sq_form < 2; ++sq_form) {
+    for (int div_form = 0; div_form < 4; ++div_form) {
+      for (int w_form = 0; w_form < 3; ++w_form) {  // weight [d] on the left, [d] right, [1, 1, d] right
+        SCOPED_TRACE(std::to_string(sq_form) + "/" + std::to_string(div_form) + "/" + std::to_string(w_form));
+        Net n;
+        ir::Value* x = n.input("x", {2, 7, 32});
+        ir::Value* core = rmsnorm_core(n, x, sq_form, div_form, n.scalar(1e-6f));
+        ir::Value* w = n.c(random(w_form == 2 ? std::vector<int64_t>{1, 1, 32} : std::vector<int64_t>{32}, 21, 0.5f,
+                                  1.5f));
+        n.output(w_form == 0 ? n.op("Mul", {w, core}) : n.op("Mul", {core, w}));
+        auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({2, 7, 32}, 22, -3, 3)}, 1e-5);
+        ASSERT_EQ(fused->nodes().size(), 1u);
+        const ir::Node* rms = find(*fused, "RMSNormalization");
+        ASSERT_NE(rms, nullptr);
+        EXPECT_EQ(rms->inputs[0]->name, "x");
+        EXPECT_EQ(rms->inputs[1]->constant->rank(), 1);
+        EXPECT_NEAR(rms->attrs.get_float("epsilon").value(), 1e-6f, 1e-12);
+        EXPECT_EQ(rms->attrs.get_int("axis").value(), -1);
+        EXPECT_EQ(fused->outputs()[0]->name, n.g->outputs()[0]->name);
+      }
+    }
+  }
+}
+
+TEST(FuseRmsNorm, WithoutWeightScalesByOnes) {
+  Net n;
+  ir::Value* x = n.input("x", {4, 16});
+  n.output(rmsnorm_core(n, x, 0, 1, n.scalar(1e-5f)));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({4, 16}, 23, -2, 2)}, 1e-5);
+  ASSERT_EQ(fused->nodes().size(), 1u);
+  EXPECT_NE(find(*fused, "RMSNormalization"), nullptr);
+}
+
+// HF LlamaRMSNorm on a float16 model: weight * Cast(x32 * rsqrt(mean(x32^2) + eps), float16), x32 = Cast(x);
+// on a float32 export both Casts are no-ops, and go as well.
+TEST(FuseRmsNorm, LlamaFloat32BetweenCastsFusesAcrossThem) {
+  for (int div_form : {2, 1}) {  // torch's rsqrt (Div(1, Sqrt)), then Reciprocal
+    for (DataType dt : {DataType::kHALF, DataType::kFLOAT}) {
+      SCOPED_TRACE(std::to_string(div_form) + (dt == DataType::kHALF ? " half" : " float"));
+      Net n;
+      ir::Value* x = test::graph_input(*n.g, "x", {2, 5, 64}, dt);
+      ir::Value* x32 = cast(n, x, kOnnxFloat);
+      ir::Value* h = cast(n, rmsnorm_core(n, x32, 0, div_form, n.scalar(1e-6f)),
+                          dt == DataType::kHALF ? kOnnxHalf : kOnnxFloat);
+      n.output(n.op("Mul", {n.c(random({64}, 24, 0.5f, 1.5f).cast(dt)), h}));
+      auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()),
+                                    {test::random_tensor(dt, {2, 5, 64}, 25, -3, 3)},
+                                    dt == DataType::kHALF ? 1e-2 : 1e-5);
+      ASSERT_EQ(fused->nodes().size(), 1u);
+      const ir::Node* rms = find(*fused, "RMSNormalization");
+      ASSERT_NE(rms, nullptr);
+      EXPECT_EQ(rms->inputs[0]->name, "x");
+      EXPECT_EQ(rms->inputs[1]->dtype, dt);
+      EXPECT_EQ(rms->outputs[0]->dtype, dt);
+    }
+  }
+}
+
+// T5LayerNorm exported in float32: the square reads a (no-op) Cast of x, the division x itself.
+TEST(FuseRmsNorm, T5SquaresACastOfX) {
+  for (int div_form : {2, 3}) {  // x * rsqrt, and Pow(., -0.5) * x (the rsqrt operand first)
+    Net n;
+    ir::Value* x = n.input("x", {3, 48});
+    ir::Value* core = rmsnorm_core(n, x, 0, div_form, n.scalar(1e-6f), cast(n, x, kOnnxFloat));
+    n.output(n.op("Mul", {n.c(random({48}, 26, 0.5f, 1.5f)), core}));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({3, 48}, 27, -3, 3)}, 1e-5);
+    ASSERT_EQ(fused->nodes().size(), 1u) << div_form;
+    EXPECT_EQ(find(*fused, "RMSNormalization")->inputs[0]->name, "x");
+  }
+  // The square of some other value is not an RMSNorm of x.
+  Net n;
+  ir::Value* x = n.input("x", {3, 48});
+  ir::Value* other = n.input("o", {3, 48});
+  n.output(n.op("Mul", {n.c(random({48}, 26)), rmsnorm_core(n, x, 0, 1, n.scalar(1e-6f), cast(n, other, kOnnxFloat))}));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({3, 48}, 27), random({3, 48}, 28)});
+  EXPECT_EQ(count(*fused, "RMSNormalization"), 0);
+}
+
+// A float32 weight applied before the Cast back, or a normalization computed in a narrower type than x: only the
+// part inside the Casts is fused (the fused node reads the Cast, its result is Cast back).
+TEST(FuseRmsNorm, InsideTheCastsWhenTypesDoNotAllowMore) {
+  {
+    Net n;
+    ir::Value* x = test::graph_input(*n.g, "x", {2, 32}, DataType::kHALF);
+    ir::Value* core = rmsnorm_core(n, cast(n, x, kOnnxFloat), 1, 0, n.scalar(1e-5f));
+    n.output(cast(n, n.op("Mul", {core, n.c(random({32}, 28, 0.5f, 1.5f))}), kOnnxHalf));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()),
+                                  {test::random_tensor(DataType::kHALF, {2, 32}, 29, -3, 3)}, 1e-3);
+    ASSERT_EQ(fused->nodes().size(), 3u);
+    const ir::Node* rms = find(*fused, "RMSNormalization");
+    ASSERT_NE(rms, nullptr);
+    EXPECT_EQ(rms->inputs[0]->dtype, DataType::kFLOAT);
+    EXPECT_EQ(rms->inputs[0]->producer->op_type, "Cast");
+  }
+  {
+    Net n;
+    ir::Value* x = n.input("x", {2, 32});
+    ir::Value* x16 = cast(n, x, kOnnxHalf);  // narrowing: x itself must not be read
+    n.output(cast(n, rmsnorm_core(n, x16, 0, 3, n.c(Tensor::from_vector<float>({}, {1e-3f}).cast(DataType::kHALF))),
+                  kOnnxFloat));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({2, 32}, 30, -3, 3)}, 1e-3);
+    const ir::Node* rms = find(*fused, "RMSNormalization");
+    ASSERT_NE(rms, nullptr);
+    EXPECT_EQ(rms->inputs[0]->dtype, DataType::kHALF);
+    EXPECT_EQ(count(*fused, "Cast"), 2);
+  }
+}
+
+TEST(FuseRmsNorm, OtherAxisNonConstantEpsSharedIntermediateAndNoKernelAreLeftAlone) {
+  {  // axis 1 of [2, 7, 32]
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    n.output(n.op("Mul", {rmsnorm_core(n, x, 0, 0, n.scalar(1e-5f), nullptr, 1), n.c(random({32}, 31))}));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({2, 7, 32}, 32)});
+    EXPECT_EQ(count(*fused, "RMSNormalization"), 0);
+  }
+  {  // epsilon from an input
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    ir::Value* eps = n.input("eps", {1});
+    n.output(n.op("Mul", {rmsnorm_core(n, x, 0, 1, eps), n.c(random({32}, 31))}));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()),
+                                  {random({2, 7, 32}, 33), Tensor::from_vector<float>({1}, {1e-5f})});
+    EXPECT_EQ(count(*fused, "RMSNormalization"), 0);
+  }
+  {  // the mean square is also an output
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    n.output(n.op("Mul", {rmsnorm_core(n, x, 1, 3, n.scalar(1e-5f)), n.c(random({32}, 31))}));
+    for (auto& node : n.g->nodes())
+      if (node->op_type == "ReduceMean") n.output(node->outputs[0]);
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({2, 7, 32}, 34)});
+    EXPECT_EQ(count(*fused, "RMSNormalization"), 0);
+  }
+  {  // no kernel for it on the target
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    n.output(n.op("Mul", {rmsnorm_core(n, x, 0, 0, n.scalar(1e-5f)), n.c(random({32}, 31))}));
+    passes::PassOptions o;
+    o.has_kernel = [](const std::string& op, const std::string&, DataType) { return op != "RMSNormalization"; };
+    Quiet quiet;
+    passes::PassContext ctx(quiet, o);
+    ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, ctx).ok());
+    ASSERT_TRUE(passes::make_fuse_rmsnorm()->apply(*n.g, ctx).ok());
+    EXPECT_EQ(count(*n.g, "RMSNormalization"), 0);
+  }
+}
+
+// A weight that is not a last-axis vector stays a Mul after the fused normalization (scale ones).
+TEST(FuseRmsNorm, NonVectorWeightStaysOutside) {
+  for (std::vector<int64_t> shape : {std::vector<int64_t>{7, 32}, std::vector<int64_t>{1, 1, 1, 32}}) {
+    Net n;
+    ir::Value* x = n.input("x", {2, 7, 32});
+    ir::Value* w = n.c(random(shape, 35, 0.5f, 1.5f));
+    n.output(n.op("Mul", {rmsnorm_core(n, x, 0, 1, n.scalar(1e-5f)), w}));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_rmsnorm()), {random({2, 7, 32}, 36)}, 1e-5);
+    ASSERT_EQ(fused->nodes().size(), 2u) << shape.size();
+    const ir::Node* rms = find(*fused, "RMSNormalization");
+    ASSERT_NE(rms, nullptr);
+    for (ir::Value* v : rms->inputs) EXPECT_NE(v->name, w->name);
+    const ir::Node* mul = find(*fused, "Mul");
+    ASSERT_NE(mul, nullptr);
+    EXPECT_TRUE(mul->inputs[0]->name == w->name || mul->inputs[1]->name == w->name);
+  }
 }
 
 // ---------------------------------------------------------------- fuse_matmul_epilogue
@@ -474,6 +796,8 @@ TEST(TransformerFusions, CudaPipelineOrder) {
   for (auto& p : passes::pipeline_for(Backend::kCUDA)) names.emplace_back(p->name());
   auto at = [&](const std::string& s) { return std::find(names.begin(), names.end(), s) - names.begin(); };
   EXPECT_LT(at("constant_folding"), at("fuse_layernorm"));
+  EXPECT_LT(at("fuse_layernorm"), at("fuse_rmsnorm"));
+  EXPECT_LT(at("fuse_rmsnorm"), at("precision_lowering"));
   EXPECT_LT(at("fuse_gelu"), at("fuse_attention"));
   EXPECT_LT(at("fuse_attention"), at("fuse_matmul_epilogue"));
   EXPECT_LT(at("fuse_matmul_epilogue"), at("fuse_qkv"));
@@ -683,6 +1007,48 @@ TEST(TransformerFusions, CudaPipelineOnAnEncoderBlock) {
   }
 }
 
+// A Llama-style block through the whole CUDA pipeline: RMSNorm, a projection with a residual, RMSNorm again; in
+// float32 (lowered to float16 or not) and as a float16 model whose RMSNorms compute in float32 between Casts.
+TEST(TransformerFusions, CudaPipelineFusesRmsNorms) {
+  for (int variant = 0; variant < 3; ++variant) {
+    SCOPED_TRACE(variant);
+    const bool half_model = variant == 2;
+    const DataType dt = half_model ? DataType::kHALF : DataType::kFLOAT;
+    Net n;
+    ir::Value* x = test::graph_input(*n.g, "x", {2, 16, 64}, dt);
+    auto rms = [&](ir::Value* h, uint32_t seed) {
+      ir::Value* w = n.c(random({64}, seed, 0.5f, 1.5f).cast(dt));
+      if (!half_model) return n.op("Mul", {w, rmsnorm_core(n, h, 0, 2, n.scalar(1e-6f))});
+      ir::Value* h32 = cast(n, h, kOnnxFloat);
+      return n.op("Mul", {w, cast(n, rmsnorm_core(n, h32, 0, 2, n.scalar(1e-6f)), kOnnxHalf)});
+    };
+    ir::Value* h = rms(x, 101);
+    h = n.op("Add", {x, n.op("MatMul", {h, n.c(random({64, 64}, 102, -0.2f, 0.2f).cast(dt))})});
+    n.output(rms(h, 103));
+    static Quiet quiet;
+    passes::PassContext sctx(quiet, {});
+    ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, sctx).ok());
+    auto g = n.g->clone();
+    passes::PassOptions o;
+    o.backend = Backend::kCUDA;
+    o.verify_each = true;
+    o.reduced_precision = variant == 1 ? DataType::kHALF : DataType::kFLOAT;
+    o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+    passes::PassContext ctx(quiet, o);
+    passes::PassManager pm(passes::pipeline_for(Backend::kCUDA));
+    Status st = pm.run(*g, ctx);
+    ASSERT_TRUE(st.ok()) << st.message();
+    EXPECT_EQ(count(*g, "RMSNormalization"), 2) << ir::print(*g);
+    for (const char* gone : {"ReduceMean", "Sqrt", "Pow"}) EXPECT_EQ(count(*g, gone), 0) << gone;
+    if (half_model) EXPECT_EQ(count(*g, "Cast"), 0) << ir::print(*g);
+    for (auto& node : g->nodes())
+      if (node->op_type == "RMSNormalization")
+        EXPECT_EQ(node->outputs[0]->dtype, variant == 0 ? DataType::kFLOAT : DataType::kHALF);
+    std::vector<Tensor> in = {test::random_tensor(dt, {2, 16, 64}, 104, -2, 2)};
+    expect_close(run(*n.g, in), run(*g, in), variant == 0 ? 1e-4 : 3e-2);
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -727,6 +1093,30 @@ TEST(TransformerFusions, FusedEngineRunsOnTheCpuExecutor) {
   double worst = 0;
   for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(want[i] - got[i])));
   EXPECT_LE(worst, 5e-2) << "float16 engine against the float32 one";
+}
+
+// RMSNormalization (an opset-23 node in an opset-17 graph) survives the engine file and runs on the CPU executor.
+TEST(TransformerFusions, FusedRmsNormEngineRunsOnTheCpuExecutor) {
+  Net n;
+  ir::Value* x = n.input("x", {3, 9, 64});
+  n.output(n.op("Mul", {rmsnorm_core(n, x, 1, 2, n.scalar(1e-6f)), n.c(random({64}, 110, 0.5f, 1.5f))}));
+  static Quiet quiet;
+  passes::PassContext sctx(quiet, {});
+  ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, sctx).ok());
+  auto g = n.g->clone();
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  passes::PassContext ctx(quiet, o);
+  passes::PassManager pm(passes::pipeline_for(Backend::kCUDA));
+  ASSERT_TRUE(pm.run(*g, ctx).ok());
+  ASSERT_EQ(g->nodes().size(), 1u);
+  ASSERT_EQ(count(*g, "RMSNormalization"), 1);
+  std::vector<std::pair<std::string, Tensor>> in = {{"x", random({3, 9, 64}, 111, -3, 3)}};
+  std::vector<float> want = run_engine(*n.g, in), got = run_engine(*g, in);
+  ASSERT_EQ(want.size(), 3u * 9 * 64);
+  ASSERT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(want[i], got[i], 1e-5) << i;
 }
 
 }  // namespace
