@@ -166,8 +166,9 @@ class FuseAttention final : public Pass {
           return false;
         if (out->users.size() != 1 || match::is_graph_output(g, out)) return false;
         out_transpose = out->users[0];
+        // (The Transpose's value may be a graph output: the Reshape below takes over its name.)
         if (!match::perm_is(out_transpose, {1, 0, 2}) || out_transpose->op_type != "Transpose" ||
-            !out_transpose->domain.empty() || match::is_graph_output(g, out_transpose->outputs[0]) || opset < 5)
+            !out_transpose->domain.empty() || opset < 5)
           return false;
         // A mask or condition of rank 3 is indexed by B*H: only one that broadcasts over it (leading 1) is taken.
         for (const char* m : {"mask", "cond_keep", "cond_hide"})

@@ -650,6 +650,32 @@ TEST(FuseAttention, SequenceFirstMultiheadForm) {
   }
 }
 
+// Cross-attention in the same form (torch 1.x nn.TransformerDecoder): queries from a [T,B,E] target, keys and
+// values from a [S,B,E] memory, T != S. Fused with sbhd operands of their own lengths; outputs unchanged.
+TEST(FuseAttention, SequenceFirstCrossAttention) {
+  const int64_t T = 4, S = 9, B = 2, H = 2, D = 8, E = H * D;
+  Net n;
+  ir::Value* tgt = n.input("tgt", {T, B, E});
+  ir::Value* mem = n.input("mem", {S, B, E});
+  ir::Value* q = seq_first_heads(n, n.op("MatMul", {tgt, n.weight({E, E})}), T, B * H, D, {1, 0, 2});
+  ir::Value* kt = seq_first_heads(n, n.op("MatMul", {mem, n.weight({E, E})}), S, B * H, D, {1, 2, 0});
+  ir::Value* v = seq_first_heads(n, n.op("MatMul", {mem, n.weight({E, E})}), S, B * H, D, {1, 0, 2});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  ir::Value* o = n.op("MatMul", {n.op("Softmax", {n.op("MatMul", {n.op("Div", {q, n.scalar(2.0f)}), kt})}, sm), v});
+  Attributes back;
+  back.set("perm", Attribute(std::vector<int64_t>{1, 0, 2}));
+  n.output(n.op("Transpose", {o}, back));
+  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                {random({T, B, E}, 80), random({S, B, E}, 81)});
+  const ir::Node* a = find(*fused, "FusedAttention");
+  ASSERT_NE(a, nullptr) << ir::print(*fused);
+  EXPECT_EQ(ops::shape_to_string(a->inputs[0]->shape), "[4,2,2,8]");
+  EXPECT_EQ(ops::shape_to_string(a->inputs[1]->shape), "[9,2,2,8]");
+  EXPECT_EQ(ops::shape_to_string(a->outputs[0]->shape), "[4,2,2,8]");
+  EXPECT_NEAR(a->attrs.get_float("scale").value(), 0.5, 1e-6);
+}
+
 // Without the Transpose that takes the output back to [S,B*H,D] (the form's last step) nothing is fused: the 3-D
 // [B*H,S,D] result has no sequence-first layout to be written in.
 TEST(FuseAttention, SequenceFirstFormWithoutOutputTransposeIsLeftAlone) {
