@@ -73,8 +73,9 @@ class CudaContext final : public runtime::DeviceContext {
       : plan_(std::move(plan)), weights_(std::move(weights)) {}
 
   ~CudaContext() override {
-    steps_.clear();  // kernel states (cuDNN execution plans among them) before the handles they were built with
+    // The captured graph first: its nodes launch the kernels of the plans the kernel states own.
     if (graph_exec_) cudaGraphExecDestroy(graph_exec_);
+    steps_.clear();  // kernel states (cuDNN execution plans among them) before the handles they were built with
     for (auto& b : host_io_) if (b.ptr) cudaFree(b.ptr);
     if (arena_) cudaFree(arena_);
     if (handles_.workspace) cudaFree(handles_.workspace);
