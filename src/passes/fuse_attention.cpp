@@ -240,7 +240,11 @@ class FuseAttention final : public Pass {
         if (causal) a.set("causal", Attribute(int64_t{1}));
         a.set("qkv_layout", std::string("sbhd"));
         a.set("out_layout", std::string("sbhd"));
-        ir::Node* att = fusion::replace_with_node(g, out, "FusedAttention", "kiln", in, std::move(a), 1, "attention");
+        std::vector<ir::Value*> sources = {sq.x, sk.x, sv.x};
+        if (mask) sources.push_back(mask);
+        ir::Node* att =
+            fusion::replace_with_node(g, out, "FusedAttention", "kiln", in, std::move(a), 1, "attention", sources);
+        match::record_fusion(att, {out_transpose});
         ir::Value* y = att->outputs[0];
         y->shape = {sq.x->shape[0], sq.x->shape[1], ops::Dim(sq.H), ops::Dim(sv.D)};
         ir::Value* t = out_transpose->outputs[0];

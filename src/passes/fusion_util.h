@@ -115,10 +115,11 @@ inline match::Pattern gelu_tanh(const match::Pattern& x) {
 
 // Puts a new node (one output) in place of `root`: every reader of root, and the graph outputs, read the node's
 // output instead, which takes root's name (engine outputs keep their names) and type. The old producers are left
-// for dead-code elimination.
+// for dead-code elimination. The nodes between the inputs and root are recorded as the ones the new node stands
+// for; `sources` (optional) are where that walk stops instead, when the new node reads views of them.
 inline ir::Node* replace_with_node(ir::Graph& g, ir::Value* root, const std::string& op_type, const std::string& domain,
                                    const std::vector<ir::Value*>& inputs, Attributes attrs, int opset,
-                                   const std::string& base_name) {
+                                   const std::string& base_name, const std::vector<ir::Value*>& sources = {}) {
   const std::string name = root->name;
   // The nodes the new one stands for: everything between its inputs and root (for layer information).
   std::vector<const ir::Node*> replaced;
@@ -127,7 +128,9 @@ inline ir::Node* replace_with_node(ir::Graph& g, ir::Value* root, const std::str
     while (!stack.empty() && replaced.size() < 64) {
       ir::Value* v = stack.back();
       stack.pop_back();
-      if (!v || !v->producer || std::find(inputs.begin(), inputs.end(), v) != inputs.end()) continue;
+      if (!v || !v->producer || std::find(inputs.begin(), inputs.end(), v) != inputs.end() ||
+          std::find(sources.begin(), sources.end(), v) != sources.end())
+        continue;
       if (std::find(replaced.begin(), replaced.end(), v->producer) != replaced.end()) continue;
       replaced.push_back(v->producer);
       for (ir::Value* in : v->producer->inputs) stack.push_back(in);

@@ -642,6 +642,17 @@ TEST(FuseAttention, SequenceFirstMultiheadForm) {
   EXPECT_EQ(a->attrs.get_string("qkv_layout").value(), "sbhd");
   EXPECT_EQ(a->attrs.get_string("out_layout").value(), "sbhd");
   EXPECT_NEAR(a->attrs.get_float("scale").value(), 1.0 / std::sqrt(8.0), 1e-6);
+  // Layer information: the block's own nodes (head splits, scale, scores, mask, softmax, output Transpose),
+  // not the projections before it.
+  const Attribute* from = a->attrs.find(ops::kFusedFromAttr);
+  ASSERT_NE(from, nullptr);
+  std::map<std::string, int> ops_fused;
+  for (const std::string& name : from->strings())
+    for (const auto& node : n.g->nodes())
+      if (node->name == name) ++ops_fused[node->op_type];
+  EXPECT_EQ(ops_fused, (std::map<std::string, int>{
+                           {"Add", 1}, {"Div", 1}, {"MatMul", 2}, {"Reshape", 3}, {"Softmax", 1}, {"Transpose", 4}}))
+      << "fused from: " << from->to_string();
   ASSERT_EQ(a->inputs.size(), 4u);
   EXPECT_EQ(a->inputs[3]->name, "mask");
   for (int i = 0; i < 3; ++i) {
