@@ -52,7 +52,10 @@ struct Gap {
   const char* reason;
 };
 constexpr Gap kExpectedGaps[] = {
-    {"", "", ""},  // (placeholder: none so far)
+    {"hf_llama", "transposes",
+     "rotary embeddings run on Q and K as [B,H,S,D] between the head-splitting Transposes and the attention, so "
+     "fold_mha_input_transposes cannot read Q, K and V in place ([B,S,H,D]); Q, K and V's Transposes stay (3 per "
+     "layer). Closing it needs the Transposes moved below the rotary's elementwise ops (cos/sin as [1,S,1,D])"},
 };
 
 const Gap* find_gap(const std::string& family, const std::string& form) {
@@ -134,6 +137,8 @@ void check_model(const std::string& dir) {
   o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
   Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
   ASSERT_TRUE(st.ok()) << st.message();
+  // KILN_HF_DUMP=1 prints the optimized graph (to see which form a gap leaves behind).
+  if (const char* d = std::getenv("KILN_HF_DUMP"); d && *d == '1') std::cout << ir::print(*cuda) << "\n";
   auto c = op_counts(*cuda);
   const int transposes = data_transposes(*cuda);
 

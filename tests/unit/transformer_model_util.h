@@ -46,12 +46,13 @@ inline Blocks attention_blocks(const ir::Graph& g) {
     ++b.all;
     const ir::Node* p = n->inputs[0]->producer;
     while (p && p->op_type != "MatMul" && !p->inputs.empty()) {
-      // The non-constant operand of a scale or mask node; of several (an additive padding mask of the same rank,
-      // a Where's condition), the one with the node's own shape, which the scores keep.
+      // The non-constant operand of a scale, cast or mask node; of several (an additive mask, a Where's
+      // condition), the MatMul's result, else the one with the node's own shape, which the scores keep.
       const ir::Value* next = nullptr;
       for (const ir::Value* v : p->inputs)
         if (v && !v->is_constant() && v->producer && v->rank_known && v->shape.size() >= 3 &&
-            (!next || v->shape == p->outputs[0]->shape))
+            (!next || (next->producer->op_type != "MatMul" &&
+                       (v->producer->op_type == "MatMul" || v->shape == p->outputs[0]->shape))))
           next = v;
       p = next ? next->producer : nullptr;
     }
