@@ -724,6 +724,86 @@ TEST(FuseAttention, NonCausalWhereBecomesAnAdditiveMask) {
   EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 0);
 }
 
+// HF's eager attention exported in float32: gpt2 casts the scaled scores to their own type before its causal Where
+// and the probabilities to V's; T5 and Llama run the softmax on a float32 Cast and cast the result back (two Casts).
+// All of them are no-ops here, and one FusedAttention (causal flag plus the padding mask) replaces the lot; a Cast
+// that changes the type is a real rounding and keeps the block unfused.
+TEST(FuseAttention, NoOpCastChainsAroundScoresAndSoftmax) {
+  const int64_t B = 2, S = 6, H = 2, D = 4;
+  for (bool narrowing : {false, true}) {
+    SCOPED_TRACE(narrowing ? "a narrowing Cast" : "no-op Casts");
+    Net n;
+    ir::Value* q = n.input("q", {B, H, S, D});
+    ir::Value* kt = n.input("kt", {B, H, D, S});
+    ir::Value* v = n.input("v", {B, H, S, D});
+    ir::Value* mask = n.input("mask", {B, 1, 1, S});
+    auto cast = [&](ir::Value* x, int64_t to) {
+      Attributes a;
+      a.set("to", Attribute(to));
+      return n.op("Cast", {x}, a);
+    };
+    Tensor cond(DataType::kBOOL, {1, 1, S, S});
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t j = 0; j < S; ++j) cond.data<bool>()[i * S + j] = j <= i;
+    ir::Value* sc = cast(n.op("Div", {n.op("MatMul", {q, kt}), n.scalar(2.0f)}), 1);
+    ir::Value* masked = n.op("Add", {n.op("Where", {n.c(cond), sc, n.scalar(-3.4028234663852886e38f)}), mask});
+    ir::Value* pre = narrowing ? cast(cast(masked, 10), 1) : cast(masked, 1);
+    Attributes sm;
+    sm.set("axis", Attribute(int64_t{-1}));
+    n.output(n.op("MatMul", {cast(cast(n.op("Softmax", {pre}, sm), 1), 1), v}));
+    Tensor m(DataType::kFLOAT, {B, 1, 1, S});
+    for (int64_t i = 0; i < m.numel(); ++i) m.data<float>()[i] = i % S == S - 1 && i > S ? -3.4e38f : 0.0f;
+    auto fused = fuse_and_compare(
+        n, list_of(passes::make_fuse_attention()),
+        {random({B, H, S, D}, 60), random({B, H, D, S}, 61), random({B, H, S, D}, 62), m});
+    if (narrowing) {
+      EXPECT_EQ(count(*fused, "FusedAttention"), 0) << ir::print(*fused);
+      continue;
+    }
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 1);
+    ASSERT_EQ(a->inputs.size(), 4u);
+    EXPECT_EQ(a->inputs[3]->name, "mask");
+    EXPECT_EQ(count(*fused, "Cast") + count(*fused, "Softmax") + count(*fused, "Where"), 0) << ir::print(*fused);
+  }
+}
+
+// DistilBERT's masked_fill: Where(Cast(Expand(cond, Shape(scores)), bool), fill, scores). The Expand (and the Shape
+// that reads the scores, which would keep the scores MatMul from being used once) goes, and the [B,1,1,S]
+// condition becomes the additive mask. An Expand to some other tensor's shape is left as it is.
+TEST(FuseAttention, DistilBertConditionExpandedToTheScores) {
+  const int64_t B = 2, S = 5, H = 2, D = 4;
+  for (bool other_shape : {false, true}) {
+    SCOPED_TRACE(other_shape ? "expanded to another tensor's shape" : "expanded to the scores' shape");
+    Net n;
+    ir::Value* q = n.input("q", {B, H, S, D});
+    ir::Value* kt = n.input("kt", {B, H, D, S});
+    ir::Value* v = n.input("v", {B, H, S, D});
+    ir::Value* cond = n.input("cond", {B, 1, 1, S});
+    ir::Value* sc = n.op("MatMul", {n.op("Div", {q, n.scalar(2.0f)}), kt});
+    ir::Value* shape = n.op("Shape", {other_shape ? n.op("Add", {sc, n.scalar(0.0f)}) : sc});
+    Attributes to_bool;
+    to_bool.set("to", Attribute(int64_t{9}));
+    ir::Value* c = n.op("Cast", {n.op("Expand", {cond, shape})}, to_bool);
+    n.output(n.op("MatMul", {n.op("Softmax", {n.op("Where", {c, n.scalar(-3.4028234663852886e38f), sc})}), v}));
+    Tensor cv(DataType::kBOOL, {B, 1, 1, S});
+    for (int64_t i = 0; i < cv.numel(); ++i) cv.data<bool>()[i] = i == S - 1 || i >= 2 * S - 2;
+    cond->dtype = DataType::kBOOL;
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                  {random({B, H, S, D}, 70), random({B, H, D, S}, 71), random({B, H, S, D}, 72), cv});
+    if (other_shape) {
+      EXPECT_EQ(count(*fused, "Expand"), 1) << ir::print(*fused);
+      continue;
+    }
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_EQ(count(*fused, "Expand") + count(*fused, "Shape") + count(*fused, "Softmax"), 0) << ir::print(*fused);
+    ASSERT_EQ(a->inputs.size(), 4u);
+    EXPECT_EQ(ops::shape_to_string(a->inputs[3]->shape), "[2,1,1,5]");
+  }
+}
+
 TEST(FuseAttention, OtherSoftmaxAxisIsLeftAlone) {
   Net n;
   ir::Value* q = n.input("q", {1, 2, 4, 4});
