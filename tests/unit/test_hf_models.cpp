@@ -9,6 +9,9 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <sstream>
 
@@ -179,8 +182,21 @@ void check_model(const std::string& dir) {
   }
   const double rel = std::sqrt(num / std::max(den, 1e-30));
   EXPECT_LT(rel, 1e-2) << "FP16 CUDA pipeline vs float32 CPU pipeline";
+  // And the CPU pipeline against PyTorch's own float32 output (output.bin): the HF forms are imported right.
+  std::ifstream f(dir + "/output.bin", std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(bytes.size(), static_cast<size_t>(a.nbytes())) << "output.bin";
+  double tnum = 0, tden = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    float t;
+    std::memcpy(&t, bytes.data() + 4 * i, 4);
+    tnum += (a.data<float>()[i] - t) * (a.data<float>()[i] - t);
+    tden += static_cast<double>(t) * t;
+  }
+  const double torch_rel = std::sqrt(tnum / std::max(tden, 1e-30));
+  EXPECT_LT(torch_rel, 1e-4) << "float32 CPU pipeline vs PyTorch";
   std::ostringstream line;
-  line << att.str() << " | " << nrm.str() << " | " << gel.str() << " | " << tr.str() << " | rel L2 " << rel << " | "
+  line << att.str() << " | " << nrm.str() << " | " << gel.str() << " | " << tr.str() << " | rel L2 " << rel << " (CPU pipeline vs PyTorch " << torch_rel << ") | "
        << cuda->nodes().size() << " nodes (CPU pipeline " << cpu->nodes().size() << ")";
   std::cout << dir << " float16: " << line.str() << "\n";
   table().push_back({family, line.str()});
