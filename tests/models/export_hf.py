@@ -104,8 +104,8 @@ class LastHidden(nn.Module):
         self.model, self.names = model, names
 
     def forward(self, *args):
-        out = self.model(**dict(zip(self.names, args)), return_dict=True)
-        return out.last_hidden_state
+        out = self.model(**dict(zip(self.names, args)))  # a ModelOutput by default (config.return_dict)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
 
 
 def build(name):

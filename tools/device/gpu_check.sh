@@ -3,8 +3,9 @@
 # CPU backend, the full-size models in FP32/FP16/BF16, and the benchmarks; a short table last.
 # Usage (device): tools/device/gpu_check.sh [tests] [cli] [python] [nvtx] [node] [models] [hf] [sanitize] [bench]
 #   (default: tests cli python nvtx node models; hf, the tiny Hugging Face exports, needs transformers there).
-#   nvtx checks under Nsight Systems that the layer, pass and build-phase ranges appear. cli and python run the pytest tests marked `gpu` (GPU-only kiln
-#   flags; zero-copy torch tensors and the FP16 workflow); without a GPU they skip, each saying why.
+#   nvtx checks under Nsight Systems that the layer, pass and build-phase ranges appear. cli and python run the
+#   pytest tests marked `gpu` (GPU-only kiln flags; zero-copy torch tensors and the FP16 workflow); without a GPU
+#   they skip, each saying why.
 # Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS, SAN_RUNS,
 # SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests; with a filter, racecheck over it too),
 # GPU_TEST_FILTER (a gtest filter for the tests stage, e.g. '-*Times*' to leave out the timing prints; the summary
