@@ -83,7 +83,8 @@ int drop_expand_to_operand_shape(ir::Graph& g) {
     if ((node->op_type != "Where" && node->op_type != "Add") || !node->domain.empty()) continue;
     for (size_t i = 0; i < node->inputs.size(); ++i) {
       const ir::Value* in = node->inputs[i];  // through a no-op Cast (DistilBERT's bool condition cast to bool)
-      if (const ir::Node* c = match::producer_op(in, "Cast"); c && c->inputs[0]->dtype == in->dtype) in = c->inputs[0];
+      if (const ir::Node* c = match::producer_op(in, "Cast"); c && c->inputs[0]->dtype == in->dtype)
+        in = c->inputs[0];
       const ir::Node* ex = match::producer_op(in, "Expand");
       if (!ex || ex->inputs.size() != 2) continue;
       const ir::Node* sh = match::producer_op(ex->inputs[1], "Shape");
@@ -171,7 +172,9 @@ class FuseAttention final : public Pass {
                                    commutative("Add", scores, any().bind("mask")).used_once(), scores});
     const int opset = g.opset();
     const Pattern probs =
-        op("Softmax", {through_noop_cast(masked)}).where([opset](ir::Value* v, const Bindings&) { return softmax_last_axis(v, opset); });
+        op("Softmax", {through_noop_cast(masked)}).where([opset](ir::Value* v, const Bindings&) {
+          return softmax_last_axis(v, opset);
+        });
     const Pattern root = op("MatMul", {through_noop_cast(probs.used_once()), any().bind("v")}).bind("root");
 
     const int dropped = drop_expand_to_operand_shape(g);

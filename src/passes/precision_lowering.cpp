@@ -12,7 +12,6 @@
 #include "passes/pass.h"
 
 namespace kiln::passes {
-
 namespace {
 
 // A float32 constant in a reduced type, finite values beyond its range clamped to its largest finite value rather
@@ -21,16 +20,12 @@ namespace {
 Tensor saturating_cast(const Tensor& c, DataType t) {
   if (c.dtype() != DataType::kFLOAT || (t != DataType::kHALF && t != DataType::kBF16)) return c.cast(t);
   const float hi = t == DataType::kHALF ? 65504.0f : 3.38953139e38f;
-  Tensor x = c.cast(DataType::kFLOAT);  // a copy to clamp
+  Tensor x = c.cast(DataType::kFLOAT);  // a copy (cast always copies) to clamp
   float* p = x.data<float>();
   for (int64_t i = 0; i < x.numel(); ++i)
     if (std::isfinite(p[i])) p[i] = std::min(hi, std::max(-hi, p[i]));
   return x.cast(t);
 }
-
-}  // namespace
-
-namespace {
 
 // Which inputs and outputs of an op carry its float type T; every other input keeps its type (Resize's scales,
 // Reshape's shape, indices...). all = every input / output.

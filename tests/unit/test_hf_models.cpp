@@ -196,7 +196,8 @@ void check_model(const std::string& dir) {
   const double torch_rel = std::sqrt(tnum / std::max(tden, 1e-30));
   EXPECT_LT(torch_rel, 1e-4) << "float32 CPU pipeline vs PyTorch";
   std::ostringstream line;
-  line << att.str() << " | " << nrm.str() << " | " << gel.str() << " | " << tr.str() << " | rel L2 " << rel << " (CPU pipeline vs PyTorch " << torch_rel << ") | "
+  line << att.str() << " | " << nrm.str() << " | " << gel.str() << " | " << tr.str() << " | rel L2 " << rel
+       << " (CPU pipeline vs PyTorch " << torch_rel << ") | "
        << cuda->nodes().size() << " nodes (CPU pipeline " << cpu->nodes().size() << ")";
   std::cout << dir << " float16: " << line.str() << "\n";
   table().push_back({family, line.str()});
