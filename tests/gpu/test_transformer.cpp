@@ -364,6 +364,61 @@ TEST(GpuTransformer, AttentionGpt2LikeCausal) {
   }
 }
 
+// Hugging Face's eager attention as transformers 4.4x exports it in float32 (tests/models/export_hf.py), from a
+// 0/1 padding mask input: kHfBert adds (1 - m) * finfo(float32).min to the scores (as FP16/BF16 that constant must
+// saturate, not become -inf: 0 * -inf would be NaN at every kept key); kHfDistilBert fills finfo.min by
+// Where(Cast(Expand(m == 0, Shape(scores))), ...); kHfLlama adds the mask and runs the softmax between no-op Casts
+// (float32 and back), the probabilities cast once more to V's type.
+enum class HfForm { kHfBert, kHfDistilBert, kHfLlama };
+
+void hf_attention_case(HfForm form, int64_t B, int64_t H, int64_t S, int64_t D, const Precision& pr) {
+  SCOPED_TRACE(std::string(pr.name) + " form " + std::to_string(static_cast<int>(form)));
+  Tensor m(DataType::kFLOAT, {B, 1, 1, S});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < S; ++j) m.data<float>()[b * S + j] = j >= S - 3 * b ? 0.0f : 1.0f;
+  const bool tc = !pr.flags.empty() && (D == 32 || D == 64 || D == 128);
+  NetCase c = precision_case(pr,
+                             {random_tensor(DataType::kFLOAT, {B, H, S, D}, 80, -1, 1),
+                              random_tensor(DataType::kFLOAT, {B, H, S, D}, 81, -1, 1),
+                              random_tensor(DataType::kFLOAT, {B, H, S, D}, 82), m},
+                             tc ? "FusedAttention" : "");
+  c.build = [form, D](ir::Graph& g, const std::vector<ir::Value*>& in) {
+    const float lowest = -3.4028234663852886e38f;
+    Attributes t;
+    t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
+    auto cast = [&](ir::Value* x, int64_t to) {
+      Attributes a;
+      a.set("to", Attribute(to));
+      return node(g, "Cast", {x}, a);
+    };
+    ir::Value* scores =
+        node(g, "Div", {node(g, "MatMul", {in[0], node(g, "Transpose", {in[1]}, t)}),
+                        scalar(g, std::sqrt(static_cast<float>(D)))});
+    if (form == HfForm::kHfDistilBert) {
+      ir::Value* hide = node(g, "Equal", {in[3], scalar(g, 0.0f)});
+      ir::Value* cond = cast(node(g, "Expand", {hide, node(g, "Shape", {scores})}), 9);
+      scores = node(g, "Where", {cond, scalar(g, lowest), scores});
+    } else {
+      scores = node(g, "Add", {scores, node(g, "Mul", {node(g, "Sub", {scalar(g, 1.0f), in[3]}), scalar(g, lowest)})});
+    }
+    Attributes sm;
+    sm.set("axis", Attribute(int64_t{-1}));
+    ir::Value* p = form == HfForm::kHfLlama ? cast(cast(node(g, "Softmax", {cast(scores, 1)}, sm), 1), 1)
+                                             : node(g, "Softmax", {scores}, sm);
+    return std::vector<ir::Value*>{node(g, "MatMul", {p, in[2]})};
+  };
+  expect_fused_agrees(c);
+}
+
+TEST(GpuTransformer, AttentionHuggingFaceEagerForms) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions)
+    for (HfForm f : {HfForm::kHfBert, HfForm::kHfDistilBert, HfForm::kHfLlama}) {
+      hf_attention_case(f, 3, 4, 32, 32, pr);
+      hf_attention_case(f, 2, 12, 77, 64, pr);
+    }
+}
+
 // Head dims 32 and 128 take the tensor-core kernel too; 80 stays unfused on CUDA.
 TEST(GpuTransformer, AttentionOtherHeadDims) {
   KILN_REQUIRE_GPU();
