@@ -135,6 +135,40 @@ TEST(GpuTransformer, BertFfnFusesIntoTwoFusedMatMuls) {
   }
 }
 
+// HF GPT-2's MLP as exported: Conv1D is Reshape([B,S,E] -> [B*S,E]), Gemm with bias, Reshape back, and the
+// tanh GELU reads the [B,S,F] Reshape; fuse_matmul_epilogue moves the GELU above the Reshape into the Gemm's
+// epilogue. The second Conv1D and the residual follow as exported.
+TEST(GpuTransformer, Gpt2Conv1dGeluAfterReshape) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, S = 64, E = 256, F = 1024;
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B, S, E}, 11)}, "FusedMatMul");
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      auto shape = [&](std::vector<int64_t> v) {
+        static int k = 0;
+        return g.add_constant("conv1d_shape" + std::to_string(k++),
+                              Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
+      };
+      auto conv1d = [&](ir::Value* x, int64_t k, int64_t n, uint32_t seed) {
+        ir::Value* rows = node(g, "Reshape", {x, shape({-1, k})});
+        ir::Value* h = node(g, "Gemm", {rows, weight(g, {k, n}, seed, 0.05), weight(g, {n}, seed + 1, 0.5)});
+        return node(g, "Reshape", {h, shape({B, S, n})});
+      };
+      ir::Value* h = conv1d(in[0], E, F, 12);
+      // 0.5 * h * (1 + tanh(sqrt(2/pi) * (h + 0.044715 * h^3)))
+      ir::Value* cube = node(g, "Pow", {h, scalar(g, 3.0f)});
+      ir::Value* inner = node(g, "Add", {h, node(g, "Mul", {scalar(g, 0.044715f), cube})});
+      ir::Value* t = node(g, "Tanh", {node(g, "Mul", {scalar(g, 0.7978845608028654f), inner})});
+      ir::Value* gelu = node(g, "Mul", {node(g, "Mul", {scalar(g, 0.5f), h}), node(g, "Add", {scalar(g, 1.0f), t})});
+      return std::vector<ir::Value*>{node(g, "Add", {in[0], conv1d(gelu, F, E, 14)})};
+    };
+    // No other FusedMatMul can arise here (the Gemms' bias is their C; the residual follows a Reshape): the
+    // required FusedMatMul is the first Conv1D with the GELU in its epilogue.
+    expect_fused_agrees(c);
+  }
+}
+
 // gpt2's tanh GELU (Pow form), ReLU, Gemm with transB, an odd N (cuBLASLt alignment), batched B.
 TEST(GpuTransformer, ActivationsGemmOddSizesAndBatchedB) {
   KILN_REQUIRE_GPU();

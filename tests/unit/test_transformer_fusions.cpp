@@ -548,6 +548,37 @@ TEST(FuseMatMulEpilogue, GemmWithActivationAndTransB) {
   EXPECT_FLOAT_EQ(fused->nodes()[0]->attrs.get_float("alpha").value(), 0.5f);
 }
 
+// GPT-2's Conv1D: Reshape([B,S,E] -> [B*S,E]), Gemm with bias, Reshape back to [B,S,N], then the tanh GELU. The
+// Gelu moves above the Reshape and joins the Gemm's epilogue; where the GEMM's result or the Reshape is read twice,
+// everything stays as it is.
+TEST(FuseMatMulEpilogue, ActivationAfterAReshapeOfTheGemm) {
+  const int64_t B = 2, S = 5, E = 8, N = 12;
+  for (int variant = 0; variant < 3; ++variant) {  // 0: fusable, 1: Gemm result also read, 2: Reshape also read
+    SCOPED_TRACE(variant);
+    Net n;
+    ir::Value* x = n.input("x", {B, S, E});
+    ir::Value* rows = n.op("Reshape", {x, n.c(Tensor::from_vector<int64_t>({2}, {-1, E}))});
+    ir::Value* h = n.op("Gemm", {rows, n.weight({E, N}), n.weight({N})});
+    ir::Value* back = n.op("Reshape", {h, n.c(Tensor::from_vector<int64_t>({3}, {B, S, N}))});
+    n.output(n.op("Neg", {gelu_tanh_decomposed(n, back)}));  // the next layer reads the activation
+    if (variant == 1) n.output(n.op("Relu", {h}));
+    if (variant == 2) n.output(n.op("Neg", {back}));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue()), {random({B, S, E}, 90)}, 1e-4);
+    if (variant == 0) {
+      const ir::Node* f = find(*fused, "FusedMatMul");
+      ASSERT_NE(f, nullptr) << ir::print(*fused);
+      EXPECT_EQ(f->attrs.get_string("activation").value(), "gelu_tanh");
+      EXPECT_EQ(count(*fused, "Gelu") + count(*fused, "Gemm"), 0) << ir::print(*fused);
+      ASSERT_EQ(f->outputs[0]->users.size(), 1u);
+      EXPECT_EQ(f->outputs[0]->users[0]->op_type, "Reshape");
+    } else {
+      const ir::Node* gelu = find(*fused, "Gelu");
+      ASSERT_NE(gelu, nullptr) << ir::print(*fused);
+      EXPECT_EQ(gelu->inputs[0]->producer->op_type, "Reshape") << ir::print(*fused);
+    }
+  }
+}
+
 TEST(FuseMatMulEpilogue, SharedOrBroadcastOperandsAreNotFused) {
   Net n;
   ir::Value* x = n.input("x", {3, 8});
