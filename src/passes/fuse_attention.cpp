@@ -99,6 +99,26 @@ int drop_expand_to_operand_shape(ir::Graph& g) {
   return n;
 }
 
+// A Reshape whose result has its input's shape, every dim known (symbolic ones by name), is no change: its readers
+// read the input instead. torch's SDPA export reshapes the attention output to the shape it already has before the
+// head-merging Transpose, which would hide that Transpose from fold_mha_output_transposes.
+int bypass_same_shape_reshapes(ir::Graph& g) {
+  int n = 0;
+  for (const auto& node : g.nodes()) {
+    if (node->op_type != "Reshape" || !node->domain.empty() || node->inputs.empty()) continue;
+    ir::Value *x = node->inputs[0], *y = node->outputs[0];
+    if (!x->rank_known || !y->rank_known || x->shape != y->shape || x->dtype != y->dtype || y->users.empty() ||
+        match::is_graph_output(g, y))
+      continue;
+    bool known = true;
+    for (const ops::Dim& d : y->shape) known &= d.is_static() || !d.sym.empty();
+    if (!known) continue;
+    g.replace_all_uses(y, x);
+    ++n;
+  }
+  return n;
+}
+
 bool softmax_last_axis(ir::Value* v, int graph_opset) {
   const ir::Node* n = v->producer;
   const int opset = n->opset ? n->opset : graph_opset;
@@ -175,12 +195,22 @@ class FuseAttention final : public Pass {
         op("Softmax", {through_noop_cast(masked)}).where([opset](ir::Value* v, const Bindings&) {
           return softmax_last_axis(v, opset);
         });
-    const Pattern root = op("MatMul", {through_noop_cast(probs.used_once()), any().bind("v")}).bind("root");
+    // torch's SDPA export guards fully masked rows: Where(IsNaN(p), 0, p). FusedAttention gives such rows no NaN
+    // guard of its own (a row whose every key is masked with -inf); a padding mask always leaves the row some key.
+    const Pattern guarded =
+        op("Where", {op("IsNaN", {probs.bind("sm")}).used_once(), scalar_const("nan_fill"), any().bind("sm_again")})
+            .used_once();
+    const Pattern root =
+        op("MatMul", {through_noop_cast(either({guarded, probs.used_once()})), any().bind("v")}).bind("root");
 
-    const int dropped = drop_expand_to_operand_shape(g);
+    const int dropped = drop_expand_to_operand_shape(g) + bypass_same_shape_reshapes(g);
     if (dropped) fusion::prune_dead_nodes(g);
     int n = rewrite(g, root, [&](Bindings& b) {
       ir::Value *qv = b.value("q"), *ktv = b.value("kt"), *vv = b.value("v"), *out = b.value("root");
+      if (ir::Value* f = b.value("nan_fill")) {  // the guard reads the same probabilities, and nothing else does
+        ir::Value* sm = b.value("sm");
+        if (b.value("sm_again") != sm || sm->users.size() != 2 || *constant_scalar(f) != 0.0) return false;
+      }
       if (!dtype_is_float(qv->dtype) || ktv->dtype != qv->dtype || vv->dtype != qv->dtype) return false;
       // The sequence-first 3-D form: its operands' sources, and the Transpose that takes the output back.
       SeqFirst sq, sk, sv;

@@ -7,6 +7,7 @@ Needs transformers (not a Kiln dependency): `make test-hf` puts it on PYTHONPATH
 implementation transformers picks by default for the installed torch (eager on torch 1.13, SDPA where torch has it),
 since that is the graph a user's export contains; meta.json records which one it was."""
 import argparse
+import contextlib
 import inspect
 import json
 import os
@@ -177,7 +178,8 @@ def main(argv=None):
     done, failed = [], []
     for name in args.models:
         try:
-            meta = export_one(name, args.out)
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries only --list-dirs' line
+                meta = export_one(name, args.out)
         except Exception as e:  # an architecture this torch cannot export is reported, not fatal, with --keep-going
             if not args.keep_going:
                 raise
