@@ -6,6 +6,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -832,6 +833,51 @@ TEST(FuseAttention, DistilBertConditionExpandedToTheScores) {
     EXPECT_EQ(count(*fused, "Expand") + count(*fused, "Shape") + count(*fused, "Softmax"), 0) << ir::print(*fused);
     ASSERT_EQ(a->inputs.size(), 4u);
     EXPECT_EQ(ops::shape_to_string(a->inputs[3]->shape), "[2,1,1,5]");
+  }
+}
+
+// torch's SDPA export with a boolean mask, as HF models on torch 2 write it: the split scale, the mask as
+// Add(scores, Where(mask, 0, -inf)), the NaN guard Where(IsNaN(p), 0, p) after the softmax, and a Reshape of the
+// output to the shape it already has before the head-merging Transpose. One FusedAttention that the Transpose
+// reads directly, no guard left. A guard with a non-zero fill, or whose Where reads other probabilities, is not taken.
+TEST(FuseAttention, SdpaExportNanGuardAndSameShapeReshape) {
+  const int64_t B = 2, S = 6, H = 2, D = 4;
+  for (int variant = 0; variant < 2; ++variant) {  // 1: the guard fills 1, which FusedAttention cannot do
+    SCOPED_TRACE(variant);
+    Net n;
+    ir::Value* x = n.input("x", {B, S, H * D});
+    ir::Value* keep = n.input("keep", {B, 1, S, S});
+    keep->dtype = DataType::kBOOL;
+    ir::Value* q = heads(n, x, H, D, {0, 2, 1, 3});
+    ir::Value* kt = heads(n, n.op("MatMul", {x, n.weight({H * D, H * D})}), H, D, {0, 2, 3, 1});
+    ir::Value* v = heads(n, n.op("MatMul", {x, n.weight({H * D, H * D})}), H, D, {0, 2, 1, 3});
+    const float s = std::sqrt(1.0f / std::sqrt(static_cast<float>(D)));
+    ir::Value* qk = n.op("MatMul", {n.op("Mul", {q, n.scalar(s)}), n.op("Mul", {kt, n.scalar(s)})});
+    ir::Value* bias = n.op("Where", {keep, n.scalar(0.0f), n.scalar(-std::numeric_limits<float>::infinity())});
+    ir::Value* p = n.op("Softmax", {n.op("Add", {qk, bias})});
+    ir::Value* guarded = n.op("Where", {n.op("IsNaN", {p}), n.scalar(variant ? 1.0f : 0.0f), p});
+    ir::Value* o = n.op("MatMul", {guarded, v});
+    ir::Value* same = n.op("Reshape", {o, n.c(Tensor::from_vector<int64_t>({4}, {B, H, S, D}))});
+    Attributes t;
+    t.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+    n.output(n.op("Reshape", {n.op("Transpose", {same}, t), n.c(Tensor::from_vector<int64_t>({3}, {B, S, H * D}))}));
+    Tensor kv(DataType::kBOOL, {B, 1, S, S});
+    for (int64_t i = 0; i < kv.numel(); ++i) kv.data<bool>()[i] = (i % S) < S - 2 * (i / (S * S));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()), {random({B, S, H * D}, 80), kv});
+    if (variant == 1) {
+      EXPECT_EQ(count(*fused, "FusedAttention"), 0) << ir::print(*fused);
+      continue;
+    }
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_NEAR(a->attrs.get_float("scale").value(), 0.5, 1e-6);
+    for (const char* gone : {"IsNaN", "Softmax"}) EXPECT_EQ(count(*fused, gone), 0) << gone;
+    EXPECT_EQ(count(*fused, "Where"), 1) << "only the mask's";
+    // The output Transpose reads the attention directly (fold_mha_output_transposes' form); the mask is the bias.
+    ASSERT_EQ(a->outputs[0]->users.size(), 1u);
+    EXPECT_EQ(a->outputs[0]->users[0]->op_type, "Transpose") << ir::print(*fused);
+    ASSERT_EQ(a->inputs.size(), 4u);
+    EXPECT_EQ(a->inputs[3]->producer->op_type, "Where");
   }
 }
 
