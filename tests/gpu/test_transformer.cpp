@@ -3,6 +3,7 @@
 // across every epilogue the kernel splits between cuBLASLt and its own pass.
 #include <cmath>
 #include <functional>
+#include <limits>
 
 #include "gpu_test_util.h"
 #include "passes/shape_inference.h"
@@ -402,8 +403,9 @@ TEST(GpuTransformer, AttentionGpt2LikeCausal) {
 // 0/1 padding mask input: kHfBert adds (1 - m) * finfo(float32).min to the scores (as FP16/BF16 that constant must
 // saturate, not become -inf: 0 * -inf would be NaN at every kept key); kHfDistilBert fills finfo.min by
 // Where(Cast(Expand(m == 0, Shape(scores))), ...); kHfLlama adds the mask and runs the softmax between no-op Casts
-// (float32 and back), the probabilities cast once more to V's type.
-enum class HfForm { kHfBert, kHfDistilBert, kHfLlama };
+// (float32 and back), the probabilities cast once more to V's type; kHfSdpa is torch 2's SDPA export of a boolean
+// mask, Add(scores, Where(m != 0, 0, -inf)), with the NaN guard Where(IsNaN(p), 0, p) after the softmax.
+enum class HfForm { kHfBert, kHfDistilBert, kHfLlama, kHfSdpa };
 
 void hf_attention_case(HfForm form, int64_t B, int64_t H, int64_t S, int64_t D, const Precision& pr) {
   SCOPED_TRACE(std::string(pr.name) + " form " + std::to_string(static_cast<int>(form)));
@@ -428,7 +430,11 @@ void hf_attention_case(HfForm form, int64_t B, int64_t H, int64_t S, int64_t D, 
     ir::Value* scores =
         node(g, "Div", {node(g, "MatMul", {in[0], node(g, "Transpose", {in[1]}, t)}),
                         scalar(g, std::sqrt(static_cast<float>(D)))});
-    if (form == HfForm::kHfDistilBert) {
+    if (form == HfForm::kHfSdpa) {
+      ir::Value* keep = node(g, "Not", {node(g, "Equal", {in[3], scalar(g, 0.0f)})});
+      ir::Value* bias = node(g, "Where", {keep, scalar(g, 0.0f), scalar(g, -std::numeric_limits<float>::infinity())});
+      scores = node(g, "Add", {scores, bias});
+    } else if (form == HfForm::kHfDistilBert) {
       ir::Value* hide = node(g, "Equal", {in[3], scalar(g, 0.0f)});
       ir::Value* cond = cast(node(g, "Expand", {hide, node(g, "Shape", {scores})}), 9);
       scores = node(g, "Where", {cond, scalar(g, lowest), scores});
@@ -439,6 +445,7 @@ void hf_attention_case(HfForm form, int64_t B, int64_t H, int64_t S, int64_t D, 
     sm.set("axis", Attribute(int64_t{-1}));
     ir::Value* p = form == HfForm::kHfLlama ? cast(cast(node(g, "Softmax", {cast(scores, 1)}, sm), 1), 1)
                                              : node(g, "Softmax", {scores}, sm);
+    if (form == HfForm::kHfSdpa) p = node(g, "Where", {node(g, "IsNaN", {p}), scalar(g, 0.0f), p});
     return std::vector<ir::Value*>{node(g, "MatMul", {p, in[2]})};
   };
   expect_fused_agrees(c);
@@ -447,7 +454,7 @@ void hf_attention_case(HfForm form, int64_t B, int64_t H, int64_t S, int64_t D, 
 TEST(GpuTransformer, AttentionHuggingFaceEagerForms) {
   KILN_REQUIRE_GPU();
   for (const Precision& pr : kPrecisions)
-    for (HfForm f : {HfForm::kHfBert, HfForm::kHfDistilBert, HfForm::kHfLlama}) {
+    for (HfForm f : {HfForm::kHfBert, HfForm::kHfDistilBert, HfForm::kHfLlama, HfForm::kHfSdpa}) {
       hf_attention_case(f, 3, 4, 32, 32, pr);
       hf_attention_case(f, 2, 12, 77, 64, pr);
     }

@@ -62,7 +62,7 @@ def _distilbert():
 def _gpt2():
     from transformers import GPT2Config, GPT2Model
     return GPT2Model(GPT2Config(vocab_size=VOCAB, n_embd=D, n_layer=LAYERS, n_head=HEADS, n_positions=64,
-                                use_cache=False))
+                                bos_token_id=0, eos_token_id=0, use_cache=False))  # token ids inside the vocab
 
 
 def _vit():
