@@ -112,7 +112,7 @@ PY
     # engine against PyTorch (tests/models/test_hf_gpu.py).
     if ! python3 -c "import transformers" 2>/dev/null; then summary+=("hf: transformers is not installed here; not run"); continue; fi
     rm -rf /tmp/kiln_hf
-    hf_dirs=$(HF_HUB_OFFLINE=1 python3 tests/models/export_hf.py --out /tmp/kiln_hf --keep-going --list-dirs 2> "$OUT/hf_export.log")
+    hf_dirs=$(HF_HUB_OFFLINE=1 python3 tests/models/export_hf.py --out /tmp/kiln_hf --keep-going --list-dirs 2> "$OUT/hf_export.log" | tail -1)
     grep -E "^  |torch " "$OUT/hf_export.log"
     if [ -x .devcarry/bin/kiln_tests ]; then
       KILN_HF_MODEL_DIRS=$hf_dirs .devcarry/bin/kiln_tests --gtest_filter='HfModels.*' > "$OUT/hf_gtest.log" 2>&1
