@@ -460,6 +460,61 @@ TEST(GpuTransformer, AttentionHuggingFaceEagerForms) {
     }
 }
 
+// HF Llama's attention block in float32: q/k/v projections split into heads and Transposed to [B,H,S,D], rotary
+// embeddings on q and k (x * cos + cat(-x2, x1) * sin with [S,D] constants), K^T, softmax, the output Transposed
+// back. sink_head_transposes moves the q/k Transposes below the rotary, so the engine's rotary kernels broadcast
+// cos/sin as [1,S,1,D] over [B,S,H,D] and FusedAttention reads q, k and v in place (no Transpose layer).
+TEST(GpuTransformer, LlamaRotaryAttention) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, S = 50, H = 4, D = 64, E = H * D;
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B, S, E}, 95, -1, 1)},
+                               pr.flags.empty() ? "" : "FusedAttention");
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      auto i64 = [&](std::vector<int64_t> v) {
+        static int k = 0;
+        return g.add_constant("rope_i" + std::to_string(k++),
+                              Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
+      };
+      auto perm = [](std::vector<int64_t> p) {
+        Attributes a;
+        a.set("perm", Attribute(std::move(p)));
+        return a;
+      };
+      ir::Value* cos = weight(g, {S, D}, 96, 1.0);
+      ir::Value* sin = weight(g, {S, D}, 97, 1.0);
+      auto heads = [&](uint32_t seed) {
+        ir::Value* p = node(g, "MatMul", {in[0], weight(g, {E, E}, seed, 0.06)});
+        return node(g, "Transpose", {node(g, "Reshape", {p, i64({B, S, H, D})})}, perm({0, 2, 1, 3}));
+      };
+      auto rotary = [&](ir::Value* t) {
+        ir::Value* x1 = node(g, "Slice", {t, i64({0}), i64({D / 2}), i64({3})});
+        ir::Value* x2 = node(g, "Slice", {t, i64({D / 2}), i64({D}), i64({3})});
+        Attributes cat;
+        cat.set("axis", Attribute(int64_t{-1}));
+        ir::Value* rot = node(g, "Concat", {node(g, "Neg", {x2}), x1}, cat);
+        return node(g, "Add", {node(g, "Mul", {t, cos}), node(g, "Mul", {rot, sin})});
+      };
+      ir::Value* q = rotary(heads(98));
+      ir::Value* kt = node(g, "Transpose", {rotary(heads(99))}, perm({0, 1, 3, 2}));
+      ir::Value* v = heads(100);
+      ir::Value* sc = node(g, "Div", {node(g, "MatMul", {q, kt}), scalar(g, 8.0f)});
+      Attributes sm;
+      sm.set("axis", Attribute(int64_t{-1}));
+      ir::Value* o = node(g, "MatMul", {node(g, "Softmax", {sc}, sm), v});
+      return std::vector<ir::Value*>{
+          node(g, "Reshape", {node(g, "Transpose", {o}, perm({0, 2, 1, 3})), i64({B, S, E})})};
+    };
+    if (!pr.flags.empty()) {
+      std::vector<std::string> gpu_ops;
+      run_net(c, Backend::kCUDA, &gpu_ops);
+      EXPECT_EQ(std::count(gpu_ops.begin(), gpu_ops.end(), "Transpose"), 0) << "a Transpose layer is left";
+    }
+    expect_fused_agrees(c);
+  }
+}
+
 // Head dims 32 and 128 take the tensor-core kernel too; 80 stays unfused on CUDA.
 TEST(GpuTransformer, AttentionOtherHeadDims) {
   KILN_REQUIRE_GPU();
