@@ -7,7 +7,7 @@ APT_PACKAGES = build-essential cmake ninja-build pkg-config libprotobuf-dev prot
   python3-torch python3-torchvision
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-unit test-cli test-python test-node pypi-node-data test-models demo bench docs clean
+.PHONY: all deps build test test-unit test-cli test-python test-node pypi-node-data test-models test-hf demo bench docs clean
 
 all: build
 
@@ -67,6 +67,21 @@ test-models:
 	# The exported ViT's patch embedding as a GEMM (tests/unit/test_conv_patchify_as_gemm.cpp).
 	KILN_VIT_MODEL_DIRS=models/vit_ci_op17 $(BUILD_DIR)/bin/kiln_tests --gtest_filter='ConvPatchifyAsGemm.ExportedVit' \
 	  --gtest_brief=1
+
+# Tiny random-weight Hugging Face models (tests/models/export_hf.py: BERT, RoBERTa, DistilBERT, GPT-2, ViT, T5 encoder,
+# Llama, built from configs, nothing downloaded) through the CUDA FP16 pass list on the reference kernels
+# (tests/unit/test_hf_models.cpp). Not part of `make test`: it needs transformers, which Kiln does not. HF_PYTHONPATH
+# names where it is installed; for Debian's torch 1.13 the newest that allows it is 4.47.1:
+#   pip install --no-deps --target /work/pydeps transformers==4.47.1 'tokenizers>=0.21,<0.22' \
+#     'huggingface-hub>=0.24,<0.27' 'safetensors<0.6' regex filelock tqdm fsspec
+HF_PYTHONPATH ?=
+HF_MODELS_DIR ?= models
+test-hf:
+	@PYTHONPATH=$(HF_PYTHONPATH)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) -c "import transformers" 2>/dev/null || \
+	  { echo "test-hf: transformers is not importable; set HF_PYTHONPATH (see the Makefile)"; exit 1; }
+	dirs=$$(PYTHONPATH=$(HF_PYTHONPATH)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) tests/models/export_hf.py \
+	  --out $(HF_MODELS_DIR) --keep-going --list-dirs) && \
+	  KILN_HF_MODEL_DIRS=$$dirs $(BUILD_DIR)/bin/kiln_tests --gtest_filter='HfModels.*' --gtest_brief=1
 
 docs:
 	$(PYTHON) tools/gen_operator_docs.py --results $(BUILD_DIR)/node_results.json --out docs/operators.md --readme README.md

@@ -64,13 +64,59 @@ bool is_causal_additive(const ir::Value* m) {
   return true;
 }
 
-// A Cast to the type its input already has (HF gpt2 casts the probabilities to V's type): no change to fuse across.
+// Up to two Casts to the type their input already has: no change to fuse across. HF's exports are full of them
+// (gpt2 casts the probabilities to V's type and the scores to their own; T5 and Llama run the softmax in float32
+// and cast back, which in a float32 export are two no-ops in a row).
 match::Pattern through_noop_cast(const match::Pattern& p) {
   using namespace match;
-  return either({op("Cast", {p})
-                     .where([](ir::Value* v, const Bindings&) { return v->producer->inputs[0]->dtype == v->dtype; })
-                     .used_once(),
-                 p});
+  auto noop = [](ir::Value* v, const Bindings&) { return v->producer->inputs[0]->dtype == v->dtype; };
+  return either({op("Cast", {op("Cast", {p}).where(noop).used_once()}).where(noop).used_once(),
+                 op("Cast", {p}).where(noop).used_once(), p});
+}
+
+// An elementwise Where or Add that reads Expand(c, Shape(y)) beside y itself reads c instead: the node broadcasts
+// c against y anyway. A no-op Cast between is looked through. DistilBERT's masked_fill expands its padding condition
+// to the scores' shape, and that Shape would keep the scores MatMul from being used once.
+int drop_expand_to_operand_shape(ir::Graph& g) {
+  int n = 0;
+  for (const auto& node : g.nodes()) {
+    if ((node->op_type != "Where" && node->op_type != "Add") || !node->domain.empty()) continue;
+    for (size_t i = 0; i < node->inputs.size(); ++i) {
+      const ir::Value* in = node->inputs[i];  // through a no-op Cast (DistilBERT's bool condition cast to bool)
+      if (const ir::Node* c = match::producer_op(in, "Cast"); c && c->inputs[0]->dtype == in->dtype)
+        in = c->inputs[0];
+      const ir::Node* ex = match::producer_op(in, "Expand");
+      if (!ex || ex->inputs.size() != 2) continue;
+      const ir::Node* sh = match::producer_op(ex->inputs[1], "Shape");
+      if (!sh || sh->attrs.has("start") || sh->attrs.has("end")) continue;
+      bool beside = false;
+      for (size_t j = 0; j < node->inputs.size(); ++j) beside |= j != i && node->inputs[j] == sh->inputs[0];
+      if (!beside) continue;
+      g.set_node_input(node.get(), i, ex->inputs[0]);
+      ++n;
+    }
+  }
+  return n;
+}
+
+// A Reshape whose result has its input's shape, every dim known (symbolic ones by name), is no change: its readers
+// read the input instead. torch's SDPA export reshapes the attention output to the shape it already has before the
+// head-merging Transpose, which would hide that Transpose from fold_mha_output_transposes.
+int bypass_same_shape_reshapes(ir::Graph& g) {
+  int n = 0;
+  for (const auto& node : g.nodes()) {
+    if (node->op_type != "Reshape" || !node->domain.empty() || node->inputs.empty()) continue;
+    ir::Value *x = node->inputs[0], *y = node->outputs[0];
+    if (!x->rank_known || !y->rank_known || x->shape != y->shape || x->dtype != y->dtype || y->users.empty() ||
+        match::is_graph_output(g, y))
+      continue;
+    bool known = true;
+    for (const ops::Dim& d : y->shape) known &= d.is_static() || !d.sym.empty();
+    if (!known) continue;
+    g.replace_all_uses(y, x);
+    ++n;
+  }
+  return n;
 }
 
 bool softmax_last_axis(ir::Value* v, int graph_opset) {
@@ -136,8 +182,8 @@ class FuseAttention final : public Pass {
                               op("Div", {any().bind("q"), scalar_const("cqdiv")}).used_once(), any().bind("q")});
     const Pattern kt = either({commutative("Mul", any().bind("kt"), scalar_const("ck")).used_once(), any().bind("kt")});
     const Pattern qk = op("MatMul", {q, kt}).used_once();
-    const Pattern scores = either({op("Div", {qk, scalar_const("cdiv")}).used_once(),
-                                   commutative("Mul", qk, scalar_const("cmul")).used_once(), qk});
+    const Pattern scores = through_noop_cast(either({op("Div", {qk, scalar_const("cdiv")}).used_once(),
+                                                     commutative("Mul", qk, scalar_const("cmul")).used_once(), qk}));
     const Pattern where = either({
         op("Where", {any().bind("cond_keep"), scores, scalar_const("fill")}).used_once(),
         op("Where", {any().bind("cond_hide"), scalar_const("fill"), scores}).used_once(),
@@ -146,11 +192,25 @@ class FuseAttention final : public Pass {
                                    commutative("Add", scores, any().bind("mask")).used_once(), scores});
     const int opset = g.opset();
     const Pattern probs =
-        op("Softmax", {masked}).where([opset](ir::Value* v, const Bindings&) { return softmax_last_axis(v, opset); });
-    const Pattern root = op("MatMul", {through_noop_cast(probs.used_once()), any().bind("v")}).bind("root");
+        op("Softmax", {through_noop_cast(masked)}).where([opset](ir::Value* v, const Bindings&) {
+          return softmax_last_axis(v, opset);
+        });
+    // torch's SDPA export guards fully masked rows: Where(IsNaN(p), 0, p). FusedAttention gives such rows no NaN
+    // guard of its own (a row whose every key is masked with -inf); a padding mask always leaves the row some key.
+    const Pattern guarded =
+        op("Where", {op("IsNaN", {probs.bind("sm")}).used_once(), scalar_const("nan_fill"), any().bind("sm_again")})
+            .used_once();
+    const Pattern root =
+        op("MatMul", {through_noop_cast(either({guarded, probs.used_once()})), any().bind("v")}).bind("root");
 
+    const int dropped = drop_expand_to_operand_shape(g) + bypass_same_shape_reshapes(g);
+    if (dropped) fusion::prune_dead_nodes(g);
     int n = rewrite(g, root, [&](Bindings& b) {
       ir::Value *qv = b.value("q"), *ktv = b.value("kt"), *vv = b.value("v"), *out = b.value("root");
+      if (ir::Value* f = b.value("nan_fill")) {  // the guard reads the same probabilities, and nothing else does
+        ir::Value* sm = b.value("sm");
+        if (b.value("sm_again") != sm || sm->users.size() != 2 || *constant_scalar(f) != 0.0) return false;
+      }
       if (!dtype_is_float(qv->dtype) || ktv->dtype != qv->dtype || vv->dtype != qv->dtype) return false;
       // The sequence-first 3-D form: its operands' sources, and the Transpose that takes the output back.
       SeqFirst sq, sk, sv;
@@ -295,7 +355,7 @@ class FuseAttention final : public Pass {
       return true;
     });
     if (n) fusion::prune_dead_nodes(g);
-    ctx.changes += n;
+    ctx.changes += n + dropped;
     if (n) ctx.verbose("fuse_attention: " + std::to_string(n) + " attention blocks -> FusedAttention");
     return g.topo_sort();
   }

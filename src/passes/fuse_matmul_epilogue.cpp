@@ -62,6 +62,44 @@ void take_activation(ir::Graph& g, match::Bindings& b, const std::string& act) {
                             m->name + "_act");
 }
 
+// GPT-2's Conv1D exports as Reshape([-1,E]) -> Gemm -> Reshape([B,S,N]) -> activation. The activation is
+// elementwise, so it moves above the Reshape onto the GEMM's result, where the epilogue rules take it: Relu/Gelu
+// whose input is a Reshape read by it alone, of a GEMM result read by that Reshape alone.
+int activation_above_reshape(ir::Graph& g) {
+  g.rebuild_links();  // users as they are now, after the rewrites before
+  std::vector<ir::Node*> acts;
+  for (const auto& node : g.nodes())
+    if ((node->op_type == "Relu" || node->op_type == "Gelu") && node->domain.empty() && node->inputs.size() == 1 &&
+        node->outputs.size() == 1)
+      acts.push_back(node.get());
+  int n = 0;
+  for (ir::Node* a : acts) {
+    ir::Value *r = a->inputs[0], *z = a->outputs[0];
+    ir::Node* reshape = r ? r->producer : nullptr;
+    if (!reshape || reshape->op_type != "Reshape" || !reshape->domain.empty() || r->users.size() != 1 ||
+        match::is_graph_output(g, r) || match::is_graph_output(g, z))
+      continue;
+    ir::Value* x = reshape->inputs[0];
+    const ir::Node* p = x->producer;
+    if (!p || x->users.size() != 1 || match::is_graph_output(g, x) || x->dtype != z->dtype ||
+        !(p->domain.empty() ? p->op_type == "Gemm" || p->op_type == "MatMul"
+                            : p->domain == "kiln" && p->op_type == "FusedMatMul"))
+      continue;
+    ir::Node* moved = g.add_node(a->op_type, g.unique_node_name(a->name + "_above_reshape"), {x},
+                                 {z->name + "_above_reshape"}, a->attrs, a->opset, a->domain);
+    ir::Value* y = moved->outputs[0];
+    y->dtype = x->dtype;
+    y->shape = x->shape;
+    y->rank_known = x->rank_known;
+    g.set_node_input(reshape, 0, y);
+    g.remove_node(a);
+    g.replace_all_uses(z, r);
+    ++n;
+  }
+  if (n) g.rebuild_links();
+  return n;
+}
+
 class FuseMatMulEpilogue final : public Pass {
  public:
   std::string_view name() const override { return "fuse_matmul_epilogue"; }
@@ -85,6 +123,12 @@ class FuseMatMulEpilogue final : public Pass {
                    return true;
                  });
     fusion::prune_dead_nodes(g);
+
+    const int moved = activation_above_reshape(g);
+    if (moved) {
+      Status st = g.topo_sort();  // the moved activations were appended after their Reshapes
+      if (!st.ok()) return st;
+    }
 
     // Gemm (+ C as a column bias) + activation. transA has no FusedMatMul form.
     const Pattern gemm = op("Gemm").where([](ir::Value* v, const Bindings&) {
@@ -161,7 +205,7 @@ class FuseMatMulEpilogue final : public Pass {
           return true;
         });
     fusion::prune_dead_nodes(g);
-    ctx.changes += n + gelus;
+    ctx.changes += n + gelus + moved;
     if (n) ctx.verbose("fuse_matmul_epilogue: " + std::to_string(n) + " epilogue fusions");
     return g.topo_sort();
   }

@@ -30,6 +30,7 @@ PassList cuda_pipeline() {
   p.push_back(make_fuse_rmsnorm());
   p.push_back(make_fuse_gelu());
   // Before the epilogue fusion, which would otherwise take the Q.K^T MatMul for an ordinary GEMM.
+  p.push_back(make_sink_head_transposes());
   p.push_back(make_fuse_attention());
   p.push_back(make_fuse_matmul_epilogue());
   // After the epilogues: the projections merged here already carry their bias (and activation).

@@ -4,6 +4,7 @@
 // a Cast back to float32 serves every consumer that stays in float32 and every network output, so I/O types
 // never change. Kernels of softmax, normalization and reductions accumulate in float32 whatever the storage.
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <set>
 
@@ -12,6 +13,19 @@
 
 namespace kiln::passes {
 namespace {
+
+// A float32 constant in a reduced type, finite values beyond its range clamped to its largest finite value rather
+// than rounded to infinity: exporters write masks as (1 - mask) * finfo(float32).min, which as an FP16 (or BF16)
+// infinity turns the unmasked positions' 0 * -inf into NaN. True infinities stay infinite.
+Tensor saturating_cast(const Tensor& c, DataType t) {
+  if (c.dtype() != DataType::kFLOAT || (t != DataType::kHALF && t != DataType::kBF16)) return c.cast(t);
+  const float hi = t == DataType::kHALF ? 65504.0f : 3.38953139e38f;
+  Tensor x = c.cast(DataType::kFLOAT);  // a copy (cast always copies) to clamp
+  float* p = x.data<float>();
+  for (int64_t i = 0; i < x.numel(); ++i)
+    if (std::isfinite(p[i])) p[i] = std::min(hi, std::max(-hi, p[i]));
+  return x.cast(t);
+}
 
 // Which inputs and outputs of an op carry its float type T; every other input keeps its type (Resize's scales,
 // Reshape's shape, indices...). all = every input / output.
@@ -162,7 +176,7 @@ class PrecisionLowering final : public Pass {
     if (it != reduced_.end()) return it->second;
     ir::Value* r = nullptr;
     if (v->is_constant()) {
-      r = g.add_constant(v->name + "_" + dtype_name(t), v->constant->cast(t));
+      r = g.add_constant(v->name + "_" + dtype_name(t), saturating_cast(*v->constant, t));
     } else {
       Attributes a;
       a.set("to", ops::onnx_code_of(t));

@@ -3,6 +3,7 @@
 // across every epilogue the kernel splits between cuBLASLt and its own pass.
 #include <cmath>
 #include <functional>
+#include <limits>
 
 #include "gpu_test_util.h"
 #include "passes/shape_inference.h"
@@ -131,6 +132,40 @@ TEST(GpuTransformer, BertFfnFusesIntoTwoFusedMatMuls) {
       ir::Value* y = node(g, "Add", {node(g, "MatMul", {gelu, weight(g, {F, E}, 4, 0.02)}), weight(g, {E}, 5, 0.5)});
       return std::vector<ir::Value*>{node(g, "Add", {x, y})};
     };
+    expect_fused_agrees(c);
+  }
+}
+
+// HF GPT-2's MLP as exported: Conv1D is Reshape([B,S,E] -> [B*S,E]), Gemm with bias, Reshape back, and the
+// tanh GELU reads the [B,S,F] Reshape; fuse_matmul_epilogue moves the GELU above the Reshape into the Gemm's
+// epilogue. The second Conv1D and the residual follow as exported.
+TEST(GpuTransformer, Gpt2Conv1dGeluAfterReshape) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, S = 64, E = 256, F = 1024;
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B, S, E}, 11)}, "FusedMatMul");
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      auto shape = [&](std::vector<int64_t> v) {
+        static int k = 0;
+        return g.add_constant("conv1d_shape" + std::to_string(k++),
+                              Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
+      };
+      auto conv1d = [&](ir::Value* x, int64_t k, int64_t n, uint32_t seed) {
+        ir::Value* rows = node(g, "Reshape", {x, shape({-1, k})});
+        ir::Value* h = node(g, "Gemm", {rows, weight(g, {k, n}, seed, 0.05), weight(g, {n}, seed + 1, 0.5)});
+        return node(g, "Reshape", {h, shape({B, S, n})});
+      };
+      ir::Value* h = conv1d(in[0], E, F, 12);
+      // 0.5 * h * (1 + tanh(sqrt(2/pi) * (h + 0.044715 * h^3)))
+      ir::Value* cube = node(g, "Pow", {h, scalar(g, 3.0f)});
+      ir::Value* inner = node(g, "Add", {h, node(g, "Mul", {scalar(g, 0.044715f), cube})});
+      ir::Value* t = node(g, "Tanh", {node(g, "Mul", {scalar(g, 0.7978845608028654f), inner})});
+      ir::Value* gelu = node(g, "Mul", {node(g, "Mul", {scalar(g, 0.5f), h}), node(g, "Add", {scalar(g, 1.0f), t})});
+      return std::vector<ir::Value*>{node(g, "Add", {in[0], conv1d(gelu, F, E, 14)})};
+    };
+    // No other FusedMatMul can arise here (the Gemms' bias is their C; the residual follows a Reshape): the
+    // required FusedMatMul is the first Conv1D with the GELU in its epilogue.
     expect_fused_agrees(c);
   }
 }
@@ -361,6 +396,122 @@ TEST(GpuTransformer, AttentionGpt2LikeCausal) {
   for (const Precision& pr : kPrecisions) {
     attention_case(Form::kCausalWhere, 2, 12, 64, 64, pr);
     attention_case(Form::kCausalWhere, 1, 4, 150, 64, pr);  // several key tiles, a partial last one
+  }
+}
+
+// Hugging Face's eager attention as transformers 4.4x exports it in float32 (tests/models/export_hf.py), from a
+// 0/1 padding mask input: kHfBert adds (1 - m) * finfo(float32).min to the scores (as FP16/BF16 that constant must
+// saturate, not become -inf: 0 * -inf would be NaN at every kept key); kHfDistilBert fills finfo.min by
+// Where(Cast(Expand(m == 0, Shape(scores))), ...); kHfLlama adds the mask and runs the softmax between no-op Casts
+// (float32 and back), the probabilities cast once more to V's type; kHfSdpa is torch 2's SDPA export of a boolean
+// mask, Add(scores, Where(m != 0, 0, -inf)), with the NaN guard Where(IsNaN(p), 0, p) after the softmax.
+enum class HfForm { kHfBert, kHfDistilBert, kHfLlama, kHfSdpa };
+
+void hf_attention_case(HfForm form, int64_t B, int64_t H, int64_t S, int64_t D, const Precision& pr) {
+  SCOPED_TRACE(std::string(pr.name) + " form " + std::to_string(static_cast<int>(form)));
+  Tensor m(DataType::kFLOAT, {B, 1, 1, S});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t j = 0; j < S; ++j) m.data<float>()[b * S + j] = j >= S - 3 * b ? 0.0f : 1.0f;
+  const bool tc = !pr.flags.empty() && (D == 32 || D == 64 || D == 128);
+  NetCase c = precision_case(pr,
+                             {random_tensor(DataType::kFLOAT, {B, H, S, D}, 80, -1, 1),
+                              random_tensor(DataType::kFLOAT, {B, H, S, D}, 81, -1, 1),
+                              random_tensor(DataType::kFLOAT, {B, H, S, D}, 82), m},
+                             tc ? "FusedAttention" : "");
+  c.build = [form, D](ir::Graph& g, const std::vector<ir::Value*>& in) {
+    const float lowest = -3.4028234663852886e38f;
+    Attributes t;
+    t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
+    auto cast = [&](ir::Value* x, int64_t to) {
+      Attributes a;
+      a.set("to", Attribute(to));
+      return node(g, "Cast", {x}, a);
+    };
+    ir::Value* scores =
+        node(g, "Div", {node(g, "MatMul", {in[0], node(g, "Transpose", {in[1]}, t)}),
+                        scalar(g, std::sqrt(static_cast<float>(D)))});
+    if (form == HfForm::kHfSdpa) {
+      ir::Value* keep = node(g, "Not", {node(g, "Equal", {in[3], scalar(g, 0.0f)})});
+      ir::Value* bias = node(g, "Where", {keep, scalar(g, 0.0f), scalar(g, -std::numeric_limits<float>::infinity())});
+      scores = node(g, "Add", {scores, bias});
+    } else if (form == HfForm::kHfDistilBert) {
+      ir::Value* hide = node(g, "Equal", {in[3], scalar(g, 0.0f)});
+      ir::Value* cond = cast(node(g, "Expand", {hide, node(g, "Shape", {scores})}), 9);
+      scores = node(g, "Where", {cond, scalar(g, lowest), scores});
+    } else {
+      scores = node(g, "Add", {scores, node(g, "Mul", {node(g, "Sub", {scalar(g, 1.0f), in[3]}), scalar(g, lowest)})});
+    }
+    Attributes sm;
+    sm.set("axis", Attribute(int64_t{-1}));
+    ir::Value* p = form == HfForm::kHfLlama ? cast(cast(node(g, "Softmax", {cast(scores, 1)}, sm), 1), 1)
+                                             : node(g, "Softmax", {scores}, sm);
+    if (form == HfForm::kHfSdpa) p = node(g, "Where", {node(g, "IsNaN", {p}), scalar(g, 0.0f), p});
+    return std::vector<ir::Value*>{node(g, "MatMul", {p, in[2]})};
+  };
+  expect_fused_agrees(c);
+}
+
+TEST(GpuTransformer, AttentionHuggingFaceEagerForms) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions)
+    for (HfForm f : {HfForm::kHfBert, HfForm::kHfDistilBert, HfForm::kHfLlama, HfForm::kHfSdpa}) {
+      hf_attention_case(f, 3, 4, 32, 32, pr);
+      hf_attention_case(f, 2, 12, 77, 64, pr);
+    }
+}
+
+// HF Llama's attention block in float32: q/k/v projections split into heads and Transposed to [B,H,S,D], rotary
+// embeddings on q and k (x * cos + cat(-x2, x1) * sin with [S,D] constants), K^T, softmax, the output Transposed
+// back. sink_head_transposes moves the q/k Transposes below the rotary, so the engine's rotary kernels broadcast
+// cos/sin as [1,S,1,D] over [B,S,H,D] and FusedAttention reads q, k and v in place (no Transpose layer).
+TEST(GpuTransformer, LlamaRotaryAttention) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, S = 50, H = 4, D = 64, E = H * D;
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B, S, E}, 95, -1, 1)},
+                               pr.flags.empty() ? "" : "FusedAttention");
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      auto i64 = [&](std::vector<int64_t> v) {
+        static int k = 0;
+        return g.add_constant("rope_i" + std::to_string(k++),
+                              Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
+      };
+      auto perm = [](std::vector<int64_t> p) {
+        Attributes a;
+        a.set("perm", Attribute(std::move(p)));
+        return a;
+      };
+      ir::Value* cos = weight(g, {S, D}, 96, 1.0);
+      ir::Value* sin = weight(g, {S, D}, 97, 1.0);
+      auto heads = [&](uint32_t seed) {
+        ir::Value* p = node(g, "MatMul", {in[0], weight(g, {E, E}, seed, 0.06)});
+        return node(g, "Transpose", {node(g, "Reshape", {p, i64({B, S, H, D})})}, perm({0, 2, 1, 3}));
+      };
+      auto rotary = [&](ir::Value* t) {
+        ir::Value* x1 = node(g, "Slice", {t, i64({0}), i64({D / 2}), i64({3})});
+        ir::Value* x2 = node(g, "Slice", {t, i64({D / 2}), i64({D}), i64({3})});
+        Attributes cat;
+        cat.set("axis", Attribute(int64_t{-1}));
+        ir::Value* rot = node(g, "Concat", {node(g, "Neg", {x2}), x1}, cat);
+        return node(g, "Add", {node(g, "Mul", {t, cos}), node(g, "Mul", {rot, sin})});
+      };
+      ir::Value* q = rotary(heads(98));
+      ir::Value* kt = node(g, "Transpose", {rotary(heads(99))}, perm({0, 1, 3, 2}));
+      ir::Value* v = heads(100);
+      ir::Value* sc = node(g, "Div", {node(g, "MatMul", {q, kt}), scalar(g, 8.0f)});
+      Attributes sm;
+      sm.set("axis", Attribute(int64_t{-1}));
+      ir::Value* o = node(g, "MatMul", {node(g, "Softmax", {sc}, sm), v});
+      return std::vector<ir::Value*>{
+          node(g, "Reshape", {node(g, "Transpose", {o}, perm({0, 2, 1, 3})), i64({B, S, E})})};
+    };
+    if (!pr.flags.empty()) {
+      std::vector<std::string> gpu_ops;
+      run_net(c, Backend::kCUDA, &gpu_ops);
+      EXPECT_EQ(std::count(gpu_ops.begin(), gpu_ops.end(), "Transpose"), 0) << "a Transpose layer is left";
+    }
+    expect_fused_agrees(c);
   }
 }
 

@@ -23,10 +23,14 @@ COS_MIN = 0.999
 TOP1_BATCH = 64
 
 
-def kiln_run(kiln, model, name, shape, input_file, out_json, device, extra, max_batch):
-    lo, hi = [1] + list(shape[1:]), [max_batch] + list(shape[1:])
-    cmd = [kiln, f"--onnx={model}", f"--minShapes={name}:{dims(lo)}", f"--optShapes={name}:{dims(shape)}",
-           f"--maxShapes={name}:{dims(hi)}", f"--shapes={name}:{dims(shape)}", f"--loadInputs={name}:{input_file}",
+def kiln_run(kiln, model, name, shape, input_file, out_json, device, extra, max_batch, more_inputs=()):
+    """One kiln run; more_inputs: further (name, shape, file) inputs, each with the same batch profile."""
+    ins = [(name, shape, input_file)] + list(more_inputs)
+    spec = lambda f: ",".join(f"{n}:{f(s, fl)}" for n, s, fl in ins)  # noqa: E731
+    cmd = [kiln, f"--onnx={model}", f"--minShapes={spec(lambda s, _: dims([1] + list(s[1:])))}",
+           f"--optShapes={spec(lambda s, _: dims(s))}",
+           f"--maxShapes={spec(lambda s, _: dims([max_batch] + list(s[1:])))}",
+           f"--shapes={spec(lambda s, _: dims(s))}", f"--loadInputs={spec(lambda _, fl: fl)}",
            f"--exportOutput={out_json}", "--iterations=1", "--warmUp=0", "--duration=0", f"--device={device}"] + extra
     t0 = time.time()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")

@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <random>
 
+#include "graph_test_util.h"
 #include "ir/graph.h"
 #include "passes/pass_manager.h"
 
@@ -190,3 +192,60 @@ TEST(PrecisionLowering, LayerPrecisionsAndConstraints) {
 }
 
 }  // namespace
+
+// The padding mask exporters write, Softmax(X + (1 - M) * finfo(float32).min): lowered to FP16 or BF16, the
+// constant must clamp to the type's largest finite value, since as an infinity the unmasked positions' 0 * -inf
+// would make the whole row NaN. Run on the reference kernels against the float32 graph.
+TEST(PrecisionLowering, FloatMinMaskConstantSaturates) {
+  auto build = [] {
+    auto g = std::make_unique<ir::Graph>();
+    ir::Value* in[2];
+    for (int i = 0; i < 2; ++i) {
+      in[i] = g->add_value(i ? "M" : "X");
+      in[i]->dtype = DataType::kFLOAT;
+      in[i]->shape = {2, 4};
+      in[i]->rank_known = true;
+      g->inputs().push_back(in[i]);
+    }
+    ir::Value* one = g->add_constant("one", Tensor::from_vector<float>({}, {1.0f}));
+    ir::Value* low = g->add_constant("low", Tensor::from_vector<float>({}, {-std::numeric_limits<float>::max()}));
+    auto* inv = g->add_node("Sub", "inv", {one, in[1]}, {"inv"}, {}, 17);
+    auto* add = g->add_node("Mul", "fill", {inv->outputs[0], low}, {"fill"}, {}, 17);
+    auto* sum = g->add_node("Add", "masked", {in[0], add->outputs[0]}, {"masked"}, {}, 17);
+    Attributes a;
+    a.set("axis", int64_t{-1});
+    auto* sm = g->add_node("Softmax", "sm", {sum->outputs[0]}, {"Y"}, a, 17);
+    g->outputs().push_back(sm->outputs[0]);
+    return g;
+  };
+  const Tensor x = Tensor::from_vector<float>({2, 4}, {0.5f, -1.0f, 2.0f, 0.25f, 1.5f, 0.0f, -0.5f, 1.0f});
+  const Tensor m = Tensor::from_vector<float>({2, 4}, {1, 1, 1, 1, 1, 1, 0, 0});
+  auto ref = build();
+  const Tensor want = test::run_reference(*ref, {x, m})[0];
+  for (DataType t : {DataType::kHALF, DataType::kBF16}) {
+    SCOPED_TRACE(dtype_name(t));
+    auto g = build();
+    struct Quiet : ILogger {
+      void log(Severity, const char*) noexcept override {}
+    } quiet;
+    passes::PassOptions o;
+    o.backend = Backend::kCUDA;
+    o.reduced_precision = t;
+    o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+    passes::PassContext ctx(quiet, o);
+    passes::PassList l;
+    l.push_back(passes::make_shape_inference());
+    l.push_back(passes::make_precision_lowering());
+    l.push_back(passes::make_dead_code_elimination());
+    ASSERT_TRUE(passes::PassManager(std::move(l)).run(*g, ctx).ok());
+    const ir::Node* mul = find(*g, "Mul");
+    ASSERT_TRUE(mul);
+    ASSERT_EQ(mul->inputs[1]->constant->dtype(), t);
+    const double lowered = mul->inputs[1]->constant->get_f64(0);
+    EXPECT_TRUE(std::isfinite(lowered));
+    EXPECT_EQ(lowered, t == DataType::kHALF ? -65504.0 : -3.3895313892515355e38);
+    const Tensor got = test::run_reference(*g, {x, m})[0];
+    ASSERT_EQ(got.dtype(), DataType::kFLOAT);
+    for (int i = 0; i < 8; ++i) EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], 1e-2) << i;
+  }
+}

@@ -6,6 +6,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <random>
 
@@ -16,6 +17,7 @@
 #include "ir/graph.h"
 #include "ops/attention_layout.h"
 #include "kiln/runtime.h"
+#include "passes/matcher.h"
 #include "passes/pass_manager.h"
 
 using namespace kiln;
@@ -548,6 +550,37 @@ TEST(FuseMatMulEpilogue, GemmWithActivationAndTransB) {
   EXPECT_FLOAT_EQ(fused->nodes()[0]->attrs.get_float("alpha").value(), 0.5f);
 }
 
+// GPT-2's Conv1D: Reshape([B,S,E] -> [B*S,E]), Gemm with bias, Reshape back to [B,S,N], then the tanh GELU. The
+// Gelu moves above the Reshape and joins the Gemm's epilogue; where the GEMM's result or the Reshape is read twice,
+// everything stays as it is.
+TEST(FuseMatMulEpilogue, ActivationAfterAReshapeOfTheGemm) {
+  const int64_t B = 2, S = 5, E = 8, N = 12;
+  for (int variant = 0; variant < 3; ++variant) {  // 0: fusable, 1: Gemm result also read, 2: Reshape also read
+    SCOPED_TRACE(variant);
+    Net n;
+    ir::Value* x = n.input("x", {B, S, E});
+    ir::Value* rows = n.op("Reshape", {x, n.c(Tensor::from_vector<int64_t>({2}, {-1, E}))});
+    ir::Value* h = n.op("Gemm", {rows, n.weight({E, N}), n.weight({N})});
+    ir::Value* back = n.op("Reshape", {h, n.c(Tensor::from_vector<int64_t>({3}, {B, S, N}))});
+    n.output(n.op("Neg", {gelu_tanh_decomposed(n, back)}));  // the next layer reads the activation
+    if (variant == 1) n.output(n.op("Relu", {h}));
+    if (variant == 2) n.output(n.op("Neg", {back}));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue()), {random({B, S, E}, 90)}, 1e-4);
+    if (variant == 0) {
+      const ir::Node* f = find(*fused, "FusedMatMul");
+      ASSERT_NE(f, nullptr) << ir::print(*fused);
+      EXPECT_EQ(f->attrs.get_string("activation").value(), "gelu_tanh");
+      EXPECT_EQ(count(*fused, "Gelu") + count(*fused, "Gemm"), 0) << ir::print(*fused);
+      ASSERT_EQ(f->outputs[0]->users.size(), 1u);
+      EXPECT_EQ(f->outputs[0]->users[0]->op_type, "Reshape");
+    } else {
+      const ir::Node* gelu = find(*fused, "Gelu");
+      ASSERT_NE(gelu, nullptr) << ir::print(*fused);
+      EXPECT_EQ(gelu->inputs[0]->producer->op_type, "Reshape") << ir::print(*fused);
+    }
+  }
+}
+
 TEST(FuseMatMulEpilogue, SharedOrBroadcastOperandsAreNotFused) {
   Net n;
   ir::Value* x = n.input("x", {3, 8});
@@ -759,6 +792,203 @@ TEST(FuseAttention, NonCausalWhereBecomesAnAdditiveMask) {
   ASSERT_EQ(a->inputs.size(), 4u);
   EXPECT_EQ(a->inputs[3]->producer->op_type, "Where");
   EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 0);
+}
+
+// HF's eager attention exported in float32: gpt2 casts the scaled scores to their own type before its causal Where
+// and the probabilities to V's; T5 and Llama run the softmax on a float32 Cast and cast the result back (two Casts).
+// All of them are no-ops here, and one FusedAttention (causal flag plus the padding mask) replaces the lot; a Cast
+// that changes the type is a real rounding and keeps the block unfused.
+TEST(FuseAttention, NoOpCastChainsAroundScoresAndSoftmax) {
+  const int64_t B = 2, S = 6, H = 2, D = 4;
+  for (bool narrowing : {false, true}) {
+    SCOPED_TRACE(narrowing ? "a narrowing Cast" : "no-op Casts");
+    Net n;
+    ir::Value* q = n.input("q", {B, H, S, D});
+    ir::Value* kt = n.input("kt", {B, H, D, S});
+    ir::Value* v = n.input("v", {B, H, S, D});
+    ir::Value* mask = n.input("mask", {B, 1, 1, S});
+    auto cast = [&](ir::Value* x, int64_t to) {
+      Attributes a;
+      a.set("to", Attribute(to));
+      return n.op("Cast", {x}, a);
+    };
+    Tensor cond(DataType::kBOOL, {1, 1, S, S});
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t j = 0; j < S; ++j) cond.data<bool>()[i * S + j] = j <= i;
+    ir::Value* sc = cast(n.op("Div", {n.op("MatMul", {q, kt}), n.scalar(2.0f)}), 1);
+    ir::Value* masked = n.op("Add", {n.op("Where", {n.c(cond), sc, n.scalar(-3.4028234663852886e38f)}), mask});
+    ir::Value* pre = narrowing ? cast(cast(masked, 10), 1) : cast(masked, 1);
+    Attributes sm;
+    sm.set("axis", Attribute(int64_t{-1}));
+    n.output(n.op("MatMul", {cast(cast(n.op("Softmax", {pre}, sm), 1), 1), v}));
+    Tensor m(DataType::kFLOAT, {B, 1, 1, S});
+    for (int64_t i = 0; i < m.numel(); ++i) m.data<float>()[i] = i % S == S - 1 && i > S ? -3.4e38f : 0.0f;
+    auto fused = fuse_and_compare(
+        n, list_of(passes::make_fuse_attention()),
+        {random({B, H, S, D}, 60), random({B, H, D, S}, 61), random({B, H, S, D}, 62), m});
+    if (narrowing) {
+      EXPECT_EQ(count(*fused, "FusedAttention"), 0) << ir::print(*fused);
+      continue;
+    }
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_EQ(a->attrs.get_int("causal", 0).value(), 1);
+    ASSERT_EQ(a->inputs.size(), 4u);
+    EXPECT_EQ(a->inputs[3]->name, "mask");
+    EXPECT_EQ(count(*fused, "Cast") + count(*fused, "Softmax") + count(*fused, "Where"), 0) << ir::print(*fused);
+  }
+}
+
+// DistilBERT's masked_fill: Where(Cast(Expand(cond, Shape(scores)), bool), fill, scores). The Expand (and the Shape
+// that reads the scores, which would keep the scores MatMul from being used once) goes, and the [B,1,1,S]
+// condition becomes the additive mask. An Expand to some other tensor's shape is left as it is.
+TEST(FuseAttention, DistilBertConditionExpandedToTheScores) {
+  const int64_t B = 2, S = 5, H = 2, D = 4;
+  for (bool other_shape : {false, true}) {
+    SCOPED_TRACE(other_shape ? "expanded to another tensor's shape" : "expanded to the scores' shape");
+    Net n;
+    ir::Value* q = n.input("q", {B, H, S, D});
+    ir::Value* kt = n.input("kt", {B, H, D, S});
+    ir::Value* v = n.input("v", {B, H, S, D});
+    ir::Value* cond = n.input("cond", {B, 1, 1, S});
+    ir::Value* sc = n.op("MatMul", {n.op("Div", {q, n.scalar(2.0f)}), kt});
+    ir::Value* shape = n.op("Shape", {other_shape ? n.op("Add", {sc, n.scalar(0.0f)}) : sc});
+    Attributes to_bool;
+    to_bool.set("to", Attribute(int64_t{9}));
+    ir::Value* c = n.op("Cast", {n.op("Expand", {cond, shape})}, to_bool);
+    n.output(n.op("MatMul", {n.op("Softmax", {n.op("Where", {c, n.scalar(-3.4028234663852886e38f), sc})}), v}));
+    Tensor cv(DataType::kBOOL, {B, 1, 1, S});
+    for (int64_t i = 0; i < cv.numel(); ++i) cv.data<bool>()[i] = i == S - 1 || i >= 2 * S - 2;
+    cond->dtype = DataType::kBOOL;
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+                                  {random({B, H, S, D}, 70), random({B, H, D, S}, 71), random({B, H, S, D}, 72), cv});
+    if (other_shape) {
+      EXPECT_EQ(count(*fused, "Expand"), 1) << ir::print(*fused);
+      continue;
+    }
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_EQ(count(*fused, "Expand") + count(*fused, "Shape") + count(*fused, "Softmax"), 0) << ir::print(*fused);
+    ASSERT_EQ(a->inputs.size(), 4u);
+    EXPECT_EQ(ops::shape_to_string(a->inputs[3]->shape), "[2,1,1,5]");
+  }
+}
+
+// torch's SDPA export with a boolean mask, as HF models on torch 2 write it: the split scale, the mask as
+// Add(scores, Where(mask, 0, -inf)), the NaN guard Where(IsNaN(p), 0, p) after the softmax, and a Reshape of the
+// output to the shape it already has before the head-merging Transpose. One FusedAttention that the Transpose
+// reads directly, no guard left. A guard with a non-zero fill, or whose Where reads other probabilities, is not taken.
+TEST(FuseAttention, SdpaExportNanGuardAndSameShapeReshape) {
+  const int64_t B = 2, S = 6, H = 2, D = 4;
+  for (int variant = 0; variant < 2; ++variant) {  // 1: the guard fills 1, which FusedAttention cannot do
+    SCOPED_TRACE(variant);
+    Net n;
+    ir::Value* x = n.input("x", {B, S, H * D});
+    ir::Value* keep = n.input("keep", {B, 1, S, S});
+    keep->dtype = DataType::kBOOL;
+    ir::Value* q = heads(n, x, H, D, {0, 2, 1, 3});
+    ir::Value* kt = heads(n, n.op("MatMul", {x, n.weight({H * D, H * D})}), H, D, {0, 2, 3, 1});
+    ir::Value* v = heads(n, n.op("MatMul", {x, n.weight({H * D, H * D})}), H, D, {0, 2, 1, 3});
+    const float s = std::sqrt(1.0f / std::sqrt(static_cast<float>(D)));
+    ir::Value* qk = n.op("MatMul", {n.op("Mul", {q, n.scalar(s)}), n.op("Mul", {kt, n.scalar(s)})});
+    ir::Value* bias = n.op("Where", {keep, n.scalar(0.0f), n.scalar(-std::numeric_limits<float>::infinity())});
+    ir::Value* p = n.op("Softmax", {n.op("Add", {qk, bias})});
+    ir::Value* guarded = n.op("Where", {n.op("IsNaN", {p}), n.scalar(variant ? 1.0f : 0.0f), p});
+    ir::Value* o = n.op("MatMul", {guarded, v});
+    ir::Value* same = n.op("Reshape", {o, n.c(Tensor::from_vector<int64_t>({4}, {B, H, S, D}))});
+    Attributes t;
+    t.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+    n.output(n.op("Reshape", {n.op("Transpose", {same}, t), n.c(Tensor::from_vector<int64_t>({3}, {B, S, H * D}))}));
+    Tensor kv(DataType::kBOOL, {B, 1, S, S});
+    for (int64_t i = 0; i < kv.numel(); ++i) kv.data<bool>()[i] = (i % S) < S - 2 * (i / (S * S));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()), {random({B, S, H * D}, 80), kv});
+    if (variant == 1) {
+      EXPECT_EQ(count(*fused, "FusedAttention"), 0) << ir::print(*fused);
+      continue;
+    }
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_NEAR(a->attrs.get_float("scale").value(), 0.5, 1e-6);
+    for (const char* gone : {"IsNaN", "Softmax"}) EXPECT_EQ(count(*fused, gone), 0) << gone;
+    EXPECT_EQ(count(*fused, "Where"), 1) << "only the mask's";
+    // The output Transpose reads the attention directly (fold_mha_output_transposes' form); the mask is the bias.
+    ASSERT_EQ(a->outputs[0]->users.size(), 1u);
+    EXPECT_EQ(a->outputs[0]->users[0]->op_type, "Transpose") << ir::print(*fused);
+    ASSERT_EQ(a->inputs.size(), 4u);
+    EXPECT_EQ(a->inputs[3]->producer->op_type, "Where");
+  }
+}
+
+// HF Llama's attention in float32: q, k, v split into heads and Transposed to [B,H,S,D], rotary embeddings on q and
+// k (x * cos + cat(-x2, x1) * sin, cos/sin [S,D] constants), K^T by Transpose(0,1,3,2). sink_head_transposes moves
+// the q and k Transposes below the rotary region, so that the attention's operands are Transposes of [B,S,H,D]
+// tensors; with fuse_attention and fold_attention_layouts (CUDA, FP16) no Transpose is left. Variant 1 reads the
+// rotated q twice (a second output): the Transpose stays where it is.
+TEST(SinkHeadTransposes, LlamaRotaryThenAttention) {
+  const int64_t B = 2, S = 6, H = 2, D = 32, E = H * D;
+  for (int variant = 0; variant < 2; ++variant) {
+    SCOPED_TRACE(variant);
+    Net n;
+    ir::Value* x = n.input("x", {B, S, E});
+    ir::Value* cos = n.c(random({S, D}, 91, -1, 1));
+    ir::Value* sin = n.c(random({S, D}, 92, -1, 1));
+    auto i64 = [&](std::vector<int64_t> v) {
+      return n.c(Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
+    };
+    auto rotary = [&](ir::Value* t) {
+      ir::Value* x1 = n.op("Slice", {t, i64({0}), i64({D / 2}), i64({3})});
+      ir::Value* x2 = n.op("Slice", {t, i64({D / 2}), i64({D}), i64({-1})});
+      Attributes cat;
+      cat.set("axis", Attribute(int64_t{-1}));
+      ir::Value* rot = n.op("Concat", {n.op("Neg", {x2}), x1}, cat);
+      return n.op("Add", {n.op("Mul", {t, cos}), n.op("Mul", {rot, sin})});
+    };
+    ir::Value* q = rotary(heads(n, n.op("MatMul", {x, n.weight({E, E})}), H, D, {0, 2, 1, 3}));
+    ir::Value* k = rotary(heads(n, n.op("MatMul", {x, n.weight({E, E})}), H, D, {0, 2, 1, 3}));
+    ir::Value* v = heads(n, n.op("MatMul", {x, n.weight({E, E})}), H, D, {0, 2, 1, 3});
+    Attributes t;
+    t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
+    ir::Value* sc = n.op("Div", {n.op("MatMul", {q, n.op("Transpose", {k}, t)}), n.scalar(std::sqrt(32.0f))});
+    Attributes sm;
+    sm.set("axis", Attribute(int64_t{-1}));
+    ir::Value* o = n.op("MatMul", {n.op("Softmax", {sc}, sm), v});
+    Attributes back;
+    back.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+    n.output(n.op("Reshape", {n.op("Transpose", {o}, back), i64({0, 0, E})}));
+    if (variant == 1) n.output(q);
+    const std::vector<Tensor> in = {random({B, S, E}, 93)};
+    // The sink alone: same results, and (variant 0) the attention's q and k are Transposes of the rotary's result.
+    auto sunk = fuse_and_compare(n, list_of(passes::make_sink_head_transposes()), in);
+    const ir::Node* qk = nullptr;
+    for (const auto& node : sunk->nodes())
+      if (node->op_type == "MatMul" && node->inputs[1]->producer && node->inputs[1]->producer->op_type == "Transpose" &&
+          passes::match::perm_is(node->inputs[1]->producer, {0, 1, 3, 2}))
+        qk = node.get();
+    ASSERT_NE(qk, nullptr) << ir::print(*sunk);
+    const ir::Node* qt = qk->inputs[0]->producer;
+    ASSERT_NE(qt, nullptr);
+    if (variant == 1) {
+      EXPECT_EQ(qt->op_type, "Add") << "q's rotary is also an output: nothing moved\n" << ir::print(*sunk);
+      continue;
+    }
+    ASSERT_EQ(qt->op_type, "Transpose") << ir::print(*sunk);
+    EXPECT_EQ(qt->inputs[0]->producer->op_type, "Add");
+    EXPECT_EQ(ops::shape_to_string(qt->inputs[0]->shape), "[2,6,2,32]");
+    // The CUDA attention passes after it: one FusedAttention reading q, k and v in place, no Transpose left.
+    passes::PassOptions o16;
+    o16.backend = Backend::kCUDA;
+    o16.reduced_precision = DataType::kHALF;
+    auto full = n.g->clone();
+    ASSERT_TRUE(run_passes(*full,
+                           list_of(passes::make_sink_head_transposes(), passes::make_fuse_attention(),
+                                   passes::make_fold_mha_input_transposes(), passes::make_fold_mha_output_transposes(),
+                                   passes::make_fold_attention_layouts()),
+                           o16)
+                    .ok());
+    EXPECT_EQ(count(*full, "FusedAttention"), 1) << ir::print(*full);
+    EXPECT_EQ(count(*full, "Transpose"), 0) << ir::print(*full);
+    expect_close(run(*n.g, in), run(*full, in), 1e-4);
+  }
 }
 
 TEST(FuseAttention, OtherSoftmaxAxisIsLeftAlone) {

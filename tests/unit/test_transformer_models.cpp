@@ -16,68 +16,12 @@
 #include "kiln/builder.h"
 #include "kiln/onnx_parser.h"
 #include "onnx_model_util.h"
+#include "transformer_model_util.h"
 
 using namespace kiln;
 using namespace kiln::test;
 
 namespace {
-
-// The input the export wrote (input.bin, with its dtype and shape from meta.json's first input).
-Tensor read_input(const std::string& dir, const ir::Value& in) {
-  std::ifstream f(dir + "/input.bin", std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  const int64_t item = static_cast<int64_t>(dtype_size(in.dtype));
-  int64_t per_row = 1;
-  for (size_t i = 1; i < in.shape.size(); ++i) per_row *= in.shape[i].value;
-  Dims shape = {static_cast<int64_t>(bytes.size()) / (per_row * item)};
-  for (size_t i = 1; i < in.shape.size(); ++i) shape.push_back(in.shape[i].value);
-  Tensor t(in.dtype, shape);
-  EXPECT_EQ(static_cast<size_t>(t.nbytes()), bytes.size());
-  std::memcpy(t.raw(), bytes.data(), std::min<size_t>(bytes.size(), t.nbytes()));
-  return t;
-}
-
-// Attention blocks in the exported graph (one Softmax each in these models), and of them those whose head dim the
-// CUDA fusion takes (32, 64 or 128: its tensor-core kernels; other head dims stay unfused by design). The head dim is
-// the last dim of Q, the first operand of the MatMul the scores come from (through scale and mask nodes).
-struct Blocks {
-  int all = 0, fusable = 0;
-};
-Blocks attention_blocks(const ir::Graph& g) {
-  Blocks b;
-  for (const auto& n : g.nodes()) {
-    if (n->op_type != "Softmax") continue;
-    ++b.all;
-    const ir::Node* p = n->inputs[0]->producer;
-    while (p && p->op_type != "MatMul" && !p->inputs.empty()) {
-      const ir::Value* next = nullptr;  // the non-constant operand of a scale or mask node
-      for (const ir::Value* v : p->inputs)
-        if (v && !v->is_constant() && v->producer && v->rank_known && v->shape.size() >= 3) next = v;
-      p = next ? next->producer : nullptr;
-    }
-    if (!p || !p->inputs[0]->rank_known) continue;
-    const ops::Dim& d = p->inputs[0]->shape.back();
-    b.fusable += d.is_static() && (d.value == 32 || d.value == 64 || d.value == 128);
-  }
-  return b;
-}
-
-// Transposes of rank <= 4 whose result something other than Shape reads: the exporters' head-splitting and
-// batch/sequence-first copies an engine would run (a layer that only feeds host-known values, such as a Shape of
-// it, is skipped by the runtime; the rank-6 one that cuts ViT's image into patches is real work and not counted).
-bool match_graph_output(const ir::Graph& g, const ir::Value* v) {
-  return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
-}
-int data_transposes(const ir::Graph& g) {
-  int n = 0;
-  for (const auto& node : g.nodes()) {
-    if (node->op_type != "Transpose" || !node->outputs[0]->rank_known || node->outputs[0]->shape.size() > 4) continue;
-    bool data = match_graph_output(g, node->outputs[0]);
-    for (const ir::Node* u : node->outputs[0]->users) data |= u->op_type != "Shape";
-    n += data;
-  }
-  return n;
-}
 
 void check_model(const std::string& dir) {
   SCOPED_TRACE(dir);
@@ -86,7 +30,7 @@ void check_model(const std::string& dir) {
   ASSERT_EQ(g->inputs().size(), 1u);
   const ir::Value& in = *g->inputs()[0];
   for (size_t i = 1; i < in.shape.size(); ++i) ASSERT_TRUE(in.shape[i].is_static()) << "only the batch is dynamic";
-  const Tensor x = read_input(dir, in);
+  const Tensor x = read_input(dir + "/input.bin", in);
   auto cpu = g->clone();
   ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
   const Blocks blocks = attention_blocks(*cpu);  // the CPU pipeline infers shapes and keeps attention unfused

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # On the device machine, in one call: the GPU test suite, the ONNX node tests on the CUDA backend next to the
 # CPU backend, the full-size models in FP32/FP16/BF16, and the benchmarks; a short table last.
-# Usage (device): tools/device/gpu_check.sh [tests] [cli] [python] [nvtx] [node] [models] [sanitize] [bench]
-#   (default: tests cli python nvtx node models). nvtx checks under Nsight Systems that the layer, pass and
-#   build-phase ranges appear. cli and python run the pytest tests marked `gpu` (GPU-only kiln
-#   flags; zero-copy torch tensors and the FP16 workflow); without a GPU they skip, each saying why.
+# Usage (device): tools/device/gpu_check.sh [tests] [cli] [python] [nvtx] [node] [models] [hf] [sanitize] [bench]
+#   (default: tests cli python nvtx node models; hf, the tiny Hugging Face exports, needs transformers there).
+#   nvtx checks under Nsight Systems that the layer, pass and build-phase ranges appear. cli and python run the
+#   pytest tests marked `gpu` (GPU-only kiln flags; zero-copy torch tensors and the FP16 workflow); without a GPU
+#   they skip, each saying why.
 # Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS, SAN_RUNS,
 # SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests; with a filter, racecheck over it too),
 # GPU_TEST_FILTER (a gtest filter for the tests stage, e.g. '-*Times*' to leave out the timing prints; the summary
@@ -104,6 +105,26 @@ PY
     python3 tests/models/test_models_gpu.py --kiln-build .devcarry --models-dir /tmp/kiln_models \
       --work /tmp/kiln_gpu_models --out "$OUT/models_gpu.json" 2>&1 | tee "$OUT/models_gpu.log" | tail -12
     summary+=("models: $(grep -c '^  PASS' "$OUT/models_gpu.log") passed, $(grep -c '^  FAIL' "$OUT/models_gpu.log") failed")
+    ;;
+  hf)
+    # Tiny random-weight Hugging Face models exported with this machine's torch/transformers (offline, from
+    # configs): the HfModels gtest (fusion counts and FP16 outputs on the reference kernels), then each as a CUDA
+    # engine against PyTorch (tests/models/test_hf_gpu.py).
+    if ! python3 -c "import transformers" 2>/dev/null; then summary+=("hf: transformers is not installed here; not run"); continue; fi
+    rm -rf /tmp/kiln_hf
+    hf_dirs=$(HF_HUB_OFFLINE=1 python3 tests/models/export_hf.py --out /tmp/kiln_hf --keep-going --list-dirs 2> "$OUT/hf_export.log" | tail -1)
+    grep -E "^  |torch " "$OUT/hf_export.log"
+    if [ -x .devcarry/bin/kiln_tests ]; then
+      KILN_HF_MODEL_DIRS=$hf_dirs .devcarry/bin/kiln_tests --gtest_filter='HfModels.*' > "$OUT/hf_gtest.log" 2>&1
+      rc=$?
+      sed -n '/^HF exports/,/^\[/p' "$OUT/hf_gtest.log"; grep -E "EXPECTED GAP|Failure" -A3 "$OUT/hf_gtest.log" | head -60
+      summary+=("hf gtest (HfModels on $(echo "$hf_dirs" | tr ':' '\n' | grep -c .) exports): $(grep -E '^\[  (PASSED|FAILED) ' "$OUT/hf_gtest.log" | head -1) (rc $rc)")
+    else
+      summary+=("hf gtest: .devcarry/bin/kiln_tests missing (pack.sh after building kiln_tests); not run")
+    fi
+    python3 tests/models/test_hf_gpu.py --kiln-build .devcarry --models-dir /tmp/kiln_hf --work /tmp/kiln_hf_gpu \
+      --out "$OUT/hf_gpu.json" 2>&1 | tee "$OUT/hf_gpu.log" | tail -12
+    summary+=("hf engines vs PyTorch: $(grep -c '^  PASS' "$OUT/hf_gpu.log") passed, $(grep -c '^  FAIL' "$OUT/hf_gpu.log") failed")
     ;;
   sanitize)
     # compute-sanitizer memcheck and racecheck on the model suite (batch 2, FP32 and FP16) and the GPU op tests.

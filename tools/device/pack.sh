@@ -7,6 +7,8 @@ cd "$(dirname "$0")/../.."
 B=${BUILD_DIR:-build}
 rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib
 cp $B/bin/kiln $B/bin/kiln_gpu_tests $B/bin/kiln_node_runner .devcarry/bin/
+# kiln_tests: gpu_check's hf stage runs the HfModels gtest on the exports the device's torch/transformers write.
+[ -f $B/bin/kiln_tests ] && cp $B/bin/kiln_tests .devcarry/bin/
 cp $B/lib/libkiln_*.so .devcarry/lib/
 # The Python package (gpu_check's python stage): the module finds libkiln_*.so through LD_LIBRARY_PATH there.
 if [ -d $B/python/kiln ]; then

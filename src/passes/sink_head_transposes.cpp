@@ -1,0 +1,189 @@
+// sink_head_transposes pass (CUDA, before fuse_attention): HF Llama-style rotary embeddings run on q and k after the
+// head-splitting Transpose ([B,S,H,D] -> [B,H,S,D]): q * cos + cat(-q2, q1) * sin, with cos/sin constants. The
+// Transpose then feeds elementwise work instead of the attention, and fold_attention_layouts cannot read q and k in
+// place. The Transpose moves below that region: the region computes on the [B,S,H,D] tensor (its constants, Slice
+// axes and Concat axis permuted to match) and one Transpose of its single result takes the old one's place, where
+// fold_attention_layouts removes it. Taken only where the region ends in one value read by a MatMul or a Transpose
+// (the attention's operand or K^T), so no copy is added anywhere else.
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "passes/matcher.h"
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+bool elementwise(const ir::Node* n) {
+  return n->domain.empty() &&
+         (n->op_type == "Mul" || n->op_type == "Add" || n->op_type == "Sub" || n->op_type == "Neg");
+}
+
+std::optional<std::vector<int64_t>> const_ints(const ir::Value* v) {
+  if (!v || !v->is_constant()) return std::nullopt;
+  std::vector<int64_t> r;
+  for (int64_t i = 0; i < v->constant->numel(); ++i) r.push_back(v->constant->get_i64(i));
+  return r;
+}
+
+// A constant of rank <= 4 in the transposed layout, as the same values in the source layout: extended to rank 4 with
+// leading 1s, then transposed by the inverse permutation. Scalars stay as they are.
+std::optional<Tensor> to_source_layout(const Tensor& c, const std::vector<int64_t>& perm) {
+  if (c.numel() == 1 && c.rank() <= 1) return c;
+  if (c.rank() > 4) return std::nullopt;
+  std::vector<int64_t> s4(4 - c.rank(), 1);
+  for (int64_t d : c.shape()) s4.push_back(d);
+  const Tensor t = c.reshaped(s4);
+  std::vector<int64_t> src_shape(4);
+  for (int k = 0; k < 4; ++k) src_shape[perm[k]] = s4[k];
+  Tensor out(c.dtype(), src_shape);
+  const size_t item = dtype_size(c.dtype());
+  std::vector<int64_t> st(4, 1);  // strides of the source-layout result
+  for (int k = 2; k >= 0; --k) st[k] = st[k + 1] * src_shape[k + 1];
+  int64_t i = 0;
+  for (int64_t a = 0; a < s4[0]; ++a)
+    for (int64_t b = 0; b < s4[1]; ++b)
+      for (int64_t e = 0; e < s4[2]; ++e)
+        for (int64_t f = 0; f < s4[3]; ++f, ++i) {
+          const int64_t idx[4] = {a, b, e, f};
+          int64_t o = 0;
+          for (int k = 0; k < 4; ++k) o += idx[k] * st[perm[k]];
+          std::memcpy(static_cast<char*>(out.raw()) + o * item, static_cast<const char*>(t.raw()) + i * item, item);
+        }
+  return out;
+}
+
+class SinkHeadTransposes final : public Pass {
+ public:
+  std::string_view name() const override { return "sink_head_transposes"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    g.rebuild_links();
+    std::vector<ir::Node*> cands;
+    for (const auto& n : g.nodes())
+      if (n->op_type == "Transpose" && n->domain.empty() && match::perm_is(n.get(), {0, 2, 1, 3}) &&
+          n->outputs[0]->rank_known && n->outputs[0]->shape.size() == 4 && !match::is_graph_output(g, n->outputs[0]))
+        cands.push_back(n.get());
+    int moved = 0;
+    for (ir::Node* t : cands) moved += sink(g, t);
+    if (moved) {
+      g.rebuild_links();
+      ctx.changes += moved;
+      ctx.verbose("sink_head_transposes: " + std::to_string(moved) + " head Transposes below rotary embeddings");
+    }
+    return g.topo_sort();
+  }
+
+ private:
+  static bool sink(ir::Graph& g, ir::Node* t) {
+    const std::vector<int64_t> perm = {0, 2, 1, 3};  // its own inverse
+    ir::Value* tv = t->outputs[0];
+    // The region: nodes reachable from the Transpose's result through the allowed ops, every input of which is a
+    // region value, the Transpose's result or a constant.
+    std::set<const ir::Value*> inside = {tv};
+    std::vector<ir::Node*> region;
+    std::set<const ir::Node*> seen;
+    std::vector<ir::Value*> work = {tv};
+    while (!work.empty()) {
+      ir::Value* v = work.back();
+      work.pop_back();
+      for (ir::Node* u : v->users) {
+        if (seen.count(u)) continue;
+        const bool slice = u->op_type == "Slice" && u->domain.empty() && u->inputs.size() >= 4 && u->inputs[0] == v;
+        const bool concat = u->op_type == "Concat" && u->domain.empty();
+        if (!elementwise(u) && !slice && !concat) continue;  // an exit: checked below
+        seen.insert(u);
+        region.push_back(u);
+        inside.insert(u->outputs[0]);
+        work.push_back(u->outputs[0]);
+      }
+    }
+    if (region.empty() || region.size() > 32) return false;
+    // Inputs: region values or constants (Slice's parameters included); one exit value, read only outside.
+    ir::Value* exit = nullptr;
+    for (ir::Node* n : region) {
+      if (n->outputs.size() != 1 || !n->outputs[0]->rank_known || n->outputs[0]->shape.size() != 4) return false;
+      for (size_t i = 0; i < n->inputs.size(); ++i) {
+        const ir::Value* in = n->inputs[i];
+        if (!in) continue;
+        if (!inside.count(in) && !in->is_constant()) return false;
+        if (n->op_type == "Slice" && i > 0 && !in->is_constant()) return false;
+        if (n->op_type == "Slice" && i == 0 && !inside.count(in)) return false;
+      }
+      ir::Value* o = n->outputs[0];
+      bool outside = match::is_graph_output(g, o), in_region = false;
+      for (const ir::Node* u : o->users) (seen.count(u) ? in_region : outside) = true;
+      if (outside) {
+        if (in_region || exit) return false;
+        exit = o;
+      }
+    }
+    for (const ir::Node* u : tv->users)
+      if (!seen.count(u)) return false;  // the Transpose's result is read outside the region too
+    if (!exit || match::is_graph_output(g, exit) || exit->users.size() != 1) return false;
+    const std::string& reader = exit->users[0]->op_type;
+    if (reader != "MatMul" && reader != "Transpose") return false;
+    // Slice axes and Concat axis in the source layout; constants permuted. Checked for every node before changing.
+    std::map<const ir::Value*, Tensor> new_consts;
+    for (ir::Node* n : region) {
+      if (n->op_type == "Slice") {
+        auto axes = const_ints(n->inputs[3]);
+        if (!axes) return false;
+      } else if (n->op_type == "Concat") {
+        if (!n->attrs.get_int("axis").ok()) return false;
+        for (const ir::Value* in : n->inputs)
+          if (!inside.count(in)) return false;  // a constant part would need permuting too
+      } else {
+        for (const ir::Value* in : n->inputs)
+          if (in && in->is_constant() && !new_consts.count(in)) {
+            auto c = to_source_layout(*in->constant, perm);
+            if (!c) return false;
+            new_consts.emplace(in, std::move(*c));
+          }
+      }
+    }
+    ir::Value* src = t->inputs[0];
+    for (ir::Node* n : region) {
+      if (n->op_type == "Slice") {
+        std::vector<int64_t> axes = *const_ints(n->inputs[3]);
+        for (int64_t& a : axes) a = perm[a < 0 ? a + 4 : a];
+        g.set_node_input(n, 3, g.add_constant(n->name + "_axes_bshd", Tensor::from_vector<int64_t>(
+                                                                          {static_cast<int64_t>(axes.size())}, axes)));
+      } else if (n->op_type == "Concat") {
+        int64_t a = n->attrs.get_int("axis").value();
+        n->attrs.set("axis", Attribute(perm[a < 0 ? a + 4 : a]));
+      } else {
+        for (size_t i = 0; i < n->inputs.size(); ++i)
+          if (auto it = new_consts.find(n->inputs[i]); it != new_consts.end() && it->second.rank() == 4)
+            g.set_node_input(n, i, g.add_constant(n->inputs[i]->name + "_bshd", it->second));
+      }
+      for (size_t i = 0; i < n->inputs.size(); ++i)
+        if (n->inputs[i] == tv) g.set_node_input(n, i, src);
+      ir::Value* o = n->outputs[0];
+      ops::Shape s(4);
+      for (int k = 0; k < 4; ++k) s[perm[k]] = o->shape[k];
+      o->shape = s;
+    }
+    // One Transpose of the region's result where the exit was read.
+    ir::Node* r = exit->users[0];
+    Attributes a;
+    a.set("perm", Attribute(perm));
+    ir::Node* back = g.add_node("Transpose", g.unique_node_name(t->name + "_sunk"), {exit}, {exit->name + "_bhsd"},
+                                std::move(a), t->opset);
+    ir::Value* bv = back->outputs[0];
+    bv->dtype = exit->dtype;
+    bv->rank_known = true;
+    for (int k = 0; k < 4; ++k) bv->shape.push_back(exit->shape[perm[k]]);
+    for (size_t i = 0; i < r->inputs.size(); ++i)
+      if (r->inputs[i] == exit) g.set_node_input(r, i, bv);
+    g.remove_node(t);
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_sink_head_transposes() { return std::make_unique<SinkHeadTransposes>(); }
+
+}  // namespace kiln::passes

@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Exports tiny random-weight Hugging Face models (built from configs: nothing is downloaded) to ONNX the way users
+do (TorchScript exporter, opset 17, dynamic batch, constant folding), with PyTorch reference outputs, in the layout
+export_models.py writes (model.onnx, input.bin/.npy, output.bin/.npy, meta.json; extra inputs as <name>.bin/.npy).
+
+Needs transformers (not a Kiln dependency): `make test-hf` puts it on PYTHONPATH. Each model's attention keeps the
+implementation transformers picks by default for the installed torch (eager on torch 1.13, SDPA where torch has it),
+since that is the graph a user's export contains; meta.json records which one it was."""
+import argparse
+import contextlib
+import inspect
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from export_models import REF_BATCH, SEED, _save_array, max_exporter_opset, model_dir  # noqa: E402
+
+OPSET = 17
+VOCAB, SEQ, D, HEADS, LAYERS, FFN = 1000, 32, 128, 4, 2, 512  # head dim 32: one the CUDA attention fusion takes
+
+
+def _text_inputs(batch):
+    """Token ids and a padding mask of ones with the last positions of every other row zeroed (the form a padded
+    batch has); rows that are all padding never occur."""
+    ids = torch.randint(5, VOCAB, (batch, SEQ), dtype=torch.int64)
+    mask = torch.ones(batch, SEQ, dtype=torch.int64)
+    for b in range(1, batch, 2):
+        mask[b, SEQ - 5 - b:] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def _image_inputs(batch):
+    return {"pixel_values": torch.randn(batch, 3, 64, 64)}
+
+
+def _bert():
+    from transformers import BertConfig, BertModel
+    return BertModel(BertConfig(vocab_size=VOCAB, hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                                intermediate_size=FFN, max_position_embeddings=64), add_pooling_layer=False)
+
+
+def _roberta():
+    from transformers import RobertaConfig, RobertaModel
+    return RobertaModel(RobertaConfig(vocab_size=VOCAB, hidden_size=D, num_hidden_layers=LAYERS,
+                                      num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=66),
+                        add_pooling_layer=False)
+
+
+def _distilbert():
+    from transformers import DistilBertConfig, DistilBertModel
+    return DistilBertModel(DistilBertConfig(vocab_size=VOCAB, dim=D, n_layers=LAYERS, n_heads=HEADS, hidden_dim=FFN,
+                                            max_position_embeddings=64))
+
+
+def _gpt2():
+    from transformers import GPT2Config, GPT2Model
+    return GPT2Model(GPT2Config(vocab_size=VOCAB, n_embd=D, n_layer=LAYERS, n_head=HEADS, n_positions=64,
+                                bos_token_id=0, eos_token_id=0, use_cache=False))  # token ids inside the vocab
+
+
+def _vit():
+    from transformers import ViTConfig, ViTModel
+    return ViTModel(ViTConfig(image_size=64, patch_size=16, hidden_size=D, num_hidden_layers=LAYERS,
+                              num_attention_heads=HEADS, intermediate_size=FFN), add_pooling_layer=False)
+
+
+def _t5():
+    # gated-gelu: T5 v1.1 / Flan-T5's feed-forward (tanh GELU); T5LayerNorm is an RMSNorm without bias.
+    from transformers import T5Config, T5EncoderModel
+    return T5EncoderModel(T5Config(vocab_size=VOCAB, d_model=D, d_kv=D // HEADS, d_ff=FFN, num_layers=LAYERS,
+                                   num_heads=HEADS, feed_forward_proj="gated-gelu", use_cache=False))
+
+
+def _llama():
+    from transformers import LlamaConfig, LlamaModel
+    return LlamaModel(LlamaConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
+                                  num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=64,
+                                  use_cache=False))
+
+
+# name -> (constructor, input maker, description)
+HF_MODELS = {
+    "hf_bert": (_bert, _text_inputs, "BertModel, 2 layers, d 128, 4 heads (head dim 32), seq 32, padding mask"),
+    "hf_roberta": (_roberta, _text_inputs, "RobertaModel, 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    "hf_distilbert": (_distilbert, _text_inputs, "DistilBertModel, 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    "hf_gpt2": (_gpt2, _text_inputs, "GPT2Model (no cache), 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    "hf_vit": (_vit, _image_inputs, "ViTModel 64/16, 2 layers, d 128, 4 heads (17 tokens)"),
+    "hf_t5enc": (_t5, _text_inputs, "T5EncoderModel (gated-gelu), 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    "hf_llama": (_llama, _text_inputs, "LlamaModel (no cache), 2 layers, d 128, 4 heads, seq 32, padding mask"),
+}
+
+
+class LastHidden(nn.Module):
+    """The model's last_hidden_state as the one output, inputs passed by keyword in a fixed order."""
+
+    def __init__(self, model, names):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *args):
+        out = self.model(**dict(zip(self.names, args)))  # a ModelOutput by default (config.return_dict)
+        return out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+
+
+def build(name):
+    """The wrapped model and its reference inputs (seeded like export_models.py)."""
+    ctor, make_inputs, _ = HF_MODELS[name]
+    torch.manual_seed(SEED)
+    model = ctor().eval()
+    torch.manual_seed(SEED + 1)
+    inputs = make_inputs(REF_BATCH)
+    return LastHidden(model, list(inputs)).eval(), inputs
+
+
+def export_one(name, root, opset=OPSET):
+    """Exports HF_MODELS[name] into <root>/<name>_op<opset>/ and returns its meta dict."""
+    import transformers
+    _, _, desc = HF_MODELS[name]
+    model, inputs = build(name)
+    names, xs = list(inputs), tuple(inputs.values())
+    out_dir = model_dir(root, name, opset)
+    os.makedirs(out_dir, exist_ok=True)
+    onnx_path = os.path.join(out_dir, "model.onnx")
+    with torch.no_grad():
+        ref = model(*xs).detach().numpy()
+    export_opset = min(opset, max_exporter_opset())
+    t0 = time.time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+        axes = {n: {0: "batch"} for n in names + ["output"]}
+        torch.onnx.export(model, xs, onnx_path, opset_version=export_opset, input_names=names,
+                          output_names=["output"], dynamic_axes=axes, do_constant_folding=True, **extra)
+    import onnx
+    if export_opset != opset:
+        from onnx import version_converter
+        onnx.save(version_converter.convert_version(onnx.load(onnx_path), opset), onnx_path)
+    onnx.checker.check_model(onnx_path)
+
+    metas_in = []
+    for i, (n, x) in enumerate(inputs.items()):
+        stem = "input" if i == 0 else n  # the first input where export_models.py's readers look for it
+        a = x.numpy()
+        _save_array(os.path.join(out_dir, stem), a)
+        metas_in.append({"name": n, "dtype": str(a.dtype), "shape": list(a.shape), "file": stem + ".bin",
+                         "dynamic_axes": {"0": "batch"}})
+    _save_array(os.path.join(out_dir, "output"), ref)
+    meta = {
+        "name": name, "description": desc, "opset": opset, "exported_opset": export_opset, "note": "",
+        "torch": torch.__version__, "transformers": transformers.__version__, "seed": SEED,
+        "attn_implementation": getattr(model.model.config, "_attn_implementation", "eager"),
+        "inputs": metas_in,
+        "outputs": [{"name": "output", "dtype": str(ref.dtype), "shape": list(ref.shape), "file": "output.bin"}],
+        "export_seconds": round(time.time() - t0, 2),
+    }
+    with open(os.path.join(out_dir, "meta.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    return meta
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="models", help="output root (default: models/, git-ignored)")
+    ap.add_argument("--models", nargs="*", default=list(HF_MODELS), help=f"subset of: {', '.join(HF_MODELS)}")
+    ap.add_argument("--list-dirs", action="store_true", help="print the exported directories, ':'-separated")
+    ap.add_argument("--keep-going", action="store_true", help="report a model that fails to export and go on")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # configs only; never reach for the hub
+    import transformers
+    print(f"torch {torch.__version__}, transformers {transformers.__version__}", file=sys.stderr)
+    done, failed = [], []
+    for name in args.models:
+        try:
+            with contextlib.redirect_stdout(sys.stderr):  # stdout carries only --list-dirs' line
+                meta = export_one(name, args.out)
+        except Exception as e:  # an architecture this torch cannot export is reported, not fatal, with --keep-going
+            if not args.keep_going:
+                raise
+            failed.append(name)
+            print(f"  {name}: export FAILED: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
+            continue
+        done.append(model_dir(args.out, name, OPSET))
+        shapes = ", ".join(f"{i['name']} {i['shape']}" for i in meta["inputs"])
+        print(f"  {name}: {shapes} -> {meta['outputs'][0]['shape']} ({meta['attn_implementation']} attention) in "
+              f"{meta['export_seconds']} s", file=sys.stderr, flush=True)
+    if args.list_dirs:
+        print(":".join(done))
+    return 1 if failed and not done else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
