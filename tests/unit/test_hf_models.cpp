@@ -131,11 +131,7 @@ void check_model(const std::string& dir) {
   ASSERT_EQ(want.size(), 1u);
 
   auto cuda = g->clone();
-  passes::PassOptions o;
-  o.backend = Backend::kCUDA;
-  o.reduced_precision = DataType::kHALF;
-  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
-  Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+  Status st = run_cuda_pipeline(*cuda);  // FP16, every kernel assumed present
   ASSERT_TRUE(st.ok()) << st.message();
   // KILN_HF_DUMP=1 prints the optimized graph (to see which form a gap leaves behind).
   if (const char* d = std::getenv("KILN_HF_DUMP"); d && *d == '1') std::cout << ir::print(*cuda) << "\n";

@@ -39,11 +39,7 @@ void check_model(const std::string& dir) {
   ASSERT_EQ(want.size(), 1u);
 
   auto cuda = g->clone();
-  passes::PassOptions o;
-  o.backend = Backend::kCUDA;
-  o.reduced_precision = DataType::kHALF;
-  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
-  Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+  Status st = run_cuda_pipeline(*cuda);  // FP16, every kernel assumed present
   ASSERT_TRUE(st.ok()) << st.message();
   const int fused = count_ops(*cuda, "FusedAttention");
   std::cout << dir << " float16: " << blocks.all << " attention blocks (" << blocks.fusable << " with head dims the "
