@@ -100,6 +100,59 @@ int activation_above_reshape(ir::Graph& g) {
   return n;
 }
 
+// The same for a residual: Add(Reshape(x), res) with x a rank-2 [M, N] GEMM result read by that Reshape alone and res
+// of the Add's own shape (no broadcast) becomes Reshape(Add(x, Reshape(res, [-1, N]))): res's rows are x's rows
+// (both are the same [M, N] bytes), and the residual rule below then takes the Add into the GEMM's epilogue.
+// GPT-2's Conv1D projections and torch 1.x attention out_proj Gemms are followed by such Reshape + residual Adds.
+int residual_above_reshape(ir::Graph& g) {
+  g.rebuild_links();
+  std::vector<ir::Node*> adds;
+  for (const auto& node : g.nodes())
+    if (node->op_type == "Add" && node->domain.empty() && node->inputs.size() == 2 && node->outputs.size() == 1)
+      adds.push_back(node.get());
+  int n = 0;
+  for (ir::Node* a : adds) {
+    ir::Value* z = a->outputs[0];
+    for (int side = 0; side < 2; ++side) {
+      ir::Value *r = a->inputs[side], *res = a->inputs[1 - side];
+      ir::Node* reshape = r ? r->producer : nullptr;
+      if (!reshape || reshape->op_type != "Reshape" || !reshape->domain.empty() || r->users.size() != 1 ||
+          match::is_graph_output(g, r) || !res || res == r || !fusion::same_shape(res, z) ||
+          !fusion::same_shape(r, z) || res->dtype != z->dtype)
+        continue;
+      ir::Value* x = reshape->inputs[0];
+      const ir::Node* p = x->producer;
+      if (!p || x->users.size() != 1 || match::is_graph_output(g, x) || x->dtype != z->dtype || !x->rank_known ||
+          x->shape.size() != 2 || !x->shape[1].is_static() || !z->rank_known || z->shape.empty() ||
+          !(z->shape.back() == x->shape[1]) ||
+          !(p->domain.empty() ? p->op_type == "Gemm" || p->op_type == "MatMul"
+                              : p->domain == "kiln" && p->op_type == "FusedMatMul"))
+        continue;
+      const int64_t cols = x->shape[1].value;
+      ir::Value* rows = g.add_constant(res->name + "_rows_shape", Tensor::from_vector<int64_t>({2}, {-1, cols}));
+      ir::Node* rr = g.add_node("Reshape", g.unique_node_name(res->name + "_rows"), {res, rows},
+                                {res->name + "_rows"}, {}, 14);
+      ir::Value* res2 = rr->outputs[0];
+      res2->dtype = res->dtype;
+      res2->shape = x->shape;
+      res2->rank_known = true;
+      ir::Node* moved = g.add_node("Add", g.unique_node_name(a->name + "_above_reshape"), {x, res2},
+                                   {z->name + "_above_reshape"}, a->attrs, a->opset, a->domain);
+      ir::Value* y = moved->outputs[0];
+      y->dtype = x->dtype;
+      y->shape = x->shape;
+      y->rank_known = true;
+      g.set_node_input(reshape, 0, y);
+      g.remove_node(a);
+      g.replace_all_uses(z, r);
+      ++n;
+      break;
+    }
+  }
+  if (n) g.rebuild_links();
+  return n;
+}
+
 class FuseMatMulEpilogue final : public Pass {
  public:
   std::string_view name() const override { return "fuse_matmul_epilogue"; }
@@ -186,6 +239,40 @@ class FuseMatMulEpilogue final : public Pass {
       fusion::prune_dead_nodes(g);
     }
 
+    // A residual Add after a Reshape of a GEMM result moves above the Reshape (see residual_above_reshape).
+    const int res_moved = residual_above_reshape(g);
+    if (res_moved) {
+      Status st = g.topo_sort();
+      if (!st.ok()) return st;
+    }
+
+    // A plain Gemm (no activation: the rules above took those) with a residual: a FusedMatMul with alpha, trans_b,
+    // its C as the bias, then the residual rule below adds the residual.
+    n += rewrite(g, commutative("Add", gemm.bind("gemm").used_once(), any().bind("res")).bind("root"),
+                 [&](Bindings& b) {
+                   ir::Node* ge = b.node("gemm");
+                   ir::Value* res = b.value("res");
+                   ir::Value* out = ge->outputs[0];
+                   if (res == out || res->dtype != out->dtype || !fusion::same_shape(res, out) ||
+                       !fusion::same_shape(b.value("root"), out))
+                     return false;
+                   std::vector<ir::Value*> in = {ge->inputs[0], ge->inputs[1], nullptr, res};
+                   if (ge->inputs.size() > 2 && ge->inputs[2]) {
+                     in[2] = column_bias(g, ge->inputs[2], out);
+                     if (!in[2]) return false;
+                   }
+                   auto alpha = ge->attrs.get_float("alpha", 1.0f);
+                   auto tb = ge->attrs.get_int("transB", 0);
+                   if (!alpha.ok() || !tb.ok()) return false;
+                   Attributes at;
+                   at.set("alpha", Attribute(alpha.value()));
+                   at.set("trans_b", Attribute(tb.value()));
+                   fusion::replace_with_node(g, b.value("root"), "FusedMatMul", "kiln", in, std::move(at), 1,
+                                             ge->name + "_res");
+                   return true;
+                 });
+    fusion::prune_dead_nodes(g);
+
     // Residual: FusedMatMul + a tensor of the output's own shape (no broadcast), after the activation if any.
     const Pattern with_act = fusion::domain_op("FusedMatMul", "kiln").where([](ir::Value* v, const Bindings&) {
       return v->producer->inputs.size() < 4;
@@ -205,7 +292,7 @@ class FuseMatMulEpilogue final : public Pass {
           return true;
         });
     fusion::prune_dead_nodes(g);
-    ctx.changes += n + gelus + moved;
+    ctx.changes += n + gelus + moved + res_moved;
     if (n) ctx.verbose("fuse_matmul_epilogue: " + std::to_string(n) + " epilogue fusions");
     return g.topo_sort();
   }

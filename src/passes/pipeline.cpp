@@ -42,6 +42,8 @@ PassList cuda_pipeline() {
   p.push_back(make_fold_attention_layouts());
   // Cleans up the exported head-splitting chain the previous pass bypassed (its remains feed nothing).
   p.push_back(make_dead_code_elimination());
+  // Again: the batch-first rewrite above leaves out_proj -> Reshape -> residual Add where a Transpose stood between.
+  p.push_back(make_fuse_matmul_epilogue());
   // BN first: its folded bias is what fuse_conv_epilogue then takes with the activation. Both before lowering,
   // so the folding happens in float32 and FusedConv is lowered as one layer.
   p.push_back(make_fold_batchnorm());

@@ -581,6 +581,36 @@ TEST(FuseMatMulEpilogue, ActivationAfterAReshapeOfTheGemm) {
   }
 }
 
+// GPT-2's Conv1D projection with its residual: Reshape([-1,E]) -> Gemm(+bias) -> Reshape([B,S,E]) -> Add(., x). The
+// Add moves above the Reshape (x viewed as [B*S, E] rows) and the Gemm becomes one FusedMatMul with bias and
+// residual; also after a fused activation (act, then residual). A residual that broadcasts, or a Reshape read
+// elsewhere, stays as it was.
+TEST(FuseMatMulEpilogue, ResidualAfterAReshapeOfTheGemm) {
+  const int64_t B = 2, S = 5, E = 8;
+  for (int variant = 0; variant < 4; ++variant) {  // 0: plain, 1: GELU first, 2: broadcast residual, 3: Reshape read
+    SCOPED_TRACE(variant);
+    Net n;
+    ir::Value* x = n.input("x", {B, S, E});
+    ir::Value* rows = n.op("Reshape", {x, n.c(Tensor::from_vector<int64_t>({2}, {-1, E}))});
+    ir::Value* h = n.op("Gemm", {rows, n.weight({E, E}), n.weight({E})});
+    ir::Value* back = n.op("Reshape", {h, n.c(Tensor::from_vector<int64_t>({3}, {B, S, E}))});
+    if (variant == 1) back = n.op("Gelu", {back});
+    ir::Value* res = variant == 2 ? n.weight({E}) : x;
+    n.output(n.op("Add", {back, res}));
+    if (variant == 3) n.output(n.op("Neg", {back}));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_matmul_epilogue()), {random({B, S, E}, 91)}, 1e-4);
+    if (variant <= 1) {
+      const ir::Node* f = find(*fused, "FusedMatMul");
+      ASSERT_NE(f, nullptr) << ir::print(*fused);
+      EXPECT_EQ(f->inputs.size(), 4u) << "bias and residual in the epilogue\n" << ir::print(*fused);
+      EXPECT_EQ(f->attrs.get_string("activation", "none").value(), variant == 1 ? "gelu_erf" : "none");
+      EXPECT_EQ(count(*fused, "Add") + count(*fused, "Gemm") + count(*fused, "Gelu"), 0) << ir::print(*fused);
+    } else {
+      EXPECT_EQ(count(*fused, "Add"), 1) << ir::print(*fused);
+    }
+  }
+}
+
 TEST(FuseMatMulEpilogue, SharedOrBroadcastOperandsAreNotFused) {
   Net n;
   ir::Value* x = n.input("x", {3, 8});
