@@ -138,7 +138,7 @@ TEST(GpuTransformer, BertFfnFusesIntoTwoFusedMatMuls) {
 
 // HF GPT-2's MLP as exported: Conv1D is Reshape([B,S,E] -> [B*S,E]), Gemm with bias, Reshape back, and the
 // tanh GELU reads the [B,S,F] Reshape; fuse_matmul_epilogue moves the GELU above the Reshape into the Gemm's
-// epilogue. The second Conv1D and the residual follow as exported.
+// epilogue. The second Conv1D and the residual follow as exported; the residual goes into that Gemm's epilogue.
 TEST(GpuTransformer, Gpt2Conv1dGeluAfterReshape) {
   KILN_REQUIRE_GPU();
   const int64_t B = 2, S = 64, E = 256, F = 1024;
@@ -164,9 +164,13 @@ TEST(GpuTransformer, Gpt2Conv1dGeluAfterReshape) {
       ir::Value* gelu = node(g, "Mul", {node(g, "Mul", {scalar(g, 0.5f), h}), node(g, "Add", {scalar(g, 1.0f), t})});
       return std::vector<ir::Value*>{node(g, "Add", {in[0], conv1d(gelu, F, E, 14)})};
     };
-    // No other FusedMatMul can arise here (the Gemms' bias is their C; the residual follows a Reshape): the
-    // required FusedMatMul is the first Conv1D with the GELU in its epilogue.
+    // Both Conv1Ds become FusedMatMuls: the first with the GELU in its epilogue, the second with the residual
+    // (moved above its Reshape); no elementwise layer is left.
     expect_fused_agrees(c);
+    std::vector<std::string> ops;
+    run_net(c, Backend::kCUDA, &ops);
+    EXPECT_EQ(std::count(ops.begin(), ops.end(), "FusedMatMul"), 2);
+    EXPECT_EQ(std::count(ops.begin(), ops.end(), "Add") + std::count(ops.begin(), ops.end(), "Pointwise"), 0);
   }
 }
 
