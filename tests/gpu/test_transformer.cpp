@@ -165,12 +165,15 @@ TEST(GpuTransformer, Gpt2Conv1dGeluAfterReshape) {
       return std::vector<ir::Value*>{node(g, "Add", {in[0], conv1d(gelu, F, E, 14)})};
     };
     // Both Conv1Ds become FusedMatMuls: the first with the GELU in its epilogue, the second with the residual
-    // (moved above its Reshape); no elementwise layer is left.
+    // (moved above its Reshape); no elementwise layer of the block is left.
     expect_fused_agrees(c);
     std::vector<std::string> ops;
     run_net(c, Backend::kCUDA, &ops);
     EXPECT_EQ(std::count(ops.begin(), ops.end(), "FusedMatMul"), 2);
-    EXPECT_EQ(std::count(ops.begin(), ops.end(), "Add") + std::count(ops.begin(), ops.end(), "Pointwise"), 0);
+    EXPECT_EQ(std::count(ops.begin(), ops.end(), "Add"), 0);
+    if (pr.flags.empty()) {  // (FP16/BF16 engines keep the input and output Casts, which may become Pointwise)
+      EXPECT_EQ(std::count(ops.begin(), ops.end(), "Pointwise"), 0);
+    }
   }
 }
 
