@@ -91,7 +91,9 @@ Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q,
 // K is taken as [B,H,Sk,D], the layout Q and V have (not transposed): the CUDA kernel then reads all three the same
 // way, and the pass undoes the exporter's transpose of K instead of materializing it.
 // causal=1 masks key j for query i when j > i (top-left aligned, as torch's is_causal); an additive mask, when
-// given, must broadcast to [B,H,Sq,Sk] and is added before the softmax. qkv_layout and out_layout (above) let the
+// given, must broadcast to [B,H,Sq,Sk] and is added before the softmax. A query row whose every key is masked
+// (-inf) is NaN, as softmax gives it, unless masked_rows_zero=1 makes it zeros (what torch's SDPA export does
+// with its NaN guard, which the fusion then absorbs). qkv_layout and out_layout (above) let the
 // op read q, k and v straight from a [B,S,3E] projection and write what the output projection reads.
 KILN_REGISTER_OP(FusedAttention) {
   OpSchema s;
@@ -102,7 +104,8 @@ KILN_REGISTER_OP(FusedAttention) {
   s.attrs = {{"scale", AttrType::kFLOAT},
              {"causal", AttrType::kINT},
              {"qkv_layout", AttrType::kSTRING},
-             {"out_layout", AttrType::kSTRING}};
+             {"out_layout", AttrType::kSTRING},
+             {"masked_rows_zero", AttrType::kINT}};
   s.dtypes = {DataType::kFLOAT, DataType::kDOUBLE, DataType::kHALF, DataType::kBF16};
   s.infer = [](InferContext& ctx) -> Status {
     const TensorInfo& q = ctx.input(0);
@@ -157,6 +160,7 @@ KILN_REGISTER_OP(FusedAttention) {
     const int64_t B = geo.B, H = geo.H, Sq = geo.Sq, D = geo.D, Sk = geo.Sk, Dv = geo.Dv;
     KILN_ASSIGN_OR_RETURN(float scale_attr, ctx.attrs().get_float("scale", 0.0f));
     KILN_ASSIGN_OR_RETURN(int64_t causal, ctx.attrs().get_int("causal", 0));
+    KILN_ASSIGN_OR_RETURN(int64_t masked_rows_zero, ctx.attrs().get_int("masked_rows_zero", 0));
     const double scale = ctx.attrs().has("scale") ? scale_attr : 1.0 / std::sqrt(static_cast<double>(D));
     Tensor mask;
     std::vector<int64_t> ms(4, 0);
@@ -194,6 +198,10 @@ KILN_REGISTER_OP(FusedAttention) {
             if (causal && j > i) acc = -std::numeric_limits<double>::infinity();
             p[j] = acc;
             mx = std::max(mx, acc);
+          }
+          if (masked_rows_zero && mx == -std::numeric_limits<double>::infinity()) {  // every key masked: zeros
+            for (int64_t d = 0; d < Dv; ++d) op[i * geo.o.st[2] + d] = 0.0;
+            continue;
           }
           double sum = 0;
           for (int64_t j = 0; j < Sk; ++j) sum += (p[j] = std::exp(p[j] - mx));

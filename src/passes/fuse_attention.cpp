@@ -195,8 +195,8 @@ class FuseAttention final : public Pass {
         op("Softmax", {through_noop_cast(masked)}).where([opset](ir::Value* v, const Bindings&) {
           return softmax_last_axis(v, opset);
         });
-    // torch's SDPA export guards fully masked rows: Where(IsNaN(p), 0, p). FusedAttention gives such rows no NaN
-    // guard of its own (a row whose every key is masked with -inf); a padding mask always leaves the row some key.
+    // torch's SDPA export guards fully masked rows: Where(IsNaN(p), 0, p) (a left-padded causal batch has such
+    // rows). Absorbed, it becomes FusedAttention's masked_rows_zero=1: those rows are zeros, not NaN.
     const Pattern guarded =
         op("Where", {op("IsNaN", {probs.bind("sm")}).used_once(), scalar_const("nan_fill"), any().bind("sm_again")})
             .used_once();
@@ -298,6 +298,7 @@ class FuseAttention final : public Pass {
         Attributes a;
         a.set("scale", Attribute(static_cast<float>(scale)));
         if (causal) a.set("causal", Attribute(int64_t{1}));
+        if (b.value("nan_fill")) a.set("masked_rows_zero", Attribute(int64_t{1}));
         a.set("qkv_layout", std::string("sbhd"));
         a.set("out_layout", std::string("sbhd"));
         std::vector<ir::Value*> sources = {sq.x, sk.x, sv.x};
@@ -351,6 +352,7 @@ class FuseAttention final : public Pass {
       Attributes a;
       a.set("scale", Attribute(static_cast<float>(scale)));
       if (causal) a.set("causal", Attribute(int64_t{1}));
+      if (b.value("nan_fill")) a.set("masked_rows_zero", Attribute(int64_t{1}));
       fusion::replace_with_node(g, out, "FusedAttention", "kiln", in, std::move(a), 1, "attention");
       return true;
     });

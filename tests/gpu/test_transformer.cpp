@@ -563,6 +563,45 @@ TEST(GpuTransformer, FusedAttentionGenericKernel) {
     }
 }
 
+// masked_rows_zero=1 (the absorbed NaN guard of torch's SDPA export): a query row whose every key the mask hides
+// with -inf gives zeros on both kernels (tensor-core: FP16/BF16, head dim 64; generic: FP32 and head dim 80), the
+// other rows the reference's values. The mask hides all keys of rows 0 and 5 of batch 1 and some keys elsewhere.
+TEST(GpuTransformer, FusedAttentionFullyMaskedRowsGiveZeros) {
+  KILN_REQUIRE_GPU();
+  for (const int64_t D : {int64_t{64}, int64_t{80}})
+    for (const Precision& pr : kPrecisions) {
+      SCOPED_TRACE(std::string(pr.name) + " D=" + std::to_string(D));
+      const int64_t B = 2, H = 2, S = 40;
+      NetCase c;
+      Tensor mask(DataType::kFLOAT, {B, 1, S, S});
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < S; ++i)
+          for (int64_t j = 0; j < S; ++j) {
+            const bool hidden = (b == 1 && (i == 0 || i == 5)) || (j + i) % 5 == 0;
+            mask.data<float>()[(b * S + i) * S + j] = hidden ? -INFINITY : 0.f;
+          }
+      c.inputs = {random_tensor(DataType::kFLOAT, {B, H, S, D}, 70, -1, 1),
+                  random_tensor(DataType::kFLOAT, {B, H, S, D}, 71, -1, 1),
+                  random_tensor(DataType::kFLOAT, {B, H, S, D}, 72), mask};
+      c.flags = pr.flags;
+      c.atol = pr.atol;
+      c.rtol = pr.rtol;
+      c.build = [](ir::Graph& g, const std::vector<ir::Value*>& in) {
+        Attributes a;
+        a.set("masked_rows_zero", Attribute(int64_t{1}));
+        return std::vector<ir::Value*>{node(g, "FusedAttention", in, a, "kiln")};
+      };
+      expect_fused_agrees(c);  // the CPU reference gives those rows zeros too; NaN never compares equal
+      const std::vector<Tensor> got = run_net(c, Backend::kCUDA, nullptr);
+      ASSERT_EQ(got.size(), 1u);
+      const Tensor y = got[0].cast(DataType::kFLOAT);
+      for (int64_t h = 0; h < H; ++h)
+        for (const int64_t i : {int64_t{0}, int64_t{5}})
+          for (int64_t d = 0; d < D; ++d)
+            ASSERT_EQ(y.data<float>()[((1 * H + h) * S + i) * D + d], 0.f) << "h " << h << " row " << i << " d " << d;
+    }
+}
+
 // The layouts fold_attention_layouts gives FusedAttention: q, k and v as the thirds of a packed [B,S,3,H,D]
 // projection or as [B,S,H,D] tensors, the output as [B,S,H,D]; through the tensor-core kernel (head dim 64,
 // FP16/BF16) and the generic one (FP32, head dim 80), against the op's reference compute on the CPU.

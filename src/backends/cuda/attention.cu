@@ -25,6 +25,7 @@ struct Args {
   long long ms0, ms1, ms2, ms3;
   float scale;
   int causal;
+  int masked_rows_zero;  // 1: a row whose every key is masked gives zeros (its sum l is 0), else NaN
   int mask_pairs;  // the mask's last stride is 1 and its rows start 4-byte aligned: two keys' values in one load
 };
 
@@ -254,8 +255,9 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
     l0 += __shfl_xor_sync(0xffffffffu, l0, off);
     l1 += __shfl_xor_sync(0xffffffffu, l1, off);
   }
-  // l = 0 (a row with every key masked) gives NaN, as the reference does.
-  const float inv0 = 1.f / l0, inv1 = 1.f / l1;
+  // l = 0 (a row with every key masked) gives NaN, as the reference does, or zeros with masked_rows_zero.
+  const float inv0 = p.masked_rows_zero && l0 == 0.f ? 0.f : 1.f / l0;
+  const float inv1 = p.masked_rows_zero && l1 == 0.f ? 0.f : 1.f / l1;
   T* og = static_cast<T*>(p.o) + b * p.os[0] + h * p.os[1];
 #pragma unroll
   for (int i = 0; i < kHd / 8; ++i) {
@@ -319,7 +321,7 @@ __global__ void __launch_bounds__(kGenThreads) attention_generic_kernel(Args p) 
   for (int d = threadIdx.x; d < p.Dv; d += kGenThreads) {
     float acc = 0.f;
     for (int j = 0; j < p.Sk; ++j) acc += sc[j] * to_f(v[j * p.vs[2] + d]);
-    o[d] = from_f<T>(acc / sum);
+    o[d] = from_f<T>(p.masked_rows_zero && sum == 0.f ? 0.f : acc / sum);
   }
 }
 
@@ -420,6 +422,7 @@ Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_
          p.ms[3],
          p.scale,
          p.causal ? 1 : 0,
+         p.masked_rows_zero ? 1 : 0,
          0};
   // Pairs need an even offset to every row the kernel reads (its keys start even) and a 4-byte aligned base.
   a.mask_pairs = p.mask && p.ms[3] == 1 && (p.ms[0] | p.ms[1] | p.ms[2]) % 2 == 0 &&

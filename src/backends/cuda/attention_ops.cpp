@@ -54,6 +54,8 @@ Status make_params(const KernelArgs& a, AttentionState* st) {
   KILN_ASSIGN_OR_RETURN(float scale, a.attrs().get_float("scale", 0.0f));
   p.scale = a.attrs().has("scale") ? scale : static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.D)));
   p.causal = causal != 0;
+  KILN_ASSIGN_OR_RETURN(int64_t masked_rows_zero, a.attrs().get_int("masked_rows_zero", 0));
+  p.masked_rows_zero = masked_rows_zero != 0;
   Dims mask4;
   if (a.has_input(3)) {
     Dims ms = a.in[3].shape;
@@ -186,7 +188,8 @@ std::vector<std::string> fused_attention_tactics(const KernelArgs& a) {
   if (!make_params(a, &st).ok()) return {};
   const AttentionParams p = bound_params(a, st);
   const std::vector<std::string> own = attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
-  const bool dnn = !own.empty() && dnn_sdpa_enabled() && a.handles && a.handles->dnn &&
+  // cuDNN's result for a row with every key masked is not documented: layers that must give zeros there keep ours.
+  const bool dnn = !own.empty() && !p.masked_rows_zero && dnn_sdpa_enabled() && a.handles && a.handles->dnn &&
                    dnn_pointers_aligned({p.q, p.k, p.v, p.mask, p.o}) &&
                    DnnSdpa::supported(a.handles->dnn, st.spec, a.handles->workspace_bytes);
   return merge_attention_tactics(own, dnn);

@@ -35,6 +35,7 @@ struct AttentionParams {
   int64_t ms[4] = {0, 0, 0, 0};
   float scale = 1.0f;
   bool causal = false;
+  bool masked_rows_zero = false;  // a row whose every key is masked gives zeros, not NaN (FusedAttention's attribute)
   int sm_count = 0;  // the GPU's multiprocessors (0: asked of the current device)
   // Warps per block of the tensor-core kernel (a tactic, attention_tactics.h); 0: the heuristic. A case the
   // tensor-core kernel does not run fails when this is set.
