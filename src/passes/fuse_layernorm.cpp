@@ -57,6 +57,7 @@ class FuseLayerNorm final : public Pass {
       if (!fusion::is_last_axis_vector(gamma, dim, rank) || (beta && !fusion::is_last_axis_vector(beta, dim, rank)))
         return false;
       if (gamma->dtype != in->dtype || (beta && beta->dtype != in->dtype)) return false;
+      if (ctx.options.has_kernel && !ctx.options.has_kernel("LayerNormalization", "", in->dtype)) return false;
       // LayerNormalization wants Scale and B shaped like the normalized axes.
       auto as_vector = [&](ir::Value* c) {
         if (c->constant->rank() == 1) return c;
