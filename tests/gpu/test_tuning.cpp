@@ -80,11 +80,7 @@ void expect_matches_cpu(const onnx::ModelProto& m, const std::vector<uint8_t>& g
   ASSERT_EQ(want.size(), 1u);
   ASSERT_EQ(got.size(), 1u);
   ASSERT_EQ(want[0].shape(), got[0].shape());
-  const float* a = want[0].data<float>();
-  const float* b = got[0].data<float>();
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < want[0].numel(); ++i) num += (a[i] - b[i]) * (a[i] - b[i]), den += a[i] * a[i];
-  EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 2e-2) << "tuned FP16 engine vs CPU reference, relative L2";
+  EXPECT_LT(test::relative_l2(want[0], got[0]), 2e-2) << "tuned FP16 engine vs CPU reference, relative L2";
 }
 
 // The number before " tactics timed" in the tuner's summary line, -1 if absent.

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <map>
@@ -56,6 +57,21 @@ inline std::vector<Tensor> run_reference(const ir::Graph& g, const std::vector<T
   std::vector<Tensor> r;
   for (auto* v : g.outputs()) r.push_back(v->is_constant() ? *v->constant : vals.at(v));
   return r;
+}
+
+// ||got - want|| / ||want|| over all elements, in double (the two of one shape, any float types): how model-level
+// FP16 results are compared with a float32 reference.
+inline double relative_l2(const Tensor& want, const Tensor& got) {
+  EXPECT_EQ(want.shape(), got.shape());
+  if (want.shape() != got.shape()) return INFINITY;
+  const Tensor a = want.cast(DataType::kDOUBLE), b = got.cast(DataType::kDOUBLE);
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double x = a.data<double>()[i], d = b.data<double>()[i] - x;
+    num += d * d;
+    den += x * x;
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 }  // namespace kiln::test

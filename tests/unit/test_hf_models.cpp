@@ -166,27 +166,16 @@ void check_model(const std::string& dir) {
   ASSERT_EQ(got.size(), 1u);
   ASSERT_EQ(got[0].shape(), want[0].shape());
   // FP16 activations against the float32 graph: relative L2 of the whole output.
-  const Tensor a = want[0].cast(DataType::kFLOAT), b = got[0].cast(DataType::kFLOAT);
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double d = a.data<float>()[i] - b.data<float>()[i];
-    num += d * d;
-    den += static_cast<double>(a.data<float>()[i]) * a.data<float>()[i];
-  }
-  const double rel = std::sqrt(num / std::max(den, 1e-30));
+  const double rel = relative_l2(want[0], got[0]);
   EXPECT_LT(rel, 1e-2) << "FP16 CUDA pipeline vs float32 CPU pipeline";
   // And the CPU pipeline against PyTorch's own float32 output (output.bin): the HF forms are imported right.
   std::ifstream f(dir + "/output.bin", std::ios::binary);
   std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  ASSERT_EQ(bytes.size(), static_cast<size_t>(a.nbytes())) << "output.bin";
-  double tnum = 0, tden = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    float t;
-    std::memcpy(&t, bytes.data() + 4 * i, 4);
-    tnum += (a.data<float>()[i] - t) * (a.data<float>()[i] - t);
-    tden += static_cast<double>(t) * t;
-  }
-  const double torch_rel = std::sqrt(tnum / std::max(tden, 1e-30));
+  const Tensor cpu_out = want[0].cast(DataType::kFLOAT);
+  ASSERT_EQ(bytes.size(), static_cast<size_t>(cpu_out.nbytes())) << "output.bin";
+  Tensor torch_out(DataType::kFLOAT, cpu_out.shape());
+  std::memcpy(torch_out.raw(), bytes.data(), bytes.size());
+  const double torch_rel = relative_l2(torch_out, cpu_out);
   EXPECT_LT(torch_rel, 1e-4) << "float32 CPU pipeline vs PyTorch";
   std::ostringstream line;
   line << att.str() << " | " << nrm.str() << " | " << gel.str() << " | " << tr.str() << " | rel L2 " << rel

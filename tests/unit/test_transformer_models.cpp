@@ -57,14 +57,7 @@ void check_model(const std::string& dir) {
   ASSERT_EQ(got.size(), 1u);
   ASSERT_EQ(got[0].shape(), want[0].shape());
   // FP16 activations against the float32 graph: relative L2 of the whole output.
-  const Tensor a = want[0].cast(DataType::kFLOAT), b = got[0].cast(DataType::kFLOAT);
-  double num = 0, den = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    const double d = a.data<float>()[i] - b.data<float>()[i];
-    num += d * d;
-    den += static_cast<double>(a.data<float>()[i]) * a.data<float>()[i];
-  }
-  EXPECT_LT(std::sqrt(num / std::max(den, 1e-30)), 1e-2) << "FP16 CUDA pipeline vs float32 CPU pipeline";
+  EXPECT_LT(relative_l2(want[0], got[0]), 1e-2) << "FP16 CUDA pipeline vs float32 CPU pipeline";
 }
 
 TEST(TransformerModels, AttentionFusedInEveryExport) {
