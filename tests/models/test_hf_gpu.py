@@ -13,7 +13,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import export_hf  # noqa: E402
 from export_models import model_dir  # noqa: E402
-from test_models_gpu import COS_MIN, FP32_REL, cosine, kiln_run  # noqa: E402
+from test_models_gpu import COS_MIN, FP32_REL, cosine, has_gpu, kiln_run  # noqa: E402
 
 
 def is_exported(root, name):
@@ -31,7 +31,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     kiln = os.path.join(args.kiln_build, "bin", "kiln")
-    if not (os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")):
+    if not has_gpu():
         print("SKIP: no GPU on this machine; the HF GPU checks run in tools/device/gpu_check.sh hf")
         return 0
     os.makedirs(args.work, exist_ok=True)

@@ -23,6 +23,11 @@ COS_MIN = 0.999
 TOP1_BATCH = 64
 
 
+def has_gpu():
+    """Whether an NVIDIA GPU is visible (the driver's device node or version file)."""
+    return os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")
+
+
 def kiln_run(kiln, model, name, shape, input_file, out_json, device, extra, max_batch, more_inputs=()):
     """One kiln run; more_inputs: further (name, shape, file) inputs, each with the same batch profile."""
     ins = [(name, shape, input_file)] + list(more_inputs)
@@ -79,7 +84,7 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     kiln = os.path.join(args.kiln_build, "bin", "kiln")
-    if not (os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia/version")):
+    if not has_gpu():
         print("SKIP: no GPU on this machine; the GPU model checks run in tools/device/gpu_check.sh")
         return 0
     os.makedirs(args.work, exist_ok=True)
