@@ -118,6 +118,17 @@ inline std::vector<Tensor> run_capturing(const ir::Graph& g, const std::vector<T
   return got;
 }
 
+// An engine's outputs for named inputs (test::infer), with what the run wrote to stderr in *err (a tactic's
+// fallback warning, a stored plan's log line).
+inline std::vector<Tensor> infer_capturing(const Engine& engine,
+                                           const std::vector<std::pair<std::string, Tensor>>& inputs,
+                                           std::string* err) {
+  ::testing::internal::CaptureStderr();
+  std::vector<Tensor> got = test::infer(engine, inputs);
+  *err = ::testing::internal::GetCapturedStderr();
+  return got;
+}
+
 // Element by element: |gpu - cpu| <= atol + rtol * |cpu| (equal infinities too; NaN against NaN only when
 // nans_match: ops whose reference gives NaN on purpose).
 inline void expect_tensors_close(const Tensor& cpu, const Tensor& gpu, double atol, double rtol,

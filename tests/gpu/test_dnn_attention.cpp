@@ -167,9 +167,7 @@ TEST(GpuDnnSdpa, TunerOffersItUnlessSwitchedOff) {
     std::vector<std::pair<std::string, Tensor>> named;
     for (size_t i = 0; i < inputs.size(); ++i) named.emplace_back(g->inputs()[i]->name, inputs[i]);
     std::string err;
-    ::testing::internal::CaptureStderr();
-    const auto got = test::infer(*engine, named);
-    err = ::testing::internal::GetCapturedStderr();
+    const auto got = infer_capturing(*engine, named, &err);
     EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
     const auto want = run_graph(*g, Backend::kCPU, inputs, nullptr);
     ASSERT_EQ(got.size(), 1u);
@@ -253,9 +251,8 @@ TEST(GpuDnnSdpa, SavedEngineRestoresItsPlan) {
   for (int load = 0; load < 2; ++load) {
     const int64_t built = sdpa_built(), restored = sdpa_restored();
     const auto t0 = std::chrono::steady_clock::now();
-    ::testing::internal::CaptureStderr();
-    const auto got = test::infer(*engine, named);
-    const std::string err = ::testing::internal::GetCapturedStderr();
+    std::string err;
+    const auto got = infer_capturing(*engine, named, &err);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     std::printf("DNN_SDPA_PLANS load %d: first inference %.1f ms, %lld restores, %lld builds\n", load, ms,
                 static_cast<long long>(sdpa_restored() - restored), static_cast<long long>(sdpa_built() - built));

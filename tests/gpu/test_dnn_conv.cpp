@@ -307,9 +307,8 @@ TEST(GpuDnnConv, SavedEngineRestoresItsPlan) {
   for (int load = 0; load < 2; ++load) {
     const int64_t before = conv_plans_restored();
     const auto t0 = std::chrono::steady_clock::now();
-    ::testing::internal::CaptureStderr();
-    const auto got = test::infer(*engine, {{"x", inputs[0]}});
-    const std::string err = ::testing::internal::GetCapturedStderr();
+    std::string err;
+    const auto got = infer_capturing(*engine, {{"x", inputs[0]}}, &err);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     const int64_t restored = conv_plans_restored() - before;
     std::printf("DNN_CONV_PLANS load %d: first inference %.1f ms, %lld restores\n", load, ms,

@@ -238,9 +238,7 @@ TEST_F(GpuDnnMatmul, TunerRecordsATacticThatMatches) {
     EXPECT_TRUE(tactic.rfind("lt_heur", 0) == 0 || tactic.rfind("cudnn_matmul_fused_", 0) == 0) << tactic;
     const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 9, -1, 1);
     std::string err;
-    ::testing::internal::CaptureStderr();
-    const auto got = test::infer(*engine, {{"a", x}});
-    err = ::testing::internal::GetCapturedStderr();
+    const auto got = infer_capturing(*engine, {{"a", x}}, &err);
     EXPECT_EQ(err.find(kFallbackText), std::string::npos) << err;
     // The same weights through the reference, on the CPU.
     ASSERT_EQ(got.size(), 1u);
@@ -529,9 +527,7 @@ TEST_F(GpuDnnMatmul, TunedBuildCompilesEachOfferedPlanOnceAndTheLoadNone) {
   const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 9, -1, 1);
   const PlanCounts l0 = plan_counts();
   std::string err;
-  ::testing::internal::CaptureStderr();
-  const auto got = test::infer(*engine, {{"a", x}});
-  err = ::testing::internal::GetCapturedStderr();
+  const auto got = infer_capturing(*engine, {{"a", x}}, &err);
   const PlanCounts l1 = plan_counts();
   std::printf("DNN_MM_PLANS load of the engine (tactic %s): %lld finalizes, %lld restores\n", tactic.c_str(),
               static_cast<long long>(l1.finalized - l0.finalized), static_cast<long long>(l1.restored - l0.restored));
@@ -576,9 +572,7 @@ TEST_F(GpuDnnMatmul, SavedEngineRestoresItsPlanWithoutCompiling) {
     const PlanCounts before = plan_counts();
     const auto t0 = std::chrono::steady_clock::now();
     std::string err;
-    ::testing::internal::CaptureStderr();
-    const auto got = test::infer(*engine, {{"a", x}});
-    err = ::testing::internal::GetCapturedStderr();
+    const auto got = infer_capturing(*engine, {{"a", x}}, &err);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     const PlanCounts after = plan_counts();
     std::printf("DNN_MM_PLANS load %d: first inference %.1f ms, %lld finalizes, %lld restores\n", load, ms,
@@ -668,9 +662,7 @@ TEST_F(GpuDnnMatmul, LayersOfOneProblemStoreOnePlan) {
   const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 29, -1, 1);
   const PlanCounts before = plan_counts();
   std::string err;
-  ::testing::internal::CaptureStderr();
-  const auto got = test::infer(*engine, {{"a", x}});
-  err = ::testing::internal::GetCapturedStderr();
+  const auto got = infer_capturing(*engine, {{"a", x}}, &err);
   const PlanCounts after = plan_counts();
   std::printf("DNN_MM_PLANS load of %d layers of one problem: %lld finalizes, %lld restores\n", kLayers,
               static_cast<long long>(after.finalized - before.finalized),
