@@ -184,47 +184,60 @@ TEST(GpuConcatInPlace, NestedAlignmentRefusalsAtAnyLevel) {
     check(test::nested_widths(t.l1a, t.l1b, t.l2, t.l3), true, &t.eliminated);
 }
 
-// The full CUDA build (FP16 lowering, fusions, the pass last) with a dynamic batch: one context run at batch 1 (in
-// place), 2 and 3 (copies) and 1 again, each against a CPU engine of the same network.
-TEST(GpuConcatInPlace, DynamicBatchThroughTheBuilder) {
-  KILN_REQUIRE_GPU();
+// A network (`make` adds it after input "x" [-1, rest...] and marks its output) built for the CPU and, in FP16, for
+// CUDA with one profile (batch 1 / 2 / 4); `marked` Concats of the CUDA engine must be marked in place; then one
+// CUDA context runs each batch of `batches`, against the CPU engine.
+void expect_dynamic_batches_agree(const std::function<ITensor*(NetworkDefinition&, ITensor*)>& make, const Dims& rest,
+                                  int marked, const std::vector<int64_t>& batches, uint32_t seed, double tol) {
   auto build = [&](Backend backend) -> std::unique_ptr<Engine> {
     Builder builder;
     auto net = builder.create_network();
-    ITensor* x = net->add_input("x", DataType::kFLOAT, {-1, 128});
-    Tensor wt = random_tensor(DataType::kFLOAT, {128, 128}, 7, -0.09, 0.09);
-    ITensor* wc = net->add_constant("w", DataType::kFLOAT, {128, 128}, wt.raw());
-    auto a = net->add_op("Relu", {x}, {}, 1, "relu");
-    auto m = net->add_op("MatMul", {x, wc}, {}, 1, "matmul");
-    auto c = net->add_op("Concat", {a[0], m[0]}, {{"axis", int64_t{1}}}, 1, "concat");
-    auto y = net->add_op("Sigmoid", {c[0]}, {}, 1, "sigmoid");
-    EXPECT_TRUE(net->mark_output(y[0]).ok());
+    Dims dyn = {-1}, lo = {1}, opt = {2}, hi = {4};
+    for (int64_t d : rest) dyn.push_back(d), lo.push_back(d), opt.push_back(d), hi.push_back(d);
+    ITensor* x = net->add_input("x", DataType::kFLOAT, dyn);
+    EXPECT_TRUE(net->mark_output(make(*net, x)).ok());
     auto config = builder.create_builder_config();
     config->set_backend(backend);
     if (backend == Backend::kCUDA) config->set_flag(BuilderFlag::kFP16);
     OptimizationProfile p;
-    EXPECT_TRUE(p.set_shape("x", {1, 128}, {2, 128}, {4, 128}).ok());
+    EXPECT_TRUE(p.set_shape("x", lo, opt, hi).ok());
     config->add_optimization_profile(p);
     return test::load_engine(builder.build_serialized_network(*net, *config));
   };
   auto cpu = build(Backend::kCPU);
   auto gpu = build(Backend::kCUDA);
   ASSERT_TRUE(cpu && gpu);
-  int marked = 0;
-  for (const auto& n : gpu->plan().nodes) marked += n.op_type == "Concat" && test::marked_in_place(n.attrs);
-  EXPECT_EQ(marked, 1) << "the CUDA pipeline marks the concat";
+  int got_marked = 0;
+  for (const auto& n : gpu->plan().nodes) got_marked += n.op_type == "Concat" && test::marked_in_place(n.attrs);
+  EXPECT_EQ(got_marked, marked) << "Concats the CUDA pipeline marks";
   auto ctx = gpu->create_execution_context();
   ASSERT_TRUE(ctx);
-  uint32_t seed = 40;
-  for (int64_t n : {1, 2, 3, 1}) {
+  for (int64_t n : batches) {
     SCOPED_TRACE("batch " + std::to_string(n));
-    Tensor x = random_tensor(DataType::kFLOAT, {n, 128}, seed++);
+    Dims shape = {n};
+    for (int64_t d : rest) shape.push_back(d);
+    Tensor x = random_tensor(DataType::kFLOAT, shape, seed++);
     auto want = test::infer(*cpu, {{"x", x}});
     auto got = test::infer(*ctx, {{"x", x}});
     ASSERT_EQ(want.size(), 1u);
     ASSERT_EQ(got.size(), 1u);
-    expect_tensors_close(want[0], got[0], 1e-2, 1e-2, "y");
+    expect_tensors_close(want[0], got[0], tol, tol, "y");
   }
+}
+
+// The full CUDA build (FP16 lowering, fusions, the pass last) with a dynamic batch: one context run at batch 1 (in
+// place), 2 and 3 (copies) and 1 again, each against a CPU engine of the same network.
+TEST(GpuConcatInPlace, DynamicBatchThroughTheBuilder) {
+  KILN_REQUIRE_GPU();
+  const Tensor wt = random_tensor(DataType::kFLOAT, {128, 128}, 7, -0.09, 0.09);
+  auto make = [&](NetworkDefinition& net, ITensor* x) {
+    ITensor* wc = net.add_constant("w", DataType::kFLOAT, {128, 128}, wt.raw());
+    auto a = net.add_op("Relu", {x}, {}, 1, "relu");
+    auto m = net.add_op("MatMul", {x, wc}, {}, 1, "matmul");
+    auto c = net.add_op("Concat", {a[0], m[0]}, {{"axis", int64_t{1}}}, 1, "concat");
+    return net.add_op("Sigmoid", {c[0]}, {}, 1, "sigmoid")[0];
+  };
+  expect_dynamic_batches_agree(make, {128}, 1, {1, 2, 3, 1}, 40, 1e-2);
 }
 
 // The dense block of test::dense_block (three nested levels) through the full CUDA build in FP16 (Conv + Relu
@@ -238,55 +251,27 @@ TEST(GpuConcatInPlace, NestedDenseBlockThroughTheBuilder) {
     weights.push_back(random_tensor(DataType::kFLOAT, {8, cin, 3, 3}, seed, -0.12, 0.12));
     weights.push_back(random_tensor(DataType::kFLOAT, {8}, seed + 1, -0.5, 0.5));
   }
-  auto build = [&](Backend backend) -> std::unique_ptr<Engine> {
-    Builder builder;
-    auto net = builder.create_network();
-    ITensor* x = net->add_input("x", DataType::kFLOAT, {-1, 8, 8, 8});
+  auto make = [&](NetworkDefinition& net, ITensor* x) {
     const OpAttrs conv_attrs = {{"pads", std::vector<int64_t>{1, 1, 1, 1}},
                                 {"kernel_shape", std::vector<int64_t>{3, 3}}};
     auto conv_relu = [&](ITensor* in, int k) {
       const Tensor& w = weights[2 * k];
       const Tensor& b = weights[2 * k + 1];
       const std::string name = "conv" + std::to_string(k);
-      ITensor* wc = net->add_constant(name + "_w", DataType::kFLOAT, w.shape(), w.raw());
-      ITensor* bc = net->add_constant(name + "_b", DataType::kFLOAT, b.shape(), b.raw());
-      auto c = net->add_op("Conv", {in, wc, bc}, conv_attrs, 1, name);
-      return net->add_op("Relu", {c[0]}, {}, 1, "relu" + std::to_string(k))[0];
+      ITensor* wc = net.add_constant(name + "_w", DataType::kFLOAT, w.shape(), w.raw());
+      ITensor* bc = net.add_constant(name + "_b", DataType::kFLOAT, b.shape(), b.raw());
+      auto c = net.add_op("Conv", {in, wc, bc}, conv_attrs, 1, name);
+      return net.add_op("Relu", {c[0]}, {}, 1, "relu" + std::to_string(k))[0];
     };
     auto concat = [&](ITensor* a, ITensor* b, const std::string& name) {
-      return net->add_op("Concat", {a, b}, {{"axis", int64_t{1}}}, 1, name)[0];
+      return net.add_op("Concat", {a, b}, {{"axis", int64_t{1}}}, 1, name)[0];
     };
-    ITensor* c1 = concat(conv_relu(x, 0), net->add_op("Sigmoid", {x}, {}, 1, "sigmoid0")[0], "concat1");
+    ITensor* c1 = concat(conv_relu(x, 0), net.add_op("Sigmoid", {x}, {}, 1, "sigmoid0")[0], "concat1");
     ITensor* c2 = concat(c1, conv_relu(c1, 1), "concat2");
     ITensor* c3 = concat(conv_relu(c2, 2), c2, "concat3");
-    auto y = net->add_op("Relu", {c3}, {}, 1, "relu_out");
-    EXPECT_TRUE(net->mark_output(y[0]).ok());
-    auto config = builder.create_builder_config();
-    config->set_backend(backend);
-    if (backend == Backend::kCUDA) config->set_flag(BuilderFlag::kFP16);
-    OptimizationProfile p;
-    EXPECT_TRUE(p.set_shape("x", {1, 8, 8, 8}, {2, 8, 8, 8}, {4, 8, 8, 8}).ok());
-    config->add_optimization_profile(p);
-    return test::load_engine(builder.build_serialized_network(*net, *config));
+    return net.add_op("Relu", {c3}, {}, 1, "relu_out")[0];
   };
-  auto cpu = build(Backend::kCPU);
-  auto gpu = build(Backend::kCUDA);
-  ASSERT_TRUE(cpu && gpu);
-  int marked = 0;
-  for (const auto& n : gpu->plan().nodes) marked += n.op_type == "Concat" && test::marked_in_place(n.attrs);
-  EXPECT_EQ(marked, 3) << "the CUDA pipeline marks every level";
-  auto ctx = gpu->create_execution_context();
-  ASSERT_TRUE(ctx);
-  uint32_t seed = 60;
-  for (int64_t n : {1, 2, 1}) {
-    SCOPED_TRACE("batch " + std::to_string(n));
-    Tensor x = random_tensor(DataType::kFLOAT, {n, 8, 8, 8}, seed++);
-    auto want = test::infer(*cpu, {{"x", x}});
-    auto got = test::infer(*ctx, {{"x", x}});
-    ASSERT_EQ(want.size(), 1u);
-    ASSERT_EQ(got.size(), 1u);
-    expect_tensors_close(want[0], got[0], 3e-2, 3e-2, "y");
-  }
+  expect_dynamic_batches_agree(make, {8, 8, 8}, 3, {1, 2, 1}, 60, 3e-2);
 }
 
 // Through a CUDA graph, with the concat's output bound by the caller: the producers write into the caller's
