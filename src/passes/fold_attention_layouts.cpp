@@ -67,9 +67,7 @@ std::vector<int64_t> const_ints(const ir::Node* n, size_t input, const char* att
   std::vector<int64_t> r;
   if (input < n->inputs.size() && n->inputs[input]) {
     const ir::Value* v = n->inputs[input];
-    if (!v->is_constant()) return {};
-    for (int64_t i = 0; i < v->constant->numel(); ++i) r.push_back(v->constant->get_i64(i));
-    return r;
+    return v->is_constant() ? v->constant->to_i64_vector() : r;
   }
   auto a = n->attrs.get_ints(attr);
   return a.ok() ? *a : r;

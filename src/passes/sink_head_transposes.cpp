@@ -5,10 +5,10 @@
 // axes and Concat axis permuted to match) and one Transpose of its single result takes the old one's place, where
 // fold_attention_layouts removes it. Taken only where the region ends in one value read by a MatMul or a Transpose
 // (the attention's operand or K^T), so no copy is added anywhere else.
-#include <cstring>
 #include <map>
 #include <set>
 
+#include "ops/layout_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
@@ -22,36 +22,19 @@ bool elementwise(const ir::Node* n) {
 
 std::optional<std::vector<int64_t>> const_ints(const ir::Value* v) {
   if (!v || !v->is_constant()) return std::nullopt;
-  std::vector<int64_t> r;
-  for (int64_t i = 0; i < v->constant->numel(); ++i) r.push_back(v->constant->get_i64(i));
-  return r;
+  return v->constant->to_i64_vector();
 }
 
 // A constant of rank <= 4 in the transposed layout, as the same values in the source layout: extended to rank 4 with
-// leading 1s, then transposed by the inverse permutation. Scalars stay as they are.
+// leading 1s, then transposed back (perm is its own inverse). Scalars stay as they are.
 std::optional<Tensor> to_source_layout(const Tensor& c, const std::vector<int64_t>& perm) {
   if (c.numel() == 1 && c.rank() <= 1) return c;
   if (c.rank() > 4) return std::nullopt;
   std::vector<int64_t> s4(4 - c.rank(), 1);
   for (int64_t d : c.shape()) s4.push_back(d);
-  const Tensor t = c.reshaped(s4);
-  std::vector<int64_t> src_shape(4);
-  for (int k = 0; k < 4; ++k) src_shape[perm[k]] = s4[k];
-  Tensor out(c.dtype(), src_shape);
-  const size_t item = dtype_size(c.dtype());
-  std::vector<int64_t> st(4, 1);  // strides of the source-layout result
-  for (int k = 2; k >= 0; --k) st[k] = st[k + 1] * src_shape[k + 1];
-  int64_t i = 0;
-  for (int64_t a = 0; a < s4[0]; ++a)
-    for (int64_t b = 0; b < s4[1]; ++b)
-      for (int64_t e = 0; e < s4[2]; ++e)
-        for (int64_t f = 0; f < s4[3]; ++f, ++i) {
-          const int64_t idx[4] = {a, b, e, f};
-          int64_t o = 0;
-          for (int k = 0; k < 4; ++k) o += idx[k] * st[perm[k]];
-          std::memcpy(static_cast<char*>(out.raw()) + o * item, static_cast<const char*>(t.raw()) + i * item, item);
-        }
-  return out;
+  auto t = ops::permute(c.reshaped(s4), perm);
+  if (!t.ok()) return std::nullopt;
+  return std::move(t).value();
 }
 
 class SinkHeadTransposes final : public Pass {
@@ -161,9 +144,7 @@ class SinkHeadTransposes final : public Pass {
       for (size_t i = 0; i < n->inputs.size(); ++i)
         if (n->inputs[i] == tv) g.set_node_input(n, i, src);
       ir::Value* o = n->outputs[0];
-      ops::Shape s(4);
-      for (int k = 0; k < 4; ++k) s[perm[k]] = o->shape[k];
-      o->shape = s;
+      o->shape = ops::permute_shape(o->shape, perm);
     }
     // One Transpose of the region's result where the exit was read.
     ir::Node* r = exit->users[0];
@@ -174,7 +155,7 @@ class SinkHeadTransposes final : public Pass {
     ir::Value* bv = back->outputs[0];
     bv->dtype = exit->dtype;
     bv->rank_known = true;
-    for (int k = 0; k < 4; ++k) bv->shape.push_back(exit->shape[perm[k]]);
+    bv->shape = ops::permute_shape(exit->shape, perm);
     for (size_t i = 0; i < r->inputs.size(); ++i)
       if (r->inputs[i] == exit) g.set_node_input(r, i, bv);
     g.remove_node(t);
