@@ -64,28 +64,15 @@ bool is_causal_additive(const ir::Value* m) {
   return true;
 }
 
-// Up to two Casts to the type their input already has: no change to fuse across. HF's exports are full of them
-// (gpt2 casts the probabilities to V's type and the scores to their own; T5 and Llama run the softmax in float32
-// and cast back, which in a float32 export are two no-ops in a row).
-match::Pattern through_noop_cast(const match::Pattern& p) {
-  using namespace match;
-  auto noop = [](ir::Value* v, const Bindings&) { return v->producer->inputs[0]->dtype == v->dtype; };
-  return either({op("Cast", {op("Cast", {p}).where(noop).used_once()}).where(noop).used_once(),
-                 op("Cast", {p}).where(noop).used_once(), p});
-}
-
 // An elementwise Where or Add that reads Expand(c, Shape(y)) beside y itself reads c instead: the node broadcasts
-// c against y anyway. A no-op Cast between is looked through. DistilBERT's masked_fill expands its padding condition
-// to the scores' shape, and that Shape would keep the scores MatMul from being used once.
+// c against y anyway. DistilBERT's masked_fill expands its padding condition to the scores' shape (and casts it to
+// bool, a no-op remove_identity takes out), and that Shape would keep the scores MatMul from being used once.
 int drop_expand_to_operand_shape(ir::Graph& g) {
   int n = 0;
   for (const auto& node : g.nodes()) {
     if ((node->op_type != "Where" && node->op_type != "Add") || !node->domain.empty()) continue;
     for (size_t i = 0; i < node->inputs.size(); ++i) {
-      const ir::Value* in = node->inputs[i];  // through a no-op Cast (DistilBERT's bool condition cast to bool)
-      if (const ir::Node* c = match::producer_op(in, "Cast"); c && c->inputs[0]->dtype == in->dtype)
-        in = c->inputs[0];
-      const ir::Node* ex = match::producer_op(in, "Expand");
+      const ir::Node* ex = match::producer_op(node->inputs[i], "Expand");
       if (!ex || ex->inputs.size() != 2) continue;
       const ir::Node* sh = match::producer_op(ex->inputs[1], "Shape");
       if (!sh || sh->attrs.has("start") || sh->attrs.has("end")) continue;
@@ -95,26 +82,6 @@ int drop_expand_to_operand_shape(ir::Graph& g) {
       g.set_node_input(node.get(), i, ex->inputs[0]);
       ++n;
     }
-  }
-  return n;
-}
-
-// A Reshape whose result has its input's shape, every dim known (symbolic ones by name), is no change: its readers
-// read the input instead. torch's SDPA export reshapes the attention output to the shape it already has before the
-// head-merging Transpose, which would hide that Transpose from fold_mha_output_transposes.
-int bypass_same_shape_reshapes(ir::Graph& g) {
-  int n = 0;
-  for (const auto& node : g.nodes()) {
-    if (node->op_type != "Reshape" || !node->domain.empty() || node->inputs.empty()) continue;
-    ir::Value *x = node->inputs[0], *y = node->outputs[0];
-    if (!x->rank_known || !y->rank_known || x->shape != y->shape || x->dtype != y->dtype || y->users.empty() ||
-        match::is_graph_output(g, y))
-      continue;
-    bool known = true;
-    for (const ops::Dim& d : y->shape) known &= d.is_static() || !d.sym.empty();
-    if (!known) continue;
-    g.replace_all_uses(y, x);
-    ++n;
   }
   return n;
 }
@@ -182,8 +149,8 @@ class FuseAttention final : public Pass {
                               op("Div", {any().bind("q"), scalar_const("cqdiv")}).used_once(), any().bind("q")});
     const Pattern kt = either({commutative("Mul", any().bind("kt"), scalar_const("ck")).used_once(), any().bind("kt")});
     const Pattern qk = op("MatMul", {q, kt}).used_once();
-    const Pattern scores = through_noop_cast(either({op("Div", {qk, scalar_const("cdiv")}).used_once(),
-                                                     commutative("Mul", qk, scalar_const("cmul")).used_once(), qk}));
+    const Pattern scores = either({op("Div", {qk, scalar_const("cdiv")}).used_once(),
+                                   commutative("Mul", qk, scalar_const("cmul")).used_once(), qk});
     const Pattern where = either({
         op("Where", {any().bind("cond_keep"), scores, scalar_const("fill")}).used_once(),
         op("Where", {any().bind("cond_hide"), scalar_const("fill"), scores}).used_once(),
@@ -192,18 +159,15 @@ class FuseAttention final : public Pass {
                                    commutative("Add", scores, any().bind("mask")).used_once(), scores});
     const int opset = g.opset();
     const Pattern probs =
-        op("Softmax", {through_noop_cast(masked)}).where([opset](ir::Value* v, const Bindings&) {
-          return softmax_last_axis(v, opset);
-        });
+        op("Softmax", {masked}).where([opset](ir::Value* v, const Bindings&) { return softmax_last_axis(v, opset); });
     // torch's SDPA export guards fully masked rows: Where(IsNaN(p), 0, p) (a left-padded causal batch has such
     // rows). Absorbed, it becomes FusedAttention's masked_rows_zero=1: those rows are zeros, not NaN.
     const Pattern guarded =
         op("Where", {op("IsNaN", {probs.bind("sm")}).used_once(), scalar_const("nan_fill"), any().bind("sm_again")})
             .used_once();
-    const Pattern root =
-        op("MatMul", {through_noop_cast(either({guarded, probs.used_once()})), any().bind("v")}).bind("root");
+    const Pattern root = op("MatMul", {either({guarded, probs.used_once()}), any().bind("v")}).bind("root");
 
-    const int dropped = drop_expand_to_operand_shape(g) + bypass_same_shape_reshapes(g);
+    const int dropped = drop_expand_to_operand_shape(g);
     if (dropped) fusion::prune_dead_nodes(g);
     int n = rewrite(g, root, [&](Bindings& b) {
       ir::Value *qv = b.value("q"), *ktv = b.value("kt"), *vv = b.value("v"), *out = b.value("root");

@@ -7,10 +7,11 @@ PassList cpu_pipeline() {
   PassList p;
   // Before anything renames or removes values: Gradient nodes name their xs and y by value name.
   p.push_back(make_expand_gradient());
-  // Then: Identity/Dropout only add names and copies; removing them lets every later pass see through them.
-  p.push_back(make_remove_identity());
   // Folding needs each node's output shape (to skip huge results) and known values (to fold Shape chains).
   p.push_back(make_shape_inference());
+  // Identity/Dropout, and (types and shapes now known) Casts to their input's type and Reshapes to its shape, only
+  // add names and copies; removing them lets every later pass see through them.
+  p.push_back(make_remove_identity());
   p.push_back(make_constant_folding());
   // On folded graphs: duplicates are easier to see once constant chains are single values.
   p.push_back(make_common_subexpression_elimination());

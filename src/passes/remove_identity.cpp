@@ -1,4 +1,8 @@
-// remove_identity pass: drops Identity and inference-mode Dropout nodes, rewiring their consumers to the input.
+// remove_identity pass: drops Identity and inference-mode Dropout nodes, rewiring their consumers to the input; and,
+// on values shape inference has seen, a Cast to the type its input already has and a Reshape to the shape its input
+// already has (every dim static or a named symbol). Exporters write both (Hugging Face's float32 exports cast the
+// softmax to float32 and back; torch's SDPA export reshapes the attention output to its own shape), and each would
+// hide a pattern from the fusions after.
 #include <algorithm>
 
 #include "passes/pass.h"
@@ -10,10 +14,24 @@ bool is_graph_output(const ir::Graph& g, const ir::Value* v) {
   return std::find(g.outputs().begin(), g.outputs().end(), v) != g.outputs().end();
 }
 
+// The same dims, each known: static sizes, or symbols that inference proved equal.
+bool same_known_dims(const ir::Value* a, const ir::Value* b) {
+  if (!a->rank_known || !b->rank_known || a->shape != b->shape) return false;
+  for (const ops::Dim& d : a->shape)
+    if (!d.is_static() && d.sym.empty()) return false;
+  return true;
+}
+
 // Dropout is a no-op at inference unless training_mode is (or may be) true, or its mask is consumed.
 bool is_passthrough(const ir::Graph& g, const ir::Node& n) {
   if (!n.domain.empty() || n.inputs.empty() || !n.inputs[0] || n.outputs.empty()) return false;
   if (n.op_type == "Identity") return n.outputs.size() == 1;
+  // Cast and Reshape only once inference has given both sides their type and shape (rank_known).
+  const ir::Value *x = n.inputs[0], *y = n.outputs[0];
+  if (n.op_type == "Cast")
+    return n.outputs.size() == 1 && x->rank_known && y->rank_known && x->dtype == y->dtype &&
+           x->kind == ValueKind::kTENSOR;
+  if (n.op_type == "Reshape") return n.outputs.size() == 1 && x->dtype == y->dtype && same_known_dims(x, y);
   if (n.op_type != "Dropout") return false;
   if (n.inputs.size() > 2 && n.inputs[2]) {
     const ir::Value* mode = n.inputs[2];

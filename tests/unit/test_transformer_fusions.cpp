@@ -854,7 +854,7 @@ TEST(FuseAttention, NoOpCastChainsAroundScoresAndSoftmax) {
     Tensor m(DataType::kFLOAT, {B, 1, 1, S});
     for (int64_t i = 0; i < m.numel(); ++i) m.data<float>()[i] = i % S == S - 1 && i > S ? -3.4e38f : 0.0f;
     auto fused = fuse_and_compare(
-        n, list_of(passes::make_fuse_attention()),
+        n, list_of(passes::make_remove_identity(), passes::make_fuse_attention()),
         {random({B, H, S, D}, 60), random({B, H, D, S}, 61), random({B, H, S, D}, 62), m});
     if (narrowing) {
       EXPECT_EQ(count(*fused, "FusedAttention"), 0) << ir::print(*fused);
@@ -890,7 +890,7 @@ TEST(FuseAttention, DistilBertConditionExpandedToTheScores) {
     Tensor cv(DataType::kBOOL, {B, 1, 1, S});
     for (int64_t i = 0; i < cv.numel(); ++i) cv.data<bool>()[i] = i == S - 1 || i >= 2 * S - 2;
     cond->dtype = DataType::kBOOL;
-    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+    auto fused = fuse_and_compare(n, list_of(passes::make_remove_identity(), passes::make_fuse_attention()),
                                   {random({B, H, S, D}, 70), random({B, H, D, S}, 71), random({B, H, S, D}, 72), cv});
     if (other_shape) {
       EXPECT_EQ(count(*fused, "Expand"), 1) << ir::print(*fused);
@@ -934,7 +934,8 @@ TEST(FuseAttention, SdpaExportNanGuardAndSameShapeReshape) {
     // Query 0 of batch 1 sees no key (a left-padded causal batch has such rows): the guard makes its output zeros,
     // and so must the fused node (masked_rows_zero), or NaN would reach the comparison.
     for (int64_t j = 0; j < S; ++j) kv.data<bool>()[S * S + j] = false;
-    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()), {random({B, S, H * D}, 80), kv});
+    auto fused = fuse_and_compare(n, list_of(passes::make_remove_identity(), passes::make_fuse_attention()),
+                                  {random({B, S, H * D}, 80), kv});
     if (variant == 1) {
       EXPECT_EQ(count(*fused, "FusedAttention"), 0) << ir::print(*fused);
       continue;
@@ -1197,7 +1198,7 @@ TEST(FuseAttention, Gpt2EagerWhereThenPaddingMaskThenNoopCast) {
   n.output(n.op("MatMul", {n.op("Cast", {n.op("Softmax", {w})}, to), v}));
   Tensor padv(DataType::kFLOAT, {B, 1, 1, S});
   for (int64_t i = 0; i < padv.numel(); ++i) padv.data<float>()[i] = i == S - 1 ? -10000.0f : 0.0f;
-  auto fused = fuse_and_compare(n, list_of(passes::make_fuse_attention()),
+  auto fused = fuse_and_compare(n, list_of(passes::make_remove_identity(), passes::make_fuse_attention()),
                                 {random({B, H, S, D}, 1), random({B, H, D, S}, 2), random({B, H, S, D}, 3), padv});
   ASSERT_EQ(count(*fused, "FusedAttention"), 1) << ir::print(*fused);
   EXPECT_EQ(fused->nodes().size(), 2u) << "the attention and K's transpose back";
