@@ -126,12 +126,14 @@ ir::Value* heads_view(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const st
 }
 
 // On CUDA the fused kernel beats cuBLAS GEMMs + softmax only where it runs on tensor cores: FP16/BF16 engines and
-// head dims 32, 64 or 128 (attention.cu). Elsewhere its row-per-block kernel rereads K and V from L2 for every query
-// and would be slower than the unfused graph, so those stay unfused.
+// equal Q/K and V head dims that are multiples of 8 up to 128 (attention.cu, attention_mma_applies). Elsewhere its
+// row-per-block kernel rereads K and V from L2 for every query and would be slower than the unfused graph, so those
+// stay unfused.
 bool tensor_core_case(const ir::Value* q, const ir::Value* v, const PassOptions& o) {
   if (o.reduced_precision != DataType::kHALF && o.reduced_precision != DataType::kBF16) return false;
   const ops::Dim &d = q->shape.back(), &dv = v->shape.back();
-  return d.is_static() && dv.is_static() && d.value == dv.value && (d.value == 32 || d.value == 64 || d.value == 128);
+  return d.is_static() && dv.is_static() && d.value == dv.value && d.value > 0 && d.value % 8 == 0 &&
+         d.value <= 128;
 }
 
 class FuseAttention final : public Pass {

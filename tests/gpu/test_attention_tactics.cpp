@@ -1,6 +1,6 @@
 // GPU tests of kiln::FusedAttention's tactics (the tensor-core kernel's block sizes, attention_tactics.h): each
 // forced through the layer's "kiln.tactic" over bert-, vit- and gpt2-like cases, odd lengths, every mask broadcast
-// form, the strided layouts, head dims 32/64/128, FP16 and BF16, against the CPU reference; the tuner choosing one;
+// form, the strided layouts, head dims 8 to 128 (the 32/64/96/128 tiles and zero-padded ones), FP16 and BF16, against the CPU reference; the tuner choosing one;
 // and (disabled, run by hand) the time of each at bert/vit batch 64.
 #include <cuda_runtime.h>
 
@@ -35,6 +35,14 @@ const AttnCase kCases[] = {
     {"d32-causal", 1, 2, 33, 32, "bhsd", "bhsd", {}, true},
     {"d128", 2, 2, 130, 128, "bhsd", "bhsd", {2, 1, 1, 130}},
     {"d128-causal", 1, 2, 100, 128, "bs3hd", "bshd", {}, true},
+    // Head dims in a zero-padded tile (8 and 16 in 32's, 40 in 64's, 80 in 96's, 120 in 128's) and the 96 tile.
+    {"d8", 2, 2, 70, 8, "bhsd", "bhsd", {2, 1, 1, 70}},
+    {"d16-packed", 2, 2, 77, 16, "bs3hd", "bshd", {}},
+    {"d40-causal", 1, 3, 130, 40, "bs3hd", "bshd", {}, true},
+    {"d80", 2, 2, 129, 80, "bshd", "bshd", {2, 1, 129, 129}},
+    {"d80-seq-first", 2, 2, 64, 80, "sbhd", "sbhd", {}, true, 100},
+    {"d96", 2, 2, 77, 96, "bhsd", "bhsd", {2, 1, 1, 77}},
+    {"d120-causal", 1, 2, 90, 120, "bhsd", "bshd", {}, true},
     {"short", 3, 2, 9, 64, "bhsd", "bhsd", {3, 1, 1, 9}},
     // Fewer queries than keys and more, causal (top-left aligned) and masked.
     {"sq50-sk130", 2, 2, 50, 64, "bhsd", "bshd", {2, 1, 1, 130}, false, 130},

@@ -85,12 +85,19 @@ TEST(AttentionTactics, NoTacticsWithoutTheTensorCoreKernel) {
   misaligned.aligned = false;
   AttentionShape dv = shape(64, 12, 128, 64);
   dv.Dv = 32;
-  for (const AttentionShape& s : {f32, misaligned, dv, shape(2, 4, 77, 80), shape(2, 4, 77, 16), shape(2, 4, 77, 256),
+  for (const AttentionShape& s : {f32, misaligned, dv, shape(2, 4, 77, 12), shape(2, 4, 77, 136), shape(2, 4, 77, 256),
                                   shape(0, 12, 128, 64), shape(2, 12, 0, 64)}) {
     EXPECT_FALSE(attention_mma_applies(s) && s.B * s.H * s.Sq > 0);
     EXPECT_TRUE(attention_tactics(s, kH200Sms).empty());
   }
-  for (int64_t d : {32, 64, 128}) EXPECT_TRUE(attention_mma_applies(shape(1, 1, 1, d))) << d;
+  for (int64_t d : {8, 16, 32, 40, 64, 80, 96, 120, 128}) EXPECT_TRUE(attention_mma_applies(shape(1, 1, 1, d))) << d;
+}
+
+// A head dim runs in the smallest instantiated tile that holds it.
+TEST(AttentionTactics, HeadDimTiles) {
+  const std::pair<int64_t, int64_t> cases[] = {{8, 32},  {32, 32}, {40, 64},  {64, 64},
+                                               {72, 96}, {96, 96}, {104, 128}, {128, 128}};
+  for (const auto& [d, tile] : cases) EXPECT_EQ(attention_mma_tile(d), tile) << d;
 }
 
 TEST(AttentionTactics, RowAlignment) {

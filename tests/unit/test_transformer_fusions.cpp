@@ -1430,7 +1430,9 @@ TEST(TransformerFusions, FusedRmsNormEngineRunsOnTheCpuExecutor) {
 namespace {
 
 TEST(FuseAttention, CudaOnlyWhereTensorCoresRun) {
-  for (int64_t d : {16, 64}) {
+  // Head dims that are multiples of 8 up to 128 run on the tensor-core kernel (in a zero-padded tile where they
+  // are not 32, 64, 96 or 128); 12 (not a multiple of 8) and 256 (past its largest tile) do not.
+  for (int64_t d : {12, 16, 40, 64, 80, 256}) {
     for (DataType reduced : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16}) {
       Net n;
       ir::Value* q = n.input("q", {1, 2, 8, d});
@@ -1444,7 +1446,8 @@ TEST(FuseAttention, CudaOnlyWhereTensorCoresRun) {
       o.backend = Backend::kCUDA;
       o.reduced_precision = reduced;
       ASSERT_TRUE(run_passes(*n.g, list_of(passes::make_fuse_attention()), o).ok());
-      EXPECT_EQ(count(*n.g, "FusedAttention"), d == 64 && reduced != DataType::kFLOAT ? 1 : 0)
+      const bool tensor_cores = d % 8 == 0 && d <= 128 && reduced != DataType::kFLOAT;
+      EXPECT_EQ(count(*n.g, "FusedAttention"), tensor_cores ? 1 : 0)
           << "head dim " << d << " " << dtype_name(reduced);
     }
   }

@@ -1,5 +1,5 @@
-// kiln::FusedAttention kernels: a tensor-core (mma.sync) flash-attention kernel for half/bfloat16 with head dim 32,
-// 64 or 128, and a generic one-query-row-per-block kernel for every other case. Softmax runs in float32 in both.
+// kiln::FusedAttention kernels: a tensor-core (mma.sync) flash-attention kernel for half/bfloat16 with a head dim that
+// is a multiple of 8 up to 128, and a generic one-query-row-per-block kernel for every other case. Softmax runs in float32 in both.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -29,7 +29,9 @@ struct Args {
   int mask_pairs;  // the mask's last stride is 1 and its rows start 4-byte aligned: two keys' values in one load
 };
 
-// ---- tensor-core path: D = Dv = kHd (32, 64 or 128), 16 queries per warp, keys in tiles of 64 ----
+// ---- tensor-core path: D = Dv <= kHd (32, 64, 96 or 128), 16 queries per warp, keys in tiles of 64 ----
+// A head dim below its tile (40, 80, ...) is read as kHd columns whose last ones are zeros: they add nothing to
+// Q K^T, and the output columns they make (0 from V's zeros) are not stored.
 // A FlashAttention-2 style kernel on mma.sync m16n8k16: S = Q K^T and the running output O stay in registers, the
 // probabilities of S's accumulator fragments are re-packed in place as the A operand of P V, and the K/V tiles are
 // double-buffered in shared memory by cp.async so the next tile loads while this one is multiplied.
@@ -44,13 +46,14 @@ constexpr size_t mma_smem_bytes() {
 }
 
 // Copies rows [r0, r0 + n) of a matrix with row stride `ss` (elements) into a padded shared tile, asynchronously;
-// rows past `rows` become zeros so that they add nothing (P is 0 there, and 0 * garbage could be NaN).
+// rows past `rows` and columns from `cols` on become zeros so that they add nothing (P is 0 there, and 0 * garbage
+// could be NaN). `cols` is a multiple of 8.
 template <int kHd, int kThreads, typename T>
-__device__ __forceinline__ void load_rows_async(T* dst, const T* src, long long ss, int r0, int rows, int n) {
+__device__ __forceinline__ void load_rows_async(T* dst, const T* src, long long ss, int r0, int rows, int n, int cols) {
   constexpr int kChunks = kHd / 8;
   for (int idx = threadIdx.x; idx < n * kChunks; idx += kThreads) {
     const int r = idx / kChunks, c = (idx % kChunks) * 8;
-    const bool valid = r0 + r < rows;
+    const bool valid = r0 + r < rows && c < cols;
     cp_async16(dst + r * (kHd + 8) + c, valid ? src + static_cast<long long>(r0 + r) * ss + c : src, valid);
   }
 }
@@ -63,10 +66,11 @@ __device__ __forceinline__ float fast_exp2(float x) {
 }
 
 // Launch bounds: at most 128 registers a thread where that leaves the accumulators of head dim 32/64 in registers,
-// so four 4-warp or two 8-warp blocks fit an SM's registers; head dim 128 needs more and keeps the compiler's choice.
+// so four 4-warp or two 8-warp blocks fit an SM's registers; head dims 96 and 128 need more and keep the compiler's
+// choice.
 template <int kHd, int kWarps>
 constexpr int mma_min_blocks() {
-  return kHd == 128 ? 1 : 16 / kWarps;
+  return kHd > 64 ? 1 : 16 / kWarps;
 }
 
 template <typename T, bool kMask, int kHd, int kWarps>
@@ -85,9 +89,9 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
   const int kv_end = p.causal ? min(p.Sk, q0 + kRows) : p.Sk;  // later keys are hidden from every row here
   const int ntiles = (kv_end + kKeys - 1) / kKeys;
 
-  load_rows_async<kHd, kThreads>(qsm, qg, p.qs[2], q0, p.Sq, kRows);
-  load_rows_async<kHd, kThreads>(ksm, kg, p.ks[2], 0, p.Sk, kKeys);
-  load_rows_async<kHd, kThreads>(vsm, vg, p.vs[2], 0, p.Sk, kKeys);
+  load_rows_async<kHd, kThreads>(qsm, qg, p.qs[2], q0, p.Sq, kRows, p.D);
+  load_rows_async<kHd, kThreads>(ksm, kg, p.ks[2], 0, p.Sk, kKeys, p.D);
+  load_rows_async<kHd, kThreads>(vsm, vg, p.vs[2], 0, p.Sk, kKeys, p.D);
   cp_async_commit();
 
   // Fragment coordinates: this lane holds rows g and g + 8 of the warp's 16, columns 2t and 2t + 1 of each 8.
@@ -117,8 +121,8 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
   for (int j = 0; j < ntiles; ++j) {
     if (j + 1 < ntiles) {  // the buffer of tile j - 1, released by the barrier that ended that iteration
       const int nb = (j + 1) & 1;
-      load_rows_async<kHd, kThreads>(ksm + nb * kKeys * kLd, kg, p.ks[2], (j + 1) * kKeys, p.Sk, kKeys);
-      load_rows_async<kHd, kThreads>(vsm + nb * kKeys * kLd, vg, p.vs[2], (j + 1) * kKeys, p.Sk, kKeys);
+      load_rows_async<kHd, kThreads>(ksm + nb * kKeys * kLd, kg, p.ks[2], (j + 1) * kKeys, p.Sk, kKeys, p.D);
+      load_rows_async<kHd, kThreads>(vsm + nb * kKeys * kLd, vg, p.vs[2], (j + 1) * kKeys, p.Sk, kKeys, p.D);
     }
     cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile j
     cp_async_wait<1>();
@@ -140,6 +144,7 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
       for (int i = 0; i < kKeys / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
       for (int kk = 0; kk < kHd / 16; ++kk) {
+        if (kHd > 32 && kk * 16 >= p.D) continue;  // the tile's zero columns
 #pragma unroll
         for (int np = 0; np < kKeys / 16; ++np) {
           if (np * 16 >= live) continue;  // hidden keys: left 0, masked below
@@ -237,6 +242,7 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
                                pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
         for (int dp = 0; dp < kHd / 16; ++dp) {
+          if (kHd > 32 && dp * 16 >= p.D) continue;  // output columns that are not stored
           uint32_t bf[4];  // keys kk*16 .. +15, head dims dp*16 .. +7 and +8 .. +15, transposed on load
           ldsm_x4_trans(bf, vt + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kLd + dp * 16 + (lane / 16) * 8);
           mma16816<T>(o[2 * dp], a, bf[0], bf[1]);
@@ -262,6 +268,7 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
 #pragma unroll
   for (int i = 0; i < kHd / 8; ++i) {
     const int col = i * 8 + 2 * t;
+    if (col >= p.D) break;  // past the head dim (a multiple of 8: col + 1 is inside when col is)
     if (qi0 < p.Sq)
       *reinterpret_cast<uint32_t*>(og + qi0 * p.os[2] + col) = pack2<T>(o[i][0] * inv0, o[i][1] * inv0);
     if (qi1 < p.Sq)
@@ -366,9 +373,12 @@ Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream
         }
         warps = attention_default_warps(shape, sms);
       }
-      if (p.D == 32) return launch_mma_warps<T, 32>(a, p, warps, stream);
-      if (p.D == 64) return launch_mma_warps<T, 64>(a, p, warps, stream);
-      return launch_mma_warps<T, 128>(a, p, warps, stream);
+      switch (attention_mma_tile(p.D)) {
+        case 32: return launch_mma_warps<T, 32>(a, p, warps, stream);
+        case 64: return launch_mma_warps<T, 64>(a, p, warps, stream);
+        case 96: return launch_mma_warps<T, 96>(a, p, warps, stream);
+        default: return launch_mma_warps<T, 128>(a, p, warps, stream);
+      }
     }
   }
   // A block size asked for a case the tensor-core kernel cannot run (rebound addresses that lost their alignment)

@@ -31,8 +31,17 @@ inline bool attention_rows_aligned(const void* q, const void* k, const void* v, 
   return in % 16 == 0 && in_strides % 8 == 0 && reinterpret_cast<uintptr_t>(o) % 4 == 0 && out_strides % 2 == 0;
 }
 
+// The tensor-core kernel's head-dim tiles: it is instantiated for 32, 64, 96 and 128 columns and runs a head dim
+// that is a multiple of 8 (its 16-byte row loads) in the smallest tile that holds it, the rest of the tile zeros.
+inline int64_t attention_mma_tile(int64_t d) {
+  for (int64_t tile : {32, 64, 96}) {
+    if (d <= tile) return tile;
+  }
+  return 128;
+}
+
 inline bool attention_mma_applies(const AttentionShape& s) {
-  return s.half_or_bf16 && s.aligned && s.D == s.Dv && (s.D == 32 || s.D == 64 || s.D == 128);
+  return s.half_or_bf16 && s.aligned && s.D == s.Dv && s.D > 0 && s.D % 8 == 0 && s.D <= 128;
 }
 
 // The untuned choice: four warps (64 queries) per block share each K/V tile; when that grid would leave most
