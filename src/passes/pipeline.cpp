@@ -33,6 +33,9 @@ PassList cuda_pipeline() {
   // Before the epilogue fusion, which would otherwise take the Q.K^T MatMul for an ordinary GEMM.
   p.push_back(make_sink_head_transposes());
   p.push_back(make_fuse_attention());
+  // The opset-23 Attention operator has no CUDA kernel: as FusedAttention it runs on the GPU, and the layout folds
+  // below read its 3-D form's operands in place like the fused exporter forms'.
+  p.push_back(make_lower_onnx_attention());
   p.push_back(make_fuse_matmul_epilogue());
   // After the epilogues: the projections merged here already carry their bias (and activation).
   p.push_back(make_fuse_qkv());

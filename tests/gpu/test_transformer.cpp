@@ -295,9 +295,9 @@ void attention_case(Form form, int64_t B, int64_t H, int64_t S, int64_t D, const
   c.flags = pr.flags;
   c.atol = pr.atol;
   c.rtol = pr.rtol;
-  // The fusion applies where the tensor-core kernel runs (FP16/BF16, head dim 32/64/128); elsewhere the unfused
-  // graph must still agree.
-  const bool tc = !pr.flags.empty() && (D == 32 || D == 64 || D == 128);
+  // The fusion applies where the tensor-core kernel runs (FP16/BF16, head dims multiples of 8 up to 128); elsewhere
+  // the unfused graph must still agree.
+  const bool tc = !pr.flags.empty() && D % 8 == 0 && D <= 128;
   c.fused_op = tc ? "FusedAttention" : "";
   c.build = [form, S, D](ir::Graph& g, const std::vector<ir::Value*>& in) {
     Attributes t;
@@ -419,7 +419,7 @@ void hf_attention_case(HfForm form, int64_t B, int64_t H, int64_t S, int64_t D, 
   Tensor m(DataType::kFLOAT, {B, 1, 1, S});
   for (int64_t b = 0; b < B; ++b)
     for (int64_t j = 0; j < S; ++j) m.data<float>()[b * S + j] = j >= S - 3 * b ? 0.0f : 1.0f;
-  const bool tc = !pr.flags.empty() && (D == 32 || D == 64 || D == 128);
+  const bool tc = !pr.flags.empty() && D % 8 == 0 && D <= 128;
   NetCase c = precision_case(pr,
                              {random_tensor(DataType::kFLOAT, {B, H, S, D}, 80, -1, 1),
                               random_tensor(DataType::kFLOAT, {B, H, S, D}, 81, -1, 1),
@@ -522,15 +522,56 @@ TEST(GpuTransformer, LlamaRotaryAttention) {
   }
 }
 
-// Head dims 32 and 128 take the tensor-core kernel too; 80 stays unfused on CUDA.
+// Head dims 32 and 128 take the tensor-core kernel too, and so do 40, 80 and 96 (in zero-padded 64/96 tiles); 12
+// and 160 stay unfused on CUDA.
 TEST(GpuTransformer, AttentionOtherHeadDims) {
   KILN_REQUIRE_GPU();
   for (const Precision& pr : kPrecisions) {
     attention_case(Form::kBertDivPadding, 2, 4, 77, 80, pr);
+    attention_case(Form::kCausalWhere, 1, 3, 70, 40, pr);
+    attention_case(Form::kBertDivPadding, 2, 2, 65, 96, pr);
+    attention_case(Form::kBertDivPadding, 1, 2, 33, 12, pr);
+    attention_case(Form::kCausalWhere, 1, 2, 40, 160, pr);
     attention_case(Form::kCausalWhere, 1, 2, 33, 32, pr);
     attention_case(Form::kBertDivPadding, 2, 4, 130, 128, pr);
     attention_case(Form::kCausalWhere, 1, 2, 100, 128, pr);
   }
+}
+
+// The standard ONNX Attention operator (opset 23) has no CUDA kernel: lower_onnx_attention makes it FusedAttention in
+// every precision (the generic kernel in FP32), 4-D with an additive mask and causal, 3-D with heads read in place.
+TEST(GpuTransformer, OnnxAttentionOperatorRunsAsFusedAttention) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions)
+    for (const bool three_d : {false, true}) {
+      SCOPED_TRACE(std::string(pr.name) + (three_d ? " 3-D" : " 4-D"));
+      const int64_t B = 2, H = 4, S = 77, Sk = 90, D = 64;
+      NetCase c = precision_case(pr, {}, "FusedAttention");
+      if (three_d) {
+        c.inputs = {random_tensor(DataType::kFLOAT, {B, S, H * D}, 80, -1, 1),
+                    random_tensor(DataType::kFLOAT, {B, Sk, H * D}, 81, -1, 1),
+                    random_tensor(DataType::kFLOAT, {B, Sk, H * D}, 82)};
+      } else {
+        c.inputs = {random_tensor(DataType::kFLOAT, {B, H, S, D}, 83, -1, 1),
+                    random_tensor(DataType::kFLOAT, {B, H, Sk, D}, 84, -1, 1),
+                    random_tensor(DataType::kFLOAT, {B, H, Sk, D}, 85),
+                    random_tensor(DataType::kFLOAT, {B, 1, S, Sk}, 86, -4, 0)};
+      }
+      c.build = [three_d, H](ir::Graph& g, const std::vector<ir::Value*>& in) {
+        Attributes a;
+        if (three_d) {
+          a.set("q_num_heads", Attribute(H));
+          a.set("kv_num_heads", Attribute(H));
+        } else {
+          a.set("is_causal", Attribute(int64_t{1}));
+        }
+        ir::Node* n = g.add_node("Attention", g.unique_node_name("Attention"), in, {""}, std::move(a), 23);
+        Status st = passes::infer_node(g, *n);
+        EXPECT_TRUE(st.ok()) << st.message();
+        return std::vector<ir::Value*>{n->outputs[0]};
+      };
+      expect_fused_agrees(c);
+    }
 }
 
 // The generic kernel (FP32, and head dims without a tensor-core kernel), reached through kiln::FusedAttention

@@ -34,7 +34,7 @@ inline Tensor read_input(const std::string& path, const ir::Value& in) {
 }
 
 // Attention blocks in the exported graph (one Softmax each in these models), and of them those whose head dim the
-// CUDA fusion takes (32, 64 or 128: its tensor-core kernels; other head dims stay unfused by design). The head dim is
+// CUDA fusion takes (multiples of 8 up to 128: its tensor-core kernel's; other head dims stay unfused by design). The head dim is
 // the last dim of Q, the first operand of the MatMul the scores come from (through scale and mask nodes).
 struct Blocks {
   int all = 0, fusable = 0;
@@ -58,7 +58,7 @@ inline Blocks attention_blocks(const ir::Graph& g) {
     }
     if (!p || !p->inputs[0]->rank_known) continue;
     const ops::Dim& d = p->inputs[0]->shape.back();
-    b.fusable += d.is_static() && (d.value == 32 || d.value == 64 || d.value == 128);
+    b.fusable += d.is_static() && d.value > 0 && d.value % 8 == 0 && d.value <= 128;
   }
   return b;
 }

@@ -1,0 +1,192 @@
+// lower_onnx_attention pass (CUDA, before fuse_attention): the standard ONNX Attention operator (opset 23, what
+// torch's dynamo exporter writes for scaled_dot_product_attention at that opset) becomes kiln::FusedAttention, which
+// has CUDA kernels; the operator itself has only the CPU reference kernel, so on a GPU engine it would run on the
+// host with its operands copied there and back. Taken where the two compute the same thing: no KV cache (past_key,
+// past_value and nonpad_kv_seqlen absent, present_key/present_value and the qk output unread), no softcap or
+// sliding window, a mask (bool or Q's float type) whose last dimension is the key length, and as many K/V heads as
+// Q heads. 4-D operands are read as they are ([B,H,S,D]); 3-D ones ([B,S,H*D] with q_num_heads/kv_num_heads) through
+// Reshape views as [B,S,H,D], and the output is written [B,S,H,Dv] and shown as [B,S,H*Dv]. A bool mask becomes the
+// additive one FusedAttention takes (0 where true, -inf where false), and a query row whose every key is masked gives
+// zeros, as the operator specifies (masked_rows_zero).
+#include <cmath>
+#include <limits>
+
+#include "passes/fusion_util.h"
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+bool present(const ir::Node* n, size_t i) { return i < n->inputs.size() && n->inputs[i] != nullptr; }
+
+// Whether output i is absent or nothing reads it.
+bool unread(const ir::Graph& g, const ir::Node* n, size_t i) {
+  if (i >= n->outputs.size() || !n->outputs[i]) return true;
+  return n->outputs[i]->users.empty() && !match::is_graph_output(g, n->outputs[i]);
+}
+
+bool same_dim(const ops::Dim& a, const ops::Dim& b) { return a == b; }
+
+// The problem as the lowering needs it: head counts, head sizes, and the 3-D form's flag.
+struct Lowering {
+  bool three_d = false;
+  int64_t H = 0, D = 0, Dv = 0;  // H: 0 where it is not static (4-D operands only need it equal to K's and V's)
+};
+
+std::optional<Lowering> plan(const ir::Node* n) {
+  const ir::Value *q = n->inputs[0], *k = n->inputs[1], *v = n->inputs[2];
+  if (!q->rank_known || !k->rank_known || !v->rank_known) return std::nullopt;
+  if (q->dtype != DataType::kFLOAT && q->dtype != DataType::kHALF && q->dtype != DataType::kBF16) return std::nullopt;
+  if (k->dtype != q->dtype || v->dtype != q->dtype) return std::nullopt;
+  const size_t rank = q->shape.size();
+  if ((rank != 3 && rank != 4) || k->shape.size() != rank || v->shape.size() != rank) return std::nullopt;
+  Lowering l;
+  l.three_d = rank == 3;
+  if (l.three_d) {
+    auto qh = n->attrs.get_int("q_num_heads", 0), kvh = n->attrs.get_int("kv_num_heads", 0);
+    if (!qh.ok() || !kvh.ok() || *qh <= 0 || *qh != *kvh) return std::nullopt;
+    const ops::Dim &eq = q->shape[2], &ek = k->shape[2], &ev = v->shape[2];
+    if (!eq.is_static() || !ek.is_static() || !ev.is_static()) return std::nullopt;
+    if (eq.value % *qh || ek.value != eq.value || ev.value % *qh) return std::nullopt;
+    l.H = *qh;
+    l.D = eq.value / *qh;
+    l.Dv = ev.value / *qh;
+    if (!same_dim(k->shape[1], v->shape[1])) return std::nullopt;  // K and V lengths
+  } else {
+    if (!same_dim(q->shape[1], k->shape[1]) || !same_dim(q->shape[1], v->shape[1])) return std::nullopt;  // heads
+    if (!same_dim(k->shape[2], v->shape[2])) return std::nullopt;
+    if (!q->shape[3].is_static() || !same_dim(q->shape[3], k->shape[3]) || !v->shape[3].is_static())
+      return std::nullopt;
+    l.H = q->shape[1].is_static() ? q->shape[1].value : 0;
+    l.D = q->shape[3].value;
+    l.Dv = v->shape[3].value;
+  }
+  if (!same_dim(q->shape[0], k->shape[0]) || !same_dim(q->shape[0], v->shape[0])) return std::nullopt;  // batch
+  return l;
+}
+
+class LowerOnnxAttention final : public Pass {
+ public:
+  std::string_view name() const override { return "lower_onnx_attention"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    g.rebuild_links();
+    std::vector<ir::Node*> cands;
+    for (const auto& n : g.nodes())
+      if (n->op_type == "Attention" && n->domain.empty()) cands.push_back(n.get());
+    int lowered = 0;
+    for (ir::Node* n : cands) lowered += lower(g, n);
+    if (lowered) {
+      fusion::prune_dead_nodes(g);
+      ctx.changes += lowered;
+      ctx.verbose("lower_onnx_attention: " + std::to_string(lowered) + " Attention nodes as FusedAttention");
+    }
+    return g.topo_sort();
+  }
+
+ private:
+  static bool lower(ir::Graph& g, ir::Node* n) {
+    if (n->inputs.size() < 3 || !present(n, 0) || !present(n, 1) || !present(n, 2)) return false;
+    for (size_t i : {4, 5, 6})
+      if (present(n, i)) return false;  // KV cache or per-batch key lengths
+    for (size_t i : {1, 2, 3})
+      if (!unread(g, n, i)) return false;
+    auto softcap = n->attrs.get_float("softcap", 0.0f);
+    auto left = n->attrs.get_int("left_window_size", -1), right = n->attrs.get_int("right_window_size", -1);
+    auto causal = n->attrs.get_int("is_causal", 0);
+    if (!softcap.ok() || *softcap != 0.0f || !left.ok() || *left != -1 || !right.ok() || *right != -1 || !causal.ok())
+      return false;
+    std::optional<Lowering> l = plan(n);
+    if (!l) return false;
+    ir::Value *q = n->inputs[0], *k = n->inputs[1], *v = n->inputs[2];
+    ir::Value* mask = present(n, 3) ? n->inputs[3] : nullptr;
+    // The key length every mask row must cover (the operator pads a shorter mask with -inf; FusedAttention
+    // broadcasts instead, so only a full-length mask means the same to both).
+    const ops::Dim& sk = k->shape[l->three_d ? 1 : 2];
+    if (mask) {
+      if (!mask->rank_known || mask->shape.empty() || mask->shape.size() > 4 || !same_dim(mask->shape.back(), sk))
+        return false;
+      if (mask->dtype != DataType::kBOOL && mask->dtype != q->dtype) return false;
+    }
+    float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(l->D)));
+    if (n->attrs.has("scale")) {
+      auto s = n->attrs.get_float("scale");
+      if (!s.ok()) return false;
+      scale = *s;
+    }
+
+    const int opset = g.opset();
+    const std::string base = n->outputs[0]->name;
+    std::vector<ir::Value*> sources = {q, k, v};
+    if (mask) sources.push_back(mask);
+    if (mask && mask->dtype == DataType::kBOOL) {
+      // 0 where a key is attended, -inf where not: the additive form, in Q's type.
+      auto scalar = [&](const char* what, float x) {
+        return g.add_constant(base + what, Tensor::from_vector<float>({}, {x}).cast(q->dtype));
+      };
+      ir::Node* w = g.add_node("Where", g.unique_node_name(base + "_mask"),
+                               {mask, scalar("_mask_keep", 0.0f),
+                                scalar("_mask_hide", -std::numeric_limits<float>::infinity())},
+                               {base + "_additive_mask"}, {}, opset);
+      w->outputs[0]->dtype = q->dtype;
+      w->outputs[0]->shape = mask->shape;
+      w->outputs[0]->rank_known = true;
+      mask = w->outputs[0];
+    }
+    std::vector<ir::Value*> in;
+    if (l->three_d) {
+      // [B,S,H*D] as [B,S,H,D]: a Reshape by [0,0,H,D] (a view; 0 keeps B and S).
+      auto heads = [&](ir::Value* x, int64_t d, const char* what) {
+        ir::Value* shape = g.add_constant(base + what + "_shape", Tensor::from_vector<int64_t>({4}, {0, 0, l->H, d}));
+        ir::Node* r = g.add_node("Reshape", g.unique_node_name(base + what), {x, shape}, {base + what}, {}, opset);
+        ir::Value* y = r->outputs[0];
+        y->dtype = x->dtype;
+        y->shape = {x->shape[0], x->shape[1], ops::Dim(l->H), ops::Dim(d)};
+        y->rank_known = true;
+        return y;
+      };
+      in = {heads(q, l->D, "_q_heads"), heads(k, l->D, "_k_heads"), heads(v, l->Dv, "_v_heads")};
+    } else {
+      in = {q, k, v};
+    }
+    if (mask) in.push_back(mask);
+    Attributes a;
+    a.set("scale", Attribute(scale));
+    if (*causal) a.set("causal", Attribute(int64_t{1}));
+    if (mask) a.set("masked_rows_zero", Attribute(int64_t{1}));  // only a mask can hide every key of a row
+    if (l->three_d) {
+      a.set("qkv_layout", std::string("bshd"));
+      a.set("out_layout", std::string("bshd"));
+    }
+    ir::Value* out = n->outputs[0];
+    if (!l->three_d) {
+      fusion::replace_with_node(g, out, "FusedAttention", "kiln", in, std::move(a), 1, "attention", sources);
+      g.rebuild_links();  // the Attention node, unread now, goes with prune_dead_nodes
+      return true;
+    }
+    const std::string name = out->name;
+    g.rename_value(out, name + "_unlowered");
+    ir::Node* att =
+        g.add_node("FusedAttention", g.unique_node_name("attention"), in, {name + "_bshd"}, std::move(a), 1, "kiln");
+    match::record_fusion(att, {n});
+    ir::Value* y = att->outputs[0];
+    y->dtype = out->dtype;
+    y->shape = {q->shape[0], q->shape[1], ops::Dim(l->H), ops::Dim(l->Dv)};
+    y->rank_known = true;
+    ir::Value* shape = g.add_constant(name + "_shape", Tensor::from_vector<int64_t>({3}, {0, 0, l->H * l->Dv}));
+    ir::Node* r = g.add_node("Reshape", g.unique_node_name(name), {y, shape}, {name}, {}, opset);
+    r->outputs[0]->dtype = out->dtype;
+    r->outputs[0]->shape = out->shape;
+    r->outputs[0]->rank_known = out->rank_known;
+    r->outputs[0]->kind = out->kind;
+    g.replace_all_uses(out, r->outputs[0]);
+    g.rebuild_links();
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_lower_onnx_attention() { return std::make_unique<LowerOnnxAttention>(); }
+
+}  // namespace kiln::passes
