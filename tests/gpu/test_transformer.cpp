@@ -574,6 +574,61 @@ TEST(GpuTransformer, OnnxAttentionOperatorRunsAsFusedAttention) {
     }
 }
 
+// RotaryEmbedding (opset 23) has a CUDA kernel (rotary.cu): 4-D with position ids into a cache, 3-D interleaved with
+// a partial rotary dim and per-token caches, in each precision, against the reference (run_net: no layer on the
+// host); a position id outside the cache gives a NaN row instead of reading past it.
+TEST(GpuTransformer, OnnxRotaryEmbedding) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions)
+    for (const bool four_d : {true, false}) {
+      SCOPED_TRACE(std::string(pr.name) + (four_d ? " 4-D" : " 3-D"));
+      const int64_t B = 2, H = 3, S = 17, D = 64, R = four_d ? 64 : 32, cache = 40;
+      NetCase c = precision_case(
+          pr, {random_tensor(DataType::kFLOAT, four_d ? std::vector<int64_t>{B, H, S, D} : std::vector<int64_t>{B, S, H * D}, 90)});
+      c.build = [=](ir::Graph& g, const std::vector<ir::Value*>& in) {
+        const std::vector<int64_t> cshape = four_d ? std::vector<int64_t>{cache, R / 2} : std::vector<int64_t>{B, S, R / 2};
+        Tensor cs = random_tensor(DataType::kFLOAT, cshape, 91, -1, 1), sn = random_tensor(DataType::kFLOAT, cshape, 92, -1, 1);
+        std::vector<ir::Value*> ins = {in[0], g.add_constant("cos_cache", cs), g.add_constant("sin_cache", sn)};
+        if (four_d) {
+          std::vector<int64_t> pos(B * S);
+          for (int64_t i = 0; i < B * S; ++i) pos[i] = (i * 7) % cache;
+          ins.push_back(g.add_constant("position_ids", Tensor::from_vector<int64_t>({B, S}, pos)));
+        }
+        Attributes a;
+        if (!four_d) {
+          a.set("num_heads", Attribute(H));
+          a.set("interleaved", Attribute(int64_t{1}));
+          a.set("rotary_embedding_dim", Attribute(R));
+        }
+        ir::Node* n = g.add_node("RotaryEmbedding", g.unique_node_name("RotaryEmbedding"), ins, {""}, std::move(a), 23);
+        Status st = passes::infer_node(g, *n);
+        EXPECT_TRUE(st.ok()) << st.message();
+        return std::vector<ir::Value*>{n->outputs[0]};
+      };
+      expect_fused_agrees(c);
+    }
+  // A position past the cache: the reference refuses it; the GPU row is NaN (it reads nothing past the cache).
+  const int64_t B = 1, H = 2, S = 3, D = 8, cache = 4;
+  NetCase c = precision_case(kPrecisions[0], {random_tensor(DataType::kFLOAT, {B, H, S, D}, 93)});
+  c.build = [=](ir::Graph& g, const std::vector<ir::Value*>& in) {
+    std::vector<ir::Value*> ins = {in[0], g.add_constant("cos_cache", random_tensor(DataType::kFLOAT, {cache, D / 2}, 94)),
+                                   g.add_constant("sin_cache", random_tensor(DataType::kFLOAT, {cache, D / 2}, 95)),
+                                   g.add_constant("position_ids", Tensor::from_vector<int64_t>({B, S}, {0, cache, 1}))};
+    ir::Node* n = g.add_node("RotaryEmbedding", g.unique_node_name("RotaryEmbedding"), ins, {""}, {}, 23);
+    EXPECT_TRUE(passes::infer_node(g, *n).ok());
+    return std::vector<ir::Value*>{n->outputs[0]};
+  };
+  const std::vector<Tensor> got = run_net(c, Backend::kCUDA, nullptr);
+  ASSERT_EQ(got.size(), 1u);
+  const Tensor y = got[0].cast(DataType::kFLOAT);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t s = 0; s < S; ++s)
+      for (int64_t d = 0; d < D; ++d) {
+        const float v = y.data<float>()[(h * S + s) * D + d];
+        EXPECT_EQ(std::isnan(v), s == 1) << "h " << h << " s " << s << " d " << d;
+      }
+}
+
 // The generic kernel (FP32, and head dims without a tensor-core kernel), reached through kiln::FusedAttention
 // nodes directly since the CUDA pipeline does not fuse those cases: the CPU runs the op's reference compute.
 TEST(GpuTransformer, FusedAttentionGenericKernel) {

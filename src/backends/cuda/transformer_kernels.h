@@ -55,4 +55,15 @@ inline AttentionShape attention_shape(const AttentionParams& p, DataType dt) {
   return s;
 }
 
+// ONNX RotaryEmbedding over x [B,H,S,D] (four_d) or [B,S,H*D], rows = B*H*S heads of D values; the first R of
+// each are rotated (R/2 angles per row, non-interleaved pairs (i, i + R/2) or interleaved (2i, 2i + 1)), the rest
+// copied. The caches (x's type) are [cache_rows, R/2] read at position_ids[b*S + s] (int64), or, with no position
+// ids, [B*S, R/2] read at b*S + s. A position outside [0, cache_rows) makes its row NaN.
+struct RotaryParams {
+  int64_t rows = 0, S = 0, H = 0, D = 0, R = 0, cache_rows = 0;
+  bool four_d = false, interleaved = false;
+};
+Status launch_rotary_embedding(DataType dt, const RotaryParams& p, const void* x, const void* cos_cache,
+                               const void* sin_cache, const int64_t* position_ids, void* y, cudaStream_t stream);
+
 }  // namespace kiln::cuda
