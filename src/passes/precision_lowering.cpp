@@ -50,6 +50,7 @@ const std::map<std::string, Rule>& rules() {
     m["BatchNormalization"] = all;
     m["LayerNormalization"] = {{0, 1, 2}, {0}};
     m["RMSNormalization"] = {{0, 1}, {0}};
+    m["RotaryEmbedding"] = {{0, 1, 2}, {0}};  // x and the cos/sin caches; position ids stay int64
     m["MaxPool"] = {{0}, {0}};
     m["Where"] = {{1, 2}, {0}};
     for (const char* op : {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Slice", "Gather", "Expand", "Tile",

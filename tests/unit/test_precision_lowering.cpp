@@ -125,6 +125,51 @@ TEST(PrecisionLowering, LowersLayersWithKernelsAndKeepsIoTypes) {
   }
 }
 
+// RotaryEmbedding goes to the reduced type with its cos/sin caches (converted at build time); its position ids stay
+// int64; the result stays within half precision of float32.
+TEST(PrecisionLowering, RotaryEmbeddingWithItsCaches) {
+  auto g = std::make_unique<ir::Graph>();
+  ir::Value* x = g->add_value("X");
+  x->dtype = DataType::kFLOAT;
+  x->shape = {1, 2, 3, 8};
+  x->rank_known = true;
+  g->inputs().push_back(x);
+  Tensor cs(DataType::kFLOAT, {5, 4}), sn(DataType::kFLOAT, {5, 4});
+  for (int i = 0; i < 20; ++i) {
+    cs.data<float>()[i] = std::cos(0.3f * static_cast<float>(i));
+    sn.data<float>()[i] = std::sin(0.3f * static_cast<float>(i));
+  }
+  auto* r = g->add_node("RotaryEmbedding", "rope",
+                        {x, g->add_constant("cos", cs), g->add_constant("sin", sn),
+                         g->add_constant("pos", Tensor::from_vector<int64_t>({1, 3}, {4, 0, 2}))},
+                        {"Y"}, {}, 23);
+  g->outputs().push_back(r->outputs[0]);
+  Tensor xin(DataType::kFLOAT, {1, 2, 3, 8});
+  for (int i = 0; i < 48; ++i) xin.data<float>()[i] = 0.1f * static_cast<float>(i % 11) - 0.5f;
+  const Tensor want = run(*g, xin);
+  struct Quiet : ILogger {
+    void log(Severity, const char*) noexcept override {}
+  };
+  static Quiet quiet;
+  passes::PassOptions o;
+  o.backend = Backend::kCUDA;
+  o.verify_each = true;
+  o.reduced_precision = DataType::kHALF;
+  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+  passes::PassContext ctx(quiet, o);
+  passes::PassList l;
+  l.push_back(passes::make_shape_inference());
+  l.push_back(passes::make_precision_lowering());
+  passes::PassManager pm(std::move(l));
+  ASSERT_TRUE(pm.run(*g, ctx).ok());
+  const ir::Node* rope = find(*g, "RotaryEmbedding");
+  ASSERT_NE(rope, nullptr);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(rope->inputs[i]->dtype, DataType::kHALF) << i;
+  EXPECT_EQ(rope->inputs[3]->dtype, DataType::kINT64);
+  const Tensor got = run(*g, xin);
+  for (int i = 0; i < 48; ++i) EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], 2e-3) << i;
+}
+
 // Shape of a lowered layer's output reads the reduced value: the Cast back to float32 that only it read is gone,
 // while Shape of the float32 network input keeps reading the input (no Cast made for it).
 TEST(PrecisionLowering, ShapeReadsTheLoweredValue) {
