@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <map>
 #include <random>
@@ -43,7 +44,11 @@ Built make_graph() {
   return b;
 }
 
-Status lower(ir::Graph& g, DataType t, std::map<std::string, DataType> layers = {}, std::string constraints = "none") {
+// A backend with reduced-precision MatMul and Relu kernels but no Softmax one.
+bool matmul_relu_only(const std::string& op, const std::string&, DataType) { return op == "MatMul" || op == "Relu"; }
+
+Status lower(ir::Graph& g, DataType t, std::map<std::string, DataType> layers = {}, std::string constraints = "none",
+             std::function<bool(const std::string&, const std::string&, DataType)> has_kernel = matmul_relu_only) {
   struct Quiet : ILogger {
     void log(Severity, const char*) noexcept override {}
   };
@@ -54,8 +59,7 @@ Status lower(ir::Graph& g, DataType t, std::map<std::string, DataType> layers = 
   o.reduced_precision = t;
   o.layer_precisions = std::move(layers);
   o.precision_constraints = std::move(constraints);
-  // A backend with reduced-precision MatMul and Relu kernels but no Softmax one.
-  o.has_kernel = [](const std::string& op, const std::string&, DataType) { return op == "MatMul" || op == "Relu"; };
+  o.has_kernel = std::move(has_kernel);
   passes::PassContext ctx(quiet, o);
   passes::PassList l;
   l.push_back(passes::make_shape_inference());
@@ -147,21 +151,9 @@ TEST(PrecisionLowering, RotaryEmbeddingWithItsCaches) {
   Tensor xin(DataType::kFLOAT, {1, 2, 3, 8});
   for (int i = 0; i < 48; ++i) xin.data<float>()[i] = 0.1f * static_cast<float>(i % 11) - 0.5f;
   const Tensor want = run(*g, xin);
-  struct Quiet : ILogger {
-    void log(Severity, const char*) noexcept override {}
-  };
-  static Quiet quiet;
-  passes::PassOptions o;
-  o.backend = Backend::kCUDA;
-  o.verify_each = true;
-  o.reduced_precision = DataType::kHALF;
-  o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
-  passes::PassContext ctx(quiet, o);
-  passes::PassList l;
-  l.push_back(passes::make_shape_inference());
-  l.push_back(passes::make_precision_lowering());
-  passes::PassManager pm(std::move(l));
-  ASSERT_TRUE(pm.run(*g, ctx).ok());
+  ASSERT_TRUE(lower(*g, DataType::kHALF, {}, "none", [](const std::string&, const std::string&, DataType) {
+                return true;
+              }).ok());
   const ir::Node* rope = find(*g, "RotaryEmbedding");
   ASSERT_NE(rope, nullptr);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(rope->inputs[i]->dtype, DataType::kHALF) << i;
