@@ -41,7 +41,7 @@ const std::map<std::string, Rule>& rules() {
     const Rule all{{}, {0}, true};
     for (const char* op : {"Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Erf",
                            "Softplus", "Elu", "LeakyRelu", "HardSigmoid", "HardSwish", "Gelu", "Mish", "Selu",
-                           "Celu", "Sin", "Cos", "Floor", "Ceil", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
+                           "Celu", "Swish", "Sin", "Cos", "Floor", "Ceil", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
                            "Sum", "Mean", "PRelu", "Clip", "Softmax", "LogSoftmax", "Concat", "Transpose",
                            "Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool", "GlobalAveragePool",
                            "GlobalMaxPool", "InstanceNormalization", "GroupNormalization", "DepthToSpace",

@@ -154,6 +154,21 @@ TEST(GpuElementwise, ActivationsWithAttributes) {
   }
 }
 
+// Swish (opset 24): x * sigmoid(alpha x), the default alpha and another, in each float type.
+TEST(GpuElementwise, SwishOpset24) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 400;
+  for (const OpAttrs& attrs : {OpAttrs{}, OpAttrs{{"alpha", 1.702f}}}) {
+    for (DataType dt : kFloats) {
+      SCOPED_TRACE(std::string("Swish ") + name_of(dt));
+      OpCase c = make("Swish", {random_tensor(dt, {4, 129}, ++seed, -6, 6)}, attrs);
+      c.opset = 24;
+      set_tol(c, dt);
+      expect_backends_agree(c);
+    }
+  }
+}
+
 TEST(GpuElementwise, IsNaNIsInfNot) {
   KILN_REQUIRE_GPU();
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();

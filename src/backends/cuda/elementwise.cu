@@ -278,6 +278,7 @@ __device__ __forceinline__ float unary_float(const UnaryParams& p, float x) {
       return 0.5f * x * (1.f + tanhf(k * (x + cube)));
     }
     case UnaryOp::kMish: return x * tanhf(softplus(x));
+    case UnaryOp::kSwish: return x * sigmoid(p.alpha * x);
     case UnaryOp::kClip: {
       float v = x < p.alpha ? p.alpha : x;
       return p.beta < v ? p.beta : v;  // min > max gives max; NaN passes through

@@ -384,6 +384,7 @@ const bool kRegistered = [] {
   r.add(unary_def("HardSigmoid", with_alpha_beta(UnaryOp::kHardSigmoid, 0.2f, 0.5f)));
   r.add(unary_def("ThresholdedRelu", with_alpha_beta(UnaryOp::kThresholdedRelu, 1.f)));
   r.add(unary_def("Gelu", gelu_params));
+  r.add(unary_def("Swish", with_alpha_beta(UnaryOp::kSwish, 1.f)));  // opset 24
   r.add(def("Not", {kBool}, [](KernelArgs& a) -> Status {
     UnaryParams p;
     p.op = UnaryOp::kNot;
