@@ -5,6 +5,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "ops/einsum.h"
 #include "ops/op_util.h"
 
 namespace kiln::ops {
@@ -76,14 +77,7 @@ Result<int64_t> onehot_depth_from(double d) {
   return static_cast<int64_t>(d);
 }
 
-
-// Einsum equation with ellipses expanded: each operand and the output as lists of label ids. Letters are ids
-// 0..51; ellipsis dims get ids 52.. right-aligned so operands with shorter ellipses broadcast.
-struct EinsumPlan {
-  std::vector<std::vector<int>> inputs;
-  std::vector<int> output;
-  int num_labels = 0;
-};
+}  // namespace
 
 Result<EinsumPlan> parse_einsum(std::string eq, const std::vector<size_t>& ranks) {
   eq.erase(std::remove(eq.begin(), eq.end(), ' '), eq.end());
@@ -160,7 +154,6 @@ Result<EinsumPlan> parse_einsum(std::string eq, const std::vector<size_t>& ranks
   plan.num_labels = 52 + ell;
   return plan;
 }
-}  // namespace
 
 KILN_REGISTER_OP(Constant) {
   OpSchema s;

@@ -88,6 +88,8 @@ std::unique_ptr<Pass> make_fuse_rmsnorm();
 std::unique_ptr<Pass> make_fuse_gelu();
 std::unique_ptr<Pass> make_sink_head_transposes();
 std::unique_ptr<Pass> make_fuse_attention();
+// Einsum as Transpose/Reshape/MatMul/ReduceSum where it is one or two operands without diagonals (CUDA pipeline).
+std::unique_ptr<Pass> make_lower_einsum();
 // The standard ONNX Attention operator (opset 23) as kiln::FusedAttention where they compute the same (CUDA pipeline).
 std::unique_ptr<Pass> make_lower_onnx_attention();
 std::unique_ptr<Pass> make_fuse_matmul_epilogue();

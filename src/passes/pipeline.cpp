@@ -25,6 +25,8 @@ PassList cpu_pipeline() {
 
 PassList cuda_pipeline() {
   PassList p = cpu_pipeline();
+  // Einsum has no CUDA kernel; as MatMuls (an einsum attention then in the form fuse_attention takes).
+  p.push_back(make_lower_einsum());
   // Decomposed exporter forms first, on folded constants: the later fusions then see Gelu and LayerNormalization.
   p.push_back(make_fuse_layernorm());
   // After LayerNorm: a LayerNorm's tail (d / sqrt(mean(d^2) + eps) * gamma) is an RMSNorm of d.

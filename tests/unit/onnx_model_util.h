@@ -5,8 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -16,6 +19,7 @@
 #include "kiln/onnx_parser.h"
 #include "kiln/runtime.h"
 #include "onnx/onnx_pb.h"
+#include "onnx/proto_convert.h"
 
 namespace kiln::test {
 
@@ -185,6 +189,18 @@ inline std::unique_ptr<ir::Graph> import_onnx_file(const std::string& path) {
   Status st = parser.parse_from_file(path);
   EXPECT_TRUE(st.ok()) << path << ": " << st.message();
   return st.ok() ? network->graph().clone() : nullptr;
+}
+
+// A TensorProto file (an ONNX test's input_N.pb / output_N.pb) as a Tensor; a test failure where it does not read.
+inline Tensor read_tensor_pb(const std::filesystem::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  onnx::TensorProto tp;
+  EXPECT_TRUE(tp.ParseFromString(ss.str())) << p;
+  auto t = onnx_import::tensor_from_proto(tp, p.parent_path().string());
+  EXPECT_TRUE(t.ok()) << p;
+  return t.ok() ? std::move(t).value() : Tensor();
 }
 
 }  // namespace kiln::test

@@ -138,17 +138,6 @@ TEST(LowerOnnxAttention, FormsItLeavesAlone) {
 
 // ---- the ONNX suite's Attention tests (pypi onnx's node tests; `make test-node` writes them and runs this) ----
 
-Tensor read_pb(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  onnx::TensorProto tp;
-  EXPECT_TRUE(tp.ParseFromString(ss.str())) << p;
-  auto t = onnx_import::tensor_from_proto(tp, p.parent_path().string());
-  EXPECT_TRUE(t.ok()) << p;
-  return t.ok() ? std::move(t).value() : Tensor();
-}
-
 // Tests whose every Attention the lowering must take: no KV cache, softcap, window, GQA or short mask.
 const std::set<std::string> kMustLower = {
     "test_attention_3d",                      "test_attention_3d_attn_mask",
@@ -178,8 +167,8 @@ TEST(LowerOnnxAttention, OnnxNodeTests) {
     if (!g) continue;
     ++tests;
     std::vector<Tensor> inputs, want;
-    for (size_t i = 0; i < g->inputs().size(); ++i) inputs.push_back(read_pb(data / ("input_" + std::to_string(i) + ".pb")));
-    for (size_t i = 0; i < g->outputs().size(); ++i) want.push_back(read_pb(data / ("output_" + std::to_string(i) + ".pb")));
+    for (size_t i = 0; i < g->inputs().size(); ++i) inputs.push_back(test::read_tensor_pb(data / ("input_" + std::to_string(i) + ".pb")));
+    for (size_t i = 0; i < g->outputs().size(); ++i) want.push_back(test::read_tensor_pb(data / ("output_" + std::to_string(i) + ".pb")));
     const int before = count_ops(*g, "Attention");
     const Status st = test::run_cuda_pipeline(*g, DataType::kFLOAT);
     ASSERT_TRUE(st.ok()) << st.message();

@@ -1103,6 +1103,7 @@ TEST(TransformerFusions, CudaPipelineOrder) {
   EXPECT_LT(at("fuse_gelu"), at("fuse_attention"));
   EXPECT_LT(at("fuse_attention"), at("fuse_matmul_epilogue"));
   EXPECT_LT(at("lower_onnx_attention"), at("fold_attention_layouts"));
+  EXPECT_LT(at("lower_einsum"), at("fuse_attention"));
   EXPECT_LT(at("fuse_matmul_epilogue"), at("fuse_qkv"));
   EXPECT_LT(at("fuse_qkv"), at("fold_mha_input_transposes"));
   EXPECT_LT(at("fold_mha_input_transposes"), at("fold_mha_output_transposes"));
