@@ -574,6 +574,36 @@ TEST(GpuTransformer, OnnxAttentionOperatorRunsAsFusedAttention) {
     }
 }
 
+// Einsum has no CUDA kernel: lower_einsum writes it as MatMuls, and an attention written as einsums then fuses
+// (FP16/BF16; FP32 runs the MatMuls), with a projection einsum "bsd,ed->bse" after it. No layer on the host.
+TEST(GpuTransformer, EinsumAttentionAndProjection) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, H = 4, S = 50, D = 64, E = H * D;
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c = precision_case(pr,
+                               {random_tensor(DataType::kFLOAT, {B, S, H, D}, 60, -1, 1),
+                                random_tensor(DataType::kFLOAT, {B, S, H, D}, 61, -1, 1),
+                                random_tensor(DataType::kFLOAT, {B, S, H, D}, 62)},
+                               pr.flags.empty() ? "" : "FusedAttention");
+    c.build = [=](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      auto einsum = [&](const char* eq, std::vector<ir::Value*> ops) {
+        Attributes a;
+        a.set("equation", std::string(eq));
+        return node(g, "Einsum", std::move(ops), a);
+      };
+      ir::Value* scores = einsum("bqhd,bkhd->bhqk", {in[0], in[1]});
+      Attributes sm;
+      sm.set("axis", Attribute(int64_t{-1}));
+      ir::Value* p = node(g, "Softmax", {node(g, "Mul", {scores, scalar(g, 0.125f)})}, sm);
+      ir::Value* ctx = einsum("bhqk,bkhd->bqhd", {p, in[2]});
+      ir::Value* w = g.add_constant("w_out", random_tensor(DataType::kFLOAT, {E, H, D}, 63, -0.05, 0.05));
+      return std::vector<ir::Value*>{einsum("bqhd,ehd->bqe", {ctx, w})};
+    };
+    expect_fused_agrees(c);
+  }
+}
+
 // RotaryEmbedding (opset 23) has a CUDA kernel (rotary.cu): 4-D with position ids into a cache, 3-D interleaved with
 // a partial rotary dim and per-token caches, in each precision, against the reference (run_net: no layer on the
 // host); a position id outside the cache gives a NaN row instead of reading past it.

@@ -129,32 +129,41 @@ TEST(LowerEinsum, FormsItLeavesAlone) {
 }
 
 // Attention written as einsums: the scores' einsum becomes MatMul(Q, Transpose(K)) and the second MatMul(P, V), which
-// fuse_attention takes (FP16, head dim 64).
+// fuse_attention takes (FP16, head dim 64), for [B,H,S,D] operands and for [B,S,H,D] ones (whose Transposes the
+// layout folds then read in place).
 TEST(LowerEinsum, EinsumAttentionFuses) {
-  auto g = std::make_unique<ir::Graph>();
-  g->set_opset(17);
-  const std::vector<int64_t> s = {2, 4, 16, 64};
-  ir::Value* q = test::add_input(*g, "q", DataType::kFLOAT, ops::shape_from_dims(s));
-  ir::Value* k = test::add_input(*g, "k", DataType::kFLOAT, ops::shape_from_dims(s));
-  ir::Value* v = test::add_input(*g, "v", DataType::kFLOAT, ops::shape_from_dims(s));
-  Attributes e1, e2, sm;
-  e1.set("equation", std::string("bhqd,bhkd->bhqk"));
-  e2.set("equation", std::string("bhqk,bhkd->bhqd"));
-  sm.set("axis", Attribute(int64_t{-1}));
-  ir::Value* scores = g->add_node("Einsum", "scores", {q, k}, {"scores"}, std::move(e1), 17)->outputs[0];
-  ir::Value* scale = g->add_constant("scale", Tensor::from_vector<float>({}, {0.125f}));
-  ir::Value* scaled = g->add_node("Mul", "scale_mul", {scores, scale}, {"scaled"}, {}, 17)->outputs[0];
-  ir::Value* p = g->add_node("Softmax", "softmax", {scaled}, {"p"}, std::move(sm), 17)->outputs[0];
-  g->outputs().push_back(g->add_node("Einsum", "context", {p, v}, {"y"}, std::move(e2), 17)->outputs[0]);
-  std::vector<Tensor> in;
-  for (int i = 0; i < 3; ++i) in.push_back(test::random_tensor(DataType::kFLOAT, s, 20 + i));
-  const std::vector<Tensor> want = test::run_reference(*g, in);
-  ASSERT_TRUE(test::run_cuda_pipeline(*g, DataType::kHALF).ok());
-  EXPECT_EQ(count_ops(*g, "Einsum"), 0);
-  EXPECT_EQ(count_ops(*g, "FusedAttention"), 1);
-  EXPECT_EQ(count_ops(*g, "Softmax"), 0);
-  const std::vector<Tensor> got = test::run_reference(*g, in);
-  EXPECT_LT(test::relative_l2(want[0], got[0]), 2e-3);
+  struct Form {
+    const char *scores, *context;
+    bool bshd;
+  };
+  for (const Form& f : {Form{"bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", false}, Form{"bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd", true}}) {
+    SCOPED_TRACE(f.scores);
+    auto g = std::make_unique<ir::Graph>();
+    g->set_opset(17);
+    const std::vector<int64_t> s = f.bshd ? std::vector<int64_t>{2, 16, 4, 64} : std::vector<int64_t>{2, 4, 16, 64};
+    ir::Value* q = test::add_input(*g, "q", DataType::kFLOAT, ops::shape_from_dims(s));
+    ir::Value* k = test::add_input(*g, "k", DataType::kFLOAT, ops::shape_from_dims(s));
+    ir::Value* v = test::add_input(*g, "v", DataType::kFLOAT, ops::shape_from_dims(s));
+    Attributes e1, e2, sm;
+    e1.set("equation", std::string(f.scores));
+    e2.set("equation", std::string(f.context));
+    sm.set("axis", Attribute(int64_t{-1}));
+    ir::Value* scores = g->add_node("Einsum", "scores", {q, k}, {"scores"}, std::move(e1), 17)->outputs[0];
+    ir::Value* scale = g->add_constant("scale", Tensor::from_vector<float>({}, {0.125f}));
+    ir::Value* scaled = g->add_node("Mul", "scale_mul", {scores, scale}, {"scaled"}, {}, 17)->outputs[0];
+    ir::Value* p = g->add_node("Softmax", "softmax", {scaled}, {"p"}, std::move(sm), 17)->outputs[0];
+    g->outputs().push_back(g->add_node("Einsum", "context", {p, v}, {"y"}, std::move(e2), 17)->outputs[0]);
+    std::vector<Tensor> in;
+    for (int i = 0; i < 3; ++i) in.push_back(test::random_tensor(DataType::kFLOAT, s, 20 + i));
+    const std::vector<Tensor> want = test::run_reference(*g, in);
+    ASSERT_TRUE(test::run_cuda_pipeline(*g, DataType::kHALF).ok());
+    EXPECT_EQ(count_ops(*g, "Einsum"), 0);
+    EXPECT_EQ(count_ops(*g, "FusedAttention"), 1);
+    EXPECT_EQ(count_ops(*g, "Softmax"), 0);
+    const std::vector<Tensor> got = test::run_reference(*g, in);
+    EXPECT_LT(test::relative_l2(want[0], got[0]), 2e-3);
+    EXPECT_EQ(count_ops(*g, "Transpose"), 0);  // K^T and the [B,S,H,D] reads folded into the attention
+  }
 }
 
 // The ONNX suite's Einsum tests (expected outputs from ONNX's reference) through the CUDA pass list.
