@@ -61,8 +61,10 @@ class Lowerer {
       for (size_t i = 0; i < labels[t].size(); ++i) {
         const int l = labels[t][i];
         const bool other = x.size() == 2 && has(labels[1 - t], l);
-        if (!other && !has(out, l)) axes.push_back(static_cast<int64_t>(i));
-        else kept.push_back(l);
+        if (!other && !has(out, l))
+          axes.push_back(static_cast<int64_t>(i));
+        else
+          kept.push_back(l);
       }
       if (!axes.empty()) {
         x[t] = reduce_sum(x[t], axes);
@@ -96,7 +98,8 @@ class Lowerer {
       a.set("axes", Attribute(axes));
       return node("ReduceSum", {v}, std::move(a));
     }
-    ir::Value* ax = g_.add_constant(base_ + "_axes", Tensor::from_vector<int64_t>({static_cast<int64_t>(axes.size())}, axes));
+    ir::Value* ax =
+        g_.add_constant(base_ + "_axes", Tensor::from_vector<int64_t>({static_cast<int64_t>(axes.size())}, axes));
     return node("ReduceSum", {v, ax}, std::move(a));
   }
 
@@ -116,8 +119,10 @@ class Lowerer {
     int dynamic = 0;
     for (int l : ls) {
       const ops::Dim& d = dims_.at(l);
-      if (d.is_static()) p *= d.value;
-      else ++dynamic;
+      if (d.is_static())
+        p *= d.value;
+      else
+        ++dynamic;
     }
     if (dynamic > 1) return std::nullopt;
     return dynamic ? -1 : p;
@@ -135,7 +140,8 @@ class Lowerer {
     if (std::count(rest.begin(), rest.end(), int64_t{-1}) > 1) return nullptr;
     std::vector<int64_t> s(lead, 0);
     s.insert(s.end(), rest.begin(), rest.end());
-    ir::Value* shape = g_.add_constant(base_ + "_shape", Tensor::from_vector<int64_t>({static_cast<int64_t>(s.size())}, s));
+    ir::Value* shape =
+        g_.add_constant(base_ + "_shape", Tensor::from_vector<int64_t>({static_cast<int64_t>(s.size())}, s));
     return node("Reshape", {v, shape});
   }
 
@@ -144,9 +150,12 @@ class Lowerer {
     const std::vector<int>&la = labels[0], &lb = labels[1];
     std::vector<int> batch, a_only, b_only, contracted;
     for (int l : out) {
-      if (has(la, l) && has(lb, l)) batch.push_back(l);
-      else if (has(la, l)) a_only.push_back(l);
-      else b_only.push_back(l);
+      if (has(la, l) && has(lb, l))
+        batch.push_back(l);
+      else if (has(la, l))
+        a_only.push_back(l);
+      else
+        b_only.push_back(l);
     }
     for (int l : la)
       if (has(lb, l) && !has(out, l)) contracted.push_back(l);

@@ -17,6 +17,9 @@
 namespace kiln::passes {
 namespace {
 
+// Two dims known equal: the same static value or the same symbol.
+bool same(const ops::Dim& a, const ops::Dim& b) { return a == b; }
+
 bool present(const ir::Node* n, size_t i) { return i < n->inputs.size() && n->inputs[i] != nullptr; }
 
 // Whether output i is absent or nothing reads it.
@@ -24,8 +27,6 @@ bool unread(const ir::Graph& g, const ir::Node* n, size_t i) {
   if (i >= n->outputs.size() || !n->outputs[i]) return true;
   return n->outputs[i]->users.empty() && !match::is_graph_output(g, n->outputs[i]);
 }
-
-bool same_dim(const ops::Dim& a, const ops::Dim& b) { return a == b; }
 
 // The problem as the lowering needs it: head counts, head sizes, and the 3-D form's flag.
 struct Lowering {
@@ -51,17 +52,17 @@ std::optional<Lowering> plan(const ir::Node* n) {
     l.H = *qh;
     l.D = eq.value / *qh;
     l.Dv = ev.value / *qh;
-    if (!same_dim(k->shape[1], v->shape[1])) return std::nullopt;  // K and V lengths
+    if (!same(k->shape[1], v->shape[1])) return std::nullopt;  // K and V lengths
   } else {
-    if (!same_dim(q->shape[1], k->shape[1]) || !same_dim(q->shape[1], v->shape[1])) return std::nullopt;  // heads
-    if (!same_dim(k->shape[2], v->shape[2])) return std::nullopt;
-    if (!q->shape[3].is_static() || !same_dim(q->shape[3], k->shape[3]) || !v->shape[3].is_static())
+    if (!same(q->shape[1], k->shape[1]) || !same(q->shape[1], v->shape[1])) return std::nullopt;  // heads
+    if (!same(k->shape[2], v->shape[2])) return std::nullopt;
+    if (!q->shape[3].is_static() || !same(q->shape[3], k->shape[3]) || !v->shape[3].is_static())
       return std::nullopt;
     l.H = q->shape[1].is_static() ? q->shape[1].value : 0;
     l.D = q->shape[3].value;
     l.Dv = v->shape[3].value;
   }
-  if (!same_dim(q->shape[0], k->shape[0]) || !same_dim(q->shape[0], v->shape[0])) return std::nullopt;  // batch
+  if (!same(q->shape[0], k->shape[0]) || !same(q->shape[0], v->shape[0])) return std::nullopt;  // batch
   return l;
 }
 
@@ -104,7 +105,7 @@ class LowerOnnxAttention final : public Pass {
     // broadcasts instead, so only a full-length mask means the same to both).
     const ops::Dim& sk = k->shape[l->three_d ? 1 : 2];
     if (mask) {
-      if (!mask->rank_known || mask->shape.empty() || mask->shape.size() > 4 || !same_dim(mask->shape.back(), sk))
+      if (!mask->rank_known || mask->shape.empty() || mask->shape.size() > 4 || !same(mask->shape.back(), sk))
         return false;
       if (mask->dtype != DataType::kBOOL && mask->dtype != q->dtype) return false;
     }
@@ -124,10 +125,10 @@ class LowerOnnxAttention final : public Pass {
       auto scalar = [&](const char* what, float x) {
         return g.add_constant(base + what, Tensor::from_vector<float>({}, {x}).cast(q->dtype));
       };
-      ir::Node* w = g.add_node("Where", g.unique_node_name(base + "_mask"),
-                               {mask, scalar("_mask_keep", 0.0f),
-                                scalar("_mask_hide", -std::numeric_limits<float>::infinity())},
-                               {base + "_additive_mask"}, {}, opset);
+      ir::Node* w =
+          g.add_node("Where", g.unique_node_name(base + "_mask"),
+                     {mask, scalar("_mask_keep", 0.0f), scalar("_mask_hide", -std::numeric_limits<float>::infinity())},
+                     {base + "_additive_mask"}, {}, opset);
       w->outputs[0]->dtype = q->dtype;
       w->outputs[0]->shape = mask->shape;
       w->outputs[0]->rank_known = true;

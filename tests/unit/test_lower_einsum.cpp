@@ -82,11 +82,11 @@ TEST(LowerEinsum, EquationsMatchTheReference) {
       {"i,i->", {{6}, {6}}},
       {"i,j->ij", {{3}, {4}}},
       {"ij,ij->i", {{3, 4}, {3, 4}}},
-      {"ij,jk", {{3, 4}, {4, 5}}},                      // implicit output: ik
+      {"ij,jk", {{3, 4}, {4, 5}}},  // implicit output: ik
       {"...ij,...jk->...ik", {{2, 3, 4, 5}, {2, 3, 5, 6}}},
       {"...ij,...jk->...ik", {{2, 3, 4, 5}, {3, 5, 6}}},  // shorter ellipsis broadcasts
-      {"bij,bkj->bik", {{1, 3, 4}, {2, 5, 4}}},          // batch 1 against 2 broadcasts
-      {"ijk,jl->il", {{3, 4, 5}, {4, 2}}},              // k only in A and not out: summed first
+      {"bij,bkj->bik", {{1, 3, 4}, {2, 5, 4}}},           // batch 1 against 2 broadcasts
+      {"ijk,jl->il", {{3, 4, 5}, {4, 2}}},                // k only in A and not out: summed first
       {"ij->ji", {{3, 4}}},
       {"ij->i", {{3, 4}}},
       {"ijk->kji", {{2, 3, 4}}},
@@ -95,14 +95,15 @@ TEST(LowerEinsum, EquationsMatchTheReference) {
   };
   for (const EinsumCase& c : cases) expect_lowered_matches(c, false);
   // A dynamic batch: Reshapes copy batch dims (0) or take it as their one -1.
-  for (const EinsumCase& c : {cases[1], cases[2], cases[4], cases[6], cases[7], cases[18]}) expect_lowered_matches(c, true);
+  for (const EinsumCase& c : {cases[1], cases[2], cases[4], cases[6], cases[7], cases[18]})
+    expect_lowered_matches(c, true);
 }
 
 TEST(LowerEinsum, FormsItLeavesAlone) {
   const EinsumCase cases[] = {
-      {"ii->i", {{4, 4}}},                              // a diagonal
-      {"ij,jk,kl->il", {{2, 3}, {3, 4}, {4, 5}}},       // three operands
-      {"bij,bjk->bik", {{2, 3, 4}, {2, 4, 5}}},         // below, with integer inputs
+      {"ii->i", {{4, 4}}},                         // a diagonal
+      {"ij,jk,kl->il", {{2, 3}, {3, 4}, {4, 5}}},  // three operands
+      {"bij,bjk->bik", {{2, 3, 4}, {2, 4, 5}}},    // below, with integer inputs
   };
   for (size_t k = 0; k < 3; ++k) {
     const EinsumCase& c = cases[k];
@@ -136,7 +137,8 @@ TEST(LowerEinsum, EinsumAttentionFuses) {
     const char *scores, *context;
     bool bshd;
   };
-  for (const Form& f : {Form{"bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", false}, Form{"bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd", true}}) {
+  for (const Form& f :
+       {Form{"bhqd,bhkd->bhqk", "bhqk,bhkd->bhqd", false}, Form{"bqhd,bkhd->bhqk", "bhqk,bkhd->bqhd", true}}) {
     SCOPED_TRACE(f.scores);
     auto g = std::make_unique<ir::Graph>();
     g->set_opset(17);
@@ -181,8 +183,10 @@ TEST(LowerEinsum, OnnxNodeTests) {
     if (!g) continue;
     ++tests;
     std::vector<Tensor> in, want;
-    for (size_t i = 0; i < g->inputs().size(); ++i) in.push_back(test::read_tensor_pb(data / ("input_" + std::to_string(i) + ".pb")));
-    for (size_t i = 0; i < g->outputs().size(); ++i) want.push_back(test::read_tensor_pb(data / ("output_" + std::to_string(i) + ".pb")));
+    for (size_t i = 0; i < g->inputs().size(); ++i)
+      in.push_back(test::read_tensor_pb(data / ("input_" + std::to_string(i) + ".pb")));
+    for (size_t i = 0; i < g->outputs().size(); ++i)
+      want.push_back(test::read_tensor_pb(data / ("output_" + std::to_string(i) + ".pb")));
     ASSERT_TRUE(test::run_cuda_pipeline(*g, DataType::kFLOAT).ok());
     const bool diagonal = name.find("diagonal") != std::string::npos;
     EXPECT_EQ(count_ops(*g, "Einsum"), diagonal ? 1 : 0);

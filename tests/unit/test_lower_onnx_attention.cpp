@@ -129,7 +129,8 @@ TEST(LowerOnnxAttention, FormsItLeavesAlone) {
     lower_and_compare(t, 0);
   }
   {
-    AttnGraph t = attention({1, 2, 4, 8}, {1, 2, 4, 8}, {1, 2, 4, 8}, attrs({{"left_window_size", Attribute(int64_t{2})}}));
+    AttnGraph t =
+        attention({1, 2, 4, 8}, {1, 2, 4, 8}, {1, 2, 4, 8}, attrs({{"left_window_size", Attribute(int64_t{2})}}));
     t.g->set_opset(25);
     t.node->opset = 25;
     lower_and_compare(t, 0);
@@ -140,14 +141,22 @@ TEST(LowerOnnxAttention, FormsItLeavesAlone) {
 
 // Tests whose every Attention the lowering must take: no KV cache, softcap, window, GQA or short mask.
 const std::set<std::string> kMustLower = {
-    "test_attention_3d",                      "test_attention_3d_attn_mask",
-    "test_attention_3d_causal",               "test_attention_3d_scaled",
-    "test_attention_3d_diff_heads_sizes",     "test_attention_3d_diff_heads_sizes_attn_mask",
-    "test_attention_4d",                      "test_attention_4d_attn_mask",
-    "test_attention_4d_attn_mask_3d",         "test_attention_4d_attn_mask_4d_causal",
-    "test_attention_4d_attn_mask_bool",       "test_attention_4d_attn_mask_bool_4d",
-    "test_attention_4d_causal",               "test_attention_4d_fp16",
-    "test_attention_4d_diff_heads_sizes",     "test_attention_4d_diff_heads_sizes_causal",
+    "test_attention_3d",
+    "test_attention_3d_attn_mask",
+    "test_attention_3d_causal",
+    "test_attention_3d_scaled",
+    "test_attention_3d_diff_heads_sizes",
+    "test_attention_3d_diff_heads_sizes_attn_mask",
+    "test_attention_4d",
+    "test_attention_4d_attn_mask",
+    "test_attention_4d_attn_mask_3d",
+    "test_attention_4d_attn_mask_4d_causal",
+    "test_attention_4d_attn_mask_bool",
+    "test_attention_4d_attn_mask_bool_4d",
+    "test_attention_4d_causal",
+    "test_attention_4d_fp16",
+    "test_attention_4d_diff_heads_sizes",
+    "test_attention_4d_diff_heads_sizes_causal",
     "test_attention_23_boolmask_fullymasked_row_nan_robustness",
 };
 
@@ -167,8 +176,10 @@ TEST(LowerOnnxAttention, OnnxNodeTests) {
     if (!g) continue;
     ++tests;
     std::vector<Tensor> inputs, want;
-    for (size_t i = 0; i < g->inputs().size(); ++i) inputs.push_back(test::read_tensor_pb(data / ("input_" + std::to_string(i) + ".pb")));
-    for (size_t i = 0; i < g->outputs().size(); ++i) want.push_back(test::read_tensor_pb(data / ("output_" + std::to_string(i) + ".pb")));
+    for (size_t i = 0; i < g->inputs().size(); ++i)
+      inputs.push_back(test::read_tensor_pb(data / ("input_" + std::to_string(i) + ".pb")));
+    for (size_t i = 0; i < g->outputs().size(); ++i)
+      want.push_back(test::read_tensor_pb(data / ("output_" + std::to_string(i) + ".pb")));
     const int before = count_ops(*g, "Attention");
     const Status st = test::run_cuda_pipeline(*g, DataType::kFLOAT);
     ASSERT_TRUE(st.ok()) << st.message();

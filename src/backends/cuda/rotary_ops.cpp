@@ -29,9 +29,11 @@ Status run_rotary(KernelArgs& a) {
   p.rows = x.shape[0] * p.S * p.H;
   const DevTensor &c = a.in[1], &s = a.in[2];
   if (c.dtype != x.dtype || s.dtype != x.dtype || c.shape != s.shape || c.shape.empty() || c.shape.back() != p.R / 2)
-    return invalid_argument(op + ": cos/sin caches must have the input's type, match, and end in "
-                                 "rotary_embedding_dim/2 = " + std::to_string(p.R / 2) + ", got " +
-                            dims_to_string(c.shape) + " and " + dims_to_string(s.shape));
+    return invalid_argument(op +
+                            ": cos/sin caches must have the input's type, match, and end in "
+                            "rotary_embedding_dim/2 = " +
+                            std::to_string(p.R / 2) + ", got " + dims_to_string(c.shape) + " and " +
+                            dims_to_string(s.shape));
   const int64_t* pos = nullptr;
   if (a.has_input(3)) {
     const DevTensor& ids = a.in[3];
