@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "ops/einsum.h"
+#include "ops/layout_util.h"
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
 #include "passes/shape_inference.h"
@@ -108,6 +109,10 @@ class Lowerer {
     if (!v || from == to) return v;
     std::vector<int64_t> perm;
     for (int l : to) perm.push_back(pos(from, l));
+    if (v->is_constant()) {  // a weight: permuted now, not at every run
+      auto t = ops::permute(*v->constant, perm);
+      return t.ok() ? g_.add_constant(base_ + "_permuted", std::move(t).value()) : nullptr;
+    }
     Attributes a;
     a.set("perm", Attribute(perm));
     return node("Transpose", {v}, std::move(a));
@@ -140,6 +145,19 @@ class Lowerer {
     if (std::count(rest.begin(), rest.end(), int64_t{-1}) > 1) return nullptr;
     std::vector<int64_t> s(lead, 0);
     s.insert(s.end(), rest.begin(), rest.end());
+    if (v->is_constant()) {  // a weight: its dims are all known, so the 0s and the -1 resolve now
+      const Tensor& c = *v->constant;
+      int64_t known = 1, free_at = -1;
+      for (size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == 0) s[i] = c.shape()[i];
+        if (s[i] == -1)
+          free_at = static_cast<int64_t>(i);
+        else
+          known *= s[i];
+      }
+      if (free_at >= 0) s[free_at] = known ? c.numel() / known : 0;
+      return g_.add_constant(base_ + "_reshaped", c.reshaped(s));
+    }
     ir::Value* shape =
         g_.add_constant(base_ + "_shape", Tensor::from_vector<int64_t>({static_cast<int64_t>(s.size())}, s));
     return node("Reshape", {v, shape});

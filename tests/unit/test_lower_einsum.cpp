@@ -99,6 +99,26 @@ TEST(LowerEinsum, EquationsMatchTheReference) {
     expect_lowered_matches(c, true);
 }
 
+// A weight operand (a constant) is permuted and reshaped at build time: no Transpose or Reshape of it runs.
+TEST(LowerEinsum, ConstantOperandIsRearrangedAtBuildTime) {
+  auto g = std::make_unique<ir::Graph>();
+  g->set_opset(17);
+  ir::Value* x = test::add_input(*g, "x", DataType::kFLOAT, {ops::Dim::symbol("N"), 5, 4, 8});
+  const Tensor w = test::random_tensor(DataType::kFLOAT, {6, 4, 8}, 3);
+  Attributes a;
+  a.set("equation", std::string("bshd,ehd->bse"));
+  g->outputs().push_back(
+      g->add_node("Einsum", "proj", {x, g->add_constant("w", w)}, {"y"}, std::move(a), 17)->outputs[0]);
+  const std::vector<Tensor> in = {test::random_tensor(DataType::kFLOAT, {2, 5, 4, 8}, 4)};
+  const std::vector<Tensor> want = test::run_reference(*g, in);
+  ASSERT_TRUE(test::run_cuda_pipeline(*g, DataType::kFLOAT).ok());
+  EXPECT_EQ(count_ops(*g, "Einsum"), 0);
+  EXPECT_EQ(count_ops(*g, "Transpose"), 0);
+  for (const auto& n : g->nodes())
+    if (n->op_type == "Reshape") EXPECT_FALSE(n->inputs[0]->is_constant());
+  test::expect_close(test::run_reference(*g, in)[0], want[0], 1e-4, 1e-4);
+}
+
 TEST(LowerEinsum, FormsItLeavesAlone) {
   const EinsumCase cases[] = {
       {"ii->i", {{4, 4}}},                         // a diagonal
