@@ -1,7 +1,7 @@
 // fuse_attention pass: MatMul(Q, K^T) -> scale -> [mask] -> Softmax -> MatMul(., V) -> kiln::FusedAttention.
 // Scale forms: Div or Mul of the scores by a scalar, or SDPA's export, Mul of Q and of K^T by sqrt(scale) each.
-// Mask forms: Add of an additive mask, Where(cond, scores, fill) or Where(cond, fill, scores); a constant cond that
-// is the causal triangle becomes the causal flag instead of a mask.
+// Mask forms: Add of an additive mask (or two Adds: their sum is the mask), Where(cond, scores, fill) or Where(cond,
+// fill, scores); a constant cond that is the causal triangle becomes the causal flag instead of a mask.
 // Operands are [B,H,S,D] (4-D), or the sequence-first form of torch's nn.MultiheadAttention exports (before its
 // SDPA-based export of PyTorch 2): 3-D [B*H,S,D] operands made from [S,B,E] projections by Reshape([S,B*H,D]) and a
 // Transpose (perm [1,0,2]; [1,2,0] for K^T), the output taken back by Transpose(perm [1,0,2]). That form becomes
@@ -155,8 +155,12 @@ class FuseAttention final : public Pass {
         op("Where", {any().bind("cond_keep"), scores, scalar_const("fill")}).used_once(),
         op("Where", {any().bind("cond_hide"), scalar_const("fill"), scores}).used_once(),
     });
-    const Pattern masked = either({commutative("Add", where, any().bind("mask")).used_once(), where,
-                                   commutative("Add", scores, any().bind("mask")).used_once(), scores});
+    // Two additive masks one after the other (CLIP's causal mask, then its padding mask) become their sum.
+    const Pattern masked =
+        either({commutative("Add", where, any().bind("mask")).used_once(), where,
+                commutative("Add", commutative("Add", scores, any().bind("mask")).used_once(), any().bind("mask2"))
+                    .used_once(),
+                commutative("Add", scores, any().bind("mask")).used_once(), scores});
     const int opset = g.opset();
     const Pattern probs =
         op("Softmax", {masked}).where([opset](ir::Value* v, const Bindings&) { return softmax_last_axis(v, opset); });
@@ -212,6 +216,18 @@ class FuseAttention final : public Pass {
       if (ir::Value* c = b.value("cmul")) scale *= *constant_scalar(c);
       if (ir::Value* c = b.value("cdiv")) scale /= *constant_scalar(c);
       ir::Value* mask = b.value("mask");
+      if (ir::Value* mask2 = b.value("mask2")) {
+        if (mask->dtype != qv->dtype || mask2->dtype != qv->dtype || !mask->rank_known || !mask2->rank_known)
+          return false;
+        auto both = ops::broadcast_shapes({mask->shape, mask2->shape});
+        if (!both.ok() || both->size() > 4) return false;
+        ir::Node* add = g.add_node("Add", g.unique_node_name(out->name + "_masks"), {mask, mask2},
+                                   {out->name + "_summed_masks"}, {}, opset);
+        add->outputs[0]->dtype = qv->dtype;
+        add->outputs[0]->shape = *both;
+        add->outputs[0]->rank_known = true;
+        mask = add->outputs[0];
+      }
       if (mask && (mask->dtype != qv->dtype || !mask->rank_known || mask->shape.size() > 4)) return false;
       bool causal = false;
       if (mask && is_causal_additive(mask)) {

@@ -30,7 +30,9 @@ PassList cuda_pipeline() {
   // After LayerNorm: a LayerNorm's tail (d / sqrt(mean(d^2) + eps) * gamma) is an RMSNorm of d.
   p.push_back(make_fuse_rmsnorm());
   p.push_back(make_fuse_gelu());
-  // Before the epilogue fusion, which would otherwise take the Q.K^T MatMul for an ordinary GEMM.
+  // Before the epilogue fusion, which would otherwise take the Q.K^T MatMul for an ordinary GEMM. The [B*H,S,D]
+  // bmm form first becomes [B,H,S,D], whose head Transposes sink_head_transposes and the layout folds then see.
+  p.push_back(make_lift_bmm_heads());
   p.push_back(make_sink_head_transposes());
   p.push_back(make_fuse_attention());
   p.push_back(make_fuse_matmul_epilogue());
