@@ -1,5 +1,6 @@
 // fuse_attention pass: MatMul(Q, K^T) -> scale -> [mask] -> Softmax -> MatMul(., V) -> kiln::FusedAttention.
-// Scale forms: Div or Mul of the scores by a scalar, or SDPA's export, Mul of Q and of K^T by sqrt(scale) each.
+// Scale forms: Div or Mul of the scores by a scalar, or SDPA's export, Mul of Q and of K^T by sqrt(scale) each, or a
+// scalar Mul of the query projection before its head views (CLIP, Whisper, BART).
 // Mask forms: Add of an additive mask (or two Adds: their sum is the mask), Where(cond, scores, fill) or Where(cond,
 // fill, scores); a constant cond that is the causal triangle becomes the causal flag instead of a mask.
 // Operands are [B,H,S,D] (4-D), or the sequence-first form of torch's nn.MultiheadAttention exports (before its
@@ -123,6 +124,38 @@ ir::Value* heads_view(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const st
   y->rank_known = true;
   y->shape = {x->shape[0], x->shape[1], ops::Dim(H), ops::Dim(D)};
   return y;
+}
+
+// A scalar Mul of the query before its head views, q = Transpose(Reshape(p * c)) (q_proj(x) * scaling in CLIP,
+// Whisper and BART-style attention): the views commute with it, so the attention's scale may take c and the first
+// view read p. Every value from the Mul to q must have one reader (no one else sees the unscaled values then).
+struct ViewedScale {
+  ir::Node* first_view = nullptr;  // reads the Mul's result
+  ir::Value* unscaled = nullptr;   // p
+  double c = 1.0;
+};
+ViewedScale scale_before_views(const ir::Graph& g, const ir::Value* q) {
+  const ir::Value* v = q;
+  ir::Node* view = nullptr;
+  for (int i = 0; i < 4 && v->producer && v->producer->domain.empty() &&
+                  (v->producer->op_type == "Reshape" || v->producer->op_type == "Transpose");
+       ++i) {
+    if (v->users.size() != 1 || match::is_graph_output(g, v)) return {};
+    view = v->producer;
+    v = view->inputs[0];
+  }
+  const ir::Node* mul = v->producer;
+  if (!view || !mul || mul->op_type != "Mul" || !mul->domain.empty() || v->users.size() != 1 ||
+      match::is_graph_output(g, v))
+    return {};
+  for (int i = 0; i < 2; ++i) {
+    const ir::Value* c = mul->inputs[i];
+    ir::Value* p = mul->inputs[1 - i];
+    if (c->is_constant() && c->constant->numel() == 1 && dtype_is_float(c->dtype) && p->dtype == v->dtype &&
+        fusion::same_shape(p, v))
+      if (auto f = match::constant_scalar(c)) return {view, p, *f};
+  }
+  return {};
 }
 
 // On CUDA the fused kernel beats cuBLAS GEMMs + softmax only where it runs on tensor cores: FP16/BF16 engines and
@@ -326,6 +359,11 @@ class FuseAttention final : public Pass {
         k->dtype = src->dtype;
         k->rank_known = true;
         for (int64_t d : perm) k->shape.push_back(src->shape[d]);
+      }
+      // (Only here, on the batch-first form: the checks above may still have refused it.)
+      if (const ViewedScale vs = scale_before_views(g, qv); vs.first_view) {
+        scale *= vs.c;
+        g.set_node_input(vs.first_view, 0, vs.unscaled);
       }
       std::vector<ir::Value*> in = {qv, k, vv};
       if (mask) in.push_back(mask);

@@ -1,4 +1,5 @@
-// lift_bmm_heads (CLIPAttention's [B*H,S,D] torch.bmm form lifted to [B,H,S,D]) and fuse_attention's two-mask form:
+// lift_bmm_heads (CLIPAttention's [B*H,S,D] torch.bmm form lifted to [B,H,S,D]), fuse_attention's two-mask form and
+// its query scale before the head views:
 // the graph after each pass, and its outputs against the unfused graph on the reference CPU kernels.
 #include <gtest/gtest.h>
 
@@ -217,6 +218,34 @@ TEST(FuseAttention, TwoAdditiveMasksBecomeTheirSum) {
   auto kept = passes_and_compare(r, test::list_of(passes::make_fuse_attention()),
                                  {in[0], in[1], in[2], in[3]});
   EXPECT_EQ(test::count_ops(*kept, "FusedAttention"), 0) << ir::print(*kept);
+}
+
+// q_proj(x) * c before the head views (CLIP, Whisper): the attention's scale takes c and the views read the
+// projection; with the scaled value read elsewhere too, the Mul stays and the scale is the rest.
+TEST(FuseAttention, QueryScaleBeforeTheHeadViewsGoesIntoTheScale) {
+  const int64_t B = 2, S = 7, H = 2, D = 8, E = H * D;
+  for (bool shared : {false, true}) {
+    SCOPED_TRACE(shared ? "scaled query read elsewhere" : "");
+    Net n;
+    ir::Value* x = n.input("x", {B, S, E}, false);
+    auto heads = [&](ir::Value* p, std::vector<int64_t> perm) {
+      return n.transpose(n.op("Reshape", {p, n.ints({0, 0, H, D})}), perm);
+    };
+    ir::Value* scaled = n.op("Mul", {n.op("MatMul", {x, n.weight({E, E})}), n.c(Tensor::from_vector<float>({}, {0.3f}))});
+    ir::Value* q = heads(scaled, {0, 2, 1, 3});
+    ir::Value* kt = heads(n.op("MatMul", {x, n.weight({E, E})}), {0, 2, 3, 1});
+    ir::Value* v = heads(n.op("MatMul", {x, n.weight({E, E})}), {0, 2, 1, 3});
+    Attributes sm;
+    sm.set("axis", Attribute(int64_t{-1}));
+    ir::Value* s = n.op("Div", {n.op("MatMul", {q, kt}), n.c(Tensor::from_vector<float>({}, {2.0f}))});
+    n.g->outputs().push_back(n.op("MatMul", {n.op("Softmax", {s}, sm), v}));
+    if (shared) n.g->outputs().push_back(scaled);
+    auto out = passes_and_compare(n, test::list_of(passes::make_fuse_attention()), {test::random_f32({B, S, E}, 50)});
+    const ir::Node* a = test::find_op(*out, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*out);
+    EXPECT_NEAR(a->attrs.get_float("scale").value(), shared ? 0.5 : 0.15, 1e-6);
+    EXPECT_EQ(test::count_ops(*out, "Mul"), shared ? 1 : 0) << ir::print(*out);
+  }
 }
 
 }  // namespace
