@@ -1,10 +1,15 @@
-// lift_bmm_heads pass (CUDA, before sink_head_transposes and fuse_attention): the batched-matmul attention that
+// lift_bmm_heads pass (CUDA, before sink_head_transposes and fuse_attention): views around attention scores that
+// fuse_attention cannot see through. The batched-matmul attention that
 // BART-style modeling code exports (CLIPAttention, BART, Marian, M2M100): heads [B,H,S,D] viewed as [B*H,S,D] by a
 // Reshape, torch.bmm on those 3-D operands, the scores viewed back to [B,H,S,Sk] around each mask Add and to
 // [B*H,S,Sk] for the Softmax. fuse_attention takes 4-D batch-first operands, so the chain is lifted to 4-D:
 //   MatMul(merge(a), merge(b))            -> merge(MatMul(a, b))   (K^T as Transpose(0,2,1)(merge(k)): k^T per head)
 //   Softmax(merge(z)) over the last axis  -> merge(Softmax(z))
 //   Reshape(Reshape(y)) to y's own shape  -> y                      (the exporter's view back to [B,H,S,Sk])
+// and Swin's shifted-window mask, added to the scores s [B*nW,H,N,N] through a 5-D view:
+//   Reshape(Add(Reshape(s, [B,nW,H,N,N]), m), [-1,H,N,N]) -> Add(s, Reshape(Expand(m, [B,nW,1,N,N]), [-1,1,N,N]))
+// (the mask made per batch-window once, a small tensor, so that the Add is one fuse_attention takes; [G',G] read
+// from the view's target).
 // merge(x) is a Reshape of a 4-D x [B,H,M,N] to [B*H,M,N]: the bytes of x with its heads as the batch, whatever B
 // is. With a dynamic batch the exporter's target holds B*H as Mul(Gather(Shape(t), 0), H), to which inference gives
 // a fresh symbol (and the -1 stays unknown); the merge is then shown from the target's shape chain.
@@ -133,7 +138,7 @@ class LiftBmmHeads final : public Pass {
         bool done = false;
         if (node->op_type == "MatMul") done = lift_matmul(g, node);
         else if (node->op_type == "Softmax") done = lift_softmax(g, node);
-        else if (node->op_type == "Reshape") done = collapse_view_back(g, node);
+        else if (node->op_type == "Reshape") done = collapse_view_back(g, node) || flatten_grouped_mask(g, node);
         if (done) {
           g.rebuild_links();
           ++n;
@@ -148,8 +153,8 @@ class LiftBmmHeads final : public Pass {
   }
 
  private:
-  static ir::Value* add(ir::Graph& g, const std::string& op, const std::string& base, std::vector<ir::Value*> in,
-                        Attributes a, int opset) {
+  static ir::Value* add_op(ir::Graph& g, const std::string& op, const std::string& base, std::vector<ir::Value*> in,
+                           Attributes a, int opset) {
     ir::Node* m = g.add_node(op, g.unique_node_name(base), in, {base}, std::move(a), opset);
     if (!infer_node(g, *m).ok()) return nullptr;
     return m->outputs[0];
@@ -160,7 +165,7 @@ class LiftBmmHeads final : public Pass {
     if (!y || !rank_is(y, 4) || !y->shape[2].is_static() || !y->shape[3].is_static()) return false;
     ir::Value* target = g.add_constant(
         old->name + "_heads_shape", Tensor::from_vector<int64_t>({3}, {-1, y->shape[2].value, y->shape[3].value}));
-    ir::Value* m = add(g, "Reshape", old->name + "_heads", {y, target}, {}, opset);
+    ir::Value* m = add_op(g, "Reshape", old->name + "_heads", {y, target}, {}, opset);
     if (!m) return false;
     g.replace_all_uses(old, m);
     return true;
@@ -184,11 +189,11 @@ class LiftBmmHeads final : public Pass {
     if (k) {
       Attributes p;
       p.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
-      b = add(g, "Transpose", out->name + "_kt_heads", {k}, std::move(p), opset);
+      b = add_op(g, "Transpose", out->name + "_kt_heads", {k}, std::move(p), opset);
       if (!b) return false;
     }
     if (!(a->shape[3] == b->shape[2])) return false;
-    return replace_with_merge(g, out, add(g, "MatMul", out->name + "_per_head", {a, b}, {}, opset), opset);
+    return replace_with_merge(g, out, add_op(g, "MatMul", out->name + "_per_head", {a, b}, {}, opset), opset);
   }
 
   // Softmax over the last axis commutes with a Reshape that keeps that axis.
@@ -202,7 +207,70 @@ class LiftBmmHeads final : public Pass {
     if (!z || opset < 13) return false;
     Attributes a;
     a.set("axis", Attribute(int64_t{-1}));
-    return replace_with_merge(g, out, add(g, "Softmax", out->name + "_per_head", {z}, std::move(a), opset), opset);
+    return replace_with_merge(g, out, add_op(g, "Softmax", out->name + "_per_head", {z}, std::move(a), opset), opset);
+  }
+
+  // r = Reshape(Add(v, m), [-1,H,N,N]) with v = Reshape(s, [G',G,H,N,N]) of s [X,H,N,N] (H, N static: v splits
+  // s's first dim into groups of G, whatever X is) -> s + Reshape(Expand(m, [G',G,1,N,N]), [-1,1,N,N]) where m
+  // does not vary over heads (else over [G',G,H,N,N] and [-1,H,N,N]).
+  static bool flatten_grouped_mask(ir::Graph& g, ir::Node* r) {
+    ir::Value* out = r->outputs[0];
+    const ir::Node* add = match::producer_op(r->inputs[0], "Add");
+    if (!add || !add->domain.empty() || !rank_is(out, 4) || !rank_is(add->outputs[0], 5)) return false;
+    const int opset = opset_of(g, r);
+    for (int i = 0; i < 2; ++i) {
+      ir::Value* v = add->inputs[i];
+      ir::Value* m = add->inputs[1 - i];
+      const ir::Node* view = match::producer_op(v, "Reshape");
+      if (!view || !view->domain.empty() || !rank_is(v, 5) || !fusion::same_shape(v, add->outputs[0])) continue;
+      ir::Value* s = view->inputs[0];
+      if (!rank_is(s, 4) || !v->shape[1].is_static() || !m->rank_known || m->shape.size() > 5 || m->dtype != s->dtype)
+        continue;
+      bool dims = true;
+      for (size_t d = 1; d < 4; ++d)
+        dims &= s->shape[d].is_static() && v->shape[d + 1] == s->shape[d] && out->shape[d] == s->shape[d];
+      if (!dims) continue;
+      // m's dim over heads (position 2 of 5, right-aligned): 1 or absent lets the mask broadcast over heads.
+      const size_t mr = m->shape.size();
+      const bool per_head = mr >= 3 && !(m->shape[mr - 3] == ops::Dim(1));
+      const int64_t h = per_head ? s->shape[1].value : 1, n1 = s->shape[2].value, n2 = s->shape[3].value;
+      // [G', G] from the view's own target (the exporter computes it from the hidden states' shape; a Shape of v
+      // or s would add a reader to the scores and stop fuse_attention): its first two elements are sizes, not -1/0.
+      ir::Value* target = view->inputs[1];
+      std::vector<ops::Dim> known;
+      if (target->is_constant())
+        for (int64_t e : target->constant->to_i64_vector()) known.push_back(ops::Dim(e));
+      else if (target->known)
+        known = *target->known;
+      if (known.size() != 5 || !(known[1] == v->shape[1]) ||
+          (known[0].is_static() ? known[0].value <= 0 : known[0].sym.empty()))
+        continue;
+      const std::string base = out->name + "_mask";
+      ir::Value* groups = add_op(g, "Slice", base + "_groups",
+                                 {target, ints(g, base + "_from", {0}), ints(g, base + "_to", {2})}, {}, opset);
+      Attributes ca;
+      ca.set("axis", Attribute(int64_t{0}));
+      ir::Value* to = groups ? add_op(g, "Concat", base + "_target", {groups, ints(g, base + "_rest", {h, n1, n2})},
+                                      std::move(ca), opset)
+                             : nullptr;
+      ir::Value* wide = to ? add_op(g, "Expand", base + "_grouped", {m, to}, {}, opset) : nullptr;
+      ir::Value* flat =
+          wide ? add_op(g, "Reshape", base + "_flat", {wide, ints(g, base + "_flat_shape", {-1, h, n1, n2})}, {}, opset)
+               : nullptr;
+      if (!flat) return false;
+      flat->shape[0] = s->shape[0];
+      ir::Value* sum = add_op(g, "Add", base + "_added", {s, flat}, {}, opset);
+      if (!sum) return false;
+      sum->shape = s->shape;
+      g.replace_all_uses(out, sum);
+      return true;
+    }
+    return false;
+  }
+
+  static ir::Value* ints(ir::Graph& g, const std::string& name, std::vector<int64_t> v) {
+    const int64_t n = static_cast<int64_t>(v.size());
+    return g.add_constant(name, Tensor::from_vector<int64_t>({n}, std::move(v)));
   }
 
   // A Reshape of merge(y) whose result has y's own shape is y (a Reshape never moves data).

@@ -891,6 +891,45 @@ TEST(GpuTransformer, ClipBmmAttentionBecomesFusedAttention) {
   }
 }
 
+// Swin's shifted-window attention on 7x7 windows: scores [B*nW,H,49,49] + relative position bias, viewed
+// [B,nW,H,49,49] for the window mask [1,nW,1,49,49] (0 or -100 as SwinModel builds it), viewed back. lift_bmm_heads
+// adds the flattened mask to the scores and fuse_attention takes both masks.
+TEST(GpuTransformer, SwinShiftedWindowAttentionBecomesFusedAttention) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, nW = 4, N = 49, H = 4, D = 32, C = H * D;
+  Tensor mask(DataType::kFLOAT, {1, nW, 1, N, N});
+  for (int64_t w = 0; w < nW; ++w)
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t j = 0; j < N; ++j)
+        mask.data<float>()[(w * N + i) * N + j] = w > 0 && ((i / 7 < 4) != (j / 7 < 4)) ? -100.0f : 0.0f;
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B * nW, N, C}, 100, -1, 1)},
+                               pr.flags.empty() ? "" : "FusedAttention");
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      auto heads = [&](uint32_t seed, std::vector<int64_t> perm) {
+        Attributes t;
+        t.set("perm", Attribute(perm));
+        ir::Value* p = node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {C, C}, seed, 0.2)}),
+                                       weight(g, {C}, seed + 1, 0.2)});
+        return node(g, "Transpose", {node(g, "Reshape", {p, ints(g, {0, 0, H, D})})}, t);
+      };
+      ir::Value* s = node(g, "MatMul", {heads(101, {0, 2, 1, 3}), heads(103, {0, 2, 3, 1})});
+      s = node(g, "Div", {s, scalar(g, std::sqrt(static_cast<float>(D)))});
+      s = node(g, "Add", {s, weight(g, {H, N, N}, 105, 2)});
+      s = node(g, "Add", {node(g, "Reshape", {s, ints(g, {B, nW, H, N, N})}), g.add_constant("window_mask", mask)});
+      s = node(g, "Reshape", {s, ints(g, {-1, H, N, N})});
+      Attributes sm;
+      sm.set("axis", Attribute(int64_t{-1}));
+      Attributes t;
+      t.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+      ir::Value* o = node(g, "MatMul", {node(g, "Softmax", {s}, sm), heads(106, {0, 2, 1, 3})});
+      return std::vector<ir::Value*>{node(g, "Reshape", {node(g, "Transpose", {o}, t), ints(g, {0, 0, C})})};
+    };
+    expect_fused_agrees(c);
+  }
+}
+
 // HF ConvNextLayerNorm channels_first: statistics over the channels of NCHW, weight[:, None, None] * x +
 // bias[:, None, None]. Alone (Transpose -> LayerNormalization -> Transpose back) and between convolutions, where the
 // FP16/BF16 engine runs it on the NHWC activations (ConvNeXt's stem and downsampling layer); C = 96 takes the

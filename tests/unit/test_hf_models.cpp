@@ -65,21 +65,14 @@ struct Gap {
 };
 const std::vector<Gap> kExpectedGaps = {
     // (Llama's rotary embeddings kept its Q/K/V head Transposes until sink_head_transposes; CLIP's [B*H,S,D] bmm
-    // attention stayed unfused until lift_bmm_heads; ConvNeXt's channels_first norms until fuse_layernorm took a
-    // channel axis.)
+    // attention and Swin's shifted-window attention (its mask added through a 5-D view) stayed unfused until
+    // lift_bmm_heads; ConvNeXt's channels_first norms until fuse_layernorm took a channel axis.)
     {"hf_whisperenc", "transposes",
      "the Conv1d stem's [B,C,T] output permuted to [B,T,C] before the first layer: layout_nhwc takes only 2-D "
      "convolutions, so the Conv1d stays channels-first and the Transpose runs (once per model)"},
     {"hf_convnext", "transposes",
      "the network's output is NCHW: one Transpose takes the NHWC body's result back (the stem's patchify GEMM, the "
      "channels_first norms as Transposed LayerNormalizations and the blocks' permutes all cancel inside)"},
-    {"hf_swin", "attention",
-     "the shifted-window blocks add their mask through a 5-D view [B, nW, H, N, N] + mask[1, nW, 1, N, N]: the mask "
-     "depends on the window (batch-window index mod nW), which no broadcastable 4-D mask of FusedAttention "
-     "expresses; the unshifted blocks (relative position bias only) fuse"},
-    {"hf_swin", "transposes",
-     "the head Transposes of the two unfused shifted-window attentions (3 each); window partition and reverse are "
-     "6-D Transposes (not counted) that move data"},
 };
 
 const Gap* find_gap(const std::string& family, const std::string& form) {

@@ -181,6 +181,56 @@ TEST(LiftBmmHeads, OtherViewsAndTheUnliftedFormAreLeftAlone) {
   }
 }
 
+// Swin's shifted-window attention: scores [B*nW,H,N,N] + relative position bias, viewed [B,nW,H,N,N] (the view's
+// target from the hidden states' shape) for the window mask [1,nW,1,N,N] (or one per head [1,nW,H,N,N]), viewed back
+// [-1,H,N,N]: the mask flattened to [B*nW,1,N,N] is added to the scores directly and fuse_attention takes both. A
+// view that does not keep the heads and key positions ([B,nW,N,H,N], the mask [1,nW,1,1,N]) is left alone.
+void swin_attention(Net& n, int64_t nW, int64_t H, int64_t N, int64_t D, std::vector<int64_t> mask_shape,
+                    bool keeps_heads) {
+  ir::Value* x = n.input("x", {2 * nW, N, H * D}, true);  // [B*nW, N, C] windows
+  ir::Value* mask = n.input("mask", mask_shape, false);
+  auto heads = [&](std::vector<int64_t> perm) {
+    return n.transpose(n.op("Reshape", {n.op("MatMul", {x, n.weight({H * D, H * D})}), n.ints({0, 0, H, D})}), perm);
+  };
+  ir::Value* s = n.op("MatMul", {heads({0, 2, 1, 3}), heads({0, 2, 3, 1})});
+  s = n.op("Add", {s, n.c(test::random_f32({H, N, N}, 60))});
+  ir::Value* windows = n.op("Div", {n.dim(x, 0), n.c(Tensor::from_vector<int64_t>({}, {nW}))});
+  ir::Value* to5 = n.target({windows, keeps_heads ? n.ints({nW, H, N, N}) : n.ints({nW, N, H, N})});
+  s = n.op("Reshape", {n.op("Add", {n.op("Reshape", {s, to5}), mask}), n.ints({-1, H, N, N})});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  n.g->outputs().push_back(n.op("MatMul", {n.op("Softmax", {s}, sm), heads({0, 2, 1, 3})}));
+}
+
+TEST(LiftBmmHeads, SwinWindowMaskThroughAFiveDimViewIsAddedToTheScores) {
+  const int64_t nW = 4, H = 2, N = 9, D = 8;
+  for (bool per_head : {false, true}) {
+    SCOPED_TRACE(per_head ? "mask per head" : "mask over heads");
+    Net n;
+    const std::vector<int64_t> ms = {1, nW, per_head ? H : 1, N, N};
+    swin_attention(n, nW, H, N, D, ms, true);
+    const std::vector<Tensor> in = {test::random_f32({2 * nW, N, H * D}, 62), test::random_f32(ms, 61, -3, 0)};
+    auto lifted = passes_and_compare(n, test::list_of(passes::make_lift_bmm_heads()), in);
+    EXPECT_EQ(ranked(*lifted, "Add", 5), 0) << ir::print(*lifted);
+    const ir::Node* sm = test::find_op(*lifted, "Softmax");
+    ASSERT_NE(sm, nullptr);
+    EXPECT_EQ(sm->inputs[0]->producer->op_type, "Add");
+    auto fused = passes_and_compare(
+        n, test::list_of(passes::make_lift_bmm_heads(), passes::make_fuse_attention()), in);
+    const ir::Node* a = test::find_op(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    ASSERT_EQ(a->inputs.size(), 4u);
+    EXPECT_EQ(a->inputs[3]->shape.size(), 4u);
+    EXPECT_EQ(test::count_ops(*fused, "Softmax"), 0);
+  }
+  Net n;
+  swin_attention(n, nW, H, N, D, {1, nW, 1, 1, N}, false);
+  auto kept = passes_and_compare(n, test::list_of(passes::make_lift_bmm_heads(), passes::make_fuse_attention()),
+                                 {test::random_f32({2 * nW, N, H * D}, 62), test::random_f32({1, nW, 1, 1, N}, 61)});
+  EXPECT_EQ(ranked(*kept, "Add", 5), 1) << ir::print(*kept);
+  EXPECT_EQ(test::count_ops(*kept, "FusedAttention"), 0);
+}
+
 // Add(Add(scores, m1), m2) on 4-D scores: one FusedAttention whose mask is m1 + m2; a second Add whose other operand
 // is the first Add's result again (not a mask) is left alone.
 TEST(FuseAttention, TwoAdditiveMasksBecomeTheirSum) {
