@@ -85,7 +85,7 @@ def _llama():
                                   use_cache=False))
 
 
-# --- More families (hfforms2): Gemma, CLIP, Whisper encoder, ConvNeXt, Swin, DeiT. Head dims 32; Gemma keeps
+# --- More families (hfforms2): Gemma, CLIP, Whisper encoder, ConvNeXt, Swin, DeiT, BEiT. Head dims 32; Gemma keeps
 # num_key_value_heads == num_attention_heads so grouped-query attention is not involved.
 def _gemma():
     # GemmaRMSNorm is x * (1 + w); hidden_act gelu_pytorch_tanh (GELU, tanh approximation); head_dim from the config.
@@ -144,6 +144,14 @@ def _deit():
                                 num_attention_heads=HEADS, intermediate_size=FFN), add_pooling_layer=False)
 
 
+def _beit():
+    # Relative position bias shared by the layers' attention (added to the scores), layer scale, mean pooling off.
+    from transformers import BeitConfig, BeitModel
+    return BeitModel(BeitConfig(image_size=64, patch_size=16, hidden_size=D, num_hidden_layers=LAYERS,
+                                num_attention_heads=HEADS, intermediate_size=FFN, use_relative_position_bias=True,
+                                layer_scale_init_value=0.1), add_pooling_layer=False)
+
+
 HF_MODELS_MORE = {
     "hf_gemma": (_gemma, _text_inputs, "GemmaModel (no cache), 2 layers, d 128, 4 heads (head dim 32), seq 32, "
                  "padding mask"),
@@ -153,6 +161,7 @@ HF_MODELS_MORE = {
     "hf_convnext": (_convnext, _image_inputs, "ConvNextModel 64x64, 2 stages (32, 64 channels), depths 2, 2"),
     "hf_swin": (_swin, _image_inputs, "SwinModel 64/4, window 4, depths 2, 2, embed 64, heads 2, 4 (head dim 32)"),
     "hf_deit": (_deit, _image_inputs, "DeiTModel 64/16, 2 layers, d 128, 4 heads (18 tokens: cls + distillation)"),
+    "hf_beit": (_beit, _image_inputs, "BeitModel 64/16, 2 layers, d 128, 4 heads, relative position bias, layer scale"),
 }
 
 

@@ -53,6 +53,7 @@ constexpr Family kFamilies[] = {
     {"hf_convnext", 0, "LayerNormalization", 6, 4},    // 2 channels_first (stem, downsample) + 1 per block
     {"hf_swin", 4, "LayerNormalization", 11, 4},       // patch embed + 2 per block + patch merging + final
     {"hf_deit", 2, "LayerNormalization", 5, 2},        // as ViT
+    {"hf_beit", 2, "LayerNormalization", 4, 2},        // 2 per layer (mean pooling: no final LN); relative bias
 };
 
 // Forms that do not fuse today (family, form: "attention", "norms", "gelu" or "transposes"), with the reason. The
