@@ -21,22 +21,20 @@ class FuseLayerNorm final : public Pass {
   Status apply(ir::Graph& g, PassContext& ctx) override {
     using namespace match;
     const Pattern x = any().bind("x");
-    const Pattern mean = op("ReduceMean", {x})
-                             .where([](ir::Value* v, const Bindings&) {
-                               return fusion::reduced_single_axis(v).has_value();
-                             })
-                             .bind("mean");
+    const Pattern mean =
+        op("ReduceMean", {x})
+            .where([](ir::Value* v, const Bindings&) { return fusion::reduced_single_axis(v).has_value(); })
+            .bind("mean");
     // torch.onnx below opset 17 on float16 squares and divides Cast(x - mean, float32), and Casts the result back
     // before gamma; the fused node computes in float32 anyway.
     const Pattern dsub = op("Sub", {x, mean}).bind("dsub");
     const Pattern d = either({op("Cast", {dsub}), dsub}).bind("d");
     const Pattern sq = either({op("Pow", {d, fusion::one_scalar(2.0)}), op("Mul", {d, d})}).used_once();
-    const Pattern var = op("ReduceMean", {sq})
-                            .where([](ir::Value* v, const Bindings&) {
-                              return fusion::reduced_single_axis(v).has_value();
-                            })
-                            .used_once()
-                            .bind("var");
+    const Pattern var =
+        op("ReduceMean", {sq})
+            .where([](ir::Value* v, const Bindings&) { return fusion::reduced_single_axis(v).has_value(); })
+            .used_once()
+            .bind("var");
     const Pattern var_eps = commutative("Add", var, constant().bind("eps")).used_once();
     const Pattern norm = fusion::div_by_sqrt(d, var_eps).used_once();
     const Pattern scaled =

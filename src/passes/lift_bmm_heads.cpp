@@ -136,9 +136,12 @@ class LiftBmmHeads final : public Pass {
         // Nodes already bypassed (nothing reads them) wait for pruning; graph outputs keep their producers.
         if (!node->domain.empty() || !out || out->users.empty() || match::is_graph_output(g, out)) continue;
         bool done = false;
-        if (node->op_type == "MatMul") done = lift_matmul(g, node);
-        else if (node->op_type == "Softmax") done = lift_softmax(g, node);
-        else if (node->op_type == "Reshape") done = collapse_view_back(g, node) || flatten_grouped_mask(g, node);
+        if (node->op_type == "MatMul")
+          done = lift_matmul(g, node);
+        else if (node->op_type == "Softmax")
+          done = lift_softmax(g, node);
+        else if (node->op_type == "Reshape")
+          done = collapse_view_back(g, node) || flatten_grouped_mask(g, node);
         if (done) {
           g.rebuild_links();
           ++n;
@@ -163,8 +166,8 @@ class LiftBmmHeads final : public Pass {
   // merge(y) in place of `old`: a Reshape of the 4-D y to [-1, M, N].
   static bool replace_with_merge(ir::Graph& g, ir::Value* old, ir::Value* y, int opset) {
     if (!y || !rank_is(y, 4) || !y->shape[2].is_static() || !y->shape[3].is_static()) return false;
-    ir::Value* target = g.add_constant(
-        old->name + "_heads_shape", Tensor::from_vector<int64_t>({3}, {-1, y->shape[2].value, y->shape[3].value}));
+    ir::Value* target = g.add_constant(old->name + "_heads_shape",
+                                       Tensor::from_vector<int64_t>({3}, {-1, y->shape[2].value, y->shape[3].value}));
     ir::Value* m = add_op(g, "Reshape", old->name + "_heads", {y, target}, {}, opset);
     if (!m) return false;
     g.replace_all_uses(old, m);
@@ -181,7 +184,8 @@ class LiftBmmHeads final : public Pass {
     const int opset = opset_of(g, mm);
     ir::Value* b = merged_heads(mm->inputs[1]);
     const ir::Node* t = match::producer_op(mm->inputs[1], "Transpose");
-    ir::Value* k = (!b && t && t->domain.empty() && match::perm_is(t, {0, 2, 1})) ? merged_heads(t->inputs[0]) : nullptr;
+    ir::Value* k =
+        (!b && t && t->domain.empty() && match::perm_is(t, {0, 2, 1})) ? merged_heads(t->inputs[0]) : nullptr;
     if (!b && !k) return false;
     const ir::Value* heads = b ? b : k;
     // One batch of heads on both sides: the bmm paired them by their merged index.

@@ -867,11 +867,14 @@ TEST(GpuTransformer, ClipBmmAttentionBecomesFusedAttention) {
         ir::Value* h = node(g, "Transpose", {node(g, "Reshape", {p, ints(g, {B, -1, H, D})})}, t);
         return node(g, "Reshape", {h, ints(g, {B * H, -1, D})});
       };
-      ir::Value* q = split(node(g, "Mul", {node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {E, E}, 81, 0.2)}),
-                                                            weight(g, {E}, 82, 0.2)}),
-                                           scalar(g, 1.0f / std::sqrt(static_cast<float>(D)))}));
-      ir::Value* k = split(node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {E, E}, 83, 0.2)}), weight(g, {E}, 84, 0.2)}));
-      ir::Value* v = split(node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {E, E}, 85, 0.2)}), weight(g, {E}, 86, 0.2)}));
+      ir::Value* q =
+          split(node(g, "Mul",
+                     {node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {E, E}, 81, 0.2)}), weight(g, {E}, 82, 0.2)}),
+                      scalar(g, 1.0f / std::sqrt(static_cast<float>(D)))}));
+      ir::Value* k =
+          split(node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {E, E}, 83, 0.2)}), weight(g, {E}, 84, 0.2)}));
+      ir::Value* v =
+          split(node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {E, E}, 85, 0.2)}), weight(g, {E}, 86, 0.2)}));
       Attributes kt;
       kt.set("perm", Attribute(std::vector<int64_t>{0, 2, 1}));
       ir::Value* s = node(g, "MatMul", {q, node(g, "Transpose", {k}, kt)});
@@ -910,8 +913,8 @@ TEST(GpuTransformer, SwinShiftedWindowAttentionBecomesFusedAttention) {
       auto heads = [&](uint32_t seed, std::vector<int64_t> perm) {
         Attributes t;
         t.set("perm", Attribute(perm));
-        ir::Value* p = node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {C, C}, seed, 0.2)}),
-                                       weight(g, {C}, seed + 1, 0.2)});
+        ir::Value* p =
+            node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {C, C}, seed, 0.2)}), weight(g, {C}, seed + 1, 0.2)});
         return node(g, "Transpose", {node(g, "Reshape", {p, ints(g, {0, 0, H, D})})}, t);
       };
       ir::Value* s = node(g, "MatMul", {heads(101, {0, 2, 1, 3}), heads(103, {0, 2, 3, 1})});

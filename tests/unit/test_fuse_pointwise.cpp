@@ -362,9 +362,9 @@ TEST(FusePointwise, RankRaisingScalarConstantIsNotDropped) {
       g.set_opset(17);
       ir::Value* a = pwtest::input(g, "a", DataType::kFLOAT, {3, 1, 1});
       ir::Value* b = pwtest::input(g, "b", DataType::kFLOAT, {3, 1});
-      ir::Value* z = g.add_constant("z", Tensor::from_vector<float>(raising ? std::vector<int64_t>{1, 1, 1, 1}
-                                                                            : std::vector<int64_t>{1, 1, 1},
-                                                                    {0.5f}));
+      ir::Value* z =
+          g.add_constant("z", Tensor::from_vector<float>(
+                                  raising ? std::vector<int64_t>{1, 1, 1, 1} : std::vector<int64_t>{1, 1, 1}, {0.5f}));
       auto* s = g.add_node("Add", "add0", {z, a}, {"s"}, {}, 17);
       auto* t = g.add_node("Add", "add1", {s->outputs[0], b}, {"t"}, {}, 17);
       g.outputs().push_back(g.add_node("Relu", "relu", {t->outputs[0]}, {"y"}, {}, 17)->outputs[0]);
@@ -375,7 +375,8 @@ TEST(FusePointwise, RankRaisingScalarConstantIsNotDropped) {
     ASSERT_TRUE(optimize(fused, DataType::kFLOAT, true).ok());
     ASSERT_TRUE(optimize(plain, DataType::kFLOAT, false).ok());
     EXPECT_EQ(count(fused, "Pointwise"), raising ? 0 : 1) << ir::print(fused);
-    std::vector<Tensor> in = {pwtest::random(DataType::kFLOAT, {3, 1, 1}, 3), pwtest::random(DataType::kFLOAT, {3, 1}, 4)};
+    std::vector<Tensor> in = {pwtest::random(DataType::kFLOAT, {3, 1, 1}, 3),
+                              pwtest::random(DataType::kFLOAT, {3, 1}, 4)};
     auto want = run(plain, in);
     ASSERT_EQ(want.size(), 1u);
     EXPECT_EQ(want[0].shape(), raising ? (std::vector<int64_t>{1, 3, 3, 1}) : (std::vector<int64_t>{3, 3, 1}));

@@ -147,8 +147,7 @@ TEST(LiftBmmHeads, ClipFormWithSymbolicBatchBecomesPerHead) {
     for (auto& node : lifted->nodes())
       if (node->op_type == "Add") EXPECT_NE(node->inputs[0]->producer->op_type, "Reshape") << node->name;
     // And fuse_attention takes it, the two masks as their sum.
-    auto fused = passes_and_compare(
-        n, test::list_of(passes::make_lift_bmm_heads(), passes::make_fuse_attention()), in);
+    auto fused = passes_and_compare(n, test::list_of(passes::make_lift_bmm_heads(), passes::make_fuse_attention()), in);
     EXPECT_EQ(test::count_ops(*fused, "FusedAttention"), 1) << ir::print(*fused);
     EXPECT_EQ(test::count_ops(*fused, "Softmax"), 0);
     EXPECT_EQ(test::count_ops(*fused, "MatMul"), 3);
@@ -164,8 +163,8 @@ TEST(LiftBmmHeads, OtherViewsAndTheUnliftedFormAreLeftAlone) {
     Net n;
     ir::Value* x = n.input("x", {B, S, H * D}, true);
     n.g->outputs().push_back(clip_attention(n, x, nullptr, nullptr, S, H, D, false));
-    auto out = passes_and_compare(n, test::list_of(passes::make_lift_bmm_heads(), passes::make_fuse_attention()),
-                                  {in[0]});
+    auto out =
+        passes_and_compare(n, test::list_of(passes::make_lift_bmm_heads(), passes::make_fuse_attention()), {in[0]});
     EXPECT_EQ(ranked(*out, "MatMul", 4), 0) << ir::print(*out);
     EXPECT_EQ(ranked(*out, "Softmax", 3), 1);
     EXPECT_EQ(test::count_ops(*out, "FusedAttention"), 0);
@@ -215,8 +214,7 @@ TEST(LiftBmmHeads, SwinWindowMaskThroughAFiveDimViewIsAddedToTheScores) {
     const ir::Node* sm = test::find_op(*lifted, "Softmax");
     ASSERT_NE(sm, nullptr);
     EXPECT_EQ(sm->inputs[0]->producer->op_type, "Add");
-    auto fused = passes_and_compare(
-        n, test::list_of(passes::make_lift_bmm_heads(), passes::make_fuse_attention()), in);
+    auto fused = passes_and_compare(n, test::list_of(passes::make_lift_bmm_heads(), passes::make_fuse_attention()), in);
     const ir::Node* a = test::find_op(*fused, "FusedAttention");
     ASSERT_NE(a, nullptr) << ir::print(*fused);
     ASSERT_EQ(a->inputs.size(), 4u);
@@ -265,8 +263,7 @@ TEST(FuseAttention, TwoAdditiveMasksBecomeTheirSum) {
   ir::Value* first = r.op("Add", {r.op("MatMul", {q, r.transpose(k, {0, 1, 3, 2})}), m1});
   s = r.op("Add", {first, first});
   r.g->outputs().push_back(r.op("MatMul", {r.op("Softmax", {s}, sm), v}));
-  auto kept = passes_and_compare(r, test::list_of(passes::make_fuse_attention()),
-                                 {in[0], in[1], in[2], in[3]});
+  auto kept = passes_and_compare(r, test::list_of(passes::make_fuse_attention()), {in[0], in[1], in[2], in[3]});
   EXPECT_EQ(test::count_ops(*kept, "FusedAttention"), 0) << ir::print(*kept);
 }
 
@@ -281,7 +278,8 @@ TEST(FuseAttention, QueryScaleBeforeTheHeadViewsGoesIntoTheScale) {
     auto heads = [&](ir::Value* p, std::vector<int64_t> perm) {
       return n.transpose(n.op("Reshape", {p, n.ints({0, 0, H, D})}), perm);
     };
-    ir::Value* scaled = n.op("Mul", {n.op("MatMul", {x, n.weight({E, E})}), n.c(Tensor::from_vector<float>({}, {0.3f}))});
+    ir::Value* scaled =
+        n.op("Mul", {n.op("MatMul", {x, n.weight({E, E})}), n.c(Tensor::from_vector<float>({}, {0.3f}))});
     ir::Value* q = heads(scaled, {0, 2, 1, 3});
     ir::Value* kt = heads(n.op("MatMul", {x, n.weight({E, E})}), {0, 2, 3, 1});
     ir::Value* v = heads(n.op("MatMul", {x, n.weight({E, E})}), {0, 2, 1, 3});

@@ -454,12 +454,11 @@ TEST(PassManager, KilnDisablePassesSkipsNamedPasses) {
 
 TEST(Pipeline, CpuOrderAndEndToEnd) {
   passes::PassManager pm(passes::cpu_pipeline());
-  EXPECT_EQ(pm.pass_names(), (std::vector<std::string>{"expand_gradient", "shape_inference", "remove_identity",
-                                                       "constant_folding", "common_subexpression_elimination",
-                                                       "fold_transposes", "dead_code_elimination",
-                                                       "shape_inference", "constant_folding", "remove_identity",
-                                                       "common_subexpression_elimination", "dead_code_elimination",
-                                                       "shape_inference"}));
+  EXPECT_EQ(pm.pass_names(),
+            (std::vector<std::string>{"expand_gradient", "shape_inference", "remove_identity", "constant_folding",
+                                      "common_subexpression_elimination", "fold_transposes", "dead_code_elimination",
+                                      "shape_inference", "constant_folding", "remove_identity",
+                                      "common_subexpression_elimination", "dead_code_elimination", "shape_inference"}));
   // x + Identity(c1 + c2): the constant branch folds through the identity, the dead weights disappear.
   Graph g;
   Value* x = input(g, "x", {ops::Dim::symbol("N"), 2});
@@ -475,7 +474,8 @@ TEST(Pipeline, CpuOrderAndEndToEnd) {
 }
 
 // A Pad whose pads come from Shape arithmetic that inference does not evaluate (Swin pads its windows so): only after
-// the first folds does inference know the padded dims, and a Range over one of them (Swin's shifted-window mask indices) folds in the second round.
+// the first folds does inference know the padded dims, and a Range over one of them (Swin's shifted-window mask
+// indices) folds in the second round.
 TEST(Pipeline, ShapesThatFoldingRevealsFoldToo) {
   Graph g;
   g.set_opset(17);
@@ -484,8 +484,9 @@ TEST(Pipeline, ShapesThatFoldingRevealsFoldToo) {
     return g.add_constant(name, Tensor::from_vector<int64_t>(shape, std::move(v)));
   };
   auto add = [&](const std::string& op, std::vector<Value*> in, Attributes a = {}) {
-    return g.add_node(op, op + "_" + std::to_string(g.nodes().size()), in, {op + "_out" + std::to_string(g.nodes().size())},
-                      std::move(a), 17)
+    return g
+        .add_node(op, op + "_" + std::to_string(g.nodes().size()), in, {op + "_out" + std::to_string(g.nodes().size())},
+                  std::move(a), 17)
         ->outputs[0];
   };
   Attributes axis0;

@@ -182,8 +182,8 @@ TEST(FuseLayerNorm, OtherAxisIsLeftAlone) {
 
 // HF ConvNextLayerNorm channels_first: mean and variance over axis 1 of NCHW, weight[:, None, None] * x +
 // bias[:, None, None] ([C,1,1] constants): Transpose to NHWC -> LayerNormalization -> Transpose back.
-ir::Value* channel_layernorm(Net& n, ir::Value* x, std::vector<int64_t> mean_axes,
-                             std::vector<int64_t> var_axes, std::vector<int64_t> param_shape, bool rsqrt, bool beta) {
+ir::Value* channel_layernorm(Net& n, ir::Value* x, std::vector<int64_t> mean_axes, std::vector<int64_t> var_axes,
+                             std::vector<int64_t> param_shape, bool rsqrt, bool beta) {
   Attributes ma, va;
   ma.set("axes", Attribute(mean_axes));
   va.set("axes", Attribute(var_axes));
@@ -204,8 +204,7 @@ TEST(FuseLayerNorm, ChannelAxisBecomesTransposedLayerNormalization) {
       Net n;
       ir::Value* x = n.input("x", {2, 8, 5, 6});
       n.output(channel_layernorm(n, x, {1}, {1}, {8, 1, 1}, rsqrt, beta));
-      auto fused =
-          fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 8, 5, 6}, 15, -3, 3)}, 1e-5);
+      auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 8, 5, 6}, 15, -3, 3)}, 1e-5);
       ASSERT_EQ(fused->nodes().size(), 3u) << ir::print(*fused);
       const ir::Node* ln = find(*fused, "LayerNormalization");
       ASSERT_NE(ln, nullptr);
