@@ -1,7 +1,8 @@
 // fuse_attention pass: MatMul(Q, K^T) -> scale -> [mask] -> Softmax -> MatMul(., V) -> kiln::FusedAttention.
-// Scale forms: Div or Mul of the scores by a scalar, or SDPA's export, Mul of Q and of K^T by sqrt(scale) each.
-// Mask forms: Add of an additive mask, Where(cond, scores, fill) or Where(cond, fill, scores); a constant cond that
-// is the causal triangle becomes the causal flag instead of a mask.
+// Scale forms: Div or Mul of the scores by a scalar, or SDPA's export, Mul of Q and of K^T by sqrt(scale) each, or a
+// scalar Mul of the query projection before its head views (CLIP, Whisper, BART).
+// Mask forms: Add of an additive mask (or two Adds: their sum is the mask), Where(cond, scores, fill) or Where(cond,
+// fill, scores); a constant cond that is the causal triangle becomes the causal flag instead of a mask.
 // Operands are [B,H,S,D] (4-D), or the sequence-first form of torch's nn.MultiheadAttention exports (before its
 // SDPA-based export of PyTorch 2): 3-D [B*H,S,D] operands made from [S,B,E] projections by Reshape([S,B*H,D]) and a
 // Transpose (perm [1,0,2]; [1,2,0] for K^T), the output taken back by Transpose(perm [1,0,2]). That form becomes
@@ -125,6 +126,38 @@ ir::Value* heads_view(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const st
   return y;
 }
 
+// A scalar Mul of the query before its head views, q = Transpose(Reshape(p * c)) (q_proj(x) * scaling in CLIP,
+// Whisper and BART-style attention): the views commute with it, so the attention's scale may take c and the first
+// view read p. Every value from the Mul to q must have one reader (no one else sees the unscaled values then).
+struct ViewedScale {
+  ir::Node* first_view = nullptr;  // reads the Mul's result
+  ir::Value* unscaled = nullptr;   // p
+  double c = 1.0;
+};
+ViewedScale scale_before_views(const ir::Graph& g, const ir::Value* q) {
+  const ir::Value* v = q;
+  ir::Node* view = nullptr;
+  for (int i = 0; i < 4 && v->producer && v->producer->domain.empty() &&
+                  (v->producer->op_type == "Reshape" || v->producer->op_type == "Transpose");
+       ++i) {
+    if (v->users.size() != 1 || match::is_graph_output(g, v)) return {};
+    view = v->producer;
+    v = view->inputs[0];
+  }
+  const ir::Node* mul = v->producer;
+  if (!view || !mul || mul->op_type != "Mul" || !mul->domain.empty() || v->users.size() != 1 ||
+      match::is_graph_output(g, v))
+    return {};
+  for (int i = 0; i < 2; ++i) {
+    const ir::Value* c = mul->inputs[i];
+    ir::Value* p = mul->inputs[1 - i];
+    if (c->is_constant() && c->constant->numel() == 1 && dtype_is_float(c->dtype) && p->dtype == v->dtype &&
+        fusion::same_shape(p, v))
+      if (auto f = match::constant_scalar(c)) return {view, p, *f};
+  }
+  return {};
+}
+
 // On CUDA the fused kernel beats cuBLAS GEMMs + softmax only where it runs on tensor cores: FP16/BF16 engines and
 // equal Q/K and V head dims that are multiples of 8 up to 128 (attention.cu, attention_mma_applies). Elsewhere its
 // row-per-block kernel rereads K and V from L2 for every query and would be slower than the unfused graph, so those
@@ -157,8 +190,12 @@ class FuseAttention final : public Pass {
         op("Where", {any().bind("cond_keep"), scores, scalar_const("fill")}).used_once(),
         op("Where", {any().bind("cond_hide"), scalar_const("fill"), scores}).used_once(),
     });
-    const Pattern masked = either({commutative("Add", where, any().bind("mask")).used_once(), where,
-                                   commutative("Add", scores, any().bind("mask")).used_once(), scores});
+    // Two additive masks one after the other (CLIP's causal mask, then its padding mask) become their sum.
+    const Pattern masked =
+        either({commutative("Add", where, any().bind("mask")).used_once(), where,
+                commutative("Add", commutative("Add", scores, any().bind("mask")).used_once(), any().bind("mask2"))
+                    .used_once(),
+                commutative("Add", scores, any().bind("mask")).used_once(), scores});
     const int opset = g.opset();
     const Pattern probs =
         op("Softmax", {masked}).where([opset](ir::Value* v, const Bindings&) { return softmax_last_axis(v, opset); });
@@ -214,6 +251,18 @@ class FuseAttention final : public Pass {
       if (ir::Value* c = b.value("cmul")) scale *= *constant_scalar(c);
       if (ir::Value* c = b.value("cdiv")) scale /= *constant_scalar(c);
       ir::Value* mask = b.value("mask");
+      if (ir::Value* mask2 = b.value("mask2")) {
+        if (mask->dtype != qv->dtype || mask2->dtype != qv->dtype || !mask->rank_known || !mask2->rank_known)
+          return false;
+        auto both = ops::broadcast_shapes({mask->shape, mask2->shape});
+        if (!both.ok() || both->size() > 4) return false;
+        ir::Node* add = g.add_node("Add", g.unique_node_name(out->name + "_masks"), {mask, mask2},
+                                   {out->name + "_summed_masks"}, {}, opset);
+        add->outputs[0]->dtype = qv->dtype;
+        add->outputs[0]->shape = *both;
+        add->outputs[0]->rank_known = true;
+        mask = add->outputs[0];
+      }
       if (mask && (mask->dtype != qv->dtype || !mask->rank_known || mask->shape.size() > 4)) return false;
       bool causal = false;
       if (mask && is_causal_additive(mask)) {
@@ -312,6 +361,11 @@ class FuseAttention final : public Pass {
         k->dtype = src->dtype;
         k->rank_known = true;
         for (int64_t d : perm) k->shape.push_back(src->shape[d]);
+      }
+      // (Only here, on the batch-first form: the checks above may still have refused it.)
+      if (const ViewedScale vs = scale_before_views(g, qv); vs.first_view) {
+        scale *= vs.c;
+        g.set_node_input(vs.first_view, 0, vs.unscaled);
       }
       std::vector<ir::Value*> in = {qv, k, vv};
       if (mask) in.push_back(mask);

@@ -305,6 +305,22 @@ class FusePointwise final : public Pass {
             std::find(ins.begin(), ins.end(), v) == ins.end())
           ins.push_back(v);
 
+    // The fused node's result has its loaded inputs' broadcast shape. A one-element constant held as an immediate
+    // adds nothing to that shape, so it must not be what gives the group its rank (Swin's shifted-window mask
+    // indices add a [1,1,1,1] zero to [12,1,1] + [12,1]: fused, the result would lose its leading 1).
+    size_t in_rank = 0;
+    bool ranks_known = true;
+    for (ir::Value* v : ins) {
+      in_rank = std::max(in_rank, v->shape.size());
+      ranks_known &= v->rank_known;
+    }
+    for (ir::Value* v : outs)
+      if (ranks_known && v->rank_known && v->shape.size() != in_rank) {
+        ctx.verbose("fuse_pointwise: group ending at " + members.back()->name +
+                    " left unfused: a one-element constant sets its rank");
+        return false;
+      }
+
     PointwiseProgram p;
     std::unordered_map<const ir::Value*, int> reg;
     auto reg_of = [&](ir::Value* v) -> int {

@@ -86,6 +86,7 @@ std::unique_ptr<Pass> make_concat_elimination();
 std::unique_ptr<Pass> make_fuse_layernorm();
 std::unique_ptr<Pass> make_fuse_rmsnorm();
 std::unique_ptr<Pass> make_fuse_gelu();
+std::unique_ptr<Pass> make_lift_bmm_heads();
 std::unique_ptr<Pass> make_sink_head_transposes();
 std::unique_ptr<Pass> make_fuse_attention();
 // Einsum as Transpose/Reshape/MatMul/ReduceSum where it is one or two operands without diagonals (CUDA pipeline).

@@ -18,7 +18,16 @@ PassList cpu_pipeline() {
   p.push_back(make_fold_transposes());
   // Folding leaves the subgraphs that fed folded nodes unused, and their weights with them.
   p.push_back(make_dead_code_elimination());
-  // Folded constants carry exact shapes: a last inference tightens symbolic dims downstream for the writer.
+  // Folded constants carry exact shapes: inference now tightens symbolic dims downstream.
+  p.push_back(make_shape_inference());
+  // Once more: dims the first folds revealed (a Pad whose pads came from Shape arithmetic, so that everything after
+  // it had unknown dims) make more Shape chains known. Swin's shifted-window mask is built from such dims: ~850 int64
+  // and mask nodes that would otherwise run at every inference fold here. The last inference is for the writer.
+  p.push_back(make_constant_folding());
+  // Swin's window Pads are by zero once their sizes fold.
+  p.push_back(make_remove_identity());
+  p.push_back(make_common_subexpression_elimination());
+  p.push_back(make_dead_code_elimination());
   p.push_back(make_shape_inference());
   return p;
 }
@@ -32,7 +41,9 @@ PassList cuda_pipeline() {
   // After LayerNorm: a LayerNorm's tail (d / sqrt(mean(d^2) + eps) * gamma) is an RMSNorm of d.
   p.push_back(make_fuse_rmsnorm());
   p.push_back(make_fuse_gelu());
-  // Before the epilogue fusion, which would otherwise take the Q.K^T MatMul for an ordinary GEMM.
+  // Before the epilogue fusion, which would otherwise take the Q.K^T MatMul for an ordinary GEMM. The [B*H,S,D]
+  // bmm form first becomes [B,H,S,D], whose head Transposes sink_head_transposes and the layout folds then see.
+  p.push_back(make_lift_bmm_heads());
   p.push_back(make_sink_head_transposes());
   p.push_back(make_fuse_attention());
   // The opset-23 Attention operator has no CUDA kernel: as FusedAttention it runs on the GPU, and the layout folds

@@ -1,8 +1,8 @@
 // remove_identity pass: drops Identity and inference-mode Dropout nodes, rewiring their consumers to the input; and,
 // on values shape inference has seen, a Cast to the type its input already has and a Reshape to the shape its input
-// already has (every dim static or a named symbol). Exporters write both (Hugging Face's float32 exports cast the
-// softmax to float32 and back; torch's SDPA export reshapes the attention output to its own shape), and each would
-// hide a pattern from the fusions after.
+// already has (every dim static or a named symbol), and a Pad by zero on every side. Exporters write these (Hugging
+// Face's float32 exports cast the softmax to float32 and back; torch's SDPA export reshapes the attention output to
+// its own shape; Swin pads to whole windows), and each would hide a pattern from the fusions after.
 #include <algorithm>
 
 #include "passes/pass.h"
@@ -32,6 +32,21 @@ bool is_passthrough(const ir::Graph& g, const ir::Node& n) {
     return n.outputs.size() == 1 && x->rank_known && y->rank_known && x->dtype == y->dtype &&
            x->kind == ValueKind::kTENSOR;
   if (n.op_type == "Reshape") return n.outputs.size() == 1 && x->dtype == y->dtype && same_known_dims(x, y);
+  // A Pad by nothing on any side (Swin pads each block's input to whole windows: zero once the sizes fold), in any
+  // mode; pads is an input from opset 11, an attribute before.
+  if (n.op_type == "Pad") {
+    std::vector<int64_t> pads;
+    if (n.opset >= 11 || (n.inputs.size() > 1 && n.inputs[1])) {
+      if (n.inputs.size() < 2 || !n.inputs[1] || !n.inputs[1]->is_constant()) return false;
+      pads = n.inputs[1]->constant->to_i64_vector();
+    } else {
+      auto p = n.attrs.get_ints("pads");
+      if (!p.ok()) return false;
+      pads = *p;
+    }
+    return n.outputs.size() == 1 && !pads.empty() &&
+           std::all_of(pads.begin(), pads.end(), [](int64_t v) { return v == 0; });
+  }
   if (n.op_type != "Dropout") return false;
   if (n.inputs.size() > 2 && n.inputs[2]) {
     const ir::Value* mode = n.inputs[2];

@@ -85,5 +85,22 @@ TEST(GpuPointwise, SmallAndDegenerateShapes) {
   compare(c, true);
 }
 
+// A group whose rank comes only from a one-element constant ([1,1,1,1] + [3,1,1] + [3,1]: Swin's shifted-window
+// mask indices) stays unfused, and the engine gives the [1,3,3,1] result the CPU reference does.
+TEST(GpuPointwise, RankFromAOneElementConstant) {
+  KILN_REQUIRE_GPU();
+  pwtest::Case c{"rank_from_constant",
+                 {{DataType::kFLOAT, {3, 1, 1}}, {DataType::kFLOAT, {3, 1}}},
+                 [](NetworkDefinition& net, const std::vector<ITensor*>& in) {
+                   const float half = 0.5f;
+                   ITensor* z = net.add_constant("z", DataType::kFLOAT, {1, 1, 1, 1}, &half);
+                   ITensor* s = pwtest::op(net, "Add", {pwtest::op(net, "Add", {z, in[0]}), in[1]});
+                   (void)net.mark_output(pwtest::op(net, "Relu", {s}));
+                 }};
+  c.min_groups = 0;
+  compare(c, false);
+  compare(c, true);
+}
+
 }  // namespace
 }  // namespace kiln::gpu_testing

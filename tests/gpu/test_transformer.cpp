@@ -960,5 +960,144 @@ TEST(GpuTransformer, TorchFloat16LayerNormWithFloat32Statistics) {
   expect_fused_agrees(c);
 }
 
+// ---- Hugging Face forms: CLIP's [B*H,S,D] bmm attention, ConvNeXt's channels_first LayerNorm ----
+
+ir::Value* ints(ir::Graph& g, std::vector<int64_t> v) {
+  static int counter = 0;
+  const int64_t n = static_cast<int64_t>(v.size());
+  return g.add_constant("ints" + std::to_string(counter++), Tensor::from_vector<int64_t>({n}, std::move(v)));
+}
+
+// CLIPAttention (eager) as exported: q = q_proj(x) * D^-0.5, q/k/v viewed [B,S,H,D], transposed, viewed
+// [B*H,S,D]; bmm(q, k^T) viewed [B,H,S,S] for a constant causal mask and again for the padding mask (a network
+// input), [B*H,S,S] between and for the Softmax; bmm with v, viewed [B,H,S,D], transposed, reshaped [B,S,E].
+// lift_bmm_heads makes it per-head and fuse_attention takes both masks as their sum.
+TEST(GpuTransformer, ClipBmmAttentionBecomesFusedAttention) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, S = 40, H = 4, D = 32, E = H * D;
+  Tensor causal(DataType::kFLOAT, {1, 1, S, S});
+  for (int64_t i = 0; i < S; ++i)
+    for (int64_t j = 0; j < S; ++j) causal.data<float>()[i * S + j] = j > i ? -3.4028234663852886e38f : 0.0f;
+  Tensor pad(DataType::kFLOAT, {B, 1, S, S});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t j = 0; j < S; ++j) pad.data<float>()[(b * S + i) * S + j] = j >= S - 7 * b ? -10000.0f : 0.0f;
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B, S, E}, 80, -1, 1), pad},
+                               pr.flags.empty() ? "" : "FusedAttention");
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      auto split = [&](ir::Value* p) {
+        Attributes t;
+        t.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+        ir::Value* h = node(g, "Transpose", {node(g, "Reshape", {p, ints(g, {B, -1, H, D})})}, t);
+        return node(g, "Reshape", {h, ints(g, {B * H, -1, D})});
+      };
+      ir::Value* q =
+          split(node(g, "Mul",
+                     {node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {E, E}, 81, 0.2)}), weight(g, {E}, 82, 0.2)}),
+                      scalar(g, 1.0f / std::sqrt(static_cast<float>(D)))}));
+      ir::Value* k =
+          split(node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {E, E}, 83, 0.2)}), weight(g, {E}, 84, 0.2)}));
+      ir::Value* v =
+          split(node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {E, E}, 85, 0.2)}), weight(g, {E}, 86, 0.2)}));
+      Attributes kt;
+      kt.set("perm", Attribute(std::vector<int64_t>{0, 2, 1}));
+      ir::Value* s = node(g, "MatMul", {q, node(g, "Transpose", {k}, kt)});
+      s = node(g, "Add", {node(g, "Reshape", {s, ints(g, {B, H, S, S})}), g.add_constant("causal", causal)});
+      s = node(g, "Reshape", {s, ints(g, {B * H, S, S})});
+      s = node(g, "Add", {node(g, "Reshape", {s, ints(g, {B, H, S, S})}), in[1]});
+      s = node(g, "Reshape", {s, ints(g, {B * H, S, S})});
+      Attributes sm;
+      sm.set("axis", Attribute(int64_t{-1}));
+      ir::Value* o = node(g, "MatMul", {node(g, "Softmax", {s}, sm), v});
+      Attributes t;
+      t.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+      o = node(g, "Transpose", {node(g, "Reshape", {o, ints(g, {B, H, S, D})})}, t);
+      return std::vector<ir::Value*>{node(g, "Reshape", {o, ints(g, {B, S, E})})};
+    };
+    expect_fused_agrees(c);
+  }
+}
+
+// Swin's shifted-window attention on 7x7 windows: scores [B*nW,H,49,49] + relative position bias, viewed
+// [B,nW,H,49,49] for the window mask [1,nW,1,49,49] (0 or -100 as SwinModel builds it), viewed back. lift_bmm_heads
+// adds the flattened mask to the scores and fuse_attention takes both masks.
+TEST(GpuTransformer, SwinShiftedWindowAttentionBecomesFusedAttention) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, nW = 4, N = 49, H = 4, D = 32, C = H * D;
+  Tensor mask(DataType::kFLOAT, {1, nW, 1, N, N});
+  for (int64_t w = 0; w < nW; ++w)
+    for (int64_t i = 0; i < N; ++i)
+      for (int64_t j = 0; j < N; ++j)
+        mask.data<float>()[(w * N + i) * N + j] = w > 0 && ((i / 7 < 4) != (j / 7 < 4)) ? -100.0f : 0.0f;
+  for (const Precision& pr : kPrecisions) {
+    SCOPED_TRACE(pr.name);
+    NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B * nW, N, C}, 100, -1, 1)},
+                               pr.flags.empty() ? "" : "FusedAttention");
+    c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+      auto heads = [&](uint32_t seed, std::vector<int64_t> perm) {
+        Attributes t;
+        t.set("perm", Attribute(perm));
+        ir::Value* p =
+            node(g, "Add", {node(g, "MatMul", {in[0], weight(g, {C, C}, seed, 0.2)}), weight(g, {C}, seed + 1, 0.2)});
+        return node(g, "Transpose", {node(g, "Reshape", {p, ints(g, {0, 0, H, D})})}, t);
+      };
+      ir::Value* s = node(g, "MatMul", {heads(101, {0, 2, 1, 3}), heads(103, {0, 2, 3, 1})});
+      s = node(g, "Div", {s, scalar(g, std::sqrt(static_cast<float>(D)))});
+      s = node(g, "Add", {s, weight(g, {H, N, N}, 105, 2)});
+      s = node(g, "Add", {node(g, "Reshape", {s, ints(g, {B, nW, H, N, N})}), g.add_constant("window_mask", mask)});
+      s = node(g, "Reshape", {s, ints(g, {-1, H, N, N})});
+      Attributes sm;
+      sm.set("axis", Attribute(int64_t{-1}));
+      Attributes t;
+      t.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+      ir::Value* o = node(g, "MatMul", {node(g, "Softmax", {s}, sm), heads(106, {0, 2, 1, 3})});
+      return std::vector<ir::Value*>{node(g, "Reshape", {node(g, "Transpose", {o}, t), ints(g, {0, 0, C})})};
+    };
+    expect_fused_agrees(c);
+  }
+}
+
+// HF ConvNextLayerNorm channels_first: statistics over the channels of NCHW, weight[:, None, None] * x +
+// bias[:, None, None]. Alone (Transpose -> LayerNormalization -> Transpose back) and between convolutions, where the
+// FP16/BF16 engine runs it on the NHWC activations (ConvNeXt's stem and downsampling layer); C = 96 takes the
+// LayerNorm kernel's vector path, C = 20 its generic one.
+TEST(GpuTransformer, ChannelsFirstLayerNormBecomesLayerNormalization) {
+  KILN_REQUIRE_GPU();
+  for (const Precision& pr : kPrecisions) {
+    for (int64_t C : {96, 20}) {
+      for (bool convs : {false, true}) {
+        SCOPED_TRACE(std::string(pr.name) + " C=" + std::to_string(C) + (convs ? " between convs" : ""));
+        NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {2, convs ? 8 : C, 14, 14}, 90, -3, 3)},
+                                   "LayerNormalization");
+        c.build = [C, convs](ir::Graph& g, const std::vector<ir::Value*>& in) {
+          ir::Value* x = in[0];
+          if (convs) {
+            Attributes a;
+            a.set("kernel_shape", Attribute(std::vector<int64_t>{3, 3}));
+            a.set("pads", Attribute(std::vector<int64_t>{1, 1, 1, 1}));
+            x = node(g, "Conv", {x, weight(g, {C, 8, 3, 3}, 91, 0.3), weight(g, {C}, 92, 0.3)}, a);
+          }
+          Attributes ax;
+          ax.set("axes", Attribute(std::vector<int64_t>{1}));
+          ir::Value* d = node(g, "Sub", {x, node(g, "ReduceMean", {x}, ax)});
+          ir::Value* var = node(g, "ReduceMean", {node(g, "Pow", {d, scalar(g, 2.0f)})}, ax);
+          ir::Value* y = node(g, "Div", {d, node(g, "Sqrt", {node(g, "Add", {var, scalar(g, 1e-6f)})})});
+          y = node(g, "Add", {node(g, "Mul", {weight(g, {C, 1, 1}, 93, 1), y}), weight(g, {C, 1, 1}, 94, 1)});
+          if (convs) {
+            Attributes a;
+            a.set("kernel_shape", Attribute(std::vector<int64_t>{2, 2}));
+            a.set("strides", Attribute(std::vector<int64_t>{2, 2}));
+            y = node(g, "Conv", {y, weight(g, {2 * C, C, 2, 2}, 95, 0.3), weight(g, {2 * C}, 96, 0.3)}, a);
+          }
+          return std::vector<ir::Value*>{y};
+        };
+        expect_fused_agrees(c);
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace kiln::gpu_testing

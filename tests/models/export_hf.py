@@ -85,6 +85,86 @@ def _llama():
                                   use_cache=False))
 
 
+# --- More families (hfforms2): Gemma, CLIP, Whisper encoder, ConvNeXt, Swin, DeiT, BEiT. Head dims 32; Gemma keeps
+# num_key_value_heads == num_attention_heads so grouped-query attention is not involved.
+def _gemma():
+    # GemmaRMSNorm is x * (1 + w); hidden_act gelu_pytorch_tanh (GELU, tanh approximation); head_dim from the config.
+    from transformers import GemmaConfig, GemmaModel
+    return GemmaModel(GemmaConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
+                                  num_attention_heads=HEADS, num_key_value_heads=HEADS, head_dim=D // HEADS,
+                                  max_position_embeddings=64, hidden_activation="gelu_pytorch_tanh", use_cache=False))
+
+
+def _clip_text():
+    # CLIP's text tower: causal mask combined with the padding mask; quick_gelu x * sigmoid(1.702 x).
+    from transformers import CLIPTextConfig, CLIPTextModel
+    return CLIPTextModel(CLIPTextConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN,
+                                        num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+                                        max_position_embeddings=SEQ, hidden_act="quick_gelu"))
+
+
+def _clip_vision():
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+    return CLIPVisionModel(CLIPVisionConfig(hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
+                                            num_attention_heads=HEADS, image_size=64, patch_size=16,
+                                            hidden_act="quick_gelu"))
+
+
+def _whisper_enc():
+    # The encoder alone: Conv1d + GELU stem (two convs, the second of stride 2), sinusoidal positions, no mask.
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    return WhisperEncoder(WhisperConfig(vocab_size=VOCAB, num_mel_bins=16, d_model=D, encoder_layers=LAYERS,
+                                        encoder_attention_heads=HEADS, encoder_ffn_dim=FFN, decoder_layers=1,
+                                        decoder_attention_heads=HEADS, decoder_ffn_dim=FFN,
+                                        max_source_positions=SEQ // 2))
+
+
+def _audio_inputs(batch):
+    # Whisper's encoder needs exactly 2 * max_source_positions mel frames.
+    return {"input_features": torch.randn(batch, 16, SEQ)}
+
+
+def _convnext():
+    from transformers import ConvNextConfig, ConvNextModel
+    return ConvNextModel(ConvNextConfig(num_channels=3, patch_size=4, num_stages=2, hidden_sizes=[32, 64],
+                                        depths=[2, 2], image_size=64))
+
+
+def _swin():
+    # Window 4 on a 16x16 patch grid (64 / 4): shifted windows in the second block of each stage; head dim 32.
+    from transformers import SwinConfig, SwinModel
+    return SwinModel(SwinConfig(image_size=64, patch_size=4, embed_dim=64, depths=[2, 2], num_heads=[2, 4],
+                                window_size=4), add_pooling_layer=False)
+
+
+def _deit():
+    from transformers import DeiTConfig, DeiTModel
+    return DeiTModel(DeiTConfig(image_size=64, patch_size=16, hidden_size=D, num_hidden_layers=LAYERS,
+                                num_attention_heads=HEADS, intermediate_size=FFN), add_pooling_layer=False)
+
+
+def _beit():
+    # Relative position bias shared by the layers' attention (added to the scores), layer scale, mean pooling off.
+    from transformers import BeitConfig, BeitModel
+    return BeitModel(BeitConfig(image_size=64, patch_size=16, hidden_size=D, num_hidden_layers=LAYERS,
+                                num_attention_heads=HEADS, intermediate_size=FFN, use_relative_position_bias=True,
+                                layer_scale_init_value=0.1), add_pooling_layer=False)
+
+
+HF_MODELS_MORE = {
+    "hf_gemma": (_gemma, _text_inputs, "GemmaModel (no cache), 2 layers, d 128, 4 heads (head dim 32), seq 32, "
+                 "padding mask"),
+    "hf_cliptext": (_clip_text, _text_inputs, "CLIPTextModel, 2 layers, d 128, 4 heads, seq 32, causal + padding"),
+    "hf_clipvis": (_clip_vision, _image_inputs, "CLIPVisionModel 64/16, 2 layers, d 128, 4 heads (17 tokens)"),
+    "hf_whisperenc": (_whisper_enc, _audio_inputs, "WhisperEncoder, 16 mels x 32 frames, 2 layers, d 128, 4 heads"),
+    "hf_convnext": (_convnext, _image_inputs, "ConvNextModel 64x64, 2 stages (32, 64 channels), depths 2, 2"),
+    "hf_swin": (_swin, _image_inputs, "SwinModel 64/4, window 4, depths 2, 2, embed 64, heads 2, 4 (head dim 32)"),
+    "hf_deit": (_deit, _image_inputs, "DeiTModel 64/16, 2 layers, d 128, 4 heads (18 tokens: cls + distillation)"),
+    "hf_beit": (_beit, _image_inputs, "BeitModel 64/16, 2 layers, d 128, 4 heads, relative position bias, layer scale"),
+}
+
+
 # name -> (constructor, input maker, description)
 HF_MODELS = {
     "hf_bert": (_bert, _text_inputs, "BertModel, 2 layers, d 128, 4 heads (head dim 32), seq 32, padding mask"),
@@ -95,6 +175,7 @@ HF_MODELS = {
     "hf_t5enc": (_t5, _text_inputs, "T5EncoderModel (gated-gelu), 2 layers, d 128, 4 heads, seq 32, padding mask"),
     "hf_llama": (_llama, _text_inputs, "LlamaModel (no cache), 2 layers, d 128, 4 heads, seq 32, padding mask"),
 }
+HF_MODELS.update(HF_MODELS_MORE)
 
 
 class LastHidden(nn.Module):

@@ -350,3 +350,36 @@ TEST(FusePointwise, LoneFloatClipBecomesPointwise) {
     expect_close(run(plain, {in}), run(fused, {in}), 0, "lone Clip");
   }
 }
+
+// A one-element constant of higher rank than every other input decides the result's rank: held as an immediate in
+// the program it would be lost (the Pointwise node's shape is its loaded inputs' broadcast), so such a group stays
+// unfused. Swin's shifted-window mask indices add a [1,1,1,1] zero to [12,1,1] + [12,1]. A same-rank one-element
+// constant is still an immediate.
+TEST(FusePointwise, RankRaisingScalarConstantIsNotDropped) {
+  for (bool raising : {true, false}) {
+    SCOPED_TRACE(raising ? "[1,1,1,1] constant" : "[1,1,1] constant");
+    auto build = [&](ir::Graph& g) {
+      g.set_opset(17);
+      ir::Value* a = pwtest::input(g, "a", DataType::kFLOAT, {3, 1, 1});
+      ir::Value* b = pwtest::input(g, "b", DataType::kFLOAT, {3, 1});
+      ir::Value* z =
+          g.add_constant("z", Tensor::from_vector<float>(
+                                  raising ? std::vector<int64_t>{1, 1, 1, 1} : std::vector<int64_t>{1, 1, 1}, {0.5f}));
+      auto* s = g.add_node("Add", "add0", {z, a}, {"s"}, {}, 17);
+      auto* t = g.add_node("Add", "add1", {s->outputs[0], b}, {"t"}, {}, 17);
+      g.outputs().push_back(g.add_node("Relu", "relu", {t->outputs[0]}, {"y"}, {}, 17)->outputs[0]);
+    };
+    ir::Graph fused, plain;
+    build(fused);
+    build(plain);
+    ASSERT_TRUE(optimize(fused, DataType::kFLOAT, true).ok());
+    ASSERT_TRUE(optimize(plain, DataType::kFLOAT, false).ok());
+    EXPECT_EQ(count(fused, "Pointwise"), raising ? 0 : 1) << ir::print(fused);
+    std::vector<Tensor> in = {pwtest::random(DataType::kFLOAT, {3, 1, 1}, 3),
+                              pwtest::random(DataType::kFLOAT, {3, 1}, 4)};
+    auto want = run(plain, in);
+    ASSERT_EQ(want.size(), 1u);
+    EXPECT_EQ(want[0].shape(), raising ? (std::vector<int64_t>{1, 3, 3, 1}) : (std::vector<int64_t>{3, 3, 1}));
+    expect_close(want, run(fused, in), 1e-6, "rank from a constant");
+  }
+}

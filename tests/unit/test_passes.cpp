@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "cnn_test_util.h"
+#include "graph_test_util.h"
 #include "ir/graph.h"
 #include "kiln/builder.h"
 #include "kiln/network.h"
@@ -358,6 +359,29 @@ TEST(RemoveIdentity, NoOpCastAndReshapeAfterInference) {
   EXPECT_EQ(op_types(early), (std::vector<std::string>{"Cast", "Cast", "Reshape", "Reshape"}));
 }
 
+// A Pad by zero on every side (input pads from opset 11, the attribute before) goes; one that pads stays.
+TEST(RemoveIdentity, PadByNothing) {
+  for (int opset : {17, 2}) {
+    SCOPED_TRACE(opset);
+    Graph g;
+    Value* x = input(g, "x", {2, 3});
+    auto pad = [&](const std::string& name, Value* in, std::vector<int64_t> pads) {
+      Attributes a;
+      std::vector<Value*> ins = {in};
+      if (opset >= 11)
+        ins.push_back(g.add_constant(name + "_pads", Tensor::from_vector<int64_t>({4}, pads)));
+      else
+        a.set("pads", Attribute(pads));
+      return g.add_node("Pad", name, ins, {name + "_out"}, std::move(a), opset)->outputs[0];
+    };
+    g.outputs().push_back(pad("pads", pad("zero", x, {0, 0, 0, 0}), {0, 1, 0, 0}));
+    ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference(), passes::make_remove_identity())).ok());
+    EXPECT_EQ(op_types(g), (std::vector<std::string>{"Pad"}));
+    EXPECT_EQ(g.nodes()[0]->inputs[0], x);
+    EXPECT_EQ(ops::shape_to_string(g.outputs()[0]->shape), "[2,4]");
+  }
+}
+
 TEST(RemoveIdentity, DropoutOnlyWhenMaskUnusedAndNotTraining) {
   Graph g;
   Value* x = input(g, "x", {2});
@@ -430,10 +454,11 @@ TEST(PassManager, KilnDisablePassesSkipsNamedPasses) {
 
 TEST(Pipeline, CpuOrderAndEndToEnd) {
   passes::PassManager pm(passes::cpu_pipeline());
-  EXPECT_EQ(pm.pass_names(), (std::vector<std::string>{"expand_gradient", "shape_inference", "remove_identity",
-                                                       "constant_folding", "common_subexpression_elimination",
-                                                       "fold_transposes", "dead_code_elimination",
-                                                       "shape_inference"}));
+  EXPECT_EQ(pm.pass_names(),
+            (std::vector<std::string>{"expand_gradient", "shape_inference", "remove_identity", "constant_folding",
+                                      "common_subexpression_elimination", "fold_transposes", "dead_code_elimination",
+                                      "shape_inference", "constant_folding", "remove_identity",
+                                      "common_subexpression_elimination", "dead_code_elimination", "shape_inference"}));
   // x + Identity(c1 + c2): the constant branch folds through the identity, the dead weights disappear.
   Graph g;
   Value* x = input(g, "x", {ops::Dim::symbol("N"), 2});
@@ -446,6 +471,45 @@ TEST(Pipeline, CpuOrderAndEndToEnd) {
   EXPECT_EQ(g.values().size(), 3u);  // x, the folded constant, y_out
   EXPECT_EQ(ops::shape_to_string(g.outputs()[0]->shape), "[N,2]");
   EXPECT_TRUE(ir::verify(g).ok());
+}
+
+// A Pad whose pads come from Shape arithmetic that inference does not evaluate (Swin pads its windows so): only after
+// the first folds does inference know the padded dims, and a Range over one of them (Swin's shifted-window mask
+// indices) folds in the second round.
+TEST(Pipeline, ShapesThatFoldingRevealsFoldToo) {
+  Graph g;
+  g.set_opset(17);
+  Value* x = input(g, "x", {ops::Dim::symbol("N"), 5});
+  auto i64 = [&](const std::string& name, std::vector<int64_t> v, std::vector<int64_t> shape) {
+    return g.add_constant(name, Tensor::from_vector<int64_t>(shape, std::move(v)));
+  };
+  auto add = [&](const std::string& op, std::vector<Value*> in, Attributes a = {}) {
+    return g
+        .add_node(op, op + "_" + std::to_string(g.nodes().size()), in, {op + "_out" + std::to_string(g.nodes().size())},
+                  std::move(a), 17)
+        ->outputs[0];
+  };
+  Attributes axis0;
+  axis0.set("axis", Attribute(int64_t{0}));
+  Value* width = add("Gather", {add("Shape", {x}), i64("one", {1}, {})}, axis0);  // 5, known from x's dims
+  // Swin's (window - width % window) % window: inference does not evaluate Mod, folding does.
+  Value* extra = add("Mod", {add("Sub", {i64("eight", {8}, {}), width}), i64("eight_again", {8}, {})});  // 3
+  Value* pads = add("Concat", {i64("zeros", {0, 0, 0}, {3}), add("Unsqueeze", {extra, i64("ax", {0}, {1})})}, axis0);
+  Value* y = add("Pad", {x, pads});                                                 // [N, 8]
+  Value* n = add("Gather", {add("Shape", {y}), i64("one_again", {1}, {})}, axis0);  // 8: known only now
+  Attributes to_float;
+  to_float.set("to", Attribute(int64_t{1}));
+  Value* r = add("Cast", {add("Range", {i64("from", {0}, {}), n, i64("step", {1}, {})})}, to_float);
+  g.outputs().push_back(add("Add", {y, r}));
+  auto reference = g.clone();
+  ASSERT_TRUE(run_passes(g, passes::cpu_pipeline()).ok());
+  EXPECT_EQ(op_types(g), (std::vector<std::string>{"Pad", "Add"}));
+  EXPECT_EQ(ops::shape_to_string(g.outputs()[0]->shape), "[N,8]");
+  Tensor in = test::random_f32({3, 5}, 7);
+  auto want = test::run_reference(*reference, {in}), got = test::run_reference(g, {in});
+  ASSERT_EQ(want.size(), 1u);
+  ASSERT_EQ(got.size(), 1u);
+  test::expect_close(got[0], want[0], 0);
 }
 
 // ---------------------------------------------------------------- network definition

@@ -180,6 +180,62 @@ TEST(FuseLayerNorm, OtherAxisIsLeftAlone) {
   EXPECT_EQ(count(*fused, "LayerNormalization"), 0);
 }
 
+// HF ConvNextLayerNorm channels_first: mean and variance over axis 1 of NCHW, weight[:, None, None] * x +
+// bias[:, None, None] ([C,1,1] constants): Transpose to NHWC -> LayerNormalization -> Transpose back.
+ir::Value* channel_layernorm(Net& n, ir::Value* x, std::vector<int64_t> mean_axes, std::vector<int64_t> var_axes,
+                             std::vector<int64_t> param_shape, bool rsqrt, bool beta) {
+  Attributes ma, va;
+  ma.set("axes", Attribute(mean_axes));
+  va.set("axes", Attribute(var_axes));
+  ir::Value* mean = n.op("ReduceMean", {x}, ma);
+  ir::Value* diff = n.op("Sub", {x, mean});
+  ir::Value* var = n.op("ReduceMean", {n.op("Pow", {diff, n.scalar(2.0f)})}, va);
+  ir::Value* v = n.op("Add", {var, n.scalar(1e-6f)});
+  ir::Value* norm = rsqrt ? n.op("Mul", {diff, n.op("Div", {n.scalar(1.0f), n.op("Sqrt", {v})})})
+                          : n.op("Div", {diff, n.op("Sqrt", {v})});
+  ir::Value* y = n.op("Mul", {n.c(random(param_shape, 13, 0.5f, 1.5f)), norm});
+  return beta ? n.op("Add", {y, n.c(random(param_shape, 14))}) : y;
+}
+
+TEST(FuseLayerNorm, ChannelAxisBecomesTransposedLayerNormalization) {
+  for (bool rsqrt : {false, true}) {
+    for (bool beta : {true, false}) {
+      SCOPED_TRACE(std::string(rsqrt ? "rsqrt" : "div") + (beta ? " with beta" : ""));
+      Net n;
+      ir::Value* x = n.input("x", {2, 8, 5, 6});
+      n.output(channel_layernorm(n, x, {1}, {1}, {8, 1, 1}, rsqrt, beta));
+      auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 8, 5, 6}, 15, -3, 3)}, 1e-5);
+      ASSERT_EQ(fused->nodes().size(), 3u) << ir::print(*fused);
+      const ir::Node* ln = find(*fused, "LayerNormalization");
+      ASSERT_NE(ln, nullptr);
+      EXPECT_EQ(ln->attrs.get_int("axis").value(), -1);
+      EXPECT_EQ(ln->inputs[0]->shape, (ops::Shape{2, 5, 6, 8}));
+      EXPECT_EQ(ln->inputs[1]->constant->shape(), (std::vector<int64_t>{8}));
+      EXPECT_EQ(ln->inputs.size(), beta ? 3u : 2u);
+      EXPECT_EQ(ln->inputs[0]->producer->attrs.get_ints("perm").value(), (std::vector<int64_t>{0, 2, 3, 1}));
+      const ir::Node* back = fused->outputs()[0]->producer;
+      ASSERT_EQ(back->op_type, "Transpose");
+      EXPECT_EQ(back->attrs.get_ints("perm").value(), (std::vector<int64_t>{0, 3, 1, 2}));
+    }
+  }
+}
+
+// Parameters along another axis than the statistics, or the two statistics over different axes: not a norm over
+// one axis, left alone.
+TEST(FuseLayerNorm, ChannelAxisWithParamsOrStatisticsElsewhereIsLeftAlone) {
+  struct Case {
+    std::vector<int64_t> mean_axes, var_axes, param_shape;
+  };
+  for (const Case& c : {Case{{1}, {1}, {1, 1, 6}}, Case{{1}, {1}, {8, 1}}, Case{{1}, {2}, {8, 1, 1}},
+                        Case{{1, 2}, {1, 2}, {8, 1, 1}}}) {
+    Net n;
+    ir::Value* x = n.input("x", {2, 8, 8, 6});
+    n.output(channel_layernorm(n, x, c.mean_axes, c.var_axes, c.param_shape, false, true));
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_layernorm()), {random({2, 8, 8, 6}, 16, -3, 3)}, 1e-5);
+    EXPECT_EQ(count(*fused, "LayerNormalization"), 0) << ir::print(*fused);
+  }
+}
+
 // The normalization x / sqrt(v) in the forms exporters write: 0 Div(x, Sqrt(v)), 1 x * Reciprocal(Sqrt(v)),
 // 2 x * Div(1, Sqrt(v)) (torch's rsqrt), 3 Pow(v, -0.5) * x (operands swapped).
 ir::Value* div_by_sqrt(Net& n, ir::Value* x, ir::Value* v, int form) {
@@ -1101,6 +1157,8 @@ TEST(TransformerFusions, CudaPipelineOrder) {
   EXPECT_LT(at("fuse_layernorm"), at("fuse_rmsnorm"));
   EXPECT_LT(at("fuse_rmsnorm"), at("precision_lowering"));
   EXPECT_LT(at("fuse_gelu"), at("fuse_attention"));
+  EXPECT_LT(at("lift_bmm_heads"), at("sink_head_transposes"));
+  EXPECT_LT(at("sink_head_transposes"), at("fuse_attention"));
   EXPECT_LT(at("fuse_attention"), at("fuse_matmul_epilogue"));
   EXPECT_LT(at("lower_onnx_attention"), at("fold_attention_layouts"));
   EXPECT_LT(at("lower_einsum"), at("fuse_attention"));
