@@ -7,6 +7,10 @@
 // Transpose (perm [1,0,2]; [1,2,0] for K^T), the output taken back by Transpose(perm [1,0,2]). That form becomes
 // FusedAttention reading the projections in place as [S,B,H,D] (qkv_layout sbhd, views by Reshape) and writing
 // [S,B,H,D] (out_layout sbhd), which a Reshape shows as the [S,B*H,D] the output Transpose gave.
+// Grouped-query attention: K and V made by HF's repeat_kv (Unsqueeze -> Expand or Tile -> Reshape, see
+// repeat_kv_source) are read unrepeated, FusedAttention mapping query head h to K/V head h / group.
+#include <optional>
+
 #include "ops/op_util.h"
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
@@ -123,6 +127,59 @@ ir::Value* heads_view(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const st
   y->rank_known = true;
   y->shape = {x->shape[0], x->shape[1], ops::Dim(H), ops::Dim(D)};
   return y;
+}
+
+// The constant integer list of input `i` (from the opset that made it an input) or of attribute `attr`.
+std::optional<std::vector<int64_t>> const_ints(const ir::Node* n, size_t i, const char* attr) {
+  if (i < n->inputs.size() && n->inputs[i]) {
+    const ir::Value* c = n->inputs[i];
+    if (!c->is_constant()) return std::nullopt;
+    return c->constant->to_i64_vector();
+  }
+  auto a = n->attrs.get_ints(attr);
+  if (!a.ok()) return std::nullopt;
+  return *a;
+}
+
+// HF's repeat_kv (grouped-query attention): x [B,Hk,S,D] -> Unsqueeze(axes [2]) [B,Hk,1,S,D] -> Expand to
+// [B,Hk,n,S,D] (torch.expand; or Tile by [1,1,n,1,1], the same values) -> Reshape [B,Hk*n,S,D], so query head h
+// reads x's head h / n, which FusedAttention does itself from x. The exporters' Expand target is computed from
+// Shape ops; inference gives its static n and Hk. Null where `v` is not that, or the repeat is read by anything
+// but the attention: the copy then stays anyway. (A Tile of the 4-D x along heads, [1,n,1,1], would give head
+// h % Hk instead, which is not this mapping.)
+struct KvRepeat {
+  ir::Value* x = nullptr;
+  int64_t n = 0;
+};
+KvRepeat repeat_kv_source(const ir::Graph& g, const ir::Value* v) {
+  const ir::Node* r = match::producer_op(v, "Reshape");
+  if (!r || !rank4(v) || v->users.size() != 1 || match::is_graph_output(g, v)) return {};
+  const ir::Value* e = r->inputs[0];
+  const ir::Node* ex = e->producer;
+  if (!ex || !ex->domain.empty() || (ex->op_type != "Expand" && ex->op_type != "Tile") || !rank_is(e, 5) ||
+      e->users.size() != 1 || match::is_graph_output(g, e) || ex->inputs.size() != 2)
+    return {};
+  const ir::Value* u = ex->inputs[0];
+  const ir::Node* un = match::producer_op(u, "Unsqueeze");
+  if (!un || !rank_is(u, 5)) return {};
+  auto axes = const_ints(un, 1, "axes");
+  if (!axes || axes->size() != 1 || ((*axes)[0] != 2 && (*axes)[0] != -3)) return {};
+  ir::Value* x = un->inputs[0];
+  if (!rank4(x)) return {};
+  const ops::Dim &hk = x->shape[1], &n = e->shape[2], &h = v->shape[1];
+  if (!hk.is_static() || !n.is_static() || !h.is_static() || hk.value < 1 || n.value < 1 ||
+      h.value != hk.value * n.value)
+    return {};
+  if (ex->op_type == "Tile") {
+    auto reps = const_ints(ex, 1, "");
+    if (!reps || *reps != std::vector<int64_t>{1, 1, n.value, 1, 1}) return {};
+  }
+  // The repeat keeps every other dim: [B,Hk,n,S,D] of x's B, Hk, S, D, then [B,Hk*n,S,D] of the same.
+  if (!dim_compatible(e->shape[0], x->shape[0]) || !(e->shape[1] == hk) || !(e->shape[3] == x->shape[2]) ||
+      !(e->shape[4] == x->shape[3]) || !dim_compatible(v->shape[0], x->shape[0]) || !(v->shape[2] == x->shape[2]) ||
+      !(v->shape[3] == x->shape[3]))
+    return {};
+  return {x, n.value};
 }
 
 // On CUDA the fused kernel beats cuBLAS GEMMs + softmax only where it runs on tensor cores: FP16/BF16 engines and
@@ -297,6 +354,15 @@ class FuseAttention final : public Pass {
           perm = *p;
           std::swap(perm[2], perm[3]);
           src = tp->inputs[0];
+        }
+      }
+      // Grouped-query attention: K and V both repeat_kv'd by the same n (K through a Transpose that keeps B and
+      // the heads in place, its only reader the scores MatMul) are read unrepeated, Hk = H / n heads.
+      if (src != ktv && perm[0] == 0 && perm[1] == 1 && ktv->users.size() == 1) {
+        const KvRepeat rk = repeat_kv_source(g, src), rv = repeat_kv_source(g, vv);
+        if (rk.x && rv.x && rk.n == rv.n && rk.x->shape[1] == rv.x->shape[1]) {
+          src = rk.x;
+          vv = rv.x;
         }
       }
       if (perm == std::vector<int64_t>{0, 1, 2, 3}) {
