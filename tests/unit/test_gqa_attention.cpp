@@ -373,6 +373,39 @@ TEST(GqaFusion, ReshapeThatSplitsHeadsIsNotARepeat) {
   EXPECT_EQ(test::count_ops(*g, "Expand"), 2) << ir::print(*g);
 }
 
+// torch 2's SDPA export of HF's sdpa attention (repeat_kv before torch's SDPA): Q and K^T each multiplied by
+// sqrt(scale), a boolean mask as Where(mask, 0, -inf) added to the scores, the NaN guard after the softmax.
+TEST(GqaFusion, SdpaExportForm) {
+  const int64_t B = 2, H = 4, Hk = 2, S = 11, D = 16;
+  Net n;
+  ir::Value* q = n.input("q", {B, H, S, D});
+  ir::Value* k = n.input("k", {B, Hk, S, D});
+  ir::Value* v = n.input("v", {B, Hk, S, D});
+  ir::Value* keep = test::graph_input(*n.g, "keep", {B, 1, S, S}, DataType::kBOOL);
+  const float s = std::sqrt(1.0f / std::sqrt(static_cast<float>(D)));
+  auto scalar = [&](float x) { return n.c(Tensor::from_vector<float>({}, {x})); };
+  ir::Value* kr = repeat(n, k, B, Hk, H / Hk, S, D, Repeat::kExpand);
+  ir::Value* vr = repeat(n, v, B, Hk, H / Hk, S, D, Repeat::kExpand);
+  ir::Value* qk = n.op("MatMul", {n.op("Mul", {q, scalar(s)}), n.op("Mul", {n.transpose(kr, {0, 1, 3, 2}), scalar(s)})});
+  ir::Value* bias = n.op("Where", {keep, scalar(0.f), scalar(-std::numeric_limits<float>::infinity())});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  ir::Value* p = n.op("Softmax", {n.op("Add", {qk, bias})}, sm);
+  p = n.op("Where", {n.op("IsNaN", {p}), scalar(0.f), p});
+  n.g->outputs().push_back(n.op("MatMul", {p, vr}));
+  Tensor mask(DataType::kBOOL, {B, 1, S, S});
+  for (int64_t i = 0; i < mask.numel(); ++i) mask.data<bool>()[i] = (i % S) <= (i / S) % S && !(i / (S * S) == 1 && i % S == 0);
+  const std::vector<Tensor> in = {test::random_f32({B, H, S, D}, 601), test::random_f32({B, Hk, S, D}, 602),
+                                  test::random_f32({B, Hk, S, D}, 603), mask};
+  auto g = run_and_compare(n, test::list_of(passes::make_fuse_attention()), in);
+  const ir::Node* a = test::find_op(*g, "FusedAttention");
+  ASSERT_NE(a, nullptr) << ir::print(*g);
+  EXPECT_EQ(a->inputs[1]->name, "k") << ir::print(*g);
+  EXPECT_EQ(a->inputs[2]->name, "v") << ir::print(*g);
+  EXPECT_EQ(a->attrs.get_int("masked_rows_zero", 0).value(), 1);
+  EXPECT_NEAR(a->attrs.get_float("scale").value(), 0.25, 1e-6);
+}
+
 // The CUDA FP16 attention passes on Llama's GQA form with rotary embeddings on q and k (sink_head_transposes moves
 // their head Transposes below the rotary, past repeat_kv's Unsqueeze, and moves the Shape its Expand target is
 // computed from, which no constant folding took away here):
