@@ -244,6 +244,7 @@ struct GqaCase {
   Repeat k_form = Repeat::kExpand, v_form = Repeat::kExpand;
   int masking = 0;  // 0 none, 1 additive [B,1,1,S] padding mask (a graph input), 2 causal Where
   bool k_repeat_is_output = false;
+  bool k_repeat_shape_read = false;  // Shape(K repeated) read too (a dynamic-length export's key length)
 };
 
 constexpr int64_t kB = 2, kS = 9, kD = 32;
@@ -269,6 +270,8 @@ std::unique_ptr<Net> gqa_net(const GqaCase& c) {
   sm.set("axis", Attribute(int64_t{-1}));
   n->g->outputs().push_back(n->op("MatMul", {n->op("Softmax", {s}, sm), v}));
   if (c.k_repeat_is_output) n->g->outputs().push_back(k);
+  if (c.k_repeat_shape_read)
+    n->g->outputs().push_back(n->op("Mul", {n->op("Shape", {k}), n->c(Tensor::from_vector<int64_t>({}, {3}))}));
   return n;
 }
 
@@ -313,6 +316,7 @@ TEST(GqaFusion, RepeatKvIsReadUnrepeated) {
       {"Tile, 4 heads / 2", {4, 2, 2, Repeat::kTile, Repeat::kTile, 0}},
       {"multi-query, padding mask", {4, 1, 1, Repeat::kExpand, Repeat::kExpand, 1}},
       {"6 heads / 3, causal", {6, 3, 3, Repeat::kExpand, Repeat::kExpand, 2}},
+      {"K's repeat also read by a Shape", {4, 2, 2, Repeat::kExpand, Repeat::kExpand, 0, false, true}},
   };
   for (const Named& t : cases) {
     SCOPED_TRACE(t.what);
@@ -323,6 +327,7 @@ TEST(GqaFusion, RepeatKvIsReadUnrepeated) {
     EXPECT_EQ(kv_heads(*g), t.c.Hk) << ir::print(*g);
     EXPECT_EQ(test::count_ops(*g, "Expand") + test::count_ops(*g, "Tile") + test::count_ops(*g, "Unsqueeze"), 0)
         << ir::print(*g);
+    // (A Shape of the repeat reads Shape(x) * [1,n,1,1] instead: run_and_compare checked its value.)
     if (t.c.masking == 2) EXPECT_EQ(test::find_op(*g, "FusedAttention")->attrs.get_int("causal", 0).value(), 1);
   }
 }
