@@ -78,9 +78,9 @@ Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q,
       return invalid_argument("FusedAttention: K " + dims_to_string(k) + " and V " + dims_to_string(v) +
                               " do not fit Q " + dims_to_string(q) + " (layout " + in_l + ")");
     if (g.Hk == 0 ? g.H != 0 : g.H % g.Hk != 0)
-      return invalid_argument("FusedAttention: K/V have " + std::to_string(g.Hk) + " heads, which does not divide Q's " +
-                              std::to_string(g.H) + " (K " + dims_to_string(k) + ", Q " + dims_to_string(q) +
-                              ", layout " + in_l + ")");
+      return invalid_argument("FusedAttention: K/V have " + std::to_string(g.Hk) +
+                              " heads, which does not divide Q's " + std::to_string(g.H) + " (K " + dims_to_string(k) +
+                              ", Q " + dims_to_string(q) + ", layout " + in_l + ")");
     g.q = view_4d(in_l, g.B, g.H, g.Sq, g.D);
     g.k = view_4d(in_l, g.B, g.Hk, g.Sk, g.D);
     g.v = view_4d(in_l, g.B, g.Hk, g.Sk, g.Dv);

@@ -28,9 +28,10 @@ struct AttnCase {
 };
 
 inline std::string describe(const AttnCase& c, DataType dt, const std::string& tactic) {
+  const std::string hk = c.kv_heads() != c.H ? " Hk" + std::to_string(c.kv_heads()) : "";
   return std::string(c.name) + " " + dtype_name(dt) + " B" + std::to_string(c.B) + " H" + std::to_string(c.H) + " S" +
-         std::to_string(c.S) + " Sk" + std::to_string(c.keys()) + (c.kv_heads() != c.H ? " Hk" + std::to_string(c.kv_heads()) : "") + " D" + std::to_string(c.D) + " " + c.qkv + "->" + c.out + " mask" +
-         dims_to_string(c.mask) + (c.causal ? " causal" : "") + " tactic '" + tactic + "'";
+         std::to_string(c.S) + " Sk" + std::to_string(c.keys()) + hk + " D" + std::to_string(c.D) + " " + c.qkv + "->" +
+         c.out + " mask" + dims_to_string(c.mask) + (c.causal ? " causal" : "") + " tactic '" + tactic + "'";
 }
 
 inline ir::Value* input(ir::Graph& g, const std::string& name, DataType dt, const Dims& shape) {

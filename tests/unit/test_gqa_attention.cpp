@@ -117,8 +117,7 @@ TEST(GqaAttention, ShapeInference) {
 // softmax(scale * Q K^T + mask [causal]) V with query head h reading K/V head h / (H / Hk), computed here from
 // the [B,H,S,D] tensors directly (no FusedAttention code).
 Tensor naive_gqa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* mask, bool causal, double scale) {
-  const int64_t B = q.dim(0), H = q.dim(1), Sq = q.dim(2), D = q.dim(3), Hk = k.dim(1), Sk = k.dim(2),
-                Dv = v.dim(3);
+  const int64_t B = q.dim(0), H = q.dim(1), Sq = q.dim(2), D = q.dim(3), Hk = k.dim(1), Sk = k.dim(2), Dv = v.dim(3);
   const Tensor qd = q.cast(DataType::kDOUBLE), kd = k.cast(DataType::kDOUBLE), vd = v.cast(DataType::kDOUBLE);
   Tensor y(DataType::kDOUBLE, {B, H, Sq, Dv});
   for (int64_t b = 0; b < B; ++b)
@@ -130,7 +129,8 @@ Tensor naive_gqa(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
         for (int64_t j = 0; j < Sk; ++j) {
           double acc = 0;
           for (int64_t d = 0; d < D; ++d)
-            acc += qd.data<double>()[((b * H + h) * Sq + i) * D + d] * kd.data<double>()[((b * Hk + kh) * Sk + j) * D + d];
+            acc +=
+                qd.data<double>()[((b * H + h) * Sq + i) * D + d] * kd.data<double>()[((b * Hk + kh) * Sk + j) * D + d];
           acc *= scale;
           if (mask) acc += mask->get_f64((b * Sq + i) * Sk + j);  // [B,1,Sq,Sk]
           if (causal && j > i) acc = -std::numeric_limits<double>::infinity();
@@ -212,11 +212,11 @@ ir::Value* heads(Net& n, ir::Value* x, int64_t e, int64_t h, int64_t d) {
 }
 
 enum class Repeat {
-  kExpand,        // HF's repeat_kv: Unsqueeze(2) -> Expand [B,Hk,n,S,D] -> Reshape [B,Hk*n,S,D]
-  kTile,          // the same values by Tile [1,1,n,1,1]
-  kInterleaved,   // Unsqueeze(1) -> Expand [B,n,Hk,S,D]: head h reads h % Hk (torch's .repeat), not a GQA repeat
-  kTile4d,        // Tile [1,n,1,1] of the 4-D tensor: also h % Hk
-  kSplitsHeads,   // Unsqueeze(2) -> Expand, then a Reshape to [B,2*Hk*n,S,D/2]: not a head repeat
+  kExpand,       // HF's repeat_kv: Unsqueeze(2) -> Expand [B,Hk,n,S,D] -> Reshape [B,Hk*n,S,D]
+  kTile,         // the same values by Tile [1,1,n,1,1]
+  kInterleaved,  // Unsqueeze(1) -> Expand [B,n,Hk,S,D]: head h reads h % Hk (torch's .repeat), not a GQA repeat
+  kTile4d,       // Tile [1,n,1,1] of the 4-D tensor: also h % Hk
+  kSplitsHeads,  // Unsqueeze(2) -> Expand, then a Reshape to [B,2*Hk*n,S,D/2]: not a head repeat
 };
 
 ir::Value* repeat(Net& n, ir::Value* x, int64_t B, int64_t Hk, int64_t rep, int64_t S, int64_t D, Repeat form) {
@@ -342,7 +342,7 @@ TEST(GqaFusion, NotARepeatOrReadElsewhereKeepsTheRepeat) {
   GqaCase interleaved{4, 2, 2, Repeat::kInterleaved, Repeat::kInterleaved, 0};
   GqaCase tile4d{4, 2, 2, Repeat::kTile4d, Repeat::kTile4d, 0};
   GqaCase read_elsewhere{4, 2, 2, Repeat::kExpand, Repeat::kExpand, 0, true};
-  GqaCase k_only{4, 2, 4, Repeat::kExpand, Repeat::kExpand, 0};  // V projected to 4 heads, "repeated" by 1
+  GqaCase k_only{4, 2, 4, Repeat::kExpand, Repeat::kExpand, 0};            // V projected to 4 heads, "repeated" by 1
   GqaCase different_groups{4, 2, 1, Repeat::kExpand, Repeat::kExpand, 0};  // K 2 heads, V 1
   const Named cases[] = {{"Unsqueeze(1) + Expand: head h % Hk", interleaved},
                          {"Tile of the 4-D tensor: head h % Hk", tile4d},
@@ -391,7 +391,8 @@ TEST(GqaFusion, SdpaExportForm) {
   auto scalar = [&](float x) { return n.c(Tensor::from_vector<float>({}, {x})); };
   ir::Value* kr = repeat(n, k, B, Hk, H / Hk, S, D, Repeat::kExpand);
   ir::Value* vr = repeat(n, v, B, Hk, H / Hk, S, D, Repeat::kExpand);
-  ir::Value* qk = n.op("MatMul", {n.op("Mul", {q, scalar(s)}), n.op("Mul", {n.transpose(kr, {0, 1, 3, 2}), scalar(s)})});
+  ir::Value* qk =
+      n.op("MatMul", {n.op("Mul", {q, scalar(s)}), n.op("Mul", {n.transpose(kr, {0, 1, 3, 2}), scalar(s)})});
   ir::Value* bias = n.op("Where", {keep, scalar(0.f), scalar(-std::numeric_limits<float>::infinity())});
   Attributes sm;
   sm.set("axis", Attribute(int64_t{-1}));
@@ -399,7 +400,8 @@ TEST(GqaFusion, SdpaExportForm) {
   p = n.op("Where", {n.op("IsNaN", {p}), scalar(0.f), p});
   n.g->outputs().push_back(n.op("MatMul", {p, vr}));
   Tensor mask(DataType::kBOOL, {B, 1, S, S});
-  for (int64_t i = 0; i < mask.numel(); ++i) mask.data<bool>()[i] = (i % S) <= (i / S) % S && !(i / (S * S) == 1 && i % S == 0);
+  for (int64_t i = 0; i < mask.numel(); ++i)
+    mask.data<bool>()[i] = (i % S) <= (i / S) % S && !(i / (S * S) == 1 && i % S == 0);
   const std::vector<Tensor> in = {test::random_f32({B, H, S, D}, 601), test::random_f32({B, Hk, S, D}, 602),
                                   test::random_f32({B, Hk, S, D}, 603), mask};
   auto g = run_and_compare(n, test::list_of(passes::make_fuse_attention()), in);
@@ -436,8 +438,9 @@ TEST(GqaFusion, CudaPassesReadProjectionsInPlace) {
       ir::Value* sh = n.op("Shape", {t});
       Attributes ax0;
       ax0.set("axis", Attribute(int64_t{0}));
-      ir::Value* dims = n.op("Concat", {n.op("Slice", {sh, n.ints({0}), n.ints({2})}), n.ints({H / hk}),
-                                        n.op("Slice", {sh, n.ints({2}), n.ints({4})})},
+      ir::Value* dims = n.op("Concat",
+                             {n.op("Slice", {sh, n.ints({0}), n.ints({2})}), n.ints({H / hk}),
+                              n.op("Slice", {sh, n.ints({2}), n.ints({4})})},
                              ax0);
       ir::Value* e = n.op("Expand", {n.op("Unsqueeze", {t, n.ints({2})}), dims});
       return n.op("Reshape", {e, n.ints({kB, H, kS, D})});
@@ -454,12 +457,12 @@ TEST(GqaFusion, CudaPassesReadProjectionsInPlace) {
     passes::PassOptions o16;
     o16.backend = Backend::kCUDA;
     o16.reduced_precision = DataType::kHALF;
-    auto g = run_and_compare(n,
-                             test::list_of(passes::make_sink_head_transposes(),
-                                           passes::make_fuse_attention(), passes::make_fold_mha_input_transposes(),
-                                           passes::make_fold_mha_output_transposes(),
-                                           passes::make_fold_attention_layouts()),
-                             {test::random_f32({kB, kS, E}, 503)}, o16);
+    auto g =
+        run_and_compare(n,
+                        test::list_of(passes::make_sink_head_transposes(), passes::make_fuse_attention(),
+                                      passes::make_fold_mha_input_transposes(),
+                                      passes::make_fold_mha_output_transposes(), passes::make_fold_attention_layouts()),
+                        {test::random_f32({kB, kS, E}, 503)}, o16);
     const ir::Node* a = test::find_op(*g, "FusedAttention");
     ASSERT_NE(a, nullptr) << ir::print(*g);
     EXPECT_EQ(a->attrs.get_string("qkv_layout", "bhsd").value(), "bshd") << ir::print(*g);

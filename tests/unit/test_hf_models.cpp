@@ -206,7 +206,8 @@ void check_model(const std::string& dir) {
   const double torch_rel = relative_l2(torch_out, cpu_out);
   EXPECT_LT(torch_rel, 1e-4) << "float32 CPU pipeline vs PyTorch";
   std::ostringstream line;
-  line << att.str() << (rep.str().empty() ? "" : " | " + rep.str()) << " | " << nrm.str() << " | " << gel.str() << " | " << tr.str() << " | rel L2 " << rel
+  line << att.str() << (rep.str().empty() ? "" : " | " + rep.str())
+       << " | " << nrm.str() << " | " << gel.str() << " | " << tr.str() << " | rel L2 " << rel
        << " (CPU pipeline vs PyTorch " << torch_rel << ") | "
        << cuda->nodes().size() << " nodes (CPU pipeline " << cpu->nodes().size() << ")";
   std::cout << dir << " float16: " << line.str() << "\n";
