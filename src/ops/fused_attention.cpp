@@ -61,7 +61,7 @@ Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q,
       return invalid_argument("FusedAttention: a packed (" + in_l + ") input must be [" +
                               (in_l == "bs3hd" ? "B,S" : "S,B") + ",3,H,D], got " + dims_to_string(q));
     g.packed = true;
-    g.B = q[ax.b], g.Sq = g.Sk = q[ax.s], g.H = q[3], g.D = g.Dv = q[4];
+    g.B = q[ax.b], g.Sq = g.Sk = q[ax.s], g.H = g.Hk = q[3], g.D = g.Dv = q[4];
     const int64_t hd = g.H * g.D;
     // The packed tensor is the 4-D layout with 3 * H heads of which q, k and v take a third each.
     const AttentionView w = view_4d(in_l, g.B, 3 * g.H, g.Sq, g.D);
@@ -73,13 +73,17 @@ Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q,
     if (q.size() != 4 || k.size() != 4 || v.size() != 4)
       return invalid_argument("FusedAttention: Q, K and V must be 4-D, got " + dims_to_string(q) + ", " +
                               dims_to_string(k) + ", " + dims_to_string(v));
-    g.B = q[ax.b], g.H = q[ax.h], g.Sq = q[ax.s], g.D = q[3], g.Sk = k[ax.s], g.Dv = v[3];
-    if (k[ax.b] != g.B || k[ax.h] != g.H || k[3] != g.D || v[ax.b] != g.B || v[ax.h] != g.H || v[ax.s] != g.Sk)
+    g.B = q[ax.b], g.H = q[ax.h], g.Sq = q[ax.s], g.D = q[3], g.Hk = k[ax.h], g.Sk = k[ax.s], g.Dv = v[3];
+    if (k[ax.b] != g.B || k[3] != g.D || v[ax.b] != g.B || v[ax.h] != g.Hk || v[ax.s] != g.Sk)
       return invalid_argument("FusedAttention: K " + dims_to_string(k) + " and V " + dims_to_string(v) +
                               " do not fit Q " + dims_to_string(q) + " (layout " + in_l + ")");
+    if (g.Hk == 0 ? g.H != 0 : g.H % g.Hk != 0)
+      return invalid_argument("FusedAttention: K/V have " + std::to_string(g.Hk) +
+                              " heads, which does not divide Q's " + std::to_string(g.H) + " (K " + dims_to_string(k) +
+                              ", Q " + dims_to_string(q) + ", layout " + in_l + ")");
     g.q = view_4d(in_l, g.B, g.H, g.Sq, g.D);
-    g.k = view_4d(in_l, g.B, g.H, g.Sk, g.D);
-    g.v = view_4d(in_l, g.B, g.H, g.Sk, g.Dv);
+    g.k = view_4d(in_l, g.B, g.Hk, g.Sk, g.D);
+    g.v = view_4d(in_l, g.B, g.Hk, g.Sk, g.Dv);
   }
   g.o = view_4d(out_l, g.B, g.H, g.Sq, g.Dv);
   const AttentionAxes oa = attention_axes(out_l);
@@ -88,7 +92,9 @@ Result<AttentionGeometry> attention_geometry(const Attributes& a, const Dims& q,
   return g;
 }
 
-// K is taken as [B,H,Sk,D], the layout Q and V have (not transposed): the CUDA kernel then reads all three the same
+// K and V may have fewer heads than Q (grouped-query attention: Hk divides H, query head h reads K/V head
+// h / (H / Hk)), which is what the fusion makes of HF's repeat_kv instead of materializing the repeat.
+// K is taken as [B,Hk,Sk,D], the layout Q and V have (not transposed): the CUDA kernel then reads all three the same
 // way, and the pass undoes the exporter's transpose of K instead of materializing it.
 // causal=1 masks key j for query i when j > i (top-left aligned, as torch's is_causal); an additive mask, when
 // given, must broadcast to [B,H,Sq,Sk] and is added before the softmax. A query row whose every key is masked
@@ -143,6 +149,15 @@ KILN_REGISTER_OP(FusedAttention) {
         return invalid_model("FusedAttention: Q, K and V must be 4-D, got " + shape_to_string(q.shape) + ", " +
                              shape_to_string(k.shape) + ", " + shape_to_string(v.shape));
       B = q.shape[ax.b], H = q.shape[ax.h], Sq = q.shape[ax.s], Dv = v.shape[3];
+      const Dim &hk = k.shape[ax.h], &hv = v.shape[ax.h];
+      if (hk.is_static() && hv.is_static() && hk.value != hv.value)
+        return invalid_model("FusedAttention: K has " + std::to_string(hk.value) + " heads and V " +
+                             std::to_string(hv.value) + " (K " + shape_to_string(k.shape) + ", V " +
+                             shape_to_string(v.shape) + ", layout " + in_l + ")");
+      if (H.is_static() && hk.is_static() && (hk.value == 0 ? H.value != 0 : H.value % hk.value != 0))
+        return invalid_model("FusedAttention: K/V have " + std::to_string(hk.value) +
+                             " heads, which does not divide Q's " + std::to_string(H.value) + " (Q " +
+                             shape_to_string(q.shape) + ", K " + shape_to_string(k.shape) + ", layout " + in_l + ")");
     }
     const AttentionAxes oa = attention_axes(out_l);
     Shape out(4, Dv);
@@ -186,7 +201,11 @@ KILN_REGISTER_OP(FusedAttention) {
         auto base = [b, h](const Tensor& t, const AttentionView& w) {
           return t.data<double>() + w.offset + b * w.st[0] + h * w.st[1];
         };
-        const double *qp = base(q, geo.q), *kp = base(k, geo.k), *vp = base(v, geo.v);
+        auto base_kv = [b, kh = geo.kv_head(h)](const Tensor& t, const AttentionView& w) {
+          return t.data<double>() + w.offset + b * w.st[0] + kh * w.st[1];
+        };
+        const double* qp = base(q, geo.q);
+        const double *kp = base_kv(k, geo.k), *vp = base_kv(v, geo.v);
         double* op = yp + b * geo.o.st[0] + h * geo.o.st[1];
         for (int64_t i = 0; i < Sq; ++i) {
           double mx = -std::numeric_limits<double>::infinity();

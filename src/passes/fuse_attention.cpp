@@ -8,6 +8,11 @@
 // Transpose (perm [1,0,2]; [1,2,0] for K^T), the output taken back by Transpose(perm [1,0,2]). That form becomes
 // FusedAttention reading the projections in place as [S,B,H,D] (qkv_layout sbhd, views by Reshape) and writing
 // [S,B,H,D] (out_layout sbhd), which a Reshape shows as the [S,B*H,D] the output Transpose gave.
+// Grouped-query attention: K and V made by HF's repeat_kv (Unsqueeze -> Expand or Tile -> Reshape, see
+// repeat_kv_source) are read unrepeated, FusedAttention mapping query head h to K/V head h / group.
+#include <algorithm>
+#include <optional>
+
 #include "ops/op_util.h"
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
@@ -156,6 +161,92 @@ ViewedScale scale_before_views(const ir::Graph& g, const ir::Value* q) {
       if (auto f = match::constant_scalar(c)) return {view, p, *f};
   }
   return {};
+}
+
+// The constant integer list of input `i` (from the opset that made it an input) or of attribute `attr`.
+std::optional<std::vector<int64_t>> const_ints(const ir::Node* n, size_t i, const char* attr) {
+  if (i < n->inputs.size() && n->inputs[i]) {
+    const ir::Value* c = n->inputs[i];
+    if (!c->is_constant()) return std::nullopt;
+    return c->constant->to_i64_vector();
+  }
+  auto a = n->attrs.get_ints(attr);
+  if (!a.ok()) return std::nullopt;
+  return *a;
+}
+
+// HF's repeat_kv (grouped-query attention): x [B,Hk,S,D] -> Unsqueeze(axes [2]) [B,Hk,1,S,D] -> Expand to
+// [B,Hk,n,S,D] (torch.expand; or Tile by [1,1,n,1,1], the same values) -> Reshape [B,Hk*n,S,D], so query head h
+// reads x's head h / n, which FusedAttention does itself from x. The exporters build the Expand target and the
+// Reshape's from Shape ops; inference gives Hk, n and D statically (B and S may be symbols it lost track of: an
+// Expand cannot shrink a dim, so with Hk, n and D fixed a batch or length other than x's fails the attention's own
+// runtime check, never silently). Null where `v` is not that, or the repeat has a data reader besides the
+// attention's operand (then the copy stays anyway). Shape readers of `v` (a dynamic-length export reads the key
+// length from K) are listed, to read Shape(x) * [1,n,1,1] instead. (A Tile of the 4-D x along heads, [1,n,1,1],
+// gives head h % Hk instead, which is not this mapping.)
+struct KvRepeat {
+  ir::Value* x = nullptr;
+  int64_t n = 0;
+  std::vector<ir::Node*> shape_readers;
+};
+KvRepeat repeat_kv_source(const ir::Graph& g, const ir::Value* v) {
+  const ir::Node* r = match::producer_op(v, "Reshape");
+  if (!r || !rank4(v) || match::is_graph_output(g, v)) return {};
+  KvRepeat out;
+  int data_readers = 0;
+  for (ir::Node* u : v->users) {
+    const bool shape = u->op_type == "Shape" && u->domain.empty() && !u->attrs.has("start") && !u->attrs.has("end") &&
+                       !match::is_graph_output(g, u->outputs[0]);
+    if (shape) {
+      if (std::find(out.shape_readers.begin(), out.shape_readers.end(), u) == out.shape_readers.end())
+        out.shape_readers.push_back(u);
+    } else {
+      ++data_readers;
+    }
+  }
+  if (data_readers != 1) return {};
+  const ir::Value* e = r->inputs[0];
+  const ir::Node* ex = e->producer;
+  if (!ex || !ex->domain.empty() || (ex->op_type != "Expand" && ex->op_type != "Tile") || !rank_is(e, 5) ||
+      e->users.size() != 1 || match::is_graph_output(g, e) || ex->inputs.size() != 2)
+    return {};
+  const ir::Value* u = ex->inputs[0];
+  const ir::Node* un = match::producer_op(u, "Unsqueeze");
+  if (!un || !rank_is(u, 5)) return {};
+  auto axes = const_ints(un, 1, "axes");
+  if (!axes || axes->size() != 1 || ((*axes)[0] != 2 && (*axes)[0] != -3)) return {};
+  ir::Value* x = un->inputs[0];
+  if (!rank4(x)) return {};
+  const ops::Dim &hk = x->shape[1], &n = e->shape[2], &h = v->shape[1], &d = x->shape[3];
+  if (!hk.is_static() || !n.is_static() || !h.is_static() || !d.is_static() || hk.value < 1 || n.value < 1 ||
+      h.value != hk.value * n.value || !(e->shape[1] == hk) || !(e->shape[4] == d) || !(v->shape[3] == d))
+    return {};
+  if (ex->op_type == "Tile") {
+    auto reps = const_ints(ex, 1, "");
+    if (!reps || *reps != std::vector<int64_t>{1, 1, n.value, 1, 1}) return {};
+  }
+  // Batch and length: x's, as far as inference knows (a static 1 against another size would be a broadcast).
+  if (!dim_compatible(e->shape[0], x->shape[0]) || !dim_compatible(v->shape[0], x->shape[0]) ||
+      !dim_compatible(e->shape[3], x->shape[2]) || !dim_compatible(v->shape[2], x->shape[2]))
+    return {};
+  out.x = x;
+  out.n = n.value;
+  return out;
+}
+
+// The Shape readers of a repeat read its source's shape with the heads multiplied by n (what the repeat had).
+void shape_from_repeat_source(ir::Graph& g, const KvRepeat& r, int opset) {
+  if (r.shape_readers.empty()) return;
+  const std::string base = r.x->name + "_repeated_shape";
+  ir::Node* sh = g.add_node("Shape", g.unique_node_name(base), {r.x}, {base + "_source"}, {}, opset);
+  ir::Value* factor = g.add_constant(base + "_factor", Tensor::from_vector<int64_t>({4}, {1, r.n, 1, 1}));
+  ir::Node* mul = g.add_node("Mul", g.unique_node_name(base), {sh->outputs[0], factor}, {base}, {}, opset);
+  for (ir::Value* o : {sh->outputs[0], mul->outputs[0]}) {
+    o->dtype = DataType::kINT64;
+    o->rank_known = true;
+    o->shape = {ops::Dim(4)};
+  }
+  for (ir::Node* s : r.shape_readers) g.replace_all_uses(s->outputs[0], mul->outputs[0]);
 }
 
 // On CUDA the fused kernel beats cuBLAS GEMMs + softmax only where it runs on tensor cores: FP16/BF16 engines and
@@ -348,6 +439,17 @@ class FuseAttention final : public Pass {
           perm = *p;
           std::swap(perm[2], perm[3]);
           src = tp->inputs[0];
+        }
+      }
+      // Grouped-query attention: K and V both repeat_kv'd by the same n (K through a Transpose that keeps B and
+      // the heads in place, its only reader the scores MatMul) are read unrepeated, Hk = H / n heads.
+      if (src != ktv && perm[0] == 0 && perm[1] == 1 && ktv->users.size() == 1) {
+        const KvRepeat rk = repeat_kv_source(g, src), rv = repeat_kv_source(g, vv);
+        if (rk.x && rv.x && rk.n == rv.n && rk.x->shape[1] == rv.x->shape[1]) {
+          shape_from_repeat_source(g, rk, opset);
+          shape_from_repeat_source(g, rv, opset);
+          src = rk.x;
+          vv = rv.x;
         }
       }
       if (perm == std::vector<int64_t>{0, 1, 2, 3}) {

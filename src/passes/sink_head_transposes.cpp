@@ -4,8 +4,10 @@
 // place. The Transpose moves below that region: the region computes on the [B,S,H,D] tensor (its constants, Slice
 // axes and Concat axis permuted to match) and one Transpose of its single result takes the old one's place, where
 // fold_attention_layouts removes it. Taken only where the region ends in one value read by a MatMul or a Transpose
-// (the attention's operand or K^T), so no copy is added anywhere else.
+// (the attention's operand or K^T), or by the Unsqueeze that starts a grouped-query model's repeat_kv of K (which
+// fuse_attention folds into the attention), so no copy is added anywhere else.
 #include <map>
+#include <optional>
 #include <set>
 
 #include "ops/layout_util.h"
@@ -35,6 +37,21 @@ std::optional<Tensor> to_source_layout(const Tensor& c, const std::vector<int64_
   auto t = ops::permute(c.reshaped(s4), perm);
   if (!t.ok()) return std::nullopt;
   return std::move(t).value();
+}
+
+// The first step of HF's repeat_kv (grouped-query attention): Unsqueeze(axes [2]) of K before its Expand over
+// the group; fuse_attention then reads K unrepeated, so the Transpose sunk above it reaches the attention too.
+bool repeat_kv_unsqueeze(const ir::Node* n) {
+  if (n->op_type != "Unsqueeze" || !n->domain.empty() || n->outputs[0]->users.size() != 1) return false;
+  const ir::Node* ex = n->outputs[0]->users[0];
+  if ((ex->op_type != "Expand" && ex->op_type != "Tile") || !ex->domain.empty()) return false;
+  std::optional<std::vector<int64_t>> axes;
+  if (n->inputs.size() > 1) {
+    axes = const_ints(n->inputs[1]);
+  } else if (auto a = n->attrs.get_ints("axes"); a.ok()) {
+    axes = *a;
+  }
+  return axes && axes->size() == 1 && ((*axes)[0] == 2 || (*axes)[0] == -3);
 }
 
 class SinkHeadTransposes final : public Pass {
@@ -104,9 +121,17 @@ class SinkHeadTransposes final : public Pass {
     }
     for (const ir::Node* u : tv->users)
       if (!seen.count(u)) return false;  // the Transpose's result is read outside the region too
-    if (!exit || match::is_graph_output(g, exit) || exit->users.size() != 1) return false;
-    const std::string& reader = exit->users[0]->op_type;
-    if (reader != "MatMul" && reader != "Transpose") return false;
+    if (!exit || match::is_graph_output(g, exit)) return false;
+    // One data reader; Shape readers (the dims repeat_kv's Expand target is built from) read the Transpose's
+    // result instead, which has the old shape.
+    const ir::Node* reader = nullptr;
+    for (const ir::Node* u : exit->users) {
+      if (u->op_type == "Shape" && u->domain.empty()) continue;
+      if (reader) return false;
+      reader = u;
+    }
+    if (!reader || (reader->op_type != "MatMul" && reader->op_type != "Transpose" && !repeat_kv_unsqueeze(reader)))
+      return false;
     // Slice axes and Concat axis in the source layout; constants permuted. Checked for every node before changing.
     std::map<const ir::Value*, Tensor> new_consts;
     for (ir::Node* n : region) {
@@ -147,7 +172,7 @@ class SinkHeadTransposes final : public Pass {
       o->shape = ops::permute_shape(o->shape, perm);
     }
     // One Transpose of the region's result where the exit was read.
-    ir::Node* r = exit->users[0];
+    const std::vector<ir::Node*> readers = exit->users;
     Attributes a;
     a.set("perm", Attribute(perm));
     ir::Node* back = g.add_node("Transpose", g.unique_node_name(t->name + "_sunk"), {exit}, {exit->name + "_bhsd"},
@@ -156,8 +181,9 @@ class SinkHeadTransposes final : public Pass {
     bv->dtype = exit->dtype;
     bv->rank_known = true;
     bv->shape = ops::permute_shape(exit->shape, perm);
-    for (size_t i = 0; i < r->inputs.size(); ++i)
-      if (r->inputs[i] == exit) g.set_node_input(r, i, bv);
+    for (ir::Node* r : readers)
+      for (size_t i = 0; i < r->inputs.size(); ++i)
+        if (r->inputs[i] == exit) g.set_node_input(r, i, bv);
     g.remove_node(t);
     return true;
   }

@@ -22,13 +22,16 @@ struct AttnCase {
   Dims mask;  // empty: none; else broadcast to [B, H, S, Sk]
   bool causal = false;
   int64_t Sk = 0;  // keys; 0: S (separate Q/K/V layouts only)
+  int64_t Hk = 0;  // K/V heads (grouped-query attention, divides H); 0: H (separate layouts only)
   int64_t keys() const { return Sk ? Sk : S; }
+  int64_t kv_heads() const { return Hk ? Hk : H; }
 };
 
 inline std::string describe(const AttnCase& c, DataType dt, const std::string& tactic) {
+  const std::string hk = c.kv_heads() != c.H ? " Hk" + std::to_string(c.kv_heads()) : "";
   return std::string(c.name) + " " + dtype_name(dt) + " B" + std::to_string(c.B) + " H" + std::to_string(c.H) + " S" +
-         std::to_string(c.S) + " Sk" + std::to_string(c.keys()) + " D" + std::to_string(c.D) + " " + c.qkv + "->" + c.out + " mask" +
-         dims_to_string(c.mask) + (c.causal ? " causal" : "") + " tactic '" + tactic + "'";
+         std::to_string(c.S) + " Sk" + std::to_string(c.keys()) + hk + " D" + std::to_string(c.D) + " " + c.qkv + "->" +
+         c.out + " mask" + dims_to_string(c.mask) + (c.causal ? " causal" : "") + " tactic '" + tactic + "'";
 }
 
 inline ir::Value* input(ir::Graph& g, const std::string& name, DataType dt, const Dims& shape) {
@@ -50,7 +53,8 @@ inline void fill_attention_graph(ir::Graph& g, const AttnCase& c, DataType dt, c
   } else {
     for (const char* n : {"q", "k", "v"}) {
       Dims shape(4);
-      shape[ax.b] = c.B, shape[ax.h] = c.H, shape[ax.s] = std::string(n) == "q" ? c.S : c.keys(), shape[3] = c.D;
+      const bool q = std::string(n) == "q";
+      shape[ax.b] = c.B, shape[ax.h] = q ? c.H : c.kv_heads(), shape[ax.s] = q ? c.S : c.keys(), shape[3] = c.D;
       in.push_back(input(g, n, dt, shape));
       inputs->push_back(random_tensor(dt, shape, seed++, -1, 1));
     }

@@ -1,6 +1,7 @@
 // GPU tests of kiln::FusedAttention's tactics (the tensor-core kernel's block sizes, attention_tactics.h): each
 // forced through the layer's "kiln.tactic" over bert-, vit- and gpt2-like cases, odd lengths, every mask broadcast
-// form, the strided layouts, head dims 8 to 128 (the 32/64/96/128 tiles and zero-padded ones), FP16 and BF16, against the CPU reference; the tuner choosing one;
+// form, the strided layouts, grouped-query and multi-query K/V, head dims 8 to 128 (the 32/64/96/128 tiles and
+// zero-padded ones), FP16 and BF16, against the CPU reference; the tuner choosing one;
 // and (disabled, run by hand) the time of each at bert/vit batch 64.
 #include <cuda_runtime.h>
 
@@ -52,6 +53,14 @@ const AttnCase kCases[] = {
     {"seq-first", 2, 3, 77, 64, "sbhd", "sbhd", {77, 77}},
     {"seq-first-packed", 2, 2, 128, 32, "sb3hd", "sbhd", {}},
     {"seq-first-sq50-sk130", 2, 2, 50, 64, "sbhd", "bhsd", {}, true, 130},
+    // Grouped-query attention (K/V heads Hk dividing H; query head h reads K/V head h / (H / Hk)), multi-query
+    // (Hk = 1), each separate layout, padding and full masks, causal, Sq != Sk, head dims 32/64/128.
+    {"gqa-4/2", 2, 4, 128, 64, "bhsd", "bhsd", {2, 1, 1, 128}, false, 0, 2},
+    {"gqa-8/2-bshd-causal", 1, 8, 150, 64, "bshd", "bshd", {}, true, 0, 2},
+    {"mqa-6/1-sbhd", 2, 6, 77, 64, "sbhd", "bshd", {2, 1, 1, 77}, false, 0, 1},
+    {"gqa-4/2-d32-full-mask", 2, 4, 77, 32, "bshd", "bhsd", {2, 1, 77, 77}, false, 0, 2},
+    {"mqa-4/1-d128-causal", 1, 4, 100, 128, "bhsd", "bshd", {}, true, 0, 1},
+    {"gqa-6/3-sq50-sk130", 2, 6, 50, 64, "bshd", "bshd", {2, 1, 1, 130}, false, 130, 3},
 };
 
 std::vector<std::string> all_tactics() {

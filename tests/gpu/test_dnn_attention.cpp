@@ -52,6 +52,10 @@ TEST(GpuDnnSdpa, ForcedTacticMatchesTheReference) {
       {{"sq50-sk136", 2, 2, 50, 64, "bhsd", "bshd", {2, 1, 1, 136}, false, 136}, false},
       {{"sq130-sk80-causal", 1, 3, 130, 64, "bshd", "bhsd", {}, true, 80}, false},
       {{"key-broadcast-mask", 2, 2, 64, 64, "bhsd", "bhsd", {2, 1, 64, 1}}, false},
+      // Grouped-query and multi-query K/V (cuDNN's SDPA takes K and V with h_k heads dividing h_q).
+      {{"gqa-4/2", 2, 4, 128, 64, "bhsd", "bhsd", {2, 1, 1, 128}, false, 0, 2}, true},
+      {{"mqa-8/1-bshd-causal", 2, 8, 128, 64, "bshd", "bshd", {}, true, 0, 1}, true},
+      {{"gqa-6/3-sbhd", 2, 6, 77, 64, "sbhd", "bshd", {2, 1, 1, 77}, false, 0, 3}, false},
   };
   for (const auto& [c, must_run] : cases)
     for (DataType dt : {DataType::kHALF, DataType::kBF16}) {

@@ -522,6 +522,102 @@ TEST(GpuTransformer, LlamaRotaryAttention) {
   }
 }
 
+// HF Llama/Qwen2/Mistral's grouped-query attention block in float32: as LlamaRotaryAttention with k and v projected
+// to Hk heads and repeated to H by repeat_kv (Unsqueeze(2) -> Expand [B,Hk,n,S,D] -> Reshape [B,H,S,D]), and a
+// causal mask. fuse_attention reads K and V unrepeated (FusedAttention with Hk K/V heads): no Expand and no
+// Transpose layer is left, and the engine agrees with the CPU pipeline's unfused graph.
+TEST(GpuTransformer, LlamaGroupedQueryAttention) {
+  KILN_REQUIRE_GPU();
+  const int64_t B = 2, S = 50, H = 8, D = 64, E = H * D;
+  for (const int64_t Hk : {int64_t{2}, int64_t{1}})
+    for (const Precision& pr : kPrecisions) {
+      SCOPED_TRACE(std::string(pr.name) + " Hk=" + std::to_string(Hk));
+      NetCase c = precision_case(pr, {random_tensor(DataType::kFLOAT, {B, S, E}, 105, -1, 1)},
+                                 pr.flags.empty() ? "" : "FusedAttention");
+      c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+        auto i64 = [&](std::vector<int64_t> v) {
+          static int k = 0;
+          return g.add_constant("gqa_i" + std::to_string(k++),
+                                Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
+        };
+        auto perm = [](std::vector<int64_t> p) {
+          Attributes a;
+          a.set("perm", Attribute(std::move(p)));
+          return a;
+        };
+        ir::Value* cos = weight(g, {S, D}, 106, 1.0);
+        ir::Value* sin = weight(g, {S, D}, 107, 1.0);
+        auto heads = [&](int64_t h, uint32_t seed) {
+          ir::Value* p = node(g, "MatMul", {in[0], weight(g, {E, h * D}, seed, 0.06)});
+          return node(g, "Transpose", {node(g, "Reshape", {p, i64({B, S, h, D})})}, perm({0, 2, 1, 3}));
+        };
+        auto rotary = [&](ir::Value* t) {
+          ir::Value* x1 = node(g, "Slice", {t, i64({0}), i64({D / 2}), i64({3})});
+          ir::Value* x2 = node(g, "Slice", {t, i64({D / 2}), i64({D}), i64({3})});
+          Attributes cat;
+          cat.set("axis", Attribute(int64_t{-1}));
+          ir::Value* rot = node(g, "Concat", {node(g, "Neg", {x2}), x1}, cat);
+          return node(g, "Add", {node(g, "Mul", {t, cos}), node(g, "Mul", {rot, sin})});
+        };
+        auto repeat_kv = [&](ir::Value* t) {
+          ir::Value* e = node(g, "Expand", {node(g, "Unsqueeze", {t, i64({2})}), i64({B, Hk, H / Hk, S, D})});
+          return node(g, "Reshape", {e, i64({B, H, S, D})});
+        };
+        Tensor causal(DataType::kFLOAT, {1, 1, S, S});
+        for (int64_t i = 0; i < S; ++i)
+          for (int64_t j = 0; j < S; ++j) causal.data<float>()[i * S + j] = j > i ? -3.4028234663852886e38f : 0.f;
+        ir::Value* q = rotary(heads(H, 108));
+        ir::Value* kt = node(g, "Transpose", {repeat_kv(rotary(heads(Hk, 109)))}, perm({0, 1, 3, 2}));
+        ir::Value* v = repeat_kv(heads(Hk, 110));
+        ir::Value* sc = node(g, "Div", {node(g, "MatMul", {q, kt}), scalar(g, 8.0f)});
+        sc = node(g, "Add", {sc, g.add_constant("gqa_causal", causal)});
+        Attributes sm;
+        sm.set("axis", Attribute(int64_t{-1}));
+        ir::Value* o = node(g, "MatMul", {node(g, "Softmax", {sc}, sm), v});
+        return std::vector<ir::Value*>{
+            node(g, "Reshape", {node(g, "Transpose", {o}, perm({0, 2, 1, 3})), i64({B, S, E})})};
+      };
+      if (!pr.flags.empty()) {
+        std::vector<std::string> gpu_ops;
+        run_net(c, Backend::kCUDA, &gpu_ops);
+        EXPECT_EQ(std::count(gpu_ops.begin(), gpu_ops.end(), "Transpose"), 0) << "a Transpose layer is left";
+        EXPECT_EQ(std::count(gpu_ops.begin(), gpu_ops.end(), "Expand"), 0) << "K/V are still repeated";
+      }
+      expect_fused_agrees(c);
+    }
+}
+
+// kiln::FusedAttention nodes with Hk K/V heads directly, on both kernels (tensor-core: FP16/BF16 and head dim 64;
+// generic: FP32, and head dims 80 and 24), against the op's reference compute on the CPU.
+TEST(GpuTransformer, FusedAttentionGroupedKv) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    int64_t B, H, Hk, Sq, Sk, D;
+    bool mask, causal;
+  };
+  for (const Case& k : {Case{2, 4, 2, 50, 50, 64, true, false}, Case{1, 6, 1, 77, 77, 64, false, true},
+                        Case{2, 4, 2, 40, 40, 80, false, true}, Case{2, 6, 3, 17, 29, 24, true, false}})
+    for (const Precision& pr : kPrecisions) {
+      SCOPED_TRACE(std::string(pr.name) + " H=" + std::to_string(k.H) + " Hk=" + std::to_string(k.Hk) +
+                   " D=" + std::to_string(k.D));
+      NetCase c;
+      c.inputs = {random_tensor(DataType::kFLOAT, {k.B, k.H, k.Sq, k.D}, 64, -1, 1),
+                  random_tensor(DataType::kFLOAT, {k.B, k.Hk, k.Sk, k.D}, 65, -1, 1),
+                  random_tensor(DataType::kFLOAT, {k.B, k.Hk, k.Sk, k.D}, 66)};
+      if (k.mask) c.inputs.push_back(random_tensor(DataType::kFLOAT, {k.B, 1, k.Sq, k.Sk}, 67, -3, 0));
+      c.flags = pr.flags;
+      c.atol = pr.atol;
+      c.rtol = pr.rtol;
+      c.build = [k](ir::Graph& g, const std::vector<ir::Value*>& in) {
+        Attributes a;
+        a.set("scale", Attribute(0.3f));
+        if (k.causal) a.set("causal", Attribute(int64_t{1}));
+        return std::vector<ir::Value*>{node(g, "FusedAttention", in, a, "kiln")};
+      };
+      expect_fused_agrees(c);
+    }
+}
+
 // Head dims 32 and 128 take the tensor-core kernel too, and so do 40, 80 and 96 (in zero-padded 64/96 tiles); 12
 // and 160 stay unfused on CUDA.
 TEST(GpuTransformer, AttentionOtherHeadDims) {

@@ -165,6 +165,42 @@ HF_MODELS_MORE = {
 }
 
 
+# --- Grouped-query attention families (K/V with fewer heads than Q: HF's repeat_kv before the attention) ---
+KV_HEADS = 2  # 4 query heads share 2 K/V heads (group 2); head dim 32 as above
+
+
+def _llama_gqa():
+    from transformers import LlamaConfig, LlamaModel
+    return LlamaModel(LlamaConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
+                                  num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=64,
+                                  use_cache=False))
+
+
+def _qwen2_gqa():
+    from transformers import Qwen2Config, Qwen2Model
+    return Qwen2Model(Qwen2Config(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
+                                  num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=64,
+                                  use_cache=False))
+
+
+def _mistral_mqa():
+    from transformers import MistralConfig, MistralModel
+    return MistralModel(MistralConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN,
+                                      num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=1,
+                                      max_position_embeddings=64, sliding_window=None, use_cache=False))
+
+
+GQA_MODELS = {
+    "hf_llama_gqa": (_llama_gqa, _text_inputs, "LlamaModel (no cache), 2 layers, d 128, 4 heads / 2 kv heads, seq 32, "
+                     "padding mask"),
+    "hf_qwen2_gqa": (_qwen2_gqa, _text_inputs, "Qwen2Model (no cache), 2 layers, d 128, 4 heads / 2 kv heads (qkv "
+                     "bias), seq 32, padding mask"),
+    "hf_mistral_mqa": (_mistral_mqa, _text_inputs, "MistralModel (no cache), 2 layers, d 128, 4 heads / 1 kv head "
+                       "(multi-query), seq 32, padding mask"),
+}
+# --- end of the grouped-query attention families ---
+
+
 # name -> (constructor, input maker, description)
 HF_MODELS = {
     "hf_bert": (_bert, _text_inputs, "BertModel, 2 layers, d 128, 4 heads (head dim 32), seq 32, padding mask"),
@@ -174,6 +210,7 @@ HF_MODELS = {
     "hf_vit": (_vit, _image_inputs, "ViTModel 64/16, 2 layers, d 128, 4 heads (17 tokens)"),
     "hf_t5enc": (_t5, _text_inputs, "T5EncoderModel (gated-gelu), 2 layers, d 128, 4 heads, seq 32, padding mask"),
     "hf_llama": (_llama, _text_inputs, "LlamaModel (no cache), 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    **GQA_MODELS,
 }
 HF_MODELS.update(HF_MODELS_MORE)
 

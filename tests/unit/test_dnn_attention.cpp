@@ -168,6 +168,40 @@ TEST(DnnSdpa, SeparateLayoutDimsStridesAndMask) {
   }
 }
 
+// Grouped-query K/V ([B,Sk,Hk,D], bshd) with 8 query heads and 2 K/V heads: K and V go to cuDNN with their own
+// head count (cuDNN maps query head h to K/V head h / (H / Hk), as FusedAttention does); the key says so; a K/V
+// head count that does not divide H is declined.
+TEST(DnnSdpa, GroupedKvDimsStridesAndKey) {
+  const int64_t B = 2, S = 64, H = 8, Hk = 2, D = 64;
+  const Dims q = {B, S, H, D}, kv = {B, S, Hk, D};
+  auto g = ops::attention_geometry(layouts("bshd", "bshd"), q, &kv, &kv);
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  const DnnSdpaSpec s = dnn_sdpa_spec(*g, DataType::kHALF, {}, 0.125f, true);
+  EXPECT_EQ(s.H, H);
+  EXPECT_EQ(s.Hk, Hk);
+  EXPECT_EQ(dnn_sdpa_declined(s), "");
+  const DnnSdpaLayout l = dnn_sdpa_layout(s);
+  EXPECT_EQ(l.q.dims[1], H);
+  EXPECT_EQ(l.o.dims[1], H);
+  EXPECT_EQ(l.k.dims[1], Hk);
+  EXPECT_EQ(l.v.dims[1], Hk);
+  std::mt19937 rng(13);
+  for (int i = 0; i < 200; ++i) {
+    const int64_t b = rng() % B, hk = rng() % Hk, t = rng() % S, d = rng() % D;
+    EXPECT_EQ(at(l.k, b, hk, t, d), ((b * S + t) * Hk + hk) * D + d);
+    EXPECT_EQ(at(l.v, b, hk, t, d), ((b * S + t) * Hk + hk) * D + d);
+  }
+  EXPECT_NE(dnn_sdpa_problem_key(s).find("kv_heads 2"), std::string::npos) << dnn_sdpa_problem_key(s);
+  DnnSdpaSpec four = s;
+  four.Hk = 4;
+  EXPECT_NE(dnn_sdpa_problem_key(four), dnn_sdpa_problem_key(s));
+  DnnSdpaSpec three = s;
+  three.Hk = 3;
+  EXPECT_NE(dnn_sdpa_declined(three), "");
+  // Plain multi-head attention keeps the key it had before K/V head counts existed.
+  EXPECT_EQ(dnn_sdpa_problem_key(separate(DataType::kHALF, 2, 12, 128, 64)).find("kv_heads"), std::string::npos);
+}
+
 // A stored plan's key (dnn_sdpa_plan_key): the tactic, then the problem, then where it was compiled. Every part of
 // the problem cuDNN's graph is built from changes it (a stored plan also carries the scale as a constant); a key of
 // the same problem from another cuDNN or GPU still starts with dnn_sdpa_plan_key(s, "") (attention_ops.cpp logs

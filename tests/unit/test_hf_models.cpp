@@ -8,6 +8,7 @@
 // kExpectedGaps and printed, never silently accepted. Skipped, saying so, when the variable is unset or empty.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -54,6 +55,10 @@ constexpr Family kFamilies[] = {
     {"hf_swin", 4, "LayerNormalization", 11, 4},       // patch embed + 2 per block + patch merging + final
     {"hf_deit", 2, "LayerNormalization", 5, 2},        // as ViT
     {"hf_beit", 2, "LayerNormalization", 4, 2},        // 2 per layer (mean pooling: no final LN); relative bias
+    // Grouped-query attention (K/V heads fewer than Q heads; repeat_kv folded into the attention, kGroupedFamilies)
+    {"hf_llama_gqa", 2, "RMSNormalization", 5, 0},    // 4 heads / 2 K/V heads
+    {"hf_qwen2_gqa", 2, "RMSNormalization", 5, 0},    // 4 heads / 2 K/V heads, q/k/v biases
+    {"hf_mistral_mqa", 2, "RMSNormalization", 5, 0},  // 4 heads / 1 K/V head (multi-query)
 };
 
 // Forms that do not fuse today (family, form: "attention", "norms", "gelu" or "transposes"), with the reason. The
@@ -75,6 +80,10 @@ const std::vector<Gap> kExpectedGaps = {
      "the network's output is NCHW: one Transpose takes the NHWC body's result back (the stem's patchify GEMM, the "
      "channels_first norms as Transposed LayerNormalizations and the blocks' permutes all cancel inside)"},
 };
+
+// The grouped-query families: their attention must read K and V unrepeated (no repeat_kv Expand or Tile left, the
+// FusedAttention's K/V inputs with fewer heads than its Q).
+const char* const kGroupedFamilies[] = {"hf_llama_gqa", "hf_qwen2_gqa", "hf_mistral_mqa"};
 
 const Gap* find_gap(const std::string& family, const std::string& form) {
   for (const Gap& g : kExpectedGaps)
@@ -190,6 +199,25 @@ void check_model(const std::string& dir) {
         gel.str());
   tr << transposes << " Transpose of rank <= 4 that run";
   check("transposes", transposes == 0, tr.str());
+  std::ostringstream rep;
+  if (std::find(std::begin(kGroupedFamilies), std::end(kGroupedFamilies), family) != std::end(kGroupedFamilies)) {
+    int grouped = 0;
+    for (const auto& n : cuda->nodes()) {
+      if (n->op_type != "FusedAttention" || n->inputs.size() < 3 || !n->inputs[1]) continue;
+      const std::string l = n->attrs.get_string("qkv_layout", "bhsd").value();
+      const int hax = l == "bhsd" ? 1 : 2;  // bshd and sbhd keep heads at dim 2
+      const ir::Value *q = n->inputs[0], *k = n->inputs[1];
+      grouped += q->rank_known && k->rank_known && q->shape.size() == 4 && k->shape.size() == 4 &&
+                 q->shape[hax].is_static() && k->shape[hax].is_static() && k->shape[hax].value < q->shape[hax].value;
+    }
+    int repeats = 0;  // 5-D Expand or Tile: repeat_kv's [B,Hk,n,S,D] (the models' mask Expands are 4-D)
+    for (const auto& n : cuda->nodes())
+      repeats += (n->op_type == "Expand" || n->op_type == "Tile") && n->outputs[0]->rank_known &&
+                 n->outputs[0]->shape.size() == 5;
+    rep << grouped << "/" << blocks.all << " FusedAttention reading K/V unrepeated, " << repeats
+        << " 5-D Expand/Tile left";
+    check("kv repeat", grouped == blocks.all && repeats == 0, rep.str());
+  }
 
   auto got = run_reference(*cuda, xs);
   ASSERT_EQ(got.size(), 1u);
@@ -207,7 +235,8 @@ void check_model(const std::string& dir) {
   const double torch_rel = relative_l2(torch_out, cpu_out);
   EXPECT_LT(torch_rel, 1e-4) << "float32 CPU pipeline vs PyTorch";
   std::ostringstream line;
-  line << att.str() << " | " << nrm.str() << " | " << gel.str() << " | " << tr.str() << " | rel L2 " << rel
+  line << att.str() << (rep.str().empty() ? "" : " | " + rep.str())
+       << " | " << nrm.str() << " | " << gel.str() << " | " << tr.str() << " | rel L2 " << rel
        << " (CPU pipeline vs PyTorch " << torch_rel << ") | "
        << cuda->nodes().size() << " nodes (CPU pipeline " << cpu->nodes().size() << ")";
   std::cout << dir << " float16: " << line.str() << "\n";

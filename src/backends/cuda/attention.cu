@@ -21,6 +21,7 @@ struct Args {
   const void *q, *k, *v, *mask;
   void* o;
   int H, Sq, Sk, D, Dv;
+  int group;  // query heads per K/V head (grouped-query attention): query head h reads K/V head h / group
   long long qs[3], ks[3], vs[3], os[3];
   long long ms0, ms1, ms2, ms3;
   float scale;
@@ -84,8 +85,8 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
   const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
   const int q0 = blockIdx.x * kRows;
   const T* qg = static_cast<const T*>(p.q) + b * p.qs[0] + h * p.qs[1];
-  const T* kg = static_cast<const T*>(p.k) + b * p.ks[0] + h * p.ks[1];
-  const T* vg = static_cast<const T*>(p.v) + b * p.vs[0] + h * p.vs[1];
+  const T* kg = static_cast<const T*>(p.k) + b * p.ks[0] + (h / p.group) * p.ks[1];
+  const T* vg = static_cast<const T*>(p.v) + b * p.vs[0] + (h / p.group) * p.vs[1];
   const int kv_end = p.causal ? min(p.Sk, q0 + kRows) : p.Sk;  // later keys are hidden from every row here
   const int ntiles = (kv_end + kKeys - 1) / kKeys;
 
@@ -301,8 +302,8 @@ __global__ void __launch_bounds__(kGenThreads) attention_generic_kernel(Args p) 
   float* red = sc + p.Sk;
   const int i = blockIdx.x, bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
   const T* q = static_cast<const T*>(p.q) + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
-  const T* k = static_cast<const T*>(p.k) + b * p.ks[0] + h * p.ks[1];
-  const T* v = static_cast<const T*>(p.v) + b * p.vs[0] + h * p.vs[1];
+  const T* k = static_cast<const T*>(p.k) + b * p.ks[0] + (h / p.group) * p.ks[1];
+  const T* v = static_cast<const T*>(p.v) + b * p.vs[0] + (h / p.group) * p.vs[1];
   for (int d = threadIdx.x; d < p.D; d += kGenThreads) qrow[d] = to_f(q[d]);
   __syncthreads();
   float mx = -INFINITY;
@@ -409,6 +410,9 @@ Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream
 Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_t stream) {
   if (p.B * p.H * p.Sq * p.Dv == 0) return Status::Ok();
   if (p.Sk == 0) return unsupported("FusedAttention: no keys (Sk = 0)");
+  if (p.Hk <= 0 || p.H % p.Hk != 0)
+    return invalid_argument("FusedAttention: " + std::to_string(p.Hk) + " K/V heads do not divide " +
+                            std::to_string(p.H) + " query heads");
   // Row indices are 32-bit in the kernels, a block's last row (q0 + 128) included.
   if (p.B * p.H > 65535 || p.Sq > (1ll << 31) - 129 || p.Sk > (1 << 30))
     return unsupported("FusedAttention: B*H=" + std::to_string(p.B * p.H) + " or the sequence is too large");
@@ -422,6 +426,7 @@ Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_
          static_cast<int>(p.Sk),
          static_cast<int>(p.D),
          static_cast<int>(p.Dv),
+         static_cast<int>(p.Hk > 0 ? p.H / p.Hk : 1),
          {p.qs[0], p.qs[1], p.qs[2]},
          {p.ks[0], p.ks[1], p.ks[2]},
          {p.vs[0], p.vs[1], p.vs[2]},

@@ -48,7 +48,7 @@ Status make_params(const KernelArgs& a, AttentionState* st) {
     return internal_error("FusedAttention: output " + dims_to_string(a.out[0].shape) + ", expected " +
                           dims_to_string(geo.out_shape));
   AttentionParams p;
-  p.B = geo.B, p.H = geo.H, p.Sq = geo.Sq, p.Sk = geo.Sk, p.D = geo.D, p.Dv = geo.Dv;
+  p.B = geo.B, p.H = geo.H, p.Hk = geo.Hk, p.Sq = geo.Sq, p.Sk = geo.Sk, p.D = geo.D, p.Dv = geo.Dv;
   for (int i = 0; i < 3; ++i) p.qs[i] = geo.q.st[i], p.ks[i] = geo.k.st[i], p.vs[i] = geo.v.st[i], p.os[i] = geo.o.st[i];
   KILN_ASSIGN_OR_RETURN(int64_t causal, a.attrs().get_int("causal", 0));
   KILN_ASSIGN_OR_RETURN(float scale, a.attrs().get_float("scale", 0.0f));

@@ -45,10 +45,12 @@ inline bool dnn_sdpa_store_enabled() {
 // One FusedAttention problem as cuDNN sees it. Element (b, h, s, d) of Q lies at b*qs[0] + h*qs[1] + s*qs[2] + d
 // from Q's first element (likewise K, V, O): the strides FusedAttention's state works out, packed or not.
 // mask: the additive mask's shape left-padded to rank 4 (empty: no mask), a dense tensor broadcast to
-// [B, H, Sq, Sk].
+// [B, H, Sq, Sk]. Hk: K's and V's head count (grouped-query attention, Hk divides H), which cuDNN's SDPA takes
+// natively from the K and V tensors' head dims.
 struct DnnSdpaSpec {
   DataType dt = DataType::kHALF;
   int64_t B = 0, H = 0, Sq = 0, Sk = 0, D = 0, Dv = 0;
+  int64_t Hk = 0;
   int64_t qs[3] = {0, 0, 0}, ks[3] = {0, 0, 0}, vs[3] = {0, 0, 0}, os[3] = {0, 0, 0};
   Dims mask;
   float scale = 1.0f;
@@ -61,7 +63,7 @@ inline DnnSdpaSpec dnn_sdpa_spec(const ops::AttentionGeometry& g, DataType dt, c
                                  bool causal) {
   DnnSdpaSpec s;
   s.dt = dt;
-  s.B = g.B, s.H = g.H, s.Sq = g.Sq, s.Sk = g.Sk, s.D = g.D, s.Dv = g.Dv;
+  s.B = g.B, s.H = g.H, s.Sq = g.Sq, s.Sk = g.Sk, s.D = g.D, s.Dv = g.Dv, s.Hk = g.Hk;
   for (int i = 0; i < 3; ++i) s.qs[i] = g.q.st[i], s.ks[i] = g.k.st[i], s.vs[i] = g.v.st[i], s.os[i] = g.o.st[i];
   s.mask = mask4;
   s.scale = scale;
@@ -74,6 +76,7 @@ inline DnnSdpaSpec dnn_sdpa_spec(const ops::AttentionGeometry& g, DataType dt, c
 inline std::string dnn_sdpa_problem_key(const DnnSdpaSpec& s) {
   std::string k = dtype_name(s.dt);
   for (int64_t v : {s.B, s.H, s.Sq, s.Sk, s.D, s.Dv}) k += " " + std::to_string(v);
+  if (s.Hk != s.H) k += " kv_heads " + std::to_string(s.Hk);  // only where grouped: older keys stay valid
   for (const int64_t* st : {s.qs, s.ks, s.vs, s.os}) {
     k += " /";
     for (int i = 0; i < 3; ++i) k += " " + std::to_string(st[i]);
@@ -156,8 +159,8 @@ inline DnnSdpaLayout dnn_sdpa_layout(const DnnSdpaSpec& s) {
     return DnnSdpaTensor{{b, h, n, d}, {st[0], st[1], st[2], 1}};
   };
   l.q = view(s.B, s.H, s.Sq, s.D, s.qs);
-  l.k = view(s.B, s.H, s.Sk, s.D, s.ks);
-  l.v = view(s.B, s.H, s.Sk, s.Dv, s.vs);
+  l.k = view(s.B, s.Hk, s.Sk, s.D, s.ks);
+  l.v = view(s.B, s.Hk, s.Sk, s.Dv, s.vs);
   l.o = view(s.B, s.H, s.Sq, s.Dv, s.os);
   if (s.mask.size() == 4) {
     l.has_bias = true;
@@ -178,6 +181,7 @@ inline DnnSdpaLayout dnn_sdpa_layout(const DnnSdpaSpec& s) {
 inline std::string dnn_sdpa_declined(const DnnSdpaSpec& s) {
   if (s.dt != DataType::kHALF && s.dt != DataType::kBF16) return "not float16/bfloat16";
   if (s.B <= 0 || s.H <= 0 || s.Sq <= 0 || s.Sk <= 0 || s.D <= 0 || s.Dv <= 0) return "an empty problem";
+  if (s.Hk <= 0 || s.H % s.Hk != 0) return "K/V heads that do not divide the query heads";
   if (s.D % 8 || s.Dv % 8 || s.D > 128 || s.Dv > 128) return "head dims not multiples of 8 up to 128";
   int64_t st = 0;
   for (int i = 0; i < 3; ++i) st |= s.qs[i] | s.ks[i] | s.vs[i] | s.os[i];

@@ -31,6 +31,7 @@ struct AttentionParams {
   const void* mask = nullptr;
   void* o = nullptr;
   int64_t B = 0, H = 0, Sq = 0, Sk = 0, D = 0, Dv = 0;
+  int64_t Hk = 0;  // K/V heads (grouped-query attention; divides H): query head h reads K/V head h / (H / Hk)
   int64_t qs[3] = {0, 0, 0}, ks[3] = {0, 0, 0}, vs[3] = {0, 0, 0}, os[3] = {0, 0, 0};
   int64_t ms[4] = {0, 0, 0, 0};
   float scale = 1.0f;
