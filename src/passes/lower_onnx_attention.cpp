@@ -3,9 +3,10 @@
 // has CUDA kernels; the operator itself has only the CPU reference kernel, so on a GPU engine it would run on the
 // host with its operands copied there and back. Taken where the two compute the same thing: no KV cache (past_key,
 // past_value and nonpad_kv_seqlen absent, present_key/present_value and the qk output unread), no softcap or
-// sliding window, a mask (bool or Q's float type) whose last dimension is the key length, and as many K/V heads as
-// Q heads. 4-D operands are read as they are ([B,H,S,D]); 3-D ones ([B,S,H*D] with q_num_heads/kv_num_heads) through
-// Reshape views as [B,S,H,D], and the output is written [B,S,H,Dv] and shown as [B,S,H*Dv]. A bool mask becomes the
+// sliding window, and a mask (bool or Q's float type) whose last dimension is the key length; K/V heads as many as
+// Q's or (grouped-query) a divisor of them. 4-D operands are read as they are ([B,H,S,D]); 3-D ones ([B,S,H*D] with
+// q_num_heads/kv_num_heads) through Reshape views as [B,S,H,D], and the output is written [B,S,H,Dv] and shown as
+// [B,S,H*Dv]. A bool mask becomes the
 // additive one FusedAttention takes (0 where true, -inf where false), and a query row whose every key is masked gives
 // zeros, as the operator specifies (masked_rows_zero).
 #include <cmath>
@@ -31,7 +32,7 @@ bool unread(const ir::Graph& g, const ir::Node* n, size_t i) {
 // The problem as the lowering needs it: head counts, head sizes, and the 3-D form's flag.
 struct Lowering {
   bool three_d = false;
-  int64_t H = 0, D = 0, Dv = 0;  // H: 0 where it is not static (4-D operands only need it equal to K's and V's)
+  int64_t H = 0, Hk = 0, D = 0, Dv = 0;  // the 3-D form's head counts (4-D operands carry theirs)
 };
 
 std::optional<Lowering> plan(const ir::Node* n) {
@@ -45,20 +46,23 @@ std::optional<Lowering> plan(const ir::Node* n) {
   l.three_d = rank == 3;
   if (l.three_d) {
     auto qh = n->attrs.get_int("q_num_heads", 0), kvh = n->attrs.get_int("kv_num_heads", 0);
-    if (!qh.ok() || !kvh.ok() || *qh <= 0 || *qh != *kvh) return std::nullopt;
+    if (!qh.ok() || !kvh.ok() || *qh <= 0 || *kvh <= 0 || *qh % *kvh) return std::nullopt;
     const ops::Dim &eq = q->shape[2], &ek = k->shape[2], &ev = v->shape[2];
     if (!eq.is_static() || !ek.is_static() || !ev.is_static()) return std::nullopt;
-    if (eq.value % *qh || ek.value != eq.value || ev.value % *qh) return std::nullopt;
+    if (eq.value % *qh || ek.value % *kvh || ev.value % *kvh || ek.value / *kvh != eq.value / *qh) return std::nullopt;
     l.H = *qh;
+    l.Hk = *kvh;
     l.D = eq.value / *qh;
-    l.Dv = ev.value / *qh;
+    l.Dv = ev.value / *kvh;
     if (!same(k->shape[1], v->shape[1])) return std::nullopt;  // K and V lengths
   } else {
-    if (!same(q->shape[1], k->shape[1]) || !same(q->shape[1], v->shape[1])) return std::nullopt;  // heads
-    if (!same(k->shape[2], v->shape[2])) return std::nullopt;
-    if (!q->shape[3].is_static() || !same(q->shape[3], k->shape[3]) || !v->shape[3].is_static())
+    // Heads: K's and V's the same, and Q's either the same or (grouped-query) a static multiple of them.
+    const ops::Dim &hq = q->shape[1], &hk = k->shape[1];
+    if (!same(hk, v->shape[1])) return std::nullopt;
+    if (!same(hq, hk) && !(hq.is_static() && hk.is_static() && hk.value > 0 && hq.value % hk.value == 0))
       return std::nullopt;
-    l.H = q->shape[1].is_static() ? q->shape[1].value : 0;
+    if (!same(k->shape[2], v->shape[2])) return std::nullopt;
+    if (!q->shape[3].is_static() || !same(q->shape[3], k->shape[3]) || !v->shape[3].is_static()) return std::nullopt;
     l.D = q->shape[3].value;
     l.Dv = v->shape[3].value;
   }
@@ -137,16 +141,16 @@ class LowerOnnxAttention final : public Pass {
     std::vector<ir::Value*> in;
     if (l->three_d) {
       // [B,S,H*D] as [B,S,H,D]: a Reshape by [0,0,H,D] (a view; 0 keeps B and S).
-      auto heads = [&](ir::Value* x, int64_t d, const char* what) {
-        ir::Value* shape = g.add_constant(base + what + "_shape", Tensor::from_vector<int64_t>({4}, {0, 0, l->H, d}));
+      auto heads = [&](ir::Value* x, int64_t h, int64_t d, const char* what) {
+        ir::Value* shape = g.add_constant(base + what + "_shape", Tensor::from_vector<int64_t>({4}, {0, 0, h, d}));
         ir::Node* r = g.add_node("Reshape", g.unique_node_name(base + what), {x, shape}, {base + what}, {}, opset);
         ir::Value* y = r->outputs[0];
         y->dtype = x->dtype;
-        y->shape = {x->shape[0], x->shape[1], ops::Dim(l->H), ops::Dim(d)};
+        y->shape = {x->shape[0], x->shape[1], ops::Dim(h), ops::Dim(d)};
         y->rank_known = true;
         return y;
       };
-      in = {heads(q, l->D, "_q_heads"), heads(k, l->D, "_k_heads"), heads(v, l->Dv, "_v_heads")};
+      in = {heads(q, l->H, l->D, "_q_heads"), heads(k, l->Hk, l->D, "_k_heads"), heads(v, l->Hk, l->Dv, "_v_heads")};
     } else {
       in = {q, k, v};
     }

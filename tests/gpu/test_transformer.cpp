@@ -635,7 +635,8 @@ TEST(GpuTransformer, AttentionOtherHeadDims) {
 }
 
 // The standard ONNX Attention operator (opset 23) has no CUDA kernel: lower_onnx_attention makes it FusedAttention in
-// every precision (the generic kernel in FP32), 4-D with an additive mask and causal, 3-D with heads read in place.
+// every precision (the generic kernel in FP32), 4-D with an additive mask and causal, 3-D grouped-query (4 query
+// heads, 2 K/V heads) with heads read in place.
 TEST(GpuTransformer, OnnxAttentionOperatorRunsAsFusedAttention) {
   KILN_REQUIRE_GPU();
   for (const Precision& pr : kPrecisions)
@@ -644,9 +645,9 @@ TEST(GpuTransformer, OnnxAttentionOperatorRunsAsFusedAttention) {
       const int64_t B = 2, H = 4, S = 77, Sk = 90, D = 64;
       NetCase c = precision_case(pr, {}, "FusedAttention");
       if (three_d) {
-        c.inputs = {random_tensor(DataType::kFLOAT, {B, S, H * D}, 80, -1, 1),
-                    random_tensor(DataType::kFLOAT, {B, Sk, H * D}, 81, -1, 1),
-                    random_tensor(DataType::kFLOAT, {B, Sk, H * D}, 82)};
+        c.inputs = {random_tensor(DataType::kFLOAT, {B, S, H * D}, 80, -1, 1),  // grouped-query: 2 K/V heads
+                    random_tensor(DataType::kFLOAT, {B, Sk, 2 * D}, 81, -1, 1),
+                    random_tensor(DataType::kFLOAT, {B, Sk, 2 * D}, 82)};
       } else {
         c.inputs = {random_tensor(DataType::kFLOAT, {B, H, S, D}, 83, -1, 1),
                     random_tensor(DataType::kFLOAT, {B, H, Sk, D}, 84, -1, 1),
@@ -657,7 +658,7 @@ TEST(GpuTransformer, OnnxAttentionOperatorRunsAsFusedAttention) {
         Attributes a;
         if (three_d) {
           a.set("q_num_heads", Attribute(H));
-          a.set("kv_num_heads", Attribute(H));
+          a.set("kv_num_heads", Attribute(int64_t{2}));
         } else {
           a.set("is_causal", Attribute(int64_t{1}));
         }
