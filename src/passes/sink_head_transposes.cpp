@@ -54,6 +54,48 @@ bool repeat_kv_unsqueeze(const ir::Node* n) {
   return axes && axes->size() == 1 && ((*axes)[0] == 2 || (*axes)[0] == -3);
 }
 
+// A tensor computed at run time that broadcasts over the heads: rank <= 4 with, extended to rank 4, a static 1 as its
+// head dim ([B,1,S,D] from HF's cos.unsqueeze(1), or [S,D]). In the [B,S,H,D] layout it is the same bytes as
+// [B,S,1,D], so a Reshape (a view) gives it that layout where a constant would be permuted.
+bool one_head(const ir::Value* v) {
+  if (!v->rank_known || v->shape.empty() || v->shape.size() > 4 || !dtype_is_float(v->dtype)) return false;
+  const size_t r = v->shape.size();
+  return r < 3 || (v->shape[r - 3].is_static() && v->shape[r - 3].value == 1);
+}
+
+// v (one_head) as [B,S,1,D] in the sunk layout: Unsqueeze to rank 4 if shorter, then Reshape [0,-1,1,0] (the head
+// dim of 1 moves behind the sequence dim without moving a byte).
+ir::Value* bshd_view(ir::Graph& g, ir::Value* v, int opset) {
+  ir::Value* x = v;
+  const int64_t r = static_cast<int64_t>(v->shape.size());
+  if (r < 4) {
+    std::vector<int64_t> axes;
+    for (int64_t i = 0; i < 4 - r; ++i) axes.push_back(i);
+    Attributes a;
+    std::vector<ir::Value*> in = {v};
+    if (opset >= 13) {
+      in.push_back(g.add_constant(v->name + "_unsq_axes", Tensor::from_vector<int64_t>({4 - r}, axes)));
+    } else {
+      a.set("axes", Attribute(axes));
+    }
+    ir::Node* u =
+        g.add_node("Unsqueeze", g.unique_node_name(v->name + "_rank4"), in, {v->name + "_rank4"}, std::move(a), opset);
+    x = u->outputs[0];
+    x->dtype = v->dtype;
+    x->rank_known = true;
+    x->shape = ops::Shape(4 - r, ops::Dim(1));
+    x->shape.insert(x->shape.end(), v->shape.begin(), v->shape.end());
+  }
+  ir::Value* shape = g.add_constant(v->name + "_bshd_shape", Tensor::from_vector<int64_t>({4}, {0, -1, 1, 0}));
+  ir::Node* r4 =
+      g.add_node("Reshape", g.unique_node_name(v->name + "_bshd"), {x, shape}, {v->name + "_bshd"}, {}, opset);
+  ir::Value* y = r4->outputs[0];
+  y->dtype = v->dtype;
+  y->rank_known = true;
+  y->shape = {x->shape[0], x->shape[2], ops::Dim(1), x->shape[3]};
+  return y;
+}
+
 class SinkHeadTransposes final : public Pass {
  public:
   std::string_view name() const override { return "sink_head_transposes"; }
@@ -100,14 +142,15 @@ class SinkHeadTransposes final : public Pass {
       }
     }
     if (region.empty() || region.size() > 32) return false;
-    // Inputs: region values or constants (Slice's parameters included); one exit value, read only outside.
+    // Inputs: region values, constants (Slice's parameters included), or tensors computed at run time that broadcast
+    // over the heads (a dynamic-length export's cos/sin, [B,1,S,D] or [S,D]); one exit value, read only outside.
     ir::Value* exit = nullptr;
     for (ir::Node* n : region) {
       if (n->outputs.size() != 1 || !n->outputs[0]->rank_known || n->outputs[0]->shape.size() != 4) return false;
       for (size_t i = 0; i < n->inputs.size(); ++i) {
         const ir::Value* in = n->inputs[i];
         if (!in) continue;
-        if (!inside.count(in) && !in->is_constant()) return false;
+        if (!inside.count(in) && !in->is_constant() && !(elementwise(n) && one_head(in))) return false;
         if (n->op_type == "Slice" && i > 0 && !in->is_constant()) return false;
         if (n->op_type == "Slice" && i == 0 && !inside.count(in)) return false;
       }
@@ -152,19 +195,28 @@ class SinkHeadTransposes final : public Pass {
       }
     }
     ir::Value* src = t->inputs[0];
+    std::map<const ir::Value*, ir::Value*> side_views;  // a run-time input -> its [B,S,1,D] view
     for (ir::Node* n : region) {
       if (n->op_type == "Slice") {
         std::vector<int64_t> axes = *const_ints(n->inputs[3]);
         for (int64_t& a : axes) a = perm[a < 0 ? a + 4 : a];
-        g.set_node_input(n, 3, g.add_constant(n->name + "_axes_bshd", Tensor::from_vector<int64_t>(
-                                                                          {static_cast<int64_t>(axes.size())}, axes)));
+        g.set_node_input(n, 3,
+                         g.add_constant(n->name + "_axes_bshd",
+                                        Tensor::from_vector<int64_t>({static_cast<int64_t>(axes.size())}, axes)));
       } else if (n->op_type == "Concat") {
         int64_t a = n->attrs.get_int("axis").value();
         n->attrs.set("axis", Attribute(perm[a < 0 ? a + 4 : a]));
       } else {
-        for (size_t i = 0; i < n->inputs.size(); ++i)
-          if (auto it = new_consts.find(n->inputs[i]); it != new_consts.end() && it->second.rank() == 4)
-            g.set_node_input(n, i, g.add_constant(n->inputs[i]->name + "_bshd", it->second));
+        for (size_t i = 0; i < n->inputs.size(); ++i) {
+          ir::Value* in = n->inputs[i];
+          if (auto it = new_consts.find(in); it != new_consts.end() && it->second.rank() == 4) {
+            g.set_node_input(n, i, g.add_constant(in->name + "_bshd", it->second));
+          } else if (in && !in->is_constant() && !inside.count(in) && in != tv) {
+            auto v = side_views.find(in);
+            if (v == side_views.end()) v = side_views.emplace(in, bshd_view(g, in, t->opset)).first;
+            g.set_node_input(n, i, v->second);
+          }
+        }
       }
       for (size_t i = 0; i < n->inputs.size(); ++i)
         if (n->inputs[i] == tv) g.set_node_input(n, i, src);

@@ -1082,6 +1082,57 @@ TEST(SinkHeadTransposes, LlamaRotaryThenAttention) {
   }
 }
 
+// A dynamic-length export computes cos/sin at run time (a Gather by position ids, unsqueezed at the head axis): the
+// Transposes still sink, the run-time cos [B,1,S,D] and sin [S,D] read through views as [B,S,1,D] / [1,S,1,D], and
+// the attention reads q, k and v in place with no Transpose left.
+TEST(SinkHeadTransposes, RunTimeCosSinBroadcastOverHeads) {
+  const int64_t B = 2, S = 6, H = 2, D = 32, E = H * D;
+  Net n;
+  ir::Value* x = n.input("x", {B, S, E});
+  ir::Value* cos = n.input("cos", {B, 1, S, D});
+  ir::Value* sin = n.input("sin", {S, D});
+  auto i64 = [&](std::vector<int64_t> v) {
+    return n.c(Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
+  };
+  auto rotary = [&](ir::Value* t) {
+    ir::Value* x1 = n.op("Slice", {t, i64({0}), i64({D / 2}), i64({3})});
+    ir::Value* x2 = n.op("Slice", {t, i64({D / 2}), i64({D}), i64({-1})});
+    Attributes cat;
+    cat.set("axis", Attribute(int64_t{-1}));
+    ir::Value* rot = n.op("Concat", {n.op("Neg", {x2}), x1}, cat);
+    return n.op("Add", {n.op("Mul", {t, cos}), n.op("Mul", {rot, sin})});
+  };
+  ir::Value* q = rotary(heads(n, n.op("MatMul", {x, n.weight({E, E})}), H, D, {0, 2, 1, 3}));
+  ir::Value* k = rotary(heads(n, n.op("MatMul", {x, n.weight({E, E})}), H, D, {0, 2, 1, 3}));
+  ir::Value* v = heads(n, n.op("MatMul", {x, n.weight({E, E})}), H, D, {0, 2, 1, 3});
+  Attributes t;
+  t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
+  ir::Value* sc = n.op("Div", {n.op("MatMul", {q, n.op("Transpose", {k}, t)}), n.scalar(std::sqrt(32.0f))});
+  Attributes sm;
+  sm.set("axis", Attribute(int64_t{-1}));
+  ir::Value* o = n.op("MatMul", {n.op("Softmax", {sc}, sm), v});
+  Attributes back;
+  back.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
+  n.output(n.op("Reshape", {n.op("Transpose", {o}, back), i64({0, 0, E})}));
+  const std::vector<Tensor> in = {random({B, S, E}, 93), random({B, 1, S, D}, 94, -1, 1), random({S, D}, 95, -1, 1)};
+  static Quiet quiet;
+  passes::PassContext ctx(quiet, {});
+  ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, ctx).ok());
+  passes::PassOptions o16;
+  o16.backend = Backend::kCUDA;
+  o16.reduced_precision = DataType::kHALF;
+  auto full = n.g->clone();
+  ASSERT_TRUE(run_passes(*full,
+                         list_of(passes::make_sink_head_transposes(), passes::make_fuse_attention(),
+                                 passes::make_fold_mha_input_transposes(), passes::make_fold_mha_output_transposes(),
+                                 passes::make_fold_attention_layouts()),
+                         o16)
+                  .ok());
+  EXPECT_EQ(count(*full, "FusedAttention"), 1) << ir::print(*full);
+  EXPECT_EQ(count(*full, "Transpose"), 0) << ir::print(*full);
+  expect_close(run(*n.g, in), run(*full, in), 1e-4);
+}
+
 TEST(FuseAttention, OtherSoftmaxAxisIsLeftAlone) {
   Net n;
   ir::Value* q = n.input("q", {1, 2, 4, 4});
