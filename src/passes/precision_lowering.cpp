@@ -83,6 +83,7 @@ class PrecisionLowering final : public Pass {
     std::vector<ir::Node*> order;
     for (auto& n : g.nodes()) order.push_back(n.get());
     int lowered = 0, kept = 0;
+    const std::set<const ir::Node*> index_math = index_arithmetic(g);
     for (ir::Node* n : order) {
       if (shape_of_lowered(g, n)) continue;
       DataType want = o.reduced_precision;
@@ -91,7 +92,9 @@ class PrecisionLowering final : public Pass {
       if (named) want = lp->second;
       if (want == DataType::kFLOAT) continue;
       std::string why;
-      if (!eligible(*n, want, o, &why)) {
+      // (A layer named in --layerPrecisions gets what was asked for.)
+      if (index_math.count(n) && !named) why = "it computes integers (an index or a comparison) in floating point";
+      if (!why.empty() || !eligible(*n, want, o, &why)) {
         if (named && o.precision_constraints == "obey")
           return invalid_argument("--layerPrecisions asks " + std::string(dtype_name(want)) + " for layer '" + n->name +
                                   "' (" + n->op_type + ") but " + why + " (--precisionConstraints=obey)");
@@ -111,6 +114,44 @@ class PrecisionLowering final : public Pass {
   }
 
  private:
+  // Float arithmetic whose result becomes an integer or a comparison (T5's relative-position buckets: an int
+  // distance cast to float, Div, Log, Mul, cast back to int64; position-dependent masks): in float16 a bucket
+  // boundary or a comparison can flip, which changes which bias or mask entry a position gets, not just its
+  // rounding. Found from each float -> integer/bool Cast and each comparison of floats, back through elementwise
+  // and shape-preserving producers only (a GEMM or convolution ends the walk: their activations do not turn into
+  // indices), so these small subgraphs stay float32 while the network around them is lowered.
+  static std::set<const ir::Node*> index_arithmetic(const ir::Graph& g) {
+    static const std::set<std::string> kCompare = {"Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Equal"};
+    static const std::set<std::string> kThrough = {
+        "Add", "Sub", "Mul", "Div", "Pow", "Log", "Exp", "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil", "Round",
+        "Min", "Max", "Clip", "Cast", "Reshape", "Unsqueeze", "Squeeze", "Expand", "Transpose", "Where"};
+    // A seed whose walk grows past kMaxNodes is not index arithmetic (a comparison of activations reaches back
+    // along a residual stream): it keeps nothing.
+    constexpr size_t kMaxNodes = 32;
+    std::set<const ir::Node*> keep;
+    for (const auto& n : g.nodes()) {
+      if (!n->domain.empty() || n->inputs.empty() || !n->inputs[0]) continue;
+      const bool to_int = n->op_type == "Cast" && dtype_is_float(n->inputs[0]->dtype) &&
+                          !dtype_is_float(n->outputs[0]->dtype) && n->outputs[0]->dtype != DataType::kBOOL;
+      const bool compare = kCompare.count(n->op_type) && dtype_is_float(n->inputs[0]->dtype);
+      if (!to_int && !compare) continue;
+      std::vector<const ir::Value*> work(n->inputs.begin(), n->inputs.end());
+      std::set<const ir::Value*> seen;
+      std::set<const ir::Node*> found;
+      while (!work.empty() && found.size() <= kMaxNodes) {
+        const ir::Value* v = work.back();
+        work.pop_back();
+        if (!v || !seen.insert(v).second || !dtype_is_float(v->dtype) || v->is_constant()) continue;
+        const ir::Node* p = v->producer;
+        if (!p || !p->domain.empty() || !kThrough.count(p->op_type)) continue;
+        found.insert(p);
+        for (const ir::Value* in : p->inputs) work.push_back(in);
+      }
+      if (found.size() <= kMaxNodes) keep.insert(found.begin(), found.end());
+    }
+    return keep;
+  }
+
   using Key = std::pair<const ir::Value*, DataType>;
   std::map<Key, ir::Value*> reduced_;  // float32 value -> its reduced copy
 
@@ -176,8 +217,20 @@ class PrecisionLowering final : public Pass {
     auto it = reduced_.find({v, t});
     if (it != reduced_.end()) return it->second;
     ir::Value* r = nullptr;
+    const ir::Node* p = v->producer;
     if (v->is_constant()) {
       r = g.add_constant(v->name + "_" + dtype_name(t), saturating_cast(*v->constant, t));
+    } else if (p && p->op_type == "ConstantOfShape" && p->domain.empty() && p->inputs.size() == 1) {
+      // A fill whose shape is known only at run time (HF's torch.full((S, S), finfo(float32).min) causal mask in a
+      // dynamic-length export): a fill of the reduced type, its value saturated as constants are. A Cast would turn
+      // -3.4e38 into -inf, and the mask arithmetic after it (min * 0) into NaN.
+      Tensor fill = Tensor::from_vector<float>({1}, {0.0f});
+      if (p->attrs.has("value")) fill = p->attrs.get_tensor("value").value();
+      Attributes a;
+      a.set("value", Attribute(saturating_cast(fill.cast(DataType::kFLOAT), t)));
+      ir::Node* c = g.add_node("ConstantOfShape", g.unique_node_name(p->name + "_" + dtype_name(t)), {p->inputs[0]},
+                               {v->name + "_" + dtype_name(t)}, std::move(a), p->opset);
+      r = c->outputs[0];
     } else {
       Attributes a;
       a.set("to", ops::onnx_code_of(t));

@@ -88,7 +88,8 @@ Tensor run(const ir::Graph& g, const Tensor& x) {
     std::vector<Tensor> out(n->outputs.size());
     ops::ComputeContext c(n->attrs, n->opset, in, &out);
     const ops::OpSchema* s = ops::OpRegistry::instance().find(n->op_type);
-    EXPECT_TRUE(s->compute(c).ok()) << n->op_type;
+    const Status st = s->compute(c);
+    EXPECT_TRUE(st.ok()) << n->op_type << ": " << st.message();
     for (size_t k = 0; k < out.size(); ++k) vals[n->outputs[k]] = out[k];
   }
   return vals.at(g.outputs()[0]);
@@ -104,11 +105,11 @@ TEST(PrecisionLowering, LowersLayersWithKernelsAndKeepsIoTypes) {
     ASSERT_TRUE(mm && relu && sm);
     EXPECT_EQ(mm->inputs[0]->dtype, t);
     EXPECT_EQ(mm->inputs[0]->producer->op_type, "Cast");  // the float32 network input, cast once
-    EXPECT_TRUE(mm->inputs[1]->is_constant());             // weights converted at build time
+    EXPECT_TRUE(mm->inputs[1]->is_constant());            // weights converted at build time
     EXPECT_EQ(mm->inputs[1]->constant->dtype(), t);
-    EXPECT_EQ(relu->inputs[0], mm->outputs[0]);             // no cast between two lowered layers
+    EXPECT_EQ(relu->inputs[0], mm->outputs[0]);  // no cast between two lowered layers
     EXPECT_EQ(relu->outputs[0]->dtype, t);
-    EXPECT_EQ(sm->inputs[0]->dtype, DataType::kFLOAT);      // Softmax has no reduced kernel here
+    EXPECT_EQ(sm->inputs[0]->dtype, DataType::kFLOAT);  // Softmax has no reduced kernel here
     EXPECT_EQ(sm->inputs[0]->producer->op_type, "Cast");
     EXPECT_EQ(b.g->inputs()[0]->dtype, DataType::kFLOAT);
     EXPECT_EQ(b.g->outputs()[0]->dtype, DataType::kFLOAT);
@@ -206,6 +207,113 @@ TEST(PrecisionLowering, ShapeReadsTheLoweredValue) {
   int casts = 0;
   for (auto& n : h.nodes()) casts += n->op_type == "Cast";
   EXPECT_EQ(casts, 1) << "only the network input's Cast to float16";
+}
+
+bool all_kernels(const std::string&, const std::string&, DataType) { return true; }
+
+ir::Value* float_input(ir::Graph& g, const std::string& name, std::vector<ops::Dim> shape) {
+  ir::Value* x = g.add_value(name);
+  x->dtype = DataType::kFLOAT;
+  x->shape = std::move(shape);
+  x->rank_known = true;
+  g.inputs().push_back(x);
+  return x;
+}
+
+// A fill made at run time (ConstantOfShape of the input's shape) with float32's lowest value, used as HF's
+// dynamic-length causal masks use it: multiplied by a 0/1 pattern and added to the scores. Lowered, the fill is made
+// in float16 with its value saturated (-65504), not cast at run time (-inf, and -inf * 0 = NaN).
+TEST(PrecisionLowering, RunTimeFillOfFloatMinSaturates) {
+  auto g = std::make_unique<ir::Graph>();
+  ir::Value* x = float_input(*g, "X", {4, 6});
+  ir::Value* shape = g->add_node("Shape", "shape", {x}, {"s"}, {}, 17)->outputs[0];
+  Attributes fill;
+  fill.set("value", Attribute(Tensor::from_vector<float>({1}, {-3.4028234663852886e38f})));
+  ir::Value* m = g->add_node("ConstantOfShape", "fill", {shape}, {"m"}, std::move(fill), 17)->outputs[0];
+  std::vector<float> pattern(24);
+  for (int i = 0; i < 24; ++i) pattern[i] = (i % 6) > (i / 6) + 1 ? 1.f : 0.f;  // a causal-like 0/1 pattern
+  ir::Value* masked =
+      g->add_node("Mul", "mask_mul", {m, g->add_constant("pattern", Tensor::from_vector<float>({4, 6}, pattern))},
+                  {"mask"}, {}, 17)
+          ->outputs[0];
+  ir::Value* scores = g->add_node("Add", "add_mask", {x, masked}, {"scores"}, {}, 17)->outputs[0];
+  Attributes ax;
+  ax.set("axis", int64_t{-1});
+  g->outputs().push_back(g->add_node("Softmax", "sm", {scores}, {"Y"}, std::move(ax), 17)->outputs[0]);
+  Tensor xin(DataType::kFLOAT, {4, 6});
+  for (int i = 0; i < 24; ++i) xin.data<float>()[i] = 0.3f * static_cast<float>(i % 7) - 1.f;
+  const Tensor want = run(*g, xin);
+  ASSERT_TRUE(lower(*g, DataType::kHALF, {}, "none", all_kernels).ok());
+  const ir::Node* mul = find(*g, "Mul");
+  ASSERT_NE(mul, nullptr);
+  EXPECT_EQ(mul->inputs[0]->producer->op_type, "ConstantOfShape") << "a float16 fill, no Cast of the float32 one";
+  EXPECT_EQ(mul->inputs[0]->dtype, DataType::kHALF);
+  const Tensor got = run(*g, xin);
+  for (int i = 0; i < 24; ++i) {
+    EXPECT_FALSE(std::isnan(got.data<float>()[i])) << i;
+    EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], 2e-3) << i;
+  }
+}
+
+// T5's relative-position buckets computed at run time: an int distance cast to float, Div, Log, Mul, cast back to
+// int64, used as a Gather index. Those stay float32 (a bucket boundary must not move with float16 rounding); the
+// network around them (here the Add of the gathered bias) is lowered.
+TEST(PrecisionLowering, IndexArithmeticStaysFloat32) {
+  auto g = std::make_unique<ir::Graph>();
+  ir::Value* x = float_input(*g, "X", {1, 39});
+  ir::Value* shape = g->add_node("Shape", "shape", {x}, {"s"}, {}, 17)->outputs[0];
+  ir::Value* len = g->add_node("Gather", "len", {shape, g->add_constant("one", Tensor::from_vector<int64_t>({}, {1}))},
+                               {"n"}, {}, 17)
+                       ->outputs[0];
+  ir::Value* pos = g->add_node("Range", "range",
+                               {g->add_constant("start", Tensor::from_vector<int64_t>({}, {0})), len,
+                                g->add_constant("delta", Tensor::from_vector<int64_t>({}, {1}))},
+                               {"pos"}, {}, 17)
+                       ->outputs[0];
+  Attributes to_f, to_i;
+  to_f.set("to", int64_t{1});
+  to_i.set("to", int64_t{7});
+  ir::Value* pf = g->add_node("Cast", "to_float", {pos}, {"pf"}, std::move(to_f), 17)->outputs[0];
+  ir::Value* p1 =
+      g->add_node("Add", "plus_one", {pf, g->add_constant("c1", Tensor::from_vector<float>({}, {1.f}))}, {"p1"}, {}, 17)
+          ->outputs[0];
+  ir::Value* d =
+      g->add_node("Div", "div", {p1, g->add_constant("c3", Tensor::from_vector<float>({}, {3.f}))}, {"d"}, {}, 17)
+          ->outputs[0];
+  ir::Value* l = g->add_node("Log", "log", {d}, {"l"}, {}, 17)->outputs[0];
+  ir::Value* b =
+      g->add_node("Mul", "scale", {l, g->add_constant("c8", Tensor::from_vector<float>({}, {7.9f}))}, {"b"}, {}, 17)
+          ->outputs[0];
+  ir::Value* bi = g->add_node("Cast", "to_int", {b}, {"bi"}, std::move(to_i), 17)->outputs[0];
+  std::vector<float> table(40);
+  for (int i = 0; i < 40; ++i) table[i] = 0.05f * static_cast<float>(i);
+  ir::Value* bias =
+      g->add_node("Gather", "bias",
+                  {g->add_constant("table", Tensor::from_vector<float>({40}, table)),
+                   g->add_node("Add", "shift", {bi, g->add_constant("c10", Tensor::from_vector<int64_t>({}, {10}))},
+                               {"idx"}, {}, 17)
+                       ->outputs[0]},
+                  {"bias_v"}, {}, 17)
+          ->outputs[0];
+  g->outputs().push_back(g->add_node("Add", "add_bias", {x, bias}, {"Y"}, {}, 17)->outputs[0]);
+  Tensor xin(DataType::kFLOAT, {1, 39});
+  for (int i = 0; i < 39; ++i) xin.data<float>()[i] = 0.01f * static_cast<float>(i);
+  const Tensor want = run(*g, xin);
+  ASSERT_TRUE(lower(*g, DataType::kHALF, {}, "none", all_kernels).ok());
+  for (const char* name : {"plus_one", "div", "log", "scale"}) {
+    const ir::Node* n = nullptr;
+    for (const auto& m : g->nodes())
+      if (m->name == name) n = m.get();
+    ASSERT_NE(n, nullptr) << name;
+    EXPECT_EQ(n->outputs[0]->dtype, DataType::kFLOAT) << name << " must stay float32";
+  }
+  const ir::Node* add = nullptr;
+  for (const auto& m : g->nodes())
+    if (m->name == "add_bias") add = m.get();
+  ASSERT_NE(add, nullptr);
+  EXPECT_EQ(add->outputs[0]->dtype, DataType::kHALF) << "the data path is lowered";
+  const Tensor got = run(*g, xin);
+  for (int i = 0; i < 39; ++i) EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], 2e-3) << i;
 }
 
 TEST(PrecisionLowering, LayerPrecisionsAndConstraints) {
