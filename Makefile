@@ -73,8 +73,8 @@ test-models:
 	  --gtest_brief=1
 
 # Tiny random-weight Hugging Face models (tests/models/export_hf.py: BERT, RoBERTa, DistilBERT, GPT-2, ViT, T5 encoder,
-# Llama, built from configs, nothing downloaded) through the CUDA FP16 pass list on the reference kernels
-# (tests/unit/test_hf_models.cpp). Not part of `make test`: it needs transformers, which Kiln does not. HF_PYTHONPATH
+# Llama, ..., built from configs, nothing downloaded; the text families also with a dynamic sequence length, as
+# decoders are exported) through the CUDA FP16 pass list on the reference kernels (tests/unit/test_hf_models.cpp). Not part of `make test`: it needs transformers, which Kiln does not. HF_PYTHONPATH
 # names where it is installed; for Debian's torch 1.13 the newest that allows it is 4.47.1:
 #   pip install --no-deps --target /work/pydeps transformers==4.47.1 'tokenizers>=0.21,<0.22' \
 #     'huggingface-hub>=0.24,<0.27' 'safetensors<0.6' regex filelock tqdm fsspec
@@ -85,7 +85,9 @@ test-hf:
 	  { echo "test-hf: transformers is not importable; set HF_PYTHONPATH (see the Makefile)"; exit 1; }
 	dirs=$$(PYTHONPATH=$(HF_PYTHONPATH)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) tests/models/export_hf.py \
 	  --out $(HF_MODELS_DIR) --keep-going --list-dirs) && \
-	  KILN_HF_MODEL_DIRS=$$dirs $(BUILD_DIR)/bin/kiln_tests --gtest_filter='HfModels.*' --gtest_brief=1
+	  dyn=$$(PYTHONPATH=$(HF_PYTHONPATH)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) tests/models/export_hf.py \
+	  --out $(HF_MODELS_DIR) --keep-going --list-dirs --dynamic-seq) && \
+	  KILN_HF_MODEL_DIRS=$$dirs:$$dyn $(BUILD_DIR)/bin/kiln_tests --gtest_filter='HfModels.*' --gtest_brief=1
 
 docs:
 	$(PYTHON) tools/gen_operator_docs.py --results $(BUILD_DIR)/node_results.json --out docs/operators.md --readme README.md

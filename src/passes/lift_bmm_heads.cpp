@@ -96,19 +96,21 @@ std::optional<Prod> shape_elem(const ir::Value* v, int64_t i, int depth = 0) {
   return std::nullopt;
 }
 
-// x when v = merge(x): a Reshape of a 4-D x [B,H,M,N] (M, N static) to [B*H,M,N]. Shown by the result's last two
-// dims (then the first is B*H by the element count), or by the target's elements: B*H from x's own dims, -1 or M, N.
+// x when v = merge(x): a Reshape of a 4-D x [B,H,M,N] to [B*H,M,N] (M and N static or symbols: a dynamic-length
+// export's sequence). Shown by the result's last two dims (then the first is B*H by the element count), or by the
+// target's elements: B*H from x's own dims, -1 or M, and N.
 ir::Value* merged_heads(const ir::Value* v) {
   const ir::Node* r = match::producer_op(v, "Reshape");
   if (!r || !r->domain.empty() || !rank_is(v, 3)) return nullptr;
   ir::Value* x = r->inputs[0];
-  if (!rank_is(x, 4) || !x->shape[2].is_static() || !x->shape[3].is_static()) return nullptr;
+  if (!rank_is(x, 4)) return nullptr;
   const ops::Shape &xs = x->shape, &vs = v->shape;
-  if (vs[1] == xs[2] && vs[2] == xs[3]) return x;
+  if (vs[1] == xs[2] && vs[2] == xs[3]) return x;  // Dim equality: the same static value or the same symbol
   auto e0 = shape_elem(r->inputs[1], 0), e1 = shape_elem(r->inputs[1], 1), e2 = shape_elem(r->inputs[1], 2);
-  auto b = dim_prod(xs[0]), h = dim_prod(xs[1]);
-  if (!e0 || !e1 || !e2 || !b || !h || !(*e0 == times(*b, *h)) || !(*e2 == Prod{xs[3].value, {}})) return nullptr;
-  if (!e1->syms.empty() || (e1->k != -1 && e1->k != xs[2].value)) return nullptr;
+  auto b = dim_prod(xs[0]), h = dim_prod(xs[1]), m = dim_prod(xs[2]), n = dim_prod(xs[3]);
+  if (!e0 || !e1 || !e2 || !b || !h || !n || !(*e0 == times(*b, *h)) || !(*e2 == *n)) return nullptr;
+  const bool any_rows = e1->syms.empty() && e1->k == -1;
+  if (!any_rows && !(m && *e1 == *m)) return nullptr;
   return x;
 }
 
@@ -163,13 +165,32 @@ class LiftBmmHeads final : public Pass {
     return m->outputs[0];
   }
 
-  // merge(y) in place of `old`: a Reshape of the 4-D y to [-1, M, N].
+  // merge(y) in place of `old`: a Reshape of the 4-D y to [-1, M, N]. Where M or N is dynamic (a dynamic-length
+  // export) the target is [-1] followed by y's dims 2 and 3 from Shape(y); such a merge lives only until the view
+  // back to 4-D that reads it collapses, and goes with its Shape chain when the dead nodes are pruned.
   static bool replace_with_merge(ir::Graph& g, ir::Value* old, ir::Value* y, int opset) {
-    if (!y || !rank_is(y, 4) || !y->shape[2].is_static() || !y->shape[3].is_static()) return false;
-    ir::Value* target = g.add_constant(old->name + "_heads_shape",
-                                       Tensor::from_vector<int64_t>({3}, {-1, y->shape[2].value, y->shape[3].value}));
+    if (!y || !rank_is(y, 4)) return false;
+    ir::Value* target = nullptr;
+    if (y->shape[2].is_static() && y->shape[3].is_static()) {
+      target = g.add_constant(old->name + "_heads_shape",
+                              Tensor::from_vector<int64_t>({3}, {-1, y->shape[2].value, y->shape[3].value}));
+    } else {
+      ir::Value* shape = add_op(g, "Shape", old->name + "_heads_dims", {y}, {}, opset);
+      ir::Value* rows =
+          shape ? add_op(g, "Slice", old->name + "_heads_rows",
+                         {shape, ints(g, old->name + "_from", {2}), ints(g, old->name + "_to", {4})}, {}, opset)
+                : nullptr;
+      Attributes ca;
+      ca.set("axis", Attribute(int64_t{0}));
+      target = rows ? add_op(g, "Concat", old->name + "_heads_shape", {ints(g, old->name + "_any", {-1}), rows},
+                             std::move(ca), opset)
+                    : nullptr;
+      if (!target) return false;
+    }
     ir::Value* m = add_op(g, "Reshape", old->name + "_heads", {y, target}, {}, opset);
     if (!m) return false;
+    m->shape[1] = y->shape[2];  // inference may have lost them in the target's chain
+    m->shape[2] = y->shape[3];
     g.replace_all_uses(old, m);
     return true;
   }

@@ -237,13 +237,15 @@ def build(name):
     return LastHidden(model, list(inputs)).eval(), inputs
 
 
-def export_one(name, root, opset=OPSET):
-    """Exports HF_MODELS[name] into <root>/<name>_op<opset>/ and returns its meta dict."""
+def export_one(name, root, opset=OPSET, dynamic_seq=False):
+    """Exports HF_MODELS[name] into <root>/<name>_op<opset>/ (with dynamic_seq: <name>_dynseq_op<opset>/, the
+    sequence axis of text inputs and of the output dynamic too, as users export decoders) and returns its meta."""
     import transformers
-    _, _, desc = HF_MODELS[name]
+    _, make_inputs, desc = HF_MODELS[name]
     model, inputs = build(name)
     names, xs = list(inputs), tuple(inputs.values())
-    out_dir = model_dir(root, name, opset)
+    seq_axis = dynamic_seq and make_inputs is _text_inputs
+    out_dir = model_dir(root, name + ("_dynseq" if seq_axis else ""), opset)
     os.makedirs(out_dir, exist_ok=True)
     onnx_path = os.path.join(out_dir, "model.onnx")
     with torch.no_grad():
@@ -253,7 +255,7 @@ def export_one(name, root, opset=OPSET):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-        axes = {n: {0: "batch"} for n in names + ["output"]}
+        axes = {n: ({0: "batch", 1: "seq"} if seq_axis else {0: "batch"}) for n in names + ["output"]}
         torch.onnx.export(model, xs, onnx_path, opset_version=export_opset, input_names=names,
                           output_names=["output"], dynamic_axes=axes, do_constant_folding=True, **extra)
     import onnx
@@ -268,7 +270,7 @@ def export_one(name, root, opset=OPSET):
         a = x.numpy()
         _save_array(os.path.join(out_dir, stem), a)
         metas_in.append({"name": n, "dtype": str(a.dtype), "shape": list(a.shape), "file": stem + ".bin",
-                         "dynamic_axes": {"0": "batch"}})
+                         "dynamic_axes": {"0": "batch", "1": "seq"} if seq_axis else {"0": "batch"}})
     _save_array(os.path.join(out_dir, "output"), ref)
     meta = {
         "name": name, "description": desc, "opset": opset, "exported_opset": export_opset, "note": "",
@@ -289,6 +291,9 @@ def main(argv=None):
     ap.add_argument("--models", nargs="*", default=list(HF_MODELS), help=f"subset of: {', '.join(HF_MODELS)}")
     ap.add_argument("--list-dirs", action="store_true", help="print the exported directories, ':'-separated")
     ap.add_argument("--keep-going", action="store_true", help="report a model that fails to export and go on")
+    ap.add_argument("--dynamic-seq", action="store_true",
+                    help="export the text families with a dynamic sequence axis too, into <name>_dynseq_op<opset>/ "
+                         "(the other families are skipped)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # configs only; never reach for the hub
     import transformers
@@ -297,14 +302,16 @@ def main(argv=None):
     for name in args.models:
         try:
             with contextlib.redirect_stdout(sys.stderr):  # stdout carries only --list-dirs' line
-                meta = export_one(name, args.out)
+                if args.dynamic_seq and HF_MODELS[name][1] is not _text_inputs:
+                    continue
+                meta = export_one(name, args.out, dynamic_seq=args.dynamic_seq)
         except Exception as e:  # an architecture this torch cannot export is reported, not fatal, with --keep-going
             if not args.keep_going:
                 raise
             failed.append(name)
             print(f"  {name}: export FAILED: {type(e).__name__}: {str(e)[:300]}", file=sys.stderr)
             continue
-        done.append(model_dir(args.out, name, OPSET))
+        done.append(model_dir(args.out, name + ("_dynseq" if args.dynamic_seq else ""), OPSET))
         shapes = ", ".join(f"{i['name']} {i['shape']}" for i in meta["inputs"])
         print(f"  {name}: {shapes} -> {meta['outputs'][0]['shape']} ({meta['attn_implementation']} attention) in "
               f"{meta['export_seconds']} s", file=sys.stderr, flush=True)

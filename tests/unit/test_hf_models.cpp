@@ -17,6 +17,8 @@
 #include <map>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "cnn_test_util.h"
 #include "kiln/builder.h"
 #include "kiln/onnx_parser.h"
@@ -69,6 +71,9 @@ struct Gap {
   const char* form;
   const char* reason;
 };
+constexpr const char* kRotaryTableGap =
+    "the rotary table (inv_freq x positions, computed at run time for the sequence length) is transposed "
+    "[1,D/2,S] -> [1,S,D/2] once per inference, a few KB (a static length folds it); the head Transposes sink";
 const std::vector<Gap> kExpectedGaps = {
     // (Llama's rotary embeddings kept its Q/K/V head Transposes until sink_head_transposes; CLIP's [B*H,S,D] bmm
     // attention and Swin's shifted-window attention (its mask added through a 5-D view) stayed unfused until
@@ -76,6 +81,20 @@ const std::vector<Gap> kExpectedGaps = {
     {"hf_whisperenc", "transposes",
      "the Conv1d stem's [B,C,T] output permuted to [B,T,C] before the first layer: layout_nhwc takes only 2-D "
      "convolutions, so the Conv1d stays channels-first and the Transpose runs (once per model)"},
+    // Dynamic-length exports (make test-hf's <family>_dynseq_op17): the same expectations, and these gaps.
+    {"hf_llama_dynseq", "transposes", kRotaryTableGap},
+    {"hf_llama_gqa_dynseq", "transposes", kRotaryTableGap},
+    {"hf_qwen2_gqa_dynseq", "transposes", kRotaryTableGap},
+    {"hf_mistral_mqa_dynseq", "transposes", kRotaryTableGap},
+    {"hf_gemma_dynseq", "transposes", kRotaryTableGap},
+    {"hf_t5enc_dynseq", "transposes",
+     "the relative position bias, computed at run time for the sequence length, is permuted [S,S,H] -> [1,H,S,S] "
+     "once per inference (a static length folds it)"},
+    {"hf_cliptext_dynseq", "attention",
+     "the position embeddings' Slice to the input length gives the sequence a second symbol, which inference does "
+     "not unify with the input's through the broadcast Add, so lift_bmm_heads cannot show that the [B*H,S,S] views "
+     "around the causal and padding mask Adds merge heads"},
+    {"hf_cliptext_dynseq", "transposes", "the head Transposes of the unfused attention (the attention gap above)"},
     {"hf_convnext", "transposes",
      "the network's output is NCHW: one Transpose takes the NHWC body's result back (the stem's patchify GEMM, the "
      "channels_first norms as Transposed LayerNormalizations and the blocks' permutes all cancel inside)"},
@@ -85,9 +104,11 @@ const std::vector<Gap> kExpectedGaps = {
 // FusedAttention's K/V inputs with fewer heads than its Q).
 const char* const kGroupedFamilies[] = {"hf_llama_gqa", "hf_qwen2_gqa", "hf_mistral_mqa"};
 
-const Gap* find_gap(const std::string& family, const std::string& form) {
-  for (const Gap& g : kExpectedGaps)
-    if (family == g.family && form == g.form) return &g;
+// The gap listed for this export's variant (e.g. "hf_llama_dynseq", a dynamic-length export) or else its family.
+const Gap* find_gap(const std::string& variant, const std::string& family, const std::string& form) {
+  for (const std::string& key : {variant, family})
+    for (const Gap& g : kExpectedGaps)
+      if (key == g.family && form == g.form) return &g;
   return nullptr;
 }
 
@@ -122,9 +143,15 @@ std::map<std::string, int> op_counts(const ir::Graph& g) {
   return c;
 }
 
+// The family of an export directory: <family>_op<N>, or <family>_dynseq_op<N> for a dynamic-sequence export (the
+// same expectations: what fuses must not depend on the sequence length being known).
 std::string family_of(const std::string& dir) {
   std::string base = dir.substr(dir.find_last_of('/') + 1);
-  return base.substr(0, base.rfind("_op"));
+  base = base.substr(0, base.rfind("_op"));
+  const std::string dyn = "_dynseq";
+  if (base.size() > dyn.size() && base.compare(base.size() - dyn.size(), dyn.size(), dyn) == 0)
+    base.resize(base.size() - dyn.size());
+  return base;
 }
 
 struct Row {
@@ -138,18 +165,28 @@ std::vector<Row>& table() {
 void check_model(const std::string& dir) {
   SCOPED_TRACE(dir);
   const std::string family = family_of(dir);
+  const std::string base = dir.substr(dir.find_last_of('/') + 1);
+  const std::string variant = base.substr(0, base.rfind("_op"));  // family, or family_dynseq
   const Family* want_f = nullptr;
   for (const Family& f : kFamilies)
     if (family == f.name) want_f = &f;
   ASSERT_NE(want_f, nullptr) << "no expectations for family '" << family << "' in kFamilies";
   auto g = import_onnx_file(dir + "/model.onnx");
   ASSERT_NE(g, nullptr);
-  // The first input is input.bin (as export_models.py writes it), the others <name>.bin.
+  // The inputs as meta.json lists them (name, shape, file: the first is input.bin as export_models.py writes it, the
+  // others <name>.bin), in the graph's input order; the shapes come from there since the batch, and in a _dynseq
+  // export the sequence, are dynamic in the graph.
+  std::ifstream mf(dir + "/meta.json");
+  ASSERT_TRUE(mf.good()) << dir << "/meta.json";
+  const nlohmann::json meta = nlohmann::json::parse(mf);
   std::vector<Tensor> xs;
   for (size_t i = 0; i < g->inputs().size(); ++i) {
     const ir::Value& in = *g->inputs()[i];
-    for (size_t d = 1; d < in.shape.size(); ++d) ASSERT_TRUE(in.shape[d].is_static()) << "only the batch is dynamic";
-    xs.push_back(read_input(dir + "/" + (i == 0 ? std::string("input") : in.name) + ".bin", in));
+    const nlohmann::json* m = nullptr;
+    for (const auto& e : meta.at("inputs"))
+      if (e.at("name").get<std::string>() == in.name) m = &e;
+    ASSERT_NE(m, nullptr) << "input " << in.name << " is not in meta.json";
+    xs.push_back(read_input(dir + "/" + m->at("file").get<std::string>(), in, m->at("shape").get<Dims>()));
   }
   auto cpu = g->clone();
   ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
@@ -169,7 +206,7 @@ void check_model(const std::string& dir) {
 
   // Each form: fused as it should be, or a listed gap (printed), or a failure.
   auto check = [&](const char* form, bool fused, const std::string& detail) {
-    const Gap* gap = find_gap(family, form);
+    const Gap* gap = find_gap(variant, family, form);
     if (gap) {
       std::cout << "  EXPECTED GAP " << family << " " << form << ": " << gap->reason << " (now: " << detail << ")"
                 << (fused ? " -- it fuses now: remove it from kExpectedGaps" : "") << "\n";
@@ -188,7 +225,7 @@ void check_model(const std::string& dir) {
   gel << c["Gelu"] << "/" << want_f->gelus << " Gelu, " << c["Erf"] << " Erf, " << c["Tanh"] << " Tanh, " << c["Pow"]
       << " Pow left";
   // A norm left unfused (a listed gap) leaves its own Pow; a tanh GELU left unfused still shows its Tanh.
-  const bool norms_gap = find_gap(family, "norms") != nullptr;
+  const bool norms_gap = find_gap(variant, family, "norms") != nullptr;
   if (want_f->quick_gelus)
     gel << ", " << c["Sigmoid in Pointwise"] << "/" << want_f->quick_gelus << " quick_gelu Pointwise, " << c["Sigmoid"]
         << " Sigmoid left";
@@ -240,7 +277,7 @@ void check_model(const std::string& dir) {
        << " (CPU pipeline vs PyTorch " << torch_rel << ") | "
        << cuda->nodes().size() << " nodes (CPU pipeline " << cpu->nodes().size() << ")";
   std::cout << dir << " float16: " << line.str() << "\n";
-  table().push_back({family, line.str()});
+  table().push_back({variant, line.str()});
 }
 
 TEST(HfModels, FusedInEveryExport) {

@@ -17,16 +17,19 @@
 
 namespace kiln::test {
 
-// An input the export wrote (raw C-order data in the graph input's dtype; every dim but the batch is the graph's).
-inline Tensor read_input(const std::string& path, const ir::Value& in) {
+// An input the export wrote (raw C-order data in the graph input's dtype): of `shape` where given, else every dim
+// but the batch is the graph's.
+inline Tensor read_input(const std::string& path, const ir::Value& in, Dims shape = {}) {
   std::ifstream f(path, std::ios::binary);
   EXPECT_TRUE(f.good()) << path;
   std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   const int64_t item = static_cast<int64_t>(dtype_size(in.dtype));
-  int64_t per_row = 1;
-  for (size_t i = 1; i < in.shape.size(); ++i) per_row *= in.shape[i].value;
-  Dims shape = {static_cast<int64_t>(bytes.size()) / (per_row * item)};
-  for (size_t i = 1; i < in.shape.size(); ++i) shape.push_back(in.shape[i].value);
+  if (shape.empty()) {
+    int64_t per_row = 1;
+    for (size_t i = 1; i < in.shape.size(); ++i) per_row *= in.shape[i].value;
+    shape = {static_cast<int64_t>(bytes.size()) / (per_row * item)};
+    for (size_t i = 1; i < in.shape.size(); ++i) shape.push_back(in.shape[i].value);
+  }
   Tensor t(in.dtype, shape);
   EXPECT_EQ(static_cast<size_t>(t.nbytes()), bytes.size());
   std::memcpy(t.raw(), bytes.data(), std::min<size_t>(bytes.size(), t.nbytes()));
