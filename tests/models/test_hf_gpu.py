@@ -28,6 +28,8 @@ def main(argv=None):
     ap.add_argument("--models-dir", default="models")
     ap.add_argument("--work", default="build/gpu_hf")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--dynamic-seq", action="store_true",
+                    help="the text families' dynamic-length exports (<name>_dynseq_op17; export_hf.py --dynamic-seq)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     kiln = os.path.join(args.kiln_build, "bin", "kiln")
@@ -37,12 +39,15 @@ def main(argv=None):
     os.makedirs(args.work, exist_ok=True)
     rows = []
     for name in args.models:
-        row = {"model": name, "ok": False, "msg": ""}
+        if args.dynamic_seq and export_hf.HF_MODELS[name][1] is not export_hf._text_inputs:
+            continue  # only the text families have a dynamic-length variant
+        variant = name + ("_dynseq" if args.dynamic_seq else "")
+        row = {"model": variant, "ok": False, "msg": ""}
         rows.append(row)
         try:
-            if not is_exported(args.models_dir, name):
-                export_hf.export_one(name, args.models_dir)
-            mdir = model_dir(args.models_dir, name, export_hf.OPSET)
+            if not is_exported(args.models_dir, variant):
+                export_hf.export_one(name, args.models_dir, dynamic_seq=args.dynamic_seq)
+            mdir = model_dir(args.models_dir, variant, export_hf.OPSET)
             meta = json.load(open(os.path.join(mdir, "meta.json")))
             row["attn"] = meta.get("attn_implementation", "")
             ins = [(i["name"], i["shape"], os.path.join(mdir, i["file"])) for i in meta["inputs"]]
@@ -51,7 +56,7 @@ def main(argv=None):
 
             def run(tag, extra):
                 n, s, f = ins[0]
-                out, _, warn = kiln_run(kiln, model, n, s, f, os.path.join(args.work, f"{name}_{tag}.json"), "cuda",
+                out, _, warn = kiln_run(kiln, model, n, s, f, os.path.join(args.work, f"{variant}_{tag}.json"), "cuda",
                                         extra, 4, more_inputs=ins[1:])
                 if warn:
                     row["host_layers"] = warn[0]
@@ -65,7 +70,7 @@ def main(argv=None):
             row["msg"] = f"{type(e).__name__}: {e}"
         figures = " ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()
                            if k not in ("model", "ok", "msg", "host_layers"))
-        print(f"  {'PASS' if row['ok'] else 'FAIL'} {name} {row['msg']} {row.get('host_layers', '')}\n    {figures}",
+        print(f"  {'PASS' if row['ok'] else 'FAIL'} {variant} {row['msg']} {row.get('host_layers', '')}\n    {figures}",
               flush=True)
     print(f"\n{'model':<14} {'attention':>9} {'fp32 rel':>9} {'fp16 cos':>9} {'bf16 cos':>9} result")
     for r in rows:
