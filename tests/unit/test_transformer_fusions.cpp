@@ -122,6 +122,32 @@ TEST(FuseGelu, EveryErfAssociationAndTheTanhForm) {
   }
 }
 
+// A float16 model (exported in half precision or converted by onnxconverter-common) holds GELU's constants rounded:
+// sqrt(2) is 1.4140625, sqrt(2/pi) 0.797852, 0.044715 0.044708. Within that rounding they are GELU's constants.
+TEST(FuseGelu, Float16ModelConstants) {
+  for (int form : {0, 3}) {
+    SCOPED_TRACE(form);
+    Net n;
+    ir::Value* x = test::graph_input(*n.g, "x", {2, 5, 16}, DataType::kHALF);
+    auto h = [&](float v) { return n.c(Tensor::from_vector<float>({}, {v}).cast(DataType::kHALF)); };
+    ir::Value* y = nullptr;
+    if (form == 0) {
+      ir::Value* erf = n.op("Erf", {n.op("Div", {x, h(1.4142135623730951f)})});
+      y = n.op("Mul", {n.op("Mul", {x, n.op("Add", {erf, h(1.0f)})}), h(0.5f)});
+    } else {
+      ir::Value* cube = n.op("Pow", {x, h(3.0f)});
+      ir::Value* inner = n.op("Add", {x, n.op("Mul", {h(0.044715f), cube})});
+      ir::Value* t = n.op("Tanh", {n.op("Mul", {h(0.7978845608028654f), inner})});
+      y = n.op("Mul", {n.op("Mul", {h(0.5f), x}), n.op("Add", {h(1.0f), t})});
+    }
+    n.output(y);
+    auto fused = fuse_and_compare(n, list_of(passes::make_fuse_gelu()),
+                                  {random({2, 5, 16}, 3, -4, 4).cast(DataType::kHALF)}, 1e-2);
+    EXPECT_EQ(count(*fused, "Gelu"), 1) << ir::print(*fused);
+    EXPECT_EQ(fused->nodes().size(), 1u);
+  }
+}
+
 TEST(FuseGelu, WrongConstantOrSharedIntermediateIsLeftAlone) {
   Net n;
   ir::Value* x = n.input("x", {4, 8});
