@@ -25,7 +25,9 @@ Result<Shape> broadcast_shapes(const std::vector<Shape>& shapes) {
       if (k + s.size() < rank) continue;
       const Dim& d = s[k - (rank - s.size())];
       if (d.is_static() && d.value == 1) continue;
-      if (!d.is_static()) { any_unknown = true; if (!res || !res->is_static()) res = d; continue; }
+      // Of several symbols the first operand's names the result (Add(x, pos_embed[:, :S]) keeps x's sequence
+      // symbol, which the rest of the graph shares, instead of the Slice's fresh one).
+      if (!d.is_static()) { any_unknown = true; if (!res) res = d; continue; }
       if (res && res->is_static() && res->value != d.value)
         return invalid_model("shapes " + [&] {
           std::string r;

@@ -90,11 +90,6 @@ const std::vector<Gap> kExpectedGaps = {
     {"hf_t5enc_dynseq", "transposes",
      "the relative position bias, computed at run time for the sequence length, is permuted [S,S,H] -> [1,H,S,S] "
      "once per inference (a static length folds it)"},
-    {"hf_cliptext_dynseq", "attention",
-     "the position embeddings' Slice to the input length gives the sequence a second symbol, which inference does "
-     "not unify with the input's through the broadcast Add, so lift_bmm_heads cannot show that the [B*H,S,S] views "
-     "around the causal and padding mask Adds merge heads"},
-    {"hf_cliptext_dynseq", "transposes", "the head Transposes of the unfused attention (the attention gap above)"},
     {"hf_convnext", "transposes",
      "the network's output is NCHW: one Transpose takes the NHWC body's result back (the stem's patchify GEMM, the "
      "channels_first norms as Transposed LayerNormalizations and the blocks' permutes all cancel inside)"},

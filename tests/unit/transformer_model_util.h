@@ -54,6 +54,7 @@ inline Blocks attention_blocks(const ir::Graph& g) {
       const ir::Value* next = nullptr;
       for (const ir::Value* v : p->inputs)
         if (v && !v->is_constant() && v->producer && v->rank_known && v->shape.size() >= 3 &&
+            v->dtype != DataType::kBOOL &&  // a Where's condition is the mask, never the scores
             (!next || (next->producer->op_type != "MatMul" &&
                        (v->producer->op_type == "MatMul" || v->shape == p->outputs[0]->shape))))
           next = v;
