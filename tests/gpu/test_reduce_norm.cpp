@@ -258,6 +258,34 @@ TEST(GpuArgReduce, LayoutsTiesAndTypes) {
   }
 }
 
+// TopK (topk.cu): values and int64 indices bit for bit against the reference (equal values by lower index), the
+// K input a constant; rows along the last or a strided axis, odd lengths, ties, k = 1 and k = the whole row.
+void check_topk(DT dt, std::vector<int64_t> shape, int64_t axis, int64_t k, int64_t largest, uint32_t seed,
+                double lo = -4, double hi = 4) {
+  SCOPED_TRACE(std::string("TopK ") + dims_to_string(shape) + " axis " + std::to_string(axis) + " k " +
+               std::to_string(k) + " largest " + std::to_string(largest));
+  OpCase c;
+  c.op = "TopK";
+  c.inputs = {random_tensor(dt, shape, seed, lo, hi), Tensor::from_vector<int64_t>({1}, {k})};
+  c.constant = {false, true};
+  c.num_outputs = 2;
+  c.attrs = {{"axis", axis}, {"largest", largest}};
+  c.atol = c.rtol = 0;
+  expect_backends_agree(c);
+}
+
+TEST(GpuTopK, RowsAxesTiesAndTypes) {
+  KILN_REQUIRE_GPU();
+  for (int64_t largest : {1, 0}) {
+    check_topk(DT::kFLOAT, {4, 1000}, -1, 5, largest, 60);     // ImageNet-like top-5
+    check_topk(DT::kFLOAT, {3, 7, 5}, 1, 3, largest, 61);      // a strided axis
+    check_topk(DT::kFLOAT, {2, 4096}, 1, 4096, largest, 62);   // the longest row, k = the row
+    check_topk(DT::kFLOAT, {5, 33}, 1, 1, largest, 63);
+    check_topk(DT::kHALF, {6, 300}, 1, 10, largest, 64, -1, 1);  // many ties: lower index first
+    check_topk(DT::kBF16, {2, 3, 257}, 2, 17, largest, 65, -1, 1);
+  }
+}
+
 void check_softmax(const std::string& op, DT dt, std::vector<int64_t> shape, int64_t axis, int opset, uint32_t seed,
                    double lo = -4, double hi = 4) {
   SCOPED_TRACE(op + " " + dims_to_string(shape) + " axis " + std::to_string(axis) + " opset " +

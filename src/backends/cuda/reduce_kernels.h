@@ -42,4 +42,11 @@ Status launch_arg_reduce(DataType dt, const void* x, int64_t* y, int64_t outer, 
 Status launch_cumsum(DataType dt, const void* x, void* y, int64_t outer, int64_t len, int64_t inner, bool exclusive,
                      bool reverse, int sm_count, cudaStream_t stream);
 
+// TopK over the middle axis of [outer, len, inner] (1 <= len <= kTopKMaxLen, 0 <= k <= len): the k best of each
+// row, best first (largest or smallest; equal values by lower index, as the reference orders them), values into
+// [outer, k, inner] of x's type and int64 indices. Float types.
+inline constexpr int64_t kTopKMaxLen = 4096;
+Status launch_topk(DataType dt, const void* x, void* values, int64_t* indices, int64_t outer, int64_t len,
+                   int64_t inner, int64_t k, bool largest, cudaStream_t stream);
+
 }  // namespace kiln::cuda
