@@ -169,6 +169,52 @@ TEST(GpuElementwise, SwishOpset24) {
   }
 }
 
+// QuantizeLinear / DequantizeLinear (quantize.cu): per tensor and per axis, int8 and uint8 (and int32 into
+// DequantizeLinear), with and without a zero point, from and to float32/float16, bit-exact against the reference
+// (half-to-even rounding of x / scale in float32, saturation). Scales and zero points are engine constants.
+TEST(GpuElementwise, QuantizeDequantizeLinear) {
+  KILN_REQUIRE_GPU();
+  const std::vector<int64_t> shape = {2, 3, 5, 7};
+  Tensor scale_c(kF32, {3}), scale_1 = Tensor::from_vector<float>({}, {0.05f});
+  for (int i = 0; i < 3; ++i) scale_c.data<float>()[i] = 0.02f * static_cast<float>(i + 1);
+  for (const bool per_axis : {false, true})
+    for (const DataType q : {DataType::kINT8, DataType::kUINT8})
+      for (const bool with_zp : {false, true})
+        for (const DataType x_t : {kF32, kF16}) {
+          SCOPED_TRACE(std::string(per_axis ? "per axis " : "per tensor ") + name_of(q) + (with_zp ? " zp " : " ") +
+                       name_of(x_t));
+          const Tensor s = (per_axis ? scale_c : scale_1).cast(x_t);
+          Tensor zp(q, per_axis ? std::vector<int64_t>{3} : std::vector<int64_t>{});
+          for (int64_t i = 0; i < zp.numel(); ++i) {
+            if (q == DataType::kINT8) zp.data<int8_t>()[i] = static_cast<int8_t>(-3 + 2 * i);
+            else zp.data<uint8_t>()[i] = static_cast<uint8_t>(120 + 3 * i);
+          }
+          // Values reaching past the range (saturation) and landing on .5 steps (ties to even).
+          Tensor x = random_tensor(kF32, shape, 70, -4, 4);
+          for (int64_t i = 0; i < x.numel(); i += 11) x.data<float>()[i] = 0.025f * static_cast<float>(i % 9);
+          OpCase qc = make("QuantizeLinear", {x.cast(x_t), s}, {{"axis", int64_t{1}}});
+          if (with_zp) qc.inputs.push_back(zp);
+          qc.constant = {false, true, true};
+          qc.opset = 19;
+          qc.atol = qc.rtol = 0;
+          if (with_zp || q == DataType::kUINT8) expect_backends_agree(qc);  // without a zero point: uint8
+          OpCase dc = make("DequantizeLinear", {random_tensor(q, shape, 71, q == DataType::kINT8 ? -128 : 0,
+                                                              q == DataType::kINT8 ? 127 : 255), s},
+                           {{"axis", int64_t{1}}});
+          if (with_zp) dc.inputs.push_back(zp);
+          dc.constant = {false, true, true};
+          dc.opset = 19;
+          set_tol(dc, x_t);
+          expect_backends_agree(dc);
+        }
+  // int32 (a bias quantized with scale_a * scale_b) into float32.
+  OpCase dc = make("DequantizeLinear", {random_tensor(DataType::kINT32, {4, 9}, 72, -100000, 100000),
+                                        Tensor::from_vector<float>({}, {1e-4f})});
+  dc.constant = {false, true};
+  dc.opset = 19;
+  expect_backends_agree(dc);
+}
+
 TEST(GpuElementwise, IsNaNIsInfNot) {
   KILN_REQUIRE_GPU();
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();

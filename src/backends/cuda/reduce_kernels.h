@@ -49,4 +49,17 @@ inline constexpr int64_t kTopKMaxLen = 4096;
 Status launch_topk(DataType dt, const void* x, void* values, int64_t* indices, int64_t outer, int64_t len,
                    int64_t inner, int64_t k, bool largest, cudaStream_t stream);
 
+// QuantizeLinear / DequantizeLinear: element e uses scale and zero point 0 (per tensor) or (e / inner) % n (per axis).
+struct QuantGeometry {
+  bool per_tensor = true;
+  int64_t n = 1, inner = 1;
+};
+// x (float, half or bfloat16) / scale (x's type), rounded half to even, + zero point (q_type, may be null), saturated
+// to q_type (int8 or uint8).
+Status launch_quantize(DataType x_type, DataType q_type, const void* x, const void* scale, const void* zero_point,
+                       void* y, int64_t total, const QuantGeometry& g, cudaStream_t stream);
+// (x - zero point) * scale for x int8, uint8 or int32 (zero point of x's type, may be null), into scale_type.
+Status launch_dequantize(DataType q_type, DataType scale_type, const void* x, const void* scale,
+                         const void* zero_point, void* y, int64_t total, const QuantGeometry& g, cudaStream_t stream);
+
 }  // namespace kiln::cuda
