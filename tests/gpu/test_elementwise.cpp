@@ -215,6 +215,25 @@ TEST(GpuElementwise, QuantizeDequantizeLinear) {
   expect_backends_agree(dc);
 }
 
+// BitwiseAnd/Or/Xor (int32/int64, broadcast) and BitwiseNot (8/32/64-bit), opset 18, against the reference.
+TEST(GpuElementwise, BitwiseOps) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : {kI32, kI64}) {
+    for (const char* op : {"BitwiseAnd", "BitwiseOr", "BitwiseXor"}) {
+      SCOPED_TRACE(std::string(op) + " " + name_of(dt));
+      OpCase c = make(op, {small_ints(dt, {3, 1, 37}, 80, -1000, 1000), small_ints(dt, {5, 37}, 81, -1000, 1000)});
+      c.opset = 18;
+      expect_backends_agree(c);
+    }
+  }
+  for (DataType dt : {DataType::kINT8, DataType::kUINT8, kI32, kI64}) {
+    SCOPED_TRACE(std::string("BitwiseNot ") + name_of(dt));
+    OpCase c = make("BitwiseNot", {small_ints(dt, {4, 33}, 82, dt == DataType::kUINT8 ? 0 : -100, 100)});
+    c.opset = 18;
+    expect_backends_agree(c);
+  }
+}
+
 TEST(GpuElementwise, IsNaNIsInfNot) {
   KILN_REQUIRE_GPU();
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();

@@ -309,6 +309,7 @@ __device__ __forceinline__ T unary_int(const UnaryParams& p, T x) {
       return static_cast<T>(v);
     }
     case UnaryOp::kNot: return static_cast<T>(x == 0 ? 1 : 0);
+    case UnaryOp::kBitNot: return static_cast<T>(~x);
     default: break;
   }
   return x;
@@ -416,6 +417,15 @@ struct BinaryF {
       case BinaryOp::kShiftLeft:
       case BinaryOp::kShiftRight:
         if constexpr (std::is_integral_v<C>) r = shift_value(x, y, op == BinaryOp::kShiftLeft);
+        break;
+      case BinaryOp::kBitAnd:
+        if constexpr (std::is_integral_v<C>) r = static_cast<C>(x & y);
+        break;
+      case BinaryOp::kBitOr:
+        if constexpr (std::is_integral_v<C>) r = static_cast<C>(x | y);
+        break;
+      case BinaryOp::kBitXor:
+        if constexpr (std::is_integral_v<C>) r = static_cast<C>(x ^ y);
         break;
     }
     store_c(out, o, r);

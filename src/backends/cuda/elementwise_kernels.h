@@ -33,7 +33,8 @@ enum class UnaryOp : int {
   kSin, kCos, kTan, kAsin, kAcos, kAtan, kSinh, kCosh, kAsinh, kAcosh, kAtanh,
   kSoftplus, kSoftsign, kSign, kElu, kSelu, kCelu, kLeakyRelu, kHardSigmoid, kHardSwish, kThresholdedRelu,
   kGeluErf, kGeluTanh, kMish, kClip, kSwish,
-  kNot,  // bool only (the integer kernel over uint8)
+  kNot,     // bool only (the integer kernel over uint8)
+  kBitNot,  // integers (BitwiseNot)
 };
 
 struct UnaryParams {
@@ -51,8 +52,8 @@ Status launch_float_class(DataType dt, const void* x, void* y, int64_t n, bool i
                           bool detect_positive, cudaStream_t s);
 
 // Binary operators whose output has the inputs' type.
-enum class BinaryOp : int { kAdd, kSub, kMul, kDiv, kMod, kFmod, kPRelu, kShiftLeft, kShiftRight };
-// dt: float32/float16/bfloat16/int32/int64 (shifts: int32/int64 only).
+enum class BinaryOp : int { kAdd, kSub, kMul, kDiv, kMod, kFmod, kPRelu, kShiftLeft, kShiftRight, kBitAnd, kBitOr, kBitXor };
+// dt: float32/float16/bfloat16/int32/int64 (shifts and bitwise ops: int32/int64 only).
 Status launch_binary(BinaryOp op, DataType dt, const void* a, const void* b, void* out, const EwBroadcast& bc,
                      cudaStream_t s);
 

@@ -405,6 +405,14 @@ const bool kRegistered = [] {
   r.add(binary_def("Mod", kFloatInt, mod_op));
   r.add(binary_def("PRelu", kFloatInt, always(BinaryOp::kPRelu)));
   r.add(binary_def("BitShift", {kI32, kI64}, shift_op));
+  r.add(binary_def("BitwiseAnd", {kI32, kI64}, always(BinaryOp::kBitAnd)));  // opset 18
+  r.add(binary_def("BitwiseOr", {kI32, kI64}, always(BinaryOp::kBitOr)));
+  r.add(binary_def("BitwiseXor", {kI32, kI64}, always(BinaryOp::kBitXor)));
+  r.add(def("BitwiseNot", {DataType::kINT8, DataType::kUINT8, kI32, kI64}, [](KernelArgs& a) -> Status {
+    UnaryParams p;
+    p.op = UnaryOp::kBitNot;
+    return launch_unary_int(a.in[0].dtype, a.in[0].data, a.out[0].data, a.in[0].numel(), p, a.stream);
+  }));
   r.add(pow_def());
 
   r.add(variadic_def("Sum", kFloatInt, VariadicOp::kSum));
