@@ -55,10 +55,10 @@ pypi-node-data: $(PYPI_ENV)/onnx.stamp
 test-node: pypi-node-data
 	$(PYTHON) tests/onnx/run_node_tests.py --kiln-build $(BUILD_DIR) --pypi-data $(PYPI_NODE_DATA) \
 	  --results $(BUILD_DIR)/node_results.json
-	# The suite's Attention and Einsum tests through the CUDA pass list on the reference kernels (the operators
-	# lowered to FusedAttention and to MatMuls; tests/unit/test_lower_onnx_attention.cpp, test_lower_einsum.cpp).
+	# The suite through the CUDA pass list on the reference kernels: every test (test_cuda_passes_node_suite.cpp), and
+	# the Attention and Einsum tests counted as lowered (test_lower_onnx_attention.cpp, test_lower_einsum.cpp).
 	KILN_ONNX_NODE_DIR=$(PYPI_NODE_DATA)/node $(BUILD_DIR)/bin/kiln_tests \
-	  --gtest_filter='LowerOnnxAttention.OnnxNodeTests:LowerEinsum.OnnxNodeTests' --gtest_brief=1
+	  --gtest_filter='CudaPassList.OnnxNodeTests:LowerOnnxAttention.OnnxNodeTests:LowerEinsum.OnnxNodeTests' --gtest_brief=1
 
 test-models:
 	$(PYTHON) tests/models/test_models.py --kiln-build $(BUILD_DIR) --ci
