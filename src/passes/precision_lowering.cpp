@@ -80,6 +80,7 @@ class PrecisionLowering final : public Pass {
     if (o.reduced_precision == DataType::kFLOAT && o.layer_precisions.empty()) return Status::Ok();
     g.rebuild_links();
     std::set<const ir::Value*> outputs(g.outputs().begin(), g.outputs().end());
+    graph_outputs_ = outputs;  // an extra output that the network returns counts as used (eligible())
     std::vector<ir::Node*> order;
     for (auto& n : g.nodes()) order.push_back(n.get());
     int lowered = 0, kept = 0;
@@ -152,6 +153,7 @@ class PrecisionLowering final : public Pass {
     return keep;
   }
 
+  std::set<const ir::Value*> graph_outputs_;
   using Key = std::pair<const ir::Value*, DataType>;
   std::map<Key, ir::Value*> reduced_;  // float32 value -> its reduced copy
 
@@ -207,7 +209,8 @@ class PrecisionLowering final : public Pass {
     for (size_t k = 0; k < n.outputs.size(); ++k) {
       auto outs = t_outputs(n, it->second);
       if (std::find(outs.begin(), outs.end(), static_cast<int>(k)) != outs.end()) continue;
-      if (!n.outputs[k]->users.empty() && n.outputs[k]->dtype == DataType::kFLOAT && n.op_type != "MaxPool")
+      const bool used = !n.outputs[k]->users.empty() || graph_outputs_.count(n.outputs[k]);
+      if (used && n.outputs[k]->dtype == DataType::kFLOAT && n.op_type != "MaxPool")
         return *why = "its optional float outputs are used", false;
     }
     return true;

@@ -316,6 +316,29 @@ TEST(PrecisionLowering, IndexArithmeticStaysFloat32) {
   for (int i = 0; i < 39; ++i) EXPECT_NEAR(got.data<float>()[i], want.data<float>()[i], 2e-3) << i;
 }
 
+// An extra float output that the network returns (training-mode BatchNormalization's running mean) is used even
+// with no node reading it: the layer stays float32, so the output keeps its type (it came back float16 before).
+TEST(PrecisionLowering, ExtraOutputThatIsAGraphOutputKeepsTheLayerFloat32) {
+  auto g = std::make_unique<ir::Graph>();
+  ir::Value* x = float_input(*g, "X", {2, 3, 4});
+  auto vec = [&](const char* name, float v) {
+    return g->add_constant(name, Tensor::from_vector<float>({3}, {v, v + 0.5f, v + 1.f}));
+  };
+  Attributes a;
+  a.set("training_mode", int64_t{1});
+  ir::Node* bn = g->add_node("BatchNormalization", "bn",
+                             {x, vec("scale", 1.f), vec("bias", 0.f), vec("mean", 0.1f), vec("var", 1.f)},
+                             {"Y", "running_mean", "running_var"}, std::move(a), 15);
+  g->outputs().push_back(bn->outputs[0]);
+  g->outputs().push_back(bn->outputs[1]);
+  ASSERT_TRUE(lower(*g, DataType::kHALF, {}, "none", all_kernels).ok());
+  const ir::Node* n = find(*g, "BatchNormalization");
+  ASSERT_NE(n, nullptr);
+  EXPECT_EQ(n->inputs[3]->dtype, DataType::kFLOAT);
+  EXPECT_EQ(n->outputs[1]->dtype, DataType::kFLOAT);
+  EXPECT_EQ(g->outputs()[1]->dtype, DataType::kFLOAT);
+}
+
 TEST(PrecisionLowering, LayerPrecisionsAndConstraints) {
   Built b = make_graph();
   // Without the global flag, one named layer is lowered alone.
