@@ -1,13 +1,15 @@
-// The CUDA pass list (every fusion, layout and lowering pass, float32 so results stay comparable) over the ONNX
-// suite's node tests, run on the reference kernels: what the passes rewrite must compute what ONNX's reference
-// computed (the expected outputs in each test). `make test-node` runs it (KILN_ONNX_NODE_DIR); tests whose model
-// does not import, or whose inputs or outputs are not tensors, are counted and skipped.
+// The CUDA pass list (every fusion, layout and lowering pass) over the ONNX suite's node tests, run on the reference
+// kernels, in float32 and with float16 precision lowering: what the passes rewrite must compute what ONNX's
+// reference computed (the expected outputs in each test), at float32 and float16 tolerances. `make test-node` runs it
+// (KILN_ONNX_NODE_DIR); tests whose model does not import, or whose inputs or outputs are not tensors, are counted and
+// skipped.
 #include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <filesystem>
 #include <iostream>
+#include <set>
 
 #include "cnn_test_util.h"
 #include "graph_test_util.h"
@@ -44,11 +46,22 @@ bool close(const Tensor& got, const Tensor& want, double atol, double rtol, std:
   return true;
 }
 
+// Tests whose inputs float16 cannot represent: 10000 + k for k < 8 all round to 10000 (float16 steps by 8 there),
+// so the softmax of those rows is uniform. Listed, and reported if they start to agree.
+const std::set<std::string> kFloat16Limits = {
+    "test_softmax_large_number",
+    "test_softmax_large_number_expanded",
+    "test_softmax_large_number_expanded_ver18",
+    "test_logsoftmax_large_number",
+    "test_logsoftmax_large_number_expanded",
+    "test_logsoftmax_large_number_expanded_ver18",
+};
+
 TEST(CudaPassList, OnnxNodeTests) {
   const char* dir = std::getenv("KILN_ONNX_NODE_DIR");
   if (!dir || !*dir || !fs::is_directory(dir))
     GTEST_SKIP() << "KILN_ONNX_NODE_DIR (the pypi onnx node tests' directory) is not set; `make test-node` runs this";
-  int run = 0, skipped = 0, agree = 0;
+  int run = 0, skipped = 0, agree = 0, agree16 = 0, limited = 0;
   std::vector<std::string> failed;
   std::vector<fs::path> dirs;
   for (const auto& e : fs::directory_iterator(dir)) dirs.push_back(e.path());
@@ -95,29 +108,43 @@ TEST(CudaPassList, OnnxNodeTests) {
       continue;
     }
     ++run;
-    auto cuda = g->clone();
-    const Status st = test::run_cuda_pipeline(*cuda, DataType::kFLOAT);
-    if (!st.ok()) {
-      failed.push_back(d.filename().string() + ": the CUDA pass list failed: " + st.message());
-      continue;
+    // Float32 must agree at float32 tolerance; float16 (precision lowering included) at 2e-2, except where float16
+    // cannot hold the inputs (kFloat16Limits).
+    for (const DataType reduced : {DataType::kFLOAT, DataType::kHALF}) {
+      const bool half = reduced == DataType::kHALF;
+      auto cuda = g->clone();
+      const Status st = test::run_cuda_pipeline(*cuda, reduced);
+      const std::string tag = d.filename().string() + (half ? " (float16)" : "");
+      if (!st.ok()) {
+        failed.push_back(tag + ": the CUDA pass list failed: " + st.message());
+        continue;
+      }
+      std::vector<Tensor> got;
+      {
+        ::testing::TestPartResultArray quiet;
+        ::testing::ScopedFakeTestPartResultReporter r(
+            ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &quiet);
+        got = test::run_reference(*cuda, in);
+      }
+      std::string why = got.size() == want.size() ? "" : "output count";
+      bool ok = why.empty();
+      for (size_t i = 0; i < got.size() && ok; ++i)
+        ok = close(got[i], want[i], half ? 2e-2 : 1e-4, half ? 2e-2 : 1e-3, &why);
+      const bool limit = half && kFloat16Limits.count(d.filename().string());
+      if (ok) {
+        ++(half ? agree16 : agree);
+        if (limit) failed.push_back(tag + ": agrees now; remove it from kFloat16Limits");
+      } else if (limit) {
+        ++limited;
+      } else {
+        failed.push_back(tag + ": " + why);
+      }
     }
-    std::vector<Tensor> got;
-    {
-      ::testing::TestPartResultArray quiet;
-      ::testing::ScopedFakeTestPartResultReporter r(
-          ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &quiet);
-      got = test::run_reference(*cuda, in);
-    }
-    std::string why = got.size() == want.size() ? "" : "output count";
-    bool ok = why.empty();
-    for (size_t i = 0; i < got.size() && ok; ++i) ok = close(got[i], want[i], 1e-4, 1e-3, &why);
-    if (ok)
-      ++agree;
-    else
-      failed.push_back(d.filename().string() + ": " + why);
   }
-  std::cout << "CUDA pass list over the node tests: " << run << " run, " << agree << " agree, " << failed.size()
-            << " differ; " << skipped << " skipped (not imported, non-tensor, or the CPU pipeline itself differs)\n";
+  std::cout << "CUDA pass list over the node tests: " << run << " run; float32: " << agree
+            << " agree; float16: " << agree16 << " agree, " << limited
+            << " past float16's range or resolution (kFloat16Limits); " << failed.size() << " failures; " << skipped
+            << " skipped (not imported, non-tensor, or the CPU pipeline itself differs)\n";
   for (const auto& f : failed) std::cout << "  " << f << "\n";
   EXPECT_TRUE(failed.empty());
   EXPECT_GT(run, 500);
