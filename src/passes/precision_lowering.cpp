@@ -44,7 +44,7 @@ const std::map<std::string, Rule>& rules() {
                            "Celu", "Swish", "Sin", "Cos", "Floor", "Ceil", "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min",
                            "Sum", "Mean", "PRelu", "Clip", "Softmax", "LogSoftmax", "Concat", "Transpose",
                            "Conv", "ConvTranspose", "Gemm", "MatMul", "AveragePool", "GlobalAveragePool",
-                           "GlobalMaxPool", "InstanceNormalization", "GroupNormalization", "DepthToSpace",
+                           "GlobalMaxPool", "InstanceNormalization", "GroupNormalization", "LRN", "DepthToSpace",
                            "SpaceToDepth"})
       m[op] = all;
     m["BatchNormalization"] = all;

@@ -274,6 +274,31 @@ void check_topk(DT dt, std::vector<int64_t> shape, int64_t axis, int64_t k, int6
   expect_backends_agree(c);
 }
 
+// LRN (lrn.cu): AlexNet/GoogLeNet's settings and the defaults, odd and even window sizes at the channel edges,
+// 3-D and 4-D inputs, each float type, against the reference.
+TEST(GpuLrn, WindowsAndTypes) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    std::vector<int64_t> shape;
+    OpAttrs attrs;
+  };
+  const Case cases[] = {{{2, 16, 7, 7}, {{"size", int64_t{5}}, {"alpha", 1e-4f}, {"beta", 0.75f}, {"bias", 1.0f}}},
+                        {{1, 9, 5, 6}, {{"size", int64_t{4}}, {"alpha", 2e-3f}, {"beta", 0.5f}, {"bias", 2.0f}}},
+                        {{3, 5, 11}, {{"size", int64_t{3}}}},
+                        {{2, 4, 3, 3}, {{"size", int64_t{9}}}}};
+  uint32_t seed = 90;
+  for (const Case& k : cases)
+    for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16}) {
+      SCOPED_TRACE(dims_to_string(k.shape) + " " + dtype_name(dt));
+      OpCase c;
+      c.op = "LRN";
+      c.inputs = {random_tensor(dt, k.shape, ++seed, -3, 3)};
+      c.attrs = k.attrs;
+      set_tol(c, dt, 1e-5, 1e-5);
+      expect_backends_agree(c);
+    }
+}
+
 TEST(GpuTopK, RowsAxesTiesAndTypes) {
   KILN_REQUIRE_GPU();
   for (int64_t largest : {1, 0}) {

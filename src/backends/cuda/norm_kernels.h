@@ -46,4 +46,9 @@ Status launch_col_norm(DataType dt, const void* x, void* y, RowNorm mode, int64_
 // MeanVarianceNormalization: statistics over s.red for every index of s.kept; y has x's shape.
 Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream);
 
+// LRN over x [n, c, inner] (channels at dim 1), size >= 1: x / (bias + alpha / size * sum of squares over the
+// channel window [ch - (size-1)/2, ch + size-1 - (size-1)/2])^beta. dt: float, half or bf16.
+Status launch_lrn(DataType dt, const void* x, void* y, int64_t n, int64_t c, int64_t inner, int64_t size, float alpha,
+                  float beta, float bias, cudaStream_t stream);
+
 }  // namespace kiln::cuda

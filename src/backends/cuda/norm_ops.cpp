@@ -209,6 +209,24 @@ KILN_CUDA_KERNEL(RMSNormalization) {
   return d;
 }
 
+KILN_CUDA_KERNEL(LRN) {
+  KernelDef d;
+  d.op = "LRN";
+  d.dtypes = float_types();
+  d.run = [](KernelArgs& a) -> Status {
+    const DevTensor& x = a.in[0];
+    if (x.rank() < 2) return invalid_argument("LRN: X must have rank >= 2 (N, C, ...), got " + dims_to_string(x.shape));
+    KILN_ASSIGN_OR_RETURN(float alpha, a.attrs().get_float("alpha", 1e-4f));
+    KILN_ASSIGN_OR_RETURN(float beta, a.attrs().get_float("beta", 0.75f));
+    KILN_ASSIGN_OR_RETURN(float bias, a.attrs().get_float("bias", 1.0f));
+    KILN_ASSIGN_OR_RETURN(int64_t size, a.attrs().get_int("size"));
+    if (size < 1) return invalid_model("LRN: size must be >= 1, got " + std::to_string(size));
+    return launch_lrn(x.dtype, x.data, a.out[0].data, x.shape[0], x.shape[1], ops::product(x.shape, 2), size, alpha,
+                      beta, bias, a.stream);
+  };
+  return d;
+}
+
 KILN_CUDA_KERNEL(InstanceNormalization) {
   KernelDef d;
   d.op = "InstanceNormalization";
