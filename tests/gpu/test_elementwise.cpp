@@ -142,6 +142,8 @@ TEST(GpuElementwise, ActivationsWithAttributes) {
       {"Gelu", {}},
       {"Gelu", {{"approximate", std::string("none")}}},
       {"Gelu", {{"approximate", std::string("tanh")}}},
+      {"Shrink", {}},
+      {"Shrink", {{"lambd", 1.5f}, {"bias", 0.25f}}},
   };
   uint32_t seed = 300;
   for (const auto& a : acts) {

@@ -279,6 +279,7 @@ __device__ __forceinline__ float unary_float(const UnaryParams& p, float x) {
     }
     case UnaryOp::kMish: return x * tanhf(softplus(x));
     case UnaryOp::kSwish: return x * sigmoid(p.alpha * x);
+    case UnaryOp::kShrink: return x < -p.alpha ? x + p.beta : (x > p.alpha ? x - p.beta : 0.f);  // alpha: lambd
     case UnaryOp::kClip: {
       float v = x < p.alpha ? p.alpha : x;
       return p.beta < v ? p.beta : v;  // min > max gives max; NaN passes through

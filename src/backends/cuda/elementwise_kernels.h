@@ -32,7 +32,7 @@ enum class UnaryOp : int {
   kRelu, kSigmoid, kTanh, kExp, kLog, kSqrt, kReciprocal, kNeg, kAbs, kErf, kFloor, kCeil, kRound,
   kSin, kCos, kTan, kAsin, kAcos, kAtan, kSinh, kCosh, kAsinh, kAcosh, kAtanh,
   kSoftplus, kSoftsign, kSign, kElu, kSelu, kCelu, kLeakyRelu, kHardSigmoid, kHardSwish, kThresholdedRelu,
-  kGeluErf, kGeluTanh, kMish, kClip, kSwish,
+  kGeluErf, kGeluTanh, kMish, kClip, kSwish, kShrink,
   kNot,     // bool only (the integer kernel over uint8)
   kBitNot,  // integers (BitwiseNot)
 };

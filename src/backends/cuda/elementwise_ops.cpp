@@ -385,6 +385,13 @@ const bool kRegistered = [] {
   r.add(unary_def("ThresholdedRelu", with_alpha_beta(UnaryOp::kThresholdedRelu, 1.f)));
   r.add(unary_def("Gelu", gelu_params));
   r.add(unary_def("Swish", with_alpha_beta(UnaryOp::kSwish, 1.f)));  // opset 24
+  r.add(unary_def("Shrink", [](const Attributes& attrs) -> Result<UnaryParams> {  // lambd as alpha, bias as beta
+    UnaryParams p;
+    p.op = UnaryOp::kShrink;
+    KILN_ASSIGN_OR_RETURN(p.alpha, attrs.get_float("lambd", 0.5f));
+    KILN_ASSIGN_OR_RETURN(p.beta, attrs.get_float("bias", 0.f));
+    return p;
+  }));
   r.add(def("Not", {kBool}, [](KernelArgs& a) -> Status {
     UnaryParams p;
     p.op = UnaryOp::kNot;
