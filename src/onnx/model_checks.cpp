@@ -8,6 +8,7 @@
 // converter's reason next to the opset rule. The linked ONNX 1.12 library knows opsets up to 17 only, so its
 // checker and shape inference run on models up to that opset; newer ones rely on Kiln's own checks.
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -30,7 +31,8 @@ int newest_known_onnx_opset() {
 
 static int default_domain_opset(const onnx::ModelProto& model) {
   for (auto& imp : model.opset_import())
-    if (normalize_domain(imp.domain()).empty()) return static_cast<int>(imp.version());
+    if (normalize_domain(imp.domain()).empty())
+      return imp.version() < 0 || imp.version() > INT32_MAX ? -1 : static_cast<int>(imp.version());
   return -1;
 }
 
@@ -77,9 +79,14 @@ static void unsqueeze_legacy_prelu_slopes(onnx::ModelProto& model) {
   }
 }
 
+static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag);
+
 void upgrade_old_opset(onnx::ModelProto& model, Diagnostics& diag) {
   const int opset = default_domain_opset(model);
   if (opset < 1 || opset >= kMinOnnxOpset) return;
+  // The converter runs libonnx's shape inference too; run_shape_inference reports the bad attributes.
+  Diagnostics scratch(nullptr);
+  if (!window_attributes_valid(model.graph(), opset, "", scratch)) return;
   try {
     // The converter's adapters (broadcast Add/Gemm among them) need every input's shape; onnx's Python
     // convert_version infers shapes first for this reason, so a copy gets the same treatment here.
@@ -111,6 +118,11 @@ bool check_opsets(const onnx::ModelProto& model, std::unordered_map<std::string,
     if (opsets->count(d)) {
       diag.model_error(ErrorCode::kInvalidModel,
                        "opset_import lists domain '" + (d.empty() ? "ai.onnx" : d) + "' more than once");
+      return false;
+    }
+    if (imp.version() < 0 || imp.version() > INT32_MAX) {  // an int would wrap it into a plausible number
+      diag.model_error(ErrorCode::kInvalidModel, "opset_import version " + std::to_string(imp.version()) +
+                                                     " for domain '" + (d.empty() ? "ai.onnx" : d) + "' is out of range");
       return false;
     }
     (*opsets)[d] = static_cast<int>(imp.version());
@@ -275,7 +287,42 @@ void run_onnx_checker(const onnx::ModelProto& model, const std::unordered_map<st
   }
 }
 
+// Window attributes the linked ONNX library's shape inference divides by or sizes loops with, unchecked
+// (stride 0 is a division by zero inside libonnx, which no try/catch stops). Kiln rejects such nodes first, in
+// subgraphs too, naming the node and the attribute.
+static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag) {
+  constexpr int64_t kMaxWindow = int64_t{1} << 31;
+  bool ok = true;
+  for (int i = 0; i < g.node_size(); ++i) {
+    const auto& n = g.node(i);
+    NodeRef ref = node_ref(n, i, opset);
+    ref.name = prefix + ref.name;
+    for (const auto& a : n.attribute()) {
+      if (a.type() == onnx::AttributeProto::GRAPH)
+        ok &= window_attributes_valid(a.g(), opset, ref.name + "/" + a.name() + "/", diag);
+      for (const auto& sub : a.graphs()) ok &= window_attributes_valid(sub, opset, ref.name + "/" + a.name() + "/", diag);
+      const std::string& name = a.name();
+      const bool positive_ints = name == "strides" || name == "dilations" || name == "kernel_shape";
+      if (positive_ints) {
+        for (int64_t v : a.ints())
+          if (v < 1 || v > kMaxWindow) {
+            diag.node_error(ErrorCode::kInvalidModel, ref,
+                            "attribute '" + name + "' has value " + std::to_string(v) + "; each must be in [1, 2^31]");
+            ok = false;
+            break;
+          }
+      } else if (name == "group" && a.type() == onnx::AttributeProto::INT && (a.i() < 1 || a.i() > kMaxWindow)) {
+        diag.node_error(ErrorCode::kInvalidModel, ref,
+                        "attribute 'group' is " + std::to_string(a.i()) + "; it must be in [1, 2^31]");
+        ok = false;
+      }
+    }
+  }
+  return ok;
+}
+
 void run_shape_inference(onnx::ModelProto& model, Diagnostics& diag) {
+  if (!window_attributes_valid(model.graph(), default_domain_opset(model), "", diag)) return;
   if (const int opset = default_domain_opset(model); opset > 0 && !onnx_library_knows(opset, diag, "ONNX shape inference"))
     return;
   // Lenient mode (error_mode 0): a node ONNX cannot infer leaves its outputs without a declared shape, and

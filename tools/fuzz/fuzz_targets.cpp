@@ -51,6 +51,7 @@ Outcome run_onnx(const uint8_t* data, size_t size) {
   Status st = parser.parse(data, size, model_dir());
   if (!st.ok()) {
     out.message = st.message();
+    for (int i = 0; i < parser.num_errors(); ++i) out.message += "\n  " + parser.get_error(i).to_string();
     return out;
   }
   out.accepted = true;

@@ -1,0 +1,176 @@
+// Regression tests for inputs the fuzzers (tools/fuzz) found crashing the importer, the builder or the runtime:
+// each now fails with an error naming what is wrong. The raw crash inputs are replayed by ctest as well
+// (FuzzRegressionReplay*, tests/fuzz_regressions/).
+#include <gtest/gtest.h>
+
+#include <new>
+#include <string>
+
+#include "common/tensor.h"
+#include "onnx_model_util.h"
+
+namespace kiln::test {
+namespace {
+
+// Every parser error of the model, one per line ("" when it imports).
+std::string import_errors(const onnx::ModelProto& m) {
+  static SilentLogger quiet;
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  auto network = Builder(quiet).create_network();
+  OnnxParser parser(*network, quiet);
+  Status st = parser.parse(bytes.data(), bytes.size());
+  if (st.ok()) return "";
+  std::string all = st.message();
+  for (int i = 0; i < parser.num_errors(); ++i) all += "\n" + parser.get_error(i).to_string();
+  return all;
+}
+
+void set_attr_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (auto x : v) a->add_ints(x);
+}
+
+onnx::TensorProto float_tensor(const std::string& name, const std::vector<int64_t>& dims, size_t values) {
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(onnx::TensorProto::FLOAT);
+  for (auto d : dims) t.add_dims(d);
+  for (size_t i = 0; i < values; ++i) t.add_float_data(1.f);
+  return t;
+}
+
+// x[1,3,4,4] -> Conv(w[2,3,3,3]) -> y
+onnx::ModelProto conv_model(const std::vector<int64_t>& strides, const std::vector<int64_t>& dilations) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 3, 4, 4}));
+  *g->add_initializer() = float_tensor("w", {2, 3, 3, 3}, 54);
+  auto* conv = add_onnx_node(g, "Conv", {"x", "w"}, {"y"});
+  conv->set_name("the_conv");
+  set_attr_ints(conv, "strides", strides);
+  set_attr_ints(conv, "dilations", dilations);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  return m;
+}
+
+// Found by the ONNX fuzzer: libonnx's Conv shape inference divides by the stride (SIGFPE, no exception).
+TEST(BadOnnxInputs, ConvZeroStrideRejectedBeforeOnnxShapeInference) {
+  std::string e = import_errors(conv_model({0, 1}, {1, 1}));
+  EXPECT_NE(e.find("node 'the_conv'"), std::string::npos) << e;
+  EXPECT_NE(e.find("attribute 'strides' has value 0"), std::string::npos) << e;
+  e = import_errors(conv_model({1, 1}, {int64_t{1} << 40, 1}));
+  EXPECT_NE(e.find("attribute 'dilations' has value 1099511627776"), std::string::npos) << e;
+  // Valid attributes still import.
+  EXPECT_EQ(import_errors(conv_model({1, 1}, {1, 1})), "");
+}
+
+TEST(BadOnnxInputs, ConvZeroStrideInsideSubgraphRejected) {
+  auto inner = conv_model({1, -2}, {1, 1});
+  onnx::GraphProto branch = inner.graph();
+  branch.clear_input();
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 3, 4, 4}));
+  add_graph_input(g, "c", value_type("tensor", onnx::TensorProto::BOOL, {}));
+  auto* n = add_onnx_node(g, "If", {"c"}, {"y"});
+  n->set_name("the_if");
+  set_attr_graph(n, "then_branch", branch);
+  set_attr_graph(n, "else_branch", branch);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("the_if/then_branch/the_conv"), std::string::npos) << e;
+  EXPECT_NE(e.find("attribute 'strides' has value -2"), std::string::npos) << e;
+}
+
+// Found by the ONNX fuzzer: a subgraph initializer declaring [2^40] floats over 1 value made the importer
+// allocate 4 TiB (std::bad_alloc out of the library) before comparing the data with the shape.
+TEST(BadOnnxInputs, InitializerDimsBeyondItsDataRejectedBeforeAllocating) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_graph_input(g, "c", value_type("tensor", onnx::TensorProto::BOOL, {}));
+  onnx::GraphProto branch;
+  branch.set_name("branch");
+  *branch.add_initializer() = float_tensor("big", {int64_t{1} << 40}, 1);
+  add_onnx_node(&branch, "Add", {"x", "big"}, {"t"});
+  add_graph_output(&branch, "t", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  auto* n = add_onnx_node(g, "If", {"c"}, {"y"});
+  set_attr_graph(n, "then_branch", branch);
+  set_attr_graph(n, "else_branch", branch);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("tensor 'big' holds 1 values but its shape 1099511627776 needs 1099511627776"), std::string::npos) << e;
+}
+
+// The element count of [2^62, 2^62, 4, 4] wrapped to 0, so the error said "needs 0".
+TEST(BadOnnxInputs, InitializerDimsOverflowNamed) {
+  auto m = conv_model({1, 1}, {1, 1});
+  auto* w = m.mutable_graph()->mutable_initializer(0);
+  w->clear_dims();
+  for (int64_t d : {int64_t{1} << 62, int64_t{1} << 62, int64_t{4}, int64_t{4}}) w->add_dims(d);
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("tensor 'w' has shape 4611686018427387904x4611686018427387904x4x4, whose element count overflows"),
+            std::string::npos) << e;
+}
+
+// std::stoll threw out of the library (std::terminate) on a non-numeric external data offset.
+TEST(BadOnnxInputs, ExternalDataNonNumericOffsetRejected) {
+  auto m = conv_model({1, 1}, {1, 1});
+  auto* w = m.mutable_graph()->mutable_initializer(0);
+  w->clear_float_data();
+  w->set_data_location(onnx::TensorProto::EXTERNAL);
+  for (auto [k, v] : {std::pair<const char*, const char*>{"location", "w.bin"}, {"offset", "12abc"}}) {
+    auto* e = w->add_external_data();
+    e->set_key(k);
+    e->set_value(v);
+  }
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("tensor 'w': external data offset '12abc' is not a non-negative integer"), std::string::npos) << e;
+  w->mutable_external_data(1)->set_value("99999999999999999999999");  // out of int64 range: stoll threw too
+  e = import_errors(m);
+  EXPECT_NE(e.find("is not a non-negative integer"), std::string::npos) << e;
+}
+
+// An opset of 2^40 was cut to int (0) and reported as "opset 0".
+TEST(BadOnnxInputs, OpsetVersionOutOfRangeNamed) {
+  auto m = conv_model({1, 1}, {1, 1});
+  m.mutable_opset_import(0)->set_version(int64_t{1} << 40);
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("opset_import version 1099511627776 for domain 'ai.onnx' is out of range"), std::string::npos) << e;
+}
+
+// ConstantOfShape([2^31, 2^31]): its byte size wrapped to 0, so constant folding "computed" it into a 0-byte
+// constant of that shape and the builder wrote an engine its own loader rejects. Now the node is left to run
+// time, the engine loads, and running it fails with an out-of-memory error instead of writing past a buffer.
+TEST(BadOnnxInputs, ConstantOfShapeHugeBuildsLoadableEngineThatFailsCleanly) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  onnx::TensorProto s;
+  s.set_name("s");
+  s.set_data_type(onnx::TensorProto::INT64);
+  s.add_dims(2);
+  s.add_int64_data(int64_t{1} << 31);
+  s.add_int64_data(int64_t{1} << 31);
+  *g->add_initializer() = s;
+  add_onnx_node(g, "ConstantOfShape", {"s"}, {"y"});
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1}));
+  Status st;
+  auto engine = build_onnx_engine(m, &st);
+  ASSERT_TRUE(engine) << st.message();
+  auto ctx = engine->create_execution_context();
+  auto r = ctx->infer({});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kOutOfMemory) << r.status().message();
+}
+
+TEST(BadOnnxInputs, TensorWithOverflowingShapeIsAnAllocationFailure) {
+  EXPECT_THROW(Tensor(DataType::kFLOAT, {int64_t{1} << 31, int64_t{1} << 31}), std::bad_alloc);
+  EXPECT_THROW(Tensor(DataType::kFLOAT, {-2, 3}), std::bad_alloc);
+  EXPECT_EQ(Tensor(DataType::kFLOAT, {0, int64_t{1} << 62}).numel(), 0);
+}
+
+}  // namespace
+}  // namespace kiln::test
