@@ -20,6 +20,7 @@
 #include "onnx/version_converter/convert.h"
 #include "ops/onnx_versions.h"
 #include "ops/op.h"
+#include "ops/op_util.h"
 
 namespace kiln::onnx_import {
 
@@ -79,7 +80,8 @@ static void unsqueeze_legacy_prelu_slopes(onnx::ModelProto& model) {
   }
 }
 
-static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag);
+static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag,
+                                    std::unordered_map<std::string, int64_t> lengths = {});
 
 void upgrade_old_opset(onnx::ModelProto& model, Diagnostics& diag) {
   const int opset = default_domain_opset(model);
@@ -290,17 +292,44 @@ void run_onnx_checker(const onnx::ModelProto& model, const std::unordered_map<st
 // Window attributes the linked ONNX library's shape inference divides by or sizes loops with, unchecked
 // (stride 0 is a division by zero inside libonnx, which no try/catch stops). Kiln rejects such nodes first, in
 // subgraphs too, naming the node and the attribute.
-static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag) {
+// Likewise libonnx makes one output dim per entry of a shape input: a declared int64[2^40] exhausts memory.
+static bool shape_input_lengths_valid(const onnx::NodeProto& n, const NodeRef& ref,
+                                      const std::unordered_map<std::string, int64_t>& lengths, Diagnostics& diag) {
+  int shape_input = n.op_type() == "Reshape" || n.op_type() == "Expand" ? 1 : n.op_type() == "ConstantOfShape" ? 0 : -1;
+  if (!normalize_domain(n.domain()).empty() || shape_input < 0 || shape_input >= n.input_size()) return true;
+  auto it = lengths.find(n.input(shape_input));
+  if (it == lengths.end() || it->second <= ops::kMaxRank) return true;
+  diag.node_error(ErrorCode::kInvalidModel, ref,
+                  "shape input '" + n.input(shape_input) + "' is declared with " + std::to_string(it->second) +
+                      " entries; Kiln supports at most " + std::to_string(ops::kMaxRank) + " dims");
+  return false;
+}
+
+static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag,
+                                    std::unordered_map<std::string, int64_t> lengths) {
   constexpr int64_t kMaxWindow = int64_t{1} << 31;
   bool ok = true;
+  // Declared lengths of the 1-D tensors in scope (outer graphs' too).
+  auto note = [&](const onnx::ValueInfoProto& v) {
+    if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
+    const auto& sh = v.type().tensor_type().shape();
+    if (sh.dim_size() == 1 && sh.dim(0).has_dim_value()) lengths[v.name()] = sh.dim(0).dim_value();
+  };
+  for (const auto& v : g.input()) note(v);
+  for (const auto& v : g.value_info()) note(v);
+  for (const auto& v : g.output()) note(v);
+  for (const auto& t : g.initializer())
+    if (t.dims_size() == 1) lengths[t.name()] = t.dims(0);
   for (int i = 0; i < g.node_size(); ++i) {
     const auto& n = g.node(i);
     NodeRef ref = node_ref(n, i, opset);
     ref.name = prefix + ref.name;
+    ok &= shape_input_lengths_valid(n, ref, lengths, diag);
     for (const auto& a : n.attribute()) {
       if (a.type() == onnx::AttributeProto::GRAPH)
-        ok &= window_attributes_valid(a.g(), opset, ref.name + "/" + a.name() + "/", diag);
-      for (const auto& sub : a.graphs()) ok &= window_attributes_valid(sub, opset, ref.name + "/" + a.name() + "/", diag);
+        ok &= window_attributes_valid(a.g(), opset, ref.name + "/" + a.name() + "/", diag, lengths);
+      for (const auto& sub : a.graphs())
+        ok &= window_attributes_valid(sub, opset, ref.name + "/" + a.name() + "/", diag, lengths);
       const std::string& name = a.name();
       const bool positive_ints = name == "strides" || name == "dilations" || name == "kernel_shape";
       if (positive_ints) {

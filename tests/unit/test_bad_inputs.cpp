@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/tensor.h"
+#include "engine_test_util.h"
 #include "onnx_model_util.h"
 
 namespace kiln::test {
@@ -170,6 +171,92 @@ TEST(BadOnnxInputs, TensorWithOverflowingShapeIsAnAllocationFailure) {
   EXPECT_THROW(Tensor(DataType::kFLOAT, {int64_t{1} << 31, int64_t{1} << 31}), std::bad_alloc);
   EXPECT_THROW(Tensor(DataType::kFLOAT, {-2, 3}), std::bad_alloc);
   EXPECT_EQ(Tensor(DataType::kFLOAT, {0, int64_t{1} << 62}).numel(), 0);
+}
+
+
+// ---- engine files ----
+
+Status load_engine(const std::vector<uint8_t>& b) {
+  static SilentLogger quiet;
+  Runtime rt(quiet);
+  auto r = rt.deserialize_engine(b.data(), b.size());
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+// x[3], y[3] float -> <op> -> z[3]
+std::vector<uint8_t> binary_engine(const std::string& op) {
+  ir::Graph g;
+  ir::Value* x = add_input(g, "x", DataType::kFLOAT, {3});
+  ir::Value* y = add_input(g, "y", DataType::kFLOAT, {3});
+  ir::Node* n = add_node(g, op, "the_" + op, {x, y}, {"z"}, DataType::kFLOAT, {3});
+  n->opset = 14;
+  g.outputs() = {n->outputs[0]};
+  auto r = builder::write_engine(g, BuilderConfig());
+  return r.ok() ? r.value() : std::vector<uint8_t>{};
+}
+
+// Found by the engine fuzzer (checksums recomputed after the edit): Sub/Min/Sum with inputs of different types
+// passed the reader, and the kernel read the narrower input as the output's type (heap-buffer-overflow). The
+// reader now runs each operator's type/shape inference over the declared values.
+TEST(BadEngineInputs, NodeInputsOfMixedTypesRejectedAtLoad) {
+  auto good = binary_engine("Sub");
+  ASSERT_FALSE(good.empty());
+  EXPECT_TRUE(load_engine(good).ok()) << load_engine(good).message();
+  for (std::string op : {"Sub", "Min", "Add"}) {
+    auto b = reencode(binary_engine(op), [](engine_format::EngineFile& f) { f.values[1].dtype = DataType::kUINT8; });
+    ASSERT_FALSE(b.empty());
+    Status st = load_engine(b);
+    EXPECT_EQ(st.code(), ErrorCode::kInvalidEngine);
+    EXPECT_NE(st.message().find("'the_" + op + "' (" + op + ") does not fit its declared inputs: " + op +
+                                ": input 1 must have the same type as input 0 (float32) but is uint8"),
+              std::string::npos)
+        << st.message();
+  }
+}
+
+TEST(BadEngineInputs, NodeInputRankThatBreaksBroadcastRejectedAtLoad) {
+  auto b = reencode(binary_engine("Add"), [](engine_format::EngineFile& f) { f.values[1].shape = {ops::Dim(4)}; });
+  Status st = load_engine(b);
+  EXPECT_EQ(st.code(), ErrorCode::kInvalidEngine);
+  EXPECT_NE(st.message().find("'the_Add' (Add) does not fit its declared inputs"), std::string::npos) << st.message();
+}
+
+// Found by the engine fuzzer as a timeout (after the reader began running inference): a Reshape whose shape input
+// is declared int64[2^59] made inference build a 2^59-dim output shape. The same model from ONNX hung the builder.
+TEST(BadEngineInputs, ShapeInputLengthBeyondMaxRankRejected) {
+  ir::Graph g;
+  ir::Value* x = add_input(g, "x", DataType::kFLOAT, {2, 3});
+  ir::Value* s = add_input(g, "s", DataType::kINT64, {2});
+  ir::Node* n = add_node(g, "Reshape", "the_reshape", {x, s}, {"y"}, DataType::kFLOAT, {3, 2});
+  n->opset = 14;
+  g.outputs() = {n->outputs[0]};
+  auto r = builder::write_engine(g, BuilderConfig());
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(load_engine(r.value()).ok());
+  auto b = reencode(r.value(), [](engine_format::EngineFile& f) { f.values[1].shape = {ops::Dim(int64_t{1} << 59)}; });
+  Status st = load_engine(b);
+  EXPECT_NE(st.message().find("'the_reshape' (Reshape) does not fit its declared inputs: Reshape: the shape input has "
+                              "576460752303423488 entries; Kiln supports at most 1024 dims"),
+            std::string::npos)
+      << st.message();
+}
+
+TEST(BadOnnxInputs, ShapeInputLengthBeyondMaxRankRejected) {
+  for (std::string op : {"Reshape", "ConstantOfShape"}) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    if (op == "Reshape") add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {2, 3}));
+    add_graph_input(g, "s", value_type("tensor", onnx::TensorProto::INT64, {int64_t{1} << 40}));
+    add_onnx_node(g, op, op == "Reshape" ? std::vector<std::string>{"x", "s"} : std::vector<std::string>{"s"}, {"y"});
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    Status st;
+    auto engine = build_onnx_engine(m, &st);
+    EXPECT_FALSE(engine);
+    EXPECT_NE(st.message().find("shape input 's' is declared with 1099511627776 entries; Kiln supports at most 1024 dims"),
+              std::string::npos)
+        << st.message();
+  }
 }
 
 }  // namespace
