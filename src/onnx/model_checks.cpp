@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <map>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "onnx/checker.h"
@@ -82,13 +84,14 @@ static void unsqueeze_legacy_prelu_slopes(onnx::ModelProto& model) {
 
 static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag,
                                     std::unordered_map<std::string, int64_t> lengths = {});
+static bool safe_for_libonnx_inference(const onnx::GraphProto& g, std::unordered_set<std::string> scope);
 
 void upgrade_old_opset(onnx::ModelProto& model, Diagnostics& diag) {
   const int opset = default_domain_opset(model);
   if (opset < 1 || opset >= kMinOnnxOpset) return;
   // The converter runs libonnx's shape inference too; run_shape_inference reports the bad attributes.
   Diagnostics scratch(nullptr);
-  if (!window_attributes_valid(model.graph(), opset, "", scratch)) return;
+  if (!window_attributes_valid(model.graph(), opset, "", scratch) || !safe_for_libonnx_inference(model.graph(), {})) return;
   try {
     // The converter's adapters (broadcast Add/Gemm among them) need every input's shape; onnx's Python
     // convert_version infers shapes first for this reason, so a copy gets the same treatment here.
@@ -350,8 +353,48 @@ static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const 
   return ok;
 }
 
+// libonnx's inference dereferences what a valid model always has: a producer for every input name (data
+// propagation reads its type) and the attributes an operator requires (Scan's num_scan_inputs). A graph lacking
+// them is reported by build_graph, naming the node; libonnx must not see it first.
+static bool safe_for_libonnx_inference(const onnx::GraphProto& g, std::unordered_set<std::string> scope) {
+  for (const auto& v : g.input()) scope.insert(v.name());
+  for (const auto& t : g.initializer()) scope.insert(t.name());
+  for (const auto& n : g.node())
+    for (const auto& o : n.output()) scope.insert(o);
+  static const std::map<AttrType, int> kProtoType = {
+      {AttrType::kINT, onnx::AttributeProto::INT},         {AttrType::kFLOAT, onnx::AttributeProto::FLOAT},
+      {AttrType::kSTRING, onnx::AttributeProto::STRING},   {AttrType::kINTS, onnx::AttributeProto::INTS},
+      {AttrType::kFLOATS, onnx::AttributeProto::FLOATS},   {AttrType::kSTRINGS, onnx::AttributeProto::STRINGS},
+      {AttrType::kTENSOR, onnx::AttributeProto::TENSOR},   {AttrType::kGRAPH, onnx::AttributeProto::GRAPH}};
+  for (const auto& n : g.node()) {
+    for (const auto& i : n.input())
+      if (!i.empty() && !scope.count(i)) return false;
+    for (const auto& o : g.output())
+      if (!scope.count(o.name())) return false;
+    if (const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type(), normalize_domain(n.domain()))) {
+      if (!ops::check_arity(*schema, n.input_size(), n.output_size()).ok()) return false;
+      for (const auto& spec : schema->attrs) {
+        const onnx::AttributeProto* found = nullptr;
+        for (const auto& a : n.attribute())
+          if (a.name() == spec.name) found = &a;
+        if (!found ? spec.req == ops::AttrRequirement::kRequired : found->type() != kProtoType.at(spec.type)) return false;
+      }
+    }
+    for (const auto& a : n.attribute()) {
+      if (a.type() == onnx::AttributeProto::GRAPH && !safe_for_libonnx_inference(a.g(), scope)) return false;
+      for (const auto& sub : a.graphs())
+        if (!safe_for_libonnx_inference(sub, scope)) return false;
+    }
+  }
+  return true;
+}
+
 void run_shape_inference(onnx::ModelProto& model, Diagnostics& diag) {
   if (!window_attributes_valid(model.graph(), default_domain_opset(model), "", diag)) return;
+  if (!safe_for_libonnx_inference(model.graph(), {})) {
+    diag.verbose("ONNX shape inference skipped: the graph has undefined inputs or missing attributes (reported below)");
+    return;
+  }
   if (const int opset = default_domain_opset(model); opset > 0 && !onnx_library_knows(opset, diag, "ONNX shape inference"))
     return;
   // Lenient mode (error_mode 0): a node ONNX cannot infer leaves its outputs without a declared shape, and

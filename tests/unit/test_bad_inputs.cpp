@@ -259,5 +259,34 @@ TEST(BadOnnxInputs, ShapeInputLengthBeyondMaxRankRejected) {
   }
 }
 
+// Found by the ONNX fuzzer: libonnx's shape inference dereferences null on a node input nothing defines (data
+// propagation through Shape/Cast) and on a Scan without num_scan_inputs. Kiln now skips libonnx's inference for
+// such graphs and reports them itself.
+TEST(BadOnnxInputs, UndefinedInputAndMissingRequiredAttributeReportedNotCrashing) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_onnx_node(g, "Shape", {"nowhere"}, {"s"})->set_name("the_shape");
+  add_graph_output(g, "s", value_type("tensor", onnx::TensorProto::INT64, {-1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'the_shape' (index 0, Shape): input 'nowhere' is not produced by any node"), std::string::npos)
+      << e;
+
+  auto scan = onnx_model(8);
+  g = scan.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 3, 2}));
+  onnx::GraphProto body;
+  body.set_name("body");
+  add_graph_input(&body, "xi", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_onnx_node(&body, "Identity", {"xi"}, {"yi"});
+  add_graph_output(&body, "yi", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  auto* n = add_onnx_node(g, "Scan", {"", "x"}, {"y"});
+  n->set_name("the_scan");
+  set_attr_graph(n, "body", body);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1}));
+  e = import_errors(scan);
+  EXPECT_NE(e.find("the_scan"), std::string::npos) << e;
+  EXPECT_NE(e.find("num_scan_inputs"), std::string::npos) << e;
+}
+
 }  // namespace
 }  // namespace kiln::test
