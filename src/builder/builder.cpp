@@ -2,6 +2,7 @@
 #include "kiln/builder.h"
 
 #include <algorithm>
+#include <new>
 #include <array>
 #include <chrono>
 #include <cstdlib>
@@ -254,7 +255,18 @@ Builder::Builder(ILogger& logger) : logger_(logger) {}
 std::unique_ptr<NetworkDefinition> Builder::create_network() { return std::make_unique<NetworkDefinition>(); }
 std::unique_ptr<BuilderConfig> Builder::create_builder_config() { return std::make_unique<BuilderConfig>(); }
 
+static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const BuilderConfig& config, ILogger& logger_);
+
+// Exceptions stay inside the library: a shape from model data too large to allocate is an error, not an abort.
 Result<std::vector<uint8_t>> Builder::build_serialized_network(NetworkDefinition& network, const BuilderConfig& config) {
+  try {
+    return build_impl(network, config, logger_);
+  } catch (const std::bad_alloc&) {
+    return Status(ErrorCode::kOutOfMemory, "out of memory while building the engine (a tensor too large to allocate)");
+  }
+}
+
+static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const BuilderConfig& config, ILogger& logger_) {
   auto t0 = std::chrono::steady_clock::now();
   const bool on_device = config.backend() != Backend::kCPU;
   builder::BuildProgress progress(config.progress_monitor());

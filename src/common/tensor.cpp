@@ -5,6 +5,8 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <limits>
+#include <new>
 #include <sstream>
 
 namespace kiln {
@@ -74,9 +76,15 @@ Half::operator float() const { return half_to_float(bits); }
 BFloat16::BFloat16(float f) : bits(float_to_bf16(f)) {}
 BFloat16::operator float() const { return bf16_to_float(bits); }
 
+// A shape whose byte size does not fit in memory is an allocation failure, not a small wrapped-around buffer that
+// kernels would then write past (shapes can come from model data: ConstantOfShape, Expand, Reshape).
 static int64_t checked_numel(const std::vector<int64_t>& shape) {
+  constexpr int64_t kMaxElems = std::numeric_limits<int64_t>::max() / 8;  // bytes of the widest dtype fit
   int64_t n = 1;
-  for (auto d : shape) n *= d;
+  for (auto d : shape) {
+    if (d < 0 || (d && n > kMaxElems / d)) throw std::bad_alloc();
+    n *= d;
+  }
   return n;
 }
 

@@ -59,7 +59,7 @@ class Tensor {
     if constexpr (std::is_same_v<T, bool>) {
       for (size_t i = 0; i < v.size(); ++i) t.data<bool>()[i] = v[i];
     } else {
-      std::memcpy(t.raw(), v.data(), t.nbytes());
+      if (t.nbytes()) std::memcpy(t.raw(), v.data(), t.nbytes());  // an empty vector's data() may be null
     }
     return t;
   }

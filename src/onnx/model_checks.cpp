@@ -8,8 +8,11 @@
 // converter's reason next to the opset rule. The linked ONNX 1.12 library knows opsets up to 17 only, so its
 // checker and shape inference run on models up to that opset; newer ones rely on Kiln's own checks.
 #include <algorithm>
+#include <cstdint>
 #include <string>
+#include <map>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "onnx/checker.h"
@@ -19,6 +22,7 @@
 #include "onnx/version_converter/convert.h"
 #include "ops/onnx_versions.h"
 #include "ops/op.h"
+#include "ops/op_util.h"
 
 namespace kiln::onnx_import {
 
@@ -30,7 +34,8 @@ int newest_known_onnx_opset() {
 
 static int default_domain_opset(const onnx::ModelProto& model) {
   for (auto& imp : model.opset_import())
-    if (normalize_domain(imp.domain()).empty()) return static_cast<int>(imp.version());
+    if (normalize_domain(imp.domain()).empty())
+      return imp.version() < 0 || imp.version() > INT32_MAX ? -1 : static_cast<int>(imp.version());
   return -1;
 }
 
@@ -77,9 +82,16 @@ static void unsqueeze_legacy_prelu_slopes(onnx::ModelProto& model) {
   }
 }
 
+static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag,
+                                    std::unordered_map<std::string, int64_t> lengths = {});
+static bool safe_for_libonnx_inference(const onnx::GraphProto& g, std::unordered_set<std::string> scope);
+
 void upgrade_old_opset(onnx::ModelProto& model, Diagnostics& diag) {
   const int opset = default_domain_opset(model);
   if (opset < 1 || opset >= kMinOnnxOpset) return;
+  // The converter runs libonnx's shape inference too; run_shape_inference reports the bad attributes.
+  Diagnostics scratch(nullptr);
+  if (!window_attributes_valid(model.graph(), opset, "", scratch) || !safe_for_libonnx_inference(model.graph(), {})) return;
   try {
     // The converter's adapters (broadcast Add/Gemm among them) need every input's shape; onnx's Python
     // convert_version infers shapes first for this reason, so a copy gets the same treatment here.
@@ -111,6 +123,11 @@ bool check_opsets(const onnx::ModelProto& model, std::unordered_map<std::string,
     if (opsets->count(d)) {
       diag.model_error(ErrorCode::kInvalidModel,
                        "opset_import lists domain '" + (d.empty() ? "ai.onnx" : d) + "' more than once");
+      return false;
+    }
+    if (imp.version() < 0 || imp.version() > INT32_MAX) {  // an int would wrap it into a plausible number
+      diag.model_error(ErrorCode::kInvalidModel, "opset_import version " + std::to_string(imp.version()) +
+                                                     " for domain '" + (d.empty() ? "ai.onnx" : d) + "' is out of range");
       return false;
     }
     (*opsets)[d] = static_cast<int>(imp.version());
@@ -275,7 +292,109 @@ void run_onnx_checker(const onnx::ModelProto& model, const std::unordered_map<st
   }
 }
 
+// Window attributes the linked ONNX library's shape inference divides by or sizes loops with, unchecked
+// (stride 0 is a division by zero inside libonnx, which no try/catch stops). Kiln rejects such nodes first, in
+// subgraphs too, naming the node and the attribute.
+// Likewise libonnx makes one output dim per entry of a shape input: a declared int64[2^40] exhausts memory.
+static bool shape_input_lengths_valid(const onnx::NodeProto& n, const NodeRef& ref,
+                                      const std::unordered_map<std::string, int64_t>& lengths, Diagnostics& diag) {
+  int shape_input = n.op_type() == "Reshape" || n.op_type() == "Expand" ? 1 : n.op_type() == "ConstantOfShape" ? 0 : -1;
+  if (!normalize_domain(n.domain()).empty() || shape_input < 0 || shape_input >= n.input_size()) return true;
+  auto it = lengths.find(n.input(shape_input));
+  if (it == lengths.end() || it->second <= ops::kMaxRank) return true;
+  diag.node_error(ErrorCode::kInvalidModel, ref,
+                  "shape input '" + n.input(shape_input) + "' is declared with " + std::to_string(it->second) +
+                      " entries; Kiln supports at most " + std::to_string(ops::kMaxRank) + " dims");
+  return false;
+}
+
+static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag,
+                                    std::unordered_map<std::string, int64_t> lengths) {
+  constexpr int64_t kMaxWindow = int64_t{1} << 31;
+  bool ok = true;
+  // Declared lengths of the 1-D tensors in scope (outer graphs' too).
+  auto note = [&](const onnx::ValueInfoProto& v) {
+    if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
+    const auto& sh = v.type().tensor_type().shape();
+    if (sh.dim_size() == 1 && sh.dim(0).has_dim_value()) lengths[v.name()] = sh.dim(0).dim_value();
+  };
+  for (const auto& v : g.input()) note(v);
+  for (const auto& v : g.value_info()) note(v);
+  for (const auto& v : g.output()) note(v);
+  for (const auto& t : g.initializer())
+    if (t.dims_size() == 1) lengths[t.name()] = t.dims(0);
+  for (int i = 0; i < g.node_size(); ++i) {
+    const auto& n = g.node(i);
+    NodeRef ref = node_ref(n, i, opset);
+    ref.name = prefix + ref.name;
+    ok &= shape_input_lengths_valid(n, ref, lengths, diag);
+    for (const auto& a : n.attribute()) {
+      if (a.type() == onnx::AttributeProto::GRAPH)
+        ok &= window_attributes_valid(a.g(), opset, ref.name + "/" + a.name() + "/", diag, lengths);
+      for (const auto& sub : a.graphs())
+        ok &= window_attributes_valid(sub, opset, ref.name + "/" + a.name() + "/", diag, lengths);
+      const std::string& name = a.name();
+      const bool positive_ints = name == "strides" || name == "dilations" || name == "kernel_shape";
+      if (positive_ints) {
+        for (int64_t v : a.ints())
+          if (v < 1 || v > kMaxWindow) {
+            diag.node_error(ErrorCode::kInvalidModel, ref,
+                            "attribute '" + name + "' has value " + std::to_string(v) + "; each must be in [1, 2^31]");
+            ok = false;
+            break;
+          }
+      } else if (name == "group" && a.type() == onnx::AttributeProto::INT && (a.i() < 1 || a.i() > kMaxWindow)) {
+        diag.node_error(ErrorCode::kInvalidModel, ref,
+                        "attribute 'group' is " + std::to_string(a.i()) + "; it must be in [1, 2^31]");
+        ok = false;
+      }
+    }
+  }
+  return ok;
+}
+
+// libonnx's inference dereferences what a valid model always has: a producer for every input name (data
+// propagation reads its type) and the attributes an operator requires (Scan's num_scan_inputs). A graph lacking
+// them is reported by build_graph, naming the node; libonnx must not see it first.
+static bool safe_for_libonnx_inference(const onnx::GraphProto& g, std::unordered_set<std::string> scope) {
+  for (const auto& v : g.input()) scope.insert(v.name());
+  for (const auto& t : g.initializer()) scope.insert(t.name());
+  for (const auto& n : g.node())
+    for (const auto& o : n.output()) scope.insert(o);
+  static const std::map<AttrType, int> kProtoType = {
+      {AttrType::kINT, onnx::AttributeProto::INT},         {AttrType::kFLOAT, onnx::AttributeProto::FLOAT},
+      {AttrType::kSTRING, onnx::AttributeProto::STRING},   {AttrType::kINTS, onnx::AttributeProto::INTS},
+      {AttrType::kFLOATS, onnx::AttributeProto::FLOATS},   {AttrType::kSTRINGS, onnx::AttributeProto::STRINGS},
+      {AttrType::kTENSOR, onnx::AttributeProto::TENSOR},   {AttrType::kGRAPH, onnx::AttributeProto::GRAPH}};
+  for (const auto& n : g.node()) {
+    for (const auto& i : n.input())
+      if (!i.empty() && !scope.count(i)) return false;
+    for (const auto& o : g.output())
+      if (!scope.count(o.name())) return false;
+    if (const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type(), normalize_domain(n.domain()))) {
+      if (!ops::check_arity(*schema, n.input_size(), n.output_size()).ok()) return false;
+      for (const auto& spec : schema->attrs) {
+        const onnx::AttributeProto* found = nullptr;
+        for (const auto& a : n.attribute())
+          if (a.name() == spec.name) found = &a;
+        if (!found ? spec.req == ops::AttrRequirement::kRequired : found->type() != kProtoType.at(spec.type)) return false;
+      }
+    }
+    for (const auto& a : n.attribute()) {
+      if (a.type() == onnx::AttributeProto::GRAPH && !safe_for_libonnx_inference(a.g(), scope)) return false;
+      for (const auto& sub : a.graphs())
+        if (!safe_for_libonnx_inference(sub, scope)) return false;
+    }
+  }
+  return true;
+}
+
 void run_shape_inference(onnx::ModelProto& model, Diagnostics& diag) {
+  if (!window_attributes_valid(model.graph(), default_domain_opset(model), "", diag)) return;
+  if (!safe_for_libonnx_inference(model.graph(), {})) {
+    diag.verbose("ONNX shape inference skipped: the graph has undefined inputs or missing attributes (reported below)");
+    return;
+  }
   if (const int opset = default_domain_opset(model); opset > 0 && !onnx_library_knows(opset, diag, "ONNX shape inference"))
     return;
   // Lenient mode (error_mode 0): a node ONNX cannot infer leaves its outputs without a declared shape, and

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <new>
 
 #include "onnx/importer.h"
 
@@ -64,7 +65,12 @@ Status parse_impl(const void* data, size_t size, const std::string& base_dir, co
   if (!data || !parse_model(data, size, &model)) return fail(invalid_model(what + ": not a valid ModelProto"));
   // Protobuf accepts an empty buffer (and some stray bytes) as a message with every field unset.
   if (!model.has_graph()) return fail(invalid_model(what + ": not a valid ModelProto (it has no graph)"));
-  return onnx_import::import_model(model, base_dir, network.graph(), errors, &logger);
+  // No exception may leave the library; a tensor too large to hold is the one the checks above cannot rule out.
+  try {
+    return onnx_import::import_model(model, base_dir, network.graph(), errors, &logger);
+  } catch (const std::bad_alloc&) {
+    return fail(Status(ErrorCode::kOutOfMemory, "out of memory while importing '" + source + "'"));
+  }
 }
 
 }  // namespace

@@ -4,8 +4,10 @@
 #include "common/small_types.h"
 #include "ops/op_util.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <limits>
 
 namespace kiln::onnx_import {
 
@@ -22,16 +24,29 @@ const char* onnx_dtype_name(int t) {
   return "unknown (newer than this ONNX library)";
 }
 
-static Status read_external(const onnx::TensorProto& tp, const std::string& base_dir, Tensor* t) {
+// A number from external_data (offset, length): decimal, non-negative; false otherwise (stoll would throw).
+static bool parse_external_number(const std::string& s, int64_t* out) {
+  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+  *out = std::stoll(s);
+  return true;
+}
+
+// Reads the bytes of an external tensor of n elements; checks the file holds them before allocating anything.
+static Result<Tensor> read_external(const onnx::TensorProto& tp, const std::string& base_dir, DataType dt,
+                                    const std::vector<int64_t>& shape, int64_t n) {
   std::string location;
   int64_t offset = 0, length = -1;
   for (auto& kv : tp.external_data()) {
-    if (kv.key() == "location") location = kv.value();
-    else if (kv.key() == "offset") offset = std::stoll(kv.value());
-    else if (kv.key() == "length") length = std::stoll(kv.value());
+    if (kv.key() == "location") {
+      location = kv.value();
+    } else if (kv.key() == "offset" || kv.key() == "length") {
+      if (!parse_external_number(kv.value(), kv.key() == "offset" ? &offset : &length))
+        return invalid_model("tensor '" + tp.name() + "': external data " + kv.key() + " '" + kv.value() +
+                             "' is not a non-negative integer");
+    }
   }
   if (location.empty()) return invalid_model("tensor '" + tp.name() + "' has external data without a location");
-  if (location.find("..") != std::string::npos || (!location.empty() && location[0] == '/'))
+  if (location.find("..") != std::string::npos || location[0] == '/' || location.find('\0') != std::string::npos)
     return invalid_model("tensor '" + tp.name() + "': external data location '" + location +
                          "' must be a relative path inside the model's directory");
   std::string path = base_dir + "/" + location;
@@ -40,24 +55,39 @@ static Status read_external(const onnx::TensorProto& tp, const std::string& base
   f.seekg(0, std::ios::end);
   int64_t file_size = f.tellg();
   // Packed 4-bit/2-bit types occupy fewer bytes on disk than in the (one byte per element) Tensor.
-  const int per = onnx_elems_per_byte(t->dtype());
-  int64_t want = (t->numel() + per - 1) / per * static_cast<int64_t>(per == 1 ? dtype_size(t->dtype()) : 1);
+  const int per = onnx_elems_per_byte(dt);
+  int64_t want = (n + per - 1) / per * static_cast<int64_t>(per == 1 ? dtype_size(dt) : 1);
   if (length >= 0 && length != want)
     return invalid_model("tensor '" + tp.name() + "': external data length " + std::to_string(length) +
                          " does not match its shape (" + std::to_string(want) + " bytes)");
-  if (offset < 0 || offset + want > file_size)
-    return invalid_model("tensor '" + tp.name() + "': external data [" + std::to_string(offset) + ", " +
-                         std::to_string(offset + want) + ") lies outside '" + path + "' (" +
-                         std::to_string(file_size) + " bytes)");
+  if (file_size < 0 || offset > file_size || want > file_size - offset)
+    return invalid_model("tensor '" + tp.name() + "': external data of " + std::to_string(want) + " bytes at offset " +
+                         std::to_string(offset) + " lies outside '" + path + "' (" + std::to_string(file_size) +
+                         " bytes)");
+  Tensor t(dt, shape);
   f.seekg(offset);
   std::string packed;
   if (per > 1) packed.resize(static_cast<size_t>(want));
-  f.read(per > 1 ? packed.data() : static_cast<char*>(t->raw()), want);
+  f.read(per > 1 ? packed.data() : static_cast<char*>(t.raw()), want);
   if (!f) return io_error("tensor '" + tp.name() + "': reading external data from '" + path + "' failed");
-  if (per > 1 && t->numel())
-    unpack_subbyte(t->dtype(), reinterpret_cast<const uint8_t*>(packed.data()), static_cast<size_t>(t->numel()),
-                   t->data<uint8_t>());
-  return Status::Ok();
+  if (per > 1 && n)
+    unpack_subbyte(dt, reinterpret_cast<const uint8_t*>(packed.data()), static_cast<size_t>(n), t.data<uint8_t>());
+  return t;
+}
+
+// Elements in the data fields of a non-external tensor, in the unit its shape counts (raw bytes / element size,
+// packed sub-byte elements unpacked).
+static int64_t stored_elements(const onnx::TensorProto& tp, DataType dt) {
+  if (dtype_is_packed_in_onnx(dt))
+    return static_cast<int64_t>(tp.has_raw_data() ? tp.raw_data().size() : tp.int32_data_size()) * onnx_elems_per_byte(dt);
+  if (tp.has_raw_data()) return static_cast<int64_t>(tp.raw_data().size() / std::max<size_t>(1, dtype_size(dt)));
+  switch (dt) {
+    case DataType::kFLOAT: return tp.float_data_size();
+    case DataType::kDOUBLE: return tp.double_data_size();
+    case DataType::kINT64: return tp.int64_data_size();
+    case DataType::kUINT32: case DataType::kUINT64: return tp.uint64_data_size();
+    default: return tp.int32_data_size();
+  }
 }
 
 Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string& base_dir) {
@@ -65,18 +95,30 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& tp, const std::string&
   if (!dtype_from_onnx(tp.data_type(), &dt))
     return unsupported("tensor '" + tp.name() + "' has unsupported type " + onnx_dtype_name(tp.data_type()));
   std::vector<int64_t> shape(tp.dims().begin(), tp.dims().end());
-  for (auto d : shape)
+  // The element count comes from the file: check it for overflow and against the data present before the
+  // Tensor allocates it (a few bytes of protobuf may declare terabytes).
+  int64_t n = 1;
+  const int64_t max_elems = std::numeric_limits<int64_t>::max() / 8;
+  for (auto d : shape) {
     if (d < 0) return invalid_model("tensor '" + tp.name() + "' has a negative dimension");
-  Tensor t(dt, shape);
-  const int64_t n = t.numel();
+    if (d && n > max_elems / d)
+      return invalid_model("tensor '" + tp.name() + "' has shape " + dims_to_string(shape) +
+                           ", whose element count overflows");
+    n *= d;
+  }
   auto count_error = [&](int64_t have) {
     return invalid_model("tensor '" + tp.name() + "' holds " + std::to_string(have) + " values but its shape " +
                          dims_to_string(shape) + " needs " + std::to_string(n));
   };
-  if (tp.data_location() == onnx::TensorProto::EXTERNAL) {
-    KILN_RETURN_IF_ERROR(read_external(tp, base_dir, &t));
-    return t;
-  }
+  if (tp.data_location() == onnx::TensorProto::EXTERNAL) return read_external(tp, base_dir, dt, shape, n);
+  const int64_t have = stored_elements(tp, dt);
+  const bool exact_raw = !tp.has_raw_data() || dtype_is_packed_in_onnx(dt) ||
+                         tp.raw_data().size() % std::max<size_t>(1, dtype_size(dt)) == 0;
+  if (dtype_is_packed_in_onnx(dt) ? (have + onnx_elems_per_byte(dt) - 1) / onnx_elems_per_byte(dt) !=
+                                        (n + onnx_elems_per_byte(dt) - 1) / onnx_elems_per_byte(dt)
+                                  : (have != n || !exact_raw))
+    return count_error(have);
+  Tensor t(dt, shape);
   // 4-bit and 2-bit elements arrive packed (low bits first), in raw_data bytes or in int32_data words
   // alike; Kiln stores them one per byte.
   if (dtype_is_packed_in_onnx(dt)) {

@@ -206,6 +206,9 @@ KILN_REGISTER_OP(ConstantOfShape) {
       for (auto& d : *v)
         if (d.is_static() && d.value < 0) return invalid_model("ConstantOfShape: shape " + shape_to_string(*v) + " has a negative entry");
     } else if (shp.rank_known && shp.shape.size() == 1 && shp.shape[0].is_static()) {
+      if (shp.shape[0].value > kMaxRank)
+        return invalid_model("ConstantOfShape: the shape input has " + std::to_string(shp.shape[0].value) +
+                             " entries; Kiln supports at most " + std::to_string(kMaxRank) + " dims");
       o.shape.clear();
       for (int64_t i = 0; i < shp.shape[0].value; ++i) o.shape.push_back(ctx.fresh_dim());
     } else {

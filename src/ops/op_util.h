@@ -10,6 +10,10 @@
 namespace kiln::ops {
 
 // Normalizes a possibly negative axis into [0, rank); error names the op and the valid range.
+// Most dims a tensor may have. A rank read from data (the length of a shape input) above it is an error: no
+// real model comes near it, and a declared length of 2^59 would otherwise make inference allocate that many dims.
+inline constexpr int64_t kMaxRank = 1024;
+
 Result<int64_t> normalize_axis(int64_t axis, int64_t rank, const std::string& what = "axis");
 
 // Numpy-style multidirectional broadcasting. Symbolic version: a dim broadcasts with 1, equal symbols

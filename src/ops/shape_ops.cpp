@@ -261,6 +261,9 @@ KILN_REGISTER_OP(Reshape) {
         KILN_ASSIGN_OR_RETURN(o.shape, reshape_target(in.shape, *tv, allowzero != 0, &ctx));
       }
     } else if (shp.rank_known && shp.shape.size() == 1 && shp.shape[0].is_static()) {
+      if (shp.shape[0].value > kMaxRank)
+        return invalid_model("Reshape: the shape input has " + std::to_string(shp.shape[0].value) +
+                             " entries; Kiln supports at most " + std::to_string(kMaxRank) + " dims");
       o.shape.clear();
       for (int64_t i = 0; i < shp.shape[0].value; ++i) o.shape.push_back(ctx.fresh_dim());
     } else {

@@ -1,5 +1,7 @@
 // constant_folding pass: computes nodes whose inputs are all constant (and Shape of static shapes) at build time.
 #include <algorithm>
+#include <limits>
+#include <new>
 #include <unordered_set>
 
 #include "passes/pass.h"
@@ -34,7 +36,13 @@ void make_constant(ir::Value& v, Tensor t) {
 
 std::optional<size_t> static_bytes(const ir::Value& v) {
   if (!v.rank_known || !ops::shape_is_static(v.shape)) return std::nullopt;
-  return static_cast<size_t>(volume(ops::static_dims(v.shape))) * dtype_size(v.dtype);
+  // Saturating: a declared shape of 2^31 x 2^31 must read as huge, not wrap around to a small size.
+  size_t bytes = dtype_size(v.dtype);
+  for (int64_t d : ops::static_dims(v.shape)) {
+    if (d && bytes > std::numeric_limits<size_t>::max() / static_cast<size_t>(d)) return std::numeric_limits<size_t>::max();
+    bytes *= static_cast<size_t>(d);
+  }
+  return bytes;
 }
 
 // Shape's output depends only on the input's dims; opset 15 adds start/end, clamped like Slice.
@@ -115,7 +123,12 @@ class ConstantFolding final : public Pass {
     }
     std::vector<Tensor> outs(n.outputs.size());
     ops::ComputeContext cc(n.attrs, n.opset, inputs, &outs);
-    Status st = schema->compute(cc);
+    Status st;
+    try {
+      st = schema->compute(cc);
+    } catch (const std::bad_alloc&) {  // an output whose size comes from data; the run reports it if real
+      st = Status(ErrorCode::kOutOfMemory, "output too large to allocate");
+    }
     if (!st.ok()) {
       // Not fatal: the node simply runs at inference time, where the same error (if real) will surface.
       ctx.verbose("constant_folding: node '" + n.name + "' (" + n.op_type + ") not folded: " + st.to_string());

@@ -99,6 +99,25 @@ Status build_nodes(const fmt::EngineFile& f, EnginePlan* plan, std::vector<char>
           return invalid_engine(where + " captures node input " + std::to_string(c) + ", which the node lacks");
       n.attrs.set(name, std::shared_ptr<const Subgraph>(std::make_shared<PlanSubgraph>(std::move(body).value(), g->captures())));
     }
+    // The kernels trust their inputs' types and ranks (Add reads both inputs as its output's type): the
+    // operator's own inference over the declared values rejects a node the builder could not have written.
+    if (schema->infer) {
+      std::vector<ops::TensorInfo> infos(nin);
+      std::vector<const ops::TensorInfo*> ptrs(nin, nullptr);
+      for (int k = 0; k < nin; ++k) {
+        if (rec.inputs[k] < 0) continue;
+        const PlanValue& v = plan->values[rec.inputs[k]];
+        infos[k].kind = v.kind;
+        infos[k].dtype = v.dtype;
+        infos[k].shape = v.shape;
+        infos[k].rank_known = v.rank_known;
+        infos[k].constant = v.constant.defined() ? &v.constant : nullptr;
+        ptrs[k] = &infos[k];
+      }
+      ops::InferContext ictx(n.attrs, rec.opset, ptrs, nout);
+      Status ist = schema->infer(ictx);
+      if (!ist.ok()) return invalid_engine(node_desc(rec, i) + " does not fit its declared inputs: " + ist.message());
+    }
     n.name = rec.name;
     n.op_type = rec.op_type;
     n.domain = rec.domain;

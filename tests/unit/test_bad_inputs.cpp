@@ -1,0 +1,292 @@
+// Regression tests for inputs the fuzzers (tools/fuzz) found crashing the importer, the builder or the runtime:
+// each now fails with an error naming what is wrong. The raw crash inputs are replayed by ctest as well
+// (FuzzRegressionReplay*, tests/fuzz_regressions/).
+#include <gtest/gtest.h>
+
+#include <new>
+#include <string>
+
+#include "common/tensor.h"
+#include "engine_test_util.h"
+#include "onnx_model_util.h"
+
+namespace kiln::test {
+namespace {
+
+// Every parser error of the model, one per line ("" when it imports).
+std::string import_errors(const onnx::ModelProto& m) {
+  static SilentLogger quiet;
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  auto network = Builder(quiet).create_network();
+  OnnxParser parser(*network, quiet);
+  Status st = parser.parse(bytes.data(), bytes.size());
+  if (st.ok()) return "";
+  std::string all = st.message();
+  for (int i = 0; i < parser.num_errors(); ++i) all += "\n" + parser.get_error(i).to_string();
+  return all;
+}
+
+void set_attr_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (auto x : v) a->add_ints(x);
+}
+
+onnx::TensorProto float_tensor(const std::string& name, const std::vector<int64_t>& dims, size_t values) {
+  onnx::TensorProto t;
+  t.set_name(name);
+  t.set_data_type(onnx::TensorProto::FLOAT);
+  for (auto d : dims) t.add_dims(d);
+  for (size_t i = 0; i < values; ++i) t.add_float_data(1.f);
+  return t;
+}
+
+// x[1,3,4,4] -> Conv(w[2,3,3,3]) -> y
+onnx::ModelProto conv_model(const std::vector<int64_t>& strides, const std::vector<int64_t>& dilations) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 3, 4, 4}));
+  *g->add_initializer() = float_tensor("w", {2, 3, 3, 3}, 54);
+  auto* conv = add_onnx_node(g, "Conv", {"x", "w"}, {"y"});
+  conv->set_name("the_conv");
+  set_attr_ints(conv, "strides", strides);
+  set_attr_ints(conv, "dilations", dilations);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  return m;
+}
+
+// Found by the ONNX fuzzer: libonnx's Conv shape inference divides by the stride (SIGFPE, no exception).
+TEST(BadOnnxInputs, ConvZeroStrideRejectedBeforeOnnxShapeInference) {
+  std::string e = import_errors(conv_model({0, 1}, {1, 1}));
+  EXPECT_NE(e.find("node 'the_conv'"), std::string::npos) << e;
+  EXPECT_NE(e.find("attribute 'strides' has value 0"), std::string::npos) << e;
+  e = import_errors(conv_model({1, 1}, {int64_t{1} << 40, 1}));
+  EXPECT_NE(e.find("attribute 'dilations' has value 1099511627776"), std::string::npos) << e;
+  // Valid attributes still import.
+  EXPECT_EQ(import_errors(conv_model({1, 1}, {1, 1})), "");
+}
+
+TEST(BadOnnxInputs, ConvZeroStrideInsideSubgraphRejected) {
+  auto inner = conv_model({1, -2}, {1, 1});
+  onnx::GraphProto branch = inner.graph();
+  branch.clear_input();
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 3, 4, 4}));
+  add_graph_input(g, "c", value_type("tensor", onnx::TensorProto::BOOL, {}));
+  auto* n = add_onnx_node(g, "If", {"c"}, {"y"});
+  n->set_name("the_if");
+  set_attr_graph(n, "then_branch", branch);
+  set_attr_graph(n, "else_branch", branch);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("the_if/then_branch/the_conv"), std::string::npos) << e;
+  EXPECT_NE(e.find("attribute 'strides' has value -2"), std::string::npos) << e;
+}
+
+// Found by the ONNX fuzzer: a subgraph initializer declaring [2^40] floats over 1 value made the importer
+// allocate 4 TiB (std::bad_alloc out of the library) before comparing the data with the shape.
+TEST(BadOnnxInputs, InitializerDimsBeyondItsDataRejectedBeforeAllocating) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_graph_input(g, "c", value_type("tensor", onnx::TensorProto::BOOL, {}));
+  onnx::GraphProto branch;
+  branch.set_name("branch");
+  *branch.add_initializer() = float_tensor("big", {int64_t{1} << 40}, 1);
+  add_onnx_node(&branch, "Add", {"x", "big"}, {"t"});
+  add_graph_output(&branch, "t", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  auto* n = add_onnx_node(g, "If", {"c"}, {"y"});
+  set_attr_graph(n, "then_branch", branch);
+  set_attr_graph(n, "else_branch", branch);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("tensor 'big' holds 1 values but its shape 1099511627776 needs 1099511627776"), std::string::npos) << e;
+}
+
+// The element count of [2^62, 2^62, 4, 4] wrapped to 0, so the error said "needs 0".
+TEST(BadOnnxInputs, InitializerDimsOverflowNamed) {
+  auto m = conv_model({1, 1}, {1, 1});
+  auto* w = m.mutable_graph()->mutable_initializer(0);
+  w->clear_dims();
+  for (int64_t d : {int64_t{1} << 62, int64_t{1} << 62, int64_t{4}, int64_t{4}}) w->add_dims(d);
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("tensor 'w' has shape 4611686018427387904x4611686018427387904x4x4, whose element count overflows"),
+            std::string::npos) << e;
+}
+
+// std::stoll threw out of the library (std::terminate) on a non-numeric external data offset.
+TEST(BadOnnxInputs, ExternalDataNonNumericOffsetRejected) {
+  auto m = conv_model({1, 1}, {1, 1});
+  auto* w = m.mutable_graph()->mutable_initializer(0);
+  w->clear_float_data();
+  w->set_data_location(onnx::TensorProto::EXTERNAL);
+  for (auto [k, v] : {std::pair<const char*, const char*>{"location", "w.bin"}, {"offset", "12abc"}}) {
+    auto* e = w->add_external_data();
+    e->set_key(k);
+    e->set_value(v);
+  }
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("tensor 'w': external data offset '12abc' is not a non-negative integer"), std::string::npos) << e;
+  w->mutable_external_data(1)->set_value("99999999999999999999999");  // out of int64 range: stoll threw too
+  e = import_errors(m);
+  EXPECT_NE(e.find("is not a non-negative integer"), std::string::npos) << e;
+}
+
+// An opset of 2^40 was cut to int (0) and reported as "opset 0".
+TEST(BadOnnxInputs, OpsetVersionOutOfRangeNamed) {
+  auto m = conv_model({1, 1}, {1, 1});
+  m.mutable_opset_import(0)->set_version(int64_t{1} << 40);
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("opset_import version 1099511627776 for domain 'ai.onnx' is out of range"), std::string::npos) << e;
+}
+
+// ConstantOfShape([2^31, 2^31]): its byte size wrapped to 0, so constant folding "computed" it into a 0-byte
+// constant of that shape and the builder wrote an engine its own loader rejects. Now the node is left to run
+// time, the engine loads, and running it fails with an out-of-memory error instead of writing past a buffer.
+TEST(BadOnnxInputs, ConstantOfShapeHugeBuildsLoadableEngineThatFailsCleanly) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  onnx::TensorProto s;
+  s.set_name("s");
+  s.set_data_type(onnx::TensorProto::INT64);
+  s.add_dims(2);
+  s.add_int64_data(int64_t{1} << 31);
+  s.add_int64_data(int64_t{1} << 31);
+  *g->add_initializer() = s;
+  add_onnx_node(g, "ConstantOfShape", {"s"}, {"y"});
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1}));
+  Status st;
+  auto engine = build_onnx_engine(m, &st);
+  ASSERT_TRUE(engine) << st.message();
+  auto ctx = engine->create_execution_context();
+  auto r = ctx->infer({});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), ErrorCode::kOutOfMemory) << r.status().message();
+}
+
+TEST(BadOnnxInputs, TensorWithOverflowingShapeIsAnAllocationFailure) {
+  EXPECT_THROW(Tensor(DataType::kFLOAT, {int64_t{1} << 31, int64_t{1} << 31}), std::bad_alloc);
+  EXPECT_THROW(Tensor(DataType::kFLOAT, {-2, 3}), std::bad_alloc);
+  EXPECT_EQ(Tensor(DataType::kFLOAT, {0, int64_t{1} << 62}).numel(), 0);
+}
+
+
+// ---- engine files ----
+
+Status load_engine(const std::vector<uint8_t>& b) {
+  static SilentLogger quiet;
+  Runtime rt(quiet);
+  auto r = rt.deserialize_engine(b.data(), b.size());
+  return r.ok() ? Status::Ok() : r.status();
+}
+
+// x[3], y[3] float -> <op> -> z[3]
+std::vector<uint8_t> binary_engine(const std::string& op) {
+  ir::Graph g;
+  ir::Value* x = add_input(g, "x", DataType::kFLOAT, {3});
+  ir::Value* y = add_input(g, "y", DataType::kFLOAT, {3});
+  ir::Node* n = add_node(g, op, "the_" + op, {x, y}, {"z"}, DataType::kFLOAT, {3});
+  n->opset = 14;
+  g.outputs() = {n->outputs[0]};
+  auto r = builder::write_engine(g, BuilderConfig());
+  return r.ok() ? r.value() : std::vector<uint8_t>{};
+}
+
+// Found by the engine fuzzer (checksums recomputed after the edit): Sub/Min/Sum with inputs of different types
+// passed the reader, and the kernel read the narrower input as the output's type (heap-buffer-overflow). The
+// reader now runs each operator's type/shape inference over the declared values.
+TEST(BadEngineInputs, NodeInputsOfMixedTypesRejectedAtLoad) {
+  auto good = binary_engine("Sub");
+  ASSERT_FALSE(good.empty());
+  EXPECT_TRUE(load_engine(good).ok()) << load_engine(good).message();
+  for (std::string op : {"Sub", "Min", "Add"}) {
+    auto b = reencode(binary_engine(op), [](engine_format::EngineFile& f) { f.values[1].dtype = DataType::kUINT8; });
+    ASSERT_FALSE(b.empty());
+    Status st = load_engine(b);
+    EXPECT_EQ(st.code(), ErrorCode::kInvalidEngine);
+    EXPECT_NE(st.message().find("'the_" + op + "' (" + op + ") does not fit its declared inputs: " + op +
+                                ": input 1 must have the same type as input 0 (float32) but is uint8"),
+              std::string::npos)
+        << st.message();
+  }
+}
+
+TEST(BadEngineInputs, NodeInputRankThatBreaksBroadcastRejectedAtLoad) {
+  auto b = reencode(binary_engine("Add"), [](engine_format::EngineFile& f) { f.values[1].shape = {ops::Dim(4)}; });
+  Status st = load_engine(b);
+  EXPECT_EQ(st.code(), ErrorCode::kInvalidEngine);
+  EXPECT_NE(st.message().find("'the_Add' (Add) does not fit its declared inputs"), std::string::npos) << st.message();
+}
+
+// Found by the engine fuzzer as a timeout (after the reader began running inference): a Reshape whose shape input
+// is declared int64[2^59] made inference build a 2^59-dim output shape. The same model from ONNX hung the builder.
+TEST(BadEngineInputs, ShapeInputLengthBeyondMaxRankRejected) {
+  ir::Graph g;
+  ir::Value* x = add_input(g, "x", DataType::kFLOAT, {2, 3});
+  ir::Value* s = add_input(g, "s", DataType::kINT64, {2});
+  ir::Node* n = add_node(g, "Reshape", "the_reshape", {x, s}, {"y"}, DataType::kFLOAT, {3, 2});
+  n->opset = 14;
+  g.outputs() = {n->outputs[0]};
+  auto r = builder::write_engine(g, BuilderConfig());
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(load_engine(r.value()).ok());
+  auto b = reencode(r.value(), [](engine_format::EngineFile& f) { f.values[1].shape = {ops::Dim(int64_t{1} << 59)}; });
+  Status st = load_engine(b);
+  EXPECT_NE(st.message().find("'the_reshape' (Reshape) does not fit its declared inputs: Reshape: the shape input has "
+                              "576460752303423488 entries; Kiln supports at most 1024 dims"),
+            std::string::npos)
+      << st.message();
+}
+
+TEST(BadOnnxInputs, ShapeInputLengthBeyondMaxRankRejected) {
+  for (std::string op : {"Reshape", "ConstantOfShape"}) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    if (op == "Reshape") add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {2, 3}));
+    add_graph_input(g, "s", value_type("tensor", onnx::TensorProto::INT64, {int64_t{1} << 40}));
+    add_onnx_node(g, op, op == "Reshape" ? std::vector<std::string>{"x", "s"} : std::vector<std::string>{"s"}, {"y"});
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    Status st;
+    auto engine = build_onnx_engine(m, &st);
+    EXPECT_FALSE(engine);
+    EXPECT_NE(st.message().find("shape input 's' is declared with 1099511627776 entries; Kiln supports at most 1024 dims"),
+              std::string::npos)
+        << st.message();
+  }
+}
+
+// Found by the ONNX fuzzer: libonnx's shape inference dereferences null on a node input nothing defines (data
+// propagation through Shape/Cast) and on a Scan without num_scan_inputs. Kiln now skips libonnx's inference for
+// such graphs and reports them itself.
+TEST(BadOnnxInputs, UndefinedInputAndMissingRequiredAttributeReportedNotCrashing) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_onnx_node(g, "Shape", {"nowhere"}, {"s"})->set_name("the_shape");
+  add_graph_output(g, "s", value_type("tensor", onnx::TensorProto::INT64, {-1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'the_shape' (index 0, Shape): input 'nowhere' is not produced by any node"), std::string::npos)
+      << e;
+
+  auto scan = onnx_model(8);
+  g = scan.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 3, 2}));
+  onnx::GraphProto body;
+  body.set_name("body");
+  add_graph_input(&body, "xi", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_onnx_node(&body, "Identity", {"xi"}, {"yi"});
+  add_graph_output(&body, "yi", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  auto* n = add_onnx_node(g, "Scan", {"", "x"}, {"y"});
+  n->set_name("the_scan");
+  set_attr_graph(n, "body", body);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1}));
+  e = import_errors(scan);
+  EXPECT_NE(e.find("the_scan"), std::string::npos) << e;
+  EXPECT_NE(e.find("num_scan_inputs"), std::string::npos) << e;
+}
+
+}  // namespace
+}  // namespace kiln::test
