@@ -83,6 +83,36 @@ void expect_matches_cpu(const onnx::ModelProto& m, const std::vector<uint8_t>& g
   EXPECT_LT(test::relative_l2(want[0], got[0]), 2e-2) << "tuned FP16 engine vs CPU reference, relative L2";
 }
 
+// Where two engines of one network differ: the first node whose op, name or string attributes differ, with the
+// differing attribute's length and the text around its first differing byte (a stored cuDNN plan's JSON is the
+// usual suspect); "" where every node agrees (the difference is then outside the nodes' string attributes).
+std::string engine_difference(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+  auto ea = test::load_engine(a), eb = test::load_engine(b);
+  if (!ea || !eb) return "an engine does not load";
+  const auto &na = ea->plan().nodes, &nb = eb->plan().nodes;
+  if (na.size() != nb.size()) return std::to_string(na.size()) + " vs " + std::to_string(nb.size()) + " nodes";
+  for (size_t i = 0; i < na.size(); ++i) {
+    if (na[i].op_type != nb[i].op_type || na[i].name != nb[i].name)
+      return "node " + std::to_string(i) + ": " + na[i].op_type + " '" + na[i].name + "' vs " + nb[i].op_type + " '" +
+             nb[i].name + "'";
+    for (const auto& [key, attr] : na[i].attrs.map()) {
+      const Attribute* other = nb[i].attrs.find(key);
+      if (!other) return "node '" + na[i].name + "': attribute " + key + " only in the first";
+      if (attr.type() != AttrType::kSTRING || other->type() != AttrType::kSTRING || attr.s() == other->s()) continue;
+      const std::string &x = attr.s(), &y = other->s();
+      size_t at = 0;
+      while (at < x.size() && at < y.size() && x[at] == y[at]) ++at;
+      const size_t from = at > 80 ? at - 80 : 0;
+      return "node '" + na[i].name + "' attribute " + key + ": " + std::to_string(x.size()) + " vs " +
+             std::to_string(y.size()) + " bytes, first difference at " + std::to_string(at) + "\n  first:  ..." +
+             x.substr(from, 240) + "\n  second: ..." + y.substr(from, 240);
+    }
+    for (const auto& [key, attr] : nb[i].attrs.map())
+      if (!na[i].attrs.find(key)) return "node '" + na[i].name + "': attribute " + key + " only in the second";
+  }
+  return "";
+}
+
 // The number before " tactics timed" in the tuner's summary line, -1 if absent.
 int tactics_timed(const std::string& log) {
   const size_t at = log.find(" tactics timed");
@@ -117,7 +147,9 @@ TEST(GpuTuning, TacticsTimedCachedAndReused) {
   Built again = build(m, Backend::kCUDA, 3, cache);
   EXPECT_NE(again.log.find("(0 tactics timed, "), std::string::npos) << again.log;
   EXPECT_EQ(again.log.find(" 0 layers from the timing cache"), std::string::npos) << again.log;
-  EXPECT_TRUE(again.blob == first.blob) << "a rebuild with the timing cache must give the same engine";
+  EXPECT_TRUE(again.blob == first.blob) << "a rebuild with the timing cache must give the same engine ("
+                                        << first.blob.size() << " vs " << again.blob.size() << " bytes; "
+                                        << engine_difference(first.blob, again.blob) << ")";
 
   // Level 0: no timing, no tactics recorded (kernels take their heuristic first choice).
   Built quick = build(m, Backend::kCUDA, 0, "");
