@@ -248,8 +248,7 @@ class FoldAttentionLayouts final : public Pass {
     ir::Node* r4 = gemm ? sole_user(g, gemm->outputs[0], "Reshape") : nullptr;
     ir::Node* t = r4 ? sole_user(g, r4->outputs[0], "Transpose") : nullptr;
     if (!t || !row_wise_gemm(gemm) || gemm->inputs[0] != r3->outputs[0] || !rank_is(r1->outputs[0], 3) ||
-        !rank_is(r3->outputs[0], 2) || !rank_is(r4->outputs[0], 3) || !perm_is(t, {1, 0, 2}) ||
-        match::is_graph_output(g, t->outputs[0]))
+        !rank_is(r3->outputs[0], 2) || !rank_is(r4->outputs[0], 3) || !perm_is(t, {1, 0, 2}))
       return false;
     const ops::Dim s = o->shape[0], e = r4->outputs[0]->shape[2], h = o->shape[2], dv = o->shape[3];
     // The GEMM's rows are whole tokens ([S*B, H*Dv]), so that reordering them is reordering tokens.
@@ -264,9 +263,17 @@ class FoldAttentionLayouts final : public Pass {
         g.add_constant(r4->name + "_batch_first", Tensor::from_vector<int64_t>({3}, {-1, s.value, e.value}));
     g.set_node_input(r4, 1, target);
     ir::Value* y = r4->outputs[0];
-    y->shape = t->outputs[0]->shape;
-    g.replace_all_uses(t->outputs[0], y);
+    ir::Value* old = t->outputs[0];
+    y->shape = old->shape;
+    g.replace_all_uses(old, y);
     g.remove_node(t);
+    // Where the Transpose gave a network output (the block ends the model), the Reshape's result takes its name:
+    // engine outputs keep the names the model gave them.
+    if (match::is_graph_output(g, y)) {
+      const std::string name = old->name;
+      g.rename_value(old, name + "_folded");
+      g.rename_value(y, name);
+    }
     g.rebuild_links();
     return true;
   }

@@ -1865,7 +1865,8 @@ TEST(FoldAttentionLayouts, SequenceFirstPackedProjection) {
 // rows are independent), the attention reads bs3hd and writes bshd, the out_proj's rows are then batch-first and
 // its Reshape gives [B,S,E] directly: no Transpose left. With a [M,N] bias on the out_proj (tied to the row order)
 // the output side stays as it was.
-void batch_first_block(Net& n, int64_t S, int64_t B, int64_t H, int64_t D, bool row_bias) {
+// ends_model: the block's Transpose gives the network output (no residual after it).
+void batch_first_block(Net& n, int64_t S, int64_t B, int64_t H, int64_t D, bool row_bias, bool ends_model = false) {
   const int64_t E = H * D;
   Attributes swap01;
   swap01.set("perm", Attribute(std::vector<int64_t>{1, 0, 2}));
@@ -1886,7 +1887,8 @@ void batch_first_block(Net& n, int64_t S, int64_t B, int64_t H, int64_t D, bool 
       n.op("Reshape", {n.op("Transpose", {o}, swap01), n.c(Tensor::from_vector<int64_t>({2}, {S * B, E}))});
   ir::Value* proj = n.op("Gemm", {rows, n.weight({E, E}), row_bias ? n.weight({S * B, E}) : n.weight({E})});
   ir::Value* seq = n.op("Reshape", {proj, n.c(Tensor::from_vector<int64_t>({3}, {S, B, E}))});
-  n.output(n.op("Add", {n.op("Transpose", {seq}, swap01), x}));
+  ir::Value* y = n.op("Transpose", {seq}, swap01);
+  n.output(ends_model ? y : n.op("Add", {y, x}));
 }
 
 TEST(FoldAttentionLayouts, BatchFirstAroundSequenceFirstBlock) {
@@ -1905,6 +1907,17 @@ TEST(FoldAttentionLayouts, BatchFirstAroundSequenceFirstBlock) {
     EXPECT_EQ(layout(a, "out_layout"), "bshd");
     EXPECT_EQ(count(*fused, "Transpose"), 0) << ir::print(*fused);
     EXPECT_EQ(count(*fused, "Slice"), 0);
+  }
+  {  // the block ends the model (GpuTransformer.Torch1BatchFirstMultiheadAttention's form): the output Transpose
+     // goes too, and the network output keeps its name
+    Net n;
+    batch_first_block(n, S, B, H, D, false, true);
+    auto fused = fuse_and_compare(n, passes(), {random({B, S, H * D}, 62)});
+    const ir::Node* a = find(*fused, "FusedAttention");
+    ASSERT_NE(a, nullptr) << ir::print(*fused);
+    EXPECT_EQ(layout(a, "out_layout"), "bshd");
+    EXPECT_EQ(count(*fused, "Transpose"), 0) << ir::print(*fused);
+    EXPECT_EQ(fused->outputs()[0]->name, n.g->outputs()[0]->name) << "the graph output keeps its name";
   }
   {
     Net n;
@@ -1944,3 +1957,4 @@ TEST(FoldAttentionLayouts, SeparateBshdInputs) {
   EXPECT_EQ(layout(a, "out_layout"), "bshd");
   EXPECT_EQ(count(*fused, "Transpose"), 0) << ir::print(*fused);
 }
+
