@@ -136,8 +136,9 @@ inline match::Pattern gelu_tanh(const match::Pattern& x) {
 }
 
 // A node with one output for a pass to add. The node is named `name` and its output `output` (empty: `name` too),
-// each made unique in the graph; the node name goes through unique_node_name twice (as Graph::add_node callers always
-// passed it), so a graph's node names are the ones the passes gave before these helpers.
+// each made unique in the graph. The node name goes through unique_node_name before Graph::add_node makes it unique
+// again (the first node of a name is name_1), as every pass called it before these helpers: engines and layer
+// information keep the node names they had.
 struct NewNode {
   std::string op;
   std::string name;
