@@ -120,17 +120,6 @@ SeqFirst seq_first_source(const ir::Value* v, const std::vector<int64_t>& perm) 
   return {x, e.value / d.value, d.value};
 }
 
-// x [S,B,E] as [S,B,H,D]: a Reshape (a view, no copy) by the constant shape [0,0,H,D] (0 keeps S and B).
-ir::Value* heads_view(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const std::string& base, int opset) {
-  ir::Value* shape = g.add_constant(base + "_shape", Tensor::from_vector<int64_t>({4}, {0, 0, H, D}));
-  ir::Node* r = g.add_node("Reshape", g.unique_node_name(base), {x, shape}, {base}, {}, opset);
-  ir::Value* y = r->outputs[0];
-  y->dtype = x->dtype;
-  y->rank_known = true;
-  y->shape = {x->shape[0], x->shape[1], ops::Dim(H), ops::Dim(D)};
-  return y;
-}
-
 // A scalar Mul of the query before its head views, q = Transpose(Reshape(p * c)) (q_proj(x) * scaling in CLIP,
 // Whisper and BART-style attention): the views commute with it, so the attention's scale may take c and the first
 // view read p. Every value from the Mul to q must have one reader (no one else sees the unscaled values then).
@@ -238,15 +227,11 @@ KvRepeat repeat_kv_source(const ir::Graph& g, const ir::Value* v) {
 void shape_from_repeat_source(ir::Graph& g, const KvRepeat& r, int opset) {
   if (r.shape_readers.empty()) return;
   const std::string base = r.x->name + "_repeated_shape";
-  ir::Node* sh = g.add_node("Shape", g.unique_node_name(base), {r.x}, {base + "_source"}, {}, opset);
-  ir::Value* factor = g.add_constant(base + "_factor", Tensor::from_vector<int64_t>({4}, {1, r.n, 1, 1}));
-  ir::Node* mul = g.add_node("Mul", g.unique_node_name(base), {sh->outputs[0], factor}, {base}, {}, opset);
-  for (ir::Value* o : {sh->outputs[0], mul->outputs[0]}) {
-    o->dtype = DataType::kINT64;
-    o->rank_known = true;
-    o->shape = {ops::Dim(4)};
-  }
-  for (ir::Node* s : r.shape_readers) g.replace_all_uses(s->outputs[0], mul->outputs[0]);
+  const ops::Shape four = {ops::Dim(4)};
+  ir::Value* sh = fusion::add_typed(g, {"Shape", base, {r.x}, {}, opset, base + "_source"}, DataType::kINT64, four);
+  ir::Value* factor = fusion::add_int64s(g, base + "_factor", {1, r.n, 1, 1});
+  ir::Value* mul = fusion::add_typed(g, {"Mul", base, {sh, factor}, {}, opset}, DataType::kINT64, four);
+  for (ir::Node* s : r.shape_readers) g.replace_all_uses(s->outputs[0], mul);
 }
 
 // On CUDA the fused kernel beats cuBLAS GEMMs + softmax only where it runs on tensor cores: FP16/BF16 engines and
@@ -347,12 +332,8 @@ class FuseAttention final : public Pass {
           return false;
         auto both = ops::broadcast_shapes({mask->shape, mask2->shape});
         if (!both.ok() || both->size() > 4) return false;
-        ir::Node* add = g.add_node("Add", g.unique_node_name(out->name + "_masks"), {mask, mask2},
-                                   {out->name + "_summed_masks"}, {}, opset);
-        add->outputs[0]->dtype = qv->dtype;
-        add->outputs[0]->shape = *both;
-        add->outputs[0]->rank_known = true;
-        mask = add->outputs[0];
+        mask = fusion::add_typed(
+            g, {"Add", out->name + "_masks", {mask, mask2}, {}, opset, out->name + "_summed_masks"}, qv->dtype, *both);
       }
       if (mask && (mask->dtype != qv->dtype || !mask->rank_known || mask->shape.size() > 4)) return false;
       bool causal = false;
@@ -373,22 +354,18 @@ class FuseAttention final : public Pass {
           ir::Value* z = g.add_constant(out->name + "_mask_zero", std::move(zero));
           ir::Value* fill = b.value("fill");
           if (fill->dtype != qv->dtype) return false;
-          ir::Node* w = g.add_node("Where", g.unique_node_name(out->name + "_mask"),
-                                   {cond, hide ? fill : z, hide ? z : fill}, {out->name + "_additive_mask"}, {}, opset);
-          ir::Value* wm = w->outputs[0];
-          wm->dtype = qv->dtype;
-          wm->shape = cond->shape;
-          wm->rank_known = true;
+          ir::Value *where_true = hide ? fill : z, *where_false = hide ? z : fill;
+          ir::Value* wm = fusion::add_typed(
+              g,
+              {"Where", out->name + "_mask", {cond, where_true, where_false}, {}, opset, out->name + "_additive_mask"},
+              qv->dtype, cond->shape);
           if (mask) {
             if (!mask->rank_known) return false;
             auto both = ops::broadcast_shapes({mask->shape, cond->shape});
             if (!both.ok() || both->size() > 4) return false;
-            ir::Node* add = g.add_node("Add", g.unique_node_name(out->name + "_masks"), {wm, mask},
-                                       {out->name + "_combined_mask"}, {}, opset);
-            add->outputs[0]->dtype = qv->dtype;
-            add->outputs[0]->shape = *both;
-            add->outputs[0]->rank_known = true;
-            mask = add->outputs[0];
+            mask =
+                fusion::add_typed(g, {"Add", out->name + "_masks", {wm, mask}, {}, opset, out->name + "_combined_mask"},
+                                  qv->dtype, *both);
           } else {
             mask = wm;
           }
@@ -397,9 +374,9 @@ class FuseAttention final : public Pass {
       if (out_transpose) {
         // Q, K and V read as [S,B,H,D] where the projections wrote them; the output written as [S,B,H,Dv] and
         // shown to the output Transpose's readers as the [S,B*H,Dv] it produced.
-        std::vector<ir::Value*> in = {heads_view(g, sq.x, sq.H, sq.D, out->name + "_q", opset),
-                                      heads_view(g, sk.x, sk.H, sk.D, out->name + "_k", opset),
-                                      heads_view(g, sv.x, sv.H, sv.D, out->name + "_v", opset)};
+        std::vector<ir::Value*> in = {fusion::split_heads(g, sq.x, sq.H, sq.D, out->name + "_q", opset),
+                                      fusion::split_heads(g, sk.x, sk.H, sk.D, out->name + "_k", opset),
+                                      fusion::split_heads(g, sv.x, sv.H, sv.D, out->name + "_v", opset)};
         if (mask) in.push_back(mask);
         Attributes a;
         a.set("scale", Attribute(static_cast<float>(scale)));
@@ -414,15 +391,7 @@ class FuseAttention final : public Pass {
         match::record_fusion(att, {out_transpose});
         ir::Value* y = att->outputs[0];
         y->shape = {sq.x->shape[0], sq.x->shape[1], ops::Dim(sq.H), ops::Dim(sv.D)};
-        ir::Value* t = out_transpose->outputs[0];
-        const std::string tname = t->name;
-        g.rename_value(t, tname + "_unfused");
-        ir::Value* shape = g.add_constant(tname + "_shape", Tensor::from_vector<int64_t>({3}, {0, -1, sv.D}));
-        ir::Node* r = g.add_node("Reshape", g.unique_node_name(tname), {y, shape}, {tname}, {}, opset);
-        r->outputs[0]->dtype = t->dtype;
-        r->outputs[0]->shape = t->shape;
-        r->outputs[0]->rank_known = t->rank_known;
-        g.replace_all_uses(t, r->outputs[0]);
+        fusion::view_in_place(g, out_transpose->outputs[0], y, {0, -1, sv.D}, "_unfused", opset);
         g.remove_node(out_transpose);
         g.rebuild_links();
         return true;
@@ -457,12 +426,9 @@ class FuseAttention final : public Pass {
       } else {
         Attributes ta;
         ta.set("perm", Attribute(perm));
-        ir::Node* t = g.add_node("Transpose", g.unique_node_name(out->name + "_k"), {src}, {out->name + "_k"},
-                                 std::move(ta), opset);
-        k = t->outputs[0];
-        k->dtype = src->dtype;
-        k->rank_known = true;
-        for (int64_t d : perm) k->shape.push_back(src->shape[d]);
+        ops::Shape shape;
+        for (int64_t d : perm) shape.push_back(src->shape[d]);
+        k = fusion::add_typed(g, {"Transpose", out->name + "_k", {src}, std::move(ta), opset}, src->dtype, shape);
       }
       // (Only here, on the batch-first form: the checks above may still have refused it.)
       if (const ViewedScale vs = scale_before_views(g, qv); vs.first_view) {

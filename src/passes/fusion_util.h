@@ -1,5 +1,6 @@
 // Helpers shared by the transformer fusion passes: scalar-constant patterns, kiln-domain op patterns, GELU's
-// decomposed exporter forms and the rewrite step that puts a fused node in place of a matched value.
+// decomposed exporter forms, the rewrite step that puts a fused node in place of a matched value, and the node and
+// view builders the rewrites add their nodes with.
 #pragma once
 
 #include <algorithm>
@@ -134,6 +135,44 @@ inline match::Pattern gelu_tanh(const match::Pattern& x) {
   return gelu_from_inner(x, inner);
 }
 
+// A node with one output for a pass to add. The node is named `name` and its output `output` (empty: `name` too),
+// each made unique in the graph. The node name goes through unique_node_name before Graph::add_node makes it unique
+// again (the first node of a name is name_1), as every pass called it before these helpers: engines and layer
+// information keep the node names they had.
+struct NewNode {
+  std::string op;
+  std::string name;
+  std::vector<ir::Value*> inputs;
+  Attributes attrs = {};
+  int opset = 0;            // 0: the graph's default-domain opset
+  std::string output = {};  // the output's name where it differs from the node's
+  std::string domain = {};  // "" = ai.onnx
+};
+
+// Adds `n`, its output typed `dtype` with the known shape `shape` (for what the pass knows without inference), and
+// returns that output; its producer is the node.
+ir::Value* add_typed(ir::Graph& g, NewNode n, DataType dtype, ops::Shape shape);
+
+// Adds `n` and types its output by shape inference; returns it, or null (the node removed again) where inference
+// fails, so a rewrite that gives up leaves nothing half-built behind.
+ir::Value* add_inferred(ir::Graph& g, NewNode n);
+
+// A 1-D int64 initializer (a Reshape target, axes, a Slice's bounds).
+ir::Value* add_int64s(ir::Graph& g, const std::string& name, std::vector<int64_t> v);
+
+// x seen as `shape` without a copy: a Reshape by the constant target `dims` (initializer `name`_shape; its 0s keep
+// x's dims, a -1 takes the rest), the node and its output named `name`, of x's type.
+ir::Value* reshape_view(ir::Graph& g, ir::Value* x, const std::string& name, const std::vector<int64_t>& dims,
+                        ops::Shape shape, int opset);
+
+// x [A,B,H*D] as [A,B,H,D]: its last dim split into H heads of D by a view (target [0,0,H,D]).
+ir::Value* split_heads(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const std::string& name, int opset);
+
+// A view of y by the target `dims` in place of `old`: it takes old's name (old is renamed with `suffix`), type and
+// readers, graph outputs included. Returns the view.
+ir::Value* view_in_place(ir::Graph& g, ir::Value* old, ir::Value* y, const std::vector<int64_t>& dims,
+                         const std::string& suffix, int opset);
+
 // Puts a new node (one output) in place of `root`: every reader of root, and the graph outputs, read the node's
 // output instead, which takes root's name (engine outputs keep their names) and type. The old producers are left
 // for dead-code elimination. The nodes between the inputs and root are recorded as the ones the new node stands
@@ -159,15 +198,13 @@ inline ir::Node* replace_with_node(ir::Graph& g, ir::Value* root, const std::str
     std::reverse(replaced.begin(), replaced.end());
   }
   g.rename_value(root, name + "_unfused");
-  ir::Node* n = g.add_node(op_type, g.unique_node_name(base_name), inputs, {name}, std::move(attrs), opset, domain);
-  match::record_fusion(n, replaced);
-  ir::Value* out = n->outputs[0];
-  out->dtype = root->dtype;
-  out->shape = root->shape;
+  ir::Value* out =
+      add_typed(g, {op_type, base_name, inputs, std::move(attrs), opset, name, domain}, root->dtype, root->shape);
+  match::record_fusion(out->producer, replaced);
   out->rank_known = root->rank_known;
   out->kind = root->kind;
   g.replace_all_uses(root, out);
-  return n;
+  return out->producer;
 }
 
 // Removes nodes none of whose outputs is read or a graph output, and then the values left unused: the nodes a

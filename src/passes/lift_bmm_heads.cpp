@@ -17,10 +17,12 @@
 
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
-#include "passes/shape_inference.h"
 
 namespace kiln::passes {
 namespace {
+
+using fusion::add_inferred;
+using fusion::add_int64s;
 
 bool rank_is(const ir::Value* v, size_t r) { return v && v->rank_known && v->shape.size() == r; }
 
@@ -158,13 +160,6 @@ class LiftBmmHeads final : public Pass {
   }
 
  private:
-  static ir::Value* add_op(ir::Graph& g, const std::string& op, const std::string& base, std::vector<ir::Value*> in,
-                           Attributes a, int opset) {
-    ir::Node* m = g.add_node(op, g.unique_node_name(base), in, {base}, std::move(a), opset);
-    if (!infer_node(g, *m).ok()) return nullptr;
-    return m->outputs[0];
-  }
-
   // merge(y) in place of `old`: a Reshape of the 4-D y to [-1, M, N]. Where M or N is dynamic (a dynamic-length
   // export) the target is [-1] followed by y's dims 2 and 3 from Shape(y); such a merge lives only until the view
   // back to 4-D that reads it collapses, and goes with its Shape chain when the dead nodes are pruned.
@@ -172,22 +167,20 @@ class LiftBmmHeads final : public Pass {
     if (!y || !rank_is(y, 4)) return false;
     ir::Value* target = nullptr;
     if (y->shape[2].is_static() && y->shape[3].is_static()) {
-      target = g.add_constant(old->name + "_heads_shape",
-                              Tensor::from_vector<int64_t>({3}, {-1, y->shape[2].value, y->shape[3].value}));
+      target = add_int64s(g, old->name + "_heads_shape", {-1, y->shape[2].value, y->shape[3].value});
     } else {
-      ir::Value* shape = add_op(g, "Shape", old->name + "_heads_dims", {y}, {}, opset);
-      ir::Value* rows =
-          shape ? add_op(g, "Slice", old->name + "_heads_rows",
-                         {shape, ints(g, old->name + "_from", {2}), ints(g, old->name + "_to", {4})}, {}, opset)
-                : nullptr;
+      ir::Value* shape = add_inferred(g, {"Shape", old->name + "_heads_dims", {y}, {}, opset});
+      if (!shape) return false;
+      ir::Value *from = add_int64s(g, old->name + "_from", {2}), *upto = add_int64s(g, old->name + "_to", {4});
+      ir::Value* rows = add_inferred(g, {"Slice", old->name + "_heads_rows", {shape, from, upto}, {}, opset});
+      if (!rows) return false;
       Attributes ca;
       ca.set("axis", Attribute(int64_t{0}));
-      target = rows ? add_op(g, "Concat", old->name + "_heads_shape", {ints(g, old->name + "_any", {-1}), rows},
-                             std::move(ca), opset)
-                    : nullptr;
+      ir::Value* any = add_int64s(g, old->name + "_any", {-1});
+      target = add_inferred(g, {"Concat", old->name + "_heads_shape", {any, rows}, std::move(ca), opset});
       if (!target) return false;
     }
-    ir::Value* m = add_op(g, "Reshape", old->name + "_heads", {y, target}, {}, opset);
+    ir::Value* m = add_inferred(g, {"Reshape", old->name + "_heads", {y, target}, {}, opset});
     if (!m) return false;
     m->shape[1] = y->shape[2];  // inference may have lost them in the target's chain
     m->shape[2] = y->shape[3];
@@ -214,13 +207,13 @@ class LiftBmmHeads final : public Pass {
     if (k) {
       Attributes p;
       p.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
-      b = add_op(g, "Transpose", out->name + "_kt_heads", {k}, std::move(p), opset);
+      b = add_inferred(g, {"Transpose", out->name + "_kt_heads", {k}, std::move(p), opset});
       if (!b) return false;
     }
     // The contraction: equal, or a symbol (a length that inference named twice; the bmm being lifted multiplied the
     // same bytes, so the per-head MatMul's own run-time check is the one that matters).
     if (!(a->shape[3] == b->shape[2]) && a->shape[3].is_static() && b->shape[2].is_static()) return false;
-    return replace_with_merge(g, out, add_op(g, "MatMul", out->name + "_per_head", {a, b}, {}, opset), opset);
+    return replace_with_merge(g, out, add_inferred(g, {"MatMul", out->name + "_per_head", {a, b}, {}, opset}), opset);
   }
 
   // Softmax over the last axis commutes with a Reshape that keeps that axis.
@@ -234,7 +227,8 @@ class LiftBmmHeads final : public Pass {
     if (!z || opset < 13) return false;
     Attributes a;
     a.set("axis", Attribute(int64_t{-1}));
-    return replace_with_merge(g, out, add_op(g, "Softmax", out->name + "_per_head", {z}, std::move(a), opset), opset);
+    return replace_with_merge(g, out, add_inferred(g, {"Softmax", out->name + "_per_head", {z}, std::move(a), opset}),
+                              opset);
   }
 
   // r = Reshape(Add(v, m), [-1,H,N,N]) with v = Reshape(s, [G',G,H,N,N]) of s [X,H,N,N] (H, N static: v splits
@@ -273,31 +267,26 @@ class LiftBmmHeads final : public Pass {
           (known[0].is_static() ? known[0].value <= 0 : known[0].sym.empty()))
         continue;
       const std::string base = out->name + "_mask";
-      ir::Value* groups = add_op(g, "Slice", base + "_groups",
-                                 {target, ints(g, base + "_from", {0}), ints(g, base + "_to", {2})}, {}, opset);
+      ir::Value *from = add_int64s(g, base + "_from", {0}), *upto = add_int64s(g, base + "_to", {2});
+      ir::Value* groups = add_inferred(g, {"Slice", base + "_groups", {target, from, upto}, {}, opset});
+      if (!groups) return false;
       Attributes ca;
       ca.set("axis", Attribute(int64_t{0}));
-      ir::Value* to = groups ? add_op(g, "Concat", base + "_target", {groups, ints(g, base + "_rest", {h, n1, n2})},
-                                      std::move(ca), opset)
-                             : nullptr;
-      ir::Value* wide = to ? add_op(g, "Expand", base + "_grouped", {m, to}, {}, opset) : nullptr;
-      ir::Value* flat =
-          wide ? add_op(g, "Reshape", base + "_flat", {wide, ints(g, base + "_flat_shape", {-1, h, n1, n2})}, {}, opset)
-               : nullptr;
+      ir::Value* rest = add_int64s(g, base + "_rest", {h, n1, n2});
+      ir::Value* to = add_inferred(g, {"Concat", base + "_target", {groups, rest}, std::move(ca), opset});
+      ir::Value* wide = to ? add_inferred(g, {"Expand", base + "_grouped", {m, to}, {}, opset}) : nullptr;
+      if (!wide) return false;
+      ir::Value* flat_shape = add_int64s(g, base + "_flat_shape", {-1, h, n1, n2});
+      ir::Value* flat = add_inferred(g, {"Reshape", base + "_flat", {wide, flat_shape}, {}, opset});
       if (!flat) return false;
       flat->shape[0] = s->shape[0];
-      ir::Value* sum = add_op(g, "Add", base + "_added", {s, flat}, {}, opset);
+      ir::Value* sum = add_inferred(g, {"Add", base + "_added", {s, flat}, {}, opset});
       if (!sum) return false;
       sum->shape = s->shape;
       g.replace_all_uses(out, sum);
       return true;
     }
     return false;
-  }
-
-  static ir::Value* ints(ir::Graph& g, const std::string& name, std::vector<int64_t> v) {
-    const int64_t n = static_cast<int64_t>(v.size());
-    return g.add_constant(name, Tensor::from_vector<int64_t>({n}, std::move(v)));
   }
 
   // A Reshape of merge(y) whose result has y's own shape is y (a Reshape never moves data).

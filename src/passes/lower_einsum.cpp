@@ -18,7 +18,6 @@
 #include "ops/layout_util.h"
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
-#include "passes/shape_inference.h"
 
 namespace kiln::passes {
 namespace {
@@ -86,10 +85,9 @@ class Lowerer {
 
  private:
   ir::Value* node(const std::string& op, std::vector<ir::Value*> in, Attributes a = {}) {
-    ir::Node* m = g_.add_node(op, g_.unique_node_name(base_ + "_" + op), in, {base_ + "_" + op}, std::move(a), opset_);
-    added_.push_back(m);
-    if (!infer_node(g_, *m).ok()) return nullptr;
-    return m->outputs[0];
+    ir::Value* y = fusion::add_inferred(g_, {op, base_ + "_" + op, std::move(in), std::move(a), opset_});
+    if (y) added_.push_back(y->producer);
+    return y;
   }
 
   ir::Value* reduce_sum(ir::Value* v, const std::vector<int64_t>& axes) {
@@ -99,9 +97,7 @@ class Lowerer {
       a.set("axes", Attribute(axes));
       return node("ReduceSum", {v}, std::move(a));
     }
-    ir::Value* ax =
-        g_.add_constant(base_ + "_axes", Tensor::from_vector<int64_t>({static_cast<int64_t>(axes.size())}, axes));
-    return node("ReduceSum", {v, ax}, std::move(a));
+    return node("ReduceSum", {v, fusion::add_int64s(g_, base_ + "_axes", axes)}, std::move(a));
   }
 
   // v, whose dims carry `from`'s labels, with its dims in `to`'s order (the same labels).
@@ -158,9 +154,7 @@ class Lowerer {
       if (free_at >= 0) s[free_at] = known ? c.numel() / known : 0;
       return g_.add_constant(base_ + "_reshaped", c.reshaped(s));
     }
-    ir::Value* shape =
-        g_.add_constant(base_ + "_shape", Tensor::from_vector<int64_t>({static_cast<int64_t>(s.size())}, s));
-    return node("Reshape", {v, shape});
+    return node("Reshape", {v, fusion::add_int64s(g_, base_ + "_shape", s)});
   }
 
   ir::Value* contract(std::vector<ir::Value*> x, const std::vector<std::vector<int>>& labels,

@@ -129,28 +129,17 @@ class LowerOnnxAttention final : public Pass {
       auto scalar = [&](const char* what, float x) {
         return g.add_constant(base + what, Tensor::from_vector<float>({}, {x}).cast(q->dtype));
       };
-      ir::Node* w =
-          g.add_node("Where", g.unique_node_name(base + "_mask"),
-                     {mask, scalar("_mask_keep", 0.0f), scalar("_mask_hide", -std::numeric_limits<float>::infinity())},
-                     {base + "_additive_mask"}, {}, opset);
-      w->outputs[0]->dtype = q->dtype;
-      w->outputs[0]->shape = mask->shape;
-      w->outputs[0]->rank_known = true;
-      mask = w->outputs[0];
+      ir::Value *keep = scalar("_mask_keep", 0.0f),
+                *hide = scalar("_mask_hide", -std::numeric_limits<float>::infinity());
+      mask = fusion::add_typed(g, {"Where", base + "_mask", {mask, keep, hide}, {}, opset, base + "_additive_mask"},
+                               q->dtype, mask->shape);
     }
     std::vector<ir::Value*> in;
     if (l->three_d) {
-      // [B,S,H*D] as [B,S,H,D]: a Reshape by [0,0,H,D] (a view; 0 keeps B and S).
-      auto heads = [&](ir::Value* x, int64_t h, int64_t d, const char* what) {
-        ir::Value* shape = g.add_constant(base + what + "_shape", Tensor::from_vector<int64_t>({4}, {0, 0, h, d}));
-        ir::Node* r = g.add_node("Reshape", g.unique_node_name(base + what), {x, shape}, {base + what}, {}, opset);
-        ir::Value* y = r->outputs[0];
-        y->dtype = x->dtype;
-        y->shape = {x->shape[0], x->shape[1], ops::Dim(h), ops::Dim(d)};
-        y->rank_known = true;
-        return y;
-      };
-      in = {heads(q, l->H, l->D, "_q_heads"), heads(k, l->Hk, l->D, "_k_heads"), heads(v, l->Hk, l->Dv, "_v_heads")};
+      // [B,S,H*D] as [B,S,H,D] (views).
+      in = {fusion::split_heads(g, q, l->H, l->D, base + "_q_heads", opset),
+            fusion::split_heads(g, k, l->Hk, l->D, base + "_k_heads", opset),
+            fusion::split_heads(g, v, l->Hk, l->Dv, base + "_v_heads", opset)};
     } else {
       in = {q, k, v};
     }
@@ -169,22 +158,11 @@ class LowerOnnxAttention final : public Pass {
       g.rebuild_links();  // the Attention node, unread now, goes with prune_dead_nodes
       return true;
     }
-    const std::string name = out->name;
-    g.rename_value(out, name + "_unlowered");
-    ir::Node* att =
-        g.add_node("FusedAttention", g.unique_node_name("attention"), in, {name + "_bshd"}, std::move(a), 1, "kiln");
-    match::record_fusion(att, {n});
-    ir::Value* y = att->outputs[0];
-    y->dtype = out->dtype;
-    y->shape = {q->shape[0], q->shape[1], ops::Dim(l->H), ops::Dim(l->Dv)};
-    y->rank_known = true;
-    ir::Value* shape = g.add_constant(name + "_shape", Tensor::from_vector<int64_t>({3}, {0, 0, l->H * l->Dv}));
-    ir::Node* r = g.add_node("Reshape", g.unique_node_name(name), {y, shape}, {name}, {}, opset);
-    r->outputs[0]->dtype = out->dtype;
-    r->outputs[0]->shape = out->shape;
-    r->outputs[0]->rank_known = out->rank_known;
-    r->outputs[0]->kind = out->kind;
-    g.replace_all_uses(out, r->outputs[0]);
+    ir::Value* y =
+        fusion::add_typed(g, {"FusedAttention", "attention", in, std::move(a), 1, out->name + "_bshd", "kiln"},
+                          out->dtype, {q->shape[0], q->shape[1], ops::Dim(l->H), ops::Dim(l->Dv)});
+    match::record_fusion(y->producer, {n});
+    fusion::view_in_place(g, out, y, {0, 0, l->H * l->Dv}, "_unlowered", opset);
     g.rebuild_links();
     return true;
   }

@@ -11,7 +11,7 @@
 #include <set>
 
 #include "ops/layout_util.h"
-#include "passes/matcher.h"
+#include "passes/fusion_util.h"
 #include "passes/pass.h"
 
 namespace kiln::passes {
@@ -74,26 +74,16 @@ ir::Value* bshd_view(ir::Graph& g, ir::Value* v, int opset) {
     Attributes a;
     std::vector<ir::Value*> in = {v};
     if (opset >= 13) {
-      in.push_back(g.add_constant(v->name + "_unsq_axes", Tensor::from_vector<int64_t>({4 - r}, axes)));
+      in.push_back(fusion::add_int64s(g, v->name + "_unsq_axes", axes));
     } else {
       a.set("axes", Attribute(axes));
     }
-    ir::Node* u =
-        g.add_node("Unsqueeze", g.unique_node_name(v->name + "_rank4"), in, {v->name + "_rank4"}, std::move(a), opset);
-    x = u->outputs[0];
-    x->dtype = v->dtype;
-    x->rank_known = true;
-    x->shape = ops::Shape(4 - r, ops::Dim(1));
-    x->shape.insert(x->shape.end(), v->shape.begin(), v->shape.end());
+    ops::Shape shape(4 - r, ops::Dim(1));
+    shape.insert(shape.end(), v->shape.begin(), v->shape.end());
+    x = fusion::add_typed(g, {"Unsqueeze", v->name + "_rank4", in, std::move(a), opset}, v->dtype, shape);
   }
-  ir::Value* shape = g.add_constant(v->name + "_bshd_shape", Tensor::from_vector<int64_t>({4}, {0, -1, 1, 0}));
-  ir::Node* r4 =
-      g.add_node("Reshape", g.unique_node_name(v->name + "_bshd"), {x, shape}, {v->name + "_bshd"}, {}, opset);
-  ir::Value* y = r4->outputs[0];
-  y->dtype = v->dtype;
-  y->rank_known = true;
-  y->shape = {x->shape[0], x->shape[2], ops::Dim(1), x->shape[3]};
-  return y;
+  return fusion::reshape_view(g, x, v->name + "_bshd", {0, -1, 1, 0},
+                              {x->shape[0], x->shape[2], ops::Dim(1), x->shape[3]}, opset);
 }
 
 class SinkHeadTransposes final : public Pass {
@@ -200,9 +190,7 @@ class SinkHeadTransposes final : public Pass {
       if (n->op_type == "Slice") {
         std::vector<int64_t> axes = *const_ints(n->inputs[3]);
         for (int64_t& a : axes) a = perm[a < 0 ? a + 4 : a];
-        g.set_node_input(n, 3,
-                         g.add_constant(n->name + "_axes_bshd",
-                                        Tensor::from_vector<int64_t>({static_cast<int64_t>(axes.size())}, axes)));
+        g.set_node_input(n, 3, fusion::add_int64s(g, n->name + "_axes_bshd", axes));
       } else if (n->op_type == "Concat") {
         int64_t a = n->attrs.get_int("axis").value();
         n->attrs.set("axis", Attribute(perm[a < 0 ? a + 4 : a]));
@@ -227,12 +215,9 @@ class SinkHeadTransposes final : public Pass {
     const std::vector<ir::Node*> readers = exit->users;
     Attributes a;
     a.set("perm", Attribute(perm));
-    ir::Node* back = g.add_node("Transpose", g.unique_node_name(t->name + "_sunk"), {exit}, {exit->name + "_bhsd"},
-                                std::move(a), t->opset);
-    ir::Value* bv = back->outputs[0];
-    bv->dtype = exit->dtype;
-    bv->rank_known = true;
-    bv->shape = ops::permute_shape(exit->shape, perm);
+    ir::Value* bv =
+        fusion::add_typed(g, {"Transpose", t->name + "_sunk", {exit}, std::move(a), t->opset, exit->name + "_bhsd"},
+                          exit->dtype, ops::permute_shape(exit->shape, perm));
     for (ir::Node* r : readers)
       for (size_t i = 0; i < r->inputs.size(); ++i)
         if (r->inputs[i] == exit) g.set_node_input(r, i, bv);

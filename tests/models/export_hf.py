@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import warnings
+from functools import partial
 
 import numpy as np
 import torch
@@ -40,17 +41,27 @@ def _image_inputs(batch):
     return {"pixel_values": torch.randn(batch, 3, 64, 64)}
 
 
-def _bert():
-    from transformers import BertConfig, BertModel
-    return BertModel(BertConfig(vocab_size=VOCAB, hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                intermediate_size=FFN, max_position_embeddings=64), add_pooling_layer=False)
+# The sizes under BertConfig's names, which the ViT, DeiT, BEiT, CLIP and Llama-family configs use too.
+SIZES = dict(hidden_size=D, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FFN)
+KV_HEADS = 2  # grouped-query families: 4 query heads share 2 K/V heads (group 2); head dim 32 as above
 
 
-def _roberta():
-    from transformers import RobertaConfig, RobertaModel
-    return RobertaModel(RobertaConfig(vocab_size=VOCAB, hidden_size=D, num_hidden_layers=LAYERS,
-                                      num_attention_heads=HEADS, intermediate_size=FFN, max_position_embeddings=66),
-                        add_pooling_layer=False)
+def _encoder(family, **config):
+    """transformers' <family>Model without its pooling layer, on a <family>Config of SIZES and `config` (BERT,
+    RoBERTa, ViT, DeiT, BEiT)."""
+    import transformers
+    cfg = getattr(transformers, family + "Config")(**SIZES, **config)
+    return getattr(transformers, family + "Model")(cfg, add_pooling_layer=False)
+
+
+def _decoder(family, kv_heads=HEADS, **config):
+    """A Llama-style decoder stack, transformers' <family>Model (no cache) on a <family>Config of SIZES, `kv_heads`
+    K/V heads (HF's repeat_kv before the attention where fewer than HEADS) and `config` (Llama, Gemma, Qwen2,
+    Mistral)."""
+    import transformers
+    cfg = getattr(transformers, family + "Config")(vocab_size=VOCAB, num_key_value_heads=kv_heads,
+                                                   max_position_embeddings=64, use_cache=False, **SIZES, **config)
+    return getattr(transformers, family + "Model")(cfg)
 
 
 def _distilbert():
@@ -65,12 +76,6 @@ def _gpt2():
                                 bos_token_id=0, eos_token_id=0, use_cache=False))  # token ids inside the vocab
 
 
-def _vit():
-    from transformers import ViTConfig, ViTModel
-    return ViTModel(ViTConfig(image_size=64, patch_size=16, hidden_size=D, num_hidden_layers=LAYERS,
-                              num_attention_heads=HEADS, intermediate_size=FFN), add_pooling_layer=False)
-
-
 def _t5():
     # gated-gelu: T5 v1.1 / Flan-T5's feed-forward (tanh GELU); T5LayerNorm is an RMSNorm without bias.
     from transformers import T5Config, T5EncoderModel
@@ -78,36 +83,16 @@ def _t5():
                                    num_heads=HEADS, feed_forward_proj="gated-gelu", use_cache=False))
 
 
-def _llama():
-    from transformers import LlamaConfig, LlamaModel
-    return LlamaModel(LlamaConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
-                                  num_attention_heads=HEADS, num_key_value_heads=HEADS, max_position_embeddings=64,
-                                  use_cache=False))
-
-
-# --- More families (hfforms2): Gemma, CLIP, Whisper encoder, ConvNeXt, Swin, DeiT, BEiT. Head dims 32; Gemma keeps
-# num_key_value_heads == num_attention_heads so grouped-query attention is not involved.
-def _gemma():
-    # GemmaRMSNorm is x * (1 + w); hidden_act gelu_pytorch_tanh (GELU, tanh approximation); head_dim from the config.
-    from transformers import GemmaConfig, GemmaModel
-    return GemmaModel(GemmaConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
-                                  num_attention_heads=HEADS, num_key_value_heads=HEADS, head_dim=D // HEADS,
-                                  max_position_embeddings=64, hidden_activation="gelu_pytorch_tanh", use_cache=False))
-
-
 def _clip_text():
     # CLIP's text tower: causal mask combined with the padding mask; quick_gelu x * sigmoid(1.702 x).
     from transformers import CLIPTextConfig, CLIPTextModel
-    return CLIPTextModel(CLIPTextConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN,
-                                        num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                                        max_position_embeddings=SEQ, hidden_act="quick_gelu"))
+    return CLIPTextModel(CLIPTextConfig(vocab_size=VOCAB, max_position_embeddings=SEQ, hidden_act="quick_gelu",
+                                        **SIZES))
 
 
 def _clip_vision():
     from transformers import CLIPVisionConfig, CLIPVisionModel
-    return CLIPVisionModel(CLIPVisionConfig(hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
-                                            num_attention_heads=HEADS, image_size=64, patch_size=16,
-                                            hidden_act="quick_gelu"))
+    return CLIPVisionModel(CLIPVisionConfig(image_size=64, patch_size=16, hidden_act="quick_gelu", **SIZES))
 
 
 def _whisper_enc():
@@ -138,81 +123,43 @@ def _swin():
                                 window_size=4), add_pooling_layer=False)
 
 
-def _deit():
-    from transformers import DeiTConfig, DeiTModel
-    return DeiTModel(DeiTConfig(image_size=64, patch_size=16, hidden_size=D, num_hidden_layers=LAYERS,
-                                num_attention_heads=HEADS, intermediate_size=FFN), add_pooling_layer=False)
-
-
-def _beit():
-    # Relative position bias shared by the layers' attention (added to the scores), layer scale, mean pooling off.
-    from transformers import BeitConfig, BeitModel
-    return BeitModel(BeitConfig(image_size=64, patch_size=16, hidden_size=D, num_hidden_layers=LAYERS,
-                                num_attention_heads=HEADS, intermediate_size=FFN, use_relative_position_bias=True,
-                                layer_scale_init_value=0.1), add_pooling_layer=False)
-
-
-HF_MODELS_MORE = {
-    "hf_gemma": (_gemma, _text_inputs, "GemmaModel (no cache), 2 layers, d 128, 4 heads (head dim 32), seq 32, "
-                 "padding mask"),
+# name -> (constructor, input maker, description). Head dims 32 throughout (one the CUDA attention fusion takes).
+HF_MODELS = {
+    "hf_bert": (partial(_encoder, "Bert", vocab_size=VOCAB, max_position_embeddings=64), _text_inputs,
+                "BertModel, 2 layers, d 128, 4 heads (head dim 32), seq 32, padding mask"),
+    "hf_roberta": (partial(_encoder, "Roberta", vocab_size=VOCAB, max_position_embeddings=66), _text_inputs,
+                   "RobertaModel, 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    "hf_distilbert": (_distilbert, _text_inputs, "DistilBertModel, 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    "hf_gpt2": (_gpt2, _text_inputs, "GPT2Model (no cache), 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    "hf_vit": (partial(_encoder, "ViT", image_size=64, patch_size=16), _image_inputs,
+               "ViTModel 64/16, 2 layers, d 128, 4 heads (17 tokens)"),
+    "hf_t5enc": (_t5, _text_inputs, "T5EncoderModel (gated-gelu), 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    "hf_llama": (partial(_decoder, "Llama"), _text_inputs,
+                 "LlamaModel (no cache), 2 layers, d 128, 4 heads, seq 32, padding mask"),
+    # Grouped-query attention: K/V with fewer heads than Q.
+    "hf_llama_gqa": (partial(_decoder, "Llama", KV_HEADS), _text_inputs,
+                     "LlamaModel (no cache), 2 layers, d 128, 4 heads / 2 kv heads, seq 32, padding mask"),
+    "hf_qwen2_gqa": (partial(_decoder, "Qwen2", KV_HEADS), _text_inputs,
+                     "Qwen2Model (no cache), 2 layers, d 128, 4 heads / 2 kv heads (qkv bias), seq 32, padding mask"),
+    "hf_mistral_mqa": (partial(_decoder, "Mistral", 1, sliding_window=None), _text_inputs,
+                       "MistralModel (no cache), 2 layers, d 128, 4 heads / 1 kv head (multi-query), seq 32, "
+                       "padding mask"),
+    # GemmaRMSNorm is x * (1 + w); gelu_pytorch_tanh is GELU's tanh approximation; head_dim from the config. K/V heads
+    # as many as Q's: grouped-query attention is not involved.
+    "hf_gemma": (partial(_decoder, "Gemma", head_dim=D // HEADS, hidden_activation="gelu_pytorch_tanh"), _text_inputs,
+                 "GemmaModel (no cache), 2 layers, d 128, 4 heads (head dim 32), seq 32, padding mask"),
     "hf_cliptext": (_clip_text, _text_inputs, "CLIPTextModel, 2 layers, d 128, 4 heads, seq 32, causal + padding"),
     "hf_clipvis": (_clip_vision, _image_inputs, "CLIPVisionModel 64/16, 2 layers, d 128, 4 heads (17 tokens)"),
     "hf_whisperenc": (_whisper_enc, _audio_inputs, "WhisperEncoder, 16 mels x 32 frames, 2 layers, d 128, 4 heads"),
     "hf_convnext": (_convnext, _image_inputs, "ConvNextModel 64x64, 2 stages (32, 64 channels), depths 2, 2"),
     "hf_swin": (_swin, _image_inputs, "SwinModel 64/4, window 4, depths 2, 2, embed 64, heads 2, 4 (head dim 32)"),
-    "hf_deit": (_deit, _image_inputs, "DeiTModel 64/16, 2 layers, d 128, 4 heads (18 tokens: cls + distillation)"),
-    "hf_beit": (_beit, _image_inputs, "BeitModel 64/16, 2 layers, d 128, 4 heads, relative position bias, layer scale"),
+    "hf_deit": (partial(_encoder, "DeiT", image_size=64, patch_size=16), _image_inputs,
+                "DeiTModel 64/16, 2 layers, d 128, 4 heads (18 tokens: cls + distillation)"),
+    # Relative position bias shared by the layers' attention (added to the scores), layer scale, mean pooling off.
+    "hf_beit": (partial(_encoder, "Beit", image_size=64, patch_size=16, use_relative_position_bias=True,
+                        layer_scale_init_value=0.1), _image_inputs,
+                "BeitModel 64/16, 2 layers, d 128, 4 heads, relative position bias, layer scale"),
 }
-
-
-# --- Grouped-query attention families (K/V with fewer heads than Q: HF's repeat_kv before the attention) ---
-KV_HEADS = 2  # 4 query heads share 2 K/V heads (group 2); head dim 32 as above
-
-
-def _llama_gqa():
-    from transformers import LlamaConfig, LlamaModel
-    return LlamaModel(LlamaConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
-                                  num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=64,
-                                  use_cache=False))
-
-
-def _qwen2_gqa():
-    from transformers import Qwen2Config, Qwen2Model
-    return Qwen2Model(Qwen2Config(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN, num_hidden_layers=LAYERS,
-                                  num_attention_heads=HEADS, num_key_value_heads=KV_HEADS, max_position_embeddings=64,
-                                  use_cache=False))
-
-
-def _mistral_mqa():
-    from transformers import MistralConfig, MistralModel
-    return MistralModel(MistralConfig(vocab_size=VOCAB, hidden_size=D, intermediate_size=FFN,
-                                      num_hidden_layers=LAYERS, num_attention_heads=HEADS, num_key_value_heads=1,
-                                      max_position_embeddings=64, sliding_window=None, use_cache=False))
-
-
-GQA_MODELS = {
-    "hf_llama_gqa": (_llama_gqa, _text_inputs, "LlamaModel (no cache), 2 layers, d 128, 4 heads / 2 kv heads, seq 32, "
-                     "padding mask"),
-    "hf_qwen2_gqa": (_qwen2_gqa, _text_inputs, "Qwen2Model (no cache), 2 layers, d 128, 4 heads / 2 kv heads (qkv "
-                     "bias), seq 32, padding mask"),
-    "hf_mistral_mqa": (_mistral_mqa, _text_inputs, "MistralModel (no cache), 2 layers, d 128, 4 heads / 1 kv head "
-                       "(multi-query), seq 32, padding mask"),
-}
-# --- end of the grouped-query attention families ---
-
-
-# name -> (constructor, input maker, description)
-HF_MODELS = {
-    "hf_bert": (_bert, _text_inputs, "BertModel, 2 layers, d 128, 4 heads (head dim 32), seq 32, padding mask"),
-    "hf_roberta": (_roberta, _text_inputs, "RobertaModel, 2 layers, d 128, 4 heads, seq 32, padding mask"),
-    "hf_distilbert": (_distilbert, _text_inputs, "DistilBertModel, 2 layers, d 128, 4 heads, seq 32, padding mask"),
-    "hf_gpt2": (_gpt2, _text_inputs, "GPT2Model (no cache), 2 layers, d 128, 4 heads, seq 32, padding mask"),
-    "hf_vit": (_vit, _image_inputs, "ViTModel 64/16, 2 layers, d 128, 4 heads (17 tokens)"),
-    "hf_t5enc": (_t5, _text_inputs, "T5EncoderModel (gated-gelu), 2 layers, d 128, 4 heads, seq 32, padding mask"),
-    "hf_llama": (_llama, _text_inputs, "LlamaModel (no cache), 2 layers, d 128, 4 heads, seq 32, padding mask"),
-    **GQA_MODELS,
-}
-HF_MODELS.update(HF_MODELS_MORE)
 
 
 class LastHidden(nn.Module):

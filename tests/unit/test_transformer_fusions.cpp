@@ -1036,87 +1036,12 @@ TEST(FuseAttention, SdpaExportNanGuardAndSameShapeReshape) {
   }
 }
 
-// HF Llama's attention in float32: q, k, v split into heads and Transposed to [B,H,S,D], rotary embeddings on q and
-// k (x * cos + cat(-x2, x1) * sin, cos/sin [S,D] constants), K^T by Transpose(0,1,3,2). sink_head_transposes moves
-// the q and k Transposes below the rotary region, so that the attention's operands are Transposes of [B,S,H,D]
-// tensors; with fuse_attention and fold_attention_layouts (CUDA, FP16) no Transpose is left. Variant 1 reads the
-// rotated q twice (a second output): the Transpose stays where it is.
-TEST(SinkHeadTransposes, LlamaRotaryThenAttention) {
-  const int64_t B = 2, S = 6, H = 2, D = 32, E = H * D;
-  for (int variant = 0; variant < 2; ++variant) {
-    SCOPED_TRACE(variant);
-    Net n;
-    ir::Value* x = n.input("x", {B, S, E});
-    ir::Value* cos = n.c(random({S, D}, 91, -1, 1));
-    ir::Value* sin = n.c(random({S, D}, 92, -1, 1));
-    auto i64 = [&](std::vector<int64_t> v) {
-      return n.c(Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
-    };
-    auto rotary = [&](ir::Value* t) {
-      ir::Value* x1 = n.op("Slice", {t, i64({0}), i64({D / 2}), i64({3})});
-      ir::Value* x2 = n.op("Slice", {t, i64({D / 2}), i64({D}), i64({-1})});
-      Attributes cat;
-      cat.set("axis", Attribute(int64_t{-1}));
-      ir::Value* rot = n.op("Concat", {n.op("Neg", {x2}), x1}, cat);
-      return n.op("Add", {n.op("Mul", {t, cos}), n.op("Mul", {rot, sin})});
-    };
-    ir::Value* q = rotary(heads(n, n.op("MatMul", {x, n.weight({E, E})}), H, D, {0, 2, 1, 3}));
-    ir::Value* k = rotary(heads(n, n.op("MatMul", {x, n.weight({E, E})}), H, D, {0, 2, 1, 3}));
-    ir::Value* v = heads(n, n.op("MatMul", {x, n.weight({E, E})}), H, D, {0, 2, 1, 3});
-    Attributes t;
-    t.set("perm", Attribute(std::vector<int64_t>{0, 1, 3, 2}));
-    ir::Value* sc = n.op("Div", {n.op("MatMul", {q, n.op("Transpose", {k}, t)}), n.scalar(std::sqrt(32.0f))});
-    Attributes sm;
-    sm.set("axis", Attribute(int64_t{-1}));
-    ir::Value* o = n.op("MatMul", {n.op("Softmax", {sc}, sm), v});
-    Attributes back;
-    back.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
-    n.output(n.op("Reshape", {n.op("Transpose", {o}, back), i64({0, 0, E})}));
-    if (variant == 1) n.output(q);
-    const std::vector<Tensor> in = {random({B, S, E}, 93)};
-    // The sink alone: same results, and (variant 0) the attention's q and k are Transposes of the rotary's result.
-    auto sunk = fuse_and_compare(n, list_of(passes::make_sink_head_transposes()), in);
-    const ir::Node* qk = nullptr;
-    for (const auto& node : sunk->nodes())
-      if (node->op_type == "MatMul" && node->inputs[1]->producer && node->inputs[1]->producer->op_type == "Transpose" &&
-          passes::match::perm_is(node->inputs[1]->producer, {0, 1, 3, 2}))
-        qk = node.get();
-    ASSERT_NE(qk, nullptr) << ir::print(*sunk);
-    const ir::Node* qt = qk->inputs[0]->producer;
-    ASSERT_NE(qt, nullptr);
-    if (variant == 1) {
-      EXPECT_EQ(qt->op_type, "Add") << "q's rotary is also an output: nothing moved\n" << ir::print(*sunk);
-      continue;
-    }
-    ASSERT_EQ(qt->op_type, "Transpose") << ir::print(*sunk);
-    EXPECT_EQ(qt->inputs[0]->producer->op_type, "Add");
-    EXPECT_EQ(ops::shape_to_string(qt->inputs[0]->shape), "[2,6,2,32]");
-    // The CUDA attention passes after it: one FusedAttention reading q, k and v in place, no Transpose left.
-    passes::PassOptions o16;
-    o16.backend = Backend::kCUDA;
-    o16.reduced_precision = DataType::kHALF;
-    auto full = n.g->clone();
-    ASSERT_TRUE(run_passes(*full,
-                           list_of(passes::make_sink_head_transposes(), passes::make_fuse_attention(),
-                                   passes::make_fold_mha_input_transposes(), passes::make_fold_mha_output_transposes(),
-                                   passes::make_fold_attention_layouts()),
-                           o16)
-                    .ok());
-    EXPECT_EQ(count(*full, "FusedAttention"), 1) << ir::print(*full);
-    EXPECT_EQ(count(*full, "Transpose"), 0) << ir::print(*full);
-    expect_close(run(*n.g, in), run(*full, in), 1e-4);
-  }
-}
-
-// A dynamic-length export computes cos/sin at run time (a Gather by position ids, unsqueezed at the head axis): the
-// Transposes still sink, the run-time cos [B,1,S,D] and sin [S,D] read through views as [B,S,1,D] / [1,S,1,D], and
-// the attention reads q, k and v in place with no Transpose left.
-TEST(SinkHeadTransposes, RunTimeCosSinBroadcastOverHeads) {
-  const int64_t B = 2, S = 6, H = 2, D = 32, E = H * D;
-  Net n;
-  ir::Value* x = n.input("x", {B, S, E});
-  ir::Value* cos = n.input("cos", {B, 1, S, D});
-  ir::Value* sin = n.input("sin", {S, D});
+// HF Llama's attention in float32 on x [B,S,H*D] (B 2, S 6, H 2, D 32): q, k, v split into heads and Transposed to
+// [B,H,S,D], rotary embeddings on q and k (x * cos + cat(-x2, x1) * sin), K^T by Transpose(0,1,3,2), the output
+// Transposed back and viewed as [B,S,H*D], a graph output. Returns the rotated q.
+constexpr int64_t kRotB = 2, kRotS = 6, kRotH = 2, kRotD = 32, kRotE = kRotH * kRotD;
+ir::Value* llama_rotary_attention(Net& n, ir::Value* x, ir::Value* cos, ir::Value* sin) {
+  const int64_t H = kRotH, D = kRotD, E = kRotE;
   auto i64 = [&](std::vector<int64_t> v) {
     return n.c(Tensor::from_vector<int64_t>({static_cast<int64_t>(v.size())}, v));
   };
@@ -1140,7 +1065,12 @@ TEST(SinkHeadTransposes, RunTimeCosSinBroadcastOverHeads) {
   Attributes back;
   back.set("perm", Attribute(std::vector<int64_t>{0, 2, 1, 3}));
   n.output(n.op("Reshape", {n.op("Transpose", {o}, back), i64({0, 0, E})}));
-  const std::vector<Tensor> in = {random({B, S, E}, 93), random({B, 1, S, D}, 94, -1, 1), random({S, D}, 95, -1, 1)};
+  return q;
+}
+
+// sink_head_transposes with the CUDA attention passes after it (FP16) on a copy of n's graph: one FusedAttention
+// reading q, k and v in place, no Transpose left, the results of the original graph.
+void expect_attention_in_place(Net& n, const std::vector<Tensor>& in) {
   static Quiet quiet;
   passes::PassContext ctx(quiet, {});
   ASSERT_TRUE(passes::make_shape_inference()->apply(*n.g, ctx).ok());
@@ -1157,6 +1087,53 @@ TEST(SinkHeadTransposes, RunTimeCosSinBroadcastOverHeads) {
   EXPECT_EQ(count(*full, "FusedAttention"), 1) << ir::print(*full);
   EXPECT_EQ(count(*full, "Transpose"), 0) << ir::print(*full);
   expect_close(run(*n.g, in), run(*full, in), 1e-4);
+}
+
+// cos/sin [S,D] constants: sink_head_transposes moves the q and k Transposes below the rotary region, so that the
+// attention's operands are Transposes of [B,S,H,D] tensors; with fuse_attention and fold_attention_layouts (CUDA,
+// FP16) no Transpose is left. Variant 1 reads the rotated q twice (a second output): the Transpose stays where it is.
+TEST(SinkHeadTransposes, LlamaRotaryThenAttention) {
+  for (int variant = 0; variant < 2; ++variant) {
+    SCOPED_TRACE(variant);
+    Net n;
+    ir::Value* x = n.input("x", {kRotB, kRotS, kRotE});
+    ir::Value* cos = n.c(random({kRotS, kRotD}, 91, -1, 1));
+    ir::Value* sin = n.c(random({kRotS, kRotD}, 92, -1, 1));
+    ir::Value* q = llama_rotary_attention(n, x, cos, sin);
+    if (variant == 1) n.output(q);
+    const std::vector<Tensor> in = {random({kRotB, kRotS, kRotE}, 93)};
+    // The sink alone: same results, and (variant 0) the attention's q and k are Transposes of the rotary's result.
+    auto sunk = fuse_and_compare(n, list_of(passes::make_sink_head_transposes()), in);
+    const ir::Node* qk = nullptr;
+    for (const auto& node : sunk->nodes())
+      if (node->op_type == "MatMul" && node->inputs[1]->producer && node->inputs[1]->producer->op_type == "Transpose" &&
+          passes::match::perm_is(node->inputs[1]->producer, {0, 1, 3, 2}))
+        qk = node.get();
+    ASSERT_NE(qk, nullptr) << ir::print(*sunk);
+    const ir::Node* qt = qk->inputs[0]->producer;
+    ASSERT_NE(qt, nullptr);
+    if (variant == 1) {
+      EXPECT_EQ(qt->op_type, "Add") << "q's rotary is also an output: nothing moved\n" << ir::print(*sunk);
+      continue;
+    }
+    ASSERT_EQ(qt->op_type, "Transpose") << ir::print(*sunk);
+    EXPECT_EQ(qt->inputs[0]->producer->op_type, "Add");
+    EXPECT_EQ(ops::shape_to_string(qt->inputs[0]->shape), "[2,6,2,32]");
+    expect_attention_in_place(n, in);
+  }
+}
+
+// A dynamic-length export computes cos/sin at run time (a Gather by position ids, unsqueezed at the head axis): the
+// Transposes still sink, the run-time cos [B,1,S,D] and sin [S,D] read through views as [B,S,1,D] / [1,S,1,D], and
+// the attention reads q, k and v in place with no Transpose left.
+TEST(SinkHeadTransposes, RunTimeCosSinBroadcastOverHeads) {
+  Net n;
+  ir::Value* x = n.input("x", {kRotB, kRotS, kRotE});
+  ir::Value* cos = n.input("cos", {kRotB, 1, kRotS, kRotD});
+  ir::Value* sin = n.input("sin", {kRotS, kRotD});
+  llama_rotary_attention(n, x, cos, sin);
+  expect_attention_in_place(n, {random({kRotB, kRotS, kRotE}, 93), random({kRotB, 1, kRotS, kRotD}, 94, -1, 1),
+                                random({kRotS, kRotD}, 95, -1, 1)});
 }
 
 TEST(FuseAttention, OtherSoftmaxAxisIsLeftAlone) {

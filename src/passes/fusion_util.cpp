@@ -1,0 +1,60 @@
+// The node and view builders of fusion_util.h.
+#include "passes/fusion_util.h"
+
+#include "passes/shape_inference.h"
+
+namespace kiln::passes::fusion {
+namespace {
+
+ir::Node* add(ir::Graph& g, NewNode& n) {
+  const std::string output = n.output.empty() ? n.name : n.output;
+  return g.add_node(n.op, g.unique_node_name(n.name), n.inputs, {output}, std::move(n.attrs), n.opset, n.domain);
+}
+
+}  // namespace
+
+ir::Value* add_typed(ir::Graph& g, NewNode n, DataType dtype, ops::Shape shape) {
+  ir::Value* y = add(g, n)->outputs[0];
+  y->dtype = dtype;
+  y->shape = std::move(shape);
+  y->rank_known = true;
+  return y;
+}
+
+ir::Value* add_inferred(ir::Graph& g, NewNode n) {
+  ir::Node* m = add(g, n);
+  if (infer_node(g, *m).ok()) return m->outputs[0];
+  ir::Value* y = m->outputs[0];
+  g.remove_node(m);
+  g.remove_value(y);
+  return nullptr;
+}
+
+ir::Value* add_int64s(ir::Graph& g, const std::string& name, std::vector<int64_t> v) {
+  const int64_t n = static_cast<int64_t>(v.size());
+  return g.add_constant(name, Tensor::from_vector<int64_t>({n}, std::move(v)));
+}
+
+ir::Value* reshape_view(ir::Graph& g, ir::Value* x, const std::string& name, const std::vector<int64_t>& dims,
+                        ops::Shape shape, int opset) {
+  ir::Value* target = add_int64s(g, name + "_shape", dims);
+  return add_typed(g, {"Reshape", name, {x, target}, {}, opset}, x->dtype, std::move(shape));
+}
+
+ir::Value* split_heads(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const std::string& name, int opset) {
+  return reshape_view(g, x, name, {0, 0, H, D}, {x->shape[0], x->shape[1], ops::Dim(H), ops::Dim(D)}, opset);
+}
+
+ir::Value* view_in_place(ir::Graph& g, ir::Value* old, ir::Value* y, const std::vector<int64_t>& dims,
+                         const std::string& suffix, int opset) {
+  const std::string name = old->name;
+  g.rename_value(old, name + suffix);
+  ir::Value* v = reshape_view(g, y, name, dims, old->shape, opset);
+  v->dtype = old->dtype;
+  v->rank_known = old->rank_known;
+  v->kind = old->kind;
+  g.replace_all_uses(old, v);
+  return v;
+}
+
+}  // namespace kiln::passes::fusion
