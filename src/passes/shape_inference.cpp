@@ -67,14 +67,14 @@ class DimClasses {
 
  private:
   std::string find(const std::string& s) {
-    auto it = parent_.find(s);
-    if (it == parent_.end()) {
-      parent_.emplace(s, s);
-      return s;
+    parent_.emplace(s, s);
+    std::string r = s;
+    while (parent_.at(r) != r) r = parent_.at(r);
+    for (std::string x = s; x != r;) {  // path compression
+      std::string next = parent_.at(x);
+      parent_.at(x) = r;
+      x = std::move(next);
     }
-    if (it->second == s) return s;
-    std::string r = find(it->second);
-    parent_[s] = r;
     return r;
   }
   // The representative: a graph input's symbol, else a name from the model, else a fresh one; ties alphabetically.
@@ -222,7 +222,7 @@ class ShapeInference final : public Pass {
         if (classes.canonicalize(*v)) ++ctx.changes;
       if (merges == 0) break;
     }
-    for (const std::string& c : classes.constraints()) ctx.log(ILogger::Severity::kWARNING, c);
+    for (const std::string& c : classes.constraints()) ctx.warn_once(c);
     return Status::Ok();
   }
 };

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "cnn_test_util.h"
 #include "graph_test_util.h"
@@ -274,6 +275,33 @@ TEST(ShapeInference, BroadcastUnifiesASliceLengthWithTheSequence) {
   EXPECT_TRUE(again.contains(ILogger::Severity::kVERBOSE, "0 changes"));
 }
 
+// Several lengths computed apart (slices of tables of different sizes), summed pairwise and then with the input: one
+// class, named by the input's symbol, whatever order the merges came in.
+TEST(ShapeInference, ChainOfInferredSymbolsTakesTheInputSymbol) {
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("seq"), 8});
+  Value* ends = input(g, "ends", {1}, DataType::kINT64);
+  std::vector<Value*> slices;
+  for (int i = 0; i < 4; ++i) {
+    Value* table = g.add_constant("table" + std::to_string(i), test::random_f32({50 + i, 8}, i));
+    slices.push_back(node(g, "Slice", "s" + std::to_string(i),
+                          {table, i64(g, "zero" + std::to_string(i), {0}), ends, i64(g, "ax" + std::to_string(i), {0})})
+                         ->outputs[0]);
+  }
+  Value* a = node(g, "Add", "a", {slices[0], slices[1]})->outputs[0];
+  Value* b = node(g, "Add", "b", {slices[2], slices[3]})->outputs[0];
+  Value* c = node(g, "Add", "c", {a, b})->outputs[0];
+  Value* y = node(g, "Add", "y", {c, x})->outputs[0];
+  g.outputs() = {y};
+  auto before = inferred_without_unification(g);
+  std::set<std::string> names;
+  for (int i = 0; i < 4; ++i) names.insert(before->find_value("s" + std::to_string(i) + "_out")->shape[0].sym);
+  EXPECT_EQ(names.size(), 4u);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference())).ok());
+  for (Value* v : {slices[0], slices[1], slices[2], slices[3], a, b, c, y}) EXPECT_EQ(shape_of(v), "[seq,8]") << v->name;
+  expect_shapes_hold(g, {test::random_f32({7, 8}, 1), Tensor::from_vector<int64_t>({1}, {7})});
+}
+
 // A MatMul's contraction and Concat's off-axis dims must be equal whatever the inputs: two declared symbols become one
 // (the alphabetically first), the graph inputs included.
 TEST(ShapeInference, ContractionAndConcatUnifyDeclaredSymbols) {
@@ -345,7 +373,11 @@ TEST(ShapeInference, StaticValueReplacesInferredSymbolButNotADeclaredOne) {
   auto before = inferred_without_unification(g);
   EXPECT_FALSE(before->find_value("relu_out")->shape[0].is_static());
   CaptureLogger log;
-  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference()), &log).ok());
+  // Twice, as the pipelines run it: the warning is given once.
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference(), passes::make_shape_inference()), &log).ok());
+  EXPECT_EQ(std::count_if(log.lines.begin(), log.lines.end(),
+                          [](auto& l) { return l.first == ILogger::Severity::kWARNING; }),
+            1);
   EXPECT_EQ(shape_of(pos), "[16,8]");
   EXPECT_EQ(shape_of(relu), "[16,8]");
   EXPECT_EQ(shape_of(cat_pos), "[16,16]");
