@@ -75,7 +75,7 @@ inline Status infer_broadcast(InferContext& ctx, const std::vector<int>& which, 
     }
     shapes.push_back(ctx.input(i).shape);
   }
-  KILN_ASSIGN_OR_RETURN(out.shape, broadcast_shapes(shapes));
+  KILN_ASSIGN_OR_RETURN(out.shape, broadcast_shapes(shapes, &ctx));
   return Status::Ok();
 }
 

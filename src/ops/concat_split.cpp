@@ -91,6 +91,7 @@ KILN_REGISTER_OP(Concat) {
           return invalid_model("Concat: input " + std::to_string(i) + " has shape " + shape_to_string(t.shape) +
                                ", which differs from " + shape_to_string(first->shape) + " outside axis " +
                                std::to_string(axis));
+        ctx.require_equal(d, first->shape[k]);
         if (d.is_static() && !od.is_static()) od = d;
       }
       if (t.shape[axis].is_static()) total += t.shape[axis].value;

@@ -91,8 +91,9 @@ KILN_REGISTER_OP(FusedMatMul) {
     if (ka.is_static() && kb.is_static() && ka.value != kb.value)
       return invalid_model("FusedMatMul: inner dimensions differ: A " + shape_to_string(a.shape) + ", B " +
                            shape_to_string(b.shape));
+    ctx.require_equal(ka, kb);
     KILN_ASSIGN_OR_RETURN(
-        Shape out, broadcast_shapes({Shape(a.shape.begin(), a.shape.end() - 2), Shape(bs.begin(), bs.end() - 2)}));
+        Shape out, broadcast_shapes({Shape(a.shape.begin(), a.shape.end() - 2), Shape(bs.begin(), bs.end() - 2)}, &ctx));
     out.push_back(a.shape[a.shape.size() - 2]);
     out.push_back(bs.back());
     if (ctx.has_input(2)) {

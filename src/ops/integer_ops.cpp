@@ -65,7 +65,9 @@ Status infer_matmul_like(InferContext& ctx, const std::string& op) {
   const Dim &ka = a2.back(), &kb = b2[b2.size() - 2];
   if (ka.is_static() && kb.is_static() && ka.value != kb.value)
     return invalid_model(op + ": inner dimensions differ: " + shape_to_string(a.shape) + " x " + shape_to_string(b.shape));
-  KILN_ASSIGN_OR_RETURN(o.shape, broadcast_shapes({Shape(a2.begin(), a2.end() - 2), Shape(b2.begin(), b2.end() - 2)}));
+  ctx.require_equal(ka, kb);
+  KILN_ASSIGN_OR_RETURN(o.shape,
+                        broadcast_shapes({Shape(a2.begin(), a2.end() - 2), Shape(b2.begin(), b2.end() - 2)}, &ctx));
   if (a.shape.size() > 1) o.shape.push_back(a2[a2.size() - 2]);
   if (b.shape.size() > 1) o.shape.push_back(b2.back());
   return Status::Ok();

@@ -130,7 +130,9 @@ KILN_REGISTER_OP(MatMul) {
     const Dim& kb = bs[bs.size() - 2];
     if (ka.is_static() && kb.is_static() && ka.value != kb.value)
       return invalid_model("MatMul: inner dimensions differ: A " + shape_to_string(a.shape) + ", B " + shape_to_string(b.shape));
-    KILN_ASSIGN_OR_RETURN(Shape out, broadcast_shapes({Shape(as.begin(), as.end() - 2), Shape(bs.begin(), bs.end() - 2)}));
+    ctx.require_equal(ka, kb);
+    KILN_ASSIGN_OR_RETURN(Shape out,
+                          broadcast_shapes({Shape(as.begin(), as.end() - 2), Shape(bs.begin(), bs.end() - 2)}, &ctx));
     if (!a1) out.push_back(as[as.size() - 2]);
     if (!b1) out.push_back(bs.back());
     ctx.output(0) = make_info(a.dtype, out);
@@ -225,6 +227,7 @@ KILN_REGISTER_OP(Gemm) {
     if (ka.is_static() && kb.is_static() && ka.value != kb.value)
       return invalid_model("Gemm: inner dimensions differ: op(A) " + shape_to_string(a.shape) + " has K=" +
                            ka.to_string() + ", op(B) has K=" + kb.to_string());
+    ctx.require_equal(ka, kb);
     ctx.output(0) = make_info(a.dtype, {m, n});
     return Status::Ok();
   };

@@ -69,6 +69,17 @@ Dim InferContext::fresh_dim() {
   return Dim::symbol("unk__" + std::to_string(local_counter_++));
 }
 
+void InferContext::require_equal(const Dim& a, const Dim& b) {
+  if (!unification_ || (a.is_static() && b.is_static()) || a == b) return;
+  if ((!a.is_static() && a.sym.empty()) || (!b.is_static() && b.sym.empty())) return;
+  unification_->equal.emplace_back(a, b);
+}
+
+bool InferContext::declared_apart(const Dim& a, const Dim& b) const {
+  return unification_ && unification_->declared && !a.is_static() && !b.is_static() && a.sym != b.sym &&
+         unification_->declared(a.sym) && unification_->declared(b.sym);
+}
+
 OpRegistry& OpRegistry::instance() {
   static OpRegistry r;
   return r;

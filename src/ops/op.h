@@ -69,6 +69,21 @@ class InferContext {
   // A new, unique symbolic dimension (for sizes inference cannot know, e.g. NonZero's count).
   Dim fresh_dim();
 
+  // Dim unification (passes/shape_inference.h): an operator whose legality proves two dims equal (a MatMul's
+  // contraction, Concat's non-axis dims, two symbols broadcast against each other) says so here, and the
+  // shape_inference pass gives every dim of the class one name. Without a sink (the runtime's resolver, subgraph
+  // bodies, NetworkDefinition) nothing is recorded. Pairs with an unnamed dim, or of two static dims (the op itself
+  // checks those), carry nothing and are dropped.
+  struct Unification {
+    std::vector<std::pair<Dim, Dim>> equal;
+    // Symbols the user declared on graph inputs: each ranges over its own profile, 1 included.
+    std::function<bool(const std::string&)> declared;
+  };
+  void set_unification(Unification* u) { unification_ = u; }
+  void require_equal(const Dim& a, const Dim& b);
+  // Whether two symbols were declared apart by the user: broadcasting them proves nothing (either may be 1).
+  bool declared_apart(const Dim& a, const Dim& b) const;
+
  private:
   const Attributes& attrs_;
   int opset_;
@@ -76,6 +91,7 @@ class InferContext {
   std::vector<TensorInfo> outputs_;
   std::function<std::string()> fresh_symbol_;
   int local_counter_ = 0;
+  Unification* unification_ = nullptr;
 };
 
 // Runs one subgraph body: `inputs` are its formal inputs followed by the captured outer values.

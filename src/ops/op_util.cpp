@@ -14,31 +14,40 @@ Result<int64_t> normalize_axis(int64_t axis, int64_t rank, const std::string& wh
   return axis < 0 ? axis + rank : axis;
 }
 
-Result<Shape> broadcast_shapes(const std::vector<Shape>& shapes) {
+Result<Shape> broadcast_shapes(const std::vector<Shape>& shapes, InferContext* ctx) {
   size_t rank = 0;
   for (auto& s : shapes) rank = std::max(rank, s.size());
   Shape out(rank, Dim(1));
   for (size_t k = 0; k < rank; ++k) {
-    std::optional<Dim> res;
-    bool any_unknown = false;
+    std::optional<Dim> fixed;          // the static dim > 1, if any
+    std::vector<const Dim*> symbolic;  // in operand order
+    bool unnamed = false;              // a dim nothing is known of (it may be 1)
     for (auto& s : shapes) {
       if (k + s.size() < rank) continue;
       const Dim& d = s[k - (rank - s.size())];
       if (d.is_static() && d.value == 1) continue;
-      // Of several symbols the first operand's names the result (Add(x, pos_embed[:, :S]) keeps x's sequence
-      // symbol, which the rest of the graph shares, instead of the Slice's fresh one).
-      if (!d.is_static()) { any_unknown = true; if (!res) res = d; continue; }
-      if (res && res->is_static() && res->value != d.value)
+      if (!d.is_static()) {
+        symbolic.push_back(&d);
+        unnamed |= d.sym.empty();
+        continue;
+      }
+      if (fixed && fixed->value != d.value)
         return invalid_model("shapes " + [&] {
           std::string r;
           for (auto& x : shapes) r += (r.empty() ? "" : " and ") + shape_to_string(x);
           return r;
         }() + " cannot be broadcast");
-      res = d;
+      fixed = d;
     }
-    if (!res) out[k] = Dim(1);
-    else out[k] = *res;
-    (void)any_unknown;
+    if (fixed) out[k] = *fixed;
+    else if (!symbolic.empty()) out[k] = *symbolic.front();
+    if (fixed || !ctx || unnamed) continue;
+    bool apart = false;
+    for (size_t i = 1; i < symbolic.size(); ++i) {
+      if (ctx->declared_apart(*symbolic.front(), *symbolic[i])) apart = true;
+      else ctx->require_equal(*symbolic.front(), *symbolic[i]);
+    }
+    if (apart) out[k] = ctx->fresh_dim();
   }
   return out;
 }

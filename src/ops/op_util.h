@@ -16,9 +16,12 @@ inline constexpr int64_t kMaxRank = 1024;
 
 Result<int64_t> normalize_axis(int64_t axis, int64_t rank, const std::string& what = "axis");
 
-// Numpy-style multidirectional broadcasting. Symbolic version: a dim broadcasts with 1, equal symbols
-// agree, two different unknowns give the non-1 one if the other is known static > 1, else a fresh unknown.
-Result<Shape> broadcast_shapes(const std::vector<Shape>& shapes);
+// Numpy-style multidirectional broadcasting. Symbolic version: a dim broadcasts with 1, equal symbols agree, a
+// static dim > 1 wins over symbols (which may be 1 there: nothing is unified). Two different symbols: legal only if
+// equal or one is 1, and exporters mean equal, so with `ctx` they are unified (InferContext::require_equal) and the
+// first names the result - except two symbols the user declared apart on graph inputs, which either may be 1: the
+// result is then a fresh symbol. Without `ctx` (passes, run-time checks) the first operand's symbol names it.
+Result<Shape> broadcast_shapes(const std::vector<Shape>& shapes, InferContext* ctx = nullptr);
 Result<std::vector<int64_t>> broadcast_dims(const std::vector<std::vector<int64_t>>& shapes);
 
 // C-order strides of a shape, in elements.

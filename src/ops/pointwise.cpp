@@ -44,7 +44,7 @@ KILN_REGISTER_OP(Pointwise) {
       }
       shapes.push_back(ctx.input(k).shape);
     }
-    KILN_ASSIGN_OR_RETURN(Shape out, broadcast_shapes(shapes));
+    KILN_ASSIGN_OR_RETURN(Shape out, broadcast_shapes(shapes, &ctx));
     for (int o = 0; o < ctx.num_outputs(); ++o) ctx.output(o) = make_info(p.output_type(o), out);
     return Status::Ok();
   };

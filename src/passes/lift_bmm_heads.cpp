@@ -210,9 +210,8 @@ class LiftBmmHeads final : public Pass {
       b = add_inferred(g, {"Transpose", out->name + "_kt_heads", {k}, std::move(p), opset});
       if (!b) return false;
     }
-    // The contraction: equal, or a symbol (a length that inference named twice; the bmm being lifted multiplied the
-    // same bytes, so the per-head MatMul's own run-time check is the one that matters).
-    if (!(a->shape[3] == b->shape[2]) && a->shape[3].is_static() && b->shape[2].is_static()) return false;
+    // The contraction dims must be the same dim (shape inference unifies a length the exporter computed twice).
+    if (a->shape[3] != b->shape[2]) return false;
     return replace_with_merge(g, out, add_inferred(g, {"MatMul", out->name + "_per_head", {a, b}, {}, opset}), opset);
   }
 

@@ -4,6 +4,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,7 +47,14 @@ struct PassContext {
   int changes = 0;
 
   void log(ILogger::Severity s, const std::string& msg) const { logger.log(s, msg.c_str()); }
+  // A warning said once per build, however often the pass that finds it runs (shape_inference runs several times).
+  void warn_once(const std::string& msg) {
+    if (warned_.insert(msg).second) log(ILogger::Severity::kWARNING, msg);
+  }
   void verbose(const std::string& msg) const { log(ILogger::Severity::kVERBOSE, msg); }
+
+ private:
+  std::set<std::string> warned_;
 };
 
 class Pass {

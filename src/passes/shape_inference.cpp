@@ -1,12 +1,118 @@
-// shape_inference pass: runs every node's schema inference in topological order and stores the results.
+// shape_inference pass: runs every node's schema inference in topological order, unifies the dims that operators
+// prove equal, and stores the results.
 #include "passes/shape_inference.h"
 
+#include <set>
 #include <unordered_map>
 
 #include "passes/pass.h"
 
 namespace kiln::passes {
 namespace {
+
+// Classes of dims proven equal: union-find over symbol names, each class with at most one static value.
+class DimClasses {
+ public:
+  explicit DimClasses(std::set<std::string> declared) : declared_(std::move(declared)) {}
+  bool declared(const std::string& s) const { return declared_.count(s) != 0; }
+
+  // Records a == b, proven by node n; true when that changed a class. Two static values in one class: an error.
+  Result<bool> unite(const ops::Dim& a, const ops::Dim& b, const ir::Node& n) {
+    if (a.is_static() && b.is_static()) return false;  // the op checks those itself
+    if (a.is_static()) return unite(b, a, n);
+    std::string ra = find(a.sym);
+    if (b.is_static()) return set_value(ra, b.value, n);
+    std::string rb = find(b.sym);
+    if (ra == rb) return false;
+    if (better(rb, ra)) std::swap(ra, rb);
+    parent_[rb] = ra;
+    if (auto it = value_.find(rb); it != value_.end()) {
+      KILN_ASSIGN_OR_RETURN(bool ignored, set_value(ra, it->second, n));
+      (void)ignored;
+    }
+    return true;
+  }
+
+  // The class's name for d: its static value unless the class holds a graph input's symbol (which stays dynamic:
+  // see shape_inference.h), else its representative symbol.
+  ops::Dim canonical(const ops::Dim& d) {
+    if (d.is_static() || d.sym.empty() || !parent_.count(d.sym)) return d;
+    std::string r = find(d.sym);
+    auto it = value_.find(r);
+    if (it != value_.end() && !declared(r)) return ops::Dim(it->second);
+    return ops::Dim::symbol(r);
+  }
+  bool canonicalize(ops::Shape& s) {
+    bool changed = false;
+    for (ops::Dim& d : s) {
+      ops::Dim c = canonical(d);
+      if (c.value != d.value || c.sym != d.sym) d = std::move(c), changed = true;
+    }
+    return changed;
+  }
+  // Rewrites a value's shape and known elements with the class names; true when anything changed.
+  bool canonicalize(ir::Value& v) {
+    if (parent_.empty() || v.is_constant()) return false;
+    bool changed = canonicalize(v.shape);
+    if (v.known) changed |= canonicalize(*v.known);
+    return changed;
+  }
+  void canonicalize(ops::TensorInfo& t) {
+    if (parent_.empty()) return;
+    canonicalize(t.shape);
+    if (t.value) canonicalize(*t.value);
+  }
+  // Graph-input symbols that the graph proves static, with the proving node (reported, never baked in).
+  const std::vector<std::string>& constraints() const { return constraints_; }
+
+ private:
+  std::string find(const std::string& s) {
+    parent_.emplace(s, s);
+    std::string r = s;
+    while (parent_.at(r) != r) r = parent_.at(r);
+    for (std::string x = s; x != r;) {  // path compression
+      std::string next = parent_.at(x);
+      parent_.at(x) = r;
+      x = std::move(next);
+    }
+    return r;
+  }
+  // The representative: a graph input's symbol, else a name from the model, else a fresh one; ties alphabetically.
+  int tier(const std::string& s) const {
+    if (declared(s)) return 0;
+    bool fresh = s.rfind(ir::Graph::kFreshSymbolPrefix, 0) == 0 || s.rfind("unk__", 0) == 0;
+    return fresh ? 2 : 1;
+  }
+  bool better(const std::string& a, const std::string& b) const {
+    return tier(a) != tier(b) ? tier(a) < tier(b) : a < b;
+  }
+  Result<bool> set_value(const std::string& root, int64_t v, const ir::Node& n) {
+    auto [it, inserted] = value_.emplace(root, v);
+    if (!inserted && it->second != v)
+      return invalid_model("node '" + n.name + "' (" + n.op_type + ") requires dim '" + root + "' to be " +
+                           std::to_string(v) + " but node '" + proof_[root] + "' requires " +
+                           std::to_string(it->second));
+    if (!inserted) return false;
+    proof_[root] = n.name;
+    if (declared(root))
+      constraints_.push_back("node '" + n.name + "' (" + n.op_type + ") is legal only when the network input dim '" +
+                             root + "' is " + std::to_string(v) + "; the engine keeps '" + root +
+                             "' dynamic as declared, and a run with another value fails in that node (declare it "
+                             "static if the model only supports " + std::to_string(v) + ")");
+    return true;
+  }
+
+  std::set<std::string> declared_;
+  std::unordered_map<std::string, std::string> parent_;
+  std::unordered_map<std::string, int64_t> value_;      // root -> proven static value
+  std::unordered_map<std::string, std::string> proof_;  // root -> the node that proved it
+  std::vector<std::string> constraints_;
+};
+
+// `classes` (the shape_inference pass only) takes the equalities the node proves and renames its outputs' dims;
+// `merges` counts the classes that changed.
+Status infer_node_impl(ir::Node& n, const std::function<std::string()>& fresh, int* changed, DimClasses* classes,
+                       int* merges);
 
 std::string where(const ir::Node& n) { return "node '" + n.name + "' (" + n.op_type + ")"; }
 
@@ -96,7 +202,27 @@ class ShapeInference final : public Pass {
   std::string_view name() const override { return "shape_inference"; }
   Status apply(ir::Graph& g, PassContext& ctx) override {
     KILN_RETURN_IF_ERROR(g.topo_sort());
-    for (auto& n : g.nodes()) KILN_RETURN_IF_ERROR(infer_node(g, *n, &ctx.changes));
+    std::set<std::string> declared;
+    for (const ir::Value* v : g.inputs())
+      for (const ops::Dim& d : v->shape)
+        if (!d.is_static() && !d.sym.empty()) declared.insert(d.sym);
+    DimClasses classes(std::move(declared));
+    auto fresh = [&g] { return g.fresh_symbol(); };
+    // A merge can rename dims of values inferred earlier in the sweep and make more dims known downstream (a
+    // Reshape whose target held the symbol): sweep again until nothing merges. Each merge joins two classes or
+    // gives one a value, so this ends; the bound only guards against an op minting new symbols every sweep.
+    for (int sweep = 0; sweep < 8; ++sweep) {
+      int merges = 0;
+      for (auto& n : g.nodes()) {
+        for (ir::Value* in : n->inputs)
+          if (in && classes.canonicalize(*in)) ++ctx.changes;
+        KILN_RETURN_IF_ERROR(infer_node_impl(*n, fresh, &ctx.changes, &classes, &merges));
+      }
+      for (auto& v : g.values())
+        if (classes.canonicalize(*v)) ++ctx.changes;
+      if (merges == 0) break;
+    }
+    for (const std::string& c : classes.constraints()) ctx.warn_once(c);
     return Status::Ok();
   }
 };
@@ -108,6 +234,13 @@ Status infer_node(ir::Graph& g, ir::Node& n, int* changed) {
 }
 
 Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* changed) {
+  return infer_node_impl(n, fresh, changed, nullptr, nullptr);
+}
+
+namespace {
+
+Status infer_node_impl(ir::Node& n, const std::function<std::string()>& fresh, int* changed, DimClasses* classes,
+                       int* merges) {
   const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type, n.domain);
   if (!schema) return unsupported(where(n) + ": operator '" + n.op_type + "' is not registered");
   for (auto& [attr, body] : ir::graph_attrs(n))
@@ -126,6 +259,11 @@ Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* c
       ptrs[i] = &infos[i];
     }
   ops::InferContext ictx(n.attrs, n.opset, std::move(ptrs), static_cast<int>(n.outputs.size()), fresh);
+  ops::InferContext::Unification unification;
+  if (classes) {
+    unification.declared = [classes](const std::string& s) { return classes->declared(s); };
+    ictx.set_unification(&unification);
+  }
   Status st = schema->infer(ictx);
   if (!st.ok()) {
     std::string shapes;
@@ -135,16 +273,23 @@ Status infer_node(ir::Node& n, const std::function<std::string()>& fresh, int* c
                    : std::string("none"));
     return st.with_context("shape inference of " + where(n) + " with inputs (" + shapes + ")");
   }
+  for (auto& [a, b] : unification.equal) {
+    KILN_ASSIGN_OR_RETURN(bool merged, classes->unite(a, b, n));
+    if (merges) *merges += merged;
+  }
   for (size_t k = 0; k < n.outputs.size(); ++k) {
     ir::Value& out = *n.outputs[k];
     ops::TensorInfo& t = ictx.output(static_cast<int>(k));
     KILN_RETURN_IF_ERROR(merge_output(n, k, out, t));
+    if (classes) classes->canonicalize(t);
     if (out.is_constant()) continue;  // a folded value's data is the truth
     if (changed && !same_info(out, t)) ++*changed;
     out.set_info(t);
   }
   return Status::Ok();
 }
+
+}  // namespace
 
 std::unique_ptr<Pass> make_shape_inference() { return std::make_unique<ShapeInference>(); }
 

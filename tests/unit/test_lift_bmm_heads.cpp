@@ -7,6 +7,7 @@
 #include "graph_test_util.h"
 #include "ir/graph.h"
 #include "passes/pass_manager.h"
+#include "passes/shape_inference.h"
 
 using namespace kiln;
 
@@ -62,13 +63,17 @@ struct Net {
 // viewed [B,H,S,Sk] for the causal mask, [B*H,S,Sk] again, [B,H,S,Sk] for the padding mask, [B*H,S,Sk] for the
 // Softmax (Sk = Gather(Shape(k), 1)); bmm with v; viewed [B,H,S,D], transposed, reshaped [B,S,E].
 // `heads_merged` false views [B,H*S,D] instead (the rows of all heads together): not the per-head form.
+// `dynamic_seq` views q with -1 too and takes S from Shape(x) (a dynamic sequence length): inference then names q's,
+// k's and v's lengths apart, and only unification tells the bmms' contraction dims equal.
 ir::Value* clip_attention(Net& n, ir::Value* x, ir::Value* causal, ir::Value* pad, int64_t S, int64_t H, int64_t D,
-                          bool heads_merged = true) {
+                          bool heads_merged = true, bool dynamic_seq = false) {
   const int64_t E = H * D;
   ir::Value* bsz = n.dim(x, 0);
+  ir::Value* seq = dynamic_seq ? n.dim(x, 1) : n.ints({S});
   ir::Value* bh = n.op("Mul", {bsz, n.c(Tensor::from_vector<int64_t>({}, {H}))});
   auto split = [&](ir::Value* p, bool tgt) {
-    ir::Value* t = n.transpose(n.op("Reshape", {p, n.target({bsz, n.ints({tgt ? S : -1, H, D})})}), {0, 2, 1, 3});
+    ir::Value* t = n.transpose(
+        n.op("Reshape", {p, n.target({bsz, n.ints({tgt && !dynamic_seq ? S : -1, H, D})})}), {0, 2, 1, 3});
     ir::Value* to3 = heads_merged ? n.target({bh, n.ints({-1, D})}) : n.target({bsz, n.ints({-1, D})});
     return n.op("Reshape", {t, to3});
   };
@@ -79,8 +84,8 @@ ir::Value* clip_attention(Net& n, ir::Value* x, ir::Value* causal, ir::Value* pa
   ir::Value* v = split(n.op("MatMul", {x, n.weight({E, E})}), false);
   ir::Value* src_len = n.dim(k, 1);
   ir::Value* s = n.op("MatMul", {q, n.transpose(k, {0, 2, 1})});
-  auto view4 = [&](ir::Value* t) { return n.op("Reshape", {t, n.target({bsz, n.ints({H, S}), src_len})}); };
-  auto view3 = [&](ir::Value* t) { return n.op("Reshape", {t, n.target({bh, n.ints({S}), src_len})}); };
+  auto view4 = [&](ir::Value* t) { return n.op("Reshape", {t, n.target({bsz, n.ints({H}), seq, src_len})}); };
+  auto view3 = [&](ir::Value* t) { return n.op("Reshape", {t, n.target({bh, seq, src_len})}); };
   if (heads_merged && causal) {
     s = view3(n.op("Add", {view4(s), causal}));
     s = view3(n.op("Add", {view4(s), pad}));
@@ -89,8 +94,8 @@ ir::Value* clip_attention(Net& n, ir::Value* x, ir::Value* causal, ir::Value* pa
   sm.set("axis", Attribute(int64_t{-1}));
   ir::Value* o = n.op("MatMul", {n.op("Softmax", {s}, sm), v});
   if (!heads_merged) return o;
-  o = n.op("Reshape", {o, n.target({bsz, n.ints({H, S, D})})});
-  return n.op("Reshape", {n.transpose(o, {0, 2, 1, 3}), n.target({bsz, n.ints({S, E})})});
+  o = n.op("Reshape", {o, n.target({bsz, n.ints({H}), seq, n.ints({D})})});
+  return n.op("Reshape", {n.transpose(o, {0, 2, 1, 3}), n.target({bsz, seq, n.ints({E})})});
 }
 
 // Causal [B,1,S,S] (-1e4 above the diagonal) and padding [B,1,S,S] masks (the last keys of row 1 hidden).
@@ -152,6 +157,43 @@ TEST(LiftBmmHeads, ClipFormWithSymbolicBatchBecomesPerHead) {
     EXPECT_EQ(test::count_ops(*fused, "Softmax"), 0);
     EXPECT_EQ(test::count_ops(*fused, "MatMul"), 3);
   }
+}
+
+// With a dynamic sequence length the exporter's views name q's, k's and v's lengths apart: inference node by node
+// (no unification) gives P = Softmax(q.k^T) [B*H,Sq,Sk] and v [B*H,Sv,D] with Sk != Sv, and the strict contraction
+// check would leave the second bmm 3-D. The shape_inference pass proves Sk == Sv (the bmm's contraction), and both
+// products are lifted and fused.
+TEST(LiftBmmHeads, ClipFormWithDynamicSequenceLiftsOnceInferenceUnifiesLengths) {
+  const int64_t B = 2, S = 9, H = 2, D = 8;
+  Net n;
+  ir::Value* x = n.input("x", {B, S, H * D}, true);
+  x->shape[1] = ops::Dim::symbol("seq");
+  ir::Value* causal = n.input("causal", {B, 1, S, S}, true);
+  ir::Value* pad = n.input("pad", {B, 1, S, S}, true);
+  causal->shape[2] = causal->shape[3] = pad->shape[2] = pad->shape[3] = ops::Dim::symbol("seq");
+  n.g->outputs().push_back(clip_attention(n, x, causal, pad, S, H, D, true, true));
+  auto second_bmm = [](ir::Graph& g) -> ir::Node* {
+    for (auto& node : g.nodes())
+      if (node->op_type == "MatMul" && node->inputs[0]->producer && node->inputs[0]->producer->op_type == "Softmax")
+        return node.get();
+    return nullptr;
+  };
+  {
+    auto plain = n.g->clone();
+    ASSERT_TRUE(plain->topo_sort().ok());
+    for (auto& node : plain->nodes()) ASSERT_TRUE(passes::infer_node(*plain, *node).ok()) << node->name;
+    ir::Node* pv = second_bmm(*plain);
+    ASSERT_NE(pv, nullptr);
+    ASSERT_EQ(pv->inputs[0]->shape.size(), 3u);
+    EXPECT_NE(pv->inputs[0]->shape[2], pv->inputs[1]->shape[1]) << ir::print(*plain);
+  }
+  const auto in = clip_inputs(B, S, H * D);
+  auto fused = passes_and_compare(n, test::list_of(passes::make_lift_bmm_heads(), passes::make_fuse_attention()), in);
+  ir::Node* pv = second_bmm(*n.g);
+  ASSERT_NE(pv, nullptr);
+  EXPECT_EQ(pv->inputs[0]->shape[2], pv->inputs[1]->shape[1]) << ir::print(*n.g);
+  EXPECT_EQ(test::count_ops(*fused, "FusedAttention"), 1) << ir::print(*fused);
+  EXPECT_EQ(test::count_ops(*fused, "Softmax"), 0);
 }
 
 // Rows of all heads viewed together ([B,H*S,D]: attention across heads, which a model may mean) are not per-head

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
+#include <set>
 
 #include "cnn_test_util.h"
 #include "graph_test_util.h"
@@ -187,6 +189,218 @@ TEST(ShapeInference, RerunDoesNotChurn) {
   ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference()), &log).ok());
   EXPECT_EQ(ir::print(g), first);
   EXPECT_TRUE(log.contains(ILogger::Severity::kVERBOSE, "0 changes"));
+}
+
+// ---------------------------------------------------------------- symbolic dim unification
+
+ir::Node* node(Graph& g, const std::string& op, const std::string& name, std::vector<Value*> in, Attributes a = {}) {
+  return g.add_node(op, name, in, {name + "_out"}, std::move(a), 17);
+}
+Value* i64(Graph& g, const std::string& name, std::vector<int64_t> v) {
+  const int64_t n = static_cast<int64_t>(v.size());
+  return g.add_constant(name, Tensor::from_vector<int64_t>({n}, std::move(v)));
+}
+std::string shape_of(const Value* v) { return ops::shape_to_string(v->shape); }
+
+// Inference node by node without the pass (infer_node does not unify): the shapes before unification.
+std::unique_ptr<Graph> inferred_without_unification(const Graph& g) {
+  auto c = g.clone();
+  EXPECT_TRUE(c->topo_sort().ok());
+  for (auto& n : c->nodes()) EXPECT_TRUE(passes::infer_node(*c, *n).ok()) << n->name;
+  return c;
+}
+
+// Runs the graph on the reference kernels with every node output marked as a graph output and checks the shapes
+// inference claims against what was computed: static dims exactly, and each symbol one size throughout.
+void expect_shapes_hold(const Graph& g, const std::vector<Tensor>& inputs) {
+  auto c = g.clone();
+  std::vector<Value*> all;
+  for (auto& n : c->nodes())
+    for (Value* o : n->outputs) all.push_back(o);
+  c->outputs() = all;
+  c->rebuild_links();
+  auto got = test::run_reference(*c, inputs);
+  ASSERT_EQ(got.size(), all.size());
+  std::map<std::string, int64_t> size_of;
+  for (size_t i = 0; i < inputs.size(); ++i) all.insert(all.begin() + i, c->inputs()[i]);
+  for (size_t i = 0; i < inputs.size(); ++i) got.insert(got.begin() + i, inputs[i]);
+  for (size_t i = 0; i < all.size(); ++i) {
+    ASSERT_EQ(all[i]->shape.size(), got[i].shape().size()) << all[i]->name;
+    for (size_t k = 0; k < all[i]->shape.size(); ++k) {
+      const ops::Dim& d = all[i]->shape[k];
+      const int64_t real = got[i].shape()[k];
+      if (d.is_static()) EXPECT_EQ(d.value, real) << all[i]->name << " dim " << k;
+      else if (!d.sym.empty()) {
+        auto [it, inserted] = size_of.emplace(d.sym, real);
+        EXPECT_EQ(it->second, real) << "symbol " << d.sym << " at " << all[i]->name << " dim " << k;
+      }
+    }
+  }
+}
+
+// A position embedding sliced to the sequence length (Slice(table, 0, Shape(x)[1])): inference cannot tell the slice's
+// length from the sequence (it is min(seq, 100)) and names it afresh; adding it to x is legal only if the two are
+// equal (neither is a static 1), so the pass gives every value the graph input's symbol, also the slice's other user,
+// inferred before the Add.
+TEST(ShapeInference, BroadcastUnifiesASliceLengthWithTheSequence) {
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("batch"), ops::Dim::symbol("seq"), 8});
+  Value* table = g.add_constant("table", test::random_f32({100, 8}, 3));
+  Attributes ax;
+  ax.set("axis", Attribute(int64_t{0}));
+  Value* len = node(g, "Gather", "len", {node(g, "Shape", "shape", {x})->outputs[0], i64(g, "one", {1})}, ax)->outputs[0];
+  Value* pos = node(g, "Slice", "pos", {table, i64(g, "zero", {0}), len, i64(g, "axis0", {0})})->outputs[0];
+  Value* relu = node(g, "Relu", "relu", {pos})->outputs[0];
+  Value* sum = node(g, "Add", "add", {x, pos})->outputs[0];
+  g.outputs() = {relu, sum};
+
+  auto before = inferred_without_unification(g);
+  const std::string fresh = before->find_value("pos_out")->shape[0].sym;
+  EXPECT_FALSE(fresh.empty());
+  EXPECT_NE(fresh, "seq");
+  EXPECT_EQ(shape_of(before->find_value("relu_out")), "[" + fresh + ",8]");
+
+  CaptureLogger log;
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference()), &log).ok());
+  EXPECT_EQ(shape_of(pos), "[seq,8]");
+  EXPECT_EQ(shape_of(relu), "[seq,8]");
+  EXPECT_EQ(shape_of(sum), "[batch,seq,8]");
+  EXPECT_EQ(shape_of(x), "[batch,seq,8]");
+  expect_shapes_hold(g, {test::random_f32({2, 5, 8}, 4)});
+  // A second run finds nothing to rename.
+  CaptureLogger again;
+  std::string first = ir::print(g);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference()), &again).ok());
+  EXPECT_EQ(ir::print(g), first);
+  EXPECT_TRUE(again.contains(ILogger::Severity::kVERBOSE, "0 changes"));
+}
+
+// Several lengths computed apart (slices of tables of different sizes), summed pairwise and then with the input: one
+// class, named by the input's symbol, whatever order the merges came in.
+TEST(ShapeInference, ChainOfInferredSymbolsTakesTheInputSymbol) {
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("seq"), 8});
+  Value* ends = input(g, "ends", {1}, DataType::kINT64);
+  std::vector<Value*> slices;
+  for (int i = 0; i < 4; ++i) {
+    Value* table = g.add_constant("table" + std::to_string(i), test::random_f32({50 + i, 8}, i));
+    slices.push_back(node(g, "Slice", "s" + std::to_string(i),
+                          {table, i64(g, "zero" + std::to_string(i), {0}), ends, i64(g, "ax" + std::to_string(i), {0})})
+                         ->outputs[0]);
+  }
+  Value* a = node(g, "Add", "a", {slices[0], slices[1]})->outputs[0];
+  Value* b = node(g, "Add", "b", {slices[2], slices[3]})->outputs[0];
+  Value* c = node(g, "Add", "c", {a, b})->outputs[0];
+  Value* y = node(g, "Add", "y", {c, x})->outputs[0];
+  g.outputs() = {y};
+  auto before = inferred_without_unification(g);
+  std::set<std::string> names;
+  for (int i = 0; i < 4; ++i) names.insert(before->find_value("s" + std::to_string(i) + "_out")->shape[0].sym);
+  EXPECT_EQ(names.size(), 4u);
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference())).ok());
+  for (Value* v : {slices[0], slices[1], slices[2], slices[3], a, b, c, y}) EXPECT_EQ(shape_of(v), "[seq,8]") << v->name;
+  expect_shapes_hold(g, {test::random_f32({7, 8}, 1), Tensor::from_vector<int64_t>({1}, {7})});
+}
+
+// A MatMul's contraction and Concat's off-axis dims must be equal whatever the inputs: two declared symbols become one
+// (the alphabetically first), the graph inputs included.
+TEST(ShapeInference, ContractionAndConcatUnifyDeclaredSymbols) {
+  Graph g;
+  Value* a = input(g, "a", {ops::Dim::symbol("n"), ops::Dim::symbol("k_b")});
+  Value* b = input(g, "b", {ops::Dim::symbol("k_a"), 4});
+  Value* c = input(g, "c", {ops::Dim::symbol("m"), 4});
+  Attributes ax;
+  ax.set("axis", Attribute(int64_t{1}));
+  Value* mm = node(g, "MatMul", "mm", {a, b})->outputs[0];
+  Value* cat = node(g, "Concat", "cat", {mm, c}, ax)->outputs[0];  // dim 0: n == m
+  g.outputs() = {cat};
+  auto before = inferred_without_unification(g);
+  EXPECT_EQ(shape_of(before->find_value("cat_out")), "[n,8]");
+  EXPECT_EQ(shape_of(before->find_value("c")), "[m,4]");
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference())).ok());
+  EXPECT_EQ(shape_of(a), "[m,k_a]");
+  EXPECT_EQ(shape_of(b), "[k_a,4]");
+  EXPECT_EQ(shape_of(c), "[m,4]");
+  EXPECT_EQ(shape_of(mm), "[m,4]");
+  EXPECT_EQ(shape_of(cat), "[m,8]");
+  expect_shapes_hold(g, {test::random_f32({3, 6}, 1), test::random_f32({6, 4}, 2), test::random_f32({3, 4}, 5)});
+}
+
+// Where broadcasting does not prove equality nothing is unified: a symbol against a static dim (the symbol may be 1
+// there: x [1,4] + y [128,4] is legal), and two symbols the user declared on separate inputs (either may be 1; the
+// sum's dim is then a fresh symbol, not one of theirs). Run with s = 1 and t = 1 to show both are legal.
+TEST(ShapeInference, BroadcastWhereOneSideMayBeOneDoesNotUnify) {
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("s"), 4});
+  Value* y = input(g, "y", {128, 4});
+  Value* u = input(g, "u", {ops::Dim::symbol("t"), 4});
+  Value* xy = node(g, "Add", "xy", {x, y})->outputs[0];
+  Value* xu = node(g, "Mul", "xu", {x, u})->outputs[0];
+  Value* xx = node(g, "Sub", "xx", {x, x})->outputs[0];
+  g.outputs() = {xy, xu, xx};
+  CaptureLogger log;
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference()), &log).ok());
+  EXPECT_EQ(shape_of(x), "[s,4]");
+  EXPECT_EQ(shape_of(u), "[t,4]");
+  EXPECT_EQ(shape_of(xy), "[128,4]");
+  ASSERT_FALSE(xu->shape[0].is_static());
+  EXPECT_NE(xu->shape[0].sym, "s");
+  EXPECT_NE(xu->shape[0].sym, "t");
+  EXPECT_FALSE(xu->shape[0].sym.empty());
+  EXPECT_EQ(shape_of(xx), "[s,4]");
+  EXPECT_FALSE(log.contains(ILogger::Severity::kWARNING, "is legal only when"));
+  expect_shapes_hold(g, {test::random_f32({1, 4}, 1), test::random_f32({128, 4}, 2), test::random_f32({6, 4}, 3)});
+  expect_shapes_hold(g, {test::random_f32({128, 4}, 1), test::random_f32({128, 4}, 2), test::random_f32({1, 4}, 3)});
+}
+
+// A symbol proven equal to a static value: one that names nothing the user declared becomes that value everywhere
+// (here the Slice's length, against a [16,8] operand of a Concat); a graph input's symbol stays dynamic, as the user
+// declared it, and the pass warns naming the node that requires the value.
+TEST(ShapeInference, StaticValueReplacesInferredSymbolButNotADeclaredOne) {
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("seq"), 8});
+  Value* c = g.add_constant("c", test::random_f32({16, 8}, 7));
+  Value* table = g.add_constant("table", test::random_f32({100, 8}, 3));
+  Value* ends = input(g, "ends", {1}, DataType::kINT64);
+  Attributes ax;
+  ax.set("axis", Attribute(int64_t{1}));
+  Value* pos = node(g, "Slice", "pos", {table, i64(g, "zero", {0}), ends, i64(g, "axis0", {0})})->outputs[0];
+  Value* relu = node(g, "Relu", "relu", {pos})->outputs[0];
+  Value* cat_pos = node(g, "Concat", "cat_pos", {pos, c}, ax)->outputs[0];
+  Value* cat_x = node(g, "Concat", "cat_x", {x, c}, ax)->outputs[0];
+  Value* xr = node(g, "Relu", "xr", {x})->outputs[0];
+  g.outputs() = {relu, cat_pos, cat_x, xr};
+  auto before = inferred_without_unification(g);
+  EXPECT_FALSE(before->find_value("relu_out")->shape[0].is_static());
+  CaptureLogger log;
+  // Twice, as the pipelines run it: the warning is given once.
+  ASSERT_TRUE(run_passes(g, list_of(passes::make_shape_inference(), passes::make_shape_inference()), &log).ok());
+  EXPECT_EQ(std::count_if(log.lines.begin(), log.lines.end(),
+                          [](auto& l) { return l.first == ILogger::Severity::kWARNING; }),
+            1);
+  EXPECT_EQ(shape_of(pos), "[16,8]");
+  EXPECT_EQ(shape_of(relu), "[16,8]");
+  EXPECT_EQ(shape_of(cat_pos), "[16,16]");
+  EXPECT_EQ(shape_of(x), "[seq,8]");
+  EXPECT_EQ(shape_of(xr), "[seq,8]");
+  EXPECT_TRUE(log.contains(ILogger::Severity::kWARNING, "node 'cat_x' (Concat) is legal only when the network input "
+                                                        "dim 'seq' is 16"));
+  expect_shapes_hold(g, {test::random_f32({16, 8}, 1), Tensor::from_vector<int64_t>({1}, {16})});
+}
+
+// One dim required to be two different static values is an error naming both nodes.
+TEST(ShapeInference, ConflictingStaticValuesNameBothNodes) {
+  Graph g;
+  Value* x = input(g, "x", {ops::Dim::symbol("seq"), 8});
+  Attributes ax;
+  ax.set("axis", Attribute(int64_t{1}));
+  Value* a = node(g, "Concat", "with16", {x, g.add_constant("c16", test::random_f32({16, 8}, 1))}, ax)->outputs[0];
+  Value* b = node(g, "Concat", "with32", {x, g.add_constant("c32", test::random_f32({32, 8}, 2))}, ax)->outputs[0];
+  g.outputs() = {a, b};
+  Status st = run_passes(g, list_of(passes::make_shape_inference()));
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("'with32' (Concat) requires dim 'seq' to be 32"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("node 'with16' requires 16"), std::string::npos) << st.message();
 }
 
 // ---------------------------------------------------------------- constant folding
