@@ -288,5 +288,116 @@ TEST(BadOnnxInputs, UndefinedInputAndMissingRequiredAttributeReportedNotCrashing
   EXPECT_NE(e.find("num_scan_inputs"), std::string::npos) << e;
 }
 
+// libonnx's conv/pool inference takes the spatial rank from X but the kernel from W's dims, then indexes one with
+// the other's count: a W of another rank than X read past its vectors and X's dims (Conv: SIGSEGV; ConvTranspose:
+// silent reads past the heap block). Its attribute lengths are trusted too. Kiln checks each node of the family
+// against its attribute-shape table first and reports every bad node, naming the node, op type and field.
+TEST(BadOnnxInputs, ConvFamilyAttributeShapesCheckedBeforeOnnxShapeInference) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 1, 5, 5}));
+  *g->add_initializer() = float_tensor("w5", {1, 1, 3, 3, 3}, 27);
+  *g->add_initializer() = float_tensor("w", {1, 1, 3, 3}, 9);
+  add_onnx_node(g, "Conv", {"x", "w5"}, {"a"})->set_name("conv_w5");
+  auto* ct_pads = add_onnx_node(g, "ConvTranspose", {"x", "w"}, {"b"});
+  ct_pads->set_name("ct_pads");
+  set_attr_ints(ct_pads, "pads", {1});
+  auto* pool = add_onnx_node(g, "MaxPool", {"x"}, {"c"});
+  pool->set_name("pool_neg");
+  set_attr_ints(pool, "kernel_shape", {2, 2});
+  set_attr_ints(pool, "pads", {0, -3, 0, 0});
+  auto* ct = add_onnx_node(g, "ConvTranspose", {"x", "w"}, {"d"});
+  ct->set_name("ct_outpad");
+  set_attr_ints(ct, "output_padding", {1, 1, 1});
+  for (const char* out : {"a", "b", "c", "d"})
+    add_graph_output(g, out, value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'conv_w5' (index 0, Conv): weight 'w5' has rank 5 but input 'x' has rank 4"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("node 'ct_pads' (index 1, ConvTranspose): attribute 'pads' has 1 values; 2 spatial dims "
+                   "(input 'x' of rank 4) need 4"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("node 'pool_neg' (index 2, MaxPool): attribute 'pads' has value -3; each must be >= 0"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("node 'ct_outpad' (index 3, ConvTranspose): attribute 'output_padding' has 3 values"),
+            std::string::npos)
+      << e;
+  // Without a declared rank anywhere, the attributes must agree with each other.
+  auto p = onnx_model(17);
+  g = p.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  g->mutable_input(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+  auto* avg = add_onnx_node(g, "AveragePool", {"x"}, {"y"});
+  avg->set_name("avg");
+  set_attr_ints(avg, "kernel_shape", {2, 2});
+  set_attr_ints(avg, "strides", {1, 1, 1});
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  e = import_errors(p);
+  EXPECT_NE(e.find("node 'avg' (index 0, AveragePool): attribute 'strides' has 3 values; 2 spatial dims (attribute "
+                   "'kernel_shape') need 2"),
+            std::string::npos)
+      << e;
+}
+
+// The same rules guard libonnx's inference where the ranks are known only from inference (X or W made by another
+// node): the node fails libonnx's inference instead of crashing it, and Kiln's own inference reports it.
+TEST(BadOnnxInputs, ConvWeightRankKnownOnlyAfterInferenceDoesNotCrashOnnxInference) {
+  for (const char* op : {"Conv", "ConvTranspose"}) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 1, 5, 5}));
+    *g->add_initializer() = float_tensor("w", {1, 1, 3, 3, 3}, 27);
+    add_onnx_node(g, "Relu", {"x"}, {"r"});
+    add_onnx_node(g, op, {"r", "w"}, {"y"})->set_name("the_conv");
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    Status st;
+    EXPECT_EQ(build_onnx_engine(m, &st), nullptr) << op;
+    EXPECT_NE(st.message().find("the_conv"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("W must have the rank of X (4)"), std::string::npos) << st.message();
+  }
+}
+
+// libonnx's STFT inference reads the signal's dims 0 and 1 without checking its rank (SIGSEGV on a rank-1 signal);
+// the frame length comes from the optional window or frame_length input, either of which may be "".
+TEST(BadOnnxInputs, StftSignalRankAndEmptyOptionalInputsReported) {
+  auto stft_model = [](const std::vector<int64_t>& signal, const std::vector<std::string>& inputs, bool through_relu) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, signal));
+    auto* step = g->add_initializer();
+    step->set_name("step");
+    step->set_data_type(onnx::TensorProto::INT64);
+    step->add_int64_data(8);
+    *g->add_initializer() = float_tensor("window", {16}, 16);
+    std::vector<std::string> ins = inputs;
+    if (through_relu) add_onnx_node(g, "Relu", {"x"}, {"r"});
+    add_onnx_node(g, "STFT", ins, {"y"})->set_name("the_stft");
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    return m;
+  };
+  std::string e = import_errors(stft_model({128}, {"x", "step", "", ""}, false));
+  EXPECT_NE(e.find("node 'the_stft' (index 0, STFT): signal 'x' has rank 1; STFT needs [batch, length, 1 or 2]"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("node 'the_stft' (index 0, STFT): neither the optional 'window' (input 2) nor 'frame_length' "
+                   "(input 3) is given"),
+            std::string::npos)
+      << e;
+  e = import_errors(stft_model({1, 128, 1}, {"x", "", "window"}, false));
+  EXPECT_NE(e.find("node 'the_stft' (index 0, STFT): required input 'frame_step' (input 1) is empty"), std::string::npos)
+      << e;
+  // An empty frame_length next to a window is fine.
+  EXPECT_EQ(import_errors(stft_model({1, 128, 1}, {"x", "step", "window", ""}, false)), "");
+  // A signal whose rank only inference knows.
+  Status st;
+  EXPECT_EQ(build_onnx_engine(stft_model({128}, {"r", "step", "window"}, true), &st), nullptr);
+  EXPECT_NE(st.message().find("the_stft"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("signal must have shape [batch, length, 1 or 2]"), std::string::npos) << st.message();
+}
+
 }  // namespace
 }  // namespace kiln::test
