@@ -324,6 +324,8 @@ struct NodeView {
   std::function<int(int)> rank;                 // its rank, -1 when not known
   std::function<std::string(int)> input_name;   // for messages
   std::function<const onnx::AttributeProto*(const std::string&)> attr;
+  // Inside libonnx's inference an unknown rank is final: libonnx reads the shape it has, which is empty.
+  bool inside_libonnx = false;
 };
 
 // The conv/pool family: libonnx takes the number of spatial dims from X but the kernel from W's dims (or
@@ -412,7 +414,6 @@ static std::vector<std::string> stft_problems(const NodeView& v) {
   if (v.present(0) && v.rank(0) >= 0 && v.rank(0) != 3)
     problems.push_back("signal " + v.input_name(0) + " has rank " + std::to_string(v.rank(0)) +
                        "; STFT needs [batch, length, 1 or 2]");
-  if (!v.present(1)) problems.push_back("required input 'frame_step' (input 1) is empty");
   if (!v.present(2) && !v.present(3))
     problems.push_back("neither the optional 'window' (input 2) nor 'frame_length' (input 3) is given; STFT needs "
                        "one of them for the frame length");
@@ -421,10 +422,31 @@ static std::vector<std::string> stft_problems(const NodeView& v) {
   return problems;
 }
 
-static std::vector<std::string> libonnx_inference_problems(const std::string& op, const NodeView& v) {
-  if (const WindowOp* w = find_window_op(op)) return window_op_problems(*w, v);
-  if (op == "STFT") return stft_problems(v);
+// MaxUnpool without its output_shape input takes the channel count from dim 1 of the indices I, unchecked.
+static std::vector<std::string> max_unpool_problems(const NodeView& v) {
+  if (!v.present(1) || v.present(2) || !v.present(0) || v.rank(0) < 0) return {};
+  if (v.rank(1) >= 0 ? v.rank(1) != v.rank(0) : v.inside_libonnx)
+    return {"indices " + v.input_name(1) + " have rank " + std::to_string(v.rank(1)) + " but input " + v.input_name(0) +
+            " has rank " + std::to_string(v.rank(0)) + "; they must have X's shape"};
   return {};
+}
+
+static std::vector<std::string> libonnx_inference_problems(const std::string& op, const NodeView& v) {
+  std::vector<std::string> problems;
+  if (const WindowOp* w = find_window_op(op)) problems = window_op_problems(*w, v);
+  if (op == "STFT") problems = stft_problems(v);
+  if (op == "MaxUnpool")
+    for (auto& p : max_unpool_problems(v)) problems.push_back(std::move(p));
+  return problems;
+}
+
+// The inputs libonnx's schema marks required (Single): its inference functions read their types without a
+// null check (MaxUnpool's I given as "": SIGSEGV).
+static std::vector<int> required_inputs(const onnx::OpSchema& schema) {
+  std::vector<int> r;
+  for (size_t i = 0; i < schema.inputs().size(); ++i)
+    if (schema.inputs()[i].GetOption() == onnx::OpSchema::Single) r.push_back(static_cast<int>(i));
+  return r;
 }
 
 static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag,
@@ -468,6 +490,14 @@ static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const 
         diag.node_error(ErrorCode::kInvalidModel, ref, p);
         ok = false;
       }
+      if (const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(n.op_type(), opset, ""))
+        for (int k : required_inputs(*schema))
+          if (k < n.input_size() && n.input(k).empty()) {
+            diag.node_error(ErrorCode::kInvalidModel, ref,
+                            "required input '" + schema->inputs()[k].GetName() + "' (input " + std::to_string(k) +
+                                ") is empty");
+            ok = false;
+          }
     }
     for (const auto& a : n.attribute()) {
       if (a.type() == onnx::AttributeProto::GRAPH)
@@ -484,9 +514,11 @@ static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const 
             ok = false;
             break;
           }
-      } else if (name == "group" && a.type() == onnx::AttributeProto::INT && (a.i() < 1 || a.i() > kMaxWindow)) {
+      } else if ((name == "group" || name == "blocksize") && a.type() == onnx::AttributeProto::INT &&
+                 (a.i() < 1 || a.i() > kMaxWindow)) {
+        // DepthToSpace divides by blocksize * blocksize, which wraps to 0 from 2^32 (SIGFPE inside libonnx).
         diag.node_error(ErrorCode::kInvalidModel, ref,
-                        "attribute 'group' is " + std::to_string(a.i()) + "; it must be in [1, 2^31]");
+                        "attribute '" + name + "' is " + std::to_string(a.i()) + "; it must be in [1, 2^31]");
         ok = false;
       }
     }
@@ -494,21 +526,25 @@ static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const 
   return ok;
 }
 
-// The same rules inside libonnx's inference, where the ranks it inferred are known: each guarded schema's
-// inference function first checks them and fails the node (an InferenceError, which lenient inference records
-// and moves past; Kiln's own inference then reports the node) instead of reading past a vector. Installed once
-// into the process-wide schema registry, for every version of each guarded operator.
+// The same rules inside libonnx's inference, where the ranks it inferred are known: each schema's inference
+// function first checks them and fails the node (an InferenceError, which lenient inference records and moves
+// past; Kiln's own inference then reports the node) instead of reading past a vector or through a null type. A
+// required input without a type (given as "", or made by a node whose inference failed) is one such case for
+// every operator. Installed once into the process-wide schema registry, for every version of every operator.
 static void guard_libonnx_inference() {
   static std::once_flag once;
   std::call_once(once, [] {
     for (const onnx::OpSchema& copy : onnx::OpSchemaRegistry::get_all_schemas_with_history()) {
-      const std::string op = copy.Name();
-      if (!copy.domain().empty() || (!find_window_op(op) && op != "STFT")) continue;
-      auto* schema = const_cast<onnx::OpSchema*>(onnx::OpSchemaRegistry::Schema(op, copy.SinceVersion(), ""));
+      auto* schema =
+          const_cast<onnx::OpSchema*>(onnx::OpSchemaRegistry::Schema(copy.Name(), copy.SinceVersion(), copy.domain()));
       if (!schema || schema->SinceVersion() != copy.SinceVersion() || !schema->has_type_and_shape_inference_function())
         continue;
+      const std::string op = schema->domain().empty() ? schema->Name() : "";  // the rules are ai.onnx's
       onnx::InferenceFunction inner = schema->GetTypeAndShapeInferenceFunction();
-      schema->TypeAndShapeInferenceFunction([op, inner](onnx::InferenceContext& ctx) {
+      schema->TypeAndShapeInferenceFunction([op, inner, required = required_inputs(*schema)](onnx::InferenceContext& ctx) {
+        for (int k : required)
+          if (static_cast<size_t>(k) >= ctx.getNumInputs() || !ctx.getInputType(k))
+            fail_shape_inference("(guarded by Kiln) required input ", k, " has no type");
         NodeView view;
         view.present = [&](int k) { return static_cast<size_t>(k) < ctx.getNumInputs() && ctx.getInputType(k) != nullptr; };
         view.rank = [&](int k) {
@@ -517,6 +553,7 @@ static void guard_libonnx_inference() {
         };
         view.input_name = [](int k) { return std::to_string(k); };
         view.attr = [&](const std::string& name) { return ctx.getAttribute(name); };
+        view.inside_libonnx = true;
         std::vector<std::string> problems = libonnx_inference_problems(op, view);
         if (!problems.empty()) fail_shape_inference(op, " (guarded by Kiln): ", problems.front());
         inner(ctx);

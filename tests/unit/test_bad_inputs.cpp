@@ -399,5 +399,50 @@ TEST(BadOnnxInputs, StftSignalRankAndEmptyOptionalInputsReported) {
   EXPECT_NE(st.message().find("signal must have shape [batch, length, 1 or 2]"), std::string::npos) << st.message();
 }
 
+// Found by fuzzing the node-test models with mutated attributes and emptied inputs. libonnx's MaxUnpool inference
+// reads dim 1 of the indices I through its type without a null or rank check: I given as "" (a required input),
+// made by a node libonnx cannot type (a custom-domain op), or of another rank than X crashed (SIGSEGV).
+// DepthToSpace divides by blocksize * blocksize, which wrapped to 0 for blocksize 2^40 (SIGFPE).
+TEST(BadOnnxInputs, MaxUnpoolIndicesAndDepthToSpaceBlocksizeReported) {
+  auto unpool_model = [](const std::string& indices, const std::vector<int64_t>& i_dims, bool custom) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 1, 2, 2}));
+    if (custom) {
+      import_opset(m, "com.foo", 1);
+      add_onnx_node(g, "Foo", {"x"}, {"i"})->set_domain("com.foo");
+    } else if (!indices.empty()) {
+      add_graph_input(g, indices, value_type("tensor", onnx::TensorProto::INT64, i_dims));
+    }
+    auto* n = add_onnx_node(g, "MaxUnpool", {"x", indices}, {"y"});
+    n->set_name("the_unpool");
+    set_attr_ints(n, "kernel_shape", {2, 2});
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    return m;
+  };
+  std::string e = import_errors(unpool_model("", {}, false));
+  EXPECT_NE(e.find("node 'the_unpool' (index 0, MaxUnpool): required input 'I' (input 1) is empty"), std::string::npos)
+      << e;
+  e = import_errors(unpool_model("i", {4}, false));
+  EXPECT_NE(e.find("node 'the_unpool' (index 0, MaxUnpool): indices 'i' have rank 1 but input 'x' has rank 4"),
+            std::string::npos)
+      << e;
+  e = import_errors(unpool_model("i", {}, true));  // Foo's output has no type inside libonnx
+  EXPECT_NE(e.find("op_type 'Foo', domain 'com.foo'"), std::string::npos) << e;
+  EXPECT_EQ(import_errors(unpool_model("i", {1, 1, 2, 2}, false)), "");
+
+  auto d2s = onnx_model(17);
+  auto* g = d2s.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 8, 2, 2}));
+  auto* n = add_onnx_node(g, "DepthToSpace", {"x"}, {"y"});
+  n->set_name("the_d2s");
+  set_attr_int(n, "blocksize", int64_t{1} << 40);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  e = import_errors(d2s);
+  EXPECT_NE(e.find("node 'the_d2s' (index 0, DepthToSpace): attribute 'blocksize' is 1099511627776"), std::string::npos)
+      << e;
+}
+
 }  // namespace
 }  // namespace kiln::test
