@@ -9,11 +9,11 @@
 // checker and shape inference run on models up to that opset; newer ones rely on Kiln's own checks.
 #include <algorithm>
 #include <cstdint>
-#include <string>
 #include <functional>
 #include <limits>
 #include <map>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -449,6 +449,26 @@ static std::vector<int> required_inputs(const onnx::OpSchema& schema) {
   return r;
 }
 
+// "" stands for an omitted optional input only; at a required or variadic position it leaves a hole that
+// libonnx's inference (MaxUnpool's I) and Kiln's op definitions (Max/Min/Sum/Mean, Einsum: the inputs are read
+// without a presence check) take for a value. ONNX's formal parameters say which positions are optional; the
+// linked ONNX library's schema is used at any opset where the op's version is still the one it knows.
+static void check_empty_inputs(const onnx::NodeProto& n, int opset, const NodeRef& ref, Diagnostics& diag, bool& ok) {
+  const int newest = newest_known_onnx_opset();
+  const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(n.op_type(), std::min(opset, newest), "");
+  if (!schema || (opset > newest && ops::onnx_op_version_at(n.op_type(), opset) != schema->SinceVersion())) return;
+  const auto& params = schema->inputs();
+  for (int k = 0; k < n.input_size() && !params.empty(); ++k) {
+    const auto& param = params[std::min<size_t>(k, params.size() - 1)];
+    if (!n.input(k).empty() || param.GetOption() == onnx::OpSchema::Optional) continue;
+    if (k >= static_cast<int>(params.size()) && param.GetOption() != onnx::OpSchema::Variadic) continue;  // arity: Kiln's
+    diag.node_error(ErrorCode::kInvalidModel, ref,
+                    std::string(param.GetOption() == onnx::OpSchema::Variadic ? "variadic" : "required") + " input '" +
+                        param.GetName() + "' (input " + std::to_string(k) + ") is empty");
+    ok = false;
+  }
+}
+
 static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag,
                                     DeclaredDims dims) {
   constexpr int64_t kMaxWindow = int64_t{1} << 31;
@@ -490,14 +510,7 @@ static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const 
         diag.node_error(ErrorCode::kInvalidModel, ref, p);
         ok = false;
       }
-      if (const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(n.op_type(), opset, ""))
-        for (int k : required_inputs(*schema))
-          if (k < n.input_size() && n.input(k).empty()) {
-            diag.node_error(ErrorCode::kInvalidModel, ref,
-                            "required input '" + schema->inputs()[k].GetName() + "' (input " + std::to_string(k) +
-                                ") is empty");
-            ok = false;
-          }
+      check_empty_inputs(n, opset, ref, diag, ok);
     }
     for (const auto& a : n.attribute()) {
       if (a.type() == onnx::AttributeProto::GRAPH)
