@@ -324,6 +324,8 @@ struct NodeView {
   std::function<int(int)> rank;                 // its rank, -1 when not known
   std::function<std::string(int)> input_name;   // for messages
   std::function<const onnx::AttributeProto*(const std::string&)> attr;
+  int num_inputs = 0, num_outputs = 0;  // as the node lists them, "" included
+  int version = 0;                      // the operator's since_version the node selects
   // Inside libonnx's inference an unknown rank is final: libonnx reads the shape it has, which is empty.
   bool inside_libonnx = false;
 };
@@ -431,8 +433,25 @@ static std::vector<std::string> max_unpool_problems(const NodeView& v) {
   return {};
 }
 
+// Scan: libonnx subtracts num_scan_inputs from the input count (and the state count from the output count) in
+// size_t and sizes vectors with the results: a num_scan_inputs past the inputs asked for 2^43 bytes.
+static std::vector<std::string> scan_problems(const NodeView& v) {
+  const onnx::AttributeProto* a = v.attr("num_scan_inputs");
+  if (!a || a->type() != onnx::AttributeProto::INT) return {};  // reported as a missing attribute
+  const int scannable = v.num_inputs - (v.version >= 9 ? 0 : 1);  // Scan-8 takes sequence_lens first
+  if (a->i() < 1 || a->i() > scannable)
+    return {"attribute 'num_scan_inputs' is " + std::to_string(a->i()) + "; the node has " + std::to_string(scannable) +
+            " state and scan inputs, so it must be in [1, " + std::to_string(scannable) + "]"};
+  const int64_t states = scannable - a->i();
+  if (states > v.num_outputs)
+    return {std::to_string(states) + " loop state inputs but only " + std::to_string(v.num_outputs) +
+            " outputs; each state needs its final value as an output"};
+  return {};
+}
+
 static std::vector<std::string> libonnx_inference_problems(const std::string& op, const NodeView& v) {
   std::vector<std::string> problems;
+  if (op == "Scan") problems = scan_problems(v);
   if (const WindowOp* w = find_window_op(op)) problems = window_op_problems(*w, v);
   if (op == "STFT") problems = stft_problems(v);
   if (op == "MaxUnpool")
@@ -501,6 +520,9 @@ static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const 
         return it == dims.end() ? -1 : static_cast<int>(it->second.size());
       };
       view.input_name = [&](int k) { return "'" + n.input(k) + "'"; };
+      view.num_inputs = n.input_size();
+      view.num_outputs = n.output_size();
+      view.version = ops::onnx_op_version_at(n.op_type(), opset);
       view.attr = [&](const std::string& name) -> const onnx::AttributeProto* {
         for (const auto& a : n.attribute())
           if (a.name() == name) return &a;
@@ -554,7 +576,9 @@ static void guard_libonnx_inference() {
         continue;
       const std::string op = schema->domain().empty() ? schema->Name() : "";  // the rules are ai.onnx's
       onnx::InferenceFunction inner = schema->GetTypeAndShapeInferenceFunction();
-      schema->TypeAndShapeInferenceFunction([op, inner, required = required_inputs(*schema)](onnx::InferenceContext& ctx) {
+      const int version = schema->SinceVersion();
+      schema->TypeAndShapeInferenceFunction([op, version, inner, required = required_inputs(*schema)](
+                                                onnx::InferenceContext& ctx) {
         for (int k : required)
           if (static_cast<size_t>(k) >= ctx.getNumInputs() || !ctx.getInputType(k))
             fail_shape_inference("(guarded by Kiln) required input ", k, " has no type");
@@ -566,6 +590,9 @@ static void guard_libonnx_inference() {
         };
         view.input_name = [](int k) { return std::to_string(k); };
         view.attr = [&](const std::string& name) { return ctx.getAttribute(name); };
+        view.num_inputs = static_cast<int>(ctx.getNumInputs());
+        view.num_outputs = static_cast<int>(ctx.getNumOutputs());
+        view.version = version;
         view.inside_libonnx = true;
         std::vector<std::string> problems = libonnx_inference_problems(op, view);
         if (!problems.empty()) fail_shape_inference(op, " (guarded by Kiln): ", problems.front());

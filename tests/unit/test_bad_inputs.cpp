@@ -469,5 +469,32 @@ TEST(BadOnnxInputs, EmptyNameAtRequiredOrVariadicInputReported) {
   EXPECT_EQ(import_errors(m), "");
 }
 
+// Found by the ONNX fuzzer (a seed with num_scan_inputs = 2^40): libonnx's Scan inference subtracts it from the
+// input count in size_t and sized a vector with the result (a 2^43-byte allocation).
+TEST(BadOnnxInputs, ScanNumScanInputsBeyondItsInputsReported) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "s", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {3, 2}));
+  onnx::GraphProto body;
+  body.set_name("body");
+  add_graph_input(&body, "si", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_graph_input(&body, "xi", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_onnx_node(&body, "Add", {"si", "xi"}, {"so"});
+  add_graph_output(&body, "so", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  auto* n = add_onnx_node(g, "Scan", {"s", "x"}, {"y"});
+  n->set_name("the_scan");
+  set_attr_graph(n, "body", body);
+  set_attr_int(n, "num_scan_inputs", int64_t{1} << 40);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'the_scan' (index 0, Scan): attribute 'num_scan_inputs' is 1099511627776; the node has 2 "
+                   "state and scan inputs, so it must be in [1, 2]"),
+            std::string::npos)
+      << e;
+  n->mutable_attribute(1)->set_i(1);  // the valid count: one state, one scan input
+  EXPECT_EQ(import_errors(m), "");
+}
+
 }  // namespace
 }  // namespace kiln::test
