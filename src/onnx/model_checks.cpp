@@ -449,11 +449,26 @@ static std::vector<std::string> scan_problems(const NodeView& v) {
   return {};
 }
 
+// An 'axis' attribute refers to input 0's dims in every ai.onnx operator that has one (OneHot's and the
+// new-axis forms reach one past them). libonnx's LayerNormalization casts it to int and indexes the output dims
+// with it unchecked (axis 2^63-3: SIGSEGV); no valid axis lies outside [-r-1, r].
+static std::vector<std::string> axis_problems(const NodeView& v) {
+  const onnx::AttributeProto* a = v.attr("axis");
+  if (!a || a->type() != onnx::AttributeProto::INT || !v.present(0) || v.rank(0) < 0) return {};
+  const int64_t r = v.rank(0);
+  if (a->i() >= -r - 1 && a->i() <= r) return {};
+  return {"attribute 'axis' is " + std::to_string(a->i()) + " but input " + v.input_name(0) + " has rank " +
+          std::to_string(r)};
+}
+
 static std::vector<std::string> libonnx_inference_problems(const std::string& op, const NodeView& v) {
-  std::vector<std::string> problems;
-  if (op == "Scan") problems = scan_problems(v);
-  if (const WindowOp* w = find_window_op(op)) problems = window_op_problems(*w, v);
-  if (op == "STFT") problems = stft_problems(v);
+  std::vector<std::string> problems = axis_problems(v);
+  if (op == "Scan")
+    for (auto& p : scan_problems(v)) problems.push_back(std::move(p));
+  if (const WindowOp* w = find_window_op(op))
+    for (auto& p : window_op_problems(*w, v)) problems.push_back(std::move(p));
+  if (op == "STFT")
+    for (auto& p : stft_problems(v)) problems.push_back(std::move(p));
   if (op == "MaxUnpool")
     for (auto& p : max_unpool_problems(v)) problems.push_back(std::move(p));
   return problems;
@@ -615,11 +630,13 @@ static bool safe_for_libonnx_inference(const onnx::GraphProto& g, std::unordered
       {AttrType::kSTRING, onnx::AttributeProto::STRING},   {AttrType::kINTS, onnx::AttributeProto::INTS},
       {AttrType::kFLOATS, onnx::AttributeProto::FLOATS},   {AttrType::kSTRINGS, onnx::AttributeProto::STRINGS},
       {AttrType::kTENSOR, onnx::AttributeProto::TENSOR},   {AttrType::kGRAPH, onnx::AttributeProto::GRAPH}};
+  // A graph output nothing defines: the version converter's graph import writes its type through null (also in a
+  // graph without nodes, which the node loop below never visits).
+  for (const auto& o : g.output())
+    if (!scope.count(o.name())) return false;
   for (const auto& n : g.node()) {
     for (const auto& i : n.input())
       if (!i.empty() && !scope.count(i)) return false;
-    for (const auto& o : g.output())
-      if (!scope.count(o.name())) return false;
     if (const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type(), normalize_domain(n.domain()))) {
       if (!ops::check_arity(*schema, n.input_size(), n.output_size()).ok()) return false;
       for (const auto& spec : schema->attrs) {

@@ -3,6 +3,7 @@
 // (FuzzRegressionReplay*, tests/fuzz_regressions/).
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <new>
 #include <string>
 
@@ -494,6 +495,33 @@ TEST(BadOnnxInputs, ScanNumScanInputsBeyondItsInputsReported) {
       << e;
   n->mutable_attribute(1)->set_i(1);  // the valid count: one state, one scan input
   EXPECT_EQ(import_errors(m), "");
+}
+
+// Found by the ONNX fuzzer. libonnx's LayerNormalization inference casts 'axis' to int and indexes the Mean and
+// InvStdDev dims with it unchecked (axis 2^63-3: SIGSEGV). An opset-6 graph whose output nothing defines (and
+// which has no nodes, so the per-node checks of eaebe84 never looked at it) went to the version converter, whose
+// graph import wrote the output's type through null.
+TEST(BadOnnxInputs, AxisBeyondRankAndUndefinedOutputOfOldOpsetReported) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {2, 3, 4}));
+  add_graph_input(g, "s", value_type("tensor", onnx::TensorProto::FLOAT, {4}));
+  auto* n = add_onnx_node(g, "LayerNormalization", {"x", "s"}, {"y", "mean", "inv"});
+  n->set_name("the_ln");
+  set_attr_int(n, "axis", std::numeric_limits<int64_t>::max() - 2);
+  for (const char* o : {"y", "mean", "inv"})
+    add_graph_output(g, o, value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'the_ln' (index 0, LayerNormalization): attribute 'axis' is 9223372036854775805 but input "
+                   "'x' has rank 3"),
+            std::string::npos)
+      << e;
+  n->mutable_attribute(0)->set_i(-1);
+  EXPECT_EQ(import_errors(m), "");
+
+  auto old = onnx_model(6);
+  add_graph_output(old.mutable_graph(), "reduced", value_type("tensor", onnx::TensorProto::FLOAT, {3}));
+  EXPECT_NE(import_errors(old), "");
 }
 
 }  // namespace
