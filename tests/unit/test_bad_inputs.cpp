@@ -524,5 +524,38 @@ TEST(BadOnnxInputs, AxisBeyondRankAndUndefinedOutputOfOldOpsetReported) {
   EXPECT_NE(import_errors(old), "");
 }
 
+// Found by the ONNX fuzzer on the PyPI node tests (opset 28, past the linked ONNX library, whose formal
+// parameters model_checks uses): Einsum(x, "") reached Kiln's Einsum inference, which read the missing operand
+// through null. Kiln's own definitions now say where "" may stand (not below min_inputs, not in a variadic list).
+// And Kiln's Reshape inference multiplied a crafted target's dims ([2^40, 2^40, 2^40]) into a signed overflow.
+TEST(BadOnnxInputs, EmptyOperandPastLibonnxOpsetsAndReshapeProductOverflowReported) {
+  auto m = onnx_model(28);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {2, 3, 4}));
+  auto* n = add_onnx_node(g, "Einsum", {"x", ""}, {"y"});
+  n->set_name("the_einsum");
+  set_attr_string(n, "equation", "bij,bjk->bik");
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'the_einsum' (index 0, Einsum): input 1 is empty (\"\"), but Einsum needs a value there"),
+            std::string::npos)
+      << e;
+
+  auto r = onnx_model(17);
+  g = r.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {4}));
+  auto* shape = g->add_initializer();
+  shape->set_name("shape");
+  shape->set_data_type(onnx::TensorProto::INT64);
+  shape->add_dims(3);
+  for (int i = 0; i < 3; ++i) shape->add_int64_data(int64_t{1} << 40);
+  add_onnx_node(g, "Reshape", {"x", "shape"}, {"y"})->set_name("the_reshape");
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1}));
+  Status st;
+  EXPECT_EQ(build_onnx_engine(r, &st), nullptr);
+  EXPECT_NE(st.message().find("the_reshape"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("has more elements than int64 can count"), std::string::npos) << st.message();
+}
+
 }  // namespace
 }  // namespace kiln::test
