@@ -1,5 +1,5 @@
 // Model-level checks before graph construction: opset range, per-node operator versions, the ONNX checker,
-// ONNX shape inference.
+// ONNX shape inference and the node rules that libonnx's inference functions assume without checking.
 //
 // Kiln's op definitions read each node's own opset, so models from opset 7 to the newest opset of the generated
 // version table (onnx_op_versions.inc, from the newest onnx release) import as they are, as long as each node's
