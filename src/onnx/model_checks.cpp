@@ -449,20 +449,24 @@ static std::vector<std::string> scan_problems(const NodeView& v) {
   return {};
 }
 
-// An 'axis' attribute refers to input 0's dims in every ai.onnx operator that has one (OneHot's and the
-// new-axis forms reach one past them). libonnx's LayerNormalization casts it to int and indexes the output dims
-// with it unchecked (axis 2^63-3: SIGSEGV); no valid axis lies outside [-r-1, r].
-static std::vector<std::string> axis_problems(const NodeView& v) {
+// An 'axis' attribute refers to input 0's dims in every ai.onnx operator that has one; no valid axis lies outside
+// [-r, r] (OneHot's, which counts the new output axis, [-r-1, r]). libonnx's LayerNormalization adds r to a
+// negative axis, casts it to int and indexes the output dims with it unchecked (axis 2^63-3, or -1 on a scalar:
+// SIGSEGV).
+static std::vector<std::string> axis_problems(const std::string& op, const NodeView& v) {
   const onnx::AttributeProto* a = v.attr("axis");
-  if (!a || a->type() != onnx::AttributeProto::INT || !v.present(0) || v.rank(0) < 0) return {};
-  const int64_t r = v.rank(0);
-  if (a->i() >= -r - 1 && a->i() <= r) return {};
-  return {"attribute 'axis' is " + std::to_string(a->i()) + " but input " + v.input_name(0) + " has rank " +
-          std::to_string(r)};
+  if (a && a->type() != onnx::AttributeProto::INT) return {};
+  if (!v.present(0) || v.rank(0) < 0 || (!a && op != "LayerNormalization")) return {};
+  const int64_t axis = a ? a->i() : -1;  // LayerNormalization's default, which a scalar X does not have either
+  const int64_t r = v.rank(0), lowest = op == "OneHot" ? -r - 1 : -r;
+  if (axis >= lowest && axis <= r) return {};
+  return {"attribute 'axis' is " + std::to_string(axis) + (a ? "" : " (the default)") + " but input " +
+          v.input_name(0) + " has rank " + std::to_string(r) + "; it must be in [" + std::to_string(lowest) + ", " +
+          std::to_string(r) + "]"};
 }
 
 static std::vector<std::string> libonnx_inference_problems(const std::string& op, const NodeView& v) {
-  std::vector<std::string> problems = axis_problems(v);
+  std::vector<std::string> problems = axis_problems(op, v);
   if (op == "Scan")
     for (auto& p : scan_problems(v)) problems.push_back(std::move(p));
   if (const WindowOp* w = find_window_op(op))

@@ -557,5 +557,40 @@ TEST(BadOnnxInputs, EmptyOperandPastLibonnxOpsetsAndReshapeProductOverflowReport
   EXPECT_NE(st.message().find("has more elements than int64 can count"), std::string::npos) << st.message();
 }
 
+// Found by the rank mutants (node-test models with a graph input's declared rank changed). A scalar has no axes,
+// yet normalize_axis took axis 0 on rank 0 as dim 0: Split, Compress, Unique, Scan and the reductions then read
+// or wrote past the empty shape (SIGSEGV). libonnx's LayerNormalization indexed dim -1 of a scalar X with its
+// default axis.
+TEST(BadOnnxInputs, AxisOfAScalarReportedNotCrashing) {
+  for (const char* op : {"Split", "ReduceMax", "Unique"}) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    auto* n = add_onnx_node(g, op, {"x"}, {"y"});
+    n->set_name("the_node");
+    if (std::string(op) == "ReduceMax") set_attr_ints(n, "axes", {0});
+    else set_attr_int(n, "axis", 0);
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    Status st;
+    EXPECT_EQ(build_onnx_engine(m, &st), nullptr) << op;
+    EXPECT_NE(st.message().find("the_node"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("axis 0 refers to an input of rank 0, which has no axes"), std::string::npos)
+        << st.message();
+  }
+  auto ln = onnx_model(17);
+  auto* g = ln.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  add_graph_input(g, "s", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  add_onnx_node(g, "LayerNormalization", {"x", "s"}, {"y", "mean"})->set_name("the_ln");
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  add_graph_output(g, "mean", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  std::string e = import_errors(ln);
+  EXPECT_NE(e.find("node 'the_ln' (index 0, LayerNormalization): attribute 'axis' is -1 (the default) but input 'x' "
+                   "has rank 0; it must be in [0, 0]"),
+            std::string::npos)
+      << e;
+}
+
 }  // namespace
 }  // namespace kiln::test
