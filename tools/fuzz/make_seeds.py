@@ -240,7 +240,8 @@ def defects():
 
 def attribute_mutants(model, rng, per_model):
     """Variants of one model aimed at libonnx's inference functions, which trust what a valid model holds: one
-    attribute of one node changed in length, sign or type, or one of a node's later inputs emptied ("")."""
+    attribute of one node changed in length, sign or type, one of a node's later inputs emptied (""), or a graph
+    input's declared rank changed."""
     edits = []
     for ni, node in enumerate(model.graph.node):
         for ai, a in enumerate(node.attribute):
@@ -256,10 +257,28 @@ def attribute_mutants(model, rng, per_model):
         for ii in range(1, len(node.input)):
             if node.input[ii]:
                 edits.append((ni, ii, "empty_input"))
+    inits = {t.name for t in model.graph.initializer}
+    for gi, vi in enumerate(model.graph.input):
+        if vi.name not in inits and vi.type.tensor_type.HasField("shape"):
+            edits += [(-1, gi, "rank_drop"), (-1, gi, "rank_add"), (-1, gi, "rank_scalar")]
     rng.shuffle(edits)
     out = []
     for ni, k, what in edits[:per_model]:
         m = copy.deepcopy(model)
+        if what.startswith("rank_"):
+            # A graph input's declared rank changed (outputs lose their shapes so inference alone decides them):
+            # inference functions that index dims without checking the rank read past the shape.
+            shape = m.graph.input[k].type.tensor_type.shape
+            if what == "rank_drop":
+                del shape.dim[-1:]
+            elif what == "rank_add":
+                shape.dim.add().dim_value = 1
+            else:
+                shape.ClearField("dim")
+            for o in m.graph.output:
+                o.type.tensor_type.ClearField("shape")
+            out.append((f"in{k}_{what}", m))
+            continue
         node = m.graph.node[ni]
         if what == "empty_input":
             node.input[k] = ""
