@@ -314,6 +314,15 @@ class GraphBuilder {
       diag_.node_error(
           ErrorCode::kInvalidModel, r,
           "has " + std::to_string(num_in) + " inputs, expected " + arity(schema.min_inputs, schema.max_inputs));
+    // "" marks an omitted optional input. Where Kiln's definition needs a value (below min_inputs, or anywhere in
+    // the list of a variadic op whose first input is required: Einsum, Max/Sum, Concat) its inference would read
+    // the missing one. model_checks reports the ONNX-defined cases first (top-level nodes are not told twice).
+    const bool all_required = schema.max_inputs < 0 && schema.min_inputs >= 1;
+    for (int k = 0; k < num_in; ++k)
+      if (n.input(k).empty() && (k < schema.min_inputs || all_required) && !(!parent_ && diag_.node_has_error(r.index)))
+        diag_.node_error(ErrorCode::kInvalidModel, r,
+                         "input " + std::to_string(k) + " is empty (\"\"), but " + schema.name +
+                             " needs a value there; \"\" marks an omitted optional input only");
     int num_out = n.output_size();
     while (num_out > 0 && n.output(num_out - 1).empty()) --num_out;
     if (num_out < schema.min_outputs || (schema.max_outputs >= 0 && num_out > schema.max_outputs))

@@ -1,5 +1,5 @@
 // Model-level checks before graph construction: opset range, per-node operator versions, the ONNX checker,
-// ONNX shape inference.
+// ONNX shape inference and the node rules that libonnx's inference functions assume without checking.
 //
 // Kiln's op definitions read each node's own opset, so models from opset 7 to the newest opset of the generated
 // version table (onnx_op_versions.inc, from the newest onnx release) import as they are, as long as each node's
@@ -9,8 +9,11 @@
 // checker and shape inference run on models up to that opset; newer ones rely on Kiln's own checks.
 #include <algorithm>
 #include <cstdint>
-#include <string>
+#include <functional>
+#include <limits>
 #include <map>
+#include <mutex>
+#include <string>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -82,8 +85,11 @@ static void unsqueeze_legacy_prelu_slopes(onnx::ModelProto& model) {
   }
 }
 
+// Declared dims of the values in scope (-1 for a dim without a value), outer graphs' too.
+using DeclaredDims = std::unordered_map<std::string, std::vector<int64_t>>;
 static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag,
-                                    std::unordered_map<std::string, int64_t> lengths = {});
+                                    DeclaredDims dims = {});
+static void guard_libonnx_inference();
 static bool safe_for_libonnx_inference(const onnx::GraphProto& g, std::unordered_set<std::string> scope);
 
 void upgrade_old_opset(onnx::ModelProto& model, Diagnostics& diag) {
@@ -92,6 +98,7 @@ void upgrade_old_opset(onnx::ModelProto& model, Diagnostics& diag) {
   // The converter runs libonnx's shape inference too; run_shape_inference reports the bad attributes.
   Diagnostics scratch(nullptr);
   if (!window_attributes_valid(model.graph(), opset, "", scratch) || !safe_for_libonnx_inference(model.graph(), {})) return;
+  guard_libonnx_inference();
   try {
     // The converter's adapters (broadcast Add/Gemm among them) need every input's shape; onnx's Python
     // convert_version infers shapes first for this reason, so a copy gets the same treatment here.
@@ -296,43 +303,261 @@ void run_onnx_checker(const onnx::ModelProto& model, const std::unordered_map<st
 // (stride 0 is a division by zero inside libonnx, which no try/catch stops). Kiln rejects such nodes first, in
 // subgraphs too, naming the node and the attribute.
 // Likewise libonnx makes one output dim per entry of a shape input: a declared int64[2^40] exhausts memory.
-static bool shape_input_lengths_valid(const onnx::NodeProto& n, const NodeRef& ref,
-                                      const std::unordered_map<std::string, int64_t>& lengths, Diagnostics& diag) {
+static bool shape_input_lengths_valid(const onnx::NodeProto& n, const NodeRef& ref, const DeclaredDims& dims,
+                                      Diagnostics& diag) {
   int shape_input = n.op_type() == "Reshape" || n.op_type() == "Expand" ? 1 : n.op_type() == "ConstantOfShape" ? 0 : -1;
   if (!normalize_domain(n.domain()).empty() || shape_input < 0 || shape_input >= n.input_size()) return true;
-  auto it = lengths.find(n.input(shape_input));
-  if (it == lengths.end() || it->second <= ops::kMaxRank) return true;
+  auto it = dims.find(n.input(shape_input));
+  if (it == dims.end() || it->second.size() != 1 || it->second[0] <= ops::kMaxRank) return true;
   diag.node_error(ErrorCode::kInvalidModel, ref,
-                  "shape input '" + n.input(shape_input) + "' is declared with " + std::to_string(it->second) +
+                  "shape input '" + n.input(shape_input) + "' is declared with " + std::to_string(it->second[0]) +
                       " entries; Kiln supports at most " + std::to_string(ops::kMaxRank) + " dims");
   return false;
 }
 
+// What libonnx's inference functions assume of a node without checking, as far as the ranks of its inputs are
+// known. The same rules run twice: before inference on the declared ranks (Kiln's errors, every node at once),
+// and inside libonnx's inference on the ranks it has inferred (guard_libonnx_inference), since an input made by
+// another node has no rank before inference runs.
+struct NodeView {
+  std::function<bool(int)> present;             // input i given (not absent or "")
+  std::function<int(int)> rank;                 // its rank, -1 when not known
+  std::function<std::string(int)> input_name;   // for messages
+  std::function<const onnx::AttributeProto*(const std::string&)> attr;
+  int num_inputs = 0, num_outputs = 0;  // as the node lists them, "" included
+  int version = 0;                      // the operator's since_version the node selects
+  // Inside libonnx's inference an unknown rank is final: libonnx reads the shape it has, which is empty.
+  bool inside_libonnx = false;
+};
+
+// The conv/pool family: libonnx takes the number of spatial dims from X but the kernel from W's dims (or
+// kernel_shape), then indexes one with the other's count (a W of another rank than X reads past its vectors and
+// X's dims), and trusts the attribute lengths.
+struct WindowOp {
+  const char* op;
+  int weight;      // W's input index, -1 for pools
+  bool transpose;  // output_padding and output_shape apply
+};
+static constexpr WindowOp kWindowOps[] = {
+    {"Conv", 1, false},    {"ConvInteger", 1, false}, {"QLinearConv", 3, false}, {"DeformConv", 1, false},
+    {"ConvTranspose", 1, true}, {"MaxPool", -1, false}, {"AveragePool", -1, false}, {"LpPool", -1, false},
+    {"MaxUnpool", -1, false}};
+
+// Each window attribute's length, in spatial dims, and the least value it may hold (kernel_shape, strides and
+// dilations of every op are range-checked in window_attributes_valid).
+struct WindowAttr {
+  const char* name;
+  int per_dim;
+  int64_t min;
+  bool transpose_only;
+};
+static constexpr int64_t kAny = std::numeric_limits<int64_t>::min();
+static constexpr WindowAttr kWindowAttrs[] = {{"kernel_shape", 1, kAny, false}, {"strides", 1, kAny, false},
+                                              {"dilations", 1, kAny, false},    {"pads", 2, 0, false},
+                                              {"output_padding", 1, 0, true},   {"output_shape", 1, 0, true}};
+
+static const WindowOp* find_window_op(const std::string& op) {
+  for (const auto& w : kWindowOps)
+    if (op == w.op) return &w;
+  return nullptr;
+}
+
+static std::vector<std::string> window_op_problems(const WindowOp& w, const NodeView& v) {
+  std::vector<std::string> problems;
+  const int x_rank = v.present(0) ? v.rank(0) : -1;
+  const int w_rank = w.weight >= 0 && v.present(w.weight) ? v.rank(w.weight) : -1;
+  // The spatial rank and where it comes from, for the messages.
+  int nsp = -1;
+  std::string from;
+  if (x_rank >= 0) {
+    if (x_rank < 3) problems.push_back("input " + v.input_name(0) + " has rank " + std::to_string(x_rank) +
+                                       "; " + w.op + " needs [N, C, spatial...] (rank >= 3)");
+    nsp = x_rank - 2;
+    from = "input " + v.input_name(0) + " of rank " + std::to_string(x_rank);
+  }
+  if (w_rank >= 0) {
+    if (x_rank >= 0 && w_rank != x_rank)
+      problems.push_back("weight " + v.input_name(w.weight) + " has rank " + std::to_string(w_rank) + " but input " +
+                         v.input_name(0) + " has rank " + std::to_string(x_rank) + "; they must be equal");
+    else if (x_rank < 0 && w_rank < 3)
+      problems.push_back("weight " + v.input_name(w.weight) + " has rank " + std::to_string(w_rank) + "; " + w.op +
+                         " needs [M, C/group, kernel...] (rank >= 3)");
+    if (nsp < 0) {
+      nsp = w_rank - 2;
+      from = "weight " + v.input_name(w.weight) + " of rank " + std::to_string(w_rank);
+    }
+  }
+  for (const auto& a : kWindowAttrs) {
+    if (a.transpose_only && !w.transpose) continue;
+    const onnx::AttributeProto* p = v.attr(a.name);
+    if (!p || p->type() != onnx::AttributeProto::INTS) continue;
+    if (nsp < 0 && p->ints_size() % a.per_dim == 0) {  // the first window attribute sets it when no rank is known
+      nsp = p->ints_size() / a.per_dim;
+      from = std::string("attribute '") + a.name + "'";
+    }
+    if (nsp >= 0 && p->ints_size() != a.per_dim * nsp)
+      problems.push_back(std::string("attribute '") + a.name + "' has " + std::to_string(p->ints_size()) +
+                         " values; " + std::to_string(nsp) + " spatial dims (" + from + ") need " +
+                         std::to_string(a.per_dim * nsp));
+    for (int64_t x : p->ints())
+      if (x < a.min) {
+        problems.push_back(std::string("attribute '") + a.name + "' has value " + std::to_string(x) +
+                           "; each must be >= " + std::to_string(a.min));
+        break;
+      }
+  }
+  return problems;
+}
+
+// STFT: libonnx reads the signal's dims 0 and 1 without checking its rank, and the frame length from whichever
+// of the optional window / frame_length inputs is given.
+static std::vector<std::string> stft_problems(const NodeView& v) {
+  std::vector<std::string> problems;
+  if (v.present(0) && v.rank(0) >= 0 && v.rank(0) != 3)
+    problems.push_back("signal " + v.input_name(0) + " has rank " + std::to_string(v.rank(0)) +
+                       "; STFT needs [batch, length, 1 or 2]");
+  if (!v.present(2) && !v.present(3))
+    problems.push_back("neither the optional 'window' (input 2) nor 'frame_length' (input 3) is given; STFT needs "
+                       "one of them for the frame length");
+  if (v.present(2) && v.rank(2) >= 0 && v.rank(2) != 1)
+    problems.push_back("window " + v.input_name(2) + " has rank " + std::to_string(v.rank(2)) + "; it must be 1-D");
+  return problems;
+}
+
+// MaxUnpool without its output_shape input takes the channel count from dim 1 of the indices I, unchecked.
+static std::vector<std::string> max_unpool_problems(const NodeView& v) {
+  if (!v.present(1) || v.present(2) || !v.present(0) || v.rank(0) < 0) return {};
+  if (v.rank(1) >= 0 ? v.rank(1) != v.rank(0) : v.inside_libonnx)
+    return {"indices " + v.input_name(1) + " have rank " + std::to_string(v.rank(1)) + " but input " + v.input_name(0) +
+            " has rank " + std::to_string(v.rank(0)) + "; they must have X's shape"};
+  return {};
+}
+
+// Scan: libonnx subtracts num_scan_inputs from the input count (and the state count from the output count) in
+// size_t and sizes vectors with the results: a num_scan_inputs past the inputs asked for 2^43 bytes.
+static std::vector<std::string> scan_problems(const NodeView& v) {
+  const onnx::AttributeProto* a = v.attr("num_scan_inputs");
+  if (!a || a->type() != onnx::AttributeProto::INT) return {};  // reported as a missing attribute
+  const int scannable = v.num_inputs - (v.version >= 9 ? 0 : 1);  // Scan-8 takes sequence_lens first
+  if (a->i() < 1 || a->i() > scannable)
+    return {"attribute 'num_scan_inputs' is " + std::to_string(a->i()) + "; the node has " + std::to_string(scannable) +
+            " state and scan inputs, so it must be in [1, " + std::to_string(scannable) + "]"};
+  const int64_t states = scannable - a->i();
+  if (states > v.num_outputs)
+    return {std::to_string(states) + " loop state inputs but only " + std::to_string(v.num_outputs) +
+            " outputs; each state needs its final value as an output"};
+  return {};
+}
+
+// An 'axis' attribute refers to input 0's dims in every ai.onnx operator that has one; no valid axis lies outside
+// [-r, r] (OneHot's, which counts the new output axis, [-r-1, r]). libonnx's LayerNormalization adds r to a
+// negative axis, casts it to int and indexes the output dims with it unchecked (axis 2^63-3, or -1 on a scalar:
+// SIGSEGV).
+static std::vector<std::string> axis_problems(const std::string& op, const NodeView& v) {
+  const onnx::AttributeProto* a = v.attr("axis");
+  if (a && a->type() != onnx::AttributeProto::INT) return {};
+  if (!v.present(0) || v.rank(0) < 0 || (!a && op != "LayerNormalization")) return {};
+  const int64_t axis = a ? a->i() : -1;  // LayerNormalization's default, which a scalar X does not have either
+  const int64_t r = v.rank(0), lowest = op == "OneHot" ? -r - 1 : -r;
+  if (axis >= lowest && axis <= r) return {};
+  return {"attribute 'axis' is " + std::to_string(axis) + (a ? "" : " (the default)") + " but input " +
+          v.input_name(0) + " has rank " + std::to_string(r) + "; it must be in [" + std::to_string(lowest) + ", " +
+          std::to_string(r) + "]"};
+}
+
+static std::vector<std::string> libonnx_inference_problems(const std::string& op, const NodeView& v) {
+  std::vector<std::string> problems = axis_problems(op, v);
+  if (op == "Scan")
+    for (auto& p : scan_problems(v)) problems.push_back(std::move(p));
+  if (const WindowOp* w = find_window_op(op))
+    for (auto& p : window_op_problems(*w, v)) problems.push_back(std::move(p));
+  if (op == "STFT")
+    for (auto& p : stft_problems(v)) problems.push_back(std::move(p));
+  if (op == "MaxUnpool")
+    for (auto& p : max_unpool_problems(v)) problems.push_back(std::move(p));
+  return problems;
+}
+
+// The inputs libonnx's schema marks required (Single): its inference functions read their types without a
+// null check (MaxUnpool's I given as "": SIGSEGV).
+static std::vector<int> required_inputs(const onnx::OpSchema& schema) {
+  std::vector<int> r;
+  for (size_t i = 0; i < schema.inputs().size(); ++i)
+    if (schema.inputs()[i].GetOption() == onnx::OpSchema::Single) r.push_back(static_cast<int>(i));
+  return r;
+}
+
+// "" stands for an omitted optional input only; at a required or variadic position it leaves a hole that
+// libonnx's inference (MaxUnpool's I) and Kiln's op definitions (Max/Min/Sum/Mean, Einsum: the inputs are read
+// without a presence check) take for a value. ONNX's formal parameters say which positions are optional; the
+// linked ONNX library's schema is used at any opset where the op's version is still the one it knows.
+static void check_empty_inputs(const onnx::NodeProto& n, int opset, const NodeRef& ref, Diagnostics& diag, bool& ok) {
+  const int newest = newest_known_onnx_opset();
+  const onnx::OpSchema* schema = onnx::OpSchemaRegistry::Schema(n.op_type(), std::min(opset, newest), "");
+  if (!schema || (opset > newest && ops::onnx_op_version_at(n.op_type(), opset) != schema->SinceVersion())) return;
+  const auto& params = schema->inputs();
+  for (int k = 0; k < n.input_size() && !params.empty(); ++k) {
+    const auto& param = params[std::min<size_t>(k, params.size() - 1)];
+    if (!n.input(k).empty() || param.GetOption() == onnx::OpSchema::Optional) continue;
+    if (k >= static_cast<int>(params.size()) && param.GetOption() != onnx::OpSchema::Variadic) continue;  // arity: Kiln's
+    diag.node_error(ErrorCode::kInvalidModel, ref,
+                    std::string(param.GetOption() == onnx::OpSchema::Variadic ? "variadic" : "required") + " input '" +
+                        param.GetName() + "' (input " + std::to_string(k) + ") is empty");
+    ok = false;
+  }
+}
+
 static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const std::string& prefix, Diagnostics& diag,
-                                    std::unordered_map<std::string, int64_t> lengths) {
+                                    DeclaredDims dims) {
   constexpr int64_t kMaxWindow = int64_t{1} << 31;
   bool ok = true;
-  // Declared lengths of the 1-D tensors in scope (outer graphs' too).
   auto note = [&](const onnx::ValueInfoProto& v) {
     if (!v.type().has_tensor_type() || !v.type().tensor_type().has_shape()) return;
-    const auto& sh = v.type().tensor_type().shape();
-    if (sh.dim_size() == 1 && sh.dim(0).has_dim_value()) lengths[v.name()] = sh.dim(0).dim_value();
+    std::vector<int64_t>& d = dims[v.name()];
+    d.clear();
+    for (const auto& dim : v.type().tensor_type().shape().dim()) d.push_back(dim.has_dim_value() ? dim.dim_value() : -1);
   };
   for (const auto& v : g.input()) note(v);
   for (const auto& v : g.value_info()) note(v);
   for (const auto& v : g.output()) note(v);
-  for (const auto& t : g.initializer())
-    if (t.dims_size() == 1) lengths[t.name()] = t.dims(0);
+  for (const auto& t : g.initializer()) dims[t.name()] = {t.dims().begin(), t.dims().end()};
+  for (const auto& n : g.node())
+    if (n.op_type() == "Constant" && normalize_domain(n.domain()).empty() && n.output_size() == 1)
+      for (const auto& a : n.attribute())
+        if (a.name() == "value" && a.type() == onnx::AttributeProto::TENSOR)
+          dims[n.output(0)] = {a.t().dims().begin(), a.t().dims().end()};
   for (int i = 0; i < g.node_size(); ++i) {
     const auto& n = g.node(i);
     NodeRef ref = node_ref(n, i, opset);
     ref.name = prefix + ref.name;
-    ok &= shape_input_lengths_valid(n, ref, lengths, diag);
+    ok &= shape_input_lengths_valid(n, ref, dims, diag);
+    if (normalize_domain(n.domain()).empty()) {
+      NodeView view;
+      view.present = [&](int k) { return k < n.input_size() && !n.input(k).empty(); };
+      view.rank = [&](int k) {
+        auto it = dims.find(n.input(k));
+        return it == dims.end() ? -1 : static_cast<int>(it->second.size());
+      };
+      view.input_name = [&](int k) { return "'" + n.input(k) + "'"; };
+      view.num_inputs = n.input_size();
+      view.num_outputs = n.output_size();
+      view.version = ops::onnx_op_version_at(n.op_type(), opset);
+      view.attr = [&](const std::string& name) -> const onnx::AttributeProto* {
+        for (const auto& a : n.attribute())
+          if (a.name() == name) return &a;
+        return nullptr;
+      };
+      for (const std::string& p : libonnx_inference_problems(n.op_type(), view)) {
+        diag.node_error(ErrorCode::kInvalidModel, ref, p);
+        ok = false;
+      }
+      check_empty_inputs(n, opset, ref, diag, ok);
+    }
     for (const auto& a : n.attribute()) {
       if (a.type() == onnx::AttributeProto::GRAPH)
-        ok &= window_attributes_valid(a.g(), opset, ref.name + "/" + a.name() + "/", diag, lengths);
+        ok &= window_attributes_valid(a.g(), opset, ref.name + "/" + a.name() + "/", diag, dims);
       for (const auto& sub : a.graphs())
-        ok &= window_attributes_valid(sub, opset, ref.name + "/" + a.name() + "/", diag, lengths);
+        ok &= window_attributes_valid(sub, opset, ref.name + "/" + a.name() + "/", diag, dims);
       const std::string& name = a.name();
       const bool positive_ints = name == "strides" || name == "dilations" || name == "kernel_shape";
       if (positive_ints) {
@@ -343,14 +568,57 @@ static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const 
             ok = false;
             break;
           }
-      } else if (name == "group" && a.type() == onnx::AttributeProto::INT && (a.i() < 1 || a.i() > kMaxWindow)) {
+      } else if ((name == "group" || name == "blocksize") && a.type() == onnx::AttributeProto::INT &&
+                 (a.i() < 1 || a.i() > kMaxWindow)) {
+        // DepthToSpace divides by blocksize * blocksize, which wraps to 0 from 2^32 (SIGFPE inside libonnx).
         diag.node_error(ErrorCode::kInvalidModel, ref,
-                        "attribute 'group' is " + std::to_string(a.i()) + "; it must be in [1, 2^31]");
+                        "attribute '" + name + "' is " + std::to_string(a.i()) + "; it must be in [1, 2^31]");
         ok = false;
       }
     }
   }
   return ok;
+}
+
+// The same rules inside libonnx's inference, where the ranks it inferred are known: each schema's inference
+// function first checks them and fails the node (an InferenceError, which lenient inference records and moves
+// past; Kiln's own inference then reports the node) instead of reading past a vector or through a null type. A
+// required input without a type (given as "", or made by a node whose inference failed) is one such case for
+// every operator. Installed once into the process-wide schema registry, for every version of every operator.
+static void guard_libonnx_inference() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    for (const onnx::OpSchema& copy : onnx::OpSchemaRegistry::get_all_schemas_with_history()) {
+      auto* schema =
+          const_cast<onnx::OpSchema*>(onnx::OpSchemaRegistry::Schema(copy.Name(), copy.SinceVersion(), copy.domain()));
+      if (!schema || schema->SinceVersion() != copy.SinceVersion() || !schema->has_type_and_shape_inference_function())
+        continue;
+      const std::string op = schema->domain().empty() ? schema->Name() : "";  // the rules are ai.onnx's
+      onnx::InferenceFunction inner = schema->GetTypeAndShapeInferenceFunction();
+      const int version = schema->SinceVersion();
+      schema->TypeAndShapeInferenceFunction([op, version, inner, required = required_inputs(*schema)](
+                                                onnx::InferenceContext& ctx) {
+        for (int k : required)
+          if (static_cast<size_t>(k) >= ctx.getNumInputs() || !ctx.getInputType(k))
+            fail_shape_inference("(guarded by Kiln) required input ", k, " has no type");
+        NodeView view;
+        view.present = [&](int k) { return static_cast<size_t>(k) < ctx.getNumInputs() && ctx.getInputType(k) != nullptr; };
+        view.rank = [&](int k) {
+          const onnx::TypeProto* t = ctx.getInputType(k);
+          return t && t->has_tensor_type() && t->tensor_type().has_shape() ? t->tensor_type().shape().dim_size() : -1;
+        };
+        view.input_name = [](int k) { return std::to_string(k); };
+        view.attr = [&](const std::string& name) { return ctx.getAttribute(name); };
+        view.num_inputs = static_cast<int>(ctx.getNumInputs());
+        view.num_outputs = static_cast<int>(ctx.getNumOutputs());
+        view.version = version;
+        view.inside_libonnx = true;
+        std::vector<std::string> problems = libonnx_inference_problems(op, view);
+        if (!problems.empty()) fail_shape_inference(op, " (guarded by Kiln): ", problems.front());
+        inner(ctx);
+      });
+    }
+  });
 }
 
 // libonnx's inference dereferences what a valid model always has: a producer for every input name (data
@@ -366,11 +634,13 @@ static bool safe_for_libonnx_inference(const onnx::GraphProto& g, std::unordered
       {AttrType::kSTRING, onnx::AttributeProto::STRING},   {AttrType::kINTS, onnx::AttributeProto::INTS},
       {AttrType::kFLOATS, onnx::AttributeProto::FLOATS},   {AttrType::kSTRINGS, onnx::AttributeProto::STRINGS},
       {AttrType::kTENSOR, onnx::AttributeProto::TENSOR},   {AttrType::kGRAPH, onnx::AttributeProto::GRAPH}};
+  // A graph output nothing defines: the version converter's graph import writes its type through null (also in a
+  // graph without nodes, which the node loop below never visits).
+  for (const auto& o : g.output())
+    if (!scope.count(o.name())) return false;
   for (const auto& n : g.node()) {
     for (const auto& i : n.input())
       if (!i.empty() && !scope.count(i)) return false;
-    for (const auto& o : g.output())
-      if (!scope.count(o.name())) return false;
     if (const ops::OpSchema* schema = ops::OpRegistry::instance().find(n.op_type(), normalize_domain(n.domain()))) {
       if (!ops::check_arity(*schema, n.input_size(), n.output_size()).ok()) return false;
       for (const auto& spec : schema->attrs) {
@@ -395,6 +665,7 @@ void run_shape_inference(onnx::ModelProto& model, Diagnostics& diag) {
     diag.verbose("ONNX shape inference skipped: the graph has undefined inputs or missing attributes (reported below)");
     return;
   }
+  guard_libonnx_inference();
   if (const int opset = default_domain_opset(model); opset > 0 && !onnx_library_knows(opset, diag, "ONNX shape inference"))
     return;
   // Lenient mode (error_mode 0): a node ONNX cannot infer leaves its outputs without a declared shape, and

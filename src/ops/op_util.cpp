@@ -7,7 +7,10 @@ namespace kiln::ops {
 
 Result<int64_t> normalize_axis(int64_t axis, int64_t rank, const std::string& what) {
   int64_t lo = -rank, hi = rank - 1;
-  if (rank == 0) lo = hi = 0;
+  // A scalar has no axis: callers index the input's dims with the result (Split, Compress, Unique and the
+  // reductions read or wrote past an empty shape on a rank-0 input).
+  if (rank == 0)
+    return invalid_model(what + " " + std::to_string(axis) + " refers to an input of rank 0, which has no axes");
   if (axis < lo || axis > hi)
     return invalid_model(what + " " + std::to_string(axis) + " is out of range [" + std::to_string(lo) + ", " +
                          std::to_string(hi) + "] for rank " + std::to_string(rank));

@@ -119,7 +119,12 @@ Result<Shape> reshape_target(const Shape& in, const std::vector<Dim>& target, bo
   for (size_t i = 0; i < out.size(); ++i) {
     if (static_cast<int>(i) == infer_at) continue;
     const Dim& d = out[i];
-    if (d.is_static()) { out_static *= d.value; continue; }
+    if (d.is_static()) {
+      // A crafted target ([2^40, 2^40, 2^40]) overflows int64 (signed overflow: undefined).
+      if (__builtin_mul_overflow(out_static, d.value, &out_static))
+        return invalid_model("Reshape: target " + shape_to_string(target) + " has more elements than int64 can count");
+      continue;
+    }
     auto it = std::find(rest_in.begin(), rest_in.end(), d);
     if (it != rest_in.end()) rest_in.erase(it);
     else out_unknown = true;
@@ -127,8 +132,9 @@ Result<Shape> reshape_target(const Shape& in, const std::vector<Dim>& target, bo
   int64_t in_static = 1;
   bool in_unknown = false;
   for (auto& d : rest_in) {
-    if (d.is_static()) in_static *= d.value;
-    else in_unknown = true;
+    if (!d.is_static()) in_unknown = true;
+    else if (__builtin_mul_overflow(in_static, d.value, &in_static))
+      return invalid_model("Reshape: input " + shape_to_string(in) + " has more elements than int64 can count");
   }
   if (infer_at >= 0) {
     if (!in_unknown && !out_unknown) {

@@ -3,6 +3,7 @@
 // (FuzzRegressionReplay*, tests/fuzz_regressions/).
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <new>
 #include <string>
 
@@ -286,6 +287,309 @@ TEST(BadOnnxInputs, UndefinedInputAndMissingRequiredAttributeReportedNotCrashing
   e = import_errors(scan);
   EXPECT_NE(e.find("the_scan"), std::string::npos) << e;
   EXPECT_NE(e.find("num_scan_inputs"), std::string::npos) << e;
+}
+
+// libonnx's conv/pool inference takes the spatial rank from X but the kernel from W's dims, then indexes one with
+// the other's count: a W of another rank than X read past its vectors and X's dims (Conv: SIGSEGV; ConvTranspose:
+// silent reads past the heap block). Its attribute lengths are trusted too. Kiln checks each node of the family
+// against its attribute-shape table first and reports every bad node, naming the node, op type and field.
+TEST(BadOnnxInputs, ConvFamilyAttributeShapesCheckedBeforeOnnxShapeInference) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 1, 5, 5}));
+  *g->add_initializer() = float_tensor("w5", {1, 1, 3, 3, 3}, 27);
+  *g->add_initializer() = float_tensor("w", {1, 1, 3, 3}, 9);
+  add_onnx_node(g, "Conv", {"x", "w5"}, {"a"})->set_name("conv_w5");
+  auto* ct_pads = add_onnx_node(g, "ConvTranspose", {"x", "w"}, {"b"});
+  ct_pads->set_name("ct_pads");
+  set_attr_ints(ct_pads, "pads", {1});
+  auto* pool = add_onnx_node(g, "MaxPool", {"x"}, {"c"});
+  pool->set_name("pool_neg");
+  set_attr_ints(pool, "kernel_shape", {2, 2});
+  set_attr_ints(pool, "pads", {0, -3, 0, 0});
+  auto* ct = add_onnx_node(g, "ConvTranspose", {"x", "w"}, {"d"});
+  ct->set_name("ct_outpad");
+  set_attr_ints(ct, "output_padding", {1, 1, 1});
+  for (const char* out : {"a", "b", "c", "d"})
+    add_graph_output(g, out, value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'conv_w5' (index 0, Conv): weight 'w5' has rank 5 but input 'x' has rank 4"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("node 'ct_pads' (index 1, ConvTranspose): attribute 'pads' has 1 values; 2 spatial dims "
+                   "(input 'x' of rank 4) need 4"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("node 'pool_neg' (index 2, MaxPool): attribute 'pads' has value -3; each must be >= 0"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("node 'ct_outpad' (index 3, ConvTranspose): attribute 'output_padding' has 3 values"),
+            std::string::npos)
+      << e;
+  // Without a declared rank anywhere, the attributes must agree with each other.
+  auto p = onnx_model(17);
+  g = p.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  g->mutable_input(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+  auto* avg = add_onnx_node(g, "AveragePool", {"x"}, {"y"});
+  avg->set_name("avg");
+  set_attr_ints(avg, "kernel_shape", {2, 2});
+  set_attr_ints(avg, "strides", {1, 1, 1});
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  e = import_errors(p);
+  EXPECT_NE(e.find("node 'avg' (index 0, AveragePool): attribute 'strides' has 3 values; 2 spatial dims (attribute "
+                   "'kernel_shape') need 2"),
+            std::string::npos)
+      << e;
+}
+
+// The same rules guard libonnx's inference where the ranks are known only from inference (X or W made by another
+// node): the node fails libonnx's inference instead of crashing it, and Kiln's own inference reports it.
+TEST(BadOnnxInputs, ConvWeightRankKnownOnlyAfterInferenceDoesNotCrashOnnxInference) {
+  for (const char* op : {"Conv", "ConvTranspose"}) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 1, 5, 5}));
+    *g->add_initializer() = float_tensor("w", {1, 1, 3, 3, 3}, 27);
+    add_onnx_node(g, "Relu", {"x"}, {"r"});
+    add_onnx_node(g, op, {"r", "w"}, {"y"})->set_name("the_conv");
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    Status st;
+    EXPECT_EQ(build_onnx_engine(m, &st), nullptr) << op;
+    EXPECT_NE(st.message().find("the_conv"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("W must have the rank of X (4)"), std::string::npos) << st.message();
+  }
+}
+
+// libonnx's STFT inference reads the signal's dims 0 and 1 without checking its rank (SIGSEGV on a rank-1 signal);
+// the frame length comes from the optional window or frame_length input, either of which may be "".
+TEST(BadOnnxInputs, StftSignalRankAndEmptyOptionalInputsReported) {
+  auto stft_model = [](const std::vector<int64_t>& signal, const std::vector<std::string>& inputs, bool through_relu) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, signal));
+    auto* step = g->add_initializer();
+    step->set_name("step");
+    step->set_data_type(onnx::TensorProto::INT64);
+    step->add_int64_data(8);
+    *g->add_initializer() = float_tensor("window", {16}, 16);
+    std::vector<std::string> ins = inputs;
+    if (through_relu) add_onnx_node(g, "Relu", {"x"}, {"r"});
+    add_onnx_node(g, "STFT", ins, {"y"})->set_name("the_stft");
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    return m;
+  };
+  std::string e = import_errors(stft_model({128}, {"x", "step", "", ""}, false));
+  EXPECT_NE(e.find("node 'the_stft' (index 0, STFT): signal 'x' has rank 1; STFT needs [batch, length, 1 or 2]"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("node 'the_stft' (index 0, STFT): neither the optional 'window' (input 2) nor 'frame_length' "
+                   "(input 3) is given"),
+            std::string::npos)
+      << e;
+  e = import_errors(stft_model({1, 128, 1}, {"x", "", "window"}, false));
+  EXPECT_NE(e.find("node 'the_stft' (index 0, STFT): required input 'frame_step' (input 1) is empty"), std::string::npos)
+      << e;
+  // An empty frame_length next to a window is fine.
+  EXPECT_EQ(import_errors(stft_model({1, 128, 1}, {"x", "step", "window", ""}, false)), "");
+  // A signal whose rank only inference knows.
+  Status st;
+  EXPECT_EQ(build_onnx_engine(stft_model({128}, {"r", "step", "window"}, true), &st), nullptr);
+  EXPECT_NE(st.message().find("the_stft"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("signal must have shape [batch, length, 1 or 2]"), std::string::npos) << st.message();
+}
+
+// Found by fuzzing the node-test models with mutated attributes and emptied inputs. libonnx's MaxUnpool inference
+// reads dim 1 of the indices I through its type without a null or rank check: I given as "" (a required input),
+// made by a node libonnx cannot type (a custom-domain op), or of another rank than X crashed (SIGSEGV).
+// DepthToSpace divides by blocksize * blocksize, which wrapped to 0 for blocksize 2^40 (SIGFPE).
+TEST(BadOnnxInputs, MaxUnpoolIndicesAndDepthToSpaceBlocksizeReported) {
+  auto unpool_model = [](const std::string& indices, const std::vector<int64_t>& i_dims, bool custom) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 1, 2, 2}));
+    if (custom) {
+      import_opset(m, "com.foo", 1);
+      add_onnx_node(g, "Foo", {"x"}, {"i"})->set_domain("com.foo");
+    } else if (!indices.empty()) {
+      add_graph_input(g, indices, value_type("tensor", onnx::TensorProto::INT64, i_dims));
+    }
+    auto* n = add_onnx_node(g, "MaxUnpool", {"x", indices}, {"y"});
+    n->set_name("the_unpool");
+    set_attr_ints(n, "kernel_shape", {2, 2});
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    return m;
+  };
+  std::string e = import_errors(unpool_model("", {}, false));
+  EXPECT_NE(e.find("node 'the_unpool' (index 0, MaxUnpool): required input 'I' (input 1) is empty"), std::string::npos)
+      << e;
+  e = import_errors(unpool_model("i", {4}, false));
+  EXPECT_NE(e.find("node 'the_unpool' (index 0, MaxUnpool): indices 'i' have rank 1 but input 'x' has rank 4"),
+            std::string::npos)
+      << e;
+  e = import_errors(unpool_model("i", {}, true));  // Foo's output has no type inside libonnx
+  EXPECT_NE(e.find("op_type 'Foo', domain 'com.foo'"), std::string::npos) << e;
+  EXPECT_EQ(import_errors(unpool_model("i", {1, 1, 2, 2}, false)), "");
+
+  auto d2s = onnx_model(17);
+  auto* g = d2s.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 8, 2, 2}));
+  auto* n = add_onnx_node(g, "DepthToSpace", {"x"}, {"y"});
+  n->set_name("the_d2s");
+  set_attr_int(n, "blocksize", int64_t{1} << 40);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1, -1}));
+  e = import_errors(d2s);
+  EXPECT_NE(e.find("node 'the_d2s' (index 0, DepthToSpace): attribute 'blocksize' is 1099511627776"), std::string::npos)
+      << e;
+}
+
+// Found by fuzzing with emptied inputs: "" in a variadic input list (Max/Min/Sum/Mean, Einsum) reached Kiln's op
+// definitions as a value and check_same_dtype read through null (SIGSEGV). "" means an omitted optional input
+// only; ONNX's formal parameters say which positions those are, at opsets past the linked library's too when the
+// op has not changed since.
+TEST(BadOnnxInputs, EmptyNameAtRequiredOrVariadicInputReported) {
+  for (int opset : {17, 18}) {
+    auto m = onnx_model(opset);
+    auto* g = m.mutable_graph();
+    add_graph_input(g, "a", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+    add_onnx_node(g, "Sum", {"a", "", "a"}, {"y"})->set_name("the_sum");
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+    std::string e = import_errors(m);
+    EXPECT_NE(e.find("node 'the_sum' (index 0, Sum): variadic input 'data_0' (input 1) is empty"), std::string::npos)
+        << opset << ": " << e;
+  }
+  // An omitted optional input is fine.
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "a", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_graph_input(g, "hi", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  add_onnx_node(g, "Clip", {"a", "", "hi"}, {"y"});
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  EXPECT_EQ(import_errors(m), "");
+}
+
+// Found by the ONNX fuzzer (a seed with num_scan_inputs = 2^40): libonnx's Scan inference subtracts it from the
+// input count in size_t and sized a vector with the result (a 2^43-byte allocation).
+TEST(BadOnnxInputs, ScanNumScanInputsBeyondItsInputsReported) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "s", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {3, 2}));
+  onnx::GraphProto body;
+  body.set_name("body");
+  add_graph_input(&body, "si", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_graph_input(&body, "xi", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  add_onnx_node(&body, "Add", {"si", "xi"}, {"so"});
+  add_graph_output(&body, "so", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  auto* n = add_onnx_node(g, "Scan", {"s", "x"}, {"y"});
+  n->set_name("the_scan");
+  set_attr_graph(n, "body", body);
+  set_attr_int(n, "num_scan_inputs", int64_t{1} << 40);
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {2}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'the_scan' (index 0, Scan): attribute 'num_scan_inputs' is 1099511627776; the node has 2 "
+                   "state and scan inputs, so it must be in [1, 2]"),
+            std::string::npos)
+      << e;
+  n->mutable_attribute(1)->set_i(1);  // the valid count: one state, one scan input
+  EXPECT_EQ(import_errors(m), "");
+}
+
+// Found by the ONNX fuzzer. libonnx's LayerNormalization inference casts 'axis' to int and indexes the Mean and
+// InvStdDev dims with it unchecked (axis 2^63-3: SIGSEGV). An opset-6 graph whose output nothing defines (and
+// which has no nodes, so the per-node checks of eaebe84 never looked at it) went to the version converter, whose
+// graph import wrote the output's type through null.
+TEST(BadOnnxInputs, AxisBeyondRankAndUndefinedOutputOfOldOpsetReported) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {2, 3, 4}));
+  add_graph_input(g, "s", value_type("tensor", onnx::TensorProto::FLOAT, {4}));
+  auto* n = add_onnx_node(g, "LayerNormalization", {"x", "s"}, {"y", "mean", "inv"});
+  n->set_name("the_ln");
+  set_attr_int(n, "axis", std::numeric_limits<int64_t>::max() - 2);
+  for (const char* o : {"y", "mean", "inv"})
+    add_graph_output(g, o, value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'the_ln' (index 0, LayerNormalization): attribute 'axis' is 9223372036854775805 but input "
+                   "'x' has rank 3"),
+            std::string::npos)
+      << e;
+  n->mutable_attribute(0)->set_i(-1);
+  EXPECT_EQ(import_errors(m), "");
+
+  auto old = onnx_model(6);
+  add_graph_output(old.mutable_graph(), "reduced", value_type("tensor", onnx::TensorProto::FLOAT, {3}));
+  EXPECT_NE(import_errors(old), "");
+}
+
+// Found by the ONNX fuzzer on the PyPI node tests (opset 28, past the linked ONNX library, whose formal
+// parameters model_checks uses): Einsum(x, "") reached Kiln's Einsum inference, which read the missing operand
+// through null. Kiln's own definitions now say where "" may stand (not below min_inputs, not in a variadic list).
+// And Kiln's Reshape inference multiplied a crafted target's dims ([2^40, 2^40, 2^40]) into a signed overflow.
+TEST(BadOnnxInputs, EmptyOperandPastLibonnxOpsetsAndReshapeProductOverflowReported) {
+  auto m = onnx_model(28);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {2, 3, 4}));
+  auto* n = add_onnx_node(g, "Einsum", {"x", ""}, {"y"});
+  n->set_name("the_einsum");
+  set_attr_string(n, "equation", "bij,bjk->bik");
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1}));
+  std::string e = import_errors(m);
+  EXPECT_NE(e.find("node 'the_einsum' (index 0, Einsum): input 1 is empty (\"\"), but Einsum needs a value there"),
+            std::string::npos)
+      << e;
+
+  auto r = onnx_model(17);
+  g = r.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {4}));
+  auto* shape = g->add_initializer();
+  shape->set_name("shape");
+  shape->set_data_type(onnx::TensorProto::INT64);
+  shape->add_dims(3);
+  for (int i = 0; i < 3; ++i) shape->add_int64_data(int64_t{1} << 40);
+  add_onnx_node(g, "Reshape", {"x", "shape"}, {"y"})->set_name("the_reshape");
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {-1, -1, -1}));
+  Status st;
+  EXPECT_EQ(build_onnx_engine(r, &st), nullptr);
+  EXPECT_NE(st.message().find("the_reshape"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("has more elements than int64 can count"), std::string::npos) << st.message();
+}
+
+// Found by the rank mutants (node-test models with a graph input's declared rank changed). A scalar has no axes,
+// yet normalize_axis took axis 0 on rank 0 as dim 0: Split, Compress, Unique, Scan and the reductions then read
+// or wrote past the empty shape (SIGSEGV). libonnx's LayerNormalization indexed dim -1 of a scalar X with its
+// default axis.
+TEST(BadOnnxInputs, AxisOfAScalarReportedNotCrashing) {
+  for (const char* op : {"Split", "ReduceMax", "Unique"}) {
+    auto m = onnx_model(17);
+    auto* g = m.mutable_graph();
+    add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    auto* n = add_onnx_node(g, op, {"x"}, {"y"});
+    n->set_name("the_node");
+    if (std::string(op) == "ReduceMax") set_attr_ints(n, "axes", {0});
+    else set_attr_int(n, "axis", 0);
+    add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+    g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+    Status st;
+    EXPECT_EQ(build_onnx_engine(m, &st), nullptr) << op;
+    EXPECT_NE(st.message().find("the_node"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("axis 0 refers to an input of rank 0, which has no axes"), std::string::npos)
+        << st.message();
+  }
+  auto ln = onnx_model(17);
+  auto* g = ln.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  add_graph_input(g, "s", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  add_onnx_node(g, "LayerNormalization", {"x", "s"}, {"y", "mean"})->set_name("the_ln");
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  add_graph_output(g, "mean", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  std::string e = import_errors(ln);
+  EXPECT_NE(e.find("node 'the_ln' (index 0, LayerNormalization): attribute 'axis' is -1 (the default) but input 'x' "
+                   "has rank 0; it must be in [0, 0]"),
+            std::string::npos)
+      << e;
 }
 
 }  // namespace

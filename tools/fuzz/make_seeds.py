@@ -238,11 +238,107 @@ def defects():
     return out
 
 
+def attribute_mutants(model, rng, per_model):
+    """Variants of one model aimed at libonnx's inference functions, which trust what a valid model holds: one
+    attribute of one node changed in length, sign or type, one of a node's later inputs emptied (""), or a graph
+    input's declared rank changed."""
+    edits = []
+    for ni, node in enumerate(model.graph.node):
+        for ai, a in enumerate(node.attribute):
+            if a.type == onnx.AttributeProto.INTS:
+                edits += [(ni, ai, "drop"), (ni, ai, "extend"), (ni, ai, "negate"), (ni, ai, "zero"), (ni, ai, "empty"),
+                          (ni, ai, "huge"), (ni, ai, "to_int")]
+            elif a.type == onnx.AttributeProto.INT:
+                edits += [(ni, ai, "negate"), (ni, ai, "zero"), (ni, ai, "huge"), (ni, ai, "to_ints"), (ni, ai, "to_float")]
+            elif a.type in (onnx.AttributeProto.FLOAT, onnx.AttributeProto.STRING):
+                edits += [(ni, ai, "to_int")]
+            elif a.type == onnx.AttributeProto.TENSOR:
+                edits += [(ni, ai, "tensor_rank"), (ni, ai, "tensor_empty")]
+        for ii in range(1, len(node.input)):
+            if node.input[ii]:
+                edits.append((ni, ii, "empty_input"))
+    inits = {t.name for t in model.graph.initializer}
+    for gi, vi in enumerate(model.graph.input):
+        if vi.name not in inits and vi.type.tensor_type.HasField("shape"):
+            edits += [(-1, gi, "rank_drop"), (-1, gi, "rank_add"), (-1, gi, "rank_scalar")]
+    rng.shuffle(edits)
+    out = []
+    for ni, k, what in edits[:per_model]:
+        m = copy.deepcopy(model)
+        if what.startswith("rank_"):
+            # A graph input's declared rank changed (outputs lose their shapes so inference alone decides them):
+            # inference functions that index dims without checking the rank read past the shape.
+            shape = m.graph.input[k].type.tensor_type.shape
+            if what == "rank_drop":
+                del shape.dim[-1:]
+            elif what == "rank_add":
+                shape.dim.add().dim_value = 1
+            else:
+                shape.ClearField("dim")
+            for o in m.graph.output:
+                o.type.tensor_type.ClearField("shape")
+            out.append((f"in{k}_{what}", m))
+            continue
+        node = m.graph.node[ni]
+        if what == "empty_input":
+            node.input[k] = ""
+        else:
+            a = node.attribute[k]
+            if what == "drop":
+                del a.ints[-1:]
+            elif what == "extend":
+                a.ints.append(a.ints[-1] if a.ints else 1)
+            elif what == "negate":
+                if a.type == onnx.AttributeProto.INTS:
+                    a.ints[:] = [-v - 1 if v == 0 else -v for v in a.ints]
+                else:
+                    a.i = -a.i - 1 if a.i == 0 else -a.i
+            elif what == "zero":
+                if a.type == onnx.AttributeProto.INTS:
+                    a.ints[:] = [0] * len(a.ints)
+                else:
+                    a.i = 0
+            elif what == "empty":
+                del a.ints[:]
+            elif what == "huge":
+                if a.type == onnx.AttributeProto.INTS:
+                    a.ints[:] = [1 << 40] * max(1, len(a.ints))
+                else:
+                    a.i = 1 << 40
+            elif what == "to_int":
+                v = a.ints[0] if a.type == onnx.AttributeProto.INTS and a.ints else 1
+                name = a.name
+                a.Clear()
+                a.name, a.type, a.i = name, onnx.AttributeProto.INT, v
+            elif what == "to_ints":
+                v = a.i
+                name = a.name
+                a.Clear()
+                a.name, a.type = name, onnx.AttributeProto.INTS
+                a.ints[:] = [v, v]
+            elif what == "to_float":
+                v = a.i
+                name = a.name
+                a.Clear()
+                a.name, a.type, a.f = name, onnx.AttributeProto.FLOAT, float(v) + 0.5
+            elif what == "tensor_rank":
+                a.t.dims.append(1)
+            elif what == "tensor_empty":
+                a.t.ClearField("raw_data")
+                for f in ("float_data", "int32_data", "int64_data", "double_data", "string_data"):
+                    a.t.ClearField(f)
+        out.append((f"n{ni}_{k}_{what}", m))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True)
     ap.add_argument("--max-node-models", type=int, default=2000)
     ap.add_argument("--max-bytes", type=int, default=64 << 10, help="skip node-test models larger than this")
+    ap.add_argument("--attr-mutants", type=int, default=0,
+                    help="also write up to this many attribute/optional-input mutants of each node-test model "
+                         "(OUT/onnx/mutants), aimed at libonnx's shape inference")
     args = ap.parse_args()
     good = os.path.join(args.out, "onnx", "good")
     bad = os.path.join(args.out, "onnx", "defects")
@@ -260,7 +356,18 @@ def main():
     for name, m in defects():
         with open(os.path.join(bad, name + ".onnx"), "wb") as f:
             f.write(m.SerializeToString())
-    print(f"{n} node-test models, {len(defects())} defect models under {args.out}/onnx")
+    n_mut = 0
+    if args.attr_mutants > 0:
+        mut = os.path.join(args.out, "onnx", "mutants")
+        os.makedirs(mut, exist_ok=True)
+        rng = random.Random(1)
+        for path in sorted(glob.glob(os.path.join(good, "*.onnx"))):
+            model = onnx.load(path)
+            for name, m in attribute_mutants(model, rng, args.attr_mutants):
+                with open(os.path.join(mut, os.path.basename(path)[:-5] + "." + name + ".onnx"), "wb") as f:
+                    f.write(m.SerializeToString())
+                n_mut += 1
+    print(f"{n} node-test models, {len(defects())} defect models, {n_mut} mutants under {args.out}/onnx")
 
 
 if __name__ == "__main__":
