@@ -13,6 +13,7 @@
 //    into the in_proj GEMM, Transpose back after the out_proj GEMM): a GEMM applies to each row, so the in_proj
 //    reads the batch-first input itself (qkv_layout bs3hd) and the attention writes bshd, whose rows the out_proj
 //    reads in batch-first order; both Transposes go (Shape readers are moved by shape_from_source).
+#include "passes/fusion_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
@@ -263,17 +264,10 @@ class FoldAttentionLayouts final : public Pass {
         g.add_constant(r4->name + "_batch_first", Tensor::from_vector<int64_t>({3}, {-1, s.value, e.value}));
     g.set_node_input(r4, 1, target);
     ir::Value* y = r4->outputs[0];
-    ir::Value* old = t->outputs[0];
-    y->shape = old->shape;
-    g.replace_all_uses(old, y);
+    y->shape = t->outputs[0]->shape;
+    // (a network output where the block ends the model: it keeps its name)
+    fusion::take_place(g, t->outputs[0], y, "_folded");
     g.remove_node(t);
-    // Where the Transpose gave a network output (the block ends the model), the Reshape's result takes its name:
-    // engine outputs keep the names the model gave them.
-    if (match::is_graph_output(g, y)) {
-      const std::string name = old->name;
-      g.rename_value(old, name + "_folded");
-      g.rename_value(y, name);
-    }
     g.rebuild_links();
     return true;
   }

@@ -45,6 +45,13 @@ ir::Value* split_heads(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const s
   return reshape_view(g, x, name, {0, 0, H, D}, {x->shape[0], x->shape[1], ops::Dim(H), ops::Dim(D)}, opset);
 }
 
+void take_place(ir::Graph& g, ir::Value* old, ir::Value* y, const std::string& suffix) {
+  const std::string name = old->name;
+  g.rename_value(old, name + suffix);
+  g.rename_value(y, name);
+  g.replace_all_uses(old, y);
+}
+
 ir::Value* view_in_place(ir::Graph& g, ir::Value* old, ir::Value* y, const std::vector<int64_t>& dims,
                          const std::string& suffix, int opset) {
   const std::string name = old->name;

@@ -168,6 +168,10 @@ ir::Value* reshape_view(ir::Graph& g, ir::Value* x, const std::string& name, con
 // x [A,B,H*D] as [A,B,H,D]: its last dim split into H heads of D by a view (target [0,0,H,D]).
 ir::Value* split_heads(ir::Graph& g, ir::Value* x, int64_t H, int64_t D, const std::string& name, int opset);
 
+// y takes old's place: old's readers, graph outputs included, read y, and y takes old's name (engine outputs keep
+// the model's names; old is renamed with `suffix`).
+void take_place(ir::Graph& g, ir::Value* old, ir::Value* y, const std::string& suffix);
+
 // A view of y by the target `dims` in place of `old`: it takes old's name (old is renamed with `suffix`), type and
 // readers, graph outputs included. Returns the view.
 ir::Value* view_in_place(ir::Graph& g, ir::Value* old, ir::Value* y, const std::vector<int64_t>& dims,

@@ -273,7 +273,8 @@ class LiftBmmHeads final : public Pass {
       ca.set("axis", Attribute(int64_t{0}));
       ir::Value* rest = add_int64s(g, base + "_rest", {h, n1, n2});
       ir::Value* to = add_inferred(g, {"Concat", base + "_target", {groups, rest}, std::move(ca), opset});
-      ir::Value* wide = to ? add_inferred(g, {"Expand", base + "_grouped", {m, to}, {}, opset}) : nullptr;
+      if (!to) return false;
+      ir::Value* wide = add_inferred(g, {"Expand", base + "_grouped", {m, to}, {}, opset});
       if (!wide) return false;
       ir::Value* flat_shape = add_int64s(g, base + "_flat_shape", {-1, h, n1, n2});
       ir::Value* flat = add_inferred(g, {"Reshape", base + "_flat", {wide, flat_shape}, {}, opset});

@@ -200,11 +200,8 @@ class Lowerer {
       // Nothing to compute ("ij->ij"): an Identity keeps the output a value of its own.
       y = node("Identity", {y});
     }
-    const std::string name = out->name;
-    g_.rename_value(out, name + "_einsum");
-    g_.rename_value(y, name);
     match::record_fusion(y->producer, {n_});
-    g_.replace_all_uses(out, y);
+    fusion::take_place(g_, out, y, "_einsum");
   }
 
   ir::Graph& g_;
