@@ -11,6 +11,7 @@
 
 #include "builder/build_progress.h"
 #include "builder/engine_writer.h"
+#include "builder/layout_choice.h"
 #include "builder/timing_cache.h"
 #include "builder/pointwise_codegen.h"
 #include "common/dnn_matmul_switch.h"
@@ -127,6 +128,46 @@ Status check_value_kinds(const ir::Graph& g, Backend backend) {
   return Status::Ok();
 }
 
+// Where FP16/BF16 convolutions run channels-last (KILN_LAYOUT): timed (the default: per layout region, by timing
+// the engine both ways), nhwc (every region, the rule of builder levels below 3) or nchw (none: every
+// convolution keeps the network's layout; for comparisons).
+enum class LayoutMode { kTimed, kNhwc, kNchw };
+Result<LayoutMode> layout_mode_requested() {
+  const char* env = std::getenv("KILN_LAYOUT");
+  const std::string v = env ? env : "";
+  if (v.empty() || v == "timed") return LayoutMode::kTimed;
+  if (v == "nhwc") return LayoutMode::kNhwc;
+  if (v == "nchw") return LayoutMode::kNchw;
+  return invalid_argument("KILN_LAYOUT must be timed, nhwc or nchw, got '" + v + "'");
+}
+
+// Forwards errors only: the layout variants' builds repeat the main build's messages.
+class ErrorsOnlyLogger final : public ILogger {
+ public:
+  explicit ErrorsOnlyLogger(ILogger& to) : to_(to) {}
+  void log(Severity s, const char* msg) noexcept override {
+    if (s <= Severity::kERROR) to_.log(s, msg);
+  }
+
+ private:
+  ILogger& to_;
+};
+
+// The shapes an engine is tuned and timed at: each input's first-profile opt shape, else its static shape.
+std::vector<Dims> opt_shapes(const runtime::EnginePlan& plan) {
+  std::vector<Dims> shapes;
+  for (int i : plan.inputs) {
+    int v = plan.io[i].value;
+    Dims d = ops::static_dims(plan.values[v].shape);
+    if (!plan.profiles.empty()) {
+      auto it = plan.profiles[0].find(v);
+      if (it != plan.profiles[0].end()) d = it->second.opt;
+    }
+    shapes.push_back(d);
+  }
+  return shapes;
+}
+
 // Kernel auto-tuning: loads the engine on the GPU, times each layer's candidate tactics at the first profile's
 // opt shapes (or answers them from the timing cache), records the winners as "kiln.tactic" annotations and
 // writes the engine again. Level 0 skips it: every kernel then runs its first (heuristic) tactic.
@@ -144,17 +185,7 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
   KILN_ASSIGN_OR_RETURN(auto plan, runtime::read_engine(engine.data(), engine.size()));
   KILN_ASSIGN_OR_RETURN(auto weights, backend->load_weights(*plan));
   KILN_ASSIGN_OR_RETURN(auto ctx, backend->create_context(plan, weights));
-  std::vector<Dims> shapes;
-  for (int i : plan->inputs) {
-    int v = plan->io[i].value;
-    Dims d = ops::static_dims(plan->values[v].shape);
-    if (!plan->profiles.empty()) {
-      auto it = plan->profiles[0].find(v);
-      if (it != plan->profiles[0].end()) d = it->second.opt;
-    }
-    shapes.push_back(d);
-  }
-  KILN_RETURN_IF_ERROR(ctx->prepare(shapes).with_context("preparing the engine for tactic timing"));
+  KILN_RETURN_IF_ERROR(ctx->prepare(opt_shapes(*plan)).with_context("preparing the engine for tactic timing"));
   const std::map<std::string, int64_t> counters_before = backend->counters();
   runtime::TuneOptions opts;
   opts.level = config.builder_optimization_level();
@@ -230,6 +261,84 @@ Status compile_pointwise_layers(ir::Graph& g, ILogger& logger) {
   return builder::compile_pointwise_nodes(g, major, minor, ptx, logger);
 }
 
+
+// The passes over a copy of the network, then the engine written and, on a GPU, tuned.
+Result<builder::LayoutVariant> optimize_and_write(const ir::Graph& network, const passes::PassOptions& opts,
+                                                  passes::PassManager& pm, const BuilderConfig& config,
+                                                  ILogger& logger, builder::BuildProgress& progress) {
+  // The network stays as the user built it; the passes rewrite a private copy.
+  std::unique_ptr<ir::Graph> g = network.clone();
+  passes::PassContext ctx(logger, opts);
+  {
+    builder::BuildProgress::Scope passes_phase(progress, "Optimization passes",
+                                               static_cast<int32_t>(pm.pass_names().size()));
+    pm.set_hooks({[](size_t, const std::string& name) { builder::BuildProgress::range_push(name.c_str()); },
+                  [&progress](size_t, const std::string&, bool ok) {
+                    builder::BuildProgress::range_pop();
+                    return !ok || progress.step().ok();
+                  }});
+    KILN_RETURN_IF_ERROR(pm.run(*g, ctx));
+  }
+  KILN_RETURN_IF_ERROR(ir::verify(*g).with_context("the optimized graph is invalid"));
+  KILN_RETURN_IF_ERROR(g->topo_sort());
+  KILN_RETURN_IF_ERROR(check_value_kinds(*g, config.backend()));
+  if (config.backend() == Backend::kCUDA) KILN_RETURN_IF_ERROR(compile_pointwise_layers(*g, logger));
+  KILN_RETURN_IF_ERROR(progress.step());
+  Result<std::vector<uint8_t>> engine = [&] {
+    builder::BuildProgress::Scope write_phase(progress, "Writing engine", 0);
+    return builder::write_engine(*g, config);
+  }();
+  if (!engine.ok()) return engine.status();
+  KILN_RETURN_IF_ERROR(progress.step());
+  if (config.backend() != Backend::kCPU) {
+    engine = tune_engine(*g, config, std::move(*engine), logger, progress);
+    if (!engine.ok()) return engine.status();
+    KILN_RETURN_IF_ERROR(progress.step());
+  }
+  return builder::LayoutVariant{std::move(g), std::move(*engine)};
+}
+
+// The layout choice on the GPU (builder/layout_choice.h): variants built quietly, engines timed at the opt
+// shapes, decisions kept in the timing cache file next to the tactics.
+Result<builder::LayoutVariant> time_layouts(const ir::Graph& network, const passes::PassOptions& opts,
+                                            builder::LayoutVariant nhwc, const BuilderConfig& config,
+                                            ILogger& logger, builder::BuildProgress& progress) {
+  KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
+  KILN_ASSIGN_OR_RETURN(runtime::DeviceInfo info, backend->device_info());
+  builder::TimingCache cache(builder::device_key(info));
+  const std::string& file = config.timing_cache_file();
+  if (!file.empty()) KILN_RETURN_IF_ERROR(cache.load(file));
+  runtime::TimingEntries entries = cache.device_entries();
+  // What the decisions depend on besides the GPU: the network, the precision and the shapes timed.
+  std::string what = ir::print(network) + "|precision " + dtype_name(opts.reduced_precision);
+  for (const auto& profile : config.profiles())
+    for (const auto& [name, b] : profile.shapes()) what += "|" + name + " " + dims_to_string(b.opt);
+  ErrorsOnlyLogger quiet(logger);
+  auto build = [&](const std::set<std::string>& nchw) -> Result<builder::LayoutVariant> {
+    passes::PassOptions o = opts;
+    o.nchw_layout_regions = nchw;
+    passes::PassManager pm(passes::pipeline_for(config.backend()));
+    builder::BuildProgress none(nullptr);
+    return optimize_and_write(network, o, pm, config, quiet, none);
+  };
+  auto time = [&](const std::vector<uint8_t>& engine) -> Result<double> {
+    KILN_ASSIGN_OR_RETURN(auto plan, runtime::read_engine(engine.data(), engine.size()));
+    KILN_ASSIGN_OR_RETURN(auto weights, backend->load_weights(*plan));
+    KILN_ASSIGN_OR_RETURN(auto ctx, backend->create_context(plan, weights));
+    KILN_RETURN_IF_ERROR(ctx->prepare(opt_shapes(*plan)));
+    return ctx->time_engine(20, 5);
+  };
+  auto chosen = builder::choose_layouts(std::move(nhwc), builder::fingerprint(what), build, time, entries, logger,
+                                       progress);
+  if (!chosen.ok()) return chosen.status();
+  if (!file.empty()) {
+    // The variants' tuning wrote tactics to the file since it was read: merge them before saving.
+    KILN_RETURN_IF_ERROR(cache.load(file));
+    cache.update(entries);
+    KILN_RETURN_IF_ERROR(cache.save(file));
+  }
+  return chosen;
+}
 }  // namespace
 
 Status OptimizationProfile::set_shape(const std::string& input, const Dims& min, const Dims& opt, const Dims& max) {
@@ -273,11 +382,10 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   // Steps: optimization passes, engine writing, and on a GPU tactic tuning and the check of which layers have
   // device kernels.
   builder::BuildProgress::Scope build_phase(progress, "Building engine", on_device ? 4 : 2);
-  // The network stays as the user built it; the passes rewrite a private copy.
-  std::unique_ptr<ir::Graph> g = network.graph().clone();
-  if (g->outputs().empty()) return invalid_argument("the network has no outputs; mark at least one with mark_output");
-  KILN_RETURN_IF_ERROR(check_profiles(*g, config, logger_));
-  KILN_RETURN_IF_ERROR(ir::verify(*g).with_context("the network is invalid before optimization"));
+  if (network.graph().outputs().empty())
+    return invalid_argument("the network has no outputs; mark at least one with mark_output");
+  KILN_RETURN_IF_ERROR(check_profiles(network.graph(), config, logger_));
+  KILN_RETURN_IF_ERROR(ir::verify(network.graph()).with_context("the network is invalid before optimization"));
 
   passes::PassOptions opts;
   opts.backend = config.backend();
@@ -286,35 +394,20 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   // cuDNN's fused matmul runs SiLU/sigmoid inside the GEMM; KILN_DNN_MATMUL=0 withdraws both.
   opts.matmul_sigmoid_acts = matmul_sigmoid_acts_for(config.backend());
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
-  passes::PassContext ctx(logger_, opts);
+  KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
+  if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};
   passes::PassManager pm(passes::pipeline_for(config.backend()));
-  {
-    builder::BuildProgress::Scope passes_phase(progress, "Optimization passes",
-                                               static_cast<int32_t>(pm.pass_names().size()));
-    pm.set_hooks({[](size_t, const std::string& name) { builder::BuildProgress::range_push(name.c_str()); },
-                  [&progress](size_t, const std::string&, bool ok) {
-                    builder::BuildProgress::range_pop();
-                    return !ok || progress.step().ok();
-                  }});
-    KILN_RETURN_IF_ERROR(pm.run(*g, ctx));
+  auto first = optimize_and_write(network.graph(), opts, pm, config, logger_, progress);
+  if (!first.ok()) return first.status();
+  builder::LayoutVariant built = std::move(*first);
+  // Layout by measurement (builder/layout_choice.h) from the default level up; lower levels keep the rule.
+  if (on_device && layout_mode == LayoutMode::kTimed && config.builder_optimization_level() >= 3) {
+    auto timed = time_layouts(network.graph(), opts, std::move(built), config, logger_, progress);
+    if (!timed.ok()) return timed.status();
+    built = std::move(*timed);
   }
-  KILN_RETURN_IF_ERROR(ir::verify(*g).with_context("the optimized graph is invalid"));
-  KILN_RETURN_IF_ERROR(g->topo_sort());
-  KILN_RETURN_IF_ERROR(check_value_kinds(*g, config.backend()));
-  if (config.backend() == Backend::kCUDA) KILN_RETURN_IF_ERROR(compile_pointwise_layers(*g, logger_));
-  KILN_RETURN_IF_ERROR(progress.step());
-
-  double pass_ms = 0;
-  for (auto& r : pm.records()) pass_ms += r.ms;
-  Result<std::vector<uint8_t>> engine = [&] {
-    builder::BuildProgress::Scope write_phase(progress, "Writing engine", 0);
-    return builder::write_engine(*g, config);
-  }();
-  if (engine.ok()) KILN_RETURN_IF_ERROR(progress.step());
-  if (engine.ok() && on_device) {
-    engine = tune_engine(*g, config, std::move(*engine), logger_, progress);
-    if (engine.ok()) KILN_RETURN_IF_ERROR(progress.step());
-  }
+  std::unique_ptr<ir::Graph> g = std::move(built.graph);
+  Result<std::vector<uint8_t>> engine = std::move(built.engine);
   if (engine.ok() && on_device) {
     // Layers without a device kernel still run (on the host, with a synchronization each): say which.
     auto plan = runtime::read_engine(engine->data(), engine->size());
@@ -331,6 +424,8 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
     }
     KILN_RETURN_IF_ERROR(progress.step());
   }
+  double pass_ms = 0;
+  for (auto& r : pm.records()) pass_ms += r.ms;
   double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::string msg = "build: " + std::to_string(pm.records().size()) + " passes in " + std::to_string(pass_ms) +
                     " ms, " + std::to_string(g->nodes().size()) + " nodes, total " + std::to_string(total_ms) + " ms";

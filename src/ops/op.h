@@ -190,6 +190,9 @@ int explicit_input_count(const Attributes& attrs, int total_inputs);
 // the original nodes a fused layer replaces; "kiln.tactic": the implementation chosen); ops ignore them.
 inline constexpr const char* kAnnotationPrefix = "kiln.";
 inline constexpr const char* kFusedFromAttr = "kiln.fused_from";
+// On a layout Transpose (a reformat layer): the layout region it borders, named after the region's first
+// convolution (layout_nhwc); the builder times each region in NHWC and in NCHW (see PassOptions).
+inline constexpr const char* kLayoutRegionAttr = "kiln.layout_region";
 
 // Validates attribute presence and types against the schema; unknown attributes are errors too (annotations
 // excepted).

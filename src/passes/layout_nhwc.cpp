@@ -1,6 +1,9 @@
 // layout_nhwc pass (CUDA, float16/bfloat16): convolutions become channels-last FusedConv (weights converted to
 // [M, kh, kw, C/group] here, at build time) between Transposes, which are then sunk through layout-agnostic ops
-// and cancelled in pairs, so a CNN body runs NHWC with transposes left only where it enters and leaves.
+// and cancelled in pairs, so a CNN body runs NHWC with transposes left only where it enters and leaves. The
+// NHWC nodes that NHWC values connect form a layout region; the Transposes at its borders are its reformat
+// layers. The builder times each region with reformats both ways and names those that run faster in NCHW
+// (PassOptions::nchw_layout_regions), whose convolutions this pass then leaves as they are.
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -51,14 +54,33 @@ class LayoutNhwc final : public Pass {
 
   Status apply(ir::Graph& g, PassContext& ctx) override {
     if (ctx.options.backend != Backend::kCUDA) return Status::Ok();
-    g.rebuild_links();
     opts_ = &ctx.options;
+    // Regions the builder measured faster in NCHW (PassOptions::nchw_layout_regions): which convolutions belong
+    // to them comes from a trial rewrite of a copy, as a region is what the rewrite connects.
+    keep_nchw_.clear();
+    const auto& nchw = opts_->nchw_layout_regions;
+    if (!nchw.empty()) {
+      std::unique_ptr<ir::Graph> trial = g.clone();
+      PassContext quiet(ctx.logger, ctx.options);
+      KILN_ASSIGN_OR_RETURN(auto region_of, rewrite(*trial, quiet));
+      for (const auto& [conv, region] : region_of)
+        if (nchw.count(region) || nchw.count(kAllLayoutRegions)) keep_nchw_.insert(conv);
+    }
+    return rewrite(g, ctx).status();
+  }
+
+ private:
+  // The rewrite; returns, for each convolution it made NHWC, the key of its layout region.
+  Result<std::map<std::string, std::string>> rewrite(ir::Graph& g, PassContext& ctx) {
+    g.rebuild_links();
     to_nhwc_of_.clear();
+    made_nhwc_.clear();
+    nhwc_convs_.clear();
     caching_ = true;
     std::vector<ir::Node*> convs;
     for (auto& n : g.nodes())
       if (candidate(*n)) convs.push_back(n.get());
-    if (convs.empty()) return Status::Ok();
+    if (convs.empty()) return std::map<std::string, std::string>{};
     for (ir::Node* n : convs) to_nhwc(g, n);
     to_nhwc_of_.clear();  // cancelling removes some of them: sharing is for the conversions above only
     caching_ = false;
@@ -74,14 +96,62 @@ class LayoutNhwc final : public Pass {
     KILN_RETURN_IF_ERROR(make_shape_inference()->apply(g, quiet));
     int left = 0;
     for (auto& n : g.nodes()) left += has_perm(n.get(), kToNhwc) || has_perm(n.get(), kToNchw);
+    auto region_of = mark_regions(g);
+    std::set<std::string> regions;
+    for (const auto& [conv, r] : region_of) regions.insert(r);
     ctx.changes += static_cast<int>(convs.size()) + sunk;
-    ctx.verbose("layout_nhwc: " + std::to_string(convs.size()) + " convolutions NHWC, " + std::to_string(sunk) +
-                " rewrites, " + std::to_string(left) + " layout transposes left");
-    return Status::Ok();
+    ctx.verbose("layout_nhwc: " + std::to_string(convs.size()) + " convolutions NHWC in " +
+                std::to_string(regions.size()) + " layout regions, " + std::to_string(sunk) + " rewrites, " +
+                std::to_string(left) + " layout transposes left" +
+                (keep_nchw_.empty() ? "" : ", " + std::to_string(keep_nchw_.size()) + " convolutions kept NCHW"));
+    return region_of;
   }
 
- private:
+  // A layout region: the NHWC nodes this rewrite made that NHWC values connect, with the layout Transposes at
+  // its borders (a to-NHWC belongs to the region it feeds, a to-NCHW to the region it reads). Regions are what
+  // the builder times in both layouts (its reformat layers against the convolutions' gain); each is named after
+  // its first convolution, and its border Transposes carry that name as kLayoutRegionAttr.
+  std::map<std::string, std::string> mark_regions(ir::Graph& g) {
+    std::vector<ir::Node*> members;
+    std::map<const ir::Node*, size_t> index;
+    for (auto& n : g.nodes())
+      if (made_nhwc_.count(n->name) || has_perm(n.get(), kToNhwc) || has_perm(n.get(), kToNchw)) {
+        index[n.get()] = members.size();
+        members.push_back(n.get());
+      }
+    std::vector<size_t> parent(members.size());
+    for (size_t i = 0; i < parent.size(); ++i) parent[i] = i;
+    auto find = [&](size_t i) {
+      while (parent[i] != i) i = parent[i] = parent[parent[i]];
+      return i;
+    };
+    for (ir::Node* c : members) {
+      if (has_perm(c, kToNhwc)) continue;  // reads an NCHW value
+      for (ir::Value* v : c->inputs) {
+        if (!v || !v->producer || has_perm(v->producer, kToNchw)) continue;  // an NCHW value
+        auto it = index.find(v->producer);
+        if (it != index.end()) parent[find(it->second)] = find(index[c]);
+      }
+    }
+    // Members are in topological order: a region's key is its first convolution's name (the name candidate()
+    // sees when the builder names the region NCHW).
+    std::map<size_t, std::string> key;
+    std::map<std::string, std::string> region_of;
+    for (ir::Node* n : members)
+      if (nhwc_convs_.count(n->name)) {
+        key.emplace(find(index[n]), n->name);
+        region_of[n->name] = key[find(index[n])];
+      }
+    for (ir::Node* n : members)
+      if (has_perm(n, kToNhwc) || has_perm(n, kToNchw))
+        if (auto it = key.find(find(index[n])); it != key.end()) n->attrs.set(ops::kLayoutRegionAttr, it->second);
+    return region_of;
+  }
+
   const PassOptions* opts_ = nullptr;
+  std::set<std::string> keep_nchw_;  // convolutions of regions the builder keeps NCHW
+  std::set<std::string> made_nhwc_;  // names of the nodes the rewrite made (NHWC convolutions, sunk ops, pads)
+  std::set<std::string> nhwc_convs_;  // the NHWC convolutions (named as the convolutions they replace)
 
   // One input and one output channel per group (W [C, 1, kh, kw] over C input channels).
   static bool depthwise(const ir::Node& n) {
@@ -96,6 +166,7 @@ class LayoutNhwc final : public Pass {
     bool conv = n.op_type == "Conv" && n.domain.empty();
     bool fused = n.op_type == "FusedConv" && n.domain == "kiln" && str_attr(n, "layout", "NCHW") == "NCHW";
     if (!conv && !fused) return false;
+    if (keep_nchw_.count(n.name)) return false;
     if (n.inputs.size() < 2 || !rank4(n.inputs[0]) || !n.inputs[1] || !n.inputs[1]->is_constant() ||
         n.inputs[1]->constant->rank() != 4)
       return false;
@@ -142,13 +213,17 @@ class LayoutNhwc final : public Pass {
 
   // Replaces node n (whose output 0 is NCHW `y`) by `nhwc_node` (already added, fresh NHWC output) followed by a
   // Transpose back to NCHW that produces y itself, so every reader and graph output keeps working.
-  static void replace_with_nhwc(ir::Graph& g, ir::Node* n, ir::Node* nhwc_node) {
+  void replace_with_nhwc(ir::Graph& g, ir::Node* n, ir::Node* nhwc_node) {
     ir::Value* y = n->outputs[0];
     ir::Value* o = nhwc_node->outputs[0];
     o->dtype = y->dtype;
     o->rank_known = y->rank_known;
     if (y->rank_known && y->shape.size() == 4) o->shape = ops::permute_shape(y->shape, kToNhwc);
+    // The NHWC layer keeps the name of the node it replaces (add_node made it unique while both existed).
+    const std::string name = n->name;
     g.remove_node(n);
+    nhwc_node->name = name;
+    made_nhwc_.insert(name);
     Attributes a;
     a.set("perm", kToNchw);
     ir::Node* back =
@@ -192,6 +267,7 @@ class LayoutNhwc final : public Pass {
           g.add_constant(x->name + "_chpad", Tensor::from_vector<int64_t>({8}, {0, 0, 0, 0, 0, 0, 0, to - c}));
       ir::Node* p =
           g.add_node("Pad", g.unique_node_name(x->name + "_pad_channels"), {x, pads}, {x->name + "_c8"}, {}, 13);
+      made_nhwc_.insert(p->name);
       ir::Value* xp = p->outputs[0];
       xp->dtype = x->dtype;
       xp->shape = x->shape;
@@ -205,6 +281,7 @@ class LayoutNhwc final : public Pass {
     while (in.size() > 2 && !in.back()) in.pop_back();
     ir::Node* f = g.add_node("FusedConv", n->name, in, {n->outputs[0]->name + "_nhwc"}, std::move(a), 1, "kiln");
     replace_with_nhwc(g, n, f);
+    nhwc_convs_.insert(f->name);
   }
 
   // One rewrite at node n, if any applies: cancel a to-NHWC of a to-NCHW, or move a to-NCHW below n.

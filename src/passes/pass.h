@@ -16,6 +16,8 @@
 
 namespace kiln::passes {
 
+inline constexpr const char* kAllLayoutRegions = "*";
+
 struct PassOptions {
   Backend backend = Backend::kCPU;
   // precision_lowering: float16 or bfloat16 when the config allows it, else float32 (the pass does nothing).
@@ -30,6 +32,9 @@ struct PassOptions {
   // instead of following it as ONNX nodes. The builder sets it for CUDA unless KILN_DNN_MATMUL=0, as cuDNN's fused
   // matmul applies it in-kernel (cuBLASLt cannot; off, the optimized graph keeps the activation as its own node).
   bool matmul_sigmoid_acts = false;
+  // layout_nhwc: layout regions (named by kiln.layout_region, see ops/op.h) whose convolutions stay NCHW, as the
+  // builder measured them faster so, reformat layers counted; kAllLayoutRegions keeps every region NCHW.
+  std::set<std::string> nchw_layout_regions;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG
   bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)

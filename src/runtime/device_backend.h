@@ -83,6 +83,12 @@ class DeviceContext {
                       const std::function<void(int done, int total)>& progress) {
     return Status::Ok();
   }
+  // The whole engine's time per run at the prepared shapes (the builder's layout choice), on the context's own
+  // I/O buffers filled as for tuning: the median of `repeats` timings of `iters` back-to-back runs, as CUDA-graph
+  // replays when every layer can be captured.
+  virtual Result<double> time_engine(int iters, int repeats) {
+    return unsupported("this backend cannot time a whole engine");
+  }
 };
 
 class DeviceBackend {

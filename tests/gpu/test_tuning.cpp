@@ -1,6 +1,7 @@
 // GPU tests of the builder's tactic auto-tuner: tactics recorded per convolution, the timing cache written and
 // reused (a rebuild from the cache times nothing and writes the same engine), level 0 timing nothing, and the
-// tuned engine still matching the CPU reference.
+// tuned engine still matching the CPU reference; and of the layout choice (builder/layout_choice.h): layout
+// regions timed NHWC and NCHW, the decisions cached, KILN_LAYOUT's forced layouts.
 #include <cctype>
 #include <cmath>
 #include <cstdio>
@@ -232,6 +233,103 @@ TEST(GpuTuning, TacticTimingSwitchTypoIsAnError) {
   Built b = build(m, Backend::kCUDA, 3, "", true, /*fails=*/true);
   EXPECT_TRUE(b.blob.empty());
   EXPECT_NE(b.status.message().find("KILN_TACTIC_TIMING is 'cuda-graph'; it takes 'graph' or 'stream'"),
+            std::string::npos)
+      << b.status.message();
+}
+
+// Two layout regions with reformat layers: conv-relu, a channel softmax (no NHWC form), conv-relu-conv, a channel
+// softmax. Input "x" [4, 3, 32, 32], output "y" [4, 16, 32, 32].
+onnx::ModelProto two_region_cnn() {
+  using namespace test;
+  CnnBuilder b;
+  add_graph_input(b.g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {4, 3, 32, 32}));
+  auto softmax = [&](const std::string& x) {
+    onnx::NodeProto* n;
+    std::string y = b.node("Softmax", {x}, &n);
+    set_attr_int(n, "axis", 1);
+    return y;
+  };
+  std::string a = softmax(b.node("Relu", {b.conv("x", 3, 32, 3)}));
+  std::string c = b.conv(b.node("Relu", {b.conv(a, 32, 32, 3)}), 32, 16, 3);
+  add_onnx_node(b.g, "Identity", {softmax(c)}, {"y"});
+  add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {4, 16, 32, 32}));
+  return b.m;
+}
+
+int nhwc_convs(const std::vector<uint8_t>& blob) {
+  auto engine = test::load_engine(blob);
+  if (!engine) return -1;
+  int n = 0;
+  for (const auto& node : engine->plan().nodes)
+    if (const Attribute* l = node.attrs.find("layout"); node.op_type == "FusedConv" && l && l->s() == "NHWC") ++n;
+  return n;
+}
+
+int count(const std::string& text, const std::string& part) {
+  int n = 0;
+  for (size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++n;
+  return n;
+}
+
+// Each region is timed both ways at the default level (one line each), the engine stays right whichever layout
+// won, and a rebuild with the timing cache makes the same choices without timing and writes the same engine.
+TEST(GpuTuning, LayoutRegionsTimedBothWaysAndCached) {
+  KILN_REQUIRE_GPU();
+  onnx::ModelProto m = two_region_cnn();
+  const std::string cache =
+      (std::filesystem::temp_directory_path() / ("kiln_layout_" + std::to_string(::getpid()) + ".json")).string();
+  std::remove(cache.c_str());
+  Built first = build(m, Backend::kCUDA, 3, cache);
+  ASSERT_FALSE(first.blob.empty()) << first.status.message();
+  EXPECT_EQ(count(first.log, "layout region '"), 2) << first.log;
+  for (size_t at = first.log.find("layout region '"); at != std::string::npos;
+       at = first.log.find("layout region '", at + 1))
+    std::printf("LAYOUT_CHOICE %s\n", first.log.substr(at, first.log.find('\n', at) - at).c_str());
+  const int nhwc = nhwc_convs(first.blob);
+  EXPECT_GE(nhwc, 0);
+  EXPECT_LE(nhwc, 3);
+  expect_matches_cpu(m, first.blob);
+  std::ifstream f(cache);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(count(text, "layout|"), 2) << text.substr(0, 600);
+
+  Built again = build(m, Backend::kCUDA, 3, cache);
+  EXPECT_EQ(count(again.log, "layout region '"), 0) << again.log;
+  EXPECT_NE(again.log.find("2 regions from the timing cache"), std::string::npos) << again.log;
+  EXPECT_EQ(nhwc_convs(again.blob), nhwc);
+  EXPECT_EQ(engine_difference(first.blob, again.blob, cuda::kDnnPlanAttr), "")
+      << "a rebuild with the timing cache must give the same engine";
+  // Below the default level the rule stands: every region NHWC, nothing timed.
+  Built quick = build(m, Backend::kCUDA, 2, "");
+  EXPECT_EQ(count(quick.log, "layout region '"), 0) << quick.log;
+  EXPECT_EQ(nhwc_convs(quick.blob), 3);
+  std::remove(cache.c_str());
+}
+
+// KILN_LAYOUT=nchw keeps every convolution NCHW and =nhwc applies the rule without timing; both engines are right.
+// Any other value fails the build, naming the accepted ones.
+TEST(GpuTuning, LayoutSwitchForcesALayout) {
+  KILN_REQUIRE_GPU();
+  onnx::ModelProto m = two_region_cnn();
+  {
+    ScopedEnv env("KILN_LAYOUT", "nchw");
+    Built b = build(m, Backend::kCUDA, 3, "");
+    ASSERT_FALSE(b.blob.empty()) << b.status.message();
+    EXPECT_EQ(nhwc_convs(b.blob), 0);
+    EXPECT_EQ(count(b.log, "layout region '"), 0) << b.log;
+    expect_matches_cpu(m, b.blob);
+  }
+  {
+    ScopedEnv env("KILN_LAYOUT", "nhwc");
+    Built b = build(m, Backend::kCUDA, 3, "");
+    ASSERT_FALSE(b.blob.empty()) << b.status.message();
+    EXPECT_EQ(nhwc_convs(b.blob), 3);
+    EXPECT_EQ(count(b.log, "layout region '"), 0) << b.log;
+    expect_matches_cpu(m, b.blob);
+  }
+  ScopedEnv env("KILN_LAYOUT", "channels_last");
+  Built b = build(m, Backend::kCUDA, 3, "", true, /*fails=*/true);
+  EXPECT_NE(b.status.message().find("KILN_LAYOUT must be timed, nhwc or nchw, got 'channels_last'"),
             std::string::npos)
       << b.status.message();
 }

@@ -134,6 +134,7 @@ class CudaContext final : public runtime::DeviceContext {
   Status tune(const runtime::TuneOptions& options, runtime::TimingEntries& cache,
               std::vector<runtime::TacticChoice>* choices,
               const std::function<void(int, int)>& progress) override;
+  Result<double> time_engine(int iters, int repeats) override;
 
  private:
   // kSlice: bytes at `offset` inside value `alias` (an input of an eliminated Concat, inside its output; that
@@ -193,6 +194,8 @@ class CudaContext final : public runtime::DeviceContext {
   Result<std::optional<double>> time_in_graph(Step& s, KernelArgs& a, int iters, cudaEvent_t e0, cudaEvent_t e1);
   // Device buffers for every I/O tensor at the prepared shapes (the host path's and the tuner's, grown on demand).
   Result<std::vector<void*>> io_buffers();
+  // io_buffers() with the inputs filled with timing data (uniform floats, zero integers).
+  Result<std::vector<void*>> timing_inputs();
   // Refuses null, host, other-GPU and too-small bindings before any launch. The driver queries cost about a
   // microsecond each, so bindings are checked again only when an address or the shapes change.
   Status check_bindings(const std::vector<void*>& io);
@@ -541,13 +544,11 @@ Result<std::optional<double>> CudaContext::time_in_graph(Step& s, KernelArgs& a,
   return std::optional<double>(static_cast<double>(ms) / (static_cast<double>(iters) * kGraphReplays));
 }
 
-Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEntries& cache,
-                         std::vector<runtime::TacticChoice>* choices, const std::function<void(int, int)>& progress) {
-  if (!prepared_ || dynamic_) return Status::Ok();  // nothing to time without static shapes
+// Time on realistic data, not zeros (which can run faster than real values): float inputs get uniform values in
+// [-1, 1], integer inputs (token ids, indices) zeros, which are valid for any table. The tuner's and
+// time_engine's I/O buffers.
+Result<std::vector<void*>> CudaContext::timing_inputs() {
   KILN_ASSIGN_OR_RETURN(std::vector<void*> io, io_buffers());
-  // Time on realistic data, not zeros (which can run faster than real values): float inputs get uniform
-  // values in [-1, 1], integer inputs (token ids, indices) zeros, which are valid for any table; one full run
-  // then fills every activation the timed layers read.
   uint32_t seed = 12345;
   for (int i : plan_->inputs) {
     const int v = plan_->io[i].value;
@@ -566,6 +567,40 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
     }
     if (t.nbytes()) KILN_CUDA_CHECK(cudaMemcpy(io[i], t.raw(), t.nbytes(), cudaMemcpyHostToDevice));
   }
+  return io;
+}
+
+Result<double> CudaContext::time_engine(int iters, int repeats) {
+  if (!prepared_ || dynamic_) return unsupported("an engine with data-dependent shapes cannot be timed as a whole");
+  KILN_ASSIGN_OR_RETURN(std::vector<void*> io, timing_inputs());
+  const bool graph = host_layers_.empty() && !profiler_;
+  auto run = [&]() -> Status { return graph ? enqueue_graph(io, stream_) : enqueue(io, stream_); };
+  KILN_RETURN_IF_ERROR(run().with_context("the run before timing the engine"));
+  KILN_RETURN_IF_ERROR(run());
+  KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  cudaEvent_t e0 = nullptr, e1 = nullptr;
+  KILN_CUDA_CHECK(cudaEventCreate(&e0));
+  KILN_CUDA_CHECK(cudaEventCreate(&e1));
+  std::shared_ptr<void> guard(nullptr, [&](void*) { cudaEventDestroy(e0); cudaEventDestroy(e1); });
+  std::vector<double> times;
+  for (int r = 0; r < std::max(1, repeats); ++r) {
+    KILN_CUDA_CHECK(cudaEventRecord(e0, stream_));
+    for (int i = 0; i < std::max(1, iters); ++i) KILN_RETURN_IF_ERROR(run());
+    KILN_CUDA_CHECK(cudaEventRecord(e1, stream_));
+    KILN_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    KILN_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    times.push_back(ms / std::max(1, iters));
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEntries& cache,
+                         std::vector<runtime::TacticChoice>* choices, const std::function<void(int, int)>& progress) {
+  if (!prepared_ || dynamic_) return Status::Ok();  // nothing to time without static shapes
+  KILN_ASSIGN_OR_RETURN(std::vector<void*> io, timing_inputs());
+  // One full run fills every activation the timed layers read.
   KILN_RETURN_IF_ERROR(enqueue(io, stream_).with_context("the run before tactic timing"));
   KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
   KILN_CUDNN_CHECK(cudnnSetStream(handles_.dnn, stream_));
