@@ -13,8 +13,8 @@ namespace kiln::builder {
 // A device's cache key prefix: GPU name, compute capability and the library versions tactics depend on.
 std::string device_key(const runtime::DeviceInfo& info);
 
-// Whether KILN_TACTIC_TIMING asks the tuner to time candidates as CUDA-graph replays ("graph") rather than
-// launches on a stream ("stream", the default while unset); any other value is an error naming both.
+// Whether the tuner times candidates as CUDA-graph replays (KILN_TACTIC_TIMING=graph, the default while unset) or
+// as launches on a stream ("stream"); any other value is an error naming both.
 Result<bool> graph_timing_requested();
 
 class TimingCache {

@@ -40,7 +40,8 @@ struct TuneOptions {
   // How a candidate is timed. Stream: avg_timing launches back to back on the stream, so a kernel shorter than
   // its launch is timed at its launch cost. Graph: the avg_timing launches captured into a CUDA graph and
   // replayed, which is what an engine run through a CUDA graph (enqueue_graph, the batch-1 serving path) pays;
-  // a candidate that cannot be captured is timed on the stream instead. KILN_TACTIC_TIMING=graph asks for it.
+  // a candidate that cannot be captured is timed on the stream instead. The builder's default; KILN_TACTIC_TIMING=
+  // stream asks for stream timing.
   bool graph_timing = false;
 };
 struct TacticChoice {

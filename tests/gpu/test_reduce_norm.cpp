@@ -546,8 +546,7 @@ TEST(GpuCumSum, LayoutsFlagsAndTypes) {
       check_cumsum(DT::kBF16, {3, 5, 6}, 1, ex, rev, 178);
     }
   check_cumsum(DT::kFLOAT, {4, 7}, 1, 0, 0, 179, DT::kINT32);  // axis given as int32
-  check_cumsum(DT::kFLOAT, {}, 0, 0, 0, 180);                   // rank 0
-  check_cumsum(DT::kFLOAT, {}, 0, 1, 0, 181);
+  // A scalar has no axis: refused on every backend (BadOnnxInputs.CumSumOfAScalarIsAnError), not compared here.
 }
 
 }  // namespace

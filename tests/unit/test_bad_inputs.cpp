@@ -561,6 +561,33 @@ TEST(BadOnnxInputs, EmptyOperandPastLibonnxOpsetsAndReshapeProductOverflowReport
 // yet normalize_axis took axis 0 on rank 0 as dim 0: Split, Compress, Unique, Scan and the reductions then read
 // or wrote past the empty shape (SIGSEGV). libonnx's LayerNormalization indexed dim -1 of a scalar X with its
 // default axis.
+// CumSum's axis is an input, so a scalar's axis 0 is refused when the node runs (ONNX: axis in [-r, r-1], empty for
+// a scalar; ONNX Runtime refuses a scalar too): an error naming the node, never a sum. GpuCumSum summed scalars
+// before the axis checks; it now leaves them to this test.
+TEST(BadOnnxInputs, CumSumOfAScalarIsAnError) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  onnx::TensorProto axis;
+  axis.set_name("axis");
+  axis.set_data_type(onnx::TensorProto::INT64);
+  axis.add_int64_data(0);
+  *g->add_initializer() = axis;
+  add_onnx_node(g, "CumSum", {"x", "axis"}, {"y"})->set_name("the_sum");
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  Status st;
+  auto engine = build_onnx_engine(m, &st);
+  std::string msg = st.message();
+  if (engine) {
+    HostTensor x{DataType::kFLOAT, {}, std::vector<uint8_t>(4, 0)};
+    auto r = engine->create_execution_context()->infer({{"x", x}});
+    ASSERT_FALSE(r.ok());
+    msg = r.status().message();
+  }
+  EXPECT_NE(msg.find("the_sum"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("CumSum axis 0 refers to an input of rank 0, which has no axes"), std::string::npos) << msg;
+}
+
 TEST(BadOnnxInputs, AxisOfAScalarReportedNotCrashing) {
   for (const char* op : {"Split", "ReduceMax", "Unique"}) {
     auto m = onnx_model(17);

@@ -9,8 +9,8 @@ cd "$(dirname "$0")/../.."
 export LD_LIBRARY_PATH="$PWD/.devcarry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 OUT=${OUT:-/tmp/kiln_switch_probe}; mkdir -p "$OUT"
 args=${*:---models bert_base efficientnet_b0 --batches 1}
-# KILN_TACTIC_TIMING=graph: the tuner times candidates as CUDA-graph replays (the batch-1 serving path).
-settings=("" "KILN_TACTIC_TIMING=graph" "KILN_DNN_SDPA=0" "KILN_DNN_MATMUL=0" "KILN_DNN_CONV=0"
+# KILN_TACTIC_TIMING=stream: the tuner times candidates as launches on a stream (graph replays are the default).
+settings=("" "KILN_TACTIC_TIMING=stream" "KILN_DNN_SDPA=0" "KILN_DNN_MATMUL=0" "KILN_DNN_CONV=0"
           "KILN_DNN_SDPA=0 KILN_DNN_MATMUL=0 KILN_DNN_CONV=0")
 # SETTINGS (';'-separated, '-' for the defaults) replaces the list.
 if [ -n "${SETTINGS:-}" ]; then IFS=';' read -ra settings <<< "$SETTINGS"; for i in "${!settings[@]}"; do
