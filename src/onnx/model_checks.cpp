@@ -585,6 +585,23 @@ static bool window_attributes_valid(const onnx::GraphProto& g, int opset, const 
 // past; Kiln's own inference then reports the node) instead of reading past a vector or through a null type. A
 // required input without a type (given as "", or made by a node whose inference failed) is one such case for
 // every operator. Installed once into the process-wide schema registry, for every version of every operator.
+// STFT's onesided defaults to 1 (ONNX's own node test test_stft expects floor(n/2)+1 bins without the attribute),
+// but libonnx's inference (1.12 here, 1.23 too) reads a missing onesided as 0 and gives n bins, which Kiln then
+// took for a declared shape its own inference contradicts: a valid model refused. For a real signal (last dim 1)
+// without the attribute, the bins are corrected to the operator's default.
+static void one_sided_by_default(onnx::InferenceContext& ctx) {
+  if (ctx.getAttribute("onesided") || ctx.getNumOutputs() < 1 || ctx.getNumInputs() < 1) return;
+  const onnx::TypeProto* signal = ctx.getInputType(0);
+  if (!signal || !signal->has_tensor_type() || !signal->tensor_type().has_shape()) return;
+  const auto& in = signal->tensor_type().shape();
+  if (in.dim_size() != 3 || !in.dim(2).has_dim_value() || in.dim(2).dim_value() != 1) return;
+  onnx::TypeProto* out = ctx.getOutputType(0);
+  if (!out || !out->has_tensor_type() || !out->tensor_type().has_shape() || out->tensor_type().shape().dim_size() != 4)
+    return;
+  auto* bins = out->mutable_tensor_type()->mutable_shape()->mutable_dim(2);
+  if (bins->has_dim_value()) bins->set_dim_value(bins->dim_value() / 2 + 1);
+}
+
 static void guard_libonnx_inference() {
   static std::once_flag once;
   std::call_once(once, [] {
@@ -616,6 +633,7 @@ static void guard_libonnx_inference() {
         std::vector<std::string> problems = libonnx_inference_problems(op, view);
         if (!problems.empty()) fail_shape_inference(op, " (guarded by Kiln): ", problems.front());
         inner(ctx);
+        if (op == "STFT") one_sided_by_default(ctx);
       });
     }
   });

@@ -3,6 +3,8 @@
 // (FuzzRegressionReplay*, tests/fuzz_regressions/).
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstring>
 #include <limits>
 #include <new>
 #include <string>
@@ -398,6 +400,46 @@ TEST(BadOnnxInputs, StftSignalRankAndEmptyOptionalInputsReported) {
   EXPECT_EQ(build_onnx_engine(stft_model({128}, {"r", "step", "window"}, true), &st), nullptr);
   EXPECT_NE(st.message().find("the_stft"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("signal must have shape [batch, length, 1 or 2]"), std::string::npos) << st.message();
+}
+
+// The other way round: a valid STFT without the onesided attribute (default 1: floor(16/2)+1 = 9 bins) was refused,
+// as libonnx's inference reads the missing attribute as 0 and declared 16 bins that Kiln's inference contradicted.
+// Checked against the DFT written out: X[f, k] = sum_n x[8f + n] w[n] e^(-2 pi i k n / 16), window of ones.
+TEST(BadOnnxInputs, StftWithoutOnesidedIsOneSidedNotRefused) {
+  auto m = onnx_model(17);
+  auto* g = m.mutable_graph();
+  add_graph_input(g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {1, 128, 1}));
+  auto* step = g->add_initializer();
+  step->set_name("step");
+  step->set_data_type(onnx::TensorProto::INT64);
+  step->add_int64_data(8);
+  *g->add_initializer() = float_tensor("window", {16}, 16);
+  add_onnx_node(g, "STFT", {"x", "step", "window"}, {"y"})->set_name("the_stft");
+  add_graph_output(g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {}));
+  g->mutable_output(0)->mutable_type()->mutable_tensor_type()->clear_shape();
+  Status st;
+  auto engine = build_onnx_engine(m, &st);
+  ASSERT_TRUE(engine) << st.message();
+  std::vector<float> x(128);
+  for (int i = 0; i < 128; ++i) x[i] = static_cast<float>((i * 37) % 11) - 5.f;
+  HostTensor in{DataType::kFLOAT, {1, 128, 1}, std::vector<uint8_t>(512)};
+  std::memcpy(in.data.data(), x.data(), 512);
+  auto r = engine->create_execution_context()->infer({{"x", in}});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  const HostTensor& y = (*r)[0].second;
+  ASSERT_EQ(y.dims, (Dims{1, 15, 9, 2}));
+  const float* got = reinterpret_cast<const float*>(y.data.data());
+  const double pi = std::acos(-1.0);
+  for (int f = 0; f < 15; ++f)
+    for (int k = 0; k < 9; ++k) {
+      double re = 0, im = 0;
+      for (int n = 0; n < 16; ++n) {
+        re += x[8 * f + n] * std::cos(2 * pi * k * n / 16);
+        im -= x[8 * f + n] * std::sin(2 * pi * k * n / 16);
+      }
+      EXPECT_NEAR(got[(f * 9 + k) * 2], re, 1e-3) << f << " " << k;
+      EXPECT_NEAR(got[(f * 9 + k) * 2 + 1], im, 1e-3) << f << " " << k;
+    }
 }
 
 // Found by fuzzing the node-test models with mutated attributes and emptied inputs. libonnx's MaxUnpool inference
