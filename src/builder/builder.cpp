@@ -171,8 +171,11 @@ std::vector<Dims> opt_shapes(const runtime::EnginePlan& plan) {
 // Kernel auto-tuning: loads the engine on the GPU, times each layer's candidate tactics at the first profile's
 // opt shapes (or answers them from the timing cache), records the winners as "kiln.tactic" annotations and
 // writes the engine again. Level 0 skips it: every kernel then runs its first (heuristic) tactic.
+// `measured` (may be null) carries this build's timings from one tuning to the next (the layout variants
+// share their layers' timings with the first engine, with or without a cache file).
 Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& config, std::vector<uint8_t> engine,
-                                         ILogger& logger, builder::BuildProgress& progress) {
+                                         ILogger& logger, builder::BuildProgress& progress,
+                                         runtime::TimingEntries* measured) {
   if (config.builder_optimization_level() <= 0) return engine;
   auto t0 = std::chrono::steady_clock::now();
   KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
@@ -194,6 +197,7 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
   opts.graph_timing = graph_timing;
   if (opts.graph_timing) logger.log(ILogger::Severity::kINFO, "tactics are timed as CUDA-graph replays");
   runtime::TimingEntries entries = cache.device_entries();
+  if (measured) entries.insert(measured->begin(), measured->end());
   std::vector<runtime::TacticChoice> choices;
   {
     // One step per tunable layer; the phase opens when the context knows how many there are.
@@ -222,6 +226,7 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
     logger.log(ILogger::Severity::kVERBOSE, line.c_str());
   }
   cache.update(entries);
+  if (measured) *measured = entries;
   if (!file.empty()) KILN_RETURN_IF_ERROR(cache.save(file));
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::string msg = "tactics: " + std::to_string(choices.size()) + " layers tuned (" + std::to_string(timed) +
@@ -265,7 +270,8 @@ Status compile_pointwise_layers(ir::Graph& g, ILogger& logger) {
 // The passes over a copy of the network, then the engine written and, on a GPU, tuned.
 Result<builder::LayoutVariant> optimize_and_write(const ir::Graph& network, const passes::PassOptions& opts,
                                                   passes::PassManager& pm, const BuilderConfig& config,
-                                                  ILogger& logger, builder::BuildProgress& progress) {
+                                                  ILogger& logger, builder::BuildProgress& progress,
+                                                  runtime::TimingEntries* measured) {
   // The network stays as the user built it; the passes rewrite a private copy.
   std::unique_ptr<ir::Graph> g = network.clone();
   passes::PassContext ctx(logger, opts);
@@ -291,7 +297,7 @@ Result<builder::LayoutVariant> optimize_and_write(const ir::Graph& network, cons
   if (!engine.ok()) return engine.status();
   KILN_RETURN_IF_ERROR(progress.step());
   if (config.backend() != Backend::kCPU) {
-    engine = tune_engine(*g, config, std::move(*engine), logger, progress);
+    engine = tune_engine(*g, config, std::move(*engine), logger, progress, measured);
     if (!engine.ok()) return engine.status();
     KILN_RETURN_IF_ERROR(progress.step());
   }
@@ -302,7 +308,8 @@ Result<builder::LayoutVariant> optimize_and_write(const ir::Graph& network, cons
 // shapes, decisions kept in the timing cache file next to the tactics.
 Result<builder::LayoutVariant> time_layouts(const ir::Graph& network, const passes::PassOptions& opts,
                                             builder::LayoutVariant nhwc, const BuilderConfig& config,
-                                            ILogger& logger, builder::BuildProgress& progress) {
+                                            ILogger& logger, builder::BuildProgress& progress,
+                                            runtime::TimingEntries* measured) {
   KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
   KILN_ASSIGN_OR_RETURN(runtime::DeviceInfo info, backend->device_info());
   builder::TimingCache cache(builder::device_key(info));
@@ -319,7 +326,7 @@ Result<builder::LayoutVariant> time_layouts(const ir::Graph& network, const pass
     o.nchw_layout_regions = nchw;
     passes::PassManager pm(passes::pipeline_for(config.backend()));
     builder::BuildProgress none(nullptr);
-    return optimize_and_write(network, o, pm, config, quiet, none);
+    return optimize_and_write(network, o, pm, config, quiet, none, measured);
   };
   auto time = [&](const std::vector<uint8_t>& engine) -> Result<double> {
     KILN_ASSIGN_OR_RETURN(auto plan, runtime::read_engine(engine.data(), engine.size()));
@@ -397,12 +404,13 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
   if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};
   passes::PassManager pm(passes::pipeline_for(config.backend()));
-  auto first = optimize_and_write(network.graph(), opts, pm, config, logger_, progress);
+  runtime::TimingEntries measured;  // this build's tactic timings, for the layout variants
+  auto first = optimize_and_write(network.graph(), opts, pm, config, logger_, progress, &measured);
   if (!first.ok()) return first.status();
   builder::LayoutVariant built = std::move(*first);
   // Layout by measurement (builder/layout_choice.h) from the default level up; lower levels keep the rule.
   if (on_device && layout_mode == LayoutMode::kTimed && config.builder_optimization_level() >= 3) {
-    auto timed = time_layouts(network.graph(), opts, std::move(built), config, logger_, progress);
+    auto timed = time_layouts(network.graph(), opts, std::move(built), config, logger_, progress, &measured);
     if (!timed.ok()) return timed.status();
     built = std::move(*timed);
   }
