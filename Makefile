@@ -68,6 +68,10 @@ test-models:
 	# The exported transformers' attention through the CUDA pass list (tests/unit/test_transformer_models.cpp).
 	KILN_TRANSFORMER_MODEL_DIRS=$$(ls -d models/bert_ci_op* models/gpt_ci_op* models/vit_ci_op* | paste -sd:) \
 	  $(BUILD_DIR)/bin/kiln_tests --gtest_filter='TransformerModels.*' --gtest_brief=1
+	# torch's GroupNorm export fused into one GroupNormalization (tests/unit/test_fuse_groupnorm.cpp).
+	$(PYTHON) tests/models/export_groupnorm.py --out models/groupnorm_op17/model.onnx > /dev/null 2>&1
+	KILN_GROUPNORM_ONNX=models/groupnorm_op17/model.onnx $(BUILD_DIR)/bin/kiln_tests \
+	  --gtest_filter='FuseGroupNorm.TorchExport' --gtest_brief=1
 	# The exported ViT's patch embedding as a GEMM (tests/unit/test_conv_patchify_as_gemm.cpp).
 	KILN_VIT_MODEL_DIRS=models/vit_ci_op17 $(BUILD_DIR)/bin/kiln_tests --gtest_filter='ConvPatchifyAsGemm.ExportedVit' \
 	  --gtest_brief=1

@@ -98,6 +98,7 @@ std::unique_ptr<Pass> make_concat_elimination();
 // Transformer fusions of the CUDA pipeline (the CPU pipeline stays unfused: its results are the reference).
 std::unique_ptr<Pass> make_fuse_layernorm();
 std::unique_ptr<Pass> make_fuse_rmsnorm();
+std::unique_ptr<Pass> make_fuse_groupnorm();
 std::unique_ptr<Pass> make_fuse_gelu();
 std::unique_ptr<Pass> make_lift_bmm_heads();
 std::unique_ptr<Pass> make_sink_head_transposes();

@@ -40,6 +40,8 @@ PassList cuda_pipeline() {
   p.push_back(make_fuse_layernorm());
   // After LayerNorm: a LayerNorm's tail (d / sqrt(mean(d^2) + eps) * gamma) is an RMSNorm of d.
   p.push_back(make_fuse_rmsnorm());
+  // torch's GroupNorm (Reshape, InstanceNormalization, Reshape back, Mul, Add): one GroupNormalization kernel.
+  p.push_back(make_fuse_groupnorm());
   p.push_back(make_fuse_gelu());
   // Before the epilogue fusion, which would otherwise take the Q.K^T MatMul for an ordinary GEMM. The [B*H,S,D]
   // bmm form first becomes [B,H,S,D], whose head Transposes sink_head_transposes and the layout folds then see.
