@@ -310,6 +310,7 @@ Result<builder::LayoutVariant> time_layouts(const ir::Graph& network, const pass
                                             builder::LayoutVariant nhwc, const BuilderConfig& config,
                                             ILogger& logger, builder::BuildProgress& progress,
                                             runtime::TimingEntries* measured) {
+  if (builder::layout_regions(*nhwc.graph).empty()) return nhwc;  // nothing to choose (most engines)
   KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
   KILN_ASSIGN_OR_RETURN(runtime::DeviceInfo info, backend->device_info());
   builder::TimingCache cache(builder::device_key(info));
