@@ -30,8 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tactics  # noqa: E402
 
 LARGE = {"resnet50": 128, "mobilenet_v2": 128, "efficientnet_b0": 128, "vit_b_16": 64, "bert_base": 64,
-         "gpt2_base": 32}
-CNNS = {"resnet50", "mobilenet_v2", "efficientnet_b0"}
+         "gpt2_base": 32, "unet_stage": 16}
+CNNS = {"resnet50", "mobilenet_v2", "efficientnet_b0", "unet_stage"}
 RUNS, WARM = 50, 10
 PEERS = ["eager", "eager_graph", "compile", "compile_ro", "ort"]
 PEER_LABEL = {"eager": "eager", "eager_graph": "eager + CUDA graph", "compile": "torch.compile",

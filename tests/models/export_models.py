@@ -96,6 +96,36 @@ class GptDecoder(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
+class UNetStage(torch.nn.Module):
+    """A Stable-Diffusion-like UNet stage without attention (for fuse_groupnorm and the layout choice): conv_in
+    4 -> c, two GroupNorm(32)-SiLU-Conv3x3 residual blocks, a stride-2 downsample, two more blocks at half the size,
+    conv_out c -> 4. Every GroupNorm sits between convolutions, as in diffusers' ResnetBlock2D."""
+
+    class Block(torch.nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.n1, self.c1 = torch.nn.GroupNorm(32, c), torch.nn.Conv2d(c, c, 3, padding=1)
+            self.n2, self.c2 = torch.nn.GroupNorm(32, c), torch.nn.Conv2d(c, c, 3, padding=1)
+
+        def forward(self, x):
+            h = self.c1(torch.nn.functional.silu(self.n1(x)))
+            return x + self.c2(torch.nn.functional.silu(self.n2(h)))
+
+    def __init__(self, c=320):
+        super().__init__()
+        self.conv_in = torch.nn.Conv2d(4, c, 3, padding=1)
+        self.blocks = torch.nn.Sequential(self.Block(c), self.Block(c), torch.nn.Conv2d(c, c, 3, stride=2, padding=1),
+                                          self.Block(c), self.Block(c))
+        self.norm_out, self.conv_out = torch.nn.GroupNorm(32, c), torch.nn.Conv2d(c, 4, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv_out(torch.nn.functional.silu(self.norm_out(self.blocks(self.conv_in(x)))))
+
+
+def _latent(batch):
+    return torch.randn(batch, 4, 64, 64)
+
+
 def _tv(name, **kw):
     import torchvision.models as tvm
     return getattr(tvm, name)(weights=None, **kw)
@@ -130,6 +160,8 @@ ZOO = {
                   "GPT-2-small-like decoder, 12 layers, d 768, 12 heads, seq 64"),
     "gpt_ci": (lambda: GptDecoder(1000, 64, 128, 4, 2), _tokens(1000, 32),
                "GPT-style decoder, 2 layers, d 128, 4 heads, seq 32"),
+    "unet_stage": (UNetStage, _latent, "SD-like UNet stage without attention, 320 channels, 64x64 latent, "
+                   "9 GroupNorms (not in FULL_MODELS: `--models unet_stage`)"),
 }
 CI_MODELS = ["resnet50", "mobilenet_v2", "efficientnet_b0", "vit_ci", "bert_ci", "gpt_ci"]
 FULL_MODELS = ["resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "bert_base", "gpt2_base"]

@@ -128,6 +128,9 @@ TEST(FuseGroupNorm, CudaPipelineFloat16) {
 
 }  // namespace
 
+#include <cstdio>
+
+#include "builder/layout_choice.h"
 #include "onnx_model_util.h"
 
 namespace {
@@ -141,13 +144,19 @@ TEST(FuseGroupNorm, TorchExport) {
   ASSERT_NE(g, nullptr);
   auto cpu = g->clone();
   ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
-  EXPECT_EQ(count_ops(*cpu, "InstanceNormalization"), 1) << "the export's form (CPU pipeline: unfused)";
+  const int norms = count_ops(*cpu, "InstanceNormalization");
+  EXPECT_GE(norms, 1) << "the export's form (CPU pipeline: unfused)";
   auto cuda = g->clone();
   Status st = run_cuda_pipeline(*cuda);
   ASSERT_TRUE(st.ok()) << st.message();
-  EXPECT_EQ(count_ops(*cuda, "GroupNormalization"), 1) << ir::print(*cuda);
+  EXPECT_EQ(count_ops(*cuda, "GroupNormalization"), norms) << ir::print(*cuda);
   EXPECT_EQ(count_ops(*cuda, "InstanceNormalization"), 0);
-  const Tensor x = random_f32({2, 8, 16, 16}, 29, -2.f, 2.f);
+  std::printf("%s: %d GroupNorms fused, %zu layout regions, %zu nodes (CPU pipeline %zu)\n", path, norms,
+              builder::layout_regions(*cuda).size(), cuda->nodes().size(), cpu->nodes().size());
+  if (std::getenv("KILN_GROUPNORM_STRUCTURE_ONLY")) return;  // large exports: the reference kernels are slow
+  std::vector<int64_t> dims;
+  for (const ops::Dim& d : g->inputs()[0]->shape) dims.push_back(d.is_static() ? d.value : 2);
+  const Tensor x = random_f32(dims, 29, -2.f, 2.f);
   auto want = run_reference(*cpu, {x});
   auto got = run_reference(*cuda, {x});
   ASSERT_EQ(want.size(), 1u);
