@@ -301,6 +301,7 @@ class LayoutNhwc final : public Pass {
     if (op == "MaxPool" || op == "AveragePool") return sink_pool(g, n);
     if (op == "Flatten") return sink_flatten(g, n);
     if (op == "Concat") return sink_concat(g, n);
+    if (op == "GroupNormalization" && opts_->nhwc_groupnorm) return sink_groupnorm(g, n);
     return false;
   }
 
@@ -368,6 +369,38 @@ class LayoutNhwc final : public Pass {
     auto axis = n->attrs.get_int("axis", 1);
     if (!axis.ok() || (*axis != 1 && *axis != -3)) return false;
     g.set_node_input(n, 0, s);
+    return true;
+  }
+
+  // GroupNormalization over NHWC X: the kiln op with layout NHWC, its scale and bias per channel (opset 18's
+  // per-group parameters repeated over each group's channels at build time).
+  bool sink_groupnorm(ir::Graph& g, ir::Node* n) {
+    ir::Value* s = nhwc_source(n->inputs[0]);
+    if (!s || !rank4(s) || n->inputs.size() != 3 || n->outputs.size() != 1 || !rank4(n->outputs[0])) return false;
+    if (!s->shape[3].is_static() || !n->inputs[1] || !n->inputs[2] || !n->inputs[1]->is_constant() ||
+        !n->inputs[2]->is_constant())
+      return false;
+    if (opts_->has_kernel && !opts_->has_kernel("GroupNormalization", "kiln", s->dtype)) return false;
+    auto groups = n->attrs.get_int("num_groups");
+    const int64_t c = s->shape[3].value;
+    if (!groups.ok() || *groups < 1 || c % *groups != 0) return false;
+    auto per_channel = [&](ir::Value* v) -> ir::Value* {
+      const Tensor& t = *v->constant;
+      if (t.numel() == c) return t.rank() == 1 ? v : g.add_constant(v->name + "_c", t.reshaped({c}));
+      if (t.numel() != *groups) return nullptr;
+      const std::vector<double> pg = t.to_f64_vector();
+      std::vector<float> pc(c);
+      for (int64_t ch = 0; ch < c; ++ch) pc[ch] = static_cast<float>(pg[ch / (c / *groups)]);
+      return g.add_constant(v->name + "_per_channel", Tensor::from_vector<float>({c}, pc).cast(t.dtype()));
+    };
+    ir::Value* scale = per_channel(n->inputs[1]);
+    ir::Value* bias = scale ? per_channel(n->inputs[2]) : nullptr;
+    if (!bias) return false;
+    Attributes a = n->attrs;
+    a.set("layout", "NHWC");
+    ir::Node* m = g.add_node("GroupNormalization", n->name, {s, scale, bias}, {n->outputs[0]->name + "_nhwc"},
+                             std::move(a), 1, "kiln");
+    replace_with_nhwc(g, n, m);
     return true;
   }
 

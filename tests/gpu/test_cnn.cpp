@@ -156,6 +156,44 @@ TEST(GpuCnn, NhwcPoolingMatchesReference) {
     }
 }
 
+// kiln GroupNormalization (layout NHWC, per-channel scale and bias: layout_nhwc's form behind
+// KILN_NHWC_GROUPNORM=1) against the CPU reference (ONNX GroupNormalization on the NCHW permutation).
+TEST(GpuCnn, NhwcGroupNormMatchesReference) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    std::vector<int64_t> shape;
+    int64_t groups;
+  };
+  uint32_t seed = 70;
+  for (DataType dt : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16})
+    for (const Case& k : {Case{{2, 13, 11, 32}, 8}, Case{{1, 9, 7, 20}, 5}, Case{{2, 5, 6, 16}, 16},
+                          Case{{1, 4, 4, 24}, 1}, Case{{2, 17, 40}, 4}}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " " + dims_to_string(k.shape) + " groups " +
+                   std::to_string(k.groups));
+      const int64_t c = k.shape.back();
+      ir::Graph g;
+      ir::Value* x = g.add_value("x");
+      x->dtype = dt;
+      for (int64_t d : k.shape) x->shape.push_back(ops::Dim(d));
+      x->rank_known = true;
+      g.inputs().push_back(x);
+      Attributes a;
+      a.set("num_groups", k.groups);
+      a.set("epsilon", 1e-5f);
+      a.set("layout", "NHWC");
+      ir::Value* scale = g.add_constant("scale", random_tensor(dt, {c}, seed++, 0.5, 1.5));
+      ir::Value* bias = g.add_constant("bias", random_tensor(dt, {c}, seed++));
+      g.outputs().push_back(g.add_node("GroupNormalization", "gn", {x, scale, bias}, {"y"}, a, 1, "kiln")->outputs[0]);
+      QuietLogger quiet;
+      passes::PassContext ctx(quiet);
+      ASSERT_TRUE(passes::make_shape_inference()->apply(g, ctx).ok());
+      Tensor cpu, gpu;
+      std::tie(cpu, gpu) = run_on_both(g, {random_tensor(dt, k.shape, seed++, -3, 3)});
+      if (HasFatalFailure()) return;
+      expect_tensors_close(cpu, gpu, dt == DataType::kFLOAT ? 1e-4 : 3e-2, 2e-2, "kiln GroupNormalization NHWC");
+    }
+}
+
 TEST(GpuCnn, ToNhwcMatchesReference) {
   KILN_REQUIRE_GPU();
   struct Case {

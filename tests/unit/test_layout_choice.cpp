@@ -38,9 +38,11 @@ std::unique_ptr<ir::Graph> two_region_graph() {
 }
 
 // Lowered to FP16 as the CUDA pipeline does, then layout_nhwc with these regions kept NCHW.
-std::unique_ptr<ir::Graph> lowered(const ir::Graph& src, const std::set<std::string>& nchw) {
+std::unique_ptr<ir::Graph> lowered(const ir::Graph& src, const std::set<std::string>& nchw,
+                                   bool nhwc_groupnorm = false) {
   auto g = src.clone();
   passes::PassOptions o;
+  o.nhwc_groupnorm = nhwc_groupnorm;
   o.backend = Backend::kCUDA;
   o.reduced_precision = DataType::kHALF;
   o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
@@ -243,6 +245,45 @@ TEST(ChooseLayouts, FailedVariantsAndUntimableEnginesKeepNhwcAndSaySo) {
     EXPECT_EQ(nhwc_convs(*chosen->graph), 3);
     EXPECT_EQ(fb.builds, 0);
     EXPECT_TRUE(log.has(ILogger::Severity::kWARNING, "layout regions stay NHWC untimed: cannot time this engine"));
+  }
+}
+
+// GroupNormalization between NHWC convolutions (PassOptions::nhwc_groupnorm): the kiln NHWC form keeps the two
+// convolutions in one region, no Transpose between them, per-group (opset 18) and per-channel (opset 21)
+// parameters alike; the results are the NCHW graph's. Without the option GroupNorm bounds the regions.
+TEST(LayoutRegions, GroupNormJoinsRegionsWhenItRunsNhwc) {
+  for (int opset : {18, 21}) {
+    SCOPED_TRACE("GroupNormalization opset " + std::to_string(opset));
+    ir::Graph src;
+    ir::Value* x = graph_input(src, "x", {2, 8, 6, 6});
+    Attributes a;
+    a.set("num_groups", int64_t{4});
+    a.set("epsilon", 1e-5f);
+    const int64_t params = opset == 18 ? 4 : 16;
+    ir::Node* gn = src.add_node("GroupNormalization", "gn",
+                                {conv3x3(src, x, 8, 16, 1), src.add_constant("gs", random_f32({params}, 2, 0.5f, 1.5f)),
+                                 src.add_constant("gb", random_f32({params}, 3))},
+                                {"gn_out"}, a, opset);
+    ir::Value* h = op1(src, "Relu", {gn->outputs[0]});
+    src.outputs().push_back(conv3x3(src, h, 16, 8, 5));
+    const std::vector<Tensor> in = {random_f32({2, 8, 6, 6}, 41)};
+    auto reference = run_reference(*lowered(src, {passes::kAllLayoutRegions}), in);
+
+    auto bounded = lowered(src, {});
+    EXPECT_EQ(builder::layout_regions(*bounded).size(), 2u);
+    EXPECT_EQ(count_ops(*bounded, "Transpose"), 4);  // into and out of each region
+
+    auto joined = lowered(src, {}, true);
+    EXPECT_EQ(builder::layout_regions(*joined).size(), 1u) << ir::print(*joined);
+    EXPECT_EQ(count_ops(*joined, "Transpose"), 2);  // into and out of the one region
+    int nhwc_gn = 0;
+    for (auto& n : joined->nodes())
+      nhwc_gn += n->op_type == "GroupNormalization" && n->domain == "kiln" &&
+                 n->attrs.get_string("layout", "").value() == "NHWC";
+    EXPECT_EQ(nhwc_gn, 1);
+    auto out = run_reference(*joined, in);
+    ASSERT_EQ(out.size(), 1u);
+    expect_close(out[0], reference[0], 3e-3, 3e-3);
   }
 }
 

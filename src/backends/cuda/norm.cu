@@ -340,9 +340,11 @@ __global__ void col_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowN
   }
 }
 
-// One warp or block per statistics group (an index of the kept dims), reading through the strided maps.
+// One warp or block per statistics group (an index of the kept dims), reading through the strided maps. With
+// aff.scale: NHWC GroupNormalization (eps inside the square root, per-channel scale and bias).
 template <typename T>
-__global__ void __launch_bounds__(1024) mvn_kernel(const T* __restrict__ x, T* __restrict__ y, AxisSplit s) {
+__global__ void __launch_bounds__(1024) mvn_kernel(const T* __restrict__ x, T* __restrict__ y, AxisSplit s,
+                                                   ChannelAffine aff) {
   __shared__ float smem[32];
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
   const float n = static_cast<float>(s.nred);
@@ -358,6 +360,16 @@ __global__ void __launch_bounds__(1024) mvn_kernel(const T* __restrict__ x, T* _
       sq += d * d;
     }
     sq = row_allreduce(sq, AddOp(), smem);
+    if (aff.scale) {
+      const float inv = 1.f / sqrtf((s.nred > 0 ? sq / n : 0.f) + aff.eps);
+      for (int64_t r = threadIdx.x; r < s.nred; r += blockDim.x) {
+        const int64_t off = base + map_offset(s.red, r);
+        const int64_t c = off % aff.channels;
+        const float a = load_param(aff.scale, aff.scale_dtype, c) * inv;
+        y[off] = from_f<T>((to_f(x[off]) - mean) * a + load_param(aff.bias, aff.bias_dtype, c));
+      }
+      continue;
+    }
     const float sd = sqrtf(s.nred > 0 ? sq / n : 0.f) + 1e-9f;
     for (int64_t r = threadIdx.x; r < s.nred; r += blockDim.x) {
       const int64_t off = base + map_offset(s.red, r);
@@ -406,10 +418,11 @@ Status col_norm_t(const void* x, void* y, RowNorm mode, int64_t outer, int64_t l
 }
 
 template <typename T>
-Status mvn_t(const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream) {
+Status mvn_t(const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream, const ChannelAffine& aff) {
   if (s.nkept <= 0 || s.nred <= 0) return Status::Ok();
   const dim3 block = row_block(s.nred, s.nkept, sm_count);
-  mvn_kernel<T><<<grid_for(s.nkept, block.y), block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), s);
+  mvn_kernel<T><<<grid_for(s.nkept, block.y), block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), s,
+                                                                   aff);
   KILN_CUDA_LAUNCH_CHECK();
   return Status::Ok();
 }
@@ -440,12 +453,13 @@ Status launch_col_norm(DataType dt, const void* x, void* y, RowNorm mode, int64_
   }
 }
 
-Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream) {
+Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream,
+                  const ChannelAffine& aff) {
   if (sm_count <= 0) sm_count = 132;
   switch (dt) {
-    case DataType::kFLOAT: return mvn_t<float>(x, y, s, sm_count, stream);
-    case DataType::kHALF: return mvn_t<__half>(x, y, s, sm_count, stream);
-    case DataType::kBF16: return mvn_t<__nv_bfloat16>(x, y, s, sm_count, stream);
+    case DataType::kFLOAT: return mvn_t<float>(x, y, s, sm_count, stream, aff);
+    case DataType::kHALF: return mvn_t<__half>(x, y, s, sm_count, stream, aff);
+    case DataType::kBF16: return mvn_t<__nv_bfloat16>(x, y, s, sm_count, stream, aff);
     default: return bad_type("MeanVarianceNormalization", dt);
   }
 }

@@ -44,7 +44,17 @@ Status launch_col_norm(DataType dt, const void* x, void* y, RowNorm mode, int64_
                        cudaStream_t stream);
 
 // MeanVarianceNormalization: statistics over s.red for every index of s.kept; y has x's shape.
-Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream);
+// With `affine` (scale non-null): GroupNormalization on channels-last X instead, over the same statistics groups:
+// y = (x - mean) / sqrt(var + eps) * scale[c] + bias[c], c = the element's offset modulo `channels`.
+struct ChannelAffine {
+  const void* scale = nullptr;
+  const void* bias = nullptr;
+  DataType scale_dtype = DataType::kFLOAT, bias_dtype = DataType::kFLOAT;
+  int64_t channels = 1;
+  float eps = 0.f;
+};
+Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream,
+                  const ChannelAffine& affine = {});
 
 // LRN over x [n, c, inner] (channels at dim 1), size >= 1: x / (bias + alpha / size * sum of squares over the
 // channel window [ch - (size-1)/2, ch + size-1 - (size-1)/2])^beta. dt: float, half or bf16.

@@ -268,4 +268,43 @@ KILN_CUDA_KERNEL(MeanVarianceNormalization) {
   return d;
 }
 
+// kiln GroupNormalization with layout "NHWC" (layout_nhwc): X [N, spatial..., C], per-channel scale and bias;
+// the statistics groups are (n, g) of the view [N, S, G, C/G], reduced over S and C/G.
+KILN_CUDA_KERNEL(NhwcGroupNormalization) {
+  KernelDef d;
+  d.op = "GroupNormalization";
+  d.domain = "kiln";
+  d.dtypes = float_types();
+  d.run = [](KernelArgs& a) -> Status {
+    const DevTensor& x = a.in[0];
+    if (x.rank() < 3) return invalid_argument("kiln GroupNormalization: X must have rank >= 3, got " +
+                                              dims_to_string(x.shape));
+    KILN_ASSIGN_OR_RETURN(float eps, a.attrs().get_float("epsilon", 1e-5f));
+    KILN_ASSIGN_OR_RETURN(int64_t groups, a.attrs().get_int("num_groups"));
+    const int64_t n = x.shape[0], c = x.shape.back(), spatial = ops::product(x.shape, 1, x.rank() - 1);
+    if (groups < 1 || c % groups != 0)
+      return invalid_argument("kiln GroupNormalization: num_groups " + std::to_string(groups) +
+                              " must be >= 1 and divide the channel count " + std::to_string(c));
+    if (a.in[1].numel() != c || a.in[2].numel() != c)
+      return invalid_argument("kiln GroupNormalization: scale and bias must have " + std::to_string(c) +
+                              " elements (one per channel), got " + dims_to_string(a.in[1].shape) + " and " +
+                              dims_to_string(a.in[2].shape));
+    AxisSplit s;
+    if (!split_axes({n, spatial, groups, c / groups}, {false, true, false, true}, &s))
+      return internal_error("kiln GroupNormalization: the [N, S, G, C/G] view did not split");
+    ChannelAffine aff;
+    aff.scale = a.in[1].data;
+    aff.scale_dtype = a.in[1].dtype;
+    aff.bias = a.in[2].data;
+    aff.bias_dtype = a.in[2].dtype;
+    aff.channels = c;
+    aff.eps = eps;
+    return launch_mvn(x.dtype, x.data, a.out[0].data, s, a.handles->sm_count, a.stream, aff);
+  };
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
+    return n.inputs.size() == 3 && n.inputs[1] >= 0 && n.inputs[2] >= 0 && params_are_float(n, plan, 1);
+  };
+  return d;
+}
+
 }  // namespace kiln::cuda

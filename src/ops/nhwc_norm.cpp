@@ -1,0 +1,61 @@
+// kiln GroupNormalization with layout "NHWC": ONNX's GroupNormalization (opset 21: per-channel scale and bias) on a
+// channels-last X [N, spatial..., C], for the layout_nhwc pass; the reference permutes to NCHW and runs the ONNX op.
+#include "ops/layout_util.h"
+#include "ops/op_util.h"
+
+namespace kiln::ops {
+namespace {
+
+Attributes onnx_attrs(const Attributes& a) {
+  Attributes r = a;
+  r.erase("layout");
+  return r;
+}
+
+Status check_nhwc(const Attributes& a) {
+  KILN_ASSIGN_OR_RETURN(std::string layout, a.get_string("layout"));
+  if (layout != "NHWC") return invalid_model("kiln GroupNormalization: layout must be NHWC, got \"" + layout + "\"");
+  return Status::Ok();
+}
+
+}  // namespace
+
+KILN_REGISTER_OP(NhwcGroupNormalization) {
+  OpSchema s;
+  s.name = "GroupNormalization";
+  s.domain = "kiln";
+  s.min_inputs = s.max_inputs = 3;
+  s.attrs = {{"epsilon", AttrType::kFLOAT},
+             {"num_groups", AttrType::kINT, AttrRequirement::kRequired},
+             {"stash_type", AttrType::kINT},
+             {"layout", AttrType::kSTRING, AttrRequirement::kRequired}};
+  s.dtypes = float_types();
+  s.infer = [](InferContext& ctx) -> Status {
+    KILN_RETURN_IF_ERROR(check_nhwc(ctx.attrs()));
+    const TensorInfo& x = ctx.input(0);
+    if (x.rank_known && x.shape.size() < 3)
+      return invalid_model("kiln GroupNormalization: X must have rank >= 3 (N, spatial..., C), got rank " +
+                           std::to_string(x.shape.size()));
+    ctx.output(0) = make_info(x.dtype, x.shape);
+    ctx.output(0).rank_known = x.rank_known;
+    return Status::Ok();
+  };
+  s.compute = [](ComputeContext& ctx) -> Status {
+    KILN_RETURN_IF_ERROR(check_nhwc(ctx.attrs()));
+    const Tensor& x = ctx.input(0);
+    if (x.rank() < 3) return invalid_argument("kiln GroupNormalization: X must have rank >= 3 (N, spatial..., C)");
+    const int64_t c = x.shape().back();
+    if (ctx.input(1).numel() != c || ctx.input(2).numel() != c)
+      return invalid_argument("kiln GroupNormalization: scale and bias must have " + std::to_string(c) +
+                              " elements (one per channel)");
+    KILN_ASSIGN_OR_RETURN(Tensor xn, permute(x, perm_to_nchw(x.rank())));
+    KILN_ASSIGN_OR_RETURN(auto y, run_reference("GroupNormalization", "", onnx_attrs(ctx.attrs()), 21,
+                                                {&xn, &ctx.input(1), &ctx.input(2)}));
+    KILN_ASSIGN_OR_RETURN(Tensor yh, permute(y[0], perm_to_nhwc(x.rank())));
+    ctx.set_output(0, std::move(yh));
+    return Status::Ok();
+  };
+  return s;
+}
+
+}  // namespace kiln::ops
