@@ -126,4 +126,16 @@ const std::vector<AttrSpec>& prologue_attrs() {
   return a;
 }
 
+Attributes without_layout(const Attributes& a) {
+  Attributes r = a;
+  r.erase("layout");
+  return r;
+}
+
+Status check_nhwc_layout(const std::string& op, const Attributes& a) {
+  KILN_ASSIGN_OR_RETURN(std::string layout, a.get_string("layout"));
+  if (layout != "NHWC") return invalid_model("kiln " + op + ": layout must be NHWC, got \"" + layout + "\"");
+  return Status::Ok();
+}
+
 }  // namespace kiln::ops

@@ -16,6 +16,11 @@ std::vector<int64_t> perm_to_nchw(int rank);
 Shape permute_shape(const Shape& s, const std::vector<int64_t>& perm);
 Result<Tensor> permute(const Tensor& t, const std::vector<int64_t>& perm);
 
+// The kiln channels-last ops (layout "NHWC"): their attributes as the ONNX op of the same name takes them, and the
+// check that "layout" says NHWC.
+Attributes without_layout(const Attributes& a);
+Status check_nhwc_layout(const std::string& op, const Attributes& a);
+
 // Runs a registered op's reference compute on host tensors (null: an omitted optional input).
 Result<std::vector<Tensor>> run_reference(const std::string& op, const std::string& domain, const Attributes& attrs,
                                           int opset, const std::vector<const Tensor*>& inputs, int num_outputs = 1);

@@ -4,21 +4,6 @@
 #include "ops/op_util.h"
 
 namespace kiln::ops {
-namespace {
-
-Attributes onnx_attrs(const Attributes& a) {
-  Attributes r = a;
-  r.erase("layout");
-  return r;
-}
-
-Status check_nhwc(const Attributes& a) {
-  KILN_ASSIGN_OR_RETURN(std::string layout, a.get_string("layout"));
-  if (layout != "NHWC") return invalid_model("kiln GroupNormalization: layout must be NHWC, got \"" + layout + "\"");
-  return Status::Ok();
-}
-
-}  // namespace
 
 KILN_REGISTER_OP(NhwcGroupNormalization) {
   OpSchema s;
@@ -31,7 +16,7 @@ KILN_REGISTER_OP(NhwcGroupNormalization) {
              {"layout", AttrType::kSTRING, AttrRequirement::kRequired}};
   s.dtypes = float_types();
   s.infer = [](InferContext& ctx) -> Status {
-    KILN_RETURN_IF_ERROR(check_nhwc(ctx.attrs()));
+    KILN_RETURN_IF_ERROR(check_nhwc_layout("GroupNormalization", ctx.attrs()));
     const TensorInfo& x = ctx.input(0);
     if (x.rank_known && x.shape.size() < 3)
       return invalid_model("kiln GroupNormalization: X must have rank >= 3 (N, spatial..., C), got rank " +
@@ -41,7 +26,7 @@ KILN_REGISTER_OP(NhwcGroupNormalization) {
     return Status::Ok();
   };
   s.compute = [](ComputeContext& ctx) -> Status {
-    KILN_RETURN_IF_ERROR(check_nhwc(ctx.attrs()));
+    KILN_RETURN_IF_ERROR(check_nhwc_layout("GroupNormalization", ctx.attrs()));
     const Tensor& x = ctx.input(0);
     if (x.rank() < 3) return invalid_argument("kiln GroupNormalization: X must have rank >= 3 (N, spatial..., C)");
     const int64_t c = x.shape().back();
@@ -49,7 +34,7 @@ KILN_REGISTER_OP(NhwcGroupNormalization) {
       return invalid_argument("kiln GroupNormalization: scale and bias must have " + std::to_string(c) +
                               " elements (one per channel)");
     KILN_ASSIGN_OR_RETURN(Tensor xn, permute(x, perm_to_nchw(x.rank())));
-    KILN_ASSIGN_OR_RETURN(auto y, run_reference("GroupNormalization", "", onnx_attrs(ctx.attrs()), 21,
+    KILN_ASSIGN_OR_RETURN(auto y, run_reference("GroupNormalization", "", without_layout(ctx.attrs()), 21,
                                                 {&xn, &ctx.input(1), &ctx.input(2)}));
     KILN_ASSIGN_OR_RETURN(Tensor yh, permute(y[0], perm_to_nhwc(x.rank())));
     ctx.set_output(0, std::move(yh));

@@ -6,18 +6,6 @@
 namespace kiln::ops {
 namespace {
 
-Attributes onnx_attrs(const Attributes& a) {
-  Attributes r = a;
-  r.erase("layout");
-  return r;
-}
-
-Status check_layout(const std::string& op, const Attributes& a) {
-  KILN_ASSIGN_OR_RETURN(std::string layout, a.get_string("layout"));
-  if (layout != "NHWC") return invalid_model("kiln " + op + ": layout must be NHWC, got \"" + layout + "\"");
-  return Status::Ok();
-}
-
 OpSchema make_nhwc_pool(const std::string& op) {
   OpSchema s;
   s.name = op;
@@ -34,22 +22,22 @@ OpSchema make_nhwc_pool(const std::string& op) {
                                     : AttrSpec{"count_include_pad", AttrType::kINT});
   s.dtypes = float_types();
   s.infer = [op](InferContext& ctx) -> Status {
-    KILN_RETURN_IF_ERROR(check_layout(op, ctx.attrs()));
+    KILN_RETURN_IF_ERROR(check_nhwc_layout(op, ctx.attrs()));
     const TensorInfo& x = ctx.input(0);
     if (!x.rank_known || x.shape.size() < 3) return unsupported("kiln " + op + ": X must have a known rank >= 3");
     const int rank = static_cast<int>(x.shape.size());
     TensorInfo xn = x;
     xn.shape = permute_shape(x.shape, perm_to_nchw(rank));
-    KILN_ASSIGN_OR_RETURN(TensorInfo y, infer_reference(op, 19, ctx, onnx_attrs(ctx.attrs()), {&xn}));
+    KILN_ASSIGN_OR_RETURN(TensorInfo y, infer_reference(op, 19, ctx, without_layout(ctx.attrs()), {&xn}));
     ctx.output(0) = make_info(x.dtype, permute_shape(y.shape, perm_to_nhwc(rank)));
     return Status::Ok();
   };
   s.compute = [op](ComputeContext& ctx) -> Status {
-    KILN_RETURN_IF_ERROR(check_layout(op, ctx.attrs()));
+    KILN_RETURN_IF_ERROR(check_nhwc_layout(op, ctx.attrs()));
     const Tensor& x = ctx.input(0);
     if (x.rank() < 3) return invalid_argument("kiln " + op + ": X must have rank >= 3");
     KILN_ASSIGN_OR_RETURN(Tensor xn, permute(x, perm_to_nchw(x.rank())));
-    KILN_ASSIGN_OR_RETURN(auto y, run_reference(op, "", onnx_attrs(ctx.attrs()), 19, {&xn}));
+    KILN_ASSIGN_OR_RETURN(auto y, run_reference(op, "", without_layout(ctx.attrs()), 19, {&xn}));
     KILN_ASSIGN_OR_RETURN(Tensor yh, permute(y[0], perm_to_nhwc(x.rank())));
     ctx.set_output(0, std::move(yh));
     return Status::Ok();
