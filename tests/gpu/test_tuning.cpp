@@ -327,5 +327,37 @@ TEST(GpuTuning, LayoutSwitchForcesALayout) {
       << b.status.message();
 }
 
+int count_layers(const std::vector<uint8_t>& blob, const std::string& op, const std::string& domain) {
+  auto engine = test::load_engine(blob);
+  if (!engine) return -1;
+  int n = 0;
+  for (const auto& node : engine->plan().nodes) n += node.op_type == op && node.domain == domain;
+  return n;
+}
+
+// The GroupNorm export fuses into one GroupNormalization on the GPU; with KILN_NHWC_GROUPNORM=1 it runs
+// channels-last (kiln GroupNormalization) and the two convolutions share one layout region (no Transpose between
+// them). Both engines compute what the CPU reference computes.
+TEST(GpuTuning, GroupNormExportFusesAndRunsChannelsLast) {
+  KILN_REQUIRE_GPU();
+  onnx::ModelProto m = test::groupnorm_cnn();
+  {
+    ScopedEnv layout("KILN_LAYOUT", "nhwc");  // the rule: both convolutions NHWC, GroupNorm between regions
+    Built b = build(m, Backend::kCUDA, 3, "");
+    ASSERT_FALSE(b.blob.empty()) << b.status.message();
+    EXPECT_EQ(count_layers(b.blob, "GroupNormalization", ""), 1);
+    EXPECT_EQ(count_layers(b.blob, "InstanceNormalization", ""), 0);
+    EXPECT_EQ(count_layers(b.blob, "Transpose", ""), 2) << "out of the first region, and the output's";
+    expect_matches_cpu(m, b.blob);
+  }
+  ScopedEnv nhwc_gn("KILN_NHWC_GROUPNORM", "1");
+  ScopedEnv layout("KILN_LAYOUT", "nhwc");
+  Built b = build(m, Backend::kCUDA, 3, "");
+  ASSERT_FALSE(b.blob.empty()) << b.status.message();
+  EXPECT_EQ(count_layers(b.blob, "GroupNormalization", "kiln"), 1);
+  EXPECT_EQ(count_layers(b.blob, "Transpose", ""), 1) << "one region: only the output's Transpose back";
+  expect_matches_cpu(m, b.blob);
+}
+
 }  // namespace
 }  // namespace kiln::gpu_testing

@@ -109,6 +109,22 @@ inline onnx::ModelProto small_cnn(int* convs) {
   return b.m;
 }
 
+// conv -> torch's GroupNorm export (Reshape [0, 4, -1], InstanceNormalization, Reshape back by Shape, Mul gamma,
+// Add beta) -> SiLU -> conv. Input "x" [4, 3, 32, 32], output "y" [4, 16, 32, 32].
+inline onnx::ModelProto groupnorm_cnn() {
+  CnnBuilder b;
+  add_graph_input(b.g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {4, 3, 32, 32}));
+  std::string h = b.conv("x", 3, 32, 3);
+  std::string grouped = b.node("Reshape", {h, b.ints_init("view", {0, 4, -1})});
+  std::string norm = b.node("InstanceNormalization", {grouped, b.init({4}, 0.8f, 1.2f), b.init({4}, -0.1f, 0.1f)});
+  std::string back = b.node("Reshape", {norm, b.node("Shape", {h})});
+  std::string affine =
+      b.node("Add", {b.node("Mul", {back, b.init({32, 1, 1}, 0.5f, 1.5f)}), b.init({32, 1, 1}, -0.5f, 0.5f)});
+  add_onnx_node(b.g, "Identity", {b.conv(b.silu(affine), 32, 16, 3)}, {"y"});
+  add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {4, 16, 32, 32}));
+  return b.m;
+}
+
 // An efficientnet_b0-like squeeze-excite block at reduced size: stem conv, BN, SiLU, then the gate (global
 // average pool, 1x1 reduce, SiLU, 1x1 expand, Sigmoid, Mul) and a 1x1 projection. Input "x" [n, 8, hw, hw],
 // output "y" [n, 24, hw, hw]; `c` channels inside the block (144 in b0's 56x56 stage).

@@ -131,6 +131,7 @@ TEST(FuseGroupNorm, CudaPipelineFloat16) {
 #include <cstdio>
 
 #include "builder/layout_choice.h"
+#include "cnn_onnx_model.h"
 #include "onnx_model_util.h"
 
 namespace {
@@ -162,6 +163,50 @@ TEST(FuseGroupNorm, TorchExport) {
   ASSERT_EQ(want.size(), 1u);
   ASSERT_EQ(got.size(), 1u);
   expect_close(got[0].cast(DataType::kFLOAT), want[0], 3e-2, 3e-2);
+}
+
+}  // namespace
+
+namespace {
+
+// The CUDA FP16 pass list on an ONNX conv-GroupNorm-SiLU-conv (cnn_onnx_model.h; GpuTuning's
+// GroupNormExportFusesAndRunsChannelsLast builds the same model on the GPU): the GroupNorm fuses; by the rule it
+// separates two layout regions (2 Transposes between the convolutions), channels-last (nhwc_groupnorm) it joins
+// them (only the output's Transpose left). Both compute the float32 CPU pipeline's result within FP16 rounding.
+TEST(FuseGroupNorm, CudaPipelineChannelsLastJoinsTheConvolutions) {
+  auto g = import_onnx(groupnorm_cnn());
+  ASSERT_NE(g, nullptr);
+  auto cpu = g->clone();
+  ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
+  const Tensor x = random_f32({4, 3, 32, 32}, 51, -2.f, 2.f);
+  auto want = run_reference(*cpu, {x});
+  ASSERT_EQ(want.size(), 1u);
+  for (bool nhwc_gn : {false, true}) {
+    SCOPED_TRACE(nhwc_gn ? "channels-last GroupNorm" : "NCHW GroupNorm");
+    passes::PassOptions o;
+    o.backend = Backend::kCUDA;
+    o.reduced_precision = DataType::kHALF;
+    o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
+    o.nhwc_groupnorm = nhwc_gn;
+    auto cuda = g->clone();
+    Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
+    ASSERT_TRUE(st.ok()) << st.message();
+    int gn = 0, kiln_gn = 0;
+    for (auto& n : cuda->nodes()) {
+      gn += n->op_type == "GroupNormalization" && n->domain.empty();
+      kiln_gn += n->op_type == "GroupNormalization" && n->domain == "kiln";
+    }
+    EXPECT_EQ(gn, nhwc_gn ? 0 : 1) << ir::print(*cuda);
+    EXPECT_EQ(kiln_gn, nhwc_gn ? 1 : 0);
+    EXPECT_EQ(count_ops(*cuda, "InstanceNormalization"), 0);
+    // The output's Transpose back to NCHW stays; by the rule also the first region's exit before the GroupNorm
+    // (the second region's entry became a kiln::ToNhwc).
+    EXPECT_EQ(count_ops(*cuda, "Transpose"), nhwc_gn ? 1 : 2) << ir::print(*cuda);
+    EXPECT_EQ(builder::layout_regions(*cuda).size(), nhwc_gn ? 1u : 2u);
+    auto got = run_reference(*cuda, {x});
+    ASSERT_EQ(got.size(), 1u);
+    EXPECT_LT(relative_l2(want[0], got[0].cast(DataType::kFLOAT)), 1e-2);
+  }
 }
 
 }  // namespace
