@@ -422,7 +422,9 @@ TEST(BadOnnxInputs, StftWithoutOnesidedIsOneSidedNotRefused) {
   ASSERT_TRUE(engine) << st.message();
   std::vector<float> x(128);
   for (int i = 0; i < 128; ++i) x[i] = static_cast<float>((i * 37) % 11) - 5.f;
-  HostTensor in{DataType::kFLOAT, {1, 128, 1}, std::vector<uint8_t>(512)};
+  HostTensor in;
+  in.dims = {1, 128, 1};
+  in.data.resize(512);
   std::memcpy(in.data.data(), x.data(), 512);
   auto r = engine->create_execution_context()->infer({{"x", in}});
   ASSERT_TRUE(r.ok()) << r.status().message();
@@ -621,7 +623,8 @@ TEST(BadOnnxInputs, CumSumOfAScalarIsAnError) {
   auto engine = build_onnx_engine(m, &st);
   std::string msg = st.message();
   if (engine) {
-    HostTensor x{DataType::kFLOAT, {}, std::vector<uint8_t>(4, 0)};
+    HostTensor x;
+    x.data.assign(4, 0);
     auto r = engine->create_execution_context()->infer({{"x", x}});
     ASSERT_FALSE(r.ok());
     msg = r.status().message();
