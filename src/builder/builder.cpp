@@ -417,11 +417,9 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
     if (!timed.ok()) return timed.status();
     built = std::move(*timed);
   }
-  std::unique_ptr<ir::Graph> g = std::move(built.graph);
-  Result<std::vector<uint8_t>> engine = std::move(built.engine);
-  if (engine.ok() && on_device) {
+  if (on_device) {
     // Layers without a device kernel still run (on the host, with a synchronization each): say which.
-    auto plan = runtime::read_engine(engine->data(), engine->size());
+    auto plan = runtime::read_engine(built.engine.data(), built.engine.size());
     auto backend = runtime::device_backend(config.backend());
     if (plan.ok() && backend.ok()) {
       auto host = (*backend)->host_nodes(**plan);
@@ -439,9 +437,10 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   for (auto& r : pm.records()) pass_ms += r.ms;
   double total_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::string msg = "build: " + std::to_string(pm.records().size()) + " passes in " + std::to_string(pass_ms) +
-                    " ms, " + std::to_string(g->nodes().size()) + " nodes, total " + std::to_string(total_ms) + " ms";
+                    " ms, " + std::to_string(built.graph->nodes().size()) + " nodes, total " + std::to_string(total_ms) +
+                    " ms";
   logger_.log(ILogger::Severity::kVERBOSE, msg.c_str());
-  return engine;
+  return std::move(built.engine);
 }
 
 }  // namespace kiln

@@ -4,7 +4,11 @@
 // stay as they are.
 #include <gtest/gtest.h>
 
-#include "cnn_test_util.h"
+#include <cstdio>
+
+#include "builder/layout_choice.h"
+#include "cnn_onnx_model.h"
+#include "onnx_model_util.h"
 
 using namespace kiln;
 using namespace kiln::test;
@@ -118,23 +122,9 @@ TEST(FuseGroupNorm, CudaPipelineFloat16) {
   ASSERT_TRUE(st.ok()) << st.message();
   EXPECT_EQ(count_ops(*cuda, "GroupNormalization"), 1) << ir::print(*cuda);
   EXPECT_EQ(count_ops(*cuda, "InstanceNormalization"), 0);
-  const Tensor x = random_f32({2, 8, 5, 6}, 19, -3.f, 3.f);
-  auto want = run_reference(*cpu, {x});
-  auto got = run_reference(*cuda, {x});
-  ASSERT_EQ(want.size(), 1u);
-  ASSERT_EQ(got.size(), 1u);
-  expect_close(got[0].cast(DataType::kFLOAT), want[0], 2e-2, 2e-2);
+  expect_same_on_reference(*cpu, *cuda, random_f32({2, 8, 5, 6}, 19, -3.f, 3.f), 2e-2);
 }
 
-}  // namespace
-
-#include <cstdio>
-
-#include "builder/layout_choice.h"
-#include "cnn_onnx_model.h"
-#include "onnx_model_util.h"
-
-namespace {
 
 // An export of torch.nn.GroupNorm (Conv -> GroupNorm(4, 32) -> SiLU, dynamic batch) written by the PyTorch on the
 // machine (KILN_GROUPNORM_ONNX names it; `make test-models` writes it): fused through the CUDA FP16 pipeline.
@@ -157,17 +147,9 @@ TEST(FuseGroupNorm, TorchExport) {
   if (std::getenv("KILN_GROUPNORM_STRUCTURE_ONLY")) return;  // large exports: the reference kernels are slow
   std::vector<int64_t> dims;
   for (const ops::Dim& d : g->inputs()[0]->shape) dims.push_back(d.is_static() ? d.value : 2);
-  const Tensor x = random_f32(dims, 29, -2.f, 2.f);
-  auto want = run_reference(*cpu, {x});
-  auto got = run_reference(*cuda, {x});
-  ASSERT_EQ(want.size(), 1u);
-  ASSERT_EQ(got.size(), 1u);
-  expect_close(got[0].cast(DataType::kFLOAT), want[0], 3e-2, 3e-2);
+  expect_same_on_reference(*cpu, *cuda, random_f32(dims, 29, -2.f, 2.f), 3e-2);
 }
 
-}  // namespace
-
-namespace {
 
 // The CUDA FP16 pass list on an ONNX conv-GroupNorm-SiLU-conv (cnn_onnx_model.h; GpuTuning's
 // GroupNormExportFusesAndRunsChannelsLast builds the same model on the GPU): the GroupNorm fuses; by the rule it
