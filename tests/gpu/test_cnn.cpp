@@ -167,7 +167,10 @@ TEST(GpuCnn, NhwcGroupNormMatchesReference) {
   uint32_t seed = 70;
   for (DataType dt : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16})
     for (const Case& k : {Case{{2, 13, 11, 32}, 8}, Case{{1, 9, 7, 20}, 5}, Case{{2, 5, 6, 16}, 16},
-                          Case{{1, 4, 4, 24}, 1}, Case{{2, 17, 40}, 4}}) {
+                          Case{{1, 4, 4, 24}, 1}, Case{{2, 17, 40}, 4},
+                          // UNet-sized: many row chunks per image, 320 and 1280 channels (more than one
+                          // channel per thread), 32 groups.
+                          Case{{1, 48, 40, 320}, 32}, Case{{3, 9, 11, 1280}, 32}}) {
       SCOPED_TRACE(std::string(dtype_name(dt)) + " " + dims_to_string(k.shape) + " groups " +
                    std::to_string(k.groups));
       const int64_t c = k.shape.back();

@@ -9,7 +9,8 @@
 # Environment: NODE_DEVICES (cpu cuda), BENCH_ARGS (passed to bench/gpu_bench.py), SAN_TIMEOUT, SAN_MODELS, SAN_RUNS,
 # SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests; with a filter, racecheck over it too),
 # GPU_TEST_FILTER (a gtest filter for the tests stage, e.g. '-*Times*' to leave out the timing prints; the summary
-# names the filter so a partial run never reads as the whole suite).
+# names the filter so a partial run never reads as the whole suite), GPU_TEST_SHARDS and GPU_TEST_TIMEOUT (the
+# tests stage as concurrent gtest shards, each stopped after so many seconds).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,6 +21,8 @@ export LD_LIBRARY_PATH="$PWD/.devcarry/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PYTHONUNBUFFERED=1
 stages=${*:-tests cli python nvtx node models}
 summary=()
+# Distinct test names gtest printed with a status (a failure shows once as it happens and again in the summary).
+count_tests() { grep -oE "^\[  $1 *\] [A-Z][A-Za-z0-9_/.]+" "$2" | awk '{print $NF}' | sort -u | wc -l; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv,noheader | tee "$OUT/gpu.txt"
 nproc
 
@@ -33,12 +36,22 @@ for s in $stages; do
       tests1) filter='GpuDnn*:GpuElementwise*:GpuTuning*' ;;
       tests2) filter='*-GpuDnn*:GpuElementwise*:GpuTuning*' ;;
     esac
-    ./.devcarry/bin/kiln_gpu_tests --gtest_filter="$filter" --gtest_output=xml:"$OUT/gpu_$s.xml" \
-      > "$OUT/gpu_$s.log" 2>&1
-    rc=$?
+    # GPU_TEST_SHARDS=N runs the selection as N gtest shards at once (one GPU; most of the suite's time is engine
+    # builds on the host, so the whole suite fits one call with 3 shards). The logs are joined afterwards.
+    # GPU_TEST_TIMEOUT (seconds) stops a shard that runs longer, so the summary still prints inside a device call.
+    shards=${GPU_TEST_SHARDS:-1}
+    for ((i = 0; i < shards; i++)); do
+      GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i timeout ${GPU_TEST_TIMEOUT:-0} \
+        ./.devcarry/bin/kiln_gpu_tests --gtest_filter="$filter" \
+        --gtest_output=xml:"$OUT/gpu_${s}_$i.xml" > "$OUT/gpu_${s}_$i.log" 2>&1 &
+    done
+    rc=0
+    for ((i = 0; i < shards; i++)); do wait -n || rc=$?; done
+    cat "$OUT"/gpu_${s}_*.log > "$OUT/gpu_$s.log"; rm -f "$OUT"/gpu_${s}_*.log
+    passed=$(grep -hE '^\[  PASSED  \] [0-9]+ test' "$OUT/gpu_$s.log" | awk '{n += $4} END {print n + 0}')
     grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$OUT/gpu_$s.log" | head -40
     grep -B2 -A8 "Failure" "$OUT/gpu_$s.log" | head -80
-    summary+=("gpu op tests$([ "$filter" = '*' ] || echo " (filter $filter)"): $(grep -E '^\[  PASSED' "$OUT/gpu_$s.log" | head -1) $(grep -cE '^\[  FAILED  \] [A-Z]' "$OUT/gpu_$s.log") failed (rc $rc)")
+    summary+=("gpu op tests$([ "$filter" = '*' ] || echo " (filter $filter)")$([ $shards = 1 ] || echo " in $shards shards"): $passed passed, $(count_tests FAILED "$OUT/gpu_$s.log") failed, $(count_tests SKIPPED "$OUT/gpu_$s.log") skipped (rc $rc)")
     ;;
   cli|python)
     # pytest tests marked gpu; a skip is a failure to look at here (the device has a GPU), so skips are listed.

@@ -340,11 +340,9 @@ __global__ void col_norm_kernel(const T* __restrict__ x, T* __restrict__ y, RowN
   }
 }
 
-// One warp or block per statistics group (an index of the kept dims), reading through the strided maps. With
-// aff.scale: NHWC GroupNormalization (eps inside the square root, per-channel scale and bias).
+// One warp or block per statistics group (an index of the kept dims), reading through the strided maps.
 template <typename T>
-__global__ void __launch_bounds__(1024) mvn_kernel(const T* __restrict__ x, T* __restrict__ y, AxisSplit s,
-                                                   ChannelAffine aff) {
+__global__ void __launch_bounds__(1024) mvn_kernel(const T* __restrict__ x, T* __restrict__ y, AxisSplit s) {
   __shared__ float smem[32];
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
   const float n = static_cast<float>(s.nred);
@@ -360,16 +358,6 @@ __global__ void __launch_bounds__(1024) mvn_kernel(const T* __restrict__ x, T* _
       sq += d * d;
     }
     sq = row_allreduce(sq, AddOp(), smem);
-    if (aff.scale) {
-      const float inv = 1.f / sqrtf((s.nred > 0 ? sq / n : 0.f) + aff.eps);
-      for (int64_t r = threadIdx.x; r < s.nred; r += blockDim.x) {
-        const int64_t off = base + map_offset(s.red, r);
-        const int64_t c = off % aff.channels;
-        const float a = load_param(aff.scale, aff.scale_dtype, c) * inv;
-        y[off] = from_f<T>((to_f(x[off]) - mean) * a + load_param(aff.bias, aff.bias_dtype, c));
-      }
-      continue;
-    }
     const float sd = sqrtf(s.nred > 0 ? sq / n : 0.f) + 1e-9f;
     for (int64_t r = threadIdx.x; r < s.nred; r += blockDim.x) {
       const int64_t off = base + map_offset(s.red, r);
@@ -418,11 +406,92 @@ Status col_norm_t(const void* x, void* y, RowNorm mode, int64_t outer, int64_t l
 }
 
 template <typename T>
-Status mvn_t(const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream, const ChannelAffine& aff) {
+Status mvn_t(const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream) {
   if (s.nkept <= 0 || s.nred <= 0) return Status::Ok();
   const dim3 block = row_block(s.nred, s.nkept, sm_count);
-  mvn_kernel<T><<<grid_for(s.nkept, block.y), block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), s,
-                                                                   aff);
+  mvn_kernel<T><<<grid_for(s.nkept, block.y), block, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), s);
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
+}
+
+// Channels-last GroupNormalization, X [N, S, C] with C = G * cpg, in two passes. Pass 1: block (n, chunk) sums x
+// and x*x over its rows of S, thread t over channels t, t + blockDim.x, ... (a row's reads are contiguous), folds
+// the channels into their groups in shared memory and adds the block's partial sums to stats[n][g] (float2,
+// zeroed first). Pass 2, same blocks: y = x * mul[c] + add[c], mul = scale[c] * rsqrt(var + eps) and
+// add = bias[c] - mean * mul computed once per thread and channel.
+template <typename T>
+__global__ void __launch_bounds__(1024) nhwc_gn_stats_kernel(const T* __restrict__ x, float2* __restrict__ stats,
+                                                            int64_t spatial, int64_t channels, int64_t cpg,
+                                                            int64_t groups, int64_t rows_per_chunk) {
+  extern __shared__ float2 part[];  // [groups]
+  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) part[g] = make_float2(0.f, 0.f);
+  __syncthreads();
+  const int64_t n = blockIdx.y;
+  const int64_t s0 = static_cast<int64_t>(blockIdx.x) * rows_per_chunk;
+  const int64_t s1 = min(spatial, s0 + rows_per_chunk);
+  const T* xn = x + n * spatial * channels;
+  for (int64_t c = threadIdx.x; c < channels; c += blockDim.x) {
+    float sum = 0.f, sq = 0.f;
+    for (int64_t r = s0; r < s1; ++r) {
+      const float v = to_f(xn[r * channels + c]);
+      sum += v;
+      sq += v * v;
+    }
+    atomicAdd(&part[c / cpg].x, sum);
+    atomicAdd(&part[c / cpg].y, sq);
+  }
+  __syncthreads();
+  for (int64_t g = threadIdx.x; g < groups; g += blockDim.x) {
+    atomicAdd(&stats[n * groups + g].x, part[g].x);
+    atomicAdd(&stats[n * groups + g].y, part[g].y);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(1024) nhwc_gn_apply_kernel(const T* __restrict__ x, T* __restrict__ y,
+                                                             const float2* __restrict__ stats, ChannelAffine aff,
+                                                             int64_t spatial, int64_t cpg, int64_t groups,
+                                                             int64_t rows_per_chunk) {
+  const int64_t channels = aff.channels, n = blockIdx.y;
+  const int64_t s0 = static_cast<int64_t>(blockIdx.x) * rows_per_chunk;
+  const int64_t s1 = min(spatial, s0 + rows_per_chunk);
+  const float count = static_cast<float>(spatial * cpg);
+  const int64_t base = n * spatial * channels;
+  for (int64_t c = threadIdx.x; c < channels; c += blockDim.x) {
+    const float2 st = stats[n * groups + c / cpg];
+    const float mean = st.x / count;
+    const float var = fmaxf(st.y / count - mean * mean, 0.f);
+    const float mul = load_param(aff.scale, aff.scale_dtype, c) * rsqrtf(var + aff.eps);
+    const float add = load_param(aff.bias, aff.bias_dtype, c) - mean * mul;
+    for (int64_t r = s0; r < s1; ++r) {
+      const int64_t i = base + r * channels + c;
+      y[i] = from_f<T>(to_f(x[i]) * mul + add);
+    }
+  }
+}
+
+template <typename T>
+Status nhwc_gn_t(const void* x, void* y, int64_t n, int64_t spatial, int64_t groups, const ChannelAffine& aff,
+                 void* workspace, size_t workspace_bytes, int sm_count, cudaStream_t stream) {
+  const int64_t channels = aff.channels, cpg = channels / groups, total = n * spatial * channels;
+  if (total <= 0) return Status::Ok();
+  const size_t stat_bytes = static_cast<size_t>(n * groups) * sizeof(float2);
+  if (stat_bytes > workspace_bytes || groups * sizeof(float2) > 48 * 1024 || n > 65535)
+    return unsupported("GroupNormalization (channels-last): " + std::to_string(n) + " images of " +
+                       std::to_string(groups) + " groups do not fit the kernel's statistics buffers");
+  auto* stats = static_cast<float2*>(workspace);
+  KILN_CUDA_CHECK(cudaMemsetAsync(stats, 0, stat_bytes, stream));
+  // About four blocks per SM over all images, each at least 8 rows; a thread per channel up to 1024 channels.
+  const int64_t want = std::max<int64_t>(1, (4 * static_cast<int64_t>(sm_count) + n - 1) / n);
+  const int64_t chunks = std::min<int64_t>(want, std::max<int64_t>(1, spatial / 8));
+  const int64_t rows = (spatial + chunks - 1) / chunks;
+  const dim3 grid(static_cast<unsigned>((spatial + rows - 1) / rows), static_cast<unsigned>(n));
+  const int threads = channels <= 1024 ? static_cast<int>((channels + 31) / 32 * 32) : 512;
+  nhwc_gn_stats_kernel<T><<<grid, threads, groups * sizeof(float2), stream>>>(
+      static_cast<const T*>(x), stats, spatial, channels, cpg, groups, rows);
+  KILN_CUDA_LAUNCH_CHECK();
+  nhwc_gn_apply_kernel<T><<<grid, threads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), stats, aff,
+                                                        spatial, cpg, groups, rows);
   KILN_CUDA_LAUNCH_CHECK();
   return Status::Ok();
 }
@@ -453,14 +522,25 @@ Status launch_col_norm(DataType dt, const void* x, void* y, RowNorm mode, int64_
   }
 }
 
-Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream,
-                  const ChannelAffine& aff) {
+Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream) {
   if (sm_count <= 0) sm_count = 132;
   switch (dt) {
-    case DataType::kFLOAT: return mvn_t<float>(x, y, s, sm_count, stream, aff);
-    case DataType::kHALF: return mvn_t<__half>(x, y, s, sm_count, stream, aff);
-    case DataType::kBF16: return mvn_t<__nv_bfloat16>(x, y, s, sm_count, stream, aff);
+    case DataType::kFLOAT: return mvn_t<float>(x, y, s, sm_count, stream);
+    case DataType::kHALF: return mvn_t<__half>(x, y, s, sm_count, stream);
+    case DataType::kBF16: return mvn_t<__nv_bfloat16>(x, y, s, sm_count, stream);
     default: return bad_type("MeanVarianceNormalization", dt);
+  }
+}
+
+Status launch_nhwc_groupnorm(DataType dt, const void* x, void* y, int64_t n, int64_t spatial, int64_t groups,
+                             const ChannelAffine& aff, void* ws, size_t ws_bytes, int sm_count, cudaStream_t stream) {
+  const int sm = sm_count > 0 ? sm_count : 132;
+  switch (dt) {
+    case DataType::kFLOAT: return nhwc_gn_t<float>(x, y, n, spatial, groups, aff, ws, ws_bytes, sm, stream);
+    case DataType::kHALF: return nhwc_gn_t<__half>(x, y, n, spatial, groups, aff, ws, ws_bytes, sm, stream);
+    case DataType::kBF16:
+      return nhwc_gn_t<__nv_bfloat16>(x, y, n, spatial, groups, aff, ws, ws_bytes, sm, stream);
+    default: return bad_type("GroupNormalization", dt);
   }
 }
 

@@ -44,8 +44,11 @@ Status launch_col_norm(DataType dt, const void* x, void* y, RowNorm mode, int64_
                        cudaStream_t stream);
 
 // MeanVarianceNormalization: statistics over s.red for every index of s.kept; y has x's shape.
-// With `affine` (scale non-null): GroupNormalization on channels-last X instead, over the same statistics groups:
-// y = (x - mean) / sqrt(var + eps) * scale[c] + bias[c], c = the element's offset modulo `channels`.
+Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream);
+
+// GroupNormalization on channels-last x [n, spatial, channels]: statistics per (image, group of channels / groups
+// consecutive channels) in float, then y = (x - mean) / sqrt(var + eps) * scale[c] + bias[c]. Uses
+// n * groups * 8 bytes of `workspace`. dt: float, half or bf16; scale and bias float, half or bf16.
 struct ChannelAffine {
   const void* scale = nullptr;
   const void* bias = nullptr;
@@ -53,8 +56,9 @@ struct ChannelAffine {
   int64_t channels = 1;
   float eps = 0.f;
 };
-Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream,
-                  const ChannelAffine& affine = {});
+Status launch_nhwc_groupnorm(DataType dt, const void* x, void* y, int64_t n, int64_t spatial, int64_t groups,
+                             const ChannelAffine& aff, void* workspace, size_t workspace_bytes, int sm_count,
+                             cudaStream_t stream);
 
 // LRN over x [n, c, inner] (channels at dim 1), size >= 1: x / (bias + alpha / size * sum of squares over the
 // channel window [ch - (size-1)/2, ch + size-1 - (size-1)/2])^beta. dt: float, half or bf16.

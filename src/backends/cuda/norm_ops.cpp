@@ -269,7 +269,7 @@ KILN_CUDA_KERNEL(MeanVarianceNormalization) {
 }
 
 // kiln GroupNormalization with layout "NHWC" (layout_nhwc): X [N, spatial..., C], per-channel scale and bias;
-// the statistics groups are (n, g) of the view [N, S, G, C/G], reduced over S and C/G.
+// the statistics groups are (n, g) of the view [N, S, G, C/G], reduced over S and C/G (launch_nhwc_groupnorm).
 KILN_CUDA_KERNEL(NhwcGroupNormalization) {
   KernelDef d;
   d.op = "GroupNormalization";
@@ -289,9 +289,6 @@ KILN_CUDA_KERNEL(NhwcGroupNormalization) {
       return invalid_argument("kiln GroupNormalization: scale and bias must have " + std::to_string(c) +
                               " elements (one per channel), got " + dims_to_string(a.in[1].shape) + " and " +
                               dims_to_string(a.in[2].shape));
-    AxisSplit s;
-    if (!split_axes({n, spatial, groups, c / groups}, {false, true, false, true}, &s))
-      return internal_error("kiln GroupNormalization: the [N, S, G, C/G] view did not split");
     ChannelAffine aff;
     aff.scale = a.in[1].data;
     aff.scale_dtype = a.in[1].dtype;
@@ -299,7 +296,8 @@ KILN_CUDA_KERNEL(NhwcGroupNormalization) {
     aff.bias_dtype = a.in[2].dtype;
     aff.channels = c;
     aff.eps = eps;
-    return launch_mvn(x.dtype, x.data, a.out[0].data, s, a.handles->sm_count, a.stream, aff);
+    return launch_nhwc_groupnorm(x.dtype, x.data, a.out[0].data, n, spatial, groups, aff, a.handles->workspace,
+                                 a.handles->workspace_bytes, a.handles->sm_count, a.stream);
   };
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
     return n.inputs.size() == 3 && n.inputs[1] >= 0 && n.inputs[2] >= 0 && params_are_float(n, plan, 1);
