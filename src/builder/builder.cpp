@@ -401,8 +401,9 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   opts.fuse_pointwise = builder::pointwise_codegen_available();
   // cuDNN's fused matmul runs SiLU/sigmoid inside the GEMM; KILN_DNN_MATMUL=0 withdraws both.
   opts.matmul_sigmoid_acts = matmul_sigmoid_acts_for(config.backend());
-  // Channels-last GroupNorm (layout_nhwc), off until a GPU run verifies its kernel.
-  if (const char* e = std::getenv("KILN_NHWC_GROUPNORM")) opts.nhwc_groupnorm = std::string(e) == "1";
+  // Channels-last GroupNorm (layout_nhwc): on unless KILN_NHWC_GROUPNORM=0 (run 19, H100: unet_stage FP16 1.48x
+  // faster at batch 1 and 1.38x at batch 16 than with the GroupNorms bounding NCHW layout regions).
+  if (const char* e = std::getenv("KILN_NHWC_GROUPNORM")) opts.nhwc_groupnorm = std::string(e) != "0";
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
   if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};

@@ -36,8 +36,8 @@ struct PassOptions {
   // builder measured them faster so, reformat layers counted; kAllLayoutRegions keeps every region NCHW.
   std::set<std::string> nchw_layout_regions;
   // layout_nhwc: GroupNormalization between NHWC convolutions runs channels-last (kiln GroupNormalization, layout
-  // NHWC) instead of bounding a layout region. Off until a GPU run verifies its kernel (KILN_NHWC_GROUPNORM=1).
-  bool nhwc_groupnorm = false;
+  // NHWC) instead of bounding a layout region (KILN_NHWC_GROUPNORM=0 turns it off).
+  bool nhwc_groupnorm = true;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG
   bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)

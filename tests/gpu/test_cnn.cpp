@@ -156,8 +156,8 @@ TEST(GpuCnn, NhwcPoolingMatchesReference) {
     }
 }
 
-// kiln GroupNormalization (layout NHWC, per-channel scale and bias: layout_nhwc's form behind
-// KILN_NHWC_GROUPNORM=1) against the CPU reference (ONNX GroupNormalization on the NCHW permutation).
+// kiln GroupNormalization (layout NHWC, per-channel scale and bias: layout_nhwc's form of GroupNormalization
+// between NHWC convolutions) against the CPU reference (ONNX GroupNormalization on the NCHW permutation).
 TEST(GpuCnn, NhwcGroupNormMatchesReference) {
   KILN_REQUIRE_GPU();
   struct Case {

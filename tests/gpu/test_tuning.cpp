@@ -335,13 +335,15 @@ int count_layers(const std::vector<uint8_t>& blob, const std::string& op, const 
   return n;
 }
 
-// The GroupNorm export fuses into one GroupNormalization on the GPU; with KILN_NHWC_GROUPNORM=1 it runs
-// channels-last (kiln GroupNormalization) and the two convolutions share one layout region (no Transpose between
-// them). Both engines compute what the CPU reference computes.
+// The GroupNorm export fuses into one GroupNormalization on the GPU; by default it runs channels-last (kiln
+// GroupNormalization) and the two convolutions share one layout region (no Transpose between them); with
+// KILN_NHWC_GROUPNORM=0 the GroupNorm stays NCHW between two regions. Both engines compute what the CPU reference
+// computes.
 TEST(GpuTuning, GroupNormExportFusesAndRunsChannelsLast) {
   KILN_REQUIRE_GPU();
   onnx::ModelProto m = test::groupnorm_cnn();
   {
+    ScopedEnv nchw_gn("KILN_NHWC_GROUPNORM", "0");
     ScopedEnv layout("KILN_LAYOUT", "nhwc");  // the rule: both convolutions NHWC, GroupNorm between regions
     Built b = build(m, Backend::kCUDA, 3, "");
     ASSERT_FALSE(b.blob.empty()) << b.status.message();
@@ -350,7 +352,7 @@ TEST(GpuTuning, GroupNormExportFusesAndRunsChannelsLast) {
     EXPECT_EQ(count_layers(b.blob, "Transpose", ""), 2) << "out of the first region, and the output's";
     expect_matches_cpu(m, b.blob);
   }
-  ScopedEnv nhwc_gn("KILN_NHWC_GROUPNORM", "1");
+  ScopedEnv nhwc_gn("KILN_NHWC_GROUPNORM", nullptr);  // the default
   ScopedEnv layout("KILN_LAYOUT", "nhwc");
   Built b = build(m, Backend::kCUDA, 3, "");
   ASSERT_FALSE(b.blob.empty()) << b.status.message();
