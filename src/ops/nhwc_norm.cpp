@@ -1,5 +1,8 @@
 // kiln GroupNormalization with layout "NHWC": ONNX's GroupNormalization (opset 21: per-channel scale and bias) on a
-// channels-last X [N, spatial..., C], for the layout_nhwc pass; the reference permutes to NCHW and runs the ONNX op.
+// channels-last X [N, spatial..., C], for the layout_nhwc pass, with an optional activation applied last (the
+// epilogue attributes, set by fuse_norm_activation); the reference permutes to NCHW and runs the ONNX op.
+#include <cmath>
+
 #include "ops/layout_util.h"
 #include "ops/op_util.h"
 
@@ -14,9 +17,11 @@ KILN_REGISTER_OP(NhwcGroupNormalization) {
              {"num_groups", AttrType::kINT, AttrRequirement::kRequired},
              {"stash_type", AttrType::kINT},
              {"layout", AttrType::kSTRING, AttrRequirement::kRequired}};
+  for (const auto& a : epilogue_attrs()) s.attrs.push_back(a);
   s.dtypes = float_types();
   s.infer = [](InferContext& ctx) -> Status {
     KILN_RETURN_IF_ERROR(check_nhwc_layout("GroupNormalization", ctx.attrs()));
+    KILN_RETURN_IF_ERROR(parse_epilogue("kiln GroupNormalization", ctx.attrs()).status());
     const TensorInfo& x = ctx.input(0);
     if (x.rank_known && x.shape.size() < 3)
       return invalid_model("kiln GroupNormalization: X must have rank >= 3 (N, spatial..., C), got rank " +
@@ -33,10 +38,20 @@ KILN_REGISTER_OP(NhwcGroupNormalization) {
     if (ctx.input(1).numel() != c || ctx.input(2).numel() != c)
       return invalid_argument("kiln GroupNormalization: scale and bias must have " + std::to_string(c) +
                               " elements (one per channel)");
+    KILN_ASSIGN_OR_RETURN(Epilogue e, parse_epilogue("kiln GroupNormalization", ctx.attrs()));
+    Attributes norm_attrs = without_layout(ctx.attrs());
+    for (const auto& spec : epilogue_attrs()) norm_attrs.erase(spec.name);
     KILN_ASSIGN_OR_RETURN(Tensor xn, permute(x, perm_to_nchw(x.rank())));
-    KILN_ASSIGN_OR_RETURN(auto y, run_reference("GroupNormalization", "", without_layout(ctx.attrs()), 21,
+    KILN_ASSIGN_OR_RETURN(auto y, run_reference("GroupNormalization", "", norm_attrs, 21,
                                                 {&xn, &ctx.input(1), &ctx.input(2)}));
     KILN_ASSIGN_OR_RETURN(Tensor yh, permute(y[0], perm_to_nhwc(x.rank())));
+    if (e.act != Activation::kNone) {
+      // One rounding, from double, where the unfused activation would have rounded twice.
+      Tensor yd = yh.cast(DataType::kDOUBLE);
+      double* p = yd.data<double>();
+      for (int64_t i = 0; i < yd.numel(); ++i) p[i] = apply_activation(e, p[i]);
+      yh = yd.cast(x.dtype());
+    }
     ctx.set_output(0, std::move(yh));
     return Status::Ok();
   };

@@ -34,13 +34,6 @@ bool per_channel(const ir::Value* c, const ir::Value* y) {
   return true;
 }
 
-// Used exactly `n` times, by nodes of the pattern, and not a graph output.
-m::Pattern used_times(const m::Pattern& p, size_t n) {
-  return p.where([n](ir::Value* v, const m::Bindings& b) {
-    return v->users.size() == n && !(b.graph && m::is_graph_output(*b.graph, v));
-  });
-}
-
 // The convolution and its optional bias and residual adds, longest first; `inner` decides how the top value is
 // guarded (used once, or twice for x * f(x) activations).
 struct Chains {
@@ -64,7 +57,7 @@ class FuseConvEpilogue final : public Pass {
   Status apply(ir::Graph& g, PassContext& ctx) override {
     Chains c;
     m::Pattern once = m::either(c.all()).used_once();
-    m::Pattern twice = used_times(m::either(c.all()), 2).bind("x");
+    m::Pattern twice = m::either(c.all()).used_times(2).bind("x");
     std::vector<m::Pattern> acts = m::activation_forms(once, twice);
     int n = 0;
     // Phases, longest chains first: the sweep visits a bias Add before the Relu after it, so a shorter root

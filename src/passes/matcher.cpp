@@ -36,10 +36,12 @@ Pattern Pattern::bind(std::string name) const {
   });
 }
 
-Pattern Pattern::used_once() const {
+Pattern Pattern::used_once() const { return used_times(1); }
+
+Pattern Pattern::used_times(size_t n) const {
   Pattern self = *this;
-  return Pattern([self](ir::Value* v, Bindings& b) {
-    if (v->users.size() != 1) return false;
+  return Pattern([self, n](ir::Value* v, Bindings& b) {
+    if (v->users.size() != n) return false;
     if (b.graph && is_graph_output(*b.graph, v)) return false;
     return self(v, b);
   });

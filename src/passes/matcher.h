@@ -37,6 +37,8 @@ class Pattern {
   Pattern bind(std::string name) const;
   // The value has exactly one use and is not a graph output: fusing its producer away loses nothing.
   Pattern used_once() const;
+  // The value has exactly n uses and is not a graph output (x * f(x) activations read their input twice).
+  Pattern used_times(size_t n) const;
   // Extra condition on the matched value.
   Pattern where(std::function<bool(ir::Value*, const Bindings&)> pred) const;
 

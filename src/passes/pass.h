@@ -87,6 +87,7 @@ std::unique_ptr<Pass> make_fold_transposes();
 std::unique_ptr<Pass> make_fold_batchnorm();
 std::unique_ptr<Pass> make_fuse_conv_epilogue();
 std::unique_ptr<Pass> make_fuse_conv_prologue();
+std::unique_ptr<Pass> make_fuse_norm_activation();
 std::unique_ptr<Pass> make_layout_nhwc();
 std::unique_ptr<Pass> make_conv1x1_as_gemm();
 std::unique_ptr<Pass> make_conv_patchify_as_gemm();

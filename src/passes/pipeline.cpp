@@ -87,6 +87,8 @@ PassList cuda_pipeline() {
   // After layout_nhwc and conv1x1_as_gemm, whose activations (the expand GEMM's ReLU6) it folds into the depthwise
   // NHWC conv that reads them; before fuse_pointwise would turn them into Pointwise kernels.
   p.push_back(make_fuse_conv_prologue());
+  // After layout_nhwc made GroupNorms channels-last; before fuse_pointwise would take their activations.
+  p.push_back(make_fuse_norm_activation());
   // After lowering and its dead-code elimination (B is the converted constant, the float32 output's Cast is in
   // place) and after every pass that makes GEMMs; before fuse_pointwise, which would take that Cast into a
   // Pointwise kernel that Unpad absorbs instead.

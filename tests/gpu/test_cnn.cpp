@@ -163,6 +163,7 @@ TEST(GpuCnn, NhwcGroupNormMatchesReference) {
   struct Case {
     std::vector<int64_t> shape;
     int64_t groups;
+    std::string act = "none";  // fuse_norm_activation's epilogue
   };
   uint32_t seed = 70;
   for (DataType dt : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16})
@@ -170,9 +171,11 @@ TEST(GpuCnn, NhwcGroupNormMatchesReference) {
                           Case{{1, 4, 4, 24}, 1}, Case{{2, 17, 40}, 4},
                           // UNet-sized: many row chunks per image, 320 and 1280 channels (more than one
                           // channel per thread), 32 groups.
-                          Case{{1, 48, 40, 320}, 32}, Case{{3, 9, 11, 1280}, 32}}) {
+                          Case{{1, 48, 40, 320}, 32}, Case{{3, 9, 11, 1280}, 32},
+                          Case{{2, 13, 11, 32}, 8, "silu"}, Case{{1, 48, 40, 320}, 32, "silu"},
+                          Case{{2, 5, 6, 16}, 4, "relu"}}) {
       SCOPED_TRACE(std::string(dtype_name(dt)) + " " + dims_to_string(k.shape) + " groups " +
-                   std::to_string(k.groups));
+                   std::to_string(k.groups) + " activation " + k.act);
       const int64_t c = k.shape.back();
       ir::Graph g;
       ir::Value* x = g.add_value("x");
@@ -184,6 +187,7 @@ TEST(GpuCnn, NhwcGroupNormMatchesReference) {
       a.set("num_groups", k.groups);
       a.set("epsilon", 1e-5f);
       a.set("layout", "NHWC");
+      a.set("activation", k.act);
       ir::Value* scale = g.add_constant("scale", random_tensor(dt, {c}, seed++, 0.5, 1.5));
       ir::Value* bias = g.add_constant("bias", random_tensor(dt, {c}, seed++));
       g.outputs().push_back(g.add_node("GroupNormalization", "gn", {x, scale, bias}, {"y"}, a, 1, "kiln")->outputs[0]);

@@ -154,7 +154,7 @@ TEST(FuseGroupNorm, TorchExport) {
 // The CUDA FP16 pass list on an ONNX conv-GroupNorm-SiLU-conv (cnn_onnx_model.h; GpuTuning's
 // GroupNormExportFusesAndRunsChannelsLast builds the same model on the GPU): the GroupNorm fuses; by the rule it
 // separates two layout regions (2 Transposes between the convolutions), channels-last (nhwc_groupnorm) it joins
-// them (only the output's Transpose left). Both compute the float32 CPU pipeline's result within FP16 rounding.
+// them (only the output's Transpose left) and applies the SiLU after it. Both compute the float32 CPU pipeline's result within FP16 rounding.
 TEST(FuseGroupNorm, CudaPipelineChannelsLastJoinsTheConvolutions) {
   auto g = import_onnx(groupnorm_cnn());
   ASSERT_NE(g, nullptr);
@@ -180,6 +180,13 @@ TEST(FuseGroupNorm, CudaPipelineChannelsLastJoinsTheConvolutions) {
     }
     EXPECT_EQ(gn, nhwc_gn ? 0 : 1) << ir::print(*cuda);
     EXPECT_EQ(kiln_gn, nhwc_gn ? 1 : 0);
+    if (nhwc_gn) {
+      // fuse_norm_activation: the SiLU after it is its epilogue, no Pointwise kernel of its own.
+      const ir::Node* norm = find_op(*cuda, "GroupNormalization");
+      ASSERT_NE(norm, nullptr);
+      EXPECT_EQ(norm->attrs.get_string("activation", "none").value(), "silu") << ir::print(*cuda);
+      EXPECT_EQ(count_ops(*cuda, "Pointwise"), 0) << ir::print(*cuda);
+    }
     EXPECT_EQ(count_ops(*cuda, "InstanceNormalization"), 0);
     // The output's Transpose back to NCHW stays; by the rule also the first region's exit before the GroupNorm
     // (the second region's entry became a kiln::ToNhwc).

@@ -459,15 +459,6 @@ const Tensor* host_weight(const KernelArgs& args) { return args.host_in.size() >
 // inside the models; with all 8 channels used it needs 2206 us for the 7x7 stem, so there cuDNN stays first.
 bool direct_by_default(const std::optional<DirectConvGeom>& d) { return d && d->cu <= 3; }
 
-EpilogueParams epilogue_params(const ops::Epilogue& e) {
-  EpilogueParams p;
-  p.act = static_cast<int>(e.act);
-  p.alpha = e.alpha;
-  p.beta = e.beta;
-  p.lo = e.lo;
-  p.hi = e.hi;
-  return p;
-}
 
 struct ConvState {
   Dims x_shape, w_shape;
@@ -1046,6 +1037,16 @@ KILN_CUDA_KERNEL(FusedConv) {
   };
   d.annotations = fused_conv_annotations;
   return d;
+}
+
+EpilogueParams epilogue_params(const ops::Epilogue& e) {
+  EpilogueParams p;
+  p.act = static_cast<int>(e.act);
+  p.alpha = e.alpha;
+  p.beta = e.beta;
+  p.lo = e.lo;
+  p.hi = e.hi;
+  return p;
 }
 
 }  // namespace kiln::cuda

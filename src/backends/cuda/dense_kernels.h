@@ -9,6 +9,10 @@
 #include "common/tensor.h"
 #include "kiln/status.h"
 
+namespace kiln::ops {
+struct Epilogue;
+}
+
 namespace kiln::cuda {
 
 // y[i, j] = scale * c[i * cs0 + j * cs1] for an (m, n) output (Gemm's C broadcast to Y). dt: float types.
@@ -26,6 +30,8 @@ struct EpilogueParams {
   int act = 0;
   float alpha = 0.f, beta = 0.f, lo = 0.f, hi = 0.f;
 };
+// The parameters of a parsed epilogue (ops::Epilogue, ops/layout_util.h), for the kernels.
+EpilogueParams epilogue_params(const ops::Epilogue& e);
 Status launch_conv_epilogue(DataType dt, void* y, const void* b, const void* z, int64_t total, int64_t channels,
                             int64_t inner, const EpilogueParams& e, cudaStream_t stream);
 

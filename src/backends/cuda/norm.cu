@@ -7,6 +7,7 @@
 #include <string>
 #include <type_traits>
 
+#include "backends/cuda/activation.cuh"
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/norm_kernels.h"
 #include "backends/cuda/pdl.cuh"
@@ -417,7 +418,7 @@ Status mvn_t(const void* x, void* y, const AxisSplit& s, int sm_count, cudaStrea
 // Channels-last GroupNormalization, X [N, S, C] with C = G * cpg, in two passes. Pass 1: block (n, chunk) sums x
 // and x*x over its rows of S, thread t over channels t, t + blockDim.x, ... (a row's reads are contiguous), folds
 // the channels into their groups in shared memory and adds the block's partial sums to stats[n][g] (float2,
-// zeroed first). Pass 2, same blocks: y = x * mul[c] + add[c], mul = scale[c] * rsqrt(var + eps) and
+// zeroed first). Pass 2, same blocks: y = act(x * mul[c] + add[c]), mul = scale[c] * rsqrt(var + eps) and
 // add = bias[c] - mean * mul computed once per thread and channel.
 template <typename T>
 __global__ void __launch_bounds__(1024) nhwc_gn_stats_kernel(const T* __restrict__ x, float2* __restrict__ stats,
@@ -465,7 +466,7 @@ __global__ void __launch_bounds__(1024) nhwc_gn_apply_kernel(const T* __restrict
     const float add = load_param(aff.bias, aff.bias_dtype, c) - mean * mul;
     for (int64_t r = s0; r < s1; ++r) {
       const int64_t i = base + r * channels + c;
-      y[i] = from_f<T>(to_f(x[i]) * mul + add);
+      y[i] = from_f<T>(epilogue_act(to_f(x[i]) * mul + add, aff.act));
     }
   }
 }

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "backends/cuda/dense_kernels.h"
 #include "backends/cuda/index_map.h"
 #include "kiln/status.h"
 #include "kiln/types.h"
@@ -47,7 +48,7 @@ Status launch_col_norm(DataType dt, const void* x, void* y, RowNorm mode, int64_
 Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream);
 
 // GroupNormalization on channels-last x [n, spatial, channels]: statistics per (image, group of channels / groups
-// consecutive channels) in float, then y = (x - mean) / sqrt(var + eps) * scale[c] + bias[c]. Uses
+// consecutive channels) in float, then y = act((x - mean) / sqrt(var + eps) * scale[c] + bias[c]). Uses
 // n * groups * 8 bytes of `workspace`. dt: float, half or bf16; scale and bias float, half or bf16.
 struct ChannelAffine {
   const void* scale = nullptr;
@@ -55,6 +56,7 @@ struct ChannelAffine {
   DataType scale_dtype = DataType::kFLOAT, bias_dtype = DataType::kFLOAT;
   int64_t channels = 1;
   float eps = 0.f;
+  EpilogueParams act;  // applied last, before the store (fuse_norm_activation)
 };
 Status launch_nhwc_groupnorm(DataType dt, const void* x, void* y, int64_t n, int64_t spatial, int64_t groups,
                              const ChannelAffine& aff, void* workspace, size_t workspace_bytes, int sm_count,

@@ -3,6 +3,7 @@
 // and shape checks mirror the reference implementations in src/ops/softmax.cpp, norm.cpp and transformer_ops.cpp.
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/norm_kernels.h"
+#include "ops/layout_util.h"
 #include "ops/op_util.h"
 
 namespace kiln::cuda {
@@ -296,6 +297,8 @@ KILN_CUDA_KERNEL(NhwcGroupNormalization) {
     aff.bias_dtype = a.in[2].dtype;
     aff.channels = c;
     aff.eps = eps;
+    KILN_ASSIGN_OR_RETURN(const ops::Epilogue act, ops::parse_epilogue("kiln GroupNormalization", a.attrs()));
+    aff.act = epilogue_params(act);
     return launch_nhwc_groupnorm(x.dtype, x.data, a.out[0].data, n, spatial, groups, aff, a.handles->workspace,
                                  a.handles->workspace_bytes, a.handles->sm_count, a.stream);
   };
