@@ -103,16 +103,7 @@ class FuseConvEpilogue final : public Pass {
     std::string name = conv->name;
     ir::Node* fused = g.add_node("FusedConv", name + "_fused", in, {root->name + "_fused"}, std::move(a), 1, "kiln");
     m::record_fusion(fused, std::vector<const ir::Node*>(dead.rbegin(), dead.rend()));
-    ir::Value* tmp = fused->outputs[0];
-    for (ir::Node* n : dead) {
-      std::vector<ir::Value*> outs = n->outputs;
-      g.remove_node(n);
-      for (ir::Value* o : outs)
-        if (o != root && o->users.empty()) g.remove_value(o);
-    }
-    fused->outputs[0] = root;
-    root->producer = fused;
-    g.remove_value(tmp);
+    m::finish_fusion(g, fused, root, dead);
     return true;
   }
 };

@@ -46,24 +46,12 @@ class FuseNormActivation final : public Pass {
     // The normalization now produces the activated value under the activation's name; its own output goes.
     ir::Node* fused = g.add_node("GroupNormalization", g.unique_node_name(norm->name + "_act"), norm->inputs,
                                  {root->name + "_fused"}, std::move(a), norm->opset, "kiln");
-    std::vector<const ir::Node*> originals = {norm};
-    for (const char* k : {"gate", "act"})
-      if (ir::Node* n = b.node(k)) originals.push_back(n);
-    m::record_fusion(fused, originals);
-    ir::Value* tmp = fused->outputs[0];
-    for (const char* k : {"act", "gate"}) {
-      ir::Node* n = b.node(k);
-      if (!n) continue;
-      std::vector<ir::Value*> outs = n->outputs;
-      g.remove_node(n);
-      for (ir::Value* o : outs)
-        if (o != root && o->users.empty()) g.remove_value(o);
-    }
-    g.remove_node(norm);
-    g.remove_value(x);
-    fused->outputs[0] = root;
-    root->producer = fused;
-    g.remove_value(tmp);
+    std::vector<ir::Node*> replaced;  // readers first: the norm's output x goes once nothing reads it
+    for (const char* k : {"act", "gate"})
+      if (ir::Node* n = b.node(k)) replaced.push_back(n);
+    replaced.push_back(norm);
+    m::record_fusion(fused, std::vector<const ir::Node*>(replaced.rbegin(), replaced.rend()));
+    m::finish_fusion(g, fused, root, replaced);
     return true;
   }
 };

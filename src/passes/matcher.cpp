@@ -167,4 +167,17 @@ void record_fusion(ir::Node* fused, const std::vector<const ir::Node*>& original
   fused->attrs.set(ops::kFusedFromAttr, Attribute(names));
 }
 
+void finish_fusion(ir::Graph& g, ir::Node* fused, ir::Value* root, const std::vector<ir::Node*>& replaced) {
+  ir::Value* own = fused->outputs[0];
+  for (ir::Node* n : replaced) {
+    std::vector<ir::Value*> outs = n->outputs;
+    g.remove_node(n);
+    for (ir::Value* o : outs)
+      if (o != root && o->users.empty()) g.remove_value(o);
+  }
+  fused->outputs[0] = root;
+  root->producer = fused;
+  g.remove_value(own);
+}
+
 }  // namespace kiln::passes::match

@@ -83,6 +83,11 @@ std::vector<Pattern> activation_forms(const Pattern& x_once, const Pattern& x_tw
 // without one: nothing to set); false when the form has no fused equivalent (non-constant Clip bounds).
 bool activation_attrs(const Bindings& b, Attributes& a, const std::string& prefix = "");
 
+// Finishes a fusion: removes the `replaced` nodes (and those of their outputs nothing reads any more), then makes
+// `fused` produce `root` (the last replaced value, which keeps its name and its readers) in place of its own
+// output 0, which goes.
+void finish_fusion(ir::Graph& g, ir::Node* fused, ir::Value* root, const std::vector<ir::Node*>& replaced);
+
 // Records on `fused` the names of the original nodes it replaces (attribute "kiln.fused_from", flattened through
 // nodes that were themselves fused), for layer information and `kiln compare --markAll`.
 void record_fusion(ir::Node* fused, const std::vector<const ir::Node*>& originals);
