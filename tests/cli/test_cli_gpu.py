@@ -198,3 +198,15 @@ def test_workspace_limit_on_cuda(gpu_setup, tmp_path):
             assert "workspace limit 1048576 bytes: the CUDA kernels' scratch memory" in proc.stderr, proc.stderr
         outs[device] = as_array(first_output(out_json))
     np.testing.assert_allclose(outs["cuda"], outs["cpu"], rtol=5e-3, atol=5e-3)
+
+
+def test_use_cuda_graph_with_a_profile_profiles_separate_plain_runs(gpu_setup):
+    """The timed runs replay the graph; the profile comes from separate layer-by-layer runs, and the log says so
+    (the profiler and a graph replay exclude each other: this combination used to fail)."""
+    prof = gpu_setup["dir"] / "profile_graph.json"
+    proc = run_gpu(gpu_setup, "graph_profile", "--useCudaGraph", "--dumpProfile", f"--exportProfile={prof}",
+                   iterations=6)
+    count, rows = read_profile(prof)
+    assert count == 6 and rows, rows
+    assert "=== Profile (6 iterations) ===" in proc.stdout, proc.stdout
+    assert "the timed runs above replayed the CUDA graph" in proc.stderr, proc.stderr

@@ -109,7 +109,9 @@ class Stream {
     const Clock::time_point begin = Clock::now();
     if (on_device_) {
       DeviceIterTiming d;
-      KILN_RETURN_IF_ERROR(device_.run(o_.use_cuda_graph, first_ || !o_.no_data_transfers, o_.use_spin_wait, &d));
+      // A profiled run launches layer by layer (the profiler's events sit between them): no graph replay.
+      const bool graph = o_.use_cuda_graph && !context_->profiler();
+      KILN_RETURN_IF_ERROR(device_.run(graph, first_ || !o_.no_data_transfers, o_.use_spin_wait, &d));
       if (first_) KILN_RETURN_IF_ERROR(device_.fetch(&outputs_));
       first_ = false;
       if (trace) {

@@ -195,7 +195,9 @@ ParseOutcome parse_options(int argc, char** argv) {
   app.add_flag("--useSpinWait", o.use_spin_wait,
                "Wait for each inference by polling its CUDA event instead of a blocking synchronization "
                "(CUDA backend; on the CPU there is nothing to wait for)");
-  app.add_flag("--useCudaGraph", o.use_cuda_graph, "Capture the engine in a CUDA graph and replay it (CUDA backend)");
+  app.add_flag("--useCudaGraph", o.use_cuda_graph,
+               "Capture the engine in a CUDA graph and replay it (CUDA backend); a per-layer profile then comes "
+               "from separate runs without the graph, as with --separateProfileRun");
   app.add_flag("--noDataTransfers", o.no_data_transfers,
                "Leave host-device copies out of the timed runs (CUDA backend)");
   app.add_flag("--separateProfileRun", o.separate_profile_run,
@@ -344,6 +346,8 @@ ParseOutcome parse_options(int argc, char** argv) {
   if (o.separate_profile_run && !o.profiling())
     return usage_error("--separateProfileRun needs --dumpProfile or --exportProfile: without a profile there is "
                        "no profiled run to separate.");
+  if (o.use_cuda_graph && o.profiling() && !o.separate_profile_run)
+    o.separate_profile_run = o.profile_run_implied_by_graph = true;
   if (o.profiling_verbosity == "none" && (o.dump_layer_info || !o.export_layer_info.empty()))
     return usage_error(std::string(o.dump_layer_info ? "--dumpLayerInfo" : "--exportLayerInfo") +
                        " with --profilingVerbosity=none has nothing to show; use layer_names_only or detailed.");

@@ -58,6 +58,9 @@ struct Options {
   bool threads = false;
   bool use_spin_wait = false;
   bool separate_profile_run = false;
+  // Set with --useCudaGraph and a profile: a graph replay has no per-layer events, so the profile comes from
+  // separate plain runs after the timed (replayed) ones, as --separateProfileRun does.
+  bool profile_run_implied_by_graph = false;
   int profile = 0;
   bool get_plan_version_only = false;
 
