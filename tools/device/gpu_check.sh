@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the device machine, in one call: the GPU test suite, the ONNX node tests on the CUDA backend next to the
 # CPU backend, the full-size models in FP32/FP16/BF16, and the benchmarks; a short table last.
-# Usage (device): tools/device/gpu_check.sh [tests | tests1 | tests2] [cli] [python] [nvtx] [node] [models] [hf] [sanitize] [bench]
+# Usage (device): tools/device/gpu_check.sh [tests | tests1 | tests2] [cli] [python] [nvtx] [node] [models] [hf] [sanitize]
+#   [profile] [bench]
 #   (default: tests cli python nvtx node models; hf, the tiny Hugging Face exports, needs transformers there).
 #   nvtx checks under Nsight Systems that the layer, pass and build-phase ranges appear. cli and python run the
 #   pytest tests marked `gpu` (GPU-only kiln flags; zero-copy torch tensors and the FP16 workflow); without a GPU
@@ -10,7 +11,8 @@
 # SAN_TESTS_TIMEOUT and SAN_GTEST_FILTER (memcheck over kiln_gpu_tests; with a filter, racecheck over it too),
 # GPU_TEST_FILTER (a gtest filter for the tests stage, e.g. '-*Times*' to leave out the timing prints; the summary
 # names the filter so a partial run never reads as the whole suite), GPU_TEST_SHARDS and GPU_TEST_TIMEOUT (the
-# tests stage as concurrent gtest shards, each stopped after so many seconds).
+# tests stage as concurrent gtest shards, each stopped after so many seconds), PROFILE_MODELS (model:batch pairs
+# for the profile stage).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -190,6 +192,36 @@ PY
       own=$(grep "Race reported" "$OUT/san_gpu_tests_race.log" | grep -vcE "at (nvjet|sm90_xmma|cutlass|cudnn)")
       summary+=("sanitizer racecheck kiln_gpu_tests ($SAN_GTEST_FILTER): rc $rc $(grep -m1 'RACECHECK SUMMARY' "$OUT/san_gpu_tests_race.log") (in Kiln kernels: $own)")
     fi
+    ;;
+  profile)
+    # Per-layer FP16 profiles (kiln --exportProfile, separate profiled runs) of PROFILE_MODELS (model:batch pairs),
+    # written as $OUT/prof_<model>_<batch>.json; prints each one's layers grouped by name with the block index
+    # taken out, largest first.
+    for mb in ${PROFILE_MODELS:-bert_base:1 vit_b_16:64}; do
+      m=${mb%:*} b=${mb#*:} d=/tmp/kiln_models/${m}_op17
+      [ -f $d/model.onnx ] || python3 tests/models/export_models.py --out /tmp/kiln_models --models $m --opsets 17 \
+        > "$OUT/profile_export.log" 2>&1
+      sh=$(python3 -c "import json; i=json.load(open('$d/meta.json'))['inputs'][0]; print(i['name']+':'+'x'.join(map(str,[$b]+i['shape'][1:])))")
+      .devcarry/bin/kiln --onnx=$d/model.onnx --minShapes=$sh --optShapes=$sh --maxShapes=$sh --shapes=$sh \
+        --device=cuda --fp16 --iterations=100 --warmUp=200 --duration=0 --separateProfileRun \
+        --exportProfile="$OUT/prof_${m}_$b.json" > "$OUT/profile_$m.log" 2>&1 || tail -3 "$OUT/profile_$m.log"
+      grep -E "^GPU Compute Time" "$OUT/profile_$m.log"
+      python3 - "$OUT/prof_${m}_$b.json" <<'PY'
+import json, re, sys
+rows = json.load(open(sys.argv[1]))[1:]
+groups = {}
+for r in rows:
+    k = re.sub(r"(layers?[._/]?|encoder_layer_|_)\d+", r"\1#", r["name"])
+    groups.setdefault(k, [0.0, 0])
+    groups[k][0] += r["averageMs"]
+    groups[k][1] += 1
+total = sum(v[0] for v in groups.values())
+print(f"{sys.argv[1]}: {len(rows)} layers, {total:.3f} ms profiled")
+for k, (ms, n) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:15]:
+    print(f"  {ms:8.4f} ms {100 * ms / total:5.1f}%  x{n:<3d} {k}")
+PY
+      summary+=("profile $m b$b: $(ls "$OUT/prof_${m}_$b.json" 2>/dev/null || echo 'not written')")
+    done
     ;;
   bench)
     # BENCH_ARGS narrows a run to fit one device call, e.g. "--models resnet50 bert_base --peers eager compile_ro".
