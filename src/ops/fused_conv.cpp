@@ -78,10 +78,7 @@ KILN_REGISTER_OP(FusedConv) {
     Tensor activated;
     if (pre.act != Activation::kNone) {
       // Rounded to X's type, as the standalone activation this prologue replaces would have stored it.
-      activated = ctx.input(0).cast(DataType::kDOUBLE);
-      double* p = activated.data<double>();
-      for (int64_t i = 0; i < activated.numel(); ++i) p[i] = apply_activation(pre, p[i]);
-      activated = activated.cast(ctx.input(0).dtype());
+      activated = apply_activation(pre, ctx.input(0));
     }
     const Tensor& x = pre.act != Activation::kNone ? activated : ctx.input(0);
     const Tensor& w = ctx.input(1);

@@ -108,6 +108,13 @@ double apply_activation(const Epilogue& e, double x) {
   return x;
 }
 
+Tensor apply_activation(const Epilogue& e, const Tensor& t) {
+  Tensor d = t.cast(DataType::kDOUBLE);
+  double* p = d.data<double>();
+  for (int64_t i = 0; i < d.numel(); ++i) p[i] = apply_activation(e, p[i]);
+  return d.cast(t.dtype());
+}
+
 const std::vector<AttrSpec>& epilogue_attrs() {
   static const std::vector<AttrSpec> a = {{"activation", AttrType::kSTRING},
                                           {"alpha", AttrType::kFLOAT},

@@ -41,6 +41,8 @@ inline constexpr const char* kProloguePrefix = "pre_";
 Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs, const std::string& prefix = "");
 const char* activation_name(Activation a);
 double apply_activation(const Epilogue& e, double x);
+// e applied to every element of t, computed in double and rounded once to t's type.
+Tensor apply_activation(const Epilogue& e, const Tensor& t);
 // A depthwise convolution: one input and one output channel per group (group == C == M, W's per-group input
 // channels 1), whichever layout the caller read these from.
 inline bool is_depthwise(int64_t group, int64_t channels, int64_t out_channels, int64_t w_in_per_group) {

@@ -1,8 +1,6 @@
 // kiln GroupNormalization with layout "NHWC": ONNX's GroupNormalization (opset 21: per-channel scale and bias) on a
 // channels-last X [N, spatial..., C], for the layout_nhwc pass, with an optional activation applied last (the
 // epilogue attributes, set by fuse_norm_activation); the reference permutes to NCHW and runs the ONNX op.
-#include <cmath>
-
 #include "ops/layout_util.h"
 #include "ops/op_util.h"
 
@@ -45,13 +43,8 @@ KILN_REGISTER_OP(NhwcGroupNormalization) {
     KILN_ASSIGN_OR_RETURN(auto y, run_reference("GroupNormalization", "", norm_attrs, 21,
                                                 {&xn, &ctx.input(1), &ctx.input(2)}));
     KILN_ASSIGN_OR_RETURN(Tensor yh, permute(y[0], perm_to_nhwc(x.rank())));
-    if (e.act != Activation::kNone) {
-      // One rounding, from double, where the unfused activation would have rounded twice.
-      Tensor yd = yh.cast(DataType::kDOUBLE);
-      double* p = yd.data<double>();
-      for (int64_t i = 0; i < yd.numel(); ++i) p[i] = apply_activation(e, p[i]);
-      yh = yd.cast(x.dtype());
-    }
+    // One rounding, from double, where the unfused activation would have rounded twice.
+    if (e.act != Activation::kNone) yh = apply_activation(e, yh);
     ctx.set_output(0, std::move(yh));
     return Status::Ok();
   };

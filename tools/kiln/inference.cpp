@@ -276,7 +276,7 @@ Result<InferenceResult> run_inference(const Engine& engine, const Options& o, IL
   }
 
   // Every stream warms up until the same deadline, then all start timing together.
-  const bool profile_timed = o.profiling() && !o.separate_profile_run;
+  const bool profile_timed = o.profiling() && !o.profile_separately();
   const size_t n = streams.size();
   Clock::time_point timed_start;
   std::vector<std::vector<RunTrace>> traces(n);
@@ -352,7 +352,7 @@ Result<InferenceResult> run_inference(const Engine& engine, const Options& o, IL
   if (measure_energy) result.energy = meter.reading();
 
   if (o.profiling()) {
-    if (o.separate_profile_run) {
+    if (o.profile_separately()) {
       // trtexec's --separateProfileRun: the timed numbers above ran without the profiler; these runs profile.
       first.attach_profiler(true);
       const Clock::time_point start = Clock::now();

@@ -267,11 +267,11 @@ void print_performance_summary(const InferenceResult& result, Backend backend, c
                   latency.cv_percent);
     warn(m);
   }
-  if (o.profile_run_implied_by_graph)
+  if (o.profile_separately() && !o.separate_profile_run)
     logger.log(ILogger::Severity::kINFO,
                "--useCudaGraph with a per-layer profile: the timed runs above replayed the CUDA graph; the profile "
                "comes from separate runs launched layer by layer (as with --separateProfileRun).");
-  if (o.profiling() && !o.separate_profile_run)
+  if (o.profiling() && !o.profile_separately())
     logger.log(ILogger::Severity::kINFO,
                "The profiler was attached during the timed runs, which adds per-layer timing to every query; "
                "--separateProfileRun keeps it out of the numbers above.");

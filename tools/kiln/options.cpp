@@ -346,8 +346,6 @@ ParseOutcome parse_options(int argc, char** argv) {
   if (o.separate_profile_run && !o.profiling())
     return usage_error("--separateProfileRun needs --dumpProfile or --exportProfile: without a profile there is "
                        "no profiled run to separate.");
-  if (o.use_cuda_graph && o.profiling() && !o.separate_profile_run)
-    o.separate_profile_run = o.profile_run_implied_by_graph = true;
   if (o.profiling_verbosity == "none" && (o.dump_layer_info || !o.export_layer_info.empty()))
     return usage_error(std::string(o.dump_layer_info ? "--dumpLayerInfo" : "--exportLayerInfo") +
                        " with --profilingVerbosity=none has nothing to show; use layer_names_only or detailed.");

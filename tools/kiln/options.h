@@ -58,9 +58,6 @@ struct Options {
   bool threads = false;
   bool use_spin_wait = false;
   bool separate_profile_run = false;
-  // Set with --useCudaGraph and a profile: a graph replay has no per-layer events, so the profile comes from
-  // separate plain runs after the timed (replayed) ones, as --separateProfileRun does.
-  bool profile_run_implied_by_graph = false;
   int profile = 0;
   bool get_plan_version_only = false;
 
@@ -77,6 +74,9 @@ struct Options {
   bool mark_all = false;
 
   bool profiling() const { return dump_profile || !export_profile.empty(); }
+  // Whether the profile comes from runs of its own after the timed ones: asked for, or implied by --useCudaGraph
+  // (a graph replay has no per-layer events, so the timed runs replay and the profiled ones launch layer by layer).
+  bool profile_separately() const { return profiling() && (separate_profile_run || use_cuda_graph); }
 };
 
 // What parse_options() decided: run with the options, or exit at once (after --help, --version or an error).

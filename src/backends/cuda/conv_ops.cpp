@@ -459,7 +459,6 @@ const Tensor* host_weight(const KernelArgs& args) { return args.host_in.size() >
 // inside the models; with all 8 channels used it needs 2206 us for the 7x7 stem, so there cuDNN stays first.
 bool direct_by_default(const std::optional<DirectConvGeom>& d) { return d && d->cu <= 3; }
 
-
 struct ConvState {
   Dims x_shape, w_shape;
   bool has_bias = false;
