@@ -223,6 +223,12 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
       }
     std::string line = "tactic for '" + c.layer + "': " + c.tactic + (c.from_cache ? " (timing cache)" : "") +
                        (c.timed ? " (" + std::to_string(c.ms) + " ms, best of " + std::to_string(c.timed) + " timed)" : "");
+    // Every candidate's time, as trtexec --verbose lists them: why the winner won is in the build log.
+    if (c.timings.size() > 1) {
+      line += ":";
+      for (const auto& [tactic, ms] : c.timings) line += " " + tactic + " " + std::to_string(ms * 1000.0) + " us,";
+      line.pop_back();
+    }
     logger.log(ILogger::Severity::kVERBOSE, line.c_str());
   }
   cache.update(entries);

@@ -51,6 +51,7 @@ struct TacticChoice {
   double ms = 0;            // average time of the chosen tactic (0 when not timed)
   int candidates = 0, timed = 0;
   bool from_cache = false;
+  std::vector<std::pair<std::string, double>> timings;  // every candidate timed (tactic, ms), in timing order
   // Node annotations ("kiln."-prefixed name, value) the builder stores with the choice (KernelDef::annotations).
   std::vector<std::pair<std::string, std::string>> annotations;
 };

@@ -91,6 +91,7 @@ struct TunedBuild {
   std::unique_ptr<Engine> engine;
   std::string tactic;
   int timed = -1;
+  std::string log;  // the builder's messages
 };
 template <typename Make>
 TunedBuild tuned_build(const char* op, const char* layer, int level, Make&& make) {
@@ -103,6 +104,7 @@ TunedBuild tuned_build(const char* op, const char* layer, int level, Make&& make
   config->set_builder_optimization_level(level);
   TunedBuild r;
   r.engine = test::load_engine(builder.build_serialized_network(*net, *config));
+  r.log = log.text;
   EXPECT_NE(r.engine, nullptr);
   if (!r.engine) return r;
   for (const auto& pn : r.engine->plan().nodes)

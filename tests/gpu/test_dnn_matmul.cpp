@@ -37,11 +37,9 @@ std::string describe(const MmCase& c, DataType dt, const std::string& tactic) {
          " tactic '" + tactic + "'";
 }
 
-// One FusedMatMul over graph inputs a, b (and bias, res); `tactic` empty: the kernel's untuned default.
-std::unique_ptr<ir::Graph> mm_graph(const MmCase& c, DataType dt, const std::string& tactic,
-                                    std::vector<Tensor>* inputs, uint32_t seed) {
-  auto owned = std::make_unique<ir::Graph>();
-  ir::Graph& g = *owned;
+// One FusedMatMul over graph inputs a, b (and bias, res) into g; `tactic` empty: the kernel's untuned default.
+void fill_mm_graph(ir::Graph& g, const MmCase& c, DataType dt, const std::string& tactic, std::vector<Tensor>* inputs,
+                   uint32_t seed) {
   const Dims b_shape = c.trans_b ? Dims{c.n, c.k} : Dims{c.k, c.n};
   // B scaled so that the pre-activation values are O(1): the GELU's curved part is exercised.
   const double bs = 2.0 / std::sqrt(static_cast<double>(c.k));
@@ -68,6 +66,12 @@ std::unique_ptr<ir::Graph> mm_graph(const MmCase& c, DataType dt, const std::str
   Status st = passes::infer_node(g, *n);
   EXPECT_TRUE(st.ok()) << st.message();
   g.outputs().push_back(n->outputs[0]);
+}
+
+std::unique_ptr<ir::Graph> mm_graph(const MmCase& c, DataType dt, const std::string& tactic,
+                                    std::vector<Tensor>* inputs, uint32_t seed) {
+  auto owned = std::make_unique<ir::Graph>();
+  fill_mm_graph(*owned, c, dt, tactic, inputs, seed);
   return owned;
 }
 
@@ -541,7 +545,7 @@ TEST_F(GpuDnnMatmul, TunedBuildCompilesEachOfferedPlanOnceAndTheLoadNone) {
 // A level-3 build whose timing cache names cuDNN's first plan for the layer (so the choice does not depend on
 // timings), as the engine blob.
 Result<std::vector<uint8_t>> build_with_dnn_choice(const MmCase& c, int layers = 1) {
-  return build_with_cached_tactic("dnn_plan_" + std::to_string(c.m), "\"(lt_heur|cudnn_matmul_fused_)[0-9]+\"",
+  return build_with_cached_tactic("dnn_plan_" + std::to_string(c.m), "\"(lt_heur[0-9]+(_sk[0-9]+)?|cudnn_matmul_fused_[0-9]+)\"",
                                   "cudnn_matmul_fused_0",
                                   [&](const std::string& path) { return build_ffn1(c, path, layers); });
 }
@@ -673,6 +677,84 @@ TEST_F(GpuDnnMatmul, LayersOfOneProblemStoreOnePlan) {
   ASSERT_EQ(got.size(), static_cast<size_t>(kLayers));
   for (int l = 0; l < kLayers; ++l)
     expect_tensors_close(ffn1_reference(c, x, l), got[l], 3e-2, 2e-2, "layer " + std::to_string(l));
+}
+
+// cuBLASLt's configurations split along K (tactic "lt_heurK_skS", offered where the output tiles leave most SMs
+// idle: bert's 128-token GEMMs at batch 1), forced, against the reference: every epilogue form the GEMM layers use
+// (bias, residual after or first, an activation cuBLASLt finishes or the pass after it), K not a multiple of the
+// split or of a tile, and each type. The bert shapes must really split in FP16 (no "running it unsplit" warning).
+TEST(GpuGemmSplitK, ForcedSplitsMatchTheReference) {
+  KILN_REQUIRE_GPU();
+  struct Split {
+    MmCase c;
+    bool must_split;
+  };
+  const Split cases[] = {
+      {{"bert-ffn2-b1", 128, 768, 3072, "none", true, true}, true},
+      {{"bert-qkv-b1", 128, 2304, 768, "none"}, true},
+      {{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"}, true},
+      {{"relu-res-first", 128, 768, 1024, "relu", true, true, true}, false},
+      {{"odd-k-tb", 96, 200, 1000, "none", true, false, false, true}, false},
+      {{"no-bias", 64, 256, 2048, "none", false}, false},
+  };
+  for (const auto& [c, must_split] : cases)
+    for (DataType dt : {DataType::kHALF, DataType::kBF16, DataType::kFLOAT}) {
+      std::vector<Tensor> ref_inputs;
+      const std::vector<Tensor> cpu =
+          run_graph(*mm_graph(c, dt, "", &ref_inputs, 29), Backend::kCPU, ref_inputs, nullptr);
+      for (const char* tactic : {"lt_heur0_sk2", "lt_heur0_sk4", "lt_heur1_sk8"}) {
+        SCOPED_TRACE(describe(c, dt, tactic));
+        std::vector<Tensor> inputs;
+        const auto g = mm_graph(c, dt, tactic, &inputs, 29);
+        std::string err;
+        const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
+        ASSERT_EQ(cpu.size(), 1u);
+        ASSERT_EQ(got.size(), 1u);
+        const bool split = err.find("running it unsplit") == std::string::npos;
+        if (must_split && dt == DataType::kHALF) {
+          EXPECT_TRUE(split) << err;
+        }
+        std::printf("SPLITK %-52s %s\n", describe(c, dt, tactic).c_str(), split ? "split" : "unsplit (warned)");
+        // FP32 runs as TF32 (the backend's default), so its tolerance is the half types'.
+        expect_tensors_close(cpu[0], got[0], atol_of(dt == DataType::kFLOAT ? DataType::kHALF : dt),
+                             rtol_of(dt == DataType::kFLOAT ? DataType::kHALF : dt), "vs the reference");
+      }
+    }
+}
+
+// At level 4 the tuner times the splits where the problem leaves SMs idle (bert FFN2 at 128 tokens: 6 output
+// tiles) and not where it fills the GPU (8192 tokens); at the default level 3 it times cuBLASLt's ranks alone.
+// What it chooses matches the reference.
+TEST(GpuGemmSplitK, TunerTimesSplitsOnlyForSmallProblems) {
+  KILN_REQUIRE_GPU();
+  for (const MmCase& c : {MmCase{"bert-ffn2-b1", 128, 768, 3072, "none", true, true},
+                          MmCase{"bert-ffn2-b64", 8192, 768, 3072, "none", true, true}}) {
+    SCOPED_TRACE(c.name);
+    std::vector<Tensor> inputs;
+    auto make = [&](ir::Graph& g) {
+      inputs.clear();
+      fill_mm_graph(g, c, DataType::kHALF, "", &inputs, 37);
+      return inputs;
+    };
+    const TunedBuild level3 = tuned_build("FusedMatMul", "ffn", 3, make);
+    EXPECT_EQ(level3.log.find("_sk"), std::string::npos) << level3.log;
+    TunedBuild b = tuned_build("FusedMatMul", "ffn", 4, make);
+    ASSERT_NE(b.engine, nullptr);
+    const size_t at = b.log.find("tactic for 'ffn'");
+    ASSERT_NE(at, std::string::npos) << b.log;
+    const std::string line = b.log.substr(at, b.log.find('\n', at) - at);
+    std::printf("SPLITK tuned %s: %s\n", c.name, line.c_str());
+    EXPECT_EQ(line.find("lt_heur0_sk") != std::string::npos, c.m == 128) << line;
+    EXPECT_GE(b.timed, 2) << line;
+    std::vector<std::pair<std::string, Tensor>> named = {{"a", inputs[0]}, {"b", inputs[1]}, {"bias", inputs[2]},
+                                                         {"res", inputs[3]}};
+    const auto got = test::infer(*b.engine, named);
+    std::vector<Tensor> ref_inputs;
+    const auto want = run_graph(*mm_graph(c, DataType::kHALF, "", &ref_inputs, 37), Backend::kCPU, ref_inputs, nullptr);
+    ASSERT_EQ(got.size(), 1u);
+    ASSERT_EQ(want.size(), 1u);
+    expect_tensors_close(want[0], got[0], atol_of(DataType::kHALF), rtol_of(DataType::kHALF), b.tactic.c_str());
+  }
 }
 
 }  // namespace

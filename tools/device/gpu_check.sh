@@ -195,7 +195,7 @@ PY
     ;;
   profile)
     # Per-layer FP16 profiles (kiln --exportProfile, separate profiled runs) of PROFILE_MODELS (model:batch pairs),
-    # written as $OUT/prof_<model>_<batch>.json; prints each one's layers grouped by name with the block index
+    # written as $OUT/prof_<model>_<batch>.json (and the engine's layers with their tactics as layers_*.json); prints each one's layers grouped by name with the block index
     # taken out, largest first.
     for mb in ${PROFILE_MODELS:-bert_base:1 vit_b_16:64}; do
       m=${mb%:*} b=${mb#*:} d=/tmp/kiln_models/${m}_op17
@@ -204,7 +204,8 @@ PY
       sh=$(python3 -c "import json; i=json.load(open('$d/meta.json'))['inputs'][0]; print(i['name']+':'+'x'.join(map(str,[$b]+i['shape'][1:])))")
       .devcarry/bin/kiln --onnx=$d/model.onnx --minShapes=$sh --optShapes=$sh --maxShapes=$sh --shapes=$sh \
         --device=cuda --fp16 --iterations=100 --warmUp=200 --duration=0 --separateProfileRun \
-        --exportProfile="$OUT/prof_${m}_$b.json" > "$OUT/profile_$m.log" 2>&1 || tail -3 "$OUT/profile_$m.log"
+        --exportProfile="$OUT/prof_${m}_$b.json" --exportLayerInfo="$OUT/layers_${m}_$b.json" \
+        --profilingVerbosity=detailed > "$OUT/profile_$m.log" 2>&1 || tail -3 "$OUT/profile_$m.log"
       grep -E "^GPU Compute Time" "$OUT/profile_$m.log"
       python3 - "$OUT/prof_${m}_$b.json" <<'PY'
 import json, re, sys

@@ -682,6 +682,7 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
           avg = ms / iters;
         }
         ++c.timed;
+        c.timings.emplace_back(candidates[k], avg);
         if (c.tactic.empty() || avg < best) {
           best = avg;
           c.tactic = candidates[k];

@@ -74,13 +74,70 @@ ColMajor col_major(const GemmShape& s) {
   return c;
 }
 
-// Tactics of the GEMM kernels: the rank in cuBLASLt's heuristic list ("lt_heur0" is its first choice).
+// Tactics of the GEMM kernels: the rank in cuBLASLt's heuristic list ("lt_heur0" is its first choice), and for
+// problems too small to fill the GPU, that rank's configuration split along K ("lt_heur0_sk4": four partial
+// products summed by cuBLASLt's reduction), timed from optimization level 4. cuBLASLt's heuristic does not offer
+// split-K for the 128-token GEMMs of a batch-1 transformer on Hopper (bert_base: 18 output tiles of 128x128 for 132
+// SMs), so the wider levels try it.
 constexpr const char* kTacticPrefix = "lt_heur";
 constexpr int kMaxTactics = 8;
 
-std::vector<std::string> gemm_tactics(const KernelArgs&) {
-  std::vector<std::string> t;
-  for (int k = 0; k < kMaxTactics; ++k) t.push_back(kTacticPrefix + std::to_string(k));
+struct LtTactic {
+  int rank = 0;    // in cuBLASLt's heuristic list
+  int splitk = 1;  // K split into this many parts (1: not split)
+};
+
+LtTactic parse_lt_tactic(const std::string& t) {
+  LtTactic r;
+  if (t.rfind(kTacticPrefix, 0) != 0) return r;
+  const char* p = t.c_str() + std::strlen(kTacticPrefix);
+  char* end = nullptr;
+  r.rank = std::clamp(static_cast<int>(std::strtol(p, &end, 10)), 0, kMaxTactics - 1);
+  if (end && std::strncmp(end, "_sk", 3) == 0) r.splitk = std::clamp(std::atoi(end + 3), 1, 64);
+  return r;
+}
+
+// The split-K counts worth timing for a problem with `rows` x n outputs and depth k on `sms` SMs (largest first),
+// or none when its 128x128 output tiles already fill half the SMs: a power of two up to the SMs per tile, with
+// each part at least 128 deep.
+std::vector<int> splitk_counts(int64_t rows, int64_t n, int64_t k, int sms) {
+  const int64_t tiles = ((rows + 127) / 128) * ((n + 127) / 128);
+  if (sms <= 0 || tiles <= 0 || tiles * 2 > sms || k < 256) return {};
+  int s = 1;
+  while (s * 2 * tiles <= sms && s * 2 * 128 <= k && s < 16) s *= 2;
+  std::vector<int> out;
+  for (int c = s; c >= 2 && out.size() < 2; c /= 2) out.push_back(c);
+  return out;
+}
+
+// The problem's output rows, columns and depth as the layer's shapes give them (MatMul, FusedMatMul or Gemm).
+bool gemm_extent(const KernelArgs& a, int64_t* rows, int64_t* n, int64_t* k) {
+  if (!a.node || a.in.empty() || a.out.empty() || a.in[0].shape.empty() || a.out[0].shape.empty()) return false;
+  const Dims& x = a.in[0].shape;
+  const Dims& y = a.out[0].shape;
+  *n = y.back();
+  if (*n <= 0) return false;
+  *rows = volume(y) / *n;
+  auto ta = a.attrs().get_int("transA", 0);
+  const bool trans_a = a.node->op_type == "Gemm" && ta.ok() && *ta != 0;
+  *k = trans_a ? x.front() : x.back();
+  return true;
+}
+
+std::vector<std::string> gemm_tactics(const KernelArgs& a) {
+  std::vector<std::string> ranks, split;
+  for (int k = 0; k < kMaxTactics; ++k) ranks.push_back(kTacticPrefix + std::to_string(k));
+  int64_t rows = 0, n = 0, k = 0;
+  if (!a.handles || !gemm_extent(a, &rows, &n, &k)) return ranks;
+  const std::vector<int> counts = splitk_counts(rows, n, k, a.handles->sm_count);
+  if (counts.empty()) return ranks;
+  // After the ranks: at the default level (8 timed) the tuner times the ranks alone; levels 4 and 5 time the
+  // splits too. On an H100 cuBLASLt's split-K lost to its unsplit first ranks at bert's batch-1 shapes (FFN2
+  // 128x768x3072: 6.9 us unsplit, 10.1 us in 8 parts, 11.9 us in 16, graph-timed), so they are not worth a
+  // default-level timing slot (bench/NOTES.md).
+  std::vector<std::string> t = ranks;
+  for (int r = 0; r < 4; ++r)
+    for (int c : counts) t.push_back(ranks[r] + "_sk" + std::to_string(c));
   return t;
 }
 
@@ -98,6 +155,7 @@ class LtGemm {
     if (s.batch > INT_MAX) return unsupported("MatMul: batch of " + std::to_string(s.batch) + " matrices is too large");
     cublasComputeType_t compute =
         s.dt == DataType::kFLOAT && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    compute_ = compute;
     KILN_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, compute, CUDA_R_32F));
     const ColMajor cm = col_major(s);
     KILN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(op_, CUBLASLT_MATMUL_DESC_TRANSA, &cm.op_a, sizeof(cm.op_a)));
@@ -157,10 +215,10 @@ class LtGemm {
                                                                sizeof(ws));
       for (const auto& [attr, v] : aligns)
         if (st == CUBLAS_STATUS_SUCCESS) st = cublasLtMatmulPreferenceSetAttribute(pref, attr, &v, sizeof(v));
-      // The builder's tactic "lt_heurK" takes the K-th of cuBLASLt's ranked heuristic answers (K = 0: its first).
-      int pick = 0;
-      if (args.tactic.rfind(kTacticPrefix, 0) == 0) pick = std::atoi(args.tactic.c_str() + std::strlen(kTacticPrefix));
-      pick = std::clamp(pick, 0, kMaxTactics - 1);
+      // The builder's tactic "lt_heurK" takes the K-th of cuBLASLt's ranked heuristic answers (K = 0: its first);
+      // "lt_heurK_skS" that configuration with K split into S parts.
+      const LtTactic tac = parse_lt_tactic(args.tactic);
+      const int pick = tac.rank;
       std::vector<cublasLtMatmulHeuristicResult_t> results(pick + 1);
       std::memset(results.data(), 0, results.size() * sizeof(results[0]));
       int found = 0;
@@ -180,7 +238,16 @@ class LtGemm {
                               " batch=" + std::to_string(s_.batch));
       if (found <= pick && args.strict_tactic)
         return unsupported("cuBLASLt offers " + std::to_string(found) + " algorithms here, not " + args.tactic);
-      algos_.emplace_back(key, results[std::min(pick, found - 1)].algo);
+      cublasLtMatmulAlgo_t chosen = results[std::min(pick, found - 1)].algo;
+      if (tac.splitk > 1) {
+        Status split = split_k(h, chosen, tac.splitk);
+        if (!split.ok()) {
+          if (args.strict_tactic) return split;
+          default_logger().log(ILogger::Severity::kWARNING,
+                               ("GEMM tactic " + args.tactic + ": " + split.message() + "; running it unsplit").c_str());
+        }
+      }
+      algos_.emplace_back(key, chosen);
       algo = &algos_.back().second;
     }
     // C and D share the layout; without a C of its own, the same buffer (cuBLASLt's in-place form).
@@ -193,6 +260,39 @@ class LtGemm {
   bool no_algo() const { return no_algo_; }
 
  private:
+  // `algo` with K split into `parts`, summed by the first reduction its algorithm offers that cuBLASLt accepts
+  // for this problem within the workspace: in float (the compute type) first, then in the output type, then in
+  // place. `algo` is left as it was when none does.
+  Status split_k(CudaHandles& h, cublasLtMatmulAlgo_t& algo, int parts) {
+    int32_t id = 0, supported = 0;
+    uint32_t mask = 0;
+    size_t w = 0;
+    cublasLtMatmulAlgoConfigGetAttribute(&algo, CUBLASLT_ALGO_CONFIG_ID, &id, sizeof(id), &w);
+    cublasLtMatmulAlgo_t base;
+    if (cublasLtMatmulAlgoInit(h.lt, compute_, CUDA_R_32F, lt_type(s_.dt), lt_type(s_.dt), lt_type(s_.dt),
+                               lt_type(s_.dt), id, &base) == CUBLAS_STATUS_SUCCESS) {
+      cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &supported, sizeof(supported), &w);
+      cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &mask, sizeof(mask), &w);
+    }
+    if (!supported) return unsupported("cuBLASLt algorithm " + std::to_string(id) + " cannot split K");
+    const int32_t split = parts;
+    for (uint32_t red : {uint32_t{CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE}, uint32_t{CUBLASLT_REDUCTION_SCHEME_OUTPUT_TYPE},
+                         uint32_t{CUBLASLT_REDUCTION_SCHEME_INPLACE}}) {
+      if (!(mask & red)) continue;
+      cublasLtMatmulAlgo_t a = algo;
+      cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split, sizeof(split));
+      cublasLtMatmulAlgoConfigSetAttribute(&a, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &red, sizeof(red));
+      cublasLtMatmulHeuristicResult_t check;
+      if (cublasLtMatmulAlgoCheck(h.lt, op_, lb_, la_, ld_, ld_, &a, &check) == CUBLAS_STATUS_SUCCESS &&
+          check.workspaceSize <= h.workspace_bytes) {
+        algo = a;
+        return Status::Ok();
+      }
+    }
+    return unsupported("cuBLASLt does not split this problem's K into " + std::to_string(parts) +
+                       " parts within the workspace");
+  }
+
   void release() {
     if (la_) cublasLtMatrixLayoutDestroy(la_);
     if (lb_) cublasLtMatrixLayoutDestroy(lb_);
@@ -205,6 +305,7 @@ class LtGemm {
   }
 
   GemmShape s_;
+  cublasComputeType_t compute_ = CUBLAS_COMPUTE_32F;
   cublasLtMatmulDesc_t op_ = nullptr;
   cublasLtMatrixLayout_t la_ = nullptr, lb_ = nullptr, ld_ = nullptr;
   std::vector<std::pair<uint64_t, cublasLtMatmulAlgo_t>> algos_;
