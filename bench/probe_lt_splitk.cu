@@ -1,8 +1,9 @@
-// Probe (device): how fast cuBLASLt can run the small-M FP16 GEMMs of a transformer at batch 1 (128 tokens), taking
-
-// id, tile and split-K count cuBLASLt accepts for the problem (cublasLtMatmulAlgoGetIds / AlgoCheck), the widest
-// search. Prints the best of each and the heuristic's first, per shape. Question it answers: is there a split-K
-// (or other) configuration the heuristic list misses that would shorten bert/vit batch-1 GEMMs?
+// Probe (device): cuBLASLt's ranked heuristic answers for the FP16 GEMMs of a transformer at batch 1 (M = 128
+// tokens: QKV, out-proj, FFN1, FFN2), plain and with the bias epilogue, and each answer split along K where its
+// algorithm allows (2-8 parts, each reduction scheme AlgoCheck accepts); each timed with the weights hot in L2 and
+// cold (a fresh copy per launch). Caution: launches are timed back to back on a stream, and at these sizes the
+// host's cublasLtMatmul call (~9 us on the device's CPU) is slower than the kernel (~4-7 us), so the figures are
+// host-bound; the tuner's CUDA-graph timing (the 'tactic for' lines of `kiln --verbose`) is the kernel measurement.
 // Build: nvcc -O2 -arch=sm_90 -o probe_lt_splitk bench/probe_lt_splitk.cu -lcublasLt
 // Run:   ./probe_lt_splitk [M]   (default M = 128)
 #include <cublasLt.h>
