@@ -30,8 +30,38 @@ TEST(AttentionTactics, NamesAreStableAndRoundTrip) {
   EXPECT_EQ(attention_tactic_name(4), "kiln_attn_mma_w4");
   EXPECT_EQ(attention_tactic_name(8), "kiln_attn_mma_w8");
   for (int w : kAttentionWarps) EXPECT_EQ(attention_tactic_warps(attention_tactic_name(w)), w);
-  for (const char* other : {"", "kiln_attn_mma_w3", "kiln_attn_mma_w16", "kiln_depthwise_nhwc", "kiln_attn_mma_w"})
+  for (const char* other : {"", "kiln_attn_mma_w3", "kiln_attn_mma_w16", "kiln_depthwise_nhwc", "kiln_attn_mma_w",
+                            "kiln_attn_mma_w8s2", "kiln_attn_mma_w4s3", "kiln_attn_mma_w4s"})
     EXPECT_EQ(attention_tactic_warps(other), 0) << other;
+  // The key-split blocks.
+  EXPECT_EQ(attention_tactic_name(1, 2), "kiln_attn_mma_w1s2");
+  EXPECT_EQ(attention_tactic_name(4, 2), "kiln_attn_mma_w4s2");
+  for (int w : kAttentionSplitWarps) {
+    const AttentionBlock b = attention_tactic_block(attention_tactic_name(w, kAttentionKeySplit));
+    EXPECT_EQ(b.warps, w);
+    EXPECT_EQ(b.splits, kAttentionKeySplit);
+  }
+  EXPECT_EQ(attention_tactic_block("kiln_attn_mma_w4").splits, 1);
+}
+
+// The key-split blocks are offered where the grid leaves SMs idle (the untuned choice is one warp per block) and
+// there are keys for at least two tiles: bert/vit/gpt2 at batch 1, not at batch 64, not for 64 keys or fewer.
+TEST(AttentionTactics, KeySplitOnlyForSmallGridsWithTwoKeyTiles) {
+  for (const AttentionShape& s : {shape(1, 12, 128, 64), shape(1, 12, 197, 64), shape(1, 12, 128, 32)}) {
+    const auto v = attention_tactics(s, kH200Sms);
+    for (int w : kAttentionSplitWarps) EXPECT_TRUE(has(v, attention_tactic_name(w, kAttentionKeySplit))) << w;
+    EXPECT_LE(v.size(), 7u);  // with cuDNN's, all timed at the default optimization level
+  }
+  for (const AttentionShape& s : {shape(64, 12, 128, 64), shape(64, 12, 197, 64), shape(1, 12, 64, 64),
+                                  shape(2, 2, 40, 64)})
+    for (const auto& n : attention_tactics(s, kH200Sms)) EXPECT_EQ(attention_tactic_block(n).splits, 1) << n;
+  // Queries for only one warp: the split block of one row warp, not the larger ones.
+  AttentionShape few = shape(1, 2, 16, 64);
+  few.Sk = 300;
+  const auto v = attention_tactics(few, kH200Sms);
+  EXPECT_TRUE(has(v, "kiln_attn_mma_w1s2"));
+  EXPECT_FALSE(has(v, "kiln_attn_mma_w2s2"));
+  EXPECT_FALSE(has(v, "kiln_attn_mma_w4s2"));
 }
 
 // The untuned default is the heuristic the kernel always had: four warps per block unless that grid would give

@@ -36,14 +36,14 @@ struct Args {
 // A FlashAttention-2 style kernel on mma.sync m16n8k16: S = Q K^T and the running output O stay in registers, the
 // probabilities of S's accumulator fragments are re-packed in place as the A operand of P V, and the K/V tiles are
 // double-buffered in shared memory by cp.async so the next tile loads while this one is multiplied.
-constexpr int kKeys = 64;  // keys per tile
+constexpr int kKeys = static_cast<int>(kAttentionKeyTile);  // keys per tile
 constexpr float kLog2e = 1.4426950408889634f;
 
-// Shared-memory size of the kernel below: Q's rows and two buffers each of K and V, rows padded by 16 bytes so the
-// eight row addresses of an ldmatrix fall in different banks.
-template <int kHd, int kWarps>
+// Shared-memory size of the kernel below: Q's rows and two buffers each of K and V (kSplit tiles a buffer), rows
+// padded by 16 bytes so the eight row addresses of an ldmatrix fall in different banks.
+template <int kHd, int kWarps, int kSplit>
 constexpr size_t mma_smem_bytes() {
-  return static_cast<size_t>(16 * kWarps + 4 * kKeys) * (kHd + 8) * 2;
+  return static_cast<size_t>(16 * kWarps + 4 * kKeys * kSplit) * (kHd + 8) * 2;
 }
 
 // Copies rows [r0, r0 + n) of a matrix with row stride `ss` (elements) into a padded shared tile, asynchronously;
@@ -69,30 +69,35 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // Launch bounds: at most 128 registers a thread where that leaves the accumulators of head dim 32/64 in registers,
 // so four 4-warp or two 8-warp blocks fit an SM's registers; head dims 96 and 128 need more and keep the compiler's
 // choice.
-template <int kHd, int kWarps>
+template <int kHd, int kWarps, int kSplit>
 constexpr int mma_min_blocks() {
-  return kHd > 64 ? 1 : 16 / kWarps;
+  return kHd > 64 || kWarps * kSplit > 16 ? 1 : 16 / (kWarps * kSplit);
 }
 
-template <typename T, bool kMask, int kHd, int kWarps>
-__global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) attention_mma_kernel(Args p) {
-  constexpr int kRows = 16 * kWarps, kLd = kHd + 8, kThreads = kWarps * 32;
+// kSplit > 1 (the key split, for grids too small to fill the GPU: batch 1): kSplit warps share each 16 query rows,
+// warp group s taking key tiles s, s + kSplit, ...; each group keeps its own running max, sum and output, and
+// group 0 merges the others' through shared memory at the end (the FlashDecoding combine, inside one block).
+template <typename T, bool kMask, int kHd, int kWarps, int kSplit>
+__global__ void __launch_bounds__(kWarps * kSplit * 32, (mma_min_blocks<kHd, kWarps, kSplit>()))
+    attention_mma_kernel(Args p) {
+  constexpr int kRows = 16 * kWarps, kLd = kHd + 8, kThreads = kWarps * kSplit * 32, kStep = kKeys * kSplit;
   extern __shared__ __align__(128) unsigned char smem[];
   T* qsm = reinterpret_cast<T*>(smem);
-  T* ksm = qsm + kRows * kLd;    // two buffers of kKeys rows
-  T* vsm = ksm + 2 * kKeys * kLd;  // two buffers of kKeys rows
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  T* ksm = qsm + kRows * kLd;    // two buffers of kStep rows
+  T* vsm = ksm + 2 * kStep * kLd;  // two buffers of kStep rows
+  const int warp = threadIdx.x / 32 % kWarps, lane = threadIdx.x % 32;
+  const int split = threadIdx.x / 32 / kWarps;  // the warp group: which of each step's kSplit key tiles it takes
   const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
   const int q0 = blockIdx.x * kRows;
   const T* qg = static_cast<const T*>(p.q) + b * p.qs[0] + h * p.qs[1];
   const T* kg = static_cast<const T*>(p.k) + b * p.ks[0] + (h / p.group) * p.ks[1];
   const T* vg = static_cast<const T*>(p.v) + b * p.vs[0] + (h / p.group) * p.vs[1];
   const int kv_end = p.causal ? min(p.Sk, q0 + kRows) : p.Sk;  // later keys are hidden from every row here
-  const int ntiles = (kv_end + kKeys - 1) / kKeys;
+  const int ntiles = (kv_end + kStep - 1) / kStep;  // steps of kSplit key tiles
 
   load_rows_async<kHd, kThreads>(qsm, qg, p.qs[2], q0, p.Sq, kRows, p.D);
-  load_rows_async<kHd, kThreads>(ksm, kg, p.ks[2], 0, p.Sk, kKeys, p.D);
-  load_rows_async<kHd, kThreads>(vsm, vg, p.vs[2], 0, p.Sk, kKeys, p.D);
+  load_rows_async<kHd, kThreads>(ksm, kg, p.ks[2], 0, p.Sk, kStep, p.D);
+  load_rows_async<kHd, kThreads>(vsm, vg, p.vs[2], 0, p.Sk, kStep, p.D);
   cp_async_commit();
 
   // Fragment coordinates: this lane holds rows g and g + 8 of the warp's 16, columns 2t and 2t + 1 of each 8.
@@ -122,8 +127,8 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
   for (int j = 0; j < ntiles; ++j) {
     if (j + 1 < ntiles) {  // the buffer of tile j - 1, released by the barrier that ended that iteration
       const int nb = (j + 1) & 1;
-      load_rows_async<kHd, kThreads>(ksm + nb * kKeys * kLd, kg, p.ks[2], (j + 1) * kKeys, p.Sk, kKeys, p.D);
-      load_rows_async<kHd, kThreads>(vsm + nb * kKeys * kLd, vg, p.vs[2], (j + 1) * kKeys, p.Sk, kKeys, p.D);
+      load_rows_async<kHd, kThreads>(ksm + nb * kStep * kLd, kg, p.ks[2], (j + 1) * kStep, p.Sk, kStep, p.D);
+      load_rows_async<kHd, kThreads>(vsm + nb * kStep * kLd, vg, p.vs[2], (j + 1) * kStep, p.Sk, kStep, p.D);
     }
     cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile j
     cp_async_wait<1>();
@@ -133,11 +138,11 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
       for (int kk = 0; kk < kHd / 16; ++kk)
         ldsm_x4(qf[kk], qsm + (warp * 16 + lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
     }
-    const int k0 = j * kKeys;
+    const int k0 = (j * kSplit + split) * kKeys;
     const int live = warp_kv_end - k0;  // keys of this tile some row of the warp sees: the first `live`
     if (warp_live && live > 0) {
-      const T* kt = ksm + (j & 1) * kKeys * kLd;
-      const T* vt = vsm + (j & 1) * kKeys * kLd;
+      const T* kt = ksm + ((j & 1) * kSplit + split) * kKeys * kLd;
+      const T* vt = vsm + ((j & 1) * kSplit + split) * kKeys * kLd;
 
       // S = Q K^T: 16 x 64 per warp, as eight 16x8 accumulator fragments.
       float s[kKeys / 8][4];
@@ -262,6 +267,47 @@ __global__ void __launch_bounds__(kWarps * 32, (mma_min_blocks<kHd, kWarps>())) 
     l0 += __shfl_xor_sync(0xffffffffu, l0, off);
     l1 += __shfl_xor_sync(0xffffffffu, l1, off);
   }
+  if constexpr (kSplit > 1) {
+    // The groups' partial results meet in the K/V buffers, free once every warp is past its last tile. A lane's
+    // fragments hold the same rows and columns in every group, so each lane writes its own registers (value i of
+    // lane x at [i][x]: no bank conflicts) and group 0's same lane merges them: with M the larger maximum,
+    // o = o_a 2^(m_a - M) + o_b 2^(m_b - M), likewise l; a group that saw no key of a row (m = -inf) adds 0.
+    constexpr int kVals = kHd / 8 * 4 + 4;
+    float* xs = reinterpret_cast<float*>(ksm);
+    __syncthreads();
+    if (split > 0) {
+      float* mine = xs + ((split - 1) * kWarps + warp) * kVals * 32 + lane;
+#pragma unroll
+      for (int i = 0; i < kHd / 8; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) mine[(i * 4 + e) * 32] = o[i][e];
+      mine[(kVals - 4) * 32] = m0;
+      mine[(kVals - 3) * 32] = m1;
+      mine[(kVals - 2) * 32] = l0;
+      mine[(kVals - 1) * 32] = l1;
+    }
+    __syncthreads();
+    if (split > 0) return;
+#pragma unroll
+    for (int g2 = 1; g2 < kSplit; ++g2) {
+      const float* other = xs + ((g2 - 1) * kWarps + warp) * kVals * 32 + lane;
+      const float mb0 = other[(kVals - 4) * 32], mb1 = other[(kVals - 3) * 32];
+      const float mm0 = fmaxf(m0, mb0), mm1 = fmaxf(m1, mb1);
+      const float ca0 = m0 == -INFINITY ? 0.f : fast_exp2(m0 - mm0), cb0 = mb0 == -INFINITY ? 0.f : fast_exp2(mb0 - mm0);
+      const float ca1 = m1 == -INFINITY ? 0.f : fast_exp2(m1 - mm1), cb1 = mb1 == -INFINITY ? 0.f : fast_exp2(mb1 - mm1);
+#pragma unroll
+      for (int i = 0; i < kHd / 8; ++i) {
+        o[i][0] = o[i][0] * ca0 + other[(i * 4 + 0) * 32] * cb0;
+        o[i][1] = o[i][1] * ca0 + other[(i * 4 + 1) * 32] * cb0;
+        o[i][2] = o[i][2] * ca1 + other[(i * 4 + 2) * 32] * cb1;
+        o[i][3] = o[i][3] * ca1 + other[(i * 4 + 3) * 32] * cb1;
+      }
+      l0 = l0 * ca0 + other[(kVals - 2) * 32] * cb0;
+      l1 = l1 * ca1 + other[(kVals - 1) * 32] * cb1;
+      m0 = mm0;
+      m1 = mm1;
+    }
+  }
   // l = 0 (a row with every key masked) gives NaN, as the reference does, or zeros with masked_rows_zero.
   const float inv0 = p.masked_rows_zero && l0 == 0.f ? 0.f : 1.f / l0;
   const float inv1 = p.masked_rows_zero && l1 == 0.f ? 0.f : 1.f / l1;
@@ -333,30 +379,43 @@ __global__ void __launch_bounds__(kGenThreads) attention_generic_kernel(Args p) 
   }
 }
 
-template <typename T, int kHd, int kWarps>
+template <typename T, int kHd, int kWarps, int kSplit>
 Status launch_mma(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t stream) {
-  constexpr size_t bytes = mma_smem_bytes<kHd, kWarps>();
+  constexpr size_t bytes = mma_smem_bytes<kHd, kWarps, kSplit>();
+  // The key split's merge reuses the K/V buffers for the other groups' registers.
+  static_assert(kSplit == 1 || (kSplit - 1) * kWarps * 32 * (kHd / 8 * 4 + 4) * 4 <= 4 * kKeys * kSplit * (kHd + 8) * 2);
   dim3 grid(static_cast<unsigned>((Sq + 16 * kWarps - 1) / (16 * kWarps)), static_cast<unsigned>(B * H));
   if (a.mask) {
-    KILN_CUDA_CHECK(allow_smem(attention_mma_kernel<T, true, kHd, kWarps>, bytes));
-    attention_mma_kernel<T, true, kHd, kWarps><<<grid, kWarps * 32, bytes, stream>>>(a);
+    KILN_CUDA_CHECK(allow_smem(attention_mma_kernel<T, true, kHd, kWarps, kSplit>, bytes));
+    attention_mma_kernel<T, true, kHd, kWarps, kSplit><<<grid, kWarps * kSplit * 32, bytes, stream>>>(a);
   } else {
-    KILN_CUDA_CHECK(allow_smem(attention_mma_kernel<T, false, kHd, kWarps>, bytes));
-    attention_mma_kernel<T, false, kHd, kWarps><<<grid, kWarps * 32, bytes, stream>>>(a);
+    KILN_CUDA_CHECK(allow_smem(attention_mma_kernel<T, false, kHd, kWarps, kSplit>, bytes));
+    attention_mma_kernel<T, false, kHd, kWarps, kSplit><<<grid, kWarps * kSplit * 32, bytes, stream>>>(a);
   }
   KILN_CUDA_LAUNCH_CHECK();
   return Status::Ok();
 }
 
 template <typename T, int kHd>
-Status launch_mma_warps(const Args& a, const AttentionParams& p, int warps, cudaStream_t stream) {
-  switch (warps) {
-    case 1: return launch_mma<T, kHd, 1>(a, p.B, p.H, p.Sq, stream);
-    case 2: return launch_mma<T, kHd, 2>(a, p.B, p.H, p.Sq, stream);
-    case 4: return launch_mma<T, kHd, 4>(a, p.B, p.H, p.Sq, stream);
-    case 8: return launch_mma<T, kHd, 8>(a, p.B, p.H, p.Sq, stream);
-    default: return unsupported("FusedAttention: no tensor-core kernel with " + std::to_string(warps) + " warps per block");
+Status launch_mma_warps(const Args& a, const AttentionParams& p, int warps, int splits, cudaStream_t stream) {
+  if (splits == kAttentionKeySplit) {
+    switch (warps) {
+      case 1: return launch_mma<T, kHd, 1, kAttentionKeySplit>(a, p.B, p.H, p.Sq, stream);
+      case 2: return launch_mma<T, kHd, 2, kAttentionKeySplit>(a, p.B, p.H, p.Sq, stream);
+      case 4: return launch_mma<T, kHd, 4, kAttentionKeySplit>(a, p.B, p.H, p.Sq, stream);
+      default: break;
+    }
+  } else if (splits <= 1) {
+    switch (warps) {
+      case 1: return launch_mma<T, kHd, 1, 1>(a, p.B, p.H, p.Sq, stream);
+      case 2: return launch_mma<T, kHd, 2, 1>(a, p.B, p.H, p.Sq, stream);
+      case 4: return launch_mma<T, kHd, 4, 1>(a, p.B, p.H, p.Sq, stream);
+      case 8: return launch_mma<T, kHd, 8, 1>(a, p.B, p.H, p.Sq, stream);
+      default: break;
+    }
   }
+  return unsupported("FusedAttention: no tensor-core kernel with " + std::to_string(warps) + " warps per block and " +
+                     std::to_string(splits) + " key splits");
 }
 
 template <typename T>
@@ -364,7 +423,7 @@ Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream
   if constexpr (!std::is_same_v<T, float>) {
     const AttentionShape shape = attention_shape(p, std::is_same_v<T, __half> ? DataType::kHALF : DataType::kBF16);
     if (attention_mma_applies(shape)) {
-      int warps = p.warps;
+      int warps = p.warps, splits = p.warps ? p.splits : 1;
       if (warps == 0) {
         int sms = p.sm_count;
         if (sms <= 0) {
@@ -375,10 +434,10 @@ Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream
         warps = attention_default_warps(shape, sms);
       }
       switch (attention_mma_tile(p.D)) {
-        case 32: return launch_mma_warps<T, 32>(a, p, warps, stream);
-        case 64: return launch_mma_warps<T, 64>(a, p, warps, stream);
-        case 96: return launch_mma_warps<T, 96>(a, p, warps, stream);
-        default: return launch_mma_warps<T, 128>(a, p, warps, stream);
+        case 32: return launch_mma_warps<T, 32>(a, p, warps, splits, stream);
+        case 64: return launch_mma_warps<T, 64>(a, p, warps, splits, stream);
+        case 96: return launch_mma_warps<T, 96>(a, p, warps, splits, stream);
+        default: return launch_mma_warps<T, 128>(a, p, warps, splits, stream);
       }
     }
   }

@@ -132,12 +132,15 @@ Status resolve_dnn(const KernelArgs& a, const AttentionParams& p, AttentionState
 Status resolve_tactic(const KernelArgs& a, const AttentionParams& p, AttentionState* st) {
   st->tactic = a.tactic;
   st->params.warps = 0;
+  st->params.splits = 1;
   st->dnn.reset();
   if (a.tactic.empty()) return Status::Ok();
   if (a.tactic == kDnnSdpaTactic) return resolve_dnn(a, p, st);
   const std::vector<std::string> offered = attention_tactics(attention_shape(p, a.in[0].dtype), p.sm_count);
   if (std::find(offered.begin(), offered.end(), a.tactic) != offered.end()) {
-    st->params.warps = attention_tactic_warps(a.tactic);
+    const AttentionBlock block = attention_tactic_block(a.tactic);
+    st->params.warps = block.warps;
+    st->params.splits = block.splits;
     return Status::Ok();
   }
   return a.strict_tactic ? unsupported("FusedAttention: tactic " + a.tactic + " is not offered for these shapes")

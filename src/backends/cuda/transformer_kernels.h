@@ -41,6 +41,7 @@ struct AttentionParams {
   // Warps per block of the tensor-core kernel (a tactic, attention_tactics.h); 0: the heuristic. A case the
   // tensor-core kernel does not run fails when this is set.
   int warps = 0;
+  int splits = 1;  // with warps set: warp groups splitting the keys (1, or kAttentionKeySplit)
 };
 // Half and bfloat16 with D = Dv in {32, 64, 128}, 16-byte aligned rows, run a tensor-core flash-attention kernel;
 // any other case a one-row-per-block kernel whose scores row lives in shared memory. Both: one launch, softmax in
