@@ -181,8 +181,11 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
   KILN_ASSIGN_OR_RETURN(runtime::DeviceBackend * backend, runtime::device_backend(config.backend()));
   KILN_ASSIGN_OR_RETURN(runtime::DeviceInfo info, backend->device_info());
   KILN_ASSIGN_OR_RETURN(const bool graph_timing, builder::graph_timing_requested());
-  // Times taken as CUDA-graph replays are not comparable with stream-timed ones: kept under their own key.
-  builder::TimingCache cache(builder::device_key(info) + (graph_timing ? " graph-timed" : ""));
+  KILN_ASSIGN_OR_RETURN(const bool cold_weights, builder::cold_weight_timing_requested());
+  // Times taken as CUDA-graph replays are not comparable with stream-timed ones, nor cold-weight ones with hot:
+  // each kind is kept under its own key.
+  builder::TimingCache cache(builder::device_key(info) + (graph_timing ? " graph-timed" : "") +
+                             (graph_timing && cold_weights ? " cold-weights" : ""));
   const std::string& file = config.timing_cache_file();
   if (!file.empty()) KILN_RETURN_IF_ERROR(cache.load(file));
   KILN_ASSIGN_OR_RETURN(auto plan, runtime::read_engine(engine.data(), engine.size()));
@@ -195,7 +198,11 @@ Result<std::vector<uint8_t>> tune_engine(ir::Graph& g, const BuilderConfig& conf
   opts.avg_timing = config.avg_timing_iterations();
   opts.max_tactics = config.max_num_tactics();
   opts.graph_timing = graph_timing;
-  if (opts.graph_timing) logger.log(ILogger::Severity::kINFO, "tactics are timed as CUDA-graph replays");
+  opts.cold_weights = graph_timing && cold_weights;
+  if (opts.graph_timing)
+    logger.log(ILogger::Severity::kINFO, opts.cold_weights ? "tactics are timed as CUDA-graph replays, each launch "
+                                                             "reading weights that are not in L2"
+                                                           : "tactics are timed as CUDA-graph replays");
   runtime::TimingEntries entries = cache.device_entries();
   if (measured) entries.insert(measured->begin(), measured->end());
   std::vector<runtime::TacticChoice> choices;

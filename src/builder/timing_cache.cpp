@@ -78,4 +78,12 @@ Result<bool> graph_timing_requested() {
   return invalid_argument("KILN_TACTIC_TIMING is '" + how + "'; it takes 'graph' or 'stream'");
 }
 
+Result<bool> cold_weight_timing_requested() {
+  const char* t = std::getenv("KILN_TACTIC_WEIGHTS");
+  if (!t || !*t) return false;
+  const std::string how = t;
+  if (how == "cold" || how == "hot") return how == "cold";
+  return invalid_argument("KILN_TACTIC_WEIGHTS is '" + how + "'; it takes 'cold' or 'hot'");
+}
+
 }  // namespace kiln::builder

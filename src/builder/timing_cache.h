@@ -16,6 +16,9 @@ std::string device_key(const runtime::DeviceInfo& info);
 // Whether the tuner times candidates as CUDA-graph replays (KILN_TACTIC_TIMING=graph, the default while unset) or
 // as launches on a stream ("stream"); any other value is an error naming both.
 Result<bool> graph_timing_requested();
+// KILN_TACTIC_WEIGHTS: "cold" (TuneOptions::cold_weights) or "hot" (the default: weights stay in L2 between the
+// timed launches).
+Result<bool> cold_weight_timing_requested();
 
 class TimingCache {
  public:

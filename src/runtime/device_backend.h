@@ -43,6 +43,11 @@ struct TuneOptions {
   // a candidate that cannot be captured is timed on the stream instead. The builder's default; KILN_TACTIC_TIMING=
   // stream asks for stream timing.
   bool graph_timing = false;
+  // With graph timing: each captured launch reads its own copy of the layer's weights (constant inputs of 1 MB
+  // or more), enough copies that none is still in L2 when its turn comes again, as in a whole-model run where
+  // every layer's weights come from DRAM while its activations come from L2 (they were just written).
+  // KILN_TACTIC_WEIGHTS=cold asks for it.
+  bool cold_weights = false;
 };
 struct TacticChoice {
   std::string layer;        // node name

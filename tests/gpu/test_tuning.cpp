@@ -237,6 +237,18 @@ TEST(GpuTuning, TacticTimingSwitchTypoIsAnError) {
       << b.status.message();
 }
 
+// The cold-weight switch (KILN_TACTIC_WEIGHTS) takes cold or hot; anything else fails the build by name.
+TEST(GpuTuning, WeightTimingSwitchTypoIsAnError) {
+  KILN_REQUIRE_GPU();
+  ScopedEnv env("KILN_TACTIC_WEIGHTS", "dram");
+  int convs = 0;
+  onnx::ModelProto m = test::small_cnn(&convs);
+  Built b = build(m, Backend::kCUDA, 3, "", true, /*fails=*/true);
+  EXPECT_TRUE(b.blob.empty());
+  EXPECT_NE(b.status.message().find("KILN_TACTIC_WEIGHTS is 'dram'; it takes 'cold' or 'hot'"), std::string::npos)
+      << b.status.message();
+}
+
 // Two layout regions with reformat layers: conv-relu, a channel softmax (no NHWC form), conv-relu-conv, a channel
 // softmax. Input "x" [4, 3, 32, 32], output "y" [4, 16, 32, 32].
 onnx::ModelProto two_region_cnn() {

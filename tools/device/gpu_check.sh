@@ -2,7 +2,7 @@
 # On the device machine, in one call: the GPU test suite, the ONNX node tests on the CUDA backend next to the
 # CPU backend, the full-size models in FP32/FP16/BF16, and the benchmarks; a short table last.
 # Usage (device): tools/device/gpu_check.sh [tests | tests1 | tests2] [cli] [python] [nvtx] [node] [models] [hf] [sanitize]
-#   [profile] [bench]
+#   [profile] [ab] [bench]
 #   (default: tests cli python nvtx node models; hf, the tiny Hugging Face exports, needs transformers there).
 #   nvtx checks under Nsight Systems that the layer, pass and build-phase ranges appear. cli and python run the
 #   pytest tests marked `gpu` (GPU-only kiln flags; zero-copy torch tensors and the FP16 workflow); without a GPU
@@ -12,7 +12,7 @@
 # GPU_TEST_FILTER (a gtest filter for the tests stage, e.g. '-*Times*' to leave out the timing prints; the summary
 # names the filter so a partial run never reads as the whole suite), GPU_TEST_SHARDS and GPU_TEST_TIMEOUT (the
 # tests stage as concurrent gtest shards, each stopped after so many seconds), PROFILE_MODELS (model:batch pairs
-# for the profile stage).
+# for the profile stage), AB_ENV and AB_MODELS (the ab stage: one VAR=value against the default, per model).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -192,6 +192,32 @@ PY
       own=$(grep "Race reported" "$OUT/san_gpu_tests_race.log" | grep -vcE "at (nvjet|sm90_xmma|cutlass|cudnn)")
       summary+=("sanitizer racecheck kiln_gpu_tests ($SAN_GTEST_FILTER): rc $rc $(grep -m1 'RACECHECK SUMMARY' "$OUT/san_gpu_tests_race.log") (in Kiln kernels: $own)")
     fi
+    ;;
+  ab)
+    # An environment setting against the default, model by model, in one call: AB_ENV (e.g.
+    # "KILN_TACTIC_WEIGHTS=cold") and AB_MODELS (model:batch pairs). Each engine is built fresh (no timing cache)
+    # with and without the setting, twice in alternation, and timed as a CUDA-graph replay (FP16, median GPU
+    # compute time of 500 runs); the table gives both medians of each pass.
+    echo "| model | batch | default ms | ${AB_ENV:-?} ms | default ms (2nd) | ${AB_ENV:-?} ms (2nd) |"
+    for mb in ${AB_MODELS:-bert_base:1}; do
+      m=${mb%:*} b=${mb#*:} d=/tmp/kiln_models/${m}_op17
+      [ -f $d/model.onnx ] || python3 tests/models/export_models.py --out /tmp/kiln_models --models $m --opsets 17 \
+        > "$OUT/ab_export.log" 2>&1
+      sh=$(python3 -c "import json; i=json.load(open('$d/meta.json'))['inputs'][0]; print(i['name']+':'+'x'.join(map(str,[$b]+i['shape'][1:])))")
+      row="| $m | $b |"
+      for pass in 1 2; do
+        for with in no yes; do
+          ms=$( (if [ $with = yes ]; then export ${AB_ENV:-KILN_AB_UNSET=1}; fi
+                 timeout 120 .devcarry/bin/kiln --onnx=$d/model.onnx --minShapes=$sh --optShapes=$sh --maxShapes=$sh \
+                   --shapes=$sh --device=cuda --fp16 --useCudaGraph --noDataTransfers --iterations=500 --warmUp=200 \
+                   --duration=0 --verbose) 2>&1 | tee "$OUT/ab_${m}_${with}_$pass.log" |
+                grep -m1 "^GPU Compute Time" | sed -E 's/.*median = ([0-9.]+) ms.*/\1/')
+          row+=" ${ms:-failed} |"
+        done
+      done
+      echo "$row"
+      summary+=("ab $m b$b: $row")
+    done
     ;;
   profile)
     # Per-layer FP16 profiles (kiln --exportProfile, separate profiled runs) of PROFILE_MODELS (model:batch pairs),

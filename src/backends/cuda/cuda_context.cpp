@@ -67,6 +67,8 @@ bool is_vmm_mapping(void* addr) {
   return true;
 }
 
+struct WeightRotation;
+
 class CudaContext final : public runtime::DeviceContext {
  public:
   CudaContext(std::shared_ptr<const runtime::EnginePlan> plan, std::shared_ptr<DeviceWeights> weights)
@@ -191,7 +193,11 @@ class CudaContext final : public runtime::DeviceContext {
   // The layer's identity for the timing cache: op, types, shapes and attributes at the prepared shapes.
   std::string signature(const runtime::PlanNode& n) const;
   // The tuner's CUDA-graph timing of one candidate (TuneOptions::graph_timing); nothing if it cannot be captured.
-  Result<std::optional<double>> time_in_graph(Step& s, KernelArgs& a, int iters, cudaEvent_t e0, cudaEvent_t e1);
+  // rot: copies of the layer's weights each launch takes in turn (TuneOptions::cold_weights), or null.
+  Result<std::optional<double>> time_in_graph(Step& s, KernelArgs& a, int iters, cudaEvent_t e0, cudaEvent_t e1,
+                                              const WeightRotation* rot);
+  // The copies of a layer's weights for cold-weight timing; null where it has no constant input of 1 MB or more.
+  Result<std::unique_ptr<WeightRotation>> weight_rotation(const Step& s, const KernelArgs& a);
   // Device buffers for every I/O tensor at the prepared shapes (the host path's and the tuner's, grown on demand).
   Result<std::vector<void*>> io_buffers();
   // io_buffers() with the inputs filled with timing data (uniform floats, zero integers).
@@ -508,9 +514,66 @@ Result<std::vector<void*>> CudaContext::io_buffers() {
 // replayed once (the first launch of an instantiated graph uploads it), then timed over kGraphReplays replays.
 // Nothing (not an error) when the candidate cannot be captured (a kernel that synchronizes or allocates while
 // running): the caller times it on the stream. CUDA errors outside the capture are errors.
+// Copies of one layer's large constant inputs: copies[c][j] is copy c of input inputs[j] (copy 0: the weights
+// themselves). Enough copies that together they are twice the L2 cache (at most 64), so a launch's copy has been
+// pushed out of L2 by the others before its turn comes again.
+struct WeightRotation {
+  std::vector<int> inputs;
+  std::vector<std::vector<void*>> copies;
+  std::vector<void*> owned;
+  WeightRotation() = default;
+  WeightRotation(const WeightRotation&) = delete;
+  WeightRotation& operator=(const WeightRotation&) = delete;
+  ~WeightRotation() {
+    for (void* p : owned) cudaFree(p);
+  }
+};
+
+Result<std::unique_ptr<WeightRotation>> CudaContext::weight_rotation(const Step& s, const KernelArgs& a) {
+  constexpr size_t kMinBytes = size_t{1} << 20;
+  auto rot = std::make_unique<WeightRotation>();
+  std::vector<void*> first;
+  size_t bytes = 0;
+  for (size_t k = 0; k < s.node->inputs.size() && k < a.in.size(); ++k) {
+    const int id = s.node->inputs[k];
+    if (id < 0 || !plan_->values[id].constant.defined() || a.in[k].nbytes() < kMinBytes) continue;
+    rot->inputs.push_back(static_cast<int>(k));
+    first.push_back(a.in[k].data);
+    bytes += a.in[k].nbytes();
+  }
+  if (rot->inputs.empty()) return std::unique_ptr<WeightRotation>();
+  int l2 = 0;
+  KILN_CUDA_CHECK(cudaDeviceGetAttribute(&l2, cudaDevAttrL2CacheSize, device_));
+  const size_t want = std::clamp<size_t>(2 * static_cast<size_t>(l2) / bytes + 1, 2, 64);
+  rot->copies.push_back(first);
+  while (rot->copies.size() < want) {
+    std::vector<void*> copy;
+    for (size_t j = 0; j < rot->inputs.size(); ++j) {
+      void* p = nullptr;
+      const DevTensor& w = a.in[rot->inputs[j]];
+      if (cudaMalloc(&p, w.nbytes()) != cudaSuccess) {  // short of memory: time with the copies made so far
+        cudaGetLastError();
+        return rot;
+      }
+      rot->owned.push_back(p);
+      KILN_CUDA_CHECK(cudaMemcpyAsync(p, w.data, w.nbytes(), cudaMemcpyDeviceToDevice, stream_));
+      copy.push_back(p);
+    }
+    rot->copies.push_back(std::move(copy));
+  }
+  return rot;
+}
+
 Result<std::optional<double>> CudaContext::time_in_graph(Step& s, KernelArgs& a, int iters, cudaEvent_t e0,
-                                                         cudaEvent_t e1) {
+                                                         cudaEvent_t e1, const WeightRotation* rot) {
   constexpr int kGraphReplays = 3;
+  // With a rotation, every copy is read once per replay (so at least as many launches as copies).
+  const int ncopies = rot ? static_cast<int>(rot->copies.size()) : 1;
+  if (ncopies > 1) iters = std::max(iters, ncopies);
+  auto use_copy = [&](int c) {
+    if (ncopies > 1)
+      for (size_t j = 0; j < rot->inputs.size(); ++j) a.in[rot->inputs[j]].data = rot->copies[c][j];
+  };
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   std::shared_ptr<void> guard(nullptr, [&](void*) {
@@ -522,7 +585,11 @@ Result<std::optional<double>> CudaContext::time_in_graph(Step& s, KernelArgs& a,
     return std::optional<double>();
   }
   Status st;
-  for (int it = 0; it < iters && st.ok(); ++it) st = s.kernel->run(a);
+  for (int it = 0; it < iters && st.ok(); ++it) {
+    use_copy(it % ncopies);
+    st = s.kernel->run(a);
+  }
+  use_copy(0);
   const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
   // A capture that recorded no work (a run that launched nothing on the stream) would time as free: stream timing.
   size_t nodes = 0;
@@ -627,6 +694,7 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
     a.max_timed = level == 0 || options.max_tactics == 0 ? 1 : max_timed;
     const std::string key = signature(*s.node);
     auto hit = cache.find(key);
+    std::unique_ptr<WeightRotation> rotation;
     a.cached_tactic = hit != cache.end() ? hit->second.first : "";
     std::vector<std::string> candidates = s.kernel->tactics(a);
     a.cached_tactic.clear();
@@ -647,6 +715,9 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
       c.tactic = candidates[0];
     } else {
       double best = 0;
+      if (options.graph_timing && options.cold_weights) {
+        KILN_ASSIGN_OR_RETURN(rotation, weight_rotation(s, a));
+      }
       for (size_t k = 0; k < candidates.size() && c.timed < max_timed; ++k) {
         s.state.reset();
         a.tactic = candidates[k];
@@ -658,7 +729,7 @@ Status CudaContext::tune(const runtime::TuneOptions& options, runtime::TimingEnt
         }
         std::optional<double> graph_ms;
         if (options.graph_timing) {
-          KILN_ASSIGN_OR_RETURN(graph_ms, time_in_graph(s, a, iters, e0, e1));
+          KILN_ASSIGN_OR_RETURN(graph_ms, time_in_graph(s, a, iters, e0, e1, rotation.get()));
           if (!graph_ms) {
             g_graph_timing_fallbacks.fetch_add(1);
             default_logger().log(
