@@ -12,6 +12,7 @@
 #include "backends/cuda/dnn_matmul.h"
 #include "backends/cuda/dnn_layer_plan.h"
 #include "backends/cuda/gemm_geometry.h"
+#include "backends/cuda/gemm_tactics.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "kiln/logger.h"
 #include "ops/op_util.h"
@@ -74,42 +75,6 @@ ColMajor col_major(const GemmShape& s) {
   return c;
 }
 
-// Tactics of the GEMM kernels: the rank in cuBLASLt's heuristic list ("lt_heur0" is its first choice), and for
-// problems too small to fill the GPU, that rank's configuration split along K ("lt_heur0_sk4": four partial
-// products summed by cuBLASLt's reduction), timed from optimization level 4. cuBLASLt's heuristic does not offer
-// split-K for the 128-token GEMMs of a batch-1 transformer on Hopper (bert_base: 18 output tiles of 128x128 for 132
-// SMs), so the wider levels try it.
-constexpr const char* kTacticPrefix = "lt_heur";
-constexpr int kMaxTactics = 8;
-
-struct LtTactic {
-  int rank = 0;    // in cuBLASLt's heuristic list
-  int splitk = 1;  // K split into this many parts (1: not split)
-};
-
-LtTactic parse_lt_tactic(const std::string& t) {
-  LtTactic r;
-  if (t.rfind(kTacticPrefix, 0) != 0) return r;
-  const char* p = t.c_str() + std::strlen(kTacticPrefix);
-  char* end = nullptr;
-  r.rank = std::clamp(static_cast<int>(std::strtol(p, &end, 10)), 0, kMaxTactics - 1);
-  if (end && std::strncmp(end, "_sk", 3) == 0) r.splitk = std::clamp(std::atoi(end + 3), 1, 64);
-  return r;
-}
-
-// The split-K counts worth timing for a problem with `rows` x n outputs and depth k on `sms` SMs (largest first),
-// or none when its 128x128 output tiles already fill half the SMs: a power of two up to the SMs per tile, with
-// each part at least 128 deep.
-std::vector<int> splitk_counts(int64_t rows, int64_t n, int64_t k, int sms) {
-  const int64_t tiles = ((rows + 127) / 128) * ((n + 127) / 128);
-  if (sms <= 0 || tiles <= 0 || tiles * 2 > sms || k < 256) return {};
-  int s = 1;
-  while (s * 2 * tiles <= sms && s * 2 * 128 <= k && s < 16) s *= 2;
-  std::vector<int> out;
-  for (int c = s; c >= 2 && out.size() < 2; c /= 2) out.push_back(c);
-  return out;
-}
-
 // The problem's output rows, columns and depth as the layer's shapes give them (MatMul, FusedMatMul or Gemm).
 bool gemm_extent(const KernelArgs& a, int64_t* rows, int64_t* n, int64_t* k) {
   if (!a.node || a.in.empty() || a.out.empty() || a.in[0].shape.empty() || a.out[0].shape.empty()) return false;
@@ -124,21 +89,11 @@ bool gemm_extent(const KernelArgs& a, int64_t* rows, int64_t* n, int64_t* k) {
   return true;
 }
 
+// The candidates for the layer's shapes (gemm_tactics.h).
 std::vector<std::string> gemm_tactics(const KernelArgs& a) {
-  std::vector<std::string> ranks, split;
-  for (int k = 0; k < kMaxTactics; ++k) ranks.push_back(kTacticPrefix + std::to_string(k));
   int64_t rows = 0, n = 0, k = 0;
-  if (!a.handles || !gemm_extent(a, &rows, &n, &k)) return ranks;
-  const std::vector<int> counts = splitk_counts(rows, n, k, a.handles->sm_count);
-  if (counts.empty()) return ranks;
-  // After the ranks: at the default level (8 timed) the tuner times the ranks alone; levels 4 and 5 time the
-  // splits too. On an H100 cuBLASLt's split-K lost to its unsplit first ranks at bert's batch-1 shapes (FFN2
-  // 128x768x3072: 6.9 us unsplit, 10.1 us in 8 parts, 11.9 us in 16, graph-timed), so they are not worth a
-  // default-level timing slot (bench/NOTES.md).
-  std::vector<std::string> t = ranks;
-  for (int r = 0; r < 4; ++r)
-    for (int c : counts) t.push_back(ranks[r] + "_sk" + std::to_string(c));
-  return t;
+  if (!a.handles || !gemm_extent(a, &rows, &n, &k)) return lt_tactics(0, 0, 0, 0);
+  return lt_tactics(rows, n, k, a.handles->sm_count);
 }
 
 class LtGemm {

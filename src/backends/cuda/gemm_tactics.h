@@ -1,0 +1,70 @@
+// The tactics of the cuBLASLt GEMM kernels (MatMul, Gemm, FusedMatMul; gemm_ops.cpp): their stable names (they go
+// into engines and timing caches), what a name asks for, and which are offered for a problem. Plain C++, so the CPU
+// unit tests check it without a GPU.
+//
+// "lt_heurK" takes the K-th of cuBLASLt's ranked heuristic answers ("lt_heur0" is its first choice);
+// "lt_heurK_skS" that configuration with K split into S partial products summed by cuBLASLt's reduction. cuBLASLt's
+// heuristic does not offer split-K for the 128-token GEMMs of a batch-1 transformer on Hopper (bert_base: 6-18 output
+// tiles of 128x128 for 132 SMs), so it is offered here, after the ranks: the default level (8 timed) times the ranks
+// alone and levels 4-5 the splits too. On an H100 the splits lost to the unsplit ranks at bert's batch-1 shapes (FFN2
+// 128x768x3072: 6.9 us unsplit, 10.1 us in 8 parts, 11.9 us in 16, graph-timed; bench/NOTES.md).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace kiln::cuda {
+
+inline constexpr const char* kLtTacticPrefix = "lt_heur";
+inline constexpr int kLtRanks = 8;  // heuristic answers offered
+
+struct LtTactic {
+  int rank = 0;    // in cuBLASLt's heuristic list
+  int splitk = 1;  // K split into this many parts (1: not split)
+};
+
+inline std::string lt_tactic_name(int rank, int splitk = 1) {
+  return kLtTacticPrefix + std::to_string(rank) + (splitk > 1 ? "_sk" + std::to_string(splitk) : "");
+}
+
+// What a tactic name asks for; rank 0 unsplit for a name that is not one of these (the kernel's default).
+inline LtTactic parse_lt_tactic(const std::string& t) {
+  LtTactic r;
+  if (t.rfind(kLtTacticPrefix, 0) != 0) return r;
+  const char* p = t.c_str() + std::strlen(kLtTacticPrefix);
+  char* end = nullptr;
+  r.rank = std::clamp(static_cast<int>(std::strtol(p, &end, 10)), 0, kLtRanks - 1);
+  if (end && std::strncmp(end, "_sk", 3) == 0) r.splitk = std::clamp(std::atoi(end + 3), 1, 64);
+  return r;
+}
+
+// The split-K counts worth timing for a problem of `rows` x n outputs and depth k on `sms` SMs, largest first, or
+// none when its 128x128 output tiles already fill half the SMs: a power of two up to the SMs per tile (at most 16),
+// each part at least 128 deep, and half of it.
+inline std::vector<int> splitk_counts(int64_t rows, int64_t n, int64_t k, int sms) {
+  const int64_t tiles = ((rows + 127) / 128) * ((n + 127) / 128);
+  if (sms <= 0 || tiles <= 0 || tiles * 2 > sms || k < 256) return {};
+  int s = 1;
+  while (s * 2 * tiles <= sms && s * 2 * 128 <= k && s < 16) s *= 2;
+  std::vector<int> out;
+  for (int c = s; c >= 2 && out.size() < 2; c /= 2) out.push_back(c);
+  return out;
+}
+
+// The candidates for a problem (rows <= 0: shapes unknown), in timing order: the ranks, then the splits of ranks
+// 0-3 where splitk_counts offers any.
+inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, int sms) {
+  std::vector<std::string> t;
+  for (int r = 0; r < kLtRanks; ++r) t.push_back(lt_tactic_name(r));
+  if (rows <= 0) return t;
+  const std::vector<int> counts = splitk_counts(rows, n, k, sms);
+  for (int r = 0; r < 4 && !counts.empty(); ++r)
+    for (int c : counts) t.push_back(lt_tactic_name(r, c));
+  return t;
+}
+
+}  // namespace kiln::cuda

@@ -1,0 +1,65 @@
+// The cuBLASLt GEMM tactics offered to the tuner (src/backends/cuda/gemm_tactics.h): stable names that parse back,
+// the eight heuristic ranks first (what the default level times), and the split-K variants only for problems whose
+// output tiles leave most SMs idle.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "backends/cuda/gemm_tactics.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kH100Sms = 132;
+
+// The names go into engines and timing caches: they must not change.
+TEST(GemmTactics, NamesAreStableAndParseBack) {
+  EXPECT_EQ(lt_tactic_name(0), "lt_heur0");
+  EXPECT_EQ(lt_tactic_name(3, 8), "lt_heur3_sk8");
+  for (int r = 0; r < kLtRanks; ++r)
+    for (int s : {1, 2, 4, 16}) {
+      const LtTactic t = parse_lt_tactic(lt_tactic_name(r, s));
+      EXPECT_EQ(t.rank, r);
+      EXPECT_EQ(t.splitk, s);
+    }
+  // Not one of these: the kernel's default (rank 0, unsplit); a rank past the list is clamped to the last.
+  for (const char* other : {"", "cudnn_matmul_fused_0", "lt_heur", "heur3"}) {
+    const LtTactic t = parse_lt_tactic(other);
+    EXPECT_EQ(t.rank, 0) << other;
+    EXPECT_EQ(t.splitk, 1) << other;
+  }
+  EXPECT_EQ(parse_lt_tactic("lt_heur12").rank, kLtRanks - 1);
+  EXPECT_EQ(parse_lt_tactic("lt_heur1_x4").splitk, 1);
+}
+
+// bert_base at batch 1 (128 tokens): 6 to 18 output tiles for 132 SMs, so splits are offered; largest first, each
+// part at least 128 deep.
+TEST(GemmTactics, SplitCountsForBatchOneTransformerGemms) {
+  EXPECT_EQ(splitk_counts(128, 768, 3072, kH100Sms), (std::vector<int>{16, 8}));  // FFN2: 6 tiles
+  EXPECT_EQ(splitk_counts(128, 2304, 768, kH100Sms), (std::vector<int>{4, 2}));   // QKV: 18 tiles
+  EXPECT_EQ(splitk_counts(128, 768, 768, kH100Sms), (std::vector<int>{4, 2}));  // out-proj: 6 tiles, K / 128 = 6
+  EXPECT_EQ(splitk_counts(128, 768, 256, kH100Sms), (std::vector<int>{2}));  // two parts of 128
+  // Enough tiles (batch 64: 8192 rows), too shallow a K, or the SM count unknown: none.
+  EXPECT_TRUE(splitk_counts(8192, 768, 3072, kH100Sms).empty());
+  EXPECT_TRUE(splitk_counts(128, 768, 200, kH100Sms).empty());
+  EXPECT_TRUE(splitk_counts(128, 768, 3072, 0).empty());
+  EXPECT_TRUE(splitk_counts(0, 768, 3072, kH100Sms).empty());
+  EXPECT_TRUE(splitk_counts(128 * 12, 128 * 6, 3072, kH100Sms).empty());  // 72 tiles: more than half of 132
+}
+
+// The default level times the first eight: always the ranks; the splits follow, for levels 4 and 5.
+TEST(GemmTactics, RanksFirstSplitsAfter) {
+  for (const auto& v : {lt_tactics(128, 768, 3072, kH100Sms), lt_tactics(8192, 768, 3072, kH100Sms),
+                        lt_tactics(0, 0, 0, 0)}) {
+    ASSERT_GE(v.size(), static_cast<size_t>(kLtRanks));
+    for (int r = 0; r < kLtRanks; ++r) EXPECT_EQ(v[r], lt_tactic_name(r));
+    for (const auto& n : v) EXPECT_EQ(std::count(v.begin(), v.end(), n), 1) << n;
+  }
+  const auto small = lt_tactics(128, 768, 3072, kH100Sms);
+  EXPECT_EQ(small.size(), static_cast<size_t>(kLtRanks + 4 * 2));
+  EXPECT_EQ(small[kLtRanks], "lt_heur0_sk16");
+  EXPECT_EQ(lt_tactics(8192, 768, 3072, kH100Sms).size(), static_cast<size_t>(kLtRanks));
+}
+
+}  // namespace
+}  // namespace kiln::cuda
