@@ -29,6 +29,9 @@ struct Value {
   std::optional<std::vector<Dim>> known;         // known elements of a small integer tensor (see TensorInfo)
   std::shared_ptr<const Tensor> constant;        // set for initializers and folded values
   Node* producer = nullptr;                      // null for graph inputs and constants
+  // A subgraph input the model declares no type for (ONNX lets a Loop or Scan body leave its inputs untyped):
+  // shape inference takes the type from the enclosing node's inputs each time it infers the body.
+  bool type_from_parent = false;
   std::vector<Node*> users;                      // maintained by Graph (one entry per use)
 
   bool is_constant() const { return constant != nullptr; }

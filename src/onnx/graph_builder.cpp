@@ -148,6 +148,15 @@ class GraphBuilder {
         continue;
       }
       values_.emplace(vi.name(), nullptr);  // known from here on, even if rejected below: no dangling reports
+      if (parent_ && vi.type().value_case() == onnx::TypeProto::VALUE_NOT_SET) {
+        // A body input without a type (what ONNX's function expansions of Range and LinearAttention write):
+        // shape inference gives it the type the enclosing Loop or Scan passes in.
+        ir::Value* v = graph_.add_value(vi.name());
+        v->type_from_parent = true;
+        values_[vi.name()] = v;
+        graph_.inputs().push_back(v);
+        continue;
+      }
       auto vt = value_type_from_proto(vi.type());
       if (!vt.ok()) {
         model_error(ErrorCode::kUnsupported, "graph input '" + vi.name() + "': " + vt.status().message());

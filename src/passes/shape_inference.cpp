@@ -5,6 +5,7 @@
 #include <set>
 #include <unordered_map>
 
+#include "ops/op_util.h"
 #include "passes/pass.h"
 
 namespace kiln::passes {
@@ -164,11 +165,94 @@ bool any_rank_unknown(const ir::Node& n) {
   return false;
 }
 
+// Sets body input `inner` from what the enclosing node passes in: its kind and type, and its shape with the
+// outer symbols dropped (they mean nothing to the body), less dim `drop` (a scan input's scan axis; -1: none).
+void take_outer_type(ir::Value* inner, const ir::Value* outer, int64_t drop = -1) {
+  inner->kind = outer->kind;
+  inner->dtype = outer->dtype;
+  inner->shape.clear();
+  for (size_t d = 0; d < outer->shape.size(); ++d)
+    if (static_cast<int64_t>(d) != drop) inner->shape.push_back(outer->shape[d].is_static() ? outer->shape[d] : ops::Dim());
+  inner->rank_known = outer->rank_known;
+}
+
+void set_scalar(ir::Value* v, DataType dt) {
+  v->kind = ValueKind::kTENSOR;
+  v->dtype = dt;
+  v->shape.clear();
+  v->rank_known = true;
+}
+
+// The types of the body inputs the model left untyped (ir::Value::type_from_parent), from the enclosing node, as
+// ONNX's shape inference gives them: a Loop body's iteration number (int64 scalar), condition (bool scalar) and
+// loop-carried values (the initial values' types, ranks left open since an iteration may change a shape); a Scan
+// body's states (the initial states') and scan inputs (one slice of each scan input: its shape less the scan axis,
+// and for Scan 8 less the batch axis too).
+Status type_untyped_body_inputs(const ir::Node& n, const ir::GraphAttr& attr) {
+  ir::Graph& g = attr.body();
+  const int formal = attr.num_formal_inputs();
+  bool any = false;
+  for (int i = 0; i < formal; ++i) any = any || g.inputs()[i]->type_from_parent;
+  if (!any) return Status::Ok();
+  auto outer = [&](int k) -> const ir::Value* { return k < static_cast<int>(n.inputs.size()) ? n.inputs[k] : nullptr; };
+  for (int i = 0; i < formal; ++i) {
+    ir::Value* in = g.inputs()[i];
+    if (!in->type_from_parent) continue;
+    const std::string what = "body input " + std::to_string(i) + " '" + in->name + "' declares no type";
+    if (n.op_type == "Loop" && n.domain.empty()) {
+      if (i == 0) {
+        set_scalar(in, DataType::kINT64);
+      } else if (i == 1) {
+        set_scalar(in, DataType::kBOOL);
+      } else if (const ir::Value* init = outer(i); init) {
+        take_outer_type(in, init);
+        in->shape.clear();
+        in->rank_known = false;
+      } else {
+        return invalid_model(what + " and the Loop passes no value for it");
+      }
+    } else if (n.op_type == "Scan" && n.domain.empty()) {
+      const int first = n.opset < 9 ? 1 : 0;
+      KILN_ASSIGN_OR_RETURN(int64_t m, n.attrs.get_int("num_scan_inputs"));
+      // The body's formal inputs are the states, then one slice of each scan input (the node's inputs after its
+      // own are the values the body captures).
+      const int states = formal - static_cast<int>(m);
+      const ir::Value* o = outer(first + i);
+      if (!o) return invalid_model(what + " and the Scan passes no value for it");
+      if (i < states) {
+        take_outer_type(in, o);
+        continue;
+      }
+      if (!o->rank_known) {  // its type is known, the slice's rank not
+        take_outer_type(in, o);
+        continue;
+      }
+      const int64_t rank = static_cast<int64_t>(o->shape.size());
+      int64_t axis = 0;
+      if (first) {  // Scan 8: [batch, sequence, ...] slices to [...]
+        take_outer_type(in, o, 1);
+        if (!in->shape.empty()) in->shape.erase(in->shape.begin());
+        continue;
+      }
+      KILN_ASSIGN_OR_RETURN(std::vector<int64_t> axes,
+                            n.attrs.get_ints("scan_input_axes", std::vector<int64_t>(static_cast<size_t>(m), 0)));
+      if (i - states < static_cast<int>(axes.size())) axis = axes[i - states];
+      KILN_ASSIGN_OR_RETURN(axis, ops::normalize_axis(axis, rank, "scan input axis"));
+      take_outer_type(in, o, axis);
+    } else {
+      return unsupported(what + "; only Loop and Scan bodies may leave their inputs untyped (the enclosing " +
+                         n.op_type + " says nothing of them)");
+    }
+  }
+  return Status::Ok();
+}
+
 // Infers a subgraph body from its inputs' declared types and its captured values' current ones. Bodies may
 // leave input shapes open (a Loop-carried value can change shape), and op rules assume known ranks: a node
 // with a rank-unknown input only takes its output types from inference and keeps its declared shapes.
 Status infer_body(const ir::Node& n, const ir::GraphAttr& attr) {
   ir::Graph& g = attr.body();
+  KILN_RETURN_IF_ERROR(type_untyped_body_inputs(n, attr));
   for (size_t i = 0; i < attr.captures().size(); ++i) {
     ir::Value* inner = g.inputs()[attr.num_formal_inputs() + i];
     const ir::Value* outer = n.inputs[attr.captures()[i]];

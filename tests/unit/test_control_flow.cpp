@@ -10,6 +10,8 @@
 #include "kiln/onnx_parser.h"
 #include "kiln/runtime.h"
 #include "onnx/onnx_pb.h"
+#include "ops/op.h"
+#include "runtime/engine_plan.h"
 
 using namespace kiln;
 
@@ -363,6 +365,86 @@ TEST(ControlFlow, ScanCumulativeSumBothDirections) {
                              : (std::vector<float>{5.f, 6.f, 8.f, 10.f, 9.f, 12.f}))
         << "direction " << direction;
   }
+}
+
+// ONNX lets a Loop body leave its inputs untyped (ONNX's own function expansion of Range writes such bodies): the
+// iteration number is an int64 scalar, the condition a bool, each loop-carried value takes its initial value's
+// type. The body's outputs are typed from there.
+// Opset 21: newer than the linked libonnx knows (17 on Debian), so its shape inference, which would type the
+// body first, is skipped and Kiln's own gives the types.
+TEST(ControlFlow, UntypedLoopBodyInputsTakeTheLoopsTypes) {
+  auto m = make_model(21);
+  auto* g = m.mutable_graph();
+  add_in(g, "n", kI64, {});
+  *g->add_initializer() = make_tensor<int64_t>("s0", kI64, {}, {0});
+  onnx::GraphProto b = sum_body();
+  for (auto& in : *b.mutable_input()) in.clear_type();
+  auto* n = add_node(g, "Loop", {"n", "", "s0"}, {"sum", "partials"});
+  set_graph(n, "body", b);
+  add_out(g, "sum", kI64, {});
+  add_out_untyped_shape(g, "partials", kI64);
+
+  Status st;
+  auto engine = build_engine(m, &st);
+  ASSERT_TRUE(engine) << st.to_string();
+  auto out = run(*engine, {{"n", host_i64(4)}});
+  EXPECT_EQ(values<int64_t>(out["sum"]), std::vector<int64_t>{10});
+  EXPECT_EQ(values<int64_t>(out["partials"]), (std::vector<int64_t>{1, 3, 6, 10}));
+}
+
+// An untyped Scan body (the expansion of LinearAttention writes these): the states take the initial states'
+// types and shapes, each scan input one slice of the outer input, here along axis 1 of a value computed in the
+// graph (so nothing about it is declared): [3, 2] scanned along axis 1 gives slices of shape [3].
+TEST(ControlFlow, UntypedScanBodyInputsAreSlicesOfTheScanInputs) {
+  auto m = make_model(21);  // past libonnx's inference, as above
+  auto* g = m.mutable_graph();
+  add_in(g, "xs", kF32, {3, 2});
+  add_constant<float>(g, "two", kF32, {}, {2.f});
+  add_node(g, "Mul", {"xs", "two"}, {"xs2"});
+  *g->add_initializer() = make_tensor<float>("s0", kF32, {3}, {0.f, 0.f, 0.f});
+  onnx::GraphProto b;
+  b.set_name("body");
+  b.add_input()->set_name("s");
+  b.add_input()->set_name("x");
+  add_node(&b, "Add", {"s", "x"}, {"s2"});
+  add_node(&b, "Identity", {"s2"}, {"scan_out"});
+  b.add_output()->set_name("s2");
+  b.add_output()->set_name("scan_out");
+  auto* n = add_node(g, "Scan", {"s0", "xs2"}, {"total", "running"});
+  set_graph(n, "body", b);
+  set_int(n, "num_scan_inputs", 1);
+  set_ints(n, "scan_input_axes", {1});
+  // Output shapes left to inference, which takes them from the body's: a wrong slice shape would show here.
+  add_out_untyped_shape(g, "total", kF32);
+  add_out_untyped_shape(g, "running", kF32);
+
+  Status st;
+  auto engine = build_engine(m, &st);
+  ASSERT_TRUE(engine) << st.to_string();
+  const auto& plan = engine->plan();
+  for (const auto& io : plan.io) {
+    const auto& v = plan.values[io.value];
+    if (io.name == "running") EXPECT_EQ(ops::shape_to_string(v.shape), "[2,3]");
+    if (io.name == "total") EXPECT_EQ(ops::shape_to_string(v.shape), "[3]");
+  }
+  auto out = run(*engine, {{"xs", host<float>(DataType::kFLOAT, {3, 2}, {1.f, 2.f, 3.f, 4.f, 5.f, 6.f})}});
+  // Columns of 2 * xs: [2, 6, 10] and [4, 8, 12]; their running sums.
+  EXPECT_EQ(out["running"].dims, (Dims{2, 3}));
+  EXPECT_EQ(values<float>(out["running"]), (std::vector<float>{2.f, 6.f, 10.f, 6.f, 14.f, 22.f}));
+  EXPECT_EQ(values<float>(out["total"]), (std::vector<float>{6.f, 14.f, 22.f}));
+}
+
+// A graph input of the model itself must still declare its type: only bodies take theirs from the node.
+TEST(ControlFlow, UntypedTopLevelInputIsStillAnError) {
+  auto m = make_model(13);
+  auto* g = m.mutable_graph();
+  g->add_input()->set_name("x");
+  add_node(g, "Identity", {"x"}, {"y"});
+  add_out(g, "y", kF32, {2});
+  Status st;
+  auto engine = build_engine(m, &st);
+  EXPECT_FALSE(engine);
+  EXPECT_NE(st.message().find("graph input 'x' declares no type"), std::string::npos) << st.to_string();
 }
 
 // The runtime validates a body like a top-level engine: a damaged nested engine is rejected, naming the node.
