@@ -88,6 +88,8 @@ std::unique_ptr<Pass> make_fold_batchnorm();
 std::unique_ptr<Pass> make_fuse_conv_epilogue();
 std::unique_ptr<Pass> make_fuse_conv_prologue();
 std::unique_ptr<Pass> make_fuse_norm_activation();
+// In the CUDA pipeline only with KILN_FUSE_ADD_LAYERNORM=1 until its CUDA kernel has run on a GPU.
+std::unique_ptr<Pass> make_fuse_add_layernorm();
 std::unique_ptr<Pass> make_layout_nhwc();
 std::unique_ptr<Pass> make_conv1x1_as_gemm();
 std::unique_ptr<Pass> make_conv_patchify_as_gemm();

@@ -1,6 +1,8 @@
 // CUDA reductions, softmax and normalizations against the CPU reference: every op, every registered dtype,
 // row/column/strided layouts, block-sized rows, size-1 and empty dims, negative axes, opset-dependent semantics.
+#include "../unit/engine_test_util.h"
 #include "gpu_test_util.h"
+#include "passes/shape_inference.h"
 
 namespace kiln::gpu_testing {
 namespace {
@@ -412,6 +414,60 @@ TEST(GpuNorm, LayerNormalizationLoweredToHalf) {
     c.rtol = 1e-2;
     expect_backends_agree(c);
   }
+}
+
+// kiln AddLayerNormalization (fuse_add_layernorm's node): A + B normalized, B of A's shape or repeating along
+// leading dims, against the CPU reference, in each type: bert's embedding shapes (the register-resident kernel
+// adds B as it loads a row), rows that kernel does not take (5000 and 1030 elements: B is added into Y first and
+// Y normalized in place), B as a graph input or a constant, with and without the LayerNorm's bias.
+TEST(GpuNorm, AddLayerNormalization) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    std::vector<int64_t> a, b;
+    bool b_constant, bias;
+  };
+  const Case cases[] = {
+      {{2, 128, 768}, {1, 128, 768}, true, true},   // token + position embeddings, batch 2
+      {{1, 128, 768}, {128, 768}, true, true},      // batch 1, the table without its batch dim
+      {{3, 37, 768}, {3, 37, 768}, false, true},    // a residual of the same shape
+      {{4, 8, 512}, {512}, true, false},            // one row for all
+      {{2, 5000}, {1, 5000}, true, true},           // beyond the register-resident kernel
+      {{3, 1030}, {3, 1030}, false, true},          // rows of no whole 16-byte vectors
+  };
+  uint32_t seed = 300;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (const Case& k : cases) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " A " + dims_to_string(k.a) + " B " + dims_to_string(k.b));
+      ir::Graph g;
+      std::vector<Tensor> inputs;
+      ir::Value* a = test::add_input(g, "a", dt, ops::shape_from_dims(k.a));
+      inputs.push_back(random_tensor(dt, k.a, seed++, -2, 2));
+      ir::Value* b = nullptr;
+      if (k.b_constant) {
+        b = g.add_constant("b", random_tensor(dt, k.b, seed++, -2, 2));
+      } else {
+        b = test::add_input(g, "b", dt, ops::shape_from_dims(k.b));
+        inputs.push_back(random_tensor(dt, k.b, seed++, -2, 2));
+      }
+      const std::vector<int64_t> row = {k.a.back()};
+      std::vector<ir::Value*> in = {a, b, g.add_constant("scale", random_tensor(dt, row, seed++, 0.5, 1.5))};
+      if (k.bias) in.push_back(g.add_constant("bias", random_tensor(dt, row, seed++)));
+      Attributes at;
+      at.set("axis", int64_t{-1});
+      at.set("epsilon", 1e-5f);
+      ir::Node* n = g.add_node("AddLayerNormalization", "add_ln", in, {"y"}, at, 1, "kiln");
+      Status st = passes::infer_node(g, *n);
+      ASSERT_TRUE(st.ok()) << st.message();
+      g.outputs().push_back(n->outputs[0]);
+      const std::vector<Tensor> cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
+      std::string host;
+      const std::vector<Tensor> gpu = run_graph(g, Backend::kCUDA, inputs, &host);
+      EXPECT_EQ(host, "") << "ran on the host";
+      ASSERT_EQ(cpu.size(), 1u);
+      ASSERT_EQ(gpu.size(), 1u);
+      const double tol = dt == DT::kFLOAT ? 1e-4 : dt == DT::kHALF ? 1e-2 : 5e-2;
+      expect_tensors_close(cpu[0], gpu[0], tol, tol, "vs the reference");
+    }
 }
 
 TEST(GpuNorm, LayerNormalizationStatistics) {

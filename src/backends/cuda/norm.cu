@@ -145,6 +145,17 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
     uint4 raw[VPT], scv[PV ? VPT : 1], biv[PV ? VPT : 1];
 #pragma unroll
     for (int i = 0; i < VPT; ++i) raw[i] = xr[i * 32 + lane];
+    if (p.addend) {  // kiln AddLayerNormalization: the row plus its addend row, rounded as the Add stored it
+      const uint4* ar = reinterpret_cast<const uint4*>(static_cast<const T*>(p.addend) + (row % p.addend_rows) * p.len);
+#pragma unroll
+      for (int i = 0; i < VPT; ++i) {
+        const uint4 av = ar[i * 32 + lane];
+        T* rt = reinterpret_cast<T*>(&raw[i]);
+        const T* at = reinterpret_cast<const T*>(&av);
+#pragma unroll
+        for (int e = 0; e < E; ++e) rt[e] = from_f<T>(to_f(rt[e]) + to_f(at[e]));
+      }
+    }
     if constexpr (PV) {
 #pragma unroll
       for (int v = 0; v < VPT; ++v) {
@@ -372,6 +383,9 @@ Status row_norm_t(const void* x, void* y, const RowNormParams& p, int sm_count, 
   if (p.rows <= 0) return Status::Ok();
   bool pv = false;
   const bool vectorizable = layernorm_vector_form<T>(x, y, p, &pv);
+  if (p.addend && (!vectorizable || layernorm_vec_width<T>(p) == 0 || reinterpret_cast<uintptr_t>(p.addend) % 16 != 0 ||
+                   p.addend_rows <= 0))
+    return unsupported("LayerNormalization with an addend: only the register-resident kernel takes one here");
   const auto* xt = static_cast<const T*>(x);
   auto* yt = static_cast<T*>(y);
   switch (vectorizable ? layernorm_vec_width<T>(p) : 0) {

@@ -35,6 +35,11 @@ struct RowNormParams {
   void* mean_out = nullptr;
   void* inv_std_out = nullptr;
   bool stats_double = false;
+  // kiln AddLayerNormalization: row r of x is loaded as x + row (r mod addend_rows) of `addend` (x's type, rows of
+  // len elements, the sum rounded to that type). Only the register-resident vector kernel takes it: launch_row_norm
+  // answers Unsupported where that kernel does not apply, and the caller adds first.
+  const void* addend = nullptr;
+  int64_t addend_rows = 0;
 };
 
 // dt: float, half or bf16 for x and y.

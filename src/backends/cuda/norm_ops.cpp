@@ -2,7 +2,9 @@
 // RMSNormalization, InstanceNormalization, GroupNormalization, MeanVarianceNormalization. Attribute handling
 // and shape checks mirror the reference implementations in src/ops/softmax.cpp, norm.cpp and transformer_ops.cpp.
 #include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/elementwise_kernels.h"
 #include "backends/cuda/norm_kernels.h"
+#include "ops/add_layer_norm.h"
 #include "ops/layout_util.h"
 #include "ops/op_util.h"
 
@@ -105,6 +107,55 @@ Status run_layer_norm(KernelArgs& a) {
   return launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
 }
 
+// kiln AddLayerNormalization (A, B, Scale, [Bias]): the LayerNorm kernel adds B's row as it loads each row of A;
+// where that kernel does not apply (rows too long, misaligned), B is added into Y first and Y normalized in place.
+Status run_add_layer_norm(KernelArgs& a) {
+  const std::string op = "kiln AddLayerNormalization";
+  const DevTensor& x = a.in[0];
+  const DevTensor& addend = a.in[1];
+  KILN_ASSIGN_OR_RETURN(int64_t axis, a.attrs().get_int("axis", -1));
+  KILN_ASSIGN_OR_RETURN(axis, ops::normalize_axis(axis, x.rank(), op + ": axis"));
+  KILN_ASSIGN_OR_RETURN(float eps, a.attrs().get_float("epsilon", 1e-5f));
+  KILN_ASSIGN_OR_RETURN(int64_t stash, a.attrs().get_int("stash_type", 1));
+  if (stash != 1 && stash != 11)
+    return invalid_model(op + ": stash_type must be 1 (float) or 11 (double), got " + std::to_string(stash));
+  if (addend.dtype != x.dtype) return invalid_argument(op + ": A and B differ in type");
+  KILN_RETURN_IF_ERROR(ops::check_add_layernorm_addend(ops::shape_from_dims(x.shape), ops::shape_from_dims(addend.shape),
+                                                       axis));
+  const std::vector<int64_t> norm_dims(x.shape.begin() + axis, x.shape.end());
+  RowNormParams p;
+  p.mode = RowNorm::kLayerNorm;
+  p.rows = ops::product(x.shape, 0, axis);
+  p.len = ops::product(x.shape, axis);
+  p.eps = eps;
+  p.scale = a.in[2].data;
+  p.scale_dtype = a.in[2].dtype;
+  KILN_RETURN_IF_ERROR(param_map(op, a.in[2], norm_dims, &p.scale_map));
+  if (a.has_input(3)) {
+    p.bias = a.in[3].data;
+    p.bias_dtype = a.in[3].dtype;
+    KILN_RETURN_IF_ERROR(param_map(op, a.in[3], norm_dims, &p.bias_map));
+  }
+  if (p.rows == 0 || p.len == 0) return Status::Ok();
+  p.addend = addend.data;
+  p.addend_rows = addend.numel() / p.len;
+  Status fused = launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
+  if (fused.code() != ErrorCode::kUnsupported) return fused;
+  // A's element i meets B's element i mod numel(B): a two-dim broadcast, B repeating along the outer dim.
+  EwBroadcast bc;
+  bc.rank = 2;
+  bc.num_inputs = 2;
+  bc.total = x.numel();
+  bc.index32 = bc.total < (int64_t{1} << 31);
+  bc.dims[0] = addend.numel();
+  bc.dims[1] = x.numel() / addend.numel();
+  bc.strides[0][0] = 1, bc.strides[0][1] = addend.numel();
+  bc.strides[1][0] = 1, bc.strides[1][1] = 0;
+  KILN_RETURN_IF_ERROR(launch_binary(BinaryOp::kAdd, x.dtype, x.data, addend.data, a.out[0].data, bc, a.stream));
+  p.addend = nullptr;
+  return launch_row_norm(x.dtype, a.out[0].data, a.out[0].data, p, a.handles->sm_count, a.stream);
+}
+
 Status run_rms_norm(KernelArgs& a) {
   const std::string op = "RMSNormalization";
   const DevTensor& x = a.in[0];
@@ -195,6 +246,18 @@ KILN_CUDA_KERNEL(LayerNormalization) {
   d.run = run_layer_norm;
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
     return rank_known_at_most(n, plan, kMaxIndexDims) && params_are_float(n, plan, 1);
+  };
+  return d;
+}
+
+KILN_CUDA_KERNEL(AddLayerNormalization) {
+  KernelDef d;
+  d.op = "AddLayerNormalization";
+  d.domain = "kiln";
+  d.dtypes = float_types();
+  d.run = run_add_layer_norm;
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
+    return rank_known_at_most(n, plan, kMaxIndexDims) && params_are_float(n, plan, 2);
   };
   return d;
 }

@@ -1,0 +1,77 @@
+// fuse_add_layernorm pass (CUDA): Add -> LayerNormalization, where the sum is read by nothing else and the
+// normalization's Mean/InvStdDev outputs are not used, becomes one kiln::AddLayerNormalization: the LayerNorm
+// kernel adds B to each row as it loads it, so the sum is never stored and one launch goes. What it takes: a
+// transformer's embedding sum (token + position embeddings) ahead of its first LayerNorm, and residual Adds that
+// no GEMM epilogue took. One addend must have the sum's shape; the other may broadcast along leading dims only
+// (a [1, S, E] position table against [N, S, E]), as ops::check_add_layernorm_addend says.
+#include "ops/add_layer_norm.h"
+#include "ops/op_util.h"
+#include "passes/matcher.h"
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+bool same_shape(const ir::Value* a, const ir::Value* b) {
+  if (!a->rank_known || !b->rank_known || a->shape.size() != b->shape.size()) return false;
+  for (size_t i = 0; i < a->shape.size(); ++i)
+    if (!(a->shape[i] == b->shape[i])) return false;
+  return true;
+}
+
+class FuseAddLayerNorm final : public Pass {
+ public:
+  std::string_view name() const override { return "fuse_add_layernorm"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    std::vector<ir::Node*> norms;
+    for (const auto& n : g.nodes())
+      if (n->op_type == "LayerNormalization" && n->domain.empty()) norms.push_back(n.get());
+    int fused = 0;
+    for (ir::Node* ln : norms) fused += fuse(g, ln) ? 1 : 0;
+    if (fused > 0) {
+      KILN_RETURN_IF_ERROR(g.topo_sort());
+      g.prune_values();
+      ctx.changes += fused;
+      ctx.verbose("fuse_add_layernorm: " + std::to_string(fused) + " Adds taken into the LayerNormalization after them");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  static bool fuse(ir::Graph& g, ir::Node* ln) {
+    // The statistics outputs must be absent or unread: the fused node has Y only.
+    for (size_t k = 1; k < ln->outputs.size(); ++k)
+      if (ln->outputs[k] && (!ln->outputs[k]->users.empty() || match::is_graph_output(g, ln->outputs[k]))) return false;
+    ir::Value* x = ln->inputs.empty() ? nullptr : ln->inputs[0];
+    ir::Node* add = x ? x->producer : nullptr;
+    if (!add || add->op_type != "Add" || !add->domain.empty() || add->inputs.size() != 2 || x->users.size() != 1 ||
+        match::is_graph_output(g, x))
+      return false;
+    auto axis_attr = ln->attrs.get_int("axis", -1);
+    if (!axis_attr.ok() || !x->rank_known) return false;
+    auto axis = ops::normalize_axis(*axis_attr, static_cast<int64_t>(x->shape.size()));
+    if (!axis.ok()) return false;
+    for (int first = 0; first < 2; ++first) {
+      ir::Value* a = add->inputs[first];
+      ir::Value* b = add->inputs[1 - first];
+      if (!a || !b || a->dtype != x->dtype || b->dtype != x->dtype || !b->rank_known || !same_shape(a, x)) continue;
+      if (!ops::check_add_layernorm_addend(a->shape, b->shape, *axis).ok()) continue;
+      std::vector<ir::Value*> in = {a, b};
+      for (size_t k = 1; k < ln->inputs.size(); ++k) in.push_back(ln->inputs[k]);
+      ir::Value* y = ln->outputs[0];
+      ir::Node* f = g.add_node("AddLayerNormalization", g.unique_node_name(ln->name + "_add"), in, {y->name + "_fused"},
+                               ln->attrs, 1, "kiln");
+      match::record_fusion(f, std::vector<const ir::Node*>{add, ln});
+      match::finish_fusion(g, f, y, {ln, add});
+      return true;
+    }
+    return false;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_fuse_add_layernorm() { return std::make_unique<FuseAddLayerNorm>(); }
+
+}  // namespace kiln::passes

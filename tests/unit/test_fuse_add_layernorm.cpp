@@ -1,0 +1,184 @@
+// fuse_add_layernorm and kiln AddLayerNormalization: which Add -> LayerNormalization pairs become one node (graph
+// before/after), that the fused node computes what the pair computed on the reference kernels (float32 and
+// float16, where the pair rounds the sum before normalizing), which addend shapes it accepts, and what it leaves.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <sstream>
+
+#include "cnn_test_util.h"
+#include "graph_test_util.h"
+#include "onnx_model_util.h"
+#include "transformer_model_util.h"
+#include "ops/add_layer_norm.h"
+#include "passes/pass.h"
+
+using namespace kiln;
+using namespace kiln::test;
+
+namespace {
+
+struct Built {
+  std::vector<Tensor> inputs;
+};
+
+// a [2, 8, 16] (+ b) -> LayerNormalization over the last `norm_dims` dims -> y. b is a constant of `b_shape`
+// (a position table) or, with b_input, a second graph input of a's shape (a residual). `sum_is_output`: the sum
+// is a graph output too; `stats`: the LayerNorm's Mean output is read (a graph output).
+Built build(ir::Graph& g, DataType dt, std::vector<int64_t> b_shape, bool b_first = false, bool b_input = false,
+            bool sum_is_output = false, bool stats = false, int64_t norm_dims = 1) {
+  Built r;
+  const std::vector<int64_t> shape = {2, 8, 16};
+  ir::Value* a = graph_input(g, "a", shape, dt);
+  r.inputs.push_back(random_f32(shape, 5, -2.f, 2.f).cast(dt));
+  ir::Value* b = nullptr;
+  if (b_input) {
+    b = graph_input(g, "b", shape, dt);
+    r.inputs.push_back(random_f32(shape, 6, -2.f, 2.f).cast(dt));
+  } else {
+    b = g.add_constant("pos", random_f32(b_shape, 7).cast(dt));
+  }
+  ir::Node* add = g.add_node("Add", "emb_add", b_first ? std::vector<ir::Value*>{b, a} : std::vector<ir::Value*>{a, b},
+                             {"sum"}, {}, 14);
+  std::vector<int64_t> p(shape.end() - norm_dims, shape.end());
+  ir::Value* scale = g.add_constant("gamma", random_f32(p, 8, 0.5f, 1.5f).cast(dt));
+  ir::Value* bias = g.add_constant("beta", random_f32(p, 9).cast(dt));
+  Attributes at;
+  at.set("axis", int64_t{-norm_dims});
+  at.set("epsilon", 1e-5f);
+  std::vector<std::string> outs = {"y"};
+  if (stats) outs.push_back("mean");
+  ir::Node* ln = g.add_node("LayerNormalization", "emb_norm", {add->outputs[0], scale, bias}, outs, at, 17);
+  g.outputs().push_back(ln->outputs[0]);
+  if (stats) g.outputs().push_back(ln->outputs[1]);
+  if (sum_is_output) g.outputs().push_back(add->outputs[0]);
+  return r;
+}
+
+passes::PassList fusion() { return list_of(passes::make_fuse_add_layernorm()); }
+
+TEST(FuseAddLayerNorm, AddBecomesPartOfTheLayerNorm) {
+  struct Case {
+    const char* name;
+    DataType dt;
+    std::vector<int64_t> b_shape;
+    bool b_first, b_input;
+    int64_t norm_dims;
+  };
+  const Case cases[] = {
+      {"position table [1,8,16]", DataType::kFLOAT, {1, 8, 16}, false, false, 1},
+      {"position table first", DataType::kFLOAT, {1, 8, 16}, true, false, 1},
+      {"table without the batch dim [8,16]", DataType::kFLOAT, {8, 16}, false, false, 1},
+      {"residual of the same shape", DataType::kFLOAT, {}, false, true, 1},
+      {"float16 position table", DataType::kHALF, {1, 8, 16}, false, false, 1},
+      {"normalized over the last two dims", DataType::kFLOAT, {8, 16}, false, false, 2},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    ir::Graph g;
+    Built in = build(g, c.dt, c.b_shape, c.b_first, c.b_input, false, false, c.norm_dims);
+    ASSERT_TRUE(run_passes(g, {}).ok());
+    auto before = g.clone();
+    Status st = run_passes(g, fusion());
+    ASSERT_TRUE(st.ok()) << st.message();
+    ASSERT_EQ(g.nodes().size(), 1u) << ir::print(g);
+    const ir::Node* f = g.nodes()[0].get();
+    EXPECT_EQ(f->op_type, "AddLayerNormalization");
+    EXPECT_EQ(f->domain, "kiln");
+    EXPECT_EQ(f->outputs[0], g.outputs()[0]) << "the fused node writes the graph output under its name";
+    EXPECT_EQ(f->inputs[0]->name, "a") << "the full-shape addend comes first";
+    const Attribute* from = f->attrs.find(ops::kFusedFromAttr);
+    ASSERT_NE(from, nullptr);
+    EXPECT_EQ(from->strings().size(), 2u);
+    auto want = run_reference(*before, in.inputs);
+    auto got = run_reference(g, in.inputs);
+    ASSERT_EQ(want.size(), 1u);
+    ASSERT_EQ(got.size(), 1u);
+    // The same arithmetic: the sum rounded to the type, then the reference LayerNorm.
+    expect_close(got[0].cast(DataType::kFLOAT), want[0].cast(DataType::kFLOAT), 0, 0);
+  }
+}
+
+TEST(FuseAddLayerNorm, LeavesWhatItCannotFuse) {
+  struct Case {
+    const char* name;
+    std::vector<int64_t> b_shape;
+    bool sum_is_output, stats;
+    int64_t norm_dims;
+  };
+  const Case cases[] = {
+      {"the sum is read elsewhere", {1, 8, 16}, true, false, 1},
+      {"the LayerNorm's Mean is read", {1, 8, 16}, false, true, 1},
+      {"B broadcasts inside a row ([16] against rows of [8,16])", {16}, false, false, 2},
+      {"B broadcasts along a middle dim ([2,1,16])", {2, 1, 16}, false, false, 1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    ir::Graph g;
+    build(g, DataType::kFLOAT, c.b_shape, false, false, c.sum_is_output, c.stats, c.norm_dims);
+    ASSERT_TRUE(run_passes(g, fusion()).ok());
+    EXPECT_EQ(count_ops(g, "Add"), 1) << ir::print(g);
+    EXPECT_EQ(count_ops(g, "LayerNormalization"), 1);
+    EXPECT_EQ(count_ops(g, "AddLayerNormalization"), 0);
+  }
+}
+
+// The addend rule itself, shape by shape (A [N, S, E]; axis 2 normalizes E, axis 1 normalizes [S, E]).
+TEST(FuseAddLayerNorm, AddendShapes) {
+  using ops::Dim;
+  const ops::Shape a = {Dim(4), Dim(8), Dim(16)};
+  auto ok = [&](std::vector<int64_t> b, int64_t axis) {
+    return ops::check_add_layernorm_addend(a, ops::shape_from_dims(b), axis).ok();
+  };
+  EXPECT_TRUE(ok({4, 8, 16}, 2));
+  EXPECT_TRUE(ok({1, 8, 16}, 2));
+  EXPECT_TRUE(ok({8, 16}, 2));
+  EXPECT_TRUE(ok({16}, 2));      // one row for all: B covers the normalized dim
+  EXPECT_TRUE(ok({1, 1, 16}, 2));
+  EXPECT_TRUE(ok({8, 16}, 1));   // covers [S, E]
+  EXPECT_FALSE(ok({16}, 1));     // would broadcast along S inside a row
+  EXPECT_FALSE(ok({1, 16}, 1));
+  EXPECT_FALSE(ok({4, 1, 16}, 2));  // broadcast along a middle dim
+  EXPECT_FALSE(ok({8, 1}, 2));
+  EXPECT_FALSE(ok({2, 4, 8, 16}, 2));
+  EXPECT_FALSE(ok({9, 16}, 2));
+  // A symbolic batch: B matches from the first dim it shares.
+  const ops::Shape sym = {Dim::symbol("batch"), Dim(8), Dim(16)};
+  EXPECT_TRUE(ops::check_add_layernorm_addend(sym, {Dim(1), Dim(8), Dim(16)}, 2).ok());
+  EXPECT_TRUE(ops::check_add_layernorm_addend(sym, {Dim::symbol("batch"), Dim(8), Dim(16)}, 2).ok());
+}
+
+// The CI exports (`make test-models` sets KILN_TRANSFORMER_MODEL_DIRS) through the CUDA pipeline with the fusion on
+// (KILN_FUSE_ADD_LAYERNORM=1): bert's embedding sum goes into its first LayerNorm (gpt's and vit's sums are also
+// the first residual, so they stay), and the FP16 result still matches the float32 CPU pipeline.
+TEST(FuseAddLayerNorm, ExportedTransformers) {
+  const char* dirs = std::getenv("KILN_TRANSFORMER_MODEL_DIRS");
+  if (!dirs || !*dirs) GTEST_SKIP() << "KILN_TRANSFORMER_MODEL_DIRS is not set (`make test-models` sets it)";
+  std::stringstream ss(dirs);
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    if (dir.empty()) continue;
+    SCOPED_TRACE(dir);
+    auto g = import_onnx_file(dir + "/model.onnx");
+    ASSERT_NE(g, nullptr);
+    const Tensor x = read_input(dir + "/input.bin", *g->inputs()[0]);
+    auto cpu = g->clone();
+    ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
+    auto want = run_reference(*cpu, {x});
+    auto cuda = g->clone();
+    ::setenv("KILN_FUSE_ADD_LAYERNORM", "1", 1);
+    Status st = run_cuda_pipeline(*cuda);
+    ::unsetenv("KILN_FUSE_ADD_LAYERNORM");
+    ASSERT_TRUE(st.ok()) << st.message();
+    const int fused = count_ops(*cuda, "AddLayerNormalization");
+    std::cout << dir << ": " << fused << " AddLayerNormalization\n";
+    if (dir.find("bert") != std::string::npos) EXPECT_GE(fused, 1) << "the embedding sum feeds only the first LayerNorm";
+    auto got = run_reference(*cuda, {x});
+    ASSERT_EQ(got.size(), 1u);
+    ASSERT_EQ(want.size(), 1u);
+    EXPECT_LT(relative_l2(want[0], got[0]), 1e-2) << "FP16 CUDA pipeline vs float32 CPU pipeline";
+  }
+}
+
+}  // namespace
