@@ -73,29 +73,40 @@ Status param_map(const std::string& op, const DevTensor& t, const std::vector<in
   return Status::Ok();
 }
 
-Status run_layer_norm(KernelArgs& a) {
-  const std::string op = "LayerNormalization";
+// A LayerNorm's launch parameters from its attributes and its scale/bias inputs at `first_param` and after (1 for
+// LayerNormalization, 2 for kiln AddLayerNormalization); *axis gets the normalized axis.
+Result<RowNormParams> layer_norm_params(const KernelArgs& a, const std::string& op, int first_param, int64_t* axis) {
   const DevTensor& x = a.in[0];
-  KILN_ASSIGN_OR_RETURN(int64_t axis, a.attrs().get_int("axis", -1));
-  KILN_ASSIGN_OR_RETURN(axis, ops::normalize_axis(axis, x.rank(), op + ": axis"));
+  KILN_ASSIGN_OR_RETURN(int64_t ax, a.attrs().get_int("axis", -1));
+  KILN_ASSIGN_OR_RETURN(ax, ops::normalize_axis(ax, x.rank(), op + ": axis"));
   KILN_ASSIGN_OR_RETURN(float eps, a.attrs().get_float("epsilon", 1e-5f));
   KILN_ASSIGN_OR_RETURN(int64_t stash, a.attrs().get_int("stash_type", 1));
   if (stash != 1 && stash != 11)
     return invalid_model(op + ": stash_type must be 1 (float) or 11 (double), got " + std::to_string(stash));
-  const std::vector<int64_t> norm_dims(x.shape.begin() + axis, x.shape.end());
+  const std::vector<int64_t> norm_dims(x.shape.begin() + ax, x.shape.end());
   RowNormParams p;
   p.mode = RowNorm::kLayerNorm;
-  p.rows = ops::product(x.shape, 0, axis);
-  p.len = ops::product(x.shape, axis);
+  p.rows = ops::product(x.shape, 0, ax);
+  p.len = ops::product(x.shape, ax);
   p.eps = eps;
-  p.scale = a.in[1].data;
-  p.scale_dtype = a.in[1].dtype;
-  KILN_RETURN_IF_ERROR(param_map(op, a.in[1], norm_dims, &p.scale_map));
-  if (a.in.size() > 2 && a.node->inputs[2] >= 0) {
-    p.bias = a.in[2].data;
-    p.bias_dtype = a.in[2].dtype;
-    KILN_RETURN_IF_ERROR(param_map(op, a.in[2], norm_dims, &p.bias_map));
+  const DevTensor& scale = a.in[first_param];
+  p.scale = scale.data;
+  p.scale_dtype = scale.dtype;
+  KILN_RETURN_IF_ERROR(param_map(op, scale, norm_dims, &p.scale_map));
+  const int bias = first_param + 1;
+  if (static_cast<int>(a.in.size()) > bias && a.node->inputs[bias] >= 0) {
+    p.bias = a.in[bias].data;
+    p.bias_dtype = a.in[bias].dtype;
+    KILN_RETURN_IF_ERROR(param_map(op, a.in[bias], norm_dims, &p.bias_map));
   }
+  *axis = ax;
+  return p;
+}
+
+Status run_layer_norm(KernelArgs& a) {
+  const std::string op = "LayerNormalization";
+  int64_t axis = 0;
+  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, 1, &axis));
   for (size_t k = 1; k < a.out.size() && k < 3; ++k) {
     const DevTensor& s = a.out[k];
     if (s.dtype != DataType::kFLOAT && s.dtype != DataType::kDOUBLE)
@@ -104,7 +115,7 @@ Status run_layer_norm(KernelArgs& a) {
     (k == 1 ? p.mean_out : p.inv_std_out) = s.data;
   }
   // Empty rows still produce statistics (mean 0), so launch whenever there are rows.
-  return launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
+  return launch_row_norm(a.in[0].dtype, a.in[0].data, a.out[0].data, p, a.handles->sm_count, a.stream);
 }
 
 // kiln AddLayerNormalization (A, B, Scale, [Bias]): the LayerNorm kernel adds B's row as it loads each row of A;
@@ -113,29 +124,11 @@ Status run_add_layer_norm(KernelArgs& a) {
   const std::string op = "kiln AddLayerNormalization";
   const DevTensor& x = a.in[0];
   const DevTensor& addend = a.in[1];
-  KILN_ASSIGN_OR_RETURN(int64_t axis, a.attrs().get_int("axis", -1));
-  KILN_ASSIGN_OR_RETURN(axis, ops::normalize_axis(axis, x.rank(), op + ": axis"));
-  KILN_ASSIGN_OR_RETURN(float eps, a.attrs().get_float("epsilon", 1e-5f));
-  KILN_ASSIGN_OR_RETURN(int64_t stash, a.attrs().get_int("stash_type", 1));
-  if (stash != 1 && stash != 11)
-    return invalid_model(op + ": stash_type must be 1 (float) or 11 (double), got " + std::to_string(stash));
+  int64_t axis = 0;
+  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, 2, &axis));
   if (addend.dtype != x.dtype) return invalid_argument(op + ": A and B differ in type");
   KILN_RETURN_IF_ERROR(ops::check_add_layernorm_addend(ops::shape_from_dims(x.shape), ops::shape_from_dims(addend.shape),
                                                        axis));
-  const std::vector<int64_t> norm_dims(x.shape.begin() + axis, x.shape.end());
-  RowNormParams p;
-  p.mode = RowNorm::kLayerNorm;
-  p.rows = ops::product(x.shape, 0, axis);
-  p.len = ops::product(x.shape, axis);
-  p.eps = eps;
-  p.scale = a.in[2].data;
-  p.scale_dtype = a.in[2].dtype;
-  KILN_RETURN_IF_ERROR(param_map(op, a.in[2], norm_dims, &p.scale_map));
-  if (a.has_input(3)) {
-    p.bias = a.in[3].data;
-    p.bias_dtype = a.in[3].dtype;
-    KILN_RETURN_IF_ERROR(param_map(op, a.in[3], norm_dims, &p.bias_map));
-  }
   if (p.rows == 0 || p.len == 0) return Status::Ok();
   p.addend = addend.data;
   p.addend_rows = addend.numel() / p.len;
