@@ -89,6 +89,21 @@ def stable_random_reason(r):
                        "values cannot match")
 
 
+# Reference data that contradicts its own model, checked by hand: such a test stays a failure (nothing is hidden),
+# with the reason stated instead of the value mismatch.
+DATA_DEFECTS = {
+    ("node", "test_adam_multiple"): (
+        "reference data inconsistent with the model: the node has no epsilon attribute (spec default 1e-6) but the "
+        "data were computed with epsilon 1e-2; onnx-pypi's copy of this test, whose node sets it, passes"),
+}
+
+
+def stated_data_defect(r):
+    why = DATA_DEFECTS.get((r.get("suite"), r.get("name")))
+    if why and r.get("status") == "fail" and r.get("stage") == "compare":
+        r["reason"] = why
+
+
 def missing_result(test_dir, reason):
     return {"name": os.path.basename(test_dir), "dir": test_dir, "status": "fail", "stage": "run",
             "reason": reason, "ops": [], "dtypes": [], "opset": 0, "time_ms": 0, "datasets": 0}
@@ -182,6 +197,7 @@ def main(argv=None):
             r = results.get(d) or missing_result(d, "no result")
             r["suite"] = suite
             stable_random_reason(r)
+            stated_data_defect(r)
             tests.append(r)
         c = Counter(results[d]["status"] for d in dirs if d in results)
         print(f"[{suite}] {len(dirs)} tests: {c['pass']} passed, {c['fail']} failed, {c['skip']} skipped", flush=True)
