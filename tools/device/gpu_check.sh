@@ -12,7 +12,8 @@
 # GPU_TEST_FILTER (a gtest filter for the tests stage, e.g. '-*Times*' to leave out the timing prints; the summary
 # names the filter so a partial run never reads as the whole suite), GPU_TEST_SHARDS and GPU_TEST_TIMEOUT (the
 # tests stage as concurrent gtest shards, each stopped after so many seconds), PROFILE_MODELS (model:batch pairs
-# for the profile stage), AB_ENV and AB_MODELS (the ab stage: one VAR=value against the default, per model).
+# for the profile stage), AB_ENV and AB_MODELS (the ab stage: ';'-separated variants of VAR=value words against the default, per
+# model).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -194,23 +195,28 @@ PY
     fi
     ;;
   ab)
-    # An environment setting against the default, model by model, in one call: AB_ENV (e.g.
-    # "KILN_TACTIC_WEIGHTS=cold") and AB_MODELS (model:batch pairs). Each engine is built fresh (no timing cache)
-    # with and without the setting, twice in alternation, and timed as a CUDA-graph replay (FP16, median GPU
-    # compute time of 500 runs); the table gives both medians of each pass.
-    echo "| model | batch | default ms | ${AB_ENV:-?} ms | default ms (2nd) | ${AB_ENV:-?} ms (2nd) |"
+    # Environment settings against the default, model by model, in one call: AB_ENV holds one or more variants
+    # separated by ';', each one or more VAR=value words (e.g. "KILN_TACTIC_WEIGHTS=cold;KILN_FUSE_ADD_LAYERNORM=1;
+    # KILN_TACTIC_WEIGHTS=cold KILN_FUSE_ADD_LAYERNORM=1"), and AB_MODELS model:batch pairs. Each engine is built
+    # fresh (no timing cache) for the default and every variant, twice in alternation, and timed as a CUDA-graph
+    # replay (FP16, median GPU compute time of 500 runs); each kiln run is stopped after 120 s.
+    IFS=';' read -r -a variants <<< "${AB_ENV:-}"
+    variants=("" "${variants[@]}")
+    header="| model | batch |"
+    for pass in 1 2; do for v in "${variants[@]}"; do header+=" ${v:-default} ms (pass $pass) |"; done; done
+    echo "$header"
     for mb in ${AB_MODELS:-bert_base:1}; do
       m=${mb%:*} b=${mb#*:} d=/tmp/kiln_models/${m}_op17
-      [ -f $d/model.onnx ] || python3 tests/models/export_models.py --out /tmp/kiln_models --models $m --opsets 17 \
-        > "$OUT/ab_export.log" 2>&1
+      [ -f $d/model.onnx ] || timeout 300 python3 tests/models/export_models.py --out /tmp/kiln_models --models $m \
+        --opsets 17 > "$OUT/ab_export.log" 2>&1
       sh=$(python3 -c "import json; i=json.load(open('$d/meta.json'))['inputs'][0]; print(i['name']+':'+'x'.join(map(str,[$b]+i['shape'][1:])))")
       row="| $m | $b |"
       for pass in 1 2; do
-        for with in no yes; do
-          ms=$( (if [ $with = yes ]; then export ${AB_ENV:-KILN_AB_UNSET=1}; fi
+        for i in "${!variants[@]}"; do
+          ms=$( (for kv in ${variants[$i]}; do export "$kv"; done
                  timeout 120 .devcarry/bin/kiln --onnx=$d/model.onnx --minShapes=$sh --optShapes=$sh --maxShapes=$sh \
                    --shapes=$sh --device=cuda --fp16 --useCudaGraph --noDataTransfers --iterations=500 --warmUp=200 \
-                   --duration=0 --verbose) 2>&1 | tee "$OUT/ab_${m}_${with}_$pass.log" |
+                   --duration=0 --verbose) 2>&1 | tee "$OUT/ab_${m}_v${i}_$pass.log" |
                 grep -m1 "^GPU Compute Time" | sed -E 's/.*median = ([0-9.]+) ms.*/\1/')
           row+=" ${ms:-failed} |"
         done
