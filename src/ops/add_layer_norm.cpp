@@ -29,7 +29,6 @@ Status check_add_layernorm_addend(const Shape& a, const Shape& b, int64_t axis) 
   return Status::Ok();
 }
 
-
 KILN_REGISTER_OP(AddLayerNormalization) {
   OpSchema s;
   s.name = "AddLayerNormalization";

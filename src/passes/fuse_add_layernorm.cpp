@@ -3,27 +3,23 @@
 // kernel adds B to each row as it loads it, so the sum is never stored and one launch goes. What it takes: a
 // transformer's embedding sum (token + position embeddings) ahead of its first LayerNorm, and residual Adds that
 // no GEMM epilogue took. One addend must have the sum's shape; the other may broadcast along leading dims only
-// (a [1, S, E] position table against [N, S, E]), as ops::check_add_layernorm_addend says.
+// (a [1, S, E] position table against [N, S, E]), as ops::check_add_layernorm_addend says. Off unless
+// PassOptions::add_layernorm (the builder sets it from KILN_FUSE_ADD_LAYERNORM=1).
 #include "ops/add_layer_norm.h"
 #include "ops/op_util.h"
+#include "passes/fusion_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
 namespace kiln::passes {
 namespace {
 
-bool same_shape(const ir::Value* a, const ir::Value* b) {
-  if (!a->rank_known || !b->rank_known || a->shape.size() != b->shape.size()) return false;
-  for (size_t i = 0; i < a->shape.size(); ++i)
-    if (!(a->shape[i] == b->shape[i])) return false;
-  return true;
-}
-
 class FuseAddLayerNorm final : public Pass {
  public:
   std::string_view name() const override { return "fuse_add_layernorm"; }
 
   Status apply(ir::Graph& g, PassContext& ctx) override {
+    if (!ctx.options.add_layernorm) return Status::Ok();
     std::vector<ir::Node*> norms;
     for (const auto& n : g.nodes())
       if (n->op_type == "LayerNormalization" && n->domain.empty()) norms.push_back(n.get());
@@ -55,7 +51,7 @@ class FuseAddLayerNorm final : public Pass {
     for (int first = 0; first < 2; ++first) {
       ir::Value* a = add->inputs[first];
       ir::Value* b = add->inputs[1 - first];
-      if (!a || !b || a->dtype != x->dtype || b->dtype != x->dtype || !b->rank_known || !same_shape(a, x)) continue;
+      if (!a || !b || a->dtype != x->dtype || b->dtype != x->dtype || !b->rank_known || !fusion::same_shape(a, x)) continue;
       if (!ops::check_add_layernorm_addend(a->shape, b->shape, *axis).ok()) continue;
       std::vector<ir::Value*> in = {a, b};
       for (size_t k = 1; k < ln->inputs.size(); ++k) in.push_back(ln->inputs[k]);

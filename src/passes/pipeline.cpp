@@ -1,7 +1,4 @@
 // The pass pipelines, one explicit list per backend; each entry says why it sits where it does.
-#include <cstdlib>
-#include <string>
-
 #include "passes/pass.h"
 
 namespace kiln::passes {
@@ -93,9 +90,8 @@ PassList cuda_pipeline() {
   // After layout_nhwc made GroupNorms channels-last; before fuse_pointwise would take their activations.
   p.push_back(make_fuse_norm_activation());
   // After lowering (the Add and the LayerNorm in the engine's type); before fuse_pointwise would take the Add.
-  // Opt-in (KILN_FUSE_ADD_LAYERNORM=1) until the CUDA kernel's reading of B has been checked on a GPU.
-  if (const char* v = std::getenv("KILN_FUSE_ADD_LAYERNORM"); v && std::string(v) == "1")
-    p.push_back(make_fuse_add_layernorm());
+  // Opt-in (PassOptions::add_layernorm) until the CUDA kernel's reading of B has been checked on a GPU.
+  p.push_back(make_fuse_add_layernorm());
   // After lowering and its dead-code elimination (B is the converted constant, the float32 output's Cast is in
   // place) and after every pass that makes GEMMs; before fuse_pointwise, which would take that Cast into a
   // Pointwise kernel that Unpad absorbs instead.

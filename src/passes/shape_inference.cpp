@@ -205,7 +205,8 @@ Status type_untyped_body_inputs(const ir::Node& n, const ir::GraphAttr& attr) {
       } else if (i == 1) {
         set_scalar(in, DataType::kBOOL);
       } else if (const ir::Value* init = outer(i); init) {
-        take_outer_type(in, init);
+        in->kind = init->kind;
+        in->dtype = init->dtype;
         in->shape.clear();
         in->rank_known = false;
       } else {
@@ -219,16 +220,10 @@ Status type_untyped_body_inputs(const ir::Node& n, const ir::GraphAttr& attr) {
       const int states = formal - static_cast<int>(m);
       const ir::Value* o = outer(first + i);
       if (!o) return invalid_model(what + " and the Scan passes no value for it");
-      if (i < states) {
+      if (i < states || !o->rank_known) {  // a state; or a scan input whose slice's rank is not known
         take_outer_type(in, o);
         continue;
       }
-      if (!o->rank_known) {  // its type is known, the slice's rank not
-        take_outer_type(in, o);
-        continue;
-      }
-      const int64_t rank = static_cast<int64_t>(o->shape.size());
-      int64_t axis = 0;
       if (first) {  // Scan 8: [batch, sequence, ...] slices to [...]
         take_outer_type(in, o, 1);
         if (!in->shape.empty()) in->shape.erase(in->shape.begin());
@@ -236,9 +231,10 @@ Status type_untyped_body_inputs(const ir::Node& n, const ir::GraphAttr& attr) {
       }
       KILN_ASSIGN_OR_RETURN(std::vector<int64_t> axes,
                             n.attrs.get_ints("scan_input_axes", std::vector<int64_t>(static_cast<size_t>(m), 0)));
-      if (i - states < static_cast<int>(axes.size())) axis = axes[i - states];
-      KILN_ASSIGN_OR_RETURN(axis, ops::normalize_axis(axis, rank, "scan input axis"));
-      take_outer_type(in, o, axis);
+      const int64_t axis = i - states < static_cast<int>(axes.size()) ? axes[i - states] : 0;
+      KILN_ASSIGN_OR_RETURN(const int64_t a, ops::normalize_axis(axis, static_cast<int64_t>(o->shape.size()),
+                                                                 "scan input axis"));
+      take_outer_type(in, o, a);
     } else {
       return unsupported(what + "; only Loop and Scan bodies may leave their inputs untyped (the enclosing " +
                          n.op_type + " says nothing of them)");

@@ -51,9 +51,9 @@ inline Status run_passes(ir::Graph& g, passes::PassList passes, passes::PassOpti
   return pm.run(g, ctx);
 }
 
-// The CUDA pipeline as the builder runs it with a reduced precision, every kernel assumed present.
-inline Status run_cuda_pipeline(ir::Graph& g, DataType reduced = DataType::kHALF) {
-  passes::PassOptions o;
+// The CUDA pipeline as the builder runs it with a reduced precision, every kernel assumed present; `o` carries
+// any other options (opt-in fusions).
+inline Status run_cuda_pipeline(ir::Graph& g, DataType reduced = DataType::kHALF, passes::PassOptions o = {}) {
   o.backend = Backend::kCUDA;
   o.reduced_precision = reduced;
   o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };

@@ -58,6 +58,13 @@ Built build(ir::Graph& g, DataType dt, std::vector<int64_t> b_shape, bool b_firs
 
 passes::PassList fusion() { return list_of(passes::make_fuse_add_layernorm()); }
 
+// The pass's option on (the builder sets it from KILN_FUSE_ADD_LAYERNORM=1).
+passes::PassOptions enabled() {
+  passes::PassOptions o;
+  o.add_layernorm = true;
+  return o;
+}
+
 TEST(FuseAddLayerNorm, AddBecomesPartOfTheLayerNorm) {
   struct Case {
     const char* name;
@@ -80,7 +87,7 @@ TEST(FuseAddLayerNorm, AddBecomesPartOfTheLayerNorm) {
     Built in = build(g, c.dt, c.b_shape, c.b_first, c.b_input, false, false, c.norm_dims);
     ASSERT_TRUE(run_passes(g, {}).ok());
     auto before = g.clone();
-    Status st = run_passes(g, fusion());
+    Status st = run_passes(g, fusion(), enabled());
     ASSERT_TRUE(st.ok()) << st.message();
     ASSERT_EQ(g.nodes().size(), 1u) << ir::print(g);
     const ir::Node* f = g.nodes()[0].get();
@@ -100,6 +107,15 @@ TEST(FuseAddLayerNorm, AddBecomesPartOfTheLayerNorm) {
   }
 }
 
+// Off by default: the pass leaves the pair unless PassOptions::add_layernorm.
+TEST(FuseAddLayerNorm, OffUnlessEnabled) {
+  ir::Graph g;
+  build(g, DataType::kFLOAT, {1, 8, 16});
+  ASSERT_TRUE(run_passes(g, fusion()).ok());
+  EXPECT_EQ(count_ops(g, "Add"), 1);
+  EXPECT_EQ(count_ops(g, "AddLayerNormalization"), 0);
+}
+
 TEST(FuseAddLayerNorm, LeavesWhatItCannotFuse) {
   struct Case {
     const char* name;
@@ -117,7 +133,7 @@ TEST(FuseAddLayerNorm, LeavesWhatItCannotFuse) {
     SCOPED_TRACE(c.name);
     ir::Graph g;
     build(g, DataType::kFLOAT, c.b_shape, false, false, c.sum_is_output, c.stats, c.norm_dims);
-    ASSERT_TRUE(run_passes(g, fusion()).ok());
+    ASSERT_TRUE(run_passes(g, fusion(), enabled()).ok());
     EXPECT_EQ(count_ops(g, "Add"), 1) << ir::print(g);
     EXPECT_EQ(count_ops(g, "LayerNormalization"), 1);
     EXPECT_EQ(count_ops(g, "AddLayerNormalization"), 0);
@@ -150,7 +166,7 @@ TEST(FuseAddLayerNorm, AddendShapes) {
 }
 
 // The CI exports (`make test-models` sets KILN_TRANSFORMER_MODEL_DIRS) through the CUDA pipeline with the fusion on
-// (KILN_FUSE_ADD_LAYERNORM=1): bert's embedding sum goes into its first LayerNorm (gpt's and vit's sums are also
+// (PassOptions::add_layernorm): bert's embedding sum goes into its first LayerNorm (gpt's and vit's sums are also
 // the first residual, so they stay), and the FP16 result still matches the float32 CPU pipeline.
 TEST(FuseAddLayerNorm, ExportedTransformers) {
   const char* dirs = std::getenv("KILN_TRANSFORMER_MODEL_DIRS");
@@ -167,9 +183,7 @@ TEST(FuseAddLayerNorm, ExportedTransformers) {
     ASSERT_TRUE(run_passes(*cpu, passes::pipeline_for(Backend::kCPU)).ok());
     auto want = run_reference(*cpu, {x});
     auto cuda = g->clone();
-    ::setenv("KILN_FUSE_ADD_LAYERNORM", "1", 1);
-    Status st = run_cuda_pipeline(*cuda);
-    ::unsetenv("KILN_FUSE_ADD_LAYERNORM");
+    Status st = run_cuda_pipeline(*cuda, DataType::kHALF, enabled());
     ASSERT_TRUE(st.ok()) << st.message();
     const int fused = count_ops(*cuda, "AddLayerNormalization");
     std::cout << dir << ": " << fused << " AddLayerNormalization\n";

@@ -510,22 +510,18 @@ Result<std::vector<void*>> CudaContext::io_buffers() {
   return io;
 }
 
-// One candidate's time per launch as a CUDA-graph replay: `iters` launches captured into a graph, instantiated,
-// replayed once (the first launch of an instantiated graph uploads it), then timed over kGraphReplays replays.
-// Nothing (not an error) when the candidate cannot be captured (a kernel that synchronizes or allocates while
-// running): the caller times it on the stream. CUDA errors outside the capture are errors.
 // Copies of one layer's large constant inputs: copies[c][j] is copy c of input inputs[j] (copy 0: the weights
-// themselves). Enough copies that together they are twice the L2 cache (at most 64), so a launch's copy has been
-// pushed out of L2 by the others before its turn comes again.
+// themselves; copies 1 and up are freed with the rotation). Enough copies that together they are twice the L2 cache
+// (at most 64), so a launch's copy has been pushed out of L2 by the others before its turn comes again.
 struct WeightRotation {
   std::vector<int> inputs;
   std::vector<std::vector<void*>> copies;
-  std::vector<void*> owned;
   WeightRotation() = default;
   WeightRotation(const WeightRotation&) = delete;
   WeightRotation& operator=(const WeightRotation&) = delete;
   ~WeightRotation() {
-    for (void* p : owned) cudaFree(p);
+    for (size_t c = 1; c < copies.size(); ++c)
+      for (void* p : copies[c]) cudaFree(p);
   }
 };
 
@@ -547,23 +543,27 @@ Result<std::unique_ptr<WeightRotation>> CudaContext::weight_rotation(const Step&
   const size_t want = std::clamp<size_t>(2 * static_cast<size_t>(l2) / bytes + 1, 2, 64);
   rot->copies.push_back(first);
   while (rot->copies.size() < want) {
-    std::vector<void*> copy;
+    std::vector<void*>& copy = rot->copies.emplace_back();  // freed with the rotation, even while incomplete
     for (size_t j = 0; j < rot->inputs.size(); ++j) {
       void* p = nullptr;
       const DevTensor& w = a.in[rot->inputs[j]];
-      if (cudaMalloc(&p, w.nbytes()) != cudaSuccess) {  // short of memory: time with the copies made so far
+      if (cudaMalloc(&p, w.nbytes()) != cudaSuccess) {  // short of memory: time with the complete copies made so far
         cudaGetLastError();
+        for (void* q : copy) cudaFree(q);
+        rot->copies.pop_back();
         return rot;
       }
-      rot->owned.push_back(p);
-      KILN_CUDA_CHECK(cudaMemcpyAsync(p, w.data, w.nbytes(), cudaMemcpyDeviceToDevice, stream_));
       copy.push_back(p);
+      KILN_CUDA_CHECK(cudaMemcpyAsync(p, w.data, w.nbytes(), cudaMemcpyDeviceToDevice, stream_));
     }
-    rot->copies.push_back(std::move(copy));
   }
   return rot;
 }
 
+// One candidate's time per launch as a CUDA-graph replay: `iters` launches captured into a graph, instantiated,
+// replayed once (the first launch of an instantiated graph uploads it), then timed over kGraphReplays replays.
+// Nothing (not an error) when the candidate cannot be captured (a kernel that synchronizes or allocates while
+// running): the caller times it on the stream. CUDA errors outside the capture are errors.
 Result<std::optional<double>> CudaContext::time_in_graph(Step& s, KernelArgs& a, int iters, cudaEvent_t e0,
                                                          cudaEvent_t e1, const WeightRotation* rot) {
   constexpr int kGraphReplays = 3;
