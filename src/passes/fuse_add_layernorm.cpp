@@ -3,8 +3,11 @@
 // kernel adds B to each row as it loads it, so the sum is never stored and one launch goes. What it takes: a
 // transformer's embedding sum (token + position embeddings) ahead of its first LayerNorm, and residual Adds that
 // no GEMM epilogue took. One addend must have the sum's shape; the other may broadcast along leading dims only
-// (a [1, S, E] position table against [N, S, E]), as ops::check_add_layernorm_addend says. Off unless
-// PassOptions::add_layernorm (the builder sets it from KILN_FUSE_ADD_LAYERNORM=1).
+// (a [1, S, E] position table against [N, S, E]), as ops::check_add_layernorm_addend says. Where that full-shape
+// addend is a Gather along axis 0 that nothing else reads (the token embedding lookup), the Gather goes in too, as
+// kiln::EmbedLayerNormalization: the kernel loads each row straight from the embedding table, so two launches and
+// two stores of the activation go. Off unless PassOptions::add_layernorm (the builder sets it from
+// KILN_FUSE_ADD_LAYERNORM=1).
 #include "ops/add_layer_norm.h"
 #include "ops/op_util.h"
 #include "passes/fusion_util.h"
@@ -35,6 +38,23 @@ class FuseAddLayerNorm final : public Pass {
   }
 
  private:
+  // The Gather along axis 0 of a table of rank >= 1 by int32/int64 indices that writes `a` and nothing else reads,
+  // or null.
+  static ir::Node* embedding_lookup(const ir::Graph& g, const ir::Value* a) {
+    ir::Node* n = a->producer;
+    if (!n || n->op_type != "Gather" || !n->domain.empty() || n->inputs.size() != 2 || a->users.size() != 1 ||
+        match::is_graph_output(g, a))
+      return nullptr;
+    const ir::Value* data = n->inputs[0];
+    const ir::Value* idx = n->inputs[1];
+    if (!data || !idx || !data->rank_known || data->shape.empty() || data->dtype != a->dtype ||
+        (idx->dtype != DataType::kINT32 && idx->dtype != DataType::kINT64))
+      return nullptr;
+    auto axis = n->attrs.get_int("axis", 0);
+    if (!axis.ok() || (*axis != 0 && *axis != -static_cast<int64_t>(data->shape.size()))) return nullptr;
+    return n;
+  }
+
   static bool fuse(ir::Graph& g, ir::Node* ln) {
     // The statistics outputs must be absent or unread: the fused node has Y only.
     for (size_t k = 1; k < ln->outputs.size(); ++k)
@@ -53,13 +73,22 @@ class FuseAddLayerNorm final : public Pass {
       ir::Value* b = add->inputs[1 - first];
       if (!a || !b || a->dtype != x->dtype || b->dtype != x->dtype || !b->rank_known || !fusion::same_shape(a, x)) continue;
       if (!ops::check_add_layernorm_addend(a->shape, b->shape, *axis).ok()) continue;
+      ir::Node* gather = embedding_lookup(g, a);
       std::vector<ir::Value*> in = {a, b};
+      std::vector<const ir::Node*> from = {add, ln};
+      if (gather) {
+        in = {gather->inputs[0], gather->inputs[1], b};
+        from.insert(from.begin(), gather);
+      }
       for (size_t k = 1; k < ln->inputs.size(); ++k) in.push_back(ln->inputs[k]);
       ir::Value* y = ln->outputs[0];
-      ir::Node* f = g.add_node("AddLayerNormalization", g.unique_node_name(ln->name + "_add"), in, {y->name + "_fused"},
+      ir::Node* f = g.add_node(gather ? "EmbedLayerNormalization" : "AddLayerNormalization",
+                               g.unique_node_name(ln->name + (gather ? "_embed" : "_add")), in, {y->name + "_fused"},
                                ln->attrs, 1, "kiln");
-      match::record_fusion(f, std::vector<const ir::Node*>{add, ln});
-      match::finish_fusion(g, f, y, {ln, add});
+      match::record_fusion(f, from);
+      std::vector<ir::Node*> gone = {ln, add};
+      if (gather) gone.push_back(gather);
+      match::finish_fusion(g, f, y, gone);
       return true;
     }
     return false;

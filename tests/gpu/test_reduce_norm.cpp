@@ -470,6 +470,60 @@ TEST(GpuNorm, AddLayerNormalization) {
     }
 }
 
+// kiln EmbedLayerNormalization (fuse_add_layernorm's node for a lookup + sum + LayerNorm): rows looked up in a
+// table by int64 or int32 indices (negative ones counted from the end), B added, normalized; against the CPU
+// reference in each type: bert's shapes (the register-resident kernel reads each row from the table), rows too
+// long for it (5000: the rows are gathered into Y first), and a table whose rows hold several normalized rows
+// ([V, 4, 64] normalized over the last dim: gathered first too).
+TEST(GpuNorm, EmbedLayerNormalization) {
+  KILN_REQUIRE_GPU();
+  struct Case {
+    std::vector<int64_t> table, ids, b;
+    DT idx;
+  };
+  const Case cases[] = {
+      {{1000, 768}, {2, 128}, {1, 128, 768}, DT::kINT64},  // bert's token table, batch 2
+      {{1000, 768}, {1, 128}, {128, 768}, DT::kINT32},     // batch 1, int32 ids
+      {{30, 256}, {3, 7}, {256}, DT::kINT64},              // one addend row for all
+      {{40, 5000}, {2, 3}, {1, 3, 5000}, DT::kINT64},       // beyond the register-resident kernel
+      {{40, 4, 64}, {2, 3}, {64}, DT::kINT32},              // table rows of several normalized rows
+  };
+  uint32_t seed = 400;
+  for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (const Case& k : cases) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " table " + dims_to_string(k.table) + " ids " + dims_to_string(k.ids) +
+                   " " + dtype_name(k.idx));
+      ir::Graph g;
+      int64_t n = 1;
+      for (int64_t d : k.ids) n *= d;
+      const int64_t rows = k.table[0];
+      std::vector<int64_t> v(n);
+      for (int64_t i = 0; i < n; ++i) v[i] = (i * 37 + 11) % rows - (i % 5 == 0 ? rows : 0);  // every fifth negative
+      ir::Value* ids = test::add_input(g, "ids", k.idx, ops::shape_from_dims(k.ids));
+      std::vector<Tensor> inputs = {Tensor::from_vector<int64_t>(k.ids, v).cast(k.idx)};
+      const std::vector<int64_t> row = {k.table.back()};
+      std::vector<ir::Value*> in = {g.add_constant("table", random_tensor(dt, k.table, seed++, -2, 2)), ids,
+                                    g.add_constant("b", random_tensor(dt, k.b, seed++, -1, 1)),
+                                    g.add_constant("scale", random_tensor(dt, row, seed++, 0.5, 1.5)),
+                                    g.add_constant("bias", random_tensor(dt, row, seed++))};
+      Attributes at;
+      at.set("axis", int64_t{-1});
+      at.set("epsilon", 1e-5f);
+      ir::Node* node = g.add_node("EmbedLayerNormalization", "embed_ln", in, {"y"}, at, 1, "kiln");
+      Status st = passes::infer_node(g, *node);
+      ASSERT_TRUE(st.ok()) << st.message();
+      g.outputs().push_back(node->outputs[0]);
+      const std::vector<Tensor> cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
+      std::string host;
+      const std::vector<Tensor> gpu = run_graph(g, Backend::kCUDA, inputs, &host);
+      EXPECT_EQ(host, "") << "ran on the host";
+      ASSERT_EQ(cpu.size(), 1u);
+      ASSERT_EQ(gpu.size(), 1u);
+      const double tol = dt == DT::kFLOAT ? 1e-4 : dt == DT::kHALF ? 1e-2 : 5e-2;
+      expect_tensors_close(cpu[0], gpu[0], tol, tol, "vs the reference");
+    }
+}
+
 TEST(GpuNorm, LayerNormalizationStatistics) {
   KILN_REQUIRE_GPU();
   for (int64_t stash : {1, 11})

@@ -140,11 +140,19 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
       }
   }
   for (int64_t row = warp; row < p.rows; row += nwarps) {
-    const uint4* xr = reinterpret_cast<const uint4*>(x + row * p.len);
+    int64_t src = row;
+    bool in_table = true;
+    if (p.gather_index) {  // kiln EmbedLayerNormalization: the row is looked up in the table x
+      src = p.gather_index64 ? static_cast<const int64_t*>(p.gather_index)[row]
+                             : static_cast<int64_t>(static_cast<const int32_t*>(p.gather_index)[row]);
+      if (src < 0) src += p.gather_rows;
+      in_table = src >= 0 && src < p.gather_rows;
+    }
+    const uint4* xr = reinterpret_cast<const uint4*>(x + (in_table ? src : 0) * p.len);
     uint4* yr = reinterpret_cast<uint4*>(y + row * p.len);
     uint4 raw[VPT], scv[PV ? VPT : 1], biv[PV ? VPT : 1];
 #pragma unroll
-    for (int i = 0; i < VPT; ++i) raw[i] = xr[i * 32 + lane];
+    for (int i = 0; i < VPT; ++i) raw[i] = in_table ? xr[i * 32 + lane] : make_uint4(0, 0, 0, 0);
     if (p.addend) {  // kiln AddLayerNormalization: the row plus its addend row, rounded as the Add stored it
       const uint4* ar = reinterpret_cast<const uint4*>(static_cast<const T*>(p.addend) + (row % p.addend_rows) * p.len);
 #pragma unroll
@@ -383,9 +391,10 @@ Status row_norm_t(const void* x, void* y, const RowNormParams& p, int sm_count, 
   if (p.rows <= 0) return Status::Ok();
   bool pv = false;
   const bool vectorizable = layernorm_vector_form<T>(x, y, p, &pv);
-  if (p.addend && (!vectorizable || layernorm_vec_width<T>(p) == 0 || reinterpret_cast<uintptr_t>(p.addend) % 16 != 0 ||
-                   p.addend_rows <= 0))
-    return unsupported("LayerNormalization with an addend: only the register-resident kernel takes one here");
+  if ((p.addend || p.gather_index) &&
+      (!vectorizable || layernorm_vec_width<T>(p) == 0 || (p.addend && p.addend_rows <= 0) ||
+       reinterpret_cast<uintptr_t>(p.addend) % 16 != 0 || (p.gather_index && p.gather_rows <= 0)))
+    return unsupported("LayerNormalization with an addend or a row lookup: only the register-resident kernel takes one here");
   const auto* xt = static_cast<const T*>(x);
   auto* yt = static_cast<T*>(y);
   switch (vectorizable ? layernorm_vec_width<T>(p) : 0) {

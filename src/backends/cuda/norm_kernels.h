@@ -40,6 +40,13 @@ struct RowNormParams {
   // answers Unsupported where that kernel does not apply, and the caller adds first.
   const void* addend = nullptr;
   int64_t addend_rows = 0;
+  // kiln EmbedLayerNormalization: row r of x is row index[r] of `x` taken as a table of gather_rows rows (the
+  // embedding lookup), int64 or int32 indices in device memory; a negative index counts from the end once, one
+  // still outside the table reads a row of zeros (as the Gather kernel does). Register-resident kernel only, as
+  // `addend`.
+  const void* gather_index = nullptr;
+  bool gather_index64 = true;
+  int64_t gather_rows = 0;
 };
 
 // dt: float, half or bf16 for x and y.

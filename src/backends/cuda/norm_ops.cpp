@@ -3,6 +3,7 @@
 // and shape checks mirror the reference implementations in src/ops/softmax.cpp, norm.cpp and transformer_ops.cpp.
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/elementwise_kernels.h"
+#include "backends/cuda/movement_kernels.h"
 #include "backends/cuda/norm_kernels.h"
 #include "ops/add_layer_norm.h"
 #include "ops/layout_util.h"
@@ -73,10 +74,11 @@ Status param_map(const std::string& op, const DevTensor& t, const std::vector<in
   return Status::Ok();
 }
 
-// A LayerNorm's launch parameters from its attributes and its scale/bias inputs at `first_param` and after (1 for
-// LayerNormalization, 2 for kiln AddLayerNormalization); *axis gets the normalized axis.
-Result<RowNormParams> layer_norm_params(const KernelArgs& a, const std::string& op, int first_param, int64_t* axis) {
-  const DevTensor& x = a.in[0];
+// A LayerNorm's launch parameters from its attributes, the shape of the normalized tensor x (the output's for kiln
+// EmbedLayerNormalization, whose input 0 is the table) and the scale/bias inputs at `first_param` and after (1 for
+// LayerNormalization, 2 for kiln AddLayerNormalization, 3 for EmbedLayerNormalization); *axis gets the axis.
+Result<RowNormParams> layer_norm_params(const KernelArgs& a, const std::string& op, const DevTensor& x, int first_param,
+                                        int64_t* axis) {
   KILN_ASSIGN_OR_RETURN(int64_t ax, a.attrs().get_int("axis", -1));
   KILN_ASSIGN_OR_RETURN(ax, ops::normalize_axis(ax, x.rank(), op + ": axis"));
   KILN_ASSIGN_OR_RETURN(float eps, a.attrs().get_float("epsilon", 1e-5f));
@@ -106,7 +108,7 @@ Result<RowNormParams> layer_norm_params(const KernelArgs& a, const std::string& 
 Status run_layer_norm(KernelArgs& a) {
   const std::string op = "LayerNormalization";
   int64_t axis = 0;
-  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, 1, &axis));
+  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, a.in[0], 1, &axis));
   for (size_t k = 1; k < a.out.size() && k < 3; ++k) {
     const DevTensor& s = a.out[k];
     if (s.dtype != DataType::kFLOAT && s.dtype != DataType::kDOUBLE)
@@ -118,35 +120,75 @@ Status run_layer_norm(KernelArgs& a) {
   return launch_row_norm(a.in[0].dtype, a.in[0].data, a.out[0].data, p, a.handles->sm_count, a.stream);
 }
 
-// kiln AddLayerNormalization (A, B, Scale, [Bias]): the LayerNorm kernel adds B's row as it loads each row of A;
-// where that kernel does not apply (rows too long, misaligned), B is added into Y first and Y normalized in place.
-Status run_add_layer_norm(KernelArgs& a) {
-  const std::string op = "kiln AddLayerNormalization";
-  const DevTensor& x = a.in[0];
-  const DevTensor& addend = a.in[1];
-  int64_t axis = 0;
-  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, 2, &axis));
-  if (addend.dtype != x.dtype) return invalid_argument(op + ": A and B differ in type");
-  KILN_RETURN_IF_ERROR(ops::check_add_layernorm_addend(ops::shape_from_dims(x.shape), ops::shape_from_dims(addend.shape),
-                                                       axis));
-  if (p.rows == 0 || p.len == 0) return Status::Ok();
+// LayerNormalization(x + addend) into y, x of y's shape (`total` elements) in device memory: the LayerNorm kernel
+// adds B's row as it loads each row; where that kernel does not apply (rows too long, misaligned), B is added into
+// Y first and Y normalized in place. p: the LayerNorm's parameters without the addend.
+Status add_then_norm(KernelArgs& a, DataType dt, const void* x, int64_t total, const DevTensor& addend, RowNormParams p) {
   p.addend = addend.data;
   p.addend_rows = addend.numel() / p.len;
-  Status fused = launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
+  Status fused = launch_row_norm(dt, x, a.out[0].data, p, a.handles->sm_count, a.stream);
   if (fused.code() != ErrorCode::kUnsupported) return fused;
   // A's element i meets B's element i mod numel(B): a two-dim broadcast, B repeating along the outer dim.
   EwBroadcast bc;
   bc.rank = 2;
   bc.num_inputs = 2;
-  bc.total = x.numel();
+  bc.total = total;
   bc.index32 = bc.total < (int64_t{1} << 31);
   bc.dims[0] = addend.numel();
-  bc.dims[1] = x.numel() / addend.numel();
+  bc.dims[1] = total / addend.numel();
   bc.strides[0][0] = 1, bc.strides[0][1] = addend.numel();
   bc.strides[1][0] = 1, bc.strides[1][1] = 0;
-  KILN_RETURN_IF_ERROR(launch_binary(BinaryOp::kAdd, x.dtype, x.data, addend.data, a.out[0].data, bc, a.stream));
+  KILN_RETURN_IF_ERROR(launch_binary(BinaryOp::kAdd, dt, x, addend.data, a.out[0].data, bc, a.stream));
   p.addend = nullptr;
-  return launch_row_norm(x.dtype, a.out[0].data, a.out[0].data, p, a.handles->sm_count, a.stream);
+  return launch_row_norm(dt, a.out[0].data, a.out[0].data, p, a.handles->sm_count, a.stream);
+}
+
+// kiln AddLayerNormalization (A, B, Scale, [Bias]).
+Status run_add_layer_norm(KernelArgs& a) {
+  const std::string op = "kiln AddLayerNormalization";
+  const DevTensor& x = a.in[0];
+  const DevTensor& addend = a.in[1];
+  int64_t axis = 0;
+  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, x, 2, &axis));
+  if (addend.dtype != x.dtype) return invalid_argument(op + ": A and B differ in type");
+  KILN_RETURN_IF_ERROR(ops::check_add_layernorm_addend(ops::shape_from_dims(x.shape), ops::shape_from_dims(addend.shape),
+                                                       axis, op));
+  if (p.rows == 0 || p.len == 0) return Status::Ok();
+  return add_then_norm(a, x.dtype, x.data, x.numel(), addend, p);
+}
+
+// kiln EmbedLayerNormalization (Data, Indices, B, Scale, [Bias]): the register-resident LayerNorm kernel loads
+// each row from the table by its index and adds B's row; where it does not apply, the rows are gathered into Y
+// first (the Gather kernel), then B added and Y normalized in place.
+Status run_embed_layer_norm(KernelArgs& a) {
+  const std::string op = "kiln EmbedLayerNormalization";
+  const DevTensor& table = a.in[0];
+  const DevTensor& idx = a.in[1];
+  const DevTensor& addend = a.in[2];
+  const DevTensor& y = a.out[0];
+  if (table.rank() < 1) return invalid_argument(op + ": Data must have rank >= 1");
+  if (addend.dtype != table.dtype) return invalid_argument(op + ": Data and B differ in type");
+  int64_t axis = 0;
+  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, y, 3, &axis));
+  KILN_RETURN_IF_ERROR(ops::check_add_layernorm_addend(ops::shape_from_dims(y.shape), ops::shape_from_dims(addend.shape),
+                                                       axis, op));
+  if (p.rows == 0 || p.len == 0) return Status::Ok();
+  const int64_t row_len = ops::product(table.shape, 1);  // one table row: what each index selects
+  if (row_len == p.len) {
+    RowNormParams g = p;
+    g.gather_index = idx.data;
+    g.gather_index64 = idx.dtype == DataType::kINT64;
+    g.gather_rows = table.shape[0];
+    g.addend = addend.data;
+    g.addend_rows = addend.numel() / p.len;
+    Status fused = launch_row_norm(table.dtype, table.data, y.data, g, a.handles->sm_count, a.stream);
+    if (fused.code() != ErrorCode::kUnsupported) return fused;
+  }
+  KILN_RETURN_IF_ERROR(movement::gather(table.data, y.data, static_cast<int>(dtype_size(table.dtype)), 1,
+                                        table.shape[0], row_len,
+                                        movement::IndexRef{idx.data, idx.dtype == DataType::kINT64}, idx.numel(),
+                                        a.stream));
+  return add_then_norm(a, table.dtype, y.data, y.numel(), addend, p);
 }
 
 Status run_rms_norm(KernelArgs& a) {
@@ -251,6 +293,21 @@ KILN_CUDA_KERNEL(AddLayerNormalization) {
   d.run = run_add_layer_norm;
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
     return rank_known_at_most(n, plan, kMaxIndexDims) && params_are_float(n, plan, 2);
+  };
+  return d;
+}
+
+KILN_CUDA_KERNEL(EmbedLayerNormalization) {
+  KernelDef d;
+  d.op = "EmbedLayerNormalization";
+  d.domain = "kiln";
+  d.dtypes = float_types();
+  d.run = run_embed_layer_norm;
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
+    const auto& idx = plan.values[n.inputs[1]];
+    const auto& y = plan.values[n.outputs[0]];
+    return (idx.dtype == DataType::kINT32 || idx.dtype == DataType::kINT64) && y.rank_known &&
+           y.shape.size() <= kMaxIndexDims && params_are_float(n, plan, 2);
   };
   return d;
 }
