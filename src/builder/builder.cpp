@@ -418,8 +418,13 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   // Channels-last GroupNorm (layout_nhwc): on unless KILN_NHWC_GROUPNORM=0 (run 19, H100: unet_stage FP16 1.48x
   // faster at batch 1 and 1.38x at batch 16 than with the GroupNorms bounding NCHW layout regions).
   if (const char* e = std::getenv("KILN_NHWC_GROUPNORM")) opts.nhwc_groupnorm = std::string(e) != "0";
-  // Add -> LayerNormalization as one kernel (fuse_add_layernorm): opt-in until its CUDA kernel has run on a GPU.
-  if (const char* e = std::getenv("KILN_FUSE_ADD_LAYERNORM")) opts.add_layernorm = std::string(e) == "1";
+  // A LayerNorm taking in its input's lookup and Add and its output's Cast (fuse_add_layernorm,
+  // fuse_layernorm_output_cast): opt-in until their CUDA kernels have run on a GPU.
+  if (const char* e = std::getenv("KILN_FUSE_LAYERNORM_IO")) {
+    const std::string v = e;
+    if (v != "0" && v != "1") return invalid_argument("KILN_FUSE_LAYERNORM_IO must be 0 or 1, got '" + v + "'");
+    opts.layernorm_io = v == "1";
+  }
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
   if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};

@@ -1,9 +1,14 @@
-// kiln AddLayerNormalization: LayerNormalization(A + B) in one node, for fuse_add_layernorm (a transformer's
-// embedding sum, or a residual Add no GEMM epilogue took, feeding a LayerNorm). B is A's shape or broadcasts to it
-// along leading dims only (position embeddings [1, S, E] against [N, S, E]): each of A's rows meets one row of B.
-// The sum is rounded to A's type as the separate Add stored it, so the fused node computes what the pair did.
-// kiln EmbedLayerNormalization: the same with A gathered from an embedding table first (Gather along axis 0 ->
-// Add -> LayerNormalization, a transformer's token embedding + position embedding + its first LayerNorm).
+// The kiln LayerNorm family: LayerNormalization nodes that take in what was around them.
+// - kiln AddLayerNormalization: LayerNormalization(A + B) in one node, for fuse_add_layernorm (a transformer's
+//   embedding sum, or a residual Add no GEMM epilogue took, feeding a LayerNorm). B is A's shape or broadcasts to it
+//   along leading dims only (position embeddings [1, S, E] against [N, S, E]): each of A's rows meets one row of B.
+//   The sum is rounded to A's type as the separate Add stored it, so the fused node computes what the pair did.
+// - kiln EmbedLayerNormalization: the same with A gathered from an embedding table first (Gather along axis 0 ->
+//   Add -> LayerNormalization, a transformer's token embedding + position embedding + its first LayerNorm).
+// - kiln LayerNormalization: ONNX LayerNormalization (Y only).
+// Each takes an optional `to` (an ONNX type code: X's type or float32): Y stored in that type. With float32 from a
+// reduced type (fuse_layernorm_output_cast: the network output's Cast after the last LayerNorm) the normalized
+// values are stored unrounded, where the separate Cast converted values already rounded to X's type.
 #include <algorithm>
 
 #include "ops/add_layer_norm.h"
@@ -31,39 +36,79 @@ Status check_add_layernorm_addend(const Shape& a, const Shape& b, int64_t axis, 
   return Status::Ok();
 }
 
+Result<DataType> layernorm_output_type(const Attributes& attrs, DataType x, const std::string& op) {
+  if (!attrs.has("to")) return x;
+  KILN_ASSIGN_OR_RETURN(int64_t code, attrs.get_int("to"));
+  DataType t = x;
+  if (!dtype_from_onnx_code(code, &t) || (t != x && t != DataType::kFLOAT))
+    return invalid_model(op + ": 'to' must be float32 or X's type (" + std::string(dtype_name(x)) + "), got type code " +
+                         std::to_string(code));
+  return t;
+}
+
+namespace {
+
+const std::vector<AttrSpec> kAttrs = {
+    {"axis", AttrType::kINT}, {"epsilon", AttrType::kFLOAT}, {"stash_type", AttrType::kINT}, {"to", AttrType::kINT}};
+
+// Y of the family's shape inference: A's shape (when known) in the `to` type.
+Status set_output(InferContext& ctx, const TensorInfo& a, const std::string& op) {
+  KILN_ASSIGN_OR_RETURN(DataType t, layernorm_output_type(ctx.attrs(), a.dtype, op));
+  ctx.output(0) = make_info(t, a.shape);
+  ctx.output(0).rank_known = a.rank_known;
+  return Status::Ok();
+}
+
+// The reference LayerNormalization of x (already summed, in its type) with the node's scale/bias inputs from
+// `first_param` on, stored as the node's `to`: float32 from a reduced type normalizes float32 copies of x and the
+// parameters, as the kernel computes in float32 and stores without rounding to x's type.
+Status normalize(ComputeContext& ctx, const Tensor& x, int first_param, const std::string& op) {
+  KILN_ASSIGN_OR_RETURN(DataType to, layernorm_output_type(ctx.attrs(), x.dtype(), op));
+  Attributes attrs = ctx.attrs();
+  attrs.erase("to");
+  std::vector<Tensor> copies;
+  copies.reserve(3);
+  std::vector<const Tensor*> in = {&x};
+  for (int i = first_param; i < ctx.num_inputs(); ++i)
+    if (ctx.has_input(i)) in.push_back(&ctx.input(i));
+  if (to != x.dtype())
+    for (const Tensor*& t : in) t = &copies.emplace_back(t->cast(to));
+  KILN_ASSIGN_OR_RETURN(auto y, run_reference("LayerNormalization", "", attrs, 17, in));
+  ctx.set_output(0, std::move(y[0]));
+  return Status::Ok();
+}
+
+}  // namespace
+
 KILN_REGISTER_OP(AddLayerNormalization) {
   OpSchema s;
   s.name = "AddLayerNormalization";
   s.domain = "kiln";
   s.min_inputs = 3;
   s.max_inputs = 4;
-  s.attrs = {{"axis", AttrType::kINT}, {"epsilon", AttrType::kFLOAT}, {"stash_type", AttrType::kINT}};
+  s.attrs = kAttrs;
   s.dtypes = float_types();
   s.infer = [](InferContext& ctx) -> Status {
+    const std::string op = "kiln AddLayerNormalization";
     const TensorInfo& a = ctx.input(0);
     const TensorInfo& b = ctx.input(1);
-    if (a.dtype != b.dtype) return invalid_model("kiln AddLayerNormalization: A and B differ in type");
+    if (a.dtype != b.dtype) return invalid_model(op + ": A and B differ in type");
     if (a.rank_known && b.rank_known) {
       KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
-      KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.shape.size(), "kiln AddLayerNormalization: axis"));
-      KILN_RETURN_IF_ERROR(check_add_layernorm_addend(a.shape, b.shape, axis));
+      KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.shape.size(), op + ": axis"));
+      KILN_RETURN_IF_ERROR(check_add_layernorm_addend(a.shape, b.shape, axis, op));
     }
-    ctx.output(0) = make_info(a.dtype, a.shape);
-    ctx.output(0).rank_known = a.rank_known;
-    return Status::Ok();
+    return set_output(ctx, a, op);
   };
   s.compute = [](ComputeContext& ctx) -> Status {
+    const std::string op = "kiln AddLayerNormalization";
     const Tensor& a = ctx.input(0);
     const Tensor& b = ctx.input(1);
     KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
-    KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.rank(), "kiln AddLayerNormalization: axis"));
-    KILN_RETURN_IF_ERROR(check_add_layernorm_addend(shape_from_dims(a.shape()), shape_from_dims(b.shape()), axis));
+    KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.rank(), op + ": axis"));
+    KILN_RETURN_IF_ERROR(check_add_layernorm_addend(shape_from_dims(a.shape()), shape_from_dims(b.shape()), axis, op));
     KILN_ASSIGN_OR_RETURN(auto sum, run_reference("Add", "", Attributes{}, 14, {&a, &b}));
-    std::vector<const Tensor*> in = {&sum[0], &ctx.input(2)};
-    if (ctx.has_input(3)) in.push_back(&ctx.input(3));
-    KILN_ASSIGN_OR_RETURN(auto y, run_reference("LayerNormalization", "", ctx.attrs(), 17, in));
-    ctx.set_output(0, std::move(y[0]));
-    return Status::Ok();
+    return normalize(ctx, sum[0], 2, op);
   };
   return s;
 }
@@ -76,45 +121,67 @@ KILN_REGISTER_OP(EmbedLayerNormalization) {
   s.domain = "kiln";
   s.min_inputs = 4;
   s.max_inputs = 5;
-  s.attrs = {{"axis", AttrType::kINT}, {"epsilon", AttrType::kFLOAT}, {"stash_type", AttrType::kINT}};
+  s.attrs = kAttrs;
   s.dtypes = float_types();
   s.infer = [](InferContext& ctx) -> Status {
+    const std::string op = "kiln EmbedLayerNormalization";
     const TensorInfo& data = ctx.input(0);
     const TensorInfo& idx = ctx.input(1);
     const TensorInfo& b = ctx.input(2);
     if (idx.dtype != DataType::kINT32 && idx.dtype != DataType::kINT64)
-      return invalid_model("kiln EmbedLayerNormalization: Indices must be int32 or int64");
-    if (data.dtype != b.dtype) return invalid_model("kiln EmbedLayerNormalization: Data and B differ in type");
-    TensorInfo& y = ctx.output(0);
-    y.dtype = data.dtype;
-    y.rank_known = data.rank_known && idx.rank_known;
-    if (!y.rank_known) return Status::Ok();
-    if (data.shape.empty()) return invalid_model("kiln EmbedLayerNormalization: Data must have rank >= 1");
-    Shape a = idx.shape;
-    a.insert(a.end(), data.shape.begin() + 1, data.shape.end());
-    if (b.rank_known) {
-      KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
-      KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.size(), "kiln EmbedLayerNormalization: axis"));
-      KILN_RETURN_IF_ERROR(check_add_layernorm_addend(a, b.shape, axis, "kiln EmbedLayerNormalization"));
+      return invalid_model(op + ": Indices must be int32 or int64");
+    if (data.dtype != b.dtype) return invalid_model(op + ": Data and B differ in type");
+    TensorInfo a;
+    a.dtype = data.dtype;
+    a.rank_known = data.rank_known && idx.rank_known;
+    if (a.rank_known) {
+      if (data.shape.empty()) return invalid_model(op + ": Data must have rank >= 1");
+      a.shape = idx.shape;
+      a.shape.insert(a.shape.end(), data.shape.begin() + 1, data.shape.end());
+      if (b.rank_known) {
+        KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
+        KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.shape.size(), op + ": axis"));
+        KILN_RETURN_IF_ERROR(check_add_layernorm_addend(a.shape, b.shape, axis, op));
+      }
     }
-    y = make_info(data.dtype, a);
-    return Status::Ok();
+    return set_output(ctx, a, op);
   };
   s.compute = [](ComputeContext& ctx) -> Status {
+    const std::string op = "kiln EmbedLayerNormalization";
     Attributes gather;
     gather.set("axis", int64_t{0});
     KILN_ASSIGN_OR_RETURN(auto a, run_reference("Gather", "", gather, 13, {&ctx.input(0), &ctx.input(1)}));
     const Tensor& b = ctx.input(2);
     KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
-    KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a[0].rank(), "kiln EmbedLayerNormalization: axis"));
-    KILN_RETURN_IF_ERROR(check_add_layernorm_addend(shape_from_dims(a[0].shape()), shape_from_dims(b.shape()), axis,
-                                                    "kiln EmbedLayerNormalization"));
+    KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a[0].rank(), op + ": axis"));
+    KILN_RETURN_IF_ERROR(
+        check_add_layernorm_addend(shape_from_dims(a[0].shape()), shape_from_dims(b.shape()), axis, op));
     KILN_ASSIGN_OR_RETURN(auto sum, run_reference("Add", "", Attributes{}, 14, {&a[0], &b}));
-    std::vector<const Tensor*> in = {&sum[0], &ctx.input(3)};
-    if (ctx.has_input(4)) in.push_back(&ctx.input(4));
-    KILN_ASSIGN_OR_RETURN(auto y, run_reference("LayerNormalization", "", ctx.attrs(), 17, in));
-    ctx.set_output(0, std::move(y[0]));
-    return Status::Ok();
+    return normalize(ctx, sum[0], 3, op);
+  };
+  return s;
+}
+
+// kiln LayerNormalization (X, Scale, [Bias]): ONNX LayerNormalization's Y, stored as `to`.
+KILN_REGISTER_OP(KilnLayerNormalization) {
+  OpSchema s;
+  s.name = "LayerNormalization";
+  s.domain = "kiln";
+  s.min_inputs = 2;
+  s.max_inputs = 3;
+  s.attrs = kAttrs;
+  s.dtypes = float_types();
+  s.infer = [](InferContext& ctx) -> Status {
+    const TensorInfo& x = ctx.input(0);
+    const std::string op = "kiln LayerNormalization";
+    if (x.rank_known) {
+      KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
+      KILN_RETURN_IF_ERROR(normalize_axis(axis, x.shape.size(), op + ": axis").status());
+    }
+    return set_output(ctx, x, op);
+  };
+  s.compute = [](ComputeContext& ctx) -> Status {
+    return normalize(ctx, ctx.input(0), 1, "kiln LayerNormalization");
   };
   return s;
 }

@@ -1,5 +1,5 @@
-// kiln AddLayerNormalization and EmbedLayerNormalization (add_layer_norm.cpp): what the fused nodes accept as
-// their addend.
+// The kiln LayerNorm family (add_layer_norm.cpp): what AddLayerNormalization and EmbedLayerNormalization accept as
+// their addend, and the type each member stores Y in.
 #pragma once
 
 #include "ops/op.h"
@@ -11,5 +11,8 @@ namespace kiln::ops {
 // meets row r mod rows(B)). `op` names the node kind in the error.
 Status check_add_layernorm_addend(const Shape& a, const Shape& b, int64_t axis,
                                   const std::string& op = "kiln AddLayerNormalization");
+
+// Y's type of a kiln LayerNorm node with X of type x: its `to` attribute (float32 or x), else x.
+Result<DataType> layernorm_output_type(const Attributes& attrs, DataType x, const std::string& op);
 
 }  // namespace kiln::ops

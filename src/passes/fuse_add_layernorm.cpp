@@ -6,8 +6,8 @@
 // (a [1, S, E] position table against [N, S, E]), as ops::check_add_layernorm_addend says. Where that full-shape
 // addend is a Gather along axis 0 that nothing else reads (the token embedding lookup), the Gather goes in too, as
 // kiln::EmbedLayerNormalization: the kernel loads each row straight from the embedding table, so two launches and
-// two stores of the activation go. Off unless PassOptions::add_layernorm (the builder sets it from
-// KILN_FUSE_ADD_LAYERNORM=1).
+// two stores of the activation go. Off unless PassOptions::layernorm_io (the builder sets it from
+// KILN_FUSE_LAYERNORM_IO=1).
 #include "ops/add_layer_norm.h"
 #include "ops/op_util.h"
 #include "passes/fusion_util.h"
@@ -22,7 +22,7 @@ class FuseAddLayerNorm final : public Pass {
   std::string_view name() const override { return "fuse_add_layernorm"; }
 
   Status apply(ir::Graph& g, PassContext& ctx) override {
-    if (!ctx.options.add_layernorm) return Status::Ok();
+    if (!ctx.options.layernorm_io) return Status::Ok();
     std::vector<ir::Node*> norms;
     for (const auto& n : g.nodes())
       if (n->op_type == "LayerNormalization" && n->domain.empty()) norms.push_back(n.get());

@@ -38,8 +38,9 @@ struct PassOptions {
   // layout_nhwc: GroupNormalization between NHWC convolutions runs channels-last (kiln GroupNormalization, layout
   // NHWC) instead of bounding a layout region (KILN_NHWC_GROUPNORM=0 turns it off).
   bool nhwc_groupnorm = true;
-  // fuse_add_layernorm: off until its CUDA kernel has run on a GPU (KILN_FUSE_ADD_LAYERNORM=1 turns it on).
-  bool add_layernorm = false;
+  // fuse_add_layernorm, fuse_layernorm_output_cast: off until their CUDA kernels have run on a GPU
+  // (KILN_FUSE_LAYERNORM_IO=1 turns them on).
+  bool layernorm_io = false;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG
   bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)
@@ -90,8 +91,9 @@ std::unique_ptr<Pass> make_fold_batchnorm();
 std::unique_ptr<Pass> make_fuse_conv_epilogue();
 std::unique_ptr<Pass> make_fuse_conv_prologue();
 std::unique_ptr<Pass> make_fuse_norm_activation();
-// Does nothing unless PassOptions::add_layernorm.
+// These two do nothing unless PassOptions::layernorm_io.
 std::unique_ptr<Pass> make_fuse_add_layernorm();
+std::unique_ptr<Pass> make_fuse_layernorm_output_cast();
 std::unique_ptr<Pass> make_layout_nhwc();
 std::unique_ptr<Pass> make_conv1x1_as_gemm();
 std::unique_ptr<Pass> make_conv_patchify_as_gemm();

@@ -90,8 +90,11 @@ PassList cuda_pipeline() {
   // After layout_nhwc made GroupNorms channels-last; before fuse_pointwise would take their activations.
   p.push_back(make_fuse_norm_activation());
   // After lowering (the Add and the LayerNorm in the engine's type); before fuse_pointwise would take the Add.
-  // Opt-in (PassOptions::add_layernorm) until the CUDA kernel's reading of B has been checked on a GPU.
+  // Opt-in (PassOptions::layernorm_io) until the CUDA kernel's reading of B has been checked on a GPU.
   p.push_back(make_fuse_add_layernorm());
+  // After it (the LayerNorm that stores float32 may be one it made) and after lowering's output Casts; before
+  // fuse_pointwise would take the Cast. Opt-in likewise.
+  p.push_back(make_fuse_layernorm_output_cast());
   // After lowering and its dead-code elimination (B is the converted constant, the float32 output's Cast is in
   // place) and after every pass that makes GEMMs; before fuse_pointwise, which would take that Cast into a
   // Pointwise kernel that Unpad absorbs instead.

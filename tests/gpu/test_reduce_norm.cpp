@@ -3,6 +3,7 @@
 #include "../unit/engine_test_util.h"
 #include "gpu_test_util.h"
 #include "passes/shape_inference.h"
+#include "ops/op_util.h"
 
 namespace kiln::gpu_testing {
 namespace {
@@ -436,8 +437,11 @@ TEST(GpuNorm, AddLayerNormalization) {
   };
   uint32_t seed = 300;
   for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (bool to_float : {false, true})
     for (const Case& k : cases) {
-      SCOPED_TRACE(std::string(dtype_name(dt)) + " A " + dims_to_string(k.a) + " B " + dims_to_string(k.b));
+      if (to_float && dt == DT::kFLOAT) continue;
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " A " + dims_to_string(k.a) + " B " + dims_to_string(k.b) +
+                   (to_float ? " stored as float32" : ""));
       ir::Graph g;
       std::vector<Tensor> inputs;
       ir::Value* a = test::add_input(g, "a", dt, ops::shape_from_dims(k.a));
@@ -455,6 +459,7 @@ TEST(GpuNorm, AddLayerNormalization) {
       Attributes at;
       at.set("axis", int64_t{-1});
       at.set("epsilon", 1e-5f);
+      if (to_float) at.set("to", ops::onnx_code_of(DT::kFLOAT));
       ir::Node* n = g.add_node("AddLayerNormalization", "add_ln", in, {"y"}, at, 1, "kiln");
       Status st = passes::infer_node(g, *n);
       ASSERT_TRUE(st.ok()) << st.message();
@@ -490,9 +495,11 @@ TEST(GpuNorm, EmbedLayerNormalization) {
   };
   uint32_t seed = 400;
   for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
+    for (bool to_float : {false, true})
     for (const Case& k : cases) {
+      if (to_float && dt == DT::kFLOAT) continue;
       SCOPED_TRACE(std::string(dtype_name(dt)) + " table " + dims_to_string(k.table) + " ids " + dims_to_string(k.ids) +
-                   " " + dtype_name(k.idx));
+                   " " + dtype_name(k.idx) + (to_float ? " stored as float32" : ""));
       ir::Graph g;
       int64_t n = 1;
       for (int64_t d : k.ids) n *= d;
@@ -509,6 +516,7 @@ TEST(GpuNorm, EmbedLayerNormalization) {
       Attributes at;
       at.set("axis", int64_t{-1});
       at.set("epsilon", 1e-5f);
+      if (to_float) at.set("to", ops::onnx_code_of(DT::kFLOAT));
       ir::Node* node = g.add_node("EmbedLayerNormalization", "embed_ln", in, {"y"}, at, 1, "kiln");
       Status st = passes::infer_node(g, *node);
       ASSERT_TRUE(st.ok()) << st.message();
@@ -522,6 +530,46 @@ TEST(GpuNorm, EmbedLayerNormalization) {
       const double tol = dt == DT::kFLOAT ? 1e-4 : dt == DT::kHALF ? 1e-2 : 5e-2;
       expect_tensors_close(cpu[0], gpu[0], tol, tol, "vs the reference");
     }
+}
+
+// kiln LayerNormalization (fuse_layernorm_output_cast's node): Y stored as float32 from float16/bfloat16 input,
+// against the CPU reference (the float32 normalization of the reduced inputs): rows the register-resident kernel
+// stores as float32 itself (768, 256, 1024) and rows it does not take (5000, 1030, 4096), which are normalized into
+// the workspace and converted; and `to` equal to X's type.
+TEST(GpuNorm, KilnLayerNormalizationStoresFloat32) {
+  KILN_REQUIRE_GPU();
+  uint32_t seed = 500;
+  for (DT dt : {DT::kHALF, DT::kBF16, DT::kFLOAT})
+    for (std::vector<int64_t> shape : std::vector<std::vector<int64_t>>{
+             {1, 128, 768}, {64, 128, 768}, {5, 256}, {3, 1024}, {2, 5000}, {3, 1030}, {7, 4096}})
+      for (bool bias : {true, false}) {
+        const DT to = dt == DT::kFLOAT ? DT::kFLOAT : (bias ? DT::kFLOAT : dt);  // without bias: `to` = X's type
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + dims_to_string(shape) + " to " + dtype_name(to));
+        ir::Graph g;
+        ir::Value* x = test::add_input(g, "x", dt, ops::shape_from_dims(shape));
+        std::vector<Tensor> inputs = {random_tensor(dt, shape, seed++, -3, 3)};
+        const std::vector<int64_t> row = {shape.back()};
+        std::vector<ir::Value*> in = {x, g.add_constant("scale", random_tensor(dt, row, seed++, 0.5, 1.5))};
+        if (bias) in.push_back(g.add_constant("bias", random_tensor(dt, row, seed++)));
+        Attributes at;
+        at.set("axis", int64_t{-1});
+        at.set("epsilon", 1e-5f);
+        at.set("to", ops::onnx_code_of(to));
+        ir::Node* n = g.add_node("LayerNormalization", "ln_f32", in, {"y"}, at, 1, "kiln");
+        Status st = passes::infer_node(g, *n);
+        ASSERT_TRUE(st.ok()) << st.message();
+        ASSERT_EQ(n->outputs[0]->dtype, to);
+        g.outputs().push_back(n->outputs[0]);
+        const std::vector<Tensor> cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
+        std::string host;
+        const std::vector<Tensor> gpu = run_graph(g, Backend::kCUDA, inputs, &host);
+        EXPECT_EQ(host, "") << "ran on the host";
+        ASSERT_EQ(gpu.size(), 1u);
+        ASSERT_EQ(gpu[0].dtype(), to);
+        // Stored as float32, only the order of float32 sums differs from the reference.
+        const double tol = to == DT::kFLOAT ? 1e-4 : dt == DT::kHALF ? 1e-2 : 5e-2;
+        expect_tensors_close(cpu[0], gpu[0], tol, tol, "vs the reference");
+      }
 }
 
 TEST(GpuNorm, LayerNormalizationStatistics) {

@@ -58,10 +58,10 @@ Built build(ir::Graph& g, DataType dt, std::vector<int64_t> b_shape, bool b_firs
 
 passes::PassList fusion() { return list_of(passes::make_fuse_add_layernorm()); }
 
-// The pass's option on (the builder sets it from KILN_FUSE_ADD_LAYERNORM=1).
+// The pass's option on (the builder sets it from KILN_FUSE_LAYERNORM_IO=1).
 passes::PassOptions enabled() {
   passes::PassOptions o;
-  o.add_layernorm = true;
+  o.layernorm_io = true;
   return o;
 }
 
@@ -221,7 +221,7 @@ TEST(FuseAddLayerNorm, EmbedLayerNormalizationChecksItsAddend) {
       << st.message();
 }
 
-// Off by default: the pass leaves the pair unless PassOptions::add_layernorm.
+// Off by default: the pass leaves the pair unless PassOptions::layernorm_io.
 TEST(FuseAddLayerNorm, OffUnlessEnabled) {
   ir::Graph g;
   build(g, DataType::kFLOAT, {1, 8, 16});
@@ -280,7 +280,7 @@ TEST(FuseAddLayerNorm, AddendShapes) {
 }
 
 // The CI exports (`make test-models` sets KILN_TRANSFORMER_MODEL_DIRS) through the CUDA pipeline with the fusion on
-// (PassOptions::add_layernorm): bert's token lookup and embedding sum go into its first LayerNorm (gpt's and vit's sums are also
+// (PassOptions::layernorm_io): bert's token lookup and embedding sum go into its first LayerNorm (gpt's and vit's sums are also
 // the first residual, so they stay), and the FP16 result still matches the float32 CPU pipeline.
 TEST(FuseAddLayerNorm, ExportedTransformers) {
   const char* dirs = std::getenv("KILN_TRANSFORMER_MODEL_DIRS");

@@ -196,8 +196,8 @@ PY
     ;;
   ab)
     # Environment settings against the default, model by model, in one call: AB_ENV holds one or more variants
-    # separated by ';', each one or more VAR=value words (e.g. "KILN_TACTIC_WEIGHTS=cold;KILN_FUSE_ADD_LAYERNORM=1;
-    # KILN_TACTIC_WEIGHTS=cold KILN_FUSE_ADD_LAYERNORM=1"), and AB_MODELS model:batch pairs. Each engine is built
+    # separated by ';', each one or more VAR=value words (e.g. "KILN_TACTIC_WEIGHTS=cold;KILN_FUSE_LAYERNORM_IO=1;
+    # KILN_TACTIC_WEIGHTS=cold KILN_FUSE_LAYERNORM_IO=1"), and AB_MODELS model:batch pairs. Each engine is built
     # fresh (no timing cache) for the default and every variant, twice in alternation, and timed as a CUDA-graph
     # replay (FP16, median GPU compute time of 500 runs); each kiln run is stopped after 120 s.
     IFS=';' read -r -a variants <<< "${AB_ENV:-}"

@@ -115,8 +115,9 @@ __global__ void __launch_bounds__(1024) row_norm_kernel(const T* __restrict__ x,
 // Mean/InvStdDev output is wanted. PV: the scale (and bias) have x's type and alignment; they are then loaded as
 // 16-byte vectors with each row (a warp often handles one row only, bert at batch 64: 48 scalar parameter loads
 // per lane, each through a type switch, cost more than the row itself), else converted to float one by one.
-template <typename T, int VPT, bool PV>
-__global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restrict__ x, T* __restrict__ y,
+// TO: y's type, T or (for a fused output Cast, RowNormParams::out_float) float.
+template <typename T, typename TO, int VPT, bool PV>
+__global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restrict__ x, TO* __restrict__ y,
                                                                   RowNormParams p) {
   pdl_wait();  // launched with launch_pdl: nothing before this may touch memory an earlier kernel writes
   constexpr int E = 16 / sizeof(T);
@@ -149,7 +150,7 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
       in_table = src >= 0 && src < p.gather_rows;
     }
     const uint4* xr = reinterpret_cast<const uint4*>(x + (in_table ? src : 0) * p.len);
-    uint4* yr = reinterpret_cast<uint4*>(y + row * p.len);
+    TO* yrow = y + row * p.len;
     uint4 raw[VPT], scv[PV ? VPT : 1], biv[PV ? VPT : 1];
 #pragma unroll
     for (int i = 0; i < VPT; ++i) raw[i] = in_table ? xr[i * 32 + lane] : make_uint4(0, 0, 0, 0);
@@ -192,8 +193,7 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
     const float inv = 1.f / sqrtf(warp_allreduce(sq, AddOp()) / n + p.eps);
 #pragma unroll
     for (int i = 0; i < VPT; ++i) {
-      uint4 out;
-      T* t = reinterpret_cast<T*>(&out);
+      float o[E];
 #pragma unroll
       for (int e = 0; e < E; ++e) {
         float s, b;
@@ -204,19 +204,36 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
           s = sc[i][e];
           b = bi[i][e];
         }
-        t[e] = from_f<T>((to_f(reinterpret_cast<const T*>(&raw[i])[e]) - mean) * inv * s + b);
+        o[e] = (to_f(reinterpret_cast<const T*>(&raw[i])[e]) - mean) * inv * s + b;
       }
-      yr[i * 32 + lane] = out;
+      if constexpr (std::is_same_v<TO, T>) {
+        uint4 out;
+        T* t = reinterpret_cast<T*>(&out);
+#pragma unroll
+        for (int e = 0; e < E; ++e) t[e] = from_f<T>(o[e]);
+        reinterpret_cast<uint4*>(yrow)[i * 32 + lane] = out;
+      } else {  // float32 out: the lane's E values as E / 4 float4 stores
+        static_assert(std::is_same_v<TO, float> && E % 4 == 0, "a reduced type's row stored as float32");
+        float4* yv = reinterpret_cast<float4*>(yrow) + (i * 32 + lane) * (E / 4);
+#pragma unroll
+        for (int j = 0; j < E / 4; ++j) yv[j] = make_float4(o[4 * j], o[4 * j + 1], o[4 * j + 2], o[4 * j + 3]);
+      }
     }
   }
 }
 
 template <typename T, int VPT>
-void launch_layernorm_vec(const T* x, T* y, const RowNormParams& p, bool pv, int sm_count, cudaStream_t stream) {
+void launch_layernorm_vec(const T* x, void* y, const RowNormParams& p, bool pv, int sm_count, cudaStream_t stream) {
   constexpr int kWarps = 4;
   const int64_t blocks = std::min<int64_t>((p.rows + kWarps - 1) / kWarps, static_cast<int64_t>(sm_count) * 16);
-  auto* kernel = pv ? &row_layernorm_vec_kernel<T, VPT, true> : &row_layernorm_vec_kernel<T, VPT, false>;
-  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(32 * kWarps), 0, stream, x, y, p);
+  const dim3 grid(static_cast<unsigned>(blocks)), block(32 * kWarps);
+  if (p.out_float && !std::is_same_v<T, float>) {
+    auto* kernel = pv ? &row_layernorm_vec_kernel<T, float, VPT, true> : &row_layernorm_vec_kernel<T, float, VPT, false>;
+    launch_pdl(kernel, grid, block, 0, stream, x, static_cast<float*>(y), p);
+    return;
+  }
+  auto* kernel = pv ? &row_layernorm_vec_kernel<T, T, VPT, true> : &row_layernorm_vec_kernel<T, T, VPT, false>;
+  launch_pdl(kernel, grid, block, 0, stream, x, static_cast<T*>(y), p);
 }
 
 // What both vector LayerNorm/RMSNorm kernels need: rows of whole 16-byte vectors of T, x and y aligned, the
@@ -395,13 +412,15 @@ Status row_norm_t(const void* x, void* y, const RowNormParams& p, int sm_count, 
       (!vectorizable || layernorm_vec_width<T>(p) == 0 || (p.addend && p.addend_rows <= 0) ||
        reinterpret_cast<uintptr_t>(p.addend) % 16 != 0 || (p.gather_index && p.gather_rows <= 0)))
     return unsupported("LayerNormalization with an addend or a row lookup: only the register-resident kernel takes one here");
+  if (p.out_float && !std::is_same_v<T, float> && (!vectorizable || layernorm_vec_width<T>(p) == 0))
+    return unsupported("LayerNormalization writing float32 from a reduced type: only the register-resident kernel does");
   const auto* xt = static_cast<const T*>(x);
   auto* yt = static_cast<T*>(y);
   switch (vectorizable ? layernorm_vec_width<T>(p) : 0) {
-    case 1: launch_layernorm_vec<T, 1>(xt, yt, p, pv, sm_count, stream); break;
-    case 2: launch_layernorm_vec<T, 2>(xt, yt, p, pv, sm_count, stream); break;
-    case 3: launch_layernorm_vec<T, 3>(xt, yt, p, pv, sm_count, stream); break;
-    case 4: launch_layernorm_vec<T, 4>(xt, yt, p, pv, sm_count, stream); break;
+    case 1: launch_layernorm_vec<T, 1>(xt, y, p, pv, sm_count, stream); break;
+    case 2: launch_layernorm_vec<T, 2>(xt, y, p, pv, sm_count, stream); break;
+    case 3: launch_layernorm_vec<T, 3>(xt, y, p, pv, sm_count, stream); break;
+    case 4: launch_layernorm_vec<T, 4>(xt, y, p, pv, sm_count, stream); break;
     default: {
       if (vectorizable) {
         constexpr int64_t E = 16 / sizeof(T);

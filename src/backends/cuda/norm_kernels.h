@@ -47,9 +47,12 @@ struct RowNormParams {
   const void* gather_index = nullptr;
   bool gather_index64 = true;
   int64_t gather_rows = 0;
+  // y is float32 whatever x's type (a kiln norm node with to = float: the output Cast fused). Register-resident
+  // kernel only, as `addend`.
+  bool out_float = false;
 };
 
-// dt: float, half or bf16 for x and y.
+// dt: float, half or bf16 for x and y (y float32 with p.out_float).
 Status launch_row_norm(DataType dt, const void* x, void* y, const RowNormParams& p, int sm_count, cudaStream_t stream);
 
 // Softmax, LogSoftmax, Lp1, Lp2 over the middle axis of [outer, len, inner] with inner > 1.

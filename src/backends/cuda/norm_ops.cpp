@@ -5,6 +5,7 @@
 #include "backends/cuda/elementwise_kernels.h"
 #include "backends/cuda/movement_kernels.h"
 #include "backends/cuda/norm_kernels.h"
+#include "backends/cuda/unpad.h"
 #include "ops/add_layer_norm.h"
 #include "ops/layout_util.h"
 #include "ops/op_util.h"
@@ -120,13 +121,32 @@ Status run_layer_norm(KernelArgs& a) {
   return launch_row_norm(a.in[0].dtype, a.in[0].data, a.out[0].data, p, a.handles->sm_count, a.stream);
 }
 
-// LayerNormalization(x + addend) into y, x of y's shape (`total` elements) in device memory: the LayerNorm kernel
-// adds B's row as it loads each row; where that kernel does not apply (rows too long, misaligned), B is added into
-// Y first and Y normalized in place. p: the LayerNorm's parameters without the addend.
-Status add_then_norm(KernelArgs& a, DataType dt, const void* x, int64_t total, const DevTensor& addend, RowNormParams p) {
+// Where a kiln LayerNorm node's fallback path writes Y in x's type `dt`: the output itself, or, when the node
+// stores float32 from a reduced type (`to`) and the register-resident kernel did not take it, the workspace, which
+// store_staged then converts into the output.
+Result<void*> staging(KernelArgs& a, DataType dt, int64_t elems, const std::string& op) {
+  if (a.out[0].dtype == dt) return a.out[0].data;
+  const size_t bytes = static_cast<size_t>(elems) * dtype_size(dt);
+  if (bytes > a.handles->workspace_bytes)
+    return unsupported(op + ": storing float32 from " + std::string(dtype_name(dt)) + " outside the register-resident " +
+                       "kernel stages Y in the workspace, which holds " + std::to_string(a.handles->workspace_bytes) +
+                       " bytes, not " + std::to_string(bytes));
+  return a.handles->workspace;
+}
+
+Status store_staged(KernelArgs& a, DataType dt, const void* staged, const RowNormParams& p) {
+  if (staged == a.out[0].data) return Status::Ok();
+  return launch_unpad(dt, a.out[0].dtype, staged, a.out[0].data, p.rows, p.len, p.len, a.handles->sm_count, a.stream);
+}
+
+// LayerNormalization(x + addend) into y of x's type, x of y's shape (`total` elements) in device memory: the
+// LayerNorm kernel adds B's row as it loads each row; where that kernel does not apply (rows too long, misaligned),
+// B is added into y first and y normalized in place. p: the LayerNorm's parameters without the addend.
+Status add_then_norm(KernelArgs& a, DataType dt, const void* x, void* y, int64_t total, const DevTensor& addend,
+                     RowNormParams p) {
   p.addend = addend.data;
   p.addend_rows = addend.numel() / p.len;
-  Status fused = launch_row_norm(dt, x, a.out[0].data, p, a.handles->sm_count, a.stream);
+  Status fused = launch_row_norm(dt, x, y, p, a.handles->sm_count, a.stream);
   if (fused.code() != ErrorCode::kUnsupported) return fused;
   // A's element i meets B's element i mod numel(B): a two-dim broadcast, B repeating along the outer dim.
   EwBroadcast bc;
@@ -138,12 +158,28 @@ Status add_then_norm(KernelArgs& a, DataType dt, const void* x, int64_t total, c
   bc.dims[1] = total / addend.numel();
   bc.strides[0][0] = 1, bc.strides[0][1] = addend.numel();
   bc.strides[1][0] = 1, bc.strides[1][1] = 0;
-  KILN_RETURN_IF_ERROR(launch_binary(BinaryOp::kAdd, dt, x, addend.data, a.out[0].data, bc, a.stream));
+  KILN_RETURN_IF_ERROR(launch_binary(BinaryOp::kAdd, dt, x, addend.data, y, bc, a.stream));
   p.addend = nullptr;
-  return launch_row_norm(dt, a.out[0].data, a.out[0].data, p, a.handles->sm_count, a.stream);
+  return launch_row_norm(dt, y, y, p, a.handles->sm_count, a.stream);
 }
 
-// kiln AddLayerNormalization (A, B, Scale, [Bias]).
+// kiln LayerNormalization (X, Scale, [Bias]), Y in X's type or float32 (`to`).
+Status run_kiln_layer_norm(KernelArgs& a) {
+  const std::string op = "kiln LayerNormalization";
+  const DevTensor& x = a.in[0];
+  int64_t axis = 0;
+  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, x, 1, &axis));
+  if (p.rows == 0 || p.len == 0) return Status::Ok();
+  p.out_float = a.out[0].dtype != x.dtype;
+  Status fused = launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
+  if (!p.out_float || fused.code() != ErrorCode::kUnsupported) return fused;
+  p.out_float = false;
+  KILN_ASSIGN_OR_RETURN(void* y, staging(a, x.dtype, p.rows * p.len, op));
+  KILN_RETURN_IF_ERROR(launch_row_norm(x.dtype, x.data, y, p, a.handles->sm_count, a.stream));
+  return store_staged(a, x.dtype, y, p);
+}
+
+// kiln AddLayerNormalization (A, B, Scale, [Bias]), Y in A's type or float32 (`to`).
 Status run_add_layer_norm(KernelArgs& a) {
   const std::string op = "kiln AddLayerNormalization";
   const DevTensor& x = a.in[0];
@@ -154,41 +190,53 @@ Status run_add_layer_norm(KernelArgs& a) {
   KILN_RETURN_IF_ERROR(ops::check_add_layernorm_addend(ops::shape_from_dims(x.shape), ops::shape_from_dims(addend.shape),
                                                        axis, op));
   if (p.rows == 0 || p.len == 0) return Status::Ok();
-  return add_then_norm(a, x.dtype, x.data, x.numel(), addend, p);
+  if (a.out[0].dtype != x.dtype) {  // float32 Y: the fused kernel stores it, else a staged copy is converted
+    RowNormParams f = p;
+    f.out_float = true;
+    f.addend = addend.data;
+    f.addend_rows = addend.numel() / p.len;
+    Status fused = launch_row_norm(x.dtype, x.data, a.out[0].data, f, a.handles->sm_count, a.stream);
+    if (fused.code() != ErrorCode::kUnsupported) return fused;
+  }
+  KILN_ASSIGN_OR_RETURN(void* y, staging(a, x.dtype, x.numel(), op));
+  KILN_RETURN_IF_ERROR(add_then_norm(a, x.dtype, x.data, y, x.numel(), addend, p));
+  return store_staged(a, x.dtype, y, p);
 }
 
-// kiln EmbedLayerNormalization (Data, Indices, B, Scale, [Bias]): the register-resident LayerNorm kernel loads
-// each row from the table by its index and adds B's row; where it does not apply, the rows are gathered into Y
-// first (the Gather kernel), then B added and Y normalized in place.
+// kiln EmbedLayerNormalization (Data, Indices, B, Scale, [Bias]), Y in Data's type or float32 (`to`): the
+// register-resident LayerNorm kernel loads each row from the table by its index and adds B's row; where it does
+// not apply, the rows are gathered into Y first (the Gather kernel), then B added and Y normalized in place.
 Status run_embed_layer_norm(KernelArgs& a) {
   const std::string op = "kiln EmbedLayerNormalization";
   const DevTensor& table = a.in[0];
   const DevTensor& idx = a.in[1];
   const DevTensor& addend = a.in[2];
-  const DevTensor& y = a.out[0];
+  const DevTensor& out = a.out[0];
   if (table.rank() < 1) return invalid_argument(op + ": Data must have rank >= 1");
   if (addend.dtype != table.dtype) return invalid_argument(op + ": Data and B differ in type");
   int64_t axis = 0;
-  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, y, 3, &axis));
-  KILN_RETURN_IF_ERROR(ops::check_add_layernorm_addend(ops::shape_from_dims(y.shape), ops::shape_from_dims(addend.shape),
-                                                       axis, op));
+  KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, out, 3, &axis));
+  KILN_RETURN_IF_ERROR(ops::check_add_layernorm_addend(ops::shape_from_dims(out.shape),
+                                                       ops::shape_from_dims(addend.shape), axis, op));
   if (p.rows == 0 || p.len == 0) return Status::Ok();
   const int64_t row_len = ops::product(table.shape, 1);  // one table row: what each index selects
   if (row_len == p.len) {
-    RowNormParams g = p;
-    g.gather_index = idx.data;
-    g.gather_index64 = idx.dtype == DataType::kINT64;
-    g.gather_rows = table.shape[0];
-    g.addend = addend.data;
-    g.addend_rows = addend.numel() / p.len;
-    Status fused = launch_row_norm(table.dtype, table.data, y.data, g, a.handles->sm_count, a.stream);
+    RowNormParams f = p;
+    f.gather_index = idx.data;
+    f.gather_index64 = idx.dtype == DataType::kINT64;
+    f.gather_rows = table.shape[0];
+    f.addend = addend.data;
+    f.addend_rows = addend.numel() / p.len;
+    f.out_float = out.dtype != table.dtype;
+    Status fused = launch_row_norm(table.dtype, table.data, out.data, f, a.handles->sm_count, a.stream);
     if (fused.code() != ErrorCode::kUnsupported) return fused;
   }
-  KILN_RETURN_IF_ERROR(movement::gather(table.data, y.data, static_cast<int>(dtype_size(table.dtype)), 1,
-                                        table.shape[0], row_len,
-                                        movement::IndexRef{idx.data, idx.dtype == DataType::kINT64}, idx.numel(),
-                                        a.stream));
-  return add_then_norm(a, table.dtype, y.data, y.numel(), addend, p);
+  KILN_ASSIGN_OR_RETURN(void* y, staging(a, table.dtype, out.numel(), op));
+  KILN_RETURN_IF_ERROR(movement::gather(table.data, y, static_cast<int>(dtype_size(table.dtype)), 1, table.shape[0],
+                                        row_len, movement::IndexRef{idx.data, idx.dtype == DataType::kINT64},
+                                        idx.numel(), a.stream));
+  KILN_RETURN_IF_ERROR(add_then_norm(a, table.dtype, y, y, out.numel(), addend, p));
+  return store_staged(a, table.dtype, y, p);
 }
 
 Status run_rms_norm(KernelArgs& a) {
@@ -293,6 +341,18 @@ KILN_CUDA_KERNEL(AddLayerNormalization) {
   d.run = run_add_layer_norm;
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
     return rank_known_at_most(n, plan, kMaxIndexDims) && params_are_float(n, plan, 2);
+  };
+  return d;
+}
+
+KILN_CUDA_KERNEL(KilnLayerNormalization) {
+  KernelDef d;
+  d.op = "LayerNormalization";
+  d.domain = "kiln";
+  d.dtypes = float_types();
+  d.run = run_kiln_layer_norm;
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
+    return rank_known_at_most(n, plan, kMaxIndexDims) && params_are_float(n, plan, 1);
   };
   return d;
 }
