@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "gpu_test_util.h"
+#include "gpu_timing_util.h"
 #include "passes/shape_inference.h"
 
 namespace kiln::gpu_testing {
@@ -134,6 +135,47 @@ TEST(GpuTransformer, BertFfnFusesIntoTwoFusedMatMuls) {
     };
     expect_fused_agrees(c);
   }
+}
+
+// KILN_FUSE_LAYERNORM_IO=1: bert's embedding (token Gather + position Add + LayerNorm) becomes one
+// kiln::EmbedLayerNormalization and, in FP16/BF16, the last LayerNorm stores the float32 output itself (no Cast
+// layer left); the network still agrees with the CPU reference in every precision, with int64 token ids including
+// negative ones and batch 2 x 128 tokens (the register-resident kernel's shapes) and 3 x 37 (odd rows).
+TEST(GpuTransformer, LayerNormsTakeTheEmbeddingAndTheOutputCast) {
+  KILN_REQUIRE_GPU();
+  ScopedEnv io("KILN_FUSE_LAYERNORM_IO", "1");
+  const int64_t V = 1000, E = 768;
+  for (const Precision& pr : kPrecisions)
+    for (auto [B, S] : std::vector<std::pair<int64_t, int64_t>>{{2, 128}, {3, 37}}) {
+      SCOPED_TRACE(std::string(pr.name) + " " + std::to_string(B) + "x" + std::to_string(S));
+      std::vector<int64_t> ids(B * S);
+      for (int64_t i = 0; i < B * S; ++i) ids[i] = (i * 131 + 7) % V - (i % 9 == 0 ? V : 0);
+      NetCase c = precision_case(pr, {Tensor::from_vector<int64_t>({B, S}, ids)}, "EmbedLayerNormalization");
+      c.build = [&](ir::Graph& g, const std::vector<ir::Value*>& in) {
+        Attributes ln;
+        ln.set("axis", int64_t{-1});
+        ln.set("epsilon", 1e-12f);
+        Attributes ga;
+        ga.set("axis", int64_t{0});
+        ir::Value* tok = node(g, "Gather", {weight(g, {V, E}, 11, 1.0), in[0]}, ga);
+        ir::Value* emb = node(g, "Add", {tok, weight(g, {1, S, E}, 12, 0.5)});
+        ir::Value* x = node(g, "LayerNormalization", {emb, weight(g, {E}, 13, 1.0), weight(g, {E}, 14, 0.2)}, ln);
+        ir::Value* h = node(g, "Add", {node(g, "MatMul", {x, weight(g, {E, E}, 15, 0.03)}), weight(g, {E}, 16, 0.5)});
+        ir::Value* r = node(g, "Add", {x, h});
+        return std::vector<ir::Value*>{
+            node(g, "LayerNormalization", {r, weight(g, {E}, 17, 1.0), weight(g, {E}, 18, 0.2)}, ln)};
+      };
+      std::vector<std::string> ops;
+      (void)run_net(c, Backend::kCUDA, &ops);
+      if (pr.flags.empty()) {
+        EXPECT_EQ(std::count(ops.begin(), ops.end(), "LayerNormalization"), 1);
+      } else {
+        EXPECT_EQ(std::count(ops.begin(), ops.end(), "Cast"), 0) << "the output Cast went into the LayerNorm";
+        EXPECT_EQ(std::count(ops.begin(), ops.end(), "Pointwise"), 0) << "nor became a Pointwise layer";
+      }
+      EXPECT_EQ(std::count(ops.begin(), ops.end(), "Gather"), 0);
+      expect_fused_agrees(c);
+    }
 }
 
 // HF GPT-2's MLP as exported: Conv1D is Reshape([B,S,E] -> [B*S,E]), Gemm with bias, Reshape back, and the
