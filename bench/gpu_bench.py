@@ -103,7 +103,8 @@ def ort_peer(onnx_path, feed_name, x_np, batch):
     return float(np.median(times)), ("CUDA EP, host I/O included" if on_gpu else "CPU EP (no CUDA EP on this machine)")
 
 
-def kiln_run(kiln, onnx_path, name, shape, fp16, graph, engine_path=None, load=None, cache=None, build_only=False):
+def kiln_run(kiln, onnx_path, name, shape, fp16, graph, engine_path=None, load=None, cache=None, build_only=False,
+             io_formats=()):
     d = "x".join(map(str, shape))
     if load:  # the engine the plain run built: the CUDA-graph run times the same engine without a second build
         cmd = [kiln, f"--loadEngine={load}", f"--shapes={name}:{d}"]
@@ -112,6 +113,7 @@ def kiln_run(kiln, onnx_path, name, shape, fp16, graph, engine_path=None, load=N
                f"--maxShapes={name}:{d}"]
         if fp16:
             cmd.append("--fp16")
+        cmd += list(io_formats)
         if engine_path:
             # The built engine's layers with their recorded tactics (which implementation each layer runs).
             cmd += [f"--saveEngine={engine_path}", f"--exportLayerInfo={engine_path}.layers.json",
@@ -159,6 +161,9 @@ def main(argv=None):
     ap.add_argument("--peers", nargs="*", default=PEERS, help=f"subset of {PEERS}")
     ap.add_argument("--batches", default="both", choices=["1", "large", "both"])
     ap.add_argument("--fp32", action="store_true", help="also Kiln FP32 against eager FP32 (issue 4's table)")
+    ap.add_argument("--kiln-fp16-io", action="store_true",
+                    help="FP16 engines with float16 bindings where the peers take and give float16 (float inputs "
+                         "and the output: --inputIOFormats/--outputIOFormats=fp16:chw); default: the model's float32")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("SKIP: no CUDA GPU")
@@ -209,11 +214,18 @@ def main(argv=None):
                 bshape = [batch] + list(shape[1:])
                 eng = os.path.join(tmp, f"{name}_{batch}.engine")
                 cache = os.path.join(tmp, f"{name}_{batch}.timing.json")
-                plain = kiln_run(kiln, onnx_path, iname, bshape, fp16, False, eng, cache=cache)
+                io = []
+                if fp16 and args.kiln_fp16_io:
+                    io.append("--outputIOFormats=fp16:chw")
+                    if meta["inputs"][0].get("dtype", "float32") == "float32":
+                        io.append("--inputIOFormats=fp16:chw")
+                    r["kiln_io"] = "fp16"
+                plain = kiln_run(kiln, onnx_path, iname, bshape, fp16, False, eng, cache=cache, io_formats=io)
                 graphed = kiln_run(kiln, onnx_path, iname, bshape, fp16, True,
                                    load=eng if plain.get("ok") and os.path.exists(eng) else None)
                 # The same build again with the timing cache the first one wrote: the warm-cache build time.
-                warm = kiln_run(kiln, onnx_path, iname, bshape, fp16, False, cache=cache, build_only=True)
+                warm = kiln_run(kiln, onnx_path, iname, bshape, fp16, False, cache=cache, build_only=True,
+                                io_formats=io)
                 plain["build_warm_s"] = warm.get("build_s")
                 plain["load_s"], plain["first_ms"] = graphed.get("load_s"), graphed.get("first_ms")
                 r["kiln"], r["kiln_graph"] = plain, graphed
@@ -262,6 +274,8 @@ def report(rows, gpu):
         note = "; ".join(n for n in (k.get("note") or k.get("error", ""), tactics.cudnn_note(k.get("tactics", {}))) if n)
         if r.get("ort_note"):
             note = (note + "; " if note else "") + "ORT: " + r["ort_note"]
+        if r.get("kiln_io"):
+            note = (note + "; " if note else "") + f"Kiln {r['kiln_io']} bindings"
         lines.append(f"| {r['model']} | {r['precision']} | {b} | {conv(r['kiln_ms'])} | {peers} | "
                      f"{PEER_LABEL.get(r.get('best_torch'), '—')} | {f(r.get('ratio_vs_best_torch'), '.2f')}x | "
                      f"{f(k.get('build_s'), '.1f')} ({f(k.get('build_warm_s'), '.1f')}) | {f(k.get('load_s'), '.2f')} + {f(k.get('first_ms'), '.0f')} | "

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -69,6 +70,17 @@ class NetworkDefinition {
   ITensor* add_reshape(ITensor* input, const Dims& shape);
   ITensor* add_concatenation(const std::vector<ITensor*>& inputs, int64_t axis);
   ITensor* add_reduce(ITensor* input, ReduceOperation op, const std::vector<int64_t>& axes, bool keep_dims);
+
+  // The type the engine's binding for network input or output `t` carries (trtexec's --inputIOFormats and
+  // --outputIOFormats, TensorRT's ITensor::setType on network I/O): float32, float16 or bfloat16, for a tensor of
+  // one of those types. The network keeps its own types; the built engine converts at the boundary, and where the
+  // layers next to it run in that type anyway (an FP16 build) nothing is converted. Setting a tensor's own type
+  // back undoes an earlier call.
+  Status set_io_type(ITensor* t, DataType dtype);
+  // The binding type of network input or output `t`: the one set_io_type gave it, else its own.
+  DataType io_type(const ITensor* t) const;
+  // Internal (the builder): the binding types set_io_type recorded, by value.
+  const std::unordered_map<const ir::Value*, DataType>& io_types() const;
 
   int num_inputs() const;
   int num_outputs() const;

@@ -88,6 +88,17 @@ class INetworkDefinition:
     def unmark_output(self, tensor):
         self._net.unmark_output(tensor)
 
+    def set_io_type(self, tensor, dtype):
+        """The type the engine's binding for network input or output `tensor` carries (float32, float16 or
+        bfloat16, for a tensor of one of those types): the network keeps its own types and the engine converts at
+        the boundary, or nowhere where the layers next to it run in that type (an FP16 build). trtexec's
+        --inputIOFormats=fp16:chw; TensorRT's `tensor.dtype = ...` on network I/O."""
+        self._net.set_io_type(tensor, as_datatype(dtype))
+
+    def get_io_type(self, tensor):
+        """The binding type of network input or output `tensor`: set_io_type's, else the tensor's own."""
+        return self._net.io_type(tensor)
+
     @property
     def num_inputs(self):
         return self._net.num_inputs

@@ -207,6 +207,16 @@ void bind_network(py::module_& m) {
              same_network(net, t);
              check(net->mark_output(t.t));
            })
+      .def("set_io_type",
+           [](const NetPtr& net, const TensorRef& t, DataType dtype) {
+             same_network(net, t);
+             check(net->set_io_type(t.t, dtype));
+           })
+      .def("io_type",
+           [](const NetPtr& net, const TensorRef& t) {
+             same_network(net, t);
+             return net->io_type(t.t);
+           })
       .def("unmark_output",
            [](const NetPtr& net, const TensorRef& t) {
              same_network(net, t);

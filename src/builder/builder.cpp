@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "builder/build_progress.h"
+#include "builder/io_types.h"
 #include "builder/engine_writer.h"
 #include "builder/layout_choice.h"
 #include "builder/timing_cache.h"
@@ -408,6 +409,20 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
     return invalid_argument("the network has no outputs; mark at least one with mark_output");
   KILN_RETURN_IF_ERROR(check_profiles(network.graph(), config, logger_));
   KILN_RETURN_IF_ERROR(ir::verify(network.graph()).with_context("the network is invalid before optimization"));
+  // Binding types that differ from the network's (set_io_type): a copy of the network with a Cast at each.
+  // (A tensor no longer an input or output, unmarked since, has no binding: its entry is left out.)
+  std::unique_ptr<ir::Graph> io_graph;
+  std::map<std::string, DataType> io_types;
+  const auto& ins = network.graph().inputs();
+  const auto& outs = network.graph().outputs();
+  for (const auto& [v, dt] : network.io_types())
+    if (std::find(ins.begin(), ins.end(), v) != ins.end() || std::find(outs.begin(), outs.end(), v) != outs.end())
+      io_types[v->name] = dt;
+  if (!io_types.empty()) {
+    io_graph = network.graph().clone();
+    KILN_RETURN_IF_ERROR(builder::apply_io_types(*io_graph, io_types));
+  }
+  const ir::Graph& source = io_graph ? *io_graph : network.graph();
 
   passes::PassOptions opts;
   opts.backend = config.backend();
@@ -430,12 +445,12 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};
   passes::PassManager pm(passes::pipeline_for(config.backend()));
   runtime::TimingEntries measured;  // this build's tactic timings, for the layout variants
-  auto first = optimize_and_write(network.graph(), opts, pm, config, logger_, progress, &measured);
+  auto first = optimize_and_write(source, opts, pm, config, logger_, progress, &measured);
   if (!first.ok()) return first.status();
   builder::LayoutVariant built = std::move(*first);
   // Layout by measurement (builder/layout_choice.h) from the default level up; lower levels keep the rule.
   if (on_device && layout_mode == LayoutMode::kTimed && config.builder_optimization_level() >= 3) {
-    auto timed = time_layouts(network.graph(), opts, std::move(built), config, logger_, progress, &measured);
+    auto timed = time_layouts(source, opts, std::move(built), config, logger_, progress, &measured);
     if (!timed.ok()) return timed.status();
     built = std::move(*timed);
   }

@@ -39,6 +39,7 @@ void ITensor::set_dims(const Dims& d) {
 struct NetworkDefinition::Impl {
   ir::Graph graph;
   std::unordered_map<const ir::Value*, std::unique_ptr<ITensor>> tensors;
+  std::unordered_map<const ir::Value*, DataType> io_types;  // set_io_type's bindings that differ from the value's type
   int constant_counter = 0;
 };
 
@@ -77,6 +78,41 @@ ITensor* NetworkDefinition::add_input(const std::string& name, DataType dtype, c
   impl_->graph.inputs().push_back(v);
   return wrap(v);
 }
+
+Status NetworkDefinition::set_io_type(ITensor* t, DataType dtype) {
+  if (!t || !impl_->tensors.count(t->value_))
+    return last_error_ = invalid_argument("set_io_type: the tensor is null or belongs to another network");
+  const ir::Value* v = t->value_;
+  const auto& ins = impl_->graph.inputs();
+  const auto& outs = impl_->graph.outputs();
+  const bool in = std::find(ins.begin(), ins.end(), v) != ins.end();
+  const bool out = std::find(outs.begin(), outs.end(), v) != outs.end();
+  auto float_type = [](DataType d) { return d == DataType::kFLOAT || d == DataType::kHALF || d == DataType::kBF16; };
+  const std::string what = "set_io_type '" + t->name() + "'";
+  if (!in && !out)
+    return last_error_ = invalid_argument(what + ": not a network input or output (only bindings have an I/O type)");
+  if (in && out)
+    return last_error_ = unsupported(what + ": a tensor that is both a network input and an output keeps its type");
+  if (!float_type(dtype))
+    return last_error_ = unsupported(what + ": " + dtype_name(dtype) + " bindings are not supported; float32, "
+                                     "float16 and bfloat16 are");
+  if (!float_type(v->dtype))
+    return last_error_ = unsupported(what + ": the tensor is " + dtype_name(v->dtype) +
+                                     "; only float32/float16/bfloat16 tensors can change their binding type");
+  if (dtype == v->dtype)
+    impl_->io_types.erase(v);
+  else
+    impl_->io_types[v] = dtype;
+  return Status::Ok();
+}
+
+DataType NetworkDefinition::io_type(const ITensor* t) const {
+  if (!t) return DataType::kFLOAT;
+  auto it = impl_->io_types.find(t->value_);
+  return it == impl_->io_types.end() ? t->dtype() : it->second;
+}
+
+const std::unordered_map<const ir::Value*, DataType>& NetworkDefinition::io_types() const { return impl_->io_types; }
 
 Status NetworkDefinition::mark_output(ITensor* t) {
   if (!t || !impl_->tensors.count(t->value_))

@@ -69,6 +69,9 @@ PassList cuda_pipeline() {
   p.push_back(make_fuse_conv_epilogue());
   // After folding and inference: lowering needs every value's type, and folded constants convert once.
   p.push_back(make_precision_lowering());
+  // Float16/bfloat16 bindings (NetworkDefinition::set_io_type) next to lowered layers: the binding's Cast and
+  // lowering's own meet as float16 -> float32 -> float16, which fold to nothing.
+  p.push_back(make_remove_identity());
   // Casts back to float32 that nothing reads, and float32 weights only their converted copies read.
   p.push_back(make_dead_code_elimination());
   // Patch-embedding convolutions (kernel = stride) as GEMMs: after the epilogue fusion and lowering, so the GEMM

@@ -2,7 +2,8 @@
 // on values shape inference has seen, a Cast to the type its input already has and a Reshape to the shape its input
 // already has (every dim static or a named symbol), and a Pad by zero on every side. Exporters write these (Hugging
 // Face's float32 exports cast the softmax to float32 and back; torch's SDPA export reshapes the attention output to
-// its own shape; Swin pads to whole windows), and each would hide a pattern from the fusions after.
+// its own shape; Swin pads to whole windows), and each would hide a pattern from the fusions after. A Cast of an
+// exact widening Cast reads the narrower value directly first (fold_cast_chains), which can make it such a Cast.
 #include <algorithm>
 
 #include "passes/pass.h"
@@ -20,6 +21,45 @@ bool same_known_dims(const ir::Value* a, const ir::Value* b) {
   for (const ops::Dim& d : a->shape)
     if (!d.is_static() && d.sym.empty()) return false;
   return true;
+}
+
+// Every value of `from` is exactly a value of `to` (a widening): a Cast from -> to loses nothing, so a Cast of its
+// result to any type gives what a Cast of its input would.
+bool exact_widening(DataType from, DataType to) {
+  using D = DataType;
+  auto in = [&](std::initializer_list<D> l) { return std::find(l.begin(), l.end(), to) != l.end(); };
+  switch (from) {
+    case D::kHALF:
+    case D::kBF16: return in({D::kFLOAT, D::kDOUBLE});
+    case D::kFLOAT: return in({D::kDOUBLE});
+    case D::kINT8: return in({D::kINT16, D::kINT32, D::kINT64});
+    case D::kINT16: return in({D::kINT32, D::kINT64});
+    case D::kINT32: return in({D::kINT64});
+    case D::kUINT8: return in({D::kINT16, D::kUINT16, D::kINT32, D::kUINT32, D::kINT64});
+    case D::kUINT16: return in({D::kINT32, D::kUINT32, D::kINT64});
+    case D::kUINT32: return in({D::kINT64});
+    default: return false;
+  }
+}
+
+// Cast(Cast(x, wider), t) -> Cast(x, t) where the inner Cast widens exactly: float16 bindings meeting float16
+// layers (a float16 network input's Cast to float32 that lowering casts back to float16, or a float16 layer's
+// float32 result cast to a float16 output) then become Casts to their input's own type, which this pass removes.
+int fold_cast_chains(ir::Graph& g) {
+  int folded = 0;
+  for (auto& n : g.nodes()) {
+    if (n->op_type != "Cast" || !n->domain.empty() || n->inputs.size() != 1 || !n->inputs[0]) continue;
+    const ir::Node* inner = n->inputs[0]->producer;
+    if (!inner || inner->op_type != "Cast" || !inner->domain.empty() || inner->inputs.size() != 1 || !inner->inputs[0])
+      continue;
+    ir::Value* x = inner->inputs[0];
+    const ir::Value* w = n->inputs[0];
+    if (x->kind != ValueKind::kTENSOR || !x->rank_known || !w->rank_known || !exact_widening(x->dtype, w->dtype))
+      continue;
+    g.set_node_input(n.get(), 0, x);
+    ++folded;
+  }
+  return folded;
 }
 
 // Dropout is a no-op at inference unless training_mode is (or may be) true, or its mask is consumed.
@@ -63,6 +103,7 @@ class RemoveIdentity final : public Pass {
 
   Status apply(ir::Graph& g, PassContext& ctx) override {
     g.rebuild_links();
+    ctx.changes += fold_cast_chains(g);
     std::vector<ir::Node*> candidates;
     for (auto& n : g.nodes())
       if (is_passthrough(g, *n)) candidates.push_back(n.get());

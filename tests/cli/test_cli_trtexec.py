@@ -385,14 +385,70 @@ def test_io_formats_matching_the_engine_are_accepted(chain):
 
 
 @pytest.mark.parametrize("flag,spec,message", [
-    ("--inputIOFormats", "fp16:chw", "is not supported yet: Kiln engines keep the network's I/O types"),
     ("--outputIOFormats", "fp32:hwc8", "format 'hwc8' for 'y' is not supported yet"),
-    ("--inputIOFormats", "fp32:chw,fp32:chw", "gives 2 formats, but the engine has 1 inputs"),
+    ("--inputIOFormats", "fp32:chw,fp32:chw", "gives 2 formats, but the network has 1 inputs"),
+    ("--inputIOFormats", "int32:chw", "int32 bindings are not supported; float32, float16 and bfloat16 are"),
 ])
 def test_io_formats_the_engine_cannot_honour(chain, flag, spec, message):
     proc = run_kiln(f"--onnx={chain}", f"{flag}={spec}", *FAST, check=False)
     assert proc.returncode == 1
     assert message in err(proc), err(proc)
+
+
+def chain_reference(x):
+    """The chain model's float32 result for float32 x."""
+    return 1.0 / (1.0 + np.exp(-(np.maximum(x, 0) * 2.0 + 0.25)))
+
+
+@pytest.mark.parametrize("in_type,out_type", [("fp16", "fp16"), ("fp32", "fp16"), ("bf16", "fp32"), ("fp16", "bf16")])
+def test_io_formats_choose_the_binding_types(tmp_path, chain, in_type, out_type):
+    """A float binding built as another float type (trtexec's fp16:chw): the engine's bindings carry it, the data
+    goes in and out in it, and the result is the float32 network's, rounded where the binding is narrower."""
+    names = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+    engine = tmp_path / "io.engine"
+    proc = run_kiln(f"--onnx={chain}", f"--inputIOFormats={in_type}:chw", f"--outputIOFormats={out_type}:chw",
+                    "--shapes=x:4x8", f"--saveEngine={engine}", "--skipInference", check=True)
+    assert f"Input  'x': {names[in_type]}" in proc.stdout, proc.stdout
+    assert f"Output 'y': {names[out_type]}" in proc.stdout, proc.stdout
+    x = np.linspace(-3, 3, 32, dtype=np.float32).reshape(4, 8)
+    if in_type == "fp16":
+        x = x.astype(np.float16)
+        raw = x.tobytes()
+    elif in_type == "bf16":
+        bits = (x.view(np.uint32) + 0x8000) >> 16  # round to bfloat16 (no ties in these values)
+        raw = bits.astype(np.uint16).tobytes()
+        x = (bits.astype(np.uint32) << 16).view(np.float32)
+    else:
+        raw = x.tobytes()
+    (tmp_path / "x.bin").write_bytes(raw)
+    out = tmp_path / "out.json"
+    run_kiln(f"--loadEngine={engine}", "--shapes=x:4x8", f"--loadInputs=x:{tmp_path / 'x.bin'}",
+             f"--exportOutput={out}", f"--inputIOFormats={in_type}:chw", f"--outputIOFormats={out_type}:chw", *FAST,
+             check=True)
+    got = np.array(json.loads(out.read_text())[0]["values"], np.float64).reshape(4, 8)
+    want = chain_reference(np.asarray(x, np.float32).astype(np.float64))
+    tol = {"fp32": 1e-6, "fp16": 1e-3, "bf16": 8e-3}[out_type]
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    # The binding types are fixed in the engine: asking for others at load is an error that says so.
+    other = "fp32" if in_type != "fp32" else "fp16"
+    proc = run_kiln(f"--loadEngine={engine}", "--shapes=x:4x8", f"--inputIOFormats={other}:chw", *FAST, check=False)
+    assert proc.returncode == 1
+    assert (f"--inputIOFormats: '{other}:chw' for 'x', but the engine's binding is {names[in_type]} (binding types "
+            "are chosen when the engine is built") in err(proc), err(proc)
+
+
+def test_io_formats_keep_integer_bindings(tmp_path):
+    """An integer input cannot take a float binding type: the build stops, naming the input and its type."""
+    nodes = [helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT, name="cast"),
+             helper.make_node("Relu", ["f"], ["y"], name="relu")]
+    path = save_model(tmp_path / "ints.onnx", nodes, [helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 4])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])])
+    proc = run_kiln(f"--onnx={path}", "--inputIOFormats=fp16:chw", *FAST, check=False)
+    assert proc.returncode == 1
+    assert ("--inputIOFormats: 'fp16:chw' for 'ids' (int64): set_io_type 'ids': the tensor is int64; only "
+            "float32/float16/bfloat16 tensors can change their binding type") in err(proc), err(proc)
+    # Its own type is fine, and the float output may still change.
+    run_kiln(f"--onnx={path}", "--inputIOFormats=int64:chw", "--outputIOFormats=fp16:chw", *FAST, check=True)
 
 
 def test_profile_selection(chain_engine):

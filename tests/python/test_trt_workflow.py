@@ -41,12 +41,17 @@ def reference(net, x):
         return net(torch.from_numpy(x)).numpy()
 
 
-def build_engine_bytes(onnx_bytes, logger, fp16=False):
+def build_engine_bytes(onnx_bytes, logger, fp16=False, io_type=None):
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         raise RuntimeError([str(parser.get_error(i)) for i in range(parser.num_errors)])
+    if io_type is not None:
+        network.set_io_type(network.get_input(0), io_type)
+        network.set_io_type(network.get_output(0), io_type)
+        assert network.get_io_type(network.get_input(0)) == io_type
+        assert network.get_input(0).dtype == trt.float32, "the network keeps its own type"
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, 1 << 28)
     if fp16:
@@ -142,6 +147,37 @@ def test_engine_infer_with_numpy_and_torch(model):
     np.testing.assert_array_equal(engine.infer({"input": strided})["probs"], out["probs"])
     back = torch.from_dlpack(out["probs"])
     assert back.data_ptr() == out["probs"].ctypes.data
+
+
+def test_float16_bindings(model):
+    """set_io_type: the engine takes and gives float16 while the network computes in float32 (CPU backend here);
+    the result is the float32 network's on the float16 input, rounded to float16."""
+    net, onnx_bytes = model
+    logger = trt.Logger(trt.Logger.ERROR)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(build_engine_bytes(onnx_bytes, logger, io_type=trt.float16))
+    assert engine.get_tensor_dtype("input") == trt.float16
+    assert engine.get_tensor_dtype("probs") == trt.float16
+    x = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float16)
+    out = engine.infer({"input": x})["probs"]
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), reference(net, x.astype(np.float32)), rtol=2e-3, atol=1e-4)
+    # A float32 array for a float16 binding is refused by name rather than reinterpreted.
+    with pytest.raises(Exception, match="input"):
+        engine.infer({"input": x.astype(np.float32)})
+
+
+def test_io_type_errors(model):
+    _, onnx_bytes = model
+    logger = trt.Logger(trt.Logger.ERROR)
+    network = trt.Builder(logger).create_network(0)
+    assert trt.OnnxParser(network, logger).parse(onnx_bytes)
+    with pytest.raises(Exception, match="int32 bindings are not supported; float32, float16 and bfloat16 are"):
+        network.set_io_type(network.get_input(0), trt.int32)
+    # Setting the tensor's own type back undoes an earlier call.
+    network.set_io_type(network.get_output(0), trt.bfloat16)
+    assert network.get_io_type(network.get_output(0)) == trt.bfloat16
+    network.set_io_type(network.get_output(0), trt.float32)
+    assert network.get_io_type(network.get_output(0)) == trt.float32
 
 
 @pytest.mark.gpu

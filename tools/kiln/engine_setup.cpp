@@ -262,6 +262,34 @@ void note_tuning_options(const Options& o, const BuilderConfig& config, Backend 
 
 }  // namespace
 
+// --inputIOFormats / --outputIOFormats at build time: a float binding may take another float type
+// (NetworkDefinition::set_io_type, as trtexec's fp16:chw on an FP32 network's I/O); check_io_formats then finds the
+// engine's bindings as asked. Other types must be the tensor's own.
+Status set_binding_types(NetworkDefinition& network, const Options& o) {
+  const std::pair<const char*, const std::vector<std::string>*> flags[] = {
+      {"--inputIOFormats", &o.input_io_formats}, {"--outputIOFormats", &o.output_io_formats}};
+  for (const auto& [flag, lists] : flags) {
+    if (lists->empty()) continue;
+    KILN_ASSIGN_OR_RETURN(auto formats, parse_io_formats(*lists, flag));
+    const bool inputs = flag == std::string("--inputIOFormats");
+    const int n = inputs ? network.num_inputs() : network.num_outputs();
+    if (formats.size() != 1 && static_cast<int>(formats.size()) != n)
+      return invalid_argument(std::string(flag) + " gives " + std::to_string(formats.size()) + " formats, but the network has " +
+                              std::to_string(n) + (inputs ? " inputs" : " outputs") +
+                              " (give one per tensor, in order, or one for all)");
+    for (int i = 0; i < n; ++i) {
+      ITensor* t = inputs ? network.get_input(i) : network.get_output(i);
+      const IoFormat& f = formats.size() == 1 ? formats[0] : formats[i];
+      if (f.dtype == t->dtype()) continue;
+      Status st = network.set_io_type(t, f.dtype);
+      if (!st.ok())
+        return unsupported(std::string(flag) + ": '" + f.type_text + ":" + f.format + "' for '" + t->name() + "' (" +
+                           dtype_name(t->dtype()) + "): " + st.message());
+    }
+  }
+  return Status::Ok();
+}
+
 Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& cli_logger) {
   BuiltEngine built;
   const ProgressDisplay::Mode mode = ProgressDisplay::mode_for(o.progress);
@@ -278,6 +306,8 @@ Result<BuiltEngine> build_engine(const Options& o, Backend backend, ILogger& cli
   if (o.mark_all) {
     KILN_ASSIGN_OR_RETURN(built.marked, mark_all_tensors(*network));
   }
+
+  KILN_RETURN_IF_ERROR(set_binding_types(*network, o));
 
   std::map<std::string, InputInfo> inputs;
   for (int i = 0; i < network->num_inputs(); ++i) {
@@ -361,9 +391,9 @@ Status check_io_formats(const Engine& engine, const Options& o) {
       const IoFormat& f = formats.size() == 1 ? formats[0] : formats[i];
       const DataType actual = engine.get_tensor_dtype(names[i]);
       if (f.dtype != actual)
-        return unsupported(std::string(flag) + ": '" + f.type_text + ":" + f.format + "' for '" + names[i] +
-                           "' is not supported yet: Kiln engines keep the network's I/O types, and '" + names[i] +
-                           "' is " + dtype_name(actual));
+        return invalid_argument(std::string(flag) + ": '" + f.type_text + ":" + f.format + "' for '" + names[i] +
+                                "', but the engine's binding is " + dtype_name(actual) +
+                                " (binding types are chosen when the engine is built: pass the formats with --onnx)");
       if (f.format != "chw")
         return unsupported(std::string(flag) + ": format '" + f.format + "' for '" + names[i] +
                            "' is not supported yet: Kiln engines take I/O in linear (chw) layout only");

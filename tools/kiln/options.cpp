@@ -131,8 +131,9 @@ ParseOutcome parse_options(int argc, char** argv) {
                  "Per-layer precision, e.g. --layerPrecisions=conv1:fp32,fc:fp16 (CUDA backend)")
       ->type_name("SPEC");
   app.add_option("--inputIOFormats", o.input_io_formats,
-                 "type:format per input, in input order (or one for all), e.g. fp32:chw. Kiln engines keep the "
-                 "network's I/O types in linear (chw) layout: those are accepted, anything else is an error")
+                 "type:format per input, in input order (or one for all), e.g. fp16:chw. At build time a float "
+                 "input may take fp32, fp16 or bf16 (the engine converts at the boundary); other types must be the "
+                 "input's own, and the layout linear (chw). With --loadEngine: checked against the engine")
       ->type_name("SPEC");
   app.add_option("--outputIOFormats", o.output_io_formats, "type:format per output (same rules as --inputIOFormats)")
       ->type_name("SPEC");
