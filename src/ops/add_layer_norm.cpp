@@ -4,7 +4,8 @@
 //   along leading dims only (position embeddings [1, S, E] against [N, S, E]): each of A's rows meets one row of B.
 //   The sum is rounded to A's type as the separate Add stored it, so the fused node computes what the pair did.
 // - kiln EmbedLayerNormalization: the same with A gathered from an embedding table first (Gather along axis 0 ->
-//   Add -> LayerNormalization, a transformer's token embedding + position embedding + its first LayerNorm).
+//   Add -> LayerNormalization, a transformer's token embedding + position embedding + its first LayerNorm), or
+//   the sum of two such lookups (BERT's token and token-type embeddings), rounded as their Add stored it.
 // - kiln LayerNormalization: ONNX LayerNormalization (Y only).
 // Each takes an optional `to` (an ONNX type code: X's type or float32): Y stored in that type. With float32 from a
 // reduced type (fuse_layernorm_output_cast: the network output's Cast after the last LayerNorm) the normalized
@@ -68,9 +69,8 @@ Status normalize(ComputeContext& ctx, const Tensor& x, int first_param, const st
   attrs.erase("to");
   std::vector<Tensor> copies;
   copies.reserve(3);
-  std::vector<const Tensor*> in = {&x};
-  for (int i = first_param; i < ctx.num_inputs(); ++i)
-    if (ctx.has_input(i)) in.push_back(&ctx.input(i));
+  std::vector<const Tensor*> in = {&x, &ctx.input(first_param)};  // X, Scale, and the Bias when given
+  if (ctx.has_input(first_param + 1)) in.push_back(&ctx.input(first_param + 1));
   if (to != x.dtype())
     for (const Tensor*& t : in) t = &copies.emplace_back(t->cast(to));
   KILN_ASSIGN_OR_RETURN(auto y, run_reference("LayerNormalization", "", attrs, 17, in));
@@ -113,14 +113,16 @@ KILN_REGISTER_OP(AddLayerNormalization) {
   return s;
 }
 
-// kiln EmbedLayerNormalization (Data [V, ...], Indices, B, Scale, [Bias]): A = Gather(Data, Indices, axis 0) has
-// Indices' shape followed by Data's trailing dims; the rest is AddLayerNormalization(A, B, Scale, Bias).
+// kiln EmbedLayerNormalization (Data [V, ...], Indices, B, Scale, [Bias], [Data2 [V2, ...], Indices2]):
+// A = Gather(Data, Indices, axis 0) has Indices' shape followed by Data's trailing dims; with Data2 and Indices2 (of
+// Indices' shape, Data2's rows Data's), A is that plus Gather(Data2, Indices2), rounded to the type; the rest is
+// AddLayerNormalization(A, B, Scale, Bias).
 KILN_REGISTER_OP(EmbedLayerNormalization) {
   OpSchema s;
   s.name = "EmbedLayerNormalization";
   s.domain = "kiln";
   s.min_inputs = 4;
-  s.max_inputs = 5;
+  s.max_inputs = 7;
   s.attrs = kAttrs;
   s.dtypes = float_types();
   s.infer = [](InferContext& ctx) -> Status {
@@ -131,6 +133,22 @@ KILN_REGISTER_OP(EmbedLayerNormalization) {
     if (idx.dtype != DataType::kINT32 && idx.dtype != DataType::kINT64)
       return invalid_model(op + ": Indices must be int32 or int64");
     if (data.dtype != b.dtype) return invalid_model(op + ": Data and B differ in type");
+    if (ctx.has_input(5) != ctx.has_input(6)) return invalid_model(op + ": Data2 and Indices2 come together");
+    if (ctx.has_input(5)) {
+      const TensorInfo& data2 = ctx.input(5);
+      const TensorInfo& idx2 = ctx.input(6);
+      if (data2.dtype != data.dtype) return invalid_model(op + ": Data and Data2 differ in type");
+      if (idx2.dtype != DataType::kINT32 && idx2.dtype != DataType::kINT64)
+        return invalid_model(op + ": Indices2 must be int32 or int64");
+      if (data.rank_known && data2.rank_known &&
+          (data2.shape.size() != data.shape.size() || data.shape.empty() ||
+           !std::equal(data.shape.begin() + 1, data.shape.end(), data2.shape.begin() + 1)))
+        return invalid_model(op + ": Data2 " + shape_to_string(data2.shape) + " must have Data's rows (Data " +
+                             shape_to_string(data.shape) + ")");
+      if (idx.rank_known && idx2.rank_known && idx2.shape != idx.shape)
+        return invalid_model(op + ": Indices2 " + shape_to_string(idx2.shape) + " must have Indices' shape " +
+                             shape_to_string(idx.shape));
+    }
     TensorInfo a;
     a.dtype = data.dtype;
     a.rank_known = data.rank_known && idx.rank_known;
@@ -151,6 +169,13 @@ KILN_REGISTER_OP(EmbedLayerNormalization) {
     Attributes gather;
     gather.set("axis", int64_t{0});
     KILN_ASSIGN_OR_RETURN(auto a, run_reference("Gather", "", gather, 13, {&ctx.input(0), &ctx.input(1)}));
+    if (ctx.has_input(5)) {
+      KILN_ASSIGN_OR_RETURN(auto a2, run_reference("Gather", "", gather, 13, {&ctx.input(5), &ctx.input(6)}));
+      if (a2[0].shape() != a[0].shape())
+        return invalid_argument(op + ": the two lookups' shapes " + dims_to_string(a[0].shape()) + " and " +
+                                dims_to_string(a2[0].shape()) + " differ");
+      KILN_ASSIGN_OR_RETURN(a, run_reference("Add", "", Attributes{}, 14, {&a[0], &a2[0]}));
+    }
     const Tensor& b = ctx.input(2);
     KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
     KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a[0].rank(), op + ": axis"));

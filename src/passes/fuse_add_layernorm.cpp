@@ -4,10 +4,10 @@
 // transformer's embedding sum (token + position embeddings) ahead of its first LayerNorm, and residual Adds that
 // no GEMM epilogue took. One addend must have the sum's shape; the other may broadcast along leading dims only
 // (a [1, S, E] position table against [N, S, E]), as ops::check_add_layernorm_addend says. Where that full-shape
-// addend is a Gather along axis 0 that nothing else reads (the token embedding lookup), the Gather goes in too, as
-// kiln::EmbedLayerNormalization: the kernel loads each row straight from the embedding table, so two launches and
-// two stores of the activation go. Off unless PassOptions::layernorm_io (the builder sets it from
-// KILN_FUSE_LAYERNORM_IO=1).
+// addend is a Gather along axis 0 that nothing else reads (the token embedding lookup), or the sum of two such
+// Gathers (BERT's token + token-type embeddings), the lookups go in too, as kiln::EmbedLayerNormalization: the
+// kernel loads each row straight from the embedding tables, so two to four launches and as many stores of the
+// activation go. Off unless PassOptions::layernorm_io (the builder sets it from KILN_FUSE_LAYERNORM_IO=1).
 #include "ops/add_layer_norm.h"
 #include "ops/op_util.h"
 #include "passes/fusion_util.h"
@@ -73,21 +73,42 @@ class FuseAddLayerNorm final : public Pass {
       ir::Value* b = add->inputs[1 - first];
       if (!a || !b || a->dtype != x->dtype || b->dtype != x->dtype || !b->rank_known || !fusion::same_shape(a, x)) continue;
       if (!ops::check_add_layernorm_addend(a->shape, b->shape, *axis).ok()) continue;
-      ir::Node* gather = embedding_lookup(g, a);
+      // The lookups behind A: one Gather, or the Add of two (BERT's token and token-type embeddings).
+      std::vector<ir::Node*> lookups;
+      if (ir::Node* one = embedding_lookup(g, a)) {
+        lookups = {one};
+      } else if (ir::Node* inner = a->producer; inner && inner->op_type == "Add" && inner->domain.empty() &&
+                                                 inner->inputs.size() == 2 && a->users.size() == 1 &&
+                                                 !match::is_graph_output(g, a)) {
+        ir::Node* g0 = inner->inputs[0] ? embedding_lookup(g, inner->inputs[0]) : nullptr;
+        ir::Node* g1 = inner->inputs[1] ? embedding_lookup(g, inner->inputs[1]) : nullptr;
+        if (g0 && g1 && g0 != g1 && fusion::same_shape(inner->inputs[0], a) && fusion::same_shape(inner->inputs[1], a))
+          lookups = {g0, g1};
+      }
+      const bool embed = !lookups.empty();
       std::vector<ir::Value*> in = {a, b};
       std::vector<const ir::Node*> from = {add, ln};
-      if (gather) {
-        in = {gather->inputs[0], gather->inputs[1], b};
-        from.insert(from.begin(), gather);
+      std::vector<ir::Node*> gone = {ln, add};
+      if (embed) {
+        in = {lookups[0]->inputs[0], lookups[0]->inputs[1], b};
+        if (lookups.size() == 2) {
+          from.insert(from.begin(), a->producer);
+          gone.push_back(a->producer);
+        }
+        for (auto it = lookups.rbegin(); it != lookups.rend(); ++it) from.insert(from.begin(), *it);
+        for (ir::Node* l : lookups) gone.push_back(l);
       }
       for (size_t k = 1; k < ln->inputs.size(); ++k) in.push_back(ln->inputs[k]);
+      if (lookups.size() == 2) {
+        if (in.size() == 4) in.push_back(nullptr);  // no Bias: its slot stays empty
+        in.push_back(lookups[1]->inputs[0]);
+        in.push_back(lookups[1]->inputs[1]);
+      }
       ir::Value* y = ln->outputs[0];
-      ir::Node* f = g.add_node(gather ? "EmbedLayerNormalization" : "AddLayerNormalization",
-                               g.unique_node_name(ln->name + (gather ? "_embed" : "_add")), in, {y->name + "_fused"},
+      ir::Node* f = g.add_node(embed ? "EmbedLayerNormalization" : "AddLayerNormalization",
+                               g.unique_node_name(ln->name + (embed ? "_embed" : "_add")), in, {y->name + "_fused"},
                                ln->attrs, 1, "kiln");
       match::record_fusion(f, from);
-      std::vector<ir::Node*> gone = {ln, add};
-      if (gather) gone.push_back(gather);
       match::finish_fusion(g, f, y, gone);
       return true;
     }

@@ -485,13 +485,16 @@ TEST(GpuNorm, EmbedLayerNormalization) {
   struct Case {
     std::vector<int64_t> table, ids, b;
     DT idx;
+    int64_t table2_rows = 0;  // a second lookup (HF BERT's token types): its table's rows, 0 for none
   };
   const Case cases[] = {
-      {{1000, 768}, {2, 128}, {1, 128, 768}, DT::kINT64},  // bert's token table, batch 2
-      {{1000, 768}, {1, 128}, {128, 768}, DT::kINT32},     // batch 1, int32 ids
-      {{30, 256}, {3, 7}, {256}, DT::kINT64},              // one addend row for all
-      {{40, 5000}, {2, 3}, {1, 3, 5000}, DT::kINT64},       // beyond the register-resident kernel
-      {{40, 4, 64}, {2, 3}, {64}, DT::kINT32},              // table rows of several normalized rows
+      {{1000, 768}, {2, 128}, {1, 128, 768}, DT::kINT64},     // bert's token table, batch 2
+      {{1000, 768}, {1, 128}, {128, 768}, DT::kINT32},        // batch 1, int32 ids
+      {{30, 256}, {3, 7}, {256}, DT::kINT64},                 // one addend row for all
+      {{40, 5000}, {2, 3}, {1, 3, 5000}, DT::kINT64},          // beyond the register-resident kernel
+      {{40, 4, 64}, {2, 3}, {64}, DT::kINT32},                 // table rows of several normalized rows
+      {{1000, 768}, {2, 128}, {1, 128, 768}, DT::kINT64, 2},  // + token types (2 rows), in the kernel
+      {{40, 5000}, {2, 3}, {1, 3, 5000}, DT::kINT32, 3},       // + a second lookup, outside it (workspace)
   };
   uint32_t seed = 400;
   for (DT dt : {DT::kFLOAT, DT::kHALF, DT::kBF16})
@@ -499,7 +502,8 @@ TEST(GpuNorm, EmbedLayerNormalization) {
     for (const Case& k : cases) {
       if (to_float && dt == DT::kFLOAT) continue;
       SCOPED_TRACE(std::string(dtype_name(dt)) + " table " + dims_to_string(k.table) + " ids " + dims_to_string(k.ids) +
-                   " " + dtype_name(k.idx) + (to_float ? " stored as float32" : ""));
+                   " " + dtype_name(k.idx) + (to_float ? " stored as float32" : "") +
+                   (k.table2_rows ? " + a second lookup" : ""));
       ir::Graph g;
       int64_t n = 1;
       for (int64_t d : k.ids) n *= d;
@@ -513,6 +517,15 @@ TEST(GpuNorm, EmbedLayerNormalization) {
                                     g.add_constant("b", random_tensor(dt, k.b, seed++, -1, 1)),
                                     g.add_constant("scale", random_tensor(dt, row, seed++, 0.5, 1.5)),
                                     g.add_constant("bias", random_tensor(dt, row, seed++))};
+      if (k.table2_rows) {
+        std::vector<int64_t> t2 = k.table;
+        t2[0] = k.table2_rows;
+        std::vector<int64_t> v2(n);
+        for (int64_t i = 0; i < n; ++i) v2[i] = i % k.table2_rows - (i % 7 == 0 ? k.table2_rows : 0);
+        in.push_back(g.add_constant("table2", random_tensor(dt, t2, seed++, -2, 2)));
+        in.push_back(test::add_input(g, "ids2", k.idx, ops::shape_from_dims(k.ids)));
+        inputs.push_back(Tensor::from_vector<int64_t>(k.ids, v2).cast(k.idx));
+      }
       Attributes at;
       at.set("axis", int64_t{-1});
       at.set("epsilon", 1e-5f);

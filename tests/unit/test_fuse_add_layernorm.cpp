@@ -204,6 +204,59 @@ TEST(FuseAddLayerNorm, LookupsItLeaves) {
   }
 }
 
+// Hugging Face BERT's embeddings: word Gather + token-type Gather -> Add -> + position embeddings -> LayerNorm. The
+// two lookups and both Adds become one EmbedLayerNormalization (second table and indices as inputs 5 and 6), with
+// the sum of the lookups rounded before the position row is added, as the graph did; with and without the
+// LayerNorm's bias (its slot then stays empty).
+TEST(FuseAddLayerNorm, TwoLookupsBecomeOneNode) {
+  for (bool bias : {true, false})
+    for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + (bias ? " with bias" : " without bias"));
+      ir::Graph g;
+      ir::Value* ids = graph_input(g, "ids", {2, 8}, DataType::kINT64);
+      ir::Value* tt = graph_input(g, "tt", {2, 8}, DataType::kINT32);
+      std::vector<int64_t> v(16), w(16);
+      for (int64_t i = 0; i < 16; ++i) v[i] = (i * 7) % 20, w[i] = i % 2 - (i % 5 == 0 ? 2 : 0);
+      const std::vector<Tensor> inputs = {Tensor::from_vector<int64_t>({2, 8}, v),
+                                          Tensor::from_vector<int64_t>({2, 8}, w).cast(DataType::kINT32)};
+      Attributes ga;
+      ga.set("axis", int64_t{0});
+      ir::Node* g0 = g.add_node("Gather", "word", {g.add_constant("word_table", random_f32({20, 16}, 41).cast(dt)), ids},
+                                {"we"}, ga, 13);
+      ir::Node* g1 = g.add_node("Gather", "token_type", {g.add_constant("tt_table", random_f32({2, 16}, 42).cast(dt)), tt},
+                                {"te"}, ga, 13);
+      ir::Node* inner = g.add_node("Add", "add", {g0->outputs[0], g1->outputs[0]}, {"s1"}, {}, 14);
+      ir::Node* outer =
+          g.add_node("Add", "add_1", {inner->outputs[0], g.add_constant("pos", random_f32({1, 8, 16}, 43).cast(dt))},
+                     {"s2"}, {}, 14);
+      Attributes at;
+      at.set("axis", int64_t{-1});
+      at.set("epsilon", 1e-12f);
+      std::vector<ir::Value*> ln_in = {outer->outputs[0], g.add_constant("gamma", random_f32({16}, 44, 0.5f, 1.5f).cast(dt))};
+      if (bias) ln_in.push_back(g.add_constant("beta", random_f32({16}, 45).cast(dt)));
+      g.outputs().push_back(g.add_node("LayerNormalization", "norm", ln_in, {"y"}, at, 17)->outputs[0]);
+      ASSERT_TRUE(run_passes(g, {}).ok());
+      auto before = g.clone();
+      Status st = run_passes(g, fusion(), enabled());
+      ASSERT_TRUE(st.ok()) << st.message();
+      ASSERT_EQ(g.nodes().size(), 1u) << ir::print(g);
+      const ir::Node* f = g.nodes()[0].get();
+      EXPECT_EQ(f->op_type, "EmbedLayerNormalization");
+      ASSERT_EQ(f->inputs.size(), 7u);
+      EXPECT_EQ(f->inputs[0]->name, "word_table");
+      EXPECT_EQ(f->inputs[1]->name, "ids");
+      EXPECT_EQ(f->inputs[2]->name, "pos");
+      EXPECT_EQ(f->inputs[4] != nullptr, bias);
+      EXPECT_EQ(f->inputs[5]->name, "tt_table");
+      EXPECT_EQ(f->inputs[6]->name, "tt");
+      EXPECT_EQ(f->attrs.find(ops::kFusedFromAttr)->strings(),
+                (std::vector<std::string>{"word", "token_type", "add", "add_1", "norm"}));
+      auto want = run_reference(*before, inputs);
+      auto got = run_reference(g, inputs);
+      expect_close(got[0].cast(DataType::kFLOAT), want[0].cast(DataType::kFLOAT), 0, 0);
+    }
+}
+
 // The fused node's own checks: B must follow the addend rule against the looked-up shape.
 TEST(FuseAddLayerNorm, EmbedLayerNormalizationChecksItsAddend) {
   ir::Graph g;

@@ -154,6 +154,22 @@ __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restr
     uint4 raw[VPT], scv[PV ? VPT : 1], biv[PV ? VPT : 1];
 #pragma unroll
     for (int i = 0; i < VPT; ++i) raw[i] = in_table ? xr[i * 32 + lane] : make_uint4(0, 0, 0, 0);
+    if (p.gather2_table) {  // a second lookup, added as the separate Add stored the sum
+      int64_t src2 = p.gather2_index64 ? static_cast<const int64_t*>(p.gather2_index)[row]
+                                       : static_cast<int64_t>(static_cast<const int32_t*>(p.gather2_index)[row]);
+      if (src2 < 0) src2 += p.gather2_rows;
+      if (src2 >= 0 && src2 < p.gather2_rows) {
+        const uint4* r2 = reinterpret_cast<const uint4*>(static_cast<const T*>(p.gather2_table) + src2 * p.len);
+#pragma unroll
+        for (int i = 0; i < VPT; ++i) {
+          const uint4 bv = r2[i * 32 + lane];
+          T* rt = reinterpret_cast<T*>(&raw[i]);
+          const T* bt = reinterpret_cast<const T*>(&bv);
+#pragma unroll
+          for (int e = 0; e < E; ++e) rt[e] = from_f<T>(to_f(rt[e]) + to_f(bt[e]));
+        }
+      }
+    }
     if (p.addend) {  // kiln AddLayerNormalization: the row plus its addend row, rounded as the Add stored it
       const uint4* ar = reinterpret_cast<const uint4*>(static_cast<const T*>(p.addend) + (row % p.addend_rows) * p.len);
 #pragma unroll
@@ -410,7 +426,9 @@ Status row_norm_t(const void* x, void* y, const RowNormParams& p, int sm_count, 
   const bool vectorizable = layernorm_vector_form<T>(x, y, p, &pv);
   if ((p.addend || p.gather_index) &&
       (!vectorizable || layernorm_vec_width<T>(p) == 0 || (p.addend && p.addend_rows <= 0) ||
-       reinterpret_cast<uintptr_t>(p.addend) % 16 != 0 || (p.gather_index && p.gather_rows <= 0)))
+       reinterpret_cast<uintptr_t>(p.addend) % 16 != 0 || (p.gather_index && p.gather_rows <= 0) ||
+       (p.gather2_table && (!p.gather_index || p.gather2_rows <= 0 ||
+                            reinterpret_cast<uintptr_t>(p.gather2_table) % 16 != 0))))
     return unsupported("LayerNormalization with an addend or a row lookup: only the register-resident kernel takes one here");
   if (p.out_float && !std::is_same_v<T, float> && (!vectorizable || layernorm_vec_width<T>(p) == 0))
     return unsupported("LayerNormalization writing float32 from a reduced type: only the register-resident kernel does");

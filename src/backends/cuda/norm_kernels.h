@@ -47,6 +47,12 @@ struct RowNormParams {
   const void* gather_index = nullptr;
   bool gather_index64 = true;
   int64_t gather_rows = 0;
+  // And a second lookup added to the first (rounded to x's type as their Add stored it): row index2[r] of table2
+  // (gather2_rows rows of len elements, x's type), under the same index rules.
+  const void* gather2_table = nullptr;
+  const void* gather2_index = nullptr;
+  bool gather2_index64 = true;
+  int64_t gather2_rows = 0;
   // y is float32 whatever x's type (a kiln norm node with to = float: the output Cast fused). Register-resident
   // kernel only, as `addend`.
   bool out_float = false;

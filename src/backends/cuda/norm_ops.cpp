@@ -203,9 +203,41 @@ Status run_add_layer_norm(KernelArgs& a) {
   return store_staged(a, x.dtype, y, p);
 }
 
-// kiln EmbedLayerNormalization (Data, Indices, B, Scale, [Bias]), Y in Data's type or float32 (`to`): the
-// register-resident LayerNorm kernel loads each row from the table by its index and adds B's row; where it does
-// not apply, the rows are gathered into Y first (the Gather kernel), then B added and Y normalized in place.
+// Adds row idx2[r] of table2 to each of the `rows` rows of y (len elements of dt each), gathering those rows into
+// the workspace from byte `ws_offset` on, as many rows at a time as fit: the two-lookup EmbedLayerNormalization
+// where the register-resident kernel does not apply.
+Status add_second_lookup(KernelArgs& a, DataType dt, void* y, int64_t rows, int64_t len, const DevTensor& table2,
+                         const DevTensor& idx2, size_t ws_offset, const std::string& op) {
+  const size_t row_bytes = static_cast<size_t>(len) * dtype_size(dt);
+  const size_t avail = a.handles->workspace_bytes > ws_offset ? a.handles->workspace_bytes - ws_offset : 0;
+  const int64_t chunk = static_cast<int64_t>(avail / row_bytes);
+  if (chunk <= 0)
+    return unsupported(op + ": a row of " + std::to_string(row_bytes) + " bytes does not fit the workspace left (" +
+                       std::to_string(avail) + " bytes) for the second lookup");
+  const bool is64 = idx2.dtype == DataType::kINT64;
+  auto* ws = static_cast<uint8_t*>(a.handles->workspace) + ws_offset;
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, rows - r0);
+    const void* ip = static_cast<const uint8_t*>(idx2.data) + r0 * (is64 ? 8 : 4);
+    KILN_RETURN_IF_ERROR(movement::gather(table2.data, ws, static_cast<int>(dtype_size(dt)), 1, table2.shape[0], len,
+                                          movement::IndexRef{ip, is64}, n, a.stream));
+    void* yc = static_cast<uint8_t*>(y) + r0 * row_bytes;
+    EwBroadcast bc;
+    bc.rank = 1;
+    bc.num_inputs = 2;
+    bc.total = n * len;
+    bc.index32 = bc.total < (int64_t{1} << 31);
+    bc.dims[0] = bc.total;
+    bc.strides[0][0] = bc.strides[1][0] = 1;
+    KILN_RETURN_IF_ERROR(launch_binary(BinaryOp::kAdd, dt, yc, ws, yc, bc, a.stream));
+  }
+  return Status::Ok();
+}
+
+// kiln EmbedLayerNormalization (Data, Indices, B, Scale, [Bias], [Data2, Indices2]), Y in Data's type or float32
+// (`to`): the register-resident LayerNorm kernel loads each row from the table(s) by its index and adds B's row;
+// where it does not apply, the rows are gathered into Y first (the Gather kernel; a second lookup's rows through
+// the workspace and added), then B added and Y normalized in place.
 Status run_embed_layer_norm(KernelArgs& a) {
   const std::string op = "kiln EmbedLayerNormalization";
   const DevTensor& table = a.in[0];
@@ -220,11 +252,23 @@ Status run_embed_layer_norm(KernelArgs& a) {
                                                        ops::shape_from_dims(addend.shape), axis, op));
   if (p.rows == 0 || p.len == 0) return Status::Ok();
   const int64_t row_len = ops::product(table.shape, 1);  // one table row: what each index selects
+  const bool two = a.has_input(5) && a.has_input(6);
+  if (two && (a.in[5].dtype != table.dtype || a.in[5].rank() != table.rank() ||
+              ops::product(a.in[5].shape, 1) != row_len || a.in[6].numel() != idx.numel()))
+    return invalid_argument(op + ": the second lookup's table " + dims_to_string(a.in[5].shape) + " or indices " +
+                            dims_to_string(a.in[6].shape) + " do not match the first's (" + dims_to_string(table.shape) +
+                            ", " + dims_to_string(idx.shape) + ")");
   if (row_len == p.len) {
     RowNormParams f = p;
     f.gather_index = idx.data;
     f.gather_index64 = idx.dtype == DataType::kINT64;
     f.gather_rows = table.shape[0];
+    if (two) {
+      f.gather2_table = a.in[5].data;
+      f.gather2_index = a.in[6].data;
+      f.gather2_index64 = a.in[6].dtype == DataType::kINT64;
+      f.gather2_rows = a.in[5].shape[0];
+    }
     f.addend = addend.data;
     f.addend_rows = addend.numel() / p.len;
     f.out_float = out.dtype != table.dtype;
@@ -235,6 +279,11 @@ Status run_embed_layer_norm(KernelArgs& a) {
   KILN_RETURN_IF_ERROR(movement::gather(table.data, y, static_cast<int>(dtype_size(table.dtype)), 1, table.shape[0],
                                         row_len, movement::IndexRef{idx.data, idx.dtype == DataType::kINT64},
                                         idx.numel(), a.stream));
+  if (two) {
+    // The workspace after Y where Y is staged there, from its start otherwise.
+    const size_t used = y == out.data ? 0 : (out.numel() * dtype_size(table.dtype) + 255) / 256 * 256;
+    KILN_RETURN_IF_ERROR(add_second_lookup(a, table.dtype, y, idx.numel(), row_len, a.in[5], a.in[6], used, op));
+  }
   KILN_RETURN_IF_ERROR(add_then_norm(a, table.dtype, y, y, out.numel(), addend, p));
   return store_staged(a, table.dtype, y, p);
 }
@@ -364,10 +413,17 @@ KILN_CUDA_KERNEL(EmbedLayerNormalization) {
   d.dtypes = float_types();
   d.run = run_embed_layer_norm;
   d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& plan) {
-    const auto& idx = plan.values[n.inputs[1]];
+    auto index_type = [&](size_t i) {
+      const DataType t = plan.values[n.inputs[i]].dtype;
+      return t == DataType::kINT32 || t == DataType::kINT64;
+    };
+    auto float_or_absent = [&](size_t i) {
+      return i >= n.inputs.size() || n.inputs[i] < 0 || is_float_type(plan.values[n.inputs[i]].dtype);
+    };
     const auto& y = plan.values[n.outputs[0]];
-    return (idx.dtype == DataType::kINT32 || idx.dtype == DataType::kINT64) && y.rank_known &&
-           y.shape.size() <= kMaxIndexDims && params_are_float(n, plan, 2);
+    const bool two = n.inputs.size() > 6 && n.inputs[5] >= 0 && n.inputs[6] >= 0;
+    return index_type(1) && (!two || index_type(6)) && float_or_absent(2) && float_or_absent(3) &&
+           float_or_absent(4) && float_or_absent(5) && y.rank_known && y.shape.size() <= kMaxIndexDims;
   };
   return d;
 }
