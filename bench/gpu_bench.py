@@ -5,7 +5,9 @@ the same run on the same GPU.
 
 Kiln: `kiln --device=cuda` per (model, precision, batch) with a static profile and --noDataTransfers; the figure
 is the median GPU compute time of the timed enqueues (CUDA events), with and without --useCudaGraph, best of the
-two. PyTorch: inference_mode, cuDNN benchmark on, TF32 allowed, FP16 by model.half(), CNNs in channels_last (as
+two. FP16 engines take and give float16 as the FP16 peers do (float inputs and the output built with
+--inputIOFormats/--outputIOFormats=fp16:chw; token ids stay int64); --kiln-io=fp32 keeps the model's float32
+bindings, as runs 1-21 measured. PyTorch: inference_mode, cuDNN benchmark on, TF32 allowed, FP16 by model.half(), CNNs in channels_last (as
 ../shared/PEERS.md measured them); median of CUDA-event times after warm-up. ONNX Runtime: whatever execution
 providers the installed package has (the device's package is CPU-only: then batch 1 only, and labelled so).
 Also reported: Kiln's engine build time, engine size and device memory (weights + activation arena).
@@ -161,9 +163,10 @@ def main(argv=None):
     ap.add_argument("--peers", nargs="*", default=PEERS, help=f"subset of {PEERS}")
     ap.add_argument("--batches", default="both", choices=["1", "large", "both"])
     ap.add_argument("--fp32", action="store_true", help="also Kiln FP32 against eager FP32 (issue 4's table)")
-    ap.add_argument("--kiln-fp16-io", action="store_true",
-                    help="FP16 engines with float16 bindings where the peers take and give float16 (float inputs "
-                         "and the output: --inputIOFormats/--outputIOFormats=fp16:chw); default: the model's float32")
+    ap.add_argument("--kiln-io", choices=["fp16", "fp32"], default="fp16",
+                    help="the FP16 engines' float bindings: fp16 (default; what the FP16 peers take and give: "
+                         "--inputIOFormats/--outputIOFormats=fp16:chw on float inputs and the output) or fp32 (the "
+                         "ONNX model's own, as runs 1-21 measured)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("SKIP: no CUDA GPU")
@@ -215,7 +218,7 @@ def main(argv=None):
                 eng = os.path.join(tmp, f"{name}_{batch}.engine")
                 cache = os.path.join(tmp, f"{name}_{batch}.timing.json")
                 io = []
-                if fp16 and args.kiln_fp16_io:
+                if fp16 and args.kiln_io == "fp16":
                     io.append("--outputIOFormats=fp16:chw")
                     if meta["inputs"][0].get("dtype", "float32") == "float32":
                         io.append("--inputIOFormats=fp16:chw")
