@@ -128,6 +128,27 @@ def test_fp16_engine_runs_close_to_fp32(gpu_setup):
     np.testing.assert_allclose(as_array(first_output(out_json)), gpu_setup["ref"], rtol=5e-3, atol=5e-3)
 
 
+def test_fp16_bindings_on_cuda(gpu_setup):
+    """--inputIOFormats/--outputIOFormats=fp16:chw with --fp16: the engine takes and gives float16, the values match
+    the CPU run of the float32 model within float16 rounding, and no layer of the engine is a conversion."""
+    d = gpu_setup["dir"]
+    engine = d / "chain_fp16_io.engine"
+    proc = run_kiln(f"--onnx={gpu_setup['model']}", *SHAPES, "--device=cuda", "--fp16", "--inputIOFormats=fp16:chw",
+                    "--outputIOFormats=fp16:chw", f"--saveEngine={engine}", "--skipInference", check=True)
+    assert "Input  'x': float16" in proc.stdout and "Output 'y': float16" in proc.stdout, proc.stdout
+    x16 = np.fromfile(gpu_setup["xfile"], np.float32).astype(np.float16)
+    xfile = d / "x16.bin"
+    x16.tofile(xfile)
+    out_json, info = d / "fp16_io.json", d / "fp16_io_layers.json"
+    run_kiln(f"--loadEngine={engine}", "--device=cuda", "--shapes=x:4x8", f"--loadInputs=x:{xfile}",
+             f"--exportOutput={out_json}", f"--exportLayerInfo={info}", "--profilingVerbosity=detailed",
+             "--iterations=1", "--warmUp=0", "--duration=0", check=True)
+    np.testing.assert_allclose(as_array(first_output(out_json)), gpu_setup["ref"], rtol=5e-3, atol=5e-3)
+    layers = json.loads(info.read_text())["Layers"]
+    assert not [l["Name"] for l in layers if l["LayerType"] == "Cast"], layers
+    assert all(t["Format/Datatype"].endswith("FP16") for l in layers for t in l["Inputs"] + l["Outputs"]), layers
+
+
 def matmul_model(path):
     """y = Relu(x · W + b), x: float [N, 64], W [64, 32]: one GEMM layer with cuBLASLt tactics on CUDA."""
     from onnx import TensorProto, helper, numpy_helper

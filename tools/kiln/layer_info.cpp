@@ -103,8 +103,12 @@ Result<std::string> layer_info_json(const Engine& engine, const std::string& ver
       }
       return list;
     };
-    const std::string precision =
-        !n.outputs.empty() && n.outputs[0] >= 0 ? type_label(plan.values[n.outputs[0]].dtype) : "";
+    // The type the layer computes in: its output's, except for a kiln layer that stores another type (`to`: a
+    // LayerNorm writing the float32 network output, Unpad converting a GEMM's rows), which computes in its input's.
+    const bool stores_other = n.domain == "kiln" && n.attrs.has("to") && !n.inputs.empty() && n.inputs[0] >= 0;
+    const std::string precision = stores_other ? type_label(plan.values[n.inputs[0]].dtype)
+                                  : !n.outputs.empty() && n.outputs[0] >= 0 ? type_label(plan.values[n.outputs[0]].dtype)
+                                                                            : "";
     Json layer = {{"Name", n.name},
                   {"LayerType", layer_type(n)},
                   {"Inputs", tensors(n.inputs)},
