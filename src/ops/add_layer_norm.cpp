@@ -78,6 +78,23 @@ Status normalize(ComputeContext& ctx, const Tensor& x, int first_param, const st
   return Status::Ok();
 }
 
+// normalize() of a + b, b checked against a by the addend rule and the sum rounded to a's type as an Add stores it.
+Status add_and_normalize(ComputeContext& ctx, const Tensor& a, const Tensor& b, int first_param, const std::string& op) {
+  KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
+  KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.rank(), op + ": axis"));
+  KILN_RETURN_IF_ERROR(check_add_layernorm_addend(shape_from_dims(a.shape()), shape_from_dims(b.shape()), axis, op));
+  KILN_ASSIGN_OR_RETURN(auto sum, run_reference("Add", "", Attributes{}, 14, {&a, &b}));
+  return normalize(ctx, sum[0], first_param, op);
+}
+
+// Shape inference's addend rule: B against A (both of known rank) at the node's normalized axis.
+Status check_addend_info(const InferContext& ctx, const Shape& a, const TensorInfo& b, const std::string& op) {
+  if (!b.rank_known) return Status::Ok();
+  KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
+  KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.size(), op + ": axis"));
+  return check_add_layernorm_addend(a, b.shape, axis, op);
+}
+
 }  // namespace
 
 KILN_REGISTER_OP(AddLayerNormalization) {
@@ -93,22 +110,12 @@ KILN_REGISTER_OP(AddLayerNormalization) {
     const TensorInfo& a = ctx.input(0);
     const TensorInfo& b = ctx.input(1);
     if (a.dtype != b.dtype) return invalid_model(op + ": A and B differ in type");
-    if (a.rank_known && b.rank_known) {
-      KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
-      KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.shape.size(), op + ": axis"));
-      KILN_RETURN_IF_ERROR(check_add_layernorm_addend(a.shape, b.shape, axis, op));
-    }
+    if (a.rank_known) KILN_RETURN_IF_ERROR(check_addend_info(ctx, a.shape, b, op));
     return set_output(ctx, a, op);
   };
   s.compute = [](ComputeContext& ctx) -> Status {
     const std::string op = "kiln AddLayerNormalization";
-    const Tensor& a = ctx.input(0);
-    const Tensor& b = ctx.input(1);
-    KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
-    KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.rank(), op + ": axis"));
-    KILN_RETURN_IF_ERROR(check_add_layernorm_addend(shape_from_dims(a.shape()), shape_from_dims(b.shape()), axis, op));
-    KILN_ASSIGN_OR_RETURN(auto sum, run_reference("Add", "", Attributes{}, 14, {&a, &b}));
-    return normalize(ctx, sum[0], 2, op);
+    return add_and_normalize(ctx, ctx.input(0), ctx.input(1), 2, op);
   };
   return s;
 }
@@ -156,11 +163,7 @@ KILN_REGISTER_OP(EmbedLayerNormalization) {
       if (data.shape.empty()) return invalid_model(op + ": Data must have rank >= 1");
       a.shape = idx.shape;
       a.shape.insert(a.shape.end(), data.shape.begin() + 1, data.shape.end());
-      if (b.rank_known) {
-        KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
-        KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a.shape.size(), op + ": axis"));
-        KILN_RETURN_IF_ERROR(check_add_layernorm_addend(a.shape, b.shape, axis, op));
-      }
+      KILN_RETURN_IF_ERROR(check_addend_info(ctx, a.shape, b, op));
     }
     return set_output(ctx, a, op);
   };
@@ -176,13 +179,7 @@ KILN_REGISTER_OP(EmbedLayerNormalization) {
                                 dims_to_string(a2[0].shape()) + " differ");
       KILN_ASSIGN_OR_RETURN(a, run_reference("Add", "", Attributes{}, 14, {&a[0], &a2[0]}));
     }
-    const Tensor& b = ctx.input(2);
-    KILN_ASSIGN_OR_RETURN(int64_t axis, ctx.attrs().get_int("axis", -1));
-    KILN_ASSIGN_OR_RETURN(axis, normalize_axis(axis, a[0].rank(), op + ": axis"));
-    KILN_RETURN_IF_ERROR(
-        check_add_layernorm_addend(shape_from_dims(a[0].shape()), shape_from_dims(b.shape()), axis, op));
-    KILN_ASSIGN_OR_RETURN(auto sum, run_reference("Add", "", Attributes{}, 14, {&a[0], &b}));
-    return normalize(ctx, sum[0], 3, op);
+    return add_and_normalize(ctx, a[0], ctx.input(2), 3, op);
   };
   return s;
 }

@@ -417,6 +417,25 @@ TEST(GpuNorm, LayerNormalizationLoweredToHalf) {
   }
 }
 
+// A graph of one kiln norm node `n` (inputs in graph-input order): its output on the GPU against the CPU reference,
+// all of it on the GPU, in `to` (the node's output type), within the tolerance of `dt`, the type it computes in.
+void expect_node_agrees(ir::Graph& g, ir::Node* n, const std::vector<Tensor>& inputs, DT dt, DT to) {
+  Status st = passes::infer_node(g, *n);
+  ASSERT_TRUE(st.ok()) << st.message();
+  ASSERT_EQ(n->outputs[0]->dtype, to);
+  g.outputs().push_back(n->outputs[0]);
+  const std::vector<Tensor> cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
+  std::string host;
+  const std::vector<Tensor> gpu = run_graph(g, Backend::kCUDA, inputs, &host);
+  EXPECT_EQ(host, "") << "ran on the host";
+  ASSERT_EQ(cpu.size(), 1u);
+  ASSERT_EQ(gpu.size(), 1u);
+  ASSERT_EQ(gpu[0].dtype(), to);
+  // Stored as float32 from a reduced type, only the order of float32 sums differs from the reference.
+  const double tol = dt == DT::kFLOAT || to == DT::kFLOAT ? 1e-4 : dt == DT::kHALF ? 1e-2 : 5e-2;
+  expect_tensors_close(cpu[0], gpu[0], tol, tol, "vs the reference");
+}
+
 // kiln AddLayerNormalization (fuse_add_layernorm's node): A + B normalized, B of A's shape or repeating along
 // leading dims, against the CPU reference, in each type: bert's embedding shapes (the register-resident kernel
 // adds B as it loads a row), rows that kernel does not take (5000 and 1030 elements: B is added into Y first and
@@ -461,17 +480,7 @@ TEST(GpuNorm, AddLayerNormalization) {
       at.set("epsilon", 1e-5f);
       if (to_float) at.set("to", ops::onnx_code_of(DT::kFLOAT));
       ir::Node* n = g.add_node("AddLayerNormalization", "add_ln", in, {"y"}, at, 1, "kiln");
-      Status st = passes::infer_node(g, *n);
-      ASSERT_TRUE(st.ok()) << st.message();
-      g.outputs().push_back(n->outputs[0]);
-      const std::vector<Tensor> cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
-      std::string host;
-      const std::vector<Tensor> gpu = run_graph(g, Backend::kCUDA, inputs, &host);
-      EXPECT_EQ(host, "") << "ran on the host";
-      ASSERT_EQ(cpu.size(), 1u);
-      ASSERT_EQ(gpu.size(), 1u);
-      const double tol = dt == DT::kFLOAT ? 1e-4 : dt == DT::kHALF ? 1e-2 : 5e-2;
-      expect_tensors_close(cpu[0], gpu[0], tol, tol, "vs the reference");
+      expect_node_agrees(g, n, inputs, dt, to_float ? DT::kFLOAT : dt);
     }
 }
 
@@ -531,17 +540,7 @@ TEST(GpuNorm, EmbedLayerNormalization) {
       at.set("epsilon", 1e-5f);
       if (to_float) at.set("to", ops::onnx_code_of(DT::kFLOAT));
       ir::Node* node = g.add_node("EmbedLayerNormalization", "embed_ln", in, {"y"}, at, 1, "kiln");
-      Status st = passes::infer_node(g, *node);
-      ASSERT_TRUE(st.ok()) << st.message();
-      g.outputs().push_back(node->outputs[0]);
-      const std::vector<Tensor> cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
-      std::string host;
-      const std::vector<Tensor> gpu = run_graph(g, Backend::kCUDA, inputs, &host);
-      EXPECT_EQ(host, "") << "ran on the host";
-      ASSERT_EQ(cpu.size(), 1u);
-      ASSERT_EQ(gpu.size(), 1u);
-      const double tol = dt == DT::kFLOAT ? 1e-4 : dt == DT::kHALF ? 1e-2 : 5e-2;
-      expect_tensors_close(cpu[0], gpu[0], tol, tol, "vs the reference");
+      expect_node_agrees(g, node, inputs, dt, to_float ? DT::kFLOAT : dt);
     }
 }
 
@@ -569,19 +568,7 @@ TEST(GpuNorm, KilnLayerNormalizationStoresFloat32) {
         at.set("epsilon", 1e-5f);
         at.set("to", ops::onnx_code_of(to));
         ir::Node* n = g.add_node("LayerNormalization", "ln_f32", in, {"y"}, at, 1, "kiln");
-        Status st = passes::infer_node(g, *n);
-        ASSERT_TRUE(st.ok()) << st.message();
-        ASSERT_EQ(n->outputs[0]->dtype, to);
-        g.outputs().push_back(n->outputs[0]);
-        const std::vector<Tensor> cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
-        std::string host;
-        const std::vector<Tensor> gpu = run_graph(g, Backend::kCUDA, inputs, &host);
-        EXPECT_EQ(host, "") << "ran on the host";
-        ASSERT_EQ(gpu.size(), 1u);
-        ASSERT_EQ(gpu[0].dtype(), to);
-        // Stored as float32, only the order of float32 sums differs from the reference.
-        const double tol = to == DT::kFLOAT ? 1e-4 : dt == DT::kHALF ? 1e-2 : 5e-2;
-        expect_tensors_close(cpu[0], gpu[0], tol, tol, "vs the reference");
+        expect_node_agrees(g, n, inputs, dt, to);
       }
 }
 
