@@ -7,7 +7,7 @@ APT_PACKAGES = build-essential cmake ninja-build pkg-config libprotobuf-dev prot
   python3-torch python3-torchvision
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build test test-unit test-cli test-python test-node pypi-node-data test-models test-hf demo bench docs clean
+.PHONY: all deps build cutlass test test-unit test-cli test-python test-node pypi-node-data test-models test-hf demo bench docs clean
 
 all: build
 
@@ -21,6 +21,13 @@ deps:
 
 $(BUILD_DIR)/build.ninja: CMakeLists.txt
 	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(PYTHON)
+
+# The CUTLASS GEMM tactics (src/backends/cuda/cutlass_gemm.h) need NVIDIA CUTLASS's headers: this fetches them and
+# reconfigures the build with them (about 45 s of compile per kernel; CI, without a GPU, does not build them).
+# `make demo` does it by itself where a GPU is present.
+cutlass:
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE=$(PYTHON) \
+	  -DKILN_CUTLASS_DIR=$$(PYTHON=$(PYTHON) tools/fetch_cutlass.sh $(CURDIR)/$(BUILD_DIR)/_deps/cutlass)
 
 build: deps $(BUILD_DIR)/build.ninja
 	cmake --build $(BUILD_DIR) -j $(JOBS)
@@ -102,6 +109,7 @@ docs:
 	$(PYTHON) tools/gen_operator_docs.py --results $(BUILD_DIR)/node_results.json --out docs/operators.md --readme README.md
 
 demo: build
+	@if nvidia-smi -L >/dev/null 2>&1; then $(MAKE) --no-print-directory cutlass && cmake --build $(BUILD_DIR) -j $(JOBS); fi
 	$(PYTHON) scripts/demo.py --kiln-build $(BUILD_DIR)
 
 bench: build

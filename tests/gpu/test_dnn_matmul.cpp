@@ -18,6 +18,7 @@
 #include "gpu_test_util.h"
 #include "gpu_timing_util.h"
 #include "backends/cuda/dnn_matmul.h"
+#include "backends/cuda/gemm_tactics.h"
 #include "passes/shape_inference.h"
 
 namespace kiln::gpu_testing {
@@ -753,6 +754,70 @@ TEST(GpuGemmSplitK, TunerTimesSplitsOnlyForSmallProblems) {
     const auto want = run_graph(*mm_graph(c, DataType::kHALF, "", &ref_inputs, 37), Backend::kCPU, ref_inputs, nullptr);
     ASSERT_EQ(got.size(), 1u);
     ASSERT_EQ(want.size(), 1u);
+    expect_tensors_close(want[0], got[0], atol_of(DataType::kHALF), rtol_of(DataType::kHALF), b.tactic.c_str());
+  }
+}
+
+// The CUTLASS GEMM + bias + erf-GELU tactics (cutlass_gemm.h; built with `make cutlass`), each configuration forced
+// through "kiln.tactic", FP16 and BF16, at bert's FFN1 shapes for 128 and 1024 tokens, an M that is no tile
+// multiple, without bias, against the CPU reference; no fallback may happen. Skipped, saying so, in a build without
+// the kernels (the forced tactic then falls back to cuBLASLt with a warning naming the reason).
+TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
+  KILN_REQUIRE_GPU();
+  const MmCase cases[] = {
+      {"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"},
+      {"bert-ffn1-b8", 1024, 3072, 768, "gelu_erf"},
+      {"odd-rows", 37, 512, 256, "gelu_erf"},
+      {"no-bias", 200, 256, 512, "gelu_erf", false},
+  };
+  for (const MmCase& c : cases)
+    for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
+      std::vector<Tensor> ref_inputs;
+      const std::vector<Tensor> cpu =
+          run_graph(*mm_graph(c, dt, "", &ref_inputs, 53), Backend::kCPU, ref_inputs, nullptr);
+      for (int config = 0; config < cuda::kCutlassGeluTactics; ++config) {
+        const std::string tactic = cuda::cutlass_gelu_tactic_name(config);
+        SCOPED_TRACE(describe(c, dt, tactic));
+        std::vector<Tensor> inputs;
+        const auto g = mm_graph(c, dt, tactic, &inputs, 53);
+        std::string err;
+        const std::vector<Tensor> got = run_capturing(*g, inputs, &err);
+        if (err.find("this build has no CUTLASS kernels") != std::string::npos)
+          GTEST_SKIP() << "this build has no CUTLASS kernels (`make cutlass`, or KILN_CUTLASS_DIR, builds them)";
+        EXPECT_EQ(err.find("falls back"), std::string::npos) << err;
+        ASSERT_EQ(got.size(), 1u);
+        expect_tensors_close(cpu[0], got[0], atol_of(dt), rtol_of(dt), "vs the reference");
+      }
+    }
+}
+
+// At the default level the tuner times the CUTLASS kernels against cuBLASLt + the erf-GELU pass for bert's FFN1 at
+// 128 and 8192 tokens (FP16), and whatever it keeps matches the reference; the 'tactic for' line with every
+// candidate's time is printed (bench/NOTES.md: what the fused kernel saves at batch 64).
+TEST(GpuCutlassGemm, TunerTimesCutlassForErfGeluLayers) {
+  KILN_REQUIRE_GPU();
+  for (const MmCase& c : {MmCase{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"},
+                          MmCase{"bert-ffn1-b64", 8192, 3072, 768, "gelu_erf"}}) {
+    SCOPED_TRACE(c.name);
+    std::vector<Tensor> inputs;
+    auto make = [&](ir::Graph& g) {
+      inputs.clear();
+      fill_mm_graph(g, c, DataType::kHALF, "", &inputs, 59);
+      return inputs;
+    };
+    TunedBuild b = tuned_build("FusedMatMul", "ffn", 3, make);
+    ASSERT_NE(b.engine, nullptr);
+    const size_t at = b.log.find("tactic for 'ffn'");
+    ASSERT_NE(at, std::string::npos) << b.log;
+    const std::string line = b.log.substr(at, b.log.find('\n', at) - at);
+    std::printf("CUTLASS tuned %s: %s\n", c.name, line.c_str());
+    if (line.find(cuda::kCutlassGeluPrefix) == std::string::npos)
+      GTEST_SKIP() << "no CUTLASS candidates were timed (a build without the kernels): " << line;
+    std::vector<std::pair<std::string, Tensor>> named = {{"a", inputs[0]}, {"b", inputs[1]}, {"bias", inputs[2]}};
+    const auto got = test::infer(*b.engine, named);
+    std::vector<Tensor> ref_inputs;
+    const auto want = run_graph(*mm_graph(c, DataType::kHALF, "", &ref_inputs, 59), Backend::kCPU, ref_inputs, nullptr);
+    ASSERT_EQ(got.size(), 1u);
     expect_tensors_close(want[0], got[0], atol_of(DataType::kHALF), rtol_of(DataType::kHALF), b.tactic.c_str());
   }
 }

@@ -61,5 +61,42 @@ TEST(GemmTactics, RanksFirstSplitsAfter) {
   EXPECT_EQ(lt_tactics(8192, 768, 3072, kH100Sms).size(), static_cast<size_t>(kLtRanks));
 }
 
+// The CUTLASS GEMM + erf-GELU tactics: stable names, offered only where the build has the kernels and the layer fits
+// them, the ping-pong 64x128 kernel first where few output tiles leave SMs idle, and placed right after cuBLASLt's
+// first choice so that the default level times them.
+TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
+  for (int c = 0; c < kCutlassGeluTactics; ++c) EXPECT_EQ(parse_cutlass_gelu_tactic(cutlass_gelu_tactic_name(c)), c);
+  EXPECT_EQ(cutlass_gelu_tactic_name(1), "cutlass_gelu_c1");
+  EXPECT_EQ(parse_cutlass_gelu_tactic("cutlass_gelu_c3"), -1);
+  EXPECT_EQ(parse_cutlass_gelu_tactic("lt_heur0"), -1);
+  CutlassGeluProblem p;
+  p.available = p.gelu_erf = p.reduced_type = true;
+  p.m = 8192, p.n = 3072, p.k = 768;
+  EXPECT_EQ(cutlass_gelu_tactics(p, 132),
+            (std::vector<std::string>{"cutlass_gelu_c0", "cutlass_gelu_c1", "cutlass_gelu_c2"}));
+  p.m = 128;  // bert at batch 1: 24 tiles of 128x128 for 132 SMs
+  EXPECT_EQ(cutlass_gelu_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c2", "cutlass_gelu_c0"}));
+  auto without = [&](auto change) {
+    CutlassGeluProblem q = p;
+    change(q);
+    return cutlass_gelu_tactics(q, 132).empty();
+  };
+  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.available = false; }));
+  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.gelu_erf = false; }));
+  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.residual = true; }));
+  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.reduced_type = false; }));
+  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.trans_b = true; }));
+  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.gemms = 4; }));
+  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.n = 3070; }));
+  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.k = 770; }));
+  const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
+  const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});
+  ASSERT_EQ(merged.size(), lt.size() + 2);
+  EXPECT_EQ(merged[0], "lt_heur0");
+  EXPECT_EQ(merged[1], "cutlass_gelu_c0");
+  EXPECT_EQ(merged[2], "cutlass_gelu_c1");
+  EXPECT_EQ(merged[3], "lt_heur1");
+}
+
 }  // namespace
 }  // namespace kiln::cuda

@@ -12,6 +12,7 @@
 #include "backends/cuda/dnn_matmul.h"
 #include "backends/cuda/dnn_layer_plan.h"
 #include "backends/cuda/gemm_geometry.h"
+#include "backends/cuda/cutlass_gemm.h"
 #include "backends/cuda/gemm_tactics.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "kiln/logger.h"
@@ -446,6 +447,7 @@ struct FusedState {
   int64_t batch = 1;  // cuBLASLt's strided batch count
   MatMulState mm;
   std::unique_ptr<DnnMatmul> dnn;  // set: the layer's cuDNN tactic runs instead of all the above
+  std::unique_ptr<CutlassGemmGelu> cutlass;  // set: the layer's CUTLASS tactic runs instead of cuBLASLt + the pass
 };
 
 Result<EpiAct> parse_act(const Attributes& a) {
@@ -538,6 +540,31 @@ Status init_fused_state(const KernelArgs& args, FusedState& st) {
   return fused_plan(args, st, false);
 }
 
+// The layer as a CUTLASS GEMM + bias + erf-GELU problem (gemm_tactics.h says which ones take it).
+CutlassGeluProblem cutlass_problem(const KernelArgs& args, const FusedState& st) {
+  CutlassGeluProblem p;
+  p.available = cutlass_gemm_available();
+  p.gelu_erf = st.act == EpiAct::kGeluErf;
+  p.residual = st.has_res;
+  p.reduced_type = args.in[0].dtype == DataType::kHALF || args.in[0].dtype == DataType::kBF16;
+  const auto tb = args.attrs().get_int("trans_b", 0);
+  p.trans_b = !tb.ok() || tb.value() != 0;
+  p.gemms = st.batch * static_cast<int64_t>(st.mm.off_a.size());
+  p.m = st.mm.m;
+  p.n = st.mm.n;
+  p.k = st.mm.k;
+  return p;
+}
+
+// The CUTLASS kernel of tactic configuration `config` into st.cutlass, or why not.
+Status make_cutlass(const KernelArgs& args, FusedState& st, int config) {
+  if (cutlass_gelu_tactics(cutlass_problem(args, st), 0).empty())
+    return unsupported("FusedMatMul '" + args.node->name + "': the CUTLASS GEMM does not take this layer");
+  KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm_gelu(config, args.in[0].dtype, st.mm.m, st.mm.n, st.mm.k,
+                                                           st.has_bias, st.alpha));
+  return Status::Ok();
+}
+
 // The layer as one cuDNN graph problem, or why not (dnn_matmul_declined).
 Result<DnnMatmulSpec> dnn_spec(const KernelArgs& args, const FusedState& st) {
   DnnMatmulSpec s;
@@ -592,6 +619,17 @@ Status fused_matmul_run(KernelArgs& args) {
         default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
       }
     }
+    // Likewise a CUTLASS tactic, which an engine built where the kernels existed may name in a build without them.
+    if (const int config = parse_cutlass_gelu_tactic(args.tactic); config >= 0) {
+      Status cs = make_cutlass(args, *fresh, config);
+      if (!cs.ok()) {
+        if (args.strict_tactic) return cs;
+        const std::string msg = "FusedMatMul '" + args.node->name + "': recorded tactic " + args.tactic +
+                                " cannot run here (" + cs.message() +
+                                "); it falls back to cuBLASLt with the epilogue pass";
+        default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
+      }
+    }
     *args.state = fresh;
     st = fresh.get();
   }
@@ -605,6 +643,16 @@ Status fused_matmul_run(KernelArgs& args) {
     }
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
     return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
+  }
+  if (st->cutlass) {
+    // TMA wants 16-byte aligned operands; addresses rebound to unaligned memory take cuBLASLt and the pass.
+    const bool aligned = ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
+                           reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
+    if (aligned || args.strict_tactic) {
+      if (!aligned) return unsupported("FusedMatMul: the CUTLASS GEMM needs 16-byte aligned operands");
+      return st->cutlass->run(A.data, B.data, bias, Y.data, args.handles->workspace, args.handles->workspace_bytes,
+                              args.stream);
+    }
   }
   if (auto done = run_layer_plan(args, st->dnn, dnn_pointers_aligned({A.data, B.data, bias, res, Y.data}),
                                  "FusedMatMul", "cuBLASLt with the epilogue pass", [&](DnnMatmul& d) {
@@ -629,8 +677,15 @@ Status fused_matmul_run(KernelArgs& args) {
 // more than the tuner will time (each one compiled once per process here; a graph cuDNN refuses adds nothing).
 std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   std::vector<std::string> lt = gemm_tactics(args);
-  if (!dnn_matmul_enabled() || !args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0)
-    return lt;
+  if (!args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return lt;
+  // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1), right after cuBLASLt's
+  // first choice.
+  if (cutlass_gemm_available()) {
+    FusedState probe;
+    if (init_fused_state(args, probe).ok())
+      lt = with_cutlass_tactics(lt, cutlass_gelu_tactics(cutlass_problem(args, probe), args.handles->sm_count));
+  }
+  if (!dnn_matmul_enabled()) return lt;
   auto act = args.attrs().get_string("activation", "none");
   auto rf = args.attrs().get_int("residual_first", 0);
   if (!act.ok() || !rf.ok() || !dnn_matmul_wanted(*act, args.has_input(3), *rf != 0)) return lt;

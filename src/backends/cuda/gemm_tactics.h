@@ -67,4 +67,49 @@ inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, i
   return t;
 }
 
+// "cutlass_gelu_cC": FusedMatMul's bias + erf-GELU layers as one CUTLASS kernel of configuration C
+// (cutlass_gemm.h), where cuBLASLt leaves the erf GELU to a second pass. Offered where the build has the kernels and
+// the layer fits them: erf GELU, no residual, float16/bfloat16, one GEMM (not batched), B stored [K, N], N and K
+// multiples of 8.
+inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
+inline constexpr int kCutlassGeluTactics = 3;
+
+inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
+
+// The configuration of a tactic name, -1 for a name that is not one of these.
+inline int parse_cutlass_gelu_tactic(const std::string& t) {
+  for (int c = 0; c < kCutlassGeluTactics; ++c)
+    if (t == cutlass_gelu_tactic_name(c)) return c;
+  return -1;
+}
+
+struct CutlassGeluProblem {
+  bool available = false;    // the build has the kernels
+  bool gelu_erf = false, residual = false, reduced_type = false, trans_b = false;
+  int64_t gemms = 1;         // GEMMs the layer runs (a batched MatMul: more than one)
+  int64_t m = 0, n = 0, k = 0;
+};
+
+// The CUTLASS tactics for a layer, in timing order: for few output tiles (under two waves of 128x128 tiles on
+// `sms` SMs, batch 1) the ping-pong 64x128 kernel first, else the cooperative 128x128 and 128x256 ones.
+inline std::vector<std::string> cutlass_gelu_tactics(const CutlassGeluProblem& p, int sms) {
+  if (!p.available || !p.gelu_erf || p.residual || !p.reduced_type || p.trans_b || p.gemms != 1 || p.m <= 0 ||
+      p.n <= 0 || p.k <= 0 || p.n % 8 != 0 || p.k % 8 != 0)
+    return {};
+  const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
+  if (sms > 0 && tiles < 2 * sms) return {cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
+  return {cutlass_gelu_tactic_name(0), cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(2)};
+}
+
+// The tactic list of a layer with CUTLASS candidates: cuBLASLt's first choice, then the CUTLASS kernels (which
+// replace the whole layer, a pass included, so they are timed at the default level), then the rest.
+inline std::vector<std::string> with_cutlass_tactics(const std::vector<std::string>& tactics,
+                                                     const std::vector<std::string>& cutlass) {
+  std::vector<std::string> v;
+  if (!tactics.empty()) v.push_back(tactics[0]);
+  v.insert(v.end(), cutlass.begin(), cutlass.end());
+  if (tactics.size() > 1) v.insert(v.end(), tactics.begin() + 1, tactics.end());
+  return v;
+}
+
 }  // namespace kiln::cuda

@@ -1,0 +1,126 @@
+// The CUTLASS GEMM + bias + erf-GELU kernels (cutlass_gemm.h), one translation unit per element type so that the
+// slow CUTLASS compiles run in parallel: cutlass_gemm_gelu_f16.cu and _bf16.cu include this with their type.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <memory>
+#include <string>
+
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/operations.hpp"
+#include "cutlass/epilogue/thread/activation.h"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+#include "cutlass/util/packed_stride.hpp"
+
+#include "backends/cuda/cutlass_gemm.h"
+
+namespace kiln::cuda::cutlass_impl {
+
+// D = GELU_erf(alpha * A B + bias[col]) (beta 0: no C), row-major A [M, K], B [K, N], D [M, N], fp32 accumulation.
+template <typename T, class TileShape, class KernelSchedule, class EpilogueSchedule>
+struct GeluGemm {
+  using Layout = cutlass::layout::RowMajor;
+  static constexpr int kAlign = 8;  // elements per 16 bytes
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::GELU, T, float, T, T,
+                                                                     float>;
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, cute::Shape<cute::_1, cute::_1, cute::_1>,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, Layout, kAlign, T, Layout, kAlign,
+      EpilogueSchedule, Fusion>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, Layout, kAlign, float, TileShape,
+      cute::Shape<cute::_1, cute::_1, cute::_1>,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      KernelSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+};
+
+template <class G, typename T>
+class Impl final : public CutlassGemmGelu {
+ public:
+  Impl(int m, int n, int k, bool bias, float alpha) : m_(m), n_(n), k_(k), bias_(bias), alpha_(alpha) {}
+
+  typename G::Arguments arguments(const void* a, const void* b, const void* bias, void* d) const {
+    using K = typename G::GemmKernel;
+    const auto sa = cutlass::make_cute_packed_stride(typename K::StrideA{}, cute::make_shape(m_, k_, 1));
+    const auto sb = cutlass::make_cute_packed_stride(typename K::StrideB{}, cute::make_shape(n_, k_, 1));
+    const auto sc = cutlass::make_cute_packed_stride(typename K::StrideC{}, cute::make_shape(m_, n_, 1));
+    const auto sd = cutlass::make_cute_packed_stride(typename K::StrideD{}, cute::make_shape(m_, n_, 1));
+    typename G::Arguments args{cutlass::gemm::GemmUniversalMode::kGemm,
+                               {m_, n_, k_, 1},
+                               {static_cast<const T*>(a), sa, static_cast<const T*>(b), sb},
+                               {{}, nullptr, sc, static_cast<T*>(d), sd}};
+    args.epilogue.thread.alpha = alpha_;
+    args.epilogue.thread.beta = 0.f;
+    args.epilogue.thread.bias_ptr = bias_ ? static_cast<const T*>(bias) : nullptr;
+    return args;
+  }
+
+  // Whether CUTLASS can run this problem (alignment, sizes), checked once when the tactic is made.
+  Status check() const {
+    // Any 16-byte aligned pointers stand for the real ones here: can_implement looks at sizes and strides.
+    alignas(16) static T dummy[8];
+    auto args = arguments(dummy, dummy, dummy, dummy);
+    if (G::can_implement(args) != cutlass::Status::kSuccess)
+      return unsupported("CUTLASS cannot implement this GEMM (" + std::to_string(m_) + "x" + std::to_string(n_) + "x" +
+                         std::to_string(k_) + ")");
+    return Status::Ok();
+  }
+
+  Status run(const void* a, const void* b, const void* bias, void* d, void* workspace, size_t workspace_bytes,
+             cudaStream_t stream) override {
+    if (!ready_ || a != a_ || b != b_ || bias != bias_ptr_ || d != d_ || workspace != ws_) {
+      auto args = arguments(a, b, bias, d);
+      const size_t need = G::get_workspace_size(args);
+      if (need > workspace_bytes)
+        return unsupported("the CUTLASS GEMM needs " + std::to_string(need) + " bytes of workspace, " +
+                           std::to_string(workspace_bytes) + " are there");
+      if (gemm_.initialize(args, workspace, stream) != cutlass::Status::kSuccess)
+        return internal_error("CUTLASS GEMM: initialize failed");
+      a_ = a, b_ = b, bias_ptr_ = bias, d_ = d, ws_ = workspace;
+      ready_ = true;
+    }
+    if (gemm_.run(stream) != cutlass::Status::kSuccess) return internal_error("CUTLASS GEMM: launch failed");
+    const cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return internal_error(std::string("CUTLASS GEMM: ") + cudaGetErrorString(e));
+    return Status::Ok();
+  }
+
+ private:
+  int m_, n_, k_;
+  bool bias_;
+  float alpha_;
+  G gemm_;
+  bool ready_ = false;
+  const void *a_ = nullptr, *b_ = nullptr, *bias_ptr_ = nullptr;
+  void *d_ = nullptr, *ws_ = nullptr;
+};
+
+template <typename T>
+Result<std::unique_ptr<CutlassGemmGelu>> make(int config, int m, int n, int k, bool bias, float alpha) {
+  using namespace cute;
+  using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
+  using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
+  using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+  using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
+  auto build = [&](auto* tag) -> Result<std::unique_ptr<CutlassGemmGelu>> {
+    using G = typename std::remove_pointer_t<decltype(tag)>::Gemm;
+    auto impl = std::make_unique<Impl<G, T>>(m, n, k, bias, alpha);
+    KILN_RETURN_IF_ERROR(impl->check());
+    return std::unique_ptr<CutlassGemmGelu>(std::move(impl));
+  };
+  switch (config) {
+    case 0: return build(static_cast<GeluGemm<T, Shape<_128, _128, _64>, Coop, CoopEpi>*>(nullptr));
+    case 1: return build(static_cast<GeluGemm<T, Shape<_128, _256, _64>, Coop, CoopEpi>*>(nullptr));
+    case 2: return build(static_cast<GeluGemm<T, Shape<_64, _128, _64>, Ping, PingEpi>*>(nullptr));
+    default: return unsupported("no CUTLASS GEMM configuration " + std::to_string(config));
+  }
+}
+
+}  // namespace kiln::cuda::cutlass_impl
