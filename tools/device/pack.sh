@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 B=${BUILD_DIR:-build}
+# The CUTLASS GEMM tactics come only from a build configured with their headers (`make cutlass`).
+grep -q '^KILN_CUTLASS_DIR:PATH=/' $B/CMakeCache.txt 2>/dev/null ||
+  echo "pack: $B has no CUTLASS GEMM tactics (run 'make cutlass' first to carry them)" >&2
 rm -rf .devcarry && mkdir -p .devcarry/bin .devcarry/lib
 cp $B/bin/kiln $B/bin/kiln_gpu_tests $B/bin/kiln_node_runner .devcarry/bin/
 # kiln_tests: gpu_check's hf stage runs the HfModels gtest on the exports the device's torch/transformers write.

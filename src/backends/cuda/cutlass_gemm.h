@@ -22,7 +22,8 @@ namespace kiln::cuda {
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
-inline constexpr int kCutlassGeluConfigs = 3;
+//   3: 256x128x64, cooperative, cluster 2x1 (B tiles multicast to two SMs by TMA)
+inline constexpr int kCutlassGeluConfigs = 4;
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
 // pointer changed since the last run.

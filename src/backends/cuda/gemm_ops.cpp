@@ -650,8 +650,14 @@ Status fused_matmul_run(KernelArgs& args) {
                            reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
     if (aligned || args.strict_tactic) {
       if (!aligned) return unsupported("FusedMatMul: the CUTLASS GEMM needs 16-byte aligned operands");
-      return st->cutlass->run(A.data, B.data, bias, Y.data, args.handles->workspace, args.handles->workspace_bytes,
-                              args.stream);
+      Status cs = st->cutlass->run(A.data, B.data, bias, Y.data, args.handles->workspace,
+                                   args.handles->workspace_bytes, args.stream);
+      if (cs.ok() || args.strict_tactic) return cs;
+      // Refused before its launch (workspace, parameters): this layer takes cuBLASLt and the pass from now on.
+      const std::string msg = "FusedMatMul '" + args.node->name + "': tactic " + args.tactic + " failed (" +
+                              cs.message() + "); it falls back to cuBLASLt with the epilogue pass";
+      default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
+      st->cutlass.reset();
     }
   }
   if (auto done = run_layer_plan(args, st->dnn, dnn_pointers_aligned({A.data, B.data, bias, res, Y.data}),

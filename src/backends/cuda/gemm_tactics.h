@@ -72,7 +72,7 @@ inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, i
 // the layer fits them: erf GELU, no residual, float16/bfloat16, one GEMM (not batched), B stored [K, N], N and K
 // multiples of 8.
 inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
-inline constexpr int kCutlassGeluTactics = 3;
+inline constexpr int kCutlassGeluTactics = 4;  // cutlass_gemm.h: kCutlassGeluConfigs
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
 
@@ -91,14 +91,16 @@ struct CutlassGeluProblem {
 };
 
 // The CUTLASS tactics for a layer, in timing order: for few output tiles (under two waves of 128x128 tiles on
-// `sms` SMs, batch 1) the ping-pong 64x128 kernel first, else the cooperative 128x128 and 128x256 ones.
+// `sms` SMs, batch 1) the ping-pong 64x128 kernel first, else the cooperative 128x128, 128x256 and 256x128
+// (cluster 2x1) ones, then the ping-pong one.
 inline std::vector<std::string> cutlass_gelu_tactics(const CutlassGeluProblem& p, int sms) {
   if (!p.available || !p.gelu_erf || p.residual || !p.reduced_type || p.trans_b || p.gemms != 1 || p.m <= 0 ||
       p.n <= 0 || p.k <= 0 || p.n % 8 != 0 || p.k % 8 != 0)
     return {};
   const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
   if (sms > 0 && tiles < 2 * sms) return {cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
-  return {cutlass_gelu_tactic_name(0), cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(2)};
+  return {cutlass_gelu_tactic_name(0), cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3),
+          cutlass_gelu_tactic_name(2)};
 }
 
 // The tactic list of a layer with CUTLASS candidates: cuBLASLt's first choice, then the CUTLASS kernels (which

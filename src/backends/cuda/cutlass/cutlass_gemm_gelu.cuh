@@ -22,19 +22,20 @@
 namespace kiln::cuda::cutlass_impl {
 
 // D = GELU_erf(alpha * A B + bias[col]) (beta 0: no C), row-major A [M, K], B [K, N], D [M, N], fp32 accumulation.
-template <typename T, class TileShape, class KernelSchedule, class EpilogueSchedule>
+template <typename T, class TileShape, class KernelSchedule, class EpilogueSchedule,
+          class ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>>
 struct GeluGemm {
   using Layout = cutlass::layout::RowMajor;
   static constexpr int kAlign = 8;  // elements per 16 bytes
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::GELU, T, float, T, T,
                                                                      float>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, cute::Shape<cute::_1, cute::_1, cute::_1>,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, Layout, kAlign, T, Layout, kAlign,
       EpilogueSchedule, Fusion>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, Layout, kAlign, float, TileShape,
-      cute::Shape<cute::_1, cute::_1, cute::_1>,
+      ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       KernelSchedule>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
@@ -119,6 +120,7 @@ Result<std::unique_ptr<CutlassGemmGelu>> make(int config, int m, int n, int k, b
     case 0: return build(static_cast<GeluGemm<T, Shape<_128, _128, _64>, Coop, CoopEpi>*>(nullptr));
     case 1: return build(static_cast<GeluGemm<T, Shape<_128, _256, _64>, Coop, CoopEpi>*>(nullptr));
     case 2: return build(static_cast<GeluGemm<T, Shape<_64, _128, _64>, Ping, PingEpi>*>(nullptr));
+    case 3: return build(static_cast<GeluGemm<T, Shape<_256, _128, _64>, Coop, CoopEpi, Shape<_2, _1, _1>>*>(nullptr));
     default: return unsupported("no CUTLASS GEMM configuration " + std::to_string(config));
   }
 }
