@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,13 @@ class CutlassGemmGelu {
 
 // Whether this build has the CUTLASS kernels.
 bool cutlass_gemm_available();
+
+// Whether the tuner offers them: unless KILN_CUTLASS=0 (an A/B switch, as KILN_DNN_MATMUL=0 is for cuDNN's; an
+// engine that recorded a CUTLASS tactic runs it either way).
+inline bool cutlass_tactics_enabled() {
+  const char* v = std::getenv("KILN_CUTLASS");
+  return cutlass_gemm_available() && !(v && std::string(v) == "0");
+}
 
 // The kernel of `config` for an M x N x K problem in dt (float16 or bfloat16), alpha scaling A B; Unsupported where
 // this build has no CUTLASS kernels, dt or the sizes do not fit them, or CUTLASS cannot implement the problem.

@@ -686,7 +686,7 @@ std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   if (!args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return lt;
   // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1), right after cuBLASLt's
   // first choice.
-  if (cutlass_gemm_available()) {
+  if (cutlass_tactics_enabled()) {
     FusedState probe;
     if (init_fused_state(args, probe).ok())
       lt = with_cutlass_tactics(lt, cutlass_gelu_tactics(cutlass_problem(args, probe), args.handles->sm_count));
