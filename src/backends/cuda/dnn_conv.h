@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backends/cuda/dnn_common.h"
+#include "backends/cuda/tactic_list.h"
 #include "common/tensor.h"
 #include "kiln/status.h"
 #include "ops/layout_util.h"
@@ -92,11 +93,7 @@ inline bool dnn_conv_wanted(const DnnConvSpec& s, bool own_kernel) {
 // that the tuner's per-level limit reaches them, then the legacy others.
 inline std::vector<std::string> merge_conv_tactics(const std::vector<std::string>& legacy,
                                                    const std::vector<std::string>& dnn) {
-  std::vector<std::string> v;
-  if (!legacy.empty()) v.push_back(legacy[0]);
-  v.insert(v.end(), dnn.begin(), dnn.end());
-  if (legacy.size() > 1) v.insert(v.end(), legacy.begin() + 1, legacy.end());
-  return v;
+  return after_first_choice(legacy, dnn);
 }
 
 // The order in which a heuristic list's configs are tried (their tactic ranks), given which ones compile at plan

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backends/cuda/dnn_common.h"
+#include "backends/cuda/tactic_list.h"
 #include "common/dnn_matmul_switch.h"
 #include "common/tensor.h"
 #include "kiln/status.h"
@@ -71,11 +72,7 @@ inline bool dnn_matmul_wanted(std::string_view act, bool has_res, bool residual_
 // the tuner's per-level limit reaches them, then cuBLASLt's other ranks.
 inline std::vector<std::string> merge_matmul_tactics(const std::vector<std::string>& lt,
                                                      const std::vector<std::string>& dnn) {
-  std::vector<std::string> v;
-  if (!lt.empty()) v.push_back(lt[0]);
-  v.insert(v.end(), dnn.begin(), dnn.end());
-  if (lt.size() > 1) v.insert(v.end(), lt.begin() + 1, lt.end());
-  return v;
+  return after_first_choice(lt, dnn);
 }
 
 // One tensor of the graph: cuDNN's matmul takes rank-3 [batch, rows, cols] tensors; strides in elements.

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/tactic_list.h"
+
 namespace kiln::cuda {
 
 inline constexpr const char* kLtTacticPrefix = "lt_heur";
@@ -107,11 +109,7 @@ inline std::vector<std::string> cutlass_gelu_tactics(const CutlassGeluProblem& p
 // replace the whole layer, a pass included, so they are timed at the default level), then the rest.
 inline std::vector<std::string> with_cutlass_tactics(const std::vector<std::string>& tactics,
                                                      const std::vector<std::string>& cutlass) {
-  std::vector<std::string> v;
-  if (!tactics.empty()) v.push_back(tactics[0]);
-  v.insert(v.end(), cutlass.begin(), cutlass.end());
-  if (tactics.size() > 1) v.insert(v.end(), tactics.begin() + 1, tactics.end());
-  return v;
+  return after_first_choice(tactics, cutlass);
 }
 
 }  // namespace kiln::cuda
