@@ -492,6 +492,21 @@ def test_compare_passes_against_the_cpu_reference(chain):
     assert "PASSED: 1 tensors within the tolerance" in proc.stdout
 
 
+def test_compare_an_engine_with_float16_bindings(tmp_path, chain):
+    """An engine built with float16 bindings against the float32 model: the reference gets the same inputs converted
+    to its float32, and the difference is the float16 rounding of the input and output (within 1e-3, not 1e-5)."""
+    engine = tmp_path / "fp16io.engine"
+    run_kiln(f"--onnx={chain}", "--shapes=x:4x8", "--inputIOFormats=fp16:chw", "--outputIOFormats=fp16:chw",
+             f"--saveEngine={engine}", "--skipInference", check=True)
+    proc = run_kiln("compare", f"--loadEngine={engine}", f"--referenceOnnx={chain}", "--shapes=x:4x8", check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Input 'x': float16 4x8" in proc.stdout, proc.stdout
+    assert re.search(r"^y\s+\(output\)\s.*FAIL \(\d+ of 32 elements\)$", proc.stdout, re.M), proc.stdout
+    proc = run_kiln("compare", f"--loadEngine={engine}", f"--referenceOnnx={chain}", "--shapes=x:4x8", "--atol=1e-3",
+                    "--rtol=1e-3", check=True)
+    assert "PASSED: 1 tensors within the tolerance" in proc.stdout, proc.stdout
+
+
 def test_compare_fails_on_a_different_reference(tmp_path, chain):
     other = chain_model(tmp_path / "other.onnx", shift=0.5)
     proc = run_kiln("compare", f"--onnx={chain}", f"--referenceOnnx={other}", check=False)

@@ -16,7 +16,9 @@
 #include "engine_setup.h"
 #include "host_data.h"
 #include "inference.h"
+#include "kiln/builder.h"
 #include "kiln/logger.h"
+#include "kiln/onnx_parser.h"
 #include "options.h"
 
 namespace kiln::cli {
@@ -203,6 +205,36 @@ Result<std::unique_ptr<Engine>> build_and_load(const Options& o, Backend backend
   return runtime.deserialize_engine(built.bytes.data(), built.bytes.size());
 }
 
+// The inputs as a reference network declares them: a float input whose binding in the subject has another float
+// type (an engine built with float16 bindings) converted to the reference's; `type_of` gives the reference's type
+// of an input by name.
+template <typename TypeOf>
+Result<NamedTensors> inputs_as_declared(const NamedTensors& inputs, TypeOf type_of) {
+  NamedTensors out;
+  for (const auto& [name, t] : inputs) {
+    KILN_ASSIGN_OR_RETURN(DataType want, type_of(name));
+    if (want == t.dtype) {
+      out.emplace_back(name, t);
+      continue;
+    }
+    auto c = convert_float(t, want);
+    if (!c.ok()) return c.status().with_context("input '" + name + "' for the reference");
+    out.emplace_back(name, std::move(c.value()));
+  }
+  return out;
+}
+
+// The float input types an ONNX model declares, by name (parsed, not built).
+Result<std::map<std::string, DataType>> declared_input_types(const std::string& model, ILogger& logger) {
+  Builder builder(logger);
+  auto network = builder.create_network();
+  OnnxParser parser(*network, logger);
+  KILN_RETURN_IF_ERROR(parser.parse_from_file(model).with_context("failed to parse '" + model + "'"));
+  std::map<std::string, DataType> types;
+  for (int i = 0; i < network->num_inputs(); ++i) types[network->get_input(i)->name()] = network->get_input(i)->dtype();
+  return types;
+}
+
 std::string shape_text(const HostTensor& t) { return t.dims.empty() ? "scalar" : dims_to_string(t.dims); }
 
 int compare(const CompareOptions& c, StderrLogger& logger) {
@@ -246,8 +278,16 @@ int compare(const CompareOptions& c, StderrLogger& logger) {
   std::map<std::string, HostTensor> expected;
   std::string reference_text;
   if (c.reference == "onnxruntime") {
+    auto declared = declared_input_types(ref_model, logger);
+    if (!declared.ok()) return fail(declared.status());
+    auto ref_inputs = inputs_as_declared(*inputs, [&](const std::string& name) -> Result<DataType> {
+      auto it = declared->find(name);
+      if (it == declared->end()) return invalid_argument("'" + name + "' is not an input of " + ref_model);
+      return it->second;
+    });
+    if (!ref_inputs.ok()) return fail(ref_inputs.status());
     std::string version;
-    auto ran = run_onnxruntime(ref_model, *inputs, mark_names, &version);
+    auto ran = run_onnxruntime(ref_model, *ref_inputs, mark_names, &version);
     if (!ran.ok()) return fail(ran.status());
     expected = std::move(ran.value());
     reference_text = "ONNX Runtime " + version + " (CPU) on " + ref_model;
@@ -260,7 +300,11 @@ int compare(const CompareOptions& c, StderrLogger& logger) {
     std::vector<MarkedTensor> ref_marked;
     auto ref = build_and_load(r, Backend::kCPU, logger, &ref_marked);
     if (!ref.ok()) return fail(ref.status().with_context("the reference build failed"));
-    auto ran = run_engine(**ref, *inputs);
+    auto ref_inputs = inputs_as_declared(*inputs, [&](const std::string& name) -> Result<DataType> {
+      return (*ref)->get_tensor_dtype(name.c_str());
+    });
+    if (!ref_inputs.ok()) return fail(ref_inputs.status());
+    auto ran = run_engine(**ref, *ref_inputs);
     if (!ran.ok()) return fail(ran.status().with_context("the reference failed"));
     expected = std::move(ran.value());
     reference_text = "CPU backend on " + ref_model;

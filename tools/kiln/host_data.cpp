@@ -155,4 +155,33 @@ Status load_raw(const std::string& path, const std::string& input_name, HostTens
   return Status::Ok();
 }
 
+Result<HostTensor> convert_float(const HostTensor& t, DataType to) {
+  auto is_float = [](DataType d) { return d == DataType::kFLOAT || d == DataType::kHALF || d == DataType::kBF16; };
+  if (t.dtype == to) return t;
+  if (!is_float(t.dtype) || !is_float(to) || t.kind != ValueKind::kTENSOR)
+    return unsupported(std::string("cannot convert ") + dtype_name(t.dtype) + " data to " + dtype_name(to));
+  HostTensor r;
+  r.dtype = to;
+  r.dims = t.dims;
+  allocate(r);
+  const size_t n = t.data.size() / dtype_size(t.dtype);
+  for (size_t i = 0; i < n; ++i) {
+    float v = 0;
+    if (t.dtype == DataType::kFLOAT) {
+      std::memcpy(&v, t.data.data() + 4 * i, 4);
+    } else {
+      uint16_t h;
+      std::memcpy(&h, t.data.data() + 2 * i, 2);
+      v = t.dtype == DataType::kHALF ? half_to_float(h) : bf16_to_float(h);
+    }
+    if (to == DataType::kFLOAT) {
+      std::memcpy(r.data.data() + 4 * i, &v, 4);
+    } else {
+      const uint16_t h = to == DataType::kHALF ? float_to_half(v) : float_to_bf16(v);
+      std::memcpy(r.data.data() + 2 * i, &h, 2);
+    }
+  }
+  return r;
+}
+
 }  // namespace kiln::cli

@@ -19,6 +19,10 @@ void fill_random(HostTensor& t, uint32_t seed);
 // Reads raw little-endian bytes in t.dtype, C order; the file size must equal the tensor's byte size.
 Status load_raw(const std::string& path, const std::string& input_name, HostTensor& t);
 
+// t in another float type (float32, float16, bfloat16 either way): what a reference whose input is declared in
+// that type is fed when the subject's binding has another (an engine built with float16 bindings).
+Result<HostTensor> convert_float(const HostTensor& t, DataType to);
+
 float half_to_float(uint16_t h);
 uint16_t float_to_half(float f);
 float bf16_to_float(uint16_t b);
