@@ -758,9 +758,10 @@ TEST(GpuGemmSplitK, TunerTimesSplitsOnlyForSmallProblems) {
   }
 }
 
-// The CUTLASS GEMM + bias + erf-GELU tactics (cutlass_gemm.h; built with `make cutlass`), each configuration forced
-// through "kiln.tactic", FP16 and BF16, at bert's FFN1 shapes for 128 and 1024 tokens, an M that is no tile
-// multiple, without bias, against the CPU reference; no fallback may happen. Skipped, saying so, in a build without
+// The CUTLASS GEMM + bias + activation tactics (cutlass_gemm.h; built with `make cutlass`), each configuration
+// forced through "kiln.tactic", FP16 and BF16: erf GELU at bert's FFN1 shapes for 128 and 1024 tokens, an M that is
+// no tile multiple, without bias; SiLU with B stored [N, K] at efficientnet's expand shapes and without bias;
+// against the CPU reference; no fallback may happen. Skipped, saying so, in a build without
 // the kernels (the forced tactic then falls back to cuBLASLt with a warning naming the reason).
 TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
   KILN_REQUIRE_GPU();
@@ -769,14 +770,23 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
       {"bert-ffn1-b8", 1024, 3072, 768, "gelu_erf"},
       {"odd-rows", 37, 512, 256, "gelu_erf"},
       {"no-bias", 200, 256, 512, "gelu_erf", false},
+      // SiLU 1x1 convolutions as GEMMs (B stored [N, K]): efficientnet_b0's expand shapes at batch 2.
+      {"effnet-expand-112", 25088, 96, 16, "silu", true, false, false, true},
+      {"effnet-expand-28", 1568, 240, 40, "silu", true, false, false, true},
+      {"silu-no-bias", 300, 64, 32, "silu", false, false, false, true},
   };
   for (const MmCase& c : cases)
     for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
       std::vector<Tensor> ref_inputs;
       const std::vector<Tensor> cpu =
           run_graph(*mm_graph(c, dt, "", &ref_inputs, 53), Backend::kCPU, ref_inputs, nullptr);
-      for (int config = 0; config < cuda::kCutlassGeluTactics; ++config) {
-        const std::string tactic = cuda::cutlass_gelu_tactic_name(config);
+      std::vector<std::string> tactics;
+      if (std::string(c.act) == "silu")
+        for (int config : cuda::kCutlassSiluConfigs) tactics.push_back(cuda::cutlass_silu_tactic_name(config));
+      else
+        for (int config = 0; config < cuda::kCutlassGeluTactics; ++config)
+          tactics.push_back(cuda::cutlass_gelu_tactic_name(config));
+      for (const std::string& tactic : tactics) {
         SCOPED_TRACE(describe(c, dt, tactic));
         std::vector<Tensor> inputs;
         const auto g = mm_graph(c, dt, tactic, &inputs, 53);

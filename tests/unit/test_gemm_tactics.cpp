@@ -89,6 +89,19 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.gemms = 4; }));
   EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.n = 3070; }));
   EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.k = 770; }));
+  // SiLU layers (1x1 convolutions: B stored [N, K]): configurations 0 and 2 only, and only with trans_b.
+  CutlassProblem s = p;
+  s.gelu_erf = false;
+  s.silu = true;
+  s.trans_b = true;
+  s.m = 1605632, s.n = 96, s.k = 16;  // efficientnet_b0's first expand layer at batch 128
+  EXPECT_EQ(cutlass_tactics(s, 132), (std::vector<std::string>{"cutlass_silu_c0", "cutlass_silu_c2"}));
+  s.trans_b = false;
+  EXPECT_TRUE(cutlass_tactics(s, 132).empty());
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c2").silu, true);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c2").config, 2);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c1").config, -1);  // not built
+  EXPECT_EQ(parse_cutlass_gelu_tactic("cutlass_silu_c0"), -1);
   const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
   const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});
   ASSERT_EQ(merged.size(), lt.size() + 2);

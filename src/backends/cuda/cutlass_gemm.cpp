@@ -6,28 +6,36 @@ namespace kiln::cuda {
 
 #ifdef KILN_HAVE_CUTLASS
 namespace cutlass_impl {
-Result<std::unique_ptr<CutlassGemmGelu>> make_f16(int config, int m, int n, int k, bool bias, float alpha);
-Result<std::unique_ptr<CutlassGemmGelu>> make_bf16(int config, int m, int n, int k, bool bias, float alpha);
+Result<std::unique_ptr<CutlassGemm>> make_gelu_f16(int config, int m, int n, int k, bool bias, float alpha);
+Result<std::unique_ptr<CutlassGemm>> make_gelu_bf16(int config, int m, int n, int k, bool bias, float alpha);
+Result<std::unique_ptr<CutlassGemm>> make_silu_f16(int config, int m, int n, int k, bool bias, float alpha);
+Result<std::unique_ptr<CutlassGemm>> make_silu_bf16(int config, int m, int n, int k, bool bias, float alpha);
 }  // namespace cutlass_impl
 
 bool cutlass_gemm_available() { return true; }
 
-Result<std::unique_ptr<CutlassGemmGelu>> make_cutlass_gemm_gelu(int config, DataType dt, int64_t m, int64_t n,
-                                                                 int64_t k, bool bias, float alpha) {
+Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int config, DataType dt, int64_t m, int64_t n,
+                                                       int64_t k, bool bias, float alpha) {
   if (m <= 0 || n <= 0 || k <= 0 || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || n % 8 != 0 || k % 8 != 0)
     return unsupported("CUTLASS GEMM: sizes " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
                        " (N and K must be positive multiples of 8)");
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+  const bool gelu = act == CutlassAct::kGeluErf;
   switch (dt) {
-    case DataType::kHALF: return cutlass_impl::make_f16(config, mi, ni, ki, bias, alpha);
-    case DataType::kBF16: return cutlass_impl::make_bf16(config, mi, ni, ki, bias, alpha);
+    case DataType::kHALF:
+      return gelu ? cutlass_impl::make_gelu_f16(config, mi, ni, ki, bias, alpha)
+                  : cutlass_impl::make_silu_f16(config, mi, ni, ki, bias, alpha);
+    case DataType::kBF16:
+      return gelu ? cutlass_impl::make_gelu_bf16(config, mi, ni, ki, bias, alpha)
+                  : cutlass_impl::make_silu_bf16(config, mi, ni, ki, bias, alpha);
     default: return unsupported(std::string("CUTLASS GEMM: no kernel for ") + dtype_name(dt));
   }
 }
 #else
 bool cutlass_gemm_available() { return false; }
 
-Result<std::unique_ptr<CutlassGemmGelu>> make_cutlass_gemm_gelu(int, DataType, int64_t, int64_t, int64_t, bool, float) {
+Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct, int, DataType, int64_t, int64_t, int64_t, bool,
+                                                       float) {
   return unsupported("this build has no CUTLASS kernels (configure with -DKILN_CUTLASS_DIR=...; `make cutlass`)");
 }
 #endif

@@ -1,10 +1,13 @@
 // GEMMs of our own from NVIDIA CUTLASS (Hopper warp-specialized TMA/WGMMA kernels), as tactics of kiln::FusedMatMul
-// where cuBLASLt's epilogue cannot finish the layer: D = GELU_erf(alpha * A B + bias[col]) in one kernel, where
-// cuBLASLt (whose GELU epilogue is the tanh form) writes A B + bias and a second pass of ours applies the erf GELU
-// (bert's and vit's FFN1: ~30-45 us per layer at batch 64 on the H100, at the memory floor). Built only when CMake
-// is given the CUTLASS headers (KILN_CUTLASS_DIR; `make cutlass` fetches them): cutlass_gemm_available() says
-// whether this build has them. Row-major A [M, K], B [K, N] and D [M, N], float16 or bfloat16, K and N multiples
-// of 8 (16-byte rows for TMA), 16-byte aligned pointers; bias [N] of the same type (or none).
+// where cuBLASLt's epilogue cannot finish the layer: D = act(alpha * A B + bias[col]) in one kernel, where cuBLASLt
+// writes A B + bias and a second pass of ours applies the activation. Two kinds:
+//   - erf GELU with B [K, N] (bert's and vit's FFN1 from a MatMul; cuBLASLt's GELU epilogue is the tanh form): the
+//     pass costs ~30-45 us per layer at batch 64, at its memory floor;
+//   - SiLU with B stored [N, K] (efficientnet's expand 1x1 convolutions, conv1x1_as_gemm): memory-bound GEMMs
+//     that cuBLASLt + the pass or cuDNN's fused graph run at 1.5-2x their floor.
+// Built only when CMake is given the CUTLASS headers (KILN_CUTLASS_DIR; `make cutlass` fetches them):
+// cutlass_gemm_available() says whether this build has them. Row-major A [M, K] and D [M, N], float16 or bfloat16,
+// K and N multiples of 8 (16-byte rows for TMA), 16-byte aligned pointers; bias [N] of the same type (or none).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -19,7 +22,9 @@
 
 namespace kiln::cuda {
 
-// The kernel configurations, by tactic index: tile shape and schedule.
+enum class CutlassAct { kGeluErf, kSilu };
+
+// The kernel configurations, by tactic index: tile shape and schedule (SiLU: 0 and 2).
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
@@ -28,9 +33,9 @@ inline constexpr int kCutlassGeluConfigs = 4;
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
 // pointer changed since the last run.
-class CutlassGemmGelu {
+class CutlassGemm {
  public:
-  virtual ~CutlassGemmGelu() = default;
+  virtual ~CutlassGemm() = default;
   virtual Status run(const void* a, const void* b, const void* bias, void* d, void* workspace, size_t workspace_bytes,
                      cudaStream_t stream) = 0;
 };
@@ -45,9 +50,10 @@ inline bool cutlass_tactics_enabled() {
   return cutlass_gemm_available() && !(v && std::string(v) == "0");
 }
 
-// The kernel of `config` for an M x N x K problem in dt (float16 or bfloat16), alpha scaling A B; Unsupported where
-// this build has no CUTLASS kernels, dt or the sizes do not fit them, or CUTLASS cannot implement the problem.
-Result<std::unique_ptr<CutlassGemmGelu>> make_cutlass_gemm_gelu(int config, DataType dt, int64_t m, int64_t n,
-                                                                 int64_t k, bool bias, float alpha);
+// The kernel of `act` and `config` for an M x N x K problem in dt (float16 or bfloat16), alpha scaling A B;
+// Unsupported where this build has no CUTLASS kernels, dt, the configuration or the sizes do not fit them, or
+// CUTLASS cannot implement the problem.
+Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int config, DataType dt, int64_t m, int64_t n,
+                                                       int64_t k, bool bias, float alpha);
 
 }  // namespace kiln::cuda

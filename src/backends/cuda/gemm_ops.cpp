@@ -447,7 +447,7 @@ struct FusedState {
   int64_t batch = 1;  // cuBLASLt's strided batch count
   MatMulState mm;
   std::unique_ptr<DnnMatmul> dnn;  // set: the layer's cuDNN tactic runs instead of all the above
-  std::unique_ptr<CutlassGemmGelu> cutlass;  // set: the layer's CUTLASS tactic runs instead of cuBLASLt + the pass
+  std::unique_ptr<CutlassGemm> cutlass;  // set: the layer's CUTLASS tactic runs instead of cuBLASLt + the pass
 };
 
 Result<EpiAct> parse_act(const Attributes& a) {
@@ -540,11 +540,12 @@ Status init_fused_state(const KernelArgs& args, FusedState& st) {
   return fused_plan(args, st, false);
 }
 
-// The layer as a CUTLASS GEMM + bias + erf-GELU problem (gemm_tactics.h says which ones take it).
-CutlassGeluProblem cutlass_problem(const KernelArgs& args, const FusedState& st) {
-  CutlassGeluProblem p;
+// The layer as a CUTLASS GEMM + bias + activation problem (gemm_tactics.h says which ones take it).
+CutlassProblem cutlass_problem(const KernelArgs& args, const FusedState& st) {
+  CutlassProblem p;
   p.available = cutlass_gemm_available();
   p.gelu_erf = st.act == EpiAct::kGeluErf;
+  p.silu = st.act == EpiAct::kSilu;
   p.residual = st.has_res;
   p.reduced_type = args.in[0].dtype == DataType::kHALF || args.in[0].dtype == DataType::kBF16;
   const auto tb = args.attrs().get_int("trans_b", 0);
@@ -556,12 +557,15 @@ CutlassGeluProblem cutlass_problem(const KernelArgs& args, const FusedState& st)
   return p;
 }
 
-// The CUTLASS kernel of tactic configuration `config` into st.cutlass, or why not.
-Status make_cutlass(const KernelArgs& args, FusedState& st, int config) {
-  if (cutlass_gelu_tactics(cutlass_problem(args, st), 0).empty())
-    return unsupported("FusedMatMul '" + args.node->name + "': the CUTLASS GEMM does not take this layer");
-  KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm_gelu(config, args.in[0].dtype, st.mm.m, st.mm.n, st.mm.k,
-                                                           st.has_bias, st.alpha));
+// The CUTLASS kernel of tactic `t` into st.cutlass, or why not.
+Status make_cutlass(const KernelArgs& args, FusedState& st, const CutlassTactic& t) {
+  const std::vector<std::string> offered = cutlass_tactics(cutlass_problem(args, st), 0);
+  if (std::find(offered.begin(), offered.end(), args.tactic) == offered.end())
+    return unsupported("FusedMatMul '" + args.node->name + "': the CUTLASS GEMM " + args.tactic +
+                       " does not take this layer");
+  KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm(t.silu ? CutlassAct::kSilu : CutlassAct::kGeluErf, t.config,
+                                                      args.in[0].dtype, st.mm.m, st.mm.n, st.mm.k, st.has_bias,
+                                                      st.alpha));
   return Status::Ok();
 }
 
@@ -620,8 +624,8 @@ Status fused_matmul_run(KernelArgs& args) {
       }
     }
     // Likewise a CUTLASS tactic, which an engine built where the kernels existed may name in a build without them.
-    if (const int config = parse_cutlass_gelu_tactic(args.tactic); config >= 0) {
-      Status cs = make_cutlass(args, *fresh, config);
+    if (const CutlassTactic ct = parse_cutlass_tactic(args.tactic); ct.config >= 0) {
+      Status cs = make_cutlass(args, *fresh, ct);
       if (!cs.ok()) {
         if (args.strict_tactic) return cs;
         const std::string msg = "FusedMatMul '" + args.node->name + "': recorded tactic " + args.tactic +
@@ -684,12 +688,12 @@ Status fused_matmul_run(KernelArgs& args) {
 std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   std::vector<std::string> lt = gemm_tactics(args);
   if (!args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return lt;
-  // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1), right after cuBLASLt's
-  // first choice.
+  // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1, a SiLU 1x1 convolution),
+  // right after cuBLASLt's first choice.
   if (cutlass_tactics_enabled()) {
     FusedState probe;
     if (init_fused_state(args, probe).ok())
-      lt = with_cutlass_tactics(lt, cutlass_gelu_tactics(cutlass_problem(args, probe), args.handles->sm_count));
+      lt = with_cutlass_tactics(lt, cutlass_tactics(cutlass_problem(args, probe), args.handles->sm_count));
   }
   if (!dnn_matmul_enabled()) return lt;
   auto act = args.attrs().get_string("activation", "none");

@@ -69,41 +69,68 @@ inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, i
   return t;
 }
 
-// "cutlass_gelu_cC": FusedMatMul's bias + erf-GELU layers as one CUTLASS kernel of configuration C
-// (cutlass_gemm.h), where cuBLASLt leaves the erf GELU to a second pass. Offered where the build has the kernels and
-// the layer fits them: erf GELU, no residual, float16/bfloat16, one GEMM (not batched), B stored [K, N], N and K
-// multiples of 8.
+// "cutlass_gelu_cC" / "cutlass_silu_cC": FusedMatMul's bias + erf-GELU or bias + SiLU layers as one CUTLASS
+// kernel of configuration C (cutlass_gemm.h), where cuBLASLt leaves the activation to a second pass. Offered where
+// the build has the kernels and the layer fits them: no residual, float16/bfloat16, one GEMM (not batched), N and
+// K multiples of 8; erf GELU with B stored [K, N] (a MatMul's weights), SiLU with B stored [N, K] (trans_b: a 1x1
+// convolution's).
 inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
+inline constexpr const char* kCutlassSiluPrefix = "cutlass_silu_c";
 inline constexpr int kCutlassGeluTactics = 4;  // cutlass_gemm.h: kCutlassGeluConfigs
+inline constexpr int kCutlassSiluConfigs[] = {0, 2};
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
+inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }
 
-// The configuration of a tactic name, -1 for a name that is not one of these.
-inline int parse_cutlass_gelu_tactic(const std::string& t) {
+struct CutlassTactic {
+  bool silu = false;  // else erf GELU
+  int config = -1;    // -1: not a CUTLASS tactic
+};
+
+// What a tactic name asks for; config -1 for a name that is not one of these.
+inline CutlassTactic parse_cutlass_tactic(const std::string& t) {
   for (int c = 0; c < kCutlassGeluTactics; ++c)
-    if (t == cutlass_gelu_tactic_name(c)) return c;
-  return -1;
+    if (t == cutlass_gelu_tactic_name(c)) return {false, c};
+  for (int c : kCutlassSiluConfigs)
+    if (t == cutlass_silu_tactic_name(c)) return {true, c};
+  return {};
 }
 
-struct CutlassGeluProblem {
-  bool available = false;    // the build has the kernels
-  bool gelu_erf = false, residual = false, reduced_type = false, trans_b = false;
-  int64_t gemms = 1;         // GEMMs the layer runs (a batched MatMul: more than one)
+// The erf-GELU configuration of a tactic name, -1 for any other name.
+inline int parse_cutlass_gelu_tactic(const std::string& t) {
+  const CutlassTactic c = parse_cutlass_tactic(t);
+  return c.silu ? -1 : c.config;
+}
+
+struct CutlassProblem {
+  bool available = false;  // the build has the kernels
+  bool gelu_erf = false, silu = false, residual = false, reduced_type = false, trans_b = false;
+  int64_t gemms = 1;  // GEMMs the layer runs (a batched MatMul: more than one)
   int64_t m = 0, n = 0, k = 0;
 };
+using CutlassGeluProblem = CutlassProblem;
 
 // The CUTLASS tactics for a layer, in timing order: for few output tiles (under two waves of 128x128 tiles on
 // `sms` SMs, batch 1) the ping-pong 64x128 kernel first, else the cooperative 128x128, 128x256 and 256x128
-// (cluster 2x1) ones, then the ping-pong one.
-inline std::vector<std::string> cutlass_gelu_tactics(const CutlassGeluProblem& p, int sms) {
-  if (!p.available || !p.gelu_erf || p.residual || !p.reduced_type || p.trans_b || p.gemms != 1 || p.m <= 0 ||
-      p.n <= 0 || p.k <= 0 || p.n % 8 != 0 || p.k % 8 != 0)
+// (cluster 2x1) ones, then the ping-pong one; SiLU layers the cooperative 128x128 and the ping-pong kernel.
+inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
+  if (!p.available || p.residual || !p.reduced_type || p.gemms != 1 || p.m <= 0 || p.n <= 0 || p.k <= 0 ||
+      p.n % 8 != 0 || p.k % 8 != 0)
     return {};
   const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
-  if (sms > 0 && tiles < 2 * sms) return {cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
-  return {cutlass_gelu_tactic_name(0), cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3),
-          cutlass_gelu_tactic_name(2)};
+  const bool few = sms > 0 && tiles < 2 * sms;
+  if (p.gelu_erf && !p.trans_b) {
+    if (few) return {cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
+    return {cutlass_gelu_tactic_name(0), cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3),
+            cutlass_gelu_tactic_name(2)};
+  }
+  if (p.silu && p.trans_b) {
+    if (few) return {cutlass_silu_tactic_name(2), cutlass_silu_tactic_name(0)};
+    return {cutlass_silu_tactic_name(0), cutlass_silu_tactic_name(2)};
+  }
+  return {};
 }
+inline std::vector<std::string> cutlass_gelu_tactics(const CutlassProblem& p, int sms) { return cutlass_tactics(p, sms); }
 
 // The tactic list of a layer with CUTLASS candidates: cuBLASLt's first choice, then the CUTLASS kernels (which
 // replace the whole layer, a pass included, so they are timed at the default level), then the rest.

@@ -1,5 +1,5 @@
-// The CUTLASS GEMM + bias + erf-GELU kernels (cutlass_gemm.h), one translation unit per element type so that the
-// slow CUTLASS compiles run in parallel: cutlass_gemm_gelu_f16.cu and _bf16.cu include this with their type.
+// The CUTLASS GEMM + bias + activation kernels (cutlass_gemm.h), one translation unit per activation and element
+// type so that the slow CUTLASS compiles run in parallel: cutlass_gemm_{gelu,silu}_{f16,bf16}.cu include this.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -21,20 +21,20 @@
 
 namespace kiln::cuda::cutlass_impl {
 
-// D = GELU_erf(alpha * A B + bias[col]) (beta 0: no C), row-major A [M, K], B [K, N], D [M, N], fp32 accumulation.
-template <typename T, class TileShape, class KernelSchedule, class EpilogueSchedule,
-          class ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>>
-struct GeluGemm {
+// D = act(alpha * A B + bias[col]) (beta 0: no C), row-major A [M, K] and D [M, N], B [K, N] row-major
+// (LayoutB RowMajor) or stored [N, K] (ColumnMajor: trans_b), fp32 accumulation.
+template <typename T, template <class> class Act, class LayoutB, class TileShape, class KernelSchedule,
+          class EpilogueSchedule, class ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>>
+struct ActGemm {
   using Layout = cutlass::layout::RowMajor;
   static constexpr int kAlign = 8;  // elements per 16 bytes
-  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<cutlass::epilogue::thread::GELU, T, float, T, T,
-                                                                     float>;
+  using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<Act, T, float, T, T, float>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, Layout, kAlign, T, Layout, kAlign,
       EpilogueSchedule, Fusion>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, Layout, kAlign, float, TileShape,
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, LayoutB, kAlign, float, TileShape,
       ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       KernelSchedule>::CollectiveOp;
@@ -43,7 +43,7 @@ struct GeluGemm {
 };
 
 template <class G, typename T>
-class Impl final : public CutlassGemmGelu {
+class Impl final : public CutlassGemm {
  public:
   Impl(int m, int n, int k, bool bias, float alpha) : m_(m), n_(n), k_(k), bias_(bias), alpha_(alpha) {}
 
@@ -103,25 +103,45 @@ class Impl final : public CutlassGemmGelu {
   void *d_ = nullptr, *ws_ = nullptr;
 };
 
+using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
+using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
+using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
+
+template <typename T, class Tile, class KS, class ES, class Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>>
+using GeluGemm = ActGemm<T, cutlass::epilogue::thread::GELU, cutlass::layout::RowMajor, Tile, KS, ES, Cluster>;
+template <typename T, class Tile, class KS, class ES>
+using SiluGemm = ActGemm<T, cutlass::epilogue::thread::SiLu, cutlass::layout::ColumnMajor, Tile, KS, ES>;
+
+template <class Tag, typename T>
+Result<std::unique_ptr<CutlassGemm>> build(int m, int n, int k, bool bias, float alpha) {
+  auto impl = std::make_unique<Impl<typename Tag::Gemm, T>>(m, n, k, bias, alpha);
+  KILN_RETURN_IF_ERROR(impl->check());
+  return std::unique_ptr<CutlassGemm>(std::move(impl));
+}
+
+// erf GELU, B [K, N] (a transformer's FFN1 from a MatMul): the four configurations of cutlass_gemm.h.
 template <typename T>
-Result<std::unique_ptr<CutlassGemmGelu>> make(int config, int m, int n, int k, bool bias, float alpha) {
+Result<std::unique_ptr<CutlassGemm>> make_gelu(int config, int m, int n, int k, bool bias, float alpha) {
   using namespace cute;
-  using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
-  using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
-  using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
-  using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
-  auto build = [&](auto* tag) -> Result<std::unique_ptr<CutlassGemmGelu>> {
-    using G = typename std::remove_pointer_t<decltype(tag)>::Gemm;
-    auto impl = std::make_unique<Impl<G, T>>(m, n, k, bias, alpha);
-    KILN_RETURN_IF_ERROR(impl->check());
-    return std::unique_ptr<CutlassGemmGelu>(std::move(impl));
-  };
   switch (config) {
-    case 0: return build(static_cast<GeluGemm<T, Shape<_128, _128, _64>, Coop, CoopEpi>*>(nullptr));
-    case 1: return build(static_cast<GeluGemm<T, Shape<_128, _256, _64>, Coop, CoopEpi>*>(nullptr));
-    case 2: return build(static_cast<GeluGemm<T, Shape<_64, _128, _64>, Ping, PingEpi>*>(nullptr));
-    case 3: return build(static_cast<GeluGemm<T, Shape<_256, _128, _64>, Coop, CoopEpi, Shape<_2, _1, _1>>*>(nullptr));
-    default: return unsupported("no CUTLASS GEMM configuration " + std::to_string(config));
+    case 0: return build<GeluGemm<T, Shape<_128, _128, _64>, Coop, CoopEpi>, T>(m, n, k, bias, alpha);
+    case 1: return build<GeluGemm<T, Shape<_128, _256, _64>, Coop, CoopEpi>, T>(m, n, k, bias, alpha);
+    case 2: return build<GeluGemm<T, Shape<_64, _128, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
+    case 3: return build<GeluGemm<T, Shape<_256, _128, _64>, Coop, CoopEpi, Shape<_2, _1, _1>>, T>(m, n, k, bias, alpha);
+    default: return unsupported("no CUTLASS GELU GEMM configuration " + std::to_string(config));
+  }
+}
+
+// SiLU, B stored [N, K] (a 1x1 convolution run as a GEMM, conv1x1_as_gemm: efficientnet's expand layers):
+// configurations 0 and 2.
+template <typename T>
+Result<std::unique_ptr<CutlassGemm>> make_silu(int config, int m, int n, int k, bool bias, float alpha) {
+  using namespace cute;
+  switch (config) {
+    case 0: return build<SiluGemm<T, Shape<_128, _128, _64>, Coop, CoopEpi>, T>(m, n, k, bias, alpha);
+    case 2: return build<SiluGemm<T, Shape<_64, _128, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
+    default: return unsupported("no CUTLASS SiLU GEMM configuration " + std::to_string(config));
   }
 }
 

@@ -1,0 +1,10 @@
+// The bfloat16 CUTLASS GEMM + bias + SiLU (B stored [N, K]) kernels (cutlass_gemm_act.cuh).
+#include "backends/cuda/cutlass/cutlass_gemm_act.cuh"
+
+namespace kiln::cuda::cutlass_impl {
+
+Result<std::unique_ptr<CutlassGemm>> make_silu_bf16(int config, int m, int n, int k, bool bias, float alpha) {
+  return make_silu<cutlass::bfloat16_t>(config, m, n, k, bias, alpha);
+}
+
+}  // namespace kiln::cuda::cutlass_impl

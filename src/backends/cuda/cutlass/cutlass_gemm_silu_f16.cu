@@ -1,0 +1,10 @@
+// The float16 CUTLASS GEMM + bias + SiLU (B stored [N, K]) kernels (cutlass_gemm_act.cuh).
+#include "backends/cuda/cutlass/cutlass_gemm_act.cuh"
+
+namespace kiln::cuda::cutlass_impl {
+
+Result<std::unique_ptr<CutlassGemm>> make_silu_f16(int config, int m, int n, int k, bool bias, float alpha) {
+  return make_silu<cutlass::half_t>(config, m, n, k, bias, alpha);
+}
+
+}  // namespace kiln::cuda::cutlass_impl
