@@ -13,7 +13,7 @@
 # names the filter so a partial run never reads as the whole suite), GPU_TEST_SHARDS and GPU_TEST_TIMEOUT (the
 # tests stage as concurrent gtest shards, each stopped after so many seconds), PROFILE_MODELS (model:batch pairs
 # for the profile stage), AB_ENV and AB_MODELS (the ab stage: ';'-separated variants of VAR=value words against the default, per
-# model).
+# model; AB_FLAGS adds kiln flags to every ab run).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -199,7 +199,8 @@ PY
     # separated by ';', each one or more VAR=value words (e.g. "KILN_TACTIC_WEIGHTS=cold;KILN_FUSE_LAYERNORM_IO=1;
     # KILN_TACTIC_WEIGHTS=cold KILN_FUSE_LAYERNORM_IO=1"), and AB_MODELS model:batch pairs. Each engine is built
     # fresh (no timing cache) for the default and every variant, twice in alternation, and timed as a CUDA-graph
-    # replay (FP16, median GPU compute time of 500 runs); each kiln run is stopped after 120 s.
+    # replay (FP16, median GPU compute time of 500 runs); each kiln run is stopped after 120 s. AB_FLAGS: kiln flags
+    # for every run (e.g. "--outputIOFormats=fp16:chw", float16 bindings as gpu_bench.py builds them).
     IFS=';' read -r -a variants <<< "${AB_ENV:-}"
     variants=("" "${variants[@]}")
     header="| model | batch |"
@@ -216,7 +217,7 @@ PY
           ms=$( (for kv in ${variants[$i]}; do export "$kv"; done
                  timeout 120 .devcarry/bin/kiln --onnx=$d/model.onnx --minShapes=$sh --optShapes=$sh --maxShapes=$sh \
                    --shapes=$sh --device=cuda --fp16 --useCudaGraph --noDataTransfers --iterations=500 --warmUp=200 \
-                   --duration=0 --verbose) 2>&1 | tee "$OUT/ab_${m}_v${i}_$pass.log" |
+                   --duration=0 --verbose ${AB_FLAGS:-}) 2>&1 | tee "$OUT/ab_${m}_v${i}_$pass.log" |
                 grep -m1 "^GPU Compute Time" | sed -E 's/.*median = ([0-9.]+) ms.*/\1/')
           row+=" ${ms:-failed} |"
         done
