@@ -14,8 +14,11 @@ constexpr int kVersion = 1;
 }  // namespace
 
 std::string device_key(const runtime::DeviceInfo& info) {
+  // A build with the CUTLASS tactics has candidates one without lacks: its cache entries are its own, so that a
+  // cache written without them does not keep its layers from timing them.
   return info.name + " sm_" + std::to_string(info.cc_major) + std::to_string(info.cc_minor) + " cuda " +
-         info.cuda_runtime + " cublasLt " + info.cublaslt + " cudnn " + info.cudnn;
+         info.cuda_runtime + " cublasLt " + info.cublaslt + " cudnn " + info.cudnn +
+         (info.cutlass.empty() ? "" : " cutlass " + info.cutlass);
 }
 
 Status TimingCache::load(const std::string& path) {

@@ -44,6 +44,15 @@ TEST(TimingCache, SavesAndLoadsEntriesPerDevice) {
   ASSERT_TRUE(d.load(path).ok());
   EXPECT_EQ(d.size(), 3u);
   EXPECT_EQ(d.device_entries()["Conv(float16[1,64,56,56])"].first, "cudnn_algo_1");
+  // A build with the CUTLASS tactics on the same GPU has its own entries: a cache written without them would
+  // otherwise keep its layers from timing them.
+  runtime::DeviceInfo with_cutlass = h100;
+  with_cutlass.cutlass = "4.2.0";
+  EXPECT_NE(builder::device_key(with_cutlass), builder::device_key(h100));
+  EXPECT_NE(builder::device_key(with_cutlass).find(" cutlass 4.2.0"), std::string::npos);
+  builder::TimingCache f(builder::device_key(with_cutlass));
+  ASSERT_TRUE(f.load(path).ok());
+  EXPECT_TRUE(f.device_entries().empty());
   std::remove(path.c_str());
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "backends/cuda/cutlass_gemm.h"
 #include "backends/cuda/dnn_attention.h"
 #include "backends/cuda/dnn_conv.h"
 #include "backends/cuda/dnn_matmul.h"
@@ -45,6 +46,7 @@ class CudaBackend final : public runtime::DeviceBackend {
     info.cuda_driver = cuda_version(drv);
     info.cublaslt = version3(static_cast<int>(cublasLtGetVersion()));
     info.cudnn = version3(static_cast<int>(cudnnGetVersion()));
+    info.cutlass = cutlass_gemm_available() ? cutlass_version() : "";
     return info;
   }
 

@@ -10,9 +10,11 @@ Result<std::unique_ptr<CutlassGemm>> make_gelu_f16(int config, int m, int n, int
 Result<std::unique_ptr<CutlassGemm>> make_gelu_bf16(int config, int m, int n, int k, bool bias, float alpha);
 Result<std::unique_ptr<CutlassGemm>> make_silu_f16(int config, int m, int n, int k, bool bias, float alpha);
 Result<std::unique_ptr<CutlassGemm>> make_silu_bf16(int config, int m, int n, int k, bool bias, float alpha);
+std::string version();
 }  // namespace cutlass_impl
 
 bool cutlass_gemm_available() { return true; }
+std::string cutlass_version() { return cutlass_impl::version(); }
 
 Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int config, DataType dt, int64_t m, int64_t n,
                                                        int64_t k, bool bias, float alpha) {
@@ -33,6 +35,7 @@ Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int confi
 }
 #else
 bool cutlass_gemm_available() { return false; }
+std::string cutlass_version() { return ""; }
 
 Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct, int, DataType, int64_t, int64_t, int64_t, bool,
                                                        float) {

@@ -40,8 +40,9 @@ class CutlassGemm {
                      cudaStream_t stream) = 0;
 };
 
-// Whether this build has the CUTLASS kernels.
+// Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
 bool cutlass_gemm_available();
+std::string cutlass_version();
 
 // Whether the tuner offers them: unless KILN_CUTLASS=0 (an A/B switch, as KILN_DNN_MATMUL=0 is for cuDNN's; an
 // engine that recorded a CUTLASS tactic runs it either way).
