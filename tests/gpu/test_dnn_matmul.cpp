@@ -231,7 +231,8 @@ std::string tuned_tactic(const MmCase& c, std::unique_ptr<Engine>* out) {
   return tactic;
 }
 
-// The tuner times cuBLASLt's ranks and cuDNN's plans and records one; the tuned engine matches the reference.
+// The tuner times cuBLASLt's ranks, cuDNN's plans and (in a build with them) the CUTLASS kernels and records one;
+// the tuned engine matches the reference.
 TEST_F(GpuDnnMatmul, TunerRecordsATacticThatMatches) {
   KILN_REQUIRE_GPU();
   for (const MmCase& c :
@@ -240,7 +241,9 @@ TEST_F(GpuDnnMatmul, TunerRecordsATacticThatMatches) {
     const std::string tactic = tuned_tactic(c, &engine);
     ASSERT_NE(engine, nullptr);
     std::printf("DNN_MM tuner %s recorded '%s'\n", c.name, tactic.c_str());
-    EXPECT_TRUE(tactic.rfind("lt_heur", 0) == 0 || tactic.rfind("cudnn_matmul_fused_", 0) == 0) << tactic;
+    EXPECT_TRUE(tactic.rfind("lt_heur", 0) == 0 || tactic.rfind("cudnn_matmul_fused_", 0) == 0 ||
+                tactic.rfind(cuda::kCutlassGeluPrefix, 0) == 0)
+        << tactic;
     const Tensor x = random_tensor(DataType::kHALF, {c.m, c.k}, 9, -1, 1);
     std::string err;
     const auto got = infer_capturing(*engine, {{"a", x}}, &err);
@@ -763,6 +766,17 @@ TEST(GpuGemmSplitK, TunerTimesSplitsOnlyForSmallProblems) {
 // no tile multiple, without bias; SiLU with B stored [N, K] at efficientnet's expand shapes and without bias;
 // against the CPU reference; no fallback may happen. Skipped, saying so, in a build without
 // the kernels (the forced tactic then falls back to cuBLASLt with a warning naming the reason).
+// Whether the backend under test has the CUTLASS kernels: a forced CUTLASS tactic in a build without them falls
+// back with a warning that says so.
+bool cutlass_built() {
+  std::vector<Tensor> inputs;
+  const auto g = mm_graph(MmCase{"probe", 64, 64, 64, "gelu_erf"}, DataType::kHALF, cuda::cutlass_gelu_tactic_name(0),
+                          &inputs, 61);
+  std::string err;
+  run_capturing(*g, inputs, &err);
+  return err.find("this build has no CUTLASS kernels") == std::string::npos;
+}
+
 TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
   KILN_REQUIRE_GPU();
   const MmCase cases[] = {
@@ -806,6 +820,7 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
 // candidate's time is printed (bench/NOTES.md: what the fused kernel saves at batch 64).
 TEST(GpuCutlassGemm, TunerTimesCutlassForErfGeluLayers) {
   KILN_REQUIRE_GPU();
+  if (!cutlass_built()) GTEST_SKIP() << "this build has no CUTLASS kernels (`make cutlass` builds them)";
   for (const MmCase& c : {MmCase{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"},
                           MmCase{"bert-ffn1-b64", 8192, 3072, 768, "gelu_erf"}}) {
     SCOPED_TRACE(c.name);
@@ -821,8 +836,8 @@ TEST(GpuCutlassGemm, TunerTimesCutlassForErfGeluLayers) {
     ASSERT_NE(at, std::string::npos) << b.log;
     const std::string line = b.log.substr(at, b.log.find('\n', at) - at);
     std::printf("CUTLASS tuned %s: %s\n", c.name, line.c_str());
-    if (line.find(cuda::kCutlassGeluPrefix) == std::string::npos)
-      GTEST_SKIP() << "no CUTLASS candidates were timed (a build without the kernels): " << line;
+    // A build with the kernels must time them here; one without them skips, saying so.
+    EXPECT_NE(line.find(cuda::kCutlassGeluPrefix), std::string::npos) << line;
     std::vector<std::pair<std::string, Tensor>> named = {{"a", inputs[0]}, {"b", inputs[1]}, {"bias", inputs[2]}};
     const auto got = test::infer(*b.engine, named);
     std::vector<Tensor> ref_inputs;

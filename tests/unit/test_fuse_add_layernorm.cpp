@@ -336,12 +336,9 @@ TEST(FuseAddLayerNorm, AddendShapes) {
 // (PassOptions::layernorm_io): bert's token lookup and embedding sum go into its first LayerNorm (gpt's and vit's sums are also
 // the first residual, so they stay), and the FP16 result still matches the float32 CPU pipeline.
 TEST(FuseAddLayerNorm, ExportedTransformers) {
-  const char* dirs = std::getenv("KILN_TRANSFORMER_MODEL_DIRS");
-  if (!dirs || !*dirs) GTEST_SKIP() << "KILN_TRANSFORMER_MODEL_DIRS is not set (`make test-models` sets it)";
-  std::stringstream ss(dirs);
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (dir.empty()) continue;
+  const std::vector<std::string> dirs = model_dirs({"KILN_TRANSFORMER_MODEL_DIRS"});
+  if (dirs.empty()) GTEST_SKIP() << "KILN_TRANSFORMER_MODEL_DIRS is not set (`make test-models` sets it)";
+  for (const std::string& dir : dirs) {
     SCOPED_TRACE(dir);
     auto g = import_onnx_file(dir + "/model.onnx");
     ASSERT_NE(g, nullptr);

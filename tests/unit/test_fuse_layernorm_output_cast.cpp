@@ -245,12 +245,9 @@ TEST(FuseLayerNormOutputCast, SwitchTypoIsAnError) {
 // which now stores it in float32 (and its first takes the lookup and the embedding sum); the result still matches
 // the float32 CPU pipeline.
 TEST(FuseLayerNormOutputCast, ExportedTransformers) {
-  const char* dirs = std::getenv("KILN_TRANSFORMER_MODEL_DIRS");
-  if (!dirs || !*dirs) GTEST_SKIP() << "KILN_TRANSFORMER_MODEL_DIRS is not set (`make test-models` sets it)";
-  std::stringstream ss(dirs);
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (dir.empty()) continue;
+  const std::vector<std::string> dirs = model_dirs({"KILN_TRANSFORMER_MODEL_DIRS"});
+  if (dirs.empty()) GTEST_SKIP() << "KILN_TRANSFORMER_MODEL_DIRS is not set (`make test-models` sets it)";
+  for (const std::string& dir : dirs) {
     SCOPED_TRACE(dir);
     auto g = import_onnx_file(dir + "/model.onnx");
     ASSERT_NE(g, nullptr);

@@ -65,30 +65,30 @@ TEST(GemmTactics, RanksFirstSplitsAfter) {
 // them, the ping-pong 64x128 kernel first where few output tiles leave SMs idle, and placed right after cuBLASLt's
 // first choice so that the default level times them.
 TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
-  for (int c = 0; c < kCutlassGeluTactics; ++c) EXPECT_EQ(parse_cutlass_gelu_tactic(cutlass_gelu_tactic_name(c)), c);
+  for (int c = 0; c < kCutlassGeluTactics; ++c) EXPECT_EQ(parse_cutlass_tactic(cutlass_gelu_tactic_name(c)).config, c);
   EXPECT_EQ(cutlass_gelu_tactic_name(1), "cutlass_gelu_c1");
-  EXPECT_EQ(parse_cutlass_gelu_tactic("cutlass_gelu_c4"), -1);
-  EXPECT_EQ(parse_cutlass_gelu_tactic("lt_heur0"), -1);
-  CutlassGeluProblem p;
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c4").config, -1);
+  EXPECT_EQ(parse_cutlass_tactic("lt_heur0").config, -1);
+  CutlassProblem p;
   p.available = p.gelu_erf = p.reduced_type = true;
   p.m = 8192, p.n = 3072, p.k = 768;
-  EXPECT_EQ(cutlass_gelu_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c0", "cutlass_gelu_c1",
+  EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c0", "cutlass_gelu_c1",
                                                                     "cutlass_gelu_c3", "cutlass_gelu_c2"}));
   p.m = 128;  // bert at batch 1: 24 tiles of 128x128 for 132 SMs
-  EXPECT_EQ(cutlass_gelu_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c2", "cutlass_gelu_c0"}));
+  EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c2", "cutlass_gelu_c0"}));
   auto without = [&](auto change) {
-    CutlassGeluProblem q = p;
+    CutlassProblem q = p;
     change(q);
-    return cutlass_gelu_tactics(q, 132).empty();
+    return cutlass_tactics(q, 132).empty();
   };
-  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.available = false; }));
-  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.gelu_erf = false; }));
-  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.residual = true; }));
-  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.reduced_type = false; }));
-  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.trans_b = true; }));
-  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.gemms = 4; }));
-  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.n = 3070; }));
-  EXPECT_TRUE(without([](CutlassGeluProblem& q) { q.k = 770; }));
+  EXPECT_TRUE(without([](CutlassProblem& q) { q.available = false; }));
+  EXPECT_TRUE(without([](CutlassProblem& q) { q.gelu_erf = false; }));
+  EXPECT_TRUE(without([](CutlassProblem& q) { q.residual = true; }));
+  EXPECT_TRUE(without([](CutlassProblem& q) { q.reduced_type = false; }));
+  EXPECT_TRUE(without([](CutlassProblem& q) { q.trans_b = true; }));
+  EXPECT_TRUE(without([](CutlassProblem& q) { q.gemms = 4; }));
+  EXPECT_TRUE(without([](CutlassProblem& q) { q.n = 3070; }));
+  EXPECT_TRUE(without([](CutlassProblem& q) { q.k = 770; }));
   // SiLU layers (1x1 convolutions: B stored [N, K]): configurations 0 and 2 only, and only with trans_b.
   CutlassProblem s = p;
   s.gelu_erf = false;
@@ -101,7 +101,8 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c2").silu, true);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c2").config, 2);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c1").config, -1);  // not built
-  EXPECT_EQ(parse_cutlass_gelu_tactic("cutlass_silu_c0"), -1);
+  EXPECT_TRUE(parse_cutlass_tactic("cutlass_silu_c0").silu);  // a SiLU name is no GELU configuration
+  EXPECT_FALSE(parse_cutlass_tactic("cutlass_gelu_c0").silu);
   const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
   const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});
   ASSERT_EQ(merged.size(), lt.size() + 2);

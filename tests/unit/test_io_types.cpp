@@ -136,14 +136,7 @@ TEST(IoTypes, CastChainsFold) {
 // the float32-binding FP16 engine's (which rounds its input to float16 first and converts a float16 result), and
 // the float32 CPU pipeline's within float16 accuracy.
 TEST(IoTypes, Float16BindingsConvertNothingInAnFp16Build) {
-  std::vector<std::string> dirs;
-  for (const char* var : {"KILN_CNN_MODEL_DIRS", "KILN_TRANSFORMER_MODEL_DIRS"})
-    if (const char* t = std::getenv(var)) {
-      std::stringstream ss(t);
-      std::string d;
-      while (std::getline(ss, d, ':'))
-        if (!d.empty()) dirs.push_back(d);
-    }
+  const std::vector<std::string> dirs = model_dirs({"KILN_CNN_MODEL_DIRS", "KILN_TRANSFORMER_MODEL_DIRS"});
   if (dirs.empty()) GTEST_SKIP() << "KILN_CNN_MODEL_DIRS and KILN_TRANSFORMER_MODEL_DIRS are not set (`make test-models` sets them)";
   for (const std::string& dir : dirs) {
     SCOPED_TRACE(dir);

@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <initializer_list>
+#include <sstream>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -16,6 +19,19 @@
 #include "graph_test_util.h"
 
 namespace kiln::test {
+
+// The model directories the environment variables list (':'-separated; `make test-models` sets them), in order.
+inline std::vector<std::string> model_dirs(std::initializer_list<const char*> vars) {
+  std::vector<std::string> dirs;
+  for (const char* var : vars)
+    if (const char* v = std::getenv(var)) {
+      std::stringstream ss(v);
+      std::string d;
+      while (std::getline(ss, d, ':'))
+        if (!d.empty()) dirs.push_back(d);
+    }
+  return dirs;
+}
 
 // An input the export wrote (raw C-order data in the graph input's dtype): of `shape` where given, else every dim
 // but the batch is the graph's.

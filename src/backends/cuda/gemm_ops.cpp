@@ -688,19 +688,16 @@ Status fused_matmul_run(KernelArgs& args) {
 std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   std::vector<std::string> lt = gemm_tactics(args);
   if (!args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return lt;
+  FusedState probe;  // the layer's geometry, planned once for both kinds of candidates below
+  if (!init_fused_state(args, probe).ok()) return lt;
   // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1, a SiLU 1x1 convolution),
   // right after cuBLASLt's first choice.
-  if (cutlass_tactics_enabled()) {
-    FusedState probe;
-    if (init_fused_state(args, probe).ok())
-      lt = with_cutlass_tactics(lt, cutlass_tactics(cutlass_problem(args, probe), args.handles->sm_count));
-  }
+  if (cutlass_tactics_enabled())
+    lt = with_cutlass_tactics(lt, cutlass_tactics(cutlass_problem(args, probe), args.handles->sm_count));
   if (!dnn_matmul_enabled()) return lt;
   auto act = args.attrs().get_string("activation", "none");
   auto rf = args.attrs().get_int("residual_first", 0);
   if (!act.ok() || !rf.ok() || !dnn_matmul_wanted(*act, args.has_input(3), *rf != 0)) return lt;
-  FusedState probe;
-  if (!init_fused_state(args, probe).ok()) return lt;
   auto spec = dnn_spec(args, probe);
   if (!spec.ok() || !dnn_matmul_worth_compiling(spec->m, spec->n)) return lt;
   const int offered = dnn_matmul_offered(args.max_timed, args.cached_tactic);

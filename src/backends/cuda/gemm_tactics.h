@@ -96,19 +96,12 @@ inline CutlassTactic parse_cutlass_tactic(const std::string& t) {
   return {};
 }
 
-// The erf-GELU configuration of a tactic name, -1 for any other name.
-inline int parse_cutlass_gelu_tactic(const std::string& t) {
-  const CutlassTactic c = parse_cutlass_tactic(t);
-  return c.silu ? -1 : c.config;
-}
-
 struct CutlassProblem {
   bool available = false;  // the build has the kernels
   bool gelu_erf = false, silu = false, residual = false, reduced_type = false, trans_b = false;
   int64_t gemms = 1;  // GEMMs the layer runs (a batched MatMul: more than one)
   int64_t m = 0, n = 0, k = 0;
 };
-using CutlassGeluProblem = CutlassProblem;
 
 // The CUTLASS tactics for a layer, in timing order: for few output tiles (under two waves of 128x128 tiles on
 // `sms` SMs, batch 1) the ping-pong 64x128 kernel first, else the cooperative 128x128, 128x256 and 256x128
@@ -130,7 +123,6 @@ inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms
   }
   return {};
 }
-inline std::vector<std::string> cutlass_gelu_tactics(const CutlassProblem& p, int sms) { return cutlass_tactics(p, sms); }
 
 // The tactic list of a layer with CUTLASS candidates: cuBLASLt's first choice, then the CUTLASS kernels (which
 // replace the whole layer, a pass included, so they are timed at the default level), then the rest.

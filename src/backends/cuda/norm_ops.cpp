@@ -121,34 +121,38 @@ Status run_layer_norm(KernelArgs& a) {
   return launch_row_norm(a.in[0].dtype, a.in[0].data, a.out[0].data, p, a.handles->sm_count, a.stream);
 }
 
-// Where a kiln LayerNorm node's fallback path writes Y in x's type `dt`: the output itself, or, when the node
-// stores float32 from a reduced type (`to`) and the register-resident kernel did not take it, the workspace, which
-// store_staged then converts into the output.
+// Where a kiln LayerNorm node whose register-resident kernel did not apply builds its rows in x's type `dt` (the
+// lookups and the Add, rounded as the separate nodes stored them): the output itself, or, when the node stores
+// float32 from a reduced type (`to`), the workspace.
 Result<void*> staging(KernelArgs& a, DataType dt, int64_t elems, const std::string& op) {
   if (a.out[0].dtype == dt) return a.out[0].data;
   const size_t bytes = static_cast<size_t>(elems) * dtype_size(dt);
   if (bytes > a.handles->workspace_bytes)
     return unsupported(op + ": storing float32 from " + std::string(dtype_name(dt)) + " outside the register-resident " +
-                       "kernel stages Y in the workspace, which holds " + std::to_string(a.handles->workspace_bytes) +
-                       " bytes, not " + std::to_string(bytes));
+                       "kernel stages the rows in the workspace, which holds " +
+                       std::to_string(a.handles->workspace_bytes) + " bytes, not " + std::to_string(bytes));
   return a.handles->workspace;
 }
 
-Status store_staged(KernelArgs& a, DataType dt, const void* staged, const RowNormParams& p) {
-  if (staged == a.out[0].data) return Status::Ok();
-  return launch_unpad(dt, a.out[0].dtype, staged, a.out[0].data, p.rows, p.len, p.len, a.handles->sm_count, a.stream);
+// The rows in `staged` (dt) normalized into the output: there directly where the output has dt; where it is
+// float32 from a reduced type, widened into it exactly and normalized there in float32, as the reference and the
+// register-resident kernel compute (normalizing in dt and converting would round every value to dt first).
+// p: the LayerNorm's parameters (its addend and lookups are in `staged` already).
+Status norm_staged(KernelArgs& a, DataType dt, const void* staged, RowNormParams p) {
+  p.addend = nullptr;
+  p.gather_index = nullptr;
+  p.gather2_table = nullptr;
+  p.out_float = false;
+  void* y = a.out[0].data;
+  if (a.out[0].dtype == dt) return launch_row_norm(dt, staged, y, p, a.handles->sm_count, a.stream);
+  KILN_RETURN_IF_ERROR(launch_unpad(dt, DataType::kFLOAT, staged, y, p.rows, p.len, p.len, a.handles->sm_count,
+                                    a.stream));
+  return launch_row_norm(DataType::kFLOAT, y, y, p, a.handles->sm_count, a.stream);
 }
 
-// LayerNormalization(x + addend) into y of x's type, x of y's shape (`total` elements) in device memory: the
-// LayerNorm kernel adds B's row as it loads each row; where that kernel does not apply (rows too long, misaligned),
-// B is added into y first and y normalized in place. p: the LayerNorm's parameters without the addend.
-Status add_then_norm(KernelArgs& a, DataType dt, const void* x, void* y, int64_t total, const DevTensor& addend,
-                     RowNormParams p) {
-  p.addend = addend.data;
-  p.addend_rows = addend.numel() / p.len;
-  Status fused = launch_row_norm(dt, x, y, p, a.handles->sm_count, a.stream);
-  if (fused.code() != ErrorCode::kUnsupported) return fused;
-  // A's element i meets B's element i mod numel(B): a two-dim broadcast, B repeating along the outer dim.
+// y = x + addend in dt over `total` elements, the addend repeating along the outer dim (element i of x meets
+// element i mod numel(addend)); y may be x.
+Status add_rows(KernelArgs& a, DataType dt, const void* x, void* y, int64_t total, const DevTensor& addend) {
   EwBroadcast bc;
   bc.rank = 2;
   bc.num_inputs = 2;
@@ -158,9 +162,7 @@ Status add_then_norm(KernelArgs& a, DataType dt, const void* x, void* y, int64_t
   bc.dims[1] = total / addend.numel();
   bc.strides[0][0] = 1, bc.strides[0][1] = addend.numel();
   bc.strides[1][0] = 1, bc.strides[1][1] = 0;
-  KILN_RETURN_IF_ERROR(launch_binary(BinaryOp::kAdd, dt, x, addend.data, y, bc, a.stream));
-  p.addend = nullptr;
-  return launch_row_norm(dt, y, y, p, a.handles->sm_count, a.stream);
+  return launch_binary(BinaryOp::kAdd, dt, x, addend.data, y, bc, a.stream);
 }
 
 // kiln LayerNormalization (X, Scale, [Bias]), Y in X's type or float32 (`to`).
@@ -170,13 +172,11 @@ Status run_kiln_layer_norm(KernelArgs& a) {
   int64_t axis = 0;
   KILN_ASSIGN_OR_RETURN(RowNormParams p, layer_norm_params(a, op, x, 1, &axis));
   if (p.rows == 0 || p.len == 0) return Status::Ok();
-  p.out_float = a.out[0].dtype != x.dtype;
-  Status fused = launch_row_norm(x.dtype, x.data, a.out[0].data, p, a.handles->sm_count, a.stream);
-  if (!p.out_float || fused.code() != ErrorCode::kUnsupported) return fused;
-  p.out_float = false;
-  KILN_ASSIGN_OR_RETURN(void* y, staging(a, x.dtype, p.rows * p.len, op));
-  KILN_RETURN_IF_ERROR(launch_row_norm(x.dtype, x.data, y, p, a.handles->sm_count, a.stream));
-  return store_staged(a, x.dtype, y, p);
+  RowNormParams f = p;
+  f.out_float = a.out[0].dtype != x.dtype;
+  Status fused = launch_row_norm(x.dtype, x.data, a.out[0].data, f, a.handles->sm_count, a.stream);
+  if (!f.out_float || fused.code() != ErrorCode::kUnsupported) return fused;
+  return norm_staged(a, x.dtype, x.data, p);  // X itself holds the rows
 }
 
 // kiln AddLayerNormalization (A, B, Scale, [Bias]), Y in A's type or float32 (`to`).
@@ -190,17 +190,16 @@ Status run_add_layer_norm(KernelArgs& a) {
   KILN_RETURN_IF_ERROR(ops::check_add_layernorm_addend(ops::shape_from_dims(x.shape), ops::shape_from_dims(addend.shape),
                                                        axis, op));
   if (p.rows == 0 || p.len == 0) return Status::Ok();
-  if (a.out[0].dtype != x.dtype) {  // float32 Y: the fused kernel stores it, else a staged copy is converted
-    RowNormParams f = p;
-    f.out_float = true;
-    f.addend = addend.data;
-    f.addend_rows = addend.numel() / p.len;
-    Status fused = launch_row_norm(x.dtype, x.data, a.out[0].data, f, a.handles->sm_count, a.stream);
-    if (fused.code() != ErrorCode::kUnsupported) return fused;
-  }
+  // The register-resident kernel adds B's row as it loads each row; elsewhere the sum is staged first.
+  RowNormParams f = p;
+  f.out_float = a.out[0].dtype != x.dtype;
+  f.addend = addend.data;
+  f.addend_rows = addend.numel() / p.len;
+  Status fused = launch_row_norm(x.dtype, x.data, a.out[0].data, f, a.handles->sm_count, a.stream);
+  if (fused.code() != ErrorCode::kUnsupported) return fused;
   KILN_ASSIGN_OR_RETURN(void* y, staging(a, x.dtype, x.numel(), op));
-  KILN_RETURN_IF_ERROR(add_then_norm(a, x.dtype, x.data, y, x.numel(), addend, p));
-  return store_staged(a, x.dtype, y, p);
+  KILN_RETURN_IF_ERROR(add_rows(a, x.dtype, x.data, y, x.numel(), addend));
+  return norm_staged(a, x.dtype, y, p);
 }
 
 // Adds row idx2[r] of table2 to each of the `rows` rows of y (len elements of dt each), gathering those rows into
@@ -222,14 +221,11 @@ Status add_second_lookup(KernelArgs& a, DataType dt, void* y, int64_t rows, int6
     KILN_RETURN_IF_ERROR(movement::gather(table2.data, ws, static_cast<int>(dtype_size(dt)), 1, table2.shape[0], len,
                                           movement::IndexRef{ip, is64}, n, a.stream));
     void* yc = static_cast<uint8_t*>(y) + r0 * row_bytes;
-    EwBroadcast bc;
-    bc.rank = 1;
-    bc.num_inputs = 2;
-    bc.total = n * len;
-    bc.index32 = bc.total < (int64_t{1} << 31);
-    bc.dims[0] = bc.total;
-    bc.strides[0][0] = bc.strides[1][0] = 1;
-    KILN_RETURN_IF_ERROR(launch_binary(BinaryOp::kAdd, dt, yc, ws, yc, bc, a.stream));
+    DevTensor rows;
+    rows.data = ws;
+    rows.dtype = dt;
+    rows.shape = {n, len};
+    KILN_RETURN_IF_ERROR(add_rows(a, dt, yc, yc, n * len, rows));
   }
   return Status::Ok();
 }
@@ -284,8 +280,8 @@ Status run_embed_layer_norm(KernelArgs& a) {
     const size_t used = y == out.data ? 0 : (out.numel() * dtype_size(table.dtype) + 255) / 256 * 256;
     KILN_RETURN_IF_ERROR(add_second_lookup(a, table.dtype, y, idx.numel(), row_len, a.in[5], a.in[6], used, op));
   }
-  KILN_RETURN_IF_ERROR(add_then_norm(a, table.dtype, y, y, out.numel(), addend, p));
-  return store_staged(a, table.dtype, y, p);
+  KILN_RETURN_IF_ERROR(add_rows(a, table.dtype, y, y, out.numel(), addend));
+  return norm_staged(a, table.dtype, y, p);
 }
 
 Status run_rms_norm(KernelArgs& a) {
