@@ -62,20 +62,21 @@ TEST(GemmTactics, RanksFirstSplitsAfter) {
 }
 
 // The CUTLASS GEMM + erf-GELU tactics: stable names, offered only where the build has the kernels and the layer fits
-// them, the ping-pong 64x128 kernel first where few output tiles leave SMs idle, and placed right after cuBLASLt's
+// them, the stream-K kernel first where few output tiles leave SMs idle, and placed right after cuBLASLt's
 // first choice so that the default level times them.
 TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   for (int c = 0; c < kCutlassGeluTactics; ++c) EXPECT_EQ(parse_cutlass_tactic(cutlass_gelu_tactic_name(c)).config, c);
   EXPECT_EQ(cutlass_gelu_tactic_name(1), "cutlass_gelu_c1");
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c4").config, -1);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c7").config, -1);
   EXPECT_EQ(parse_cutlass_tactic("lt_heur0").config, -1);
   CutlassProblem p;
   p.available = p.gelu_erf = p.reduced_type = true;
   p.m = 8192, p.n = 3072, p.k = 768;
-  EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c0", "cutlass_gelu_c1",
-                                                                    "cutlass_gelu_c3", "cutlass_gelu_c2"}));
+  EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c4", "cutlass_gelu_c5",
+                                                                    "cutlass_gelu_c1", "cutlass_gelu_c3"}));
   p.m = 128;  // bert at batch 1: 24 tiles of 128x128 for 132 SMs
-  EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c2", "cutlass_gelu_c0"}));
+  EXPECT_EQ(cutlass_tactics(p, 132),
+            (std::vector<std::string>{"cutlass_gelu_c6", "cutlass_gelu_c2", "cutlass_gelu_c0"}));
   auto without = [&](auto change) {
     CutlassProblem q = p;
     change(q);

@@ -29,7 +29,12 @@ enum class CutlassAct { kGeluErf, kSilu };
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
 //   3: 256x128x64, cooperative, cluster 2x1 (B tiles multicast to two SMs by TMA)
-inline constexpr int kCutlassGeluConfigs = 4;
+//   4: 128x128x64, ping-pong, cluster 1x1: one warp group's epilogue (the erf) runs while the other's products do;
+//      a cooperative kernel's warp groups both stop for it, and at K = 768 (12 steps of 64) that is a large share
+//   5: 128x128x64, ping-pong, cluster 2x1
+//   6: 128x128x64, cooperative, stream-K (the K steps of few output tiles shared among idle SMs: batch 1; its
+//      partial sums and flags use the workspace, cleared before each launch)
+inline constexpr int kCutlassGeluConfigs = 7;
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
 // pointer changed since the last run.

@@ -25,7 +25,8 @@ namespace kiln::cuda::cutlass_impl {
 // D = act(alpha * A B + bias[col]) (beta 0: no C), row-major A [M, K] and D [M, N], B [K, N] row-major
 // (LayoutB RowMajor) or stored [N, K] (ColumnMajor: trans_b), fp32 accumulation.
 template <typename T, template <class> class Act, class LayoutB, class TileShape, class KernelSchedule,
-          class EpilogueSchedule, class ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>>
+          class EpilogueSchedule, class ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>,
+          class Scheduler = void>
 struct ActGemm {
   using Layout = cutlass::layout::RowMajor;
   static constexpr int kAlign = 8;  // elements per 16 bytes
@@ -39,7 +40,7 @@ struct ActGemm {
       ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       KernelSchedule>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
@@ -78,15 +79,21 @@ class Impl final : public CutlassGemm {
   Status run(const void* a, const void* b, const void* bias, void* d, void* workspace, size_t workspace_bytes,
              cudaStream_t stream) override {
     if (!ready_ || a != a_ || b != b_ || bias != bias_ptr_ || d != d_ || workspace != ws_) {
-      auto args = arguments(a, b, bias, d);
-      const size_t need = G::get_workspace_size(args);
-      if (need > workspace_bytes)
-        return unsupported("the CUTLASS GEMM needs " + std::to_string(need) + " bytes of workspace, " +
+      args_ = arguments(a, b, bias, d);
+      need_ = G::get_workspace_size(args_);
+      if (need_ > workspace_bytes)
+        return unsupported("the CUTLASS GEMM needs " + std::to_string(need_) + " bytes of workspace, " +
                            std::to_string(workspace_bytes) + " are there");
-      if (gemm_.initialize(args, workspace, stream) != cutlass::Status::kSuccess)
+      if (gemm_.initialize(args_, workspace, stream) != cutlass::Status::kSuccess)
         return internal_error("CUTLASS GEMM: initialize failed");
       a_ = a, b_ = b, bias_ptr_ = bias, d_ = d, ws_ = workspace;
       ready_ = true;
+    } else if (need_ > 0) {
+      // A stream-K kernel's partial sums and flags live in the shared workspace, which other layers overwrite
+      // between runs: its flags are cleared again before each launch (a memset on the stream, captured into CUDA
+      // graphs like the launch).
+      if (G::GemmKernel::initialize_workspace(args_, workspace, stream) != cutlass::Status::kSuccess)
+        return internal_error("CUTLASS GEMM: workspace initialization failed");
     }
     if (gemm_.run(stream) != cutlass::Status::kSuccess) return internal_error("CUTLASS GEMM: launch failed");
     const cudaError_t e = cudaGetLastError();
@@ -99,6 +106,8 @@ class Impl final : public CutlassGemm {
   bool bias_;
   float alpha_;
   G gemm_;
+  typename G::Arguments args_{};
+  size_t need_ = 0;  // workspace bytes (stream-K: partial sums and flags)
   bool ready_ = false;
   const void *a_ = nullptr, *b_ = nullptr, *bias_ptr_ = nullptr;
   void *d_ = nullptr, *ws_ = nullptr;
@@ -109,8 +118,12 @@ using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
 using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
 using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
 
-template <typename T, class Tile, class KS, class ES, class Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>>
-using GeluGemm = ActGemm<T, cutlass::epilogue::thread::GELU, cutlass::layout::RowMajor, Tile, KS, ES, Cluster>;
+using StreamK = cutlass::gemm::StreamKScheduler;
+
+template <typename T, class Tile, class KS, class ES, class Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>,
+          class Scheduler = void>
+using GeluGemm =
+    ActGemm<T, cutlass::epilogue::thread::GELU, cutlass::layout::RowMajor, Tile, KS, ES, Cluster, Scheduler>;
 template <typename T, class Tile, class KS, class ES>
 using SiluGemm = ActGemm<T, cutlass::epilogue::thread::SiLu, cutlass::layout::ColumnMajor, Tile, KS, ES>;
 
@@ -121,7 +134,7 @@ Result<std::unique_ptr<CutlassGemm>> build(int m, int n, int k, bool bias, float
   return std::unique_ptr<CutlassGemm>(std::move(impl));
 }
 
-// erf GELU, B [K, N] (a transformer's FFN1 from a MatMul): the four configurations of cutlass_gemm.h.
+// erf GELU, B [K, N] (a transformer's FFN1 from a MatMul): the configurations of cutlass_gemm.h.
 template <typename T>
 Result<std::unique_ptr<CutlassGemm>> make_gelu(int config, int m, int n, int k, bool bias, float alpha) {
   using namespace cute;
@@ -130,6 +143,11 @@ Result<std::unique_ptr<CutlassGemm>> make_gelu(int config, int m, int n, int k, 
     case 1: return build<GeluGemm<T, Shape<_128, _256, _64>, Coop, CoopEpi>, T>(m, n, k, bias, alpha);
     case 2: return build<GeluGemm<T, Shape<_64, _128, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
     case 3: return build<GeluGemm<T, Shape<_256, _128, _64>, Coop, CoopEpi, Shape<_2, _1, _1>>, T>(m, n, k, bias, alpha);
+    case 4: return build<GeluGemm<T, Shape<_128, _128, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
+    case 5: return build<GeluGemm<T, Shape<_128, _128, _64>, Ping, PingEpi, Shape<_2, _1, _1>>, T>(m, n, k, bias, alpha);
+    case 6:
+      return build<GeluGemm<T, Shape<_128, _128, _64>, Coop, CoopEpi, Shape<_1, _1, _1>, StreamK>, T>(m, n, k, bias,
+                                                                                                       alpha);
     default: return unsupported("no CUTLASS GELU GEMM configuration " + std::to_string(config));
   }
 }
