@@ -788,6 +788,12 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
       {"effnet-expand-112", 25088, 96, 16, "silu", true, false, false, true},
       {"effnet-expand-28", 1568, 240, 40, "silu", true, false, false, true},
       {"silu-no-bias", 300, 64, 32, "silu", false, false, false, true},
+      // Bias + residual, no activation: bert's attention output projection (a Gemm: B stored [N, K]) and FFN2
+      // (a MatMul: B [K, N]) at batch 1, and rows that are not a multiple of a tile.
+      {"bert-outproj-b1", 128, 768, 768, "none", true, true, false, true},
+      {"bert-ffn2-b1", 128, 768, 3072, "none", true, true},
+      {"res-odd-rows", 1037, 256, 512, "none", true, true, true},
+      {"res-no-bias", 300, 64, 32, "none", false, true, false, true},
   };
   for (const MmCase& c : cases)
     for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
@@ -797,6 +803,8 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
       std::vector<std::string> tactics;
       if (std::string(c.act) == "silu")
         for (int config : cuda::kCutlassSiluConfigs) tactics.push_back(cuda::cutlass_silu_tactic_name(config));
+      else if (c.res)
+        for (int config : cuda::kCutlassResConfigs) tactics.push_back(cuda::cutlass_res_tactic_name(config));
       else
         for (int config = 0; config < cuda::kCutlassGeluTactics; ++config)
           tactics.push_back(cuda::cutlass_gelu_tactic_name(config));
@@ -816,13 +824,16 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
 }
 
 // At the default level the tuner times the CUTLASS kernels against cuBLASLt + the erf-GELU pass for bert's FFN1 at
-// 128 and 8192 tokens (FP16), and whatever it keeps matches the reference; the 'tactic for' line with every
-// candidate's time is printed (bench/NOTES.md: what the fused kernel saves at batch 64).
-TEST(GpuCutlassGemm, TunerTimesCutlassForErfGeluLayers) {
+// 128 and 8192 tokens, and against cuBLASLt's bias + residual epilogue for its attention output projection and FFN2
+// at 8192 (FP16); whatever it keeps matches the reference; the 'tactic for' line with every candidate's time is
+// printed (bench/NOTES.md: what the fused kernels save at batch 64).
+TEST(GpuCutlassGemm, TunerTimesCutlassForErfGeluAndResidualLayers) {
   KILN_REQUIRE_GPU();
   if (!cutlass_built()) GTEST_SKIP() << "this build has no CUTLASS kernels (`make cutlass` builds them)";
   for (const MmCase& c : {MmCase{"bert-ffn1-b1", 128, 3072, 768, "gelu_erf"},
-                          MmCase{"bert-ffn1-b64", 8192, 3072, 768, "gelu_erf"}}) {
+                          MmCase{"bert-ffn1-b64", 8192, 3072, 768, "gelu_erf"},
+                          MmCase{"bert-outproj-b64", 8192, 768, 768, "none", true, true, false, true},
+                          MmCase{"bert-ffn2-b64", 8192, 768, 3072, "none", true, true}}) {
     SCOPED_TRACE(c.name);
     std::vector<Tensor> inputs;
     auto make = [&](ir::Graph& g) {
@@ -837,8 +848,9 @@ TEST(GpuCutlassGemm, TunerTimesCutlassForErfGeluLayers) {
     const std::string line = b.log.substr(at, b.log.find('\n', at) - at);
     std::printf("CUTLASS tuned %s: %s\n", c.name, line.c_str());
     // A build with the kernels must time them here; one without them skips, saying so.
-    EXPECT_NE(line.find(cuda::kCutlassGeluPrefix), std::string::npos) << line;
+    EXPECT_NE(line.find(c.res ? cuda::kCutlassResPrefix : cuda::kCutlassGeluPrefix), std::string::npos) << line;
     std::vector<std::pair<std::string, Tensor>> named = {{"a", inputs[0]}, {"b", inputs[1]}, {"bias", inputs[2]}};
+    if (c.res) named.push_back({"res", inputs[3]});
     const auto got = test::infer(*b.engine, named);
     std::vector<Tensor> ref_inputs;
     const auto want = run_graph(*mm_graph(c, DataType::kHALF, "", &ref_inputs, 59), Backend::kCPU, ref_inputs, nullptr);

@@ -104,6 +104,29 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c1").config, -1);  // not built
   EXPECT_TRUE(parse_cutlass_tactic("cutlass_silu_c0").silu);  // a SiLU name is no GELU configuration
   EXPECT_FALSE(parse_cutlass_tactic("cutlass_gelu_c0").silu);
+  // Bias + residual with no activation (bert's attention output projection, B stored [N, K], and FFN2, B [K, N]):
+  // the stream-K and ping-pong kernels, for either layout; not with an activation or a broadcast residual.
+  CutlassProblem r;
+  r.available = r.reduced_type = r.residual = r.no_act = true;
+  r.m = 8192, r.n = 768, r.k = 768;
+  for (bool tb : {true, false}) {
+    r.trans_b = tb;
+    EXPECT_EQ(cutlass_tactics(r, 132), (std::vector<std::string>{"cutlass_res_c6", "cutlass_res_c4"}));
+  }
+  CutlassProblem ra = r;
+  ra.no_act = false;
+  ra.gelu_erf = true;
+  EXPECT_TRUE(cutlass_tactics(ra, 132).empty());
+  CutlassProblem rb = r;
+  rb.residual_full = false;
+  EXPECT_TRUE(cutlass_tactics(rb, 132).empty());
+  CutlassProblem rc = r;
+  rc.reduced_type = false;  // float32
+  EXPECT_TRUE(cutlass_tactics(rc, 132).empty());
+  EXPECT_TRUE(parse_cutlass_tactic("cutlass_res_c6").residual);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c6").config, 6);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c0").config, -1);  // not built
+  EXPECT_FALSE(parse_cutlass_tactic("cutlass_gelu_c6").residual);
   const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
   const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});
   ASSERT_EQ(merged.size(), lt.size() + 2);

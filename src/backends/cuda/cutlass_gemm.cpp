@@ -10,19 +10,31 @@ Result<std::unique_ptr<CutlassGemm>> make_gelu_f16(int config, int m, int n, int
 Result<std::unique_ptr<CutlassGemm>> make_gelu_bf16(int config, int m, int n, int k, bool bias, float alpha);
 Result<std::unique_ptr<CutlassGemm>> make_silu_f16(int config, int m, int n, int k, bool bias, float alpha);
 Result<std::unique_ptr<CutlassGemm>> make_silu_bf16(int config, int m, int n, int k, bool bias, float alpha);
+Result<std::unique_ptr<CutlassGemm>> make_res_f16(int config, bool trans_b, int m, int n, int k, bool bias,
+                                                  float alpha);
+Result<std::unique_ptr<CutlassGemm>> make_res_bf16(int config, bool trans_b, int m, int n, int k, bool bias,
+                                                   float alpha);
 std::string version();
 }  // namespace cutlass_impl
 
 bool cutlass_gemm_available() { return true; }
 std::string cutlass_version() { return cutlass_impl::version(); }
 
-Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int config, DataType dt, int64_t m, int64_t n,
-                                                       int64_t k, bool bias, float alpha) {
+Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int config, DataType dt, bool trans_b,
+                                                       int64_t m, int64_t n, int64_t k, bool bias, float alpha) {
   if (m <= 0 || n <= 0 || k <= 0 || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || n % 8 != 0 || k % 8 != 0)
     return unsupported("CUTLASS GEMM: sizes " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
                        " (N and K must be positive multiples of 8)");
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
   const bool gelu = act == CutlassAct::kGeluErf;
+  // Each activation's kernels were built for one layout of B (cutlass_gemm.h); the residual ones for both.
+  if (act != CutlassAct::kResidual && trans_b != (act == CutlassAct::kSilu))
+    return unsupported(std::string("CUTLASS GEMM: the ") + (gelu ? "erf-GELU" : "SiLU") + " kernels take B stored " +
+                       (gelu ? "[K, N]" : "[N, K]"));
+  if (act == CutlassAct::kResidual) {
+    if (dt == DataType::kHALF) return cutlass_impl::make_res_f16(config, trans_b, mi, ni, ki, bias, alpha);
+    if (dt == DataType::kBF16) return cutlass_impl::make_res_bf16(config, trans_b, mi, ni, ki, bias, alpha);
+  }
   switch (dt) {
     case DataType::kHALF:
       return gelu ? cutlass_impl::make_gelu_f16(config, mi, ni, ki, bias, alpha)
@@ -37,8 +49,8 @@ Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int confi
 bool cutlass_gemm_available() { return false; }
 std::string cutlass_version() { return ""; }
 
-Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct, int, DataType, int64_t, int64_t, int64_t, bool,
-                                                       float) {
+Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct, int, DataType, bool, int64_t, int64_t, int64_t,
+                                                       bool, float) {
   return unsupported("this build has no CUTLASS kernels (configure with -DKILN_CUTLASS_DIR=...; `make cutlass`)");
 }
 #endif

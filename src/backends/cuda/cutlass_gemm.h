@@ -4,7 +4,10 @@
 //   - erf GELU with B [K, N] (bert's and vit's FFN1 from a MatMul; cuBLASLt's GELU epilogue is the tanh form): the
 //     pass costs ~30-45 us per layer at batch 64, at its memory floor;
 //   - SiLU with B stored [N, K] (efficientnet's expand 1x1 convolutions, conv1x1_as_gemm): memory-bound GEMMs
-//     that cuBLASLt + the pass or cuDNN's fused graph run at 1.5-2x their floor.
+//     that cuBLASLt + the pass or cuDNN's fused graph run at 1.5-2x their floor;
+//   - no activation, bias + residual (C, read by the epilogue), B either way (a transformer's attention output
+//     projection and FFN2): cuBLASLt fuses these too, but at N = 768 its large tiles leave a partial last wave,
+//     which a stream-K kernel evens out.
 // Built only when CMake is given the CUTLASS headers (KILN_CUTLASS_DIR; `make cutlass` fetches them):
 // cutlass_gemm_available() says whether this build has them. Row-major A [M, K] and D [M, N], float16 or bfloat16,
 // K and N multiples of 8 (16-byte rows for TMA), 16-byte aligned pointers; bias [N] of the same type (or none).
@@ -22,9 +25,9 @@
 
 namespace kiln::cuda {
 
-enum class CutlassAct { kGeluErf, kSilu };
+enum class CutlassAct { kGeluErf, kSilu, kResidual };
 
-// The kernel configurations, by tactic index: tile shape and schedule (SiLU: 0 and 2).
+// The kernel configurations, by tactic index: tile shape and schedule (SiLU: 0 and 2; residual: 4 and 6).
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
@@ -37,12 +40,12 @@ enum class CutlassAct { kGeluErf, kSilu };
 inline constexpr int kCutlassGeluConfigs = 7;
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
-// pointer changed since the last run.
+// pointer changed since the last run. c: the residual [M, N] of a kResidual kernel, else null.
 class CutlassGemm {
  public:
   virtual ~CutlassGemm() = default;
-  virtual Status run(const void* a, const void* b, const void* bias, void* d, void* workspace, size_t workspace_bytes,
-                     cudaStream_t stream) = 0;
+  virtual Status run(const void* a, const void* b, const void* bias, const void* c, void* d, void* workspace,
+                     size_t workspace_bytes, cudaStream_t stream) = 0;
 };
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
@@ -56,10 +59,10 @@ inline bool cutlass_tactics_enabled() {
   return cutlass_gemm_available() && !(v && std::string(v) == "0");
 }
 
-// The kernel of `act` and `config` for an M x N x K problem in dt (float16 or bfloat16), alpha scaling A B;
-// Unsupported where this build has no CUTLASS kernels, dt, the configuration or the sizes do not fit them, or
-// CUTLASS cannot implement the problem.
-Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int config, DataType dt, int64_t m, int64_t n,
-                                                       int64_t k, bool bias, float alpha);
+// The kernel of `act` and `config` for an M x N x K problem in dt (float16 or bfloat16), B stored [N, K] when
+// trans_b, alpha scaling A B; Unsupported where this build has no CUTLASS kernels, dt, the configuration, the
+// layout or the sizes do not fit them, or CUTLASS cannot implement the problem.
+Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int config, DataType dt, bool trans_b,
+                                                       int64_t m, int64_t n, int64_t k, bool bias, float alpha);
 
 }  // namespace kiln::cuda

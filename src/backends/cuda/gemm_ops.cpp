@@ -546,7 +546,10 @@ CutlassProblem cutlass_problem(const KernelArgs& args, const FusedState& st) {
   p.available = cutlass_gemm_available();
   p.gelu_erf = st.act == EpiAct::kGeluErf;
   p.silu = st.act == EpiAct::kSilu;
+  p.no_act = st.act == EpiAct::kNone;
   p.residual = st.has_res;
+  // The epilogue reads the residual as C, [M, N] like the output (cuBLASLt's C is the same).
+  p.residual_full = !st.has_res || args.in[3].numel() == st.mm.m * st.mm.n;
   p.reduced_type = args.in[0].dtype == DataType::kHALF || args.in[0].dtype == DataType::kBF16;
   const auto tb = args.attrs().get_int("trans_b", 0);
   p.trans_b = !tb.ok() || tb.value() != 0;
@@ -563,9 +566,10 @@ Status make_cutlass(const KernelArgs& args, FusedState& st, const CutlassTactic&
   if (std::find(offered.begin(), offered.end(), args.tactic) == offered.end())
     return unsupported("FusedMatMul '" + args.node->name + "': the CUTLASS GEMM " + args.tactic +
                        " does not take this layer");
-  KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm(t.silu ? CutlassAct::kSilu : CutlassAct::kGeluErf, t.config,
-                                                      args.in[0].dtype, st.mm.m, st.mm.n, st.mm.k, st.has_bias,
-                                                      st.alpha));
+  const CutlassAct act = t.residual ? CutlassAct::kResidual : t.silu ? CutlassAct::kSilu : CutlassAct::kGeluErf;
+  const auto tb = args.attrs().get_int("trans_b", 0);
+  KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm(act, t.config, args.in[0].dtype, !tb.ok() || tb.value() != 0,
+                                                      st.mm.m, st.mm.n, st.mm.k, st.has_bias, st.alpha));
   return Status::Ok();
 }
 
@@ -651,10 +655,11 @@ Status fused_matmul_run(KernelArgs& args) {
   if (st->cutlass) {
     // TMA wants 16-byte aligned operands; addresses rebound to unaligned memory take cuBLASLt and the pass.
     const bool aligned = ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
-                           reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
+                           reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(res) |
+                           reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
     if (aligned || args.strict_tactic) {
       if (!aligned) return unsupported("FusedMatMul: the CUTLASS GEMM needs 16-byte aligned operands");
-      Status cs = st->cutlass->run(A.data, B.data, bias, Y.data, args.handles->workspace,
+      Status cs = st->cutlass->run(A.data, B.data, bias, res, Y.data, args.handles->workspace,
                                    args.handles->workspace_bytes, args.stream);
       if (cs.ok() || args.strict_tactic) return cs;
       // Refused before its launch (workspace, parameters): this layer takes cuBLASLt and the pass from now on.

@@ -69,52 +69,65 @@ inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, i
   return t;
 }
 
-// "cutlass_gelu_cC" / "cutlass_silu_cC": FusedMatMul's bias + erf-GELU or bias + SiLU layers as one CUTLASS
-// kernel of configuration C (cutlass_gemm.h), where cuBLASLt leaves the activation to a second pass. Offered where
-// the build has the kernels and the layer fits them: no residual, float16/bfloat16, one GEMM (not batched), N and
-// K multiples of 8; erf GELU with B stored [K, N] (a MatMul's weights), SiLU with B stored [N, K] (trans_b: a 1x1
-// convolution's).
+// "cutlass_gelu_cC" / "cutlass_silu_cC" / "cutlass_res_cC": FusedMatMul's bias + erf-GELU, bias + SiLU, or
+// bias + residual (no activation) layers as one CUTLASS kernel of configuration C (cutlass_gemm.h), where
+// cuBLASLt leaves the activation to a second pass (GELU, SiLU) or its tiles a partial last wave (residual).
+// Offered where the build has the kernels and the layer fits them: float16/bfloat16, one GEMM (not batched), N and
+// K multiples of 8; erf GELU with B stored [K, N] (a MatMul's weights) and no residual, SiLU with B stored [N, K]
+// (trans_b: a 1x1 convolution's) and no residual, the residual kind with no activation and B either way.
 inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
 inline constexpr const char* kCutlassSiluPrefix = "cutlass_silu_c";
+inline constexpr const char* kCutlassResPrefix = "cutlass_res_c";
 inline constexpr int kCutlassGeluTactics = 7;  // cutlass_gemm.h: kCutlassGeluConfigs
 inline constexpr int kCutlassSiluConfigs[] = {0, 2};
+inline constexpr int kCutlassResConfigs[] = {4, 6};
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
 inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }
+inline std::string cutlass_res_tactic_name(int config) { return kCutlassResPrefix + std::to_string(config); }
 
 struct CutlassTactic {
-  bool silu = false;  // else erf GELU
-  int config = -1;    // -1: not a CUTLASS tactic
+  bool silu = false;      // SiLU epilogue
+  bool residual = false;  // no activation, the residual as C
+  int config = -1;        // -1: not a CUTLASS tactic
 };
 
 // What a tactic name asks for; config -1 for a name that is not one of these.
 inline CutlassTactic parse_cutlass_tactic(const std::string& t) {
   for (int c = 0; c < kCutlassGeluTactics; ++c)
-    if (t == cutlass_gelu_tactic_name(c)) return {false, c};
+    if (t == cutlass_gelu_tactic_name(c)) return {false, false, c};
   for (int c : kCutlassSiluConfigs)
-    if (t == cutlass_silu_tactic_name(c)) return {true, c};
+    if (t == cutlass_silu_tactic_name(c)) return {true, false, c};
+  for (int c : kCutlassResConfigs)
+    if (t == cutlass_res_tactic_name(c)) return {false, true, c};
   return {};
 }
 
 struct CutlassProblem {
   bool available = false;  // the build has the kernels
   bool gelu_erf = false, silu = false, residual = false, reduced_type = false, trans_b = false;
-  int64_t gemms = 1;  // GEMMs the layer runs (a batched MatMul: more than one)
+  bool no_act = false;         // no activation at all
+  bool residual_full = true;   // the residual is [M, N], as the output (not broadcast)
+  int64_t gemms = 1;    // GEMMs the layer runs (a batched MatMul: more than one)
   int64_t m = 0, n = 0, k = 0;
 };
 
-// The CUTLASS tactics for a layer, in timing order: for few output tiles (under two waves of 128x128 tiles on
-// `sms` SMs, batch 1) the stream-K kernel, the ping-pong 64x128 and the cooperative 128x128 ones; else the
+// The CUTLASS tactics for a layer, in timing order. Erf GELU: for few output tiles (under two waves of 128x128
+// tiles on `sms` SMs, batch 1) the stream-K kernel, the ping-pong 64x128 and the cooperative 128x128 ones; else the
 // ping-pong 128x128 ones (clusters 1x1, 2x1) and the cooperative 128x256 and 256x128 ones (the H100 timed the
 // cooperative 128x128 and the ping-pong 64x128 slowest at bert's FFN1, so those are left to batch 1; four, so that
-// the default level's eight timings still reach cuBLASLt's other choices); SiLU layers the cooperative 128x128 and
-// the ping-pong 64x128 kernel.
+// the default level's eight timings still reach cuBLASLt's other choices). SiLU: the cooperative 128x128 and the
+// ping-pong 64x128 kernel. Residual: the stream-K and the ping-pong 128x128 kernels.
 inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
-  if (!p.available || p.residual || !p.reduced_type || p.gemms != 1 || p.m <= 0 || p.n <= 0 || p.k <= 0 ||
-      p.n % 8 != 0 || p.k % 8 != 0)
+  if (!p.available || !p.reduced_type || p.gemms != 1 || p.m <= 0 || p.n <= 0 || p.k <= 0 || p.n % 8 != 0 ||
+      p.k % 8 != 0)
     return {};
   const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
   const bool few = sms > 0 && tiles < 2 * sms;
+  if (p.residual) {
+    if (!p.no_act || !p.residual_full) return {};
+    return {cutlass_res_tactic_name(6), cutlass_res_tactic_name(4)};
+  }
   if (p.gelu_erf && !p.trans_b) {
     if (few) return {cutlass_gelu_tactic_name(6), cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
     return {cutlass_gelu_tactic_name(4), cutlass_gelu_tactic_name(5), cutlass_gelu_tactic_name(1),
