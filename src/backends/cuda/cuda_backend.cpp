@@ -46,7 +46,8 @@ class CudaBackend final : public runtime::DeviceBackend {
     info.cuda_driver = cuda_version(drv);
     info.cublaslt = version3(static_cast<int>(cublasLtGetVersion()));
     info.cudnn = version3(static_cast<int>(cudnnGetVersion()));
-    info.cutlass = cutlass_gemm_available() ? cutlass_version() : "";
+    info.cutlass =
+        cutlass_gemm_available() ? cutlass_version() + " kernel set " + std::to_string(kCutlassKernelSet) : "";
     return info;
   }
 

@@ -48,6 +48,11 @@ class CutlassGemm {
                      size_t workspace_bytes, cudaStream_t stream) = 0;
 };
 
+// The revision of the set of CUTLASS kernels offered (configurations and kinds), part of the timing cache's device
+// key with the CUTLASS version: raised whenever tactics are added, so that a cache written before re-times its
+// layers instead of keeping them from the new candidates. 2: the ping-pong/stream-K GELU and the residual kernels.
+inline constexpr int kCutlassKernelSet = 2;
+
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
 bool cutlass_gemm_available();
 std::string cutlass_version();
