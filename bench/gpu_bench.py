@@ -10,7 +10,11 @@ two. FP16 engines take and give float16 as the FP16 peers do (float inputs and t
 bindings, as runs 1-21 measured. PyTorch: inference_mode, cuDNN benchmark on, TF32 allowed, FP16 by model.half(), CNNs in channels_last (as
 ../shared/PEERS.md measured them); median of CUDA-event times after warm-up. ONNX Runtime: whatever execution
 providers the installed package has (the device's package is CPU-only: then batch 1 only, and labelled so).
-Also reported: Kiln's engine build time, engine size and device memory (weights + activation arena).
+Also reported: Kiln's engine build time, engine size and device memory (weights + activation arena), and its
+accuracy: the built engine run once (Kiln's Python module, from <kiln-build>/python) on the timed input, against
+the model in float32 on the same input: cosine similarity of the whole output and, for classifiers and the
+language model, the share of rows whose top-1 class agrees (issue 5: cosine >= 0.999, same top-1); a row
+below that says so in its note, so that a fast but wrong tactic cannot pass as a speed-up.
 Writes <out-dir>/<gpu>-<date>.md and .json."""
 import argparse
 import datetime
@@ -34,6 +38,9 @@ import tactics  # noqa: E402
 LARGE = {"resnet50": 128, "mobilenet_v2": 128, "efficientnet_b0": 128, "vit_b_16": 64, "bert_base": 64,
          "gpt2_base": 32, "unet_stage": 16}
 CNNS = {"resnet50", "mobilenet_v2", "efficientnet_b0", "unet_stage"}
+# Models whose output's last axis is a class (or next-token) score: the top-1 agreement is reported for them.
+TOP1 = {"resnet50", "mobilenet_v2", "efficientnet_b0", "vit_b_16", "gpt2_base"}
+COS_TARGET = 0.999
 RUNS, WARM = 50, 10
 PEERS = ["eager", "eager_graph", "compile", "compile_ro", "ort"]
 PEER_LABEL = {"eager": "eager", "eager_graph": "eager + CUDA graph", "compile": "torch.compile",
@@ -153,6 +160,44 @@ def kiln_run(kiln, onnx_path, name, shape, fp16, graph, engine_path=None, load=N
     return r
 
 
+def accuracy(out, ref, top1):
+    """Cosine similarity of out to ref (whole tensors, float64) and, with top1, the share of rows (all axes but the
+    last) whose largest entry is at the same index."""
+    o, r = out.double().flatten(), ref.double().flatten()
+    cos = float(torch.dot(o, r) / (o.norm() * r.norm()).clamp_min(1e-300))
+    agree = float((out.argmax(-1) == ref.argmax(-1)).double().mean()) if top1 else None
+    return cos, agree
+
+
+def first_output(y):
+    """A module's output tensor (the first of a tuple or a dict-like output)."""
+    if isinstance(y, torch.Tensor):
+        return y
+    if isinstance(y, (tuple, list)):
+        return first_output(y[0])
+    if hasattr(y, "values"):
+        return first_output(next(iter(y.values())))
+    raise TypeError(f"unexpected model output {type(y).__name__}")
+
+
+def kiln_accuracy(trt, engine_path, name, x, ref, top1):
+    """Runs the engine file once on x (a CUDA tensor, in the binding's type) and compares its first output with ref
+    (the float32 model's output); {} where the Python module is missing, {"error": ...} where the run fails."""
+    if trt is None or not os.path.exists(engine_path):
+        return {}
+    try:
+        engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(open(engine_path, "rb").read())
+        out = engine.infer({name: x})
+        y = out[engine.output_names[0]] if isinstance(out, dict) else out[0]
+        y = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y)).cuda()
+        cos, agree = accuracy(y.reshape(ref.shape), ref, top1)
+        del engine, out, y
+        torch.cuda.synchronize()
+        return {"cos": cos, "top1": agree}
+    except Exception as e:  # reported in the row, not fatal
+        return {"error": f"{type(e).__name__}: {str(e)[:160]}"}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--kiln-build", default="build")
@@ -175,6 +220,12 @@ def main(argv=None):
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     kiln = os.path.join(args.kiln_build, "bin", "kiln")
+    sys.path.insert(0, os.path.join(args.kiln_build, "python"))
+    try:
+        import kiln as trt  # the accuracy check runs each built engine once through the Python module
+    except ImportError as e:
+        print(f"note: Kiln's Python module does not import ({e}): no accuracy figures")
+        trt = None
     gpu = torch.cuda.get_device_name(0)
     tmp = tempfile.mkdtemp(prefix="kiln_bench_")
     rows = []
@@ -189,12 +240,20 @@ def main(argv=None):
         torch.manual_seed(export_models.SEED)
         base = export_models.make_informative(ctor(), make_input).cuda().eval()
         batches = {"1": [1], "large": [LARGE[name]], "both": [1, LARGE[name]]}[args.batches]
+        # One input per batch for every runner, and the float32 model's output on it (the accuracy reference).
+        inputs, refs = {}, {}
+        for batch in batches:
+            torch.manual_seed(export_models.SEED + batch)
+            inputs[batch] = make_input(batch)
+            with torch.inference_mode():
+                xr = inputs[batch].cuda()
+                refs[batch] = first_output(base.float()(xr.float() if xr.is_floating_point() else xr)).float()
         for fp16 in ([False, True] if args.fp32 else [True]):
             model = base.half() if fp16 else base.float()
             if name in CNNS:
                 model = model.to(memory_format=torch.channels_last)
             for batch in batches:
-                x = make_input(batch).cuda()
+                x = inputs[batch].cuda()
                 if x.is_floating_point():
                     x = x.half() if fp16 else x
                     if name in CNNS:
@@ -203,7 +262,7 @@ def main(argv=None):
                 for peer in args.peers if fp16 else ["eager"]:
                     try:
                         if peer == "ort":
-                            xn = make_input(batch).numpy()
+                            xn = inputs[batch].numpy()
                             ms, note = ort_peer(onnx_path, iname, xn, batch)
                             r["ort_note"] = note
                         else:
@@ -224,6 +283,12 @@ def main(argv=None):
                         io.append("--inputIOFormats=fp16:chw")
                     r["kiln_io"] = "fp16"
                 plain = kiln_run(kiln, onnx_path, iname, bshape, fp16, False, eng, cache=cache, io_formats=io)
+                # The engine's input binding: float16 where the FP16 build has float16 bindings, else float32 (token
+                # ids keep their integer type).
+                xk = inputs[batch].cuda()
+                if xk.is_floating_point():
+                    xk = xk.half() if "--inputIOFormats=fp16:chw" in io else xk.float()
+                r["accuracy"] = kiln_accuracy(trt, eng, iname, xk.contiguous(), refs[batch], name in TOP1)
                 graphed = kiln_run(kiln, onnx_path, iname, bshape, fp16, True,
                                    load=eng if plain.get("ok") and os.path.exists(eng) else None)
                 # The same build again with the timing cache the first one wrote: the warm-cache build time.
@@ -245,7 +310,7 @@ def main(argv=None):
                 print(json.dumps(r), flush=True)
                 if os.path.exists(eng):
                     os.remove(eng)
-        del base
+        del base, refs
         torch.cuda.empty_cache()
 
     text = report(rows, gpu)
@@ -266,7 +331,8 @@ def report(rows, gpu):
              "batch 1: latency in ms. Ratio = best PyTorch mode / Kiln (> 1: Kiln is faster). Targets (issue 5): "
              "throughput ratio >= 1.3 at the large batch, latency ratio >= 1.25 (Kiln <= 0.8x) at batch 1.", ""]
     head = "| model | prec | batch | Kiln | " + " | ".join(PEER_LABEL[p] for p in PEERS) + \
-        " | best PyTorch | ratio | build s (warm cache) | load s + 1st run ms | engine MiB | device MiB | note |"
+        " | best PyTorch | ratio | cos vs fp32 (top-1) | build s (warm cache) | load s + 1st run ms | engine MiB | " \
+        "device MiB | note |"
     lines += [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         b = r["batch"]
@@ -279,8 +345,17 @@ def report(rows, gpu):
             note = (note + "; " if note else "") + "ORT: " + r["ort_note"]
         if r.get("kiln_io"):
             note = (note + "; " if note else "") + f"Kiln {r['kiln_io']} bindings"
+        acc = r.get("accuracy", {})
+        if acc.get("cos") is not None:
+            acc_cell = f"{acc['cos']:.5f}" + (f" ({100 * acc['top1']:.1f}%)" if acc.get("top1") is not None else "")
+            if acc["cos"] < COS_TARGET or (acc.get("top1") is not None and acc["top1"] < 1.0):
+                note = (note + "; " if note else "") + "**accuracy below the target (cos >= 0.999, same top-1)**"
+        else:
+            acc_cell = "—"
+            if acc.get("error"):
+                note = (note + "; " if note else "") + "accuracy run failed: " + acc["error"]
         lines.append(f"| {r['model']} | {r['precision']} | {b} | {conv(r['kiln_ms'])} | {peers} | "
-                     f"{PEER_LABEL.get(r.get('best_torch'), '—')} | {f(r.get('ratio_vs_best_torch'), '.2f')}x | "
+                     f"{PEER_LABEL.get(r.get('best_torch'), '—')} | {f(r.get('ratio_vs_best_torch'), '.2f')}x | {acc_cell} | "
                      f"{f(k.get('build_s'), '.1f')} ({f(k.get('build_warm_s'), '.1f')}) | {f(k.get('load_s'), '.2f')} + {f(k.get('first_ms'), '.0f')} | "
                      f"{eng} | {f(k.get('device_mib'), '.0f')} | {note} |")
     prep = {}
