@@ -53,7 +53,13 @@ class Impl final : public CutlassGemm {
   using ElementC = typename G::GemmKernel::CollectiveEpilogue::ElementC;  // void without C
 
  public:
-  Impl(int m, int n, int k, bool bias, float alpha) : m_(m), n_(n), k_(k), bias_(bias), alpha_(alpha) {}
+  Impl(int m, int n, int k, bool bias, float alpha) : m_(m), n_(n), k_(k), bias_(bias), alpha_(alpha) {
+    // The persistent grid's SM count, once: left at 0, CUTLASS asks the device at every initialization (and a
+    // stream-K kernel initializes its workspace at every run).
+    if (cudaGetDevice(&device_) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_) != cudaSuccess)
+      sms_ = 0;
+  }
 
   typename G::Arguments arguments(const void* a, const void* b, const void* bias, const void* c, void* d) const {
     using K = typename G::GemmKernel;
@@ -67,6 +73,8 @@ class Impl final : public CutlassGemm {
                                {{}, static_cast<const ElementC*>(c), sc, static_cast<T*>(d), sd}};
     args.epilogue.thread.alpha = alpha_;
     args.epilogue.thread.beta = Tag::kHasC ? 1.f : 0.f;
+    args.hw_info.device_id = device_;
+    args.hw_info.sm_count = sms_;
     args.epilogue.thread.bias_ptr = bias_ ? static_cast<const T*>(bias) : nullptr;
     return args;
   }
@@ -114,6 +122,7 @@ class Impl final : public CutlassGemm {
   int m_, n_, k_;
   bool bias_;
   float alpha_;
+  int device_ = 0, sms_ = 0;
   G gemm_;
   typename G::Arguments args_{};
   size_t need_ = 0;  // workspace bytes (stream-K: partial sums and flags)
