@@ -99,11 +99,11 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_EQ(cutlass_tactics(s, 132), (std::vector<std::string>{"cutlass_silu_c0", "cutlass_silu_c2"}));
   s.trans_b = false;
   EXPECT_TRUE(cutlass_tactics(s, 132).empty());
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c2").silu, true);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c2").act, CutlassAct::kSilu);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c2").config, 2);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c1").config, -1);  // not built
-  EXPECT_TRUE(parse_cutlass_tactic("cutlass_silu_c0").silu);  // a SiLU name is no GELU configuration
-  EXPECT_FALSE(parse_cutlass_tactic("cutlass_gelu_c0").silu);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c0").act, CutlassAct::kSilu);  // a SiLU name is no GELU configuration
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c0").act, CutlassAct::kGeluErf);
   // Bias + residual with no activation (bert's attention output projection, B stored [N, K], and FFN2, B [K, N]):
   // the stream-K and ping-pong kernels, for either layout; not with an activation or a broadcast residual.
   CutlassProblem r;
@@ -123,10 +123,10 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   CutlassProblem rc = r;
   rc.reduced_type = false;  // float32
   EXPECT_TRUE(cutlass_tactics(rc, 132).empty());
-  EXPECT_TRUE(parse_cutlass_tactic("cutlass_res_c6").residual);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c6").act, CutlassAct::kResidual);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c6").config, 6);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c0").config, -1);  // not built
-  EXPECT_FALSE(parse_cutlass_tactic("cutlass_gelu_c6").residual);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c6").act, CutlassAct::kGeluErf);
   const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
   const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});
   ASSERT_EQ(merged.size(), lt.size() + 2);

@@ -1,6 +1,6 @@
 // GEMMs of our own from NVIDIA CUTLASS (Hopper warp-specialized TMA/WGMMA kernels), as tactics of kiln::FusedMatMul
 // where cuBLASLt's epilogue cannot finish the layer: D = act(alpha * A B + bias[col]) in one kernel, where cuBLASLt
-// writes A B + bias and a second pass of ours applies the activation. Two kinds:
+// writes A B + bias and a second pass of ours applies the activation. Three kinds (CutlassAct, gemm_tactics.h):
 //   - erf GELU with B [K, N] (bert's and vit's FFN1 from a MatMul; cuBLASLt's GELU epilogue is the tanh form): the
 //     pass costs ~30-45 us per layer at batch 64, at its memory floor;
 //   - SiLU with B stored [N, K] (efficientnet's expand 1x1 convolutions, conv1x1_as_gemm): memory-bound GEMMs
@@ -20,12 +20,11 @@
 #include <memory>
 #include <string>
 
+#include "backends/cuda/gemm_tactics.h"
 #include "kiln/status.h"
 #include "kiln/types.h"
 
 namespace kiln::cuda {
-
-enum class CutlassAct { kGeluErf, kSilu, kResidual };
 
 // The kernel configurations, by tactic index: tile shape and schedule (SiLU: 0 and 2; residual: 4 and 6).
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1

@@ -562,14 +562,13 @@ CutlassProblem cutlass_problem(const KernelArgs& args, const FusedState& st) {
 
 // The CUTLASS kernel of tactic `t` into st.cutlass, or why not.
 Status make_cutlass(const KernelArgs& args, FusedState& st, const CutlassTactic& t) {
-  const std::vector<std::string> offered = cutlass_tactics(cutlass_problem(args, st), 0);
+  const CutlassProblem p = cutlass_problem(args, st);
+  const std::vector<std::string> offered = cutlass_tactics(p, 0);
   if (std::find(offered.begin(), offered.end(), args.tactic) == offered.end())
     return unsupported("FusedMatMul '" + args.node->name + "': the CUTLASS GEMM " + args.tactic +
                        " does not take this layer");
-  const CutlassAct act = t.residual ? CutlassAct::kResidual : t.silu ? CutlassAct::kSilu : CutlassAct::kGeluErf;
-  const auto tb = args.attrs().get_int("trans_b", 0);
-  KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm(act, t.config, args.in[0].dtype, !tb.ok() || tb.value() != 0,
-                                                      st.mm.m, st.mm.n, st.mm.k, st.has_bias, st.alpha));
+  KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm(t.act, t.config, args.in[0].dtype, p.trans_b, st.mm.m, st.mm.n,
+                                                      st.mm.k, st.has_bias, st.alpha));
   return Status::Ok();
 }
 

@@ -86,20 +86,22 @@ inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPre
 inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }
 inline std::string cutlass_res_tactic_name(int config) { return kCutlassResPrefix + std::to_string(config); }
 
+// The kinds of CUTLASS kernel (cutlass_gemm.h): bias + erf GELU, bias + SiLU, bias + residual (no activation).
+enum class CutlassAct { kGeluErf, kSilu, kResidual };
+
 struct CutlassTactic {
-  bool silu = false;      // SiLU epilogue
-  bool residual = false;  // no activation, the residual as C
-  int config = -1;        // -1: not a CUTLASS tactic
+  CutlassAct act = CutlassAct::kGeluErf;
+  int config = -1;  // -1: not a CUTLASS tactic
 };
 
 // What a tactic name asks for; config -1 for a name that is not one of these.
 inline CutlassTactic parse_cutlass_tactic(const std::string& t) {
   for (int c = 0; c < kCutlassGeluTactics; ++c)
-    if (t == cutlass_gelu_tactic_name(c)) return {false, false, c};
+    if (t == cutlass_gelu_tactic_name(c)) return {CutlassAct::kGeluErf, c};
   for (int c : kCutlassSiluConfigs)
-    if (t == cutlass_silu_tactic_name(c)) return {true, false, c};
+    if (t == cutlass_silu_tactic_name(c)) return {CutlassAct::kSilu, c};
   for (int c : kCutlassResConfigs)
-    if (t == cutlass_res_tactic_name(c)) return {false, true, c};
+    if (t == cutlass_res_tactic_name(c)) return {CutlassAct::kResidual, c};
   return {};
 }
 

@@ -188,19 +188,19 @@ Result<std::unique_ptr<CutlassGemm>> make_silu(int config, int m, int n, int k, 
 // No activation, the residual as C (beta 1): a transformer's attention output projection (a Gemm: B stored
 // [N, K]) and FFN2 (a MatMul: B [K, N]), whose N = 768 leaves 1.45 waves of 128x256 tiles on 132 SMs at bert's
 // batch 64: configurations 4 (ping-pong) and 6 (stream-K, which evens out the last wave).
+template <typename T, class Tile, class KS, class ES, class Scheduler = void>
+Result<std::unique_ptr<CutlassGemm>> build_res(bool trans_b, int m, int n, int k, bool bias, float alpha) {
+  if (trans_b) return build<ResGemm<T, cutlass::layout::ColumnMajor, Tile, KS, ES, Scheduler>, T>(m, n, k, bias, alpha);
+  return build<ResGemm<T, cutlass::layout::RowMajor, Tile, KS, ES, Scheduler>, T>(m, n, k, bias, alpha);
+}
+
 template <typename T>
 Result<std::unique_ptr<CutlassGemm>> make_res(int config, bool trans_b, int m, int n, int k, bool bias, float alpha) {
   using namespace cute;
-  using Row = cutlass::layout::RowMajor;
-  using Col = cutlass::layout::ColumnMajor;
   using T128 = Shape<_128, _128, _64>;
   switch (config) {
-    case 4:
-      return trans_b ? build<ResGemm<T, Col, T128, Ping, PingEpi>, T>(m, n, k, bias, alpha)
-                     : build<ResGemm<T, Row, T128, Ping, PingEpi>, T>(m, n, k, bias, alpha);
-    case 6:
-      return trans_b ? build<ResGemm<T, Col, T128, Coop, CoopEpi, StreamK>, T>(m, n, k, bias, alpha)
-                     : build<ResGemm<T, Row, T128, Coop, CoopEpi, StreamK>, T>(m, n, k, bias, alpha);
+    case 4: return build_res<T, T128, Ping, PingEpi>(trans_b, m, n, k, bias, alpha);
+    case 6: return build_res<T, T128, Coop, CoopEpi, StreamK>(trans_b, m, n, k, bias, alpha);
     default: return unsupported("no CUTLASS residual GEMM configuration " + std::to_string(config));
   }
 }
