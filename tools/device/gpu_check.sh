@@ -54,6 +54,8 @@ for s in $stages; do
     passed=$(grep -hE '^\[  PASSED  \] [0-9]+ test' "$OUT/gpu_$s.log" | awk '{n += $4} END {print n + 0}')
     grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$OUT/gpu_$s.log" | head -40
     grep -B2 -A8 "Failure" "$OUT/gpu_$s.log" | head -80
+    # Timing tests print their candidates' times (e.g. GpuCutlassGemm's 'CUTLASS tuned' lines): show them here.
+    grep -hE "^CUTLASS tuned " "$OUT/gpu_$s.log" | cut -c1-600
     summary+=("gpu op tests$([ "$filter" = '*' ] || echo " (filter $filter)")$([ $shards = 1 ] || echo " in $shards shards"): $passed passed, $(count_tests FAILED "$OUT/gpu_$s.log") failed, $(count_tests SKIPPED "$OUT/gpu_$s.log") skipped (rc $rc)")
     ;;
   cli|python)
