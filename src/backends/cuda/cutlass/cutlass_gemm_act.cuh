@@ -169,6 +169,7 @@ Result<std::unique_ptr<CutlassGemm>> make_gelu(int config, int m, int n, int k, 
     case 6:
       return build<GeluGemm<T, Shape<_128, _128, _64>, Coop, CoopEpi, Shape<_1, _1, _1>, StreamK>, T>(m, n, k, bias,
                                                                                                        alpha);
+    case 7: return build<GeluGemm<T, Shape<_64, _256, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
     default: return unsupported("no CUTLASS GELU GEMM configuration " + std::to_string(config));
   }
 }
