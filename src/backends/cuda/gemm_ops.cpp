@@ -563,12 +563,11 @@ CutlassProblem cutlass_problem(const KernelArgs& args, const FusedState& st) {
 // The CUTLASS kernel of tactic `t` into st.cutlass, or why not.
 Status make_cutlass(const KernelArgs& args, FusedState& st, const CutlassTactic& t) {
   const CutlassProblem p = cutlass_problem(args, st);
-  // Any configuration of the layer's kind, whichever order the tuner offered them in: the order depends on the SM
-  // count (few tiles put the stream-K and 64-row kernels first), and a layer built for a small batch must still
-  // take them (an SM count this large makes every problem one of few tiles).
-  std::vector<std::string> offered = cutlass_tactics(p, 0);
-  for (const std::string& name : cutlass_tactics(p, 1 << 20)) offered.push_back(name);
-  if (std::find(offered.begin(), offered.end(), args.tactic) == offered.end())
+  // Any configuration of the layer's kind (make_cutlass_gemm refuses one that was not built), not only those the
+  // tuner offers now: the offer depends on the SM count and the offer order's revision, and an engine or a forced
+  // tactic may name another configuration of the same kind.
+  const std::vector<std::string> offered = cutlass_tactics(p, 0);
+  if (offered.empty() || parse_cutlass_tactic(offered.front()).act != t.act)
     return unsupported("FusedMatMul '" + args.node->name + "': the CUTLASS GEMM " + args.tactic +
                        " does not take this layer");
   KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm(t.act, t.config, args.in[0].dtype, p.trans_b, st.mm.m, st.mm.n,
