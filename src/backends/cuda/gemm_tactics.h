@@ -116,10 +116,10 @@ struct CutlassProblem {
 
 // The CUTLASS tactics for a layer, in timing order. Erf GELU: for few output tiles (under two waves of 128x128
 // tiles on `sms` SMs, batch 1) the stream-K kernel, the ping-pong 64x128 and the cooperative 128x128 ones; else the
-// cooperative 128x256, the ping-pong 64x256, the cooperative 256x128 and the ping-pong 128x128 (cluster 2x1) ones
-// (on the H100 at bert's FFN1, b64: 128x256 86 us, 256x128 87, the ping-pong 128x128 ones 95-96, cuBLASLt + the
-// pass 93-96; the cooperative 128x128 and the ping-pong 64x128 slowest, so those are left to batch 1; four, so that
-// the default level's eight timings still reach cuBLASLt's other choices). SiLU: the cooperative 128x128 and the
+// cooperative 128x256 and 256x128, the ping-pong 128x128 (cluster 2x1) and the ping-pong 64x256 ones, fastest
+// first as the H100 timed them at bert's FFN1, b64 (86, 86, 93 and 101 us; cuBLASLt + the pass 93-96; the
+// cooperative 128x128 and the ping-pong 64x128 slowest, so those are left to batch 1; four, so that the default
+// level's eight timings still reach cuBLASLt's other choices). SiLU: the cooperative 128x128 and the
 // ping-pong 64x128 kernel. Residual: the stream-K and the ping-pong 128x128 kernels.
 inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
   if (!p.available || !p.reduced_type || p.gemms != 1 || p.m <= 0 || p.n <= 0 || p.k <= 0 || p.n % 8 != 0 ||
@@ -133,8 +133,8 @@ inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms
   }
   if (p.gelu_erf && !p.trans_b) {
     if (few) return {cutlass_gelu_tactic_name(6), cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
-    return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(7), cutlass_gelu_tactic_name(3),
-            cutlass_gelu_tactic_name(5)};
+    return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3), cutlass_gelu_tactic_name(5),
+            cutlass_gelu_tactic_name(7)};
   }
   if (p.silu && p.trans_b) {
     if (few) return {cutlass_silu_tactic_name(2), cutlass_silu_tactic_name(0)};
