@@ -74,12 +74,17 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   p.m = 8192, p.n = 3072, p.k = 768;
   EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c1", "cutlass_gelu_c3",
                                                                     "cutlass_gelu_c5", "cutlass_gelu_c7"}));
+  EXPECT_EQ(cutlass_kind(p), CutlassAct::kGeluErf);
   p.m = 128;  // bert at batch 1: 24 tiles of 128x128 for 132 SMs
+  // The same kind whatever the offer order: an engine recording c4 (offered to neither size now) still builds it.
+  EXPECT_EQ(cutlass_kind(p), CutlassAct::kGeluErf);
   EXPECT_EQ(cutlass_tactics(p, 132),
             (std::vector<std::string>{"cutlass_gelu_c6", "cutlass_gelu_c2", "cutlass_gelu_c0"}));
   auto without = [&](auto change) {
     CutlassProblem q = p;
     change(q);
+    // No kind means no tactic, at any SM count (the check FusedMatMul makes at build and at load).
+    EXPECT_EQ(cutlass_tactics(q, 132).empty(), !cutlass_kind(q).has_value());
     return cutlass_tactics(q, 132).empty();
   };
   EXPECT_TRUE(without([](CutlassProblem& q) { q.available = false; }));
@@ -97,7 +102,9 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   s.trans_b = true;
   s.m = 1605632, s.n = 96, s.k = 16;  // efficientnet_b0's first expand layer at batch 128
   EXPECT_EQ(cutlass_tactics(s, 132), (std::vector<std::string>{"cutlass_silu_c0", "cutlass_silu_c2"}));
+  EXPECT_EQ(cutlass_kind(s), CutlassAct::kSilu);
   s.trans_b = false;
+  EXPECT_FALSE(cutlass_kind(s).has_value());
   EXPECT_TRUE(cutlass_tactics(s, 132).empty());
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c2").act, CutlassAct::kSilu);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c2").config, 2);
@@ -112,11 +119,13 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   for (bool tb : {true, false}) {
     r.trans_b = tb;
     EXPECT_EQ(cutlass_tactics(r, 132), (std::vector<std::string>{"cutlass_res_c6", "cutlass_res_c4"}));
+    EXPECT_EQ(cutlass_kind(r), CutlassAct::kResidual);
   }
   CutlassProblem ra = r;
   ra.no_act = false;
   ra.gelu_erf = true;
   EXPECT_TRUE(cutlass_tactics(ra, 132).empty());
+  EXPECT_FALSE(cutlass_kind(ra).has_value());  // no CUTLASS kernel does a residual and an activation
   CutlassProblem rb = r;
   rb.residual_full = false;
   EXPECT_TRUE(cutlass_tactics(rb, 132).empty());

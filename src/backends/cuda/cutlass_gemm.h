@@ -37,9 +37,8 @@ namespace kiln::cuda {
 //   6: 128x128x64, cooperative, stream-K (the K steps of few output tiles shared among idle SMs: batch 1; its
 //      partial sums and flags use the workspace, cleared before each launch)
 //   7: 64x256x64, ping-pong, cluster 1x1: each warp group owns a 64x256 tile, the products of one running under
-//      the other's epilogue, with the wide tile of 1 (H100: 4 and 5's 128x128 tiles ran bert's FFN1 at b64 ~10%
-//      slower than 1, whose epilogue is not hidden)
-inline constexpr int kCutlassGeluConfigs = 8;
+//      the other's epilogue (H100, bert's FFN1 at b64: 101 us against 1's 86)
+// kCutlassGeluTactics (gemm_tactics.h) counts them.
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
 // pointer changed since the last run. c: the residual [M, N] of a kResidual kernel, else null.
@@ -52,8 +51,8 @@ class CutlassGemm {
 
 // The revision of the set of CUTLASS kernels offered (configurations and kinds), part of the timing cache's device
 // key with the CUTLASS version: raised whenever tactics are added, so that a cache written before re-times its
-// layers instead of keeping them from the new candidates. 2: the ping-pong/stream-K GELU and the residual kernels; 3: the 64x256 ping-pong GELU kernel, and the few-tile
-// kernels, which set 2 offered but could not build (so never timed).
+// layers instead of keeping them from the new candidates. 2: the ping-pong/stream-K GELU and the residual kernels;
+// 3: the 64x256 ping-pong GELU kernel, and the few-tile kernels, which set 2 offered but could not build.
 inline constexpr int kCutlassKernelSet = 3;
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).

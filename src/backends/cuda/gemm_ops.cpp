@@ -563,11 +563,9 @@ CutlassProblem cutlass_problem(const KernelArgs& args, const FusedState& st) {
 // The CUTLASS kernel of tactic `t` into st.cutlass, or why not.
 Status make_cutlass(const KernelArgs& args, FusedState& st, const CutlassTactic& t) {
   const CutlassProblem p = cutlass_problem(args, st);
-  // Any configuration of the layer's kind (make_cutlass_gemm refuses one that was not built), not only those the
-  // tuner offers now: the offer depends on the SM count and the offer order's revision, and an engine or a forced
-  // tactic may name another configuration of the same kind.
-  const std::vector<std::string> offered = cutlass_tactics(p, 0);
-  if (offered.empty() || parse_cutlass_tactic(offered.front()).act != t.act)
+  // Any configuration of the layer's kind, not only those the tuner offers now (the offer depends on the SM count,
+  // and an engine or a forced tactic may name another configuration of the same kind).
+  if (cutlass_kind(p) != t.act)
     return unsupported("FusedMatMul '" + args.node->name + "': the CUTLASS GEMM " + args.tactic +
                        " does not take this layer");
   KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm(t.act, t.config, args.in[0].dtype, p.trans_b, st.mm.m, st.mm.n,

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -78,7 +79,7 @@ inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, i
 inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
 inline constexpr const char* kCutlassSiluPrefix = "cutlass_silu_c";
 inline constexpr const char* kCutlassResPrefix = "cutlass_res_c";
-inline constexpr int kCutlassGeluTactics = 8;  // cutlass_gemm.h: kCutlassGeluConfigs
+inline constexpr int kCutlassGeluTactics = 8;  // configurations 0-7 (cutlass_gemm.h)
 inline constexpr int kCutlassSiluConfigs[] = {0, 2};
 inline constexpr int kCutlassResConfigs[] = {4, 6};
 
@@ -114,6 +115,22 @@ struct CutlassProblem {
   int64_t m = 0, n = 0, k = 0;
 };
 
+// Which kind of CUTLASS kernel (if any) can run the layer: the layer's type, sizes and epilogue, B's layout. Every
+// built configuration of that kind takes it (make_cutlass_gemm refuses one that was not built), whatever order
+// cutlass_tactics offers them in.
+inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
+  if (!p.available || !p.reduced_type || p.gemms != 1 || p.m <= 0 || p.n <= 0 || p.k <= 0 || p.n % 8 != 0 ||
+      p.k % 8 != 0)
+    return std::nullopt;
+  if (p.residual) {
+    if (!p.no_act || !p.residual_full) return std::nullopt;
+    return CutlassAct::kResidual;
+  }
+  if (p.gelu_erf && !p.trans_b) return CutlassAct::kGeluErf;
+  if (p.silu && p.trans_b) return CutlassAct::kSilu;
+  return std::nullopt;
+}
+
 // The CUTLASS tactics for a layer, in timing order. Erf GELU: for few output tiles (under two waves of 128x128
 // tiles on `sms` SMs, batch 1) the stream-K kernel, the ping-pong 64x128 and the cooperative 128x128 ones; else the
 // cooperative 128x256 and 256x128, the ping-pong 128x128 (cluster 2x1) and the ping-pong 64x256 ones, fastest
@@ -122,23 +139,19 @@ struct CutlassProblem {
 // level's eight timings still reach cuBLASLt's other choices). SiLU: the cooperative 128x128 and the
 // ping-pong 64x128 kernel. Residual: the stream-K and the ping-pong 128x128 kernels.
 inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
-  if (!p.available || !p.reduced_type || p.gemms != 1 || p.m <= 0 || p.n <= 0 || p.k <= 0 || p.n % 8 != 0 ||
-      p.k % 8 != 0)
-    return {};
+  const std::optional<CutlassAct> kind = cutlass_kind(p);
+  if (!kind) return {};
   const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
   const bool few = sms > 0 && tiles < 2 * sms;
-  if (p.residual) {
-    if (!p.no_act || !p.residual_full) return {};
-    return {cutlass_res_tactic_name(6), cutlass_res_tactic_name(4)};
-  }
-  if (p.gelu_erf && !p.trans_b) {
-    if (few) return {cutlass_gelu_tactic_name(6), cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
-    return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3), cutlass_gelu_tactic_name(5),
-            cutlass_gelu_tactic_name(7)};
-  }
-  if (p.silu && p.trans_b) {
-    if (few) return {cutlass_silu_tactic_name(2), cutlass_silu_tactic_name(0)};
-    return {cutlass_silu_tactic_name(0), cutlass_silu_tactic_name(2)};
+  switch (*kind) {
+    case CutlassAct::kResidual: return {cutlass_res_tactic_name(6), cutlass_res_tactic_name(4)};
+    case CutlassAct::kGeluErf:
+      if (few) return {cutlass_gelu_tactic_name(6), cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
+      return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3), cutlass_gelu_tactic_name(5),
+              cutlass_gelu_tactic_name(7)};
+    case CutlassAct::kSilu:
+      if (few) return {cutlass_silu_tactic_name(2), cutlass_silu_tactic_name(0)};
+      return {cutlass_silu_tactic_name(0), cutlass_silu_tactic_name(2)};
   }
   return {};
 }
