@@ -12,7 +12,7 @@
 # GPU_TEST_FILTER (a gtest filter for the tests stage, e.g. '-*Times*' to leave out the timing prints; the summary
 # names the filter so a partial run never reads as the whole suite), GPU_TEST_SHARDS and GPU_TEST_TIMEOUT (the
 # tests stage as concurrent gtest shards, each stopped after so many seconds), PROFILE_MODELS (model:batch pairs
-# for the profile stage), AB_ENV and AB_MODELS (the ab stage: ';'-separated variants of VAR=value words against the default, per
+# for the profile stage; PROFILE_FLAGS adds kiln flags, e.g. --outputIOFormats=fp16:chw), AB_ENV and AB_MODELS (the ab stage: ';'-separated variants of VAR=value words against the default, per
 # model; AB_FLAGS adds kiln flags to every ab run).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
@@ -240,7 +240,7 @@ PY
       .devcarry/bin/kiln --onnx=$d/model.onnx --minShapes=$sh --optShapes=$sh --maxShapes=$sh --shapes=$sh \
         --device=cuda --fp16 --iterations=100 --warmUp=200 --duration=0 --separateProfileRun \
         --exportProfile="$OUT/prof_${m}_$b.json" --exportLayerInfo="$OUT/layers_${m}_$b.json" \
-        --profilingVerbosity=detailed > "$OUT/profile_$m.log" 2>&1 || tail -3 "$OUT/profile_$m.log"
+        --profilingVerbosity=detailed ${PROFILE_FLAGS:-} > "$OUT/profile_$m.log" 2>&1 || tail -3 "$OUT/profile_$m.log"
       grep -E "^GPU Compute Time" "$OUT/profile_$m.log"
       python3 - "$OUT/prof_${m}_$b.json" <<'PY'
 import json, re, sys
