@@ -247,7 +247,7 @@ import json, re, sys
 rows = json.load(open(sys.argv[1]))[1:]
 groups = {}
 for r in rows:
-    k = re.sub(r"(layers?[._/]?|encoder_layer_|_)\d+", r"\1#", r["name"])
+    k = re.sub(r"(layers?[._/]?|blocks\.|encoder_layer_|_)\d+", r"\1#", r["name"])
     groups.setdefault(k, [0.0, 0])
     groups[k][0] += r["averageMs"]
     groups[k][1] += 1
