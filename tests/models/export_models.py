@@ -156,8 +156,8 @@ ZOO = {
                   "BERT-base-like encoder, 12 layers, d 768, 12 heads, seq 128"),
     "bert_ci": (lambda: BertEncoder(1000, 64, 128, 4, 2, 512), _tokens(1000, 32),
                 "BERT-style encoder, 2 layers, d 128, 4 heads, seq 32"),
-    "gpt2_base": (lambda: GptDecoder(50257, 1024, 768, 12, 12), _tokens(50257, 64),
-                  "GPT-2-small-like decoder, 12 layers, d 768, 12 heads, seq 64"),
+    "gpt2_base": (lambda: GptDecoder(50257, 1024, 768, 12, 12), _tokens(50257, 128),
+                  "GPT-2-small-like decoder, 12 layers, d 768, 12 heads, seq 128"),
     "gpt_ci": (lambda: GptDecoder(1000, 64, 128, 4, 2), _tokens(1000, 32),
                "GPT-style decoder, 2 layers, d 128, 4 heads, seq 32"),
     "unet_stage": (UNetStage, _latent, "SD-like UNet stage without attention, 320 channels, 64x64 latent, "
