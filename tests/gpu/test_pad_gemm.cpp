@@ -56,6 +56,13 @@ TEST(GpuPadGemm, UnpadKernelShapes) {
   expect_unpad_agrees(DataType::kHALF, DataType::kFLOAT, {1000}, 8, 5);
   expect_unpad_agrees(DataType::kFLOAT, DataType::kHALF, {333}, 4, 1);
   expect_unpad_agrees(DataType::kHALF, DataType::kFLOAT, {17}, 16, 16);
+  // 2-byte types both ways: whole 16-byte output vectors gathered from two input vectors (every offset in the
+  // vector occurs across rows of an odd width), the row-crossing vectors and a partial last vector.
+  expect_unpad_agrees(DataType::kHALF, DataType::kHALF, {64}, 50304, 50257);
+  expect_unpad_agrees(DataType::kBF16, DataType::kHALF, {7}, 64, 57);
+  expect_unpad_agrees(DataType::kHALF, DataType::kBF16, {5}, 16, 9);
+  expect_unpad_agrees(DataType::kHALF, DataType::kHALF, {9}, 8, 8);
+  expect_unpad_agrees(DataType::kBF16, DataType::kBF16, {33}, 8, 7);  // narrower than a vector: the tiled kernel
   // A pitch that is no whole number of 16-byte vectors: the scalar fallback.
   expect_unpad_agrees(DataType::kHALF, DataType::kFLOAT, {37}, 1003, 1001);
   expect_unpad_agrees(DataType::kBF16, DataType::kBF16, {5, 9}, 77, 70);

@@ -5,6 +5,8 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "backends/cuda/cuda_kernel.h"
@@ -68,6 +70,72 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// 2-byte types in and out (an FP16/BF16 lm_head's output, the common case): each thread writes one whole aligned
+// 16-byte vector of the compact output, so every store is a full vector and there is no shared-memory staging. Its
+// eight elements lie in one row (but at the row's end) at some offset from an aligned input vector: the thread
+// loads that vector and the next (the neighbour thread's, so mostly from L1) and shifts the pair into place. A
+// vector that crosses a row's end, and the last partial one, go element by element. Needs width >= 8 (a vector
+// spans at most two rows), a pitch of whole vectors and 16-byte aligned x and y.
+template <typename TI, typename TO>
+__global__ void __launch_bounds__(kThreads)
+    unpad_gather16_kernel(const TI* __restrict__ x, TO* __restrict__ y, int64_t total, int64_t pitch, int64_t width) {
+  static_assert(sizeof(TI) == 2 && sizeof(TO) == 2, "2-byte types only");
+  pdl_wait();  // launched with launch_pdl, right after the GEMM whose output it reads
+  const int64_t e0 = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * 8;
+  if (e0 >= total) return;
+  // A 32-bit division where the output allows (gpt2's: 206 M elements): a 64-bit one is a long emulated sequence.
+  const int64_t r = total <= UINT32_MAX ? static_cast<int64_t>(static_cast<uint32_t>(e0) / static_cast<uint32_t>(width))
+                                        : e0 / width;
+  const int64_t c = e0 - r * width;
+  if (c + 8 <= width && e0 + 8 <= total) {
+    const int64_t s = r * pitch + c;  // the first element's input index
+    const int64_t s0 = s & ~int64_t{7};
+    const int sh = static_cast<int>(s - s0);  // its offset in the aligned vector, in elements
+    uint32_t w[8];
+    const uint4 v0 = reinterpret_cast<const uint4*>(x)[s0 / 8];
+    w[0] = v0.x, w[1] = v0.y, w[2] = v0.z, w[3] = v0.w;
+    // sh > 0: the elements run into the next vector, which lies within the row's pitch (s + 8 <= r * pitch + width).
+    const uint4 v1 = sh ? reinterpret_cast<const uint4*>(x)[s0 / 8 + 1] : v0;
+    w[4] = v1.x, w[5] = v1.y, w[6] = v1.z, w[7] = v1.w;
+    const int o = sh >> 1;  // whole 32-bit words to skip
+    uint32_t sel[5];
+#pragma unroll
+    for (int t = 0; t < 5; ++t) {
+      uint32_t v = w[t];
+      v = o == 1 ? w[t + 1] : v;
+      v = o == 2 ? w[t + 2] : v;
+      v = o == 3 ? w[t + 3] : v;
+      sel[t] = v;
+    }
+    uint32_t out[4];
+#pragma unroll
+    for (int t = 0; t < 4; ++t) out[t] = (sh & 1) ? __byte_perm(sel[t], sel[t + 1], 0x5432) : sel[t];
+    if constexpr (!std::is_same_v<TI, TO>) {
+      const TI* in = reinterpret_cast<const TI*>(out);
+      TO conv[8];
+#pragma unroll
+      for (int k = 0; k < 8; ++k) conv[k] = from_f<TO>(to_f(in[k]));
+#pragma unroll
+      for (int t = 0; t < 4; ++t) out[t] = reinterpret_cast<const uint32_t*>(conv)[t];
+    }
+    reinterpret_cast<uint4*>(y)[e0 / 8] = make_uint4(out[0], out[1], out[2], out[3]);
+    return;
+  }
+  for (int k = 0; k < 8 && e0 + k < total; ++k) {
+    const int64_t cc = c + k, rr = cc >= width ? r + 1 : r;
+    y[e0 + k] = from_f<TO>(to_f(x[rr * pitch + (cc >= width ? cc - width : cc)]));
+  }
+}
+
+// Whether the 16-byte store kernel is used (KILN_UNPAD_VEC_STORES=0, an A/B switch, keeps the tiled kernel).
+bool gather16_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("KILN_UNPAD_VEC_STORES");
+    return !(v && std::string(v) == "0");
+  }();
+  return on;
+}
+
 // Any pitch and alignment (an Unpad not made by pad_gemm_width): an element per thread and step.
 template <typename TI, typename TO>
 __global__ void unpad_scalar_kernel(const TI* __restrict__ x, TO* __restrict__ y, int64_t total, int64_t pitch,
@@ -119,6 +187,15 @@ Status launch_unpad(DataType in_dt, DataType out_dt, const void* x, void* y, int
       const TI* xi = static_cast<const TI*>(x);
       TO* yo = static_cast<TO*>(y);
       constexpr int64_t E = 16 / sizeof(TI);
+      if constexpr (sizeof(TI) == 2 && sizeof(TO) == 2) {
+        if (pitch % 8 == 0 && width >= 8 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+            reinterpret_cast<uintptr_t>(y) % 16 == 0 && gather16_enabled()) {
+          const int64_t blocks = (rows * width + 8 * kThreads - 1) / (8 * kThreads);
+          err = launch_pdl(&unpad_gather16_kernel<TI, TO>, dim3(static_cast<unsigned>(blocks)), dim3(kThreads), 0,
+                           stream, xi, yo, rows * width, pitch, width);
+          return;
+        }
+      }
       if (pitch % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0) {
         const int64_t vectors = rows * pitch / E;
         const unsigned grid = grid_for(vectors, sm_count);
