@@ -12,8 +12,9 @@
 # GPU_TEST_FILTER (a gtest filter for the tests stage, e.g. '-*Times*' to leave out the timing prints; the summary
 # names the filter so a partial run never reads as the whole suite), GPU_TEST_SHARDS and GPU_TEST_TIMEOUT (the
 # tests stage as concurrent gtest shards, each stopped after so many seconds), PROFILE_MODELS (model:batch pairs
-# for the profile stage; PROFILE_FLAGS adds kiln flags, e.g. --outputIOFormats=fp16:chw), AB_ENV and AB_MODELS (the ab stage: ';'-separated variants of VAR=value words against the default, per
-# model; AB_FLAGS adds kiln flags to every ab run).
+# for the profile stage; PROFILE_FLAGS adds kiln flags, e.g. --outputIOFormats=fp16:chw), AB_ENV and AB_MODELS
+# (the ab stage: ';'-separated variants of VAR=value words against the default, per model; AB_FLAGS adds kiln flags
+# to every ab run).
 # Prepare here first: make build && tools/device/pack.sh (binaries + libraries into .devcarry.tgz; carry that).
 set -uo pipefail
 cd "$(dirname "$0")/../.."

@@ -71,10 +71,10 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // 2-byte types in and out (an FP16/BF16 lm_head's output, the common case): each thread writes one whole aligned
-// 16-byte vector of the compact output, so every store is a full vector and there is no shared-memory staging. Its
-// eight elements lie in one row (but at the row's end) at some offset from an aligned input vector: the thread
-// loads that vector and the next (the neighbour thread's, so mostly from L1) and shifts the pair into place. A
-// vector that crosses a row's end, and the last partial one, go element by element. Needs width >= 8 (a vector
+// 16-byte vector of the compact output, so every store is a full vector and there is no shared-memory staging.
+// Unless the vector crosses a row's end, its eight elements lie in one input row, at some offset from an aligned
+// input vector: the thread loads that vector and the next (the neighbour thread's, so mostly from L1) and shifts
+// the pair into place. A vector that crosses a row's end, and the last partial one, go element by element. Needs width >= 8 (a vector
 // spans at most two rows), a pitch of whole vectors and 16-byte aligned x and y.
 template <typename TI, typename TO>
 __global__ void __launch_bounds__(kThreads)
