@@ -440,6 +440,13 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
     if (v != "0" && v != "1") return invalid_argument("KILN_FUSE_LAYERNORM_IO must be 0 or 1, got '" + v + "'");
     opts.layernorm_io = v == "1";
   }
+  // pad_gemm_width: an odd-width GEMM output written in place by row classes (kiln StaggeredMatMul) instead of
+  // padded rows and an Unpad: opt-in until a GPU has timed it.
+  if (const char* e = std::getenv("KILN_STAGGER_GEMM")) {
+    const std::string v = e;
+    if (v != "0" && v != "1") return invalid_argument("KILN_STAGGER_GEMM must be 0 or 1, got '" + v + "'");
+    opts.stagger_gemm = v == "1";
+  }
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
   if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};

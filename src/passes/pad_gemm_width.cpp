@@ -3,7 +3,11 @@
 // kiln::Unpad layer gives the graph its [..., N] value back. cuBLASLt's Hopper (TMA) kernels need 16-byte aligned
 // row pitches; with an odd pitch it falls back to kernels at about a third of the tensor cores' rate. Where the
 // only reader is a Cast (the float32 output cast lowering leaves), Unpad absorbs it, so the padding costs no pass.
+// With PassOptions::stagger_gemm (KILN_STAGGER_GEMM=1), a GEMM that only multiplies and has no Cast to absorb
+// becomes a kiln::StaggeredMatMul instead, whose CUDA kernel writes the odd-width rows in place by row classes
+// (ops/staggered_matmul.cpp): the output is written once, not padded, read and written again.
 #include <cstring>
+#include <numeric>
 
 #include "ops/op_util.h"
 #include "passes/fusion_util.h"
@@ -41,6 +45,23 @@ Tensor zero_padded(const Tensor& t, int axis, int64_t size) {
   return p;
 }
 
+// StaggeredMatMul's B: B's N rows of K (B stored [N, K] when trans_b, else [K, N] and transposed here) below
+// `lead` rows of zeros.
+Tensor staggered_weight(const Tensor& b, bool trans_b, int64_t lead) {
+  const int64_t n = trans_b ? b.dim(0) : b.dim(1), k = trans_b ? b.dim(1) : b.dim(0);
+  Tensor w(b.dtype(), {lead + n, k});  // zero-filled
+  const size_t es = dtype_size(b.dtype());
+  const auto* src = static_cast<const uint8_t*>(b.raw());
+  auto* dst = static_cast<uint8_t*>(w.raw()) + lead * k * es;
+  if (trans_b) {
+    std::memcpy(dst, src, n * k * es);
+  } else {
+    for (int64_t i = 0; i < k; ++i)
+      for (int64_t j = 0; j < n; ++j) std::memcpy(dst + (j * k + i) * es, src + (i * n + j) * es, es);
+  }
+  return w;
+}
+
 // Renames v to `base`, or to base_1, base_2... where that name is taken.
 void rename_free(ir::Graph& g, ir::Value* v, const std::string& base) {
   for (int i = 0; !g.rename_value(v, i ? base + "_" + std::to_string(i) : base); ++i) {
@@ -56,23 +77,25 @@ class PadGemmWidth final : public Pass {
     for (auto& n : g.nodes())
       if ((n->op_type == "MatMul" && n->domain.empty()) || (n->op_type == "FusedMatMul" && n->domain == "kiln"))
         gemms.push_back(n.get());
-    int padded = 0, casts = 0;
+    int padded = 0, casts = 0, staggered = 0;
     for (ir::Node* n : gemms) {
       const int r = pad(g, ctx, n);
-      padded += r > 0;
-      casts += r > 1;
+      padded += r == 1 || r == 2;
+      casts += r == 2;
+      staggered += r == 3;
     }
-    if (!padded) return Status::Ok();
-    ctx.changes += padded;
+    if (!padded && !staggered) return Status::Ok();
+    ctx.changes += padded + staggered;
     fusion::prune_dead_nodes(g);
     KILN_RETURN_IF_ERROR(g.topo_sort());
     ctx.verbose("pad_gemm_width: " + std::to_string(padded) + " GEMM outputs padded to a 16-byte row pitch (" +
-                std::to_string(casts) + " output casts absorbed)");
+                std::to_string(casts) + " output casts absorbed), " + std::to_string(staggered) +
+                " written in place by row classes (StaggeredMatMul)");
     return Status::Ok();
   }
 
  private:
-  // 0: left alone; 1: padded; 2: padded and the reader's Cast absorbed.
+  // 0: left alone; 1: padded; 2: padded and the reader's Cast absorbed; 3: made a StaggeredMatMul.
   static int pad(ir::Graph& g, PassContext& ctx, ir::Node* n) {
     const bool fused = n->domain == "kiln";
     if (n->inputs.size() < 2 || n->outputs.size() != 1) return 0;
@@ -114,6 +137,10 @@ class PadGemmWidth final : public Pass {
       }
     }
 
+    if (!cast && ctx.options.stagger_gemm && plain_product(n) && stagger_pays(a, width, b->constant->numel(), es) &&
+        (!ctx.options.has_kernel || ctx.options.has_kernel("StaggeredMatMul", "kiln", b->dtype)))
+      return stagger(g, n, tb != 0) ? 3 : 0;
+
     g.set_node_input(n, 1, g.add_constant(b->name + "_padded", zero_padded(*b->constant, axis, np)));
     if (bias) g.set_node_input(n, 2, g.add_constant(bias->name + "_padded", zero_padded(*bias->constant, 0, np)));
     // The GEMM keeps its name (profiles and layer information find it) and writes the padded value.
@@ -136,6 +163,52 @@ class PadGemmWidth final : public Pass {
     if (target == out) g.set_node_input(u, 0, out);
     if (cast) match::record_fusion(u, {cast});
     return cast ? 2 : 1;
+  }
+
+  // Whether the row classes move fewer bytes than padding: each of the C classes' GEMMs reads all of B, where the
+  // padded GEMM reads it once but its output is written, read and written again by Unpad. So C B < 2 Y + B: rows
+  // enough that the output outweighs the extra reads of B (gpt2's lm_head: C = 8, B 77 MB, from ~2700 rows of
+  // 50257 halves on). A's rows must be known (a static shape).
+  static bool stagger_pays(const ir::Value* a, int64_t width, int64_t b_elems, size_t es) {
+    int64_t rows = 1;
+    for (size_t i = 0; i + 1 < a->shape.size(); ++i) {
+      if (!a->shape[i].is_static()) return false;
+      rows *= a->shape[i].value;
+    }
+    const int64_t v = 16 / static_cast<int64_t>(es), r = width % v;
+    const int64_t classes = r == 0 ? 1 : v / std::gcd(r, v);
+    return (classes - 1) * b_elems < 2 * rows * width;
+  }
+
+  // A MatMul, or a FusedMatMul that adds nothing to the product (no bias, residual, activation or scale).
+  static bool plain_product(const ir::Node* n) {
+    if (n->domain.empty()) return true;
+    auto act = n->attrs.get_string("activation", "none");
+    auto alpha = n->attrs.get_float("alpha", 1.0f);
+    return n->inputs.size() == 2 && act.ok() && *act == "none" && alpha.ok() && *alpha == 1.0f;
+  }
+
+  // n (A [..., K] times the constant B) as a StaggeredMatMul under the same name, writing the same value.
+  static bool stagger(ir::Graph& g, ir::Node* n, bool trans_b) {
+    ir::Value *a = n->inputs[0], *b = n->inputs[1], *out = n->outputs[0];
+    // Rows of zeros enough for any class's shift: one vector's elements less one.
+    const int64_t lead = 16 / static_cast<int64_t>(dtype_size(b->dtype)) - 1;
+    ir::Value* w = g.add_constant(b->name + "_staggered", staggered_weight(*b->constant, trans_b, lead));
+    const std::string name = n->name, value = out->name;
+    const ops::Shape shape = out->shape;
+    rename_free(g, out, value + "_unstaggered");
+    Attributes at;
+    at.set("lead", lead);
+    ir::Node* sm = g.add_node("StaggeredMatMul", name, {a, w}, {value}, std::move(at), 1, "kiln");
+    ir::Value* y = sm->outputs[0];
+    y->dtype = out->dtype;
+    y->shape = shape;
+    y->rank_known = true;
+    match::record_fusion(sm, {n});
+    g.replace_all_uses(out, y);
+    g.remove_node(n);
+    sm->name = name;  // the GEMM's own name, for profiles and layer information
+    return true;
   }
 };
 

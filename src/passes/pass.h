@@ -41,6 +41,9 @@ struct PassOptions {
   // fuse_add_layernorm, fuse_layernorm_output_cast: off until their CUDA kernels have run on a GPU
   // (KILN_FUSE_LAYERNORM_IO=1 turns them on).
   bool layernorm_io = false;
+  // pad_gemm_width: where the output's Cast is not to be absorbed, a kiln StaggeredMatMul that writes the odd-width
+  // rows in place instead of padded rows and an Unpad (KILN_STAGGER_GEMM=1; off until a GPU has timed it).
+  bool stagger_gemm = false;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG
   bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)

@@ -68,6 +68,47 @@ TEST(GpuPadGemm, UnpadKernelShapes) {
   expect_unpad_agrees(DataType::kBF16, DataType::kBF16, {5, 9}, 77, 70);
 }
 
+// ---- kiln::StaggeredMatMul alone (KILN_STAGGER_GEMM=1's layer) ----
+
+// A [lead..., k] (a graph input) times B [lead + w, k] (a constant) below `lead` zero rows, on both backends.
+void expect_staggered_agrees(DataType dt, std::vector<int64_t> rows, int64_t k, int64_t w, int64_t lead) {
+  SCOPED_TRACE(std::string(dtype_name(dt)) + " rows " + std::to_string(rows.size()) + "-D k " + std::to_string(k) +
+               " w " + std::to_string(w) + " lead " + std::to_string(lead));
+  ir::Graph g;
+  std::vector<int64_t> dims = rows;
+  dims.push_back(k);
+  ir::Value* a = test::add_input(g, "a", dt, ops::shape_from_dims(dims));
+  Tensor b = random_tensor(dt, {lead + w, k}, 41, -0.5, 0.5);
+  Attributes at;
+  at.set("lead", lead);
+  ir::Node* n = g.add_node("StaggeredMatMul", "lm_head", {a, g.add_constant("b", b)}, {"y"}, at, 1, "kiln");
+  ASSERT_TRUE(passes::infer_node(g, *n).ok());
+  g.outputs().push_back(n->outputs[0]);
+  auto [cpu, gpu] = run_on_both(g, {random_tensor(dt, dims, 42, -1, 1)});
+  ASSERT_TRUE(cpu.defined() && gpu.defined());
+  // Sums of k products: the GPU's float accumulation in another order, and the output's rounding.
+  const double tol = dt == DataType::kFLOAT ? 1e-4 : dt == DataType::kHALF ? 1e-2 : 4e-2;
+  expect_tensors_close(cpu, gpu, tol, tol, "StaggeredMatMul");
+}
+
+TEST(GpuPadGemm, StaggeredMatMulRowClasses) {
+  KILN_REQUIRE_GPU();
+  // Eight row classes (1001 halves a row), rows not a multiple of eight; four (1002 = 2 mod 8; float32's 1001).
+  expect_staggered_agrees(DataType::kHALF, {37}, 64, 1001, 7);
+  expect_staggered_agrees(DataType::kBF16, {2, 9}, 64, 1002, 7);
+  expect_staggered_agrees(DataType::kFLOAT, {13}, 32, 1001, 3);
+  // Fewer rows than classes; one row.
+  expect_staggered_agrees(DataType::kHALF, {5}, 64, 1001, 7);
+  expect_staggered_agrees(DataType::kHALF, {1}, 64, 1001, 7);
+  // gpt2's vocabulary at 128 rows (one sequence).
+  expect_staggered_agrees(DataType::kHALF, {1, 128}, 768, 50257, 7);
+  // One GEMM: aligned rows (one class), and where the classes cannot be used (too few zero rows, K's pitch not a
+  // whole number of vectors): the odd leading dimension as it is.
+  expect_staggered_agrees(DataType::kHALF, {37}, 64, 1000, 7);
+  expect_staggered_agrees(DataType::kHALF, {37}, 64, 1001, 0);
+  expect_staggered_agrees(DataType::kHALF, {37}, 60, 1001, 7);
+}
+
 // ---- lm_head-like networks through the builder ----
 
 using BuildFn = std::function<ir::Value*(ir::Graph& g, ir::Value* x)>;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <memory>
+#include <numeric>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
@@ -44,6 +46,7 @@ struct GemmShape {
   bool ta = false, tb = false;
   int64_t m = 0, n = 0, k = 0;
   int64_t lda = 0, ldb = 0;  // row-major leading dimensions of the stored A and B
+  int64_t ldd = 0;           // of D (0: n, packed rows)
   int64_t batch = 1;
   int64_t sa = 0, sb = 0, sd = 0;  // batch strides in elements (0: the matrix is shared)
   bool bias = false;
@@ -72,7 +75,7 @@ ColMajor col_major(const GemmShape& s) {
   c.ldb = std::max<int64_t>(s.lda, 1);
   c.d_rows = s.n;
   c.d_cols = s.m;
-  c.ldd = std::max<int64_t>(s.n, 1);
+  c.ldd = std::max<int64_t>(s.ldd ? s.ldd : s.n, 1);
   return c;
 }
 
@@ -729,6 +732,96 @@ std::vector<std::pair<std::string, std::string>> fused_matmul_annotations(Kernel
   return {{kDnnPlanKeyAttr, DnnMatmul::plan_key(*spec, rank)}, {kDnnPlanAttr, std::move(json)}};
 }
 
+// ---- kiln::StaggeredMatMul ----
+
+// Y [M, W] = A [M, K] B[lead:]^T, with rows of W elements that are no whole number of 16-byte vectors. Row r
+// starts at element r W, so its misalignment repeats with period C = V / gcd(W, V) (V elements per 16 bytes:
+// gpt2's W = 50257 in half has C = 8). The rows of one class (r = q C + c) start s_c = (c W) mod V elements past an
+// aligned address, and their pitch C W is a whole number of vectors: one GEMM per class writes them in place, over
+// A's rows c, c + C, ... and B's rows from lead - s_c, so that its first s_c columns are products with B's zero
+// rows. Those columns land on the tail of row r - 1, of class c - 1, whose own GEMM runs after this one and
+// overwrites them (classes run C - 1 first, 0 last, in stream order). Each GEMM then has aligned pointers and
+// leading dimensions, which cuBLASLt's TMA kernels need, and the output is written once, where pad_gemm_width's
+// padded GEMM writes its rows and Unpad reads and writes them again. Where the conditions do not hold (pointers,
+// K's pitch, W < V, lead < V - 1), one GEMM with the odd leading dimension runs instead: correct, slower.
+struct StaggerState {
+  Dims a_shape, b_shape;
+  int64_t m = 0, w = 0, k = 0, lead = 0, classes = 1;
+  std::vector<std::unique_ptr<LtGemm>> lt;  // one per class; one in all for the single odd-pitch GEMM
+  bool staggered = false;
+};
+
+// Elements per 16 bytes of dt, the period of the rows' misalignment, and row c's offset past an aligned start.
+int64_t stagger_vector(DataType dt) { return 16 / static_cast<int64_t>(dtype_size(dt)); }
+int64_t stagger_classes(int64_t w, int64_t v) { return v / std::gcd(w % v == 0 ? v : w % v, v); }
+
+Status stagger_plan(const KernelArgs& args, StaggerState& st, bool aligned) {
+  const DataType dt = args.in[0].dtype;
+  st.k = args.in[0].shape.back();
+  st.lead = args.in[1].shape[0] - args.out[0].shape.back();
+  st.w = args.out[0].shape.back();
+  st.m = st.k ? volume(args.in[0].shape) / st.k : 0;
+  const int64_t v = stagger_vector(dt), es = static_cast<int64_t>(dtype_size(dt));
+  st.classes = stagger_classes(st.w, v);
+  st.staggered = aligned && st.classes > 1 && st.w >= v && st.lead >= v - 1 && (st.k * es) % 16 == 0;
+  st.lt.clear();
+  const int64_t classes = st.staggered ? st.classes : 1;
+  for (int64_t c = classes - 1; c >= 0; --c) {
+    GemmShape s;
+    s.dt = dt;
+    s.tb = true;
+    s.k = st.k;
+    s.ldb = st.k;
+    const int64_t shift = st.staggered ? (c * st.w) % v : 0;
+    s.m = st.staggered ? (st.m - c + classes - 1) / classes : st.m;
+    s.n = st.w + shift;
+    s.lda = st.k * classes;
+    s.ldd = st.w * classes;
+    auto lt = std::make_unique<LtGemm>();
+    if (s.m > 0) KILN_RETURN_IF_ERROR(lt->init(s, args.handles->allow_tf32));
+    st.lt.push_back(std::move(lt));
+  }
+  return Status::Ok();
+}
+
+Status staggered_matmul_run(KernelArgs& args) {
+  const DevTensor &A = args.in[0], &B = args.in[1];
+  DevTensor& Y = args.out[0];
+  if (Y.numel() == 0) return Status::Ok();
+  if (A.rank() < 1 || B.rank() != 2 || B.shape[1] != A.shape.back() || B.shape[0] < Y.shape.back())
+    return internal_error("StaggeredMatMul: A " + dims_to_string(A.shape) + ", B " + dims_to_string(B.shape) +
+                          " and Y " + dims_to_string(Y.shape) + " do not match");
+  const bool aligned =
+      ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
+        reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
+  auto* st = static_cast<StaggerState*>(args.state->get());
+  if (!st || st->a_shape != A.shape || st->b_shape != B.shape || (st->staggered && !aligned)) {
+    auto fresh = std::make_shared<StaggerState>();
+    fresh->a_shape = A.shape;
+    fresh->b_shape = B.shape;
+    KILN_RETURN_IF_ERROR(stagger_plan(args, *fresh, aligned));
+    *args.state = fresh;
+    st = fresh.get();
+  }
+  if (st->k == 0) {
+    KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
+    return Status::Ok();
+  }
+  const int64_t es = static_cast<int64_t>(dtype_size(A.dtype)), v = stagger_vector(A.dtype);
+  const int64_t classes = st->staggered ? st->classes : 1;
+  // st->lt holds the classes from C - 1 down to 0: the order they must run in.
+  for (int64_t i = 0; i < classes; ++i) {
+    const int64_t c = classes - 1 - i;
+    const int64_t shift = st->staggered ? (c * st->w) % v : 0;
+    if ((st->staggered ? (st->m - c + classes - 1) / classes : st->m) <= 0) continue;
+    const auto* a = static_cast<const uint8_t*>(A.data) + c * st->k * es;
+    const auto* b = static_cast<const uint8_t*>(B.data) + (st->lead - shift) * st->k * es;
+    auto* y = static_cast<uint8_t*>(Y.data) + (c * st->w - shift) * es;
+    KILN_RETURN_IF_ERROR(st->lt[i]->run(args, a, b, y, nullptr, 1.0f, 0.0f));
+  }
+  return Status::Ok();
+}
+
 bool rank_is(const runtime::EnginePlan& p, int id, size_t lo, size_t hi) {
   if (id < 0) return true;
   const auto& v = p.values[id];
@@ -763,6 +856,20 @@ KILN_CUDA_KERNEL(FusedMatMul) {
   };
   d.tactics = fused_matmul_tactics;
   d.annotations = fused_matmul_annotations;
+  return d;
+}
+
+KILN_CUDA_KERNEL(StaggeredMatMul) {
+  KernelDef d;
+  d.op = "StaggeredMatMul";
+  d.domain = "kiln";
+  d.dtypes = float_types();
+  d.run = staggered_matmul_run;
+  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) {
+    return n.inputs.size() == 2 && same_dtypes(n, p, 2) && rank_is(p, n.inputs[0], 1, 64) &&
+           rank_is(p, n.inputs[1], 2, 2);
+  };
+  d.tactics = gemm_tactics;  // cuBLASLt's ranks, taken by every class's GEMM
   return d;
 }
 
