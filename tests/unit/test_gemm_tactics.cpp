@@ -62,24 +62,23 @@ TEST(GemmTactics, RanksFirstSplitsAfter) {
 }
 
 // The CUTLASS GEMM + erf-GELU tactics: stable names, offered only where the build has the kernels and the layer fits
-// them, the stream-K kernel first where few output tiles leave SMs idle, and placed right after cuBLASLt's
+// them, the narrow ping-pong kernel first where few output tiles leave SMs idle, and placed right after cuBLASLt's
 // first choice so that the default level times them.
 TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   for (int c = 0; c < kCutlassGeluTactics; ++c) EXPECT_EQ(parse_cutlass_tactic(cutlass_gelu_tactic_name(c)).config, c);
   EXPECT_EQ(cutlass_gelu_tactic_name(1), "cutlass_gelu_c1");
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c8").config, -1);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c4").config, -1);  // dropped in kernel set 4 (cutlass_gemm.h)
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c7").config, -1);
   EXPECT_EQ(parse_cutlass_tactic("lt_heur0").config, -1);
   CutlassProblem p;
   p.available = p.gelu_erf = p.reduced_type = true;
   p.m = 8192, p.n = 3072, p.k = 768;
-  EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c1", "cutlass_gelu_c3",
-                                                                    "cutlass_gelu_c5", "cutlass_gelu_c7"}));
+  EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c1", "cutlass_gelu_c3"}));
   EXPECT_EQ(cutlass_kind(p), CutlassAct::kGeluErf);
   p.m = 128;  // bert at batch 1: 24 tiles of 128x128 for 132 SMs
-  // The same kind whatever the offer order: an engine recording c4 (offered to neither size now) still builds it.
+  // The same kind whatever the offer order: an engine recording c1 (offered to large problems only) still builds it.
   EXPECT_EQ(cutlass_kind(p), CutlassAct::kGeluErf);
-  EXPECT_EQ(cutlass_tactics(p, 132),
-            (std::vector<std::string>{"cutlass_gelu_c6", "cutlass_gelu_c2", "cutlass_gelu_c0"}));
+  EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c2", "cutlass_gelu_c0"}));
   auto without = [&](auto change) {
     CutlassProblem q = p;
     change(q);
@@ -112,13 +111,13 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c0").act, CutlassAct::kSilu);  // a SiLU name is no GELU configuration
   EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c0").act, CutlassAct::kGeluErf);
   // Bias + residual with no activation (bert's attention output projection, B stored [N, K], and FFN2, B [K, N]):
-  // the stream-K and ping-pong kernels, for either layout; not with an activation or a broadcast residual.
+  // the ping-pong kernel, for either layout; not with an activation or a broadcast residual.
   CutlassProblem r;
   r.available = r.reduced_type = r.residual = r.no_act = true;
   r.m = 8192, r.n = 768, r.k = 768;
   for (bool tb : {true, false}) {
     r.trans_b = tb;
-    EXPECT_EQ(cutlass_tactics(r, 132), (std::vector<std::string>{"cutlass_res_c6", "cutlass_res_c4"}));
+    EXPECT_EQ(cutlass_tactics(r, 132), (std::vector<std::string>{"cutlass_res_c4"}));
     EXPECT_EQ(cutlass_kind(r), CutlassAct::kResidual);
   }
   CutlassProblem ra = r;
@@ -132,10 +131,11 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   CutlassProblem rc = r;
   rc.reduced_type = false;  // float32
   EXPECT_TRUE(cutlass_tactics(rc, 132).empty());
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c6").act, CutlassAct::kResidual);
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c6").config, 6);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c4").act, CutlassAct::kResidual);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c4").config, 4);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c6").config, -1);  // dropped in kernel set 4
   EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c0").config, -1);  // not built
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c6").act, CutlassAct::kGeluErf);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c3").act, CutlassAct::kGeluErf);
   const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
   const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});
   ASSERT_EQ(merged.size(), lt.size() + 2);

@@ -6,8 +6,7 @@
 //   - SiLU with B stored [N, K] (efficientnet's expand 1x1 convolutions, conv1x1_as_gemm): memory-bound GEMMs
 //     that cuBLASLt + the pass or cuDNN's fused graph run at 1.5-2x their floor;
 //   - no activation, bias + residual (C, read by the epilogue), B either way (a transformer's attention output
-//     projection and FFN2): cuBLASLt fuses these too, but at N = 768 its large tiles leave a partial last wave,
-//     which a stream-K kernel evens out.
+//     projection and FFN2): cuBLASLt fuses these too, but at N = 768 its large tiles leave a partial last wave.
 // Built only when CMake is given the CUTLASS headers (KILN_CUTLASS_DIR; `make cutlass` fetches them):
 // cutlass_gemm_available() says whether this build has them. Row-major A [M, K] and D [M, N], float16 or bfloat16,
 // K and N multiples of 8 (16-byte rows for TMA), 16-byte aligned pointers; bias [N] of the same type (or none).
@@ -26,19 +25,17 @@
 
 namespace kiln::cuda {
 
-// The kernel configurations, by tactic index: tile shape and schedule (SiLU: 0 and 2; residual: 4 and 6).
+// The kernel configurations, by tactic index: tile shape and schedule (GELU: 0-3; SiLU: 0 and 2; residual: 4).
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
 //   3: 256x128x64, cooperative, cluster 2x1 (B tiles multicast to two SMs by TMA)
-//   4: 128x128x64, ping-pong, cluster 1x1: one warp group's epilogue (the erf) runs while the other's products do;
-//      a cooperative kernel's warp groups both stop for it, and at K = 768 (12 steps of 64) that is a large share
-//   5: 128x128x64, ping-pong, cluster 2x1
-//   6: 128x128x64, cooperative, stream-K (the K steps of few output tiles shared among idle SMs: batch 1; its
-//      partial sums and flags use the workspace, cleared before each launch)
-//   7: 64x256x64, ping-pong, cluster 1x1: each warp group owns a 64x256 tile, the products of one running under
-//      the other's epilogue (H100, bert's FFN1 at b64: 101 us against 1's 86)
-// kCutlassGeluTactics (gemm_tactics.h) counts them.
+//   4: 128x128x64, ping-pong, cluster 1x1 (the residual kernels: bert's output projection at b64 19.1 us against
+//      cuBLASLt's 20.1 on an H100)
+// kCutlassGeluTactics (gemm_tactics.h) counts the GELU ones. Measured and dropped (kernel set 4): the GELU
+// ping-pong 128x128 (clusters 1x1 and 2x1) and 64x256 kernels and the stream-K cooperative 128x128 ones (GELU and
+// residual), slower than 1 and 3 at bert's and vit's b64 and than cuBLASLt + the pass at b1 on an H100 in two
+// sessions (bench/NOTES.md), each ~45 s of compile per type.
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
 // pointer changed since the last run. c: the residual [M, N] of a kResidual kernel, else null.
@@ -52,8 +49,10 @@ class CutlassGemm {
 // The revision of the set of CUTLASS kernels offered (configurations and kinds), part of the timing cache's device
 // key with the CUTLASS version: raised whenever tactics are added, so that a cache written before re-times its
 // layers instead of keeping them from the new candidates. 2: the ping-pong/stream-K GELU and the residual kernels;
-// 3: the 64x256 ping-pong GELU kernel, and the few-tile kernels, which set 2 offered but could not build.
-inline constexpr int kCutlassKernelSet = 3;
+// 3: the 64x256 ping-pong GELU kernel, and the few-tile kernels, which set 2 offered but could not build; 4: the
+// ping-pong and stream-K GELU kernels and the stream-K residual one dropped (an engine or cache that names one
+// takes cuBLASLt and the pass, with a warning).
+inline constexpr int kCutlassKernelSet = 4;
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
 bool cutlass_gemm_available();

@@ -79,9 +79,9 @@ inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, i
 inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
 inline constexpr const char* kCutlassSiluPrefix = "cutlass_silu_c";
 inline constexpr const char* kCutlassResPrefix = "cutlass_res_c";
-inline constexpr int kCutlassGeluTactics = 8;  // configurations 0-7 (cutlass_gemm.h)
+inline constexpr int kCutlassGeluTactics = 4;  // configurations 0-3 (cutlass_gemm.h)
 inline constexpr int kCutlassSiluConfigs[] = {0, 2};
-inline constexpr int kCutlassResConfigs[] = {4, 6};
+inline constexpr int kCutlassResConfigs[] = {4};
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
 inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }
@@ -132,23 +132,20 @@ inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
 }
 
 // The CUTLASS tactics for a layer, in timing order. Erf GELU: for few output tiles (under two waves of 128x128
-// tiles on `sms` SMs, batch 1) the stream-K kernel, the ping-pong 64x128 and the cooperative 128x128 ones; else the
-// cooperative 128x256 and 256x128, the ping-pong 128x128 (cluster 2x1) and the ping-pong 64x256 ones, fastest
-// first as the H100 timed them at bert's FFN1, b64 (86, 86, 93 and 101 us; cuBLASLt + the pass 93-96; the
-// cooperative 128x128 and the ping-pong 64x128 slowest, so those are left to batch 1; four, so that the default
-// level's eight timings still reach cuBLASLt's other choices). SiLU: the cooperative 128x128 and the
-// ping-pong 64x128 kernel. Residual: the stream-K and the ping-pong 128x128 kernels.
+// tiles on `sms` SMs, batch 1) the ping-pong 64x128 and the cooperative 128x128 kernels; else the cooperative
+// 128x256 and 256x128 ones, fastest first as the H100 timed them at bert's FFN1, b64 (85-86 and 86-104 us;
+// cuBLASLt + the pass 93-96). SiLU: the cooperative 128x128 and the ping-pong 64x128 kernels. Residual: the
+// ping-pong 128x128 kernel.
 inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
   const std::optional<CutlassAct> kind = cutlass_kind(p);
   if (!kind) return {};
   const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
   const bool few = sms > 0 && tiles < 2 * sms;
   switch (*kind) {
-    case CutlassAct::kResidual: return {cutlass_res_tactic_name(6), cutlass_res_tactic_name(4)};
+    case CutlassAct::kResidual: return {cutlass_res_tactic_name(4)};
     case CutlassAct::kGeluErf:
-      if (few) return {cutlass_gelu_tactic_name(6), cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
-      return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3), cutlass_gelu_tactic_name(5),
-              cutlass_gelu_tactic_name(7)};
+      if (few) return {cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
+      return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3)};
     case CutlassAct::kSilu:
       if (few) return {cutlass_silu_tactic_name(2), cutlass_silu_tactic_name(0)};
       return {cutlass_silu_tactic_name(0), cutlass_silu_tactic_name(2)};

@@ -54,8 +54,7 @@ class Impl final : public CutlassGemm {
 
  public:
   Impl(int m, int n, int k, bool bias, float alpha) : m_(m), n_(n), k_(k), bias_(bias), alpha_(alpha) {
-    // The persistent grid's SM count, once: left at 0, CUTLASS asks the device at every initialization (and a
-    // stream-K kernel initializes its workspace at every run).
+    // The persistent grid's SM count, once: left at 0, CUTLASS asks the device at every initialization.
     if (cudaGetDevice(&device_) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_) != cudaSuccess)
       sms_ = 0;
@@ -106,9 +105,9 @@ class Impl final : public CutlassGemm {
       a_ = a, b_ = b, bias_ptr_ = bias, c_ = c, d_ = d, ws_ = workspace;
       ready_ = true;
     } else if (need_ > 0) {
-      // A stream-K kernel's partial sums and flags live in the shared workspace, which other layers overwrite
-      // between runs: its flags are cleared again before each launch (a memset on the stream, captured into CUDA
-      // graphs like the launch).
+      // A kernel that keeps state in the workspace (a stream-K scheduler's partial sums and flags; none of the
+      // configurations built now) finds it overwritten by other layers between runs: it is initialized again
+      // before each launch (on the stream, captured into CUDA graphs like the launch).
       if (G::GemmKernel::initialize_workspace(args_, workspace, stream) != cutlass::Status::kSuccess)
         return internal_error("CUTLASS GEMM: workspace initialization failed");
     }
@@ -136,8 +135,6 @@ using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
 using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
 using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
 
-using StreamK = cutlass::gemm::StreamKScheduler;
-
 template <typename T, class Tile, class KS, class ES, class Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>,
           class Scheduler = void>
 using GeluGemm =
@@ -164,12 +161,6 @@ Result<std::unique_ptr<CutlassGemm>> make_gelu(int config, int m, int n, int k, 
     case 1: return build<GeluGemm<T, Shape<_128, _256, _64>, Coop, CoopEpi>, T>(m, n, k, bias, alpha);
     case 2: return build<GeluGemm<T, Shape<_64, _128, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
     case 3: return build<GeluGemm<T, Shape<_256, _128, _64>, Coop, CoopEpi, Shape<_2, _1, _1>>, T>(m, n, k, bias, alpha);
-    case 4: return build<GeluGemm<T, Shape<_128, _128, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
-    case 5: return build<GeluGemm<T, Shape<_128, _128, _64>, Ping, PingEpi, Shape<_2, _1, _1>>, T>(m, n, k, bias, alpha);
-    case 6:
-      return build<GeluGemm<T, Shape<_128, _128, _64>, Coop, CoopEpi, Shape<_1, _1, _1>, StreamK>, T>(m, n, k, bias,
-                                                                                                       alpha);
-    case 7: return build<GeluGemm<T, Shape<_64, _256, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
     default: return unsupported("no CUTLASS GELU GEMM configuration " + std::to_string(config));
   }
 }
@@ -188,7 +179,7 @@ Result<std::unique_ptr<CutlassGemm>> make_silu(int config, int m, int n, int k, 
 
 // No activation, the residual as C (beta 1): a transformer's attention output projection (a Gemm: B stored
 // [N, K]) and FFN2 (a MatMul: B [K, N]), whose N = 768 leaves 1.45 waves of 128x256 tiles on 132 SMs at bert's
-// batch 64: configurations 4 (ping-pong) and 6 (stream-K, which evens out the last wave).
+// batch 64: configuration 4 (ping-pong).
 template <typename T, class Tile, class KS, class ES, class Scheduler = void>
 Result<std::unique_ptr<CutlassGemm>> build_res(bool trans_b, int m, int n, int k, bool bias, float alpha) {
   if (trans_b) return build<ResGemm<T, cutlass::layout::ColumnMajor, Tile, KS, ES, Scheduler>, T>(m, n, k, bias, alpha);
@@ -201,7 +192,6 @@ Result<std::unique_ptr<CutlassGemm>> make_res(int config, bool trans_b, int m, i
   using T128 = Shape<_128, _128, _64>;
   switch (config) {
     case 4: return build_res<T, T128, Ping, PingEpi>(trans_b, m, n, k, bias, alpha);
-    case 6: return build_res<T, T128, Coop, CoopEpi, StreamK>(trans_b, m, n, k, bias, alpha);
     default: return unsupported("no CUTLASS residual GEMM configuration " + std::to_string(config));
   }
 }
