@@ -17,8 +17,8 @@ Status check_b(const Attributes& attrs, const std::vector<int64_t>& b, int64_t k
   KILN_ASSIGN_OR_RETURN(*lead, attrs.get_int("lead"));
   if (b.size() != 2) return invalid_model("StaggeredMatMul: B must be 2-D [lead + N, K]");
   if (*lead < 0 || *lead > b[0])
-    return invalid_model("StaggeredMatMul: lead " + std::to_string(*lead) + " must lie in [0, " +
-                         std::to_string(b[0]) + "], B's rows");
+    return invalid_model("StaggeredMatMul: lead " + std::to_string(*lead) + " must lie in [0, " + std::to_string(b[0]) +
+                         "], B's rows");
   if (k_a >= 0 && b[1] != k_a)
     return invalid_model("StaggeredMatMul: B has K = " + std::to_string(b[1]) + ", A's last dim is " +
                          std::to_string(k_a));
@@ -43,8 +43,8 @@ KILN_REGISTER_OP(StaggeredMatMul) {
       return unsupported("StaggeredMatMul: B must be 2-D with known dims");
     const Dim& k = a.shape.back();
     int64_t lead = 0, n = 0;
-    KILN_RETURN_IF_ERROR(check_b(ctx.attrs(), {b.shape[0].value, b.shape[1].value}, k.is_static() ? k.value : -1,
-                                 &lead, &n));
+    KILN_RETURN_IF_ERROR(
+        check_b(ctx.attrs(), {b.shape[0].value, b.shape[1].value}, k.is_static() ? k.value : -1, &lead, &n));
     Shape out = a.shape;
     out.back() = Dim(n);
     ctx.output(0) = make_info(a.dtype, out);
@@ -69,8 +69,7 @@ KILN_REGISTER_OP(StaggeredMatMul) {
         gemm(false, true, m, n, k, 1.0, af.data<double>(), k, bf.data<double>() + lead * k, k, 0.0, y.data<double>(),
              n);
       else
-        gemm(false, true, m, n, k, 1.0f, af.data<float>(), k, bf.data<float>() + lead * k, k, 0.0f, y.data<float>(),
-             n);
+        gemm(false, true, m, n, k, 1.0f, af.data<float>(), k, bf.data<float>() + lead * k, k, 0.0f, y.data<float>(), n);
     }
     ctx.set_output(0, y.cast(a.dtype()));
     return Status::Ok();

@@ -449,9 +449,9 @@ TEST(PadGemmWidth, StaggerLeavesCastsAndEpiloguesToPadding) {
   Attributes a;
   a.set("trans_b", int64_t{1});
   a.set("activation", std::string("relu"));
-  g.outputs().push_back(g.add_node("FusedMatMul", "head", {x, g.add_constant("w", random_f32({777, 32}, 39))}, {"y"},
-                                   a, 1, "kiln")
-                            ->outputs[0]);
+  g.outputs().push_back(
+      g.add_node("FusedMatMul", "head", {x, g.add_constant("w", random_f32({777, 32}, 39))}, {"y"}, a, 1, "kiln")
+          ->outputs[0]);
   ASSERT_TRUE(stagger(g).ok());
   EXPECT_EQ(count_ops(g, "StaggeredMatMul"), 0) << ir::print(g);
   EXPECT_EQ(count_ops(g, "Unpad"), 1);

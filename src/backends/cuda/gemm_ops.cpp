@@ -791,9 +791,9 @@ Status staggered_matmul_run(KernelArgs& args) {
   if (A.rank() < 1 || B.rank() != 2 || B.shape[1] != A.shape.back() || B.shape[0] < Y.shape.back())
     return internal_error("StaggeredMatMul: A " + dims_to_string(A.shape) + ", B " + dims_to_string(B.shape) +
                           " and Y " + dims_to_string(Y.shape) + " do not match");
-  const bool aligned =
-      ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
-        reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
+  const uintptr_t addresses =
+      reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) | reinterpret_cast<uintptr_t>(Y.data);
+  const bool aligned = addresses % 16 == 0;
   auto* st = static_cast<StaggerState*>(args.state->get());
   if (!st || st->a_shape != A.shape || st->b_shape != B.shape || (st->staggered && !aligned)) {
     auto fresh = std::make_shared<StaggerState>();

@@ -74,8 +74,8 @@ __global__ void __launch_bounds__(kThreads)
 // 16-byte vector of the compact output, so every store is a full vector and there is no shared-memory staging.
 // Unless the vector crosses a row's end, its eight elements lie in one input row, at some offset from an aligned
 // input vector: the thread loads that vector and the next (the neighbour thread's, so mostly from L1) and shifts
-// the pair into place. A vector that crosses a row's end, and the last partial one, go element by element. Needs width >= 8 (a vector
-// spans at most two rows), a pitch of whole vectors and 16-byte aligned x and y.
+// the pair into place. A vector that crosses a row's end, and the last partial one, go element by element. Needs
+// width >= 8 (a vector spans at most two rows), a pitch of whole vectors and 16-byte aligned x and y.
 template <typename TI, typename TO>
 __global__ void __launch_bounds__(kThreads)
     unpad_gather16_kernel(const TI* __restrict__ x, TO* __restrict__ y, int64_t total, int64_t pitch, int64_t width) {
@@ -84,8 +84,8 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t e0 = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * 8;
   if (e0 >= total) return;
   // A 32-bit division where the output allows (gpt2's: 206 M elements): a 64-bit one is a long emulated sequence.
-  const int64_t r = total <= UINT32_MAX ? static_cast<int64_t>(static_cast<uint32_t>(e0) / static_cast<uint32_t>(width))
-                                        : e0 / width;
+  const int64_t r =
+      total <= UINT32_MAX ? static_cast<int64_t>(static_cast<uint32_t>(e0) / static_cast<uint32_t>(width)) : e0 / width;
   const int64_t c = e0 - r * width;
   if (c + 8 <= width && e0 + 8 <= total) {
     const int64_t s = r * pitch + c;  // the first element's input index
