@@ -111,13 +111,14 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c0").act, CutlassAct::kSilu);  // a SiLU name is no GELU configuration
   EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c0").act, CutlassAct::kGeluErf);
   // Bias + residual with no activation (bert's attention output projection, B stored [N, K], and FFN2, B [K, N]):
-  // the ping-pong kernel, for either layout; not with an activation or a broadcast residual.
+  // the ping-pong 128x128 and cooperative 128x192 kernels, for either layout; not with an activation or a broadcast
+  // residual.
   CutlassProblem r;
   r.available = r.reduced_type = r.residual = r.no_act = true;
   r.m = 8192, r.n = 768, r.k = 768;
   for (bool tb : {true, false}) {
     r.trans_b = tb;
-    EXPECT_EQ(cutlass_tactics(r, 132), (std::vector<std::string>{"cutlass_res_c4"}));
+    EXPECT_EQ(cutlass_tactics(r, 132), (std::vector<std::string>{"cutlass_res_c4", "cutlass_res_c5"}));
     EXPECT_EQ(cutlass_kind(r), CutlassAct::kResidual);
   }
   CutlassProblem ra = r;

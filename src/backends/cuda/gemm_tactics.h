@@ -81,7 +81,7 @@ inline constexpr const char* kCutlassSiluPrefix = "cutlass_silu_c";
 inline constexpr const char* kCutlassResPrefix = "cutlass_res_c";
 inline constexpr int kCutlassGeluTactics = 4;  // configurations 0-3 (cutlass_gemm.h)
 inline constexpr int kCutlassSiluConfigs[] = {0, 2};
-inline constexpr int kCutlassResConfigs[] = {4};
+inline constexpr int kCutlassResConfigs[] = {4, 5};
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
 inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }
@@ -135,14 +135,14 @@ inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
 // tiles on `sms` SMs, batch 1) the ping-pong 64x128 and the cooperative 128x128 kernels; else the cooperative
 // 128x256 and 256x128 ones, fastest first as the H100 timed them at bert's FFN1, b64 (85-86 and 86-104 us;
 // cuBLASLt + the pass 93-96). SiLU: the cooperative 128x128 and the ping-pong 64x128 kernels. Residual: the
-// ping-pong 128x128 kernel.
+// ping-pong 128x128 kernel (measured) and the cooperative 128x192 one (not yet timed).
 inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
   const std::optional<CutlassAct> kind = cutlass_kind(p);
   if (!kind) return {};
   const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
   const bool few = sms > 0 && tiles < 2 * sms;
   switch (*kind) {
-    case CutlassAct::kResidual: return {cutlass_res_tactic_name(4)};
+    case CutlassAct::kResidual: return {cutlass_res_tactic_name(4), cutlass_res_tactic_name(5)};
     case CutlassAct::kGeluErf:
       if (few) return {cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
       return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3)};

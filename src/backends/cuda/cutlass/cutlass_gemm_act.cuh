@@ -179,7 +179,8 @@ Result<std::unique_ptr<CutlassGemm>> make_silu(int config, int m, int n, int k, 
 
 // No activation, the residual as C (beta 1): a transformer's attention output projection (a Gemm: B stored
 // [N, K]) and FFN2 (a MatMul: B [K, N]), whose N = 768 leaves 1.45 waves of 128x256 tiles on 132 SMs at bert's
-// batch 64: configuration 4 (ping-pong).
+// batch 64: configurations 4 (ping-pong 128x128) and 5 (cooperative 128x192: N = 768 is four tile columns, so
+// vit's 12608 rows at batch 64 make 396 tiles, three full waves on 132 SMs).
 template <typename T, class Tile, class KS, class ES, class Scheduler = void>
 Result<std::unique_ptr<CutlassGemm>> build_res(bool trans_b, int m, int n, int k, bool bias, float alpha) {
   if (trans_b) return build<ResGemm<T, cutlass::layout::ColumnMajor, Tile, KS, ES, Scheduler>, T>(m, n, k, bias, alpha);
@@ -192,6 +193,7 @@ Result<std::unique_ptr<CutlassGemm>> make_res(int config, bool trans_b, int m, i
   using T128 = Shape<_128, _128, _64>;
   switch (config) {
     case 4: return build_res<T, T128, Ping, PingEpi>(trans_b, m, n, k, bias, alpha);
+    case 5: return build_res<T, Shape<_128, _192, _64>, Coop, CoopEpi>(trans_b, m, n, k, bias, alpha);
     default: return unsupported("no CUTLASS residual GEMM configuration " + std::to_string(config));
   }
 }
