@@ -137,6 +137,24 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c6").config, -1);  // dropped in kernel set 4
   EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c0").config, -1);  // not built
   EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c3").act, CutlassAct::kGeluErf);
+  // Bias alone (a QKV projection), B either way, or the product alone: the cooperative 128x192 kernel.
+  CutlassProblem q;
+  q.available = q.reduced_type = q.no_act = true;
+  q.m = 8192, q.n = 2304, q.k = 768;
+  for (bool tb : {true, false}) {
+    q.trans_b = tb;
+    EXPECT_EQ(cutlass_kind(q), CutlassAct::kBias);
+    EXPECT_EQ(cutlass_tactics(q, 132), (std::vector<std::string>{"cutlass_bias_c5"}));
+  }
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_bias_c5").act, CutlassAct::kBias);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_bias_c5").config, 5);
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_bias_c4").config, -1);  // not built
+  CutlassProblem qa = q;
+  qa.no_act = false;  // an activation cuBLASLt fuses (ReLU, tanh GELU): no CUTLASS kind
+  EXPECT_FALSE(cutlass_kind(qa).has_value());
+  CutlassProblem qb = q;
+  qb.n = 2302;
+  EXPECT_FALSE(cutlass_kind(qb).has_value());
   const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
   const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});
   ASSERT_EQ(merged.size(), lt.size() + 2);
