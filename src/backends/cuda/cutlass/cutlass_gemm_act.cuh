@@ -20,6 +20,7 @@
 #include "cutlass/util/packed_stride.hpp"
 
 #include "backends/cuda/cutlass_gemm.h"
+#include "backends/cuda/gelu_erfc.h"
 
 namespace kiln::cuda::cutlass_impl {
 
@@ -135,34 +136,13 @@ using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
 using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
 using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
 
-// Erf GELU for the epilogue, x Phi(x) with Phi from erfc's scaled form: h = erfc(|x| / sqrt 2) / 2 =
-// exp(-x^2 / 2) t P(t) / 2, t = 1 / (1 + |x| / (2 sqrt 2)), P of degree 6 fitted here to erfc(z) exp(z^2) on
-// z in [0, 6.5] (relative error 4e-7), and Phi = 1 - h for x >= 0, h below. About 18 instructions (one
-// reciprocal and one exp2 on the SFU) where 0.5 x (1 + erff(x / sqrt 2)) takes about 28, which is what the epilogue
-// of the 128x256 kernel spends most of its time on (bench/NOTES.md). It is also the more exact of the two for
-// x < -1: 1 + erff(x / sqrt 2) cancels there (relative error up to 4e-4 at x in [-4, -1], all of it beyond -9);
-// this form keeps ~1e-6 (a float32 simulation against mpmath: 0.08% of float16 results in [-4, -1) differ from the
-// correctly rounded GELU, against 3.3% for the erff form, and none elsewhere beyond the erff form's 0.02%).
+// Erf GELU for the epilogue from erfc's scaled form (gelu_erfc.h): fewer operations than erff's, and more exact
+// below x = -1 (bench/NOTES.md has the figures).
 template <typename T>
 struct GeluErfFast {
   static const bool kIsHeavy = true;
   CUTLASS_DEVICE T operator()(T const& value) const {
-    const float x = static_cast<float>(value);
-    const float z = fabsf(x);
-    const float t = __fdividef(1.0f, fmaf(0.35355339f, z, 1.0f));  // 1 / (1 + z / (2 sqrt 2)), z = |x|
-    // Half of P's coefficients (t^1..t^7 of erfc(z) exp(z^2) at z = |x| / sqrt 2, p = 0.5).
-    float q = 0.0476648286f;
-    q = fmaf(q, t, -0.191076472f);
-    q = fmaf(q, t, 0.212730259f);
-    q = fmaf(q, t, 0.00578862848f);
-    q = fmaf(q, t, 0.145860612f);
-    q = fmaf(q, t, 0.137789339f);
-    q = fmaf(q, t, 0.141242996f);
-    q *= t;
-    float e;  // exp(-x^2 / 2) = 2^(-x^2 log2(e) / 2)
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(e) : "f"(x * x * -0.72134752f));
-    const float h = q * e;
-    return static_cast<T>(x * (x >= 0.0f ? 1.0f - h : h));
+    return static_cast<T>(gelu_erfc_form(static_cast<float>(value)));
   }
 };
 
