@@ -301,17 +301,23 @@ TEST(PadGemmWidth, InTheCudaPipelineOnlyBeforeFusePointwise) {
   for (auto& p : passes::pipeline_for(Backend::kCPU)) EXPECT_NE(p->name(), "pad_gemm_width");
 }
 
-// An engine file carries Unpad and the CPU executor runs it (engines built for CUDA fall back to it for layers).
-TEST(PadGemmWidth, EngineWithUnpadRunsOnTheCpuExecutor) {
-  LmHead h(64, 1001);
-  auto before = h.g.clone();
-  ASSERT_TRUE(pad(h.g).ok());
-  ASSERT_EQ(count_ops(h.g, "Unpad"), 1);
-  auto engine = load_engine(builder::write_engine(h.g, BuilderConfig()));
-  ASSERT_NE(engine, nullptr);
-  auto got = infer(*engine, {{"x", h.inputs[0]}});
-  ASSERT_EQ(got.size(), 1u);
-  expect_close(got[0], run_reference(*before, h.inputs)[0], 1e-5, 1e-5);
+// An engine file carries the pass's layer and the CPU executor runs it (engines built for CUDA fall back to it for
+// layers): Unpad, and with stagger_gemm (rows enough to pay), StaggeredMatMul.
+TEST(PadGemmWidth, EnginesWithUnpadOrStaggeredMatMulRunOnTheCpuExecutor) {
+  for (bool staggered : {false, true}) {
+    SCOPED_TRACE(staggered ? "StaggeredMatMul" : "Unpad");
+    LmHead h(64, 1001, staggered ? 100 : 5);
+    auto before = h.g.clone();
+    passes::PassOptions o = cuda_options();
+    o.stagger_gemm = staggered;
+    ASSERT_TRUE(run_passes(h.g, list_of(passes::make_pad_gemm_width(), passes::make_dead_code_elimination()), o).ok());
+    ASSERT_EQ(count_ops(h.g, staggered ? "StaggeredMatMul" : "Unpad"), 1) << ir::print(h.g);
+    auto engine = load_engine(builder::write_engine(h.g, BuilderConfig()));
+    ASSERT_NE(engine, nullptr);
+    auto got = infer(*engine, {{"x", h.inputs[0]}});
+    ASSERT_EQ(got.size(), 1u);
+    expect_close(got[0], run_reference(*before, h.inputs)[0], 1e-5, 1e-5);
+  }
 }
 
 // ---- kiln::StaggeredMatMul (KILN_STAGGER_GEMM=1) ----
@@ -479,19 +485,6 @@ TEST(PadGemmWidth, StaggerOnlyWhereTheRowsPayForIt) {
     EXPECT_EQ(count_ops(g, "StaggeredMatMul"), 0) << ir::print(g);
     EXPECT_EQ(count_ops(g, "Unpad"), 1);
   }
-}
-
-// An engine file carries StaggeredMatMul and the CPU executor runs it.
-TEST(PadGemmWidth, EngineWithStaggeredMatMulRunsOnTheCpuExecutor) {
-  LmHead h(64, 1001, 100);
-  auto before = h.g.clone();
-  ASSERT_TRUE(stagger(h.g).ok());
-  ASSERT_EQ(count_ops(h.g, "StaggeredMatMul"), 1);
-  auto engine = load_engine(builder::write_engine(h.g, BuilderConfig()));
-  ASSERT_NE(engine, nullptr);
-  auto got = infer(*engine, {{"x", h.inputs[0]}});
-  ASSERT_EQ(got.size(), 1u);
-  expect_close(got[0], run_reference(*before, h.inputs)[0], 1e-5, 1e-5);
 }
 
 }  // namespace
