@@ -182,11 +182,15 @@ def first_output(y):
     raise TypeError(f"unexpected model output {type(y).__name__}")
 
 
-def kiln_accuracy(trt, engine_path, name, x, ref, top1):
+def kiln_accuracy(trt, engine_path, name, x, ref, top1, missing=None):
     """Runs the engine file once on x (a CUDA tensor, in the binding's type) and compares its first output with ref
-    (the float32 model's output); {} where the Python module is missing, {"error": ...} where the run fails."""
-    if trt is None or not os.path.exists(engine_path):
-        return {}
+    (the float32 model's output); {"skipped": why} where the Python module is missing (`missing` says why) or the
+    build wrote no engine, {"error": ...} where the run fails."""
+    if trt is None:
+        return {"skipped": f"Kiln's Python module does not import ({missing})" if missing else
+                "Kiln's Python module does not import"}
+    if not os.path.exists(engine_path):
+        return {"skipped": "the build wrote no engine"}
     try:
         engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(open(engine_path, "rb").read())
         out = engine.infer({name: x})
@@ -227,7 +231,9 @@ def main(argv=None):
         import kiln as trt  # the accuracy check runs each built engine once through the Python module
     except ImportError as e:
         print(f"note: Kiln's Python module does not import ({e}): no accuracy figures")
-        trt = None
+        trt, missing = None, str(e)[:120]
+    else:
+        missing = None
     gpu = torch.cuda.get_device_name(0)
     tmp = tempfile.mkdtemp(prefix="kiln_bench_")
     rows = []
@@ -297,7 +303,7 @@ def main(argv=None):
                 xk = inputs[batch].cuda()
                 if xk.is_floating_point():
                     xk = xk.half() if "--inputIOFormats=fp16:chw" in io else xk.float()
-                r["accuracy"] = kiln_accuracy(trt, eng, iname, xk.contiguous(), refs[batch], name in TOP1)
+                r["accuracy"] = kiln_accuracy(trt, eng, iname, xk.contiguous(), refs[batch], name in TOP1, missing)
                 graphed = kiln_run(kiln, onnx_path, iname, bshape, fp16, True,
                                    load=eng if plain.get("ok") and os.path.exists(eng) else None)
                 # The same build again with the timing cache the first one wrote: the warm-cache build time.
@@ -376,6 +382,8 @@ def report(rows, gpu):
             acc_cell = "—"
             if acc.get("error"):
                 note = (note + "; " if note else "") + "accuracy run failed: " + acc["error"]
+            elif acc.get("skipped"):
+                note = (note + "; " if note else "") + "no accuracy figure: " + acc["skipped"]
         lines.append(f"| {r['model']} | {r['precision']} | {b} | {conv(r['kiln_ms'])} | {peers} | "
                      f"{PEER_LABEL.get(r.get('best_torch'), '—')} | {f(r.get('ratio_vs_best_torch'), '.2f')}x | "
                      f"{acc_cell} | {torch_cell} | "

@@ -36,6 +36,11 @@ def test_report_flags_rows_below_the_accuracy_target():
         assert "accuracy below the target" in gpu_bench.report([row(acc)], "GPU").splitlines()[-1]
     failed = gpu_bench.report([row({"error": "RuntimeError: boom"})], "GPU").splitlines()[-1]
     assert "accuracy run failed: RuntimeError: boom" in failed
+    # No module: each row says why it has no figure (not a bare dash).
+    skipped = gpu_bench.kiln_accuracy(None, "/nonexistent", "x", None, None, True, "No module named 'kiln'")
+    line = gpu_bench.report([row(skipped)], "GPU").splitlines()[-1]
+    assert "| — |" in line
+    assert "no accuracy figure: Kiln's Python module does not import (No module named 'kiln')" in line
 
 
 def test_report_sets_top1_flips_against_pytorch_fp16():
