@@ -2,9 +2,13 @@
 // pads, the Cast it absorbs) and their results against the unpadded graph's, and an engine with Unpad on the CPU.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include "builder/engine_writer.h"
 #include "cnn_test_util.h"
 #include "engine_io_util.h"
+#include "kiln/builder.h"
+#include "kiln/network.h"
 #include "ops/op_util.h"
 
 using namespace kiln;
@@ -484,6 +488,33 @@ TEST(PadGemmWidth, StaggerOnlyWhereTheRowsPayForIt) {
     ASSERT_TRUE(stagger(g).ok());
     EXPECT_EQ(count_ops(g, "StaggeredMatMul"), 0) << ir::print(g);
     EXPECT_EQ(count_ops(g, "Unpad"), 1);
+  }
+}
+
+// The builder's switch takes 0 or 1; anything else stops the build by name.
+TEST(PadGemmWidth, StaggerSwitchTypoIsAnError) {
+  Builder b;
+  auto net = b.create_network();
+  ITensor* x = net->add_input("x", DataType::kFLOAT, {2, 3});
+  auto y = net->add_op("Relu", {x});
+  ASSERT_EQ(y.size(), 1u);
+  ASSERT_TRUE(net->mark_output(y[0]).ok());
+  auto config = b.create_builder_config();
+  for (const char* v : {"yes", "2", ""}) {
+    SCOPED_TRACE(v);
+    ASSERT_EQ(setenv("KILN_STAGGER_GEMM", v, 1), 0);
+    auto engine = b.build_serialized_network(*net, *config);
+    unsetenv("KILN_STAGGER_GEMM");
+    ASSERT_FALSE(engine.ok());
+    EXPECT_NE(engine.status().message().find("KILN_STAGGER_GEMM must be 0 or 1, got '" + std::string(v) + "'"),
+              std::string::npos)
+        << engine.status().message();
+  }
+  for (const char* v : {"0", "1"}) {
+    ASSERT_EQ(setenv("KILN_STAGGER_GEMM", v, 1), 0);
+    auto engine = b.build_serialized_network(*net, *config);
+    unsetenv("KILN_STAGGER_GEMM");
+    EXPECT_TRUE(engine.ok()) << v << ": " << engine.status().message();
   }
 }
 
