@@ -133,6 +133,18 @@ Status check_value_kinds(const ir::Graph& g, Backend backend) {
 // the engine both ways), nhwc (every region, the rule of builder levels below 3) or nchw (none: every
 // convolution keeps the network's layout; for comparisons).
 enum class LayoutMode { kTimed, kNhwc, kNchw };
+
+// An opt-in switch from the environment: `*on` set from "0" or "1", left alone where the variable is unset; any
+// other value stops the build by name rather than leaving the option quietly off.
+Status env_switch(const char* name, bool* on) {
+  const char* e = std::getenv(name);
+  if (!e) return Status::Ok();
+  const std::string v = e;
+  if (v != "0" && v != "1") return invalid_argument(std::string(name) + " must be 0 or 1, got '" + v + "'");
+  *on = v == "1";
+  return Status::Ok();
+}
+
 Result<LayoutMode> layout_mode_requested() {
   const char* env = std::getenv("KILN_LAYOUT");
   const std::string v = env ? env : "";
@@ -435,18 +447,10 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   if (const char* e = std::getenv("KILN_NHWC_GROUPNORM")) opts.nhwc_groupnorm = std::string(e) != "0";
   // A LayerNorm taking in its input's lookup and Add and its output's Cast (fuse_add_layernorm,
   // fuse_layernorm_output_cast): opt-in until their CUDA kernels have run on a GPU.
-  if (const char* e = std::getenv("KILN_FUSE_LAYERNORM_IO")) {
-    const std::string v = e;
-    if (v != "0" && v != "1") return invalid_argument("KILN_FUSE_LAYERNORM_IO must be 0 or 1, got '" + v + "'");
-    opts.layernorm_io = v == "1";
-  }
+  KILN_RETURN_IF_ERROR(env_switch("KILN_FUSE_LAYERNORM_IO", &opts.layernorm_io));
   // pad_gemm_width: an odd-width GEMM output written in place by row classes (kiln StaggeredMatMul) instead of
   // padded rows and an Unpad: opt-in until a GPU has timed it.
-  if (const char* e = std::getenv("KILN_STAGGER_GEMM")) {
-    const std::string v = e;
-    if (v != "0" && v != "1") return invalid_argument("KILN_STAGGER_GEMM must be 0 or 1, got '" + v + "'");
-    opts.stagger_gemm = v == "1";
-  }
+  KILN_RETURN_IF_ERROR(env_switch("KILN_STAGGER_GEMM", &opts.stagger_gemm));
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
   if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};

@@ -4,7 +4,7 @@
 // the CUDA kernel (backends/cuda/gemm_ops.cpp) writes those rows in place, as row classes whose starts are 16-byte
 // aligned, where pad + Unpad write padded rows and copy them. The zero rows let each class's GEMM start a few
 // columns early at an aligned address; here they are only skipped.
-#include <algorithm>
+#include "ops/staggered_matmul.h"
 
 #include "ops/gemm_util.h"
 #include "ops/op_util.h"
@@ -64,13 +64,11 @@ KILN_REGISTER_OP(StaggeredMatMul) {
     Tensor y(acc, dims);
     const int64_t m = k ? a.numel() / k : (n ? y.numel() / n : 0);
     // Y = A B[lead:]^T; an empty K leaves Y's zeros.
-    if (m && n && k) {
-      if (wide)
-        gemm(false, true, m, n, k, 1.0, af.data<double>(), k, bf.data<double>() + lead * k, k, 0.0, y.data<double>(),
-             n);
-      else
-        gemm(false, true, m, n, k, 1.0f, af.data<float>(), k, bf.data<float>() + lead * k, k, 0.0f, y.data<float>(), n);
-    }
+    auto product = [&](auto zero) {
+      using E = decltype(zero);
+      gemm(false, true, m, n, k, E(1), af.data<E>(), k, bf.data<E>() + lead * k, k, E(0), y.data<E>(), n);
+    };
+    if (m && n && k) wide ? product(0.0) : product(0.0f);
     ctx.set_output(0, y.cast(a.dtype()));
     return Status::Ok();
   };

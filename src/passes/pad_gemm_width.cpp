@@ -7,9 +7,9 @@
 // becomes a kiln::StaggeredMatMul instead, whose CUDA kernel writes the odd-width rows in place by row classes
 // (ops/staggered_matmul.cpp): the output is written once, not padded, read and written again.
 #include <cstring>
-#include <numeric>
 
 #include "ops/op_util.h"
+#include "ops/staggered_matmul.h"
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
 
@@ -175,9 +175,7 @@ class PadGemmWidth final : public Pass {
       if (!a->shape[i].is_static()) return false;
       rows *= a->shape[i].value;
     }
-    const int64_t v = 16 / static_cast<int64_t>(es), r = width % v;
-    const int64_t classes = r == 0 ? 1 : v / std::gcd(r, v);
-    return (classes - 1) * b_elems < 2 * rows * width;
+    return (ops::stagger_classes(width, es) - 1) * b_elems < 2 * rows * width;
   }
 
   // A MatMul, or a FusedMatMul that adds nothing to the product (no bias, residual, activation or scale).
@@ -191,8 +189,7 @@ class PadGemmWidth final : public Pass {
   // n (A [..., K] times the constant B) as a StaggeredMatMul under the same name, writing the same value.
   static bool stagger(ir::Graph& g, ir::Node* n, bool trans_b) {
     ir::Value *a = n->inputs[0], *b = n->inputs[1], *out = n->outputs[0];
-    // Rows of zeros enough for any class's shift: one vector's elements less one.
-    const int64_t lead = 16 / static_cast<int64_t>(dtype_size(b->dtype)) - 1;
+    const int64_t lead = ops::stagger_lead(dtype_size(b->dtype));
     ir::Value* w = g.add_constant(b->name + "_staggered", staggered_weight(*b->constant, trans_b, lead));
     const std::string name = n->name, value = out->name;
     const ops::Shape shape = out->shape;

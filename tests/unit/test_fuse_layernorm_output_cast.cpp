@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "cnn_test_util.h"
+#include "env_switch_test_util.h"
 #include "graph_test_util.h"
 #include "onnx_model_util.h"
 #include "transformer_model_util.h"
@@ -215,31 +216,7 @@ TEST(FuseLayerNormOutputCast, ToMustBeFloat32OrXsType) {
 }
 
 // The builder's switch takes 0 or 1; anything else stops the build by name rather than leaving the fusions off.
-TEST(FuseLayerNormOutputCast, SwitchTypoIsAnError) {
-  Builder b;
-  auto net = b.create_network();
-  ITensor* x = net->add_input("x", DataType::kFLOAT, {2, 3});
-  auto y = net->add_op("Relu", {x});
-  ASSERT_EQ(y.size(), 1u);
-  ASSERT_TRUE(net->mark_output(y[0]).ok());
-  auto config = b.create_builder_config();
-  for (const char* v : {"yes", "true", "2", ""}) {
-    SCOPED_TRACE(v);
-    ASSERT_EQ(setenv("KILN_FUSE_LAYERNORM_IO", v, 1), 0);
-    auto engine = b.build_serialized_network(*net, *config);
-    unsetenv("KILN_FUSE_LAYERNORM_IO");
-    ASSERT_FALSE(engine.ok());
-    EXPECT_NE(engine.status().message().find("KILN_FUSE_LAYERNORM_IO must be 0 or 1, got '" + std::string(v) + "'"),
-              std::string::npos)
-        << engine.status().message();
-  }
-  for (const char* v : {"0", "1"}) {
-    ASSERT_EQ(setenv("KILN_FUSE_LAYERNORM_IO", v, 1), 0);
-    auto engine = b.build_serialized_network(*net, *config);
-    unsetenv("KILN_FUSE_LAYERNORM_IO");
-    EXPECT_TRUE(engine.ok()) << v << ": " << engine.status().message();
-  }
-}
+TEST(FuseLayerNormOutputCast, SwitchTypoIsAnError) { expect_env_switch_takes_0_or_1("KILN_FUSE_LAYERNORM_IO"); }
 
 // The CI exports through the CUDA pipeline in float16 with the option on: bert's output is its last LayerNorm's,
 // which now stores it in float32 (and its first takes the lookup and the embedding sum); the result still matches

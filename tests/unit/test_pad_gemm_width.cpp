@@ -2,14 +2,12 @@
 // pads, the Cast it absorbs) and their results against the unpadded graph's, and an engine with Unpad on the CPU.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
-
 #include "builder/engine_writer.h"
 #include "cnn_test_util.h"
 #include "engine_io_util.h"
-#include "kiln/builder.h"
-#include "kiln/network.h"
+#include "env_switch_test_util.h"
 #include "ops/op_util.h"
+#include "ops/staggered_matmul.h"
 
 using namespace kiln;
 using namespace kiln::test;
@@ -492,30 +490,26 @@ TEST(PadGemmWidth, StaggerOnlyWhereTheRowsPayForIt) {
 }
 
 // The builder's switch takes 0 or 1; anything else stops the build by name.
-TEST(PadGemmWidth, StaggerSwitchTypoIsAnError) {
-  Builder b;
-  auto net = b.create_network();
-  ITensor* x = net->add_input("x", DataType::kFLOAT, {2, 3});
-  auto y = net->add_op("Relu", {x});
-  ASSERT_EQ(y.size(), 1u);
-  ASSERT_TRUE(net->mark_output(y[0]).ok());
-  auto config = b.create_builder_config();
-  for (const char* v : {"yes", "2", ""}) {
-    SCOPED_TRACE(v);
-    ASSERT_EQ(setenv("KILN_STAGGER_GEMM", v, 1), 0);
-    auto engine = b.build_serialized_network(*net, *config);
-    unsetenv("KILN_STAGGER_GEMM");
-    ASSERT_FALSE(engine.ok());
-    EXPECT_NE(engine.status().message().find("KILN_STAGGER_GEMM must be 0 or 1, got '" + std::string(v) + "'"),
-              std::string::npos)
-        << engine.status().message();
-  }
-  for (const char* v : {"0", "1"}) {
-    ASSERT_EQ(setenv("KILN_STAGGER_GEMM", v, 1), 0);
-    auto engine = b.build_serialized_network(*net, *config);
-    unsetenv("KILN_STAGGER_GEMM");
-    EXPECT_TRUE(engine.ok()) << v << ": " << engine.status().message();
-  }
+TEST(PadGemmWidth, StaggerSwitchTypoIsAnError) { expect_env_switch_takes_0_or_1("KILN_STAGGER_GEMM"); }
+
+// The row-class arithmetic the pass and the CUDA kernel share: gpt2's 50257 halves a row start aligned every 8
+// rows, row c of a period c elements past; 1002 halves (2 mod 8) every 4 rows; 1001 floats every 4; 1000 halves
+// every row.
+TEST(StaggeredMatMulOp, RowClasses) {
+  EXPECT_EQ(ops::stagger_classes(50257, 2), 8);
+  for (int64_t c = 0; c < 8; ++c) EXPECT_EQ(ops::stagger_shift(c, 50257, 2), c);
+  EXPECT_EQ(ops::stagger_classes(1002, 2), 4);
+  EXPECT_EQ(ops::stagger_shift(3, 1002, 2), 6);
+  EXPECT_EQ(ops::stagger_classes(1001, 4), 4);
+  EXPECT_EQ(ops::stagger_classes(1000, 2), 1);
+  EXPECT_EQ(ops::stagger_lead(2), 7);
+  EXPECT_EQ(ops::stagger_lead(4), 3);
+  // Every shift stays within the zero rows.
+  for (int64_t w : {1001, 1002, 1003, 1004, 50257})
+    for (size_t es : {2u, 4u})
+      for (int64_t c = 0; c < ops::stagger_classes(w, es); ++c)
+        EXPECT_LE(ops::stagger_shift(c, w, es), ops::stagger_lead(es)) << w << " " << es << " " << c;
 }
+
 
 }  // namespace

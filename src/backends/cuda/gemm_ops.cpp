@@ -7,7 +7,6 @@
 #include <climits>
 #include <cstring>
 #include <memory>
-#include <numeric>
 
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/dense_kernels.h"
@@ -19,6 +18,7 @@
 #include "backends/cuda/transformer_kernels.h"
 #include "kiln/logger.h"
 #include "ops/op_util.h"
+#include "ops/staggered_matmul.h"
 
 namespace kiln::cuda {
 namespace {
@@ -744,42 +744,53 @@ std::vector<std::pair<std::string, std::string>> fused_matmul_annotations(Kernel
 // leading dimensions, which cuBLASLt's TMA kernels need, and the output is written once, where pad_gemm_width's
 // padded GEMM writes its rows and Unpad reads and writes them again. Where the conditions do not hold (pointers,
 // K's pitch, W < V, lead < V - 1), one GEMM with the odd leading dimension runs instead: correct, slower.
-struct StaggerState {
-  Dims a_shape, b_shape;
-  int64_t m = 0, w = 0, k = 0, lead = 0, classes = 1;
-  std::vector<std::unique_ptr<LtGemm>> lt;  // one per class; one in all for the single odd-pitch GEMM
-  bool staggered = false;
+// ops/staggered_matmul.h holds the class arithmetic, which pad_gemm_width shares.
+
+// One class's GEMM: byte offsets of its first row of A, B and Y, and its plan.
+struct StaggerClass {
+  int64_t a_off = 0, b_off = 0, y_off = 0;
+  std::unique_ptr<LtGemm> lt;
 };
 
-// Elements per 16 bytes of dt, the period of the rows' misalignment, and row c's offset past an aligned start.
-int64_t stagger_vector(DataType dt) { return 16 / static_cast<int64_t>(dtype_size(dt)); }
-int64_t stagger_classes(int64_t w, int64_t v) { return v / std::gcd(w % v == 0 ? v : w % v, v); }
+struct StaggerState {
+  Dims a_shape, b_shape;
+  bool staggered = false;  // by row classes; else one GEMM with Y's odd leading dimension
+  bool empty_k = false;    // K = 0: Y is zeros
+  std::vector<StaggerClass> classes;  // in the order they must run: C - 1 first, 0 last
+};
 
 Status stagger_plan(const KernelArgs& args, StaggerState& st, bool aligned) {
   const DataType dt = args.in[0].dtype;
-  st.k = args.in[0].shape.back();
-  st.lead = args.in[1].shape[0] - args.out[0].shape.back();
-  st.w = args.out[0].shape.back();
-  st.m = st.k ? volume(args.in[0].shape) / st.k : 0;
-  const int64_t v = stagger_vector(dt), es = static_cast<int64_t>(dtype_size(dt));
-  st.classes = stagger_classes(st.w, v);
-  st.staggered = aligned && st.classes > 1 && st.w >= v && st.lead >= v - 1 && (st.k * es) % 16 == 0;
-  st.lt.clear();
-  const int64_t classes = st.staggered ? st.classes : 1;
+  const size_t es = dtype_size(dt);
+  const int64_t k = args.in[0].shape.back(), w = args.out[0].shape.back();
+  const int64_t lead = args.in[1].shape[0] - w, m = k ? volume(args.in[0].shape) / k : 0;
+  const int64_t period = ops::stagger_classes(w, es);
+  st.staggered = aligned && period > 1 && w >= ops::stagger_vector(es) && lead >= ops::stagger_lead(es) &&
+                 (k * static_cast<int64_t>(es)) % 16 == 0;
+  st.empty_k = k == 0;
+  st.classes.clear();
+  if (st.empty_k) return Status::Ok();
+  const int64_t classes = st.staggered ? period : 1;
   for (int64_t c = classes - 1; c >= 0; --c) {
     GemmShape s;
     s.dt = dt;
     s.tb = true;
-    s.k = st.k;
-    s.ldb = st.k;
-    const int64_t shift = st.staggered ? (c * st.w) % v : 0;
-    s.m = st.staggered ? (st.m - c + classes - 1) / classes : st.m;
-    s.n = st.w + shift;
-    s.lda = st.k * classes;
-    s.ldd = st.w * classes;
-    auto lt = std::make_unique<LtGemm>();
-    if (s.m > 0) KILN_RETURN_IF_ERROR(lt->init(s, args.handles->allow_tf32));
-    st.lt.push_back(std::move(lt));
+    s.k = k;
+    s.ldb = k;
+    s.m = (m - c + classes - 1) / classes;  // rows c, c + C, ...
+    if (s.m <= 0) continue;
+    const int64_t shift = st.staggered ? ops::stagger_shift(c, w, es) : 0;
+    s.n = w + shift;
+    s.lda = k * classes;
+    s.ldd = w * classes;
+    StaggerClass cl;
+    const int64_t bytes = static_cast<int64_t>(es);
+    cl.a_off = c * k * bytes;
+    cl.b_off = (lead - shift) * k * bytes;
+    cl.y_off = (c * w - shift) * bytes;
+    cl.lt = std::make_unique<LtGemm>();
+    KILN_RETURN_IF_ERROR(cl.lt->init(s, args.handles->allow_tf32));
+    st.classes.push_back(std::move(cl));
   }
   return Status::Ok();
 }
@@ -803,22 +814,14 @@ Status staggered_matmul_run(KernelArgs& args) {
     *args.state = fresh;
     st = fresh.get();
   }
-  if (st->k == 0) {
+  if (st->empty_k) {
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
     return Status::Ok();
   }
-  const int64_t es = static_cast<int64_t>(dtype_size(A.dtype)), v = stagger_vector(A.dtype);
-  const int64_t classes = st->staggered ? st->classes : 1;
-  // st->lt holds the classes from C - 1 down to 0: the order they must run in.
-  for (int64_t i = 0; i < classes; ++i) {
-    const int64_t c = classes - 1 - i;
-    const int64_t shift = st->staggered ? (c * st->w) % v : 0;
-    if ((st->staggered ? (st->m - c + classes - 1) / classes : st->m) <= 0) continue;
-    const auto* a = static_cast<const uint8_t*>(A.data) + c * st->k * es;
-    const auto* b = static_cast<const uint8_t*>(B.data) + (st->lead - shift) * st->k * es;
-    auto* y = static_cast<uint8_t*>(Y.data) + (c * st->w - shift) * es;
-    KILN_RETURN_IF_ERROR(st->lt[i]->run(args, a, b, y, nullptr, 1.0f, 0.0f));
-  }
+  for (StaggerClass& cl : st->classes)
+    KILN_RETURN_IF_ERROR(cl.lt->run(args, static_cast<const uint8_t*>(A.data) + cl.a_off,
+                                    static_cast<const uint8_t*>(B.data) + cl.b_off,
+                                    static_cast<uint8_t*>(Y.data) + cl.y_off, nullptr, 1.0f, 0.0f));
   return Status::Ok();
 }
 
