@@ -111,14 +111,13 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_EQ(parse_cutlass_tactic("cutlass_silu_c0").act, CutlassAct::kSilu);  // a SiLU name is no GELU configuration
   EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c0").act, CutlassAct::kGeluErf);
   // Bias + residual with no activation (bert's attention output projection, B stored [N, K], and FFN2, B [K, N]):
-  // the ping-pong 128x128 and cooperative 128x192 kernels, for either layout; not with an activation or a broadcast
-  // residual.
+  // the ping-pong 128x128 kernel, for either layout; not with an activation or a broadcast residual.
   CutlassProblem r;
   r.available = r.reduced_type = r.residual = r.no_act = true;
   r.m = 8192, r.n = 768, r.k = 768;
   for (bool tb : {true, false}) {
     r.trans_b = tb;
-    EXPECT_EQ(cutlass_tactics(r, 132), (std::vector<std::string>{"cutlass_res_c4", "cutlass_res_c5"}));
+    EXPECT_EQ(cutlass_tactics(r, 132), (std::vector<std::string>{"cutlass_res_c4"}));
     EXPECT_EQ(cutlass_kind(r), CutlassAct::kResidual);
   }
   CutlassProblem ra = r;
@@ -135,26 +134,19 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c4").act, CutlassAct::kResidual);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c4").config, 4);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c6").config, -1);  // dropped in kernel set 4
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c5").config, -1);  // dropped in kernel set 5
   EXPECT_EQ(parse_cutlass_tactic("cutlass_res_c0").config, -1);  // not built
   EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c3").act, CutlassAct::kGeluErf);
-  // Bias alone (a QKV projection), B either way, or the product alone: the cooperative 128x192 kernel.
+  // Bias alone (a QKV projection), B either way: cuBLASLt's epilogue does it; no CUTLASS kind since kernel set 5.
   CutlassProblem q;
   q.available = q.reduced_type = q.no_act = true;
   q.m = 8192, q.n = 2304, q.k = 768;
   for (bool tb : {true, false}) {
     q.trans_b = tb;
-    EXPECT_EQ(cutlass_kind(q), CutlassAct::kBias);
-    EXPECT_EQ(cutlass_tactics(q, 132), (std::vector<std::string>{"cutlass_bias_c5"}));
+    EXPECT_FALSE(cutlass_kind(q).has_value());
+    EXPECT_TRUE(cutlass_tactics(q, 132).empty());
   }
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_bias_c5").act, CutlassAct::kBias);
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_bias_c5").config, 5);
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_bias_c4").config, -1);  // not built
-  CutlassProblem qa = q;
-  qa.no_act = false;  // an activation cuBLASLt fuses (ReLU, tanh GELU): no CUTLASS kind
-  EXPECT_FALSE(cutlass_kind(qa).has_value());
-  CutlassProblem qb = q;
-  qb.n = 2302;
-  EXPECT_FALSE(cutlass_kind(qb).has_value());
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_bias_c5").config, -1);  // dropped in kernel set 5
   const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
   const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});
   ASSERT_EQ(merged.size(), lt.size() + 2);

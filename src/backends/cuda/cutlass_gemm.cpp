@@ -14,10 +14,6 @@ Result<std::unique_ptr<CutlassGemm>> make_res_f16(int config, bool trans_b, int 
                                                   float alpha);
 Result<std::unique_ptr<CutlassGemm>> make_res_bf16(int config, bool trans_b, int m, int n, int k, bool bias,
                                                    float alpha);
-Result<std::unique_ptr<CutlassGemm>> make_bias_f16(int config, bool trans_b, int m, int n, int k, bool bias,
-                                                   float alpha);
-Result<std::unique_ptr<CutlassGemm>> make_bias_bf16(int config, bool trans_b, int m, int n, int k, bool bias,
-                                                    float alpha);
 std::string version();
 }  // namespace cutlass_impl
 
@@ -31,17 +27,13 @@ Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int confi
                        " (N and K must be positive multiples of 8)");
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
   const bool gelu = act == CutlassAct::kGeluErf;
-  // Each activation's kernels were built for one layout of B (cutlass_gemm.h); the residual and bias ones for both.
+  // Each activation's kernels were built for one layout of B (cutlass_gemm.h); the residual ones for both.
   if ((act == CutlassAct::kGeluErf || act == CutlassAct::kSilu) && trans_b != (act == CutlassAct::kSilu))
     return unsupported(std::string("CUTLASS GEMM: the ") + (gelu ? "erf-GELU" : "SiLU") + " kernels take B stored " +
                        (gelu ? "[K, N]" : "[N, K]"));
   if (act == CutlassAct::kResidual) {
     if (dt == DataType::kHALF) return cutlass_impl::make_res_f16(config, trans_b, mi, ni, ki, bias, alpha);
     if (dt == DataType::kBF16) return cutlass_impl::make_res_bf16(config, trans_b, mi, ni, ki, bias, alpha);
-  }
-  if (act == CutlassAct::kBias) {
-    if (dt == DataType::kHALF) return cutlass_impl::make_bias_f16(config, trans_b, mi, ni, ki, bias, alpha);
-    if (dt == DataType::kBF16) return cutlass_impl::make_bias_bf16(config, trans_b, mi, ni, ki, bias, alpha);
   }
   switch (dt) {
     case DataType::kHALF:

@@ -25,20 +25,19 @@
 
 namespace kiln::cuda {
 
-// The kernel configurations, by tactic index: tile shape and schedule (GELU: 0-3; SiLU: 0 and 2; residual: 4, 5;
-// bias alone: 5).
+// The kernel configurations, by tactic index: tile shape and schedule (GELU: 0-3; SiLU: 0 and 2; residual: 4).
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
 //   3: 256x128x64, cooperative, cluster 2x1 (B tiles multicast to two SMs by TMA)
 //   4: 128x128x64, ping-pong, cluster 1x1 (the residual kernels: bert's output projection at b64 19.1 us against
 //      cuBLASLt's 20.1 on an H100)
-//   5: 128x192x64, cooperative, cluster 1x1 (residual and bias alone: N = 768 in four tile columns, N = 2304 in
-//      twelve, whole waves where 128 x 256 tiles leave a partial one)
 // kCutlassGeluTactics (gemm_tactics.h) counts the GELU ones. Measured and dropped (kernel set 4): the GELU
 // ping-pong 128x128 (clusters 1x1 and 2x1) and 64x256 kernels and the stream-K cooperative 128x128 ones (GELU and
 // residual), slower than 1 and 3 at bert's and vit's b64 and than cuBLASLt + the pass at b1 on an H100 in two
-// sessions (bench/NOTES.md), each ~45 s of compile per type.
+// sessions (bench/NOTES.md), each ~45 s of compile per type. Kernel set 5 dropped the cooperative 128x192 residual
+// and bias-only kernels (configuration 5), which lost to the ping-pong residual kernel or to cuBLASLt at every
+// shape timed (vit's and bert's out-projection and FFN2, bert's and gpt2's QKV).
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
 // pointer changed since the last run. c: the residual [M, N] of a kResidual kernel, else null.
@@ -55,8 +54,8 @@ class CutlassGemm {
 // 3: the 64x256 ping-pong GELU kernel, and the few-tile kernels, which set 2 offered but could not build; 4: the
 // ping-pong and stream-K GELU kernels and the stream-K residual one dropped (an engine or cache that names one
 // takes cuBLASLt and the pass, with a warning); the cooperative 128x192 residual and bias-only kernels added; the
-// GELU epilogue from erfc's scaled form (gelu_erfc.h).
-inline constexpr int kCutlassKernelSet = 4;
+// GELU epilogue from erfc's scaled form (gelu_erfc.h); 5: the 128x192 residual and bias-only kernels dropped.
+inline constexpr int kCutlassKernelSet = 5;
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
 bool cutlass_gemm_available();

@@ -70,30 +70,25 @@ inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, i
   return t;
 }
 
-// "cutlass_gelu_cC" / "cutlass_silu_cC" / "cutlass_res_cC" / "cutlass_bias_cC": FusedMatMul's bias + erf-GELU,
-// bias + SiLU, bias + residual (no activation) or bias-only layers as one CUTLASS kernel of configuration C
-// (cutlass_gemm.h), where cuBLASLt leaves the activation to a second pass (GELU, SiLU) or its tiles a partial last
-// wave (residual, bias). Offered where the build has the kernels and the layer fits them: float16/bfloat16, one
+// "cutlass_gelu_cC" / "cutlass_silu_cC" / "cutlass_res_cC": FusedMatMul's bias + erf-GELU, bias + SiLU or bias +
+// residual (no activation) layers as one CUTLASS kernel of configuration C (cutlass_gemm.h), where cuBLASLt leaves
+// the activation to a second pass (GELU, SiLU) or its tiles a partial last wave (residual). Offered where the build has the kernels and the layer fits them: float16/bfloat16, one
 // GEMM (not batched), N and K multiples of 8; erf GELU with B stored [K, N] (a MatMul's weights) and no residual,
-// SiLU with B stored [N, K] (trans_b: a 1x1 convolution's) and no residual, the residual and bias kinds with no
-// activation and B either way.
+// SiLU with B stored [N, K] (trans_b: a 1x1 convolution's) and no residual, the residual kind with no activation
+// and B either way.
 inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
 inline constexpr const char* kCutlassSiluPrefix = "cutlass_silu_c";
 inline constexpr const char* kCutlassResPrefix = "cutlass_res_c";
-inline constexpr const char* kCutlassBiasPrefix = "cutlass_bias_c";
 inline constexpr int kCutlassGeluTactics = 4;  // configurations 0-3 (cutlass_gemm.h)
 inline constexpr int kCutlassSiluConfigs[] = {0, 2};
-inline constexpr int kCutlassResConfigs[] = {4, 5};
-inline constexpr int kCutlassBiasConfigs[] = {5};
+inline constexpr int kCutlassResConfigs[] = {4};
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
 inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }
 inline std::string cutlass_res_tactic_name(int config) { return kCutlassResPrefix + std::to_string(config); }
-inline std::string cutlass_bias_tactic_name(int config) { return kCutlassBiasPrefix + std::to_string(config); }
 
-// The kinds of CUTLASS kernel (cutlass_gemm.h): bias + erf GELU, bias + SiLU, bias + residual (no activation), and
-// bias alone (or nothing: the product).
-enum class CutlassAct { kGeluErf, kSilu, kResidual, kBias };
+// The kinds of CUTLASS kernel (cutlass_gemm.h): bias + erf GELU, bias + SiLU, and bias + residual (no activation).
+enum class CutlassAct { kGeluErf, kSilu, kResidual };
 
 struct CutlassTactic {
   CutlassAct act = CutlassAct::kGeluErf;
@@ -108,8 +103,6 @@ inline CutlassTactic parse_cutlass_tactic(const std::string& t) {
     if (t == cutlass_silu_tactic_name(c)) return {CutlassAct::kSilu, c};
   for (int c : kCutlassResConfigs)
     if (t == cutlass_res_tactic_name(c)) return {CutlassAct::kResidual, c};
-  for (int c : kCutlassBiasConfigs)
-    if (t == cutlass_bias_tactic_name(c)) return {CutlassAct::kBias, c};
   return {};
 }
 
@@ -135,7 +128,6 @@ inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
   }
   if (p.gelu_erf && !p.trans_b) return CutlassAct::kGeluErf;
   if (p.silu && p.trans_b) return CutlassAct::kSilu;
-  if (p.no_act) return CutlassAct::kBias;
   return std::nullopt;
 }
 
@@ -143,18 +135,14 @@ inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
 // tiles on `sms` SMs, batch 1) the ping-pong 64x128 and the cooperative 128x128 kernels; else the cooperative
 // 128x256 and 256x128 ones, fastest first as the H100 timed them at bert's FFN1, b64 (85-86 and 86-104 us;
 // cuBLASLt + the pass 93-96). SiLU: the cooperative 128x128 and the ping-pong 64x128 kernels. Residual: the
-// ping-pong 128x128 kernel (measured) and the cooperative 128x192 one (not yet timed). Bias alone (a QKV
-// projection; cuBLASLt's bias epilogue does the same, so this is only about tiles): the cooperative 128x192 kernel,
-// whose tiles make whole waves at N = 2304 or 768 where cuBLASLt's 128x256 ones leave a partial wave (not yet
-// timed).
+// ping-pong 128x128 kernel.
 inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
   const std::optional<CutlassAct> kind = cutlass_kind(p);
   if (!kind) return {};
   const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
   const bool few = sms > 0 && tiles < 2 * sms;
   switch (*kind) {
-    case CutlassAct::kResidual: return {cutlass_res_tactic_name(4), cutlass_res_tactic_name(5)};
-    case CutlassAct::kBias: return {cutlass_bias_tactic_name(5)};
+    case CutlassAct::kResidual: return {cutlass_res_tactic_name(4)};
     case CutlassAct::kGeluErf:
       if (few) return {cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
       return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3)};

@@ -163,8 +163,6 @@ template <typename T, class Tile, class KS, class ES, class Cluster = cute::Shap
 using GeluGemm = ActGemm<T, GeluErfFast, cutlass::layout::RowMajor, Tile, KS, ES, Cluster, Scheduler>;
 template <typename T, class Tile, class KS, class ES>
 using SiluGemm = ActGemm<T, cutlass::epilogue::thread::SiLu, cutlass::layout::ColumnMajor, Tile, KS, ES>;
-template <typename T, class LayoutB, class Tile, class KS, class ES>
-using BiasGemm = ActGemm<T, cutlass::epilogue::thread::Identity, LayoutB, Tile, KS, ES>;
 template <typename T, class LayoutB, class Tile, class KS, class ES, class Scheduler = void>
 using ResGemm = ActGemm<T, cutlass::epilogue::thread::Identity, LayoutB, Tile, KS, ES,
                         cute::Shape<cute::_1, cute::_1, cute::_1>, Scheduler, T>;
@@ -203,8 +201,7 @@ Result<std::unique_ptr<CutlassGemm>> make_silu(int config, int m, int n, int k, 
 
 // No activation, the residual as C (beta 1): a transformer's attention output projection (a Gemm: B stored
 // [N, K]) and FFN2 (a MatMul: B [K, N]), whose N = 768 leaves 1.45 waves of 128x256 tiles on 132 SMs at bert's
-// batch 64: configurations 4 (ping-pong 128x128) and 5 (cooperative 128x192: N = 768 is four tile columns, so
-// vit's 12608 rows at batch 64 make 396 tiles, three full waves on 132 SMs).
+// batch 64: configuration 4 (ping-pong 128x128).
 template <typename T, class Tile, class KS, class ES, class Scheduler = void>
 Result<std::unique_ptr<CutlassGemm>> build_res(bool trans_b, int m, int n, int k, bool bias, float alpha) {
   if (trans_b) return build<ResGemm<T, cutlass::layout::ColumnMajor, Tile, KS, ES, Scheduler>, T>(m, n, k, bias, alpha);
@@ -217,24 +214,7 @@ Result<std::unique_ptr<CutlassGemm>> make_res(int config, bool trans_b, int m, i
   using T128 = Shape<_128, _128, _64>;
   switch (config) {
     case 4: return build_res<T, T128, Ping, PingEpi>(trans_b, m, n, k, bias, alpha);
-    case 5: return build_res<T, Shape<_128, _192, _64>, Coop, CoopEpi>(trans_b, m, n, k, bias, alpha);
     default: return unsupported("no CUTLASS residual GEMM configuration " + std::to_string(config));
-  }
-}
-
-// Bias alone, no activation and no residual (a QKV projection: a MatMul's B [K, N] or a Gemm's [N, K]):
-// configuration 5 (cooperative 128x192), for the tiles only: N = 2304 (bert's QKV) in twelve tile columns makes
-// 768 tiles at batch 64, 5.8 waves on 132 SMs, where cuBLASLt's 128x256 ones make 576 (4.4 waves).
-template <typename T>
-Result<std::unique_ptr<CutlassGemm>> make_bias(int config, bool trans_b, int m, int n, int k, bool bias, float alpha) {
-  using namespace cute;
-  using T192 = Shape<_128, _192, _64>;
-  switch (config) {
-    case 5:
-      if (trans_b)
-        return build<BiasGemm<T, cutlass::layout::ColumnMajor, T192, Coop, CoopEpi>, T>(m, n, k, bias, alpha);
-      return build<BiasGemm<T, cutlass::layout::RowMajor, T192, Coop, CoopEpi>, T>(m, n, k, bias, alpha);
-    default: return unsupported("no CUTLASS bias GEMM configuration " + std::to_string(config));
   }
 }
 
