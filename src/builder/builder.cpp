@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "builder/build_progress.h"
 #include "builder/io_types.h"
@@ -165,6 +166,27 @@ class ErrorsOnlyLogger final : public ILogger {
  private:
   ILogger& to_;
 };
+
+// Each symbolic input dim's opt value in the first profile, by the symbol's name; a symbol given two different
+// values (by two inputs' dims) is left out, as no one size stands for it.
+std::map<std::string, int64_t> opt_dims_by_symbol(const ir::Graph& g, const BuilderConfig& config) {
+  std::map<std::string, int64_t> dims;
+  std::set<std::string> ambiguous;
+  if (config.profiles().empty()) return dims;
+  const auto& shapes = config.profiles()[0].shapes();
+  for (const ir::Value* v : g.inputs()) {
+    auto it = shapes.find(v->name);
+    if (it == shapes.end() || it->second.opt.size() != v->shape.size()) continue;
+    for (size_t i = 0; i < v->shape.size(); ++i) {
+      const std::string& sym = v->shape[i].sym;
+      if (v->shape[i].is_static() || sym.empty()) continue;
+      auto [at, fresh] = dims.emplace(sym, it->second.opt[i]);
+      if (!fresh && at->second != it->second.opt[i]) ambiguous.insert(sym);
+    }
+  }
+  for (const std::string& s : ambiguous) dims.erase(s);
+  return dims;
+}
 
 // The shapes an engine is tuned and timed at: each input's first-profile opt shape, else its static shape.
 std::vector<Dims> opt_shapes(const runtime::EnginePlan& plan) {
@@ -452,6 +474,7 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   // padded rows and an Unpad: opt-in until a GPU has timed it.
   KILN_RETURN_IF_ERROR(env_switch("KILN_STAGGER_GEMM", &opts.stagger_gemm));
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
+  opts.opt_dims = opt_dims_by_symbol(source, config);
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
   if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};
   passes::PassManager pm(passes::pipeline_for(config.backend()));

@@ -137,7 +137,8 @@ class PadGemmWidth final : public Pass {
       }
     }
 
-    if (!cast && ctx.options.stagger_gemm && plain_product(n) && stagger_pays(a, width, b->constant->numel(), es) &&
+    if (!cast && ctx.options.stagger_gemm && plain_product(n) &&
+        stagger_pays(a, width, b->constant->numel(), es, ctx.options.opt_dims) &&
         (!ctx.options.has_kernel || ctx.options.has_kernel("StaggeredMatMul", "kiln", b->dtype)))
       return stagger(g, n, tb != 0) ? 3 : 0;
 
@@ -168,12 +169,16 @@ class PadGemmWidth final : public Pass {
   // Whether the row classes move fewer bytes than padding: each of the C classes' GEMMs reads all of B, where the
   // padded GEMM reads it once but its output is written, read and written again by Unpad. So C B < 2 Y + B: rows
   // enough that the output outweighs the extra reads of B (gpt2's lm_head: C = 8, B 77 MB, from ~2700 rows of
-  // 50257 halves on). A's rows must be known (a static shape).
-  static bool stagger_pays(const ir::Value* a, int64_t width, int64_t b_elems, size_t es) {
+  // 50257 halves on). A's rows are counted at the engine's opt shapes where a dim is symbolic (opt_dims: gpt2's
+  // batch); a dim with no known size declines.
+  static bool stagger_pays(const ir::Value* a, int64_t width, int64_t b_elems, size_t es,
+                           const std::map<std::string, int64_t>& opt_dims) {
     int64_t rows = 1;
     for (size_t i = 0; i + 1 < a->shape.size(); ++i) {
-      if (!a->shape[i].is_static()) return false;
-      rows *= a->shape[i].value;
+      const ops::Dim& d = a->shape[i];
+      auto it = d.is_static() || d.sym.empty() ? opt_dims.end() : opt_dims.find(d.sym);
+      if (!d.is_static() && it == opt_dims.end()) return false;
+      rows *= d.is_static() ? d.value : it->second;
     }
     return (ops::stagger_classes(width, es) - 1) * b_elems < 2 * rows * width;
   }

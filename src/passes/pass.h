@@ -44,6 +44,10 @@ struct PassOptions {
   // pad_gemm_width: where the output's Cast is not to be absorbed, a kiln StaggeredMatMul that writes the odd-width
   // rows in place instead of padded rows and an Unpad (KILN_STAGGER_GEMM=1; off until a GPU has timed it).
   bool stagger_gemm = false;
+  // The first optimization profile's opt value of each symbolic input dim, by its name ("batch" -> 32): where a
+  // pass weighs costs that depend on a dynamic size (pad_gemm_width's row classes), it weighs them at the shapes the
+  // engine is tuned for. A symbol the inputs' dims give different opt values to is left out.
+  std::map<std::string, int64_t> opt_dims;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG
   bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)

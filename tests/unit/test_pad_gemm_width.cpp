@@ -368,9 +368,10 @@ TEST(StaggeredMatMulOp, RejectsMismatchedShapesByMessage) {
   EXPECT_NE(st.message().find("B must be 2-D"), std::string::npos) << st.message();
 }
 
-Status stagger(ir::Graph& g) {
+Status stagger(ir::Graph& g, std::map<std::string, int64_t> opt_dims = {}) {
   passes::PassOptions o = cuda_options();
   o.stagger_gemm = true;
+  o.opt_dims = std::move(opt_dims);
   return run_passes(g, list_of(passes::make_pad_gemm_width(), passes::make_dead_code_elimination()), o);
 }
 
@@ -465,7 +466,9 @@ TEST(PadGemmWidth, StaggerLeavesCastsAndEpiloguesToPadding) {
   EXPECT_EQ(count_ops(g, "Unpad"), 1);
 }
 
-// Few rows (each class's GEMM would read W again for little output) or rows not known until run time: padded.
+// Few rows (each class's GEMM would read W again for little output), or rows not known until run time and no opt
+// size for them: padded. A symbolic batch is counted at its opt size (the builder's first profile) where one is
+// given: 500 rows per item, so batch 1 pays and a batch the profile sizes at 0 does not.
 TEST(PadGemmWidth, StaggerOnlyWhereTheRowsPayForIt) {
   {
     LmHead h(64, 1001, 48);  // 96 rows: 3 x 64064 extra reads of W against 2 x 96096 output elements
@@ -486,6 +489,16 @@ TEST(PadGemmWidth, StaggerOnlyWhereTheRowsPayForIt) {
     ASSERT_TRUE(stagger(g).ok());
     EXPECT_EQ(count_ops(g, "StaggeredMatMul"), 0) << ir::print(g);
     EXPECT_EQ(count_ops(g, "Unpad"), 1);
+  }
+  for (int64_t batch : {0, 1}) {
+    SCOPED_TRACE(batch);
+    ir::Graph g;
+    ir::Value* x = add_input(g, "x", DataType::kFLOAT, {ops::Dim::symbol("batch"), ops::Dim(500), ops::Dim(64)});
+    g.outputs().push_back(
+        g.add_node("MatMul", "mm", {x, g.add_constant("w", random_f32({64, 1001}, 40))}, {"y"}, {}, 17)->outputs[0]);
+    ASSERT_TRUE(stagger(g, {{"batch", batch}, {"other", 1000}}).ok());
+    EXPECT_EQ(count_ops(g, "StaggeredMatMul"), batch) << ir::print(g);
+    EXPECT_EQ(count_ops(g, "Unpad"), 1 - batch);
   }
 }
 
