@@ -206,7 +206,7 @@ Result<std::vector<uint8_t>> build_with_sdpa_choice() {
     config->set_timing_cache_file(cache);
     return builder.build_serialized_network(*net, *config);
   };
-  return build_with_cached_tactic("sdpa_stored", "\"(kiln_attn_mma_w[0-9]+|cudnn_sdpa)\"", kTactic, build);
+  return build_with_cached_tactic("sdpa_stored", "\"(kiln_attn_[A-Za-z0-9_]+|cudnn_sdpa)\"", kTactic, build);
 }
 
 // build_with_sdpa_choice() with KILN_DNN_SDPA_STORE=1, once per process (the stored-plan tests share it).
