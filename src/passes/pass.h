@@ -42,7 +42,8 @@ struct PassOptions {
   // (KILN_FUSE_LAYERNORM_IO=1 turns them on).
   bool layernorm_io = false;
   // pad_gemm_width: where the output's Cast is not to be absorbed, a kiln StaggeredMatMul that writes the odd-width
-  // rows in place instead of padded rows and an Unpad (KILN_STAGGER_GEMM=1; off until a GPU has timed it).
+  // rows in place instead of padded rows and an Unpad (KILN_STAGGER_GEMM=1; off by default: on an H100 its class
+  // GEMMs made gpt2 b32 1.5x slower, bench/NOTES.md).
   bool stagger_gemm = false;
   // The first optimization profile's opt value of each symbolic input dim, by its name ("batch" -> 32): where a
   // pass weighs costs that depend on a dynamic size (pad_gemm_width's row classes), it weighs them at the shapes the
