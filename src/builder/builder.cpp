@@ -473,6 +473,9 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   // pad_gemm_width: an odd-width GEMM output written in place by row classes (kiln StaggeredMatMul) instead of
   // padded rows and an Unpad: opt-in (an H100 timed gpt2 b32 1.5x slower with it).
   KILN_RETURN_IF_ERROR(env_switch("KILN_STAGGER_GEMM", &opts.stagger_gemm));
+  // pad_gemm_width: an odd-width float16/bfloat16 GEMM left unpadded for the CUTLASS kernels that store any width:
+  // opt-in until a GPU has timed it.
+  KILN_RETURN_IF_ERROR(env_switch("KILN_ODD_GEMM", &opts.odd_gemm));
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   opts.opt_dims = opt_dims_by_symbol(source, config);
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());

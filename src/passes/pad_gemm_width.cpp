@@ -5,7 +5,9 @@
 // only reader is a Cast (the float32 output cast lowering leaves), Unpad absorbs it, so the padding costs no pass.
 // With PassOptions::stagger_gemm (KILN_STAGGER_GEMM=1), a GEMM that only multiplies and has no Cast to absorb
 // becomes a kiln::StaggeredMatMul instead, whose CUDA kernel writes the odd-width rows in place by row classes
-// (ops/staggered_matmul.cpp): the output is written once, not padded, read and written again.
+// (ops/staggered_matmul.cpp): the output is written once, not padded, read and written again. With
+// PassOptions::odd_gemm (KILN_ODD_GEMM=1), such a float16/bfloat16 GEMM stays at its odd width as a FusedMatMul with
+// B stored [N, K], which the CUDA backend's CUTLASS kernels with element stores run (cutlass_odd_c*).
 #include <cstring>
 
 #include "ops/op_util.h"
@@ -77,25 +79,28 @@ class PadGemmWidth final : public Pass {
     for (auto& n : g.nodes())
       if ((n->op_type == "MatMul" && n->domain.empty()) || (n->op_type == "FusedMatMul" && n->domain == "kiln"))
         gemms.push_back(n.get());
-    int padded = 0, casts = 0, staggered = 0;
+    int padded = 0, casts = 0, staggered = 0, odd = 0;
     for (ir::Node* n : gemms) {
       const int r = pad(g, ctx, n);
       padded += r == 1 || r == 2;
       casts += r == 2;
       staggered += r == 3;
+      odd += r == 4;
     }
-    if (!padded && !staggered) return Status::Ok();
-    ctx.changes += padded + staggered;
+    if (!padded && !staggered && !odd) return Status::Ok();
+    ctx.changes += padded + staggered + odd;
     fusion::prune_dead_nodes(g);
     KILN_RETURN_IF_ERROR(g.topo_sort());
     ctx.verbose("pad_gemm_width: " + std::to_string(padded) + " GEMM outputs padded to a 16-byte row pitch (" +
                 std::to_string(casts) + " output casts absorbed), " + std::to_string(staggered) +
-                " written in place by row classes (StaggeredMatMul)");
+                " written in place by row classes (StaggeredMatMul), " + std::to_string(odd) +
+                " left at their odd width with B stored [N, K]");
     return Status::Ok();
   }
 
  private:
-  // 0: left alone; 1: padded; 2: padded and the reader's Cast absorbed; 3: made a StaggeredMatMul.
+  // 0: left alone; 1: padded; 2: padded and the reader's Cast absorbed; 3: made a StaggeredMatMul; 4: left at the
+  // odd width as a FusedMatMul with B stored [N, K] (odd_gemm).
   static int pad(ir::Graph& g, PassContext& ctx, ir::Node* n) {
     const bool fused = n->domain == "kiln";
     if (n->inputs.size() < 2 || n->outputs.size() != 1) return 0;
@@ -137,6 +142,9 @@ class PadGemmWidth final : public Pass {
       }
     }
 
+    // odd_gemm: the product is left at its odd width, B stored [N, K] (already so: nothing to do).
+    if (!cast && ctx.options.odd_gemm && plain_product(n) && b->dtype != DataType::kFLOAT)
+      return fused && tb ? 0 : odd_width(g, n, tb != 0) ? 4 : 0;
     if (!cast && ctx.options.stagger_gemm && plain_product(n) &&
         stagger_pays(a, width, b->constant->numel(), es, ctx.options.opt_dims) &&
         (!ctx.options.has_kernel || ctx.options.has_kernel("StaggeredMatMul", "kiln", b->dtype)))
@@ -193,15 +201,31 @@ class PadGemmWidth final : public Pass {
 
   // n (A [..., K] times the constant B) as a StaggeredMatMul under the same name, writing the same value.
   static bool stagger(ir::Graph& g, ir::Node* n, bool trans_b) {
-    ir::Value *a = n->inputs[0], *b = n->inputs[1], *out = n->outputs[0];
-    const int64_t lead = ops::stagger_lead(dtype_size(b->dtype));
-    ir::Value* w = g.add_constant(b->name + "_staggered", staggered_weight(*b->constant, trans_b, lead));
-    const std::string name = n->name, value = out->name;
-    const ops::Shape shape = out->shape;
-    rename_free(g, out, value + "_unstaggered");
+    const int64_t lead = ops::stagger_lead(dtype_size(n->inputs[1]->dtype));
     Attributes at;
     at.set("lead", lead);
-    ir::Node* sm = g.add_node("StaggeredMatMul", name, {a, w}, {value}, std::move(at), 1, "kiln");
+    return replace_product(g, n, "StaggeredMatMul", "_staggered",
+                           staggered_weight(*n->inputs[1]->constant, trans_b, lead), std::move(at));
+  }
+
+  // n as a FusedMatMul with B stored [N, K] that writes the odd-width rows as they are (odd_gemm: the CUTLASS
+  // kernels with element stores take it; without them, cuBLASLt with the odd leading dimension, correct and slow).
+  static bool odd_width(ir::Graph& g, ir::Node* n, bool trans_b) {
+    Attributes at;
+    at.set("trans_b", int64_t{1});
+    return replace_product(g, n, "FusedMatMul", "_nk", staggered_weight(*n->inputs[1]->constant, trans_b, 0),
+                           std::move(at));
+  }
+
+  // n replaced by the kiln node `op` over (A, the constant w) under n's name, writing n's value.
+  static bool replace_product(ir::Graph& g, ir::Node* n, const std::string& op, const std::string& suffix, Tensor w_t,
+                              Attributes at) {
+    ir::Value *a = n->inputs[0], *b = n->inputs[1], *out = n->outputs[0];
+    ir::Value* w = g.add_constant(b->name + suffix, std::move(w_t));
+    const std::string name = n->name, value = out->name;
+    const ops::Shape shape = out->shape;
+    rename_free(g, out, value + "_replaced");
+    ir::Node* sm = g.add_node(op, name, {a, w}, {value}, std::move(at), 1, "kiln");
     ir::Value* y = sm->outputs[0];
     y->dtype = out->dtype;
     y->shape = shape;

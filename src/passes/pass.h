@@ -45,6 +45,10 @@ struct PassOptions {
   // rows in place instead of padded rows and an Unpad (KILN_STAGGER_GEMM=1; off by default: on an H100 its class
   // GEMMs made gpt2 b32 1.5x slower, bench/NOTES.md).
   bool stagger_gemm = false;
+  // pad_gemm_width: a float16/bfloat16 GEMM that only multiplies, with no Cast to absorb, stays at its odd width as a
+  // FusedMatMul with B stored [N, K], for the CUDA backend's CUTLASS kernels that store rows of any width
+  // (cutlass_odd_c*), instead of padded rows and an Unpad (KILN_ODD_GEMM=1; off until a GPU has timed it).
+  bool odd_gemm = false;
   // The first optimization profile's opt value of each symbolic input dim, by its name ("batch" -> 32): where a
   // pass weighs costs that depend on a dynamic size (pad_gemm_width's row classes), it weighs them at the shapes the
   // engine is tuned for. A symbol the inputs' dims give different opt values to is left out.

@@ -808,6 +808,11 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
       {"bert-ffn2-b1", 128, 768, 3072, "none", true, true},
       {"res-odd-rows", 1037, 256, 512, "none", true, true, true},
       {"res-no-bias", 300, 64, 32, "none", false, true, false, true},
+      // The product alone into rows of an odd width (B stored [N, K]): gpt2's lm_head at 128 tokens, 1001 columns
+      // over rows that are no tile multiple, a width narrower than a tile.
+      {"gpt2-lmhead-b1", 128, 50257, 768, "none", false, false, false, true},
+      {"odd-1001", 200, 1001, 64, "none", false, false, false, true},
+      {"odd-77", 37, 77, 32, "none", false, false, false, true},
   };
   for (const MmCase& c : cases)
     for (DataType dt : {DataType::kHALF, DataType::kBF16}) {
@@ -819,6 +824,8 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
         for (int config : cuda::kCutlassSiluConfigs) tactics.push_back(cuda::cutlass_silu_tactic_name(config));
       else if (c.res)
         for (int config : cuda::kCutlassResConfigs) tactics.push_back(cuda::cutlass_res_tactic_name(config));
+      else if (c.n % 8 != 0)
+        for (int config : cuda::kCutlassOddConfigs) tactics.push_back(cuda::cutlass_odd_tactic_name(config));
       else
         for (int config = 0; config < cuda::kCutlassGeluTactics; ++config)
           tactics.push_back(cuda::cutlass_gelu_tactic_name(config));

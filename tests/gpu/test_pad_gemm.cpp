@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "../unit/engine_test_util.h"
+#include "backends/cuda/gemm_tactics.h"
 #include "gpu_test_util.h"
 #include "gpu_timing_util.h"
 #include "ops/op_util.h"
@@ -118,7 +119,8 @@ TEST(GpuPadGemm, StaggeredMatMulRowClasses) {
 //   staggered:   the layer (8 classes of 512 rows, extent N + s_c, leading dimension 8 N);
 //   one GEMM:    the layer without its zero rows (lead 0): one GEMM writing rows of 50257 (odd leading dimension);
 //   padded:      one GEMM of 4096 rows writing 50264-element rows (what pad_gemm_width makes without the switch);
-//   class alone: one GEMM of 512 rows into 50264-element rows, x 8 (a class's work at an aligned extent and pitch).
+//   class alone: one GEMM of 512 rows into 50264-element rows, x 8 (a class's work at an aligned extent and pitch);
+//   odd c4/c1:   the CUTLASS kernels with element stores (KILN_ODD_GEMM=1's layer), B [50257, 768], rows of 50257.
 // Staggered far above 8 x "class alone" says the classes' odd extent or 8-row pitch is what cuBLASLt runs slowly; near
 // it, that 512-row GEMMs are slow at this shape. Prints the figures (bench/NOTES.md reads them); checks that the
 // staggered and the padded outputs agree on every row.
@@ -144,13 +146,15 @@ TEST(GpuPadGemm, StaggeredLmHeadTimes) {
     g->outputs().push_back(n->outputs[0]);
     return g;
   };
-  auto padded = [&](int64_t rows) {
+  // B above `zeros_below` zero rows (pitch - w: the padded GEMM's), with a forced tactic where one is named.
+  auto padded = [&](int64_t rows, int64_t zeros_below, const std::string& tactic = "") {
     auto g = std::make_unique<ir::Graph>();
     ir::Value* x = test::add_input(*g, "a", DataType::kHALF, ops::shape_from_dims({rows, k}));
     Attributes at;
     at.set("trans_b", int64_t{1});
+    if (!tactic.empty()) at.set("kiln.tactic", tactic);
     ir::Node* n =
-        g->add_node("FusedMatMul", "lm_head", {x, g->add_constant("b", framed(0, pitch - w))}, {"y"}, at, 1, "kiln");
+        g->add_node("FusedMatMul", "lm_head", {x, g->add_constant("b", framed(0, zeros_below))}, {"y"}, at, 1, "kiln");
     EXPECT_TRUE(passes::infer_node(*g, *n).ok());
     g->outputs().push_back(n->outputs[0]);
     return g;
@@ -158,12 +162,14 @@ TEST(GpuPadGemm, StaggeredLmHeadTimes) {
   const Tensor a512 = Tensor::wrap(DataType::kHALF, {m / 8, k}, const_cast<void*>(a.raw()));
   const Timed st = time_on_gpu(*staggered(m, lead), {a}, 20);
   const Timed one = time_on_gpu(*staggered(m, 0), {a}, 20);
-  const Timed pad = time_on_gpu(*padded(m), {a}, 20);
-  const Timed cls = time_on_gpu(*padded(m / 8), {a512.clone()}, 20);
+  const Timed pad = time_on_gpu(*padded(m, pitch - w), {a}, 20);
+  const Timed cls = time_on_gpu(*padded(m / 8, pitch - w), {a512.clone()}, 20);
+  const Timed odd4 = time_on_gpu(*padded(m, 0, cuda::cutlass_odd_tactic_name(4)), {a}, 20);
+  const Timed odd1 = time_on_gpu(*padded(m, 0, cuda::cutlass_odd_tactic_name(1)), {a}, 20);
   std::printf(
       "STAGGER lm_head b32 fp16: staggered %.1f us, one GEMM (odd ld) %.1f us, padded %.1f us, "
-      "class alone %.1f us (x 8 = %.1f us)\n",
-      st.us, one.us, pad.us, cls.us, 8 * cls.us);
+      "class alone %.1f us (x 8 = %.1f us), CUTLASS odd c4 %.1f us, c1 %.1f us\n",
+      st.us, one.us, pad.us, cls.us, 8 * cls.us, odd4.us, odd1.us);
   ASSERT_EQ(st.y.shape(), (std::vector<int64_t>{m, w}));
   ASSERT_EQ(pad.y.shape(), (std::vector<int64_t>{m, pitch}));
   int64_t bad = 0;
@@ -175,6 +181,16 @@ TEST(GpuPadGemm, StaggeredLmHeadTimes) {
       bad += std::fabs(u - v) > 1e-2 + 1e-2 * std::fabs(v);
     }
   EXPECT_EQ(bad, 0) << "of " << m * w << " elements";
+  ASSERT_EQ(odd4.y.shape(), st.y.shape());
+  ASSERT_EQ(odd1.y.shape(), st.y.shape());
+  int64_t bad_odd = 0;
+  const uint16_t* y4 = odd4.y.data<uint16_t>();
+  const uint16_t* y1 = odd1.y.data<uint16_t>();
+  for (int64_t i = 0; i < m * w; ++i) {
+    const double v = half_to_float(ys[i]);
+    for (const uint16_t* y : {y4, y1}) bad_odd += std::fabs(half_to_float(y[i]) - v) > 1e-2 + 1e-2 * std::fabs(v);
+  }
+  EXPECT_EQ(bad_odd, 0) << "CUTLASS odd-width outputs against the staggered one";
 }
 
 // ---- lm_head-like networks through the builder ----

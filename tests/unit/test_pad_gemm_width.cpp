@@ -505,6 +505,73 @@ TEST(PadGemmWidth, StaggerOnlyWhereTheRowsPayForIt) {
 // The builder's switch takes 0 or 1; anything else stops the build by name.
 TEST(PadGemmWidth, StaggerSwitchTypoIsAnError) { expect_env_switch_takes_0_or_1("KILN_STAGGER_GEMM"); }
 
+// With odd_gemm, a float16 MatMul with no Cast to absorb (float16 bindings) becomes one FusedMatMul under its name
+// with B stored [N, K] (the transposed weight) and the odd width kept: no Unpad, no padding, the same values. A
+// FusedMatMul that already stores B so is left as it is; a float32 GEMM (no CUTLASS kernel) and one whose output
+// Cast padding absorbs are padded as before; odd_gemm comes before stagger_gemm.
+TEST(PadGemmWidth, OddGemmKeepsTheWidthWithBStoredNK) {
+  {
+    ir::Graph g;
+    ir::Value* x = graph_input(g, "x", {4, 80, 64}, DataType::kHALF);
+    const Tensor w_kn = random_f32({64, 5001}, 35, -0.2f, 0.2f).cast(DataType::kHALF);
+    ir::Value* w = g.add_constant("w", w_kn);
+    g.outputs().push_back(g.add_node("MatMul", "lm_head", {x, w}, {"logits"}, {}, 17)->outputs[0]);
+    std::vector<Tensor> in = {random_f32({4, 80, 64}, 36).cast(DataType::kHALF)};
+    auto before = g.clone();
+    passes::PassOptions o;
+    o.odd_gemm = true;
+    o.stagger_gemm = true;
+    Status st = run_cuda_pipeline(g, DataType::kHALF, o);
+    ASSERT_TRUE(st.ok()) << st.message();
+    EXPECT_EQ(g.nodes().size(), 1u) << ir::print(g);
+    const ir::Node* f = find_op(g, "FusedMatMul");
+    ASSERT_NE(f, nullptr) << ir::print(g);
+    EXPECT_EQ(f->name, "lm_head");
+    EXPECT_EQ(f->attrs.get_int("trans_b", 0).value(), 1);
+    EXPECT_EQ(f->outputs[0], g.outputs()[0]);
+    EXPECT_EQ(g.outputs()[0]->name, "logits");
+    EXPECT_EQ(g.outputs()[0]->shape.back(), ops::Dim(5001));
+    const Tensor nk = f->inputs[1]->constant->cast(DataType::kDOUBLE);
+    const Tensor kn = w_kn.cast(DataType::kDOUBLE);
+    ASSERT_EQ(nk.shape(), (std::vector<int64_t>{5001, 64}));
+    for (int64_t j = 0; j < 5001; j += 97)
+      for (int64_t i = 0; i < 64; ++i)
+        ASSERT_EQ(nk.data<double>()[j * 64 + i], kn.data<double>()[i * 5001 + j]) << j << "," << i;
+    expect_close(run_reference(g, in)[0], run_reference(*before, in)[0], 2e-2, 2e-2);
+  }
+  {
+    ir::Graph g;
+    ir::Value* x = graph_input(g, "x", {64, 32}, DataType::kHALF);
+    Attributes a;
+    a.set("trans_b", int64_t{1});
+    ir::Value* w = g.add_constant("w", random_f32({777, 32}, 37).cast(DataType::kHALF));
+    g.outputs().push_back(g.add_node("FusedMatMul", "head", {x, w}, {"y"}, a, 1, "kiln")->outputs[0]);
+    passes::PassOptions o = cuda_options();
+    o.odd_gemm = true;
+    ASSERT_TRUE(run_passes(g, list_of(passes::make_pad_gemm_width()), o).ok());
+    const ir::Node* f = find_op(g, "FusedMatMul");
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(f->inputs[1], w) << "already [N, K]: untouched";
+    EXPECT_EQ(count_ops(g, "Unpad"), 0);
+  }
+  {
+    LmHead h(64, 1001, 200);  // float32 throughout: padded
+    passes::PassOptions o = cuda_options();
+    o.odd_gemm = true;
+    ASSERT_TRUE(run_passes(h.g, list_of(passes::make_pad_gemm_width()), o).ok());
+    EXPECT_EQ(count_ops(h.g, "Unpad"), 1) << ir::print(h.g);
+  }
+  for (DataType reduced : {DataType::kHALF, DataType::kBF16}) {
+    LmHead h(64, 1001, 200);  // float32 output: lowering's Cast follows the GEMM, and padding absorbs it
+    passes::PassOptions o;
+    o.odd_gemm = true;
+    ASSERT_TRUE(run_cuda_pipeline(h.g, reduced, o).ok());
+    EXPECT_EQ(count_ops(h.g, "Unpad"), 1) << ir::print(h.g);
+  }
+}
+
+TEST(PadGemmWidth, OddGemmSwitchTypoIsAnError) { expect_env_switch_takes_0_or_1("KILN_ODD_GEMM"); }
+
 // The row-class arithmetic the pass and the CUDA kernel share: gpt2's 50257 halves a row start aligned every 8
 // rows, row c of a period c elements past; 1002 halves (2 mod 8) every 4 rows; 1001 floats every 4; 1000 halves
 // every row.

@@ -14,6 +14,8 @@ Result<std::unique_ptr<CutlassGemm>> make_res_f16(int config, bool trans_b, int 
                                                   float alpha);
 Result<std::unique_ptr<CutlassGemm>> make_res_bf16(int config, bool trans_b, int m, int n, int k, bool bias,
                                                    float alpha);
+Result<std::unique_ptr<CutlassGemm>> make_odd_f16(int config, int m, int n, int k, bool bias, float alpha);
+Result<std::unique_ptr<CutlassGemm>> make_odd_bf16(int config, int m, int n, int k, bool bias, float alpha);
 std::string version();
 }  // namespace cutlass_impl
 
@@ -22,10 +24,19 @@ std::string cutlass_version() { return cutlass_impl::version(); }
 
 Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int config, DataType dt, bool trans_b,
                                                        int64_t m, int64_t n, int64_t k, bool bias, float alpha) {
-  if (m <= 0 || n <= 0 || k <= 0 || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || n % 8 != 0 || k % 8 != 0)
+  // The odd-width kernels take any N (their epilogue stores element by element); the others need 16-byte rows.
+  const bool odd = act == CutlassAct::kOddWidth;
+  if (m <= 0 || n <= 0 || k <= 0 || m > INT32_MAX || n > INT32_MAX || k > INT32_MAX || (!odd && n % 8 != 0) ||
+      k % 8 != 0)
     return unsupported("CUTLASS GEMM: sizes " + std::to_string(m) + "x" + std::to_string(n) + "x" + std::to_string(k) +
-                       " (N and K must be positive multiples of 8)");
+                       (odd ? " (K must be a positive multiple of 8)" : " (N and K must be positive multiples of 8)"));
   const int mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
+  if (odd) {
+    if (!trans_b) return unsupported("CUTLASS GEMM: the odd-width kernels take B stored [N, K]");
+    if (dt == DataType::kHALF) return cutlass_impl::make_odd_f16(config, mi, ni, ki, bias, alpha);
+    if (dt == DataType::kBF16) return cutlass_impl::make_odd_bf16(config, mi, ni, ki, bias, alpha);
+    return unsupported(std::string("CUTLASS GEMM: no kernel for ") + dtype_name(dt));
+  }
   const bool gelu = act == CutlassAct::kGeluErf;
   // Each activation's kernels were built for one layout of B (cutlass_gemm.h); the residual ones for both.
   if ((act == CutlassAct::kGeluErf || act == CutlassAct::kSilu) && trans_b != (act == CutlassAct::kSilu))

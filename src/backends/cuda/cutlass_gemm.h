@@ -1,15 +1,19 @@
 // GEMMs of our own from NVIDIA CUTLASS (Hopper warp-specialized TMA/WGMMA kernels), as tactics of kiln::FusedMatMul
 // where cuBLASLt's epilogue cannot finish the layer: D = act(alpha * A B + bias[col]) in one kernel, where cuBLASLt
-// writes A B + bias and a second pass of ours applies the activation. Three kinds (CutlassAct, gemm_tactics.h):
+// writes A B + bias and a second pass of ours applies the activation. Four kinds (CutlassAct, gemm_tactics.h):
 //   - erf GELU with B [K, N] (bert's and vit's FFN1 from a MatMul; cuBLASLt's GELU epilogue is the tanh form): the
 //     pass costs ~30-45 us per layer at batch 64, at its memory floor;
 //   - SiLU with B stored [N, K] (efficientnet's expand 1x1 convolutions, conv1x1_as_gemm): memory-bound GEMMs
 //     that cuBLASLt + the pass or cuDNN's fused graph run at 1.5-2x their floor;
 //   - no activation, bias + residual (C, read by the epilogue), B either way (a transformer's attention output
-//     projection and FFN2): cuBLASLt fuses these too, but at N = 768 its large tiles leave a partial last wave.
+//     projection and FFN2): cuBLASLt fuses these too, but at N = 768 its large tiles leave a partial last wave;
+//   - the product alone into rows of any width N, B stored [N, K] (gpt2's lm_head, N = 50257, KILN_ODD_GEMM=1):
+//     the epilogue stores element by element from registers, where cuBLASLt needs the rows padded to 16 bytes and
+//     an Unpad pass to compact them.
 // Built only when CMake is given the CUTLASS headers (KILN_CUTLASS_DIR; `make cutlass` fetches them):
 // cutlass_gemm_available() says whether this build has them. Row-major A [M, K] and D [M, N], float16 or bfloat16,
-// K and N multiples of 8 (16-byte rows for TMA), 16-byte aligned pointers; bias [N] of the same type (or none).
+// K and N multiples of 8 (16-byte rows for TMA; the odd-width kind: K only), 16-byte aligned pointers; bias [N] of
+// the same type (or none).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -25,7 +29,8 @@
 
 namespace kiln::cuda {
 
-// The kernel configurations, by tactic index: tile shape and schedule (GELU: 0-3; SiLU: 0 and 2; residual: 4).
+// The kernel configurations, by tactic index: tile shape and schedule (GELU: 0-3; SiLU: 0 and 2; residual: 4; odd
+// width: 4 and 1, with the no-shared-memory epilogue in place of the TMA one).
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
@@ -54,8 +59,9 @@ class CutlassGemm {
 // 3: the 64x256 ping-pong GELU kernel, and the few-tile kernels, which set 2 offered but could not build; 4: the
 // ping-pong and stream-K GELU kernels and the stream-K residual one dropped (an engine or cache that names one
 // takes cuBLASLt and the pass, with a warning); the cooperative 128x192 residual and bias-only kernels added; the
-// GELU epilogue from erfc's scaled form (gelu_erfc.h); 5: the 128x192 residual and bias-only kernels dropped.
-inline constexpr int kCutlassKernelSet = 5;
+// GELU epilogue from erfc's scaled form (gelu_erfc.h); 5: the 128x192 residual and bias-only kernels dropped; 6: the
+// odd-width kernels added.
+inline constexpr int kCutlassKernelSet = 6;
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
 bool cutlass_gemm_available();

@@ -550,6 +550,7 @@ CutlassProblem cutlass_problem(const KernelArgs& args, const FusedState& st) {
   p.gelu_erf = st.act == EpiAct::kGeluErf;
   p.silu = st.act == EpiAct::kSilu;
   p.no_act = st.act == EpiAct::kNone;
+  p.bias = st.has_bias;
   p.residual = st.has_res;
   // The epilogue reads the residual as C, [M, N] like the output (cuBLASLt's C is the same).
   p.residual_full = !st.has_res || args.in[3].numel() == st.mm.m * st.mm.n;

@@ -79,16 +79,20 @@ inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, i
 inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
 inline constexpr const char* kCutlassSiluPrefix = "cutlass_silu_c";
 inline constexpr const char* kCutlassResPrefix = "cutlass_res_c";
+inline constexpr const char* kCutlassOddPrefix = "cutlass_odd_c";
 inline constexpr int kCutlassGeluTactics = 4;  // configurations 0-3 (cutlass_gemm.h)
 inline constexpr int kCutlassSiluConfigs[] = {0, 2};
 inline constexpr int kCutlassResConfigs[] = {4};
+inline constexpr int kCutlassOddConfigs[] = {4, 1};
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
 inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }
 inline std::string cutlass_res_tactic_name(int config) { return kCutlassResPrefix + std::to_string(config); }
+inline std::string cutlass_odd_tactic_name(int config) { return kCutlassOddPrefix + std::to_string(config); }
 
-// The kinds of CUTLASS kernel (cutlass_gemm.h): bias + erf GELU, bias + SiLU, and bias + residual (no activation).
-enum class CutlassAct { kGeluErf, kSilu, kResidual };
+// The kinds of CUTLASS kernel (cutlass_gemm.h): bias + erf GELU, bias + SiLU, bias + residual (no activation), and
+// the product alone into rows that are no whole number of 16-byte vectors (odd width).
+enum class CutlassAct { kGeluErf, kSilu, kResidual, kOddWidth };
 
 struct CutlassTactic {
   CutlassAct act = CutlassAct::kGeluErf;
@@ -103,6 +107,8 @@ inline CutlassTactic parse_cutlass_tactic(const std::string& t) {
     if (t == cutlass_silu_tactic_name(c)) return {CutlassAct::kSilu, c};
   for (int c : kCutlassResConfigs)
     if (t == cutlass_res_tactic_name(c)) return {CutlassAct::kResidual, c};
+  for (int c : kCutlassOddConfigs)
+    if (t == cutlass_odd_tactic_name(c)) return {CutlassAct::kOddWidth, c};
   return {};
 }
 
@@ -110,6 +116,7 @@ struct CutlassProblem {
   bool available = false;  // the build has the kernels
   bool gelu_erf = false, silu = false, residual = false, reduced_type = false, trans_b = false;
   bool no_act = false;         // no activation at all
+  bool bias = false;           // a bias is added
   bool residual_full = true;   // the residual is [M, N], as the output (not broadcast)
   int64_t gemms = 1;    // GEMMs the layer runs (a batched MatMul: more than one)
   int64_t m = 0, n = 0, k = 0;
@@ -119,9 +126,13 @@ struct CutlassProblem {
 // built configuration of that kind takes it (make_cutlass_gemm refuses one that was not built), whatever order
 // cutlass_tactics offers them in.
 inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
-  if (!p.available || !p.reduced_type || p.gemms != 1 || p.m <= 0 || p.n <= 0 || p.k <= 0 || p.n % 8 != 0 ||
-      p.k % 8 != 0)
+  if (!p.available || !p.reduced_type || p.gemms != 1 || p.m <= 0 || p.n <= 0 || p.k <= 0 || p.k % 8 != 0)
     return std::nullopt;
+  // Rows of N elements that are no whole number of 16-byte vectors: only the product alone, B stored [N, K].
+  if (p.n % 8 != 0) {
+    if (p.no_act && !p.residual && !p.bias && p.trans_b) return CutlassAct::kOddWidth;
+    return std::nullopt;
+  }
   if (p.residual) {
     if (!p.no_act || !p.residual_full) return std::nullopt;
     return CutlassAct::kResidual;
@@ -135,7 +146,7 @@ inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
 // tiles on `sms` SMs, batch 1) the ping-pong 64x128 and the cooperative 128x128 kernels; else the cooperative
 // 128x256 and 256x128 ones, fastest first as the H100 timed them at bert's FFN1, b64 (85-86 and 86-104 us;
 // cuBLASLt + the pass 93-96). SiLU: the cooperative 128x128 and the ping-pong 64x128 kernels. Residual: the
-// ping-pong 128x128 kernel.
+// ping-pong 128x128 kernel. Odd width: the ping-pong 128x128 and cooperative 128x256 kernels with element stores.
 inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
   const std::optional<CutlassAct> kind = cutlass_kind(p);
   if (!kind) return {};
@@ -143,6 +154,7 @@ inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms
   const bool few = sms > 0 && tiles < 2 * sms;
   switch (*kind) {
     case CutlassAct::kResidual: return {cutlass_res_tactic_name(4)};
+    case CutlassAct::kOddWidth: return {cutlass_odd_tactic_name(4), cutlass_odd_tactic_name(1)};
     case CutlassAct::kGeluErf:
       if (few) return {cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
       return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3)};

@@ -34,6 +34,7 @@ struct ActGemm {
   using Layout = cutlass::layout::RowMajor;
   static constexpr int kAlign = 8;  // elements per 16 bytes
   static constexpr bool kHasC = !std::is_void_v<ElementC>;
+  static constexpr bool kHasBias = true;
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<Act, T, float, T, T, float>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
@@ -45,6 +46,31 @@ struct ActGemm {
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       KernelSchedule>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+};
+
+// D = alpha * A B with D's rows of any number of elements (gpt2's lm_head: 50257 halves, no whole number of 16-byte
+// vectors, so no TMA store): B stored [N, K] (its rows of K are aligned whatever N is, so the mainloop keeps TMA),
+// and CUTLASS's no-shared-memory epilogue, which stores each element from registers with a bounds predicate. No
+// bias, no C. It replaces pad_gemm_width's padded GEMM and the Unpad's read and second write of the output with
+// narrower stores (KILN_ODD_GEMM=1; bench/NOTES.md has the prediction).
+template <typename T, class TileShape, class KernelSchedule>
+struct OddGemm {
+  using Layout = cutlass::layout::RowMajor;
+  static constexpr int kAlign = 8;  // A's and B's rows of K
+  static constexpr bool kHasC = false;
+  static constexpr bool kHasBias = false;
+  using Fusion = cutlass::epilogue::fusion::LinearCombination<T, float, void, float>;
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, cute::Shape<cute::_1, cute::_1, cute::_1>,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, Layout, 1, T, Layout, 1,
+      cutlass::epilogue::NoSmemWarpSpecialized, Fusion>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, cutlass::layout::ColumnMajor, kAlign,
+      float, TileShape, cute::Shape<cute::_1, cute::_1, cute::_1>,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      KernelSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
@@ -75,7 +101,7 @@ class Impl final : public CutlassGemm {
     args.epilogue.thread.beta = Tag::kHasC ? 1.f : 0.f;
     args.hw_info.device_id = device_;
     args.hw_info.sm_count = sms_;
-    args.epilogue.thread.bias_ptr = bias_ ? static_cast<const T*>(bias) : nullptr;
+    if constexpr (Tag::kHasBias) args.epilogue.thread.bias_ptr = bias_ ? static_cast<const T*>(bias) : nullptr;
     return args;
   }
 
@@ -215,6 +241,19 @@ Result<std::unique_ptr<CutlassGemm>> make_res(int config, bool trans_b, int m, i
   switch (config) {
     case 4: return build_res<T, T128, Ping, PingEpi>(trans_b, m, n, k, bias, alpha);
     default: return unsupported("no CUTLASS residual GEMM configuration " + std::to_string(config));
+  }
+}
+
+// D's rows of any width (OddGemm, B stored [N, K]): configurations 4 (ping-pong 128x128: one warp group's element
+// stores overlap the other's main loop) and 1 (cooperative 128x256).
+template <typename T>
+Result<std::unique_ptr<CutlassGemm>> make_odd(int config, int m, int n, int k, bool bias, float alpha) {
+  using namespace cute;
+  if (bias) return unsupported("the CUTLASS odd-width GEMM adds no bias");
+  switch (config) {
+    case 1: return build<OddGemm<T, Shape<_128, _256, _64>, Coop>, T>(m, n, k, false, alpha);
+    case 4: return build<OddGemm<T, Shape<_128, _128, _64>, Ping>, T>(m, n, k, false, alpha);
+    default: return unsupported("no CUTLASS odd-width GEMM configuration " + std::to_string(config));
   }
 }
 
