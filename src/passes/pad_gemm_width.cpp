@@ -47,9 +47,9 @@ Tensor zero_padded(const Tensor& t, int axis, int64_t size) {
   return p;
 }
 
-// StaggeredMatMul's B: B's N rows of K (B stored [N, K] when trans_b, else [K, N] and transposed here) below
-// `lead` rows of zeros.
-Tensor staggered_weight(const Tensor& b, bool trans_b, int64_t lead) {
+// B as [lead + N, K] (StaggeredMatMul's B; with lead 0, the odd-width FusedMatMul's): B's N rows of K (B stored
+// [N, K] when trans_b, else [K, N] and transposed here) below `lead` rows of zeros.
+Tensor nk_weight(const Tensor& b, bool trans_b, int64_t lead) {
   const int64_t n = trans_b ? b.dim(0) : b.dim(1), k = trans_b ? b.dim(1) : b.dim(0);
   Tensor w(b.dtype(), {lead + n, k});  // zero-filled
   const size_t es = dtype_size(b.dtype());
@@ -204,8 +204,8 @@ class PadGemmWidth final : public Pass {
     const int64_t lead = ops::stagger_lead(dtype_size(n->inputs[1]->dtype));
     Attributes at;
     at.set("lead", lead);
-    return replace_product(g, n, "StaggeredMatMul", "_staggered",
-                           staggered_weight(*n->inputs[1]->constant, trans_b, lead), std::move(at));
+    return replace_product(g, n, "StaggeredMatMul", "_staggered", nk_weight(*n->inputs[1]->constant, trans_b, lead),
+                           std::move(at));
   }
 
   // n as a FusedMatMul with B stored [N, K] that writes the odd-width rows as they are (odd_gemm: the CUTLASS
@@ -213,8 +213,7 @@ class PadGemmWidth final : public Pass {
   static bool odd_width(ir::Graph& g, ir::Node* n, bool trans_b) {
     Attributes at;
     at.set("trans_b", int64_t{1});
-    return replace_product(g, n, "FusedMatMul", "_nk", staggered_weight(*n->inputs[1]->constant, trans_b, 0),
-                           std::move(at));
+    return replace_product(g, n, "FusedMatMul", "_nk", nk_weight(*n->inputs[1]->constant, trans_b, 0), std::move(at));
   }
 
   // n replaced by the kiln node `op` over (A, the constant w) under n's name, writing n's value.
