@@ -228,7 +228,7 @@ PY
           ms=$( (for kv in ${variants[$i]}; do export "$kv"; done
                  timeout 120 .devcarry/bin/kiln --onnx=$d/model.onnx --minShapes=$sh --optShapes=$sh --maxShapes=$sh \
                    --shapes=$sh --device=cuda --fp16 --useCudaGraph --noDataTransfers --iterations=500 --warmUp=200 \
-                   --duration=0 --verbose ${AB_FLAGS:-}) 2>&1 | tee "$OUT/ab_${m}_v${i}_$pass.log" |
+                   --duration=0 --verbose ${AB_FLAGS:-}) 2>&1 | tee "$OUT/ab_${m}_b${b}_v${i}_$pass.log" |
                 grep -m1 "^GPU Compute Time" | sed -E 's/.*median = ([0-9.]+) ms.*/\1/')
           row+=" ${ms:-failed} |"
         done
