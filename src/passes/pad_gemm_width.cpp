@@ -81,11 +81,11 @@ class PadGemmWidth final : public Pass {
         gemms.push_back(n.get());
     int padded = 0, casts = 0, staggered = 0, odd = 0;
     for (ir::Node* n : gemms) {
-      const int r = pad(g, ctx, n);
-      padded += r == 1 || r == 2;
-      casts += r == 2;
-      staggered += r == 3;
-      odd += r == 4;
+      const Outcome r = pad(g, ctx, n);
+      padded += r == Outcome::kPadded || r == Outcome::kPaddedCast;
+      casts += r == Outcome::kPaddedCast;
+      staggered += r == Outcome::kStaggered;
+      odd += r == Outcome::kOddWidth;
     }
     if (!padded && !staggered && !odd) return Status::Ok();
     ctx.changes += padded + staggered + odd;
@@ -99,31 +99,34 @@ class PadGemmWidth final : public Pass {
   }
 
  private:
-  // 0: left alone; 1: padded; 2: padded and the reader's Cast absorbed; 3: made a StaggeredMatMul; 4: left at the
-  // odd width as a FusedMatMul with B stored [N, K] (odd_gemm).
-  static int pad(ir::Graph& g, PassContext& ctx, ir::Node* n) {
+  // What became of one GEMM: left alone; padded; padded with the reader's Cast absorbed; made a StaggeredMatMul;
+  // left at its odd width as a FusedMatMul with B stored [N, K] (odd_gemm).
+  enum class Outcome { kLeft, kPadded, kPaddedCast, kStaggered, kOddWidth };
+
+  static Outcome pad(ir::Graph& g, PassContext& ctx, ir::Node* n) {
     const bool fused = n->domain == "kiln";
-    if (n->inputs.size() < 2 || n->outputs.size() != 1) return 0;
+    if (n->inputs.size() < 2 || n->outputs.size() != 1) return Outcome::kLeft;
     ir::Value *a = n->inputs[0], *b = n->inputs[1], *out = n->outputs[0];
     // A residual has the output's shape: it would need padding at run time.
-    if (fused && n->inputs.size() > 3 && n->inputs[3]) return 0;
+    if (fused && n->inputs.size() > 3 && n->inputs[3]) return Outcome::kLeft;
     if (!a || !b || !b->is_constant() || b->constant->rank() != 2 || !reduced_or_float(b->dtype) ||
         a->dtype != b->dtype || !a->rank_known || a->shape.size() < 2 || !out->rank_known || out->shape.empty())
-      return 0;
+      return Outcome::kLeft;
     int64_t tb = 0;
     if (fused) {
       auto t = n->attrs.get_int("trans_b", 0);
-      if (!t.ok()) return 0;
+      if (!t.ok()) return Outcome::kLeft;
       tb = *t;
     }
     const int axis = tb ? 0 : 1;  // B's N axis: [K, N], or [N, K] with trans_b
     const int64_t width = b->constant->dim(axis);
     const size_t es = dtype_size(b->dtype);
-    if (width < kMinWidth || width * static_cast<int64_t>(es) % 16 == 0) return 0;
-    if (!out->shape.back().is_static() || out->shape.back().value != width) return 0;
+    if (width < kMinWidth || width * static_cast<int64_t>(es) % 16 == 0) return Outcome::kLeft;
+    if (!out->shape.back().is_static() || out->shape.back().value != width) return Outcome::kLeft;
     ir::Value* bias = fused && n->inputs.size() > 2 ? n->inputs[2] : nullptr;
-    if (bias && (!bias->is_constant() || bias->constant->rank() != 1 || bias->constant->numel() != width)) return 0;
-    if (ctx.options.has_kernel && !ctx.options.has_kernel("Unpad", "kiln", b->dtype)) return 0;
+    if (bias && (!bias->is_constant() || bias->constant->rank() != 1 || bias->constant->numel() != width))
+      return Outcome::kLeft;
+    if (ctx.options.has_kernel && !ctx.options.has_kernel("Unpad", "kiln", b->dtype)) return Outcome::kLeft;
     const int64_t np = padded_width(width, es);
 
     // The value to hand back: the GEMM's own, or the converted one of a Cast that is its only reader.
@@ -143,12 +146,17 @@ class PadGemmWidth final : public Pass {
     }
 
     // odd_gemm: the product is left at its odd width, B stored [N, K] (already so: nothing to do).
-    if (!cast && ctx.options.odd_gemm && plain_product(n) && b->dtype != DataType::kFLOAT)
-      return fused && tb ? 0 : odd_width(g, n, tb != 0) ? 4 : 0;
+    if (!cast && ctx.options.odd_gemm && plain_product(n) && b->dtype != DataType::kFLOAT) {
+      if (fused && tb) return Outcome::kLeft;
+      odd_width(g, n, tb != 0);
+      return Outcome::kOddWidth;
+    }
     if (!cast && ctx.options.stagger_gemm && plain_product(n) &&
         stagger_pays(a, width, b->constant->numel(), es, ctx.options.opt_dims) &&
-        (!ctx.options.has_kernel || ctx.options.has_kernel("StaggeredMatMul", "kiln", b->dtype)))
-      return stagger(g, n, tb != 0) ? 3 : 0;
+        (!ctx.options.has_kernel || ctx.options.has_kernel("StaggeredMatMul", "kiln", b->dtype))) {
+      stagger(g, n, tb != 0);
+      return Outcome::kStaggered;
+    }
 
     g.set_node_input(n, 1, g.add_constant(b->name + "_padded", zero_padded(*b->constant, axis, np)));
     if (bias) g.set_node_input(n, 2, g.add_constant(bias->name + "_padded", zero_padded(*bias->constant, 0, np)));
@@ -171,7 +179,7 @@ class PadGemmWidth final : public Pass {
     g.replace_all_uses(target, y);
     if (target == out) g.set_node_input(u, 0, out);
     if (cast) match::record_fusion(u, {cast});
-    return cast ? 2 : 1;
+    return cast ? Outcome::kPaddedCast : Outcome::kPadded;
   }
 
   // Whether the row classes move fewer bytes than padding: each of the C classes' GEMMs reads all of B, where the
@@ -200,24 +208,24 @@ class PadGemmWidth final : public Pass {
   }
 
   // n (A [..., K] times the constant B) as a StaggeredMatMul under the same name, writing the same value.
-  static bool stagger(ir::Graph& g, ir::Node* n, bool trans_b) {
+  static void stagger(ir::Graph& g, ir::Node* n, bool trans_b) {
     const int64_t lead = ops::stagger_lead(dtype_size(n->inputs[1]->dtype));
     Attributes at;
     at.set("lead", lead);
-    return replace_product(g, n, "StaggeredMatMul", "_staggered", nk_weight(*n->inputs[1]->constant, trans_b, lead),
-                           std::move(at));
+    replace_product(g, n, "StaggeredMatMul", "_staggered", nk_weight(*n->inputs[1]->constant, trans_b, lead),
+                    std::move(at));
   }
 
   // n as a FusedMatMul with B stored [N, K] that writes the odd-width rows as they are (odd_gemm: the CUTLASS
   // kernels with element stores take it; without them, cuBLASLt with the odd leading dimension, correct and slow).
-  static bool odd_width(ir::Graph& g, ir::Node* n, bool trans_b) {
+  static void odd_width(ir::Graph& g, ir::Node* n, bool trans_b) {
     Attributes at;
     at.set("trans_b", int64_t{1});
-    return replace_product(g, n, "FusedMatMul", "_nk", nk_weight(*n->inputs[1]->constant, trans_b, 0), std::move(at));
+    replace_product(g, n, "FusedMatMul", "_nk", nk_weight(*n->inputs[1]->constant, trans_b, 0), std::move(at));
   }
 
   // n replaced by the kiln node `op` over (A, the constant w) under n's name, writing n's value.
-  static bool replace_product(ir::Graph& g, ir::Node* n, const std::string& op, const std::string& suffix, Tensor w_t,
+  static void replace_product(ir::Graph& g, ir::Node* n, const std::string& op, const std::string& suffix, Tensor w_t,
                               Attributes at) {
     ir::Value *a = n->inputs[0], *b = n->inputs[1], *out = n->outputs[0];
     ir::Value* w = g.add_constant(b->name + suffix, std::move(w_t));
@@ -233,7 +241,6 @@ class PadGemmWidth final : public Pass {
     g.replace_all_uses(out, y);
     g.remove_node(n);
     sm->name = name;  // the GEMM's own name, for profiles and layer information
-    return true;
   }
 };
 

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -70,12 +71,14 @@ inline std::vector<std::string> lt_tactics(int64_t rows, int64_t n, int64_t k, i
   return t;
 }
 
-// "cutlass_gelu_cC" / "cutlass_silu_cC" / "cutlass_res_cC": FusedMatMul's bias + erf-GELU, bias + SiLU or bias +
-// residual (no activation) layers as one CUTLASS kernel of configuration C (cutlass_gemm.h), where cuBLASLt leaves
-// the activation to a second pass (GELU, SiLU) or its tiles a partial last wave (residual). Offered where the build has the kernels and the layer fits them: float16/bfloat16, one
-// GEMM (not batched), N and K multiples of 8; erf GELU with B stored [K, N] (a MatMul's weights) and no residual,
-// SiLU with B stored [N, K] (trans_b: a 1x1 convolution's) and no residual, the residual kind with no activation
-// and B either way.
+// "cutlass_gelu_cC" / "cutlass_silu_cC" / "cutlass_res_cC" / "cutlass_odd_cC": FusedMatMul's bias + erf-GELU,
+// bias + SiLU or bias + residual (no activation) layers, or the product alone into rows of an odd width, as one
+// CUTLASS kernel of configuration C (cutlass_gemm.h), where cuBLASLt leaves the activation to a second pass (GELU,
+// SiLU), its tiles a partial last wave (residual) or the rows to be padded and compacted (odd width). Offered where
+// the build has the kernels and the layer fits them (cutlass_kind): float16/bfloat16, one GEMM (not batched), K a
+// multiple of 8 and N too but for the odd-width kind; erf GELU with B stored [K, N] (a MatMul's weights) and no
+// residual, SiLU with B stored [N, K] (trans_b: a 1x1 convolution's) and no residual, the residual kind with no
+// activation and B either way, the odd-width kind with B stored [N, K] and nothing added.
 inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
 inline constexpr const char* kCutlassSiluPrefix = "cutlass_silu_c";
 inline constexpr const char* kCutlassResPrefix = "cutlass_res_c";
@@ -83,12 +86,20 @@ inline constexpr const char* kCutlassOddPrefix = "cutlass_odd_c";
 inline constexpr int kCutlassGeluTactics = 4;  // configurations 0-3 (cutlass_gemm.h)
 inline constexpr int kCutlassSiluConfigs[] = {0, 2};
 inline constexpr int kCutlassResConfigs[] = {4};
-inline constexpr int kCutlassOddConfigs[] = {4, 1};
+inline constexpr int kCutlassOddConfigs[] = {4, 1};  // in timing order (cutlass_tactics)
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
 inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }
 inline std::string cutlass_res_tactic_name(int config) { return kCutlassResPrefix + std::to_string(config); }
 inline std::string cutlass_odd_tactic_name(int config) { return kCutlassOddPrefix + std::to_string(config); }
+
+// The names of a kind's configurations, in the order given.
+template <size_t N>
+std::vector<std::string> cutlass_tactic_names(std::string (*name)(int), const int (&configs)[N]) {
+  std::vector<std::string> names;
+  for (int c : configs) names.push_back(name(c));
+  return names;
+}
 
 // The kinds of CUTLASS kernel (cutlass_gemm.h): bias + erf GELU, bias + SiLU, bias + residual (no activation), and
 // the product alone into rows that are no whole number of 16-byte vectors (odd width).
@@ -153,8 +164,8 @@ inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms
   const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
   const bool few = sms > 0 && tiles < 2 * sms;
   switch (*kind) {
-    case CutlassAct::kResidual: return {cutlass_res_tactic_name(4)};
-    case CutlassAct::kOddWidth: return {cutlass_odd_tactic_name(4), cutlass_odd_tactic_name(1)};
+    case CutlassAct::kResidual: return cutlass_tactic_names(cutlass_res_tactic_name, kCutlassResConfigs);
+    case CutlassAct::kOddWidth: return cutlass_tactic_names(cutlass_odd_tactic_name, kCutlassOddConfigs);
     case CutlassAct::kGeluErf:
       if (few) return {cutlass_gelu_tactic_name(2), cutlass_gelu_tactic_name(0)};
       return {cutlass_gelu_tactic_name(1), cutlass_gelu_tactic_name(3)};

@@ -29,7 +29,7 @@ namespace kiln::cuda::cutlass_impl {
 // T: C is the layer's residual, read by the epilogue (beta 1).
 template <typename T, template <class> class Act, class LayoutB, class TileShape, class KernelSchedule,
           class EpilogueSchedule, class ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>,
-          class Scheduler = void, class ElementC = void>
+          class ElementC = void>
 struct ActGemm {
   using Layout = cutlass::layout::RowMajor;
   static constexpr int kAlign = 8;  // elements per 16 bytes
@@ -45,7 +45,7 @@ struct ActGemm {
       ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
       KernelSchedule>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue, Scheduler>;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
@@ -184,14 +184,13 @@ struct GeluErfFast<cutlass::Array<T, N>> {
   }
 };
 
-template <typename T, class Tile, class KS, class ES, class Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>,
-          class Scheduler = void>
-using GeluGemm = ActGemm<T, GeluErfFast, cutlass::layout::RowMajor, Tile, KS, ES, Cluster, Scheduler>;
+template <typename T, class Tile, class KS, class ES, class Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>>
+using GeluGemm = ActGemm<T, GeluErfFast, cutlass::layout::RowMajor, Tile, KS, ES, Cluster>;
 template <typename T, class Tile, class KS, class ES>
 using SiluGemm = ActGemm<T, cutlass::epilogue::thread::SiLu, cutlass::layout::ColumnMajor, Tile, KS, ES>;
-template <typename T, class LayoutB, class Tile, class KS, class ES, class Scheduler = void>
-using ResGemm = ActGemm<T, cutlass::epilogue::thread::Identity, LayoutB, Tile, KS, ES,
-                        cute::Shape<cute::_1, cute::_1, cute::_1>, Scheduler, T>;
+template <typename T, class LayoutB, class Tile, class KS, class ES>
+using ResGemm =
+    ActGemm<T, cutlass::epilogue::thread::Identity, LayoutB, Tile, KS, ES, cute::Shape<cute::_1, cute::_1, cute::_1>, T>;
 
 template <class Tag, typename T>
 Result<std::unique_ptr<CutlassGemm>> build(int m, int n, int k, bool bias, float alpha) {
@@ -228,10 +227,10 @@ Result<std::unique_ptr<CutlassGemm>> make_silu(int config, int m, int n, int k, 
 // No activation, the residual as C (beta 1): a transformer's attention output projection (a Gemm: B stored
 // [N, K]) and FFN2 (a MatMul: B [K, N]), whose N = 768 leaves 1.45 waves of 128x256 tiles on 132 SMs at bert's
 // batch 64: configuration 4 (ping-pong 128x128).
-template <typename T, class Tile, class KS, class ES, class Scheduler = void>
+template <typename T, class Tile, class KS, class ES>
 Result<std::unique_ptr<CutlassGemm>> build_res(bool trans_b, int m, int n, int k, bool bias, float alpha) {
-  if (trans_b) return build<ResGemm<T, cutlass::layout::ColumnMajor, Tile, KS, ES, Scheduler>, T>(m, n, k, bias, alpha);
-  return build<ResGemm<T, cutlass::layout::RowMajor, Tile, KS, ES, Scheduler>, T>(m, n, k, bias, alpha);
+  if (trans_b) return build<ResGemm<T, cutlass::layout::ColumnMajor, Tile, KS, ES>, T>(m, n, k, bias, alpha);
+  return build<ResGemm<T, cutlass::layout::RowMajor, Tile, KS, ES>, T>(m, n, k, bias, alpha);
 }
 
 template <typename T>
