@@ -30,7 +30,7 @@
 namespace kiln::cuda {
 
 // The kernel configurations, by tactic index: tile shape and schedule (GELU: 0-3; SiLU: 0 and 2; residual: 4; odd
-// width: 4 and 1, with the no-shared-memory epilogue in place of the TMA one).
+// width: 4, whose epilogue stages rows in shared memory and stores them element by element, in place of TMA).
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
@@ -42,7 +42,8 @@ namespace kiln::cuda {
 // residual), slower than 1 and 3 at bert's and vit's b64 and than cuBLASLt + the pass at b1 on an H100 in two
 // sessions (bench/NOTES.md), each ~45 s of compile per type. Kernel set 5 dropped the cooperative 128x192 residual
 // and bias-only kernels (configuration 5), which lost to the ping-pong residual kernel or to cuBLASLt at every
-// shape timed (vit's and bert's out-projection and FFN2, bert's and gpt2's QKV).
+// shape timed (vit's and bert's out-projection and FFN2, bert's and gpt2's QKV). Kernel set 7 dropped the odd-width kernels with CUTLASS's no-shared-memory epilogue
+// (configurations 4 and 1): 1.32 and 1.34 ms at gpt2's lm_head b32 against 0.47 for the padded GEMM.
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
 // pointer changed since the last run. c: the residual [M, N] of a kResidual kernel, else null.
@@ -60,8 +61,8 @@ class CutlassGemm {
 // ping-pong and stream-K GELU kernels and the stream-K residual one dropped (an engine or cache that names one
 // takes cuBLASLt and the pass, with a warning); the cooperative 128x192 residual and bias-only kernels added; the
 // GELU epilogue from erfc's scaled form (gelu_erfc.h); 5: the 128x192 residual and bias-only kernels dropped; 6: the
-// odd-width kernels added.
-inline constexpr int kCutlassKernelSet = 6;
+// odd-width kernels added; 7: the odd-width kernel's epilogue staged in shared memory, the cooperative one dropped.
+inline constexpr int kCutlassKernelSet = 7;
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
 bool cutlass_gemm_available();

@@ -12,6 +12,7 @@
 #include "cutlass/cutlass.h"
 #include "cutlass/version.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/collective/sm70_epilogue_vectorized.hpp"
 #include "cutlass/epilogue/fusion/operations.hpp"
 #include "cutlass/epilogue/thread/activation.h"
 #include "cutlass/gemm/collective/collective_builder.hpp"
@@ -50,21 +51,36 @@ struct ActGemm {
 };
 
 // D = alpha * A B with D's rows of any number of elements (gpt2's lm_head: 50257 halves, no whole number of 16-byte
-// vectors, so no TMA store): B stored [N, K] (its rows of K are aligned whatever N is, so the mainloop keeps TMA),
-// and CUTLASS's no-shared-memory epilogue, which stores each element from registers with a bounds predicate. No
-// bias, no C. It replaces pad_gemm_width's padded GEMM and the Unpad's read and second write of the output with
-// narrower stores (KILN_ODD_GEMM=1; bench/NOTES.md has the prediction).
+// vectors, so no TMA store): B stored [N, K] (its rows of K are aligned whatever N is, so the mainloop keeps TMA).
+// The epilogue stages each warp group's 64-row half tile in shared memory as floats (rows padded by 8 floats, so
+// the accumulator fragments' stores spread over the banks), then each of the 128 threads takes one column: a warp
+// stores 32 consecutive elements of one row, 64 contiguous bytes, under a bounds predicate. CUTLASS's
+// no-shared-memory epilogue stored from the accumulator fragments directly, 16-byte pieces of eight rows per
+// instruction: 1.32 ms at gpt2 b32 against 0.47 for the padded GEMM (bench/NOTES.md). Ping-pong 128x128 only: one
+// warp group's epilogue overlaps the other's main loop, and the two take turns in the staging buffer. No bias, no C.
+// It replaces pad_gemm_width's padded GEMM and the Unpad's read and second write of the output (KILN_ODD_GEMM=1).
 template <typename T, class TileShape, class KernelSchedule>
 struct OddGemm {
+  static_assert(std::is_same_v<KernelSchedule, cutlass::gemm::KernelTmaWarpSpecializedPingpong>,
+                "the staging buffer holds one warp group's 64 rows: ping-pong only");
   using Layout = cutlass::layout::RowMajor;
+  using Stride = cutlass::detail::TagToStrideC_t<Layout>;
   static constexpr int kAlign = 8;  // A's and B's rows of K
   static constexpr bool kHasC = false;
   static constexpr bool kHasBias = false;
-  using Fusion = cutlass::epilogue::fusion::LinearCombination<T, float, void, float>;
-  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, cute::Shape<cute::_1, cute::_1, cute::_1>,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, Layout, 1, T, Layout, 1,
-      cutlass::epilogue::NoSmemWarpSpecialized, Fusion>::CollectiveOp;
+  static constexpr int kTileN = cute::size<1>(TileShape{});
+  using ThreadOp = cutlass::epilogue::thread::LinearCombination<T, 1, float, float,
+                                                                cutlass::epilogue::thread::ScaleType::OnlyAlphaScaling,
+                                                                cutlass::FloatRoundStyle::round_to_nearest, T>;
+  using SmemLayout = cute::Layout<cute::Shape<cute::_64, cute::Int<kTileN>>, cute::Stride<cute::Int<kTileN + 8>, cute::_1>>;
+  using CopyR2S = cute::Copy_Atom<cute::AutoVectorizingCopyWithAssumedAlignment<64>, float>;
+  using TiledCopyS2R = decltype(cute::make_tiled_copy(cute::Copy_Atom<cute::UniversalCopy<float>, float>{},
+                                                      cute::Layout<cute::Shape<cute::_1, cute::_128>>{},
+                                                      cute::Layout<cute::Shape<cute::_1, cute::_1>>{}));
+  using CopyR2G = cute::Copy_Atom<cute::UniversalCopy<T>, T>;
+  using Epilogue = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<
+      cutlass::epilogue::collective::Epilogue<Stride, Stride, ThreadOp, SmemLayout, CopyR2S, TiledCopyS2R, CopyR2G,
+                                              cutlass::epilogue::EpilogueSimtVectorized>>;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, cutlass::layout::ColumnMajor, kAlign,
       float, TileShape, cute::Shape<cute::_1, cute::_1, cute::_1>,
@@ -243,14 +259,13 @@ Result<std::unique_ptr<CutlassGemm>> make_res(int config, bool trans_b, int m, i
   }
 }
 
-// D's rows of any width (OddGemm, B stored [N, K]): configurations 4 (ping-pong 128x128: one warp group's element
-// stores overlap the other's main loop) and 1 (cooperative 128x256).
+// D's rows of any width (OddGemm, B stored [N, K]): configuration 4 (ping-pong 128x128, rows staged in shared
+// memory).
 template <typename T>
 Result<std::unique_ptr<CutlassGemm>> make_odd(int config, int m, int n, int k, bool bias, float alpha) {
   using namespace cute;
   if (bias) return unsupported("the CUTLASS odd-width GEMM adds no bias");
   switch (config) {
-    case 1: return build<OddGemm<T, Shape<_128, _256, _64>, Coop>, T>(m, n, k, false, alpha);
     case 4: return build<OddGemm<T, Shape<_128, _128, _64>, Ping>, T>(m, n, k, false, alpha);
     default: return unsupported("no CUTLASS odd-width GEMM configuration " + std::to_string(config));
   }
