@@ -153,7 +153,7 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   o.available = o.reduced_type = o.no_act = o.trans_b = true;
   o.m = 4096, o.n = 50257, o.k = 768;
   EXPECT_EQ(cutlass_kind(o), CutlassAct::kOddWidth);
-  EXPECT_EQ(cutlass_tactics(o, 132), (std::vector<std::string>{"cutlass_odd_c4"}));
+  EXPECT_EQ(cutlass_tactics(o, 132), (std::vector<std::string>{"cutlass_odd_c1", "cutlass_odd_c4"}));
   for (auto change : {+[](CutlassProblem& p) { p.bias = true; }, +[](CutlassProblem& p) { p.trans_b = false; },
                       +[](CutlassProblem& p) { p.no_act = false, p.gelu_erf = true; },
                       +[](CutlassProblem& p) { p.residual = true; }, +[](CutlassProblem& p) { p.k = 770; }}) {
@@ -166,7 +166,7 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_FALSE(cutlass_kind(og).has_value());
   EXPECT_EQ(parse_cutlass_tactic("cutlass_odd_c4").act, CutlassAct::kOddWidth);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_odd_c4").config, 4);
-  EXPECT_EQ(parse_cutlass_tactic("cutlass_odd_c1").config, -1);  // element stores: measured and dropped (set 7)
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_odd_c1").config, 1);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_odd_c0").config, -1);  // not built
   const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
   const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});

@@ -86,7 +86,7 @@ inline constexpr const char* kCutlassOddPrefix = "cutlass_odd_c";
 inline constexpr int kCutlassGeluTactics = 4;  // configurations 0-3 (cutlass_gemm.h)
 inline constexpr int kCutlassSiluConfigs[] = {0, 2};
 inline constexpr int kCutlassResConfigs[] = {4};
-inline constexpr int kCutlassOddConfigs[] = {4};
+inline constexpr int kCutlassOddConfigs[] = {1, 4};  // in timing order (cutlass_tactics)
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
 inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }

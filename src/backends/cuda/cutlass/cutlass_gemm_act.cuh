@@ -4,6 +4,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -12,7 +13,6 @@
 #include "cutlass/cutlass.h"
 #include "cutlass/version.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
-#include "cutlass/epilogue/collective/sm70_epilogue_vectorized.hpp"
 #include "cutlass/epilogue/fusion/operations.hpp"
 #include "cutlass/epilogue/thread/activation.h"
 #include "cutlass/gemm/collective/collective_builder.hpp"
@@ -50,37 +50,157 @@ struct ActGemm {
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 };
 
-// D = alpha * A B with D's rows of any number of elements (gpt2's lm_head: 50257 halves, no whole number of 16-byte
-// vectors, so no TMA store): B stored [N, K] (its rows of K are aligned whatever N is, so the mainloop keeps TMA).
-// The epilogue stages each warp group's 64-row half tile in shared memory as floats (rows padded by 8 floats, so
-// the accumulator fragments' stores spread over the banks), then each of the 128 threads takes one column: a warp
-// stores 32 consecutive elements of one row, 64 contiguous bytes, under a bounds predicate. CUTLASS's
-// no-shared-memory epilogue stored from the accumulator fragments directly, 16-byte pieces of eight rows per
-// instruction: 1.32 ms at gpt2 b32 against 0.47 for the padded GEMM (bench/NOTES.md). Ping-pong 128x128 only: one
-// warp group's epilogue overlaps the other's main loop, and the two take turns in the staging buffer. No bias, no C.
-// It replaces pad_gemm_width's padded GEMM and the Unpad's read and second write of the output (KILN_ODD_GEMM=1).
+// The epilogue of the odd-width GEMM (OddGemm): D = alpha * acc into rows of any number of elements, which no TMA
+// store takes (gpt2's lm_head: 50257 halves). The tile goes through shared memory in kStageM x kStageN blocks,
+// converted, every row shifted right by its own misalignment in global memory (where its first element sits in a
+// 16-byte piece), so that the staged row's 16-byte pieces fall on the output row's. Then 16 lanes store a row: one
+// 16-byte store each, and the partial first and last pieces (8 elements in all) one element per lane; the tile
+// that N cuts takes element stores past the whole pieces. Measured before it (bench/NOTES.md, gpt2 b32, against 0.47
+// ms for the padded GEMM): CUTLASS's no-shared-memory epilogue (16-byte pieces of eight rows per warp store, half
+// filled) 1.32 ms; its SIMT shared-memory one (an element per thread) 0.78 ms; this one with the edge elements
+// stored by one lane in a loop 1.02 ms. kThreads: the threads that run the epilogue together (the ping-pong
+// kernel's one warp group at a time, which CUTLASS orders, so the two share the buffer; the cooperative kernel's
+// two).
+template <typename T, int kTileM, int kTileN, int kThreads>
+class OddRowEpilogue {
+ public:
+  using ThreadEpilogueOp = cutlass::epilogue::thread::LinearCombination<
+      T, 1, float, float, cutlass::epilogue::thread::ScaleType::OnlyAlphaScaling,
+      cutlass::FloatRoundStyle::round_to_nearest, T>;
+  using ElementOutput = T;
+  using ElementAccumulator = float;
+  using ElementCompute = float;
+  using ElementScalar = float;
+  using ElementC = T;
+  using ElementD = T;
+  using StrideC = cutlass::detail::TagToStrideC_t<cutlass::layout::RowMajor>;
+  using StrideD = StrideC;
+  using GmemTiledCopyC = void;
+  using GmemTiledCopyD = void;
+  static constexpr int kStageN = 128;                            // 16 pieces of 8: 16 lanes a row
+  static constexpr int kStageM = kThreads == 128 ? 64 : kTileM;  // 35 KB at 128 x 128
+  static constexpr int kPitch = kStageN + 8;                     // room for a shift of up to 7; 16-byte rows
+  static_assert(kTileM % kStageM == 0 && kTileN % kStageN == 0, "whole staging blocks");
+
+  struct SharedStorage {
+    alignas(16) T rows[kStageM * kPitch];
+  };
+  using TensorStorage = SharedStorage;
+
+  struct Arguments {
+    typename ThreadEpilogueOp::Params thread{};
+    ElementC const* ptr_C = nullptr;
+    StrideC dC{};
+    ElementD* ptr_D = nullptr;
+    StrideD dD{};
+  };
+  using Params = Arguments;
+
+  template <class ProblemShape>
+  static constexpr Params to_underlying_arguments(ProblemShape const&, Arguments const& args, void*) {
+    return args;
+  }
+  template <class ProblemShape>
+  static size_t get_workspace_size(ProblemShape const&, Arguments const&) {
+    return 0;
+  }
+  template <class ProblemShape>
+  static cutlass::Status initialize_workspace(ProblemShape const&, Arguments const&, void*, cudaStream_t,
+                                              cutlass::CudaHostAdapter* = nullptr) {
+    return cutlass::Status::kSuccess;
+  }
+  template <class ProblemShape>
+  static bool can_implement(ProblemShape const& problem, Arguments const& args) {
+    // Row-major D (unit column stride), one matrix.
+    return cute::get<1>(args.dD) == 1 && cute::get<3>(problem) == 1;
+  }
+
+  CUTLASS_HOST_DEVICE explicit OddRowEpilogue(Params const& params) : params_(params) {}
+  CUTLASS_DEVICE bool is_source_needed() { return false; }
+
+  template <class ProblemShapeMNKL, class BlockShapeMNK, class BlockCoordMNKL, class FrgEngine, class FrgLayout,
+            class TiledMma, class ResidueMNK>
+  CUTLASS_DEVICE void operator()(ProblemShapeMNKL problem, BlockShapeMNK blk_shape, BlockCoordMNKL blk_coord,
+                                 cute::Tensor<FrgEngine, FrgLayout> const& acc, TiledMma tiled_mma, ResidueMNK,
+                                 int thread_idx, char* smem_buf) {
+    using namespace cute;
+    static_assert(size<0>(BlockShapeMNK{}) == kTileM && size<1>(BlockShapeMNK{}) == kTileN, "the tile's shape");
+    const int m_total = get<0>(problem), n_total = get<1>(problem);
+    const int64_t ld = get<0>(params_.dD);
+    const int ld8 = static_cast<int>(ld % 8);
+    const int m0 = static_cast<int>(get<0>(blk_coord)) * kTileM;
+    const int n0 = static_cast<int>(get<1>(blk_coord)) * kTileN;
+    const float alpha = params_.thread.alpha;
+    T* stage = reinterpret_cast<SharedStorage*>(smem_buf)->rows;
+    T* d = params_.ptr_D;
+    // Each accumulator element's (row, column) in the tile, partitioned as the accumulators are.
+    Tensor coords = tiled_mma.get_slice(thread_idx).partition_C(make_identity_tensor(take<0, 2>(blk_shape)));
+    const int team = thread_idx / 16, lane = thread_idx % 16;
+    CUTLASS_PRAGMA_UNROLL
+    for (int sm = 0; sm < kTileM / kStageM; ++sm) {
+      CUTLASS_PRAGMA_UNROLL
+      for (int sn = 0; sn < kTileN / kStageN; ++sn) {
+        const int r0 = sm * kStageM, c0 = sn * kStageN;
+        // Where element n0 + c0 of row m0 + r0 sits in its 16-byte piece; row r's is that + r * ld, mod 8.
+        const int shift0 = static_cast<int>((reinterpret_cast<uintptr_t>(d + (m0 + r0) * ld + n0 + c0) / sizeof(T)) % 8);
+        CUTLASS_PRAGMA_UNROLL
+        for (int i = 0; i < size(acc); ++i) {
+          const int r = get<0>(coords(i)) - r0, c = get<1>(coords(i)) - c0;
+          if (r >= 0 && r < kStageM && c >= 0 && c < kStageN)
+            stage[r * kPitch + c + ((shift0 + r * ld8) & 7)] = static_cast<T>(alpha * acc(i));
+        }
+        cutlass::arch::NamedBarrier::sync(kThreads, cutlass::arch::ReservedNamedBarriers::EpilogueBarrier);
+        const int cols = n_total - n0 - c0 < kStageN ? n_total - n0 - c0 : kStageN;
+        for (int r = team; r < kStageM; r += kThreads / 16) {
+          const int row = m0 + r0 + r;
+          if (row >= m_total || cols <= 0) break;
+          const int shift = (shift0 + r * ld8) & 7;
+          T* out = d + row * ld + n0 + c0 - shift;  // 16-byte aligned: piece p is out[8p, 8p + 8)
+          const T* in = stage + r * kPitch;
+          if (cols == kStageN) {
+            // Pieces 1-15 whole, piece 0 whole unless shifted; then the shifted row's 8 edge elements: piece 0's
+            // last 8 - shift and piece 16's first shift.
+            if (lane > 0 || shift == 0)
+              *reinterpret_cast<uint4*>(out + 8 * lane) = *reinterpret_cast<const uint4*>(in + 8 * lane);
+            if (shift > 0 && lane < 8) {
+              const int e = lane < 8 - shift ? shift + lane : kStageN + lane - (8 - shift);
+              out[e] = in[e];
+            }
+          } else {
+            // N ends inside this block: whole pieces where they fit, elements past them.
+            for (int p = lane; p <= kStageN / 8; p += 16) {
+              const int lo = 8 * p > shift ? 8 * p : shift;
+              const int hi = 8 * p + 8 < shift + cols ? 8 * p + 8 : shift + cols;
+              if (lo >= hi) continue;
+              if (lo == 8 * p && hi == 8 * p + 8) {
+                *reinterpret_cast<uint4*>(out + 8 * p) = *reinterpret_cast<const uint4*>(in + 8 * p);
+              } else {
+                for (int e = lo; e < hi; ++e) out[e] = in[e];
+              }
+            }
+          }
+        }
+        cutlass::arch::NamedBarrier::sync(kThreads, cutlass::arch::ReservedNamedBarriers::EpilogueBarrier);
+      }
+    }
+  }
+
+ private:
+  Params params_;
+};
+
+// D = alpha * A B with D's rows of any number of elements (OddRowEpilogue): B stored [N, K] (its rows of K are
+// aligned whatever N is, so the mainloop keeps TMA). No bias, no C. It replaces pad_gemm_width's padded GEMM and
+// the Unpad's read and second write of the output (KILN_ODD_GEMM=1).
 template <typename T, class TileShape, class KernelSchedule>
 struct OddGemm {
-  static_assert(std::is_same_v<KernelSchedule, cutlass::gemm::KernelTmaWarpSpecializedPingpong>,
-                "the staging buffer holds one warp group's 64 rows: ping-pong only");
+  static constexpr bool kPingpong = std::is_same_v<KernelSchedule, cutlass::gemm::KernelTmaWarpSpecializedPingpong>;
   using Layout = cutlass::layout::RowMajor;
-  using Stride = cutlass::detail::TagToStrideC_t<Layout>;
   static constexpr int kAlign = 8;  // A's and B's rows of K
   static constexpr bool kHasC = false;
   static constexpr bool kHasBias = false;
-  static constexpr int kTileN = cute::size<1>(TileShape{});
-  using ThreadOp = cutlass::epilogue::thread::LinearCombination<T, 1, float, float,
-                                                                cutlass::epilogue::thread::ScaleType::OnlyAlphaScaling,
-                                                                cutlass::FloatRoundStyle::round_to_nearest, T>;
-  using SmemLayout = cute::Layout<cute::Shape<cute::_64, cute::Int<kTileN>>, cute::Stride<cute::Int<kTileN + 8>, cute::_1>>;
-  using CopyR2S = cute::Copy_Atom<cute::AutoVectorizingCopyWithAssumedAlignment<64>, float>;
-  using TiledCopyS2R = decltype(cute::make_tiled_copy(cute::Copy_Atom<cute::UniversalCopy<float>, float>{},
-                                                      cute::Layout<cute::Shape<cute::_1, cute::_128>>{},
-                                                      cute::Layout<cute::Shape<cute::_1, cute::_1>>{}));
-  using CopyR2G = cute::Copy_Atom<cute::UniversalCopy<T>, T>;
   using Epilogue = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<
-      cutlass::epilogue::collective::Epilogue<Stride, Stride, ThreadOp, SmemLayout, CopyR2S, TiledCopyS2R, CopyR2G,
-                                              cutlass::epilogue::EpilogueSimtVectorized>>;
+      OddRowEpilogue<T, cute::size<0>(TileShape{}), cute::size<1>(TileShape{}), kPingpong ? 128 : 256>>;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, cutlass::layout::ColumnMajor, kAlign,
       float, TileShape, cute::Shape<cute::_1, cute::_1, cute::_1>,
@@ -259,13 +379,15 @@ Result<std::unique_ptr<CutlassGemm>> make_res(int config, bool trans_b, int m, i
   }
 }
 
-// D's rows of any width (OddGemm, B stored [N, K]): configuration 4 (ping-pong 128x128, rows staged in shared
-// memory).
+// D's rows of any width (OddGemm, B stored [N, K]): configurations 1 (cooperative 128x256: the large tile of the
+// padded route's fastest cuBLASLt kernels) and 4 (ping-pong 128x128: one warp group's epilogue under the other's main
+// loop).
 template <typename T>
 Result<std::unique_ptr<CutlassGemm>> make_odd(int config, int m, int n, int k, bool bias, float alpha) {
   using namespace cute;
   if (bias) return unsupported("the CUTLASS odd-width GEMM adds no bias");
   switch (config) {
+    case 1: return build<OddGemm<T, Shape<_128, _256, _64>, Coop>, T>(m, n, k, false, alpha);
     case 4: return build<OddGemm<T, Shape<_128, _128, _64>, Ping>, T>(m, n, k, false, alpha);
     default: return unsupported("no CUTLASS odd-width GEMM configuration " + std::to_string(config));
   }
