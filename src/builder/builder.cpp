@@ -167,27 +167,6 @@ class ErrorsOnlyLogger final : public ILogger {
   ILogger& to_;
 };
 
-// Each symbolic input dim's opt value in the first profile, by the symbol's name; a symbol given two different
-// values (by two inputs' dims) is left out, as no one size stands for it.
-std::map<std::string, int64_t> opt_dims_by_symbol(const ir::Graph& g, const BuilderConfig& config) {
-  std::map<std::string, int64_t> dims;
-  std::set<std::string> ambiguous;
-  if (config.profiles().empty()) return dims;
-  const auto& shapes = config.profiles()[0].shapes();
-  for (const ir::Value* v : g.inputs()) {
-    auto it = shapes.find(v->name);
-    if (it == shapes.end() || it->second.opt.size() != v->shape.size()) continue;
-    for (size_t i = 0; i < v->shape.size(); ++i) {
-      const std::string& sym = v->shape[i].sym;
-      if (v->shape[i].is_static() || sym.empty()) continue;
-      auto [at, fresh] = dims.emplace(sym, it->second.opt[i]);
-      if (!fresh && at->second != it->second.opt[i]) ambiguous.insert(sym);
-    }
-  }
-  for (const std::string& s : ambiguous) dims.erase(s);
-  return dims;
-}
-
 // The shapes an engine is tuned and timed at: each input's first-profile opt shape, else its static shape.
 std::vector<Dims> opt_shapes(const runtime::EnginePlan& plan) {
   std::vector<Dims> shapes;
@@ -470,14 +449,15 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   // A LayerNorm taking in its input's lookup and Add and its output's Cast (fuse_add_layernorm,
   // fuse_layernorm_output_cast): opt-in until their CUDA kernels have run on a GPU.
   KILN_RETURN_IF_ERROR(env_switch("KILN_FUSE_LAYERNORM_IO", &opts.layernorm_io));
-  // pad_gemm_width: an odd-width GEMM output written in place by row classes (kiln StaggeredMatMul) instead of
-  // padded rows and an Unpad: opt-in (an H100 timed gpt2 b32 1.5x slower with it).
-  KILN_RETURN_IF_ERROR(env_switch("KILN_STAGGER_GEMM", &opts.stagger_gemm));
-  // pad_gemm_width: an odd-width float16/bfloat16 GEMM left unpadded for the CUTLASS kernels that store any width:
-  // opt-in until a GPU has timed it.
+  // pad_gemm_width: an odd-width float16/bfloat16 product left unpadded where the backend stores rows of any width
+  // at full speed (the CUDA backend's CUTLASS kernels: gpt2 b32 -5.3% on an H100, bench/NOTES.md); KILN_ODD_GEMM=0
+  // or 1 overrides.
+  if (on_device) {
+    auto backend = runtime::device_backend(config.backend());
+    opts.odd_gemm = backend.ok() && (*backend)->odd_width_gemm();
+  }
   KILN_RETURN_IF_ERROR(env_switch("KILN_ODD_GEMM", &opts.odd_gemm));
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
-  opts.opt_dims = opt_dims_by_symbol(source, config);
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
   if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};
   passes::PassManager pm(passes::pipeline_for(config.backend()));

@@ -3,15 +3,13 @@
 // kiln::Unpad layer gives the graph its [..., N] value back. cuBLASLt's Hopper (TMA) kernels need 16-byte aligned
 // row pitches; with an odd pitch it falls back to kernels at about a third of the tensor cores' rate. Where the
 // only reader is a Cast (the float32 output cast lowering leaves), Unpad absorbs it, so the padding costs no pass.
-// With PassOptions::stagger_gemm (KILN_STAGGER_GEMM=1), a GEMM that only multiplies and has no Cast to absorb
-// becomes a kiln::StaggeredMatMul instead, whose CUDA kernel writes the odd-width rows in place by row classes
-// (ops/staggered_matmul.cpp): the output is written once, not padded, read and written again. With
-// PassOptions::odd_gemm (KILN_ODD_GEMM=1), such a float16/bfloat16 GEMM stays at its odd width as a FusedMatMul with
-// B stored [N, K], which the CUDA backend's CUTLASS kernels with element stores run (cutlass_odd_c*).
+// With PassOptions::odd_gemm (set where the device backend stores rows of any width at full speed: the CUDA
+// backend's CUTLASS kernels, cutlass_odd_c*), a float16/bfloat16 GEMM that only multiplies and has no Cast to absorb
+// stays at its odd width instead, as a FusedMatMul with B stored [N, K]: the output is written once, not padded,
+// read and written again.
 #include <cstring>
 
 #include "ops/op_util.h"
-#include "ops/staggered_matmul.h"
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
 
@@ -47,14 +45,13 @@ Tensor zero_padded(const Tensor& t, int axis, int64_t size) {
   return p;
 }
 
-// B as [lead + N, K] (StaggeredMatMul's B; with lead 0, the odd-width FusedMatMul's): B's N rows of K (B stored
-// [N, K] when trans_b, else [K, N] and transposed here) below `lead` rows of zeros.
-Tensor nk_weight(const Tensor& b, bool trans_b, int64_t lead) {
+// B as [N, K] (the odd-width FusedMatMul's): B stored [N, K] when trans_b, else [K, N] and transposed here.
+Tensor nk_weight(const Tensor& b, bool trans_b) {
   const int64_t n = trans_b ? b.dim(0) : b.dim(1), k = trans_b ? b.dim(1) : b.dim(0);
-  Tensor w(b.dtype(), {lead + n, k});  // zero-filled
+  Tensor w(b.dtype(), {n, k});
   const size_t es = dtype_size(b.dtype());
   const auto* src = static_cast<const uint8_t*>(b.raw());
-  auto* dst = static_cast<uint8_t*>(w.raw()) + lead * k * es;
+  auto* dst = static_cast<uint8_t*>(w.raw());
   if (trans_b) {
     std::memcpy(dst, src, n * k * es);
   } else {
@@ -79,29 +76,27 @@ class PadGemmWidth final : public Pass {
     for (auto& n : g.nodes())
       if ((n->op_type == "MatMul" && n->domain.empty()) || (n->op_type == "FusedMatMul" && n->domain == "kiln"))
         gemms.push_back(n.get());
-    int padded = 0, casts = 0, staggered = 0, odd = 0;
+    int padded = 0, casts = 0, odd = 0;
     for (ir::Node* n : gemms) {
       const Outcome r = pad(g, ctx, n);
       padded += r == Outcome::kPadded || r == Outcome::kPaddedCast;
       casts += r == Outcome::kPaddedCast;
-      staggered += r == Outcome::kStaggered;
       odd += r == Outcome::kOddWidth;
     }
-    if (!padded && !staggered && !odd) return Status::Ok();
-    ctx.changes += padded + staggered + odd;
+    if (!padded && !odd) return Status::Ok();
+    ctx.changes += padded + odd;
     fusion::prune_dead_nodes(g);
     KILN_RETURN_IF_ERROR(g.topo_sort());
     ctx.verbose("pad_gemm_width: " + std::to_string(padded) + " GEMM outputs padded to a 16-byte row pitch (" +
-                std::to_string(casts) + " output casts absorbed), " + std::to_string(staggered) +
-                " written in place by row classes (StaggeredMatMul), " + std::to_string(odd) +
+                std::to_string(casts) + " output casts absorbed), " + std::to_string(odd) +
                 " left at their odd width with B stored [N, K]");
     return Status::Ok();
   }
 
  private:
-  // What became of one GEMM: left alone; padded; padded with the reader's Cast absorbed; made a StaggeredMatMul;
-  // left at its odd width as a FusedMatMul with B stored [N, K] (odd_gemm).
-  enum class Outcome { kLeft, kPadded, kPaddedCast, kStaggered, kOddWidth };
+  // What became of one GEMM: left alone; padded; padded with the reader's Cast absorbed; left at its odd width as a
+  // FusedMatMul with B stored [N, K] (odd_gemm).
+  enum class Outcome { kLeft, kPadded, kPaddedCast, kOddWidth };
 
   static Outcome pad(ir::Graph& g, PassContext& ctx, ir::Node* n) {
     const bool fused = n->domain == "kiln";
@@ -145,17 +140,14 @@ class PadGemmWidth final : public Pass {
       }
     }
 
-    // odd_gemm: the product is left at its odd width, B stored [N, K] (already so: nothing to do).
-    if (!cast && ctx.options.odd_gemm && plain_product(n) && b->dtype != DataType::kFLOAT) {
+    // odd_gemm: the product is left at its odd width, B stored [N, K] (already so: nothing to do). The kernels that
+    // store any width load A's and B's rows of K by TMA: K must make 16-byte rows.
+    const int64_t k = b->constant->dim(1 - axis);
+    if (!cast && ctx.options.odd_gemm && plain_product(n) && b->dtype != DataType::kFLOAT &&
+        k * static_cast<int64_t>(es) % 16 == 0) {
       if (fused && tb) return Outcome::kLeft;
       odd_width(g, n, tb != 0);
       return Outcome::kOddWidth;
-    }
-    if (!cast && ctx.options.stagger_gemm && plain_product(n) &&
-        stagger_pays(a, width, b->constant->numel(), es, ctx.options.opt_dims) &&
-        (!ctx.options.has_kernel || ctx.options.has_kernel("StaggeredMatMul", "kiln", b->dtype))) {
-      stagger(g, n, tb != 0);
-      return Outcome::kStaggered;
     }
 
     g.set_node_input(n, 1, g.add_constant(b->name + "_padded", zero_padded(*b->constant, axis, np)));
@@ -182,23 +174,6 @@ class PadGemmWidth final : public Pass {
     return cast ? Outcome::kPaddedCast : Outcome::kPadded;
   }
 
-  // Whether the row classes move fewer bytes than padding: each of the C classes' GEMMs reads all of B, where the
-  // padded GEMM reads it once but its output is written, read and written again by Unpad. So C B < 2 Y + B: rows
-  // enough that the output outweighs the extra reads of B (gpt2's lm_head: C = 8, B 77 MB, from ~2700 rows of
-  // 50257 halves on). A's rows are counted at the engine's opt shapes where a dim is symbolic (opt_dims: gpt2's
-  // batch); a dim with no known size declines.
-  static bool stagger_pays(const ir::Value* a, int64_t width, int64_t b_elems, size_t es,
-                           const std::map<std::string, int64_t>& opt_dims) {
-    int64_t rows = 1;
-    for (size_t i = 0; i + 1 < a->shape.size(); ++i) {
-      const ops::Dim& d = a->shape[i];
-      auto it = d.is_static() || d.sym.empty() ? opt_dims.end() : opt_dims.find(d.sym);
-      if (!d.is_static() && it == opt_dims.end()) return false;
-      rows *= d.is_static() ? d.value : it->second;
-    }
-    return (ops::stagger_classes(width, es) - 1) * b_elems < 2 * rows * width;
-  }
-
   // A MatMul, or a FusedMatMul that adds nothing to the product (no bias, residual, activation or scale).
   static bool plain_product(const ir::Node* n) {
     if (n->domain.empty()) return true;
@@ -207,21 +182,13 @@ class PadGemmWidth final : public Pass {
     return n->inputs.size() == 2 && act.ok() && *act == "none" && alpha.ok() && *alpha == 1.0f;
   }
 
-  // n (A [..., K] times the constant B) as a StaggeredMatMul under the same name, writing the same value.
-  static void stagger(ir::Graph& g, ir::Node* n, bool trans_b) {
-    const int64_t lead = ops::stagger_lead(dtype_size(n->inputs[1]->dtype));
-    Attributes at;
-    at.set("lead", lead);
-    replace_product(g, n, "StaggeredMatMul", "_staggered", nk_weight(*n->inputs[1]->constant, trans_b, lead),
-                    std::move(at));
-  }
-
   // n as a FusedMatMul with B stored [N, K] that writes the odd-width rows as they are (odd_gemm: the CUTLASS
-  // kernels with element stores take it; without them, cuBLASLt with the odd leading dimension, correct and slow).
+  // kernels take it; an engine loaded where they are not built runs cuBLASLt at the odd leading dimension, correct
+  // and ~5x slower).
   static void odd_width(ir::Graph& g, ir::Node* n, bool trans_b) {
     Attributes at;
     at.set("trans_b", int64_t{1});
-    replace_product(g, n, "FusedMatMul", "_nk", nk_weight(*n->inputs[1]->constant, trans_b, 0), std::move(at));
+    replace_product(g, n, "FusedMatMul", "_nk", nk_weight(*n->inputs[1]->constant, trans_b), std::move(at));
   }
 
   // n replaced by the kiln node `op` over (A, the constant w) under n's name, writing n's value.

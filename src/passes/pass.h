@@ -41,18 +41,11 @@ struct PassOptions {
   // fuse_add_layernorm, fuse_layernorm_output_cast: off until their CUDA kernels have run on a GPU
   // (KILN_FUSE_LAYERNORM_IO=1 turns them on).
   bool layernorm_io = false;
-  // pad_gemm_width: where the output's Cast is not to be absorbed, a kiln StaggeredMatMul that writes the odd-width
-  // rows in place instead of padded rows and an Unpad (KILN_STAGGER_GEMM=1; off by default: on an H100 its class
-  // GEMMs made gpt2 b32 1.5x slower, bench/NOTES.md).
-  bool stagger_gemm = false;
   // pad_gemm_width: a float16/bfloat16 GEMM that only multiplies, with no Cast to absorb, stays at its odd width as a
   // FusedMatMul with B stored [N, K], for the CUDA backend's CUTLASS kernels that store rows of any width
-  // (cutlass_odd_c*), instead of padded rows and an Unpad (KILN_ODD_GEMM=1; off until a GPU has timed it).
+  // (cutlass_odd_c*), instead of padded rows and an Unpad. The builder sets it where the device backend has such
+  // kernels (runtime::DeviceBackend::odd_width_gemm); KILN_ODD_GEMM=0 or 1 overrides.
   bool odd_gemm = false;
-  // The first optimization profile's opt value of each symbolic input dim, by its name ("batch" -> 32): where a
-  // pass weighs costs that depend on a dynamic size (pad_gemm_width's row classes), it weighs them at the shapes the
-  // engine is tuned for. A symbol the inputs' dims give different opt values to is left out.
-  std::map<std::string, int64_t> opt_dims;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG
   bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)

@@ -116,6 +116,9 @@ class DeviceBackend {
                                                                 std::shared_ptr<void> weights) = 0;
   // Nodes of the plan that have no device kernel and run on the host (with a stream synchronization).
   virtual std::vector<std::string> host_nodes(const EnginePlan& plan) const = 0;
+  // Whether a float16/bfloat16 GEMM can write rows of any width at full speed (the CUDA backend's CUTLASS kernels:
+  // pad_gemm_width then leaves an odd-width product unpadded instead of padding its rows and compacting them).
+  virtual bool odd_width_gemm() const { return false; }
   // Process-wide counts the backend keeps, by name (tests and build reports read them: compiled cuDNN plans).
   virtual std::map<std::string, int64_t> counters() const { return {}; }
 };

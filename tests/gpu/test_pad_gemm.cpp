@@ -1,6 +1,7 @@
 // GPU tests of pad_gemm_width and kiln::Unpad: the Unpad kernel alone (every type pair, the vector path and the
-// fallback, tiles spanning rows, grid-stride steps) and lm_head-like networks built through the CUDA pipeline in
-// FP32/FP16/BF16, against the CPU backend (whose pipeline never pads).
+// fallback, tiles spanning rows, grid-stride steps), gpt2's lm_head timed both ways (padded + Unpad, the odd-width
+// CUTLASS GEMM), and lm_head-like networks built through the CUDA pipeline in FP32/FP16/BF16, against the CPU backend
+// (whose pipeline never pads).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,6 +16,12 @@
 
 namespace kiln::gpu_testing {
 namespace {
+
+// Whether the CUDA backend stores odd-width rows with its CUTLASS kernels (a build with them, KILN_CUTLASS not 0).
+bool odd_width_gemm() {
+  auto b = runtime::device_backend(Backend::kCUDA);
+  return b.ok() && (*b)->odd_width_gemm();
+}
 
 // ---- kiln::Unpad alone ----
 
@@ -72,125 +79,67 @@ TEST(GpuPadGemm, UnpadKernelShapes) {
   expect_unpad_agrees(DataType::kBF16, DataType::kBF16, {5, 9}, 77, 70);
 }
 
-// ---- kiln::StaggeredMatMul alone (KILN_STAGGER_GEMM=1's layer) ----
+// ---- gpt2's lm_head: padded GEMM + Unpad against the odd-width CUTLASS GEMM ----
 
-// A [lead..., k] (a graph input) times B [lead + w, k] (a constant) below `lead` zero rows, on both backends.
-void expect_staggered_agrees(DataType dt, std::vector<int64_t> rows, int64_t k, int64_t w, int64_t lead) {
-  SCOPED_TRACE(std::string(dtype_name(dt)) + " rows " + std::to_string(rows.size()) + "-D k " + std::to_string(k) +
-               " w " + std::to_string(w) + " lead " + std::to_string(lead));
-  ir::Graph g;
-  std::vector<int64_t> dims = rows;
-  dims.push_back(k);
-  ir::Value* a = test::add_input(g, "a", dt, ops::shape_from_dims(dims));
-  Tensor b = random_tensor(dt, {lead + w, k}, 41, -0.5, 0.5);
-  Attributes at;
-  at.set("lead", lead);
-  ir::Node* n = g.add_node("StaggeredMatMul", "lm_head", {a, g.add_constant("b", b)}, {"y"}, at, 1, "kiln");
-  ASSERT_TRUE(passes::infer_node(g, *n).ok());
-  g.outputs().push_back(n->outputs[0]);
-  auto [cpu, gpu] = run_on_both(g, {random_tensor(dt, dims, 42, -1, 1)});
-  ASSERT_TRUE(cpu.defined() && gpu.defined());
-  // Sums of k products: the GPU's float accumulation in another order, and the output's rounding.
-  const double tol = dt == DataType::kFLOAT ? 1e-4 : dt == DataType::kHALF ? 1e-2 : 4e-2;
-  expect_tensors_close(cpu, gpu, tol, tol, "StaggeredMatMul");
-}
-
-TEST(GpuPadGemm, StaggeredMatMulRowClasses) {
+// gpt2's lm_head at b32 (4096 rows, K 768, 50257 halves a row), float16, timed alone:
+//   one GEMM (odd ld): cuBLASLt's first choice writing rows of 50257 (what runs without the CUTLASS kernels);
+//   padded:            cuBLASLt's first choice writing 50264-element rows (pad_gemm_width's padded GEMM);
+//   unpad:             kiln::Unpad of those rows to 50257 (the padded route's second layer);
+//   odd c1 / c4:       the CUTLASS odd-width kernels (pad_gemm_width's odd_gemm layer), B [50257, 768].
+// An H100 timed (bench/NOTES.md): padded 0.47 ms, odd c1 0.57, c4 0.73, odd ld 3.0. Prints the figures; checks the
+// odd-width outputs against the padded GEMM's on every row.
+TEST(GpuPadGemm, OddWidthLmHeadTimes) {
   KILN_REQUIRE_GPU();
-  // Eight row classes (1001 halves a row), rows not a multiple of eight; four (1002 = 2 mod 8; float32's 1001).
-  expect_staggered_agrees(DataType::kHALF, {37}, 64, 1001, 7);
-  expect_staggered_agrees(DataType::kBF16, {2, 9}, 64, 1002, 7);
-  expect_staggered_agrees(DataType::kFLOAT, {13}, 32, 1001, 3);
-  // Fewer rows than classes; one row.
-  expect_staggered_agrees(DataType::kHALF, {5}, 64, 1001, 7);
-  expect_staggered_agrees(DataType::kHALF, {1}, 64, 1001, 7);
-  // gpt2's vocabulary at 128 rows (one sequence).
-  expect_staggered_agrees(DataType::kHALF, {1, 128}, 768, 50257, 7);
-  // One GEMM: aligned rows (one class), and where the classes cannot be used (too few zero rows, K's pitch not a
-  // whole number of vectors): the odd leading dimension as it is.
-  expect_staggered_agrees(DataType::kHALF, {37}, 64, 1000, 7);
-  expect_staggered_agrees(DataType::kHALF, {37}, 64, 1001, 0);
-  expect_staggered_agrees(DataType::kHALF, {37}, 60, 1001, 7);
-}
-
-// Where StaggeredMatMul's time goes at gpt2's lm_head, b32 (4096 rows, K 768, 50257 halves a row): an H100 timed
-// the layer at 2.14 ms in the model, against 0.42 ms for the padded GEMM and 0.275 for the Unpad. Timed here, each
-// with its untuned default (cuBLASLt's first choice), all in float16:
-//   staggered:   the layer (8 classes of 512 rows, extent N + s_c, leading dimension 8 N);
-//   one GEMM:    the layer without its zero rows (lead 0): one GEMM writing rows of 50257 (odd leading dimension);
-//   padded:      one GEMM of 4096 rows writing 50264-element rows (what pad_gemm_width makes without the switch);
-//   class alone: one GEMM of 512 rows into 50264-element rows, x 8 (a class's work at an aligned extent and pitch);
-//   odd c4/c1:   the CUTLASS kernels with element stores (KILN_ODD_GEMM=1's layer), B [50257, 768], rows of 50257.
-// Staggered far above 8 x "class alone" says the classes' odd extent or 8-row pitch is what cuBLASLt runs slowly; near
-// it, that 512-row GEMMs are slow at this shape. Prints the figures (bench/NOTES.md reads them); checks that the
-// staggered and the padded outputs agree on every row.
-TEST(GpuPadGemm, StaggeredLmHeadTimes) {
-  KILN_REQUIRE_GPU();
-  const int64_t m = 4096, k = 768, w = 50257, lead = 7, pitch = 50264;
+  if (!odd_width_gemm()) GTEST_SKIP() << "this build has no CUTLASS kernels (make cutlass)";
+  const int64_t m = 4096, k = 768, w = 50257, pitch = 50264;
   const Tensor a = random_tensor(DataType::kHALF, {m, k}, 71, -1, 1);
   const Tensor bw = random_tensor(DataType::kHALF, {w, k}, 72, -0.05, 0.05);
-  // B below `zeros_above` zero rows and above `zeros_below` ones: [zeros_above + w + zeros_below, k].
-  auto framed = [&](int64_t zeros_above, int64_t zeros_below) {
-    Tensor b(DataType::kHALF, {zeros_above + w + zeros_below, k});
-    std::memcpy(static_cast<uint8_t*>(b.raw()) + zeros_above * k * 2, bw.raw(), bw.nbytes());
-    return b;
-  };
-  auto staggered = [&](int64_t rows, int64_t zeros) {
+  // B [w + zeros_below, k] (zeros_below = pitch - w: the padded GEMM's), with a forced tactic where one is named.
+  auto gemm = [&](int64_t zeros_below, const std::string& tactic = "") {
     auto g = std::make_unique<ir::Graph>();
-    ir::Value* x = test::add_input(*g, "a", DataType::kHALF, ops::shape_from_dims({rows, k}));
-    Attributes at;
-    at.set("lead", zeros);
-    ir::Node* n =
-        g->add_node("StaggeredMatMul", "lm_head", {x, g->add_constant("b", framed(zeros, 0))}, {"y"}, at, 1, "kiln");
-    EXPECT_TRUE(passes::infer_node(*g, *n).ok());
-    g->outputs().push_back(n->outputs[0]);
-    return g;
-  };
-  // B above `zeros_below` zero rows (pitch - w: the padded GEMM's), with a forced tactic where one is named.
-  auto padded = [&](int64_t rows, int64_t zeros_below, const std::string& tactic = "") {
-    auto g = std::make_unique<ir::Graph>();
-    ir::Value* x = test::add_input(*g, "a", DataType::kHALF, ops::shape_from_dims({rows, k}));
+    ir::Value* x = test::add_input(*g, "a", DataType::kHALF, ops::shape_from_dims({m, k}));
+    Tensor b(DataType::kHALF, {w + zeros_below, k});
+    std::memcpy(b.raw(), bw.raw(), bw.nbytes());
     Attributes at;
     at.set("trans_b", int64_t{1});
     if (!tactic.empty()) at.set("kiln.tactic", tactic);
-    ir::Node* n =
-        g->add_node("FusedMatMul", "lm_head", {x, g->add_constant("b", framed(0, zeros_below))}, {"y"}, at, 1, "kiln");
+    ir::Node* n = g->add_node("FusedMatMul", "lm_head", {x, g->add_constant("b", std::move(b))}, {"y"}, at, 1, "kiln");
     EXPECT_TRUE(passes::infer_node(*g, *n).ok());
     g->outputs().push_back(n->outputs[0]);
     return g;
   };
-  const Tensor a512 = Tensor::wrap(DataType::kHALF, {m / 8, k}, const_cast<void*>(a.raw()));
-  const Timed st = time_on_gpu(*staggered(m, lead), {a}, 20);
-  const Timed one = time_on_gpu(*staggered(m, 0), {a}, 20);
-  const Timed pad = time_on_gpu(*padded(m, pitch - w), {a}, 20);
-  const Timed cls = time_on_gpu(*padded(m / 8, pitch - w), {a512.clone()}, 20);
-  const Timed odd4 = time_on_gpu(*padded(m, 0, cuda::cutlass_odd_tactic_name(4)), {a}, 20);
-  const Timed odd1 = time_on_gpu(*padded(m, 0, cuda::cutlass_odd_tactic_name(1)), {a}, 20);
+  auto unpad = [&]() {
+    auto g = std::make_unique<ir::Graph>();
+    ir::Value* x = test::add_input(*g, "y_padded", DataType::kHALF, ops::shape_from_dims({m, pitch}));
+    Attributes at;
+    at.set("width", w);
+    ir::Node* n = g->add_node("Unpad", "lm_head_unpad", {x}, {"y"}, at, 1, "kiln");
+    EXPECT_TRUE(passes::infer_node(*g, *n).ok());
+    g->outputs().push_back(n->outputs[0]);
+    return g;
+  };
+  const Timed one = time_on_gpu(*gemm(0, "lt_heur0"), {a}, 5);
+  const Timed pad = time_on_gpu(*gemm(pitch - w), {a}, 20);
+  const Timed unp = time_on_gpu(*unpad(), {pad.y}, 20);
+  const Timed odd1 = time_on_gpu(*gemm(0, cuda::cutlass_odd_tactic_name(1)), {a}, 20);
+  const Timed odd4 = time_on_gpu(*gemm(0, cuda::cutlass_odd_tactic_name(4)), {a}, 20);
   std::printf(
-      "STAGGER lm_head b32 fp16: staggered %.1f us, one GEMM (odd ld) %.1f us, padded %.1f us, "
-      "class alone %.1f us (x 8 = %.1f us), CUTLASS odd c4 %.1f us, c1 %.1f us\n",
-      st.us, one.us, pad.us, cls.us, 8 * cls.us, odd4.us, odd1.us);
-  ASSERT_EQ(st.y.shape(), (std::vector<int64_t>{m, w}));
+      "ODDGEMM lm_head b32 fp16: one GEMM (odd ld) %.1f us, padded %.1f us + unpad %.1f us = %.1f us, "
+      "CUTLASS odd c1 %.1f us, c4 %.1f us\n",
+      one.us, pad.us, unp.us, pad.us + unp.us, odd1.us, odd4.us);
   ASSERT_EQ(pad.y.shape(), (std::vector<int64_t>{m, pitch}));
-  int64_t bad = 0;
-  const uint16_t* ys = st.y.data<uint16_t>();
   const uint16_t* yp = pad.y.data<uint16_t>();
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t c = 0; c < w; ++c) {
-      const double u = half_to_float(ys[r * w + c]), v = half_to_float(yp[r * pitch + c]);
-      bad += std::fabs(u - v) > 1e-2 + 1e-2 * std::fabs(v);
-    }
-  EXPECT_EQ(bad, 0) << "of " << m * w << " elements";
-  ASSERT_EQ(odd4.y.shape(), st.y.shape());
-  int64_t bad_odd = 0;
-  const uint16_t* y4 = odd4.y.data<uint16_t>();
-  ASSERT_EQ(odd1.y.shape(), st.y.shape());
-  const uint16_t* y1 = odd1.y.data<uint16_t>();
-  for (int64_t i = 0; i < m * w; ++i) {
-    const double v = half_to_float(ys[i]);
-    for (const uint16_t* y : {y4, y1}) bad_odd += std::fabs(half_to_float(y[i]) - v) > 1e-2 + 1e-2 * std::fabs(v);
+  for (const Timed* t : {&odd1, &odd4, &one, &unp}) {
+    ASSERT_EQ(t->y.shape(), (std::vector<int64_t>{m, w}));
+    const uint16_t* y = t->y.data<uint16_t>();
+    int64_t bad = 0;
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < w; ++c) {
+        const double u = half_to_float(y[r * w + c]), v = half_to_float(yp[r * pitch + c]);
+        bad += std::fabs(u - v) > 1e-2 + 1e-2 * std::fabs(v);
+      }
+    EXPECT_EQ(bad, 0) << "of " << m * w << " elements";
   }
-  EXPECT_EQ(bad_odd, 0) << "CUTLASS odd-width outputs against the staggered one";
 }
 
 // ---- lm_head-like networks through the builder ----
@@ -234,14 +183,18 @@ Tensor run_net(const BuildFn& build, const Tensor& x, Backend backend, const std
 }
 
 // The network in each precision: the CUDA engine pads (an Unpad layer; with casts >= 0, that many Cast layers left
-// besides the input's), and its float32 output matches the CPU backend's.
-void expect_padded_agrees(const BuildFn& build, const Tensor& x, int casts = 0) {
+// besides the input's), and its float32 output matches the CPU backend's. odd_reduced: a GEMM that only multiplies
+// and whose output no Cast reads; in FP16/BF16 with the CUTLASS kernels built it keeps its odd width (odd_gemm: no
+// Unpad, a FusedMatMul with a cutlass_odd tactic).
+void expect_padded_agrees(const BuildFn& build, const Tensor& x, int casts = 0, bool odd_reduced = false) {
   for (const Precision& pr : kPrecisions) {
     SCOPED_TRACE(pr.name);
     std::vector<std::string> cpu_ops, gpu_ops;
     Tensor cpu = run_net(build, x, Backend::kCPU, {}, &cpu_ops);
     Tensor gpu = run_net(build, x, Backend::kCUDA, pr.flags, &gpu_ops);
-    EXPECT_EQ(std::count(gpu_ops.begin(), gpu_ops.end(), "Unpad"), 1) << "pad_gemm_width did not pad";
+    const bool odd = odd_reduced && !pr.flags.empty() && odd_width_gemm();
+    EXPECT_EQ(std::count(gpu_ops.begin(), gpu_ops.end(), "Unpad"), odd ? 0 : 1)
+        << (odd ? "pad_gemm_width padded a product the odd-width kernels take" : "pad_gemm_width did not pad");
     EXPECT_EQ(std::count(cpu_ops.begin(), cpu_ops.end(), "Unpad"), 0) << "the CPU pipeline padded";
     // FP16/BF16: the output's Cast back to float32 is Unpad's (the input's lowering Cast stays a layer of its own).
     if (!pr.flags.empty() && casts >= 0) {
@@ -289,14 +242,18 @@ TEST(GpuPadGemm, BiasAndActivation) {
 }
 
 // The compacted value feeds a Tanh (not a Cast): Unpad keeps the GEMM's type and the Tanh reads it (in FP16/BF16 a
-// Pointwise kernel with the output's Cast).
+// Pointwise kernel with the output's Cast). In FP16/BF16 with the CUTLASS kernels, the odd-width GEMM writes the
+// 1001-element rows itself (and at gpt2's width, 50257, with 37 rows: partial tiles both ways).
 TEST(GpuPadGemm, CompactValueFeedsAnotherLayer) {
   KILN_REQUIRE_GPU();
-  expect_padded_agrees(
-      [](ir::Graph& g, ir::Value* x) {
-        return node(g, "Tanh", {node(g, "MatMul", {x, weight(g, {64, 1001}, 6, 0.1)})});
-      },
-      random_tensor(DataType::kFLOAT, {64, 64}, 7), -1);
+  for (int64_t n : {1001, 50257}) {
+    SCOPED_TRACE("N = " + std::to_string(n));
+    expect_padded_agrees(
+        [n](ir::Graph& g, ir::Value* x) {
+          return node(g, "Tanh", {node(g, "MatMul", {x, weight(g, {64, n}, 6, 0.1)})});
+        },
+        random_tensor(DataType::kFLOAT, {n == 1001 ? 64 : 37, 64}, 7), -1, true);
+  }
 }
 
 }  // namespace

@@ -7,7 +7,6 @@
 #include "engine_io_util.h"
 #include "env_switch_test_util.h"
 #include "ops/op_util.h"
-#include "ops/staggered_matmul.h"
 
 using namespace kiln;
 using namespace kiln::test;
@@ -304,211 +303,26 @@ TEST(PadGemmWidth, InTheCudaPipelineOnlyBeforeFusePointwise) {
 }
 
 // An engine file carries the pass's layer and the CPU executor runs it (engines built for CUDA fall back to it for
-// layers): Unpad, and with stagger_gemm (rows enough to pay), StaggeredMatMul.
-TEST(PadGemmWidth, EnginesWithUnpadOrStaggeredMatMulRunOnTheCpuExecutor) {
-  for (bool staggered : {false, true}) {
-    SCOPED_TRACE(staggered ? "StaggeredMatMul" : "Unpad");
-    LmHead h(64, 1001, staggered ? 100 : 5);
-    auto before = h.g.clone();
-    passes::PassOptions o = cuda_options();
-    o.stagger_gemm = staggered;
-    ASSERT_TRUE(run_passes(h.g, list_of(passes::make_pad_gemm_width(), passes::make_dead_code_elimination()), o).ok());
-    ASSERT_EQ(count_ops(h.g, staggered ? "StaggeredMatMul" : "Unpad"), 1) << ir::print(h.g);
-    auto engine = load_engine(builder::write_engine(h.g, BuilderConfig()));
-    ASSERT_NE(engine, nullptr);
-    auto got = infer(*engine, {{"x", h.inputs[0]}});
-    ASSERT_EQ(got.size(), 1u);
-    expect_close(got[0], run_reference(*before, h.inputs)[0], 1e-5, 1e-5);
-  }
-}
-
-// ---- kiln::StaggeredMatMul (KILN_STAGGER_GEMM=1) ----
-
-Status run_staggered(const Tensor& a, const Tensor& b, int64_t lead, Tensor* y) {
-  Attributes at;
-  at.set("lead", lead);
-  std::vector<Tensor> out(1);
-  ops::ComputeContext c(at, 1, {&a, &b}, &out);
-  Status st = ops::OpRegistry::instance().find("StaggeredMatMul", "kiln")->compute(c);
-  *y = out[0];
-  return st;
-}
-
-TEST(StaggeredMatMulOp, MultipliesByTheRowsBelowLead) {
-  for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) {
-    SCOPED_TRACE(dtype_name(dt));
-    const Tensor a = random_tensor(dt, {2, 3, 24}, 31), b = random_tensor(dt, {7 + 19, 24}, 32);
-    Tensor y;
-    Status st = run_staggered(a, b, 7, &y);
-    ASSERT_TRUE(st.ok()) << st.message();
-    ASSERT_EQ(y.shape(), (std::vector<int64_t>{2, 3, 19}));
-    ASSERT_EQ(y.dtype(), dt);
-    // The sums in double, here: row r of A against row 7 + n of B; the rows above are never read.
-    const Tensor ad = a.cast(DataType::kDOUBLE), bd = b.cast(DataType::kDOUBLE);
-    Tensor want(DataType::kDOUBLE, {2, 3, 19});
-    for (int64_t r = 0; r < 6; ++r)
-      for (int64_t n = 0; n < 19; ++n) {
-        double v = 0;
-        for (int64_t k = 0; k < 24; ++k) v += ad.data<double>()[r * 24 + k] * bd.data<double>()[(7 + n) * 24 + k];
-        want.data<double>()[r * 19 + n] = v;
-      }
-    const double tol = dt == DataType::kFLOAT ? 1e-5 : 2e-2;
-    expect_close(y.cast(DataType::kDOUBLE), want, tol, tol);
-  }
-}
-
-TEST(StaggeredMatMulOp, RejectsMismatchedShapesByMessage) {
-  Tensor y;
-  const Tensor a = random_f32({4, 16}, 33);
-  Status st = run_staggered(a, random_f32({10, 12}, 34), 3, &y);
-  EXPECT_NE(st.message().find("B has K = 12, A's last dim is 16"), std::string::npos) << st.message();
-  st = run_staggered(a, random_f32({10, 16}, 34), 11, &y);
-  EXPECT_NE(st.message().find("lead 11 must lie in [0, 10]"), std::string::npos) << st.message();
-  st = run_staggered(a, random_f32({2, 5, 16}, 34), 1, &y);
-  EXPECT_NE(st.message().find("B must be 2-D"), std::string::npos) << st.message();
-}
-
-Status stagger(ir::Graph& g, std::map<std::string, int64_t> opt_dims = {}) {
-  passes::PassOptions o = cuda_options();
-  o.stagger_gemm = true;
-  o.opt_dims = std::move(opt_dims);
-  return run_passes(g, list_of(passes::make_pad_gemm_width(), passes::make_dead_code_elimination()), o);
-}
-
-// With stagger_gemm, an odd-width MatMul with no Cast to absorb becomes one StaggeredMatMul under the GEMM's name,
-// writing the graph's value itself: B transposed below (16 bytes / element) - 1 rows of zeros, no Unpad.
-TEST(PadGemmWidth, StaggerOptionWritesTheRowsInPlace) {
-  LmHead h(64, 1001, 100);  // 200 rows: the output outweighs three more reads of W (stagger_pays)
+// layers).
+TEST(PadGemmWidth, EnginesWithUnpadRunOnTheCpuExecutor) {
+  LmHead h(64, 1001, 5);
   auto before = h.g.clone();
-  ASSERT_TRUE(stagger(h.g).ok());
-  EXPECT_EQ(count_ops(h.g, "Unpad"), 0) << ir::print(h.g);
-  EXPECT_EQ(count_ops(h.g, "MatMul"), 0);
-  const ir::Node* s = find_op(h.g, "StaggeredMatMul");
-  ASSERT_NE(s, nullptr) << ir::print(h.g);
-  EXPECT_EQ(s->name, "lm_head");
-  EXPECT_EQ(s->attrs.get_int("lead", -1).value(), 3);  // float32: four per 16 bytes
-  ASSERT_EQ(h.g.outputs().size(), 1u);
-  EXPECT_EQ(h.g.outputs()[0], s->outputs[0]);
-  EXPECT_EQ(h.g.outputs()[0]->name, "y");
-  EXPECT_EQ(h.g.outputs()[0]->shape.back(), ops::Dim(1001));
-  const Tensor ws = s->inputs[1]->constant->cast(DataType::kDOUBLE);
-  const Tensor w = before->find_value("w")->constant->cast(DataType::kDOUBLE);
-  ASSERT_EQ(ws.shape(), (std::vector<int64_t>{3 + 1001, 64}));
-  for (int64_t r = 0; r < 3 + 1001; ++r)
-    for (int64_t k = 0; k < 64; ++k)
-      ASSERT_EQ(ws.data<double>()[r * 64 + k], r < 3 ? 0.0 : w.data<double>()[k * 1001 + (r - 3)]) << r << "," << k;
-  EXPECT_EQ(h.g.find_value("w"), nullptr) << "the untransposed weight is dead";
-  expect_close(run_reference(h.g, h.inputs)[0], run_reference(*before, h.inputs)[0], 1e-5, 1e-5);
+  ASSERT_TRUE(
+      run_passes(h.g, list_of(passes::make_pad_gemm_width(), passes::make_dead_code_elimination()), cuda_options())
+          .ok());
+  ASSERT_EQ(count_ops(h.g, "Unpad"), 1) << ir::print(h.g);
+  auto engine = load_engine(builder::write_engine(h.g, BuilderConfig()));
+  ASSERT_NE(engine, nullptr);
+  auto got = infer(*engine, {{"x", h.inputs[0]}});
+  ASSERT_EQ(got.size(), 1u);
+  expect_close(got[0], run_reference(*before, h.inputs)[0], 1e-5, 1e-5);
 }
-
-// Float16 in and out (the float16 bindings of an FP16 build leave no output Cast): through the whole CUDA
-// pipeline, seven zero rows; a trans_b FusedMatMul's [N, K] weight keeps its layout below them.
-TEST(PadGemmWidth, StaggerInTheCudaPipelineAndWithTransposedWeights) {
-  {
-    ir::Graph g;
-    ir::Value* x = graph_input(g, "x", {4, 80, 64}, DataType::kHALF);
-    ir::Value* w = g.add_constant("w", random_f32({64, 5001}, 35, -0.2f, 0.2f).cast(DataType::kHALF));
-    g.outputs().push_back(g.add_node("MatMul", "lm_head", {x, w}, {"logits"}, {}, 17)->outputs[0]);
-    std::vector<Tensor> in = {random_f32({4, 80, 64}, 36).cast(DataType::kHALF)};
-    auto before = g.clone();
-    passes::PassOptions o;
-    o.stagger_gemm = true;
-    Status st = run_cuda_pipeline(g, DataType::kHALF, o);
-    ASSERT_TRUE(st.ok()) << st.message();
-    const ir::Node* s = find_op(g, "StaggeredMatMul");
-    ASSERT_NE(s, nullptr) << ir::print(g);
-    EXPECT_EQ(g.nodes().size(), 1u) << ir::print(g);
-    EXPECT_EQ(s->attrs.get_int("lead", -1).value(), 7);
-    EXPECT_EQ(s->inputs[1]->constant->shape(), (std::vector<int64_t>{7 + 5001, 64}));
-    EXPECT_EQ(g.outputs()[0]->dtype, DataType::kHALF);
-    expect_close(run_reference(g, in)[0], run_reference(*before, in)[0], 2e-2, 2e-2);
-  }
-  {
-    ir::Graph g;
-    ir::Value* x = graph_input(g, "x", {64, 32});
-    Attributes a;
-    a.set("trans_b", int64_t{1});
-    g.outputs().push_back(
-        g.add_node("FusedMatMul", "head", {x, g.add_constant("w", random_f32({777, 32}, 37))}, {"y"}, a, 1, "kiln")
-            ->outputs[0]);
-    std::vector<Tensor> in = {random_f32({64, 32}, 38)};
-    auto before = g.clone();
-    ASSERT_TRUE(stagger(g).ok());
-    const ir::Node* s = find_op(g, "StaggeredMatMul");
-    ASSERT_NE(s, nullptr) << ir::print(g);
-    EXPECT_EQ(s->inputs[1]->constant->shape(), (std::vector<int64_t>{3 + 777, 32}));
-    expect_close(run_reference(g, in)[0], run_reference(*before, in)[0], 1e-5, 1e-5);
-  }
-}
-
-// Where padding does more (an output Cast to absorb) or the GEMM adds to its product (bias, activation), the
-// GEMM is padded as without the option.
-TEST(PadGemmWidth, StaggerLeavesCastsAndEpiloguesToPadding) {
-  for (DataType reduced : {DataType::kHALF, DataType::kBF16}) {
-    SCOPED_TRACE(dtype_name(reduced));
-    LmHead h(64, 1001, 200);  // rows enough to pay; but a float32 output: lowering's Cast follows the GEMM
-    passes::PassOptions o;
-    o.stagger_gemm = true;
-    ASSERT_TRUE(run_cuda_pipeline(h.g, reduced, o).ok());
-    EXPECT_EQ(count_ops(h.g, "StaggeredMatMul"), 0) << ir::print(h.g);
-    EXPECT_EQ(count_ops(h.g, "Unpad"), 1);
-  }
-  ir::Graph g;
-  ir::Value* x = graph_input(g, "x", {64, 32});  // rows enough to pay, but a ReLU after the product
-  Attributes a;
-  a.set("trans_b", int64_t{1});
-  a.set("activation", std::string("relu"));
-  g.outputs().push_back(
-      g.add_node("FusedMatMul", "head", {x, g.add_constant("w", random_f32({777, 32}, 39))}, {"y"}, a, 1, "kiln")
-          ->outputs[0]);
-  ASSERT_TRUE(stagger(g).ok());
-  EXPECT_EQ(count_ops(g, "StaggeredMatMul"), 0) << ir::print(g);
-  EXPECT_EQ(count_ops(g, "Unpad"), 1);
-}
-
-// Few rows (each class's GEMM would read W again for little output), or rows not known until run time and no opt
-// size for them: padded. A symbolic batch is counted at its opt size (the builder's first profile) where one is
-// given: 500 rows per item, so batch 1 pays and a batch the profile sizes at 0 does not.
-TEST(PadGemmWidth, StaggerOnlyWhereTheRowsPayForIt) {
-  {
-    LmHead h(64, 1001, 48);  // 96 rows: 3 x 64064 extra reads of W against 2 x 96096 output elements
-    ASSERT_TRUE(stagger(h.g).ok());
-    EXPECT_EQ(count_ops(h.g, "StaggeredMatMul"), 0) << ir::print(h.g);
-    EXPECT_EQ(count_ops(h.g, "Unpad"), 1);
-  }
-  {
-    LmHead h(64, 1001, 49);  // 98 rows: 192192 < 196196
-    ASSERT_TRUE(stagger(h.g).ok());
-    EXPECT_EQ(count_ops(h.g, "StaggeredMatMul"), 1) << ir::print(h.g);
-  }
-  {
-    ir::Graph g;
-    ir::Value* x = add_input(g, "x", DataType::kFLOAT, {ops::Dim::symbol("batch"), ops::Dim(500), ops::Dim(64)});
-    g.outputs().push_back(
-        g.add_node("MatMul", "mm", {x, g.add_constant("w", random_f32({64, 1001}, 40))}, {"y"}, {}, 17)->outputs[0]);
-    ASSERT_TRUE(stagger(g).ok());
-    EXPECT_EQ(count_ops(g, "StaggeredMatMul"), 0) << ir::print(g);
-    EXPECT_EQ(count_ops(g, "Unpad"), 1);
-  }
-  for (int64_t batch : {0, 1}) {
-    SCOPED_TRACE(batch);
-    ir::Graph g;
-    ir::Value* x = add_input(g, "x", DataType::kFLOAT, {ops::Dim::symbol("batch"), ops::Dim(500), ops::Dim(64)});
-    g.outputs().push_back(
-        g.add_node("MatMul", "mm", {x, g.add_constant("w", random_f32({64, 1001}, 40))}, {"y"}, {}, 17)->outputs[0]);
-    ASSERT_TRUE(stagger(g, {{"batch", batch}, {"other", 1000}}).ok());
-    EXPECT_EQ(count_ops(g, "StaggeredMatMul"), batch) << ir::print(g);
-    EXPECT_EQ(count_ops(g, "Unpad"), 1 - batch);
-  }
-}
-
-// The builder's switch takes 0 or 1; anything else stops the build by name.
-TEST(PadGemmWidth, StaggerSwitchTypoIsAnError) { expect_env_switch_takes_0_or_1("KILN_STAGGER_GEMM"); }
 
 // With odd_gemm, a float16 MatMul with no Cast to absorb (float16 bindings) becomes one FusedMatMul under its name
 // with B stored [N, K] (the transposed weight) and the odd width kept: no Unpad, no padding, the same values. A
 // FusedMatMul that already stores B so is left as it is; a float32 GEMM (no CUTLASS kernel) and one whose output
-// Cast padding absorbs are padded as before; odd_gemm comes before stagger_gemm.
+// Cast padding absorbs are padded as before, and so is one whose K makes rows of K that are no whole number of
+// 16-byte vectors (the kernels load them by TMA).
 TEST(PadGemmWidth, OddGemmKeepsTheWidthWithBStoredNK) {
   {
     ir::Graph g;
@@ -520,7 +334,6 @@ TEST(PadGemmWidth, OddGemmKeepsTheWidthWithBStoredNK) {
     auto before = g.clone();
     passes::PassOptions o;
     o.odd_gemm = true;
-    o.stagger_gemm = true;
     Status st = run_cuda_pipeline(g, DataType::kHALF, o);
     ASSERT_TRUE(st.ok()) << st.message();
     EXPECT_EQ(g.nodes().size(), 1u) << ir::print(g);
@@ -561,6 +374,16 @@ TEST(PadGemmWidth, OddGemmKeepsTheWidthWithBStoredNK) {
     ASSERT_TRUE(run_passes(h.g, list_of(passes::make_pad_gemm_width()), o).ok());
     EXPECT_EQ(count_ops(h.g, "Unpad"), 1) << ir::print(h.g);
   }
+  {
+    ir::Graph g;
+    ir::Value* x = graph_input(g, "x", {4, 80, 36}, DataType::kHALF);  // K = 36: 72-byte rows
+    ir::Value* w = g.add_constant("w", random_f32({36, 5001}, 38).cast(DataType::kHALF));
+    g.outputs().push_back(g.add_node("MatMul", "lm_head", {x, w}, {"logits"}, {}, 17)->outputs[0]);
+    passes::PassOptions o;
+    o.odd_gemm = true;
+    ASSERT_TRUE(run_cuda_pipeline(g, DataType::kHALF, o).ok());
+    EXPECT_EQ(count_ops(g, "Unpad"), 1) << ir::print(g);
+  }
   for (DataType reduced : {DataType::kHALF, DataType::kBF16}) {
     LmHead h(64, 1001, 200);  // float32 output: lowering's Cast follows the GEMM, and padding absorbs it
     passes::PassOptions o;
@@ -571,25 +394,5 @@ TEST(PadGemmWidth, OddGemmKeepsTheWidthWithBStoredNK) {
 }
 
 TEST(PadGemmWidth, OddGemmSwitchTypoIsAnError) { expect_env_switch_takes_0_or_1("KILN_ODD_GEMM"); }
-
-// The row-class arithmetic the pass and the CUDA kernel share: gpt2's 50257 halves a row start aligned every 8
-// rows, row c of a period c elements past; 1002 halves (2 mod 8) every 4 rows; 1001 floats every 4; 1000 halves
-// every row.
-TEST(StaggeredMatMulOp, RowClasses) {
-  EXPECT_EQ(ops::stagger_classes(50257, 2), 8);
-  for (int64_t c = 0; c < 8; ++c) EXPECT_EQ(ops::stagger_shift(c, 50257, 2), c);
-  EXPECT_EQ(ops::stagger_classes(1002, 2), 4);
-  EXPECT_EQ(ops::stagger_shift(3, 1002, 2), 6);
-  EXPECT_EQ(ops::stagger_classes(1001, 4), 4);
-  EXPECT_EQ(ops::stagger_classes(1000, 2), 1);
-  EXPECT_EQ(ops::stagger_lead(2), 7);
-  EXPECT_EQ(ops::stagger_lead(4), 3);
-  // Every shift stays within the zero rows.
-  for (int64_t w : {1001, 1002, 1003, 1004, 50257})
-    for (size_t es : {2u, 4u})
-      for (int64_t c = 0; c < ops::stagger_classes(w, es); ++c)
-        EXPECT_LE(ops::stagger_shift(c, w, es), ops::stagger_lead(es)) << w << " " << es << " " << c;
-}
-
 
 }  // namespace

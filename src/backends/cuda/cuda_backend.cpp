@@ -55,6 +55,9 @@ class CudaBackend final : public runtime::DeviceBackend {
     return KernelRegistry::instance().has(op, domain, dtype);
   }
 
+  // The CUTLASS odd-width kernels (cutlass_odd_c*), unless KILN_CUTLASS=0 withdraws them.
+  bool odd_width_gemm() const override { return cutlass_tactics_enabled(); }
+
   Status check_engine(const runtime::EnginePlan& plan) override {
     auto meta = [&](const char* k) {
       auto it = plan.metadata.find(k);

@@ -18,7 +18,6 @@
 #include "backends/cuda/transformer_kernels.h"
 #include "kiln/logger.h"
 #include "ops/op_util.h"
-#include "ops/staggered_matmul.h"
 
 namespace kiln::cuda {
 namespace {
@@ -701,8 +700,16 @@ std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   if (!init_fused_state(args, probe).ok()) return lt;
   // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1, a SiLU 1x1 convolution),
   // right after cuBLASLt's first choice.
-  if (cutlass_tactics_enabled())
-    lt = with_cutlass_tactics(lt, cutlass_tactics(cutlass_problem(args, probe), args.handles->sm_count));
+  if (cutlass_tactics_enabled()) {
+    const CutlassProblem problem = cutlass_problem(args, probe);
+    const std::vector<std::string> cutlass = cutlass_tactics(problem, args.handles->sm_count);
+    // At an odd width, cuBLASLt's kernels run 5-7x slower than CUTLASS's (gpt2's lm_head b32: 3.0 ms against 0.56):
+    // CUTLASS's come first, so the levels that time few tactics, or none (level 0), take one.
+    if (!cutlass.empty() && cutlass_kind(problem) == CutlassAct::kOddWidth)
+      lt.insert(lt.begin(), cutlass.begin(), cutlass.end());
+    else
+      lt = with_cutlass_tactics(lt, cutlass);
+  }
   if (!dnn_matmul_enabled()) return lt;
   auto act = args.attrs().get_string("activation", "none");
   auto rf = args.attrs().get_int("residual_first", 0);
@@ -731,99 +738,6 @@ std::vector<std::pair<std::string, std::string>> fused_matmul_annotations(Kernel
   std::string json = (*d)->json();
   if (json.empty()) return {};
   return {{kDnnPlanKeyAttr, DnnMatmul::plan_key(*spec, rank)}, {kDnnPlanAttr, std::move(json)}};
-}
-
-// ---- kiln::StaggeredMatMul ----
-
-// Y [M, W] = A [M, K] B[lead:]^T, with rows of W elements that are no whole number of 16-byte vectors. Row r
-// starts at element r W, so its misalignment repeats with period C = V / gcd(W, V) (V elements per 16 bytes:
-// gpt2's W = 50257 in half has C = 8). The rows of one class (r = q C + c) start s_c = (c W) mod V elements past an
-// aligned address, and their pitch C W is a whole number of vectors: one GEMM per class writes them in place, over
-// A's rows c, c + C, ... and B's rows from lead - s_c, so that its first s_c columns are products with B's zero
-// rows. Those columns land on the tail of row r - 1, of class c - 1, whose own GEMM runs after this one and
-// overwrites them (classes run C - 1 first, 0 last, in stream order). Each GEMM then has aligned pointers and
-// leading dimensions, which cuBLASLt's TMA kernels need, and the output is written once, where pad_gemm_width's
-// padded GEMM writes its rows and Unpad reads and writes them again. Where the conditions do not hold (pointers,
-// K's pitch, W < V, lead < V - 1), one GEMM with the odd leading dimension runs instead: correct, slower.
-// ops/staggered_matmul.h holds the class arithmetic, which pad_gemm_width shares.
-
-// One class's GEMM: byte offsets of its first row of A, B and Y, and its plan.
-struct StaggerClass {
-  int64_t a_off = 0, b_off = 0, y_off = 0;
-  std::unique_ptr<LtGemm> lt;
-};
-
-struct StaggerState {
-  Dims a_shape, b_shape;
-  bool staggered = false;  // by row classes; else one GEMM with Y's odd leading dimension
-  bool empty_k = false;    // K = 0: Y is zeros
-  std::vector<StaggerClass> classes;  // in the order they must run: C - 1 first, 0 last
-};
-
-Status stagger_plan(const KernelArgs& args, StaggerState& st, bool aligned) {
-  const DataType dt = args.in[0].dtype;
-  const size_t es = dtype_size(dt);
-  const int64_t k = args.in[0].shape.back(), w = args.out[0].shape.back();
-  const int64_t lead = args.in[1].shape[0] - w, m = k ? volume(args.in[0].shape) / k : 0;
-  const int64_t period = ops::stagger_classes(w, es);
-  st.staggered = aligned && period > 1 && w >= ops::stagger_vector(es) && lead >= ops::stagger_lead(es) &&
-                 (k * static_cast<int64_t>(es)) % 16 == 0;
-  st.empty_k = k == 0;
-  st.classes.clear();
-  if (st.empty_k) return Status::Ok();
-  const int64_t classes = st.staggered ? period : 1;
-  for (int64_t c = classes - 1; c >= 0; --c) {
-    GemmShape s;
-    s.dt = dt;
-    s.tb = true;
-    s.k = k;
-    s.ldb = k;
-    s.m = (m - c + classes - 1) / classes;  // rows c, c + C, ...
-    if (s.m <= 0) continue;
-    const int64_t shift = st.staggered ? ops::stagger_shift(c, w, es) : 0;
-    s.n = w + shift;
-    s.lda = k * classes;
-    s.ldd = w * classes;
-    StaggerClass cl;
-    const int64_t bytes = static_cast<int64_t>(es);
-    cl.a_off = c * k * bytes;
-    cl.b_off = (lead - shift) * k * bytes;
-    cl.y_off = (c * w - shift) * bytes;
-    cl.lt = std::make_unique<LtGemm>();
-    KILN_RETURN_IF_ERROR(cl.lt->init(s, args.handles->allow_tf32));
-    st.classes.push_back(std::move(cl));
-  }
-  return Status::Ok();
-}
-
-Status staggered_matmul_run(KernelArgs& args) {
-  const DevTensor &A = args.in[0], &B = args.in[1];
-  DevTensor& Y = args.out[0];
-  if (Y.numel() == 0) return Status::Ok();
-  if (A.rank() < 1 || B.rank() != 2 || B.shape[1] != A.shape.back() || B.shape[0] < Y.shape.back())
-    return internal_error("StaggeredMatMul: A " + dims_to_string(A.shape) + ", B " + dims_to_string(B.shape) +
-                          " and Y " + dims_to_string(Y.shape) + " do not match");
-  const uintptr_t addresses =
-      reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) | reinterpret_cast<uintptr_t>(Y.data);
-  const bool aligned = addresses % 16 == 0;
-  auto* st = static_cast<StaggerState*>(args.state->get());
-  if (!st || st->a_shape != A.shape || st->b_shape != B.shape || (st->staggered && !aligned)) {
-    auto fresh = std::make_shared<StaggerState>();
-    fresh->a_shape = A.shape;
-    fresh->b_shape = B.shape;
-    KILN_RETURN_IF_ERROR(stagger_plan(args, *fresh, aligned));
-    *args.state = fresh;
-    st = fresh.get();
-  }
-  if (st->empty_k) {
-    KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
-    return Status::Ok();
-  }
-  for (StaggerClass& cl : st->classes)
-    KILN_RETURN_IF_ERROR(cl.lt->run(args, static_cast<const uint8_t*>(A.data) + cl.a_off,
-                                    static_cast<const uint8_t*>(B.data) + cl.b_off,
-                                    static_cast<uint8_t*>(Y.data) + cl.y_off, nullptr, 1.0f, 0.0f));
-  return Status::Ok();
 }
 
 bool rank_is(const runtime::EnginePlan& p, int id, size_t lo, size_t hi) {
@@ -860,20 +774,6 @@ KILN_CUDA_KERNEL(FusedMatMul) {
   };
   d.tactics = fused_matmul_tactics;
   d.annotations = fused_matmul_annotations;
-  return d;
-}
-
-KILN_CUDA_KERNEL(StaggeredMatMul) {
-  KernelDef d;
-  d.op = "StaggeredMatMul";
-  d.domain = "kiln";
-  d.dtypes = float_types();
-  d.run = staggered_matmul_run;
-  d.supports = [](const runtime::PlanNode& n, const runtime::EnginePlan& p) {
-    return n.inputs.size() == 2 && same_dtypes(n, p, 2) && rank_is(p, n.inputs[0], 1, 64) &&
-           rank_is(p, n.inputs[1], 2, 2);
-  };
-  d.tactics = gemm_tactics;  // cuBLASLt's ranks, taken by every class's GEMM
   return d;
 }
 
