@@ -7,9 +7,10 @@
 //     that cuBLASLt + the pass or cuDNN's fused graph run at 1.5-2x their floor;
 //   - no activation, bias + residual (C, read by the epilogue), B either way (a transformer's attention output
 //     projection and FFN2): cuBLASLt fuses these too, but at N = 768 its large tiles leave a partial last wave;
-//   - the product alone into rows of any width N, B stored [N, K] (gpt2's lm_head, N = 50257, KILN_ODD_GEMM=1):
-//     the epilogue stores element by element from registers, where cuBLASLt needs the rows padded to 16 bytes and
-//     an Unpad pass to compact them.
+//   - the product alone into rows of any width N, B stored [N, K] (gpt2's lm_head, N = 50257; pad_gemm_width's
+//     odd_gemm): the epilogue stages the tile in shared memory, each row shifted by its misalignment, and stores
+//     the rows in 16-byte pieces (OddRowEpilogue), where cuBLASLt needs the rows padded to 16 bytes and an Unpad
+//     pass to compact them.
 // Built only when CMake is given the CUTLASS headers (KILN_CUTLASS_DIR; `make cutlass` fetches them):
 // cutlass_gemm_available() says whether this build has them. Row-major A [M, K] and D [M, N], float16 or bfloat16,
 // K and N multiples of 8 (16-byte rows for TMA; the odd-width kind: K only), 16-byte aligned pointers; bias [N] of
@@ -30,7 +31,7 @@
 namespace kiln::cuda {
 
 // The kernel configurations, by tactic index: tile shape and schedule (GELU: 0-3; SiLU: 0 and 2; residual: 4; odd
-// width: 4, whose epilogue stages rows in shared memory and stores them element by element, in place of TMA).
+// width: 1 and 4, with Kiln's epilogue that stages rows in shared memory in place of the TMA store).
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
@@ -42,8 +43,9 @@ namespace kiln::cuda {
 // residual), slower than 1 and 3 at bert's and vit's b64 and than cuBLASLt + the pass at b1 on an H100 in two
 // sessions (bench/NOTES.md), each ~45 s of compile per type. Kernel set 5 dropped the cooperative 128x192 residual
 // and bias-only kernels (configuration 5), which lost to the ping-pong residual kernel or to cuBLASLt at every
-// shape timed (vit's and bert's out-projection and FFN2, bert's and gpt2's QKV). Kernel set 7 dropped the odd-width kernels with CUTLASS's no-shared-memory epilogue
-// (configurations 4 and 1): 1.32 and 1.34 ms at gpt2's lm_head b32 against 0.47 for the padded GEMM.
+// shape timed (vit's and bert's out-projection and FFN2, bert's and gpt2's QKV). Kernel set 7 replaced the
+// odd-width kernels' CUTLASS no-shared-memory epilogue (1.32 and 1.34 ms at gpt2's lm_head b32, against 0.47 + 0.27
+// for the padded GEMM and the Unpad) with Kiln's staged one (c1 0.57 ms, c4 0.73).
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
 // pointer changed since the last run. c: the residual [M, N] of a kResidual kernel, else null.
@@ -61,7 +63,7 @@ class CutlassGemm {
 // ping-pong and stream-K GELU kernels and the stream-K residual one dropped (an engine or cache that names one
 // takes cuBLASLt and the pass, with a warning); the cooperative 128x192 residual and bias-only kernels added; the
 // GELU epilogue from erfc's scaled form (gelu_erfc.h); 5: the 128x192 residual and bias-only kernels dropped; 6: the
-// odd-width kernels added; 7: the odd-width kernel's epilogue staged in shared memory, the cooperative one dropped.
+// odd-width kernels added; 7: the odd-width kernels' epilogue staged in shared memory (OddRowEpilogue).
 inline constexpr int kCutlassKernelSet = 7;
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).

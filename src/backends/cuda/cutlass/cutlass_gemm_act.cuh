@@ -142,7 +142,8 @@ class OddRowEpilogue {
       for (int sn = 0; sn < kTileN / kStageN; ++sn) {
         const int r0 = sm * kStageM, c0 = sn * kStageN;
         // Where element n0 + c0 of row m0 + r0 sits in its 16-byte piece; row r's is that + r * ld, mod 8.
-        const int shift0 = static_cast<int>((reinterpret_cast<uintptr_t>(d + (m0 + r0) * ld + n0 + c0) / sizeof(T)) % 8);
+        const auto first = reinterpret_cast<uintptr_t>(d + (m0 + r0) * ld + n0 + c0);
+        const int shift0 = static_cast<int>(first / sizeof(T) % 8);
         CUTLASS_PRAGMA_UNROLL
         for (int i = 0; i < size(acc); ++i) {
           const int r = get<0>(coords(i)) - r0, c = get<1>(coords(i)) - c0;
