@@ -133,8 +133,16 @@ class OddRowEpilogue {
     const float alpha = params_.thread.alpha;
     T* stage = reinterpret_cast<SharedStorage*>(smem_buf)->rows;
     T* d = params_.ptr_D;
-    // Each accumulator element's (row, column) in the tile, partitioned as the accumulators are.
+    // Each accumulator element's (row, column) in the tile, partitioned as the accumulators are: Hopper's MMA
+    // fragment ((2, 2, kTileN / 8), MMA_M, 1), value (v0, v1, j) of 64-row block mi in column 8 j + [0, 8) of that
+    // block's rows. So which elements go into which staging block is known at compile time, with no test each.
     Tensor coords = tiled_mma.get_slice(thread_idx).partition_C(make_identity_tensor(take<0, 2>(blk_shape)));
+    static_assert(decltype(rank<0>(acc))::value == 3 && decltype(size<0, 0>(acc))::value == 2 &&
+                      decltype(size<0, 1>(acc))::value == 2 && decltype(size<0, 2>(acc))::value * 8 == kTileN &&
+                      decltype(size<2>(acc))::value == 1,
+                  "the SM90 MMA accumulator fragment");
+    constexpr int kMmaM = decltype(size<1>(acc))::value;  // ping-pong: 2 blocks of 64 rows; cooperative: 1
+    constexpr int kMmaPerStage = kMmaM * kStageM / kTileM;
     const int team = thread_idx / 16, lane = thread_idx % 16;
     CUTLASS_PRAGMA_UNROLL
     for (int sm = 0; sm < kTileM / kStageM; ++sm) {
@@ -145,10 +153,19 @@ class OddRowEpilogue {
         const auto first = reinterpret_cast<uintptr_t>(d + (m0 + r0) * ld + n0 + c0);
         const int shift0 = static_cast<int>(first / sizeof(T) % 8);
         CUTLASS_PRAGMA_UNROLL
-        for (int i = 0; i < size(acc); ++i) {
-          const int r = get<0>(coords(i)) - r0, c = get<1>(coords(i)) - c0;
-          if (r >= 0 && r < kStageM && c >= 0 && c < kStageN)
-            stage[r * kPitch + c + ((shift0 + r * ld8) & 7)] = static_cast<T>(alpha * acc(i));
+        for (int mi = sm * kMmaPerStage; mi < (sm + 1) * kMmaPerStage; ++mi) {
+          CUTLASS_PRAGMA_UNROLL
+          for (int j = c0 / 8; j < (c0 + kStageN) / 8; ++j) {
+            CUTLASS_PRAGMA_UNROLL
+            for (int v1 = 0; v1 < 2; ++v1) {
+              CUTLASS_PRAGMA_UNROLL
+              for (int v0 = 0; v0 < 2; ++v0) {
+                const auto at = make_coord(make_coord(v0, v1, j), mi, 0);
+                const int r = get<0>(coords(at)) - r0, c = get<1>(coords(at)) - c0;
+                stage[r * kPitch + c + ((shift0 + r * ld8) & 7)] = static_cast<T>(alpha * acc(at));
+              }
+            }
+          }
         }
         cutlass::arch::NamedBarrier::sync(kThreads, cutlass::arch::ReservedNamedBarriers::EpilogueBarrier);
         const int cols = n_total - n0 - c0 < kStageN ? n_total - n0 - c0 : kStageN;
