@@ -86,7 +86,7 @@ TEST(GpuPadGemm, UnpadKernelShapes) {
 //   padded:            cuBLASLt's first choice writing 50264-element rows (pad_gemm_width's padded GEMM);
 //   unpad:             kiln::Unpad of those rows to 50257 (the padded route's second layer);
 //   odd c1 / c4:       the CUTLASS odd-width kernels (pad_gemm_width's odd_gemm layer), B [50257, 768].
-// An H100 timed (bench/NOTES.md): padded 0.47 ms, odd c1 0.57, c4 0.73, odd ld 3.0. Prints the figures; checks the
+// An H100 timed (bench/NOTES.md): padded 0.47 ms + Unpad 0.27, odd c1 0.57, c4 0.58, odd ld 3.1. Prints the figures; checks the
 // odd-width outputs against the padded GEMM's on every row.
 TEST(GpuPadGemm, OddWidthLmHeadTimes) {
   KILN_REQUIRE_GPU();

@@ -45,7 +45,7 @@ namespace kiln::cuda {
 // and bias-only kernels (configuration 5), which lost to the ping-pong residual kernel or to cuBLASLt at every
 // shape timed (vit's and bert's out-projection and FFN2, bert's and gpt2's QKV). Kernel set 7 replaced the
 // odd-width kernels' CUTLASS no-shared-memory epilogue (1.32 and 1.34 ms at gpt2's lm_head b32, against 0.47 + 0.27
-// for the padded GEMM and the Unpad) with Kiln's staged one (c1 0.57 ms, c4 0.73).
+// for the padded GEMM and the Unpad) with Kiln's staged one (c1 0.57 ms, c4 0.58).
 
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
 // pointer changed since the last run. c: the residual [M, N] of a kResidual kernel, else null.

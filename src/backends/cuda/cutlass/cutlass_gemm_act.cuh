@@ -55,10 +55,11 @@ struct ActGemm {
 // converted, every row shifted right by its own misalignment in global memory (where its first element sits in a
 // 16-byte piece), so that the staged row's 16-byte pieces fall on the output row's. Then 16 lanes store a row: one
 // 16-byte store each, and the partial first and last pieces (8 elements in all) one element per lane; the tile
-// that N cuts takes element stores past the whole pieces. Measured before it (bench/NOTES.md, gpt2 b32, against 0.47
-// ms for the padded GEMM): CUTLASS's no-shared-memory epilogue (16-byte pieces of eight rows per warp store, half
-// filled) 1.32 ms; its SIMT shared-memory one (an element per thread) 0.78 ms; this one with the edge elements
-// stored by one lane in a loop 1.02 ms. kThreads: the threads that run the epilogue together (the ping-pong
+// that N cuts takes element stores past the whole pieces. Measured (bench/NOTES.md, gpt2 b32, the ping-pong c4,
+// against 0.47 + 0.27 ms for the padded GEMM and the Unpad): CUTLASS's no-shared-memory epilogue (16-byte pieces of
+// eight rows per warp store, half filled) 1.32 ms; its SIMT shared-memory one (an element per thread) 0.78 ms; this
+// one with the edge elements stored by one lane in a loop 1.02 ms, with every value tested against every staging
+// block 0.74 ms, as it is 0.58 ms (the cooperative c1: 0.57, where the epilogue does not overlap). kThreads: the threads that run the epilogue together (the ping-pong
 // kernel's one warp group at a time, which CUTLASS orders, so the two share the buffer; the cooperative kernel's
 // two).
 template <typename T, int kTileM, int kTileN, int kThreads>
