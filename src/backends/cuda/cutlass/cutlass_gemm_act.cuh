@@ -59,9 +59,9 @@ struct ActGemm {
 // against 0.47 + 0.27 ms for the padded GEMM and the Unpad): CUTLASS's no-shared-memory epilogue (16-byte pieces of
 // eight rows per warp store, half filled) 1.32 ms; its SIMT shared-memory one (an element per thread) 0.78 ms; this
 // one with the edge elements stored by one lane in a loop 1.02 ms, with every value tested against every staging
-// block 0.74 ms, as it is 0.58 ms (the cooperative c1: 0.57, where the epilogue does not overlap). kThreads: the threads that run the epilogue together (the ping-pong
-// kernel's one warp group at a time, which CUTLASS orders, so the two share the buffer; the cooperative kernel's
-// two).
+// block 0.74 ms, as it is 0.58 ms (the cooperative c1: 0.57, where the epilogue does not overlap). kThreads: the
+// threads that run the epilogue together (the ping-pong kernel's one warp group at a time, which CUTLASS orders, so
+// the two share the buffer; the cooperative kernel's two).
 template <typename T, int kTileM, int kTileN, int kThreads>
 class OddRowEpilogue {
  public:
