@@ -157,7 +157,8 @@ inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
 // tiles on `sms` SMs, batch 1) the ping-pong 64x128 and the cooperative 128x128 kernels; else the cooperative
 // 128x256 and 256x128 ones, fastest first as the H100 timed them at bert's FFN1, b64 (85-86 and 86-104 us;
 // cuBLASLt + the pass 93-96). SiLU: the cooperative 128x128 and the ping-pong 64x128 kernels. Residual: the
-// ping-pong 128x128 kernel. Odd width: the ping-pong 128x128 and cooperative 128x256 kernels with element stores.
+// ping-pong 128x128 kernel. Odd width: the cooperative 128x256 and the ping-pong 128x128 kernels, whose epilogue
+// stages rows in shared memory (OddRowEpilogue).
 inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
   const std::optional<CutlassAct> kind = cutlass_kind(p);
   if (!kind) return {};
