@@ -698,8 +698,8 @@ std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   if (!args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return lt;
   FusedState probe;  // the layer's geometry, planned once for both kinds of candidates below
   if (!init_fused_state(args, probe).ok()) return lt;
-  // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1, a SiLU 1x1 convolution),
-  // right after cuBLASLt's first choice.
+  // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1, a SiLU 1x1 convolution, a
+  // residual GEMM), right after cuBLASLt's first choice; an odd-width product's before all of cuBLASLt's.
   if (cutlass_tactics_enabled()) {
     const CutlassProblem problem = cutlass_problem(args, probe);
     const std::vector<std::string> cutlass = cutlass_tactics(problem, args.handles->sm_count);
