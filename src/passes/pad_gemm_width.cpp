@@ -9,6 +9,7 @@
 // read and written again.
 #include <cstring>
 
+#include "ops/layout_util.h"
 #include "ops/op_util.h"
 #include "passes/fusion_util.h"
 #include "passes/pass.h"
@@ -43,22 +44,6 @@ Tensor zero_padded(const Tensor& t, int axis, int64_t size) {
     std::memcpy(static_cast<uint8_t*>(p.raw()) + r * pitch * es, static_cast<const uint8_t*>(t.raw()) + r * row * es,
                 row * es);
   return p;
-}
-
-// B as [N, K] (the odd-width FusedMatMul's): B stored [N, K] when trans_b, else [K, N] and transposed here.
-Tensor nk_weight(const Tensor& b, bool trans_b) {
-  const int64_t n = trans_b ? b.dim(0) : b.dim(1), k = trans_b ? b.dim(1) : b.dim(0);
-  Tensor w(b.dtype(), {n, k});
-  const size_t es = dtype_size(b.dtype());
-  const auto* src = static_cast<const uint8_t*>(b.raw());
-  auto* dst = static_cast<uint8_t*>(w.raw());
-  if (trans_b) {
-    std::memcpy(dst, src, n * k * es);
-  } else {
-    for (int64_t i = 0; i < k; ++i)
-      for (int64_t j = 0; j < n; ++j) std::memcpy(dst + (j * k + i) * es, src + (i * n + j) * es, es);
-  }
-  return w;
 }
 
 // Renames v to `base`, or to base_1, base_2... where that name is taken.
@@ -146,8 +131,7 @@ class PadGemmWidth final : public Pass {
     if (!cast && ctx.options.odd_gemm && plain_product(n) && b->dtype != DataType::kFLOAT &&
         k * static_cast<int64_t>(es) % 16 == 0) {
       if (fused && tb) return Outcome::kLeft;
-      odd_width(g, n, tb != 0);
-      return Outcome::kOddWidth;
+      return odd_width(g, n) ? Outcome::kOddWidth : Outcome::kLeft;
     }
 
     g.set_node_input(n, 1, g.add_constant(b->name + "_padded", zero_padded(*b->constant, axis, np)));
@@ -182,32 +166,29 @@ class PadGemmWidth final : public Pass {
     return n->inputs.size() == 2 && act.ok() && *act == "none" && alpha.ok() && *alpha == 1.0f;
   }
 
-  // n as a FusedMatMul with B stored [N, K] that writes the odd-width rows as they are (odd_gemm: the CUTLASS
-  // kernels take it; an engine loaded where they are not built runs cuBLASLt at the odd leading dimension, correct
-  // and ~5x slower).
-  static void odd_width(ir::Graph& g, ir::Node* n, bool trans_b) {
-    Attributes at;
-    at.set("trans_b", int64_t{1});
-    replace_product(g, n, "FusedMatMul", "_nk", nk_weight(*n->inputs[1]->constant, trans_b), std::move(at));
-  }
-
-  // n replaced by the kiln node `op` over (A, the constant w) under n's name, writing n's value.
-  static void replace_product(ir::Graph& g, ir::Node* n, const std::string& op, const std::string& suffix, Tensor w_t,
-                              Attributes at) {
+  // n (A times the constant B [K, N]) as a FusedMatMul under the same name with B transposed to [N, K], writing
+  // the odd-width rows as they are (odd_gemm: the CUTLASS kernels take it; an engine loaded where they are not built
+  // runs cuBLASLt at the odd leading dimension, correct and ~5x slower).
+  static bool odd_width(ir::Graph& g, ir::Node* n) {
     ir::Value *a = n->inputs[0], *b = n->inputs[1], *out = n->outputs[0];
-    ir::Value* w = g.add_constant(b->name + suffix, std::move(w_t));
+    auto nk = ops::permute(*b->constant, {1, 0});
+    if (!nk.ok()) return false;
+    ir::Value* w = g.add_constant(b->name + "_nk", std::move(*nk));
     const std::string name = n->name, value = out->name;
     const ops::Shape shape = out->shape;
     rename_free(g, out, value + "_replaced");
-    ir::Node* sm = g.add_node(op, name, {a, w}, {value}, std::move(at), 1, "kiln");
-    ir::Value* y = sm->outputs[0];
+    Attributes at;
+    at.set("trans_b", int64_t{1});
+    ir::Node* f = g.add_node("FusedMatMul", name, {a, w}, {value}, std::move(at), 1, "kiln");
+    ir::Value* y = f->outputs[0];
     y->dtype = out->dtype;
     y->shape = shape;
     y->rank_known = true;
-    match::record_fusion(sm, {n});
+    match::record_fusion(f, {n});
     g.replace_all_uses(out, y);
     g.remove_node(n);
-    sm->name = name;  // the GEMM's own name, for profiles and layer information
+    f->name = name;  // the GEMM's own name, for profiles and layer information
+    return true;
   }
 };
 

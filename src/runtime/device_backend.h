@@ -23,7 +23,7 @@ struct DeviceInfo {
   int multiprocessors = 0;
   uint64_t total_memory = 0;
   std::string cuda_runtime, cuda_driver, cublaslt, cudnn;  // versions as "13.0", "9.14.0"
-  std::string cutlass;  // the CUTLASS kernels built in ("4.2.0 kernel set 6"), empty in a build without them
+  std::string cutlass;  // the CUTLASS kernels built in ("4.2.0 kernel set 7"), empty in a build without them
 };
 
 // Engine metadata keys the builder writes and the loader checks.

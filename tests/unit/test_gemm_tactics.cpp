@@ -147,8 +147,9 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
     EXPECT_TRUE(cutlass_tactics(q, 132).empty());
   }
   EXPECT_EQ(parse_cutlass_tactic("cutlass_bias_c5").config, -1);  // dropped in kernel set 5
-  // The product alone into rows of an odd width (gpt2's lm_head, B stored [N, K]): the kernel with rows staged in shared memory; not
-  // with a bias, an activation, a residual or B stored [K, N]; other kinds still need N a multiple of 8.
+  // The product alone into rows of an odd width (gpt2's lm_head, B stored [N, K]): the kernels with rows staged in
+  // shared memory; not with a bias, an activation, a residual or B stored [K, N]; other kinds still need N a multiple
+  // of 8.
   CutlassProblem o;
   o.available = o.reduced_type = o.no_act = o.trans_b = true;
   o.m = 4096, o.n = 50257, o.k = 768;
@@ -169,12 +170,24 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   EXPECT_EQ(parse_cutlass_tactic("cutlass_odd_c1").config, 1);
   EXPECT_EQ(parse_cutlass_tactic("cutlass_odd_c0").config, -1);  // not built
   const std::vector<std::string> lt = lt_tactics(8192, 3072, 768, 132);
-  const std::vector<std::string> merged = with_cutlass_tactics(lt, {"cutlass_gelu_c0", "cutlass_gelu_c1"});
+  // Merged into cuBLASLt's ranks: after its first choice; at an odd width, before all of them.
+  CutlassProblem g;
+  g.available = g.reduced_type = g.gelu_erf = true;
+  g.m = 8192, g.n = 3072, g.k = 768;
+  const std::vector<std::string> merged = with_cutlass_tactics(lt, g, 132);
   ASSERT_EQ(merged.size(), lt.size() + 2);
   EXPECT_EQ(merged[0], "lt_heur0");
-  EXPECT_EQ(merged[1], "cutlass_gelu_c0");
-  EXPECT_EQ(merged[2], "cutlass_gelu_c1");
+  EXPECT_EQ(merged[1], "cutlass_gelu_c1");
+  EXPECT_EQ(merged[2], "cutlass_gelu_c3");
   EXPECT_EQ(merged[3], "lt_heur1");
+  const std::vector<std::string> odd_first = with_cutlass_tactics(lt, o, 132);
+  ASSERT_EQ(odd_first.size(), lt.size() + 2);
+  EXPECT_EQ(odd_first[0], "cutlass_odd_c1");
+  EXPECT_EQ(odd_first[1], "cutlass_odd_c4");
+  EXPECT_EQ(odd_first[2], "lt_heur0");
+  CutlassProblem none = g;
+  none.available = false;  // no kernels built: cuBLASLt's list as it was
+  EXPECT_EQ(with_cutlass_tactics(lt, none, 132), lt);
 }
 
 }  // namespace

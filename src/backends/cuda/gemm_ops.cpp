@@ -700,16 +700,8 @@ std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   if (!init_fused_state(args, probe).ok()) return lt;
   // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1, a SiLU 1x1 convolution, a
   // residual GEMM), right after cuBLASLt's first choice; an odd-width product's before all of cuBLASLt's.
-  if (cutlass_tactics_enabled()) {
-    const CutlassProblem problem = cutlass_problem(args, probe);
-    const std::vector<std::string> cutlass = cutlass_tactics(problem, args.handles->sm_count);
-    // At an odd width, cuBLASLt's kernels run 5-7x slower than CUTLASS's (gpt2's lm_head b32: 3.0 ms against 0.56):
-    // CUTLASS's come first, so the levels that time few tactics, or none (level 0), take one.
-    if (!cutlass.empty() && cutlass_kind(problem) == CutlassAct::kOddWidth)
-      lt.insert(lt.begin(), cutlass.begin(), cutlass.end());
-    else
-      lt = with_cutlass_tactics(lt, cutlass);
-  }
+  if (cutlass_tactics_enabled())
+    lt = with_cutlass_tactics(std::move(lt), cutlass_problem(args, probe), args.handles->sm_count);
   if (!dnn_matmul_enabled()) return lt;
   auto act = args.attrs().get_string("activation", "none");
   auto rf = args.attrs().get_int("residual_first", 0);

@@ -177,10 +177,18 @@ inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms
   return {};
 }
 
-// The tactic list of a layer with CUTLASS candidates: cuBLASLt's first choice, then the CUTLASS kernels (which
-// replace the whole layer, a pass included, so they are timed at the default level), then the rest.
-inline std::vector<std::string> with_cutlass_tactics(const std::vector<std::string>& tactics,
-                                                     const std::vector<std::string>& cutlass) {
+// The tactic list of a layer with the CUTLASS kernels that fit it (cutlass_tactics): cuBLASLt's first choice, then
+// the CUTLASS kernels (which replace the whole layer, a pass included, so they are timed at the default level), then
+// the rest. At an odd width the CUTLASS kernels come before all of cuBLASLt's, which run 5-7x slower there (gpt2's
+// lm_head b32 on an H100: 3.0 ms against 0.57), so the levels that time few tactics, or none (level 0), take one.
+inline std::vector<std::string> with_cutlass_tactics(std::vector<std::string> tactics, const CutlassProblem& p,
+                                                     int sms) {
+  const std::vector<std::string> cutlass = cutlass_tactics(p, sms);
+  if (cutlass.empty()) return tactics;
+  if (cutlass_kind(p) == CutlassAct::kOddWidth) {
+    tactics.insert(tactics.begin(), cutlass.begin(), cutlass.end());
+    return tactics;
+  }
   return after_first_choice(tactics, cutlass);
 }
 
