@@ -28,11 +28,18 @@ inline constexpr int64_t kAttentionKeyTile = 64;
 // dependent tiles. Instantiated for these row warps per block (blocks of 2, 4 and 8 warps).
 inline constexpr int kAttentionKeySplit = 2;
 inline constexpr int kAttentionSplitWarps[] = {1, 2, 4};
+// Two row tiles a warp (32 query rows, FlashAttention-2's split): each K/V fragment a warp loads from shared memory
+// feeds two products instead of one, and the two rows' chains of dependent products and exponentials interleave.
+// Twice the accumulators, so only for head-dim tiles up to 64; instantiated for these warps per block (64 and 128
+// query rows).
+inline constexpr int kAttentionRowTileWarps[] = {2, 4};
+inline constexpr int64_t kAttentionRowTilesMaxD = 64;
 
-// A tactic's block: row warps and key splits (warps 0: not a tactic of this kernel).
+// A tactic's block: row warps, key splits and 16-row tiles per warp (warps 0: not a tactic of this kernel).
 struct AttentionBlock {
   int warps = 0;
   int splits = 1;
+  int row_tiles = 1;
 };
 
 // Whether the 16-byte cp.async row loads and the 4-byte output stores are aligned for these addresses and
@@ -64,8 +71,9 @@ inline int attention_default_warps(const AttentionShape& s, int sm_count) {
   return s.B * s.H * ((s.Sq + 63) / 64) < 2 * static_cast<int64_t>(sm_count) ? 1 : 4;
 }
 
-inline std::string attention_tactic_name(int warps, int splits = 1) {
-  return "kiln_attn_mma_w" + std::to_string(warps) + (splits > 1 ? "s" + std::to_string(splits) : "");
+inline std::string attention_tactic_name(int warps, int splits = 1, int row_tiles = 1) {
+  return "kiln_attn_mma_w" + std::to_string(warps) + (splits > 1 ? "s" + std::to_string(splits) : "") +
+         (row_tiles > 1 ? "r" + std::to_string(row_tiles) : "");
 }
 
 // The block of a tactic name; warps 0 for a name that is not one of these tactics.
@@ -74,6 +82,8 @@ inline AttentionBlock attention_tactic_block(std::string_view name) {
     if (name == attention_tactic_name(w)) return {w, 1};
   for (int w : kAttentionSplitWarps)
     if (name == attention_tactic_name(w, kAttentionKeySplit)) return {w, kAttentionKeySplit};
+  for (int w : kAttentionRowTileWarps)
+    if (name == attention_tactic_name(w, 1, 2)) return {w, 1, 2};
   return {};
 }
 
@@ -82,8 +92,10 @@ inline int attention_tactic_warps(std::string_view name) { return attention_tact
 
 // The candidates for this shape, the untuned choice first; empty where the tensor-core kernel does not run (the
 // generic kernel has no alternatives). A block size is offered only while at least half its warps have query
-// rows: a larger one computes the same thing with idle warps holding shared memory. The key-split blocks follow,
-// where the grid leaves SMs idle (the untuned choice is one warp per block) and there are keys for two tiles.
+// rows: a larger one computes the same thing with idle warps holding shared memory. The two-row-tile blocks follow
+// (same rule) for head dims up to 64 where the grid fills the GPU (the untuned choice is four warps per block):
+// they make half as many blocks. Then the key-split blocks, where the grid leaves SMs idle (the untuned choice is
+// one warp per block) and there are keys for two tiles.
 inline std::vector<std::string> attention_tactics(const AttentionShape& s, int sm_count) {
   std::vector<std::string> names;
   if (!attention_mma_applies(s) || s.B * s.H * s.Sq == 0) return names;
@@ -92,6 +104,9 @@ inline std::vector<std::string> attention_tactics(const AttentionShape& s, int s
   auto rows_fill = [&](int w) { return w == 1 || s.Sq > 8 * static_cast<int64_t>(w); };
   for (int w : kAttentionWarps)
     if (w != first && rows_fill(w)) names.push_back(attention_tactic_name(w));
+  if (first != 1 && attention_mma_tile(s.D) <= kAttentionRowTilesMaxD)
+    for (int w : kAttentionRowTileWarps)
+      if (rows_fill(2 * w)) names.push_back(attention_tactic_name(w, 1, 2));
   if (first == 1 && s.Sk > kAttentionKeyTile)
     for (int w : kAttentionSplitWarps)
       if (rows_fill(w)) names.push_back(attention_tactic_name(w, kAttentionKeySplit));
