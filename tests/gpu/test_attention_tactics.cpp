@@ -78,6 +78,7 @@ std::vector<std::string> all_tactics() {
   for (int w : cuda::kAttentionWarps) v.push_back(cuda::attention_tactic_name(w));
   for (int w : cuda::kAttentionSplitWarps) v.push_back(cuda::attention_tactic_name(w, cuda::kAttentionKeySplit));
   for (int w : cuda::kAttentionRowTileWarps) v.push_back(cuda::attention_tactic_name(w, 1, 2));
+  for (int w : cuda::kAttentionPersistWarps) v.push_back(cuda::attention_tactic_name(w, 1, 1, true));
   return v;
 }
 
