@@ -63,9 +63,9 @@ const AttnCase kCases[] = {
     {"gqa-4/2-d32-full-mask", 2, 4, 77, 32, "bshd", "bhsd", {2, 1, 77, 77}, false, 0, 2},
     {"mqa-4/1-d128-causal", 1, 4, 100, 128, "bhsd", "bshd", {}, true, 0, 1},
     {"gqa-6/3-sq50-sk130", 2, 6, 50, 64, "bshd", "bshd", {2, 1, 1, 130}, false, 130, 3},
-    // Grids of at least two blocks an SM (B * H * 64-query blocks >= 264), where the two-row-tile blocks are
-    // offered (a tactic that is not offered runs the default instead, which would test nothing): vit's odd
-    // length, gpt2's causal tiles, bert's padding mask, a zero-padded head dim with a causal edge, Sq != Sk.
+    // Grids of at least two blocks an SM (B * H * 64-query blocks >= 264), where the default is four warps a
+    // block (the cases above take one): vit's odd length, gpt2's causal tiles, bert's padding mask, a zero-padded
+    // head dim with a causal edge, Sq != Sk.
     {"vit-grid", 8, 12, 197, 64, "bs3hd", "bshd", {}},
     {"gpt2-grid", 12, 12, 128, 64, "bs3hd", "bshd", {}, true},
     {"bert-grid", 12, 12, 128, 64, "bs3hd", "bshd", {12, 1, 1, 128}},
@@ -77,8 +77,6 @@ std::vector<std::string> all_tactics() {
   std::vector<std::string> v;
   for (int w : cuda::kAttentionWarps) v.push_back(cuda::attention_tactic_name(w));
   for (int w : cuda::kAttentionSplitWarps) v.push_back(cuda::attention_tactic_name(w, cuda::kAttentionKeySplit));
-  for (int w : cuda::kAttentionRowTileWarps) v.push_back(cuda::attention_tactic_name(w, 1, 2));
-  for (int w : cuda::kAttentionPersistWarps) v.push_back(cuda::attention_tactic_name(w, 1, 1, true));
   return v;
 }
 

@@ -42,53 +42,6 @@ TEST(AttentionTactics, NamesAreStableAndRoundTrip) {
     EXPECT_EQ(b.splits, kAttentionKeySplit);
   }
   EXPECT_EQ(attention_tactic_block("kiln_attn_mma_w4").splits, 1);
-  EXPECT_EQ(attention_tactic_block("kiln_attn_mma_w4").row_tiles, 1);
-  // The two-row-tile blocks.
-  EXPECT_EQ(attention_tactic_name(2, 1, 2), "kiln_attn_mma_w2r2");
-  EXPECT_EQ(attention_tactic_name(4, 1, 2), "kiln_attn_mma_w4r2");
-  for (int w : kAttentionRowTileWarps) {
-    const AttentionBlock b = attention_tactic_block(attention_tactic_name(w, 1, 2));
-    EXPECT_EQ(b.warps, w);
-    EXPECT_EQ(b.splits, 1);
-    EXPECT_EQ(b.row_tiles, 2);
-  }
-  for (const char* other : {"kiln_attn_mma_w8r2", "kiln_attn_mma_w1r2", "kiln_attn_mma_w4r3", "kiln_attn_mma_w4s2r2"})
-    EXPECT_EQ(attention_tactic_warps(other), 0) << other;
-  // The persistent blocks.
-  EXPECT_EQ(attention_tactic_name(4, 1, 1, true), "kiln_attn_mma_w4p");
-  for (int w : kAttentionPersistWarps) {
-    const AttentionBlock b = attention_tactic_block(attention_tactic_name(w, 1, 1, true));
-    EXPECT_EQ(b.warps, w);
-    EXPECT_EQ(b.row_tiles, 1);
-    EXPECT_TRUE(b.persistent);
-  }
-  EXPECT_FALSE(attention_tactic_block("kiln_attn_mma_w4").persistent);
-  for (const char* other : {"kiln_attn_mma_w8p", "kiln_attn_mma_w1p", "kiln_attn_mma_w4r2p", "kiln_attn_mma_w4s2p"})
-    EXPECT_EQ(attention_tactic_warps(other), 0) << other;
-}
-
-// Two row tiles a warp, and persistent blocks: offered for head-dim tiles up to 64 where the untuned choice is four
-// warps per block (batch 64), with queries for at least half the block's warps; not at batch 1, not for head dim 128.
-TEST(AttentionTactics, RowTilesForFullGridsAndSmallHeadDims) {
-  for (const AttentionShape& s : {shape(64, 12, 128, 64), shape(64, 12, 197, 64), shape(32, 12, 128, 32),
-                                  shape(64, 12, 128, 40)}) {
-    const auto v = attention_tactics(s, kH200Sms);
-    EXPECT_TRUE(has(v, "kiln_attn_mma_w2r2")) << s.D;
-    EXPECT_TRUE(has(v, "kiln_attn_mma_w4r2")) << s.D;
-    EXPECT_TRUE(has(v, "kiln_attn_mma_w2p")) << s.D;
-    EXPECT_TRUE(has(v, "kiln_attn_mma_w4p")) << s.D;
-    EXPECT_LE(v.size() + 1, 8u);  // with cuDNN's, all timed at the default optimization level
-    EXPECT_EQ(v.front(), "kiln_attn_mma_w4");
-  }
-  for (const AttentionShape& s : {shape(1, 12, 128, 64), shape(64, 12, 128, 128), shape(64, 12, 128, 96)})
-    for (const auto& n : attention_tactics(s, kH200Sms)) {
-      EXPECT_EQ(attention_tactic_block(n).row_tiles, 1) << n;
-      EXPECT_FALSE(attention_tactic_block(n).persistent) << n;
-    }
-  // 40 queries: a 64-row block has rows for both its warps, a 128-row block for only two of its four.
-  const auto v = attention_tactics(shape(200, 12, 40, 64), kH200Sms);
-  EXPECT_TRUE(has(v, "kiln_attn_mma_w2r2"));
-  EXPECT_FALSE(has(v, "kiln_attn_mma_w4r2"));
 }
 
 // The key-split blocks are offered where the grid leaves SMs idle (the untuned choice is one warp per block) and
@@ -135,9 +88,8 @@ TEST(AttentionTactics, LongEnoughSequencesGetEveryBlockSize) {
   for (const AttentionShape& s : {shape(64, 12, 128, 64), shape(64, 12, 197, 64), shape(32, 12, 128, 32),
                                   shape(8, 16, 256, 128)}) {
     const auto v = attention_tactics(s, kH200Sms);
-    // Every block size but one warp, and up to head dim 64 the two row-tile and the two persistent blocks.
-    EXPECT_EQ(v.size(), s.D <= kAttentionRowTilesMaxD ? 7u : 3u);
-    for (int w : kAttentionWarps) EXPECT_EQ(has(v, attention_tactic_name(w)), w > 1) << w;
+    EXPECT_EQ(v.size(), 4u);
+    for (int w : kAttentionWarps) EXPECT_TRUE(has(v, attention_tactic_name(w))) << w;
   }
 }
 

@@ -3,7 +3,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <utility>
@@ -30,7 +29,6 @@ struct Args {
   int causal;
   int masked_rows_zero;  // 1: a row whose every key is masked gives zeros (its sum l is 0), else NaN
   int mask_pairs;  // the mask's last stride is 1 and its rows start 4-byte aligned: two keys' values in one load
-  int BH = 0;      // batch * heads (the persistent kernel's items are BH query blocks of each)
 };
 
 // ---- tensor-core path: D = Dv <= kHd (32, 64, 96 or 128), 16 queries per warp, keys in tiles of 64 ----
@@ -42,11 +40,11 @@ struct Args {
 constexpr int kKeys = static_cast<int>(kAttentionKeyTile);  // keys per tile
 constexpr float kLog2e = 1.4426950408889634f;
 
-// Shared-memory size of the kernel below: Q's rows (kRT 16-row tiles a warp; two buffers when persistent) and two
-// buffers each of K and V (kSplit tiles a buffer), rows padded by 16 bytes so the eight row addresses of an ldmatrix fall in different banks.
-template <int kHd, int kWarps, int kSplit, int kRT, bool kPersist>
+// Shared-memory size of the kernel below: Q's rows and two buffers each of K and V (kSplit tiles a buffer), rows
+// padded by 16 bytes so the eight row addresses of an ldmatrix fall in different banks.
+template <int kHd, int kWarps, int kSplit>
 constexpr size_t mma_smem_bytes() {
-  return static_cast<size_t>((kPersist ? 2 : 1) * 16 * kRT * kWarps + 4 * kKeys * kSplit) * (kHd + 8) * 2;
+  return static_cast<size_t>(16 * kWarps + 4 * kKeys * kSplit) * (kHd + 8) * 2;
 }
 
 // Copies kN rows of a matrix (row stride `ss` elements) into a padded shared tile, asynchronously, each thread the
@@ -96,106 +94,74 @@ __device__ __forceinline__ float fast_exp2(float x) {
 }
 
 // Launch bounds: at most 128 registers a thread where that leaves the accumulators of head dim 32/64 in registers,
-// so four 4-warp or two 8-warp blocks fit an SM's registers; two row tiles a warp (twice the accumulators) at most
-// 255 (two 4-warp blocks); a persistent block (its next item's addresses besides) at most 168 (twelve warps an SM);
-// head dims 96 and 128 need more and keep the compiler's choice.
-template <int kHd, int kWarps, int kSplit, int kRT, bool kPersist>
+// so four 4-warp or two 8-warp blocks fit an SM's registers; head dims 96 and 128 need more and keep the compiler's
+// choice.
+template <int kHd, int kWarps, int kSplit>
 constexpr int mma_min_blocks() {
-  if (kPersist) return 12 / kWarps;
-  return kHd > 64 || kWarps * kSplit > 16 ? 1 : 16 / (kWarps * kSplit * kRT * kRT);
+  return kHd > 64 || kWarps * kSplit > 16 ? 1 : 16 / (kWarps * kSplit);
 }
 
 // kSplit > 1 (the key split, for grids too small to fill the GPU: batch 1): kSplit warps share each 16 query rows,
 // warp group s taking key tiles s, s + kSplit, ...; each group keeps its own running max, sum and output, and
 // group 0 merges the others' through shared memory at the end (the FlashDecoding combine, inside one block).
-// kRT > 1 (kSplit 1): a warp owns kRT 16-row tiles of consecutive queries, and every K/V fragment it loads from
-// shared memory feeds each tile's product. Each row's arithmetic is the same whatever the block (bit for bit).
-// kPersist (kSplit 1): the grid is what the GPU holds at once and each block takes the query blocks ("items")
-// blockIdx.x, + gridDim.x, ... in turn, loading the next item's Q and first K/V tile while it computes the last
-// tile of the current one. For short sequences (gpt2's 128 keys: one or two tiles an item, 1.45 waves of blocks)
-// the blocks otherwise load, then compute, then load again wave by wave; this streams the loads under the math.
-template <typename T, bool kMask, int kHd, int kWarps, int kSplit, int kRT, bool kPersist>
-__global__ void __launch_bounds__(kWarps * kSplit * 32, (mma_min_blocks<kHd, kWarps, kSplit, kRT, kPersist>()))
+template <typename T, bool kMask, int kHd, int kWarps, int kSplit>
+__global__ void __launch_bounds__(kWarps * kSplit * 32, (mma_min_blocks<kHd, kWarps, kSplit>()))
     attention_mma_kernel(Args p) {
-  static_assert(kSplit == 1 || (kRT == 1 && !kPersist), "the key split merges one row tile a warp, one item a block");
-  constexpr int kRows = 16 * kRT * kWarps, kLd = kHd + 8, kThreads = kWarps * kSplit * 32, kStep = kKeys * kSplit;
+  constexpr int kRows = 16 * kWarps, kLd = kHd + 8, kThreads = kWarps * kSplit * 32, kStep = kKeys * kSplit;
   extern __shared__ __align__(128) unsigned char smem[];
-  T* qsm = reinterpret_cast<T*>(smem);                // kPersist ? 2 : 1 buffers of kRows rows
-  T* ksm = qsm + (kPersist ? 2 : 1) * kRows * kLd;  // two buffers of kStep rows
-  T* vsm = ksm + 2 * kStep * kLd;                   // two buffers of kStep rows
+  T* qsm = reinterpret_cast<T*>(smem);
+  T* ksm = qsm + kRows * kLd;      // two buffers of kStep rows
+  T* vsm = ksm + 2 * kStep * kLd;  // two buffers of kStep rows
   const int warp = threadIdx.x / 32 % kWarps, lane = threadIdx.x % 32;
   const int split = threadIdx.x / 32 / kWarps;  // the warp group: which of each step's kSplit key tiles it takes
-  // Fragment coordinates: this lane holds rows g and g + 8 of each of the warp's 16-row tiles, columns 2t and
-  // 2t + 1 of each 8.
-  const int g = lane / 4, t = lane % 4;
-  const float scale = p.scale * kLog2e;  // exponentials in base 2
-  const int qblocks = (p.Sq + kRows - 1) / kRows;
-  const RowLoader<kHd, kThreads, kRows, T> qload(p.qs[2], p.D);
+  const int bh = blockIdx.y, b = bh / p.H, h = bh % p.H;
+  const int q0 = blockIdx.x * kRows;
+  const T* qg = static_cast<const T*>(p.q) + b * p.qs[0] + h * p.qs[1];
+  const T* kg = static_cast<const T*>(p.k) + b * p.ks[0] + (h / p.group) * p.ks[1];
+  const T* vg = static_cast<const T*>(p.v) + b * p.vs[0] + (h / p.group) * p.vs[1];
+  const int kv_end = p.causal ? min(p.Sk, q0 + kRows) : p.Sk;  // later keys are hidden from every row here
+  const int ntiles = (kv_end + kStep - 1) / kStep;  // steps of kSplit key tiles
+
   const RowLoader<kHd, kThreads, kStep, T> kload(p.ks[2], p.D), vload(p.vs[2], p.D);
+  RowLoader<kHd, kThreads, kRows, T>(p.qs[2], p.D).load(qsm, qg, q0, p.Sq);
+  kload.load(ksm, kg, 0, p.Sk);
+  vload.load(vsm, vg, 0, p.Sk);
+  cp_async_commit();
 
-  // The item's geometry: (batch, head) bh, queries from q0. Set by begin().
-  int b = 0, h = 0, q0 = 0, ntiles = 0, qw = 0, warp_kv_end = 0;
-  bool warp_live = false;
-  const T *qg = nullptr, *kg = nullptr, *vg = nullptr;
-  const T* mrow[kRT][2] = {};  // the mask rows of this lane's queries
-  auto geometry = [&](int bh, int qb, int& b_, int& h_, int& q0_, const T*& qg_, const T*& kg_, const T*& vg_) {
-    b_ = bh / p.H, h_ = bh % p.H, q0_ = qb * kRows;
-    qg_ = static_cast<const T*>(p.q) + b_ * p.qs[0] + h_ * p.qs[1];
-    kg_ = static_cast<const T*>(p.k) + b_ * p.ks[0] + (h_ / p.group) * p.ks[1];
-    vg_ = static_cast<const T*>(p.v) + b_ * p.vs[0] + (h_ / p.group) * p.vs[1];
-  };
-  auto begin = [&](int bh, int qb) {
-    geometry(bh, qb, b, h, q0, qg, kg, vg);
-    const int kv_end = p.causal ? min(p.Sk, q0 + kRows) : p.Sk;  // later keys are hidden from every row here
-    ntiles = (kv_end + kStep - 1) / kStep;                        // steps of kSplit key tiles
-    qw = q0 + warp * 16 * kRT;                                    // the warp's first query
-    // A warp whose rows all lie past Sq only helps load tiles; keys from warp_kv_end on are hidden from all its
-    // rows (past the end, or causal and after its last query), so the 16-key steps there are skipped: exact,
-    // since their probabilities are 0 (a row tile that sees none of a computed step's keys masks them all).
-    warp_live = qw < p.Sq;
-    warp_kv_end = p.causal ? min(p.Sk, qw + 16 * kRT) : p.Sk;
-    if (kMask) {  // rows past Sq read the last row's values, which are never stored
-      const T* mb = static_cast<const T*>(p.mask) + b * p.ms0 + h * p.ms1;
+  // Fragment coordinates: this lane holds rows g and g + 8 of the warp's 16, columns 2t and 2t + 1 of each 8.
+  const int g = lane / 4, t = lane % 4;
+  const int qw = q0 + warp * 16;  // the warp's first query
+  const int qi0 = qw + g, qi1 = qi0 + 8;
+  // A warp whose rows all lie past Sq only helps load tiles; keys from warp_kv_end on are hidden from all its
+  // rows (past the end, or causal and after its last query), so the 16-key steps there are skipped: exact, since
+  // their probabilities are 0.
+  const bool warp_live = qw < p.Sq;
+  const int warp_kv_end = p.causal ? min(p.Sk, qw + 16) : p.Sk;
+  const float scale = p.scale * kLog2e;  // exponentials in base 2
+  // The mask rows of this lane's two queries (rows past Sq read the last row's values, which are never stored).
+  const T* mrow0 = nullptr;
+  const T* mrow1 = nullptr;
+  if (kMask) {
+    const T* mb = static_cast<const T*>(p.mask) + b * p.ms0 + h * p.ms1;
+    mrow0 = mb + min(qi0, p.Sq - 1) * p.ms2;
+    mrow1 = mb + min(qi1, p.Sq - 1) * p.ms2;
+  }
+  uint32_t qf[kHd / 16][4];
+  float o[kHd / 8][4];
 #pragma unroll
-      for (int rt = 0; rt < kRT; ++rt) {
-        mrow[rt][0] = mb + min(qw + rt * 16 + g, p.Sq - 1) * p.ms2;
-        mrow[rt][1] = mb + min(qw + rt * 16 + g + 8, p.Sq - 1) * p.ms2;
-      }
-    }
-  };
+  for (int i = 0; i < kHd / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+  float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;  // l: this lane's part of the row sums
 
-  uint32_t qf[kRT][kHd / 16][4];
-  float o[kRT][kHd / 8][4];
-  float m[kRT][2], l[kRT][2];  // l: this lane's part of the row sums
-  auto reset = [&]() {
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt) {
-#pragma unroll
-      for (int i = 0; i < kHd / 8; ++i) o[rt][i][0] = o[rt][i][1] = o[rt][i][2] = o[rt][i][3] = 0.f;
-      m[rt][0] = m[rt][1] = -INFINITY;
-      l[rt][0] = l[rt][1] = 0.f;
-    }
-  };
-  auto load_q = [&](const T* qbuf) {
-#pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int kk = 0; kk < kHd / 16; ++kk)
-        ldsm_x4(qf[rt][kk], qbuf + ((warp * kRT + rt) * 16 + lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
-  };
-
-  // One key tile of the warp's rows. kEdge: the tile crosses Sk or the causal diagonal of some row of the warp,
-  // so keys are tested one by one and 16-key steps no row sees are skipped; an interior tile (every other) has no
-  // test at all.
+  // One key tile of the warp's rows. kEdge: the tile crosses Sk or the causal diagonal of the warp's rows, so keys
+  // are tested one by one and 16-key steps no row sees are skipped; an interior tile (every other) has no test at
+  // all, and its code no branch between the products.
   auto tile = [&](const T* kt, const T* vt, int k0, auto edge) {
     constexpr bool kEdge = decltype(edge)::value;
     const int live = warp_kv_end - k0;  // keys of this tile some row of the warp sees: the first `live`
-    // S = Q K^T: 16 x 64 per row tile, as eight 16x8 accumulator fragments.
-    float s[kRT][kKeys / 8][4];
+    // S = Q K^T: 16 x 64 per warp, as eight 16x8 accumulator fragments.
+    float s[kKeys / 8][4];
 #pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
-#pragma unroll
-      for (int i = 0; i < kKeys / 8; ++i) s[rt][i][0] = s[rt][i][1] = s[rt][i][2] = s[rt][i][3] = 0.f;
+    for (int i = 0; i < kKeys / 8; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < kHd / 16; ++kk) {
       if (kHd > 32 && kk * 16 >= p.D) continue;  // the tile's zero columns
@@ -204,284 +170,196 @@ __global__ void __launch_bounds__(kWarps * kSplit * 32, (mma_min_blocks<kHd, kWa
         if (kEdge && np * 16 >= live) continue;  // hidden keys: left 0, masked below
         uint32_t bf[4];  // keys np*16 .. +7 and +8 .. +15, head dims kk*16 .. +15
         ldsm_x4(bf, kt + (np * 16 + (lane / 16) * 8 + lane % 8) * kLd + kk * 16 + ((lane / 8) % 2) * 8);
-#pragma unroll
-        for (int rt = 0; rt < kRT; ++rt) {
-          mma16816<T>(s[rt][2 * np], qf[rt][kk], bf[0], bf[1]);
-          mma16816<T>(s[rt][2 * np + 1], qf[rt][kk], bf[2], bf[3]);
-        }
+        mma16816<T>(s[2 * np], qf[kk], bf[0], bf[1]);
+        mma16816<T>(s[2 * np + 1], qf[kk], bf[2], bf[3]);
       }
     }
 
     // Online softmax over this tile, in float32: scale, mask, the new row maxima (across the lane's quad). The
     // products, sums and differences are rounded one by one (__fmul_rn and the like: never contracted into an FMA)
     // so that every block size gives the same bits: the compiler's contraction choices differ between them.
-    uint32_t pa[kRT][kKeys / 16][4];  // the probabilities, packed as P V's A fragments
+    float mxa[kKeys / 8], mxb[kKeys / 8];  // per 8-key step, rows g and g + 8
 #pragma unroll
-    for (int rt = 0; rt < kRT; ++rt) {
-      const int qi0 = qw + rt * 16 + g, qi1 = qi0 + 8;
-      float mxa[kKeys / 8], mxb[kKeys / 8];  // per 8-key step, rows g and g + 8
-#pragma unroll
-      for (int nt = 0; nt < kKeys / 8; ++nt) {
-        const int kj = k0 + nt * 8 + 2 * t;  // this lane's keys: kj (elements 0, 2) and kj + 1 (1, 3)
-        float x[4] = {__fmul_rn(s[rt][nt][0], scale), __fmul_rn(s[rt][nt][1], scale), __fmul_rn(s[rt][nt][2], scale),
-                      __fmul_rn(s[rt][nt][3], scale)};
-        if (kMask) {
-          if (!kEdge && p.mask_pairs) {
-            const float2 a = load_pair(mrow[rt][0] + kj);
-            const float2 c = p.ms2 == 0 ? a : load_pair(mrow[rt][1] + kj);
-            x[0] = fmaf(a.x, kLog2e, x[0]);
-            x[1] = fmaf(a.y, kLog2e, x[1]);
-            x[2] = fmaf(c.x, kLog2e, x[2]);
-            x[3] = fmaf(c.y, kLog2e, x[3]);
-          } else {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int key = kj + (e & 1);
-              if (!kEdge || key < p.Sk) x[e] = fmaf(to_f(mrow[rt][e >> 1][key * p.ms3]), kLog2e, x[e]);
-            }
-          }
-        }
-        if (kEdge) {
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+      const int kj = k0 + nt * 8 + 2 * t;  // this lane's keys: kj (elements 0, 2) and kj + 1 (1, 3)
+      float x[4] = {__fmul_rn(s[nt][0], scale), __fmul_rn(s[nt][1], scale), __fmul_rn(s[nt][2], scale),
+                    __fmul_rn(s[nt][3], scale)};
+      if (kMask) {
+        if (!kEdge && p.mask_pairs) {
+          const float2 a = load_pair(mrow0 + kj);
+          const float2 c = p.ms2 == 0 ? a : load_pair(mrow1 + kj);
+          x[0] = fmaf(a.x, kLog2e, x[0]);
+          x[1] = fmaf(a.y, kLog2e, x[1]);
+          x[2] = fmaf(c.x, kLog2e, x[2]);
+          x[3] = fmaf(c.y, kLog2e, x[3]);
+        } else {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int key = kj + (e & 1);
-            if (key >= p.Sk || (p.causal && key > (e < 2 ? qi0 : qi1))) x[e] = -INFINITY;
+            if (!kEdge || key < p.Sk) x[e] = fmaf(to_f((e < 2 ? mrow0 : mrow1)[key * p.ms3]), kLog2e, x[e]);
           }
         }
-#pragma unroll
-        for (int e = 0; e < 4; ++e) s[rt][nt][e] = x[e];
-        mxa[nt] = fmaxf(x[0], x[1]);
-        mxb[nt] = fmaxf(x[2], x[3]);
       }
-      // The row maxima as trees rather than one chain of dependent max operations.
+      if (kEdge) {
 #pragma unroll
-      for (int w = 1; w < kKeys / 8; w *= 2)
-#pragma unroll
-        for (int nt = 0; nt + w < kKeys / 8; nt += 2 * w) {
-          mxa[nt] = fmaxf(mxa[nt], mxa[nt + w]);
-          mxb[nt] = fmaxf(mxb[nt], mxb[nt + w]);
+        for (int e = 0; e < 4; ++e) {
+          const int key = kj + (e & 1);
+          if (key >= p.Sk || (p.causal && key > (e < 2 ? qi0 : qi1))) x[e] = -INFINITY;
         }
-      float mx0 = fmaxf(m[rt][0], mxa[0]), mx1 = fmaxf(m[rt][1], mxb[0]);
-#pragma unroll
-      for (int off = 1; off <= 2; off <<= 1) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
       }
-      // While every key so far is masked, m stays -inf: nothing accumulates (2^(-inf - 0) = 0) and no inf - inf
-      // appears.
-      const float c0 = mx0 == -INFINITY ? 1.f : fast_exp2(m[rt][0] - mx0);
-      const float c1 = mx1 == -INFINITY ? 1.f : fast_exp2(m[rt][1] - mx1);
-      m[rt][0] = mx0;
-      m[rt][1] = mx1;
-      const float base0 = mx0 == -INFINITY ? 0.f : mx0, base1 = mx1 == -INFINITY ? 0.f : mx1;
-      float r0 = 0.f, r1 = 0.f;
 #pragma unroll
-      for (int nt = 0; nt < kKeys / 8; ++nt) {
-        s[rt][nt][0] = fast_exp2(__fsub_rn(s[rt][nt][0], base0));
-        s[rt][nt][1] = fast_exp2(__fsub_rn(s[rt][nt][1], base0));
-        s[rt][nt][2] = fast_exp2(__fsub_rn(s[rt][nt][2], base1));
-        s[rt][nt][3] = fast_exp2(__fsub_rn(s[rt][nt][3], base1));
-        r0 = __fadd_rn(r0, __fadd_rn(s[rt][nt][0], s[rt][nt][1]));
-        r1 = __fadd_rn(r1, __fadd_rn(s[rt][nt][2], s[rt][nt][3]));
-      }
-      l[rt][0] = fmaf(l[rt][0], c0, r0);
-      l[rt][1] = fmaf(l[rt][1], c1, r1);
+      for (int e = 0; e < 4; ++e) s[nt][e] = x[e];
+      mxa[nt] = fmaxf(x[0], x[1]);
+      mxb[nt] = fmaxf(x[2], x[3]);
+    }
+    // The row maxima as trees rather than one chain of dependent max operations.
 #pragma unroll
-      for (int i = 0; i < kHd / 8; ++i) {
-        o[rt][i][0] = __fmul_rn(o[rt][i][0], c0);
-        o[rt][i][1] = __fmul_rn(o[rt][i][1], c0);
-        o[rt][i][2] = __fmul_rn(o[rt][i][2], c1);
-        o[rt][i][3] = __fmul_rn(o[rt][i][3], c1);
-      }
-      // Two adjacent 16x8 probability fragments are exactly one 16x16 A fragment.
+    for (int w = 1; w < kKeys / 8; w *= 2)
 #pragma unroll
-      for (int kk = 0; kk < kKeys / 16; ++kk) {
-        pa[rt][kk][0] = pack2<T>(s[rt][2 * kk][0], s[rt][2 * kk][1]);
-        pa[rt][kk][1] = pack2<T>(s[rt][2 * kk][2], s[rt][2 * kk][3]);
-        pa[rt][kk][2] = pack2<T>(s[rt][2 * kk + 1][0], s[rt][2 * kk + 1][1]);
-        pa[rt][kk][3] = pack2<T>(s[rt][2 * kk + 1][2], s[rt][2 * kk + 1][3]);
+      for (int nt = 0; nt + w < kKeys / 8; nt += 2 * w) {
+        mxa[nt] = fmaxf(mxa[nt], mxa[nt + w]);
+        mxb[nt] = fmaxf(mxb[nt], mxb[nt + w]);
       }
+    float mx0 = fmaxf(m0, mxa[0]), mx1 = fmaxf(m1, mxb[0]);
+#pragma unroll
+    for (int off = 1; off <= 2; off <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+    }
+    // While every key so far is masked, m stays -inf: nothing accumulates (2^(-inf - 0) = 0) and no inf - inf
+    // appears.
+    const float c0 = mx0 == -INFINITY ? 1.f : fast_exp2(__fsub_rn(m0, mx0));
+    const float c1 = mx1 == -INFINITY ? 1.f : fast_exp2(__fsub_rn(m1, mx1));
+    m0 = mx0;
+    m1 = mx1;
+    const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
+    float r0 = 0.f, r1 = 0.f;
+#pragma unroll
+    for (int nt = 0; nt < kKeys / 8; ++nt) {
+      s[nt][0] = fast_exp2(__fsub_rn(s[nt][0], base0));
+      s[nt][1] = fast_exp2(__fsub_rn(s[nt][1], base0));
+      s[nt][2] = fast_exp2(__fsub_rn(s[nt][2], base1));
+      s[nt][3] = fast_exp2(__fsub_rn(s[nt][3], base1));
+      r0 = __fadd_rn(r0, __fadd_rn(s[nt][0], s[nt][1]));
+      r1 = __fadd_rn(r1, __fadd_rn(s[nt][2], s[nt][3]));
+    }
+    l0 = fmaf(l0, c0, r0);
+    l1 = fmaf(l1, c1, r1);
+#pragma unroll
+    for (int i = 0; i < kHd / 8; ++i) {
+      o[i][0] = __fmul_rn(o[i][0], c0);
+      o[i][1] = __fmul_rn(o[i][1], c0);
+      o[i][2] = __fmul_rn(o[i][2], c1);
+      o[i][3] = __fmul_rn(o[i][3], c1);
     }
 
-    // O += P V.
+    // O += P V: two adjacent 16x8 probability fragments are exactly one 16x16 A fragment.
 #pragma unroll
     for (int kk = 0; kk < kKeys / 16; ++kk) {
       if (kEdge && kk * 16 >= live) continue;  // probabilities all 0
+      const uint32_t a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                             pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                             pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
       for (int dp = 0; dp < kHd / 16; ++dp) {
         if (kHd > 32 && dp * 16 >= p.D) continue;  // output columns that are not stored
         uint32_t bf[4];  // keys kk*16 .. +15, head dims dp*16 .. +7 and +8 .. +15, transposed on load
         ldsm_x4_trans(bf, vt + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * kLd + dp * 16 + (lane / 16) * 8);
-#pragma unroll
-        for (int rt = 0; rt < kRT; ++rt) {
-          mma16816<T>(o[rt][2 * dp], pa[rt][kk], bf[0], bf[1]);
-          mma16816<T>(o[rt][2 * dp + 1], pa[rt][kk], bf[2], bf[3]);
-        }
+        mma16816<T>(o[2 * dp], a, bf[0], bf[1]);
+        mma16816<T>(o[2 * dp + 1], a, bf[2], bf[3]);
       }
     }
   };
 
-  // The warp's tile j of the item (its buffers), interior or edge.
-  auto step = [&](int j, int buf) {
+  for (int j = 0; j < ntiles; ++j) {
+    if (j + 1 < ntiles) {  // the buffer of tile j - 1, released by the barrier that ended that iteration
+      const int nb = (j + 1) & 1;
+      kload.load(ksm + nb * kStep * kLd, kg, (j + 1) * kStep, p.Sk);
+      vload.load(vsm + nb * kStep * kLd, vg, (j + 1) * kStep, p.Sk);
+    }
+    cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile j
+    cp_async_wait<1>();
+    __syncthreads();
+    if (j == 0) {
+#pragma unroll
+      for (int kk = 0; kk < kHd / 16; ++kk)
+        ldsm_x4(qf[kk], qsm + (warp * 16 + lane % 16) * kLd + kk * 16 + (lane / 16) * 8);
+    }
     const int k0 = (j * kSplit + split) * kKeys;
-    if (!warp_live || k0 >= warp_kv_end) return;
-    const T* kt = ksm + (buf * kSplit + split) * kKeys * kLd;
-    const T* vt = vsm + (buf * kSplit + split) * kKeys * kLd;
-    if (k0 + kKeys > p.Sk || (p.causal && k0 + kKeys - 1 > qw))
-      tile(kt, vt, k0, std::true_type{});
-    else
-      tile(kt, vt, k0, std::false_type{});
-  };
-  // The row sums across each quad, then o / l stored (l = 0, a row with every key masked, gives NaN as the
-  // reference does, or zeros with masked_rows_zero).
-  auto finish_sums = [&]() {
+    if (warp_live && k0 < warp_kv_end) {
+      const T* kt = ksm + ((j & 1) * kSplit + split) * kKeys * kLd;
+      const T* vt = vsm + ((j & 1) * kSplit + split) * kKeys * kLd;
+      if (k0 + kKeys > p.Sk || (p.causal && k0 + kKeys - 1 > qw))
+        tile(kt, vt, k0, std::true_type{});
+      else
+        tile(kt, vt, k0, std::false_type{});
+    }
+    // Every warp must be done with this tile's buffers before the next iteration refills them; only tiles up to
+    // ntiles - 3 are refilled (tile j + 2 goes to tile j's buffer), so the last two need no barrier and the warps
+    // of a short sequence's block run apart (their exponentials and their matrix products overlap).
+    if (j + 2 < ntiles) __syncthreads();
+  }
+
 #pragma unroll
-    for (int rt = 0; rt < kRT; ++rt)
+  for (int off = 1; off <= 2; off <<= 1) {
+    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+  }
+  if constexpr (kSplit > 1) {
+    // The groups' partial results meet in the K/V buffers, free once every warp is past its last tile. A lane's
+    // fragments hold the same rows and columns in every group, so each lane writes its own registers (value i of
+    // lane x at [i][x]: no bank conflicts) and group 0's same lane merges them: with M the larger maximum,
+    // o = o_a 2^(m_a - M) + o_b 2^(m_b - M), likewise l; a group that saw no key of a row (m = -inf) adds 0.
+    constexpr int kVals = kHd / 8 * 4 + 4;
+    float* xs = reinterpret_cast<float*>(ksm);
+    __syncthreads();
+    if (split > 0) {
+      float* mine = xs + ((split - 1) * kWarps + warp) * kVals * 32 + lane;
 #pragma unroll
-      for (int off = 1; off <= 2; off <<= 1) {
-        l[rt][0] += __shfl_xor_sync(0xffffffffu, l[rt][0], off);
-        l[rt][1] += __shfl_xor_sync(0xffffffffu, l[rt][1], off);
-      }
-  };
-  auto store = [&]() {
-    T* og = static_cast<T*>(p.o) + b * p.os[0] + h * p.os[1];
+      for (int i = 0; i < kHd / 8; ++i)
 #pragma unroll
-    for (int rt = 0; rt < kRT; ++rt) {
-      const int qi0 = qw + rt * 16 + g, qi1 = qi0 + 8;
-      const float inv0 = p.masked_rows_zero && l[rt][0] == 0.f ? 0.f : 1.f / l[rt][0];
-      const float inv1 = p.masked_rows_zero && l[rt][1] == 0.f ? 0.f : 1.f / l[rt][1];
+        for (int e = 0; e < 4; ++e) mine[(i * 4 + e) * 32] = o[i][e];
+      mine[(kVals - 4) * 32] = m0;
+      mine[(kVals - 3) * 32] = m1;
+      mine[(kVals - 2) * 32] = l0;
+      mine[(kVals - 1) * 32] = l1;
+    }
+    __syncthreads();
+    if (split > 0) return;
+#pragma unroll
+    for (int g2 = 1; g2 < kSplit; ++g2) {
+      const float* other = xs + ((g2 - 1) * kWarps + warp) * kVals * 32 + lane;
+      const float mb0 = other[(kVals - 4) * 32], mb1 = other[(kVals - 3) * 32];
+      const float mm0 = fmaxf(m0, mb0), mm1 = fmaxf(m1, mb1);
+      const float ca0 = m0 == -INFINITY ? 0.f : fast_exp2(m0 - mm0), cb0 = mb0 == -INFINITY ? 0.f : fast_exp2(mb0 - mm0);
+      const float ca1 = m1 == -INFINITY ? 0.f : fast_exp2(m1 - mm1), cb1 = mb1 == -INFINITY ? 0.f : fast_exp2(mb1 - mm1);
 #pragma unroll
       for (int i = 0; i < kHd / 8; ++i) {
-        const int col = i * 8 + 2 * t;
-        if (col >= p.D) break;  // past the head dim (a multiple of 8: col + 1 is inside when col is)
-        if (qi0 < p.Sq)
-          *reinterpret_cast<uint32_t*>(og + qi0 * p.os[2] + col) =
-              pack2<T>(__fmul_rn(o[rt][i][0], inv0), __fmul_rn(o[rt][i][1], inv0));
-        if (qi1 < p.Sq)
-          *reinterpret_cast<uint32_t*>(og + qi1 * p.os[2] + col) =
-              pack2<T>(__fmul_rn(o[rt][i][2], inv1), __fmul_rn(o[rt][i][3], inv1));
+        o[i][0] = o[i][0] * ca0 + other[(i * 4 + 0) * 32] * cb0;
+        o[i][1] = o[i][1] * ca0 + other[(i * 4 + 1) * 32] * cb0;
+        o[i][2] = o[i][2] * ca1 + other[(i * 4 + 2) * 32] * cb1;
+        o[i][3] = o[i][3] * ca1 + other[(i * 4 + 3) * 32] * cb1;
       }
+      l0 = l0 * ca0 + other[(kVals - 2) * 32] * cb0;
+      l1 = l1 * ca1 + other[(kVals - 1) * 32] * cb1;
+      m0 = mm0;
+      m1 = mm1;
     }
-  };
-
-  if constexpr (kPersist) {
-    // Items in order of query block within (batch, head), so that the blocks working at once share K/V in L2.
-    const int items = qblocks * p.BH;
-    int item = blockIdx.x;
-    if (item >= items) return;
-    begin(item / qblocks, item % qblocks);
-    qload.load(qsm, qg, q0, p.Sq);
-    kload.load(ksm, kg, 0, p.Sk);
-    vload.load(vsm, vg, 0, p.Sk);
-    cp_async_commit();
-    int j = 0, buf = 0, qbuf = 0;
-    for (;;) {
-      // Load the next step's tiles: the item's next K/V tile, or the next item's Q and first tile.
-      const int next = item + gridDim.x;
-      const bool more = j + 1 < ntiles;
-      if (more) {
-        kload.load(ksm + (buf ^ 1) * kStep * kLd, kg, (j + 1) * kStep, p.Sk);
-        vload.load(vsm + (buf ^ 1) * kStep * kLd, vg, (j + 1) * kStep, p.Sk);
-      } else if (next < items) {
-        int nb, nh, nq0;
-        const T *nqg, *nkg, *nvg;
-        geometry(next / qblocks, next % qblocks, nb, nh, nq0, nqg, nkg, nvg);
-        qload.load(qsm + (qbuf ^ 1) * kRows * kLd, nqg, nq0, p.Sq);
-        kload.load(ksm + (buf ^ 1) * kStep * kLd, nkg, 0, p.Sk);
-        vload.load(vsm + (buf ^ 1) * kStep * kLd, nvg, 0, p.Sk);
-      }
-      cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning this step's tiles
-      cp_async_wait<1>();
-      __syncthreads();
-      if (j == 0) {
-        load_q(qsm + qbuf * kRows * kLd);
-        reset();
-      }
-      step(j, buf);
-      if (!more) {
-        finish_sums();
-        if (warp_live) store();
-        if (next >= items) break;
-        item = next;
-        begin(item / qblocks, item % qblocks);
-        j = 0;
-        qbuf ^= 1;
-      } else {
-        ++j;
-      }
-      buf ^= 1;
-      __syncthreads();  // every warp is done with this step's buffers before the next step refills them
-    }
-    return;
-  } else {
-    begin(blockIdx.y, blockIdx.x);
-    qload.load(qsm, qg, q0, p.Sq);
-    kload.load(ksm, kg, 0, p.Sk);
-    vload.load(vsm, vg, 0, p.Sk);
-    cp_async_commit();
-    reset();
-    for (int j = 0; j < ntiles; ++j) {
-      if (j + 1 < ntiles) {  // the buffer of tile j - 1, released by the barrier that ended that iteration
-        const int nb = (j + 1) & 1;
-        kload.load(ksm + nb * kStep * kLd, kg, (j + 1) * kStep, p.Sk);
-        vload.load(vsm + nb * kStep * kLd, vg, (j + 1) * kStep, p.Sk);
-      }
-      cp_async_commit();  // possibly empty: keeps "all but the newest group" meaning tile j
-      cp_async_wait<1>();
-      __syncthreads();
-      if (j == 0) load_q(qsm);
-      step(j, j & 1);
-      // Every warp must be done with this tile's buffers before the next iteration refills them; only tiles up
-      // to ntiles - 3 are refilled (tile j + 2 goes to tile j's buffer), so the last two need no barrier and the
-      // warps of a short sequence's block run apart (their exponentials and their matrix products overlap).
-      if (j + 2 < ntiles) __syncthreads();
-    }
-    finish_sums();
-    if constexpr (kSplit > 1) {
-      // The groups' partial results meet in the K/V buffers, free once every warp is past its last tile. A lane's
-      // fragments hold the same rows and columns in every group, so each lane writes its own registers (value i of
-      // lane x at [i][x]: no bank conflicts) and group 0's same lane merges them: with M the larger maximum,
-      // o = o_a 2^(m_a - M) + o_b 2^(m_b - M), likewise l; a group that saw no key of a row (m = -inf) adds 0.
-      constexpr int kVals = kHd / 8 * 4 + 4;
-      float* xs = reinterpret_cast<float*>(ksm);
-      float(&o0)[kHd / 8][4] = o[0];
-      float(&m0)[2] = m[0];
-      float(&l0)[2] = l[0];
-      __syncthreads();
-      if (split > 0) {
-        float* mine = xs + ((split - 1) * kWarps + warp) * kVals * 32 + lane;
+  }
+  // l = 0 (a row with every key masked) gives NaN, as the reference does, or zeros with masked_rows_zero.
+  const float inv0 = p.masked_rows_zero && l0 == 0.f ? 0.f : 1.f / l0;
+  const float inv1 = p.masked_rows_zero && l1 == 0.f ? 0.f : 1.f / l1;
+  T* og = static_cast<T*>(p.o) + b * p.os[0] + h * p.os[1];
 #pragma unroll
-        for (int i = 0; i < kHd / 8; ++i)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) mine[(i * 4 + e) * 32] = o0[i][e];
-        mine[(kVals - 4) * 32] = m0[0];
-        mine[(kVals - 3) * 32] = m0[1];
-        mine[(kVals - 2) * 32] = l0[0];
-        mine[(kVals - 1) * 32] = l0[1];
-      }
-      __syncthreads();
-      if (split > 0) return;
-#pragma unroll
-      for (int g2 = 1; g2 < kSplit; ++g2) {
-        const float* other = xs + ((g2 - 1) * kWarps + warp) * kVals * 32 + lane;
-        const float mb0 = other[(kVals - 4) * 32], mb1 = other[(kVals - 3) * 32];
-        const float mm0 = fmaxf(m0[0], mb0), mm1 = fmaxf(m0[1], mb1);
-        const float ca0 = m0[0] == -INFINITY ? 0.f : fast_exp2(m0[0] - mm0), cb0 = mb0 == -INFINITY ? 0.f : fast_exp2(mb0 - mm0);
-        const float ca1 = m0[1] == -INFINITY ? 0.f : fast_exp2(m0[1] - mm1), cb1 = mb1 == -INFINITY ? 0.f : fast_exp2(mb1 - mm1);
-#pragma unroll
-        for (int i = 0; i < kHd / 8; ++i) {
-          o0[i][0] = o0[i][0] * ca0 + other[(i * 4 + 0) * 32] * cb0;
-          o0[i][1] = o0[i][1] * ca0 + other[(i * 4 + 1) * 32] * cb0;
-          o0[i][2] = o0[i][2] * ca1 + other[(i * 4 + 2) * 32] * cb1;
-          o0[i][3] = o0[i][3] * ca1 + other[(i * 4 + 3) * 32] * cb1;
-        }
-        l0[0] = l0[0] * ca0 + other[(kVals - 2) * 32] * cb0;
-        l0[1] = l0[1] * ca1 + other[(kVals - 1) * 32] * cb1;
-        m0[0] = mm0;
-        m0[1] = mm1;
-      }
-    }
-    store();
+  for (int i = 0; i < kHd / 8; ++i) {
+    const int col = i * 8 + 2 * t;
+    if (col >= p.D) break;  // past the head dim (a multiple of 8: col + 1 is inside when col is)
+    if (qi0 < p.Sq)
+      *reinterpret_cast<uint32_t*>(og + qi0 * p.os[2] + col) = pack2<T>(__fmul_rn(o[i][0], inv0),
+                                                                         __fmul_rn(o[i][1], inv0));
+    if (qi1 < p.Sq)
+      *reinterpret_cast<uint32_t*>(og + qi1 * p.os[2] + col) = pack2<T>(__fmul_rn(o[i][2], inv1),
+                                                                         __fmul_rn(o[i][3], inv1));
   }
 }
 
@@ -541,66 +419,43 @@ __global__ void __launch_bounds__(kGenThreads) attention_generic_kernel(Args p) 
   }
 }
 
-template <typename T, int kHd, int kWarps, int kSplit, int kRT = 1, bool kPersist = false>
-Status launch_mma(const Args& a, int64_t B, int64_t H, int64_t Sq, int sm_count, cudaStream_t stream) {
-  constexpr size_t bytes = mma_smem_bytes<kHd, kWarps, kSplit, kRT, kPersist>();
+template <typename T, int kHd, int kWarps, int kSplit>
+Status launch_mma(const Args& a, int64_t B, int64_t H, int64_t Sq, cudaStream_t stream) {
+  constexpr size_t bytes = mma_smem_bytes<kHd, kWarps, kSplit>();
   // The key split's merge reuses the K/V buffers for the other groups' registers.
   static_assert(kSplit == 1 || (kSplit - 1) * kWarps * 32 * (kHd / 8 * 4 + 4) * 4 <= 4 * kKeys * kSplit * (kHd + 8) * 2);
-  constexpr int kRows = 16 * kRT * kWarps, kThreads = kWarps * kSplit * 32;
-  const int64_t qblocks = (Sq + kRows - 1) / kRows;
-  auto run = [&](auto kernel) -> Status {
-    KILN_CUDA_CHECK(allow_smem(kernel, bytes));
-    if constexpr (kPersist) {
-      // As many blocks as the GPU holds at once (each loops over the items), never more than there are items.
-      int per_sm = 0;
-      KILN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, bytes));
-      const int64_t blocks = std::min<int64_t>(qblocks * B * H, static_cast<int64_t>(std::max(per_sm, 1)) * sm_count);
-      kernel<<<static_cast<unsigned>(blocks), kThreads, bytes, stream>>>(a);
-    } else {
-      kernel<<<dim3(static_cast<unsigned>(qblocks), static_cast<unsigned>(B * H)), kThreads, bytes, stream>>>(a);
-    }
-    KILN_CUDA_LAUNCH_CHECK();
-    return Status::Ok();
-  };
-  if (a.mask) return run(attention_mma_kernel<T, true, kHd, kWarps, kSplit, kRT, kPersist>);
-  return run(attention_mma_kernel<T, false, kHd, kWarps, kSplit, kRT, kPersist>);
+  dim3 grid(static_cast<unsigned>((Sq + 16 * kWarps - 1) / (16 * kWarps)), static_cast<unsigned>(B * H));
+  if (a.mask) {
+    KILN_CUDA_CHECK(allow_smem(attention_mma_kernel<T, true, kHd, kWarps, kSplit>, bytes));
+    attention_mma_kernel<T, true, kHd, kWarps, kSplit><<<grid, kWarps * kSplit * 32, bytes, stream>>>(a);
+  } else {
+    KILN_CUDA_CHECK(allow_smem(attention_mma_kernel<T, false, kHd, kWarps, kSplit>, bytes));
+    attention_mma_kernel<T, false, kHd, kWarps, kSplit><<<grid, kWarps * kSplit * 32, bytes, stream>>>(a);
+  }
+  KILN_CUDA_LAUNCH_CHECK();
+  return Status::Ok();
 }
 
 template <typename T, int kHd>
-Status launch_mma_warps(const Args& a, const AttentionParams& p, int warps, int splits, int row_tiles, bool persistent,
-                        int sms, cudaStream_t stream) {
-  if (row_tiles > 1 || persistent) {
-    if constexpr (kHd <= kAttentionRowTilesMaxD) {
-      if (splits <= 1 && row_tiles == 2 && !persistent) switch (warps) {
-          case 2: return launch_mma<T, kHd, 2, 1, 2>(a, p.B, p.H, p.Sq, sms, stream);
-          case 4: return launch_mma<T, kHd, 4, 1, 2>(a, p.B, p.H, p.Sq, sms, stream);
-          default: break;
-        }
-      if (splits <= 1 && row_tiles == 1 && persistent) switch (warps) {
-          case 2: return launch_mma<T, kHd, 2, 1, 1, true>(a, p.B, p.H, p.Sq, sms, stream);
-          case 4: return launch_mma<T, kHd, 4, 1, 1, true>(a, p.B, p.H, p.Sq, sms, stream);
-          default: break;
-        }
-    }
-  } else if (splits == kAttentionKeySplit) {
+Status launch_mma_warps(const Args& a, const AttentionParams& p, int warps, int splits, cudaStream_t stream) {
+  if (splits == kAttentionKeySplit) {
     switch (warps) {
-      case 1: return launch_mma<T, kHd, 1, kAttentionKeySplit>(a, p.B, p.H, p.Sq, sms, stream);
-      case 2: return launch_mma<T, kHd, 2, kAttentionKeySplit>(a, p.B, p.H, p.Sq, sms, stream);
-      case 4: return launch_mma<T, kHd, 4, kAttentionKeySplit>(a, p.B, p.H, p.Sq, sms, stream);
+      case 1: return launch_mma<T, kHd, 1, kAttentionKeySplit>(a, p.B, p.H, p.Sq, stream);
+      case 2: return launch_mma<T, kHd, 2, kAttentionKeySplit>(a, p.B, p.H, p.Sq, stream);
+      case 4: return launch_mma<T, kHd, 4, kAttentionKeySplit>(a, p.B, p.H, p.Sq, stream);
       default: break;
     }
   } else if (splits <= 1) {
     switch (warps) {
-      case 1: return launch_mma<T, kHd, 1, 1>(a, p.B, p.H, p.Sq, sms, stream);
-      case 2: return launch_mma<T, kHd, 2, 1>(a, p.B, p.H, p.Sq, sms, stream);
-      case 4: return launch_mma<T, kHd, 4, 1>(a, p.B, p.H, p.Sq, sms, stream);
-      case 8: return launch_mma<T, kHd, 8, 1>(a, p.B, p.H, p.Sq, sms, stream);
+      case 1: return launch_mma<T, kHd, 1, 1>(a, p.B, p.H, p.Sq, stream);
+      case 2: return launch_mma<T, kHd, 2, 1>(a, p.B, p.H, p.Sq, stream);
+      case 4: return launch_mma<T, kHd, 4, 1>(a, p.B, p.H, p.Sq, stream);
+      case 8: return launch_mma<T, kHd, 8, 1>(a, p.B, p.H, p.Sq, stream);
       default: break;
     }
   }
-  return unsupported("FusedAttention: no tensor-core kernel with " + std::to_string(warps) + " warps per block, " +
-                     std::to_string(splits) + " key splits, " + std::to_string(row_tiles) + " row tiles a warp" +
-                     (persistent ? ", persistent," : "") + " for head dim tile " + std::to_string(kHd));
+  return unsupported("FusedAttention: no tensor-core kernel with " + std::to_string(warps) + " warps per block and " +
+                     std::to_string(splits) + " key splits");
 }
 
 template <typename T>
@@ -608,20 +463,21 @@ Status launch_typed(const AttentionParams& p, const Args& a, cudaStream_t stream
   if constexpr (!std::is_same_v<T, float>) {
     const AttentionShape shape = attention_shape(p, std::is_same_v<T, __half> ? DataType::kHALF : DataType::kBF16);
     if (attention_mma_applies(shape)) {
-      int warps = p.warps, splits = p.warps ? p.splits : 1, row_tiles = p.warps ? p.row_tiles : 1;
-      const bool persistent = p.warps && p.persistent;
-      int sms = p.sm_count;
-      if (sms <= 0) {
-        int dev = 0;
-        KILN_CUDA_CHECK(cudaGetDevice(&dev));
-        KILN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+      int warps = p.warps, splits = p.warps ? p.splits : 1;
+      if (warps == 0) {
+        int sms = p.sm_count;
+        if (sms <= 0) {
+          int dev = 0;
+          KILN_CUDA_CHECK(cudaGetDevice(&dev));
+          KILN_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+        }
+        warps = attention_default_warps(shape, sms);
       }
-      if (warps == 0) warps = attention_default_warps(shape, sms);
       switch (attention_mma_tile(p.D)) {
-        case 32: return launch_mma_warps<T, 32>(a, p, warps, splits, row_tiles, persistent, sms, stream);
-        case 64: return launch_mma_warps<T, 64>(a, p, warps, splits, row_tiles, persistent, sms, stream);
-        case 96: return launch_mma_warps<T, 96>(a, p, warps, splits, row_tiles, persistent, sms, stream);
-        default: return launch_mma_warps<T, 128>(a, p, warps, splits, row_tiles, persistent, sms, stream);
+        case 32: return launch_mma_warps<T, 32>(a, p, warps, splits, stream);
+        case 64: return launch_mma_warps<T, 64>(a, p, warps, splits, stream);
+        case 96: return launch_mma_warps<T, 96>(a, p, warps, splits, stream);
+        default: return launch_mma_warps<T, 128>(a, p, warps, splits, stream);
       }
     }
   }
@@ -683,7 +539,6 @@ Status launch_fused_attention(DataType dt, const AttentionParams& p, cudaStream_
          p.masked_rows_zero ? 1 : 0,
          0};
   // Pairs need an even offset to every row the kernel reads (its keys start even) and a 4-byte aligned base.
-  a.BH = static_cast<int>(p.B * p.H);
   a.mask_pairs = p.mask && p.ms[3] == 1 && (p.ms[0] | p.ms[1] | p.ms[2]) % 2 == 0 &&
                  reinterpret_cast<uintptr_t>(p.mask) % 4 == 0;
   switch (dt) {

@@ -133,8 +133,6 @@ Status resolve_tactic(const KernelArgs& a, const AttentionParams& p, AttentionSt
   st->tactic = a.tactic;
   st->params.warps = 0;
   st->params.splits = 1;
-  st->params.row_tiles = 1;
-  st->params.persistent = false;
   st->dnn.reset();
   if (a.tactic.empty()) return Status::Ok();
   if (a.tactic == kDnnSdpaTactic) return resolve_dnn(a, p, st);
@@ -143,8 +141,6 @@ Status resolve_tactic(const KernelArgs& a, const AttentionParams& p, AttentionSt
     const AttentionBlock block = attention_tactic_block(a.tactic);
     st->params.warps = block.warps;
     st->params.splits = block.splits;
-    st->params.row_tiles = block.row_tiles;
-    st->params.persistent = block.persistent;
     return Status::Ok();
   }
   return a.strict_tactic ? unsupported("FusedAttention: tactic " + a.tactic + " is not offered for these shapes")

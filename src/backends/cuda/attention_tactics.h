@@ -28,24 +28,11 @@ inline constexpr int64_t kAttentionKeyTile = 64;
 // dependent tiles. Instantiated for these row warps per block (blocks of 2, 4 and 8 warps).
 inline constexpr int kAttentionKeySplit = 2;
 inline constexpr int kAttentionSplitWarps[] = {1, 2, 4};
-// Two row tiles a warp (32 query rows, FlashAttention-2's split): each K/V fragment a warp loads from shared memory
-// feeds two products instead of one, and the two rows' chains of dependent products and exponentials interleave.
-// Twice the accumulators, so only for head-dim tiles up to 64; instantiated for these warps per block (64 and 128
-// query rows).
-inline constexpr int kAttentionRowTileWarps[] = {2, 4};
-inline constexpr int64_t kAttentionRowTilesMaxD = 64;
-// Persistent blocks: as many as the GPU holds at once, each taking query blocks in turn and loading the next one's
-// Q and first K/V tile while it computes the last tile of the current one (for short sequences, whose blocks
-// otherwise load and compute in waves). Head-dim tiles up to 64 (a second Q buffer); these warps per block.
-inline constexpr int kAttentionPersistWarps[] = {2, 4};
 
-// A tactic's block: row warps, key splits, 16-row tiles per warp and whether blocks persist over query blocks
-// (warps 0: not a tactic of this kernel).
+// A tactic's block: row warps and key splits (warps 0: not a tactic of this kernel).
 struct AttentionBlock {
   int warps = 0;
   int splits = 1;
-  int row_tiles = 1;
-  bool persistent = false;
 };
 
 // Whether the 16-byte cp.async row loads and the 4-byte output stores are aligned for these addresses and
@@ -77,9 +64,8 @@ inline int attention_default_warps(const AttentionShape& s, int sm_count) {
   return s.B * s.H * ((s.Sq + 63) / 64) < 2 * static_cast<int64_t>(sm_count) ? 1 : 4;
 }
 
-inline std::string attention_tactic_name(int warps, int splits = 1, int row_tiles = 1, bool persistent = false) {
-  return "kiln_attn_mma_w" + std::to_string(warps) + (splits > 1 ? "s" + std::to_string(splits) : "") +
-         (row_tiles > 1 ? "r" + std::to_string(row_tiles) : "") + (persistent ? "p" : "");
+inline std::string attention_tactic_name(int warps, int splits = 1) {
+  return "kiln_attn_mma_w" + std::to_string(warps) + (splits > 1 ? "s" + std::to_string(splits) : "");
 }
 
 // The block of a tactic name; warps 0 for a name that is not one of these tactics.
@@ -88,10 +74,6 @@ inline AttentionBlock attention_tactic_block(std::string_view name) {
     if (name == attention_tactic_name(w)) return {w, 1};
   for (int w : kAttentionSplitWarps)
     if (name == attention_tactic_name(w, kAttentionKeySplit)) return {w, kAttentionKeySplit};
-  for (int w : kAttentionRowTileWarps)
-    if (name == attention_tactic_name(w, 1, 2)) return {w, 1, 2};
-  for (int w : kAttentionPersistWarps)
-    if (name == attention_tactic_name(w, 1, 1, true)) return {w, 1, 1, true};
   return {};
 }
 
@@ -100,10 +82,8 @@ inline int attention_tactic_warps(std::string_view name) { return attention_tact
 
 // The candidates for this shape, the untuned choice first; empty where the tensor-core kernel does not run (the
 // generic kernel has no alternatives). A block size is offered only while at least half its warps have query
-// rows: a larger one computes the same thing with idle warps holding shared memory. Where the grid fills the GPU
-// (the untuned choice is four warps per block), one warp per block is not offered (twice as slow at bert/vit b64),
-// and the two-row-tile and persistent blocks follow (same rule) for head dims up to 64. Where the grid leaves SMs
-// idle (the untuned choice is one warp per block), the key-split blocks follow, if there are keys for two tiles.
+// rows: a larger one computes the same thing with idle warps holding shared memory. The key-split blocks follow,
+// where the grid leaves SMs idle (the untuned choice is one warp per block) and there are keys for two tiles.
 inline std::vector<std::string> attention_tactics(const AttentionShape& s, int sm_count) {
   std::vector<std::string> names;
   if (!attention_mma_applies(s) || s.B * s.H * s.Sq == 0) return names;
@@ -111,13 +91,7 @@ inline std::vector<std::string> attention_tactics(const AttentionShape& s, int s
   names.push_back(attention_tactic_name(first));
   auto rows_fill = [&](int w) { return w == 1 || s.Sq > 8 * static_cast<int64_t>(w); };
   for (int w : kAttentionWarps)
-    if (w != first && rows_fill(w) && (first == 1 || w > 1)) names.push_back(attention_tactic_name(w));
-  if (first != 1 && attention_mma_tile(s.D) <= kAttentionRowTilesMaxD) {
-    for (int w : kAttentionRowTileWarps)
-      if (rows_fill(2 * w)) names.push_back(attention_tactic_name(w, 1, 2));
-    for (int w : kAttentionPersistWarps)
-      if (rows_fill(w)) names.push_back(attention_tactic_name(w, 1, 1, true));
-  }
+    if (w != first && rows_fill(w)) names.push_back(attention_tactic_name(w));
   if (first == 1 && s.Sk > kAttentionKeyTile)
     for (int w : kAttentionSplitWarps)
       if (rows_fill(w)) names.push_back(attention_tactic_name(w, kAttentionKeySplit));

@@ -42,8 +42,6 @@ struct AttentionParams {
   // tensor-core kernel does not run fails when this is set.
   int warps = 0;
   int splits = 1;  // with warps set: warp groups splitting the keys (1, or kAttentionKeySplit)
-  int row_tiles = 1;  // with warps set: 16-row query tiles per warp (1, or 2 for head dims up to 64)
-  bool persistent = false;  // with warps set: blocks loop over query blocks (head dims up to 64)
 };
 // Half and bfloat16 with D = Dv in {32, 64, 128}, 16-byte aligned rows, run a tensor-core flash-attention kernel;
 // any other case a one-row-per-block kernel whose scores row lives in shared memory. Both: one launch, softmax in
