@@ -220,34 +220,18 @@ __global__ void __launch_bounds__(kWarps * kSplit * 32, (mma_min_blocks<kHd, kWa
         mxa[nt] = fmaxf(mxa[nt], mxa[nt + w]);
         mxb[nt] = fmaxf(mxb[nt], mxb[nt + w]);
       }
-    // The running maximum moves only when some row's grows by more than kSlack (base 2): until then the tile's
-    // probabilities are taken against the old one (up to 2^kSlack, exact in float16's and bfloat16's range), and
-    // o and l, kept relative to the same maximum, need no rescaling. The warp decides together (its rows are the
-    // same in every block size, so every block size decides alike); a lane's own maxima suffice to see a growth.
-    constexpr float kSlack = 8.f;
-    if (__any_sync(0xffffffffu, mxa[0] > m0 + kSlack || mxb[0] > m1 + kSlack)) {
-      float mx0 = fmaxf(m0, mxa[0]), mx1 = fmaxf(m1, mxb[0]);
+    float mx0 = fmaxf(m0, mxa[0]), mx1 = fmaxf(m1, mxb[0]);
 #pragma unroll
-      for (int off = 1; off <= 2; off <<= 1) {
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
-      }
-      // While every key so far is masked, m stays -inf: nothing accumulates (2^(-inf - 0) = 0) and no inf - inf
-      // appears.
-      const float c0 = mx0 == -INFINITY ? 1.f : fast_exp2(__fsub_rn(m0, mx0));
-      const float c1 = mx1 == -INFINITY ? 1.f : fast_exp2(__fsub_rn(m1, mx1));
-      m0 = mx0;
-      m1 = mx1;
-      l0 = __fmul_rn(l0, c0);
-      l1 = __fmul_rn(l1, c1);
-#pragma unroll
-      for (int i = 0; i < kHd / 8; ++i) {
-        o[i][0] = __fmul_rn(o[i][0], c0);
-        o[i][1] = __fmul_rn(o[i][1], c0);
-        o[i][2] = __fmul_rn(o[i][2], c1);
-        o[i][3] = __fmul_rn(o[i][3], c1);
-      }
+    for (int off = 1; off <= 2; off <<= 1) {
+      mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+      mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
     }
+    // While every key so far is masked, m stays -inf: nothing accumulates (2^(-inf - 0) = 0) and no inf - inf
+    // appears.
+    const float c0 = mx0 == -INFINITY ? 1.f : fast_exp2(__fsub_rn(m0, mx0));
+    const float c1 = mx1 == -INFINITY ? 1.f : fast_exp2(__fsub_rn(m1, mx1));
+    m0 = mx0;
+    m1 = mx1;
     const float base0 = m0 == -INFINITY ? 0.f : m0, base1 = m1 == -INFINITY ? 0.f : m1;
     float r0 = 0.f, r1 = 0.f;
 #pragma unroll
@@ -259,8 +243,15 @@ __global__ void __launch_bounds__(kWarps * kSplit * 32, (mma_min_blocks<kHd, kWa
       r0 = __fadd_rn(r0, __fadd_rn(s[nt][0], s[nt][1]));
       r1 = __fadd_rn(r1, __fadd_rn(s[nt][2], s[nt][3]));
     }
-    l0 = __fadd_rn(l0, r0);
-    l1 = __fadd_rn(l1, r1);
+    l0 = fmaf(l0, c0, r0);
+    l1 = fmaf(l1, c1, r1);
+#pragma unroll
+    for (int i = 0; i < kHd / 8; ++i) {
+      o[i][0] = __fmul_rn(o[i][0], c0);
+      o[i][1] = __fmul_rn(o[i][1], c0);
+      o[i][2] = __fmul_rn(o[i][2], c1);
+      o[i][3] = __fmul_rn(o[i][3], c1);
+    }
 
     // O += P V: two adjacent 16x8 probability fragments are exactly one 16x16 A fragment.
 #pragma unroll
