@@ -449,13 +449,17 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   // A LayerNorm taking in its input's lookup and Add and its output's Cast (fuse_add_layernorm,
   // fuse_layernorm_output_cast): opt-in until their CUDA kernels have run on a GPU.
   KILN_RETURN_IF_ERROR(env_switch("KILN_FUSE_LAYERNORM_IO", &opts.layernorm_io));
+  // The device backend, looked up once for the passes' options and the host-layer check below (null where its
+  // library does not load: the steps that need it, tuning and engine writing, return that error).
+  runtime::DeviceBackend* device = nullptr;
+  if (on_device) {
+    auto backend = runtime::device_backend(config.backend());
+    if (backend.ok()) device = *backend;
+  }
   // pad_gemm_width: an odd-width float16/bfloat16 product left unpadded where the backend stores rows of any width
   // at full speed (the CUDA backend's CUTLASS kernels: gpt2 b32 -5.3% on an H100, bench/NOTES.md); KILN_ODD_GEMM=0
   // or 1 overrides.
-  if (on_device) {
-    auto backend = runtime::device_backend(config.backend());
-    opts.odd_gemm = backend.ok() && (*backend)->odd_width_gemm();
-  }
+  opts.odd_gemm = device && device->odd_width_gemm();
   KILN_RETURN_IF_ERROR(env_switch("KILN_ODD_GEMM", &opts.odd_gemm));
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
@@ -474,9 +478,8 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   if (on_device) {
     // Layers without a device kernel still run (on the host, with a synchronization each): say which.
     auto plan = runtime::read_engine(built.engine.data(), built.engine.size());
-    auto backend = runtime::device_backend(config.backend());
-    if (plan.ok() && backend.ok()) {
-      auto host = (*backend)->host_nodes(**plan);
+    if (plan.ok() && device) {
+      auto host = device->host_nodes(**plan);
       if (!host.empty()) {
         std::string msg = std::to_string(host.size()) + " of " + std::to_string((*plan)->nodes.size()) +
                           " layers have no GPU kernel and run on the host reference kernels:";

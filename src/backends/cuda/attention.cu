@@ -5,7 +5,6 @@
 
 #include <cmath>
 #include <type_traits>
-#include <utility>
 
 #include "backends/cuda/float_convert.cuh"
 #include "backends/cuda/mma.cuh"
