@@ -33,6 +33,24 @@ std::string join(const std::vector<std::string>& v) {
 bool is_dynamic(const ir::Value& v) { return !v.rank_known || !ops::shape_is_static(v.shape); }
 
 // Each profile must cover every dynamic input, agree with every static dim, and name only real inputs.
+// The smallest value each symbolic dim of the network's inputs takes in any optimization profile (a pass that
+// pays off only above a size, fold_layernorm_into_matmul, bounds a dynamic batch from below with it).
+std::map<std::string, int64_t> symbol_minimums(const ir::Graph& g, const BuilderConfig& config) {
+  std::map<std::string, int64_t> lo;
+  for (const auto& profile : config.profiles())
+    for (const auto& [name, b] : profile.shapes()) {
+      const ir::Value* v = g.find_value(name);
+      if (!v || b.min.size() != v->shape.size()) continue;
+      for (size_t i = 0; i < v->shape.size(); ++i) {
+        const ops::Dim& d = v->shape[i];
+        if (d.is_static() || d.sym.empty()) continue;
+        auto [it, fresh] = lo.emplace(d.sym, b.min[i]);
+        if (!fresh) it->second = std::min(it->second, b.min[i]);
+      }
+    }
+  return lo;
+}
+
 Status check_profiles(const ir::Graph& g, const BuilderConfig& config, ILogger& logger) {
   std::vector<std::string> dynamic, input_names;
   for (const ir::Value* v : g.inputs()) {
@@ -461,6 +479,11 @@ static Result<std::vector<uint8_t>> build_impl(NetworkDefinition& network, const
   // or 1 overrides.
   opts.odd_gemm = device && device->odd_width_gemm();
   KILN_RETURN_IF_ERROR(env_switch("KILN_ODD_GEMM", &opts.odd_gemm));
+  // fold_layernorm_into_matmul: a pre-LN transformer's LayerNorm goes into the QKV and FFN1 GEMMs that read it (a
+  // statistics pass and the CUTLASS epilogue in place of the normalized copy); KILN_NORM_GEMM=0 or 1 overrides.
+  opts.norm_gemm = device && device->norm_gemm();
+  KILN_RETURN_IF_ERROR(env_switch("KILN_NORM_GEMM", &opts.norm_gemm));
+  opts.symbol_min = symbol_minimums(source, config);
   KILN_RETURN_IF_ERROR(set_precision_options(config, &opts));
   KILN_ASSIGN_OR_RETURN(const LayoutMode layout_mode, layout_mode_requested());
   if (layout_mode == LayoutMode::kNchw) opts.nchw_layout_regions = {passes::kAllLayoutRegions};

@@ -1,4 +1,8 @@
 // kiln::FusedMatMul: y = act(alpha * A.op(B) + bias) [+ residual], the MatMul/Gemm epilogue fusion's target op.
+// With norm_epsilon it also standardizes A's rows over K first (a LayerNormalization folded into the GEMM by
+// fold_layernorm_into_matmul, its scale in B and its shift in bias): the product is taken of A as it is, and each
+// row's mean and 1/stddev are applied to the result, y = act(alpha * rstd_r * (A_r.B - mean_r * colsum) + bias),
+// colsum[n] = sum_k B[k, n] (input 4, float32). A kernel then reads A once for both the statistics and the product.
 #include <algorithm>
 #include <cmath>
 
@@ -61,19 +65,32 @@ KILN_REGISTER_OP(FusedMatMul) {
   s.name = "FusedMatMul";
   s.domain = "kiln";
   s.min_inputs = 2;
-  s.max_inputs = 4;  // A, B, bias (optional, [N]), residual (optional, the output's shape)
+  // A, B, bias (optional, [N]), residual (optional, the output's shape), colsum (float32 [N], with norm_epsilon
+  // only: B's column sums, which the mean of A's row multiplies; given rather than computed, so that it is the sum
+  // of B exactly as the kernel reads it).
+  s.max_inputs = 5;
   // residual_first = 1: y = act(alpha * A.op(B) + bias + residual) (a convolution's order, and cuBLASLt's own: its
   // C is added before the epilogue's activation); 0 (default): y = act(alpha * A.op(B) + bias) + residual.
+  // norm_epsilon (absent: no normalization): A's rows standardized over K with this epsilon, as above; B must then
+  // be one matrix (rank 2).
   s.attrs = {{"alpha", AttrType::kFLOAT}, {"activation", AttrType::kSTRING}, {"trans_b", AttrType::kINT},
-             {"residual_first", AttrType::kINT}};
+             {"residual_first", AttrType::kINT}, {"norm_epsilon", AttrType::kFLOAT}};
   s.dtypes = {DataType::kFLOAT, DataType::kDOUBLE, DataType::kHALF, DataType::kBF16};
   s.infer = [](InferContext& ctx) -> Status {
     KILN_RETURN_IF_ERROR(parse_act(ctx.attrs()).status());
     KILN_ASSIGN_OR_RETURN(int64_t tb, ctx.attrs().get_int("trans_b", 0));
+    const bool norm = ctx.attrs().has("norm_epsilon");
+    KILN_RETURN_IF_ERROR(ctx.attrs().get_float("norm_epsilon", 0.0f).status());
     const TensorInfo& a = ctx.input(0);
     const TensorInfo& b = ctx.input(1);
     if (!dtype_is_float(a.dtype)) return invalid_model("FusedMatMul: A must be a float type");
-    for (int i = 1; i < ctx.num_inputs(); ++i)
+    if (norm && !ctx.has_input(4))
+      return invalid_model("FusedMatMul: norm_epsilon needs input 4 (colsum, B's column sums as float32 [N])");
+    if (!norm && ctx.has_input(4)) return invalid_model("FusedMatMul: input 4 (colsum) is only read with norm_epsilon");
+    if (ctx.has_input(4) && ctx.input(4).dtype != DataType::kFLOAT)
+      return invalid_model("FusedMatMul: colsum (input 4) must be float32, got " +
+                           std::string(dtype_name(ctx.input(4).dtype)));
+    for (int i = 1; i < std::min(ctx.num_inputs(), 4); ++i)
       if (ctx.has_input(i) && ctx.input(i).dtype != a.dtype)
         return invalid_model("FusedMatMul: input " + std::to_string(i) + " has type " + dtype_name(ctx.input(i).dtype) +
                              ", expected " + dtype_name(a.dtype) + " like A");
@@ -84,6 +101,9 @@ KILN_REGISTER_OP(FusedMatMul) {
     }
     if (a.shape.size() < 2 || b.shape.size() < 2)
       return invalid_model("FusedMatMul: A and B must have rank >= 2, got " + shape_to_string(a.shape) + " and " +
+                           shape_to_string(b.shape));
+    if (norm && b.shape.size() != 2)
+      return invalid_model("FusedMatMul: with norm_epsilon B must be one matrix (rank 2), got " +
                            shape_to_string(b.shape));
     Shape bs = effective_b_shape(b.shape, tb != 0);
     const Dim& ka = a.shape.back();
@@ -106,6 +126,13 @@ KILN_REGISTER_OP(FusedMatMul) {
     if (ctx.has_input(3) && ctx.input(3).rank_known && ctx.input(3).shape.size() != out.size())
       return invalid_model("FusedMatMul: residual must have the output's shape " + shape_to_string(out) + ", got " +
                            shape_to_string(ctx.input(3).shape));
+    if (ctx.has_input(4)) {
+      const TensorInfo& cs = ctx.input(4);
+      if (cs.rank_known && (cs.shape.size() != 1 || (cs.shape[0].is_static() && out.back().is_static() &&
+                                                     cs.shape[0].value != out.back().value)))
+        return invalid_model("FusedMatMul: colsum must be [N] with N=" + out.back().to_string() + ", got " +
+                             shape_to_string(cs.shape));
+    }
     ctx.output(0) = make_info(a.dtype, out);
     return Status::Ok();
   };
@@ -114,9 +141,13 @@ KILN_REGISTER_OP(FusedMatMul) {
     KILN_ASSIGN_OR_RETURN(float alpha, ctx.attrs().get_float("alpha", 1.0f));
     KILN_ASSIGN_OR_RETURN(int64_t tb, ctx.attrs().get_int("trans_b", 0));
     KILN_ASSIGN_OR_RETURN(int64_t residual_first, ctx.attrs().get_int("residual_first", 0));
+    const bool norm = ctx.attrs().has("norm_epsilon");
+    KILN_ASSIGN_OR_RETURN(float norm_eps, ctx.attrs().get_float("norm_epsilon", 0.0f));
     const Tensor& a = ctx.input(0);
     const DataType dt = a.dtype();
-    const bool wide = dt == DataType::kDOUBLE;
+    // With norm_epsilon the product is taken in double: A.B - mean * colsum cancels most of a row whose mean is
+    // large against its spread, and the reference should lose nothing there.
+    const bool wide = dt == DataType::kDOUBLE || norm;
     const DataType acc = wide ? DataType::kDOUBLE : DataType::kFLOAT;
     Tensor af = a.cast(acc), bf = ctx.input(1).cast(acc);
     if (tb) {  // each [N, K] matrix of B to [K, N]
@@ -152,7 +183,35 @@ KILN_REGISTER_OP(FusedMatMul) {
         return invalid_argument("FusedMatMul: residual of shape " + dims_to_string(res.shape()) +
                                 " differs from the output's " + dims_to_string(y.shape()));
     }
+    // norm_epsilon: each output row r is A's row r (B is one matrix) scaled by rstd_r after mean_r * colsum is
+    // taken off; the statistics in double over K, the variance biased (LayerNormalization's).
+    std::vector<double> colsum, row_mean, row_rstd;
+    if (norm) {
+      if (!ctx.has_input(4)) return invalid_argument("FusedMatMul: norm_epsilon needs input 4 (colsum)");
+      const Tensor& cs = ctx.input(4);
+      if (cs.dtype() != DataType::kFLOAT || cs.rank() != 1 || cs.numel() != n)
+        return invalid_argument("FusedMatMul: colsum must be float32 [" + std::to_string(n) + "], got " +
+                                std::string(dtype_name(cs.dtype())) + " " + dims_to_string(cs.shape()));
+      if (ctx.input(1).rank() != 2) return invalid_argument("FusedMatMul: with norm_epsilon B must be rank 2");
+      colsum = cs.to_f64_vector();
+      const int64_t k = af.shape().back();
+      int64_t rows = 1;
+      for (int d = 0; d + 1 < af.rank(); ++d) rows *= af.dim(d);
+      if (rows * n != total) return internal_error("FusedMatMul: output rows differ from A's");
+      const double* ap = af.data<double>();
+      row_mean.resize(rows);
+      row_rstd.resize(rows);
+      for (int64_t r = 0; r < rows; ++r) {
+        double sum = 0, sq = 0;
+        for (int64_t j = 0; j < k; ++j) sum += ap[r * k + j];
+        const double mean = k > 0 ? sum / k : 0;
+        for (int64_t j = 0; j < k; ++j) sq += (ap[r * k + j] - mean) * (ap[r * k + j] - mean);
+        row_mean[r] = mean;
+        row_rstd[r] = 1.0 / std::sqrt((k > 0 ? sq / k : 0) + static_cast<double>(norm_eps));
+      }
+    }
     for (int64_t i = 0; i < total; ++i) {
+      if (norm) yp[i] = row_rstd[i / n] * (yp[i] - row_mean[i / n] * colsum[i % n]);
       double v = alpha * yp[i];
       if (bias.defined()) v += bias.get_f64(i % n);
       if (res.defined() && residual_first) v += res.get_f64(i);

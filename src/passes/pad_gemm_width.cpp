@@ -89,6 +89,8 @@ class PadGemmWidth final : public Pass {
     ir::Value *a = n->inputs[0], *b = n->inputs[1], *out = n->outputs[0];
     // A residual has the output's shape: it would need padding at run time.
     if (fused && n->inputs.size() > 3 && n->inputs[3]) return Outcome::kLeft;
+    // A folded LayerNorm's colsum would need padding with B (fold_layernorm_into_matmul takes aligned widths only).
+    if (fused && n->attrs.has("norm_epsilon")) return Outcome::kLeft;
     if (!a || !b || !b->is_constant() || b->constant->rank() != 2 || !reduced_or_float(b->dtype) ||
         a->dtype != b->dtype || !a->rank_known || a->shape.size() < 2 || !out->rank_known || out->shape.empty())
       return Outcome::kLeft;

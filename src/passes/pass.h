@@ -46,6 +46,16 @@ struct PassOptions {
   // (cutlass_odd_c*), instead of padded rows and an Unpad. The builder sets it where the device backend has such
   // kernels (runtime::DeviceBackend::odd_width_gemm); KILN_ODD_GEMM=0 or 1 overrides.
   bool odd_gemm = false;
+  // fold_layernorm_into_matmul: a float16 LayerNormalization read only by a GEMM with a constant B goes into it
+  // (kiln::FusedMatMul's norm_epsilon: the kernel standardizes A's rows as it multiplies). The builder sets it where
+  // the CUDA backend has those kernels; KILN_NORM_GEMM=0 or 1 overrides.
+  bool norm_gemm = false;
+  // ... and only for GEMMs of at least this many rows M, statically known: below it (batch 1) cuBLASLt's GEMM after
+  // a separate LayerNorm beats the CUTLASS kernels that run the folded form.
+  // The smallest value each symbolic dim of the network's inputs takes in the optimization profiles (the builder
+  // fills it): a pass that pays off only above a size reads a dynamic dim's lower bound here.
+  std::map<std::string, int64_t> symbol_min;
+  int64_t norm_gemm_min_rows = 2048;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG
   bool verify_each = false;  // release builds verify once at the end of the pipeline (the builder does)
@@ -108,6 +118,8 @@ std::unique_ptr<Pass> make_fuse_input_layout();
 std::unique_ptr<Pass> make_fuse_pointwise();
 // GEMMs with a constant B and an output row pitch that is not a 16-byte multiple write padded rows (CUDA pipeline).
 std::unique_ptr<Pass> make_pad_gemm_width();
+// A LayerNormalization read only by a GEMM with a constant B goes into it (CUDA pipeline, PassOptions::norm_gemm).
+std::unique_ptr<Pass> make_fold_layernorm_into_matmul();
 // Marks Concats whose producers can write into their slices of the output (kiln.inplace; the CUDA context acts on it).
 std::unique_ptr<Pass> make_concat_elimination();
 // Transformer fusions of the CUDA pipeline (the CPU pipeline stays unfused: its results are the reference).

@@ -98,6 +98,10 @@ PassList cuda_pipeline() {
   // After it (the LayerNorm that stores float32 may be one it made) and after lowering's output Casts; before
   // fuse_pointwise would take the Cast. Opt-in likewise.
   p.push_back(make_fuse_layernorm_output_cast());
+  // After lowering (B and the LayerNorm in float16, the kernels' type) and fuse_qkv (the merged QKV GEMM is the one
+  // ln_1 feeds), and after the LayerNorm fusions above took what they fuse: a LayerNorm they changed is no longer
+  // an ONNX one. Before pad_gemm_width, which would pad B without colsum. Opt-in (PassOptions::norm_gemm).
+  p.push_back(make_fold_layernorm_into_matmul());
   // After lowering and its dead-code elimination (B is the converted constant, the float32 output's Cast is in
   // place) and after every pass that makes GEMMs; before fuse_pointwise, which would take that Cast into a
   // Pointwise kernel that Unpad absorbs instead.

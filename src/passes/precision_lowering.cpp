@@ -62,7 +62,8 @@ const std::map<std::string, Rule>& rules() {
     m["kiln::FusedConv"] = all;
     // Fused ops by domain::name. Their kernels accumulate in float32 (GEMM epilogues, attention's softmax runs in
     // float32 whatever Q, K and V are stored in); every float input, bias, residual and mask included, goes along.
-    m["kiln::FusedMatMul"] = all;
+    // FusedMatMul's colsum (input 4, with norm_epsilon) stays float32 whatever the GEMM's type.
+    m["kiln::FusedMatMul"] = {{0, 1, 2, 3}, {0}};
     m["kiln::FusedAttention"] = all;
     return m;
   }();

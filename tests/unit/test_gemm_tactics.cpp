@@ -61,6 +61,40 @@ TEST(GemmTactics, RanksFirstSplitsAfter) {
   EXPECT_EQ(lt_tactics(8192, 768, 3072, kH100Sms).size(), static_cast<size_t>(kLtRanks));
 }
 
+// The folded-LayerNorm kinds (FusedMatMul with norm_epsilon): stable names; float16, B [K, N], no residual, no
+// activation or erf GELU; the large tiles first at vit's shapes and the narrow ones first at few tiles; and only
+// CUTLASS names in the layer's list, where nothing else runs that form (none at all without the kernels).
+TEST(GemmTactics, CutlassNormKindsAloneForFoldedLayerNorms) {
+  for (int c : kCutlassNormConfigs) {
+    EXPECT_EQ(parse_cutlass_tactic(cutlass_norm_tactic_name(c)).act, CutlassAct::kNorm);
+    EXPECT_EQ(parse_cutlass_tactic(cutlass_norm_tactic_name(c)).config, c);
+    EXPECT_EQ(parse_cutlass_tactic(cutlass_ngelu_tactic_name(c)).act, CutlassAct::kNormGelu);
+  }
+  EXPECT_EQ(cutlass_ngelu_tactic_name(1), "cutlass_ngelu_c1");
+  EXPECT_EQ(parse_cutlass_tactic("cutlass_norm_c2").config, -1);
+  CutlassProblem p;
+  p.available = p.reduced_type = p.half = p.norm = p.no_act = p.bias = true;
+  p.m = 12608, p.n = 2304, p.k = 768;  // vit_b_16's QKV at batch 64
+  EXPECT_EQ(cutlass_kind(p), CutlassAct::kNorm);
+  const std::vector<std::string> lt = lt_tactics(p.m, p.n, p.k, kH100Sms);
+  EXPECT_EQ(with_cutlass_tactics(lt, p, kH100Sms),
+            (std::vector<std::string>{"cutlass_norm_c1", "cutlass_norm_c3", "cutlass_norm_c0"}));
+  CutlassProblem g = p;
+  g.no_act = false;
+  g.gelu_erf = true;
+  g.m = 197;  // batch 1: 18 tiles of 128x128
+  EXPECT_EQ(cutlass_kind(g), CutlassAct::kNormGelu);
+  EXPECT_EQ(cutlass_tactics(g, kH100Sms), (std::vector<std::string>{"cutlass_ngelu_c0", "cutlass_ngelu_c1"}));
+  for (auto change : {+[](CutlassProblem& q) { q.half = false; }, +[](CutlassProblem& q) { q.trans_b = true; },
+                      +[](CutlassProblem& q) { q.residual = true; }, +[](CutlassProblem& q) { q.no_act = false; },
+                      +[](CutlassProblem& q) { q.available = false; }, +[](CutlassProblem& q) { q.n = 2300; }}) {
+    CutlassProblem q = p;
+    change(q);
+    EXPECT_FALSE(cutlass_kind(q).has_value());
+    EXPECT_TRUE(with_cutlass_tactics(lt, q, kH100Sms).empty());  // never cuBLASLt's names for this form
+  }
+}
+
 // The CUTLASS GEMM + erf-GELU tactics: stable names, offered only where the build has the kernels and the layer fits
 // them, the narrow ping-pong kernel first where few output tiles leave SMs idle, and placed right after cuBLASLt's
 // first choice so that the default level times them.

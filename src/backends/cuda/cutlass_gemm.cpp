@@ -16,6 +16,8 @@ Result<std::unique_ptr<CutlassGemm>> make_res_bf16(int config, bool trans_b, int
                                                    float alpha);
 Result<std::unique_ptr<CutlassGemm>> make_odd_f16(int config, int m, int n, int k, bool bias, float alpha);
 Result<std::unique_ptr<CutlassGemm>> make_odd_bf16(int config, int m, int n, int k, bool bias, float alpha);
+Result<std::unique_ptr<CutlassGemm>> make_norm_f16(int config, int m, int n, int k, bool bias);
+Result<std::unique_ptr<CutlassGemm>> make_ngelu_f16(int config, int m, int n, int k, bool bias);
 std::string version();
 }  // namespace cutlass_impl
 
@@ -36,6 +38,15 @@ Result<std::unique_ptr<CutlassGemm>> make_cutlass_gemm(CutlassAct act, int confi
     if (dt == DataType::kHALF) return cutlass_impl::make_odd_f16(config, mi, ni, ki, bias, alpha);
     if (dt == DataType::kBF16) return cutlass_impl::make_odd_bf16(config, mi, ni, ki, bias, alpha);
     return unsupported(std::string("CUTLASS GEMM: no kernel for ") + dtype_name(dt));
+  }
+  if (act == CutlassAct::kNorm || act == CutlassAct::kNormGelu) {
+    if (trans_b) return unsupported("CUTLASS GEMM: the folded-LayerNorm kernels take B stored [K, N]");
+    if (dt != DataType::kHALF)
+      return unsupported(std::string("CUTLASS GEMM: the folded-LayerNorm kernels are built for float16, not ") +
+                         dtype_name(dt));
+    if (alpha != 1.f) return unsupported("CUTLASS GEMM: the folded-LayerNorm kernels take alpha in rstd");
+    return act == CutlassAct::kNorm ? cutlass_impl::make_norm_f16(config, mi, ni, ki, bias)
+                                    : cutlass_impl::make_ngelu_f16(config, mi, ni, ki, bias);
   }
   const bool gelu = act == CutlassAct::kGeluErf;
   // Each activation's kernels were built for one layout of B (cutlass_gemm.h); the residual ones for both.

@@ -38,6 +38,7 @@ namespace kiln::cuda {
 //   3: 256x128x64, cooperative, cluster 2x1 (B tiles multicast to two SMs by TMA)
 //   4: 128x128x64, ping-pong, cluster 1x1 (the residual kernels: bert's output projection at b64 19.1 us against
 //      cuBLASLt's 20.1 on an H100)
+// The folded-LayerNorm kinds (kNorm, kNormGelu; float16, B [K, N]) are built in configurations 0, 1 and 3.
 // kCutlassGeluTactics (gemm_tactics.h) counts the GELU ones. Measured and dropped (kernel set 4): the GELU
 // ping-pong 128x128 (clusters 1x1 and 2x1) and 64x256 kernels and the stream-K cooperative 128x128 ones (GELU and
 // residual), slower than 1 and 3 at bert's and vit's b64 and than cuBLASLt + the pass at b1 on an H100 in two
@@ -47,13 +48,23 @@ namespace kiln::cuda {
 // odd-width kernels' CUTLASS no-shared-memory epilogue (1.32 and 1.34 ms at gpt2's lm_head b32, against 0.47 + 0.27
 // for the padded GEMM and the Unpad) with Kiln's staged one (c1 0.57 ms, c4 0.58).
 
+// The row and column terms of a kNorm / kNormGelu kernel's epilogue, D = act(rstd[m] (acc + neg_mean[m] colsum[n])
+// + bias[n]): each row's negated mean and reciprocal deviation (alpha folded in) from the statistics pass, float
+// [M]; B's column sums, float [N].
+struct CutlassRowNorm {
+  const float* neg_mean = nullptr;
+  const float* rstd = nullptr;
+  const float* colsum = nullptr;
+};
+
 // One planned kernel for one problem: run() launches it, re-initializing its parameters (TMA descriptors) when a
-// pointer changed since the last run. c: the residual [M, N] of a kResidual kernel, else null.
+// pointer changed since the last run. c: the residual [M, N] of a kResidual kernel, else null; norm: the row and
+// column terms of a kNorm / kNormGelu kernel, else null.
 class CutlassGemm {
  public:
   virtual ~CutlassGemm() = default;
   virtual Status run(const void* a, const void* b, const void* bias, const void* c, void* d, void* workspace,
-                     size_t workspace_bytes, cudaStream_t stream) = 0;
+                     size_t workspace_bytes, cudaStream_t stream, const CutlassRowNorm* norm = nullptr) = 0;
 };
 
 // The revision of the set of CUTLASS kernels offered (configurations and kinds), part of the timing cache's device
@@ -63,8 +74,9 @@ class CutlassGemm {
 // ping-pong and stream-K GELU kernels and the stream-K residual one dropped (an engine or cache that names one
 // takes cuBLASLt and the pass, with a warning); the cooperative 128x192 residual and bias-only kernels added; the
 // GELU epilogue from erfc's scaled form (gelu_erfc.h); 5: the 128x192 residual and bias-only kernels dropped; 6: the
-// odd-width kernels added; 7: the odd-width kernels' epilogue staged in shared memory (OddRowEpilogue).
-inline constexpr int kCutlassKernelSet = 7;
+// odd-width kernels added; 7: the odd-width kernels' epilogue staged in shared memory (OddRowEpilogue); 8: the
+// folded-LayerNorm kernels (kNorm, kNormGelu).
+inline constexpr int kCutlassKernelSet = 8;
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
 bool cutlass_gemm_available();

@@ -15,6 +15,7 @@
 #include "backends/cuda/gemm_geometry.h"
 #include "backends/cuda/cutlass_gemm.h"
 #include "backends/cuda/gemm_tactics.h"
+#include "backends/cuda/norm_kernels.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "kiln/logger.h"
 #include "ops/op_util.h"
@@ -450,6 +451,10 @@ struct FusedState {
   MatMulState mm;
   std::unique_ptr<DnnMatmul> dnn;  // set: the layer's cuDNN tactic runs instead of all the above
   std::unique_ptr<CutlassGemm> cutlass;  // set: the layer's CUTLASS tactic runs instead of cuBLASLt + the pass
+  // norm_epsilon: A's rows are standardized (a folded LayerNorm); input 4 holds B's column sums. Only a CUTLASS
+  // kNorm kernel runs this form, after the row statistics pass.
+  bool norm = false;
+  float norm_eps = 0;
 };
 
 Result<EpiAct> parse_act(const Attributes& a) {
@@ -539,6 +544,12 @@ Status init_fused_state(const KernelArgs& args, FusedState& st) {
   st.residual_first = rf != 0;
   KILN_ASSIGN_OR_RETURN(st.alpha, args.attrs().get_float("alpha", 1.0f));
   KILN_ASSIGN_OR_RETURN(st.act, parse_act(args.attrs()));
+  st.norm = args.attrs().has("norm_epsilon");
+  if (st.norm) {
+    KILN_ASSIGN_OR_RETURN(st.norm_eps, args.attrs().get_float("norm_epsilon"));
+    if (!args.has_input(4) || args.in[4].dtype != DataType::kFLOAT)
+      return invalid_argument("FusedMatMul '" + args.node->name + "': norm_epsilon needs B's column sums (float32) as input 4");
+  }
   return fused_plan(args, st, false);
 }
 
@@ -554,6 +565,8 @@ CutlassProblem cutlass_problem(const KernelArgs& args, const FusedState& st) {
   // The epilogue reads the residual as C, [M, N] like the output (cuBLASLt's C is the same).
   p.residual_full = !st.has_res || args.in[3].numel() == st.mm.m * st.mm.n;
   p.reduced_type = args.in[0].dtype == DataType::kHALF || args.in[0].dtype == DataType::kBF16;
+  p.half = args.in[0].dtype == DataType::kHALF;
+  p.norm = st.norm;
   const auto tb = args.attrs().get_int("trans_b", 0);
   p.trans_b = !tb.ok() || tb.value() != 0;
   p.gemms = st.batch * static_cast<int64_t>(st.mm.off_a.size());
@@ -571,8 +584,9 @@ Status make_cutlass(const KernelArgs& args, FusedState& st, const CutlassTactic&
   if (cutlass_kind(p) != t.act)
     return unsupported("FusedMatMul '" + args.node->name + "': the CUTLASS GEMM " + args.tactic +
                        " does not take this layer");
+  // The folded-LayerNorm kernels take alpha in the rows' rstd (launch_row_stats), not in the epilogue.
   KILN_ASSIGN_OR_RETURN(st.cutlass, make_cutlass_gemm(t.act, t.config, args.in[0].dtype, p.trans_b, st.mm.m, st.mm.n,
-                                                      st.mm.k, st.has_bias, st.alpha));
+                                                      st.mm.k, st.has_bias, st.norm ? 1.f : st.alpha));
   return Status::Ok();
 }
 
@@ -631,7 +645,24 @@ Status fused_matmul_run(KernelArgs& args) {
       }
     }
     // Likewise a CUTLASS tactic, which an engine built where the kernels existed may name in a build without them.
-    if (const CutlassTactic ct = parse_cutlass_tactic(args.tactic); ct.config >= 0) {
+    // The folded-LayerNorm form has no other kernel: without a recorded tactic it takes the first one offered,
+    // and where none can run it fails here, saying why.
+    CutlassTactic ct = parse_cutlass_tactic(args.tactic);
+    if (fresh->norm) {
+      if (ct.config < 0) {
+        const std::vector<std::string> offered = cutlass_tactics(cutlass_problem(args, *fresh), args.handles->sm_count);
+        if (!offered.empty()) ct = parse_cutlass_tactic(offered.front());
+      }
+      if (ct.config < 0)
+        return unsupported("FusedMatMul '" + args.node->name + "' has a LayerNorm folded into it (norm_epsilon), " +
+                           "which only Kiln's CUTLASS kernels run (float16, B [K, N], no residual), and " +
+                           (cutlass_gemm_available() ? std::string("none takes this layer")
+                                                     : std::string("this build has none (`make cutlass`)")) +
+                           "; rebuild the engine with KILN_NORM_GEMM=0");
+      Status cs = make_cutlass(args, *fresh, ct);
+      if (!cs.ok())
+        return Status(cs.code(), "FusedMatMul '" + args.node->name + "' (a folded LayerNorm): " + cs.message());
+    } else if (ct.config >= 0) {
       Status cs = make_cutlass(args, *fresh, ct);
       if (!cs.ok()) {
         if (args.strict_tactic) return cs;
@@ -654,6 +685,27 @@ Status fused_matmul_run(KernelArgs& args) {
     }
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
     return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
+  }
+  if (st->norm) {
+    // The rows' statistics go at the start of the workspace, the CUTLASS kernel's own workspace after them.
+    const int64_t m = st->mm.m;
+    const size_t stats_bytes = (static_cast<size_t>(2 * m) * sizeof(float) + 255) / 256 * 256;
+    if (stats_bytes > args.handles->workspace_bytes)
+      return unsupported("FusedMatMul '" + args.node->name + "': the row statistics of " + std::to_string(m) +
+                         " rows need " + std::to_string(stats_bytes) + " bytes of workspace");
+    const bool aligned = ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
+                           reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
+    if (!aligned)
+      return unsupported("FusedMatMul '" + args.node->name +
+                         "' (a folded LayerNorm): its CUTLASS kernel needs 16-byte aligned operands");
+    auto* ws = static_cast<uint8_t*>(args.handles->workspace);
+    float* neg_mean = reinterpret_cast<float*>(ws);
+    float* rstd = neg_mean + m;
+    KILN_RETURN_IF_ERROR(launch_row_stats(A.dtype, A.data, m, st->mm.k, st->norm_eps, st->alpha, neg_mean, rstd,
+                                          args.handles->sm_count, args.stream));
+    const CutlassRowNorm rn{neg_mean, rstd, static_cast<const float*>(args.in[4].data)};
+    return st->cutlass->run(A.data, B.data, bias, nullptr, Y.data, ws + stats_bytes,
+                            args.handles->workspace_bytes - stats_bytes, args.stream, &rn);
   }
   if (st->cutlass) {
     // TMA wants 16-byte aligned operands; addresses rebound to unaligned memory take cuBLASLt and the pass.
@@ -698,6 +750,8 @@ std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   if (!args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return lt;
   FusedState probe;  // the layer's geometry, planned once for both kinds of candidates below
   if (!init_fused_state(args, probe).ok()) return lt;
+  // A folded LayerNorm: the CUTLASS kernels that take it, nothing else (fused_matmul_run says why when none does).
+  if (probe.norm) return cutlass_tactics(cutlass_problem(args, probe), args.handles->sm_count);
   // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1, a SiLU 1x1 convolution, a
   // residual GEMM), right after cuBLASLt's first choice; an odd-width product's before all of cuBLASLt's.
   if (cutlass_tactics_enabled())

@@ -83,15 +83,24 @@ inline constexpr const char* kCutlassGeluPrefix = "cutlass_gelu_c";
 inline constexpr const char* kCutlassSiluPrefix = "cutlass_silu_c";
 inline constexpr const char* kCutlassResPrefix = "cutlass_res_c";
 inline constexpr const char* kCutlassOddPrefix = "cutlass_odd_c";
+// "cutlass_norm_cC" / "cutlass_ngelu_cC": a FusedMatMul whose A rows are standardized (norm_epsilon: a LayerNorm
+// folded into the GEMM by fold_layernorm_into_matmul), bias and no activation or erf GELU, B stored [K, N], float16.
+// Its epilogue takes each row's mean and reciprocal deviation (a statistics pass before it) and the column sums
+// of B: rstd (acc - mean colsum) + bias. Only these kernels run that form (cuBLASLt's epilogue has no row terms).
+inline constexpr const char* kCutlassNormPrefix = "cutlass_norm_c";
+inline constexpr const char* kCutlassNormGeluPrefix = "cutlass_ngelu_c";
 inline constexpr int kCutlassGeluTactics = 4;  // configurations 0-3 (cutlass_gemm.h)
 inline constexpr int kCutlassSiluConfigs[] = {0, 2};
 inline constexpr int kCutlassResConfigs[] = {4};
 inline constexpr int kCutlassOddConfigs[] = {1, 4};  // in timing order (cutlass_tactics)
+inline constexpr int kCutlassNormConfigs[] = {0, 1, 3};
 
 inline std::string cutlass_gelu_tactic_name(int config) { return kCutlassGeluPrefix + std::to_string(config); }
 inline std::string cutlass_silu_tactic_name(int config) { return kCutlassSiluPrefix + std::to_string(config); }
 inline std::string cutlass_res_tactic_name(int config) { return kCutlassResPrefix + std::to_string(config); }
 inline std::string cutlass_odd_tactic_name(int config) { return kCutlassOddPrefix + std::to_string(config); }
+inline std::string cutlass_norm_tactic_name(int config) { return kCutlassNormPrefix + std::to_string(config); }
+inline std::string cutlass_ngelu_tactic_name(int config) { return kCutlassNormGeluPrefix + std::to_string(config); }
 
 // The names of a kind's configurations, in the order given.
 template <size_t N>
@@ -102,8 +111,9 @@ std::vector<std::string> cutlass_tactic_names(std::string (*name)(int), const in
 }
 
 // The kinds of CUTLASS kernel (cutlass_gemm.h): bias + erf GELU, bias + SiLU, bias + residual (no activation), and
-// the product alone into rows that are no whole number of 16-byte vectors (odd width).
-enum class CutlassAct { kGeluErf, kSilu, kResidual, kOddWidth };
+// the product alone into rows that are no whole number of 16-byte vectors (odd width); and A's rows standardized
+// (a folded LayerNorm) with bias and no activation or erf GELU.
+enum class CutlassAct { kGeluErf, kSilu, kResidual, kOddWidth, kNorm, kNormGelu };
 
 struct CutlassTactic {
   CutlassAct act = CutlassAct::kGeluErf;
@@ -120,6 +130,10 @@ inline CutlassTactic parse_cutlass_tactic(const std::string& t) {
     if (t == cutlass_res_tactic_name(c)) return {CutlassAct::kResidual, c};
   for (int c : kCutlassOddConfigs)
     if (t == cutlass_odd_tactic_name(c)) return {CutlassAct::kOddWidth, c};
+  for (int c : kCutlassNormConfigs) {
+    if (t == cutlass_norm_tactic_name(c)) return {CutlassAct::kNorm, c};
+    if (t == cutlass_ngelu_tactic_name(c)) return {CutlassAct::kNormGelu, c};
+  }
   return {};
 }
 
@@ -129,6 +143,8 @@ struct CutlassProblem {
   bool no_act = false;         // no activation at all
   bool bias = false;           // a bias is added
   bool residual_full = true;   // the residual is [M, N], as the output (not broadcast)
+  bool norm = false;           // A's rows standardized (norm_epsilon): only the kNorm kinds take it
+  bool half = false;           // float16 (the kNorm kinds are built for it alone)
   int64_t gemms = 1;    // GEMMs the layer runs (a batched MatMul: more than one)
   int64_t m = 0, n = 0, k = 0;
 };
@@ -139,6 +155,12 @@ struct CutlassProblem {
 inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
   if (!p.available || !p.reduced_type || p.gemms != 1 || p.m <= 0 || p.n <= 0 || p.k <= 0 || p.k % 8 != 0)
     return std::nullopt;
+  if (p.norm) {
+    if (!p.half || p.n % 8 != 0 || p.residual || p.trans_b) return std::nullopt;
+    if (p.no_act) return CutlassAct::kNorm;
+    if (p.gelu_erf) return CutlassAct::kNormGelu;
+    return std::nullopt;
+  }
   // Rows of N elements that are no whole number of 16-byte vectors: only the product alone, B stored [N, K].
   if (p.n % 8 != 0) {
     if (p.no_act && !p.residual && !p.bias && p.trans_b) return CutlassAct::kOddWidth;
@@ -173,6 +195,14 @@ inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms
     case CutlassAct::kSilu:
       if (few) return {cutlass_silu_tactic_name(2), cutlass_silu_tactic_name(0)};
       return {cutlass_silu_tactic_name(0), cutlass_silu_tactic_name(2)};
+    case CutlassAct::kNorm:
+    case CutlassAct::kNormGelu: {
+      // The 128x256 tile first (the GELU kind's fastest at vit's and bert's FFN1), then 256x128 (2x1 cluster),
+      // then 128x128, whose tiles fill the SMs' last wave better at gpt2's b32 QKV (288 large tiles on 132 SMs).
+      auto name = *kind == CutlassAct::kNorm ? cutlass_norm_tactic_name : cutlass_ngelu_tactic_name;
+      if (few) return {name(0), name(1)};
+      return {name(1), name(3), name(0)};
+    }
   }
   return {};
 }
@@ -184,6 +214,8 @@ inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms
 inline std::vector<std::string> with_cutlass_tactics(std::vector<std::string> tactics, const CutlassProblem& p,
                                                      int sms) {
   const std::vector<std::string> cutlass = cutlass_tactics(p, sms);
+  // The folded-LayerNorm form runs as a CUTLASS kernel or not at all: cuBLASLt's names are not offered.
+  if (p.norm) return cutlass;
   if (cutlass.empty()) return tactics;
   if (cutlass_kind(p) == CutlassAct::kOddWidth) {
     tactics.insert(tactics.begin(), cutlass.begin(), cutlass.end());

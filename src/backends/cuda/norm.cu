@@ -557,6 +557,57 @@ Status nhwc_gn_t(const void* x, void* y, int64_t n, int64_t spatial, int64_t gro
   return Status::Ok();
 }
 
+// The statistics of FusedMatMul's standardized A rows (norm_epsilon: a LayerNorm folded into the GEMM), for the
+// CUTLASS epilogue: a warp per row, float32 sums, the mean first and then the squared deviations from it (the
+// second pass reads the row again from L1), as the LayerNorm kernels compute them. Rows of whole 16-byte vectors
+// (the GEMM's TMA loads need them too) are read as vectors, others element by element.
+template <typename T>
+__global__ void __launch_bounds__(128) row_stats_kernel(const T* __restrict__ x, int64_t rows, int64_t len, float eps,
+                                                        float alpha, float* __restrict__ neg_mean,
+                                                        float* __restrict__ rstd) {
+  pdl_wait();
+  constexpr int E = 16 / sizeof(T);
+  const int lane = threadIdx.x & 31;
+  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t nwarps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  const bool vec = len % E == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const float n = static_cast<float>(len);
+  for (int64_t row = warp; row < rows; row += nwarps) {
+    const T* xr = x + row * len;
+    auto over_row = [&](auto&& f) {
+      if (vec) {
+        for (int64_t v = lane; v < len / E; v += 32) {
+          const uint4 raw = reinterpret_cast<const uint4*>(xr)[v];
+#pragma unroll
+          for (int e = 0; e < E; ++e) f(to_f(reinterpret_cast<const T*>(&raw)[e]));
+        }
+      } else {
+        for (int64_t k = lane; k < len; k += 32) f(to_f(xr[k]));
+      }
+    };
+    float s = 0.f;
+    over_row([&](float v) { s += v; });
+    const float mean = warp_allreduce(s, AddOp()) / n;
+    float sq = 0.f;
+    over_row([&](float v) { sq += (v - mean) * (v - mean); });
+    const float var = warp_allreduce(sq, AddOp()) / n;
+    if (lane == 0) {
+      neg_mean[row] = -mean;
+      rstd[row] = alpha / sqrtf(var + eps);
+    }
+  }
+}
+
+template <typename T>
+Status row_stats_t(const void* x, int64_t rows, int64_t len, float eps, float alpha, float* neg_mean, float* rstd,
+                   int sm_count, cudaStream_t stream) {
+  constexpr int kWarps = 4;
+  const int64_t blocks = std::min<int64_t>((rows + kWarps - 1) / kWarps, static_cast<int64_t>(sm_count) * 16);
+  KILN_CUDA_CHECK(launch_pdl(&row_stats_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(32 * kWarps), 0, stream,
+                             static_cast<const T*>(x), rows, len, eps, alpha, neg_mean, rstd));
+  return Status::Ok();
+}
+
 Status bad_type(const char* what, DataType dt) {
   return unsupported(std::string(what) + ": no CUDA kernel for data type " + std::to_string(static_cast<int>(dt)));
 }
@@ -602,6 +653,19 @@ Status launch_nhwc_groupnorm(DataType dt, const void* x, void* y, int64_t n, int
     case DataType::kBF16:
       return nhwc_gn_t<__nv_bfloat16>(x, y, n, spatial, groups, aff, ws, ws_bytes, sm, stream);
     default: return bad_type("GroupNormalization", dt);
+  }
+}
+
+Status launch_row_stats(DataType dt, const void* x, int64_t rows, int64_t len, float eps, float alpha,
+                        float* neg_mean, float* rstd, int sm_count, cudaStream_t stream) {
+  if (rows <= 0) return Status::Ok();
+  if (len <= 0) return invalid_argument("row statistics over rows of " + std::to_string(len) + " elements");
+  switch (dt) {
+    case DataType::kFLOAT: return row_stats_t<float>(x, rows, len, eps, alpha, neg_mean, rstd, sm_count, stream);
+    case DataType::kHALF: return row_stats_t<__half>(x, rows, len, eps, alpha, neg_mean, rstd, sm_count, stream);
+    case DataType::kBF16:
+      return row_stats_t<__nv_bfloat16>(x, rows, len, eps, alpha, neg_mean, rstd, sm_count, stream);
+    default: return bad_type("row statistics", dt);
   }
 }
 

@@ -68,6 +68,11 @@ Status launch_col_norm(DataType dt, const void* x, void* y, RowNorm mode, int64_
 // MeanVarianceNormalization: statistics over s.red for every index of s.kept; y has x's shape.
 Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int sm_count, cudaStream_t stream);
 
+// FusedMatMul's folded LayerNorm (norm_epsilon): for each of `rows` contiguous rows of `len` elements of x, its
+// negated mean and alpha / sqrt(variance + eps) (biased variance), float32, into neg_mean[row] and rstd[row].
+Status launch_row_stats(DataType dt, const void* x, int64_t rows, int64_t len, float eps, float alpha,
+                        float* neg_mean, float* rstd, int sm_count, cudaStream_t stream);
+
 // GroupNormalization on channels-last x [n, spatial, channels]: statistics per (image, group of channels / groups
 // consecutive channels) in float, then y = act((x - mean) / sqrt(var + eps) * scale[c] + bias[c]). Uses
 // n * groups * 8 bytes of `workspace`. dt: float, half or bf16; scale and bias float, half or bf16.

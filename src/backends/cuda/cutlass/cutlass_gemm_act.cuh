@@ -36,6 +36,7 @@ struct ActGemm {
   static constexpr int kAlign = 8;  // elements per 16 bytes
   static constexpr bool kHasC = !std::is_void_v<ElementC>;
   static constexpr bool kHasBias = true;
+  static constexpr bool kNorm = false;
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<Act, T, float, T, T, float>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
@@ -48,6 +49,48 @@ struct ActGemm {
       KernelSchedule>::CollectiveOp;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+};
+
+// D = act(rstd[m] (A B + neg_mean[m] colsum[n]) + bias[n]) with B [K, N] (a LayerNorm folded into the GEMM:
+// fold_layernorm_into_matmul; the statistics pass writes neg_mean and rstd, alpha folded into rstd): an epilogue
+// visitor tree of two fused multiply-adds over the accumulators, per-row terms broadcast along N (loaded by each
+// thread for its own rows) and per-column terms along M (staged in shared memory), then the activation.
+template <typename T, template <class> class Act, class TileShape, class KernelSchedule, class EpilogueSchedule,
+          class ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>>
+struct NormGemm {
+  using Layout = cutlass::layout::RowMajor;
+  static constexpr int kAlign = 8;  // elements per 16 bytes
+  static constexpr bool kHasC = false;
+  static constexpr bool kHasBias = true;
+  static constexpr bool kNorm = true;
+  static constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+  template <class E>
+  using PerRow = cutlass::epilogue::fusion::Sm90ColBroadcast<0, TileShape, E, float>;
+  template <class E>
+  using PerCol = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, E, float>;
+  template <template <class> class Fn, class Out>
+  using Op = cutlass::epilogue::fusion::Sm90Compute<Fn, Out, float, kRound>;
+  using Centered = cutlass::epilogue::fusion::Sm90EVT<Op<cutlass::homogeneous_multiply_add, float>, PerRow<float>,
+                                                     PerCol<float>, cutlass::epilogue::fusion::Sm90AccFetch>;
+  using Scaled =
+      cutlass::epilogue::fusion::Sm90EVT<Op<cutlass::homogeneous_multiply_add, float>, PerRow<float>, Centered, PerCol<T>>;
+  using Fusion = cutlass::epilogue::fusion::Sm90EVT<Op<Act, T>, Scaled>;
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, Layout, kAlign, T, Layout, kAlign,
+      EpilogueSchedule, Fusion>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, Layout, kAlign, float, TileShape,
+      ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      KernelSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  // The tree's arguments: children first, then the node's own (none).
+  static typename Fusion::Arguments fusion_args(const CutlassRowNorm& r, const T* bias) {
+    return {{{r.rstd}, {{r.neg_mean}, {r.colsum}, {}, {}}, {bias}, {}}, {}};
+  }
 };
 
 // The epilogue of the odd-width GEMM (OddGemm): D = alpha * acc into rows of any number of elements, which no TMA
@@ -218,6 +261,7 @@ struct OddGemm {
   static constexpr int kAlign = 8;  // A's and B's rows of K
   static constexpr bool kHasC = false;
   static constexpr bool kHasBias = false;
+  static constexpr bool kNorm = false;
   using Epilogue = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<
       OddRowEpilogue<T, cute::size<0>(TileShape{}), cute::size<1>(TileShape{}), kPingpong ? 128 : 256>>;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
@@ -242,7 +286,8 @@ class Impl final : public CutlassGemm {
       sms_ = 0;
   }
 
-  typename G::Arguments arguments(const void* a, const void* b, const void* bias, const void* c, void* d) const {
+  typename G::Arguments arguments(const void* a, const void* b, const void* bias, const void* c, void* d,
+                                  const CutlassRowNorm& norm = {}) const {
     using K = typename G::GemmKernel;
     const auto sa = cutlass::make_cute_packed_stride(typename K::StrideA{}, cute::make_shape(m_, k_, 1));
     const auto sb = cutlass::make_cute_packed_stride(typename K::StrideB{}, cute::make_shape(n_, k_, 1));
@@ -252,11 +297,15 @@ class Impl final : public CutlassGemm {
                                {m_, n_, k_, 1},
                                {static_cast<const T*>(a), sa, static_cast<const T*>(b), sb},
                                {{}, static_cast<const ElementC*>(c), sc, static_cast<T*>(d), sd}};
-    args.epilogue.thread.alpha = alpha_;
-    args.epilogue.thread.beta = Tag::kHasC ? 1.f : 0.f;
+    if constexpr (Tag::kNorm) {
+      args.epilogue.thread = Tag::fusion_args(norm, bias_ ? static_cast<const T*>(bias) : nullptr);
+    } else {
+      args.epilogue.thread.alpha = alpha_;
+      args.epilogue.thread.beta = Tag::kHasC ? 1.f : 0.f;
+      if constexpr (Tag::kHasBias) args.epilogue.thread.bias_ptr = bias_ ? static_cast<const T*>(bias) : nullptr;
+    }
     args.hw_info.device_id = device_;
     args.hw_info.sm_count = sms_;
-    if constexpr (Tag::kHasBias) args.epilogue.thread.bias_ptr = bias_ ? static_cast<const T*>(bias) : nullptr;
     return args;
   }
 
@@ -264,7 +313,8 @@ class Impl final : public CutlassGemm {
   Status check() const {
     // Any 16-byte aligned pointers stand for the real ones here: can_implement looks at sizes and strides.
     alignas(16) static T dummy[8];
-    auto args = arguments(dummy, dummy, dummy, Tag::kHasC ? dummy : nullptr, dummy);
+    alignas(16) static float fdummy[4];
+    auto args = arguments(dummy, dummy, dummy, Tag::kHasC ? dummy : nullptr, dummy, {fdummy, fdummy, fdummy});
     if (G::can_implement(args) != cutlass::Status::kSuccess)
       return unsupported("CUTLASS cannot implement this GEMM (" + std::to_string(m_) + "x" + std::to_string(n_) + "x" +
                          std::to_string(k_) + ")");
@@ -272,19 +322,24 @@ class Impl final : public CutlassGemm {
   }
 
   Status run(const void* a, const void* b, const void* bias, const void* c, void* d, void* workspace,
-             size_t workspace_bytes, cudaStream_t stream) override {
+             size_t workspace_bytes, cudaStream_t stream, const CutlassRowNorm* norm) override {
     if (Tag::kHasC != (c != nullptr))
       return invalid_argument(Tag::kHasC ? "the CUTLASS GEMM adds a residual, and none was given"
                                          : "the CUTLASS GEMM takes no residual, and one was given");
-    if (!ready_ || a != a_ || b != b_ || bias != bias_ptr_ || c != c_ || d != d_ || workspace != ws_) {
-      args_ = arguments(a, b, bias, c, d);
+    if (Tag::kNorm != (norm != nullptr && norm->neg_mean && norm->rstd && norm->colsum))
+      return invalid_argument(Tag::kNorm ? "the CUTLASS GEMM standardizes A's rows, and their statistics were not given"
+                                         : "the CUTLASS GEMM takes no row statistics, and they were given");
+    const CutlassRowNorm rn = norm ? *norm : CutlassRowNorm{};
+    if (!ready_ || a != a_ || b != b_ || bias != bias_ptr_ || c != c_ || d != d_ || workspace != ws_ ||
+        rn.neg_mean != norm_.neg_mean || rn.rstd != norm_.rstd || rn.colsum != norm_.colsum) {
+      args_ = arguments(a, b, bias, c, d, rn);
       need_ = G::get_workspace_size(args_);
       if (need_ > workspace_bytes)
         return unsupported("the CUTLASS GEMM needs " + std::to_string(need_) + " bytes of workspace, " +
                            std::to_string(workspace_bytes) + " are there");
       if (gemm_.initialize(args_, workspace, stream) != cutlass::Status::kSuccess)
         return internal_error("CUTLASS GEMM: initialize failed");
-      a_ = a, b_ = b, bias_ptr_ = bias, c_ = c, d_ = d, ws_ = workspace;
+      a_ = a, b_ = b, bias_ptr_ = bias, c_ = c, d_ = d, ws_ = workspace, norm_ = rn;
       ready_ = true;
     } else if (need_ > 0) {
       // A kernel that keeps state in the workspace (a stream-K scheduler's partial sums and flags; none of the
@@ -310,6 +365,7 @@ class Impl final : public CutlassGemm {
   bool ready_ = false;
   const void *a_ = nullptr, *b_ = nullptr, *bias_ptr_ = nullptr, *c_ = nullptr;
   void *d_ = nullptr, *ws_ = nullptr;
+  CutlassRowNorm norm_{};
 };
 
 using Coop = cutlass::gemm::KernelTmaWarpSpecializedCooperative;
@@ -409,6 +465,19 @@ Result<std::unique_ptr<CutlassGemm>> make_odd(int config, int m, int n, int k, b
     case 1: return build<OddGemm<T, Shape<_128, _256, _64>, Coop>, T>(m, n, k, false, alpha);
     case 4: return build<OddGemm<T, Shape<_128, _128, _64>, Ping>, T>(m, n, k, false, alpha);
     default: return unsupported("no CUTLASS odd-width GEMM configuration " + std::to_string(config));
+  }
+}
+
+// A's rows standardized (a folded LayerNorm), bias, no activation or erf GELU, B [K, N]: configurations 0, 1, 3.
+template <typename T, template <class> class Act>
+Result<std::unique_ptr<CutlassGemm>> make_norm(int config, int m, int n, int k, bool bias) {
+  using namespace cute;
+  switch (config) {
+    case 0: return build<NormGemm<T, Act, Shape<_128, _128, _64>, Coop, CoopEpi>, T>(m, n, k, bias, 1.f);
+    case 1: return build<NormGemm<T, Act, Shape<_128, _256, _64>, Coop, CoopEpi>, T>(m, n, k, bias, 1.f);
+    case 3:
+      return build<NormGemm<T, Act, Shape<_256, _128, _64>, Coop, CoopEpi, Shape<_2, _1, _1>>, T>(m, n, k, bias, 1.f);
+    default: return unsupported("no CUTLASS folded-LayerNorm GEMM configuration " + std::to_string(config));
   }
 }
 
