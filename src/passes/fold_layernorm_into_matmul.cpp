@@ -69,7 +69,21 @@ class FoldLayerNormIntoMatMul final : public Pass {
     // Y only: the Mean/InvStdDev outputs must be absent or unread.
     for (size_t k = 1; k < ln->outputs.size(); ++k)
       if (ln->outputs[k] && (!ln->outputs[k]->users.empty() || match::is_graph_output(g, ln->outputs[k]))) return false;
-    if (!y || y->users.size() != 1 || match::is_graph_output(g, y)) return false;
+    if (!y || match::is_graph_output(g, y)) return false;
+    // One GEMM reads Y; other readers may only take its shape (a Shape node: an exporter reading the activation's
+    // size, x.shape in the model's code), which is X's, and which they read from X after the fold.
+    ir::Node* mm = nullptr;
+    std::vector<ir::Node*> shape_readers;
+    for (ir::Node* u : y->users) {
+      if (u->op_type == "Shape" && u->domain.empty()) {
+        shape_readers.push_back(u);
+      } else if (mm && mm != u) {
+        return false;
+      } else {
+        mm = u;
+      }
+    }
+    if (!mm) return false;
     if (x->dtype != DataType::kHALF || y->dtype != DataType::kHALF) return false;
 
     // X's last dim static and its rows bounded below (static dims, or symbols the profiles bound: a dynamic
@@ -100,7 +114,6 @@ class FoldLayerNormIntoMatMul final : public Pass {
     if (m < ctx.options.norm_gemm_min_rows || k % kAlign != 0 || k == 0) return false;
 
     // The GEMM: A = Y, one constant [K, N] float16 B, a constant bias or none, no residual, not folded already.
-    ir::Node* mm = y->users[0];
     if (mm->op_type != "FusedMatMul" || mm->domain != "kiln" || mm->inputs.size() < 2 || mm->inputs[0] != y ||
         mm->outputs.size() != 1 || mm->attrs.has("norm_epsilon"))
       return false;
@@ -164,6 +177,9 @@ class FoldLayerNormIntoMatMul final : public Pass {
     mm->attrs.set("norm_epsilon", *eps);
     if (mm->inputs.size() < 5) mm->inputs.resize(5, nullptr);
     g.set_node_input(mm, 0, x);
+    for (ir::Node* u : shape_readers)
+      for (size_t i = 0; i < u->inputs.size(); ++i)
+        if (u->inputs[i] == y) g.set_node_input(u, i, x);
     g.set_node_input(mm, 1, g.add_constant(mm->name + "_norm_weight", std::move(w)));
     if (new_bias.defined()) g.set_node_input(mm, 2, g.add_constant(mm->name + "_norm_bias", std::move(new_bias)));
     g.set_node_input(mm, 4, g.add_constant(mm->name + "_norm_colsum", std::move(colsum)));

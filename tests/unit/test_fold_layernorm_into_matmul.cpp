@@ -379,6 +379,35 @@ TEST(FoldLayerNormIntoMatMul, SymbolicRowsFoldOnlyWhenTheProfilesBoundThem) {
   }
 }
 
+// A Shape node beside the GEMM (an exporter reading the normalized activation's size: `B, T, C = x.shape`) does not
+// keep the LayerNorm: it reads X's shape, the same, after the fold. A second GEMM reader does keep it.
+TEST(FoldLayerNormIntoMatMul, ShapeReadersMoveToTheInput) {
+  for (bool second_gemm : {false, true}) {
+    SCOPED_TRACE(second_gemm ? "a second GEMM reads Y" : "a Shape node reads Y");
+    ir::Graph g;
+    ir::Value* x = add_input(g, "x", DataType::kHALF, {ops::Dim(4), ops::Dim(1024), ops::Dim(64)});
+    Attributes la;
+    la.set("axis", int64_t{-1});
+    ir::Value* y = g.add_node("LayerNormalization", "ln",
+                              {x, g.add_constant("gamma", random_f32({64}, 2).cast(DataType::kHALF))}, {"ln_out"}, la,
+                              17)
+                       ->outputs[0];
+    ir::Value* w = g.add_constant("w", random_f32({64, 32}, 3).cast(DataType::kHALF));
+    g.outputs().push_back(g.add_node("FusedMatMul", "fc", {y, w}, {"out"}, {}, 1, "kiln")->outputs[0]);
+    if (second_gemm)
+      g.outputs().push_back(g.add_node("FusedMatMul", "fc2", {y, w}, {"out2"}, {}, 1, "kiln")->outputs[0]);
+    else
+      g.outputs().push_back(g.add_node("Shape", "shape", {y}, {"size"}, {}, 17)->outputs[0]);
+    ASSERT_TRUE(fold(g).ok());
+    EXPECT_EQ(count_ops(g, "LayerNormalization"), second_gemm ? 1 : 0) << ir::print(g);
+    if (!second_gemm) {
+      const ir::Node* shape = find_op(g, "Shape");
+      ASSERT_NE(shape, nullptr);
+      EXPECT_EQ(shape->inputs[0], x);
+    }
+  }
+}
+
 // The whole CUDA pipeline on a float32 pre-LN block's ln_2 -> FFN1 (MatMul, bias Add, erf Gelu), lowered to
 // float16: the LayerNorm ends up in the FusedMatMul that the epilogue fusion made, with norm_gemm, and stays
 // without it.

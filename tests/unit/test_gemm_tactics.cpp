@@ -62,9 +62,10 @@ TEST(GemmTactics, RanksFirstSplitsAfter) {
 }
 
 // The folded-LayerNorm kinds (FusedMatMul with norm_epsilon): stable names; float16, B [K, N], no residual, no
-// activation or erf GELU; the large tiles first at vit's shapes and the narrow ones first at few tiles; and only
-// CUTLASS names in the layer's list, where nothing else runs that form (none at all without the kernels).
-TEST(GemmTactics, CutlassNormKindsAloneForFoldedLayerNorms) {
+// activation or erf GELU; the large tiles first at vit's shapes and the narrow ones first at few tiles; in the
+// layer's list before cuBLASLt's (which run over standardized rows) at large sizes and after them at few tiles, and
+// cuBLASLt's alone where no kind takes the layer.
+TEST(GemmTactics, CutlassNormKindsForFoldedLayerNorms) {
   for (int c : kCutlassNormConfigs) {
     EXPECT_EQ(parse_cutlass_tactic(cutlass_norm_tactic_name(c)).act, CutlassAct::kNorm);
     EXPECT_EQ(parse_cutlass_tactic(cutlass_norm_tactic_name(c)).config, c);
@@ -77,21 +78,26 @@ TEST(GemmTactics, CutlassNormKindsAloneForFoldedLayerNorms) {
   p.m = 12608, p.n = 2304, p.k = 768;  // vit_b_16's QKV at batch 64
   EXPECT_EQ(cutlass_kind(p), CutlassAct::kNorm);
   const std::vector<std::string> lt = lt_tactics(p.m, p.n, p.k, kH100Sms);
-  EXPECT_EQ(with_cutlass_tactics(lt, p, kH100Sms),
-            (std::vector<std::string>{"cutlass_norm_c1", "cutlass_norm_c3", "cutlass_norm_c0"}));
+  std::vector<std::string> want = {"cutlass_norm_c1", "cutlass_norm_c3", "cutlass_norm_c0"};
+  want.insert(want.end(), lt.begin(), lt.end());
+  EXPECT_EQ(with_cutlass_tactics(lt, p, kH100Sms), want);
   CutlassProblem g = p;
   g.no_act = false;
   g.gelu_erf = true;
   g.m = 197;  // batch 1: 18 tiles of 128x128
   EXPECT_EQ(cutlass_kind(g), CutlassAct::kNormGelu);
   EXPECT_EQ(cutlass_tactics(g, kH100Sms), (std::vector<std::string>{"cutlass_ngelu_c0", "cutlass_ngelu_c1"}));
+  const std::vector<std::string> few = with_cutlass_tactics(lt, g, kH100Sms);
+  ASSERT_EQ(few.size(), lt.size() + 2);
+  EXPECT_EQ(few.front(), lt.front());
+  EXPECT_EQ(few.back(), "cutlass_ngelu_c1");
   for (auto change : {+[](CutlassProblem& q) { q.half = false; }, +[](CutlassProblem& q) { q.trans_b = true; },
                       +[](CutlassProblem& q) { q.residual = true; }, +[](CutlassProblem& q) { q.no_act = false; },
                       +[](CutlassProblem& q) { q.available = false; }, +[](CutlassProblem& q) { q.n = 2300; }}) {
     CutlassProblem q = p;
     change(q);
     EXPECT_FALSE(cutlass_kind(q).has_value());
-    EXPECT_TRUE(with_cutlass_tactics(lt, q, kH100Sms).empty());  // never cuBLASLt's names for this form
+    EXPECT_EQ(with_cutlass_tactics(lt, q, kH100Sms), lt);
   }
 }
 

@@ -451,8 +451,9 @@ struct FusedState {
   MatMulState mm;
   std::unique_ptr<DnnMatmul> dnn;  // set: the layer's cuDNN tactic runs instead of all the above
   std::unique_ptr<CutlassGemm> cutlass;  // set: the layer's CUTLASS tactic runs instead of cuBLASLt + the pass
-  // norm_epsilon: A's rows are standardized (a folded LayerNorm); input 4 holds B's column sums. Only a CUTLASS
-  // kNorm kernel runs this form, after the row statistics pass.
+  // norm_epsilon: A's rows are standardized (a folded LayerNorm); input 4 holds B's column sums. A CUTLASS kNorm
+  // kernel runs this form after the row statistics pass; cuBLASLt after the rows are standardized into the
+  // workspace.
   bool norm = false;
   float norm_eps = 0;
 };
@@ -624,6 +625,8 @@ Status make_dnn(const KernelArgs& args, FusedState& st, int rank) {
   return Status::Ok();
 }
 
+Status fused_lt_run(KernelArgs& args, FusedState& st);
+
 Status fused_matmul_run(KernelArgs& args) {
   const DevTensor &A = args.in[0], &B = args.in[1];
   DevTensor& Y = args.out[0];
@@ -647,22 +650,15 @@ Status fused_matmul_run(KernelArgs& args) {
     // Likewise a CUTLASS tactic, which an engine built where the kernels existed may name in a build without them.
     // The folded-LayerNorm form has no other kernel: without a recorded tactic it takes the first one offered,
     // and where none can run it fails here, saying why.
+    // The folded-LayerNorm form without a recorded tactic takes the first one offered (a CUTLASS kernel at large
+    // sizes where this build has them).
     CutlassTactic ct = parse_cutlass_tactic(args.tactic);
-    if (fresh->norm) {
-      if (ct.config < 0) {
-        const std::vector<std::string> offered = cutlass_tactics(cutlass_problem(args, *fresh), args.handles->sm_count);
-        if (!offered.empty()) ct = parse_cutlass_tactic(offered.front());
-      }
-      if (ct.config < 0)
-        return unsupported("FusedMatMul '" + args.node->name + "' has a LayerNorm folded into it (norm_epsilon), " +
-                           "which only Kiln's CUTLASS kernels run (float16, B [K, N], no residual), and " +
-                           (cutlass_gemm_available() ? std::string("none takes this layer")
-                                                     : std::string("this build has none (`make cutlass`)")) +
-                           "; rebuild the engine with KILN_NORM_GEMM=0");
-      Status cs = make_cutlass(args, *fresh, ct);
-      if (!cs.ok())
-        return Status(cs.code(), "FusedMatMul '" + args.node->name + "' (a folded LayerNorm): " + cs.message());
-    } else if (ct.config >= 0) {
+    if (fresh->norm && args.tactic.empty() && cutlass_tactics_enabled()) {
+      const std::vector<std::string> offered = with_cutlass_tactics(
+          gemm_tactics(args), cutlass_problem(args, *fresh), args.handles->sm_count);
+      if (!offered.empty()) ct = parse_cutlass_tactic(offered.front());
+    }
+    if (ct.config >= 0) {
       Status cs = make_cutlass(args, *fresh, ct);
       if (!cs.ok()) {
         if (args.strict_tactic) return cs;
@@ -686,18 +682,17 @@ Status fused_matmul_run(KernelArgs& args) {
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
     return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
   }
-  if (st->norm) {
+  const bool norm_aligned = ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
+                               reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
+  if (st->norm && st->cutlass && (norm_aligned || args.strict_tactic)) {
     // The rows' statistics go at the start of the workspace, the CUTLASS kernel's own workspace after them.
+    // (Operands rebound to unaligned memory take cuBLASLt over the standardized rows below.)
+    if (!norm_aligned) return unsupported("FusedMatMul: the CUTLASS GEMM needs 16-byte aligned operands");
     const int64_t m = st->mm.m;
     const size_t stats_bytes = (static_cast<size_t>(2 * m) * sizeof(float) + 255) / 256 * 256;
     if (stats_bytes > args.handles->workspace_bytes)
       return unsupported("FusedMatMul '" + args.node->name + "': the row statistics of " + std::to_string(m) +
                          " rows need " + std::to_string(stats_bytes) + " bytes of workspace");
-    const bool aligned = ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
-                           reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
-    if (!aligned)
-      return unsupported("FusedMatMul '" + args.node->name +
-                         "' (a folded LayerNorm): its CUTLASS kernel needs 16-byte aligned operands");
     auto* ws = static_cast<uint8_t*>(args.handles->workspace);
     float* neg_mean = reinterpret_cast<float*>(ws);
     float* rstd = neg_mean + m;
@@ -707,7 +702,7 @@ Status fused_matmul_run(KernelArgs& args) {
     return st->cutlass->run(A.data, B.data, bias, nullptr, Y.data, ws + stats_bytes,
                             args.handles->workspace_bytes - stats_bytes, args.stream, &rn);
   }
-  if (st->cutlass) {
+  if (st->cutlass && !st->norm) {
     // TMA wants 16-byte aligned operands; addresses rebound to unaligned memory take cuBLASLt and the pass.
     const bool aligned = ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
                            reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(res) |
@@ -724,12 +719,43 @@ Status fused_matmul_run(KernelArgs& args) {
       st->cutlass.reset();
     }
   }
+  // The folded-LayerNorm form on cuBLASLt: the rows standardized into the start of the workspace, then the layer
+  // as any other over them, with the rest of the workspace.
+  KernelArgs standardized;
+  CudaHandles rest;
+  if (st->norm) {
+    const size_t a_bytes = (A.nbytes() + 255) / 256 * 256;
+    if (a_bytes >= args.handles->workspace_bytes)
+      return unsupported("FusedMatMul '" + args.node->name + "' (a folded LayerNorm): its " +
+                         std::to_string(st->mm.m) + " standardized rows need " + std::to_string(a_bytes) +
+                         " bytes of workspace, more than the " + std::to_string(args.handles->workspace_bytes) +
+                         " there are");
+    KILN_RETURN_IF_ERROR(launch_row_standardize(A.dtype, A.data, args.handles->workspace, st->mm.m, st->mm.k,
+                                                st->norm_eps, args.handles->sm_count, args.stream));
+    rest = *args.handles;
+    rest.workspace = static_cast<uint8_t*>(rest.workspace) + a_bytes;
+    rest.workspace_bytes -= a_bytes;
+    standardized = args;
+    standardized.handles = &rest;
+    standardized.in[0].data = args.handles->workspace;
+    return fused_lt_run(standardized, *st);
+  }
   if (auto done = run_layer_plan(args, st->dnn, dnn_pointers_aligned({A.data, B.data, bias, res, Y.data}),
                                  "FusedMatMul", "cuBLASLt with the epilogue pass", [&](DnnMatmul& d) {
                                    return d.run(args.handles->dnn, args.handles->workspace, A.data, B.data, bias,
                                                 res, Y.data);
                                  }))
     return *done;
+  return fused_lt_run(args, *st);
+}
+
+// The layer on cuBLASLt, and the epilogue pass where its epilogue cannot finish it.
+Status fused_lt_run(KernelArgs& args, FusedState& state) {
+  FusedState* st = &state;
+  DevTensor& Y = args.out[0];
+  const int64_t n = Y.shape.back();
+  const void* bias = st->has_bias ? args.in[2].data : nullptr;
+  const void* res = st->has_res ? args.in[3].data : nullptr;
   Status s = fused_gemms(args, *st);
   if (!s.ok() && st->mm.lt.no_algo()) {
     // No algorithm for this epilogue (shape, alignment or batch): plain GEMM, everything else in our kernel.
@@ -750,8 +776,11 @@ std::vector<std::string> fused_matmul_tactics(const KernelArgs& args) {
   if (!args.handles || args.in.size() < 2 || args.out.empty() || args.out[0].numel() == 0) return lt;
   FusedState probe;  // the layer's geometry, planned once for both kinds of candidates below
   if (!init_fused_state(args, probe).ok()) return lt;
-  // A folded LayerNorm: the CUTLASS kernels that take it, nothing else (fused_matmul_run says why when none does).
-  if (probe.norm) return cutlass_tactics(cutlass_problem(args, probe), args.handles->sm_count);
+  // A folded LayerNorm: its CUTLASS kernels and cuBLASLt over the standardized rows (no cuDNN graph tactic).
+  if (probe.norm)
+    return cutlass_tactics_enabled() ? with_cutlass_tactics(std::move(lt), cutlass_problem(args, probe),
+                                                            args.handles->sm_count)
+                                     : lt;
   // The CUTLASS kernels where this build has them and the layer fits (an erf-GELU FFN1, a SiLU 1x1 convolution, a
   // residual GEMM), right after cuBLASLt's first choice; an odd-width product's before all of cuBLASLt's.
   if (cutlass_tactics_enabled())

@@ -86,7 +86,8 @@ inline constexpr const char* kCutlassOddPrefix = "cutlass_odd_c";
 // "cutlass_norm_cC" / "cutlass_ngelu_cC": a FusedMatMul whose A rows are standardized (norm_epsilon: a LayerNorm
 // folded into the GEMM by fold_layernorm_into_matmul), bias and no activation or erf GELU, B stored [K, N], float16.
 // Its epilogue takes each row's mean and reciprocal deviation (a statistics pass before it) and the column sums
-// of B: rstd (acc - mean colsum) + bias. Only these kernels run that form (cuBLASLt's epilogue has no row terms).
+// of B: rstd (acc - mean colsum) + bias. cuBLASLt's epilogue has no row terms: its tactics run that form over the
+// rows standardized into the workspace first (a LayerNorm's cost, gamma and beta already in B and the bias).
 inline constexpr const char* kCutlassNormPrefix = "cutlass_norm_c";
 inline constexpr const char* kCutlassNormGeluPrefix = "cutlass_ngelu_c";
 inline constexpr int kCutlassGeluTactics = 4;  // configurations 0-3 (cutlass_gemm.h)
@@ -214,9 +215,20 @@ inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms
 inline std::vector<std::string> with_cutlass_tactics(std::vector<std::string> tactics, const CutlassProblem& p,
                                                      int sms) {
   const std::vector<std::string> cutlass = cutlass_tactics(p, sms);
-  // The folded-LayerNorm form runs as a CUTLASS kernel or not at all: cuBLASLt's names are not offered.
-  if (p.norm) return cutlass;
   if (cutlass.empty()) return tactics;
+  // The folded-LayerNorm form: the CUTLASS kernels first (their statistics pass and fused epilogue are what the
+  // fold is for), then cuBLASLt's over the standardized rows (a LayerNorm's cost again, where those kernels lose);
+  // the other way round at few output tiles (batch 1), where cuBLASLt is faster.
+  if (p.norm) {
+    const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
+    if (sms > 0 && tiles < 2 * sms) {
+      tactics.insert(tactics.end(), cutlass.begin(), cutlass.end());
+      return tactics;
+    }
+    std::vector<std::string> all = cutlass;
+    all.insert(all.end(), tactics.begin(), tactics.end());
+    return all;
+  }
   if (cutlass_kind(p) == CutlassAct::kOddWidth) {
     tactics.insert(tactics.begin(), cutlass.begin(), cutlass.end());
     return tactics;

@@ -560,11 +560,12 @@ Status nhwc_gn_t(const void* x, void* y, int64_t n, int64_t spatial, int64_t gro
 // The statistics of FusedMatMul's standardized A rows (norm_epsilon: a LayerNorm folded into the GEMM), for the
 // CUTLASS epilogue: a warp per row, float32 sums, the mean first and then the squared deviations from it (the
 // second pass reads the row again from L1), as the LayerNorm kernels compute them. Rows of whole 16-byte vectors
-// (the GEMM's TMA loads need them too) are read as vectors, others element by element.
+// (the GEMM's TMA loads need them too) are read as vectors, others element by element. With y, the standardized
+// rows (x - mean) / sqrt(var + eps) go there instead (x's type; for cuBLASLt, which has no row terms).
 template <typename T>
 __global__ void __launch_bounds__(128) row_stats_kernel(const T* __restrict__ x, int64_t rows, int64_t len, float eps,
                                                         float alpha, float* __restrict__ neg_mean,
-                                                        float* __restrict__ rstd) {
+                                                        float* __restrict__ rstd, T* __restrict__ y) {
   pdl_wait();
   constexpr int E = 16 / sizeof(T);
   const int lane = threadIdx.x & 31;
@@ -591,7 +592,21 @@ __global__ void __launch_bounds__(128) row_stats_kernel(const T* __restrict__ x,
     float sq = 0.f;
     over_row([&](float v) { sq += (v - mean) * (v - mean); });
     const float var = warp_allreduce(sq, AddOp()) / n;
-    if (lane == 0) {
+    if (y) {
+      const float inv = 1.f / sqrtf(var + eps);
+      T* yr = y + row * len;
+      if (vec) {
+        for (int64_t v = lane; v < len / E; v += 32) {
+          uint4 raw = reinterpret_cast<const uint4*>(xr)[v];
+          T* t = reinterpret_cast<T*>(&raw);
+#pragma unroll
+          for (int e = 0; e < E; ++e) t[e] = from_f<T>((to_f(t[e]) - mean) * inv);
+          reinterpret_cast<uint4*>(yr)[v] = raw;
+        }
+      } else {
+        for (int64_t k = lane; k < len; k += 32) yr[k] = from_f<T>((to_f(xr[k]) - mean) * inv);
+      }
+    } else if (lane == 0) {
       neg_mean[row] = -mean;
       rstd[row] = alpha / sqrtf(var + eps);
     }
@@ -600,11 +615,11 @@ __global__ void __launch_bounds__(128) row_stats_kernel(const T* __restrict__ x,
 
 template <typename T>
 Status row_stats_t(const void* x, int64_t rows, int64_t len, float eps, float alpha, float* neg_mean, float* rstd,
-                   int sm_count, cudaStream_t stream) {
+                   void* y, int sm_count, cudaStream_t stream) {
   constexpr int kWarps = 4;
   const int64_t blocks = std::min<int64_t>((rows + kWarps - 1) / kWarps, static_cast<int64_t>(sm_count) * 16);
   KILN_CUDA_CHECK(launch_pdl(&row_stats_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(32 * kWarps), 0, stream,
-                             static_cast<const T*>(x), rows, len, eps, alpha, neg_mean, rstd));
+                             static_cast<const T*>(x), rows, len, eps, alpha, neg_mean, rstd, static_cast<T*>(y)));
   return Status::Ok();
 }
 
@@ -656,17 +671,29 @@ Status launch_nhwc_groupnorm(DataType dt, const void* x, void* y, int64_t n, int
   }
 }
 
-Status launch_row_stats(DataType dt, const void* x, int64_t rows, int64_t len, float eps, float alpha,
-                        float* neg_mean, float* rstd, int sm_count, cudaStream_t stream) {
+namespace {
+Status row_stats_any(DataType dt, const void* x, int64_t rows, int64_t len, float eps, float alpha, float* neg_mean,
+                     float* rstd, void* y, int sm_count, cudaStream_t stream) {
   if (rows <= 0) return Status::Ok();
   if (len <= 0) return invalid_argument("row statistics over rows of " + std::to_string(len) + " elements");
   switch (dt) {
-    case DataType::kFLOAT: return row_stats_t<float>(x, rows, len, eps, alpha, neg_mean, rstd, sm_count, stream);
-    case DataType::kHALF: return row_stats_t<__half>(x, rows, len, eps, alpha, neg_mean, rstd, sm_count, stream);
+    case DataType::kFLOAT: return row_stats_t<float>(x, rows, len, eps, alpha, neg_mean, rstd, y, sm_count, stream);
+    case DataType::kHALF: return row_stats_t<__half>(x, rows, len, eps, alpha, neg_mean, rstd, y, sm_count, stream);
     case DataType::kBF16:
-      return row_stats_t<__nv_bfloat16>(x, rows, len, eps, alpha, neg_mean, rstd, sm_count, stream);
+      return row_stats_t<__nv_bfloat16>(x, rows, len, eps, alpha, neg_mean, rstd, y, sm_count, stream);
     default: return bad_type("row statistics", dt);
   }
+}
+}  // namespace
+
+Status launch_row_stats(DataType dt, const void* x, int64_t rows, int64_t len, float eps, float alpha,
+                        float* neg_mean, float* rstd, int sm_count, cudaStream_t stream) {
+  return row_stats_any(dt, x, rows, len, eps, alpha, neg_mean, rstd, nullptr, sm_count, stream);
+}
+
+Status launch_row_standardize(DataType dt, const void* x, void* y, int64_t rows, int64_t len, float eps, int sm_count,
+                              cudaStream_t stream) {
+  return row_stats_any(dt, x, rows, len, eps, 1.f, nullptr, nullptr, y, sm_count, stream);
 }
 
 }  // namespace kiln::cuda

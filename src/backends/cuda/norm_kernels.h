@@ -72,6 +72,10 @@ Status launch_mvn(DataType dt, const void* x, void* y, const AxisSplit& s, int s
 // negated mean and alpha / sqrt(variance + eps) (biased variance), float32, into neg_mean[row] and rstd[row].
 Status launch_row_stats(DataType dt, const void* x, int64_t rows, int64_t len, float eps, float alpha,
                         float* neg_mean, float* rstd, int sm_count, cudaStream_t stream);
+// The same rows standardized, (x - mean) / sqrt(variance + eps), into y (x's type, rows x len): the folded form
+// run as cuBLASLt's GEMM over them.
+Status launch_row_standardize(DataType dt, const void* x, void* y, int64_t rows, int64_t len, float eps, int sm_count,
+                              cudaStream_t stream);
 
 // GroupNormalization on channels-last x [n, spatial, channels]: statistics per (image, group of channels / groups
 // consecutive channels) in float, then y = act((x - mean) / sqrt(var + eps) * scale[c] + bias[c]). Uses
