@@ -47,14 +47,15 @@ struct PassOptions {
   // kernels (runtime::DeviceBackend::odd_width_gemm); KILN_ODD_GEMM=0 or 1 overrides.
   bool odd_gemm = false;
   // fold_layernorm_into_matmul: a float16 LayerNormalization read only by a GEMM with a constant B goes into it
-  // (kiln::FusedMatMul's norm_epsilon: the kernel standardizes A's rows as it multiplies). The builder sets it where
-  // the CUDA backend has those kernels; KILN_NORM_GEMM=0 or 1 overrides.
+  // (kiln::FusedMatMul's norm_epsilon: a row-statistics pass and the CUTLASS epilogue, or cuBLASLt over the rows
+  // standardized, as the tuner finds faster). Off unless KILN_NORM_GEMM=1: measured neutral on an H100 (vit_b_16
+  // b64 +0.3%, gpt2 b32 -0.4%; bench/NOTES.md).
   bool norm_gemm = false;
-  // ... and only for GEMMs of at least this many rows M, statically known: below it (batch 1) cuBLASLt's GEMM after
-  // a separate LayerNorm beats the CUTLASS kernels that run the folded form.
   // The smallest value each symbolic dim of the network's inputs takes in the optimization profiles (the builder
   // fills it): a pass that pays off only above a size reads a dynamic dim's lower bound here.
   std::map<std::string, int64_t> symbol_min;
+  // fold_layernorm_into_matmul folds only GEMMs of at least this many rows M (a dynamic dim at its symbol_min):
+  // below it (batch 1) cuBLASLt's GEMM after a separate LayerNorm beats the CUTLASS kernels of the folded form.
   int64_t norm_gemm_min_rows = 2048;
   std::string dump_after;  // a pass name, or "all"; empty: no dumps
 #ifdef NDEBUG

@@ -119,9 +119,6 @@ class DeviceBackend {
   // Whether a float16/bfloat16 GEMM can write rows of any width at full speed (the CUDA backend's CUTLASS kernels:
   // pad_gemm_width then leaves an odd-width product unpadded instead of padding its rows and compacting them).
   virtual bool odd_width_gemm() const { return false; }
-  // Whether a LayerNorm folds into the GEMM that consumes it (fold_layernorm_into_matmul): the backend runs a
-  // FusedMatMul with standardized A rows (norm_epsilon) as one kernel after a row-statistics pass.
-  virtual bool norm_gemm() const { return false; }
   // Process-wide counts the backend keeps, by name (tests and build reports read them: compiled cuDNN plans).
   virtual std::map<std::string, int64_t> counters() const { return {}; }
 };

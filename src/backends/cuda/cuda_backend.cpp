@@ -57,7 +57,6 @@ class CudaBackend final : public runtime::DeviceBackend {
 
   // The CUTLASS odd-width kernels (cutlass_odd_c*), unless KILN_CUTLASS=0 withdraws them.
   bool odd_width_gemm() const override { return cutlass_tactics_enabled(); }
-  bool norm_gemm() const override { return cutlass_tactics_enabled(); }
 
   Status check_engine(const runtime::EnginePlan& plan) override {
     auto meta = [&](const char* k) {
