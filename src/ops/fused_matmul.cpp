@@ -116,23 +116,18 @@ KILN_REGISTER_OP(FusedMatMul) {
         Shape out, broadcast_shapes({Shape(a.shape.begin(), a.shape.end() - 2), Shape(bs.begin(), bs.end() - 2)}, &ctx));
     out.push_back(a.shape[a.shape.size() - 2]);
     out.push_back(bs.back());
-    if (ctx.has_input(2)) {
-      const TensorInfo& bias = ctx.input(2);
-      if (bias.rank_known && (bias.shape.size() != 1 || (bias.shape[0].is_static() && out.back().is_static() &&
-                                                         bias.shape[0].value != out.back().value)))
-        return invalid_model("FusedMatMul: bias must be [N] with N=" + out.back().to_string() + ", got " +
-                             shape_to_string(bias.shape));
+    // The bias (input 2) and the column sums (input 4) are vectors of N.
+    for (const auto& [i, what] : {std::pair{2, "bias"}, std::pair{4, "colsum"}}) {
+      if (!ctx.has_input(i)) continue;
+      const TensorInfo& v = ctx.input(i);
+      if (v.rank_known && (v.shape.size() != 1 || (v.shape[0].is_static() && out.back().is_static() &&
+                                                   v.shape[0].value != out.back().value)))
+        return invalid_model(std::string("FusedMatMul: ") + what + " must be [N] with N=" + out.back().to_string() +
+                             ", got " + shape_to_string(v.shape));
     }
     if (ctx.has_input(3) && ctx.input(3).rank_known && ctx.input(3).shape.size() != out.size())
       return invalid_model("FusedMatMul: residual must have the output's shape " + shape_to_string(out) + ", got " +
                            shape_to_string(ctx.input(3).shape));
-    if (ctx.has_input(4)) {
-      const TensorInfo& cs = ctx.input(4);
-      if (cs.rank_known && (cs.shape.size() != 1 || (cs.shape[0].is_static() && out.back().is_static() &&
-                                                     cs.shape[0].value != out.back().value)))
-        return invalid_model("FusedMatMul: colsum must be [N] with N=" + out.back().to_string() + ", got " +
-                             shape_to_string(cs.shape));
-    }
     ctx.output(0) = make_info(a.dtype, out);
     return Status::Ok();
   };

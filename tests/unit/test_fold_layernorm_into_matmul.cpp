@@ -350,6 +350,24 @@ TEST(FoldLayerNormIntoMatMul, LeavesWhatTheKernelsDoNotRun) {
   }
 }
 
+// x [.., 64] (float16 input) -> LayerNormalization (gamma only) -> FusedMatMul "fc" with a constant [64, 32] B
+// -> graph output: the smallest graph the fold takes.
+struct TinyLnGemm {
+  ir::Value *x, *y, *w;
+};
+TinyLnGemm ln_into_gemm(ir::Graph& g, ops::Shape x_shape) {
+  TinyLnGemm r;
+  r.x = add_input(g, "x", DataType::kHALF, std::move(x_shape));
+  Attributes la;
+  la.set("axis", int64_t{-1});
+  r.y = g.add_node("LayerNormalization", "ln",
+                   {r.x, g.add_constant("gamma", random_f32({64}, 2).cast(DataType::kHALF))}, {"ln_out"}, la, 17)
+            ->outputs[0];
+  r.w = g.add_constant("w", random_f32({64, 32}, 3).cast(DataType::kHALF));
+  g.outputs().push_back(g.add_node("FusedMatMul", "fc", {r.y, r.w}, {"out"}, {}, 1, "kiln")->outputs[0]);
+  return r;
+}
+
 // A dynamic batch counts at the smallest value the optimization profiles give it (PassOptions::symbol_min, which
 // the builder fills): no bound, or one that leaves too few rows, and the LayerNorm stays.
 TEST(FoldLayerNormIntoMatMul, SymbolicRowsFoldOnlyWhenTheProfilesBoundThem) {
@@ -363,15 +381,7 @@ TEST(FoldLayerNormIntoMatMul, SymbolicRowsFoldOnlyWhenTheProfilesBoundThem) {
                          Bound{"another symbol bounded", {{"seq", 64}}, false}}) {
     SCOPED_TRACE(b.what);
     ir::Graph g;
-    ir::Value* x = add_input(g, "x", DataType::kHALF, {ops::Dim::symbol("batch"), ops::Dim(1024), ops::Dim(64)});
-    Attributes la;
-    la.set("axis", int64_t{-1});
-    ir::Value* y = g.add_node("LayerNormalization", "ln",
-                              {x, g.add_constant("gamma", random_f32({64}, 2).cast(DataType::kHALF))}, {"ln_out"}, la,
-                              17)
-                       ->outputs[0];
-    ir::Value* w = g.add_constant("w", random_f32({64, 32}, 3).cast(DataType::kHALF));
-    g.outputs().push_back(g.add_node("FusedMatMul", "fc", {y, w}, {"out"}, {}, 1, "kiln")->outputs[0]);
+    ln_into_gemm(g, {ops::Dim::symbol("batch"), ops::Dim(1024), ops::Dim(64)});
     passes::PassOptions o = norm_gemm_on();
     o.symbol_min = b.symbol_min;
     ASSERT_TRUE(fold(g, o).ok());
@@ -385,15 +395,8 @@ TEST(FoldLayerNormIntoMatMul, ShapeReadersMoveToTheInput) {
   for (bool second_gemm : {false, true}) {
     SCOPED_TRACE(second_gemm ? "a second GEMM reads Y" : "a Shape node reads Y");
     ir::Graph g;
-    ir::Value* x = add_input(g, "x", DataType::kHALF, {ops::Dim(4), ops::Dim(1024), ops::Dim(64)});
-    Attributes la;
-    la.set("axis", int64_t{-1});
-    ir::Value* y = g.add_node("LayerNormalization", "ln",
-                              {x, g.add_constant("gamma", random_f32({64}, 2).cast(DataType::kHALF))}, {"ln_out"}, la,
-                              17)
-                       ->outputs[0];
-    ir::Value* w = g.add_constant("w", random_f32({64, 32}, 3).cast(DataType::kHALF));
-    g.outputs().push_back(g.add_node("FusedMatMul", "fc", {y, w}, {"out"}, {}, 1, "kiln")->outputs[0]);
+    const TinyLnGemm lg = ln_into_gemm(g, {ops::Dim(4), ops::Dim(1024), ops::Dim(64)});
+    ir::Value *x = lg.x, *y = lg.y, *w = lg.w;
     if (second_gemm)
       g.outputs().push_back(g.add_node("FusedMatMul", "fc2", {y, w}, {"out2"}, {}, 1, "kiln")->outputs[0]);
     else
