@@ -200,7 +200,8 @@ TEST(GpuNormGemm, PreLnBlockFoldsAndMatchesTheCpuEngine) {
 TEST(GpuNormGemm, VitB64LayerNormGemmTimes) {
   KILN_REQUIRE_GPU();
   const int64_t e = 768;
-  for (const auto& [what, n, gelu] : {std::tuple{"qkv", int64_t{2304}, false}, std::tuple{"ffn1", int64_t{3072}, true}}) {
+  for (const auto& [what, n, gelu] :
+       {std::tuple{"qkv", int64_t{2304}, false}, std::tuple{"ffn1", int64_t{3072}, true}}) {
     double us[2] = {0, 0};
     std::string tactic;
     for (int folded = 0; folded < 2; ++folded) {
@@ -217,8 +218,8 @@ TEST(GpuNormGemm, VitB64LayerNormGemmTimes) {
       auto c = [&](const char* name, std::vector<int64_t> shape, uint32_t seed, double s) {
         return g.add_constant(name, random_tensor(DataType::kHALF, shape, seed, -s, s));
       };
-      ir::Node* l = g.add_node("LayerNormalization", "ln", {g.find_value("x"), c("g", {e}, 1, 1.5), c("b", {e}, 2, 0.5)},
-                               {"ln_out"}, la, 17, "");
+      ir::Node* l = g.add_node("LayerNormalization", "ln",
+                               {g.find_value("x"), c("g", {e}, 1, 1.5), c("b", {e}, 2, 0.5)}, {"ln_out"}, la, 17, "");
       ASSERT_TRUE(passes::infer_node(g, *l).ok());
       Attributes ma;
       ma.set("activation", Attribute(std::string(gelu ? "gelu_erf" : "none")));

@@ -549,7 +549,8 @@ Status init_fused_state(const KernelArgs& args, FusedState& st) {
   if (st.norm) {
     KILN_ASSIGN_OR_RETURN(st.norm_eps, args.attrs().get_float("norm_epsilon"));
     if (!args.has_input(4) || args.in[4].dtype != DataType::kFLOAT)
-      return invalid_argument("FusedMatMul '" + args.node->name + "': norm_epsilon needs B's column sums (float32) as input 4");
+      return invalid_argument("FusedMatMul '" + args.node->name +
+                              "': norm_epsilon needs B's column sums (float32) as input 4");
   }
   return fused_plan(args, st, false);
 }

@@ -70,11 +70,12 @@ struct NormGemm {
   using PerCol = cutlass::epilogue::fusion::Sm90RowBroadcast<0, TileShape, E, float>;
   template <template <class> class Fn, class Out>
   using Op = cutlass::epilogue::fusion::Sm90Compute<Fn, Out, float, kRound>;
-  using Centered = cutlass::epilogue::fusion::Sm90EVT<Op<cutlass::homogeneous_multiply_add, float>, PerRow<float>,
-                                                     PerCol<float>, cutlass::epilogue::fusion::Sm90AccFetch>;
-  using Scaled =
-      cutlass::epilogue::fusion::Sm90EVT<Op<cutlass::homogeneous_multiply_add, float>, PerRow<float>, Centered, PerCol<T>>;
-  using Fusion = cutlass::epilogue::fusion::Sm90EVT<Op<Act, T>, Scaled>;
+  template <class Node, class... Children>
+  using Tree = cutlass::epilogue::fusion::Sm90EVT<Node, Children...>;
+  using Fma = Op<cutlass::homogeneous_multiply_add, float>;
+  using Centered = Tree<Fma, PerRow<float>, PerCol<float>, cutlass::epilogue::fusion::Sm90AccFetch>;  // acc + nm c
+  using Scaled = Tree<Fma, PerRow<float>, Centered, PerCol<T>>;                                       // rstd t + b
+  using Fusion = Tree<Op<Act, T>, Scaled>;
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, Layout, kAlign, T, Layout, kAlign,
