@@ -46,8 +46,17 @@ for s in $stages; do
     shards=${GPU_TEST_SHARDS:-1}
     # Shards share the GPU, so what a test times there is noisy (one layer read 80 us in one run, 97 in the next):
     # over the whole suite, the timing tests (*Times*) run afterwards on their own, one at a time.
-    shard_filter=$filter timed_after=0
-    if [ "$shards" -gt 1 ] && [ "$filter" = '*' ]; then shard_filter='*-*Times*' timed_after=1; fi
+    # Every selection does so (not only the whole suite): the timing tests it selects are listed first
+    # (--gtest_list_tests under the filter), left out of the shards, and run by name after them.
+    shard_filter=$filter timed_after=0 timed=''
+    if [ "$shards" -gt 1 ]; then
+      timed=$(./.devcarry/bin/kiln_gpu_tests --gtest_list_tests --gtest_filter="$filter" 2>/dev/null |
+        awk '/^[^ ]/ {suite = $1} /^  / {print suite $1}' | grep 'Times' | paste -sd: -)
+      if [ -n "$timed" ]; then
+        case $filter in *-*) shard_filter="$filter:*Times*" ;; *) shard_filter="$filter-*Times*" ;; esac
+        timed_after=1
+      fi
+    fi
     for ((i = 0; i < shards; i++)); do
       GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=$i timeout ${GPU_TEST_TIMEOUT:-0} \
         ./.devcarry/bin/kiln_gpu_tests --gtest_filter="$shard_filter" \
@@ -56,7 +65,7 @@ for s in $stages; do
     rc=0
     for ((i = 0; i < shards; i++)); do wait -n || rc=$?; done
     if [ $timed_after = 1 ]; then
-      timeout ${GPU_TEST_TIMEOUT:-0} ./.devcarry/bin/kiln_gpu_tests --gtest_filter='*Times*' \
+      timeout ${GPU_TEST_TIMEOUT:-0} ./.devcarry/bin/kiln_gpu_tests --gtest_filter="$timed" \
         --gtest_output=xml:"$OUT/gpu_${s}_timed.xml" > "$OUT/gpu_${s}_timed.log" 2>&1 || rc=$?
     fi
     cat "$OUT"/gpu_${s}_*.log > "$OUT/gpu_$s.log"; rm -f "$OUT"/gpu_${s}_*.log
