@@ -78,7 +78,7 @@ test-models:
 	  $(BUILD_DIR)/bin/kiln_tests --gtest_filter='IoTypes.Float16BindingsConvertNothingInAnFp16Build' --gtest_brief=1
 	# The exported transformers' attention through the CUDA pass list (tests/unit/test_transformer_models.cpp).
 	KILN_TRANSFORMER_MODEL_DIRS=$$(ls -d models/bert_ci_op* models/gpt_ci_op* models/vit_ci_op* | paste -sd:) \
-	  $(BUILD_DIR)/bin/kiln_tests --gtest_filter='TransformerModels.*:FuseAddLayerNorm.ExportedTransformers:FuseLayerNormOutputCast.ExportedTransformers' \
+	  $(BUILD_DIR)/bin/kiln_tests --gtest_filter='TransformerModels.*:FuseAddLayerNorm.ExportedTransformers:FuseLayerNormOutputCast.ExportedTransformers:FoldLayerNormIntoMatMul.TransformerExports' \
 	  --gtest_brief=1
 	# torch's GroupNorm export fused into one GroupNormalization (tests/unit/test_fuse_groupnorm.cpp).
 	$(PYTHON) tests/models/export_groupnorm.py --out models/groupnorm_op17/model.onnx > /dev/null

@@ -32,7 +32,6 @@ std::string join(const std::vector<std::string>& v) {
 
 bool is_dynamic(const ir::Value& v) { return !v.rank_known || !ops::shape_is_static(v.shape); }
 
-// Each profile must cover every dynamic input, agree with every static dim, and name only real inputs.
 // The smallest value each symbolic dim of the network's inputs takes in any optimization profile (a pass that
 // pays off only above a size, fold_layernorm_into_matmul, bounds a dynamic batch from below with it).
 std::map<std::string, int64_t> symbol_minimums(const ir::Graph& g, const BuilderConfig& config) {
@@ -51,6 +50,7 @@ std::map<std::string, int64_t> symbol_minimums(const ir::Graph& g, const Builder
   return lo;
 }
 
+// Each profile must cover every dynamic input, agree with every static dim, and name only real inputs.
 Status check_profiles(const ir::Graph& g, const BuilderConfig& config, ILogger& logger) {
   std::vector<std::string> dynamic, input_names;
   for (const ir::Value* v : g.inputs()) {

@@ -649,8 +649,6 @@ Status fused_matmul_run(KernelArgs& args) {
       }
     }
     // Likewise a CUTLASS tactic, which an engine built where the kernels existed may name in a build without them.
-    // The folded-LayerNorm form has no other kernel: without a recorded tactic it takes the first one offered,
-    // and where none can run it fails here, saying why.
     // The folded-LayerNorm form without a recorded tactic takes the first one offered (a CUTLASS kernel at large
     // sizes where this build has them).
     CutlassTactic ct = parse_cutlass_tactic(args.tactic);
@@ -683,12 +681,14 @@ Status fused_matmul_run(KernelArgs& args) {
     KILN_CUDA_CHECK(cudaMemsetAsync(Y.data, 0, Y.nbytes(), args.stream));
     return launch_matmul_epilogue(Y.dtype, Y.data, bias, res, Y.numel(), n, st->act, args.stream);
   }
-  const bool norm_aligned = ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
-                               reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
-  if (st->norm && st->cutlass && (norm_aligned || args.strict_tactic)) {
+  // TMA wants 16-byte aligned operands; addresses rebound to unaligned memory take cuBLASLt (and the pass).
+  const bool aligned = st->cutlass && ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
+                                        reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(res) |
+                                        reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
+  if (st->cutlass && !aligned && args.strict_tactic)
+    return unsupported("FusedMatMul: the CUTLASS GEMM needs 16-byte aligned operands");
+  if (st->norm && aligned) {
     // The rows' statistics go at the start of the workspace, the CUTLASS kernel's own workspace after them.
-    // (Operands rebound to unaligned memory take cuBLASLt over the standardized rows below.)
-    if (!norm_aligned) return unsupported("FusedMatMul: the CUTLASS GEMM needs 16-byte aligned operands");
     const int64_t m = st->mm.m;
     const size_t stats_bytes = (static_cast<size_t>(2 * m) * sizeof(float) + 255) / 256 * 256;
     if (stats_bytes > args.handles->workspace_bytes)
@@ -703,27 +703,18 @@ Status fused_matmul_run(KernelArgs& args) {
     return st->cutlass->run(A.data, B.data, bias, nullptr, Y.data, ws + stats_bytes,
                             args.handles->workspace_bytes - stats_bytes, args.stream, &rn);
   }
-  if (st->cutlass && !st->norm) {
-    // TMA wants 16-byte aligned operands; addresses rebound to unaligned memory take cuBLASLt and the pass.
-    const bool aligned = ((reinterpret_cast<uintptr_t>(A.data) | reinterpret_cast<uintptr_t>(B.data) |
-                           reinterpret_cast<uintptr_t>(bias) | reinterpret_cast<uintptr_t>(res) |
-                           reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
-    if (aligned || args.strict_tactic) {
-      if (!aligned) return unsupported("FusedMatMul: the CUTLASS GEMM needs 16-byte aligned operands");
-      Status cs = st->cutlass->run(A.data, B.data, bias, res, Y.data, args.handles->workspace,
-                                   args.handles->workspace_bytes, args.stream);
-      if (cs.ok() || args.strict_tactic) return cs;
-      // Refused before its launch (workspace, parameters): this layer takes cuBLASLt and the pass from now on.
-      const std::string msg = "FusedMatMul '" + args.node->name + "': tactic " + args.tactic + " failed (" +
-                              cs.message() + "); it falls back to cuBLASLt with the epilogue pass";
-      default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
-      st->cutlass.reset();
-    }
+  if (aligned && !st->norm) {
+    Status cs = st->cutlass->run(A.data, B.data, bias, res, Y.data, args.handles->workspace,
+                                 args.handles->workspace_bytes, args.stream);
+    if (cs.ok() || args.strict_tactic) return cs;
+    // Refused before its launch (workspace, parameters): this layer takes cuBLASLt and the pass from now on.
+    const std::string msg = "FusedMatMul '" + args.node->name + "': tactic " + args.tactic + " failed (" +
+                            cs.message() + "); it falls back to cuBLASLt with the epilogue pass";
+    default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
+    st->cutlass.reset();
   }
   // The folded-LayerNorm form on cuBLASLt: the rows standardized into the start of the workspace, then the layer
   // as any other over them, with the rest of the workspace.
-  KernelArgs standardized;
-  CudaHandles rest;
   if (st->norm) {
     const size_t a_bytes = (A.nbytes() + 255) / 256 * 256;
     if (a_bytes >= args.handles->workspace_bytes)
@@ -733,10 +724,10 @@ Status fused_matmul_run(KernelArgs& args) {
                          " there are");
     KILN_RETURN_IF_ERROR(launch_row_standardize(A.dtype, A.data, args.handles->workspace, st->mm.m, st->mm.k,
                                                 st->norm_eps, args.handles->sm_count, args.stream));
-    rest = *args.handles;
+    CudaHandles rest = *args.handles;
     rest.workspace = static_cast<uint8_t*>(rest.workspace) + a_bytes;
     rest.workspace_bytes -= a_bytes;
-    standardized = args;
+    KernelArgs standardized = args;
     standardized.handles = &rest;
     standardized.in[0].data = args.handles->workspace;
     return fused_lt_run(standardized, *st);
@@ -751,22 +742,20 @@ Status fused_matmul_run(KernelArgs& args) {
 }
 
 // The layer on cuBLASLt, and the epilogue pass where its epilogue cannot finish it.
-Status fused_lt_run(KernelArgs& args, FusedState& state) {
-  FusedState* st = &state;
+Status fused_lt_run(KernelArgs& args, FusedState& st) {
   DevTensor& Y = args.out[0];
-  const int64_t n = Y.shape.back();
-  const void* bias = st->has_bias ? args.in[2].data : nullptr;
-  const void* res = st->has_res ? args.in[3].data : nullptr;
-  Status s = fused_gemms(args, *st);
-  if (!s.ok() && st->mm.lt.no_algo()) {
+  const void* bias = st.has_bias ? args.in[2].data : nullptr;
+  const void* res = st.has_res ? args.in[3].data : nullptr;
+  Status s = fused_gemms(args, st);
+  if (!s.ok() && st.mm.lt.no_algo()) {
     // No algorithm for this epilogue (shape, alignment or batch): plain GEMM, everything else in our kernel.
-    KILN_RETURN_IF_ERROR(fused_plan(args, *st, true));
-    s = fused_gemms(args, *st);
+    KILN_RETURN_IF_ERROR(fused_plan(args, st, true));
+    s = fused_gemms(args, st);
   }
   KILN_RETURN_IF_ERROR(s);
-  if (!st->kernel) return Status::Ok();
-  return launch_matmul_epilogue(Y.dtype, Y.data, st->kernel_bias ? bias : nullptr, st->kernel_res ? res : nullptr,
-                                Y.numel(), n, st->kernel_act, args.stream);
+  if (!st.kernel) return Status::Ok();
+  return launch_matmul_epilogue(Y.dtype, Y.data, st.kernel_bias ? bias : nullptr, st.kernel_res ? res : nullptr,
+                                Y.numel(), Y.shape.back(), st.kernel_act, args.stream);
 }
 
 // cuBLASLt's ranks, and with KILN_DNN_MATMUL=1, where cuBLASLt would leave a second pass on an output large

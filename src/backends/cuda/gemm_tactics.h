@@ -176,6 +176,11 @@ inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
   return std::nullopt;
 }
 
+// Whether the problem has few output tiles: under two waves of 128x128 tiles on `sms` SMs (batch 1).
+inline bool few_tiles(const CutlassProblem& p, int sms) {
+  return sms > 0 && ((p.m + 127) / 128) * ((p.n + 127) / 128) < 2 * sms;
+}
+
 // The CUTLASS tactics for a layer, in timing order. Erf GELU: for few output tiles (under two waves of 128x128
 // tiles on `sms` SMs, batch 1) the ping-pong 64x128 and the cooperative 128x128 kernels; else the cooperative
 // 128x256 and 256x128 ones, fastest first as the H100 timed them at bert's FFN1, b64 (85-86 and 86-104 us;
@@ -185,8 +190,7 @@ inline std::optional<CutlassAct> cutlass_kind(const CutlassProblem& p) {
 inline std::vector<std::string> cutlass_tactics(const CutlassProblem& p, int sms) {
   const std::optional<CutlassAct> kind = cutlass_kind(p);
   if (!kind) return {};
-  const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
-  const bool few = sms > 0 && tiles < 2 * sms;
+  const bool few = few_tiles(p, sms);
   switch (*kind) {
     case CutlassAct::kResidual: return cutlass_tactic_names(cutlass_res_tactic_name, kCutlassResConfigs);
     case CutlassAct::kOddWidth: return cutlass_tactic_names(cutlass_odd_tactic_name, kCutlassOddConfigs);
@@ -220,8 +224,7 @@ inline std::vector<std::string> with_cutlass_tactics(std::vector<std::string> ta
   // fold is for), then cuBLASLt's over the standardized rows (a LayerNorm's cost again, where those kernels lose);
   // the other way round at few output tiles (batch 1), where cuBLASLt is faster.
   if (p.norm) {
-    const int64_t tiles = ((p.m + 127) / 128) * ((p.n + 127) / 128);
-    if (sms > 0 && tiles < 2 * sms) {
+    if (few_tiles(p, sms)) {
       tactics.insert(tactics.end(), cutlass.begin(), cutlass.end());
       return tactics;
     }

@@ -25,6 +25,30 @@
 
 namespace kiln::cuda::cutlass_impl {
 
+// What every kernel here shares: row-major A, C and D with 16-byte aligned rows, fp32 accumulation.
+inline constexpr int kRowAlign = 8;  // elements of T in 16 bytes
+using RowMajor = cutlass::layout::RowMajor;
+
+// The TMA epilogue of `Fusion` storing D (T) and reading C (ElementC; void: none).
+template <typename T, class TileShape, class ClusterShape, class ElementC, class EpilogueSchedule, class Fusion>
+using EpilogueOf = typename cutlass::epilogue::collective::CollectiveBuilder<
+    cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+    cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, RowMajor, kRowAlign, T, RowMajor,
+    kRowAlign, EpilogueSchedule, Fusion>::CollectiveOp;
+
+// The kernel around an epilogue: the mainloop (TMA loads of A and of B in LayoutB, WGMMA) in as many shared-memory
+// stages as the epilogue leaves room for, and its device adapter.
+template <typename T, class LayoutB, class TileShape, class ClusterShape, class KernelSchedule, class Epilogue>
+struct GemmOf {
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, RowMajor, kRowAlign, T, LayoutB, kRowAlign, float,
+      TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
+      KernelSchedule>::CollectiveOp;
+  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+};
+
 // D = act(alpha * A B + beta * C + bias[col]), row-major A [M, K], C and D [M, N], B [K, N] row-major
 // (LayoutB RowMajor) or stored [N, K] (ColumnMajor: trans_b), fp32 accumulation. ElementC void: no C (beta 0);
 // T: C is the layer's residual, read by the epilogue (beta 1).
@@ -32,23 +56,12 @@ template <typename T, template <class> class Act, class LayoutB, class TileShape
           class EpilogueSchedule, class ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>,
           class ElementC = void>
 struct ActGemm {
-  using Layout = cutlass::layout::RowMajor;
-  static constexpr int kAlign = 8;  // elements per 16 bytes
   static constexpr bool kHasC = !std::is_void_v<ElementC>;
   static constexpr bool kHasBias = true;
   static constexpr bool kNorm = false;
   using Fusion = cutlass::epilogue::fusion::LinCombPerColBiasEltAct<Act, T, float, T, T, float>;
-  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, ElementC, Layout, kAlign, T, Layout, kAlign,
-      EpilogueSchedule, Fusion>::CollectiveOp;
-  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, LayoutB, kAlign, float, TileShape,
-      ClusterShape,
-      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      KernelSchedule>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
-  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+  using Epilogue = EpilogueOf<T, TileShape, ClusterShape, ElementC, EpilogueSchedule, Fusion>;
+  using Gemm = typename GemmOf<T, LayoutB, TileShape, ClusterShape, KernelSchedule, Epilogue>::Gemm;
 };
 
 // D = act(rstd[m] (A B + neg_mean[m] colsum[n]) + bias[n]) with B [K, N] (a LayerNorm folded into the GEMM:
@@ -58,8 +71,6 @@ struct ActGemm {
 template <typename T, template <class> class Act, class TileShape, class KernelSchedule, class EpilogueSchedule,
           class ClusterShape = cute::Shape<cute::_1, cute::_1, cute::_1>>
 struct NormGemm {
-  using Layout = cutlass::layout::RowMajor;
-  static constexpr int kAlign = 8;  // elements per 16 bytes
   static constexpr bool kHasC = false;
   static constexpr bool kHasBias = true;
   static constexpr bool kNorm = true;
@@ -76,17 +87,8 @@ struct NormGemm {
   using Centered = Tree<Fma, PerRow<float>, PerCol<float>, cutlass::epilogue::fusion::Sm90AccFetch>;  // acc + nm c
   using Scaled = Tree<Fma, PerRow<float>, Centered, PerCol<T>>;                                       // rstd t + b
   using Fusion = Tree<Op<Act, T>, Scaled>;
-  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, Layout, kAlign, T, Layout, kAlign,
-      EpilogueSchedule, Fusion>::CollectiveOp;
-  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, Layout, kAlign, float, TileShape,
-      ClusterShape,
-      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      KernelSchedule>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
-  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+  using Epilogue = EpilogueOf<T, TileShape, ClusterShape, void, EpilogueSchedule, Fusion>;
+  using Gemm = typename GemmOf<T, RowMajor, TileShape, ClusterShape, KernelSchedule, Epilogue>::Gemm;
 
   // The tree's arguments: children first, then the node's own (none).
   static typename Fusion::Arguments fusion_args(const CutlassRowNorm& r, const T* bias) {
@@ -258,20 +260,13 @@ class OddRowEpilogue {
 template <typename T, class TileShape, class KernelSchedule>
 struct OddGemm {
   static constexpr bool kPingpong = std::is_same_v<KernelSchedule, cutlass::gemm::KernelTmaWarpSpecializedPingpong>;
-  using Layout = cutlass::layout::RowMajor;
-  static constexpr int kAlign = 8;  // A's and B's rows of K
   static constexpr bool kHasC = false;
   static constexpr bool kHasBias = false;
   static constexpr bool kNorm = false;
   using Epilogue = cutlass::epilogue::collective::detail::Sm90TmaWarpSpecializedAdapter<
       OddRowEpilogue<T, cute::size<0>(TileShape{}), cute::size<1>(TileShape{}), kPingpong ? 128 : 256>>;
-  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, T, Layout, kAlign, T, cutlass::layout::ColumnMajor, kAlign,
-      float, TileShape, cute::Shape<cute::_1, cute::_1, cute::_1>,
-      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(sizeof(typename Epilogue::SharedStorage))>,
-      KernelSchedule>::CollectiveOp;
-  using Kernel = cutlass::gemm::kernel::GemmUniversal<cute::Shape<int, int, int, int>, Mainloop, Epilogue>;
-  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+  using Gemm = typename GemmOf<T, cutlass::layout::ColumnMajor, TileShape, cute::Shape<cute::_1, cute::_1, cute::_1>,
+                               KernelSchedule, Epilogue>::Gemm;
 };
 
 template <class Tag, typename T>
