@@ -105,7 +105,7 @@ TEST(GemmTactics, CutlassNormKindsForFoldedLayerNorms) {
 // them, the narrow ping-pong kernel first where few output tiles leave SMs idle, and placed right after cuBLASLt's
 // first choice so that the default level times them.
 TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
-  for (int c = 0; c < kCutlassGeluTactics; ++c) EXPECT_EQ(parse_cutlass_tactic(cutlass_gelu_tactic_name(c)).config, c);
+  for (int c : kCutlassGeluConfigs) EXPECT_EQ(parse_cutlass_tactic(cutlass_gelu_tactic_name(c)).config, c);
   EXPECT_EQ(cutlass_gelu_tactic_name(1), "cutlass_gelu_c1");
   EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c4").config, -1);  // dropped in kernel set 4 (cutlass_gemm.h)
   EXPECT_EQ(parse_cutlass_tactic("cutlass_gelu_c7").config, -1);
@@ -113,7 +113,8 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   CutlassProblem p;
   p.available = p.gelu_erf = p.reduced_type = true;
   p.m = 8192, p.n = 3072, p.k = 768;
-  EXPECT_EQ(cutlass_tactics(p, 132), (std::vector<std::string>{"cutlass_gelu_c1", "cutlass_gelu_c3"}));
+  EXPECT_EQ(cutlass_tactics(p, 132),
+            (std::vector<std::string>{"cutlass_gelu_c8", "cutlass_gelu_c1", "cutlass_gelu_c3"}));
   EXPECT_EQ(cutlass_kind(p), CutlassAct::kGeluErf);
   p.m = 128;  // bert at batch 1: 24 tiles of 128x128 for 132 SMs
   // The same kind whatever the offer order: an engine recording c1 (offered to large problems only) still builds it.
@@ -215,11 +216,12 @@ TEST(GemmTactics, CutlassGeluOfferedForErfGeluLayersThatFit) {
   g.available = g.reduced_type = g.gelu_erf = true;
   g.m = 8192, g.n = 3072, g.k = 768;
   const std::vector<std::string> merged = with_cutlass_tactics(lt, g, 132);
-  ASSERT_EQ(merged.size(), lt.size() + 2);
+  ASSERT_EQ(merged.size(), lt.size() + 3);
   EXPECT_EQ(merged[0], "lt_heur0");
-  EXPECT_EQ(merged[1], "cutlass_gelu_c1");
-  EXPECT_EQ(merged[2], "cutlass_gelu_c3");
-  EXPECT_EQ(merged[3], "lt_heur1");
+  EXPECT_EQ(merged[1], "cutlass_gelu_c8");
+  EXPECT_EQ(merged[2], "cutlass_gelu_c1");
+  EXPECT_EQ(merged[3], "cutlass_gelu_c3");
+  EXPECT_EQ(merged[4], "lt_heur1");
   const std::vector<std::string> odd_first = with_cutlass_tactics(lt, o, 132);
   ASSERT_EQ(odd_first.size(), lt.size() + 2);
   EXPECT_EQ(odd_first[0], "cutlass_odd_c1");

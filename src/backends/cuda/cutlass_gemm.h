@@ -30,16 +30,18 @@
 
 namespace kiln::cuda {
 
-// The kernel configurations, by tactic index: tile shape and schedule (GELU: 0-3; SiLU: 0 and 2; residual: 4; odd
-// width: 1 and 4, with Kiln's epilogue that stages rows in shared memory in place of the TMA store).
+// The kernel configurations, by tactic index: tile shape and schedule (GELU: 0-3 and 8; SiLU: 0 and 2; residual: 4;
+// odd width: 1 and 4, with Kiln's epilogue that stages rows in shared memory in place of the TMA store).
 //   0: 128x128x64, cooperative (two consumer warp groups on one tile), cluster 1x1
 //   1: 128x256x64, cooperative, cluster 1x1 (large problems: half the tiles of 0)
 //   2: 64x128x64, ping-pong (two warp groups on alternate tiles), cluster 1x1 (few output tiles: batch 1)
 //   3: 256x128x64, cooperative, cluster 2x1 (B tiles multicast to two SMs by TMA)
 //   4: 128x128x64, ping-pong, cluster 1x1 (the residual kernels: bert's output projection at b64 19.1 us against
 //      cuBLASLt's 20.1 on an H100)
+//   8: 128x192x64, ping-pong, cluster 1x1 (GELU: one warp group's epilogue under the other's main loop; with the
+//      sigmoid form of gelu_sigmoid.h vit's FFN1 at b64 takes ~102 us against c1's 119 on an H100)
 // The folded-LayerNorm kinds (kNorm, kNormGelu; float16, B [K, N]) are built in configurations 0, 1 and 3.
-// kCutlassGeluTactics (gemm_tactics.h) counts the GELU ones. Measured and dropped (kernel set 4): the GELU
+// kCutlassGeluConfigs (gemm_tactics.h) lists the GELU ones. Measured and dropped (kernel set 4): the GELU
 // ping-pong 128x128 (clusters 1x1 and 2x1) and 64x256 kernels and the stream-K cooperative 128x128 ones (GELU and
 // residual), slower than 1 and 3 at bert's and vit's b64 and than cuBLASLt + the pass at b1 on an H100 in two
 // sessions (bench/NOTES.md), each ~45 s of compile per type. Kernel set 5 dropped the cooperative 128x192 residual
@@ -75,8 +77,9 @@ class CutlassGemm {
 // takes cuBLASLt and the pass, with a warning); the cooperative 128x192 residual and bias-only kernels added; the
 // GELU epilogue from erfc's scaled form (gelu_erfc.h); 5: the 128x192 residual and bias-only kernels dropped; 6: the
 // odd-width kernels added; 7: the odd-width kernels' epilogue staged in shared memory (OddRowEpilogue); 8: the
-// folded-LayerNorm kernels (kNorm, kNormGelu).
-inline constexpr int kCutlassKernelSet = 8;
+// folded-LayerNorm kernels (kNorm, kNormGelu); 9: the GELU epilogue as x sigma(L(x)) (gelu_sigmoid.h) in every
+// GELU kernel, and the ping-pong 128x192 GELU kernel (configuration 8).
+inline constexpr int kCutlassKernelSet = 9;
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
 bool cutlass_gemm_available();

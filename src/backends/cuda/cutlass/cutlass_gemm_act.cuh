@@ -21,7 +21,7 @@
 #include "cutlass/util/packed_stride.hpp"
 
 #include "backends/cuda/cutlass_gemm.h"
-#include "backends/cuda/gelu_erfc.h"
+#include "backends/cuda/gelu_sigmoid.h"
 
 namespace kiln::cuda::cutlass_impl {
 
@@ -369,22 +369,22 @@ using CoopEpi = cutlass::epilogue::TmaWarpSpecializedCooperative;
 using Ping = cutlass::gemm::KernelTmaWarpSpecializedPingpong;
 using PingEpi = cutlass::epilogue::TmaWarpSpecialized;
 
-// Erf GELU for the epilogue from erfc's scaled form (gelu_erfc.h): fewer operations than erff's, and more exact
-// below x = -1 (bench/NOTES.md has the figures).
+// Erf GELU for the epilogue as x sigma(L(x)) (gelu_sigmoid.h): an exp2, a reciprocal and seven other operations,
+// which the ping-pong kernels hide under the other warp group's main loop.
 template <typename T>
-struct GeluErfFast {
+struct GeluFast {
   static const bool kIsHeavy = true;
   CUTLASS_DEVICE T operator()(T const& value) const {
-    return static_cast<T>(gelu_erfc_form(static_cast<float>(value)));
+    return static_cast<T>(gelu_sigmoid_form(static_cast<float>(value)));
   }
 };
 
 template <typename T, int N>
-struct GeluErfFast<cutlass::Array<T, N>> {
+struct GeluFast<cutlass::Array<T, N>> {
   static const bool kIsHeavy = true;
   CUTLASS_DEVICE cutlass::Array<T, N> operator()(cutlass::Array<T, N> const& v) const {
     cutlass::Array<T, N> y;
-    GeluErfFast<T> op;
+    GeluFast<T> op;
     CUTLASS_PRAGMA_UNROLL
     for (int i = 0; i < N; ++i) y[i] = op(v[i]);
     return y;
@@ -392,7 +392,7 @@ struct GeluErfFast<cutlass::Array<T, N>> {
 };
 
 template <typename T, class Tile, class KS, class ES, class Cluster = cute::Shape<cute::_1, cute::_1, cute::_1>>
-using GeluGemm = ActGemm<T, GeluErfFast, cutlass::layout::RowMajor, Tile, KS, ES, Cluster>;
+using GeluGemm = ActGemm<T, GeluFast, cutlass::layout::RowMajor, Tile, KS, ES, Cluster>;
 template <typename T, class Tile, class KS, class ES>
 using SiluGemm = ActGemm<T, cutlass::epilogue::thread::SiLu, cutlass::layout::ColumnMajor, Tile, KS, ES>;
 template <typename T, class LayoutB, class Tile, class KS, class ES>
@@ -415,6 +415,7 @@ Result<std::unique_ptr<CutlassGemm>> make_gelu(int config, int m, int n, int k, 
     case 1: return build<GeluGemm<T, Shape<_128, _256, _64>, Coop, CoopEpi>, T>(m, n, k, bias, alpha);
     case 2: return build<GeluGemm<T, Shape<_64, _128, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
     case 3: return build<GeluGemm<T, Shape<_256, _128, _64>, Coop, CoopEpi, Shape<_2, _1, _1>>, T>(m, n, k, bias, alpha);
+    case 8: return build<GeluGemm<T, Shape<_128, _192, _64>, Ping, PingEpi>, T>(m, n, k, bias, alpha);
     default: return unsupported("no CUTLASS GELU GEMM configuration " + std::to_string(config));
   }
 }

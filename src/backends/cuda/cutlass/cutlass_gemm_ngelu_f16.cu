@@ -5,7 +5,7 @@
 namespace kiln::cuda::cutlass_impl {
 
 Result<std::unique_ptr<CutlassGemm>> make_ngelu_f16(int config, int m, int n, int k, bool bias) {
-  return make_norm<cutlass::half_t, GeluErfFast>(config, m, n, k, bias);
+  return make_norm<cutlass::half_t, GeluFast>(config, m, n, k, bias);
 }
 
 }  // namespace kiln::cuda::cutlass_impl
