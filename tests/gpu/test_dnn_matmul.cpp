@@ -558,9 +558,10 @@ TEST_F(GpuDnnMatmul, TunedBuildCompilesEachOfferedPlanOnceAndTheLoadNone) {
 }
 
 // A level-3 build whose timing cache names cuDNN's first plan for the layer (so the choice does not depend on
-// timings), as the engine blob.
+// timings: whatever the tuner recorded, cuBLASLt, cuDNN or CUTLASS, is rewritten), as the engine blob.
 Result<std::vector<uint8_t>> build_with_dnn_choice(const MmCase& c, int layers = 1) {
-  return build_with_cached_tactic("dnn_plan_" + std::to_string(c.m), "\"(lt_heur[0-9]+(_sk[0-9]+)?|cudnn_matmul_fused_[0-9]+)\"",
+  return build_with_cached_tactic("dnn_plan_" + std::to_string(c.m),
+                                  "\"(lt_heur[0-9]+(_sk[0-9]+)?|cudnn_matmul_fused_[0-9]+|cutlass_[a-z]+_c[0-9]+)\"",
                                   "cudnn_matmul_fused_0",
                                   [&](const std::string& path) { return build_ffn1(c, path, layers); });
 }
