@@ -8,9 +8,8 @@
 // results within 5 ulp of the correctly rounded GELU, most within 1. The sigmoid keeps the relative accuracy below
 // zero (no 1 + erf cancellation) over the fit's range; beyond x = -5.6 (results under 6e-8, float16's smallest
 // subnormal) the results keep their sign and shrink faster than the GELU's (gelu(-8): -3.6e-16 for -5.0e-15).
-// gelu(+inf) = +inf; gelu(-inf) is NaN, as
-// 0.5 x (1 + erf(x / sqrt 2)) gives. Host and device: on the GPU the exp2 and the division are the SFU's
-// approximations; the host build (the CPU test of its accuracy) uses the exact ones.
+// gelu(+inf) = +inf; gelu(-inf) is NaN, as 0.5 x (1 + erf(x / sqrt 2)) gives. Host and device: on the GPU the exp2
+// and the division are the SFU's approximations; the host build (the CPU test of its accuracy) uses the exact ones.
 #pragma once
 
 #include <cmath>
