@@ -263,10 +263,10 @@ TEST(GpuDepthwise, PrologueIgnoresACudnnTactic) {
   }
 }
 
-// ---- the tiled kernel (tactics kiln_depthwise_nhwc_tiled, _small, and the persistent double-buffered _pipe) ----
+// ---- the tiled kernel (tactics kiln_depthwise_nhwc_tiled, _small, the persistent double-buffered _pipe, _wide) ----
 
 const char* const kTiledTactics[] = {"kiln_depthwise_nhwc_tiled", "kiln_depthwise_nhwc_tiled_small",
-                                     "kiln_depthwise_nhwc_tiled_pipe"};
+                                     "kiln_depthwise_nhwc_tiled_pipe", "kiln_depthwise_nhwc_tiled_wide"};
 
 // KILN_DW_TILED=1 offers the tiled kernel (the default; set in case the environment withdraws it);
 // KILN_DEPTHWISE=0 withdraws the strip kernel, so that a layer the tiled kernel declined could run only on cuDNN (symmetric pads, no prologue) or on the host, which run_on_both rejects.
@@ -533,18 +533,21 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
       return time_on_gpu(g, inputs, 20);
     };
     Timed big = timed(kTiledTactics[0], false, false), small = timed(kTiledTactics[1], false, false);
-    Timed pipe = timed(kTiledTactics[2], false, false);
+    Timed pipe = timed(kTiledTactics[2], false, false), wide = timed(kTiledTactics[3], false, false);
     Timed strip = timed("kiln_depthwise_nhwc", true, false), dnn = timed("cudnn_fwd_algo1_tc", false, false);
-    std::printf("[ dw tiled ] %-26s tiled %7.1f us  tiled_small %7.1f us  tiled_pipe %7.1f us  strip %7.1f us  "
-                "cuDNN %7.1f us\n",
-                l.name, big.us, small.us, pipe.us, strip.us, dnn.us);
+    std::printf("[ dw tiled ] %-26s tiled %7.1f us  tiled_small %7.1f us  tiled_pipe %7.1f us  tiled_wide %7.1f us  "
+                "strip %7.1f us  cuDNN %7.1f us\n",
+                l.name, big.us, small.us, pipe.us, wide.us, strip.us, dnn.us);
     if (l.mobilenet) {
       Timed bp = timed(kTiledTactics[0], false, true), sp = timed(kTiledTactics[1], false, true);
-      Timed pipe_pre = timed(kTiledTactics[2], false, true);
+      Timed pipe_pre = timed(kTiledTactics[2], false, true), wide_pre = timed(kTiledTactics[3], false, true);
       Timed stp = timed("kiln_depthwise_nhwc", true, true);
       std::printf("[ dw tiled ] %-26s with the ReLU6 prologue: tiled %7.1f us  tiled_small %7.1f us  tiled_pipe "
-                  "%7.1f us  strip %7.1f us\n",
-                  l.name, bp.us, sp.us, pipe_pre.us, stp.us);
+                  "%7.1f us  tiled_wide %7.1f us  strip %7.1f us\n",
+                  l.name, bp.us, sp.us, pipe_pre.us, wide_pre.us, stp.us);
+      ASSERT_TRUE(wide_pre.y.defined());
+      EXPECT_EQ(half_mismatches(bp.y, wide_pre.y), 0)
+          << "elements where the wide and the tiled kernel differ (with the prologue)";
       // The pipelined kernel's persistent blocks loop over many tiles here (batch 128): its prologue output
       // against the tiled kernel's, which the batch-2 tests check against the CPU reference.
       ASSERT_TRUE(bp.y.defined() && pipe_pre.y.defined());
@@ -552,7 +555,7 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
       EXPECT_EQ(half_mismatches(bp.y, pipe_pre.y), 0)
           << "elements where the pipelined and the tiled kernel differ (with the prologue)";
     }
-    for (const Timed* t : {&big, &small, &pipe}) {
+    for (const Timed* t : {&big, &small, &pipe, &wide}) {
       ASSERT_TRUE(t->y.defined() && dnn.y.defined());
       ASSERT_EQ(t->y.shape(), dnn.y.shape());
       EXPECT_EQ(half_mismatches(t->y, dnn.y), 0) << "elements where the tiled kernel and cuDNN differ";

@@ -25,7 +25,7 @@ void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int vari
   EXPECT_EQ(p.threads, p.cv * p.tw * groups);
   EXPECT_LE(p.threads, kDwTileThreads);
   EXPECT_GE(p.cv, 1);
-  EXPECT_LE(p.cv, kDwTileMaxVecs);
+  EXPECT_LE(p.cv, variant == kDwTileWide ? kDwWideMaxVecs : kDwTileMaxVecs);
   // Tiles and chunks cover the outputs and channels, none wholly outside them.
   EXPECT_GE(p.tiles_x * p.tw, ow);
   EXPECT_LT((p.tiles_x - 1) * p.tw, ow);
@@ -170,6 +170,35 @@ TEST(DepthwiseTilePlan, TilesOfTheProfiledLayers) {
   EXPECT_EQ(p.chunks, 18);
 }
 
+// The wide variant takes whole pixels' channels (up to 32 vectors) and fits as many columns as the threads allow.
+TEST(DepthwiseTilePlan, WideVariantTakesWholePixels) {
+  // mobilenet_v2 features.3 (56x56x144 half, 3x3 s1): all 18 vectors a block (288 contiguous bytes a pixel), four
+  // tiles of 14 columns, one row group: 252 threads.
+  DwTilePlan p = dw_tile_plan(128, 56, 56, 18, 8, 3, 1, kDwTileWide);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.cv, 18);
+  EXPECT_EQ(p.chunks, 1);
+  EXPECT_EQ(p.tw, 14);
+  EXPECT_EQ(p.th, 4);
+  EXPECT_EQ(p.threads, 252);
+  EXPECT_EQ(p.smem, (9 * 18 * 8 + 18 * 8) * 4 + 6 * 16 * 18 * 16);
+  // features.1 (112x112x32, 3x3 s1): 4 vectors, 28 columns (four tiles), two row groups: 224 threads.
+  p = dw_tile_plan(128, 112, 112, 4, 8, 3, 1, kDwTileWide);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.cv, 4);
+  EXPECT_EQ(p.tw, 28);
+  EXPECT_EQ(p.th, 8);
+  EXPECT_EQ(p.threads, 224);
+  // efficientnet_b0 14x14x672 (84 vectors, 5x5 s1): three chunks of 28, 7 columns (two tiles), one row group.
+  p = dw_tile_plan(128, 14, 14, 84, 8, 5, 1, kDwTileWide);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.chunks, 3);
+  EXPECT_EQ(p.cv, 28);
+  EXPECT_EQ(p.tw, 7);
+  EXPECT_EQ(p.th, 4);
+  EXPECT_EQ(p.threads, 196);
+}
+
 TEST(DepthwiseTilePlan, PipelinedVariantPicksItsTiles) {
   // mobilenet_v2 features.3 (56x56x144 half, 3x3 s1): the large tiles, two buffers of 18 x 30 pixels x 2 vectors.
   DwTilePlan p = dw_tile_plan(128, 56, 56, 18, 8, 3, 1, kDwTilePipe);
@@ -192,8 +221,9 @@ TEST(DepthwiseTilePlan, PipelinedVariantPicksItsTiles) {
   EXPECT_EQ(p.threads, 168);
 }
 
-// The untuned default takes the first non-pipelined variant that fits (conv_ops.cpp): there always is one where
-// the pipelined variant fits (its two buffers need more room than variant 1's one at the same tiles).
+// The untuned default takes the first variant that fits other than the pipelined and wide ones (conv_ops.cpp):
+// there always is one where the pipelined variant fits (its two buffers need more room than variant 1's one at the
+// same tiles).
 TEST(DepthwiseTilePlan, PipelinedFitsOnlyWhereAnotherVariantFits) {
   for (int oh : {1, 7, 28, 56, 112, 200})
     for (int vecs : {1, 4, 18, 144, 2000})

@@ -14,8 +14,13 @@ constexpr int kDwTileRows = 4;                // output rows per thread (a colum
 constexpr int kDwTileThreads = 256;           // most threads per block
 constexpr int kDwTileMaxVecs = 8;             // most 16-byte channel vectors per block
 constexpr size_t kDwTileMaxSmem = 96 * 1024;  // at most two blocks' worth of an SM (opt-in above 48 KiB)
-constexpr int kDwTileVariants = 3;            // 0: up to 16 x 32 outputs per tile, 1: up to 8 x 16, 2: pipelined
-constexpr int kDwTilePipe = 2;                // the persistent, double-buffered variant (depthwise_tiled_pipe_kernel)
+constexpr int kDwTileVariants = 4;  // 0: up to 16 x 32 outputs per tile, 1: up to 8 x 16, 2: pipelined, 3: wide
+constexpr int kDwTilePipe = 2;      // the persistent, double-buffered variant (depthwise_tiled_pipe_kernel)
+// The wide variant: the tiled kernel over tiles of few output columns that take whole pixels' channels (up to
+// kDwWideMaxVecs vectors, 512 bytes of a pixel) per block, so that a warp's loads and stores cover contiguous
+// runs of pixels instead of 32-byte pieces of each (the large tiles keep 2 vectors of a 144-channel layer).
+constexpr int kDwTileWide = 3;
+constexpr int kDwWideMaxVecs = 32;
 // The pipelined variant's two buffers: two blocks an SM still fit the H200's 228 KiB (1 KiB reserved a block).
 constexpr size_t kDwPipeMaxSmem = 112 * 1024;
 
@@ -51,21 +56,35 @@ struct DwTilePlan {
 // The slot of staged column c in a tile row (stride s, in_ws pixels a phase).
 KILN_DW_HD inline int dw_tile_column(int c, int s, int in_ws) { return c % s * in_ws + c / s; }
 
-// The tiles and chunks of one tile geometry (0: up to 16 x 32 outputs, 1: up to 8 x 16) with `buffers` input
-// tiles in at most max_smem bytes; the plan's ok is left to the caller.
+// The tiles and chunks of one tile geometry (0: up to 16 x 32 outputs, 1: up to 8 x 16, 2: wide) with `buffers`
+// input tiles in at most max_smem bytes; the plan's ok is left to the caller.
 inline void dw_tile_geometry(DwTilePlan& p, int n, int oh, int ow, int vecs, int vec, int k, int s, int geometry,
                              int buffers, size_t max_smem) {
-  const int tw_max = geometry == 0 ? 32 : 16, groups_max = geometry == 0 ? 4 : 2;
-  // Tiles split the image evenly (56 columns: two of 28, not 32 + 24), so edge tiles idle few threads.
-  p.tiles_x = (ow + tw_max - 1) / tw_max;
-  p.tw = (ow + p.tiles_x - 1) / p.tiles_x;
   const int row_groups = (oh + kDwTileRows - 1) / kDwTileRows;
-  p.tiles_y = (row_groups + groups_max - 1) / groups_max;
-  const int groups = (row_groups + p.tiles_y - 1) / p.tiles_y;
+  int cv = 0, groups = 0;
+  if (geometry == 2) {
+    // Wide: the channels first (evenly split chunks of at most kDwWideMaxVecs vectors), then as many output
+    // columns as the threads allow (evenly split), then row groups while threads remain.
+    const int wide_chunks = (vecs + kDwWideMaxVecs - 1) / kDwWideMaxVecs;
+    cv = (vecs + wide_chunks - 1) / wide_chunks;
+    const int tw_max = std::clamp(kDwTileThreads / cv, 1, 32);
+    p.tiles_x = (ow + tw_max - 1) / tw_max;
+    p.tw = (ow + p.tiles_x - 1) / p.tiles_x;
+    const int groups_max = std::clamp(kDwTileThreads / (cv * p.tw), 1, 4);
+    p.tiles_y = (row_groups + groups_max - 1) / groups_max;
+    groups = (row_groups + p.tiles_y - 1) / p.tiles_y;
+  } else {
+    const int tw_max = geometry == 0 ? 32 : 16, groups_max = geometry == 0 ? 4 : 2;
+    // Tiles split the image evenly (56 columns: two of 28, not 32 + 24), so edge tiles idle few threads.
+    p.tiles_x = (ow + tw_max - 1) / tw_max;
+    p.tw = (ow + p.tiles_x - 1) / p.tiles_x;
+    p.tiles_y = (row_groups + groups_max - 1) / groups_max;
+    groups = (row_groups + p.tiles_y - 1) / p.tiles_y;
+    // Channel vectors fill the block up to kDwTileThreads (small images take more channels), split evenly over
+    // the chunks (18 vectors at most 8 a chunk: three chunks of 6).
+    cv = std::clamp(kDwTileThreads / (p.tw * groups), 1, kDwTileMaxVecs);
+  }
   p.th = groups * kDwTileRows;
-  // Channel vectors fill the block up to kDwTileThreads (small images take more channels), split evenly over
-  // the chunks (18 vectors at most 8 a chunk: three chunks of 6).
-  int cv = std::clamp(kDwTileThreads / (p.tw * groups), 1, kDwTileMaxVecs);
   cv = std::min(cv, vecs);
   p.buffers = buffers;
   for (;; --cv) {
@@ -102,7 +121,7 @@ inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, 
     p.ok = p.smem <= kDwPipeMaxSmem && p.blocks <= INT_MAX && p.threads <= kDwTileThreads;
     return p;
   }
-  dw_tile_geometry(p, n, oh, ow, vecs, vec, k, s, variant, 1, kDwTileMaxSmem);
+  dw_tile_geometry(p, n, oh, ow, vecs, vec, k, s, variant == kDwTileWide ? 2 : variant, 1, kDwTileMaxSmem);
   p.ok = p.smem <= kDwTileMaxSmem && p.blocks <= INT_MAX && p.threads <= kDwTileThreads;
   return p;
 }
