@@ -263,10 +263,12 @@ TEST(GpuDepthwise, PrologueIgnoresACudnnTactic) {
   }
 }
 
-// ---- the tiled kernel (tactics kiln_depthwise_nhwc_tiled, _small, the persistent double-buffered _pipe, _wide) ----
+// ---- the tiled kernels (tactics kiln_depthwise_nhwc_tiled, _small, the persistent double-buffered _pipe; _wide and
+// _wide_pipe) ----
 
 const char* const kTiledTactics[] = {"kiln_depthwise_nhwc_tiled", "kiln_depthwise_nhwc_tiled_small",
-                                     "kiln_depthwise_nhwc_tiled_pipe", "kiln_depthwise_nhwc_tiled_wide"};
+                                     "kiln_depthwise_nhwc_tiled_pipe", "kiln_depthwise_nhwc_tiled_wide",
+                                     "kiln_depthwise_nhwc_tiled_wide_pipe"};
 
 // KILN_DW_TILED=1 offers the tiled kernel (the default; set in case the environment withdraws it);
 // KILN_DEPTHWISE=0 withdraws the strip kernel, so that a layer the tiled kernel declined could run only on cuDNN (symmetric pads, no prologue) or on the host, which run_on_both rejects.
@@ -471,8 +473,10 @@ TEST_F(GpuDepthwiseTiled, PipelinedLoopsOverManyTiles) {
           if (pre != ops::Activation::kNone) c.pre = act(pre);
           c.ep = act(ops::Activation::kRelu);
           c.residual = stride == 1;
-          c.tactic = kTiledTactics[2];
-          depthwise_case(c);
+          for (int t : {2, 4}) {  // the pipelined kernel over its own tiles and the wide ones
+            c.tactic = kTiledTactics[t];
+            depthwise_case(c);
+          }
         }
 }
 
@@ -534,10 +538,11 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
     };
     Timed big = timed(kTiledTactics[0], false, false), small = timed(kTiledTactics[1], false, false);
     Timed pipe = timed(kTiledTactics[2], false, false), wide = timed(kTiledTactics[3], false, false);
+    Timed wide_pipe = timed(kTiledTactics[4], false, false);
     Timed strip = timed("kiln_depthwise_nhwc", true, false), dnn = timed("cudnn_fwd_algo1_tc", false, false);
     std::printf("[ dw tiled ] %-26s tiled %7.1f us  tiled_small %7.1f us  tiled_pipe %7.1f us  tiled_wide %7.1f us  "
-                "strip %7.1f us  cuDNN %7.1f us\n",
-                l.name, big.us, small.us, pipe.us, wide.us, strip.us, dnn.us);
+                "tiled_wide_pipe %7.1f us  strip %7.1f us  cuDNN %7.1f us\n",
+                l.name, big.us, small.us, pipe.us, wide.us, wide_pipe.us, strip.us, dnn.us);
     if (l.mobilenet) {
       Timed bp = timed(kTiledTactics[0], false, true), sp = timed(kTiledTactics[1], false, true);
       Timed pipe_pre = timed(kTiledTactics[2], false, true), wide_pre = timed(kTiledTactics[3], false, true);
@@ -555,7 +560,7 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
       EXPECT_EQ(half_mismatches(bp.y, pipe_pre.y), 0)
           << "elements where the pipelined and the tiled kernel differ (with the prologue)";
     }
-    for (const Timed* t : {&big, &small, &pipe, &wide}) {
+    for (const Timed* t : {&big, &small, &pipe, &wide, &wide_pipe}) {
       ASSERT_TRUE(t->y.defined() && dnn.y.defined());
       ASSERT_EQ(t->y.shape(), dnn.y.shape());
       EXPECT_EQ(half_mismatches(t->y, dnn.y), 0) << "elements where the tiled kernel and cuDNN differ";

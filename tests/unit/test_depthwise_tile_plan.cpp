@@ -25,7 +25,7 @@ void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int vari
   EXPECT_EQ(p.threads, p.cv * p.tw * groups);
   EXPECT_LE(p.threads, kDwTileThreads);
   EXPECT_GE(p.cv, 1);
-  EXPECT_LE(p.cv, variant == kDwTileWide ? kDwWideMaxVecs : kDwTileMaxVecs);
+  EXPECT_LE(p.cv, variant >= kDwTileWide ? kDwWideMaxVecs : kDwTileMaxVecs);
   // Tiles and chunks cover the outputs and channels, none wholly outside them.
   EXPECT_GE(p.tiles_x * p.tw, ow);
   EXPECT_LT((p.tiles_x - 1) * p.tw, ow);
@@ -58,7 +58,7 @@ void check_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int vari
   EXPECT_EQ(p.weight_floats % 4, 0u);
   EXPECT_EQ(p.bias_floats % 4, 0u);
   // Then one input tile, or two for the pipelined variant (the second one 16 bytes a vector further).
-  const bool pipe = variant == kDwTilePipe;
+  const bool pipe = dw_tile_pipelined(variant);
   EXPECT_EQ(p.buffers, pipe ? 2 : 1);
   EXPECT_EQ(p.tile_vecs, static_cast<size_t>(p.in_h) * s * p.in_ws * p.cv);
   EXPECT_EQ(p.smem, (p.weight_floats + p.bias_floats) * 4 + p.tile_vecs * 16 * p.buffers);
@@ -197,6 +197,13 @@ TEST(DepthwiseTilePlan, WideVariantTakesWholePixels) {
   EXPECT_EQ(p.tw, 7);
   EXPECT_EQ(p.th, 4);
   EXPECT_EQ(p.threads, 196);
+  // The wide tiles in the pipelined kernel: features.3's, with two buffers.
+  p = dw_tile_plan(128, 56, 56, 18, 8, 3, 1, kDwTileWidePipe);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.cv, 18);
+  EXPECT_EQ(p.tw, 14);
+  EXPECT_EQ(p.buffers, 2);
+  EXPECT_EQ(p.smem, (9 * 18 * 8 + 18 * 8) * 4 + 2 * (6 * 16 * 18 * 16));
 }
 
 TEST(DepthwiseTilePlan, PipelinedVariantPicksItsTiles) {
@@ -222,18 +229,20 @@ TEST(DepthwiseTilePlan, PipelinedVariantPicksItsTiles) {
 }
 
 // The untuned default takes the first variant that fits other than the pipelined and wide ones (conv_ops.cpp):
-// there always is one where the pipelined variant fits (its two buffers need more room than variant 1's one at the
-// same tiles).
-TEST(DepthwiseTilePlan, PipelinedFitsOnlyWhereAnotherVariantFits) {
+// there always is one where those fit (the pipelined variant's two buffers need more room than variant 1's one at
+// the same tiles; the wide tiles hold more channels than the large ones, which shrink their chunk until it fits).
+TEST(DepthwiseTilePlan, PipelinedAndWideFitOnlyWhereAnotherVariantFits) {
   for (int oh : {1, 7, 28, 56, 112, 200})
     for (int vecs : {1, 4, 18, 144, 2000})
       for (int vec : {4, 8})
         for (int k : {3, 5})
           for (int s : {1, 2})
-            if (dw_tile_plan(2, oh, oh, vecs, vec, k, s, kDwTilePipe).ok) {
-              EXPECT_TRUE(dw_tile_plan(2, oh, oh, vecs, vec, k, s, 0).ok ||
-                          dw_tile_plan(2, oh, oh, vecs, vec, k, s, 1).ok);
-            }
+            for (int variant : {kDwTilePipe, kDwTileWide, kDwTileWidePipe})
+              if (dw_tile_plan(2, oh, oh, vecs, vec, k, s, variant).ok) {
+                EXPECT_TRUE(dw_tile_plan(2, oh, oh, vecs, vec, k, s, 0).ok ||
+                            dw_tile_plan(2, oh, oh, vecs, vec, k, s, 1).ok)
+                    << oh << " " << vecs << " " << vec << " " << k << " " << s << " variant " << variant;
+              }
 }
 
 TEST(DepthwiseTilePlan, DeclinesWhatTheKernelDoesNotTake) {

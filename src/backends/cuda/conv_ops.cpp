@@ -12,8 +12,8 @@
 // untuned default (KILN_STEM_MMA=0 withdraws it). A shared-memory tiled depthwise kernel (two tile sizes, tactics
 // kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small, the untuned default where it fits, and a
 // persistent double-buffered form, kiln_depthwise_nhwc_tiled_pipe, never the untuned default) is offered too
-// (KILN_DW_TILED=0 withdraws them), and with KILN_DW_WIDE=1 a fourth tile shape, kiln_depthwise_nhwc_tiled_wide
-// (whole pixels' channels a block; not yet run on a GPU). NHWC FusedConv that none of the own kernels runs (group 1,
+// (KILN_DW_TILED=0 withdraws them), and with KILN_DW_WIDE=1 a wider tile shape, kiln_depthwise_nhwc_tiled_wide
+// and _wide_pipe (whole pixels' channels a block; not yet run on a GPU). NHWC FusedConv that none of the own kernels runs (group 1,
 // half/bfloat16, symmetric pads) is also offered cuDNN's backend graph API as tactics cudnn_conv_graph_<r>
 // (dnn_conv.h: convolution + bias + residual + activation as one graph; KILN_DNN_CONV=0 withdraws them).
 #include <algorithm>
@@ -338,7 +338,7 @@ constexpr const char* kStemMmaTactic = "kiln_direct_conv_nhwc_mma";
 // The tiled depthwise kernel's tile variants (depthwise_tile_plan.h), in variant order.
 constexpr const char* kDwTiledTactics[kDwTileVariants] = {
     "kiln_depthwise_nhwc_tiled", "kiln_depthwise_nhwc_tiled_small", "kiln_depthwise_nhwc_tiled_pipe",
-    "kiln_depthwise_nhwc_tiled_wide"};
+    "kiln_depthwise_nhwc_tiled_wide", "kiln_depthwise_nhwc_tiled_wide_pipe"};
 
 // The tiled variant a tactic names; -1 for any other name.
 int dw_tiled_variant(const std::string& tactic) {
@@ -355,8 +355,9 @@ bool dw_tiled_enabled() {
   return !(v && std::strcmp(v, "0") == 0);
 }
 
-// The wide tiles (kDwTileWide) run the tiled kernel over a plan not yet run on a GPU: offered to the tuner only
-// with KILN_DW_WIDE=1 until a GPU run has checked them (a recorded or forced tactic runs them either way).
+// The wide tiles (kDwTileWide, and kDwTileWidePipe in the pipelined kernel) run the tiled kernels over a plan not
+// yet run on a GPU: offered to the tuner only with KILN_DW_WIDE=1 until a GPU run has checked them (a recorded or
+// forced tactic runs them either way).
 bool dw_wide_enabled() {
   const char* v = std::getenv("KILN_DW_WIDE");
   return v && std::strcmp(v, "1") == 0;
@@ -381,7 +382,7 @@ std::vector<int> dw_tiled_variants(const DepthwiseGeom& d, DataType dt) {
   std::vector<int> r;
   if (!dw_tiled_enabled()) return r;
   for (int v = 0; v < kDwTileVariants; ++v)
-    if ((v != kDwTileWide || dw_wide_enabled()) && dw_tiled_fits(d, dt, v)) r.push_back(v);
+    if ((v < kDwTileWide || dw_wide_enabled()) && dw_tiled_fits(d, dt, v)) r.push_back(v);
   return r;
 }
 
@@ -666,7 +667,7 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
       } else if (!dw_strip_enabled() || args.tactic.empty()) {
         // The pipelined and wide variants run only when named (not measured yet): never the untuned default.
         for (int v : dw_tiled_variants(*fresh->depthwise, X.dtype))
-          if (v != kDwTilePipe && v != kDwTileWide) {
+          if (v != kDwTilePipe && v < kDwTileWide) {
             fresh->dw_variant = v;
             break;
           }

@@ -498,7 +498,7 @@ Status launch_tiled_typed(const void* x, const void* w, const void* b, const voi
   if (!p.ok) return unsupported("depthwise convolution: the tiled kernel has no plan for this problem");
   EpilogueParams kernel_pre = pre;
   if (pre.act == 1) kernel_pre.lo = 0.f, kernel_pre.hi = INFINITY;
-  const bool pipe = variant == kDwTilePipe;
+  const bool pipe = dw_tile_pipelined(variant);
   auto launch = [&](auto kernel) -> Status {
     const void* key = reinterpret_cast<const void*>(kernel);
     if (p.smem > 48 * 1024) KILN_RETURN_IF_ERROR(allow_tile_smem(key, pipe ? kDwPipeMaxSmem : kDwTileMaxSmem));

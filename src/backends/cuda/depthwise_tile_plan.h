@@ -14,13 +14,18 @@ constexpr int kDwTileRows = 4;                // output rows per thread (a colum
 constexpr int kDwTileThreads = 256;           // most threads per block
 constexpr int kDwTileMaxVecs = 8;             // most 16-byte channel vectors per block
 constexpr size_t kDwTileMaxSmem = 96 * 1024;  // at most two blocks' worth of an SM (opt-in above 48 KiB)
-constexpr int kDwTileVariants = 4;  // 0: up to 16 x 32 outputs per tile, 1: up to 8 x 16, 2: pipelined, 3: wide
+// 0: up to 16 x 32 outputs per tile, 1: up to 8 x 16, 2: pipelined, 3: wide, 4: wide and pipelined
+constexpr int kDwTileVariants = 5;
 constexpr int kDwTilePipe = 2;      // the persistent, double-buffered variant (depthwise_tiled_pipe_kernel)
 // The wide variant: the tiled kernel over tiles of few output columns that take whole pixels' channels (up to
 // kDwWideMaxVecs vectors, 512 bytes of a pixel) per block, so that a warp's loads and stores cover contiguous
 // runs of pixels instead of 32-byte pieces of each (the large tiles keep 2 vectors of a 144-channel layer).
 constexpr int kDwTileWide = 3;
+constexpr int kDwTileWidePipe = 4;  // the wide tiles in the persistent, double-buffered kernel
 constexpr int kDwWideMaxVecs = 32;
+
+// Whether a variant runs the persistent, double-buffered kernel (two input buffers in kDwPipeMaxSmem).
+inline bool dw_tile_pipelined(int variant) { return variant == kDwTilePipe || variant == kDwTileWidePipe; }
 // The pipelined variant's two buffers: two blocks an SM still fit the H200's 228 KiB (1 KiB reserved a block).
 constexpr size_t kDwPipeMaxSmem = 112 * 1024;
 
@@ -118,6 +123,11 @@ inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, 
     DwTilePlan small;
     dw_tile_geometry(small, n, oh, ow, vecs, vec, k, s, 1, 2, kDwPipeMaxSmem);
     if (small.smem <= kDwPipeMaxSmem && (p.smem > kDwPipeMaxSmem || small.threads > p.threads)) p = small;
+    p.ok = p.smem <= kDwPipeMaxSmem && p.blocks <= INT_MAX && p.threads <= kDwTileThreads;
+    return p;
+  }
+  if (variant == kDwTileWidePipe) {
+    dw_tile_geometry(p, n, oh, ow, vecs, vec, k, s, 2, 2, kDwPipeMaxSmem);
     p.ok = p.smem <= kDwPipeMaxSmem && p.blocks <= INT_MAX && p.threads <= kDwTileThreads;
     return p;
   }
