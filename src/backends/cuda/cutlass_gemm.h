@@ -69,16 +69,16 @@ class CutlassGemm {
                      size_t workspace_bytes, cudaStream_t stream, const CutlassRowNorm* norm = nullptr) = 0;
 };
 
-// The revision of the set of CUTLASS kernels offered (configurations and kinds), part of the timing cache's device
-// key with the CUTLASS version: raised whenever tactics are added, so that a cache written before re-times its
-// layers instead of keeping them from the new candidates. 2: the ping-pong/stream-K GELU and the residual kernels;
-// 3: the 64x256 ping-pong GELU kernel, and the few-tile kernels, which set 2 offered but could not build; 4: the
-// ping-pong and stream-K GELU kernels and the stream-K residual one dropped (an engine or cache that names one
-// takes cuBLASLt and the pass, with a warning); the cooperative 128x192 residual and bias-only kernels added; the
-// GELU epilogue from erfc's scaled form (gelu_erfc.h); 5: the 128x192 residual and bias-only kernels dropped; 6: the
-// odd-width kernels added; 7: the odd-width kernels' epilogue staged in shared memory (OddRowEpilogue); 8: the
-// folded-LayerNorm kernels (kNorm, kNormGelu); 9: the GELU epilogue as x sigma(L(x)) (gelu_sigmoid.h) in every
-// GELU kernel, and the ping-pong 128x192 GELU kernel (configuration 8).
+// The revision of the set of CUTLASS kernels offered (configurations and kinds), part of the timing cache's device key
+// with the CUTLASS version: raised whenever tactics are added, so that a cache written before re-times its layers
+// instead of keeping them from the new candidates. 2: the ping-pong/stream-K GELU and the residual kernels; 3: the
+// 64x256 ping-pong GELU kernel, and the few-tile kernels, which set 2 offered but could not build; 4: the ping-pong and
+// stream-K GELU kernels and the stream-K residual one dropped (an engine or cache that names one takes cuBLASLt and the
+// pass, with a warning); the cooperative 128x192 residual and bias-only kernels added; the GELU epilogue from erfc's
+// scaled form (then gelu_erfc.h); 5: the 128x192 residual and bias-only kernels dropped; 6: the odd-width kernels
+// added; 7: the odd-width kernels' epilogue staged in shared memory (OddRowEpilogue); 8: the folded-LayerNorm kernels
+// (kNorm, kNormGelu); 9: the GELU epilogue as x sigma(L(x)) (gelu_sigmoid.h) in every GELU kernel, and the ping-pong
+// 128x192 GELU kernel (configuration 8).
 inline constexpr int kCutlassKernelSet = 9;
 
 // Whether this build has the CUTLASS kernels, and their CUTLASS version ("4.2.0"; empty without them).
