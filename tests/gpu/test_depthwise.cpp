@@ -550,15 +550,15 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
       std::printf("[ dw tiled ] %-26s with the ReLU6 prologue: tiled %7.1f us  tiled_small %7.1f us  tiled_pipe "
                   "%7.1f us  tiled_wide %7.1f us  strip %7.1f us\n",
                   l.name, bp.us, sp.us, pipe_pre.us, wide_pre.us, stp.us);
-      ASSERT_TRUE(wide_pre.y.defined());
-      EXPECT_EQ(half_mismatches(bp.y, wide_pre.y), 0)
-          << "elements where the wide and the tiled kernel differ (with the prologue)";
-      // The pipelined kernel's persistent blocks loop over many tiles here (batch 128): its prologue output
-      // against the tiled kernel's, which the batch-2 tests check against the CPU reference.
-      ASSERT_TRUE(bp.y.defined() && pipe_pre.y.defined());
-      ASSERT_EQ(bp.y.shape(), pipe_pre.y.shape());
-      EXPECT_EQ(half_mismatches(bp.y, pipe_pre.y), 0)
-          << "elements where the pipelined and the tiled kernel differ (with the prologue)";
+      // The pipelined kernel's persistent blocks loop over many tiles here (batch 128): its prologue output, and
+      // the wide tiles', against the tiled kernel's, which the batch-2 tests check against the CPU reference.
+      for (const Timed* t : {&pipe_pre, &wide_pre}) {
+        ASSERT_TRUE(bp.y.defined() && t->y.defined());
+        ASSERT_EQ(bp.y.shape(), t->y.shape());
+        EXPECT_EQ(half_mismatches(bp.y, t->y), 0)
+            << "elements where the " << (t == &pipe_pre ? "pipelined" : "wide")
+            << " and the tiled kernel differ (with the prologue)";
+      }
     }
     for (const Timed* t : {&big, &small, &pipe, &wide, &wide_pipe}) {
       ASSERT_TRUE(t->y.defined() && dnn.y.defined());

@@ -13,9 +13,10 @@
 // kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small, the untuned default where it fits, and a
 // persistent double-buffered form, kiln_depthwise_nhwc_tiled_pipe, never the untuned default) is offered too
 // (KILN_DW_TILED=0 withdraws them), and with KILN_DW_WIDE=1 a wider tile shape, kiln_depthwise_nhwc_tiled_wide
-// and _wide_pipe (whole pixels' channels a block; not yet run on a GPU). NHWC FusedConv that none of the own kernels runs (group 1,
-// half/bfloat16, symmetric pads) is also offered cuDNN's backend graph API as tactics cudnn_conv_graph_<r>
-// (dnn_conv.h: convolution + bias + residual + activation as one graph; KILN_DNN_CONV=0 withdraws them).
+// and _wide_pipe (whole pixels' channels a block; not yet run on a GPU). NHWC FusedConv that none of the own
+// kernels runs (group 1, half/bfloat16, symmetric pads) is also offered cuDNN's backend graph API as tactics
+// cudnn_conv_graph_<r> (dnn_conv.h: convolution + bias + residual + activation as one graph; KILN_DNN_CONV=0
+// withdraws them).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>

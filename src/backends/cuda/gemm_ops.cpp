@@ -628,6 +628,35 @@ Status make_dnn(const KernelArgs& args, FusedState& st, int rank) {
 
 Status fused_lt_run(KernelArgs& args, FusedState& st);
 
+// A slice of the workspace for `bytes`, rounded up so that what follows it stays 256-byte aligned.
+size_t workspace_slice(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// The layer's CUTLASS kernel over 16-byte aligned operands; a folded LayerNorm's after the row statistics pass,
+// which writes them at the start of the workspace (the kernel's own workspace after them).
+Status fused_cutlass_run(KernelArgs& args, FusedState& st) {
+  const DevTensor &A = args.in[0], &B = args.in[1];
+  void* y = args.out[0].data;
+  const void* bias = st.has_bias ? args.in[2].data : nullptr;
+  if (!st.norm) {
+    const void* res = st.has_res ? args.in[3].data : nullptr;
+    return st.cutlass->run(A.data, B.data, bias, res, y, args.handles->workspace, args.handles->workspace_bytes,
+                           args.stream);
+  }
+  const int64_t m = st.mm.m;
+  const size_t stats_bytes = workspace_slice(static_cast<size_t>(2 * m) * sizeof(float));
+  if (stats_bytes > args.handles->workspace_bytes)
+    return unsupported("FusedMatMul '" + args.node->name + "': the row statistics of " + std::to_string(m) +
+                       " rows need " + std::to_string(stats_bytes) + " bytes of workspace");
+  auto* ws = static_cast<uint8_t*>(args.handles->workspace);
+  float* neg_mean = reinterpret_cast<float*>(ws);
+  float* rstd = neg_mean + m;
+  KILN_RETURN_IF_ERROR(launch_row_stats(A.dtype, A.data, m, st.mm.k, st.norm_eps, st.alpha, neg_mean, rstd,
+                                        args.handles->sm_count, args.stream));
+  const CutlassRowNorm rn{neg_mean, rstd, static_cast<const float*>(args.in[4].data)};
+  return st.cutlass->run(A.data, B.data, bias, nullptr, y, ws + stats_bytes,
+                         args.handles->workspace_bytes - stats_bytes, args.stream, &rn);
+}
+
 Status fused_matmul_run(KernelArgs& args) {
   const DevTensor &A = args.in[0], &B = args.in[1];
   DevTensor& Y = args.out[0];
@@ -687,36 +716,20 @@ Status fused_matmul_run(KernelArgs& args) {
                                         reinterpret_cast<uintptr_t>(Y.data)) % 16) == 0;
   if (st->cutlass && !aligned && args.strict_tactic)
     return unsupported("FusedMatMul: the CUTLASS GEMM needs 16-byte aligned operands");
-  if (st->norm && aligned) {
-    // The rows' statistics go at the start of the workspace, the CUTLASS kernel's own workspace after them.
-    const int64_t m = st->mm.m;
-    const size_t stats_bytes = (static_cast<size_t>(2 * m) * sizeof(float) + 255) / 256 * 256;
-    if (stats_bytes > args.handles->workspace_bytes)
-      return unsupported("FusedMatMul '" + args.node->name + "': the row statistics of " + std::to_string(m) +
-                         " rows need " + std::to_string(stats_bytes) + " bytes of workspace");
-    auto* ws = static_cast<uint8_t*>(args.handles->workspace);
-    float* neg_mean = reinterpret_cast<float*>(ws);
-    float* rstd = neg_mean + m;
-    KILN_RETURN_IF_ERROR(launch_row_stats(A.dtype, A.data, m, st->mm.k, st->norm_eps, st->alpha, neg_mean, rstd,
-                                          args.handles->sm_count, args.stream));
-    const CutlassRowNorm rn{neg_mean, rstd, static_cast<const float*>(args.in[4].data)};
-    return st->cutlass->run(A.data, B.data, bias, nullptr, Y.data, ws + stats_bytes,
-                            args.handles->workspace_bytes - stats_bytes, args.stream, &rn);
-  }
-  if (aligned && !st->norm) {
-    Status cs = st->cutlass->run(A.data, B.data, bias, res, Y.data, args.handles->workspace,
-                                 args.handles->workspace_bytes, args.stream);
+  if (aligned) {
+    Status cs = fused_cutlass_run(args, *st);
     if (cs.ok() || args.strict_tactic) return cs;
-    // Refused before its launch (workspace, parameters): this layer takes cuBLASLt and the pass from now on.
+    // Refused before its launch (workspace, parameters): this layer takes cuBLASLt from now on.
     const std::string msg = "FusedMatMul '" + args.node->name + "': tactic " + args.tactic + " failed (" +
-                            cs.message() + "); it falls back to cuBLASLt with the epilogue pass";
+                            cs.message() + "); it falls back to cuBLASLt " +
+                            (st->norm ? "over the standardized rows" : "with the epilogue pass");
     default_logger().log(ILogger::Severity::kWARNING, msg.c_str());
     st->cutlass.reset();
   }
   // The folded-LayerNorm form on cuBLASLt: the rows standardized into the start of the workspace, then the layer
   // as any other over them, with the rest of the workspace.
   if (st->norm) {
-    const size_t a_bytes = (A.nbytes() + 255) / 256 * 256;
+    const size_t a_bytes = workspace_slice(A.nbytes());
     if (a_bytes >= args.handles->workspace_bytes)
       return unsupported("FusedMatMul '" + args.node->name + "' (a folded LayerNorm): its " +
                          std::to_string(st->mm.m) + " standardized rows need " + std::to_string(a_bytes) +
