@@ -268,7 +268,7 @@ TEST(GpuDepthwise, PrologueIgnoresACudnnTactic) {
 
 const char* const kTiledTactics[] = {"kiln_depthwise_nhwc_tiled", "kiln_depthwise_nhwc_tiled_small",
                                      "kiln_depthwise_nhwc_tiled_pipe", "kiln_depthwise_nhwc_tiled_wide",
-                                     "kiln_depthwise_nhwc_tiled_wide_pipe"};
+                                     "kiln_depthwise_nhwc_tiled_wide_pipe", "kiln_depthwise_nhwc_rows"};
 
 // KILN_DW_TILED=1 offers the tiled kernel (the default; set in case the environment withdraws it);
 // KILN_DEPTHWISE=0 withdraws the strip kernel, so that a layer the tiled kernel declined could run only on cuDNN (symmetric pads, no prologue) or on the host, which run_on_both rejects.
@@ -473,7 +473,9 @@ TEST_F(GpuDepthwiseTiled, PipelinedLoopsOverManyTiles) {
           if (pre != ops::Activation::kNone) c.pre = act(pre);
           c.ep = act(ops::Activation::kRelu);
           c.residual = stride == 1;
-          for (int t : {2, 4}) {  // the pipelined kernel over its own tiles and the wide ones
+          // The pipelined kernel over its own tiles and the wide ones, and the row-streaming kernel (strips of
+          // many rows: its ring's slots reused many times, the prologue applied in place there too).
+          for (int t : {2, 4, 5}) {
             c.tactic = kTiledTactics[t];
             depthwise_case(c);
           }
@@ -538,29 +540,30 @@ TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
     };
     Timed big = timed(kTiledTactics[0], false, false), small = timed(kTiledTactics[1], false, false);
     Timed pipe = timed(kTiledTactics[2], false, false), wide = timed(kTiledTactics[3], false, false);
-    Timed wide_pipe = timed(kTiledTactics[4], false, false);
+    Timed wide_pipe = timed(kTiledTactics[4], false, false), rows = timed(kTiledTactics[5], false, false);
     Timed strip = timed("kiln_depthwise_nhwc", true, false), dnn = timed("cudnn_fwd_algo1_tc", false, false);
     std::printf("[ dw tiled ] %-26s tiled %7.1f us  tiled_small %7.1f us  tiled_pipe %7.1f us  tiled_wide %7.1f us  "
-                "tiled_wide_pipe %7.1f us  strip %7.1f us  cuDNN %7.1f us\n",
-                l.name, big.us, small.us, pipe.us, wide.us, wide_pipe.us, strip.us, dnn.us);
+                "tiled_wide_pipe %7.1f us  rows %7.1f us  strip %7.1f us  cuDNN %7.1f us\n",
+                l.name, big.us, small.us, pipe.us, wide.us, wide_pipe.us, rows.us, strip.us, dnn.us);
     if (l.mobilenet) {
       Timed bp = timed(kTiledTactics[0], false, true), sp = timed(kTiledTactics[1], false, true);
       Timed pipe_pre = timed(kTiledTactics[2], false, true), wide_pre = timed(kTiledTactics[3], false, true);
-      Timed stp = timed("kiln_depthwise_nhwc", true, true);
+      Timed rows_pre = timed(kTiledTactics[5], false, true), stp = timed("kiln_depthwise_nhwc", true, true);
       std::printf("[ dw tiled ] %-26s with the ReLU6 prologue: tiled %7.1f us  tiled_small %7.1f us  tiled_pipe "
-                  "%7.1f us  tiled_wide %7.1f us  strip %7.1f us\n",
-                  l.name, bp.us, sp.us, pipe_pre.us, wide_pre.us, stp.us);
-      // The pipelined kernel's persistent blocks loop over many tiles here (batch 128): its prologue output, and
-      // the wide tiles', against the tiled kernel's, which the batch-2 tests check against the CPU reference.
-      for (const Timed* t : {&pipe_pre, &wide_pre}) {
+                  "%7.1f us  tiled_wide %7.1f us  rows %7.1f us  strip %7.1f us\n",
+                  l.name, bp.us, sp.us, pipe_pre.us, wide_pre.us, rows_pre.us, stp.us);
+      // The pipelined kernel's persistent blocks loop over many tiles here (batch 128), and the row-streaming
+      // kernel's blocks over long strips: their prologue outputs, and the wide tiles', against the tiled kernel's,
+      // which the batch-2 tests check against the CPU reference.
+      for (const Timed* t : {&pipe_pre, &wide_pre, &rows_pre}) {
         ASSERT_TRUE(bp.y.defined() && t->y.defined());
         ASSERT_EQ(bp.y.shape(), t->y.shape());
         EXPECT_EQ(half_mismatches(bp.y, t->y), 0)
-            << "elements where the " << (t == &pipe_pre ? "pipelined" : "wide")
+            << "elements where the " << (t == &pipe_pre ? "pipelined" : t == &wide_pre ? "wide" : "row-streaming")
             << " and the tiled kernel differ (with the prologue)";
       }
     }
-    for (const Timed* t : {&big, &small, &pipe, &wide, &wide_pipe}) {
+    for (const Timed* t : {&big, &small, &pipe, &wide, &wide_pipe, &rows}) {
       ASSERT_TRUE(t->y.defined() && dnn.y.defined());
       ASSERT_EQ(t->y.shape(), dnn.y.shape());
       EXPECT_EQ(half_mismatches(t->y, dnn.y), 0) << "elements where the tiled kernel and cuDNN differ";

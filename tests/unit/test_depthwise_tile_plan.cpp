@@ -245,6 +245,147 @@ TEST(DepthwiseTilePlan, PipelinedAndWideFitOnlyWhereAnotherVariantFits) {
               }
 }
 
+// The row-streaming plan (kDwRows): under the kernel's mapping every output is written exactly once, every staged
+// column a thread reads lies inside the row, and the ring schedule (groups 0 .. depth issued first, group r +
+// depth + 1 issued after output row r's barrier) never overwrites a row before the last output row that reads it,
+// and has every row an output row reads landed (its group <= r) in its slot when that row is computed.
+void check_rows_plan(int n, int oh, int ow, int vecs, int vec, int k, int s, int64_t resident) {
+  SCOPED_TRACE("n " + std::to_string(n) + " out " + std::to_string(oh) + "x" + std::to_string(ow) + " vecs " +
+               std::to_string(vecs) + "x" + std::to_string(vec) + " k " + std::to_string(k) + " s " +
+               std::to_string(s) + " resident " + std::to_string(resident));
+  DwRowsPlan p = dw_rows_plan(n, oh, ow, vecs, vec, k, s);
+  ASSERT_TRUE(p.ok);
+  dw_rows_strips(p, n, oh, k, s, resident);
+  EXPECT_EQ(p.threads, p.cv * p.cgs);
+  EXPECT_LE(p.threads, kDwTileThreads);
+  EXPECT_LE(p.cv, kDwWideMaxVecs);
+  EXPECT_EQ(p.tw, p.cgs * kDwRowsCols);
+  EXPECT_GE(p.tiles_x * p.tw, ow);
+  EXPECT_LT((p.tiles_x - 1) * p.tw, ow);
+  EXPECT_GE(p.chunks * p.cv, vecs);
+  EXPECT_LT((p.chunks - 1) * p.cv, vecs);
+  EXPECT_GE(p.strips * p.th, oh);
+  EXPECT_LT((p.strips - 1) * p.th, oh);
+  EXPECT_EQ(p.blocks, static_cast<int64_t>(n) * p.strips * p.tiles_x * p.chunks);
+  EXPECT_EQ(p.in_w, (p.tw - 1) * s + k);
+  EXPECT_EQ(p.row_vecs, static_cast<size_t>(p.in_w) * p.cv);
+  EXPECT_EQ(p.ring, k + (p.depth + 1) * s);
+  EXPECT_EQ(p.weight_floats % 4, 0u);
+  EXPECT_EQ(p.bias_floats % 4, 0u);
+  EXPECT_EQ(p.smem, (p.weight_floats + p.bias_floats) * 4 + p.ring * p.row_vecs * 16);
+  EXPECT_LE(p.smem, kDwRowsMaxSmem);
+  // A thread's columns: staged columns oxt * s .. oxt * s + (kDwRowsCols - 1) * s + k - 1 inside in_w.
+  for (int cg = 0; cg < p.cgs; ++cg)
+    EXPECT_LE(cg * kDwRowsCols * s + (kDwRowsCols - 1) * s + k, p.in_w);
+  // Outputs of image 0 (and, through the block index, the last image's strip count).
+  std::vector<int> hits(static_cast<size_t>(oh) * ow * vecs, 0);
+  for (int64_t b = 0; b < p.blocks / n; ++b) {
+    int q = static_cast<int>(b);
+    const int chunk = q % p.chunks;
+    q /= p.chunks;
+    const int tx = q % p.tiles_x, strip = q / p.tiles_x % p.strips;
+    const int oy0 = strip * p.th, rows = std::min(p.th, oh - oy0);
+    ASSERT_GE(rows, 1);
+    for (int tid = 0; tid < p.threads; ++tid) {
+      const int l = tid % p.cv, cg = tid / p.cv, v = chunk * p.cv + l;
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < kDwRowsCols; ++c) {
+          const int ox = tx * p.tw + cg * kDwRowsCols + c;
+          if (v >= vecs || ox >= ow) continue;
+          ++hits[(static_cast<size_t>(oy0 + r) * ow + ox) * vecs + v];
+        }
+    }
+  }
+  int wrong = 0;
+  for (int h : hits) wrong += h != 1;
+  EXPECT_EQ(wrong, 0) << "outputs not written exactly once";
+  // The ring schedule of the longest strip: slot -> the input row it holds (-1 none) and the group that copied it.
+  const int rows = p.th;
+  auto group_of = [&](int i) { return i < k ? 0 : (i - k) / s + 1; };
+  std::vector<int> held(p.ring, -1);
+  auto issue = [&](int g) {
+    if (g >= rows) return;
+    const int first = g == 0 ? 0 : (g - 1) * s + k, count = g == 0 ? k : s;
+    for (int i = first; i < first + count; ++i) {
+      const int slot = i % p.ring;
+      // A row still read by an output row at or after the current one must not be overwritten.
+      if (held[slot] >= 0) {
+        const int last_reader = held[slot] / s;  // output rows r with r * s <= row: the last is row / s
+        EXPECT_LT(last_reader, g - p.depth - 1) << "row " << held[slot] << " overwritten by " << i;
+      }
+      held[slot] = i;
+    }
+  };
+  for (int g = 0; g <= p.depth; ++g) issue(g);
+  for (int r = 0; r < rows; ++r) {
+    // Wait: groups <= r landed. Every row the output row reads is in its slot from a group <= r.
+    for (int ky = 0; ky < k; ++ky) {
+      const int i = r * s + ky;
+      EXPECT_EQ(held[i % p.ring], i) << "output row " << r << " reads row " << i;
+      EXPECT_LE(group_of(i), r);
+    }
+    issue(r + p.depth + 1);
+  }
+}
+
+TEST(DepthwiseRowsPlan, CoversOutputsAndKeepsEveryRowUntilRead) {
+  struct Shape {
+    int oh, ow, vecs;
+  };
+  const Shape shapes[] = {{56, 56, 18}, {112, 112, 4}, {56, 56, 12}, {28, 28, 30}, {14, 14, 84}, {7, 7, 144},
+                          {7, 7, 120},  {1, 1, 1},     {3, 5, 3},    {17, 33, 5},  {9, 100, 2},  {100, 9, 7},
+                          {2, 64, 60},  {56, 224, 64}};
+  for (const Shape& sh : shapes)
+    for (int vec : {4, 8})
+      for (int k : {3, 5})
+        for (int s : {1, 2})
+          for (int64_t resident : {1, 7, 264})
+            for (int n : {1, 3, 128}) check_rows_plan(n, sh.oh, sh.ow, sh.vecs, vec, k, s, resident);
+}
+
+TEST(DepthwiseRowsPlan, ThePlansOfTheProfiledLayers) {
+  // mobilenet_v2 features.3 (56x56x144 half, 3x3 s1): whole pixels (18 vectors), 14 groups of 4 columns (252
+  // threads), rows of 58 pixels, two groups in flight (5 rows: 82.5 KiB with the weights); with 264 resident
+  // blocks at batch 128, two strips of 28 rows: 256 blocks in one wave.
+  DwRowsPlan p = dw_rows_plan(128, 56, 56, 18, 8, 3, 1);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.cv, 18);
+  EXPECT_EQ(p.chunks, 1);
+  EXPECT_EQ(p.tiles_x, 1);
+  EXPECT_EQ(p.threads, 252);
+  EXPECT_EQ(p.in_w, 58);
+  EXPECT_EQ(p.depth, 1);
+  EXPECT_EQ(p.ring, 5);
+  EXPECT_EQ(p.smem, (9 * 18 * 8 + 18 * 8) * 4 + 5 * 58 * 18 * 16);
+  dw_rows_strips(p, 128, 56, 3, 1, 264);
+  EXPECT_EQ(p.strips, 2);
+  EXPECT_EQ(p.th, 28);
+  EXPECT_EQ(p.blocks, 256);
+  // features.2 (112x112x96 -> 56x56, 3x3 s2): rows of 113 pixels of 12 vectors (21.2 KiB); two groups in flight
+  // would take 7 rows (148 KiB), one takes 5 (106 KiB).
+  p = dw_rows_plan(128, 56, 56, 12, 8, 3, 2);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.cv, 12);
+  EXPECT_EQ(p.in_w, 113);
+  EXPECT_EQ(p.depth, 0);
+  EXPECT_EQ(p.ring, 5);
+  // Batch 1 spreads one image over many strips.
+  p = dw_rows_plan(1, 56, 56, 18, 8, 3, 1);
+  dw_rows_strips(p, 1, 56, 3, 1, 264);
+  EXPECT_EQ(p.strips, 56);
+  EXPECT_EQ(p.th, 1);
+}
+
+TEST(DepthwiseRowsPlan, Declines) {
+  EXPECT_FALSE(dw_rows_plan(1, 8, 8, 4, 8, 7, 1).ok);  // 7x7 window
+  EXPECT_FALSE(dw_rows_plan(1, 8, 8, 4, 8, 3, 3).ok);  // stride 3
+  EXPECT_FALSE(dw_rows_plan(1, 8, 8, 4, 2, 3, 1).ok);  // not a 16-byte vector of 2- or 4-byte elements
+  EXPECT_FALSE(dw_rows_plan(0, 8, 8, 4, 8, 3, 1).ok);
+  EXPECT_FALSE(dw_rows_plan(1 << 26, 56, 56, 18, 8, 3, 1).ok);  // a strip a row: more blocks than the grid takes
+  // One vector of a very wide row overflows the ring even without a group in flight.
+  EXPECT_FALSE(dw_rows_plan(1, 8, 20000, 1, 8, 5, 2).ok);
+}
+
 TEST(DepthwiseTilePlan, DeclinesWhatTheKernelDoesNotTake) {
   EXPECT_FALSE(dw_tile_plan(1, 8, 8, 4, 8, 7, 1, 0).ok);  // 7x7 window
   EXPECT_FALSE(dw_tile_plan(1, 8, 8, 4, 8, 3, 3, 0).ok);  // stride 3

@@ -13,7 +13,8 @@
 // kiln_depthwise_nhwc_tiled and kiln_depthwise_nhwc_tiled_small, the untuned default where it fits, and a
 // persistent double-buffered form, kiln_depthwise_nhwc_tiled_pipe, never the untuned default) is offered too
 // (KILN_DW_TILED=0 withdraws them), and with KILN_DW_WIDE=1 a wider tile shape, kiln_depthwise_nhwc_tiled_wide
-// and _wide_pipe (whole pixels' channels a block; not yet run on a GPU). NHWC FusedConv that none of the own
+// and _wide_pipe (whole pixels' channels a block), and a row-streaming kernel, kiln_depthwise_nhwc_rows (not yet
+// run on a GPU). NHWC FusedConv that none of the own
 // kernels runs (group 1, half/bfloat16, symmetric pads) is also offered cuDNN's backend graph API as tactics
 // cudnn_conv_graph_<r> (dnn_conv.h: convolution + bias + residual + activation as one graph; KILN_DNN_CONV=0
 // withdraws them).
@@ -336,14 +337,15 @@ struct FusedSpec {
 constexpr const char* kDepthwiseTactic = "kiln_depthwise_nhwc";
 constexpr const char* kDirectTactic = "kiln_direct_conv_nhwc";
 constexpr const char* kStemMmaTactic = "kiln_direct_conv_nhwc_mma";
-// The tiled depthwise kernel's tile variants (depthwise_tile_plan.h), in variant order.
-constexpr const char* kDwTiledTactics[kDwTileVariants] = {
-    "kiln_depthwise_nhwc_tiled", "kiln_depthwise_nhwc_tiled_small", "kiln_depthwise_nhwc_tiled_pipe",
-    "kiln_depthwise_nhwc_tiled_wide", "kiln_depthwise_nhwc_tiled_wide_pipe"};
+// The tiled depthwise kernel's tile variants and the row-streaming kernel (depthwise_tile_plan.h), in variant
+// order.
+constexpr const char* kDwTiledTactics[kDwVariants] = {
+    "kiln_depthwise_nhwc_tiled",      "kiln_depthwise_nhwc_tiled_small",     "kiln_depthwise_nhwc_tiled_pipe",
+    "kiln_depthwise_nhwc_tiled_wide", "kiln_depthwise_nhwc_tiled_wide_pipe", "kiln_depthwise_nhwc_rows"};
 
 // The tiled variant a tactic names; -1 for any other name.
 int dw_tiled_variant(const std::string& tactic) {
-  for (int v = 0; v < kDwTileVariants; ++v)
+  for (int v = 0; v < kDwVariants; ++v)
     if (tactic == kDwTiledTactics[v]) return v;
   return -1;
 }
@@ -356,8 +358,8 @@ bool dw_tiled_enabled() {
   return !(v && std::strcmp(v, "0") == 0);
 }
 
-// The wide tiles (kDwTileWide, and kDwTileWidePipe in the pipelined kernel) run the tiled kernels over a plan not
-// yet run on a GPU: offered to the tuner only with KILN_DW_WIDE=1 until a GPU run has checked them (a recorded or
+// The wide tiles (kDwTileWide, and kDwTileWidePipe in the pipelined kernel) and the row-streaming kernel (kDwRows)
+// have not yet run on a GPU: offered to the tuner only with KILN_DW_WIDE=1 until a GPU run has checked them (a recorded or
 // forced tactic runs them either way).
 bool dw_wide_enabled() {
   const char* v = std::getenv("KILN_DW_WIDE");
@@ -382,7 +384,7 @@ bool dw_tiled_fits(const DepthwiseGeom& d, DataType dt, int v) {
 std::vector<int> dw_tiled_variants(const DepthwiseGeom& d, DataType dt) {
   std::vector<int> r;
   if (!dw_tiled_enabled()) return r;
-  for (int v = 0; v < kDwTileVariants; ++v)
+  for (int v = 0; v < kDwVariants; ++v)
     if ((v < kDwTileWide || dw_wide_enabled()) && dw_tiled_fits(d, dt, v)) r.push_back(v);
   return r;
 }

@@ -24,7 +24,8 @@ Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const vo
 // The same convolution by the shared-memory tiled kernel (depthwise_tile_plan.h): square 3x3 or 5x5 windows,
 // equal strides of 1 or 2, no dilation, C a multiple of the 16-byte vector (elem_bytes 2 or 4), in tile
 // variant 0, 1, kDwTilePipe (the persistent, double-buffered kernel), kDwTileWide or kDwTileWidePipe
-// (kDwTileVariants). Misaligned buffers run the kernel above instead.
+// (kDwTileVariants), or the row-streaming kernel (kDwRows; kDwVariants in all). Misaligned buffers run the
+// kernel above instead.
 bool depthwise_tiled_fits(const DepthwiseGeom& g, int elem_bytes, int variant);
 Status launch_depthwise_nhwc_tiled(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
                                    const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep,

@@ -136,4 +136,84 @@ inline DwTilePlan dw_tile_plan(int n, int oh, int ow, int vecs, int vec, int k, 
   return p;
 }
 
+// The row-streaming variant (tactic kiln_depthwise_nhwc_rows, depthwise_rows_kernel): a block owns whole staged
+// input rows (up to tw output columns of cv channel vectors, whole pixels' channels where they fit) of one strip of
+// th output rows and walks down it; a ring of `ring` input rows in shared memory takes the next rows' cp.async
+// copies while the current output row is computed, so each input row is read from memory once per strip (the
+// strips' seams add (k - s) rows each) and a warp's copies and stores cover contiguous runs of whole pixels.
+// A thread computes kDwRowsCols neighbouring output columns of one channel vector, row after row.
+constexpr int kDwRows = kDwTileVariants;      // its index after the tile variants
+constexpr int kDwVariants = kDwRows + 1;      // every tactic of depthwise_tiled_fits / launch_depthwise_nhwc_tiled
+constexpr int kDwRowsCols = 4;                // output columns per thread
+constexpr size_t kDwRowsMaxSmem = 112 * 1024;  // two blocks an SM
+
+struct DwRowsPlan {
+  bool ok = false;
+  int cv = 0, chunks = 0;   // channel vectors a block, chunks of the channels
+  int tw = 0, tiles_x = 0;  // output columns a block (cgs * kDwRowsCols), column tiles
+  int cgs = 0;              // column groups a block: threads = cv * cgs, thread (l, cg) with l fastest
+  int in_w = 0;             // staged pixels a row: (tw - 1) * s + k
+  // Row groups in flight behind the one waited for (0 or 1), and the ring's rows: k + (depth + 1) * s, so that
+  // after each output row's barrier the next group goes where the previous output row's first s rows were.
+  int depth = 0, ring = 0;
+  int threads = 0;
+  size_t weight_floats = 0, bias_floats = 0, row_vecs = 0, smem = 0;
+  // Set by dw_rows_strips: output rows a strip (the last may hold fewer), strips an image, blocks
+  // ((img * strips + strip) * tiles_x + tile) * chunks + chunk.
+  int th = 0, strips = 0;
+  int64_t blocks = 0;
+};
+
+// The plan without its strips (dw_rows_strips sets them at launch from the resident blocks): whole pixels'
+// channels (chunks of at most kDwWideMaxVecs vectors) and two row groups in flight where the ring fits
+// kDwRowsMaxSmem; else one, then narrower chunks.
+inline DwRowsPlan dw_rows_plan(int n, int oh, int ow, int vecs, int vec, int k, int s) {
+  DwRowsPlan p;
+  if (n < 1 || oh < 1 || ow < 1 || vecs < 1 || (vec != 4 && vec != 8) || (k != 3 && k != 5) || (s != 1 && s != 2))
+    return p;
+  const int cgs_all = (ow + kDwRowsCols - 1) / kDwRowsCols;
+  for (int chunks = (vecs + kDwWideMaxVecs - 1) / kDwWideMaxVecs; chunks <= vecs; ++chunks) {
+    p.chunks = chunks;
+    p.cv = (vecs + chunks - 1) / chunks;
+    if ((p.chunks - 1) * p.cv >= vecs) continue;  // an empty last chunk: the next count splits evenly
+    const int cgs_max = std::max(1, kDwTileThreads / p.cv);
+    p.tiles_x = (cgs_all + cgs_max - 1) / cgs_max;
+    p.cgs = (cgs_all + p.tiles_x - 1) / p.tiles_x;
+    p.tw = p.cgs * kDwRowsCols;
+    p.in_w = (p.tw - 1) * s + k;
+    p.threads = p.cv * p.cgs;
+    p.weight_floats = static_cast<size_t>(k) * k * p.cv * vec;
+    p.bias_floats = static_cast<size_t>(p.cv) * vec;
+    p.row_vecs = static_cast<size_t>(p.in_w) * p.cv;
+    for (int depth = 1; depth >= 0; --depth) {
+      p.depth = depth;
+      p.ring = k + (depth + 1) * s;
+      p.smem = (p.weight_floats + p.bias_floats) * 4 + p.ring * p.row_vecs * 16;
+      if (p.smem <= kDwRowsMaxSmem) {
+        // One strip a row at most: the grid's 32-bit index must take that many blocks.
+        p.ok = p.threads <= kDwTileThreads &&
+               static_cast<int64_t>(n) * oh * p.tiles_x * p.chunks <= INT_MAX;
+        return p;
+      }
+    }
+  }
+  return DwRowsPlan{};
+}
+
+// The strips an image: the count whose blocks, run in waves of `resident`, take the least time, a block's time
+// taken as its input rows ((th - 1) * s + k); ties to fewer strips (less halo).
+inline void dw_rows_strips(DwRowsPlan& p, int n, int oh, int k, int s, int64_t resident) {
+  resident = std::max<int64_t>(resident, 1);
+  const int64_t per_strip = static_cast<int64_t>(n) * p.tiles_x * p.chunks;
+  int64_t best = -1;
+  for (int strips = 1; strips <= oh; ++strips) {
+    const int th = (oh + strips - 1) / strips;
+    if ((strips - 1) * th >= oh) continue;  // the same th with fewer strips was counted
+    const int64_t waves = (per_strip * strips + resident - 1) / resident;
+    const int64_t cost = waves * ((th - 1) * s + k);
+    if (best < 0 || cost < best) best = cost, p.th = th, p.strips = strips;
+  }
+  p.blocks = per_strip * p.strips;
+}
+
 }  // namespace kiln::cuda
