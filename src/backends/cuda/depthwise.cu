@@ -47,8 +47,18 @@ __device__ __forceinline__ void store_vec(T* p, const float (&v)[V]) {
   *reinterpret_cast<Pack<T, V>*>(p) = raw;
 }
 
+// The epilogue's activation by class, fixed at compile time in the tiled and row-streaming kernels (dw_classes):
+// 1 a clamp to [ep.lo, ep.hi] (Relu, Clip: two instructions an element), 2 SiLU (as epilogue_act computes it), 3
+// any activation (epilogue_act's switch, an indirect branch an element; also the identity).
+template <int kEp>
+__device__ __forceinline__ float dw_epilogue(float x, const EpilogueParams& ep) {
+  if constexpr (kEp == 1) return fminf(fmaxf(x, ep.lo), ep.hi);
+  if constexpr (kEp == 2) return x / (1.f + expf(-x));
+  return epilogue_act(x, ep);
+}
+
 // The epilogue of one output vector at element offset `out`: + residual z (if any), activation, store.
-template <typename T, int V>
+template <typename T, int V, int kEp = 3>
 __device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&acc)[V], const EpilogueParams& ep) {
   if (z) {
     float zv[V];
@@ -57,7 +67,7 @@ __device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&
     for (int v = 0; v < V; ++v) acc[v] += zv[v];
   }
 #pragma unroll
-  for (int v = 0; v < V; ++v) acc[v] = epilogue_act(acc[v], ep);
+  for (int v = 0; v < V; ++v) acc[v] = dw_epilogue<kEp>(acc[v], ep);
   store_vec<T, V>(y + out, acc);
 }
 
@@ -205,7 +215,7 @@ __device__ __forceinline__ float dw_tile_pre(float f, const EpilogueParams& pre)
 // computes kDwTileRows outputs down one column for one channel vector: for each window column it keeps that
 // column's K weights in registers and walks the (kDwTileRows - 1) * S + K input rows once, each row feeding every
 // output whose window covers it. Threads outside the image or past C return (the callers' barriers come after).
-template <typename T, int V, int K, int S>
+template <typename T, int V, int K, int S, int kEp>
 __device__ __forceinline__ void dw_tile_compute(const Pack<T, V>* tile, const float* sw, const float* sb,
                                                 const T* __restrict__ z, T* __restrict__ y, const DepthwiseGeom& g,
                                                 const DwTilePlan& p, int img, int oy0, int ox0, int c0,
@@ -257,7 +267,7 @@ __device__ __forceinline__ void dw_tile_compute(const Pack<T, V>* tile, const fl
   for (int r = 0; r < R; ++r) {
     const int oy = oyb + r;
     if (oy >= g.oh) break;
-    store_output<T, V>(y, z, ((img * g.oh + oy) * g.ow + ox) * g.c + ch, acc[r], ep);
+    store_output<T, V, kEp>(y, z, ((img * g.oh + oy) * g.ow + ox) * g.c + ch, acc[r], ep);
   }
 }
 
@@ -266,7 +276,7 @@ __device__ __forceinline__ void dw_tile_compute(const Pack<T, V>* tile, const fl
 // to T as the CPU reference does; padding stays zero), so each input row is fetched from global memory by one
 // block instead of by every block whose outputs read it, then computes the tile (dw_tile_compute). Weights
 // and bias sit in shared memory as float [tap][cv][V]: a warp spans few vectors, so their reads are broadcasts.
-template <typename T, int V, int kPre, int K, int S>
+template <typename T, int V, int kPre, int kEp, int K, int S>
 __global__ void __launch_bounds__(kDwTileThreads)
     depthwise_tiled_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                            const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, DwTilePlan p,
@@ -326,7 +336,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
     }
   }
   __syncthreads();
-  dw_tile_compute<T, V, K, S>(tile, sw, sb, z, y, g, p, img, oy0, ox0, c0, ep);
+  dw_tile_compute<T, V, K, S, kEp>(tile, sw, sb, z, y, g, p, img, oy0, ox0, c0, ep);
 }
 
 // The pipelined form (tactic kiln_depthwise_nhwc_tiled_pipe, plan variant kDwTilePipe): the tiled kernel made
@@ -337,7 +347,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
 // tile have landed, rewrites those slots in place (prologue applied, rounded to T; padding left zero) before the
 // barrier that publishes the tile: the global loads stay asynchronous and no registers are held across the
 // compute (staging the loads in registers would take 17 vectors a thread for a stride-2 tile).
-template <typename T, int V, int kPre, int K, int S>
+template <typename T, int V, int kPre, int kEp, int K, int S>
 __global__ void __launch_bounds__(kDwTileThreads)
     depthwise_tiled_pipe_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                                 const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, DwTilePlan p,
@@ -396,7 +406,8 @@ __global__ void __launch_bounds__(kDwTileThreads)
     }
     __syncthreads();  // the tile (and, the first time, the weights) visible to every thread
     const int tx = sp % p.tiles_x, q = sp / p.tiles_x;
-    dw_tile_compute<T, V, K, S>(cur, sw, sb, z, y, g, p, q / p.tiles_y, q % p.tiles_y * p.th, tx * p.tw, c0, ep);
+    dw_tile_compute<T, V, K, S, kEp>(cur, sw, sb, z, y, g, p, q / p.tiles_y, q % p.tiles_y * p.th, tx * p.tw, c0,
+                                     ep);
     __syncthreads();
   }
 }
@@ -409,7 +420,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
 // prologue to the slots it copied itself (padding stays zero), and after the barrier issues group r + depth + 1
 // into the slots of rows (r - 1) * S .. r * S - 1, which only the previous output row read, before it computes
 // row r: one barrier a row, with the next rows' copies in flight under the compute.
-template <typename T, int V, int kPre, int K, int S>
+template <typename T, int V, int kPre, int kEp, int K, int S>
 __global__ void __launch_bounds__(kDwTileThreads)
     depthwise_rows_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                           const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, DwRowsPlan p,
@@ -432,17 +443,18 @@ __global__ void __launch_bounds__(kDwTileThreads)
   const int iy0 = oy0 * S - g.pt, ix0 = ox0 * S - g.pl;
   const int tid = threadIdx.x, nt = blockDim.x;
   dw_tile_stage_weights<T, V, K>(w, b, g, c0, cv, sw, sb);
-  const T* xi = x + img * g.h * g.w * g.c + c0;
-  // Calls f(ring slot, element offset in xi, real) for each vector of input row i of the strip this thread copies.
+  // A thread copies one vector lane l (blockDim.x = cv * cgs) of every cgs-th staged column, from column tid / cv.
+  const int l = tid % cv, cg = tid / cv;
+  const bool lane_real = c0 + l * V < g.c;
+  const T* xl = x + img * g.h * g.w * g.c + c0 + l * V;
+  // Calls f(ring slot, element offset in xl, real) for each vector of input row i of the strip this thread copies.
   auto each_vec = [&](int i, auto&& f) {
     const int iy = iy0 + i;
-    const bool row_real = static_cast<unsigned>(iy) < static_cast<unsigned>(g.h);
-    const int base = (i % p.ring) * row_vecs;
-    for (int e = tid; e < row_vecs; e += nt) {
-      const int l = e % cv, ix = ix0 + e / cv;
-      const bool real =
-          row_real && static_cast<unsigned>(ix) < static_cast<unsigned>(g.w) && c0 + l * V < g.c;
-      f(base + e, (iy * g.w + ix) * g.c + l * V, real);
+    const bool row_real = lane_real && static_cast<unsigned>(iy) < static_cast<unsigned>(g.h);
+    const int base = (i % p.ring) * row_vecs + l;
+    for (int c = cg; c < p.in_w; c += p.cgs) {
+      const int ix = ix0 + c;
+      f(base + c * cv, (iy * g.w + ix) * g.c, row_real && static_cast<unsigned>(ix) < static_cast<unsigned>(g.w));
     }
   };
   // The input rows of group r: [first, first + count).
@@ -455,15 +467,15 @@ __global__ void __launch_bounds__(kDwTileThreads)
       int first, count;
       group(r, first, count);
       for (int i = first; i < first + count; ++i)
-        each_vec(i, [&](int slot, int off, bool real) { cp_async16(ring + slot, real ? xi + off : x, real); });
+        each_vec(i, [&](int slot, int off, bool real) { cp_async16(ring + slot, real ? xl + off : x, real); });
     }
     cp_async_commit();  // possibly empty: the waits below count groups
   };
   for (int r = 0; r <= p.depth; ++r) issue(r);
-  const int l = tid % cv, cg = tid / cv;
   const int ch = c0 + l * V, oxt = cg * TC;
-  const bool active = ch < g.c && ox0 + oxt < g.ow;
-  for (int r = 0; r < rows; ++r) {
+  const bool active = lane_real && ox0 + oxt < g.ow;
+  // The ring slot of input row r * S, stepped rather than divided.
+  for (int r = 0, top = 0; r < rows; ++r, top = top + S >= p.ring ? top + S - p.ring : top + S) {
     if (p.depth == 1)
       cp_async_wait<1>();
     else
@@ -502,7 +514,8 @@ __global__ void __launch_bounds__(kDwTileThreads)
       }
       // The thread's columns oxt .. oxt + TC - 1 read staged columns oxt * S .. oxt * S + kSpan - 1 (inside
       // in_w: the last column group ends at (tw - 1) * S + K - 1).
-      const P* src = ring + ((r * S + ky) % p.ring) * row_vecs + oxt * S * cv + l;
+      const int slot = top + ky >= p.ring ? top + ky - p.ring : top + ky;
+      const P* src = ring + slot * row_vecs + oxt * S * cv + l;
 #pragma unroll
       for (int j = 0; j < kSpan; ++j) {
         const P raw = src[j * cv];
@@ -523,7 +536,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
     for (int c = 0; c < TC; ++c) {
       const int ox = ox0 + oxt + c;
       if (ox >= g.ow) break;
-      store_output<T, V>(y, z, ((img * g.oh + oy) * g.ow + ox) * g.c + ch, acc[c], ep);
+      store_output<T, V, kEp>(y, z, ((img * g.oh + oy) * g.ow + ox) * g.c + ch, acc[c], ep);
     }
   }
 }
@@ -552,6 +565,13 @@ Result<int> resident_blocks_per_sm(const void* kernel, int threads, size_t smem)
   return per_sm;
 }
 
+// Relu (act 1) as a clamp to [0, inf): prologues and the kernels' clamp epilogue class run Relu and Clip alike.
+EpilogueParams as_clamp(const EpilogueParams& e) {
+  EpilogueParams r = e;
+  if (e.act == 1) r.lo = 0.f, r.hi = INFINITY;
+  return r;
+}
+
 template <typename T, int V>
 Status launch_typed(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
                     const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
@@ -563,8 +583,7 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
   const unsigned gy = static_cast<unsigned>((vecs + lanes - 1) / lanes);
   const size_t smem = static_cast<size_t>(taps + 1) * lanes * V * sizeof(float);
   // Relu and Clip prologues run as a clamp (the general form would switch on the activation per element).
-  EpilogueParams kernel_pre = pre;
-  if (pre.act == 1) kernel_pre.lo = 0.f, kernel_pre.hi = INFINITY;
+  const EpilogueParams kernel_pre = as_clamp(pre);
   auto launch = [&](auto kernel) -> Status {
     // One wave of resident blocks, each looping over pixels: the weights are staged once per block, not once
     // per handful of pixels, and no partial second wave leaves SMs idle at the end.
@@ -616,14 +635,35 @@ Status allow_tile_smem(const void* kernel, size_t bytes) {
   return Status::Ok();
 }
 
+// Calls f(integral_constant<kPre>, integral_constant<kEp>) with the compile-time classes of a tiled or
+// row-streaming kernel: the prologue's (0 none, 1 Relu/Clip as a clamp, 2 any) and the epilogue's (dw_epilogue:
+// 1 Relu/Clip, 2 SiLU, 3 any). The epilogue classes 1 and 2 only for 16-bit types without a general prologue (the
+// layers of the mobilenet and efficientnet families; the rest keeps the per-element switch, to bound the
+// instantiations).
+template <typename T, typename F>
+Status dw_classes(const EpilogueParams& pre, const EpilogueParams& ep, F&& f) {
+  using I0 = std::integral_constant<int, 0>;
+  using I1 = std::integral_constant<int, 1>;
+  using I2 = std::integral_constant<int, 2>;
+  using I3 = std::integral_constant<int, 3>;
+  if (pre.act != 0 && pre.act != 1 && pre.act != 2) return f(I2{}, I3{});
+  auto with_ep = [&](auto kp) -> Status {
+    if constexpr (sizeof(T) == 2) {
+      if (ep.act == 1 || ep.act == 2) return f(kp, I1{});
+      if (ep.act == 4) return f(kp, I2{});
+    }
+    return f(kp, I3{});
+  };
+  return pre.act == 0 ? with_ep(I0{}) : with_ep(I1{});
+}
+
 template <typename T>
 Status launch_rows_typed(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
                          const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
   constexpr int V = 16 / sizeof(T);
   DwRowsPlan p = dw_rows_plan(g.n, g.oh, g.ow, g.c / V, V, g.kh, g.sh);
   if (!p.ok) return unsupported("depthwise convolution: the row-streaming kernel has no plan for this problem");
-  EpilogueParams kernel_pre = pre;
-  if (pre.act == 1) kernel_pre.lo = 0.f, kernel_pre.hi = INFINITY;
+  const EpilogueParams kernel_pre = as_clamp(pre), kernel_ep = as_clamp(ep);
   auto launch = [&](auto kernel) -> Status {
     const void* key = reinterpret_cast<const void*>(kernel);
     if (p.smem > 48 * 1024) KILN_RETURN_IF_ERROR(allow_tile_smem(key, kDwRowsMaxSmem));
@@ -631,20 +671,17 @@ Status launch_rows_typed(const void* x, const void* w, const void* b, const void
     dw_rows_strips(p, g.n, g.oh, g.kh, g.sh, static_cast<int64_t>(std::max(sm_count, 1)) * std::max(per_sm, 1));
     kernel<<<static_cast<unsigned>(p.blocks), p.threads, p.smem, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<const T*>(z),
-        static_cast<T*>(y), g, p, kernel_pre, ep);
+        static_cast<T*>(y), g, p, kernel_pre, kernel_ep);
     KILN_CUDA_LAUNCH_CHECK();
     return Status::Ok();
   };
-  auto window = [&](auto pre_tag) -> Status {
-    constexpr int kP = decltype(pre_tag)::value;
-    if (g.kh == 3 && g.sh == 1) return launch(depthwise_rows_kernel<T, V, kP, 3, 1>);
-    if (g.kh == 3 && g.sh == 2) return launch(depthwise_rows_kernel<T, V, kP, 3, 2>);
-    if (g.kh == 5 && g.sh == 1) return launch(depthwise_rows_kernel<T, V, kP, 5, 1>);
-    return launch(depthwise_rows_kernel<T, V, kP, 5, 2>);  // the plan admits no other window
-  };
-  if (pre.act == 1 || pre.act == 2) return window(std::integral_constant<int, 1>{});
-  if (pre.act != 0) return window(std::integral_constant<int, 2>{});
-  return window(std::integral_constant<int, 0>{});
+  return dw_classes<T>(pre, ep, [&](auto pre_tag, auto ep_tag) -> Status {
+    constexpr int kP = decltype(pre_tag)::value, kE = decltype(ep_tag)::value;
+    if (g.kh == 3 && g.sh == 1) return launch(depthwise_rows_kernel<T, V, kP, kE, 3, 1>);
+    if (g.kh == 3 && g.sh == 2) return launch(depthwise_rows_kernel<T, V, kP, kE, 3, 2>);
+    if (g.kh == 5 && g.sh == 1) return launch(depthwise_rows_kernel<T, V, kP, kE, 5, 1>);
+    return launch(depthwise_rows_kernel<T, V, kP, kE, 5, 2>);  // the plan admits no other window
+  });
 }
 
 template <typename T>
@@ -655,8 +692,7 @@ Status launch_tiled_typed(const void* x, const void* w, const void* b, const voi
   constexpr int V = 16 / sizeof(T);
   const DwTilePlan p = dw_tile_plan(g.n, g.oh, g.ow, g.c / V, V, g.kh, g.sh, variant);
   if (!p.ok) return unsupported("depthwise convolution: the tiled kernel has no plan for this problem");
-  EpilogueParams kernel_pre = pre;
-  if (pre.act == 1) kernel_pre.lo = 0.f, kernel_pre.hi = INFINITY;
+  const EpilogueParams kernel_pre = as_clamp(pre), kernel_ep = as_clamp(ep);
   const bool pipe = dw_tile_pipelined(variant);
   auto launch = [&](auto kernel) -> Status {
     const void* key = reinterpret_cast<const void*>(kernel);
@@ -671,26 +707,23 @@ Status launch_tiled_typed(const void* x, const void* w, const void* b, const voi
     }
     kernel<<<static_cast<unsigned>(grid), p.threads, p.smem, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<const T*>(z),
-        static_cast<T*>(y), g, p, kernel_pre, ep);
+        static_cast<T*>(y), g, p, kernel_pre, kernel_ep);
     KILN_CUDA_LAUNCH_CHECK();
     return Status::Ok();
   };
-  auto window = [&](auto pre_tag) -> Status {
-    constexpr int kP = decltype(pre_tag)::value;
+  return dw_classes<T>(pre, ep, [&](auto pre_tag, auto ep_tag) -> Status {
+    constexpr int kP = decltype(pre_tag)::value, kE = decltype(ep_tag)::value;
     if (pipe) {
-      if (g.kh == 3 && g.sh == 1) return launch(depthwise_tiled_pipe_kernel<T, V, kP, 3, 1>);
-      if (g.kh == 3 && g.sh == 2) return launch(depthwise_tiled_pipe_kernel<T, V, kP, 3, 2>);
-      if (g.kh == 5 && g.sh == 1) return launch(depthwise_tiled_pipe_kernel<T, V, kP, 5, 1>);
-      return launch(depthwise_tiled_pipe_kernel<T, V, kP, 5, 2>);
+      if (g.kh == 3 && g.sh == 1) return launch(depthwise_tiled_pipe_kernel<T, V, kP, kE, 3, 1>);
+      if (g.kh == 3 && g.sh == 2) return launch(depthwise_tiled_pipe_kernel<T, V, kP, kE, 3, 2>);
+      if (g.kh == 5 && g.sh == 1) return launch(depthwise_tiled_pipe_kernel<T, V, kP, kE, 5, 1>);
+      return launch(depthwise_tiled_pipe_kernel<T, V, kP, kE, 5, 2>);
     }
-    if (g.kh == 3 && g.sh == 1) return launch(depthwise_tiled_kernel<T, V, kP, 3, 1>);
-    if (g.kh == 3 && g.sh == 2) return launch(depthwise_tiled_kernel<T, V, kP, 3, 2>);
-    if (g.kh == 5 && g.sh == 1) return launch(depthwise_tiled_kernel<T, V, kP, 5, 1>);
-    return launch(depthwise_tiled_kernel<T, V, kP, 5, 2>);  // the plan admits no other window
-  };
-  if (pre.act == 1 || pre.act == 2) return window(std::integral_constant<int, 1>{});
-  if (pre.act != 0) return window(std::integral_constant<int, 2>{});
-  return window(std::integral_constant<int, 0>{});
+    if (g.kh == 3 && g.sh == 1) return launch(depthwise_tiled_kernel<T, V, kP, kE, 3, 1>);
+    if (g.kh == 3 && g.sh == 2) return launch(depthwise_tiled_kernel<T, V, kP, kE, 3, 2>);
+    if (g.kh == 5 && g.sh == 1) return launch(depthwise_tiled_kernel<T, V, kP, kE, 5, 1>);
+    return launch(depthwise_tiled_kernel<T, V, kP, kE, 5, 2>);  // the plan admits no other window
+  });
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
