@@ -3,7 +3,8 @@
 // mapping, every tile position a thread reads lies inside the staged input tile (one slot per column, stride-2
 // columns split by phase), the block stays within its thread and shared-memory limits, and windows, strides and
 // vector widths it does not take are declined. For the pipelined variant also: two buffers, and its persistent
-// schedule (blocks striding over the tiles of their chunk) covers every output exactly once.
+// schedule (blocks striding over the tiles of their chunk) covers every output exactly once. The row-streaming
+// plan likewise, with its ring schedule (DepthwiseRowsPlan.*).
 #include <gtest/gtest.h>
 
 #include <vector>

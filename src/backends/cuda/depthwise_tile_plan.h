@@ -1,6 +1,6 @@
-// Tiling and shared-memory plan of the tiled depthwise convolution (depthwise.cu, tactics
-// kiln_depthwise_nhwc_tiled, _small and _pipe): plain C++, so that the host-side geometry is unit-tested without a
-// GPU.
+// Tiling and shared-memory plans of the tiled depthwise convolution (depthwise.cu, tactics
+// kiln_depthwise_nhwc_tiled, _small, _pipe, _wide and _wide_pipe) and of the row-streaming one
+// (kiln_depthwise_nhwc_rows): plain C++, so that the host-side geometry is unit-tested without a GPU.
 #pragma once
 
 #include <algorithm>
