@@ -211,40 +211,6 @@ __device__ __forceinline__ float dw_tile_pre(float f, const EpilogueParams& pre)
   return f;
 }
 
-// One line of a window into the n outputs along it (a column of a tile, or a row of the row kernel's ring): the
-// (N - 1) * S + K staged vectors from src, `stride` vectors apart, each converted once and multiplied into every
-// output whose window covers it, output n reading inputs n * S .. n * S + K - 1 with the float weights of its k-th
-// tap along the line at w + k * wstride (16-byte aligned).
-template <typename T, int V, int K, int S, int N>
-__device__ __forceinline__ void dw_accumulate_line(const Pack<T, V>* src, int stride, const float* w, int wstride,
-                                                   float (&acc)[N][V]) {
-  constexpr int kSpan = (N - 1) * S + K;
-  float wk[K][V];
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const float4* wp = reinterpret_cast<const float4*>(w + k * wstride);
-#pragma unroll
-    for (int v4 = 0; v4 < V / 4; ++v4) {
-      const float4 f = wp[v4];
-      wk[k][4 * v4] = f.x, wk[k][4 * v4 + 1] = f.y, wk[k][4 * v4 + 2] = f.z, wk[k][4 * v4 + 3] = f.w;
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < kSpan; ++j) {
-    const Pack<T, V> raw = src[j * stride];
-    float xv[V];
-#pragma unroll
-    for (int v = 0; v < V; ++v) xv[v] = to_f(raw.v[v]);
-#pragma unroll
-    for (int n = 0; n < N; ++n) {
-      const int k = j - n * S;  // a constant once the loops are unrolled
-      if (k < 0 || k >= K) continue;
-#pragma unroll
-      for (int v = 0; v < V; ++v) acc[n][v] = fmaf(xv[v], wk[k][v], acc[n][v]);
-    }
-  }
-}
-
 // The outputs of one staged tile (the tile's top-left output oy0, ox0 of image img, channels from c0): a thread
 // computes kDwTileRows outputs down one column for one channel vector: for each window column it keeps that
 // column's K weights in registers and walks the (kDwTileRows - 1) * S + K input rows once, each row feeding every
@@ -255,7 +221,7 @@ __device__ __forceinline__ void dw_tile_compute(const Pack<T, V>* tile, const fl
                                                 const DwTilePlan& p, int img, int oy0, int ox0, int c0,
                                                 const EpilogueParams& ep) {
   using P = Pack<T, V>;
-  constexpr int R = kDwTileRows;
+  constexpr int R = kDwTileRows, kSpan = (R - 1) * S + K;
   const int cv = p.cv, row_slots = S * p.in_ws;
   const int tid = threadIdx.x;
   const int l = tid % cv, cq = tid / cv;
@@ -270,11 +236,33 @@ __device__ __forceinline__ void dw_tile_compute(const Pack<T, V>* tile, const fl
   const int rstride = row_slots * cv;  // vectors per tile row
   // Column col * S + kx lies at slot dw_tile_column(kx, S, in_ws) + col: consecutive columns, consecutive slots.
   const P* src = tile + (grp * R * S * row_slots + col) * cv + l;
-  // Window column kx: a column of the tile, its K weights kx, K + kx, ... apart.
 #pragma unroll
-  for (int kx = 0; kx < K; ++kx)
-    dw_accumulate_line<T, V, K, S, R>(src + dw_tile_column(kx, S, p.in_ws) * cv, rstride, sw + (kx * cv + l) * V,
-                                      K * cv * V, acc);
+  for (int kx = 0; kx < K; ++kx) {
+    float wc[K][V];
+#pragma unroll
+    for (int ky = 0; ky < K; ++ky) {
+      const float4* wp = reinterpret_cast<const float4*>(sw + ((ky * K + kx) * cv + l) * V);
+#pragma unroll
+      for (int v4 = 0; v4 < V / 4; ++v4) {
+        const float4 f = wp[v4];
+        wc[ky][4 * v4] = f.x, wc[ky][4 * v4 + 1] = f.y, wc[ky][4 * v4 + 2] = f.z, wc[ky][4 * v4 + 3] = f.w;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kSpan; ++j) {
+      const P raw = src[j * rstride + dw_tile_column(kx, S, p.in_ws) * cv];
+      float xv[V];
+#pragma unroll
+      for (int v = 0; v < V; ++v) xv[v] = to_f(raw.v[v]);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int ky = j - r * S;  // a constant once the loops are unrolled
+        if (ky < 0 || ky >= K) continue;
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[r][v] = fmaf(xv[v], wc[ky][v], acc[r][v]);
+      }
+    }
+  }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const int oy = oyb + r;
@@ -438,7 +426,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
                           const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, DwRowsPlan p,
                           EpilogueParams pre, EpilogueParams ep) {
   using P = Pack<T, V>;
-  constexpr int TC = kDwRowsCols;
+  constexpr int TC = kDwRowsCols, kSpan = (TC - 1) * S + K;
   extern __shared__ float4 dw_smem[];
   const int cv = p.cv;
   float* sw = reinterpret_cast<float*>(dw_smem);       // [tap][cv][V]
@@ -453,7 +441,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
   const int strip = q % p.strips, img = q / p.strips;
   const int oy0 = strip * p.th, rows = min(p.th, g.oh - oy0), ox0 = tx * p.tw;
   const int iy0 = oy0 * S - g.pt, ix0 = ox0 * S - g.pl;
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, nt = blockDim.x;
   dw_tile_stage_weights<T, V, K>(w, b, g, c0, cv, sw, sb);
   // A thread copies one vector lane l (blockDim.x = cv * cgs) of every cgs-th staged column, from column tid / cv.
   const int l = tid % cv, cg = tid / cv;
@@ -512,14 +500,36 @@ __global__ void __launch_bounds__(kDwTileThreads)
     for (int c = 0; c < TC; ++c)
 #pragma unroll
       for (int v = 0; v < V; ++v) acc[c][v] = sb[l * V + v];
-    // Window row ky: a row of the ring, its K weights next to each other. The thread's columns oxt .. oxt + TC -
-    // 1 read staged columns oxt * S .. oxt * S + (TC - 1) * S + K - 1 (inside in_w: the last column group ends
-    // at (tw - 1) * S + K - 1).
 #pragma unroll
     for (int ky = 0; ky < K; ++ky) {
+      float wk[K][V];
+#pragma unroll
+      for (int kx = 0; kx < K; ++kx) {
+        const float4* wp = reinterpret_cast<const float4*>(sw + ((ky * K + kx) * cv + l) * V);
+#pragma unroll
+        for (int v4 = 0; v4 < V / 4; ++v4) {
+          const float4 f = wp[v4];
+          wk[kx][4 * v4] = f.x, wk[kx][4 * v4 + 1] = f.y, wk[kx][4 * v4 + 2] = f.z, wk[kx][4 * v4 + 3] = f.w;
+        }
+      }
+      // The thread's columns oxt .. oxt + TC - 1 read staged columns oxt * S .. oxt * S + kSpan - 1 (inside
+      // in_w: the last column group ends at (tw - 1) * S + K - 1).
       const int slot = top + ky >= p.ring ? top + ky - p.ring : top + ky;
-      dw_accumulate_line<T, V, K, S, TC>(ring + slot * row_vecs + oxt * S * cv + l, cv, sw + (ky * K * cv + l) * V,
-                                         cv * V, acc);
+      const P* src = ring + slot * row_vecs + oxt * S * cv + l;
+#pragma unroll
+      for (int j = 0; j < kSpan; ++j) {
+        const P raw = src[j * cv];
+        float xv[V];
+#pragma unroll
+        for (int v = 0; v < V; ++v) xv[v] = to_f(raw.v[v]);
+#pragma unroll
+        for (int c = 0; c < TC; ++c) {
+          const int kx = j - c * S;  // a constant once the loops are unrolled
+          if (kx < 0 || kx >= K) continue;
+#pragma unroll
+          for (int v = 0; v < V; ++v) acc[c][v] = fmaf(xv[v], wk[kx][v], acc[c][v]);
+        }
+      }
     }
     const int oy = oy0 + r;
 #pragma unroll
