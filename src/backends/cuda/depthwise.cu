@@ -441,7 +441,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
   const int strip = q % p.strips, img = q / p.strips;
   const int oy0 = strip * p.th, rows = min(p.th, g.oh - oy0), ox0 = tx * p.tw;
   const int iy0 = oy0 * S - g.pt, ix0 = ox0 * S - g.pl;
-  const int tid = threadIdx.x, nt = blockDim.x;
+  const int tid = threadIdx.x;
   dw_tile_stage_weights<T, V, K>(w, b, g, c0, cv, sw, sb);
   // A thread copies one vector lane l (blockDim.x = cv * cgs) of every cgs-th staged column, from column tid / cv.
   const int l = tid % cv, cg = tid / cv;
