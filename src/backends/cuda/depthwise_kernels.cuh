@@ -1,0 +1,128 @@
+// Internal to the depthwise convolution's CUDA files, shared by them: the 16-byte packs, the epilogue and
+// prologue by class, the weight staging, and the launch helpers. depthwise.cu holds the strip kernel and the entry
+// points (depthwise.h), depthwise_tiled.cu the tiled and pipelined kernels, depthwise_rows.cu the row-streaming one:
+// three sets of instantiations that compile side by side.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <type_traits>
+
+#include "backends/cuda/activation.cuh"
+#include "backends/cuda/cuda_kernel.h"
+#include "backends/cuda/depthwise.h"
+#include "backends/cuda/float_convert.cuh"
+
+namespace kiln::cuda::dw {
+
+// V consecutive elements, aligned to their size: one 16-byte access for the vector instantiations. Read and
+// written as an aggregate of T (no type punning through another type).
+template <typename T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
+template <typename T, int V>
+__device__ __forceinline__ void load_vec(const T* p, float (&v)[V]) {
+  const Pack<T, V> raw = *reinterpret_cast<const Pack<T, V>*>(p);
+#pragma unroll
+  for (int i = 0; i < V; ++i) v[i] = to_f(raw.v[i]);
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void store_vec(T* p, const float (&v)[V]) {
+  Pack<T, V> raw;
+#pragma unroll
+  for (int i = 0; i < V; ++i) raw.v[i] = from_f<T>(v[i]);
+  *reinterpret_cast<Pack<T, V>*>(p) = raw;
+}
+
+// The epilogue's activation by class, fixed at compile time in the tiled and row-streaming kernels (dw_classes):
+// 1 a clamp to [ep.lo, ep.hi] (Relu, Clip: two instructions an element), 2 SiLU (as epilogue_act computes it), 3
+// any activation (epilogue_act's switch, an indirect branch an element; also the identity).
+template <int kEp>
+__device__ __forceinline__ float dw_epilogue(float x, const EpilogueParams& ep) {
+  if constexpr (kEp == 1) return fminf(fmaxf(x, ep.lo), ep.hi);
+  if constexpr (kEp == 2) return x / (1.f + expf(-x));
+  return epilogue_act(x, ep);
+}
+
+// The epilogue of one output vector at element offset `out`: + residual z (if any), activation, store.
+template <typename T, int V, int kEp = 3>
+__device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&acc)[V], const EpilogueParams& ep) {
+  if (z) {
+    float zv[V];
+    load_vec<T, V>(z + out, zv);
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[v] += zv[v];
+  }
+#pragma unroll
+  for (int v = 0; v < V; ++v) acc[v] = dw_epilogue<kEp>(acc[v], ep);
+  store_vec<T, V>(y + out, acc);
+}
+
+// Shared by the tiled and row-streaming kernels. Weights and bias of the chunk at channel c0 into shared memory as float
+// [tap][cv][V] and [cv][V] (zero past C).
+template <typename T, int V, int K>
+__device__ __forceinline__ void dw_tile_stage_weights(const T* __restrict__ w, const T* __restrict__ b,
+                                                      const DepthwiseGeom& g, int c0, int cv, float* sw, float* sb) {
+  constexpr int kTaps = K * K;
+  for (int i = threadIdx.x; i < kTaps * cv * V; i += blockDim.x) {
+    const int v = i % V, t = i / V;
+    const int ch = c0 + (t % cv) * V + v;
+    sw[i] = ch < g.c ? to_f(w[ch * kTaps + t / cv]) : 0.f;
+  }
+  for (int i = threadIdx.x; i < cv * V; i += blockDim.x) sb[i] = b && c0 + i < g.c ? to_f(b[c0 + i]) : 0.f;
+}
+
+// The prologue of one real input element (kPre as in the tiled kernel); padding never takes it.
+template <int kPre>
+__device__ __forceinline__ float dw_tile_pre(float f, const EpilogueParams& pre) {
+  if constexpr (kPre == 1) return fminf(fmaxf(f, pre.lo), pre.hi);
+  if constexpr (kPre == 2) return epilogue_act(f, pre);
+  return f;
+}
+
+// Resident blocks per SM of a kernel at a block size and shared memory: asked of the runtime once per
+// combination, not on every enqueue (the occupancy query costs microseconds of host time).
+Result<int> resident_blocks_per_sm(const void* kernel, int threads, size_t smem);
+
+// Relu (act 1) as a clamp to [0, inf): prologues and the kernels' clamp epilogue class run Relu and Clip alike.
+EpilogueParams as_clamp(const EpilogueParams& e);
+
+// Raises a tiled kernel's dynamic shared memory limit to its plans' most (`bytes`), once per kernel.
+Status allow_tile_smem(const void* kernel, size_t bytes);
+
+// Calls f(integral_constant<kPre>, integral_constant<kEp>) with the compile-time classes of a tiled or
+// row-streaming kernel: the prologue's (0 none, 1 Relu/Clip as a clamp, 2 any) and the epilogue's (dw_epilogue:
+// 1 Relu/Clip, 2 SiLU, 3 any). The epilogue classes 1 and 2 only for 16-bit types without a general prologue (the
+// layers of the mobilenet and efficientnet families; the rest keeps the per-element switch, to bound the
+// instantiations).
+template <typename T, typename F>
+Status dw_classes(const EpilogueParams& pre, const EpilogueParams& ep, F&& f) {
+  using I0 = std::integral_constant<int, 0>;
+  using I1 = std::integral_constant<int, 1>;
+  using I2 = std::integral_constant<int, 2>;
+  using I3 = std::integral_constant<int, 3>;
+  if (pre.act != 0 && pre.act != 1 && pre.act != 2) return f(I2{}, I3{});
+  auto with_ep = [&](auto kp) -> Status {
+    if constexpr (sizeof(T) == 2) {
+      if (ep.act == 1 || ep.act == 2) return f(kp, I1{});
+      if (ep.act == 4) return f(kp, I2{});
+    }
+    return f(kp, I3{});
+  };
+  return pre.act == 0 ? with_ep(I0{}) : with_ep(I1{});
+}
+
+// The tiled variants' and the row-streaming kernel's launches for launch_depthwise_nhwc_tiled, which has checked the
+// buffers' alignment and that the plan fits.
+Status launch_tiles(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
+                    const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int variant,
+                    int sm_count, cudaStream_t stream);
+Status launch_rows(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
+                   const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int sm_count,
+                   cudaStream_t stream);
+
+}  // namespace kiln::cuda::dw
