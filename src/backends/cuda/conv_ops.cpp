@@ -14,10 +14,9 @@
 // persistent double-buffered form, kiln_depthwise_nhwc_tiled_pipe, never the untuned default) is offered too
 // (KILN_DW_TILED=0 withdraws them), and a wider tile shape, kiln_depthwise_nhwc_tiled_wide and _wide_pipe
 // (whole pixels' channels a block), and a row-streaming kernel, kiln_depthwise_nhwc_rows (KILN_DW_WIDE=0 withdraws
-// these three). NHWC FusedConv that none of the own
-// kernels runs (group 1, half/bfloat16, symmetric pads) is also offered cuDNN's backend graph API as tactics
-// cudnn_conv_graph_<r> (dnn_conv.h: convolution + bias + residual + activation as one graph; KILN_DNN_CONV=0
-// withdraws them).
+// these three). NHWC FusedConv that none of the own kernels runs (group 1, half/bfloat16, symmetric pads) is also
+// offered cuDNN's backend graph API as tactics cudnn_conv_graph_<r> (dnn_conv.h: convolution + bias + residual +
+// activation as one graph; KILN_DNN_CONV=0 withdraws them).
 #include <algorithm>
 #include <climits>
 #include <cstdlib>
@@ -669,7 +668,8 @@ Result<std::shared_ptr<ConvState>> make_conv_state(const KernelArgs& args, bool 
       if (named >= 0 && dw_tiled_fits(*fresh->depthwise, X.dtype, named)) {
         fresh->dw_variant = named;
       } else if (!dw_strip_enabled() || args.tactic.empty()) {
-        // The pipelined and wide variants run only when named (not measured yet): never the untuned default.
+        // The pipelined, wide and row-streaming variants run only when named (the tuner's choice: which of them
+        // wins depends on the layer), never as the untuned default.
         for (int v : dw_tiled_variants(*fresh->depthwise, X.dtype))
           if (v != kDwTilePipe && v < kDwTileWide) {
             fresh->dw_variant = v;

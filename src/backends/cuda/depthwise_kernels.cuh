@@ -62,8 +62,8 @@ __device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&
   store_vec<T, V>(y + out, acc);
 }
 
-// Shared by the tiled and row-streaming kernels. Weights and bias of the chunk at channel c0 into shared memory as float
-// [tap][cv][V] and [cv][V] (zero past C).
+// Shared by the tiled and row-streaming kernels. Weights and bias of the chunk at channel c0 into shared memory as
+// float [tap][cv][V] and [cv][V] (zero past C).
 template <typename T, int V, int K>
 __device__ __forceinline__ void dw_tile_stage_weights(const T* __restrict__ w, const T* __restrict__ b,
                                                       const DepthwiseGeom& g, int c0, int cv, float* sw, float* sb) {
