@@ -512,11 +512,12 @@ TEST_F(GpuDepthwiseTiled, TunerOffersAndRecordsIt) {
   }
 }
 
-// The profiled layers at batch 128, FP16: the tiled variants against the strip kernel and cuDNN (its algorithms
-// timed on the first run, the fastest kept), all on the GPU, times printed. Without a prologue, so that cuDNN
-// runs the same convolution; the mobilenet layers then again with their ReLU6 prologue (own kernels only). The
-// tiled output must match cuDNN's.
-TEST_F(GpuDepthwiseTiled, LayersAtBatch128AgainstStripAndCudnn) {
+// The profiled layers at batch 128, FP16 (named *Times*: gpu_check runs it alone after the sharded suite, so that
+// its timings are not shared with other tests): the tiled variants against the strip kernel and cuDNN (its
+// algorithms timed on the first run, the fastest kept), all on the GPU, times printed. Without a prologue, so that
+// cuDNN runs the same convolution; the mobilenet layers then again with their ReLU6 prologue (own kernels only).
+// The tiled output must match cuDNN's.
+TEST_F(GpuDepthwiseTiled, LayersAtBatch128TimesAgainstStripAndCudnn) {
   KILN_REQUIRE_GPU();
   const Layer layers[] = {kLayers[1], kLayers[2], kLayers[0], kLayers[5], kLayers[6]};
   for (const Layer& l : layers) {
