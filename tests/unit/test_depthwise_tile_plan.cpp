@@ -372,6 +372,7 @@ TEST(DepthwiseRowsPlan, ThePlansOfTheProfiledLayers) {
   EXPECT_EQ(p.ring, 5);
   // Batch 1 spreads one image over many strips.
   p = dw_rows_plan(1, 56, 56, 18, 8, 3, 1);
+  ASSERT_TRUE(p.ok);
   dw_rows_strips(p, 1, 56, 3, 1, 264);
   EXPECT_EQ(p.strips, 56);
   EXPECT_EQ(p.th, 1);

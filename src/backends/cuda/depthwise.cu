@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
-#include <string>
 #include <tuple>
 
 #include "backends/cuda/depthwise_kernels.cuh"
@@ -275,16 +274,9 @@ Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const vo
                              cudaStream_t stream) {
   if (static_cast<int64_t>(g.n) * g.oh * g.ow == 0) return Status::Ok();
   if (!depthwise_fits(g)) return unsupported("depthwise convolution: sizes beyond the kernel's 32-bit indices");
-  switch (dt) {
-    case DataType::kFLOAT:
-      return launch_dispatch<float>(x, w, b, z, y, g, pre, ep, sm_count, stream);
-    case DataType::kHALF:
-      return launch_dispatch<__half>(x, w, b, z, y, g, pre, ep, sm_count, stream);
-    case DataType::kBF16:
-      return launch_dispatch<__nv_bfloat16>(x, w, b, z, y, g, pre, ep, sm_count, stream);
-    default:
-      return internal_error(std::string("depthwise convolution: unexpected data type ") + dtype_name(dt));
-  }
+  return dw::dw_typed(dt, [&](auto t) {
+    return launch_dispatch<typename decltype(t)::type>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+  });
 }
 
 bool depthwise_tiled_fits(const DepthwiseGeom& g, int elem_bytes, int variant) {

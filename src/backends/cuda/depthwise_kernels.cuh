@@ -7,6 +7,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <string>
 #include <type_traits>
 
 #include "backends/cuda/activation.cuh"
@@ -94,26 +95,52 @@ EpilogueParams as_clamp(const EpilogueParams& e);
 // Raises a tiled kernel's dynamic shared memory limit to its plans' most (`bytes`), once per kernel.
 Status allow_tile_smem(const void* kernel, size_t bytes);
 
-// Calls f(integral_constant<kPre>, integral_constant<kEp>) with the compile-time classes of a tiled or
-// row-streaming kernel: the prologue's (0 none, 1 Relu/Clip as a clamp, 2 any) and the epilogue's (dw_epilogue:
-// 1 Relu/Clip, 2 SiLU, 3 any). The epilogue classes 1 and 2 only for 16-bit types without a general prologue (the
-// layers of the mobilenet and efficientnet families; the rest keeps the per-element switch, to bound the
-// instantiations).
+// Calls f(integral_constant<kPre>, integral_constant<kEp>, integral_constant<K>, integral_constant<S>) with the
+// compile-time parameters of a tiled or row-streaming kernel for element type T: the prologue's class (0 none, 1
+// Relu/Clip as a clamp, 2 any), the epilogue's (dw_epilogue: 1 Relu/Clip, 2 SiLU, 3 any), and the square window
+// (3 or 5) and stride (1 or 2) the plans admit. The epilogue classes 1 and 2 only for 16-bit types without a
+// general prologue (the layers of the mobilenet and efficientnet families; the rest keeps the per-element switch,
+// to bound the instantiations).
 template <typename T, typename F>
-Status dw_classes(const EpilogueParams& pre, const EpilogueParams& ep, F&& f) {
+Status dw_instance(const EpilogueParams& pre, const EpilogueParams& ep, const DepthwiseGeom& g, F&& f) {
   using I0 = std::integral_constant<int, 0>;
   using I1 = std::integral_constant<int, 1>;
   using I2 = std::integral_constant<int, 2>;
   using I3 = std::integral_constant<int, 3>;
-  if (pre.act != 0 && pre.act != 1 && pre.act != 2) return f(I2{}, I3{});
+  using I5 = std::integral_constant<int, 5>;
+  auto with_window = [&](auto kp, auto ke) -> Status {
+    if (g.kh == 3) return g.sh == 1 ? f(kp, ke, I3{}, I1{}) : f(kp, ke, I3{}, I2{});
+    return g.sh == 1 ? f(kp, ke, I5{}, I1{}) : f(kp, ke, I5{}, I2{});
+  };
+  if (pre.act != 0 && pre.act != 1 && pre.act != 2) return with_window(I2{}, I3{});
   auto with_ep = [&](auto kp) -> Status {
     if constexpr (sizeof(T) == 2) {
-      if (ep.act == 1 || ep.act == 2) return f(kp, I1{});
-      if (ep.act == 4) return f(kp, I2{});
+      if (ep.act == 1 || ep.act == 2) return with_window(kp, I1{});
+      if (ep.act == 4) return with_window(kp, I2{});
     }
-    return f(kp, I3{});
+    return with_window(kp, I3{});
   };
   return pre.act == 0 ? with_ep(I0{}) : with_ep(I1{});
+}
+
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// Calls f(TypeTag<T>{}) for the element type of a float, half or bfloat16 tensor; an error for any other type.
+template <typename F>
+Status dw_typed(DataType dt, F&& f) {
+  switch (dt) {
+    case DataType::kFLOAT:
+      return f(TypeTag<float>{});
+    case DataType::kHALF:
+      return f(TypeTag<__half>{});
+    case DataType::kBF16:
+      return f(TypeTag<__nv_bfloat16>{});
+    default:
+      return internal_error(std::string("depthwise convolution: unexpected data type ") + dtype_name(dt));
+  }
 }
 
 // The tiled variants' and the row-streaming kernel's launches for launch_depthwise_nhwc_tiled, which has checked the

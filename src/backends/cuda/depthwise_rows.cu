@@ -2,7 +2,6 @@
 // depthwise_tile_plan.h), entered through launch_depthwise_nhwc_tiled (depthwise.cu).
 #include <algorithm>
 #include <cstdint>
-#include <string>
 
 #include "backends/cuda/depthwise_kernels.cuh"
 #include "backends/cuda/depthwise_tile_plan.h"
@@ -158,12 +157,9 @@ Status launch_rows_typed(const void* x, const void* w, const void* b, const void
     KILN_CUDA_LAUNCH_CHECK();
     return Status::Ok();
   };
-  return dw_classes<T>(pre, ep, [&](auto pre_tag, auto ep_tag) -> Status {
-    constexpr int kP = decltype(pre_tag)::value, kE = decltype(ep_tag)::value;
-    if (g.kh == 3 && g.sh == 1) return launch(depthwise_rows_kernel<T, V, kP, kE, 3, 1>);
-    if (g.kh == 3 && g.sh == 2) return launch(depthwise_rows_kernel<T, V, kP, kE, 3, 2>);
-    if (g.kh == 5 && g.sh == 1) return launch(depthwise_rows_kernel<T, V, kP, kE, 5, 1>);
-    return launch(depthwise_rows_kernel<T, V, kP, kE, 5, 2>);  // the plan admits no other window
+  return dw_instance<T>(pre, ep, g, [&](auto kp, auto ke, auto k, auto s) -> Status {
+    return launch(depthwise_rows_kernel<T, V, decltype(kp)::value, decltype(ke)::value, decltype(k)::value,
+                                        decltype(s)::value>);
   });
 }
 
@@ -172,16 +168,9 @@ Status launch_rows_typed(const void* x, const void* w, const void* b, const void
 Status launch_rows(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
                    const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int sm_count,
                    cudaStream_t stream) {
-  switch (dt) {
-    case DataType::kFLOAT:
-      return launch_rows_typed<float>(x, w, b, z, y, g, pre, ep, sm_count, stream);
-    case DataType::kHALF:
-      return launch_rows_typed<__half>(x, w, b, z, y, g, pre, ep, sm_count, stream);
-    case DataType::kBF16:
-      return launch_rows_typed<__nv_bfloat16>(x, w, b, z, y, g, pre, ep, sm_count, stream);
-    default:
-      return internal_error(std::string("depthwise convolution: unexpected data type ") + dtype_name(dt));
-  }
+  return dw_typed(dt, [&](auto t) {
+    return launch_rows_typed<typename decltype(t)::type>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+  });
 }
 
 }  // namespace kiln::cuda::dw
