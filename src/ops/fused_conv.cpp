@@ -1,6 +1,9 @@
 // kiln FusedConv: y = act(conv(pre(X), W) + B + Z) in NCHW or NHWC (then X, Z, Y channels-last and W stored
 // [M, k..., C/group]); the convolution itself is the ONNX Conv reference. pre (the pre_* attributes, a folded
 // activation of the producer) applies to X before the convolution pads it: pad(pre(x)).
+// An optional second output M is Y's mean over its spatial dims, kept as 1s ([N, 1, 1, C] channels-last, [N, C,
+// 1, 1] otherwise) in Y's type: a squeeze-excitation's global average pool taken by the layer that writes Y
+// (passes/fuse_conv_squeeze.cpp), so that Y need not be read back for it.
 #include <cmath>
 
 #include "ops/layout_util.h"
@@ -25,6 +28,34 @@ Attributes conv_only(const Attributes& attrs) {
   return a;
 }
 
+// M's shape: Y's with the spatial dims 1.
+Shape squeezed_shape(Shape y, bool nhwc) {
+  const size_t first = nhwc ? 1 : 2, end = nhwc ? y.size() - 1 : y.size();
+  for (size_t i = first; i < end; ++i) y[i] = Dim(1);
+  return y;
+}
+
+// M from the stored Y: the mean over its spatial dims, accumulated in double and rounded once to Y's type (as the
+// ReduceMean it replaces computes it).
+Tensor spatial_mean(const Tensor& y, bool nhwc) {
+  const Dims& d = y.shape();
+  const int64_t n = d[0], c = nhwc ? d.back() : d[1];
+  const int64_t hw = n * c == 0 ? 0 : y.numel() / (n * c);
+  Dims md = d;
+  for (size_t i = nhwc ? 1 : 2; i < (nhwc ? d.size() - 1 : d.size()); ++i) md[i] = 1;
+  Tensor yd = y.cast(DataType::kDOUBLE);
+  Tensor m(DataType::kDOUBLE, md);
+  const double* p = yd.data<double>();
+  double* q = m.data<double>();
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      double s = 0;
+      for (int64_t i = 0; i < hw; ++i) s += nhwc ? p[(b * hw + i) * c + ch] : p[(b * c + ch) * hw + i];
+      q[b * c + ch] = hw > 0 ? s / static_cast<double>(hw) : 0.0;
+    }
+  return m.cast(y.dtype());
+}
+
 }  // namespace
 
 KILN_REGISTER_OP(FusedConv) {
@@ -33,6 +64,7 @@ KILN_REGISTER_OP(FusedConv) {
   s.domain = "kiln";
   s.min_inputs = 2;
   s.max_inputs = 4;
+  s.max_outputs = 2;
   s.attrs = {{"auto_pad", AttrType::kSTRING},   {"dilations", AttrType::kINTS}, {"group", AttrType::kINT},
              {"kernel_shape", AttrType::kINTS}, {"pads", AttrType::kINTS},      {"strides", AttrType::kINTS},
              {"layout", AttrType::kSTRING}};
@@ -69,6 +101,10 @@ KILN_REGISTER_OP(FusedConv) {
                                   shape_to_string(y.shape));
     }
     ctx.output(0) = make_info(x.dtype, y.shape);
+    if (ctx.num_outputs() > 1) {
+      if (y.shape.size() < 3) return invalid_argument("FusedConv: the mean output M needs a spatial dim");
+      ctx.output(1) = make_info(x.dtype, squeezed_shape(y.shape, nhwc));
+    }
     return Status::Ok();
   };
   s.compute = [](ComputeContext& ctx) -> Status {
@@ -99,7 +135,9 @@ KILN_REGISTER_OP(FusedConv) {
     if (has_z && ctx.input(3).shape() != y.shape())
       return invalid_argument("FusedConv: Z " + dims_to_string(ctx.input(3).shape()) + " must have Y's shape " +
                               dims_to_string(y.shape()));
+    const bool mean = ctx.num_outputs() > 1;
     if (!has_z && e.act == Activation::kNone) {
+      if (mean) ctx.set_output(1, spatial_mean(y, nhwc));
       ctx.set_output(0, std::move(y));
       return Status::Ok();
     }
@@ -112,7 +150,9 @@ KILN_REGISTER_OP(FusedConv) {
       if (has_z) v += zd.data<double>()[i];
       p[i] = apply_activation(e, v);
     }
-    ctx.set_output(0, yd.cast(y.dtype()));
+    Tensor stored = yd.cast(y.dtype());
+    if (mean) ctx.set_output(1, spatial_mean(stored, nhwc));
+    ctx.set_output(0, std::move(stored));
     return Status::Ok();
   };
   return s;

@@ -51,6 +51,9 @@ struct PassOptions {
   // standardized, as the tuner finds faster). Off unless KILN_NORM_GEMM=1: measured neutral on an H100 (vit_b_16
   // b64 +0.3%, gpt2 b32 -0.4%; bench/NOTES.md).
   bool norm_gemm = false;
+  // fuse_conv_squeeze: a depthwise convolution's spatial mean (a squeeze-excitation's pool) becomes its second
+  // output, which the CUDA depthwise kernels sum as they store Y. On unless KILN_CONV_SQUEEZE=0.
+  bool conv_squeeze = true;
   // The smallest value each symbolic dim of the network's inputs takes in the optimization profiles (the builder
   // fills it): a pass that pays off only above a size reads a dynamic dim's lower bound here.
   std::map<std::string, int64_t> symbol_min;
@@ -115,6 +118,7 @@ std::unique_ptr<Pass> make_conv1x1_as_gemm();
 std::unique_ptr<Pass> make_conv_patchify_as_gemm();
 // A squeeze-excitation scale read only by a GEMM becomes per-sample GEMM weights (CUDA pipeline).
 std::unique_ptr<Pass> make_se_scale_gemm();
+std::unique_ptr<Pass> make_fuse_conv_squeeze();
 std::unique_ptr<Pass> make_fuse_input_layout();
 std::unique_ptr<Pass> make_fuse_pointwise();
 // GEMMs with a constant B and an output row pitch that is not a 16-byte multiple write padded rows (CUDA pipeline).

@@ -85,6 +85,9 @@ PassList cuda_pipeline() {
   // After conv1x1_as_gemm made the projection a FusedMatMul; before fuse_pointwise, which would take the SE Mul
   // into a Pointwise kernel over the whole activation.
   p.push_back(make_se_scale_gemm());
+  // After layout_nhwc made the squeeze-excitation's GlobalAveragePool a ReduceMean over H and W of the NHWC
+  // depthwise convolution's output: that convolution takes it as its second output.
+  p.push_back(make_fuse_conv_squeeze());
   // The input's Cast + Transpose + channel Pad that lowering and layout_nhwc left: one kiln::ToNhwc pass.
   p.push_back(make_fuse_input_layout());
   // After layout_nhwc and conv1x1_as_gemm, whose activations (the expand GEMM's ReLU6) it folds into the depthwise

@@ -23,13 +23,14 @@ struct DwCase {
   ops::Epilogue ep;
   ops::Epilogue pre;                           // the prologue (FusedConv's pre_* attributes); none: not set
   std::string tactic = "kiln_depthwise_nhwc";  // empty: the kernel's untuned default
+  bool mean = false;                           // the second output M (Y's spatial mean, fuse_conv_squeeze)
 
   std::string str() const {
     return std::string(dtype_name(dt)) + " n" + std::to_string(n) + " c" + std::to_string(c) + " " + std::to_string(h) +
            "x" + std::to_string(w) + " k" + std::to_string(k) + " s" + std::to_string(stride) + " d" +
            std::to_string(dilation) + " pads" + dims_to_string(pads) + " act " + ops::activation_name(ep.act) +
            (pre.act != ops::Activation::kNone ? std::string(" pre ") + ops::activation_name(pre.act) : "") +
-           (bias ? " bias" : "") + (residual ? " residual" : "") + " tactic '" + tactic + "'";
+           (bias ? " bias" : "") + (residual ? " residual" : "") + (mean ? " mean" : "") + " tactic '" + tactic + "'";
   }
 };
 
@@ -63,7 +64,9 @@ std::vector<Tensor> dw_graph(const DwCase& c, ir::Graph& g, bool make_inputs = t
   if (!c.tactic.empty()) a.set("kiln.tactic", c.tactic);
   std::vector<ir::Value*> in = {xv, g.add_constant("w", w)};
   if (c.bias) in.push_back(g.add_constant("b", b));
-  ir::Node* n = g.add_node("FusedConv", "dw", in, {"y"}, a, 1, "kiln");
+  std::vector<std::string> outs = {"y"};
+  if (c.mean) outs.push_back("m");
+  ir::Node* n = g.add_node("FusedConv", "dw", in, outs, a, 1, "kiln");
   QuietLogger quiet;
   passes::PassContext ctx(quiet);
   Status inferred = passes::make_shape_inference()->apply(g, ctx);
@@ -74,7 +77,7 @@ std::vector<Tensor> dw_graph(const DwCase& c, ir::Graph& g, bool make_inputs = t
     ir::Value* z = add_residual_input(g, n);
     if (make_inputs) inputs.push_back(random_tensor(c.dt, ops::static_dims(z->shape), 4));
   }
-  g.outputs().push_back(n->outputs[0]);
+  for (ir::Value* o : n->outputs) g.outputs().push_back(o);
   return inputs;
 }
 
@@ -87,9 +90,20 @@ void depthwise_case(const DwCase& c) {
   SCOPED_TRACE(c.str());
   ir::Graph g;
   const std::vector<Tensor> inputs = dw_graph(c, g);
-  auto [cpu, gpu] = run_on_both(g, inputs);
   const double tol = dw_tolerance(c.dt);
-  expect_tensors_close(cpu, gpu, tol, tol, "depthwise");
+  if (!c.mean) {
+    auto [cpu, gpu] = run_on_both(g, inputs);
+    expect_tensors_close(cpu, gpu, tol, tol, "depthwise");
+    return;
+  }
+  std::string host;
+  auto cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
+  auto gpu = run_graph(g, Backend::kCUDA, inputs, &host);
+  EXPECT_TRUE(host.empty()) << "ran on the host: " << host;
+  ASSERT_EQ(cpu.size(), 2u);
+  ASSERT_EQ(gpu.size(), 2u);
+  expect_tensors_close(cpu[0], gpu[0], tol, tol, "depthwise Y");
+  expect_tensors_close(cpu[1], gpu[1], tol, tol, "depthwise M (spatial mean)");
 }
 
 ops::Epilogue act(ops::Activation a) {
@@ -484,6 +498,49 @@ TEST_F(GpuDepthwiseTiled, PipelinedLoopsOverManyTiles) {
 }
 
 // The tactic the tuner records for `c` (level 3), the tuned engine checked against the CPU reference.
+// FusedConv's mean output M (fuse_conv_squeeze): the tiled and row-streaming kernels sum each block's outputs into
+// partials that a second kernel adds up; every variant at efficientnet's layers (batch 3: partial tiles), tile
+// edges (one-pixel and ragged images), batch 160 (the pipelined kernels' blocks walking many tiles, each tile's
+// sums written from the buffer the next copies will fill), float and 16-bit types with and without residual; the
+// strip kernel and cuDNN (a dilated window no tiled kernel takes) compute M by a reduction over Y instead.
+TEST_F(GpuDepthwiseTiled, MeanOutputEveryVariantAndFallbacks) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : kTypes) {
+    for (const Layer& l : kLayers) {
+      SCOPED_TRACE(l.name);
+      DwCase c = layer_case(l, dt);
+      c.n = 3;
+      c.mean = true;
+      c.residual = !l.mobilenet;
+      tiled_case(c);
+    }
+    for (int64_t n : {1, 160})
+      for (int64_t hw : {1, 7, 30}) {
+        DwCase c;
+        c.dt = dt;
+        c.n = n;
+        c.h = hw;
+        c.w = hw + 3;
+        c.c = 40;
+        c.k = hw == 7 ? 5 : 3;
+        c.stride = hw == 30 ? 2 : 1;
+        c.pads = {c.k / 2, c.k / 2, c.k / 2, c.k / 2};
+        c.ep = act(ops::Activation::kSilu);
+        c.mean = true;
+        tiled_case(c);
+      }
+    DwCase dilated = window_case(dt, 32, {3, 1, 2, {2, 2, 2, 2}});  // declined by the tiled kernel: cuDNN
+    dilated.mean = true;
+    dilated.ep = act(ops::Activation::kSilu);
+    dilated.tactic = kTiledTactics[0];
+    depthwise_case(dilated);
+    DwCase strip = layer_case(kLayers[6], dt);
+    strip.mean = true;
+    ScopedEnv strip_on("KILN_DEPTHWISE", "1");
+    depthwise_case(strip);  // the strip kernel's tactic (DwCase's default)
+  }
+}
+
 std::string tuned_tactic(const DwCase& c) {
   SCOPED_TRACE(c.str());
   return tuned_tactic_of("FusedConv", [&](ir::Graph& g) { return dw_graph(c, g); }, dw_tolerance(c.dt),

@@ -140,6 +140,22 @@ inline onnx::ModelProto se_block_cnn(int64_t n, int64_t hw, int64_t c) {
   return b.m;
 }
 
+// efficientnet's block with a depthwise convolution: expand 1x1 + BN + SiLU to c channels, depthwise 3x3 + BN +
+// SiLU, the squeeze-excitation (GlobalAveragePool, 1x1 to c/24 + SiLU, 1x1 back + Sigmoid, Mul), project 1x1 + BN
+// to 24. Input "x" [n, 8, hw, hw], output "y" [n, 24, hw, hw].
+inline onnx::ModelProto dw_se_block_cnn(int64_t n, int64_t hw, int64_t c) {
+  CnnBuilder b;
+  add_graph_input(b.g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {n, 8, hw, hw}));
+  std::string e = b.silu(b.bn(b.conv("x", 8, c, 1), c));
+  std::string s = b.silu(b.bn(b.conv(e, c, c, 3, 1, c), c));
+  std::string gap = b.node("GlobalAveragePool", {s});
+  std::string gate = b.node("Sigmoid", {b.conv(b.silu(b.conv(gap, c, c / 24, 1)), c / 24, c, 1)});
+  std::string y = b.bn(b.conv(b.node("Mul", {s, gate}), c, 24, 1), 24);
+  add_onnx_node(b.g, "Identity", {y}, {"y"});
+  add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {n, 24, hw, hw}));
+  return b.m;
+}
+
 // A resnet downsampling block at reduced size: stem 3x3 conv + BN + ReLU to c channels, then the main path (3x3
 // stride-s conv + BN) and the shortcut (1x1 stride-s conv + BN, resnet's downsample) added and ReLU'd. Input "x"
 // [n, 8, hw, hw], output "y" [n, cout, (hw-1)/s+1, same]; with odd hw the strided outputs round up.

@@ -27,6 +27,7 @@
 #include "backends/cuda/dense_kernels.h"
 #include "backends/cuda/depthwise.h"
 #include "backends/cuda/depthwise_tile_plan.h"
+#include "backends/cuda/reduce_kernels.h"
 #include "backends/cuda/direct_conv.h"
 #include "backends/cuda/dnn_conv.h"
 #include "backends/cuda/dnn_layer_plan.h"
@@ -763,8 +764,9 @@ Result<std::unique_ptr<DnnConvGraph>> graph_tactic(const KernelArgs& args, const
       [&] { return DnnConvGraph::build(h.dnn, spec, rank, h.workspace_bytes); });
 }
 
-// fused: null for Conv/ConvTranspose; for FusedConv its layout and epilogue (input 3 is Z).
-Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
+// fused: null for Conv/ConvTranspose; for FusedConv its layout and epilogue (input 3 is Z). squeeze: FusedConv's
+// mean output, which the tiled and row-streaming depthwise kernels take (squeeze->done then set).
+Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused, DwSqueeze* squeeze = nullptr) {
   const DevTensor &X = args.in[0], &W = args.in[1];
   DevTensor& Y = args.out[0];
   if (Y.numel() == 0) return Status::Ok();
@@ -803,7 +805,7 @@ Status conv_run(KernelArgs& args, bool transpose, const FusedSpec* fused) {
     return launch_depthwise_nhwc_tiled(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
                                        has_z ? args.in[3].data : nullptr, Y.data, *st->depthwise,
                                        epilogue_params(fused->pre), epilogue_params(fused->ep), st->dw_variant,
-                                       args.handles->sm_count, args.stream);
+                                       args.handles->sm_count, args.stream, squeeze);
   if (st->depthwise)
     return launch_depthwise_nhwc(X.dtype, X.data, W.data, has_bias ? args.in[2].data : nullptr,
                                  has_z ? args.in[3].data : nullptr, Y.data, *st->depthwise,
@@ -935,10 +937,12 @@ std::vector<std::string> conv_tactics(const KernelArgs& args, bool transpose, co
   return names;
 }
 
-// needs_depthwise: only the depthwise kernel can run the node (a FusedConv prologue).
+// needs_depthwise: only the depthwise kernel can run the node (a FusedConv prologue). max_outputs: 2 for FusedConv
+// (its mean output M).
 bool conv_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p, bool transpose, bool nhwc = false,
-                   bool needs_depthwise = false) {
-  if (n.inputs.size() < 2 || n.inputs[0] < 0 || n.inputs[1] < 0 || n.outputs.size() != 1) return false;
+                   bool needs_depthwise = false, size_t max_outputs = 1) {
+  if (n.inputs.size() < 2 || n.inputs[0] < 0 || n.inputs[1] < 0 || n.outputs.empty() || n.outputs.size() > max_outputs)
+    return false;
   const DataType dt = node_dtype(n, p);
   for (int id : n.inputs)
     if (id >= 0 && p.values[id].dtype != dt) return false;
@@ -988,7 +992,7 @@ bool fused_supports(const runtime::PlanNode& n, const runtime::EnginePlan& p) {
   if (!ops::parse_epilogue("FusedConv", n.attrs).ok()) return false;
   auto pre = ops::parse_epilogue("FusedConv", n.attrs, ops::kProloguePrefix);
   if (!pre.ok()) return false;
-  return conv_supports(n, p, false, *layout == "NHWC", pre->act != ops::Activation::kNone);
+  return conv_supports(n, p, false, *layout == "NHWC", pre->act != ops::Activation::kNone, 2);
 }
 
 }  // namespace
@@ -1041,7 +1045,23 @@ KILN_CUDA_KERNEL(FusedConv) {
   d.dtypes = float_types();
   d.run = [](KernelArgs& a) -> Status {
     KILN_ASSIGN_OR_RETURN(FusedSpec f, fused_spec(a));
-    return conv_run(a, false, &f);
+    if (a.out.size() < 2) return conv_run(a, false, &f);
+    // M, Y's spatial mean (fuse_conv_squeeze): the depthwise kernel's partial sums where it takes them, else a
+    // reduction over Y after the convolution (what the ReduceMean it replaced ran).
+    DevTensor& m = a.out[1];
+    DwSqueeze sq{m.data, a.handles->workspace, a.handles->workspace_bytes};
+    KILN_RETURN_IF_ERROR(conv_run(a, false, &f, &sq));
+    if (sq.done || m.numel() == 0) return Status::Ok();
+    const DevTensor& y = a.out[0];
+    if (y.numel() == 0) {  // no spatial elements: the mean of nothing, 0 as the reference gives
+      KILN_CUDA_CHECK(cudaMemsetAsync(m.data, 0, m.nbytes(), a.stream));
+      return Status::Ok();
+    }
+    std::vector<bool> spatial(y.rank(), true);
+    spatial[0] = false;
+    spatial[f.nhwc ? y.rank() - 1 : 1] = false;
+    return launch_reduce_dims(y.dtype, y.data, m.data, y.shape, spatial, ReduceOp::kMean, m.numel(), "FusedConv",
+                              a.handles->workspace, a.handles->workspace_bytes, a.handles->sm_count, a.stream);
   };
   d.supports = fused_supports;
   d.tactics = [](const KernelArgs& a) {

@@ -243,6 +243,20 @@ Status launch_typed(const void* x, const void* w, const void* b, const void* z, 
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// M[img, c] = the sum of image img's partials for channel c, in slot order, over OH * OW. A thread an output,
+// consecutive threads consecutive channels.
+template <typename T>
+__global__ void dw_squeeze_finish_kernel(const float* __restrict__ part, T* __restrict__ mean, int n, int c,
+                                         int slots, float inv_count) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n * c) return;
+  const int img = i / c, ch = i - img * c;
+  const float* p = part + static_cast<size_t>(img) * slots * c + ch;
+  float a = 0.f;
+  for (int s = 0; s < slots; ++s) a += p[static_cast<size_t>(s) * c];
+  mean[i] = from_f<T>(a * inv_count);
+}
+
 template <typename T>
 Status launch_dispatch(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
                        const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
@@ -289,15 +303,42 @@ bool depthwise_tiled_fits(const DepthwiseGeom& g, int elem_bytes, int variant) {
 
 Status launch_depthwise_nhwc_tiled(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
                                    const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep,
-                                   int variant, int sm_count, cudaStream_t stream) {
+                                   int variant, int sm_count, cudaStream_t stream, DwSqueeze* squeeze) {
   if (static_cast<int64_t>(g.n) * g.oh * g.ow == 0) return Status::Ok();
   // The tile holds 16-byte vectors: buffers off that alignment (never the arena's) take the strip kernel.
   if (!aligned16(x) || !aligned16(y) || (z && !aligned16(z)))
     return launch_depthwise_nhwc(dt, x, w, b, z, y, g, pre, ep, sm_count, stream);
   if (!depthwise_tiled_fits(g, static_cast<int>(dtype_size(dt)), variant))
     return unsupported("depthwise convolution: outside the tiled kernel's windows, strides or sizes");
-  if (variant == kDwRows) return dw::launch_rows(dt, x, w, b, z, y, g, pre, ep, sm_count, stream);
-  return dw::launch_tiles(dt, x, w, b, z, y, g, pre, ep, variant, sm_count, stream);
+  if (variant == kDwRows) return dw::launch_rows(dt, x, w, b, z, y, g, pre, ep, sm_count, squeeze, stream);
+  return dw::launch_tiles(dt, x, w, b, z, y, g, pre, ep, variant, sm_count, squeeze, stream);
 }
+
+namespace dw {
+
+float* squeeze_partials(DwSqueeze* squeeze, const DepthwiseGeom& g, int slots_per_image, size_t buffer_bytes,
+                        int threads, int cv, int vec) {
+  if (!squeeze || !squeeze->mean || !squeeze->workspace) return nullptr;
+  const size_t part_bytes = static_cast<size_t>(g.n) * slots_per_image * g.c * sizeof(float);
+  const size_t red_bytes = static_cast<size_t>(dw_squeeze_floats(threads, cv, vec)) * sizeof(float);
+  if (part_bytes > squeeze->workspace_bytes || red_bytes > buffer_bytes || threads % cv != 0) return nullptr;
+  squeeze->done = true;
+  return static_cast<float*>(squeeze->workspace);
+}
+
+Status launch_squeeze_finish(DataType dt, const float* part, void* mean, const DepthwiseGeom& g, int slots_per_image,
+                             cudaStream_t stream) {
+  const int total = g.n * g.c;
+  const float inv = 1.f / static_cast<float>(static_cast<int64_t>(g.oh) * g.ow);
+  return dw_typed(dt, [&](auto t) -> Status {
+    using T = typename decltype(t)::type;
+    dw_squeeze_finish_kernel<T><<<(total + 255) / 256, 256, 0, stream>>>(part, static_cast<T*>(mean), g.n, g.c,
+                                                                         slots_per_image, inv);
+    KILN_CUDA_LAUNCH_CHECK();
+    return Status::Ok();
+  });
+}
+
+}  // namespace dw
 
 }  // namespace kiln::cuda

@@ -21,6 +21,17 @@ Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const vo
                              const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int sm_count,
                              cudaStream_t stream);
 
+// FusedConv's mean output M ([N, 1, 1, C], Y's mean over OH and OW, in Y's type) taken by the tiled and
+// row-streaming kernels: each block sums the outputs it stores per channel into float partials in the workspace and
+// a second kernel adds an image's partials. `done` says whether the launch wrote M; where it did not (a variant
+// whose shared buffer is too small, partials beyond the workspace, misaligned buffers), the caller computes M from Y.
+struct DwSqueeze {
+  void* mean = nullptr;
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+  bool done = false;
+};
+
 // The same convolution by the shared-memory tiled kernel (depthwise_tile_plan.h): square 3x3 or 5x5 windows,
 // equal strides of 1 or 2, no dilation, C a multiple of the 16-byte vector (elem_bytes 2 or 4), in tile
 // variant 0, 1, kDwTilePipe (the persistent, double-buffered kernel), kDwTileWide or kDwTileWidePipe
@@ -29,6 +40,6 @@ Status launch_depthwise_nhwc(DataType dt, const void* x, const void* w, const vo
 bool depthwise_tiled_fits(const DepthwiseGeom& g, int elem_bytes, int variant);
 Status launch_depthwise_nhwc_tiled(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
                                    const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep,
-                                   int variant, int sm_count, cudaStream_t stream);
+                                   int variant, int sm_count, cudaStream_t stream, DwSqueeze* squeeze = nullptr);
 
 }  // namespace kiln::cuda

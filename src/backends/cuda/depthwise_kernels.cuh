@@ -49,9 +49,12 @@ __device__ __forceinline__ float dw_epilogue(float x, const EpilogueParams& ep) 
   return epilogue_act(x, ep);
 }
 
-// The epilogue of one output vector at element offset `out`: + residual z (if any), activation, store.
+// The epilogue of one output vector at element offset `out`: + residual z (if any), activation, store. With
+// `squeeze`, the stored values (rounded to T) are added to sum, the thread's per-channel sums for FusedConv's mean
+// output (dw_block_channel_sums).
 template <typename T, int V, int kEp = 3>
-__device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&acc)[V], const EpilogueParams& ep) {
+__device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&acc)[V], const EpilogueParams& ep,
+                                             bool squeeze, float (&sum)[V]) {
   if (z) {
     float zv[V];
     load_vec<T, V>(z + out, zv);
@@ -61,6 +64,56 @@ __device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&
 #pragma unroll
   for (int v = 0; v < V; ++v) acc[v] = dw_epilogue<kEp>(acc[v], ep);
   store_vec<T, V>(y + out, acc);
+  if (squeeze) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) sum[v] += to_f(from_f<T>(acc[v]));
+  }
+}
+
+template <typename T, int V, int kEp = 3>
+__device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&acc)[V], const EpilogueParams& ep) {
+  float unused[V];
+  store_output<T, V, kEp>(y, z, out, acc, ep, false, unused);
+}
+
+// The squeeze (FusedConv's mean output M) in the tiled and row-streaming kernels: each block adds up its threads'
+// per-channel sums of the outputs they stored, in a fixed order, and writes them as its partial: part[slot][C],
+// slot the block's spatial tile or strip; dw_squeeze_finish (depthwise.cu) adds an image's partials in slot order
+// and divides by OH * OW. Deterministic: no atomics.
+//
+// A thread holds the sums of channel vector l (tid % cv; blockDim.x a multiple of cv). red: shared memory that no
+// thread uses meanwhile, dw_squeeze_floats(blockDim.x, cv, V) floats. Every thread of the block calls it; it ends
+// with a barrier, so red may be written again after it.
+__host__ __device__ constexpr int dw_squeeze_floats(int threads, int cv, int V) {
+  return threads * V + (threads / (cv * V) > 1 ? threads / (cv * V) : 1) * cv * V;
+}
+
+template <int V>
+__device__ __forceinline__ void dw_block_channel_sums(const float (&sum)[V], int cv, float* red,
+                                                      float* __restrict__ part, int c0, int c) {
+  const int nt = blockDim.x, tid = threadIdx.x, l = tid % cv, k = tid / cv, nk = nt / cv, e_count = cv * V;
+  // red[v][k][l]: element v of the sums of thread (k, l); element e = v * cv + l below, so that consecutive threads
+  // read consecutive words.
+#pragma unroll
+  for (int v = 0; v < V; ++v) red[(v * nk + k) * cv + l] = sum[v];
+  __syncthreads();
+  // j of J threads per element adds the rows k = j, j + J, ...; then one thread an element adds the J results.
+  const int J = nt / e_count > 1 ? nt / e_count : 1;
+  float* mid = red + nt * V;
+  for (int i = tid; i < J * e_count; i += nt) {
+    const int e = i % e_count, j = i / e_count, v = e / cv, le = e % cv;
+    float a = 0.f;
+    for (int kk = j; kk < nk; kk += J) a += red[(v * nk + kk) * cv + le];
+    mid[j * e_count + e] = a;
+  }
+  __syncthreads();
+  for (int e = tid; e < e_count; e += nt) {
+    float a = 0.f;
+    for (int j = 0; j < J; ++j) a += mid[j * e_count + e];
+    const int ch = c0 + (e % cv) * V + e / cv;
+    if (ch < c) part[ch] = a;
+  }
+  __syncthreads();
 }
 
 // Shared by the tiled and row-streaming kernels. Weights and bias of the chunk at channel c0 into shared memory as
@@ -128,6 +181,14 @@ struct TypeTag {
   using type = T;
 };
 
+// The DataType of a kernel element type (dw_typed's inverse).
+template <typename T>
+constexpr DataType dw_dtype() {
+  if constexpr (std::is_same_v<T, float>) return DataType::kFLOAT;
+  else if constexpr (std::is_same_v<T, __half>) return DataType::kHALF;
+  else return DataType::kBF16;
+}
+
 // Calls f(TypeTag<T>{}) for the element type of a float, half or bfloat16 tensor; an error for any other type.
 template <typename F>
 Status dw_typed(DataType dt, F&& f) {
@@ -143,13 +204,21 @@ Status dw_typed(DataType dt, F&& f) {
   }
 }
 
+// Where a kernel takes the squeeze (squeeze given, its shared buffer large enough for dw_block_channel_sums and the
+// partials within the workspace): the partials' buffer and the image's slots, else null. Sets squeeze->done.
+float* squeeze_partials(DwSqueeze* squeeze, const DepthwiseGeom& g, int slots_per_image, size_t buffer_bytes,
+                        int threads, int cv, int vec);
+// M from the partials: part [n][slots][C] float, mean [n][C] of type dt.
+Status launch_squeeze_finish(DataType dt, const float* part, void* mean, const DepthwiseGeom& g, int slots_per_image,
+                             cudaStream_t stream);
+
 // The tiled variants' and the row-streaming kernel's launches for launch_depthwise_nhwc_tiled, which has checked the
 // buffers' alignment and that the plan fits.
 Status launch_tiles(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
                     const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int variant,
-                    int sm_count, cudaStream_t stream);
+                    int sm_count, DwSqueeze* squeeze, cudaStream_t stream);
 Status launch_rows(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
                    const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int sm_count,
-                   cudaStream_t stream);
+                   DwSqueeze* squeeze, cudaStream_t stream);
 
 }  // namespace kiln::cuda::dw

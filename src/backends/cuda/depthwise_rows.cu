@@ -17,12 +17,13 @@ namespace {
 // past C). Groups 0 .. depth are issued before the loop; at output row r a thread waits for group r, applies the
 // prologue to the slots it copied itself (padding stays zero), and after the barrier issues group r + depth + 1
 // into the slots of rows (r - 1) * S .. r * S - 1, which only the previous output row read, before it computes
-// row r: one barrier a row, with the next rows' copies in flight under the compute.
+// row r: one barrier a row, with the next rows' copies in flight under the compute. part (null: none) takes the
+// block's per-channel sums of Y at part[(strip column) * C] (the squeeze, depthwise.h).
 template <typename T, int V, int kPre, int kEp, int K, int S>
 __global__ void __launch_bounds__(kDwTileThreads)
     depthwise_rows_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                           const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, DwRowsPlan p,
-                          EpilogueParams pre, EpilogueParams ep) {
+                          EpilogueParams pre, EpilogueParams ep, float* __restrict__ part) {
   using P = Pack<T, V>;
   constexpr int TC = kDwRowsCols, kSpan = (TC - 1) * S + K;
   extern __shared__ float4 dw_smem[];
@@ -72,6 +73,7 @@ __global__ void __launch_bounds__(kDwTileThreads)
   for (int r = 0; r <= p.depth; ++r) issue(r);
   const int ch = c0 + l * V, oxt = cg * TC;
   const bool active = lane_real && ox0 + oxt < g.ow;
+  float sum[V] = {};
   // The ring slot of input row r * S, stepped rather than divided.
   for (int r = 0, top = 0; r < rows; ++r, top = top + S >= p.ring ? top + S - p.ring : top + S) {
     if (p.depth == 1)
@@ -134,14 +136,19 @@ __global__ void __launch_bounds__(kDwTileThreads)
     for (int c = 0; c < TC; ++c) {
       const int ox = ox0 + oxt + c;
       if (ox >= g.ow) break;
-      store_output<T, V, kEp>(y, z, ((img * g.oh + oy) * g.ow + ox) * g.c + ch, acc[c], ep);
+      store_output<T, V, kEp>(y, z, ((img * g.oh + oy) * g.ow + ox) * g.c + ch, acc[c], ep, part != nullptr, sum);
     }
+  }
+  if (part) {
+    __syncthreads();  // every row read (the last group waited for above): the ring takes the sums
+    dw_block_channel_sums<V>(sum, cv, reinterpret_cast<float*>(ring), part + (blockIdx.x / p.chunks) * g.c, c0, g.c);
   }
 }
 
 template <typename T>
 Status launch_rows_typed(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
-                         const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, cudaStream_t stream) {
+                         const EpilogueParams& pre, const EpilogueParams& ep, int sm_count, DwSqueeze* squeeze,
+                         cudaStream_t stream) {
   constexpr int V = 16 / sizeof(T);
   DwRowsPlan p = dw_rows_plan(g.n, g.oh, g.ow, g.c / V, V, g.kh, g.sh);
   if (!p.ok) return unsupported("depthwise convolution: the row-streaming kernel has no plan for this problem");
@@ -151,10 +158,13 @@ Status launch_rows_typed(const void* x, const void* w, const void* b, const void
     if (p.smem > 48 * 1024) KILN_RETURN_IF_ERROR(allow_tile_smem(key, kDwRowsMaxSmem));
     KILN_ASSIGN_OR_RETURN(int per_sm, resident_blocks_per_sm(key, p.threads, p.smem));
     dw_rows_strips(p, g.n, g.oh, g.kh, g.sh, static_cast<int64_t>(std::max(sm_count, 1)) * std::max(per_sm, 1));
+    const int slots = p.strips * p.tiles_x;
+    float* part = squeeze_partials(squeeze, g, slots, static_cast<size_t>(p.ring) * p.row_vecs * 16, p.threads, p.cv, V);
     kernel<<<static_cast<unsigned>(p.blocks), p.threads, p.smem, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<const T*>(z),
-        static_cast<T*>(y), g, p, kernel_pre, kernel_ep);
+        static_cast<T*>(y), g, p, kernel_pre, kernel_ep, part);
     KILN_CUDA_LAUNCH_CHECK();
+    if (part) return launch_squeeze_finish(dw_dtype<T>(), part, squeeze->mean, g, slots, stream);
     return Status::Ok();
   };
   return dw_instance<T>(pre, ep, g, [&](auto kp, auto ke, auto k, auto s) -> Status {
@@ -167,9 +177,9 @@ Status launch_rows_typed(const void* x, const void* w, const void* b, const void
 
 Status launch_rows(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
                    const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int sm_count,
-                   cudaStream_t stream) {
+                   DwSqueeze* squeeze, cudaStream_t stream) {
   return dw_typed(dt, [&](auto t) {
-    return launch_rows_typed<typename decltype(t)::type>(x, w, b, z, y, g, pre, ep, sm_count, stream);
+    return launch_rows_typed<typename decltype(t)::type>(x, w, b, z, y, g, pre, ep, sm_count, squeeze, stream);
   });
 }
 

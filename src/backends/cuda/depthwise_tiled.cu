@@ -14,11 +14,12 @@ namespace {
 // computes kDwTileRows outputs down one column for one channel vector: for each window column it keeps that
 // column's K weights in registers and walks the (kDwTileRows - 1) * S + K input rows once, each row feeding every
 // output whose window covers it. Threads outside the image or past C return (the callers' barriers come after).
+// With squeeze, the stored outputs are added to sum (the caller's zeros; dw_block_channel_sums).
 template <typename T, int V, int K, int S, int kEp>
 __device__ __forceinline__ void dw_tile_compute(const Pack<T, V>* tile, const float* sw, const float* sb,
                                                 const T* __restrict__ z, T* __restrict__ y, const DepthwiseGeom& g,
                                                 const DwTilePlan& p, int img, int oy0, int ox0, int c0,
-                                                const EpilogueParams& ep) {
+                                                const EpilogueParams& ep, bool squeeze, float (&sum)[V]) {
   using P = Pack<T, V>;
   constexpr int R = kDwTileRows, kSpan = (R - 1) * S + K;
   const int cv = p.cv, row_slots = S * p.in_ws;
@@ -66,7 +67,7 @@ __device__ __forceinline__ void dw_tile_compute(const Pack<T, V>* tile, const fl
   for (int r = 0; r < R; ++r) {
     const int oy = oyb + r;
     if (oy >= g.oh) break;
-    store_output<T, V, kEp>(y, z, ((img * g.oh + oy) * g.ow + ox) * g.c + ch, acc[r], ep);
+    store_output<T, V, kEp>(y, z, ((img * g.oh + oy) * g.ow + ox) * g.c + ch, acc[r], ep, squeeze, sum);
   }
 }
 
@@ -75,11 +76,12 @@ __device__ __forceinline__ void dw_tile_compute(const Pack<T, V>* tile, const fl
 // to T as the CPU reference does; padding stays zero), so each input row is fetched from global memory by one
 // block instead of by every block whose outputs read it, then computes the tile (dw_tile_compute). Weights
 // and bias sit in shared memory as float [tap][cv][V]: a warp spans few vectors, so their reads are broadcasts.
+// part (null: none) takes the block's per-channel sums of Y at part[tile * C] (the squeeze, depthwise.h).
 template <typename T, int V, int kPre, int kEp, int K, int S>
 __global__ void __launch_bounds__(kDwTileThreads)
     depthwise_tiled_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                            const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, DwTilePlan p,
-                           EpilogueParams pre, EpilogueParams ep) {
+                           EpilogueParams pre, EpilogueParams ep, float* __restrict__ part) {
   using P = Pack<T, V>;
   extern __shared__ float4 dw_smem[];
   const int cv = p.cv;
@@ -135,7 +137,12 @@ __global__ void __launch_bounds__(kDwTileThreads)
     }
   }
   __syncthreads();
-  dw_tile_compute<T, V, K, S, kEp>(tile, sw, sb, z, y, g, p, img, oy0, ox0, c0, ep);
+  float sum[V] = {};
+  dw_tile_compute<T, V, K, S, kEp>(tile, sw, sb, z, y, g, p, img, oy0, ox0, c0, ep, part != nullptr, sum);
+  if (part) {
+    __syncthreads();  // the tile read by every thread: its buffer takes the sums
+    dw_block_channel_sums<V>(sum, cv, reinterpret_cast<float*>(tile), part + (blockIdx.x / p.chunks) * g.c, c0, g.c);
+  }
 }
 
 // The pipelined form (tactic kiln_depthwise_nhwc_tiled_pipe, plan variant kDwTilePipe): the tiled kernel made
@@ -150,7 +157,7 @@ template <typename T, int V, int kPre, int kEp, int K, int S>
 __global__ void __launch_bounds__(kDwTileThreads)
     depthwise_tiled_pipe_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                                 const T* __restrict__ z, T* __restrict__ y, DepthwiseGeom g, DwTilePlan p,
-                                EpilogueParams pre, EpilogueParams ep) {
+                                EpilogueParams pre, EpilogueParams ep, float* __restrict__ part) {
   using P = Pack<T, V>;
   extern __shared__ float4 dw_smem[];
   const int cv = p.cv;
@@ -205,19 +212,24 @@ __global__ void __launch_bounds__(kDwTileThreads)
     }
     __syncthreads();  // the tile (and, the first time, the weights) visible to every thread
     const int tx = sp % p.tiles_x, q = sp / p.tiles_x;
+    float sum[V] = {};
     dw_tile_compute<T, V, K, S, kEp>(cur, sw, sb, z, y, g, p, q / p.tiles_y, q % p.tiles_y * p.th, tx * p.tw, c0,
-                                     ep);
+                                     ep, part != nullptr, sum);
     __syncthreads();
+    // This tile's buffer is free until the copies issued two tiles on (dw_block_channel_sums ends with a barrier).
+    if (part) dw_block_channel_sums<V>(sum, cv, reinterpret_cast<float*>(cur), part + sp * g.c, c0, g.c);
   }
 }
 
 template <typename T>
 Status launch_tiled_typed(const void* x, const void* w, const void* b, const void* z, void* y, const DepthwiseGeom& g,
                           const EpilogueParams& pre, const EpilogueParams& ep, int variant, int sm_count,
-                          cudaStream_t stream) {
+                          DwSqueeze* squeeze, cudaStream_t stream) {
   constexpr int V = 16 / sizeof(T);
   const DwTilePlan p = dw_tile_plan(g.n, g.oh, g.ow, g.c / V, V, g.kh, g.sh, variant);
   if (!p.ok) return unsupported("depthwise convolution: the tiled kernel has no plan for this problem");
+  const int slots = p.tiles_y * p.tiles_x;
+  float* part = squeeze_partials(squeeze, g, slots, p.tile_vecs * 16, p.threads, p.cv, V);
   const EpilogueParams kernel_pre = as_clamp(pre), kernel_ep = as_clamp(ep);
   const bool pipe = dw_tile_pipelined(variant);
   auto launch = [&](auto kernel) -> Status {
@@ -233,8 +245,9 @@ Status launch_tiled_typed(const void* x, const void* w, const void* b, const voi
     }
     kernel<<<static_cast<unsigned>(grid), p.threads, p.smem, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), static_cast<const T*>(z),
-        static_cast<T*>(y), g, p, kernel_pre, kernel_ep);
+        static_cast<T*>(y), g, p, kernel_pre, kernel_ep, part);
     KILN_CUDA_LAUNCH_CHECK();
+    if (part) return launch_squeeze_finish(dw_dtype<T>(), part, squeeze->mean, g, slots, stream);
     return Status::Ok();
   };
   return dw_instance<T>(pre, ep, g, [&](auto kp, auto ke, auto k, auto s) -> Status {
@@ -248,9 +261,10 @@ Status launch_tiled_typed(const void* x, const void* w, const void* b, const voi
 
 Status launch_tiles(DataType dt, const void* x, const void* w, const void* b, const void* z, void* y,
                     const DepthwiseGeom& g, const EpilogueParams& pre, const EpilogueParams& ep, int variant,
-                    int sm_count, cudaStream_t stream) {
+                    int sm_count, DwSqueeze* squeeze, cudaStream_t stream) {
   return dw_typed(dt, [&](auto t) {
-    return launch_tiled_typed<typename decltype(t)::type>(x, w, b, z, y, g, pre, ep, variant, sm_count, stream);
+    return launch_tiled_typed<typename decltype(t)::type>(x, w, b, z, y, g, pre, ep, variant, sm_count, squeeze,
+                                                          stream);
   });
 }
 

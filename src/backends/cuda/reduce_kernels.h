@@ -5,6 +5,8 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "backends/cuda/index_map.h"
 #include "kiln/status.h"
@@ -29,6 +31,13 @@ struct ReduceProblem {
 // small: no split.
 Status launch_reduce(DataType dt, const void* x, void* y, const ReduceProblem& p, void* workspace,
                      size_t workspace_bytes, int sm_count, cudaStream_t stream);
+
+// The reduction of x (dims `shape`, the dims with `reduced` set reduced) into y of y_numel elements: the problem
+// and its mode chosen as the ReduceXxx kernels do (ReduceMean over H, W of NHWC: the contiguous column kernel).
+// name: the op named in errors.
+Status launch_reduce_dims(DataType dt, const void* x, void* y, const Dims& shape, const std::vector<bool>& reduced,
+                          ReduceOp op, int64_t y_numel, const std::string& name, void* workspace,
+                          size_t workspace_bytes, int sm_count, cudaStream_t stream);
 
 // Whether the column-mode problem p (inner > 0) is x viewed as [outer, nred, inner] with an op the contiguous
 // kernel handles: it then packs whole rows of any width into a block, so short inner dims waste no lanes.

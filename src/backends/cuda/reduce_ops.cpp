@@ -8,6 +8,32 @@
 #include "ops/op_util.h"
 
 namespace kiln::cuda {
+
+Status launch_reduce_dims(DataType dt, const void* x, void* y, const Dims& shape, const std::vector<bool>& reduced,
+                          ReduceOp op, int64_t y_numel, const std::string& name, void* workspace,
+                          size_t workspace_bytes, int sm_count, cudaStream_t stream) {
+  AxisSplit s;
+  if (!split_axes(shape, reduced, &s)) return unsupported(name + ": too many alternating reduced and kept dims");
+  ReduceProblem p;
+  p.op = op;
+  p.nout = s.nkept;
+  p.nred = s.nred;
+  p.red = s.red;
+  p.kept = s.kept;
+  // Column mode (the innermost kept dim across the threads, loads coalesced over outputs) unless that dim is so
+  // short that most of a 32-wide tile would idle on a long reduction; row mode handles every layout. One
+  // contiguous reduced block before it (NHWC global pooling) takes column mode at any width: its kernel idles no
+  // lanes.
+  if (s.innermost_kept) {
+    ReduceProblem c = p;
+    c.inner = s.kept.size[s.kept.n - 1];
+    --c.kept.n;
+    if (c.inner >= 16 || s.nred < 32 || reduce_cols_contiguous(dt, c)) p = c;
+  }
+  if (y_numel != p.nout) return internal_error(name + ": output size does not match the reduced shape");
+  return launch_reduce(dt, x, y, p, workspace, workspace_bytes, sm_count, stream);
+}
+
 namespace {
 
 bool input_present(const runtime::PlanNode& n, int i) {
@@ -54,27 +80,8 @@ Status run_reduce(KernelArgs& a, ReduceOp op) {
     KILN_ASSIGN_OR_RETURN(int64_t na, ops::normalize_axis(ax, rank, name + ": axis"));
     if (na < rank) mask[na] = true;  // rank 0 accepts axis 0, which names no dim
   }
-  AxisSplit s;
-  if (!split_axes(x.shape, mask, &s)) return unsupported(name + ": too many alternating reduced and kept dims");
-  ReduceProblem p;
-  p.op = op;
-  p.nout = s.nkept;
-  p.nred = s.nred;
-  p.red = s.red;
-  p.kept = s.kept;
-  // Column mode (the innermost kept dim across the threads, loads coalesced over outputs) unless that dim is so
-  // short that most of a 32-wide tile would idle on a long reduction; row mode handles every layout. One
-  // contiguous reduced block before it (NHWC global pooling) takes column mode at any width: its kernel idles no
-  // lanes.
-  if (s.innermost_kept) {
-    ReduceProblem c = p;
-    c.inner = s.kept.size[s.kept.n - 1];
-    --c.kept.n;
-    if (c.inner >= 16 || s.nred < 32 || reduce_cols_contiguous(x.dtype, c)) p = c;
-  }
-  if (a.out[0].numel() != p.nout) return internal_error(name + ": output size does not match the reduced shape");
-  return launch_reduce(x.dtype, x.data, a.out[0].data, p, a.handles->workspace, a.handles->workspace_bytes,
-                       a.handles->sm_count, a.stream);
+  return launch_reduce_dims(x.dtype, x.data, a.out[0].data, x.shape, mask, op, a.out[0].numel(), name,
+                            a.handles->workspace, a.handles->workspace_bytes, a.handles->sm_count, a.stream);
 }
 
 KernelDef reduce_def(const char* op, ReduceOp kind, bool ints) {

@@ -1,0 +1,93 @@
+// fuse_conv_squeeze pass (CUDA, after layout_nhwc): the squeeze of a squeeze-excitation block, the mean over H and
+// W of a depthwise convolution's output (layout_nhwc's ReduceMean over axes 1, 2 of [N, H, W, C], from a
+// GlobalAveragePool), becomes that FusedConv's second output M. The CUDA depthwise kernels then sum each block's
+// outputs per channel as they store them and a small kernel adds those partial sums (conv_ops.cpp), so the
+// activation, the largest tensor of an efficientnet block, is not read back for its mean: efficientnet_b0's 16
+// squeezes read 590 MB at batch 128. Any other tactic the layer runs computes M by a reduction over Y after it,
+// as the ReduceMean did. Off with PassOptions::conv_squeeze false (KILN_CONV_SQUEEZE=0).
+#include <algorithm>
+
+#include "ops/layout_util.h"
+#include "passes/matcher.h"
+#include "passes/pass.h"
+
+namespace kiln::passes {
+namespace {
+
+// An NHWC 2-D FusedConv with one input and one output channel per group, writing only Y so far.
+bool depthwise_nhwc_single(const ir::Node& n) {
+  if (n.op_type != "FusedConv" || n.domain != "kiln" || n.inputs.size() < 2 || !n.inputs[0] || !n.inputs[1] ||
+      n.outputs.size() != 1)
+    return false;
+  auto layout = n.attrs.get_string("layout", "NCHW");
+  if (!layout.ok() || *layout != "NHWC") return false;
+  const ir::Value* x = n.inputs[0];
+  const ir::Value* w = n.inputs[1];
+  if (!x->rank_known || x->shape.size() != 4 || !x->shape[3].is_static() || !w->rank_known || w->shape.size() != 4)
+    return false;
+  auto group = n.attrs.get_int("group", 1);
+  return group.ok() && w->shape[0].is_static() && w->shape[3].is_static() &&
+         ops::is_depthwise(*group, x->shape[3].value, w->shape[0].value, w->shape[3].value);
+}
+
+// The reduced axes of a ReduceMean (the attribute before opset 18, a constant input from it), normalized and
+// sorted; empty when they are not known here.
+std::vector<int64_t> reduced_axes(const ir::Node& r, int64_t rank) {
+  std::vector<int64_t> axes;
+  if (r.inputs.size() > 1 && r.inputs[1]) {
+    const ir::Value* a = r.inputs[1];
+    if (!a->is_constant() || a->constant->dtype() != DataType::kINT64) return {};
+    const Tensor& t = *a->constant;
+    axes.assign(t.data<int64_t>(), t.data<int64_t>() + t.numel());
+  } else if (const Attribute* at = r.attrs.find("axes")) {
+    axes = at->ints();
+  }
+  for (int64_t& a : axes) a = a < 0 ? a + rank : a;
+  std::sort(axes.begin(), axes.end());
+  return axes;
+}
+
+class FuseConvSqueeze final : public Pass {
+ public:
+  std::string_view name() const override { return "fuse_conv_squeeze"; }
+
+  Status apply(ir::Graph& g, PassContext& ctx) override {
+    if (!ctx.options.conv_squeeze) return Status::Ok();
+    std::vector<ir::Node*> means;
+    for (const auto& n : g.nodes())
+      if (n->op_type == "ReduceMean" && n->domain.empty()) means.push_back(n.get());
+    int fused = 0;
+    for (ir::Node* r : means) fused += fuse(g, r) ? 1 : 0;
+    if (fused > 0) {
+      g.prune_values();
+      KILN_RETURN_IF_ERROR(g.topo_sort());
+      ctx.changes += fused;
+      ctx.verbose("fuse_conv_squeeze: " + std::to_string(fused) + " spatial means taken by the depthwise convolution");
+    }
+    return Status::Ok();
+  }
+
+ private:
+  static bool fuse(ir::Graph& g, ir::Node* r) {
+    if (r->inputs.empty() || !r->inputs[0] || r->outputs.size() != 1) return false;
+    ir::Value* y = r->inputs[0];
+    ir::Value* m = r->outputs[0];
+    ir::Node* conv = y->producer;
+    if (!conv || !depthwise_nhwc_single(*conv) || conv->outputs[0] != y) return false;
+    if (!y->rank_known || y->shape.size() != 4 || m->dtype != y->dtype) return false;
+    auto keep = r->attrs.get_int("keepdims", 1);
+    if (!keep.ok() || *keep != 1) return false;
+    if (reduced_axes(*r, 4) != std::vector<int64_t>{1, 2}) return false;
+    match::record_fusion(conv, {conv, r});
+    g.remove_node(r);
+    conv->outputs.push_back(m);
+    m->producer = conv;
+    return true;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> make_fuse_conv_squeeze() { return std::make_unique<FuseConvSqueeze>(); }
+
+}  // namespace kiln::passes
