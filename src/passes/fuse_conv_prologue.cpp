@@ -6,6 +6,7 @@
 // sigmoid, GELU) costs more ALU time than the memory pass it saves, and those stay separate (fuse_pointwise)
 // until the kernel stages activated input tiles in shared memory.
 #include "ops/layout_util.h"
+#include "passes/fusion_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
@@ -14,23 +15,12 @@ namespace {
 
 namespace m = match;
 
-// NHWC 2-D FusedConv with one input and one output channel per group and no prologue yet: the convolutions only
-// the depthwise kernel runs once they carry one (its KernelDef refuses a prologue for every other convolution).
+// A depthwise NHWC FusedConv with no prologue yet: the convolutions only the depthwise kernel runs once they carry
+// one (its KernelDef refuses a prologue for every other convolution).
 bool depthwise_nhwc(const ir::Node& n) {
-  if (n.op_type != "FusedConv" || n.domain != "kiln" || n.inputs.size() < 2 || !n.inputs[0] || !n.inputs[1])
-    return false;
-  auto layout = n.attrs.get_string("layout", "NCHW");
-  if (!layout.ok() || *layout != "NHWC") return false;
+  if (!fusion::is_depthwise_nhwc_conv(n)) return false;
   auto pre = ops::parse_epilogue(n.op_type, n.attrs, ops::kProloguePrefix);
-  if (!pre.ok() || pre->act != ops::Activation::kNone) return false;
-  const ir::Value* x = n.inputs[0];
-  const ir::Value* w = n.inputs[1];
-  if (!x->rank_known || x->shape.size() != 4 || !x->shape[3].is_static() || !w->rank_known || w->shape.size() != 4)
-    return false;
-  auto group = n.attrs.get_int("group", 1);
-  // W is [M, kh, kw, C / group] in NHWC.
-  return group.ok() && w->shape[0].is_static() && w->shape[3].is_static() &&
-         ops::is_depthwise(*group, x->shape[3].value, w->shape[0].value, w->shape[3].value);
+  return pre.ok() && pre->act == ops::Activation::kNone;
 }
 
 bool cheap_per_tap(ops::Activation a) {

@@ -7,28 +7,12 @@
 // as the ReduceMean did. Off with PassOptions::conv_squeeze false (KILN_CONV_SQUEEZE=0).
 #include <algorithm>
 
-#include "ops/layout_util.h"
+#include "passes/fusion_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
 namespace kiln::passes {
 namespace {
-
-// An NHWC 2-D FusedConv with one input and one output channel per group, writing only Y so far.
-bool depthwise_nhwc_single(const ir::Node& n) {
-  if (n.op_type != "FusedConv" || n.domain != "kiln" || n.inputs.size() < 2 || !n.inputs[0] || !n.inputs[1] ||
-      n.outputs.size() != 1)
-    return false;
-  auto layout = n.attrs.get_string("layout", "NCHW");
-  if (!layout.ok() || *layout != "NHWC") return false;
-  const ir::Value* x = n.inputs[0];
-  const ir::Value* w = n.inputs[1];
-  if (!x->rank_known || x->shape.size() != 4 || !x->shape[3].is_static() || !w->rank_known || w->shape.size() != 4)
-    return false;
-  auto group = n.attrs.get_int("group", 1);
-  return group.ok() && w->shape[0].is_static() && w->shape[3].is_static() &&
-         ops::is_depthwise(*group, x->shape[3].value, w->shape[0].value, w->shape[3].value);
-}
 
 // The reduced axes of a ReduceMean (the attribute before opset 18, a constant input from it), normalized and
 // sorted; empty when they are not known here.
@@ -73,7 +57,8 @@ class FuseConvSqueeze final : public Pass {
     ir::Value* y = r->inputs[0];
     ir::Value* m = r->outputs[0];
     ir::Node* conv = y->producer;
-    if (!conv || !depthwise_nhwc_single(*conv) || conv->outputs[0] != y) return false;
+    if (!conv || !fusion::is_depthwise_nhwc_conv(*conv) || conv->outputs.size() != 1 || conv->outputs[0] != y)
+      return false;
     if (!y->rank_known || y->shape.size() != 4 || m->dtype != y->dtype) return false;
     auto keep = r->attrs.get_int("keepdims", 1);
     if (!keep.ok() || *keep != 1) return false;

@@ -1,6 +1,7 @@
 // The node and view builders of fusion_util.h.
 #include "passes/fusion_util.h"
 
+#include "ops/layout_util.h"
 #include "passes/shape_inference.h"
 
 namespace kiln::passes::fusion {
@@ -12,6 +13,21 @@ ir::Node* add(ir::Graph& g, NewNode& n) {
 }
 
 }  // namespace
+
+bool is_depthwise_nhwc_conv(const ir::Node& n) {
+  if (n.op_type != "FusedConv" || n.domain != "kiln" || n.inputs.size() < 2 || !n.inputs[0] || !n.inputs[1])
+    return false;
+  auto layout = n.attrs.get_string("layout", "NCHW");
+  if (!layout.ok() || *layout != "NHWC") return false;
+  const ir::Value* x = n.inputs[0];
+  const ir::Value* w = n.inputs[1];
+  if (!x->rank_known || x->shape.size() != 4 || !x->shape[3].is_static() || !w->rank_known || w->shape.size() != 4)
+    return false;
+  auto group = n.attrs.get_int("group", 1);
+  // W is [M, kh, kw, C / group] in NHWC.
+  return group.ok() && w->shape[0].is_static() && w->shape[3].is_static() &&
+         ops::is_depthwise(*group, x->shape[3].value, w->shape[0].value, w->shape[3].value);
+}
 
 ir::Value* add_typed(ir::Graph& g, NewNode n, DataType dtype, ops::Shape shape) {
   ir::Value* y = add(g, n)->outputs[0];

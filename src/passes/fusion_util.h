@@ -149,6 +149,10 @@ struct NewNode {
   std::string domain = {};  // "" = ai.onnx
 };
 
+// An NHWC 2-D kiln::FusedConv with one input and one output channel per group (what the CUDA depthwise kernels run),
+// whatever its prologue and outputs.
+bool is_depthwise_nhwc_conv(const ir::Node& n);
+
 // Adds `n`, its output typed `dtype` with the known shape `shape` (for what the pass knows without inference), and
 // returns that output; its producer is the node.
 ir::Value* add_typed(ir::Graph& g, NewNode n, DataType dtype, ops::Shape shape);

@@ -127,27 +127,14 @@ inline onnx::ModelProto groupnorm_cnn() {
 
 // An efficientnet_b0-like squeeze-excite block at reduced size: stem conv, BN, SiLU, then the gate (global
 // average pool, 1x1 reduce, SiLU, 1x1 expand, Sigmoid, Mul) and a 1x1 projection. Input "x" [n, 8, hw, hw],
-// output "y" [n, 24, hw, hw]; `c` channels inside the block (144 in b0's 56x56 stage).
-inline onnx::ModelProto se_block_cnn(int64_t n, int64_t hw, int64_t c) {
+// output "y" [n, 24, hw, hw]; `c` channels inside the block (144 in b0's 56x56 stage). With `depthwise`, the stem
+// is b0's expand 1x1 conv + BN + SiLU and a depthwise 3x3 conv + BN + SiLU (the squeeze then reads a depthwise
+// convolution's output, as in the model).
+inline onnx::ModelProto se_block_cnn(int64_t n, int64_t hw, int64_t c, bool depthwise = false) {
   CnnBuilder b;
   add_graph_input(b.g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {n, 8, hw, hw}));
-  std::string s = b.silu(b.bn(b.conv("x", 8, c, 3), c));
-  std::string gap = b.node("GlobalAveragePool", {s});
-  std::string gate = b.node("Sigmoid", {b.conv(b.silu(b.conv(gap, c, c / 24, 1)), c / 24, c, 1)});
-  std::string y = b.bn(b.conv(b.node("Mul", {s, gate}), c, 24, 1), 24);
-  add_onnx_node(b.g, "Identity", {y}, {"y"});
-  add_graph_output(b.g, "y", value_type("tensor", onnx::TensorProto::FLOAT, {n, 24, hw, hw}));
-  return b.m;
-}
-
-// efficientnet's block with a depthwise convolution: expand 1x1 + BN + SiLU to c channels, depthwise 3x3 + BN +
-// SiLU, the squeeze-excitation (GlobalAveragePool, 1x1 to c/24 + SiLU, 1x1 back + Sigmoid, Mul), project 1x1 + BN
-// to 24. Input "x" [n, 8, hw, hw], output "y" [n, 24, hw, hw].
-inline onnx::ModelProto dw_se_block_cnn(int64_t n, int64_t hw, int64_t c) {
-  CnnBuilder b;
-  add_graph_input(b.g, "x", value_type("tensor", onnx::TensorProto::FLOAT, {n, 8, hw, hw}));
-  std::string e = b.silu(b.bn(b.conv("x", 8, c, 1), c));
-  std::string s = b.silu(b.bn(b.conv(e, c, c, 3, 1, c), c));
+  std::string s = depthwise ? b.silu(b.bn(b.conv(b.silu(b.bn(b.conv("x", 8, c, 1), c)), c, c, 3, 1, c), c))
+                            : b.silu(b.bn(b.conv("x", 8, c, 3), c));
   std::string gap = b.node("GlobalAveragePool", {s});
   std::string gate = b.node("Sigmoid", {b.conv(b.silu(b.conv(gap, c, c / 24, 1)), c / 24, c, 1)});
   std::string y = b.bn(b.conv(b.node("Mul", {s, gate}), c, 24, 1), 24);

@@ -178,7 +178,7 @@ TEST(FuseConvSqueeze, ReferenceMeanOutputOfFusedConv) {
 TEST(FuseConvSqueeze, EfficientnetBlockInTheCudaPipeline) {
   for (int64_t hw : {28, 7}) {
     SCOPED_TRACE("hw " + std::to_string(hw));
-    auto [cpu, cuda] = cpu_and_cuda_graphs(dw_se_block_cnn(2, hw, 144));
+    auto [cpu, cuda] = cpu_and_cuda_graphs(se_block_cnn(2, hw, 144, true));
     ASSERT_TRUE(cpu && cuda);
     EXPECT_EQ(count_ops(*cuda, "ReduceMean"), 0) << ir::print(*cuda);
     int with_mean = 0;
