@@ -4,7 +4,7 @@
 // outputs per channel as they store them and a small kernel adds those partial sums (conv_ops.cpp), so the
 // activation, the largest tensor of an efficientnet block, is not read back for its mean: efficientnet_b0's 16
 // squeezes read 590 MB at batch 128. Any other tactic the layer runs computes M by a reduction over Y after it,
-// as the ReduceMean did. Off with PassOptions::conv_squeeze false (KILN_CONV_SQUEEZE=0).
+// as the ReduceMean did. Off unless PassOptions::conv_squeeze (the builder sets it from KILN_CONV_SQUEEZE=1).
 #include <algorithm>
 
 #include "passes/fusion_util.h"

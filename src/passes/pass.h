@@ -52,8 +52,9 @@ struct PassOptions {
   // b64 +0.3%, gpt2 b32 -0.4%; bench/NOTES.md).
   bool norm_gemm = false;
   // fuse_conv_squeeze: a depthwise convolution's spatial mean (a squeeze-excitation's pool) becomes its second
-  // output, which the CUDA depthwise kernels sum as they store Y. On unless KILN_CONV_SQUEEZE=0.
-  bool conv_squeeze = true;
+  // output, which the CUDA depthwise kernels sum as they store Y. Off unless KILN_CONV_SQUEEZE=1 until its kernels
+  // have run on a GPU.
+  bool conv_squeeze = false;
   // The smallest value each symbolic dim of the network's inputs takes in the optimization profiles (the builder
   // fills it): a pass that pays off only above a size reads a dynamic dim's lower bound here.
   std::map<std::string, int64_t> symbol_min;

@@ -337,6 +337,30 @@ TEST(GpuCnn, SqueezeExciteBlockFp16WithTheDnnMatmulSwitch) {
   }
 }
 
+// efficientnet_b0's block with its depthwise convolution (expand 1x1, depthwise 3x3 + SiLU, squeeze-excite,
+// project; se_block_cnn's depthwise form) through the CUDA FP16 pipeline with fuse_conv_squeeze on
+// (KILN_CONV_SQUEEZE=1) and off: on, no ReduceMean is left (the depthwise FusedConv writes the mean, from its
+// kernel's partial sums or a reduction after it, whichever tactic the tuner keeps); both match the reference.
+TEST(GpuCnn, DepthwiseSqueezeExciteBlockWithAndWithoutTheFusedSqueeze) {
+  KILN_REQUIRE_GPU();
+  ScopedEnv nhwc("KILN_LAYOUT", "nhwc");
+  for (const char* sw : {"1", "0"}) {
+    ScopedEnv squeeze("KILN_CONV_SQUEEZE", sw);
+    for (int64_t n : {1, 8}) {
+      SCOPED_TRACE(std::string("KILN_CONV_SQUEEZE=") + sw + ", batch " + std::to_string(n));
+      onnx::ModelProto m = test::se_block_cnn(n, 28, 144, true);
+      Tensor x = random_tensor(DataType::kFLOAT, {n, 8, 28, 28}, 13);
+      OnnxRun cpu = run_onnx(m, Backend::kCPU, {}, x);
+      OnnxRun f16 = run_onnx(m, Backend::kCUDA, {BuilderFlag::kFP16}, x);
+      ASSERT_EQ(cpu.out.size(), 1u);
+      ASSERT_EQ(f16.out.size(), 1u);
+      EXPECT_TRUE(f16.host.empty()) << f16.host;
+      EXPECT_EQ(f16.reduce_means, std::string(sw) == "1" ? 0 : 1);
+      expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 depthwise squeeze-excite");
+    }
+  }
+}
+
 // vit's patch embedding (Conv kernel = stride, then the token Reshape + Transpose) through the whole CUDA
 // pipeline, FP32 and FP16: one patch Transpose (6-D, 16-element runs at patch 16) and one GEMM, no convolution,
 // no ToNhwc; at vit_b_16's size (224/16, hidden 768) and a small one with 8-element runs and an odd batch.

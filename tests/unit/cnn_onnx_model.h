@@ -222,14 +222,14 @@ inline std::unique_ptr<ir::Graph> import_onnx(const onnx::ModelProto& m) {
 struct CpuCudaGraphs {
   std::unique_ptr<ir::Graph> cpu, cuda;
 };
-inline CpuCudaGraphs cpu_and_cuda_graphs(const onnx::ModelProto& m) {
+inline CpuCudaGraphs cpu_and_cuda_graphs(const onnx::ModelProto& m, passes::PassOptions cuda_options = {}) {
   CpuCudaGraphs r;
   auto g = import_onnx(m);
   if (::testing::Test::HasFailure()) return r;
   auto cuda = g->clone();
   Status st = run_passes(*g, passes::pipeline_for(Backend::kCPU));
   EXPECT_TRUE(st.ok()) << "CPU pipeline: " << st.message();
-  Status sc = run_cuda_pipeline(*cuda);
+  Status sc = run_cuda_pipeline(*cuda, DataType::kHALF, std::move(cuda_options));
   EXPECT_TRUE(sc.ok()) << "CUDA pipeline: " << sc.message();
   if (st.ok() && sc.ok()) r.cpu = std::move(g), r.cuda = std::move(cuda);
   return r;
