@@ -52,8 +52,9 @@ struct PassOptions {
   // b64 +0.3%, gpt2 b32 -0.4%; bench/NOTES.md).
   bool norm_gemm = false;
   // fuse_conv_squeeze: a depthwise convolution's spatial mean (a squeeze-excitation's pool) becomes its second
-  // output, which the CUDA depthwise kernels sum as they store Y. Off unless KILN_CONV_SQUEEZE=1 until its kernels
-  // have run on a GPU.
+  // output, which the CUDA depthwise kernels sum as they store Y. Off unless KILN_CONV_SQUEEZE=1: correct on an H200,
+  // but efficientnet_b0 b128 ran 1.6% slower with it (the sums cost the instruction-bound kernels more than the
+  // pools they replace; bench/NOTES.md, twenty-sixth session).
   bool conv_squeeze = false;
   // The smallest value each symbolic dim of the network's inputs takes in the optimization profiles (the builder
   // fills it): a pass that pays off only above a size reads a dynamic dim's lower bound here.

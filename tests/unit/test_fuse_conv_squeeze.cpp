@@ -193,7 +193,7 @@ TEST(FuseConvSqueeze, EfficientnetBlockInTheCudaPipeline) {
     EXPECT_EQ(with_mean, 1) << ir::print(*cuda);
     expect_same_on_reference(*cpu, *cuda, random_f32({2, 8, hw, hw}, 92), 3e-2);
   }
-  // Off by default (opt-in until its kernels have run on a GPU): the squeeze stays a ReduceMean.
+  // Off by default (opt-in: measured slower on efficientnet_b0, bench/NOTES.md): the squeeze stays a ReduceMean.
   auto [cpu, cuda] = cpu_and_cuda_graphs(se_block_cnn(2, 28, 144, true));
   ASSERT_TRUE(cpu && cuda);
   EXPECT_EQ(count_ops(*cuda, "ReduceMean"), 1) << ir::print(*cuda);
