@@ -162,14 +162,23 @@ inline ir::Value* add_residual_input(ir::Graph& g, ir::Node* n) {
   return z;
 }
 
-inline std::pair<Tensor, Tensor> run_on_both(const ir::Graph& g, const std::vector<Tensor>& inputs) {
+// The graph's `outputs` outputs on the CPU reference and on the GPU (every layer on the GPU, else a failure).
+inline std::pair<std::vector<Tensor>, std::vector<Tensor>> run_on_both_all(const ir::Graph& g,
+                                                                           const std::vector<Tensor>& inputs,
+                                                                           size_t outputs) {
   std::string host;
   auto cpu = run_graph(g, Backend::kCPU, inputs, nullptr);
   auto gpu = run_graph(g, Backend::kCUDA, inputs, &host);
   EXPECT_TRUE(host.empty()) << "ran on the host: " << host;
-  EXPECT_EQ(cpu.size(), 1u);
-  EXPECT_EQ(gpu.size(), 1u);
-  if (cpu.size() != 1 || gpu.size() != 1) return {};
+  EXPECT_EQ(cpu.size(), outputs);
+  EXPECT_EQ(gpu.size(), outputs);
+  if (cpu.size() != outputs || gpu.size() != outputs) return {};
+  return {cpu, gpu};
+}
+
+inline std::pair<Tensor, Tensor> run_on_both(const ir::Graph& g, const std::vector<Tensor>& inputs) {
+  auto [cpu, gpu] = run_on_both_all(g, inputs, 1);
+  if (cpu.empty()) return {};
   return {cpu[0], gpu[0]};
 }
 
