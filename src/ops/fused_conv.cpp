@@ -35,25 +35,16 @@ Shape squeezed_shape(Shape y, bool nhwc) {
   return y;
 }
 
-// M from the stored Y: the mean over its spatial dims, accumulated in double and rounded once to Y's type (as the
-// ReduceMean it replaces computes it).
-Tensor spatial_mean(const Tensor& y, bool nhwc) {
-  const Dims& d = y.shape();
-  const int64_t n = d[0], c = nhwc ? d.back() : d[1];
-  const int64_t hw = n * c == 0 ? 0 : y.numel() / (n * c);
-  Dims md = d;
-  for (size_t i = nhwc ? 1 : 2; i < (nhwc ? d.size() - 1 : d.size()); ++i) md[i] = 1;
-  Tensor yd = y.cast(DataType::kDOUBLE);
-  Tensor m(DataType::kDOUBLE, md);
-  const double* p = yd.data<double>();
-  double* q = m.data<double>();
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t ch = 0; ch < c; ++ch) {
-      double s = 0;
-      for (int64_t i = 0; i < hw; ++i) s += nhwc ? p[(b * hw + i) * c + ch] : p[(b * c + ch) * hw + i];
-      q[b * c + ch] = hw > 0 ? s / static_cast<double>(hw) : 0.0;
-    }
-  return m.cast(y.dtype());
+// M from the stored Y: the ONNX ReduceMean reference over the spatial dims, keepdims (what the node the pass took
+// computed).
+Result<Tensor> spatial_mean(const Tensor& y, bool nhwc) {
+  std::vector<int64_t> axes;
+  for (int i = nhwc ? 1 : 2; i < (nhwc ? y.rank() - 1 : y.rank()); ++i) axes.push_back(i);
+  Attributes a;
+  a.set("axes", axes);
+  a.set("keepdims", int64_t{1});
+  KILN_ASSIGN_OR_RETURN(auto out, run_reference("ReduceMean", "", a, 13, {&y}));
+  return std::move(out[0]);
 }
 
 }  // namespace
@@ -137,7 +128,10 @@ KILN_REGISTER_OP(FusedConv) {
                               dims_to_string(y.shape()));
     const bool mean = ctx.num_outputs() > 1;
     if (!has_z && e.act == Activation::kNone) {
-      if (mean) ctx.set_output(1, spatial_mean(y, nhwc));
+      if (mean) {
+        KILN_ASSIGN_OR_RETURN(Tensor m, spatial_mean(y, nhwc));
+        ctx.set_output(1, std::move(m));
+      }
       ctx.set_output(0, std::move(y));
       return Status::Ok();
     }
@@ -151,7 +145,10 @@ KILN_REGISTER_OP(FusedConv) {
       p[i] = apply_activation(e, v);
     }
     Tensor stored = yd.cast(y.dtype());
-    if (mean) ctx.set_output(1, spatial_mean(stored, nhwc));
+    if (mean) {
+      KILN_ASSIGN_OR_RETURN(Tensor m, spatial_mean(stored, nhwc));
+      ctx.set_output(1, std::move(m));
+    }
     ctx.set_output(0, std::move(stored));
     return Status::Ok();
   };

@@ -378,6 +378,38 @@ TEST(DepthwiseRowsPlan, ThePlansOfTheProfiledLayers) {
   EXPECT_EQ(p.th, 1);
 }
 
+// The squeeze (FusedConv's mean output) sums each block's outputs in the block's staging buffer: it must fit there
+// for every variant's plan of the CNN layers (else those layers fall back to a reduction after the convolution and
+// the GPU tests of the in-kernel sums would test the fallback), float and half, batch 128 and 1.
+TEST(DepthwiseTilePlan, SqueezeSumsFitEveryPlansBuffer) {
+  struct Shape {
+    int oh, ow, c, k, s;
+  };
+  const Shape layers[] = {{112, 112, 32, 3, 1}, {56, 56, 96, 3, 2},  {56, 56, 144, 3, 1}, {28, 28, 144, 5, 2},
+                          {28, 28, 240, 5, 1},  {14, 14, 240, 3, 2}, {14, 14, 480, 3, 1}, {14, 14, 672, 5, 1},
+                          {7, 7, 672, 5, 2},    {7, 7, 1152, 5, 1},  {7, 7, 960, 3, 1},   {1, 4, 40, 3, 1}};
+  for (int n : {128, 1})
+    for (int vec : {4, 8})
+      for (const Shape& l : layers) {
+        SCOPED_TRACE("n " + std::to_string(n) + " " + std::to_string(l.oh) + "x" + std::to_string(l.ow) + "x" +
+                     std::to_string(l.c) + " k" + std::to_string(l.k) + " s" + std::to_string(l.s) + " vec " +
+                     std::to_string(vec));
+        for (int variant = 0; variant < kDwTileVariants; ++variant) {
+          const DwTilePlan p = dw_tile_plan(n, l.oh, l.ow, l.c / vec, vec, l.k, l.s, variant);
+          if (!p.ok) continue;
+          EXPECT_TRUE(dw_squeeze_fits(p.threads, p.cv, vec, p.tile_vecs * 16)) << "variant " << variant;
+        }
+        const DwRowsPlan r = dw_rows_plan(n, l.oh, l.ow, l.c / vec, vec, l.k, l.s);
+        if (r.ok) EXPECT_TRUE(dw_squeeze_fits(r.threads, r.cv, vec, static_cast<size_t>(r.ring) * r.row_vecs * 16));
+      }
+  // A buffer one float short, and threads that are no multiple of the chunk's vectors, are declined.
+  const int need = dw_squeeze_floats(224, 2, 8);
+  EXPECT_EQ(need, 224 * 8 + 14 * 2 * 8);
+  EXPECT_TRUE(dw_squeeze_fits(224, 2, 8, need * sizeof(float)));
+  EXPECT_FALSE(dw_squeeze_fits(224, 2, 8, need * sizeof(float) - 4));
+  EXPECT_FALSE(dw_squeeze_fits(225, 2, 8, 1 << 20));
+}
+
 TEST(DepthwiseRowsPlan, Declines) {
   EXPECT_FALSE(dw_rows_plan(1, 8, 8, 4, 8, 7, 1).ok);  // 7x7 window
   EXPECT_FALSE(dw_rows_plan(1, 8, 8, 4, 8, 3, 3).ok);  // stride 3

@@ -320,8 +320,7 @@ float* squeeze_partials(DwSqueeze* squeeze, const DepthwiseGeom& g, int slots_pe
                         int threads, int cv, int vec) {
   if (!squeeze || !squeeze->mean || !squeeze->workspace) return nullptr;
   const size_t part_bytes = static_cast<size_t>(g.n) * slots_per_image * g.c * sizeof(float);
-  const size_t red_bytes = static_cast<size_t>(dw_squeeze_floats(threads, cv, vec)) * sizeof(float);
-  if (part_bytes > squeeze->workspace_bytes || red_bytes > buffer_bytes || threads % cv != 0) return nullptr;
+  if (part_bytes > squeeze->workspace_bytes || !dw_squeeze_fits(threads, cv, vec, buffer_bytes)) return nullptr;
   squeeze->done = true;
   return static_cast<float*>(squeeze->workspace);
 }

@@ -82,11 +82,8 @@ __device__ __forceinline__ void store_output(T* y, const T* z, int out, float (&
 // and divides by OH * OW. Deterministic: no atomics.
 //
 // A thread holds the sums of channel vector l (tid % cv; blockDim.x a multiple of cv). red: shared memory that no
-// thread uses meanwhile, dw_squeeze_floats(blockDim.x, cv, V) floats. Every thread of the block calls it; it ends
-// with a barrier, so red may be written again after it.
-__host__ __device__ constexpr int dw_squeeze_floats(int threads, int cv, int V) {
-  return threads * V + (threads / (cv * V) > 1 ? threads / (cv * V) : 1) * cv * V;
-}
+// thread uses meanwhile, dw_squeeze_floats(blockDim.x, cv, V) floats (depthwise_tile_plan.h). Every thread of the
+// block calls it; it ends with a barrier, so red may be written again after it.
 
 template <int V>
 __device__ __forceinline__ void dw_block_channel_sums(const float (&sum)[V], int cv, float* red,

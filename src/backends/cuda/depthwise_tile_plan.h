@@ -61,6 +61,19 @@ struct DwTilePlan {
 // The slot of staged column c in a tile row (stride s, in_ws pixels a phase).
 KILN_DW_HD inline int dw_tile_column(int c, int s, int in_ws) { return c % s * in_ws + c / s; }
 
+// The squeeze (FusedConv's mean output, depthwise.h): the floats of shared memory a block of `threads` threads over
+// cv vectors of vec channels needs to add up its per-channel sums (dw_block_channel_sums: every thread's vec sums,
+// then J = max(1, threads / (cv * vec)) partial sums a channel), and whether a plan's staging buffer of
+// buffer_bytes holds them (else the layer's mean is computed after the convolution).
+KILN_DW_HD inline int dw_squeeze_floats(int threads, int cv, int vec) {
+  const int per_channel = threads / (cv * vec) > 1 ? threads / (cv * vec) : 1;
+  return threads * vec + per_channel * cv * vec;
+}
+inline bool dw_squeeze_fits(int threads, int cv, int vec, size_t buffer_bytes) {
+  return cv > 0 && threads % cv == 0 &&
+         static_cast<size_t>(dw_squeeze_floats(threads, cv, vec)) * sizeof(float) <= buffer_bytes;
+}
+
 // The tiles and chunks of one tile geometry (0: up to 16 x 32 outputs, 1: up to 8 x 16, 2: wide) with `buffers`
 // input tiles in at most max_smem bytes; the plan's ok is left to the caller.
 inline void dw_tile_geometry(DwTilePlan& p, int n, int oh, int ow, int vecs, int vec, int k, int s, int geometry,
