@@ -121,6 +121,8 @@ std::unique_ptr<Pass> make_conv_patchify_as_gemm();
 // A squeeze-excitation scale read only by a GEMM becomes per-sample GEMM weights (CUDA pipeline).
 std::unique_ptr<Pass> make_se_scale_gemm();
 std::unique_ptr<Pass> make_fuse_conv_squeeze();
+// Two small FusedMatMuls in a row over one row per sample (a squeeze-excitation's fc1, fc2) become one FusedMlp.
+std::unique_ptr<Pass> make_fuse_small_mlp();
 std::unique_ptr<Pass> make_fuse_input_layout();
 std::unique_ptr<Pass> make_fuse_pointwise();
 // GEMMs with a constant B and an output row pitch that is not a 16-byte multiple write padded rows (CUDA pipeline).

@@ -276,8 +276,9 @@ TEST(Conv1x1AsGemmSigmoidActs, BuilderSetsTheOptionForCudaUnlessSwitchedOff) {
 
 // The whole CUDA FP16 pipeline on an efficientnet-like SE block (its reduce/expand 1x1 convolutions carry SiLU and
 // sigmoid): with the option off the graph prints exactly as with default options and keeps SiLU/sigmoid as
-// ONNX nodes (what it was before the option existed); with it on they move into the two GEMMs, the graph loses
-// those nodes, and both compute what the CPU pipeline's graph computes on the reference kernels.
+// ONNX nodes (what it was before the option existed); with it on they move into the two GEMMs (which fuse_small_mlp
+// then makes one FusedMlp), the graph loses those nodes, and both compute what the CPU pipeline's graph computes on
+// the reference kernels.
 TEST(Conv1x1AsGemmSigmoidActs, SeBlockThroughTheCudaPipeline) {
   const onnx::ModelProto model = se_block_cnn(2, 12, 48);
   auto cpu = import_onnx(model);
@@ -298,8 +299,12 @@ TEST(Conv1x1AsGemmSigmoidActs, SeBlockThroughTheCudaPipeline) {
   EXPECT_EQ(ir::print(*off), ir::print(*def));
   auto acts = [](const ir::Graph& g) {
     std::multiset<std::string> s;
-    for (auto& n : g.nodes())
+    for (auto& n : g.nodes()) {
       if (n->op_type == "FusedMatMul") s.insert(activation_of(n.get()));
+      // With the activations in the epilogues, fuse_small_mlp makes the excitation's two GEMMs one FusedMlp.
+      if (n->op_type == "FusedMlp")
+        for (const char* k : {"activation1", "activation2"}) s.insert(n->attrs.get_string(k, "none").value());
+    }
     return s;
   };
   const std::multiset<std::string> off_acts = acts(*off), on_acts = acts(*on);

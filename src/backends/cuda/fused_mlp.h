@@ -1,0 +1,88 @@
+// kiln::FusedMlp on CUDA (fused_mlp.cu): both small products of each row in one launch. A block takes
+// `rows_per_block` rows of X into shared memory (float32), computes their whole hidden layer (one warp per hidden
+// feature, lanes along K, reading W1's row once for all of the block's rows), then one slice of the outputs (one
+// thread per output feature, the hidden rows read by broadcast); `n_split` blocks share a group of rows, each
+// recomputing the hidden layer and writing its own slice of N. The tactics are the (rows_per_block, n_split)
+// pairs; this header is plain C++ so the CPU unit tests check the plan.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/tensor.h"
+#include "kiln/status.h"
+
+namespace kiln::cuda {
+
+struct MlpShape {
+  int64_t rows = 0, k = 0, hidden = 0, n = 0;
+};
+
+struct MlpTactic {
+  int rows_per_block = 1;
+  int n_split = 1;
+  bool operator==(const MlpTactic& o) const { return rows_per_block == o.rows_per_block && n_split == o.n_split; }
+};
+
+inline constexpr int kMlpThreads = 256;
+// Without the opt-in attribute a block may take 48 KiB of dynamic shared memory.
+inline constexpr int64_t kMlpSmemBytes = 48 * 1024;
+
+inline int64_t mlp_smem_bytes(const MlpShape& s, int rows_per_block) {
+  return static_cast<int64_t>(rows_per_block) * (s.k + s.hidden) * static_cast<int64_t>(sizeof(float));
+}
+
+inline bool mlp_fits(const MlpShape& s) { return s.k > 0 && s.hidden > 0 && s.n > 0 && mlp_smem_bytes(s, 1) <= kMlpSmemBytes; }
+
+inline std::string mlp_tactic_name(const MlpTactic& t) {
+  return "kiln_mlp_r" + std::to_string(t.rows_per_block) + "_s" + std::to_string(t.n_split);
+}
+
+inline std::optional<MlpTactic> parse_mlp_tactic(const std::string& name) {
+  int r = 0, s = 0;
+  char tail = 0;
+  if (std::sscanf(name.c_str(), "kiln_mlp_r%d_s%d%c", &r, &s, &tail) != 2) return std::nullopt;
+  if ((r != 1 && r != 2 && r != 4 && r != 8) || s < 1 || s > 8) return std::nullopt;
+  return MlpTactic{r, s};
+}
+
+// The candidates for a shape, best guess first. A rough cost per candidate: the waves of blocks (a few resident
+// per SM) times one block's multiply-adds per thread (the hidden layer of its rows, its slice of the outputs) and
+// its weight reads; the tuner times them, so the order only matters for --builderOptimizationLevel=0 and the cut
+// at lower levels.
+inline std::vector<MlpTactic> mlp_tactics(const MlpShape& s, int sm_count) {
+  std::vector<std::pair<double, MlpTactic>> c;
+  const int64_t sms = std::max(sm_count, 1);
+  for (int r : {1, 2, 4, 8}) {
+    if (mlp_smem_bytes(s, r) > kMlpSmemBytes) continue;
+    if (r > 1 && (r / 2) >= s.rows) continue;  // no more rows a block than the problem has (rounded up)
+    for (int sp : {1, 2, 4, 8}) {
+      if (sp > 1 && s.n < static_cast<int64_t>(sp) * 32) continue;  // at least 32 outputs a block's slice
+      const int64_t groups = (s.rows + r - 1) / r, blocks = groups * sp;
+      const int64_t per_sm = std::max<int64_t>(1, std::min<int64_t>(8, kMlpSmemBytes * 4 / std::max<int64_t>(mlp_smem_bytes(s, r), 1)));
+      const double waves = static_cast<double>((blocks + sms * per_sm - 1) / (sms * per_sm));
+      const double slice = static_cast<double>((s.n + sp - 1) / sp);
+      const double macs = r * static_cast<double>(s.hidden) * s.k + r * slice * s.hidden;
+      const double weights = static_cast<double>(s.hidden) * s.k + slice * s.hidden;
+      c.push_back({waves * (macs + 2.0 * weights) / kMlpThreads + 200.0 * waves, MlpTactic{r, sp}});
+    }
+  }
+  std::stable_sort(c.begin(), c.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<MlpTactic> v;
+  for (const auto& e : c) v.push_back(e.second);
+  return v;
+}
+
+// Activation codes as EpilogueParams::act (dense_kernels.h): FusedMatMul's names mapped by the launcher's caller.
+// x, w1, w2, y: dense, X's type dt (float, half, bfloat16); b1, b2 may be null.
+Status launch_fused_mlp(DataType dt, const MlpShape& s, const MlpTactic& t, const void* x, const void* w1,
+                        const void* b1, const void* w2, const void* b2, void* y, int act1, int act2,
+                        cudaStream_t stream);
+
+}  // namespace kiln::cuda

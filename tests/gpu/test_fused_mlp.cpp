@@ -1,0 +1,185 @@
+// GPU tests of kiln::FusedMlp (fused_mlp.cu): every tactic of the plan at efficientnet_b0's squeeze-excitation
+// sizes and at odd sizes (the one-element path), in FP32, FP16 and BF16, with and without biases, against the CPU
+// reference; the efficientnet block through the whole CUDA FP16 pipeline (fuse_small_mlp on) against the CPU
+// backend; and each SE size timed as one FusedMlp (each tactic) against the two FusedMatMuls it replaces.
+#include "../unit/cnn_onnx_model.h"
+#include "backends/cuda/fused_mlp.h"
+#include "gpu_test_util.h"
+#include "gpu_timing_util.h"
+#include "passes/pass.h"
+
+namespace kiln::gpu_testing {
+namespace {
+
+struct MlpCase {
+  int64_t rows, k, hidden, n;
+  DataType dt = DataType::kFLOAT;
+  bool biases = true;
+  std::string act1 = "silu", act2 = "sigmoid";
+  std::string tactic;
+  std::string str() const {
+    return std::to_string(rows) + " rows " + std::to_string(k) + "-" + std::to_string(hidden) + "-" +
+           std::to_string(n) + " " + dtype_name(dt) + " " + act1 + "/" + act2 + (biases ? " biases " : " ") + tactic;
+  }
+};
+
+// x [rows, 1, 1, k] -> FusedMlp -> y; weights scaled so the sums stay O(1) (half keeps its precision).
+std::vector<Tensor> mlp_graph(const MlpCase& c, ir::Graph& g) {
+  const double s1 = 2.0 / std::sqrt(static_cast<double>(c.k)), s2 = 2.0 / std::sqrt(static_cast<double>(c.hidden));
+  ir::Value* x = g.add_value("x");
+  x->dtype = c.dt;
+  x->shape = ops::shape_from_dims({c.rows, 1, 1, c.k});
+  x->rank_known = true;
+  g.inputs().push_back(x);
+  Attributes a;
+  a.set("activation1", c.act1);
+  a.set("activation2", c.act2);
+  if (!c.tactic.empty()) a.set("kiln.tactic", c.tactic);
+  std::vector<ir::Value*> in = {x, g.add_constant("w1", random_tensor(c.dt, {c.hidden, c.k}, 2, -s1, s1)),
+                                c.biases ? g.add_constant("b1", random_tensor(c.dt, {c.hidden}, 3, -0.5, 0.5)) : nullptr,
+                                g.add_constant("w2", random_tensor(c.dt, {c.n, c.hidden}, 4, -s2, s2))};
+  if (c.biases) in.push_back(g.add_constant("b2", random_tensor(c.dt, {c.n}, 5, -0.5, 0.5)));
+  ir::Node* n = g.add_node("FusedMlp", "mlp", in, {"y"}, a, 1, "kiln");
+  g.outputs().push_back(n->outputs[0]);
+  QuietLogger quiet;
+  passes::PassContext ctx(quiet);
+  Status inferred = passes::make_shape_inference()->apply(g, ctx);
+  EXPECT_TRUE(inferred.ok()) << inferred.message();
+  return {random_tensor(c.dt, {c.rows, 1, 1, c.k}, 1, -2.0, 2.0)};
+}
+
+// The reference keeps the hidden layer in float as the kernel does and rounds the output once; the kernel sums in
+// another order (lanes, then a shuffle tree): about one rounding of the output type.
+double mlp_tolerance(DataType dt) { return dt == DataType::kFLOAT ? 1e-4 : dt == DataType::kHALF ? 4e-3 : 3e-2; }
+
+void mlp_case(const MlpCase& c) {
+  SCOPED_TRACE(c.str());
+  ir::Graph g;
+  const std::vector<Tensor> inputs = mlp_graph(c, g);
+  auto [cpu, gpu] = run_on_both(g, inputs);
+  ASSERT_TRUE(cpu.defined() && gpu.defined());
+  expect_tensors_close(cpu, gpu, mlp_tolerance(c.dt), mlp_tolerance(c.dt), "FusedMlp");
+}
+
+// efficientnet_b0's squeeze-excitations: C -> C/4 (the first block's 32 -> 8) or C/24 -> C.
+const int64_t kSeShapes[][2] = {{32, 8}, {96, 4}, {144, 6}, {240, 10}, {480, 20}, {672, 28}, {1152, 48}};
+
+TEST(GpuFusedMlp, EveryTacticAtSqueezeExcitationSizes) {
+  KILN_REQUIRE_GPU();
+  for (DataType dt : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16})
+    for (const auto& sh : kSeShapes)
+      for (int64_t rows : {128, 1, 5}) {
+        const cuda::MlpShape s{rows, sh[0], sh[1], sh[0]};
+        for (const cuda::MlpTactic& t : cuda::mlp_tactics(s, 132)) {
+          MlpCase c{rows, sh[0], sh[1], sh[0], dt};
+          c.tactic = cuda::mlp_tactic_name(t);
+          mlp_case(c);
+          if (::testing::Test::HasFailure()) return;
+        }
+      }
+}
+
+TEST(GpuFusedMlp, OddSizesActivationsAndNoBiases) {
+  KILN_REQUIRE_GPU();
+  // K, hidden not multiples of 8: the one-element path; N below a warp; a hidden layer wider than the block.
+  const int64_t shapes[][4] = {{3, 37, 5, 37}, {9, 20, 4, 33}, {2, 40, 300, 17}, {130, 8, 1, 8}};
+  for (DataType dt : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16})
+    for (const auto& sh : shapes)
+      for (const auto& [a1, a2] : {std::pair{"relu", "none"}, std::pair{"gelu_erf", "gelu_tanh"}, std::pair{"none", "silu"}})
+        for (bool biases : {true, false}) {
+          MlpCase c{sh[0], sh[1], sh[2], sh[3], dt, biases, a1, a2};
+          for (const cuda::MlpTactic& t : cuda::mlp_tactics(cuda::MlpShape{c.rows, c.k, c.hidden, c.n}, 132)) {
+            c.tactic = cuda::mlp_tactic_name(t);
+            mlp_case(c);
+          }
+        }
+}
+
+// se_block_cnn (depthwise, efficientnet's block) through the CUDA FP16 pipeline: the excitation is one FusedMlp
+// layer on the GPU, and the block computes what the CPU backend does.
+TEST(GpuFusedMlp, EfficientnetBlockFp16Pipeline) {
+  KILN_REQUIRE_GPU();
+  // Pinned channels-last: the timed layout choice may keep a block this small NCHW, where no GEMM reads the pool.
+  ScopedEnv nhwc("KILN_LAYOUT", "nhwc");
+  for (int64_t n : {1, 8}) {
+    SCOPED_TRACE("batch " + std::to_string(n));
+    onnx::ModelProto m = test::se_block_cnn(n, 14, 144, true);
+    Tensor x = random_tensor(DataType::kFLOAT, {n, 8, 14, 14}, 21);
+    std::string bytes;
+    m.SerializeToString(&bytes);
+    std::vector<Tensor> out[2];
+    for (int cuda = 0; cuda < 2; ++cuda) {
+      QuietLogger quiet;
+      Builder builder(quiet);
+      auto network = builder.create_network();
+      OnnxParser parser(*network, quiet);
+      ASSERT_TRUE(parser.parse(bytes.data(), bytes.size()).ok());
+      auto config = builder.create_builder_config();
+      config->set_backend(cuda ? Backend::kCUDA : Backend::kCPU);
+      config->clear_flag(BuilderFlag::kTF32);
+      if (cuda) config->set_flag(BuilderFlag::kFP16);
+      auto engine = test::load_engine(builder.build_serialized_network(*network, *config), quiet);
+      ASSERT_TRUE(engine);
+      if (cuda) {
+        EXPECT_EQ(test::host_layers(*engine), "");
+        EXPECT_NE(first_node(*engine, "FusedMlp"), nullptr) << "no FusedMlp layer in the engine";
+      }
+      out[cuda] = test::infer(*engine, {{"x", x}});
+      ASSERT_EQ(out[cuda].size(), 1u);
+    }
+    expect_tensors_close(out[0][0], out[1][0], 3e-2, 3e-2, "CUDA FP16 SE block with FusedMlp");
+  }
+}
+
+// Each squeeze-excitation size at batch 128 and 1 in FP16: the two FusedMatMuls (fc1 + SiLU, fc2 + sigmoid, their
+// default tactics) against FusedMlp with each of its tactics. Prints; asserts only that the results agree.
+TEST(GpuFusedMlp, TimesAgainstTwoGemms) {
+  KILN_REQUIRE_GPU();
+  for (int64_t rows : {128, 1})
+    for (const auto& sh : kSeShapes) {
+      MlpCase c{rows, sh[0], sh[1], sh[0], DataType::kHALF};
+      SCOPED_TRACE(c.str());
+      ir::Graph fused;
+      const std::vector<Tensor> inputs = mlp_graph(c, fused);
+      // The same weights as two FusedMatMuls.
+      ir::Graph pair;
+      {
+        const ir::Node* m = fused.nodes()[0].get();
+        ir::Value* x = pair.add_value("x");
+        x->dtype = c.dt;
+        x->shape = fused.inputs()[0]->shape;
+        x->rank_known = true;
+        pair.inputs().push_back(x);
+        auto copy = [&](int i) { return pair.add_constant(m->inputs[i]->name, *m->inputs[i]->constant); };
+        Attributes a1, a2;
+        a1.set("trans_b", int64_t{1});
+        a1.set("activation", c.act1);
+        a2.set("trans_b", int64_t{1});
+        a2.set("activation", c.act2);
+        ir::Value* h = pair.add_node("FusedMatMul", "fc1", {x, copy(1), copy(2)}, {"h"}, a1, 1, "kiln")->outputs[0];
+        pair.outputs().push_back(pair.add_node("FusedMatMul", "fc2", {h, copy(3), copy(4)}, {"y"}, a2, 1, "kiln")->outputs[0]);
+        QuietLogger quiet;
+        passes::PassContext ctx(quiet);
+        ASSERT_TRUE(passes::make_shape_inference()->apply(pair, ctx).ok());
+      }
+      const Timed two = time_on_gpu(pair, inputs, 200);
+      std::string line;
+      double best = 1e30;
+      std::string best_name;
+      for (const cuda::MlpTactic& t : cuda::mlp_tactics(cuda::MlpShape{c.rows, c.k, c.hidden, c.n}, 132)) {
+        ir::Graph g;
+        c.tactic = cuda::mlp_tactic_name(t);
+        mlp_graph(c, g);
+        const Timed one = time_on_gpu(g, inputs, 200);
+        expect_tensors_close(two.y, one.y, 1e-2, 1e-2, "FusedMlp against the two GEMMs");
+        line += " " + c.tactic.substr(9) + "=" + std::to_string(one.us).substr(0, 5);
+        if (one.us < best) best = one.us, best_name = c.tactic;
+      }
+      std::printf("mlp %4lld rows %4lld-%2lld-%4lld: two GEMMs %.2f us, best FusedMlp %.2f us (%s);%s\n",
+                  static_cast<long long>(rows), static_cast<long long>(c.k), static_cast<long long>(c.hidden),
+                  static_cast<long long>(c.n), two.us, best, best_name.c_str(), line.c_str());
+    }
+}
+
+}  // namespace
+}  // namespace kiln::gpu_testing
