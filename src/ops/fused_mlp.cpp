@@ -1,9 +1,11 @@
 // kiln::FusedMlp: two chained small GEMMs over each row of X, Y = act2(act1(X.W1^T + b1).W2^T + b2), the target of
 // fuse_small_mlp (a squeeze-excitation's excitation: fc1 + SiLU, fc2, on the pooled [N, 1, 1, C]).
 //   X [..., K], W1 [Hd, K], b1 [Hd] (optional), W2 [N, Hd], b2 [N] (optional) -> Y [..., N], X's type.
-// Both weights are stored as FusedMatMul's trans_b = 1 matrices (one output feature per row). The hidden row is
-// kept in float32 between the two products (the CUDA kernel holds it in shared memory), so the result can be more
-// accurate than the two FusedMatMuls it replaces, which round it to X's type.
+// With squeeze = 1, X is [B, d1, ..., K] (rank >= 3) and each row is first the mean of X over the middle dims (the
+// squeeze itself, a ReduceMean over H and W of an NHWC activation): Y is [B, 1, ..., 1, N].
+// Both weights are stored as FusedMatMul's trans_b = 1 matrices (one output feature per row). The squeezed row and
+// the hidden row are kept in float32 (the CUDA kernel holds them in shared memory), so the result can be more
+// accurate than the ReduceMean and two FusedMatMuls it replaces, which round each to X's type.
 #include "ops/op_util.h"
 
 namespace kiln::ops {
@@ -35,7 +37,7 @@ KILN_REGISTER_OP(FusedMlp) {
   s.min_inputs = 2;
   s.max_inputs = 5;
   // activation1 / activation2: FusedMatMul's activation names (none, relu, gelu_erf, gelu_tanh, silu, sigmoid).
-  s.attrs = {{"activation1", AttrType::kSTRING}, {"activation2", AttrType::kSTRING}};
+  s.attrs = {{"activation1", AttrType::kSTRING}, {"activation2", AttrType::kSTRING}, {"squeeze", AttrType::kINT}};
   s.dtypes = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16};
   s.infer = [](InferContext& ctx) -> Status {
     for (const char* name : {"activation1", "activation2"}) {
@@ -58,9 +60,12 @@ KILN_REGISTER_OP(FusedMlp) {
       ctx.output(0).rank_known = false;
       return Status::Ok();
     }
-    if (x.shape.empty() || w1.shape.size() != 2 || w2.shape.size() != 2)
-      return invalid_model("FusedMlp: X must have rank >= 1 and W1, W2 rank 2, got " + shape_to_string(x.shape) + ", " +
-                           shape_to_string(w1.shape) + " and " + shape_to_string(w2.shape));
+    KILN_ASSIGN_OR_RETURN(int64_t squeeze, ctx.attrs().get_int("squeeze", 0));
+    if (squeeze != 0 && squeeze != 1) return invalid_model("FusedMlp: squeeze must be 0 or 1");
+    if (x.shape.size() < (squeeze ? 3u : 1u) || w1.shape.size() != 2 || w2.shape.size() != 2)
+      return invalid_model(std::string("FusedMlp: X must have rank >= ") + (squeeze ? "3 (with squeeze)" : "1") +
+                           " and W1, W2 rank 2, got " + shape_to_string(x.shape) + ", " + shape_to_string(w1.shape) +
+                           " and " + shape_to_string(w2.shape));
     auto differ = [](const Dim& a, const Dim& b) { return a.is_static() && b.is_static() && a.value != b.value; };
     if (differ(x.shape.back(), w1.shape[1]) || differ(w1.shape[0], w2.shape[1]))
       return invalid_model("FusedMlp: inner dimensions differ: X " + shape_to_string(x.shape) + ", W1 " +
@@ -75,14 +80,33 @@ KILN_REGISTER_OP(FusedMlp) {
     }
     Shape out = x.shape;
     out.back() = w2.shape[0];
+    if (squeeze)
+      for (size_t i = 1; i + 1 < out.size(); ++i) out[i] = Dim(1);
     ctx.output(0) = make_info(x.dtype, out);
     return Status::Ok();
   };
   s.compute = [](ComputeContext& ctx) -> Status {
     KILN_ASSIGN_OR_RETURN(std::string act1, ctx.attrs().get_string("activation1", "none"));
     KILN_ASSIGN_OR_RETURN(std::string act2, ctx.attrs().get_string("activation2", "none"));
+    KILN_ASSIGN_OR_RETURN(int64_t squeeze, ctx.attrs().get_int("squeeze", 0));
     const Tensor& x = ctx.input(0);
-    const Tensor xf = x.cast(DataType::kFLOAT);
+    Tensor xf = x.cast(DataType::kFLOAT);
+    if (squeeze) {  // the mean over the middle dims, in double, kept as float32
+      if (x.rank() < 3) return invalid_argument("FusedMlp: squeeze needs X of rank >= 3");
+      const int64_t b = x.dim(0), k = x.shape().back(), mid = b * k > 0 ? x.numel() / (b * k) : 0;
+      std::vector<int64_t> dims(x.rank(), 1);
+      dims[0] = b;
+      dims.back() = k;
+      Tensor m(DataType::kFLOAT, dims);
+      const float* xp = xf.data<float>();
+      for (int64_t i = 0; i < b; ++i)
+        for (int64_t c = 0; c < k; ++c) {
+          double sum = 0;
+          for (int64_t p = 0; p < mid; ++p) sum += xp[(i * mid + p) * k + c];
+          m.data<float>()[i * k + c] = static_cast<float>(mid > 0 ? sum / static_cast<double>(mid) : 0.0);
+        }
+      xf = m;
+    }
     KILN_ASSIGN_OR_RETURN(Tensor h, linear(xf, ctx.input(1), ctx.has_input(2) ? &ctx.input(2) : nullptr, act1,
                                            ctx.opset()));
     KILN_ASSIGN_OR_RETURN(Tensor y, linear(h, ctx.input(3), ctx.has_input(4) ? &ctx.input(4) : nullptr, act2,

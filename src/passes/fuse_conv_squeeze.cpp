@@ -14,23 +14,6 @@
 namespace kiln::passes {
 namespace {
 
-// The reduced axes of a ReduceMean (the attribute before opset 18, a constant input from it), normalized and
-// sorted; empty when they are not known here.
-std::vector<int64_t> reduced_axes(const ir::Node& r, int64_t rank) {
-  std::vector<int64_t> axes;
-  if (r.inputs.size() > 1 && r.inputs[1]) {
-    const ir::Value* a = r.inputs[1];
-    if (!a->is_constant() || a->constant->dtype() != DataType::kINT64) return {};
-    const Tensor& t = *a->constant;
-    axes.assign(t.data<int64_t>(), t.data<int64_t>() + t.numel());
-  } else if (const Attribute* at = r.attrs.find("axes")) {
-    axes = at->ints();
-  }
-  for (int64_t& a : axes) a = a < 0 ? a + rank : a;
-  std::sort(axes.begin(), axes.end());
-  return axes;
-}
-
 class FuseConvSqueeze final : public Pass {
  public:
   std::string_view name() const override { return "fuse_conv_squeeze"; }
@@ -62,7 +45,7 @@ class FuseConvSqueeze final : public Pass {
     if (!y->rank_known || y->shape.size() != 4 || m->dtype != y->dtype) return false;
     auto keep = r->attrs.get_int("keepdims", 1);
     if (!keep.ok() || *keep != 1) return false;
-    if (reduced_axes(*r, 4) != std::vector<int64_t>{1, 2}) return false;
+    if (fusion::reduced_axes(*r, 4) != std::vector<int64_t>{1, 2}) return false;
     match::record_fusion(conv, {conv, r});
     g.remove_node(r);
     conv->outputs.push_back(m);

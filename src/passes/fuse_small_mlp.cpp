@@ -9,6 +9,10 @@
 // one row per sample ([N, C] or [N, 1, ..., 1, C]); and each weight matrix has at most kMaxWeightElems elements and
 // K + hidden <= kMaxRowFloats (one row of X and of the hidden layer fit a block's shared memory as float32).
 // Larger or many-row products (a transformer's MLP) stay GEMMs: there the tensor cores win.
+// When A is the mean of an activation over its middle dims (the squeeze: layout_nhwc's ReduceMean over H and W of
+// a GlobalAveragePool) read only by fc1, the FusedMlp takes the activation itself (squeeze = 1): its CUDA tactics
+// either pool it in the same kernel (one block an image) or run the same reduction first (as before).
+#include "passes/fusion_util.h"
 #include "passes/matcher.h"
 #include "passes/pass.h"
 
@@ -43,6 +47,24 @@ bool one_row_per_sample(const ir::Value* v) {
   for (size_t i = 1; i + 1 < v->shape.size(); ++i)
     if (!(v->shape[i].is_static() && v->shape[i].value == 1)) return false;
   return true;
+}
+
+// The activation x is the mean of, when x = ReduceMean(fm) over every middle axis of fm ([B, d1, ..., K], rank >= 3,
+// keepdims), read by nothing else: fm; else null.
+ir::Value* squeezed_from(const ir::Graph& g, ir::Value* x) {
+  const ir::Node* r = x->producer;
+  if (!r || r->op_type != "ReduceMean" || !r->domain.empty() || r->outputs.size() != 1 || x->users.size() != 1)
+    return nullptr;
+  for (const ir::Value* o : g.outputs())
+    if (o == x) return nullptr;
+  ir::Value* fm = r->inputs.empty() ? nullptr : r->inputs[0];
+  if (!fm || !fm->rank_known || fm->shape.size() < 3 || fm->dtype != x->dtype) return nullptr;
+  auto keep = r->attrs.get_int("keepdims", 1);
+  if (!keep.ok() || *keep != 1) return nullptr;
+  const int64_t rank = static_cast<int64_t>(fm->shape.size());
+  std::vector<int64_t> middle;
+  for (int64_t i = 1; i + 1 < rank; ++i) middle.push_back(i);
+  return fusion::reduced_axes(*r, rank) == middle ? fm : nullptr;
 }
 
 class FuseSmallMlp final : public Pass {
@@ -88,14 +110,25 @@ class FuseSmallMlp final : public Pass {
     Attributes a;
     a.set("activation1", *act1);
     a.set("activation2", *act2);
+    // The squeeze too, where x is the mean over the middle dims of an activation and only fc1 reads it.
+    if (ir::Value* fm = squeezed_from(g, x)) {
+      x = fm;
+      a.set("squeeze", int64_t{1});
+    }
     ir::Value* b1 = first->inputs.size() > 2 ? first->inputs[2] : nullptr;
     ir::Value* b2 = second->inputs.size() > 2 ? second->inputs[2] : nullptr;
     std::vector<ir::Value*> in = {x, first->inputs[1], b1, second->inputs[1]};
     if (b2) in.push_back(b2);
     ir::Node* mlp = g.add_node("FusedMlp", g.unique_node_name(second->name + "_mlp"), in,
                                {second->outputs[0]->name + "_mlp"}, a, 1, "kiln");
-    match::record_fusion(mlp, {first, second});
-    match::finish_fusion(g, mlp, second->outputs[0], {second, first});
+    ir::Node* squeeze = x == first->inputs[0] ? nullptr : first->inputs[0]->producer;
+    if (squeeze) {
+      match::record_fusion(mlp, {squeeze, first, second});
+      match::finish_fusion(g, mlp, second->outputs[0], {second, first, squeeze});
+    } else {
+      match::record_fusion(mlp, {first, second});
+      match::finish_fusion(g, mlp, second->outputs[0], {second, first});
+    }
     return true;
   }
 };

@@ -29,6 +29,21 @@ bool is_depthwise_nhwc_conv(const ir::Node& n) {
          ops::is_depthwise(*group, x->shape[3].value, w->shape[0].value, w->shape[3].value);
 }
 
+std::vector<int64_t> reduced_axes(const ir::Node& r, int64_t rank) {
+  std::vector<int64_t> axes;
+  if (r.inputs.size() > 1 && r.inputs[1]) {
+    const ir::Value* a = r.inputs[1];
+    if (!a->is_constant() || a->constant->dtype() != DataType::kINT64) return {};
+    const Tensor& t = *a->constant;
+    axes.assign(t.data<int64_t>(), t.data<int64_t>() + t.numel());
+  } else if (const Attribute* at = r.attrs.find("axes")) {
+    axes = at->ints();
+  }
+  for (int64_t& a : axes) a = a < 0 ? a + rank : a;
+  std::sort(axes.begin(), axes.end());
+  return axes;
+}
+
 ir::Value* add_typed(ir::Graph& g, NewNode n, DataType dtype, ops::Shape shape) {
   ir::Value* y = add(g, n)->outputs[0];
   y->dtype = dtype;

@@ -153,6 +153,10 @@ struct NewNode {
 // whatever its prologue and outputs.
 bool is_depthwise_nhwc_conv(const ir::Node& n);
 
+// The axes a ReduceXxx node reduces (the attribute before opset 18, a constant int64 input from it), normalized for
+// an input of rank `rank` and sorted; empty when they are not known here or not given (all axes).
+std::vector<int64_t> reduced_axes(const ir::Node& r, int64_t rank);
+
 // Adds `n`, its output typed `dtype` with the known shape `shape` (for what the pass knows without inference), and
 // returns that output; its producer is the node.
 ir::Value* add_typed(ir::Graph& g, NewNode n, DataType dtype, ops::Shape shape);

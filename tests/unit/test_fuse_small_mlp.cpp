@@ -81,6 +81,44 @@ TEST(FusedMlpOp, ReferenceIsTheTwoProductsWithTheirActivations) {
     }
 }
 
+// squeeze = 1: each row is the mean over the middle dims of X [B, H, W, K] first, and Y is [B, 1, 1, N].
+TEST(FusedMlpOp, SqueezeAveragesTheMiddleDimsFirst) {
+  ir::Graph g;
+  const Tensor x = random_f32({3, 5, 7, 24}, 21), w1 = random_f32({4, 24}, 22), b1 = random_f32({4}, 23),
+               w2 = random_f32({16, 4}, 24);
+  Attributes a;
+  a.set("activation1", std::string("relu"));
+  a.set("activation2", std::string("sigmoid"));
+  a.set("squeeze", int64_t{1});
+  g.outputs().push_back(g.add_node("FusedMlp", "mlp",
+                                   {graph_input(g, "x", {3, 5, 7, 24}), g.add_constant("w1", w1),
+                                    g.add_constant("b1", b1), g.add_constant("w2", w2)},
+                                   {"y"}, a, 1, "kiln")
+                            ->outputs[0]);
+  ASSERT_TRUE(run_passes(g, {}).ok());
+  EXPECT_EQ(g.outputs()[0]->shape, ops::shape_from_dims({3, 1, 1, 16}));
+  Tensor mean(DataType::kDOUBLE, {3, 1, 1, 24});
+  for (int64_t b = 0; b < 3; ++b)
+    for (int64_t c = 0; c < 24; ++c) {
+      double s = 0;
+      for (int64_t p = 0; p < 35; ++p) s += x.get_f64((b * 35 + p) * 24 + c);
+      mean.data<double>()[b * 24 + c] = s / 35;
+    }
+  auto got = run_reference(g, {x});
+  ASSERT_EQ(got.size(), 1u);
+  expect_close(got[0], mlp_by_hand(mean, w1, &b1, w2, nullptr, "relu", "sigmoid"), 1e-5, 1e-5);
+  // Rank 2 cannot be squeezed.
+  ir::Graph bad;
+  bad.outputs().push_back(bad.add_node("FusedMlp", "mlp",
+                                       {graph_input(bad, "x", {3, 24}), bad.add_constant("w1", w1), nullptr,
+                                        bad.add_constant("w2", w2)},
+                                       {"y"}, a, 1, "kiln")
+                              ->outputs[0]);
+  Status st = run_passes(bad, {});
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("rank >= 3 (with squeeze)"), std::string::npos) << st.message();
+}
+
 TEST(FusedMlpOp, HalfKeepsTheHiddenLayerInFloat) {
   MlpGraph m(2, 64, 8, 64, true, "silu", "none");
   ir::Graph& g = m.g;
@@ -134,6 +172,10 @@ struct PairSpec {
   bool hidden_output = false;   // fc1's output is a graph output too
   bool bias1 = true;
   DataType dt = DataType::kFLOAT;
+  // x is ReduceMean(fm) over the middle axes of fm [B, squeeze_hw, squeeze_hw, K] (0: x is the graph input).
+  int64_t squeeze_hw = 0;
+  bool pooled_output = false;  // the pooled x is a graph output too
+  std::vector<int64_t> axes = {1, 2};
 };
 
 struct PairGraph {
@@ -141,8 +183,20 @@ struct PairGraph {
   std::vector<Tensor> inputs;
   explicit PairGraph(const PairSpec& p) {
     const int64_t k = p.x_shape.back();
-    ir::Value* x = graph_input(g, "x", p.x_shape, p.dt);
-    inputs.push_back(random_f32(p.x_shape, 11).cast(p.dt));
+    ir::Value* x = nullptr;
+    if (p.squeeze_hw > 0) {
+      const std::vector<int64_t> fs = {p.x_shape[0], p.squeeze_hw, p.squeeze_hw, k};
+      ir::Value* fm = graph_input(g, "fm", fs, p.dt);
+      inputs.push_back(random_f32(fs, 10).cast(p.dt));
+      Attributes ra;
+      ra.set("axes", p.axes);
+      ra.set("keepdims", int64_t{1});
+      x = g.add_node("ReduceMean", "pool", {fm}, {"x"}, ra, 13)->outputs[0];
+      if (p.pooled_output) g.outputs().push_back(x);
+    } else {
+      x = graph_input(g, "x", p.x_shape, p.dt);
+      inputs.push_back(random_f32(p.x_shape, 11).cast(p.dt));
+    }
     auto linear = [&](const std::string& name, ir::Value* a, int64_t in, int64_t out, const char* act, bool bias,
                       ir::Value* res) {
       Attributes at;
@@ -201,6 +255,42 @@ TEST(FuseSmallMlp, SqueezeExcitationPairBecomesOneFusedMlp) {
       }
 }
 
+// The pool too: a ReduceMean over H and W that only fc1 reads goes into the FusedMlp (squeeze = 1), which then
+// reads the feature map; one over other axes, or read elsewhere too, stays (and the pair is still fused).
+TEST(FuseSmallMlp, TakesTheSqueezeWhenOnlyFc1ReadsIt) {
+  struct Case {
+    const char* what;
+    bool pooled_output;
+    std::vector<int64_t> axes;
+    bool absorbed;
+  };
+  for (const Case& c : {Case{"pool over H, W", false, {1, 2}, true}, Case{"negative axes", false, {-3, -2}, true},
+                        Case{"pool also an output", true, {1, 2}, false}}) {
+    SCOPED_TRACE(c.what);
+    PairSpec p;
+    p.squeeze_hw = 6;
+    p.pooled_output = c.pooled_output;
+    p.axes = c.axes;
+    PairGraph pg(p);
+    ASSERT_TRUE(run_passes(pg.g, {}).ok());
+    auto want = run_reference(pg.g, pg.inputs);
+    ASSERT_TRUE(run_mlp_pass(pg.g).ok());
+    const ir::Node* mlp = find_op(pg.g, "FusedMlp");
+    ASSERT_NE(mlp, nullptr) << ir::print(pg.g);
+    EXPECT_EQ(count_ops(pg.g, "ReduceMean"), c.absorbed ? 0 : 1) << ir::print(pg.g);
+    EXPECT_EQ(mlp->attrs.get_int("squeeze", 0).value(), c.absorbed ? 1 : 0);
+    EXPECT_EQ(mlp->inputs[0]->name, c.absorbed ? "fm" : "x");
+    if (c.absorbed) {
+      const Attribute* from = mlp->attrs.find("kiln.fused_from");
+      ASSERT_NE(from, nullptr);
+      EXPECT_EQ(from->strings(), (std::vector<std::string>{"pool", "fc1", "fc2"}));
+    }
+    auto got = run_reference(pg.g, pg.inputs);
+    ASSERT_EQ(got.size(), want.size());
+    expect_close(got[0], want[0], 1e-5, 1e-5);
+  }
+}
+
 TEST(FuseSmallMlp, DeclinesWhatTheKernelIsNotFor) {
   struct Case {
     const char* why;
@@ -248,18 +338,24 @@ TEST(FuseSmallMlp, DeclinesWithoutAKernel) {
 }
 
 // The efficientnet block through the whole CUDA FP16 pipeline with the activations in the GEMM epilogues (the
-// builder's default for CUDA): the excitation is one FusedMlp (SiLU, then the gate's sigmoid), no GEMM of the
-// pooled vector is left, and the graph computes what the CPU pipeline's does.
+// builder's default for CUDA): the squeeze and the excitation are one FusedMlp (the mean over H and W of the
+// depthwise conv's output, SiLU, then the gate's sigmoid), no ReduceMean and no GEMM of the pooled vector is left,
+// and the graph computes what the CPU pipeline's does.
 TEST(FuseSmallMlp, EfficientnetBlockInTheCudaPipeline) {
   passes::PassOptions o;
   o.matmul_sigmoid_acts = true;
   auto [cpu, cuda] = cpu_and_cuda_graphs(se_block_cnn(2, 14, 144, true), o);
   ASSERT_TRUE(cpu && cuda);
   ASSERT_EQ(count_ops(*cuda, "FusedMlp"), 1) << ir::print(*cuda);
+  EXPECT_EQ(count_ops(*cuda, "ReduceMean"), 0) << ir::print(*cuda);
   const ir::Node* mlp = find_op(*cuda, "FusedMlp");
   EXPECT_EQ(mlp->attrs.get_string("activation1").value(), "silu");
   EXPECT_EQ(mlp->attrs.get_string("activation2").value(), "sigmoid");
-  EXPECT_EQ(mlp->inputs[0]->shape, ops::shape_from_dims({2, 1, 1, 144}));
+  EXPECT_EQ(mlp->attrs.get_int("squeeze", 0).value(), 1);
+  EXPECT_EQ(mlp->inputs[0]->shape, ops::shape_from_dims({2, 14, 14, 144}));
+  ASSERT_NE(mlp->inputs[0]->producer, nullptr);
+  EXPECT_EQ(mlp->inputs[0]->producer->op_type, "FusedConv");
+  EXPECT_EQ(mlp->outputs[0]->shape, ops::shape_from_dims({2, 1, 1, 144}));
   EXPECT_EQ(mlp->inputs[1]->shape, ops::shape_from_dims({6, 144}));
   EXPECT_EQ(mlp->inputs[0]->dtype, DataType::kHALF);
   for (auto& n : cuda->nodes())
@@ -294,7 +390,36 @@ TEST(FusedMlpPlan, EveryCandidateFitsAndNamesRoundTrip) {
       }
       if (rows == 1) EXPECT_EQ(ts[0].rows_per_block, 1);
     }
+  // With squeeze: the pool-first variants and the fused kernel (first where the rows give most SMs a block).
+  for (int64_t rows : {128, 1}) {
+    MlpShape s{rows, 1152, 48, 1152, 49};
+    const std::vector<MlpTactic> ts = mlp_tactics(s, 132, 2);
+    ASSERT_GE(ts.size(), 2u);
+    EXPECT_EQ(ts[0].kind == MlpKind::kFused, rows == 128) << mlp_tactic_name(ts[0]);
+    int fused = 0;
+    for (const MlpTactic& t : ts) {
+      EXPECT_NE(t.kind, MlpKind::kPlain);
+      EXPECT_TRUE(mlp_tactic_applies(s, t, 2));
+      fused += t.kind == MlpKind::kFused;
+      std::optional<MlpTactic> back = parse_mlp_tactic(mlp_tactic_name(t));
+      ASSERT_TRUE(back);
+      EXPECT_EQ(*back, t);
+    }
+    EXPECT_EQ(fused, 1);
+    EXPECT_FALSE(mlp_tactic_applies(s, MlpTactic{1, 1, MlpKind::kPlain}, 2));
+    EXPECT_FALSE(mlp_tactic_applies(MlpShape{rows, 1152, 48, 1152, 0}, MlpTactic{1, 1, MlpKind::kFused}, 2));
+  }
+  // The fused squeeze needs a thread for every column unit: 16-byte units of a half K of 4096 (512) fit, of 8192
+  // not; an odd K is read one element at a time, 512 at most.
+  EXPECT_EQ(mlp_pool_groups(4096, 8), 1);
+  EXPECT_EQ(mlp_pool_groups(8192, 8), 0);
+  EXPECT_EQ(mlp_pool_groups(37, 1), 13);
+  EXPECT_EQ(mlp_pool_vec(37, 2), 1);
+  EXPECT_EQ(mlp_pool_vec(144, 2), 8);
+  EXPECT_LE(mlp_pool_smem_bytes(MlpShape{128, 1152, 48, 1152, 49}, 2), kMlpSmemBytes);
   EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_r3_s1"));
+  EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_pool_r2_s0"));
+  EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_fused_r1"));
   EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_r4_s1x"));
   EXPECT_FALSE(parse_mlp_tactic("lt_heur0"));
   // A row of X that cannot fit a block's shared memory: no candidate, and the kernel's supports() says no.

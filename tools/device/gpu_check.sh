@@ -76,7 +76,7 @@ for s in $stages; do
     grep -E "^\[  (FAILED|PASSED|SKIPPED) " "$OUT/gpu_$s.log" | head -40
     grep -B2 -A8 "Failure" "$OUT/gpu_$s.log" | head -80
     # Timing tests print their candidates' times (e.g. GpuCutlassGemm's 'CUTLASS tuned' lines): show them here.
-    grep -hE "^(CUTLASS tuned|SPLITK tuned|ODDGEMM|NORMGEMM) " "$OUT/gpu_$s.log" | cut -c1-600
+    grep -hE "^(CUTLASS tuned|SPLITK tuned|ODDGEMM|NORMGEMM|MLP) " "$OUT/gpu_$s.log" | cut -c1-600
     summary+=("gpu op tests$([ "$filter" = '*' ] || echo " (filter $filter)")$([ $shards = 1 ] || echo " in $shards shards")$([ $timed_after = 0 ] || echo " (+ *Times* alone after)"): $passed passed, $(count_tests FAILED "$OUT/gpu_$s.log") failed, $(count_tests SKIPPED "$OUT/gpu_$s.log") skipped (rc $rc)")
     ;;
   cli|python)

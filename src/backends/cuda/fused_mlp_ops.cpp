@@ -1,7 +1,9 @@
-// Registration of kiln::FusedMlp (fuse_small_mlp's target): shape checks, the activation codes, and the tactics,
-// (rows a block, blocks sharing a row group) pairs from fused_mlp.h for the tuner to time.
+// Registration of kiln::FusedMlp (fuse_small_mlp's target): shape checks, the activation codes, and the tactics
+// from fused_mlp.h for the tuner to time: (rows a block, blocks sharing a row group) pairs, and with squeeze the
+// fused one-block-a-row kernel or those pairs after the ReduceMean kernels' reduction into the workspace.
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/fused_mlp.h"
+#include "backends/cuda/reduce_kernels.h"
 
 namespace kiln::cuda {
 namespace {
@@ -22,11 +24,18 @@ Result<MlpShape> mlp_shape(const KernelArgs& a) {
   if (x.rank() < 1 || w1.rank() != 2 || w2.rank() != 2 || x.shape.back() != w1.shape[1] || w1.shape[0] != w2.shape[1])
     return invalid_argument("FusedMlp: expected X [..., K], W1 [H, K], W2 [N, H], got " + dims_to_string(x.shape) +
                             ", " + dims_to_string(w1.shape) + ", " + dims_to_string(w2.shape));
+  KILN_ASSIGN_OR_RETURN(int64_t squeeze, a.attrs().get_int("squeeze", 0));
   MlpShape s;
   s.k = w1.shape[1];
   s.hidden = w1.shape[0];
   s.n = w2.shape[0];
   s.rows = s.k > 0 ? x.numel() / s.k : 0;
+  if (squeeze) {
+    if (x.rank() < 3) return invalid_argument("FusedMlp: squeeze needs X of rank >= 3, got " + dims_to_string(x.shape));
+    s.rows = x.shape[0];
+    s.spatial = s.rows * s.k > 0 ? x.numel() / (s.rows * s.k) : 0;
+    if (s.spatial == 0) s.rows = 0;  // an empty mean: nothing to launch (the reference's is empty too)
+  }
   for (int i : {1, 3})
     if (a.in[i].dtype != x.dtype) return invalid_argument("FusedMlp: the weights must have X's type");
   for (const auto& [i, len] : {std::pair{2, s.hidden}, std::pair{4, s.n}})
@@ -42,18 +51,33 @@ Status run_mlp(KernelArgs& a) {
   KILN_ASSIGN_OR_RETURN(std::string n2, a.attrs().get_string("activation2", "none"));
   const int act1 = act_code(n1), act2 = act_code(n2);
   if (act1 < 0 || act2 < 0) return invalid_model("FusedMlp: unknown activation '" + (act1 < 0 ? n1 : n2) + "'");
-  const std::vector<MlpTactic> plan = mlp_tactics(s, a.handles ? a.handles->sm_count : 132);
+  const DataType dt = a.in[0].dtype;
+  const int elem = static_cast<int>(dtype_size(dt));
+  const std::vector<MlpTactic> plan = mlp_tactics(s, a.handles ? a.handles->sm_count : 132, elem);
   if (plan.empty())
     return invalid_argument("FusedMlp: K " + std::to_string(s.k) + " + hidden " + std::to_string(s.hidden) +
                             " do not fit a block's shared memory");
   MlpTactic t = plan[0];
   if (!a.tactic.empty()) {
     std::optional<MlpTactic> named = parse_mlp_tactic(a.tactic);
-    if (named && mlp_smem_bytes(s, named->rows_per_block) <= kMlpSmemBytes) t = *named;
+    if (named && mlp_tactic_applies(s, *named, elem)) t = *named;
     else if (a.strict_tactic) return invalid_argument("FusedMlp: tactic '" + a.tactic + "' does not apply here");
   }
-  return launch_fused_mlp(a.in[0].dtype, s, t, a.in[0].data, a.in[1].data, a.has_input(2) ? a.in[2].data : nullptr,
-                          a.in[3].data, a.has_input(4) ? a.in[4].data : nullptr, a.out[0].data, act1, act2, a.stream);
+  const void* x = a.in[0].data;
+  if (t.kind == MlpKind::kPool && s.rows > 0) {
+    // The squeeze first, as the ReduceMean it replaces ran it: the pooled rows (X's type) at the workspace's start,
+    // the reduction's own partial sums after them.
+    const size_t pooled = (static_cast<size_t>(s.rows * s.k) * elem + 255) / 256 * 256;
+    if (!a.handles || !a.handles->workspace || a.handles->workspace_bytes < pooled)
+      return invalid_argument("FusedMlp: the pooled rows (" + std::to_string(pooled) + " bytes) exceed the workspace");
+    char* ws = static_cast<char*>(a.handles->workspace);
+    KILN_RETURN_IF_ERROR(launch_reduce_dims(dt, x, ws, Dims{s.rows, s.spatial, s.k}, {false, true, false},
+                                            ReduceOp::kMean, s.rows * s.k, "FusedMlp", ws + pooled,
+                                            a.handles->workspace_bytes - pooled, a.handles->sm_count, a.stream));
+    x = ws;
+  }
+  return launch_fused_mlp(dt, s, t, x, a.in[1].data, a.has_input(2) ? a.in[2].data : nullptr, a.in[3].data,
+                          a.has_input(4) ? a.in[4].data : nullptr, a.out[0].data, act1, act2, a.stream);
 }
 
 }  // namespace
@@ -77,13 +101,17 @@ KILN_CUDA_KERNEL(FusedMlp) {
       auto act = n.attrs.get_string(key, "none");
       if (!act.ok() || act_code(*act) < 0) return false;
     }
+    auto squeeze = n.attrs.get_int("squeeze", 0);
+    if (!squeeze.ok() || (*squeeze != 0 && (*squeeze != 1 || x.shape.size() < 3))) return false;
     return mlp_fits(s);
   };
   d.tactics = [](const KernelArgs& a) {
     std::vector<std::string> names;
     auto s = mlp_shape(a);
     if (!s.ok()) return names;
-    for (const MlpTactic& t : mlp_tactics(*s, a.handles ? a.handles->sm_count : 132)) names.push_back(mlp_tactic_name(t));
+    const int elem = static_cast<int>(dtype_size(a.in[0].dtype));
+    for (const MlpTactic& t : mlp_tactics(*s, a.handles ? a.handles->sm_count : 132, elem))
+      names.push_back(mlp_tactic_name(t));
     return names;
   };
   return d;
