@@ -409,14 +409,18 @@ TEST(FusedMlpPlan, EveryCandidateFitsAndNamesRoundTrip) {
     EXPECT_FALSE(mlp_tactic_applies(s, MlpTactic{1, 1, MlpKind::kPlain}, 2));
     EXPECT_FALSE(mlp_tactic_applies(MlpShape{rows, 1152, 48, 1152, 0}, MlpTactic{1, 1, MlpKind::kFused}, 2));
   }
-  // The fused squeeze needs a thread for every column unit: 16-byte units of a half K of 4096 (512) fit, of 8192
-  // not; an odd K is read one element at a time, 512 at most.
+  // Threads per column unit: 16-byte units of a half K of 4096 (512) one each, more units than threads one group
+  // with each thread taking several; an odd K is read one element at a time.
   EXPECT_EQ(mlp_pool_groups(4096, 8), 1);
-  EXPECT_EQ(mlp_pool_groups(8192, 8), 0);
+  EXPECT_EQ(mlp_pool_groups(8192, 8), 1);
+  EXPECT_EQ(mlp_pool_groups(1152, 8), 3);
   EXPECT_EQ(mlp_pool_groups(37, 1), 13);
+  EXPECT_EQ(mlp_pool_groups(0, 8), 0);
   EXPECT_EQ(mlp_pool_vec(37, 2), 1);
   EXPECT_EQ(mlp_pool_vec(144, 2), 8);
-  EXPECT_LE(mlp_pool_smem_bytes(MlpShape{128, 1152, 48, 1152, 49}, 2), kMlpSmemBytes);
+  EXPECT_LE(mlp_pool_smem_bytes(MlpShape{128, 1152, 48, 1152, 49}, 8), kMlpSmemBytes);
+  EXPECT_TRUE(mlp_pool_fits(MlpShape{128, 1152, 48, 1152, 49}, 1));  // a misaligned X read by elements
+  EXPECT_FALSE(mlp_pool_fits(MlpShape{128, 1152, 48, 1152, 0}, 8));
   EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_r3_s1"));
   EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_pool_r2_s0"));
   EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_fused_r1"));

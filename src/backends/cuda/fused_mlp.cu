@@ -133,7 +133,8 @@ __global__ void __launch_bounds__(kMlpThreads)
 
 // The squeeze and the products of one row a block: X's [spatial, k] slice of row blockIdx.x read by `groups`
 // threads per column unit of E elements (16 bytes, or one element), each adding every groups-th spatial row in
-// order; the groups' sums then add in group order (deterministic), divided by `spatial`, into xs.
+// order (with one group, a thread takes every blockDim-th unit); the groups' sums then add in group order
+// (deterministic), divided by `spatial`, into xs.
 template <typename T, int E, bool kVec>
 __global__ void __launch_bounds__(kMlpPoolThreads)
     fused_pool_mlp_kernel(const T* __restrict__ x, const T* __restrict__ w1, const T* __restrict__ b1,
@@ -144,8 +145,10 @@ __global__ void __launch_bounds__(kMlpPoolThreads)
   float* xs = smem;               // [k]
   float* hs = xs + k;             // [hidden]
   float* part = hs + hidden;      // [groups][k]
-  const int units = k / E, t = threadIdx.x, col = t % units, g = t / units;
-  if (g < groups) {
+  const int units = k / E, t = threadIdx.x;
+  const int g = groups > 1 ? t / units : 0;
+  const int col_step = groups > 1 ? units : static_cast<int>(blockDim.x);
+  for (int col = groups > 1 ? t % units : t; g < groups && col < units; col += col_step) {
     float acc[E];
 #pragma unroll
     for (int j = 0; j < E; ++j) acc[j] = 0.f;
@@ -214,7 +217,7 @@ Status launch_fused_e(const MlpShape& s, bool vec, const void* x, const void* w1
                       const void* b2, void* y, const EpilogueParams& e1, const EpilogueParams& e2,
                       cudaStream_t stream) {
   const int groups = mlp_pool_groups(s.k, E);
-  const size_t smem = static_cast<size_t>(mlp_pool_smem_bytes(s, sizeof(T)));
+  const size_t smem = static_cast<size_t>(mlp_pool_smem_bytes(s, E));
   auto args = [&](auto kernel) {
     kernel<<<static_cast<unsigned>(s.rows), kMlpPoolThreads, smem, stream>>>(
         static_cast<const T*>(x), static_cast<const T*>(w1), static_cast<const T*>(b1), static_cast<const T*>(w2),
@@ -233,9 +236,9 @@ Status launch_fused(const MlpShape& s, const void* x, const void* w1, const void
   constexpr int V = 16 / sizeof(T);
   const bool vec = s.k % V == 0 && s.hidden % V == 0 && reinterpret_cast<uintptr_t>(w1) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(w2) % 16 == 0;
-  if (mlp_pool_vec(s.k, sizeof(T)) == V && reinterpret_cast<uintptr_t>(x) % 16 == 0)
+  if (mlp_pool_vec(s.k, sizeof(T)) == V && reinterpret_cast<uintptr_t>(x) % 16 == 0 && mlp_pool_fits(s, V))
     return launch_fused_e<T, V>(s, vec, x, w1, b1, w2, b2, y, e1, e2, stream);
-  if (mlp_pool_groups(s.k, 1) == 0)
+  if (!mlp_pool_fits(s, 1))
     return invalid_argument("FusedMlp: the fused squeeze needs 16-byte aligned rows of X for K " + std::to_string(s.k));
   return launch_fused_e<T, 1>(s, vec, x, w1, b1, w2, b2, y, e1, e2, stream);
 }

@@ -54,21 +54,24 @@ inline int64_t mlp_smem_bytes(const MlpShape& s, int rows_per_block) {
 inline bool mlp_fits(const MlpShape& s) { return s.k > 0 && s.hidden > 0 && s.n > 0 && mlp_smem_bytes(s, 1) <= kMlpSmemBytes; }
 
 // The fused squeeze: X read in 16-byte vectors where K allows (else one element at a time), `groups` threads per
-// column unit sharing the rows; every unit of K must have a thread.
+// column unit sharing the rows; a K of more units than the block has threads: one group, each thread taking
+// every blockDim-th unit.
 inline int mlp_pool_vec(int64_t k, int elem_bytes) { return k % (16 / elem_bytes) == 0 ? 16 / elem_bytes : 1; }
 inline int mlp_pool_groups(int64_t k, int vec) {
   const int64_t units = k / vec;
-  return units > 0 && units <= kMlpPoolThreads ? static_cast<int>(kMlpPoolThreads / units) : 0;
+  return units <= 0 ? 0 : static_cast<int>(std::max<int64_t>(1, kMlpPoolThreads / units));
 }
-// X's row, the hidden row and the groups' partial sums.
-inline int64_t mlp_pool_smem_bytes(const MlpShape& s, int elem_bytes) {
-  const int g = mlp_pool_groups(s.k, mlp_pool_vec(s.k, elem_bytes));
+// X's row, the hidden row and the groups' partial sums, for X read `vec` elements at a time.
+inline int64_t mlp_pool_smem_bytes(const MlpShape& s, int vec) {
+  const int g = mlp_pool_groups(s.k, vec);
   return (s.k + s.hidden + static_cast<int64_t>(g) * s.k) * static_cast<int64_t>(sizeof(float));
 }
-inline bool mlp_fused_fits(const MlpShape& s, int elem_bytes) {
-  return s.spatial > 0 && mlp_pool_groups(s.k, mlp_pool_vec(s.k, elem_bytes)) > 0 &&
-         mlp_pool_smem_bytes(s, elem_bytes) <= kMlpSmemBytes;
+inline bool mlp_pool_fits(const MlpShape& s, int vec) {
+  return s.spatial > 0 && mlp_pool_groups(s.k, vec) > 0 && mlp_pool_smem_bytes(s, vec) <= kMlpSmemBytes;
 }
+// For 16-byte aligned rows of X (activation buffers are); a misaligned X is read one element at a time, which must
+// fit too (the launcher checks).
+inline bool mlp_fused_fits(const MlpShape& s, int elem_bytes) { return mlp_pool_fits(s, mlp_pool_vec(s.k, elem_bytes)); }
 
 inline std::string mlp_tactic_name(const MlpTactic& t) {
   if (t.kind == MlpKind::kFused) return "kiln_mlp_fused";
