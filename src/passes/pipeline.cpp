@@ -85,12 +85,13 @@ PassList cuda_pipeline() {
   // After conv1x1_as_gemm made the projection a FusedMatMul; before fuse_pointwise, which would take the SE Mul
   // into a Pointwise kernel over the whole activation.
   p.push_back(make_se_scale_gemm());
+  // After layout_nhwc made the squeeze-excitation's GlobalAveragePool a ReduceMean over H and W of the NHWC
+  // depthwise convolution's output: that convolution takes it as its second output (opt-in). Before
+  // fuse_small_mlp, which would otherwise take the ReduceMean into the FusedMlp.
+  p.push_back(make_fuse_conv_squeeze());
   // After conv1x1_as_gemm made the squeeze-excitation's fc1 and fc2 FusedMatMuls (their activations in the
   // epilogues); before pad_gemm_width would pad fc1's narrow output rows, and before fuse_pointwise.
   p.push_back(make_fuse_small_mlp());
-  // After layout_nhwc made the squeeze-excitation's GlobalAveragePool a ReduceMean over H and W of the NHWC
-  // depthwise convolution's output: that convolution takes it as its second output.
-  p.push_back(make_fuse_conv_squeeze());
   // The input's Cast + Transpose + channel Pad that lowering and layout_nhwc left: one kiln::ToNhwc pass.
   p.push_back(make_fuse_input_layout());
   // After layout_nhwc and conv1x1_as_gemm, whose activations (the expand GEMM's ReLU6) it folds into the depthwise

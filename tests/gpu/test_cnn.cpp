@@ -230,6 +230,7 @@ struct OnnxRun {
   std::string host;
   int nhwc_convs = 0, nchw_convs = 0, transposes = 0, to_nhwc = 0, reduce_means = 0, token_gemms = 0, slices = 0;
   int sigmoid_gemms = 0;  // FusedMatMuls with a SiLU or sigmoid epilogue (none with KILN_DNN_MATMUL=0)
+  int mlps = 0, mlp_squeezes = 0;  // FusedMlp layers (fuse_small_mlp), and those that take the squeeze too
   std::string gemm_tactics;  // "name=tactic " of every FusedMatMul
 };
 
@@ -269,6 +270,11 @@ OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<Builder
     r.to_nhwc += n.op_type == "ToNhwc";
     r.reduce_means += n.op_type == "ReduceMean";
     r.slices += n.op_type == "Slice";
+    if (n.op_type == "FusedMlp") {
+      r.mlps++;
+      auto sq = n.attrs.get_int("squeeze", 0);
+      r.mlp_squeezes += sq.ok() && *sq == 1;
+    }
     if (n.op_type == "FusedMatMul") {
       auto act = n.attrs.get_string("activation", "none");
       r.sigmoid_gemms += act.ok() && (*act == "silu" || *act == "sigmoid");
@@ -307,18 +313,24 @@ TEST(GpuCnn, SmallCnnFromOnnxFp32AndFp16Nhwc) {
 }
 
 // efficientnet_b0's squeeze-excite block (C = 144, 28x28) through the whole CUDA FP16 pipeline at batch 1 and 8, with
-// the cuDNN matmul tactics on (the default) and withdrawn (KILN_DNN_MATMUL=0): its global pool runs as a ReduceMean
-// over the NHWC tensor's axes 1, 2 (the contiguous-column kernel); on, the SE gate's reduce (SiLU) and expand
-// (sigmoid) GEMMs keep their activations (conv1x1_as_gemm under PassOptions::matmul_sigmoid_acts), whichever tactic
-// then runs them (cuDNN's fused plan, or cuBLASLt + the epilogue pass); off, they follow the GEMMs as before. Both
-// match the reference. The layout is forced NHWC (KILN_LAYOUT=nhwc): what is checked is that layout's graph, which
-// the timed layout choice may trade for NCHW at batch 1 where the two time alike (the GPU suite's shards run at once).
+// the cuDNN matmul tactics on (the default) and withdrawn (KILN_DNN_MATMUL=0), and fuse_small_mlp withdrawn for the
+// first: its global pool runs as a ReduceMean over the NHWC tensor's axes 1, 2 (the contiguous-column kernel); on,
+// the SE gate's reduce (SiLU) and expand (sigmoid) GEMMs keep their activations (conv1x1_as_gemm under
+// PassOptions::matmul_sigmoid_acts), whichever tactic then runs them (cuDNN's fused plan, or cuBLASLt + the
+// epilogue pass); off, they follow the GEMMs as before. With fuse_small_mlp (the default) the pool and both GEMMs
+// are one FusedMlp. All match the reference. The layout is forced NHWC (KILN_LAYOUT=nhwc): what is checked is that
+// layout's graph, which the timed layout choice may trade for NCHW at batch 1 where the two time alike (the GPU
+// suite's shards run at once).
 TEST(GpuCnn, SqueezeExciteBlockFp16WithTheDnnMatmulSwitch) {
   KILN_REQUIRE_GPU();
   ScopedEnv nhwc("KILN_LAYOUT", "nhwc");
-  for (const char* sw : {static_cast<const char*>(nullptr), "0"}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const char* sw = variant == 1 ? "0" : nullptr;
+    const bool mlp = variant == 2;
     ScopedEnv gate("KILN_DNN_MATMUL", sw);
-    const std::string label = std::string("KILN_DNN_MATMUL=") + (sw ? sw : "(unset)");
+    ScopedEnv no_mlp("KILN_DISABLE_PASSES", mlp ? nullptr : "fuse_small_mlp");
+    const std::string label = std::string("KILN_DNN_MATMUL=") + (sw ? sw : "(unset)") +
+                              (mlp ? ", fuse_small_mlp" : ", without fuse_small_mlp");
     for (int64_t n : {1, 8}) {
       SCOPED_TRACE(label + ", batch " + std::to_string(n));
       onnx::ModelProto m = test::se_block_cnn(n, 28, 144);
@@ -328,8 +340,9 @@ TEST(GpuCnn, SqueezeExciteBlockFp16WithTheDnnMatmulSwitch) {
       ASSERT_EQ(cpu.out.size(), 1u);
       ASSERT_EQ(f16.out.size(), 1u);
       EXPECT_TRUE(f16.host.empty()) << f16.host;
-      EXPECT_EQ(f16.reduce_means, 1);
-      EXPECT_EQ(f16.sigmoid_gemms, sw ? 0 : 2) << f16.gemm_tactics;
+      EXPECT_EQ(f16.reduce_means, mlp ? 0 : 1);
+      EXPECT_EQ(f16.sigmoid_gemms, sw || mlp ? 0 : 2) << f16.gemm_tactics;
+      EXPECT_EQ(f16.mlp_squeezes, mlp ? 1 : 0);
       std::printf("DNN_MM se block %s batch %lld tactics: %s\n", label.c_str(), static_cast<long long>(n),
                   f16.gemm_tactics.c_str());
       expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 squeeze-excite, " + label);
@@ -339,8 +352,9 @@ TEST(GpuCnn, SqueezeExciteBlockFp16WithTheDnnMatmulSwitch) {
 
 // efficientnet_b0's block with its depthwise convolution (expand 1x1, depthwise 3x3 + SiLU, squeeze-excite,
 // project; se_block_cnn's depthwise form) through the CUDA FP16 pipeline with fuse_conv_squeeze on
-// (KILN_CONV_SQUEEZE=1) and off: on, no ReduceMean is left (the depthwise FusedConv writes the mean, from its
-// kernel's partial sums or a reduction after it, whichever tactic the tuner keeps); both match the reference.
+// (KILN_CONV_SQUEEZE=1) and off: on, the depthwise FusedConv writes the mean (from its kernel's partial sums or a
+// reduction after it, whichever tactic the tuner keeps) and the FusedMlp reads it; off, the FusedMlp takes the
+// squeeze itself. No ReduceMean is left either way; both match the reference.
 TEST(GpuCnn, DepthwiseSqueezeExciteBlockWithAndWithoutTheFusedSqueeze) {
   KILN_REQUIRE_GPU();
   ScopedEnv nhwc("KILN_LAYOUT", "nhwc");
@@ -355,7 +369,9 @@ TEST(GpuCnn, DepthwiseSqueezeExciteBlockWithAndWithoutTheFusedSqueeze) {
       ASSERT_EQ(cpu.out.size(), 1u);
       ASSERT_EQ(f16.out.size(), 1u);
       EXPECT_TRUE(f16.host.empty()) << f16.host;
-      EXPECT_EQ(f16.reduce_means, std::string(sw) == "1" ? 0 : 1);
+      EXPECT_EQ(f16.reduce_means, 0);
+      EXPECT_EQ(f16.mlps, 1);
+      EXPECT_EQ(f16.mlp_squeezes, std::string(sw) == "1" ? 0 : 1);
       expect_tensors_close(cpu.out[0], f16.out[0], 3e-2, 3e-2, "CUDA FP16 depthwise squeeze-excite");
     }
   }

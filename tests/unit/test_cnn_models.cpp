@@ -35,24 +35,44 @@ void check_model(const std::string& dir) {
   const int convs = count_ops(*cpu, "Conv");
   auto want = run_reference(*cpu, {x});
   ASSERT_EQ(want.size(), 1u);
-  for (DataType dt : {DataType::kFLOAT, DataType::kHALF}) {
-    SCOPED_TRACE(dtype_name(dt));
+  // FP32, FP16, and FP16 with SiLU/sigmoid in the GEMM epilogues (the builder's CUDA default), where
+  // fuse_small_mlp makes each squeeze-excitation one FusedMlp.
+  for (int variant = 0; variant < 3; ++variant) {
+    const DataType dt = variant == 0 ? DataType::kFLOAT : DataType::kHALF;
+    SCOPED_TRACE(std::string(dtype_name(dt)) + (variant == 2 ? " sigmoid acts" : ""));
     auto cuda = g->clone();
     passes::PassOptions o;
     o.backend = Backend::kCUDA;
     o.reduced_precision = dt;
+    o.matmul_sigmoid_acts = variant == 2;
     o.has_kernel = [](const std::string&, const std::string&, DataType) { return true; };
     Status st = run_passes(*cuda, passes::pipeline_for(Backend::kCUDA), o);
     ASSERT_TRUE(st.ok()) << st.message();
-    int nhwc = 0, gemm = 0;  // gemm: 1x1 convolutions that conv1x1_as_gemm turned into FusedMatMul on NHWC data
+    // gemm: 1x1 convolutions that conv1x1_as_gemm turned into FusedMatMul on NHWC data (two a FusedMlp).
+    int nhwc = 0, gemm = 0;
     for (auto& n : cuda->nodes()) {
       if (n->op_type == "FusedConv") nhwc += n->attrs.get_string("layout", "").value() == "NHWC";
       gemm += n->op_type == "FusedMatMul" && n->inputs[0]->shape.size() == 4;
+      gemm += n->op_type == "FusedMlp" ? 2 : 0;
     }
     std::cout << dir << " " << dtype_name(dt) << ": " << convs << " Conv -> " << count_ops(*cuda, "FusedConv")
                << " FusedConv (" << nhwc << " NHWC), " << gemm << " as GEMMs, " << count_ops(*cuda, "Conv") << " Conv, "
               << count_ops(*cuda, "BatchNormalization") << " BN, " << count_ops(*cuda, "Transpose") << " Transpose, "
-              << cuda->nodes().size() << " nodes (CPU pipeline: " << cpu->nodes().size() << ")\n";
+              << count_ops(*cuda, "FusedMlp") << " FusedMlp, " << cuda->nodes().size()
+              << " nodes (CPU pipeline: " << cpu->nodes().size() << ")\n";
+    if (variant == 2) {
+      // Every squeeze-excitation (efficientnet_b0 has 16) is one FusedMlp that takes its pool: no ReduceMean is
+      // left but the head's, and no GEMM reads a pooled [N, 1, 1, C] vector.
+      const int se = dir.find("efficientnet") != std::string::npos ? 16 : 0;
+      int squeezes = 0;
+      for (auto& n : cuda->nodes()) {
+        squeezes += n->op_type == "FusedMlp" && n->attrs.get_int("squeeze", 0).value() == 1;
+        if (n->op_type == "FusedMatMul" && n->inputs[0]->shape.size() == 4)
+          EXPECT_FALSE(n->inputs[0]->shape[1] == ops::Dim(1) && n->inputs[0]->shape[2] == ops::Dim(1)) << n->name;
+      }
+      EXPECT_EQ(count_ops(*cuda, "FusedMlp"), se);
+      EXPECT_EQ(squeezes, se);
+    }
     EXPECT_EQ(count_ops(*cuda, "BatchNormalization"), 0);
     EXPECT_EQ(count_ops(*cuda, "FusedConv") + count_ops(*cuda, "Conv") + gemm, convs);
     if (dt == DataType::kHALF) {
