@@ -22,6 +22,21 @@ template <typename T> struct Vec16 {
   };
 };
 
+// acc[r] += the 16 bytes of weights w . the same span of row r of a float matrix in shared memory (rows `pitch`
+// floats apart, `a` pointing at row 0's span; 16-byte aligned), as float4 reads.
+template <typename T, int R>
+__device__ __forceinline__ void fma_rows(const Vec16<T>& w, const float* a, int pitch, float (&acc)[R]) {
+#pragma unroll
+  for (int q = 0; q < Vec16<T>::kN; q += 4) {
+    const float wa = to_f(w.v[q]), wb = to_f(w.v[q + 1]), wc = to_f(w.v[q + 2]), wd = to_f(w.v[q + 3]);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float4 v = *reinterpret_cast<const float4*>(a + r * pitch + q);
+      acc[r] = fmaf(wd, v.w, fmaf(wc, v.z, fmaf(wb, v.y, fmaf(wa, v.x, acc[r]))));
+    }
+  }
+}
+
 // The products of R rows already in shared memory (xs [R][k], float): the hidden layer into hs [R][hidden], then
 // outputs [n0, n1) of the rows into y (row r at y + r * n). kVec: K and the hidden size are multiples of
 // 16 / sizeof(T) (so of 4) and W1, W2 are 16-byte aligned: weight rows are read in 16-byte vectors and the rows in
@@ -45,15 +60,7 @@ __device__ __forceinline__ void mlp_products(const float* xs, float* hs, const T
       for (int c = lane * V; c < k; c += 32 * V) {
         Vec16<T> w;
         w.raw = __ldg(reinterpret_cast<const uint4*>(wr + c));
-#pragma unroll
-        for (int q = 0; q < V; q += 4) {
-          const float wa = to_f(w.v[q]), wb = to_f(w.v[q + 1]), wc = to_f(w.v[q + 2]), wd = to_f(w.v[q + 3]);
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            const float4 xv = *reinterpret_cast<const float4*>(xs + r * k + c + q);
-            acc[r] = fmaf(wd, xv.w, fmaf(wc, xv.z, fmaf(wb, xv.y, fmaf(wa, xv.x, acc[r]))));
-          }
-        }
+        fma_rows<T, R>(w, xs + c, k, acc);
       }
     } else {
       for (int c = lane; c < k; c += 32) {
@@ -86,15 +93,7 @@ __device__ __forceinline__ void mlp_products(const float* xs, float* hs, const T
       for (int c = 0; c < hidden; c += V) {
         Vec16<T> w;
         w.raw = __ldg(reinterpret_cast<const uint4*>(wr + c));
-#pragma unroll
-        for (int q = 0; q < V; q += 4) {
-          const float wa = to_f(w.v[q]), wb = to_f(w.v[q + 1]), wc = to_f(w.v[q + 2]), wd = to_f(w.v[q + 3]);
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            const float4 hv = *reinterpret_cast<const float4*>(hs + r * hidden + c + q);
-            acc[r] = fmaf(wd, hv.w, fmaf(wc, hv.z, fmaf(wb, hv.y, fmaf(wa, hv.x, acc[r]))));
-          }
-        }
+        fma_rows<T, R>(w, hs + c, hidden, acc);
       }
     } else {
       for (int c = 0; c < hidden; ++c) {
