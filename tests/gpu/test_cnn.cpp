@@ -271,6 +271,7 @@ OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<Builder
     r.reduce_means += n.op_type == "ReduceMean";
     r.slices += n.op_type == "Slice";
     if (n.op_type == "FusedMlp") {
+      r.nhwc_convs += 2;  // a squeeze-excitation's two 1x1 convolutions on the NHWC pool (fuse_small_mlp)
       r.mlps++;
       auto sq = n.attrs.get_int("squeeze", 0);
       r.mlp_squeezes += sq.ok() && *sq == 1;

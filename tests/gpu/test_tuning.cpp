@@ -64,10 +64,12 @@ Built build(const onnx::ModelProto& m, Backend backend, int level, const std::st
     // Convolutions, including the 1x1 ones that run as GEMMs on NHWC data (FusedMatMul over a rank-4 input).
     const bool gemm_conv = n.op_type == "FusedMatMul" && !n.inputs.empty() && n.inputs[0] >= 0 &&
                            engine->plan().values[n.inputs[0]].shape.size() == 4;
-    if (n.op_type != "FusedConv" && n.op_type != "Conv" && !gemm_conv) continue;
-    ++r.convs;
+    // A squeeze-excitation's two 1x1 convolutions as one FusedMlp (fuse_small_mlp) count as the two.
+    const int n_convs = n.op_type == "FusedMlp" ? 2 : n.op_type == "FusedConv" || n.op_type == "Conv" || gemm_conv;
+    if (n_convs == 0) continue;
+    r.convs += n_convs;
     if (const Attribute* t = n.attrs.find("kiln.tactic"); t && t->type() == AttrType::kSTRING && !t->s().empty())
-      ++r.tuned_convs;
+      r.tuned_convs += n_convs;
   }
   return r;
 }
