@@ -34,7 +34,6 @@ Result<MlpShape> mlp_shape(const KernelArgs& a) {
     if (x.rank() < 3) return invalid_argument("FusedMlp: squeeze needs X of rank >= 3, got " + dims_to_string(x.shape));
     s.rows = x.shape[0];
     s.spatial = s.rows * s.k > 0 ? x.numel() / (s.rows * s.k) : 0;
-    if (s.spatial == 0) s.rows = 0;  // an empty mean: nothing to launch (the reference's is empty too)
   }
   for (int i : {1, 3})
     if (a.in[i].dtype != x.dtype) return invalid_argument("FusedMlp: the weights must have X's type");
@@ -53,6 +52,21 @@ Status run_mlp(KernelArgs& a) {
   if (act1 < 0 || act2 < 0) return invalid_model("FusedMlp: unknown activation '" + (act1 < 0 ? n1 : n2) + "'");
   const DataType dt = a.in[0].dtype;
   const int elem = static_cast<int>(dtype_size(dt));
+  KILN_ASSIGN_OR_RETURN(int64_t squeeze, a.attrs().get_int("squeeze", 0));
+  if (squeeze && s.spatial == 0 && s.rows > 0) {
+    // Zero spatial elements: each squeezed row is the reference's empty mean, 0; the products of zero rows remain.
+    const size_t bytes = static_cast<size_t>(s.rows * s.k) * elem;
+    if (!a.handles || !a.handles->workspace || a.handles->workspace_bytes < bytes)
+      return invalid_argument("FusedMlp: the pooled rows (" + std::to_string(bytes) + " bytes) exceed the workspace");
+    KILN_CUDA_CHECK(cudaMemsetAsync(a.handles->workspace, 0, bytes, a.stream));
+    MlpShape plain = s;
+    plain.spatial = 0;
+    const std::vector<MlpTactic> ts = mlp_tactics(plain, a.handles->sm_count, elem);
+    if (ts.empty()) return invalid_argument("FusedMlp: K and hidden do not fit a block's shared memory");
+    return launch_fused_mlp(dt, plain, ts[0], a.handles->workspace,
+                            a.in[1].data, a.has_input(2) ? a.in[2].data : nullptr, a.in[3].data,
+                            a.has_input(4) ? a.in[4].data : nullptr, a.out[0].data, act1, act2, a.stream);
+  }
   const std::vector<MlpTactic> plan = mlp_tactics(s, a.handles ? a.handles->sm_count : 132, elem);
   if (plan.empty())
     return invalid_argument("FusedMlp: K " + std::to_string(s.k) + " + hidden " + std::to_string(s.hidden) +
