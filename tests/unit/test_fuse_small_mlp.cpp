@@ -107,6 +107,18 @@ TEST(FusedMlpOp, SqueezeAveragesTheMiddleDimsFirst) {
   auto got = run_reference(g, {x});
   ASSERT_EQ(got.size(), 1u);
   expect_close(got[0], mlp_by_hand(mean, w1, &b1, w2, nullptr, "relu", "sigmoid"), 1e-5, 1e-5);
+  // No spatial elements: each row's mean is the empty mean, 0, and the products of zero rows remain.
+  ir::Graph empty;
+  empty.outputs().push_back(empty.add_node("FusedMlp", "mlp",
+                                           {graph_input(empty, "x", {2, 0, 3, 24}), empty.add_constant("w1", w1),
+                                            empty.add_constant("b1", b1), empty.add_constant("w2", w2)},
+                                           {"y"}, a, 1, "kiln")
+                                ->outputs[0]);
+  ASSERT_TRUE(run_passes(empty, {}).ok());
+  auto zero = run_reference(empty, {Tensor(DataType::kFLOAT, {2, 0, 3, 24})});
+  ASSERT_EQ(zero.size(), 1u);
+  expect_close(zero[0], mlp_by_hand(Tensor(DataType::kDOUBLE, {2, 1, 1, 24}), w1, &b1, w2, nullptr, "relu",
+                                    "sigmoid"), 1e-6, 1e-6);
   // Rank 2 cannot be squeezed.
   ir::Graph bad;
   bad.outputs().push_back(bad.add_node("FusedMlp", "mlp",
