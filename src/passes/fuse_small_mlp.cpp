@@ -95,14 +95,12 @@ class FuseSmallMlp final : public Pass {
       if (o == h) return false;
     ir::Value* x = first->inputs[0];
     if (!one_row_per_sample(x) || !one_row_per_sample(h)) return false;
-    const DataType dt = x->dtype;
-    if (second->inputs[0]->dtype != dt || second->inputs[1]->dtype != dt) return false;
     const Tensor& w1 = *first->inputs[1]->constant;
     const Tensor& w2 = *second->inputs[1]->constant;
     const int64_t k = x->shape.back().value, hidden = w1.dim(0);
     if (w1.dim(1) != k || w2.dim(1) != hidden || k + hidden > kMaxRowFloats) return false;
     const auto& has_kernel = ctx.options.has_kernel;
-    if (has_kernel && !has_kernel("FusedMlp", "kiln", dt)) return false;
+    if (has_kernel && !has_kernel("FusedMlp", "kiln", x->dtype)) return false;
 
     auto act1 = first->attrs.get_string("activation", "none");
     auto act2 = second->attrs.get_string("activation", "none");

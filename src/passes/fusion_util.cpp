@@ -44,6 +44,22 @@ std::vector<int64_t> reduced_axes(const ir::Node& r, int64_t rank) {
   return axes;
 }
 
+std::optional<int64_t> reduced_single_axis(const ir::Value* v) {
+  const ir::Node* n = v->producer;
+  if (!n || !n->inputs[0]->rank_known) return std::nullopt;
+  auto keep = n->attrs.get_int("keepdims", 1);
+  if (!keep.ok() || *keep != 1) return std::nullopt;
+  const int64_t rank = static_cast<int64_t>(n->inputs[0]->shape.size());
+  const std::vector<int64_t> axes = reduced_axes(*n, rank);
+  if (axes.size() != 1 || axes[0] < 0 || axes[0] >= rank) return std::nullopt;
+  return axes[0];
+}
+
+bool reduces_last_axis(const ir::Value* v) {
+  const std::optional<int64_t> a = reduced_single_axis(v);
+  return a && *a == static_cast<int64_t>(v->producer->inputs[0]->shape.size()) - 1;
+}
+
 ir::Value* add_typed(ir::Graph& g, NewNode n, DataType dtype, ops::Shape shape) {
   ir::Value* y = add(g, n)->outputs[0];
   y->dtype = dtype;

@@ -36,43 +36,10 @@ inline bool same_shape(const ir::Value* a, const ir::Value* b) {
 }
 
 // ReduceMean over the last axis only, keeping it (axes as an attribute before opset 18, an input from 18).
-inline bool reduces_last_axis(const ir::Value* v) {
-  const ir::Node* n = v->producer;
-  if (!n || !n->inputs[0]->rank_known) return false;
-  const int64_t rank = static_cast<int64_t>(n->inputs[0]->shape.size());
-  auto keep = n->attrs.get_int("keepdims", 1);
-  if (!keep.ok() || *keep != 1) return false;
-  std::vector<int64_t> axes;
-  if (n->attrs.has("axes")) {
-    auto a = n->attrs.get_ints("axes");
-    if (!a.ok()) return false;
-    axes = *a;
-  } else if (n->inputs.size() > 1 && n->inputs[1] && n->inputs[1]->is_constant()) {
-    axes = n->inputs[1]->constant->to_i64_vector();
-  }
-  return axes.size() == 1 && (axes[0] == -1 || axes[0] == rank - 1);
-}
+bool reduces_last_axis(const ir::Value* v);
 
 // The one axis a ReduceMean reduces, keeping it, as a non-negative index; nullopt for several axes or none.
-inline std::optional<int64_t> reduced_single_axis(const ir::Value* v) {
-  const ir::Node* n = v->producer;
-  if (!n || !n->inputs[0]->rank_known) return std::nullopt;
-  const int64_t rank = static_cast<int64_t>(n->inputs[0]->shape.size());
-  auto keep = n->attrs.get_int("keepdims", 1);
-  if (!keep.ok() || *keep != 1) return std::nullopt;
-  std::vector<int64_t> axes;
-  if (n->attrs.has("axes")) {
-    auto a = n->attrs.get_ints("axes");
-    if (!a.ok()) return std::nullopt;
-    axes = *a;
-  } else if (n->inputs.size() > 1 && n->inputs[1] && n->inputs[1]->is_constant()) {
-    axes = n->inputs[1]->constant->to_i64_vector();
-  }
-  if (axes.size() != 1) return std::nullopt;
-  const int64_t a = axes[0] < 0 ? axes[0] + rank : axes[0];
-  if (a < 0 || a >= rank) return std::nullopt;
-  return a;
-}
+std::optional<int64_t> reduced_single_axis(const ir::Value* v);
 
 // A float constant that broadcasts as a vector over the last axis (length d) of a rank-`rank` tensor without
 // growing it: [d], [1,d], [1,1,d]... up to that rank.

@@ -24,7 +24,7 @@ struct MlpCase {
            std::to_string(k) + "-" + std::to_string(hidden) + "-" + std::to_string(n) + " " + dtype_name(dt) + " " +
            act1 + "/" + act2 + (biases ? " biases " : " ") + tactic;
   }
-  cuda::MlpShape shape() const { return cuda::MlpShape{rows, k, hidden, n, hw * hw}; }
+  cuda::MlpShape shape() const { return cuda::MlpShape{rows, k, hidden, n, hw > 0, hw * hw}; }
 };
 
 // x [rows, 1, 1, k] (or [rows, hw, hw, k] with squeeze) -> FusedMlp -> y; weights scaled so the sums stay O(1)

@@ -404,7 +404,7 @@ TEST(FusedMlpPlan, EveryCandidateFitsAndNamesRoundTrip) {
     }
   // With squeeze: the pool-first variants and the fused kernel (first where the rows give most SMs a block).
   for (int64_t rows : {128, 1}) {
-    MlpShape s{rows, 1152, 48, 1152, 49};
+    MlpShape s{rows, 1152, 48, 1152, true, 49};
     const std::vector<MlpTactic> ts = mlp_tactics(s, 132, 2);
     ASSERT_GE(ts.size(), 2u);
     EXPECT_EQ(ts[0].kind == MlpKind::kFused, rows == 128) << mlp_tactic_name(ts[0]);
@@ -419,7 +419,15 @@ TEST(FusedMlpPlan, EveryCandidateFitsAndNamesRoundTrip) {
     }
     EXPECT_EQ(fused, 1);
     EXPECT_FALSE(mlp_tactic_applies(s, MlpTactic{1, 1, MlpKind::kPlain}, 2));
-    EXPECT_FALSE(mlp_tactic_applies(MlpShape{rows, 1152, 48, 1152, 0}, MlpTactic{1, 1, MlpKind::kFused}, 2));
+    EXPECT_FALSE(mlp_tactic_applies(MlpShape{rows, 1152, 48, 1152}, MlpTactic{1, 1, MlpKind::kFused}, 2));
+    EXPECT_FALSE(mlp_tactic_applies(MlpShape{rows, 1152, 48, 1152}, MlpTactic{1, 1, MlpKind::kPool}, 2));
+    // A squeeze over no spatial elements: the pool-first tactics (the reduction writes the empty mean, 0), not the
+    // fused kernel.
+    const MlpShape empty{rows, 1152, 48, 1152, true, 0};
+    const std::vector<MlpTactic> te = mlp_tactics(empty, 132, 2);
+    ASSERT_FALSE(te.empty());
+    for (const MlpTactic& t : te) EXPECT_EQ(t.kind, MlpKind::kPool) << mlp_tactic_name(t);
+    EXPECT_FALSE(mlp_tactic_applies(empty, MlpTactic{1, 1, MlpKind::kFused}, 2));
   }
   // Threads per column unit: 16-byte units of a half K of 4096 (512) one each, more units than threads one group
   // with each thread taking several; an odd K is read one element at a time.
@@ -430,9 +438,10 @@ TEST(FusedMlpPlan, EveryCandidateFitsAndNamesRoundTrip) {
   EXPECT_EQ(mlp_pool_groups(0, 8), 0);
   EXPECT_EQ(mlp_pool_vec(37, 2), 1);
   EXPECT_EQ(mlp_pool_vec(144, 2), 8);
-  EXPECT_LE(mlp_pool_smem_bytes(MlpShape{128, 1152, 48, 1152, 49}, 8), kMlpSmemBytes);
-  EXPECT_TRUE(mlp_pool_fits(MlpShape{128, 1152, 48, 1152, 49}, 1));  // a misaligned X read by elements
-  EXPECT_FALSE(mlp_pool_fits(MlpShape{128, 1152, 48, 1152, 0}, 8));
+  EXPECT_LE(mlp_pool_smem_bytes(MlpShape{128, 1152, 48, 1152, true, 49}, 8), kMlpSmemBytes);
+  EXPECT_TRUE(mlp_pool_fits(MlpShape{128, 1152, 48, 1152, true, 49}, 1));  // a misaligned X read by elements
+  EXPECT_FALSE(mlp_pool_fits(MlpShape{128, 1152, 48, 1152}, 8));
+  EXPECT_FALSE(mlp_pool_fits(MlpShape{128, 1152, 48, 1152, true, 0}, 8));
   EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_r3_s1"));
   EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_pool_r2_s0"));
   EXPECT_FALSE(parse_mlp_tactic("kiln_mlp_fused_r1"));

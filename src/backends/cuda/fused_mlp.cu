@@ -265,7 +265,7 @@ Status launch_fused_mlp(DataType dt, const MlpShape& s, const MlpTactic& t, cons
   if (!mlp_fits(s) || !mlp_tactic_applies(s, t, static_cast<int>(dtype_size(dt))))
     return invalid_argument("FusedMlp: tactic " + mlp_tactic_name(t) + " cannot run K " + std::to_string(s.k) +
                             ", hidden " + std::to_string(s.hidden) + ", N " + std::to_string(s.n) +
-                            (s.spatial > 0 ? ", squeeze over " + std::to_string(s.spatial) : std::string()));
+                            (s.squeeze ? ", squeeze over " + std::to_string(s.spatial) : std::string()));
   const int64_t per_row = std::max<int64_t>({s.k * std::max<int64_t>(s.spatial, 1), s.n});
   if (s.rows > INT32_MAX / per_row || s.rows > INT32_MAX || t.n_split < 1 || t.n_split > 65535)
     return invalid_argument("FusedMlp: " + std::to_string(s.rows) + " rows are too many for the kernel's indices");

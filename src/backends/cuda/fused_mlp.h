@@ -26,7 +26,9 @@ namespace kiln::cuda {
 
 struct MlpShape {
   int64_t rows = 0, k = 0, hidden = 0, n = 0;
-  int64_t spatial = 0;  // > 0: squeeze, each row the mean of `spatial` rows of X ([rows, spatial, k])
+  // squeeze: each row the mean of `spatial` rows of X ([rows, spatial, k]); spatial may be 0 (an empty mean, 0).
+  bool squeeze = false;
+  int64_t spatial = 0;
 };
 
 enum class MlpKind { kPlain, kPool, kFused };
@@ -67,7 +69,7 @@ inline int64_t mlp_pool_smem_bytes(const MlpShape& s, int vec) {
   return (s.k + s.hidden + static_cast<int64_t>(g) * s.k) * static_cast<int64_t>(sizeof(float));
 }
 inline bool mlp_pool_fits(const MlpShape& s, int vec) {
-  return s.spatial > 0 && mlp_pool_groups(s.k, vec) > 0 && mlp_pool_smem_bytes(s, vec) <= kMlpSmemBytes;
+  return s.squeeze && s.spatial > 0 && mlp_pool_groups(s.k, vec) > 0 && mlp_pool_smem_bytes(s, vec) <= kMlpSmemBytes;
 }
 // For 16-byte aligned rows of X (activation buffers are); a misaligned X is read one element at a time, which must
 // fit too (the launcher checks).
@@ -96,7 +98,7 @@ inline std::optional<MlpTactic> parse_mlp_tactic(const std::string& name) {
 // Whether tactic t can run shape s (elements of elem_bytes).
 inline bool mlp_tactic_applies(const MlpShape& s, const MlpTactic& t, int elem_bytes) {
   if (t.kind == MlpKind::kFused) return mlp_fused_fits(s, elem_bytes);
-  return (t.kind == MlpKind::kPool) == (s.spatial > 0) && mlp_smem_bytes(s, t.rows_per_block) <= kMlpSmemBytes;
+  return (t.kind == MlpKind::kPool) == s.squeeze && mlp_smem_bytes(s, t.rows_per_block) <= kMlpSmemBytes;
 }
 
 // The candidates for a shape, best guess first. A rough cost per candidate: the waves of blocks (a few resident
@@ -106,7 +108,7 @@ inline bool mlp_tactic_applies(const MlpShape& s, const MlpTactic& t, int elem_b
 inline std::vector<MlpTactic> mlp_tactics(const MlpShape& s, int sm_count, int elem_bytes = 2) {
   std::vector<std::pair<double, MlpTactic>> c;
   const int64_t sms = std::max(sm_count, 1);
-  const MlpKind kind = s.spatial > 0 ? MlpKind::kPool : MlpKind::kPlain;
+  const MlpKind kind = s.squeeze ? MlpKind::kPool : MlpKind::kPlain;
   for (int r : {1, 2, 4, 8}) {
     if (mlp_smem_bytes(s, r) > kMlpSmemBytes) continue;
     if (r > 1 && (r / 2) >= s.rows) continue;  // no more rows a block than the problem has (rounded up)

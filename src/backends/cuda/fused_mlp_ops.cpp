@@ -33,6 +33,7 @@ Result<MlpShape> mlp_shape(const KernelArgs& a) {
   if (squeeze) {
     if (x.rank() < 3) return invalid_argument("FusedMlp: squeeze needs X of rank >= 3, got " + dims_to_string(x.shape));
     s.rows = x.shape[0];
+    s.squeeze = true;
     s.spatial = s.rows * s.k > 0 ? x.numel() / (s.rows * s.k) : 0;
   }
   for (int i : {1, 3})
@@ -52,35 +53,22 @@ Status run_mlp(KernelArgs& a) {
   if (act1 < 0 || act2 < 0) return invalid_model("FusedMlp: unknown activation '" + (act1 < 0 ? n1 : n2) + "'");
   const DataType dt = a.in[0].dtype;
   const int elem = static_cast<int>(dtype_size(dt));
-  KILN_ASSIGN_OR_RETURN(int64_t squeeze, a.attrs().get_int("squeeze", 0));
-  if (squeeze && s.spatial == 0 && s.rows > 0) {
-    // Zero spatial elements: each squeezed row is the reference's empty mean, 0; the products of zero rows remain.
-    const size_t bytes = static_cast<size_t>(s.rows * s.k) * elem;
-    if (!a.handles || !a.handles->workspace || a.handles->workspace_bytes < bytes)
-      return invalid_argument("FusedMlp: the pooled rows (" + std::to_string(bytes) + " bytes) exceed the workspace");
-    KILN_CUDA_CHECK(cudaMemsetAsync(a.handles->workspace, 0, bytes, a.stream));
-    MlpShape plain = s;
-    plain.spatial = 0;
-    const std::vector<MlpTactic> ts = mlp_tactics(plain, a.handles->sm_count, elem);
-    if (ts.empty()) return invalid_argument("FusedMlp: K and hidden do not fit a block's shared memory");
-    return launch_fused_mlp(dt, plain, ts[0], a.handles->workspace,
-                            a.in[1].data, a.has_input(2) ? a.in[2].data : nullptr, a.in[3].data,
-                            a.has_input(4) ? a.in[4].data : nullptr, a.out[0].data, act1, act2, a.stream);
-  }
-  const std::vector<MlpTactic> plan = mlp_tactics(s, a.handles ? a.handles->sm_count : 132, elem);
-  if (plan.empty())
-    return invalid_argument("FusedMlp: K " + std::to_string(s.k) + " + hidden " + std::to_string(s.hidden) +
-                            " do not fit a block's shared memory");
-  MlpTactic t = plan[0];
-  if (!a.tactic.empty()) {
-    std::optional<MlpTactic> named = parse_mlp_tactic(a.tactic);
-    if (named && mlp_tactic_applies(s, *named, elem)) t = *named;
-    else if (a.strict_tactic) return invalid_argument("FusedMlp: tactic '" + a.tactic + "' does not apply here");
+  // The tactic the builder chose; the plan's first candidate only where none is named (or it cannot run here).
+  std::optional<MlpTactic> t = a.tactic.empty() ? std::nullopt : parse_mlp_tactic(a.tactic);
+  if (t && !mlp_tactic_applies(s, *t, elem)) t.reset();
+  if (!t && !a.tactic.empty() && a.strict_tactic)
+    return invalid_argument("FusedMlp: tactic '" + a.tactic + "' does not apply here");
+  if (!t) {
+    const std::vector<MlpTactic> plan = mlp_tactics(s, a.handles ? a.handles->sm_count : 132, elem);
+    if (plan.empty())
+      return invalid_argument("FusedMlp: K " + std::to_string(s.k) + " + hidden " + std::to_string(s.hidden) +
+                              " do not fit a block's shared memory");
+    t = plan[0];
   }
   const void* x = a.in[0].data;
-  if (t.kind == MlpKind::kPool && s.rows > 0) {
-    // The squeeze first, as the ReduceMean it replaces ran it: the pooled rows (X's type) at the workspace's start,
-    // the reduction's own partial sums after them.
+  if (t->kind == MlpKind::kPool && s.rows > 0) {
+    // The squeeze first, as the ReduceMean it replaces ran it (an empty one gives 0s, as the reference's): the
+    // pooled rows (X's type) at the workspace's start, the reduction's own partial sums after them.
     const size_t pooled = (static_cast<size_t>(s.rows * s.k) * elem + 255) / 256 * 256;
     if (!a.handles || !a.handles->workspace || a.handles->workspace_bytes < pooled)
       return invalid_argument("FusedMlp: the pooled rows (" + std::to_string(pooled) + " bytes) exceed the workspace");
@@ -90,7 +78,7 @@ Status run_mlp(KernelArgs& a) {
                                             a.handles->workspace_bytes - pooled, a.handles->sm_count, a.stream));
     x = ws;
   }
-  return launch_fused_mlp(dt, s, t, x, a.in[1].data, a.has_input(2) ? a.in[2].data : nullptr, a.in[3].data,
+  return launch_fused_mlp(dt, s, *t, x, a.in[1].data, a.has_input(2) ? a.in[2].data : nullptr, a.in[3].data,
                           a.has_input(4) ? a.in[4].data : nullptr, a.out[0].data, act1, act2, a.stream);
 }
 
