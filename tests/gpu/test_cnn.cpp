@@ -142,18 +142,18 @@ TEST(GpuCnn, NhwcPoolingMatchesReference) {
   for (const char* op : {"MaxPool", "AveragePool"})
     for (DataType dt : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16})
       for (int64_t c : {24, 10}) {
-      SCOPED_TRACE(std::string(op) + " " + dtype_name(dt) + " C " + std::to_string(c));
-      Attributes a;
-      a.set("kernel_shape", std::vector<int64_t>{3, 3});
-      a.set("strides", std::vector<int64_t>{2, 2});
-      a.set("pads", std::vector<int64_t>{1, 1, 1, 1});
-      a.set("layout", "NHWC");
-      if (std::string(op) == "AveragePool") a.set("count_include_pad", int64_t{1});
-      Tensor cpu, gpu;
-      run_kiln_node(op, a, random_tensor(dt, {2, 13, 11, c}, 5), &cpu, &gpu);
-      if (HasFatalFailure()) return;
-      expect_tensors_close(cpu, gpu, dt == DataType::kFLOAT ? 1e-6 : 8e-3, 8e-3, op);
-    }
+        SCOPED_TRACE(std::string(op) + " " + dtype_name(dt) + " C " + std::to_string(c));
+        Attributes a;
+        a.set("kernel_shape", std::vector<int64_t>{3, 3});
+        a.set("strides", std::vector<int64_t>{2, 2});
+        a.set("pads", std::vector<int64_t>{1, 1, 1, 1});
+        a.set("layout", "NHWC");
+        if (std::string(op) == "AveragePool") a.set("count_include_pad", int64_t{1});
+        Tensor cpu, gpu;
+        run_kiln_node(op, a, random_tensor(dt, {2, 13, 11, c}, 5), &cpu, &gpu);
+        if (HasFatalFailure()) return;
+        expect_tensors_close(cpu, gpu, dt == DataType::kFLOAT ? 1e-6 : 8e-3, 8e-3, op);
+      }
 }
 
 // kiln GroupNormalization (layout NHWC, per-channel scale and bias: layout_nhwc's form of GroupNormalization
@@ -171,11 +171,10 @@ TEST(GpuCnn, NhwcGroupNormMatchesReference) {
                           Case{{1, 4, 4, 24}, 1}, Case{{2, 17, 40}, 4},
                           // UNet-sized: many row chunks per image, 320 and 1280 channels (more than one
                           // channel per thread), 32 groups.
-                          Case{{1, 48, 40, 320}, 32}, Case{{3, 9, 11, 1280}, 32},
-                          Case{{2, 13, 11, 32}, 8, "silu"}, Case{{1, 48, 40, 320}, 32, "silu"},
-                          Case{{2, 5, 6, 16}, 4, "relu"}}) {
-      SCOPED_TRACE(std::string(dtype_name(dt)) + " " + dims_to_string(k.shape) + " groups " +
-                   std::to_string(k.groups) + " activation " + k.act);
+                          Case{{1, 48, 40, 320}, 32}, Case{{3, 9, 11, 1280}, 32}, Case{{2, 13, 11, 32}, 8, "silu"},
+                          Case{{1, 48, 40, 320}, 32, "silu"}, Case{{2, 5, 6, 16}, 4, "relu"}}) {
+      SCOPED_TRACE(std::string(dtype_name(dt)) + " " + dims_to_string(k.shape) + " groups " + std::to_string(k.groups) +
+                   " activation " + k.act);
       const int64_t c = k.shape.back();
       ir::Graph g;
       ir::Value* x = g.add_value("x");
@@ -229,27 +228,14 @@ struct OnnxRun {
   std::vector<Tensor> out;
   std::string host;
   int nhwc_convs = 0, nchw_convs = 0, transposes = 0, to_nhwc = 0, reduce_means = 0, token_gemms = 0, slices = 0;
-  int sigmoid_gemms = 0;  // FusedMatMuls with a SiLU or sigmoid epilogue (none with KILN_DNN_MATMUL=0)
+  int sigmoid_gemms = 0;           // FusedMatMuls with a SiLU or sigmoid epilogue (none with KILN_DNN_MATMUL=0)
   int mlps = 0, mlp_squeezes = 0;  // FusedMlp layers (fuse_small_mlp), and those that take the squeeze too
-  std::string gemm_tactics;  // "name=tactic " of every FusedMatMul
+  std::string gemm_tactics;        // "name=tactic " of every FusedMatMul
 };
 
 OnnxRun run_onnx(const onnx::ModelProto& m, Backend backend, std::vector<BuilderFlag> flags, const Tensor& x) {
   OnnxRun r;
-  QuietLogger quiet;
-  std::string bytes;
-  m.SerializeToString(&bytes);
-  Builder builder(quiet);
-  auto network = builder.create_network();
-  OnnxParser parser(*network, quiet);
-  Status st = parser.parse(bytes.data(), bytes.size());
-  EXPECT_TRUE(st.ok()) << st.message();
-  if (!st.ok()) return r;
-  auto config = builder.create_builder_config();
-  config->set_backend(backend);
-  config->clear_flag(BuilderFlag::kTF32);
-  for (auto f : flags) config->set_flag(f);
-  auto engine = test::load_engine(builder.build_serialized_network(*network, *config), quiet);
+  auto engine = test::build_onnx_engine(m, backend, flags);
   if (!engine) return r;
   for (const auto& n : engine->plan().nodes) {
     if (n.op_type == "FusedConv" || n.op_type == "Conv") {
@@ -395,8 +381,8 @@ TEST(GpuCnn, VitPatchEmbeddingAsGemm) {
     ASSERT_EQ(cpu.out.size(), 1u);
     for (bool fp16 : {false, true}) {
       SCOPED_TRACE(fp16 ? "FP16" : "FP32");
-      OnnxRun gpu = run_onnx(m, Backend::kCUDA, fp16 ? std::vector<BuilderFlag>{BuilderFlag::kFP16}
-                                                     : std::vector<BuilderFlag>{}, x);
+      OnnxRun gpu = run_onnx(m, Backend::kCUDA,
+                             fp16 ? std::vector<BuilderFlag>{BuilderFlag::kFP16} : std::vector<BuilderFlag>{}, x);
       ASSERT_EQ(gpu.out.size(), 1u);
       EXPECT_TRUE(gpu.host.empty()) << gpu.host;
       EXPECT_EQ(gpu.nhwc_convs + gpu.nchw_convs, 0);
@@ -542,7 +528,10 @@ TEST(GpuStridedConv1x1, DownsampleBlockFromOnnxFp32AndFp16) {
 // prints the times (the prediction was 0.307/0.175 ms -> about 0.08/0.05 ms at batch 128) and checks the two agree.
 TEST(GpuStridedConv1x1, ResnetDownsampleTimes) {
   KILN_REQUIRE_GPU();
-  struct Layer { const char* name; int64_t hw, c, m; };
+  struct Layer {
+    const char* name;
+    int64_t hw, c, m;
+  };
   for (int64_t batch : {128, 1})
     for (Layer l : {Layer{"layer2", 56, 256, 512}, Layer{"layer3", 28, 512, 1024}, Layer{"layer4", 14, 1024, 2048}}) {
       SCOPED_TRACE(std::string(l.name) + " batch " + std::to_string(batch));
@@ -576,10 +565,11 @@ TEST(GpuStridedConv1x1, ResnetDownsampleTimes) {
       Timed conv = time_on_gpu(*g, inputs, runs);
       Timed gemm = time_on_gpu(*rewritten, inputs, runs);
       Timed slice = time_on_gpu(slice_only, {inputs[0]}, runs);
-      std::printf("[ timing ] resnet50 %s downsample b%lld FP16: FusedConv %.1f us, Slice + GEMM %.1f us "
-                  "(Slice %.1f us, %.0f GB/s)\n",
-                  l.name, static_cast<long long>(batch), conv.us, gemm.us, slice.us,
-                  slice.us > 0 ? 2.0 * static_cast<double>(slice.y.nbytes()) / slice.us / 1e3 : 0.0);
+      std::printf(
+          "[ timing ] resnet50 %s downsample b%lld FP16: FusedConv %.1f us, Slice + GEMM %.1f us "
+          "(Slice %.1f us, %.0f GB/s)\n",
+          l.name, static_cast<long long>(batch), conv.us, gemm.us, slice.us,
+          slice.us > 0 ? 2.0 * static_cast<double>(slice.y.nbytes()) / slice.us / 1e3 : 0.0);
       ASSERT_TRUE(conv.y.defined() && gemm.y.defined());
       expect_tensors_close(conv.y, gemm.y, 3e-2, 1e-2, "FusedConv vs Slice + GEMM");
     }

@@ -31,8 +31,8 @@ struct MlpCase {
 // (half keeps its precision).
 std::vector<Tensor> mlp_graph(const MlpCase& c, ir::Graph& g) {
   const double s1 = 2.0 / std::sqrt(static_cast<double>(c.k)), s2 = 2.0 / std::sqrt(static_cast<double>(c.hidden));
-  const std::vector<int64_t> xs = c.hw ? std::vector<int64_t>{c.rows, c.hw, c.hw, c.k}
-                                       : std::vector<int64_t>{c.rows, 1, 1, c.k};
+  const std::vector<int64_t> xs =
+      c.hw ? std::vector<int64_t>{c.rows, c.hw, c.hw, c.k} : std::vector<int64_t>{c.rows, 1, 1, c.k};
   ir::Value* x = g.add_value("x");
   x->dtype = c.dt;
   x->shape = ops::shape_from_dims(xs);
@@ -43,9 +43,10 @@ std::vector<Tensor> mlp_graph(const MlpCase& c, ir::Graph& g) {
   a.set("activation2", c.act2);
   if (c.hw) a.set("squeeze", int64_t{1});
   if (!c.tactic.empty()) a.set("kiln.tactic", c.tactic);
-  std::vector<ir::Value*> in = {x, g.add_constant("w1", random_tensor(c.dt, {c.hidden, c.k}, 2, -s1, s1)),
-                                c.biases ? g.add_constant("b1", random_tensor(c.dt, {c.hidden}, 3, -0.5, 0.5)) : nullptr,
-                                g.add_constant("w2", random_tensor(c.dt, {c.n, c.hidden}, 4, -s2, s2))};
+  std::vector<ir::Value*> in = {
+      x, g.add_constant("w1", random_tensor(c.dt, {c.hidden, c.k}, 2, -s1, s1)),
+      c.biases ? g.add_constant("b1", random_tensor(c.dt, {c.hidden}, 3, -0.5, 0.5)) : nullptr,
+      g.add_constant("w2", random_tensor(c.dt, {c.n, c.hidden}, 4, -s2, s2))};
   if (c.biases) in.push_back(g.add_constant("b2", random_tensor(c.dt, {c.n}, 5, -0.5, 0.5)));
   ir::Node* n = g.add_node("FusedMlp", "mlp", in, {"y"}, a, 1, "kiln");
   g.outputs().push_back(n->outputs[0]);
@@ -118,7 +119,8 @@ TEST(GpuFusedMlp, OddSizesActivationsAndNoBiases) {
   const int64_t shapes[][4] = {{3, 37, 5, 37}, {9, 20, 4, 33}, {2, 40, 300, 17}, {130, 8, 1, 8}};
   for (DataType dt : {DataType::kFLOAT, DataType::kHALF, DataType::kBF16})
     for (const auto& sh : shapes)
-      for (const auto& [a1, a2] : {std::pair{"relu", "none"}, std::pair{"gelu_erf", "gelu_tanh"}, std::pair{"none", "silu"}})
+      for (const auto& [a1, a2] :
+           {std::pair{"relu", "none"}, std::pair{"gelu_erf", "gelu_tanh"}, std::pair{"none", "silu"}})
         for (bool biases : {true, false})
           for (int64_t hw : {0, 3}) {
             MlpCase c{sh[0], sh[1], sh[2], sh[3], dt, biases, a1, a2};
@@ -138,20 +140,11 @@ TEST(GpuFusedMlp, EfficientnetBlockFp16Pipeline) {
     SCOPED_TRACE("batch " + std::to_string(n));
     onnx::ModelProto m = test::se_block_cnn(n, 14, 144, true);
     Tensor x = random_tensor(DataType::kFLOAT, {n, 8, 14, 14}, 21);
-    std::string bytes;
-    m.SerializeToString(&bytes);
     std::vector<Tensor> out[2];
     for (int cuda = 0; cuda < 2; ++cuda) {
-      QuietLogger quiet;
-      Builder builder(quiet);
-      auto network = builder.create_network();
-      OnnxParser parser(*network, quiet);
-      ASSERT_TRUE(parser.parse(bytes.data(), bytes.size()).ok());
-      auto config = builder.create_builder_config();
-      config->set_backend(cuda ? Backend::kCUDA : Backend::kCPU);
-      config->clear_flag(BuilderFlag::kTF32);
-      if (cuda) config->set_flag(BuilderFlag::kFP16);
-      auto engine = test::load_engine(builder.build_serialized_network(*network, *config), quiet);
+      auto engine =
+          test::build_onnx_engine(m, cuda ? Backend::kCUDA : Backend::kCPU,
+                                  cuda ? std::vector<BuilderFlag>{BuilderFlag::kFP16} : std::vector<BuilderFlag>{});
       ASSERT_TRUE(engine);
       if (cuda) {
         EXPECT_EQ(test::host_layers(*engine), "");
@@ -169,8 +162,8 @@ TEST(GpuFusedMlp, EfficientnetBlockFp16Pipeline) {
 // FusedMlp with each of its tactics. Prints; asserts only that the results agree.
 TEST(GpuFusedMlp, TimesAgainstTwoGemms) {
   KILN_REQUIRE_GPU();
-  const int64_t maps[][3] = {{32, 8, 112}, {96, 4, 56}, {144, 6, 56}, {144, 6, 28}, {240, 10, 28}, {240, 10, 14},
-                             {480, 20, 14}, {672, 28, 14}, {672, 28, 7}, {1152, 48, 7}};
+  const int64_t maps[][3] = {{32, 8, 112},  {96, 4, 56},   {144, 6, 56},  {144, 6, 28}, {240, 10, 28},
+                             {240, 10, 14}, {480, 20, 14}, {672, 28, 14}, {672, 28, 7}, {1152, 48, 7}};
   for (int64_t rows : {128, 1})
     for (bool squeeze : {false, true})
       for (const auto& m : maps) {
@@ -224,7 +217,8 @@ TEST(GpuFusedMlp, TimesAgainstTwoGemms) {
           if (one.us < best) best = one.us, best_name = c.tactic;
         }
         std::printf("MLP %4lld rows %s%4lld-%2lld-%4lld: %s %.2f us, best FusedMlp %.2f us (%s);%s\n",
-                    static_cast<long long>(rows), squeeze ? ("pool " + std::to_string(m[2]) + "x" + std::to_string(m[2]) + " ").c_str() : "",
+                    static_cast<long long>(rows),
+                    squeeze ? ("pool " + std::to_string(m[2]) + "x" + std::to_string(m[2]) + " ").c_str() : "",
                     static_cast<long long>(c.k), static_cast<long long>(c.hidden), static_cast<long long>(c.n),
                     squeeze ? "ReduceMean + two GEMMs" : "two GEMMs", before.us, best, best_name.c_str(), line.c_str());
       }

@@ -82,20 +82,11 @@ TEST(GpuSeScale, EfficientnetBlockFp16Pipeline) {
       SCOPED_TRACE("batch " + std::to_string(n) + " " + std::to_string(hw) + "x" + std::to_string(hw));
       onnx::ModelProto m = test::se_block_cnn(n, hw, 144);
       Tensor x = random_tensor(DataType::kFLOAT, {n, 8, hw, hw}, 21);
-      std::string bytes;
-      m.SerializeToString(&bytes);
       std::vector<Tensor> out[2];
       for (int cuda = 0; cuda < 2; ++cuda) {
-        QuietLogger quiet;
-        Builder builder(quiet);
-        auto network = builder.create_network();
-        OnnxParser parser(*network, quiet);
-        ASSERT_TRUE(parser.parse(bytes.data(), bytes.size()).ok());
-        auto config = builder.create_builder_config();
-        config->set_backend(cuda ? Backend::kCUDA : Backend::kCPU);
-        config->clear_flag(BuilderFlag::kTF32);
-        if (cuda) config->set_flag(BuilderFlag::kFP16);
-        auto engine = test::load_engine(builder.build_serialized_network(*network, *config), quiet);
+        auto engine =
+            test::build_onnx_engine(m, cuda ? Backend::kCUDA : Backend::kCPU,
+                                    cuda ? std::vector<BuilderFlag>{BuilderFlag::kFP16} : std::vector<BuilderFlag>{});
         ASSERT_TRUE(engine);
         if (cuda) {
           EXPECT_EQ(test::host_layers(*engine), "");
@@ -126,22 +117,16 @@ TEST(GpuSeScale, BlockTimesWithAndWithoutThePass) {
     SCOPED_TRACE("batch " + std::to_string(k.n) + " " + std::to_string(k.hw) + "x" + std::to_string(k.hw) + " c" +
                  std::to_string(k.c));
     onnx::ModelProto m = test::se_block_cnn(k.n, k.hw, k.c);
-    std::string bytes;
-    m.SerializeToString(&bytes);
     Tensor x = random_tensor(DataType::kFLOAT, {k.n, 8, k.hw, k.hw}, 23);
     Timed t[2];
     for (int with = 0; with < 2; ++with) {
       ScopedEnv off("KILN_DISABLE_PASSES", with ? nullptr : "se_scale_gemm");
-      QuietLogger quiet;
-      Builder builder(quiet);
-      auto network = builder.create_network();
-      OnnxParser parser(*network, quiet);
-      ASSERT_TRUE(parser.parse(bytes.data(), bytes.size()).ok());
-      auto config = builder.create_builder_config();
-      config->set_backend(Backend::kCUDA);
-      config->set_flag(BuilderFlag::kFP16);
-      auto engine = test::load_engine(builder.build_serialized_network(*network, *config), quiet);
-      ASSERT_TRUE(engine);
+      Status st;
+      auto engine = test::build_onnx_engine(m, &st, [](BuilderConfig& c) {
+        c.set_backend(Backend::kCUDA);
+        c.set_flag(BuilderFlag::kFP16);
+      });
+      ASSERT_TRUE(engine) << st.message();
       t[with] = time_engine(*engine, {{"x", x}}, DataType::kFLOAT, 20);
     }
     std::printf("se_block n=%lld %lldx%lld c=%lld -> 24: without se_scale_gemm %.1f us, with %.1f us (%+.1f us)\n",

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -57,10 +58,15 @@ inline void tensor_type(onnx::TypeProto* t, int elem, const std::vector<int64_t>
 // kind: "tensor", "seq", "optional", "optional_seq"; dims -1 are unknown.
 inline onnx::TypeProto value_type(const std::string& kind, int elem, const std::vector<int64_t>& dims) {
   onnx::TypeProto t;
-  if (kind == "tensor") tensor_type(&t, elem, dims);
-  else if (kind == "seq") tensor_type(t.mutable_sequence_type()->mutable_elem_type(), elem, dims);
-  else if (kind == "optional") tensor_type(t.mutable_optional_type()->mutable_elem_type(), elem, dims);
-  else tensor_type(t.mutable_optional_type()->mutable_elem_type()->mutable_sequence_type()->mutable_elem_type(), elem, dims);
+  if (kind == "tensor")
+    tensor_type(&t, elem, dims);
+  else if (kind == "seq")
+    tensor_type(t.mutable_sequence_type()->mutable_elem_type(), elem, dims);
+  else if (kind == "optional")
+    tensor_type(t.mutable_optional_type()->mutable_elem_type(), elem, dims);
+  else
+    tensor_type(t.mutable_optional_type()->mutable_elem_type()->mutable_sequence_type()->mutable_elem_type(), elem,
+                dims);
   return t;
 }
 
@@ -124,8 +130,10 @@ inline void add_int_constant(onnx::GraphProto* g, const std::string& out, int64_
   a->mutable_t()->add_int64_data(v);
 }
 
-// Parses, builds and deserializes the model; errors land in *status (with the parser's first error detail).
-inline std::unique_ptr<Engine> build_onnx_engine(const onnx::ModelProto& m, Status* status) {
+// Parses, builds (with the config as `configure` leaves it; the defaults without one) and deserializes the model;
+// errors land in *status (with the parser's first error detail).
+inline std::unique_ptr<Engine> build_onnx_engine(const onnx::ModelProto& m, Status* status,
+                                                 const std::function<void(BuilderConfig&)>& configure = {}) {
   static SilentLogger quiet;
   std::string bytes;
   m.SerializeToString(&bytes);
@@ -138,6 +146,7 @@ inline std::unique_ptr<Engine> build_onnx_engine(const onnx::ModelProto& m, Stat
     return nullptr;
   }
   auto config = builder.create_builder_config();
+  if (configure) configure(*config);
   auto blob = builder.build_serialized_network(*network, *config);
   if (!blob.ok()) {
     *status = blob.status();
@@ -150,6 +159,20 @@ inline std::unique_ptr<Engine> build_onnx_engine(const onnx::ModelProto& m, Stat
     return nullptr;
   }
   return std::move(engine).value();
+}
+
+// The model built for `backend` with TF32 off (FP32 layers compare tightly) and `flags` set; null, with a test
+// failure naming why, when any step fails.
+inline std::unique_ptr<Engine> build_onnx_engine(const onnx::ModelProto& m, Backend backend,
+                                                 const std::vector<BuilderFlag>& flags = {}) {
+  Status st;
+  auto engine = build_onnx_engine(m, &st, [&](BuilderConfig& c) {
+    c.set_backend(backend);
+    c.clear_flag(BuilderFlag::kTF32);
+    for (BuilderFlag f : flags) c.set_flag(f);
+  });
+  EXPECT_TRUE(engine) << st.message();
+  return engine;
 }
 
 inline HostTensor host_sequence(DataType dt, std::vector<HostTensor> elements) {
