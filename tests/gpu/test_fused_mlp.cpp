@@ -159,15 +159,18 @@ TEST(GpuFusedMlp, EfficientnetBlockFp16Pipeline) {
 
 // Each squeeze-excitation size at batch 128 and 1 in FP16: the layers FusedMlp replaces (with the squeeze: the
 // ReduceMean over H and W; then fc1 + SiLU and fc2 + sigmoid as FusedMatMuls, their default tactics) against
-// FusedMlp with each of its tactics. Prints; asserts only that the results agree.
+// FusedMlp with each of its tactics. Without the squeeze also at 1024 and 4096 rows, where the tensor-core GEMMs
+// should win (fuse_small_mlp bounds no batch: these lines say where it should). Prints; asserts only that the
+// results agree.
 TEST(GpuFusedMlp, TimesAgainstTwoGemms) {
   KILN_REQUIRE_GPU();
   const int64_t maps[][3] = {{32, 8, 112},  {96, 4, 56},   {144, 6, 56},  {144, 6, 28}, {240, 10, 28},
                              {240, 10, 14}, {480, 20, 14}, {672, 28, 14}, {672, 28, 7}, {1152, 48, 7}};
-  for (int64_t rows : {128, 1})
+  for (int64_t rows : {128, 1, 1024, 4096})
     for (bool squeeze : {false, true})
       for (const auto& m : maps) {
         if (!squeeze && m[2] != 7 && m[0] != 32 && m[0] != 96 && m[2] != 28) continue;  // each C once
+        if (squeeze && rows > 128) continue;
         MlpCase c{rows, m[0], m[1], m[0], DataType::kHALF};
         c.hw = squeeze ? m[2] : 0;
         SCOPED_TRACE(c.str());
