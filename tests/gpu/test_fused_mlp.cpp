@@ -17,7 +17,7 @@ struct MlpCase {
   DataType dt = DataType::kFLOAT;
   bool biases = true;
   std::string act1 = "silu", act2 = "sigmoid";
-  std::string tactic;
+  std::string tactic = "";  // empty: the planner's first
   int64_t hw = 0;  // > 0: squeeze, x is [rows, hw, hw, k]
   std::string str() const {
     return std::to_string(rows) + " rows " + (hw ? "(" + std::to_string(hw) + "x" + std::to_string(hw) + ") " : "") +

@@ -67,8 +67,9 @@ void check_model(const std::string& dir) {
       int squeezes = 0;
       for (auto& n : cuda->nodes()) {
         squeezes += n->op_type == "FusedMlp" && n->attrs.get_int("squeeze", 0).value() == 1;
-        if (n->op_type == "FusedMatMul" && n->inputs[0]->shape.size() == 4)
+        if (n->op_type == "FusedMatMul" && n->inputs[0]->shape.size() == 4) {
           EXPECT_FALSE(n->inputs[0]->shape[1] == ops::Dim(1) && n->inputs[0]->shape[2] == ops::Dim(1)) << n->name;
+        }
       }
       EXPECT_EQ(count_ops(*cuda, "FusedMlp"), se);
       EXPECT_EQ(squeezes, se);

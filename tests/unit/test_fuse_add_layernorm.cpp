@@ -352,8 +352,9 @@ TEST(FuseAddLayerNorm, ExportedTransformers) {
     const int added = count_ops(*cuda, "AddLayerNormalization");
     const int embedded = count_ops(*cuda, "EmbedLayerNormalization");
     std::cout << dir << ": " << added << " AddLayerNormalization, " << embedded << " EmbedLayerNormalization\n";
-    if (dir.find("bert") != std::string::npos)
+    if (dir.find("bert") != std::string::npos) {
       EXPECT_EQ(embedded, 1) << "the token lookup and the embedding sum feed only the first LayerNorm";
+    }
     auto got = run_reference(*cuda, {x});
     ASSERT_EQ(got.size(), 1u);
     ASSERT_EQ(want.size(), 1u);

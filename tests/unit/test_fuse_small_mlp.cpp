@@ -371,8 +371,9 @@ TEST(FuseSmallMlp, EfficientnetBlockInTheCudaPipeline) {
   EXPECT_EQ(mlp->inputs[1]->shape, ops::shape_from_dims({6, 144}));
   EXPECT_EQ(mlp->inputs[0]->dtype, DataType::kHALF);
   for (auto& n : cuda->nodes())
-    if (n->op_type == "FusedMatMul")
+    if (n->op_type == "FusedMatMul") {
       EXPECT_NE(n->inputs[0]->shape, ops::shape_from_dims({2, 1, 1, 144})) << "a GEMM of the pooled vector is left";
+    }
   expect_same_on_reference(*cpu, *cuda, random_f32({2, 8, 14, 14}, 93), 3e-2);
 }
 
@@ -400,7 +401,9 @@ TEST(FusedMlpPlan, EveryCandidateFitsAndNamesRoundTrip) {
         EXPECT_EQ(*back, t);
         EXPECT_EQ(std::count(ts.begin(), ts.end(), t), 1);
       }
-      if (rows == 1) EXPECT_EQ(ts[0].rows_per_block, 1);
+      if (rows == 1) {
+        EXPECT_EQ(ts[0].rows_per_block, 1);
+      }
     }
   // With squeeze: the pool-first variants and the fused kernel (first where the rows give most SMs a block).
   for (int64_t rows : {128, 1}) {

@@ -115,7 +115,9 @@ TEST(LowerEinsum, ConstantOperandIsRearrangedAtBuildTime) {
   EXPECT_EQ(count_ops(*g, "Einsum"), 0);
   EXPECT_EQ(count_ops(*g, "Transpose"), 0);
   for (const auto& n : g->nodes())
-    if (n->op_type == "Reshape") EXPECT_FALSE(n->inputs[0]->is_constant());
+    if (n->op_type == "Reshape") {
+      EXPECT_FALSE(n->inputs[0]->is_constant());
+    }
   test::expect_close(test::run_reference(*g, in)[0], want[0], 1e-4, 1e-4);
 }
 
