@@ -52,3 +52,31 @@ def test_report_sets_top1_flips_against_pytorch_fp16():
     for acc, tacc in (({"cos": 0.9999, "top1": 0.96}, {"cos": 0.9999, "top1": 0.97}),
                       ({"cos": 0.998, "top1": 1.0}, {"cos": 0.997, "top1": 1.0})):
         assert "accuracy below the target" in gpu_bench.report([row(acc, tacc)], "GPU").splitlines()[-1]
+
+
+def test_top1_flips_tells_near_ties_from_wrong_classes():
+    ref = torch.zeros(50, 4)
+    ref[:, 0] = 1.0
+    out = ref.clone()
+    out[:, 1:] += 0.001  # a small error everywhere: rms ~0.00087
+    out[0] = torch.tensor([1.0, 1.0015, 0.0, 0.0])  # row 0 flips over a gap of 1.0: a wrong computation
+    f = gpu_bench.top1_flips(out, ref)
+    rms = float((out.double() - ref.double()).pow(2).mean().sqrt())
+    assert f == {"rows": 1, "near_ties": 0, "max_gap_rms": pytest.approx(1.0 / rms)}
+    # The same error with row 1 a near tie in float32 (gap 0.002, ~2 rms): reordered by the small error.
+    ref[1, 2] = 0.998
+    out[1] = torch.tensor([1.0, 0.0, 1.0005, 0.0])
+    rms = float((out.double() - ref.double()).pow(2).mean().sqrt())
+    f = gpu_bench.top1_flips(out, ref)
+    assert (f["rows"], f["near_ties"]) == (2, 1) and f["max_gap_rms"] == pytest.approx(1.0 / rms)
+    assert 0.002 / rms <= gpu_bench.NEAR_TIE_RMS
+    assert gpu_bench.top1_flips(ref, ref) == {"rows": 0, "near_ties": 0}
+
+
+def test_report_says_whether_flips_are_near_ties():
+    flips, tflips = {"rows": 2, "near_ties": 2, "max_gap_rms": 0.6}, {"rows": 1, "near_ties": 1, "max_gap_rms": 0.3}
+    line = gpu_bench.report([row({"cos": 0.9999, "top1": 0.98, "flips": flips},
+                                 {"cos": 0.9999, "top1": 0.99, "flips": tflips})], "GPU").splitlines()[-1]
+    assert "accuracy below the target" in line  # more flips than PyTorch: still flagged
+    assert "flipped rows that are near ties: 2 of 2 (largest fp32 gap 0.6x the output's rms error), " \
+           "PyTorch fp16 1 of 1" in line
