@@ -13,7 +13,10 @@ namespace kiln::ops {
 namespace {
 
 Result<bool> is_nhwc(const Attributes& attrs) {
-  KILN_ASSIGN_OR_RETURN(std::string layout, attrs.get_string("layout", "NCHW"));
+  // Read in place (not moved out of the Result): GCC 12 otherwise warns of a maybe-uninitialized string here.
+  const auto r = attrs.get_string("layout", "NCHW");
+  if (!r.ok()) return r.status();
+  const std::string& layout = r.value();
   if (layout != "NCHW" && layout != "NHWC")
     return invalid_model("FusedConv: layout must be NCHW or NHWC, got \"" + layout + "\"");
   return layout == "NHWC";

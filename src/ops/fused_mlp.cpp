@@ -6,10 +6,28 @@
 // Both weights are stored as FusedMatMul's trans_b = 1 matrices (one output feature per row). The squeezed row and
 // the hidden row are kept in float32 (the CUDA kernel holds them in shared memory), so the result can be more
 // accurate than the ReduceMean and two FusedMatMuls it replaces, which round each to X's type.
+#include "ops/layout_util.h"
 #include "ops/op_util.h"
 
 namespace kiln::ops {
 namespace {
+
+// The mean of x over its middle dims (keeping them) as float32, through ReduceMean's reference compute, summed in
+// double.
+Result<Tensor> squeeze_mean(const Tensor& x) {
+  const OpSchema* rm = OpRegistry::instance().find("ReduceMean", "");
+  if (!rm) return internal_error("FusedMlp: ReduceMean is not registered");
+  std::vector<int64_t> middle;
+  for (int64_t i = 1; i + 1 < x.rank(); ++i) middle.push_back(i);
+  Attributes at;
+  at.set("axes", middle);
+  at.set("keepdims", int64_t{1});
+  std::vector<Tensor> out(1);
+  const Tensor xd = x.cast(DataType::kDOUBLE);
+  ComputeContext c(at, 13, {&xd}, &out);  // opset 13: the axes as an attribute
+  KILN_RETURN_IF_ERROR(rm->compute(c).with_context("FusedMlp"));
+  return out[0].cast(DataType::kFLOAT);
+}
 
 // One FusedMatMul (trans_b = 1) through its reference compute, in float32.
 Result<Tensor> linear(const Tensor& x, const Tensor& w, const Tensor* bias, const std::string& act, int opset) {
@@ -41,9 +59,10 @@ KILN_REGISTER_OP(FusedMlp) {
   s.dtypes = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16};
   s.infer = [](InferContext& ctx) -> Status {
     for (const char* name : {"activation1", "activation2"}) {
-      KILN_ASSIGN_OR_RETURN(std::string act, ctx.attrs().get_string(name, "none"));
-      if (act != "none" && act != "relu" && act != "gelu_erf" && act != "gelu_tanh" && act != "silu" &&
-          act != "sigmoid")
+      const auto r = ctx.attrs().get_string(name, "none");  // read in place: see fused_conv.cpp's is_nhwc
+      if (!r.ok()) return r.status();
+      const std::string& act = r.value();
+      if (!matmul_activation(act))
         return invalid_model(std::string("FusedMlp: ") + name +
                              " must be none, relu, gelu_erf, gelu_tanh, silu or sigmoid but is '" + act + "'");
     }
@@ -90,22 +109,12 @@ KILN_REGISTER_OP(FusedMlp) {
     KILN_ASSIGN_OR_RETURN(std::string act2, ctx.attrs().get_string("activation2", "none"));
     KILN_ASSIGN_OR_RETURN(int64_t squeeze, ctx.attrs().get_int("squeeze", 0));
     const Tensor& x = ctx.input(0);
-    Tensor xf = x.cast(DataType::kFLOAT);
-    if (squeeze) {  // the mean over the middle dims, in double, kept as float32
+    Tensor xf;
+    if (squeeze) {  // the mean over the middle dims (an empty mean is 0, as ReduceMean's)
       if (x.rank() < 3) return invalid_argument("FusedMlp: squeeze needs X of rank >= 3");
-      const int64_t b = x.dim(0), k = x.shape().back(), mid = b * k > 0 ? x.numel() / (b * k) : 0;
-      std::vector<int64_t> dims(x.rank(), 1);
-      dims[0] = b;
-      dims.back() = k;
-      Tensor m(DataType::kFLOAT, dims);
-      const float* xp = xf.data<float>();
-      for (int64_t i = 0; i < b; ++i)
-        for (int64_t c = 0; c < k; ++c) {
-          double sum = 0;
-          for (int64_t p = 0; p < mid; ++p) sum += xp[(i * mid + p) * k + c];
-          m.data<float>()[i * k + c] = static_cast<float>(mid > 0 ? sum / static_cast<double>(mid) : 0.0);
-        }
-      xf = m;
+      KILN_ASSIGN_OR_RETURN(xf, squeeze_mean(x));
+    } else {
+      xf = x.cast(DataType::kFLOAT);
     }
     KILN_ASSIGN_OR_RETURN(Tensor h, linear(xf, ctx.input(1), ctx.has_input(2) ? &ctx.input(2) : nullptr, act1,
                                            ctx.opset()));

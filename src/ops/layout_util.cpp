@@ -69,6 +69,13 @@ const char* activation_name(Activation a) {
   return "?";
 }
 
+std::optional<Activation> matmul_activation(const std::string& name) {
+  for (Activation a : {Activation::kNone, Activation::kRelu, Activation::kSigmoid, Activation::kSilu,
+                       Activation::kGeluErf, Activation::kGeluTanh})
+    if (name == activation_name(a)) return a;
+  return std::nullopt;
+}
+
 Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs, const std::string& prefix) {
   Epilogue e;
   KILN_ASSIGN_OR_RETURN(std::string name, attrs.get_string(prefix + "activation", "none"));

@@ -2,6 +2,7 @@
 // reference implementation, and the activation epilogue that fused ops apply after their main computation.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,9 @@ struct Epilogue {
 inline constexpr const char* kProloguePrefix = "pre_";
 Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs, const std::string& prefix = "");
 const char* activation_name(Activation a);
+// The activations kiln::FusedMatMul's epilogue and kiln::FusedMlp take (none, relu, sigmoid, silu, gelu_erf,
+// gelu_tanh: no parameters), by name; nullopt for any other name.
+std::optional<Activation> matmul_activation(const std::string& name);
 double apply_activation(const Epilogue& e, double x);
 // e applied to every element of t, computed in double and rounded once to t's type.
 Tensor apply_activation(const Epilogue& e, const Tensor& t);

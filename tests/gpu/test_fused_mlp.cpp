@@ -1,6 +1,6 @@
 // GPU tests of kiln::FusedMlp (fused_mlp.cu): every tactic of the plan at efficientnet_b0's squeeze-excitation
-// sizes, with the squeeze at their feature maps' sizes, and at odd sizes (the one-element paths), in FP32, FP16 and
-// BF16, with and without biases, against the CPU reference; the efficientnet block through the whole CUDA FP16
+// sizes, with the squeeze at their feature maps' sizes, and at odd sizes (the one-element paths, a squeeze over an
+// empty map too), in FP32, FP16 and BF16, with and without biases, against the CPU reference; the efficientnet block through the whole CUDA FP16
 // pipeline (fuse_small_mlp on) against the CPU backend; and each SE size timed as one FusedMlp (each tactic)
 // against the layers it replaces (ReduceMean and two FusedMatMuls).
 #include "../unit/cnn_onnx_model.h"
@@ -18,13 +18,14 @@ struct MlpCase {
   bool biases = true;
   std::string act1 = "silu", act2 = "sigmoid";
   std::string tactic = "";  // empty: the planner's first
-  int64_t hw = 0;  // > 0: squeeze, x is [rows, hw, hw, k]
+  int64_t hw = -1;  // >= 0: squeeze, x is [rows, hw, hw, k] (0: an empty map, whose mean is 0)
+  bool squeeze() const { return hw >= 0; }
   std::string str() const {
-    return std::to_string(rows) + " rows " + (hw ? "(" + std::to_string(hw) + "x" + std::to_string(hw) + ") " : "") +
+    return std::to_string(rows) + " rows " + (squeeze() ? "(" + std::to_string(hw) + "x" + std::to_string(hw) + ") " : "") +
            std::to_string(k) + "-" + std::to_string(hidden) + "-" + std::to_string(n) + " " + dtype_name(dt) + " " +
            act1 + "/" + act2 + (biases ? " biases " : " ") + tactic;
   }
-  cuda::MlpShape shape() const { return cuda::MlpShape{rows, k, hidden, n, hw > 0, hw * hw}; }
+  cuda::MlpShape shape() const { return cuda::MlpShape{rows, k, hidden, n, squeeze(), squeeze() ? hw * hw : 0}; }
 };
 
 // x [rows, 1, 1, k] (or [rows, hw, hw, k] with squeeze) -> FusedMlp -> y; weights scaled so the sums stay O(1)
@@ -32,7 +33,7 @@ struct MlpCase {
 std::vector<Tensor> mlp_graph(const MlpCase& c, ir::Graph& g) {
   const double s1 = 2.0 / std::sqrt(static_cast<double>(c.k)), s2 = 2.0 / std::sqrt(static_cast<double>(c.hidden));
   const std::vector<int64_t> xs =
-      c.hw ? std::vector<int64_t>{c.rows, c.hw, c.hw, c.k} : std::vector<int64_t>{c.rows, 1, 1, c.k};
+      c.squeeze() ? std::vector<int64_t>{c.rows, c.hw, c.hw, c.k} : std::vector<int64_t>{c.rows, 1, 1, c.k};
   ir::Value* x = g.add_value("x");
   x->dtype = c.dt;
   x->shape = ops::shape_from_dims(xs);
@@ -41,7 +42,7 @@ std::vector<Tensor> mlp_graph(const MlpCase& c, ir::Graph& g) {
   Attributes a;
   a.set("activation1", c.act1);
   a.set("activation2", c.act2);
-  if (c.hw) a.set("squeeze", int64_t{1});
+  if (c.squeeze()) a.set("squeeze", int64_t{1});
   if (!c.tactic.empty()) a.set("kiln.tactic", c.tactic);
   std::vector<ir::Value*> in = {
       x, g.add_constant("w1", random_tensor(c.dt, {c.hidden, c.k}, 2, -s1, s1)),
@@ -79,7 +80,7 @@ void every_tactic(MlpCase c) {
     const std::vector<Tensor> gpu = run_capturing(gt, inputs, &err);
     ASSERT_EQ(gpu.size(), 1u) << err;
     // The squeeze adds one more rounding on the pool-first path (the pooled rows in T, as ReduceMean stores them).
-    const double tol = mlp_tolerance(c.dt) * (c.hw ? 2 : 1);
+    const double tol = mlp_tolerance(c.dt) * (c.squeeze() ? 2 : 1);
     expect_tensors_close(cpu[0], gpu[0], tol, tol, "FusedMlp");
     if (::testing::Test::HasFailure()) return;
   }
@@ -122,7 +123,7 @@ TEST(GpuFusedMlp, OddSizesActivationsAndNoBiases) {
       for (const auto& [a1, a2] :
            {std::pair{"relu", "none"}, std::pair{"gelu_erf", "gelu_tanh"}, std::pair{"none", "silu"}})
         for (bool biases : {true, false})
-          for (int64_t hw : {0, 3}) {
+          for (int64_t hw : {-1, 3, 0}) {  // no squeeze, a 3x3 map, an empty map (the pool-first tactics only)
             MlpCase c{sh[0], sh[1], sh[2], sh[3], dt, biases, a1, a2};
             c.hw = hw;
             every_tactic(c);
@@ -172,7 +173,7 @@ TEST(GpuFusedMlp, TimesAgainstTwoGemms) {
         if (!squeeze && m[2] != 7 && m[0] != 32 && m[0] != 96 && m[2] != 28) continue;  // each C once
         if (squeeze && rows > 128) continue;
         MlpCase c{rows, m[0], m[1], m[0], DataType::kHALF};
-        c.hw = squeeze ? m[2] : 0;
+        c.hw = squeeze ? m[2] : -1;
         SCOPED_TRACE(c.str());
         ir::Graph fused;
         const std::vector<Tensor> inputs = mlp_graph(c, fused);

@@ -189,12 +189,18 @@ __global__ void __launch_bounds__(kMlpPoolThreads)
                            e1, e2);
 }
 
+// Whether the products may read the weights in 16-byte vectors (mlp_products' kVec).
+template <typename T>
+bool weights_vec(const MlpShape& s, const void* w1, const void* w2) {
+  constexpr int V = 16 / sizeof(T);
+  return s.k % V == 0 && s.hidden % V == 0 && reinterpret_cast<uintptr_t>(w1) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(w2) % 16 == 0;
+}
+
 template <typename T, int R>
 Status launch_r(const MlpShape& s, int n_split, const void* x, const void* w1, const void* b1, const void* w2,
                 const void* b2, void* y, const EpilogueParams& e1, const EpilogueParams& e2, cudaStream_t stream) {
-  constexpr int V = 16 / sizeof(T);
-  const bool vec = s.k % V == 0 && s.hidden % V == 0 && reinterpret_cast<uintptr_t>(w1) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(w2) % 16 == 0;
+  const bool vec = weights_vec<T>(s, w1, w2);
   const int64_t groups = (s.rows + R - 1) / R;
   const int n_per_block = static_cast<int>((s.n + n_split - 1) / n_split);
   const dim3 grid(static_cast<unsigned>(groups), static_cast<unsigned>(n_split));
@@ -233,8 +239,7 @@ template <typename T>
 Status launch_fused(const MlpShape& s, const void* x, const void* w1, const void* b1, const void* w2, const void* b2,
                     void* y, const EpilogueParams& e1, const EpilogueParams& e2, cudaStream_t stream) {
   constexpr int V = 16 / sizeof(T);
-  const bool vec = s.k % V == 0 && s.hidden % V == 0 && reinterpret_cast<uintptr_t>(w1) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(w2) % 16 == 0;
+  const bool vec = weights_vec<T>(s, w1, w2);
   if (mlp_pool_vec(s.k, sizeof(T)) == V && reinterpret_cast<uintptr_t>(x) % 16 == 0 && mlp_pool_fits(s, V))
     return launch_fused_e<T, V>(s, vec, x, w1, b1, w2, b2, y, e1, e2, stream);
   if (!mlp_pool_fits(s, 1))

@@ -4,19 +4,15 @@
 #include "backends/cuda/cuda_kernel.h"
 #include "backends/cuda/fused_mlp.h"
 #include "backends/cuda/reduce_kernels.h"
+#include "ops/layout_util.h"
 
 namespace kiln::cuda {
 namespace {
 
-// FusedMatMul's activation names as EpilogueParams::act codes; -1 for a name the kernel does not know.
+// FusedMatMul's activation names as EpilogueParams::act codes (ops::Activation's numbers); -1 for any other name.
 int act_code(const std::string& s) {
-  if (s == "none") return 0;
-  if (s == "relu") return 1;
-  if (s == "sigmoid") return 3;
-  if (s == "silu") return 4;
-  if (s == "gelu_erf") return 6;
-  if (s == "gelu_tanh") return 7;
-  return -1;
+  const std::optional<ops::Activation> a = ops::matmul_activation(s);
+  return a ? static_cast<int>(*a) : -1;
 }
 
 Result<MlpShape> mlp_shape(const KernelArgs& a) {
