@@ -6,47 +6,25 @@
 #include <algorithm>
 #include <cmath>
 
+#include "ops/layout_util.h"
 #include "ops/op_util.h"
 
 namespace kiln::ops {
 
-// Activation codes shared by the reference compute, the fusion pass and the CUDA kernel (by name in the attribute).
-enum class EpilogueAct { kNone, kRelu, kGeluErf, kGeluTanh, kSilu, kSigmoid };
-
 namespace {
 
-Result<EpilogueAct> parse_act(const Attributes& a) {
-  KILN_ASSIGN_OR_RETURN(std::string s, a.get_string("activation", "none"));
-  if (s == "none") return EpilogueAct::kNone;
-  if (s == "relu") return EpilogueAct::kRelu;
-  if (s == "gelu_erf") return EpilogueAct::kGeluErf;
-  if (s == "gelu_tanh") return EpilogueAct::kGeluTanh;
-  // SiLU and sigmoid: only cuDNN's fused matmul applies them in-kernel (the CUDA pipeline emits them unless
-  // KILN_DNN_MATMUL=0); cuBLASLt's path finishes them in its epilogue pass.
-  if (s == "silu") return EpilogueAct::kSilu;
-  if (s == "sigmoid") return EpilogueAct::kSigmoid;
-  return invalid_model("FusedMatMul: activation must be none, relu, gelu_erf, gelu_tanh, silu or sigmoid but is '" + s +
-                       "'");
-}
-
-double apply_act(EpilogueAct act, double x) {
-  switch (act) {
-    case EpilogueAct::kNone:
-      return x;
-    case EpilogueAct::kRelu:
-      return x > 0 ? x : 0;
-    case EpilogueAct::kGeluErf:
-      return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
-    case EpilogueAct::kGeluTanh: {
-      const double k = std::sqrt(2.0 / 3.14159265358979323846);
-      return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
-    }
-    case EpilogueAct::kSilu:
-      return x / (1.0 + std::exp(-x));
-    case EpilogueAct::kSigmoid:
-      return 1.0 / (1.0 + std::exp(-x));
-  }
-  return x;
+// The activation named by the attribute (ops::matmul_activation's names). SiLU and sigmoid are applied in-kernel
+// only by cuDNN's fused matmul; cuBLASLt's path finishes them in its epilogue pass.
+Result<Epilogue> parse_act(const Attributes& a) {
+  const auto r = a.get_string("activation", "none");
+  if (!r.ok()) return r.status();
+  const std::optional<Activation> act = matmul_activation(r.value());
+  if (!act)
+    return invalid_model("FusedMatMul: activation must be none, relu, gelu_erf, gelu_tanh, silu or sigmoid but is '" +
+                         r.value() + "'");
+  Epilogue e;
+  e.act = *act;
+  return e;
 }
 
 // B as MatMul sees it: trans_b stores each matrix as [N, K] (Gemm's transB=1 layout): a 2-D weight, or a batch of
@@ -132,7 +110,7 @@ KILN_REGISTER_OP(FusedMatMul) {
     return Status::Ok();
   };
   s.compute = [](ComputeContext& ctx) -> Status {
-    KILN_ASSIGN_OR_RETURN(EpilogueAct act, parse_act(ctx.attrs()));
+    KILN_ASSIGN_OR_RETURN(const Epilogue act, parse_act(ctx.attrs()));
     KILN_ASSIGN_OR_RETURN(float alpha, ctx.attrs().get_float("alpha", 1.0f));
     KILN_ASSIGN_OR_RETURN(int64_t tb, ctx.attrs().get_int("trans_b", 0));
     KILN_ASSIGN_OR_RETURN(int64_t residual_first, ctx.attrs().get_int("residual_first", 0));
@@ -210,7 +188,7 @@ KILN_REGISTER_OP(FusedMatMul) {
       double v = alpha * yp[i];
       if (bias.defined()) v += bias.get_f64(i % n);
       if (res.defined() && residual_first) v += res.get_f64(i);
-      v = apply_act(act, v);
+      v = apply_activation(act, v);
       if (res.defined() && !residual_first) v += res.get_f64(i);
       yp[i] = v;
     }

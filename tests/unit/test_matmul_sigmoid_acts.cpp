@@ -129,7 +129,16 @@ TEST(FusedMatMulSigmoidActs, UnknownActivationStillRejected) {
   Attributes at;
   at.set("activation", std::string("swish"));
   g.outputs().push_back(g.add_node("FusedMatMul", "mm", in, {"y"}, at, 1, "kiln")->outputs[0]);
-  EXPECT_FALSE(run_passes(g, {}).ok());
+  const Status st = run_passes(g, {});
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("activation must be none, relu"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("'swish'"), std::string::npos) << st.message();
+  // clip is an activation of FusedConv's epilogue, not of FusedMatMul's.
+  at.set("activation", std::string("clip"));
+  ir::Graph g2;
+  std::vector<ir::Value*> in2 = {graph_input(g2, "a", {2, 3}), graph_input(g2, "b", {3, 4})};
+  g2.outputs().push_back(g2.add_node("FusedMatMul", "mm", in2, {"y"}, at, 1, "kiln")->outputs[0]);
+  EXPECT_FALSE(run_passes(g2, {}).ok());
 }
 
 // x [2,5,6,8] NHWC -> 1x1 FusedConv (activation act, bias, optional residual) -> y.

@@ -18,6 +18,7 @@
 #include "backends/cuda/norm_kernels.h"
 #include "backends/cuda/transformer_kernels.h"
 #include "kiln/logger.h"
+#include "ops/layout_util.h"
 #include "ops/op_util.h"
 
 namespace kiln::cuda {
@@ -458,18 +459,29 @@ struct FusedState {
   float norm_eps = 0;
 };
 
+// The epilogue kernels' code for the activation ops::matmul_activation names.
 Result<EpiAct> parse_act(const Attributes& a) {
-  // Read in place (not moved out of the Result): GCC 12 otherwise warns of a maybe-uninitialized string here.
   const auto r = a.get_string("activation", "none");
   if (!r.ok()) return r.status();
-  const std::string& s = r.value();
-  if (s == "none") return EpiAct::kNone;
-  if (s == "relu") return EpiAct::kRelu;
-  if (s == "gelu_erf") return EpiAct::kGeluErf;
-  if (s == "gelu_tanh") return EpiAct::kGeluTanh;
-  if (s == "silu") return EpiAct::kSilu;
-  if (s == "sigmoid") return EpiAct::kSigmoid;
-  return invalid_model("FusedMatMul: unknown activation '" + s + "'");
+  const std::optional<ops::Activation> act = ops::matmul_activation(r.value());
+  switch (act.value_or(ops::Activation::kNone)) {
+    case ops::Activation::kNone:
+      if (act) return EpiAct::kNone;
+      break;
+    case ops::Activation::kRelu:
+      return EpiAct::kRelu;
+    case ops::Activation::kGeluErf:
+      return EpiAct::kGeluErf;
+    case ops::Activation::kGeluTanh:
+      return EpiAct::kGeluTanh;
+    case ops::Activation::kSilu:
+      return EpiAct::kSilu;
+    case ops::Activation::kSigmoid:
+      return EpiAct::kSigmoid;
+    default:
+      break;
+  }
+  return invalid_model("FusedMatMul: unknown activation '" + r.value() + "'");
 }
 
 // cuBLASLt fuses bias, ReLU, tanh-GELU and (with no activation) the residual as C; erf-GELU, SiLU, sigmoid, and an
