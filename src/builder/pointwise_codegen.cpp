@@ -177,7 +177,9 @@ std::string pointwise_source(const ops::PointwiseProgram& p, const std::string& 
   s << "template <typename I, int V>\n__device__ __forceinline__ void body(const KilnPwParams& p) {\n";
   // The runtime launches these kernels with programmatic dependent launch when the image carries the marker
   // kernel below (backends/cuda/pdl.cuh): nothing may touch memory before this wait.
-  s << "#if __CUDA_ARCH__ >= 900\n  asm volatile(\"griddepcontrol.wait;\" ::: \"memory\");\n#endif\n";
+  // The trigger after it lets the next kernel launch while this one's last blocks run (pdl.cuh's pdl_trigger).
+  s << "#if __CUDA_ARCH__ >= 900\n  asm volatile(\"griddepcontrol.wait;\" ::: \"memory\");\n"
+       "  asm volatile(\"griddepcontrol.launch_dependents;\" ::: \"memory\");\n#endif\n";
   for (size_t k = 0; k < ni; ++k)
     s << "  const " << mem_type(p.inputs[k]) << "* __restrict__ in" << k << " = (const " << mem_type(p.inputs[k])
       << "*)p.in[" << k << "];\n";

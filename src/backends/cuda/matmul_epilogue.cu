@@ -52,6 +52,7 @@ __device__ __forceinline__ float act_f(float x) {
 template <typename T, int E, EpiAct A>
 __global__ void __launch_bounds__(256) epilogue_kernel(T* y, const T* bias, const T* res, int64_t nvec, int64_t n) {
   pdl_wait();  // launched with launch_pdl, right after the GEMM whose output it finishes
+  pdl_trigger();
   using V = std::conditional_t<E == 1, T, uint4>;
   static_assert(sizeof(V) == E * sizeof(T), "E elements of T per access");
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < nvec;

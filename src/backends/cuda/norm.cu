@@ -120,6 +120,7 @@ template <typename T, typename TO, int VPT, bool PV>
 __global__ void __launch_bounds__(128) row_layernorm_vec_kernel(const T* __restrict__ x, TO* __restrict__ y,
                                                                   RowNormParams p) {
   pdl_wait();  // launched with launch_pdl: nothing before this may touch memory an earlier kernel writes
+  pdl_trigger();
   constexpr int E = 16 / sizeof(T);
   const int lane = threadIdx.x & 31;
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
@@ -282,6 +283,7 @@ template <typename T, bool PV>
 __global__ void __launch_bounds__(1024) row_layernorm_wide_kernel(const T* __restrict__ x, T* __restrict__ y,
                                                                   RowNormParams p) {
   pdl_wait();  // launched with launch_pdl
+  pdl_trigger();
   constexpr int E = 16 / sizeof(T);
   __shared__ float smem[32];
   const int64_t nv = p.len / E;
@@ -567,6 +569,7 @@ __global__ void __launch_bounds__(128) row_stats_kernel(const T* __restrict__ x,
                                                         float alpha, float* __restrict__ neg_mean,
                                                         float* __restrict__ rstd, T* __restrict__ y) {
   pdl_wait();
+  pdl_trigger();
   constexpr int E = 16 / sizeof(T);
   const int lane = threadIdx.x & 31;
   const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;

@@ -6,10 +6,18 @@
 // indices) overlaps the previous kernel. Without a trigger in the previous kernel, pdl_wait() returns once that
 // kernel has completed and its writes are visible, as stream order would give. Captured into CUDA graphs as
 // programmatic edges.
+// A kernel may also call pdl_trigger() once it has waited: the next kernel (if launched this way) is then launched
+// as soon as every block of this one has triggered or exited, instead of when this one completes, so its blocks take
+// the SMs this kernel's last wave frees and run their setup there. A trigger changes no result: the next kernel
+// still waits in pdl_wait() for this one's completion and writes. The CUTLASS GEMMs do the same (CUTLASS's grid
+// dependency control: they wait before their first load and trigger when a block starts its last tile).
+// KILN_PDL=0 launches every kernel plainly (stream order), for measuring what the overlap gives.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <utility>
 
 namespace kiln::cuda {
@@ -20,7 +28,23 @@ __device__ __forceinline__ void pdl_wait() {
   asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
 }
+
+// Lets the next kernel launch early (see above); only after pdl_wait().
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+#endif
+
+// Whether kernels are launched with programmatic stream serialization: unless KILN_PDL=0 (read once).
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("KILN_PDL");
+    return !(v && std::strcmp(v, "0") == 0);
+  }();
+  return on;
+}
 
 // A launch configuration that allows programmatic stream serialization when `pdl` (else a plain launch); `attr`
 // is the storage its attribute lives in, which must outlive the launch call.
@@ -34,12 +58,12 @@ inline cudaLaunchConfig_t pdl_config(dim3 grid, dim3 block, size_t smem, cudaStr
   attr->id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr->val.programmaticStreamSerializationAllowed = 1;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = pdl && pdl_enabled() ? 1 : 0;
   return cfg;
 }
 
-// kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization allowed; returns the launch
-// error (also left for cudaGetLastError(), as <<<>>> does).
+// kernel<<<grid, block, smem, stream>>>(args...) with programmatic stream serialization allowed (unless KILN_PDL=0);
+// returns the launch error (also left for cudaGetLastError(), as <<<>>> does).
 template <typename... KArgs, typename... Args>
 cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                        Args&&... args) {

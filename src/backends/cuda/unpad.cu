@@ -41,6 +41,7 @@ __global__ void __launch_bounds__(kThreads)
   // Row and column of element threadIdx.x of this block's first tile: one division per thread, then steps.
   int64_t r0 = base * E / pitch, c0 = base * E - r0 * pitch;
   pdl_wait();  // launched with launch_pdl, right after the GEMM whose output it reads
+  pdl_trigger();
   for (; base < vectors; base += stride) {
     const int64_t v = base + threadIdx.x;
     if (v < vectors) {
@@ -81,6 +82,7 @@ __global__ void __launch_bounds__(kThreads)
     unpad_gather16_kernel(const TI* __restrict__ x, TO* __restrict__ y, int64_t total, int64_t pitch, int64_t width) {
   static_assert(sizeof(TI) == 2 && sizeof(TO) == 2, "2-byte types only");
   pdl_wait();  // launched with launch_pdl, right after the GEMM whose output it reads
+  pdl_trigger();
   const int64_t e0 = (static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x) * 8;
   if (e0 >= total) return;
   // A 32-bit division where the output allows (gpt2's: 206 M elements): a 64-bit one is a long emulated sequence.
@@ -141,6 +143,7 @@ template <typename TI, typename TO>
 __global__ void unpad_scalar_kernel(const TI* __restrict__ x, TO* __restrict__ y, int64_t total, int64_t pitch,
                                     int64_t width) {
   pdl_wait();
+  pdl_trigger();
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t r = i / width, c = i - r * width;

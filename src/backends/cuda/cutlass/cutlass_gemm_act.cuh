@@ -22,6 +22,7 @@
 
 #include "backends/cuda/cutlass_gemm.h"
 #include "backends/cuda/gelu_sigmoid.h"
+#include "backends/cuda/pdl.cuh"
 
 namespace kiln::cuda::cutlass_impl {
 
@@ -344,7 +345,10 @@ class Impl final : public CutlassGemm {
       if (G::GemmKernel::initialize_workspace(args_, workspace, stream) != cutlass::Status::kSuccess)
         return internal_error("CUTLASS GEMM: workspace initialization failed");
     }
-    if (gemm_.run(stream) != cutlass::Status::kSuccess) return internal_error("CUTLASS GEMM: launch failed");
+    // Programmatic dependent launch (pdl.cuh): the kernels wait for the previous kernel before their first load and
+    // let the next one launch when they start their last tile (built with CUTLASS_ENABLE_GDC_FOR_SM90).
+    if (gemm_.run(stream, nullptr, pdl_enabled()) != cutlass::Status::kSuccess)
+      return internal_error("CUTLASS GEMM: launch failed");
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return internal_error(std::string("CUTLASS GEMM: ") + cudaGetErrorString(e));
     return Status::Ok();
