@@ -844,6 +844,70 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
     }
 }
 
+// A post-LN block chain of forced CUTLASS kernels, all launched with programmatic dependent launch (pdl.cuh):
+// LayerNorm -> CUTLASS erf-GELU GEMM -> CUTLASS bias + residual GEMM (the residual is the LayerNorm's output) ->
+// LayerNorm, four times, each GELU configuration in turn. Every boundary is a kernel launched while its predecessor
+// may still run (the CUTLASS kernels trigger on their last tile, the LayerNorm right after its wait): one that read
+// its input, or overwrote a buffer, before its predecessor finished would leave stale rows somewhere along the
+// chain. Against the CPU reference, FP16; 4096 rows, so each GEMM runs in several waves.
+TEST(GpuCutlassGemm, DependentLaunchChainMatchesReference) {
+  KILN_REQUIRE_GPU();
+  if (!cutlass_built()) GTEST_SKIP() << "this build has no CUTLASS kernels (`make cutlass` builds them)";
+  const int64_t m = 4096, d = 256, hidden = 1024;
+  const DataType dt = DataType::kHALF;
+  auto build = [&](ir::Graph& g, bool forced) {
+    ir::Value* x = test::add_input(g, "x", dt, ops::shape_from_dims({m, d}));
+    uint32_t seed = 70;
+    auto constant = [&](const std::string& name, Dims shape, double lo, double hi) {
+      return g.add_constant(name, random_tensor(dt, shape, seed++, lo, hi));
+    };
+    auto add = [&](const std::string& op, const std::string& name, std::vector<ir::Value*> in, Attributes at,
+                   const char* domain) {
+      ir::Node* n = g.add_node(op, name, in, {name + "_y"}, std::move(at), domain[0] ? 1 : 17, domain);
+      Status st = passes::infer_node(g, *n);
+      EXPECT_TRUE(st.ok()) << st.message();
+      return n->outputs[0];
+    };
+    Attributes ln;
+    ln.set("axis", Attribute(int64_t{-1}));
+    x = add("LayerNormalization", "ln_in", {x, constant("g_in", {d}, 0.5, 1.5), constant("b_in", {d}, -0.5, 0.5)}, ln,
+            "");
+    const int gelu_configs = static_cast<int>(std::size(cuda::kCutlassGeluConfigs));
+    for (int i = 0; i < 4; ++i) {
+      const std::string l = std::to_string(i);
+      Attributes a1, a2;
+      a1.set("activation", Attribute(std::string("gelu_erf")));
+      a2.set("activation", Attribute(std::string("none")));
+      if (forced) {
+        a1.set("kiln.tactic", Attribute(cuda::cutlass_gelu_tactic_name(cuda::kCutlassGeluConfigs[i % gelu_configs])));
+        a2.set("kiln.tactic", Attribute(cuda::cutlass_res_tactic_name(cuda::kCutlassResConfigs[0])));
+      }
+      const double s1 = 2.0 / std::sqrt(static_cast<double>(d)), s2 = 1.0 / std::sqrt(static_cast<double>(hidden));
+      ir::Value* h = add("FusedMatMul", "ffn1_" + l,
+                         {x, constant("w1_" + l, {d, hidden}, -s1, s1), constant("b1_" + l, {hidden}, -1, 1)}, a1,
+                         "kiln");
+      ir::Value* r = add("FusedMatMul", "ffn2_" + l,
+                         {h, constant("w2_" + l, {hidden, d}, -s2, s2), constant("b2_" + l, {d}, -1, 1), x}, a2,
+                         "kiln");
+      x = add("LayerNormalization", "ln_" + l,
+              {r, constant("g_" + l, {d}, 0.5, 1.5), constant("b_" + l, {d}, -0.5, 0.5)}, ln, "");
+    }
+    g.outputs().push_back(x);
+  };
+  const std::vector<Tensor> inputs = {random_tensor(dt, {m, d}, 69, -2, 2)};
+  ir::Graph ref, gpu;
+  build(ref, false);
+  build(gpu, true);
+  const std::vector<Tensor> want = run_graph(ref, Backend::kCPU, inputs, nullptr);
+  std::string err;
+  const std::vector<Tensor> got = run_capturing(gpu, inputs, &err);
+  EXPECT_EQ(err.find("falls back"), std::string::npos) << err;
+  ASSERT_EQ(want.size(), 1u);
+  ASSERT_EQ(got.size(), 1u);
+  // Four FP16 blocks: the LayerNorms keep values O(1); a stale row would be off by O(1) everywhere in it.
+  expect_tensors_close(want[0], got[0], 6e-2, 5e-2, "CUTLASS chain vs the reference");
+}
+
 // At the default level the tuner times the CUTLASS kernels against cuBLASLt + the erf-GELU pass for bert's FFN1 at
 // 128 and 8192 tokens, and against cuBLASLt's bias + residual epilogue for its attention output projection and FFN2
 // at 8192 (FP16); whatever it keeps matches the reference; the 'tactic for' line with every candidate's time is
