@@ -225,6 +225,8 @@ PY
     # fresh (no timing cache) for the default and every variant, twice in alternation, and timed as a CUDA-graph
     # replay (FP16, median GPU compute time of 500 runs); each kiln run is stopped after 120 s. AB_FLAGS: kiln flags
     # for every run (e.g. "--outputIOFormats=fp16:chw", float16 bindings as gpu_bench.py builds them).
+    # AB_TIMING_CACHE=1: the runs of one model:batch share a timing cache (the first build times, the others reuse
+    # its choices), for run-time switches (KILN_PDL=0) where the tuner's own spread would blur the difference.
     IFS=';' read -r -a variants <<< "${AB_ENV:-}"
     variants=("" "${variants[@]}")
     header="| model | batch |"
@@ -235,13 +237,16 @@ PY
       [ -f $d/model.onnx ] || timeout 300 python3 tests/models/export_models.py --out /tmp/kiln_models --models $m \
         --opsets 17 > "$OUT/ab_export.log" 2>&1
       sh=$(python3 -c "import json; i=json.load(open('$d/meta.json'))['inputs'][0]; print(i['name']+':'+'x'.join(map(str,[$b]+i['shape'][1:])))")
-      row="| $m | $b |"
+      row="| $m | $b |" cache_flag=""
+      if [ "${AB_TIMING_CACHE:-0}" = 1 ]; then
+        rm -f "/tmp/kiln_ab_${m}_$b.cache"; cache_flag="--timingCacheFile=/tmp/kiln_ab_${m}_$b.cache"
+      fi
       for pass in 1 2; do
         for i in "${!variants[@]}"; do
           ms=$( (for kv in ${variants[$i]}; do export "$kv"; done
                  timeout 120 .devcarry/bin/kiln --onnx=$d/model.onnx --minShapes=$sh --optShapes=$sh --maxShapes=$sh \
                    --shapes=$sh --device=cuda --fp16 --useCudaGraph --noDataTransfers --iterations=500 --warmUp=200 \
-                   --duration=0 --verbose ${AB_FLAGS:-}) 2>&1 | tee "$OUT/ab_${m}_b${b}_v${i}_$pass.log" |
+                   --duration=0 --verbose $cache_flag ${AB_FLAGS:-}) 2>&1 | tee "$OUT/ab_${m}_b${b}_v${i}_$pass.log" |
                 grep -m1 "^GPU Compute Time" | sed -E 's/.*median = ([0-9.]+) ms.*/\1/')
           row+=" ${ms:-failed} |"
         done
