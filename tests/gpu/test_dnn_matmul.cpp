@@ -844,7 +844,8 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
     }
 }
 
-// A post-LN block chain of forced CUTLASS kernels, all launched with programmatic dependent launch (pdl.cuh):
+// A post-LN block chain of forced CUTLASS kernels, all launched with programmatic dependent launch (pdl.cuh, with
+// KILN_PDL=1 for the GEMMs):
 // LayerNorm -> CUTLASS erf-GELU GEMM -> CUTLASS bias + residual GEMM (the residual is the LayerNorm's output) ->
 // LayerNorm, four times, each GELU configuration in turn. Every boundary is a kernel launched while its predecessor
 // may still run (the CUTLASS kernels trigger on their last tile, the LayerNorm right after its wait): one that read
@@ -853,6 +854,7 @@ TEST(GpuCutlassGemm, ForcedConfigsMatchTheReference) {
 TEST(GpuCutlassGemm, DependentLaunchChainMatchesReference) {
   KILN_REQUIRE_GPU();
   if (!cutlass_built()) GTEST_SKIP() << "this build has no CUTLASS kernels (`make cutlass` builds them)";
+  ScopedEnv pdl("KILN_PDL", "1");  // the GEMMs' PDL launch (read when each layer's kernel object is made)
   const int64_t m = 4096, d = 256, hidden = 1024;
   const DataType dt = DataType::kHALF;
   auto build = [&](ir::Graph& g, bool forced) {

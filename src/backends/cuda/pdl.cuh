@@ -11,7 +11,8 @@
 // the SMs this kernel's last wave frees and run their setup there. A trigger changes no result: the next kernel
 // still waits in pdl_wait() for this one's completion and writes. The CUTLASS GEMMs do the same (CUTLASS's grid
 // dependency control: they wait before their first load and trigger when a block starts its last tile).
-// KILN_PDL=0 launches every kernel plainly (stream order), for measuring what the overlap gives.
+// KILN_PDL=0 launches every kernel plainly (stream order), for measuring what the overlap gives; KILN_PDL=1 launches
+// the CUTLASS GEMMs with PDL too, which they are not by default until a GPU run has checked them.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -37,14 +38,18 @@ __device__ __forceinline__ void pdl_trigger() {
 }
 #endif
 
-// Whether kernels are launched with programmatic stream serialization: unless KILN_PDL=0 (read once).
+// KILN_PDL now: -1 unset (or anything else), 0 or 1.
+inline int pdl_setting_now() {
+  const char* e = std::getenv("KILN_PDL");
+  return !e ? -1 : std::strcmp(e, "0") == 0 ? 0 : std::strcmp(e, "1") == 0 ? 1 : -1;
+}
+// Whether our kernels are launched with programmatic stream serialization: unless KILN_PDL=0 (read once).
 inline bool pdl_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("KILN_PDL");
-    return !(v && std::strcmp(v, "0") == 0);
-  }();
+  static const bool on = pdl_setting_now() != 0;
   return on;
 }
+// Whether a CUTLASS GEMM is: only with KILN_PDL=1 for now, read when the layer's kernel object is made.
+inline bool pdl_gemm_enabled() { return pdl_setting_now() == 1; }
 
 // A launch configuration that allows programmatic stream serialization when `pdl` (else a plain launch); `attr`
 // is the storage its attribute lives in, which must outlive the launch call.

@@ -276,7 +276,8 @@ class Impl final : public CutlassGemm {
   using ElementC = typename G::GemmKernel::CollectiveEpilogue::ElementC;  // void without C
 
  public:
-  Impl(int m, int n, int k, bool bias, float alpha) : m_(m), n_(n), k_(k), bias_(bias), alpha_(alpha) {
+  Impl(int m, int n, int k, bool bias, float alpha)
+      : m_(m), n_(n), k_(k), bias_(bias), alpha_(alpha), pdl_(pdl_gemm_enabled()) {
     // The persistent grid's SM count, once: left at 0, CUTLASS asks the device at every initialization.
     if (cudaGetDevice(&device_) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_) != cudaSuccess)
@@ -345,9 +346,9 @@ class Impl final : public CutlassGemm {
       if (G::GemmKernel::initialize_workspace(args_, workspace, stream) != cutlass::Status::kSuccess)
         return internal_error("CUTLASS GEMM: workspace initialization failed");
     }
-    // Programmatic dependent launch (pdl.cuh): the kernels wait for the previous kernel before their first load and
-    // let the next one launch when they start their last tile (built with CUTLASS_ENABLE_GDC_FOR_SM90).
-    if (gemm_.run(stream, nullptr, pdl_enabled()) != cutlass::Status::kSuccess)
+    // Programmatic dependent launch (pdl.cuh) with KILN_PDL=1: the kernels wait for the previous kernel before their
+    // first load and let the next one launch when they start their last tile (CUTLASS_ENABLE_GDC_FOR_SM90).
+    if (gemm_.run(stream, nullptr, pdl_) != cutlass::Status::kSuccess)
       return internal_error("CUTLASS GEMM: launch failed");
     const cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return internal_error(std::string("CUTLASS GEMM: ") + cudaGetErrorString(e));
@@ -358,6 +359,7 @@ class Impl final : public CutlassGemm {
   int m_, n_, k_;
   bool bias_;
   float alpha_;
+  bool pdl_;  // launched with programmatic dependent launch (pdl_gemm_enabled() when made)
   int device_ = 0, sms_ = 0;
   G gemm_;
   typename G::Arguments args_{};
