@@ -13,17 +13,11 @@ namespace kiln::ops {
 
 namespace {
 
-// The activation named by the attribute (ops::matmul_activation's names). SiLU and sigmoid are applied in-kernel
-// only by cuDNN's fused matmul; cuBLASLt's path finishes them in its epilogue pass.
+// The epilogue's activation (SiLU and sigmoid are applied in-kernel only by cuDNN's fused matmul; cuBLASLt's path
+// finishes them in its epilogue pass).
 Result<Epilogue> parse_act(const Attributes& a) {
-  const auto r = a.get_string("activation", "none");
-  if (!r.ok()) return r.status();
-  const std::optional<Activation> act = matmul_activation(r.value());
-  if (!act)
-    return invalid_model("FusedMatMul: activation must be none, relu, gelu_erf, gelu_tanh, silu or sigmoid but is '" +
-                         r.value() + "'");
   Epilogue e;
-  e.act = *act;
+  KILN_ASSIGN_OR_RETURN(e.act, parse_matmul_activation(a, "activation", "FusedMatMul"));
   return e;
 }
 

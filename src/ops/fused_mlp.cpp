@@ -58,14 +58,8 @@ KILN_REGISTER_OP(FusedMlp) {
   s.attrs = {{"activation1", AttrType::kSTRING}, {"activation2", AttrType::kSTRING}, {"squeeze", AttrType::kINT}};
   s.dtypes = {DataType::kFLOAT, DataType::kHALF, DataType::kBF16};
   s.infer = [](InferContext& ctx) -> Status {
-    for (const char* name : {"activation1", "activation2"}) {
-      const auto r = ctx.attrs().get_string(name, "none");  // read in place: see fused_conv.cpp's is_nhwc
-      if (!r.ok()) return r.status();
-      const std::string& act = r.value();
-      if (!matmul_activation(act))
-        return invalid_model(std::string("FusedMlp: ") + name +
-                             " must be none, relu, gelu_erf, gelu_tanh, silu or sigmoid but is '" + act + "'");
-    }
+    for (const char* name : {"activation1", "activation2"})
+      KILN_RETURN_IF_ERROR(parse_matmul_activation(ctx.attrs(), name, "FusedMlp").status());
     const TensorInfo& x = ctx.input(0);
     if (!dtype_is_float(x.dtype)) return invalid_model("FusedMlp: X must be a float type");
     for (int i = 1; i < ctx.num_inputs(); ++i)

@@ -76,6 +76,14 @@ std::optional<Activation> matmul_activation(const std::string& name) {
   return std::nullopt;
 }
 
+Result<Activation> parse_matmul_activation(const Attributes& attrs, const std::string& key, const std::string& op) {
+  const auto r = attrs.get_string(key, "none");  // read in place: see fused_conv.cpp's is_nhwc
+  if (!r.ok()) return r.status();
+  if (const std::optional<Activation> a = matmul_activation(r.value())) return *a;
+  return invalid_model(op + ": " + key + " must be none, relu, gelu_erf, gelu_tanh, silu or sigmoid but is '" +
+                       r.value() + "'");
+}
+
 Result<Epilogue> parse_epilogue(const std::string& op, const Attributes& attrs, const std::string& prefix) {
   Epilogue e;
   KILN_ASSIGN_OR_RETURN(std::string name, attrs.get_string(prefix + "activation", "none"));

@@ -44,6 +44,8 @@ const char* activation_name(Activation a);
 // The activations kiln::FusedMatMul's epilogue and kiln::FusedMlp take (none, relu, sigmoid, silu, gelu_erf,
 // gelu_tanh: no parameters), by name; nullopt for any other name.
 std::optional<Activation> matmul_activation(const std::string& name);
+// The attribute `key` (default "none") as one of those, or an error naming op, key, the allowed names and the value.
+Result<Activation> parse_matmul_activation(const Attributes& attrs, const std::string& key, const std::string& op);
 double apply_activation(const Epilogue& e, double x);
 // e applied to every element of t, computed in double and rounded once to t's type.
 Tensor apply_activation(const Epilogue& e, const Tensor& t);

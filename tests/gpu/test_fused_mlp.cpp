@@ -1,7 +1,7 @@
 // GPU tests of kiln::FusedMlp (fused_mlp.cu): every tactic of the plan at efficientnet_b0's squeeze-excitation
 // sizes, with the squeeze at their feature maps' sizes, and at odd sizes (the one-element paths, a squeeze over an
-// empty map too), in FP32, FP16 and BF16, with and without biases, against the CPU reference; the efficientnet block through the whole CUDA FP16
-// pipeline (fuse_small_mlp on) against the CPU backend; and each SE size timed as one FusedMlp (each tactic)
+// empty map too), in FP32, FP16 and BF16, with and without biases, against the CPU reference; the efficientnet
+// block through the whole CUDA FP16 pipeline (fuse_small_mlp on) against the CPU backend; and each SE size timed as one FusedMlp (each tactic)
 // against the layers it replaces (ReduceMean and two FusedMatMuls).
 #include "../unit/cnn_onnx_model.h"
 #include "backends/cuda/fused_mlp.h"
@@ -21,7 +21,8 @@ struct MlpCase {
   int64_t hw = -1;  // >= 0: squeeze, x is [rows, hw, hw, k] (0: an empty map, whose mean is 0)
   bool squeeze() const { return hw >= 0; }
   std::string str() const {
-    return std::to_string(rows) + " rows " + (squeeze() ? "(" + std::to_string(hw) + "x" + std::to_string(hw) + ") " : "") +
+    const std::string map = squeeze() ? "(" + std::to_string(hw) + "x" + std::to_string(hw) + ") " : "";
+    return std::to_string(rows) + " rows " + map +
            std::to_string(k) + "-" + std::to_string(hidden) + "-" + std::to_string(n) + " " + dtype_name(dt) + " " +
            act1 + "/" + act2 + (biases ? " biases " : " ") + tactic;
   }

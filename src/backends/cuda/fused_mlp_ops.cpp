@@ -9,12 +9,6 @@
 namespace kiln::cuda {
 namespace {
 
-// FusedMatMul's activation names as EpilogueParams::act codes (ops::Activation's numbers); -1 for any other name.
-int act_code(const std::string& s) {
-  const std::optional<ops::Activation> a = ops::matmul_activation(s);
-  return a ? static_cast<int>(*a) : -1;
-}
-
 Result<MlpShape> mlp_shape(const KernelArgs& a) {
   const DevTensor &x = a.in[0], &w1 = a.in[1], &w2 = a.in[3];
   if (x.rank() < 1 || w1.rank() != 2 || w2.rank() != 2 || x.shape.back() != w1.shape[1] || w1.shape[0] != w2.shape[1])
@@ -43,10 +37,10 @@ Result<MlpShape> mlp_shape(const KernelArgs& a) {
 
 Status run_mlp(KernelArgs& a) {
   KILN_ASSIGN_OR_RETURN(MlpShape s, mlp_shape(a));
-  KILN_ASSIGN_OR_RETURN(std::string n1, a.attrs().get_string("activation1", "none"));
-  KILN_ASSIGN_OR_RETURN(std::string n2, a.attrs().get_string("activation2", "none"));
-  const int act1 = act_code(n1), act2 = act_code(n2);
-  if (act1 < 0 || act2 < 0) return invalid_model("FusedMlp: unknown activation '" + (act1 < 0 ? n1 : n2) + "'");
+  // EpilogueParams::act codes are ops::Activation's numbers.
+  KILN_ASSIGN_OR_RETURN(const ops::Activation a1, ops::parse_matmul_activation(a.attrs(), "activation1", "FusedMlp"));
+  KILN_ASSIGN_OR_RETURN(const ops::Activation a2, ops::parse_matmul_activation(a.attrs(), "activation2", "FusedMlp"));
+  const int act1 = static_cast<int>(a1), act2 = static_cast<int>(a2);
   const DataType dt = a.in[0].dtype;
   const int elem = static_cast<int>(dtype_size(dt));
   // The tactic the builder chose; the plan's first candidate only where none is named (or it cannot run here).
@@ -95,10 +89,8 @@ KILN_CUDA_KERNEL(FusedMlp) {
     s.k = w1.shape[1].value;
     s.hidden = w1.shape[0].value;
     s.n = w2.shape[0].value;
-    for (const auto& key : {"activation1", "activation2"}) {
-      auto act = n.attrs.get_string(key, "none");
-      if (!act.ok() || act_code(*act) < 0) return false;
-    }
+    for (const auto& key : {"activation1", "activation2"})
+      if (!ops::parse_matmul_activation(n.attrs, key, "FusedMlp").ok()) return false;
     auto squeeze = n.attrs.get_int("squeeze", 0);
     if (!squeeze.ok() || (*squeeze != 0 && (*squeeze != 1 || x.shape.size() < 3))) return false;
     return mlp_fits(s);

@@ -459,15 +459,10 @@ struct FusedState {
   float norm_eps = 0;
 };
 
-// The epilogue kernels' code for the activation ops::matmul_activation names.
+// The epilogue kernels' code for the activation attribute.
 Result<EpiAct> parse_act(const Attributes& a) {
-  const auto r = a.get_string("activation", "none");
-  if (!r.ok()) return r.status();
-  const std::optional<ops::Activation> act = ops::matmul_activation(r.value());
-  switch (act.value_or(ops::Activation::kNone)) {
-    case ops::Activation::kNone:
-      if (act) return EpiAct::kNone;
-      break;
+  KILN_ASSIGN_OR_RETURN(const ops::Activation act, ops::parse_matmul_activation(a, "activation", "FusedMatMul"));
+  switch (act) {
     case ops::Activation::kRelu:
       return EpiAct::kRelu;
     case ops::Activation::kGeluErf:
@@ -478,10 +473,9 @@ Result<EpiAct> parse_act(const Attributes& a) {
       return EpiAct::kSilu;
     case ops::Activation::kSigmoid:
       return EpiAct::kSigmoid;
-    default:
-      break;
+    default:  // kNone: parse_matmul_activation returns no other
+      return EpiAct::kNone;
   }
-  return invalid_model("FusedMatMul: unknown activation '" + r.value() + "'");
 }
 
 // cuBLASLt fuses bias, ReLU, tanh-GELU and (with no activation) the residual as C; erf-GELU, SiLU, sigmoid, and an
